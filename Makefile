@@ -1,0 +1,39 @@
+# Two commands do all setup (README): `make demo` and `make test`. Both are idempotent.
+VENV := .venv
+PYTHON ?= python3
+APT_PACKAGES := dbus bluez
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
+
+.PHONY: demo test deps system-deps bench clean
+
+demo: deps
+	$(VENV)/bin/posture demo
+
+test: deps
+	$(VENV)/bin/python -m pytest
+
+bench: deps
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/python benchmarks/ble_throughput.py
+
+deps: system-deps $(STAMP)
+
+# Debian packages: dbus (dbus-daemon), bluez (bluetoothctl). Installed only when missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make: as root, or install:$$missing" >&2; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

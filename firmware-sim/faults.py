@@ -1,0 +1,56 @@
+"""Fault injection for the virtual sensor: lost packets, malformed packets, going out of range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MALFORMED_KINDS = ("truncated", "header", "length")
+
+
+@dataclass
+class FaultSettings:
+    loss_p: float = 0.0  # probability a notification is dropped (its samples are never sent)
+    corrupt_p: float = 0.0  # probability a malformed packet is sent before a good one
+    silences_s: list[tuple[float, float]] = field(default_factory=list)  # (start_s, duration_s)
+
+    def __post_init__(self) -> None:
+        for name in ("loss_p", "corrupt_p"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for start_s, duration_s in self.silences_s:
+            if start_s < 0 or duration_s <= 0:
+                raise ValueError(f"silence {start_s}:{duration_s} needs start ≥ 0 and duration > 0")
+
+
+class FaultInjector:
+    """Decides, packet by packet, what goes wrong. Its own RNG stream, so faults don't change motion."""
+
+    def __init__(self, settings: FaultSettings, seed: int, kinds: tuple[str, ...] = MALFORMED_KINDS):
+        self.settings = settings
+        self.kinds = kinds
+        self.rng = np.random.default_rng([seed, 0xFA17])
+        self.dropped_packets = 0
+        self.malformed_sent: dict[str, int] = {kind: 0 for kind in MALFORMED_KINDS}
+
+    def drop(self) -> bool:
+        dropped = self.settings.loss_p > 0 and self.rng.random() < self.settings.loss_p
+        self.dropped_packets += dropped
+        return bool(dropped)
+
+    def malformed(self, good: bytes) -> bytes | None:
+        """A malformed variant of `good` to send before it, or None."""
+        if not (self.settings.corrupt_p > 0 and self.rng.random() < self.settings.corrupt_p):
+            return None
+        kind = self.kinds[self.rng.integers(len(self.kinds))]
+        self.malformed_sent[kind] += 1
+        if kind == "truncated":
+            return good[: max(1, len(good) // 2 - 1)]
+        if kind == "header":
+            # 0xEE is neither a native version nibble we speak nor WitMotion's 0x55 sync byte.
+            return bytes([0xEE, 0xEE]) + good[2:]
+        return good + b"\x00\x00\x00"
+
+    def silent_at(self, t_s: float) -> bool:
+        return any(start <= t_s < start + dur for start, dur in self.settings.silences_s)

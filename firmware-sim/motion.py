@@ -1,0 +1,360 @@
+"""Scenario -> trunk kinematics per sample, and the ground-truth events.
+
+Every quantity is an analytic function of time, planned once from the scenario and the seeded
+generator. Any window of samples can therefore be evaluated on its own: chunking never changes a
+value, and a long day never has to be held in memory. Angles follow docs/conventions.md.
+
+Segments are blended with a partition of unity: segment k has weight
+``rise_k(t) - rise_{k+1}(t)``, where ``rise_k`` is a quintic smoothstep over the transition
+centred on the boundary. Each segment extrapolates its own motion (clamped local time), so the
+blended angles, heading, pelvis height and speed are smooth through every transition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .scenario import Scenario
+
+# Truth definition of a slouch episode, independent of any scenario: TRUE flexion above this
+# threshold continuously for at least SLOUCH_TRUTH_MIN_S. Breathing and fidgeting (< 5 deg around
+# an upright posture) never reach it; only held forward flexion does.
+SLOUCH_TRUTH_THRESHOLD_DEG = 15.0
+SLOUCH_TRUTH_MIN_S = 5.0
+
+BREATH_HZ = 0.25
+BREATH_HZ_SPREAD = 0.1  # relative, per simulation
+BREATH_AMPLITUDE_DEG = (0.3, 0.5)  # flexion sway range, per simulation
+POSTURAL_NOISE_TERMS = 4  # sinusoids per angle: smooth, so it differentiates cleanly into acc/gyro
+POSTURAL_NOISE_DEG = 0.08  # amplitude of each term
+POSTURAL_NOISE_HZ = (0.05, 0.5)
+SITTING_FLEXION_DEG = 2.0  # base posture of lean, rotate and fidget segments
+PELVIS_STANDING_M = 0.45  # pelvis rise from sitting to standing
+WALK_FLEXION_DEG = 3.0
+WALK_FLEXION_BOB_DEG = 1.0  # at step frequency
+WALK_LATERAL_SWAY_DEG = 1.5  # at stride frequency (half the step frequency)
+WALK_SPEED_MODULATION = 0.1  # relative forward speed ripple at step frequency
+WALK_TURN_JITTER = 0.1  # relative jitter of the turn interval
+WALK_TURN_MARGIN_S = 0.5  # no turn may still be running this close to the segment end
+FIDGET_MOVE_S = (0.4, 1.2)  # out and back leg durations
+FIDGET_HOLD_S = (0.0, 1.5)
+FIDGET_GAP_MIN_S = 0.3
+EVENTS_WINDOW_SAMPLES = 100_000
+
+
+@dataclass(frozen=True)
+class SlouchEpisode:
+    start_s: float
+    end_s: float
+    peak_flexion_deg: float
+
+
+@dataclass(frozen=True)
+class RotationExcursion:
+    start_s: float
+    end_s: float
+    side: str  # "left" | "right"
+    peak_deg: float  # absolute peak of rotation_deg within the excursion
+
+
+@dataclass(frozen=True)
+class LeanInterval:
+    start_s: float
+    end_s: float
+    side: str
+    mean_lateral_deg: float
+
+
+@dataclass(frozen=True)
+class ActivityInterval:
+    start_s: float
+    end_s: float
+    activity: str
+
+
+@dataclass
+class TruthEvents:
+    slouch_episodes: list[SlouchEpisode] = field(default_factory=list)
+    rotation_excursions: list[RotationExcursion] = field(default_factory=list)
+    lean_intervals: list[LeanInterval] = field(default_factory=list)
+    activity_intervals: list[ActivityInterval] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Kinematics:
+    """Truth for a window of samples; pelvis velocity/height feed the accelerometer."""
+
+    t_s: np.ndarray
+    flexion_deg: np.ndarray
+    lateral_deg: np.ndarray
+    rotation_deg: np.ndarray
+    heading_deg: np.ndarray
+    pelvis_vel_m_s: np.ndarray  # (n, 3) world frame, horizontal walking velocity
+    pelvis_z_m: np.ndarray  # height above the seated pelvis, walking bounce included
+    segment: np.ndarray  # index of the segment each sample lies in
+
+
+@dataclass(frozen=True)
+class Bumps:
+    """Smooth out-and-back excursions (rise, hold, fall) of [flexion, lateral, rotation]."""
+
+    start_s: np.ndarray
+    rise_s: np.ndarray
+    hold_s: np.ndarray
+    fall_s: np.ndarray
+    amplitude_deg: np.ndarray  # (m, 3)
+
+    @property
+    def end_s(self) -> np.ndarray:
+        return self.start_s + self.rise_s + self.hold_s + self.fall_s
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    activity: str
+    start_s: float
+    end_s: float
+    half_in_s: float  # half the transition into this segment
+    half_out_s: float
+    heading_start_deg: float
+    params: Any
+    heading_change_deg: float = 0.0
+    bumps: Bumps | None = None  # rotate and fidget
+    turn_start_s: np.ndarray | None = None  # walk
+    turn_deg: np.ndarray | None = None
+
+
+def smoothstep(u: np.ndarray) -> np.ndarray:
+    """Minimum-jerk profile 0 -> 1 on u in [0, 1], clamped outside."""
+    u = np.clip(u, 0.0, 1.0)
+    return u * u * u * (10.0 + u * (-15.0 + 6.0 * u))
+
+
+class MotionModel:
+    """Plans a scenario once; evaluates truth kinematics on any sample window."""
+
+    def __init__(self, scenario: Scenario, rng: np.random.Generator, rate_hz: float):
+        self.scenario = scenario
+        self.rate_hz = float(rate_hz)
+        self.duration_s = scenario.duration_s
+        self.n_samples = int(round(self.duration_s * self.rate_hz))
+        self.segments = self._plan_segments(rng)
+        self.activity_names = np.array([s.activity for s in self.segments])
+        self._starts_s = np.array([s.start_s for s in self.segments])
+        # Where each segment's weight is non-zero; the first and last extend forever.
+        self._support_lo_s = np.array([s.start_s - s.half_in_s for s in self.segments])
+        self._support_hi_s = np.array([s.end_s + s.half_out_s for s in self.segments])
+        self._support_lo_s[0], self._support_hi_s[-1] = -np.inf, np.inf
+        self.breath_hz = BREATH_HZ * rng.uniform(1 - BREATH_HZ_SPREAD, 1 + BREATH_HZ_SPREAD)
+        self.breath_deg = rng.uniform(*BREATH_AMPLITUDE_DEG)
+        self.breath_phase = rng.uniform(0, 2 * np.pi)
+        self.noise_hz = rng.uniform(*POSTURAL_NOISE_HZ, size=(3, POSTURAL_NOISE_TERMS))
+        self.noise_phase = rng.uniform(0, 2 * np.pi, size=(3, POSTURAL_NOISE_TERMS))
+
+    def _plan_segments(self, rng: np.random.Generator) -> list[SegmentPlan]:
+        plans: list[SegmentPlan] = []
+        start_s, heading_deg = 0.0, 0.0
+        segs = self.scenario.segments
+        for k, seg in enumerate(segs):
+            end_s = start_s + seg.duration_s
+            half_in = 0.0 if k == 0 else _half_transition(segs[k - 1], seg)
+            half_out = 0.0 if k == len(segs) - 1 else _half_transition(seg, segs[k + 1])
+            extra: dict[str, Any] = {}
+            if seg.activity == "rotate":
+                extra["bumps"] = _plan_rotations(seg.params, start_s)
+            elif seg.activity == "fidget":
+                extra["bumps"] = _plan_fidget(seg.params, start_s, end_s, rng)
+            elif seg.activity == "walk":
+                extra["turn_start_s"], extra["turn_deg"] = _plan_turns(seg.params, start_s, end_s, rng)
+                extra["heading_change_deg"] = float(extra["turn_deg"].sum())
+            plan = SegmentPlan(seg.activity, start_s, end_s, half_in, half_out, heading_deg, params=seg.params, **extra)
+            plans.append(plan)
+            start_s, heading_deg = end_s, heading_deg + plan.heading_change_deg
+        return plans
+
+    def kinematics(self, i0: int, i1: int) -> Kinematics:
+        """Truth for sample indices i0..i1-1 (indices outside [0, n) extrapolate smoothly)."""
+        t = np.arange(i0, i1, dtype=np.float64) / self.rate_hz
+        out = np.zeros((6, t.size))  # flexion, lateral, rotation, heading, speed, pelvis z
+        if t.size:
+            lo = int(np.searchsorted(self._support_hi_s, t[0], "left"))
+            hi = int(np.searchsorted(self._support_lo_s, t[-1], "right"))
+            for k in range(lo, hi):
+                out += self._weight(k, t) * self._segment_values(self.segments[k], t)
+        flexion, lateral, rotation, heading, speed, pelvis_z = out
+        flexion = flexion + self.breath_deg * np.sin(2 * np.pi * self.breath_hz * t + self.breath_phase)
+        sway = [np.zeros_like(t) for _ in range(3)]
+        for axis in range(3):
+            for hz, phase in zip(self.noise_hz[axis], self.noise_phase[axis]):
+                sway[axis] += POSTURAL_NOISE_DEG * np.sin(2 * np.pi * hz * t + phase)
+        heading_rad = np.radians(heading)
+        # Heading + is clockwise from above, so the facing direction is Rz(-heading) x.
+        vel = np.stack([speed * np.cos(heading_rad), -speed * np.sin(heading_rad), np.zeros_like(t)], axis=1)
+        segment = np.clip(np.searchsorted(self._starts_s, t, "right") - 1, 0, len(self.segments) - 1)
+        return Kinematics(
+            t, flexion + sway[0], lateral + sway[1], rotation + sway[2], heading, vel, pelvis_z, segment
+        )
+
+    def _weight(self, k: int, t: np.ndarray) -> np.ndarray:
+        seg = self.segments[k]
+        rise = _rise(t, seg.start_s, seg.half_in_s) if k > 0 else np.ones_like(t)
+        if k == len(self.segments) - 1:
+            return rise
+        return rise - _rise(t, seg.end_s, seg.half_out_s)
+
+    def _segment_values(self, seg: SegmentPlan, t: np.ndarray) -> np.ndarray:
+        """Rows: flexion, lateral, rotation, heading, speed, pelvis z — this segment alone."""
+        p, n = seg.params, t.size
+        tau = np.clip(t - seg.start_s, 0.0, seg.end_s - seg.start_s)
+        v = np.zeros((6, n))
+        v[0] = SITTING_FLEXION_DEG
+        v[3] = seg.heading_start_deg
+        if seg.activity in ("sit_upright", "stand", "lie"):
+            v[0] = p.flexion_deg
+        elif seg.activity == "slouch":
+            v[0] = p.flexion_deg * _ramp(tau, p.ramp_s)
+        elif seg.activity == "lean":
+            v[1] = (1.0 if p.side == "right" else -1.0) * p.lateral_deg * _ramp(tau, p.ramp_s)
+        elif seg.bumps is not None:
+            v[:3] += _bump_values(seg.bumps, t).T
+        if seg.activity == "walk":
+            step = 2 * np.pi * p.step_hz * t
+            v[0] = WALK_FLEXION_DEG + WALK_FLEXION_BOB_DEG * np.sin(step)
+            v[1] = WALK_LATERAL_SWAY_DEG * np.sin(step / 2)
+            v[3] += _turn_values(seg, t)
+            v[4] = p.speed_m_s * (1.0 + WALK_SPEED_MODULATION * np.sin(step))
+            v[5] = PELVIS_STANDING_M + p.bounce_m * np.sin(step)
+        elif seg.activity == "stand":
+            v[5] = PELVIS_STANDING_M
+        return v
+
+    # ---- ground truth -------------------------------------------------------------------
+
+    def events(self) -> TruthEvents:
+        ev = TruthEvents(slouch_episodes=self._slouch_episodes())
+        for seg in self.segments:
+            if seg.activity == "rotate":
+                for start_s, end_s, amp in zip(seg.bumps.start_s, seg.bumps.end_s, seg.bumps.amplitude_deg):
+                    peak_deg = float(np.abs(self._window(start_s, end_s).rotation_deg).max())
+                    side = "right" if amp[2] > 0 else "left"
+                    ev.rotation_excursions.append(RotationExcursion(float(start_s), float(end_s), side, peak_deg))
+            elif seg.activity == "lean":
+                lat = self._window(seg.start_s, seg.end_s).lateral_deg
+                ev.lean_intervals.append(LeanInterval(seg.start_s, seg.end_s, seg.params.side, float(lat.mean())))
+            last = ev.activity_intervals[-1] if ev.activity_intervals else None
+            if last is not None and last.activity == seg.activity:
+                ev.activity_intervals[-1] = ActivityInterval(last.start_s, seg.end_s, seg.activity)
+            else:
+                ev.activity_intervals.append(ActivityInterval(seg.start_s, seg.end_s, seg.activity))
+        return ev
+
+    def _window(self, start_s: float, end_s: float) -> Kinematics:
+        i0 = int(np.ceil(start_s * self.rate_hz - 1e-9))
+        return self.kinematics(i0, max(int(np.floor(end_s * self.rate_hz + 1e-9)) + 1, i0 + 1))
+
+    def _slouch_episodes(self) -> list[SlouchEpisode]:
+        episodes: list[SlouchEpisode] = []
+        open_start, peak = None, -np.inf
+
+        def close(end_index: int) -> None:
+            start_s, end_s = open_start / self.rate_hz, end_index / self.rate_hz
+            if end_s - start_s >= SLOUCH_TRUTH_MIN_S:
+                episodes.append(SlouchEpisode(start_s, end_s, float(peak)))
+
+        for i0 in range(0, self.n_samples, EVENTS_WINDOW_SAMPLES):
+            flexion = self.kinematics(i0, min(i0 + EVENTS_WINDOW_SAMPLES, self.n_samples)).flexion_deg
+            above = flexion > SLOUCH_TRUTH_THRESHOLD_DEG
+            bounds = np.concatenate([[0], np.flatnonzero(above[1:] != above[:-1]) + 1, [above.size]])
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                if above[a]:
+                    open_start = i0 + a if open_start is None else open_start
+                    peak = max(peak, flexion[a:b].max())
+                elif open_start is not None:
+                    close(i0 + a)
+                    open_start, peak = None, -np.inf
+        if open_start is not None:
+            close(self.n_samples)
+        return episodes
+
+
+def _half_transition(prev: Any, nxt: Any) -> float:
+    # Never wider than half of either neighbour, so at most two segments overlap at any time.
+    return min(nxt.transition_s, prev.duration_s, nxt.duration_s) / 2.0
+
+
+def _rise(t: np.ndarray, centre_s: float, half_s: float) -> np.ndarray:
+    if half_s <= 0.0:
+        return (t >= centre_s).astype(np.float64)
+    return smoothstep((t - (centre_s - half_s)) / (2.0 * half_s))
+
+
+def _ramp(tau: np.ndarray, ramp_s: float) -> np.ndarray:
+    return smoothstep(tau / ramp_s) if ramp_s > 0 else np.ones_like(tau)
+
+
+def _bump_values(b: Bumps, t: np.ndarray) -> np.ndarray:
+    out = np.zeros((t.size, 3))
+    # Loop over the few bumps that touch the window, each on its own sample range, in a fixed
+    # order, so a sample's value never depends on the window it is evaluated in.
+    for j in np.flatnonzero((b.end_s > t[0]) & (b.start_s < t[-1])):
+        a, z = np.searchsorted(t, [b.start_s[j], b.end_s[j]])
+        u = t[a:z] - b.start_s[j]
+        profile = smoothstep(u / b.rise_s[j]) - smoothstep((u - b.rise_s[j] - b.hold_s[j]) / b.fall_s[j])
+        out[a:z] += profile[:, None] * b.amplitude_deg[j]
+    return out
+
+
+def _turn_values(seg: SegmentPlan, t: np.ndarray) -> np.ndarray:
+    turn_s = seg.params.turn_s
+    done_deg = np.concatenate([[0.0], np.cumsum(seg.turn_deg)])
+    out = done_deg[np.searchsorted(seg.turn_start_s + turn_s, t, "right")]
+    for j in np.flatnonzero((seg.turn_start_s + turn_s > t[0]) & (seg.turn_start_s < t[-1])):
+        a, z = np.searchsorted(t, [seg.turn_start_s[j], seg.turn_start_s[j] + turn_s])
+        out[a:z] += seg.turn_deg[j] * smoothstep((t[a:z] - seg.turn_start_s[j]) / turn_s)
+    return out
+
+
+def _plan_rotations(p: Any, start_s: float) -> Bumps:
+    order = p.order or _alternating(p.left_count, p.right_count)
+    peak_deg = np.array([p.left_peak_deg if c == "L" else p.right_peak_deg for c in order])
+    sign = np.array([-1.0 if c == "L" else 1.0 for c in order])
+    leg_s = peak_deg / p.speed_dps
+    hold_s = np.full(len(order), p.hold_s)
+    durations_s = 2 * leg_s + hold_s + p.pause_s
+    starts_s = start_s + p.pause_s + np.cumsum(durations_s) - durations_s
+    amplitude = np.zeros((len(order), 3))
+    amplitude[:, 2] = sign * peak_deg
+    return Bumps(starts_s, leg_s, hold_s, leg_s.copy(), amplitude)
+
+
+def _alternating(left: int, right: int) -> str:
+    pairs = min(left, right)
+    return "LR" * pairs + "L" * (left - pairs) + "R" * (right - pairs)
+
+
+def _plan_fidget(p: Any, start_s: float, end_s: float, rng: np.random.Generator) -> Bumps:
+    m = int(np.ceil((end_s - start_s) * p.moves_per_min / 60.0))
+    rise, fall = rng.uniform(*FIDGET_MOVE_S, size=(2, m))
+    hold = rng.uniform(*FIDGET_HOLD_S, size=m)
+    mean_gap_s = max(60.0 / max(p.moves_per_min, 1e-9) - np.mean(FIDGET_MOVE_S) * 2 - np.mean(FIDGET_HOLD_S), 0.0)
+    gap = FIDGET_GAP_MIN_S + rng.exponential(mean_gap_s + 1e-9, size=m)
+    amplitude = rng.uniform(-p.amplitude_deg, p.amplitude_deg, size=(m, 3))
+    starts = start_s + np.cumsum(gap + rise + hold + fall) - (rise + hold + fall)
+    keep = starts + rise + hold + fall <= end_s - FIDGET_GAP_MIN_S
+    return Bumps(starts[keep], rise[keep], hold[keep], fall[keep], amplitude[keep])
+
+
+def _plan_turns(p: Any, start_s: float, end_s: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    m = int((end_s - start_s) // p.turn_every_s)
+    jitter = rng.uniform(-WALK_TURN_JITTER, WALK_TURN_JITTER, size=m) * p.turn_every_s
+    starts = start_s + p.turn_every_s * np.arange(1, m + 1) + jitter
+    keep = starts + p.turn_s <= end_s - WALK_TURN_MARGIN_S
+    starts = starts[keep]
+    if p.turn_side == "alternate":
+        sign = np.where(np.arange(starts.size) % 2 == 0, 1.0, -1.0)
+    else:
+        sign = np.full(starts.size, 1.0 if p.turn_side == "right" else -1.0)
+    return starts, sign * p.turn_deg

@@ -1,0 +1,41 @@
+"""`posture` command line: each part registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from firmware_sim import cli as sim_cli
+    from sensor import cli as sensor_cli
+
+    from . import demo
+
+    parser = argparse.ArgumentParser(prog="posture", description="Posture companion: back-worn IMU over BLE.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sim_cli.register(sub)
+    sensor_cli.register(sub)
+    demo.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:
+        # One clear line, not a traceback, for what a user can fix (bad file, no adapter, …).
+        print(f"posture {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""`posture scan` and `posture record`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .discovery import SensorFilter, discover
+from .link import LinkSettings
+from .record import record
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scan", help="list posture sensors in range")
+    p.add_argument("--adapter", help="BlueZ adapter, e.g. hci0 (default: BlueZ's default)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to scan (default 5)")
+    p.set_defaults(func=run_scan)
+
+    p = sub.add_parser("record", help="record decoded samples from a sensor to CSV")
+    p.add_argument("--adapter", help="BlueZ adapter, e.g. hci0")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--name", help="advertised name of the sensor")
+    who.add_argument("--address", help="Bluetooth address of the sensor")
+    p.add_argument("--seconds", type=float, required=True, help="how long to record")
+    p.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    p.add_argument("--rate", type=float, default=100.0, help="sample rate to ask the sensor for, Hz (default 100)")
+    p.add_argument("--watchdog", type=float, default=3.0, help="reconnect after this many seconds without data")
+    p.add_argument("--scan-timeout", type=float, default=10.0, help="seconds to look for the sensor")
+    p.set_defaults(func=run_record)
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    sensors = asyncio.run(discover(args.adapter, args.timeout))
+    if not sensors:
+        print("no posture sensors found", file=sys.stderr)
+        return 1
+    print(f"{'NAME':24} {'ADDRESS':17} {'PROFILE':10} RSSI")
+    for s in sensors:
+        rssi = "" if s.rssi_dbm is None else f"{s.rssi_dbm} dBm"
+        print(f"{s.name:24} {s.address:17} {s.profile or '?':10} {rssi}{'' if s.advertising else ' (known, not seen)'}")
+    return 0
+
+
+def run_record(args: argparse.Namespace) -> int:
+    return asyncio.run(_record(args))
+
+
+async def _record(args: argparse.Namespace) -> int:
+    wanted = SensorFilter(name=args.name, address=args.address)
+    found = await discover(args.adapter, args.scan_timeout, wanted, first_only=True)
+    if not found:
+        raise RuntimeError(f"no sensor matching {args.name or args.address or 'a posture profile'} found")
+    settings = LinkSettings(adapter=args.adapter, rate_hz=args.rate, watchdog_s=args.watchdog)
+    link = await record(found[0].device, settings, args.seconds, args.out)
+    stats = link.stats
+    summary = {"device": found[0].address, "profile": link.profile.name if link.profile else None,
+               "out": str(args.out), **(dataclasses.asdict(stats) if stats else {})}
+    print(json.dumps(summary), flush=True)
+    return 0 if stats and stats.samples else 1

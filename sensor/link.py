@@ -1,0 +1,142 @@
+"""Keeping one sensor connected and streaming: connect, configure, subscribe, watch, reconnect.
+
+Connection attempts and their backoff are bleak-retry-connector's (`establish_connection`); this
+module only decides *when* a link is dead (the watchdog) and starts over. What the bytes mean is
+sensor/stream.py's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bleak import BleakClient
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+from bleak_retry_connector import establish_connection
+
+from .discovery import SensorFilter, discover
+from .profiles import BATTERY_LEVEL_UUID, SensorProfile, detect_profile
+from .stream import ImuBatch, StreamDecoder
+
+log = logging.getLogger("posture.sensor")
+
+
+class ProfileError(BleakError):
+    """The connected device offers none of the sensor profiles we speak."""
+
+
+@dataclass
+class LinkSettings:
+    adapter: str | None = None
+    rate_hz: float = 100.0
+    watchdog_s: float = 3.0  # no notification for this long → the link is treated as lost
+    connect_attempts: int = 3  # per establish_connection call (it backs off between them)
+    pause_between_rounds_s: float = 1.0  # after a failed round, before asking again
+    rediscover_timeout_s: float = 3.0
+
+
+class SensorLink:
+    def __init__(self, device: BLEDevice, on_batch: Callable[[ImuBatch], None],
+                 settings: LinkSettings | None = None):
+        self.device = device
+        self.on_batch = on_batch
+        self.settings = settings or LinkSettings()
+        self.decoder: StreamDecoder | None = None
+        self.profile: SensorProfile | None = None
+        self.connected = asyncio.Event()
+        self._last_rx_s = 0.0
+        self._lost = asyncio.Event()
+
+    @property
+    def stats(self):
+        return self.decoder.stats if self.decoder else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stream until `stop` is set, reconnecting whenever the link is lost."""
+        first = True
+        while not stop.is_set():
+            try:
+                client = await self._connect()
+            except (BleakError, TimeoutError, OSError) as exc:
+                log.warning("%s: not connected (%s); trying again", self.device.address, exc)
+                await self._pause(stop)
+                await self._refresh_device()
+                continue
+            try:
+                if not first and self.decoder:
+                    self.decoder.stats.reconnects += 1
+                first = False
+                await self._stream(client, stop)
+            except (BleakError, TimeoutError, OSError) as exc:
+                log.warning("%s: link error: %s", self.device.address, exc)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
+                    await asyncio.wait_for(client.disconnect(), 5)
+
+    async def _connect(self) -> BleakClient:
+        self._lost.clear()
+        client = await establish_connection(BleakClient, self.device, self.device.name or self.device.address,
+                                            disconnected_callback=lambda _: self._lost.set(),
+                                            max_attempts=self.settings.connect_attempts)
+        profile = detect_profile(s.uuid for s in client.services)
+        if profile is None:
+            await client.disconnect()
+            raise ProfileError(f"{self.device.address} offers no posture sensor service")
+        if self.decoder is None or self.profile is not profile:
+            self.profile = profile
+            self.decoder = StreamDecoder(self.device.address, profile, self.settings.rate_hz)
+        else:
+            self.decoder.restart()
+        return client
+
+    async def _stream(self, client: BleakClient, stop: asyncio.Event) -> None:
+        profile, decoder = self.profile, self.decoder
+        current = await client.read_gatt_char(profile.control_uuid) if profile.reads_control else None
+        await client.write_gatt_char(profile.control_uuid, profile.rate_command(current, self.settings.rate_hz),
+                                     response=True)
+        await self._read_battery(client)
+
+        def on_data(_, data: bytearray) -> None:
+            self._last_rx_s = time.monotonic()
+            if (batch := decoder.feed(data, time.time())) is not None:
+                self.on_batch(batch)
+
+        self._last_rx_s = time.monotonic()
+        await client.start_notify(profile.data_uuid, on_data)
+        self.connected.set()
+        log.info("%s: streaming (%s profile)", self.device.address, profile.name)
+        while not stop.is_set() and not self._lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+            if time.monotonic() - self._last_rx_s > self.settings.watchdog_s:
+                log.warning("%s: no data for %.1f s, reconnecting", self.device.address, self.settings.watchdog_s)
+                return
+
+    async def _read_battery(self, client: BleakClient) -> None:
+        if client.services.get_characteristic(BATTERY_LEVEL_UUID) is None:
+            return
+        self.decoder.stats.battery_pct = (await client.read_gatt_char(BATTERY_LEVEL_UUID))[0]
+
+        def on_battery(_, data: bytearray) -> None:
+            if data:
+                self.decoder.stats.battery_pct = data[0]
+
+        await client.start_notify(BATTERY_LEVEL_UUID, on_battery)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.settings.pause_between_rounds_s)
+
+    async def _refresh_device(self) -> None:
+        """A sensor that went away may come back under a new BlueZ object: look it up again."""
+        with contextlib.suppress(BleakError, TimeoutError, OSError):
+            found = await discover(self.settings.adapter, self.settings.rediscover_timeout_s,
+                                   SensorFilter(address=self.device.address), first_only=True)
+            if found:
+                self.device = found[0].device

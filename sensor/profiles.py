@@ -1,0 +1,69 @@
+"""What the client knows about each sensor profile: UUIDs, decoder, configuration commands (data tables)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .codecs import DecodedPacket, native, thingy52, witmotion
+
+BATTERY_LEVEL_UUID = "00002a19-0000-1000-8000-00805f9b34fb"
+MODEL_NUMBER_UUID = "00002a24-0000-1000-8000-00805f9b34fb"
+
+
+@dataclass(frozen=True)
+class SensorProfile:
+    name: str
+    service_uuid: str
+    data_uuid: str
+    control_uuid: str
+    decode: Callable[[bytes], DecodedPacket]
+    # Set the sample rate: (current control value or None, rate_hz) → bytes to write, or ValueError.
+    rate_command: Callable[[bytes | None, float], bytes]
+    reads_control: bool  # whether rate_command needs the current control value
+    has_sensor_clock: bool  # sequence counter and sensor timestamps on the wire
+
+
+def _native_rate(_: bytes | None, rate_hz: float) -> bytes:
+    return struct.pack("<BH", 0x03, round(rate_hz))
+
+
+# WitMotion return-rate register codes (register 0x03).
+WITMOTION_RATE_CODES = {0.2: 0x01, 0.5: 0x02, 1: 0x03, 2: 0x04, 5: 0x05, 10: 0x06, 20: 0x07, 50: 0x08,
+                        100: 0x09, 200: 0x0B}
+
+
+def _witmotion_rate(_: bytes | None, rate_hz: float) -> bytes:
+    code = WITMOTION_RATE_CODES.get(rate_hz)
+    if code is None:
+        raise ValueError(f"WT901BLE rates are {sorted(WITMOTION_RATE_CODES)} Hz, not {rate_hz}")
+    return bytes([0xFF, 0xAA, 0x03, code, 0x00])
+
+
+def _thingy_rate(current: bytes | None, rate_hz: float) -> bytes:
+    # Motion config: pedometer ms, temperature ms, compass ms, motion rate Hz, wake-on-motion.
+    fields = list(struct.unpack("<HHHHB", current)) if current and len(current) == 9 else [1000, 1000, 1000, 0, 1]
+    fields[3] = round(rate_hz)
+    return struct.pack("<HHHHB", *fields)
+
+
+def _thingy(short: int) -> str:
+    return f"ef68{short:04x}-9b35-4933-9b10-52ffa9740042"
+
+
+PROFILES: dict[str, SensorProfile] = {p.name: p for p in (
+    SensorProfile("native", "d0a10001-5c3e-4b8e-9f2a-3c7e1b4d6a80", "d0a10002-5c3e-4b8e-9f2a-3c7e1b4d6a80",
+                  "d0a10003-5c3e-4b8e-9f2a-3c7e1b4d6a80", native.decode, _native_rate, False, True),
+    # WitMotion's UUID base is …-00805f9a34fb, one digit off the Bluetooth SIG base.
+    SensorProfile("witmotion", "0000ffe5-0000-1000-8000-00805f9a34fb", "0000ffe4-0000-1000-8000-00805f9a34fb",
+                  "0000ffe9-0000-1000-8000-00805f9a34fb", witmotion.decode, _witmotion_rate, False, False),
+    SensorProfile("thingy52", _thingy(0x0400), _thingy(0x0406), _thingy(0x0401), thingy52.decode, _thingy_rate,
+                  True, False),
+)}
+
+
+def detect_profile(service_uuids: Iterable[str]) -> SensorProfile | None:
+    """The profile whose service the device has (from advertised or resolved service UUIDs)."""
+    uuids = {u.lower() for u in service_uuids}
+    return next((p for p in PROFILES.values() if p.service_uuid in uuids), None)

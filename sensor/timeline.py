@@ -1,0 +1,131 @@
+"""Where each sample sits in time: sequence gaps, sensor-clock unwrapping, sensor → host time.
+
+Pure: arrival times are passed in, nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+SEQ_MODULO = 1 << 16
+CLOCK_MODULO_US = 1 << 32
+
+
+@dataclass(frozen=True)
+class Placement:
+    t_sensor_s: np.ndarray  # sensor time of each sample in the packet, unwrapped
+    lost_samples: int  # samples missing right before this packet (negative: a correction)
+    lost_packets: int  # packets missing right before this packet (0 where the wire has no counter)
+    duplicate: bool = False  # a packet we already had (its samples should be dropped)
+
+
+class CountedTimeline:
+    """For profiles with a sequence counter and sensor timestamps on the wire: gaps are exact."""
+
+    def __init__(self) -> None:
+        self._last_seq: int | None = None
+        self._last_t0_us = 0
+        self._t0_unwrapped_us = 0
+        self._next_us = 0  # where the next sample is due, on the unwrapped sensor clock
+
+    def place(self, seq: int, t0_us: int, period_us: int, n: int) -> Placement:
+        if self._last_seq is None:
+            self._t0_unwrapped_us = t0_us
+            lost_samples = lost_packets = 0
+        else:
+            step_us = (t0_us - self._last_t0_us) % CLOCK_MODULO_US
+            if step_us >= CLOCK_MODULO_US // 2:  # behind us: a repeat, not 35 minutes of loss
+                return Placement(np.empty(0), 0, 0, duplicate=True)
+            self._t0_unwrapped_us += step_us
+            lost_samples = max(0, round((self._t0_unwrapped_us - self._next_us) / period_us))
+            lost_packets = (seq - self._last_seq - 1) % SEQ_MODULO
+        self._last_seq, self._last_t0_us = seq, t0_us
+        self._next_us = self._t0_unwrapped_us + n * period_us
+        t_us = self._t0_unwrapped_us + period_us * np.arange(n)
+        return Placement(t_us / 1e6, lost_samples, lost_packets)
+
+
+class ArrivalTimeline:
+    """For profiles with neither counter nor timestamp (WT901BLE, Thingy:52 raw): from arrival times.
+
+    The sensor samples on a steady clock, so r_j = (arrival_j − arrival_0)·rate − j, for the j-th
+    received sample, has a floor set by the smallest link latency; every lost sample lifts that
+    floor by exactly one, a late packet lifts only itself. The floor is the minimum of r over a
+    trailing window. Clock drift moves the floor slowly and continuously, unlike a loss, so it is
+    followed as the fractional part of the floor. The count is an estimate: a link that delays every
+    packet by more than half a period for a whole window reads as loss until it recovers.
+    """
+
+    def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02):
+        self.rate_hz = rate_hz
+        self.drift_gain = drift_gain
+        self._recent = deque(maxlen=window)
+        self._first_host_s: float | None = None
+        self._received = 0
+        self._lost = 0
+        self._drift = 0.0
+
+    def place(self, host_s: float, n: int = 1) -> Placement:
+        if self._first_host_s is None:
+            self._first_host_s = host_s
+        j = self._received + n - 1  # ordinal of the newest sample in this packet
+        self._recent.append((host_s - self._first_host_s) * self.rate_hz - j)
+        floor = min(self._recent)
+        lost = round(floor - self._drift)
+        if len(self._recent) == self._recent.maxlen:
+            self._drift += self.drift_gain * (floor - lost - self._drift)
+        lost_now, self._lost = lost - self._lost, lost
+        index = self._received + self._lost + np.arange(n)
+        self._received += n
+        return Placement(index / self.rate_hz, lost_now, 0)
+
+
+class ClockMap:
+    """Sensor clock → host clock: the lower envelope of (host − sensor) with a linear drift fit.
+
+    Arrival always lags the sample, so the smallest lag per window is the best estimate of the
+    clock offset; a line through those minima follows crystal drift (tens of ppm).
+    """
+
+    def __init__(self, window_s: float = 1.0, history: int = 300):
+        self.window_s = window_s
+        self._minima: deque[tuple[float, float]] = deque(maxlen=history)
+        self._window_start_s: float | None = None
+        self._window_min: tuple[float, float] | None = None
+        self._fit = (0.0, 0.0, 0.0)  # slope, intercept, reference sensor time
+
+    def update(self, sensor_s: float, host_s: float) -> None:
+        """sensor_s: sensor time of the newest sample in a packet; host_s: when it arrived."""
+        lag = host_s - sensor_s
+        if self._window_start_s is None or sensor_s < self._window_start_s:
+            self.reset()
+            self._window_start_s = sensor_s
+        if self._window_min is None or lag < self._window_min[1]:
+            self._window_min = (sensor_s, lag)
+            if len(self._minima) < 2:
+                self._fit = (0.0, lag if not self._minima else min(lag, self._minima[-1][1]), sensor_s)
+        if sensor_s - self._window_start_s >= self.window_s:
+            self._minima.append(self._window_min)
+            self._window_start_s, self._window_min = sensor_s, None
+            self._refit()
+
+    def _refit(self) -> None:
+        s = np.array([m[0] for m in self._minima])
+        lag = np.array([m[1] for m in self._minima])
+        ref = s[-1]
+        if len(s) >= 3:
+            slope, intercept = np.polyfit(s - ref, lag, 1)
+        else:
+            slope, intercept = 0.0, lag.min()
+        self._fit = (float(slope), float(intercept), float(ref))
+
+    def reset(self) -> None:
+        self._minima.clear()
+        self._window_start_s = self._window_min = None
+
+    def to_host(self, sensor_s: np.ndarray) -> np.ndarray:
+        slope, intercept, ref = self._fit
+        return sensor_s + intercept + slope * (sensor_s - ref)

@@ -1,0 +1,311 @@
+"""Motion model, IMU model, scenarios and truth writer of the virtual sensor (firmware_sim)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from firmware_sim.imu import R_TRUNK_SENSOR_NOMINAL, SensorSimulation, world_from_trunk
+from firmware_sim.motion import SLOUCH_TRUTH_THRESHOLD_DEG
+from firmware_sim.scenario import ACTIVITY_PARAMS, ScenarioError, load_scenario, parse_scenario, scenario_names
+from firmware_sim.truth import TruthWriter, read_truth
+
+IDEAL = dict(acc_noise_g=0.0, gyro_noise_dps=0.0, gyro_bias_dps=0.0, gyro_bias_walk_dps_per_sqrt_s=0.0)
+FIELDS = ("t_s", "t_sensor_us", "acc_g", "gyro_dps", "euler_deg", "flexion_deg", "lateral_deg",
+          "rotation_deg", "heading_deg", "activity", "index")
+
+
+def run(sim: SensorSimulation, max_samples: int = 1000) -> dict[str, np.ndarray]:
+    chunks = list(sim.chunks(max_samples))
+    return {f: np.concatenate([getattr(c, f) for c in chunks]) for f in FIELDS}
+
+
+def scenario(*segments: dict, sensor: dict | None = None):
+    return parse_scenario({"segment": list(segments), "sensor": sensor or {}}, "test")
+
+
+def angle_between_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.degrees(Rotation.from_matrix(np.swapaxes(a, -1, -2) @ b).magnitude())
+
+
+# ---- conventions ------------------------------------------------------------------------
+
+def test_world_from_trunk_matches_scipy_and_axis_product():
+    rng = np.random.default_rng(0)
+    f, l, r, h = rng.uniform(-80, 80, size=(4, 50))
+    ours = world_from_trunk(f, l, r, h)
+    ref = Rotation.from_euler("ZYX", np.stack([-(h + r), f, l], axis=1), degrees=True).as_matrix()
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+    rz = Rotation.from_rotvec(np.radians(-(h + r))[:, None] * [0, 0, 1]).as_matrix()
+    ry = Rotation.from_rotvec(np.radians(f)[:, None] * [0, 1, 0]).as_matrix()
+    rx = Rotation.from_rotvec(np.radians(l)[:, None] * [1, 0, 0]).as_matrix()
+    np.testing.assert_allclose(ours, rz @ ry @ rx, atol=1e-12)
+
+
+def test_sign_conventions():
+    up = lambda f, l: world_from_trunk(np.array([f]), np.array([l]), np.zeros(1), np.zeros(1))[0][:, 2]  # noqa: E731
+    assert up(20, 0)[0] > 0.3  # flexion + tips trunk up forward (+x)
+    assert up(0, 20)[1] < -0.3  # lateral + tips trunk up to the right (-y)
+    facing = world_from_trunk(np.zeros(1), np.zeros(1), np.zeros(1), np.array([90.0]))[0][:, 0]
+    np.testing.assert_allclose(facing, [0, -1, 0], atol=1e-12)  # heading + = clockwise from above
+    supine = world_from_trunk(np.array([-90.0]), np.zeros(1), np.zeros(1), np.zeros(1))[0]
+    np.testing.assert_allclose(supine[:, 0], [0, 0, 1], atol=1e-12)  # lying supine: chest faces up
+    # Nominal mount: sensor x = trunk up, y = trunk left, z = trunk backward.
+    np.testing.assert_allclose(R_TRUNK_SENSOR_NOMINAL.T, [[0, 0, 1], [0, 1, 0], [-1, 0, 0]])
+    assert np.isclose(np.linalg.det(R_TRUNK_SENSOR_NOMINAL), 1.0)
+
+
+# ---- determinism and chunking ---------------------------------------------------------------
+
+def test_same_seed_identical_different_seed_differs():
+    sc = load_scenario("stream-test").truncated(20)
+    a, b = run(SensorSimulation(sc, seed=7)), run(SensorSimulation(sc, seed=7))
+    for f in FIELDS:
+        np.testing.assert_array_equal(a[f], b[f])
+    c = run(SensorSimulation(sc, seed=8))
+    assert not np.array_equal(a["acc_g"], c["acc_g"])
+    assert not np.array_equal(a["flexion_deg"], c["flexion_deg"])
+
+
+def test_chunking_does_not_change_output():
+    sim = SensorSimulation(load_scenario("office-short"), seed=3)
+    small, big = run(sim, 137), run(sim, 5000)
+    assert small["index"].size == sim.n_samples == big["index"].size
+    np.testing.assert_array_equal(small["index"], np.arange(sim.n_samples))
+    for f in FIELDS:
+        np.testing.assert_array_equal(small[f], big[f], err_msg=f)
+
+
+# ---- accelerometer and gyroscope ------------------------------------------------------------
+
+def test_at_rest_acc_is_one_g_along_sensor_x():
+    sim = SensorSimulation(load_scenario("sit-upright").truncated(20), seed=1, mount_max_deg=0.0, **IDEAL)
+    out = run(sim)
+    np.testing.assert_allclose(np.linalg.norm(out["acc_g"], axis=1), 1.0, atol=0.002)
+    direction = out["acc_g"].mean(axis=0)
+    # Sitting upright leans 2 deg forward, plus breathing; trunk up = sensor +x.
+    np.testing.assert_allclose(direction, [1.0, 0.0, 0.0], atol=0.05)
+    assert np.abs(out["gyro_dps"]).max() < 2.0
+
+
+def test_explicit_mount_rotates_gravity():
+    sc = scenario({"activity": "stand", "duration_s": 5, "flexion_deg": 0},
+                  sensor={"mount_euler_deg": [10.0, -20.0, 30.0], **IDEAL})
+    out = run(SensorSimulation(sc, seed=1))
+    mis = Rotation.from_euler("ZYX", [30, -20, 10], degrees=True).as_matrix()
+    np.testing.assert_allclose(out["acc_g"].mean(axis=0), mis.T @ [1.0, 0.0, 0.0], atol=0.02)
+
+
+def test_gyro_integrates_to_orientation_change_over_rotations():
+    sc = load_scenario("rotations")
+    sim = SensorSimulation(sc, seed=5, **IDEAL)  # random mis-mount up to 30 deg
+    out = run(sim)
+    r_ws = world_from_trunk(out["flexion_deg"], out["lateral_deg"], out["rotation_deg"], out["heading_deg"])
+    r_ws = r_ws @ sim.r_trunk_sensor
+    seg = np.flatnonzero(out["activity"] == "rotate")
+    dt = 1.0 / sim.rate_hz
+    steps = Rotation.from_rotvec(np.radians(0.5 * (out["gyro_dps"][seg[:-1]] + out["gyro_dps"][seg[1:]])) * dt)
+    r = Rotation.from_matrix(r_ws[seg[0]])
+    worst_deg, largest_change_deg = 0.0, 0.0
+    for k, step in enumerate(steps, start=1):
+        r = r * step
+        if k % 10 == 0:
+            worst_deg = max(worst_deg, angle_between_deg(r.as_matrix(), r_ws[seg[k]]))
+            largest_change_deg = max(largest_change_deg, angle_between_deg(r_ws[seg[0]], r_ws[seg[k]]))
+    assert largest_change_deg > 40.0
+    assert worst_deg < 0.5
+
+
+def test_gyro_sign_turning_right_is_negative_about_sensor_x():
+    sim = SensorSimulation(load_scenario("rotations"), seed=1, mount_max_deg=0.0, **IDEAL)
+    out = run(sim)
+    rate_dps = np.gradient(out["rotation_deg"], 1.0 / sim.rate_hz)
+    moving = np.abs(rate_dps) > 20
+    np.testing.assert_allclose(out["gyro_dps"][moving, 0], -rate_dps[moving], atol=1.5)
+
+
+def test_gyro_bias_and_clock():
+    sc = load_scenario("sit-upright").truncated(30)
+    sim = SensorSimulation(sc, seed=2, acc_noise_g=0.0, gyro_noise_dps=0.0, gyro_bias_dps=0.8,
+                           gyro_bias_walk_dps_per_sqrt_s=0.0, mount_max_deg=0.0)
+    out = run(sim)
+    bias = out["gyro_dps"].mean(axis=0)
+    assert abs(np.linalg.norm(bias) - 0.8) < 0.05
+    t_us = out["t_sensor_us"]
+    assert t_us.dtype == np.int64 and np.all(np.diff(t_us) > 0)
+    assert 1e6 <= t_us[0] <= 1000e6
+    elapsed_s = out["t_s"][-1] - out["t_s"][0]
+    assert (t_us[-1] - t_us[0]) * 1e-6 == pytest.approx(elapsed_s * (1 + 30e-6), abs=2e-6)
+
+
+def test_noise_levels():
+    sim = SensorSimulation(load_scenario("sit-upright").truncated(30), seed=4, mount_max_deg=0.0)
+    ideal = run(SensorSimulation(load_scenario("sit-upright").truncated(30), seed=4, mount_max_deg=0.0, **IDEAL))
+    noisy = run(sim)
+    assert np.std(noisy["acc_g"] - ideal["acc_g"]) == pytest.approx(0.003, rel=0.1)
+    gyro_err = noisy["gyro_dps"] - ideal["gyro_dps"]
+    assert np.std(gyro_err - gyro_err.mean(axis=0)) == pytest.approx(0.05, rel=0.2)
+
+
+def test_transitions_are_smooth():
+    out = run(SensorSimulation(load_scenario("office-short"), seed=1, **IDEAL))
+    for f in ("flexion_deg", "lateral_deg", "rotation_deg", "heading_deg"):
+        assert np.abs(np.diff(out[f])).max() < 1.5, f  # < 150 deg/s anywhere, incl. lying down
+    assert np.abs(np.diff(out["acc_g"], axis=0)).max() < 0.1
+    assert np.abs(out["gyro_dps"]).max() < 250
+
+
+# ---- ground truth --------------------------------------------------------------------------
+
+def test_rotations_truth_is_asymmetric():
+    sim = SensorSimulation(load_scenario("rotations"), seed=1)
+    ex = sim.events().rotation_excursions
+    assert [e.side for e in ex] == ["left", "right", "right", "left", "right", "right", "left", "right"]
+    for e in ex:
+        assert e.peak_deg == pytest.approx(30.0 if e.side == "left" else 45.0, abs=1.0)
+        assert e.end_s > e.start_s
+    out = run(sim)
+    assert out["rotation_deg"].min() == pytest.approx(-30, abs=1.0)
+    assert out["rotation_deg"].max() == pytest.approx(45, abs=1.0)
+
+
+def test_walk_turns_change_heading_not_rotation():
+    sim = SensorSimulation(load_scenario("walk-turns"), seed=1)
+    out = run(sim)
+    ev = sim.events()
+    assert ev.rotation_excursions == []
+    assert np.abs(out["rotation_deg"]).max() < 1.0
+    # Turns about every 10 s within the 65 s walk (none in its last seconds): 6 right turns.
+    assert out["heading_deg"][-1] - out["heading_deg"][0] == pytest.approx(90.0 * 6, abs=1.0)
+    assert np.ptp(out["heading_deg"][out["activity"] == "stand"][:900]) < 1.0
+    assert [a.activity for a in ev.activity_intervals] == ["stand", "walk", "stand"]
+    walking = out["activity"] == "walk"
+    assert np.ptp(np.linalg.norm(out["acc_g"][walking], axis=1)) > 0.4  # steps show up
+
+
+def test_slouch_episodes_match_scenario():
+    ev = SensorSimulation(load_scenario("slouch"), seed=1).events()
+    assert len(ev.slouch_episodes) == 2
+    for ep, seg_start_s in zip(ev.slouch_episodes, (15.0, 53.0)):
+        assert ep.peak_flexion_deg == pytest.approx(25.0, abs=1.0)
+        assert seg_start_s + 0.5 < ep.start_s < seg_start_s + 3.0  # during the 3 s ramp
+        assert ep.end_s - ep.start_s == pytest.approx(21.0, abs=1.5)
+    assert SensorSimulation(load_scenario("sit-upright"), seed=1).events().slouch_episodes == []
+    fidget = scenario({"activity": "fidget", "duration_s": 60, "amplitude_deg": 5})
+    out = run(SensorSimulation(fidget, seed=1))
+    assert out["flexion_deg"].max() < SLOUCH_TRUTH_THRESHOLD_DEG
+
+
+def test_short_flexion_is_not_an_episode():
+    sc = scenario({"activity": "sit_upright", "duration_s": 5}, {"activity": "slouch", "duration_s": 4, "ramp_s": 1},
+                  {"activity": "sit_upright", "duration_s": 5})
+    assert SensorSimulation(sc, seed=1).events().slouch_episodes == []
+
+
+def test_lean_and_activity_truth():
+    ev = SensorSimulation(load_scenario("lean"), seed=1).events()
+    assert [(i.side, i.start_s, i.end_s) for i in ev.lean_intervals] == [("left", 10.0, 20.0), ("right", 28.0, 38.0)]
+    assert -15 < ev.lean_intervals[0].mean_lateral_deg < -10
+    assert 13 < ev.lean_intervals[1].mean_lateral_deg < 20
+    assert ev.activity_intervals[-1].end_s == 48.0
+
+
+# ---- scenarios -----------------------------------------------------------------------------
+
+def test_every_scenario_loads_and_simulates():
+    names = scenario_names()
+    assert {"sit-upright", "slouch", "rotations", "lean", "walk-turns", "office-short", "lying",
+            "stream-test"} <= set(names)
+    used = set()
+    for name in names:
+        sc = load_scenario(name)
+        used |= {s.activity for s in sc.segments}
+        sim = SensorSimulation(sc.truncated(30), seed=1)
+        out = run(sim)
+        assert out["index"].size == sim.n_samples == round(min(sc.duration_s, 30) * 100)
+        for f in ("acc_g", "gyro_dps", "euler_deg", "flexion_deg"):
+            assert np.all(np.isfinite(out[f])), (name, f)
+        sim.events()
+    assert used == set(ACTIVITY_PARAMS)
+    assert load_scenario("stream-test").duration_s >= 40
+    assert 150 <= load_scenario("office-short").duration_s <= 240
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[[segment]]\nactivity = "slouch"\nduration_s = 10\nflexion_dg = 20\n', "flexion_dg"),
+        ('[[segment]]\nactivity = "slouch"\nduration_s = 10\nflexion_deg = "lots"\n', "flexion_deg"),
+        ('[[segment]]\nactivity = "sit_upright"\nduration_s = 10\n[[segment]]\nactivity = "jump"\nduration_s = 5\n',
+         "segment 2"),
+        ('[[segment]]\nactivity = "lean"\nduration_s = 10\nside = "up"\n', "side"),
+        ('[[segment]]\nactivity = "rotate"\nduration_s = 5\n', "duration_s"),
+        ('[[segment]]\nactivity = "rotate"\nduration_s = 60\nleft_count = 2\norder = "LLR"\n', "order"),
+        ('[[segment]]\nactivity = "walk"\n', "duration_s"),
+        ('[sensor]\nacc_noise = 0.1\n[[segment]]\nactivity = "stand"\nduration_s = 5\n', "acc_noise"),
+        ('[sensor]\nmount_euler_deg = [1, 2]\n[[segment]]\nactivity = "stand"\nduration_s = 5\n', "mount_euler_deg"),
+        ('name = "x"\n', "segment"),
+        ('[[segment]\nactivity = "stand"\n', "invalid TOML"),
+    ],
+)
+def test_bad_scenario_raises_scenario_error(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=needle) as info:
+        load_scenario(path)
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_scenario_name():
+    with pytest.raises(ScenarioError, match="no-such-scenario"):
+        load_scenario("no-such-scenario")
+
+
+def test_transition_longer_than_segment_is_rejected():
+    with pytest.raises(ScenarioError, match="transition_s"):
+        scenario({"activity": "stand", "duration_s": 2}, {"activity": "lie", "duration_s": 20, "transition_s": 3})
+
+
+def test_overrides():
+    sc = load_scenario("office-short")
+    assert sc.sensor.gyro_bias_dps == 1.0
+    assert np.linalg.norm(SensorSimulation(sc, seed=1).gyro_bias0_dps) == pytest.approx(1.0)
+    assert np.linalg.norm(SensorSimulation(sc, seed=1, gyro_bias_dps=0.2).gyro_bias0_dps) == pytest.approx(0.2)
+    assert SensorSimulation(sc, seed=1, mount_max_deg=0.0).mismount.magnitude() == 0.0
+    assert SensorSimulation(sc, seed=1, rate_hz=50.0).n_samples == round(sc.duration_s * 50)
+    with pytest.raises(TypeError):
+        SensorSimulation(sc, seed=1, acc_noise=0.1)
+
+
+# ---- truth writer --------------------------------------------------------------------------
+
+def test_truth_writer_round_trip(tmp_path):
+    sim = SensorSimulation(load_scenario("stream-test").truncated(25), seed=9)
+    path = tmp_path / "run.csv"
+    writer = TruthWriter(path)
+    chunks = list(sim.chunks(400))
+    for k, chunk in enumerate(chunks):
+        writer.write(chunk, sent=(chunk.index % 3 != 0) if k else np.zeros(len(chunk), bool))
+    writer.close(sim.events(), sim.meta())
+    cols, events = read_truth(path)
+    assert cols["index"].tolist() == list(range(sim.n_samples))
+    assert not cols["sent"][:400].any()
+    assert cols["sent"][400:].sum() == np.count_nonzero(np.arange(400, sim.n_samples) % 3)
+    acc = np.concatenate([c.acc_g for c in chunks])
+    np.testing.assert_allclose(np.stack([cols["acc_x_g"], cols["acc_y_g"], cols["acc_z_g"]], 1), acc, rtol=1e-8)
+    np.testing.assert_array_equal(cols["t_sensor_us"], np.concatenate([c.t_sensor_us for c in chunks]))
+    np.testing.assert_allclose(cols["t_s"], np.concatenate([c.t_s for c in chunks]), atol=1e-9)
+    assert cols["activity"][0] == "sit_upright"
+    assert events["meta"]["seed"] == 9 and len(events["meta"]["mount_quat_xyzw"]) == 4
+    assert len(events["slouch_episodes"]) == 1
+    assert set(events) >= {"rotation_excursions", "lean_intervals", "activity_intervals"}
+    assert (tmp_path / "run.events.json").exists()
+
+
+def test_truncated_scenario():
+    sc = load_scenario("office-short")
+    short = sc.truncated(45)
+    assert short.duration_s == 45
+    assert dataclasses.replace(short.segments[-1]).duration_s == 5
