@@ -183,7 +183,10 @@ class MotionModel:
             lo = int(np.searchsorted(self._support_hi_s, t[0], "left"))
             hi = int(np.searchsorted(self._support_lo_s, t[-1], "right"))
             for k in range(lo, hi):
-                out += self._weight(k, t) * self._segment_values(self.segments[k], t)
+                # Only the segment's own support: the cost stays linear in the window length.
+                a, z = np.searchsorted(t, [self._support_lo_s[k], self._support_hi_s[k]])
+                if z > a:
+                    out[:, a:z] += self._weight(k, t[a:z]) * self._segment_values(self.segments[k], t[a:z])
         flexion, lateral, rotation, heading, speed, pelvis_z = out
         flexion = flexion + self.breath_deg * np.sin(2 * np.pi * self.breath_hz * t + self.breath_phase)
         sway = [np.zeros_like(t) for _ in range(3)]
@@ -215,7 +218,7 @@ class MotionModel:
         if seg.activity in ("sit_upright", "stand", "lie"):
             v[0] = p.flexion_deg
         elif seg.activity == "slouch":
-            v[0] = p.flexion_deg * _ramp(tau, p.ramp_s)
+            v[0] = SITTING_FLEXION_DEG + (p.flexion_deg - SITTING_FLEXION_DEG) * _ramp(tau, p.ramp_s)
         elif seg.activity == "lean":
             v[1] = (1.0 if p.side == "right" else -1.0) * p.lateral_deg * _ramp(tau, p.ramp_s)
         elif seg.bumps is not None:
@@ -260,7 +263,7 @@ class MotionModel:
         open_start, peak = None, -np.inf
 
         def close(end_index: int) -> None:
-            start_s, end_s = open_start / self.rate_hz, end_index / self.rate_hz
+            start_s, end_s = float(open_start / self.rate_hz), float(end_index / self.rate_hz)
             if end_s - start_s >= SLOUCH_TRUTH_MIN_S:
                 episodes.append(SlouchEpisode(start_s, end_s, float(peak)))
 

@@ -179,7 +179,7 @@ class VirtualSensor:
             await self._stream(SampleFeed(self.sim), truth)
         finally:
             if truth:
-                truth.close(self.sim.events(), self.summary())
+                truth.close(self.sim.events(), {**self.sim.meta(), **self.summary()})
             await self.app.unregister()
         return self.summary()
 

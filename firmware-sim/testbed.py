@@ -51,11 +51,12 @@ def _require(binary: str, hint: str) -> str:
 
 
 def bluezoo_command() -> list[str]:
-    """How to start BlueZoo: its console script beside this interpreter, else on PATH."""
-    beside = Path(sys.executable).with_name("bluezoo")
-    if beside.exists():
-        return [str(beside)]
-    return [_require("bluezoo", "pip install bluezoo (it is in the test extras)")]
+    """BlueZoo with the reconnect fix in firmware_sim.bluezoo_fixes, on this interpreter."""
+    try:
+        import bluezoo  # noqa: F401
+    except ImportError:
+        raise TestbedError("BlueZoo is not installed: pip install bluezoo (it is in the test extras)") from None
+    return [sys.executable, "-m", "firmware_sim.bluezoo_fixes"]
 
 
 class Testbed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
              "--profile", args.profile, "--scenario", args.scenario, "--truth", str(workdir / "truth.csv")],
             env=testbed.env, stdout=sim_log, stderr=subprocess.STDOUT)
         try:
-            import os
-
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = testbed.bus_address
             return asyncio.run(_client(args, sim))
         finally:

@@ -74,6 +74,7 @@ class SensorLink:
                 await self._stream(client, stop)
             except (BleakError, TimeoutError, OSError) as exc:
                 log.warning("%s: link error: %s", self.device.address, exc)
+                await self._pause(stop)
             finally:
                 self.connected.clear()
                 with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
@@ -83,7 +84,9 @@ class SensorLink:
         self._lost.clear()
         client = await establish_connection(BleakClient, self.device, self.device.name or self.device.address,
                                             disconnected_callback=lambda _: self._lost.set(),
-                                            max_attempts=self.settings.connect_attempts)
+                                            max_attempts=self.settings.connect_attempts,
+                                            # A sensor that came back may have a new GATT layout.
+                                            use_services_cache=False)
         profile = detect_profile(s.uuid for s in client.services)
         if profile is None:
             await client.disconnect()

@@ -43,7 +43,6 @@ class StreamStats:
     malformed: dict[str, int] = field(default_factory=lambda: {kind: 0 for kind in PacketError.KINDS})
     reconnects: int = 0
     battery_pct: int | None = None
-    rssi_dbm: int | None = None
 
     @property
     def malformed_total(self) -> int:

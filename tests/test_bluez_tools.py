@@ -1,0 +1,63 @@
+"""The virtual sensor seen by BlueZ's own bluetoothctl, and the `posture scan` / `posture record` CLI."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from firmware_sim.testbed import adapter_address
+from sensor.record import CSV_COLUMNS, read_samples_csv
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x01\x02]")
+
+
+def bluetoothctl(env: dict, commands: list[tuple[str, float]]) -> str:
+    """Drive interactive bluetoothctl as a person would: a command, then a pause for the answer."""
+    proc = subprocess.Popen(["bluetoothctl"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for command, wait_s in commands:
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
+        time.sleep(wait_s)
+    return ANSI.sub("", proc.communicate(timeout=15)[0])
+
+
+def test_bluetoothctl_sees_advertisement_and_lists_services(testbed, start_sim):
+    start_sim(name="CtlSensor", profile="witmotion", scenario="sit-upright")
+    sensor = adapter_address(1)
+    out = bluetoothctl(testbed.env, [
+        (f"select {adapter_address(0)}", 1), ("scan on", 3), ("scan off", 0.5), ("devices", 0.5),
+        (f"connect {sensor}", 3), ("menu gatt", 0.5), (f"list-attributes {sensor}", 1), ("back", 0.5),
+        (f"disconnect {sensor}", 1), ("quit", 0.5)])
+    assert f"Device {sensor} CtlSensor" in out
+    assert "Connected: yes" in out
+    for uuid in ("0000ffe5-0000-1000-8000-00805f9a34fb", "0000ffe4-0000-1000-8000-00805f9a34fb",
+                 "0000ffe9-0000-1000-8000-00805f9a34fb", "0000180f-0000-1000-8000-00805f9b34fb",
+                 "0000180a-0000-1000-8000-00805f9b34fb"):
+        assert uuid in out, f"bluetoothctl did not list {uuid}"
+
+
+def test_scan_and_record_cli(testbed, start_sim, tmp_path):
+    start_sim(name="CliSensor", profile="thingy52", scenario="sit-upright")
+    posture = [sys.executable, "-m", "posture.cli"]
+    scan = subprocess.run([*posture, "scan", "--adapter", "hci0", "--timeout", "3"], env=testbed.env,
+                          capture_output=True, text=True, timeout=60)
+    assert scan.returncode == 0, scan.stderr
+    line = next(ln for ln in scan.stdout.splitlines() if "CliSensor" in ln)
+    assert adapter_address(1) in line and "thingy52" in line
+
+    out = tmp_path / "rec.csv"
+    rec = subprocess.run([*posture, "record", "--adapter", "hci0", "--name", "CliSensor", "--seconds", "5",
+                          "--out", str(out)], env=testbed.env, capture_output=True, text=True, timeout=90)
+    assert rec.returncode == 0, rec.stderr
+    assert out.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+    samples = read_samples_csv(out)
+    assert 450 <= len(samples["t_s"]) <= 560
+    # Sitting upright with the sensor on the back: about 1 g in total, and little rotation.
+    acc = np.column_stack([samples["acc_x_g"], samples["acc_y_g"], samples["acc_z_g"]])
+    assert np.allclose(np.linalg.norm(acc, axis=1).mean(), 1.0, atol=0.03)
+    assert abs(samples["t_s"][0] - time.time()) < 120
