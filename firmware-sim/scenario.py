@@ -58,7 +58,7 @@ class SensorSettings:
 # Per-activity parameters. Angles are magnitudes of the truth angles (see docs/conventions.md).
 @dataclass(frozen=True)
 class SitUpright:
-    flexion_deg: float = _num(2.0, -30.0, 30.0)
+    flexion_deg: float = _num(0.0, -30.0, 30.0)  # 0: this is the posture calibration refers to
 
 
 @dataclass(frozen=True)

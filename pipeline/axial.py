@@ -1,0 +1,91 @@
+"""Axial trunk rotation from one IMU: trunk heading against a slowly adapting facing direction.
+
+One IMU on the upper back sees the trunk's heading (yaw), which is facing direction (pelvis,
+chair, walking direction) plus axial trunk rotation. The facing direction is estimated as a
+baseline that
+- follows slowly (`follow_tau_s`) while the trunk is near it — gyro drift and small chair turns;
+- freezes while the trunk is away from it by more than `near_deg` — an excursion is measured
+  against the facing direction it left from, and comes back;
+- jumps to the new heading after it has stayed away, steady, for `settle_s` — a chair turned or a
+  whole-body turn: those do not come back, so they are not excursions;
+- follows fast (`walk_tau_s`) while walking: walking turns are whole-body turns.
+rotation = trunk heading − baseline, + to the right (docs/conventions.md).
+
+The baseline moves in blocks of `block_s`, a Python step per block (4 per second), not per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AxialSettings:
+    rate_hz: float = 100.0
+    block_s: float = 0.25
+    near_deg: float = 8.0
+    follow_tau_s: float = 20.0
+    walk_tau_s: float = 0.5
+    settle_s: float = 6.0
+    settle_spread_deg: float = 4.0  # "steady": block headings within this of each other
+
+
+class FacingBaseline:
+    def __init__(self, settings: AxialSettings = AxialSettings()):
+        self.s = settings
+        self._block = max(1, round(settings.block_s * settings.rate_hz))
+        self._baseline: float | None = None
+        self._away_blocks: list[float] = []  # recent block headings while away, for settling
+        self._pending = np.empty(0)  # samples of an unfinished block
+        self._pending_walk = np.empty(0, dtype=bool)
+
+    def reset(self) -> None:
+        """After a long gap the heading before it means nothing: start again from the next sample."""
+        self._baseline = None
+        self._away_blocks.clear()
+        self._pending = np.empty(0)
+        self._pending_walk = np.empty(0, dtype=bool)
+
+    def update(self, yaw_right_deg: np.ndarray, walking: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Axial rotation (°, + right) per sample, and where the facing direction jumped."""
+        if self._baseline is None and len(yaw_right_deg):
+            self._baseline = float(yaw_right_deg[0])
+        yaw = np.concatenate([self._pending, yaw_right_deg])
+        walk = np.concatenate([self._pending_walk, walking])
+        n_done = len(yaw) // self._block * self._block
+        # Each sample is measured against the baseline as it stood at the start of its block (causal).
+        base = np.empty(len(yaw))
+        jumped = np.zeros(len(yaw), bool)
+        for b in range(0, n_done, self._block):
+            base[b:b + self._block] = self._baseline
+            jumped[b + self._block - 1] = self._step(float(yaw[b:b + self._block].mean()),
+                                                     bool(walk[b:b + self._block].any()))
+        base[n_done:] = self._baseline
+        self._pending, self._pending_walk = yaw[n_done:], walk[n_done:]
+        new = slice(len(yaw) - len(yaw_right_deg), None)
+        # A jump found in a block that began in the previous batch marks this batch's first sample.
+        jumped_new = jumped[new].copy()
+        jumped_new[:1] |= jumped[:new.start].any()
+        return (yaw - base)[new], jumped_new
+
+    def _step(self, heading: float, walking: bool) -> bool:
+        """Move the baseline by one block; True if it jumped to a new facing direction."""
+        s = self.s
+        away = heading - self._baseline
+        if walking:
+            self._baseline += away * min(1.0, s.block_s / s.walk_tau_s)
+            self._away_blocks.clear()
+        elif abs(away) <= s.near_deg:
+            self._baseline += away * s.block_s / s.follow_tau_s
+            self._away_blocks.clear()
+        else:
+            self._away_blocks.append(heading)
+            settle = round(s.settle_s / s.block_s)
+            recent = self._away_blocks[-settle:]
+            if len(recent) == settle and max(recent) - min(recent) < s.settle_spread_deg:
+                self._baseline = float(np.mean(recent))
+                self._away_blocks.clear()
+                return True
+        return False

@@ -1,0 +1,170 @@
+"""Slouch episodes, lateral-lean intervals and trunk-rotation excursions from trunk angles.
+
+Each detector: a settings dataclass with units in the names, and `update(batch)` returning the
+events that finished in that batch. Thresholds use hysteresis (enter above `enter`, leave below
+`exit`); the reported start and end are where the angle crossed the threshold, not where the
+dwell time confirmed it, so durations are not shortened by the dwell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .events import LeanInterval, RotationExcursion, SlouchEpisode
+from .runs import RunFinder
+
+
+def hysteresis(x: np.ndarray, enter: float, exit_: float, was_high: bool) -> np.ndarray:
+    """Schmitt trigger, vectorised: high from x > enter until x < exit_."""
+    event = np.where(x > enter, 1, np.where(x < exit_, 0, -1))
+    idx = np.where(event >= 0, np.arange(len(x)), -1)
+    last = np.maximum.accumulate(idx)
+    return np.where(last >= 0, event[np.maximum(last, 0)] == 1, was_high)
+
+
+@dataclass
+class _Open:
+    """Running statistics of a run that may span batches."""
+
+    peak: float = 0.0
+    peak_signed: float = 0.0
+    total: float = 0.0
+    count: int = 0
+    last_above_t_s: float = 0.0
+    start_t_s: float = 0.0
+    tainted: bool = False  # walked, lay down, or the facing direction jumped during the run
+
+
+class _RunDetector:
+    def __init__(self, enter: float, exit_: float, rate_hz: float):
+        self.enter, self.exit, self.dt_s = enter, exit_, 1.0 / rate_hz
+        self._runs = RunFinder()
+        self._high = False
+        self._open = _Open()
+        self._offset = 0
+        self.high_mask = np.zeros(0, bool)
+
+    def _feed(self, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray, allowed: np.ndarray,
+              taint: np.ndarray) -> list[tuple[_Open, float]]:
+        """Completed runs as (stats, end_t_s)."""
+        high = hysteresis(magnitude, self.enter, self.exit, self._high) & allowed
+        self._high = bool(high[-1]) if len(high) else self._high
+        self.high_mask = high
+        done = []
+        off = self._offset
+        for run in self._runs.feed(high):
+            a = max(run.start, off) - off
+            stats = self._open if run.start < off else _Open(start_t_s=float(t_s[a]))
+            self._accumulate(stats, t_s[a:run.end - off], x[a:run.end - off], magnitude[a:run.end - off],
+                             taint[a:run.end - off])
+            done.append((stats, stats.last_above_t_s + self.dt_s))
+            self._open = _Open()
+        if self._runs.open_start is not None:
+            a = max(self._runs.open_start, off) - off
+            if self._runs.open_start >= off:
+                self._open = _Open(start_t_s=float(t_s[a]))
+            self._accumulate(self._open, t_s[a:], x[a:], magnitude[a:], taint[a:])
+        self._offset += len(t_s)
+        return done
+
+    def _accumulate(self, o: _Open, t_s, x, magnitude, taint) -> None:
+        if len(x) == 0:
+            return
+        k = int(np.argmax(magnitude))
+        if magnitude[k] > o.peak:
+            o.peak, o.peak_signed = float(magnitude[k]), float(x[k])
+        o.total += float(x.sum())
+        o.count += len(x)
+        above = np.flatnonzero(magnitude > self.enter)
+        if len(above):
+            o.last_above_t_s = float(t_s[above[-1]])
+        o.tainted |= bool(taint.any())
+
+    def confirmed_open(self, now_s: float, dwell_s: float) -> _Open | None:
+        """The run in progress, once it has lasted dwell_s."""
+        if self._runs.open_start is not None and now_s - self._open.start_t_s >= dwell_s:
+            return self._open
+        return None
+
+    def reset(self) -> None:
+        """A gap: whatever was open is dropped, not reported."""
+        self._runs.close()
+        self._high = False
+        self._open = _Open()
+
+
+@dataclass(frozen=True)
+class SlouchSettings:
+    rate_hz: float = 100.0
+    threshold_deg: float = 15.0  # flexion beyond calibrated upright (products use ~10–15°)
+    hysteresis_deg: float = 3.0  # leave only below threshold − this: no flicker around the line
+    dwell_s: float = 5.0  # held at least this long (products use ~5 s)
+
+
+class SlouchDetector(_RunDetector):
+    def __init__(self, settings: SlouchSettings = SlouchSettings()):
+        super().__init__(settings.threshold_deg, settings.threshold_deg - settings.hysteresis_deg, settings.rate_hz)
+        self.settings = settings
+
+    def update(self, t_s: np.ndarray, flexion_deg: np.ndarray, allowed: np.ndarray) -> list[SlouchEpisode]:
+        out = []
+        for o, end_s in self._feed(t_s, flexion_deg, flexion_deg, allowed, np.zeros(len(t_s), bool)):
+            if end_s - o.start_t_s >= self.settings.dwell_s:
+                out.append(SlouchEpisode(o.start_t_s, end_s, o.peak, o.total / o.count))
+        return out
+
+
+
+@dataclass(frozen=True)
+class LeanSettings:
+    rate_hz: float = 100.0
+    threshold_deg: float = 6.0  # |lateral bend| beyond calibrated upright
+    hysteresis_deg: float = 2.0
+    dwell_s: float = 5.0
+
+
+class LeanDetector(_RunDetector):
+    def __init__(self, settings: LeanSettings = LeanSettings()):
+        super().__init__(settings.threshold_deg, settings.threshold_deg - settings.hysteresis_deg, settings.rate_hz)
+        self.settings = settings
+
+    def update(self, t_s: np.ndarray, lateral_deg: np.ndarray, sitting: np.ndarray) -> list[LeanInterval]:
+        out = []
+        for o, end_s in self._feed(t_s, lateral_deg, np.abs(lateral_deg), sitting, np.zeros(len(t_s), bool)):
+            mean = o.total / o.count
+            if end_s - o.start_t_s >= self.settings.dwell_s:
+                out.append(LeanInterval(o.start_t_s, end_s, "right" if mean > 0 else "left", mean))
+        return out
+
+
+@dataclass(frozen=True)
+class RotationSettings:
+    rate_hz: float = 100.0
+    enter_deg: float = 12.0  # an excursion starts beyond this …
+    exit_deg: float = 4.0  # … and is over when the trunk is back within this
+    min_peak_deg: float = 15.0
+    min_s: float = 0.5
+    max_s: float = 15.0
+
+
+class RotationDetector(_RunDetector):
+    """Out-and-back axial rotations; any that overlap walking or a facing-direction jump are dropped."""
+
+    def __init__(self, settings: RotationSettings = RotationSettings()):
+        super().__init__(settings.enter_deg, settings.exit_deg, settings.rate_hz)
+        self.settings = settings
+
+    def update(self, t_s: np.ndarray, rotation_deg: np.ndarray, excluded: np.ndarray) -> list[RotationExcursion]:
+        """excluded: walking, lying, or the facing direction jumped: an excursion touching these is dropped."""
+        out = []
+        s = self.settings
+        everywhere = np.ones(len(t_s), bool)
+        for o, _ in self._feed(t_s, rotation_deg, np.abs(rotation_deg), everywhere, excluded):
+            # The excursion is over when it is back inside exit_deg: its end is the run's end.
+            end_s = o.start_t_s + o.count * self.dt_s
+            if o.tainted or o.peak < s.min_peak_deg or not s.min_s <= end_s - o.start_t_s <= s.max_s:
+                continue
+            out.append(RotationExcursion(o.start_t_s, end_s, "right" if o.peak_signed > 0 else "left", o.peak))
+        return out

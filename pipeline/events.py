@@ -1,0 +1,77 @@
+"""What the pipeline reports: typed events and per-minute metrics. Times are host Unix seconds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class SlouchEpisode:
+    start_s: float
+    end_s: float
+    peak_flexion_deg: float
+    mean_flexion_deg: float
+    kind: str = "slouch"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class RotationExcursion:
+    start_s: float
+    end_s: float
+    side: str  # "left" | "right"
+    peak_deg: float  # absolute peak of axial rotation in the excursion
+    kind: str = "rotation"
+
+
+@dataclass(frozen=True)
+class LeanInterval:
+    start_s: float
+    end_s: float
+    side: str
+    mean_lateral_deg: float  # signed: + right
+    kind: str = "lean"
+
+
+@dataclass(frozen=True)
+class CalibrationEvent:
+    t_s: float
+    status: str  # "calibrated" | "refused" | "recalibrate"
+    message: str
+    with_bend: bool = False
+    kind: str = "calibration"
+
+
+@dataclass
+class MinuteMetrics:
+    """One minute of one device; all durations in seconds of that minute."""
+
+    minute_start_s: float
+    worn_s: float = 0.0
+    sitting_s: float = 0.0
+    standing_s: float = 0.0
+    walking_s: float = 0.0
+    lying_s: float = 0.0
+    slouch_s: float = 0.0
+    lean_left_s: float = 0.0
+    lean_right_s: float = 0.0
+    lean_left_mean_deg: float | None = None
+    lean_right_mean_deg: float | None = None
+    flexion_mean_deg: float | None = None
+    lateral_mean_deg: float | None = None
+    rotations_left: int = 0
+    rotations_right: int = 0
+    rotation_left_peak_max_deg: float | None = None
+    rotation_right_peak_max_deg: float | None = None
+    rotation_left_cumulative_deg: float = 0.0
+    rotation_right_cumulative_deg: float = 0.0
+    sitting_since_s: float | None = None  # start of the current sitting stretch, at the minute's end
+    lost_samples: int = 0
+    kind: str = field(default="metrics")
+
+
+def to_json_dict(event) -> dict:
+    return asdict(event)

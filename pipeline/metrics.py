@@ -1,0 +1,100 @@
+"""Per-minute metrics for one device, from per-sample context and detected intervals.
+
+A minute is handed out `hold_s` after it ends, because a slouch or lean is confirmed only after
+its dwell time and then counts from where it started: the hold lets that time land in the right
+minute. Only the minutes inside the hold are kept in memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .activity import LYING, SITTING, STANDING, WALKING
+from .events import MinuteMetrics, RotationExcursion
+
+MINUTE_S = 60.0
+_ACTIVITY_FIELDS = {SITTING: "sitting_s", STANDING: "standing_s", WALKING: "walking_s", LYING: "lying_s"}
+
+
+class MinuteAggregator:
+    def __init__(self, hold_s: float = 6.0):
+        self.hold_s = hold_s
+        self._open: dict[int, MinuteMetrics] = {}
+        self._sums: dict[int, dict[str, float]] = {}
+        self._sitting_since_s: float | None = None
+
+    def _minute(self, k: int) -> MinuteMetrics:
+        if k not in self._open:
+            self._open[k] = MinuteMetrics(minute_start_s=k * MINUTE_S)
+            self._sums[k] = {"flexion": 0.0, "lateral": 0.0, "n": 0, "lean_left": 0.0, "lean_right": 0.0}
+        return self._open[k]
+
+    def add_samples(self, t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray,
+                    activity: np.ndarray, dt_s: float) -> None:
+        if len(t_s) == 0:
+            return
+        minute = np.floor(t_s / MINUTE_S).astype(np.int64)
+        for k in np.unique(minute):
+            sel = minute == k
+            m, sums = self._minute(int(k)), self._sums[int(k)]
+            m.worn_s += sel.sum() * dt_s
+            for name, fld in _ACTIVITY_FIELDS.items():
+                setattr(m, fld, getattr(m, fld) + np.count_nonzero(activity[sel] == name) * dt_s)
+            sums["flexion"] += float(flexion_deg[sel].sum())
+            sums["lateral"] += float(lateral_deg[sel].sum())
+            sums["n"] += int(sel.sum())
+        # Sitting stretch: from the first sitting sample after anything else.
+        not_sitting = np.flatnonzero(activity != SITTING)
+        if len(not_sitting) == len(activity):
+            self._sitting_since_s = None
+        elif len(not_sitting) == 0:
+            self._sitting_since_s = self._sitting_since_s if self._sitting_since_s is not None else float(t_s[0])
+        else:
+            after = not_sitting[-1] + 1
+            self._sitting_since_s = float(t_s[after]) if after < len(t_s) else None
+
+    def add_interval(self, kind: str, start_s: float, end_s: float, mean_deg: float = 0.0) -> None:
+        """Seconds of a slouch ("slouch") or lean ("lean_left"/"lean_right") spread over the minutes it covers."""
+        k = math.floor(start_s / MINUTE_S)
+        while k * MINUTE_S < end_s:
+            lo, hi = max(start_s, k * MINUTE_S), min(end_s, (k + 1) * MINUTE_S)
+            m = self._minute(k)
+            setattr(m, f"{kind}_s", getattr(m, f"{kind}_s") + (hi - lo))
+            if kind.startswith("lean"):
+                self._sums[k][kind] += mean_deg * (hi - lo)
+            k += 1
+
+    def add_rotation(self, event: RotationExcursion) -> None:
+        m = self._minute(math.floor(event.end_s / MINUTE_S))
+        side = event.side
+        setattr(m, f"rotations_{side}", getattr(m, f"rotations_{side}") + 1)
+        cum = f"rotation_{side}_cumulative_deg"
+        setattr(m, cum, getattr(m, cum) + event.peak_deg)
+        peak = f"rotation_{side}_peak_max_deg"
+        setattr(m, peak, max(getattr(m, peak) or 0.0, event.peak_deg))
+
+    def add_lost(self, t_s: float, lost_samples: int) -> None:
+        if lost_samples:
+            self._minute(math.floor(t_s / MINUTE_S)).lost_samples += lost_samples
+
+    def ready(self, now_s: float) -> list[MinuteMetrics]:
+        """Minutes that ended more than hold_s before `now_s`."""
+        done = [k for k in sorted(self._open) if (k + 1) * MINUTE_S + self.hold_s <= now_s]
+        return [self._finish(k) for k in done]
+
+    def flush(self) -> list[MinuteMetrics]:
+        return [self._finish(k) for k in sorted(self._open)]
+
+    def _finish(self, k: int) -> MinuteMetrics:
+        m, sums = self._open.pop(k), self._sums.pop(k)
+        if sums["n"]:
+            m.flexion_mean_deg = sums["flexion"] / sums["n"]
+            m.lateral_mean_deg = sums["lateral"] / sums["n"]
+        if m.lean_left_s:
+            m.lean_left_mean_deg = sums["lean_left"] / m.lean_left_s
+        if m.lean_right_s:
+            m.lean_right_mean_deg = sums["lean_right"] / m.lean_right_s
+        m.sitting_since_s = self._sitting_since_s
+        return m

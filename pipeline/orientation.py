@@ -1,0 +1,53 @@
+"""Sensor orientation from accelerometer + gyroscope with VQF (a kept fusion library, not a hand-written AHRS).
+
+VQF's 6D mode gives the sensor's attitude in a world frame whose z is up and whose heading is
+arbitrary and slowly drifting; trunk tilt needs only the z axis, axial rotation only heading
+changes (pipeline/axial.py). Its rest detection and gyro-bias estimation handle bias up to
+`bias_clip_dps`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from vqf import VQF
+
+G_M_S2 = 9.80665
+
+
+@dataclass(frozen=True)
+class OrientationSettings:
+    rate_hz: float = 100.0
+    tau_acc_s: float = 3.0  # accelerometer correction time constant (VQF default)
+    bias_clip_dps: float = 2.0  # largest gyro bias VQF will estimate
+
+
+class OrientationFilter:
+    """Batches of gyro (°/s) and acc (g) in, unit quaternions [w, x, y, z] (world ← sensor) out."""
+
+    def __init__(self, settings: OrientationSettings = OrientationSettings()):
+        self.settings = settings
+        self._vqf = VQF(1.0 / settings.rate_hz, tauAcc=settings.tau_acc_s,
+                        biasClip=settings.bias_clip_dps)  # VQF takes this one in °/s
+
+    def update(self, gyro_dps: np.ndarray, acc_g: np.ndarray) -> np.ndarray:
+        """Unit quaternions (n, 4), one per sample."""
+        return self._vqf.updateBatch(np.ascontiguousarray(np.deg2rad(gyro_dps), dtype=float),
+                                     np.ascontiguousarray(acc_g * G_M_S2, dtype=float))["quat6D"]
+
+    def set_horizontal_bias_dps(self, bias_dps: np.ndarray, up_sensor: np.ndarray) -> None:
+        """Take the bias about horizontal axes from elsewhere (a still hold); keep VQF's own about vertical.
+
+        Bias about horizontal axes tilts the inclination (flexion, lateral bend) until the
+        accelerometer pulls it back; a hold measures it well. About vertical, breathing and sway
+        in the hold are invisible to the accelerometer, and VQF's slower estimate is better.
+        """
+        up = up_sensor / np.linalg.norm(up_sensor)
+        own = self.bias_dps()
+        merged = own + (bias_dps - own) - np.dot(bias_dps - own, up) * up
+        self._vqf.setBiasEstimate(np.deg2rad(merged))
+
+    def bias_dps(self) -> np.ndarray:
+        bias, _ = self._vqf.getBiasEstimate()
+        return np.rad2deg(bias)

@@ -1,0 +1,48 @@
+"""Runs of a condition in a stream of samples, found batch by batch with numpy.
+
+Slouch episodes, lean intervals and rotation excursions are all "the condition held from sample a
+to sample b"; this finds those runs with vectorised edge detection inside a batch and carries an
+unfinished run into the next batch, so memory stays O(batch) however long the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Run:
+    start: int  # absolute sample index of the first sample in the run
+    end: int  # absolute index one past the last sample
+
+
+class RunFinder:
+    def __init__(self) -> None:
+        self._open_start: int | None = None
+        self._offset = 0  # absolute index of the next batch's first sample
+
+    @property
+    def open_start(self) -> int | None:
+        return self._open_start
+
+    def feed(self, mask: np.ndarray) -> list[Run]:
+        """Runs that ended in this batch. A run still going at the batch end stays open."""
+        mask = np.asarray(mask, dtype=bool)
+        if len(mask) == 0:
+            return []
+        was_open = self._open_start is not None
+        steps = np.diff(np.concatenate([[was_open], mask]).astype(np.int8))
+        starts = [self._offset + int(i) for i in np.flatnonzero(steps == 1)]
+        if was_open:
+            starts.insert(0, self._open_start)
+        ends = [self._offset + int(i) for i in np.flatnonzero(steps == -1)]
+        runs = [Run(a, b) for a, b in zip(starts, ends)]  # starts and ends alternate
+        self._open_start = starts[len(ends)] if mask[-1] else None
+        self._offset += len(mask)
+        return runs
+
+    def close(self) -> None:
+        """Forget an open run (a gap in the data: no event may straddle it)."""
+        self._open_start = None
