@@ -95,7 +95,11 @@ async def run_one(count: int, seconds: float, profile: str, workdir: Path) -> di
             for p in sims:
                 p.terminate()
             for p in sims:
-                p.wait(10)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
 
 
 COLUMNS = ["profile", "sensors", "seconds", "samples_per_s_total", "samples_per_s_min_sensor", "delivered_pct",

@@ -8,6 +8,7 @@ dropped or while the sensor is out of range are marked unsent in the truth file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from dbus_fast import Message
+from dbus_fast import DBusError, Message
 from dbus_fast.aio import MessageBus
 
 from .faults import FaultInjector, FaultSettings
@@ -33,7 +34,7 @@ DEVICE_INFO_SERVICE = "0000180a-0000-1000-8000-00805f9b34fb"
 MANUFACTURER, MODEL, SERIAL, FIRMWARE = (f"00002a{x}-0000-1000-8000-00805f9b34fb" for x in ("29", "24", "25", "26"))
 MODEL_NAMES = {"native": "posture-imu (virtual)", "witmotion": "WT901BLE (virtual)", "thingy52": "Thingy:52 (virtual)"}
 FEED_CHUNK_SAMPLES = 1000
-IDLE_POLL_S = 0.05
+UNREGISTER_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -180,7 +181,9 @@ class VirtualSensor:
         finally:
             if truth:
                 truth.close(self.sim.events(), {**self.sim.meta(), **self.summary()})
-            await self.app.unregister()
+            # A swamped BlueZ may answer slowly; leaving is more important than leaving politely.
+            with contextlib.suppress(TimeoutError, DBusError):
+                await asyncio.wait_for(self.app.unregister(), UNREGISTER_TIMEOUT_S)
         return self.summary()
 
     def summary(self) -> dict:

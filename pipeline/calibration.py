@@ -27,10 +27,12 @@ class CalibrationSettings:
     bend_min_deg: float = 15.0  # a forward bend must tip the trunk at least this far
     bend_return_deg: float = 6.0  # … and come back within this of upright
     bend_timeout_s: float = 12.0  # no bend by then → calibrate from the hold alone
-    # Recalibration check: while walking the trunk is near upright; a sustained offset there means
-    # the sensor moved on the back.
-    drift_walk_tilt_deg: float = 12.0
+    # Recalibration check (CalibrationMonitor): averages over walking or sitting time only.
+    drift_walk_tilt_deg: float = 10.0  # walking: |mean lateral bend| beyond this
     drift_walk_min_s: float = 20.0
+    drift_sit_lateral_deg: float = 25.0  # sitting: |mean lateral bend| beyond this …
+    drift_sit_extension_deg: float = 15.0  # … or mean flexion below −this
+    drift_sit_min_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ class Calibration:
             x, bend_deg = _unit(x), 0.0
         y = np.cross(z, x)
         return Calibration(np.column_stack([x, y, z]), bend_up_sensor is not None, bend_deg)
+
+    @staticmethod
+    def sensor_axes_are_trunk_axes() -> Calibration:
+        """For data whose sensor x, y, z already point forward, left and up (no calibration moves)."""
+        return Calibration(np.eye(3), with_bend=False)
 
     def with_bias(self, gyro_bias_dps: np.ndarray | None) -> Calibration:
         return Calibration(self.r_sensor_trunk, self.with_bend, self.bend_deg, gyro_bias_dps)
@@ -100,18 +107,31 @@ class Calibrator:
         self.s = settings
         self.rate_hz = rate_hz
         self._hold_n = round(settings.hold_s * rate_hz)
+        self.refusals = 0
+        self._restart()
+
+    def _restart(self) -> None:
         self._still_run = 0  # consecutive still samples so far
         self._still_acc: list[np.ndarray] = []  # the current hold's samples (≤ hold_s of them)
         self._still_gyro: list[np.ndarray] = []
         self._bias_dps: np.ndarray | None = None
         self._up0: np.ndarray | None = None
         self._bend_best: tuple[float, np.ndarray] = (0.0, np.zeros(3))
+        self._in_bend = False
         self._bend_deadline_s = np.inf
-        self.refusals = 0
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray,
                up_sensor: np.ndarray) -> tuple[Calibration | None, int, list[str]]:
         """(calibration or None, index where it starts to apply, refusal messages)."""
+        try:
+            return self._update(t_s, acc_g, gyro_dps, up_sensor)
+        except CalibrationError as exc:
+            # Start over from the next hold; the stream goes on.
+            self.refusals += 1
+            self._restart()
+            return None, len(t_s), [str(exc)]
+
+    def _update(self, t_s, acc_g, gyro_dps, up_sensor) -> tuple[Calibration | None, int, list[str]]:
         messages: list[str] = []
         start = 0
         if self._up0 is None:
@@ -119,19 +139,28 @@ class Calibrator:
             if self._up0 is None:
                 return None, len(t_s), messages
             self._bend_deadline_s = t_s[min(start, len(t_s) - 1)] + self.s.bend_timeout_s
-        up0 = self._up0
-        dev_deg = np.degrees(np.arccos(np.clip(up_sensor[start:] @ up0, -1.0, 1.0)))
-        if len(dev_deg):
-            k = int(np.argmax(dev_deg))
+        # The first bend after the hold: past bend_min_deg, then back within bend_return_deg.
+        dev_deg = np.degrees(np.arccos(np.clip(up_sensor[start:] @ self._up0, -1.0, 1.0)))
+        late = np.flatnonzero(t_s[start:] > self._bend_deadline_s)
+        horizon = int(late[0]) if len(late) else len(dev_deg)
+        if not self._in_bend:
+            over = np.flatnonzero(dev_deg[:horizon] >= self.s.bend_min_deg)
+            if len(over) == 0:
+                if len(late):
+                    return Calibration.from_vectors(self._up0).with_bias(self._bias_dps), start + horizon, messages
+                return None, len(t_s), messages
+            self._in_bend, begin = True, int(over[0])
+        else:
+            begin = 0
+        back = np.flatnonzero(dev_deg[begin:] <= self.s.bend_return_deg)
+        end = begin + int(back[0]) if len(back) else len(dev_deg)
+        if end > begin:
+            k = begin + int(np.argmax(dev_deg[begin:end]))
             if dev_deg[k] > self._bend_best[0]:
                 self._bend_best = (float(dev_deg[k]), up_sensor[start + k].copy())
-            if self._bend_best[0] >= self.s.bend_min_deg:
-                after = np.flatnonzero(dev_deg[k:] <= self.s.bend_return_deg)
-                if len(after):
-                    cal = Calibration.from_vectors(up0, self._bend_best[1]).with_bias(self._bias_dps)
-                    return cal, start + k + int(after[0]), messages
-        if len(t_s) and t_s[-1] >= self._bend_deadline_s and self._bend_best[0] < self.s.bend_min_deg:
-            return Calibration.from_vectors(up0).with_bias(self._bias_dps), len(t_s), messages
+        if len(back):
+            cal = Calibration.from_vectors(self._up0, self._bend_best[1]).with_bias(self._bias_dps)
+            return cal, start + end, messages
         return None, len(t_s), messages
 
     def _find_hold(self, acc_g: np.ndarray, gyro_dps: np.ndarray) -> tuple[int, list[str]]:
@@ -164,3 +193,58 @@ class Calibrator:
                 nxt = np.flatnonzero(still[i:])
                 i = i + int(nxt[0]) if len(nxt) else len(still)
         return len(still), messages
+
+
+class CalibrationMonitor:
+    """Reports "recalibrate" when angles stay where a body does not stay: the sensor has moved.
+
+    While walking the trunk is close to upright sideways; sitting, nobody stays bent sideways by
+    25° or leans back by 15° for minutes. A slow average over those samples only (walking, or
+    sitting) that settles beyond the limits means the calibration no longer fits.
+    """
+
+    def __init__(self, settings: CalibrationSettings = CalibrationSettings(), rate_hz: float = 100.0):
+        self.s = settings
+        self.dt_s = 1.0 / rate_hz
+        self._walk = _SlowMean(settings.drift_walk_min_s, rate_hz)
+        self._sit_lateral = _SlowMean(settings.drift_sit_min_s, rate_hz)
+        self._sit_flexion = _SlowMean(settings.drift_sit_min_s, rate_hz)
+        self.reported = False
+
+    def update(self, flexion_deg: np.ndarray, lateral_deg: np.ndarray, walking: np.ndarray,
+               sitting: np.ndarray) -> str | None:
+        s = self.s
+        walk = self._walk.update(lateral_deg[walking])
+        sit_lat = self._sit_lateral.update(lateral_deg[sitting])
+        sit_flex = self._sit_flexion.update(flexion_deg[sitting])
+        if self.reported:
+            return None
+        why = None
+        if walk is not None and abs(walk) > s.drift_walk_tilt_deg:
+            why = f"walking reads {walk:+.0f}° of sideways bend"
+        elif sit_lat is not None and abs(sit_lat) > s.drift_sit_lateral_deg:
+            why = f"sitting has read {sit_lat:+.0f}° of sideways bend for minutes"
+        elif sit_flex is not None and sit_flex < -s.drift_sit_extension_deg:
+            why = f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes"
+        if why:
+            self.reported = True
+            return f"recalibrate: {why}; the sensor has probably moved on the back"
+        return None
+
+
+class _SlowMean:
+    """Exponential mean over the selected samples only, with a time constant in selected seconds."""
+
+    def __init__(self, tau_s: float, rate_hz: float):
+        self._alpha = 1.0 / (tau_s * rate_hz)
+        self._needed = tau_s * rate_hz
+        self._count = 0
+        self._mean = 0.0
+
+    def update(self, x: np.ndarray) -> float | None:
+        if len(x):
+            # Closed form of n exponential steps: weights (1-α)^(n-1-i) on x[i].
+            decay = (1.0 - self._alpha) ** np.arange(len(x) - 1, -1, -1)
+            self._mean = self._mean * (1.0 - self._alpha) ** len(x) + self._alpha * float(decay @ x)
+            self._count += len(x)
+        return self._mean if self._count >= self._needed else None

@@ -8,14 +8,14 @@ drop anything half-detected, so a gap never produces an event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .activity import LYING, SITTING, WALKING, ActivityClassifier, ActivitySettings
 from .angles import unwrap_from
 from .axial import AxialSettings, FacingBaseline
-from .calibration import Calibration, CalibrationSettings, Calibrator
+from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
 from .detectors import (LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector,
                         SlouchSettings)
 from .events import CalibrationEvent, MinuteMetrics
@@ -34,6 +34,14 @@ class PipelineSettings:
     slouch: SlouchSettings = field(default_factory=SlouchSettings)
     lean: LeanSettings = field(default_factory=LeanSettings)
     rotation: RotationSettings = field(default_factory=RotationSettings)
+
+    @staticmethod
+    def for_rate(rate_hz: float) -> PipelineSettings:
+        """Defaults, with every stage told the sample rate."""
+        stages = {name: replace(cls(), rate_hz=rate_hz) for name, cls in (
+            ("orientation", OrientationSettings), ("activity", ActivitySettings), ("axial", AxialSettings),
+            ("slouch", SlouchSettings), ("lean", LeanSettings), ("rotation", RotationSettings))}
+        return PipelineSettings(rate_hz=rate_hz, **stages)
 
 
 @dataclass
@@ -77,6 +85,7 @@ class PosturePipeline:
         self.dt_s = 1.0 / settings.rate_hz
         self.orientation = OrientationFilter(settings.orientation)
         self.calibrator = Calibrator(settings.calibration, settings.rate_hz)
+        self.monitor = CalibrationMonitor(settings.calibration, settings.rate_hz)
         self.calibration = calibration
         self.activity = ActivityClassifier(settings.activity)
         self.baseline = FacingBaseline(settings.axial)
@@ -118,6 +127,8 @@ class PosturePipeline:
         return self._measure(t_s[sl], walking[sl], quat[sl], acc_vertical[sl], real[sl], lost_samples, out)
 
     def _measure(self, t_s, walking, quat, acc_vertical, real, lost_samples, out) -> PipelineOutput:
+        if len(t_s) == 0:  # calibration completed on the batch's last sample
+            return out
         r = trunk_axes_in_world(quat, self.calibration.r_sensor_trunk)
         flexion = np.degrees(np.arcsin(np.clip(-r[:, 2, 0], -1.0, 1.0)))
         lateral = np.degrees(np.arctan2(r[:, 2, 1], r[:, 2, 2]))
@@ -129,6 +140,8 @@ class PosturePipeline:
         walking, lying = activity == WALKING, activity == LYING
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
+        if (why := self.monitor.update(flexion, lateral, walking, activity == SITTING)) is not None:
+            out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate", why))
         slouches = self.slouch.update(t_s, flexion, upright_context)
         leans = self.lean.update(t_s, lateral, activity == SITTING)
         rotations = self.rotation.update(t_s, rotation, walking | lying | jumped)

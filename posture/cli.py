@@ -9,6 +9,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from firmware_sim import cli as sim_cli
+    from pipeline import cli as pipeline_cli
     from sensor import cli as sensor_cli
 
     from . import demo
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim_cli.register(sub)
     sensor_cli.register(sub)
+    pipeline_cli.register(sub)
     demo.register(sub)
     return parser
 

@@ -75,6 +75,10 @@ class ArrivalTimeline:
         self._recent.append((host_s - self._first_host_s) * self.rate_hz - j)
         floor = min(self._recent)
         lost = round(floor - self._drift)
+        if lost < 0:
+            # The first packets were late, so the floor we started from was too high: re-anchor.
+            self._drift += lost
+            lost = 0
         if len(self._recent) == self._recent.maxlen:
             self._drift += self.drift_gain * (floor - lost - self._drift)
         lost_now, self._lost = lost - self._lost, lost

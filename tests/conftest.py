@@ -22,6 +22,14 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture
+def shared_data() -> Path:
+    """shared/data beside the repository: data for tests that nobody here made."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the shared/ folder must sit beside the repository")
+    return SHARED_DATA
+
+
+@pytest.fixture
 def testbed(tmp_path, monkeypatch):
     for binary, package in (("dbus-daemon", "dbus"), ("dbus-send", "dbus"), ("bluetoothctl", "bluez")):
         if shutil.which(binary) is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -61,3 +62,22 @@ def test_scan_and_record_cli(testbed, start_sim, tmp_path):
     acc = np.column_stack([samples["acc_x_g"], samples["acc_y_g"], samples["acc_z_g"]])
     assert np.allclose(np.linalg.norm(acc, axis=1).mean(), 1.0, atol=0.03)
     assert abs(samples["t_s"][0] - time.time()) < 120
+
+
+def test_replay_of_a_file_recorded_over_ble(testbed, start_sim, tmp_path):
+    """office-short begins with the calibration moves and slouches from ~22 s to ~42 s."""
+    start_sim(name="ReplaySensor", profile="native", scenario="office-short")
+    posture = [sys.executable, "-m", "posture.cli"]
+    rec = subprocess.run([*posture, "record", "--adapter", "hci0", "--name", "ReplaySensor", "--seconds", "50",
+                          "--out", str(tmp_path / "rec.csv")], env=testbed.env, capture_output=True, text=True,
+                         timeout=120)
+    assert rec.returncode == 0, rec.stderr
+    out = tmp_path / "events.jsonl"
+    replay = subprocess.run([*posture, "replay", str(tmp_path / "rec.csv"), "--out", str(out), "--quiet"],
+                            capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stderr
+    summary = json.loads(replay.stdout)
+    assert summary["calibration"].startswith("calibrated with a")
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    slouches = [e for e in events if e["kind"] == "slouch"]
+    assert len(slouches) == 1 and 14 <= slouches[0]["end_s"] - slouches[0]["start_s"] <= 22

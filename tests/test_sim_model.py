@@ -303,7 +303,8 @@ def test_truth_writer_round_trip(tmp_path):
 
 
 def test_truncated_scenario():
+    # office-short: calibration moves (6 + 2.5 + 12 s), then 20 s of slouch, 10 s upright, …
     short = load_scenario("office-short").truncated(45)
     assert short.duration_s == 45
-    assert [s.activity for s in short.segments] == ["sit_upright", "slouch", "sit_upright"]
-    assert short.segments[-1].duration_s == 5
+    assert [s.activity for s in short.segments] == ["sit_upright", "slouch", "sit_upright", "slouch", "sit_upright"]
+    assert short.segments[-1].duration_s == 4.5

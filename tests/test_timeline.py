@@ -53,6 +53,15 @@ def test_arrival_timeline_counts_loss_despite_jitter_and_stalls():
     assert abs(total - 300) <= 3
 
 
+def test_arrival_timeline_is_not_fooled_by_late_first_packets():
+    rng = np.random.default_rng(4)
+    h = arrivals(3000, rng, lost={1500, 1501})
+    h[:20] += np.linspace(0.05, 0.0, 20)  # connection set-up: the first packets queue up
+    tl = ArrivalTimeline(RATE_HZ)
+    placed = [tl.place(x).lost_samples for x in h]
+    assert min(np.cumsum(placed)) >= 0 and sum(placed) == 2
+
+
 def test_arrival_timeline_follows_clock_drift_without_inventing_loss():
     rng = np.random.default_rng(2)
     tl = ArrivalTimeline(RATE_HZ)

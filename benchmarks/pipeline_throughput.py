@@ -1,0 +1,129 @@
+"""Pipeline replay throughput on one core against VQF alone and ahrs' Madgwick, and memory over 24 hours.
+
+    .venv/bin/python benchmarks/pipeline_throughput.py [--minutes 60] [--hours 24] [--write]
+
+Throughput: an hour of the office-day scenario (360 000 samples at 100 Hz), generated once, fed
+in one-minute batches (a replay's chunking) to the whole pipeline, to VQF alone, and to ahrs'
+Madgwick filter, in the same process. Memory: a 24-hour day generated and fed chunk by chunk;
+peak RSS is read every simulated hour and must stay flat.
+"""
+
+from __future__ import annotations
+
+import os
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")  # one core, as the issue asks
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from firmware_sim.imu import SensorSimulation  # noqa: E402
+from firmware_sim.scenario import load_scenario, parse_scenario  # noqa: E402
+from pipeline.orientation import OrientationFilter  # noqa: E402
+from pipeline.stream import PosturePipeline  # noqa: E402
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+BATCH = 6000  # one minute at 100 Hz
+
+
+def office_hours(minutes: float):
+    base = load_scenario("office-day")
+    return base.truncated(minutes * 60.0)
+
+
+def throughput(minutes: float) -> dict:
+    sim = SensorSimulation(office_hours(minutes), seed=1)
+    chunk = next(sim.chunks(max_samples=sim.n_samples))
+    t, acc, gyro = chunk.t_s, chunk.acc_g, chunk.gyro_dps
+    n = len(t)
+
+    def timed(fn) -> float:
+        best = np.inf
+        for _ in range(3):
+            start = time.process_time()
+            fn()
+            best = min(best, time.process_time() - start)
+        return n / best
+
+    def whole_pipeline():
+        p = PosturePipeline()
+        for i in range(0, n, BATCH):
+            p.update(t[i:i + BATCH], acc[i:i + BATCH], gyro[i:i + BATCH])
+        p.finish()
+
+    def vqf_alone():
+        f = OrientationFilter()
+        for i in range(0, n, BATCH):
+            f.update(gyro[i:i + BATCH], acc[i:i + BATCH])
+
+    pipeline_sps = timed(whole_pipeline)
+    vqf_sps = timed(vqf_alone)
+    from ahrs.filters import Madgwick
+
+    m = 60_000  # Madgwick in ahrs is a Python loop per sample: time a minute's worth … ten of them
+    start = time.process_time()
+    Madgwick(gyr=np.radians(gyro[:m]), acc=acc[:m] * 9.80665, frequency=100.0)
+    madgwick_sps = m / (time.process_time() - start)
+    return {"samples": n, "pipeline_samples_per_s": pipeline_sps, "vqf_samples_per_s": vqf_sps,
+            "madgwick_samples_per_s": madgwick_sps, "ratio_pipeline_to_vqf": pipeline_sps / vqf_sps,
+            "ratio_pipeline_to_madgwick": pipeline_sps / madgwick_sps}
+
+
+def memory(hours: float) -> dict:
+    day = parse_scenario({"name": "day", "repeat": max(1, round(hours * 10)),
+                          "segment": [dict(activity=s.activity, duration_s=s.duration_s)
+                                      for s in office_hours(6.0).segments]})
+    sim = SensorSimulation(day, seed=2)
+    p = PosturePipeline()
+    rss_mb, next_mark, samples = [], 3600.0, 0
+    start = time.monotonic()
+    for ch in sim.chunks(max_samples=BATCH):
+        p.update(ch.t_s, ch.acc_g, ch.gyro_dps)
+        samples += len(ch.t_s)
+        if ch.t_s[-1] >= next_mark:
+            rss_mb.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            next_mark += 3600.0
+    p.finish()
+    return {"hours": sim.duration_s / 3600, "samples": samples, "peak_rss_mb_by_hour": rss_mb,
+            "wall_s": time.monotonic() - start}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60.0, help="length of the throughput data")
+    parser.add_argument("--hours", type=float, default=24.0, help="length of the memory run")
+    parser.add_argument("--write", action="store_true", help=f"write the results into {DOC}")
+    args = parser.parse_args()
+    tp = throughput(args.minutes)
+    print(tp, flush=True)
+    mem = memory(args.hours)
+    print(mem, flush=True)
+    rss = mem["peak_rss_mb_by_hour"]
+    text = (f"| what | samples/s (one core) |\n|---|---|\n"
+            f"| whole pipeline (1-minute batches) | {tp['pipeline_samples_per_s']:,.0f} |\n"
+            f"| VQF alone, same data, same batches | {tp['vqf_samples_per_s']:,.0f} |\n"
+            f"| ahrs Madgwick (per-sample Python loop) | {tp['madgwick_samples_per_s']:,.0f} |\n\n"
+            f"Pipeline / VQF = {tp['ratio_pipeline_to_vqf']:.2f} (goal ≥ 0.8); pipeline / Madgwick = "
+            f"{tp['ratio_pipeline_to_madgwick']:.0f}×; {tp['samples']:,} samples of the office-day scenario.\n\n"
+            f"24-hour replay at 100 Hz ({mem['samples']:,} samples, {mem['wall_s']:.0f} s): peak RSS by hour "
+            f"{', '.join(f'{x:.0f}' for x in rss)} MB — first hour {rss[0]:.0f} MB, last {rss[-1]:.0f} MB.\n")
+    print(text)
+    if args.write:
+        marker, end = "<!-- pipeline_throughput -->", "<!-- end pipeline_throughput -->"
+        doc = DOC.read_text() if DOC.exists() else ""
+        head, _, rest = doc.partition(marker)
+        tail = rest.split(end, 1)[1] if end in rest else ""
+        DOC.write_text(f"{head}{marker}\n{text}\nMachine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
+                       f"`benchmarks/pipeline_throughput.py --minutes {args.minutes:g} --hours {args.hours:g}`.\n"
+                       f"{end}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""`posture replay`: a recorded CSV through the same pipeline live data goes through.
+
+Reads the file in chunks (memory stays flat however long it is), writes events and per-minute
+metrics as JSON lines, and returns a summary. Reads `posture record` CSVs and, for data made
+elsewhere, the x-io Technologies layout (Time (s), Gyroscope X (deg/s), …, Accelerometer X (g), …).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .calibration import Calibration
+from .stream import PipelineSettings, PosturePipeline
+from .summary import Rollups, Summary
+
+log = logging.getLogger("posture.replay")
+
+COLUMNS = ("t_s", "acc_x_g", "acc_y_g", "acc_z_g", "gyro_x_dps", "gyro_y_dps", "gyro_z_dps")
+# Header names other tools use for the same columns.
+ALIASES = {
+    "Time (s)": "t_s",
+    "Accelerometer X (g)": "acc_x_g", "Accelerometer Y (g)": "acc_y_g", "Accelerometer Z (g)": "acc_z_g",
+    "Gyroscope X (deg/s)": "gyro_x_dps", "Gyroscope Y (deg/s)": "gyro_y_dps", "Gyroscope Z (deg/s)": "gyro_z_dps",
+}
+CHUNK_LINES = 20_000
+
+
+class ReplayError(ValueError):
+    pass
+
+
+def _columns(header: str) -> list[int]:
+    names = [ALIASES.get(h.strip(), h.strip()) for h in header.strip().split(",")]
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise ReplayError(f"CSV header lacks {', '.join(missing)} (has: {header.strip()[:200]})")
+    return [names.index(c) for c in COLUMNS]
+
+
+def read_chunks(f: io.TextIOBase, stats: dict) -> Iterator[tuple[np.ndarray, int]]:
+    """((n, 7) array of t_s, acc xyz g, gyro xyz °/s; characters read); bad lines counted and skipped."""
+    cols = _columns(f.readline())
+    while lines := list(islice(f, CHUNK_LINES)):
+        size = sum(map(len, lines))
+        try:
+            data = np.loadtxt(lines, delimiter=",", usecols=cols, ndmin=2)
+        except ValueError:
+            data = _parse_leniently(lines, cols, stats)
+        good = np.isfinite(data).all(axis=1)
+        if not good.all():
+            _bad(stats, int((~good).sum()), "non-finite value")
+            data = data[good]
+        yield data, size
+
+
+def _parse_leniently(lines: list[str], cols: list[int], stats: dict) -> np.ndarray:
+    rows = []
+    for line in lines:
+        parts = line.split(",")
+        try:
+            rows.append([float(parts[c]) for c in cols])
+        except (ValueError, IndexError):
+            _bad(stats, 1, f"unreadable line {line.strip()[:80]!r}")
+    return np.array(rows, dtype=float).reshape(-1, len(cols))
+
+
+def _bad(stats: dict, n: int, what: str) -> None:
+    if stats["bad_lines"] == 0:
+        log.warning("skipping bad input (%s); further ones are only counted", what)
+    stats["bad_lines"] += n
+
+
+def estimate_rate_hz(t_s: np.ndarray) -> float:
+    steps = np.diff(t_s)
+    steps = steps[steps > 0]
+    if len(steps) == 0:
+        raise ReplayError("cannot tell the sample rate: timestamps do not increase")
+    return float(1.0 / np.median(steps))
+
+
+def replay(path: Path, out_path: Path | None, device: str = "replay", progress: bool = True,
+           calibration: Calibration | None = None) -> dict:
+    """calibration: a known sensor → trunk alignment; None to find it in the recording."""
+    stats = {"bad_lines": 0, "samples": 0, "backwards": 0}
+    summary, rollups = Summary(), Rollups()
+    pipeline: PosturePipeline | None = None
+    last_t = -np.inf
+    with open(path) as f, (open(out_path, "w") if out_path else io.StringIO()) as out, \
+            tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None if progress else True,
+                 desc=path.name) as bar:
+        for data, size in read_chunks(f, stats):
+            bar.update(size)
+            # Time must go forward; a row that goes back is bad input, not a reason to stop.
+            forward = data[:, 0] > np.maximum.accumulate(np.concatenate([[last_t], data[:-1, 0]]))
+            if not forward.all():
+                stats["backwards"] += int((~forward).sum())
+                data = data[forward]
+            if not len(data):
+                continue
+            if pipeline is None:
+                pipeline = PosturePipeline(PipelineSettings.for_rate(round(estimate_rate_hz(data[:, 0]), 3)),
+                                           calibration)
+            last_t = data[-1, 0]
+            stats["samples"] += len(data)
+            result = pipeline.update(data[:, 0], data[:, 1:4], data[:, 4:7])
+            _emit(out, device, result.events, result.metrics, summary, rollups)
+        if pipeline is not None:
+            _emit(out, device, [], pipeline.finish(), summary, rollups)
+        for line in rollups.flush():
+            out.write(json.dumps({"device": device, **line}) + "\n")
+    return {"file": str(path), "samples": stats["samples"], "bad_lines": stats["bad_lines"],
+            "out_of_order": stats["backwards"], **summary.as_dict()}
+
+
+def _emit(out, device: str, events: list, metrics: list, summary: Summary, rollups: Rollups) -> None:
+    for e in events:
+        summary.add_event(e)
+        rollups.add_event(e)
+        out.write(json.dumps({"device": device, **asdict(e)}) + "\n")
+    for m in metrics:
+        summary.add_minute(m)
+        for line in rollups.add_minute(m):
+            out.write(json.dumps({"device": device, **line}) + "\n")
+        out.write(json.dumps({"device": device, **asdict(m)}) + "\n")
