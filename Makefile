@@ -14,7 +14,8 @@ test: deps
 
 bench: deps
 	$(VENV)/bin/pip install -q -e '.[bench]'
-	$(VENV)/bin/python benchmarks/ble_throughput.py
+	$(VENV)/bin/python benchmarks/pipeline_throughput.py --write
+	$(VENV)/bin/python benchmarks/ble_throughput.py --write
 
 deps: system-deps $(STAMP)
 

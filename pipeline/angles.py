@@ -9,25 +9,41 @@ heading + axial rotation and goes to pipeline/axial.py.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 
-def world_from_trunk(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray) -> np.ndarray:
-    """(n, 3, 3) trunk orientation in VQF's world frame."""
-    r_world_sensor = Rotation.from_quat(quat_wxyz[:, [1, 2, 3, 0]]).as_matrix()
-    return r_world_sensor @ r_sensor_trunk
+def up_axis_and_vertical(quat_wxyz: np.ndarray, acc_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World up in sensor axes (row 3 of R_world_sensor), and acc along world up."""
+    w, x, y, z = quat_wxyz.T
+    up = np.column_stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+    return up, np.einsum("ij,ij->i", up, acc_g)
 
 
-def trunk_angles(r_world_trunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(flexion_deg, lateral_deg, yaw_right_deg) per sample.
+def trunk_axes_in_world(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The entries of R_world_trunk = R_world_sensor · R_sensor_trunk the angles need.
 
-    flexion + forward, lateral + to the right, yaw_right + turned right (clockwise from above),
-    unwrapped so it is continuous across ±180°.
+    Returns (r20, r21, r22, r00, r10): row 3 (how each trunk axis points up or down) and the
+    trunk's forward axis in the horizontal plane (heading).
     """
-    flexion = np.degrees(np.arcsin(np.clip(-r_world_trunk[:, 2, 0], -1.0, 1.0)))
-    lateral = np.degrees(np.arctan2(r_world_trunk[:, 2, 1], r_world_trunk[:, 2, 2]))
-    yaw_left = np.arctan2(r_world_trunk[:, 1, 0], r_world_trunk[:, 0, 0])
-    return flexion, lateral, -np.degrees(yaw_left)
+    w, x, y, z = quat_wxyz.T
+    row0 = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)])
+    row1 = np.column_stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)])
+    row2 = np.column_stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+    r2 = row2 @ r_sensor_trunk
+    forward = r_sensor_trunk[:, 0]
+    return r2[:, 0], r2[:, 1], r2[:, 2], row0 @ forward, row1 @ forward
+
+
+def trunk_angles(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(flexion_deg, lateral_deg, tilt_deg, yaw_right_deg) per sample.
+
+    flexion + forward, lateral + to the right, tilt = the trunk's up axis from vertical,
+    yaw_right + turned right (clockwise from above), wrapped to ±180°.
+    """
+    r20, r21, r22, r00, r10 = trunk_axes_in_world(quat_wxyz, r_sensor_trunk)
+    flexion = np.degrees(np.arcsin(np.clip(-r20, -1.0, 1.0)))
+    lateral = np.degrees(np.arctan2(r21, r22))
+    tilt = np.degrees(np.arccos(np.clip(r22, -1.0, 1.0)))
+    return flexion, lateral, tilt, -np.degrees(np.arctan2(r10, r00))
 
 
 def unwrap_from(previous_deg: float | None, yaw_deg: np.ndarray) -> np.ndarray:

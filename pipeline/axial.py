@@ -58,10 +58,13 @@ class FacingBaseline:
         # Each sample is measured against the baseline as it stood at the start of its block (causal).
         base = np.empty(len(yaw))
         jumped = np.zeros(len(yaw), bool)
-        for b in range(0, n_done, self._block):
+        # Block statistics in one go; the loop below only steps the baseline (plain floats).
+        means = yaw[:n_done].reshape(-1, self._block).mean(axis=1).tolist()
+        walks = walk[:n_done].reshape(-1, self._block).any(axis=1).tolist()
+        for k, (heading, walking_now) in enumerate(zip(means, walks)):
+            b = k * self._block
             base[b:b + self._block] = self._baseline
-            jumped[b + self._block - 1] = self._step(float(yaw[b:b + self._block].mean()),
-                                                     bool(walk[b:b + self._block].any()))
+            jumped[b + self._block - 1] = self._step(heading, walking_now)
         base[n_done:] = self._baseline
         self._pending, self._pending_walk = yaw[n_done:], walk[n_done:]
         new = slice(len(yaw) - len(yaw_right_deg), None)

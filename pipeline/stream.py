@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .activity import LYING, SITTING, WALKING, ActivityClassifier, ActivitySettings
-from .angles import unwrap_from
+from .angles import trunk_angles, unwrap_from, up_axis_and_vertical
 from .axial import AxialSettings, FacingBaseline
 from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
 from .detectors import (LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector,
@@ -60,23 +60,6 @@ class PipelineOutput:
 def _empty_output() -> PipelineOutput:
     e = np.empty(0)
     return PipelineOutput(e, e, e, e, np.empty(0, dtype="<U8"))
-
-
-def up_axis_and_vertical(quat_wxyz: np.ndarray, acc_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World up in sensor axes (row 3 of R_world_sensor), and acc along world up."""
-    w, x, y, z = quat_wxyz.T
-    up = np.column_stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
-    return up, np.einsum("ij,ij->i", up, acc_g)
-
-
-def trunk_axes_in_world(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The entries of R_world_trunk the angles need: row 3 (z of each trunk axis) and R[0,0], R[1,0]."""
-    w, x, y, z = quat_wxyz.T
-    r_ws = np.empty((len(w), 3, 3))
-    r_ws[:, 0] = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)])
-    r_ws[:, 1] = np.column_stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)])
-    r_ws[:, 2] = np.column_stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
-    return r_ws @ r_sensor_trunk
 
 
 class PosturePipeline:
@@ -129,11 +112,8 @@ class PosturePipeline:
     def _measure(self, t_s, walking, quat, acc_vertical, real, lost_samples, out) -> PipelineOutput:
         if len(t_s) == 0:  # calibration completed on the batch's last sample
             return out
-        r = trunk_axes_in_world(quat, self.calibration.r_sensor_trunk)
-        flexion = np.degrees(np.arcsin(np.clip(-r[:, 2, 0], -1.0, 1.0)))
-        lateral = np.degrees(np.arctan2(r[:, 2, 1], r[:, 2, 2]))
-        tilt = np.degrees(np.arccos(np.clip(r[:, 2, 2], -1.0, 1.0)))
-        yaw_right = unwrap_from(self._last_yaw, -np.degrees(np.arctan2(r[:, 1, 0], r[:, 0, 0])))
+        flexion, lateral, tilt, yaw_right = trunk_angles(quat, self.calibration.r_sensor_trunk)
+        yaw_right = unwrap_from(self._last_yaw, yaw_right)
         if len(yaw_right):
             self._last_yaw = float(yaw_right[-1])
         activity = self.activity.update(walking, acc_vertical, tilt)
