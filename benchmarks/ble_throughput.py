@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from evaluation.doc_sections import write_section
 from firmware_sim.testbed import Testbed
 from sensor.discovery import SensorFilter, discover
 from sensor.link import LinkSettings, SensorLink
@@ -128,11 +129,8 @@ def main() -> int:
                 rows.append(row)
     print(table(rows))
     if args.write:
-        text = DOC.read_text() if DOC.exists() else ""
-        marker = "<!-- ble_throughput -->"
-        head = text.split(marker)[0] if marker in text else text
-        DOC.write_text(f"{head}{marker}\n{table(rows)}\n\nMachine: {os.cpu_count()} cores; "
-                       f"{time.strftime('%Y-%m-%d')}; `benchmarks/ble_throughput.py --seconds {args.seconds:g}`.\n")
+        write_section(DOC, "ble_throughput", f"{table(rows)}\n\nMachine: {os.cpu_count()} cores; "
+                      f"{time.strftime('%Y-%m-%d')}; `benchmarks/ble_throughput.py --seconds {args.seconds:g}`.")
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
+from evaluation.doc_sections import write_section  # noqa: E402
 from firmware_sim.imu import SensorSimulation  # noqa: E402
 from firmware_sim.scenario import load_scenario, parse_scenario  # noqa: E402
 from pipeline.orientation import OrientationFilter  # noqa: E402
@@ -116,13 +117,8 @@ def main() -> int:
             f"{', '.join(f'{x:.0f}' for x in rss)} MB — first hour {rss[0]:.0f} MB, last {rss[-1]:.0f} MB.\n")
     print(text)
     if args.write:
-        marker, end = "<!-- pipeline_throughput -->", "<!-- end pipeline_throughput -->"
-        doc = DOC.read_text() if DOC.exists() else ""
-        head, _, rest = doc.partition(marker)
-        tail = rest.split(end, 1)[1] if end in rest else ""
-        DOC.write_text(f"{head}{marker}\n{text}\nMachine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
-                       f"`benchmarks/pipeline_throughput.py --minutes {args.minutes:g} --hours {args.hours:g}`.\n"
-                       f"{end}{tail}")
+        write_section(DOC, "pipeline_throughput", f"{text}\nMachine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
+                      f"`benchmarks/pipeline_throughput.py --minutes {args.minutes:g} --hours {args.hours:g}`.")
     return 0
 
 

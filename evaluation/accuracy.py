@@ -22,6 +22,7 @@ from firmware_sim.scenario import SCENARIO_DIR, parse_scenario
 from pipeline.stream import PosturePipeline
 from pipeline.symmetry import symmetry_angle, symmetry_index
 
+from .doc_sections import write_section
 from .matching import match_intervals
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "accuracy.md"
@@ -220,11 +221,7 @@ def main() -> int:
     for name, why in missed.items():
         print(f"{name}: {'; '.join(why)}", file=sys.stderr)
     if args.write:
-        marker = "<!-- accuracy table -->"
-        doc = DOC.read_text() if DOC.exists() else marker
-        head, _, tail = doc.partition(marker)
-        tail = tail.split("<!-- end -->", 1)[1] if "<!-- end -->" in tail else ""
-        DOC.write_text(f"{head}{marker}\n{text}\n<!-- end -->{tail}")
+        write_section(DOC, "accuracy table", text)
     return 1 if missed else 0
 
 

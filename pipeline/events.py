@@ -64,6 +64,8 @@ class MinuteMetrics:
     lateral_mean_deg: float | None = None
     rotations_left: int = 0
     rotations_right: int = 0
+    rotation_left_peak_mean_deg: float | None = None
+    rotation_right_peak_mean_deg: float | None = None
     rotation_left_peak_max_deg: float | None = None
     rotation_right_peak_max_deg: float | None = None
     rotation_left_cumulative_deg: float = 0.0

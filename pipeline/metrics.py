@@ -96,5 +96,8 @@ class MinuteAggregator:
             m.lean_left_mean_deg = sums["lean_left"] / m.lean_left_s
         if m.lean_right_s:
             m.lean_right_mean_deg = sums["lean_right"] / m.lean_right_s
+        for side in ("left", "right"):
+            if count := getattr(m, f"rotations_{side}"):
+                setattr(m, f"rotation_{side}_peak_mean_deg", getattr(m, f"rotation_{side}_cumulative_deg") / count)
         m.sitting_since_s = self._sitting_since_s
         return m
