@@ -1,7 +1,7 @@
 # Two commands do all setup (README): `make demo` and `make test`. Both are idempotent.
 VENV := .venv
 PYTHON ?= python3
-APT_PACKAGES := dbus bluez
+APT_PACKAGES := dbus bluez mosquitto mosquitto-clients influxdb victoria-metrics
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
 .PHONY: demo test deps system-deps bench clean

@@ -7,7 +7,6 @@ can take a server away and bring it back as a real outage would; kill() is a cra
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -21,12 +20,14 @@ import urllib.request
 from collections.abc import Iterable
 from email.message import Message
 from pathlib import Path
+from typing import Self
 
 HOST = "127.0.0.1"
+PathLike = str | os.PathLike[str]
 
 
 class ServerMissing(RuntimeError):
-    """A server binary is not installed; the message names the Debian package."""
+    """A binary is not installed; the message names the Debian package."""
 
 
 class ServerError(RuntimeError):
@@ -41,24 +42,34 @@ def free_port() -> int:
 
 def which(binary: str, package: str) -> str:
     # mosquitto lives in /usr/sbin, which a non-root PATH often lacks.
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    found = shutil.which(binary, path=path)
+    found = shutil.which(binary, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
     if found is None:
         raise ServerMissing(f"{binary} not found: apt-get install -y {package}")
     return found
 
 
-def _die_with_parent() -> None:
-    # A test run killed hard (timeout, ^C twice) must not leave servers behind holding ports.
-    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _die_with_parent() -> list[str]:
+    """A command prefix: a test run killed hard must not leave servers behind holding ports.
+
+    setpriv (util-linux, essential) rather than a preexec_fn, which is unsafe next to paho's threads.
+    The signal follows the thread that started the server: start servers from the main thread.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, Message, bytes]:
+def _server_env() -> dict[str, str]:
+    # INFLUXDB_* variables would override influxd's config file (e.g. INFLUXDB_HTTP_BIND_ADDRESS).
+    return {key: value for key, value in os.environ.items() if not key.startswith("INFLUXDB_")}
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0,
+         ) -> tuple[int, Message, bytes]:
     """One HTTP request; an error status is returned, not raised."""
-    request = urllib.request.Request(url, data=body, method=method)
+    request = urllib.request.Request(url, body, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.headers, response.read()
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read()
 
@@ -66,9 +77,10 @@ def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0)
 class _Server:
     binary = ""
     package = ""
+    scheme = "http"
     ready_timeout = 20.0
 
-    def __init__(self, workdir: str | os.PathLike[str]) -> None:
+    def __init__(self, workdir: PathLike) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = HOST
@@ -77,6 +89,14 @@ class _Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
 
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def _args(self) -> list[str]:
         raise NotImplementedError
 
@@ -84,45 +104,45 @@ class _Server:
         raise NotImplementedError
 
     def _prepare(self) -> None:
-        """Write config files; called before every start so a restart picks up changes."""
+        """Runs before every start, so a restart picks up a changed config."""
 
     def _after_start(self) -> None:
         pass
 
-    def _env(self) -> dict[str, str]:
-        return dict(os.environ)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> _Server:
+    def start(self) -> Self:
         if self.running:
             return self
         exe = which(self.binary, self.package)
         self._prepare()
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log:  # appended, so a restart keeps the earlier runs' lines
             self.proc = subprocess.Popen(
-                [exe, *self._args()], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.workdir, env=self._env(), preexec_fn=_die_with_parent,
+                [*_die_with_parent(), exe, *self._args()], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.workdir, env=_server_env(),
             )
         began = time.monotonic()
         while not self._ready():
             if self.proc.poll() is not None:
-                raise ServerError(f"{self.binary} exited ({self.proc.returncode}) on start:\n{self.log_tail()}")
+                raise ServerError(f"{self.binary} exited ({self.proc.poll()}):\n{self.log_tail()}")
             if time.monotonic() - began > self.ready_timeout:
                 self.kill()
-                raise ServerError(f"{self.binary} not ready after {self.ready_timeout} s:\n{self.log_tail()}")
+                raise ServerError(f"{self.binary} not ready in {self.ready_timeout} s:\n{self.log_tail()}")
             time.sleep(0.05)
         self.startup_seconds = time.monotonic() - began
         self._after_start()
         return self
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Graceful stop (SIGTERM): servers flush their data, as on a clean shutdown."""
+        """SIGTERM: the server saves its state, as on a clean shutdown."""
+        self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing is saved on the way out."""
+        self._end(signal.SIGKILL, 5.0)
+
+    def _end(self, sig: signal.Signals, timeout: float) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
+        self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -130,24 +150,15 @@ class _Server:
             self.proc.wait()
         self.proc = None
 
-    def kill(self) -> None:
-        """A crash (SIGKILL): nothing is flushed."""
-        if self.proc is None:
-            return
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> _Server:
+    def restart(self) -> Self:
         self.stop()
         return self.start()
 
     def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self):  # noqa: ANN204 - returns the subclass
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -158,7 +169,7 @@ class _Server:
 
 
 def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> int | None:
-    """Send a bare MQTT 3.1.1 CONNECT; return the CONNACK code (5 = not authorised) or None."""
+    """Send a bare MQTT 3.1.1 CONNECT; the CONNACK's return code (5 = not authorised), or None."""
     client_id = b"ready-probe"
     body = b"\x00\x04MQTT\x04\x02\x00\x0a" + len(client_id).to_bytes(2, "big") + client_id
     try:
@@ -172,12 +183,15 @@ def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> int | None:
 
 
 class Mosquitto(_Server):
+    """A broker on .port; with tls={"cafile", "certfile", "keyfile"} also a TLS listener on .tls_port."""
+
     binary = "mosquitto"
     package = "mosquitto"
+    scheme = "mqtt"
 
     def __init__(
-        self, workdir: str | os.PathLike[str], *, password_file: str | os.PathLike[str] | None = None,
-        acl_file: str | os.PathLike[str] | None = None, tls: dict[str, str] | None = None,
+        self, workdir: PathLike, *, password_file: PathLike | None = None, acl_file: PathLike | None = None,
+        tls: dict[str, str] | None = None,
     ) -> None:
         super().__init__(workdir)
         self.password_file = password_file
@@ -186,17 +200,16 @@ class Mosquitto(_Server):
         self.tls_port = free_port() if tls else None
         self.config_path = self.workdir / "mosquitto.conf"
 
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
     def config(self) -> str:
         lines = [
             f"listener {self.port} {self.host}",
             "persistence true",
             f"persistence_location {self.workdir / 'data'}/",
-            # Save every second, not only on SIGTERM, so kill() loses no more than a real crash would.
+            # Saved every second, not only on SIGTERM, so kill() loses no more than a real crash would.
             "autosave_interval 1",
+            # Mosquitto's default (1000) silently drops QoS 1 messages queued for a slow or offline
+            # subscriber beyond it; docs/mqtt.md asks users for a large value, and so do the tests.
+            "max_queued_messages 1000000",
             # As root, mosquitto would drop to user "mosquitto", who cannot enter pytest's 0700 tmp dirs.
             "user root",
             "log_dest stderr",
@@ -220,11 +233,11 @@ class Mosquitto(_Server):
         return ["-c", str(self.config_path)]
 
     def _ready(self) -> bool:
-        # Any CONNACK counts: with a password file the anonymous probe is refused, yet the broker is up.
+        # Any CONNACK will do: with a password file the anonymous probe is refused, yet the broker is up.
         return mqtt_connack(self.host, self.port) is not None
 
 
-def make_password_file(path: str | os.PathLike[str], users: dict[str, str]) -> Path:
+def make_password_file(path: PathLike, users: dict[str, str]) -> Path:
     exe = which("mosquitto_passwd", "mosquitto")
     for index, (user, password) in enumerate(users.items()):
         create = ["-c"] if index == 0 else []
@@ -232,26 +245,29 @@ def make_password_file(path: str | os.PathLike[str], users: dict[str, str]) -> P
     return Path(path)
 
 
-def make_test_ca(directory: str | os.PathLike[str]) -> dict[str, str]:
-    """A throwaway CA and a server certificate for 127.0.0.1 and localhost, in Mosquitto's tls form."""
+def make_test_ca(directory: PathLike) -> dict[str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost, as Mosquitto's tls=."""
     openssl = which("openssl", "openssl")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
 
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], cwd=out, check=True, capture_output=True)
 
-    run("req", "-x509", *ec, "-days", "2", "-subj", "/CN=test CA", "-keyout", "ca.key", "-out", "ca.crt")
+    # keyUsage on the CA: strict verifiers (OpenSSL's X509_STRICT, Python >= 3.13) demand it.
+    run("req", "-x509", *ec, "-subj", "/CN=test CA", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout", "ca.key", "-out", "ca.crt")
     run("req", "-new", *ec, "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
-    # Python checks 127.0.0.1 against the IP SAN; the CN alone is not enough for any TLS client.
+    # Clients check 127.0.0.1 against an IP SAN; a CN alone satisfies none of them.
     (out / "server.ext").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
     )
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
         "-days", "2", "-extfile", "server.ext", "-out", "server.crt")
-    return {"cafile": str(out / "ca.crt"), "certfile": str(out / "server.crt"), "keyfile": str(out / "server.key")}
+    return {key: str(out / name) for key, name in
+            (("cafile", "ca.crt"), ("certfile", "server.crt"), ("keyfile", "server.key"))}
 
 
 # --- InfluxDB 1.6.7 ----------------------------------------------------------------------------
@@ -277,15 +293,7 @@ bind-address = "{host}:{rpc_port}"
   suppress-logo = true
 [ifql]
   enabled = false
-[[graphite]]
-  enabled = false
-[[collectd]]
-  enabled = false
-[[opentsdb]]
-  enabled = false
-[[udp]]
-  enabled = false
-"""
+""" + "".join(f"[[{name}]]\n  enabled = false\n" for name in ("graphite", "collectd", "opentsdb", "udp"))
 
 
 class InfluxDB1(_Server):
@@ -293,31 +301,24 @@ class InfluxDB1(_Server):
     package = "influxdb"
 
     def __init__(
-        self, workdir: str | os.PathLike[str], *, auth_enabled: bool = False,
+        self, workdir: PathLike, *, auth_enabled: bool = False,
         admin: tuple[str, str] = ("admin", "admin-secret"),
     ) -> None:
         super().__init__(workdir)
-        self.rpc_port = free_port()  # backup/restore service, 127.0.0.1:8088 by default
+        self.rpc_port = free_port()  # the backup/restore service, else 127.0.0.1:8088 for every instance
         self.auth_enabled = auth_enabled
         self.admin = admin
         self.config_path = self.workdir / "influxdb.conf"
         self.version: str | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
     def _prepare(self) -> None:
-        auth = "true" if self.auth_enabled else "false"
         self.config_path.write_text(_INFLUX_CONFIG.format(
-            host=self.host, port=self.port, rpc_port=self.rpc_port, workdir=self.workdir, auth=auth))
+            host=self.host, port=self.port, rpc_port=self.rpc_port, workdir=self.workdir,
+            auth=str(self.auth_enabled).lower(),
+        ))
 
     def _args(self) -> list[str]:
         return ["run", "-config", str(self.config_path)]
-
-    def _env(self) -> dict[str, str]:
-        # INFLUXDB_* variables override the config file (e.g. INFLUXDB_HTTP_BIND_ADDRESS).
-        return {key: value for key, value in os.environ.items() if not key.startswith("INFLUXDB_")}
 
     def _ready(self) -> bool:
         try:
@@ -328,11 +329,12 @@ class InfluxDB1(_Server):
         return status == 204 and self.version is not None
 
     def _after_start(self) -> None:
-        # With auth on and no user yet, 1.x lets one unauthenticated CREATE USER through; only once.
-        if self.auth_enabled and not (self.workdir / "admin-created").exists():
+        # With auth on and no user yet, 1.x lets one unauthenticated CREATE USER through; so only once.
+        marker = self.workdir / "admin-created"
+        if self.auth_enabled and not marker.exists():
             user, password = self.admin
             self.query(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
-            (self.workdir / "admin-created").touch()
+            marker.touch()
 
     def _params(self, **params: str | None) -> str:
         if self.auth_enabled:
@@ -341,8 +343,8 @@ class InfluxDB1(_Server):
 
     def query(self, q: str, db: str | None = None, *, epoch: str | None = "ms") -> dict:
         """GET /query for reads, POST for the rest (1.x wants POST for statements that change things)."""
-        read = q.lstrip().upper().startswith(("SELECT", "SHOW"))
-        status, _, body = http("GET" if read else "POST", f"{self.url}/query?{self._params(q=q, db=db, epoch=epoch)}")
+        method = "GET" if q.lstrip().upper().startswith(("SELECT", "SHOW")) else "POST"
+        status, _, body = http(method, f"{self.url}/query?{self._params(q=q, db=db, epoch=epoch)}")
         result = json.loads(body or b"{}")
         errors = [r["error"] for r in result.get("results", []) if "error" in r]
         if status != 200 or "error" in result or errors:
@@ -350,11 +352,9 @@ class InfluxDB1(_Server):
         return result
 
     def rows(self, q: str, db: str) -> list[dict]:
-        """The rows of a SELECT as dicts (times in epoch ms), all series concatenated."""
-        out = []
-        for series in self.query(q, db)["results"][0].get("series", []):
-            out += [dict(zip(series["columns"], values)) | series.get("tags", {}) for values in series["values"]]
-        return out
+        """A SELECT's rows as dicts, tags included, times in epoch ms; all series one after another."""
+        series = self.query(q, db)["results"][0].get("series", [])
+        return [dict(zip(s["columns"], values)) | s.get("tags", {}) for s in series for values in s["values"]]
 
     def create_database(self, name: str) -> None:
         self.query(f'CREATE DATABASE "{name}"')
@@ -371,7 +371,7 @@ class InfluxDB1(_Server):
 
 
 class VictoriaMetrics(_Server):
-    """Accepts influx line protocol on /write and /api/v2/write.
+    """Takes influx line protocol on /write and /api/v2/write.
 
     A line `m,tag=v f1=1,f2=2` becomes the series m_f1{tag="v"} and m_f2{tag="v"}; a `db` query
     argument (not v2's bucket or org, which are ignored) adds the label db="...".
@@ -380,17 +380,13 @@ class VictoriaMetrics(_Server):
     binary = "victoria-metrics"
     package = "victoria-metrics"
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
     def _args(self) -> list[str]:
         return [
             f"-storageDataPath={self.workdir / 'data'}",
             f"-httpListenAddr={self.host}:{self.port}",
-            # The default 1 month silently drops older points (still 204), e.g. replayed recordings.
+            # The default of 1 month drops older points silently (still 204), e.g. replayed recordings.
             "-retentionPeriod=100y",
-            # Fresh points are visible to queries at once, and no cached answer hides them.
+            # Fresh points are seen by queries as soon as can be, and no cached answer hides them.
             "-search.latencyOffset=0s",
             "-search.disableCache",
         ]
@@ -406,19 +402,24 @@ class VictoriaMetrics(_Server):
         """Make ingested points searchable now; VM buffers them for a second or two otherwise."""
         http("GET", f"{self.url}/internal/force_flush")
 
-    def export(self, match: str) -> list[dict]:
-        """Raw samples of every series matching a selector, e.g. '{__name__="m_f"}'; duplicates kept."""
+    def _get(self, path: str, params: dict[str, str]) -> bytes:
         self.flush()
-        params = urllib.parse.urlencode({"match[]": match, "start": "0", "end": str(int(time.time()) + 2 * 86400)})
-        status, _, body = http("GET", f"{self.url}/api/v1/export?{params}")
+        status, _, body = http("GET", f"{self.url}{path}?{urllib.parse.urlencode(params)}")
         if status != 200:
-            raise ServerError(f"victoria-metrics export: HTTP {status}: {body.decode(errors='replace')}")
+            raise ServerError(f"victoria-metrics {path}: HTTP {status}: {body.decode(errors='replace')}")
+        return body
+
+    def export(self, match: str) -> list[dict]:
+        """Raw samples of every series matching a selector such as '{__name__="m_f"}', duplicates kept."""
+        until = str(int(time.time()) + 2 * 86400)  # the default end is now, hiding points stamped later
+        body = self._get("/api/v1/export", {"match[]": match, "start": "0", "end": until})
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
-    def query(self, promql: str) -> list[dict]:
-        """An instant PromQL/MetricsQL query at now; the result vector."""
-        self.flush()
-        status, _, body = http("GET", f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}")
-        if status != 200:
-            raise ServerError(f"victoria-metrics query: HTTP {status}: {body.decode(errors='replace')}")
-        return json.loads(body)["data"]["result"]
+    def query(self, promql: str, at: float | None = None) -> list[dict]:
+        """An instant PromQL/MetricsQL query (at a unix time, default now); the result vector.
+
+        Near now VM evaluates at least 1 s back, even with -search.latencyOffset=0s, so points
+        younger than a second are not seen; export() has no such lag.
+        """
+        params = {"query": promql} | ({"time": f"{at:.3f}"} if at is not None else {})
+        return json.loads(self._get("/api/v1/query", params))["data"]["result"]

@@ -1,0 +1,185 @@
+"""`posture bridge`: MQTT → InfluxDB, losing nothing.
+
+- A persistent MQTT session (MQTT 5 clean_start false + session expiry, or 3.1.1 clean session
+  off), QoS 1: while the bridge is away the broker keeps its messages.
+- Messages are acknowledged (paho `manual_ack`) only once their points are stored: written to
+  InfluxDB, or, while InfluxDB is down, in the on-disk spool (pipeline/spool.py), which is
+  written to InfluxDB when it answers again. A `kill -9` loses nothing: unacknowledged messages
+  are redelivered, spooled points are on disk, and a point written twice overwrites itself.
+- Malformed payloads (not JSON, wrong schema, wrong types) are counted and published, with the
+  reason, to a dead-letter topic; they never stop the bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from jsonschema import Draft202012Validator
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .config import BridgeSettings, Config
+from .influx_schema import to_line_protocol
+from .influx_writers import WriteError, Writer, make_writer
+from .mqtt_client import mqtt_client
+from .spool import Spool
+
+log = logging.getLogger("posture.bridge")
+SUBTOPICS = ("metrics", "events", "status")
+RETRY_INFLUX_S = 2.0
+
+
+def load_validators() -> dict[str, Draft202012Validator]:
+    files = {"metrics": "metrics.json", "events": "event.json", "status": "status.json"}
+    root = resources.files("pipeline") / "schemas"
+    return {sub: Draft202012Validator(json.loads((root / name).read_text())) for sub, name in files.items()}
+
+
+class Malformed(ValueError):
+    pass
+
+
+def parse(subtopic: str, body: bytes, validators: dict[str, Draft202012Validator]) -> dict:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Malformed(f"not JSON: {exc}") from None
+    error = next(iter(validators[subtopic].iter_errors(doc)), None)
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "payload"
+        raise Malformed(f"schema: {where}: {error.message[:200]}")
+    return doc
+
+
+@dataclass
+class BridgeStats:
+    received: int = 0
+    points_written: int = 0
+    points_spooled: int = 0
+    malformed: Counter = field(default_factory=Counter)
+
+
+class Bridge:
+    def __init__(self, config: Config, writer: Writer | None = None):
+        self.cfg: BridgeSettings = config.bridge
+        self.mqtt_cfg = config.mqtt
+        self.influx_cfg = config.influx
+        self.dead_letter_topic = self.cfg.dead_letter_topic or f"{config.mqtt.prefix}/_deadletter"
+        self.stats = BridgeStats()
+        self.spool = Spool(Path(self.cfg.spool_path), self.cfg.spool_max_points)
+        self.validators = load_validators()
+        self._writer = writer
+        self._last_influx_warning_s = -1e9
+        self._pending: list[tuple[int, int, list[str]]] = []  # (mid, qos, lines) not yet stored
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.stop_event = threading.Event()
+        self.connected = threading.Event()
+        self.client, self._connect_kwargs = mqtt_client(config.mqtt, self.cfg.client_id, manual_ack=True,
+                                                        persistent=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = self._on_message
+
+    # paho's network thread --------------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT connect refused: %s", reason_code)
+            return
+        prefix = self.mqtt_cfg.prefix
+        client.subscribe([(f"{prefix}/+/{sub}", 1) for sub in SUBTOPICS])
+        self.connected.set()
+        log.info("connected to MQTT; session present: %s", flags.session_present)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self.stats.received += 1
+        subtopic = msg.topic.rsplit("/", 1)[-1]
+        try:
+            doc = parse(subtopic, msg.payload, self.validators)
+            lines = to_line_protocol(doc)
+        except (Malformed, KeyError, TypeError, ValueError) as exc:
+            self._dead_letter(msg, str(exc))
+            client.ack(msg.mid, msg.qos)
+            return
+        with self._lock:
+            self._pending.append((msg.mid, msg.qos, lines))
+            if len(self._pending) >= self.cfg.batch_points:
+                self._wake.set()
+
+    def _dead_letter(self, msg: mqtt.MQTTMessage, reason: str) -> None:
+        kind = reason.split(":", 1)[0]
+        self.stats.malformed[kind] += 1
+        if sum(self.stats.malformed.values()) == 1 or self.stats.malformed[kind] == 1:
+            log.warning("malformed message on %s (%s); further ones are counted", msg.topic, reason[:120])
+        body = {"topic": msg.topic, "reason": reason, "payload": msg.payload[:2000].decode("utf-8", "replace")}
+        self.client.publish(self.dead_letter_topic, json.dumps(body), qos=1)
+
+    # the bridge's own thread ------------------------------------------------------------
+    def run(self) -> None:
+        """Until stop_event: connect, store what arrives, drain the spool when InfluxDB is back."""
+        self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, **self._connect_kwargs,
+                                  properties=self._connect_properties())
+        self.client.loop_start()
+        try:
+            while not self.stop_event.is_set():
+                self._wake.wait(self.cfg.flush_interval_s)
+                self._wake.clear()
+                self._store_pending()
+                self._drain_spool()
+            self._store_pending()
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            if self._writer:
+                self._writer.close()
+            self.spool.close()
+
+    def _connect_properties(self) -> Properties | None:
+        if self.mqtt_cfg.protocol != "5":
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        return props
+
+    def _store_pending(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        lines = [line for _, _, ls in batch for line in ls]
+        if not self._write(lines):
+            self.spool.put([("", line.encode()) for line in lines])
+            self.stats.points_spooled += len(lines)
+        for mid, qos, _ in batch:  # stored (in InfluxDB or on disk): now the broker may forget them
+            self.client.ack(mid, qos)
+
+    def _drain_spool(self) -> None:
+        while not self.stop_event.is_set() and (rows := self.spool.peek(self.cfg.batch_points)):
+            if not self._write([body.decode() for _, _, body in rows]):
+                return
+            self.spool.delete([i for i, _, _ in rows])
+
+    def _write(self, lines: list[str]) -> bool:
+        if not lines:
+            return True
+        try:
+            if self._writer is None:
+                self._writer = make_writer(self.influx_cfg)
+            self._writer.write(lines)
+        except WriteError as exc:
+            now = time.monotonic()
+            if now - self._last_influx_warning_s > 30:  # once in a while, not per batch
+                log.warning("InfluxDB unavailable, spooling to disk: %s", exc)
+                self._last_influx_warning_s = now
+            time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
+            return False
+        self.stats.points_written += len(lines)
+        return True

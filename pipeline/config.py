@@ -1,0 +1,130 @@
+"""Configuration for `posture run` and `posture bridge`: one TOML file, then environment, then flags.
+
+Every key has a default; `POSTURE_<SECTION>_<KEY>` in the environment overrides the file (handy
+for secrets); command-line flags override both. A bad value is one error line naming its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .influx_writers import InfluxSettings
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    tls_ca: str = ""  # CA file: set it to connect with TLS
+    protocol: str = "5"  # "5" or "3.1.1"
+    prefix: str = "posture"
+    keepalive_s: int = 30
+
+    def __repr__(self) -> str:  # never print the password
+        return f"MqttSettings(host={self.host!r}, port={self.port}, prefix={self.prefix!r})"
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    client_id: str = "posture-bridge"
+    session_expiry_s: int = 7 * 24 * 3600  # the broker keeps our subscription and queue this long offline
+    spool_path: str = "posture-bridge.spool"
+    spool_max_points: int = 5_000_000
+    batch_points: int = 5000
+    flush_interval_s: float = 0.2
+    dead_letter_topic: str = ""  # default: <prefix>/_deadletter
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    client_id: str = "posture-gateway"
+    spool_path: str = "posture-gateway.spool"
+    spool_max_messages: int = 1_000_000
+    adapter: str = ""
+    sensors: tuple[str, ...] = ()  # names or addresses; empty: the first posture sensor found
+    status_interval_s: float = 10.0
+    publish_imu: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    influx: InfluxSettings = field(default_factory=InfluxSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_CLASSES = {"mqtt": MqttSettings, "influx": InfluxSettings, "bridge": BridgeSettings, "gateway": GatewaySettings}
+
+
+def load_config(path: Path | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    env = os.environ if env is None else env
+    sections = {}
+    for name, cls in _CLASSES.items():
+        given = raw.pop(name, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        for f in dataclasses.fields(cls):
+            if (value := env.get(f"POSTURE_{name.upper()}_{f.name.upper()}")) is not None:
+                given[f.name] = value
+        given.update({k: v for k, v in (overrides or {}).get(name, {}).items() if v is not None})
+        sections[name] = _build(name, cls, given)
+    if raw:
+        raise ConfigError(f"unknown section [{next(iter(raw))}]; known: {', '.join(_CLASSES)}")
+    return Config(**sections)
+
+
+def _build(section: str, cls: type, given: dict[str, Any]):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in given.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(fields)}")
+        default = fields[key].default if fields[key].default is not dataclasses.MISSING else ()
+        values[key] = _coerce(f"{section}.{key}", value, type(default))
+    return cls(**values)
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Values from TOML arrive typed, from the environment as text: accept both, refuse the rest."""
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+                raise ValueError
+            return tuple(i.strip() for i in items if i.strip())
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {kind.__name__ if kind is not tuple else 'a list of strings'}, "
+                          f"got {value!r}") from None

@@ -1,0 +1,131 @@
+"""Publishing one device's results to MQTT without losing any: the gateway half of `posture run`.
+
+Events and metrics go into the on-disk spool first (pipeline/spool.py) and leave it only when
+the broker has acknowledged them (QoS 1 PUBACK). While the broker is down they wait, in order,
+across gateway restarts too; after a reconnect they are sent from the oldest on. A message may
+arrive twice after a crash (at-least-once); the bridge's writes are idempotent, so the database
+still holds it once. The status (online, battery, link quality) is retained and not spooled:
+only the latest matters; the broker publishes "offline" for us (last will) if we vanish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from .config import Config
+from .messages import SCHEMA_VERSION, Status, payload, topic
+from .mqtt_client import mqtt_client
+from .spool import Spool
+
+log = logging.getLogger("posture.gateway")
+MAX_INFLIGHT = 100
+
+
+def device_id(name: str) -> str:
+    """A topic- and tag-safe id from a sensor's name or address."""
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", name)[:64] or "sensor"
+
+
+class DevicePublisher:
+    def __init__(self, config: Config, device: str, spool_dir: Path):
+        self.device = device
+        self.prefix = config.mqtt.prefix
+        self.spool = Spool(spool_dir / f"{device.replace(':', '_')}.spool", config.gateway.spool_max_messages)
+        self.client, self._connect_kwargs = mqtt_client(config.mqtt, f"{config.gateway.client_id}-{device}")
+        self.client.max_inflight_messages_set(MAX_INFLIGHT)
+        self.client.will_set(topic(self.prefix, device, "status"), self._status_body(Status(online=False)),
+                             qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.mqtt_cfg = config.mqtt
+        self.connected = threading.Event()
+        self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []  # sent, not yet acknowledged
+        self._sent_up_to = 0  # highest spool id handed to paho since the last (re)connect
+        self._lock = threading.Lock()
+        self._latest_status: Status | None = None
+
+    def _status_body(self, status: Status) -> str:
+        return json.dumps(payload(self.device, status, now_s=time.time()))
+
+    # called by the gateway (any thread) -------------------------------------------------
+    def submit(self, items: list) -> None:
+        rows = []
+        for item in items:
+            body = payload(self.device, item)
+            rows.append((topic(self.prefix, self.device, item.kind), json.dumps(body).encode()))
+        self.spool.put(rows)
+
+    def publish_status(self, status: Status) -> None:
+        self._latest_status = status
+        if self.connected.is_set():
+            self.client.publish(topic(self.prefix, self.device, "status"), self._status_body(status), qos=1,
+                                retain=True)
+
+    def publish_imu(self, t_s, acc_g, gyro_dps) -> None:
+        """Raw samples, best effort (QoS 0, not spooled): for live views, not for storage."""
+        if self.connected.is_set() and len(t_s):
+            body = {"schema": SCHEMA_VERSION, "kind": "imu", "device": self.device, "ts": int(t_s[0] * 1000),
+                    "t_s": [round(t, 4) for t in t_s.tolist()], "acc_g": acc_g.round(5).tolist(),
+                    "gyro_dps": gyro_dps.round(4).tolist()}
+            self.client.publish(topic(self.prefix, self.device, "imu"), json.dumps(body), qos=0)
+
+    # lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, **self._connect_kwargs)
+        self.client.loop_start()
+
+    def pump(self) -> None:
+        """Forget what the broker acknowledged; hand the next spooled messages to paho.
+
+        Acknowledgements are read from paho's message handles here, in our thread, rather than in
+        an on_publish callback: paho calls that holding its own lock, which would deadlock against
+        a publish made holding ours.
+        """
+        if not self.connected.is_set():
+            return
+        with self._lock:
+            done = [spool_id for info, spool_id in self._inflight if info.is_published()]
+            self._inflight = [(info, spool_id) for info, spool_id in self._inflight if not info.is_published()]
+            room, after = MAX_INFLIGHT - len(self._inflight), self._sent_up_to
+        self.spool.delete(done)
+        for spool_id, topic_, body in self.spool.peek(room, after_id=after) if room > 0 else []:
+            info = self.client.publish(topic_, body, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return  # disconnected meanwhile: the reconnect starts over from the spool
+            with self._lock:
+                self._inflight.append((info, spool_id))
+                self._sent_up_to = spool_id
+
+    def stop(self, offline: bool = True) -> None:
+        if offline and self.connected.is_set():
+            self.client.publish(topic(self.prefix, self.device, "status"),
+                                self._status_body(Status(online=False)), qos=1, retain=True).wait_for_publish(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.spool.close()
+
+    @property
+    def backlog(self) -> int:
+        return len(self.spool)
+
+    # paho's network thread ------------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("%s: MQTT connect refused: %s", self.device, reason_code)
+            return
+        with self._lock:
+            self._inflight = []
+            self._sent_up_to = 0  # resend whatever the spool still holds, oldest first
+        self.connected.set()
+        if self._latest_status is not None:
+            self.publish_status(self._latest_status)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()

@@ -1,0 +1,117 @@
+"""`posture run`: sensors over BLE → pipeline → MQTT, for one or more sensors.
+
+asyncio runs the BLE links (bleak) and the pipeline for each batch as it arrives; each device's
+results go to its DevicePublisher, whose paho thread talks to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sensor.discovery import SensorFilter, discover
+from sensor.link import LinkSettings, SensorLink
+from sensor.stream import ImuBatch
+
+from .config import Config
+from .gateway import DevicePublisher, device_id
+from .messages import Status
+from .stream import PosturePipeline
+
+log = logging.getLogger("posture.gateway")
+PUMP_INTERVAL_S = 0.05
+FINAL_FLUSH_S = 10.0
+
+
+@dataclass
+class Device:
+    link: SensorLink
+    pipeline: PosturePipeline
+    publisher: DevicePublisher
+    window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since last status
+
+
+async def find_sensors(config: Config, scan_timeout_s: float) -> list:
+    adapter = config.gateway.adapter or None
+    if not config.gateway.sensors:
+        found = await discover(adapter, scan_timeout_s, first_only=True)
+        return found[:1]
+    found = []
+    for who in config.gateway.sensors:
+        wanted = SensorFilter(address=who) if who.count(":") == 5 else SensorFilter(name=who)
+        match = await discover(adapter, scan_timeout_s, wanted, first_only=True)
+        if not match:
+            raise RuntimeError(f"sensor {who!r} (gateway.sensors) not found")
+        found.append(match[0])
+    return found
+
+
+async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float = 15.0) -> dict[str, Device]:
+    spool_dir = Path(config.gateway.spool_path)
+    devices: dict[str, Device] = {}
+    for sensor in await find_sensors(config, scan_timeout_s):
+        name = device_id(sensor.name or sensor.address)
+        publisher = DevicePublisher(config, name, spool_dir)
+        publisher.start()
+        pipeline = PosturePipeline()
+        device = Device(SensorLink(sensor.device, lambda b: None, LinkSettings(adapter=config.gateway.adapter or None)),
+                        pipeline, publisher)
+        device.link.on_batch = _consumer(device, config.gateway.publish_imu)
+        devices[name] = device
+        log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
+    tasks = [asyncio.create_task(d.link.run(stop)) for d in devices.values()]
+    next_status = 0.0
+    try:
+        while not stop.is_set():
+            for d in devices.values():
+                d.publisher.pump()
+            if time.monotonic() >= next_status:
+                for d in devices.values():
+                    d.publisher.publish_status(_status(d))
+                next_status = time.monotonic() + config.gateway.status_interval_s
+            await asyncio.sleep(PUMP_INTERVAL_S)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await _flush(devices)
+    return devices
+
+
+def _consumer(device: Device, publish_imu: bool):
+    def on_batch(batch: ImuBatch) -> None:
+        out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
+        device.window[0] += batch.n
+        device.window[1] += batch.lost_before
+        if out.events or out.metrics:
+            device.publisher.submit([*out.events, *out.metrics])
+        if publish_imu:
+            device.publisher.publish_imu(batch.t_s, batch.acc_g, batch.gyro_dps)
+    return on_batch
+
+
+def _status(device: Device) -> Status:
+    stats = device.link.stats
+    received, lost = device.window
+    device.window = [0, 0]
+    quality = 100.0 * received / (received + lost) if received + lost else None
+    if stats is None:
+        return Status(online=False)
+    return Status(online=device.link.connected.is_set(), battery_pct=stats.battery_pct, link_quality_pct=quality,
+                  lost_samples=stats.lost_samples, malformed_packets=stats.malformed_total,
+                  reconnects=stats.reconnects)
+
+
+async def _flush(devices: dict[str, Device]) -> None:
+    """The last, unfinished minute, then wait a little for the broker to take the backlog."""
+    for d in devices.values():
+        d.publisher.submit(d.pipeline.finish())
+    deadline = time.monotonic() + FINAL_FLUSH_S
+    while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):
+        for d in devices.values():
+            d.publisher.pump()
+        await asyncio.sleep(PUMP_INTERVAL_S)
+    for d in devices.values():
+        d.publisher.stop()

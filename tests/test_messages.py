@@ -1,0 +1,77 @@
+"""Payloads the pipeline really produces: valid against the JSON Schemas, and mapped to stable points."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evaluation.accuracy import CASES, load_case_scenario
+from firmware_sim.imu import SensorSimulation
+from pipeline.bridge import Malformed, load_validators, parse
+from pipeline.config import ConfigError, load_config
+from pipeline.influx_schema import FIELDS, to_line_protocol
+from pipeline.messages import Status, payload, topic
+from pipeline.stream import PosturePipeline
+
+
+@pytest.fixture(scope="module")
+def produced() -> list:
+    case = next(c for c in CASES if c.name == "office-short")
+    sim = SensorSimulation(load_case_scenario(case), seed=case.seed)
+    pipeline = PosturePipeline()
+    items = []
+    for ch in sim.chunks(max_samples=2000):
+        out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
+        items += out.events + out.metrics
+    return items + pipeline.finish()
+
+
+def test_every_payload_validates_and_becomes_points(produced):
+    validators = load_validators()
+    kinds = set()
+    for item in [*produced, Status(online=True, battery_pct=90, link_quality_pct=99.5)]:
+        body = payload("desk-1", item, now_s=1_700_000_000.0)
+        sub = topic("posture", "desk-1", item.kind).rsplit("/", 1)[-1]
+        doc = parse(sub, json.dumps(body).encode(), validators)
+        lines = to_line_protocol(doc)
+        assert len(lines) == 1 and lines[0].endswith(str(body["ts"]))
+        assert "device_id=desk-1" in lines[0]
+        kinds.add(item.kind)
+    assert kinds == {"calibration", "slouch", "rotation", "lean", "metrics", "status"}
+
+
+def test_field_types_never_change(produced):
+    """An int field stays an int (no 'i' on one line and a float on another): InfluxDB would refuse it."""
+    for item in produced:
+        if item.kind != "metrics":
+            continue
+        line = to_line_protocol(payload("d", item))[0]
+        fields = dict(kv.split("=") for kv in line.split(" ")[1].split(","))
+        for name, value in fields.items():
+            assert value.endswith("i") == (FIELDS["metrics"][name] is int), (name, value)
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"{", "not JSON"), (b'{"schema": 1}', "schema"), (b"[1, 2]", "schema"),
+    (json.dumps({"schema": 2, "kind": "status", "device": "d", "ts": 1, "online": True}).encode(), "schema"),
+    (json.dumps({"schema": 1, "kind": "status", "device": "d e", "ts": 1, "online": True}).encode(), "schema"),
+])
+def test_malformed_payloads_are_refused_with_a_reason(body, reason):
+    with pytest.raises(Malformed, match=f"^{reason}"):
+        parse("status", body, load_validators())
+
+
+def test_config_file_environment_and_flags(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nport = 1884\npassword = "from-file"\n[gateway]\nsensors = ["Back", "AA:BB:CC:DD:EE:FF"]\n')
+    cfg = load_config(path, env={"POSTURE_MQTT_PASSWORD": "from-env", "POSTURE_INFLUX_API": "v1"},
+                      overrides={"mqtt": {"port": 1999, "host": None}})
+    assert cfg.mqtt.port == 1999 and cfg.mqtt.password == "from-env" and cfg.influx.api == "v1"
+    assert cfg.gateway.sensors == ("Back", "AA:BB:CC:DD:EE:FF")
+    assert "from-env" not in repr(cfg) and "from-env" not in str(cfg)
+    path.write_text('[mqtt]\nprot = 1\n')
+    with pytest.raises(ConfigError, match=r"unknown key mqtt\.prot"):
+        load_config(path, env={})
+    with pytest.raises(ConfigError, match=r"mqtt\.port: expected int"):
+        load_config(None, env={"POSTURE_MQTT_PORT": "eighty"})

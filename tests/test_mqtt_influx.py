@@ -1,0 +1,256 @@
+"""Gateway → Mosquitto → bridge → InfluxDB, with real servers (tests/servers.py), and faults that must lose nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from servers import InfluxDB1, Mosquitto, ServerMissing, VictoriaMetrics
+
+ROOT = Path(__file__).resolve().parents[1]
+DB = "posture"
+
+
+def _start(server):
+    try:
+        return server.start()
+    except ServerMissing as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def broker(tmp_path):
+    server = _start(Mosquitto(tmp_path / "mosquitto"))
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def influx(tmp_path):
+    server = _start(InfluxDB1(tmp_path / "influxdb"))
+    server.create_database(DB)
+    yield server
+    server.kill()
+
+
+def write_config(path: Path, broker, influx_url: str) -> Path:
+    text = (f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n\n'
+            f'[influx]\nurl = "{influx_url}"\ndatabase = "{DB}"\n\n'
+            f'[bridge]\nspool_path = "{path.parent / "bridge.spool"}"\nflush_interval_s = 0.1\n\n'
+            f'[gateway]\nspool_path = "{path.parent / "gateway-spool"}"\n')
+    path.write_text(text)
+    return path
+
+
+def start_bridge(config: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "posture.cli", "bridge", "--config", str(config)],
+                            stdout=open(log, "a"), stderr=subprocess.STDOUT)
+
+
+def wait_until_bridge_stores(broker, influx: InfluxDB1) -> None:
+    """The broker queues only for sessions it knows: wait until the bridge's exists and it stores a probe."""
+    probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    probe.connect("127.0.0.1", broker.port)
+    probe.loop_start()
+    body = {"schema": 1, "kind": "status", "device": "probe", "ts": 1_600_000_000_000, "online": True}
+
+    def stored() -> bool:
+        probe.publish("posture/probe/status", json.dumps(body), qos=1)
+        return bool(influx.rows("SELECT count(online) FROM posture_status", DB))
+
+    wait_for(stored, 30, "the bridge to store a probe")
+    probe.loop_stop()
+
+
+def start_publisher(config: Path, n: int, rate: float, progress: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "publish_known.py"), str(config), "dev1",
+                             str(n), str(rate), str(progress)], stdout=open(log, "a"), stderr=subprocess.STDOUT)
+
+
+def count_minutes(influx: InfluxDB1) -> int:
+    rows = influx.rows("SELECT count(worn_s) FROM posture_minute", DB)
+    return rows[0]["count"] if rows else 0
+
+
+def missing(influx: InfluxDB1, n: int) -> str:
+    """The minute indices not in InfluxDB, as ranges, for a failure message."""
+    have = {(r["time"] - 1_700_000_000_000) // 60_000 for r in influx.rows("SELECT worn_s FROM posture_minute", DB)}
+    gaps = sorted(set(range(n)) - have)
+    ranges, start = [], None
+    for i, k in enumerate(gaps):
+        start = k if start is None else start
+        if i + 1 == len(gaps) or gaps[i + 1] != k + 1:
+            ranges.append(f"{start}-{k}")
+            start = None
+    return ", ".join(ranges) or "none"
+
+
+def wait_for(predicate, timeout_s: float, what) -> None:
+    """Poll until predicate() holds; `what` (text, or a callable for a costly message) explains a timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what() if callable(what) else what}")
+
+
+def test_faults_lose_nothing_and_duplicate_nothing(tmp_path, broker, influx):
+    """Broker restart, InfluxDB down 30 s, bridge and gateway killed with -9: every point, exactly once."""
+    n = 3000
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    bridge_log, pub_log, progress = tmp_path / "bridge.log", tmp_path / "pub.log", tmp_path / "progress"
+    bridge = start_bridge(config, bridge_log)
+    wait_until_bridge_stores(broker, influx)
+    pub = start_publisher(config, n, 80.0, progress, pub_log)
+    try:
+        time.sleep(4)
+        broker.restart()  # Mosquitto restarted mid-stream
+        time.sleep(3)
+        influx.stop()  # InfluxDB away for 30 s
+        down_since = time.monotonic()
+        time.sleep(3)
+        bridge.send_signal(signal.SIGKILL)  # the bridge killed -9 …
+        bridge.wait()
+        bridge = start_bridge(config, bridge_log)  # … and started again
+        time.sleep(3)
+        pub.send_signal(signal.SIGKILL)  # the gateway killed -9 …
+        pub.wait()
+        pub = start_publisher(config, n, 80.0, progress, pub_log)  # … and started again
+        time.sleep(max(0.0, 30.0 - (time.monotonic() - down_since)))
+        influx.start()
+        assert pub.wait(timeout=120) == 0, pub_log.read_text()[-2000:]
+        wait_for(lambda: count_minutes(influx) >= n, 120,
+                 lambda: f"{n} points in InfluxDB; have {count_minutes(influx)}, missing {missing(influx, n)}"
+                         f"\n--- bridge log:\n"
+                         f"{bridge_log.read_text()[-3000:]}\n--- gateway log:\n{pub_log.read_text()[-1500:]}")
+        time.sleep(2)  # anything late would show up as more than n
+    finally:
+        for proc in (pub, bridge):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+    rows = influx.rows("SELECT worn_s, slouch_s, rotations_left, device_id FROM posture_minute", DB)
+    times = [r["time"] for r in rows]
+    assert len(rows) == n and len(set(times)) == n, "lost or duplicated points"
+    start_ms = 1_700_000_000_000
+    assert sorted(times) == [start_ms + 60_000 * k for k in range(n)]
+    for r in rows:
+        k = (r["time"] - start_ms) // 60_000
+        assert r["slouch_s"] == k % 60 and r["rotations_left"] == k % 7 and r["device_id"] == "dev1"
+    assert "spooling to disk" in bridge_log.read_text(), "InfluxDB outage never reached the spool"
+
+
+def test_ten_thousand_malformed_payloads_are_counted_and_dead_lettered(tmp_path, broker, influx):
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    bridge = start_bridge(config, tmp_path / "bridge.log")
+    dead = []
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = lambda c, u, m: dead.append(json.loads(m.payload))
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.subscribe("posture/_deadletter", qos=1)
+    watcher.loop_start()
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sender.max_inflight_messages_set(1000)
+    sender.connect("127.0.0.1", broker.port)
+    sender.loop_start()
+    try:
+        time.sleep(1.5)  # the bridge subscribes
+        bad = [b"not json {", json.dumps({"schema": 1, "kind": "metrics"}).encode(),
+               json.dumps({"schema": 1, "kind": "status", "device": "d", "ts": 1, "online": "yes"}).encode(),
+               b"\xff\xfe", b"[]"]
+        for i in range(10_000):
+            sender.publish(f"posture/dev{i % 3}/{('metrics', 'status', 'events')[i % 3]}", bad[i % len(bad)], qos=1)
+        good = {"schema": 1, "kind": "status", "device": "dev9", "ts": 1_700_000_000_000, "online": True,
+                "battery_pct": 80, "lost_samples": 0, "malformed_packets": 0, "reconnects": 0}
+        sender.publish("posture/dev9/status", json.dumps(good), qos=1).wait_for_publish(30)
+        wait_for(lambda: len(dead) >= 10_000, 120, lambda: f"10 000 dead letters; have {len(dead)}; bridge alive: "
+                 f"{bridge.poll() is None}\n{(tmp_path / 'bridge.log').read_text()[-1500:]}")
+        wait_for(lambda: influx.rows("SELECT battery_pct FROM posture_status", DB), 30, "the valid point")
+        assert bridge.poll() is None, "the bridge died"
+    finally:
+        sender.loop_stop()
+        watcher.loop_stop()
+        bridge.send_signal(signal.SIGTERM)
+        out = bridge.wait(timeout=30)
+    assert out == 0
+    assert len(dead) == 10_000 and {d["reason"].split(":")[0] for d in dead} == {"not JSON", "schema"}
+    stats = json.loads((tmp_path / "bridge.log").read_text().strip().splitlines()[-1])
+    assert sum(stats["malformed"].values()) == 10_000 and stats["points_written"] == 1
+
+
+def test_v2_write_path_against_a_server_that_speaks_it(tmp_path, broker):
+    """VictoriaMetrics accepts influxdb-client's /api/v2/write; InfluxDB 1.6.7 does not have it."""
+    vm = _start(VictoriaMetrics(tmp_path / "vm"))
+    try:
+        config = write_config(tmp_path / "posture.toml", broker, vm.url)
+        bridge = start_bridge(config, tmp_path / "bridge.log")
+        sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        sender.connect("127.0.0.1", broker.port)
+        sender.loop_start()
+        time.sleep(1.5)
+        now_ms = int(time.time() * 1000) // 1000 * 1000
+        for k in range(5):
+            body = {"schema": 1, "kind": "rotation", "device": "vmdev", "ts": now_ms - 60_000 + k * 1000,
+                    "start_s": 0.0, "end_s": 2.0, "duration_s": 2.0, "side": "left", "peak_deg": 30.0 + k}
+            sender.publish("posture/vmdev/events", json.dumps(body), qos=1).wait_for_publish(10)
+
+        def stored() -> list:
+            vm.flush()
+            return vm.export('{__name__="posture_rotation_peak_deg"}')
+
+        wait_for(lambda: stored() and sum(len(s["values"]) for s in stored()) == 5, 60, "5 points in VictoriaMetrics")
+        series = stored()[0]
+        assert series["metric"]["device_id"] == "vmdev" and series["metric"]["side"] == "left"
+        assert sorted(series["values"]) == [30.0, 31.0, 32.0, 33.0, 34.0]
+        sender.loop_stop()
+        bridge.send_signal(signal.SIGTERM)
+        assert bridge.wait(timeout=30) == 0
+    finally:
+        vm.kill()
+
+
+def test_a_publisher_keeps_its_backlog_while_the_broker_is_down(tmp_path, broker):
+    """Broker away: messages wait in the spool, in order, and all arrive after it returns."""
+    from pipeline.config import load_config
+    from pipeline.events import MinuteMetrics
+    from pipeline.gateway import DevicePublisher
+
+    config = load_config(write_config(tmp_path / "posture.toml", broker, "http://127.0.0.1:9"))
+    got: list[int] = []
+    seen = threading.Event()
+    listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="phone", protocol=mqtt.MQTTv5)
+
+    def on_message(c, u, m):
+        got.append(json.loads(m.payload)["ts"])
+        if len(got) >= 200:
+            seen.set()
+
+    listener.on_message = on_message
+    broker.stop()
+    publisher = DevicePublisher(config, "dev2", tmp_path / "spool")
+    publisher.start()
+    publisher.submit([MinuteMetrics(minute_start_s=60.0 * k) for k in range(200)])
+    for _ in range(20):
+        publisher.pump()
+        time.sleep(0.05)
+    assert publisher.backlog == 200
+    broker.start()
+    listener.connect("127.0.0.1", broker.port)
+    listener.subscribe("posture/dev2/metrics", qos=1)
+    listener.loop_start()
+    deadline = time.monotonic() + 30
+    while not seen.is_set() and time.monotonic() < deadline:
+        publisher.pump()
+        time.sleep(0.02)
+    listener.loop_stop()
+    publisher.stop()
+    assert got == [60_000 * k for k in range(200)], "backlog not delivered complete and in order"
