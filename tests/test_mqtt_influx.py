@@ -254,3 +254,35 @@ def test_a_publisher_keeps_its_backlog_while_the_broker_is_down(tmp_path, broker
     listener.loop_stop()
     publisher.stop()
     assert got == [60_000 * k for k in range(200)], "backlog not delivered complete and in order"
+
+
+def test_virtual_sensor_to_influxdb_end_to_end(tmp_path, testbed, start_sim, broker, influx):
+    """posture sim (BLE) → posture run → Mosquitto → posture bridge → InfluxDB 1.6.7."""
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    bridge = start_bridge(config, tmp_path / "bridge.log")
+    wait_until_bridge_stores(broker, influx)
+    start_sim(name="DeskSensor", profile="native", scenario="office-short")
+    gateway = subprocess.Popen([sys.executable, "-m", "posture.cli", "run", "--config", str(config),
+                                "--sensor", "DeskSensor", "--adapter", "hci0"], env=testbed.env,
+                               stdout=open(tmp_path / "gateway.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        # office-short: calibration moves until ~14 s, a slouch from ~22 s to ~42 s.
+        wait_for(lambda: influx.rows("SELECT duration_s FROM posture_slouch", DB), 90,
+                 lambda: "a slouch in InfluxDB\n" + (tmp_path / "gateway.log").read_text()[-2000:])
+        gateway.send_signal(signal.SIGTERM)  # ends with the unfinished minute flushed
+        assert gateway.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()[-2000:]
+        wait_for(lambda: influx.rows("SELECT worn_s FROM posture_minute", DB), 30, "minute metrics")
+    finally:
+        for proc in (gateway, bridge):
+            if proc.poll() is None:
+                proc.kill()
+    calibration = influx.rows("SELECT message, with_bend, status FROM posture_calibration", DB)
+    assert calibration[0]["status"] == "calibrated" and calibration[0]["with_bend"] is True
+    slouch = influx.rows("SELECT duration_s, peak_flexion_deg, device_id FROM posture_slouch", DB)
+    assert len(slouch) == 1 and 14 <= slouch[0]["duration_s"] <= 22 and slouch[0]["device_id"] == "DeskSensor"
+    assert 20 <= slouch[0]["peak_flexion_deg"] <= 32
+    minutes = influx.rows("SELECT worn_s, slouch_s FROM posture_minute", DB)
+    assert sum(m["slouch_s"] for m in minutes) == pytest.approx(slouch[0]["duration_s"], abs=0.5)
+    status = influx.rows("SELECT online, battery_pct FROM posture_status WHERE device_id = 'DeskSensor'", DB)
+    assert any(s["online"] and s["battery_pct"] == 100 for s in status)
+    assert status[-1]["online"] is False  # the gateway's last word on a clean stop
