@@ -286,3 +286,63 @@ def test_virtual_sensor_to_influxdb_end_to_end(tmp_path, testbed, start_sim, bro
     status = influx.rows("SELECT online, battery_pct FROM posture_status WHERE device_id = 'DeskSensor'", DB)
     assert any(s["online"] and s["battery_pct"] == 100 for s in status)
     assert status[-1]["online"] is False  # the gateway's last word on a clean stop
+
+
+def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
+    """Gateway and bridge over TLS with passwords; a phone reads only its own alerts (deploy/mosquitto/acl.example)."""
+    from servers import make_password_file, make_test_ca
+
+    passwords = {"posture-gateway": "gw-Secret-1", "posture-bridge": "br-Secret-2", "phone-desk": "ph-Secret-3"}
+    tls = make_test_ca(tmp_path / "ca")
+    server = Mosquitto(tmp_path / "mosquitto", password_file=make_password_file(tmp_path / "passwd", passwords),
+                       acl_file=ROOT / "deploy" / "mosquitto" / "acl.example", tls=tls)
+    _start(server)
+    try:
+        def config_for(user: str, password: str) -> Path:
+            path = write_config(tmp_path / f"{user}.toml", server, influx.url)
+            text = path.read_text().replace(f"port = {server.port}\n",
+                                            f'port = {server.tls_port}\nhost = "localhost"\nusername = "{user}"\n'
+                                            f'password = "{password}"\ntls_ca = "{tls["cafile"]}"\n', 1)
+            path.write_text(text.replace('host = "127.0.0.1"\n', "", 1))
+            return path
+
+        # A bridge with a wrong password is refused, and says so without the password.
+        wrong = start_bridge(config_for("posture-bridge", "not-the-Secret"), tmp_path / "wrong.log")
+        time.sleep(3)
+        wrong.send_signal(signal.SIGTERM)
+        wrong.wait(timeout=30)
+        assert "refused" in (tmp_path / "wrong.log").read_text()
+        assert "not-the-Secret" not in (tmp_path / "wrong.log").read_text()
+
+        bridge = start_bridge(config_for("posture-bridge", passwords["posture-bridge"]), tmp_path / "bridge.log")
+        phone_got: list[str] = []
+        phone = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        phone.username_pw_set("phone-desk", passwords["phone-desk"])
+        phone.tls_set(ca_certs=tls["cafile"])
+        phone.on_message = lambda c, u, m: phone_got.append(m.topic)
+        phone.connect("localhost", server.tls_port)
+        phone.subscribe([("posture/#", 1), ("posture/DeskSensor/alerts", 1)])
+        phone.loop_start()
+        time.sleep(1.5)
+        publisher = start_publisher(config_for("posture-gateway", passwords["posture-gateway"]), 20, 50.0,
+                                    tmp_path / "progress", tmp_path / "pub.log")
+        assert publisher.wait(timeout=60) == 0, (tmp_path / "pub.log").read_text()[-2000:]
+        wait_for(lambda: count_minutes(influx) >= 20, 60, "20 points stored over TLS with passwords")
+        alerts = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        alerts.username_pw_set("posture-gateway", passwords["posture-gateway"])  # may write posture/#
+        alerts.tls_set(ca_certs=tls["cafile"])
+        alerts.connect("localhost", server.tls_port)
+        alerts.loop_start()
+        alerts.publish("posture/DeskSensor/alerts", "{}", qos=1).wait_for_publish(10)
+        alerts.publish("posture/OtherDesk/alerts", "{}", qos=1).wait_for_publish(10)
+        wait_for(lambda: "posture/DeskSensor/alerts" in phone_got, 20, "the phone's own alert")
+        time.sleep(1)
+        alerts.loop_stop()
+        phone.loop_stop()
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(timeout=30)
+        assert set(phone_got) == {"posture/DeskSensor/alerts"}, "the phone read more than its own alerts"
+        logs = "".join((tmp_path / name).read_text() for name in ("bridge.log", "pub.log", "wrong.log"))
+        assert not any(secret in logs for secret in passwords.values())
+    finally:
+        server.kill()
