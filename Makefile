@@ -16,6 +16,7 @@ bench: deps
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python benchmarks/pipeline_throughput.py --write
 	$(VENV)/bin/python benchmarks/ble_throughput.py --write
+	$(VENV)/bin/python benchmarks/bridge_throughput.py --write
 
 deps: system-deps $(STAMP)
 

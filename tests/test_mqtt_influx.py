@@ -346,3 +346,18 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
         assert not any(secret in logs for secret in passwords.values())
     finally:
         server.kill()
+
+
+def test_mqtt_311_is_selectable(tmp_path, broker, influx):
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    config.write_text(config.read_text().replace("[mqtt]\n", '[mqtt]\nprotocol = "3.1.1"\n'))
+    bridge = start_bridge(config, tmp_path / "bridge.log")
+    try:
+        time.sleep(1.5)
+        pub = start_publisher(config, 100, 200.0, tmp_path / "progress", tmp_path / "pub.log")
+        assert pub.wait(timeout=60) == 0
+        wait_for(lambda: count_minutes(influx) >= 100, 60, "100 points over MQTT 3.1.1")
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(timeout=30)
+    assert count_minutes(influx) == 100

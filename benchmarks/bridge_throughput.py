@@ -1,0 +1,173 @@
+"""Bridge throughput against writing straight to InfluxDB, and latency from publish to stored point.
+
+    .venv/bin/python benchmarks/bridge_throughput.py [--messages 20000] [--write]
+
+Real Mosquitto and InfluxDB 1.6.7 (tests/servers.py starts them in a temp dir). In the same run:
+(1) the line protocol of M metrics payloads POSTed straight to /write in batches of 5000;
+(2) the same M payloads published (QoS 1) and queued at the broker for the bridge's persistent
+session, then the bridge started and timed until InfluxDB holds all M points (the bridge alone,
+not the publisher, which would share its Python process); (3) 500 messages at 50/s, each timestamped when
+published, InfluxDB polled every 20 ms: latency = first seen − published (±20 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the servers the tests use
+
+from servers import InfluxDB1, Mosquitto  # noqa: E402
+
+from evaluation.doc_sections import write_section  # noqa: E402
+from pipeline.bridge import Bridge  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.influx_schema import to_line_protocol  # noqa: E402
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+DB = "posture"
+
+
+def minute(k: int, t0_ms: int) -> dict:
+    return {"schema": 1, "kind": "metrics", "device": f"dev{k % 10}", "ts": t0_ms + 60_000 * (k // 10),
+            "minute_start_s": 0.0, "worn_s": 60.0, "sitting_s": 50.0, "standing_s": 10.0, "walking_s": 0.0,
+            "lying_s": 0.0, "slouch_s": float(k % 60), "lean_left_s": 0.0, "lean_right_s": 0.0,
+            "lean_left_mean_deg": None, "lean_right_mean_deg": None, "flexion_mean_deg": 4.2,
+            "lateral_mean_deg": -0.3, "rotations_left": k % 4, "rotations_right": k % 5,
+            "rotation_left_peak_mean_deg": None, "rotation_right_peak_mean_deg": None,
+            "rotation_left_peak_max_deg": None, "rotation_right_peak_max_deg": None,
+            "rotation_left_cumulative_deg": 0.0, "rotation_right_cumulative_deg": 0.0,
+            "sitting_since_s": None, "lost_samples": 0}
+
+
+def count(influx: InfluxDB1, measurement: str = "posture_minute") -> int:
+    rows = influx.rows(f"SELECT count(worn_s) FROM {measurement}", DB)
+    return rows[0]["count"] if rows else 0
+
+
+def publisher(port: int) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def run(messages: int, work: Path) -> dict:
+    broker = Mosquitto(work / "mosquitto").start()
+    influx = InfluxDB1(work / "influx").start()
+    try:
+        influx.create_database(DB)
+        influx.create_database("direct")
+        payloads = [minute(k, 1_700_000_000_000) for k in range(messages)]
+        lines = [line for p in payloads for line in to_line_protocol(p)]
+        start = time.perf_counter()
+        for i in range(0, len(lines), 5000):
+            influx.write_line_protocol("direct", lines[i:i + 5000])
+        direct_s = time.perf_counter() - start
+
+        cfg = work / "posture.toml"
+        cfg.write_text(f'[mqtt]\nport = {broker.port}\n[influx]\nurl = "{influx.url}"\ndatabase = "{DB}"\n'
+                       f'[bridge]\nspool_path = "{work / "bridge.spool"}"\nflush_interval_s = 0.05\n')
+        config = load_config(cfg, env={})
+        # Once, to create the bridge's persistent session; then the messages queue at the broker
+        # while no bridge runs, and the timing covers the bridge alone draining them.
+        bridge, thread = start_bridge(config)
+        stop_bridge(bridge, thread)
+        pub = publisher(broker.port)
+        for p in payloads:
+            pub.publish(f"posture/{p['device']}/metrics", json.dumps(p), qos=1)
+        pub.loop_stop()
+        pub = publisher(broker.port)
+        start = time.perf_counter()
+        bridge, thread = start_bridge(config)
+        while count(influx) < messages:
+            time.sleep(0.05)
+        bridge_s = time.perf_counter() - start
+
+        latencies = measure_latency(pub, influx)
+        stop_bridge(bridge, thread)
+        pub.loop_stop()
+        return {"messages": messages, "direct_points_per_s": messages / direct_s,
+                "bridge_messages_per_s": messages / bridge_s, "bridge_points_per_s": messages / bridge_s,
+                "ratio": direct_s / bridge_s, "latency_p50_ms": float(np.percentile(latencies, 50)),
+                "latency_p99_ms": float(np.percentile(latencies, 99)), "latency_n": len(latencies)}
+    finally:
+        broker.kill()
+        influx.kill()
+
+
+def start_bridge(config) -> tuple[Bridge, threading.Thread]:
+    bridge = Bridge(config)
+    thread = threading.Thread(target=bridge.run, daemon=True)
+    thread.start()
+    bridge.connected.wait(10)
+    return bridge, thread
+
+
+def stop_bridge(bridge: Bridge, thread: threading.Thread) -> None:
+    bridge.stop_event.set()
+    thread.join(30)
+
+
+def measure_latency(pub: mqtt.Client, influx: InfluxDB1, n: int = 500, rate: float = 50.0) -> list[float]:
+    sent_ms: dict[int, int] = {}
+    seen_ms: dict[int, int] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            rows = influx.rows("SELECT battery_pct FROM posture_status WHERE device_id = 'lat'", DB)
+            now = int(time.time() * 1000)
+            for r in rows:
+                seen_ms.setdefault(r["time"], now)
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    for k in range(n):
+        ts = int(time.time() * 1000)
+        sent_ms[ts] = ts
+        body = {"schema": 1, "kind": "status", "device": "lat", "ts": ts, "online": True, "battery_pct": 50}
+        pub.publish("posture/lat/status", json.dumps(body), qos=1)
+        time.sleep(1.0 / rate)
+    deadline = time.monotonic() + 10
+    while len(seen_ms) < len(sent_ms) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    poller.join(5)
+    return [seen_ms[t] - t for t in sent_ms if t in seen_ms]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--write", action="store_true", help=f"write the results into {DOC}")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        r = run(args.messages, Path(tmp))
+    print(r)
+    text = (f"| path | points/s |\n|---|---|\n| line protocol POSTed straight to /write (batches of 5000) | "
+            f"{r['direct_points_per_s']:,.0f} |\n| MQTT (QoS 1) → bridge → /write | {r['bridge_points_per_s']:,.0f} |\n\n"
+            f"Bridge / direct = {r['ratio']:.2f} (goal ≥ 0.5); {r['messages']:,} one-point metrics messages. "
+            f"Latency from publish to the point being queryable, {r['latency_n']} messages at 50/s: "
+            f"p50 {r['latency_p50_ms']:.0f} ms, p99 {r['latency_p99_ms']:.0f} ms (InfluxDB polled every 20 ms).\n\n"
+            f"Machine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
+            f"`benchmarks/bridge_throughput.py --messages {args.messages}`.")
+    print(text)
+    if args.write:
+        write_section(DOC, "bridge_throughput", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
