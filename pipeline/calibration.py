@@ -66,6 +66,20 @@ class Calibration:
         """For data whose sensor x, y, z already point forward, left and up (no calibration moves)."""
         return Calibration(np.eye(3), with_bend=False)
 
+    def to_dict(self) -> dict:
+        return {"r_sensor_trunk": self.r_sensor_trunk.tolist(), "with_bend": self.with_bend,
+                "bend_deg": self.bend_deg,
+                "gyro_bias_dps": None if self.gyro_bias_dps is None else self.gyro_bias_dps.tolist()}
+
+    @staticmethod
+    def from_dict(d: dict) -> Calibration:
+        r = np.asarray(d["r_sensor_trunk"], dtype=float)
+        if r.shape != (3, 3) or not np.allclose(r.T @ r, np.eye(3), atol=1e-6):
+            raise CalibrationError("a stored calibration is not a rotation")
+        bias = d.get("gyro_bias_dps")
+        return Calibration(r, bool(d["with_bend"]), float(d.get("bend_deg", 0.0)),
+                           None if bias is None else np.asarray(bias, dtype=float))
+
     def with_bias(self, gyro_bias_dps: np.ndarray | None) -> Calibration:
         return Calibration(self.r_sensor_trunk, self.with_bend, self.bend_deg, gyro_bias_dps)
 

@@ -7,6 +7,7 @@ results go to its DevicePublisher, whose paho thread talks to the broker.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from sensor.discovery import SensorFilter, discover
 from sensor.link import LinkSettings, SensorLink
 from sensor.stream import ImuBatch
 
+from .calibration import Calibration
 from .config import Config
 from .gateway import DevicePublisher, device_id
 from .messages import Status
@@ -56,7 +58,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         name = device_id(sensor.name or sensor.address)
         publisher = DevicePublisher(config, name, spool_dir)
         publisher.start()
-        pipeline = PosturePipeline()
+        pipeline = PosturePipeline(calibration=load_calibration(spool_dir, name))
         device = Device(SensorLink(sensor.device, lambda b: None, LinkSettings(adapter=config.gateway.adapter or None)),
                         pipeline, publisher)
         device.link.on_batch = _consumer(device, config.gateway.publish_imu)
@@ -80,9 +82,35 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     return devices
 
 
+def _calibration_path(spool_dir: Path, device: str) -> Path:
+    return spool_dir / f"{device.replace(':', '_')}.calibration.json"
+
+
+def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
+    """The device's calibration from the last run: a restarted gateway measures at once."""
+    path = _calibration_path(spool_dir, device)
+    try:
+        return Calibration.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: ignoring stored calibration %s: %s", device, path, exc)
+        return None
+
+
+def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> None:
+    path = _calibration_path(spool_dir, device)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(calibration.to_dict()))
+    tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+
+
 def _consumer(device: Device, publish_imu: bool):
     def on_batch(batch: ImuBatch) -> None:
+        before = device.pipeline.calibration
         out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
+        if device.pipeline.calibration is not before:
+            save_calibration(device.publisher.spool.path.parent, device.publisher.device, device.pipeline.calibration)
         device.window[0] += batch.n
         device.window[1] += batch.lost_before
         if out.events or out.metrics:

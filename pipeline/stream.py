@@ -76,6 +76,9 @@ class PosturePipeline:
         self.lean = LeanDetector(settings.lean)
         self.rotation = RotationDetector(settings.rotation)
         self.minutes = MinuteAggregator()
+        self._announce = calibration is not None  # a calibration restored from before: say so once
+        if calibration is not None and calibration.gyro_bias_dps is not None:
+            self.orientation.set_horizontal_bias_dps(calibration.gyro_bias_dps, calibration.r_sensor_trunk[:, 2])
         self._last_t_s: float | None = None
         self._last_sample: np.ndarray | None = None  # acc+gyro of the previous batch's last sample
         self._last_yaw: float | None = None
@@ -95,6 +98,10 @@ class PosturePipeline:
         up, acc_vertical = up_axis_and_vertical(quat, acc_g)
         out = _empty_output()
         start = 0
+        if self._announce:
+            self._announce = False
+            out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", "calibration restored from the last run",
+                                               self.calibration.with_bend))
         if self.calibration is None:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, up)
             out.events += [CalibrationEvent(float(t_s[min(start, len(t_s) - 1)]), "refused", m) for m in refusals]
