@@ -361,3 +361,22 @@ def test_mqtt_311_is_selectable(tmp_path, broker, influx):
         bridge.send_signal(signal.SIGTERM)
         bridge.wait(timeout=30)
     assert count_minutes(influx) == 100
+
+
+def test_influxdb_credentials_and_no_password_in_errors(tmp_path, broker):
+    from pipeline.influx_writers import InfluxSettings, WriteError, make_writer
+
+    secured = _start(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("poster", "Influx-Secret-9")))
+    try:
+        secured.create_database(DB)
+        line = "posture_status,device_id=a online=true 1700000000000"
+        good = make_writer(InfluxSettings(url=secured.url, database=DB, username="poster", password="Influx-Secret-9"))
+        good.write([line])
+        assert secured.rows("SELECT online FROM posture_status", DB)
+        bad = make_writer(InfluxSettings(url=secured.url, database=DB, username="poster", password="Wrong-Secret-7"))
+        with pytest.raises(WriteError) as refused:
+            bad.write([line])
+        assert "401" in str(refused.value) and "Secret" not in str(refused.value)
+        assert "Secret" not in repr(InfluxSettings(password="Influx-Secret-9", token="tok-Secret"))
+    finally:
+        secured.kill()
