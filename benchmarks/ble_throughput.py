@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psutil
 
-from evaluation.doc_sections import write_section
+from evaluation.doc_sections import write_measurement
 from firmware_sim.testbed import Testbed
-from sensor.discovery import SensorFilter, discover
+from sensor.discovery import discover
 from sensor.link import LinkSettings, SensorLink
 
 RATE_HZ = 100
@@ -129,8 +129,7 @@ def main() -> int:
                 rows.append(row)
     print(table(rows))
     if args.write:
-        write_section(DOC, "ble_throughput", f"{table(rows)}\n\nMachine: {os.cpu_count()} cores; "
-                      f"{time.strftime('%Y-%m-%d')}; `benchmarks/ble_throughput.py --seconds {args.seconds:g}`.")
+        write_measurement(DOC, "ble_throughput", table(rows), f"benchmarks/ble_throughput.py --seconds {args.seconds:g}")
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the se
 
 from servers import InfluxDB1, Mosquitto  # noqa: E402
 
-from evaluation.doc_sections import write_section  # noqa: E402
+from evaluation.doc_sections import write_measurement  # noqa: E402
 from pipeline.bridge import Bridge  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.influx_schema import to_line_protocol  # noqa: E402
@@ -160,12 +159,10 @@ def main() -> int:
             f"{r['direct_points_per_s']:,.0f} |\n| MQTT (QoS 1) → bridge → /write | {r['bridge_points_per_s']:,.0f} |\n\n"
             f"Bridge / direct = {r['ratio']:.2f} (goal ≥ 0.5); {r['messages']:,} one-point metrics messages. "
             f"Latency from publish to the point being queryable, {r['latency_n']} messages at 50/s: "
-            f"p50 {r['latency_p50_ms']:.0f} ms, p99 {r['latency_p99_ms']:.0f} ms (InfluxDB polled every 20 ms).\n\n"
-            f"Machine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
-            f"`benchmarks/bridge_throughput.py --messages {args.messages}`.")
+            f"p50 {r['latency_p50_ms']:.0f} ms, p99 {r['latency_p99_ms']:.0f} ms (InfluxDB polled every 20 ms).")
     print(text)
     if args.write:
-        write_section(DOC, "bridge_throughput", text)
+        write_measurement(DOC, "bridge_throughput", text, f"benchmarks/bridge_throughput.py --messages {args.messages}")
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from evaluation.doc_sections import write_section  # noqa: E402
+from evaluation.doc_sections import write_measurement  # noqa: E402
 from firmware_sim.imu import SensorSimulation  # noqa: E402
 from firmware_sim.scenario import load_scenario, parse_scenario  # noqa: E402
 from pipeline.orientation import OrientationFilter  # noqa: E402
@@ -117,8 +117,8 @@ def main() -> int:
             f"{', '.join(f'{x:.0f}' for x in rss)} MB — first hour {rss[0]:.0f} MB, last {rss[-1]:.0f} MB.\n")
     print(text)
     if args.write:
-        write_section(DOC, "pipeline_throughput", f"{text}\nMachine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
-                      f"`benchmarks/pipeline_throughput.py --minutes {args.minutes:g} --hours {args.hours:g}`.")
+        write_measurement(DOC, "pipeline_throughput", text,
+                          f"benchmarks/pipeline_throughput.py --minutes {args.minutes:g} --hours {args.hours:g}")
     return 0
 
 

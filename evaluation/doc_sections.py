@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 
@@ -14,3 +16,9 @@ def write_section(doc: Path, name: str, text: str) -> None:
     if not found:
         head = current + ("\n" if current and not current.endswith("\n") else "")
     doc.write_text(f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
+
+
+def write_measurement(doc: Path, name: str, text: str, command: str) -> None:
+    """A benchmark's table plus the line saying where, when and how it was measured."""
+    write_section(doc, name, f"{text.rstrip()}\n\nMachine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
+                             f"`{command}`.")

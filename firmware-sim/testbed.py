@@ -6,6 +6,7 @@ system bus: every process started gets DBUS_SYSTEM_BUS_ADDRESS pointing at the p
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -52,10 +53,8 @@ def _require(binary: str, hint: str) -> str:
 
 def bluezoo_command() -> list[str]:
     """BlueZoo with the reconnect fix in firmware_sim.bluezoo_fixes, on this interpreter."""
-    try:
-        import bluezoo  # noqa: F401
-    except ImportError:
-        raise TestbedError("BlueZoo is not installed: pip install bluezoo (it is in the test extras)") from None
+    if importlib.util.find_spec("bluezoo") is None:
+        raise TestbedError("BlueZoo is not installed: pip install bluezoo (it is in the test extras)")
     return [sys.executable, "-m", "firmware_sim.bluezoo_fixes"]
 
 
