@@ -34,7 +34,10 @@ def main() -> int:
             publisher.submit([MinuteMetrics(minute_start_s=T0_S + 60.0 * k, worn_s=60.0, slouch_s=k % 60,
                                             rotations_left=k % 7)])
             k += 1
-            progress.write_text(str(k))
+            # Atomically: a kill -9 mid-write must leave the old count or the new, not an empty file.
+            tmp = progress.with_suffix(".tmp")
+            tmp.write_text(str(k))
+            tmp.replace(progress)
             next_at += 1.0 / rate
         publisher.pump()
         time.sleep(0.002)
