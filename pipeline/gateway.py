@@ -10,6 +10,7 @@ only the latest matters; the broker publishes "offline" for us (last will) if we
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -105,8 +106,10 @@ class DevicePublisher:
 
     def stop(self, offline: bool = True) -> None:
         if offline and self.connected.is_set():
-            self.client.publish(topic(self.prefix, self.device, "status"),
-                                self._status_body(Status(online=False)), qos=1, retain=True).wait_for_publish(5)
+            info = self.client.publish(topic(self.prefix, self.device, "status"),
+                                       self._status_body(Status(online=False)), qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now: the will says it
+                info.wait_for_publish(5)
         self.client.disconnect()
         self.client.loop_stop()
         self.spool.close()
