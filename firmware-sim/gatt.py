@@ -11,7 +11,7 @@ dbus-fast reads the D-Bus signatures from the annotations, so this module must n
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dbus_fast import DBusError, Message, MessageType, PropertyAccess, Variant
+from dbus_fast import DBusError, Message, MessageType, PropertyAccess
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, dbus_property, method
 
@@ -203,13 +203,3 @@ class GattApplication:
             await self._call("org.bluez.GattManager1", "UnregisterApplication", "o", [self.root])
         finally:
             self._unexport()
-
-
-async def set_adapter_powered(bus: MessageBus, adapter: str) -> None:
-    """Power the adapter on, as `bluetoothctl power on` would."""
-    reply = await bus.call(Message(
-        destination=BLUEZ, path=f"/org/bluez/{adapter}", interface="org.freedesktop.DBus.Properties",
-        member="Set", signature="ssv", body=["org.bluez.Adapter1", "Powered", Variant("b", True)]))
-    if reply.message_type == MessageType.ERROR:
-        raise DBusError(reply.error_name, " ".join(map(str, reply.body)))
-

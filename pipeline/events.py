@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,3 @@ class MinuteMetrics:
     sitting_since_s: float | None = None  # start of the current sitting stretch, at the minute's end
     lost_samples: int = 0
     kind: str = field(default="metrics")
-
-
-def to_json_dict(event) -> dict:
-    return asdict(event)
