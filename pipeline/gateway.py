@@ -29,6 +29,11 @@ log = logging.getLogger("posture.gateway")
 MAX_INFLIGHT = 100
 
 
+def device_file(spool_dir: Path, device: str, suffix: str) -> Path:
+    """The device's own file in the spool directory (addresses have colons; file names should not)."""
+    return spool_dir / f"{device.replace(':', '_')}{suffix}"
+
+
 def device_id(name: str) -> str:
     """A topic- and tag-safe id from a sensor's name or address."""
     return re.sub(r"[^A-Za-z0-9_.:-]", "_", name)[:64] or "sensor"
@@ -38,7 +43,7 @@ class DevicePublisher:
     def __init__(self, config: Config, device: str, spool_dir: Path):
         self.device = device
         self.prefix = config.mqtt.prefix
-        self.spool = Spool(spool_dir / f"{device.replace(':', '_')}.spool", config.gateway.spool_max_messages)
+        self.spool = Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages)
         self.client, self._connect_kwargs = mqtt_client(config.mqtt, f"{config.gateway.client_id}-{device}")
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.client.will_set(topic(self.prefix, device, "status"), self._status_body(Status(online=False)),

@@ -19,7 +19,7 @@ from sensor.stream import ImuBatch
 
 from .calibration import Calibration
 from .config import Config
-from .gateway import DevicePublisher, device_id
+from .gateway import DevicePublisher, device_file, device_id
 from .messages import Status
 from .stream import PosturePipeline
 
@@ -61,7 +61,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         pipeline = PosturePipeline(calibration=load_calibration(spool_dir, name))
         device = Device(SensorLink(sensor.device, lambda b: None, LinkSettings(adapter=config.gateway.adapter or None)),
                         pipeline, publisher)
-        device.link.on_batch = _consumer(device, config.gateway.publish_imu)
+        device.link.on_batch = _consumer(device, spool_dir, config.gateway.publish_imu)
         devices[name] = device
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
     tasks = [asyncio.create_task(d.link.run(stop)) for d in devices.values()]
@@ -82,13 +82,9 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     return devices
 
 
-def _calibration_path(spool_dir: Path, device: str) -> Path:
-    return spool_dir / f"{device.replace(':', '_')}.calibration.json"
-
-
 def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
     """The device's calibration from the last run: a restarted gateway measures at once."""
-    path = _calibration_path(spool_dir, device)
+    path = device_file(spool_dir, device, ".calibration.json")
     try:
         return Calibration.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
@@ -99,18 +95,18 @@ def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
 
 
 def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> None:
-    path = _calibration_path(spool_dir, device)
+    path = device_file(spool_dir, device, ".calibration.json")
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(calibration.to_dict()))
     tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
 
 
-def _consumer(device: Device, publish_imu: bool):
+def _consumer(device: Device, spool_dir: Path, publish_imu: bool):
     def on_batch(batch: ImuBatch) -> None:
         before = device.pipeline.calibration
         out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
         if device.pipeline.calibration is not before:
-            save_calibration(device.publisher.spool.path.parent, device.publisher.device, device.pipeline.calibration)
+            save_calibration(spool_dir, device.publisher.device, device.pipeline.calibration)
         device.window[0] += batch.n
         device.window[1] += batch.lost_before
         if out.events or out.metrics:
