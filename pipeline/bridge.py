@@ -18,46 +18,20 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import fastjsonschema
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from .config import BridgeSettings, Config
 from .influx_schema import to_line_protocol
 from .influx_writers import WriteError, Writer, make_writer
 from .mqtt_client import mqtt_client
 from .spool import Spool
+from .validation import Malformed, load_validators, parse, stream_of
 
 log = logging.getLogger("posture.bridge")
-SUBTOPICS = ("metrics", "events", "status")
+SUBTOPICS = ("metrics", "events", "status", "alerts/log")
 RETRY_INFLUX_S = 2.0
-
-
-def load_validators() -> dict:
-    """Schema validators compiled to Python (fastjsonschema: ~8 µs a message where an interpreting
-    validator takes ~190 µs, which would cap the bridge at a few thousand messages a second)."""
-    files = {"metrics": "metrics.json", "events": "event.json", "status": "status.json"}
-    root = resources.files("pipeline") / "schemas"
-    return {sub: fastjsonschema.compile(json.loads((root / name).read_text())) for sub, name in files.items()}
-
-
-class Malformed(ValueError):
-    pass
-
-
-def parse(subtopic: str, body: bytes, validators: dict) -> dict:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Malformed(f"not JSON: {exc}") from None
-    try:
-        return validators[subtopic](doc)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise Malformed(f"schema: {exc.message[:300]}") from None
 
 
 @dataclass
@@ -85,7 +59,7 @@ class Bridge:
         self.stop_event = threading.Event()
         self.connected = threading.Event()
         self.client, self._connect_kwargs = mqtt_client(config.mqtt, self.cfg.client_id, manual_ack=True,
-                                                        persistent=True)
+                                                        persistent=True, session_expiry_s=self.cfg.session_expiry_s)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
@@ -102,10 +76,10 @@ class Bridge:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
-        subtopic = msg.topic.rsplit("/", 1)[-1]
+        stream = stream_of(msg.topic)
         try:
-            doc = parse(subtopic, msg.payload, self.validators)
-            lines = to_line_protocol(doc)
+            doc = parse(stream, msg.payload, self.validators)
+            lines = to_line_protocol(doc, stream)
         except (Malformed, KeyError, TypeError, ValueError) as exc:
             self._dead_letter(msg, str(exc))
             client.ack(msg.mid, msg.qos)
@@ -126,8 +100,7 @@ class Bridge:
     # the bridge's own thread ------------------------------------------------------------
     def run(self) -> None:
         """Until stop_event: connect, store what arrives, drain the spool when InfluxDB is back."""
-        self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, **self._connect_kwargs,
-                                  properties=self._connect_properties())
+        self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, **self._connect_kwargs)
         self.client.loop_start()
         try:
             while not self.stop_event.is_set():
@@ -143,13 +116,6 @@ class Bridge:
                 self._writer.close()
             self.spool.close()
 
-    def _connect_properties(self) -> Properties | None:
-        if self.mqtt_cfg.protocol != "5":
-            return None
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        return props
-
     def _store_pending(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
@@ -164,9 +130,9 @@ class Bridge:
 
     def _drain_spool(self) -> None:
         while not self.stop_event.is_set() and (rows := self.spool.peek(self.cfg.batch_points)):
-            if not self._write([body.decode() for _, _, body in rows]):
+            if not self._write([row[2].decode() for row in rows]):
                 return
-            self.spool.delete([i for i, _, _ in rows])
+            self.spool.delete([row[0] for row in rows])
 
     def _write(self, lines: list[str]) -> bool:
         if not lines:

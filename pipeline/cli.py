@@ -1,4 +1,4 @@
-"""`posture replay`, `posture run` (sensors → MQTT) and `posture bridge` (MQTT → InfluxDB)."""
+"""`posture replay`, `run` (sensors → MQTT), `bridge` (MQTT → InfluxDB) and `alerts` (MQTT → phone)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import signal
 from pathlib import Path
 
+from .alerts.service import AlertService
 from .bridge import Bridge
 from .calibration import Calibration
 from .config import Config, ConfigError, load_config
@@ -41,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--database", help="InfluxDB 1.x database / 2.x bucket (influx.database)")
     p.add_argument("--spool", help="file of the on-disk buffer (bridge.spool_path)")
     p.set_defaults(func=run_bridge_cli)
+
+    p = sub.add_parser("alerts", help="nudge the wearer's phone over MQTT, with the stretch for what is off")
+    _common(p)
+    p.add_argument("--rules", help="TOML with thresholds (alerts.rules_path; defaults: pipeline/alerts/rules.toml)")
+    p.add_argument("--state", help="file of the service's state and outgoing alerts (alerts.state_path)")
+    p.add_argument("--timezone", help="IANA time zone for days, quiet hours, summary (alerts.timezone)")
+    p.set_defaults(func=run_alerts_cli)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -86,6 +94,19 @@ def run_bridge_cli(args: argparse.Namespace) -> int:
     bridge.run()
     print(json.dumps({"received": bridge.stats.received, "points_written": bridge.stats.points_written,
                       "points_spooled": bridge.stats.points_spooled, "malformed": dict(bridge.stats.malformed)}))
+    return 0
+
+
+def run_alerts_cli(args: argparse.Namespace) -> int:
+    config = _config(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone})
+    try:
+        service = AlertService(config)
+    except ConfigError as exc:
+        raise ValueError(f"config: {exc}") from None
+    _stop_on_signals(service.stop_event.set)
+    service.run()
+    print(json.dumps({"received": service.stats.received, "alerts": dict(service.stats.alerts),
+                      "snoozes": service.stats.snoozes, "malformed": dict(service.stats.malformed)}))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Configuration for `posture run` and `posture bridge`: one TOML file, then environment, then flags.
+"""Configuration for `posture run`, `bridge` and `alerts`: one TOML file, then environment, then flags.
 
 Every key has a default; `POSTURE_<SECTION>_<KEY>` in the environment overrides the file (handy
 for secrets); command-line flags override both. A bad value is one error line naming its key.
@@ -58,15 +58,28 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class AlertsSettings:
+    client_id: str = "posture-alerts"
+    state_path: str = "posture-alerts.db"  # SQLite: per-device state and the alerts not yet acknowledged
+    rules_path: str = ""  # TOML overriding some thresholds of pipeline/alerts/rules.toml; empty: its defaults
+    stretches_path: str = ""  # a stretch catalog of your own; empty: pipeline/alerts/stretches.toml
+    timezone: str = ""  # IANA name (Europe/Berlin) for days, quiet hours, summary time; empty: the machine's
+    session_expiry_s: int = 7 * 24 * 3600
+    ha_discovery: bool = True  # Home Assistant MQTT discovery configs (retained)
+    ha_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
 class Config:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     influx: InfluxSettings = field(default_factory=InfluxSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
-_CLASSES = {"mqtt": MqttSettings, "influx": InfluxSettings, "bridge": BridgeSettings, "gateway": GatewaySettings}
+_CLASSES = {"mqtt": MqttSettings, "influx": InfluxSettings, "bridge": BridgeSettings, "gateway": GatewaySettings,
+            "alerts": AlertsSettings}
 
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None,
@@ -89,13 +102,14 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None,
             if (value := env.get(f"POSTURE_{name.upper()}_{f.name.upper()}")) is not None:
                 given[f.name] = value
         given.update({k: v for k, v in (overrides or {}).get(name, {}).items() if v is not None})
-        sections[name] = _build(name, cls, given)
+        sections[name] = build_section(name, cls, given)
     if raw:
         raise ConfigError(f"unknown section [{next(iter(raw))}]; known: {', '.join(_CLASSES)}")
     return Config(**sections)
 
 
-def _build(section: str, cls: type, given: dict[str, Any]):
+def build_section(section: str, cls: type, given: dict[str, Any]):
+    """cls(**given) with each value checked against the type of the field's default."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in given.items():

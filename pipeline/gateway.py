@@ -18,12 +18,11 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from .config import Config
 from .messages import SCHEMA_VERSION, Status, payload, topic
 from .mqtt_client import mqtt_client
 from .spool import Spool
+from .spooled_sender import SpooledSender
 
 log = logging.getLogger("posture.gateway")
 MAX_INFLIGHT = 100
@@ -52,9 +51,8 @@ class DevicePublisher:
         self.client.on_disconnect = self._on_disconnect
         self.mqtt_cfg = config.mqtt
         self.connected = threading.Event()
-        self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []  # sent, not yet acknowledged
-        self._sent_up_to = 0  # highest spool id handed to paho since the last (re)connect
-        self._lock = threading.Lock()
+        self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
+                                    mqtt5=config.mqtt.protocol == "5")
         self._latest_status: Status | None = None
 
     def _status_body(self, status: Status) -> str:
@@ -88,26 +86,8 @@ class DevicePublisher:
         self.client.loop_start()
 
     def pump(self) -> None:
-        """Forget what the broker acknowledged; hand the next spooled messages to paho.
-
-        Acknowledgements are read from paho's message handles here, in our thread, rather than in
-        an on_publish callback: paho calls that holding its own lock, which would deadlock against
-        a publish made holding ours.
-        """
-        if not self.connected.is_set():
-            return
-        with self._lock:
-            done = [spool_id for info, spool_id in self._inflight if info.is_published()]
-            self._inflight = [(info, spool_id) for info, spool_id in self._inflight if not info.is_published()]
-            room, after = MAX_INFLIGHT - len(self._inflight), self._sent_up_to
-        self.spool.delete(done)
-        for spool_id, topic_, body in self.spool.peek(room, after_id=after) if room > 0 else []:
-            info = self.client.publish(topic_, body, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                return  # disconnected meanwhile: the reconnect starts over from the spool
-            with self._lock:
-                self._inflight.append((info, spool_id))
-                self._sent_up_to = spool_id
+        if self.connected.is_set():
+            self.sender.pump()
 
     def stop(self, offline: bool = True) -> None:
         if offline and self.connected.is_set():
@@ -128,9 +108,7 @@ class DevicePublisher:
         if reason_code.is_failure:
             log.warning("%s: MQTT connect refused: %s", self.device, reason_code)
             return
-        with self._lock:
-            self._inflight = []
-            self._sent_up_to = 0  # resend whatever the spool still holds, oldest first
+        self.sender.reset()
         self.connected.set()
         if self._latest_status is not None:
             self.publish_status(self._latest_status)

@@ -12,6 +12,7 @@ from influxdb_client import Point, WritePrecision
 
 MEASUREMENT = {"metrics": "posture_minute", "slouch": "posture_slouch", "rotation": "posture_rotation",
                "lean": "posture_lean", "calibration": "posture_calibration", "status": "posture_status"}
+ALERT_MEASUREMENT = "posture_alert"
 TAGS = {"rotation": ("side",), "lean": ("side",), "calibration": ("status",)}
 _METRIC_INTS = ("rotations_left", "rotations_right", "lost_samples")
 FIELDS: dict[str, dict[str, type]] = {
@@ -30,8 +31,10 @@ FIELDS: dict[str, dict[str, type]] = {
 }
 
 
-def to_points(payload: dict) -> list[Point]:
-    """Points for one validated payload (see pipeline/messages.py)."""
+def to_points(payload: dict, stream: str = "") -> list[Point]:
+    """Points for one validated payload (pipeline/messages.py; `stream` alerts/log: an alert)."""
+    if stream == "alerts/log":
+        return [_alert_point(payload)]
     kind = payload["kind"]
     point = Point(MEASUREMENT[kind]).tag("device_id", payload["device"])
     for tag in TAGS.get(kind, ()):
@@ -42,5 +45,16 @@ def to_points(payload: dict) -> list[Point]:
     return [point.time(payload["ts"], WritePrecision.MS)]
 
 
-def to_line_protocol(payload: dict) -> list[str]:
-    return [p.to_line_protocol() for p in to_points(payload)]
+def _alert_point(alert: dict) -> Point:
+    """One point per alert: Grafana shows `text` as an annotation; `kind` and `severity` are its tags."""
+    stretch = alert.get("stretch") or {}
+    point = (Point(ALERT_MEASUREMENT).tag("device_id", alert["device"]).tag("kind", alert["kind"])
+             .tag("severity", alert["severity"]).field("alert_id", alert["id"]).field("title", alert["title"])
+             .field("message", alert["message"]).field("text", f"{alert['title']}: {alert['message']}"))
+    if stretch.get("name"):
+        point = point.field("stretch", stretch["name"])
+    return point.time(alert["ts"], WritePrecision.MS)
+
+
+def to_line_protocol(payload: dict, stream: str = "") -> list[str]:
+    return [p.to_line_protocol() for p in to_points(payload, stream)]

@@ -1,7 +1,10 @@
-"""A bounded FIFO on disk that survives crashes: the one durability mechanism of gateway and bridge.
+"""A bounded FIFO on disk that survives crashes: the one durability mechanism of gateway, bridge and alerts.
 
 SQLite in WAL mode (stdlib, crash-safe): a committed `put` survives `kill -9` of the process.
 Items keep their order; the oldest are dropped (and counted) only when `max_items` is reached.
+An item may carry an expiry time (Unix s): a phone nudge that could not be sent in time is
+dropped rather than delivered late. A small key-value table (`meta`) is written in the same
+transaction as the items, so a service's state and what it decided to send never disagree.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+
+Item = tuple[str, bytes] | tuple[str, bytes, float | None]  # (key, body[, expires_at_s])
 
 
 class Spool:
@@ -23,14 +28,20 @@ class Spool:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process crashes
         self._db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                          "key TEXT NOT NULL, body BLOB NOT NULL)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+        if "expires_at" not in columns:  # spool files from before expiry existed
+            self._db.execute("ALTER TABLE items ADD COLUMN expires_at REAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
 
-    def put(self, items: list[tuple[str, bytes]]) -> None:
-        """Append (key, body) pairs, in order, in one transaction."""
-        if not items:
+    def put(self, items: list[Item], meta: dict[str, bytes] | None = None) -> None:
+        """Append (key, body[, expires_at_s]) items, in order, and set `meta` keys, in one transaction."""
+        if not items and not meta:
             return
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO items (key, body) VALUES (?, ?)", items)
+            self._db.executemany("INSERT INTO items (key, body, expires_at) VALUES (?, ?, ?)",
+                                 [(i[0], i[1], i[2] if len(i) > 2 else None) for i in items])
+            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (meta or {}).items())
             excess = self._count() - self.max_items
             if excess > 0:
                 self._db.execute("DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY id LIMIT ?)",
@@ -38,10 +49,10 @@ class Spool:
                 self.dropped += excess
             self._db.execute("COMMIT")
 
-    def peek(self, n: int, after_id: int = 0) -> list[tuple[int, str, bytes]]:
-        """The oldest n items with id > after_id, without removing them."""
+    def peek(self, n: int, after_id: int = 0) -> list[tuple[int, str, bytes, float | None]]:
+        """The oldest n items (id, key, body, expires_at_s) with id > after_id, without removing them."""
         with self._lock:
-            return self._db.execute("SELECT id, key, body FROM items WHERE id > ? ORDER BY id LIMIT ?",
+            return self._db.execute("SELECT id, key, body, expires_at FROM items WHERE id > ? ORDER BY id LIMIT ?",
                                     (after_id, n)).fetchall()
 
     def delete(self, ids: list[int]) -> None:
@@ -49,6 +60,11 @@ class Spool:
             return
         with self._lock:
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
+
+    def meta(self, key: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     def __len__(self) -> int:
         with self._lock:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.testbed import Testbed, TestbedError
+from mqtt_helpers import DB, start_or_fail
+from servers import InfluxDB1, Mosquitto
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -98,3 +100,18 @@ def _wait_for_log(sim: SimProcess, text: str, timeout_s: float) -> None:
         time.sleep(0.05)
     pytest.fail(f"posture sim did not log {text!r} in {timeout_s} s:\n{sim.log.read_text()}")
 
+
+
+@pytest.fixture
+def broker(tmp_path):
+    server = start_or_fail(Mosquitto(tmp_path / "mosquitto"))
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def influx(tmp_path):
+    server = start_or_fail(InfluxDB1(tmp_path / "influxdb"))
+    server.create_database(DB)
+    yield server
+    server.kill()

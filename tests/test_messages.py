@@ -8,7 +8,7 @@ import pytest
 
 from evaluation.accuracy import CASES, load_case_scenario
 from firmware_sim.imu import SensorSimulation
-from pipeline.bridge import Malformed, load_validators, parse
+from pipeline.validation import Malformed, load_validators, parse
 from pipeline.config import ConfigError, load_config
 from pipeline.influx_schema import FIELDS, to_line_protocol
 from pipeline.messages import Status, payload, topic

@@ -13,32 +13,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from servers import InfluxDB1, Mosquitto, ServerMissing, VictoriaMetrics
+from mqtt_helpers import DB, client, start_or_fail, wait_for
+from servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
-DB = "posture"
-
-
-def _start(server):
-    try:
-        return server.start()
-    except ServerMissing as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture
-def broker(tmp_path):
-    server = _start(Mosquitto(tmp_path / "mosquitto"))
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def influx(tmp_path):
-    server = _start(InfluxDB1(tmp_path / "influxdb"))
-    server.create_database(DB)
-    yield server
-    server.kill()
 
 
 def write_config(path: Path, broker, influx_url: str) -> Path:
@@ -53,19 +31,6 @@ def write_config(path: Path, broker, influx_url: str) -> Path:
 def start_bridge(config: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "posture.cli", "bridge", "--config", str(config)],
                             stdout=open(log, "a"), stderr=subprocess.STDOUT)
-
-
-def client(port: int, host: str = "127.0.0.1", user: tuple[str, str] | None = None, ca: str | None = None,
-           client_id: str = "", max_inflight: int = 20) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    c.max_inflight_messages_set(max_inflight)
-    if user:
-        c.username_pw_set(*user)
-    if ca:
-        c.tls_set(ca_certs=ca)
-    c.connect(host, port)
-    c.loop_start()
-    return c
 
 
 def wait_until_bridge_stores(probe: mqtt.Client, stored) -> None:
@@ -111,16 +76,6 @@ def missing(influx: InfluxDB1, n: int) -> str:
             ranges.append(f"{start}-{k}")
             start = None
     return ", ".join(ranges) or "none"
-
-
-def wait_for(predicate, timeout_s: float, what) -> None:
-    """Poll until predicate() holds; `what` (text, or a callable for a costly message) explains a timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what() if callable(what) else what}")
 
 
 def test_faults_lose_nothing_and_duplicate_nothing(tmp_path, broker, influx):
@@ -207,7 +162,7 @@ def test_ten_thousand_malformed_payloads_are_counted_and_dead_lettered(tmp_path,
 
 def test_v2_write_path_against_a_server_that_speaks_it(tmp_path, broker):
     """VictoriaMetrics accepts influxdb-client's /api/v2/write; InfluxDB 1.6.7 does not have it."""
-    vm = _start(VictoriaMetrics(tmp_path / "vm"))
+    vm = start_or_fail(VictoriaMetrics(tmp_path / "vm"))
     try:
         config = write_config(tmp_path / "posture.toml", broker, vm.url)
         bridge = start_bridge(config, tmp_path / "bridge.log")
@@ -317,7 +272,7 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
     tls = make_test_ca(tmp_path / "ca")
     server = Mosquitto(tmp_path / "mosquitto", password_file=make_password_file(tmp_path / "passwd", passwords),
                        acl_file=ROOT / "deploy" / "mosquitto" / "acl.example", tls=tls)
-    _start(server)
+    start_or_fail(server)
     try:
         def config_for(user: str, password: str) -> Path:
             path = write_config(tmp_path / f"{user}.toml", server, influx.url)
@@ -390,7 +345,7 @@ def test_mqtt_311_is_selectable(tmp_path, broker, influx):
 def test_influxdb_credentials_and_no_password_in_errors(tmp_path, broker):
     from pipeline.influx_writers import InfluxSettings, WriteError, make_writer
 
-    secured = _start(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("poster", "Influx-Secret-9")))
+    secured = start_or_fail(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("poster", "Influx-Secret-9")))
     try:
         secured.create_database(DB)
         line = "posture_status,device_id=a online=true 1700000000000"

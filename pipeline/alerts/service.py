@@ -1,0 +1,212 @@
+"""`posture alerts`: the gateway's metrics and events in, nudges with a stretch out to the phone.
+
+- Reads `<prefix>/+/metrics`, `…/events` and `…/alerts/snooze` in a persistent MQTT session
+  (QoS 1), so nothing is missed while it is away, and acknowledges each message only after the
+  state it changed is saved: a crash or restart neither loses a minute nor counts one twice.
+- What it decides to send goes into the same SQLite file, in the same transaction as the state
+  (pipeline/spool.py): a restart never sends an alert twice, and an alert decided just before a
+  crash still goes out (unless its expiry passed). Sending is the gateway's mechanism
+  (pipeline/spooled_sender.py).
+- Publishes each alert on `<prefix>/<device>/alerts` (JSON, QoS 1, MQTT 5 message expiry),
+  `…/alerts/text` (one line, for simple phone apps) and `…/alerts/log` (no expiry: the bridge
+  stores it in InfluxDB), a retained `…/today` (the day so far) and Home Assistant discovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import paho.mqtt.client as mqtt
+
+from ..config import Config, ConfigError
+from ..messages import topic
+from ..mqtt_client import mqtt_client
+from ..spool import Spool
+from ..spooled_sender import SpooledSender
+from ..validation import Malformed, load_validators, parse, stream_of
+from .catalog import Catalog
+from .compose import text_mirror
+from .engine import AlertEngine
+from .homeassistant import discovery_configs
+from .settings import load_rules
+
+log = logging.getLogger("posture.alerts")
+BATCH = 500
+MAX_SNOOZE_MIN = 24 * 60
+
+
+@dataclass
+class AlertStats:
+    received: int = 0
+    alerts: Counter = field(default_factory=Counter)  # kind → decided and queued for sending
+    snoozes: int = 0
+    malformed: Counter = field(default_factory=Counter)
+
+
+def parse_snooze(body: bytes) -> float:
+    """Minutes to snooze: `30` or `{"minutes": 30}`; 0 ends a snooze."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        value = json.loads(text)
+        minutes = value["minutes"] if isinstance(value, dict) else value
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes <= MAX_SNOOZE_MIN:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise Malformed(f"snooze: expected minutes 0–{MAX_SNOOZE_MIN} or {{\"minutes\": n}}, got {text[:40]!r}") from None
+    return float(minutes)
+
+
+class AlertService:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time):
+        cfg = config.alerts
+        self.cfg, self.prefix, self.clock = cfg, config.mqtt.prefix, clock
+        try:
+            tz = ZoneInfo(cfg.timezone) if cfg.timezone else None
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
+        rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
+        self.expiry_s = rules.limits.expiry_s
+        self.engine = AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
+        self.spool = Spool(Path(cfg.state_path), max_items=100_000)
+        self.engine.load_json(self.spool.meta("state"))
+        self.stats = AlertStats()
+        self.validators = load_validators()
+        self.availability_topic = f"{self.prefix}/_alerts/availability"
+        self.client, self._connect_kwargs = mqtt_client(config.mqtt, cfg.client_id, manual_ack=True, persistent=True,
+                                                        session_expiry_s=cfg.session_expiry_s)
+        self.client.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = lambda client, userdata, msg: self._inbox.put(msg)
+        self.mqtt_cfg = config.mqtt
+        self.sender = SpooledSender(self.client, self.spool, mqtt5=config.mqtt.protocol == "5", clock=clock)
+        self.connected = threading.Event()
+        self.stop_event = threading.Event()
+        self._inbox: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
+        self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
+        try:
+            self._version = metadata.version("posture-companion")
+        except metadata.PackageNotFoundError:
+            self._version = "dev"
+
+    # paho's network thread ----------------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT connect refused: %s", reason_code)
+            return
+        p = self.prefix
+        client.subscribe([(f"{p}/+/metrics", 1), (f"{p}/+/events", 1), (f"{p}/+/alerts/snooze", 1),
+                          (f"{self.cfg.ha_prefix}/status", 1)])
+        client.publish(self.availability_topic, "online", qos=1, retain=True)
+        self.sender.reset()
+        self._announced = set()
+        self.connected.set()
+        log.info("connected to MQTT; session present: %s", flags.session_present)
+
+    # our thread ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, **self._connect_kwargs)
+        self.client.loop_start()
+        try:
+            while not self.stop_event.is_set():
+                self.step(self._take(timeout_s=0.2))
+        finally:
+            if self.connected.is_set():
+                info = self.client.publish(self.availability_topic, "offline", qos=1, retain=True)
+                with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now: the will says it
+                    info.wait_for_publish(5)
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.spool.close()
+
+    def _take(self, timeout_s: float) -> list[mqtt.MQTTMessage]:
+        try:
+            batch = [self._inbox.get(timeout=timeout_s)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH and not self._inbox.empty():
+            batch.append(self._inbox.get_nowait())
+        return batch
+
+    def step(self, batch: list[mqtt.MQTTMessage]) -> None:
+        """Handle a batch; save state and queue alerts together; only then acknowledge the batch."""
+        now_s = self.clock()
+        alerts: list[dict] = []
+        touched: set[str] = set()
+        for msg in batch:
+            self.stats.received += 1
+            try:
+                alerts += self._handle(msg, now_s, touched)
+            except Malformed as exc:
+                self._malformed(msg.topic, str(exc))
+        alerts += self.engine.tick(now_s)
+        if batch or alerts:
+            self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)],
+                           meta={"state": self.engine.to_json()})
+        for msg in batch:
+            self.client.ack(msg.mid, msg.qos)
+        for a in alerts:
+            self.stats.alerts[a["kind"]] += 1
+            log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
+        if self.connected.is_set():
+            self._publish_today(touched | {a["device"] for a in alerts})
+            self._announce()
+            self.sender.pump()
+
+    def _handle(self, msg: mqtt.MQTTMessage, now_s: float, touched: set[str]) -> list[dict]:
+        if msg.topic == f"{self.cfg.ha_prefix}/status":
+            if msg.payload.strip() == b"online":  # Home Assistant restarted: tell it our entities again
+                self._announced = set()
+            return []
+        device = msg.topic.split("/")[-3] if msg.topic.endswith("/alerts/snooze") else msg.topic.split("/")[-2]
+        if msg.topic.endswith("/alerts/snooze"):
+            if msg.retain:  # an old retained command would re-snooze on every restart
+                raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
+            self.engine.snooze(device, parse_snooze(msg.payload), now_s)
+            self.stats.snoozes += 1
+            touched.add(device)
+            return []
+        stream = stream_of(msg.topic)
+        doc = parse(stream, msg.payload, self.validators)
+        touched.add(doc["device"])
+        return self.engine.on_metrics(doc, now_s) if stream == "metrics" else self.engine.on_event(doc, now_s)
+
+    def _malformed(self, where: str, reason: str) -> None:
+        kind = reason.split(":", 1)[0]
+        self.stats.malformed[kind] += 1
+        if self.stats.malformed[kind] == 1:
+            log.warning("malformed message on %s (%s); further ones are counted", where, reason[:160])
+
+    def _outgoing(self, alert: dict, now_s: float) -> list[tuple[str, bytes, float | None]]:
+        body = json.dumps(alert).encode()
+        phone = topic(self.prefix, alert["device"], "alerts")
+        expires = now_s + self.expiry_s
+        return [(phone, body, expires), (f"{phone}/text", text_mirror(alert).encode(), expires),
+                (f"{phone}/log", body, None)]
+
+    def _publish_today(self, devices: set[str]) -> None:
+        for device in devices:
+            if self.engine.devices.get(device) and self.engine.devices[device].minutes:
+                self.client.publish(topic(self.prefix, device, "today"),
+                                    json.dumps(self.engine.today_state(device)), qos=1, retain=True)
+
+    def _announce(self) -> None:
+        if not self.cfg.ha_discovery:
+            return
+        for device in set(self.engine.devices) - self._announced:
+            for config_topic, config in discovery_configs(device, prefix=self.prefix, ha_prefix=self.cfg.ha_prefix,
+                                                          service_availability_topic=self.availability_topic,
+                                                          sw_version=self._version):
+                self.client.publish(config_topic, json.dumps(config), qos=1, retain=True)
+            self._announced.add(device)

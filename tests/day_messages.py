@@ -1,0 +1,33 @@
+"""A scenario's MQTT messages, as the gateway would publish them: simulated sensor → pipeline → payloads.
+
+For tests of what consumes the gateway's output (the alert service), minutes of data in a second.
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+from evaluation.accuracy import CALIBRATION_MOVES
+from firmware_sim.imu import SensorSimulation
+from firmware_sim.scenario import SCENARIO_DIR, parse_scenario
+from pipeline.messages import payload
+from pipeline.stream import PosturePipeline
+
+
+def scenario_messages(name: str, device: str, start_s: float, seed: int = 11,
+                      extra_segments: list[dict] | None = None) -> list[tuple[str, dict]]:
+    """(stream, payload) in publication order; the sensor's clock starts at start_s (Unix s)."""
+    data = tomllib.loads((SCENARIO_DIR / f"{name}.toml").read_text())
+    data["segment"] = CALIBRATION_MOVES + data["segment"] * data.pop("repeat", 1) + (extra_segments or [])
+    sim = SensorSimulation(parse_scenario(data, default_name=name), seed=seed)
+    pipeline = PosturePipeline()
+    out = []
+    for chunk in sim.chunks(max_samples=5000):
+        result = pipeline.update(chunk.t_s + start_s, chunk.acc_g, chunk.gyro_dps)
+        out += [(_stream(item), payload(device, item)) for item in [*result.events, *result.metrics]]
+    out += [(_stream(item), payload(device, item)) for item in pipeline.finish()]
+    return out
+
+
+def _stream(item) -> str:
+    return "metrics" if item.kind == "metrics" else "events"

@@ -1,0 +1,43 @@
+"""MQTT test helpers: a paho client as a phone or a test publisher would use it, and polling with a reason."""
+
+from __future__ import annotations
+
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from servers import ServerMissing
+
+DB = "posture"
+
+
+def start_or_fail(server):
+    """Start a server of tests/servers.py; a missing binary fails the test (never a skip) naming the package."""
+    try:
+        return server.start()
+    except ServerMissing as exc:
+        pytest.fail(str(exc))
+
+
+def client(port: int, host: str = "127.0.0.1", user: tuple[str, str] | None = None, ca: str | None = None,
+           client_id: str = "", max_inflight: int = 20) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(max_inflight)
+    if user:
+        c.username_pw_set(*user)
+    if ca:
+        c.tls_set(ca_certs=ca)
+    c.connect(host, port)
+    c.loop_start()
+    return c
+
+
+def wait_for(predicate, timeout_s: float, what) -> None:
+    """Poll until predicate() holds; `what` (text, or a callable for a costly message) explains a timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what() if callable(what) else what}")

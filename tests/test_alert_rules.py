@@ -1,0 +1,178 @@
+"""The alert engine without MQTT: rules, cooldowns, the daily cap, quiet hours, snooze, habit program."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from pipeline.alerts.catalog import Catalog
+from pipeline.alerts.engine import AlertEngine
+from pipeline.alerts.settings import (CalibrationRule, Habit, Limits, RecoveryRule, Rules, SittingRule, SlouchRule,
+                                      load_rules)
+from pipeline.config import ConfigError
+from pipeline.validation import load_validators
+
+DAY = datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp()
+FAR = 10**9  # staleness off: these tests feed data time, not wall time
+
+
+def minute(t_s: float, device: str = "D", worn_s: float = 60.0, slouch_s: float = 0.0, sitting_since_s=None,
+           **fields) -> dict:
+    doc = {"schema": 1, "kind": "metrics", "device": device, "ts": int(t_s * 1000), "minute_start_s": t_s,
+           "worn_s": worn_s, "sitting_s": worn_s if sitting_since_s is not None else 0.0, "standing_s": 0.0,
+           "walking_s": 0.0, "lying_s": 0.0, "slouch_s": slouch_s, "lean_left_s": 0.0, "lean_right_s": 0.0,
+           "rotations_left": 0, "rotations_right": 0, "rotation_left_cumulative_deg": 0.0,
+           "rotation_right_cumulative_deg": 0.0, "sitting_since_s": sitting_since_s, "lost_samples": 0}
+    return doc | fields
+
+
+def engine(**sections) -> AlertEngine:
+    base = {"limits": Limits(max_delay_s=FAR, quiet_hours=""), "calibration": CalibrationRule(enabled=False),
+            "recovery": RecoveryRule(enabled=False)}
+    return AlertEngine(Rules(**(base | sections)), Catalog.load(), timezone.utc)
+
+
+def feed(eng: AlertEngine, docs: list[dict], now_s: float | None = None) -> list[dict]:
+    out = []
+    for doc in docs:
+        out += eng.on_metrics(doc, now_s if now_s is not None else doc["ts"] / 1000 + 60)
+    return out
+
+
+def hhmm(alert: dict) -> str:
+    return datetime.fromtimestamp(alert["ts"] / 1000, timezone.utc).strftime("%H:%M")
+
+
+def test_packaged_rules_file_is_the_documented_defaults():
+    assert load_rules(Path("pipeline/alerts/rules.toml")) == Rules()
+
+
+def test_a_bad_rules_file_is_one_line_naming_the_key(tmp_path):
+    bad = tmp_path / "rules.toml"
+    for text, expected in (("[slouch]\nshare_pct = 'lots'\n", "slouch.share_pct"),
+                           ("[slouch]\nwindow = 3\n", "unknown key slouch.window"),
+                           ("[limits]\nquiet_hours = '22-7'\n", "limits.quiet_hours"),
+                           ("[moods]\nx = 1\n", "unknown section [moods]")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=expected.replace("[", r"\[")) as info:
+            load_rules(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_cooldown_and_daily_cap():
+    eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=10),
+                 sitting=SittingRule(max_sitting_min=20, cooldown_min=15), limits=Limits(daily_cap=4,
+                                                                                         max_delay_s=FAR, quiet_hours=""))
+    start = DAY + 10 * 3600
+    alerts = feed(eng, [minute(start + 60 * k, slouch_s=40, sitting_since_s=start) for k in range(60)])
+    assert [(a["kind"], hhmm(a)) for a in alerts] == [
+        ("slouch", "10:03"), ("slouch", "10:13"), ("sitting", "10:20"), ("slouch", "10:23")]
+    state = eng.devices["D"]
+    assert state.sent_today == 4 and state.held_today["daily_cap"] >= 3  # 10:33 slouch, 10:35 sitting, …
+    validate = load_validators()["alerts/log"]
+    for a in alerts:
+        validate(a)
+        assert len(a["message"]) <= 240 and a["stretch"]["safety"]
+    assert alerts[0]["stretch"]["id"] != alerts[1]["stretch"]["id"]  # the same stretch does not repeat
+    assert alerts[2]["stretch"]["id"] in {s.id for s in Catalog.load().for_deficit("sitting")}
+    # a new day: the cap starts again
+    assert [a["kind"] for a in feed(eng, [minute(DAY + 86400 + 9 * 3600 + 60 * k, slouch_s=40) for k in range(5)])] \
+        == ["slouch"]
+
+
+def test_quiet_hours_hold_nudges_and_the_first_comes_when_they_end():
+    eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000),
+                 limits=Limits(quiet_hours="22:00-07:00", max_delay_s=FAR))
+    start = DAY + 6 * 3600 + 50 * 60
+    alerts = feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(20)])
+    assert [hhmm(a) for a in alerts] == ["07:00"]
+    assert eng.devices["D"].held_today == {"quiet_hours": 1}
+
+
+def test_snooze_holds_everything_until_it_ends_or_is_cancelled():
+    eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=5))
+    start = DAY + 14 * 3600
+    eng.snooze("D", 30, now_s=start)
+    assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(20)], now_s=start + 20 * 60) == []
+    assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(20, 25)], now_s=start + 31 * 60)
+    eng.snooze("D", 60, now_s=start + 31 * 60)
+    eng.snooze("D", 0, now_s=start + 32 * 60)  # cancelled
+    assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(25, 35)], now_s=start + 35 * 60)
+
+
+def test_stale_data_is_not_pushed():
+    eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000),
+                 limits=Limits(max_delay_s=600, quiet_hours=""))
+    start = DAY + 9 * 3600
+    assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(10)], now_s=start + 3 * 3600) == []
+    assert eng.devices["D"].held_today == {"stale": 1}
+
+
+def test_a_message_delivered_twice_counts_once_and_alerts_once():
+    eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000))
+    docs = [minute(DAY + 9 * 3600 + 60 * k, slouch_s=45) for k in range(6)]
+    first = feed(eng, docs)
+    again = feed(eng, docs)
+    assert len(first) == 1 and again == []
+    assert eng.summary_evidence(eng.devices["D"])["worn_min"] == 6.0
+
+
+def test_long_unbroken_slouch_and_a_long_episode_event():
+    eng = engine(slouch=SlouchRule(window_min=30, share_pct=90, min_worn_min=25, episode_min=4))
+    start = DAY + 9 * 3600
+    alerts = feed(eng, [minute(start + 60 * k, slouch_s=58) for k in range(5)])
+    assert [(a["kind"], a["evidence"]["episode_min"]) for a in alerts] == [("slouch", 4)]
+    eng2 = engine(slouch=SlouchRule(episode_min=0.25))
+    event = {"schema": 1, "kind": "slouch", "device": "E", "ts": int(start * 1000), "start_s": start,
+             "end_s": start + 20, "duration_s": 20.0, "peak_flexion_deg": 27.0, "mean_flexion_deg": 24.0}
+    [alert] = eng2.on_event(event, now_s=start + 21)
+    assert alert["kind"] == "slouch" and alert["evidence"]["peak_flexion_deg"] == 27.0
+
+
+def test_rotation_and_lean_asymmetry_suggest_the_side_to_favour():
+    eng = engine()
+    start = DAY + 9 * 3600
+    docs = [minute(start + 60 * k, rotations_right=2, rotations_left=1, rotation_right_cumulative_deg=80.0,
+                   rotation_left_cumulative_deg=28.0, lean_right_s=40.0) for k in range(20)]
+    alerts = {a["kind"]: a for a in feed(eng, docs)}
+    rot, lean = alerts["rotation"], alerts["lean"]
+    assert rot["stretch"]["side"] == "left" and "trunk rotation" in rot["stretch"]["name"].lower()
+    assert rot["evidence"]["rotations_left"] >= 1 and rot["evidence"]["rotation_si"] > 25
+    assert hhmm(rot) == "09:07"  # 7 minutes × 3 = 21 excursions ≥ 20
+    assert lean["evidence"]["lean_side"] == "right" and lean["stretch"]["side"] == "left"
+    assert "side bend" in lean["stretch"]["name"].lower() and hhmm(lean) == "09:15"  # 15 × 40 s = 10 min
+
+
+def test_calibration_alerts_and_recovery_feedback():
+    eng = engine(calibration=CalibrationRule(max_age_h=1.0, cooldown_min=30), recovery=RecoveryRule(upright_min=3),
+                 slouch=SlouchRule(window_min=3, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=60))
+    start = DAY + 9 * 3600
+    [recal] = eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(start * 1000), "t_s": start,
+                            "status": "recalibrate", "message": "walking reads 20° forward: the sensor may have moved"},
+                           now_s=start)
+    assert recal["kind"] == "calibration" and "Sit upright" in recal["message"]
+    eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(start * 1000), "t_s": start + 1,
+                  "status": "calibrated", "message": "ok"}, now_s=start)
+    slouchy = [minute(start + 60 * k, slouch_s=45) for k in range(3)]
+    upright = [minute(start + 60 * k, slouch_s=2) for k in range(3, 8)]
+    assert [a["kind"] for a in feed(eng, slouchy + upright)] == ["slouch", "recovery"]
+    late = feed(eng, [minute(start + 3600 + 60 * k) for k in range(3)])
+    assert [a["kind"] for a in late] == ["calibration"] and late[0]["evidence"]["status"] == "old"
+
+
+def test_habit_program_streak_and_daily_summary():
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30,
+                                                               summary_time="18:00"))
+    for day, slouch_s in enumerate((5, 5, 30, 5, 5, 5)):  # day 3 misses the goal (50 %)
+        start = DAY + day * 86400 + 9 * 3600
+        feed(eng, [minute(start + 60 * k, slouch_s=slouch_s) for k in range(40)])
+        assert eng.tick(DAY + day * 86400 + 17 * 3600) == []  # not yet 18:00
+        [summary] = eng.tick(DAY + day * 86400 + 18 * 3600 + 5)
+        assert eng.tick(DAY + day * 86400 + 19 * 3600) == []  # once a day
+    e = summary["evidence"]
+    assert summary["kind"] == "summary" and e["program_day"] == 6 and e["program_days"] == 31
+    assert e["goal_met"] is True and e["streak_days"] == 3 and e["days_met"] == 5
+    assert "Streak 3 d" in summary["message"] and "day 6 of 31" in summary["message"]
+    load_validators()["alerts/log"](summary)
