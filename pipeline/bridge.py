@@ -1,4 +1,4 @@
-"""`posture bridge`: MQTT → InfluxDB, losing nothing.
+"""`posture bridge`: MQTT → InfluxDB, losing nothing (metrics, events, status and the alert log).
 
 - A persistent MQTT session (MQTT 5 clean_start false + session expiry, or 3.1.1 clean session
   off), QoS 1: while the bridge is away the broker keeps its messages.

@@ -31,3 +31,14 @@ def scenario_messages(name: str, device: str, start_s: float, seed: int = 11,
 
 def _stream(item) -> str:
     return "metrics" if item.kind == "metrics" else "events"
+
+
+def slouchy_minute(device: str, t_s: float) -> dict:
+    """A valid metrics payload of a minute worn sitting, 45 s of it slouched."""
+    return {"schema": 1, "kind": "metrics", "device": device, "ts": int(t_s * 1000), "minute_start_s": t_s,
+            "worn_s": 60.0, "sitting_s": 60.0, "standing_s": 0.0, "walking_s": 0.0, "lying_s": 0.0,
+            "slouch_s": 45.0, "lean_left_s": 0.0, "lean_right_s": 0.0, "rotations_left": 0, "rotations_right": 0,
+            "rotation_left_cumulative_deg": 0.0, "rotation_right_cumulative_deg": 0.0, "sitting_since_s": t_s,
+            "lost_samples": 0, "flexion_mean_deg": 20.0, "lateral_mean_deg": 0.5, "lean_left_mean_deg": None,
+            "lean_right_mean_deg": None, "rotation_left_peak_mean_deg": None, "rotation_right_peak_mean_deg": None,
+            "rotation_left_peak_max_deg": None, "rotation_right_peak_max_deg": None}

@@ -86,43 +86,49 @@ def device(request) -> str:
     return request.param
 
 
+def check_config(config_topic: str, config: dict) -> None:
+    """One discovery config against HA's documented keys and values (also used on what the service publishes)."""
+    component = config_topic.split("/")[1]
+    assert set(config) <= ALLOWED_KEYS[component], set(config) - ALLOWED_KEYS[component]
+    assert REQUIRED_KEYS[component] <= set(config)
+    assert "object_id" not in config
+    json.dumps(config)  # published as JSON
+
+    assert set(config["device"]) <= DEVICE_KEYS and config["device"]["identifiers"]
+    assert TOPIC_RE.fullmatch(config_topic), config_topic
+    assert config["origin"]["name"] and set(config["origin"]) <= ORIGIN_KEYS
+    # HA warns when an entity name repeats its device's name: it prefixes that itself.
+    assert not config["name"].lower().startswith(config["device"]["name"].lower())
+
+    assert "availability_topic" not in config  # exclusive with the availability list
+    assert config["availability"][0]["topic"] == KWARGS["service_availability_topic"]
+    for entry in config["availability"]:
+        assert set(entry) <= AVAILABILITY_KEYS and entry["topic"]
+    if len(config["availability"]) > 1:
+        assert config["availability_mode"] == "all"
+    assert config.get("availability_mode", "latest") in AVAILABILITY_MODES
+
+    if "device_class" in config:
+        assert config["device_class"] in DEVICE_CLASSES[component]
+    if "state_class" in config:
+        assert config["state_class"] in STATE_CLASSES
+    if "entity_category" in config:
+        assert config["entity_category"] in ENTITY_CATEGORIES
+    if config.get("device_class") == "enum":
+        assert config["options"] and not {"unit_of_measurement", "state_class"} & set(config)
+    if config.get("device_class") == "battery":
+        assert config["unit_of_measurement"] == "%"
+    assert config["qos"] == 1
+
+
 def test_every_config_uses_only_documented_keys_and_values(device):
     configs = discovery_configs(device, **KWARGS)
     assert {c["name"] for _, c in configs} == {
         "Slouch minutes today", "Upright today", "Current posture", "Rotation symmetry index", "Lateral lean",
         "Streak", "Battery", "Slouching"}
     for config_topic, config in configs:
-        component = config_topic.split("/")[1]
-        assert set(config) <= ALLOWED_KEYS[component], set(config) - ALLOWED_KEYS[component]
-        assert REQUIRED_KEYS[component] <= set(config)
-        assert "object_id" not in config
-        json.dumps(config)  # published as JSON
-
-        assert set(config["device"]) <= DEVICE_KEYS and config["device"]["identifiers"]
+        check_config(config_topic, config)
         assert config["device"]["name"] == f"Posture {device}"
-        assert config["origin"]["name"] and set(config["origin"]) <= ORIGIN_KEYS
-        # HA warns when an entity name repeats its device's name: it prefixes that itself.
-        assert not config["name"].lower().startswith(config["device"]["name"].lower())
-
-        assert "availability_topic" not in config  # exclusive with the availability list
-        assert config["availability"][0]["topic"] == KWARGS["service_availability_topic"]
-        for entry in config["availability"]:
-            assert set(entry) <= AVAILABILITY_KEYS and entry["topic"]
-        if len(config["availability"]) > 1:
-            assert config["availability_mode"] == "all"
-        assert config.get("availability_mode", "latest") in AVAILABILITY_MODES
-
-        if "device_class" in config:
-            assert config["device_class"] in DEVICE_CLASSES[component]
-        if "state_class" in config:
-            assert config["state_class"] in STATE_CLASSES
-        if "entity_category" in config:
-            assert config["entity_category"] in ENTITY_CATEGORIES
-        if config.get("device_class") == "enum":
-            assert config["options"] and not {"unit_of_measurement", "state_class"} & set(config)
-        if config.get("device_class") == "battery":
-            assert config["unit_of_measurement"] == "%"
-        assert config["qos"] == 1
 
 
 def test_topics_and_ids_are_valid_and_unique():

@@ -13,6 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from day_messages import slouchy_minute
 from mqtt_helpers import DB, client, start_or_fail, wait_for
 from servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
@@ -232,11 +233,21 @@ def test_a_publisher_keeps_its_backlog_while_the_broker_is_down(tmp_path, broker
     assert got == [60_000 * k for k in range(200)], "backlog not delivered complete and in order"
 
 
-def test_virtual_sensor_to_influxdb_end_to_end(tmp_path, testbed, start_sim, broker, influx):
-    """posture sim (BLE) → posture run → Mosquitto → posture bridge → InfluxDB 1.6.7."""
+def test_virtual_sensor_to_influxdb_and_phone_end_to_end(tmp_path, testbed, start_sim, broker, influx):
+    """posture sim (BLE) → posture run → Mosquitto → posture bridge → InfluxDB 1.6.7, and
+    → posture alerts → a phone's topic (and back through the bridge into InfluxDB)."""
     config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    (tmp_path / "rules.toml").write_text("[slouch]\nepisode_min = 0.25\n")  # demo threshold: a 15 s slouch
+    with open(config, "a") as f:
+        f.write(f'\n[alerts]\nstate_path = "{tmp_path / "alerts.db"}"\nrules_path = "{tmp_path / "rules.toml"}"\n')
     bridge = start_bridge(config, tmp_path / "bridge.log")
     bridge_ready(broker, influx)
+    alerts = subprocess.Popen([sys.executable, "-m", "posture.cli", "alerts", "--config", str(config)],
+                              stdout=open(tmp_path / "alerts.log", "w"), stderr=subprocess.STDOUT)
+    phone = client(broker.port)
+    phone_got: list[dict] = []
+    phone.on_message = lambda c, u, m: phone_got.append(json.loads(m.payload))
+    phone.subscribe("posture/DeskSensor/alerts", 1)
     start_sim(name="DeskSensor", profile="native", scenario="office-short")
     gateway = subprocess.Popen([sys.executable, "-m", "posture.cli", "run", "--config", str(config),
                                 "--sensor", "DeskSensor", "--adapter", "hci0"], env=testbed.env,
@@ -245,13 +256,20 @@ def test_virtual_sensor_to_influxdb_end_to_end(tmp_path, testbed, start_sim, bro
         # office-short: calibration moves until ~14 s, a slouch from ~22 s to ~42 s.
         wait_for(lambda: influx.rows("SELECT duration_s FROM posture_slouch", DB), 90,
                  lambda: "a slouch in InfluxDB\n" + (tmp_path / "gateway.log").read_text()[-2000:])
+        wait_for(lambda: influx.rows("SELECT text, stretch FROM posture_alert", DB), 30,
+                 lambda: "the slouch alert in InfluxDB\n" + (tmp_path / "alerts.log").read_text()[-2000:])
         gateway.send_signal(signal.SIGTERM)  # ends with the unfinished minute flushed
         assert gateway.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()[-2000:]
         wait_for(lambda: influx.rows("SELECT worn_s FROM posture_minute", DB), 30, "minute metrics")
     finally:
-        for proc in (gateway, bridge):
+        for proc in (gateway, bridge, alerts):
             if proc.poll() is None:
                 proc.kill()
+        phone.loop_stop()
+    assert [a["kind"] for a in phone_got][:1] == ["slouch"], phone_got
+    assert phone_got[0]["stretch"]["name"] and phone_got[0]["evidence"]["episode_min"] >= 0.25
+    stored = influx.rows("SELECT text, stretch, alert_id, kind FROM posture_alert", DB)
+    assert stored[0]["alert_id"] == phone_got[0]["id"] and stored[0]["stretch"] == phone_got[0]["stretch"]["name"]
     calibration = influx.rows("SELECT message, with_bend, status FROM posture_calibration", DB)
     assert calibration[0]["status"] == "calibrated" and calibration[0]["with_bend"] is True
     slouch = influx.rows("SELECT duration_s, peak_flexion_deg, device_id FROM posture_slouch", DB)
@@ -268,7 +286,8 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
     """Gateway and bridge over TLS with passwords; a phone reads only its own alerts (deploy/mosquitto/acl.example)."""
     from servers import make_password_file, make_test_ca
 
-    passwords = {"posture-gateway": "gw-Secret-1", "posture-bridge": "br-Secret-2", "phone-desk": "ph-Secret-3"}
+    passwords = {"posture-gateway": "gw-Secret-1", "posture-bridge": "br-Secret-2", "phone-desk": "ph-Secret-3",
+                 "posture-alerts": "al-Secret-4"}
     tls = make_test_ca(tmp_path / "ca")
     server = Mosquitto(tmp_path / "mosquitto", password_file=make_password_file(tmp_path / "passwd", passwords),
                        acl_file=ROOT / "deploy" / "mosquitto" / "acl.example", tls=tls)
@@ -307,21 +326,33 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
                                     tmp_path / "progress", tmp_path / "pub.log")
         assert publisher.wait(timeout=60) == 0, (tmp_path / "pub.log").read_text()[-2000:]
         wait_for(lambda: count_minutes(influx) >= 20, 60, "20 points stored over TLS with passwords")
-        alerts = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        alerts.username_pw_set("posture-gateway", passwords["posture-gateway"])  # may write posture/#
-        alerts.tls_set(ca_certs=tls["cafile"])
-        alerts.connect("localhost", server.tls_port)
-        alerts.loop_start()
-        alerts.publish("posture/DeskSensor/alerts", "{}", qos=1).wait_for_publish(10)
-        alerts.publish("posture/OtherDesk/alerts", "{}", qos=1).wait_for_publish(10)
+        # The alert service as its own user: reads results, nudges each wearer's phone.
+        alerts_config = config_for("posture-alerts", passwords["posture-alerts"])
+        (tmp_path / "rules.toml").write_text('[slouch]\nwindow_min = 5\nshare_pct = 50.0\nmin_worn_min = 3.0\n'
+                                             '[limits]\nquiet_hours = ""\nmax_delay_s = 1000000\n')
+        with open(alerts_config, "a") as f:
+            f.write(f'\n[alerts]\nstate_path = "{tmp_path / "alerts.db"}"\nrules_path = "{tmp_path / "rules.toml"}"\n')
+        alerts = subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", "alerts", "--config", str(alerts_config)],
+                                  stdout=open(tmp_path / "alerts.log", "w"), stderr=subprocess.STDOUT)
+        wait_for(lambda: "connected to MQTT" in (tmp_path / "alerts.log").read_text(), 30, "the alert service")
+        gateway = client(server.tls_port, "localhost", gateway_user, tls["cafile"])
+        start = time.time() // 60 * 60 - 600
+        for device in ("DeskSensor", "OtherDesk"):
+            for k in range(5):
+                gateway.publish(f"posture/{device}/metrics", json.dumps(slouchy_minute(device, start + 60 * k)),
+                                qos=1).wait_for_publish(10)
         wait_for(lambda: "posture/DeskSensor/alerts" in phone_got, 20, "the phone's own alert")
+        wait_for(lambda: len(influx.rows("SELECT alert_id FROM posture_alert", DB)) == 2, 20,
+                 "both wearers' alerts stored by the bridge")
         time.sleep(1)
-        alerts.loop_stop()
+        gateway.loop_stop()
         phone.loop_stop()
-        bridge.send_signal(signal.SIGTERM)
-        bridge.wait(timeout=30)
-        assert set(phone_got) == {"posture/DeskSensor/alerts"}, "the phone read more than its own alerts"
-        logs = "".join((tmp_path / name).read_text() for name in ("bridge.log", "pub.log", "wrong.log"))
+        for proc in (bridge, alerts):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        assert set(phone_got) == {f"posture/DeskSensor/{t}" for t in ("alerts", "alerts/text", "today")}, \
+            "the phone read more than its own alerts"
+        logs = "".join((tmp_path / name).read_text() for name in ("bridge.log", "pub.log", "wrong.log", "alerts.log"))
         assert not any(secret in logs for secret in passwords.values())
     finally:
         server.kill()

@@ -80,15 +80,18 @@ class AlertEngine:
         self._state(device).snooze_until_s = now_s + minutes * 60 if minutes > 0 else None
 
     def tick(self, now_s: float) -> list[dict]:
-        """Daily summaries that are due (once a day per device, at habit.summary_time, if worn that day)."""
+        """Daily summaries that are due (habit.summary_time)."""
         at = self.rules.habit.summary_at()
         if at is None:
             return []
         now = local(now_s, self.tz)
         today = now.date().isoformat()
         out = []
+        due_ms = int(datetime.combine(now.date(), at, tzinfo=self.tz).timestamp() * 1000)
         for device, state in self.devices.items():
-            if now.time() >= at and state.summary_sent_day != today and state.day == today:
+            # Once a day, from summary_time on, about a day that was worn before then.
+            worn_before = state.day == today and any(self._day_start_ms(today) <= int(k) < due_ms for k in state.minutes)
+            if now.time() >= at and state.summary_sent_day != today and worn_before:
                 state.summary_sent_day = today
                 evidence = self.summary_evidence(state)
                 out.append(summary_payload(device, today, now_s, evidence, self._summary_stretch(state, evidence)))
@@ -128,7 +131,7 @@ class AlertEngine:
             "posture": posture_of(last), "slouching": bool(last["worn_s"] and last["slouch_s"] >= 0.5 * last["worn_s"]),
             "rotation_si": evidence["rotation_si"], "rotations_left": evidence["rotations_left"],
             "rotations_right": evidence["rotations_right"], "lean_left_min": evidence["lean_left_min"],
-            "lean_right_min": evidence["lean_right_min"], "lateral_mean_deg": last.get("lateral_mean_deg"),
+            "lean_right_min": evidence["lean_right_min"], "lateral_mean_deg": _round(last.get("lateral_mean_deg")),
             "goal_slouch_pct": evidence["goal_slouch_pct"], "goal_met": evidence["goal_met"],
             "streak_days": evidence["streak_days"], "program_day": evidence["program_day"],
             "program_days": evidence["program_days"], "alerts_sent": state.sent_today,
@@ -233,3 +236,7 @@ def posture_of(minute: dict) -> str:
         if (minute.get(key) or 0.0) >= 0.5 * worn:
             return name
     return "upright"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

@@ -1,0 +1,389 @@
+"""`posture alerts` against a real Mosquitto: subscribed to as a phone would (paho and mosquitto_sub)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from day_messages import scenario_messages, slouchy_minute
+from mqtt_helpers import client, wait_for
+from pipeline.alerts.catalog import Catalog
+from pipeline.alerts.engine import AlertEngine
+from pipeline.alerts.settings import load_rules
+from pipeline.validation import load_validators
+from test_ha_discovery import check_config
+
+DEVICE = "DeskSensor"
+OFFICE_RULES = """
+[slouch]
+window_min = 15
+share_pct = 20.0
+min_worn_min = 10.0
+[lean]
+min_lean_min = 3.0
+[limits]
+quiet_hours = ""
+max_delay_s = 1000000
+[habit]
+min_worn_min = 30.0
+summary_time = "{summary}"
+"""
+
+
+def noon_zone() -> str:
+    """A time zone where it is about noon now: the last hour's data and a summary time just past it fall on
+    one local day at whatever hour the test runs. Etc/GMT+N is UTC−N."""
+    offset = time.gmtime().tm_hour - 12
+    return f"Etc/GMT{'+' if offset >= 0 else '-'}{abs(offset)}"
+
+
+def hour_ago() -> float:
+    return time.time() // 60 * 60 - 70 * 60
+
+
+class Phone:
+    """Subscribes to a wearer's alerts as a phone app does and keeps what arrives, with its MQTT properties."""
+
+    def __init__(self, port: int, device: str = DEVICE, extra: tuple[str, ...] = ()):
+        self.alerts: list[dict] = []
+        self.texts: list[str] = []
+        self.other: dict[str, list[mqtt.MQTTMessage]] = {}
+        self.expiry: list[int | None] = []
+        self.retained: list[bool] = []
+        self.lock = threading.Lock()
+        self.c = client(port)
+        self.c.on_message = self._on_message
+        topics = [f"posture/{device}/alerts", f"posture/{device}/alerts/text", *extra]
+        self.c.subscribe([(t, 1) for t in topics])
+
+    def _on_message(self, c, u, msg):
+        with self.lock:
+            if msg.topic.endswith("/alerts"):
+                self.alerts.append(json.loads(msg.payload))
+                self.expiry.append(getattr(msg.properties, "MessageExpiryInterval", None))
+                self.retained.append(bool(msg.retain))
+            elif msg.topic.endswith("/alerts/text"):
+                self.texts.append(msg.payload.decode())
+            else:
+                self.other.setdefault(msg.topic, []).append(msg)
+
+    def kinds(self) -> list[str]:
+        with self.lock:
+            return [a["kind"] for a in self.alerts]
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def write_config(tmp_path: Path, broker, rules: str, **alerts) -> Path:
+    (tmp_path / "rules.toml").write_text(rules)
+    settings = {"state_path": str(tmp_path / "alerts.db"), "rules_path": str(tmp_path / "rules.toml"),
+                "timezone": "UTC", **alerts}
+    lines = [f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n\n[alerts]']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    path = tmp_path / "posture.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_alerts(config: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", "alerts", "--config", str(config)],
+                            stdout=open(log, "a"), stderr=subprocess.STDOUT)
+
+
+def wait_online(port: int, proc: subprocess.Popen, log: Path) -> None:
+    """The service's retained availability says online only after it subscribed (its session exists)."""
+    seen = threading.Event()
+    watcher = client(port)
+    watcher.on_message = lambda c, u, m: seen.set() if m.payload == b"online" else seen.clear()
+    watcher.subscribe("posture/_alerts/availability", 1)
+    wait_for(lambda: seen.is_set() or proc.poll() is not None, 30, "posture alerts to come online")
+    watcher.loop_stop()
+    assert proc.poll() is None, log.read_text()[-3000:]
+
+
+def publish(port: int, messages: list[tuple[str, dict | bytes | str]], retain: bool = False) -> None:
+    gateway = client(port, max_inflight=100)
+    infos = []
+    for topic, body in messages:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        infos.append(gateway.publish(topic, data, qos=1, retain=retain))
+    for info in infos:
+        info.wait_for_publish(10)
+    gateway.loop_stop()
+    gateway.disconnect()
+
+
+def as_topics(messages: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    return [(f"posture/{doc['device']}/{stream}", doc) for stream, doc in messages]
+
+
+def last_minute_handled(phone: Phone, messages: list[tuple[str, dict]]) -> bool:
+    last = max(doc["ts"] for topic, doc in messages if topic.endswith("/metrics")) + 60_000
+    with phone.lock:
+        got = phone.other.get(f"posture/{DEVICE}/today", [])
+    return bool(got) and json.loads(got[-1].payload)["ts"] == last
+
+
+def stop(proc: subprocess.Popen, log: Path) -> dict:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # posture's faulthandler: every thread's stack into the log
+        time.sleep(1)
+        pytest.fail("posture alerts did not stop on SIGTERM:\n" + log.read_text()[-6000:])
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    return json.loads([ln for ln in log.read_text().splitlines() if ln.startswith("{")][-1])
+
+
+def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker):
+    zone = noon_zone()
+    summary_at = datetime.now(ZoneInfo(zone)) - timedelta(minutes=2)  # after the data, before now
+    config = write_config(tmp_path, broker, OFFICE_RULES.format(summary=summary_at.strftime("%H:%M")), timezone=zone)
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    wait_online(broker.port, service, log)
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/alerts/log", f"posture/{DEVICE}/today"))
+    sub = shutil.which("mosquitto_sub")
+    assert sub, "mosquitto_sub missing: apt-get install mosquitto-clients"
+    text_sub = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5", "-q", "1",
+                                 "-t", f"posture/{DEVICE}/alerts/text"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # mosquitto_sub's subscription (it has no readiness signal; the phone above has waited)
+        messages = as_topics(scenario_messages("office-day", DEVICE, hour_ago()))
+        publish(broker.port, messages)
+        wait_for(lambda: "summary" in phone.kinds() and last_minute_handled(phone, messages), 60,
+                 lambda: f"a daily summary and the last minute; got {phone.kinds()}\n" + log.read_text()[-3000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+        text_sub.terminate()
+    lines = text_sub.communicate(timeout=10)[0].splitlines()
+    phone.close()
+
+    kinds = phone.kinds()
+    assert {"slouch", "rotation", "lean", "summary"} <= set(kinds), kinds
+    assert stats["alerts"] == {k: kinds.count(k) for k in set(kinds)} and stats["malformed"] == {}
+    catalog = Catalog.load()
+    validate = load_validators()["alerts/log"]
+    by_kind: dict[str, list[dict]] = {}
+    for alert in phone.alerts:
+        validate(alert)
+        by_kind.setdefault(alert["kind"], []).append(alert)
+        assert alert["device"] == DEVICE and len(alert["message"]) <= 240
+    assert len({a["id"] for a in phone.alerts}) == len(phone.alerts)
+    # office-day: turns right more often and further (40° vs 28°) → favour the left; leans right → bend left
+    rotation = by_kind["rotation"][0]
+    assert rotation["stretch"]["side"] == "left" and rotation["evidence"]["rotation_si"] > 25
+    assert rotation["stretch"]["id"] in {s.id for s in catalog.for_deficit("rotation")}
+    lean = by_kind["lean"][0]
+    assert lean["evidence"]["lean_side"] == "right" and lean["stretch"]["side"] == "left"
+    assert lean["stretch"]["id"] in {s.id for s in catalog.for_deficit("lean")}
+    slouch_ids = [a["stretch"]["id"] for a in by_kind["slouch"]]
+    assert set(slouch_ids) <= {s.id for s in catalog.for_deficit("slouch")} and len(slouch_ids) >= 2
+    assert all(a != b for a, b in zip(slouch_ids, slouch_ids[1:]))  # rotates, no repeat
+    assert all(s["safety"] for s in (a["stretch"] for a in phone.alerts) if s)
+    # as a phone gets them: QoS 1, not retained, with MQTT 5 message expiry; the text mirror; the log copy
+    assert not any(phone.retained) and all(e is not None and 0 < e <= 600 for e in phone.expiry)
+    assert sorted(lines) == sorted(phone.texts) and len(lines) == len(phone.alerts)
+    assert any(line.startswith("Slouching: ") for line in lines)
+    logged = [json.loads(m.payload) for m in phone.other[f"posture/{DEVICE}/alerts/log"]]
+    assert logged == phone.alerts
+    today = json.loads(phone.other[f"posture/{DEVICE}/today"][-1].payload)
+    assert today["worn_min"] > 55 and today["rotations_right"] > today["rotations_left"] > 0
+    assert today["alerts_sent"] == len(phone.alerts) - 1  # the summary does not count against the cap
+
+
+def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
+    """kill -9 half-way, messages published while it is down, then a restart: the same alerts and
+    totals as one uninterrupted run of the same engine, each alert once."""
+    rules = OFFICE_RULES.format(summary="")
+    config = write_config(tmp_path, broker, rules, timezone=noon_zone())
+    messages = as_topics(scenario_messages("office-day", DEVICE, hour_ago()))
+    half = len(messages) // 2
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, messages[:half])
+        wait_for(lambda: len(phone.kinds()) >= 2, 30, lambda: "alerts of the first half\n" + log.read_text()[-2000:])
+        time.sleep(1.0)
+        service.kill()  # kill -9: no goodbye
+        service.wait(10)
+        publish(broker.port, messages[half:])  # while it is away: the broker keeps them for its session
+        service = start_alerts(config, log)
+        wait_online(broker.port, service, log)
+
+        reference = AlertEngine(load_rules(tmp_path / "rules.toml"), Catalog.load(), ZoneInfo(noon_zone()))
+        expected = []
+        for topic, doc in messages:
+            now = time.time()
+            expected += reference.on_metrics(doc, now) if topic.endswith("metrics") else reference.on_event(doc, now)
+
+        def final_today() -> dict | None:
+            with phone.lock:
+                got = phone.other.get(f"posture/{DEVICE}/today", [])
+            return json.loads(got[-1].payload) if got else None
+
+        want = reference.today_state(DEVICE)
+        wait_for(lambda: (final_today() or {}).get("ts") == want["ts"], 30, "the last minute to be handled")
+        time.sleep(1.0)
+        stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    got_ids = [a["id"] for a in phone.alerts]
+    assert len(got_ids) == len(set(got_ids)), f"an alert was sent twice: {got_ids}"
+    assert got_ids == [a["id"] for a in expected]
+    assert [a["stretch"] for a in phone.alerts] == [a["stretch"] for a in expected]
+    today = final_today()
+    for key in ("worn_min", "slouch_min", "rotations_left", "rotations_right", "lean_right_min", "alerts_sent"):
+        assert today[key] == want[key], key
+
+
+def test_cap_quiet_hours_and_snooze_over_mqtt(tmp_path, broker):
+    rules = """
+[slouch]
+window_min = 5
+share_pct = 50.0
+min_worn_min = 3.0
+episode_min = 1000.0
+cooldown_min = 5.0
+[sitting]
+enabled = false
+[calibration]
+enabled = false
+[recovery]
+enabled = false
+[limits]
+daily_cap = 3
+quiet_hours = "{quiet}"
+max_delay_s = 1000000
+[habit]
+summary_time = ""
+"""
+    now = time.time()
+    day = now // 86400 * 86400
+    # quiet from two hours ago until one hour ago (UTC): wall-clock independent, spans midnight if need be
+    quiet = f"{time.strftime('%H:%M', time.gmtime(now - 7200))}-{time.strftime('%H:%M', time.gmtime(now - 3600))}"
+    config = write_config(tmp_path, broker, rules.format(quiet=quiet))
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    phone_cap, phone_quiet, phone_snooze = (Phone(broker.port, d) for d in ("CapSensor", "QuietSensor", "SnoozeSensor"))
+    try:
+        wait_online(broker.port, service, log)
+
+        def minutes(device: str, start_s: float, n: int) -> list[tuple[str, dict]]:
+            return [(f"posture/{device}/metrics", slouchy_minute(device, start_s + 60 * k)) for k in range(n)]
+
+        # CapSensor: slouching for an hour of today's data → alerts every 5 min until 3 are out
+        publish(broker.port, minutes("CapSensor", day + 60, 60))
+        # QuietSensor: slouching from 2 h 10 min ago for 40 min → held while quiet, first alert when it ends
+        start_quiet = (now - 7200) // 60 * 60 - 600
+        publish(broker.port, minutes("QuietSensor", start_quiet, 90))
+        # SnoozeSensor: the wearer snoozes 30 min (mosquitto_pub, as a phone app would), then slouches
+        pub = shutil.which("mosquitto_pub")
+        assert pub, "mosquitto_pub missing: apt-get install mosquitto-clients"
+        subprocess.run([pub, "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t",
+                        "posture/SnoozeSensor/alerts/snooze", "-m", "30"], check=True, timeout=10)
+        recent = now // 60 * 60 - 3600
+        publish(broker.port, minutes("SnoozeSensor", recent, 30))
+        wait_for(lambda: len(phone_cap.kinds()) >= 3 and len(phone_quiet.kinds()) >= 3, 30, "cap and quiet alerts")
+        time.sleep(2.0)  # anything more would have arrived by now
+        assert phone_snooze.kinds() == []  # snoozed
+        publish(broker.port, [("posture/SnoozeSensor/alerts/snooze", json.dumps({"minutes": 0}))])
+        publish(broker.port, minutes("SnoozeSensor", recent + 30 * 60, 10))
+        wait_for(lambda: phone_snooze.kinds(), 30, "an alert once the snooze is cancelled")
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    for phone in (phone_cap, phone_quiet, phone_snooze):
+        phone.close()
+    assert len(phone_cap.alerts) == 3  # the cap
+    gaps = [b["ts"] - a["ts"] for a, b in zip(phone_cap.alerts, phone_cap.alerts[1:])]
+    assert all(g >= 5 * 60_000 for g in gaps)  # the cooldown
+    quiet_start_ms, quiet_end_ms = (now - 7200) // 60 * 60 * 1000, (now - 3600) // 60 * 60 * 1000
+    quiet_ts = [a["ts"] for a in phone_quiet.alerts]
+    assert not [t for t in quiet_ts if quiet_start_ms <= t < quiet_end_ms]  # none in quiet hours
+    assert quiet_end_ms in quiet_ts and quiet_ts[0] < quiet_start_ms  # before, and as soon as they end
+    assert phone_snooze.alerts[0]["ts"] >= (recent + 30 * 60) * 1000  # nothing from the snoozed stretch
+    assert stats["snoozes"] == 2
+
+
+def test_malformed_input_is_counted_and_never_stops_it(tmp_path, broker):
+    rules = "[slouch]\nwindow_min = 5\nshare_pct = 50.0\nmin_worn_min = 3.0\n[limits]\nmax_delay_s = 1000000\n" \
+            "quiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
+    config = write_config(tmp_path, broker, rules)
+    log = tmp_path / "alerts.log"
+    # left retained by some app: applied on every restart it would snooze forever, so it is ignored
+    publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", "600")], retain=True)
+    service = start_alerts(config, log)
+    phone = Phone(broker.port)
+    try:
+        wait_online(broker.port, service, log)
+        bad = [(f"posture/{DEVICE}/metrics", b"\xff\xfe not json"), (f"posture/{DEVICE}/metrics", "{}"),
+               (f"posture/{DEVICE}/metrics", json.dumps({"schema": 1, "kind": "metrics", "device": DEVICE, "ts": -5})),
+               (f"posture/{DEVICE}/events", json.dumps({"schema": 1, "kind": "slouch", "device": DEVICE,
+                                                        "ts": 1, "duration_s": "long"})),
+               (f"posture/{DEVICE}/alerts/snooze", "soon"), (f"posture/{DEVICE}/alerts/snooze", "-5"),
+               (f"posture/{DEVICE}/alerts/snooze", json.dumps({"minutes": True}))] * 50
+        publish(broker.port, bad)
+        start = time.time() // 60 * 60 - 600
+        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, start + 60 * k)) for k in range(6)])
+        wait_for(lambda: phone.kinds(), 30, lambda: "an alert after the garbage\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+        publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", "")], retain=True)  # clear the retained one
+    phone.close()
+    assert stats["malformed"] == {"not JSON": 50, "schema": 150, "snooze": 151}
+    assert phone.kinds()[0] == "slouch"
+    assert log.read_text().count("malformed message") == 3  # one line per kind, the rest counted
+
+
+def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_restarts(tmp_path, broker):
+    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        start = time.time() // 60 * 60 - 300
+        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, start + 60 * k)) for k in range(3)])
+        ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
+
+        def configs() -> dict[str, list[mqtt.MQTTMessage]]:
+            with ha.lock:
+                return {t: list(m) for t, m in ha.other.items() if t.endswith("/config")}
+
+        wait_for(lambda: len(configs()) == 8, 30, lambda: f"8 discovery configs, got {list(configs())}")
+        first = configs()
+        assert all(msgs[0].retain for msgs in first.values())  # retained: HA finds them whenever it starts
+        for topic, msgs in first.items():
+            config_doc = json.loads(msgs[0].payload)
+            check_config(topic, config_doc)
+            assert config_doc["device"]["identifiers"] == ["posture_desksensor"]
+        publish(broker.port, [("homeassistant/status", "online")])  # HA's birth message after its restart
+        wait_for(lambda: all(len(m) == 2 for m in configs().values()), 30, "the configs again")
+        stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    ha.close()
