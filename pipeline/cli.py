@@ -106,7 +106,8 @@ def run_alerts_cli(args: argparse.Namespace) -> int:
     _stop_on_signals(service.stop_event.set)
     service.run()
     print(json.dumps({"received": service.stats.received, "alerts": dict(service.stats.alerts),
-                      "snoozes": service.stats.snoozes, "malformed": dict(service.stats.malformed)}))
+                      "snoozes": service.stats.snoozes, "malformed": dict(service.stats.malformed),
+                      "errors": dict(service.stats.errors)}))
     return 0
 
 

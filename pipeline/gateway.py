@@ -108,7 +108,6 @@ class DevicePublisher:
         if reason_code.is_failure:
             log.warning("%s: MQTT connect refused: %s", self.device, reason_code)
             return
-        self.sender.reset()
         self.connected.set()
         if self._latest_status is not None:
             self.publish_status(self._latest_status)

@@ -61,10 +61,9 @@ class Spool:
         with self._lock:
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
 
-    def meta(self, key: str) -> bytes | None:
+    def meta(self) -> dict[str, bytes]:
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,7 +1,9 @@
 """Publishing what a Spool holds, oldest first, deleting each item once the broker acknowledged it.
 
 The one way our services send messages that must not be lost (QoS 1 PUBACK = delivered to the
-broker): the gateway's results and the alert service's nudges. An item past its expiry is
+broker): the gateway's results and the alert service's nudges. Within a process, paho itself
+resends what was not acknowledged when a connection drops; the spool covers process restarts,
+which send again, from the oldest, whatever the broker had not acknowledged. An item past its expiry is
 dropped and counted instead of sent; one still valid carries the rest of its lifetime as the
 MQTT 5 message expiry, so the broker drops it for a phone that comes back too late.
 """
@@ -29,12 +31,6 @@ class SpooledSender:
         self._sent_up_to = 0  # highest spool id handed to paho since the last (re)connect
         self._lock = threading.Lock()
 
-    def reset(self) -> None:
-        """On every (re)connect: resend whatever the spool still holds, oldest first."""
-        with self._lock:
-            self._inflight = []
-            self._sent_up_to = 0
-
     def pump(self) -> None:
         """Forget what the broker acknowledged; hand the next spooled items to paho (call while connected).
 
@@ -59,8 +55,10 @@ class SpooledSender:
                     properties = Properties(PacketTypes.PUBLISH)
                     properties.MessageExpiryInterval = max(1, math.ceil(left_s))
             info = self.client.publish(topic, body, qos=1, properties=properties)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                break  # disconnected meanwhile: the reconnect starts over from the spool
+            # NO_CONN: paho keeps the message and sends it on reconnect (so do not send it again);
+            # anything else (its queue is full) means try again later.
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                break
             with self._lock:
                 self._inflight.append((info, spool_id))
                 self._sent_up_to = spool_id

@@ -29,9 +29,14 @@ def stream_of(topic: str) -> str:
     return "/".join(parts[-2:]) if parts[-2:] == ["alerts", "log"] else parts[-1]
 
 
+def _no_constant(name: str):
+    """Python's json reads NaN and Infinity, which JSON does not have and no measurement is."""
+    raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
+
+
 def parse(stream: str, body: bytes, validators: dict) -> dict:
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Malformed(f"not JSON: {exc}") from None
     try:

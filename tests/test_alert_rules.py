@@ -29,7 +29,7 @@ def minute(t_s: float, device: str = "D", worn_s: float = 60.0, slouch_s: float 
 
 
 def engine(**sections) -> AlertEngine:
-    base = {"limits": Limits(max_delay_s=FAR, quiet_hours=""), "calibration": CalibrationRule(enabled=False),
+    base = {"limits": Limits(max_delay_s=600 if "habit" in sections else FAR, quiet_hours=""), "calibration": CalibrationRule(enabled=False),
             "recovery": RecoveryRule(enabled=False)}
     return AlertEngine(Rules(**(base | sections)), Catalog.load(), timezone.utc)
 
@@ -167,12 +167,56 @@ def test_habit_program_streak_and_daily_summary():
                                                                summary_time="18:00"))
     for day, slouch_s in enumerate((5, 5, 30, 5, 5, 5)):  # day 3 misses the goal (50 %)
         start = DAY + day * 86400 + 9 * 3600
-        feed(eng, [minute(start + 60 * k, slouch_s=slouch_s) for k in range(40)])
+        feed(eng, [minute(start + 60 * k, slouch_s=slouch_s) for k in range(40)], now_s=start + 2400)
         assert eng.tick(DAY + day * 86400 + 17 * 3600) == []  # not yet 18:00
-        [summary] = eng.tick(DAY + day * 86400 + 18 * 3600 + 5)
+        # taken off at 09:40: the summary waits for data that may still be on its way, then goes
+        assert eng.tick(DAY + day * 86400 + 18 * 3600 + 5) == []
+        [summary] = eng.tick(DAY + day * 86400 + 18 * 3600 + 600)
         assert eng.tick(DAY + day * 86400 + 19 * 3600) == []  # once a day
     e = summary["evidence"]
     assert summary["kind"] == "summary" and e["program_day"] == 6 and e["program_days"] == 31
     assert e["goal_met"] is True and e["streak_days"] == 3 and e["days_met"] == 5
     assert "Streak 3 d" in summary["message"] and "day 6 of 31" in summary["message"]
     load_validators()["alerts/log"](summary)
+
+
+def test_a_summary_during_a_backlog_covers_the_day_up_to_its_time():
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time="18:00", min_worn_min=30))
+    start = DAY + 17 * 3600
+    backlog = [minute(start + 60 * k, slouch_s=6) for k in range(90)]  # 17:00–18:30, delivered at 18:05
+    feed(eng, backlog[:30], now_s=DAY + 18 * 3600 + 300)
+    assert eng.tick(DAY + 18 * 3600 + 300) == []  # its data has not reached 18:00 yet
+    feed(eng, backlog[30:], now_s=DAY + 18 * 3600 + 300)
+    [summary] = eng.tick(DAY + 18 * 3600 + 301)
+    assert summary["evidence"]["worn_min"] == 60.0 and summary["evidence"]["slouch_pct"] == 10.0
+    assert "day 1 of 31" in summary["message"]
+
+
+def test_the_first_event_of_a_day_starts_its_cap_and_events_before_any_minute_work():
+    eng = engine(limits=Limits(daily_cap=1, quiet_hours="", max_delay_s=FAR), calibration=CalibrationRule())
+    start = DAY + 9 * 3600
+    refused = {"schema": 1, "kind": "calibration", "device": "N", "ts": int(start * 1000), "t_s": start,
+               "status": "refused", "message": "moving"}
+    assert [a["kind"] for a in eng.on_event(refused, now_s=start)] == ["calibration"]  # no minute yet
+    assert eng.on_event(refused | {"t_s": start + 1, "status": "recalibrate"}, now_s=start) == []  # cooldown
+    next_day = start + 86400
+    again = refused | {"ts": int(next_day * 1000), "t_s": next_day}
+    assert [a["kind"] for a in eng.on_event(again, now_s=next_day)] == ["calibration"]  # yesterday's cap is gone
+    assert eng.devices["N"].day == "2026-11-21" and eng.devices["N"].program_start == "2026-11-20"
+    assert eng.tick(next_day + 12 * 3600) == []  # summary time, and a device with events only
+
+
+def test_the_machines_own_time_zone_works_too():
+    eng = AlertEngine(Rules(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000),
+                            limits=Limits(quiet_hours="", max_delay_s=FAR)), Catalog.load(), tz=None)
+    assert [a["kind"] for a in feed(eng, [minute(DAY + 60 * k, slouch_s=45) for k in range(5)])] == ["slouch"]
+    assert eng.today_state("D")["date"] == datetime.fromtimestamp(DAY).date().isoformat()
+
+
+def test_rule_values_that_make_no_sense_are_refused(tmp_path):
+    bad = tmp_path / "rules.toml"
+    for text in ("[lean]\nmin_lean_min = 0\n", "[slouch]\nepisode_min = 0\n", "[recovery]\nupright_min = 0\n",
+                 "[slouch]\nshare_pct = 120\n", "[limits]\ndaily_cap = -1\n"):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=text.split("\n")[1].split(" ")[0]):
+            load_rules(bad)

@@ -65,7 +65,10 @@ class Phone:
         self.c = client(port)
         self.c.on_message = self._on_message
         topics = [f"posture/{device}/alerts", f"posture/{device}/alerts/text", *extra]
+        subscribed = threading.Event()
+        self.c.on_subscribe = lambda *args: subscribed.set()
         self.c.subscribe([(t, 1) for t in topics])
+        assert subscribed.wait(10), "no SUBACK"
 
     def _on_message(self, c, u, msg):
         with self.lock:
@@ -151,7 +154,8 @@ def stop(proc: subprocess.Popen, log: Path) -> dict:
 
 def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker):
     zone = noon_zone()
-    summary_at = datetime.now(ZoneInfo(zone)) - timedelta(minutes=2)  # after the data, before now
+    start_s = hour_ago()
+    summary_at = datetime.fromtimestamp(start_s, ZoneInfo(zone)) + timedelta(minutes=40)  # in the data, before now
     config = write_config(tmp_path, broker, OFFICE_RULES.format(summary=summary_at.strftime("%H:%M")), timezone=zone)
     log = tmp_path / "alerts.log"
     service = start_alerts(config, log)
@@ -159,11 +163,18 @@ def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker
     phone = Phone(broker.port, extra=(f"posture/{DEVICE}/alerts/log", f"posture/{DEVICE}/today"))
     sub = shutil.which("mosquitto_sub")
     assert sub, "mosquitto_sub missing: apt-get install mosquitto-clients"
-    text_sub = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5", "-q", "1",
-                                 "-t", f"posture/{DEVICE}/alerts/text"], stdout=subprocess.PIPE, text=True)
+    text_sub = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5", "-q", "1", "-v",
+                                 "-t", f"posture/{DEVICE}/alerts/text", "-t", "probe/ready"],
+                                stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(text_sub.stdout.readline, "")), daemon=True).start()
     try:
-        time.sleep(0.5)  # mosquitto_sub's subscription (it has no readiness signal; the phone above has waited)
-        messages = as_topics(scenario_messages("office-day", DEVICE, hour_ago()))
+        def sub_ready() -> bool:  # mosquitto_sub says nothing when subscribed: publish until it shows
+            publish(broker.port, [("probe/ready", "ready")])
+            return any(line.startswith("probe/ready") for line in lines)
+
+        wait_for(sub_ready, 20, "mosquitto_sub to subscribe")
+        messages = as_topics(scenario_messages("office-day", DEVICE, start_s))
         publish(broker.port, messages)
         wait_for(lambda: "summary" in phone.kinds() and last_minute_handled(phone, messages), 60,
                  lambda: f"a daily summary and the last minute; got {phone.kinds()}\n" + log.read_text()[-3000:])
@@ -172,8 +183,10 @@ def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker
         if service.poll() is None:
             service.kill()
         text_sub.terminate()
-    lines = text_sub.communicate(timeout=10)[0].splitlines()
+        text_sub.wait(10)
     phone.close()
+    prefix = f"posture/{DEVICE}/alerts/text "
+    lines = [line.rstrip("\n").removeprefix(prefix) for line in lines if line.startswith(prefix)]
 
     kinds = phone.kinds()
     assert {"slouch", "rotation", "lean", "summary"} <= set(kinds), kinds
@@ -203,6 +216,12 @@ def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker
     assert any(line.startswith("Slouching: ") for line in lines)
     logged = [json.loads(m.payload) for m in phone.other[f"posture/{DEVICE}/alerts/log"]]
     assert logged == phone.alerts
+    # the summary is about the day up to its time, however the data arrived
+    due_ms = summary_at.replace(second=0, microsecond=0).timestamp() * 1000
+    before = [doc for topic, doc in messages if topic.endswith("/metrics") and doc["ts"] < due_ms]
+    summary = by_kind["summary"][0]["evidence"]
+    assert summary["worn_min"] == round(sum(d["worn_s"] for d in before) / 60, 1)
+    assert summary["slouch_min"] == round(sum(d["slouch_s"] for d in before) / 60, 1)
     today = json.loads(phone.other[f"posture/{DEVICE}/today"][-1].payload)
     assert today["worn_min"] > 55 and today["rotations_right"] > today["rotations_left"] > 0
     assert today["alerts_sent"] == len(phone.alerts) - 1  # the summary does not count against the cap
@@ -242,7 +261,7 @@ def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
 
         want = reference.today_state(DEVICE)
         wait_for(lambda: (final_today() or {}).get("ts") == want["ts"], 30, "the last minute to be handled")
-        time.sleep(1.0)
+        wait_for(lambda: len(phone.kinds()) >= len(expected), 30, "the last alerts")
         stop(service, log)
     finally:
         if service.poll() is None:
@@ -285,7 +304,8 @@ summary_time = ""
     config = write_config(tmp_path, broker, rules.format(quiet=quiet))
     log = tmp_path / "alerts.log"
     service = start_alerts(config, log)
-    phone_cap, phone_quiet, phone_snooze = (Phone(broker.port, d) for d in ("CapSensor", "QuietSensor", "SnoozeSensor"))
+    phone_cap, phone_quiet, phone_snooze = (Phone(broker.port, d, extra=(f"posture/{d}/today",))
+                                            for d in ("CapSensor", "QuietSensor", "SnoozeSensor"))
     try:
         wait_online(broker.port, service, log)
 
@@ -305,8 +325,13 @@ summary_time = ""
         recent = now // 60 * 60 - 3600
         publish(broker.port, minutes("SnoozeSensor", recent, 30))
         wait_for(lambda: len(phone_cap.kinds()) >= 3 and len(phone_quiet.kinds()) >= 3, 30, "cap and quiet alerts")
-        time.sleep(2.0)  # anything more would have arrived by now
-        assert phone_snooze.kinds() == []  # snoozed
+        def held(phone: Phone, device: str) -> int:
+            with phone.lock:
+                got = phone.other.get(f"posture/{device}/today", [])
+            return json.loads(got[-1].payload)["alerts_held"] if got else 0
+
+        wait_for(lambda: held(phone_snooze, "SnoozeSensor") >= 1, 30, "the snoozed minutes to be handled")
+        assert phone_snooze.kinds() == []  # held, not sent
         publish(broker.port, [("posture/SnoozeSensor/alerts/snooze", json.dumps({"minutes": 0}))])
         publish(broker.port, minutes("SnoozeSensor", recent + 30 * 60, 10))
         wait_for(lambda: phone_snooze.kinds(), 30, "an alert once the snooze is cancelled")
@@ -343,7 +368,9 @@ def test_malformed_input_is_counted_and_never_stops_it(tmp_path, broker):
                (f"posture/{DEVICE}/events", json.dumps({"schema": 1, "kind": "slouch", "device": DEVICE,
                                                         "ts": 1, "duration_s": "long"})),
                (f"posture/{DEVICE}/alerts/snooze", "soon"), (f"posture/{DEVICE}/alerts/snooze", "-5"),
-               (f"posture/{DEVICE}/alerts/snooze", json.dumps({"minutes": True}))] * 50
+               (f"posture/{DEVICE}/alerts/snooze", json.dumps({"minutes": True})),
+               (f"posture/{DEVICE}/metrics", json.dumps(slouchy_minute(DEVICE, 0.0)).replace("45.0", "NaN")),
+               (f"posture/{DEVICE}/metrics", json.dumps(slouchy_minute(DEVICE, time.time() + 3 * 86400)))] * 50
         publish(broker.port, bad)
         start = time.time() // 60 * 60 - 600
         publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, start + 60 * k)) for k in range(6)])
@@ -354,9 +381,9 @@ def test_malformed_input_is_counted_and_never_stops_it(tmp_path, broker):
             service.kill()
         publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", "")], retain=True)  # clear the retained one
     phone.close()
-    assert stats["malformed"] == {"not JSON": 50, "schema": 150, "snooze": 151}
+    assert stats["malformed"] == {"not JSON": 100, "schema": 150, "snooze": 151, "time": 50}
     assert phone.kinds()[0] == "slouch"
-    assert log.read_text().count("malformed message") == 3  # one line per kind, the rest counted
+    assert log.read_text().count("malformed message") == 4  # one line per kind, the rest counted
 
 
 def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_restarts(tmp_path, broker):
@@ -369,13 +396,16 @@ def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_resta
         publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, start + 60 * k)) for k in range(3)])
         ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
 
-        def configs() -> dict[str, list[mqtt.MQTTMessage]]:
-            with ha.lock:
-                return {t: list(m) for t, m in ha.other.items() if t.endswith("/config")}
+        def configs(phone: Phone = ha) -> dict[str, list[mqtt.MQTTMessage]]:
+            with phone.lock:
+                return {t: list(m) for t, m in phone.other.items() if t.endswith("/config")}
 
         wait_for(lambda: len(configs()) == 8, 30, lambda: f"8 discovery configs, got {list(configs())}")
-        first = configs()
-        assert all(msgs[0].retain for msgs in first.values())  # retained: HA finds them whenever it starts
+        late = Phone(broker.port, "nobody", extra=("homeassistant/#",))  # an HA that starts only now …
+        wait_for(lambda: len(configs(late)) == 8, 30, "the configs for a late subscriber")
+        late.close()
+        first = configs(late)
+        assert all(msgs[0].retain for msgs in first.values())  # … finds them: they are retained
         for topic, msgs in first.items():
             config_doc = json.loads(msgs[0].payload)
             check_config(topic, config_doc)

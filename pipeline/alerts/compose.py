@@ -55,12 +55,13 @@ def summary_payload(device: str, date: str, now_s: float, evidence: dict, stretc
     if e["worn_min"] and e["slouch_pct"] is not None:
         goal = "goal met" if e["goal_met"] else ("goal missed" if e["goal_met"] is False else "too little wear to count")
         text = (f"Slouched {e['slouch_min']:.0f} of {e['worn_min']:.0f} min worn ({e['slouch_pct']:.0f}%, "
-                f"goal < {e['goal_slouch_pct']:g}%): {goal}. Streak {e['streak_days']} d, "
-                f"day {e['program_day']} of {e['program_days']}.")
+                f"goal < {e['goal_slouch_pct']:g}%): {goal}. Streak {e['streak_days']} d")
     else:
-        text = "Not worn today."
-    if e["program_day"] == e["program_days"] + 1:
-        text += f" Program done: goal met on {e['days_met']} of {e['program_days']} days."
+        text = f"Not worn today. Streak {e['streak_days']} d"
+    if e["program_day"] <= e["program_days"]:
+        text += f", day {e['program_day']} of {e['program_days']}."
+    else:
+        text += f". {e['program_days']}-day program done: goal met on {e['days_met']} of {e['program_days']} days."
     return {"schema": SCHEMA_VERSION, "kind": "summary", "id": f"{device}-summary-{date}", "device": device,
             "ts": int(round(now_s * 1000)), "severity": "info", "title": TITLES["summary"],
             "message": (text + _how(stretch))[:240], "stretch": stretch, "evidence": evidence}

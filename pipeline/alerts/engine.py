@@ -29,12 +29,13 @@ class AlertEngine:
         self.devices: dict[str, DeviceState] = {}
 
     # state --------------------------------------------------------------------------
-    def to_json(self) -> bytes:
-        return json.dumps({"version": 1, "devices": {k: v.to_dict() for k, v in self.devices.items()}}).encode()
+    def dump(self, devices: set[str]) -> dict[str, bytes]:
+        """These devices' states as JSON, one record each: a minute rewrites one device, not all."""
+        return {f"device/{d}": json.dumps(self.devices[d].to_dict()).encode() for d in devices if d in self.devices}
 
-    def load_json(self, data: bytes | None) -> None:
-        if data:
-            self.devices = {k: DeviceState.from_dict(v) for k, v in json.loads(data)["devices"].items()}
+    def load(self, records: dict[str, bytes]) -> None:
+        self.devices = {key.removeprefix("device/"): DeviceState.from_dict(json.loads(value))
+                        for key, value in records.items() if key.startswith("device/")}
 
     def _state(self, device: str) -> DeviceState:
         return self.devices.setdefault(device, DeviceState())
@@ -67,6 +68,9 @@ class AlertEngine:
 
     def on_event(self, doc: dict, now_s: float) -> list[dict]:
         device, state = doc["device"], self._state(doc["device"])
+        day = self._date(doc.get("end_s", doc.get("t_s", doc["ts"] / 1000)))
+        if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
+            self._close_day(state, day)
         if doc["kind"] == "calibration" and doc["status"] == "calibrated":
             state.last_calibrated_s = doc["t_s"]
         found = None
@@ -88,23 +92,32 @@ class AlertEngine:
         today = now.date().isoformat()
         out = []
         due_ms = int(datetime.combine(now.date(), at, tzinfo=self.tz).timestamp() * 1000)
+        if now_s * 1000 < due_ms:
+            return []
         for device, state in self.devices.items():
-            # Once a day, from summary_time on, about a day that was worn before then.
-            worn_before = state.day == today and any(self._day_start_ms(today) <= int(k) < due_ms for k in state.minutes)
-            if now.time() >= at and state.summary_sent_day != today and worn_before:
+            if state.day != today or state.summary_sent_day == today:
+                continue
+            before = [int(k) for k, m in state.minutes.items() if self._day_start_ms(today) <= int(k) < due_ms
+                      and m["worn_s"] > 0]
+            # The day up to summary_time, once the data has got there (a backlog may still be arriving)
+            # or has had max_delay_s to.
+            if not before:
+                continue
+            caught_up = max(map(int, state.minutes)) + MINUTE_MS >= due_ms
+            if caught_up or now_s * 1000 >= due_ms + self.rules.limits.max_delay_s * 1000:
                 state.summary_sent_day = today
-                evidence = self.summary_evidence(state)
+                evidence = self.summary_evidence(state, until_ms=due_ms)
                 out.append(summary_payload(device, today, now_s, evidence, self._summary_stretch(state, evidence)))
         return out
 
     # what Home Assistant and the summary show ---------------------------------------
-    def today_totals(self, state: DeviceState) -> dict:
+    def today_totals(self, state: DeviceState, until_ms: float = float("inf")) -> dict:
         start_ms = self._day_start_ms(state.day)
-        return r.totals([m for k, m in state.minutes.items() if int(k) >= start_ms])
+        return r.totals([m for k, m in state.minutes.items() if start_ms <= int(k) < until_ms])
 
-    def summary_evidence(self, state: DeviceState) -> dict:
+    def summary_evidence(self, state: DeviceState, until_ms: float = float("inf")) -> dict:
         h = self.rules.habit
-        today = self.today_totals(state)
+        today = self.today_totals(state, until_ms)
         met = self._goal_met(today)
         program_day = (Date.fromisoformat(state.day) - Date.fromisoformat(state.program_start)).days + 1
         in_program = [d for d in state.days.values() if d.get("program_day", 0) <= h.program_days]
@@ -150,6 +163,9 @@ class AlertEngine:
             if f.ts_s - state.last_alert_s.get(f.kind, -1e18) < cooldown_s:
                 continue
             if reason := held_reason(state, f, self.rules.limits, self.tz, now_s):
+                if f.kind == "recovery":  # praise that cannot go out now is moot later
+                    state.slouch_alert_s = None
+                    continue
                 if f.ts_s - state.last_held_s.get(f.kind, -1e18) >= max(cooldown_s, 60.0):  # count once a spell
                     state.held_today[reason] = state.held_today.get(reason, 0) + 1
                     state.last_held_s[f.kind] = f.ts_s

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections import Counter
@@ -43,7 +44,11 @@ from .settings import load_rules
 
 log = logging.getLogger("posture.alerts")
 BATCH = 500
+MAX_INFLIGHT = 100
 MAX_SNOOZE_MIN = 24 * 60
+DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # as pipeline/schemas/*.json
+PLAUSIBLE_FROM_S = 1_577_836_800.0  # 2020-01-01: before it, a sensor clock was never set
+MAX_AHEAD_S = 86_400.0  # data from the future would close today and block the real minutes
 
 
 @dataclass
@@ -52,6 +57,7 @@ class AlertStats:
     alerts: Counter = field(default_factory=Counter)  # kind → decided and queued for sending
     snoozes: int = 0
     malformed: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # bugs met, by where: "message", "summary"
 
 
 def parse_snooze(body: bytes) -> float:
@@ -79,7 +85,7 @@ class AlertService:
         self.expiry_s = rules.limits.expiry_s
         self.engine = AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
         self.spool = Spool(Path(cfg.state_path), max_items=100_000)
-        self.engine.load_json(self.spool.meta("state"))
+        self.engine.load(self.spool.meta())
         self.stats = AlertStats()
         self.validators = load_validators()
         self.availability_topic = f"{self.prefix}/_alerts/availability"
@@ -88,12 +94,15 @@ class AlertService:
         self.client.will_set(self.availability_topic, "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
-        self.client.on_message = lambda client, userdata, msg: self._inbox.put(msg)
+        self.client.on_message = lambda client, userdata, msg: self._inbox.put((self._connection, msg))
+        self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.mqtt_cfg = config.mqtt
-        self.sender = SpooledSender(self.client, self.spool, mqtt5=config.mqtt.protocol == "5", clock=clock)
+        self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
+                                    mqtt5=config.mqtt.protocol == "5", clock=clock)
         self.connected = threading.Event()
         self.stop_event = threading.Event()
-        self._inbox: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[int, mqtt.MQTTMessage]] = queue.SimpleQueue()
+        self._connection = 0  # counts connections: a packet id is only good for the one it came on
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         try:
             self._version = metadata.version("posture-companion")
@@ -105,11 +114,14 @@ class AlertService:
         if reason_code.is_failure:
             log.warning("MQTT connect refused: %s", reason_code)
             return
+        if self.stop_event.is_set():  # reconnected while stopping: do not start over
+            client.disconnect()
+            return
+        self._connection += 1
         p = self.prefix
         client.subscribe([(f"{p}/+/metrics", 1), (f"{p}/+/events", 1), (f"{p}/+/alerts/snooze", 1),
                           (f"{self.cfg.ha_prefix}/status", 1)])
         client.publish(self.availability_topic, "online", qos=1, retain=True)
-        self.sender.reset()
         self._announced = set()
         self.connected.set()
         log.info("connected to MQTT; session present: %s", flags.session_present)
@@ -117,7 +129,11 @@ class AlertService:
     # our thread ---------------------------------------------------------------------------
     def run(self) -> None:
         self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, **self._connect_kwargs)
-        self.client.loop_start()
+        # paho's loop in a daemon thread of ours rather than loop_start(): loop_stop() waits without
+        # limit (for a reconnect in progress, or unacknowledged messages), and stopping must not hang.
+        network = threading.Thread(target=self.client.loop_forever, kwargs={"retry_first_connection": True},
+                                   name="paho", daemon=True)
+        network.start()
         try:
             while not self.stop_event.is_set():
                 self.step(self._take(timeout_s=0.2))
@@ -127,10 +143,10 @@ class AlertService:
                 with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now: the will says it
                     info.wait_for_publish(5)
             self.client.disconnect()
-            self.client.loop_stop()
+            network.join(5)
             self.spool.close()
 
-    def _take(self, timeout_s: float) -> list[mqtt.MQTTMessage]:
+    def _take(self, timeout_s: float) -> list[tuple[int, mqtt.MQTTMessage]]:
         try:
             batch = [self._inbox.get(timeout=timeout_s)]
         except queue.Empty:
@@ -139,28 +155,38 @@ class AlertService:
             batch.append(self._inbox.get_nowait())
         return batch
 
-    def step(self, batch: list[mqtt.MQTTMessage]) -> None:
+    def step(self, batch: list[tuple[int, mqtt.MQTTMessage]]) -> None:
         """Handle a batch; save state and queue alerts together; only then acknowledge the batch."""
         now_s = self.clock()
         alerts: list[dict] = []
         touched: set[str] = set()
-        for msg in batch:
+        for _, msg in batch:
             self.stats.received += 1
             try:
                 alerts += self._handle(msg, now_s, touched)
             except Malformed as exc:
                 self._malformed(msg.topic, str(exc))
-        alerts += self.engine.tick(now_s)
-        if batch or alerts:
-            self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)],
-                           meta={"state": self.engine.to_json()})
-        for msg in batch:
-            self.client.ack(msg.mid, msg.qos)
+            except Exception:  # a bug must not turn one message into a crash on every restart
+                if not self.stats.errors["message"]:
+                    log.exception("handling a message on %s failed; further failures are counted", msg.topic)
+                self.stats.errors["message"] += 1
+        try:
+            alerts += self.engine.tick(now_s)
+        except Exception:  # as for messages: a bug in the summary must not stop every other alert
+            if not self.stats.errors["summary"]:
+                log.exception("the daily summary failed; further failures are counted")
+            self.stats.errors["summary"] += 1
+        touched |= {a["device"] for a in alerts}
+        if touched:
+            self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)], meta=self.engine.dump(touched))
+        for connection, msg in batch:
+            if connection == self._connection:  # from an older connection: the broker sends it again
+                self.client.ack(msg.mid, msg.qos)
         for a in alerts:
             self.stats.alerts[a["kind"]] += 1
             log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
         if self.connected.is_set():
-            self._publish_today(touched | {a["device"] for a in alerts})
+            self._publish_today(touched)
             self._announce()
             self.sender.pump()
 
@@ -169,8 +195,10 @@ class AlertService:
             if msg.payload.strip() == b"online":  # Home Assistant restarted: tell it our entities again
                 self._announced = set()
             return []
-        device = msg.topic.split("/")[-3] if msg.topic.endswith("/alerts/snooze") else msg.topic.split("/")[-2]
         if msg.topic.endswith("/alerts/snooze"):
+            device = msg.topic.split("/")[-3]
+            if not DEVICE_ID.fullmatch(device):
+                raise Malformed(f"snooze: {device[:70]!r} is not a device id")
             if msg.retain:  # an old retained command would re-snooze on every restart
                 raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
             self.engine.snooze(device, parse_snooze(msg.payload), now_s)
@@ -179,6 +207,8 @@ class AlertService:
             return []
         stream = stream_of(msg.topic)
         doc = parse(stream, msg.payload, self.validators)
+        if not PLAUSIBLE_FROM_S <= doc["ts"] / 1000 <= now_s + MAX_AHEAD_S:
+            raise Malformed(f"time: ts {doc['ts']} is not a plausible sensor time (clock unset or wrong?)")
         touched.add(doc["device"])
         return self.engine.on_metrics(doc, now_s) if stream == "metrics" else self.engine.on_event(doc, now_s)
 
@@ -204,7 +234,7 @@ class AlertService:
     def _announce(self) -> None:
         if not self.cfg.ha_discovery:
             return
-        for device in set(self.engine.devices) - self._announced:
+        for device in {d for d, state in self.engine.devices.items() if state.minutes} - self._announced:
             for config_topic, config in discovery_configs(device, prefix=self.prefix, ha_prefix=self.cfg.ha_prefix,
                                                           service_availability_topic=self.availability_topic,
                                                           sw_version=self._version):

@@ -123,4 +123,26 @@ def load_rules(path: Path | None = None) -> Rules:
         sections[name] = build_section(name, cls, raw.get(name, {}))
     rules = Rules(**sections)
     rules.limits.quiet_span(), rules.habit.summary_at()  # refuse a bad time of day now, not at 18:00
+    _check_ranges(rules)
     return rules
+
+
+# Values that would divide by zero, fire on nothing or never: refused when the file is read.
+POSITIVE = {("slouch", "window_min"), ("slouch", "episode_min"), ("lean", "min_lean_min"),
+            ("sitting", "max_sitting_min"), ("recovery", "upright_min"), ("limits", "expiry_s"),
+            ("habit", "program_days")}
+PERCENT = {"share_pct", "si_pct", "side_share_pct", "max_slouch_pct", "goal_slouch_pct"}
+
+
+def _check_ranges(rules: Rules) -> None:
+    for section in fields(Rules):
+        values = getattr(rules, section.name)
+        for f in fields(values):
+            value, key = getattr(values, f.name), f"{section.name}.{f.name}"
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if value < 0 or ((section.name, f.name) in POSITIVE and value == 0):
+                raise ConfigError(f"{key}: must be {'above' if (section.name, f.name) in POSITIVE else 'at least'} 0, "
+                                  f"got {value}")
+            if f.name in PERCENT and value > 100:
+                raise ConfigError(f"{key}: a percentage, at most 100, got {value}")

@@ -36,7 +36,9 @@ class DeviceState:
     late_minutes: int = 0  # minutes of days already closed, ignored
 
     def add_minute(self, doc: dict) -> None:
-        self.minutes[str(doc["ts"])] = {k: doc.get(k) for k in MINUTE_FIELDS}
+        # Hundredths of a second or degree are plenty, and keep a day's state (saved each minute) small.
+        self.minutes[str(doc["ts"])] = {k: round(v, 2) if isinstance(v, float) else v
+                                        for k in MINUTE_FIELDS if (v := doc.get(k)) is not None}
 
     def window(self, end_ms: int, minutes: float) -> list[dict]:
         """The minutes that start within `minutes` before end_ms, oldest first."""
