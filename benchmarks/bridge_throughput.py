@@ -23,14 +23,11 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the servers the tests use
-
-from servers import InfluxDB1, Mosquitto  # noqa: E402
-
-from evaluation.doc_sections import write_measurement  # noqa: E402
-from pipeline.bridge import Bridge  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.influx_schema import to_line_protocol  # noqa: E402
+from evaluation.doc_sections import write_measurement
+from pipeline.bridge import Bridge
+from pipeline.config import load_config
+from pipeline.influx_schema import to_line_protocol
+from posture.local_servers import InfluxDB1, Mosquitto
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 DB = "posture"

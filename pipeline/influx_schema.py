@@ -13,6 +13,7 @@ from influxdb_client import Point, WritePrecision
 MEASUREMENT = {"metrics": "posture_minute", "slouch": "posture_slouch", "rotation": "posture_rotation",
                "lean": "posture_lean", "calibration": "posture_calibration", "status": "posture_status"}
 ALERT_MEASUREMENT = "posture_alert"
+SUMMARY_FIELDS = {"streak_days": int, "program_day": int, "goal_met": bool, "slouch_pct": float, "worn_min": float}
 TAGS = {"rotation": ("side",), "lean": ("side",), "calibration": ("status",)}
 _METRIC_INTS = ("rotations_left", "rotations_right", "lost_samples")
 FIELDS: dict[str, dict[str, type]] = {
@@ -53,6 +54,9 @@ def _alert_point(alert: dict) -> Point:
              .field("message", alert["message"]).field("text", f"{alert['title']}: {alert['message']}"))
     if stretch.get("name"):
         point = point.field("stretch", stretch["name"])
+    for name, cast in SUMMARY_FIELDS.items():  # the habit program, for dashboards (daily summaries only)
+        if alert["kind"] == "summary" and alert["evidence"].get(name) is not None:
+            point = point.field(name, cast(alert["evidence"][name]))
     return point.time(alert["ts"], WritePrecision.MS)
 
 

@@ -12,6 +12,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from firmware_sim import cli as sim_cli
     from pipeline import cli as pipeline_cli
+    from report import cli as report_cli
     from sensor import cli as sensor_cli
 
     from . import demo
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_cli.register(sub)
     sensor_cli.register(sub)
     pipeline_cli.register(sub)
+    report_cli.register(sub)
     demo.register(sub)
     return parser
 
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` shows where a stuck service is
+    # A blocked SIGTERM would be inherited from whatever started us and make every service unstoppable.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

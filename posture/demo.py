@@ -1,95 +1,149 @@
-"""`posture demo`: the whole chain on the virtual sensor, no hardware needed.
+"""`posture demo`: the whole product on the virtual sensor, no hardware needed.
 
-Starts a private dbus-daemon + BlueZoo, the virtual sensor on one adapter, the BLE client on the
-other, and shows what arrives. Ctrl-C, or the end of the scenario, stops everything it started.
+Runs posture/chain.py — Mosquitto, InfluxDB, BlueZoo, the virtual sensor playing a compressed
+office day, `posture run`, `posture bridge`, `posture alerts` with demo thresholds — prints what
+travels over MQTT as it happens (events with their angles, each minute, alerts with their
+stretch), then a summary of the day from InfluxDB and a report PNG. Ctrl-C, or the scenario's
+end, stops every process it started.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
-import numpy as np
+import paho.mqtt.client as mqtt
 
-from firmware_sim.testbed import Testbed
-from sensor.discovery import SensorFilter, discover
-from sensor.link import LinkSettings, SensorLink
-from sensor.stream import ImuBatch
+from pipeline.symmetry import symmetry_index
 
-SENSOR_NAME = "PostureDemo"
+from .chain import DATABASE, DEVICE, Chain
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the virtual sensor and the client together on a private BlueZoo")
+    p = sub.add_parser("demo", help="the whole chain on the virtual sensor: BLE → pipeline → MQTT → InfluxDB, alerts")
+    p.add_argument("--scenario", default="office-demo", help="scenario name or TOML file (default office-demo)")
     p.add_argument("--profile", default="native", choices=("native", "witmotion", "thingy52"))
-    p.add_argument("--scenario", default="office-short", help="scenario name or TOML file")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (default: the scenario's end)")
-    p.add_argument("--workdir", type=Path, help="keep logs and the truth file here (default: a temp dir)")
+    p.add_argument("--workdir", type=Path, help="keep logs, data and the report here (default: a temp dir)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="posture-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"posture demo: work dir {workdir}", flush=True)
-    with Testbed(adapters=2, workdir=workdir / "ble") as testbed:
-        sim_log = open(workdir / "sim.log", "w")
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "posture.cli", "sim", "--adapter", "hci1", "--name", SENSOR_NAME,
-             "--profile", args.profile, "--scenario", args.scenario, "--truth", str(workdir / "truth.csv")],
-            env=testbed.env, stdout=sim_log, stderr=subprocess.STDOUT)
+    print(f"posture demo: work dir {workdir} (logs, data, report)", flush=True)
+    with Chain(workdir, args.scenario, args.profile) as chain:
+        print("starting Mosquitto, InfluxDB, posture bridge, posture alerts, BlueZoo, the virtual sensor, "
+              "posture run …", flush=True)
+        chain.start()
+        watcher = _watch(chain.broker.port)
+        started = time.monotonic()
         try:
-            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = testbed.bus_address
-            return asyncio.run(_client(args, sim))
+            while not chain.sensor_done():
+                if (failed := chain.failed()) is not None:
+                    raise RuntimeError(f"posture {failed} stopped:\n{chain.log(failed)[-1500:]}")
+                if args.seconds and time.monotonic() - started > args.seconds:
+                    break
+                time.sleep(0.5)
+            print("scenario over: stopping the sensor and flushing the last minute …", flush=True)
+            chain.finish()
         finally:
-            sim.terminate()
-            sim.wait(10)
-            sim_log.close()
-            print(f"posture demo: sensor summary {(workdir / 'sim.log').read_text().strip().splitlines()[-1:]}")
+            watcher.loop_stop()
+        _summary(chain)
+        return _report(chain, workdir)
 
 
-async def _client(args: argparse.Namespace, sim: subprocess.Popen) -> int:
-    found = await discover("hci0", 15, SensorFilter(name=SENSOR_NAME), first_only=True)
-    if not found:
-        print("posture demo: the virtual sensor did not appear", file=sys.stderr)
-        return 1
-    print(f"found {found[0].name} {found[0].address} ({found[0].profile} profile)", flush=True)
-    latest: list[ImuBatch] = []
-    link = SensorLink(found[0].device, latest.append, LinkSettings(adapter="hci0"))
-    stop = asyncio.Event()
-    task = asyncio.create_task(link.run(stop))
-    started = time.monotonic()
-    try:
-        while sim.poll() is None and not task.done():
-            await asyncio.sleep(1.0)
-            if args.seconds and time.monotonic() - started > args.seconds:
-                break
-            _show(link, latest)
-            latest.clear()
-    finally:
-        stop.set()
-        await task
-    stats = link.stats
-    print("client summary:", json.dumps({"samples": stats.samples, "lost_samples": stats.lost_samples,
-                                          "malformed": stats.malformed_total, "reconnects": stats.reconnects,
-                                          "battery_pct": stats.battery_pct}) if stats else "no data")
-    return 0 if stats and stats.samples else 1
+def _watch(port: int) -> mqtt.Client:
+    """Print what the phone, the database and Home Assistant get, as it arrives."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="posture-demo-watch")
+    lock = threading.Lock()
+    last_status_s = [0.0]
+
+    def on_message(c, u, msg: mqtt.MQTTMessage) -> None:
+        kind = msg.topic.split("/", 2)[-1]
+        if kind == "status":  # every 10 s on the wire; once a minute is enough to read
+            if time.monotonic() - last_status_s[0] < 60:
+                return
+            last_status_s[0] = time.monotonic()
+        try:
+            line = _describe(kind, json.loads(msg.payload))
+        except (ValueError, KeyError, TypeError):
+            return
+        if line:
+            with lock:
+                print(line, flush=True)
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe([(f"posture/{DEVICE}/events", 1), (f"posture/{DEVICE}/metrics", 1),
+                      (f"posture/{DEVICE}/alerts", 1), (f"posture/{DEVICE}/status", 0)])
+    client.loop_start()
+    return client
 
 
-def _show(link: SensorLink, batches: list[ImuBatch]) -> None:
-    stats = link.stats
-    if not batches or stats is None:
-        print("  waiting for data…", flush=True)
+def _clock(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S")
+
+
+def _describe(kind: str, d: dict) -> str | None:
+    at = _clock(d["ts"])
+    if kind == "events" and d["kind"] == "calibration":
+        return f"{at}  calibration {d['status']}: {d['message']}"
+    if kind == "events" and d["kind"] == "slouch":
+        return f"{at}  slouch    {d['duration_s']:5.1f} s, flexion up to {d['peak_flexion_deg']:.0f}° (+ forward)"
+    if kind == "events" and d["kind"] == "rotation":
+        return f"{at}  rotation  {d['side']:5s} {d['peak_deg']:4.0f}°"
+    if kind == "events" and d["kind"] == "lean":
+        return f"{at}  lean      {d['side']:5s} {d['duration_s']:5.1f} s at {d['mean_lateral_deg']:+.0f}° (+ right)"
+    if kind == "metrics":
+        flexion = "–" if d["flexion_mean_deg"] is None else f"{d['flexion_mean_deg']:+.1f}°"
+        return (f"{at}  minute    worn {d['worn_s']:.0f} s, slouched {d['slouch_s']:.0f} s, sitting {d['sitting_s']:.0f} s, "
+                f"mean flexion {flexion}, rotations L{d['rotations_left']}/R{d['rotations_right']}")
+    if kind == "alerts":
+        stretch = f"\n          → {d['stretch']['name']}: {' '.join(d['stretch']['steps'][:2])} …" if d["stretch"] else ""
+        return f"{at}  ALERT     {d['title']}: {d['message']}{stretch}"
+    if kind == "status" and d.get("online"):
+        return f"{at}  sensor    battery {d['battery_pct']}%, link {d['link_quality_pct']}%"
+    return None
+
+
+def _summary(chain: Chain) -> None:
+    def one(query: str) -> dict:
+        rows = chain.rows(query)
+        return rows[0] if rows else {}
+
+    where = f"WHERE device_id = '{DEVICE}'"
+    m = one(f"SELECT sum(worn_s) AS worn, sum(slouch_s) AS slouch, sum(sitting_s) AS sitting, "
+            f"sum(lean_left_s) AS lean_l, sum(lean_right_s) AS lean_r, sum(rotations_left) AS rot_l, "
+            f"sum(rotations_right) AS rot_r, sum(rotation_left_cumulative_deg) AS cum_l, "
+            f"sum(rotation_right_cumulative_deg) AS cum_r FROM posture_minute {where}")
+    alerts = chain.rows(f"SELECT kind, text FROM posture_alert {where}")
+    if not m:
+        print("summary: nothing reached InfluxDB; see the logs in the work dir")
         return
-    acc = np.concatenate([b.acc_g for b in batches])
-    gyro = np.concatenate([b.gyro_dps for b in batches])
-    print(f"  {len(acc):4d} samples/s  acc_g {np.array2string(acc.mean(0), precision=2)}"
-          f"  |gyro| {np.linalg.norm(gyro, axis=1).max():6.1f} °/s  total {stats.samples}"
-          f"  lost {stats.lost_samples}  battery {stats.battery_pct}%", flush=True)
+    si = symmetry_index(m["cum_r"], m["cum_l"], min_total=0.0) if m["cum_r"] + m["cum_l"] else None
+    print("\nsummary (from InfluxDB):")
+    print(f"  worn {m['worn'] / 60:.1f} min, sitting {m['sitting'] / 60:.1f} min, slouched {m['slouch'] / 60:.1f} min "
+          f"({100 * m['slouch'] / m['worn']:.0f}% of worn time)" if m["worn"] else "  not worn")
+    print(f"  trunk rotations left {m['rot_l']}, right {m['rot_r']}, symmetry index "
+          f"{'–' if si is None else f'{si:+.0f}%'} (+ right-dominant); lean left {m['lean_l']:.0f} s, right {m['lean_r']:.0f} s")
+    print(f"  alerts {len(alerts)}: " + ", ".join(sorted({a['kind'] for a in alerts})))
+    print(f"  all of it stays in InfluxDB database {DATABASE!r} at {chain.influx.url} until the demo ends")
+
+
+def _report(chain: Chain, workdir: Path) -> int:
+    from report.cli import write_report  # matplotlib loads only here
+
+    out = workdir / "report.png"
+    day = datetime.now().date().isoformat()
+    try:
+        write_report(chain.influx.url, DATABASE, DEVICE, day, out, None)
+    except (ValueError, RuntimeError) as exc:  # no data; InfluxDB not answering
+        print(f"report: {exc}")
+        return 1
+    print(f"report: {out}")
+    return 0

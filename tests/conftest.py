@@ -18,7 +18,7 @@ import pytest
 
 from firmware_sim.testbed import Testbed, TestbedError
 from mqtt_helpers import DB, start_or_fail
-from servers import InfluxDB1, Mosquitto
+from posture.local_servers import InfluxDB1, Mosquitto
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -115,3 +115,52 @@ def influx(tmp_path):
     server.create_database(DB)
     yield server
     server.kill()
+
+
+@dataclass
+class FilledInflux:
+    """An InfluxDB holding a scenario's results: what dashboards and the report are tested on."""
+    influx: InfluxDB1
+    database: str
+    device: str
+    start_s: float
+    end_s: float
+
+
+CHAIN_TIMEOUT_S = 900  # the first test to ask for chain_influx waits for the whole scenario (about 5 min)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "chain_influx" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(CHAIN_TIMEOUT_S))
+
+
+@pytest.fixture(scope="session")
+def chain_influx(tmp_path_factory):
+    """InfluxDB 1.6.7 filled by the whole chain as `posture demo` runs it: the virtual BLE sensor playing
+    office-demo, posture run, Mosquitto, posture bridge, posture alerts (demo thresholds)."""
+    from posture.chain import DATABASE, DEVICE, Chain, ChainError
+    from posture.local_servers import ServerError, ServerMissing
+
+    chain = Chain(tmp_path_factory.mktemp("chain"))
+    start_s = time.time()
+    try:
+        chain.start()
+        deadline = time.monotonic() + 480
+        while not chain.sensor_done():
+            if (failed := chain.failed()) is not None:
+                pytest.fail(f"posture {failed} stopped:\n{chain.log(failed)[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the virtual sensor did not finish office-demo in 8 min:\n" + chain.log("gateway")[-2000:])
+            time.sleep(1.0)
+        chain.finish()
+    except (ServerMissing, ServerError, ChainError, TestbedError) as exc:
+        chain.close()
+        pytest.fail(str(exc))
+    except BaseException:
+        chain.close()
+        raise
+    chain.close(keep_influx=True)
+    yield FilledInflux(chain.influx, DATABASE, DEVICE, start_s, time.time())
+    chain.influx.kill()

@@ -7,7 +7,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from servers import ServerMissing
+from posture.local_servers import ServerMissing
 
 DB = "posture"
 

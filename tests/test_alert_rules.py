@@ -29,7 +29,8 @@ def minute(t_s: float, device: str = "D", worn_s: float = 60.0, slouch_s: float 
 
 
 def engine(**sections) -> AlertEngine:
-    base = {"limits": Limits(max_delay_s=600 if "habit" in sections else FAR, quiet_hours=""), "calibration": CalibrationRule(enabled=False),
+    base = {"limits": Limits(max_delay_s=600 if "habit" in sections else FAR, quiet_hours=""),
+            "calibration": CalibrationRule(enabled=False),
             "recovery": RecoveryRule(enabled=False)}
     return AlertEngine(Rules(**(base | sections)), Catalog.load(), timezone.utc)
 

@@ -15,7 +15,7 @@ import pytest
 
 from day_messages import slouchy_minute
 from mqtt_helpers import DB, client, start_or_fail, wait_for
-from servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from posture.local_servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,7 +237,7 @@ def test_virtual_sensor_to_influxdb_and_phone_end_to_end(tmp_path, testbed, star
     """posture sim (BLE) → posture run → Mosquitto → posture bridge → InfluxDB 1.6.7, and
     → posture alerts → a phone's topic (and back through the bridge into InfluxDB)."""
     config = write_config(tmp_path / "posture.toml", broker, influx.url)
-    (tmp_path / "rules.toml").write_text("[slouch]\nepisode_min = 0.25\n")  # demo threshold: a 15 s slouch
+    (tmp_path / "rules.toml").write_text("[slouch]\nepisode_min = 0.25\n[limits]\nquiet_hours = \"\"\n")  # a 15 s slouch, any hour
     with open(config, "a") as f:
         f.write(f'\n[alerts]\nstate_path = "{tmp_path / "alerts.db"}"\nrules_path = "{tmp_path / "rules.toml"}"\n')
     bridge = start_bridge(config, tmp_path / "bridge.log")
@@ -284,7 +284,7 @@ def test_virtual_sensor_to_influxdb_and_phone_end_to_end(tmp_path, testbed, star
 
 def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
     """Gateway and bridge over TLS with passwords; a phone reads only its own alerts (deploy/mosquitto/acl.example)."""
-    from servers import make_password_file, make_test_ca
+    from posture.local_servers import make_password_file, make_test_ca
 
     passwords = {"posture-gateway": "gw-Secret-1", "posture-bridge": "br-Secret-2", "phone-desk": "ph-Secret-3",
                  "posture-alerts": "al-Secret-4"}

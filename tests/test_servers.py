@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from servers import (
+from posture.local_servers import (
     HOST, InfluxDB1, Mosquitto, ServerMissing, VictoriaMetrics, http, make_password_file, make_test_ca, which,
 )
 

@@ -24,13 +24,16 @@ def message(finding: Finding, stretch: dict | None) -> str:
     e = finding.evidence
     if finding.kind == "slouch" and "slouch_pct" in e:
         text = f"You slouched {e['slouch_pct']:.0f}% of the last {e['window_min']} min."
+    elif finding.kind == "slouch" and "peak_flexion_deg" in e:  # an episode that has ended
+        text = f"You slouched for {e['episode_min']:g} min without a break (up to {e['peak_flexion_deg']:.0f}°)."
     elif finding.kind == "slouch":
         text = f"You have been slouching for {e['episode_min']:g} min."
     elif finding.kind == "rotation":
         more = "right" if finding.side == "left" else "left"
         text = f"Today you rotate more to the {more} (SI {e['rotation_si']:+.0f}%); favour your {finding.side}."
     elif finding.kind == "lean":
-        text = (f"You lean mostly to the {e['lean_side']} ({e['share_pct']:.0f}% of {e['lean_left_min'] + e['lean_right_min']:.0f}"
+        leaning_min = e["lean_left_min"] + e["lean_right_min"]
+        text = (f"You lean mostly to the {e['lean_side']} ({e['share_pct']:.0f}% of {leaning_min:.{0 if leaning_min >= 10 else 1}f}"
                 f" min leaning); bend to your {finding.side}.")
     elif finding.kind == "sitting":
         text = f"Sitting for {e['sitting_min']:.0f} min."

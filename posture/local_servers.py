@@ -1,4 +1,4 @@
-"""Real servers for tests, run from Debian's packages: Mosquitto, InfluxDB 1.6.7 and VictoriaMetrics.
+"""Local servers from Debian's packages — Mosquitto, InfluxDB 1.6.7, VictoriaMetrics — for the demo and tests.
 
 Each one is a plain subprocess (no systemd, no docker) with its config, data and log in a work dir,
 listening on free ports on 127.0.0.1 only. stop()/start() keep the port and the data dir, so a test

@@ -1,0 +1,110 @@
+"""`posture report`: one device's day from InfluxDB, as a PNG or a self-contained HTML page."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import date as Date, datetime, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pipeline.config import ConfigError, load_config
+from pipeline.influx_writers import InfluxSettings
+
+if TYPE_CHECKING:
+    from .day import DayReport
+
+FORMATS = (".png", ".html")
+LOCALTIME = Path("/etc/localtime")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="draw a device's day from InfluxDB: angles, slouch, rotation, lean, alerts")
+    p.add_argument("--device", required=True, help="device name (the device_id tag)")
+    p.add_argument("--day", required=True, metavar="YYYY-MM-DD", help="the local day, midnight to midnight")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE",
+                   help="report.png (the figure) or report.html (a page with the figure, totals and alerts)")
+    p.add_argument("--config", type=Path, help="TOML config file; its [influx] section (docs/mqtt.md)")
+    p.add_argument("--influx-url", help="InfluxDB base URL (influx.url, default http://127.0.0.1:8086)")
+    p.add_argument("--database", help="InfluxDB database; on 2.x one with a DBRP mapping (influx.database, "
+                                      "default posture)")
+    p.add_argument("--timezone", help="IANA time zone of the day and the times shown (default: alerts.timezone, "
+                                      "else the machine's)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, overrides={"influx": {"url": args.influx_url, "database": args.database}})
+    except ConfigError as exc:
+        raise ValueError(f"config: {exc}") from None
+    report = write_day_report(config.influx, args.device, args.day, args.out, args.timezone or config.alerts.timezone)
+    print(f"{args.out}: {report.device} {report.day.isoformat()}, {len(report.minutes)} minutes, "
+          f"{len(report.slouches)} slouch episodes, {report.totals.alerts} alerts")
+    return 0
+
+
+def write_report(influx_url: str, database: str, device: str, day: str, out: Path,
+                 timezone: str | None = None) -> DayReport:
+    """The report without a config file (posture demo): an InfluxDB without authentication."""
+    return write_day_report(InfluxSettings(url=influx_url, database=database), device, day, Path(out), timezone)
+
+
+def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, timezone: str | None) -> DayReport:
+    """Read the day (YYYY-MM-DD, local midnight to midnight in `timezone`, default the machine's), write `out`.
+
+    ValueError for what the user can fix (file suffix, date, zone, no data); query.QueryError when
+    InfluxDB does not answer.
+    """
+    # Imported here: matplotlib takes a second to load, which the other subcommands should not pay.
+    from .day import build_day_report, day_bounds
+    from .draw import html_page, png_bytes
+    from .query import fetch_day
+
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"--out must end in .png or .html, not {out.name!r}")
+    try:
+        date = Date.fromisoformat(day)
+    except ValueError:
+        raise ValueError(f"--day must be YYYY-MM-DD, not {day!r}") from None
+    tz = zone(timezone)
+    rows = fetch_day(influx, device, *day_bounds(date, tz))
+    if rows.empty():
+        raise ValueError(f"no data for device {device} on {date.isoformat()} in {influx.database}")
+    report = build_day_report(device, date, tz, rows)
+    png = png_bytes(report)
+    if suffix == ".png":
+        out.write_bytes(png)
+    else:
+        out.write_text(html_page(report, png), encoding="utf-8")
+    return report
+
+
+def zone(name: str | None) -> tzinfo:
+    """An IANA zone by name; without one, the machine's."""
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Berlin)") from None
+    return machine_zone()
+
+
+def machine_zone() -> tzinfo:
+    """The machine's zone with its DST rules: $TZ, else /etc/localtime; a fixed offset only as a last resort."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass  # a POSIX rule string such as "CET-1CEST": fall through
+    try:
+        target = str(LOCALTIME.resolve())
+        if "zoneinfo/" in target:  # named, so the report can say which zone its times are in
+            return ZoneInfo(target.split("zoneinfo/", 1)[1])
+        with LOCALTIME.open("rb") as f:
+            return ZoneInfo.from_file(f, key="localtime")
+    except (OSError, ZoneInfoNotFoundError, ValueError):
+        return datetime.now().astimezone().tzinfo

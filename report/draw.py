@@ -1,0 +1,257 @@
+"""A DayReport drawn: one matplotlib figure as PNG bytes, and a self-contained HTML page around it (pure).
+
+The figure is built on matplotlib's object API (Figure, no pyplot), so it needs no display and
+no global backend state. Times are shown in the report's time zone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from datetime import datetime
+
+import matplotlib.dates as mdates
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from pipeline.symmetry import MIN_TOTAL_DEG
+
+from .day import ACTIVITIES, MINUTE_S, SIDES, DayReport
+
+FIGURE_SIZE_IN = (14.0, 10.0)
+DPI = 120
+DAY_S = 86400.0  # matplotlib's date numbers count days
+
+COLOR = {"flexion": "#1f4e9a", "lateral": "#d9771e", "slouch": "#e15759", "alert": "#7b3294",
+         "calibration": "#6b6b6b", "left": "#4e79a7", "right": "#f28e2b",
+         "sitting": "#4e79a7", "standing": "#59a14f", "walking": "#edc948", "lying": "#b07aa1"}
+
+
+def png_bytes(report: DayReport, dpi: int = DPI) -> bytes:
+    buffer = io.BytesIO()
+    figure(report).savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def figure(report: DayReport) -> Figure:
+    fig = Figure(figsize=FIGURE_SIZE_IN, layout="constrained")
+    fig.suptitle(header_line(report), fontsize=13, fontweight="bold")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.55, 1.0])
+    ax_angles, ax_activity = top.subplots(2, 1, sharex=True, height_ratios=[4.0, 0.8])
+    _draw_angles(ax_angles, report)
+    _draw_activity(ax_activity, report)
+    _time_axis(ax_activity, report)
+    rotation_fig, lean_fig = bottom.subfigures(1, 2, width_ratios=[2.0, 1.0])
+    _draw_rotation(rotation_fig, report)
+    _draw_lean(lean_fig.subplots(), report)
+    return fig
+
+
+def header_line(report: DayReport) -> str:
+    t = report.totals
+    slouch = f"slouch {format_duration(t.slouch_s)}"
+    if t.slouch_pct_of_worn is not None:
+        slouch += f" ({t.slouch_pct_of_worn:.0f} % of worn time)"
+    return (f"{report.device} · {report.day.isoformat()} ({zone_name(report)}) · worn {format_duration(t.worn_s)}"
+            f" · {slouch} · {plural(t.alerts, 'alert')}")
+
+
+def format_duration(seconds: float) -> str:
+    minutes = seconds / 60.0
+    if minutes < 10:
+        return f"{minutes:.1f} min"
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    hours, rest = divmod(round(minutes), 60)
+    return f"{hours} h {rest:02d} min"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _degrees(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}°"
+
+
+def zone_name(report: DayReport) -> str:
+    return getattr(report.tz, "key", None) or str(report.tz)
+
+
+def _num(report: DayReport, t_s: float) -> float:
+    """Unix seconds → matplotlib date number (days); it is UTC-based, and the locator and formatter add the zone."""
+    return mdates.date2num(datetime.fromtimestamp(t_s, report.tz))
+
+
+def _draw_angles(ax, report: DayReport) -> None:
+    times, flexion, lateral = _steps(report)
+    ax.plot(times, flexion, color=COLOR["flexion"], lw=1.6, label="flexion (per-minute mean)")
+    ax.plot(times, lateral, color=COLOR["lateral"], lw=1.6, label="lateral bend (per-minute mean)")
+    ax.axhline(0.0, color="black", lw=0.6)
+    for s in report.slouches:
+        ax.axvspan(_num(report, s.start_s), _num(report, s.start_s + s.duration_s), color=COLOR["slouch"],
+                   alpha=0.18, lw=0)
+    # Labels sit just under the top edge, in axes coordinates, so they stay put whatever the angles.
+    label_y = ax.get_xaxis_transform()
+    for c in report.calibrations:
+        ax.axvline(_num(report, c.time_s), color=COLOR["calibration"], ls=":", lw=1.2)
+        ax.text(_num(report, c.time_s), 0.02, " calibration", transform=label_y, rotation=90, va="bottom",
+                ha="left", fontsize=8, color=COLOR["calibration"])  # right of its line: it is often the first
+    for a in report.alerts:
+        ax.axvline(_num(report, a.time_s), color=COLOR["alert"], ls="--", lw=1.1)
+        ax.text(_num(report, a.time_s), 0.98, f"{a.kind} ", transform=label_y, rotation=90, va="top", ha="right",
+                fontsize=8, color=COLOR["alert"])
+    ax.set_ylabel("trunk angle (°)\nflexion + forward · lateral + right")
+    ax.set_title("Trunk angles", loc="left", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Patch(color=COLOR["slouch"], alpha=0.25, label="slouch episode"),
+                ax.plot([], [], color=COLOR["alert"], ls="--", lw=1.1, label="alert (kind)")[0]]
+    # Outside the plot, beside it: inside it would hide the alert labels along the top edge.
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_xlim(_num(report, report.data_start_s), _num(report, report.data_end_s))
+
+
+def _steps(report: DayReport) -> tuple[list[float], list[float], list[float]]:
+    """Per-minute means as steps across their minute; a missing minute (not worn, no data) breaks the line."""
+    times: list[float] = []
+    flexion: list[float] = []
+    lateral: list[float] = []
+    for i, m in enumerate(report.minutes):
+        f = math.nan if m.flexion_mean_deg is None else m.flexion_mean_deg
+        la = math.nan if m.lateral_mean_deg is None else m.lateral_mean_deg
+        end_s = m.start_s + MINUTE_S
+        times += [_num(report, m.start_s), _num(report, end_s)]
+        flexion += [f, f]
+        lateral += [la, la]
+        following = report.minutes[i + 1].start_s if i + 1 < len(report.minutes) else None
+        if following is None or following > end_s + 1.0:
+            times.append(_num(report, end_s))
+            flexion.append(math.nan)
+            lateral.append(math.nan)
+    return times, flexion, lateral
+
+
+def _draw_activity(ax, report: DayReport) -> None:
+    width = MINUTE_S / DAY_S
+    for activity in ACTIVITIES:
+        blocks = [(_num(report, m.start_s), width) for m in report.minutes if m.activity == activity]
+        if blocks:
+            ax.broken_barh(blocks, (0.0, 1.0), facecolors=COLOR[activity], edgecolor="none")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_yticks([])
+    ax.set_ylabel("activity", rotation=0, ha="right", va="center")
+    ax.legend(handles=[Patch(color=COLOR[a], label=a) for a in ACTIVITIES], loc="upper left",
+              bbox_to_anchor=(1.0, 1.15), fontsize=8, frameon=False)
+
+
+def _time_axis(ax, report: DayReport) -> None:
+    locator = mdates.AutoDateLocator(tz=report.tz, minticks=4, maxticks=12)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=report.tz, show_offset=False))
+    ax.set_xlabel(f"local time ({zone_name(report)})")
+
+
+def _draw_rotation(subfig, report: DayReport) -> None:
+    t = report.totals
+    si = t.rotation_symmetry_index
+    if si is None:
+        si_text = f"SI n/a (under {MIN_TOTAL_DEG:.0f}° of rotation in all)"
+    else:
+        leaning = "right-dominant" if si > 0 else "left-dominant" if si < 0 else "balanced"
+        si_text = f"SI {si:+.0f} ({leaning})"
+    subfig.suptitle(f"Trunk rotation, left vs right · {si_text}", fontsize=11)
+    ax_count, ax_peak = subfig.subplots(1, 2)
+    x = range(len(SIDES))
+    colors = [COLOR[s] for s in SIDES]
+    counts = [t.rotations[s] for s in SIDES]
+    bars = ax_count.bar(x, counts, color=colors)
+    ax_count.bar_label(bars, padding=2)
+    ax_count.set_title("excursions", fontsize=10)
+    ax_count.set_ylabel("count")
+    ax_count.set_ylim(0, max(counts + [1]) * 1.2)
+    ax_count.yaxis.set_major_locator(MaxNLocator(integer=True))
+    means = [t.rotation_peak_mean_deg[s] or 0.0 for s in SIDES]
+    bars = ax_peak.bar(x, means, color=colors, alpha=0.85)
+    # Inside the bar: above it the excursion dots would cover the number.
+    ax_peak.bar_label(bars, labels=[f"mean {m:.0f}°" if t.rotation_peak_mean_deg[s] else ""
+                                    for s, m in zip(SIDES, means)], label_type="center", color="white",
+                      fontweight="bold")
+    for i, side in enumerate(SIDES):  # each excursion's peak, spread a little sideways so they do not hide
+        peaks = [r.peak_deg for r in report.rotations if r.side == side]
+        offsets = [0.5 * ((k % 7) / 6 - 0.5) for k in range(len(peaks))]
+        ax_peak.scatter([i + o for o in offsets], peaks, s=14, color="black", zorder=3)
+    ax_peak.set_title("mean peak (dots: each excursion)", fontsize=10)
+    ax_peak.set_ylabel("peak rotation (°)")
+    ax_peak.set_ylim(0, max([r.peak_deg for r in report.rotations] + means + [10.0]) * 1.2)
+    for ax in (ax_count, ax_peak):
+        ax.set_xticks(list(x), list(SIDES))
+        ax.grid(True, axis="y", alpha=0.3)
+
+
+def _draw_lean(ax, report: DayReport) -> None:
+    t = report.totals
+    x = range(len(SIDES))
+    minutes = [t.lean_s[s] / 60.0 for s in SIDES]
+    bars = ax.bar(x, minutes, color=[COLOR[s] for s in SIDES])
+    ax.bar_label(bars, labels=[f"{m:.1f} min\n{plural(t.leans[s], 'lean')}"
+                               for s, m in zip(SIDES, minutes)], padding=2, fontsize=9)
+    ax.set_xticks(list(x), list(SIDES))
+    ax.set_ylabel("minutes")
+    ax.set_ylim(0, max(minutes + [0.5]) * 1.35)
+    ax.set_title("Lean: minutes per side", fontsize=11)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def html_page(report: DayReport, png: bytes) -> str:
+    """One file with everything in it: the figure as a data URI, the totals, the alerts."""
+    t, e = report.totals, html.escape
+    image = base64.b64encode(png).decode("ascii")
+    si = "n/a" if t.rotation_symmetry_index is None else f"{t.rotation_symmetry_index:+.0f}"
+    totals = [
+        ("worn", format_duration(t.worn_s)),
+        *((a, format_duration(t.activity_s[a])) for a in ACTIVITIES),
+        ("slouch", format_duration(t.slouch_s) + ("" if t.slouch_pct_of_worn is None
+                                                   else f" ({t.slouch_pct_of_worn:.0f} % of worn time)")),
+        *((f"lean {s}", f"{format_duration(t.lean_s[s])} ({plural(t.leans[s], 'lean')})") for s in SIDES),
+        *((f"rotations {s}", f"{t.rotations[s]}, mean peak {_degrees(t.rotation_peak_mean_deg[s])}") for s in SIDES),
+        ("rotation symmetry index (+ right-dominant)", si),
+        ("alerts", str(t.alerts)),
+    ]
+    rows = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in totals)
+    alerts = "\n".join(f"<tr><td>{datetime.fromtimestamp(a.time_s, report.tz):%H:%M:%S}</td>"
+                       f"<td>{e(a.kind)}</td><td>{e(a.text)}</td></tr>" for a in report.alerts)
+    alerts = alerts or '<tr><td colspan="3">none</td></tr>'
+    title = e(f"Posture report: {report.device}, {report.day.isoformat()}")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+img {{ max-width: 100%; height: auto; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }}
+th {{ background: #f4f4f4; font-weight: normal; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p>{e(header_line(report))}</p>
+<img src="data:image/png;base64,{image}" alt="{e(header_line(report))}">
+<h2>Totals</h2>
+<table>
+{rows}
+</table>
+<h2>Alerts</h2>
+<table>
+<tr><th>time ({e(zone_name(report))})</th><th>kind</th><th>text</th></tr>
+{alerts}
+</table>
+</body>
+</html>
+"""

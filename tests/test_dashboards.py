@@ -1,0 +1,387 @@
+"""Grafana dashboards (dashboards/) and docker-compose.yml: structure, and every panel query run on real InfluxDB.
+
+The structural tests are pure and fast. test_every_panel_query_returns_data runs each query, with
+Grafana's macros substituted as Grafana would, against InfluxDB 1.6.7 filled by the real chain
+(the session fixture chain_influx in conftest.py).
+
+The venv has no PyPI YAML parser and this file adds no dependency for one: the few YAML values
+checked here (a uid, a path, compose mounts) are read line by line with regular expressions.
+
+Helpers for other tests: panel_queries(), substitute_macros(), EXPECTED_COLUMNS, SUMMARY_ONLY.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from posture.local_servers import ServerError
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON_DIR = ROOT / "dashboards" / "json"
+DATASOURCE_YAML = ROOT / "dashboards" / "provisioning" / "datasources" / "posture.yaml"
+PROVIDER_YAML = ROOT / "dashboards" / "provisioning" / "dashboards" / "posture.yaml"
+COMPOSE_YAML = ROOT / "docker-compose.yml"
+
+DASHBOARD_FILES = ("live.json", "daily.json", "devices.json")
+DEVICE_FILTERED = ("live.json", "daily.json")  # every query of these must honour the device variable
+ANNOTATED = ("live.json", "daily.json")  # alerts shown as annotations
+DEVICE_MATCH = '"device_id" =~ /^$device$/'
+GRID_COLUMNS = 24
+RESULT_FORMATS = {"time_series", "table"}
+
+# (dashboard file, panel title, refId) → columns each series of InfluxDB's /query answer must have.
+# Tags a query groups by are not columns: InfluxDB returns them in each series' "tags".
+EXPECTED_COLUMNS: dict[tuple[str, str, str], set[str]] = {
+    ("live.json", "Current alert", "A"): {"time", "text", "kind", "severity"},
+    ("live.json", "Trunk angles (per-minute means)", "A"): {"time", "flexion", "lateral"},
+    ("live.json", "Rotation excursions", "A"): {"time", "peak"},
+    ("live.json", "Slouch state", "A"): {"time", "slouch_s"},
+    ("live.json", "annotation: Alerts", "Anno"): {"time", "text", "kind"},
+    ("daily.json", "Slouch minutes per hour", "A"): {"time", "slouch_min"},
+    ("daily.json", "Slouch minutes per day", "A"): {"time", "slouch_min"},
+    ("daily.json", "Upright per day", "A"): {"time", "upright_pct"},
+    ("daily.json", "Habit streak", "A"): {"time", "streak_days"},
+    ("daily.json", "Habit streak", "B"): {"time", "program_day"},
+    ("daily.json", "Rotations left vs right per day", "A"): {"time", "rotations"},
+    ("daily.json", "Rotation symmetry index per hour", "A"): {"time", "si_pct"},
+    ("daily.json", "Lean minutes per day", "A"): {"time", "left_min", "right_min"},
+    ("daily.json", "Sitting minutes per hour", "A"): {"time", "sitting_min"},
+    ("daily.json", "annotation: Alerts", "Anno"): {"time", "text", "kind"},
+    ("devices.json", "Battery", "A"): {"time", "battery_pct"},
+    ("devices.json", "Last seen", "A"): {"time", "online"},
+    ("devices.json", "Link quality", "A"): {"time", "link_quality_pct"},
+    ("devices.json", "Battery over time", "A"): {"time", "battery_pct"},
+    ("devices.json", "Lost samples", "A"): {"time", "lost_samples"},
+    ("devices.json", "Link counters", "A"): {"time", "lost_samples", "malformed_packets", "reconnects"},
+}
+
+# Queries that read only the daily summary alert (WHERE "kind" = 'summary'). The alert service sends
+# a summary once a day at habit.summary_time, so a few minutes of data (chain_influx) has none yet:
+# for these alone an empty answer is accepted.
+SUMMARY_ONLY: set[tuple[str, str, str]] = {
+    ("daily.json", "Habit streak", "A"),
+    ("daily.json", "Habit streak", "B"),
+}
+
+
+# --- reading the files ----------------------------------------------------------------------------
+
+
+def load_dashboard(name: str) -> dict:
+    return json.loads((JSON_DIR / name).read_text())
+
+
+def all_panels(dashboard: dict) -> list[dict]:
+    """Every panel, those inside rows included."""
+    out = []
+    for panel in dashboard.get("panels", []):
+        out.append(panel)
+        out += panel.get("panels", [])  # a collapsed row keeps its panels inside
+    return out
+
+
+def annotation_target(annotation: dict) -> dict:
+    """The query Grafana 10/11 runs (`target`); older Grafana reads the same fields at the top."""
+    return annotation.get("target") or annotation
+
+
+def panel_queries() -> list[tuple[str, str, str, str]]:
+    """(dashboard file, panel title, refId, raw InfluxQL) of every panel target and annotation query.
+
+    Annotations appear with the title "annotation: <name>". Macros ($timeFilter, $__interval,
+    $device) are left in: substitute_macros() fills them as Grafana does.
+    """
+    out = []
+    for name in DASHBOARD_FILES:
+        dashboard = load_dashboard(name)
+        for panel in all_panels(dashboard):
+            for target in panel.get("targets", []):
+                out.append((name, panel["title"], target["refId"], target["query"]))
+        for annotation in dashboard.get("annotations", {}).get("list", []):
+            target = annotation_target(annotation)
+            if target.get("query"):
+                out.append((name, f"annotation: {annotation['name']}", target.get("refId", "Anno"), target["query"]))
+    return out
+
+
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def _interval_ms(interval: str) -> int:
+    match = re.fullmatch(r"(\d+)(ms|s|m|h|d|w)", interval)
+    if not match:
+        raise ValueError(f"interval {interval!r}: expected a number and ms, s, m, h, d or w")
+    return int(match[1]) * _UNIT_MS[match[2]]
+
+
+def grafana_regex_escape(value: str) -> str:
+    """Grafana's escapeRegex: a variable value put inside /…/ in InfluxQL."""
+    return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m[0], value)
+
+
+def substitute_macros(query: str, start_ms: int, end_ms: int, device: str, interval: str = "1m") -> str:
+    """What Grafana sends to InfluxDB for one device over [start_ms, end_ms] (Unix ms).
+
+    $timeFilter → time >= {start}ms and time <= {end}ms; $__interval and $interval → interval;
+    $__interval_ms → the interval in ms; $device / ${device} → the device, regex-escaped as Grafana
+    does for a multi-value variable (the dashboards use it as /^$device$/).
+    """
+    out = query.replace("$timeFilter", f"time >= {int(start_ms)}ms and time <= {int(end_ms)}ms")
+    out = re.sub(r"\$__interval_ms\b", str(_interval_ms(interval)), out)
+    out = re.sub(r"\$(__interval|interval)\b", interval, out)
+    escaped = grafana_regex_escape(device)
+    out = re.sub(r"\$\{device\}|\$device\b", lambda _: escaped, out)
+    return out
+
+
+def yaml_scalars(path: Path, key: str) -> list[str]:
+    """Values of `key: value` lines anywhere in a YAML file, quotes and trailing comments removed."""
+    pattern = re.compile(rf"^\s*(?:-\s+)?{re.escape(key)}:\s*(?P<v>\"[^\"]*\"|'[^']*'|[^#\s][^#]*?)\s*(?:#.*)?$")
+    return [m["v"].strip("\"'") for line in path.read_text().splitlines() if (m := pattern.match(line))]
+
+
+def compose_mounts() -> list[tuple[str, str]]:
+    """(host path, container path) of every bind mount written `- ./host:/container[:ro]` in the compose file."""
+    pattern = re.compile(r"^\s*-\s*[\"']?(\./[^:\"'\s]+):([^:\"'\s]+)(?::r[ow])?[\"']?\s*(?:#.*)?$")
+    return [(m[1], m[2]) for line in COMPOSE_YAML.read_text().splitlines() if (m := pattern.match(line))]
+
+
+def provisioned_uid() -> str:
+    uids = yaml_scalars(DATASOURCE_YAML, "uid")
+    assert len(uids) == 1, f"{DATASOURCE_YAML} should provision exactly one datasource uid, found {uids}"
+    return uids[0]
+
+
+# --- structure ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_dashboard_parses_with_fixed_uid_title_and_time(name):
+    dashboard = load_dashboard(name)
+    expected = {"live.json": ("posture-live", "now-15m", "10s"), "daily.json": ("posture-daily", "now-7d", None),
+                "devices.json": ("posture-devices", "now-24h", None)}[name]
+    uid, time_from, refresh = expected
+    assert dashboard["uid"] == uid
+    assert dashboard["title"].startswith("Posture")
+    assert dashboard["time"] == {"from": time_from, "to": "now"}
+    assert dashboard["schemaVersion"] >= 36  # Grafana 9.x+ layout: datasource refs by uid, fieldConfig
+    assert "id" not in dashboard or dashboard["id"] is None  # an id would clash in someone else's Grafana
+    if refresh:
+        assert dashboard["refresh"] == refresh
+    assert all_panels(dashboard), f"{name} has no panels"
+
+
+def test_dashboard_uids_and_titles_are_distinct():
+    dashboards = [load_dashboard(name) for name in DASHBOARD_FILES]
+    assert len({d["uid"] for d in dashboards}) == len(dashboards)
+    assert len({d["title"] for d in dashboards}) == len(dashboards)
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_panel_ids_unique_and_grid_inside_24_columns_without_overlap(name):
+    panels = all_panels(load_dashboard(name))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids {ids}"
+    boxes = []
+    for p in panels:
+        g = p["gridPos"]
+        assert g["w"] > 0 and g["h"] > 0, f"{name} panel {p['title']!r}: empty gridPos {g}"
+        assert g["x"] >= 0 and g["y"] >= 0 and g["x"] + g["w"] <= GRID_COLUMNS, f"{name} {p['title']!r}: {g}"
+        boxes.append((p["title"], g))
+    for i, (title_a, a) in enumerate(boxes):
+        for title_b, b in boxes[i + 1:]:
+            overlap = (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+                       and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
+            assert not overlap, f"{name}: panels {title_a!r} {a} and {title_b!r} {b} overlap"
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_every_datasource_is_the_provisioned_one(name):
+    uid = provisioned_uid()
+    dashboard = load_dashboard(name)
+    refs = []
+    for panel in all_panels(dashboard):
+        if panel["type"] == "row":
+            continue
+        refs.append((panel["title"], panel.get("datasource")))
+        refs += [(f"{panel['title']} {t['refId']}", t.get("datasource")) for t in panel["targets"]]
+    refs += [(f"variable {v['name']}", v.get("datasource")) for v in dashboard["templating"]["list"]
+             if v["type"] == "query"]
+    for annotation in dashboard["annotations"]["list"]:
+        refs.append((f"annotation {annotation['name']}", annotation.get("datasource")))
+        if "target" in annotation:
+            refs.append((f"annotation {annotation['name']} target", annotation["target"].get("datasource")))
+    for where, ref in refs:
+        assert ref == {"type": "influxdb", "uid": uid}, f"{name} {where}: datasource {ref}"
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_no_import_placeholders(name):
+    text = (JSON_DIR / name).read_text()
+    assert "${DS_" not in text and "__inputs" not in text and "__requires" not in text
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_targets_are_raw_influxql_with_time_filter(name):
+    for panel in all_panels(load_dashboard(name)):
+        for target in panel.get("targets", []):
+            where = f"{name} {panel['title']!r} {target['refId']}"
+            assert target.get("rawQuery") is True, where
+            assert target.get("resultFormat") in RESULT_FORMATS, where
+            assert target["query"].lstrip().upper().startswith("SELECT "), where
+
+
+def test_every_query_has_time_filter_and_live_and_daily_filter_by_device():
+    queries = panel_queries()
+    assert len(queries) == len(EXPECTED_COLUMNS)
+    for name, title, ref, query in queries:
+        assert "$timeFilter" in query, f"{name} {title!r} {ref}: no $timeFilter"
+        if name in DEVICE_FILTERED:
+            assert DEVICE_MATCH in query, f"{name} {title!r} {ref}: not filtered by {DEVICE_MATCH}"
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_panels_have_a_one_line_description(name):
+    for panel in all_panels(load_dashboard(name)):
+        if panel["type"] == "row":
+            continue
+        description = panel.get("description", "")
+        assert description.strip() and "\n" not in description, f"{name} {panel['title']!r}: {description!r}"
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_aliases_name_only_tags_the_query_groups_by(name):
+    for panel in all_panels(load_dashboard(name)):
+        for target in panel.get("targets", []):
+            group_by = target["query"].partition("GROUP BY")[2]
+            for tag in re.findall(r"\$tag_(\w+)", target.get("alias", "")):
+                assert f'"{tag}"' in group_by, f"{name} {panel['title']!r}: alias uses $tag_{tag}, not grouped by"
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_device_variable(name):
+    variables = {v["name"]: v for v in load_dashboard(name)["templating"]["list"]}
+    device = variables["device"]
+    assert device["type"] == "query"
+    assert device["query"] == 'SHOW TAG VALUES FROM "posture_minute" WITH KEY = "device_id"'
+    assert device["multi"] is True and device["includeAll"] is True and device["allValue"] == ".*"
+
+
+@pytest.mark.parametrize("name", ANNOTATED)
+def test_alerts_are_annotations(name):
+    annotations = load_dashboard(name)["annotations"]["list"]
+    alerts = [a for a in annotations if "posture_alert" in annotation_target(a).get("query", "")]
+    assert len(alerts) == 1, f"{name}: expected one alert annotation, found {len(alerts)}"
+    annotation = alerts[0]
+    assert annotation["enable"] is True
+    for fields in (annotation, annotation["target"]):  # the same for old and new Grafana
+        assert fields["query"].startswith('SELECT "text", "kind" FROM "posture_alert" WHERE ')
+        assert DEVICE_MATCH in fields["query"] and "$timeFilter" in fields["query"]
+        assert fields["textColumn"] == "text" and fields["tagsColumn"] == "kind"
+    assert annotation["target"]["fromAnnotations"] is True
+    assert annotation["target"]["query"] == annotation["query"]
+
+
+def test_expected_columns_and_summary_only_match_the_queries():
+    queries = {(name, title, ref): query for name, title, ref, query in panel_queries()}
+    assert set(queries) == set(EXPECTED_COLUMNS)
+    assert SUMMARY_ONLY == {key for key, query in queries.items() if "\"kind\" = 'summary'" in query}
+    for key, query in queries.items():
+        for column in EXPECTED_COLUMNS[key] - {"time"}:
+            # Columns come from AS aliases or plainly selected fields, so they are predictable.
+            assert f'AS "{column}"' in query or f'"{column}"' in query.partition(" FROM ")[0], (key, column)
+
+
+def test_substitute_macros():
+    query = ('SELECT mean("x") AS "x" FROM "m" WHERE "device_id" =~ /^$device$/ AND $timeFilter '
+             'GROUP BY time($__interval) LIMIT $__interval_ms')
+    assert substitute_macros(query, 1000, 2000, "Desk.Sensor-1", "10s") == (
+        'SELECT mean("x") AS "x" FROM "m" WHERE "device_id" =~ /^Desk\\.Sensor-1$/ AND '
+        'time >= 1000ms and time <= 2000ms GROUP BY time(10s) LIMIT 10000')
+    assert substitute_macros("$interval ${device}", 0, 1, "a/b") == "1m a\\/b"
+    for _, _, _, query in panel_queries():
+        filled = substitute_macros(query, 0, 1, "D")
+        assert not re.search(r"\$\{?[A-Za-z_]", filled), f"a macro is left in {filled!r}"
+
+
+# --- provisioning and compose agree ---------------------------------------------------------------
+
+
+def test_datasource_provisioning():
+    assert provisioned_uid() == "posture-influxdb"
+    assert yaml_scalars(DATASOURCE_YAML, "type") == ["influxdb"]
+    assert yaml_scalars(DATASOURCE_YAML, "version") == ["InfluxQL"]
+    assert yaml_scalars(DATASOURCE_YAML, "dbName") == ["posture"]
+    assert yaml_scalars(DATASOURCE_YAML, "httpMode") == ["GET"]
+    assert yaml_scalars(DATASOURCE_YAML, "url") == ["http://influxdb:8086"]
+    assert yaml_scalars(DATASOURCE_YAML, "apiVersion") == ["1"]
+
+
+def test_dashboard_provider_path_is_where_compose_mounts_the_json():
+    paths = yaml_scalars(PROVIDER_YAML, "path")
+    assert paths == ["/var/lib/grafana/dashboards/posture"]
+    assert yaml_scalars(PROVIDER_YAML, "folder") == ["Posture"]
+    assert yaml_scalars(PROVIDER_YAML, "type") == ["file"]
+    mounts = dict(compose_mounts())
+    assert mounts.get("./dashboards/json") == paths[0]
+    assert mounts.get("./dashboards/provisioning/datasources") == "/etc/grafana/provisioning/datasources"
+    assert mounts.get("./dashboards/provisioning/dashboards") == "/etc/grafana/provisioning/dashboards"
+    for host, _ in compose_mounts():
+        assert (ROOT / host).exists(), f"docker-compose.yml mounts {host}, which does not exist"
+
+
+def test_compose_services_and_posture_config_agree():
+    text = COMPOSE_YAML.read_text()
+    services_block = text.partition("\nservices:\n")[2].partition("\nvolumes:\n")[0]
+    services = re.findall(r"^  ([a-z][\w-]*):\s*$", services_block, re.MULTILINE)
+    assert services == ["mosquitto", "influxdb", "grafana", "bridge", "alerts"]
+    assert yaml_scalars(COMPOSE_YAML, "INFLUXDB_DB") == ["posture"]
+    assert yaml_scalars(COMPOSE_YAML, "dockerfile") == ["deploy/compose/Dockerfile"]
+    assert (ROOT / "deploy" / "compose" / "Dockerfile").is_file()
+    for command in ("bridge", "alerts"):
+        assert f'command: ["posture", "{command}", "--config", "/config/posture.toml"]' in text
+    assert ("./deploy/compose/posture.toml", "/config/posture.toml") in compose_mounts()
+    cfg = load_config(ROOT / "deploy" / "compose" / "posture.toml", env={})  # a bad key would raise here
+    assert cfg.mqtt.host == "mosquitto"
+    assert cfg.influx.url == "http://influxdb:8086" and cfg.influx.database == "posture"
+    assert cfg.bridge.spool_path.startswith("/data/") and cfg.alerts.state_path.startswith("/data/")
+    broker = (ROOT / "deploy" / "compose" / "mosquitto.conf").read_text()
+    assert "\nmax_queued_messages 1000000\n" in broker and "\npersistence true\n" in broker
+
+
+# --- every query against real data ----------------------------------------------------------------
+
+
+def test_every_panel_query_returns_data(chain_influx):
+    start_ms = int((chain_influx.start_s - 3600) * 1000)
+    end_ms = int((chain_influx.end_s + 3600) * 1000)
+    aliases = {(name, panel["title"], t["refId"]): t.get("alias", "") for name in DASHBOARD_FILES
+               for panel in all_panels(load_dashboard(name)) for t in panel.get("targets", [])}
+    failures = []
+    for name, title, ref, query in panel_queries():
+        key = (name, title, ref)
+        sql = substitute_macros(query, start_ms, end_ms, chain_influx.device)
+        try:
+            result = chain_influx.influx.query(sql, chain_influx.database)["results"][0]
+        except ServerError as exc:  # InfluxDB's error names the problem; collect them all
+            failures.append(f"{key}: {exc}")
+            continue
+        series = result.get("series", [])
+        if not series:
+            if key not in SUMMARY_ONLY:
+                failures.append(f"{key}: no series for {sql}")
+            continue
+        for s in series:
+            if missing := EXPECTED_COLUMNS[key] - set(s["columns"]):
+                failures.append(f"{key}: columns {s['columns']} lack {sorted(missing)}")
+            if not any(v is not None for row in s["values"] for v in row[1:]):
+                failures.append(f"{key}: only nulls in {s}")
+            for tag in re.findall(r"\$tag_(\w+)", aliases.get(key, "")):
+                if tag not in s.get("tags", {}):
+                    failures.append(f"{key}: alias needs tag {tag}, series has {s.get('tags')}")
+    assert not failures, "\n".join(failures)

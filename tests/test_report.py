@@ -1,0 +1,178 @@
+"""`posture report`: a day drawn from a real InfluxDB filled by the chain (office-short), and the pure parts."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import re
+import struct
+import subprocess
+import sys
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from report import cli
+from report.day import DayRows, build_day_report, day_bounds
+from report.query import influxql_string
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def posture_report(*argv: str) -> int:
+    """The subcommand as `posture report` runs it: its own parser registered on a fresh one."""
+    parser = argparse.ArgumentParser(prog="posture")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", *argv])
+    return args.func(args)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the IHDR chunk, which a PNG must start with."""
+    assert data[:8] == PNG_MAGIC, "not a PNG"
+    length, chunk = struct.unpack(">I4s", data[8:16])
+    assert chunk == b"IHDR" and length == 13
+    return struct.unpack(">II", data[16:24])
+
+
+def the_day(chain) -> str:
+    """The UTC date of the middle of the data, should it straddle midnight."""
+    return datetime.fromtimestamp((chain.start_s + chain.end_s) / 2, timezone.utc).date().isoformat()
+
+
+def common(chain) -> list[str]:
+    return ["--device", chain.device, "--day", the_day(chain), "--timezone", "UTC",
+            "--influx-url", chain.influx.url, "--database", chain.database]
+
+
+def test_png_is_a_full_figure(chain_influx, tmp_path, capsys):
+    out = tmp_path / "report.png"
+    assert posture_report(*common(chain_influx), "--out", str(out)) == 0
+    data = out.read_bytes()
+    width, height = png_size(data)
+    assert width >= 1000 and height >= 700
+    assert len(data) > 30_000, f"{len(data)} bytes: nearly blank"
+    assert chain_influx.device in capsys.readouterr().out
+
+
+def test_html_embeds_the_figure_and_lists_alerts(chain_influx, tmp_path):
+    out = tmp_path / "report.html"
+    assert posture_report(*common(chain_influx), "--out", str(out)) == 0
+    page = out.read_text(encoding="utf-8")
+    image = re.search(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert image, "no embedded PNG"
+    width, height = png_size(base64.b64decode(image.group(1)))
+    assert width >= 1000 and height >= 700
+    assert chain_influx.device in page
+    stored = chain_influx.influx.query(
+        f"SELECT \"text\" FROM posture_alert WHERE device_id = '{chain_influx.device}'", chain_influx.database)
+    texts = [row[1] for s in stored["results"][0].get("series", []) for row in s["values"]]
+    assert texts, "the fixture should hold alerts"
+    for text in texts:
+        assert html.escape(text) in page
+
+
+def test_no_data_is_one_line(chain_influx, tmp_path):
+    out = tmp_path / "report.png"
+    with pytest.raises(ValueError) as caught:
+        posture_report("--device", "NoSuchSensor", "--day", the_day(chain_influx), "--timezone", "UTC",
+                       "--influx-url", chain_influx.influx.url, "--database", chain_influx.database, "--out", str(out))
+    assert str(caught.value) == f"no data for device NoSuchSensor on {the_day(chain_influx)} in {chain_influx.database}"
+    assert not out.exists()
+
+
+def test_config_file_gives_database_and_zone(chain_influx, tmp_path):
+    config = tmp_path / "posture.toml"
+    config.write_text(f'[influx]\nurl = "{chain_influx.influx.url}"\ndatabase = "{chain_influx.database}"\n'
+                      '[alerts]\ntimezone = "UTC"\n')
+    out = tmp_path / "report.png"
+    assert posture_report("--config", str(config), "--device", chain_influx.device, "--day", the_day(chain_influx),
+                          "--out", str(out)) == 0
+    assert png_size(out.read_bytes())[0] >= 1000
+
+
+def test_write_report_for_the_demo(chain_influx, tmp_path):
+    out = tmp_path / "report.html"
+    report = cli.write_report(chain_influx.influx.url, chain_influx.database, chain_influx.device,
+                              the_day(chain_influx), out, "UTC")
+    assert report.totals.worn_s > 0 and report.slouches and report.alerts
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "report.pdf"], "--out must end in .png or .html, not 'report.pdf'"),
+    (["--out", "report.png", "--day", "2025-13-01"], "--day must be YYYY-MM-DD, not '2025-13-01'"),
+    (["--out", "report.png", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+])
+def test_user_mistakes_are_refused_before_any_query(tmp_path, argv, message):
+    argv = [str(tmp_path / a) if a.startswith("report.") else a for a in argv]
+    # Port 9 (discard): were it asked, the error would be a connection failure, not the one expected.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        posture_report("--device", "D", "--day", "2025-06-01", "--influx-url", "http://127.0.0.1:9", *argv)
+
+
+def minute(t_s: float, **fields) -> dict:
+    row = {"time_s": t_s, "worn_s": 60.0, "sitting_s": 60.0, "standing_s": 0.0, "walking_s": 0.0, "lying_s": 0.0,
+           "slouch_s": 0.0, "lean_left_s": 0.0, "lean_right_s": 0.0, "rotations_left": 0, "rotations_right": 0,
+           "rotation_left_cumulative_deg": 0.0, "rotation_right_cumulative_deg": 0.0,
+           "flexion_mean_deg": 5.0, "lateral_mean_deg": 0.0}
+    return row | fields
+
+
+def test_day_totals_from_rows():
+    utc = timezone.utc
+    t0 = datetime(2025, 6, 1, 9, 0, tzinfo=utc).timestamp()
+    rows = DayRows(
+        minutes=[minute(t0, slouch_s=45.0, flexion_mean_deg=22.0, rotations_right=3,
+                        rotation_right_cumulative_deg=90.0),
+                 minute(t0 + 60, slouch_s=15.0, rotations_left=1, rotation_left_cumulative_deg=30.0, lean_left_s=20.0),
+                 minute(t0 + 120, worn_s=60.0, sitting_s=10.0, walking_s=50.0),
+                 minute(t0 + 600, worn_s=0.0, sitting_s=0.0, flexion_mean_deg=None, lateral_mean_deg=None)],
+        slouches=[{"time_s": t0 + 10, "duration_s": 50.0, "peak_flexion_deg": 28.0}],
+        rotations=[{"time_s": t0 + 5, "side": "right", "peak_deg": 30.0}],
+        leans=[{"time_s": t0 + 70, "side": "left", "duration_s": 20.0, "mean_lateral_deg": -12.0}],
+        alerts=[{"time_s": t0 + 120, "kind": "slouch", "title": "Slouching", "message": "Sit up.", "text": None}],
+    )
+    report = build_day_report("Desk", date(2025, 6, 1), utc, rows)
+    t = report.totals
+    assert t.slouch_s / 60 == pytest.approx(1.0)  # slouch minutes
+    assert t.worn_s == 180.0 and t.slouch_pct_of_worn == pytest.approx(100 / 3)
+    assert t.rotations == {"left": 1, "right": 3}
+    assert t.rotation_peak_mean_deg == {"left": 30.0, "right": 30.0}
+    assert t.rotation_symmetry_index == pytest.approx((90 - 30) / 60 * 100)  # + : right-dominant
+    assert t.lean_s["left"] == 20.0 and t.leans == {"left": 1, "right": 0}
+    assert [m.activity for m in report.minutes] == ["sitting", "sitting", "walking", None]
+    assert report.alerts[0].text == "Slouching: Sit up."  # a row without text gets title: message
+    assert report.data_start_s == t0 and report.data_end_s == t0 + 660
+
+    left_heavy = DayRows(minutes=[minute(t0, rotations_left=4, rotation_left_cumulative_deg=160.0,
+                                         rotations_right=1, rotation_right_cumulative_deg=40.0)])
+    assert build_day_report("Desk", date(2025, 6, 1), utc, left_heavy).totals.rotation_symmetry_index < 0
+    little = DayRows(minutes=[minute(t0, rotations_left=1, rotation_left_cumulative_deg=20.0)])
+    assert build_day_report("Desk", date(2025, 6, 1), utc, little).totals.rotation_symmetry_index is None
+
+
+def test_day_is_local_midnight_to_midnight():
+    start_s, end_s = day_bounds(date(2025, 3, 30), ZoneInfo("Europe/Berlin"))  # clocks go forward: 23 h
+    assert start_s == datetime(2025, 3, 29, 23, 0, tzinfo=timezone.utc).timestamp()
+    assert end_s - start_s == 23 * 3600
+
+
+def test_device_names_cannot_break_the_query():
+    assert influxql_string("Bob's \\sensor") == "'Bob\\'s \\\\sensor'"
+
+
+def test_the_command(chain_influx, tmp_path):
+    """`posture report` itself, in its own process: the figure without a display, user errors as one line, exit 2."""
+    out = tmp_path / "report.png"
+    done = subprocess.run([sys.executable, "-m", "posture.cli", "report", *common(chain_influx), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert png_size(out.read_bytes())[0] >= 1000
+    done = subprocess.run([sys.executable, "-m", "posture.cli", "report", *common(chain_influx)[2:],
+                           "--device", "NoSuchSensor", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"posture report: no data for device NoSuchSensor on {the_day(chain_influx)} "
+                                   f"in {chain_influx.database}")
