@@ -13,7 +13,7 @@ DB = "posture"
 
 
 def start_or_fail(server):
-    """Start a server of tests/servers.py; a missing binary fails the test (never a skip) naming the package."""
+    """Start a server of posture/local_servers.py; a missing binary fails the test (never a skip) naming the package."""
     try:
         return server.start()
     except ServerMissing as exc:

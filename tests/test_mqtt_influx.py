@@ -1,4 +1,4 @@
-"""Gateway → Mosquitto → bridge → InfluxDB, with real servers (tests/servers.py), and faults that must lose nothing."""
+"""Gateway → Mosquitto → bridge → InfluxDB, with real servers (posture/local_servers.py), and faults that must lose nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The server fixtures in tests/servers.py, proved against the real servers.
+"""The server fixtures in posture/local_servers.py, proved against the real servers.
 
 A missing binary fails (naming the Debian package), it never skips: the bridge's tests need them all.
 """
