@@ -84,14 +84,7 @@ _CLASSES = {"mqtt": MqttSettings, "influx": InfluxSettings, "bridge": BridgeSett
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None,
                 overrides: dict[str, dict[str, Any]] | None = None) -> Config:
-    raw: dict[str, dict[str, Any]] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+    raw = read_toml(path, "config file") if path is not None else {}
     env = os.environ if env is None else env
     sections = {}
     for name, cls in _CLASSES.items():
@@ -106,6 +99,16 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None,
     if raw:
         raise ConfigError(f"unknown section [{next(iter(raw))}]; known: {', '.join(_CLASSES)}")
     return Config(**sections)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or broken file is one error line naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path}: {exc}") from None
 
 
 def build_section(section: str, cls: type, given: dict[str, Any]):

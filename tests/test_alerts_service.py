@@ -81,6 +81,12 @@ class Phone:
             else:
                 self.other.setdefault(msg.topic, []).append(msg)
 
+    def today(self, device: str = DEVICE) -> dict:
+        """The latest retained day-so-far document of a device ({} before the first)."""
+        with self.lock:
+            got = self.other.get(f"posture/{device}/today", [])
+        return json.loads(got[-1].payload) if got else {}
+
     def kinds(self) -> list[str]:
         with self.lock:
             return [a["kind"] for a in self.alerts]
@@ -135,9 +141,7 @@ def as_topics(messages: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
 
 def last_minute_handled(phone: Phone, messages: list[tuple[str, dict]]) -> bool:
     last = max(doc["ts"] for topic, doc in messages if topic.endswith("/metrics")) + 60_000
-    with phone.lock:
-        got = phone.other.get(f"posture/{DEVICE}/today", [])
-    return bool(got) and json.loads(got[-1].payload)["ts"] == last
+    return phone.today().get("ts") == last
 
 
 def stop(proc: subprocess.Popen, log: Path) -> dict:
@@ -223,7 +227,7 @@ def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker
     summary = by_kind["summary"][0]["evidence"]
     assert summary["worn_min"] == round(sum(d["worn_s"] for d in before) / 60, 1)
     assert summary["slouch_min"] == round(sum(d["slouch_s"] for d in before) / 60, 1)
-    today = json.loads(phone.other[f"posture/{DEVICE}/today"][-1].payload)
+    today = phone.today()
     assert today["worn_min"] > 55 and today["rotations_right"] > today["rotations_left"] > 0
     assert today["alerts_sent"] == len(phone.alerts) - 1  # the summary does not count against the cap
 
@@ -255,13 +259,8 @@ def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
             now = time.time()
             expected += reference.on_metrics(doc, now) if topic.endswith("metrics") else reference.on_event(doc, now)
 
-        def final_today() -> dict | None:
-            with phone.lock:
-                got = phone.other.get(f"posture/{DEVICE}/today", [])
-            return json.loads(got[-1].payload) if got else None
-
         want = reference.today_state(DEVICE)
-        wait_for(lambda: (final_today() or {}).get("ts") == want["ts"], 30, "the last minute to be handled")
+        wait_for(lambda: phone.today().get("ts") == want["ts"], 30, "the last minute to be handled")
         wait_for(lambda: len(phone.kinds()) >= len(expected), 30, "the last alerts")
         stop(service, log)
     finally:
@@ -272,7 +271,7 @@ def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
     assert len(got_ids) == len(set(got_ids)), f"an alert was sent twice: {got_ids}"
     assert got_ids == [a["id"] for a in expected]
     assert [a["stretch"] for a in phone.alerts] == [a["stretch"] for a in expected]
-    today = final_today()
+    today = phone.today()
     for key in ("worn_min", "slouch_min", "rotations_left", "rotations_right", "lean_right_min", "alerts_sent"):
         assert today[key] == want[key], key
 
@@ -326,12 +325,8 @@ summary_time = ""
         recent = now // 60 * 60 - 3600
         publish(broker.port, minutes("SnoozeSensor", recent, 30))
         wait_for(lambda: len(phone_cap.kinds()) >= 3 and len(phone_quiet.kinds()) >= 3, 30, "cap and quiet alerts")
-        def held(phone: Phone, device: str) -> int:
-            with phone.lock:
-                got = phone.other.get(f"posture/{device}/today", [])
-            return json.loads(got[-1].payload)["alerts_held"] if got else 0
-
-        wait_for(lambda: held(phone_snooze, "SnoozeSensor") >= 1, 30, "the snoozed minutes to be handled")
+        wait_for(lambda: phone_snooze.today("SnoozeSensor").get("alerts_held", 0) >= 1, 30,
+                 "the snoozed minutes to be handled")
         assert phone_snooze.kinds() == []  # held, not sent
         publish(broker.port, [("posture/SnoozeSensor/alerts/snooze", json.dumps({"minutes": 0}))])
         publish(broker.port, minutes("SnoozeSensor", recent + 30 * 60, 10))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import time as TimeOfDay
 from pathlib import Path
 
-from ..config import ConfigError, build_section
+from ..config import ConfigError, build_section, read_toml
 
 
 @dataclass(frozen=True)
@@ -105,14 +104,7 @@ def parse_time_of_day(key: str, text: str) -> TimeOfDay:
 
 def load_rules(path: Path | None = None) -> Rules:
     """The defaults, with what `path` (a TOML file like rules.toml) sets instead; one error line naming the key."""
-    raw: dict = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"rules file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"rules file {path}: {exc}") from None
+    raw = read_toml(path, "rules file") if path is not None else {}
     known = {f.name: f.default_factory for f in fields(Rules)}
     if unknown := set(raw) - set(known):
         raise ConfigError(f"unknown section [{sorted(unknown)[0]}] in {path}; known: {', '.join(known)}")
