@@ -101,7 +101,10 @@ class AlertService:
                                     mqtt5=config.mqtt.protocol == "5", clock=clock)
         self.connected = threading.Event()
         self.stop_event = threading.Event()
-        self._inbox: queue.SimpleQueue[tuple[int, mqtt.MQTTMessage]] = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: CPython 3.11's SimpleQueue.get(timeout) can block for good when a
+        # signal interrupts it near its deadline (the remaining time goes negative = wait forever), and
+        # then SIGTERM never stops us. Lock.acquire(timeout), under Queue, treats that case as a timeout.
+        self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
         self._connection = 0  # counts connections: a packet id is only good for the one it came on
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         try:
