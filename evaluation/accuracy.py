@@ -1,228 +1,537 @@
-"""The pipeline measured against the virtual sensor's ground truth.
+"""The pipeline measured against the virtual sensor's ground truth, on named cases and random days.
 
-Each case is a seeded scenario from firmware-sim/scenarios with impairments (noise, gyro bias,
-mis-mounting, packet loss), preceded by the calibration the app asks of the wearer (sit upright
-and still, bend forward once, sit up). The pipeline sees only what a sensor would send; the
-truth is used only to score. `python -m evaluation.accuracy --write` regenerates docs/accuracy.md.
+Each case is a seeded scenario played through the virtual sensor's IMU model and fed to the
+pipeline the way `posture run` feeds it (`evaluation/harness.py`); the truth is used only to score.
+Named cases stress one thing each (listed in `docs/accuracy.md`); random days (`random:SEED:HOURS`,
+seeds fixed below before any result was seen) mix everything a wearer does. `python -m
+evaluation.accuracy --write` regenerates the tables in docs/accuracy.md; `tests/test_accuracy.py`
+asserts the same targets.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
-import tomllib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from firmware_sim.imu import SensorSimulation
-from firmware_sim.scenario import SCENARIO_DIR, parse_scenario
-from pipeline.stream import PosturePipeline
+from firmware_sim.motion import SLOUCH_TRUTH_EXIT_DEG, SLOUCH_TRUTH_MIN_S, SLOUCH_TRUTH_THRESHOLD_DEG
+from pipeline.activity import ACTIVITIES, SITTING
+from pipeline.detectors import RotationSettings
 from pipeline.symmetry import symmetry_angle, symmetry_index
 
 from .doc_sections import write_section
-from .matching import match_intervals
+from .harness import CALIBRATION_MOVES, CALIBRATIONS, Case, Run, load_case_scenario, run_case
+from .live_feed import random_outages
+from .scoring import (Matched, balanced_accuracy, confusion, covered, hysteresis_runs, intersect,
+                      match_transitions, match_with_dont_care, rotation_angle_deg, seen_intervals,
+                      sit_stand_transitions)
+
+__all__ = ["CALIBRATION_MOVES", "CALIBRATIONS", "CASES", "Case", "load_case_scenario", "run_case", "failures",
+           "score", "evaluate"]
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "accuracy.md"
-CALIBRATION_MOVES = [
-    {"activity": "sit_upright", "duration_s": 6.0},
-    {"activity": "slouch", "duration_s": 2.5, "flexion_deg": 30.0, "ramp_s": 0.8},
-    {"activity": "sit_upright", "duration_s": 6.0},
-]
-PACKET_SAMPLES = 5  # loss is simulated per native-profile notification (5 samples at 100 Hz)
+MAX_FILL_S = 1.0  # the pipeline's interpolation limit: longer gaps are unseen time
+BORDER_DEG = 1.0  # truth this close to a threshold is "don't care"
+BORDER_S = 0.5  # … and this close to a dwell or duration limit
+TRANSITION_TOL_S = 5.0  # a sit/stand is recognised once the movement has settled (≤ ~4 s after its middle)
+ACTIVITY_MARGIN_S = 2.5  # around a change of activity the truth is ambiguous (docs/accuracy.md)
+CALIBRATION_TOL_DEG = 3.0
+PROVISIONAL = "from the upright hold only"  # the pipeline's words for a calibration without a bend
 
-TARGETS = {  # the issue's acceptance targets
+TARGETS = {  # per case (and, for random days, the worst day where the issue says so)
     "flexion_rmse_deg": 1.0, "lateral_rmse_deg": 1.0, "slouch_duration_error_pct": 2.0, "slouch_f1": 0.98,
     "rotation_f1": 0.97, "rotation_peak_error_deg": 2.0, "si_error_points": 3.0,
+    "sitting_error_pct": 5.0, "activity_balanced_accuracy": 0.95,
+}
+DAY_TARGETS = {  # over the random days (issue 10)
+    "median day flexion/lateral RMSE °": 1.0, "worst day flexion/lateral RMSE °": 1.5,
+    "total slouch duration error %": 2.0, "worst day slouch duration error %": 5.0, "slouch F1": 0.98,
+    "rotation F1": 0.97, "worst rotation peak error °": 2.0, "worst day SI error": 3.0,
+    "sitting-time error %": 5.0, "activity balanced accuracy": 0.95,
+    "excursions from whole-body turns while walking": 0, "calibrations silently off": 0,
+}
+
+CASES = [
+    # The first eleven: issue 3's cases, now fed live.
+    Case("slouch-ideal", "slouch", 1, "no noise, no bias, no mis-mount: the method's own error",
+         {"acc_noise_g": 0.0, "gyro_noise_dps": 0.0, "gyro_bias_dps": 0.0, "gyro_bias_walk_dps_per_sqrt_s": 0.0,
+          "mount_max_deg": 0.0}),
+    Case("slouch-noisy", "slouch", 2, "twice the default sensor noise", {"acc_noise_g": 0.006, "gyro_noise_dps": 0.1}),
+    Case("rotations", "rotations", 3, "asymmetric trunk rotations (3 left at 30°, 5 right at 45°)"),
+    Case("rotations-bias-1dps", "rotations", 4, "the same with 1 °/s gyro bias", {"gyro_bias_dps": 1.0}),
+    Case("rotations-mount-30deg", "rotations", 5, "the same with the sensor mounted ~30° off",
+         {"mount_euler_deg": [20.0, -15.0, 17.0]}),
+    Case("lean", "lean", 6, "lateral lean left then right"),
+    Case("walk-turns", "walk-turns", 7, "walking with whole-body 90° turns every 10 s: zero rotation excursions"),
+    Case("office-short", "office-short", 8, "3.5 min of everything (1 °/s bias)"),
+    Case("office-short-loss-5pct", "office-short", 9, "the same with 5 % of notifications lost", loss_p=0.05),
+    Case("office-worst", "office-short", 10, "1 °/s bias, ~30° mis-mount and 5 % loss together",
+         {"gyro_bias_dps": 1.0, "mount_euler_deg": [-25.0, 12.0, -14.0]}, loss_p=0.05),
+    Case("office-day", "office-day", 11, "an hour of office work (0.5 °/s bias, 2 % loss)", {"gyro_bias_dps": 0.5},
+         loss_p=0.02),
+    # Issue 10: a person, not a test rig.
+    Case("combined", "combined", 12, "slouching while leaning, rotating slouched and standing, walking slouched"),
+    Case("swivel", "swivel", 13, "swivel-chair turns (whole body, no trunk twist) beside trunk rotations"),
+    Case("lying-positions", "lying-positions", 14, "lying on the back, right side, front and left side"),
+    Case("sit-stand", "sit-stand", 15, "sit-to-stand and back in 1.2–4 s, standing still, walking, sitting down"),
+    Case("slip", "slip", 16, "the sensor creeps 4° on the back over 5 min, re-seated 2 min later"),
+    Case("slouch-creep", "slouch-creep", 17, "sinking into a slouch over 60–90 s"),
+    Case("rotations-brisk-held", "rotations-brisk-held", 18, "20° twists out and back in < 0.5 s; rotations held 9–12 s"),
+    Case("long-fidget", "long-fidget", 19, "ten minutes of fidgeting, then rotations and a slouch"),
+    Case("outage-mid-slouch", "slouch", 20, "a 20 s outage in the middle of a slouch", outages_s=((42.0, 20.0),)),
+    Case("outages-office", "office-short", 21, "outages of 4 s, 45 s and 2 min, 2 % loss",
+         outages_s=((40.0, 4.0), (75.0, 45.0), (150.0, 120.0)), loss_p=0.02),
+    Case("cal-hunched", "office-short", 22, "calibrated 8° hunched", calibration="hunched"),
+    Case("cal-shallow", "office-short", 23, "calibration bend of 11° only", calibration="shallow"),
+    Case("cal-moving", "office-short", 24, "fidgeting through the start of the hold", calibration="moving"),
+    Case("cal-sideways", "office-short", 25, "calibration bend 12° to the side", calibration="sideways"),
+    Case("noise-3x", "office-short", 26, "three times the default noise (stillness test)",
+         {"acc_noise_g": 0.009, "gyro_noise_dps": 0.15}),
+    Case("rate-50hz", "office-short", 27, "50 Hz", {"rate_hz": 50.0}),
+    Case("rate-200hz", "office-short", 28, "200 Hz", {"rate_hz": 200.0}),
+    Case("witmotion", "office-short", 29, "WT901BLE profile: one sample per notification, no sensor clock",
+         profile="witmotion", loss_p=0.02),
+    Case("per-notification", "office-short", 30, "pipeline fed every notification on its own", batch_s=0.0),
+]
+
+RANDOM_DAY_SEEDS = tuple(range(1001, 1031))  # fixed before any result was seen
+
+# Targets a named case does not meet, and why (docs/accuracy.md prints these; tests hold them exact).
+_HUNCH = ("an 8° hunched hold is the reference the wearer chose; the pipeline notices it at the first 20 s of "
+          "walking (2.6 min in) and asks to recalibrate — until then every angle is 8° off")
+_SIDEWAYS = ("the bend's sideways part turns forward by 19°; walking corrects it after 20 s (2.6 min in), until "
+             "then flexion and sideways bend mix")
+KNOWN_MISSES: dict[str, dict[str, str]] = {
+    "slip": {"flexion_rmse_deg": "the sensor slipping 4° down the back shifts flexion by 4° and looks exactly like "
+                                 "a change of posture to one back IMU; re-seating puts it right"},
+    "cal-hunched": {"flexion_rmse_deg": _HUNCH, "slouch_duration_error_pct": _HUNCH},
+    "cal-sideways": {"flexion_rmse_deg": _SIDEWAYS, "lateral_rmse_deg": _SIDEWAYS},
+    "witmotion": {"si_error_points": "the WT901BLE has no sample counter: a lost sample placed one off from arrival "
+                                     "times during a fast rotation moves the heading, and four rotations make the SI "
+                                     "move by points"},
+}
+# Targets the random days do not meet, and why.
+_NO_WALK = ("a hunched hold or a sideways calibration bend on a day without walking: nothing a back IMU sees tells "
+            "it apart from the wearer's own posture (days 1004, 1022 hunched; 1008, 1017, 1021 sideways)")
+DAY_KNOWN_MISSES: dict[str, str] = {
+    "worst day flexion/lateral RMSE °": _NO_WALK,
+    "total slouch duration error %": _NO_WALK + ": an 8° hunch moves a quarter of the slouching across the line",
+    "worst day slouch duration error %": _NO_WALK,
+    "worst rotation peak error °": "day 1026: a chair turned to stay by less than 60° is taken as a held trunk "
+                                   "rotation for 15 s, and rotations in that time are measured against the old "
+                                   "facing direction",
+    "worst day SI error": "days 1012, 1026: the peak errors above, and a sideways calibration until the first walk",
+    "calibrations silently off": _NO_WALK + "; and day 1016, a 4.8° slip",
 }
 
 
-@dataclass(frozen=True)
-class Case:
-    name: str
-    scenario: str
-    seed: int
-    sensor: dict = field(default_factory=dict)  # [sensor] overrides
-    loss_p: float = 0.0
+def random_day_case(seed: int) -> Case:
+    """A random day and the link it is received over (loss, outages, profile), all from the seed."""
+    rng = np.random.default_rng([seed, 0x11A7])
+    hours = float(np.round(rng.uniform(0.5, 1.3), 2))
+    outages = random_outages(rng, hours * 3600.0)
+    return Case(f"day-{seed}", f"random:{seed}:{hours}", seed, "random day", loss_p=float(rng.uniform(0.0, 0.05)),
+                outages_s=outages, profile="witmotion" if rng.random() < 0.15 else "native", calibration=None)
 
 
-CASES = [
-    Case("slouch-ideal", "slouch", 1, {"acc_noise_g": 0.0, "gyro_noise_dps": 0.0, "gyro_bias_dps": 0.0,
-                                       "gyro_bias_walk_dps_per_sqrt_s": 0.0, "mount_max_deg": 0.0}),
-    Case("slouch-noisy", "slouch", 2, {"acc_noise_g": 0.006, "gyro_noise_dps": 0.1}),
-    Case("rotations", "rotations", 3),
-    Case("rotations-bias-1dps", "rotations", 4, {"gyro_bias_dps": 1.0}),
-    Case("rotations-mount-30deg", "rotations", 5, {"mount_euler_deg": [20.0, -15.0, 17.0]}),
-    Case("lean", "lean", 6),
-    Case("walk-turns", "walk-turns", 7),
-    Case("office-short", "office-short", 8),
-    Case("office-short-loss-5pct", "office-short", 9, loss_p=0.05),
-    Case("office-worst", "office-short", 10, {"gyro_bias_dps": 1.0, "mount_euler_deg": [-25.0, 12.0, -14.0]},
-         loss_p=0.05),
-    Case("office-day", "office-day", 11, {"gyro_bias_dps": 0.5}, loss_p=0.02),
-]
+DAYS = [random_day_case(s) for s in RANDOM_DAY_SEEDS]
 
 
 @dataclass
 class CaseResult:
     case: Case
     duration_s: float
-    flexion_rmse_deg: float
-    lateral_rmse_deg: float
+    unseen_pct: float
+    flagged_pct: float  # measured time after a "recalibrate" that was not yet answered
+    flexion_rmse_deg: float | None
+    lateral_rmse_deg: float | None
     slouch_truth_s: float
     slouch_measured_s: float
     slouch_duration_error_pct: float | None
-    slouch_f1: float | None
-    rotation_f1: float | None
+    slouch: Matched
+    slouch_onset_s: list[float]
+    rotation: Matched
     rotation_peak_error_deg: float | None
     si_truth: float | None
     si_measured: float | None
     si_error_points: float | None
     sa_truth: float | None
     sa_measured: float | None
+    chair_turns_as_rotations: int  # out-and-back chair turns within trunk range, counted by design
     excursions_while_walking: int
-    samples_per_s: float
-    calibrated: bool
+    activity_counts: np.ndarray
+    sitting_truth_s: float
+    sitting_measured_s: float
+    transitions: Matched
+    minute_vs_events_s: float  # |per-minute slouch + lean seconds − event durations|
+    calibrations: list[dict] = field(default_factory=list)
+
+    @property
+    def slouch_f1(self) -> float | None:
+        return self.slouch.f1
+
+    @property
+    def rotation_f1(self) -> float | None:
+        return self.rotation.f1
+
+    @property
+    def activity_balanced_accuracy(self) -> float | None:
+        return balanced_accuracy(self.activity_counts, min_count=round(10 / 0.01))
+
+    @property
+    def sitting_error_pct(self) -> float | None:
+        if self.sitting_truth_s < 60.0:
+            return None  # too little sitting for a percentage to mean anything
+        return 100.0 * abs(self.sitting_measured_s - self.sitting_truth_s) / self.sitting_truth_s
+
+    @property
+    def silently_off(self) -> int:
+        return sum(c["outcome"] == "silently off" for c in self.calibrations)
+
+    @property
+    def calibrated(self) -> bool:
+        return any(c["status"] == "calibrated" for c in self.calibrations)
 
 
-def load_case_scenario(case: Case):
-    path = SCENARIO_DIR / f"{case.scenario}.toml"
-    data = tomllib.loads(path.read_text())
-    data["segment"] = CALIBRATION_MOVES + data["segment"] * data.pop("repeat", 1)
-    data["sensor"] = {**data.get("sensor", {}), **case.sensor}
-    if "mount_euler_deg" in case.sensor:
-        data["sensor"]["mount_max_deg"] = 0.0
-    return parse_scenario(data, default_name=case.name, where=str(path))
+def score(run: Run) -> CaseResult:
+    tr, dt = run.truth, run.dt_s
+    t_all = tr["t_s"]
+    seen = seen_intervals(t_all[run.received], MAX_FILL_S, dt)
+    flagged = _flagged_intervals(run)
+    t_out = t_all[run.out_index]
+    ctx_out = tr["context"][run.out_index]
+    in_flag = np.zeros(len(t_out), bool)
+    for a, b in flagged:
+        in_flag |= (t_out >= a) & (t_out < b)
+    angle_ok = (ctx_out != "lying") & ~in_flag
+    err_f = run.out["flexion_deg"][angle_ok] - tr["flexion_deg"][run.out_index][angle_ok]
+    err_l = run.out["lateral_deg"][angle_ok] - tr["lateral_deg"][run.out_index][angle_ok]
+    calibrated_from = float(t_out[0]) if len(t_out) else np.inf
 
-
-def run_case(case: Case, chunk_samples: int = 2000) -> CaseResult:
-    sim = SensorSimulation(load_case_scenario(case), seed=case.seed)
-    rng = np.random.default_rng([case.seed, 0x1055])
-    pipeline = PosturePipeline()
-    measured = {"t_s": [], "flexion_deg": [], "lateral_deg": [], "rotation_deg": [], "activity": []}
-    truth = {"flexion_deg": [], "lateral_deg": [], "activity": []}
-    events = []
-    busy_s = 0.0
-    for chunk in sim.chunks(max_samples=chunk_samples):
-        keep = _packet_loss_mask(chunk.index, case.loss_p, rng)
-        t0 = time.perf_counter()
-        out = pipeline.update(chunk.t_s[keep], chunk.acc_g[keep], chunk.gyro_dps[keep])
-        busy_s += time.perf_counter() - t0
-        events += out.events
-        for k in measured:
-            measured[k].append(getattr(out, k))
-        sel = np.searchsorted(chunk.t_s, out.t_s - 1e-9)
-        for k in truth:
-            truth[k].append(getattr(chunk, k)[sel])
-    pipeline.finish()
-    m = {k: np.concatenate(v) for k, v in measured.items()}
-    tr = {k: np.concatenate(v) for k, v in truth.items()}
-    return _score(case, sim, m, tr, events, busy_s)
-
-
-def _packet_loss_mask(index: np.ndarray, loss_p: float, rng) -> np.ndarray:
-    if loss_p <= 0:
-        return np.ones(len(index), bool)
-    packet = index // PACKET_SAMPLES
-    first, inverse = np.unique(packet, return_inverse=True)
-    return (rng.random(len(first)) >= loss_p)[inverse]
-
-
-def _score(case, sim, m, tr, events, busy_s) -> CaseResult:
-    truth_events = sim.events()
-    upright = tr["activity"] != "lie"  # lateral bend and heading are undefined lying down
-    err_f = (m["flexion_deg"] - tr["flexion_deg"])[upright]
-    err_l = (m["lateral_deg"] - tr["lateral_deg"])[upright]
-    calibrated_from = m["t_s"][0] if len(m["t_s"]) else np.inf
-
-    truth_slouch = [(e.start_s, e.end_s) for e in truth_events.slouch_episodes if e.start_s >= calibrated_from]
-    est_slouch = [(e.start_s, e.end_s) for e in events if e.kind == "slouch"]
-    slouch_truth_s = sum(b - a for a, b in truth_slouch)
-    slouch_est_s = sum(b - a for a, b in est_slouch)
-    truth_rot = [e for e in truth_events.rotation_excursions if e.start_s >= calibrated_from]
-    est_rot = [e for e in events if e.kind == "rotation"]
-    rot_pairs, rot_f1 = match_intervals([(e.start_s, e.end_s, e.side) for e in truth_rot],
-                                        [(e.start_s, e.end_s, e.side) for e in est_rot])
-    _, slouch_f1 = match_intervals([(a, b, "") for a, b in truth_slouch], [(a, b, "") for a, b in est_slouch])
-    walking = [(a.start_s, a.end_s) for a in truth_events.activity_intervals if a.activity == "walk"]
-    during_walk = sum(any(a <= e.start_s <= b or a <= e.end_s <= b for a, b in walking) for e in est_rot)
-
-    def sums(excursions):
-        right = sum(e.peak_deg for e in excursions if e.side == "right")
-        left = sum(e.peak_deg for e in excursions if e.side == "left")
-        return right, left
-
-    si_t, si_m = symmetry_index(*sums(truth_rot)), symmetry_index(*sums(est_rot))
+    slouch_res = _score_slouch(run, seen, calibrated_from, flagged)
+    rot_res = _score_rotation(run, seen, calibrated_from)
+    # A sit-to-stand takes 1–4 s and the truth puts its boundary in the middle: the samples around a
+    # change of activity are neither, and are left out of the per-sample confusion (sitting time,
+    # from the per-minute metrics, and the transition F1 still pay for any delay).
+    steady = _away_from_changes(t_all, tr["context"], ACTIVITY_MARGIN_S)[run.out_index]
+    counts = confusion(ctx_out[steady], run.out["activity"][steady], ACTIVITIES)
+    truth_tr = sit_stand_transitions(t_out, ctx_out)
+    found_tr = sit_stand_transitions(t_out, run.out["activity"])
+    minutes_s = sum(m.slouch_s + m.lean_left_s + m.lean_right_s for m in run.metrics)
+    events_s = sum(e.end_s - e.start_s for e in run.events if e.kind in ("slouch", "lean"))
     return CaseResult(
-        case=case, duration_s=sim.duration_s,
-        flexion_rmse_deg=float(np.sqrt(np.mean(err_f**2))), lateral_rmse_deg=float(np.sqrt(np.mean(err_l**2))),
-        slouch_truth_s=slouch_truth_s, slouch_measured_s=slouch_est_s,
-        slouch_duration_error_pct=100 * abs(slouch_est_s - slouch_truth_s) / slouch_truth_s if slouch_truth_s else None,
-        slouch_f1=slouch_f1 if truth_slouch or est_slouch else None,
-        rotation_f1=rot_f1 if truth_rot or est_rot else None,
-        rotation_peak_error_deg=max((abs(est_rot[j].peak_deg - truth_rot[i].peak_deg) for i, j in rot_pairs),
-                                    default=None),
-        si_truth=si_t, si_measured=si_m,
-        si_error_points=abs(si_m - si_t) if si_t is not None and si_m is not None else None,
-        sa_truth=symmetry_angle(*sums(truth_rot)), sa_measured=symmetry_angle(*sums(est_rot)),
-        excursions_while_walking=during_walk,
-        samples_per_s=len(m["t_s"]) / busy_s if busy_s else 0.0,
-        calibrated=bool(len(m["t_s"])),
+        case=run.case, duration_s=run.sim.duration_s,
+        unseen_pct=100.0 * (1.0 - run.received.mean()),
+        flagged_pct=100.0 * in_flag.mean() if len(in_flag) else 0.0,
+        flexion_rmse_deg=float(np.sqrt(np.mean(err_f**2))) if len(err_f) else None,
+        lateral_rmse_deg=float(np.sqrt(np.mean(err_l**2))) if len(err_l) else None,
+        **slouch_res, **rot_res,
+        activity_counts=counts,
+        sitting_truth_s=float(np.count_nonzero(ctx_out == SITTING) * dt),
+        sitting_measured_s=float(sum(m.sitting_s for m in run.metrics)),
+        transitions=match_transitions(truth_tr, found_tr, TRANSITION_TOL_S),
+        minute_vs_events_s=abs(minutes_s - events_s),
+        calibrations=_score_calibrations(run),
     )
 
 
-def failures(result: CaseResult) -> list[str]:
-    """Targets the case misses (None: not applicable to this case)."""
-    out = []
-    for name, limit in TARGETS.items():
-        value = getattr(result, name)
-        if value is None:
-            continue
-        bad = value < limit if name.endswith("f1") else value > limit
-        if bad:
-            out.append(f"{name} = {value:.3g} (target {'≥' if name.endswith('f1') else '≤'} {limit})")
-    if result.excursions_while_walking:
-        out.append(f"{result.excursions_while_walking} rotation excursions during walking (target 0)")
+def _away_from_changes(t_s: np.ndarray, labels: np.ndarray, margin_s: float) -> np.ndarray:
+    """True for samples more than margin_s from any change of label."""
+    change_t = t_s[1:][labels[1:] != labels[:-1]]
+    if len(change_t) == 0:
+        return np.ones(len(t_s), bool)
+    k = np.searchsorted(change_t, t_s)
+    before = np.abs(t_s - change_t[np.clip(k - 1, 0, len(change_t) - 1)])
+    after = np.abs(change_t[np.clip(k, 0, len(change_t) - 1)] - t_s)
+    return np.minimum(before, after) > margin_s
+
+
+def _flagged_intervals(run: Run) -> list[tuple[float, float]]:
+    """From each "recalibrate" (or provisional calibration) to the next calibration: the pipeline has
+    said not to trust its angles."""
+    out, start = [], None
+    for c in run.calibrations:
+        if (c.status == "recalibrate" or PROVISIONAL in c.message) and start is None:
+            start = c.t_s
+        elif c.status == "calibrated" and start is not None:
+            out.append((start, c.t_s))
+            start = None
+    if start is not None:
+        out.append((start, np.inf))
     return out
 
 
-def _fmt(v, digits=2) -> str:
+def _score_slouch(run: Run, seen, calibrated_from: float, flagged) -> dict:
+    tr, dt = run.truth, run.dt_s
+    upright = np.isin(tr["context"], ("sitting", "standing"))
+    episodes = hysteresis_runs(tr["t_s"], tr["flexion_deg"], SLOUCH_TRUTH_THRESHOLD_DEG, SLOUCH_TRUTH_EXIT_DEG,
+                               upright, SLOUCH_TRUTH_MIN_S, dt)
+    truth, dont_care = [], []
+    for a, b, peak in episodes:
+        if b <= calibrated_from or any(min(b, f1) > max(a, f0) for f0, f1 in flagged):
+            continue
+        for p0, p1 in intersect((max(a, calibrated_from), b), seen):
+            if p1 - p0 >= SLOUCH_TRUTH_MIN_S - BORDER_S:
+                truth.append((p0, p1, ""))
+                dont_care.append(peak < SLOUCH_TRUTH_THRESHOLD_DEG + BORDER_DEG
+                                 or p1 - p0 < SLOUCH_TRUTH_MIN_S + BORDER_S)
+    found = [(e.start_s, e.end_s, "") for e in run.events if e.kind == "slouch"
+             and not any(min(e.end_s, f1) > max(e.start_s, f0) for f0, f1 in flagged)]
+    m = match_with_dont_care(truth, dont_care, found)
+    onset = [found[j][0] - truth[i][0] for i, j in (m.pairs or [])]
+    scored_truth = [t for t, dc in zip(truth, dont_care) if not dc]
+    matched_dc = {j for j, f in enumerate(found) if any(dc and min(f[1], t[1]) > max(f[0], t[0])
+                                                       for t, dc in zip(truth, dont_care))}
+    truth_s = sum(b - a for a, b, _ in scored_truth)
+    measured_s = sum(b - a for j, (a, b, _) in enumerate(found) if j not in matched_dc)
+    return {"slouch_truth_s": truth_s, "slouch_measured_s": measured_s,
+            "slouch_duration_error_pct": 100.0 * abs(measured_s - truth_s) / truth_s if truth_s > 0 else None,
+            "slouch": m, "slouch_onset_s": onset}
+
+
+def _score_rotation(run: Run, seen, calibrated_from: float) -> dict:
+    """Truth: what the pipeline promises to report (docs/pipeline.md): out-and-back turns of the upper
+    trunk against the facing direction, ≥ min_peak_deg, within the trunk's range (max_peak_deg), at
+    most max_s long — trunk rotations, and chair turns that come back, which one back IMU cannot tell
+    apart. A chair turn beyond the trunk's range must not be reported."""
+    s = RotationSettings()
+    ev = run.sim.events()
+    ctx, t_all = run.truth["context"], run.truth["t_s"]
+    items = [(e.start_s, e.end_s, e.side, e.peak_deg, "trunk") for e in ev.rotation_excursions]
+    items += [(e.start_s, e.end_s, e.side, e.turn_deg, "chair") for e in ev.swivel_turns if e.returns]
+    truth, dont_care, kind, peaks, big = [], [], [], [], []
+    for a, b, side, peak, what in sorted(items):
+        if a < calibrated_from:
+            continue
+        if what == "chair" and peak > s.max_peak_deg + 5.0:
+            big.append((a, b))
+            continue
+        if peak < s.min_peak_deg - BORDER_DEG or (b - a) > s.max_s + 2.0:
+            continue
+        sel = (t_all >= a) & (t_all < b)
+        truth.append((a, b, side))
+        peaks.append(peak)
+        kind.append(what)
+        dont_care.append(abs(peak - s.min_peak_deg) < BORDER_DEG or abs(peak - s.max_peak_deg) < 5.0
+                         or abs((b - a) - s.max_s) < 2.0 or not covered((a, b), seen)
+                         or bool(np.isin(ctx[sel], ("walking", "lying")).any()))
+    found_ev = [e for e in run.events if e.kind == "rotation"]
+    found = [(e.start_s, e.end_s, e.side) for e in found_ev]
+    m = match_with_dont_care(truth, dont_care, found)
+    m.fp += sum(any(min(b, f[1]) > max(a, f[0]) for f in found) for a, b in big)  # a big chair turn reported
+    peak_err = [abs(found_ev[j].peak_deg - peaks[i]) for i, j in (m.pairs or [])]
+    # Symmetry over what is scored: borderline truth, and reports of it, are left out of both sides.
+    scored = [(side, p) for (_, _, side), p, dc in zip(truth, peaks, dont_care) if not dc]
+    near_dc = [any(dc and min(t[1], e.end_s) > max(t[0], e.start_s) for t, dc in zip(truth, dont_care))
+               for e in found_ev]
+    right_t = sum(p for side, p in scored if side == "right")
+    left_t = sum(p for side, p in scored if side == "left")
+    right_m = sum(e.peak_deg for e, dc in zip(found_ev, near_dc) if e.side == "right" and not dc)
+    left_m = sum(e.peak_deg for e, dc in zip(found_ev, near_dc) if e.side == "left" and not dc)
+    si_t, si_m = symmetry_index(right_t, left_t), symmetry_index(right_m, left_m)
+    walking = [(iv.start_s, iv.end_s) for iv in ev.context_intervals if iv.activity == "walking"]
+    during_walk = sum(any(a <= e.start_s <= b or a <= e.end_s <= b for a, b in walking) for e in found_ev)
+    return {"rotation": m, "rotation_peak_error_deg": max(peak_err, default=None),
+            "si_truth": si_t, "si_measured": si_m,
+            "si_error_points": abs(si_m - si_t) if si_t is not None and si_m is not None else None,
+            "sa_truth": symmetry_angle(right_t, left_t), "sa_measured": symmetry_angle(right_m, left_m),
+            "chair_turns_as_rotations": sum(kind[i] == "chair" for i, _ in (m.pairs or [])),
+            "excursions_while_walking": during_walk}
+
+
+def _score_calibrations(run: Run) -> list[dict]:
+    """Each calibration outcome: refused (saying what to do), within 3°, flagged later, or silently off."""
+    out = []
+    for k, c in enumerate(run.calibrations):
+        if c.status == "refused":
+            out.append({"status": "refused", "t_s": c.t_s, "outcome": "refused", "message": c.message})
+            continue
+        if c.status != "calibrated" or c.r_sensor_trunk is None:
+            continue
+        true = run.sim.r_trunk_sensor_at(np.array([c.t_s]))[0].T
+        err = rotation_angle_deg(c.r_sensor_trunk, true)
+        later = run.calibrations[k + 1:]
+        nxt = next((x for x in later if x.status == "calibrated"), None)
+        nxt_t = np.inf if nxt is None else nxt.t_s
+        flag = next((x.t_s for x in later if x.status == "recalibrate" and x.t_s < nxt_t), None)
+        if err <= CALIBRATION_TOL_DEG:
+            outcome = "within 3°"
+        elif PROVISIONAL in c.message:
+            outcome = "provisional"  # it said so, and what would finish it; its angles count as flagged
+        elif flag is not None:
+            outcome = "flagged"
+        elif nxt is not None and "corrected" in nxt.message:
+            outcome, flag = "corrected", nxt.t_s  # the pipeline found the error itself and fixed it
+        else:
+            outcome = "silently off"
+        out.append({"status": "calibrated", "t_s": c.t_s, "error_deg": err, "outcome": outcome,
+                    "flag_after_s": None if flag is None else flag - c.t_s, "message": c.message})
+    return out
+
+
+def misses(r: CaseResult) -> dict[str, str]:
+    """The targets the case misses: name → "value (target)". A value of None: not applicable here."""
+    out = {}
+    for name, limit in TARGETS.items():
+        value = getattr(r, name)
+        if value is None:
+            continue
+        higher_better = name.endswith("f1") or name.endswith("accuracy")
+        if (value < limit) if higher_better else (value > limit):
+            out[name] = f"{name} = {value:.3g} (target {'≥' if higher_better else '≤'} {limit})"
+    if r.excursions_while_walking:
+        out["excursions_while_walking"] = f"{r.excursions_while_walking} rotation excursions during walking (target 0)"
+    if r.silently_off:
+        out["silently_off"] = f"{r.silently_off} calibration(s) silently off"
+    if not r.calibrated:
+        out["calibrated"] = "never calibrated"
+    return out
+
+
+def failures(r: CaseResult) -> list[str]:
+    return list(misses(r).values())
+
+
+def evaluate(cases: list[Case], workers: int | None = None) -> list[CaseResult]:
+    """Score the cases, in parallel over the machine's cores (each case is independent)."""
+    workers = workers or min(len(cases), os.cpu_count() or 1)
+    if workers <= 1:
+        return [_run_and_score(c) for c in cases]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_run_and_score, cases))
+
+
+def _run_and_score(case: Case) -> CaseResult:
+    return score(run_case(case))
+
+
+def day_summary(days: list[CaseResult]) -> dict[str, float]:
+    """The issue's figures over the random days."""
+    rmse = [max(r.flexion_rmse_deg or 0.0, r.lateral_rmse_deg or 0.0) for r in days]
+    truth_s = sum(r.slouch_truth_s for r in days)
+    meas_s = sum(r.slouch_measured_s for r in days)
+    slouch, rot, trans = Matched(), Matched(), Matched()
+    for r in days:
+        slouch += r.slouch
+        rot += r.rotation
+        trans += r.transitions
+    counts = sum(r.activity_counts for r in days)
+    sit_t, sit_m = sum(r.sitting_truth_s for r in days), sum(r.sitting_measured_s for r in days)
+    return {
+        "days": len(days), "hours": sum(r.duration_s for r in days) / 3600.0,
+        "median day flexion/lateral RMSE °": float(np.median(rmse)), "worst day flexion/lateral RMSE °": max(rmse),
+        "total slouch duration error %": 100.0 * abs(meas_s - truth_s) / truth_s,
+        "worst day slouch duration error %": max((r.slouch_duration_error_pct or 0.0) for r in days),
+        "slouch F1": slouch.f1, "rotation F1": rot.f1,
+        "worst rotation peak error °": max((r.rotation_peak_error_deg or 0.0) for r in days),
+        "worst day SI error": max((r.si_error_points or 0.0) for r in days),
+        "sitting-time error %": 100.0 * abs(sit_m - sit_t) / sit_t,
+        "worst day sitting-time error %": max((r.sitting_error_pct or 0.0) for r in days),
+        "activity balanced accuracy": balanced_accuracy(counts),
+        "sit/stand transition F1": trans.f1,
+        "excursions from whole-body turns while walking": sum(r.excursions_while_walking for r in days),
+        "calibrations silently off": sum(r.silently_off for r in days),
+        "median slouch onset error s": float(np.median([x for r in days for x in r.slouch_onset_s] or [0.0])),
+        "p95 slouch onset error s": float(np.percentile([x for r in days for x in r.slouch_onset_s] or [0.0], 95)),
+        "worst minutes-vs-events s": max(r.minute_vs_events_s for r in days),
+        "flagged time %": float(np.mean([r.flagged_pct for r in days])),
+    }
+
+
+def day_misses(summary: dict[str, float]) -> dict[str, str]:
+    out = {}
+    for name, limit in DAY_TARGETS.items():
+        value = summary[name]
+        higher_better = "F1" in name or "accuracy" in name
+        if value is None or ((value < limit) if higher_better else (value > limit)):
+            out[name] = f"{name} = {value:.3g} (target {'≥' if higher_better else '≤'} {limit})"
+    return out
+
+
+def day_failures(summary: dict[str, float]) -> list[str]:
+    return list(day_misses(summary).values())
+
+
+def _fmt(v, digits: int = 2) -> str:
     if v is None:
         return "–"
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def table(results: list[CaseResult]) -> str:
-    head = ("| case | minutes | flexion RMSE ° | lateral RMSE ° | slouch s truth / measured | slouch duration error % "
-            "| slouch F1 | rotation F1 | rotation peak error ° | SI truth / measured | SI error | SA truth / measured "
-            "| excursions while walking |")
+def case_table(results: list[CaseResult]) -> str:
+    head = ("| case | what | min | unseen % | flexion RMSE ° | lateral RMSE ° | slouch s truth / measured | slouch error % "
+            "| slouch F1 | onset s | rotation F1 | peak error ° | SI truth / measured | chair turns counted "
+            "| sitting error % | activity bal. acc. | sit/stand F1 | calibration | meets targets |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
+        cal = ", ".join(c["outcome"] + (f" {c['error_deg']:.1f}°" if "error_deg" in c else "") for c in r.calibrations)
+        onset = f"{np.median(r.slouch_onset_s):+.1f}" if r.slouch_onset_s else "–"
+        miss = failures(r)
         rows.append(
-            f"| {r.case.name} | {r.duration_s / 60:.1f} | {_fmt(r.flexion_rmse_deg)} | {_fmt(r.lateral_rmse_deg)} "
+            f"| {r.case.name} | {r.case.what} | {r.duration_s / 60:.1f} | {r.unseen_pct:.1f} "
+            f"| {_fmt(r.flexion_rmse_deg)} | {_fmt(r.lateral_rmse_deg)} "
             f"| {r.slouch_truth_s:.1f} / {r.slouch_measured_s:.1f} | {_fmt(r.slouch_duration_error_pct)} "
-            f"| {_fmt(r.slouch_f1, 3)} | {_fmt(r.rotation_f1, 3)} | {_fmt(r.rotation_peak_error_deg)} "
-            f"| {_fmt(r.si_truth, 1)} / {_fmt(r.si_measured, 1)} | {_fmt(r.si_error_points)} "
-            f"| {_fmt(r.sa_truth, 1)} / {_fmt(r.sa_measured, 1)} | {r.excursions_while_walking} |")
+            f"| {_fmt(r.slouch_f1, 3)} | {onset} | {_fmt(r.rotation_f1, 3)} | {_fmt(r.rotation_peak_error_deg)} "
+            f"| {_fmt(r.si_truth, 1)} / {_fmt(r.si_measured, 1)} | {r.chair_turns_as_rotations} "
+            f"| {_fmt(r.sitting_error_pct, 1)} | {_fmt(r.activity_balanced_accuracy, 3)} | {_fmt(r.transitions.f1, 2)} "
+            f"| {cal or '–'} | {'yes' if not miss else 'no: ' + '; '.join(miss)} |")
+    return "\n".join(rows)
+
+
+def summary_table(summary: dict[str, float]) -> str:
+    rows = ["| over the random days | measured | target |", "|---|---|---|"]
+    for name, value in summary.items():
+        target = DAY_TARGETS.get(name)
+        higher = "F1" in name or "accuracy" in name
+        rows.append(f"| {name} | {_fmt(value, 3) if isinstance(value, float) else value} | "
+                    f"{'–' if target is None else ('≥ ' if higher else '≤ ') + str(target)} |")
+    return "\n".join(rows)
+
+
+def known_misses_text() -> str:
+    rows = ["| where | target not met | why |", "|---|---|---|"]
+    for case, why in KNOWN_MISSES.items():
+        for target, reason in why.items():
+            rows.append(f"| {case} | {target} | {reason} |")
+    for target, reason in DAY_KNOWN_MISSES.items():
+        rows.append(f"| random days | {target} | {reason} |")
     return "\n".join(rows)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Pipeline accuracy against the virtual sensor's ground truth")
-    parser.add_argument("--write", action="store_true", help=f"write the table into {DOC}")
-    parser.add_argument("--case", action="append", help="only these cases (by name)")
+    parser.add_argument("--write", action="store_true", help=f"write the tables into {DOC}")
+    parser.add_argument("--case", action="append", help="only these named cases (or day-SEED)")
+    parser.add_argument("--no-days", action="store_true", help="skip the random days")
+    parser.add_argument("--workers", type=int, help="processes (default: one per core)")
     args = parser.parse_args()
-    results = [run_case(c) for c in CASES if not args.case or c.name in args.case]
-    text = table(results)
-    print(text)
-    missed = {r.case.name: failures(r) for r in results if failures(r)}
+    named = [c for c in CASES if not args.case or c.name in args.case]
+    days = [] if args.no_days else [c for c in DAYS if not args.case or c.name in args.case]
+    results = evaluate(named + days, args.workers)
+    named_r, days_r = results[:len(named)], results[len(named):]
+    print(case_table(named_r))
+    if days_r:
+        print(case_table(days_r))
+        summary = day_summary(days_r)
+        print(summary_table(summary))
+    missed = {r.case.name: failures(r) for r in named_r if failures(r)}
     for name, why in missed.items():
         print(f"{name}: {'; '.join(why)}", file=sys.stderr)
+    day_missed = day_failures(day_summary(days_r)) if days_r else []
+    for why in day_missed:
+        print(f"random days: {why}", file=sys.stderr)
     if args.write:
-        write_section(DOC, "accuracy table", text)
-    return 1 if missed else 0
+        write_section(DOC, "known misses", known_misses_text())
+        write_section(DOC, "accuracy table", case_table(named_r))
+        if days_r:
+            write_section(DOC, "random days summary", summary_table(day_summary(days_r)))
+            write_section(DOC, "random days table", case_table(days_r))
+    return 1 if missed or day_missed else 0
 
 
 if __name__ == "__main__":

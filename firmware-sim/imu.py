@@ -28,7 +28,9 @@ FD_MARGIN = 1  # extra samples each side for central differences
 # Columns are the sensor axes in the trunk frame: x = trunk up, y = trunk left, z = trunk backward.
 R_TRUNK_SENSOR_NOMINAL = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 # Independent generator streams (spawned from the seed) so no stream's draws depend on another's.
-STREAM_MOTION, STREAM_DEVICE, STREAM_ACC, STREAM_GYRO, STREAM_BIAS_WALK = range(5)
+STREAM_MOTION, STREAM_DEVICE, STREAM_ACC, STREAM_GYRO, STREAM_BIAS_WALK, STREAM_ERRORS = range(6)
+RESEAT_S = 2.0  # putting a slipped sensor back takes a couple of seconds
+TRUNK_AXES = {"forward": np.array([1.0, 0.0, 0.0]), "left": np.array([0.0, 1.0, 0.0]), "up": np.array([0.0, 0.0, 1.0])}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class SimChunk:
     lateral_deg: np.ndarray
     rotation_deg: np.ndarray
     heading_deg: np.ndarray
-    activity: np.ndarray  # str
+    activity: np.ndarray  # str: the scenario segment's activity
+    context: np.ndarray  # str: sitting, standing, walking or lying (what the pipeline is scored on)
 
     def __len__(self) -> int:
         return int(self.index.size)
@@ -83,6 +86,36 @@ def mismount_rotation(settings: SensorSettings, rng: np.random.Generator) -> Rot
     return Rotation.from_rotvec(np.radians(angle_deg) * axis / np.linalg.norm(axis))
 
 
+@dataclass(frozen=True)
+class PlannedSlip:
+    """A slip of the sensor on the back: rotation (trunk frame) growing from start_s to end_s, undone at reseat_s."""
+
+    axis: np.ndarray  # unit, trunk frame
+    angle_deg: float
+    start_s: float
+    end_s: float
+    reseat_s: float  # inf: never re-seated
+
+    def profile(self, t_s: np.ndarray) -> np.ndarray:
+        from .motion import smoothstep
+
+        grow = smoothstep((t_s - self.start_s) / (self.end_s - self.start_s))
+        return grow - smoothstep((t_s - self.reseat_s) / RESEAT_S) if np.isfinite(self.reseat_s) else grow
+
+
+def plan_slips(scenario: Scenario, rng: np.random.Generator) -> list[PlannedSlip]:
+    out = []
+    for slip in scenario.slips:
+        axis = TRUNK_AXES.get(slip.axis)
+        if axis is None:
+            axis = rng.normal(size=3)
+            axis /= np.linalg.norm(axis)
+        end_s = slip.start_s + slip.duration_s
+        reseat_s = np.inf if slip.reseat_after_s is None else end_s + slip.reseat_after_s
+        out.append(PlannedSlip(axis, slip.angle_deg, slip.start_s, end_s, reseat_s))
+    return out
+
+
 class SensorSimulation:
     """A virtual back-worn IMU playing a scenario; see the module docstring."""
 
@@ -99,7 +132,7 @@ class SensorSimulation:
         self.seed = seed
         self.settings = dataclasses.replace(scenario.sensor, **overrides)
         self.rate_hz = float(rate_hz if rate_hz is not None else self.settings.rate_hz)
-        self._streams = np.random.SeedSequence(seed).spawn(5)
+        self._streams = np.random.SeedSequence(seed).spawn(6)
         self.motion = MotionModel(scenario, np.random.default_rng(self._streams[STREAM_MOTION]), self.rate_hz)
         device = np.random.default_rng(self._streams[STREAM_DEVICE])
         self.mismount = mismount_rotation(self.settings, device)
@@ -107,6 +140,12 @@ class SensorSimulation:
         self.boot_offset_us = int(round(device.uniform(*BOOT_OFFSET_S) * 1e6))
         bias_dir = device.normal(size=3)
         self.gyro_bias0_dps = self.settings.gyro_bias_dps * bias_dir / np.linalg.norm(bias_dir)
+        errors = np.random.default_rng(self._streams[STREAM_ERRORS])
+        acc_dir = errors.normal(size=3)
+        self.acc_bias_g = self.settings.acc_bias_g * acc_dir / np.linalg.norm(acc_dir)
+        self.acc_gain = 1.0 + errors.uniform(-1, 1, size=3) * self.settings.acc_scale_error
+        self.gyro_gain = 1.0 + errors.uniform(-1, 1, size=3) * self.settings.gyro_scale_error
+        self.slips = plan_slips(scenario, errors)
 
     @property
     def n_samples(self) -> int:
@@ -134,9 +173,24 @@ class SensorSimulation:
             "mount_quat_xyzw": Rotation.from_matrix(self.r_trunk_sensor).as_quat().tolist(),
             "mismount_quat_xyzw": self.mismount.as_quat().tolist(),
             "gyro_bias0_dps": self.gyro_bias0_dps.tolist(),
+            "acc_bias_g": self.acc_bias_g.tolist(),
+            "acc_gain": self.acc_gain.tolist(),
+            "gyro_gain": self.gyro_gain.tolist(),
+            "slips": [{"axis_trunk": s.axis.tolist(), "angle_deg": s.angle_deg, "start_s": s.start_s, "end_s": s.end_s,
+                       "reseat_s": s.reseat_s if np.isfinite(s.reseat_s) else None} for s in self.slips],
             "boot_offset_us": self.boot_offset_us,
             "sensor": dataclasses.asdict(self.settings),
         }
+
+    def r_trunk_sensor_at(self, t_s: np.ndarray) -> np.ndarray:
+        """How the sensor sits on the trunk at each time, (n, 3, 3): the mount, turned by any slip."""
+        t_s = np.atleast_1d(np.asarray(t_s, dtype=float))
+        r = np.broadcast_to(self.r_trunk_sensor, (t_s.size, 3, 3)).copy()
+        for slip in self.slips:
+            angle = np.radians(slip.angle_deg) * slip.profile(t_s)
+            if np.any(angle):
+                r = Rotation.from_rotvec(angle[:, None] * slip.axis).as_matrix() @ r
+        return r
 
     def chunks(self, max_samples: int = 500) -> Iterator[SimChunk]:
         """All samples in order, max_samples at a time; each call replays the same run."""
@@ -150,12 +204,12 @@ class SensorSimulation:
             kin = self.motion.kinematics(i0 - FD_MARGIN, i1 + FD_MARGIN)
             acc_g, gyro_dps, euler_deg = self._ideal_imu(kin)
             n = i1 - i0
-            acc_g += self.settings.acc_noise_g * acc_rng.standard_normal((n, 3))
+            acc_g = acc_g * self.acc_gain + self.acc_bias_g + self.settings.acc_noise_g * acc_rng.standard_normal((n, 3))
             # Carrying the last bias as the first cumsum term keeps chunked sums bit-identical.
             steps = np.vstack([bias_dps, walk_step_dps * walk_rng.standard_normal((n, 3))])
             bias = np.cumsum(steps, axis=0)[1:]
             bias_dps = bias[-1]
-            gyro_dps += bias + self.settings.gyro_noise_dps * gyro_rng.standard_normal((n, 3))
+            gyro_dps = gyro_dps * self.gyro_gain + bias + self.settings.gyro_noise_dps * gyro_rng.standard_normal((n, 3))
             inner = slice(FD_MARGIN, FD_MARGIN + n)
             t_s = kin.t_s[inner]
             drift = 1.0 + self.settings.clock_drift_ppm * 1e-6
@@ -171,13 +225,14 @@ class SensorSimulation:
                 rotation_deg=kin.rotation_deg[inner],
                 heading_deg=kin.heading_deg[inner],
                 activity=self.motion.activity_names[kin.segment[inner]],
+                context=self.motion.context_names[kin.segment[inner]],
             )
 
     def _ideal_imu(self, kin: Kinematics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Noise-free acc (g), gyro (deg/s), Euler (deg) for the window without its margins."""
         dt = 1.0 / self.rate_hz
         r_wt = world_from_trunk(kin.flexion_deg, kin.lateral_deg, kin.rotation_deg, kin.heading_deg)
-        r_ws = r_wt @ self.r_trunk_sensor
+        r_ws = r_wt @ (self.r_trunk_sensor_at(kin.t_s) if self.slips else self.r_trunk_sensor)
         pos_m = SENSOR_ABOVE_PIVOT_M * r_wt[:, :, 2]
         pos_m[:, 2] += kin.pelvis_z_m
         acc_m_s2 = (pos_m[2:] - 2.0 * pos_m[1:-1] + pos_m[:-2]) / dt**2

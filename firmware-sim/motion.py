@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from .scenario import Scenario
+from .scenario import SITTING, STANDING, Scenario, context_of, turn_sizes_deg
 
-# Truth definition of a slouch episode, independent of any scenario: TRUE flexion above this
-# threshold continuously for at least SLOUCH_TRUTH_MIN_S. Breathing and fidgeting (< 5 deg around
-# an upright posture) never reach it; only held forward flexion does.
+# Truth definition of a slouch episode, independent of any scenario, the same as the product's
+# (docs/pipeline.md): TRUE flexion above the threshold, until it falls below the exit, for at least
+# SLOUCH_TRUTH_MIN_S. Breathing and fidgeting (< 5 deg around an upright posture) never reach it;
+# only held forward flexion does, and breathing near the line does not split an episode.
 SLOUCH_TRUTH_THRESHOLD_DEG = 15.0
+SLOUCH_TRUTH_EXIT_DEG = 12.0
 SLOUCH_TRUTH_MIN_S = 5.0
 
 BREATH_HZ = 0.25
@@ -43,6 +45,17 @@ FIDGET_MOVE_S = (0.4, 1.2)  # out and back leg durations
 FIDGET_HOLD_S = (0.0, 1.5)
 FIDGET_GAP_MIN_S = 0.3
 EVENTS_WINDOW_SAMPLES = 100_000
+# Sit-to-stand and stand-to-sit (Schenkman et al. 1990; Kerr et al. 1997): the trunk flexes forward
+# 20–45° to bring the body over the feet, then extends while the pelvis rises (sit-to-stand, peak
+# flexion about a third of the way in), or flexes while the pelvis lowers and sits back up after
+# seat contact (stand-to-sit, peak about two thirds in). The whole movement takes 1–4 s.
+SIT_STAND_FLEXION_DEG = (20.0, 40.0)
+SIT_TO_STAND_PEAK_AT = 0.35  # fraction of the transition
+STAND_TO_SIT_PEAK_AT = 0.65
+SIT_TO_STAND_RISE = (0.3, 1.0)  # part of the transition over which the pelvis rises
+STAND_TO_SIT_FALL = (0.0, 0.75)
+GAIT_STOP_S = 0.6  # the last (first) step next to a sit/stand fades out (in) over this
+LIE_ANGLES_DEG = {"prone": (90.0, 0.0), "left": (0.0, -90.0), "right": (0.0, 90.0)}  # flexion, lateral
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,15 @@ class LeanInterval:
 
 
 @dataclass(frozen=True)
+class SwivelTurn:
+    start_s: float
+    end_s: float
+    side: str
+    turn_deg: float  # size of the chair turn (heading change at its widest)
+    returns: bool  # out and back, or the chair stays facing elsewhere
+
+
+@dataclass(frozen=True)
 class ActivityInterval:
     start_s: float
     end_s: float
@@ -81,6 +103,8 @@ class TruthEvents:
     rotation_excursions: list[RotationExcursion] = field(default_factory=list)
     lean_intervals: list[LeanInterval] = field(default_factory=list)
     activity_intervals: list[ActivityInterval] = field(default_factory=list)
+    swivel_turns: list[SwivelTurn] = field(default_factory=list)
+    context_intervals: list[ActivityInterval] = field(default_factory=list)  # sitting/standing/walking/lying
 
 
 @dataclass(frozen=True)
@@ -99,13 +123,13 @@ class Kinematics:
 
 @dataclass(frozen=True)
 class Bumps:
-    """Smooth out-and-back excursions (rise, hold, fall) of [flexion, lateral, rotation]."""
+    """Smooth out-and-back excursions (rise, hold, fall) of [flexion, lateral, rotation, heading]."""
 
     start_s: np.ndarray
     rise_s: np.ndarray
     hold_s: np.ndarray
     fall_s: np.ndarray
-    amplitude_deg: np.ndarray  # (m, 3)
+    amplitude_deg: np.ndarray  # (m, 4)
 
     @property
     def end_s(self) -> np.ndarray:
@@ -121,16 +145,28 @@ class SegmentPlan:
     half_out_s: float
     heading_start_deg: float
     params: Any
+    context: str = SITTING  # sitting, standing, walking or lying
     heading_change_deg: float = 0.0
-    bumps: Bumps | None = None  # rotate and fidget
-    turn_start_s: np.ndarray | None = None  # walk
+    bumps: Bumps | None = None  # rotate, fidget, swivel out and back
+    turn_start_s: np.ndarray | None = None  # walk, swivel that stays: heading steps
     turn_deg: np.ndarray | None = None
+    turn_s: float = 0.0
 
 
 def smoothstep(u: np.ndarray) -> np.ndarray:
     """Minimum-jerk profile 0 -> 1 on u in [0, 1], clamped outside."""
     u = np.clip(u, 0.0, 1.0)
     return u * u * u * (10.0 + u * (-15.0 + 6.0 * u))
+
+
+@dataclass(frozen=True)
+class SitStand:
+    """A sit-to-stand (rising) or stand-to-sit between two segments: trunk flexion bump + pelvis path."""
+
+    start_s: float
+    end_s: float
+    rising: bool
+    peak_flexion_deg: float
 
 
 class MotionModel:
@@ -143,6 +179,7 @@ class MotionModel:
         self.n_samples = int(round(self.duration_s * self.rate_hz))
         self.segments = self._plan_segments(rng)
         self.activity_names = np.array([s.activity for s in self.segments])
+        self.context_names = np.array([s.context for s in self.segments])
         self._starts_s = np.array([s.start_s for s in self.segments])
         # Where each segment's weight is non-zero; the first and last extend forever.
         self._support_lo_s = np.array([s.start_s - s.half_in_s for s in self.segments])
@@ -153,6 +190,7 @@ class MotionModel:
         self.breath_phase = rng.uniform(0, 2 * np.pi)
         self.noise_hz = rng.uniform(*POSTURAL_NOISE_HZ, size=(3, POSTURAL_NOISE_TERMS))
         self.noise_phase = rng.uniform(0, 2 * np.pi, size=(3, POSTURAL_NOISE_TERMS))
+        self.sit_stands = self._plan_sit_stands(rng)
 
     def _plan_segments(self, rng: np.random.Generator) -> list[SegmentPlan]:
         plans: list[SegmentPlan] = []
@@ -162,18 +200,36 @@ class MotionModel:
             end_s = start_s + seg.duration_s
             half_in = 0.0 if k == 0 else _half_transition(segs[k - 1], seg)
             half_out = 0.0 if k == len(segs) - 1 else _half_transition(seg, segs[k + 1])
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = {"context": context_of(seg.activity, seg.params)}
             if seg.activity == "rotate":
-                extra["bumps"] = _plan_rotations(seg.params, start_s)
+                extra["bumps"] = _plan_turn_bumps(seg.params, start_s, column=2)
+            elif seg.activity == "swivel" and not seg.params.stay:
+                extra["bumps"] = _plan_turn_bumps(seg.params, start_s, column=3)
+            elif seg.activity == "swivel":
+                extra["turn_start_s"], extra["turn_deg"], extra["turn_s"] = _plan_swivel_steps(seg.params, start_s)
+                extra["heading_change_deg"] = float(extra["turn_deg"].sum())
             elif seg.activity == "fidget":
                 extra["bumps"] = _plan_fidget(seg.params, start_s, end_s, rng)
             elif seg.activity == "walk":
                 extra["turn_start_s"], extra["turn_deg"] = _plan_turns(seg.params, start_s, end_s, rng)
+                extra["turn_s"] = seg.params.turn_s
                 extra["heading_change_deg"] = float(extra["turn_deg"].sum())
             plan = SegmentPlan(seg.activity, start_s, end_s, half_in, half_out, heading_deg, params=seg.params, **extra)
             plans.append(plan)
             start_s, heading_deg = end_s, heading_deg + plan.heading_change_deg
         return plans
+
+    def _plan_sit_stands(self, rng: np.random.Generator) -> list[SitStand]:
+        """Every boundary between sitting and being on one's feet gets the shape of a real sit/stand."""
+        out = []
+        on_feet = {STANDING: True, "walking": True, SITTING: False}
+        for prev, nxt in zip(self.segments[:-1], self.segments[1:]):
+            a, b = on_feet.get(prev.context), on_feet.get(nxt.context)
+            if a is None or b is None or a == b or nxt.half_in_s <= 0:
+                continue
+            peak = rng.uniform(*SIT_STAND_FLEXION_DEG)
+            out.append(SitStand(nxt.start_s - nxt.half_in_s, nxt.start_s + nxt.half_in_s, b, float(peak)))
+        return out
 
     def kinematics(self, i0: int, i1: int) -> Kinematics:
         """Truth for sample indices i0..i1-1 (indices outside [0, n) extrapolate smoothly)."""
@@ -187,6 +243,7 @@ class MotionModel:
                 a, z = np.searchsorted(t, [self._support_lo_s[k], self._support_hi_s[k]])
                 if z > a:
                     out[:, a:z] += self._weight(k, t[a:z]) * self._segment_values(self.segments[k], t[a:z])
+            self._add_sit_stands(t, out)
         flexion, lateral, rotation, heading, speed, pelvis_z = out
         flexion = flexion + self.breath_deg * np.sin(2 * np.pi * self.breath_hz * t + self.breath_phase)
         sway = [np.zeros_like(t) for _ in range(3)]
@@ -201,6 +258,20 @@ class MotionModel:
             t, flexion + sway[0], lateral + sway[1], rotation + sway[2], heading, vel, pelvis_z, segment
         )
 
+    def _add_sit_stands(self, t: np.ndarray, out: np.ndarray) -> None:
+        """Replace the plain blend at sit/stand boundaries by the movement people make."""
+        for ss in self.sit_stands:
+            if ss.end_s <= t[0] or ss.start_s >= t[-1]:
+                continue
+            a, z = np.searchsorted(t, [ss.start_s, ss.end_s])
+            u = (t[a:z] - ss.start_s) / (ss.end_s - ss.start_s)
+            peak_at = SIT_TO_STAND_PEAK_AT if ss.rising else STAND_TO_SIT_PEAK_AT
+            out[0, a:z] += ss.peak_flexion_deg * _bell(u, peak_at)
+            # The blend moved the pelvis along smoothstep(u); it really moves in part of the window.
+            lo, hi = SIT_TO_STAND_RISE if ss.rising else STAND_TO_SIT_FALL
+            shaped = smoothstep((u - lo) / (hi - lo))
+            out[5, a:z] += (PELVIS_STANDING_M if ss.rising else -PELVIS_STANDING_M) * (shaped - smoothstep(u))
+
     def _weight(self, k: int, t: np.ndarray) -> np.ndarray:
         seg = self.segments[k]
         rise = _rise(t, seg.start_s, seg.half_in_s) if k > 0 else np.ones_like(t)
@@ -213,26 +284,43 @@ class MotionModel:
         p, n = seg.params, t.size
         tau = np.clip(t - seg.start_s, 0.0, seg.end_s - seg.start_s)
         v = np.zeros((6, n))
-        v[0] = SITTING_FLEXION_DEG
+        v[0] = getattr(p, "flexion_deg", SITTING_FLEXION_DEG)
+        v[1] = getattr(p, "lean_deg", 0.0)
         v[3] = seg.heading_start_deg
-        if seg.activity in ("sit_upright", "stand", "lie"):
-            v[0] = p.flexion_deg
-        elif seg.activity == "slouch":
+        if seg.activity == "slouch":
             v[0] = SITTING_FLEXION_DEG + (p.flexion_deg - SITTING_FLEXION_DEG) * _ramp(tau, p.ramp_s)
+            v[1] = p.lean_deg * _ramp(tau, p.ramp_s)
         elif seg.activity == "lean":
             v[1] = (1.0 if p.side == "right" else -1.0) * p.lateral_deg * _ramp(tau, p.ramp_s)
-        elif seg.bumps is not None:
-            v[:3] += _bump_values(seg.bumps, t).T
+        elif seg.activity == "lie" and p.position != "supine":
+            v[0], v[1] = LIE_ANGLES_DEG[p.position]
+        if seg.bumps is not None:
+            v[:4] += _bump_values(seg.bumps, t).T
+        if seg.turn_start_s is not None:
+            v[3] += _turn_values(seg, t)
         if seg.activity == "walk":
             step = 2 * np.pi * p.step_hz * t
-            v[0] = WALK_FLEXION_DEG + WALK_FLEXION_BOB_DEG * np.sin(step)
-            v[1] = WALK_LATERAL_SWAY_DEG * np.sin(step / 2)
-            v[3] += _turn_values(seg, t)
-            v[4] = p.speed_m_s * (1.0 + WALK_SPEED_MODULATION * np.sin(step))
-            v[5] = PELVIS_STANDING_M + p.bounce_m * np.sin(step)
-        elif seg.activity == "stand":
+            gait = self._gait_envelope(seg, t)
+            v[0] += gait * WALK_FLEXION_BOB_DEG * np.sin(step)
+            v[1] += gait * WALK_LATERAL_SWAY_DEG * np.sin(step / 2)
+            v[4] = gait * p.speed_m_s * (1.0 + WALK_SPEED_MODULATION * np.sin(step))
+            v[5] = PELVIS_STANDING_M + gait * p.bounce_m * np.sin(step)
+        elif seg.context == STANDING:
             v[5] = PELVIS_STANDING_M
         return v
+
+    def _gait_envelope(self, seg: SegmentPlan, t: np.ndarray) -> np.ndarray:
+        """People stop walking before they sit down and stand up before they walk: next to a sitting
+        segment, the steps stop (start) just before (after) the sit/stand movement."""
+        env = np.ones_like(t)
+        k = self.segments.index(seg)
+        if k + 1 < len(self.segments) and self.segments[k + 1].context == SITTING:
+            stop_s = seg.end_s - seg.half_out_s
+            env *= 1.0 - smoothstep((t - (stop_s - GAIT_STOP_S)) / GAIT_STOP_S)
+        if k > 0 and self.segments[k - 1].context == SITTING:
+            go_s = seg.start_s + seg.half_in_s
+            env *= smoothstep((t - go_s) / GAIT_STOP_S)
+        return env
 
     # ---- ground truth -------------------------------------------------------------------
 
@@ -244,14 +332,13 @@ class MotionModel:
                     peak_deg = float(np.abs(self._window(start_s, end_s).rotation_deg).max())
                     side = "right" if amp[2] > 0 else "left"
                     ev.rotation_excursions.append(RotationExcursion(float(start_s), float(end_s), side, peak_deg))
-            elif seg.activity == "lean":
+            elif seg.activity == "swivel":
+                ev.swivel_turns += _swivel_turns(seg)
+            elif seg.activity == "lean" and seg.context == SITTING:
                 lat = self._window(seg.start_s, seg.end_s).lateral_deg
                 ev.lean_intervals.append(LeanInterval(seg.start_s, seg.end_s, seg.params.side, float(lat.mean())))
-            last = ev.activity_intervals[-1] if ev.activity_intervals else None
-            if last is not None and last.activity == seg.activity:
-                ev.activity_intervals[-1] = ActivityInterval(last.start_s, seg.end_s, seg.activity)
-            else:
-                ev.activity_intervals.append(ActivityInterval(seg.start_s, seg.end_s, seg.activity))
+            _extend(ev.activity_intervals, seg.start_s, seg.end_s, seg.activity)
+            _extend(ev.context_intervals, seg.start_s, seg.end_s, seg.context)
         return ev
 
     def _window(self, start_s: float, end_s: float) -> Kinematics:
@@ -260,7 +347,7 @@ class MotionModel:
 
     def _slouch_episodes(self) -> list[SlouchEpisode]:
         episodes: list[SlouchEpisode] = []
-        open_start, peak = None, -np.inf
+        open_start, peak, high = None, -np.inf, False
 
         def close(end_index: int) -> None:
             start_s, end_s = float(open_start / self.rate_hz), float(end_index / self.rate_hz)
@@ -269,7 +356,11 @@ class MotionModel:
 
         for i0 in range(0, self.n_samples, EVENTS_WINDOW_SAMPLES):
             flexion = self.kinematics(i0, min(i0 + EVENTS_WINDOW_SAMPLES, self.n_samples)).flexion_deg
-            above = flexion > SLOUCH_TRUTH_THRESHOLD_DEG
+            # Hysteresis: high from above the threshold until below the exit.
+            state = np.where(flexion > SLOUCH_TRUTH_THRESHOLD_DEG, 1, np.where(flexion < SLOUCH_TRUTH_EXIT_DEG, 0, -1))
+            last = np.maximum.accumulate(np.where(state >= 0, np.arange(state.size), -1))
+            above = np.where(last >= 0, state[np.maximum(last, 0)] == 1, high)
+            high = bool(above[-1])
             bounds = np.concatenate([[0], np.flatnonzero(above[1:] != above[:-1]) + 1, [above.size]])
             for a, b in zip(bounds[:-1], bounds[1:]):
                 if above[a]:
@@ -298,8 +389,21 @@ def _ramp(tau: np.ndarray, ramp_s: float) -> np.ndarray:
     return smoothstep(tau / ramp_s) if ramp_s > 0 else np.ones_like(tau)
 
 
+def _bell(u: np.ndarray, peak_at: float) -> np.ndarray:
+    """0 → 1 at u = peak_at → 0 at u = 1, minimum-jerk on both sides."""
+    return np.where(u < peak_at, smoothstep(u / peak_at), 1.0 - smoothstep((u - peak_at) / (1.0 - peak_at)))
+
+
+def _extend(intervals: list[ActivityInterval], start_s: float, end_s: float, activity: str) -> None:
+    """Append, merging with the previous interval when the activity is the same."""
+    if intervals and intervals[-1].activity == activity:
+        intervals[-1] = ActivityInterval(intervals[-1].start_s, end_s, activity)
+    else:
+        intervals.append(ActivityInterval(start_s, end_s, activity))
+
+
 def _bump_values(b: Bumps, t: np.ndarray) -> np.ndarray:
-    out = np.zeros((t.size, 3))
+    out = np.zeros((t.size, 4))
     # Loop over the few bumps that touch the window, each on its own sample range, in a fixed
     # order, so a sample's value never depends on the window it is evaluated in.
     for j in np.flatnonzero((b.end_s > t[0]) & (b.start_s < t[-1])):
@@ -311,7 +415,7 @@ def _bump_values(b: Bumps, t: np.ndarray) -> np.ndarray:
 
 
 def _turn_values(seg: SegmentPlan, t: np.ndarray) -> np.ndarray:
-    turn_s = seg.params.turn_s
+    turn_s = seg.turn_s
     done_deg = np.concatenate([[0.0], np.cumsum(seg.turn_deg)])
     out = done_deg[np.searchsorted(seg.turn_start_s + turn_s, t, "right")]
     for j in np.flatnonzero((seg.turn_start_s + turn_s > t[0]) & (seg.turn_start_s < t[-1])):
@@ -320,17 +424,41 @@ def _turn_values(seg: SegmentPlan, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def _plan_rotations(p: Any, start_s: float) -> Bumps:
+def _turn_plan(p: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Signed size (+ right) and out-leg duration of each rotation or chair turn, in order."""
     order = p.order or _alternating(p.left_count, p.right_count)
-    peak_deg = np.array([p.left_peak_deg if c == "L" else p.right_peak_deg for c in order])
-    sign = np.array([-1.0 if c == "L" else 1.0 for c in order])
-    leg_s = peak_deg / p.speed_dps
-    hold_s = np.full(len(order), p.hold_s)
+    left_deg, right_deg = turn_sizes_deg(p)
+    size_deg = np.array([-left_deg if c == "L" else right_deg for c in order])
+    return size_deg, np.abs(size_deg) / p.speed_dps
+
+
+def _plan_turn_bumps(p: Any, start_s: float, column: int) -> Bumps:
+    """Out-and-back trunk rotations (column 2) or chair turns (column 3, heading)."""
+    size_deg, leg_s = _turn_plan(p)
+    hold_s = np.full(len(size_deg), p.hold_s)
     durations_s = 2 * leg_s + hold_s + p.pause_s
     starts_s = start_s + p.pause_s + np.cumsum(durations_s) - durations_s
-    amplitude = np.zeros((len(order), 3))
-    amplitude[:, 2] = sign * peak_deg
+    amplitude = np.zeros((len(size_deg), 4))
+    amplitude[:, column] = size_deg
     return Bumps(starts_s, leg_s, hold_s, leg_s.copy(), amplitude)
+
+
+def _plan_swivel_steps(p: Any, start_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Chair turns that stay: heading steps, each taking its size / speed (one duration for all)."""
+    size_deg, leg_s = _turn_plan(p)
+    turn_s = float(leg_s.max()) if len(leg_s) else 1.0
+    durations_s = turn_s + p.hold_s + p.pause_s
+    starts_s = start_s + p.pause_s + durations_s * np.arange(len(size_deg))
+    return starts_s, size_deg, turn_s
+
+
+def _swivel_turns(seg: SegmentPlan) -> list[SwivelTurn]:
+    if seg.bumps is not None:
+        b = seg.bumps
+        return [SwivelTurn(float(a), float(z), "right" if amp[3] > 0 else "left", float(abs(amp[3])), True)
+                for a, z, amp in zip(b.start_s, b.end_s, b.amplitude_deg)]
+    return [SwivelTurn(float(a), float(a + seg.turn_s), "right" if d > 0 else "left", float(abs(d)), False)
+            for a, d in zip(seg.turn_start_s, seg.turn_deg)]
 
 
 def _alternating(left: int, right: int) -> str:
@@ -344,7 +472,8 @@ def _plan_fidget(p: Any, start_s: float, end_s: float, rng: np.random.Generator)
     hold = rng.uniform(*FIDGET_HOLD_S, size=m)
     mean_gap_s = max(60.0 / max(p.moves_per_min, 1e-9) - np.mean(FIDGET_MOVE_S) * 2 - np.mean(FIDGET_HOLD_S), 0.0)
     gap = FIDGET_GAP_MIN_S + rng.exponential(mean_gap_s + 1e-9, size=m)
-    amplitude = rng.uniform(-p.amplitude_deg, p.amplitude_deg, size=(m, 3))
+    amplitude = np.zeros((m, 4))
+    amplitude[:, :3] = rng.uniform(-p.amplitude_deg, p.amplitude_deg, size=(m, 3))
     starts = start_s + np.cumsum(gap + rise + hold + fall) - (rise + hold + fall)
     keep = starts + rise + hold + fall <= end_s - FIDGET_GAP_MIN_S
     return Bumps(starts[keep], rise[keep], hold[keep], fall[keep], amplitude[keep])

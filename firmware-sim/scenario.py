@@ -42,53 +42,67 @@ def _choice(default: str, *allowed: str) -> Any:
 
 @dataclass(frozen=True)
 class SensorSettings:
-    """Virtual IMU settings (the scenario's [sensor] table)."""
+    """Virtual IMU settings (the scenario's [sensor] table). Typical consumer MEMS values in comments."""
 
     rate_hz: float = _num(100.0, 1.0, 2000.0)
-    acc_noise_g: float = _num(0.003, 0.0, 1.0)  # white noise RMS per axis
-    gyro_noise_dps: float = _num(0.05, 0.0, 10.0)  # white noise RMS per axis
-    gyro_bias_dps: float = _num(0.3, 0.0, 10.0)  # initial bias magnitude, random direction
+    acc_noise_g: float = _num(0.003, 0.0, 1.0)  # white noise RMS per axis (0.002–0.01 g)
+    gyro_noise_dps: float = _num(0.05, 0.0, 10.0)  # white noise RMS per axis (0.03–0.15 °/s)
+    gyro_bias_dps: float = _num(0.3, 0.0, 10.0)  # initial bias magnitude, random direction (0–1.5 °/s)
     gyro_bias_walk_dps_per_sqrt_s: float = _num(0.002, 0.0, 1.0)
-    clock_drift_ppm: float = _num(30.0, -1000.0, 1000.0)
+    clock_drift_ppm: float = _num(30.0, -1000.0, 1000.0)  # crystal tolerance (±50 ppm)
     mount_max_deg: float = _num(30.0, 0.0, 180.0)  # random mis-mount angle bound
     # Explicit mis-mount [roll, pitch, yaw] (intrinsic ZYX, as euler_deg); overrides mount_max_deg.
     mount_euler_deg: tuple[float, float, float] | None = None
+    acc_bias_g: float = _num(0.0, 0.0, 0.5)  # offset magnitude, random direction (0–0.04 g after factory trim)
+    acc_scale_error: float = _num(0.0, 0.0, 0.2)  # per-axis gain error bound, uniform ± (0–0.02)
+    gyro_scale_error: float = _num(0.0, 0.0, 0.2)  # per-axis gain error bound, uniform ± (0–0.01)
 
 
-# Per-activity parameters. Angles are magnitudes of the truth angles (see docs/conventions.md).
+# Per-activity parameters. Angles are magnitudes of the truth angles (see docs/conventions.md);
+# `lean_deg` is signed (+ right) and `standing` puts a seated activity on its feet. The comment on
+# each field gives the human range the random day generator (firmware-sim/randomday.py) draws from.
 @dataclass(frozen=True)
 class SitUpright:
-    flexion_deg: float = _num(0.0, -30.0, 30.0)  # 0: this is the posture calibration refers to
+    flexion_deg: float = _num(0.0, -30.0, 30.0)  # 0: the posture calibration refers to (hunched hold: 3–10)
+    lean_deg: float = _num(0.0, -40.0, 40.0)  # held sideways bend, + right (sitting: |lean| ≤ 5)
 
 
 @dataclass(frozen=True)
 class Slouch:
-    flexion_deg: float = _num(25.0, -30.0, 80.0)  # held flexion
-    ramp_s: float = _num(3.0, 0.0, 60.0)  # time to reach it from upright
+    flexion_deg: float = _num(25.0, -30.0, 80.0)  # held flexion (slouching: 15–40; a calibration bend 8–40)
+    ramp_s: float = _num(3.0, 0.0, 600.0)  # time to reach it from upright (1–5; creeping in: 30–120)
+    lean_deg: float = _num(0.0, -40.0, 40.0)  # slouching while leaning (|lean| ≤ 15)
+    standing: bool = False
 
 
 @dataclass(frozen=True)
 class Rotate:
     left_count: int = _num(3, 0, 1000)
     right_count: int = _num(3, 0, 1000)
-    left_peak_deg: float = _num(30.0, 1.0, 120.0)
+    left_peak_deg: float = _num(30.0, 1.0, 120.0)  # axial trunk rotation: 15–45 (thoracolumbar range ~45)
     right_peak_deg: float = _num(30.0, 1.0, 120.0)
-    speed_dps: float = _num(45.0, 1.0, 720.0)  # mean speed of each out or back leg
-    hold_s: float = _num(0.5, 0.0, 60.0)  # time held at the peak
+    speed_dps: float = _num(45.0, 1.0, 720.0)  # mean speed of each out or back leg (20–150)
+    hold_s: float = _num(0.5, 0.0, 60.0)  # time held at the peak (0–12)
     pause_s: float = _num(1.5, 0.0, 600.0)  # neutral time before each excursion (and after the last)
     order: str = ""  # e.g. "LLRRR"; empty = alternate starting left, the remainder at the end
+    flexion_deg: float = _num(2.0, -30.0, 80.0)  # rotating while slouched: 15–35
+    lean_deg: float = _num(0.0, -40.0, 40.0)
+    standing: bool = False
 
 
 @dataclass(frozen=True)
 class Lean:
     side: str = _choice("left", "left", "right")
-    lateral_deg: float = _num(15.0, 0.0, 60.0)
+    lateral_deg: float = _num(15.0, 0.0, 60.0)  # 6–20
     ramp_s: float = _num(2.0, 0.0, 60.0)
+    flexion_deg: float = _num(2.0, -30.0, 80.0)
+    standing: bool = False
 
 
 @dataclass(frozen=True)
 class Stand:
-    flexion_deg: float = _num(0.0, -30.0, 30.0)
+    flexion_deg: float = _num(0.0, -30.0, 80.0)  # standing upright: 0–5
+    lean_deg: float = _num(0.0, -40.0, 40.0)
 
 
 @dataclass(frozen=True)
@@ -96,21 +110,44 @@ class Walk:
     turn_every_s: float = _num(10.0, 1.0, 3600.0)
     turn_deg: float = _num(90.0, 0.0, 360.0)
     turn_side: str = _choice("alternate", "left", "right", "alternate")
-    turn_s: float = _num(2.0, 0.2, 30.0)  # duration of one whole-body turn
-    step_hz: float = _num(1.8, 0.5, 4.0)
-    speed_m_s: float = _num(1.2, 0.0, 3.0)
-    bounce_m: float = _num(0.03, 0.0, 0.2)  # vertical pelvis bounce amplitude
+    turn_s: float = _num(2.0, 0.2, 30.0)  # duration of one whole-body turn (1–3)
+    step_hz: float = _num(1.8, 0.5, 4.0)  # 1.5–2.1
+    speed_m_s: float = _num(1.2, 0.0, 3.0)  # 0.7–1.6
+    bounce_m: float = _num(0.03, 0.0, 0.2)  # vertical pelvis bounce amplitude (0.015–0.035)
+    flexion_deg: float = _num(3.0, -30.0, 80.0)  # trunk inclination walking: 0–8; walking slouched: 15–30
+    lean_deg: float = _num(0.0, -40.0, 40.0)  # carrying a bag: |lean| ≤ 5
 
 
 @dataclass(frozen=True)
 class Fidget:
     amplitude_deg: float = _num(4.0, 0.0, 10.0)  # per axis bound of each small motion
     moves_per_min: float = _num(20.0, 0.0, 120.0)
+    flexion_deg: float = _num(2.0, -30.0, 80.0)
+    lean_deg: float = _num(0.0, -40.0, 40.0)
+    standing: bool = False
 
 
 @dataclass(frozen=True)
 class Lie:
-    flexion_deg: float = _num(-90.0, -100.0, -60.0)  # supine
+    position: str = _choice("supine", "supine", "prone", "left", "right")  # on the back, front, left or right side
+    flexion_deg: float = _num(-90.0, -100.0, -60.0)  # supine only: −90 flat, −60 propped on pillows
+
+
+@dataclass(frozen=True)
+class Swivel:
+    """Seated turns of a swivel chair: the whole body yaws, the trunk does not twist."""
+
+    left_count: int = _num(1, 0, 1000)
+    right_count: int = _num(1, 0, 1000)
+    left_deg: float = _num(40.0, 1.0, 360.0)  # 10–180
+    right_deg: float = _num(40.0, 1.0, 360.0)
+    speed_dps: float = _num(60.0, 1.0, 720.0)  # 30–150
+    hold_s: float = _num(2.0, 0.0, 600.0)  # time facing the side before turning back (out-and-back)
+    pause_s: float = _num(2.0, 0.0, 600.0)
+    order: str = ""
+    stay: bool = False  # each turn stays (the chair now faces elsewhere) instead of coming back
+    flexion_deg: float = _num(2.0, -30.0, 80.0)
+    lean_deg: float = _num(0.0, -40.0, 40.0)
 
 
 ACTIVITY_PARAMS: dict[str, type] = {
@@ -122,7 +159,36 @@ ACTIVITY_PARAMS: dict[str, type] = {
     "walk": Walk,
     "fidget": Fidget,
     "lie": Lie,
+    "swivel": Swivel,
 }
+# What a body does in each activity: the truth of "activity" that the pipeline is scored against.
+SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
+
+
+def context_of(activity: str, params: Any) -> str:
+    """sitting, standing, walking or lying for a segment."""
+    if activity == "walk":
+        return WALKING
+    if activity == "lie":
+        return LYING
+    if activity == "stand" or getattr(params, "standing", False):
+        return STANDING
+    return SITTING
+
+
+@dataclass(frozen=True)
+class Slip:
+    """The sensor creeping on the back (a [[slip]] table): it turns by angle_deg over duration_s.
+
+    Tape and clips let a sensor creep a few degrees over minutes (1–5°, over 1–15 min); a wearer who
+    notices re-seats it (back where it was, within a degree or two, in about two seconds).
+    """
+
+    start_s: float = _num(0.0, 0.0, 1e6)
+    duration_s: float = _num(300.0, 1.0, 1e5)
+    angle_deg: float = _num(3.0, 0.0, 45.0)
+    axis: str = _choice("random", "random", "forward", "left", "up")  # in the trunk frame
+    reseat_after_s: float | None = field(default=None, metadata={"range": (0.0, 1e6)})  # after the slip ends
 
 
 @dataclass(frozen=True)
@@ -139,6 +205,7 @@ class Scenario:
     segments: tuple[Segment, ...]
     sensor: SensorSettings = SensorSettings()
     description: str = ""
+    slips: tuple[Slip, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -160,7 +227,15 @@ def scenario_names() -> list[str]:
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
-    """Load a scenario by name (scenarios/NAME.toml) or by file path."""
+    """Load a scenario by name (scenarios/NAME.toml), by file path, or a random day (random:SEED[:HOURS])."""
+    from .randomday import parse_spec, random_day
+
+    try:
+        spec = parse_spec(str(name_or_path))
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+    if spec is not None:
+        return random_day(*spec)
     path = Path(name_or_path)
     if path.suffix != ".toml" and len(path.parts) == 1:
         path = SCENARIO_DIR / f"{path.name}.toml"
@@ -168,7 +243,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         known = ", ".join(scenario_names())
-        raise ScenarioError(f"cannot read scenario {str(name_or_path)!r} ({exc.strerror}); known: {known}") from None
+        raise ScenarioError(f"cannot read scenario {str(name_or_path)!r} ({exc.strerror}); known: {known}, "
+                            "or random:SEED[:HOURS]") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path.name}: invalid TOML: {exc}") from None
     return parse_scenario(data, default_name=path.stem, where=path.name)
@@ -176,7 +252,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 
 def parse_scenario(data: dict[str, Any], default_name: str = "scenario", where: str = "") -> Scenario:
     where = where or default_name
-    _reject_unknown(data, {"name", "description", "repeat", "sensor", "segment"}, where)
+    _reject_unknown(data, {"name", "description", "repeat", "sensor", "segment", "slip"}, where)
     sensor = _build(SensorSettings, data.get("sensor", {}), f"{where}: [sensor]")
     raw_segments = data.get("segment")
     if not isinstance(raw_segments, list) or not raw_segments:
@@ -196,7 +272,11 @@ def parse_scenario(data: dict[str, Any], default_name: str = "scenario", where: 
     name, description = data.get("name", default_name), data.get("description", "")
     if not isinstance(name, str) or not isinstance(description, str):
         raise ScenarioError(f"{where}: 'name' and 'description' must be strings")
-    return Scenario(name=name, segments=tuple(segments), sensor=sensor, description=description)
+    raw_slips = data.get("slip", [])
+    if not isinstance(raw_slips, list):
+        raise ScenarioError(f"{where}: 'slip' must be an array of tables ([[slip]])")
+    slips = tuple(_build(Slip, raw, f"{where}: slip {i + 1}") for i, raw in enumerate(raw_slips))
+    return Scenario(name=name, segments=tuple(segments), sensor=sensor, description=description, slips=slips)
 
 
 def _parse_segment(raw: Any, where: str) -> Segment:
@@ -212,22 +292,32 @@ def _parse_segment(raw: Any, where: str) -> Segment:
     duration_s = _check_number("duration_s", raw["duration_s"], (0.5, 1e6), where)
     transition_s = _check_number("transition_s", raw.get("transition_s", DEFAULT_TRANSITION_S), (0.0, 60.0), where)
     params = _build(ACTIVITY_PARAMS[activity], {k: v for k, v in raw.items() if k not in common}, where)
-    if isinstance(params, Rotate):
-        _check_rotate(params, duration_s, where)
+    if isinstance(params, Rotate | Swivel):
+        _check_turns(params, duration_s, where)
     return Segment(activity, float(duration_s), params, float(transition_s))
 
 
-def _check_rotate(p: Rotate, duration_s: float, where: str) -> None:
+def _check_turns(p: Rotate | Swivel, duration_s: float, where: str) -> None:
     if p.order:
         if set(p.order) - {"L", "R"} or p.order.count("L") != p.left_count or p.order.count("R") != p.right_count:
             raise ScenarioError(
                 f"{where}: 'order' = {p.order!r} must use only L/R with left_count = {p.left_count} L "
                 f"and right_count = {p.right_count} R"
             )
-    legs_s = 2 * (p.left_count * p.left_peak_deg + p.right_count * p.right_peak_deg) / p.speed_dps
+    left_deg, right_deg = turn_sizes_deg(p)
+    if getattr(p, "stay", False):  # one leg each, all as long as the largest turn
+        sizes = [d for d, count in ((left_deg, p.left_count), (right_deg, p.right_count)) if count]
+        legs_s = (p.left_count + p.right_count) * max(sizes, default=0.0) / p.speed_dps
+    else:
+        legs_s = 2 * (p.left_count * left_deg + p.right_count * right_deg) / p.speed_dps
     needed_s = legs_s + (p.left_count + p.right_count) * (p.hold_s + p.pause_s) + p.pause_s
     if needed_s > duration_s:
         raise ScenarioError(f"{where}: the excursions need {needed_s:.1f} s but 'duration_s' = {duration_s}")
+
+
+def turn_sizes_deg(p: Rotate | Swivel) -> tuple[float, float]:
+    """(left, right) size of each out-and-back trunk rotation or chair turn."""
+    return (p.left_peak_deg, p.right_peak_deg) if isinstance(p, Rotate) else (p.left_deg, p.right_deg)
 
 
 def _reject_unknown(raw: dict[str, Any], known: set[str], where: str) -> None:
@@ -244,10 +334,13 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     values = {}
     for key, value in raw.items():
         meta, default = fields[key].metadata, fields[key].default
-        if "range" in meta:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ScenarioError(f"{where}: {key!r} must be true or false, got {value!r}")
+        elif "range" in meta:
             if isinstance(default, int) and not isinstance(value, int):
                 raise ScenarioError(f"{where}: {key!r} must be an integer, got {value!r}")
-            value = type(default)(_check_number(key, value, meta["range"], where))
+            value = (float if default is None else type(default))(_check_number(key, value, meta["range"], where))
         elif "choices" in meta and value not in meta["choices"]:
             raise ScenarioError(f"{where}: {key!r} must be one of {', '.join(meta['choices'])}, got {value!r}")
         elif key == "mount_euler_deg":

@@ -52,3 +52,16 @@ def unwrap_from(previous_deg: float | None, yaw_deg: np.ndarray) -> np.ndarray:
     if previous_deg is not None and len(out):
         out += 360.0 * np.round((previous_deg - out[0]) / 360.0)
     return out
+
+
+def horizontal_acc_in_heading(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray,
+                              acc_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal specific force along the trunk's forward heading (+ forward) and across it (+ left), g."""
+    w, x, y, z = quat_wxyz.T
+    row0 = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)])
+    row1 = np.column_stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)])
+    fx, fy = row0 @ r_sensor_trunk[:, 0], row1 @ r_sensor_trunk[:, 0]
+    norm = np.maximum(np.hypot(fx, fy), 1e-9)
+    fx, fy = fx / norm, fy / norm
+    ax, ay = np.einsum("ij,ij->i", row0, acc_g), np.einsum("ij,ij->i", row1, acc_g)
+    return ax * fx + ay * fy, -ax * fy + ay * fx

@@ -3,11 +3,14 @@
 One IMU on the upper back sees the trunk's heading (yaw), which is facing direction (pelvis,
 chair, walking direction) plus axial trunk rotation. The facing direction is estimated as a
 baseline that
-- follows slowly (`follow_tau_s`) while the trunk is near it — gyro drift and small chair turns;
+- follows slowly (`follow_tau_s`) while the trunk is near it — gyro drift (tracked as a rate, so
+  excursions are measured against where the facing direction has drifted to) and small chair turns;
 - freezes while the trunk is away from it by more than `near_deg` — an excursion is measured
   against the facing direction it left from, and comes back;
-- jumps to the new heading after it has stayed away, steady, for `settle_s` — a chair turned or a
-  whole-body turn: those do not come back, so they are not excursions;
+- jumps to the new heading after it has stayed away, steady, for `settle_s` (the longest a trunk
+  rotation is held, 15 s) — a chair turned or a whole-body turn: those do not come back, so they
+  are not excursions; beyond the trunk's own range (`trunk_range_deg`) it cannot be a trunk
+  rotation, and the jump comes after `settle_far_s`;
 - follows fast (`walk_tau_s`) while walking: walking turns are whole-body turns.
 rotation = trunk heading − baseline, + to the right (docs/conventions.md).
 
@@ -27,8 +30,11 @@ class AxialSettings:
     block_s: float = 0.25
     near_deg: float = 8.0
     follow_tau_s: float = 20.0
+    max_drift_dps: float = 2.0  # = the largest gyro bias VQF estimates
     walk_tau_s: float = 0.5
-    settle_s: float = 6.0
+    settle_s: float = 15.0  # = RotationSettings.max_s: a rotation held up to this long is still measured
+    settle_far_s: float = 2.0
+    trunk_range_deg: float = 60.0  # = RotationSettings.max_peak_deg
     settle_spread_deg: float = 4.0  # "steady": block headings within this of each other
 
 
@@ -37,6 +43,7 @@ class FacingBaseline:
         self.s = settings
         self._block = max(1, round(settings.block_s * settings.rate_hz))
         self._baseline: float | None = None
+        self._drift_dps = 0.0
         self._away_blocks: list[float] = []  # recent block headings while away, for settling
         self._pending = np.empty(0)  # samples of an unfinished block
         self._pending_walk = np.empty(0, dtype=bool)
@@ -44,6 +51,7 @@ class FacingBaseline:
     def reset(self) -> None:
         """After a long gap the heading before it means nothing: start again from the next sample."""
         self._baseline = None
+        self._drift_dps = 0.0
         self._away_blocks.clear()
         self._pending = np.empty(0)
         self._pending_walk = np.empty(0, dtype=bool)
@@ -76,16 +84,21 @@ class FacingBaseline:
     def _step(self, heading: float, walking: bool) -> bool:
         """Move the baseline by one block; True if it jumped to a new facing direction."""
         s = self.s
+        # The gyro's leftover bias about vertical turns the heading steadily: the baseline follows that
+        # drift as a rate (a second-order tracker), so it neither lags behind it nor stops for excursions.
+        self._baseline += self._drift_dps * s.block_s
         away = heading - self._baseline
         if walking:
             self._baseline += away * min(1.0, s.block_s / s.walk_tau_s)
             self._away_blocks.clear()
         elif abs(away) <= s.near_deg:
-            self._baseline += away * s.block_s / s.follow_tau_s
+            self._baseline += away * 2.0 * s.block_s / s.follow_tau_s  # critically damped, time constant τ
+            self._drift_dps = float(np.clip(self._drift_dps + away * s.block_s / s.follow_tau_s**2,
+                                            -s.max_drift_dps, s.max_drift_dps))
             self._away_blocks.clear()
         else:
             self._away_blocks.append(heading)
-            settle = round(s.settle_s / s.block_s)
+            settle = round((s.settle_far_s if abs(away) > s.trunk_range_deg else s.settle_s) / s.block_s)
             recent = self._away_blocks[-settle:]
             if len(recent) == settle and max(recent) - min(recent) < s.settle_spread_deg:
                 self._baseline = float(np.mean(recent))

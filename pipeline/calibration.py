@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+HOLD_TRIM_S = 0.3  # the end of a still run that is left out of the hold
+
+
 class CalibrationError(ValueError):
     """A calibration attempt that cannot be used; the message says why, in one line."""
 
@@ -21,14 +24,25 @@ class CalibrationError(ValueError):
 @dataclass(frozen=True)
 class CalibrationSettings:
     hold_s: float = 3.0  # still, upright, before the bend
-    still_gyro_dps: float = 4.0  # |gyro| above this is movement (gyro bias can reach ~1 °/s)
-    still_acc_g: float = 0.03  # | |acc| − 1 g | above this is movement
+    still_gyro_dps: float = 4.0  # |gyro| above this is movement (gyro bias reaches ~1.5 °/s)
+    still_acc_g: float = 0.03  # |acc| (smoothed) this far from the sensor's resting |acc| is movement
+    still_smooth_s: float = 0.2  # smoothing of |acc| for the stillness test: noise is not movement
     still_tilt_deg: float = 2.0  # up-axis wander during the hold
-    bend_min_deg: float = 15.0  # a forward bend must tip the trunk at least this far
+    bend_min_deg: float = 8.0  # the app asks for 15°; a clean shallower bend still fixes the plane
+    bend_max_deg: float = 70.0  # deeper is not a calibration bend (lying down, the sensor in a hand)
     bend_return_deg: float = 6.0  # … and come back within this of upright
-    bend_timeout_s: float = 12.0  # no bend by then → calibrate from the hold alone
+    bend_within_s: float = 5.0  # the bend starts this soon after the hold
+    bend_max_s: float = 10.0  # out and back within this
+    bend_straight_deg: float = 25.0  # direction half-way down vs at the deepest point
+    bend_timeout_s: float = 12.0  # no bend by then → a provisional calibration from the hold alone
+    refusal_every_s: float = 60.0  # say a refusal at most this often
+    # Forward from a bend must be within this of where forward can be: the sensor lies on the back, so
+    # its −z is forward give or take the mounting tilt (≤ 30°); when recalibrating, the old forward.
+    bend_direction_deg: float = 60.0
+    bend_again_deg: float = 15.0  # a recalibration asks for the full bend
     # Recalibration check (CalibrationMonitor): averages over walking or sitting time only.
-    drift_walk_tilt_deg: float = 10.0  # walking: |mean lateral bend| beyond this
+    drift_walk_lateral_deg: float = 4.0  # walking: |mean lateral bend| beyond this (people walk within ±2°)
+    drift_walk_extension_deg: float = 2.0  # walking: mean flexion below −this (people walk inclined 0–10° forward)
     drift_walk_min_s: float = 20.0
     drift_sit_lateral_deg: float = 25.0  # sitting: |mean lateral bend| beyond this …
     drift_sit_extension_deg: float = 15.0  # … or mean flexion below −this
@@ -83,6 +97,12 @@ class Calibration:
     def with_bias(self, gyro_bias_dps: np.ndarray | None) -> Calibration:
         return Calibration(self.r_sensor_trunk, self.with_bend, self.bend_deg, gyro_bias_dps)
 
+    def turned(self, azimuth_deg: float) -> Calibration:
+        """The same up axis with forward turned by azimuth_deg toward the left: a measured sagittal plane."""
+        c, s = np.cos(np.radians(azimuth_deg)), np.sin(np.radians(azimuth_deg))
+        r = self.r_sensor_trunk @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        return Calibration(r, True, self.bend_deg, self.gyro_bias_dps)
+
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
@@ -104,123 +124,236 @@ def hold_gyro_bias_dps(acc_g: np.ndarray, gyro_dps: np.ndarray, rate_hz: float) 
     return gyro_dps.mean(axis=0) - tilt_rate_dps
 
 
-def still_mask(gyro_dps: np.ndarray, acc_g: np.ndarray, settings: CalibrationSettings) -> np.ndarray:
-    return ((np.linalg.norm(gyro_dps, axis=1) < settings.still_gyro_dps)
-            & (np.abs(np.linalg.norm(acc_g, axis=1) - 1.0) < settings.still_acc_g))
+class Stillness:
+    """Per sample: is the sensor still? Robust to noise and to the accelerometer's own scale error.
+
+    Still means the gyro is slow (|gyro| below `still_gyro_dps`: bias alone stays under it) and |acc|,
+    averaged over `still_smooth_s` (so white noise does not count as movement), stays within
+    `still_acc_g` of the sensor's own resting |acc| — learned from the gyro-still samples, so a
+    sensor that reads 1.02 g at rest is still at 1.02 g.
+    """
+
+    def __init__(self, settings: CalibrationSettings, rate_hz: float):
+        self.s = settings
+        self._k = max(1, round(settings.still_smooth_s * rate_hz))
+        self._tail = np.zeros(0)
+        self._alpha = 1.0 / (10.0 * rate_hz)
+        self._rest_g: float | None = None
+
+    def update(self, acc_g: np.ndarray, gyro_dps: np.ndarray) -> np.ndarray:
+        norm = np.linalg.norm(acc_g, axis=1)
+        both = np.concatenate([self._tail, norm])
+        c = np.concatenate([[0.0], np.cumsum(both)])
+        idx = np.arange(len(self._tail), len(both)) + 1
+        lo = np.maximum(idx - self._k, 0)
+        smooth = (c[idx] - c[lo]) / (idx - lo)
+        self._tail = both[-(self._k - 1):] if self._k > 1 else np.zeros(0)
+        slow = np.linalg.norm(gyro_dps, axis=1) < self.s.still_gyro_dps
+        if self._rest_g is None:
+            self._rest_g = float(np.median(smooth[slow])) if slow.any() else 1.0
+        still = slow & (np.abs(smooth - self._rest_g) < self.s.still_acc_g)
+        if still.any():
+            x = smooth[still]
+            decay = (1.0 - self._alpha) ** np.arange(len(x) - 1, -1, -1)
+            self._rest_g = float(self._rest_g * (1.0 - self._alpha) ** len(x) + self._alpha * (decay @ x))
+        return still
+
+
+@dataclass
+class _Hold:
+    up: np.ndarray  # mean gravity direction over the hold, sensor frame
+    bias_dps: np.ndarray
+    end_t_s: float
+    since_t_s: float  # when this still stretch first made a hold (the bend is due from then)
 
 
 class Calibrator:
     """Finds the upright hold and the forward bend in the incoming stream.
 
-    Feed it batches of sample times, the accelerometer, the gyro and VQF's up axis in sensor
-    coordinates. It reports refusals (movement during the hold) and, once done, the calibration and
-    the index in the batch from which it applies.
+    The hold is the last `hold_s` of stillness before the bend (a pause inside fidgeting that is
+    followed by more fidgeting is forgotten); the bend must start within `bend_within_s` of it, tip
+    the trunk by `bend_min_deg`–`bend_max_deg` along one direction and come back within
+    `bend_return_deg` of the hold within `bend_max_s`. Anything else is refused with a one-line
+    reason that says what to do. No bend within `bend_timeout_s` of a hold gives a provisional
+    calibration (forward assumed from how the sensor sits), said as such.
     """
 
     def __init__(self, settings: CalibrationSettings = CalibrationSettings(), rate_hz: float = 100.0):
         self.s = settings
         self.rate_hz = rate_hz
+        self.forward_hint: np.ndarray | None = None  # the current calibration's forward, when recalibrating
+        self.hold_only = True  # a hold without a bend may calibrate (provisionally): not when recalibrating
         self._hold_n = round(settings.hold_s * rate_hz)
+        self._still = Stillness(settings, rate_hz)
         self.refusals = 0
-        self._restart()
+        self._last_refusal_t_s = -np.inf
+        self._trim_n = round(HOLD_TRIM_S * rate_hz)
+        self._run_acc = np.zeros((0, 3))  # the current still run's last hold_s (+ trim) of samples
+        self._run_gyro = np.zeros((0, 3))
+        self._run_t = np.zeros(0)
+        self._run_n = 0
+        self._hold: _Hold | None = None
+        self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
 
-    def _restart(self) -> None:
-        self._still_run = 0  # consecutive still samples so far
-        self._still_acc: list[np.ndarray] = []  # the current hold's samples (≤ hold_s of them)
-        self._still_gyro: list[np.ndarray] = []
-        self._bias_dps: np.ndarray | None = None
-        self._up0: np.ndarray | None = None
-        self._bend_best: tuple[float, np.ndarray] = (0.0, np.zeros(3))
-        self._in_bend = False
-        self._bend_deadline_s = np.inf
+    def restart(self) -> None:
+        """Look for a calibration from scratch (after a gap or a new request)."""
+        self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
+        self._hold, self._bend = None, []
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray,
                up_sensor: np.ndarray) -> tuple[Calibration | None, int, list[str]]:
         """(calibration or None, index where it starts to apply, refusal messages)."""
-        try:
-            return self._update(t_s, acc_g, gyro_dps, up_sensor)
-        except CalibrationError as exc:
-            # Start over from the next hold; the stream goes on.
-            self.refusals += 1
-            self._restart()
-            return None, len(t_s), [str(exc)]
-
-    def _update(self, t_s, acc_g, gyro_dps, up_sensor) -> tuple[Calibration | None, int, list[str]]:
+        still = self._still.update(acc_g, gyro_dps)
         messages: list[str] = []
-        start = 0
-        if self._up0 is None:
-            start, messages = self._find_hold(acc_g, gyro_dps)
-            if self._up0 is None:
+        for a, b, is_still in _runs(still):
+            if is_still:
+                self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b])
+                continue
+            self._break_hold(float(t_s[a]), messages)
+            cal, end = self._follow_bend(t_s, up_sensor, a, b, messages)
+            if cal is not None:
+                return cal, end, messages
+        if (self.hold_only and self._hold is not None and not self._bend
+                and t_s[-1] - self._hold.since_t_s > self.s.bend_timeout_s):
+            try:
+                cal = Calibration.from_vectors(self._hold.up).with_bias(self._hold.bias_dps)
+            except CalibrationError as exc:
+                self._refuse(float(t_s[-1]), f"{exc}: sit upright and still for {self.s.hold_s:g} s, "
+                                             "then bend forward once and sit up", messages)
+                self.restart()
                 return None, len(t_s), messages
-            self._bend_deadline_s = t_s[min(start, len(t_s) - 1)] + self.s.bend_timeout_s
-        # The first bend after the hold: past bend_min_deg, then back within bend_return_deg.
-        dev_deg = np.degrees(np.arccos(np.clip(up_sensor[start:] @ self._up0, -1.0, 1.0)))
-        late = np.flatnonzero(t_s[start:] > self._bend_deadline_s)
-        horizon = int(late[0]) if len(late) else len(dev_deg)
-        if not self._in_bend:
-            over = np.flatnonzero(dev_deg[:horizon] >= self.s.bend_min_deg)
-            if len(over) == 0:
-                if len(late):
-                    return Calibration.from_vectors(self._up0).with_bias(self._bias_dps), start + horizon, messages
-                return None, len(t_s), messages
-            self._in_bend, begin = True, int(over[0])
-        else:
-            begin = 0
-        back = np.flatnonzero(dev_deg[begin:] <= self.s.bend_return_deg)
-        end = begin + int(back[0]) if len(back) else len(dev_deg)
-        if end > begin:
-            k = begin + int(np.argmax(dev_deg[begin:end]))
-            if dev_deg[k] > self._bend_best[0]:
-                self._bend_best = (float(dev_deg[k]), up_sensor[start + k].copy())
-        if len(back):
-            cal = Calibration.from_vectors(self._up0, self._bend_best[1]).with_bias(self._bias_dps)
-            return cal, start + end, messages
+            self.restart()
+            return cal, len(t_s), messages
         return None, len(t_s), messages
 
-    def _find_hold(self, acc_g: np.ndarray, gyro_dps: np.ndarray) -> tuple[int, list[str]]:
-        still = still_mask(gyro_dps, acc_g, self.s)
-        messages = []
-        # Walk the runs of stillness (few per batch): a hold needs hold_s of them in a row.
-        edges = np.flatnonzero(np.diff(np.concatenate([[True], still, [False]]).astype(np.int8)))
-        i = 0
-        while i < len(still):
-            if still[i]:
-                stop = int(edges[edges > i][0]) if np.any(edges > i) else len(still)
-                need = self._hold_n - self._still_run
-                take = min(need, stop - i)
-                self._still_acc.append(acc_g[i:i + take])
-                self._still_gyro.append(gyro_dps[i:i + take])
-                self._still_run += take
-                if take == need:
-                    acc, gyro = np.vstack(self._still_acc), np.vstack(self._still_gyro)
-                    self._up0 = acc.mean(axis=0) / np.linalg.norm(acc.mean(axis=0))
-                    self._bias_dps = hold_gyro_bias_dps(acc, gyro, self.rate_hz)
-                    self._still_acc, self._still_gyro = [], []
-                    return i + need, messages
-                i = stop
-            else:
-                if self._still_run >= self.rate_hz:  # more than a second of hold thrown away
-                    self.refusals += 1
-                    messages.append(f"moved during the upright hold after {self._still_run / self.rate_hz:.1f} s: "
-                                    f"sit upright and keep still for {self.s.hold_s:g} s")
-                self._still_run, self._still_acc, self._still_gyro = 0, [], []
-                nxt = np.flatnonzero(still[i:])
-                i = i + int(nxt[0]) if len(nxt) else len(still)
-        return len(still), messages
+    def _extend_hold(self, t_s, acc_g, gyro_dps) -> None:
+        if self._bend:
+            return  # a pause at the bottom of a bend is part of the bend
+        keep = self._hold_n + self._trim_n
+        self._run_acc = np.vstack([self._run_acc, acc_g])[-keep:]
+        self._run_gyro = np.vstack([self._run_gyro, gyro_dps])[-keep:]
+        self._run_t = np.concatenate([self._run_t, t_s])[-keep:]
+        self._run_n += len(t_s)
+        if self._run_n >= keep:
+            # The last moments before a movement already move a little (the bend starts gently): leave them out.
+            acc, gyro = self._run_acc[:self._hold_n], self._run_gyro[:self._hold_n]
+            wander = np.degrees(np.arccos(np.clip(_unit(acc[:20].mean(axis=0)) @ _unit(acc[-20:].mean(axis=0)),
+                                                  -1, 1)))
+            if wander <= self.s.still_tilt_deg:
+                end_t = float(self._run_t[self._hold_n - 1])
+                since = self._hold.since_t_s if self._hold is not None and self._run_n > keep else end_t
+                self._hold = _Hold(_unit(acc.mean(axis=0)), hold_gyro_bias_dps(acc, gyro, self.rate_hz), end_t, since)
+
+    def _break_hold(self, t_s: float, messages: list[str]) -> None:
+        if self._hold is None and not self._bend and self._run_n >= self.rate_hz:
+            self._refuse(t_s, f"moved during the upright hold after {self._run_n / self.rate_hz:.1f} s: "
+                              f"sit upright and keep still for {self.s.hold_s:g} s", messages)
+        self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
+
+    def _follow_bend(self, t_s, up_sensor, a: int, b: int, messages) -> tuple[Calibration | None, int]:
+        """Follow the bend through samples a..b (moving); a calibration and where it applies, or None."""
+        hold = self._hold
+        if hold is None:
+            return None, 0
+        dev = np.degrees(np.arccos(np.clip(up_sensor[a:b] @ hold.up, -1.0, 1.0)))
+        if not self._bend:
+            over = np.flatnonzero(dev >= self.s.bend_min_deg)
+            if len(over) == 0:
+                if t_s[b - 1] - hold.end_t_s > self.s.bend_within_s + self.s.bend_max_s:
+                    self._hold = None  # moved about without bending: that was not the hold before a bend
+                return None, 0
+            if t_s[a + over[0]] - hold.end_t_s > self.s.bend_within_s:
+                self._hold = None
+                return None, 0
+            a = a + int(over[0])
+            dev = dev[over[0]:]
+        back = np.flatnonzero(dev <= self.s.bend_return_deg)
+        stop = a + (int(back[0]) if len(back) else len(dev))
+        self._bend += list(zip(t_s[a:stop].tolist(), up_sensor[a:stop]))
+        if not len(back):
+            if self._bend[-1][0] - self._bend[0][0] > self.s.bend_max_s:
+                self._refuse(float(t_s[b - 1]), f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
+                                                "sit upright and still, bend forward once and sit up again", messages)
+                self.restart()
+            return None, 0
+        cal = self._judge_bend(hold, float(t_s[stop]), messages)
+        self._bend, self._hold = [], None
+        return cal, stop
+
+    def _judge_bend(self, hold: _Hold, t_s: float, messages: list[str]) -> Calibration | None:
+        ups = np.array([u for _, u in self._bend])
+        dev = np.degrees(np.arccos(np.clip(ups @ hold.up, -1.0, 1.0)))
+        k = int(np.argmax(dev))
+        if dev[k] > self.s.bend_max_deg:
+            self._refuse(t_s, f"the bend went to {dev[k]:.0f}°: for calibration bend forward "
+                              f"{self.s.bend_min_deg:g}–45° only, then sit up", messages)
+            return None
+        # One plane: the way down at half depth points where the deepest point does.
+        half = int(np.argmax(dev >= dev[k] / 2))
+        d_half, d_max = ups[half] - hold.up, ups[k] - hold.up
+        d_half -= (d_half @ hold.up) * hold.up
+        d_max -= (d_max @ hold.up) * hold.up
+        if np.degrees(np.arccos(np.clip(_unit(d_half) @ _unit(d_max), -1, 1))) > self.s.bend_straight_deg:
+            self._refuse(t_s, "the bend was not one straight movement: bend straight forward once and sit up",
+                         messages)
+            return None
+        try:
+            cal = Calibration.from_vectors(hold.up, ups[k])
+        except CalibrationError as exc:
+            self._refuse(t_s, f"{exc}: bend forward at least 15° and sit up again", messages)
+            return None
+        if self.forward_hint is not None and dev[k] < self.s.bend_again_deg:
+            return None  # re-arming after a flag: only the move the wearer was asked for counts
+        hint = self.forward_hint if self.forward_hint is not None else _sensor_forward(hold.up)
+        if hint is None:
+            self._refuse(t_s, "sensor z is near vertical while sitting upright: it does not lie on the back; "
+                              "tape it flat on the upper back and calibrate again", messages)
+            return None
+        off = np.degrees(np.arccos(np.clip(cal.r_sensor_trunk[:, 0] @ hint, -1.0, 1.0)))
+        if off > self.s.bend_direction_deg:
+            self._refuse(t_s, f"that bend went {off:.0f}° away from forward (backwards or sideways): "
+                              "sit upright and still, bend straight forward once and sit up", messages)
+            return None
+        return cal.with_bias(hold.bias_dps)
+
+    def _refuse(self, t_s: float, message: str, messages: list[str]) -> None:
+        """Count a refusal; say it unless one was said within refusal_every_s (a fidgety hour is one line)."""
+        self.refusals += 1
+        if t_s - self._last_refusal_t_s >= self.s.refusal_every_s:
+            messages.append(message)
+            self._last_refusal_t_s = t_s
+
+
+def _sensor_forward(up_sensor: np.ndarray) -> np.ndarray | None:
+    """Forward as the mounting suggests (the sensor's −z, level), or None if z is too near vertical to say."""
+    back = np.array([0.0, 0.0, 1.0])
+    x = -(back - np.dot(back, up_sensor) * up_sensor)
+    return None if np.linalg.norm(x) < 0.3 else _unit(x)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
+    """(start, end, value) of each run of equal values."""
+    edges = np.concatenate([[0], np.flatnonzero(mask[1:] != mask[:-1]) + 1, [len(mask)]])
+    return [(int(a), int(b), bool(mask[a])) for a, b in zip(edges[:-1], edges[1:])]
 
 
 class CalibrationMonitor:
-    """Reports "recalibrate" when angles stay where a body does not stay: the sensor has moved.
+    """Reports "recalibrate" when angles stay where a body does not stay: a bad calibration or a moved sensor.
 
-    While walking the trunk is close to upright sideways; sitting, nobody stays bent sideways by
-    25° or leans back by 15° for minutes. A slow average over those samples only (walking, or
-    sitting) that settles beyond the limits means the calibration no longer fits.
+    Walking, the trunk is upright sideways (± a couple of degrees) and inclined forward, never back:
+    a mean over walking time that leans sideways by `drift_walk_lateral_deg`, or reads extension
+    beyond `drift_walk_extension_deg`, means the upright reference is off — the hold was hunched
+    or sideways, or the sensor has moved. Sitting, nobody stays bent sideways by 25° or leans back by
+    15° for minutes. (Standing still and the direction of slouches were tried as references too: people
+    stand and slouch too differently for them to tell a bad calibration from a habit.)
     """
 
     def __init__(self, settings: CalibrationSettings = CalibrationSettings(), rate_hz: float = 100.0):
         self.s = settings
         self.dt_s = 1.0 / rate_hz
-        self._walk = _SlowMean(settings.drift_walk_min_s, rate_hz)
+        self._walk_lateral = _SlowMean(settings.drift_walk_min_s, rate_hz)
+        self._walk_flexion = _SlowMean(settings.drift_walk_min_s, rate_hz)
+
         self._sit_lateral = _SlowMean(settings.drift_sit_min_s, rate_hz)
         self._sit_flexion = _SlowMean(settings.drift_sit_min_s, rate_hz)
         self.reported = False
@@ -228,26 +361,30 @@ class CalibrationMonitor:
     def update(self, flexion_deg: np.ndarray, lateral_deg: np.ndarray, walking: np.ndarray,
                sitting: np.ndarray) -> str | None:
         s = self.s
-        walk = self._walk.update(lateral_deg[walking])
+        walk_lat = self._walk_lateral.update(lateral_deg[walking])
+        walk_flex = self._walk_flexion.update(flexion_deg[walking])
         sit_lat = self._sit_lateral.update(lateral_deg[sitting])
         sit_flex = self._sit_flexion.update(flexion_deg[sitting])
         if self.reported:
             return None
         why = None
-        if walk is not None and abs(walk) > s.drift_walk_tilt_deg:
-            why = f"walking reads {walk:+.0f}° of sideways bend"
+        if walk_flex is not None and walk_flex < -s.drift_walk_extension_deg:
+            why = (f"walking reads {walk_flex:+.0f}° of flexion (leaning back): the upright hold was probably "
+                   "hunched, or the sensor has moved; sit tall for the hold")
+        elif walk_lat is not None and abs(walk_lat) > s.drift_walk_lateral_deg:
+            why = f"walking reads {walk_lat:+.0f}° of sideways bend: the sensor has probably moved on the back"
         elif sit_lat is not None and abs(sit_lat) > s.drift_sit_lateral_deg:
-            why = f"sitting has read {sit_lat:+.0f}° of sideways bend for minutes"
+            why = f"sitting has read {sit_lat:+.0f}° of sideways bend for minutes: the sensor has probably moved"
         elif sit_flex is not None and sit_flex < -s.drift_sit_extension_deg:
-            why = f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes"
+            why = f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes: the sensor has probably moved"
         if why:
             self.reported = True
-            return f"recalibrate: {why}; the sensor has probably moved on the back"
+            return f"recalibrate: {why}; then sit upright and still for {s.hold_s:g} s, bend forward once and sit up"
         return None
 
 
 class _SlowMean:
-    """Exponential mean over the selected samples only, with a time constant in selected seconds."""
+    """Mean over the selected samples only: plain until tau_s of them, then exponential with time constant tau_s."""
 
     def __init__(self, tau_s: float, rate_hz: float):
         self._alpha = 1.0 / (tau_s * rate_hz)
@@ -257,8 +394,11 @@ class _SlowMean:
 
     def update(self, x: np.ndarray) -> float | None:
         if len(x):
-            # Closed form of n exponential steps: weights (1-α)^(n-1-i) on x[i].
-            decay = (1.0 - self._alpha) ** np.arange(len(x) - 1, -1, -1)
-            self._mean = self._mean * (1.0 - self._alpha) ** len(x) + self._alpha * float(decay @ x)
+            if self._count < self._needed:
+                self._mean = (self._mean * self._count + float(x.sum())) / (self._count + len(x))
+            else:
+                # Closed form of n exponential steps: weights (1-α)^(n-1-i) on x[i].
+                decay = (1.0 - self._alpha) ** np.arange(len(x) - 1, -1, -1)
+                self._mean = self._mean * (1.0 - self._alpha) ** len(x) + self._alpha * float(decay @ x)
             self._count += len(x)
         return self._mean if self._count >= self._needed else None

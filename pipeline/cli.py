@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--axes-are-trunk", action="store_true",
                    help="skip calibration: the sensor's x, y, z already point forward, left and up")
+    p.add_argument("--offline", action="store_true",
+                   help="orientation from VQF's offline estimate of the whole file (more accurate than live; "
+                        "holds the recording in memory)")
     p.set_defaults(func=run_replay)
 
     p = sub.add_parser("run", help="read sensors over BLE, run the pipeline, publish results to MQTT")
@@ -113,6 +116,7 @@ def run_alerts_cli(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     known = Calibration.sensor_axes_are_trunk_axes() if args.axes_are_trunk else None
-    summary = replay(args.file, args.out, args.device, progress=not args.quiet, calibration=known)
+    summary = replay(args.file, args.out, args.device, progress=not args.quiet, calibration=known,
+                     offline=args.offline)
     print(json.dumps(summary, indent=1))
     return 0 if summary["samples"] else 1

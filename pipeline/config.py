@@ -55,6 +55,7 @@ class GatewaySettings:
     sensors: tuple[str, ...] = ()  # names or addresses; empty: the first posture sensor found
     status_interval_s: float = 10.0
     publish_imu: bool = False
+    pipeline_batch_s: float = 1.0  # samples handed to the pipeline at a time (0: every notification)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """Slouch episodes, lateral-lean intervals and trunk-rotation excursions from trunk angles.
 
-Each detector: a settings dataclass with units in the names, and `update(batch)` returning the
-events that finished in that batch. Thresholds use hysteresis (enter above `enter`, leave below
-`exit`); the reported start and end are where the angle crossed the threshold, not where the
-dwell time confirmed it, so durations are not shortened by the dwell.
+Each detector: a settings dataclass with units in the names, `update(batch)` returning the events
+that finished in that batch, and `close()` for the end of the data (a long gap, the end of a
+recording): a slouch or lean then ends at the last sample seen, a rotation cut short is dropped.
+Thresholds use hysteresis (enter above `enter`, leave below `exit`); an event starts where the
+angle crossed `enter` and ends where it fell below `exit`, not where the dwell time confirmed it,
+so durations are not shortened by the dwell and the per-minute time (counted while it is open)
+adds up to the events.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ class _Open:
     peak_signed: float = 0.0
     total: float = 0.0
     count: int = 0
-    last_above_t_s: float = 0.0
     start_t_s: float = 0.0
+    end_t_s: float = 0.0  # just after the last sample in the run so far
     tainted: bool = False  # walked, lay down, or the facing direction jumped during the run
 
 
@@ -59,7 +62,7 @@ class _RunDetector:
             stats = self._open if run.start < off else _Open(start_t_s=float(t_s[a]))
             self._accumulate(stats, t_s[a:run.end - off], x[a:run.end - off], magnitude[a:run.end - off],
                              taint[a:run.end - off])
-            done.append((stats, stats.last_above_t_s + self.dt_s))
+            done.append((stats, float(t_s[run.end - off - 1]) + self.dt_s if run.end > off else stats.end_t_s))
             self._open = _Open()
         if self._runs.open_start is not None:
             a = max(self._runs.open_start, off) - off
@@ -72,14 +75,12 @@ class _RunDetector:
     def _accumulate(self, o: _Open, t_s, x, magnitude, taint) -> None:
         if len(x) == 0:
             return
+        o.end_t_s = float(t_s[-1]) + self.dt_s
         k = int(np.argmax(magnitude))
         if magnitude[k] > o.peak:
             o.peak, o.peak_signed = float(magnitude[k]), float(x[k])
         o.total += float(x.sum())
         o.count += len(x)
-        above = np.flatnonzero(magnitude > self.enter)
-        if len(above):
-            o.last_above_t_s = float(t_s[above[-1]])
         o.tainted |= bool(taint.any())
 
     def confirmed_open(self, now_s: float, dwell_s: float) -> _Open | None:
@@ -88,11 +89,13 @@ class _RunDetector:
             return self._open
         return None
 
-    def reset(self) -> None:
-        """A gap: whatever was open is dropped, not reported."""
+    def _close(self) -> list[tuple[_Open, float]]:
+        """End the open run at the last sample seen (a long gap, the end of the data)."""
+        done = [(self._open, self._open.end_t_s)] if self._runs.open_start is not None else []
         self._runs.close()
         self._high = False
         self._open = _Open()
+        return done
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,14 @@ class SlouchDetector(_RunDetector):
         self.settings = settings
 
     def update(self, t_s: np.ndarray, flexion_deg: np.ndarray, allowed: np.ndarray) -> list[SlouchEpisode]:
-        out = []
-        for o, end_s in self._feed(t_s, flexion_deg, flexion_deg, allowed, np.zeros(len(t_s), bool)):
-            if end_s - o.start_t_s >= self.settings.dwell_s:
-                out.append(SlouchEpisode(o.start_t_s, end_s, o.peak, o.total / o.count))
-        return out
+        return self._episodes(self._feed(t_s, flexion_deg, flexion_deg, allowed, np.zeros(len(t_s), bool)))
+
+    def close(self) -> list[SlouchEpisode]:
+        return self._episodes(self._close())
+
+    def _episodes(self, runs: list[tuple[_Open, float]]) -> list[SlouchEpisode]:
+        return [SlouchEpisode(o.start_t_s, end_s, o.peak, o.total / o.count)
+                for o, end_s in runs if end_s - o.start_t_s >= self.settings.dwell_s]
 
 
 
@@ -131,12 +137,18 @@ class LeanDetector(_RunDetector):
         self.settings = settings
 
     def update(self, t_s: np.ndarray, lateral_deg: np.ndarray, sitting: np.ndarray) -> list[LeanInterval]:
-        out = []
-        for o, end_s in self._feed(t_s, lateral_deg, np.abs(lateral_deg), sitting, np.zeros(len(t_s), bool)):
-            mean = o.total / o.count
-            if end_s - o.start_t_s >= self.settings.dwell_s:
-                out.append(LeanInterval(o.start_t_s, end_s, "right" if mean > 0 else "left", mean))
-        return out
+        return self._intervals(self._feed(t_s, lateral_deg, np.abs(lateral_deg), sitting, np.zeros(len(t_s), bool)))
+
+    def close(self) -> list[LeanInterval]:
+        return self._intervals(self._close())
+
+    def _intervals(self, runs: list[tuple[_Open, float]]) -> list[LeanInterval]:
+        return [LeanInterval(o.start_t_s, end_s, "right" if o.total > 0 else "left", o.total / o.count)
+                for o, end_s in runs if end_s - o.start_t_s >= self.settings.dwell_s]
+
+    def open_side(self) -> str | None:
+        """The side of the lean in progress."""
+        return None if self._runs.open_start is None else ("right" if self._open.total > 0 else "left")
 
 
 @dataclass(frozen=True)
@@ -145,12 +157,15 @@ class RotationSettings:
     enter_deg: float = 12.0  # an excursion starts beyond this …
     exit_deg: float = 4.0  # … and is over when the trunk is back within this
     min_peak_deg: float = 15.0
-    min_s: float = 0.5
-    max_s: float = 15.0
+    max_peak_deg: float = 60.0  # seated axial trunk rotation reaches ~45° a side: beyond, the pelvis turned too
+    min_s: float = 0.1  # a brisk 20° twist is out and back in a quarter of a second
+    max_s: float = 15.0  # held longer, it is a new facing direction (pipeline/axial.py waits as long)
 
 
 class RotationDetector(_RunDetector):
-    """Out-and-back axial rotations; any that overlap walking or a facing-direction jump are dropped."""
+    """Out-and-back axial rotations within the trunk's range; any that overlap walking or a facing-direction
+    jump are dropped. One back IMU sees the upper trunk turn against the facing direction: a swivel
+    chair turned out and back by less than max_peak_deg looks the same, and is counted (docs/pipeline.md)."""
 
     def __init__(self, settings: RotationSettings = RotationSettings()):
         super().__init__(settings.enter_deg, settings.exit_deg, settings.rate_hz)
@@ -164,7 +179,13 @@ class RotationDetector(_RunDetector):
         for o, _ in self._feed(t_s, rotation_deg, np.abs(rotation_deg), everywhere, excluded):
             # The excursion is over when it is back inside exit_deg: its end is the run's end.
             end_s = o.start_t_s + o.count * self.dt_s
-            if o.tainted or o.peak < s.min_peak_deg or not s.min_s <= end_s - o.start_t_s <= s.max_s:
+            if (o.tainted or not s.min_peak_deg <= o.peak <= s.max_peak_deg
+                    or not s.min_s <= end_s - o.start_t_s <= s.max_s):
                 continue
             out.append(RotationExcursion(o.start_t_s, end_s, "right" if o.peak_signed > 0 else "left", o.peak))
         return out
+
+    def close(self) -> list[RotationExcursion]:
+        """A rotation cut off by a gap never came back in sight: not an out-and-back excursion."""
+        self._close()
+        return []

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sensor.batching import BatchCollector
 from sensor.discovery import SensorFilter, discover
 from sensor.link import LinkSettings, SensorLink
 from sensor.stream import ImuBatch
@@ -33,7 +34,9 @@ class Device:
     link: SensorLink
     pipeline: PosturePipeline
     publisher: DevicePublisher
+    collector: BatchCollector
     window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since last status
+    held_since_s: float = 0.0  # monotonic time the collector started holding samples
 
 
 async def find_sensors(config: Config, scan_timeout_s: float) -> list:
@@ -60,7 +63,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         publisher.start()
         pipeline = PosturePipeline(calibration=load_calibration(spool_dir, name))
         device = Device(SensorLink(sensor.device, lambda b: None, LinkSettings(adapter=config.gateway.adapter or None)),
-                        pipeline, publisher)
+                        pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s))
         device.link.on_batch = _consumer(device, spool_dir, config.gateway.publish_imu)
         devices[name] = device
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
@@ -69,6 +72,9 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     try:
         while not stop.is_set():
             for d in devices.values():
+                # A link that went quiet must not hold samples back from the pipeline.
+                if d.collector.held and time.monotonic() - d.held_since_s > d.collector.batch_s:
+                    _process(d, spool_dir, d.collector.take())
                 d.publisher.pump()
             if time.monotonic() >= next_status:
                 for d in devices.values():
@@ -78,7 +84,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await _flush(devices)
+        await _flush(devices, spool_dir)
     return devices
 
 
@@ -103,17 +109,24 @@ def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> 
 
 def _consumer(device: Device, spool_dir: Path, publish_imu: bool):
     def on_batch(batch: ImuBatch) -> None:
-        before = device.pipeline.calibration
-        out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
-        if device.pipeline.calibration is not before:
-            save_calibration(spool_dir, device.publisher.device, device.pipeline.calibration)
         device.window[0] += batch.n
         device.window[1] += batch.lost_before
-        if out.events or out.metrics:
-            device.publisher.submit([*out.events, *out.metrics])
+        if not device.collector.held:
+            device.held_since_s = time.monotonic()
+        if (ready := device.collector.add(batch)) is not None:
+            _process(device, spool_dir, ready)
         if publish_imu:
             device.publisher.publish_imu(batch.t_s, batch.acc_g, batch.gyro_dps)
     return on_batch
+
+
+def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
+    before = device.pipeline.calibration
+    out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
+    if device.pipeline.calibration is not before:
+        save_calibration(spool_dir, device.publisher.device, device.pipeline.calibration)
+    if out.events or out.metrics:
+        device.publisher.submit([*out.events, *out.metrics])
 
 
 def _status(device: Device) -> Status:
@@ -128,10 +141,13 @@ def _status(device: Device) -> Status:
                   reconnects=stats.reconnects)
 
 
-async def _flush(devices: dict[str, Device]) -> None:
+async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
     """The last, unfinished minute, then wait a little for the broker to take the backlog."""
     for d in devices.values():
-        d.publisher.submit(d.pipeline.finish())
+        if (held := d.collector.take()) is not None:
+            _process(d, spool_dir, held)
+        final = d.pipeline.finish()
+        d.publisher.submit([*final.events, *final.metrics])
     deadline = time.monotonic() + FINAL_FLUSH_S
     while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):
         for d in devices.values():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from vqf import VQF
+from vqf import VQF, offlineVQF
 
 G_M_S2 = 9.80665
 
@@ -21,6 +21,25 @@ class OrientationSettings:
     rate_hz: float = 100.0
     tau_acc_s: float = 3.0  # accelerometer correction time constant (VQF default)
     bias_clip_dps: float = 2.0  # largest gyro bias VQF will estimate
+    # VQF estimates the gyro bias when it sees the sensor at rest for restMinT (default 1.5 s). A trunk
+    # is not at rest in the pauses of fidgeting (≤ 1.5 s), and taking them as rest teaches VQF a wrong
+    # bias about vertical (axial rotation drifts by degrees a minute): rest must last as long as the
+    # calibration hold.
+    rest_min_s: float = 3.0
+    bias_sigma_rest_dps: float = 0.05
+
+    def vqf_params(self) -> dict:
+        return {"tauAcc": self.tau_acc_s, "biasClip": self.bias_clip_dps, "restMinT": self.rest_min_s,
+                "biasSigmaRest": self.bias_sigma_rest_dps}
+
+
+def offline_quaternions(gyro_dps: np.ndarray, acc_g: np.ndarray,
+                        settings: OrientationSettings = OrientationSettings()) -> np.ndarray:
+    """VQF's offline estimate of a whole uniformly sampled recording (acausal: accuracy over latency)."""
+    out = offlineVQF(np.ascontiguousarray(np.deg2rad(gyro_dps), dtype=float),
+                     np.ascontiguousarray(acc_g * G_M_S2, dtype=float), None, 1.0 / settings.rate_hz,
+                     settings.vqf_params())
+    return out["quat6D"]
 
 
 class OrientationFilter:
@@ -28,13 +47,24 @@ class OrientationFilter:
 
     def __init__(self, settings: OrientationSettings = OrientationSettings()):
         self.settings = settings
-        self._vqf = VQF(1.0 / settings.rate_hz, tauAcc=settings.tau_acc_s,
-                        biasClip=settings.bias_clip_dps)  # VQF takes this one in °/s
+        self._vqf = VQF(1.0 / settings.rate_hz, **settings.vqf_params())  # VQF takes bias parameters in °/s
 
     def update(self, gyro_dps: np.ndarray, acc_g: np.ndarray) -> np.ndarray:
         """Unit quaternions (n, 4), one per sample."""
         return self._vqf.updateBatch(np.ascontiguousarray(np.deg2rad(gyro_dps), dtype=float),
                                      np.ascontiguousarray(acc_g * G_M_S2, dtype=float))["quat6D"]
+
+    def snapshot(self) -> dict:
+        return {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in self._vqf.state.items()}
+
+    def restore(self, state: dict) -> None:
+        self._vqf.state = state
+
+    def restart(self) -> None:
+        """Forget the orientation (after a long gap), keep the gyro bias estimate."""
+        bias, sigma = self._vqf.getBiasEstimate()
+        self._vqf.resetState()
+        self._vqf.setBiasEstimate(bias, sigma)
 
     def set_horizontal_bias_dps(self, bias_dps: np.ndarray, up_sensor: np.ndarray) -> None:
         """Take the bias about horizontal axes from elsewhere (a still hold); keep VQF's own about vertical.

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .calibration import Calibration
+from .orientation import offline_quaternions
 from .stream import PipelineSettings, PosturePipeline
 from .summary import Rollups, Summary
 
@@ -88,37 +89,73 @@ def estimate_rate_hz(t_s: np.ndarray) -> float:
 
 
 def replay(path: Path, out_path: Path | None, device: str = "replay", progress: bool = True,
-           calibration: Calibration | None = None) -> dict:
-    """calibration: a known sensor → trunk alignment; None to find it in the recording."""
+           calibration: Calibration | None = None, offline: bool = False) -> dict:
+    """calibration: a known sensor → trunk alignment; None to find it in the recording.
+
+    offline: orientation from VQF's offline estimate of the whole recording (acausal: more accurate
+    than the live filter, docs/accuracy.md); the recording is then held in memory (~100 bytes a sample).
+    """
     stats = {"bad_lines": 0, "samples": 0, "backwards": 0}
     summary, rollups = Summary(), Rollups()
     pipeline: PosturePipeline | None = None
-    last_t = -np.inf
     with open(path) as f, (open(out_path, "w") if out_path else io.StringIO()) as out, \
             tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None if progress else True,
                  desc=path.name) as bar:
-        for data, size in read_chunks(f, stats):
-            bar.update(size)
-            # Time must go forward; a row that goes back is bad input, not a reason to stop.
-            forward = data[:, 0] > np.maximum.accumulate(np.concatenate([[last_t], data[:-1, 0]]))
-            if not forward.all():
-                stats["backwards"] += int((~forward).sum())
-                data = data[forward]
-            if not len(data):
-                continue
+        chunks = _forward_chunks(read_chunks(f, stats), stats, bar)
+        if offline:
+            chunks = _with_offline_orientation(list(chunks))
+        for data, quat in chunks:
             if pipeline is None:
                 pipeline = PosturePipeline(PipelineSettings.for_rate(round(estimate_rate_hz(data[:, 0]), 3)),
                                            calibration)
-            last_t = data[-1, 0]
             stats["samples"] += len(data)
-            result = pipeline.update(data[:, 0], data[:, 1:4], data[:, 4:7])
+            result = pipeline.update(data[:, 0], data[:, 1:4], data[:, 4:7], quat_wxyz=quat)
             _emit(out, device, result.events, result.metrics, summary, rollups)
         if pipeline is not None:
-            _emit(out, device, [], pipeline.finish(), summary, rollups)
+            final = pipeline.finish()
+            _emit(out, device, final.events, final.metrics, summary, rollups)
         for line in rollups.flush():
             out.write(json.dumps({"device": device, **line}) + "\n")
     return {"file": str(path), "samples": stats["samples"], "bad_lines": stats["bad_lines"],
             "out_of_order": stats["backwards"], **summary.as_dict()}
+
+
+def _forward_chunks(chunks, stats: dict, bar) -> Iterator[tuple[np.ndarray, None]]:
+    """Time must go forward; a row that goes back is bad input, not a reason to stop."""
+    last_t = -np.inf
+    for data, size in chunks:
+        bar.update(size)
+        forward = data[:, 0] > np.maximum.accumulate(np.concatenate([[last_t], data[:-1, 0]]))
+        if not forward.all():
+            stats["backwards"] += int((~forward).sum())
+            data = data[forward]
+        if len(data):
+            last_t = data[-1, 0]
+            yield data, None
+
+
+def _with_offline_orientation(chunks: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The chunks again, each with VQF's offline orientation of its samples.
+
+    offlineVQF wants one uniformly sampled stretch: the recording is cut at gaps longer than the
+    pipeline bridges, and shorter gaps are filled on the sample grid (as the pipeline does) for it.
+    """
+    if not chunks:
+        return
+    data = np.vstack([c for c, _ in chunks])
+    settings = PipelineSettings.for_rate(round(estimate_rate_hz(data[:, 0]), 3))
+    dt_s = 1.0 / settings.rate_hz
+    quat = np.empty((len(data), 4))
+    cuts = np.concatenate([[0], np.flatnonzero(np.diff(data[:, 0]) > settings.max_fill_s) + 1, [len(data)]])
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        t = data[a:b, 0]
+        grid = np.round((t - t[0]) / dt_s).astype(np.int64)
+        filled = np.column_stack([np.interp(np.arange(grid[-1] + 1), grid, data[a:b, j]) for j in range(1, 7)])
+        quat[a:b] = offline_quaternions(filled[:, 3:6], filled[:, 0:3], settings.orientation)[grid]
+    start = 0
+    for c, _ in chunks:
+        yield c, quat[start:start + len(c)]
+        start += len(c)
 
 
 def _emit(out, device: str, events: list, metrics: list, summary: Summary, rollups: Rollups) -> None:

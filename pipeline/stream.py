@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .activity import LYING, SITTING, WALKING, ActivityClassifier, ActivitySettings
-from .angles import trunk_angles, unwrap_from, up_axis_and_vertical
+from .angles import horizontal_acc_in_heading, trunk_angles, unwrap_from, up_axis_and_vertical
 from .axial import AxialSettings, FacingBaseline
 from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
 from .detectors import (LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector,
@@ -21,6 +21,7 @@ from .detectors import (LeanDetector, LeanSettings, RotationDetector, RotationSe
 from .events import CalibrationEvent, MinuteMetrics
 from .metrics import MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
+from .walking_axis import WalkingAxis, WalkingAxisSettings
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,15 @@ class PipelineSettings:
     slouch: SlouchSettings = field(default_factory=SlouchSettings)
     lean: LeanSettings = field(default_factory=LeanSettings)
     rotation: RotationSettings = field(default_factory=RotationSettings)
+    walking_axis: WalkingAxisSettings = field(default_factory=WalkingAxisSettings)
 
     @staticmethod
     def for_rate(rate_hz: float) -> PipelineSettings:
         """Defaults, with every stage told the sample rate."""
         stages = {name: replace(cls(), rate_hz=rate_hz) for name, cls in (
             ("orientation", OrientationSettings), ("activity", ActivitySettings), ("axial", AxialSettings),
-            ("slouch", SlouchSettings), ("lean", LeanSettings), ("rotation", RotationSettings))}
+            ("slouch", SlouchSettings), ("lean", LeanSettings), ("rotation", RotationSettings),
+            ("walking_axis", WalkingAxisSettings))}
         return PipelineSettings(rate_hz=rate_hz, **stages)
 
 
@@ -62,6 +65,13 @@ def _empty_output() -> PipelineOutput:
     return PipelineOutput(e, e, e, e, np.empty(0, dtype="<U8"))
 
 
+def _joined(a: PipelineOutput, b: PipelineOutput) -> PipelineOutput:
+    out = PipelineOutput(*(np.concatenate([getattr(a, k), getattr(b, k)])
+                           for k in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity")))
+    out.events, out.metrics = a.events + b.events, a.metrics + b.metrics
+    return out
+
+
 class PosturePipeline:
     def __init__(self, settings: PipelineSettings = PipelineSettings(), calibration: Calibration | None = None):
         self.s = settings
@@ -76,7 +86,9 @@ class PosturePipeline:
         self.lean = LeanDetector(settings.lean)
         self.rotation = RotationDetector(settings.rotation)
         self.minutes = MinuteAggregator()
+        self.walking_axis = WalkingAxis(settings.walking_axis)
         self._announce = calibration is not None  # a calibration restored from before: say so once
+        self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
         if calibration is not None and calibration.gyro_bias_dps is not None:
             self.orientation.set_horizontal_bias_dps(calibration.gyro_bias_dps, calibration.r_sensor_trunk[:, 2])
         self._last_t_s: float | None = None
@@ -85,40 +97,121 @@ class PosturePipeline:
         self._added_until_s: dict[str, float] = {}
         self.gaps_filled = 0
         self.gaps_reset = 0
+        self.samples_out_of_order = 0
 
-    def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int = 0) -> PipelineOutput:
+    def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int = 0,
+               quat_wxyz: np.ndarray | None = None) -> PipelineOutput:
+        """One batch. quat_wxyz: the sensor's orientation worked out elsewhere (VQF's offline estimate
+        of a whole recording); None to run the live filter."""
+        t_s = np.asarray(t_s, float)
+        # Time must go forward: a sample at or before the last one (a clock that stepped back) is dropped.
+        ahead = t_s > np.maximum.accumulate(np.concatenate([[self._last_t_s if self._last_t_s is not None
+                                                              else -np.inf], t_s[:-1]]))
+        if not ahead.all():
+            self.samples_out_of_order += int((~ahead).sum())
+            t_s, acc_g, gyro_dps = t_s[ahead], np.asarray(acc_g)[ahead], np.asarray(gyro_dps)[ahead]
+            quat_wxyz = None if quat_wxyz is None else np.asarray(quat_wxyz)[ahead]
         if len(t_s) == 0:
             return _empty_output()
-        t_s, acc_g, gyro_dps, real, reset = self._bridge_gaps(np.asarray(t_s, float), np.asarray(acc_g, float),
-                                                              np.asarray(gyro_dps, float))
-        if reset:
-            self._reset_detectors()
-        walking = self.activity.walking(np.linalg.norm(acc_g, axis=1))
-        quat = self.orientation.update(gyro_dps, acc_g)
-        up, acc_vertical = up_axis_and_vertical(quat, acc_g)
+        # A lost link inside the batch: what came before it is measured before the gap is handled.
+        inner = np.flatnonzero(np.diff(t_s) > self.s.max_fill_s)
+        if len(inner):
+            k = int(inner[0]) + 1
+            first = self.update(t_s[:k], acc_g[:k], gyro_dps[:k], lost_samples,
+                                None if quat_wxyz is None else quat_wxyz[:k])
+            return _joined(first, self.update(t_s[k:], acc_g[k:], gyro_dps[k:], 0,
+                                              None if quat_wxyz is None else quat_wxyz[k:]))
+        columns = [np.asarray(acc_g, float), np.asarray(gyro_dps, float)]
+        if quat_wxyz is not None:
+            columns.append(np.asarray(quat_wxyz, float))
+        t_s, x, real, reset = self._bridge_gaps(t_s, np.hstack(columns))
+        acc_g, gyro_dps = x[:, :3], x[:, 3:6]
         out = _empty_output()
-        start = 0
+        if reset:
+            self._after_long_gap(out)
+        walking = self.activity.walking(np.linalg.norm(acc_g, axis=1))
+        before = self.orientation.snapshot() if self.armed and quat_wxyz is None else None
+        if quat_wxyz is None:
+            quat = self.orientation.update(gyro_dps, acc_g)
+        else:
+            quat = x[:, 6:] / np.linalg.norm(x[:, 6:], axis=1, keepdims=True)  # interpolated ones renormalised
+        up, acc_vertical = up_axis_and_vertical(quat, acc_g)
         if self._announce:
             self._announce = False
             out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", "calibration restored from the last run",
                                                self.calibration.with_bend))
-        if self.calibration is None:
+        cal, start = None, len(t_s)
+        if self.armed:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, up)
             out.events += [CalibrationEvent(float(t_s[min(start, len(t_s) - 1)]), "refused", m) for m in refusals]
-            if cal is None:
-                return out
-            self.calibration = cal
+        parts = []
+        if self.calibration is not None:  # the current calibration measures up to where a new one applies
+            parts.append(self._measure(slice(0, start), t_s, acc_g, walking, quat, acc_vertical, real, lost_samples,
+                                       out))
+        if cal is not None:
+            self._adopt(cal, float(t_s[start - 1] if start else t_s[0]), out)
+            if before is not None and start < len(t_s):
+                # The hold's gyro bias applies from the sample the calibration did, not from the next
+                # batch: run the filter again from there (so batching does not change the result).
+                self.orientation.restore(before)
+                self.orientation.update(gyro_dps[:start], acc_g[:start])
+                if cal.gyro_bias_dps is not None:
+                    self.orientation.set_horizontal_bias_dps(cal.gyro_bias_dps, cal.r_sensor_trunk[:, 2])
+                quat = quat.copy()
+                quat[start:] = self.orientation.update(gyro_dps[start:], acc_g[start:])
+                _, acc_vertical = up_axis_and_vertical(quat, acc_g)
+            parts.append(self._measure(slice(start, None), t_s, acc_g, walking, quat, acc_vertical, real, 0, out))
+        for name in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity"):
+            arrays = [getattr(p, name) for p in parts]
+            if arrays:
+                setattr(out, name, np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
+        return out
+
+    @property
+    def armed(self) -> bool:
+        """Watching for the calibration moves: never calibrated, provisional (no bend), or told to redo it."""
+        return self.calibration is None or not self.calibration.with_bend or self._recalibrate
+
+    def request_calibration(self) -> None:
+        """The wearer is about to do the calibration moves (or was told to): watch for them.
+
+        Only the full moves count then (a hold and a forward bend of 15° or more, within 60° of the
+        current forward): everyday movement must not replace a calibration.
+        """
+        self._recalibrate = True
+        self.calibrator.restart()
+        if self.calibration is not None:
+            self.calibrator.forward_hint = self.calibration.r_sensor_trunk[:, 0].copy()
+            self.calibrator.hold_only = False
+
+    def _adopt(self, cal: Calibration, t_s: float, out: PipelineOutput, how: str | None = None) -> None:
+        again = self.calibration is not None
+        if again:  # what was open was measured in the old frame: end it there
+            self._close_episodes(out)
+            self.baseline.reset()
+            self._last_yaw = None
+        self.calibration = cal
+        self._recalibrate = False
+        self.calibrator.forward_hint = cal.r_sensor_trunk[:, 0].copy() if not cal.with_bend else None
+        self.calibrator.hold_only = False
+        self.monitor = CalibrationMonitor(self.s.calibration, self.s.rate_hz)
+        self.walking_axis.reset()
+        if how is None:  # a new hold: its gyro bias about horizontal axes is fresh (a refinement keeps VQF's)
             if cal.gyro_bias_dps is not None:
                 self.orientation.set_horizontal_bias_dps(cal.gyro_bias_dps, cal.r_sensor_trunk[:, 2])
-            how = f"with a {cal.bend_deg:.0f}° forward bend" if cal.with_bend else "from the upright hold (no bend)"
-            out.events.append(CalibrationEvent(float(t_s[start - 1] if start else t_s[0]), "calibrated",
-                                               f"calibrated {how}", cal.with_bend))
-        sl = slice(start, None)
-        return self._measure(t_s[sl], walking[sl], quat[sl], acc_vertical[sl], real[sl], lost_samples, out)
+            how = (f"with a {cal.bend_deg:.0f}° forward bend" if cal.with_bend else
+                   "from the upright hold only, so forward is assumed from how the sensor sits: bend forward once "
+                   "(15° or more) and sit up to finish")
+        out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}", cal.with_bend))
 
-    def _measure(self, t_s, walking, quat, acc_vertical, real, lost_samples, out) -> PipelineOutput:
-        if len(t_s) == 0:  # calibration completed on the batch's last sample
-            return out
+    def _measure(self, sl: slice, t_s, acc_g, walking, quat, acc_vertical, real, lost_samples,
+                 out) -> PipelineOutput:
+        """Angles, activity, detectors and minutes for the samples in sl; events go to out."""
+        t_s, acc_g, walking, quat = t_s[sl], acc_g[sl], walking[sl], quat[sl]
+        acc_vertical, real = acc_vertical[sl], real[sl]
+        part = _empty_output()
+        if len(t_s) == 0:
+            return part
         flexion, lateral, tilt, yaw_right = trunk_angles(quat, self.calibration.r_sensor_trunk)
         yaw_right = unwrap_from(self._last_yaw, yaw_right)
         if len(yaw_right):
@@ -129,16 +222,42 @@ class PosturePipeline:
         upright_context = ~(walking | lying)
         if (why := self.monitor.update(flexion, lateral, walking, activity == SITTING)) is not None:
             out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate", why))
+            self.request_calibration()
+        self._check_forward(t_s, acc_g, quat, walking, out)
         slouches = self.slouch.update(t_s, flexion, upright_context)
         leans = self.lean.update(t_s, lateral, activity == SITTING)
         rotations = self.rotation.update(t_s, rotation, walking | lying | jumped)
         out.events += sorted([*slouches, *leans, *rotations], key=lambda e: e.start_s)
         keep = real
-        out.t_s, out.flexion_deg, out.lateral_deg = t_s[keep], flexion[keep], lateral[keep]
-        out.rotation_deg, out.activity = rotation[keep], activity[keep]
-        now_s = float(t_s[-1]) + self.dt_s if len(t_s) else 0.0
-        self._account(now_s, out, slouches, leans, rotations, lost_samples)
-        return out
+        part.t_s, part.flexion_deg, part.lateral_deg = t_s[keep], flexion[keep], lateral[keep]
+        part.rotation_deg, part.activity = rotation[keep], activity[keep]
+        now_s = float(t_s[-1]) + self.dt_s
+        self._account(now_s, part, slouches, leans, rotations, lost_samples)
+        out.metrics += part.metrics
+        return part
+
+    def _check_forward(self, t_s, acc_g, quat, walking, out) -> None:
+        """Walking shows where forward is: correct a sagittal plane that is off (a sideways calibration
+        bend, no bend at all, a sensor turned on the back)."""
+        if self._recalibrate:  # already told to recalibrate: a correction would hide that
+            return
+        ap, ml = horizontal_acc_in_heading(quat, self.calibration.r_sensor_trunk, acc_g)
+        azimuth = self.walking_axis.update(ap, ml, walking)
+        if azimuth is None or abs(azimuth) <= self.s.walking_axis.refine_deg:
+            if azimuth is not None:
+                self.walking_axis.reset()  # confirmed; keep checking with fresh walking
+            return
+        if abs(azimuth) > 60.0:  # walking is not along any forward the calibration could have meant
+            out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate",
+                                               f"recalibrate: walking goes {azimuth:+.0f}° off the calibrated forward; "
+                                               f"sit upright and still for {self.s.calibration.hold_s:g} s, "
+                                               "bend forward once and sit up"))
+            self.request_calibration()
+            self.walking_axis.reset()
+            return
+        refined = self.calibration.turned(azimuth)
+        self._adopt(refined, float(t_s[-1]), out,
+                    how=f"forward direction corrected by {azimuth:+.0f}° from walking")
 
     def _account(self, now_s, out, slouches, leans, rotations, lost_samples) -> None:
         m = self.minutes
@@ -155,8 +274,7 @@ class PosturePipeline:
         if (o := self.slouch.confirmed_open(now_s, self.s.slouch.dwell_s)) is not None:
             self._add_confirmed("slouch", o.start_t_s, now_s)
         if (o := self.lean.confirmed_open(now_s, self.s.lean.dwell_s)) is not None:
-            mean = o.total / o.count
-            self._add_confirmed("lean_right" if mean > 0 else "lean_left", o.start_t_s, now_s, mean)
+            self._add_confirmed(f"lean_{self.lean.open_side()}", o.start_t_s, now_s, o.total / o.count)
         out.metrics = m.ready(now_s)
 
     def _add_confirmed(self, kind: str, start_s: float, end_s: float, mean_deg: float = 0.0) -> None:
@@ -166,23 +284,40 @@ class PosturePipeline:
             self.minutes.add_interval(kind, since, end_s, mean_deg)
             self._added_until_s[family] = end_s
 
-    def finish(self) -> list[MinuteMetrics]:
-        """The last, incomplete minute (end of a replay)."""
-        return self.minutes.flush()
+    def finish(self) -> PipelineOutput:
+        """The end of the data: episodes still open end at the last sample, and the last, incomplete minute."""
+        out = _empty_output()
+        self._close_episodes(out)
+        out.metrics = self.minutes.flush()
+        return out
 
-    def _reset_detectors(self) -> None:
-        for detector in (self.slouch, self.lean, self.rotation):
-            detector.reset()
+    def _close_episodes(self, out: PipelineOutput) -> None:
+        """End what is open at the last sample seen: a slouch or lean as it was, a rotation dropped."""
+        slouches, leans = self.slouch.close(), self.lean.close()
+        self.rotation.close()
+        for e in slouches:
+            self._add_confirmed("slouch", e.start_s, e.end_s)
+        for e in leans:
+            self._add_confirmed(f"lean_{e.side}", e.start_s, e.end_s, e.mean_lateral_deg)
+        out.events += [*slouches, *leans]
+
+    def _after_long_gap(self, out: PipelineOutput) -> None:
+        """A lost link: close what was open, and start the orientation and facing direction afresh."""
+        self._close_episodes(out)
         self.baseline.reset()
+        self._last_yaw = None
+        # Orientation before the gap says nothing about after it; VQF re-initialises from the next
+        # sample's gravity at once. Its gyro bias estimate is still good: keep it.
+        self.orientation.restart()
 
-    def _bridge_gaps(self, t_s, acc_g, gyro_dps):
+    def _bridge_gaps(self, t_s, x):
         """Insert interpolated samples into short gaps; report whether a long gap came before."""
         reset = False
         if self._last_t_s is not None:
             t_all = np.concatenate([[self._last_t_s], t_s])
-            x_all = np.vstack([self._last_sample, np.hstack([acc_g, gyro_dps])])
+            x_all = np.vstack([self._last_sample, x])
         else:
-            t_all, x_all = t_s, np.hstack([acc_g, gyro_dps])
+            t_all, x_all = t_s, x
         steps = np.round(np.diff(t_all) / self.dt_s).astype(int)
         real = np.ones(len(t_all), bool)
         if np.any(steps > 1):
@@ -196,10 +331,10 @@ class PosturePipeline:
                 extra = np.concatenate([t_all[i] + self.dt_s * np.arange(1, steps[i]) for i in np.flatnonzero(fill)])
                 t_new = np.concatenate([t_all, extra])
                 order = np.argsort(t_new, kind="stable")
-                x_new = np.column_stack([np.interp(t_new[order], t_all, x_all[:, j]) for j in range(6)])
+                x_new = np.column_stack([np.interp(t_new[order], t_all, x_all[:, j]) for j in range(x_all.shape[1])])
                 real = np.concatenate([real, np.zeros(len(extra), bool)])[order]
                 t_all, x_all = t_new[order], x_new
         if self._last_t_s is not None:
             t_all, x_all, real = t_all[1:], x_all[1:], real[1:]
         self._last_t_s, self._last_sample = float(t_all[-1]), x_all[-1].copy()
-        return t_all, x_all[:, :3], x_all[:, 3:], real, reset
+        return t_all, x_all, real, reset

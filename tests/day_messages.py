@@ -25,7 +25,8 @@ def scenario_messages(name: str, device: str, start_s: float, seed: int = 11,
     for chunk in sim.chunks(max_samples=5000):
         result = pipeline.update(chunk.t_s + start_s, chunk.acc_g, chunk.gyro_dps)
         out += [(_stream(item), payload(device, item)) for item in [*result.events, *result.metrics]]
-    out += [(_stream(item), payload(device, item)) for item in pipeline.finish()]
+    final = pipeline.finish()
+    out += [(_stream(item), payload(device, item)) for item in final.events + final.metrics]
     return out
 
 

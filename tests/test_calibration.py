@@ -64,7 +64,8 @@ def test_without_a_bend_calibration_falls_back_to_the_hold():
     sim = scenario_with_start([{"activity": "sit_upright", "duration_s": 20.0}])
     events = run(sim)
     done = [e for e in events if e.status == "calibrated"]
-    assert len(done) == 1 and not done[0].with_bend and "no bend" in done[0].message
+    assert len(done) == 1 and not done[0].with_bend and "upright hold only" in done[0].message
+    assert "bend forward once" in done[0].message  # it says what would finish it
 
 
 def test_a_restored_calibration_measures_at_once_like_the_original():

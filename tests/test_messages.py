@@ -24,7 +24,8 @@ def produced() -> list:
     for ch in sim.chunks(max_samples=2000):
         out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
         items += out.events + out.metrics
-    return items + pipeline.finish()
+    final = pipeline.finish()
+    return items + final.events + final.metrics
 
 
 def test_every_payload_validates_and_becomes_points(produced):

@@ -39,3 +39,32 @@ def test_symmetry_index_and_angle_signs_and_guard():
     assert symmetry_angle(100.0, 0.0) == pytest.approx(50.0)
     assert symmetry_angle(0.0, 100.0) == pytest.approx(-50.0)
     assert symmetry_angle(100.0, 100.0) == pytest.approx(0.0)
+
+
+def test_the_pipeline_gives_the_same_results_however_the_stream_is_batched():
+    """A notification at a time (1–15 samples), the gateway's one-second batches, or a file's chunks."""
+    from evaluation.accuracy import CASES, load_case_scenario
+    from firmware_sim.imu import SensorSimulation
+    from pipeline.stream import PosturePipeline
+
+    case = next(c for c in CASES if c.name == "office-short")
+    sim = SensorSimulation(load_case_scenario(case), seed=case.seed)
+    chunks = list(sim.chunks(max_samples=100_000))
+    t = np.concatenate([c.t_s for c in chunks])
+    acc, gyro = np.vstack([c.acc_g for c in chunks]), np.vstack([c.gyro_dps for c in chunks])
+    keep = np.random.default_rng(1).random(len(t) // 5).repeat(5)[:len(t)] > 0.03  # lost notifications
+    keep[(t > 100) & (t < 112)] = False  # and an outage
+    t, acc, gyro = t[keep], acc[keep], gyro[keep]
+    results = []
+    for size in (5, 100, 997):
+        p = PosturePipeline()
+        outs = [p.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]) for i in range(0, len(t), size)]
+        outs.append(p.finish())
+        results.append((np.concatenate([o.activity for o in outs]), np.concatenate([o.flexion_deg for o in outs]),
+                        [e for o in outs for e in o.events], [m for o in outs for m in o.metrics]))
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0][0], other[0])
+        np.testing.assert_allclose(results[0][1], other[1], atol=0.01)  # a walking correction lands at a batch end
+        assert [(e.kind, round(getattr(e, "start_s", getattr(e, "t_s", 0)), 6)) for e in results[0][2]] == \
+            [(e.kind, round(getattr(e, "start_s", getattr(e, "t_s", 0)), 6)) for e in other[2]]
+        assert [round(m.slouch_s, 6) for m in results[0][3]] == [round(m.slouch_s, 6) for m in other[3]]

@@ -129,3 +129,21 @@ def test_replay_of_a_real_recording_made_elsewhere(tmp_path, shared_data):
         assert np.isfinite(m["flexion_mean_deg"]) and abs(m["flexion_mean_deg"]) <= 90
     # The first and last stretches are the sensor resting flat: angles near zero there.
     assert abs(minutes[0]["lateral_mean_deg"]) < 30
+
+
+def test_offline_replay_uses_the_acausal_orientation_and_agrees_with_live(tmp_path):
+    """`posture replay --offline`: VQF's offline estimate, cut at long gaps; the same events as live."""
+    gap = lambda t: (t > 90.0) & (t < 95.0)  # noqa: E731  (a lost link in the middle)
+    *chunks, sim = case_chunks("office-short", drop=gap)
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    live = replay(tmp_path / "rec.csv", tmp_path / "live.jsonl", progress=False)
+    offline = replay(tmp_path / "rec.csv", tmp_path / "off.jsonl", progress=False, offline=True)
+    assert offline["samples"] == live["samples"]
+    kinds = lambda p: [json.loads(ln)["kind"] for ln in p.read_text().splitlines()  # noqa: E731
+                       if json.loads(ln)["kind"] in ("slouch", "rotation")]
+    assert kinds(tmp_path / "off.jsonl") == kinds(tmp_path / "live.jsonl")
+    assert offline["slouch_episodes"] == len(sim.events().slouch_episodes)
+    cli = subprocess.run([sys.executable, "-m", "posture.cli", "replay", str(tmp_path / "rec.csv"), "--offline",
+                          "--quiet"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["samples"] == live["samples"]

@@ -11,7 +11,7 @@ from firmware_sim.truth import TruthWriter, read_truth
 
 IDEAL = dict(acc_noise_g=0.0, gyro_noise_dps=0.0, gyro_bias_dps=0.0, gyro_bias_walk_dps_per_sqrt_s=0.0)
 FIELDS = ("t_s", "t_sensor_us", "acc_g", "gyro_dps", "euler_deg", "flexion_deg", "lateral_deg",
-          "rotation_deg", "heading_deg", "activity", "index")
+          "rotation_deg", "heading_deg", "activity", "context", "index")
 
 
 def run(sim: SensorSimulation, max_samples: int = 1000) -> dict[str, np.ndarray]:
@@ -308,3 +308,101 @@ def test_truncated_scenario():
     assert short.duration_s == 45
     assert [s.activity for s in short.segments] == ["sit_upright", "slouch", "sit_upright", "slouch", "sit_upright"]
     assert short.segments[-1].duration_s == 4.5
+
+
+# ---- a person, not a test rig (issue 10) ---------------------------------------------------
+
+def test_postures_combine_in_one_segment():
+    sc = scenario({"activity": "sit_upright", "duration_s": 5},
+                  {"activity": "slouch", "duration_s": 20, "flexion_deg": 25, "lean_deg": -10},
+                  {"activity": "rotate", "duration_s": 12, "flexion_deg": 25, "left_count": 1, "right_count": 1,
+                   "standing": True},
+                  {"activity": "walk", "duration_s": 20, "flexion_deg": 20, "turn_every_s": 30})
+    sim = SensorSimulation(sc, seed=1, **IDEAL)
+    out = run(sim)
+    t = out["t_s"]
+    held = (t > 12) & (t < 24)
+    assert np.median(out["flexion_deg"][held]) == pytest.approx(25, abs=1) and np.median(
+        out["lateral_deg"][held]) == pytest.approx(-10, abs=1)
+    rot = (t > 27) & (t < 36)
+    assert np.abs(out["rotation_deg"][rot]).max() > 25 and np.median(out["flexion_deg"][rot]) > 20
+    assert set(out["context"][rot]) == {"standing"} and set(out["context"][t > 38]) == {"walking"}
+    assert np.median(out["flexion_deg"][t > 40]) == pytest.approx(20, abs=1.5)  # walking slouched
+
+
+def test_swivel_turns_the_whole_body_not_the_trunk():
+    sim = SensorSimulation(load_scenario("swivel"), seed=1, **IDEAL)
+    out, ev = run(sim), sim.events()
+    chair = [(e.side, e.turn_deg, e.returns) for e in ev.swivel_turns]
+    assert chair == [("left", 70.0, True), ("right", 100.0, True), ("right", 90.0, False), ("left", 90.0, False)]
+    during = np.zeros(len(out["t_s"]), bool)
+    for e in ev.swivel_turns:
+        during |= (out["t_s"] >= e.start_s) & (out["t_s"] <= e.end_s)
+    assert np.abs(out["rotation_deg"][during]).max() < 1.0  # no trunk twist in a chair turn
+    assert np.ptp(out["heading_deg"][during]) >= 90
+    assert set(out["context"]) == {"sitting"}
+
+
+def test_lying_positions_put_gravity_where_they_should():
+    sim = SensorSimulation(load_scenario("lying-positions"), seed=1, mount_max_deg=0.0, **IDEAL)
+    out = run(sim)
+    t, acc = out["t_s"], out["acc_g"]
+    trunk_acc = acc @ R_TRUNK_SENSOR_NOMINAL.T  # sensor → trunk axes (x forward, y left, z up)
+    # The accelerometer reads +1 g along world up, expressed in trunk axes (x forward, y left, z up).
+    got = {k: trunk_acc[(t > k) & (t < k + 15)].mean(axis=0) for k in (25.0, 55.0, 85.0, 115.0)}
+    assert got[25.0][0] > 0.95  # on the back: the chest faces up
+    assert got[55.0][1] > 0.95  # on the right side: the left side faces up
+    assert got[85.0][0] < -0.95  # face down
+    assert got[115.0][1] < -0.95  # on the left side
+    assert set(out["context"][(t > 20) & (t < 130)]) == {"lying"}
+
+
+def test_sit_to_stand_bends_forward_then_rises():
+    sim = SensorSimulation(load_scenario("sit-stand"), seed=1, **IDEAL)
+    plans = sim.motion.sit_stands
+    assert [p.rising for p in plans] == [True, False, True, False, True, False]
+    durations = [p.end_s - p.start_s for p in plans]
+    assert min(durations) >= 1.0 and max(durations) <= 4.0
+    for p in plans:
+        k = sim.motion.kinematics(int(p.start_s * 100), int(p.end_s * 100))
+        assert 15.0 < k.flexion_deg.max() < 45.0  # the trunk leans forward to get the weight over the feet
+        rise = k.pelvis_z_m[-1] - k.pelvis_z_m[0]
+        assert rise == pytest.approx(0.45 if p.rising else -0.45, abs=0.05)
+        peak_at = (np.argmax(k.flexion_deg) + 0.5) / len(k.flexion_deg)
+        assert (peak_at < 0.5) if p.rising else (peak_at > 0.5)
+
+
+def test_a_slipping_sensor_turns_on_the_back_and_is_reseated():
+    sim = SensorSimulation(load_scenario("slip"), seed=1)
+    (slip,) = sim.slips
+    r = sim.r_trunk_sensor_at(np.array([0.0, slip.end_s, slip.reseat_s + 5.0]))
+    assert angle_between_deg(r[0], r[1]) == pytest.approx(4.0, abs=1e-6)
+    assert angle_between_deg(r[0], r[2]) == pytest.approx(0.0, abs=1e-6)
+    meta = sim.meta()
+    assert meta["slips"][0]["angle_deg"] == 4.0
+
+
+def test_sensor_errors_are_applied():
+    sc = load_scenario("sit-upright").truncated(10)
+    clean = run(SensorSimulation(sc, seed=2, mount_max_deg=0.0, **IDEAL))
+    biased = run(SensorSimulation(sc, seed=2, mount_max_deg=0.0, acc_bias_g=0.03, acc_scale_error=0.02, **IDEAL))
+    diff = np.median(biased["acc_g"] - clean["acc_g"], axis=0)
+    assert 0.005 < np.linalg.norm(diff) < 0.06
+
+
+def test_random_days_are_plausible_and_repeatable():
+    from firmware_sim.randomday import random_day
+
+    a, b = random_day(7, 0.5), random_day(7, 0.5)
+    assert a == b and a != random_day(8, 0.5)
+    assert a.duration_s == pytest.approx(1800.0, abs=1.0)
+    assert load_scenario("random:7:0.5") == a and load_scenario("random:7").duration_s == pytest.approx(3600, abs=1)
+    seen = set()
+    for seed in range(40):
+        day = random_day(seed, 1.0)
+        seen |= {s.activity for s in day.segments}
+        assert day.segments[0].activity in ("sit_upright",) and day.sensor.rate_hz in (50.0, 100.0, 200.0)
+    assert seen == set(ACTIVITY_PARAMS)
+    SensorSimulation(random_day(3, 0.2), seed=3).events()
+    with pytest.raises(ScenarioError, match="random:SEED"):
+        load_scenario("random:x")

@@ -35,6 +35,10 @@ class WireProfile(Protocol):
     def encode(self, seq: int, t_sensor_us: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray,
                euler_deg: np.ndarray, settings: StreamSettings) -> bytes: ...
 
+    def encode_chunk(self, seq: int, t_sensor_us: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray,
+                     euler_deg: np.ndarray, settings: StreamSettings) -> list[bytes]:
+        """Consecutive packets (samples_per_packet each, numbered from seq) for a run of samples, quantised once."""
+
     def read_control(self, settings: StreamSettings) -> bytes: ...
 
     def write_control(self, payload: bytes, settings: StreamSettings) -> None:

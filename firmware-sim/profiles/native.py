@@ -47,6 +47,17 @@ class NativeProfile:
     def encode(self, seq, t_sensor_us, acc_g, gyro_dps, euler_deg, settings) -> bytes:
         return encode_packet(seq, int(t_sensor_us[0]), round(1e6 / settings.rate_hz), acc_g, gyro_dps)
 
+    def encode_chunk(self, seq, t_sensor_us, acc_g, gyro_dps, euler_deg, settings) -> list[bytes]:
+        per, period_us = settings.samples_per_packet, round(1e6 / settings.rate_hz)
+        body = np.hstack([quantize(acc_g, ACC_LSB_G), quantize(gyro_dps, GYRO_LSB_DPS)]).astype("<i2")
+        out = []
+        for k, a in enumerate(range(0, len(acc_g), per)):
+            n = min(per, len(acc_g) - a)
+            header = HEADER.pack(PROTOCOL_VERSION << 4 | n, 0, (seq + k) & 0xFFFF, int(t_sensor_us[a]) & 0xFFFFFFFF,
+                                 period_us)
+            out.append(header + body[a:a + n].tobytes())
+        return out
+
     def read_control(self, settings: StreamSettings) -> bytes:
         return CONTROL_READ.pack(PROTOCOL_VERSION, int(settings.streaming), round(settings.rate_hz),
                                  settings.samples_per_packet, 8, 2000)

@@ -48,6 +48,11 @@ class Thingy52Profile:
     def encode(self, seq, t_sensor_us, acc_g, gyro_dps, euler_deg, settings) -> bytes:
         return encode_packet(acc_g[0], gyro_dps[0], COMPASS_UT)
 
+    def encode_chunk(self, seq, t_sensor_us, acc_g, gyro_dps, euler_deg, settings) -> list[bytes]:
+        compass = np.broadcast_to(quantize(COMPASS_UT, COMPASS_LSB_UT), (len(acc_g), 3))
+        rows = np.hstack([quantize(acc_g, ACC_LSB_G), quantize(gyro_dps, GYRO_LSB_DPS), compass]).astype("<i2")
+        return [row.tobytes() for row in rows]
+
     def read_control(self, settings: StreamSettings) -> bytes:
         return CONFIG.pack(1000, 1000, 1000, round(settings.rate_hz), 1)
 

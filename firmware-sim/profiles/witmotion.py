@@ -40,6 +40,11 @@ class WitMotionProfile:
     def encode(self, seq, t_sensor_us, acc_g, gyro_dps, euler_deg, settings) -> bytes:
         return encode_packet(acc_g[0], gyro_dps[0], euler_deg[0])
 
+    def encode_chunk(self, seq, t_sensor_us, acc_g, gyro_dps, euler_deg, settings) -> list[bytes]:
+        rows = np.hstack([quantize(acc_g, ACC_LSB_G), quantize(gyro_dps, GYRO_LSB_DPS),
+                          quantize_wrapped(euler_deg, ANGLE_LSB_DEG)]).astype("<i2")
+        return [b"\x55\x61" + row.tobytes() for row in rows]
+
     def read_control(self, settings: StreamSettings) -> bytes:
         raise ValueError("the WT901BLE write characteristic is not readable")
 

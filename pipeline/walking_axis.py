@@ -1,0 +1,61 @@
+"""The trunk's forward direction from walking, to check (and refine) the calibration's sagittal plane.
+
+Walking accelerates the upper trunk forward and back once per step (the speed ripples by ~10 % at
+step frequency) far more than sideways at that frequency (sideways sway is at half of it, the
+stride frequency). So the principal axis of horizontal acceleration, band-passed around step
+frequency, is the walking direction — the trunk's forward axis — whatever way the sensor sits
+(as used for sensor-to-segment alignment of trunk accelerometers in gait analysis, e.g.
+Moe-Nilssen 1998). Whole-body turns add centripetal acceleration too, but slowly, below the band.
+
+Pure: batches of horizontal acceleration in the calibrated trunk's heading frame in, an azimuth
+out once enough walking has been seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import butter, lfilter, lfilter_zi
+
+
+@dataclass(frozen=True)
+class WalkingAxisSettings:
+    rate_hz: float = 100.0
+    band_hz: tuple[float, float] = (1.2, 4.0)  # step frequency
+    min_walk_s: float = 20.0  # of walking before the axis is trusted
+    min_ratio: float = 3.0  # forward/back variance at least this many times the sideways one
+    refine_deg: float = 3.0  # a calibration off by more than this is corrected
+
+
+class WalkingAxis:
+    def __init__(self, settings: WalkingAxisSettings = WalkingAxisSettings()):
+        self.s = settings
+        nyquist = settings.rate_hz / 2.0
+        band = [min(f, 0.45 * settings.rate_hz) / nyquist for f in settings.band_hz]
+        self._b, self._a = butter(2, band, "bandpass")
+        self._zi = np.zeros((2, len(lfilter_zi(self._b, self._a))))
+        self._sums = np.zeros(3)  # Σ ap², Σ ml², Σ ap·ml over walking samples
+        self._n = 0
+
+    def update(self, ap_g: np.ndarray, ml_g: np.ndarray, walking: np.ndarray) -> float | None:
+        """The calibration's forward axis error (°, + when the true forward is to the left), when known."""
+        ap, self._zi[0] = lfilter(self._b, self._a, ap_g, zi=self._zi[0])
+        ml, self._zi[1] = lfilter(self._b, self._a, ml_g, zi=self._zi[1])
+        ap, ml = ap[walking], ml[walking]
+        self._sums += [float(ap @ ap), float(ml @ ml), float(ap @ ml)]
+        self._n += int(walking.sum())
+        if self._n < self.s.min_walk_s * self.s.rate_hz:
+            return None
+        sxx, syy, sxy = self._sums
+        # Principal axis of the 2 × 2 covariance, and how clearly it stands out.
+        angle_deg = 0.5 * np.degrees(np.arctan2(2.0 * sxy, sxx - syy))
+        spread = np.hypot(0.5 * (sxx - syy), sxy)
+        major, minor = 0.5 * (sxx + syy) + spread, 0.5 * (sxx + syy) - spread
+        if minor <= 0 or major / minor < self.s.min_ratio:
+            return None
+        return float(angle_deg)
+
+    def reset(self) -> None:
+        self._sums[:] = 0.0
+        self._n = 0
