@@ -334,7 +334,7 @@ def test_swivel_turns_the_whole_body_not_the_trunk():
     sim = SensorSimulation(load_scenario("swivel"), seed=1, **IDEAL)
     out, ev = run(sim), sim.events()
     chair = [(e.side, e.turn_deg, e.returns) for e in ev.swivel_turns]
-    assert chair == [("left", 70.0, True), ("right", 100.0, True), ("right", 90.0, False), ("left", 90.0, False)]
+    assert chair == [("left", 40.0, True), ("right", 100.0, True), ("right", 90.0, False), ("left", 90.0, False)]
     during = np.zeros(len(out["t_s"]), bool)
     for e in ev.swivel_turns:
         during |= (out["t_s"] >= e.start_s) & (out["t_s"] <= e.end_s)
