@@ -68,7 +68,7 @@ class ActivityClassifier:
         self._n_walk = 0
         self._walking_now = False
         self._last_step = -1  # walking()'s index of the last step peak
-        self._was_walking = False
+        self._walked_to_end = False  # the last batch ended walking
         self._upright = start if start in (SITTING, STANDING) else SITTING
         self._was_lying = False
         self._tilted_run = 0
@@ -85,6 +85,11 @@ class ActivityClassifier:
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
         self._smooth_tail = np.zeros(0)
+
+    @property
+    def samples_walked(self) -> int:
+        """How many samples walking() has seen."""
+        return self._n_walk
 
     def walking(self, acc_norm_g: np.ndarray) -> np.ndarray:
         """Walking per sample, from |acc| alone (needs no orientation).
@@ -131,14 +136,18 @@ class ActivityClassifier:
         two = 2 * int(lags[best])
         return two < len(win) - 1 and float(win[two:] @ win[:-two]) / energy >= self.s.walk_regularity / 2
 
-    def update(self, walking: np.ndarray, acc_vertical_g: np.ndarray, tilt_deg: np.ndarray) -> np.ndarray:
+    def update(self, walking: np.ndarray, acc_vertical_g: np.ndarray, tilt_deg: np.ndarray,
+               walk_index: int | None = None) -> np.ndarray:
         """Per-sample activity names for one batch.
 
         walking: from walking(); acc_vertical_g: specific force along world up (≈ 1 at rest);
-        tilt_deg: angle between the trunk's up axis and vertical.
+        tilt_deg: angle between the trunk's up axis and vertical; walk_index: where these samples
+        start among those walking() has seen (default: they are its last ones).
         """
         n = len(walking)
-        self._walk_offset = self._n_walk - n - self._n  # walking() saw samples before calibration too
+        # walking() saw samples update() does not (before calibration): where this part starts in its count.
+        first = self._n_walk - n if walk_index is None else walk_index
+        self._walk_offset = first - self._n
         lying = self._lying(tilt_deg > self.s.lying_tilt_deg)
         flips = self._sit_stand_flips(acc_vertical_g - 1.0, walking, lying)
         state = np.empty(n, dtype="<U8")
@@ -190,34 +199,23 @@ class ActivityClassifier:
         flips: list[tuple[int, str]] = []
         # Runs of moving and of blocked samples, in order (few per batch).
         runs = [(a, b, False) for a, b in _runs(moving)] + [(a, b, True) for a, b in _runs(blocked)]
+        if self._walked_to_end and n and not walking[0]:
+            self._after_walk(base, base)  # walking ended on the batch edge
+        self._walked_to_end = bool(walking[-1]) if n else self._walked_to_end
         for a, b, is_blocked in sorted(runs):
             self._close_if_quiet(base + a, flips, base, quiet_n, margin)
             if is_blocked:
-                self._move_start = None
+                self._move_start = self._move_from = None
                 if walking[b - 1] and b < n and not walking[b]:
-                    # Walking just ended: sitting straight down after the last step is common, and
-                    # the walking verdict lags the steps. Integrate from the last step on.
-                    step = self._last_step - self._walk_offset
-                    if base + b - step <= round(self.s.walk_window_s * s.rate_hz) + 1:
-                        self._move_start = self._move_from = step
-                        self._move_last = base + b
+                    self._after_walk(base + b, base)
             else:
                 if self._move_start is None:
                     self._move_start = base + a
                 self._move_last = base + b - 1
         self._close_if_quiet(base + n, flips, base, quiet_n, margin)
-        max_n = round(s.move_max_s * s.rate_hz)
-        if self._move_start is not None and base + n - self._move_start > max_n:
-            # Still "moving" after move_max_s: a sit/stand followed at once by fidgeting, or a new
-            # resting value (an offset seen at a new posture). Judge the first move_max_s, ending at
-            # its quietest moment, and take the resting value afresh from the last two seconds.
-            a = self._move_from if self._move_from is not None else self._move_start - margin
-            lo = self._move_start + max_n - round(2.0 * s.rate_hz) - self._buf_start
-            tail = np.abs(self._buf[max(lo, 0):self._move_start + max_n - self._buf_start] - self._rest_g)
-            end = self._move_start + max_n - len(tail) + int(np.argmin(_moving_mean(tail, self._smooth_n))) if len(
-                tail) else self._move_start + max_n
-            if (flip := self._judge(a, end, (self._move_start, self._move_last))) is not None:
-                flips.append((max(0, min(n - 1, end - base)), flip))
+        if self._move_start is not None and base + n - self._move_start > round(s.move_max_s * s.rate_hz):
+            # "Moving" for this long is no sit/stand: most likely a new resting value (an offset seen at
+            # a new posture). Take it afresh from the last two seconds and start looking again.
             self._rest_g = float(np.median(self._buf[-round(2.0 * s.rate_hz):]))
             self._move_start = self._move_from = None
         self._n += n
@@ -225,6 +223,14 @@ class ActivityClassifier:
         drop = max(0, keep_from - self._buf_start)
         self._buf, self._buf_start = self._buf[drop:], self._buf_start + drop
         return flips
+
+    def _after_walk(self, end: int, base: int) -> None:
+        """Walking just ended: sitting straight down after the last step is common, and the walking
+        verdict lags the steps. Integrate from the last step on."""
+        step = self._last_step - self._walk_offset
+        if end - step <= round(self.s.walk_window_s * self.s.rate_hz) + 1:
+            self._move_start = self._move_from = step
+            self._move_last = end
 
     def _close_if_quiet(self, now: int, flips: list, base: int, quiet_n: int, margin: int) -> None:
         """Judge the open movement if it has been followed by quiet_n samples of rest before `now`."""
@@ -283,13 +289,6 @@ class ActivityClassifier:
         if rise_m <= -s.stand_rise_m:
             return SITTING
         return None
-
-
-def _moving_mean(x: np.ndarray, k: int) -> np.ndarray:
-    c = np.concatenate([[0.0], np.cumsum(x)])
-    idx = np.arange(1, len(x) + 1)
-    lo = np.maximum(idx - k, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -98,6 +98,7 @@ class FacingBaseline:
             self._away_blocks.clear()
         else:
             self._away_blocks.append(heading)
+            del self._away_blocks[:-round(s.settle_s / s.block_s)]  # only the longest settle is looked at
             settle = round((s.settle_far_s if abs(away) > s.trunk_range_deg else s.settle_s) / s.block_s)
             recent = self._away_blocks[-settle:]
             if len(recent) == settle and max(recent) - min(recent) < s.settle_spread_deg:

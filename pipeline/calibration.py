@@ -192,12 +192,14 @@ class Calibrator:
         self._run_gyro = np.zeros((0, 3))
         self._run_t = np.zeros(0)
         self._run_n = 0
+        self._run_held = False  # this still stretch has already made a hold
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
 
     def restart(self) -> None:
         """Look for a calibration from scratch (after a gap or a new request)."""
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
+        self._run_held = False
         self._hold, self._bend = None, []
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray,
@@ -227,8 +229,12 @@ class Calibrator:
         return None, len(t_s), messages
 
     def _extend_hold(self, t_s, acc_g, gyro_dps) -> None:
-        if self._bend:
-            return  # a pause at the bottom of a bend is part of the bend
+        if self._bend:  # a pause at the bottom of a bend is part of the bend, but only for so long
+            if t_s[-1] - self._bend[0][0] > self.s.bend_max_s:
+                self._refuse(float(t_s[-1]), f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
+                                             "sit upright and still, bend forward once and sit up again", [])
+                self.restart()
+            return
         keep = self._hold_n + self._trim_n
         self._run_acc = np.vstack([self._run_acc, acc_g])[-keep:]
         self._run_gyro = np.vstack([self._run_gyro, gyro_dps])[-keep:]
@@ -241,7 +247,8 @@ class Calibrator:
                                                   -1, 1)))
             if wander <= self.s.still_tilt_deg:
                 end_t = float(self._run_t[self._hold_n - 1])
-                since = self._hold.since_t_s if self._hold is not None and self._run_n > keep else end_t
+                since = self._hold.since_t_s if self._hold is not None and self._run_held else end_t
+                self._run_held = True
                 self._hold = _Hold(_unit(acc.mean(axis=0)), hold_gyro_bias_dps(acc, gyro, self.rate_hz), end_t, since)
 
     def _break_hold(self, t_s: float, messages: list[str]) -> None:
@@ -249,6 +256,7 @@ class Calibrator:
             self._refuse(t_s, f"moved during the upright hold after {self._run_n / self.rate_hz:.1f} s: "
                               f"sit upright and keep still for {self.s.hold_s:g} s", messages)
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
+        self._run_held = False
 
     def _follow_bend(self, t_s, up_sensor, a: int, b: int, messages) -> tuple[Calibration | None, int]:
         """Follow the bend through samples a..b (moving); a calibration and where it applies, or None."""
@@ -281,6 +289,8 @@ class Calibrator:
         return cal, stop
 
     def _judge_bend(self, hold: _Hold, t_s: float, messages: list[str]) -> Calibration | None:
+        if t_s - self._bend[0][0] > self.s.bend_max_s:
+            return None  # out and back took too long: a posture, not the calibration bend
         ups = np.array([u for _, u in self._bend])
         dev = np.degrees(np.arccos(np.clip(ups @ hold.up, -1.0, 1.0)))
         k = int(np.argmax(dev))

@@ -122,7 +122,11 @@ def _consumer(device: Device, spool_dir: Path, publish_imu: bool):
 
 def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     before = device.pipeline.calibration
-    out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
+    try:
+        out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
+    except Exception:  # a bug must cost this batch, not the other sensors or the process
+        log.exception("%s: the pipeline failed on a batch of %d samples; skipped", device.publisher.device, batch.n)
+        return
     if device.pipeline.calibration is not before:
         save_calibration(spool_dir, device.publisher.device, device.pipeline.calibration)
     if out.events or out.metrics:
@@ -146,7 +150,11 @@ async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
     for d in devices.values():
         if (held := d.collector.take()) is not None:
             _process(d, spool_dir, held)
-        final = d.pipeline.finish()
+        try:
+            final = d.pipeline.finish()
+        except Exception:
+            log.exception("%s: the pipeline failed to finish", d.publisher.device)
+            continue
         d.publisher.submit([*final.events, *final.metrics])
     deadline = time.monotonic() + FINAL_FLUSH_S
     while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):

@@ -93,7 +93,7 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
     """calibration: a known sensor → trunk alignment; None to find it in the recording.
 
     offline: orientation from VQF's offline estimate of the whole recording (acausal: more accurate
-    than the live filter, docs/accuracy.md); the recording is then held in memory (~100 bytes a sample).
+    than the live filter, docs/accuracy.md); the recording is then held in memory (~300 bytes a sample).
     """
     stats = {"bad_lines": 0, "samples": 0, "backwards": 0}
     summary, rollups = Summary(), Rollups()

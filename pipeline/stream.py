@@ -89,6 +89,10 @@ class PosturePipeline:
         self.walking_axis = WalkingAxis(settings.walking_axis)
         self._announce = calibration is not None  # a calibration restored from before: say so once
         self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
+        self._walk_index0 = 0
+        if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
+            self.calibrator.forward_hint = calibration.r_sensor_trunk[:, 0].copy()
+            self.calibrator.hold_only = False
         if calibration is not None and calibration.gyro_bias_dps is not None:
             self.orientation.set_horizontal_bias_dps(calibration.gyro_bias_dps, calibration.r_sensor_trunk[:, 2])
         self._last_t_s: float | None = None
@@ -129,6 +133,7 @@ class PosturePipeline:
         out = _empty_output()
         if reset:
             self._after_long_gap(out)
+        self._walk_index0 = self.activity.samples_walked
         walking = self.activity.walking(np.linalg.norm(acc_g, axis=1))
         before = self.orientation.snapshot() if self.armed and quat_wxyz is None else None
         if quat_wxyz is None:
@@ -216,7 +221,7 @@ class PosturePipeline:
         yaw_right = unwrap_from(self._last_yaw, yaw_right)
         if len(yaw_right):
             self._last_yaw = float(yaw_right[-1])
-        activity = self.activity.update(walking, acc_vertical, tilt)
+        activity = self.activity.update(walking, acc_vertical, tilt, self._walk_index0 + (sl.start or 0))
         walking, lying = activity == WALKING, activity == LYING
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
@@ -306,6 +311,7 @@ class PosturePipeline:
         self._close_episodes(out)
         self.baseline.reset()
         self._last_yaw = None
+        self.calibrator.restart()  # a hold before the gap is no hold (the sensor may have come off)
         # Orientation before the gap says nothing about after it; VQF re-initialises from the next
         # sample's gravity at once. Its gyro bias estimate is still good: keep it.
         self.orientation.restart()
