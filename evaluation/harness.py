@@ -9,7 +9,7 @@ the truth of every sample, for `evaluation/accuracy.py` to score.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -176,7 +176,5 @@ def _time_map(host_t: np.ndarray, sim_t: np.ndarray):
 
 
 def _to_sim_time(event: Any, to_sim) -> Any:
-    from dataclasses import replace
-
     fields = {k: to_sim(getattr(event, k)) for k in ("t_s", "start_s", "end_s") if hasattr(event, k)}
     return replace(event, **fields)

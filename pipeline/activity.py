@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import butter, lfilter, lfilter_zi
+
+from .running import MovingMean, StepBand, exp_mean
 
 G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
@@ -31,7 +32,6 @@ ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
 @dataclass(frozen=True)
 class ActivitySettings:
     rate_hz: float = 100.0
-    step_band_hz: tuple[float, float] = (1.2, 4.0)  # step frequency and its first harmonic
     walk_window_s: float = 2.5  # four to five steps
     walk_rms_g: float = 0.04  # slow walking reaches ~0.08 g; sitting, standing, fidgeting < 0.01 g
     walk_regularity: float = 0.4  # autocorrelation at one step's lag (regular walking ≥ 0.6)
@@ -57,10 +57,7 @@ class ActivityClassifier:
     def __init__(self, settings: ActivitySettings = ActivitySettings(), start: str = SITTING):
         s = self.s = settings
         self.dt_s = 1.0 / s.rate_hz
-        nyquist = s.rate_hz / 2.0
-        band = (min(s.step_band_hz[0], 0.45 * s.rate_hz) / nyquist, min(s.step_band_hz[1], 0.45 * s.rate_hz) / nyquist)
-        self._band_b, self._band_a = butter(2, band, "bandpass")
-        self._band_zi = lfilter_zi(self._band_b, self._band_a) * 0.0
+        self._step_band = StepBand(s.rate_hz)
         self._walk_n = max(4, round(s.walk_window_s * s.rate_hz))
         self._block = max(1, round(s.block_s * s.rate_hz))
         self._lags = (max(1, round(s.step_s[0] * s.rate_hz)), min(self._walk_n - 2, round(s.step_s[1] * s.rate_hz)))
@@ -74,7 +71,7 @@ class ActivityClassifier:
         self._tilted_run = 0
         self._since_lying = np.inf
         # Sit/stand: a smoothed vertical acceleration, its resting value, the recent samples to integrate.
-        self._smooth_n = max(1, round(s.move_smooth_s * s.rate_hz))
+        self._smooth = MovingMean(round(s.move_smooth_s * s.rate_hz))
         self._rest_alpha = 1.0 / (5.0 * s.rate_hz)
         self._rest_g: float | None = None
         self._buf = np.zeros(0)  # recent vertical acceleration (g, gravity removed), for integration
@@ -84,7 +81,6 @@ class ActivityClassifier:
         self._move_last = 0  # last absolute index that moved
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
-        self._smooth_tail = np.zeros(0)
 
     @property
     def samples_walked(self) -> int:
@@ -100,7 +96,7 @@ class ActivityClassifier:
         Each sample carries the verdict of the last block finished before it (causal, and the same
         however the stream is batched).
         """
-        y, self._band_zi = lfilter(self._band_b, self._band_a, acc_norm_g - 1.0, zi=self._band_zi)
+        y = self._step_band.update(acc_norm_g - 1.0)
         # Each step's peak of |acc| is the bottom of the body's bounce, where vertical velocity is zero.
         both = np.concatenate([self._hist[-1:], y, [np.inf]]) if len(self._hist) else np.concatenate([[np.inf], y, [np.inf]])
         peaks = np.flatnonzero((both[1:-1] > both[:-2]) & (both[1:-1] >= both[2:]) & (both[1:-1] > self.s.walk_rms_g))
@@ -189,7 +185,7 @@ class ActivityClassifier:
         since_lying = np.where(last_lying >= 0, pos - last_lying, self._since_lying + pos + 1)
         self._since_lying = since_lying[-1] if n else self._since_lying
         blocked = walking | (since_lying <= round(s.after_lying_s * s.rate_hz))
-        smooth = self._smooth(av_g)
+        smooth = self._smooth.update(av_g)
         if self._rest_g is None and n:
             self._rest_g = float(np.median(smooth))
         moving = (np.abs(smooth - self._rest_g) > s.move_acc_g) & ~blocked
@@ -245,19 +241,8 @@ class ActivityClassifier:
 
     def _follow_rest(self, quiet: np.ndarray) -> None:
         """The resting value follows slow changes (accelerometer offsets seen at a new posture) at rest."""
-        k = len(quiet)
-        if k:
-            w = (1.0 - self._rest_alpha) ** np.arange(k - 1, -1, -1)
-            self._rest_g = float(self._rest_g * (1.0 - self._rest_alpha) ** k + self._rest_alpha * (w @ quiet))
-
-    def _smooth(self, x: np.ndarray) -> np.ndarray:
-        both = np.concatenate([self._smooth_tail, x])
-        c = np.concatenate([[0.0], np.cumsum(both)])
-        k, start = self._smooth_n, len(self._smooth_tail)
-        idx = np.arange(start, len(both)) + 1
-        lo = np.maximum(idx - k, 0)
-        self._smooth_tail = both[-(k - 1):] if k > 1 else np.zeros(0)
-        return (c[idx] - c[lo]) / np.maximum(idx - lo, 1)
+        if len(quiet):
+            self._rest_g = exp_mean(self._rest_g, self._rest_alpha, quiet)
 
     def _judge(self, a: int, b: int, core: tuple[int, int]) -> str | None:
         """Net rise of the upper back over absolute samples a..b, zero vertical velocity at both ends.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .running import MovingMean, exp_mean
 
 HOLD_TRIM_S = 0.3  # the end of a still run that is left out of the hold
 
@@ -48,6 +49,11 @@ class CalibrationSettings:
     drift_sit_extension_deg: float = 15.0  # … or mean flexion below −this
     drift_sit_min_s: float = 120.0
 
+    @property
+    def instructions(self) -> str:
+        """What the wearer is asked to do to calibrate."""
+        return f"sit upright and still for {self.hold_s:g} s, bend forward once and sit up"
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -67,11 +73,9 @@ class Calibration:
             x = -_unit(tipped)
             bend_deg = float(np.degrees(np.arccos(np.clip(np.dot(_unit(bend_up_sensor), z), -1, 1))))
         else:
-            back = np.array([0.0, 0.0, 1.0])
-            x = -(back - np.dot(back, z) * z)
-            if np.linalg.norm(x) < 0.3:
+            x, bend_deg = _sensor_forward(z), 0.0
+            if x is None:
                 raise CalibrationError("sensor z is near vertical: a forward bend is needed to calibrate")
-            x, bend_deg = _unit(x), 0.0
         y = np.cross(z, x)
         return Calibration(np.column_stack([x, y, z]), bend_up_sensor is not None, bend_deg)
 
@@ -135,27 +139,18 @@ class Stillness:
 
     def __init__(self, settings: CalibrationSettings, rate_hz: float):
         self.s = settings
-        self._k = max(1, round(settings.still_smooth_s * rate_hz))
-        self._tail = np.zeros(0)
+        self._smooth = MovingMean(round(settings.still_smooth_s * rate_hz))
         self._alpha = 1.0 / (10.0 * rate_hz)
         self._rest_g: float | None = None
 
     def update(self, acc_g: np.ndarray, gyro_dps: np.ndarray) -> np.ndarray:
-        norm = np.linalg.norm(acc_g, axis=1)
-        both = np.concatenate([self._tail, norm])
-        c = np.concatenate([[0.0], np.cumsum(both)])
-        idx = np.arange(len(self._tail), len(both)) + 1
-        lo = np.maximum(idx - self._k, 0)
-        smooth = (c[idx] - c[lo]) / (idx - lo)
-        self._tail = both[-(self._k - 1):] if self._k > 1 else np.zeros(0)
+        smooth = self._smooth.update(np.linalg.norm(acc_g, axis=1))
         slow = np.linalg.norm(gyro_dps, axis=1) < self.s.still_gyro_dps
         if self._rest_g is None:
             self._rest_g = float(np.median(smooth[slow])) if slow.any() else 1.0
         still = slow & (np.abs(smooth - self._rest_g) < self.s.still_acc_g)
         if still.any():
-            x = smooth[still]
-            decay = (1.0 - self._alpha) ** np.arange(len(x) - 1, -1, -1)
-            self._rest_g = float(self._rest_g * (1.0 - self._alpha) ** len(x) + self._alpha * (decay @ x))
+            self._rest_g = exp_mean(self._rest_g, self._alpha, smooth[still])
         return still
 
 
@@ -389,7 +384,7 @@ class CalibrationMonitor:
             why = f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes: the sensor has probably moved"
         if why:
             self.reported = True
-            return f"recalibrate: {why}; then sit upright and still for {s.hold_s:g} s, bend forward once and sit up"
+            return f"recalibrate: {why}; then {s.instructions}"
         return None
 
 
@@ -407,8 +402,6 @@ class _SlowMean:
             if self._count < self._needed:
                 self._mean = (self._mean * self._count + float(x.sum())) / (self._count + len(x))
             else:
-                # Closed form of n exponential steps: weights (1-α)^(n-1-i) on x[i].
-                decay = (1.0 - self._alpha) ** np.arange(len(x) - 1, -1, -1)
-                self._mean = self._mean * (1.0 - self._alpha) ** len(x) + self._alpha * float(decay @ x)
+                self._mean = exp_mean(self._mean, self._alpha, x)
             self._count += len(x)
         return self._mean if self._count >= self._needed else None

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .calibration import Calibration
 from .orientation import offline_quaternions
-from .stream import PipelineSettings, PosturePipeline
+from .stream import PipelineSettings, PosturePipeline, moves_forward
 from .summary import Rollups, Summary
 
 log = logging.getLogger("posture.replay")
@@ -125,7 +125,7 @@ def _forward_chunks(chunks, stats: dict, bar) -> Iterator[tuple[np.ndarray, None
     last_t = -np.inf
     for data, size in chunks:
         bar.update(size)
-        forward = data[:, 0] > np.maximum.accumulate(np.concatenate([[last_t], data[:-1, 0]]))
+        forward = moves_forward(last_t, data[:, 0])
         if not forward.all():
             stats["backwards"] += int((~forward).sum())
             data = data[forward]

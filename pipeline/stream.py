@@ -65,6 +65,11 @@ def _empty_output() -> PipelineOutput:
     return PipelineOutput(e, e, e, e, np.empty(0, dtype="<U8"))
 
 
+def moves_forward(last_t_s: float, t_s: np.ndarray) -> np.ndarray:
+    """Per sample: later than every sample before it (and than last_t_s)."""
+    return t_s > np.maximum.accumulate(np.concatenate([[last_t_s], t_s[:-1]]))
+
+
 def _joined(a: PipelineOutput, b: PipelineOutput) -> PipelineOutput:
     out = PipelineOutput(*(np.concatenate([getattr(a, k), getattr(b, k)])
                            for k in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity")))
@@ -109,8 +114,7 @@ class PosturePipeline:
         of a whole recording); None to run the live filter."""
         t_s = np.asarray(t_s, float)
         # Time must go forward: a sample at or before the last one (a clock that stepped back) is dropped.
-        ahead = t_s > np.maximum.accumulate(np.concatenate([[self._last_t_s if self._last_t_s is not None
-                                                              else -np.inf], t_s[:-1]]))
+        ahead = moves_forward(-np.inf if self._last_t_s is None else self._last_t_s, t_s)
         if not ahead.all():
             self.samples_out_of_order += int((~ahead).sum())
             t_s, acc_g, gyro_dps = t_s[ahead], np.asarray(acc_g)[ahead], np.asarray(gyro_dps)[ahead]
@@ -252,11 +256,10 @@ class PosturePipeline:
             if azimuth is not None:
                 self.walking_axis.reset()  # confirmed; keep checking with fresh walking
             return
-        if abs(azimuth) > 60.0:  # walking is not along any forward the calibration could have meant
+        if abs(azimuth) > self.s.calibration.bend_direction_deg:  # not any forward a calibration could mean
             out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate",
                                                f"recalibrate: walking goes {azimuth:+.0f}° off the calibrated forward; "
-                                               f"sit upright and still for {self.s.calibration.hold_s:g} s, "
-                                               "bend forward once and sit up"))
+                                               f"{self.s.calibration.instructions}"))
             self.request_calibration()
             self.walking_axis.reset()
             return

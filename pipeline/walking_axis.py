@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import butter, lfilter, lfilter_zi
+
+from .running import StepBand
 
 
 @dataclass(frozen=True)
 class WalkingAxisSettings:
     rate_hz: float = 100.0
-    band_hz: tuple[float, float] = (1.2, 4.0)  # step frequency
     min_walk_s: float = 20.0  # of walking before the axis is trusted
     min_ratio: float = 3.0  # forward/back variance at least this many times the sideways one
     refine_deg: float = 3.0  # a calibration off by more than this is corrected
@@ -31,18 +31,13 @@ class WalkingAxisSettings:
 class WalkingAxis:
     def __init__(self, settings: WalkingAxisSettings = WalkingAxisSettings()):
         self.s = settings
-        nyquist = settings.rate_hz / 2.0
-        band = [min(f, 0.45 * settings.rate_hz) / nyquist for f in settings.band_hz]
-        self._b, self._a = butter(2, band, "bandpass")
-        self._zi = np.zeros((2, len(lfilter_zi(self._b, self._a))))
+        self._band = StepBand(settings.rate_hz, channels=2)
         self._sums = np.zeros(3)  # Σ ap², Σ ml², Σ ap·ml over walking samples
         self._n = 0
 
     def update(self, ap_g: np.ndarray, ml_g: np.ndarray, walking: np.ndarray) -> float | None:
         """The calibration's forward axis error (°, + when the true forward is to the left), when known."""
-        ap, self._zi[0] = lfilter(self._b, self._a, ap_g, zi=self._zi[0])
-        ml, self._zi[1] = lfilter(self._b, self._a, ml_g, zi=self._zi[1])
-        ap, ml = ap[walking], ml[walking]
+        ap, ml = self._band.update(ap_g, 0)[walking], self._band.update(ml_g, 1)[walking]
         self._sums += [float(ap @ ap), float(ml @ ml), float(ap @ ml)]
         self._n += int(walking.sum())
         if self._n < self.s.min_walk_s * self.s.rate_hz:

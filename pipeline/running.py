@@ -1,0 +1,49 @@
+"""Running statistics carried from batch to batch, vectorised within a batch.
+
+One home for what several stages need: a moving mean over the last k samples (the tail of the
+previous batch carried over), an exponential mean over selected samples in closed form, and the
+step-frequency band-pass that walking detection and the walking direction both use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import butter, lfilter, lfilter_zi
+
+STEP_BAND_HZ = (1.2, 4.0)  # walking's step frequency (1.25–3.3 steps/s) and its first harmonic
+
+
+def exp_mean(mean: float, alpha: float, x: np.ndarray) -> float:
+    """`mean` after len(x) exponential steps m ← (1 − α) m + α xᵢ, in closed form."""
+    decay = (1.0 - alpha) ** np.arange(len(x) - 1, -1, -1)
+    return float(mean * (1.0 - alpha) ** len(x) + alpha * (decay @ x))
+
+
+class MovingMean:
+    """Mean over the last `window` samples (fewer at the very start), continuing across batches."""
+
+    def __init__(self, window: int):
+        self.window = max(1, window)
+        self._tail = np.zeros(0)
+
+    def update(self, x: np.ndarray) -> np.ndarray:
+        both = np.concatenate([self._tail, x])
+        c = np.concatenate([[0.0], np.cumsum(both)])
+        idx = np.arange(len(self._tail), len(both)) + 1
+        lo = np.maximum(idx - self.window, 0)
+        self._tail = both[-(self.window - 1):] if self.window > 1 else np.zeros(0)
+        return (c[idx] - c[lo]) / (idx - lo)
+
+
+class StepBand:
+    """Band-pass at step frequency (2nd-order Butterworth), with its state carried across batches."""
+
+    def __init__(self, rate_hz: float, channels: int = 1):
+        nyquist = rate_hz / 2.0
+        band = [min(f, 0.45 * rate_hz) / nyquist for f in STEP_BAND_HZ]
+        self._b, self._a = butter(2, band, "bandpass")
+        self._zi = np.zeros((channels, len(lfilter_zi(self._b, self._a))))
+
+    def update(self, x: np.ndarray, channel: int = 0) -> np.ndarray:
+        y, self._zi[channel] = lfilter(self._b, self._a, x, zi=self._zi[channel])
+        return y
