@@ -204,7 +204,7 @@ class Calibrator:
         messages: list[str] = []
         for a, b, is_still in _runs(still):
             if is_still:
-                self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b])
+                self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], messages)
                 continue
             self._break_hold(float(t_s[a]), messages)
             cal, end = self._follow_bend(t_s, up_sensor, a, b, messages)
@@ -223,12 +223,9 @@ class Calibrator:
             return cal, len(t_s), messages
         return None, len(t_s), messages
 
-    def _extend_hold(self, t_s, acc_g, gyro_dps) -> None:
+    def _extend_hold(self, t_s, acc_g, gyro_dps, messages: list[str]) -> None:
         if self._bend:  # a pause at the bottom of a bend is part of the bend, but only for so long
-            if t_s[-1] - self._bend[0][0] > self.s.bend_max_s:
-                self._refuse(float(t_s[-1]), f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
-                                             "sit upright and still, bend forward once and sit up again", [])
-                self.restart()
+            self._give_up_late_bend(float(t_s[-1]), messages)
             return
         keep = self._hold_n + self._trim_n
         self._run_acc = np.vstack([self._run_acc, acc_g])[-keep:]
@@ -274,14 +271,18 @@ class Calibrator:
         stop = a + (int(back[0]) if len(back) else len(dev))
         self._bend += list(zip(t_s[a:stop].tolist(), up_sensor[a:stop]))
         if not len(back):
-            if self._bend[-1][0] - self._bend[0][0] > self.s.bend_max_s:
-                self._refuse(float(t_s[b - 1]), f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
-                                                "sit upright and still, bend forward once and sit up again", messages)
-                self.restart()
+            self._give_up_late_bend(float(t_s[b - 1]), messages)
             return None, 0
         cal = self._judge_bend(hold, float(t_s[stop]), messages)
         self._bend, self._hold = [], None
         return cal, stop
+
+    def _give_up_late_bend(self, t_s: float, messages: list[str]) -> None:
+        """A bend not back within bend_max_s is a posture, not the calibration bend: start over."""
+        if t_s - self._bend[0][0] > self.s.bend_max_s:
+            self._refuse(t_s, f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
+                              f"{self.s.instructions} again", messages)
+            self.restart()
 
     def _judge_bend(self, hold: _Hold, t_s: float, messages: list[str]) -> Calibration | None:
         if t_s - self._bend[0][0] > self.s.bend_max_s:

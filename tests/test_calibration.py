@@ -87,3 +87,14 @@ def test_a_restored_calibration_measures_at_once_like_the_original():
     a = np.concatenate([o[0].flexion_deg for o in outs[1:]])
     b = np.concatenate([o[1].flexion_deg for o in outs[1:]])
     assert np.abs(a - b).max() < 1.0
+
+
+def test_a_bend_held_still_at_the_bottom_is_no_calibration_bend():
+    """Sit still, lean on the desk for a minute, sit up: not the calibration moves, and it says so."""
+    sim = SensorSimulation(parse_scenario({"name": "desk", "segment": [
+        {"activity": "sit_upright", "duration_s": 4.0},
+        {"activity": "slouch", "duration_s": 40.0, "flexion_deg": 25.0, "ramp_s": 0.8},
+        {"activity": "sit_upright", "duration_s": 3.0}]}), seed=4)
+    events = run(sim)
+    assert not [e for e in events if e.status == "calibrated" and e.with_bend]
+    assert any("did not come back" in e.message and "sit upright and still" in e.message for e in events)
