@@ -10,8 +10,9 @@ walking, lying — from one IMU on the upper back.
   1–4 s, sitting down lowers it. Each movement of the trunk (vertical acceleration away from its
   resting value, bounded by quiet on both sides) is integrated twice with zero vertical velocity at
   both ends, which cancels any constant accelerometer offset; a net rise or fall of `stand_rise_m`
-  flips the state. Context decides the rest: walking means standing; getting up from lying means
-  sitting first.
+  flips the state — only if it holds wherever between the two rests the offset changed (a change
+  of posture moves it), and never across a lost link. Context decides the rest: walking means
+  standing; getting up from lying means sitting first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
 MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving sample
 REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean over this much
+STEP_GUESSES = 12  # moments between the rests where the resting value may have changed
 ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
 
 
@@ -81,6 +83,13 @@ class ActivityClassifier:
         self._move_last = 0  # last absolute index that moved
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
+
+    def gap(self) -> None:
+        """The link was lost: a movement cut by the gap cannot be judged (the rest after it was not
+        seen, and samples either side of the gap are not one movement). The resting value is kept:
+        it is the accelerometer's, and the first samples after a gap may be walking."""
+        self._move_start = self._move_from = None
+        self._buf, self._buf_start = np.zeros(0), self._n
 
     @property
     def samples_walked(self) -> int:
@@ -232,25 +241,29 @@ class ActivityClassifier:
         """Judge the open movement if it has been followed by quiet_n samples of rest before `now`."""
         if self._move_start is None or now - self._move_last <= quiet_n:
             return
-        start = self._move_from if self._move_from is not None else self._move_start - margin
+        after_walk = self._move_from is not None
+        start = self._move_from if after_walk else self._move_start - margin
         flip = self._judge(start, self._move_last + round(MOVE_AFTER_S * self.s.rate_hz),
-                           (self._move_start, self._move_last))
+                           (self._move_start, self._move_last), rest_before=not after_walk)
         self._move_start = self._move_from = None
         if flip is not None:
-            flips.append((max(0, self._move_last + quiet_n - base), flip))
+            # The first quiet sample past the limit, in whichever batch sees it (now − move_last > quiet_n).
+            flips.append((self._move_last + quiet_n + 1 - base, flip))
 
     def _follow_rest(self, quiet: np.ndarray) -> None:
         """The resting value follows slow changes (accelerometer offsets seen at a new posture) at rest."""
         if len(quiet):
             self._rest_g = exp_mean(self._rest_g, self._rest_alpha, quiet)
 
-    def _judge(self, a: int, b: int, core: tuple[int, int]) -> str | None:
+    def _judge(self, a: int, b: int, core: tuple[int, int], rest_before: bool = True) -> str | None:
         """Net rise of the upper back over absolute samples a..b, zero vertical velocity at both ends.
 
         The accelerometer's offset along vertical is not constant: its bias and gain errors project
         differently once the trunk has tilted (0.03 g of bias, 20° of tilt: 0.01 g, which a 4 s double
         integral turns into 0.2 m). So the resting value is measured before and after the movement and
-        blended across its core (the samples that moved).
+        blended across its core (the samples that moved). After a walk there is no rest before (the
+        integration starts at the last step, where only the velocity is known): the rest after stands
+        for both, as walking and sitting tilt the trunk alike.
         """
         s = self.s
         if ((core[1] - core[0]) * self.dt_s > s.move_core_max_s
@@ -263,17 +276,27 @@ class ActivityClassifier:
         edge = max(1, min(round(REST_EDGE_S * s.rate_hz), len(x) // 3))
         c0 = int(np.clip(core[0] - self._buf_start - lo, 0, len(x) - 1))
         c1 = int(np.clip(core[1] - self._buf_start - lo, c0, len(x) - 1))
-        blend = np.clip((np.arange(len(x)) - c0) / max(c1 - c0, 1), 0.0, 1.0)
-        before, after = float(np.mean(x[:edge])), float(np.mean(x[-edge:]))
-        seg = (x - (before + (after - before) * blend)) * G_M_S2
-        v = np.cumsum(seg) * self.dt_s
-        v -= np.linspace(0.0, v[-1], len(v))
-        rise_m = float(np.sum(v) * self.dt_s)
-        if rise_m >= s.stand_rise_m:
+        idx = np.arange(len(x))
+        # Where the resting value changed is not known: across the core (the best guess), or at any
+        # moment between the two rests (a slow change of posture moves it while the vertical
+        # acceleration stays under move_acc_g). The verdict must hold wherever it was.
+        steps = np.linspace(edge, len(x) - edge, STEP_GUESSES).astype(int)
+        blends = np.vstack([np.clip((idx - c0) / max(c1 - c0, 1), 0.0, 1.0), idx >= steps[:, None]])
+        after = float(np.mean(x[-edge:]))
+        before = float(np.mean(x[:edge])) if rest_before else after
+        rise_m = _zupt_rise_m((x - before - (after - before) * blends) * G_M_S2, self.dt_s)
+        if rise_m.min() >= s.stand_rise_m:
             return STANDING
-        if rise_m <= -s.stand_rise_m:
+        if rise_m.max() <= -s.stand_rise_m:
             return SITTING
         return None
+
+
+def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float) -> np.ndarray:
+    """Displacement over each row's span, with the velocity's drift removed so it is zero at both ends."""
+    v = np.cumsum(acc_m_s2, axis=-1) * dt_s
+    v -= v[..., -1:] * np.linspace(0.0, 1.0, acc_m_s2.shape[-1])
+    return v.sum(axis=-1) * dt_s
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

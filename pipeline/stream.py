@@ -315,6 +315,7 @@ class PosturePipeline:
         self.baseline.reset()
         self._last_yaw = None
         self.calibrator.restart()  # a hold before the gap is no hold (the sensor may have come off)
+        self.activity.gap()
         # Orientation before the gap says nothing about after it; VQF re-initialises from the next
         # sample's gravity at once. Its gyro bias estimate is still good: keep it.
         self.orientation.restart()
