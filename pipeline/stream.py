@@ -19,6 +19,7 @@ from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, C
 from .detectors import (LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector,
                         SlouchSettings)
 from .events import CalibrationEvent, MinuteMetrics
+from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gap
 from .metrics import MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
 from .walking_axis import WalkingAxis, WalkingAxisSettings
@@ -101,7 +102,8 @@ class PosturePipeline:
         if calibration is not None and calibration.gyro_bias_dps is not None:
             self.orientation.set_horizontal_bias_dps(calibration.gyro_bias_dps, calibration.r_sensor_trunk[:, 2])
         self._last_t_s: float | None = None
-        self._last_sample: np.ndarray | None = None  # acc+gyro of the previous batch's last sample
+        self._tail_t = np.empty(0)  # the last real samples (times, acc+gyro[+quaternion]), for gap filling
+        self._tail_x = np.empty((0, 0))
         self._last_yaw: float | None = None
         self._added_until_s: dict[str, float] = {}
         self.gaps_filled = 0
@@ -321,30 +323,33 @@ class PosturePipeline:
         self.orientation.restart()
 
     def _bridge_gaps(self, t_s, x):
-        """Insert interpolated samples into short gaps; report whether a long gap came before."""
-        reset = False
-        if self._last_t_s is not None:
-            t_all = np.concatenate([[self._last_t_s], t_s])
-            x_all = np.vstack([self._last_sample, x])
-        else:
-            t_all, x_all = t_s, x
-        steps = np.round(np.diff(t_all) / self.dt_s).astype(int)
+        """Insert samples into short gaps; report whether a long gap came before.
+
+        Acceleration (and a given orientation) is interpolated linearly; rotation rate by a cubic
+        through two real samples either side. A lost packet at the end of a brisk twist, where the
+        rate falls fast, drawn as a straight line, adds degrees of heading that never come back
+        (benchmarks/gap_fill.py: the integrated angle's error over a lost packet inside a twist).
+        """
+        n_hist = len(self._tail_t)
+        t_all = np.concatenate([self._tail_t, t_s])
+        x_all = np.vstack([self._tail_x, x]) if n_hist else x
         real = np.ones(len(t_all), bool)
-        if np.any(steps > 1):
-            long_gap = np.diff(t_all) > self.s.max_fill_s
-            reset = bool(long_gap.any())
-            self.gaps_reset += int(long_gap.sum())
-            fill = (steps > 1) & ~long_gap
-            self.gaps_filled += int(fill.sum())
-            if fill.any():
-                # New sample times on the nominal grid inside each short gap; values linearly interpolated.
-                extra = np.concatenate([t_all[i] + self.dt_s * np.arange(1, steps[i]) for i in np.flatnonzero(fill)])
-                t_new = np.concatenate([t_all, extra])
-                order = np.argsort(t_new, kind="stable")
-                x_new = np.column_stack([np.interp(t_new[order], t_all, x_all[:, j]) for j in range(x_all.shape[1])])
-                real = np.concatenate([real, np.zeros(len(extra), bool)])[order]
-                t_all, x_all = t_new[order], x_new
-        if self._last_t_s is not None:
-            t_all, x_all, real = t_all[1:], x_all[1:], real[1:]
-        self._last_t_s, self._last_sample = float(t_all[-1]), x_all[-1].copy()
-        return t_all, x_all, real, reset
+        steps = np.round(np.diff(t_all) / self.dt_s).astype(int)
+        gaps = np.flatnonzero(steps > 1)
+        gaps = gaps[gaps >= n_hist - 1]  # gaps between history samples were bridged last time
+        long_gap = np.diff(t_all)[gaps] > self.s.max_fill_s
+        reset = bool(long_gap.any())
+        self.gaps_reset += int(long_gap.sum())
+        fill = gaps[~long_gap]
+        self.gaps_filled += len(fill)
+        if len(fill):
+            t_new = [t_all[i] + self.dt_s * np.arange(1, steps[i]) for i in fill]
+            x_new = [fill_gap(t_all, x_all, i, t, GYRO_COLUMNS) for i, t in zip(fill, t_new)]
+            order = np.argsort(np.concatenate([t_all, *t_new]), kind="stable")
+            t_all = np.concatenate([t_all, *t_new])[order]
+            x_all = np.vstack([x_all, *x_new])[order]
+            real = np.concatenate([real, np.zeros(len(t_all) - len(real), bool)])[order]
+        keep = np.flatnonzero(real)[-GAP_CONTEXT:]
+        self._tail_t, self._tail_x = t_all[keep], x_all[keep].copy()
+        self._last_t_s = float(t_all[-1])
+        return t_all[n_hist:], x_all[n_hist:], real[n_hist:], reset
