@@ -121,21 +121,26 @@ def run_case(case: Case, link: LinkModel | None = None) -> Run:
                 calibrations.append(Calibrated(e.t_s, e.status, e.message,
                                                None if cal is None else cal.r_sensor_trunk.copy()))
 
+    def take(fed, last_arrival: float) -> float:
+        # The gateway's pump lets go of held samples once the link has been quiet for a batch.
+        if fed.arrival_s - last_arrival > case.batch_s and (held := collector.take()) is not None:
+            process(held)
+        received[fed.index] = True
+        host_t.append(fed.batch.t_s)
+        host_idx.append(fed.index)
+        if (ready := collector.add(fed.batch)) is not None:
+            process(ready)
+        return fed.arrival_s
+
     for chunk in sim.chunks(max_samples=20_000):
         sl = slice(int(chunk.index[0]), int(chunk.index[-1]) + 1)
         truth["t_s"][sl], truth["context"][sl] = chunk.t_s, chunk.context
         for k in ("flexion_deg", "lateral_deg", "rotation_deg"):
             truth[k][sl] = getattr(chunk, k)
         for fed in feed.feed(chunk):
-            # The gateway's pump lets go of held samples once the link has been quiet for a batch.
-            if fed.arrival_s - last_arrival > case.batch_s and (held := collector.take()) is not None:
-                process(held)
-            last_arrival = fed.arrival_s
-            received[fed.index] = True
-            host_t.append(fed.batch.t_s)
-            host_idx.append(fed.index)
-            if (ready := collector.add(fed.batch)) is not None:
-                process(ready)
+            last_arrival = take(fed, last_arrival)
+    for fed in feed.finish():
+        last_arrival = take(fed, last_arrival)
     if (held := collector.take()) is not None:
         process(held)
     outs.append(pipeline.finish())

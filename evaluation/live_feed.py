@@ -4,12 +4,13 @@ Each notification is encoded by the simulator's wire profile, goes through a lin
 loss, burst outages of seconds to minutes, a connection-interval latency with jitter) and is decoded
 by the client's own `StreamDecoder` (codec, sequence and clock unwrapping, sensor → host clock map).
 What comes out is exactly the `ImuBatch` the gateway hands to the pipeline, one per notification,
-plus the simulator's sample indices so the truth can be looked up for scoring. After an outage longer
+(for profiles timed by arrival, a short wait later: `sensor.timeline.ArrivalTimeline`), plus the simulator's sample indices so the truth can be looked up for scoring. After an outage longer
 than the link watchdog the decoder is restarted, as `SensorLink` does on a reconnect.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from firmware_sim.imu import SimChunk
 from firmware_sim.profiles import StreamSettings, get_profile
-from sensor.profiles import PROFILES
+from sensor.profiles import PROFILES, samples_per_notification
 from sensor.stream import ImuBatch, StreamDecoder
 
 HOST_EPOCH_S = 1_772_438_400.0  # 2026-03-02 08:00 UTC: the day's first sample, host clock
@@ -60,7 +61,9 @@ class LiveLink:
         self.link = link
         self.stats = stats if stats is not None else LinkStats()
         self._wire = get_profile(link.profile)
-        self._settings = StreamSettings(rate_hz=rate_hz)
+        packing = PROFILES[link.profile].packing_command is not None  # as SensorLink asks the sensor
+        self._settings = (StreamSettings(rate_hz=rate_hz, samples_per_packet=samples_per_notification(rate_hz))
+                          if packing else StreamSettings(rate_hz=rate_hz))
         self._per_packet = self._wire.samples_per_packet(self._settings)
         self._decoder = StreamDecoder("sim", PROFILES[link.profile], rate_hz)
         self._rng = np.random.default_rng([link.seed, 0x11CC])
@@ -68,6 +71,8 @@ class LiveLink:
         self._seq = 0
         self._last_host_s = -np.inf
         self._last_rx_s: float | None = None
+        self._last_arrival_s = HOST_EPOCH_S
+        self._waiting: deque[int] = deque()  # simulator indices of samples given to the decoder, not yet out
 
     def feed(self, chunk: SimChunk) -> Iterator[Fed]:
         st, link = self.stats, self.link
@@ -86,18 +91,29 @@ class LiveLink:
                 continue
             if self._last_rx_s is not None and t_s - self._last_rx_s > WATCHDOG_S:
                 st.reconnects += 1  # the watchdog gave up on the link; a new connection starts over
-                self._decoder.restart()
+                yield from self._out(self._decoder.restart(), self._last_arrival_s)
             self._last_rx_s = t_s
             packet = packets[k]
             # Sent when its last sample is taken, arrives after the link's latency.
-            latency_s = (link.latency_ms[0] + self._rng.exponential(link.latency_ms[1])) / 1e3
-            batch = self._decoder.feed(packet, HOST_EPOCH_S + t_s + latency_s)
-            if batch is None:
-                continue
+            arrival_s = HOST_EPOCH_S + t_s + (link.latency_ms[0] + self._rng.exponential(link.latency_ms[1])) / 1e3
+            self._last_arrival_s = arrival_s
+            self._waiting.extend(chunk.index[a:z].tolist())
+            batch = self._decoder.feed(packet, arrival_s)
+            if batch is not None:
+                yield from self._out([batch], arrival_s)
+
+    def finish(self) -> Iterator[Fed]:
+        """The samples the decoder still holds when the stream ends."""
+        yield from self._out(self._decoder.flush(), self._last_arrival_s)
+
+    def _out(self, batches: list[ImuBatch], arrival_s: float) -> Iterator[Fed]:
+        # The decoder hands samples on in the order they came (some profiles after a short wait).
+        for batch in batches:
             if batch.t_s[0] <= self._last_host_s:
-                st.times_backwards += 1
+                self.stats.times_backwards += 1
             self._last_host_s = float(batch.t_s[-1])
-            yield Fed(batch, chunk.index[a:z], HOST_EPOCH_S + t_s + latency_s)
+            index = np.array([self._waiting.popleft() for _ in range(batch.n)], dtype=np.int64)
+            yield Fed(batch, index, arrival_s)
 
 
 def random_outages(rng: np.random.Generator, duration_s: float, per_hour: float = 2.0,

@@ -77,6 +77,8 @@ class SensorLink:
                 await self._pause(stop)
             finally:
                 self.connected.clear()
+                if self.decoder:  # the link is gone: what was held back to be placed is all there is
+                    self._deliver(self.decoder.flush())
                 with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
                     await asyncio.wait_for(client.disconnect(), 5)
 
@@ -92,17 +94,26 @@ class SensorLink:
             await client.disconnect()
             raise ProfileError(f"{self.device.address} offers no posture sensor service")
         if self.decoder is None or self.profile is not profile:
+            self._deliver(self.decoder.flush() if self.decoder else [])
             self.profile = profile
             self.decoder = StreamDecoder(self.device.address, profile, self.settings.rate_hz)
         else:
-            self.decoder.restart()
+            self._deliver(self.decoder.restart())
         return client
+
+    def _deliver(self, held: list[ImuBatch]) -> None:
+        """Samples the decoder held back (to place them from what followed) once the stream ends."""
+        for batch in held:
+            self.on_batch(batch)
 
     async def _stream(self, client: BleakClient, stop: asyncio.Event) -> None:
         profile, decoder = self.profile, self.decoder
         current = await client.read_gatt_char(profile.control_uuid) if profile.reads_control else None
         await client.write_gatt_char(profile.control_uuid, profile.rate_command(current, self.settings.rate_hz),
                                      response=True)
+        if profile.packing_command is not None:
+            await client.write_gatt_char(profile.control_uuid, profile.packing_command(self.settings.rate_hz),
+                                         response=True)
         await self._read_battery(client)
 
         def on_data(_, data: bytearray) -> None:

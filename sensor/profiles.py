@@ -23,6 +23,23 @@ class SensorProfile:
     rate_command: Callable[[bytes | None, float], bytes]
     reads_control: bool  # whether rate_command needs the current control value
     has_sensor_clock: bool  # sequence counter and sensor timestamps on the wire
+    # Samples per notification for a rate: rate_hz → bytes to write, or None where the wire sends one each.
+    packing_command: Callable[[float], bytes] | None = None
+
+
+# A lost notification takes its samples with it; the rotation rate inside cannot be filled in (a
+# twist is out and back in half a second). At most this much motion per notification: 2 samples at
+# 50 Hz, 5 at 100 and 200 Hz (docs/accuracy.md, case rotations-loss-50hz).
+NOTIFICATION_MAX_S = 0.05
+NATIVE_MAX_SAMPLES = 5  # fits the 73-byte MTU PROTOCOL.md asks for
+
+
+def samples_per_notification(rate_hz: float) -> int:
+    return max(1, min(NATIVE_MAX_SAMPLES, int(rate_hz * NOTIFICATION_MAX_S)))
+
+
+def _native_packing(rate_hz: float) -> bytes:
+    return bytes([0x04, samples_per_notification(rate_hz)])
 
 
 def _native_rate(_: bytes | None, rate_hz: float) -> bytes:
@@ -54,7 +71,7 @@ def _thingy(short: int) -> str:
 
 PROFILES: dict[str, SensorProfile] = {p.name: p for p in (
     SensorProfile("native", "d0a10001-5c3e-4b8e-9f2a-3c7e1b4d6a80", "d0a10002-5c3e-4b8e-9f2a-3c7e1b4d6a80",
-                  "d0a10003-5c3e-4b8e-9f2a-3c7e1b4d6a80", native.decode, _native_rate, False, True),
+                  "d0a10003-5c3e-4b8e-9f2a-3c7e1b4d6a80", native.decode, _native_rate, False, True, _native_packing),
     # WitMotion's UUID base is …-00805f9a34fb, one digit off the Bluetooth SIG base.
     SensorProfile("witmotion", "0000ffe5-0000-1000-8000-00805f9a34fb", "0000ffe4-0000-1000-8000-00805f9a34fb",
                   "0000ffe9-0000-1000-8000-00805f9a34fb", witmotion.decode, _witmotion_rate, False, False),

@@ -6,13 +6,14 @@ Pure apart from logging: the caller passes the arrival time of each notification
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .codecs import PacketError
+from .codecs import DecodedPacket, PacketError
 from .profiles import SensorProfile
-from .timeline import ArrivalTimeline, ClockMap, CountedTimeline
+from .timeline import ArrivalTimeline, ClockMap, CountedTimeline, Placement
 
 log = logging.getLogger("posture.sensor")
 
@@ -55,13 +56,24 @@ class StreamDecoder:
         self.profile = profile
         self.rate_hz = rate_hz
         self.stats = StreamStats()
-        self.restart()
+        self._start()
 
-    def restart(self) -> None:
-        """A new connection: sensor clocks and counters may have moved on; keep the totals."""
+    def _start(self) -> None:
         self._counted = CountedTimeline()
         self._arrivals = ArrivalTimeline(self.rate_hz)
+        self._waiting: deque[tuple[DecodedPacket, float]] = deque()  # decoded, not yet placed (arrival-timed)
         self._clock = ClockMap()
+
+    def restart(self) -> list[ImuBatch]:
+        """A new connection: sensor clocks and counters may have moved on; keep the totals. Returns
+        the samples still held back (arrival-timed profiles place a packet once more have followed)."""
+        held = self.flush()
+        self._start()
+        return held
+
+    def flush(self) -> list[ImuBatch]:
+        """The samples still held back, placed with what followed them: call when the stream ends."""
+        return [self._batch(*self._waiting.popleft(), placed) for placed in self._arrivals.flush()]
 
     def feed(self, data: bytes, host_s: float) -> ImuBatch | None:
         try:
@@ -73,11 +85,15 @@ class StreamDecoder:
             return None
         if self.profile.has_sensor_clock:
             placed = self._counted.place(packet.seq, packet.t0_us, packet.period_us, packet.n)
-        else:
-            placed = self._arrivals.place(host_s, packet.n)
-        if placed.duplicate:
-            self.stats.duplicates += 1
-            return None
+            if placed.duplicate:
+                self.stats.duplicates += 1
+                return None
+            return self._batch(packet, host_s, placed)
+        self._waiting.append((packet, host_s))
+        settled = [self._batch(*self._waiting.popleft(), placed) for placed in self._arrivals.place(host_s, packet.n)]
+        return _joined(settled) if settled else None
+
+    def _batch(self, packet: DecodedPacket, host_s: float, placed: Placement) -> ImuBatch:
         self.stats.packets += 1
         self.stats.samples += packet.n
         self.stats.lost_samples += placed.lost_samples
@@ -85,3 +101,12 @@ class StreamDecoder:
         self._clock.update(float(placed.t_sensor_s[-1]), host_s)
         return ImuBatch(self.device, self._clock.to_host(placed.t_sensor_s), placed.t_sensor_s,
                         packet.acc_g, packet.gyro_dps, max(0, placed.lost_samples))
+
+
+def _joined(batches: list[ImuBatch]) -> ImuBatch:
+    """Packets placed together, as one batch (times may jump where samples were lost between them)."""
+    if len(batches) == 1:
+        return batches[0]
+    return ImuBatch(batches[0].device, np.concatenate([b.t_s for b in batches]),
+                    np.concatenate([b.t_sensor_s for b in batches]), np.vstack([b.acc_g for b in batches]),
+                    np.vstack([b.gyro_dps for b in batches]), batches[0].lost_before)

@@ -53,37 +53,61 @@ class ArrivalTimeline:
 
     The sensor samples on a steady clock, so r_j = (arrival_j − arrival_0)·rate − j, for the j-th
     received sample, has a floor set by the smallest link latency; every lost sample lifts that
-    floor by exactly one, a late packet lifts only itself. The floor is the minimum of r over a
-    trailing window. Clock drift moves the floor slowly and continuously, unlike a loss, so it is
-    followed as the fractional part of the floor. The count is an estimate: a link that delays every
-    packet by more than half a period for a whole window reads as loss until it recovers.
+    floor by exactly one for all later samples, a late packet lifts only itself. A packet's loss
+    count is the floor over the `window` samples that arrive *after* it: a lost sample is then
+    placed right after the last packet that arrived early enough to prove it came before the loss
+    (within a few samples of the truth), where a trailing window placed it a whole window late —
+    and the rotation rate filled in for it came from the wrong moment of a twist. So a packet is
+    placed once `window` samples have followed it (0.32 s at 100 Hz), or when flushed. Clock drift
+    moves the floor slowly and continuously, unlike a loss, so it is followed as the fractional
+    part of the floor. The count is an estimate: a link that delays every packet by more than half
+    a period for a whole window reads as loss until it recovers.
     """
 
     def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02):
         self.rate_hz = rate_hz
+        self.window = window
         self.drift_gain = drift_gain
-        self._recent = deque(maxlen=window)
+        self._pending: deque[tuple[float, int]] = deque()  # (r of the packet's newest sample, n), not yet placed
+        self._pending_samples = 0
         self._first_host_s: float | None = None
-        self._received = 0
+        self._arrived = 0
+        self._placed = 0
         self._lost = 0
         self._drift = 0.0
 
-    def place(self, host_s: float, n: int = 1) -> Placement:
+    def place(self, host_s: float, n: int = 1) -> list[Placement]:
+        """Placements of the packets that are now settled, oldest first (usually none or one)."""
         if self._first_host_s is None:
             self._first_host_s = host_s
-        j = self._received + n - 1  # ordinal of the newest sample in this packet
-        self._recent.append((host_s - self._first_host_s) * self.rate_hz - j)
-        floor = min(self._recent)
-        lost = round(floor - self._drift)
+        j = self._arrived + n - 1  # ordinal of the newest sample in this packet
+        self._pending.append(((host_s - self._first_host_s) * self.rate_hz - j, n))
+        self._arrived += n
+        self._pending_samples += n
+        out = []
+        while self._pending_samples - self._pending[0][1] >= self.window:
+            out.append(self._settle(full=True))
+        return out
+
+    def flush(self) -> list[Placement]:
+        """Place every packet still waiting, with what followed it (the link is going away)."""
+        return [self._settle(full=False) for _ in range(len(self._pending))]
+
+    def _settle(self, full: bool) -> Placement:
+        floor = min(r for r, _ in self._pending)  # the head and what arrived after it
+        _, n = self._pending.popleft()
+        self._pending_samples -= n
+        # Flushed, a packet has few followers, perhaps all late: no new loss without a full window.
+        lost = round(floor - self._drift) if full else self._lost
         if lost < 0:
             # The first packets were late, so the floor we started from was too high: re-anchor.
             self._drift += lost
             lost = 0
-        if len(self._recent) == self._recent.maxlen:
+        if full:
             self._drift += self.drift_gain * (floor - lost - self._drift)
         lost_now, self._lost = lost - self._lost, lost
-        index = self._received + self._lost + np.arange(n)
-        self._received += n
+        index = self._placed + self._lost + np.arange(n)
+        self._placed += n
         return Placement(index / self.rate_hz, lost_now, 0)
 
 

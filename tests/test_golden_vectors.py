@@ -75,3 +75,15 @@ def test_round_trip_is_within_half_an_lsb(profile):
         packet = DECODERS[profile](encode(profile, case))
         assert np.abs(packet.acc_g - case["acc_g"]).max() <= lsb["acc_g"] / 2 + 1e-12
         assert np.abs(packet.gyro_dps - case["gyro_dps"]).max() <= lsb["gyro_dps"] / 2 + 1e-12
+
+
+def test_the_client_asks_for_at_most_50_ms_per_notification():
+    from firmware_sim.profiles import StreamSettings, get_profile
+    from sensor.profiles import PROFILES, samples_per_notification
+
+    assert [samples_per_notification(r) for r in (25.0, 50.0, 100.0, 200.0)] == [1, 2, 5, 5]
+    # The virtual sensor takes the command the client writes, as PROTOCOL.md says.
+    settings = StreamSettings(rate_hz=50.0)
+    get_profile("native").write_control(PROFILES["native"].packing_command(50.0), settings)
+    assert settings.samples_per_packet == 2
+    assert PROFILES["witmotion"].packing_command is None  # one sample per notification already
