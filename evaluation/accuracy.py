@@ -98,7 +98,7 @@ CASES = [
          profile="witmotion", loss_p=0.02),
     Case("per-notification", "office-short", 30, "pipeline fed every notification on its own", batch_s=0.0),
     Case("rotations-loss-50hz", "rotations-brisk-held", 31,
-         "brisk twists and held rotations at 50 Hz, 5 % of notifications (0.1 s each) lost", {"rate_hz": 50.0},
+         "brisk twists and held rotations at 50 Hz, 5 % of notifications lost", {"rate_hz": 50.0},
          loss_p=0.05),
     Case("thingy52", "office-short", 32, "Thingy:52 profile: one sample per notification, no sensor clock, 2 % loss",
          profile="thingy52", loss_p=0.02),

@@ -98,7 +98,11 @@ class LiveLink:
             arrival_s = HOST_EPOCH_S + t_s + (link.latency_ms[0] + self._rng.exponential(link.latency_ms[1])) / 1e3
             self._last_arrival_s = arrival_s
             self._waiting.extend(chunk.index[a:z].tolist())
+            dropped = self._decoder.stats.malformed_total + self._decoder.stats.duplicates
             batch = self._decoder.feed(packet, arrival_s)
+            if self._decoder.stats.malformed_total + self._decoder.stats.duplicates != dropped:
+                for _ in range(z - a):  # the decoder dropped this packet: its samples never come out
+                    self._waiting.pop()
             if batch is not None:
                 yield from self._out([batch], arrival_s)
 

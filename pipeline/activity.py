@@ -10,8 +10,9 @@ walking, lying — from one IMU on the upper back.
   1–4 s, sitting down lowers it. Each movement of the trunk (vertical acceleration away from its
   resting value, bounded by quiet on both sides) is integrated twice with zero vertical velocity at
   both ends, which cancels any constant accelerometer offset; a net rise or fall of `stand_rise_m`
-  flips the state — only if it holds wherever between the two rests the offset changed (a change
-  of posture moves it), and never across a lost link. Context decides the rest: walking means
+  flips the state. The accelerometer's offset along vertical moves with the sensor's orientation,
+  so the resting value is blended from before to after as the orientation moved; a movement cut by
+  a lost link is not judged. Context decides the rest: walking means
   standing; getting up from lying means sitting first.
 """
 
@@ -27,7 +28,9 @@ G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
 MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving sample
 REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean over this much
-STEP_GUESSES = 12  # moments between the rests where the resting value may have changed
+ORIENTATION_CHANGE = np.sin(np.radians(2.0))  # less than this between the rests: the offset did not move
+OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 % gain error, per unit of Δup
+REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
 
 
@@ -77,6 +80,7 @@ class ActivityClassifier:
         self._rest_alpha = 1.0 / (5.0 * s.rate_hz)
         self._rest_g: float | None = None
         self._buf = np.zeros(0)  # recent vertical acceleration (g, gravity removed), for integration
+        self._up_buf = np.zeros((0, 3))  # world up in sensor axes for the same samples
         self._buf_start = 0  # absolute index of _buf[0]
         self._n = 0  # absolute index of the next sample
         self._move_start: int | None = None  # absolute index where the current movement began
@@ -89,7 +93,8 @@ class ActivityClassifier:
         seen, and samples either side of the gap are not one movement). The resting value is kept:
         it is the accelerometer's, and the first samples after a gap may be walking."""
         self._move_start = self._move_from = None
-        self._buf, self._buf_start = np.zeros(0), self._n
+        self._walked_to_end, self._last_step = False, -1
+        self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
 
     @property
     def samples_walked(self) -> int:
@@ -142,19 +147,21 @@ class ActivityClassifier:
         return two < len(win) - 1 and float(win[two:] @ win[:-two]) / energy >= self.s.walk_regularity / 2
 
     def update(self, walking: np.ndarray, acc_vertical_g: np.ndarray, tilt_deg: np.ndarray,
-               walk_index: int | None = None) -> np.ndarray:
+               walk_index: int | None = None, up_sensor: np.ndarray | None = None) -> np.ndarray:
         """Per-sample activity names for one batch.
 
         walking: from walking(); acc_vertical_g: specific force along world up (≈ 1 at rest);
         tilt_deg: angle between the trunk's up axis and vertical; walk_index: where these samples
-        start among those walking() has seen (default: they are its last ones).
+        start among those walking() has seen (default: they are its last ones); up_sensor: world up
+        in sensor axes (n × 3), which tells where the accelerometer's offset along vertical changed.
         """
         n = len(walking)
         # walking() saw samples update() does not (before calibration): where this part starts in its count.
         first = self._n_walk - n if walk_index is None else walk_index
         self._walk_offset = first - self._n
         lying = self._lying(tilt_deg > self.s.lying_tilt_deg)
-        flips = self._sit_stand_flips(acc_vertical_g - 1.0, walking, lying)
+        up = np.full((n, 3), np.nan) if up_sensor is None else np.asarray(up_sensor, float)
+        flips = self._sit_stand_flips(acc_vertical_g - 1.0, up, walking, lying)
         state = np.empty(n, dtype="<U8")
         # Walk the few points where the upright state may change: flips, walking starts, lying ends.
         walk_on = np.flatnonzero(walking & ~np.concatenate([[False], walking[:-1]]))
@@ -181,7 +188,8 @@ class ActivityClassifier:
         self._tilted_run = int(run[-1]) if len(run) else self._tilted_run
         return run >= round(self.s.lying_min_s * self.s.rate_hz)
 
-    def _sit_stand_flips(self, av_g: np.ndarray, walking: np.ndarray, lying: np.ndarray) -> list[tuple[int, str]]:
+    def _sit_stand_flips(self, av_g: np.ndarray, up: np.ndarray, walking: np.ndarray,
+                         lying: np.ndarray) -> list[tuple[int, str]]:
         """(index in batch, new state) for every sit-to-stand or stand-to-sit recognised in this batch.
 
         A movement is a group of moving samples with less than `move_quiet_s` of rest between them;
@@ -200,6 +208,7 @@ class ActivityClassifier:
         moving = (np.abs(smooth - self._rest_g) > s.move_acc_g) & ~blocked
         self._follow_rest(smooth[~moving & ~blocked])
         self._buf = np.concatenate([self._buf, av_g])
+        self._up_buf = np.vstack([self._up_buf, up])
         quiet_n, margin = round(s.move_quiet_s * s.rate_hz), round(s.move_margin_s * s.rate_hz)
         flips: list[tuple[int, str]] = []
         # Runs of moving and of blocked samples, in order (few per batch).
@@ -226,7 +235,7 @@ class ActivityClassifier:
         self._n += n
         keep_from = self._n - round((s.move_max_s + 2 * s.move_margin_s + 2.0) * s.rate_hz)
         drop = max(0, keep_from - self._buf_start)
-        self._buf, self._buf_start = self._buf[drop:], self._buf_start + drop
+        self._buf, self._up_buf, self._buf_start = self._buf[drop:], self._up_buf[drop:], self._buf_start + drop
         return flips
 
     def _after_walk(self, end: int, base: int) -> None:
@@ -261,7 +270,7 @@ class ActivityClassifier:
         The accelerometer's offset along vertical is not constant: its bias and gain errors project
         differently once the trunk has tilted (0.03 g of bias, 20° of tilt: 0.01 g, which a 4 s double
         integral turns into 0.2 m). So the resting value is measured before and after the movement and
-        blended across its core (the samples that moved). After a walk there is no rest before (the
+        blended as the sensor's orientation moved between them (`_blend`). After a walk there is no rest before (the
         integration starts at the last step, where only the velocity is known): the rest after stands
         for both, as walking and sitting tilt the trunk alike.
         """
@@ -274,29 +283,52 @@ class ActivityClassifier:
         if len(x) < 3:
             return None
         edge = max(1, min(round(REST_EDGE_S * s.rate_hz), len(x) // 3))
-        c0 = int(np.clip(core[0] - self._buf_start - lo, 0, len(x) - 1))
-        c1 = int(np.clip(core[1] - self._buf_start - lo, c0, len(x) - 1))
-        idx = np.arange(len(x))
-        # Where the resting value changed is not known: across the core (the best guess), or at any
-        # moment between the two rests (a slow change of posture moves it while the vertical
-        # acceleration stays under move_acc_g). The verdict must hold wherever it was.
-        steps = np.linspace(edge, len(x) - edge, STEP_GUESSES).astype(int)
-        blends = np.vstack([np.clip((idx - c0) / max(c1 - c0, 1), 0.0, 1.0), idx >= steps[:, None]])
         after = float(np.mean(x[-edge:]))
         before = float(np.mean(x[:edge])) if rest_before else after
-        rise_m = _zupt_rise_m((x - before - (after - before) * blends) * G_M_S2, self.dt_s)
-        if rise_m.min() >= s.stand_rise_m:
+        if abs(after - before) > self._offset_change_bound(lo, len(x), edge):
+            return None  # the rests either side differ by more than a change of orientation explains
+        rise_m = _zupt_rise_m((x - before - (after - before) * self._blend(lo, len(x), edge, core)) * G_M_S2,
+                              self.dt_s)
+        if rise_m >= s.stand_rise_m:
             return STANDING
-        if rise_m.max() <= -s.stand_rise_m:
+        if rise_m <= -s.stand_rise_m:
             return SITTING
         return None
 
+    def _offset_change_bound(self, lo: int, n: int, edge: int) -> float:
+        """The most the resting value can move between the two rests: the accelerometer's offset
+        (≤ 0.03 g a axis) and gain error (≤ 2 %) seen along a vertical that moved by |Δup| in sensor
+        axes, plus noise. More than that, and one "rest" was not one — the next movement had begun."""
+        u = self._up_buf[lo:lo + n]
+        d = u[-edge:].mean(axis=0) - u[:edge].mean(axis=0)
+        moved = float(np.sqrt(d @ d)) if np.all(np.isfinite(d)) else 2.0  # no orientation given: no bound
+        return OFFSET_PER_UP_G * moved + REST_NOISE_G
 
-def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float) -> np.ndarray:
-    """Displacement over each row's span, with the velocity's drift removed so it is zero at both ends."""
-    v = np.cumsum(acc_m_s2, axis=-1) * dt_s
-    v -= v[..., -1:] * np.linspace(0.0, 1.0, acc_m_s2.shape[-1])
-    return v.sum(axis=-1) * dt_s
+    def _blend(self, lo: int, n: int, edge: int, core: tuple[int, int]) -> np.ndarray:
+        """How far the resting value has gone from before to after, per sample of the window.
+
+        A constant accelerometer bias b reads b·up along vertical (up: world up in sensor axes), so
+        the resting value moves as the sensor's orientation does: the blend is the orientation's
+        progress from its rest before to its rest after. Sitting up from a slouch in a second moves
+        the offset under the movement threshold, seconds before a jolt marks a "movement": blended
+        across that jolt instead, the change integrated to a quarter-metre "rise". Without an
+        orientation change (or none given), across the samples that moved.
+        """
+        u = self._up_buf[lo:lo + n]
+        u0, u1 = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
+        d = u1 - u0
+        if np.all(np.isfinite(d)) and d @ d > ORIENTATION_CHANGE ** 2:
+            return np.clip((u - u0) @ d / (d @ d), 0.0, 1.0)
+        c0 = int(np.clip(core[0] - self._buf_start - lo, 0, n - 1))
+        c1 = int(np.clip(core[1] - self._buf_start - lo, c0, n - 1))
+        return np.clip((np.arange(n) - c0) / max(c1 - c0, 1), 0.0, 1.0)
+
+
+def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float) -> float:
+    """Displacement over the span, with the velocity's drift removed so it is zero at both ends."""
+    v = np.cumsum(acc_m_s2) * dt_s
+    v -= v[-1] * np.linspace(0.0, 1.0, len(v))
+    return float(v.sum() * dt_s)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -227,7 +227,8 @@ class PosturePipeline:
         yaw_right = unwrap_from(self._last_yaw, yaw_right)
         if len(yaw_right):
             self._last_yaw = float(yaw_right[-1])
-        activity = self.activity.update(walking, acc_vertical, tilt, self._walk_index0 + (sl.start or 0))
+        activity = self.activity.update(walking, acc_vertical, tilt, self._walk_index0 + (sl.start or 0),
+                                        up_axis_and_vertical(quat, acc_g)[0])
         walking, lying = activity == WALKING, activity == LYING
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
@@ -344,7 +345,7 @@ class PosturePipeline:
         self.gaps_filled += len(fill)
         if len(fill):
             t_new = [t_all[i] + self.dt_s * np.arange(1, steps[i]) for i in fill]
-            x_new = [fill_gap(t_all, x_all, i, t, GYRO_COLUMNS) for i, t in zip(fill, t_new)]
+            x_new = [fill_gap(t_all, x_all, i, t, GYRO_COLUMNS, self.dt_s) for i, t in zip(fill, t_new)]
             order = np.argsort(np.concatenate([t_all, *t_new]), kind="stable")
             t_all = np.concatenate([t_all, *t_new])[order]
             x_all = np.vstack([x_all, *x_new])[order]

@@ -77,10 +77,10 @@ class SensorLink:
                 await self._pause(stop)
             finally:
                 self.connected.clear()
-                if self.decoder:  # the link is gone: what was held back to be placed is all there is
-                    self._deliver(self.decoder.flush())
                 with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
                     await asyncio.wait_for(client.disconnect(), 5)
+                if self.decoder:  # the link is gone (notifications too): what was held back is all there is
+                    self._deliver(self.decoder.flush())
 
     async def _connect(self) -> BleakClient:
         self._lost.clear()
@@ -102,9 +102,13 @@ class SensorLink:
         return client
 
     def _deliver(self, held: list[ImuBatch]) -> None:
-        """Samples the decoder held back (to place them from what followed) once the stream ends."""
+        """Samples the decoder held back (to place them from what followed) once the stream ends.
+        Called on the way out of a connection: a consumer's error is logged, not raised past it."""
         for batch in held:
-            self.on_batch(batch)
+            try:
+                self.on_batch(batch)
+            except Exception:  # noqa: BLE001 - the link must still close and reconnect
+                log.exception("%s: a held batch could not be handed on", self.device.address)
 
     async def _stream(self, client: BleakClient, stop: asyncio.Event) -> None:
         profile, decoder = self.profile, self.decoder
@@ -112,8 +116,11 @@ class SensorLink:
         await client.write_gatt_char(profile.control_uuid, profile.rate_command(current, self.settings.rate_hz),
                                      response=True)
         if profile.packing_command is not None:
-            await client.write_gatt_char(profile.control_uuid, profile.packing_command(self.settings.rate_hz),
-                                         response=True)
+            try:
+                await client.write_gatt_char(profile.control_uuid, profile.packing_command(self.settings.rate_hz),
+                                             response=True)
+            except BleakError as exc:  # older firmware: it streams with its own notification size
+                log.warning("%s: samples per notification not set (%s)", self.device.address, exc)
         await self._read_battery(client)
 
         def on_data(_, data: bytearray) -> None:

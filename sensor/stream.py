@@ -104,9 +104,10 @@ class StreamDecoder:
 
 
 def _joined(batches: list[ImuBatch]) -> ImuBatch:
-    """Packets placed together, as one batch (times may jump where samples were lost between them)."""
+    """Packets placed together, as one batch (times may jump where samples were lost between them;
+    lost_before counts them all, as BatchCollector does)."""
     if len(batches) == 1:
         return batches[0]
     return ImuBatch(batches[0].device, np.concatenate([b.t_s for b in batches]),
                     np.concatenate([b.t_sensor_s for b in batches]), np.vstack([b.acc_g for b in batches]),
-                    np.vstack([b.gyro_dps for b in batches]), batches[0].lost_before)
+                    np.vstack([b.gyro_dps for b in batches]), sum(b.lost_before for b in batches))

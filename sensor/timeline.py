@@ -97,8 +97,9 @@ class ArrivalTimeline:
         floor = min(r for r, _ in self._pending)  # the head and what arrived after it
         _, n = self._pending.popleft()
         self._pending_samples -= n
-        # Flushed, a packet has few followers, perhaps all late: no new loss without a full window.
-        lost = round(floor - self._drift) if full else self._lost
+        # Flushed, a packet may have few followers, perhaps all late: a new loss needs a quarter window.
+        trusted = full or self._pending_samples >= self.window // 4
+        lost = round(floor - self._drift) if trusted else self._lost
         if lost < 0:
             # The first packets were late, so the floor we started from was too high: re-anchor.
             self._drift += lost

@@ -84,7 +84,9 @@ def test_gap_fill_uses_only_near_context():
     t = np.array([0.0, 0.01, 0.02, 0.08, 0.09])
     x = np.zeros((5, 6))
     x[:, 5] = [0.0, 10.0, 20.0, 20.0, 10.0]
-    assert fill_gap(t, x, 2, t_gap, GYRO_COLUMNS)[:, 5].max() > 20.0  # a bell through the gap, not a flat line
-    t[4] = 0.5  # the sample after next lies beyond another gap: it says nothing of this one
-    linear = fill_gap(t, x, 2, t_gap, GYRO_COLUMNS)[:, 5]
-    np.testing.assert_allclose(linear, 20.0)
+    assert fill_gap(t, x, 2, t_gap, GYRO_COLUMNS, 0.01)[:, 5].max() > 20.0  # a bell through the gap, not a flat line
+    t[4] = 0.11  # the sample after next lies beyond another lost one: it says nothing of this one
+    np.testing.assert_allclose(fill_gap(t, x, 2, t_gap, GYRO_COLUMNS, 0.01)[:, 5], 20.0)
+    # A gap longer than three notifications is filled linearly: a cubic from four samples would wander.
+    t, t_gap = np.array([0.0, 0.01, 0.02, 0.5, 0.51]), np.arange(0.03, 0.495, 0.01)
+    np.testing.assert_allclose(fill_gap(t, x, 2, t_gap, GYRO_COLUMNS, 0.01)[:, 5], 20.0)

@@ -112,3 +112,13 @@ def test_clock_map_tracks_offset_and_drift():
     errors = np.array(errors[len(errors) // 10:])
     # Mapped times sit on the latency floor (~3 ms after the sample), not on the jittery arrivals.
     assert np.abs(errors - 0.003).max() < 0.002
+
+
+def test_a_loss_just_before_the_link_drops_is_still_counted():
+    # Samples 200–209 lost, twenty more arrive, then the link goes: the flush has followers to go by.
+    rng = np.random.default_rng(6)
+    lost = set(range(200, 210))
+    tl = ArrivalTimeline(RATE_HZ)
+    placed = [p for h in arrivals(230, rng, lost) for p in tl.place(h)] + tl.flush()
+    assert sum(p.lost_samples for p in placed) == 10
+    assert placed[-1].t_sensor_s[-1] == np.float64(229 / RATE_HZ)
