@@ -157,7 +157,7 @@ class PosturePipeline:
             out.events += [CalibrationEvent(float(t_s[min(start, len(t_s) - 1)]), "refused", m) for m in refusals]
         parts = []
         if self.calibration is not None:  # the current calibration measures up to where a new one applies
-            parts.append(self._measure(slice(0, start), t_s, acc_g, walking, quat, acc_vertical, real, lost_samples,
+            parts.append(self._measure(slice(0, start), t_s, acc_g, walking, quat, up, acc_vertical, real, lost_samples,
                                        out))
         if cal is not None:
             self._adopt(cal, float(t_s[start - 1] if start else t_s[0]), out)
@@ -170,8 +170,8 @@ class PosturePipeline:
                     self.orientation.set_horizontal_bias_dps(cal.gyro_bias_dps, cal.r_sensor_trunk[:, 2])
                 quat = quat.copy()
                 quat[start:] = self.orientation.update(gyro_dps[start:], acc_g[start:])
-                _, acc_vertical = up_axis_and_vertical(quat, acc_g)
-            parts.append(self._measure(slice(start, None), t_s, acc_g, walking, quat, acc_vertical, real, 0, out))
+                up, acc_vertical = up_axis_and_vertical(quat, acc_g)
+            parts.append(self._measure(slice(start, None), t_s, acc_g, walking, quat, up, acc_vertical, real, 0, out))
         for name in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity"):
             arrays = [getattr(p, name) for p in parts]
             if arrays:
@@ -215,11 +215,11 @@ class PosturePipeline:
                    "(15° or more) and sit up to finish")
         out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}", cal.with_bend))
 
-    def _measure(self, sl: slice, t_s, acc_g, walking, quat, acc_vertical, real, lost_samples,
+    def _measure(self, sl: slice, t_s, acc_g, walking, quat, up, acc_vertical, real, lost_samples,
                  out) -> PipelineOutput:
         """Angles, activity, detectors and minutes for the samples in sl; events go to out."""
         t_s, acc_g, walking, quat = t_s[sl], acc_g[sl], walking[sl], quat[sl]
-        acc_vertical, real = acc_vertical[sl], real[sl]
+        up, acc_vertical, real = up[sl], acc_vertical[sl], real[sl]
         part = _empty_output()
         if len(t_s) == 0:
             return part
@@ -227,8 +227,7 @@ class PosturePipeline:
         yaw_right = unwrap_from(self._last_yaw, yaw_right)
         if len(yaw_right):
             self._last_yaw = float(yaw_right[-1])
-        activity = self.activity.update(walking, acc_vertical, tilt, self._walk_index0 + (sl.start or 0),
-                                        up_axis_and_vertical(quat, acc_g)[0])
+        activity = self.activity.update(walking, acc_vertical, tilt, self._walk_index0 + (sl.start or 0), up)
         walking, lying = activity == WALKING, activity == LYING
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
@@ -329,7 +328,7 @@ class PosturePipeline:
         Acceleration (and a given orientation) is interpolated linearly; rotation rate by a cubic
         through two real samples either side. A lost packet at the end of a brisk twist, where the
         rate falls fast, drawn as a straight line, adds degrees of heading that never come back
-        (benchmarks/gap_fill.py: the integrated angle's error over a lost packet inside a twist).
+        (`python -m evaluation.gap_fill`: the integrated angle's error over a lost packet inside a twist).
         """
         n_hist = len(self._tail_t)
         t_all = np.concatenate([self._tail_t, t_s])

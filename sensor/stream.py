@@ -73,7 +73,7 @@ class StreamDecoder:
 
     def flush(self) -> list[ImuBatch]:
         """The samples still held back, placed with what followed them: call when the stream ends."""
-        return [self._batch(*self._waiting.popleft(), placed) for placed in self._arrivals.flush()]
+        return self._settled(self._arrivals.flush())
 
     def feed(self, data: bytes, host_s: float) -> ImuBatch | None:
         try:
@@ -90,8 +90,12 @@ class StreamDecoder:
                 return None
             return self._batch(packet, host_s, placed)
         self._waiting.append((packet, host_s))
-        settled = [self._batch(*self._waiting.popleft(), placed) for placed in self._arrivals.place(host_s, packet.n)]
+        settled = self._settled(self._arrivals.place(host_s, packet.n))
         return _joined(settled) if settled else None
+
+    def _settled(self, placements: list[Placement]) -> list[ImuBatch]:
+        """The oldest waiting packets, one per placement (the timeline places them in arrival order)."""
+        return [self._batch(*self._waiting.popleft(), placed) for placed in placements]
 
     def _batch(self, packet: DecodedPacket, host_s: float, placed: Placement) -> ImuBatch:
         self.stats.packets += 1
