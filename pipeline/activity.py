@@ -31,6 +31,9 @@ REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean o
 ORIENTATION_CHANGE = np.sin(np.radians(2.0))  # less than this between the rests: the offset did not move
 OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 % gain error, per unit of Δup
 REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
+# The first resting value is the median over this much (not walking or lying): the classifier starts
+# where a calibration was adopted, often while the wearer is still sitting up from its bend.
+REST_FIRST_S = 2.0
 ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
 
 
@@ -79,6 +82,7 @@ class ActivityClassifier:
         self._smooth = MovingMean(round(s.move_smooth_s * s.rate_hz))
         self._rest_alpha = 1.0 / (5.0 * s.rate_hz)
         self._rest_g: float | None = None
+        self._first_g = np.zeros(0)  # samples for the first resting value, until there are REST_FIRST_S of them
         self._buf = np.zeros(0)  # recent vertical acceleration (g, gravity removed), for integration
         self._up_buf = np.zeros((0, 3))  # world up in sensor axes for the same samples
         self._buf_start = 0  # absolute index of _buf[0]
@@ -203,10 +207,11 @@ class ActivityClassifier:
         self._since_lying = since_lying[-1] if n else self._since_lying
         blocked = walking | (since_lying <= round(s.after_lying_s * s.rate_hz))
         smooth = self._smooth.update(av_g)
-        if self._rest_g is None and n:
-            self._rest_g = float(np.median(smooth))
-        moving = (np.abs(smooth - self._rest_g) > s.move_acc_g) & ~blocked
-        self._follow_rest(smooth[~moving & ~blocked])
+        known = self._first_rest(av_g, blocked)
+        moving = known & ~blocked
+        if moving.any():  # a resting value to compare with
+            moving &= np.abs(smooth - self._rest_g) > s.move_acc_g
+        self._follow_rest(smooth[known & ~moving & ~blocked])
         self._buf = np.concatenate([self._buf, av_g])
         self._up_buf = np.vstack([self._up_buf, up])
         quiet_n, margin = round(s.move_quiet_s * s.rate_hz), round(s.move_margin_s * s.rate_hz)
@@ -258,6 +263,21 @@ class ActivityClassifier:
         if flip is not None:
             # The first quiet sample past the limit, in whichever batch sees it (now − move_last > quiet_n).
             flips.append((self._move_last + quiet_n + 1 - base, flip))
+
+    def _first_rest(self, av_g: np.ndarray, blocked: np.ndarray) -> np.ndarray:
+        """Per sample: is the resting value known by then. The first one is the median over the first
+        REST_FIRST_S of samples free to move, the same however the stream is batched: the first batch
+        alone may be a few samples of the calibration's sit-up (-0.04 g), which made all rest after it
+        a "movement" until move_max_s dropped it, and a stand-up inside with it."""
+        if self._rest_g is not None:
+            return np.ones(len(av_g), bool)
+        first_n = round(REST_FIRST_S * self.s.rate_hz)
+        need, free = first_n - len(self._first_g), ~blocked
+        self._first_g = np.concatenate([self._first_g, av_g[free][:need]])
+        if len(self._first_g) >= first_n:
+            self._rest_g = float(np.median(self._first_g))
+            self._first_g = np.zeros(0)
+        return np.cumsum(free) > need
 
     def _follow_rest(self, quiet: np.ndarray) -> None:
         """The resting value follows slow changes (accelerometer offsets seen at a new posture) at rest."""

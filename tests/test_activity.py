@@ -131,3 +131,21 @@ def test_a_knock_as_the_next_movement_begins_is_not_a_rise():
         creep = sign * 0.025 * _smoothstep5((t - 11.2) / 0.6) * (t < 12.4)
         state = _run(1.0 + knock + creep, start=SITTING if sign > 0 else STANDING, up=_up(np.zeros_like(t)))
         assert (state == state[0]).all(), sign
+
+
+def test_a_first_batch_still_moving_does_not_set_the_resting_value():
+    # The calibration is adopted while the wearer is still sitting up from its forward bend, often
+    # a few samples before a batch ends (day 5002: 8 samples at -0.04 g). Taken as the resting value,
+    # the rest after it is "moving" too, and standing up 5 s later disappears into a "movement" that
+    # lasts longer than any sit/stand.
+    t = np.arange(0, 30, 1 / RATE_HZ)
+    rng = np.random.default_rng(5)
+    acc = 1.0 + _rise(t, -0.7, 0.85, 0.07) + _rise(t, 5.0, 1.5, 0.4) + rng.normal(0, 0.004, len(t))
+    assert acc[:8].mean() - 1.0 < -0.04  # the test is not empty: the first batch is no rest
+    for edges in ([0, 8], [0, 1], [0, 50], [0, 300]):
+        clf = ActivityClassifier(ActivitySettings(rate_hz=RATE_HZ), start=SITTING)
+        cuts = edges + list(range(edges[-1] + 100, len(t), 100)) + [len(t)]
+        state = np.concatenate([clf.update(np.zeros(b - a, bool), acc[a:b], np.zeros(b - a))
+                                for a, b in zip(cuts[:-1], cuts[1:])])
+        assert (state[t < 5] == SITTING).all(), edges
+        assert (state[t > 11] == STANDING).all(), edges
