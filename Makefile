@@ -9,8 +9,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 demo: deps
 	$(VENV)/bin/posture demo
 
+# Checks first (seconds), then the suite on parallel workers: most tests wait on real time (BLE, servers),
+# so more workers than cores still shortens it. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 4
 test: deps
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 bench: deps
 	$(VENV)/bin/pip install -q -e '.[bench]'

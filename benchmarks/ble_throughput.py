@@ -129,7 +129,8 @@ def main() -> int:
                 rows.append(row)
     print(table(rows))
     if args.write:
-        write_measurement(DOC, "ble_throughput", table(rows), f"benchmarks/ble_throughput.py --seconds {args.seconds:g}")
+        write_measurement(DOC, "ble_throughput", table(rows),
+                          f"benchmarks/ble_throughput.py --seconds {args.seconds:g}")
     return 0
 
 

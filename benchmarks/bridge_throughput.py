@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from bridge.service import Bridge
+from contract.influx_schema import to_line_protocol
 from evaluation.doc_sections import write_measurement
-from pipeline.bridge import Bridge
-from pipeline.config import load_config
-from pipeline.influx_schema import to_line_protocol
 from posture.local_servers import InfluxDB1, Mosquitto
+from service_io.config import load_config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 DB = "posture"
@@ -130,7 +130,7 @@ def measure_latency(pub: mqtt.Client, influx: InfluxDB1, n: int = 500, rate: flo
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    for k in range(n):
+    for _ in range(n):
         ts = int(time.time() * 1000)
         sent_ms[ts] = ts
         body = {"schema": 1, "kind": "status", "device": "lat", "ts": ts, "online": True, "battery_pct": 50}
@@ -153,7 +153,8 @@ def main() -> int:
         r = run(args.messages, Path(tmp))
     print(r)
     text = (f"| path | points/s |\n|---|---|\n| line protocol POSTed straight to /write (batches of 5000) | "
-            f"{r['direct_points_per_s']:,.0f} |\n| MQTT (QoS 1) → bridge → /write | {r['bridge_points_per_s']:,.0f} |\n\n"
+            f"{r['direct_points_per_s']:,.0f} |\n| MQTT (QoS 1) → bridge → /write | "
+            f"{r['bridge_points_per_s']:,.0f} |\n\n"
             f"Bridge / direct = {r['ratio']:.2f} (goal ≥ 0.5); {r['messages']:,} one-point metrics messages. "
             f"Latency from publish to the point being queryable, {r['latency_n']} messages at 50/s: "
             f"p50 {r['latency_p50_ms']:.0f} ms, p99 {r['latency_p99_ms']:.0f} ms (InfluxDB polled every 20 ms).")

@@ -16,6 +16,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,9 +28,20 @@ from pipeline.symmetry import symmetry_angle, symmetry_index
 from .doc_sections import write_section
 from .harness import CALIBRATION_MOVES, CALIBRATIONS, Case, Run, load_case_scenario, run_case
 from .live_feed import random_outages
-from .scoring import (Matched, balanced_accuracy, confusion, covered, hysteresis_runs, intersect,
-                      match_transitions, match_with_dont_care, rotation_angle_deg, seen_intervals,
-                      sit_stand_transitions)
+from .scoring import (
+    Interval,
+    Matched,
+    balanced_accuracy,
+    confusion,
+    covered,
+    hysteresis_runs,
+    intersect,
+    match_transitions,
+    match_with_dont_care,
+    rotation_angle_deg,
+    seen_intervals,
+    sit_stand_transitions,
+)
 
 __all__ = ["CALIBRATION_MOVES", "CALIBRATIONS", "CASES", "Case", "load_case_scenario", "run_case", "failures",
            "score", "evaluate"]
@@ -81,7 +93,8 @@ CASES = [
     Case("sit-stand", "sit-stand", 15, "sit-to-stand and back in 1.2–4 s, standing still, walking, sitting down"),
     Case("slip", "slip", 16, "the sensor creeps 4° on the back over 5 min, re-seated 2 min later"),
     Case("slouch-creep", "slouch-creep", 17, "sinking into a slouch over 60–90 s"),
-    Case("rotations-brisk-held", "rotations-brisk-held", 18, "20° twists out and back in < 0.5 s; rotations held 9–12 s"),
+    Case("rotations-brisk-held", "rotations-brisk-held", 18,
+         "20° twists out and back in < 0.5 s; rotations held 9–12 s"),
     Case("long-fidget", "long-fidget", 19, "ten minutes of fidgeting, then rotations and a slouch"),
     Case("outage-mid-slouch", "slouch", 20, "a 20 s outage in the middle of a slouch", outages_s=((42.0, 20.0),)),
     Case("outages-office", "office-short", 21, "outages of 4 s, 45 s and 2 min, 2 % loss",
@@ -175,7 +188,7 @@ class CaseResult:
     sitting_measured_s: float
     transitions: Matched
     minute_vs_events_s: float  # |per-minute slouch + lean seconds − event durations|
-    calibrations: list[dict] = field(default_factory=list)
+    calibrations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def slouch_f1(self) -> float | None:
@@ -254,7 +267,7 @@ def _away_from_changes(t_s: np.ndarray, labels: np.ndarray, margin_s: float) -> 
     k = np.searchsorted(change_t, t_s)
     before = np.abs(t_s - change_t[np.clip(k - 1, 0, len(change_t) - 1)])
     after = np.abs(change_t[np.clip(k, 0, len(change_t) - 1)] - t_s)
-    return np.minimum(before, after) > margin_s
+    return cast(np.ndarray, np.minimum(before, after) > margin_s)
 
 
 def _flagged_intervals(run: Run) -> list[tuple[float, float]]:
@@ -272,7 +285,7 @@ def _flagged_intervals(run: Run) -> list[tuple[float, float]]:
     return out
 
 
-def _score_slouch(run: Run, seen, calibrated_from: float, flagged) -> dict:
+def _score_slouch(run: Run, seen: list[Interval], calibrated_from: float, flagged: list[Interval]) -> dict[str, Any]:
     tr, dt = run.truth, run.dt_s
     upright = np.isin(tr["context"], ("sitting", "standing"))
     episodes = hysteresis_runs(tr["t_s"], tr["flexion_deg"], SLOUCH_TRUTH_THRESHOLD_DEG, SLOUCH_TRUTH_EXIT_DEG,
@@ -300,7 +313,7 @@ def _score_slouch(run: Run, seen, calibrated_from: float, flagged) -> dict:
             "slouch": m, "slouch_onset_s": onset}
 
 
-def _score_rotation(run: Run, seen, calibrated_from: float) -> dict:
+def _score_rotation(run: Run, seen: list[Interval], calibrated_from: float) -> dict[str, Any]:
     """Truth: what the pipeline promises to report (docs/pipeline.md): out-and-back turns of the upper
     trunk against the facing direction, ≥ min_peak_deg, within the trunk's range (max_peak_deg), at
     most max_s long — trunk rotations, and chair turns that come back, which one back IMU cannot tell
@@ -350,7 +363,7 @@ def _score_rotation(run: Run, seen, calibrated_from: float) -> dict:
             "excursions_while_walking": during_walk}
 
 
-def _score_calibrations(run: Run) -> list[dict]:
+def _score_calibrations(run: Run) -> list[dict[str, Any]]:
     """Each calibration outcome: refused (saying what to do), within 3°, flagged later, or silently off."""
     out = []
     for k, c in enumerate(run.calibrations):
@@ -389,7 +402,8 @@ def misses(r: CaseResult) -> dict[str, str]:
             continue
         higher_better = name.endswith("f1") or name.endswith("accuracy")
         if (value < limit) if higher_better else (value > limit):
-            out[name] = f"{name} = {value:.3g} (target {'≥' if higher_better else '≤'} {limit})"
+            shown = "none (nothing to score)" if value is None else f"{value:.3g}"
+            out[name] = f"{name} = {shown} (target {'≥' if higher_better else '≤'} {limit})"
     if r.excursions_while_walking:
         out["excursions_while_walking"] = f"{r.excursions_while_walking} rotation excursions during walking (target 0)"
     if r.silently_off:
@@ -416,11 +430,12 @@ def _run_and_score(case: Case) -> CaseResult:
     return score(run_case(case))
 
 
-def day_summary(days: list[CaseResult]) -> dict[str, float]:
+def day_summary(days: list[CaseResult]) -> dict[str, float | None]:
     """The issue's figures over the random days."""
     # A day whose every angle was flagged (a provisional calibration all day) has no RMSE: it is left
     # out of the median and worst, and counted apart.
-    rmse = [max(r.flexion_rmse_deg, r.lateral_rmse_deg) for r in days if r.flexion_rmse_deg is not None]
+    # The lateral RMSE is None exactly when the flexion one is (score(): the same samples).
+    rmse = [max(r.flexion_rmse_deg, cast(float, r.lateral_rmse_deg)) for r in days if r.flexion_rmse_deg is not None]
     truth_s = sum(r.slouch_truth_s for r in days)
     meas_s = sum(r.slouch_measured_s for r in days)
     slouch, rot, trans = Matched(), Matched(), Matched()
@@ -428,7 +443,7 @@ def day_summary(days: list[CaseResult]) -> dict[str, float]:
         slouch += r.slouch
         rot += r.rotation
         trans += r.transitions
-    counts = sum(r.activity_counts for r in days)
+    counts = cast(np.ndarray, sum(r.activity_counts for r in days))  # an array: max(rmse) below needs days anyway
     sit_t, sit_m = sum(r.sitting_truth_s for r in days), sum(r.sitting_measured_s for r in days)
     return {
         "days": len(days), "hours": sum(r.duration_s for r in days) / 3600.0,
@@ -452,30 +467,32 @@ def day_summary(days: list[CaseResult]) -> dict[str, float]:
     }
 
 
-def day_misses(summary: dict[str, float]) -> dict[str, str]:
+def day_misses(summary: dict[str, float | None]) -> dict[str, str]:
     out = {}
     for name, limit in DAY_TARGETS.items():
         value = summary[name]
         higher_better = "F1" in name or "accuracy" in name
         if value is None or ((value < limit) if higher_better else (value > limit)):
-            out[name] = f"{name} = {value:.3g} (target {'≥' if higher_better else '≤'} {limit})"
+            shown = "none (nothing to score)" if value is None else f"{value:.3g}"
+            out[name] = f"{name} = {shown} (target {'≥' if higher_better else '≤'} {limit})"
     return out
 
 
-def day_failures(summary: dict[str, float]) -> list[str]:
+def day_failures(summary: dict[str, float | None]) -> list[str]:
     return list(day_misses(summary).values())
 
 
-def _fmt(v, digits: int = 2) -> str:
+def _fmt(v: float | None, digits: int = 2) -> str:
     if v is None:
         return "–"
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def case_table(results: list[CaseResult]) -> str:
-    head = ("| case | what | min | unseen % | flexion RMSE ° | lateral RMSE ° | slouch s truth / measured | slouch error % "
-            "| slouch F1 | onset s | rotation F1 | peak error ° | SI truth / measured | chair turns counted "
-            "| sitting error % | activity bal. acc. | sit/stand F1 | calibration | meets targets |")
+    head = ("| case | what | min | unseen % | flexion RMSE ° | lateral RMSE ° | slouch s truth / measured "
+            "| slouch error % | slouch F1 | onset s | rotation F1 | peak error ° | SI truth / measured "
+            "| chair turns counted | sitting error % | activity bal. acc. | sit/stand F1 | calibration "
+            "| meets targets |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         cal = ", ".join(c["outcome"] + (f" {c['error_deg']:.1f}°" if "error_deg" in c else "") for c in r.calibrations)
@@ -492,7 +509,7 @@ def case_table(results: list[CaseResult]) -> str:
     return "\n".join(rows)
 
 
-def summary_table(summary: dict[str, float]) -> str:
+def summary_table(summary: dict[str, float | None]) -> str:
     rows = ["| over the random days | measured | target |", "|---|---|---|"]
     for name, value in summary.items():
         target = DAY_TARGETS.get(name)
@@ -532,8 +549,8 @@ def main() -> int:
     for name, why in missed.items():
         print(f"{name}: {'; '.join(why)}", file=sys.stderr)
     day_missed = day_failures(day_summary(days_r)) if days_r else []
-    for why in day_missed:
-        print(f"random days: {why}", file=sys.stderr)
+    for day_why in day_missed:
+        print(f"random days: {day_why}", file=sys.stderr)
     if args.write:
         write_section(DOC, "known misses", known_misses_text())
         write_section(DOC, "accuracy table", case_table(named_r))

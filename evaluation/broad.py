@@ -94,7 +94,8 @@ def table(results: list[TrialResult]) -> str:
     rows = ["| BROAD trial | min | pipeline live ° | pipeline offline ° | plain VQF (defaults, online) ° |",
             "|---|---|---|---|---|"]
     for r in results:
-        rows.append(f"| {r.trial} | {r.minutes:.1f} | {r.live_deg:.2f} | {r.offline_deg:.2f} | {r.vqf_default_deg:.2f} |")
+        rows.append(f"| {r.trial} | {r.minutes:.1f} | {r.live_deg:.2f} | {r.offline_deg:.2f} "
+                    f"| {r.vqf_default_deg:.2f} |")
     s = summary(results)
     rows.append(f"| **mean** | | **{s['live_mean_deg']:.2f}** | **{s['offline_mean_deg']:.2f}** "
                 f"| **{s['vqf_default_mean_deg']:.2f}** |")

@@ -21,7 +21,7 @@ def twist_errors(rate_hz: float, trials: int = 3000, seed: int = 0) -> dict[str,
     dt = 1.0 / rate_hz
     packet = samples_per_notification(rate_hz)
     t = np.arange(0.0, 2.0, dt)
-    out = {"linear": [], "pipeline": []}
+    out: dict[str, list[float]] = {"linear": [], "pipeline": []}
     for _ in range(trials):
         dur_s, peak_deg = rng.uniform(0.12, 0.6), rng.uniform(12.0, 45.0)
         u = np.clip((t - 0.5) / dur_s, 0.0, 1.0)

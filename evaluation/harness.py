@@ -9,6 +9,7 @@ the truth of every sample, for `evaluation/accuracy.py` to score.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,10 +19,11 @@ from firmware_sim.imu import SensorSimulation
 from firmware_sim.randomday import parse_spec, random_day
 from firmware_sim.scenario import SCENARIO_DIR, Scenario, parse_scenario
 from pipeline.events import CalibrationEvent, MinuteMetrics
-from pipeline.stream import PipelineSettings, PosturePipeline
+from pipeline.stream import PipelineOutput, PipelineSettings, PosturePipeline
 from sensor.batching import BatchCollector
+from sensor.stream import ImuBatch
 
-from .live_feed import HOST_EPOCH_S, LinkModel, LinkStats, LiveLink
+from .live_feed import HOST_EPOCH_S, Fed, LinkModel, LinkStats, LiveLink
 
 # The calibration the app asks for (sit upright and still, bend forward once, sit up), and the ways
 # wearers really do it. Each list is prepended to a named case's scenario.
@@ -29,7 +31,8 @@ _HOLD = {"activity": "sit_upright", "duration_s": 6.0}
 _BEND = {"activity": "slouch", "duration_s": 2.5, "flexion_deg": 30.0, "ramp_s": 0.8}
 CALIBRATIONS: dict[str, list[dict[str, Any]]] = {
     "good": [_HOLD, _BEND, {"activity": "sit_upright", "duration_s": 6.0}],
-    "hunched": [{**_HOLD, "flexion_deg": 8.0}, _BEND, {"activity": "sit_upright", "duration_s": 6.0, "flexion_deg": 8.0}],
+    "hunched": [{**_HOLD, "flexion_deg": 8.0}, _BEND,
+                {"activity": "sit_upright", "duration_s": 6.0, "flexion_deg": 8.0}],
     "shallow": [_HOLD, {**_BEND, "flexion_deg": 11.0}, {"activity": "sit_upright", "duration_s": 6.0}],
     "moving": [{"activity": "sit_upright", "duration_s": 1.5},
                {"activity": "fidget", "duration_s": 6.0, "amplitude_deg": 4.0, "moves_per_min": 40.0},
@@ -45,7 +48,7 @@ class Case:
     scenario: str  # a scenario name, or random:SEED:HOURS
     seed: int
     what: str = ""
-    sensor: dict = field(default_factory=dict)  # [sensor] overrides
+    sensor: dict[str, Any] = field(default_factory=dict)  # [sensor] overrides
     loss_p: float = 0.0  # each notification lost independently
     outages_s: tuple[tuple[float, float], ...] = ()  # out of range (start_s, duration_s)
     profile: str = "native"
@@ -88,7 +91,7 @@ class Run:
     received: np.ndarray  # bool per sample: reached the pipeline
     out_index: np.ndarray  # sample index of every sample the pipeline measured
     out: dict[str, np.ndarray]  # flexion_deg, lateral_deg, rotation_deg, activity (per out_index)
-    events: list  # pipeline events, times converted to simulation seconds
+    events: list[Any]  # pipeline events, times converted to simulation seconds
     metrics: list[MinuteMetrics]
     calibrations: list[Calibrated]
     link: LinkStats
@@ -107,11 +110,11 @@ def run_case(case: Case, link: LinkModel | None = None) -> Run:
              "rotation_deg": np.empty(n, np.float32), "context": np.empty(n, "<U8")}
     received = np.zeros(n, bool)
     host_t, host_idx = [], []
-    outs: list = []
+    outs: list[PipelineOutput] = []
     calibrations: list[Calibrated] = []
     last_arrival = -np.inf
 
-    def process(batch) -> None:
+    def process(batch: ImuBatch) -> None:
         before = pipeline.calibration
         res = pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
         outs.append(res)
@@ -121,7 +124,7 @@ def run_case(case: Case, link: LinkModel | None = None) -> Run:
                 calibrations.append(Calibrated(e.t_s, e.status, e.message,
                                                None if cal is None else cal.r_sensor_trunk.copy()))
 
-    def take(fed, last_arrival: float) -> float:
+    def take(fed: Fed, last_arrival: float) -> float:
         # The gateway's pump lets go of held samples once the link has been quiet for a batch.
         if fed.arrival_s - last_arrival > case.batch_s and (held := collector.take()) is not None:
             process(held)
@@ -169,17 +172,17 @@ def _index_of(out_t: np.ndarray, host_t: np.ndarray, host_idx: np.ndarray) -> np
     return np.array([lookup[t] for t in out_t.tolist()], dtype=np.int64)
 
 
-def _time_map(host_t: np.ndarray, sim_t: np.ndarray):
+def _time_map(host_t: np.ndarray, sim_t: np.ndarray) -> Callable[[float | np.ndarray], float | np.ndarray]:
     """Host time → simulation time, by the samples that went through (the clock map's own error included)."""
     order = np.argsort(host_t, kind="stable")
     h, s = host_t[order], sim_t[order]
 
-    def to_sim(t):
+    def to_sim(t: float | np.ndarray) -> float | np.ndarray:
         return np.interp(t, h, s, left=np.nan, right=np.nan) if np.ndim(t) else (
             float(np.interp(t, h, s)) if h[0] <= t <= h[-1] else float(t - HOST_EPOCH_S))
     return to_sim
 
 
-def _to_sim_time(event: Any, to_sim) -> Any:
+def _to_sim_time(event: Any, to_sim: Callable[[float | np.ndarray], float | np.ndarray]) -> Any:
     fields = {k: to_sim(getattr(event, k)) for k in ("t_s", "start_s", "end_s") if hasattr(event, k)}
     return replace(event, **fields)

@@ -133,7 +133,8 @@ def match_transitions(truth: list[tuple[float, str]], found: list[tuple[float, s
     for t, kind in truth:
         best = None
         for j, (u, k) in enumerate(found):
-            if j not in used and k == kind and abs(u - t) <= tol_s and (best is None or abs(u - t) < abs(found[best][0] - t)):
+            if (j not in used and k == kind and abs(u - t) <= tol_s
+                    and (best is None or abs(u - t) < abs(found[best][0] - t))):
                 best = j
         if best is not None:
             used.add(best)

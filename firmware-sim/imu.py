@@ -204,12 +204,14 @@ class SensorSimulation:
             kin = self.motion.kinematics(i0 - FD_MARGIN, i1 + FD_MARGIN)
             acc_g, gyro_dps, euler_deg = self._ideal_imu(kin)
             n = i1 - i0
-            acc_g = acc_g * self.acc_gain + self.acc_bias_g + self.settings.acc_noise_g * acc_rng.standard_normal((n, 3))
+            acc_g = (acc_g * self.acc_gain + self.acc_bias_g
+                     + self.settings.acc_noise_g * acc_rng.standard_normal((n, 3)))
             # Carrying the last bias as the first cumsum term keeps chunked sums bit-identical.
             steps = np.vstack([bias_dps, walk_step_dps * walk_rng.standard_normal((n, 3))])
             bias = np.cumsum(steps, axis=0)[1:]
             bias_dps = bias[-1]
-            gyro_dps = gyro_dps * self.gyro_gain + bias + self.settings.gyro_noise_dps * gyro_rng.standard_normal((n, 3))
+            gyro_dps = (gyro_dps * self.gyro_gain + bias
+                        + self.settings.gyro_noise_dps * gyro_rng.standard_normal((n, 3)))
             inner = slice(FD_MARGIN, FD_MARGIN + n)
             t_s = kin.t_s[inner]
             drift = 1.0 + self.settings.clock_drift_ppm * 1e-6

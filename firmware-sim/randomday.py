@@ -269,7 +269,8 @@ def _truncate(segments: list[dict[str, Any]], duration_s: float) -> list[dict[st
             break
         if t_s + seg["duration_s"] > duration_s:
             on_feet = seg["activity"] in ("stand", "walk") or seg.get("standing", False)
-            seg = {"activity": "stand" if on_feet else "sit_upright", "duration_s": round(max(duration_s - t_s, 1.0), 3),
+            seg = {"activity": "stand" if on_feet else "sit_upright",
+                   "duration_s": round(max(duration_s - t_s, 1.0), 3),
                    **({"transition_s": min(seg["transition_s"], max(duration_s - t_s, 1.0))}
                       if "transition_s" in seg else {})}
         out.append(seg)

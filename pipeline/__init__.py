@@ -1,1 +1,2 @@
-"""Signal processing, MQTT gateway, MQTT → InfluxDB bridge and alerts (issues 3–5; not built yet)."""
+"""Signal processing, pure: IMU arrays in, trunk angles, activity, events and per-minute metrics out;
+`posture replay` runs it over a recording."""

@@ -116,7 +116,8 @@ class ActivityClassifier:
         """
         y = self._step_band.update(acc_norm_g - 1.0)
         # Each step's peak of |acc| is the bottom of the body's bounce, where vertical velocity is zero.
-        both = np.concatenate([self._hist[-1:], y, [np.inf]]) if len(self._hist) else np.concatenate([[np.inf], y, [np.inf]])
+        head = self._hist[-1:] if len(self._hist) else [np.inf]
+        both = np.concatenate([head, y, [np.inf]])
         peaks = np.flatnonzero((both[1:-1] > both[:-2]) & (both[1:-1] >= both[2:]) & (both[1:-1] > self.s.walk_rms_g))
         if len(peaks) and peaks[-1] < len(y) - 1:
             self._last_step = self._n_walk + int(peaks[-1])
@@ -251,12 +252,13 @@ class ActivityClassifier:
             self._move_start = self._move_from = step
             self._move_last = end
 
-    def _close_if_quiet(self, now: int, flips: list, base: int, quiet_n: int, margin: int) -> None:
+    def _close_if_quiet(self, now: int, flips: list[tuple[int, str]], base: int, quiet_n: int, margin: int) -> None:
         """Judge the open movement if it has been followed by quiet_n samples of rest before `now`."""
         if self._move_start is None or now - self._move_last <= quiet_n:
             return
-        after_walk = self._move_from is not None
-        start = self._move_from if after_walk else self._move_start - margin
+        move_from = self._move_from
+        after_walk = move_from is not None
+        start = move_from if move_from is not None else self._move_start - margin
         flip = self._judge(start, self._move_last + round(MOVE_AFTER_S * self.s.rate_hz),
                            (self._move_start, self._move_last), rest_before=not after_walk)
         self._move_start = self._move_from = None
@@ -281,7 +283,7 @@ class ActivityClassifier:
 
     def _follow_rest(self, quiet: np.ndarray) -> None:
         """The resting value follows slow changes (accelerometer offsets seen at a new posture) at rest."""
-        if len(quiet):
+        if len(quiet) and self._rest_g is not None:  # quiet samples come only once a resting value is known
             self._rest_g = exp_mean(self._rest_g, self._rest_alpha, quiet)
 
     def _judge(self, a: int, b: int, core: tuple[int, int], rest_before: bool = True) -> str | None:
@@ -336,9 +338,10 @@ class ActivityClassifier:
         """
         u = self._up_buf[lo:lo + n]
         u0, u1 = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
-        d = u1 - u0
+        d: np.ndarray = u1 - u0
         if np.all(np.isfinite(d)) and d @ d > ORIENTATION_CHANGE ** 2:
-            return np.clip((u - u0) @ d / (d @ d), 0.0, 1.0)
+            progress: np.ndarray = np.clip((u - u0) @ d / (d @ d), 0.0, 1.0)
+            return progress
         c0 = int(np.clip(core[0] - self._buf_start - lo, 0, n - 1))
         c1 = int(np.clip(core[1] - self._buf_start - lo, c0, n - 1))
         return np.clip((np.arange(n) - c0) / max(c1 - c0, 1), 0.0, 1.0)

@@ -48,7 +48,7 @@ def trunk_angles(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray) -> tuple[np.
 
 def unwrap_from(previous_deg: float | None, yaw_deg: np.ndarray) -> np.ndarray:
     """Unwrap a batch of yaw so it continues the previous batch's last value."""
-    out = np.degrees(np.unwrap(np.radians(yaw_deg)))
+    out: np.ndarray = np.degrees(np.unwrap(np.radians(yaw_deg)))
     if previous_deg is not None and len(out):
         out += 360.0 * np.round((previous_deg - out[0]) / 360.0)
     return out

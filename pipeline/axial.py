@@ -20,6 +20,7 @@ The baseline moves in blocks of `block_s`, a Python step per block (4 per second
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class FacingBaseline:
         jumped = np.zeros(len(yaw), bool)
         # Block statistics in one go; the loop below only steps the baseline (plain floats).
         means = yaw[:n_done].reshape(-1, self._block).mean(axis=1).tolist()
-        walks = walk[:n_done].reshape(-1, self._block).any(axis=1).tolist()
+        walks = cast(list[bool], walk[:n_done].reshape(-1, self._block).any(axis=1).tolist())
         for k, (heading, walking_now) in enumerate(zip(means, walks)):
             b = k * self._block
             base[b:b + self._block] = self._baseline
@@ -84,6 +85,7 @@ class FacingBaseline:
     def _step(self, heading: float, walking: bool) -> bool:
         """Move the baseline by one block; True if it jumped to a new facing direction."""
         s = self.s
+        assert self._baseline is not None  # update() sets it before there are samples to step over
         # The gyro's leftover bias about vertical turns the heading steadily: the baseline follows that
         # drift as a rate (a second-order tracker), so it neither lags behind it nor stops for excursions.
         self._baseline += self._drift_dps * s.block_s

@@ -10,6 +10,7 @@ good to within the mounting error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -65,6 +66,7 @@ class Calibration:
     @staticmethod
     def from_vectors(up_sensor: np.ndarray, bend_up_sensor: np.ndarray | None = None) -> Calibration:
         z = _unit(up_sensor)
+        x: np.ndarray | None
         if bend_up_sensor is not None:
             tipped = bend_up_sensor - np.dot(bend_up_sensor, z) * z
             if np.linalg.norm(tipped) < np.sin(np.radians(5.0)):
@@ -84,13 +86,13 @@ class Calibration:
         """For data whose sensor x, y, z already point forward, left and up (no calibration moves)."""
         return Calibration(np.eye(3), with_bend=False)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"r_sensor_trunk": self.r_sensor_trunk.tolist(), "with_bend": self.with_bend,
                 "bend_deg": self.bend_deg,
                 "gyro_bias_dps": None if self.gyro_bias_dps is None else self.gyro_bias_dps.tolist()}
 
     @staticmethod
-    def from_dict(d: dict) -> Calibration:
+    def from_dict(d: dict[str, Any]) -> Calibration:
         r = np.asarray(d["r_sensor_trunk"], dtype=float)
         if r.shape != (3, 3) or not np.allclose(r.T @ r, np.eye(3), atol=1e-6):
             raise CalibrationError("a stored calibration is not a rotation")
@@ -109,7 +111,7 @@ class Calibration:
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v)
+    return cast(np.ndarray, v / np.linalg.norm(v))
 
 
 def hold_gyro_bias_dps(acc_g: np.ndarray, gyro_dps: np.ndarray, rate_hz: float) -> np.ndarray:
@@ -125,7 +127,7 @@ def hold_gyro_bias_dps(acc_g: np.ndarray, gyro_dps: np.ndarray, rate_hz: float) 
     span_s = (len(acc_g) - edge) / rate_hz
     # Gravity seen from the sensor turns opposite to the sensor: ω_tilt = g1 × g0 / Δt.
     tilt_rate_dps = np.degrees(np.cross(g1, g0)) / span_s
-    return gyro_dps.mean(axis=0) - tilt_rate_dps
+    return cast(np.ndarray, gyro_dps.mean(axis=0) - tilt_rate_dps)
 
 
 class Stillness:
@@ -148,7 +150,7 @@ class Stillness:
         slow = np.linalg.norm(gyro_dps, axis=1) < self.s.still_gyro_dps
         if self._rest_g is None:
             self._rest_g = float(np.median(smooth[slow])) if slow.any() else 1.0
-        still = slow & (np.abs(smooth - self._rest_g) < self.s.still_acc_g)
+        still: np.ndarray = slow & (np.abs(smooth - self._rest_g) < self.s.still_acc_g)
         if still.any():
             self._rest_g = exp_mean(self._rest_g, self._alpha, smooth[still])
         return still
@@ -223,7 +225,7 @@ class Calibrator:
             return cal, len(t_s), messages
         return None, len(t_s), messages
 
-    def _extend_hold(self, t_s, acc_g, gyro_dps, messages: list[str]) -> None:
+    def _extend_hold(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, messages: list[str]) -> None:
         if self._bend:  # a pause at the bottom of a bend is part of the bend, but only for so long
             self._give_up_late_bend(float(t_s[-1]), messages)
             return
@@ -250,7 +252,8 @@ class Calibrator:
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
         self._run_held = False
 
-    def _follow_bend(self, t_s, up_sensor, a: int, b: int, messages) -> tuple[Calibration | None, int]:
+    def _follow_bend(self, t_s: np.ndarray, up_sensor: np.ndarray, a: int, b: int,
+                     messages: list[str]) -> tuple[Calibration | None, int]:
         """Follow the bend through samples a..b (moving); a calibration and where it applies, or None."""
         hold = self._hold
         if hold is None:
@@ -382,7 +385,8 @@ class CalibrationMonitor:
         elif sit_lat is not None and abs(sit_lat) > s.drift_sit_lateral_deg:
             why = f"sitting has read {sit_lat:+.0f}° of sideways bend for minutes: the sensor has probably moved"
         elif sit_flex is not None and sit_flex < -s.drift_sit_extension_deg:
-            why = f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes: the sensor has probably moved"
+            why = (f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes: "
+                   "the sensor has probably moved")
         if why:
             self.reported = True
             return f"recalibrate: {why}; then {s.instructions}"

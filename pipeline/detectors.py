@@ -72,7 +72,7 @@ class _RunDetector:
         self._offset += len(t_s)
         return done
 
-    def _accumulate(self, o: _Open, t_s, x, magnitude, taint) -> None:
+    def _accumulate(self, o: _Open, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray, taint: np.ndarray) -> None:
         if len(x) == 0:
             return
         o.end_t_s = float(t_s[-1]) + self.dt_s

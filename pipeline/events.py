@@ -45,6 +45,10 @@ class CalibrationEvent:
     kind: str = "calibration"
 
 
+# What PipelineOutput.events holds.
+Event = SlouchEpisode | RotationExcursion | LeanInterval | CalibrationEvent
+
+
 @dataclass
 class MinuteMetrics:
     """One minute of one device; all durations in seconds of that minute."""

@@ -9,6 +9,7 @@ changes (pipeline/axial.py). Its rest detection and gyro-bias estimation handle 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from vqf import VQF, offlineVQF
@@ -28,7 +29,7 @@ class OrientationSettings:
     rest_min_s: float = 3.0
     bias_sigma_rest_dps: float = 0.05
 
-    def vqf_params(self) -> dict:
+    def vqf_params(self) -> dict[str, float]:
         return {"tauAcc": self.tau_acc_s, "biasClip": self.bias_clip_dps, "restMinT": self.rest_min_s,
                 "biasSigmaRest": self.bias_sigma_rest_dps}
 
@@ -39,7 +40,7 @@ def offline_quaternions(gyro_dps: np.ndarray, acc_g: np.ndarray,
     out = offlineVQF(np.ascontiguousarray(np.deg2rad(gyro_dps), dtype=float),
                      np.ascontiguousarray(acc_g * G_M_S2, dtype=float), None, 1.0 / settings.rate_hz,
                      settings.vqf_params())
-    return out["quat6D"]
+    return cast(np.ndarray, out["quat6D"])
 
 
 class OrientationFilter:
@@ -51,13 +52,13 @@ class OrientationFilter:
 
     def update(self, gyro_dps: np.ndarray, acc_g: np.ndarray) -> np.ndarray:
         """Unit quaternions (n, 4), one per sample."""
-        return self._vqf.updateBatch(np.ascontiguousarray(np.deg2rad(gyro_dps), dtype=float),
-                                     np.ascontiguousarray(acc_g * G_M_S2, dtype=float))["quat6D"]
+        return cast(np.ndarray, self._vqf.updateBatch(np.ascontiguousarray(np.deg2rad(gyro_dps), dtype=float),
+                                                      np.ascontiguousarray(acc_g * G_M_S2, dtype=float))["quat6D"])
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in self._vqf.state.items()}
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self._vqf.state = state
 
     def restart(self) -> None:
@@ -80,4 +81,4 @@ class OrientationFilter:
 
     def bias_dps(self) -> np.ndarray:
         bias, _ = self._vqf.getBiasEstimate()
-        return np.rad2deg(bias)
+        return cast(np.ndarray, np.rad2deg(bias))

@@ -7,6 +7,8 @@ step-frequency band-pass that walking detection and the walking direction both u
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from scipy.signal import butter, lfilter, lfilter_zi
 
@@ -32,7 +34,7 @@ class MovingMean:
         idx = np.arange(len(self._tail), len(both)) + 1
         lo = np.maximum(idx - self.window, 0)
         self._tail = both[-(self.window - 1):] if self.window > 1 else np.zeros(0)
-        return (c[idx] - c[lo]) / (idx - lo)
+        return cast(np.ndarray, (c[idx] - c[lo]) / (idx - lo))
 
 
 class StepBand:
@@ -46,4 +48,4 @@ class StepBand:
 
     def update(self, x: np.ndarray, channel: int = 0) -> np.ndarray:
         y, self._zi[channel] = lfilter(self._b, self._a, x, zi=self._zi[channel])
-        return y
+        return cast(np.ndarray, y)

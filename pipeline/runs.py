@@ -36,6 +36,7 @@ class RunFinder:
         steps = np.diff(np.concatenate([[was_open], mask]).astype(np.int8))
         starts = [self._offset + int(i) for i in np.flatnonzero(steps == 1)]
         if was_open:
+            assert self._open_start is not None  # was_open
             starts.insert(0, self._open_start)
         ends = [self._offset + int(i) for i in np.flatnonzero(steps == -1)]
         runs = [Run(a, b) for a, b in zip(starts, ends)]  # starts and ends alternate

@@ -9,6 +9,8 @@ drop anything half-detected, so a gap never produces an event.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 
@@ -16,9 +18,8 @@ from .activity import LYING, SITTING, WALKING, ActivityClassifier, ActivitySetti
 from .angles import horizontal_acc_in_heading, trunk_angles, unwrap_from, up_axis_and_vertical
 from .axial import AxialSettings, FacingBaseline
 from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
-from .detectors import (LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector,
-                        SlouchSettings)
-from .events import CalibrationEvent, MinuteMetrics
+from .detectors import LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector, SlouchSettings
+from .events import CalibrationEvent, Event, LeanInterval, MinuteMetrics, RotationExcursion, SlouchEpisode
 from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gap
 from .metrics import MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
@@ -41,7 +42,7 @@ class PipelineSettings:
     @staticmethod
     def for_rate(rate_hz: float) -> PipelineSettings:
         """Defaults, with every stage told the sample rate."""
-        stages = {name: replace(cls(), rate_hz=rate_hz) for name, cls in (
+        stages: dict[str, Any] = {name: replace(cls(), rate_hz=rate_hz) for name, cls in (
             ("orientation", OrientationSettings), ("activity", ActivitySettings), ("axial", AxialSettings),
             ("slouch", SlouchSettings), ("lean", LeanSettings), ("rotation", RotationSettings),
             ("walking_axis", WalkingAxisSettings))}
@@ -57,7 +58,7 @@ class PipelineOutput:
     lateral_deg: np.ndarray
     rotation_deg: np.ndarray
     activity: np.ndarray
-    events: list = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     metrics: list[MinuteMetrics] = field(default_factory=list)
 
 
@@ -72,7 +73,7 @@ def moves_forward(last_t_s: float, t_s: np.ndarray) -> np.ndarray:
 
 
 def _joined(a: PipelineOutput, b: PipelineOutput) -> PipelineOutput:
-    out = PipelineOutput(*(np.concatenate([getattr(a, k), getattr(b, k)])
+    out = PipelineOutput(*(np.concatenate([getattr(a, k), getattr(b, k)])  # type: ignore[arg-type]  # array fields only
                            for k in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity")))
     out.events, out.metrics = a.events + b.events, a.metrics + b.metrics
     return out
@@ -149,6 +150,7 @@ class PosturePipeline:
         up, acc_vertical = up_axis_and_vertical(quat, acc_g)
         if self._announce:
             self._announce = False
+            assert self.calibration is not None  # _announce is set only with a calibration
             out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", "calibration restored from the last run",
                                                self.calibration.with_bend))
         cal, start = None, len(t_s)
@@ -213,16 +215,19 @@ class PosturePipeline:
             how = (f"with a {cal.bend_deg:.0f}° forward bend" if cal.with_bend else
                    "from the upright hold only, so forward is assumed from how the sensor sits: bend forward once "
                    "(15° or more) and sit up to finish")
-        out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}", cal.with_bend))
+        out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}",
+                                           cal.with_bend))
 
-    def _measure(self, sl: slice, t_s, acc_g, walking, quat, up, acc_vertical, real, lost_samples,
-                 out) -> PipelineOutput:
+    def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, walking: np.ndarray, quat: np.ndarray,
+                 up: np.ndarray, acc_vertical: np.ndarray, real: np.ndarray, lost_samples: int,
+                 out: PipelineOutput) -> PipelineOutput:
         """Angles, activity, detectors and minutes for the samples in sl; events go to out."""
         t_s, acc_g, walking, quat = t_s[sl], acc_g[sl], walking[sl], quat[sl]
         up, acc_vertical, real = up[sl], acc_vertical[sl], real[sl]
         part = _empty_output()
         if len(t_s) == 0:
             return part
+        assert self.calibration is not None  # measured only with a calibration (update, _adopt)
         flexion, lateral, tilt, yaw_right = trunk_angles(quat, self.calibration.r_sensor_trunk)
         yaw_right = unwrap_from(self._last_yaw, yaw_right)
         if len(yaw_right):
@@ -238,7 +243,7 @@ class PosturePipeline:
         slouches = self.slouch.update(t_s, flexion, upright_context)
         leans = self.lean.update(t_s, lateral, activity == SITTING)
         rotations = self.rotation.update(t_s, rotation, walking | lying | jumped)
-        out.events += sorted([*slouches, *leans, *rotations], key=lambda e: e.start_s)
+        out.events += sorted([*slouches, *leans, *rotations], key=attrgetter("start_s"))
         keep = real
         part.t_s, part.flexion_deg, part.lateral_deg = t_s[keep], flexion[keep], lateral[keep]
         part.rotation_deg, part.activity = rotation[keep], activity[keep]
@@ -247,11 +252,13 @@ class PosturePipeline:
         out.metrics += part.metrics
         return part
 
-    def _check_forward(self, t_s, acc_g, quat, walking, out) -> None:
+    def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, quat: np.ndarray, walking: np.ndarray,
+                       out: PipelineOutput) -> None:
         """Walking shows where forward is: correct a sagittal plane that is off (a sideways calibration
         bend, no bend at all, a sensor turned on the back)."""
         if self._recalibrate:  # already told to recalibrate: a correction would hide that
             return
+        assert self.calibration is not None  # called from _measure
         ap, ml = horizontal_acc_in_heading(quat, self.calibration.r_sensor_trunk, acc_g)
         azimuth = self.walking_axis.update(ap, ml, walking)
         if azimuth is None or abs(azimuth) <= self.s.walking_axis.refine_deg:
@@ -269,7 +276,8 @@ class PosturePipeline:
         self._adopt(refined, float(t_s[-1]), out,
                     how=f"forward direction corrected by {azimuth:+.0f}° from walking")
 
-    def _account(self, now_s, out, slouches, leans, rotations, lost_samples) -> None:
+    def _account(self, now_s: float, out: PipelineOutput, slouches: list[SlouchEpisode], leans: list[LeanInterval],
+                 rotations: list[RotationExcursion], lost_samples: int) -> None:
         m = self.minutes
         m.add_samples(out.t_s, out.flexion_deg, out.lateral_deg, out.activity, self.dt_s)
         if len(out.t_s):
@@ -277,10 +285,10 @@ class PosturePipeline:
         for e in rotations:
             m.add_rotation(e)
         # Slouch and lean time counts once confirmed by the dwell, from where it started.
-        for e in slouches:
-            self._add_confirmed("slouch", e.start_s, e.end_s)
-        for e in leans:
-            self._add_confirmed(f"lean_{e.side}", e.start_s, e.end_s, e.mean_lateral_deg)
+        for slouch in slouches:
+            self._add_confirmed("slouch", slouch.start_s, slouch.end_s)
+        for lean in leans:
+            self._add_confirmed(f"lean_{lean.side}", lean.start_s, lean.end_s, lean.mean_lateral_deg)
         if (o := self.slouch.confirmed_open(now_s, self.s.slouch.dwell_s)) is not None:
             self._add_confirmed("slouch", o.start_t_s, now_s)
         if (o := self.lean.confirmed_open(now_s, self.s.lean.dwell_s)) is not None:
@@ -305,10 +313,10 @@ class PosturePipeline:
         """End what is open at the last sample seen: a slouch or lean as it was, a rotation dropped."""
         slouches, leans = self.slouch.close(), self.lean.close()
         self.rotation.close()
-        for e in slouches:
-            self._add_confirmed("slouch", e.start_s, e.end_s)
-        for e in leans:
-            self._add_confirmed(f"lean_{e.side}", e.start_s, e.end_s, e.mean_lateral_deg)
+        for slouch in slouches:
+            self._add_confirmed("slouch", slouch.start_s, slouch.end_s)
+        for lean in leans:
+            self._add_confirmed(f"lean_{lean.side}", lean.start_s, lean.end_s, lean.mean_lateral_deg)
         out.events += [*slouches, *leans]
 
     def _after_long_gap(self, out: PipelineOutput) -> None:
@@ -322,7 +330,7 @@ class PosturePipeline:
         # sample's gravity at once. Its gyro bias estimate is still good: keep it.
         self.orientation.restart()
 
-    def _bridge_gaps(self, t_s, x):
+    def _bridge_gaps(self, t_s: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """Insert samples into short gaps; report whether a long gap came before.
 
         Acceleration (and a given orientation) is interpolated linearly; rotation rate by a cubic

@@ -2,58 +2,106 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from .activity import ACTIVITIES
 from .events import MinuteMetrics
 from .symmetry import symmetry_angle, symmetry_index
+
+SIDES = ("left", "right")
+
+
+@dataclass
+class DayTotals:
+    """Sums over minutes, folded one minute at a time: the one definition of a day's (or an hour's, or a
+    recording's) totals. The replay's summaries, the alert service's daily summary and Home Assistant
+    sensors, the report and the demo all fold their minutes here, whatever form the minutes come in."""
+
+    minutes: int = 0
+    worn_s: float = 0.0
+    activity_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ACTIVITIES, 0.0))
+    slouch_s: float = 0.0
+    lean_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SIDES, 0.0))
+    rotations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
+    rotation_cumulative_deg: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SIDES, 0.0))
+    lost_samples: int = 0
+
+    def add(self, minute: Mapping[str, Any]) -> None:
+        """One minute as the metrics payload names its values: the payload, an InfluxDB row or
+        asdict(MinuteMetrics). A value left out (None) adds nothing."""
+        def value(name: str) -> float:
+            v = minute.get(name)
+            return 0.0 if v is None or isinstance(v, bool) else float(v)
+
+        self.minutes += 1
+        self.worn_s += value("worn_s")
+        for name in ACTIVITIES:
+            self.activity_s[name] += value(f"{name}_s")
+        self.slouch_s += value("slouch_s")
+        for side in SIDES:
+            self.lean_s[side] += value(f"lean_{side}_s")
+            self.rotations[side] += int(value(f"rotations_{side}"))
+            self.rotation_cumulative_deg[side] += value(f"rotation_{side}_cumulative_deg")
+        self.lost_samples += int(value("lost_samples"))
+
+    @property
+    def slouch_pct_of_worn(self) -> float | None:
+        return 100.0 * self.slouch_s / self.worn_s if self.worn_s > 0 else None
+
+    def rotation_peak_mean_deg(self, side: str) -> float | None:
+        """The mean peak of the side's excursions: the cumulative rotation is the sum of their peaks."""
+        n = self.rotations[side]
+        return self.rotation_cumulative_deg[side] / n if n else None
+
+    @property
+    def rotation_symmetry_index(self) -> float | None:
+        return symmetry_index(self.rotation_cumulative_deg["right"], self.rotation_cumulative_deg["left"])
+
+    @property
+    def rotation_symmetry_angle(self) -> float | None:
+        return symmetry_angle(self.rotation_cumulative_deg["right"], self.rotation_cumulative_deg["left"])
+
+
+def day_totals(minutes: Iterable[Mapping[str, Any]]) -> DayTotals:
+    totals = DayTotals()
+    for minute in minutes:
+        totals.add(minute)
+    return totals
 
 
 @dataclass
 class Summary:
-    minutes: int = 0
-    worn_s: float = 0.0
-    activity_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("sitting", "standing", "walking", "lying"), 0.0))
-    slouch_s: float = 0.0
+    """A replay's (or a period's) summary: the day totals of its minutes, and what its events add."""
+
+    totals: DayTotals = field(default_factory=DayTotals)
     slouch_episodes: int = 0
-    lean_s: dict[str, float] = field(default_factory=lambda: {"left": 0.0, "right": 0.0})
-    rotations: dict[str, int] = field(default_factory=lambda: {"left": 0, "right": 0})
-    rotation_cumulative_deg: dict[str, float] = field(default_factory=lambda: {"left": 0.0, "right": 0.0})
-    lost_samples: int = 0
     calibration: str = "not calibrated"
 
     def add_minute(self, m: MinuteMetrics) -> None:
-        self.minutes += 1
-        self.worn_s += m.worn_s
-        for name in self.activity_s:
-            self.activity_s[name] += getattr(m, f"{name}_s")
-        self.slouch_s += m.slouch_s
-        for side in ("left", "right"):
-            self.lean_s[side] += getattr(m, f"lean_{side}_s")
-            self.rotations[side] += getattr(m, f"rotations_{side}")
-            self.rotation_cumulative_deg[side] += getattr(m, f"rotation_{side}_cumulative_deg")
-        self.lost_samples += m.lost_samples
+        self.totals.add(asdict(m))
 
-    def add_event(self, event) -> None:
+    def add_event(self, event: Any) -> None:  # an Event, told apart by its kind
         if event.kind == "slouch":
             self.slouch_episodes += 1
         elif event.kind == "calibration" and event.status in ("calibrated", "recalibrate"):
             self.calibration = event.message
 
-    def as_dict(self) -> dict:
-        right, left = self.rotation_cumulative_deg["right"], self.rotation_cumulative_deg["left"]
+    def as_dict(self) -> dict[str, Any]:
+        t = self.totals
         return {
-            "worn_min": round(self.worn_s / 60, 2),
-            "activity_min": {k: round(v / 60, 2) for k, v in self.activity_s.items()},
-            "slouch_min": round(self.slouch_s / 60, 2),
-            "slouch_pct_of_worn": round(100 * self.slouch_s / self.worn_s, 1) if self.worn_s else None,
+            "worn_min": round(t.worn_s / 60, 2),
+            "activity_min": {k: round(v / 60, 2) for k, v in t.activity_s.items()},
+            "slouch_min": round(t.slouch_s / 60, 2),
+            "slouch_pct_of_worn": _round(t.slouch_pct_of_worn),
             "slouch_episodes": self.slouch_episodes,
-            "lean_min": {k: round(v / 60, 2) for k, v in self.lean_s.items()},
-            "rotations": dict(self.rotations),
-            "rotation_cumulative_deg": {k: round(v, 1) for k, v in self.rotation_cumulative_deg.items()},
-            "rotation_symmetry_index": _round(symmetry_index(right, left)),
-            "rotation_symmetry_angle": _round(symmetry_angle(right, left)),
-            "lost_samples": self.lost_samples,
+            "lean_min": {k: round(v / 60, 2) for k, v in t.lean_s.items()},
+            "rotations": dict(t.rotations),
+            "rotation_cumulative_deg": {k: round(v, 1) for k, v in t.rotation_cumulative_deg.items()},
+            "rotation_symmetry_index": _round(t.rotation_symmetry_index),
+            "rotation_symmetry_angle": _round(t.rotation_symmetry_angle),
+            "lost_samples": t.lost_samples,
             "calibration": self.calibration,
         }
 
@@ -66,7 +114,7 @@ class Rollups:
     def __init__(self) -> None:
         self._open: dict[str, tuple[int, Summary]] = {}
 
-    def add_minute(self, m: MinuteMetrics) -> list[dict]:
+    def add_minute(self, m: MinuteMetrics) -> list[dict[str, Any]]:
         done = []
         for period, length in self.PERIODS.items():
             k = int(m.minute_start_s // length)
@@ -77,14 +125,14 @@ class Rollups:
             self._open[period][1].add_minute(m)
         return done
 
-    def add_event(self, event) -> None:
+    def add_event(self, event: Any) -> None:
         for _, summary in self._open.values():
             summary.add_event(event)
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[dict[str, Any]]:
         return [self._close(p) for p in list(self._open)]
 
-    def _close(self, period: str) -> dict:
+    def _close(self, period: str) -> dict[str, Any]:
         k, summary = self._open.pop(period)
         return {"kind": "summary", "period": period, "start_s": k * self.PERIODS[period], **summary.as_dict()}
 

@@ -14,7 +14,9 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+from contract.influx_schema import MEASUREMENT
 from firmware_sim.testbed import Testbed
 
 from .local_servers import InfluxDB1, Mosquitto
@@ -37,7 +39,7 @@ class Chain:
         self.broker = Mosquitto(self.workdir / "mosquitto")
         self.influx = InfluxDB1(self.workdir / "influxdb")
         self.testbed: Testbed | None = None
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.config = self.workdir / "posture.toml"
 
     # start ----------------------------------------------------------------------------
@@ -64,10 +66,10 @@ class Chain:
             f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n\n'
             f'[influx]\nurl = "{self.influx.url}"\ndatabase = "{DATABASE}"\n\n'
             f'[bridge]\nspool_path = "{w / "bridge.spool"}"\nflush_interval_s = 0.2\n\n'
-            f'[gateway]\nspool_path = "{w / "gateway-spool"}"\n\n'
+            f'[gateway]\nspool_dir = "{w / "gateway-spool"}"\n\n'
             f'[alerts]\nstate_path = "{w / "alerts.db"}"\nrules_path = "{self.rules}"\n')
 
-    def _service(self, name: str, command: str, *args: str, env: dict | None = None) -> None:
+    def _service(self, name: str, command: str, *args: str, env: dict[str, str] | None = None) -> None:
         config = [] if command == "sim" else ["--config", str(self.config)]
         log = open(self.workdir / f"{name}.log", "w")
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", command, *config, *args],
@@ -103,14 +105,14 @@ class Chain:
         self._stop("gateway", timeout_s)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.rows(
-                f"SELECT online FROM posture_status WHERE device_id = '{DEVICE}' AND online = false"):
+                f"SELECT online FROM {MEASUREMENT['status']} WHERE device_id = '{DEVICE}' AND online = false"):
             time.sleep(0.2)  # the gateway's last word: everything it sent before is stored too
         time.sleep(2.0)  # the alert service decides on the last minute; the bridge stores that alert
         self._stop("alerts", 15)
         time.sleep(0.5)
         self._stop("bridge", 15)
 
-    def rows(self, query: str) -> list[dict]:
+    def rows(self, query: str) -> list[dict[str, Any]]:
         return self.influx.rows(query, DATABASE)
 
     def _stop(self, name: str, timeout_s: float) -> None:
@@ -136,5 +138,5 @@ class Chain:
     def __enter__(self) -> Chain:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -10,8 +10,11 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from alerts import cli as alerts_cli
+    from bridge import cli as bridge_cli
     from firmware_sim import cli as sim_cli
-    from pipeline import cli as pipeline_cli
+    from gateway import cli as gateway_cli
+    from replay import cli as replay_cli
     from report import cli as report_cli
     from sensor import cli as sensor_cli
 
@@ -22,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim_cli.register(sub)
     sensor_cli.register(sub)
-    pipeline_cli.register(sub)
+    replay_cli.register(sub)
+    gateway_cli.register(sub)
+    bridge_cli.register(sub)
+    alerts_cli.register(sub)
     report_cli.register(sub)
     demo.register(sub)
     return parser

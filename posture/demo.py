@@ -16,15 +16,18 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from pipeline.symmetry import symmetry_index
+from contract.influx_schema import ALERT_MEASUREMENT, MEASUREMENT
+from pipeline.summary import day_totals
 
 from .chain import DATABASE, DEVICE, Chain
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="the whole chain on the virtual sensor: BLE → pipeline → MQTT → InfluxDB, alerts")
     p.add_argument("--scenario", default="office-demo", help="scenario name or TOML file (default office-demo)")
     p.add_argument("--profile", default="native", choices=("native", "witmotion", "thingy52"))
@@ -59,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _watch(port: int) -> mqtt.Client:
     """Print what the phone, the database and Home Assistant get, as it arrives."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="posture-demo-watch")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="posture-demo-watch")
     lock = threading.Lock()
     last_status_s = [0.0]
 
-    def on_message(c, u, msg: mqtt.MQTTMessage) -> None:
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         kind = msg.topic.split("/", 2)[-1]
         if kind == "status":  # every 10 s on the wire; once a minute is enough to read
             if time.monotonic() - last_status_s[0] < 60:
@@ -89,7 +92,7 @@ def _clock(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S")
 
 
-def _describe(kind: str, d: dict) -> str | None:
+def _describe(kind: str, d: dict[str, Any]) -> str | None:
     at = _clock(d["ts"])
     if kind == "events" and d["kind"] == "calibration":
         return f"{at}  calibration {d['status']}: {d['message']}"
@@ -101,10 +104,12 @@ def _describe(kind: str, d: dict) -> str | None:
         return f"{at}  lean      {d['side']:5s} {d['duration_s']:5.1f} s at {d['mean_lateral_deg']:+.0f}° (+ right)"
     if kind == "metrics":
         flexion = "–" if d["flexion_mean_deg"] is None else f"{d['flexion_mean_deg']:+.1f}°"
-        return (f"{at}  minute    worn {d['worn_s']:.0f} s, slouched {d['slouch_s']:.0f} s, sitting {d['sitting_s']:.0f} s, "
-                f"mean flexion {flexion}, rotations L{d['rotations_left']}/R{d['rotations_right']}")
+        return (f"{at}  minute    worn {d['worn_s']:.0f} s, slouched {d['slouch_s']:.0f} s, "
+                f"sitting {d['sitting_s']:.0f} s, mean flexion {flexion}, "
+                f"rotations L{d['rotations_left']}/R{d['rotations_right']}")
     if kind == "alerts":
-        stretch = f"\n          → {d['stretch']['name']}: {' '.join(d['stretch']['steps'][:2])} …" if d["stretch"] else ""
+        stretch = (f"\n          → {d['stretch']['name']}: {' '.join(d['stretch']['steps'][:2])} …"
+                   if d["stretch"] else "")
         return f"{at}  ALERT     {d['title']}: {d['message']}{stretch}"
     if kind == "status" and d.get("online"):
         return f"{at}  sensor    battery {d['battery_pct']}%, link {d['link_quality_pct']}%"
@@ -112,25 +117,21 @@ def _describe(kind: str, d: dict) -> str | None:
 
 
 def _summary(chain: Chain) -> None:
-    def one(query: str) -> dict:
-        rows = chain.rows(query)
-        return rows[0] if rows else {}
-
     where = f"WHERE device_id = '{DEVICE}'"
-    m = one(f"SELECT sum(worn_s) AS worn, sum(slouch_s) AS slouch, sum(sitting_s) AS sitting, "
-            f"sum(lean_left_s) AS lean_l, sum(lean_right_s) AS lean_r, sum(rotations_left) AS rot_l, "
-            f"sum(rotations_right) AS rot_r, sum(rotation_left_cumulative_deg) AS cum_l, "
-            f"sum(rotation_right_cumulative_deg) AS cum_r FROM posture_minute {where}")
-    alerts = chain.rows(f"SELECT kind, text FROM posture_alert {where}")
-    if not m:
+    minutes = chain.rows(f"SELECT * FROM {MEASUREMENT['metrics']} {where}")
+    alerts = chain.rows(f"SELECT kind, text FROM {ALERT_MEASUREMENT} {where}")
+    if not minutes:
         print("summary: nothing reached InfluxDB; see the logs in the work dir")
         return
-    si = symmetry_index(m["cum_r"], m["cum_l"], min_total=0.0) if m["cum_r"] + m["cum_l"] else None
+    t = day_totals(minutes)
+    si = t.rotation_symmetry_index
     print("\nsummary (from InfluxDB):")
-    print(f"  worn {m['worn'] / 60:.1f} min, sitting {m['sitting'] / 60:.1f} min, slouched {m['slouch'] / 60:.1f} min "
-          f"({100 * m['slouch'] / m['worn']:.0f}% of worn time)" if m["worn"] else "  not worn")
-    print(f"  trunk rotations left {m['rot_l']}, right {m['rot_r']}, symmetry index "
-          f"{'–' if si is None else f'{si:+.0f}%'} (+ right-dominant); lean left {m['lean_l']:.0f} s, right {m['lean_r']:.0f} s")
+    print(f"  worn {t.worn_s / 60:.1f} min, sitting {t.activity_s['sitting'] / 60:.1f} min, "
+          f"slouched {t.slouch_s / 60:.1f} min ({t.slouch_pct_of_worn:.0f}% of worn time)"
+          if t.slouch_pct_of_worn is not None else "  not worn")
+    print(f"  trunk rotations left {t.rotations['left']}, right {t.rotations['right']}, symmetry index "
+          f"{'–' if si is None else f'{si:+.0f}%'} (+ right-dominant); "
+          f"lean left {t.lean_s['left']:.0f} s, right {t.lean_s['right']:.0f} s")
     print(f"  alerts {len(alerts)}: " + ", ".join(sorted({a['kind'] for a in alerts})))
     print(f"  all of it stays in InfluxDB database {DATABASE!r} at {chain.influx.url} until the demo ends")
 

@@ -7,7 +7,6 @@ can take a server away and bring it back as a real outage would; kill() is a cra
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,7 +19,10 @@ import urllib.request
 from collections.abc import Iterable
 from email.message import Message
 from pathlib import Path
-from typing import Self
+from typing import Any, Self, cast
+
+from service_io import influx
+from service_io.influx import InfluxSettings
 
 HOST = "127.0.0.1"
 PathLike = str | os.PathLike[str]
@@ -37,7 +39,7 @@ class ServerError(RuntimeError):
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        return cast(int, sock.getsockname()[1])
 
 
 def which(binary: str, package: str) -> str:
@@ -74,7 +76,7 @@ def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0,
         return exc.code, exc.headers, exc.read()
 
 
-class _Server:
+class LocalServer:
     binary = ""
     package = ""
     scheme = "http"
@@ -182,7 +184,7 @@ def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> int | None:
     return reply[3] if len(reply) == 4 and reply[0] == 0x20 else None
 
 
-class Mosquitto(_Server):
+class Mosquitto(LocalServer):
     """A broker on .port; with tls={"cafile", "certfile", "keyfile"} also a TLS listener on .tls_port."""
 
     binary = "mosquitto"
@@ -237,39 +239,6 @@ class Mosquitto(_Server):
         return mqtt_connack(self.host, self.port) is not None
 
 
-def make_password_file(path: PathLike, users: dict[str, str]) -> Path:
-    exe = which("mosquitto_passwd", "mosquitto")
-    for index, (user, password) in enumerate(users.items()):
-        create = ["-c"] if index == 0 else []
-        subprocess.run([exe, "-b", *create, str(path), user, password], check=True, capture_output=True)
-    return Path(path)
-
-
-def make_test_ca(directory: PathLike) -> dict[str, str]:
-    """A throwaway CA and a server certificate for 127.0.0.1 and localhost, as Mosquitto's tls=."""
-    openssl = which("openssl", "openssl")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=out, check=True, capture_output=True)
-
-    # keyUsage on the CA: strict verifiers (OpenSSL's X509_STRICT, Python >= 3.13) demand it.
-    run("req", "-x509", *ec, "-subj", "/CN=test CA", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-new", *ec, "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
-    # Clients check 127.0.0.1 against an IP SAN; a CN alone satisfies none of them.
-    (out / "server.ext").write_text(
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-    )
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "server.ext", "-out", "server.crt")
-    return {key: str(out / name) for key, name in
-            (("cafile", "ca.crt"), ("certfile", "server.crt"), ("keyfile", "server.key"))}
-
-
 # --- InfluxDB 1.6.7 ----------------------------------------------------------------------------
 
 _INFLUX_CONFIG = """\
@@ -296,7 +265,7 @@ bind-address = "{host}:{rpc_port}"
 """ + "".join(f"[[{name}]]\n  enabled = false\n" for name in ("graphite", "collectd", "opentsdb", "udp"))
 
 
-class InfluxDB1(_Server):
+class InfluxDB1(LocalServer):
     binary = "influxd"
     package = "influxdb"
 
@@ -336,22 +305,23 @@ class InfluxDB1(_Server):
             self.query(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
             marker.touch()
 
-    def _params(self, **params: str | None) -> str:
-        if self.auth_enabled:
-            params["u"], params["p"] = self.admin
-        return urllib.parse.urlencode({key: value for key, value in params.items() if value is not None})
+    def settings(self, db: str = "") -> InfluxSettings:
+        """How a client reaches this server (as admin when authentication is on)."""
+        user, password = self.admin if self.auth_enabled else ("", "")
+        return InfluxSettings(url=self.url, api="v1", database=db, username=user, password=password)
 
-    def query(self, q: str, db: str | None = None, *, epoch: str | None = "ms") -> dict:
-        """GET /query for reads, POST for the rest (1.x wants POST for statements that change things)."""
-        method = "GET" if q.lstrip().upper().startswith(("SELECT", "SHOW")) else "POST"
-        status, _, body = http(method, f"{self.url}/query?{self._params(q=q, db=db, epoch=epoch)}")
-        result = json.loads(body or b"{}")
+    def query(self, q: str, db: str | None = None, *, epoch: str | None = "ms") -> dict[str, Any]:
+        """The answer to one InfluxQL statement; any error in it raises ServerError."""
+        try:
+            result = influx.query(self.settings(db or ""), q, epoch=epoch)
+        except influx.QueryError as exc:
+            raise ServerError(f"influxdb query {q!r}: {exc}") from None
         errors = [r["error"] for r in result.get("results", []) if "error" in r]
-        if status != 200 or "error" in result or errors:
-            raise ServerError(f"influxdb query {q!r}: HTTP {status}: {result.get('error') or errors}")
+        if "error" in result or errors:
+            raise ServerError(f"influxdb query {q!r}: {result.get('error') or errors}")
         return result
 
-    def rows(self, q: str, db: str) -> list[dict]:
+    def rows(self, q: str, db: str) -> list[dict[str, Any]]:
         """A SELECT's rows as dicts, tags included, times in epoch ms; all series one after another."""
         series = self.query(q, db)["results"][0].get("series", [])
         return [dict(zip(s["columns"], values)) | s.get("tags", {}) for s in series for values in s["values"]]
@@ -360,66 +330,8 @@ class InfluxDB1(_Server):
         self.query(f'CREATE DATABASE "{name}"')
 
     def write_line_protocol(self, db: str, lines: str | Iterable[str], precision: str = "ms") -> None:
-        text = lines if isinstance(lines, str) else "\n".join(lines)
-        url = f"{self.url}/write?{self._params(db=db, precision=precision)}"
-        status, _, body = http("POST", url, text.encode())
-        if status != 204:
-            raise ServerError(f"influxdb write: HTTP {status}: {body.decode(errors='replace')}")
-
-
-# --- VictoriaMetrics ---------------------------------------------------------------------------
-
-
-class VictoriaMetrics(_Server):
-    """Takes influx line protocol on /write and /api/v2/write.
-
-    A line `m,tag=v f1=1,f2=2` becomes the series m_f1{tag="v"} and m_f2{tag="v"}; a `db` query
-    argument (not v2's bucket or org, which are ignored) adds the label db="...".
-    """
-
-    binary = "victoria-metrics"
-    package = "victoria-metrics"
-
-    def _args(self) -> list[str]:
-        return [
-            f"-storageDataPath={self.workdir / 'data'}",
-            f"-httpListenAddr={self.host}:{self.port}",
-            # The default of 1 month drops older points silently (still 204), e.g. replayed recordings.
-            "-retentionPeriod=100y",
-            # Fresh points are seen by queries as soon as can be, and no cached answer hides them.
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-        ]
-
-    def _ready(self) -> bool:
+        text = [lines] if isinstance(lines, str) else list(lines)
         try:
-            status, _, body = http("GET", f"{self.url}/health", timeout=1.0)
-        except OSError:
-            return False
-        return status == 200 and body.strip() == b"OK"
-
-    def flush(self) -> None:
-        """Make ingested points searchable now; VM buffers them for a second or two otherwise."""
-        http("GET", f"{self.url}/internal/force_flush")
-
-    def _get(self, path: str, params: dict[str, str]) -> bytes:
-        self.flush()
-        status, _, body = http("GET", f"{self.url}{path}?{urllib.parse.urlencode(params)}")
-        if status != 200:
-            raise ServerError(f"victoria-metrics {path}: HTTP {status}: {body.decode(errors='replace')}")
-        return body
-
-    def export(self, match: str) -> list[dict]:
-        """Raw samples of every series matching a selector such as '{__name__="m_f"}', duplicates kept."""
-        until = str(int(time.time()) + 2 * 86400)  # the default end is now, hiding points stamped later
-        body = self._get("/api/v1/export", {"match[]": match, "start": "0", "end": until})
-        return [json.loads(line) for line in body.splitlines() if line.strip()]
-
-    def query(self, promql: str, at: float | None = None) -> list[dict]:
-        """An instant PromQL/MetricsQL query (at a unix time, default now); the result vector.
-
-        Near now VM evaluates at least 1 s back, even with -search.latencyOffset=0s, so points
-        younger than a second are not seen; export() has no such lag.
-        """
-        params = {"query": promql} | ({"time": f"{at:.3f}"} if at is not None else {})
-        return json.loads(self._get("/api/v1/query", params))["data"]["result"]
+            influx.V1Writer(self.settings(db), precision).write(text)
+        except influx.WriteError as exc:
+            raise ServerError(f"influxdb write: {exc}") from None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import date as Date, datetime, tzinfo
+from datetime import date as Date
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.config import ConfigError, load_config
-from pipeline.influx_writers import InfluxSettings
+from service_io.config import ConfigError, load_config
+from service_io.influx import InfluxSettings
 
 if TYPE_CHECKING:
     from .day import DayReport
@@ -19,7 +20,7 @@ FORMATS = (".png", ".html")
 LOCALTIME = Path("/etc/localtime")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="draw a device's day from InfluxDB: angles, slouch, rotation, lean, alerts")
     p.add_argument("--device", required=True, help="device name (the device_id tag)")
     p.add_argument("--day", required=True, metavar="YYYY-MM-DD", help="the local day, midnight to midnight")
@@ -107,4 +108,6 @@ def machine_zone() -> tzinfo:
         with LOCALTIME.open("rb") as f:
             return ZoneInfo.from_file(f, key="localtime")
     except (OSError, ZoneInfoNotFoundError, ValueError):
-        return datetime.now().astimezone().tzinfo
+        zone = datetime.now().astimezone().tzinfo
+        assert zone is not None  # astimezone() gives an aware datetime
+        return zone

@@ -9,24 +9,27 @@ things in time (slouch shading) and show the spread behind a mean (rotation peak
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date as Date, datetime, time as TimeOfDay, timedelta, tzinfo
+from datetime import date as Date
+from datetime import datetime, timedelta, tzinfo
+from datetime import time as TimeOfDay
+from typing import Any
 
-from pipeline.symmetry import symmetry_index
+from pipeline import summary
+from pipeline.activity import ACTIVITIES
+from pipeline.summary import SIDES
 
-ACTIVITIES = ("sitting", "standing", "walking", "lying")
-SIDES = ("left", "right")
 MINUTE_S = 60.0
 
 
 @dataclass(frozen=True)
 class DayRows:
     """What query.py read for one device and day, one list of rows per measurement."""
-    minutes: list[dict] = field(default_factory=list)  # posture_minute
-    slouches: list[dict] = field(default_factory=list)  # posture_slouch
-    rotations: list[dict] = field(default_factory=list)  # posture_rotation
-    leans: list[dict] = field(default_factory=list)  # posture_lean
-    calibrations: list[dict] = field(default_factory=list)  # posture_calibration
-    alerts: list[dict] = field(default_factory=list)  # posture_alert
+    minutes: list[dict[str, Any]] = field(default_factory=list)  # posture_minute
+    slouches: list[dict[str, Any]] = field(default_factory=list)  # posture_slouch
+    rotations: list[dict[str, Any]] = field(default_factory=list)  # posture_rotation
+    leans: list[dict[str, Any]] = field(default_factory=list)  # posture_lean
+    calibrations: list[dict[str, Any]] = field(default_factory=list)  # posture_calibration
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # posture_alert
 
     def empty(self) -> bool:
         return not any((self.minutes, self.slouches, self.rotations, self.leans, self.calibrations, self.alerts))
@@ -143,41 +146,34 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows) -> DayRe
                      day_totals(rows.minutes, leans, len(alerts)))
 
 
-def day_totals(minute_rows: list[dict], leans: list[Lean], alerts: int) -> Totals:
-    def total(name: str) -> float:
-        return sum(_num(r.get(name)) or 0.0 for r in minute_rows)
-
-    worn_s, slouch_s = total("worn_s"), total("slouch_s")
-    rotations = {side: int(total(f"rotations_{side}")) for side in SIDES}
-    cumulative_deg = {side: total(f"rotation_{side}_cumulative_deg") for side in SIDES}
+def day_totals(minute_rows: list[dict[str, Any]], leans: list[Lean], alerts: int) -> Totals:
+    t = summary.day_totals(minute_rows)
     return Totals(
-        worn_s=worn_s,
-        activity_s={a: total(f"{a}_s") for a in ACTIVITIES},
-        slouch_s=slouch_s,
-        slouch_pct_of_worn=100.0 * slouch_s / worn_s if worn_s > 0 else None,
-        lean_s={side: total(f"lean_{side}_s") for side in SIDES},
+        worn_s=t.worn_s,
+        activity_s=dict(t.activity_s),
+        slouch_s=t.slouch_s,
+        slouch_pct_of_worn=t.slouch_pct_of_worn,
+        lean_s=dict(t.lean_s),
         leans={side: sum(1 for lean in leans if lean.side == side) for side in SIDES},
-        rotations=rotations,
-        rotation_cumulative_deg=cumulative_deg,
-        # The cumulative rotation is the sum of the peaks, so this is the mean over the day's excursions.
-        rotation_peak_mean_deg={side: cumulative_deg[side] / rotations[side] if rotations[side] else None
-                                for side in SIDES},
-        rotation_symmetry_index=symmetry_index(cumulative_deg["right"], cumulative_deg["left"]),
+        rotations=dict(t.rotations),
+        rotation_cumulative_deg=dict(t.rotation_cumulative_deg),
+        rotation_peak_mean_deg={side: t.rotation_peak_mean_deg(side) for side in SIDES},
+        rotation_symmetry_index=t.rotation_symmetry_index,
         alerts=alerts,
     )
 
 
-def dominant_activity(row: dict) -> str | None:
+def dominant_activity(row: dict[str, Any]) -> str | None:
     seconds = {a: _num(row.get(f"{a}_s")) or 0.0 for a in ACTIVITIES}
     best = max(ACTIVITIES, key=seconds.__getitem__)
     return best if seconds[best] > 0 else None
 
 
-def _by_time(rows: list[dict]) -> list[dict]:
+def _by_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["time_s"])
 
 
-def _num(value) -> float | None:
+def _num(value: Any) -> float | None:
     """A field's value as float; None when the point left it out (docs/influx.md: absent, not zero)."""
     if value is None or isinstance(value, bool):
         return None

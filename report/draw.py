@@ -11,15 +11,20 @@ import html
 import io
 import math
 from datetime import datetime
+from typing import cast
 
 import matplotlib.dates as mdates
-from matplotlib.figure import Figure
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from pipeline.activity import ACTIVITIES
+from pipeline.summary import SIDES
 from pipeline.symmetry import MIN_TOTAL_DEG
 
-from .day import ACTIVITIES, MINUTE_S, SIDES, DayReport
+from .day import MINUTE_S, DayReport
 
 FIGURE_SIZE_IN = (14.0, 10.0)
 DPI = 120
@@ -39,7 +44,8 @@ def png_bytes(report: DayReport, dpi: int = DPI) -> bytes:
 def figure(report: DayReport) -> Figure:
     fig = Figure(figsize=FIGURE_SIZE_IN, layout="constrained")
     fig.suptitle(header_line(report), fontsize=13, fontweight="bold")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.55, 1.0])
+    # 2 × 1 subfigures come as an array; matplotlib's stub allows a single SubFigure here as well.
+    top, bottom = cast(np.ndarray, fig.subfigures(2, 1, height_ratios=[1.55, 1.0]))
     ax_angles, ax_activity = top.subplots(2, 1, sharex=True, height_ratios=[4.0, 0.8])
     _draw_angles(ax_angles, report)
     _draw_activity(ax_activity, report)
@@ -83,10 +89,11 @@ def zone_name(report: DayReport) -> str:
 
 def _num(report: DayReport, t_s: float) -> float:
     """Unix seconds → matplotlib date number (days); it is UTC-based, and the locator and formatter add the zone."""
-    return mdates.date2num(datetime.fromtimestamp(t_s, report.tz))
+    date = datetime.fromtimestamp(t_s, report.tz)
+    return cast(float, mdates.date2num(date))  # type: ignore[no-untyped-call]  # matplotlib.dates is unannotated
 
 
-def _draw_angles(ax, report: DayReport) -> None:
+def _draw_angles(ax: Axes, report: DayReport) -> None:
     times, flexion, lateral = _steps(report)
     ax.plot(times, flexion, color=COLOR["flexion"], lw=1.6, label="flexion (per-minute mean)")
     ax.plot(times, lateral, color=COLOR["lateral"], lw=1.6, label="lateral bend (per-minute mean)")
@@ -135,7 +142,7 @@ def _steps(report: DayReport) -> tuple[list[float], list[float], list[float]]:
     return times, flexion, lateral
 
 
-def _draw_activity(ax, report: DayReport) -> None:
+def _draw_activity(ax: Axes, report: DayReport) -> None:
     width = MINUTE_S / DAY_S
     for activity in ACTIVITIES:
         blocks = [(_num(report, m.start_s), width) for m in report.minutes if m.activity == activity]
@@ -148,14 +155,16 @@ def _draw_activity(ax, report: DayReport) -> None:
               bbox_to_anchor=(1.0, 1.15), fontsize=8, frameon=False)
 
 
-def _time_axis(ax, report: DayReport) -> None:
-    locator = mdates.AutoDateLocator(tz=report.tz, minticks=4, maxticks=12)
+def _time_axis(ax: Axes, report: DayReport) -> None:
+    # matplotlib.dates is unannotated: its two constructors are untyped calls (ignored below).
+    locator = mdates.AutoDateLocator(tz=report.tz, minticks=4, maxticks=12)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=report.tz, show_offset=False))
+    formatter = mdates.ConciseDateFormatter(locator, tz=report.tz, show_offset=False)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(formatter)
     ax.set_xlabel(f"local time ({zone_name(report)})")
 
 
-def _draw_rotation(subfig, report: DayReport) -> None:
+def _draw_rotation(subfig: SubFigure, report: DayReport) -> None:
     t = report.totals
     si = t.rotation_symmetry_index
     if si is None:
@@ -192,7 +201,7 @@ def _draw_rotation(subfig, report: DayReport) -> None:
         ax.grid(True, axis="y", alpha=0.3)
 
 
-def _draw_lean(ax, report: DayReport) -> None:
+def _draw_lean(ax: Axes, report: DayReport) -> None:
     t = report.totals
     x = range(len(SIDES))
     minutes = [t.lean_s[s] / 60.0 for s in SIDES]

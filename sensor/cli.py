@@ -14,7 +14,7 @@ from .link import LinkSettings
 from .record import record
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("scan", help="list posture sensors in range")
     p.add_argument("--adapter", help="BlueZ adapter, e.g. hci0 (default: BlueZ's default)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to scan (default 5)")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from bleak import BleakScanner
+from bleak.args.bluez import BlueZScannerArgs
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak_retry_connector import get_device_by_adapter
@@ -44,7 +46,11 @@ class SensorFilter:
         return profile is not None
 
 
-async def _known_devices(adapter: str | None) -> list[tuple[str, str, dict]]:
+class _ScannerKwargs(TypedDict, total=False):
+    bluez: BlueZScannerArgs
+
+
+async def _known_devices(adapter: str | None) -> list[tuple[str, str, dict[str, Any]]]:
     """(adapter, device path, Device1 properties) for every device in BlueZ's object tree."""
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     try:
@@ -77,7 +83,7 @@ async def discover(adapter: str | None = None, timeout_s: float = 5.0, wanted: S
                                                 adv.rssi, True)
             first.set()
 
-    kwargs = {"bluez": {"adapter": adapter}} if adapter else {}
+    kwargs: _ScannerKwargs = {"bluez": {"adapter": adapter}} if adapter else {}
     async with BleakScanner(on_advertisement, **kwargs):
         for dev_adapter, _, props in await _known_devices(adapter):
             address = props.get("Address", "")

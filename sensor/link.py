@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bleak import BleakClient
+from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 from bleak_retry_connector import establish_connection
 
 from .discovery import SensorFilter, discover
 from .profiles import BATTERY_LEVEL_UUID, SensorProfile, detect_profile
-from .stream import ImuBatch, StreamDecoder
+from .stream import ImuBatch, StreamDecoder, StreamStats
 
 log = logging.getLogger("posture.sensor")
 
@@ -53,7 +54,7 @@ class SensorLink:
         self._lost = asyncio.Event()
 
     @property
-    def stats(self):
+    def stats(self) -> StreamStats | None:
         return self.decoder.stats if self.decoder else None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -112,6 +113,7 @@ class SensorLink:
 
     async def _stream(self, client: BleakClient, stop: asyncio.Event) -> None:
         profile, decoder = self.profile, self.decoder
+        assert profile is not None and decoder is not None  # set by _connect, never unset
         current = await client.read_gatt_char(profile.control_uuid) if profile.reads_control else None
         await client.write_gatt_char(profile.control_uuid, profile.rate_command(current, self.settings.rate_hz),
                                      response=True)
@@ -123,7 +125,7 @@ class SensorLink:
                 log.warning("%s: samples per notification not set (%s)", self.device.address, exc)
         await self._read_battery(client)
 
-        def on_data(_, data: bytearray) -> None:
+        def on_data(_: BleakGATTCharacteristic, data: bytearray) -> None:
             self._last_rx_s = time.monotonic()
             if (batch := decoder.feed(data, time.time())) is not None:
                 self.on_batch(batch)
@@ -142,10 +144,12 @@ class SensorLink:
     async def _read_battery(self, client: BleakClient) -> None:
         if client.services.get_characteristic(BATTERY_LEVEL_UUID) is None:
             return
+        assert self.decoder is not None  # set by _connect, never unset
         self.decoder.stats.battery_pct = (await client.read_gatt_char(BATTERY_LEVEL_UUID))[0]
 
-        def on_battery(_, data: bytearray) -> None:
+        def on_battery(_: BleakGATTCharacteristic, data: bytearray) -> None:
             if data:
+                assert self.decoder is not None  # set by _connect, never unset
                 self.decoder.stats.battery_pct = data[0]
 
         await client.start_notify(BATTERY_LEVEL_UUID, on_battery)

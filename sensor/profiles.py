@@ -20,7 +20,7 @@ class SensorProfile:
     control_uuid: str
     decode: Callable[[bytes], DecodedPacket]
     # Set the sample rate: (current control value or None, rate_hz) → bytes to write, or ValueError.
-    rate_command: Callable[[bytes | None, float], bytes]
+    rate_command: Callable[[bytes | bytearray | None, float], bytes]
     reads_control: bool  # whether rate_command needs the current control value
     has_sensor_clock: bool  # sequence counter and sensor timestamps on the wire
     # Samples per notification for a rate: rate_hz → bytes to write, or None where the wire sends one each.
@@ -42,7 +42,7 @@ def _native_packing(rate_hz: float) -> bytes:
     return bytes([0x04, samples_per_notification(rate_hz)])
 
 
-def _native_rate(_: bytes | None, rate_hz: float) -> bytes:
+def _native_rate(_: bytes | bytearray | None, rate_hz: float) -> bytes:
     return struct.pack("<BH", 0x03, round(rate_hz))
 
 
@@ -51,14 +51,14 @@ WITMOTION_RATE_CODES = {0.2: 0x01, 0.5: 0x02, 1: 0x03, 2: 0x04, 5: 0x05, 10: 0x0
                         100: 0x09, 200: 0x0B}
 
 
-def _witmotion_rate(_: bytes | None, rate_hz: float) -> bytes:
+def _witmotion_rate(_: bytes | bytearray | None, rate_hz: float) -> bytes:
     code = WITMOTION_RATE_CODES.get(rate_hz)
     if code is None:
         raise ValueError(f"WT901BLE rates are {sorted(WITMOTION_RATE_CODES)} Hz, not {rate_hz}")
     return bytes([0xFF, 0xAA, 0x03, code, 0x00])
 
 
-def _thingy_rate(current: bytes | None, rate_hz: float) -> bytes:
+def _thingy_rate(current: bytes | bytearray | None, rate_hz: float) -> bytes:
     # Motion config: pedometer ms, temperature ms, compass ms, motion rate Hz, wake-on-motion.
     fields = list(struct.unpack("<HHHHB", current)) if current and len(current) == 9 else [1000, 1000, 1000, 0, 1]
     fields[3] = round(rate_hz)

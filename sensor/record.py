@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-
 from bleak.backends.device import BLEDevice
 
 from .link import LinkSettings, SensorLink

@@ -75,7 +75,7 @@ class StreamDecoder:
         """The samples still held back, placed with what followed them: call when the stream ends."""
         return self._settled(self._arrivals.flush())
 
-    def feed(self, data: bytes, host_s: float) -> ImuBatch | None:
+    def feed(self, data: bytes | bytearray, host_s: float) -> ImuBatch | None:
         try:
             packet = self.profile.decode(bytes(data))
         except PacketError as exc:
@@ -84,6 +84,8 @@ class StreamDecoder:
                 log.warning("%s: bad packet (%s): %s", self.device, exc.kind, exc)
             return None
         if self.profile.has_sensor_clock:
+            # A profile with a sensor clock decodes every packet with its counter and timestamps.
+            assert packet.seq is not None and packet.t0_us is not None and packet.period_us is not None
             placed = self._counted.place(packet.seq, packet.t0_us, packet.period_us, packet.n)
             if placed.duplicate:
                 self.stats.duplicates += 1

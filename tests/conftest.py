@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.testbed import Testbed, TestbedError
-from mqtt_helpers import DB, start_or_fail
 from posture.local_servers import InfluxDB1, Mosquitto
+from support.mqtt import DB, start_or_fail
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -134,6 +134,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "chain_influx" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(CHAIN_TIMEOUT_S))
+            # One xdist worker runs every test of the filled chain: the session fixture is built once.
+            item.add_marker(pytest.mark.xdist_group("chain"))
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.accuracy import (CASES, DAY_KNOWN_MISSES, DAYS, KNOWN_MISSES, day_misses, day_summary, evaluate,
-                                 misses)
+from evaluation.accuracy import CASES, DAY_KNOWN_MISSES, DAYS, KNOWN_MISSES, day_misses, day_summary, evaluate, misses
+
+# Each evaluation is built once, on one xdist worker (the named cases and the days on two), and may take
+# many minutes on a busy machine: longer than the suite's default timeout, which guards against hangs.
+NAMED = pytest.mark.xdist_group("accuracy-named")
+DAYS_GROUP = pytest.mark.xdist_group("accuracy-days")
+pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +30,7 @@ def days():
     return evaluate(DAYS)
 
 
+@NAMED
 @pytest.mark.parametrize("name", [c.name for c in CASES])
 def test_named_case_meets_its_targets(named, name):
     r = named[name]
@@ -33,6 +39,7 @@ def test_named_case_meets_its_targets(named, name):
     assert r.minute_vs_events_s < 0.5, "per-minute slouch and lean seconds disagree with the events"
 
 
+@NAMED
 def test_named_cases_cover_the_simulator(named):
     r = named["walk-turns"]
     assert r.excursions_while_walking == 0 and r.rotation_f1 is None, "whole-body turns counted as rotations"
@@ -44,6 +51,7 @@ def test_named_cases_cover_the_simulator(named):
     assert "sit upright" in named["cal-moving"].calibrations[0]["message"]
 
 
+@DAYS_GROUP
 def test_random_days_meet_the_targets(days):
     summary = day_summary(days)
     assert summary["days"] >= 30 and summary["hours"] >= 20.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.activity import SITTING, STANDING, ActivitySettings, ActivityClassifier
+from pipeline.activity import SITTING, STANDING, ActivityClassifier, ActivitySettings
 
 RATE_HZ = 100.0
 G = 9.80665

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from pipeline.alerts.catalog import Catalog
-from pipeline.alerts.engine import AlertEngine
-from pipeline.alerts.settings import (CalibrationRule, Habit, Limits, RecoveryRule, Rules, SittingRule, SlouchRule,
-                                      load_rules)
-from pipeline.config import ConfigError
-from pipeline.validation import load_validators
+from alerts.catalog import Catalog
+from alerts.engine import AlertEngine
+from alerts.settings import CalibrationRule, Habit, Limits, RecoveryRule, Rules, SittingRule, SlouchRule, load_rules
+from contract.validation import load_validators
+from service_io.config import ConfigError
 
-DAY = datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp()
+DAY = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
 FAR = 10**9  # staleness off: these tests feed data time, not wall time
 
 
@@ -32,7 +31,7 @@ def engine(**sections) -> AlertEngine:
     base = {"limits": Limits(max_delay_s=600 if "habit" in sections else FAR, quiet_hours=""),
             "calibration": CalibrationRule(enabled=False),
             "recovery": RecoveryRule(enabled=False)}
-    return AlertEngine(Rules(**(base | sections)), Catalog.load(), timezone.utc)
+    return AlertEngine(Rules(**(base | sections)), Catalog.load(), UTC)
 
 
 def feed(eng: AlertEngine, docs: list[dict], now_s: float | None = None) -> list[dict]:
@@ -43,11 +42,11 @@ def feed(eng: AlertEngine, docs: list[dict], now_s: float | None = None) -> list
 
 
 def hhmm(alert: dict) -> str:
-    return datetime.fromtimestamp(alert["ts"] / 1000, timezone.utc).strftime("%H:%M")
+    return datetime.fromtimestamp(alert["ts"] / 1000, UTC).strftime("%H:%M")
 
 
 def test_packaged_rules_file_is_the_documented_defaults():
-    assert load_rules(Path("pipeline/alerts/rules.toml")) == Rules()
+    assert load_rules(Path("alerts/rules.toml")) == Rules()
 
 
 def test_a_bad_rules_file_is_one_line_naming_the_key(tmp_path):
@@ -64,8 +63,8 @@ def test_a_bad_rules_file_is_one_line_naming_the_key(tmp_path):
 
 def test_cooldown_and_daily_cap():
     eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=10),
-                 sitting=SittingRule(max_sitting_min=20, cooldown_min=15), limits=Limits(daily_cap=4,
-                                                                                         max_delay_s=FAR, quiet_hours=""))
+                 sitting=SittingRule(max_sitting_min=20, cooldown_min=15),
+                 limits=Limits(daily_cap=4, max_delay_s=FAR, quiet_hours=""))
     start = DAY + 10 * 3600
     alerts = feed(eng, [minute(start + 60 * k, slouch_s=40, sitting_since_s=start) for k in range(60)])
     assert [(a["kind"], hhmm(a)) for a in alerts] == [

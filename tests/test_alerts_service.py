@@ -16,13 +16,13 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 import pytest
 
-from day_messages import scenario_messages, slouchy_minute
-from mqtt_helpers import client, wait_for
-from pipeline.alerts.catalog import Catalog
-from pipeline.alerts.engine import AlertEngine
-from pipeline.alerts.settings import load_rules
-from pipeline.validation import load_validators
-from test_ha_discovery import check_config
+from alerts.catalog import Catalog
+from alerts.engine import AlertEngine
+from alerts.settings import load_rules
+from contract.validation import load_validators
+from support.day_messages import scenario_messages, slouchy_minute
+from support.homeassistant import check_config
+from support.mqtt import client, wait_for
 
 DEVICE = "DeskSensor"
 OFFICE_RULES = """

@@ -12,6 +12,9 @@ import pytest
 
 from evaluation.broad import KNOWN_MISSES, TARGETS, inclination_rmse_deg, score_trial, summary, trials
 
+# Tests sharing a module-scoped fixture run on one xdist worker, so it is built once.
+pytestmark = pytest.mark.xdist_group("broad")
+
 
 @pytest.fixture(scope="module")
 def results():

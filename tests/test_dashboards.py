@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
 from posture.local_servers import ServerError
+from service_io.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_DIR = ROOT / "dashboards" / "json"

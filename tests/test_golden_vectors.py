@@ -15,8 +15,7 @@ import pytest
 from firmware_sim.profiles import native as native_enc
 from firmware_sim.profiles import thingy52 as thingy_enc
 from firmware_sim.profiles import witmotion as witmotion_enc
-from sensor.codecs import PacketError
-from sensor.codecs import native, thingy52, witmotion
+from sensor.codecs import PacketError, native, thingy52, witmotion
 
 GOLDEN = Path(__file__).parent / "golden"
 DECODERS = {"native": native.decode, "witmotion": witmotion.decode, "thingy52": thingy52.decode}

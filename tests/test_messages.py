@@ -6,13 +6,16 @@ import json
 
 import pytest
 
+from contract.influx_schema import FIELDS, to_line_protocol
+from contract.messages import Status, payload, topic
+from contract.validation import Malformed, load_validators, parse
 from evaluation.accuracy import CASES, load_case_scenario
 from firmware_sim.imu import SensorSimulation
-from pipeline.validation import Malformed, load_validators, parse
-from pipeline.config import ConfigError, load_config
-from pipeline.influx_schema import FIELDS, to_line_protocol
-from pipeline.messages import Status, payload, topic
 from pipeline.stream import PosturePipeline
+from service_io.config import ConfigError, load_config
+
+# Tests sharing a module-scoped fixture run on one xdist worker, so it is built once.
+pytestmark = pytest.mark.xdist_group("messages")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Gateway → Mosquitto → bridge → InfluxDB, with real servers (posture/local_servers.py), and faults that must lose nothing."""
+"""Gateway → Mosquitto → bridge → InfluxDB, with real servers (posture/local_servers.py), \
+and faults that must lose nothing."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from day_messages import slouchy_minute
-from mqtt_helpers import DB, client, start_or_fail, wait_for
-from posture.local_servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from posture.local_servers import InfluxDB1, Mosquitto
+from support.day_messages import slouchy_minute
+from support.mqtt import DB, client, start_or_fail, wait_for
+from support.servers import VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +26,7 @@ def write_config(path: Path, broker, influx_url: str) -> Path:
     text = (f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n\n'
             f'[influx]\nurl = "{influx_url}"\ndatabase = "{DB}"\n\n'
             f'[bridge]\nspool_path = "{path.parent / "bridge.spool"}"\nflush_interval_s = 0.1\n\n'
-            f'[gateway]\nspool_path = "{path.parent / "gateway-spool"}"\n')
+            f'[gateway]\nspool_dir = "{path.parent / "gateway-spool"}"\n')
     path.write_text(text)
     return path
 
@@ -57,7 +59,7 @@ def bridge_ready(broker, influx: InfluxDB1) -> None:
 
 
 def start_publisher(config: Path, n: int, rate: float, progress: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "publish_known.py"), str(config), "dev1",
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "publish_known.py"), str(config), "dev1",
                              str(n), str(rate), str(progress)], stdout=open(log, "a"), stderr=subprocess.STDOUT)
 
 
@@ -197,9 +199,9 @@ def test_v2_write_path_against_a_server_that_speaks_it(tmp_path, broker):
 
 def test_a_publisher_keeps_its_backlog_while_the_broker_is_down(tmp_path, broker):
     """Broker away: messages wait in the spool, in order, and all arrive after it returns."""
-    from pipeline.config import load_config
+    from gateway.publisher import DevicePublisher
     from pipeline.events import MinuteMetrics
-    from pipeline.gateway import DevicePublisher
+    from service_io.config import load_config
 
     config = load_config(write_config(tmp_path / "posture.toml", broker, "http://127.0.0.1:9"))
     got: list[int] = []
@@ -237,7 +239,8 @@ def test_virtual_sensor_to_influxdb_and_phone_end_to_end(tmp_path, testbed, star
     """posture sim (BLE) → posture run → Mosquitto → posture bridge → InfluxDB 1.6.7, and
     → posture alerts → a phone's topic (and back through the bridge into InfluxDB)."""
     config = write_config(tmp_path / "posture.toml", broker, influx.url)
-    (tmp_path / "rules.toml").write_text("[slouch]\nepisode_min = 0.25\n[limits]\nquiet_hours = \"\"\n")  # a 15 s slouch, any hour
+    (tmp_path / "rules.toml").write_text("[slouch]\nepisode_min = 0.25\n"  # a 15 s slouch, any hour
+                                         "[limits]\nquiet_hours = \"\"\n")
     with open(config, "a") as f:
         f.write(f'\n[alerts]\nstate_path = "{tmp_path / "alerts.db"}"\nrules_path = "{tmp_path / "rules.toml"}"\n')
     bridge = start_bridge(config, tmp_path / "bridge.log")
@@ -284,7 +287,7 @@ def test_virtual_sensor_to_influxdb_and_phone_end_to_end(tmp_path, testbed, star
 
 def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
     """Gateway and bridge over TLS with passwords; a phone reads only its own alerts (deploy/mosquitto/acl.example)."""
-    from posture.local_servers import make_password_file, make_test_ca
+    from support.servers import make_password_file, make_test_ca
 
     passwords = {"posture-gateway": "gw-Secret-1", "posture-bridge": "br-Secret-2", "phone-desk": "ph-Secret-3",
                  "posture-alerts": "al-Secret-4"}
@@ -374,7 +377,7 @@ def test_mqtt_311_is_selectable(tmp_path, broker, influx):
 
 
 def test_influxdb_credentials_and_no_password_in_errors(tmp_path, broker):
-    from pipeline.influx_writers import InfluxSettings, WriteError, make_writer
+    from service_io.influx import InfluxSettings, WriteError, make_writer
 
     secured = start_or_fail(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("poster", "Influx-Secret-9")))
     try:

@@ -13,8 +13,8 @@ from evaluation.accuracy import CASES, load_case_scenario
 from evaluation.matching import match_intervals
 from firmware_sim.imu import SensorSimulation
 from pipeline.calibration import Calibration
-from pipeline.replay import ReplayError, replay
 from pipeline.stream import PosturePipeline
+from replay.replay import ReplayError, replay
 from sensor.record import CsvSampleWriter
 from sensor.stream import ImuBatch
 

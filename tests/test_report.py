@@ -9,7 +9,7 @@ import re
 import struct
 import subprocess
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -39,7 +39,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def the_day(chain) -> str:
     """The UTC date of the middle of the data, should it straddle midnight."""
-    return datetime.fromtimestamp((chain.start_s + chain.end_s) / 2, timezone.utc).date().isoformat()
+    return datetime.fromtimestamp((chain.start_s + chain.end_s) / 2, UTC).date().isoformat()
 
 
 def common(chain) -> list[str]:
@@ -66,7 +66,7 @@ def test_html_embeds_the_figure_and_lists_alerts(chain_influx, tmp_path):
     width, height = png_size(base64.b64decode(image.group(1)))
     assert width >= 1000 and height >= 700
     assert chain_influx.device in page
-    day_start = int(datetime.fromisoformat(the_day(chain_influx)).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    day_start = int(datetime.fromisoformat(the_day(chain_influx)).replace(tzinfo=UTC).timestamp() * 1000)
     stored = chain_influx.influx.query(  # that day's alerts (the data may straddle midnight)
         f"SELECT \"text\" FROM posture_alert WHERE device_id = '{chain_influx.device}' "
         f"AND time >= {day_start}ms AND time < {day_start + 86_400_000}ms", chain_influx.database)
@@ -125,7 +125,7 @@ def minute(t_s: float, **fields) -> dict:
 
 
 def test_day_totals_from_rows():
-    utc = timezone.utc
+    utc = UTC
     t0 = datetime(2025, 6, 1, 9, 0, tzinfo=utc).timestamp()
     rows = DayRows(
         minutes=[minute(t0, slouch_s=45.0, flexion_mean_deg=22.0, rotations_right=3,
@@ -159,7 +159,7 @@ def test_day_totals_from_rows():
 
 def test_day_is_local_midnight_to_midnight():
     start_s, end_s = day_bounds(date(2025, 3, 30), ZoneInfo("Europe/Berlin"))  # clocks go forward: 23 h
-    assert start_s == datetime(2025, 3, 29, 23, 0, tzinfo=timezone.utc).timestamp()
+    assert start_s == datetime(2025, 3, 29, 23, 0, tzinfo=UTC).timestamp()
     assert end_s - start_s == 23 * 3600
 
 

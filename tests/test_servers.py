@@ -1,4 +1,4 @@
-"""The server fixtures in posture/local_servers.py, proved against the real servers.
+"""The server fixtures in posture/local_servers.py and tests/support/servers.py, proved against the real servers.
 
 A missing binary fails (naming the Debian package), it never skips: the bridge's tests need them all.
 """
@@ -20,9 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from posture.local_servers import (
-    HOST, InfluxDB1, Mosquitto, ServerMissing, VictoriaMetrics, http, make_password_file, make_test_ca, which,
-)
+from posture.local_servers import HOST, InfluxDB1, Mosquitto, ServerMissing, http, which
+from support.servers import VictoriaMetrics, make_password_file, make_test_ca
 
 
 @contextlib.contextmanager

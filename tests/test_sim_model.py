@@ -31,18 +31,18 @@ def angle_between_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_world_from_trunk_matches_scipy_and_axis_product():
     rng = np.random.default_rng(0)
-    f, l, r, h = rng.uniform(-80, 80, size=(4, 50))
-    ours = world_from_trunk(f, l, r, h)
-    ref = Rotation.from_euler("ZYX", np.stack([-(h + r), f, l], axis=1), degrees=True).as_matrix()
+    f, lat, r, h = rng.uniform(-80, 80, size=(4, 50))
+    ours = world_from_trunk(f, lat, r, h)
+    ref = Rotation.from_euler("ZYX", np.stack([-(h + r), f, lat], axis=1), degrees=True).as_matrix()
     np.testing.assert_allclose(ours, ref, atol=1e-12)
     rz = Rotation.from_rotvec(np.radians(-(h + r))[:, None] * [0, 0, 1]).as_matrix()
     ry = Rotation.from_rotvec(np.radians(f)[:, None] * [0, 1, 0]).as_matrix()
-    rx = Rotation.from_rotvec(np.radians(l)[:, None] * [1, 0, 0]).as_matrix()
+    rx = Rotation.from_rotvec(np.radians(lat)[:, None] * [1, 0, 0]).as_matrix()
     np.testing.assert_allclose(ours, rz @ ry @ rx, atol=1e-12)
 
 
 def test_sign_conventions():
-    up = lambda f, l: world_from_trunk(np.array([f]), np.array([l]), np.zeros(1), np.zeros(1))[0][:, 2]  # noqa: E731
+    up = lambda f, lat: world_from_trunk(np.array([f]), np.array([lat]), np.zeros(1), np.zeros(1))[0][:, 2]  # noqa: E731
     assert up(20, 0)[0] > 0.3  # flexion + tips trunk up forward (+x)
     assert up(0, 20)[1] < -0.3  # lateral + tips trunk up to the right (-y)
     facing = world_from_trunk(np.zeros(1), np.zeros(1), np.zeros(1), np.array([90.0]))[0][:, 0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.alerts.catalog import DEFICITS, Catalog, CatalogError
+from alerts.catalog import DEFICITS, Catalog, CatalogError
 
 GOOD_ENTRIES = {
     "slouch": '''
@@ -57,6 +57,10 @@ duration_min = 4
 ''',
 }
 SAFETY = 'safety = "Never into pain."\n'
+
+
+# Tests sharing a module-scoped fixture run on one xdist worker, so it is built once.
+pytestmark = pytest.mark.xdist_group("stretch-catalog")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,33 @@
+"""`posture alerts`: nudge the wearer's phone over MQTT, with the stretch for what is off."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from alerts.service import AlertService
+from service_io.cli_options import add_common, config_from, stop_on_signals
+from service_io.config import ConfigError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("alerts", help="nudge the wearer's phone over MQTT, with the stretch for what is off")
+    add_common(p)
+    p.add_argument("--rules", help="TOML with thresholds (alerts.rules_path; defaults: alerts/rules.toml)")
+    p.add_argument("--state", help="file of the service's state and outgoing alerts (alerts.state_path)")
+    p.add_argument("--timezone", help="IANA time zone for days, quiet hours, summary (alerts.timezone)")
+    p.set_defaults(func=run_alerts_cli)
+
+
+def run_alerts_cli(args: argparse.Namespace) -> int:
+    config = config_from(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone})
+    try:
+        service = AlertService(config)
+    except ConfigError as exc:
+        raise ValueError(f"config: {exc}") from None
+    stop_on_signals(service.stop_event.set)
+    service.run()
+    print(json.dumps({"received": service.stats.received, "alerts": dict(service.stats.alerts),
+                      "snoozes": service.stats.snoozes, "malformed": dict(service.stats.malformed),
+                      "errors": dict(service.stats.errors)}))
+    return 0

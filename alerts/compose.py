@@ -1,0 +1,79 @@
+"""Findings → alert payloads (contract/schemas/alert.json): a title and a message short enough for a phone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alerts.rules import Finding
+from contract.messages import SCHEMA_VERSION
+
+TITLES = {"slouch": "Slouching", "rotation": "Rotation imbalance", "lean": "Leaning to one side",
+          "sitting": "Time to move", "calibration": "Recalibrate the sensor", "recovery": "Upright again",
+          "summary": "Your posture today"}
+RECALIBRATE = "Sit upright and still for 3 s, then bend forward once and sit up."
+
+
+def _how(stretch: dict[str, Any] | None) -> str:
+    if stretch is None:
+        return ""
+    if stretch.get("duration_min"):
+        return f" Try: {stretch['name']}, {stretch['duration_min']:g} min."
+    each = " each side" if stretch.get("per_side") else ""
+    return f" Try: {stretch['name']}, {stretch['reps']}× {stretch['hold_s']} s{each}."
+
+
+def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
+    e = finding.evidence
+    if finding.kind == "slouch" and "slouch_pct" in e:
+        text = f"You slouched {e['slouch_pct']:.0f}% of the last {e['window_min']} min."
+    elif finding.kind == "slouch" and "peak_flexion_deg" in e:  # an episode that has ended
+        text = f"You slouched for {e['episode_min']:g} min without a break (up to {e['peak_flexion_deg']:.0f}°)."
+    elif finding.kind == "slouch":
+        text = f"You have been slouching for {e['episode_min']:g} min."
+    elif finding.kind == "rotation":
+        more = "right" if finding.side == "left" else "left"
+        text = f"Today you rotate more to the {more} (SI {e['rotation_si']:+.0f}%); favour your {finding.side}."
+    elif finding.kind == "lean":
+        leaning_min = e["lean_left_min"] + e["lean_right_min"]
+        text = (f"You lean mostly to the {e['lean_side']} ({e['share_pct']:.0f}% of "
+                f"{leaning_min:.{0 if leaning_min >= 10 else 1}f} min leaning); bend to your {finding.side}.")
+    elif finding.kind == "sitting":
+        text = f"Sitting for {e['sitting_min']:.0f} min."
+    elif finding.kind == "calibration" and e["status"] == "old":
+        text = f"Calibration is {e['calibration_age_h']:.0f} h old. {RECALIBRATE}"
+    elif finding.kind == "calibration":
+        text = f"{e['reason'][:120]} {RECALIBRATE}"
+    else:  # recovery
+        text = f"Upright for the last {e['upright_min']} min. Keep it up!"
+    return (text + _how(stretch))[:240]
+
+
+def alert_payload(device: str, finding: Finding, stretch: dict[str, Any] | None) -> dict[str, Any]:
+    ts_ms = int(round(finding.ts_s * 1000))
+    return {"schema": SCHEMA_VERSION, "kind": finding.kind, "id": f"{device}-{finding.kind}-{ts_ms}",
+            "device": device, "ts": ts_ms, "severity": finding.severity, "title": TITLES[finding.kind],
+            "message": message(finding, stretch), "stretch": stretch, "evidence": finding.evidence}
+
+
+def summary_payload(device: str, date: str, now_s: float, evidence: dict[str, Any],
+                    stretch: dict[str, Any] | None) -> dict[str, Any]:
+    e = evidence
+    if e["worn_min"] and e["slouch_pct"] is not None:
+        goal = ("goal met" if e["goal_met"] else
+                ("goal missed" if e["goal_met"] is False else "too little wear to count"))
+        text = (f"Slouched {e['slouch_min']:.0f} of {e['worn_min']:.0f} min worn ({e['slouch_pct']:.0f}%, "
+                f"goal < {e['goal_slouch_pct']:g}%): {goal}. Streak {e['streak_days']} d")
+    else:
+        text = f"Not worn today. Streak {e['streak_days']} d"
+    if e["program_day"] <= e["program_days"]:
+        text += f", day {e['program_day']} of {e['program_days']}."
+    else:
+        text += f". {e['program_days']}-day program done: goal met on {e['days_met']} of {e['program_days']} days."
+    return {"schema": SCHEMA_VERSION, "kind": "summary", "id": f"{device}-summary-{date}", "device": device,
+            "ts": int(round(now_s * 1000)), "severity": "info", "title": TITLES["summary"],
+            "message": (text + _how(stretch))[:240], "stretch": stretch, "evidence": evidence}
+
+
+def text_mirror(alert: dict[str, Any]) -> str:
+    """For phone apps that show a topic's payload as it is (MQTT Alert): one line."""
+    return f"{alert['title']}: {alert['message']}"

@@ -1,0 +1,40 @@
+"""Whether a finding may reach the phone now: no storms, nothing stale, nothing at night.
+
+Pure: times come in as arguments. Data time (the finding's) decides quiet hours and the day a
+nudge counts against the cap; wall-clock time decides snoozes (the wearer snoozes "from now")
+and staleness (a backlog delivered after an outage is history, not a nudge).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from datetime import time as TimeOfDay
+
+from alerts.rules import Finding
+from alerts.settings import Limits
+from alerts.state import DeviceState
+
+
+def local(t_s: float, tz: tzinfo | None) -> datetime:
+    """Local time of a Unix time; tz None: the machine's own zone (with its daylight saving)."""
+    return datetime.fromtimestamp(t_s, tz)
+
+
+def in_span(at: TimeOfDay, span: tuple[TimeOfDay, TimeOfDay] | None) -> bool:
+    if span is None:
+        return False
+    start, end = span
+    return start <= at < end if start <= end else at >= start or at < end  # spans midnight
+
+
+def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo | None, now_s: float) -> str | None:
+    """Why the finding is held back, or None if it may be sent."""
+    if now_s - finding.ts_s > limits.max_delay_s:
+        return "stale"
+    if state.snooze_until_s is not None and now_s < state.snooze_until_s:
+        return "snoozed"
+    if in_span(local(finding.ts_s, tz).time(), limits.quiet_span()):
+        return "quiet_hours"
+    if state.sent_today >= limits.daily_cap:
+        return "daily_cap"
+    return None

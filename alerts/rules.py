@@ -1,0 +1,143 @@
+"""The alert rules: pure functions from a device's remembered minutes and events to findings.
+
+A finding says what is off and by how much (its evidence); whether it reaches the phone is the
+policy's call (alerts/policy.py). Times are data times (the sensor's, Unix s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.settings import Rules
+from alerts.state import DeviceState
+from pipeline.summary import day_totals
+
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # slouch | rotation | lean | sitting | calibration | recovery
+    ts_s: float  # data time it is about
+    severity: str  # info | warning
+    evidence: dict[str, Any]
+    deficit: str | None = None  # which stretch addresses it (alerts/stretches.toml)
+    side: str | None = None  # the side the stretch should favour
+
+
+def totals(minutes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over some minutes (a day so far): what the daily summary and Home Assistant show."""
+    t = day_totals(minutes)
+    si = t.rotation_symmetry_index
+    return {
+        "worn_min": round(t.worn_s / 60, 1), "slouch_min": round(t.slouch_s / 60, 1),
+        "slouch_pct": _round(t.slouch_pct_of_worn),
+        "sitting_min": round(t.activity_s["sitting"] / 60, 1),
+        "lean_left_min": round(t.lean_s["left"] / 60, 1),
+        "lean_right_min": round(t.lean_s["right"] / 60, 1),
+        "rotations_left": t.rotations["left"], "rotations_right": t.rotations["right"],
+        "rotation_left_peak_mean_deg": _round(t.rotation_peak_mean_deg("left")),
+        "rotation_right_peak_mean_deg": _round(t.rotation_peak_mean_deg("right")),
+        "rotation_si": _round(si),
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def slouch_share(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
+    r = rules.slouch
+    recent = state.window(end_ms, r.window_min)
+    window = day_totals(recent)
+    worn_s, slouch_s = window.worn_s, window.slouch_s
+    if worn_s < r.min_worn_min * 60 or worn_s <= 0 or 100 * slouch_s / worn_s < r.share_pct:
+        return None
+    flexion = [m["flexion_mean_deg"] for m in recent if m.get("flexion_mean_deg") is not None]
+    return Finding("slouch", end_ms / 1000, "warning", {
+        "window_min": r.window_min, "worn_min": round(worn_s / 60, 1), "slouch_min": round(slouch_s / 60, 1),
+        "slouch_pct": round(100 * slouch_s / worn_s, 1),
+        "flexion_mean_deg": round(sum(flexion) / len(flexion), 1) if flexion else None}, deficit="slouch")
+
+
+def slouch_unbroken(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
+    """Minutes slouched nearly throughout, back to back up to now: a long slouch still going on."""
+    run = 0
+    for m in reversed(state.window(end_ms, rules.slouch.episode_min + 1)):
+        if not m["worn_s"] or m["slouch_s"] < 0.9 * m["worn_s"]:
+            break
+        run += 1
+    if run < rules.slouch.episode_min:
+        return None
+    return Finding("slouch", end_ms / 1000, "warning", {"episode_min": run}, deficit="slouch")
+
+
+def slouch_episode(event: dict[str, Any], rules: Rules) -> Finding | None:
+    if event["duration_s"] < rules.slouch.episode_min * 60:
+        return None
+    return Finding("slouch", event["end_s"], "warning", {
+        "episode_min": round(event["duration_s"] / 60, 1), "peak_flexion_deg": round(event["peak_flexion_deg"], 1),
+        "mean_flexion_deg": round(event["mean_flexion_deg"], 1)}, deficit="slouch")
+
+
+def rotation_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules) -> Finding | None:
+    count = day["rotations_left"] + day["rotations_right"]
+    if (count < rules.rotation.min_excursions or day["rotation_si"] is None
+            or abs(day["rotation_si"]) < rules.rotation.si_pct):
+        return None
+    restricted = "left" if day["rotation_si"] > 0 else "right"  # the side turned to less
+    keys = ("rotations_left", "rotations_right", "rotation_left_peak_mean_deg", "rotation_right_peak_mean_deg",
+            "rotation_si")
+    return Finding("rotation", end_ms / 1000, "info", {k: day[k] for k in keys} | {"restricted_side": restricted},
+                   deficit="rotation", side=restricted)
+
+
+def lean_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules) -> Finding | None:
+    left, right = day["lean_left_min"], day["lean_right_min"]
+    if left + right < rules.lean.min_lean_min:
+        return None
+    side = "left" if left > right else "right"
+    share = 100 * max(left, right) / (left + right)
+    if share < rules.lean.side_share_pct:
+        return None
+    away = "right" if side == "left" else "left"  # bend away from the usual lean: stretch the side it shortens
+    return Finding("lean", end_ms / 1000, "info", {"lean_left_min": left, "lean_right_min": right,
+                                                    "lean_side": side, "share_pct": round(share, 1)},
+                   deficit="lean", side=away)
+
+
+def long_sitting(minute: dict[str, Any], end_ms: int, rules: Rules) -> Finding | None:
+    since = minute.get("sitting_since_s")
+    if since is None or end_ms / 1000 - since < rules.sitting.max_sitting_min * 60:
+        return None
+    return Finding("sitting", end_ms / 1000, "warning", {"sitting_min": round((end_ms / 1000 - since) / 60, 1)},
+                   deficit="sitting")
+
+
+def calibration_event(event: dict[str, Any]) -> Finding | None:
+    if event["status"] not in ("recalibrate", "refused"):
+        return None
+    return Finding("calibration", event["t_s"], "warning", {"status": event["status"], "reason": event["message"]})
+
+
+def calibration_age(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
+    if not rules.calibration.max_age_h or state.last_calibrated_s is None:
+        return None
+    age_h = (end_ms / 1000 - state.last_calibrated_s) / 3600
+    if age_h < rules.calibration.max_age_h:
+        return None
+    return Finding("calibration", end_ms / 1000, "info", {"status": "old", "calibration_age_h": round(age_h, 1)})
+
+
+def recovery(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
+    """After a slouch nudge: enough worn, nearly slouch-free minutes in a row since it."""
+    r, since = rules.recovery, state.slouch_alert_s
+    if since is None or end_ms / 1000 - since > r.within_min * 60 + 60:
+        return None
+    recent = [m for k, m in sorted(state.minutes.items(), key=lambda kv: int(kv[0]))
+              if since * 1000 <= int(k) < end_ms][-r.upright_min:]
+    good = [m for m in recent if m["worn_s"] >= 30 and m["slouch_s"] <= r.max_slouch_pct / 100 * m["worn_s"]]
+    if len(recent) < r.upright_min or len(good) < r.upright_min:
+        return None
+    return Finding("recovery", end_ms / 1000, "info", {"upright_min": r.upright_min})

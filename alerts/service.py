@@ -1,0 +1,225 @@
+"""`posture alerts`: the gateway's metrics and events in, nudges with a stretch out to the phone.
+
+- Reads `<prefix>/+/metrics`, `…/events` and `…/alerts/snooze` in a persistent MQTT session
+  (QoS 1), so nothing is missed while it is away, and acknowledges each message only after the
+  state it changed is saved: a crash or restart neither loses a minute nor counts one twice.
+- What it decides to send goes into the same SQLite file, in the same transaction as the state
+  (service_io/spool.py): a restart never sends an alert twice, and an alert decided just before a
+  crash still goes out (unless its expiry passed). Sending is the gateway's mechanism
+  (service_io/spooled_sender.py).
+- Publishes each alert on `<prefix>/<device>/alerts` (JSON, QoS 1, MQTT 5 message expiry),
+  `…/alerts/text` (one line, for simple phone apps) and `…/alerts/log` (no expiry: the bridge
+  stores it in InfluxDB), a retained `…/today` (the day so far) and Home Assistant discovery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import paho.mqtt.client as mqtt
+
+from alerts.catalog import Catalog
+from alerts.compose import text_mirror
+from alerts.engine import AlertEngine
+from alerts.homeassistant import discovery_configs
+from alerts.settings import load_rules
+from contract.messages import topic
+from contract.validation import Malformed, load_validators, parse, stream_of
+from service_io.config import Config, ConfigError
+from service_io.mqtt import Message, MqttEndpoint
+from service_io.spool import Spool
+from service_io.spooled_sender import SpooledSender
+
+log = logging.getLogger("posture.alerts")
+BATCH = 500
+MAX_INFLIGHT = 100
+MAX_SNOOZE_MIN = 24 * 60
+DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # as contract/schemas/*.json
+PLAUSIBLE_FROM_S = 1_577_836_800.0  # 2020-01-01: before it, a sensor clock was never set
+MAX_AHEAD_S = 86_400.0  # data from the future would close today and block the real minutes
+
+
+@dataclass
+class AlertStats:
+    received: int = 0
+    alerts: Counter[str] = field(default_factory=Counter)  # kind → decided and queued for sending
+    snoozes: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # bugs met, by where: "message", "summary"
+
+
+def parse_snooze(body: bytes | bytearray) -> float:
+    """Minutes to snooze: `30` or `{"minutes": 30}`; 0 ends a snooze."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        value = json.loads(text)
+        minutes = value["minutes"] if isinstance(value, dict) else value
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes <= MAX_SNOOZE_MIN:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise Malformed(f"snooze: expected minutes 0–{MAX_SNOOZE_MIN} or {{\"minutes\": n}}, "
+                        f"got {text[:40]!r}") from None
+    return float(minutes)
+
+
+class AlertService:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time):
+        cfg = config.alerts
+        self.cfg, self.prefix, self.clock = cfg, config.mqtt.prefix, clock
+        try:
+            tz = ZoneInfo(cfg.timezone) if cfg.timezone else None
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
+        rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
+        self.expiry_s = rules.limits.expiry_s
+        self.engine = AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
+        self.spool = Spool(Path(cfg.state_path), max_items=100_000)
+        self.engine.load(self.spool.meta())
+        self.stats = AlertStats()
+        self.validators = load_validators()
+        self.availability_topic = f"{self.prefix}/_alerts/availability"
+        self.stop_event = threading.Event()
+        p = self.prefix
+        self.mqtt = MqttEndpoint(
+            config.mqtt, cfg.client_id, name="alerts", manual_ack=True, persistent=True,
+            session_expiry_s=cfg.session_expiry_s, max_inflight=MAX_INFLIGHT, stopping=self.stop_event,
+            subscriptions=[(f"{p}/+/metrics", 1), (f"{p}/+/events", 1), (f"{p}/+/alerts/snooze", 1),
+                           (f"{cfg.ha_prefix}/status", 1)],
+            will=Message(self.availability_topic, "offline"), birth=Message(self.availability_topic, "online"),
+            on_connected=self._on_connected,
+            on_message=lambda client, msg: self._inbox.put((self._connection, msg)))
+        self.client, self.connected = self.mqtt.client, self.mqtt.connected
+        self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
+                                    mqtt5=config.mqtt.protocol == "5", clock=clock)
+        # queue.Queue, not SimpleQueue: CPython 3.11's SimpleQueue.get(timeout) can block for good when a
+        # signal interrupts it near its deadline (the remaining time goes negative = wait forever), and
+        # then SIGTERM never stops us. Lock.acquire(timeout), under Queue, treats that case as a timeout.
+        self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
+        self._connection: int = 0  # counts connections: a packet id is only good for the one it came on
+        self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
+        try:
+            self._version = metadata.version("posture-companion")
+        except metadata.PackageNotFoundError:
+            self._version = "dev"
+
+    # paho's network thread ----------------------------------------------------------------
+    def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
+        self._connection += 1
+        self._announced = set()
+
+    # our thread ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self.mqtt.start()
+        try:
+            while not self.stop_event.is_set():
+                self.step(self._take(timeout_s=0.2))
+        finally:
+            self.mqtt.stop(goodbye=Message(self.availability_topic, "offline"))
+            self.spool.close()
+
+    def _take(self, timeout_s: float) -> list[tuple[int, mqtt.MQTTMessage]]:
+        try:
+            batch = [self._inbox.get(timeout=timeout_s)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH and not self._inbox.empty():
+            batch.append(self._inbox.get_nowait())
+        return batch
+
+    def step(self, batch: list[tuple[int, mqtt.MQTTMessage]]) -> None:
+        """Handle a batch; save state and queue alerts together; only then acknowledge the batch."""
+        now_s = self.clock()
+        alerts: list[dict[str, Any]] = []
+        touched: set[str] = set()
+        for _, msg in batch:
+            self.stats.received += 1
+            try:
+                alerts += self._handle(msg, now_s, touched)
+            except Malformed as exc:
+                self._malformed(msg.topic, str(exc))
+            except Exception:  # a bug must not turn one message into a crash on every restart
+                if not self.stats.errors["message"]:
+                    log.exception("handling a message on %s failed; further failures are counted", msg.topic)
+                self.stats.errors["message"] += 1
+        try:
+            alerts += self.engine.tick(now_s)
+        except Exception:  # as for messages: a bug in the summary must not stop every other alert
+            if not self.stats.errors["summary"]:
+                log.exception("the daily summary failed; further failures are counted")
+            self.stats.errors["summary"] += 1
+        touched |= {a["device"] for a in alerts}
+        if touched:
+            self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)], meta=self.engine.dump(touched))
+        for connection, msg in batch:
+            if connection == self._connection:  # from an older connection: the broker sends it again
+                self.client.ack(msg.mid, msg.qos)
+        for a in alerts:
+            self.stats.alerts[a["kind"]] += 1
+            log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
+        if self.connected.is_set():
+            self._publish_today(touched)
+            self._announce()
+            self.sender.pump()
+
+    def _handle(self, msg: mqtt.MQTTMessage, now_s: float, touched: set[str]) -> list[dict[str, Any]]:
+        if msg.topic == f"{self.cfg.ha_prefix}/status":
+            if msg.payload.strip() == b"online":  # Home Assistant restarted: tell it our entities again
+                self._announced = set()
+            return []
+        if msg.topic.endswith("/alerts/snooze"):
+            device = msg.topic.split("/")[-3]
+            if not DEVICE_ID.fullmatch(device):
+                raise Malformed(f"snooze: {device[:70]!r} is not a device id")
+            if msg.retain:  # an old retained command would re-snooze on every restart
+                raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
+            self.engine.snooze(device, parse_snooze(msg.payload), now_s)
+            self.stats.snoozes += 1
+            touched.add(device)
+            return []
+        stream = stream_of(msg.topic)
+        doc = parse(stream, msg.payload, self.validators)
+        if not PLAUSIBLE_FROM_S <= doc["ts"] / 1000 <= now_s + MAX_AHEAD_S:
+            raise Malformed(f"time: ts {doc['ts']} is not a plausible sensor time (clock unset or wrong?)")
+        touched.add(doc["device"])
+        return self.engine.on_metrics(doc, now_s) if stream == "metrics" else self.engine.on_event(doc, now_s)
+
+    def _malformed(self, where: str, reason: str) -> None:
+        kind = reason.split(":", 1)[0]
+        self.stats.malformed[kind] += 1
+        if self.stats.malformed[kind] == 1:
+            log.warning("malformed message on %s (%s); further ones are counted", where, reason[:160])
+
+    def _outgoing(self, alert: dict[str, Any], now_s: float) -> list[tuple[str, bytes, float | None]]:
+        body = json.dumps(alert).encode()
+        phone = topic(self.prefix, alert["device"], "alerts")
+        expires = now_s + self.expiry_s
+        return [(phone, body, expires), (f"{phone}/text", text_mirror(alert).encode(), expires),
+                (f"{phone}/log", body, None)]
+
+    def _publish_today(self, devices: set[str]) -> None:
+        for device in devices:
+            if self.engine.devices.get(device) and self.engine.devices[device].minutes:
+                self.client.publish(topic(self.prefix, device, "today"),
+                                    json.dumps(self.engine.today_state(device)), qos=1, retain=True)
+
+    def _announce(self) -> None:
+        if not self.cfg.ha_discovery:
+            return
+        for device in {d for d, state in self.engine.devices.items() if state.minutes} - self._announced:
+            for config_topic, config in discovery_configs(device, prefix=self.prefix, ha_prefix=self.cfg.ha_prefix,
+                                                          service_availability_topic=self.availability_topic,
+                                                          sw_version=self._version):
+                self.client.publish(config_topic, json.dumps(config), qos=1, retain=True)
+            self._announced.add(device)

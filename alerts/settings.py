@@ -1,0 +1,141 @@
+"""The alert rules' thresholds: defaults here, documented in rules.toml; a user's TOML overrides any of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import time as TimeOfDay
+from pathlib import Path
+from typing import cast
+
+from service_io.config import ConfigError, build_section, read_toml
+
+
+@dataclass(frozen=True)
+class SlouchRule:
+    enabled: bool = True
+    window_min: int = 30
+    share_pct: float = 30.0
+    min_worn_min: float = 20.0
+    episode_min: float = 5.0
+    cooldown_min: float = 30.0
+
+
+@dataclass(frozen=True)
+class RotationRule:
+    enabled: bool = True
+    min_excursions: int = 20
+    si_pct: float = 25.0
+    cooldown_min: float = 120.0
+
+
+@dataclass(frozen=True)
+class LeanRule:
+    enabled: bool = True
+    min_lean_min: float = 10.0
+    side_share_pct: float = 70.0
+    cooldown_min: float = 120.0
+
+
+@dataclass(frozen=True)
+class SittingRule:
+    enabled: bool = True
+    max_sitting_min: float = 45.0
+    cooldown_min: float = 30.0
+
+
+@dataclass(frozen=True)
+class CalibrationRule:
+    enabled: bool = True
+    max_age_h: float = 24.0
+    cooldown_min: float = 240.0
+
+
+@dataclass(frozen=True)
+class RecoveryRule:
+    enabled: bool = True
+    upright_min: int = 5
+    max_slouch_pct: float = 10.0
+    within_min: float = 30.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    daily_cap: int = 8
+    quiet_hours: str = "22:00-07:00"
+    expiry_s: int = 600
+    max_delay_s: int = 600
+
+    def quiet_span(self) -> tuple[TimeOfDay, TimeOfDay] | None:
+        if not self.quiet_hours:
+            return None
+        start, _, end = self.quiet_hours.partition("-")
+        return parse_time_of_day("limits.quiet_hours", start), parse_time_of_day("limits.quiet_hours", end)
+
+
+@dataclass(frozen=True)
+class Habit:
+    goal_slouch_pct: float = 20.0
+    min_worn_min: float = 60.0
+    program_days: int = 31
+    summary_time: str = "18:00"
+
+    def summary_at(self) -> TimeOfDay | None:
+        return parse_time_of_day("habit.summary_time", self.summary_time) if self.summary_time else None
+
+
+@dataclass(frozen=True)
+class Rules:
+    slouch: SlouchRule = field(default_factory=SlouchRule)
+    rotation: RotationRule = field(default_factory=RotationRule)
+    lean: LeanRule = field(default_factory=LeanRule)
+    sitting: SittingRule = field(default_factory=SittingRule)
+    calibration: CalibrationRule = field(default_factory=CalibrationRule)
+    recovery: RecoveryRule = field(default_factory=RecoveryRule)
+    limits: Limits = field(default_factory=Limits)
+    habit: Habit = field(default_factory=Habit)
+
+
+def parse_time_of_day(key: str, text: str) -> TimeOfDay:
+    try:
+        hours, minutes = (int(part) for part in text.strip().split(":"))
+        return TimeOfDay(hours, minutes)
+    except ValueError:
+        raise ConfigError(f"{key}: expected HH:MM, got {text!r}") from None
+
+
+def load_rules(path: Path | None = None) -> Rules:
+    """The defaults, with what `path` (a TOML file like rules.toml) sets instead; one error line naming the key."""
+    raw = read_toml(path, "rules file") if path is not None else {}
+    known = {f.name: cast(type, f.default_factory) for f in fields(Rules)}  # each section's class
+    if unknown := set(raw) - set(known):
+        raise ConfigError(f"unknown section [{sorted(unknown)[0]}] in {path}; known: {', '.join(known)}")
+    sections = {}
+    for name, cls in known.items():
+        if not isinstance(raw.get(name, {}), dict):
+            raise ConfigError(f"[{name}] must be a table")
+        sections[name] = build_section(name, cls, raw.get(name, {}))
+    rules = Rules(**sections)
+    rules.limits.quiet_span(), rules.habit.summary_at()  # refuse a bad time of day now, not at 18:00
+    _check_ranges(rules)
+    return rules
+
+
+# Values that would divide by zero, fire on nothing or never: refused when the file is read.
+POSITIVE = {("slouch", "window_min"), ("slouch", "episode_min"), ("lean", "min_lean_min"),
+            ("sitting", "max_sitting_min"), ("recovery", "upright_min"), ("limits", "expiry_s"),
+            ("habit", "program_days")}
+PERCENT = {"share_pct", "si_pct", "side_share_pct", "max_slouch_pct", "goal_slouch_pct"}
+
+
+def _check_ranges(rules: Rules) -> None:
+    for section in fields(Rules):
+        values = getattr(rules, section.name)
+        for f in fields(values):
+            value, key = getattr(values, f.name), f"{section.name}.{f.name}"
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if value < 0 or ((section.name, f.name) in POSITIVE and value == 0):
+                raise ConfigError(f"{key}: must be {'above' if (section.name, f.name) in POSITIVE else 'at least'} 0, "
+                                  f"got {value}")
+            if f.name in PERCENT and value > 100:
+                raise ConfigError(f"{key}: a percentage, at most 100, got {value}")

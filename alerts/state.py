@@ -1,0 +1,58 @@
+"""What the alert service remembers per device, as plain JSON-able data: it must survive restarts.
+
+Minutes are kept by their start time, so a message delivered twice (after a crash, before its
+acknowledgement) overwrites itself instead of counting twice. Only today's minutes and the rules'
+look-back window are kept; finished days shrink to a line each for the habit program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from contract.messages import value_fields
+
+# A minute as the rules and daily totals see it: the metrics payload's values (contract/).
+MINUTE_FIELDS = tuple(value_fields("metrics"))
+RECENT = 50  # alert ids and stretch ids remembered, most recent first
+
+
+@dataclass
+class DeviceState:
+    day: str | None = None  # local date (YYYY-MM-DD) of the newest minute
+    # minute start, Unix ms as text (JSON keys) → fields
+    minutes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    days: dict[str, dict[str, Any]] = field(default_factory=dict)  # finished days: worn_min, slouch_min, goal_met
+    program_start: str | None = None
+    last_alert_s: dict[str, float] = field(default_factory=dict)  # kind → data time of the last one sent
+    last_held_s: dict[str, float] = field(default_factory=dict)  # kind → data time it was last held back
+    sent_today: int = 0
+    held_today: dict[str, int] = field(default_factory=dict)  # reason → count
+    sent_ids: list[str] = field(default_factory=list)
+    recent_stretches: list[str] = field(default_factory=list)
+    snooze_until_s: float | None = None  # wall clock
+    slouch_alert_s: float | None = None  # a slouch nudge whose recovery we still watch for
+    last_calibrated_s: float | None = None
+    summary_sent_day: str | None = None
+    late_minutes: int = 0  # minutes of days already closed, ignored
+
+    def add_minute(self, doc: dict[str, Any]) -> None:
+        # Hundredths of a second or degree are plenty, and keep a day's state (saved each minute) small.
+        self.minutes[str(doc["ts"])] = {k: round(v, 2) if isinstance(v, float) else v
+                                        for k in MINUTE_FIELDS if (v := doc.get(k)) is not None}
+
+    def window(self, end_ms: int, minutes: float) -> list[dict[str, Any]]:
+        """The minutes that start within `minutes` before end_ms, oldest first."""
+        start = end_ms - minutes * 60_000
+        return [self.minutes[k] for k in sorted(self.minutes, key=int) if start <= int(k) < end_ms]
+
+    def remember(self, attr: str, item: str) -> None:
+        items = getattr(self, attr)
+        setattr(self, attr, [item, *(i for i in items if i != item)][:RECENT])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeviceState:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

@@ -1,0 +1,1 @@
+"""`posture bridge`: MQTT → InfluxDB, losing nothing (an on-disk spool while InfluxDB is away)."""

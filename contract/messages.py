@@ -1,0 +1,84 @@
+"""What travels over MQTT: the pipeline's events and metrics as versioned JSON payloads.
+
+Every payload has `schema` (the version of its layout), `kind`, `device` and `ts` (sensor time of
+the thing reported, Unix milliseconds), so late delivery is harmless and a consumer can tell
+layouts apart. JSON Schemas for each kind are in schemas/; docs/mqtt.md shows examples.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from pipeline.events import CalibrationEvent, Event, LeanInterval, MinuteMetrics, RotationExcursion, SlouchEpisode
+
+SCHEMA_VERSION = 1
+EVENT_KINDS = ("slouch", "rotation", "lean", "calibration")
+
+
+@dataclass(frozen=True)
+class Status:
+    online: bool
+    battery_pct: int | None = None
+    link_quality_pct: float | None = None  # received / (received + lost) over the last minute
+    lost_samples: int = 0  # since the gateway started
+    malformed_packets: int = 0
+    reconnects: int = 0
+    rssi_dbm: int | None = None
+    kind: str = "status"
+
+
+def _ms(t_s: float) -> int:
+    return int(round(t_s * 1000))
+
+
+def topic(prefix: str, device: str, kind: str) -> str:
+    """prefix/device/metrics, …/events, …/status, …/imu."""
+    sub = "events" if kind in EVENT_KINDS else kind
+    return f"{prefix}/{device}/{sub}"
+
+
+def payload(device: str, item: Event | MinuteMetrics | Status, now_s: float | None = None) -> dict[str, Any]:
+    """The JSON object for an event, a minute of metrics or a status."""
+    body = {k: v for k, v in asdict(item).items() if k != "kind"}
+    if isinstance(item, MinuteMetrics):
+        ts = item.minute_start_s
+    elif isinstance(item, (SlouchEpisode, RotationExcursion, LeanInterval)):
+        ts = item.start_s
+        body["duration_s"] = item.end_s - item.start_s
+    elif isinstance(item, CalibrationEvent):
+        ts = item.t_s
+    elif isinstance(item, Status):
+        if now_s is None:
+            raise ValueError("a status needs the time it describes")
+        ts = now_s
+    else:
+        raise TypeError(f"no MQTT payload for {type(item).__name__}")
+    return {"schema": SCHEMA_VERSION, "kind": item.kind, "device": device, "ts": _ms(ts), **body}
+
+
+# What a payload carries besides its own fields: the envelope, and the times `ts` is made of.
+ENVELOPE = ("schema", "kind", "device", "ts")
+TIME_FIELDS = frozenset({"minute_start_s", "start_s", "end_s", "t_s"})
+PAYLOAD_CLASS: dict[str, type] = {"metrics": MinuteMetrics, "slouch": SlouchEpisode, "rotation": RotationExcursion,
+                                  "lean": LeanInterval, "calibration": CalibrationEvent, "status": Status}
+
+
+def value_fields(kind: str) -> dict[str, type]:
+    """The payload's values of one kind and their one type (int, float, bool or str), from its dataclass:
+    what InfluxDB stores as fields and the alert service and the report read. Times are not values."""
+    cls = PAYLOAD_CLASS[kind]
+    hints = typing.get_type_hints(cls)
+    out = {f.name: _base(hints[f.name]) for f in fields(cls) if f.name != "kind" and f.name not in TIME_FIELDS}
+    if "end_s" in hints:  # an interval: payload() sends its length
+        out["duration_s"] = float
+    return out
+
+
+def _base(hint: Any) -> type:
+    """int | None → int: a value may be absent, but when there it has one type."""
+    if isinstance(hint, types.UnionType):
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    return typing.cast(type, hint)

@@ -1,0 +1,1 @@
+"""`posture run`: sensors over BLE → the posture pipeline → MQTT, through an on-disk spool."""

@@ -1,0 +1,104 @@
+"""Publishing one device's results to MQTT without losing any: the gateway half of `posture run`.
+
+Events and metrics go into the on-disk spool first (service_io/spool.py) and leave it only when
+the broker has acknowledged them (QoS 1 PUBACK). While the broker is down they wait, in order,
+across gateway restarts too; after a reconnect they are sent from the oldest on. A message may
+arrive twice after a crash (at-least-once); the bridge's writes are idempotent, so the database
+still holds it once. The status (online, battery, link quality) is retained and not spooled:
+only the latest matters; the broker publishes "offline" for us (last will) if we vanish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+
+from contract.messages import SCHEMA_VERSION, Status, payload, topic
+from service_io.config import Config
+from service_io.mqtt import Message, MqttEndpoint
+from service_io.spool import Item, Spool
+from service_io.spooled_sender import SpooledSender
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger("posture.gateway")
+MAX_INFLIGHT = 100
+
+
+def device_file(spool_dir: Path, device: str, suffix: str) -> Path:
+    """The device's own file in the spool directory (addresses have colons; file names should not)."""
+    return spool_dir / f"{device.replace(':', '_')}{suffix}"
+
+
+def device_id(name: str) -> str:
+    """A topic- and tag-safe id from a sensor's name or address."""
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", name)[:64] or "sensor"
+
+
+class DevicePublisher:
+    def __init__(self, config: Config, device: str, spool_dir: Path):
+        self.device = device
+        self.prefix = config.mqtt.prefix
+        self.spool = Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages)
+        status_topic = topic(self.prefix, device, "status")
+        self.mqtt = MqttEndpoint(config.mqtt, f"{config.gateway.client_id}-{device}", name=device,
+                                 will=Message(status_topic, self._status_body(Status(online=False))),
+                                 max_inflight=MAX_INFLIGHT, on_connected=self._on_connected)
+        self.client, self.connected = self.mqtt.client, self.mqtt.connected
+        self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
+                                    mqtt5=config.mqtt.protocol == "5")
+        self._latest_status: Status | None = None
+
+    def _status_body(self, status: Status) -> str:
+        return json.dumps(payload(self.device, status, now_s=time.time()))
+
+    # called by the gateway (any thread) -------------------------------------------------
+    def submit(self, items: list[Any]) -> None:
+        rows: list[Item] = []
+        for item in items:
+            body = payload(self.device, item)
+            rows.append((topic(self.prefix, self.device, item.kind), json.dumps(body).encode()))
+        self.spool.put(rows)
+
+    def publish_status(self, status: Status) -> None:
+        self._latest_status = status
+        if self.connected.is_set():
+            self.client.publish(topic(self.prefix, self.device, "status"), self._status_body(status), qos=1,
+                                retain=True)
+
+    def publish_imu(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray) -> None:
+        """Raw samples, best effort (QoS 0, not spooled): for live views, not for storage."""
+        if self.connected.is_set() and len(t_s):
+            body = {"schema": SCHEMA_VERSION, "kind": "imu", "device": self.device, "ts": int(t_s[0] * 1000),
+                    "t_s": [round(t, 4) for t in t_s.tolist()], "acc_g": acc_g.round(5).tolist(),
+                    "gyro_dps": gyro_dps.round(4).tolist()}
+            self.client.publish(topic(self.prefix, self.device, "imu"), json.dumps(body), qos=0)
+
+    # lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.mqtt.start()
+
+    def pump(self) -> None:
+        if self.connected.is_set():
+            self.sender.pump()
+
+    def stop(self, offline: bool = True) -> None:
+        goodbye = Message(topic(self.prefix, self.device, "status"), self._status_body(Status(online=False)))
+        self.mqtt.stop(goodbye if offline else None)
+        self.spool.close()
+
+    @property
+    def backlog(self) -> int:
+        return len(self.spool)
+
+    # paho's network thread ------------------------------------------------------------
+    def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
+        if self._latest_status is not None:
+            self.publish_status(self._latest_status)

@@ -1,0 +1,169 @@
+"""`posture run`: sensors over BLE → pipeline → MQTT, for one or more sensors.
+
+asyncio runs the BLE links (bleak) and the pipeline for each batch as it arrives; each device's
+results go to its DevicePublisher, whose paho thread talks to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contract.messages import Status
+from gateway.publisher import DevicePublisher, device_file, device_id
+from pipeline.calibration import Calibration
+from pipeline.stream import PosturePipeline
+from sensor.batching import BatchCollector
+from sensor.discovery import FoundSensor, SensorFilter, discover
+from sensor.link import LinkSettings, SensorLink
+from sensor.stream import ImuBatch
+from service_io.config import Config
+
+log = logging.getLogger("posture.gateway")
+PUMP_INTERVAL_S = 0.05
+FINAL_FLUSH_S = 10.0
+
+
+@dataclass
+class Device:
+    """One sensor's path after the link: samples → pipeline → publisher (the link calls on_batch)."""
+    pipeline: PosturePipeline
+    publisher: DevicePublisher
+    collector: BatchCollector
+    window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since last status
+    held_since_s: float = 0.0  # monotonic time the collector started holding samples
+
+
+async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
+    adapter = config.gateway.adapter or None
+    if not config.gateway.sensors:
+        found = await discover(adapter, scan_timeout_s, first_only=True)
+        return found[:1]
+    found = []
+    for who in config.gateway.sensors:
+        wanted = SensorFilter(address=who) if who.count(":") == 5 else SensorFilter(name=who)
+        match = await discover(adapter, scan_timeout_s, wanted, first_only=True)
+        if not match:
+            raise RuntimeError(f"sensor {who!r} (gateway.sensors) not found")
+        found.append(match[0])
+    return found
+
+
+async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float = 15.0) -> dict[str, Device]:
+    spool_dir = Path(config.gateway.spool_dir)
+    devices: dict[str, Device] = {}
+    links: dict[str, SensorLink] = {}
+    for sensor in await find_sensors(config, scan_timeout_s):
+        name = device_id(sensor.name or sensor.address)
+        publisher = DevicePublisher(config, name, spool_dir)
+        publisher.start()
+        pipeline = PosturePipeline(config.pipeline.settings(), calibration=load_calibration(spool_dir, name))
+        device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s))
+        link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
+        devices[name] = device
+        links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
+        log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
+    tasks = [asyncio.create_task(link.run(stop)) for link in links.values()]
+    next_status = 0.0
+    try:
+        while not stop.is_set():
+            for d in devices.values():
+                # A link that went quiet must not hold samples back from the pipeline.
+                if d.collector.held and time.monotonic() - d.held_since_s > d.collector.batch_s:
+                    held = d.collector.take()
+                    assert held is not None  # it holds samples: take() returns them
+                    _process(d, spool_dir, held)
+                d.publisher.pump()
+            if time.monotonic() >= next_status:
+                for name, d in devices.items():
+                    d.publisher.publish_status(_status(d, links[name]))
+                next_status = time.monotonic() + config.gateway.status_interval_s
+            await asyncio.sleep(PUMP_INTERVAL_S)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await _flush(devices, spool_dir)
+    return devices
+
+
+def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
+    """The device's calibration from the last run: a restarted gateway measures at once."""
+    path = device_file(spool_dir, device, ".calibration.json")
+    try:
+        return Calibration.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: ignoring stored calibration %s: %s", device, path, exc)
+        return None
+
+
+def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> None:
+    path = device_file(spool_dir, device, ".calibration.json")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(calibration.to_dict()))
+    tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+
+
+def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[ImuBatch], None]:
+    def on_batch(batch: ImuBatch) -> None:
+        device.window[0] += batch.n
+        device.window[1] += batch.lost_before
+        if not device.collector.held:
+            device.held_since_s = time.monotonic()
+        if (ready := device.collector.add(batch)) is not None:
+            _process(device, spool_dir, ready)
+        if publish_imu:
+            device.publisher.publish_imu(batch.t_s, batch.acc_g, batch.gyro_dps)
+    return on_batch
+
+
+def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
+    before = device.pipeline.calibration
+    try:
+        out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
+    except Exception:  # a bug must cost this batch, not the other sensors or the process
+        log.exception("%s: the pipeline failed on a batch of %d samples; skipped", device.publisher.device, batch.n)
+        return
+    if device.pipeline.calibration is not before:
+        assert device.pipeline.calibration is not None  # the pipeline only ever replaces it with a new one
+        save_calibration(spool_dir, device.publisher.device, device.pipeline.calibration)
+    if out.events or out.metrics:
+        device.publisher.submit([*out.events, *out.metrics])
+
+
+def _status(device: Device, link: SensorLink) -> Status:
+    stats = link.stats
+    received, lost = device.window
+    device.window = [0, 0]
+    quality = 100.0 * received / (received + lost) if received + lost else None
+    if stats is None:
+        return Status(online=False)
+    return Status(online=link.connected.is_set(), battery_pct=stats.battery_pct, link_quality_pct=quality,
+                  lost_samples=stats.lost_samples, malformed_packets=stats.malformed_total,
+                  reconnects=stats.reconnects)
+
+
+async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
+    """The last, unfinished minute, then wait a little for the broker to take the backlog."""
+    for d in devices.values():
+        if (held := d.collector.take()) is not None:
+            _process(d, spool_dir, held)
+        try:
+            final = d.pipeline.finish()
+        except Exception:
+            log.exception("%s: the pipeline failed to finish", d.publisher.device)
+            continue
+        d.publisher.submit([*final.events, *final.metrics])
+    deadline = time.monotonic() + FINAL_FLUSH_S
+    while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):
+        for d in devices.values():
+            d.publisher.pump()
+        await asyncio.sleep(PUMP_INTERVAL_S)
+    for d in devices.values():
+        d.publisher.stop()

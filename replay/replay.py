@@ -1,0 +1,178 @@
+"""`posture replay`: a recorded CSV through the same pipeline live data goes through.
+
+Reads the file in chunks (memory stays flat however long it is), writes events and per-minute
+metrics as JSON lines, and returns a summary. Reads `posture record` CSVs and, for data made
+elsewhere, the x-io Technologies layout (Time (s), Gyroscope X (deg/s), …, Accelerometer X (g), …).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from contract.messages import payload
+from pipeline.calibration import Calibration
+from pipeline.events import Event, MinuteMetrics
+from pipeline.orientation import offline_quaternions
+from pipeline.stream import PipelineSettings, PosturePipeline, moves_forward
+from pipeline.summary import Rollups, Summary
+from service_io.config import PipelineConfig
+
+log = logging.getLogger("posture.replay")
+
+COLUMNS = ("t_s", "acc_x_g", "acc_y_g", "acc_z_g", "gyro_x_dps", "gyro_y_dps", "gyro_z_dps")
+# Header names other tools use for the same columns.
+ALIASES = {
+    "Time (s)": "t_s",
+    "Accelerometer X (g)": "acc_x_g", "Accelerometer Y (g)": "acc_y_g", "Accelerometer Z (g)": "acc_z_g",
+    "Gyroscope X (deg/s)": "gyro_x_dps", "Gyroscope Y (deg/s)": "gyro_y_dps", "Gyroscope Z (deg/s)": "gyro_z_dps",
+}
+CHUNK_LINES = 20_000
+
+
+class ReplayError(ValueError):
+    pass
+
+
+def _columns(header: str) -> list[int]:
+    names = [ALIASES.get(h.strip(), h.strip()) for h in header.strip().split(",")]
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise ReplayError(f"CSV header lacks {', '.join(missing)} (has: {header.strip()[:200]})")
+    return [names.index(c) for c in COLUMNS]
+
+
+def read_chunks(f: io.TextIOBase, stats: dict[str, int]) -> Iterator[tuple[np.ndarray, int]]:
+    """((n, 7) array of t_s, acc xyz g, gyro xyz °/s; characters read); bad lines counted and skipped."""
+    cols = _columns(f.readline())
+    while lines := list(islice(f, CHUNK_LINES)):
+        size = sum(map(len, lines))
+        try:
+            data = np.loadtxt(lines, delimiter=",", usecols=cols, ndmin=2)
+        except ValueError:
+            data = _parse_leniently(lines, cols, stats)
+        good = np.isfinite(data).all(axis=1)
+        if not good.all():
+            _bad(stats, int((~good).sum()), "non-finite value")
+            data = data[good]
+        yield data, size
+
+
+def _parse_leniently(lines: list[str], cols: list[int], stats: dict[str, int]) -> np.ndarray:
+    rows = []
+    for line in lines:
+        parts = line.split(",")
+        try:
+            rows.append([float(parts[c]) for c in cols])
+        except (ValueError, IndexError):
+            _bad(stats, 1, f"unreadable line {line.strip()[:80]!r}")
+    return np.array(rows, dtype=float).reshape(-1, len(cols))
+
+
+def _bad(stats: dict[str, int], n: int, what: str) -> None:
+    if stats["bad_lines"] == 0:
+        log.warning("skipping bad input (%s); further ones are only counted", what)
+    stats["bad_lines"] += n
+
+
+def estimate_rate_hz(t_s: np.ndarray) -> float:
+    steps = np.diff(t_s)
+    steps = steps[steps > 0]
+    if len(steps) == 0:
+        raise ReplayError("cannot tell the sample rate: timestamps do not increase")
+    return float(1.0 / np.median(steps))
+
+
+def replay(path: Path, out_path: Path | None, device: str = "replay", progress: bool = True,
+           calibration: Calibration | None = None, offline: bool = False,
+           tuning: PipelineConfig | None = None) -> dict[str, Any]:
+    """calibration: a known sensor → trunk alignment; None to find it in the recording.
+    tuning: the config's [pipeline] values; the sample rate is the recording's own.
+
+    offline: orientation from VQF's offline estimate of the whole recording (acausal: more accurate
+    than the live filter, docs/accuracy.md); the recording is then held in memory (~300 bytes a sample).
+    """
+    tuning = tuning or PipelineConfig()
+    stats = {"bad_lines": 0, "samples": 0, "backwards": 0}
+    summary, rollups = Summary(), Rollups()
+    pipeline: PosturePipeline | None = None
+    with open(path) as f, (open(out_path, "w") if out_path else io.StringIO()) as out, \
+            tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None if progress else True,
+                 desc=path.name) as bar:
+        chunks: Iterator[tuple[np.ndarray, np.ndarray | None]] = _forward_chunks(read_chunks(f, stats), stats, bar)
+        if offline:
+            chunks = _with_offline_orientation(list(chunks))
+        for data, quat in chunks:
+            if pipeline is None:
+                pipeline = PosturePipeline(tuning.settings(round(estimate_rate_hz(data[:, 0]), 3)), calibration)
+            stats["samples"] += len(data)
+            result = pipeline.update(data[:, 0], data[:, 1:4], data[:, 4:7], quat_wxyz=quat)
+            _emit(out, device, result.events, result.metrics, summary, rollups)
+        if pipeline is not None:
+            final = pipeline.finish()
+            _emit(out, device, final.events, final.metrics, summary, rollups)
+        for line in rollups.flush():
+            out.write(json.dumps({"device": device, **line}) + "\n")
+    return {"file": str(path), "samples": stats["samples"], "bad_lines": stats["bad_lines"],
+            "out_of_order": stats["backwards"], **summary.as_dict()}
+
+
+def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, int],
+                    bar: tqdm) -> Iterator[tuple[np.ndarray, None]]:
+    """Time must go forward; a row that goes back is bad input, not a reason to stop."""
+    last_t = -np.inf
+    for data, size in chunks:
+        bar.update(size)
+        forward = moves_forward(last_t, data[:, 0])
+        if not forward.all():
+            stats["backwards"] += int((~forward).sum())
+            data = data[forward]
+        if len(data):
+            last_t = data[-1, 0]
+            yield data, None
+
+
+def _with_offline_orientation(
+        chunks: list[tuple[np.ndarray, np.ndarray | None]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The chunks again, each with VQF's offline orientation of its samples.
+
+    offlineVQF wants one uniformly sampled stretch: the recording is cut at gaps longer than the
+    pipeline bridges, and shorter gaps are filled on the sample grid (as the pipeline does) for it.
+    """
+    if not chunks:
+        return
+    data = np.vstack([c for c, _ in chunks])
+    settings = PipelineSettings.for_rate(round(estimate_rate_hz(data[:, 0]), 3))
+    dt_s = 1.0 / settings.rate_hz
+    quat = np.empty((len(data), 4))
+    cuts = np.concatenate([[0], np.flatnonzero(np.diff(data[:, 0]) > settings.max_fill_s) + 1, [len(data)]])
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        t = data[a:b, 0]
+        grid = np.round((t - t[0]) / dt_s).astype(np.int64)
+        filled = np.column_stack([np.interp(np.arange(grid[-1] + 1), grid, data[a:b, j]) for j in range(1, 7)])
+        quat[a:b] = offline_quaternions(filled[:, 3:6], filled[:, 0:3], settings.orientation)[grid]
+    start = 0
+    for c, _ in chunks:
+        yield c, quat[start:start + len(c)]
+        start += len(c)
+
+
+def _emit(out: io.TextIOBase, device: str, events: list[Event], metrics: list[MinuteMetrics], summary: Summary,
+          rollups: Rollups) -> None:
+    for e in events:
+        summary.add_event(e)
+        rollups.add_event(e)
+        out.write(json.dumps(payload(device, e)) + "\n")
+    for m in metrics:
+        summary.add_minute(m)
+        for line in rollups.add_minute(m):
+            out.write(json.dumps({"device": device, **line}) + "\n")
+        out.write(json.dumps(payload(device, m)) + "\n")

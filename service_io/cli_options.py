@@ -1,0 +1,32 @@
+"""Options every service's subcommand shares (`--config`, `--mqtt-host`, …) and how they become a Config."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service_io.config import Config, ConfigError, load_config
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (docs/mqtt.md lists the keys)")
+    p.add_argument("--mqtt-host", help="broker host (mqtt.host)")
+    p.add_argument("--mqtt-port", type=int, help="broker port (mqtt.port)")
+    p.add_argument("--prefix", help="topic prefix (mqtt.prefix, default posture)")
+
+
+def config_from(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
+    """The config file with what the command line sets on top; a bad key is one line, not a traceback."""
+    mqtt = {"host": args.mqtt_host, "port": args.mqtt_port, "prefix": args.prefix}
+    try:
+        return load_config(args.config, overrides={"mqtt": mqtt, **sections})
+    except ConfigError as exc:
+        raise ValueError(f"config: {exc}") from None
+
+
+def stop_on_signals(callback: Callable[[], object]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: callback())

@@ -1,0 +1,179 @@
+"""Configuration for `posture run`, `replay`, `bridge` and `alerts`: one TOML file, then environment, then flags.
+
+Every key has a default; `POSTURE_<SECTION>_<KEY>` in the environment overrides the file (handy
+for secrets); command-line flags override both. A bad value is one error line naming its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.detectors import LeanSettings, RotationSettings, SlouchSettings
+from pipeline.stream import PipelineSettings
+from service_io.influx import InfluxSettings
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    tls_ca: str = ""  # CA file: set it to connect with TLS
+    protocol: str = "5"  # "5" or "3.1.1"
+    prefix: str = "posture"
+    keepalive_s: int = 30
+
+    def __repr__(self) -> str:  # never print the password
+        return f"MqttSettings(host={self.host!r}, port={self.port}, prefix={self.prefix!r})"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """[pipeline]: what a wearer may tune. The defaults are the pipeline's own (docs/pipeline.md)."""
+
+    rate_hz: float = PipelineSettings.rate_hz  # asked of the sensor by `posture run`; a replay uses the file's own
+    slouch_threshold_deg: float = SlouchSettings.threshold_deg  # flexion beyond calibrated upright
+    slouch_dwell_s: float = SlouchSettings.dwell_s  # held this long before it counts
+    lean_threshold_deg: float = LeanSettings.threshold_deg
+    lean_dwell_s: float = LeanSettings.dwell_s
+    rotation_min_peak_deg: float = RotationSettings.min_peak_deg  # smaller twists are not counted
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if not getattr(self, f.name) > 0:
+                raise ConfigError(f"pipeline.{f.name}: must be above 0, got {getattr(self, f.name)!r}")
+
+    def settings(self, rate_hz: float | None = None) -> PipelineSettings:
+        """The pipeline's settings at rate_hz (default: rate_hz here) with this section's values."""
+        base = PipelineSettings.for_rate(self.rate_hz if rate_hz is None else rate_hz)
+        return dataclasses.replace(
+            base,
+            slouch=dataclasses.replace(base.slouch, threshold_deg=self.slouch_threshold_deg,
+                                       dwell_s=self.slouch_dwell_s),
+            lean=dataclasses.replace(base.lean, threshold_deg=self.lean_threshold_deg, dwell_s=self.lean_dwell_s),
+            rotation=dataclasses.replace(base.rotation, min_peak_deg=self.rotation_min_peak_deg))
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    client_id: str = "posture-bridge"
+    session_expiry_s: int = 7 * 24 * 3600  # the broker keeps our subscription and queue this long offline
+    spool_path: str = "posture-bridge.spool"
+    spool_max_points: int = 5_000_000
+    batch_points: int = 5000
+    flush_interval_s: float = 0.2
+    dead_letter_topic: str = ""  # default: <prefix>/_deadletter
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    client_id: str = "posture-gateway"
+    spool_dir: str = "posture-gateway.spool"  # a directory: one spool file per device
+    spool_max_messages: int = 1_000_000
+    adapter: str = ""
+    sensors: tuple[str, ...] = ()  # names or addresses; empty: the first posture sensor found
+    status_interval_s: float = 10.0
+    publish_imu: bool = False
+    pipeline_batch_s: float = 1.0  # samples handed to the pipeline at a time (0: every notification)
+
+
+@dataclass(frozen=True)
+class AlertsSettings:
+    client_id: str = "posture-alerts"
+    state_path: str = "posture-alerts.db"  # SQLite: per-device state and the alerts not yet acknowledged
+    rules_path: str = ""  # TOML overriding some thresholds of alerts/rules.toml; empty: its defaults
+    stretches_path: str = ""  # a stretch catalog of your own; empty: alerts/stretches.toml
+    timezone: str = ""  # IANA name (Europe/Berlin) for days, quiet hours, summary time; empty: the machine's
+    session_expiry_s: int = 7 * 24 * 3600
+    ha_discovery: bool = True  # Home Assistant MQTT discovery configs (retained)
+    ha_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
+class Config:
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    influx: InfluxSettings = field(default_factory=InfluxSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
+
+
+_CLASSES = {"mqtt": MqttSettings, "pipeline": PipelineConfig, "influx": InfluxSettings, "bridge": BridgeSettings,
+            "gateway": GatewaySettings, "alerts": AlertsSettings}
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
+                overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    raw = read_toml(path, "config file") if path is not None else {}
+    env = os.environ if env is None else env
+    sections = {}
+    for name, cls in _CLASSES.items():
+        given = raw.pop(name, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        for f in dataclasses.fields(cls):
+            if (value := env.get(f"POSTURE_{name.upper()}_{f.name.upper()}")) is not None:
+                given[f.name] = value
+        given.update({k: v for k, v in (overrides or {}).get(name, {}).items() if v is not None})
+        sections[name] = build_section(name, cls, given)
+    if raw:
+        raise ConfigError(f"unknown section [{next(iter(raw))}]; known: {', '.join(_CLASSES)}")
+    return Config(**sections)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or broken file is one error line naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path}: {exc}") from None
+
+
+def build_section(section: str, cls: type, given: dict[str, Any]) -> Any:
+    """cls(**given) with each value checked against the type of the field's default."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in given.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(fields)}")
+        default = fields[key].default if fields[key].default is not dataclasses.MISSING else ()
+        values[key] = _coerce(f"{section}.{key}", value, type(default))
+    return cls(**values)
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Values from TOML arrive typed, from the environment as text: accept both, refuse the rest."""
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+                raise ValueError
+            return tuple(i.strip() for i in items if i.strip())
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {kind.__name__ if kind is not tuple else 'a list of strings'}, "
+                          f"got {value!r}") from None

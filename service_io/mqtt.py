@@ -1,0 +1,168 @@
+"""One MQTT connection's lifecycle, the same for the gateway, the bridge and the alert service.
+
+Connect in the background (the service starts without a broker), say why a connection fails or
+drops and keep retrying, renew subscriptions and send the birth message on every connect, set a
+will, and stop within a bounded time. paho-mqtt 2.x does the protocol; this adds what all three
+services need of it and had each written their own way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from service_io.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT_S = 5.0  # the longest a stop waits for the goodbye message and for paho's thread
+REPEAT_WARNING_S = 60.0  # an unchanged failure is logged again this often, not at every retry
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message the endpoint sends by itself: the will, the birth on every connect, the goodbye on stop."""
+    topic: str
+    payload: str | bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class _Client(mqtt.Client):
+    """paho's client, remembering why the last connection attempt failed (on_connect_fail is not told)."""
+
+    last_error: OSError | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_error = exc
+            raise
+
+
+class MqttEndpoint:
+    """A paho client set up from MqttSettings and run in a daemon thread of ours.
+
+    paho's loop_forever in our own thread rather than loop_start(): loop_stop() waits without limit
+    (for a reconnect in progress or unacknowledged messages), and stopping a service must not hang.
+
+    persistent: the broker keeps our subscriptions and queues QoS 1 messages while we are away
+    (MQTT 5: clean_start false and a session expiry; 3.1.1: clean session off).
+    on_connected(client, session_present) runs on paho's thread after the subscriptions and the
+    birth message; on_message(client, message) for every message received. stopping: the service's
+    own stop flag, if it has one: set, a reconnect does not start over.
+    """
+
+    def __init__(self, settings: MqttSettings, client_id: str, *, name: str = "",
+                 subscriptions: Sequence[tuple[str, int]] = (), will: Message | None = None,
+                 birth: Message | None = None, manual_ack: bool = False, persistent: bool = False,
+                 session_expiry_s: int = 0, max_inflight: int | None = None,
+                 on_connected: Callable[[mqtt.Client, bool], None] | None = None,
+                 on_message: Callable[[mqtt.Client, mqtt.MQTTMessage], None] | None = None,
+                 stopping: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.name = name or client_id
+        self.subscriptions = list(subscriptions)
+        self.birth = birth
+        self.mqtt5 = settings.protocol == "5"
+        self.connected = threading.Event()
+        self.stopping = stopping or threading.Event()
+        self._on_connected = on_connected
+        self._on_message = on_message
+        self._thread: threading.Thread | None = None
+        self._last_warning: tuple[str, float] = ("", -1e9)
+        self.client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                              protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311, manual_ack=manual_ack,
+                              clean_session=None if self.mqtt5 else not persistent)
+        if settings.username:
+            self.client.username_pw_set(settings.username, settings.password)
+        if settings.tls_ca:
+            self.client.tls_set(ca_certs=settings.tls_ca)
+        if max_inflight is not None:
+            self.client.max_inflight_messages_set(max_inflight)
+        if will is not None:
+            self.client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._connect_kwargs: dict[str, Any] = {"keepalive": settings.keepalive_s}
+        if self.mqtt5:
+            self._connect_kwargs["clean_start"] = not persistent
+            if persistent:
+                properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated
+                properties.SessionExpiryInterval = session_expiry_s
+                self._connect_kwargs["properties"] = properties
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.on_connect = self._connect_done
+        self.client.on_connect_fail = self._connect_failed
+        self.client.on_disconnect = self._disconnected
+        if on_message is not None:
+            self.client.on_message = lambda client, _userdata, message: on_message(client, message)
+
+    @property
+    def where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def start(self) -> None:
+        """Connect in the background; returns at once, whether or not the broker is there."""
+        self.client.connect_async(self.settings.host, self.settings.port, **self._connect_kwargs)
+        self._thread = threading.Thread(target=self.client.loop_forever, kwargs={"retry_first_connection": True},
+                                        name=f"mqtt-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, goodbye: Message | None = None) -> None:
+        """Send goodbye if connected (waiting at most STOP_WAIT_S), disconnect, let paho's thread end."""
+        self.stopping.set()
+        if goodbye is not None and self.connected.is_set():
+            info = self.client.publish(goodbye.topic, goodbye.payload, qos=goodbye.qos, retain=goodbye.retain)
+            with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now: the will says it
+                info.wait_for_publish(STOP_WAIT_S)
+        self.client.disconnect()
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT_S)
+            if self._thread.is_alive():
+                log.warning("%s: MQTT thread still busy after %.0f s; leaving it (daemon)", self.name, STOP_WAIT_S)
+
+    # paho's network thread ----------------------------------------------------------------
+    def _connect_done(self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
+                      reason_code: Any, _properties: Any) -> None:
+        if reason_code.is_failure:
+            self._warn(f"MQTT broker {self.where} refused the connection: {reason_code}")
+            return
+        if self.stopping.is_set():  # reconnected while stopping: do not start over
+            client.disconnect()
+            return
+        if self.subscriptions:
+            client.subscribe(self.subscriptions)
+        if self.birth is not None:
+            client.publish(self.birth.topic, self.birth.payload, qos=self.birth.qos, retain=self.birth.retain)
+        self._last_warning = ("", -1e9)
+        self.connected.set()
+        log.info("%s: connected to MQTT %s; session present: %s", self.name, self.where, flags.session_present)
+        if self._on_connected is not None:
+            self._on_connected(client, flags.session_present)
+
+    def _connect_failed(self, client: mqtt.Client, _userdata: Any) -> None:
+        error = getattr(client, "last_error", None)
+        self._warn(f"cannot reach MQTT broker {self.where}: {error or 'connection failed'}; retrying")
+
+    def _disconnected(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
+                      _properties: Any) -> None:
+        self.connected.clear()
+        if not self.stopping.is_set():
+            self._warn(f"MQTT connection to {self.where} lost: {reason_code}; reconnecting")
+
+    def _warn(self, text: str) -> None:
+        last_text, last_s = self._last_warning
+        now_s = time.monotonic()
+        if text != last_text or now_s - last_s >= REPEAT_WARNING_S:
+            log.warning("%s: %s", self.name, text)
+            self._last_warning = (text, now_s)

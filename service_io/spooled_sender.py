@@ -1,0 +1,71 @@
+"""Publishing what a Spool holds, oldest first, deleting each item once the broker acknowledged it.
+
+The one way our services send messages that must not be lost (QoS 1 PUBACK = delivered to the
+broker): the gateway's results and the alert service's nudges. Within a process, paho itself
+resends what was not acknowledged when a connection drops; the spool covers process restarts,
+which send again, from the oldest, whatever the broker had not acknowledged. An item past its expiry is
+dropped and counted instead of sent; one still valid carries the rest of its lifetime as the
+MQTT 5 message expiry, so the broker drops it for a phone that comes back too late.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from service_io.spool import Spool
+
+
+class SpooledSender:
+    def __init__(self, client: mqtt.Client, spool: Spool, *, max_inflight: int = 100, mqtt5: bool = True,
+                 clock: Callable[[], float] = time.time):
+        self.client, self.spool, self.max_inflight, self.mqtt5, self.clock = client, spool, max_inflight, mqtt5, clock
+        self.expired = 0
+        self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []  # sent, not yet acknowledged
+        self._sent_up_to = 0  # highest spool id handed to paho since the last (re)connect
+        self._lock = threading.Lock()
+
+    def pump(self) -> None:
+        """Forget what the broker acknowledged; hand the next spooled items to paho (call while connected).
+
+        Acknowledgements are read from paho's message handles here, in our thread, rather than in
+        an on_publish callback: paho calls that holding its own lock, which would deadlock against
+        a publish made holding ours.
+        """
+        with self._lock:
+            done = [spool_id for info, spool_id in self._inflight if info.is_published()]
+            self._inflight = [(info, spool_id) for info, spool_id in self._inflight if not info.is_published()]
+            room, after = self.max_inflight - len(self._inflight), self._sent_up_to
+        self.spool.delete(done)
+        expired = []
+        for spool_id, topic, body, expires_at in self.spool.peek(room, after_id=after) if room > 0 else []:
+            properties = None
+            if expires_at is not None:
+                left_s = expires_at - self.clock()
+                if left_s <= 0:
+                    expired.append(spool_id)
+                    continue
+                if self.mqtt5:
+                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
+                    properties.MessageExpiryInterval = max(1, math.ceil(left_s))
+            info = self.client.publish(topic, body, qos=1, properties=properties)
+            # NO_CONN: paho keeps the message and sends it on reconnect (so do not send it again);
+            # anything else (its queue is full) means try again later.
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                break
+            with self._lock:
+                self._inflight.append((info, spool_id))
+                self._sent_up_to = spool_id
+        self.spool.delete(expired)
+        self.expired += len(expired)
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)

@@ -1,0 +1,1 @@
+"""Helpers the tests share: MQTT clients, known day messages, server starters, a stand-in gateway."""

@@ -1,0 +1,89 @@
+"""The MQTT connection lifecycle every service uses (service_io/mqtt.py), against a real Mosquitto:
+an unreachable broker is said with its reason, a lost one too, subscriptions and the birth message
+come back on every connect, the will goes out on a crash, and stopping never hangs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from posture.local_servers import free_port
+from service_io.config import MqttSettings
+from service_io.mqtt import Message, MqttEndpoint
+from support.mqtt import client, start_or_fail, wait_for
+
+
+def warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_unreachable_broker_is_said_once_with_its_reason_and_stop_is_prompt(caplog):
+    port = free_port()  # nothing listens here
+    endpoint = MqttEndpoint(MqttSettings(host="127.0.0.1", port=port), "probe", name="probe")
+    with caplog.at_level(logging.WARNING, logger="service_io.mqtt"):
+        endpoint.start()
+        wait_for(lambda: warnings(caplog), 10, "a warning that the broker cannot be reached")
+        time.sleep(3.5)  # a few retries (1 s, 2 s, …): the same reason is not repeated at every one
+        started = time.monotonic()
+        endpoint.stop()
+        stop_s = time.monotonic() - started
+    said = warnings(caplog)
+    assert len(said) == 1, said
+    assert f"cannot reach MQTT broker 127.0.0.1:{port}" in said[0] and "refused" in said[0].lower(), said
+    assert not endpoint.connected.is_set()
+    assert stop_s < 6.0
+
+
+def test_subscriptions_and_birth_return_after_the_broker_restarts_and_the_loss_is_said(broker, caplog):
+    got: list[str] = []
+    connects: list[bool] = []
+    settings = MqttSettings(host=broker.host, port=broker.port)
+    endpoint = MqttEndpoint(settings, "svc", name="svc", subscriptions=[("t/in", 1)],
+                            birth=Message("t/availability", "online"), will=Message("t/availability", "offline"),
+                            on_connected=lambda _c, present: connects.append(present),
+                            on_message=lambda _c, msg: got.append(msg.payload.decode()))
+    watcher = client(broker.port)
+    seen: list[str] = []
+    watcher.on_message = lambda _c, _u, msg: seen.append(msg.payload.decode())
+    watcher.subscribe("t/availability", 1)
+    with caplog.at_level(logging.INFO, logger="service_io.mqtt"):
+        endpoint.start()
+        wait_for(endpoint.connected.is_set, 10, "the first connection")
+        wait_for(lambda: seen[-1:] == ["online"], 5, "the birth message")
+        watcher.loop_stop()
+        broker.kill()
+        wait_for(lambda: not endpoint.connected.is_set(), 10, "the endpoint to see the broker go")
+        start_or_fail(broker)
+        wait_for(endpoint.connected.is_set, 20, "the reconnection")
+        watcher = client(broker.port)
+        watcher.publish("t/in", "after", qos=1).wait_for_publish(5)
+        wait_for(lambda: "after" in got, 10, "a message on the renewed subscription")
+        endpoint.stop()
+    watcher.loop_stop()
+    assert len(connects) == 2
+    assert any("connection to" in w and "lost" in w for w in warnings(caplog)), warnings(caplog)
+
+
+def test_the_will_says_offline_when_the_process_dies(broker, tmp_path):
+    watcher = client(broker.port)
+    seen: list[str] = []
+    watcher.on_message = lambda _c, _u, msg: seen.append(msg.payload.decode())
+    watcher.subscribe("t/availability", 1)
+    code = ("import time\nfrom service_io.config import MqttSettings\n"
+            "from service_io.mqtt import Message, MqttEndpoint\n"
+            f"e = MqttEndpoint(MqttSettings(host={broker.host!r}, port={broker.port}, keepalive_s=2), 'dies',\n"
+            "                 birth=Message('t/availability', 'online'), will=Message('t/availability', 'offline'))\n"
+            "e.start()\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        wait_for(lambda: "online" in seen, 10, "the birth message")
+        os.kill(proc.pid, signal.SIGKILL)
+        wait_for(lambda: seen[-1:] == ["offline"], 15, "the will after kill -9")
+    finally:
+        proc.kill()
+        proc.wait(5)
+        watcher.loop_stop()
