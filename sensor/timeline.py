@@ -12,6 +12,7 @@ import numpy as np
 
 SEQ_MODULO = 1 << 16
 CLOCK_MODULO_US = 1 << 32
+MAX_DRIFT = 500e-6  # sensor crystals drift tens of ppm (±100 ppm at worst over temperature)
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,13 @@ class ClockMap:
     """Sensor clock → host clock: the lower envelope of (host − sensor) with a linear drift fit.
 
     Arrival always lags the sample, so the smallest lag per window is the best estimate of the
-    clock offset; a line through those minima follows crystal drift (tens of ppm).
+    clock offset; a line through those minima follows crystal drift (tens of ppm). When a new,
+    smaller lag moves the map earlier (the first packets of a link came late, as on a busy host),
+    host times would run backwards: the map then slews to the new estimate at SLEW of the sensor's
+    time instead of jumping, so host times always increase.
     """
+
+    SLEW = 0.05  # up to 50 ms of correction per second: a backwards step of 0.2 s is gone in 4 s
 
     def __init__(self, window_s: float = 1.0, history: int = 300):
         self.window_s = window_s
@@ -125,6 +131,7 @@ class ClockMap:
         self._window_start_s: float | None = None
         self._window_min: tuple[float, float] | None = None
         self._fit = (0.0, 0.0, 0.0)  # slope, intercept, reference sensor time
+        self._last: tuple[float, float] | None = None  # (sensor, host) time of the last sample mapped
 
     def update(self, sensor_s: float, host_s: float) -> None:
         """sensor_s: sensor time of the newest sample in a packet; host_s: when it arrived."""
@@ -146,15 +153,36 @@ class ClockMap:
         lag = np.array([m[1] for m in self._minima])
         ref = s[-1]
         if len(s) >= 3:
-            slope, intercept = np.polyfit(s - ref, lag, 1)
+            # The median slope of pairs half the history apart, not least squares: a few late windows (a
+            # busy host, a BLE retry) must not tilt the line. Theil–Sen (all pairs) is as robust but 50×
+            # slower, once a second per sensor. No crystal drifts by more than MAX_DRIFT: a steeper line
+            # is latency.
+            h = len(s) // 2
+            pair_slopes = (lag[h:2 * h] - lag[:h]) / (s[h:2 * h] - s[:h])
+            slope = float(np.clip(np.median(pair_slopes), -MAX_DRIFT, MAX_DRIFT))
+            intercept = float(np.median(lag - slope * (s - ref)))
         else:
-            slope, intercept = 0.0, lag.min()
-        self._fit = (float(slope), float(intercept), float(ref))
+            slope, intercept = 0.0, float(lag.min())
+        self._fit = (slope, intercept, float(ref))
 
     def reset(self) -> None:
         self._minima.clear()
         self._window_start_s = self._window_min = None
+        self._last = None
 
-    def to_host(self, sensor_s: np.ndarray) -> np.ndarray:
+    def _fitted(self, sensor_s: np.ndarray) -> np.ndarray:
         slope, intercept, ref = self._fit
         return sensor_s + intercept + slope * (sensor_s - ref)
+
+    def to_host(self, sensor_s: np.ndarray) -> np.ndarray:
+        """Host times of samples newer than any mapped before (a new connection starts with reset())."""
+        host_s = self._fitted(sensor_s)
+        if self._last is not None and len(sensor_s):
+            last_sensor_s, last_host_s = self._last
+            # How far the map moved earlier since the last sample, carried and slewed away.
+            ahead_s = last_host_s - float(self._fitted(np.array([last_sensor_s]))[0])
+            if ahead_s > 0:
+                host_s = host_s + np.maximum(0.0, ahead_s - self.SLEW * (sensor_s - last_sensor_s))
+        if len(sensor_s):
+            self._last = (float(sensor_s[-1]), float(host_s[-1]))
+        return host_s

@@ -122,3 +122,25 @@ def test_a_loss_just_before_the_link_drops_is_still_counted():
     placed = [p for h in arrivals(230, rng, lost) for p in tl.place(h)] + tl.flush()
     assert sum(p.lost_samples for p in placed) == 10
     assert placed[-1].t_sensor_s[-1] == np.float64(229 / RATE_HZ)
+
+
+def test_host_times_never_run_backwards_when_the_first_packets_came_late():
+    # A busy host delivers the first 3 s of notifications 150 ms late; then the lag drops to ~4 ms.
+    # The map learns the smaller lag and moves earlier: host times must slew to it, never step back.
+    rng = np.random.default_rng(4)
+    sensor_s = 50.0 + np.arange(0, 30, 0.05)  # a packet of 5 samples every 50 ms
+    host_true = 1_700_000_000.0 + (sensor_s - 50.0)
+    late_s = np.where(sensor_s - 50.0 < 3.0, 0.15, 0.0)
+    arrival = host_true + 0.003 + late_s + rng.exponential(0.001, len(sensor_s))
+    clock = ClockMap()
+    mapped = []
+    for s, h in zip(sensor_s, arrival):
+        clock.update(s, h)
+        mapped.append(clock.to_host(s - 0.04 + 0.01 * np.arange(5)))  # the packet's five samples
+    t = np.concatenate(mapped)
+    assert (np.diff(t) > 0).all()
+    assert np.diff(t).min() > 0.01 * (1 - 2 * ClockMap.SLEW)
+    # Back on the latency floor once the slew is done (0.15 s at 5 % takes 3 s).
+    settled = np.concatenate(mapped[-200:]) - np.concatenate(
+        [host_true[k] - 0.04 + 0.01 * np.arange(5) for k in range(len(sensor_s) - 200, len(sensor_s))])
+    assert np.abs(settled - 0.003).max() < 0.003
