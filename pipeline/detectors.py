@@ -52,7 +52,10 @@ class _RunDetector:
     def _feed(self, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray, allowed: np.ndarray,
               taint: np.ndarray) -> list[tuple[_Open, float]]:
         """Completed runs as (stats, end_t_s)."""
-        high = hysteresis(magnitude, self.enter, self.exit, self._high) & allowed
+        # Where a run is not allowed (walking, say) the trigger is reset: a run after it must cross
+        # `enter` again. Masking only the output kept the trigger's state across a batch boundary
+        # but not inside a batch, so the events depended on how the stream was batched.
+        high = hysteresis(np.where(allowed, magnitude, -np.inf), self.enter, self.exit, self._high)
         self._high = bool(high[-1]) if len(high) else self._high
         self.high_mask = high
         done = []
@@ -83,7 +86,7 @@ class _RunDetector:
         o.count += len(x)
         o.tainted |= bool(taint.any())
 
-    def confirmed_open(self, now_s: float, dwell_s: float) -> _Open | None:
+    def _confirmed_open(self, now_s: float, dwell_s: float) -> _Open | None:
         """The run in progress, once it has lasted dwell_s."""
         if self._runs.open_start is not None and now_s - self._open.start_t_s >= dwell_s:
             return self._open
@@ -117,6 +120,11 @@ class SlouchDetector(_RunDetector):
     def close(self) -> list[SlouchEpisode]:
         return self._episodes(self._close())
 
+    def in_progress(self, now_s: float) -> SlouchEpisode | None:
+        """The slouch going on at now_s, as it would be if it ended then, once the dwell confirmed it."""
+        o = self._confirmed_open(now_s, self.settings.dwell_s)
+        return None if o is None else SlouchEpisode(o.start_t_s, now_s, o.peak, o.total / o.count)
+
     def _episodes(self, runs: list[tuple[_Open, float]]) -> list[SlouchEpisode]:
         return [SlouchEpisode(o.start_t_s, end_s, o.peak, o.total / o.count)
                 for o, end_s in runs if end_s - o.start_t_s >= self.settings.dwell_s]
@@ -143,12 +151,16 @@ class LeanDetector(_RunDetector):
         return self._intervals(self._close())
 
     def _intervals(self, runs: list[tuple[_Open, float]]) -> list[LeanInterval]:
-        return [LeanInterval(o.start_t_s, end_s, "right" if o.total > 0 else "left", o.total / o.count)
-                for o, end_s in runs if end_s - o.start_t_s >= self.settings.dwell_s]
+        return [_lean(o, end_s) for o, end_s in runs if end_s - o.start_t_s >= self.settings.dwell_s]
 
-    def open_side(self) -> str | None:
-        """The side of the lean in progress."""
-        return None if self._runs.open_start is None else ("right" if self._open.total > 0 else "left")
+    def in_progress(self, now_s: float) -> LeanInterval | None:
+        """The lean going on at now_s, as it would be if it ended then, once the dwell confirmed it."""
+        o = self._confirmed_open(now_s, self.settings.dwell_s)
+        return None if o is None else _lean(o, now_s)
+
+
+def _lean(o: _Open, end_s: float) -> LeanInterval:
+    return LeanInterval(o.start_t_s, end_s, "right" if o.total > 0 else "left", o.total / o.count)
 
 
 @dataclass(frozen=True)

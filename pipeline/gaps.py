@@ -23,7 +23,7 @@ def fill_gap(t_s: np.ndarray, x: np.ndarray, i: int, t_fill_s: np.ndarray, cubic
     """
     out = np.column_stack([np.interp(t_fill_s, t_s[i:i + 2], x[i:i + 2, j]) for j in range(x.shape[1])])
     lo, hi = i + 1 - GAP_CONTEXT, i + 1 + GAP_CONTEXT
-    if lo < 0 or hi > len(t_s) or t_s[i + 1] - t_s[i] > CUBIC_MAX_S + dt_s / 2:
+    if lo < 0 or hi > len(t_s) or t_s[i + 1] - t_s[i] - dt_s > CUBIC_MAX_S + dt_s / 4:  # time lost > limit
         return out
     steps = np.diff(t_s[lo:hi])
     if np.all(np.delete(steps, GAP_CONTEXT - 1) < 1.5 * dt_s):  # every step but the gap itself is one sample

@@ -45,15 +45,10 @@ class MinuteAggregator:
             sums["flexion"] += float(flexion_deg[sel].sum())
             sums["lateral"] += float(lateral_deg[sel].sum())
             sums["n"] += int(sel.sum())
-        # Sitting stretch: from the first sitting sample after anything else.
-        not_sitting = np.flatnonzero(activity != SITTING)
-        if len(not_sitting) == len(activity):
-            self._sitting_since_s = None
-        elif len(not_sitting) == 0:
-            self._sitting_since_s = self._sitting_since_s if self._sitting_since_s is not None else float(t_s[0])
-        else:
-            after = not_sitting[-1] + 1
-            self._sitting_since_s = float(t_s[after]) if after < len(t_s) else None
+            # The sitting stretch as it stands at this minute's last sample so far: the minute is
+            # handed out hold_s later, when the wearer may have stood up (or sat down) already.
+            self._sitting_since_s = _sitting_since(t_s[sel], activity[sel], self._sitting_since_s)
+            m.sitting_since_s = self._sitting_since_s
 
     def add_interval(self, kind: str, start_s: float, end_s: float, mean_deg: float = 0.0) -> None:
         """Seconds of a slouch ("slouch") or lean ("lean_left"/"lean_right") spread over the minutes it covers."""
@@ -99,5 +94,14 @@ class MinuteAggregator:
         for side in ("left", "right"):
             if count := getattr(m, f"rotations_{side}"):
                 setattr(m, f"rotation_{side}_peak_mean_deg", getattr(m, f"rotation_{side}_cumulative_deg") / count)
-        m.sitting_since_s = self._sitting_since_s
         return m
+
+
+def _sitting_since(t_s: np.ndarray, activity: np.ndarray, before_s: float | None) -> float | None:
+    """Start of the sitting stretch at the last of these samples: from the first sitting sample after
+    anything else; before_s, the start as it stood before them."""
+    not_sitting = np.flatnonzero(activity != SITTING)
+    if len(not_sitting) == 0:
+        return before_s if before_s is not None else float(t_s[0])
+    after = not_sitting[-1] + 1
+    return float(t_s[after]) if after < len(t_s) else None

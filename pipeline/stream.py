@@ -289,10 +289,10 @@ class PosturePipeline:
             self._add_confirmed("slouch", slouch.start_s, slouch.end_s)
         for lean in leans:
             self._add_confirmed(f"lean_{lean.side}", lean.start_s, lean.end_s, lean.mean_lateral_deg)
-        if (o := self.slouch.confirmed_open(now_s, self.s.slouch.dwell_s)) is not None:
-            self._add_confirmed("slouch", o.start_t_s, now_s)
-        if (o := self.lean.confirmed_open(now_s, self.s.lean.dwell_s)) is not None:
-            self._add_confirmed(f"lean_{self.lean.open_side()}", o.start_t_s, now_s, o.total / o.count)
+        if (slouching := self.slouch.in_progress(now_s)) is not None:
+            self._add_confirmed("slouch", slouching.start_s, now_s)
+        if (leaning := self.lean.in_progress(now_s)) is not None:
+            self._add_confirmed(f"lean_{leaning.side}", leaning.start_s, now_s, leaning.mean_lateral_deg)
         out.metrics = m.ready(now_s)
 
     def _add_confirmed(self, kind: str, start_s: float, end_s: float, mean_deg: float = 0.0) -> None:

@@ -1,0 +1,236 @@
+"""Lost samples: short gaps filled (pipeline/gaps.py), long ones closing what was open (pipeline/stream.py).
+
+A lost notification or two is filled in so the orientation filter integrates the right time step: the
+rotation rate by a cubic through the real samples around it when they are consecutive, everything
+else (and the rate across longer or ragged gaps) by a straight line. A lost link (a gap longer than
+max_fill_s) is unseen time: a slouch or lean ends at the last sample seen, a rotation cut by it is
+dropped, and the events and the per-minute seconds still agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from firmware_sim.imu import SensorSimulation
+from firmware_sim.scenario import parse_scenario
+from pipeline.calibration import Calibration
+from pipeline.events import LeanInterval, MinuteMetrics, RotationExcursion, SlouchEpisode
+from pipeline.gaps import GYRO_COLUMNS, fill_gap
+from pipeline.stream import PipelineSettings, PosturePipeline
+from support.signals import batches, during
+
+# --- fill_gap -----------------------------------------------------------------------------------------------------
+
+ACC, GYRO, QUAT = slice(0, 3), slice(3, 6), slice(6, 10)
+
+
+def cubic(t_s: np.ndarray) -> np.ndarray:
+    """Ten columns (acc, gyro, quaternion), a different smooth cubic in each."""
+    c = np.arange(1, 11)[None, :]
+    u = t_s[:, None] * 10.0  # t in tenths of a second keeps the terms comparable
+    return c * (1.0 + u) - 3.0 * c * u**2 + (11 - c) * u**3
+
+
+def with_gap(rate_hz: float, lost: int, before: int = 4, after: int = 4) -> tuple[np.ndarray, np.ndarray, int]:
+    """Real sample times with `lost` samples missing after the first `before`; the missing times; i (last before)."""
+    k = np.arange(before + lost + after)
+    t = k / rate_hz
+    real = (k < before) | (k >= before + lost)
+    return t[real], t[~real], before - 1
+
+
+def straight(t_s: np.ndarray, x: np.ndarray, i: int, t_fill_s: np.ndarray) -> np.ndarray:
+    """The line between real samples i and i + 1."""
+    return np.column_stack([np.interp(t_fill_s, t_s[i:i + 2], x[i:i + 2, j]) for j in range(x.shape[1])])
+
+
+def test_a_lost_notification_gets_the_cubic_for_rotation_rate_and_straight_lines_for_the_rest():
+    dt_s = 0.01
+    t, t_fill, i = with_gap(100.0, lost=5)  # one notification at 100 Hz
+    x = cubic(t)
+    filled = fill_gap(t, x, i, t_fill, GYRO_COLUMNS, dt_s)
+    # Through two real samples either side, a cubic rate comes back exactly: no heading is added or lost.
+    np.testing.assert_allclose(filled[:, GYRO], cubic(t_fill)[:, GYRO], rtol=1e-9, atol=1e-9)
+    # Acceleration and a given orientation change slowly across a gap: a straight line (a cubic would not be).
+    line = straight(t, x, i, t_fill)
+    np.testing.assert_allclose(filled[:, ACC], line[:, ACC])
+    np.testing.assert_allclose(filled[:, QUAT], line[:, QUAT])
+    assert np.abs(line[:, GYRO] - cubic(t_fill)[:, GYRO]).max() > 0.1  # so the test tells the two apart
+
+
+@pytest.mark.parametrize("case", ["left context beyond another gap", "right context beyond another gap",
+                                  "at the start of the data", "at the batch's end", "longer than 0.15 s"])
+def test_rotation_rate_falls_back_to_a_straight_line_without_consecutive_context(case):
+    dt_s = 0.01
+    t, t_fill, i = with_gap(100.0, lost=5, before=4, after=4)
+    if case == "left context beyond another gap":
+        t[:i] -= 0.05  # the sample before the last one was followed by a lost notification too
+    elif case == "right context beyond another gap":
+        t[i + 2:] += 0.05
+    elif case == "at the start of the data":  # one real sample before the gap
+        t, t_fill, i = with_gap(100.0, lost=5, before=1, after=4)
+    elif case == "at the batch's end":  # one real sample after it: the rest is in the next batch
+        t, t_fill, i = with_gap(100.0, lost=5, before=4, after=1)
+    else:
+        t, t_fill, i = with_gap(100.0, lost=20)  # four notifications: a cubic from four samples wanders
+    x = cubic(t)
+    np.testing.assert_allclose(fill_gap(t, x, i, t_fill, GYRO_COLUMNS, dt_s), straight(t, x, i, t_fill))
+
+
+@pytest.mark.parametrize(("rate_hz", "lost", "gets_cubic"), [
+    (50.0, 2, True),  # one notification (2 samples at 50 Hz)
+    (50.0, 6, True),  # three
+    (50.0, 8, False),  # four: past 0.15 s
+    (100.0, 10, True),  # two notifications (5 samples at 100 Hz)
+    (100.0, 15, True),  # three: 0.15 s lost
+    (100.0, 20, False),  # four
+    (200.0, 15, True),  # three notifications (5 samples at 200 Hz)
+])
+def test_which_gaps_get_the_cubic(rate_hz, lost, gets_cubic):
+    t, t_fill, i = with_gap(rate_hz, lost)
+    x = cubic(t)
+    filled = fill_gap(t, x, i, t_fill, GYRO_COLUMNS, 1.0 / rate_hz)[:, GYRO]
+    expected = cubic(t_fill)[:, GYRO] if gets_cubic else straight(t, x, i, t_fill)[:, GYRO]
+    np.testing.assert_allclose(filled, expected, rtol=1e-9, atol=1e-9)
+
+
+# --- PosturePipeline across gaps -------------------------------------------------------------------------------------
+
+RATE_HZ = 100.0
+DT_S = 1.0 / RATE_HZ
+MINUTE_S = 60.0
+M0_S = 1_700_000_040.0  # a whole minute of Unix time
+T0_S = M0_S - 30.0  # the simulated wearer's t = 0: minutes start at t = 30 s, 90 s, …
+# The simulated sensor sits with its axes along the trunk's (its nominal mount turned back by 90° about left),
+# and the pipeline is told so: a finished calibration, so it does not watch a slouch for calibration moves.
+SENSOR_AS_TRUNK = {"mount_euler_deg": (0.0, 90.0, 0.0)}
+CALIBRATED = dataclasses.replace(Calibration.sensor_axes_are_trunk_axes(), with_bend=True)
+
+
+@dataclasses.dataclass
+class Run:
+    events: list
+    minutes: list[MinuteMetrics]
+    pipeline: PosturePipeline
+    n_real: int  # samples the pipeline was given
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def imu(segments: list[dict], seed: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A simulated wearer's samples on host Unix time (t = 0 at T0_S)."""
+    sim = SensorSimulation(parse_scenario({"name": "gaps", "segment": segments}), seed=seed, **SENSOR_AS_TRUNK)
+    chunks = list(sim.chunks(max_samples=1_000_000))
+    return (np.concatenate([c.t_s for c in chunks]) + T0_S, np.vstack([c.acc_g for c in chunks]),
+            np.vstack([c.gyro_dps for c in chunks]))
+
+
+def run(segments: list[dict], lost: tuple[tuple[float, float], ...] = (), size: int = 100) -> Run:
+    """The samples with the `lost` (start, end) stretches (t from the start) missing, size at a time, then finish()."""
+    t, acc, gyro = imu(segments)
+    keep = ~np.any([during(t, T0_S + a, T0_S + b) for a, b in lost], axis=0) if lost else np.ones(len(t), bool)
+    t, acc, gyro = t[keep], acc[keep], gyro[keep]
+    pipeline = PosturePipeline(PipelineSettings(), calibration=CALIBRATED)
+    outs = [pipeline.update(t[sl], acc[sl], gyro[sl]) for sl in batches(len(t), size)] + [pipeline.finish()]
+    return Run([e for o in outs for e in o.events if e.kind != "calibration"], [m for o in outs for m in o.metrics],
+               pipeline, len(t))
+
+
+def rel(events) -> list[tuple[float, float]]:
+    """(start, end) from the wearer's t = 0, to a tenth of a millisecond."""
+    return [(round(e.start_s - T0_S, 4), round(e.end_s - T0_S, 4)) for e in events]
+
+
+def seconds_in_minute(events, minute_start_s: float) -> float:
+    return sum(max(0.0, min(e.end_s, minute_start_s + MINUTE_S) - max(e.start_s, minute_start_s)) for e in events)
+
+
+SIT = {"activity": "sit_upright"}
+# Slouched 20–60 s (crossing a minute boundary at 30 s), leaning right 80–110 s (crossing 90 s).
+SLOUCH_THEN_LEAN = [{**SIT, "duration_s": 20},
+                    {"activity": "slouch", "duration_s": 40, "flexion_deg": 25, "ramp_s": 1},
+                    {**SIT, "duration_s": 20},
+                    {"activity": "lean", "duration_s": 30, "side": "right", "lateral_deg": 12},
+                    {**SIT, "duration_s": 20}]
+LINK_LOST = ((40.0, 50.0), (95.0, 98.0))  # in the slouch, and in the lean
+
+
+@pytest.mark.parametrize("size", (100, 1_000_000))  # the gateway's batches; a gap inside one batch
+def test_a_lost_link_ends_a_slouch_and_a_lean_at_the_last_sample_seen_and_minutes_agree(size):
+    r = run(SLOUCH_THEN_LEAN, LINK_LOST, size)
+    assert (r.pipeline.gaps_reset, r.pipeline.gaps_filled) == (2, 0)
+    slouches, leans = r.of(SlouchEpisode), r.of(LeanInterval)
+    # Split at each gap: the part before ends where the samples stopped (the last at 39.99 s, lasting a sample),
+    # the part after starts with the first sample back. Nothing straddles a gap.
+    assert len(slouches) == 2 and rel(slouches)[0][1] == 40.0 and rel(slouches)[1][0] == 50.0
+    assert len(leans) == 2 and rel(leans)[0][1] == 95.0 and rel(leans)[1][0] == 98.0
+    assert {e.side for e in leans} == {"right"}
+    assert rel(slouches)[0][0] == pytest.approx(20.5, abs=0.3) and rel(leans)[1][1] == pytest.approx(110.0, abs=0.5)
+    # Per minute, the slouch and lean seconds are the events' seconds in that minute: no more, no less.
+    assert [m.minute_start_s - M0_S for m in r.minutes] == [-60.0, 0.0, 60.0]
+    for m in r.minutes:
+        assert m.slouch_s == pytest.approx(seconds_in_minute(slouches, m.minute_start_s), abs=1e-6)
+        assert m.lean_right_s == pytest.approx(seconds_in_minute(leans, m.minute_start_s), abs=1e-6)
+        assert m.lean_left_s == 0.0
+    # Unseen time is not worn time.
+    assert sum(m.worn_s for m in r.minutes) == pytest.approx(r.n_real * DT_S)
+    # t = 0–30 s; 30–90 s less 40–50; 90 s to the end at 130 s less 95–98.
+    assert [m.worn_s for m in r.minutes] == pytest.approx([30.0, 60.0 - 10.0, 40.0 - 3.0])
+
+
+def test_events_and_minutes_across_a_lost_link_do_not_depend_on_batching():
+    runs = [run(SLOUCH_THEN_LEAN, LINK_LOST, size) for size in (5, 997, 1_000_000)]
+    for other in runs[1:]:
+        assert rel(other.events) == rel(runs[0].events)
+        assert [(m.minute_start_s, round(m.slouch_s, 6), round(m.lean_right_s, 6), round(m.worn_s, 6))
+                for m in other.minutes] == \
+            [(m.minute_start_s, round(m.slouch_s, 6), round(m.lean_right_s, 6), round(m.worn_s, 6))
+             for m in runs[0].minutes]
+
+
+SHORT_SLOUCH = [{**SIT, "duration_s": 20}, {"activity": "slouch", "duration_s": 8, "flexion_deg": 25, "ramp_s": 1},
+                {**SIT, "duration_s": 20}]
+
+
+def test_a_slouch_cut_by_a_lost_link_into_parts_shorter_than_the_dwell_is_no_episode():
+    """The dwell is about what was seen: 3.5 s before the gap and 1 s after do not add up to a slouch."""
+    whole = run(SHORT_SLOUCH)
+    assert len(whole.of(SlouchEpisode)) == 1  # the same slouch, seen whole, is one
+    cut = run(SHORT_SLOUCH, ((24.0, 27.0),))
+    assert cut.pipeline.gaps_reset == 1
+    assert cut.of(SlouchEpisode) == []
+    assert [m.slouch_s for m in cut.minutes] == [0.0] * len(cut.minutes)
+
+
+@pytest.mark.parametrize(("lost_s", "episodes", "filled", "reset"), [
+    (0.05, 1, 1, 0),  # a lost notification
+    (0.95, 1, 1, 0),  # a gap up to max_fill_s (1 s) is bridged …
+    (1.5, 2, 0, 1),  # … a longer one is a lost link
+])
+def test_a_gap_up_to_max_fill_s_is_bridged_and_does_not_split_a_slouch(lost_s, episodes, filled, reset):
+    r = run(SLOUCH_THEN_LEAN, ((40.0, 40.0 + lost_s),))
+    assert (r.pipeline.gaps_filled, r.pipeline.gaps_reset) == (filled, reset)
+    slouches = r.of(SlouchEpisode)
+    assert len(slouches) == episodes
+    assert rel(slouches)[0][0] == pytest.approx(20.5, abs=0.3) and rel(slouches)[-1][1] == pytest.approx(60.0, abs=0.5)
+    # Filled samples are neither reported nor worn time.
+    assert sum(m.worn_s for m in r.minutes) == pytest.approx(r.n_real * DT_S)
+    assert sum(m.slouch_s for m in r.minutes) == pytest.approx(sum(e.duration_s for e in slouches), abs=1e-6)
+
+
+TWIST = [{**SIT, "duration_s": 20}, {"activity": "rotate", "duration_s": 12, "left_count": 0, "right_count": 1,
+                                     "right_peak_deg": 30, "hold_s": 5, "pause_s": 2}, {**SIT, "duration_s": 30}]
+
+
+def test_a_rotation_cut_by_a_lost_link_is_dropped():
+    """Out at 22 s, held to 27 s, back by 28 s: the link is lost while it is held, so nobody saw it come back."""
+    [seen] = run(TWIST).of(RotationExcursion)  # the same twist, seen whole, is counted
+    assert seen.side == "right" and seen.peak_deg == pytest.approx(30.0, abs=2.0)
+    cut = run(TWIST, ((24.0, 26.0),))
+    assert cut.pipeline.gaps_reset == 1
+    assert cut.of(RotationExcursion) == []  # neither the half before nor a "return" after
+    assert sum(m.rotations_left + m.rotations_right for m in cut.minutes) == 0

@@ -1,0 +1,201 @@
+"""Per-minute metrics (pipeline/metrics.py MinuteAggregator) from synthetic samples and intervals.
+
+A minute is a whole minute of host Unix time; every second of wear, activity, slouch and lean lands in
+the minute it happened, however the samples arrive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.activity import LYING, SITTING, STANDING, WALKING
+from pipeline.events import MinuteMetrics, RotationExcursion
+from pipeline.metrics import MinuteAggregator
+from support.signals import batches, during, grid
+
+RATE_HZ = 100.0
+DT_S = 1.0 / RATE_HZ
+M0_S = 1_700_000_040.0  # a whole minute of Unix time (28 333 334 × 60 s)
+HOLD_S = 6.0  # a minute is handed out this long after it ends
+
+
+def add(agg: MinuteAggregator, t_s: np.ndarray, activity: np.ndarray | str = SITTING, flexion_deg=0.0,
+        lateral_deg=0.0, size: int | None = None, now_s: float | None = None) -> list[MinuteMetrics]:
+    """Feed samples size at a time, asking for ready minutes after each batch as the pipeline does."""
+    n = len(t_s)
+    activity = np.full(n, activity) if isinstance(activity, str) else activity
+    flexion_deg, lateral_deg = np.broadcast_to(flexion_deg, n), np.broadcast_to(lateral_deg, n)
+    out = []
+    for sl in batches(n, size or n):
+        agg.add_samples(t_s[sl], flexion_deg[sl], lateral_deg[sl], activity[sl], DT_S)
+        out += agg.ready(float(t_s[sl][-1]) + DT_S if now_s is None else now_s)
+    return out
+
+
+def by_start(minutes: list[MinuteMetrics]) -> dict[float, MinuteMetrics]:
+    """Minutes keyed by their start relative to M0_S."""
+    return {m.minute_start_s - M0_S: m for m in minutes}
+
+
+def since(m: MinuteMetrics) -> float | None:
+    """sitting_since_s relative to M0_S (an absolute Unix time would make pytest.approx's default ±0.03 min)."""
+    return None if m.sitting_since_s is None else m.sitting_since_s - M0_S
+
+
+def test_samples_are_bucketed_into_whole_minutes_of_unix_time():
+    agg = MinuteAggregator(HOLD_S)
+    t = grid(90.0, RATE_HZ, M0_S - 20)  # 20 s before the minute, all of it, 10 s after
+    flexion = np.select([t < M0_S, t < M0_S + 60], [10.0, 20.0], 30.0)
+    minutes = by_start(add(agg, t, flexion_deg=flexion, lateral_deg=-flexion / 10) + agg.flush())
+    assert list(minutes) == [-60.0, 0.0, 60.0]
+    assert [m.worn_s for m in minutes.values()] == pytest.approx([20.0, 60.0, 10.0])
+    assert [m.flexion_mean_deg for m in minutes.values()] == pytest.approx([10.0, 20.0, 30.0])
+    assert [m.lateral_mean_deg for m in minutes.values()] == pytest.approx([-1.0, -2.0, -3.0])
+
+
+def test_worn_and_activity_seconds_add_up_to_the_samples_duration():
+    agg = MinuteAggregator(HOLD_S)
+    t = grid(157.3, RATE_HZ, M0_S - 13.7)  # not aligned to anything
+    rng = np.random.default_rng(4)
+    # Runs of 0.5–20 s of each activity.
+    labels, durations = rng.choice([SITTING, STANDING, WALKING, LYING], 40), rng.uniform(0.5, 20.0, 40)
+    activity = np.repeat(labels, np.round(durations * RATE_HZ).astype(int))[:len(t)]
+    assert len(activity) == len(t)
+    minutes = add(agg, t, activity, size=100) + agg.flush()
+    assert sum(m.worn_s for m in minutes) == pytest.approx(len(t) * DT_S)
+    for m in minutes:
+        assert m.sitting_s + m.standing_s + m.walking_s + m.lying_s == pytest.approx(m.worn_s)
+        assert m.worn_s <= 60.0 + 1e-9
+    for name, field in ((SITTING, "sitting_s"), (STANDING, "standing_s"), (WALKING, "walking_s"), (LYING, "lying_s")):
+        assert sum(getattr(m, field) for m in minutes) == pytest.approx(np.count_nonzero(activity == name) * DT_S)
+
+
+def test_slouch_seconds_land_in_each_minute_an_episode_spans():
+    agg = MinuteAggregator(HOLD_S)
+    add(agg, grid(240.0, RATE_HZ, M0_S - 60), now_s=M0_S)  # nothing handed out yet
+    agg.add_interval("slouch", M0_S - 10, M0_S + 25)  # across one boundary
+    agg.add_interval("slouch", M0_S + 50, M0_S + 130)  # across two: the end of one minute, all the next, a bit
+    minutes = by_start(agg.flush())
+    assert {k: m.slouch_s for k, m in minutes.items()} == pytest.approx({-60.0: 10.0, 0.0: 35.0, 60.0: 60.0,
+                                                                         120.0: 10.0})
+
+
+def test_lean_seconds_and_mean_angle_per_side_and_minute():
+    agg = MinuteAggregator(HOLD_S)
+    add(agg, grid(120.0, RATE_HZ, M0_S), now_s=M0_S)
+    agg.add_interval("lean_left", M0_S + 10, M0_S + 20, -6.0)
+    agg.add_interval("lean_left", M0_S + 30, M0_S + 60, -10.0)
+    agg.add_interval("lean_right", M0_S + 55, M0_S + 65, 8.0)
+    first, second = agg.flush()
+    assert (first.lean_left_s, first.lean_right_s) == pytest.approx((40.0, 5.0))
+    assert first.lean_left_mean_deg == pytest.approx((10 * -6.0 + 30 * -10.0) / 40)  # weighted by time
+    assert first.lean_right_mean_deg == pytest.approx(8.0)
+    assert (second.lean_left_s, second.lean_right_s) == pytest.approx((0.0, 5.0))
+    assert second.lean_left_mean_deg is None  # no lean that side: no value, not 0°
+    assert second.lean_right_mean_deg == pytest.approx(8.0)
+
+
+def rotation(start_s: float, end_s: float, side: str, peak_deg: float) -> RotationExcursion:
+    return RotationExcursion(start_s, end_s, side, peak_deg)
+
+
+def test_rotation_counts_cumulative_and_peak_statistics_per_side():
+    agg = MinuteAggregator(HOLD_S)
+    add(agg, grid(120.0, RATE_HZ, M0_S), now_s=M0_S)
+    for e in (rotation(M0_S + 5, M0_S + 6, "right", 20.0), rotation(M0_S + 10, M0_S + 11, "left", 40.0),
+              rotation(M0_S + 20, M0_S + 21, "right", 30.0), rotation(M0_S + 70, M0_S + 71, "left", 18.0)):
+        agg.add_rotation(e)
+    first, second = agg.flush()
+    assert (first.rotations_right, first.rotations_left) == (2, 1)
+    assert first.rotation_right_cumulative_deg == pytest.approx(50.0)  # the sum of peaks
+    assert first.rotation_right_peak_mean_deg == pytest.approx(25.0)
+    assert first.rotation_right_peak_max_deg == pytest.approx(30.0)
+    assert (first.rotation_left_cumulative_deg, first.rotation_left_peak_mean_deg,
+            first.rotation_left_peak_max_deg) == pytest.approx((40.0, 40.0, 40.0))
+    assert (second.rotations_right, second.rotations_left) == (0, 1)
+    assert second.rotation_right_cumulative_deg == 0.0
+    assert second.rotation_right_peak_mean_deg is None and second.rotation_right_peak_max_deg is None
+
+
+def test_a_rotation_across_a_minute_boundary_counts_once_in_the_minute_it_ended():
+    """It is reported when it comes back, like its event: once, never split."""
+    agg = MinuteAggregator(HOLD_S)
+    add(agg, grid(120.0, RATE_HZ, M0_S - 60), now_s=M0_S)
+    agg.add_rotation(rotation(M0_S - 0.3, M0_S + 0.2, "left", 25.0))
+    before, after = agg.flush()
+    assert (before.rotations_left, after.rotations_left) == (0, 1)
+    assert after.rotation_left_cumulative_deg == pytest.approx(25.0)
+
+
+def test_lost_samples_are_counted_in_their_minute():
+    agg = MinuteAggregator(HOLD_S)
+    add(agg, grid(120.0, RATE_HZ, M0_S), now_s=M0_S)
+    agg.add_lost(M0_S + 5, 3)
+    agg.add_lost(M0_S + 50, 2)
+    agg.add_lost(M0_S + 61, 4)
+    agg.add_lost(M0_S + 70, 0)
+    assert [m.lost_samples for m in agg.flush()] == [5, 4]
+
+
+def test_a_minute_without_samples_gets_no_metrics_and_does_not_hold_up_the_next():
+    agg = MinuteAggregator(HOLD_S)
+    out = add(agg, grid(30.0, RATE_HZ, M0_S - 30))  # then the link is lost for the whole next minute
+    out += add(agg, grid(30.0, RATE_HZ, M0_S + 60), now_s=M0_S + 60 + 2 * 60)  # back; two minutes later
+    assert [m.minute_start_s - M0_S for m in out] == [-60.0, 60.0]
+    assert [m.worn_s for m in out] == pytest.approx([30.0, 30.0])
+
+
+def test_a_minute_is_held_back_so_a_slouch_confirmed_after_it_ended_still_lands_in_it():
+    agg = MinuteAggregator(HOLD_S)
+    assert add(agg, grid(63.0, RATE_HZ, M0_S - 60)) == []  # 3 s into the next minute: still held
+    agg.add_interval("slouch", M0_S - 2, M0_S + 3)  # started 2 s before the minute ended, confirmed only now
+    [first] = add(agg, grid(4.0, RATE_HZ, M0_S + 3))  # M0 + 7 s: past the hold
+    assert first.minute_start_s - M0_S == -60.0 and first.slouch_s == pytest.approx(2.0)
+    [second] = agg.flush()
+    assert second.slouch_s == pytest.approx(3.0)
+
+
+def day_activity(t_s: np.ndarray) -> np.ndarray:
+    """Standing for the first 30 s, then sitting."""
+    return np.where(t_s < t_s[0] + 30 - 1e-6, STANDING, SITTING)
+
+
+@pytest.mark.parametrize("size", (1, 7, 100, 1_000_000))
+def test_minutes_do_not_depend_on_how_the_samples_are_batched(size):
+    t = grid(190.0, RATE_HZ, M0_S - 40)
+    flexion, lateral = 20.0 * np.sin((t - M0_S) / 7.0), 5.0 * np.cos((t - M0_S) / 3.0)
+
+    def minutes(size: int) -> list[MinuteMetrics]:
+        agg = MinuteAggregator(HOLD_S)
+        out = add(agg, t, day_activity(t), flexion, lateral, size=size)
+        return out + agg.flush()
+
+    expected, got = minutes(len(t)), minutes(size)
+    assert len(expected) == 4 and expected[0].sitting_since_s - M0_S == pytest.approx(-10.0)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        for name, value in dataclasses.asdict(b).items():  # sums in pieces differ in the last bits
+            assert getattr(a, name) == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), name
+
+
+def test_sitting_since_is_the_start_of_the_stretch_and_restarts_after_standing_up():
+    agg = MinuteAggregator(HOLD_S)
+    t = grid(200.0, RATE_HZ, M0_S - 60)
+    # Stands for 20 s, sits; in the next minute stands 20–30 s and sits again; in the third, stands from 40 s on.
+    standing = during(t, M0_S - 60, M0_S - 40) | during(t, M0_S + 20, M0_S + 30) | (t >= M0_S + 100 - 1e-6)
+    minutes = add(agg, t, np.where(standing, STANDING, SITTING), size=100)
+    assert [since(m) for m in minutes] == [pytest.approx(-40.0), pytest.approx(30.0), None]
+
+
+@pytest.mark.parametrize("sitting_before", (True, False))
+def test_sitting_since_is_as_it_was_at_the_minutes_end(sitting_before):
+    agg = MinuteAggregator(HOLD_S)
+    t = grid(70.0, RATE_HZ, M0_S - 60)
+    # Sits (or stands) the whole minute, and changes 2 s into the next one, before the minute is handed out.
+    changed = t >= M0_S + 2 - 1e-6
+    activity = np.where(changed != sitting_before, SITTING, STANDING)
+    [minute] = add(agg, t, activity, size=100)[:1]
+    assert since(minute) == (pytest.approx(-60.0) if sitting_before else None)
