@@ -180,7 +180,8 @@ class ClockMap:
         if self._last is not None and len(sensor_s):
             last_sensor_s, last_host_s = self._last
             # How far the map moved earlier since the last sample, carried and slewed away.
-            ahead_s = last_host_s - float(self._fitted(np.array([last_sensor_s]))[0])
+            slope, intercept, ref = self._fit
+            ahead_s = last_host_s - (last_sensor_s + intercept + slope * (last_sensor_s - ref))
             if ahead_s > 0:
                 host_s = host_s + np.maximum(0.0, ahead_s - self.SLEW * (sensor_s - last_sensor_s))
         if len(sensor_s):
