@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_alerts_cli(args: argparse.Namespace) -> int:
     config = config_from(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone})
     try:
-        service = AlertService(config)
+        service = AlertService.open(config)
     except ConfigError as exc:
         raise ValueError(f"config: {exc}") from None
     stop_on_signals(service.stop_event.set)

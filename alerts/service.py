@@ -36,7 +36,7 @@ from alerts.engine import AlertEngine
 from alerts.homeassistant import discovery_configs
 from alerts.settings import load_rules
 from contract.messages import topic
-from contract.validation import Malformed, load_validators, parse, stream_of
+from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import Config, ConfigError
 from service_io.mqtt import Message, MqttEndpoint
 from service_io.spool import Spool
@@ -75,20 +75,15 @@ def parse_snooze(body: bytes | bytearray) -> float:
 
 
 class AlertService:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time):
+    """Built by open(), which reads the rules, the catalog and the saved state; the constructor does no I/O."""
+
+    def __init__(self, config: Config, engine: AlertEngine, spool: Spool, validators: Validators,
+                 clock: Callable[[], float] = time.time):
         cfg = config.alerts
         self.cfg, self.prefix, self.clock = cfg, config.mqtt.prefix, clock
-        try:
-            tz = ZoneInfo(cfg.timezone) if cfg.timezone else None
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
-        rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
-        self.expiry_s = rules.limits.expiry_s
-        self.engine = AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
-        self.spool = Spool(Path(cfg.state_path), max_items=100_000)
-        self.engine.load(self.spool.meta())
+        self.engine, self.spool, self.validators = engine, spool, validators
+        self.expiry_s = engine.rules.limits.expiry_s
         self.stats = AlertStats()
-        self.validators = load_validators()
         self.availability_topic = f"{self.prefix}/_alerts/availability"
         self.stop_event = threading.Event()
         p = self.prefix
@@ -113,6 +108,20 @@ class AlertService:
             self._version = metadata.version("posture-companion")
         except metadata.PackageNotFoundError:
             self._version = "dev"
+
+    @classmethod
+    def open(cls, config: Config, clock: Callable[[], float] = time.time) -> AlertService:
+        """The service with its thresholds, stretch catalog and saved state read; ConfigError names a bad one."""
+        cfg = config.alerts
+        try:
+            tz = ZoneInfo(cfg.timezone) if cfg.timezone else None
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
+        rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
+        engine = AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
+        spool = Spool(Path(cfg.state_path), max_items=100_000)
+        engine.load(spool.meta())
+        return cls(config, engine, spool, load_validators(), clock)
 
     # paho's network thread ----------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:

@@ -103,7 +103,7 @@ def run(messages: int, work: Path) -> dict:
 
 
 def start_bridge(config) -> tuple[Bridge, threading.Thread]:
-    bridge = Bridge(config)
+    bridge = Bridge.open(config)
     thread = threading.Thread(target=bridge.run, daemon=True)
     thread.start()
     bridge.connected.wait(10)

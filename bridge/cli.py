@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_bridge_cli(args: argparse.Namespace) -> int:
     config = config_from(args, influx={"url": args.influx_url, "api": args.influx_api, "database": args.database},
                          bridge={"spool_path": args.spool})
-    bridge = Bridge(config)
+    bridge = Bridge.open(config)
     stop_on_signals(bridge.stop_event.set)
     bridge.run()
     print(json.dumps({"received": bridge.stats.received, "points_written": bridge.stats.points_written,

@@ -23,7 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from contract.influx_schema import to_line_protocol
-from contract.validation import Malformed, load_validators, parse, stream_of
+from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import BridgeSettings, Config
 from service_io.influx import WriteError, Writer, make_writer
 from service_io.mqtt import MqttEndpoint
@@ -43,13 +43,15 @@ class BridgeStats:
 
 
 class Bridge:
-    def __init__(self, config: Config, writer: Writer | None = None):
+    """Built by open(), which opens the spool; the constructor itself does no I/O."""
+
+    def __init__(self, config: Config, spool: Spool, validators: Validators, writer: Writer | None = None):
         self.cfg: BridgeSettings = config.bridge
         self.influx_cfg = config.influx
         self.dead_letter_topic = self.cfg.dead_letter_topic or f"{config.mqtt.prefix}/_deadletter"
         self.stats = BridgeStats()
-        self.spool = Spool(Path(self.cfg.spool_path), self.cfg.spool_max_points)
-        self.validators = load_validators()
+        self.spool = spool
+        self.validators = validators
         self._writer = writer
         self._last_influx_warning_s = -1e9
         self._pending: list[tuple[int, int, list[str]]] = []  # (mid, qos, lines) not yet stored
@@ -62,6 +64,12 @@ class Bridge:
                                  subscriptions=[(f"{prefix}/+/{sub}", 1) for sub in SUBTOPICS],
                                  on_message=self._on_message, stopping=self.stop_event)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
+
+    @classmethod
+    def open(cls, config: Config, writer: Writer | None = None) -> Bridge:
+        """A bridge with its on-disk spool open (created if new) and the JSON Schemas loaded."""
+        return cls(config, Spool(Path(config.bridge.spool_path), config.bridge.spool_max_points), load_validators(),
+                   writer)
 
     # paho's network thread --------------------------------------------------------------
     def _on_message(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:

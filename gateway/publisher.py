@@ -43,10 +43,12 @@ def device_id(name: str) -> str:
 
 
 class DevicePublisher:
-    def __init__(self, config: Config, device: str, spool_dir: Path):
+    """Built by open(), which opens the device's spool; the constructor itself does no I/O."""
+
+    def __init__(self, config: Config, device: str, spool: Spool):
         self.device = device
         self.prefix = config.mqtt.prefix
-        self.spool = Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages)
+        self.spool = spool
         status_topic = topic(self.prefix, device, "status")
         self.mqtt = MqttEndpoint(config.mqtt, f"{config.gateway.client_id}-{device}", name=device,
                                  will=Message(status_topic, self._status_body(Status(online=False))),
@@ -55,6 +57,11 @@ class DevicePublisher:
         self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
                                     mqtt5=config.mqtt.protocol == "5")
         self._latest_status: Status | None = None
+
+    @classmethod
+    def open(cls, config: Config, device: str, spool_dir: Path) -> DevicePublisher:
+        """A publisher with the device's spool file in spool_dir open (created if new)."""
+        return cls(config, device, Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages))
 
     def _status_body(self, status: Status) -> str:
         return json.dumps(payload(self.device, status, now_s=time.time()))

@@ -60,7 +60,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     links: dict[str, SensorLink] = {}
     for sensor in await find_sensors(config, scan_timeout_s):
         name = device_id(sensor.name or sensor.address)
-        publisher = DevicePublisher(config, name, spool_dir)
+        publisher = DevicePublisher.open(config, name, spool_dir)
         publisher.start()
         pipeline = PosturePipeline(config.pipeline.settings(), calibration=load_calibration(spool_dir, name))
         device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s))

@@ -215,7 +215,7 @@ def test_a_publisher_keeps_its_backlog_while_the_broker_is_down(tmp_path, broker
 
     listener.on_message = on_message
     broker.stop()
-    publisher = DevicePublisher(config, "dev2", tmp_path / "spool")
+    publisher = DevicePublisher.open(config, "dev2", tmp_path / "spool")
     publisher.start()
     publisher.submit([MinuteMetrics(minute_start_s=60.0 * k) for k in range(200)])
     for _ in range(20):

@@ -25,7 +25,7 @@ def main() -> int:
     config_path, device, n, rate, progress_path = sys.argv[1:6]
     n, rate, progress = int(n), float(rate), Path(progress_path)
     config = load_config(Path(config_path))
-    publisher = DevicePublisher(config, device, Path(config.gateway.spool_dir))
+    publisher = DevicePublisher.open(config, device, Path(config.gateway.spool_dir))
     publisher.start()
     k = int(progress.read_text()) if progress.exists() else 0
     next_at = time.monotonic()
