@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from contract.messages import value_fields
-
-# A minute as the rules and daily totals see it: the metrics payload's values (contract/).
-MINUTE_FIELDS = tuple(value_fields("metrics"))
+# The metrics values the rules and daily totals read, of those the contract defines (tests/test_contract.py
+# holds them to it): a state saved every step keeps only these.
+MINUTE_FIELDS = ("worn_s", "sitting_s", "standing_s", "walking_s", "lying_s", "slouch_s", "lean_left_s",
+                 "lean_right_s", "lean_left_mean_deg", "lean_right_mean_deg", "flexion_mean_deg", "lateral_mean_deg",
+                 "rotations_left", "rotations_right", "rotation_left_cumulative_deg",
+                 "rotation_right_cumulative_deg", "sitting_since_s")
 RECENT = 50  # alert ids and stretch ids remembered, most recent first
 
 

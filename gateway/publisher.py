@@ -55,7 +55,7 @@ class DevicePublisher:
                                  max_inflight=MAX_INFLIGHT, on_connected=self._on_connected)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
         self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
-                                    mqtt5=config.mqtt.protocol == "5")
+                                    mqtt5=self.mqtt.mqtt5)
         self._latest_status: Status | None = None
 
     @classmethod
@@ -107,5 +107,6 @@ class DevicePublisher:
 
     # paho's network thread ------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
-        if self._latest_status is not None:
-            self.publish_status(self._latest_status)
+        if self._latest_status is not None:  # the will said offline while we were away
+            client.publish(topic(self.prefix, self.device, "status"), self._status_body(self._latest_status), qos=1,
+                           retain=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .activity import ACTIVITIES
@@ -80,7 +80,7 @@ class Summary:
     calibration: str = "not calibrated"
 
     def add_minute(self, m: MinuteMetrics) -> None:
-        self.totals.add(asdict(m))
+        self.totals.add(vars(m))  # its fields by name, not copied as asdict would
 
     def add_event(self, event: Any) -> None:  # an Event, told apart by its kind
         if event.kind == "slouch":

@@ -1,4 +1,4 @@
-"""Local servers from Debian's packages — Mosquitto, InfluxDB 1.6.7, VictoriaMetrics — for the demo and tests.
+"""Local servers from Debian's packages — Mosquitto, InfluxDB 1.6.7 — for `posture demo` and the tests.
 
 Each one is a plain subprocess (no systemd, no docker) with its config, data and log in a work dir,
 listening on free ports on 127.0.0.1 only. stop()/start() keep the port and the data dir, so a test

@@ -2,6 +2,11 @@
 
 Every key has a default; `POSTURE_<SECTION>_<KEY>` in the environment overrides the file (handy
 for secrets); command-line flags override both. A bad value is one error line naming its key.
+
+Frozen dataclasses and one coercion function rather than pydantic-settings or msgspec: the whole
+job is six flat sections of str/int/float/bool/list values with the file < environment < flags
+order, which is ~40 lines here; either library would add a compiled dependency (a wheel a Raspberry
+Pi may have to build) and its own wording of errors, for no check we lack.
 """
 
 from __future__ import annotations
@@ -50,9 +55,16 @@ class PipelineConfig:
     rotation_min_peak_deg: float = RotationSettings.min_peak_deg  # smaller twists are not counted
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if not getattr(self, f.name) > 0:
-                raise ConfigError(f"pipeline.{f.name}: must be above 0, got {getattr(self, f.name)!r}")
+        # Values the pipeline could not work with, named with what would work.
+        limits = {"rate_hz": (25.0, 400.0), "slouch_dwell_s": (0.0, 3600.0), "lean_dwell_s": (0.0, 3600.0),
+                  # Below its hysteresis a run would never end; beyond the largest twist none would count.
+                  "slouch_threshold_deg": (SlouchSettings.hysteresis_deg, 90.0),
+                  "lean_threshold_deg": (LeanSettings.hysteresis_deg, 90.0),
+                  "rotation_min_peak_deg": (0.0, RotationSettings.max_peak_deg)}
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            if not low < value < high:
+                raise ConfigError(f"pipeline.{name}: must be above {low:g} and below {high:g}, got {value!r}")
 
     def settings(self, rate_hz: float | None = None) -> PipelineSettings:
         """The pipeline's settings at rate_hz (default: rate_hz here) with this section's values."""
@@ -114,6 +126,10 @@ _CLASSES = {"mqtt": MqttSettings, "pipeline": PipelineConfig, "influx": InfluxSe
             "gateway": GatewaySettings, "alerts": AlertsSettings}
 
 
+# Keys that were renamed: said so, rather than "unknown key" from a file, or silence from the environment.
+RENAMED = {("gateway", "spool_path"): "spool_dir"}
+
+
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
                 overrides: dict[str, dict[str, Any]] | None = None) -> Config:
     raw = read_toml(path, "config file") if path is not None else {}
@@ -123,6 +139,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
         given = raw.pop(name, {})
         if not isinstance(given, dict):
             raise ConfigError(f"[{name}] must be a table")
+        for (section, old), new in RENAMED.items():
+            if section == name and (old in given or f"POSTURE_{name.upper()}_{old.upper()}" in env):
+                raise ConfigError(f"{name}.{old} is now {name}.{new} (POSTURE_{name.upper()}_{new.upper()})")
         for f in dataclasses.fields(cls):
             if (value := env.get(f"POSTURE_{name.upper()}_{f.name.upper()}")) is not None:
                 given[f.name] = value

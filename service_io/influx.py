@@ -113,7 +113,9 @@ def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
     """An InfluxQL statement on settings.database over `/query`: its JSON. GET for reads, POST for the
     rest (1.x wants POST for statements that change things). A statement's own error stays in the
     answer (`results[i].error`) for the caller to word; HTTP errors and silence raise QueryError."""
-    method = "GET" if q.lstrip().upper().startswith(("SELECT", "SHOW")) else "POST"
+    statement = q.lstrip().upper()
+    reads = statement.startswith("SHOW") or (statement.startswith("SELECT") and " INTO " not in statement)
+    method = "GET" if reads else "POST"
     params = {"q": q} | ({"db": settings.database} if settings.database else {}) | ({"epoch": epoch} if epoch else {})
     try:
         status, body = v1_request(settings, method, "/query", params, timeout_s=timeout_s)
@@ -139,7 +141,7 @@ class V1Writer:
         try:
             status, body = v1_request(self.settings, "POST", "/write", self.params, "\n".join(lines).encode())
         except InfluxError as exc:
-            raise WriteError(f"InfluxDB /write failed: {exc}") from None
+            raise WriteError(str(exc)) from None
         if status != 204:
             raise WriteError(f"InfluxDB /write answered {status}: {body[:200].decode(errors='replace')}")
 

@@ -52,10 +52,11 @@ class _Client(mqtt.Client):
 
 
 class MqttEndpoint:
-    """A paho client set up from MqttSettings and run in a daemon thread of ours.
+    """A paho client set up from MqttSettings, its network loop in paho's own thread (loop_start, so
+    publish() and ack() from other threads only queue: paho's thread alone writes to the socket).
 
-    paho's loop_forever in our own thread rather than loop_start(): loop_stop() waits without limit
-    (for a reconnect in progress or unacknowledged messages), and stopping a service must not hang.
+    loop_stop() waits without limit (for a reconnect in progress or unacknowledged messages), and
+    stopping a service must not hang: stop() waits for it at most STOP_WAIT_S, from a daemon thread.
 
     persistent: the broker keeps our subscriptions and queues QoS 1 messages while we are away
     (MQTT 5: clean_start false and a session expiry; 3.1.1: clean session off).
@@ -80,7 +81,7 @@ class MqttEndpoint:
         self.stopping = stopping or threading.Event()
         self._on_connected = on_connected
         self._on_message = on_message
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._last_warning: tuple[str, float] = ("", -1e9)
         self.client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                               protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311, manual_ack=manual_ack,
@@ -113,10 +114,11 @@ class MqttEndpoint:
 
     def start(self) -> None:
         """Connect in the background; returns at once, whether or not the broker is there."""
+        if self._started:
+            return
+        self._started = True
         self.client.connect_async(self.settings.host, self.settings.port, **self._connect_kwargs)
-        self._thread = threading.Thread(target=self.client.loop_forever, kwargs={"retry_first_connection": True},
-                                        name=f"mqtt-{self.name}", daemon=True)
-        self._thread.start()
+        self.client.loop_start()
 
     def stop(self, goodbye: Message | None = None) -> None:
         """Send goodbye if connected (waiting at most STOP_WAIT_S), disconnect, let paho's thread end."""
@@ -126,20 +128,27 @@ class MqttEndpoint:
             with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now: the will says it
                 info.wait_for_publish(STOP_WAIT_S)
         self.client.disconnect()
-        if self._thread is not None:
-            self._thread.join(STOP_WAIT_S)
-            if self._thread.is_alive():
-                log.warning("%s: MQTT thread still busy after %.0f s; leaving it (daemon)", self.name, STOP_WAIT_S)
+        if not self._started:
+            return
+        stopper = threading.Thread(target=self.client.loop_stop, name=f"mqtt-stop-{self.name}", daemon=True)
+        stopper.start()
+        stopper.join(STOP_WAIT_S)
+        if stopper.is_alive():
+            log.warning("%s: MQTT thread still busy after %.0f s; leaving it (daemon)", self.name, STOP_WAIT_S)
 
     # paho's network thread ----------------------------------------------------------------
     def _connect_done(self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
                       reason_code: Any, _properties: Any) -> None:
         if reason_code.is_failure:
-            self._warn(f"MQTT broker {self.where} refused the connection: {reason_code}")
+            self._warn(f"MQTT broker {self.where} refused the connection: {reason_code}; retrying")
             return
         if self.stopping.is_set():  # reconnected while stopping: do not start over
             client.disconnect()
             return
+        # The service learns of the new connection first (the alert service numbers connections: a packet
+        # id from the last one must not be acknowledged on this one), then messages may come.
+        if self._on_connected is not None:
+            self._on_connected(client, flags.session_present)
         if self.subscriptions:
             client.subscribe(self.subscriptions)
         if self.birth is not None:
@@ -147,8 +156,6 @@ class MqttEndpoint:
         self._last_warning = ("", -1e9)
         self.connected.set()
         log.info("%s: connected to MQTT %s; session present: %s", self.name, self.where, flags.session_present)
-        if self._on_connected is not None:
-            self._on_connected(client, flags.session_present)
 
     def _connect_failed(self, client: mqtt.Client, _userdata: Any) -> None:
         error = getattr(client, "last_error", None)
@@ -156,11 +163,13 @@ class MqttEndpoint:
 
     def _disconnected(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
                       _properties: Any) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
-        if not self.stopping.is_set():
+        if was_connected and not self.stopping.is_set():
             self._warn(f"MQTT connection to {self.where} lost: {reason_code}; reconnecting")
 
     def _warn(self, text: str) -> None:
+        """Once per new reason, and again every REPEAT_WARNING_S while it lasts: not at every retry."""
         last_text, last_s = self._last_warning
         now_s = time.monotonic()
         if text != last_text or now_s - last_s >= REPEAT_WARNING_S:

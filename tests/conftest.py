@@ -18,9 +18,8 @@ import pytest
 
 from firmware_sim.testbed import Testbed, TestbedError
 from posture.local_servers import InfluxDB1, Mosquitto
+from support.data import SHARED_DATA
 from support.mqtt import DB, start_or_fail
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture

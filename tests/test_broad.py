@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from evaluation.broad import KNOWN_MISSES, TARGETS, inclination_rmse_deg, score_trial, summary, trials
+from support.data import SHARED_DATA
 
 # Tests sharing a module-scoped fixture run on one xdist worker, so it is built once.
 pytestmark = pytest.mark.xdist_group("broad")
@@ -18,8 +19,6 @@ pytestmark = pytest.mark.xdist_group("broad")
 
 @pytest.fixture(scope="module")
 def results():
-    from conftest import SHARED_DATA
-
     paths = trials(SHARED_DATA / "broad")
     if len(paths) != 7:
         pytest.fail(f"expected the 7 BROAD trials in {SHARED_DATA / 'broad'}: shared/ must sit beside the repository")

@@ -61,6 +61,8 @@ def test_the_pipeline_section_reaches_the_pipeline(tmp_path):
     settings = load_config(path, env={}).pipeline.settings()
     assert settings.rate_hz == 50 and settings.slouch.rate_hz == 50 and settings.orientation.rate_hz == 50
     assert settings.slouch.threshold_deg == 12.5 and settings.lean.dwell_s == 8
-    path.write_text("[pipeline]\nslouch_threshold_deg = -3\n")
-    with pytest.raises(ConfigError, match="pipeline.slouch_threshold_deg"):
-        load_config(path, env={})
+    for bad in ("slouch_threshold_deg = -3", "slouch_threshold_deg = 2", "lean_threshold_deg = 1.5",
+                "rotation_min_peak_deg = 75", "rate_hz = 0", "slouch_dwell_s = 0"):
+        path.write_text(f"[pipeline]\n{bad}\n")
+        with pytest.raises(ConfigError, match=f"pipeline.{bad.split()[0]}: must be above"):
+            load_config(path, env={})

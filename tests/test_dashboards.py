@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -352,6 +353,18 @@ def test_compose_services_and_posture_config_agree():
     assert cfg.bridge.spool_path.startswith("/data/") and cfg.alerts.state_path.startswith("/data/")
     broker = (ROOT / "deploy" / "compose" / "mosquitto.conf").read_text()
     assert "\nmax_queued_messages 1000000\n" in broker and "\npersistence true\n" in broker
+
+
+def test_the_image_gets_every_package_it_installs():
+    """`pip install .` in the image needs every package pyproject.toml lists, through .dockerignore too."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tops = {p.split(".")[0] for p in project["packages"]}
+    folders = {project["package-dir"].get(top, top) for top in tops}  # firmware_sim lives in firmware-sim/
+    dockerfile = (ROOT / "deploy" / "compose" / "Dockerfile").read_text()
+    ignore = (ROOT / "deploy" / "compose" / "Dockerfile.dockerignore").read_text().splitlines()
+    for folder in folders:
+        assert f"COPY {folder}/ {folder}/" in dockerfile.splitlines(), folder
+        assert f"!{folder}/" in ignore, folder
 
 
 # --- every query against real data ----------------------------------------------------------------

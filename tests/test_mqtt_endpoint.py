@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from posture.local_servers import free_port
+from posture.local_servers import Mosquitto, free_port
 from service_io.config import MqttSettings
 from service_io.mqtt import Message, MqttEndpoint
 from support.mqtt import client, start_or_fail, wait_for
@@ -36,6 +36,26 @@ def test_an_unreachable_broker_is_said_once_with_its_reason_and_stop_is_prompt(c
     assert f"cannot reach MQTT broker 127.0.0.1:{port}" in said[0] and "refused" in said[0].lower(), said
     assert not endpoint.connected.is_set()
     assert stop_s < 6.0
+
+
+def test_a_refused_login_is_said_once_not_at_every_retry(tmp_path, caplog):
+    from support.servers import make_password_file
+
+    users = make_password_file(tmp_path / "passwd", {"bridge": "right-one"})
+    broker = start_or_fail(Mosquitto(tmp_path / "mosquitto", password_file=users))
+    settings = MqttSettings(host=broker.host, port=broker.port, username="bridge", password="wrong-one")
+    endpoint = MqttEndpoint(settings, "probe", name="probe")
+    try:
+        with caplog.at_level(logging.WARNING, logger="service_io.mqtt"):
+            endpoint.start()
+            wait_for(lambda: warnings(caplog), 10, "a warning that the broker refused us")
+            time.sleep(4.0)  # retries at 1, 2 and 4 s
+            endpoint.stop()
+    finally:
+        broker.kill()
+    said = warnings(caplog)
+    assert len(said) == 1 and "refused the connection" in said[0], said
+    assert "wrong-one" not in caplog.text  # no secret in the log
 
 
 def test_subscriptions_and_birth_return_after_the_broker_restarts_and_the_loss_is_said(broker, caplog):
