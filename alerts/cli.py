@@ -6,8 +6,7 @@ import argparse
 import json
 
 from alerts.service import AlertService
-from service_io.cli_options import add_common, config_from, stop_on_signals
-from service_io.config import ConfigError
+from service_io.cli_options import add_common, config_errors, config_from, stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,10 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_alerts_cli(args: argparse.Namespace) -> int:
     config = config_from(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone})
-    try:
+    with config_errors():
         service = AlertService.open(config)
-    except ConfigError as exc:
-        raise ValueError(f"config: {exc}") from None
     stop_on_signals(service.stop_event.set)
     service.run()
     print(json.dumps({"received": service.stats.received, "alerts": dict(service.stats.alerts),

@@ -85,6 +85,7 @@ class AlertService:
         self.expiry_s = engine.rules.limits.expiry_s
         self.stats = AlertStats()
         self.availability_topic = f"{self.prefix}/_alerts/availability"
+        self._offline = Message(self.availability_topic, "offline")  # the will, and the goodbye on a clean stop
         self.stop_event = threading.Event()
         p = self.prefix
         self.mqtt = MqttEndpoint(
@@ -92,7 +93,7 @@ class AlertService:
             session_expiry_s=cfg.session_expiry_s, max_inflight=MAX_INFLIGHT, stopping=self.stop_event,
             subscriptions=[(f"{p}/+/metrics", 1), (f"{p}/+/events", 1), (f"{p}/+/alerts/snooze", 1),
                            (f"{cfg.ha_prefix}/status", 1)],
-            will=Message(self.availability_topic, "offline"), birth=Message(self.availability_topic, "online"),
+            will=self._offline, birth=Message(self.availability_topic, "online"),
             on_connected=self._on_connected,
             on_message=lambda client, msg: self._inbox.put((self._connection, msg)))
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
@@ -135,7 +136,7 @@ class AlertService:
             while not self.stop_event.is_set():
                 self.step(self._take(timeout_s=0.2))
         finally:
-            self.mqtt.stop(goodbye=Message(self.availability_topic, "offline"))
+            self.mqtt.stop(goodbye=self._offline)
             self.spool.close()
 
     def _take(self, timeout_s: float) -> list[tuple[int, mqtt.MQTTMessage]]:

@@ -49,9 +49,8 @@ class DevicePublisher:
         self.device = device
         self.prefix = config.mqtt.prefix
         self.spool = spool
-        status_topic = topic(self.prefix, device, "status")
         self.mqtt = MqttEndpoint(config.mqtt, f"{config.gateway.client_id}-{device}", name=device,
-                                 will=Message(status_topic, self._status_body(Status(online=False))),
+                                 will=self._status_message(Status(online=False)),
                                  max_inflight=MAX_INFLIGHT, on_connected=self._on_connected)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
         self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
@@ -63,8 +62,10 @@ class DevicePublisher:
         """A publisher with the device's spool file in spool_dir open (created if new)."""
         return cls(config, device, Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages))
 
-    def _status_body(self, status: Status) -> str:
-        return json.dumps(payload(self.device, status, now_s=time.time()))
+    def _status_message(self, status: Status) -> Message:
+        """The device's retained status, stamped now."""
+        return Message(topic(self.prefix, self.device, "status"), json.dumps(payload(self.device, status,
+                                                                                      now_s=time.time())))
 
     # called by the gateway (any thread) -------------------------------------------------
     def submit(self, items: list[Any]) -> None:
@@ -77,8 +78,7 @@ class DevicePublisher:
     def publish_status(self, status: Status) -> None:
         self._latest_status = status
         if self.connected.is_set():
-            self.client.publish(topic(self.prefix, self.device, "status"), self._status_body(status), qos=1,
-                                retain=True)
+            self.mqtt.publish(self._status_message(status))
 
     def publish_imu(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray) -> None:
         """Raw samples, best effort (QoS 0, not spooled): for live views, not for storage."""
@@ -97,8 +97,7 @@ class DevicePublisher:
             self.sender.pump()
 
     def stop(self, offline: bool = True) -> None:
-        goodbye = Message(topic(self.prefix, self.device, "status"), self._status_body(Status(online=False)))
-        self.mqtt.stop(goodbye if offline else None)
+        self.mqtt.stop(self._status_message(Status(online=False)) if offline else None)
         self.spool.close()
 
     @property
@@ -108,5 +107,4 @@ class DevicePublisher:
     # paho's network thread ------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         if self._latest_status is not None:  # the will said offline while we were away
-            client.publish(topic(self.prefix, self.device, "status"), self._status_body(self._latest_status), qos=1,
-                           retain=True)
+            self.mqtt.publish(self._status_message(self._latest_status))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pipeline.calibration import Calibration
 from replay.replay import replay
-from service_io.config import ConfigError, load_config
+from service_io.cli_options import config_errors
+from service_io.config import load_config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,10 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     known = Calibration.sensor_axes_are_trunk_axes() if args.axes_are_trunk else None
-    try:
+    with config_errors():
         tuning = load_config(args.config).pipeline
-    except ConfigError as exc:
-        raise ValueError(f"config: {exc}") from None
     summary = replay(args.file, args.out, args.device, progress=not args.quiet, calibration=known,
                      offline=args.offline, tuning=tuning)
     print(json.dumps(summary, indent=1))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,21 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", help="topic prefix (mqtt.prefix, default posture)")
 
 
-def config_from(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
-    """The config file with what the command line sets on top; a bad key is one line, not a traceback."""
-    mqtt = {"host": args.mqtt_host, "port": args.mqtt_port, "prefix": args.prefix}
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+    """A bad config value (file, environment, rules) as one "config: …" line, not a traceback:
+    `posture` prints a ValueError as one line."""
     try:
-        return load_config(args.config, overrides={"mqtt": mqtt, **sections})
+        yield
     except ConfigError as exc:
         raise ValueError(f"config: {exc}") from None
+
+
+def config_from(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
+    """The config file with what the command line sets on top."""
+    mqtt = {"host": args.mqtt_host, "port": args.mqtt_port, "prefix": args.prefix}
+    with config_errors():
+        return load_config(args.config, overrides={"mqtt": mqtt, **sections})
 
 
 def stop_on_signals(callback: Callable[[], object]) -> None:

@@ -60,9 +60,9 @@ class MqttEndpoint:
 
     persistent: the broker keeps our subscriptions and queues QoS 1 messages while we are away
     (MQTT 5: clean_start false and a session expiry; 3.1.1: clean session off).
-    on_connected(client, session_present) runs on paho's thread after the subscriptions and the
-    birth message; on_message(client, message) for every message received. stopping: the service's
-    own stop flag, if it has one: set, a reconnect does not start over.
+    on_connected(client, session_present) runs on paho's thread before the subscriptions and the
+    birth message go out; on_message(client, message) for every message received. stopping: the
+    service's own stop flag, if it has one: set, a reconnect does not start over.
     """
 
     def __init__(self, settings: MqttSettings, client_id: str, *, name: str = "",
@@ -80,7 +80,6 @@ class MqttEndpoint:
         self.connected = threading.Event()
         self.stopping = stopping or threading.Event()
         self._on_connected = on_connected
-        self._on_message = on_message
         self._started = False
         self._last_warning: tuple[str, float] = ("", -1e9)
         self.client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -112,6 +111,10 @@ class MqttEndpoint:
     def where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
+    def publish(self, message: Message) -> mqtt.MQTTMessageInfo:
+        """Queue one message (paho's thread sends it)."""
+        return self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+
     def start(self) -> None:
         """Connect in the background; returns at once, whether or not the broker is there."""
         if self._started:
@@ -124,7 +127,7 @@ class MqttEndpoint:
         """Send goodbye if connected (waiting at most STOP_WAIT_S), disconnect, let paho's thread end."""
         self.stopping.set()
         if goodbye is not None and self.connected.is_set():
-            info = self.client.publish(goodbye.topic, goodbye.payload, qos=goodbye.qos, retain=goodbye.retain)
+            info = self.publish(goodbye)
             with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now: the will says it
                 info.wait_for_publish(STOP_WAIT_S)
         self.client.disconnect()
@@ -152,13 +155,13 @@ class MqttEndpoint:
         if self.subscriptions:
             client.subscribe(self.subscriptions)
         if self.birth is not None:
-            client.publish(self.birth.topic, self.birth.payload, qos=self.birth.qos, retain=self.birth.retain)
+            self.publish(self.birth)
         self._last_warning = ("", -1e9)
         self.connected.set()
         log.info("%s: connected to MQTT %s; session present: %s", self.name, self.where, flags.session_present)
 
     def _connect_failed(self, client: mqtt.Client, _userdata: Any) -> None:
-        error = getattr(client, "last_error", None)
+        error = self.client.last_error
         self._warn(f"cannot reach MQTT broker {self.where}: {error or 'connection failed'}; retrying")
 
     def _disconnected(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
