@@ -76,13 +76,14 @@ def _slug(device: str) -> str:
 
 
 def discovery_configs(device: str, *, prefix: str, ha_prefix: str, service_availability_topic: str,
-                      sw_version: str) -> list[tuple[str, dict[str, Any]]]:
+                      sw_version: str, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(topic, config) pairs for Home Assistant MQTT discovery of one device.
 
-    The service publishes each retained, QoS 1.
+    `name` is the sensor's human name (from its status) when known; the device id otherwise, which for an
+    unusual name carries a hash (contract/identity.py). The service publishes each retained, QoS 1.
     """
     node = f"posture_{_slug(device)}"
-    device_block = {"identifiers": [node], "name": f"Posture {device}", "manufacturer": ORIGIN_NAME,
+    device_block = {"identifiers": [node], "name": f"Posture {name or device}", "manufacturer": ORIGIN_NAME,
                     "model": "Back-worn posture sensor", "sw_version": sw_version}
     service = {"topic": service_availability_topic, "payload_available": "online",
                "payload_not_available": "offline"}

@@ -2,7 +2,9 @@
 
 - Reads `<prefix>/+/metrics`, `…/events` and `…/alerts/snooze` in a persistent MQTT session
   (QoS 1), so nothing is missed while it is away, and acknowledges each message only after the
-  state it changed is saved: a crash or restart neither loses a minute nor counts one twice.
+  state it changed is saved: a crash or restart neither loses a minute nor counts one twice. Also
+  reads `…/status` (QoS 0) for the sensor's human name that Home Assistant shows. A payload whose
+  device is not its topic's is refused as malformed (contract/identity.py).
 - What it decides to send goes into the same SQLite file, in the same transaction as the state
   (service_io/spool.py): a restart never sends an alert twice, and an alert decided just before a
   crash still goes out (unless its expiry passed). Sending is the gateway's mechanism
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ from alerts.compose import text_mirror
 from alerts.engine import AlertEngine
 from alerts.homeassistant import discovery_configs
 from alerts.settings import load_rules
+from contract.identity import ID_PATTERN, check_device
 from contract.messages import topic
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import Config, ConfigError
@@ -46,9 +48,7 @@ log = logging.getLogger("posture.alerts")
 BATCH = 500
 MAX_INFLIGHT = 100
 MAX_SNOOZE_MIN = 24 * 60
-DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # as contract/schemas/*.json
 PLAUSIBLE_FROM_S = 1_577_836_800.0  # 2020-01-01: before it, a sensor clock was never set
-MAX_AHEAD_S = 86_400.0  # data from the future would close today and block the real minutes
 
 
 @dataclass
@@ -92,7 +92,9 @@ class AlertService:
             config.mqtt, cfg.client_id, name="alerts", manual_ack=True, persistent=True,
             session_expiry_s=cfg.session_expiry_s, max_inflight=MAX_INFLIGHT, stopping=self.stop_event,
             subscriptions=[(f"{p}/+/metrics", 1), (f"{p}/+/events", 1), (f"{p}/+/alerts/snooze", 1),
-                           (f"{cfg.ha_prefix}/status", 1)],
+                           # QoS 0: only for names, not queued while we are away (it would crowd the session's
+                           # queue); the retained status comes with each subscription, on every connect.
+                           (f"{p}/+/status", 0), (f"{cfg.ha_prefix}/status", 1)],
             will=self._offline, birth=Message(self.availability_topic, "online"),
             on_connected=self._on_connected,
             on_message=lambda client, msg: self._inbox.put((self._connection, msg)))
@@ -105,6 +107,7 @@ class AlertService:
         self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
         self._connection: int = 0  # counts connections: a packet id is only good for the one it came on
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
+        self._names: dict[str, str] = {}  # device id → the sensor's human name, from its retained status
         try:
             self._version = metadata.version("posture-companion")
         except metadata.PackageNotFoundError:
@@ -190,7 +193,7 @@ class AlertService:
             return []
         if msg.topic.endswith("/alerts/snooze"):
             device = msg.topic.split("/")[-3]
-            if not DEVICE_ID.fullmatch(device):
+            if not ID_PATTERN.fullmatch(device):
                 raise Malformed(f"snooze: {device[:70]!r} is not a device id")
             if msg.retain:  # an old retained command would re-snooze on every restart
                 raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
@@ -199,8 +202,14 @@ class AlertService:
             touched.add(device)
             return []
         stream = stream_of(msg.topic)
-        doc = parse(stream, msg.payload, self.validators)
-        if not PLAUSIBLE_FROM_S <= doc["ts"] / 1000 <= now_s + MAX_AHEAD_S:
+        doc = parse(stream, msg.payload, self.validators, now_s)  # times from the future are refused there
+        check_device(msg.topic, doc)
+        if stream == "status":  # only for the name Home Assistant shows
+            if doc.get("sensor_name") and self._names.get(doc["device"]) != doc["sensor_name"]:
+                self._names[doc["device"]] = doc["sensor_name"]
+                self._announced.discard(doc["device"])  # announce again under the name
+            return []
+        if doc["ts"] / 1000 < PLAUSIBLE_FROM_S:
             raise Malformed(f"time: ts {doc['ts']} is not a plausible sensor time (clock unset or wrong?)")
         touched.add(doc["device"])
         return self.engine.on_metrics(doc, now_s) if stream == "metrics" else self.engine.on_event(doc, now_s)
@@ -230,6 +239,6 @@ class AlertService:
         for device in {d for d, state in self.engine.devices.items() if state.minutes} - self._announced:
             for config_topic, config in discovery_configs(device, prefix=self.prefix, ha_prefix=self.cfg.ha_prefix,
                                                           service_availability_topic=self.availability_topic,
-                                                          sw_version=self._version):
+                                                          sw_version=self._version, name=self._names.get(device)):
                 self.client.publish(config_topic, json.dumps(config), qos=1, retain=True)
             self._announced.add(device)

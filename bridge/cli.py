@@ -26,5 +26,6 @@ def run_bridge_cli(args: argparse.Namespace) -> int:
     stop_on_signals(bridge.stop_event.set)
     bridge.run()
     print(json.dumps({"received": bridge.stats.received, "points_written": bridge.stats.points_written,
-                      "points_spooled": bridge.stats.points_spooled, "malformed": dict(bridge.stats.malformed)}))
+                      "points_spooled": bridge.stats.points_spooled, "points_refused": bridge.stats.points_refused,
+                      "spool_failures": bridge.stats.spool_failures, "malformed": dict(bridge.stats.malformed)}))
     return 0

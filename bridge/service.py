@@ -6,8 +6,16 @@
   InfluxDB, or, while InfluxDB is down, in the on-disk spool (service_io/spool.py), which is
   written to InfluxDB when it answers again. A `kill -9` loses nothing: unacknowledged messages
   are redelivered, spooled points are on disk, and a point written twice overwrites itself.
-- Malformed payloads (not JSON, wrong schema, wrong types) are counted and published, with the
-  reason, to a dead-letter topic; they never stop the bridge.
+- Malformed payloads (not JSON, too large or deep, wrong schema, wrong types, times out of range) are
+  counted and published, with the reason, to a dead-letter topic; they never stop the bridge, and
+  neither does any other error met handling a message (it is counted and dead-lettered as `error`).
+- A point InfluxDB refuses (400: a field type conflict, a time out of its range) is found by
+  bisecting the batch, dead-lettered with InfluxDB's reason and counted; the rest are stored, and it
+  never blocks the spool. An outage (no answer, 5xx) is retried from the spool; settings that do not
+  work (401/403, no such database or bucket) are said so, naming the key, while the spool keeps the
+  points. A 1.x database that does not exist is created (service_io/influx.py).
+- If the points can be neither written nor spooled (disk full), their messages stay unacknowledged
+  and are tried again: the broker keeps them, and a restarted bridge receives them again.
 """
 
 from __future__ import annotations
@@ -22,16 +30,20 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from contract.identity import check_device
 from contract.influx_schema import to_line_protocol
+from contract.messages import stamp_will
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import BridgeSettings, Config
-from service_io.influx import WriteError, Writer, make_writer
+from service_io.influx import PointsRefused, SettingsError, WriteError, Writer, make_writer
 from service_io.mqtt import MqttEndpoint
-from service_io.spool import Spool
+from service_io.spool import Spool, SpoolError
 
 log = logging.getLogger("posture.bridge")
 SUBTOPICS = ("metrics", "events", "status", "alerts/log")
 RETRY_INFLUX_S = 2.0
+WARN_EVERY_S = 30.0  # a trouble that lasts is said again this often, not once per batch
+Item = tuple[str, str]  # (topic it came on, line protocol)
 
 
 @dataclass
@@ -39,6 +51,8 @@ class BridgeStats:
     received: int = 0
     points_written: int = 0
     points_spooled: int = 0
+    points_refused: int = 0  # InfluxDB refused them (400): dead-lettered with its reason
+    spool_failures: int = 0  # batches neither InfluxDB nor the spool took: held unacknowledged, tried again
     malformed: Counter[str] = field(default_factory=Counter)
 
 
@@ -53,8 +67,10 @@ class Bridge:
         self.spool = spool
         self.validators = validators
         self._writer = writer
-        self._last_influx_warning_s = -1e9
-        self._pending: list[tuple[int, int, list[str]]] = []  # (mid, qos, lines) not yet stored
+        self._warned: dict[str, float] = {}  # trouble → when it was last logged (monotonic s)
+        # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
+        self._pending: list[tuple[int, int, int, str, list[str]]] = []
+        self._connection = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.stop_event = threading.Event()
@@ -62,7 +78,8 @@ class Bridge:
         self.mqtt = MqttEndpoint(config.mqtt, self.cfg.client_id, name="bridge", manual_ack=True, persistent=True,
                                  session_expiry_s=self.cfg.session_expiry_s,
                                  subscriptions=[(f"{prefix}/+/{sub}", 1) for sub in SUBTOPICS],
-                                 on_message=self._on_message, stopping=self.stop_event)
+                                 on_message=self._on_message, on_connected=self._on_connected,
+                                 stopping=self.stop_event)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
 
     @classmethod
@@ -72,20 +89,37 @@ class Bridge:
                    writer)
 
     # paho's network thread --------------------------------------------------------------
+    def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
+        self._connection += 1
+
     def _on_message(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
+        """Never raises: an exception here ends paho's thread, and the unacknowledged message would come
+        back to end the next bridge's too."""
         self.stats.received += 1
-        stream = stream_of(msg.topic)
         try:
+            stream = stream_of(msg.topic)
             doc = parse(stream, msg.payload, self.validators)
-            lines = to_line_protocol(doc, stream)
+            check_device(msg.topic, doc)  # the topic says whose data it is (the ACL's unit), not the payload
+            lines = to_line_protocol(stamp_will(doc, time.time()), stream)
         except (Malformed, KeyError, TypeError, ValueError) as exc:
-            self._dead_letter(msg, str(exc))
-            client.ack(msg.mid, msg.qos)
+            self._refuse(client, msg, str(exc))
+            return
+        except Exception as exc:  # a bug met: said once with its traceback, then counted like the rest
+            if not self.stats.malformed["error"]:
+                log.exception("handling a message on %s failed; further failures are counted", msg.topic)
+            self._refuse(client, msg, f"error: {type(exc).__name__}: {exc}")
             return
         with self._lock:
-            self._pending.append((msg.mid, msg.qos, lines))
+            self._pending.append((msg.mid, msg.qos, self._connection, msg.topic, lines))
             if len(self._pending) >= self.cfg.batch_points:
                 self._wake.set()
+
+    def _refuse(self, client: mqtt.Client, msg: mqtt.MQTTMessage, reason: str) -> None:
+        try:
+            self._dead_letter(msg, reason)
+        except Exception:  # nothing may escape into paho's thread (see _on_message)
+            log.exception("dead-lettering a message on %s failed", msg.topic)
+        client.ack(msg.mid, msg.qos)
 
     def _dead_letter(self, msg: mqtt.MQTTMessage, reason: str) -> None:
         kind = reason.split(":", 1)[0]
@@ -117,32 +151,72 @@ class Bridge:
             batch, self._pending = self._pending, []
         if not batch:
             return
-        lines = [line for _, _, ls in batch for line in ls]
-        if not self._write(lines):
-            self.spool.put([("", line.encode()) for line in lines])
-            self.stats.points_spooled += len(lines)
-        for mid, qos, _ in batch:  # stored (in InfluxDB or on disk): now the broker may forget them
-            self.client.ack(mid, qos)
+        items = [(topic, line) for _, _, _, topic, lines in batch for line in lines]
+        done = self._write(items)
+        if done < len(items):
+            try:
+                self.spool.put([(topic, line.encode()) for topic, line in items[done:]])
+            except SpoolError as exc:  # neither InfluxDB nor the disk: keep them unacknowledged, try again
+                self.stats.spool_failures += 1
+                self._warn("spool", logging.ERROR, "cannot store or spool; messages stay unacknowledged: %s", exc)
+                with self._lock:
+                    self._pending[:0] = batch
+                time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
+                return
+            self.stats.points_spooled += len(items) - done
+        for mid, qos, connection, _, _ in batch:  # stored (in InfluxDB or on disk): the broker may forget them
+            if connection == self._connection:  # from an older connection: the broker sends it again
+                self.client.ack(mid, qos)
 
     def _drain_spool(self) -> None:
-        while not self.stop_event.is_set() and (rows := self.spool.peek(self.cfg.batch_points)):
-            if not self._write([row[2].decode() for row in rows]):
-                return
-            self.spool.delete([row[0] for row in rows])
+        try:
+            while not self.stop_event.is_set() and (rows := self.spool.peek(self.cfg.batch_points)):
+                done = self._write([(topic, body.decode()) for _, topic, body, _ in rows])
+                self.spool.delete([row[0] for row in rows[:done]])  # the rest: written again later, idempotent
+                if done < len(rows):
+                    return
+        except SpoolError as exc:
+            self._warn("spool", logging.ERROR, "cannot empty the spool: %s", exc)
 
-    def _write(self, lines: list[str]) -> bool:
-        if not lines:
-            return True
+    def _write(self, items: list[Item]) -> int:
+        """Write (topic, line) items in order; lines InfluxDB refuses are found by bisection and dead-lettered.
+        Returns how many leading items are settled (stored or dead-lettered): fewer than all when InfluxDB
+        is unavailable or the settings do not work with it, and the rest must wait."""
+        if not items:
+            return 0
         try:
             if self._writer is None:
                 self._writer = make_writer(self.influx_cfg)
-            self._writer.write(lines)
-        except WriteError as exc:
-            now = time.monotonic()
-            if now - self._last_influx_warning_s > 30:  # once in a while, not per batch
-                log.warning("InfluxDB unavailable, spooling to disk: %s", exc)
-                self._last_influx_warning_s = now
+            self._writer.write([line for _, line in items])
+        except PointsRefused as exc:
+            if len(items) == 1:
+                self._refused_point(*items[0], str(exc))
+                return 1
+            half = len(items) // 2
+            done = self._write(items[:half])
+            return done if done < half else half + self._write(items[half:])
+        except SettingsError as exc:
+            self._warn("settings", logging.ERROR, "InfluxDB refuses our settings, spooling to disk: %s", exc)
             time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
-            return False
-        self.stats.points_written += len(lines)
-        return True
+            return 0
+        except WriteError as exc:
+            self._warn("outage", logging.WARNING, "InfluxDB unavailable, spooling to disk: %s", exc)
+            time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
+            return 0
+        self.stats.points_written += len(items)
+        return len(items)
+
+    def _refused_point(self, topic: str, line: str, reason: str) -> None:
+        self.stats.points_refused += 1
+        if self.stats.points_refused == 1:
+            log.warning("InfluxDB refused a point (%s); it and any further ones go to %s, counted", reason[:160],
+                        self.dead_letter_topic)
+        body = {"topic": topic, "reason": f"refused by InfluxDB: {reason}", "payload": line[:2000]}
+        self.client.publish(self.dead_letter_topic, json.dumps(body), qos=1)
+
+    def _warn(self, trouble: str, level: int, text: str, exc: Exception) -> None:
+        """One line when a trouble starts, and again every WARN_EVERY_S while it lasts."""
+        now = time.monotonic()
+        if now - self._warned.get(trouble, -1e9) > WARN_EVERY_S:
+            log.log(level, text, exc)
+            self._warned[trouble] = now

@@ -25,8 +25,15 @@ class Status:
     link_quality_pct: float | None = None  # received / (received + lost) over the last minute
     lost_samples: int = 0  # since the gateway started
     malformed_packets: int = 0
+    duplicate_packets: int = 0  # the stack delivered a notification again (a stale subscription): dropped
     reconnects: int = 0
     rssi_dbm: int | None = None
+    # The sensor's advertised name; `device` is the id derived from it (contract/identity.py). Not `name`: a
+    # keyword in InfluxQL, where every query would have to quote it.
+    sensor_name: str | None = None
+    # The broker's last will for a gateway that vanished. It was composed when the gateway connected, so its
+    # `ts` says nothing about when the gateway was last heard: a consumer stamps it on arrival (stamp_will).
+    will: bool = False
     kind: str = "status"
 
 
@@ -57,6 +64,12 @@ def payload(device: str, item: Event | MinuteMetrics | Status, now_s: float | No
     else:
         raise TypeError(f"no MQTT payload for {type(item).__name__}")
     return {"schema": SCHEMA_VERSION, "kind": item.kind, "device": device, "ts": _ms(ts), **body}
+
+
+def stamp_will(doc: dict[str, Any], received_s: float) -> dict[str, Any]:
+    """A validated status as it should be stored: a will at the time it arrived (the broker sends it when
+    the gateway's keepalive ran out), so the newest stored status of a crashed gateway says offline."""
+    return {**doc, "ts": _ms(received_s)} if doc.get("kind") == "status" and doc.get("will") else doc
 
 
 # What a payload carries besides its own fields: the envelope, and the times `ts` is made of.

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, NoReturn
 
 import fastjsonschema
+
+from contract.messages import TIME_FIELDS
 
 # Topic suffix after <prefix>/<device>/ → schema file.
 SCHEMA_FILES = {"metrics": "metrics.json", "events": "event.json", "status": "status.json",
@@ -15,7 +19,21 @@ SCHEMA_FILES = {"metrics": "metrics.json", "events": "event.json", "status": "st
 
 
 class Malformed(ValueError):
-    pass
+    """Refused with a reason "<kind>: <detail>"; services count refusals by kind."""
+
+
+# Our largest payload, an alert with its stretch, is about 2 kB: a message 30 times that is no payload of ours,
+# and parsing it first would let one message cost the bridge megabytes and seconds.
+MAX_PAYLOAD_BYTES = 64 * 1024
+# A payload's ts may be at most this far ahead of the receiver's clock (clocks of two hosts disagree by
+# seconds, not days): the alert service's day would otherwise move to the future and every real minute
+# after it be "late".
+MAX_AHEAD_S = 86_400.0
+# The times a payload carries (an episode's start and end, a minute's start, where sitting began) lie within
+# this of its ts, and an episode lasts no longer: a longer one is a wrong clock or a forged message.
+MAX_SPAN_S = 86_400.0
+# Times checked against ts: the ones ts is made of, and the minute's sitting start, which alerts count from.
+_WINDOWED = TIME_FIELDS | {"sitting_since_s"}
 
 
 Validators = dict[str, Callable[[Any], dict[str, Any]]]  # stream → a compiled JSON Schema check
@@ -39,13 +57,42 @@ def _no_constant(name: str) -> NoReturn:
     raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
 
 
-def parse(stream: str, body: bytes | bytearray,
-          validators: Validators) -> dict[str, Any]:
+def _finite(text: str) -> float:
+    """Python's json reads 1e400 as inf, which InfluxDB would refuse and no measurement is."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise Malformed(f"not JSON: {text[:40]} is not a finite number")
+    return value
+
+
+def parse(stream: str, body: bytes | bytearray, validators: Validators, now_s: float | None = None) -> dict[str, Any]:
+    """A payload checked as the bridge and the alert service both check it: size, JSON, schema, then its
+    times (check_times) against the receiver's clock `now_s` (default: this machine's)."""
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise Malformed(f"too large: {len(body)} bytes, more than the {MAX_PAYLOAD_BYTES} a payload may have")
     try:
-        doc = json.loads(body, parse_constant=_no_constant)
+        doc = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Malformed(f"not JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than Python's parser goes: a payload of ours has two levels
+        raise Malformed("not JSON: nested too deep") from None
     try:
-        return validators[stream](doc)
+        doc = validators[stream](doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise Malformed(f"schema: {exc.message[:300]}") from None
+    check_times(doc, time.time() if now_s is None else now_s)
+    return doc
+
+
+def check_times(doc: dict[str, Any], now_s: float) -> None:
+    """What a schema cannot say: ts not far ahead of now, the payload's other times near its ts, and an
+    episode's start before its end."""
+    ts_s = doc["ts"] / 1000
+    times = {name: doc[name] for name in _WINDOWED & doc.keys() if doc[name] is not None}
+    for name, t_s in times.items():
+        if abs(t_s - ts_s) > MAX_SPAN_S:
+            raise Malformed(f"time: {name} {t_s} is more than {MAX_SPAN_S:g} s from ts {doc['ts']}")
+    if (latest_s := max([ts_s, *times.values()])) > now_s + MAX_AHEAD_S:
+        raise Malformed(f"time: {latest_s - now_s:.0f} s ahead of this clock (ts {doc['ts']})")
+    if "start_s" in doc and "end_s" in doc and not 0 <= doc["end_s"] - doc["start_s"] <= MAX_SPAN_S:
+        raise Malformed(f"time: from start_s {doc['start_s']} to end_s {doc['end_s']} is no episode")

@@ -10,9 +10,9 @@ only the latest matters; the broker publishes "offline" for us (last will) if we
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,24 +33,36 @@ MAX_INFLIGHT = 100
 
 
 def device_file(spool_dir: Path, device: str, suffix: str) -> Path:
-    """The device's own file in the spool directory (addresses have colons; file names should not)."""
-    return spool_dir / f"{device.replace(':', '_')}{suffix}"
+    """The device's own file in the spool directory. Addresses have colons and file names should not; a colon
+    becomes `+`, which no device id has, so `a:b` and `a_b` keep files of their own."""
+    return spool_dir / f"{device.replace(':', '+')}{suffix}"
 
 
-def device_id(name: str) -> str:
-    """A topic- and tag-safe id from a sensor's name or address."""
-    return re.sub(r"[^A-Za-z0-9_.:-]", "_", name)[:64] or "sensor"
+def adopt_legacy_files(spool_dir: Path, device: str) -> None:
+    """Earlier versions wrote `:` as `_` (so `a:b` and `a_b` shared files): a device with a colon in its id
+    (a sensor known by its address) takes its spool and calibration from there once, unless it has its own."""
+    if ":" not in device:
+        return  # its file name never changed
+    # Before any spool is opened. The SQLite write-ahead log holds what a crash left unmerged: it moves along.
+    for suffix in (".spool", ".calibration.json"):
+        old, new = spool_dir / f"{device.replace(':', '_')}{suffix}", device_file(spool_dir, device, suffix)
+        if old.exists() and not new.exists():
+            for extra in ("-wal", "-shm", ""):  # the database file last: its presence marks the move undone
+                moved = old.with_name(old.name + extra)
+                if moved.exists():
+                    moved.replace(new.with_name(new.name + extra))
 
 
 class DevicePublisher:
     """Built by open(), which opens the device's spool; the constructor itself does no I/O."""
 
-    def __init__(self, config: Config, device: str, spool: Spool):
+    def __init__(self, config: Config, device: str, spool: Spool, name: str | None = None):
         self.device = device
+        self.name = name  # the sensor's human name; `device` is the id derived from it
         self.prefix = config.mqtt.prefix
         self.spool = spool
         self.mqtt = MqttEndpoint(config.mqtt, f"{config.gateway.client_id}-{device}", name=device,
-                                 will=self._status_message(Status(online=False)),
+                                 will=self._status_message(Status(online=False, will=True)),
                                  max_inflight=MAX_INFLIGHT, on_connected=self._on_connected)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
         self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
@@ -58,12 +70,14 @@ class DevicePublisher:
         self._latest_status: Status | None = None
 
     @classmethod
-    def open(cls, config: Config, device: str, spool_dir: Path) -> DevicePublisher:
+    def open(cls, config: Config, device: str, spool_dir: Path, name: str | None = None) -> DevicePublisher:
         """A publisher with the device's spool file in spool_dir open (created if new)."""
-        return cls(config, device, Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages))
+        return cls(config, device, Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages),
+                   name)
 
     def _status_message(self, status: Status) -> Message:
-        """The device's retained status, stamped now."""
+        """The device's retained status, stamped now, with the sensor's human name."""
+        status = dataclasses.replace(status, sensor_name=self.name)
         return Message(topic(self.prefix, self.device, "status"), json.dumps(payload(self.device, status,
                                                                                       now_s=time.time())))
 
@@ -97,8 +111,15 @@ class DevicePublisher:
             self.sender.pump()
 
     def stop(self, offline: bool = True) -> None:
-        self.mqtt.stop(self._status_message(Status(online=False)) if offline else None)
+        self.mqtt.stop(self._status_message(self._offline()) if offline else None)
         self.spool.close()
+
+    def _offline(self) -> Status:
+        """The goodbye: offline, with the counters as they stood (the Devices dashboard shows the last ones;
+        zeros would read as a clean link). No link now, so no quality or signal strength."""
+        if self._latest_status is None:
+            return Status(online=False)
+        return dataclasses.replace(self._latest_status, online=False, link_quality_pct=None, rssi_dbm=None)
 
     @property
     def backlog(self) -> int:

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract.identity import device_id
 from contract.messages import Status
-from gateway.publisher import DevicePublisher, device_file, device_id
+from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from pipeline.calibration import Calibration
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
@@ -58,9 +59,17 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     spool_dir = Path(config.gateway.spool_dir)
     devices: dict[str, Device] = {}
     links: dict[str, SensorLink] = {}
+    sensors: dict[str, FoundSensor] = {}
     for sensor in await find_sensors(config, scan_timeout_s):
         name = device_id(sensor.name or sensor.address)
-        publisher = DevicePublisher.open(config, name, spool_dir)
+        if name in sensors:  # one id, one series: two sensors under it would merge their data
+            raise RuntimeError(f"sensors {sensors[name].address} and {sensor.address} both advertise "
+                               f"{sensor.name!r} (gateway.sensors): rename one, they would share one device")
+        sensors[name] = sensor
+    for name in sensors:  # every one before any spool opens: a legacy file may be another device's too
+        adopt_legacy_files(spool_dir, name)
+    for name, sensor in sensors.items():
+        publisher = DevicePublisher.open(config, name, spool_dir, sensor.name or sensor.address)
         publisher.start()
         pipeline = PosturePipeline(config.pipeline.settings(), calibration=load_calibration(spool_dir, name))
         device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s))
@@ -146,7 +155,7 @@ def _status(device: Device, link: SensorLink) -> Status:
         return Status(online=False)
     return Status(online=link.connected.is_set(), battery_pct=stats.battery_pct, link_quality_pct=quality,
                   lost_samples=stats.lost_samples, malformed_packets=stats.malformed_total,
-                  reconnects=stats.reconnects)
+                  duplicate_packets=stats.duplicates, reconnects=stats.reconnects)
 
 
 async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:

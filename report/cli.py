@@ -22,7 +22,7 @@ LOCALTIME = Path("/etc/localtime")
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="draw a device's day from InfluxDB: angles, slouch, rotation, lean, alerts")
-    p.add_argument("--device", required=True, help="device name (the device_id tag)")
+    p.add_argument("--device", required=True, help="device id (the device_id tag; docs/mqtt.md)")
     p.add_argument("--day", required=True, metavar="YYYY-MM-DD", help="the local day, midnight to midnight")
     p.add_argument("--out", required=True, type=Path, metavar="FILE",
                    help="report.png (the figure) or report.html (a page with the figure, totals and alerts)")

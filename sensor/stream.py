@@ -63,6 +63,7 @@ class StreamDecoder:
         self._arrivals = ArrivalTimeline(self.rate_hz)
         self._waiting: deque[tuple[DecodedPacket, float]] = deque()  # decoded, not yet placed (arrival-timed)
         self._clock = ClockMap()
+        self._last_raw: tuple[bytes, float] = (b"", float("-inf"))  # the last notification and its arrival
 
     def restart(self) -> list[ImuBatch]:
         """A new connection: sensor clocks and counters may have moved on; keep the totals. Returns
@@ -76,8 +77,21 @@ class StreamDecoder:
         return self._settled(self._arrivals.flush())
 
     def feed(self, data: bytes | bytearray, host_s: float) -> ImuBatch | None:
+        data = bytes(data)
+        if not self.profile.has_sensor_clock:
+            # No counter on the wire to tell a repeat (the timeline would read it as a sample and run fast).
+            # A stack with a stale subscription delivers a notification twice, the copy right behind the original
+            # (microseconds apart, a few ms on a busy host); a sensor's next sample is due a period later, so
+            # the same bytes within a period are the same packet. (Two real samples identical to the bit and
+            # that close would lose the second to this, read as one lost sample and filled by gap handling:
+            # cheap next to a doubled stream, whose timeline would run at twice the rate.)
+            last, last_s = self._last_raw
+            self._last_raw = (data, host_s)
+            if data == last and host_s - last_s < 1.0 / self.rate_hz:
+                self.stats.duplicates += 1
+                return None
         try:
-            packet = self.profile.decode(bytes(data))
+            packet = self.profile.decode(data)
         except PacketError as exc:
             self.stats.malformed[exc.kind] += 1
             if self.stats.malformed[exc.kind] == 1:  # once per kind; the counters carry the rest

@@ -38,7 +38,9 @@ class CountedTimeline:
             lost_samples = lost_packets = 0
         else:
             step_us = (t0_us - self._last_t0_us) % CLOCK_MODULO_US
-            if step_us >= CLOCK_MODULO_US // 2:  # behind us: a repeat, not 35 minutes of loss
+            # Not after the last packet: a repeat, not 35 minutes (behind) or 65,535 packets (the same
+            # packet again) of loss. A BLE stack with a stale subscription delivers each packet twice.
+            if step_us == 0 or step_us >= CLOCK_MODULO_US // 2:
                 return Placement(np.empty(0), 0, 0, duplicate=True)
             self._t0_unwrapped_us += step_us
             lost_samples = max(0, round((self._t0_unwrapped_us - self._next_us) / period_us))
@@ -101,13 +103,17 @@ class ArrivalTimeline:
         # Flushed, a packet may have few followers, perhaps all late: a new loss needs a quarter window.
         trusted = full or self._pending_samples >= self.window // 4
         lost = round(floor - self._drift) if trusted else self._lost
-        if lost < 0:
-            # The first packets were late, so the floor we started from was too high: re-anchor.
-            self._drift += lost
-            lost = 0
+        counted_back = 0
+        if lost < self._lost:
+            # Fewer lost than already placed: the packets that raised the floor were late, not lost (at
+            # the start: the first packets came late). Samples handed on cannot move back in time, so
+            # the floor is re-anchored, the next sample follows its neighbour, and the count is corrected.
+            counted_back = self._lost - max(lost, 0)
+            self._drift += lost - self._lost
+            lost = self._lost
         if full:
             self._drift += self.drift_gain * (floor - lost - self._drift)
-        lost_now, self._lost = lost - self._lost, lost
+        lost_now, self._lost = lost - self._lost - counted_back, lost
         index = self._placed + self._lost + np.arange(n)
         self._placed += n
         return Placement(index / self.rate_hz, lost_now, 0)

@@ -5,12 +5,20 @@ X-Influxdb-Version header decides, unless the config names the API. The v2 path 
 influxdb-client's. InfluxDB older than 1.8 (Debian's 1.6.7) has only the v1 API (`/write`,
 `/query`), which influxdb-client does not speak and whose own Python client (`influxdb`) has been
 unmaintained since 2020, so those HTTP requests are written here, once (`v1_request`).
+
+A write that fails says why, as one of three: the server is down or overloaded (WriteError: try again
+later), it refused the points themselves (PointsRefused: 400, sending them again will not help), or
+our settings do not work with it (SettingsError: credentials, database, bucket, URL; the message names
+the key). A 1.x database that does not exist is created on the first write, as Telegraf does.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import logging
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,7 +28,9 @@ from typing import Any, Protocol, cast
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
 
+log = logging.getLogger("posture.influx")
 TIMEOUT_S = 10.0
 
 
@@ -29,7 +39,17 @@ class InfluxError(RuntimeError):
 
 
 class WriteError(InfluxError):
-    """The database did not store the points."""
+    """The database did not store the points; as itself: it is down or overloaded, try again later."""
+
+
+class PointsRefused(WriteError):
+    """The server refused the points themselves (unparsable, a field type conflict, a time out of range): the
+    same points will be refused again. In a batch, 1.x stores the others (a "partial write")."""
+
+
+class SettingsError(WriteError):
+    """The server answered, but the settings do not work with it (credentials, database, bucket, URL): the
+    message names the key to fix."""
 
 
 class QueryError(InfluxError):
@@ -48,7 +68,23 @@ class InfluxSettings:
     password: str = ""  # v1
 
     def __repr__(self) -> str:  # never print secrets
-        return f"InfluxSettings(url={self.url!r}, api={self.api!r}, database={self.database!r})"
+        return f"InfluxSettings(url={redact(self.url)!r}, api={self.api!r}, database={self.database!r})"
+
+
+def redact(url: str) -> str:
+    """The URL as it may be printed: `http://user:secret@host` → `http://***@host`."""
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def _endpoint(settings: InfluxSettings) -> tuple[str, str, str]:
+    """(base URL without user:password@, user, password): credentials in the URL work as influx.username and
+    influx.password do, and never reach a library that might print the URL."""
+    parts = urllib.parse.urlsplit(settings.url)
+    if parts.username is None:
+        return settings.url.rstrip("/"), settings.username, settings.password
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+    return bare.rstrip("/"), settings.username or user, settings.password or password
 
 
 class Writer(Protocol):
@@ -61,8 +97,8 @@ def server_version(url: str) -> str:
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/ping", timeout=TIMEOUT_S) as reply:
             return cast(str, reply.headers.get("X-Influxdb-Version", ""))
-    except (urllib.error.URLError, OSError) as exc:
-        raise WriteError(f"InfluxDB at {url} did not answer /ping: {_reason(exc)}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot read
+        raise WriteError(f"InfluxDB at {redact(url)} did not answer /ping: {_reason(exc)}") from None
 
 
 def needs_v1(version: str) -> bool:
@@ -78,7 +114,7 @@ def needs_v1(version: str) -> bool:
 def make_writer(settings: InfluxSettings) -> Writer:
     api = settings.api
     if api == "auto":
-        api = "v1" if needs_v1(server_version(settings.url)) else "v2"
+        api = "v1" if needs_v1(server_version(_endpoint(settings)[0])) else "v2"
     if api == "v1":
         return V1Writer(settings)
     if api == "v2":
@@ -91,10 +127,11 @@ def v1_request(settings: InfluxSettings, method: str, path: str, params: dict[st
     """One request to the v1 API: (status, body). An HTTP error status is returned; an unreachable
     server raises InfluxError. 1.x users go in basic auth; a 2.x token (or 1.8's "user:password") in
     the Token header."""
-    url = f"{settings.url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
+    base, user, password = _endpoint(settings)
+    url = f"{base}{path}?{urllib.parse.urlencode(params)}"
     headers = {"Accept": "application/json"} if body is None else {"Content-Type": "text/plain; charset=utf-8"}
-    if settings.username:
-        pair = base64.b64encode(f"{settings.username}:{settings.password}".encode()).decode()
+    if user:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
         headers["Authorization"] = f"Basic {pair}"
     elif settings.token:
         headers["Authorization"] = f"Token {settings.token}"
@@ -104,8 +141,8 @@ def v1_request(settings: InfluxSettings, method: str, path: str, params: dict[st
             return int(reply.status), bytes(reply.read())
     except urllib.error.HTTPError as exc:
         return exc.code, bytes(exc.read())
-    except (urllib.error.URLError, OSError) as exc:
-        raise InfluxError(f"InfluxDB at {settings.url} did not answer {path}: {_reason(exc)}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot read
+        raise InfluxError(f"InfluxDB at {redact(base)} did not answer {path}: {_reason(exc)}") from None
 
 
 def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
@@ -126,24 +163,78 @@ def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
     except json.JSONDecodeError:
         answer = None
     if status != 200:
-        raise QueryError(f"InfluxDB /query at {settings.url} answered {status}: {_error_text(answer, body)}")
+        raise QueryError(f"InfluxDB /query at {redact(settings.url)} answered {status}: {_error_text(answer, body)}")
     if not isinstance(answer, dict):
-        raise QueryError(f"InfluxDB at {settings.url}: /query did not answer JSON")
+        raise QueryError(f"InfluxDB at {redact(settings.url)}: /query did not answer JSON")
     return answer
+
+
+def write_failure(settings: InfluxSettings, where: str, status: int, reason: str) -> WriteError:
+    """What an HTTP error status on a write means: an outage, refused points, or settings to fix (named)."""
+    said = f"InfluxDB {where} at {redact(settings.url)} answered {status} ({reason})"
+    if status in (401, 403):
+        who = "influx.username and influx.password" if settings.username else "influx.token (or credentials)"
+        return SettingsError(f"{said}: check {who}, and that the user may write to influx.database")
+    if status == 404:
+        if "database not found" in reason:
+            return SettingsError(f"{said}: influx.database {settings.database!r} does not exist")
+        if "bucket" in reason:
+            key = "influx.bucket" if settings.bucket else "influx.database"
+            return SettingsError(f"{said}: {key} {settings.bucket or settings.database!r} does not exist")
+        if "organization" in reason:
+            return SettingsError(f"{said}: influx.org {settings.org!r} does not exist")
+        return SettingsError(f"{said}: check influx.url and influx.api")
+    if status in (408, 429) or not 400 <= status < 500:  # a timeout, too many requests, a server error
+        return WriteError(said)
+    return PointsRefused(reason)
+
+
+def create_database(settings: InfluxSettings) -> None:
+    """CREATE DATABASE (1.x; a no-op when it exists). A user who may not: SettingsError naming the key."""
+    name = settings.database.replace("\\", "\\\\").replace('"', '\\"')
+    try:
+        status, body = v1_request(dataclasses.replace(settings, database=""), "POST", "/query",
+                                  {"q": f'CREATE DATABASE "{name}"'})
+    except InfluxError as exc:
+        raise WriteError(str(exc)) from None  # down between the write and this: an outage
+    try:
+        answer = json.loads(body or b"{}")
+    except json.JSONDecodeError:
+        answer = None
+    results = answer.get("results", []) if isinstance(answer, dict) else []
+    error = _error_text(answer, body) if status != 200 else next((r["error"] for r in results if "error" in r), "")
+    if status >= 500:
+        raise WriteError(f"InfluxDB /query at {redact(settings.url)} answered {status} ({error})")
+    if error:
+        raise SettingsError(f"influx.database {settings.database!r} does not exist at {redact(settings.url)} and "
+                            f"could not be created ({str(error)[:200]}): create it, or name one that exists")
+    log.info("created InfluxDB database %r at %s", settings.database, redact(settings.url))
 
 
 class V1Writer:
     def __init__(self, settings: InfluxSettings, precision: str = "ms"):
+        _require_database(settings)
         self.settings = settings
         self.params = {"db": settings.database, "precision": precision}
 
     def write(self, lines: list[str]) -> None:
+        status, reason = self._post(lines)
+        if status == 404 and "database not found" in reason:  # a fresh server: make the database, once
+            create_database(self.settings)
+            status, reason = self._post(lines)
+        if status != 204:
+            raise write_failure(self.settings, "/write", status, reason)
+
+    def _post(self, lines: list[str]) -> tuple[int, str]:
         try:
             status, body = v1_request(self.settings, "POST", "/write", self.params, "\n".join(lines).encode())
         except InfluxError as exc:
             raise WriteError(str(exc)) from None
-        if status != 204:
-            raise WriteError(f"InfluxDB /write answered {status}: {body[:200].decode(errors='replace')}")
+        try:
+            answer = json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            answer = None
+        return status, _error_text(answer, body) if status != 204 else ""
 
     def close(self) -> None:
         pass
@@ -151,21 +242,43 @@ class V1Writer:
 
 class V2Writer:
     def __init__(self, settings: InfluxSettings):
+        _require_database(settings)
+        self.settings = settings
         self.bucket = settings.bucket or settings.database
         self.org = settings.org
-        self._client = InfluxDBClient(url=settings.url, token=settings.token, org=settings.org,
-                                      timeout=int(TIMEOUT_S * 1000))
+        base, user, password = _endpoint(settings)
+        token = settings.token or (f"{user}:{password}" if user else "")  # 1.8: "user:password" is the token
+        self._client = InfluxDBClient(url=base, token=token, org=settings.org, timeout=int(TIMEOUT_S * 1000))
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, lines: list[str]) -> None:
+        status, reason = self._post(lines)
+        if status == 404 and "database not found" in reason:  # InfluxDB 1.8 through its v2 API: a 1.x database
+            create_database(self.settings)
+            status, reason = self._post(lines)
+        if status:
+            raise write_failure(self.settings, "/api/v2/write", status, reason)
+
+    def _post(self, lines: list[str]) -> tuple[int, str]:
+        """(0, "") when written, else the HTTP status and the server's reason."""
         try:
             self._api.write(bucket=self.bucket, org=self.org, record=lines,
                             write_precision=WritePrecision.MS)  # type: ignore[arg-type]  # its members are str
-        except Exception as exc:  # influxdb-client raises ApiException, urllib3 and socket errors
-            raise WriteError(f"InfluxDB /api/v2/write failed: {_reason(exc)}") from None
+        except ApiException as exc:
+            reason = str(getattr(exc, "message", None) or exc.reason or "no reason given").splitlines()[0]
+            return int(exc.status or 0) or 599, redact(reason)[:200]
+        except Exception as exc:  # influxdb-client lets urllib3 and socket errors through
+            raise WriteError(f"InfluxDB /api/v2/write at {redact(self.settings.url)} failed: {_reason(exc)}") from None
+        return 0, ""
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]  # influxdb-client: unannotated
+
+
+def _require_database(settings: InfluxSettings) -> None:
+    """Without one, every write would be refused (400 "database is required") and look like bad points."""
+    if not (settings.database or settings.bucket):
+        raise SettingsError("influx.database is empty: name the database (or influx.bucket) to write to")
 
 
 def _error_text(answer: Any, raw: bytes) -> str:
@@ -177,4 +290,4 @@ def _error_text(answer: Any, raw: bytes) -> str:
 def _reason(exc: BaseException) -> str:
     """A one-line reason without URLs' credentials or tokens."""
     text = str(getattr(exc, "reason", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+    return redact(text)[:200]

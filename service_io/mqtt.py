@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from service_io.config import MqttSettings
+from service_io.config import ConfigError, MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,11 @@ class MqttEndpoint:
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls_ca:
-            self.client.tls_set(ca_certs=settings.tls_ca)
+            try:
+                self.client.tls_set(ca_certs=settings.tls_ca)
+            except OSError as exc:  # ssl.SSLError too: alone, "[Errno 2] No such file" names neither key nor file
+                raise ConfigError(f"mqtt.tls_ca: cannot use {settings.tls_ca!r} as a CA file: "
+                                  f"{exc.strerror or exc}") from None
         if max_inflight is not None:
             self.client.max_inflight_messages_set(max_inflight)
         if will is not None:

@@ -5,16 +5,28 @@ Items keep their order; the oldest are dropped (and counted) only when `max_item
 An item may carry an expiry time (Unix s): a phone nudge that could not be sent in time is
 dropped rather than delivered late. A small key-value table (`meta`) is written in the same
 transaction as the items, so a service's state and what it decided to send never disagree.
+Pages freed by deletes go back to the file system once there are RECLAIM_PAGES of them (SQLite's
+incremental auto-vacuum), so a spool that filled during an outage shrinks again when it drains.
+A file SQLite cannot open or write (a full disk, no permission) raises SpoolError: one line naming
+the file, and nothing half-written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 Item = tuple[str, bytes] | tuple[str, bytes, float | None]  # (key, body[, expires_at_s])
+RECLAIM_PAGES = 256  # 1 MiB of 4 KiB pages: less is not worth a checkpoint
+INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
+
+
+class SpoolError(OSError):
+    """The spool file could not be opened or written (disk full, read-only, not a database)."""
 
 
 class Spool:
@@ -24,21 +36,34 @@ class Spool:
         self.max_items = max_items
         self.dropped = 0
         self._lock = threading.Lock()  # one connection shared by paho's thread and ours
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process crashes
-        self._db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                         "key TEXT NOT NULL, body BLOB NOT NULL)")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
-        if "expires_at" not in columns:  # spool files from before expiry existed
-            self._db.execute("ALTER TABLE items ADD COLUMN expires_at REAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        with self._errors("open"):
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect in a new file: before any table
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process crashes
+            self._db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                             "key TEXT NOT NULL, body BLOB NOT NULL)")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+            if "expires_at" not in columns:  # spool files from before expiry existed
+                self._db.execute("ALTER TABLE items ADD COLUMN expires_at REAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """SQLite's errors as one line naming the file; a transaction that failed is rolled back."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if getattr(self, "_db", None) is not None and self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise SpoolError(f"spool {self.path}: cannot {doing}: {exc}") from None
 
     def put(self, items: list[Item], meta: dict[str, bytes] | None = None) -> None:
         """Append (key, body[, expires_at_s]) items, in order, and set `meta` keys, in one transaction."""
         if not items and not meta:
             return
-        with self._lock:
+        with self._lock, self._errors("write"):
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO items (key, body, expires_at) VALUES (?, ?, ?)",
                                  [(i[0], i[1], i[2] if len(i) > 2 else None) for i in items])
@@ -52,15 +77,28 @@ class Spool:
 
     def peek(self, n: int, after_id: int = 0) -> list[tuple[int, str, bytes, float | None]]:
         """The oldest n items (id, key, body, expires_at_s) with id > after_id, without removing them."""
-        with self._lock:
+        with self._lock, self._errors("read"):
             return self._db.execute("SELECT id, key, body, expires_at FROM items WHERE id > ? ORDER BY id LIMIT ?",
                                     (after_id, n)).fetchall()
 
     def delete(self, ids: list[int]) -> None:
         if not ids:
             return
-        with self._lock:
+        with self._lock, self._errors("delete"):
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """Give the pages deletes freed back to the file system, once they are worth it."""
+        if self._db.execute("PRAGMA freelist_count").fetchone()[0] < RECLAIM_PAGES:
+            return
+        if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL:
+            # executescript: it steps the pragma to its end; execute() stops after the first page.
+            self._db.executescript("PRAGMA incremental_vacuum")
+        elif not self._count():  # a file from before auto-vacuum: converted once it is empty (cheap then)
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # the shrunk file, and an empty log
 
     def meta(self) -> dict[str, bytes]:
         with self._lock:

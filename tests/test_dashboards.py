@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import tomllib
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 
 from posture.local_servers import ServerError
 from service_io.config import load_config
+from support.mqtt import DB
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_DIR = ROOT / "dashboards" / "json"
@@ -58,7 +60,8 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], set[str]] = {
     ("devices.json", "Link quality", "A"): {"time", "link_quality_pct"},
     ("devices.json", "Battery over time", "A"): {"time", "battery_pct"},
     ("devices.json", "Lost samples", "A"): {"time", "lost_samples"},
-    ("devices.json", "Link counters", "A"): {"time", "lost_samples", "malformed_packets", "reconnects"},
+    ("devices.json", "Link counters", "A"): {"time", "lost_samples", "malformed_packets", "duplicate_packets",
+                                             "reconnects"},
 }
 
 # Queries that read only the daily summary alert (WHERE "kind" = 'summary'). The alert service sends
@@ -269,8 +272,23 @@ def test_device_variable(name):
     variables = {v["name"]: v for v in load_dashboard(name)["templating"]["list"]}
     device = variables["device"]
     assert device["type"] == "query"
-    assert device["query"] == 'SHOW TAG VALUES FROM "posture_minute" WITH KEY = "device_id"'
+    # Bounded by the dashboard's range: without one InfluxDB 3 lists only the last day's devices.
+    # Refreshed on every range change (2), so the list follows the range.
+    assert device["query"] == 'SHOW TAG VALUES FROM "posture_minute" WITH KEY = "device_id" WHERE $timeFilter'
+    assert device["refresh"] == 2
     assert device["multi"] is True and device["includeAll"] is True and device["allValue"] == ".*"
+
+
+def test_device_variable_runs_on_influxdb_1(influx):
+    """InfluxDB 1.6.7 takes the time bound (and, unlike 3.x, ignores it): a device seen 40 days ago is still listed."""
+    now_ms = int(time.time() * 1000)
+    influx.write_line_protocol(DB, [f"posture_minute,device_id=recent worn_s=60 {now_ms - 3_600_000}",
+                                           f"posture_minute,device_id=old worn_s=60 {now_ms - 40 * 86_400_000}"])
+    for name in DASHBOARD_FILES:
+        query = {v["name"]: v for v in load_dashboard(name)["templating"]["list"]}["device"]["query"]
+        sql = substitute_macros(query, now_ms - 7 * 86_400_000, now_ms, "unused")
+        series = influx.query(sql, DB)["results"][0]["series"]
+        assert {value for s in series for _, value in s["values"]} >= {"recent"}, (name, sql)
 
 
 @pytest.mark.parametrize("name", ANNOTATED)

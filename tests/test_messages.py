@@ -16,6 +16,7 @@ from service_io.config import ConfigError, load_config
 
 # Tests sharing a module-scoped fixture run on one xdist worker, so it is built once.
 pytestmark = pytest.mark.xdist_group("messages")
+START_S = 1_700_000_000.0  # the sensor's clock as a gateway maps it: Unix time (the schemas refuse 1970)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def produced() -> list:
     pipeline = PosturePipeline()
     items = []
     for ch in sim.chunks(max_samples=2000):
-        out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
+        out = pipeline.update(ch.t_s + START_S, ch.acc_g, ch.gyro_dps)
         items += out.events + out.metrics
     final = pipeline.finish()
     return items + final.events + final.metrics

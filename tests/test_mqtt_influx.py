@@ -178,8 +178,9 @@ def test_v2_write_path_against_a_server_that_speaks_it(tmp_path, broker):
         wait_until_bridge_stores(sender, vm_has_probe)
         now_ms = int(time.time() * 1000) // 1000 * 1000
         for k in range(5):
-            body = {"schema": 1, "kind": "rotation", "device": "vmdev", "ts": now_ms - 60_000 + k * 1000,
-                    "start_s": 0.0, "end_s": 2.0, "duration_s": 2.0, "side": "left", "peak_deg": 30.0 + k}
+            ts = now_ms - 60_000 + k * 1000
+            body = {"schema": 1, "kind": "rotation", "device": "vmdev", "ts": ts, "start_s": ts / 1000,
+                    "end_s": ts / 1000 + 2, "duration_s": 2.0, "side": "left", "peak_deg": 30.0 + k}
             sender.publish("posture/vmdev/events", json.dumps(body), qos=1).wait_for_publish(10)
 
         def stored() -> list:
@@ -393,3 +394,83 @@ def test_influxdb_credentials_and_no_password_in_errors(tmp_path, broker):
         assert "Secret" not in repr(InfluxSettings(password="Influx-Secret-9", token="tok-Secret"))
     finally:
         secured.kill()
+
+
+def retained_status(port: int, device: str, want, timeout_s: float = 30) -> dict:
+    """The retained status of `device` once `want(status)` holds (read by a fresh subscriber each time)."""
+    got: list[dict] = []
+
+    def read() -> bool:
+        c = client(port)
+        c.on_message = lambda cl, u, m: got.append(json.loads(m.payload)) if m.payload else None
+        c.subscribe(f"posture/{device}/status", 1)
+        time.sleep(0.5)
+        c.loop_stop()
+        c.disconnect()
+        return bool(got) and want(got[-1])
+
+    wait_for(read, timeout_s, lambda: f"a status of {device} as wanted; last {got[-1:]}")
+    return got[-1]
+
+
+def test_a_clean_stop_says_offline_and_keeps_the_link_counters(tmp_path, broker):
+    """Issue 12 item 8: the goodbye status zeroed lost/malformed/reconnects, which the Devices dashboard shows."""
+    from contract.messages import Status
+    from gateway.publisher import DevicePublisher
+    from service_io.config import load_config
+
+    config = load_config(write_config(tmp_path / "posture.toml", broker, "http://127.0.0.1:9"))
+    publisher = DevicePublisher.open(config, "dev3", tmp_path / "spool", name="dev 3")
+    publisher.start()
+    wait_for(publisher.connected.is_set, 10, "the publisher to connect")
+    publisher.publish_status(Status(online=True, battery_pct=80, link_quality_pct=99.5, lost_samples=7,
+                                    malformed_packets=3, duplicate_packets=2, reconnects=1))
+    retained_status(broker.port, "dev3", lambda s: s["online"])
+    publisher.stop()
+    last = retained_status(broker.port, "dev3", lambda s: not s["online"])
+    assert (last["lost_samples"], last["malformed_packets"], last["duplicate_packets"], last["reconnects"],
+            last["battery_pct"], last["sensor_name"], last["will"]) == (7, 3, 2, 1, 80, "dev 3", False)
+    assert last["link_quality_pct"] is None  # no link, no quality
+
+
+GATEWAY_THAT_HANGS = """
+import sys, time
+from pathlib import Path
+from contract.messages import Status
+from gateway.publisher import DevicePublisher
+from service_io.config import load_config
+publisher = DevicePublisher.open(load_config(Path(sys.argv[1])), "dev4", Path(sys.argv[2]))
+publisher.start()
+while not publisher.connected.is_set():
+    time.sleep(0.05)
+time.sleep(1.5)  # the will was composed at connect: a status now is later than its ts
+publisher.publish_status(Status(online=True, lost_samples=4))
+print("published", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_crashed_gateways_will_says_so_and_is_stored_when_it_arrives(tmp_path, broker):
+    """Issue 12 item 8: the will's online:false carries the time the gateway connected, before its last
+    statuses, so "Last seen" said online after a crash. The will marks itself; stamp_will (the bridge) stores
+    it when it arrives, after the gateway's last status."""
+    from contract.messages import stamp_will
+
+    config = write_config(tmp_path / "posture.toml", broker, "http://127.0.0.1:9")
+    config.write_text(config.read_text().replace("[mqtt]\n", "[mqtt]\nkeepalive_s = 1\n"))
+    gateway = subprocess.Popen([sys.executable, "-c", GATEWAY_THAT_HANGS, str(config), str(tmp_path / "spool")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert gateway.stdout.readline().strip() == "published"
+        last_word = retained_status(broker.port, "dev4", lambda s: s["online"])
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait()
+        will = retained_status(broker.port, "dev4", lambda s: not s["online"])
+        arrived_s = time.time()
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+    assert will["will"] is True and will["ts"] < last_word["ts"]  # composed at connect: it cannot know better
+    stored = stamp_will(will, arrived_s)
+    assert stored["ts"] > last_word["ts"] and not stored["online"]
+    assert stamp_will(last_word, arrived_s) == last_word  # the gateway's own statuses keep their time

@@ -1,0 +1,381 @@
+"""Faults one message, one point or a fresh server used to cause (issue 12, items 1, 2, 6, 7 and parts of 8),
+through real Mosquitto and InfluxDB 1.6.7: each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_alerts_service import Phone, publish, start_alerts, stop, wait_online
+from test_alerts_service import write_config as alerts_config
+from test_mqtt_influx import bridge_ready, influx_has_probe, start_bridge, wait_until_bridge_stores, write_config
+
+from contract.validation import MAX_AHEAD_S, MAX_PAYLOAD_BYTES, MAX_SPAN_S, Malformed, load_validators, parse
+from posture.local_servers import InfluxDB1
+from service_io.influx import InfluxSettings, PointsRefused, SettingsError, WriteError, make_writer, redact
+from service_io.spool import Spool, SpoolError
+from support.day_messages import slouchy_minute
+from support.mqtt import DB, client, start_or_fail, wait_for
+
+T0_S = 1_700_000_000.0  # 2023-11-14: a plausible sensor time, in the past
+
+
+class DeadLetters:
+    """What the bridge dead-letters, as a user's tool subscribed to <prefix>/_deadletter would see it."""
+
+    def __init__(self, port: int):
+        self.got: list[dict] = []
+        self.c = client(port)
+        self.c.on_message = lambda c, u, m: self.got.append(json.loads(m.payload))
+        subscribed = threading.Event()
+        self.c.on_subscribe = lambda *args: subscribed.set()
+        self.c.subscribe("posture/_deadletter", qos=1)
+        assert subscribed.wait(10), "no SUBACK"
+
+    def reasons(self) -> list[str]:
+        return [d["reason"] for d in list(self.got)]
+
+    def close(self) -> None:
+        self.c.loop_stop()
+
+
+def has_database(influx: InfluxDB1) -> bool:
+    return [DB] in influx.query("SHOW DATABASES")["results"][0]["series"][0].get("values", [])
+
+
+def minutes_stored(influx: InfluxDB1, device: str) -> int:
+    if not has_database(influx):
+        return 0
+    rows = influx.rows(f"SELECT count(worn_s) FROM posture_minute WHERE device_id = '{device}'", DB)
+    return rows[0]["count"] if rows else 0
+
+
+def spooled(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+
+def stop_bridge(bridge, log: Path) -> dict:
+    bridge.send_signal(signal.SIGTERM)
+    assert bridge.wait(timeout=30) == 0, log.read_text()[-3000:]
+    return json.loads(log.read_text().strip().splitlines()[-1])
+
+
+# 1 -------------------------------------------------------------------------------------------------------------
+
+
+def test_a_deeply_nested_payload_is_dead_lettered_and_the_bridge_goes_on(tmp_path, broker, influx):
+    """`[` × 100 000 (over the size limit) and `[` × 5 000 (under it, too deep for Python's parser) once killed
+    paho's thread: nothing after them was stored, and a restarted bridge met them again."""
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    log = tmp_path / "bridge.log"
+    bridge = start_bridge(config, log)
+    dead = DeadLetters(broker.port)
+    try:
+        bridge_ready(broker, influx)
+        publish(broker.port, [("posture/deep/metrics", b"[" * 100_000), ("posture/deep/events", b"[" * 5_000),
+                              ("posture/deep/metrics", slouchy_minute("deep", T0_S))])
+        wait_for(lambda: minutes_stored(influx, "deep") == 1, 15,
+                 lambda: f"the good minute after the deep ones; bridge log:\n{log.read_text()[-2000:]}")
+        wait_for(lambda: len(dead.got) == 2, 10, lambda: f"2 dead letters, have {dead.reasons()}")
+        assert bridge.poll() is None
+        stats = stop_bridge(bridge, log)
+    finally:
+        dead.close()
+        if bridge.poll() is None:
+            bridge.kill()
+    assert sorted(r.split(":")[0] for r in dead.reasons()) == ["not JSON", "too large"]
+    assert stats["malformed"] == {"not JSON": 1, "too large": 1}
+
+
+# 2 -------------------------------------------------------------------------------------------------------------
+
+
+def test_a_point_influxdb_refuses_is_dead_lettered_and_never_blocks_the_spool(tmp_path, broker, influx):
+    """A field type conflict (400 partial write) once sat at the head of the spool for good: after the next
+    outage nothing spooled behind it was ever stored."""
+    influx.write_line_protocol(DB, f'posture_minute,device_id=other worn_s="text" {int(T0_S * 1000)}')
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    log = tmp_path / "bridge.log"
+    bridge = start_bridge(config, log)
+    dead = DeadLetters(broker.port)
+    try:
+        bridge_ready(broker, influx)
+        publish(broker.port, [("posture/dev1/metrics", slouchy_minute("dev1", T0_S + 60 * k)) for k in range(5)])
+        wait_for(lambda: dead.got, 15, lambda: f"a dead letter; bridge log:\n{log.read_text()[-2000:]}")
+        influx.stop()  # an outage: what arrives now waits in the spool
+        publish(broker.port, [("posture/dev2/status", {"schema": 1, "kind": "status", "device": "dev2",
+                                                       "ts": int(T0_S * 1000) + k, "online": True})
+                              for k in range(20)])
+        wait_for(lambda: spooled(tmp_path / "bridge.spool") >= 20, 15, "20 points in the spool")
+        influx.start()
+        wait_for(lambda: influx.rows("SELECT count(online) FROM posture_status WHERE device_id = 'dev2'", DB)
+                 == [{"time": 0, "count": 20}], 20,
+                 lambda: f"the 20 spooled points in InfluxDB; bridge log:\n{log.read_text()[-2000:]}")
+        stats = stop_bridge(bridge, log)
+    finally:
+        dead.close()
+        if bridge.poll() is None:
+            bridge.kill()
+    assert len(dead.got) == 5 and stats["points_refused"] == 5  # every minute of dev1 conflicts with `other`
+    assert all("field type conflict" in r for r in dead.reasons()), dead.reasons()
+    assert all(d["topic"] == "posture/dev1/metrics" and d["payload"].startswith("posture_minute,device_id=dev1 ")
+               for d in dead.got)
+    assert "unavailable" in log.read_text()  # the outage was one, and said so
+
+
+def test_bisection_stores_every_point_but_the_refused_ones(tmp_path, broker, influx):
+    """Three refused lines among a hundred: the other 97 are stored, the three dead-lettered with the reason."""
+    from bridge.service import Bridge
+    from service_io.config import load_config
+
+    influx.write_line_protocol(DB, f"posture_lean,device_id=x mean_lateral_deg=0.5 {int(T0_S * 1000)}")
+    bridge = Bridge.open(load_config(write_config(tmp_path / "posture.toml", broker, influx.url), env={}))
+    try:
+        lines = [f"posture_lean,device_id=b,side=left mean_lateral_deg={'1.5' if k % 40 else '3i'},"
+                 f"duration_s=2.0 {int(T0_S * 1000) + k}" for k in range(100)]
+        assert bridge._write([("posture/b/events", line) for line in lines]) == 100
+    finally:
+        bridge.spool.close()
+    assert bridge.stats.points_refused == 3 and bridge.stats.points_written == 97
+    assert len(influx.rows("SELECT duration_s FROM posture_lean WHERE device_id = 'b'", DB)) == 97
+
+
+def test_write_errors_are_told_apart(tmp_path, influx):
+    """An outage is retried; a refused point is not; wrong credentials or database name the config key."""
+    line = f"posture_status,device_id=a online=true {int(T0_S * 1000)}"
+    with pytest.raises(WriteError) as down:
+        make_writer(InfluxSettings(url="http://127.0.0.1:9", api="v1")).write([line])
+    assert not isinstance(down.value, (PointsRefused, SettingsError))
+    writer = make_writer(influx.settings(DB))
+    with pytest.raises(PointsRefused, match="unable to parse"):
+        writer.write(["posture_status,device_id=a online=maybe 1"])
+    writer.write([line])  # the writer is fine after a refusal
+
+    secured = start_or_fail(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("root", "Root-Secret-1")))
+    try:
+        secured.query("CREATE USER \"writer\" WITH PASSWORD 'Writer-Secret-2'")
+        with pytest.raises(SettingsError, match="influx.username") as wrong:
+            make_writer(InfluxSettings(url=secured.url, database=DB, username="root", password="Bad-Secret-3")).write(
+                [line])
+        assert "Secret" not in str(wrong.value)
+        # No database, and a user who may not create one: the key to fix, and not "unavailable".
+        with pytest.raises(SettingsError, match="influx.database") as missing:
+            make_writer(InfluxSettings(url=secured.url, database=DB, username="writer",
+                                       password="Writer-Secret-2")).write([line])
+        assert "Secret" not in str(missing.value) and "unavailable" not in str(missing.value)
+    finally:
+        secured.kill()
+
+
+# 6 -------------------------------------------------------------------------------------------------------------
+
+
+def test_an_event_ending_years_ahead_is_refused_and_the_day_goes_on(tmp_path, broker):
+    """A slouch with a plausible ts but end_s ten years ahead moved the device's day to 2036: every later
+    minute was "late" and no alert ever came."""
+    rules = "[slouch]\nwindow_min = 5\nshare_pct = 50.0\nmin_worn_min = 3.0\n[limits]\nmax_delay_s = 1000000\n" \
+            "quiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
+    config = alerts_config(tmp_path, broker, rules)
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    phone = Phone(broker.port, device="Poisoned")
+    try:
+        wait_online(broker.port, service, log)
+        start = time.time() // 60 * 60 - 600
+        poison = {"schema": 1, "kind": "slouch", "device": "Poisoned", "ts": int(start * 1000), "start_s": start,
+                  "end_s": start + 10 * 365 * 86400, "duration_s": 20.0, "peak_flexion_deg": 30.0,
+                  "mean_flexion_deg": 25.0}
+        publish(broker.port, [("posture/Poisoned/events", poison)])
+        publish(broker.port, [("posture/Poisoned/metrics", slouchy_minute("Poisoned", start + 60 * k))
+                              for k in range(6)])
+        wait_for(lambda: phone.kinds(), 20, lambda: "a slouch alert after the poison\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        phone.close()
+        if service.poll() is None:
+            service.kill()
+    assert phone.kinds()[0] == "slouch"
+    assert stats["malformed"] == {"time": 1}
+
+
+# 7 -------------------------------------------------------------------------------------------------------------
+
+
+def test_first_run_against_a_fresh_influxdb_creates_the_database(tmp_path, broker):
+    """A fresh InfluxDB 1.x has no database: the bridge once spooled for ever, saying "unavailable"."""
+    fresh = start_or_fail(InfluxDB1(tmp_path / "fresh"))
+    log = tmp_path / "bridge.log"
+    try:
+        bridge = start_bridge(write_config(tmp_path / "posture.toml", broker, fresh.url), log)
+        try:
+            probe = client(broker.port)
+            wait_until_bridge_stores(probe, lambda: has_database(fresh) and influx_has_probe(fresh)())
+            probe.loop_stop()
+            stop_bridge(bridge, log)
+        finally:
+            if bridge.poll() is None:
+                bridge.kill()
+    finally:
+        fresh.kill()
+    assert "unavailable" not in log.read_text(), log.read_text()[-2000:]
+
+
+def test_a_database_the_user_may_not_create_is_one_line_naming_the_key(tmp_path, broker):
+    """No database and a user without the right to create one: one line naming influx.database, the points
+    kept in the spool, and stored once an administrator creates the database."""
+    secured = start_or_fail(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("root", "Root-Secret-1")))
+    log = tmp_path / "bridge.log"
+    try:
+        secured.query("CREATE USER \"writer\" WITH PASSWORD 'Writer-Secret-2'")
+        config = write_config(tmp_path / "posture.toml", broker, secured.url)
+        config.write_text(config.read_text().replace("[influx]\n", '[influx]\nusername = "writer"\n'
+                                                                    'password = "Writer-Secret-2"\n'))
+        bridge = start_bridge(config, log)
+        probe = client(broker.port)
+        try:
+            # Probes until the bridge has a session and tries to store one: then it says what to fix.
+            wait_until_bridge_stores(probe, lambda: "influx.database" in log.read_text() or bridge.poll() is not None)
+            assert bridge.poll() is None, log.read_text()[-2000:]
+            wait_for(lambda: spooled(tmp_path / "bridge.spool") >= 1, 10, "the probes in the spool")
+            secured.create_database(DB)
+            secured.query(f'GRANT WRITE ON "{DB}" TO "writer"')
+            wait_for(influx_has_probe(secured), 20,
+                     lambda: f"the spooled probes stored; bridge log:\n{log.read_text()[-2000:]}")
+            stop_bridge(bridge, log)
+        finally:
+            if bridge.poll() is None:
+                bridge.kill()
+            probe.loop_stop()
+    finally:
+        secured.kill()
+    text = log.read_text()
+    assert "unavailable" not in text and "Secret" not in text, text[-2000:]
+    assert text.count("influx.database") == 1, text[-2000:]  # one line, not one per retry
+
+
+# 8 (parts) and the checks behind 1, 2 and 6 -------------------------------------------------------------------------
+
+
+def metrics_body(**changes) -> bytes:
+    return json.dumps(slouchy_minute("d", T0_S) | changes).encode()
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"[" * 100_000, "too large"),
+    (b" " * (MAX_PAYLOAD_BYTES + 1), "too large"),
+    (b"[" * 5_000, "not JSON"),
+    (metrics_body().replace(b'"worn_s": 60.0', b'"worn_s": 1e400'), "not JSON"),  # inf to Python, not to us
+    (metrics_body(lost_samples=2 ** 63), "schema"),  # beyond int64: InfluxDB would refuse the line
+    (metrics_body(ts=10 ** 19), "schema"),  # beyond what InfluxDB can store (1677–2262)
+    (metrics_body(ts=-1), "schema"),
+    (metrics_body(flexion_mean_deg=720.0), "schema"),
+    (metrics_body(worn_s=-1.0), "schema"),
+    (metrics_body(ts=int((T0_S + 3 * 86400) * 1000), minute_start_s=T0_S + 3 * 86400,
+                  sitting_since_s=T0_S + 3 * 86400), "time"),  # from the future of the receiver's clock
+    (metrics_body(minute_start_s=T0_S + 2 * 86400), "time"),  # its times disagree with its ts
+])
+def test_payloads_are_refused_with_a_reason(body, reason):
+    with pytest.raises(Malformed, match=f"^{reason}:"):
+        parse("metrics", body, load_validators(), now_s=T0_S + 3600)
+
+
+def test_event_times_lie_within_a_day_of_ts():
+    validators = load_validators()
+    good = {"schema": 1, "kind": "slouch", "device": "d", "ts": int(T0_S * 1000), "start_s": T0_S,
+            "end_s": T0_S + 20, "duration_s": 20.0, "peak_flexion_deg": 30.0, "mean_flexion_deg": 25.0}
+    assert parse("events", json.dumps(good).encode(), validators, now_s=T0_S)
+    for bad in ({"end_s": T0_S + 10 * 365 * 86400}, {"end_s": T0_S - 5}, {"end_s": T0_S + MAX_SPAN_S + 1},
+                {"start_s": T0_S - MAX_SPAN_S - 10, "end_s": T0_S - MAX_SPAN_S - 5}):
+        with pytest.raises(Malformed, match="^time:"):
+            parse("events", json.dumps(good | bad).encode(), validators, now_s=T0_S)
+    ahead = good | {"ts": int((T0_S + MAX_AHEAD_S + 60) * 1000), "start_s": T0_S + MAX_AHEAD_S + 60,
+                    "end_s": T0_S + MAX_AHEAD_S + 80}
+    with pytest.raises(Malformed, match="^time:"):
+        parse("events", json.dumps(ahead).encode(), validators, now_s=T0_S)
+
+
+def test_time_bounds_are_one_range_in_every_schema():
+    """ts (ms) and every time field (s) share one range of sensor times across the schemas the bridge reads."""
+    from importlib import resources
+
+    ranges = set()
+    for name in ("metrics.json", "event.json", "alert.json", "status.json"):
+        properties = json.loads((resources.files("contract") / "schemas" / name).read_text())["properties"]
+        ranges.add((properties["ts"]["minimum"], properties["ts"]["maximum"]))
+        for field in ("minute_start_s", "sitting_since_s", "start_s", "end_s", "t_s"):
+            if field in properties:
+                ranges.add((properties[field]["minimum"] * 1000, properties[field]["maximum"] * 1000))
+    assert len(ranges) == 1, ranges
+
+
+def test_no_password_in_an_influx_url_is_ever_printed(tmp_path, influx):
+    url = influx.url.replace("http://", "http://poster:Url-Secret-5@")
+    assert redact(url) == influx.url.replace("http://", "http://***@") and "Secret" not in repr(InfluxSettings(url=url))
+    make_writer(InfluxSettings(url=url, database=DB, api="v1")).write(  # credentials in the URL work, too
+        [f"posture_status,device_id=u online=true {int(T0_S * 1000)}"])
+    closed = "http://poster:Url-Secret-5@127.0.0.1:9"
+    for api in ("auto", "v1", "v2"):
+        with pytest.raises(WriteError) as down:
+            make_writer(InfluxSettings(url=closed, api=api)).write(["m f=1 1"])
+        assert "Secret" not in str(down.value), down.value
+
+
+def test_the_spool_shrinks_once_drained(tmp_path):
+    def size() -> int:
+        return sum(f.stat().st_size for f in tmp_path.glob("s.spool*"))
+
+    spool = Spool(tmp_path / "s.spool")
+    for _ in range(20):
+        spool.put([("", b"x" * 1000)] * 1000)
+    full = size()
+    while rows := spool.peek(5000):
+        spool.delete([r[0] for r in rows])
+    assert size() < full / 10, (full, size())
+    spool.close()
+
+
+def test_a_full_disk_under_the_spool_is_one_line(tmp_path):
+    spool = Spool(tmp_path / "s.spool")
+    spool._db.execute("PRAGMA max_page_count = 30")  # as a full disk: SQLite answers SQLITE_FULL
+    with pytest.raises(SpoolError, match=r"s\.spool.*full") as full:
+        spool.put([("", b"x" * 1000)] * 1000)
+    assert isinstance(full.value, OSError) and "\n" not in str(full.value)
+    assert len(spool) == 0  # nothing half-written
+    spool.close()
+
+
+def test_when_it_can_neither_store_nor_spool_the_bridge_keeps_messages_unacknowledged(tmp_path, broker):
+    """InfluxDB down and the disk full: nothing is acknowledged, one line is logged, and all of it is stored
+    once room returns."""
+    from bridge.service import Bridge
+    from service_io.config import load_config
+
+    influx = InfluxDB1(tmp_path / "influxdb")  # not started yet: an outage
+    config = load_config(write_config(tmp_path / "posture.toml", broker, influx.url), env={})
+    bridge = Bridge.open(config)
+    pages = bridge.spool._db.execute("PRAGMA page_count").fetchone()[0]
+    bridge.spool._db.execute(f"PRAGMA max_page_count = {pages}")  # as a full disk
+    runner = threading.Thread(target=bridge.run)
+    runner.start()
+    try:
+        wait_for(bridge.connected.is_set, 10, "the bridge to connect")
+        publish(broker.port, [("posture/full/metrics", slouchy_minute("full", T0_S + 60 * k)) for k in range(50)])
+        # Unacknowledged, they stop at the broker's in-flight window (Mosquitto: 20) until some are stored.
+        wait_for(lambda: bridge.stats.spool_failures >= 3, 10, "the bridge to fail to spool, and try again")
+        assert len(bridge.spool) == 0 and 0 < bridge.stats.received < 50
+        bridge.spool._db.execute("PRAGMA max_page_count = 1073741823")  # room again …
+        start_or_fail(influx)
+        influx.create_database(DB)  # … and InfluxDB back
+        wait_for(lambda: minutes_stored(influx, "full") == 50, 20, "the 50 minutes stored")
+    finally:
+        bridge.stop_event.set()
+        runner.join(30)
+        influx.kill()
