@@ -20,7 +20,7 @@ from .axial import AxialSettings, FacingBaseline
 from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
 from .detectors import LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector, SlouchSettings
 from .events import CalibrationEvent, Event, LeanInterval, MinuteMetrics, RotationExcursion, SlouchEpisode
-from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gap
+from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
 from .metrics import MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
 from .walking_axis import WalkingAxis, WalkingAxisSettings
@@ -351,11 +351,14 @@ class PosturePipeline:
         fill = gaps[~long_gap]
         self.gaps_filled += len(fill)
         if len(fill):
-            t_new = [t_all[i] + self.dt_s * np.arange(1, steps[i]) for i in fill]
-            x_new = [fill_gap(t_all, x_all, i, t, GYRO_COLUMNS, self.dt_s) for i, t in zip(fill, t_new)]
-            order = np.argsort(np.concatenate([t_all, *t_new]), kind="stable")
-            t_all = np.concatenate([t_all, *t_new])[order]
-            x_all = np.vstack([x_all, *x_new])[order]
+            per_gap = steps[fill] - 1
+            of_gap = np.repeat(np.arange(len(fill)), per_gap)
+            k = np.arange(len(of_gap)) - np.repeat(np.cumsum(per_gap) - per_gap, per_gap) + 1  # 1.. within its gap
+            t_new = t_all[fill[of_gap]] + self.dt_s * k
+            x_new = fill_gaps(t_all, x_all, fill, t_new, of_gap, GYRO_COLUMNS, self.dt_s)
+            order = np.argsort(np.concatenate([t_all, t_new]), kind="stable")
+            t_all = np.concatenate([t_all, t_new])[order]
+            x_all = np.vstack([x_all, x_new])[order]
             real = np.concatenate([real, np.zeros(len(t_all) - len(real), bool)])[order]
         keep = np.flatnonzero(real)[-GAP_CONTEXT:]
         self._tail_t, self._tail_x = t_all[keep], x_all[keep].copy()
