@@ -28,14 +28,16 @@ from contract.influx_schema import to_line_protocol
 from evaluation.doc_sections import write_measurement
 from posture.local_servers import InfluxDB1, Mosquitto
 from service_io.config import load_config
+from service_io.influx import V1Writer
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 DB = "posture"
 
 
 def minute(k: int, t0_ms: int) -> dict:
-    return {"schema": 1, "kind": "metrics", "device": f"dev{k % 10}", "ts": t0_ms + 60_000 * (k // 10),
-            "minute_start_s": 0.0, "worn_s": 60.0, "sitting_s": 50.0, "standing_s": 10.0, "walking_s": 0.0,
+    ts = t0_ms + 60_000 * (k // 10)
+    return {"schema": 1, "kind": "metrics", "device": f"dev{k % 10}", "ts": ts,
+            "minute_start_s": ts / 1000, "worn_s": 60.0, "sitting_s": 50.0, "standing_s": 10.0, "walking_s": 0.0,
             "lying_s": 0.0, "slouch_s": float(k % 60), "lean_left_s": 0.0, "lean_right_s": 0.0,
             "lean_left_mean_deg": None, "lean_right_mean_deg": None, "flexion_mean_deg": 4.2,
             "lateral_mean_deg": -0.3, "rotations_left": k % 4, "rotations_right": k % 5,
@@ -66,9 +68,10 @@ def run(messages: int, work: Path) -> dict:
         influx.create_database("direct")
         payloads = [minute(k, 1_700_000_000_000) for k in range(messages)]
         lines = [line for p in payloads for line in to_line_protocol(p)]
+        writer = V1Writer(influx.settings("direct"))
         start = time.perf_counter()
         for i in range(0, len(lines), 5000):
-            influx.write_line_protocol("direct", lines[i:i + 5000])
+            writer.write(lines[i:i + 5000])
         direct_s = time.perf_counter() - start
 
         cfg = work / "posture.toml"

@@ -16,7 +16,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
 from email.message import Message
 from pathlib import Path
 from typing import Any, Self, cast
@@ -185,21 +184,14 @@ def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> int | None:
 
 
 class Mosquitto(LocalServer):
-    """A broker on .port; with tls={"cafile", "certfile", "keyfile"} also a TLS listener on .tls_port."""
+    """A broker on .port, anonymous (tests/support/servers.py adds accounts and TLS)."""
 
     binary = "mosquitto"
     package = "mosquitto"
     scheme = "mqtt"
 
-    def __init__(
-        self, workdir: PathLike, *, password_file: PathLike | None = None, acl_file: PathLike | None = None,
-        tls: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, workdir: PathLike) -> None:
         super().__init__(workdir)
-        self.password_file = password_file
-        self.acl_file = acl_file
-        self.tls = tls
-        self.tls_port = free_port() if tls else None
         self.config_path = self.workdir / "mosquitto.conf"
 
     def config(self) -> str:
@@ -216,16 +208,13 @@ class Mosquitto(LocalServer):
             "user root",
             "log_dest stderr",
             "log_timestamp_format %H:%M:%S",
-            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            *self.access(),
         ]
-        if self.password_file:
-            lines.append(f"password_file {self.password_file}")
-        if self.acl_file:
-            lines.append(f"acl_file {self.acl_file}")
-        if self.tls:
-            lines.append(f"listener {self.tls_port} {self.host}")
-            lines += [f"{key} {self.tls[key]}" for key in ("cafile", "certfile", "keyfile")]
         return "\n".join(lines) + "\n"
+
+    def access(self) -> list[str]:
+        """Who may connect, and on which further listeners."""
+        return ["allow_anonymous true"]
 
     def _prepare(self) -> None:
         (self.workdir / "data").mkdir(exist_ok=True)
@@ -266,17 +255,15 @@ bind-address = "{host}:{rpc_port}"
 
 
 class InfluxDB1(LocalServer):
+    """InfluxDB 1.x without authentication (tests/support/servers.py has one with it)."""
+
     binary = "influxd"
     package = "influxdb"
+    auth_enabled = False
 
-    def __init__(
-        self, workdir: PathLike, *, auth_enabled: bool = False,
-        admin: tuple[str, str] = ("admin", "admin-secret"),
-    ) -> None:
+    def __init__(self, workdir: PathLike) -> None:
         super().__init__(workdir)
         self.rpc_port = free_port()  # the backup/restore service, else 127.0.0.1:8088 for every instance
-        self.auth_enabled = auth_enabled
-        self.admin = admin
         self.config_path = self.workdir / "influxdb.conf"
         self.version: str | None = None
 
@@ -297,18 +284,9 @@ class InfluxDB1(LocalServer):
         self.version = headers.get("X-Influxdb-Version")
         return status == 204 and self.version is not None
 
-    def _after_start(self) -> None:
-        # With auth on and no user yet, 1.x lets one unauthenticated CREATE USER through; so only once.
-        marker = self.workdir / "admin-created"
-        if self.auth_enabled and not marker.exists():
-            user, password = self.admin
-            self.query(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
-            marker.touch()
-
     def settings(self, db: str = "") -> InfluxSettings:
-        """How a client reaches this server (as admin when authentication is on)."""
-        user, password = self.admin if self.auth_enabled else ("", "")
-        return InfluxSettings(url=self.url, api="v1", database=db, username=user, password=password)
+        """How a client reaches this server."""
+        return InfluxSettings(url=self.url, api="v1", database=db)
 
     def query(self, q: str, db: str | None = None, *, epoch: str | None = "ms") -> dict[str, Any]:
         """The answer to one InfluxQL statement; any error in it raises ServerError."""
@@ -328,10 +306,3 @@ class InfluxDB1(LocalServer):
 
     def create_database(self, name: str) -> None:
         self.query(f'CREATE DATABASE "{name}"')
-
-    def write_line_protocol(self, db: str, lines: str | Iterable[str], precision: str = "ms") -> None:
-        text = [lines] if isinstance(lines, str) else list(lines)
-        try:
-            influx.V1Writer(self.settings(db), precision).write(text)
-        except influx.WriteError as exc:
-            raise ServerError(f"influxdb write: {exc}") from None

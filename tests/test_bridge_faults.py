@@ -21,6 +21,7 @@ from service_io.influx import InfluxSettings, PointsRefused, SettingsError, Writ
 from service_io.spool import Spool, SpoolError
 from support.day_messages import slouchy_minute
 from support.mqtt import DB, client, start_or_fail, wait_for
+from support.servers import SecuredInfluxDB1, write_line_protocol
 
 T0_S = 1_700_000_000.0  # 2023-11-14: a plausible sensor time, in the past
 
@@ -101,7 +102,7 @@ def test_a_deeply_nested_payload_is_dead_lettered_and_the_bridge_goes_on(tmp_pat
 def test_a_point_influxdb_refuses_is_dead_lettered_and_never_blocks_the_spool(tmp_path, broker, influx):
     """A field type conflict (400 partial write) once sat at the head of the spool for good: after the next
     outage nothing spooled behind it was ever stored."""
-    influx.write_line_protocol(DB, f'posture_minute,device_id=other worn_s="text" {int(T0_S * 1000)}')
+    write_line_protocol(influx, DB, f'posture_minute,device_id=other worn_s="text" {int(T0_S * 1000)}')
     config = write_config(tmp_path / "posture.toml", broker, influx.url)
     log = tmp_path / "bridge.log"
     bridge = start_bridge(config, log)
@@ -136,7 +137,7 @@ def test_bisection_stores_every_point_but_the_refused_ones(tmp_path, broker, inf
     from bridge.service import Bridge
     from service_io.config import load_config
 
-    influx.write_line_protocol(DB, f"posture_lean,device_id=x mean_lateral_deg=0.5 {int(T0_S * 1000)}")
+    write_line_protocol(influx, DB, f"posture_lean,device_id=x mean_lateral_deg=0.5 {int(T0_S * 1000)}")
     bridge = Bridge.open(load_config(write_config(tmp_path / "posture.toml", broker, influx.url), env={}))
     try:
         lines = [f"posture_lean,device_id=b,side=left mean_lateral_deg={'1.5' if k % 40 else '3i'},"
@@ -159,7 +160,7 @@ def test_write_errors_are_told_apart(tmp_path, influx):
         writer.write(["posture_status,device_id=a online=maybe 1"])
     writer.write([line])  # the writer is fine after a refusal
 
-    secured = start_or_fail(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("root", "Root-Secret-1")))
+    secured = start_or_fail(SecuredInfluxDB1(tmp_path / "influx-auth", admin=("root", "Root-Secret-1")))
     try:
         secured.query("CREATE USER \"writer\" WITH PASSWORD 'Writer-Secret-2'")
         with pytest.raises(SettingsError, match="influx.username") as wrong:
@@ -231,7 +232,7 @@ def test_first_run_against_a_fresh_influxdb_creates_the_database(tmp_path, broke
 def test_a_database_the_user_may_not_create_is_one_line_naming_the_key(tmp_path, broker):
     """No database and a user without the right to create one: one line naming influx.database, the points
     kept in the spool, and stored once an administrator creates the database."""
-    secured = start_or_fail(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("root", "Root-Secret-1")))
+    secured = start_or_fail(SecuredInfluxDB1(tmp_path / "influx-auth", admin=("root", "Root-Secret-1")))
     log = tmp_path / "bridge.log"
     try:
         secured.query("CREATE USER \"writer\" WITH PASSWORD 'Writer-Secret-2'")

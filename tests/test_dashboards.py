@@ -23,6 +23,7 @@ import pytest
 from posture.local_servers import ServerError
 from service_io.config import load_config
 from support.mqtt import DB
+from support.servers import write_line_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_DIR = ROOT / "dashboards" / "json"
@@ -282,7 +283,7 @@ def test_device_variable(name):
 def test_device_variable_runs_on_influxdb_1(influx):
     """InfluxDB 1.6.7 takes the time bound (and, unlike 3.x, ignores it): a device seen 40 days ago is still listed."""
     now_ms = int(time.time() * 1000)
-    influx.write_line_protocol(DB, [f"posture_minute,device_id=recent worn_s=60 {now_ms - 3_600_000}",
+    write_line_protocol(influx, DB, [f"posture_minute,device_id=recent worn_s=60 {now_ms - 3_600_000}",
                                            f"posture_minute,device_id=old worn_s=60 {now_ms - 40 * 86_400_000}"])
     for name in DASHBOARD_FILES:
         query = {v["name"]: v for v in load_dashboard(name)["templating"]["list"]}["device"]["query"]

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 
-from posture.local_servers import Mosquitto, free_port
+from posture.local_servers import free_port
 from service_io.config import MqttSettings
 from service_io.mqtt import Message, MqttEndpoint
 from support.mqtt import client, start_or_fail, wait_for
+from support.servers import SecuredMosquitto
 
 
 def warnings(caplog) -> list[str]:
@@ -42,7 +43,7 @@ def test_a_refused_login_is_said_once_not_at_every_retry(tmp_path, caplog):
     from support.servers import make_password_file
 
     users = make_password_file(tmp_path / "passwd", {"bridge": "right-one"})
-    broker = start_or_fail(Mosquitto(tmp_path / "mosquitto", password_file=users))
+    broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", password_file=users))
     settings = MqttSettings(host=broker.host, port=broker.port, username="bridge", password="wrong-one")
     endpoint = MqttEndpoint(settings, "probe", name="probe")
     try:

@@ -14,10 +14,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from posture.local_servers import InfluxDB1, Mosquitto
+from posture.local_servers import InfluxDB1
 from support.day_messages import slouchy_minute
 from support.mqtt import DB, client, start_or_fail, wait_for
-from support.servers import VictoriaMetrics
+from support.servers import SecuredInfluxDB1, SecuredMosquitto, VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -293,8 +293,8 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
     passwords = {"posture-gateway": "gw-Secret-1", "posture-bridge": "br-Secret-2", "phone-desk": "ph-Secret-3",
                  "posture-alerts": "al-Secret-4"}
     tls = make_test_ca(tmp_path / "ca")
-    server = Mosquitto(tmp_path / "mosquitto", password_file=make_password_file(tmp_path / "passwd", passwords),
-                       acl_file=ROOT / "deploy" / "mosquitto" / "acl.example", tls=tls)
+    server = SecuredMosquitto(tmp_path / "mosquitto", password_file=make_password_file(tmp_path / "passwd", passwords),
+                              acl_file=ROOT / "deploy" / "mosquitto" / "acl.example", tls=tls)
     start_or_fail(server)
     try:
         def config_for(user: str, password: str) -> Path:
@@ -380,7 +380,7 @@ def test_mqtt_311_is_selectable(tmp_path, broker, influx):
 def test_influxdb_credentials_and_no_password_in_errors(tmp_path, broker):
     from service_io.influx import InfluxSettings, WriteError, make_writer
 
-    secured = start_or_fail(InfluxDB1(tmp_path / "influx-auth", auth_enabled=True, admin=("poster", "Influx-Secret-9")))
+    secured = start_or_fail(SecuredInfluxDB1(tmp_path / "influx-auth", admin=("poster", "Influx-Secret-9")))
     try:
         secured.create_database(DB)
         line = "posture_status,device_id=a online=true 1700000000000"

@@ -21,7 +21,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from posture.local_servers import HOST, InfluxDB1, Mosquitto, ServerMissing, http, which
-from support.servers import VictoriaMetrics, make_password_file, make_test_ca
+from support.servers import (
+    SecuredInfluxDB1,
+    SecuredMosquitto,
+    VictoriaMetrics,
+    make_password_file,
+    make_test_ca,
+    write_line_protocol,
+)
 
 
 @contextlib.contextmanager
@@ -165,7 +172,7 @@ def test_mosquitto_persistent_session_gets_message_queued_across_restart(mosquit
 def test_mosquitto_password_file_rejects_a_wrong_password(tmp_path) -> None:
     with installed():
         passwords = make_password_file(tmp_path / "passwd", {"bridge": "right-one"})
-        broker = Mosquitto(tmp_path / "mosquitto", password_file=passwords).start()
+        broker = SecuredMosquitto(tmp_path / "mosquitto", password_file=passwords).start()
     with broker:
         wrong = MqttClient()
         wrong.client.username_pw_set("bridge", "wrong-one")
@@ -180,7 +187,7 @@ def test_mosquitto_password_file_rejects_a_wrong_password(tmp_path) -> None:
 def test_mosquitto_tls_listener_with_the_generated_ca(tmp_path) -> None:
     with installed():
         tls = make_test_ca(tmp_path / "ca")
-        broker = Mosquitto(tmp_path / "mosquitto", tls=tls).start()
+        broker = SecuredMosquitto(tmp_path / "mosquitto", tls=tls).start()
     with broker:
         client = MqttClient()
         client.client.tls_set(ca_certs=tls["cafile"])
@@ -197,7 +204,7 @@ def test_influxdb_write_query_and_ping(influxdb: InfluxDB1) -> None:
     assert headers["X-Influxdb-Version"].startswith("1.6.")
     influxdb.create_database("posture")
     # The same measurement, tags and time twice: 1.x keeps one point, the later field values win.
-    influxdb.write_line_protocol("posture", ["trunk,device=dev1 pitch=1.0 1700000000000",
+    write_line_protocol(influxdb, "posture", ["trunk,device=dev1 pitch=1.0 1700000000000",
                                              "trunk,device=dev1 pitch=2.5,roll=0.5 1700000000000"])
     rows = influxdb.rows("SELECT * FROM trunk", "posture")
     assert rows == [{"time": 1700000000000, "pitch": 2.5, "roll": 0.5, "device": "dev1"}]
@@ -205,7 +212,7 @@ def test_influxdb_write_query_and_ping(influxdb: InfluxDB1) -> None:
 
 def test_influxdb_data_survives_stop_and_start(influxdb: InfluxDB1) -> None:
     influxdb.create_database("posture")
-    influxdb.write_line_protocol("posture", "trunk,device=dev1 pitch=3 1700000000000")
+    write_line_protocol(influxdb, "posture", "trunk,device=dev1 pitch=3 1700000000000")
     port = influxdb.port
     influxdb.stop()
     assert port_refuses(port)
@@ -215,7 +222,7 @@ def test_influxdb_data_survives_stop_and_start(influxdb: InfluxDB1) -> None:
 
 
 def test_influxdb_auth_needs_the_admin_user(tmp_path) -> None:
-    with installed(), InfluxDB1(tmp_path / "influxdb", auth_enabled=True) as server:
+    with installed(), SecuredInfluxDB1(tmp_path / "influxdb") as server:
         assert http("GET", f"{server.url}/query?q=SHOW+DATABASES")[0] == 401
         server.create_database("posture")
         server.restart()  # the admin user is created once and still works afterwards

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posture.local_servers import Mosquitto, PathLike
+from posture.local_servers import PathLike
+from support.servers import SecuredMosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf.example"
@@ -34,7 +35,7 @@ def replace_once(text: str, old: str, new: str, source: Path) -> str:
     return text.replace(old, new)
 
 
-class ShippedMosquitto(Mosquitto):
+class ShippedMosquitto(SecuredMosquitto):
     """Mosquitto on a free port with a shipped config file; `text` (default: the file) may stand in for it,
     e.g. an older version of the file, to show what the test would have caught."""
 

@@ -1,6 +1,7 @@
-"""Servers and files only the tests need: VictoriaMetrics (a second line-protocol store, for the v2 write
-path), Mosquitto password files and a throwaway TLS CA. The servers the product runs itself (`posture
-demo`) are in posture/local_servers.py."""
+"""Servers and files only the tests need: Mosquitto with accounts and TLS, InfluxDB with authentication and
+raw line-protocol writes, VictoriaMetrics (a second line-protocol store, for the v2 write path), password
+files and a throwaway TLS CA. The servers the product runs itself (`posture demo`) are in
+posture/local_servers.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,68 @@ import json
 import subprocess
 import time
 import urllib.parse
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from posture.local_servers import LocalServer, PathLike, ServerError, http, which
+from posture.local_servers import InfluxDB1, LocalServer, Mosquitto, PathLike, ServerError, free_port, http, which
+from service_io import influx
+from service_io.influx import InfluxSettings
+
+
+class SecuredMosquitto(Mosquitto):
+    """A broker with accounts (password file, ACL); with tls={"cafile", "certfile", "keyfile"} also a TLS
+    listener on .tls_port."""
+
+    def __init__(self, workdir: PathLike, *, password_file: PathLike | None = None,
+                 acl_file: PathLike | None = None, tls: dict[str, str] | None = None) -> None:
+        super().__init__(workdir)
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
+
+    def access(self) -> list[str]:
+        lines = [f"allow_anonymous {'false' if self.password_file else 'true'}"]
+        if self.password_file:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        if self.tls:
+            lines.append(f"listener {self.tls_port} {self.host}")
+            lines += [f"{key} {self.tls[key]}" for key in ("cafile", "certfile", "keyfile")]
+        return lines
+
+
+class SecuredInfluxDB1(InfluxDB1):
+    """InfluxDB 1.x with authentication on and an admin created at first start; clients go in as admin."""
+
+    auth_enabled = True
+
+    def __init__(self, workdir: PathLike, *, admin: tuple[str, str] = ("admin", "admin-secret")) -> None:
+        super().__init__(workdir)
+        self.admin = admin
+
+    def _after_start(self) -> None:
+        # With auth on and no user yet, 1.x lets one unauthenticated CREATE USER through; so only once.
+        marker = self.workdir / "admin-created"
+        if not marker.exists():
+            user, password = self.admin
+            self.query(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
+            marker.touch()
+
+    def settings(self, db: str = "") -> InfluxSettings:
+        user, password = self.admin
+        return InfluxSettings(url=self.url, api="v1", database=db, username=user, password=password)
+
+
+def write_line_protocol(server: InfluxDB1, db: str, lines: str | Iterable[str], precision: str = "ms") -> None:
+    """Points written straight to the server, not through the bridge."""
+    text = [lines] if isinstance(lines, str) else list(lines)
+    try:
+        influx.V1Writer(server.settings(db), precision).write(text)
+    except influx.WriteError as exc:
+        raise ServerError(f"influxdb write: {exc}") from None
 
 
 def make_password_file(path: PathLike, users: dict[str, str]) -> Path:
