@@ -4,7 +4,7 @@ PYTHON ?= python3
 APT_PACKAGES := dbus bluez mosquitto mosquitto-clients influxdb victoria-metrics
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: demo test deps system-deps bench clean
+.PHONY: demo test deps system-deps bench chaos clean
 
 demo: deps
 	$(VENV)/bin/posture demo
@@ -23,6 +23,11 @@ bench: deps
 	$(VENV)/bin/python benchmarks/pipeline_throughput.py --write
 	$(VENV)/bin/python benchmarks/ble_throughput.py --write
 	$(VENV)/bin/python benchmarks/bridge_throughput.py --write
+
+# The soak and chaos run (docs/reliability.md): not part of `make test`; an hour by default.
+CHAOS_ARGS ?= --sensors 5 --minutes 60 --seed 1
+chaos: deps
+	$(VENV)/bin/python benchmarks/chaos.py $(CHAOS_ARGS) --write
 
 deps: system-deps $(STAMP)
 
