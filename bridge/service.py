@@ -31,7 +31,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from contract.identity import check_device
-from contract.influx_schema import to_line_protocol
+from contract.influx_schema import dead_letter_line, to_line_protocol
 from contract.messages import stamp_will
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import BridgeSettings, Config
@@ -42,6 +42,8 @@ from service_io.spool import Spool, SpoolError
 log = logging.getLogger("posture.bridge")
 SUBTOPICS = ("metrics", "events", "status", "alerts/log")
 RETRY_INFLUX_S = 2.0
+DEAD_LETTERS = ""  # the "topic" of a dead-letter point in the pending batches and the spool
+NO_MESSAGE = -1  # the "mid" of a pending point that no MQTT message waits on
 WARN_EVERY_S = 30.0  # a trouble that lasts is said again this often, not once per batch
 Item = tuple[str, str]  # (topic it came on, line protocol)
 
@@ -70,6 +72,7 @@ class Bridge:
         self._warned: dict[str, float] = {}  # trouble → when it was last logged (monotonic s)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
         self._pending: list[tuple[int, int, int, str, list[str]]] = []
+        self._last_dead_letter_ms = 0
         self._connection = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -115,11 +118,23 @@ class Bridge:
                 self._wake.set()
 
     def _refuse(self, client: mqtt.Client, msg: mqtt.MQTTMessage, reason: str) -> None:
+        """Dead-letter a message: published, and stored (posture_deadletter) before it is acknowledged, like
+        any other point, so what the bridge could not use — a bug of ours included — is never lost."""
         try:
             self._dead_letter(msg, reason)
+            line = dead_letter_line(msg.topic, reason, msg.payload.decode("utf-8", "replace"), self._dead_letter_ms())
         except Exception:  # nothing may escape into paho's thread (see _on_message)
             log.exception("dead-lettering a message on %s failed", msg.topic)
-        client.ack(msg.mid, msg.qos)
+            client.ack(msg.mid, msg.qos)
+            return
+        with self._lock:
+            self._pending.append((msg.mid, msg.qos, self._connection, DEAD_LETTERS, [line]))
+
+    def _dead_letter_ms(self) -> int:
+        """Now, but after the last dead letter's time: two at the same millisecond would overwrite each other."""
+        with self._lock:
+            self._last_dead_letter_ms = max(int(time.time() * 1000), self._last_dead_letter_ms + 1)
+            return self._last_dead_letter_ms
 
     def _dead_letter(self, msg: mqtt.MQTTMessage, reason: str) -> None:
         kind = reason.split(":", 1)[0]
@@ -165,7 +180,7 @@ class Bridge:
                 return
             self.stats.points_spooled += len(items) - done
         for mid, qos, connection, _, _ in batch:  # stored (in InfluxDB or on disk): the broker may forget them
-            if connection == self._connection:  # from an older connection: the broker sends it again
+            if mid != NO_MESSAGE and connection == self._connection:  # older connection: the broker sends it again
                 self.client.ack(mid, qos)
 
     def _drain_spool(self) -> None:
@@ -213,6 +228,10 @@ class Bridge:
                         self.dead_letter_topic)
         body = {"topic": topic, "reason": f"refused by InfluxDB: {reason}", "payload": line[:2000]}
         self.client.publish(self.dead_letter_topic, json.dumps(body), qos=1)
+        if topic != DEAD_LETTERS:  # a refused dead letter is counted, not dead-lettered again
+            stored = dead_letter_line(topic, body["reason"], line, self._dead_letter_ms())
+            with self._lock:  # stored with the next batch
+                self._pending.append((NO_MESSAGE, 0, self._connection, DEAD_LETTERS, [stored]))
 
     def _warn(self, trouble: str, level: int, text: str, exc: Exception) -> None:
         """One line when a trouble starts, and again every WARN_EVERY_S while it lasts."""

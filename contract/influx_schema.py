@@ -56,5 +56,24 @@ def _alert_point(alert: dict[str, Any]) -> Point:
     return typing.cast(Point, point.time(alert["ts"], WritePrecision.MS))
 
 
+DEAD_LETTER_MEASUREMENT = "posture_deadletter"
+DEAD_LETTER_PAYLOAD_CHARS = 32 * 1024  # InfluxDB 1.x keeps string fields up to 64 KiB
+
+
+def dead_letter_line(topic: str, reason: str, payload: str, t_ms: int) -> str:
+    """A message the bridge could not store as it came, kept with why: `kind` (the reason's first word:
+    not JSON, schema, time, device, error, refused …) is its tag. Raw newlines become spaces (JSON payloads
+    mean the same; line protocol ends a point at a newline)."""
+    kind = reason.split(":", 1)[0][:40]
+    point = (Point(DEAD_LETTER_MEASUREMENT).tag("kind", kind).field("topic", _one_line(topic[:1000]))
+             .field("reason", _one_line(reason[:2000]))
+             .field("payload", _one_line(payload[:DEAD_LETTER_PAYLOAD_CHARS])))
+    return str(point.time(t_ms, WritePrecision.MS).to_line_protocol())
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 def to_line_protocol(payload: dict[str, Any], stream: str = "") -> list[str]:
     return [p.to_line_protocol() for p in to_points(payload, stream)]

@@ -94,6 +94,11 @@ def test_a_deeply_nested_payload_is_dead_lettered_and_the_bridge_goes_on(tmp_pat
             bridge.kill()
     assert sorted(r.split(":")[0] for r in dead.reasons()) == ["not JSON", "too large"]
     assert stats["malformed"] == {"not JSON": 1, "too large": 1}
+    # Kept in InfluxDB too, stored before the ack like any point: the whole payload up to 32 KiB.
+    kept = {r["kind"]: r for r in influx.rows("SELECT * FROM posture_deadletter", DB)}
+    assert set(kept) == {"not JSON", "too large"}
+    assert kept["not JSON"]["payload"] == "[" * 5_000 and kept["not JSON"]["topic"] == "posture/deep/events"
+    assert kept["too large"]["payload"] == "[" * 32 * 1024
 
 
 # 2 -------------------------------------------------------------------------------------------------------------
@@ -130,6 +135,9 @@ def test_a_point_influxdb_refuses_is_dead_lettered_and_never_blocks_the_spool(tm
     assert all(d["topic"] == "posture/dev1/metrics" and d["payload"].startswith("posture_minute,device_id=dev1 ")
                for d in dead.got)
     assert "unavailable" in log.read_text()  # the outage was one, and said so
+    kept = influx.rows("SELECT * FROM posture_deadletter", DB)  # and the refused lines are kept, with why
+    assert len(kept) == 5 and all(r["kind"] == "refused by InfluxDB" and "field type conflict" in r["reason"]
+                                  and r["payload"].startswith("posture_minute,device_id=dev1 ") for r in kept), kept
 
 
 def test_bisection_stores_every_point_but_the_refused_ones(tmp_path, broker, influx):
