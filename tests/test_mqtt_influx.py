@@ -296,6 +296,7 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
     server = SecuredMosquitto(tmp_path / "mosquitto", password_file=make_password_file(tmp_path / "passwd", passwords),
                               acl_file=ROOT / "deploy" / "mosquitto" / "acl.example", tls=tls)
     start_or_fail(server)
+    started: list[subprocess.Popen[bytes]] = []
     try:
         def config_for(user: str, password: str) -> Path:
             path = write_config(tmp_path / f"{user}.toml", server, influx.url)
@@ -314,6 +315,7 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
         assert "not-the-Secret" not in (tmp_path / "wrong.log").read_text()
 
         bridge = start_bridge(config_for("posture-bridge", passwords["posture-bridge"]), tmp_path / "bridge.log")
+        started.append(bridge)
         phone_got: list[str] = []
         phone = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         phone.username_pw_set("phone-desk", passwords["phone-desk"])
@@ -332,12 +334,15 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
         wait_for(lambda: count_minutes(influx) >= 20, 60, "20 points stored over TLS with passwords")
         # The alert service as its own user: reads results, nudges each wearer's phone.
         alerts_config = config_for("posture-alerts", passwords["posture-alerts"])
+        # No daily summary: after its time of day (18:00) it would add an alert per wearer.
         (tmp_path / "rules.toml").write_text('[slouch]\nwindow_min = 5\nshare_pct = 50.0\nmin_worn_min = 3.0\n'
-                                             '[limits]\nquiet_hours = ""\nmax_delay_s = 1000000\n')
+                                             '[limits]\nquiet_hours = ""\nmax_delay_s = 1000000\n'
+                                             '[habit]\nsummary_time = ""\n')
         with open(alerts_config, "a") as f:
             f.write(f'\n[alerts]\nstate_path = "{tmp_path / "alerts.db"}"\nrules_path = "{tmp_path / "rules.toml"}"\n')
         alerts = subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", "alerts", "--config", str(alerts_config)],
                                   stdout=open(tmp_path / "alerts.log", "w"), stderr=subprocess.STDOUT)
+        started.append(alerts)
         wait_for(lambda: "connected to MQTT" in (tmp_path / "alerts.log").read_text(), 30, "the alert service")
         gateway = client(server.tls_port, "localhost", gateway_user, tls["cafile"])
         start = time.time() // 60 * 60 - 600
@@ -359,6 +364,9 @@ def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
         logs = "".join((tmp_path / name).read_text() for name in ("bridge.log", "pub.log", "wrong.log", "alerts.log"))
         assert not any(secret in logs for secret in passwords.values())
     finally:
+        for proc in started:  # a failed wait must not leave them retrying the broker for ever
+            if proc.poll() is None:
+                proc.kill()
         server.kill()
 
 
