@@ -118,31 +118,36 @@ class Bridge:
                 self._wake.set()
 
     def _refuse(self, client: mqtt.Client, msg: mqtt.MQTTMessage, reason: str) -> None:
-        """Dead-letter a message: published, and stored (posture_deadletter) before it is acknowledged, like
-        any other point, so what the bridge could not use — a bug of ours included — is never lost."""
+        """A malformed message: counted, said once per kind, dead-lettered; acknowledged once its dead letter is
+        stored, like any other point."""
+        kind = reason.split(":", 1)[0]
+        self.stats.malformed[kind] += 1
+        if sum(self.stats.malformed.values()) == 1 or self.stats.malformed[kind] == 1:
+            log.warning("malformed message on %s (%s); further ones are counted", msg.topic, reason[:120])
         try:
-            self._dead_letter(msg, reason)
-            line = dead_letter_line(msg.topic, reason, msg.payload.decode("utf-8", "replace"), self._dead_letter_ms())
+            self._dead_letter(msg.topic, reason, msg.payload.decode("utf-8", "replace"), msg.mid, msg.qos)
         except Exception:  # nothing may escape into paho's thread (see _on_message)
             log.exception("dead-lettering a message on %s failed", msg.topic)
             client.ack(msg.mid, msg.qos)
+
+    def _dead_letter(self, topic: str, reason: str, payload: str, mid: int = NO_MESSAGE, qos: int = 0,
+                     store: bool = True) -> None:
+        """Published to the dead-letter topic (the first 2000 characters of the payload), and stored in
+        posture_deadletter with the next batch, before the message `mid` it came from is acknowledged: what the
+        bridge could not use — a bug of ours included — is never lost."""
+        body = {"topic": topic, "reason": reason, "payload": payload[:2000]}
+        self.client.publish(self.dead_letter_topic, json.dumps(body), qos=1)
+        if not store:
             return
+        line = dead_letter_line(topic, reason, payload, self._dead_letter_ms())
         with self._lock:
-            self._pending.append((msg.mid, msg.qos, self._connection, DEAD_LETTERS, [line]))
+            self._pending.append((mid, qos, self._connection, DEAD_LETTERS, [line]))
 
     def _dead_letter_ms(self) -> int:
         """Now, but after the last dead letter's time: two at the same millisecond would overwrite each other."""
         with self._lock:
             self._last_dead_letter_ms = max(int(time.time() * 1000), self._last_dead_letter_ms + 1)
             return self._last_dead_letter_ms
-
-    def _dead_letter(self, msg: mqtt.MQTTMessage, reason: str) -> None:
-        kind = reason.split(":", 1)[0]
-        self.stats.malformed[kind] += 1
-        if sum(self.stats.malformed.values()) == 1 or self.stats.malformed[kind] == 1:
-            log.warning("malformed message on %s (%s); further ones are counted", msg.topic, reason[:120])
-        body = {"topic": msg.topic, "reason": reason, "payload": msg.payload[:2000].decode("utf-8", "replace")}
-        self.client.publish(self.dead_letter_topic, json.dumps(body), qos=1)
 
     # the bridge's own thread ------------------------------------------------------------
     def run(self) -> None:
@@ -226,12 +231,8 @@ class Bridge:
         if self.stats.points_refused == 1:
             log.warning("InfluxDB refused a point (%s); it and any further ones go to %s, counted", reason[:160],
                         self.dead_letter_topic)
-        body = {"topic": topic, "reason": f"refused by InfluxDB: {reason}", "payload": line[:2000]}
-        self.client.publish(self.dead_letter_topic, json.dumps(body), qos=1)
-        if topic != DEAD_LETTERS:  # a refused dead letter is counted, not dead-lettered again
-            stored = dead_letter_line(topic, body["reason"], line, self._dead_letter_ms())
-            with self._lock:  # stored with the next batch
-                self._pending.append((NO_MESSAGE, 0, self._connection, DEAD_LETTERS, [stored]))
+        # A refused dead letter is published, not stored again: InfluxDB would refuse it again.
+        self._dead_letter(topic, f"refused by InfluxDB: {reason}", line, store=topic != DEAD_LETTERS)
 
     def _warn(self, trouble: str, level: int, text: str, exc: Exception) -> None:
         """One line when a trouble starts, and again every WARN_EVERY_S while it lasts."""
