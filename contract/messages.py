@@ -12,10 +12,19 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from pipeline.events import CalibrationEvent, Event, LeanInterval, MinuteMetrics, RotationExcursion, SlouchEpisode
+from pipeline.events import (
+    CalibrationEvent,
+    EpisodeStart,
+    Event,
+    LeanInterval,
+    LiveState,
+    MinuteMetrics,
+    RotationExcursion,
+    SlouchEpisode,
+)
 
 SCHEMA_VERSION = 1
-EVENT_KINDS = ("slouch", "rotation", "lean", "calibration")
+EVENT_KINDS = ("slouch", "rotation", "lean", "calibration", "episode_start")
 
 
 @dataclass(frozen=True)
@@ -42,21 +51,24 @@ def _ms(t_s: float) -> int:
 
 
 def topic(prefix: str, device: str, kind: str) -> str:
-    """prefix/device/metrics, …/events, …/status, …/imu."""
+    """prefix/device/metrics, …/events, …/status, …/live, …/imu."""
     sub = "events" if kind in EVENT_KINDS else kind
     return f"{prefix}/{device}/{sub}"
 
 
-def payload(device: str, item: Event | MinuteMetrics | Status, now_s: float | None = None) -> dict[str, Any]:
-    """The JSON object for an event, a minute of metrics or a status."""
+def payload(device: str, item: Event | MinuteMetrics | Status | LiveState,
+            now_s: float | None = None) -> dict[str, Any]:
+    """The JSON object for an event, a minute of metrics, a live state or a status."""
     body = {k: v for k, v in asdict(item).items() if k != "kind"}
     if isinstance(item, MinuteMetrics):
         ts = item.minute_start_s
     elif isinstance(item, (SlouchEpisode, RotationExcursion, LeanInterval)):
         ts = item.start_s
         body["duration_s"] = item.end_s - item.start_s
-    elif isinstance(item, CalibrationEvent):
+    elif isinstance(item, (CalibrationEvent, LiveState)):
         ts = item.t_s
+    elif isinstance(item, EpisodeStart):
+        ts = item.start_s
     elif isinstance(item, Status):
         if now_s is None:
             raise ValueError("a status needs the time it describes")
@@ -76,7 +88,8 @@ def stamp_will(doc: dict[str, Any], received_s: float) -> dict[str, Any]:
 ENVELOPE = ("schema", "kind", "device", "ts")
 TIME_FIELDS = frozenset({"minute_start_s", "start_s", "end_s", "t_s"})
 PAYLOAD_CLASS: dict[str, type] = {"metrics": MinuteMetrics, "slouch": SlouchEpisode, "rotation": RotationExcursion,
-                                  "lean": LeanInterval, "calibration": CalibrationEvent, "status": Status}
+                                  "lean": LeanInterval, "calibration": CalibrationEvent, "status": Status,
+                                  "episode_start": EpisodeStart, "live": LiveState}
 
 
 def value_fields(kind: str) -> dict[str, type]:

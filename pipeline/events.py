@@ -45,8 +45,39 @@ class CalibrationEvent:
     kind: str = "calibration"
 
 
+@dataclass(frozen=True)
+class EpisodeStart:
+    """A slouch or lean that its dwell has just confirmed, while it goes on: sent once, before the episode
+    (SlouchEpisode, LeanInterval) that reports it when it ends, with the same start_s. Consumers count
+    episodes by their end; the start only says one is under way."""
+
+    episode: str  # "slouch" | "lean"
+    start_s: float
+    confirmed_after_s: float  # the dwell it took: confirmed at start_s + this (sensor time)
+    side: str | None = None  # lean: "left" | "right" as it stood when confirmed
+    kind: str = "episode_start"
+
+
 # What PipelineOutput.events holds.
-Event = SlouchEpisode | RotationExcursion | LeanInterval | CalibrationEvent
+Event = SlouchEpisode | RotationExcursion | LeanInterval | CalibrationEvent | EpisodeStart
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the wearer is doing now: the latest sample's angles and the states open at it (`posture run`
+    publishes one about every 1/gateway.live_hz s). Angles and activity are None until calibrated."""
+
+    t_s: float
+    calibration: str  # "uncalibrated" | "provisional" (no forward bend yet) | "calibrated" | "recalibrate"
+    flexion_deg: float | None = None  # + forward
+    lateral_deg: float | None = None  # + right
+    rotation_deg: float | None = None  # + right, against the facing direction
+    activity: str | None = None  # sitting | standing | walking | lying
+    slouching_since_s: float | None = None  # start of the slouch going on, once its dwell confirmed it
+    leaning_since_s: float | None = None
+    lean_side: str | None = None  # "left" | "right" while leaning
+    sitting_since_s: float | None = None  # start of the current sitting stretch
+    kind: str = "live"
 
 
 @dataclass
