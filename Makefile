@@ -23,6 +23,7 @@ bench: deps
 	$(VENV)/bin/python benchmarks/pipeline_throughput.py --write
 	$(VENV)/bin/python benchmarks/ble_throughput.py --write
 	$(VENV)/bin/python benchmarks/bridge_throughput.py --write
+	$(VENV)/bin/python benchmarks/nudge_latency.py --write
 
 # The soak and chaos run (docs/reliability.md): not part of `make test`; an hour by default.
 CHAOS_ARGS ?= --sensors 5 --minutes 60 --seed 1

@@ -24,7 +24,8 @@ def run_alerts_cli(args: argparse.Namespace) -> int:
         service = AlertService.open(config)
     stop_on_signals(service.stop_event.set)
     service.run()
-    print(json.dumps({"received": service.stats.received, "alerts": dict(service.stats.alerts),
+    print(json.dumps({"received": service.stats.received, "live": service.stats.live,
+                      "state_writes": service.stats.state_writes, "alerts": dict(service.stats.alerts),
                       "snoozes": service.stats.snoozes, "malformed": dict(service.stats.malformed),
                       "errors": dict(service.stats.errors)}))
     return 0

@@ -7,9 +7,9 @@ from typing import Any
 from alerts.rules import Finding
 from contract.messages import SCHEMA_VERSION
 
-TITLES = {"slouch": "Slouching", "rotation": "Rotation imbalance", "lean": "Leaning to one side",
-          "sitting": "Time to move", "calibration": "Recalibrate the sensor", "recovery": "Upright again",
-          "summary": "Your posture today"}
+TITLES = {"slouch": "Slouching", "slouch_now": "Slouching now", "rotation": "Rotation imbalance",
+          "lean": "Leaning to one side", "sitting": "Time to move", "calibration": "Recalibrate the sensor",
+          "recovery": "Upright again", "recovered": "Slouch over", "summary": "Your posture today"}
 RECALIBRATE = "Sit upright and still for 3 s, then bend forward once and sit up."
 
 
@@ -22,6 +22,11 @@ def _how(stretch: dict[str, Any] | None) -> str:
     return f" Try: {stretch['name']}, {stretch['reps']}× {stretch['hold_s']} s{each}."
 
 
+def _span(seconds: float) -> str:
+    """45 s, 90 s, 3 min: seconds while the wearer would count them, minutes after."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
     e = finding.evidence
     if finding.kind == "slouch" and "slouch_pct" in e:
@@ -30,6 +35,11 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
         text = f"You slouched for {e['episode_min']:g} min without a break (up to {e['peak_flexion_deg']:.0f}°)."
     elif finding.kind == "slouch":
         text = f"You have been slouching for {e['episode_min']:g} min."
+    elif finding.kind == "slouch_now":
+        forward = f" ({e['flexion_deg']:.0f}° forward)" if e.get("flexion_deg") is not None else ""
+        text = f"Slouching for {_span(e['slouch_s'])} now{forward}. Sit up tall."
+    elif finding.kind == "recovered":
+        text = f"Out of the slouch after {_span(e['slouch_s'])}. Keep it up!"
     elif finding.kind == "rotation":
         more = "right" if finding.side == "left" else "left"
         text = f"Today you rotate more to the {more} (SI {e['rotation_si']:+.0f}%); favour your {finding.side}."
@@ -48,9 +58,15 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
     return (text + _how(stretch))[:240]
 
 
+def alert_id(device: str, kind: str, ts_s: float) -> str:
+    """An alert's id: the same finding (device, kind, data time to the ms) is the same alert, however often it is
+    found (a redelivered message, a repeated live state); the engine checks what it has sent by it."""
+    return f"{device}-{kind}-{int(round(ts_s * 1000))}"
+
+
 def alert_payload(device: str, finding: Finding, stretch: dict[str, Any] | None) -> dict[str, Any]:
     ts_ms = int(round(finding.ts_s * 1000))
-    return {"schema": SCHEMA_VERSION, "kind": finding.kind, "id": f"{device}-{finding.kind}-{ts_ms}",
+    return {"schema": SCHEMA_VERSION, "kind": finding.kind, "id": alert_id(device, finding.kind, finding.ts_s),
             "device": device, "ts": ts_ms, "severity": finding.severity, "title": TITLES[finding.kind],
             "message": message(finding, stretch), "stretch": stretch, "evidence": finding.evidence}
 

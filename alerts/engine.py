@@ -2,12 +2,17 @@
 
 Per device it keeps a DeviceState (alerts/state.py) and, for each minute of metrics or
 event, runs the rules, lets the policy hold back what must not go out now, and picks a stretch
-that addresses the deficit (not the one suggested last). The daily summary and the 31-day habit
-program run on the wall clock (`tick`). All state is JSON, saved by the service with what it sends.
+that addresses the deficit (not the one suggested last). The live state (about once a second)
+drives the real-time slouch nudge and its "recovered" follow-up; it changes the saved state only
+when one of them moves, which on_live reports so the service writes nothing for the rest (how long the
+live states have shown no slouch is kept in memory: a restart counts it afresh). The
+daily summary and the 31-day habit program run on the wall clock (`tick`). All state is JSON,
+saved by the service with what it sends.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import date as Date
 from datetime import datetime, tzinfo
@@ -16,13 +21,34 @@ from typing import Any, cast
 
 from alerts import rules as r
 from alerts.catalog import Catalog
-from alerts.compose import alert_payload, summary_payload
+from alerts.compose import alert_id, alert_payload, summary_payload
 from alerts.policy import held_reason, local
 from alerts.settings import Rules
-from alerts.state import DeviceState
+from alerts.state import STARTS_KEPT, DeviceState
 
 MINUTE_MS = 60_000
 KEEP_DAYS = 62  # finished days kept for the streak and the program
+# The two slouch nudges share one cooldown: the slow, minute-based one a minute after the live one would be the
+# same slouch's second nudge (for the minute-based rules it runs from the end of a slouch nudged live, which they
+# do not nudge while it goes on). Praise has no cooldown: it comes once per nudge.
+SLOUCH_NUDGES = ("slouch", "slouch_now")
+# The slouch nudged live is over once live states with posture measured have shown no slouch for this long, with
+# no gap between two of them longer than LIVE_MAX_GAP_S. Longer than a slouch that goes on can look absent: the
+# pipeline ends an open slouch for reasons that are not posture (a BLE gap over 1 s, a gateway stop or restart, a
+# recalibration) and shows the slouch it finds again only once its dwell (5 s, pipeline.slouch_dwell_s) confirmed
+# it, in the next batch (1 s, gateway.pipeline_batch_s), on the next live state (1 s at gateway.live_hz 1): up to
+# about 7 s without it. A few seconds upright in the middle of a slouch are no end of it either.
+RECOVER_HOLD_S = 10.0
+# Live states come about once a second; after a longer gap (lost messages, a BLE gap, a gateway restart) the stream
+# cannot say what happened in it, so the count of slouch-free seconds starts again. So does a state backwards in
+# sensor time (after one from a clock that jumped ahead, or a forged one).
+LIVE_MAX_GAP_S = 3.0
+# A live state's open states began at or before it: its ts is its latest sample's time, rounded to the ms (the slack
+# is for that). A later start is no state of a pipeline; the service refuses it as malformed.
+LIVE_STARTS = ("slouching_since_s", "leaning_since_s", "sitting_since_s")
+LIVE_START_SLACK_S = 1.0
+# A live state this close to a minute's end says what is going on at that minute.
+LIVE_FRESH_S = 120.0
 POSTURES = ("upright", "slouching", "leaning_left", "leaning_right", "standing", "walking", "lying", "not_worn")
 
 
@@ -30,6 +56,12 @@ class AlertEngine:
     def __init__(self, rules: Rules, catalog: Catalog, tz: tzinfo | None = None):
         self.rules, self.catalog, self.tz = rules, catalog, tz
         self.devices: dict[str, DeviceState] = {}
+        # The latest live state per device (by arrival, see on_live), in memory only: it changes every second, and a
+        # restart learns it again within one.
+        self.live: dict[str, dict[str, Any]] = {}
+        # Per device, the sensor time of the first of the live states that have shown posture measured and no
+        # slouch, unbroken, up to the latest; in memory only (a restart counts afresh: it cannot know the gap).
+        self._clear_from: dict[str, float] = {}
 
     # state --------------------------------------------------------------------------
     def dump(self, devices: set[str]) -> dict[str, bytes]:
@@ -67,21 +99,113 @@ class AlertEngine:
             rules.calibration.enabled and r.calibration_age(state, end_ms, rules),
             rules.recovery.enabled and r.recovery(state, end_ms, rules),
         ]
+        if self._nudged_slouch_goes_on(device, state, end_ms / 1000):  # its nudge went out live already
+            found = [f for f in found if not f or f.kind != "slouch"]
         return self._decide(device, state, [f for f in found if f], now_s)
 
     def on_event(self, doc: dict[str, Any], now_s: float) -> list[dict[str, Any]]:
+        if doc["kind"] == "episode_start":  # a slouch or lean under way: never an episode (its end is), no nudge
+            return []
         device, state = doc["device"], self._state(doc["device"])
         day = self._date(doc.get("end_s", doc.get("t_s", doc["ts"] / 1000)))
         if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
             self._close_day(state, day)
         if doc["kind"] == "calibration" and doc["status"] == "calibrated":
             state.last_calibrated_s = doc["t_s"]
-        found = None
-        if doc["kind"] == "slouch" and self.rules.slouch.enabled:
-            found = r.slouch_episode(doc, self.rules)
+        found: list[r.Finding] = []
+        if doc["kind"] == "slouch" and self._of_nudged_slouch(state, doc["start_s"]):
+            # (A part of) the slouch nudged live: not nudged again. Never praised here: the pipeline ends a slouch for
+            # reasons that are not posture too (a BLE gap, a gateway stop or restart, a recalibration) and then finds
+            # it again; only the live states tell when it is over (on_live). Its end still bounds the cooldown.
+            state.slouch_now_over_s = max(doc["end_s"], state.slouch_now_over_s or doc["end_s"])
+        elif doc["kind"] == "slouch" and self.rules.slouch.enabled:
+            found += filter(None, [r.slouch_episode(doc, self.rules)])
         elif doc["kind"] == "calibration" and self.rules.calibration.enabled:
-            found = r.calibration_event(doc)
-        return self._decide(device, state, [found] if found else [], now_s)
+            found += filter(None, [r.calibration_event(doc)])
+        return self._decide(device, state, found, now_s)
+
+    def on_live(self, doc: dict[str, Any], now_s: float, retained: bool = False) -> tuple[list[dict[str, Any]], bool]:
+        """A live state: the real-time slouch nudge (rules.slouch_now) and its follow-up.
+
+        Returns the alerts and whether the device's saved state changed; most live states change nothing.
+        Live states never close a day: one just after midnight may arrive before that day's last minute.
+        The latest by arrival is the current state, not the one with the largest ts (one from a clock that jumped
+        ahead, or a forged one, would make every real state "older" for up to a day) — except that the broker's
+        retained copy (`retained`: delivered on subscribing, the last *change*) never replaces a newer state we
+        have: it is ignored then. The service has refused states whose starts lie after them (live_time_error).
+        """
+        device = doc["device"]
+        previous = self.live.get(device)
+        if retained and previous is not None and doc["ts"] <= previous["ts"]:
+            return [], False
+        self.live[device] = doc
+        state = self._state(device)
+        before = _scalars(state)
+        t_s = doc["ts"] / 1000
+        since = doc["slouching_since_s"]
+        clear_from = self._clear_streak(device, doc, previous)
+        rule, out = self.rules.slouch_now, []
+        if state.slouch_now_open and since is not None:
+            if not r.same_start(since, _nudged_starts(state)[-1]):
+                # A slouch while the nudged one is not over is that slouch going on, found again after the pipeline
+                # ended it for no posture reason (a gap, a restart, a recalibration), or after a few seconds
+                # upright: known by its new start from now on, no second nudge (done), no praise.
+                state.slouch_now_starts = [*_nudged_starts(state), since][-STARTS_KEPT:]
+                state.slouch_now_done_s = since
+        elif state.slouch_now_open and clear_from is not None and t_s - clear_from >= RECOVER_HOLD_S:
+            # Over: live states with posture measured have shown no slouch for RECOVER_HOLD_S, unbroken, since
+            # clear_from (its time).
+            state.slouch_now_open = False
+            state.slouch_now_over_s = max(clear_from, state.slouch_now_over_s or clear_from)
+            if rule.recovered:
+                assert state.slouch_now_sent_s is not None  # open is set with it
+                out += self._decide(device, state, [r.slouch_recovered(state.slouch_now_sent_s, clear_from)], now_s)
+        if rule.enabled and since is not None:
+            out += self._slouch_now(device, state, doc, since, now_s)
+        return out, _scalars(state) != before
+
+    @staticmethod
+    def _of_nudged_slouch(state: DeviceState, start_s: float) -> bool:
+        """An episode from start_s is (a part of) the slouch nudged live: one of its starts, or any slouch that began
+        after it while it is not over (found again before a live state showed it)."""
+        starts = _nudged_starts(state)
+        return (any(r.same_start(start_s, s) for s in starts)
+                or (state.slouch_now_open and bool(starts) and start_s > starts[0]))
+
+    def _clear_streak(self, device: str, doc: dict[str, Any], previous: dict[str, Any] | None) -> float | None:
+        """Since when (sensor time) the live states up to doc have shown posture measured and no slouch, with no gap
+        longer than LIVE_MAX_GAP_S between two in a row (by arrival); None if doc shows a slouch or no posture."""
+        if doc["flexion_deg"] is None or doc["slouching_since_s"] is not None:  # uncalibrated, or slouching
+            self._clear_from.pop(device, None)
+            return None
+        t_s, start = doc["ts"] / 1000, self._clear_from.get(device)
+        gap_s = None if previous is None else t_s - previous["ts"] / 1000
+        if start is None or gap_s is None or not 0 <= gap_s <= LIVE_MAX_GAP_S:  # 0: the same state again
+            start = t_s
+        self._clear_from[device] = start
+        return start
+
+    def _slouch_now(self, device: str, state: DeviceState, doc: dict[str, Any], since: float,
+                    now_s: float) -> list[dict[str, Any]]:
+        found = r.slouch_now(doc, state, self.rules)
+        if found is None:
+            return []
+        if state.last_alert_s.get("slouch", -1e18) >= since:  # a minute-based nudge went out during this slouch
+            state.slouch_now_done_s = since
+            return []
+        out = self._decide(device, state, [found], now_s)
+        if alert_id(device, found.kind, found.ts_s) in state.sent_ids:  # sent, now or before
+            state.slouch_now_done_s = state.slouch_now_sent_s = since
+            state.slouch_now_starts = [since]
+            state.slouch_now_open, state.slouch_now_held_s = True, None
+        else:  # held back: tried again with the next live state, at its time
+            state.slouch_now_held_s = since
+        return out
+
+    def _nudged_slouch_goes_on(self, device: str, state: DeviceState, t_s: float) -> bool:
+        """The slouch nudged live is not over yet, by a live stream that is current at about t_s."""
+        live = self.live.get(device)
+        return state.slouch_now_open and live is not None and abs(live["ts"] / 1000 - t_s) <= LIVE_FRESH_S
 
     def snooze(self, device: str, minutes: float, now_s: float) -> None:
         self._state(device).snooze_until_s = now_s + minutes * 60 if minutes > 0 else None
@@ -164,12 +288,18 @@ class AlertEngine:
             if f.kind in seen:
                 continue
             seen.add(f.kind)
-            cooldown_s = 60 * getattr(self.rules, f.kind).cooldown_min if f.kind != "recovery" else 0.0
-            if f.ts_s - state.last_alert_s.get(f.kind, -1e18) < cooldown_s:
+            cooldown_s = 60 * getattr(self.rules, f.kind).cooldown_min if f.kind not in r.PRAISE else 0.0
+            family = SLOUCH_NUDGES if f.kind in SLOUCH_NUDGES else (f.kind,)
+            last_s = max(state.last_alert_s.get(k, -1e18) for k in family)
+            if f.kind == "slouch" and state.slouch_now_over_s is not None:
+                # A slouch nudged live counts as nudged until it is over: with a window no longer than the
+                # cooldown, a share of the window is then never that slouch again.
+                last_s = max(last_s, state.slouch_now_over_s)
+            if f.ts_s - last_s < cooldown_s:
                 continue
             if reason := held_reason(state, f, self.rules.limits, self.tz, now_s):
-                if f.kind == "recovery":  # praise that cannot go out now is moot later
-                    state.slouch_alert_s = None
+                if f.kind in r.PRAISE:  # praise that cannot go out now is moot later
+                    state.slouch_alert_s = None if f.kind == "recovery" else state.slouch_alert_s
                     continue
                 if f.ts_s - state.last_held_s.get(f.kind, -1e18) >= max(cooldown_s, 60.0):  # count once a spell
                     state.held_today[reason] = state.held_today.get(reason, 0) + 1
@@ -186,11 +316,21 @@ class AlertEngine:
             if stretch:
                 state.remember("recent_stretches", stretch["id"])
             state.last_alert_s[f.kind] = f.ts_s
-            state.sent_today += 1
-            state.slouch_alert_s = (f.ts_s if f.kind == "slouch" else
-                                    (None if f.kind == "recovery" else state.slouch_alert_s))
+            if f.kind not in r.PRAISE:  # the daily cap and alerts_sent count nudges; praise does not use them up
+                state.sent_today += 1
+            state.slouch_alert_s = self._praise_watch(f, state.slouch_alert_s)
             out.append(alert)
         return out
+
+    def _praise_watch(self, sent: r.Finding, watching_s: float | None) -> float | None:
+        """The slouch nudge the minute-based recovery praise watches, after `sent` went out. One praise per
+        nudge: a live nudge with its own follow-up ends the watch (the follow-up praises it), one without
+        is watched like a minute-based nudge."""
+        if sent.kind == "slouch" or (sent.kind == "slouch_now" and not self.rules.slouch_now.recovered):
+            return sent.ts_s
+        if sent.kind in ("slouch_now", "recovery"):
+            return None
+        return watching_s
 
     def _summary_stretch(self, state: DeviceState, e: dict[str, Any]) -> dict[str, Any] | None:
         """The day's main deficit gets a stretch in the summary too."""
@@ -248,6 +388,26 @@ class AlertEngine:
         keep_from = min(self._day_start_ms(state.day), end_ms - lookback_min * MINUTE_MS - MINUTE_MS)
         for key in [k for k in state.minutes if int(k) < keep_from]:
             del state.minutes[key]
+
+
+def live_time_error(doc: dict[str, Any]) -> str | None:
+    """Why a live state cannot be one (an open state that starts after the state itself), or None."""
+    for name in LIVE_STARTS:
+        if doc[name] is not None and doc[name] > doc["ts"] / 1000 + LIVE_START_SLACK_S:
+            return f"time: {name} {doc[name]} is after the state's own ts {doc['ts']}"
+    return None
+
+
+def _nudged_starts(state: DeviceState) -> list[float]:
+    """The starts the slouch nudged live has gone by, the latest last (empty before the first live nudge)."""
+    if state.slouch_now_starts:
+        return state.slouch_now_starts
+    return [] if state.slouch_now_sent_s is None else [state.slouch_now_sent_s]
+
+
+def _scalars(state: DeviceState) -> dict[str, Any]:
+    """What a live state may change in a device's state (all of it but the minutes and days), to compare."""
+    return {k: copy.copy(v) for k, v in vars(state).items() if k not in ("minutes", "days")}
 
 
 def posture_of(minute: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from alerts.engine import POSTURES
 from contract.messages import topic
+from pipeline.activity import LYING, SITTING, STANDING, WALKING
 
 ORIGIN_NAME = "posture-companion"
 
@@ -24,10 +25,11 @@ def _value(key: str) -> str:
     return f"{{{{ value_json.{key} }}}}"
 
 
-def _nullable(key: str) -> str:
-    # HA sets a numeric sensor to unknown when its template renders "None"; spelled out so a
-    # null stays visibly deliberate rather than an accident of how Jinja prints None.
-    return f"{{{{ value_json.{key} if value_json.{key} is not none else None }}}}"
+def _nullable(key: str, jinja_filter: str = "") -> str:
+    # HA sets a sensor to unknown when its template renders "None"; spelled out so a null stays
+    # visibly deliberate rather than an accident of how Jinja prints None (or a filter's error on it).
+    value = f"value_json.{key} | {jinja_filter}" if jinja_filter else f"value_json.{key}"
+    return f"{{{{ {value} if value_json.{key} is not none else None }}}}"
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,14 @@ class _Entity:
     component: str  # HA platform: "sensor" or "binary_sensor"
     object: str  # after the device's node id: topic segment, unique_id and entity id
     name: str  # entity name only; HA prefixes the device name itself
-    source: str  # which of the device's topics holds the value: "today" or "status"
+    source: str  # which of the device's topics holds the value: "today", "live" or "status"
     fields: dict[str, Any]  # the platform's own keys: value_template, unit, classes
     needs_sensor: bool = False  # also unavailable while the gateway reports the sensor offline
+
+    @property
+    def from_gateway(self) -> bool:
+        """Its state is the gateway's own message: available when the sensor is, whether or not we are up."""
+        return self.source != "today"
 
 
 ENTITIES = (
@@ -63,9 +70,20 @@ ENTITIES = (
             {"value_template": _nullable("battery_pct"), "unit_of_measurement": "%",
              "device_class": "battery", "state_class": "measurement", "entity_category": "diagnostic"},
             needs_sensor=True),
-    _Entity("binary_sensor", "slouching", "Slouching", "today",
-            {"value_template": "{{ 'ON' if value_json.slouching else 'OFF' }}", "payload_on": "ON",
-             "payload_off": "OFF", "device_class": "problem"},
+    # From the live state (about once a second): what is going on now. Its values are null until the sensor is
+    # calibrated: they render "None", which HA shows as unknown; not slouching then.
+    _Entity("binary_sensor", "slouching", "Slouching", "live",
+            {"value_template": "{{ 'ON' if value_json.slouching_since_s is not none else 'OFF' }}",
+             "payload_on": "ON", "payload_off": "OFF", "device_class": "problem"},
+            needs_sensor=True),
+    _Entity("sensor", "trunk_flexion", "Trunk flexion", "live",
+            # whole degrees: HA records every change, and tenths would change nearly every second
+            {"value_template": _nullable("flexion_deg", "round(0)"),
+             "unit_of_measurement": "°", "state_class": "measurement", "suggested_display_precision": 0},
+            needs_sensor=True),  # + forward
+    _Entity("sensor", "activity", "Activity", "live",
+            {"value_template": _nullable("activity"), "device_class": "enum",
+             "options": [SITTING, STANDING, WALKING, LYING]},
             needs_sensor=True),
 )
 
@@ -88,14 +106,19 @@ def discovery_configs(device: str, *, prefix: str, ha_prefix: str, service_avail
     service = {"topic": service_availability_topic, "payload_available": "online",
                "payload_not_available": "offline"}
     # The gateway's status says whether the sensor itself is connected; today's totals stay
-    # meaningful while it is away, live posture and battery do not.
+    # meaningful while it is away, live posture and battery do not. Entities read from the gateway's
+    # own topics (live, status) depend on the sensor only: `posture alerts` being down does not
+    # stop their values; those read from our `today` depend on us (and "Current posture" on both).
     sensor_online = {"topic": topic(prefix, device, "status"), "payload_available": "online",
                      "payload_not_available": "offline",
                      "value_template": "{{ 'online' if value_json.online else 'offline' }}"}
     configs = []
     for entity in ENTITIES:
         entity_id = f"{node}_{entity.object}"
-        availability = [service, sensor_online] if entity.needs_sensor else [service]
+        if entity.from_gateway:
+            availability = [sensor_online]
+        else:
+            availability = [service, sensor_online] if entity.needs_sensor else [service]
         config: dict[str, Any] = {
             "name": entity.name,
             "unique_id": entity_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from datetime import time as TimeOfDay
 
-from alerts.rules import Finding
+from alerts.rules import PRAISE, Finding
 from alerts.settings import Limits
 from alerts.state import DeviceState
 
@@ -35,6 +35,6 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
         return "snoozed"
     if in_span(local(finding.ts_s, tz).time(), limits.quiet_span()):
         return "quiet_hours"
-    if state.sent_today >= limits.daily_cap:
+    if finding.kind not in PRAISE and state.sent_today >= limits.daily_cap:  # the cap counts nudges, not praise
         return "daily_cap"
     return None

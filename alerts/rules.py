@@ -14,11 +14,14 @@ from alerts.state import DeviceState
 from pipeline.summary import day_totals
 
 MINUTE_MS = 60_000
+# Praise, not a nudge: no cooldown (once per nudge), and not counted against limits.daily_cap (the cap limits how
+# often the wearer is told to do something; praise for having done it must not use that up).
+PRAISE = ("recovery", "recovered")
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # slouch | rotation | lean | sitting | calibration | recovery
+    kind: str  # slouch | slouch_now | rotation | lean | sitting | calibration | recovery | recovered
     ts_s: float  # data time it is about
     severity: str  # info | warning
     evidence: dict[str, Any]
@@ -79,6 +82,37 @@ def slouch_episode(event: dict[str, Any], rules: Rules) -> Finding | None:
     return Finding("slouch", event["end_s"], "warning", {
         "episode_min": round(event["duration_s"] / 60, 1), "peak_flexion_deg": round(event["peak_flexion_deg"], 1),
         "mean_flexion_deg": round(event["mean_flexion_deg"], 1)}, deficit="slouch")
+
+
+SAME_START_S = 0.5  # two reports of one slouch's start agree to this; two slouches never start this close
+
+
+def same_start(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and abs(a - b) < SAME_START_S
+
+
+def slouch_now(live: dict[str, Any], state: DeviceState, rules: Rules) -> Finding | None:
+    """A live state showing a slouch held delay_s *now*, one not yet nudged: the real-time nudge.
+
+    Its time is the moment the delay was met (slouching_since_s + delay_s, sensor time), whichever live
+    state is the first to arrive after it, so a lost or repeated live message gives the same alert. Once this
+    slouch's nudge has been held back (cooldown, quiet hours, snooze, cap, stale), a later try is at the live
+    state's own time: the slouch still goes on then.
+    """
+    since, t_s = live["slouching_since_s"], live["ts"] / 1000
+    delay_s = rules.slouch_now.delay_s
+    if since is None or t_s - since < delay_s or same_start(since, state.slouch_now_done_s):
+        return None
+    at_s = t_s if same_start(since, state.slouch_now_held_s) else since + delay_s
+    flexion = live.get("flexion_deg")
+    return Finding("slouch_now", at_s, "warning", {
+        "slouch_s": round(at_s - since, 1), "delay_s": delay_s, "since_s": since,
+        "flexion_deg": None if flexion is None else round(flexion, 1)}, deficit="slouch")
+
+
+def slouch_recovered(since_s: float, over_s: float) -> Finding:
+    """The slouch the live rule nudged (from since_s) is over: live states have shown no slouch since over_s."""
+    return Finding("recovered", over_s, "info", {"slouch_s": round(max(over_s - since_s, 0.0), 1), "since_s": since_s})
 
 
 def rotation_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules) -> Finding | None:

@@ -3,7 +3,9 @@
 - Reads `<prefix>/+/metrics`, `…/events` and `…/alerts/snooze` in a persistent MQTT session
   (QoS 1), so nothing is missed while it is away, and acknowledges each message only after the
   state it changed is saved: a crash or restart neither loses a minute nor counts one twice. Also
-  reads `…/status` (QoS 0) for the sensor's human name that Home Assistant shows. A payload whose
+  reads `…/status` (QoS 0) for the sensor's human name that Home Assistant shows, and `…/live`
+  (QoS 0, not queued while away: what is going on *now*, about once a second per device) for the
+  real-time slouch nudge; a live state that changed nothing is not written. A payload whose
   device is not its topic's is refused as malformed (contract/identity.py).
 - What it decides to send goes into the same SQLite file, in the same transaction as the state
   (service_io/spool.py): a restart never sends an alert twice, and an alert decided just before a
@@ -33,7 +35,7 @@ import paho.mqtt.client as mqtt
 
 from alerts.catalog import Catalog
 from alerts.compose import text_mirror
-from alerts.engine import AlertEngine
+from alerts.engine import AlertEngine, live_time_error
 from alerts.homeassistant import discovery_configs
 from alerts.settings import load_rules
 from contract.identity import ID_PATTERN, check_device
@@ -49,11 +51,16 @@ BATCH = 500
 MAX_INFLIGHT = 100
 MAX_SNOOZE_MIN = 24 * 60
 PLAUSIBLE_FROM_S = 1_577_836_800.0  # 2020-01-01: before it, a sensor clock was never set
+# A device known only from its live state is announced to Home Assistant if that state is this recent: the gateway
+# leaves its last live state retained, so every start would otherwise announce every device that ever published.
+ANNOUNCE_LIVE_WITHIN_S = 86_400.0
 
 
 @dataclass
 class AlertStats:
     received: int = 0
+    live: int = 0  # live states handled (about one a second per device)
+    state_writes: int = 0  # transactions of state (and alerts) written: a live state that changes nothing adds none
     alerts: Counter[str] = field(default_factory=Counter)  # kind → decided and queued for sending
     snoozes: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
@@ -94,7 +101,9 @@ class AlertService:
             subscriptions=[(f"{p}/+/metrics", 1), (f"{p}/+/events", 1), (f"{p}/+/alerts/snooze", 1),
                            # QoS 0: only for names, not queued while we are away (it would crowd the session's
                            # queue); the retained status comes with each subscription, on every connect.
-                           (f"{p}/+/status", 0), (f"{cfg.ha_prefix}/status", 1)],
+                           (f"{p}/+/status", 0), (f"{cfg.ha_prefix}/status", 1),
+                           # QoS 0 too: a live state is news for a second; one missed while away is history.
+                           (f"{p}/+/live", 0)],
             will=self._offline, birth=Message(self.availability_topic, "online"),
             on_connected=self._on_connected,
             on_message=lambda client, msg: self._inbox.put((self._connection, msg)))
@@ -175,6 +184,7 @@ class AlertService:
         touched |= {a["device"] for a in alerts}
         if touched:
             self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)], meta=self.engine.dump(touched))
+            self.stats.state_writes += 1
         for connection, msg in batch:
             if connection == self._connection:  # from an older connection: the broker sends it again
                 self.client.ack(msg.mid, msg.qos)
@@ -183,7 +193,7 @@ class AlertService:
             log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
         if self.connected.is_set():
             self._publish_today(touched)
-            self._announce()
+            self._announce(now_s)
             self.sender.pump()
 
     def _handle(self, msg: mqtt.MQTTMessage, now_s: float, touched: set[str]) -> list[dict[str, Any]]:
@@ -211,6 +221,15 @@ class AlertService:
             return []
         if doc["ts"] / 1000 < PLAUSIBLE_FROM_S:
             raise Malformed(f"time: ts {doc['ts']} is not a plausible sensor time (clock unset or wrong?)")
+        if stream == "live":
+            if error := live_time_error(doc):
+                raise Malformed(error)
+            self.stats.live += 1
+            # retained: the broker's copy on subscribing, the gateway's last change; it may be older than what we have
+            alerts, changed = self.engine.on_live(doc, now_s, retained=bool(msg.retain))
+            if changed:  # most live states change nothing: no write for them
+                touched.add(doc["device"])
+            return alerts
         touched.add(doc["device"])
         return self.engine.on_metrics(doc, now_s) if stream == "metrics" else self.engine.on_event(doc, now_s)
 
@@ -233,10 +252,12 @@ class AlertService:
                 self.client.publish(topic(self.prefix, device, "today"),
                                     json.dumps(self.engine.today_state(device)), qos=1, retain=True)
 
-    def _announce(self) -> None:
+    def _announce(self, now_s: float) -> None:
         if not self.cfg.ha_discovery:
             return
-        for device in {d for d, state in self.engine.devices.items() if state.minutes} - self._announced:
+        seen = {d for d, state in self.engine.devices.items() if state.minutes}
+        seen |= {d for d, doc in self.engine.live.items() if now_s - doc["ts"] / 1000 <= ANNOUNCE_LIVE_WITHIN_S}
+        for device in seen - self._announced:
             for config_topic, config in discovery_configs(device, prefix=self.prefix, ha_prefix=self.cfg.ha_prefix,
                                                           service_availability_topic=self.availability_topic,
                                                           sw_version=self._version, name=self._names.get(device)):

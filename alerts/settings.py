@@ -21,6 +21,19 @@ class SlouchRule:
 
 
 @dataclass(frozen=True)
+class SlouchNowRule:
+    """The real-time nudge on the live state: slouching this long *now* (sensor time) before the phone hears of it."""
+
+    enabled: bool = True
+    # Seconds slouched now before a nudge, as Upright GO and Lumo Lift let the wearer set it. A phone ping is
+    # louder than their buzz on the back, so a minute: reaching, reading or a sip of coffee do not trigger it,
+    # a slouch that has become the posture does — four minutes before the minute-based unbroken rule would.
+    delay_s: float = 60.0
+    cooldown_min: float = 15.0  # no live nudge sooner than this after a slouch nudge of either kind
+    recovered: bool = True  # a follow-up, once, when the nudged slouch is over
+
+
+@dataclass(frozen=True)
 class RotationRule:
     enabled: bool = True
     min_excursions: int = 20
@@ -86,6 +99,7 @@ class Habit:
 @dataclass(frozen=True)
 class Rules:
     slouch: SlouchRule = field(default_factory=SlouchRule)
+    slouch_now: SlouchNowRule = field(default_factory=SlouchNowRule)
     rotation: RotationRule = field(default_factory=RotationRule)
     lean: LeanRule = field(default_factory=LeanRule)
     sitting: SittingRule = field(default_factory=SittingRule)

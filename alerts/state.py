@@ -17,6 +17,7 @@ MINUTE_FIELDS = ("worn_s", "sitting_s", "standing_s", "walking_s", "lying_s", "s
                  "rotations_left", "rotations_right", "rotation_left_cumulative_deg",
                  "rotation_right_cumulative_deg", "sitting_since_s")
 RECENT = 50  # alert ids and stretch ids remembered, most recent first
+STARTS_KEPT = 10  # starts of the slouch nudged live remembered (to know its end events by)
 
 
 @dataclass
@@ -34,6 +35,15 @@ class DeviceState:
     recent_stretches: list[str] = field(default_factory=list)
     snooze_until_s: float | None = None  # wall clock
     slouch_alert_s: float | None = None  # a slouch nudge whose recovery we still watch for
+    # The real-time nudge (rules.slouch_now), each slouch known by its start (slouching_since_s, sensor time):
+    slouch_now_done_s: float | None = None  # the latest slouch that needs no live nudge: nudged, by either kind
+    slouch_now_sent_s: float | None = None  # the latest slouch the live rule nudged
+    # … and the starts it has gone by since: its own, then each start the pipeline re-found it at after ending it
+    # for no posture reason (a BLE gap, a gateway restart, a recalibration), the latest last; at most STARTS_KEPT
+    slouch_now_starts: list[float] = field(default_factory=list)
+    slouch_now_open: bool = False  # … and live states have not shown it over yet (its follow-up is due)
+    slouch_now_over_s: float | None = None  # when it was seen over: the minute-based rules' cooldown runs from then
+    slouch_now_held_s: float | None = None  # a slouch whose nudge was held back: a later try is at its live time
     last_calibrated_s: float | None = None
     summary_sent_day: str | None = None
     late_minutes: int = 0  # minutes of days already closed, ignored

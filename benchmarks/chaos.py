@@ -57,6 +57,8 @@ EVENT_KINDS = ("slouch", "rotation", "lean", "calibration")
 EVENT_TOLERANCE_S = 2.0
 ALERT_TOLERANCE_S = 90.0  # alerts are decided on arrival (wall clock), not at a sensor time
 START_GRACE_S = 90.0  # no fault before the chain has run this long
+# What the chain promises to keep, in the database's default policy (live points are best effort, kept apart).
+DURABLE = [*(m for kind, m in MEASUREMENT.items() if kind != "live"), ALERT_MEASUREMENT]
 END_GRACE_S = 60.0  # nor this close to the sims' end
 TEN_YEARS_S = 10 * 365.25 * 86400
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
@@ -271,7 +273,7 @@ class Stack:
         if not self.has_database():
             return 0
         total = 0
-        for m in [*MEASUREMENT.values(), ALERT_MEASUREMENT]:
+        for m in DURABLE:
             rows = self.influx.rows(f"SELECT count(*) FROM {m}", DATABASE)
             total += max((v for r in rows for k, v in r.items() if k.startswith("count_") and v), default=0)
         return total
@@ -889,10 +891,12 @@ class Compare:
             self.offset[device] = float(np.median(diffs)) if diffs else 0.0
 
     def table(self) -> list[Row]:
-        data = {s.name: {m: s.points(m) for m in [*MEASUREMENT.values(), ALERT_MEASUREMENT]}
-                for s in self.run.stacks}
+        data = {s.name: {m: s.points(m) for m in DURABLE} for s in self.run.stacks}
         if self.run.calm.loaded is None:
             (self.run.workdir / "points.json").write_text(json.dumps({"start": self.start, "data": data}))
+        for stack in data.values():  # an episode is its end: a point with only its start (a crash cut it) is none
+            for k in ("slouch", "lean"):
+                stack[MEASUREMENT[k]] = [p for p in stack[MEASUREMENT[k]] if p.get("duration_s") is not None]
         events = {MEASUREMENT[k]: (data["calm"][MEASUREMENT[k]], data["chaos"][MEASUREMENT[k]])
                   for k in ("slouch", "rotation", "lean")}
         self.refine_offsets(events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from bridge.service import Bridge
@@ -25,7 +26,6 @@ def run_bridge_cli(args: argparse.Namespace) -> int:
     bridge = Bridge.open(config)
     stop_on_signals(bridge.stop_event.set)
     bridge.run()
-    print(json.dumps({"received": bridge.stats.received, "points_written": bridge.stats.points_written,
-                      "points_spooled": bridge.stats.points_spooled, "points_refused": bridge.stats.points_refused,
-                      "spool_failures": bridge.stats.spool_failures, "malformed": dict(bridge.stats.malformed)}))
+    # Every counter of BridgeStats (bridge/service.py says what each counts), malformed by kind.
+    print(json.dumps(dataclasses.asdict(bridge.stats) | {"malformed": dict(bridge.stats.malformed)}))
     return 0

@@ -1,4 +1,5 @@
-"""`posture bridge`: MQTT → InfluxDB, losing nothing (metrics, events, status and the alert log).
+"""`posture bridge`: MQTT → InfluxDB, losing nothing (metrics, events, status and the alert log); and the live
+stream, best effort, in a retention policy of its own.
 
 - A persistent MQTT session (MQTT 5 clean_start false + session expiry, or 3.1.1 clean session
   off), QoS 1: while the bridge is away the broker keeps its messages.
@@ -16,12 +17,22 @@
   points. A 1.x database that does not exist is created (service_io/influx.py).
 - If the points can be neither written nor spooled (disk full), their messages stay unacknowledged
   and are tried again: the broker keeps them, and a restarted bridge receives them again.
+- Live states (`<prefix>/+/live`) are subscribed at QoS 0: the broker keeps none for an absent bridge (a
+  week of seconds is no backlog worth replaying), but what arrives is stored like the rest (spooled
+  while InfluxDB is down), in influx.live_policy (v2: the live bucket), which the bridge creates. One
+  request goes to one policy, so a batch is split by policy; the spool keeps each point's topic, which
+  says its policy. In the spool a live point is expendable: when the spool is full (bridge.spool_max_points)
+  live points are deleted first, so they never push out the points that must not be lost (live_evicted); and
+  it expires at its time + influx.live_retention, when it is deleted unsent, since its policy would delete it on
+  arrival (live_expired). A live policy or bucket the settings cannot reach drops the live points (live_dropped).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections import Counter
@@ -35,12 +46,15 @@ from contract.influx_schema import dead_letter_line, to_line_protocol
 from contract.messages import stamp_will
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import BridgeSettings, Config
-from service_io.influx import PointsRefused, SettingsError, WriteError, Writer, make_writer
+from service_io.influx import PointsRefused, SettingsError, WriteError, Writer, duration_s, make_writer
 from service_io.mqtt import MqttEndpoint
+from service_io.spool import Item as SpoolItem
 from service_io.spool import Spool, SpoolError
 
 log = logging.getLogger("posture.bridge")
 SUBTOPICS = ("metrics", "events", "status", "alerts/log")
+LIVE = "live"  # best effort: QoS 0, stored apart (influx.live_policy)
+BEYOND_RETENTION = "points beyond retention policy"  # 1.x's reason when a write held points its policy would delete
 RETRY_INFLUX_S = 2.0
 DEAD_LETTERS = ""  # the "topic" of a dead-letter point in the pending batches and the spool
 NO_MESSAGE = -1  # the "mid" of a pending point that no MQTT message waits on
@@ -55,6 +69,11 @@ class BridgeStats:
     points_spooled: int = 0
     points_refused: int = 0  # InfluxDB refused them (400): dead-lettered with its reason
     spool_failures: int = 0  # batches neither InfluxDB nor the spool took: held unacknowledged, tried again
+    live_expired: int = 0  # live points older than influx.live_retention: deleted from the spool unsent, or dropped by
+    #                        InfluxDB on arrival (its policy would delete them)
+    live_dropped: int = 0  # live points whose policy or bucket the settings do not reach: dropped, not spooled
+    live_evicted: int = 0  # live points the full spool deleted to keep room for the rest (bridge.spool_max_points)
+    points_evicted: int = 0  # other points the full spool deleted, the oldest: data lost (only with no live left)
     malformed: Counter[str] = field(default_factory=Counter)
 
 
@@ -68,7 +87,13 @@ class Bridge:
         self.stats = BridgeStats()
         self.spool = spool
         self.validators = validators
-        self._writer = writer
+        # InfluxDB writers by target: False the database's default policy, True the live policy (or bucket).
+        self._writers: dict[bool, Writer] = {False: writer} if writer is not None else {}
+        self._live_apart = bool(config.influx.live_policy or config.influx.live_bucket)
+        # How long a spooled live point is worth sending: its policy's (or bucket's) retention; in the default
+        # policy, for ever.
+        retention_s = duration_s(config.influx.live_retention) if self._live_apart else None
+        self._live_retention_s = retention_s if retention_s is not None and math.isfinite(retention_s) else None
         self._warned: dict[str, float] = {}  # trouble → when it was last logged (monotonic s)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
         self._pending: list[tuple[int, int, int, str, list[str]]] = []
@@ -80,7 +105,8 @@ class Bridge:
         prefix = config.mqtt.prefix
         self.mqtt = MqttEndpoint(config.mqtt, self.cfg.client_id, name="bridge", manual_ack=True, persistent=True,
                                  session_expiry_s=self.cfg.session_expiry_s,
-                                 subscriptions=[(f"{prefix}/+/{sub}", 1) for sub in SUBTOPICS],
+                                 subscriptions=[*((f"{prefix}/+/{sub}", 1) for sub in SUBTOPICS),
+                                                (f"{prefix}/+/{LIVE}", 0)],
                                  on_message=self._on_message, on_connected=self._on_connected,
                                  stopping=self.stop_event)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
@@ -162,8 +188,8 @@ class Bridge:
             self._store_pending()
         finally:
             self.mqtt.stop()
-            if self._writer:
-                self._writer.close()
+            for writer in self._writers.values():
+                writer.close()
             self.spool.close()
 
     def _store_pending(self) -> None:
@@ -172,10 +198,10 @@ class Bridge:
         if not batch:
             return
         items = [(topic, line) for _, _, _, topic, lines in batch for line in lines]
-        done = self._write(items)
-        if done < len(items):
+        left = [items[i] for i in self._store(items)]
+        if left:
             try:
-                self.spool.put([(topic, line.encode()) for topic, line in items[done:]])
+                self._spool(left)
             except SpoolError as exc:  # neither InfluxDB nor the disk: keep them unacknowledged, try again
                 self.stats.spool_failures += 1
                 self._warn("spool", logging.ERROR, "cannot store or spool; messages stay unacknowledged: %s", exc)
@@ -183,39 +209,118 @@ class Bridge:
                     self._pending[:0] = batch
                 time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
                 return
-            self.stats.points_spooled += len(items) - done
+            self.stats.points_spooled += len(left)
         for mid, qos, connection, _, _ in batch:  # stored (in InfluxDB or on disk): the broker may forget them
             if mid != NO_MESSAGE and connection == self._connection:  # older connection: the broker sends it again
                 self.client.ack(mid, qos)
 
+    def _spool(self, items: list[Item]) -> None:
+        """Into the spool, live points as expendable and expiring; what the full spool deleted is counted and said."""
+        before, before_live = self.spool.dropped, self.spool.dropped_expendable
+        self.spool.put([self._spool_item(topic, line) for topic, line in items])
+        live = self.spool.dropped_expendable - before_live
+        durable = self.spool.dropped - before - live
+        if live:
+            self.stats.live_evicted += live
+            self._warn("live evicted", logging.WARNING, "the spool is full (bridge.spool_max_points %s): live points "
+                       "deleted to keep room for the rest (counted in live_evicted)", self.spool.max_items)
+        if durable:
+            self.stats.points_evicted += durable
+            self._warn("evicted", logging.ERROR, "the spool is full (bridge.spool_max_points %s) with no live points "
+                       "left: the oldest points were deleted (counted in points_evicted)", self.spool.max_items)
+
+    def _spool_item(self, topic: str, line: str) -> SpoolItem:
+        """A live point is expendable, and expires at its time (the line's last word, ms) + influx.live_retention."""
+        if not self._is_live_topic(topic):
+            return topic, line.encode()
+        expires_at_s = None
+        if self._live_retention_s is not None:
+            try:
+                expires_at_s = int(line.rsplit(" ", 1)[1]) / 1000 + self._live_retention_s
+            except (IndexError, ValueError):
+                pass
+        return topic, line.encode(), expires_at_s, True
+
     def _drain_spool(self) -> None:
         try:
-            while not self.stop_event.is_set() and (rows := self.spool.peek(self.cfg.batch_points)):
-                done = self._write([(topic, body.decode()) for _, topic, body, _ in rows])
-                self.spool.delete([row[0] for row in rows[:done]])  # the rest: written again later, idempotent
-                if done < len(rows):
+            while not self.stop_event.is_set():
+                self._expire()  # before each batch, and during an outage too: deleted unsent, it takes no more room
+                if not (rows := self.spool.peek(self.cfg.batch_points)):
+                    return
+                left = set(self._store([(topic, body.decode()) for _, topic, body, _ in rows]))
+                # The rest: written again later, idempotent.
+                self.spool.delete([row[0] for i, row in enumerate(rows) if i not in left])
+                if left:
                     return
         except SpoolError as exc:
             self._warn("spool", logging.ERROR, "cannot empty the spool: %s", exc)
 
-    def _write(self, items: list[Item]) -> int:
-        """Write (topic, line) items in order; lines InfluxDB refuses are found by bisection and dead-lettered.
-        Returns how many leading items are settled (stored or dead-lettered): fewer than all when InfluxDB
-        is unavailable or the settings do not work with it, and the rest must wait."""
+    def _expire(self) -> None:
+        """Delete the expired live points from the spool, counted: their policy would drop them on arrival."""
+        if expired := self.spool.expire(time.time()):
+            self.stats.live_expired += expired
+            self._warn("expired", logging.WARNING, "live points older than influx.live_retention deleted from the "
+                       "spool, not sent (counted in live_expired): %s", expired)
+
+    @staticmethod
+    def _is_live_topic(topic: str) -> bool:
+        """A live point: it came on a live topic (a dead letter is not one, whatever its topic)."""
+        return topic != DEAD_LETTERS and stream_of(topic) == LIVE
+
+    def _is_live(self, topic: str) -> bool:
+        """A point for the live policy (or bucket)."""
+        return self._live_apart and self._is_live_topic(topic)
+
+    def _store(self, items: list[Item]) -> list[int]:
+        """Write (topic, line) items, one request per retention policy (the default one first): the indices of the
+        items not settled, which must wait. Once InfluxDB fails, the other policy's items wait too (one retry
+        pause, not one per policy)."""
+        groups: dict[bool, list[int]] = {}
+        for i, (topic, _) in enumerate(items):
+            groups.setdefault(self._is_live(topic), []).append(i)
+        left: list[int] = []
+        for live in sorted(groups):
+            indices = groups[live]
+            done = 0 if left else self._write([items[i] for i in indices], live)
+            left += indices[done:]
+        return sorted(left)
+
+    def _write(self, items: list[Item], live: bool = False) -> int:
+        """Write (topic, line) items in order to one policy (live: influx.live_policy); lines InfluxDB refuses are
+        found by bisection and dead-lettered. Returns how many leading items are settled (stored or
+        dead-lettered): fewer than all when InfluxDB is unavailable or the settings do not work with it, and the
+        rest must wait."""
         if not items:
             return 0
         try:
-            if self._writer is None:
-                self._writer = make_writer(self.influx_cfg)
-            self._writer.write([line for _, line in items])
+            if live not in self._writers:
+                self._writers[live] = make_writer(self.influx_cfg, live=live)
+            self._writers[live].write([line for _, line in items])
         except PointsRefused as exc:
+            if live and BEYOND_RETENTION in str(exc):
+                # 1.x stored the rest and dropped only what its retention would delete (it says so only when
+                # nothing else was wrong): settled, not dead-lettered — after a long outage that could be days of
+                # seconds, bisected one request at a time into posture_deadletter, kept for ever.
+                dropped = int(m.group(1)) if (m := re.search(r"dropped=(\d+)", str(exc))) else 0
+                self.stats.live_expired += dropped
+                self.stats.points_written += len(items) - dropped
+                self._warn("expired", logging.WARNING, "InfluxDB dropped live points older than influx.live_retention "
+                           "(counted in live_expired): %s", exc)
+                return len(items)
             if len(items) == 1:
                 self._refused_point(*items[0], str(exc))
                 return 1
             half = len(items) // 2
-            done = self._write(items[:half])
-            return done if done < half else half + self._write(items[half:])
+            done = self._write(items[:half], live)
+            return done if done < half else half + self._write(items[half:], live)
         except SettingsError as exc:
+            if live:
+                # Best effort, as on MQTT: a live policy or bucket that cannot be had (InfluxDB 2.x without
+                # influx.live_bucket) must not spool a point a second per wearer for ever, nor hold the rest up.
+                self.stats.live_dropped += len(items)
+                self._warn("live", logging.ERROR, "live points cannot be stored, dropped (counted in live_dropped): "
+                           "%s", exc)
+                return len(items)
             self._warn("settings", logging.ERROR, "InfluxDB refuses our settings, spooling to disk: %s", exc)
             time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
             return 0
@@ -234,9 +339,9 @@ class Bridge:
         # A refused dead letter is published, not stored again: InfluxDB would refuse it again.
         self._dead_letter(topic, f"refused by InfluxDB: {reason}", line, store=topic != DEAD_LETTERS)
 
-    def _warn(self, trouble: str, level: int, text: str, exc: Exception) -> None:
+    def _warn(self, trouble: str, level: int, text: str, detail: object) -> None:
         """One line when a trouble starts, and again every WARN_EVERY_S while it lasts."""
         now = time.monotonic()
         if now - self._warned.get(trouble, -1e9) > WARN_EVERY_S:
-            log.log(level, text, exc)
+            log.log(level, text, detail)
             self._warned[trouble] = now

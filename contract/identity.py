@@ -37,6 +37,15 @@ def device_id(name: str) -> str:
     return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:HASH_HEX]}"
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # what contract/schemas/status.json refuses in sensor_name
+
+
+def shown_name(name: str | None) -> str | None:
+    """A sensor's advertised name as status messages carry it: control characters (a NUL, a newline) become
+    spaces, and it is cut to BLE's 248 bytes' worth of characters. The id is derived from the name as advertised."""
+    return None if name is None else _CONTROL.sub(" ", name)[:248]
+
+
 def topic_device(topic: str) -> str:
     """`posture/DeskSensor/metrics` and `posture/DeskSensor/alerts/log` → `DeskSensor` (the prefix may have levels)."""
     parts = topic.split("/")

@@ -3,7 +3,9 @@
 One measurement per kind of result; tags are only `device_id` and, where it is the point's
 identity, `side` or `status` (low cardinality); every field has one fixed type; the timestamp is
 the sensor's, in milliseconds. A resent payload gives the same measurement, tags and time, so
-InfluxDB overwrites the point with itself: writes are idempotent.
+InfluxDB overwrites the point with itself: writes are idempotent. An episode's start (episode_start)
+writes to the point its end writes, with a field the end never has: InfluxDB merges the two, so an
+episode is one point whatever arrives, in whichever order, how often.
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ from influxdb_client.domain.write_precision import WritePrecision
 from contract.messages import value_fields
 
 MEASUREMENT = {"metrics": "posture_minute", "slouch": "posture_slouch", "rotation": "posture_rotation",
-               "lean": "posture_lean", "calibration": "posture_calibration", "status": "posture_status"}
+               "lean": "posture_lean", "calibration": "posture_calibration", "status": "posture_status",
+               # In its own retention policy (influx.live_policy): the bridge sends live points there.
+               "live": "posture_live"}
 ALERT_MEASUREMENT = "posture_alert"
 SUMMARY_FIELDS = {"streak_days": int, "program_day": int, "goal_met": bool, "slouch_pct": float, "worn_min": float}
-TAGS = {"rotation": ("side",), "lean": ("side",), "calibration": ("status",)}
+# activity, calibration and lean_side of a live point are string fields, not tags: one series per device.
+TAGS = {"rotation": ("side",), "lean": ("side",), "calibration": ("status",), "episode_start": ("side",)}
+# episode_start has no measurement of its own: its `episode` names the kind whose point it adds to.
+MEASURED_BY = {"episode_start": "episode"}
 # A payload's values are its fields; its tags and times are not (contract/messages.py says which are values).
 FIELDS: dict[str, dict[str, type]] = {
-    kind: {name: t for name, t in value_fields(kind).items() if name not in TAGS.get(kind, ())} for kind in MEASUREMENT}
+    kind: {name: t for name, t in value_fields(kind).items()
+           if name not in TAGS.get(kind, ()) and name != MEASURED_BY.get(kind)}
+    for kind in (*MEASUREMENT, *MEASURED_BY)}
 
 
 def to_points(payload: dict[str, Any], stream: str = "") -> list[Point]:
@@ -33,8 +42,10 @@ def to_points(payload: dict[str, Any], stream: str = "") -> list[Point]:
     if stream == "alerts/log":
         return [_alert_point(payload)]
     kind = payload["kind"]
-    point = Point(MEASUREMENT[kind]).tag("device_id", payload["device"])
-    for tag in TAGS.get(kind, ()):
+    # An episode's start: its episode's measurement and tags (a slouch has no side), at the same time (start_s).
+    target = payload[MEASURED_BY[kind]] if kind in MEASURED_BY else kind
+    point = Point(MEASUREMENT[target]).tag("device_id", payload["device"])
+    for tag in TAGS.get(target, ()):
         point = point.tag(tag, payload[tag])
     for name, cast in FIELDS[kind].items():
         if payload.get(name) is not None:  # absent means "no value this minute", not zero

@@ -15,7 +15,7 @@ from contract.messages import TIME_FIELDS
 
 # Topic suffix after <prefix>/<device>/ → schema file.
 SCHEMA_FILES = {"metrics": "metrics.json", "events": "event.json", "status": "status.json",
-                "alerts/log": "alert.json"}
+                "live": "live.json", "alerts/log": "alert.json"}
 
 
 class Malformed(ValueError):
@@ -32,8 +32,9 @@ MAX_AHEAD_S = 86_400.0
 # The times a payload carries (an episode's start and end, a minute's start, where sitting began) lie within
 # this of its ts, and an episode lasts no longer: a longer one is a wrong clock or a forged message.
 MAX_SPAN_S = 86_400.0
-# Times checked against ts: the ones ts is made of, and the minute's sitting start, which alerts count from.
-_WINDOWED = TIME_FIELDS | {"sitting_since_s"}
+# Times checked against ts: the ones ts is made of, and the open states' starts (a minute's or the live state's
+# sitting start, the live slouch and lean), which alerts count from.
+_WINDOWED = TIME_FIELDS | {"sitting_since_s", "slouching_since_s", "leaning_since_s"}
 
 
 Validators = dict[str, Callable[[Any], dict[str, Any]]]  # stream → a compiled JSON Schema check

@@ -104,7 +104,7 @@ def run_case(case: Case, link: LinkModel | None = None) -> Run:
     link = link or LinkModel(profile=case.profile, loss_p=case.loss_p, outages_s=case.outages_s, seed=case.seed)
     feed = LiveLink(sim.rate_hz, link)
     pipeline = PosturePipeline(PipelineSettings.for_rate(sim.rate_hz))
-    collector = BatchCollector(case.batch_s)
+    collector = BatchCollector(case.batch_s, sim.rate_hz)
     n = sim.n_samples
     truth = {"t_s": np.empty(n), "flexion_deg": np.empty(n, np.float32), "lateral_deg": np.empty(n, np.float32),
              "rotation_deg": np.empty(n, np.float32), "context": np.empty(n, "<U8")}

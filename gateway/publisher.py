@@ -5,7 +5,9 @@ the broker has acknowledged them (QoS 1 PUBACK). While the broker is down they w
 across gateway restarts too; after a reconnect they are sent from the oldest on. A message may
 arrive twice after a crash (at-least-once); the bridge's writes are idempotent, so the database
 still holds it once. The status (online, battery, link quality) is retained and not spooled:
-only the latest matters; the broker publishes "offline" for us (last will) if we vanish.
+only the latest matters; the broker publishes "offline" for us (last will) if we vanish. The live
+state (what the wearer is doing now, about once a second) is best effort like the raw samples:
+QoS 0, not spooled, and retained only when it changes (publish_live).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
+from contract.identity import shown_name
 from contract.messages import SCHEMA_VERSION, Status, payload, topic
+from pipeline.events import LiveState
 from service_io.config import Config
 from service_io.mqtt import Message, MqttEndpoint
 from service_io.spool import Item, Spool
@@ -30,6 +35,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("posture.gateway")
 MAX_INFLIGHT = 100
+
+
+def live_key(state: LiveState) -> tuple[object, ...]:
+    """The discrete part of a live state: what a late subscriber needs now and what changes seldom (the angles
+    change every second and are not part of it)."""
+    return (state.calibration, state.activity, state.slouching_since_s, state.leaning_since_s, state.lean_side,
+            state.sitting_since_s)
 
 
 def device_file(spool_dir: Path, device: str, suffix: str) -> Path:
@@ -58,7 +70,7 @@ class DevicePublisher:
 
     def __init__(self, config: Config, device: str, spool: Spool, name: str | None = None):
         self.device = device
-        self.name = name  # the sensor's human name; `device` is the id derived from it
+        self.name = shown_name(name)  # the sensor's human name; `device` is the id derived from it
         self.prefix = config.mqtt.prefix
         self.spool = spool
         self.mqtt = MqttEndpoint(config.mqtt, f"{config.gateway.client_id}-{device}", name=device,
@@ -68,6 +80,10 @@ class DevicePublisher:
         self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
                                     mqtt5=self.mqtt.mqtt5)
         self._latest_status: Status | None = None
+        self._live_lock = threading.Lock()  # publish_live (the gateway's thread) against _on_connected (paho's)
+        self._live_retained: tuple[object, ...] | None = None  # live_key of the last state sent retained
+        self._retain_next_live = True  # the first live state on each connection is retained
+        self.live_published = self.live_retained = 0
 
     @classmethod
     def open(cls, config: Config, device: str, spool_dir: Path, name: str | None = None) -> DevicePublisher:
@@ -102,6 +118,31 @@ class DevicePublisher:
                     "gyro_dps": gyro_dps.round(4).tolist()}
             self.client.publish(topic(self.prefix, self.device, "imu"), json.dumps(body), qos=0)
 
+    def publish_live(self, state: LiveState) -> None:
+        """What the wearer is doing now, best effort (QoS 0, not spooled: a live view wants the latest, not a backlog);
+        gateway/service.py calls it about gateway.live_hz times a second.
+
+        Retained only when its discrete part (live_key) changed since the last retained one, and the first on each
+        connection: a late subscriber (Home Assistant after a restart) gets the current state from the broker, and
+        its `ts` says how old the angles in it are. Not retained every second: a retained message is a change to
+        the broker's store, and the shipped Mosquitto config (deploy/mosquitto/) saves its whole persistence file,
+        with fsync, after every change (autosave_on_changes true, autosave_interval 1)."""
+        if not self.connected.is_set():
+            return
+        key = live_key(state)
+        with self._live_lock:
+            retain = self._retain_next_live or key != self._live_retained
+            if retain:
+                self._live_retained, self._retain_next_live = key, False
+        info = self.client.publish(topic(self.prefix, self.device, "live"), json.dumps(payload(self.device, state)),
+                                   qos=0, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:  # not sent (the link just dropped): the next one is retained
+            with self._live_lock:
+                self._retain_next_live = True
+            return
+        self.live_published += 1
+        self.live_retained += retain
+
     # lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         self.mqtt.start()
@@ -111,6 +152,9 @@ class DevicePublisher:
             self.sender.pump()
 
     def stop(self, offline: bool = True) -> None:
+        # The retained live state stays: its `ts` says when it was true, the status (online: false) that it is no
+        # longer current. An empty retained message to clear it would reach every subscriber as a payload that is
+        # no live state (the bridge would dead-letter it), and a crash cannot clear it anyway.
         self.mqtt.stop(self._status_message(self._offline()) if offline else None)
         self.spool.close()
 
@@ -127,5 +171,7 @@ class DevicePublisher:
 
     # paho's network thread ------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
+        with self._live_lock:  # the broker may have lost the retained state (restarted without persistence)
+            self._retain_next_live = True
         if self._latest_status is not None:  # the will said offline while we were away
             self.mqtt.publish(self._status_message(self._latest_status))

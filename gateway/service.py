@@ -18,6 +18,7 @@ from contract.identity import device_id
 from contract.messages import Status
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from pipeline.calibration import Calibration
+from pipeline.live import LiveClock
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.discovery import FoundSensor, SensorFilter, discover
@@ -36,6 +37,7 @@ class Device:
     pipeline: PosturePipeline
     publisher: DevicePublisher
     collector: BatchCollector
+    live_clock: LiveClock  # when the next live state is due (gateway.live_hz)
     window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since last status
     held_since_s: float = 0.0  # monotonic time the collector started holding samples
 
@@ -72,7 +74,8 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         publisher = DevicePublisher.open(config, name, spool_dir, sensor.name or sensor.address)
         publisher.start()
         pipeline = PosturePipeline(config.pipeline.settings(), calibration=load_calibration(spool_dir, name))
-        device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s))
+        device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
+                        LiveClock(config.gateway.live_hz))
         link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
         devices[name] = device
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
@@ -144,6 +147,9 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         save_calibration(spool_dir, device.publisher.device, device.pipeline.calibration)
     if out.events or out.metrics:
         device.publisher.submit([*out.events, *out.metrics])
+    # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now.
+    if (state := device.pipeline.live_state()) is not None and device.live_clock.due(state.t_s):
+        device.publisher.publish_live(state)
 
 
 def _status(device: Device, link: SensorLink) -> Status:

@@ -6,7 +6,9 @@ recording): a slouch or lean then ends at the last sample seen, a rotation cut s
 Thresholds use hysteresis (enter above `enter`, leave below `exit`); an event starts where the
 angle crossed `enter` and ends where it fell below `exit`, not where the dwell time confirmed it,
 so durations are not shortened by the dwell and the per-minute time (counted while it is open)
-adds up to the events.
+adds up to the events. A slouch or lean also says when its dwell confirmed it, while it goes on
+(`starts`: an EpisodeStart per run, at the first sample that completes the dwell — the test its end
+must pass too — so every reported episode had exactly one start, whatever the batching).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .events import LeanInterval, RotationExcursion, SlouchEpisode
+from .events import EpisodeStart, LeanInterval, RotationExcursion, SlouchEpisode
 from .runs import RunFinder
 
 
@@ -38,16 +40,28 @@ class _Open:
     start_t_s: float = 0.0
     end_t_s: float = 0.0  # just after the last sample in the run so far
     tainted: bool = False  # walked, lay down, or the facing direction jumped during the run
+    confirmed: bool = False  # the dwell has been reached (its start was reported): set by _confirm only
+
+
+@dataclass(frozen=True)
+class _Confirmed:
+    """A run the dwell confirmed: where it started, the time it was confirmed, its sum of x until then."""
+
+    start_t_s: float
+    at_t_s: float
+    total: float
 
 
 class _RunDetector:
-    def __init__(self, enter: float, exit_: float, rate_hz: float):
+    def __init__(self, enter: float, exit_: float, rate_hz: float, dwell_s: float | None = None):
         self.enter, self.exit, self.dt_s = enter, exit_, 1.0 / rate_hz
+        self.dwell_s = dwell_s  # None: runs are not confirmed while they go on (rotations)
         self._runs = RunFinder()
         self._high = False
         self._open = _Open()
         self._offset = 0
         self.high_mask = np.zeros(0, bool)
+        self._confirmed: list[_Confirmed] = []  # in the last batch
 
     def _feed(self, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray, allowed: np.ndarray,
               taint: np.ndarray) -> list[tuple[_Open, float]]:
@@ -58,11 +72,13 @@ class _RunDetector:
         high = hysteresis(np.where(allowed, magnitude, -np.inf), self.enter, self.exit, self._high)
         self._high = bool(high[-1]) if len(high) else self._high
         self.high_mask = high
+        self._confirmed = []
         done = []
         off = self._offset
         for run in self._runs.feed(high):
             a = max(run.start, off) - off
             stats = self._open if run.start < off else _Open(start_t_s=float(t_s[a]))
+            self._confirm(stats, t_s[a:run.end - off], x[a:run.end - off])
             self._accumulate(stats, t_s[a:run.end - off], x[a:run.end - off], magnitude[a:run.end - off],
                              taint[a:run.end - off])
             done.append((stats, float(t_s[run.end - off - 1]) + self.dt_s if run.end > off else stats.end_t_s))
@@ -71,9 +87,24 @@ class _RunDetector:
             a = max(self._runs.open_start, off) - off
             if self._runs.open_start >= off:
                 self._open = _Open(start_t_s=float(t_s[a]))
+            self._confirm(self._open, t_s[a:], x[a:])
             self._accumulate(self._open, t_s[a:], x[a:], magnitude[a:], taint[a:])
         self._offset += len(t_s)
         return done
+
+    def _confirm(self, o: _Open, t_s: np.ndarray, x: np.ndarray) -> None:
+        """Note the run as confirmed at its first sample here that completes the dwell (sample + dt − start ≥
+        dwell). The one definition of "confirmed": the flag decides whether a run is reported when it ends
+        (`_episodes`, `_intervals`) and whether it is in progress (`_confirmed_open`), so a run reported at its
+        end was confirmed exactly once, at a sample that does not depend on the batching."""
+        if self.dwell_s is None or o.confirmed or len(t_s) == 0:
+            return
+        reached = (t_s + self.dt_s) - o.start_t_s >= self.dwell_s  # times increase: False, then True
+        if not reached[-1]:
+            return
+        i = int(np.argmax(reached))
+        o.confirmed = True
+        self._confirmed.append(_Confirmed(o.start_t_s, float(t_s[i]) + self.dt_s, o.total + float(x[:i + 1].sum())))
 
     def _accumulate(self, o: _Open, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray, taint: np.ndarray) -> None:
         if len(x) == 0:
@@ -86,9 +117,10 @@ class _RunDetector:
         o.count += len(x)
         o.tainted |= bool(taint.any())
 
-    def _confirmed_open(self, now_s: float, dwell_s: float) -> _Open | None:
-        """The run in progress, once it has lasted dwell_s."""
-        if self._runs.open_start is not None and now_s - self._open.start_t_s >= dwell_s:
+    def _confirmed_open(self) -> _Open | None:
+        """The run in progress, once its dwell confirmed it (`_confirm`: the one test, so what is open here is
+        exactly what has had its start and not yet its end)."""
+        if self._runs.open_start is not None and self._open.confirmed:
             return self._open
         return None
 
@@ -111,23 +143,28 @@ class SlouchSettings:
 
 class SlouchDetector(_RunDetector):
     def __init__(self, settings: SlouchSettings = SlouchSettings()):
-        super().__init__(settings.threshold_deg, settings.threshold_deg - settings.hysteresis_deg, settings.rate_hz)
+        super().__init__(settings.threshold_deg, settings.threshold_deg - settings.hysteresis_deg, settings.rate_hz,
+                         settings.dwell_s)
         self.settings = settings
+        self.starts: list[EpisodeStart] = []  # slouches the dwell confirmed in the last update, in order
 
     def update(self, t_s: np.ndarray, flexion_deg: np.ndarray, allowed: np.ndarray) -> list[SlouchEpisode]:
-        return self._episodes(self._feed(t_s, flexion_deg, flexion_deg, allowed, np.zeros(len(t_s), bool)))
+        """Slouches that ended in this batch; those confirmed in it are in `starts`."""
+        episodes = self._episodes(self._feed(t_s, flexion_deg, flexion_deg, allowed, np.zeros(len(t_s), bool)))
+        self.starts = [EpisodeStart("slouch", c.start_t_s, c.at_t_s - c.start_t_s) for c in self._confirmed]
+        return episodes
 
     def close(self) -> list[SlouchEpisode]:
         return self._episodes(self._close())
 
     def in_progress(self, now_s: float) -> SlouchEpisode | None:
         """The slouch going on at now_s, as it would be if it ended then, once the dwell confirmed it."""
-        o = self._confirmed_open(now_s, self.settings.dwell_s)
+        o = self._confirmed_open()
         return None if o is None else SlouchEpisode(o.start_t_s, now_s, o.peak, o.total / o.count)
 
     def _episodes(self, runs: list[tuple[_Open, float]]) -> list[SlouchEpisode]:
         return [SlouchEpisode(o.start_t_s, end_s, o.peak, o.total / o.count)
-                for o, end_s in runs if end_s - o.start_t_s >= self.settings.dwell_s]
+                for o, end_s in runs if o.confirmed]
 
 
 
@@ -141,26 +178,37 @@ class LeanSettings:
 
 class LeanDetector(_RunDetector):
     def __init__(self, settings: LeanSettings = LeanSettings()):
-        super().__init__(settings.threshold_deg, settings.threshold_deg - settings.hysteresis_deg, settings.rate_hz)
+        super().__init__(settings.threshold_deg, settings.threshold_deg - settings.hysteresis_deg, settings.rate_hz,
+                         settings.dwell_s)
         self.settings = settings
+        self.starts: list[EpisodeStart] = []  # leans the dwell confirmed in the last update, in order
 
     def update(self, t_s: np.ndarray, lateral_deg: np.ndarray, sitting: np.ndarray) -> list[LeanInterval]:
-        return self._intervals(self._feed(t_s, lateral_deg, np.abs(lateral_deg), sitting, np.zeros(len(t_s), bool)))
+        """Lean intervals that ended in this batch; those confirmed in it are in `starts`."""
+        intervals = self._intervals(self._feed(t_s, lateral_deg, np.abs(lateral_deg), sitting,
+                                               np.zeros(len(t_s), bool)))
+        self.starts = [EpisodeStart("lean", c.start_t_s, c.at_t_s - c.start_t_s, _side(c.total))
+                       for c in self._confirmed]
+        return intervals
 
     def close(self) -> list[LeanInterval]:
         return self._intervals(self._close())
 
     def _intervals(self, runs: list[tuple[_Open, float]]) -> list[LeanInterval]:
-        return [_lean(o, end_s) for o, end_s in runs if end_s - o.start_t_s >= self.settings.dwell_s]
+        return [_lean(o, end_s) for o, end_s in runs if o.confirmed]
 
     def in_progress(self, now_s: float) -> LeanInterval | None:
         """The lean going on at now_s, as it would be if it ended then, once the dwell confirmed it."""
-        o = self._confirmed_open(now_s, self.settings.dwell_s)
+        o = self._confirmed_open()
         return None if o is None else _lean(o, now_s)
 
 
 def _lean(o: _Open, end_s: float) -> LeanInterval:
-    return LeanInterval(o.start_t_s, end_s, "right" if o.total > 0 else "left", o.total / o.count)
+    return LeanInterval(o.start_t_s, end_s, _side(o.total), o.total / o.count)
+
+
+def _side(total_deg: float) -> str:
+    return "right" if total_deg > 0 else "left"
 
 
 @dataclass(frozen=True)

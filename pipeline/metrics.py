@@ -15,15 +15,23 @@ from .activity import LYING, SITTING, STANDING, WALKING
 from .events import MinuteMetrics, RotationExcursion
 
 MINUTE_S = 60.0
+# Unseen time (no sample measured) that ends a sitting stretch. Shorter gaps are a flaky link: the watchdog's 3 s
+# and a reconnect (sensor/link.py: a few attempts, a rediscovery) take seconds to a minute, and the long-sitting
+# alert, counting from sitting_since_s, must not start again after each. A longer one is a sensor that was off
+# or out of reach (a battery that died at the desk, a night): the stretch before it is not the one after it, and
+# kept, it would make a wearer who sits the next morning "sitting since yesterday".
+SITTING_GAP_S = 300.0
 _ACTIVITY_FIELDS = {SITTING: "sitting_s", STANDING: "standing_s", WALKING: "walking_s", LYING: "lying_s"}
 
 
 class MinuteAggregator:
-    def __init__(self, hold_s: float = 6.0):
+    def __init__(self, hold_s: float = 6.0, sitting_gap_s: float = SITTING_GAP_S):
         self.hold_s = hold_s
+        self.sitting_gap_s = sitting_gap_s
         self._open: dict[int, MinuteMetrics] = {}
         self._sums: dict[int, dict[str, float]] = {}
         self._sitting_since_s: float | None = None
+        self._last_t_s = -math.inf  # the last sample added
 
     def _minute(self, k: int) -> MinuteMetrics:
         if k not in self._open:
@@ -47,8 +55,15 @@ class MinuteAggregator:
             sums["n"] += int(sel.sum())
             # The sitting stretch as it stands at this minute's last sample so far: the minute is
             # handed out hold_s later, when the wearer may have stood up (or sat down) already.
-            self._sitting_since_s = _sitting_since(t_s[sel], activity[sel], self._sitting_since_s)
+            self._sitting_since_s = _sitting_since(t_s[sel], activity[sel], self._sitting_since_s, self._last_t_s,
+                                                   self.sitting_gap_s)
+            self._last_t_s = float(t_s[sel][-1])
             m.sitting_since_s = self._sitting_since_s
+
+    @property
+    def sitting_since_s(self) -> float | None:
+        """Start of the sitting stretch at the last sample added (None when it is not sitting)."""
+        return self._sitting_since_s
 
     def add_interval(self, kind: str, start_s: float, end_s: float, mean_deg: float = 0.0) -> None:
         """Seconds of a slouch ("slouch") or lean ("lean_left"/"lean_right") spread over the minutes it covers."""
@@ -97,11 +112,15 @@ class MinuteAggregator:
         return m
 
 
-def _sitting_since(t_s: np.ndarray, activity: np.ndarray, before_s: float | None) -> float | None:
+def _sitting_since(t_s: np.ndarray, activity: np.ndarray, before_s: float | None, last_t_s: float,
+                   gap_s: float) -> float | None:
     """Start of the sitting stretch at the last of these samples: from the first sitting sample after
-    anything else; before_s, the start as it stood before them."""
-    not_sitting = np.flatnonzero(activity != SITTING)
-    if len(not_sitting) == 0:
-        return before_s if before_s is not None else float(t_s[0])
-    after = not_sitting[-1] + 1
-    return float(t_s[after]) if after < len(t_s) else None
+    anything else or after more than gap_s unseen; before_s, the start as it stood before them, at last_t_s."""
+    unseen = np.diff(t_s, prepend=last_t_s) > gap_s  # a stretch starts again at these samples
+    not_sitting, fresh = np.flatnonzero(activity != SITTING), np.flatnonzero(unseen)
+    start = max(int(not_sitting[-1]) + 1 if len(not_sitting) else 0, int(fresh[-1]) if len(fresh) else 0)
+    if start == len(t_s):  # the last sample is not sitting
+        return None
+    if start == 0 and not unseen[0] and before_s is not None:  # the stretch goes on
+        return before_s
+    return float(t_s[start])

@@ -4,6 +4,10 @@ One code path for live data and replay. Memory is O(batch + window): every stage
 state between batches, never the history. Gaps up to `max_fill_s` (lost packets) are bridged by
 interpolation so the orientation filter integrates the right time step; longer gaps (a lost link)
 drop anything half-detected, so a gap never produces an event.
+
+A slouch or lean is reported twice: an EpisodeStart when its dwell confirms it (the wearer is
+slouching now) and the episode itself when it ends; `live_state()` is what the wearer is doing as of
+the last sample.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from .angles import horizontal_acc_in_heading, trunk_angles, unwrap_from, up_axi
 from .axial import AxialSettings, FacingBaseline
 from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
 from .detectors import LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector, SlouchSettings
-from .events import CalibrationEvent, Event, LeanInterval, MinuteMetrics, RotationExcursion, SlouchEpisode
+from .events import (
+    CalibrationEvent,
+    Event,
+    LeanInterval,
+    LiveState,
+    MinuteMetrics,
+    RotationExcursion,
+    SlouchEpisode,
+)
 from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
 from .metrics import MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
@@ -51,7 +63,11 @@ class PipelineSettings:
 
 @dataclass
 class PipelineOutput:
-    """One batch's results. Angle arrays cover the batch's calibrated, real (not gap-filled) samples."""
+    """One batch's results. Angle arrays cover the batch's calibrated, real (not gap-filled) samples.
+
+    rotation_deg is continuous (unwrapped), as the rotation detector needs it: after a large turn (a swivel chair
+    spun round) it passes ±180° until the facing direction catches up. Nothing publishes it per sample; the live
+    state says it in (−180°, 180°]."""
 
     t_s: np.ndarray
     flexion_deg: np.ndarray
@@ -103,6 +119,7 @@ class PosturePipeline:
         if calibration is not None and calibration.gyro_bias_dps is not None:
             self.orientation.set_horizontal_bias_dps(calibration.gyro_bias_dps, calibration.r_sensor_trunk[:, 2])
         self._last_t_s: float | None = None
+        self._latest: tuple[float, float, float, str] | None = None  # the last measured real sample's angles, activity
         self._tail_t = np.empty(0)  # the last real samples (times, acc+gyro[+quaternion]), for gap filling
         self._tail_x = np.empty((0, 0))
         self._last_yaw: float | None = None
@@ -185,6 +202,29 @@ class PosturePipeline:
         """Watching for the calibration moves: never calibrated, provisional (no bend), or told to redo it."""
         return self.calibration is None or not self.calibration.with_bend or self._recalibrate
 
+    def live_state(self) -> LiveState | None:
+        """What the wearer is doing as of the last sample processed (None before any): its angles and activity
+        (None until calibrated), the slouch and lean its dwell has confirmed and still going on (an
+        EpisodeStart was sent for each, its end not yet), the sitting stretch."""
+        if self._last_t_s is None:
+            return None
+        t_s = self._last_t_s
+        calibration = ("uncalibrated" if self.calibration is None else "recalibrate" if self._recalibrate
+                       else "provisional" if not self.calibration.with_bend else "calibrated")
+        if self.calibration is None or self._latest is None:
+            return LiveState(t_s, calibration)
+        flexion, lateral, rotation, activity = self._latest
+        # The per-sample rotation is unwrapped (continuous for the rotation detector) and may pass ±180° until the
+        # facing direction catches up with a large turn: an angle, it is said in (−180°, 180°].
+        rotation = 180.0 - (180.0 - rotation) % 360.0
+        now_s = t_s + self.dt_s  # just after the last sample, as the minutes count it
+        slouching, leaning = self.slouch.in_progress(now_s), self.lean.in_progress(now_s)
+        return LiveState(t_s, calibration, flexion, lateral, rotation, activity,
+                         slouching_since_s=None if slouching is None else slouching.start_s,
+                         leaning_since_s=None if leaning is None else leaning.start_s,
+                         lean_side=None if leaning is None else leaning.side,
+                         sitting_since_s=self.minutes.sitting_since_s)
+
     def request_calibration(self) -> None:
         """The wearer is about to do the calibration moves (or was told to): watch for them.
 
@@ -243,10 +283,15 @@ class PosturePipeline:
         slouches = self.slouch.update(t_s, flexion, upright_context)
         leans = self.lean.update(t_s, lateral, activity == SITTING)
         rotations = self.rotation.update(t_s, rotation, walking | lying | jumped)
-        out.events += sorted([*slouches, *leans, *rotations], key=attrgetter("start_s"))
+        # A start goes before its own end (same start_s) when both fall in one batch: starts first, stable sort.
+        out.events += sorted([*self.slouch.starts, *self.lean.starts, *slouches, *leans, *rotations],
+                             key=attrgetter("start_s"))
         keep = real
         part.t_s, part.flexion_deg, part.lateral_deg = t_s[keep], flexion[keep], lateral[keep]
         part.rotation_deg, part.activity = rotation[keep], activity[keep]
+        if len(part.t_s):
+            self._latest = (float(part.flexion_deg[-1]), float(part.lateral_deg[-1]), float(part.rotation_deg[-1]),
+                            str(part.activity[-1]))
         now_s = float(t_s[-1]) + self.dt_s
         self._account(now_s, part, slouches, leans, rotations, lost_samples)
         out.metrics += part.metrics

@@ -83,6 +83,7 @@ class Summary:
         self.totals.add(vars(m))  # its fields by name, not copied as asdict would
 
     def add_event(self, event: Any) -> None:  # an Event, told apart by its kind
+        # A slouch is counted at its end ("slouch"); its EpisodeStart ("episode_start") only said it was under way.
         if event.kind == "slouch":
             self.slouch_episodes += 1
         elif event.kind == "calibration" and event.status in ("calibrated", "recalibrate"):
@@ -113,6 +114,8 @@ class Rollups:
 
     def __init__(self) -> None:
         self._open: dict[str, tuple[int, Summary]] = {}
+        # Events before the first minute is handed out (6 s after it ends): they belong to the first period.
+        self._early: list[Any] = []
 
     def add_minute(self, m: MinuteMetrics) -> list[dict[str, Any]]:
         done = []
@@ -122,10 +125,16 @@ class Rollups:
                 done.append(self._close(period))
             if period not in self._open:
                 self._open[period] = (k, Summary())
+                for event in self._early:
+                    self._open[period][1].add_event(event)
             self._open[period][1].add_minute(m)
+        self._early = []
         return done
 
     def add_event(self, event: Any) -> None:
+        """An event, counted as Summary.add_event counts it (an episode by its end, never by its start)."""
+        if not self._open:
+            self._early.append(event)
         for _, summary in self._open.values():
             summary.add_event(event)
 

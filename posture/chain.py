@@ -8,6 +8,7 @@ it started, in the order that loses nothing.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ class ChainError(RuntimeError):
 
 class Chain:
     def __init__(self, workdir: Path, scenario: str = "office-demo", profile: str = "native", seed: int = 3,
-                 rules: Path | None = None):
+                 rules: Path | None = None, settings: dict[str, dict[str, Any]] | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.scenario, self.profile, self.seed = scenario, profile, seed
@@ -41,6 +42,7 @@ class Chain:
         self.testbed: Testbed | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.config = self.workdir / "posture.toml"
+        self.settings = settings or {}  # config keys beyond the chain's own, by section: {"gateway": {"live_hz": 2.0}}
 
     # start ----------------------------------------------------------------------------
     def start(self) -> Chain:
@@ -57,17 +59,31 @@ class Chain:
         self._service("sim", "sim", "--adapter", "hci1", "--name", DEVICE, "--profile", self.profile,
                       "--scenario", self.scenario, "--seed", str(self.seed), "--truth", str(self.workdir / "truth.csv"),
                       env=self.testbed.env)
-        self._service("gateway", "run", "--sensor", DEVICE, "--adapter", "hci0", env=self.testbed.env)
+        self.start_gateway()
         return self
+
+    def start_gateway(self) -> None:
+        assert self.testbed is not None  # start() brings the BLE testbed up first
+        self._service("gateway", "run", "--sensor", DEVICE, "--adapter", "hci0", env=self.testbed.env)
+
+    def kill(self, name: str) -> None:
+        """kill -9 of one service (a crash): it saves nothing and says goodbye to no one."""
+        self.procs[name].kill()
+        self.procs[name].wait(10)
 
     def _write_config(self) -> None:
         w = self.workdir
-        self.config.write_text(
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n\n'
-            f'[influx]\nurl = "{self.influx.url}"\ndatabase = "{DATABASE}"\n\n'
-            f'[bridge]\nspool_path = "{w / "bridge.spool"}"\nflush_interval_s = 0.2\n\n'
-            f'[gateway]\nspool_dir = "{w / "gateway-spool"}"\n\n'
-            f'[alerts]\nstate_path = "{w / "alerts.db"}"\nrules_path = "{self.rules}"\n')
+        sections: dict[str, dict[str, Any]] = {
+            "mqtt": {"host": "127.0.0.1", "port": self.broker.port},
+            "influx": {"url": self.influx.url, "database": DATABASE},
+            "bridge": {"spool_path": str(w / "bridge.spool"), "flush_interval_s": 0.2},
+            "gateway": {"spool_dir": str(w / "gateway-spool")},
+            "alerts": {"state_path": str(w / "alerts.db"), "rules_path": str(self.rules)},
+        }
+        for name, values in self.settings.items():
+            sections.setdefault(name, {}).update(values)
+        self.config.write_text("\n".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+                                         for name, values in sections.items()))
 
     def _service(self, name: str, command: str, *args: str, env: dict[str, str] | None = None) -> None:
         config = [] if command == "sim" else ["--config", str(self.config)]

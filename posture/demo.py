@@ -3,20 +3,23 @@
 Runs posture/chain.py — Mosquitto, InfluxDB, BlueZoo, the virtual sensor playing a compressed
 office day, `posture run`, `posture bridge`, `posture alerts` with demo thresholds — prints what
 travels over MQTT as it happens (events with their angles, each minute, alerts with their
-stretch), then a summary of the day from InfluxDB and a report PNG. Ctrl-C, or the scenario's
-end, stops every process it started.
+stretch, and one line of the live state kept up to date), then a summary of the day from InfluxDB
+and a report PNG. Ctrl-C, or the scenario's end, stops every process it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         print("starting Mosquitto, InfluxDB, posture bridge, posture alerts, BlueZoo, the virtual sensor, "
               "posture run …", flush=True)
         chain.start()
-        watcher = _watch(chain.broker.port)
+        console = Console(sys.stdout)
+        watcher = _watch(chain.broker.port, console)
         started = time.monotonic()
         try:
             while not chain.sensor_done():
@@ -52,18 +56,70 @@ def run(args: argparse.Namespace) -> int:
                 if args.seconds and time.monotonic() - started > args.seconds:
                     break
                 time.sleep(0.5)
-            print("scenario over: stopping the sensor and flushing the last minute …", flush=True)
+            console.line("scenario over: stopping the sensor and flushing the last minute …")
             chain.finish()
         finally:
             watcher.loop_stop()
+            console.close()
         _summary(chain)
         return _report(chain, workdir)
 
 
-def _watch(port: int) -> mqtt.Client:
+class Console:
+    """The demo's output: lines that stay (events, minutes, alerts) and one live-state line that changes.
+
+    On a terminal the live line is rewritten in place (carriage return, clear to end of line) and kept
+    below the others: a line that stays first wipes it, is printed, and the live line is drawn again.
+    Elsewhere (a CI log) nothing is rewritten, so the live line is printed as a line of its own, only
+    when its state changes (activity, calibration, slouching, leaning) or every QUIET_S otherwise.
+    """
+
+    QUIET_S = 30.0  # without a terminal: the longest a live line is held back when its state stays the same
+    CLEAR = "\r\x1b[K"  # back to the line's start, erase to its end
+
+    def __init__(self, out: TextIO, *, terminal: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.out = out
+        self.terminal = out.isatty() if terminal is None else terminal
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.live_text = ""  # on a terminal: the live line now on screen ("" when none)
+        self.live_key: object = None
+        self.live_printed_s = -float("inf")
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            if self.live_text:
+                self.out.write(self.CLEAR)
+            self.out.write(text + "\n")
+            if self.live_text:
+                self.out.write(self.live_text)
+            self.out.flush()
+
+    def live(self, text: str, key: object) -> None:
+        """The live state now; `key` is its discrete part (a change prints it at once without a terminal)."""
+        with self.lock:
+            if self.terminal:
+                width = shutil.get_terminal_size().columns - 1  # a wrapped line could not be rewritten in place
+                self.live_text = text[:max(width, 20)]
+                self.out.write(self.CLEAR + self.live_text)
+            elif key != self.live_key or self.clock() - self.live_printed_s >= self.QUIET_S:
+                self.live_key, self.live_printed_s = key, self.clock()
+                self.out.write(text + "\n")
+            self.out.flush()
+
+    def close(self) -> None:
+        """Leave the last live state on screen as a line of its own."""
+        with self.lock:
+            if self.live_text:
+                self.out.write("\n")
+                self.out.flush()
+            self.live_text = ""
+
+
+def _watch(port: int, console: Console) -> mqtt.Client:
     """Print what the phone, the database and Home Assistant get, as it arrives."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="posture-demo-watch")
-    lock = threading.Lock()
     last_status_s = [0.0]
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -73,19 +129,43 @@ def _watch(port: int) -> mqtt.Client:
                 return
             last_status_s[0] = time.monotonic()
         try:
-            line = _describe(kind, json.loads(msg.payload))
-        except (ValueError, KeyError, TypeError):
+            doc = json.loads(msg.payload)
+            if kind == "live":
+                console.live(describe_live(doc), live_key(doc))
+                return
+            line = _describe(kind, doc)
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
         if line:
-            with lock:
-                print(line, flush=True)
+            console.line(line)
 
     client.on_message = on_message
     client.connect("127.0.0.1", port)
     client.subscribe([(f"posture/{DEVICE}/events", 1), (f"posture/{DEVICE}/metrics", 1),
-                      (f"posture/{DEVICE}/alerts", 1), (f"posture/{DEVICE}/status", 0)])
+                      (f"posture/{DEVICE}/alerts", 1), (f"posture/{DEVICE}/status", 0), ("posture/+/live", 0)])
     client.loop_start()
     return client
+
+
+def describe_live(d: dict[str, Any]) -> str:
+    """One line of a live state: time, activity, flexion, slouching (since when, how long), leaning, calibration."""
+    at = _clock(d["ts"])
+    flexion = d.get("flexion_deg")
+    parts = [d.get("activity") or "–", "flexion –" if flexion is None else f"flexion {flexion:+.0f}°"]
+    if (since := d.get("slouching_since_s")) is not None:
+        parts.append(f"slouching since {_clock(since * 1000)} ({d['ts'] / 1000 - since:.0f} s)")
+    elif flexion is not None:
+        parts.append("upright")
+    if (since := d.get("leaning_since_s")) is not None:
+        parts.append(f"leaning {d.get('lean_side') or ''} since {_clock(since * 1000)}".replace("  ", " "))
+    parts.append(d["calibration"])
+    return f"{at}  now       " + ", ".join(parts)
+
+
+def live_key(d: dict[str, Any]) -> tuple[Any, ...]:
+    """The discrete part of a live state: what, when it changes, is worth a line in a log."""
+    return (d.get("device"), d.get("activity"), d.get("calibration"), d.get("slouching_since_s") is not None,
+            d.get("lean_side") if d.get("leaning_since_s") is not None else None)
 
 
 def _clock(ts_ms: int) -> str:
@@ -100,6 +180,9 @@ def _describe(kind: str, d: dict[str, Any]) -> str | None:
         return f"{at}  slouch    {d['duration_s']:5.1f} s, flexion up to {d['peak_flexion_deg']:.0f}° (+ forward)"
     if kind == "events" and d["kind"] == "rotation":
         return f"{at}  rotation  {d['side']:5s} {d['peak_deg']:4.0f}°"
+    if kind == "events" and d["kind"] == "episode_start":  # confirmed while it goes on; its end comes later
+        side = f" {d['side']}" if d.get("side") else ""
+        return f"{at}  {d['episode']:9s} under way{side} (confirmed after {d['confirmed_after_s']:.0f} s)"
     if kind == "events" and d["kind"] == "lean":
         return f"{at}  lean      {d['side']:5s} {d['duration_s']:5.1f} s at {d['mean_lateral_deg']:+.0f}° (+ right)"
     if kind == "metrics":

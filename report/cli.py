@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise ValueError(f"config: {exc}") from None
     report = write_day_report(config.influx, args.device, args.day, args.out, args.timezone or config.alerts.timezone)
-    print(f"{args.out}: {report.device} {report.day.isoformat()}, {len(report.minutes)} minutes, "
+    live = f", {len(report.live) * report.live_step_s / 60:.1f} min of live trace" if report.live else ""
+    print(f"{args.out}: {report.device} {report.day.isoformat()}, {len(report.minutes)} minutes{live}, "
           f"{len(report.slouches)} slouch episodes, {report.totals.alerts} alerts")
     return 0
 

@@ -1,9 +1,16 @@
 """One device's day as the report shows it: the rows read from InfluxDB in, series and totals out (pure).
 
 Rows are dicts of a measurement's columns (docs/influx.md) with `time_s` (Unix seconds): the
-minute start for posture_minute, the episode / excursion / interval start for events.
+minute start for posture_minute, the episode / excursion / interval start for events, the bucket
+start for the live stream's means.
 Totals come from the per-minute rows, which cover the day without overlap; the events place
 things in time (slouch shading) and show the spread behind a mean (rotation peaks).
+
+The angles are drawn from the live stream where it was kept (a point every few seconds), and from
+the per-minute means in the minutes it does not cover: a mixed day is fine where it is fine.
+Slouching is shaded where an episode ended (its start and duration) and where the live stream says
+slouching; an episode still going on (a point with only `confirmed_after_s`) is not counted, the
+live stream shades it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pipeline.activity import ACTIVITIES
 from pipeline.summary import SIDES
 
 MINUTE_S = 60.0
+LIVE_STEP_S = 10  # the live trace's resolution in the report, s: a day is 8640 points (the stream is about 1 s)
 
 
 @dataclass(frozen=True)
@@ -30,9 +38,11 @@ class DayRows:
     leans: list[dict[str, Any]] = field(default_factory=list)  # posture_lean
     calibrations: list[dict[str, Any]] = field(default_factory=list)  # posture_calibration
     alerts: list[dict[str, Any]] = field(default_factory=list)  # posture_alert
+    live: list[dict[str, Any]] = field(default_factory=list)  # posture_live, in buckets (query.fetch_live)
 
     def empty(self) -> bool:
-        return not any((self.minutes, self.slouches, self.rotations, self.leans, self.calibrations, self.alerts))
+        return not any((self.minutes, self.slouches, self.rotations, self.leans, self.calibrations, self.alerts,
+                        self.live))
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,15 @@ class Minute:
     flexion_mean_deg: float | None  # + forward
     lateral_mean_deg: float | None  # + right
     activity: str | None  # the one of ACTIVITIES with most seconds; None when not worn
+
+
+@dataclass(frozen=True)
+class LiveBucket:
+    """A few seconds of the live stream: the means of the angles measured in it."""
+    start_s: float
+    flexion_deg: float | None  # + forward
+    lateral_deg: float | None  # + right
+    slouching: bool  # at least half of its samples were slouching
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,10 @@ class DayReport:
     data_start_s: float  # the span anything was recorded in, for the time axis
     data_end_s: float
     minutes: list[Minute]
+    live: list[LiveBucket]  # the fine trace, where the live stream was kept
+    live_step_s: float  # a live bucket's length
+    trace_minutes: list[Minute]  # the minutes whose means are drawn: those the live trace does not cover
+    slouch_spans: list[tuple[float, float]]  # (start_s, end_s) shaded as slouching, merged, in time order
     slouches: list[Slouch]
     rotations: list[Rotation]
     leans: list[Lean]
@@ -120,16 +143,19 @@ def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
     return start.timestamp(), end.timestamp()
 
 
-def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows) -> DayReport:
+def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
+                     live_step_s: float = LIVE_STEP_S) -> DayReport:
     day_start_s, day_end_s = day_bounds(day, tz)
     minutes = [Minute(r["time_s"], _num(r.get("flexion_mean_deg")), _num(r.get("lateral_mean_deg")),
                       dominant_activity(r)) for r in _by_time(rows.minutes)]
-    slouches = [Slouch(r["time_s"], _num(r.get("duration_s")) or 0.0, _num(r.get("peak_flexion_deg")))
-                for r in _by_time(rows.slouches)]
+    live = live_buckets(rows.live)
+    # Episodes are counted by their end (duration_s): a start alone is one still going on, or never ended.
+    slouches = [Slouch(r["time_s"], float(r["duration_s"]), _num(r.get("peak_flexion_deg")))
+                for r in _by_time(rows.slouches) if _num(r.get("duration_s")) is not None]
     rotations = [Rotation(r["time_s"], r["side"], float(r["peak_deg"])) for r in _by_time(rows.rotations)
                  if r.get("side") in SIDES and _num(r.get("peak_deg")) is not None]
-    leans = [Lean(r["time_s"], r["side"], _num(r.get("duration_s")) or 0.0, _num(r.get("mean_lateral_deg")))
-             for r in _by_time(rows.leans) if r.get("side") in SIDES]
+    leans = [Lean(r["time_s"], r["side"], float(r["duration_s"]), _num(r.get("mean_lateral_deg")))
+             for r in _by_time(rows.leans) if r.get("side") in SIDES and _num(r.get("duration_s")) is not None]
     calibrations = [Calibration(r["time_s"], r.get("status") or "", r.get("message") or "")
                     for r in _by_time(rows.calibrations)]
     alerts = [Alert(r["time_s"], r.get("kind") or "", r.get("title") or "",
@@ -137,13 +163,47 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows) -> DayRe
               for r in _by_time(rows.alerts)]
     # The axis spans what was recorded: a few minutes of data on a 24-hour axis would be a sliver.
     starts = [r["time_s"] for r in (*rows.minutes, *rows.slouches, *rows.rotations, *rows.leans,
-                                    *rows.calibrations, *rows.alerts)]
-    ends = [m.start_s + MINUTE_S for m in minutes] + [s.start_s + s.duration_s for s in slouches] + starts
+                                    *rows.calibrations, *rows.alerts, *rows.live)]
+    ends = ([m.start_s + MINUTE_S for m in minutes] + [s.start_s + s.duration_s for s in slouches]
+            + [b.start_s + live_step_s for b in live] + starts)
     data_start_s = min(starts, default=day_start_s)
     data_end_s = min(max(ends, default=day_end_s), day_end_s)
+    covered = {_minute_of(b.start_s, day_start_s) for b in live}
+    trace_minutes = [m for m in minutes if _minute_of(m.start_s, day_start_s) not in covered]
+    spans = [(s.start_s, s.start_s + s.duration_s) for s in slouches]
+    spans += [(b.start_s, b.start_s + live_step_s) for b in live if b.slouching]
     return DayReport(device, day, tz, day_start_s, day_end_s, data_start_s, max(data_end_s, data_start_s + MINUTE_S),
-                     minutes, slouches, rotations, leans, calibrations, alerts,
+                     minutes, live, live_step_s, trace_minutes,
+                     merge_spans(spans), slouches, rotations, leans, calibrations, alerts,
                      day_totals(rows.minutes, leans, len(alerts)))
+
+
+def live_buckets(rows: list[dict[str, Any]]) -> list[LiveBucket]:
+    """The live rows with angles (query.fetch_live) as buckets; slouching when half or more of the samples were."""
+    out = []
+    for r in _by_time(rows):
+        samples = _num(r.get("samples")) or 0.0
+        if samples <= 0:
+            continue  # nothing measured (uncalibrated): no angle, no slouch either way
+        slouching = (_num(r.get("slouching_samples")) or 0.0) >= samples / 2
+        out.append(LiveBucket(r["time_s"], _num(r.get("flexion_deg")), _num(r.get("lateral_deg")), slouching))
+    return out
+
+
+def merge_spans(spans: list[tuple[float, float]], join_s: float = 1.0) -> list[tuple[float, float]]:
+    """Overlapping spans (or ones less than join_s apart) as one, in time order."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + join_s:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _minute_of(t_s: float, day_start_s: float) -> int:
+    """The minute of the day t_s falls in (minutes start on the minute, as local midnight does)."""
+    return int((t_s - day_start_s) // MINUTE_S)
 
 
 def day_totals(minute_rows: list[dict[str, Any]], leans: list[Lean], alerts: int) -> Totals:

@@ -94,13 +94,20 @@ def _num(report: DayReport, t_s: float) -> float:
 
 
 def _draw_angles(ax: Axes, report: DayReport) -> None:
-    times, flexion, lateral = _steps(report)
-    ax.plot(times, flexion, color=COLOR["flexion"], lw=1.6, label="flexion (per-minute mean)")
-    ax.plot(times, lateral, color=COLOR["lateral"], lw=1.6, label="lateral bend (per-minute mean)")
+    step = f"{report.live_step_s:g} s"
+    if report.live:  # the fine trace where the live stream was kept
+        times, flexion, lateral = live_trace(report)
+        ax.plot(times, flexion, color=COLOR["flexion"], lw=1.0, label=f"flexion ({step} mean, live)")
+        ax.plot(times, lateral, color=COLOR["lateral"], lw=1.0, label=f"lateral bend ({step} mean, live)")
+    if report.trace_minutes:  # per-minute means where it was not
+        times, flexion, lateral = _steps(report)
+        ax.plot(times, flexion, color=COLOR["flexion"], lw=1.6, ls="--" if report.live else "-",
+                label="flexion (per-minute mean)")
+        ax.plot(times, lateral, color=COLOR["lateral"], lw=1.6, ls="--" if report.live else "-",
+                label="lateral bend (per-minute mean)")
     ax.axhline(0.0, color="black", lw=0.6)
-    for s in report.slouches:
-        ax.axvspan(_num(report, s.start_s), _num(report, s.start_s + s.duration_s), color=COLOR["slouch"],
-                   alpha=0.18, lw=0)
+    for start_s, end_s in report.slouch_spans:
+        ax.axvspan(_num(report, start_s), _num(report, end_s), color=COLOR["slouch"], alpha=0.18, lw=0)
     # Labels sit just under the top edge, in axes coordinates, so they stay put whatever the angles.
     label_y = ax.get_xaxis_transform()
     for c in report.calibrations:
@@ -112,29 +119,52 @@ def _draw_angles(ax: Axes, report: DayReport) -> None:
         ax.text(_num(report, a.time_s), 0.98, f"{a.kind} ", transform=label_y, rotation=90, va="top", ha="right",
                 fontsize=8, color=COLOR["alert"])
     ax.set_ylabel("trunk angle (°)\nflexion + forward · lateral + right")
-    ax.set_title("Trunk angles", loc="left", fontsize=11)
+    resolution = f"{step} means of the live stream" if report.live else "per-minute means"
+    if report.live and report.trace_minutes:
+        resolution += ", per-minute means elsewhere"
+    ax.set_title(f"Trunk angles · {resolution}", loc="left", fontsize=11)
     ax.grid(True, alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
-    handles += [Patch(color=COLOR["slouch"], alpha=0.25, label="slouch episode"),
+    handles += [Patch(color=COLOR["slouch"], alpha=0.25, label="slouching"),
                 ax.plot([], [], color=COLOR["alert"], ls="--", lw=1.1, label="alert (kind)")[0]]
     # Outside the plot, beside it: inside it would hide the alert labels along the top edge.
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.set_xlim(_num(report, report.data_start_s), _num(report, report.data_end_s))
 
 
-def _steps(report: DayReport) -> tuple[list[float], list[float], list[float]]:
-    """Per-minute means as steps across their minute; a missing minute (not worn, no data) breaks the line."""
+def live_trace(report: DayReport) -> tuple[list[float], list[float], list[float]]:
+    """The live buckets as a line through their middles (matplotlib date numbers, degrees); a gap of more than
+    two buckets (the link lost, not worn, not calibrated) breaks the line."""
     times: list[float] = []
     flexion: list[float] = []
     lateral: list[float] = []
-    for i, m in enumerate(report.minutes):
+    step_s = report.live_step_s
+    for i, b in enumerate(report.live):
+        if i and b.start_s - report.live[i - 1].start_s > 2 * step_s:
+            times.append(_num(report, report.live[i - 1].start_s + step_s))
+            flexion.append(math.nan)
+            lateral.append(math.nan)
+        times.append(_num(report, b.start_s + step_s / 2))
+        flexion.append(math.nan if b.flexion_deg is None else b.flexion_deg)
+        lateral.append(math.nan if b.lateral_deg is None else b.lateral_deg)
+    return times, flexion, lateral
+
+
+def _steps(report: DayReport) -> tuple[list[float], list[float], list[float]]:
+    """The trace minutes' means as steps across their minute; a missing minute (not worn, no data, or drawn from
+    the live stream) breaks the line."""
+    times: list[float] = []
+    flexion: list[float] = []
+    lateral: list[float] = []
+    minutes = report.trace_minutes
+    for i, m in enumerate(minutes):
         f = math.nan if m.flexion_mean_deg is None else m.flexion_mean_deg
         la = math.nan if m.lateral_mean_deg is None else m.lateral_mean_deg
         end_s = m.start_s + MINUTE_S
         times += [_num(report, m.start_s), _num(report, end_s)]
         flexion += [f, f]
         lateral += [la, la]
-        following = report.minutes[i + 1].start_s if i + 1 < len(report.minutes) else None
+        following = minutes[i + 1].start_s if i + 1 < len(minutes) else None
         if following is None or following > end_s + 1.0:
             times.append(_num(report, end_s))
             flexion.append(math.nan)

@@ -3,6 +3,10 @@
 `/query` is there on 1.x and, with a DBRP mapping from database to bucket, on 2.x.
 One request per measurement: with several statements in one, 1.6 reports a missing database as
 "not executed" instead of naming it.
+
+The live stream (posture_live, about a point a second) is read from its own retention policy
+(influx.live_policy) as LIVE_STEP_S means: a day is 8640 rows at most, not 86 400. A database
+without that policy (older than the live stream, or a bridge that never wrote one) has no live rows.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from contract.influx_schema import ALERT_MEASUREMENT, FIELDS, MEASUREMENT, TAGS
-from service_io.influx import InfluxSettings, QueryError, query
+from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
-from .day import DayRows
+from .day import LIVE_STEP_S, DayRows
 
 TIMEOUT_S = 30.0
 
@@ -32,20 +36,43 @@ COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "alerts": (ALERT_MEASUREMENT, ("kind", "title", "message", "text")),
 }
 
-__all__ = ["COLUMNS", "QueryError", "fetch_day"]
+__all__ = ["COLUMNS", "LIVE_STEP_S", "QueryError", "fetch_day"]
 
 
 def fetch_day(settings: InfluxSettings, device: str, start_s: float, end_s: float) -> DayRows:
-    """The device's points with start_s <= time < end_s."""
-    statements = day_statements(device, int(round(start_s * 1000)), int(round(end_s * 1000)))
-    return DayRows(**{name: parse_rows(query(settings, statement, timeout_s=TIMEOUT_S), settings.database)
-                      for name, statement in zip(COLUMNS, statements)})
+    """The device's points with start_s <= time < end_s, and its live stream over that span in LIVE_STEP_S means."""
+    start_ms, end_ms = int(round(start_s * 1000)), int(round(end_s * 1000))
+    statements = day_statements(device, start_ms, end_ms)
+    rows = {name: parse_rows(query(settings, statement, timeout_s=TIMEOUT_S), settings.database)
+            for name, statement in zip(COLUMNS, statements)}
+    return DayRows(**rows, live=fetch_live(settings, device, start_ms, end_ms))
+
+
+def _where(device: str, start_ms: int, end_ms: int) -> str:
+    return f"\"device_id\" = {influxql_string(device)} AND time >= {start_ms}ms AND time < {end_ms}ms"
 
 
 def day_statements(device: str, start_ms: int, end_ms: int) -> list[str]:
-    where = f"\"device_id\" = {influxql_string(device)} AND time >= {start_ms}ms AND time < {end_ms}ms"
-    return [f"SELECT {', '.join(_ident(c) for c in columns)} FROM {_ident(measurement)} WHERE {where}"
-            for measurement, columns in COLUMNS.values()]
+    return [f"SELECT {', '.join(_ident(c) for c in columns)} FROM {_ident(measurement)} "
+            f"WHERE {_where(device, start_ms, end_ms)}" for measurement, columns in COLUMNS.values()]
+
+
+def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+    """LIVE_STEP_S buckets with angles: time_s (bucket start), flexion_deg, lateral_deg (means), samples (with
+    angles) and slouching_samples (of those, slouching; None for none). [] where the live policy does not exist."""
+    statement = live_statement(settings.live_policy, device, start_ms, end_ms)
+    body = query(settings, statement, timeout_s=TIMEOUT_S)
+    if any(NO_POLICY in str(result.get("error", "")) for result in body.get("results") or []):
+        return []  # a database from before the live stream: minutes only
+    return parse_rows(body, settings.database)
+
+
+def live_statement(policy: str, device: str, start_ms: int, end_ms: int, step_s: int = LIVE_STEP_S) -> str:
+    # Uncalibrated points have no angles and count for nothing here; fill(none) leaves gaps out.
+    source = f"{_ident(policy)}.{_ident(MEASUREMENT['live'])}" if policy else _ident(MEASUREMENT["live"])
+    return (f'SELECT mean("flexion_deg") AS "flexion_deg", mean("lateral_deg") AS "lateral_deg", '
+            f'count("flexion_deg") AS "samples", count("slouching_since_s") AS "slouching_samples" '
+            f"FROM {source} WHERE {_where(device, start_ms, end_ms)} GROUP BY time({step_s}s) fill(none)")
 
 
 def parse_rows(body: dict[str, Any], database: str) -> list[dict[str, Any]]:

@@ -14,8 +14,10 @@ from .stream import ImuBatch
 
 
 class BatchCollector:
-    def __init__(self, batch_s: float):
+    def __init__(self, batch_s: float, rate_hz: float):
+        """rate_hz: the sample rate the sensor was asked for (the pipeline's), whose period each sample spans."""
         self.batch_s = batch_s
+        self.period_s = 1.0 / rate_hz
         self._held: list[ImuBatch] = []
 
     @property
@@ -23,9 +25,14 @@ class BatchCollector:
         return bool(self._held)
 
     def add(self, batch: ImuBatch) -> ImuBatch | None:
-        """The collected batch once it spans batch_s (at once when batch_s is 0), else None."""
+        """The collected batch once it spans batch_s (at once when batch_s is 0), else None.
+
+        The span counts each sample's own period (last − first + one period): 100 samples at 100 Hz are
+        1 s. From the first to the last time alone they are 0.99 s, so with 5-sample notifications a
+        "1 s" batch held 105 samples, and what the gateway sends once a batch (the live state) came at 0.95 Hz.
+        """
         self._held.append(batch)
-        if batch.t_s[-1] - self._held[0].t_s[0] >= self.batch_s - 1e-9:
+        if batch.t_s[-1] - self._held[0].t_s[0] + self.period_s >= self.batch_s - 1e-9:
             return self.take()
         return None
 

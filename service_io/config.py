@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.detectors import LeanSettings, RotationSettings, SlouchSettings
 from pipeline.stream import PipelineSettings
-from service_io.influx import InfluxSettings
+from service_io.influx import InfluxSettings, duration_s
 
 
 class ConfigError(ValueError):
@@ -88,6 +88,11 @@ class BridgeSettings:
     dead_letter_topic: str = ""  # default: <prefix>/_deadletter
 
 
+# A live state every 100 s is no live view; more than 10 a second is more than a dashboard or a phone can use, and
+# each one is a point in InfluxDB.
+LIVE_HZ_MIN, LIVE_HZ_MAX = 0.01, 10.0
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     client_id: str = "posture-gateway"
@@ -98,6 +103,14 @@ class GatewaySettings:
     status_interval_s: float = 10.0
     publish_imu: bool = False
     pipeline_batch_s: float = 1.0  # samples handed to the pipeline at a time (0: every notification)
+    # Live states a second per device on <prefix>/<device>/live (0: none); each is the latest sample of a pipeline
+    # batch, so more than 1/pipeline_batch_s a second cannot come.
+    live_hz: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.live_hz == 0 or LIVE_HZ_MIN <= self.live_hz <= LIVE_HZ_MAX):
+            raise ConfigError(f"gateway.live_hz: must be 0 (no live stream) or from {LIVE_HZ_MIN:g} to "
+                              f"{LIVE_HZ_MAX:g}, got {self.live_hz!r}")
 
 
 @dataclass(frozen=True)
@@ -147,9 +160,22 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
                 given[f.name] = value
         given.update({k: v for k, v in (overrides or {}).get(name, {}).items() if v is not None})
         sections[name] = build_section(name, cls, given)
+    check_influx(sections["influx"])
     if raw:
         raise ConfigError(f"unknown section [{next(iter(raw))}]; known: {', '.join(_CLASSES)}")
     return Config(**sections)
+
+
+# InfluxDB 1.x refuses a retention policy shorter than an hour.
+MIN_RETENTION_S = 3600.0
+
+
+def check_influx(settings: InfluxSettings) -> None:
+    """[influx] values InfluxDB would refuse only later, at the bridge's first live write."""
+    retention_s = duration_s(settings.live_retention)
+    if retention_s is None or retention_s < MIN_RETENTION_S:
+        raise ConfigError(f"influx.live_retention: must be an InfluxQL duration of at least 1h (e.g. 7d, 72h) or "
+                          f"INF, got {settings.live_retention!r}")
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

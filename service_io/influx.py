@@ -9,7 +9,9 @@ unmaintained since 2020, so those HTTP requests are written here, once (`v1_requ
 A write that fails says why, as one of three: the server is down or overloaded (WriteError: try again
 later), it refused the points themselves (PointsRefused: 400, sending them again will not help), or
 our settings do not work with it (SettingsError: credentials, database, bucket, URL; the message names
-the key). A 1.x database that does not exist is created on the first write, as Telegraf does.
+the key). A 1.x database that does not exist is created on the first write, as Telegraf does, and so is
+the retention policy live points go to (`influx.live_policy`, kept `influx.live_retention`). A live policy or
+bucket the settings cannot reach is not asked for again before RETRY_LIVE_SETTINGS_S.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import base64
 import dataclasses
 import json
 import logging
+import math
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -32,6 +37,12 @@ from influxdb_client.rest import ApiException
 
 log = logging.getLogger("posture.influx")
 TIMEOUT_S = 10.0
+# A live policy or bucket the settings cannot reach (a user who may not create the policy, a 2.x bucket not made)
+# waits on a person — an administrator creating it or granting the right — which takes minutes, not the 0.2 s
+# between the bridge's flushes. Asking every flush would cost InfluxDB a /write and a CREATE RETENTION POLICY (and
+# its log an error each), up to 5 times a second, for points dropped anyway; asked once a minute, the live stream
+# loses at most a minute once it is fixed, and the server sees two refused requests a minute.
+RETRY_LIVE_SETTINGS_S = 60.0
 
 
 class InfluxError(RuntimeError):
@@ -66,9 +77,42 @@ class InfluxSettings:
     token: str = ""  # v2 token; for 1.8+ compatibility "user:password"
     username: str = ""  # v1
     password: str = ""  # v1
+    # The live stream (about a point a second per device) is kept apart and for a week, not for ever: a 1.x
+    # retention policy the bridge creates, or on the v2 API a bucket (empty: <database>/<live_policy>, which
+    # 1.8 reads as that policy; 2.x/3.x have no policies, so there a bucket with its own retention is named).
+    live_policy: str = "live"  # empty: the database's default policy
+    live_retention: str = "7d"  # an InfluxQL duration (at least 1h, InfluxDB's least) or INF
+    live_bucket: str = ""
 
     def __repr__(self) -> str:  # never print secrets
         return f"InfluxSettings(url={redact(self.url)!r}, api={self.api!r}, database={self.database!r})"
+
+
+def live_bucket(settings: InfluxSettings) -> str:
+    """The v2 bucket live points go to: influx.live_bucket, else `<database>/<live_policy>` (1.8's name for a
+    database's retention policy), else the default bucket."""
+    if settings.live_bucket:
+        return settings.live_bucket
+    if settings.live_policy:
+        return f"{settings.database or settings.bucket}/{settings.live_policy}"
+    return settings.bucket or settings.database
+
+
+_DURATION_PART = re.compile(r"(\d+)(ns|us|µs|u|µ|ms|s|m|h|d|w)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "u": 1e-6, "µ": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+           "d": 86400.0, "w": 604800.0}
+
+
+def duration_s(text: str) -> float | None:
+    """An InfluxQL duration (`7d`, `1h30m`; also InfluxDB's own `168h0m0s`) in seconds; INF and 0 (keep for ever)
+    are math.inf. None: not a duration."""
+    text = text.strip()
+    if text.upper() == "INF":
+        return math.inf
+    if not text or _DURATION_PART.sub("", text):
+        return None
+    seconds = sum(int(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
+    return seconds or math.inf
 
 
 def redact(url: str) -> str:
@@ -111,14 +155,15 @@ def needs_v1(version: str) -> bool:
     return major == 1 and minor < 8
 
 
-def make_writer(settings: InfluxSettings) -> Writer:
+def make_writer(settings: InfluxSettings, live: bool = False) -> Writer:
+    """A writer to the database (its default retention policy) or, live, to the live points' policy or bucket."""
     api = settings.api
     if api == "auto":
         api = "v1" if needs_v1(server_version(_endpoint(settings)[0])) else "v2"
     if api == "v1":
-        return V1Writer(settings)
+        return V1Writer(settings, live=live)
     if api == "v2":
-        return V2Writer(settings)
+        return V2Writer(settings, live=live)
     raise ValueError(f"influx.api must be auto, v1 or v2, not {api!r}")
 
 
@@ -169,15 +214,21 @@ def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
     return answer
 
 
-def write_failure(settings: InfluxSettings, where: str, status: int, reason: str) -> WriteError:
+def write_failure(settings: InfluxSettings, where: str, status: int, reason: str, live: bool = False) -> WriteError:
     """What an HTTP error status on a write means: an outage, refused points, or settings to fix (named)."""
     said = f"InfluxDB {where} at {redact(settings.url)} answered {status} ({reason})"
+    if live and NO_POLICY in reason:  # still, after the bridge tried to create it
+        return SettingsError(f"{said}: influx.live_policy {settings.live_policy!r} does not exist on "
+                             f"influx.database {settings.database!r}")
     if status in (401, 403):
         who = "influx.username and influx.password" if settings.username else "influx.token (or credentials)"
         return SettingsError(f"{said}: check {who}, and that the user may write to influx.database")
     if status == 404:
         if "database not found" in reason:
             return SettingsError(f"{said}: influx.database {settings.database!r} does not exist")
+        if "bucket" in reason and live:
+            return SettingsError(f"{said}: influx.live_bucket {live_bucket(settings)!r} does not exist: on "
+                                 f"InfluxDB 2.x/3.x create a bucket for live points (7 d retention) and name it there")
         if "bucket" in reason:
             key = "influx.bucket" if settings.bucket else "influx.database"
             return SettingsError(f"{said}: {key} {settings.bucket or settings.database!r} does not exist")
@@ -191,10 +242,21 @@ def write_failure(settings: InfluxSettings, where: str, status: int, reason: str
 
 def create_database(settings: InfluxSettings) -> None:
     """CREATE DATABASE (1.x; a no-op when it exists). A user who may not: SettingsError naming the key."""
-    name = settings.database.replace("\\", "\\\\").replace('"', '\\"')
+    _, error = _statement(settings, f"CREATE DATABASE {_ident(settings.database)}")
+    if error:
+        raise SettingsError(f"influx.database {settings.database!r} does not exist at {redact(settings.url)} and "
+                            f"could not be created ({str(error)[:200]}): create it, or name one that exists")
+    log.info("created InfluxDB database %r at %s", settings.database, redact(settings.url))
+
+
+NO_POLICY = "retention policy not found"  # 1.x's answer to a write to a policy that does not exist
+
+
+def _statement(settings: InfluxSettings, q: str) -> tuple[list[dict[str, Any]], str]:
+    """One InfluxQL statement that must be done now, on behalf of a write: (its results, its error or "").
+    Silence or a 5xx is an outage (WriteError)."""
     try:
-        status, body = v1_request(dataclasses.replace(settings, database=""), "POST", "/query",
-                                  {"q": f'CREATE DATABASE "{name}"'})
+        status, body = v1_request(dataclasses.replace(settings, database=""), "POST", "/query", {"q": q})
     except InfluxError as exc:
         raise WriteError(str(exc)) from None  # down between the write and this: an outage
     try:
@@ -205,25 +267,102 @@ def create_database(settings: InfluxSettings) -> None:
     error = _error_text(answer, body) if status != 200 else next((r["error"] for r in results if "error" in r), "")
     if status >= 500:
         raise WriteError(f"InfluxDB /query at {redact(settings.url)} answered {status} ({error})")
+    return results, str(error)
+
+
+def create_retention_policy(settings: InfluxSettings) -> bool:
+    """CREATE RETENTION POLICY influx.live_policy DURATION influx.live_retention (1.x), when a write found none:
+    True if made, False if it exists after all. A user who may not: SettingsError naming the key."""
+    policy, duration = _ident(settings.live_policy), settings.live_retention.strip()
+    _, error = _statement(settings, f"CREATE RETENTION POLICY {policy} ON {_ident(settings.database)} "
+                                    f"DURATION {duration} REPLICATION 1")
+    if error and "already exists" not in error:  # exists (made meanwhile, differently): check_retention_policy says
+        raise SettingsError(f"influx.live_policy {settings.live_policy!r} does not exist on influx.database "
+                            f"{settings.database!r} at {redact(settings.url)} and could not be created "
+                            f"({error[:200]}): create it (DURATION {duration}), or name one that exists")
     if error:
-        raise SettingsError(f"influx.database {settings.database!r} does not exist at {redact(settings.url)} and "
-                            f"could not be created ({str(error)[:200]}): create it, or name one that exists")
-    log.info("created InfluxDB database %r at %s", settings.database, redact(settings.url))
+        return False
+    # Said at the default log level: it changes the user's database, and they should find why.
+    log.warning("created InfluxDB retention policy %r on %r (influx.live_policy, DURATION %s) for live points",
+                settings.live_policy, settings.database, duration)
+    return True
+
+
+def check_retention_policy(settings: InfluxSettings) -> None:
+    """Says once in the log if the live policy exists with a duration other than influx.live_retention: it is left
+    as it is (someone chose it). Best effort: a server or user that cannot answer SHOW is not asked again."""
+    try:
+        results, error = _statement(settings, f"SHOW RETENTION POLICIES ON {_ident(settings.database)}")
+    except WriteError:
+        return
+    series = results[0].get("series", []) if results and not error else []
+    for s in series:
+        for row in s.get("values", []):
+            policy = dict(zip(s.get("columns", []), row))
+            if policy.get("name") != settings.live_policy:
+                continue
+            have, want = duration_s(str(policy.get("duration", ""))), duration_s(settings.live_retention)
+            if have != want:
+                log.warning("InfluxDB retention policy %r on %r keeps live points %s, not influx.live_retention %s: "
+                            "left as it is (ALTER RETENTION POLICY to change it)", settings.live_policy,
+                            settings.database, policy.get("duration"), settings.live_retention)
+
+
+class _LiveRefusal:
+    """A live writer's last SettingsError, remembered: until RETRY_LIVE_SETTINGS_S have passed, a write raises it
+    again without asking InfluxDB (the caller drops and counts the points, as when it asked)."""
+
+    def __init__(self) -> None:
+        self.at = -math.inf  # time.monotonic() of the refusal
+        self.message = ""
+
+    def guard(self, write: Callable[[list[str]], None], lines: list[str]) -> None:
+        if time.monotonic() - self.at < RETRY_LIVE_SETTINGS_S:
+            raise SettingsError(self.message)
+        try:
+            write(lines)
+        except SettingsError as exc:
+            self.at = time.monotonic()
+            self.message = f"{exc} (not asked again for {RETRY_LIVE_SETTINGS_S:g} s)"
+            raise SettingsError(self.message) from None
+
+
+def _ident(name: str) -> str:
+    """A double-quoted InfluxQL identifier."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class V1Writer:
-    def __init__(self, settings: InfluxSettings, precision: str = "ms"):
+    """`/write` to the database's default retention policy or, live, to influx.live_policy (`rp`)."""
+
+    def __init__(self, settings: InfluxSettings, precision: str = "ms", live: bool = False):
         _require_database(settings)
         self.settings = settings
-        self.params = {"db": settings.database, "precision": precision}
+        self.live = live
+        self.policy = settings.live_policy if live else ""
+        self.params = {"db": settings.database, "precision": precision} | ({"rp": self.policy} if self.policy else {})
+        self._checked = not self.policy  # the live policy's duration: looked at once, on the first write
+        self._refusal = _LiveRefusal()
 
     def write(self, lines: list[str]) -> None:
+        if self.live:
+            self._refusal.guard(self._write, lines)
+        else:
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
         status, reason = self._post(lines)
         if status == 404 and "database not found" in reason:  # a fresh server: make the database, once
             create_database(self.settings)
             status, reason = self._post(lines)
+        if self.policy and NO_POLICY in reason:  # a fresh database: make the live policy, once
+            self._checked = create_retention_policy(self.settings)  # made as configured: nothing to check
+            status, reason = self._post(lines)
         if status != 204:
-            raise write_failure(self.settings, "/write", status, reason)
+            raise write_failure(self.settings, "/write", status, reason, self.live)
+        if not self._checked:
+            self._checked = True
+            check_retention_policy(self.settings)
 
     def _post(self, lines: list[str]) -> tuple[int, str]:
         try:
@@ -241,10 +380,17 @@ class V1Writer:
 
 
 class V2Writer:
-    def __init__(self, settings: InfluxSettings):
+    """`/api/v2/write` to the bucket (influx.bucket, else influx.database) or, live, to live_bucket()."""
+
+    def __init__(self, settings: InfluxSettings, live: bool = False):
         _require_database(settings)
         self.settings = settings
-        self.bucket = settings.bucket or settings.database
+        self.live = live
+        self.bucket = live_bucket(settings) if live else settings.bucket or settings.database
+        # <database>/<policy>: on 1.8 a retention policy, which the bridge creates as on 1.x.
+        self.policy = settings.live_policy if live and not settings.live_bucket and settings.live_policy else ""
+        self._checked = not self.policy
+        self._refusal = _LiveRefusal()
         self.org = settings.org
         base, user, password = _endpoint(settings)
         token = settings.token or (f"{user}:{password}" if user else "")  # 1.8: "user:password" is the token
@@ -252,12 +398,24 @@ class V2Writer:
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, lines: list[str]) -> None:
+        if self.live:
+            self._refusal.guard(self._write, lines)
+        else:
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
         status, reason = self._post(lines)
         if status == 404 and "database not found" in reason:  # InfluxDB 1.8 through its v2 API: a 1.x database
             create_database(self.settings)
             status, reason = self._post(lines)
+        if self.policy and NO_POLICY in reason:  # 1.8: `<database>/<policy>` names a policy to create
+            self._checked = create_retention_policy(self.settings)
+            status, reason = self._post(lines)
         if status:
-            raise write_failure(self.settings, "/api/v2/write", status, reason)
+            raise write_failure(self.settings, "/api/v2/write", status, reason, self.live)
+        if not self._checked:
+            self._checked = True
+            check_retention_policy(self.settings)
 
     def _post(self, lines: list[str]) -> tuple[int, str]:
         """(0, "") when written, else the HTTP status and the server's reason."""

@@ -1,10 +1,14 @@
 """A bounded FIFO on disk that survives crashes: the one durability mechanism of gateway, bridge and alerts.
 
 SQLite in WAL mode (stdlib, crash-safe): a committed `put` survives `kill -9` of the process.
-Items keep their order; the oldest are dropped (and counted) only when `max_items` is reached.
+Items keep their order; the oldest are dropped (and counted) only when `max_items` is reached, except that an
+item may be *expendable*: when the spool is full, expendable items go first (oldest first, counted apart in
+`dropped_expendable`), and only once none is left the oldest of the rest — so items that must not be lost
+(the bridge's minutes, events, status, alerts) are never pushed out by ones that may be (its live points).
 An item may carry an expiry time (Unix s): a phone nudge that could not be sent in time is
-dropped rather than delivered late. A small key-value table (`meta`) is written in the same
-transaction as the items, so a service's state and what it decided to send never disagree.
+dropped rather than delivered late, a live point its retention policy would delete is not sent (`expire`).
+A small key-value table (`meta`) is written in the same transaction as the items, so a service's state and
+what it decided to send never disagree.
 Pages freed by deletes go back to the file system once there are RECLAIM_PAGES of them (SQLite's
 incremental auto-vacuum), so a spool that filled during an outage shrinks again when it drains.
 A file SQLite cannot open or write (a full disk, no permission) raises SpoolError: one line naming
@@ -20,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
-Item = tuple[str, bytes] | tuple[str, bytes, float | None]  # (key, body[, expires_at_s])
+# (key, body[, expires_at_s[, expendable]])
+Item = tuple[str, bytes] | tuple[str, bytes, float | None] | tuple[str, bytes, float | None, bool]
 RECLAIM_PAGES = 256  # 1 MiB of 4 KiB pages: less is not worth a checkpoint
 INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
@@ -34,7 +39,8 @@ class Spool:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_items = max_items
-        self.dropped = 0
+        self.dropped = 0  # items deleted to make room (max_items), expendable ones included
+        self.dropped_expendable = 0  # of which expendable
         self._lock = threading.Lock()  # one connection shared by paho's thread and ours
         with self._errors("open"):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -46,6 +52,13 @@ class Spool:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
             if "expires_at" not in columns:  # spool files from before expiry existed
                 self._db.execute("ALTER TABLE items ADD COLUMN expires_at REAL")
+            if "expendable" not in columns:  # spool files from before expendable items existed
+                self._db.execute("ALTER TABLE items ADD COLUMN expendable INTEGER NOT NULL DEFAULT 0")
+            # Partial indexes: finding the expendable or expired items in a full spool (millions of rows) reads
+            # only those, and costs nothing for the items without.
+            self._db.execute("CREATE INDEX IF NOT EXISTS items_expendable ON items (id) WHERE expendable = 1")
+            self._db.execute("CREATE INDEX IF NOT EXISTS items_expiry ON items (expires_at) "
+                             "WHERE expires_at IS NOT NULL")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
 
     @contextlib.contextmanager
@@ -60,20 +73,27 @@ class Spool:
             raise SpoolError(f"spool {self.path}: cannot {doing}: {exc}") from None
 
     def put(self, items: list[Item], meta: dict[str, bytes] | None = None) -> None:
-        """Append (key, body[, expires_at_s]) items, in order, and set `meta` keys, in one transaction."""
+        """Append (key, body[, expires_at_s[, expendable]]) items, in order, and set `meta` keys, in one
+        transaction. Beyond max_items, expendable items are deleted first (these new ones too), then the oldest."""
         if not items and not meta:
             return
         with self._lock, self._errors("write"):
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO items (key, body, expires_at) VALUES (?, ?, ?)",
-                                 [(i[0], i[1], i[2] if len(i) > 2 else None) for i in items])
+            self._db.executemany("INSERT INTO items (key, body, expires_at, expendable) VALUES (?, ?, ?, ?)",
+                                 [(i[0], i[1], i[2] if len(i) > 2 else None, int(bool(i[3])) if len(i) > 3 else 0)
+                                  for i in items])
             self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (meta or {}).items())
-            excess = self._count() - self.max_items
-            if excess > 0:
+            excess = max(0, self._count() - self.max_items)
+            expendable = 0
+            if excess:
+                expendable = self._db.execute("DELETE FROM items WHERE id IN (SELECT id FROM items "
+                                              "WHERE expendable = 1 ORDER BY id LIMIT ?)", (excess,)).rowcount
+            if excess > expendable:
                 self._db.execute("DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY id LIMIT ?)",
-                                 (excess,))
-                self.dropped += excess
+                                 (excess - expendable,))
             self._db.execute("COMMIT")
+            self.dropped += excess
+            self.dropped_expendable += expendable
 
     def peek(self, n: int, after_id: int = 0) -> list[tuple[int, str, bytes, float | None]]:
         """The oldest n items (id, key, body, expires_at_s) with id > after_id, without removing them."""
@@ -87,6 +107,14 @@ class Spool:
         with self._lock, self._errors("delete"):
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
             self._reclaim()
+
+    def expire(self, now_s: float) -> int:
+        """Delete the items whose expiry time is now_s or earlier: how many."""
+        with self._lock, self._errors("delete"):
+            gone = self._db.execute("DELETE FROM items WHERE expires_at <= ?", (now_s,)).rowcount
+            if gone:
+                self._reclaim()
+            return gone
 
     def _reclaim(self) -> None:
         """Give the pages deletes freed back to the file system, once they are worth it."""

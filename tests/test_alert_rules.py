@@ -216,7 +216,8 @@ def test_the_machines_own_time_zone_works_too():
 def test_rule_values_that_make_no_sense_are_refused(tmp_path):
     bad = tmp_path / "rules.toml"
     for text in ("[lean]\nmin_lean_min = 0\n", "[slouch]\nepisode_min = 0\n", "[recovery]\nupright_min = 0\n",
-                 "[slouch]\nshare_pct = 120\n", "[limits]\ndaily_cap = -1\n"):
+                 "[slouch]\nshare_pct = 120\n", "[limits]\ndaily_cap = -1\n", "[slouch_now]\ndelay_s = -1\n",
+                 "[slouch_now]\ncooldown_min = -5\n"):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=text.split("\n")[1].split(" ")[0]):
             load_rules(bad)

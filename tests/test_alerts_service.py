@@ -395,9 +395,9 @@ def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_resta
             with phone.lock:
                 return {t: list(m) for t, m in phone.other.items() if t.endswith("/config")}
 
-        wait_for(lambda: len(configs()) == 8, 30, lambda: f"8 discovery configs, got {list(configs())}")
+        wait_for(lambda: len(configs()) == 10, 30, lambda: f"10 discovery configs, got {list(configs())}")
         late = Phone(broker.port, "nobody", extra=("homeassistant/#",))  # an HA that starts only now …
-        wait_for(lambda: len(configs(late)) == 8, 30, "the configs for a late subscriber")
+        wait_for(lambda: len(configs(late)) == 10, 30, "the configs for a late subscriber")
         late.close()
         first = configs(late)
         assert all(msgs[0].retain for msgs in first.values())  # … finds them: they are retained
@@ -412,3 +412,116 @@ def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_resta
         if service.poll() is None:
             service.kill()
     ha.close()
+
+
+def live_state(device: str, t_s: float, since: float | None) -> dict:
+    """A live state as the gateway publishes it about once a second (contract/schemas/live.json)."""
+    return {"schema": 1, "kind": "live", "device": device, "ts": int(round(t_s * 1000)), "t_s": t_s,
+            "calibration": "calibrated", "flexion_deg": 26.0 if since is not None else 3.0, "lateral_deg": 0.4,
+            "rotation_deg": -2.0, "activity": "sitting", "slouching_since_s": since, "leaning_since_s": None,
+            "lean_side": None, "sitting_since_s": t_s - 900}
+
+
+def publish_live(port: int, device: str, states: list[dict], pace_s: float = 0.0) -> None:
+    """As the gateway: QoS 0, not retained (its retained copy on a change is the same state again)."""
+    gateway = client(port)
+    for doc in states:
+        gateway.publish(f"posture/{device}/live", json.dumps(doc), qos=0).wait_for_publish(10)
+        time.sleep(pace_s)
+    gateway.loop_stop()
+    gateway.disconnect()
+
+
+def test_live_states_give_one_nudge_while_slouching_and_one_recovered_after_without_a_write_each(tmp_path, broker):
+    rules = ("[slouch_now]\ndelay_s = 20.0\n[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
+             "[calibration]\nenabled = false\n")
+    config = write_config(tmp_path, broker, rules)
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    phone = Phone(broker.port)
+    ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
+    try:
+        wait_online(broker.port, service, log)
+        # A device the service has only ever seen live: upright for 20 s, then a slouch (shown once its 5 s dwell
+        # confirmed it) of 60 s so far, in sensor time up to now, a few seconds of it at the real pace.
+        now = time.time()
+        since = now - 60
+        upright = [live_state(DEVICE, now - 80 + k, None) for k in range(20)]
+        slouching = [live_state(DEVICE, since + k, since) for k in range(5, 56)]
+        publish_live(broker.port, DEVICE, upright + slouching)
+        publish_live(broker.port, DEVICE, [live_state(DEVICE, since + k, since) for k in range(56, 61)], pace_s=0.2)
+        wait_for(lambda: phone.kinds() == ["slouch_now"], 30, lambda: f"one nudge, got {phone.kinds()}\n"
+                 + log.read_text()[-2000:])
+        # … the slouch goes on (and one state comes twice, as a retained copy would), then the wearer sits up
+        publish_live(broker.port, DEVICE, [live_state(DEVICE, since + k, since) for k in (60, 61, 62)])
+        time.sleep(1.0)
+        assert phone.kinds() == ["slouch_now"]  # exactly one nudge while slouching
+        publish_live(broker.port, DEVICE, [live_state(DEVICE, since + 63 + k, None) for k in range(30)])
+        wait_for(lambda: phone.kinds() == ["slouch_now", "recovered"], 30,
+                 lambda: f"the follow-up, got {phone.kinds()}\n" + log.read_text()[-2000:])
+        # hostile live payloads are counted, never a stop
+        hostile = [(f"posture/{DEVICE}/live", b"{\"flexion_deg\": NaN}"),
+                   (f"posture/{DEVICE}/live", json.dumps({**live_state(DEVICE, now, None), "activity": "dancing"})),
+                   (f"posture/{DEVICE}/live", json.dumps(live_state(DEVICE, now, now + 600))),
+                   (f"posture/{DEVICE}/live", json.dumps(live_state("Other", now, None)))]
+        publish(broker.port, hostile)
+        # Home Assistant hears of a device seen only live
+        wait_for(lambda: len([t for t in ha.other if "posture_desksensor" in t]) == 10, 30, "10 discovery configs")
+        time.sleep(1.0)
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    ha.close()
+    nudge, recovered = phone.alerts
+    assert nudge["ts"] == round((since + 20) * 1000) and nudge["title"] == "Slouching now"
+    assert nudge["stretch"]["id"] in {s.id for s in Catalog.load().for_deficit("slouch")}
+    assert recovered["ts"] == round((since + 63) * 1000)
+    validate = load_validators()["alerts/log"]
+    for alert in phone.alerts:
+        validate(alert)
+    assert all(e is not None and 0 < e <= 600 for e in phone.expiry)
+    assert phone.texts[0].startswith("Slouching now: Slouching for 20 s now (26° forward).")
+    for topic, msgs in ha.other.items():
+        if topic.endswith("/config"):
+            check_config(topic, json.loads(msgs[0].payload))
+    # 109 live states (QoS 0: a local broker loses none), two of them changed the saved state: the nudge and
+    # the follow-up, each written with its alert in one transaction; the rest wrote nothing
+    assert stats["live"] == 20 + 51 + 5 + 3 + 30
+    assert stats["state_writes"] == 2
+    assert stats["alerts"] == {"slouch_now": 1, "recovered": 1}
+    assert stats["malformed"] == {"not JSON": 1, "schema": 1, "time": 1, "device": 1}
+
+
+def test_a_device_known_only_from_an_old_retained_live_state_is_not_announced(tmp_path, broker):
+    # The gateway leaves its last live state retained: a sensor retired two days ago still has one on the broker,
+    # and so does the one in use. Only the one in use is announced to Home Assistant when the service starts.
+    now = time.time()
+    publish(broker.port, [("posture/OldSensor/live", live_state("OldSensor", now - 2 * 86_400, None)),
+                          (f"posture/{DEVICE}/live", live_state(DEVICE, now - 30, None))], retain=True)
+    ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
+    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+
+    def announced(node: str) -> list[str]:
+        with ha.lock:
+            return [t for t in ha.other if t.endswith("/config") and f"/{node}/" in t]
+
+    try:
+        wait_online(broker.port, service, log)
+        wait_for(lambda: len(announced("posture_desksensor")) == 10, 30, lambda: log.read_text()[-2000:])
+        time.sleep(1.0)
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    ha.close()
+    assert announced("posture_oldsensor") == []
+    assert stats["live"] == 2 and stats["malformed"] == {}  # both read, as retained copies
+    for topic in announced("posture_desksensor"):  # the live entities: the sensor's status alone
+        config_doc = json.loads(ha.other[topic][0].payload)
+        check_config(topic, config_doc)
+        if config_doc["state_topic"].endswith("/live"):
+            assert [a["topic"] for a in config_doc["availability"]] == [f"posture/{DEVICE}/status"]

@@ -316,10 +316,11 @@ def test_time_bounds_are_one_range_in_every_schema():
     from importlib import resources
 
     ranges = set()
-    for name in ("metrics.json", "event.json", "alert.json", "status.json"):
+    for name in ("metrics.json", "event.json", "alert.json", "status.json", "live.json"):
         properties = json.loads((resources.files("contract") / "schemas" / name).read_text())["properties"]
         ranges.add((properties["ts"]["minimum"], properties["ts"]["maximum"]))
-        for field in ("minute_start_s", "sitting_since_s", "start_s", "end_s", "t_s"):
+        for field in ("minute_start_s", "sitting_since_s", "slouching_since_s", "leaning_since_s", "start_s", "end_s",
+                      "t_s"):
             if field in properties:
                 ranges.add((properties[field]["minimum"] * 1000, properties[field]["maximum"] * 1000))
     assert len(ranges) == 1, ranges
@@ -348,6 +349,38 @@ def test_the_spool_shrinks_once_drained(tmp_path):
     while rows := spool.peek(5000):
         spool.delete([r[0] for r in rows])
     assert size() < full / 10, (full, size())
+    spool.close()
+
+
+def test_a_full_spool_deletes_expendable_items_first(tmp_path):
+    """Beyond max_items the expendable items go first (the oldest of them, new ones too), and only then the oldest of
+    the rest: what must not be lost is never pushed out while something expendable is left."""
+    spool = Spool(tmp_path / "s.spool", max_items=6)
+    spool.put([("keep", b"k1"), ("live", b"l1", None, True), ("keep", b"k2"), ("live", b"l2", None, True)])
+    spool.put([("keep", b"k3"), ("keep", b"k4"), ("keep", b"k5")])  # 7: the oldest expendable goes
+    assert [r[2] for r in spool.peek(10)] == [b"k1", b"k2", b"l2", b"k3", b"k4", b"k5"]
+    spool.put([("live", b"l3", None, True), ("keep", b"k6")])  # 8: l2, then the new l3 itself
+    assert [r[2] for r in spool.peek(10)] == [b"k1", b"k2", b"k3", b"k4", b"k5", b"k6"]
+    assert (spool.dropped, spool.dropped_expendable) == (3, 3)
+    spool.put([("keep", b"k7")])  # nothing expendable left: the oldest
+    assert [r[2] for r in spool.peek(10)] == [b"k2", b"k3", b"k4", b"k5", b"k6", b"k7"]
+    assert (spool.dropped, spool.dropped_expendable) == (4, 3)
+    spool.close()
+
+
+def test_expired_items_are_deleted_and_old_spool_files_still_open(tmp_path):
+    path = tmp_path / "s.spool"
+    with sqlite3.connect(path) as db:  # a spool file from before expiry and expendable items
+        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, body BLOB NOT NULL)")
+        db.execute("INSERT INTO items (key, body) VALUES ('old', x'01')")
+    db.close()
+    spool = Spool(path, max_items=4)
+    spool.put([("soon", b"s", 100.0, True), ("later", b"l", 200.0), ("never", b"n", None, True)])
+    assert spool.expire(99.0) == 0 and spool.expire(150.0) == 1
+    assert [(r[1], r[3]) for r in spool.peek(10)] == [("old", None), ("later", 200.0), ("never", None)]
+    spool.put([("new", b"x"), ("new", b"y")])  # full: the expendable one goes, not the old item
+    assert [r[1] for r in spool.peek(10)] == ["old", "later", "new", "new"]
+    assert spool.dropped == spool.dropped_expendable == 1
     spool.close()
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from posture.local_servers import ServerError
+from posture.local_servers import ServerError, http
 from service_io.config import load_config
 from support.mqtt import DB
 from support.servers import write_line_protocol
@@ -35,16 +35,27 @@ DASHBOARD_FILES = ("live.json", "daily.json", "devices.json")
 DEVICE_FILTERED = ("live.json", "daily.json")  # every query of these must honour the device variable
 ANNOTATED = ("live.json", "daily.json")  # alerts shown as annotations
 DEVICE_MATCH = '"device_id" =~ /^$device$/'
+LIVE_SOURCE = '"live"."posture_live"'  # the bridge's live retention policy (influx.live_policy, default "live")
+# The device picker: Live also lists devices that so far have only live data.
+DEVICE_QUERY = {name: 'SHOW TAG VALUES FROM "posture_minute" WITH KEY = "device_id" WHERE $timeFilter'
+                for name in DASHBOARD_FILES}
+DEVICE_QUERY["live.json"] = ('SHOW TAG VALUES FROM "posture_minute", "live"."posture_live" WITH KEY = "device_id" '
+                             'WHERE $timeFilter')
 GRID_COLUMNS = 24
 RESULT_FORMATS = {"time_series", "table"}
 
 # (dashboard file, panel title, refId) → columns each series of InfluxDB's /query answer must have.
 # Tags a query groups by are not columns: InfluxDB returns them in each series' "tags".
 EXPECTED_COLUMNS: dict[tuple[str, str, str], set[str]] = {
+    ("live.json", "Now", "A"): {"time", "activity", "calibration", "flexion", "slouching_since", "lean_side",
+                                 "leaning_since", "sitting_since"},
+    ("live.json", "Trunk angles (live)", "A"): {"time", "flexion", "lateral", "rotation"},
+    ("live.json", "Trunk angles (live)", "B"): {"time", "slouching"},
+    ("live.json", "State", "A"): {"time", "slouching"},
+    ("live.json", "State", "B"): {"time", "activity", "calibration"},
     ("live.json", "Current alert", "A"): {"time", "text", "kind", "severity"},
-    ("live.json", "Trunk angles (per-minute means)", "A"): {"time", "flexion", "lateral"},
     ("live.json", "Rotation excursions", "A"): {"time", "peak"},
-    ("live.json", "Slouch state", "A"): {"time", "slouch_s"},
+    ("live.json", "Trunk angles (per-minute means)", "A"): {"time", "flexion", "lateral"},
     ("live.json", "annotation: Alerts", "Anno"): {"time", "text", "kind"},
     ("daily.json", "Slouch minutes per hour", "A"): {"time", "slouch_min"},
     ("daily.json", "Slouch minutes per day", "A"): {"time", "slouch_min"},
@@ -63,6 +74,14 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], set[str]] = {
     ("devices.json", "Lost samples", "A"): {"time", "lost_samples"},
     ("devices.json", "Link counters", "A"): {"time", "lost_samples", "malformed_packets", "duplicate_packets",
                                              "reconnects"},
+}
+
+# Live-stream traces (GROUP BY time($__interval) with a 1 s minimum): over 15 minutes they draw seconds.
+LIVE_TRACES: set[tuple[str, str, str]] = {
+    ("live.json", "Trunk angles (live)", "A"),
+    ("live.json", "Trunk angles (live)", "B"),
+    ("live.json", "State", "A"),
+    ("live.json", "State", "B"),
 }
 
 # Queries that read only the daily summary alert (WHERE "kind" = 'summary'). The alert service sends
@@ -88,6 +107,12 @@ def all_panels(dashboard: dict) -> list[dict]:
         out.append(panel)
         out += panel.get("panels", [])  # a collapsed row keeps its panels inside
     return out
+
+
+def panel_intervals() -> dict[tuple[str, str], str]:
+    """(dashboard file, panel title) → the panel's minimum interval ("1s", "1m"), where it sets one."""
+    return {(name, panel["title"]): panel["interval"] for name in DASHBOARD_FILES
+            for panel in all_panels(load_dashboard(name)) if panel.get("interval")}
 
 
 def annotation_target(annotation: dict) -> dict:
@@ -168,7 +193,7 @@ def provisioned_uid() -> str:
 @pytest.mark.parametrize("name", DASHBOARD_FILES)
 def test_dashboard_parses_with_fixed_uid_title_and_time(name):
     dashboard = load_dashboard(name)
-    expected = {"live.json": ("posture-live", "now-15m", "10s"), "daily.json": ("posture-daily", "now-7d", None),
+    expected = {"live.json": ("posture-live", "now-15m", "5s"), "daily.json": ("posture-daily", "now-7d", None),
                 "devices.json": ("posture-devices", "now-24h", None)}[name]
     uid, time_from, refresh = expected
     assert dashboard["uid"] == uid
@@ -275,21 +300,29 @@ def test_device_variable(name):
     assert device["type"] == "query"
     # Bounded by the dashboard's range: without one InfluxDB 3 lists only the last day's devices.
     # Refreshed on every range change (2), so the list follows the range.
-    assert device["query"] == 'SHOW TAG VALUES FROM "posture_minute" WITH KEY = "device_id" WHERE $timeFilter'
+    assert device["query"] == DEVICE_QUERY[name]
     assert device["refresh"] == 2
     assert device["multi"] is True and device["includeAll"] is True and device["allValue"] == ".*"
 
 
 def test_device_variable_runs_on_influxdb_1(influx):
-    """InfluxDB 1.6.7 takes the time bound (and, unlike 3.x, ignores it): a device seen 40 days ago is still listed."""
+    """InfluxDB 1.6.7 takes the time bound (and, unlike 3.x, ignores it): a device seen 40 days ago is still listed.
+    Live lists a device with only live data too, and still answers on a database without the live policy."""
     now_ms = int(time.time() * 1000)
     write_line_protocol(influx, DB, [f"posture_minute,device_id=recent worn_s=60 {now_ms - 3_600_000}",
                                            f"posture_minute,device_id=old worn_s=60 {now_ms - 40 * 86_400_000}"])
-    for name in DASHBOARD_FILES:
+
+    def listed(name: str) -> set[str]:
         query = {v["name"]: v for v in load_dashboard(name)["templating"]["list"]}["device"]["query"]
         sql = substitute_macros(query, now_ms - 7 * 86_400_000, now_ms, "unused")
-        series = influx.query(sql, DB)["results"][0]["series"]
-        assert {value for s in series for _, value in s["values"]} >= {"recent"}, (name, sql)
+        result = influx.query(sql, DB)["results"][0]
+        assert "error" not in result, (name, sql, result)
+        return {value for s in result.get("series", []) for _, value in s["values"]}
+
+    for name in DASHBOARD_FILES:  # no live policy yet: an old database
+        assert listed(name) >= {"recent"}, name
+    write_live(influx, DB, [f'posture_live,device_id=live-only calibration="uncalibrated" {now_ms - 60_000}'])
+    assert listed("live.json") >= {"recent", "live-only"}
 
 
 @pytest.mark.parametrize("name", ANNOTATED)
@@ -315,6 +348,66 @@ def test_expected_columns_and_summary_only_match_the_queries():
         for column in EXPECTED_COLUMNS[key] - {"time"}:
             # Columns come from AS aliases or plainly selected fields, so they are predictable.
             assert f'AS "{column}"' in query or f'"{column}"' in query.partition(" FROM ")[0], (key, column)
+
+
+def test_live_queries_read_seconds_from_the_live_policy(influx):
+    """Every query on the live stream, against line protocol written to a "live" retention policy: 1 s buckets,
+    slouching 1 / upright 0 / unknown null, the latest state per device, and the device filter."""
+    end_ms = (int(time.time()) - 120) * 1000
+    t0_ms = end_ms - 120_000
+    since_s = (t0_ms + 60_000) / 1000
+    lines = []
+    for i in range(120):  # 1 Hz with some jitter (under 0.3 s, so one sample per 1 s bucket)
+        if 40 <= i < 50:
+            continue  # the link lost ten seconds
+        fields = ['calibration="uncalibrated"'] if i < 5 else [
+            f"flexion_deg={10 + i / 10}", "lateral_deg=-3.5", "rotation_deg=4", 'activity="sitting"',
+            'calibration="calibrated"', f"sitting_since_s={t0_ms / 1000 - 300}"]
+        if 60 <= i < 80:
+            fields.append(f"slouching_since_s={since_s}")
+        if 100 <= i:
+            fields += ['lean_side="right"', f"leaning_since_s={(t0_ms + 100_000) / 1000}"]
+        lines.append(f"posture_live,device_id=Desk.1 {','.join(fields)} {t0_ms + i * 1000 + (i * 37) % 300}")
+    lines.append(f'posture_live,device_id=Other flexion_deg=50,calibration="calibrated" {t0_ms + 30_000}')
+    write_live(influx, DB, lines)
+
+    live = {(name, title, ref): query for name, title, ref, query in panel_queries() if LIVE_SOURCE in query}
+    assert set(live) >= LIVE_TRACES | {("live.json", "Now", "A")}
+    intervals = panel_intervals()
+    answers = {}
+    for (name, title, ref), query in live.items():
+        interval = intervals.get((name, title), "1m")
+        sql = substitute_macros(query, t0_ms, end_ms - 1, "Desk.1", interval)
+        result = influx.query(sql, DB)["results"][0]
+        assert "error" not in result, (title, ref, result)
+        (series,) = result["series"]  # one device: "Other" is filtered out
+        assert series["tags"] == {"device_id": "Desk.1"}
+        assert EXPECTED_COLUMNS[(name, title, ref)] <= set(series["columns"]), (title, ref, series["columns"])
+        answers[(title, ref)] = [dict(zip(series["columns"], row)) for row in series["values"]]
+
+    for key in LIVE_TRACES:
+        assert intervals[key[:2]] == "1s", key
+        rows = answers[key[1:]]
+        assert len(rows) == 120 and all(b["time"] - a["time"] == 1000 for a, b in zip(rows, rows[1:])), key
+    flexion = [r["flexion"] for r in answers[("Trunk angles (live)", "A")]]
+    assert flexion[:5] == [None] * 5 and flexion[40:50] == [None] * 10
+    assert flexion[5] == pytest.approx(10.5) and flexion[119] == pytest.approx(21.9)
+    slouching = [r["slouching"] for r in answers[("Trunk angles (live)", "B")]]
+    assert slouching == [None] * 5 + [0] * 35 + [None] * 10 + [0] * 10 + [1] * 20 + [0] * 40
+    assert [r["slouching"] for r in answers[("State", "A")]] == slouching
+    states = answers[("State", "B")]
+    assert [r["activity"] for r in states[:6]] == [None] * 5 + ["sitting"]
+    assert [r["calibration"] for r in states[3:6]] == ["uncalibrated", "uncalibrated", "calibrated"]
+    assert states[45]["calibration"] is None  # the gap stays a gap
+
+    (now,) = answers[("Now", "A")]
+    assert now["time"] == t0_ms + 119 * 1000 + (119 * 37) % 300
+    assert (now["activity"], now["calibration"], now["lean_side"]) == ("sitting", "calibrated", "right")
+    assert now["flexion"] == pytest.approx(21.9) and now["slouching_since"] is None
+    assert now["leaning_since"] == t0_ms + 100_000 and now["sitting_since"] == t0_ms - 300_000
+    at_slouch = substitute_macros(live[("live.json", "Now", "A")], t0_ms, t0_ms + 70_500, "Desk.1")
+    (row,) = influx.query(at_slouch, DB)["results"][0]["series"][0]["values"]
+    assert row[4] == since_s * 1000  # slouching since, in ms for Grafana's dateTimeFromNow
 
 
 def test_substitute_macros():
@@ -394,10 +487,12 @@ def test_every_panel_query_returns_data(chain_influx):
     end_ms = int((chain_influx.end_s + 3600) * 1000)
     aliases = {(name, panel["title"], t["refId"]): t.get("alias", "") for name in DASHBOARD_FILES
                for panel in all_panels(load_dashboard(name)) for t in panel.get("targets", [])}
+    # Grafana's $__interval over a 15-minute range is under a second: the panel's minimum interval wins.
+    intervals = panel_intervals()
     failures = []
     for name, title, ref, query in panel_queries():
         key = (name, title, ref)
-        sql = substitute_macros(query, start_ms, end_ms, chain_influx.device)
+        sql = substitute_macros(query, start_ms, end_ms, chain_influx.device, intervals.get((name, title), "1m"))
         try:
             result = chain_influx.influx.query(sql, chain_influx.database)["results"][0]
         except ServerError as exc:  # InfluxDB's error names the problem; collect them all
@@ -416,4 +511,16 @@ def test_every_panel_query_returns_data(chain_influx):
             for tag in re.findall(r"\$tag_(\w+)", aliases.get(key, "")):
                 if tag not in s.get("tags", {}):
                     failures.append(f"{key}: alias needs tag {tag}, series has {s.get('tags')}")
+            if key in LIVE_TRACES:  # second-level: most filled buckets follow one a second before
+                filled = [row[0] for row in s["values"] if any(v is not None for v in row[1:])]
+                steps = [b - a for a, b in zip(filled, filled[1:])]
+                if len(filled) < 60 or steps.count(1000) < len(steps) / 2:
+                    failures.append(f"{key}: not a trace of seconds: {len(filled)} filled, steps {steps[:20]}")
     assert not failures, "\n".join(failures)
+
+
+def write_live(server, db: str, lines: list[str], policy: str = "live") -> None:
+    """Line protocol into the live retention policy (made here, 7 days, as the bridge makes it)."""
+    server.query(f'CREATE RETENTION POLICY "{policy}" ON "{db}" DURATION 7d REPLICATION 1')
+    status, _, body = http("POST", f"{server.url}/write?db={db}&rp={policy}&precision=ms", "\n".join(lines).encode())
+    assert status == 204, body

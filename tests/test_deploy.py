@@ -53,6 +53,12 @@ CASES = [
     ("posture-gateway", f"{D}/metrics", "posture-bridge", True),
     ("posture-gateway", f"{D}/events", "posture-bridge", True),
     ("posture-gateway", f"{D}/status", "posture-bridge", True),
+    ("posture-gateway", f"{D}/live", "posture-bridge", True),
+    ("posture-gateway", f"{D}/live", "posture-alerts", True),  # the real-time nudge
+    ("posture-gateway", f"{D}/live", "homeassistant", True),  # its live entities
+    ("posture-gateway", f"{D}/live", "phone-desk", True),
+    ("posture-gateway", "posture/OtherDesk/live", "phone-desk", False),  # another wearer, live
+    ("posture-alerts", f"{D}/live", "posture-bridge", False),  # a fake live state
     ("posture-gateway", f"{D}/alerts", "phone-desk", False),  # a fake alert on the wearer's phone
     ("posture-gateway", f"{D}/alerts/text", "phone-desk", False),
     ("posture-gateway", f"{D}/today", "phone-desk", False),

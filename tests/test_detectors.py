@@ -19,7 +19,7 @@ from pipeline.detectors import (
     SlouchDetector,
     SlouchSettings,
 )
-from pipeline.events import LeanInterval, RotationExcursion, SlouchEpisode
+from pipeline.events import EpisodeStart, LeanInterval, RotationExcursion, SlouchEpisode
 from support.signals import batches, during, grid, held, ramps
 
 RATE_HZ = 100.0
@@ -233,6 +233,54 @@ def test_slouch_episodes_around_walking_do_not_depend_on_batching(size):
     assert spans(slouches(t, flexion, allowed)) == [(2.0, 10.0)]
 
 
+def fed_with_starts(detector, t_s, angle_deg, context, size) -> list[tuple[int, object]]:
+    """(batch number, event) for every start and end, in the order a batch gives them (starts first), then close()."""
+    out = []
+    for k, sl in enumerate(batches(len(t_s), size)):
+        ends = detector.update(t_s[sl], angle_deg[sl], context[sl])
+        out += [(k, e) for e in [*detector.starts, *ends]]
+    return out + [(-1, e) for e in detector.close()]
+
+
+@pytest.mark.parametrize("size", BATCH_SIZES)
+def test_a_slouch_says_it_started_once_in_the_batch_where_its_dwell_is_reached(size):
+    t = grid(90.0, RATE_HZ, T0_S)
+    flexion = slouch_day(t)
+    events = fed_with_starts(SlouchDetector(SLOUCH), t, flexion, np.ones(len(t), bool), size)
+    starts = [(k, e) for k, e in events if isinstance(e, EpisodeStart)]
+    ends = [e for _, e in events if isinstance(e, SlouchEpisode)]
+    assert [e.start_s for _, e in starts] == [e.start_s for e in ends] and len(ends) == 3  # one each, same start_s
+    for (k, start), end in zip(starts, ends):
+        assert (start.episode, start.side) == ("slouch", None)
+        # Confirmed at the first sample that completes 5 s (the sample's own period included), in its batch.
+        assert start.confirmed_after_s == pytest.approx(SLOUCH.dwell_s, abs=1e-6)
+        confirming = np.searchsorted(t, start.start_s + start.confirmed_after_s - DT_S - 1e-6)
+        assert k == confirming // size
+        assert [i for i, (_, e) in enumerate(events) if e is start][0] < [i for i, (_, e) in enumerate(events)
+                                                                           if e is end][0]
+
+
+@pytest.mark.parametrize(("held_s", "started"), [(4.98, 0), (5.0, 1), (5.5, 1)])
+def test_a_slouch_shorter_than_the_dwell_never_starts(held_s, started):
+    t = grid(30.0, RATE_HZ, T0_S)
+    flexion = held(t, (T0_S + 10, T0_S + 10 + held_s, 25.0))
+    events = fed_with_starts(SlouchDetector(SLOUCH), t, flexion, np.ones(len(t), bool), len(t))
+    assert sum(isinstance(e, EpisodeStart) for _, e in events) == started
+    assert sum(isinstance(e, SlouchEpisode) for _, e in events) == started  # started and ended in one batch
+
+
+def test_a_slouch_the_end_of_the_data_closes_was_started_before_and_not_again():
+    t = grid(20.0, RATE_HZ, T0_S)
+    detector = SlouchDetector(SLOUCH)
+    detector.update(t, held(t, (T0_S + 10, T0_S + 30, 20.0)), np.ones(len(t), bool))
+    [start] = detector.starts
+    [episode] = detector.close()
+    assert start.start_s == episode.start_s
+    later = grid(2.0, RATE_HZ, T0_S + 60)  # after a close nothing of the old run is left to start
+    detector.update(later, np.full(len(later), 20.0), np.ones(len(later), bool))
+    assert detector.starts == []
+
+
 # --- lean -------------------------------------------------------------------------------------------------------
 
 
@@ -270,6 +318,11 @@ def test_lean_intervals_do_not_depend_on_how_the_stream_is_batched(size):
     whole = leans(t, lateral)
     assert [e.side for e in whole] == ["left", "right", "right"]
     assert_same_events(leans(t, lateral, size=size), whole)
+    # Each says once which side it started leaning to, with its end's start_s, however it is batched.
+    events = fed_with_starts(LeanDetector(LEAN), t, lateral, np.ones(len(t), bool), size)
+    starts = [e for _, e in events if isinstance(e, EpisodeStart)]
+    assert [(e.episode, e.start_s, e.side) for e in starts] == [("lean", e.start_s, e.side) for e in whole]
+    assert all(e.confirmed_after_s == pytest.approx(LEAN.dwell_s, abs=1e-6) for e in starts)
 
 
 # --- rotation -----------------------------------------------------------------------------------------------------

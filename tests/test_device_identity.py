@@ -18,8 +18,8 @@ from test_alerts_service import Phone, publish, start_alerts, stop, wait_online
 from test_alerts_service import write_config as alerts_config
 from test_mqtt_influx import bridge_ready, start_bridge, write_config
 
-from contract.identity import HASH_HEX, ID_PATTERN, MAX_ID_LEN, check_device, device_id, topic_device
-from contract.validation import Malformed
+from contract.identity import HASH_HEX, ID_PATTERN, MAX_ID_LEN, check_device, device_id, shown_name, topic_device
+from contract.validation import Malformed, load_validators, parse
 from gateway.publisher import adopt_legacy_files, device_file
 from support.day_messages import slouchy_minute
 from support.mqtt import DB, client, wait_for
@@ -76,6 +76,19 @@ def test_the_schemas_allow_exactly_the_ids():
     for name in ("metrics.json", "event.json", "status.json", "alert.json"):
         device = json.loads((resources.files("contract") / "schemas" / name).read_text())["properties"]["device"]
         assert device["pattern"] == f"^{ID_PATTERN.pattern.split('{')[0]}+$" and device["maxLength"] == MAX_ID_LEN
+
+
+@pytest.mark.parametrize("name", ["Desk\nSensor", "Desk\x00Sensor", "Desk\x1b[31mSensor", "Desk\x7f", "x" * 300])
+def test_a_name_with_control_characters_is_shown_printable_and_refused_raw(name):
+    """A status's sensor_name ends up in logs, Home Assistant and text exports: a newline there forges a line.
+    The gateway sends it printable; a raw one from anyone else is refused."""
+    status = {"schema": 1, "kind": "status", "device": device_id(name), "ts": int(time.time() * 1000), "online": True}
+    validators = load_validators()
+    shown = shown_name(name)
+    assert shown is not None and shown.isprintable() and len(shown) <= 248
+    assert parse("status", json.dumps({**status, "sensor_name": shown}).encode(), validators)["sensor_name"] == shown
+    with pytest.raises(Malformed, match="schema"):
+        parse("status", json.dumps({**status, "sensor_name": name}).encode(), validators)
 
 
 def test_the_topic_names_the_device():

@@ -136,8 +136,8 @@ def run(segments: list[dict], lost: tuple[tuple[float, float], ...] = (), size: 
     t, acc, gyro = t[keep], acc[keep], gyro[keep]
     pipeline = PosturePipeline(PipelineSettings(), calibration=CALIBRATED)
     outs = [pipeline.update(t[sl], acc[sl], gyro[sl]) for sl in batches(len(t), size)] + [pipeline.finish()]
-    return Run([e for o in outs for e in o.events if e.kind != "calibration"], [m for o in outs for m in o.metrics],
-               pipeline, len(t))
+    episodes = [e for o in outs for e in o.events if e.kind not in ("calibration", "episode_start")]
+    return Run(episodes, [m for o in outs for m in o.metrics], pipeline, len(t))
 
 
 def rel(events) -> list[tuple[float, float]]:

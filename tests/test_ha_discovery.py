@@ -8,6 +8,7 @@ import re
 import pytest
 
 from alerts.homeassistant import POSTURES, discovery_configs
+from pipeline.activity import LYING, SITTING, STANDING, WALKING
 from support.homeassistant import KWARGS, TOPIC_RE, check_config
 
 ID_RE = re.compile(r"[a-z0-9_]+")
@@ -20,6 +21,12 @@ TODAY = {
     "goal_slouch_pct": 15, "goal_met": False, "streak_days": 4, "program_day": 9, "program_days": 28,
     "alerts_sent": 2, "alerts_held": 1, "snoozed_until": None,
 }
+LIVE = {"schema": 1, "kind": "live", "device": "desk-1", "ts": 1_700_000_000_000, "t_s": 1_700_000_000.0,
+        "calibration": "calibrated", "flexion_deg": 23.4, "lateral_deg": -1.2, "rotation_deg": 3.3,
+        "activity": "sitting", "slouching_since_s": 1_699_999_950.0, "leaning_since_s": None, "lean_side": None,
+        "sitting_since_s": 1_699_998_000.0}
+UNCALIBRATED = {**LIVE, "calibration": "uncalibrated", "flexion_deg": None, "lateral_deg": None,
+                "rotation_deg": None, "activity": None, "slouching_since_s": None}
 STATUS = {"schema": 1, "kind": "status", "device": "desk-1", "ts": 1_700_000_000_000, "online": True,
           "battery_pct": 80, "link_quality_pct": 99.5}
 
@@ -28,16 +35,19 @@ def render(template: str, value_json: dict) -> str:
     """What HA's Jinja would print for the small subset of Jinja our templates use.
 
     jinja2 is not in the venv and is not worth a dependency: our templates are attribute lookups,
-    string literals, `a if c else b` and `is not none`, which read the same as Python once the
-    lookups become subscripts. Anything outside that subset fails here instead of being guessed.
+    string literals, `a if c else b`, `is not none` and `| round(n)`, which read the same as Python
+    once the lookups become subscripts and the filter a call (Jinja rounds halves away from zero, Python
+    to even: the values tested here are no halves). Anything outside that subset fails here instead of
+    being guessed.
     """
     match = re.fullmatch(r"\{\{ (.+) \}\}", template)
     assert match, template
     expr = match.group(1)
-    tokens = r"value_json\.[a-z_]+|'[A-Za-z_]+'|\b(?:if|else|is|not|none|None)\b|\s+"
+    tokens = r"value_json\.[a-z_]+ \| round\(\d\)|value_json\.[a-z_]+|'[A-Za-z_]+'|\b(?:if|else|is|not|none|None)\b|\s+"
     assert re.sub(tokens, "", expr) == "", f"template outside the tested Jinja subset: {template}"
-    python = re.sub(r"value_json\.([a-z_]+)", r"value_json['\1']", expr).replace("is not none", "is not None")
-    return str(eval(python, {"__builtins__": {}}, {"value_json": value_json}))  # Jinja prints str(result)
+    python = re.sub(r"(value_json\.[a-z_]+) \| round\((\d)\)", r"round(\1, \2)", expr)
+    python = re.sub(r"value_json\.([a-z_]+)", r"value_json['\1']", python).replace("is not none", "is not None")
+    return str(eval(python, {"__builtins__": {"round": round}}, {"value_json": value_json}))  # Jinja prints str(result)
 
 
 def by_object(configs: list[tuple[str, dict]]) -> dict[str, dict]:
@@ -53,7 +63,7 @@ def test_every_config_uses_only_documented_keys_and_values(device):
     configs = discovery_configs(device, **KWARGS)
     assert {c["name"] for _, c in configs} == {
         "Slouch minutes today", "Upright today", "Current posture", "Rotation symmetry index", "Lateral lean",
-        "Streak", "Battery", "Slouching"}
+        "Streak", "Battery", "Slouching", "Trunk flexion", "Activity"}
     for config_topic, config in configs:
         check_config(config_topic, config)
         assert config["device"]["name"] == f"Posture {device}"
@@ -62,8 +72,8 @@ def test_every_config_uses_only_documented_keys_and_values(device):
 def test_topics_and_ids_are_valid_and_unique():
     configs = discovery_configs("desk-1", **KWARGS) + discovery_configs("Desk Sensor:01", **KWARGS)
     unique_ids = [c["unique_id"] for _, c in configs]
-    assert len(set(unique_ids)) == len(unique_ids) == 16
-    assert len({t for t, _ in configs}) == 16
+    assert len(set(unique_ids)) == len(unique_ids) == 20
+    assert len({t for t, _ in configs}) == 20
     for config_topic, config in configs:
         match = TOPIC_RE.fullmatch(config_topic)
         assert match, config_topic
@@ -88,16 +98,29 @@ def test_configs_are_independent_documents():
     configs[0][1]["device"]["name"] = "changed"
     configs[0][1]["availability"][0]["topic"] = "changed"
     assert all(c["device"]["name"] == "Posture desk-1" for _, c in configs[1:])
-    assert all(c["availability"][0]["topic"] == KWARGS["service_availability_topic"] for _, c in configs[1:])
+    fresh = discovery_configs("desk-1", **KWARGS)
+    assert all(c["availability"] == f["availability"] for (_, c), (_, f) in zip(configs[1:], fresh[1:]))
+    assert all(c["availability"][0]["topic"] != "changed" for _, c in configs[1:])
 
 
 def test_state_topics_and_sensor_availability():
     configs = by_object(discovery_configs("desk-1", **KWARGS))
     assert configs["battery"]["state_topic"] == "posture/desk-1/status"
+    live = {o for o, c in configs.items() if c["state_topic"] == "posture/desk-1/live"}
+    assert live == {"slouching", "trunk_flexion", "activity"}
     today = {o for o, c in configs.items() if c["state_topic"] == "posture/desk-1/today"}
-    assert today == set(configs) - {"battery"}
-    with_sensor = {o for o, c in configs.items() if len(c["availability"]) == 2}
-    assert with_sensor == {"battery", "posture", "slouching"}
+    assert today == set(configs) - {"battery"} - live
+    with_service = {o for o, c in configs.items()
+                    if KWARGS["service_availability_topic"] in (a["topic"] for a in c["availability"])}
+    assert with_service == today  # what the service publishes depends on it …
+    with_sensor = {o for o, c in configs.items() if "posture/desk-1/status" in (a["topic"] for a in c["availability"])}
+    assert with_sensor == {"battery", "posture"} | live  # … what is going on now needs the sensor online
+    # … and what the gateway publishes itself depends on the sensor's status only: `posture alerts` down (its
+    # availability offline) does not make live posture or the battery unavailable
+    for obj in {"battery"} | live:
+        assert configs[obj]["availability"] == [configs["posture"]["availability"][1]]
+        assert "availability_mode" not in configs[obj]
+    assert configs["posture"]["availability_mode"] == "all"
     sensor_entry = configs["posture"]["availability"][1]
     assert sensor_entry["topic"] == "posture/desk-1/status"
     assert render(sensor_entry["value_template"], STATUS) == sensor_entry["payload_available"] == "online"
@@ -117,8 +140,14 @@ def test_value_templates_render_our_payloads():
     assert state("lateral_lean", TODAY) == "1.25"
     assert state("streak", TODAY) == "4"
     assert state("battery", STATUS) == "80"
-    assert state("slouching", TODAY) == configs["slouching"]["payload_on"]
-    assert state("slouching", {**TODAY, "slouching": False}) == configs["slouching"]["payload_off"]
+    assert state("slouching", LIVE) == configs["slouching"]["payload_on"]
+    assert state("slouching", {**LIVE, "slouching_since_s": None}) == configs["slouching"]["payload_off"]
+    assert state("slouching", UNCALIBRATED) == configs["slouching"]["payload_off"]
+    assert state("trunk_flexion", LIVE) == "23.0" and state("trunk_flexion", {**LIVE, "flexion_deg": -4.6}) == "-5.0"
+    assert configs["trunk_flexion"]["unit_of_measurement"] == "°"
+    assert configs["activity"]["options"] == [SITTING, STANDING, WALKING, LYING]
+    for activity in configs["activity"]["options"]:
+        assert state("activity", {**LIVE, "activity": activity}) == activity
     for posture in POSTURES:
         assert state("posture", {**TODAY, "posture": posture}) in configs["posture"]["options"]
     assert configs["posture"]["options"] == list(POSTURES)
@@ -126,10 +155,18 @@ def test_value_templates_render_our_payloads():
 
 @pytest.mark.parametrize(("obj", "key", "doc"), [
     ("upright_today", "upright_pct", TODAY), ("rotation_symmetry_index", "rotation_si", TODAY),
-    ("lateral_lean", "lateral_mean_deg", TODAY), ("battery", "battery_pct", STATUS)])
+    ("lateral_lean", "lateral_mean_deg", TODAY), ("battery", "battery_pct", STATUS),
+    ("trunk_flexion", "flexion_deg", LIVE), ("activity", "activity", LIVE)])
 def test_null_values_become_unknown(obj, key, doc):
     config = by_object(discovery_configs("desk-1", **KWARGS))[obj]
     assert render(config["value_template"], {**doc, key: None}) == "None"
-    # HA turns "None" into unknown only for a sensor it expects to be numeric (a unit or a
-    # state_class; homeassistant/components/mqtt/sensor.py), otherwise the state is the text "None".
-    assert {"unit_of_measurement", "state_class"} & set(config)
+    # HA (homeassistant/components/mqtt/sensor.py, _update_state) turns "None" into unknown before anything
+    # else, for an enum sensor too; releases before that did so only for a sensor it expects to be numeric (a
+    # unit or a state_class) and set an enum to the text "None".
+    assert {"unit_of_measurement", "state_class"} & set(config) or config.get("device_class") == "enum"
+
+
+def test_an_uncalibrated_sensor_renders_unknown_not_an_error():
+    configs = by_object(discovery_configs("desk-1", **KWARGS))
+    for obj in ("trunk_flexion", "activity"):
+        assert render(configs[obj]["value_template"], UNCALIBRATED) == "None"

@@ -43,7 +43,9 @@ def test_every_payload_validates_and_becomes_points(produced):
         assert len(lines) == 1 and lines[0].endswith(str(body["ts"]))
         assert "device_id=desk-1" in lines[0]
         kinds.add(item.kind)
-    assert kinds == {"calibration", "slouch", "rotation", "lean", "metrics", "status"}
+    # episode_start once the pipeline confirms episodes as they go on (issue 13)
+    assert {"calibration", "slouch", "rotation", "lean", "metrics", "status"} <= kinds
+    assert kinds <= {"calibration", "slouch", "rotation", "lean", "metrics", "status", "episode_start"}
 
 
 def test_field_types_never_change(produced):
@@ -80,3 +82,18 @@ def test_config_file_environment_and_flags(tmp_path):
         load_config(path, env={})
     with pytest.raises(ConfigError, match=r"mqtt\.port: expected int"):
         load_config(None, env={"POSTURE_MQTT_PORT": "eighty"})
+
+
+def test_live_and_episode_start_config(tmp_path):
+    cfg = load_config(None, env={})
+    assert cfg.gateway.live_hz == 1.0 and cfg.influx.live_policy == "live" and cfg.influx.live_retention == "7d"
+    assert cfg.influx.live_bucket == ""
+    assert load_config(None, env={"POSTURE_GATEWAY_LIVE_HZ": "0"}).gateway.live_hz == 0  # off
+    for bad in ("-1", "0.001", "50", "nan"):
+        with pytest.raises(ConfigError, match=r"^gateway\.live_hz: must be 0"):
+            load_config(None, env={"POSTURE_GATEWAY_LIVE_HZ": bad})
+    for good in ("7d", "72h", "1h30m", "2w", "INF", "inf"):
+        assert load_config(None, env={"POSTURE_INFLUX_LIVE_RETENTION": good}).influx.live_retention == good
+    for bad in ("7 days", "30m", "", "7d; DROP DATABASE posture", "d7"):
+        with pytest.raises(ConfigError, match=r"^influx\.live_retention: must be an InfluxQL duration"):
+            load_config(None, env={"POSTURE_INFLUX_LIVE_RETENTION": bad})

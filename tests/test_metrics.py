@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.activity import LYING, SITTING, STANDING, WALKING
 from pipeline.events import MinuteMetrics, RotationExcursion
-from pipeline.metrics import MinuteAggregator
+from pipeline.metrics import SITTING_GAP_S, MinuteAggregator
 from support.signals import batches, during, grid
 
 RATE_HZ = 100.0
@@ -199,3 +199,30 @@ def test_sitting_since_is_as_it_was_at_the_minutes_end(sitting_before):
     activity = np.where(changed != sitting_before, SITTING, STANDING)
     [minute] = add(agg, t, activity, size=100)[:1]
     assert since(minute) == (pytest.approx(-60.0) if sitting_before else None)
+
+
+@pytest.mark.parametrize("size", (100, 1_000_000))
+def test_a_long_gap_ends_the_sitting_stretch_and_a_short_one_does_not(size):
+    """Sitting before and after: a dropout (or a reconnect) keeps the stretch the long-sitting alert counts from; a
+    sensor off for longer than SITTING_GAP_S (a battery that died at the desk) starts a new one after the gap."""
+    agg = MinuteAggregator(HOLD_S)
+    t = np.concatenate([grid(30.0, RATE_HZ, M0_S - 30),  # sitting
+                        grid(90.0, RATE_HZ, M0_S + 2),  # after a 2 s dropout
+                        grid(30.0, RATE_HZ, M0_S + 92 + SITTING_GAP_S - 1),  # after a gap just short of the limit
+                        grid(30.0, RATE_HZ, M0_S + 86_400 + 30)])  # the next day, after the sensor was off a night
+    minutes = by_start(add(agg, t, size=size) + agg.flush())
+    kept = [k for k in minutes if k < 86_400]
+    assert len(kept) == 5 and all(since(minutes[k]) == pytest.approx(-30.0) for k in kept)
+    [next_day] = [m for k, m in minutes.items() if k >= 86_400]
+    assert since(next_day) == pytest.approx(86_430.0) and agg.sitting_since_s == next_day.sitting_since_s
+
+
+def test_a_stretch_after_a_long_gap_starts_at_its_first_sitting_sample():
+    agg = MinuteAggregator(HOLD_S)
+    add(agg, grid(30.0, RATE_HZ, M0_S - 30))
+    after = M0_S + SITTING_GAP_S + 1
+    t = grid(20.0, RATE_HZ, after)
+    add(agg, t, np.where(t < after + 5, STANDING, SITTING))  # stood for 5 s after the gap, then sat
+    assert agg.sitting_since_s - after == pytest.approx(5.0)
+    add(agg, grid(10.0, RATE_HZ, after + 20 + SITTING_GAP_S + 1), STANDING)
+    assert agg.sitting_since_s is None

@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import math
 import re
 import struct
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from report import cli
-from report.day import DayRows, build_day_report, day_bounds
+from posture.local_servers import http
+from report import cli, draw
+from report.day import DayRows, build_day_report, day_bounds, live_buckets, merge_spans
 from report.query import influxql_string
+from service_io.config import load_config
+from service_io.influx import InfluxSettings
+from support.mqtt import DB
+from support.servers import write_line_protocol
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -101,6 +107,9 @@ def test_write_report_for_the_demo(chain_influx, tmp_path):
     report = cli.write_report(chain_influx.influx.url, chain_influx.database, chain_influx.device,
                               the_day(chain_influx), out, "UTC")
     assert report.totals.worn_s > 0 and report.slouches and report.alerts
+    # The chain's bridge keeps the live stream in its policy ("live"): the angles are drawn from it.
+    assert len(report.live) > 10 and report.live_step_s == 10
+    assert any(b.slouching for b in report.live) and report.slouch_spans
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
@@ -179,3 +188,106 @@ def test_the_command(chain_influx, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == (f"posture report: no data for device NoSuchSensor on {the_day(chain_influx)} "
                                    f"in {chain_influx.database}")
+
+
+# --- the live stream: seconds where it was kept, minutes elsewhere ---------------------------------
+
+
+def write_live(server, db: str, policy: str, lines: list[str]) -> None:
+    """Line protocol into a live retention policy, made here as the bridge makes it (7 days)."""
+    server.query(f'CREATE RETENTION POLICY "{policy}" ON "{db}" DURATION 7d REPLICATION 1')
+    status, _, body = http("POST", f"{server.url}/write?db={db}&rp={policy}&precision=ms", "\n".join(lines).encode())
+    assert status == 204, body
+
+
+def a_recent_day() -> tuple[str, float]:
+    """Yesterday (UTC) and its 09:00 in Unix seconds: inside the live policy's 7 days."""
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    return day.isoformat(), datetime(day.year, day.month, day.day, 9, 0, tzinfo=UTC).timestamp()
+
+
+def minute_lines(device: str, t0_s: float, count: int, flexion_deg: float = 5.0) -> list[str]:
+    return [f"posture_minute,device_id={device} worn_s=60,sitting_s=60,standing_s=0,walking_s=0,lying_s=0,"
+            f"slouch_s=0,flexion_mean_deg={flexion_deg},lateral_mean_deg=1 {int((t0_s + 60 * i) * 1000)}"
+            for i in range(count)]
+
+
+def lines_by_label(report) -> dict[str, tuple[list[float], list[float]]]:
+    """The angle plot's traces, label → (x, y): what the figure is drawn from."""
+    ax = draw.figure(report).subfigs[0].axes[0]
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()
+            if " mean" in line.get_label()}
+
+
+def test_a_day_with_live_data_for_part_of_it_draws_seconds_there_and_minutes_elsewhere(influx, tmp_path):
+    day, t0 = a_recent_day()  # 09:00 UTC
+    device = "Desk"
+    write_line_protocol(influx, DB, [
+        *minute_lines(device, t0, 10),  # 09:00–09:10
+        f"posture_slouch,device_id={device} duration_s=20,peak_flexion_deg=25,mean_flexion_deg=22 "
+        f"{int((t0 + 420) * 1000)}",  # 09:07:00, ended: counted and shaded
+        # Episodes confirmed and not ended (yet): only confirmed_after_s. Not counted, and nothing breaks.
+        f"posture_slouch,device_id={device} confirmed_after_s=5 {int((t0 + 480) * 1000)}",
+        f"posture_lean,device_id={device},side=right confirmed_after_s=3 {int((t0 + 500) * 1000)}",
+    ])
+    live = []
+    for i in range(180):  # 09:03:00–09:06:00 at 1 Hz, named as the config file names the policy
+        t_s = t0 + 180 + i
+        fields = 'calibration="calibrated",activity="sitting",lateral_deg=-2'
+        if 60 <= i < 90:  # 09:04:00–09:04:30 slouching
+            fields += f",flexion_deg=20,slouching_since_s={t0 + 240}"
+        else:
+            fields += ",flexion_deg=3"
+        live.append(f"posture_live,device_id={device} {fields} {int(t_s * 1000) + 150}")
+    live.append(f'posture_live,device_id=Other flexion_deg=40,calibration="calibrated" {int((t0 + 30) * 1000)}')
+    write_live(influx, DB, "fine", live)
+    config = tmp_path / "posture.toml"
+    config.write_text(f'[influx]\nurl = "{influx.url}"\ndatabase = "{DB}"\nlive_policy = "fine"\n')
+
+    settings = load_config(config).influx
+    report = cli.write_day_report(settings, device, day, tmp_path / "report.png", "UTC")
+
+    assert [b.start_s for b in report.live] == [t0 + 180 + 10 * k for k in range(18)]
+    assert report.live_step_s == 10
+    assert [b.flexion_deg for b in report.live] == [3.0] * 6 + [20.0] * 3 + [3.0] * 9
+    assert [b.slouching for b in report.live] == [False] * 6 + [True] * 3 + [False] * 9
+    assert [m.start_s for m in report.trace_minutes] == [t0 + 60 * k for k in (0, 1, 2, 6, 7, 8, 9)]
+    assert len(report.minutes) == 10  # totals and activity keep every minute
+    assert report.slouch_spans == [(t0 + 240, t0 + 270), (t0 + 420, t0 + 440)]
+    assert len(report.slouches) == 1 and report.leans == []
+
+    lines = lines_by_label(report)
+    x_live, y_live = lines["flexion (10 s mean, live)"]
+    assert len(x_live) == 18 and y_live[6:9] == [20.0] * 3
+    x_minutes, y_minutes = lines["flexion (per-minute mean)"]
+    finite = [y for y in y_minutes if not math.isnan(y)]
+    assert finite == [5.0] * 14  # 7 minutes, a step (2 points) each; the live minutes are a gap
+    assert x_minutes[5] < x_live[0] and x_live[-1] < x_minutes[7]
+    assert draw.figure(report).subfigs[0].axes[0].get_title(loc="left") == (
+        "Trunk angles · 10 s means of the live stream, per-minute means elsewhere")
+
+
+def test_a_day_from_before_the_live_stream_is_drawn_from_minutes(influx, tmp_path):
+    """No live retention policy on the database at all: no error, the per-minute trace as before."""
+    day, t0 = a_recent_day()
+    write_line_protocol(influx, DB, minute_lines("Old", t0, 5))
+    assert "fine" not in str(influx.query("SHOW RETENTION POLICIES", DB))
+    settings = InfluxSettings(url=influx.url, database=DB, live_policy="live")
+    report = cli.write_day_report(settings, "Old", day, tmp_path / "report.html", "UTC")
+    assert report.live == [] and report.trace_minutes == report.minutes and len(report.minutes) == 5
+    assert report.slouch_spans == []
+    assert set(lines_by_label(report)) == {"flexion (per-minute mean)", "lateral bend (per-minute mean)"}
+
+
+def test_live_buckets_and_spans():
+    rows = [{"time_s": 20.0, "flexion_deg": 10.0, "lateral_deg": 0.0, "samples": 10, "slouching_samples": 5},
+            {"time_s": 0.0, "flexion_deg": 1.0, "lateral_deg": None, "samples": 10, "slouching_samples": None},
+            {"time_s": 10.0, "flexion_deg": None, "lateral_deg": None, "samples": 0, "slouching_samples": None}]
+    assert [(b.start_s, b.slouching) for b in live_buckets(rows)] == [(0.0, False), (20.0, True)]
+    assert merge_spans([(50, 60), (0, 10), (5, 20), (20.5, 30)]) == [(0, 30), (50, 60)]
+    t0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC).timestamp()
+    started = DayRows(minutes=[minute(t0)], slouches=[{"time_s": t0 + 5, "confirmed_after_s": 5.0}],
+                      leans=[{"time_s": t0 + 9, "side": "left", "confirmed_after_s": 3.0}])
+    report = build_day_report("Desk", date(2025, 6, 1), UTC, started)  # episodes under way: not counted
+    assert report.slouches == [] and report.leans == [] and report.slouch_spans == []
+    assert report.totals.leans["left"] == 0

@@ -61,7 +61,13 @@ def check_config(config_topic: str, config: dict) -> None:
     assert not config["name"].lower().startswith(config["device"]["name"].lower())
 
     assert "availability_topic" not in config  # exclusive with the availability list
-    assert config["availability"][0]["topic"] == KWARGS["service_availability_topic"]
+    # What passes through `posture alerts` (today) needs it up; what the gateway publishes itself (live, status)
+    # is available with the sensor's own status alone.
+    if config["state_topic"].endswith("/today"):
+        assert config["availability"][0]["topic"] == KWARGS["service_availability_topic"]
+    else:
+        [entry] = config["availability"]
+        assert entry["topic"] == config["state_topic"].rsplit("/", 1)[0] + "/status", entry
     for entry in config["availability"]:
         assert set(entry) <= AVAILABILITY_KEYS and entry["topic"]
     if len(config["availability"]) > 1:

@@ -1,0 +1,372 @@
+"""The real-time slouch nudge (rules.slouch_now) on live states, without MQTT: one nudge per slouch at the
+moment its delay is met, one "recovered" once live states have shown it over for RECOVER_HOLD_S, whatever is lost,
+repeated, restarted or re-found in between."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from alerts.catalog import Catalog
+from alerts.engine import RECOVER_HOLD_S, AlertEngine
+from alerts.settings import CalibrationRule, Limits, RecoveryRule, Rules, SlouchNowRule, SlouchRule
+from contract.validation import load_validators
+
+DAY = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
+T0 = DAY + 10 * 3600  # 10:00 UTC
+FAR = 10**9
+VALIDATORS = load_validators()
+
+
+def engine(**sections) -> AlertEngine:
+    base = {"limits": Limits(max_delay_s=FAR, quiet_hours=""), "calibration": CalibrationRule(enabled=False),
+            "recovery": RecoveryRule(enabled=False)}
+    return AlertEngine(Rules(**(base | sections)), Catalog.load(), UTC)
+
+
+def live(t_s: float, since: float | None, device: str = "D", flexion: float | None = 24.0) -> dict:
+    doc = {"schema": 1, "kind": "live", "device": device, "ts": int(round(t_s * 1000)), "t_s": t_s,
+           "calibration": "calibrated", "flexion_deg": flexion if since is not None else 4.0, "lateral_deg": 0.5,
+           "rotation_deg": -1.0, "activity": "sitting", "slouching_since_s": since, "leaning_since_s": None,
+           "lean_side": None, "sitting_since_s": T0 - 600}
+    return VALIDATORS["live"](doc)  # every live state here is one the contract accepts
+
+
+def slouch(start_s: float, seconds: float, lead_s: float = 10, tail_s: float = 15) -> list[dict]:
+    """Live states at 1 Hz: upright for lead_s, a slouch from start_s (shown once its 5 s dwell confirmed it)
+    for `seconds`, upright for tail_s after (long enough, by default, to show it over)."""
+    out = []
+    t = start_s - lead_s
+    while t < start_s + seconds + tail_s:
+        shown = start_s + 5 <= t < start_s + seconds
+        out.append(live(t, start_s if shown else None))
+        t += 1.0
+    return out
+
+
+def end_event(start_s: float, end_s: float, device: str = "D") -> dict:
+    return VALIDATORS["events"]({"schema": 1, "kind": "slouch", "device": device, "ts": int(start_s * 1000),
+                                 "start_s": start_s, "end_s": end_s, "duration_s": end_s - start_s,
+                                 "peak_flexion_deg": 28.0, "mean_flexion_deg": 24.0})
+
+
+def start_event(start_s: float, device: str = "D") -> dict:
+    return VALIDATORS["events"]({"schema": 1, "kind": "episode_start", "device": device, "ts": int(start_s * 1000),
+                                 "episode": "slouch", "start_s": start_s, "confirmed_after_s": 5.0, "side": None})
+
+
+def minute(t_s: float, slouch_s: float, device: str = "D") -> dict:
+    return {"schema": 1, "kind": "metrics", "device": device, "ts": int(t_s * 1000), "minute_start_s": t_s,
+            "worn_s": 60.0, "sitting_s": 60.0, "standing_s": 0.0, "walking_s": 0.0, "lying_s": 0.0,
+            "slouch_s": slouch_s, "lean_left_s": 0.0, "lean_right_s": 0.0, "rotations_left": 0, "rotations_right": 0,
+            "rotation_left_cumulative_deg": 0.0, "rotation_right_cumulative_deg": 0.0, "sitting_since_s": T0 - 600,
+            "lost_samples": 0, "flexion_mean_deg": 20.0}
+
+
+def run(eng: AlertEngine, docs: list[dict], lag_s: float = 0.3, retained: bool = False) -> tuple[list[dict], int]:
+    """Feed live states (and any events or minutes among them) as they arrive, lag_s after their time; the
+    alerts, and how many live states changed the saved state."""
+    alerts, changed = [], 0
+    for doc in docs:
+        now_s = doc["ts"] / 1000 + lag_s
+        if doc["kind"] == "live":
+            out, touched = eng.on_live(doc, now_s, retained=retained)
+            changed += touched
+        elif doc["kind"] == "metrics":
+            out = eng.on_metrics(doc, doc["ts"] / 1000 + 60 + lag_s)
+        else:
+            out = eng.on_event(doc, doc.get("end_s", doc["ts"] / 1000) + lag_s)
+        alerts += out
+    return alerts, changed
+
+
+def test_a_three_minute_slouch_at_1_hz_gives_one_nudge_at_since_plus_delay_and_one_recovered():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30))
+    start = T0 + 0.25
+    alerts, changed = run(eng, slouch(start, 180))
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"]
+    nudge, recovered = alerts
+    assert nudge["ts"] == round((start + 30) * 1000)  # the moment the delay was met, in sensor time
+    assert nudge["id"] == f"D-slouch_now-{nudge['ts']}" and nudge["severity"] == "warning"
+    assert nudge["evidence"] == {"slouch_s": 30.0, "delay_s": 30.0, "since_s": start, "flexion_deg": 24.0}
+    assert nudge["title"] == "Slouching now" and nudge["message"].startswith("Slouching for 30 s now (24° forward).")
+    assert nudge["stretch"]["id"] in {s.id for s in Catalog.load().for_deficit("slouch")}
+    assert recovered["ts"] == round((start + 180) * 1000)  # the first live state without it
+    assert recovered["message"] == "Out of the slouch after 3 min. Keep it up!" and recovered["stretch"] is None
+    for a in alerts:
+        VALIDATORS["alerts/log"](a)
+    # 200 live states; the saved state changed only with the nudge and with the follow-up
+    assert changed == 2
+
+
+def test_no_nudge_when_the_slouch_ends_before_the_delay():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=60))
+    alerts, changed = run(eng, slouch(T0, 59.5))
+    assert alerts == [] and changed == 0
+    assert run(eng, [end_event(T0, T0 + 59.5)])[0] == []  # its end is no nudge either (episode_min is 5)
+
+
+def test_a_delay_shorter_than_the_dwell_is_met_when_the_slouch_is_confirmed():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=2))
+    [nudge, _] = run(eng, slouch(T0, 20))[0]
+    assert nudge["ts"] == (T0 + 2) * 1000  # nominally since + delay; it went out with the first state showing it
+    assert nudge["message"].startswith("Slouching for 2 s now")
+
+
+def test_a_live_state_delivered_again_or_late_makes_no_second_alert():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30))
+    docs = slouch(T0, 60)
+    alerts, _ = run(eng, docs)
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"]
+    again, changed = run(eng, docs)  # everything once more, as after a redelivery
+    assert again == [] and changed == 0
+
+
+def test_a_restart_mid_slouch_does_not_nudge_again_and_the_follow_up_still_comes():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30))
+    docs = slouch(T0, 120)
+    half = next(i for i, d in enumerate(docs) if d["ts"] >= (T0 + 60) * 1000)
+    first, _ = run(eng, docs[:half])
+    assert [a["kind"] for a in first] == ["slouch_now"]
+    saved = eng.dump(set(eng.devices))  # what the service wrote with the nudge
+    restarted = engine(slouch_now=SlouchNowRule(delay_s=30))
+    restarted.load(saved)
+    rest, _ = run(restarted, docs[half + 3:])  # three live states lost while it restarted
+    assert [a["kind"] for a in rest] == ["recovered"]
+
+
+def test_live_states_lost_around_the_delay_and_around_the_end():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30))
+    docs = [d for d in slouch(T0, 90, tail_s=100) if not (T0 + 25 <= d["ts"] / 1000 <= T0 + 40)
+            and not (T0 + 85 <= d["ts"] / 1000 <= T0 + 160)]
+    docs.insert(next(i for i, d in enumerate(docs) if d["ts"] / 1000 > T0 + 90), end_event(T0, T0 + 90))
+    alerts, _ = run(eng, docs)
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"]
+    assert alerts[0]["ts"] == (T0 + 30) * 1000  # the same nudge as without the loss
+    # the end event does not praise: the live states do, from the first of those that showed it over
+    assert alerts[1]["ts"] == (T0 + 161) * 1000
+
+
+def test_after_a_gap_in_the_live_stream_the_live_states_settle_the_follow_up_not_the_end_event():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30))
+    docs = slouch(T0, 60, tail_s=0)
+    alerts, _ = run(eng, docs)
+    assert [a["kind"] for a in alerts] == ["slouch_now"]
+    # the next live state comes 10 min later; the slouch's end event says it ended at T0 + 60, but the pipeline
+    # sends that for a gap or a stop too: no praise from it
+    assert run(eng, [live(T0 + 660, None)])[0] == []
+    assert eng.on_event(end_event(T0, T0 + 60), now_s=T0 + 661) == []
+    # ten seconds of live states without the slouch: over, from the first of them
+    alerts, _ = run(eng, [live(T0 + 661 + k, None) for k in range(10)])
+    assert [(a["kind"], a["ts"]) for a in alerts] == [("recovered", (T0 + 660) * 1000)]
+    assert run(eng, [live(T0 + 671 + k, None) for k in range(20)])[0] == []  # once
+    assert eng.on_event(end_event(T0, T0 + 60), T0 + 700) == []
+
+
+def test_quiet_hours_hold_the_nudge_until_they_end_if_the_slouch_goes_on():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=60), limits=Limits(quiet_hours="22:00-07:00", max_delay_s=FAR))
+    start = DAY + 7 * 3600 - 120  # 06:58
+    alerts, changed = run(eng, slouch(start, 300))
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"]
+    assert alerts[0]["ts"] == (DAY + 7 * 3600) * 1000  # held at 06:59, sent with the first live state at 07:00
+    assert alerts[0]["evidence"]["slouch_s"] == 120.0
+    assert eng.devices["D"].held_today == {"quiet_hours": 1}
+    assert changed == 3  # held, sent, over
+
+
+def test_quiet_hours_hold_a_slouch_that_ends_in_them_for_good():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=60), limits=Limits(quiet_hours="22:00-07:00", max_delay_s=FAR))
+    alerts, _ = run(eng, slouch(DAY + 6 * 3600, 300))
+    assert alerts == [] and eng.devices["D"].held_today == {"quiet_hours": 1}
+
+
+def test_snooze_cap_and_staleness_hold_it_too():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30))
+    eng.snooze("D", 30, now_s=T0)
+    assert run(eng, slouch(T0, 120))[0] == []
+    capped = engine(slouch_now=SlouchNowRule(delay_s=30), limits=Limits(daily_cap=0, quiet_hours="", max_delay_s=FAR))
+    assert run(capped, slouch(T0, 120))[0] == []
+    stale = engine(slouch_now=SlouchNowRule(delay_s=30), limits=Limits(quiet_hours="", max_delay_s=600))
+    assert run(stale, slouch(T0, 120), lag_s=3600)[0] == []  # an hour-old live state (a retained one) is history
+    assert stale.devices["D"].held_today == {"stale": 1}
+
+
+def test_the_minute_based_rules_send_no_second_nudge_for_the_same_slouch():
+    eng = engine(slouch=SlouchRule(window_min=5, share_pct=30, min_worn_min=2, episode_min=2, cooldown_min=5),
+                 slouch_now=SlouchNowRule(delay_s=30, cooldown_min=1))
+    start = T0 + 15  # a 10-minute slouch, its minutes and its end event among the live states, as they arrive
+    docs = slouch(start, 600, tail_s=120)
+    for k in range(1, 13):
+        at = next(i for i, d in enumerate(docs) if d["kind"] == "live" and d["ts"] >= (T0 + 60 * k + 1) * 1000)
+        docs.insert(at, minute(T0 + 60 * (k - 1), slouch_s=min(max(start + 600 - (T0 + 60 * (k - 1)), 0), 60)
+                               - (15 if k == 1 else 0)))
+    docs.insert(next(i for i, d in enumerate(docs) if d["ts"] >= (start + 601) * 1000 and d["kind"] == "live"),
+                end_event(start, start + 600))
+    alerts, _ = run(eng, docs)
+    # the unbroken run (2 min) and the share (30 %) hold while the live-nudged slouch goes on, even past their
+    # cooldown (5 min); its end event is not nudged again; after it their cooldown runs from its end, so the
+    # 5-minute share window never holds that slouch again
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"], [(a["kind"], a["ts"]) for a in alerts]
+
+
+def test_a_minute_based_nudge_during_the_slouch_means_no_live_one_and_they_share_the_cooldown():
+    eng = engine(slouch=SlouchRule(window_min=3, share_pct=30, min_worn_min=2, episode_min=100, cooldown_min=30),
+                 slouch_now=SlouchNowRule(delay_s=150, cooldown_min=5))
+    alerts, _ = run(eng, [minute(T0 + 60 * k, slouch_s=40) for k in range(3)])
+    assert [(a["kind"], a["ts"]) for a in alerts] == [("slouch", (T0 + 120) * 1000)]
+    # a slouch that began before that nudge has had its nudge
+    assert run(eng, slouch(T0 + 100, 160, lead_s=0, tail_s=1))[0] == []
+    # a new slouch that meets its delay within the live rule's cooldown (5 min) of it: sent once that has passed
+    alerts, _ = run(eng, slouch(T0 + 262, 200, lead_s=0))
+    assert [(a["kind"], a["ts"]) for a in alerts] == [("slouch_now", (T0 + 420) * 1000),
+                                                      ("recovered", (T0 + 462) * 1000)]
+    assert alerts[0]["evidence"]["slouch_s"] == 158.0
+    assert eng.devices["D"].held_today == {}  # a cooldown is not a hold
+
+
+def test_one_praise_per_slouch_the_follow_up_or_the_minute_based_recovery():
+    recovery = RecoveryRule(upright_min=1, max_slouch_pct=10, within_min=30)
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30), recovery=recovery)
+    docs = slouch(T0 + 5, 40, tail_s=200) + [minute(T0 + 60 * k, slouch_s=s) for k, s in ((0, 40), (1, 0), (2, 0))]
+    alerts, _ = run(eng, sorted(docs, key=lambda d: d["ts"] + (60_000 if d["kind"] == "metrics" else 0)))
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"]
+    # without the follow-up, the minute-based praise watches the live nudge instead
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30, recovered=False), recovery=recovery)
+    alerts, _ = run(eng, sorted(docs, key=lambda d: d["ts"] + (60_000 if d["kind"] == "metrics" else 0)))
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovery"]
+
+
+def test_a_start_event_is_never_an_episode_nor_a_nudge():
+    eng = engine(slouch=SlouchRule(episode_min=0.05), slouch_now=SlouchNowRule(enabled=False))
+    assert eng.on_event(start_event(T0), now_s=T0 + 6) == []
+    assert "D" not in eng.devices  # nothing remembered: no day opened, nothing to save
+    [episode] = eng.on_event(end_event(T0, T0 + 20), now_s=T0 + 21)
+    assert episode["kind"] == "slouch" and episode["evidence"]["episode_min"] == 0.3
+
+
+def test_another_start_while_the_nudged_slouch_is_not_over_is_that_slouch_going_on():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=10, cooldown_min=0))
+    docs = [live(T0 + k, T0 if k < 60 else T0 + 58) for k in range(5, 130)]
+    docs += [live(T0 + k, None) for k in range(130, 145)]
+    alerts, _ = run(eng, docs)
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("slouch_now", 10), ("recovered", 130)]
+    assert alerts[1]["evidence"] == {"slouch_s": 130.0, "since_s": T0}  # from the start of the slouch nudged
+    assert eng.devices["D"].slouch_now_starts == [T0, T0 + 58]
+
+
+def test_live_states_change_nothing_saved_when_the_rule_is_off_or_nothing_moves():
+    eng = engine(slouch_now=SlouchNowRule(enabled=False))
+    alerts, changed = run(eng, slouch(T0, 300))
+    assert alerts == [] and changed == 0
+    eng = engine()
+    assert run(eng, [live(T0 + k, None, flexion=None) for k in range(100)]) == ([], 0)  # uncalibrated: all null
+
+
+def test_a_gateway_restart_mid_slouch_is_no_recovery():
+    eng = engine(slouch=SlouchRule(episode_min=0.1, cooldown_min=0), slouch_now=SlouchNowRule(delay_s=10))
+    alerts, _ = run(eng, [live(T0 + k, T0) for k in range(5, 30)])
+    assert [a["kind"] for a in alerts] == ["slouch_now"]
+    # the gateway stops gracefully (its pipeline's finish() ends the open slouch: an end event) and restarts: its
+    # fresh pipeline is uncalibrated for a moment, then confirms the slouch anew, 5 s after it finds it
+    fresh = [end_event(T0, T0 + 30)]
+    fresh += [live(T0 + 31, None, flexion=None) | {"flexion_deg": None, "calibration": "uncalibrated"}]
+    fresh += [live(T0 + 32 + k, None if k < 6 else T0 + 32) for k in range(20)]
+    fresh += [end_event(T0 + 32, T0 + 52)]
+    alerts, _ = run(eng, fresh)
+    assert alerts == []  # no praise for a slouch that went on, no second nudge, no episode nudge for its parts
+    assert eng.devices["D"].slouch_now_open
+    alerts, _ = run(eng, [live(T0 + 52 + k, None) for k in range(12)])
+    assert [(a["kind"], a["ts"], a["evidence"]["slouch_s"]) for a in alerts] == [("recovered", (T0 + 52) * 1000, 52)]
+
+
+def test_a_two_second_gap_and_the_slouch_found_again_is_one_slouch_one_nudge_one_recovered():
+    eng = engine(slouch=SlouchRule(episode_min=0.1, cooldown_min=0), slouch_now=SlouchNowRule(delay_s=10))
+    docs = [live(T0 + k, None) for k in range(-5, 5)] + [live(T0 + k, T0) for k in range(5, 41)]
+    # no live state for 2 s (a BLE gap): the pipeline ends the slouch (its end event), finds it again at T0 + 43 and
+    # shows it once its dwell confirmed it, 5 s later: meanwhile posture is measured and shows no slouch
+    docs += [end_event(T0, T0 + 41)]
+    docs += [live(T0 + k, None) for k in range(43, 48)] + [live(T0 + k, T0 + 43) for k in range(48, 100)]
+    docs += [end_event(T0 + 43, T0 + 100)] + [live(T0 + k, None) for k in range(100, 112)]
+    alerts, changed = run(eng, docs)
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("slouch_now", 10), ("recovered", 100)]
+    assert alerts[1]["message"] == "Out of the slouch after 100 s. Keep it up!"
+    assert changed == 3  # the nudge, the slouch found again, the follow-up
+
+
+def test_end_events_of_the_nudged_slouch_never_praise():
+    eng = engine(slouch=SlouchRule(episode_min=0.1, cooldown_min=0), slouch_now=SlouchNowRule(delay_s=10))
+    alerts, _ = run(eng, [live(T0 + k, T0) for k in range(5, 40)])
+    assert [a["kind"] for a in alerts] == ["slouch_now"]
+    # a BLE gap, a gateway stop (finish()) or a recalibration ends the slouch in the pipeline: its end event comes,
+    # and nothing else (the live stream stopped)
+    assert eng.on_event(end_event(T0, T0 + 40), now_s=T0 + 41) == []
+    assert eng.on_event(end_event(T0, T0 + 40), now_s=T0 + 42) == []  # delivered again
+    state = eng.devices["D"]
+    assert state.slouch_now_open and state.slouch_now_over_s == T0 + 40  # the cooldown runs from its end
+    # the slouch found again after the restart ends before a live state showed it (those were lost): a part of it
+    assert eng.on_event(end_event(T0 + 45, T0 + 60), now_s=T0 + 61) == []
+    assert state.slouch_now_open and state.slouch_now_over_s == T0 + 60
+    # once it is over, a later slouch's end is an episode as any (the minute-based rules' own)
+    run(eng, [live(T0 + k, None) for k in range(100, 115)])
+    assert not state.slouch_now_open
+    [episode] = eng.on_event(end_event(T0 + 120, T0 + 140), now_s=T0 + 141)
+    assert episode["kind"] == "slouch"
+
+
+def test_a_few_seconds_upright_in_the_middle_of_a_slouch_do_not_end_it():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=10, cooldown_min=0))
+    # slouched from T0, upright for 5 s from T0 + 61, slouched again from T0 + 66 (shown once confirmed, at T0 + 71):
+    # ten states without it, fewer than RECOVER_HOLD_S seconds from the first to the last
+    docs = [live(T0 + k, T0) for k in range(5, 61)] + [live(T0 + k, None) for k in range(61, 71)]
+    docs += [live(T0 + k, T0 + 66) for k in range(71, 120)] + [live(T0 + k, None) for k in range(120, 140)]
+    alerts, _ = run(eng, docs)
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("slouch_now", 10), ("recovered", 120)]
+    assert 70 - 61 < RECOVER_HOLD_S
+
+
+def test_uncalibrated_states_and_gaps_restart_the_count():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=10))
+    run(eng, [live(T0 + k, T0) for k in range(5, 30)])
+    docs = [live(T0 + k, None) for k in range(30, 38)]  # 8 s without the slouch …
+    docs += [live(T0 + 38, None) | {"flexion_deg": None}]  # … then posture not measured (recalibrating)
+    docs += [live(T0 + k, None) for k in range(39, 47)]  # 8 s again …
+    docs += [live(T0 + k, None) for k in range(51, 60)]  # … a 4 s gap, then 8 s
+    assert run(eng, docs)[0] == []
+    [recovered] = run(eng, [live(T0 + k, None) for k in range(60, 62)])[0]
+    assert recovered["ts"] == (T0 + 51) * 1000  # the first state of the run that lasted
+
+
+def test_praise_does_not_use_up_the_daily_cap():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=10, cooldown_min=0),
+                 limits=Limits(daily_cap=8, quiet_hours="", max_delay_s=FAR))
+    docs = [d for k in range(9) for d in slouch(T0 + 120 * k, 30, lead_s=0, tail_s=60)]
+    alerts, _ = run(eng, docs)
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"] * 8  # the ninth slouch meets the cap
+    state = eng.devices["D"]
+    assert state.sent_today == 8 and state.held_today == {"daily_cap": 1}
+
+
+def test_a_live_state_from_the_future_does_not_stop_the_follow_up():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=10))
+    docs = [live(T0 + k, T0) for k in range(5, 40)]
+    # a clock that stepped an hour ahead for two states (or forged ones), one slouching with a start of its own
+    docs += [live(T0 + 3600, None), live(T0 + 3601, T0 + 3590)]
+    docs += [live(T0 + k, T0) for k in range(40, 60)] + [live(T0 + k, None) for k in range(60, 75)]
+    alerts, _ = run(eng, docs)
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("slouch_now", 10), ("recovered", 60)]
+    assert eng.live["D"]["ts"] == (T0 + 74) * 1000  # the latest by arrival is the current state
+
+
+def test_a_retained_copy_never_replaces_a_newer_state():
+    eng = engine(slouch_now=SlouchNowRule(delay_s=10))
+    run(eng, [live(T0 + k, T0) for k in range(5, 30)])
+    # the service reconnects: the broker's retained copy is the last change, the slouch's confirmation at T0 + 5
+    assert run(eng, [live(T0 + 5, T0)], retained=True) == ([], 0)
+    assert eng.live["D"]["ts"] == (T0 + 29) * 1000
+    alerts, _ = run(eng, [live(T0 + k, None) for k in range(30, 45)])
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("recovered", 30)]
+    # a service that starts afresh has no state yet: the retained copy is the current one until the next comes
+    fresh = engine(slouch_now=SlouchNowRule(delay_s=10))
+    run(fresh, [live(T0 + 100, None)], retained=True)
+    assert fresh.live["D"]["ts"] == (T0 + 100) * 1000
+    run(fresh, [live(T0 + 200, None)], retained=True)  # a newer retained copy (the gateway changed meanwhile)
+    assert fresh.live["D"]["ts"] == (T0 + 200) * 1000

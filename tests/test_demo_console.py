@@ -1,0 +1,105 @@
+"""`posture demo`'s output: the live-state line rewritten in place on a terminal, held back in a log, and
+the other lines never mixed into it."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from posture.demo import Console, _describe, describe_live, live_key
+
+T_MS = 1_764_000_000_000  # sensor time of the samples below
+
+
+def live(**fields) -> dict:
+    return {"schema": 1, "kind": "live", "device": "PostureDemo", "ts": T_MS, "t_s": T_MS / 1000,
+            "calibration": "calibrated", "flexion_deg": 4.2, "lateral_deg": -1.0, "rotation_deg": 0.0,
+            "activity": "sitting"} | fields
+
+
+def screen(text: str) -> list[str]:
+    """What a terminal shows for the text written: \\r returns to the line's start, ESC[K erases to its end."""
+    lines = [""]
+    column = 0
+    for token in re.findall(r"\r|\n|\x1b\[K|[^\r\n\x1b]+", text):
+        if token == "\r":
+            column = 0
+        elif token == "\n":
+            lines.append("")
+            column = 0
+        elif token == "\x1b[K":
+            lines[-1] = lines[-1][:column]
+        else:
+            lines[-1] = lines[-1][:column] + token + lines[-1][column + len(token):]
+            column += len(token)
+    return lines
+
+
+def test_live_line_says_time_activity_flexion_slouching_and_calibration():
+    since_s = T_MS / 1000 - 42
+    text = describe_live(live(flexion_deg=23.6, slouching_since_s=since_s))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d  now       sitting, flexion \+24°, slouching since \d\d:\d\d:\d\d \(42 s\), "
+                        r"calibrated", text), text
+    assert describe_live(live()).endswith("sitting, flexion +4°, upright, calibrated")
+    bare = describe_live(live(calibration="uncalibrated", flexion_deg=None, activity=None))
+    assert bare.endswith("now       –, flexion –, uncalibrated")
+    leaning = describe_live(live(leaning_since_s=T_MS / 1000 - 5, lean_side="right"))
+    assert "upright, leaning right since " in leaning
+
+
+def test_on_a_terminal_the_live_line_is_rewritten_in_place_and_other_lines_go_above_it(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = io.StringIO()
+    console = Console(out, terminal=True)
+    console.live("09:00:01  now       sitting, flexion +4°, upright, calibrated", key=1)
+    console.live("09:00:02  now       sitting, flexion +5°, upright, calibrated", key=1)
+    console.line("09:00:02  slouch     under way (confirmed after 5 s)")
+    console.live("09:00:03  now       sitting, flexion +25°, slouching since 09:00:00 (3 s), calibrated", key=2)
+    assert screen(out.getvalue()) == ["09:00:02  slouch     under way (confirmed after 5 s)",
+                                      "09:00:03  now       sitting, flexion +25°, slouching since 09:00:00 (3 s), "
+                                      "calibrated"]
+    console.line("scenario over")
+    console.close()  # the last state stays, as a line of its own
+    assert screen(out.getvalue()) == ["09:00:02  slouch     under way (confirmed after 5 s)", "scenario over",
+                                      "09:00:03  now       sitting, flexion +25°, slouching since 09:00:00 (3 s), "
+                                      "calibrated", ""]
+    assert console.live_text == ""
+
+
+def test_on_a_narrow_terminal_the_live_line_is_cut_not_wrapped(monkeypatch):
+    """A wrapped line would leave its first row behind when rewritten."""
+    monkeypatch.setenv("COLUMNS", "40")
+    out = io.StringIO()
+    console = Console(out, terminal=True)
+    console.live("x" * 100, key=1)
+    console.live("y" * 100, key=1)
+    assert screen(out.getvalue()) == ["y" * 39]
+
+
+def test_in_a_log_the_live_line_comes_on_a_change_or_every_30_s():
+    now = [0.0]
+    out = io.StringIO()
+    console = Console(out, terminal=False, clock=lambda: now[0])
+    for second in range(70):  # a state a second, the same state for 70 s: three lines, 30 s apart
+        now[0] = float(second)
+        console.live(f"t={second}", key=("sitting", "calibrated", False))
+    now[0] = 70.5
+    console.live("slouching", key=("sitting", "calibrated", True))  # a change: at once
+    console.line("an event")
+    console.close()
+    assert out.getvalue() == "t=0\nt=30\nt=60\nslouching\nan event\n"
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+
+
+def test_live_key_is_the_discrete_state():
+    assert live_key(live(flexion_deg=3.0)) == live_key(live(flexion_deg=9.0))  # angles alone: no new line
+    assert live_key(live()) != live_key(live(slouching_since_s=1.0))
+    assert live_key(live()) != live_key(live(activity="standing"))
+    assert live_key(live()) != live_key(live(calibration="recalibrate"))
+    assert live_key(live()) != live_key(live(leaning_since_s=1.0, lean_side="left"))
+
+
+def test_episode_start_is_an_event_line():
+    line = _describe("events", {"kind": "episode_start", "ts": T_MS, "episode": "lean", "side": "right",
+                                "confirmed_after_s": 3.0, "start_s": T_MS / 1000})
+    assert line is not None and line.endswith("lean      under way right (confirmed after 3 s)")
