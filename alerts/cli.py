@@ -1,11 +1,13 @@
-"""`posture alerts`: nudge the wearer's phone over MQTT, with the stretch for what is off."""
+"""`posture alerts`: nudge the wearer's phone over MQTT, with the stretch for what is off.
+
+The service (paho, the config with the pipeline's settings) is imported when the command runs, not for `--help`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from alerts.service import AlertService
 from service_io.cli_options import add_common, config_errors, config_from, stop_on_signals
 
 
@@ -19,6 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_alerts_cli(args: argparse.Namespace) -> int:
+    from alerts.service import AlertService
+
     config = config_from(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone})
     with config_errors():
         service = AlertService.open(config)

@@ -161,7 +161,8 @@ class AlertService:
         return batch
 
     def step(self, batch: list[tuple[int, mqtt.MQTTMessage]]) -> None:
-        """Handle a batch; save state and queue alerts together; only then acknowledge the batch."""
+        """Handle a batch (all the inbox holds, up to BATCH); save its state and queue its alerts together, in one
+        transaction for the whole batch; only then acknowledge the batch; then send, the phones' alerts first."""
         now_s = self.clock()
         alerts: list[dict[str, Any]] = []
         touched: set[str] = set()
@@ -192,9 +193,9 @@ class AlertService:
             self.stats.alerts[a["kind"]] += 1
             log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
         if self.connected.is_set():
+            self.sender.pump()  # before the day so far and discovery: a nudge is what someone waits for
             self._publish_today(touched)
             self._announce(now_s)
-            self.sender.pump()
 
     def _handle(self, msg: mqtt.MQTTMessage, now_s: float, touched: set[str]) -> list[dict[str, Any]]:
         if msg.topic == f"{self.cfg.ha_prefix}/status":

@@ -1,19 +1,24 @@
 """Bridge throughput against writing straight to InfluxDB, and latency from publish to stored point.
 
-    .venv/bin/python benchmarks/bridge_throughput.py [--messages 20000] [--write]
+    .venv/bin/python benchmarks/bridge_throughput.py [--messages 20000] [--protocol 5] [--write]
 
 Real Mosquitto and InfluxDB 1.6.7 (tests/servers.py starts them in a temp dir). In the same run:
 (1) the line protocol of M metrics payloads POSTed straight to /write in batches of 5000;
 (2) the same M payloads published (QoS 1) and queued at the broker for the bridge's persistent
 session, then the bridge started and timed until InfluxDB holds all M points (the bridge alone,
-not the publisher, which would share its Python process); (3) 500 messages at 50/s, each timestamped when
-published, InfluxDB polled every 20 ms: latency = first seen − published (±20 ms).
+not the publisher, which would share its Python process), with the CPU time its process spent meanwhile (the
+bridge's threads, and this script asking InfluxDB for the count every 50 ms); (3) 500 messages at 50/s, each
+timestamped when published, InfluxDB polled every 20 ms: latency = first seen − published (±20 ms); (4) the floor
+paho sets: the same M messages queued for a bare paho client (MQTT 5 and manual acks, as the bridge) that only
+acknowledges each one as it arrives — receiving and PUBACK, nothing decoded or stored. --protocol 3.1.1 runs the
+bridge and that client on MQTT 3.1.1 (paho parses no properties there).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -22,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bridge.service import Bridge
 from contract.influx_schema import to_line_protocol
@@ -60,7 +67,7 @@ def publisher(port: int) -> mqtt.Client:
     return client
 
 
-def run(messages: int, work: Path) -> dict:
+def run(messages: int, work: Path, protocol: str = "5") -> dict:
     broker = Mosquitto(work / "mosquitto").start()
     influx = InfluxDB1(work / "influx").start()
     try:
@@ -75,30 +82,41 @@ def run(messages: int, work: Path) -> dict:
         direct_s = time.perf_counter() - start
 
         cfg = work / "posture.toml"
-        cfg.write_text(f'[mqtt]\nport = {broker.port}\n[influx]\nurl = "{influx.url}"\ndatabase = "{DB}"\n'
+        cfg.write_text(f'[mqtt]\nport = {broker.port}\nprotocol = "{protocol}"\n'
+                       f'[influx]\nurl = "{influx.url}"\ndatabase = "{DB}"\n'
                        f'[bridge]\nspool_path = "{work / "bridge.spool"}"\nflush_interval_s = 0.05\n')
         config = load_config(cfg, env={})
-        # Once, to create the bridge's persistent session; then the messages queue at the broker
-        # while no bridge runs, and the timing covers the bridge alone draining them.
+        # Once, to create the bridge's persistent session (and the bare paho client's); then the messages queue at
+        # the broker while neither runs, and each timing covers one of them alone draining them.
         bridge, thread = start_bridge(config)
         stop_bridge(bridge, thread)
+        paho_alone(broker.port, 0, protocol)
         pub = publisher(broker.port)
         for p in payloads:
             pub.publish(f"posture/{p['device']}/metrics", json.dumps(p), qos=1)
         pub.loop_stop()
         pub = publisher(broker.port)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         bridge, thread = start_bridge(config)
         while count(influx) < messages:
             time.sleep(0.05)
-        bridge_s = time.perf_counter() - start
+        bridge_s, bridge_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+        # Both threads began in the timing: their whole CPU time so far is the drain's.
+        paho_thread_cpu_s = thread_cpu_s(bridge.client._thread)  # paho's own thread
+        bridge_thread_cpu_s = thread_cpu_s(thread)
 
         latencies = measure_latency(pub, influx)
         stop_bridge(bridge, thread)
         pub.loop_stop()
+        paho_s, paho_cpu_s = paho_alone(broker.port, messages, protocol)
         return {"messages": messages, "direct_points_per_s": messages / direct_s,
                 "bridge_messages_per_s": messages / bridge_s, "bridge_points_per_s": messages / bridge_s,
-                "ratio": direct_s / bridge_s, "latency_p50_ms": float(np.percentile(latencies, 50)),
+                "bridge_cpu_us_per_message": bridge_cpu_s / messages * 1e6,
+                "paho_thread_cpu_us_per_message": paho_thread_cpu_s / messages * 1e6,
+                "bridge_thread_cpu_us_per_message": bridge_thread_cpu_s / messages * 1e6,
+                "paho_alone_messages_per_s": messages / paho_s, "paho_alone_cpu_us_per_message":
+                paho_cpu_s / messages * 1e6, "ratio": direct_s / bridge_s,
+                "latency_p50_ms": float(np.percentile(latencies, 50)),
                 "latency_p99_ms": float(np.percentile(latencies, 99)), "latency_n": len(latencies)}
     finally:
         broker.kill()
@@ -113,9 +131,58 @@ def start_bridge(config) -> tuple[Bridge, threading.Thread]:
     return bridge, thread
 
 
+def thread_cpu_s(thread: threading.Thread | None) -> float:
+    """CPU seconds one thread of this process has used (Linux: /proc/self/task/<tid>/stat, 10 ms ticks); NaN
+    elsewhere."""
+    if thread is None or thread.native_id is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def stop_bridge(bridge: Bridge, thread: threading.Thread) -> None:
     bridge.stop_event.set()
     thread.join(30)
+
+
+def paho_alone(port: int, messages: int, protocol: str = "5") -> tuple[float, float]:
+    """A bare paho client on its own persistent session, as the bridge's (manual acks), acknowledging each
+    message as it arrives: (wall s, CPU s of this process) until `messages` arrived. 0 messages: only create the
+    session, subscribed as the bridge is to metrics."""
+    got = threading.Event()
+    received = 0
+
+    def on_message(client: mqtt.Client, _userdata, message: mqtt.MQTTMessage) -> None:
+        nonlocal received
+        client.ack(message.mid, message.qos)
+        received += 1
+        if received >= messages:
+            got.set()
+
+    mqtt5 = protocol == "5"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-alone", manual_ack=True,
+                         protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311, clean_session=None if mqtt5 else False)
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe("posture/+/metrics", qos=1)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if mqtt5:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated
+        properties.SessionExpiryInterval = 3600
+        client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+    else:
+        client.connect("127.0.0.1", port)
+    client.loop_start()
+    if messages:
+        got.wait(600)
+    else:
+        time.sleep(0.5)  # for the SUBACK
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+    client.disconnect()
+    client.loop_stop()
+    return wall_s, cpu_s
 
 
 def measure_latency(pub: mqtt.Client, influx: InfluxDB1, n: int = 500, rate: float = 50.0) -> list[float]:
@@ -150,11 +217,17 @@ def measure_latency(pub: mqtt.Client, influx: InfluxDB1, n: int = 500, rate: flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5", help="MQTT protocol of the bridge")
     parser.add_argument("--write", action="store_true", help=f"write the results into {DOC}")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        r = run(args.messages, Path(tmp))
+        r = run(args.messages, Path(tmp), args.protocol)
     print(r)
+    print(f"bridge: {r['bridge_messages_per_s']:,.0f} messages/s, {r['bridge_cpu_us_per_message']:.1f} µs CPU a "
+          f"message (paho's thread, which decodes and encodes: {r['paho_thread_cpu_us_per_message']:.1f}; the "
+          f"bridge's, which writes and acknowledges: {r['bridge_thread_cpu_us_per_message']:.1f}); "
+          f"paho alone (receive + PUBACK): {r['paho_alone_messages_per_s']:,.0f} messages/s, "
+          f"{r['paho_alone_cpu_us_per_message']:.1f} µs CPU a message; MQTT {args.protocol}, {os.cpu_count()} cores")
     text = (f"| path | points/s |\n|---|---|\n| line protocol POSTed straight to /write (batches of 5000) | "
             f"{r['direct_points_per_s']:,.0f} |\n| MQTT (QoS 1) → bridge → /write | "
             f"{r['bridge_points_per_s']:,.0f} |\n\n"

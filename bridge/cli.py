@@ -1,4 +1,7 @@
-"""`posture bridge`: store MQTT results in InfluxDB, losing nothing."""
+"""`posture bridge`: store MQTT results in InfluxDB, losing nothing.
+
+The service (paho, the InfluxDB client) is imported when the command runs, not for `--help`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import argparse
 import dataclasses
 import json
 
-from bridge.service import Bridge
 from service_io.cli_options import add_common, config_from, stop_on_signals
 
 
@@ -21,6 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_bridge_cli(args: argparse.Namespace) -> int:
+    from bridge.service import Bridge
+
     config = config_from(args, influx={"url": args.influx_url, "api": args.influx_api, "database": args.database},
                          bridge={"spool_path": args.spool})
     bridge = Bridge.open(config)

@@ -10,13 +10,10 @@ episode is one point whatever arrives, in whichever order, how often.
 
 from __future__ import annotations
 
-import typing
-from typing import Any
-
-# influxdb_client ships py.typed but leaves Point unannotated: typed code here may call it all the same.
-# mypy: untyped-calls-exclude=influxdb_client
-from influxdb_client.client.write.point import Point
-from influxdb_client.domain.write_precision import WritePrecision
+import math
+from collections.abc import Callable
+from functools import cache
+from typing import Any, NamedTuple
 
 from contract.messages import value_fields
 
@@ -35,56 +32,136 @@ FIELDS: dict[str, dict[str, type]] = {
     kind: {name: t for name, t in value_fields(kind).items()
            if name not in TAGS.get(kind, ()) and name != MEASURED_BY.get(kind)}
     for kind in (*MEASUREMENT, *MEASURED_BY)}
-
-
-def to_points(payload: dict[str, Any], stream: str = "") -> list[Point]:
-    """Points for one validated payload (contract/messages.py; `stream` alerts/log: an alert)."""
-    if stream == "alerts/log":
-        return [_alert_point(payload)]
-    kind = payload["kind"]
-    # An episode's start: its episode's measurement and tags (a slouch has no side), at the same time (start_s).
-    target = payload[MEASURED_BY[kind]] if kind in MEASURED_BY else kind
-    point = Point(MEASUREMENT[target]).tag("device_id", payload["device"])
-    for tag in TAGS.get(target, ()):
-        point = point.tag(tag, payload[tag])
-    for name, cast in FIELDS[kind].items():
-        if payload.get(name) is not None:  # absent means "no value this minute", not zero
-            point = point.field(name, cast(payload[name]))
-    return [point.time(payload["ts"], WritePrecision.MS)]
-
-
-def _alert_point(alert: dict[str, Any]) -> Point:
-    """One point per alert: Grafana shows `text` as an annotation; `kind` and `severity` are its tags."""
-    stretch = alert.get("stretch") or {}
-    point = (Point(ALERT_MEASUREMENT).tag("device_id", alert["device"]).tag("kind", alert["kind"])
-             .tag("severity", alert["severity"]).field("alert_id", alert["id"]).field("title", alert["title"])
-             .field("message", alert["message"]).field("text", f"{alert['title']}: {alert['message']}"))
-    if stretch.get("name"):
-        point = point.field("stretch", stretch["name"])
-    for name, cast in SUMMARY_FIELDS.items():  # the habit program, for dashboards (daily summaries only)
-        if alert["kind"] == "summary" and alert["evidence"].get(name) is not None:
-            point = point.field(name, cast(alert["evidence"][name]))
-    return typing.cast(Point, point.time(alert["ts"], WritePrecision.MS))
-
-
 DEAD_LETTER_MEASUREMENT = "posture_deadletter"
 DEAD_LETTER_PAYLOAD_CHARS = 32 * 1024  # InfluxDB 1.x keeps string fields up to 64 KiB
+
+
+# Line protocol, written here: influxdb-client's Point took ~20 µs a point, the largest cost of a message in the
+# bridge, where this takes a few. Byte for byte what Point wrote (tests/test_contract.py compares the two over
+# generated payloads, hostile strings included), so points stored before and after are the same points. Its rules:
+# tags and fields sorted by key; a tag or field without a value left out, and a line without fields is "".
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_STRING_ESCAPES = str.maketrans({'"': r'\"', "\\": r"\\"})  # inside a string field's double quotes
+_isfinite = math.isfinite  # looked up once: it runs for every float field of every message
+
+
+def escape_key(name: str) -> str:
+    """A tag key or field key."""
+    return name.translate(_KEY_ESCAPES)
+
+
+def tag_value(value: object) -> str:
+    """A tag's value. One ending in a backslash gets a space, so that the backslash escapes it, not the separator
+    after it."""
+    text = str(value).translate(_KEY_ESCAPES)
+    return text + " " if text.endswith("\\") else text
+
+
+def float_field(value: Any) -> str | None:
+    """A float: Python's shortest repr, a whole number without its ".0" (an integer would need the `i`). Not finite:
+    None, left out (InfluxDB has no NaN or infinity)."""
+    number = float(value)
+    if not _isfinite(number):
+        return None
+    text = repr(number)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def int_field(value: Any) -> str:
+    return f"{int(value)}i"
+
+
+def bool_field(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def str_field(value: Any) -> str:
+    return '"' + str(value).translate(_STRING_ESCAPES) + '"'
+
+
+FIELD_WRITERS: dict[type, Callable[[Any], str | None]] = {float: float_field, int: int_field, bool: bool_field,
+                                                          str: str_field}
+
+
+def field_value(value: object) -> str | None:
+    """A field's value by its type (a bool is no int here); None: left out."""
+    if value is None:
+        return None
+    for kind in (float, bool, int, str):  # bool before int: True is an int to Python, `true` to InfluxDB
+        if isinstance(value, kind):
+            return FIELD_WRITERS[kind](value)
+    raise ValueError(f"a field of type {type(value).__name__} cannot be stored")
+
+
+def line(measurement: str, tags: dict[str, Any], fields: dict[str, Any], t_ms: int) -> str:
+    """One point in line protocol at millisecond precision."""
+    tag_text = "".join(f",{key}={value}" for key, value in
+                       ((escape_key(k), tag_value(v)) for k, v in sorted(tags.items()) if v is not None)
+                       if key and value)
+    field_text = ",".join(f"{escape_key(k)}={text}" for k, v in sorted(fields.items())
+                          if (text := field_value(v)) is not None)
+    if not field_text:
+        return ""
+    return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_text} {field_text} {int(t_ms)}"
+
+
+class _Layout(NamedTuple):
+    """How one kind of payload becomes its line: the escaped measurement, its tags (payload key, `,key=`) and
+    fields (payload key, `key=`, writer for its one type), each sorted as line() sorts them."""
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: tuple[tuple[str, str, Callable[[Any], str | None]], ...]
+
+
+@cache
+def _layout(kind: str, target: str) -> _Layout:
+    tags = {"device_id": "device"} | {tag: tag for tag in TAGS.get(target, ())}
+    return _Layout(MEASUREMENT[target].translate(_MEASUREMENT_ESCAPES),
+                   tuple((source, f",{escape_key(tag)}=") for tag, source in sorted(tags.items())),
+                   tuple((name, f"{escape_key(name)}=", FIELD_WRITERS[cast])
+                         for name, cast in sorted(FIELDS[kind].items())))
+
+
+def to_line_protocol(payload: dict[str, Any], stream: str = "") -> list[str]:
+    """The lines for one validated payload (contract/messages.py; `stream` alerts/log: an alert)."""
+    if stream == "alerts/log":
+        return [_alert_line(payload)]
+    kind = payload["kind"]
+    # An episode's start: its episode's measurement and tags (a slouch has no side), at the same time (start_s).
+    layout = _layout(kind, payload[MEASURED_BY[kind]] if kind in MEASURED_BY else kind)
+    tags = "".join([key + tag for source, key in layout.tags
+                    if (value := payload[source]) is not None and (tag := tag_value(value))])
+    get = payload.get
+    fields = ",".join([key + field for name, key, write in layout.fields
+                       if (value := get(name)) is not None and (field := write(value)) is not None])
+    if not fields:  # no field has a value: no point
+        return [""]
+    return [f"{layout.measurement}{tags} {fields} {int(payload['ts'])}"]
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    """One point per alert: Grafana shows `text` as an annotation; `kind` and `severity` are its tags."""
+    stretch = alert.get("stretch") or {}
+    fields = {"alert_id": alert["id"], "title": alert["title"], "message": alert["message"],
+              "text": f"{alert['title']}: {alert['message']}"}
+    if stretch.get("name"):
+        fields["stretch"] = stretch["name"]
+    for name, cast in SUMMARY_FIELDS.items():  # the habit program, for dashboards (daily summaries only)
+        if alert["kind"] == "summary" and alert["evidence"].get(name) is not None:
+            fields[name] = cast(alert["evidence"][name])
+    return line(ALERT_MEASUREMENT, {"device_id": alert["device"], "kind": alert["kind"],
+                                    "severity": alert["severity"]}, fields, alert["ts"])
 
 
 def dead_letter_line(topic: str, reason: str, payload: str, t_ms: int) -> str:
     """A message the bridge could not store as it came, kept with why: `kind` (the reason's first word:
     not JSON, schema, time, device, error, refused …) is its tag. Raw newlines become spaces (JSON payloads
     mean the same; line protocol ends a point at a newline)."""
-    kind = reason.split(":", 1)[0][:40]
-    point = (Point(DEAD_LETTER_MEASUREMENT).tag("kind", kind).field("topic", _one_line(topic[:1000]))
-             .field("reason", _one_line(reason[:2000]))
-             .field("payload", _one_line(payload[:DEAD_LETTER_PAYLOAD_CHARS])))
-    return str(point.time(t_ms, WritePrecision.MS).to_line_protocol())
+    return line(DEAD_LETTER_MEASUREMENT, {"kind": reason.split(":", 1)[0][:40]},
+                {"topic": _one_line(topic[:1000]), "reason": _one_line(reason[:2000]),
+                 "payload": _one_line(payload[:DEAD_LETTER_PAYLOAD_CHARS])}, t_ms)
 
 
 def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
-
-
-def to_line_protocol(payload: dict[str, Any], stream: str = "") -> list[str]:
-    return [p.to_line_protocol() for p in to_points(payload, stream)]

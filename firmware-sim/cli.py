@@ -1,18 +1,20 @@
-"""`posture sim`: run the virtual sensor on a BlueZ adapter (real, or BlueZoo's)."""
+"""`posture sim`: run the virtual sensor on a BlueZ adapter (real, or BlueZoo's).
+
+The simulator (dbus-fast, numpy, scipy) and asyncio are imported when the command runs, not for `--help`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dbus_fast import BusType
-from dbus_fast.aio import MessageBus
+if TYPE_CHECKING:
+    from .peripheral import SimConfig
 
-from .faults import FaultSettings
-from .peripheral import SimConfig, VirtualSensor, summary_line
-from .profiles import PROFILE_NAMES
+# profiles.PROFILE_NAMES, which `--help` cannot import (numpy); tests/test_cli_imports.py holds the two equal.
+PROFILE_NAMES = ("native", "witmotion", "thingy52")
 
 
 def _silence(text: str) -> tuple[float, float]:
@@ -42,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .faults import FaultSettings
+    from .peripheral import SimConfig, summary_line
+
     config = SimConfig(profile=args.profile, scenario=args.scenario, seed=args.seed, adapter=args.adapter,
                        name=args.name, rate_hz=args.rate, truth_path=args.truth, send_jitter_ms=args.jitter_ms,
                        faults=FaultSettings(loss_p=args.loss, corrupt_p=args.corrupt, silences_s=args.silence))
@@ -51,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(config: SimConfig) -> dict:
+    import asyncio
+
+    from dbus_fast import BusType
+    from dbus_fast.aio import MessageBus
+
+    from .peripheral import VirtualSensor
+
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     sensor = VirtualSensor(bus, config)
     task = asyncio.current_task()

@@ -69,6 +69,7 @@ class Testbed:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="posture-testbed-"))
         self.bus_address = ""
         self._procs: list[subprocess.Popen] = []
+        self._socket_dir: str | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -78,7 +79,10 @@ class Testbed:
     def start(self) -> Testbed:
         dbus_daemon = _require("dbus-daemon", "apt-get install dbus (make test does this)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        socket = self.workdir / "system_bus_socket"
+        # dbus-daemon refuses socket paths of 100 characters or more ("Socket name too long"),
+        # which a deep workdir (pytest's tmp_path) reaches: the socket lives in a short dir of its own.
+        self._socket_dir = tempfile.mkdtemp(prefix="ptb-")
+        socket = Path(self._socket_dir) / "bus"
         config = self.workdir / "bus.conf"
         config.write_text(_BUS_CONFIG.format(socket=socket))
         # Its only complaint as non-systemd root (fd limit) goes to the log, not the user's terminal.
@@ -88,7 +92,8 @@ class Testbed:
         self.bus_address = daemon.stdout.readline().strip()
         if not self.bus_address:
             self.stop()
-            raise TestbedError("dbus-daemon did not print its address")
+            log = (self.workdir / "dbus.log").read_text().strip().splitlines()
+            raise TestbedError(f"dbus-daemon did not print its address: {log[-1] if log else 'no log'}")
         log = open(self.workdir / "bluezoo.log", "w")
         cmd = [*bluezoo_command(), "--auto-enable", "--scan-interval", str(self.scan_interval_s)]
         for i in range(self.n_adapters):
@@ -126,6 +131,9 @@ class Testbed:
             if proc.stdout:
                 proc.stdout.close()
         self._procs.clear()
+        if self._socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

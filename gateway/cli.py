@@ -1,12 +1,13 @@
-"""`posture run`: read sensors over BLE, run the pipeline, publish results to MQTT."""
+"""`posture run`: read sensors over BLE, run the pipeline, publish results to MQTT.
+
+The service (BLE, the pipeline, MQTT) is imported when the command runs: `posture run --help` must
+not load bleak, numpy and scipy.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
-from gateway.service import run_gateway
 from service_io.cli_options import add_common, config_from
 
 
@@ -22,6 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_gateway_cli(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from gateway.service import run_gateway
+
     config = config_from(args, gateway={"sensors": tuple(args.sensors) if args.sensors else None,
                                         "adapter": args.adapter, "spool_dir": args.spool, "publish_imu": args.imu})
 

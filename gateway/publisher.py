@@ -5,7 +5,8 @@ the broker has acknowledged them (QoS 1 PUBACK). While the broker is down they w
 across gateway restarts too; after a reconnect they are sent from the oldest on. A message may
 arrive twice after a crash (at-least-once); the bridge's writes are idempotent, so the database
 still holds it once. The status (online, battery, link quality) is retained and not spooled:
-only the latest matters; the broker publishes "offline" for us (last will) if we vanish. The live
+only the latest matters; the broker publishes "offline" for us (last will) if we vanish. It goes out
+when something a reader sees changed and otherwise at a slow heartbeat (status_due). The live
 state (what the wearer is doing now, about once a second) is best effort like the raw samples:
 QoS 0, not spooled, and retained only when it changes (publish_live).
 """
@@ -17,6 +18,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,45 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("posture.gateway")
 MAX_INFLIGHT = 100
+# Smaller moves are noise, not news: link quality is over the time since the last status (10–60 s, 1 000–6 000
+# samples at 100 Hz), where one lost notification is 0.1–1 %; BLE signal strength wanders a few dB as the wearer moves.
+LINK_QUALITY_STEP_PCT = 2.0
+RSSI_STEP_DB = 5
+
+
+@dataclass(frozen=True)
+class StatusSchedule:
+    """When a device's status goes out (gateway.status_interval_s, gateway.status_heartbeat_s)."""
+    min_interval_s: float = 10.0  # a change of only counters, link quality or signal waits this long after the last
+    heartbeat_s: float = 60.0  # an unchanged status goes out again this often: the dashboard's "last heard"
+
+
+def status_due(sent: Status | None, sent_s: float, status: Status, now_s: float, schedule: StatusSchedule) -> bool:
+    """Whether `status` should go out now, the last one sent being `sent` at sent_s (seconds, any one clock).
+
+    At once when what it says of the sensor changed (online, battery, reconnects); a change of only the loss,
+    malformed or duplicate counters, link quality (by more than LINK_QUALITY_STEP_PCT) or signal (RSSI_STEP_DB) no
+    sooner than schedule.min_interval_s after the last status; and an unchanged one every schedule.heartbeat_s."""
+    if sent is None:
+        return True
+    since_s = now_s - sent_s
+    if since_s >= schedule.heartbeat_s:
+        return True
+    if (status.online, status.battery_pct, status.reconnects) != (sent.online, sent.battery_pct, sent.reconnects):
+        return True
+    if since_s < schedule.min_interval_s:
+        return False
+    counters = (status.lost_samples, status.malformed_packets, status.duplicate_packets)
+    return (counters != (sent.lost_samples, sent.malformed_packets, sent.duplicate_packets)
+            or _moved(status.link_quality_pct, sent.link_quality_pct, LINK_QUALITY_STEP_PCT)
+            or _moved(status.rssi_dbm, sent.rssi_dbm, RSSI_STEP_DB))
+
+
+def _moved(value: float | None, before: float | None, step: float) -> bool:
+    """By more than step, or to or from no value."""
+    if value is None or before is None:
+        return (value is None) != (before is None)
+    return abs(value - before) > step
 
 
 def live_key(state: LiveState) -> tuple[object, ...]:
@@ -68,7 +110,8 @@ def adopt_legacy_files(spool_dir: Path, device: str) -> None:
 class DevicePublisher:
     """Built by open(), which opens the device's spool; the constructor itself does no I/O."""
 
-    def __init__(self, config: Config, device: str, spool: Spool, name: str | None = None):
+    def __init__(self, config: Config, device: str, spool: Spool, name: str | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.device = device
         self.name = shown_name(name)  # the sensor's human name; `device` is the id derived from it
         self.prefix = config.mqtt.prefix
@@ -79,17 +122,23 @@ class DevicePublisher:
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
         self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
                                     mqtt5=self.mqtt.mqtt5)
+        self.status_schedule = StatusSchedule(config.gateway.status_interval_s, config.gateway.status_heartbeat_s)
+        self.clock = clock  # for status_due: monotonic seconds
+        self._status_lock = threading.Lock()  # publish_status (the gateway's thread) against _on_connected (paho's)
         self._latest_status: Status | None = None
+        self._sent_status: tuple[Status, float] | None = None  # the last status sent, and when (clock)
+        self.status_published = 0
         self._live_lock = threading.Lock()  # publish_live (the gateway's thread) against _on_connected (paho's)
         self._live_retained: tuple[object, ...] | None = None  # live_key of the last state sent retained
         self._retain_next_live = True  # the first live state on each connection is retained
         self.live_published = self.live_retained = 0
 
     @classmethod
-    def open(cls, config: Config, device: str, spool_dir: Path, name: str | None = None) -> DevicePublisher:
+    def open(cls, config: Config, device: str, spool_dir: Path, name: str | None = None,
+             clock: Callable[[], float] = time.monotonic) -> DevicePublisher:
         """A publisher with the device's spool file in spool_dir open (created if new)."""
         return cls(config, device, Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages),
-                   name)
+                   name, clock)
 
     def _status_message(self, status: Status) -> Message:
         """The device's retained status, stamped now, with the sensor's human name."""
@@ -105,10 +154,21 @@ class DevicePublisher:
             rows.append((topic(self.prefix, self.device, item.kind), json.dumps(body).encode()))
         self.spool.put(rows)
 
-    def publish_status(self, status: Status) -> None:
-        self._latest_status = status
-        if self.connected.is_set():
-            self.mqtt.publish(self._status_message(status))
+    def publish_status(self, status: Status) -> bool:
+        """The device's status as it is now: sent if status_due (a change a reader sees, or the heartbeat) and
+        connected; True if it was. Kept either way: each (re)connect sends the latest, and a clean stop its counters."""
+        with self._status_lock:
+            self._latest_status = status
+            if not self.connected.is_set():
+                return False
+            now_s = self.clock()
+            sent, sent_s = self._sent_status or (None, 0.0)
+            if not status_due(sent, sent_s, status, now_s, self.status_schedule):
+                return False
+            self._sent_status = status, now_s
+            self.status_published += 1
+        self.mqtt.publish(self._status_message(status))
+        return True
 
     def publish_imu(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray) -> None:
         """Raw samples, best effort (QoS 0, not spooled): for live views, not for storage."""
@@ -173,5 +233,10 @@ class DevicePublisher:
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         with self._live_lock:  # the broker may have lost the retained state (restarted without persistence)
             self._retain_next_live = True
-        if self._latest_status is not None:  # the will said offline while we were away
-            self.mqtt.publish(self._status_message(self._latest_status))
+        with self._status_lock:
+            latest = self._latest_status
+            if latest is not None:
+                self._sent_status = latest, self.clock()
+                self.status_published += 1
+        if latest is not None:  # the will said offline while we were away
+            self.mqtt.publish(self._status_message(latest))

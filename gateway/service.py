@@ -29,6 +29,9 @@ from service_io.config import Config
 log = logging.getLogger("posture.gateway")
 PUMP_INTERVAL_S = 0.05
 FINAL_FLUSH_S = 10.0
+# Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
+# offline shows within a second, while an unchanged status goes out only at gateway.status_heartbeat_s.
+STATUS_CHECK_S = 1.0
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Device:
     publisher: DevicePublisher
     collector: BatchCollector
     live_clock: LiveClock  # when the next live state is due (gateway.live_hz)
-    window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since last status
+    window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since the last status sent
     held_since_s: float = 0.0  # monotonic time the collector started holding samples
 
 
@@ -93,8 +96,9 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
                 d.publisher.pump()
             if time.monotonic() >= next_status:
                 for name, d in devices.items():
-                    d.publisher.publish_status(_status(d, links[name]))
-                next_status = time.monotonic() + config.gateway.status_interval_s
+                    if d.publisher.publish_status(_status(d, links[name])):
+                        d.window = [0, 0]  # link quality is over the time since the last status sent
+                next_status = time.monotonic() + min(STATUS_CHECK_S, config.gateway.status_interval_s)
             await asyncio.sleep(PUMP_INTERVAL_S)
     finally:
         stop.set()
@@ -155,7 +159,6 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
 def _status(device: Device, link: SensorLink) -> Status:
     stats = link.stats
     received, lost = device.window
-    device.window = [0, 0]
     quality = 100.0 * received / (received + lost) if received + lost else None
     if stats is None:
         return Status(online=False)

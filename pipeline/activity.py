@@ -34,7 +34,22 @@ REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 # The first resting value is the median over this much (not walking or lying): the classifier starts
 # where a calibration was adopted, often while the wearer is still sitting up from its bend.
 REST_FIRST_S = 2.0
+QUIET_MARGIN = 0.999  # step-band samples all below this × walk_rms_g: no window's RMS can reach walk_rms_g
 ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
+# Inside the pipeline an activity is its index in ACTIVITIES (int8): comparing and counting small integers
+# is one cheap numpy call where strings cost a pass each. Names go out in PipelineOutput and LiveState.
+SITTING_CODE, STANDING_CODE, WALKING_CODE, LYING_CODE = range(len(ACTIVITIES))
+ACTIVITY_NAMES = np.array(ACTIVITIES)  # code → name, by indexing
+
+
+def activity_codes(names: np.ndarray) -> np.ndarray:
+    """Codes of activity names (the inverse of ACTIVITY_NAMES[codes]); a name not in ACTIVITIES is an error."""
+    codes = np.full(len(names), -1, np.int8)
+    for code, name in enumerate(ACTIVITIES):
+        codes[np.asarray(names) == name] = code
+    if (codes < 0).any():
+        raise ValueError(f"not an activity: {np.asarray(names)[codes < 0][0]!r}")
+    return codes
 
 
 @dataclass(frozen=True)
@@ -70,11 +85,12 @@ class ActivityClassifier:
         self._block = max(1, round(s.block_s * s.rate_hz))
         self._lags = (max(1, round(s.step_s[0] * s.rate_hz)), min(self._walk_n - 2, round(s.step_s[1] * s.rate_hz)))
         self._hist = np.zeros(0)  # the last walk_window_s of step-band |acc|
+        self._window_index = np.arange(self._walk_n)  # a window's samples from its start
         self._n_walk = 0
         self._walking_now = False
         self._last_step = -1  # walking()'s index of the last step peak
         self._walked_to_end = False  # the last batch ended walking
-        self._upright = start if start in (SITTING, STANDING) else SITTING
+        self._upright = STANDING_CODE if start == STANDING else SITTING_CODE
         self._was_lying = False
         self._tilted_run = 0
         self._since_lying = np.inf
@@ -116,63 +132,85 @@ class ActivityClassifier:
         """
         y = self._step_band.update(acc_norm_g - 1.0)
         # Each step's peak of |acc| is the bottom of the body's bounce, where vertical velocity is zero.
-        head = self._hist[-1:] if len(self._hist) else [np.inf]
-        both = np.concatenate([head, y, [np.inf]])
-        peaks = np.flatnonzero((both[1:-1] > both[:-2]) & (both[1:-1] >= both[2:]) & (both[1:-1] > self.s.walk_rms_g))
-        if len(peaks) and peaks[-1] < len(y) - 1:
-            self._last_step = self._n_walk + int(peaks[-1])
+        if len(y) and y.max() > self.s.walk_rms_g:  # a peak must pass walk_rms_g: none in a quiet batch
+            head = self._hist[-1:] if len(self._hist) else [np.inf]
+            both = np.concatenate([head, y, [np.inf]])
+            peaks = np.flatnonzero((both[1:-1] > both[:-2]) & (both[1:-1] >= both[2:])
+                                   & (both[1:-1] > self.s.walk_rms_g))
+            if len(peaks) and peaks[-1] < len(y) - 1:
+                self._last_step = self._n_walk + int(peaks[-1])
         hist = np.concatenate([self._hist, y])
-        first = self._n_walk  # absolute index of y[0]
-        out = np.empty(len(y), bool)
-        b, w = self._block, self._walk_n
-        lo_lag, hi_lag = self._lags
-        cursor = 0
-        for end in range((first // b + 1) * b, first + len(y) + 1, b):
-            k = end - first  # block end inside this batch (exclusive)
-            out[cursor:k] = self._walking_now
-            cursor = k
-            win = hist[len(self._hist) + k - w: len(self._hist) + k] if len(self._hist) + k >= w else None
-            self._walking_now = win is not None and self._steps(win, lo_lag, hi_lag)
-        out[cursor:] = self._walking_now
+        first, n, b, w = self._n_walk, len(y), self._block, self._walk_n
+        # The verdicts of the blocks ending in this batch, all at once; verdicts[0] is the one before them.
+        ends = np.arange((first // b + 1) * b, first + n + 1, b) - first + len(self._hist)  # in hist, exclusive
+        verdicts = np.zeros(len(ends) + 1, bool)
+        verdicts[0] = self._walking_now
+        whole = ends >= w  # a block end with a whole window behind it (else: not walking)
+        # No window can reach walk_rms_g when no sample does (most of a day: sitting, standing): skip the tests.
+        # The margin covers the rounding of a window's sum of squares.
+        if whole.any() and np.abs(hist).max() >= QUIET_MARGIN * self.s.walk_rms_g:
+            verdicts[1:][whole] = self._steps(hist[(ends[whole] - w)[:, None] + self._window_index])
+        self._walking_now = bool(verdicts[-1])
         self._hist = hist[-w:]
-        self._n_walk += len(y)
-        return out
+        self._n_walk += n
+        # Sample j (absolute) carries the verdict of the last block that ended at or before it.
+        return verdicts[(first + np.arange(n)) // b - first // b]
 
-    def _steps(self, win: np.ndarray, lo_lag: int, hi_lag: int) -> bool:
-        energy = float(win @ win)
-        if energy / len(win) < self.s.walk_rms_g ** 2:
-            return False
-        lags = np.arange(lo_lag, hi_lag + 1)
-        ac = np.array([win[lag:] @ win[:-lag] for lag in lags]) / energy
-        best = int(np.argmax(ac))
-        if ac[best] < self.s.walk_regularity:
-            return False
-        # One twist or jolt is a single swing and back: steps repeat, so the rhythm holds two steps on too.
-        two = 2 * int(lags[best])
-        return two < len(win) - 1 and float(win[two:] @ win[:-two]) / energy >= self.s.walk_regularity / 2
+    def _steps(self, wins: np.ndarray) -> np.ndarray:
+        """Steps in each window (rows). Products are batched matmuls of one row by one row, which numpy
+        hands to the same BLAS dot product as `win @ win`: the same bits as testing the windows one by one."""
+        result = np.zeros(len(wins), bool)
+        energy = (wins[:, None, :] @ wins[:, :, None])[:, 0, 0]
+        loud = np.flatnonzero(energy / wins.shape[1] >= self.s.walk_rms_g ** 2)
+        if not len(loud):
+            return result
+        wins, energy = wins[loud], energy[loud]
+        lags = range(self._lags[0], self._lags[1] + 1)
+        ac = np.empty((len(loud), len(lags)))
+        for j, lag in enumerate(lags):
+            ac[:, j] = (wins[:, None, lag:] @ wins[:, :-lag, None])[:, 0, 0]
+        ac /= energy[:, None]
+        best = np.argmax(ac, axis=1)
+        for i in np.flatnonzero(ac[np.arange(len(loud)), best] >= self.s.walk_regularity).tolist():
+            # One twist or jolt is a single swing and back: steps repeat, so the rhythm holds two steps on too.
+            two, win = 2 * lags[int(best[i])], wins[i]
+            result[loud[i]] = (two < len(win) - 1
+                               and float(win[two:] @ win[:-two]) / energy[i] >= self.s.walk_regularity / 2)
+        return result
 
     def update(self, walking: np.ndarray, acc_vertical_g: np.ndarray, tilt_deg: np.ndarray,
                walk_index: int | None = None, up_sensor: np.ndarray | None = None) -> np.ndarray:
-        """Per-sample activity names for one batch.
+        """Per-sample activity names for one batch (`codes`, named).
 
         walking: from walking(); acc_vertical_g: specific force along world up (≈ 1 at rest);
         tilt_deg: angle between the trunk's up axis and vertical; walk_index: where these samples
         start among those walking() has seen (default: they are its last ones); up_sensor: world up
         in sensor axes (n × 3), which tells where the accelerometer's offset along vertical changed.
         """
+        codes = self.codes(walking, acc_vertical_g, tilt_deg > self.s.lying_tilt_deg, walk_index, up_sensor)
+        names: np.ndarray = ACTIVITY_NAMES[codes]
+        return names
+
+    def codes(self, walking: np.ndarray, acc_vertical_g: np.ndarray, tilted: np.ndarray,
+              walk_index: int | None = None, up_sensor: np.ndarray | None = None) -> np.ndarray:
+        """Per-sample activity codes (int8, ACTIVITIES' order) for one batch; tilted: the trunk's up axis more
+        than `lying_tilt_deg` from vertical. The rest as `update`."""
         n = len(walking)
         # walking() saw samples update() does not (before calibration): where this part starts in its count.
         first = self._n_walk - n if walk_index is None else walk_index
         self._walk_offset = first - self._n
-        lying = self._lying(tilt_deg > self.s.lying_tilt_deg)
+        lying = self._lying(tilted)
         up = np.full((n, 3), np.nan) if up_sensor is None else np.asarray(up_sensor, float)
         flips = self._sit_stand_flips(acc_vertical_g - 1.0, up, walking, lying)
-        state = np.empty(n, dtype="<U8")
+        any_walking, any_lying = bool(walking.any()), bool(lying.any())
+        if not (flips or any_walking or any_lying or self._was_lying):  # most batches: the state goes on
+            return np.full(n, self._upright, np.int8)
+        state = np.empty(n, np.int8)
         # Walk the few points where the upright state may change: flips, walking starts, lying ends.
         walk_on = np.flatnonzero(walking & ~np.concatenate([[False], walking[:-1]]))
         lie_off = np.flatnonzero(~lying & np.concatenate([[self._was_lying], lying[:-1]]))
-        changes = sorted([(i, new) for i, new in flips] + [(int(i), STANDING) for i in walk_on]
-                         + [(int(i), SITTING) for i in lie_off])
+        changes = sorted([(i, new) for i, new in flips] + [(int(i), STANDING_CODE) for i in walk_on]
+                         + [(int(i), SITTING_CODE) for i in lie_off])
         current, last = self._upright, 0
         for i, new in changes:
             state[last:i] = current
@@ -180,12 +218,15 @@ class ActivityClassifier:
         state[last:] = current
         self._upright = current
         self._was_lying = bool(lying[-1]) if n else self._was_lying
-        state[walking] = WALKING
-        state[lying] = LYING
+        state[walking] = WALKING_CODE
+        state[lying] = LYING_CODE
         return state
 
     def _lying(self, tilted: np.ndarray) -> np.ndarray:
         """Tilted for lying_min_s: a deep bend while standing up or reaching down is over sooner."""
+        if len(tilted) and not tilted.any():  # upright throughout: the tilted run is over
+            self._tilted_run = 0
+            return tilted
         pos = np.arange(len(tilted))
         last_upright = np.maximum.accumulate(np.where(~tilted, pos, -1))
         run = np.where(last_upright >= 0, pos - last_upright, self._tilted_run + pos + 1)
@@ -194,29 +235,36 @@ class ActivityClassifier:
         return run >= round(self.s.lying_min_s * self.s.rate_hz)
 
     def _sit_stand_flips(self, av_g: np.ndarray, up: np.ndarray, walking: np.ndarray,
-                         lying: np.ndarray) -> list[tuple[int, str]]:
-        """(index in batch, new state) for every sit-to-stand or stand-to-sit recognised in this batch.
+                         lying: np.ndarray) -> list[tuple[int, int]]:
+        """(index in batch, new state code) for every sit-to-stand or stand-to-sit recognised in this batch.
 
         A movement is a group of moving samples with less than `move_quiet_s` of rest between them;
         it is judged once that much rest follows it (so at the same sample however the stream is
         batched). Walking, lying and the seconds after lying cancel a movement in progress.
         """
         s, n, base = self.s, len(av_g), self._n
-        pos = np.arange(n)
-        last_lying = np.maximum.accumulate(np.where(lying, pos, -1))
-        since_lying = np.where(last_lying >= 0, pos - last_lying, self._since_lying + pos + 1)
-        self._since_lying = since_lying[-1] if n else self._since_lying
-        blocked = walking | (since_lying <= round(s.after_lying_s * s.rate_hz))
+        after_lying_n = round(s.after_lying_s * s.rate_hz)
+        if n and not lying.any() and self._since_lying + 1 > after_lying_n:  # most batches: lying is long past
+            self._since_lying = self._since_lying + n
+            blocked = walking
+        else:
+            pos = np.arange(n)
+            last_lying = np.maximum.accumulate(np.where(lying, pos, -1))
+            since_lying = np.where(last_lying >= 0, pos - last_lying, self._since_lying + pos + 1)
+            self._since_lying = since_lying[-1] if n else self._since_lying
+            blocked = walking | (since_lying <= after_lying_n)
         smooth = self._smooth.update(av_g)
-        known = self._first_rest(av_g, blocked)
-        moving = known & ~blocked
+        free = ~blocked
+        known = None if self._rest_g is not None else self._first_rest(av_g, blocked)  # None: known throughout
+        moving = free if known is None else known & free
         if moving.any():  # a resting value to compare with
-            moving &= np.abs(smooth - self._rest_g) > s.move_acc_g
-        self._follow_rest(smooth[known & ~moving & ~blocked])
+            moving = moving & (np.abs(smooth - self._rest_g) > s.move_acc_g)
+        quiet = free & ~moving
+        self._follow_rest(smooth[quiet if known is None else quiet & known])
         self._buf = np.concatenate([self._buf, av_g])
-        self._up_buf = np.vstack([self._up_buf, up])
+        self._up_buf = np.concatenate([self._up_buf, up])
         quiet_n, margin = round(s.move_quiet_s * s.rate_hz), round(s.move_margin_s * s.rate_hz)
-        flips: list[tuple[int, str]] = []
+        flips: list[tuple[int, int]] = []
         # Runs of moving and of blocked samples, in order (few per batch).
         runs = [(a, b, False) for a, b in _runs(moving)] + [(a, b, True) for a, b in _runs(blocked)]
         if self._walked_to_end and n and not walking[0]:
@@ -252,7 +300,7 @@ class ActivityClassifier:
             self._move_start = self._move_from = step
             self._move_last = end
 
-    def _close_if_quiet(self, now: int, flips: list[tuple[int, str]], base: int, quiet_n: int, margin: int) -> None:
+    def _close_if_quiet(self, now: int, flips: list[tuple[int, int]], base: int, quiet_n: int, margin: int) -> None:
         """Judge the open movement if it has been followed by quiet_n samples of rest before `now`."""
         if self._move_start is None or now - self._move_last <= quiet_n:
             return
@@ -286,7 +334,7 @@ class ActivityClassifier:
         if len(quiet) and self._rest_g is not None:  # quiet samples come only once a resting value is known
             self._rest_g = exp_mean(self._rest_g, self._rest_alpha, quiet)
 
-    def _judge(self, a: int, b: int, core: tuple[int, int], rest_before: bool = True) -> str | None:
+    def _judge(self, a: int, b: int, core: tuple[int, int], rest_before: bool = True) -> int | None:
         """Net rise of the upper back over absolute samples a..b, zero vertical velocity at both ends.
 
         The accelerometer's offset along vertical is not constant: its bias and gain errors project
@@ -312,9 +360,9 @@ class ActivityClassifier:
         rise_m = _zupt_rise_m((x - before - (after - before) * self._blend(lo, len(x), edge, core)) * G_M_S2,
                               self.dt_s)
         if rise_m >= s.stand_rise_m:
-            return STANDING
+            return STANDING_CODE
         if rise_m <= -s.stand_rise_m:
-            return SITTING
+            return SITTING_CODE
         return None
 
     def _offset_change_bound(self, lo: int, n: int, edge: int) -> float:
@@ -356,5 +404,7 @@ def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float) -> float:
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) of each run of True."""
+    if not mask.any():
+        return []
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))

@@ -4,64 +4,123 @@ R_world_trunk = R_world_sensor · R_sensor_trunk = Rz(ψ) · Ry(flexion) · Rx(l
 Z-Y-X decomposition the virtual sensor's truth uses. flexion and lateral depend only on where the
 trunk's axes point relative to gravity, so VQF's arbitrary heading does not touch them; ψ carries
 heading + axial rotation and goes to pipeline/axial.py.
+
+The rotation matrix is worked out once per batch (`SensorAttitude`) and every stage takes what it
+needs from it: at the gateway's batch sizes each numpy call costs more than its arithmetic.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-
-def up_axis_and_vertical(quat_wxyz: np.ndarray, acc_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World up in sensor axes (row 3 of R_world_sensor), and acc along world up."""
-    w, x, y, z = quat_wxyz.T
-    up = np.column_stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
-    return up, np.einsum("ij,ij->i", up, acc_g)
+HEADING_MIN_NORM = 1e-9  # a forward axis this close to vertical has no heading: keeps the division finite
+# Up to this many samples the rotation matrix is one matmul over a table (few calls, the gateway's batches);
+# beyond, the formulas' thirty calls cost less than the table's 144 multiply-adds a sample (a replay's minutes).
+TABLE_MAX_SAMPLES = 1000
 
 
-def trunk_axes_in_world(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The entries of R_world_trunk = R_world_sensor · R_sensor_trunk the angles need.
+def _rotation_terms() -> np.ndarray:
+    """(16, 9): R_world_sensor's entries (row-major) from the products q_i q_j (index 4 i + j) of [w, x, y, z]."""
+    w, x, y, z = range(4)
+    entries = [[(-2, y, y), (-2, z, z)], [(2, x, y), (-2, w, z)], [(2, x, z), (2, w, y)],
+               [(2, x, y), (2, w, z)], [(-2, x, x), (-2, z, z)], [(2, y, z), (-2, w, x)],
+               [(2, x, z), (-2, w, y)], [(2, y, z), (2, w, x)], [(-2, x, x), (-2, y, y)]]
+    table = np.zeros((16, 9))
+    for k, terms in enumerate(entries):
+        for sign, i, j in terms:
+            table[4 * i + j, k] = sign
+    return table
 
-    Returns (r20, r21, r22, r00, r10): row 3 (how each trunk axis points up or down) and the
-    trunk's forward axis in the horizontal plane (heading).
-    """
-    w, x, y, z = quat_wxyz.T
-    row0 = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)])
-    row1 = np.column_stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)])
-    row2 = np.column_stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
-    r2 = row2 @ r_sensor_trunk
+
+_ROTATION_TERMS = _rotation_terms()
+_IDENTITY = np.eye(3).ravel()
+
+
+@dataclass(frozen=True)
+class SensorAttitude:
+    """Rows of R_world_sensor per sample (n × 3 each): row2 is world up in sensor axes."""
+
+    row0: np.ndarray
+    row1: np.ndarray
+    row2: np.ndarray
+
+    @staticmethod
+    def of(quat_wxyz: np.ndarray) -> SensorAttitude:
+        """From unit quaternions [w, x, y, z] (world ← sensor), n × 4."""
+        if len(quat_wxyz) > TABLE_MAX_SAMPLES:
+            w, x, y, z = quat_wxyz.T
+            row0 = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)])
+            row1 = np.column_stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)])
+            row2 = np.column_stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+            return SensorAttitude(row0, row1, row2)
+        # The same entries in three calls where the formulas take thirty: every entry is ±2 × a sum of two
+        # products of components (plus 1 on the diagonal), so all products at once, their sums as one matmul
+        # with a table of ±2 and 0 (a zero term adds nothing: each entry rounds as 2 (a ± b) does, to the bit),
+        # then the diagonal's 1.
+        n = len(quat_wxyz)
+        products = (quat_wxyz[:, :, None] * quat_wxyz[:, None, :]).reshape(n, 16)
+        r = products @ _ROTATION_TERMS
+        r += _IDENTITY
+        return SensorAttitude(r[:, 0:3], r[:, 3:6], r[:, 6:9])
+
+    def __getitem__(self, sl: slice) -> SensorAttitude:
+        return SensorAttitude(self.row0[sl], self.row1[sl], self.row2[sl])
+
+
+def vertical(up_sensor: np.ndarray, acc_g: np.ndarray) -> np.ndarray:
+    """Specific force along world up (≈ 1 g at rest)."""
+    out: np.ndarray = np.einsum("ij,ij->i", up_sensor, acc_g)
+    return out
+
+
+@dataclass(frozen=True)
+class TrunkAngles:
+    """Per sample: flexion (+ forward), lateral bend (+ right), yaw (+ turned right, wrapped to ±180°), all in
+    degrees; up_z: the trunk's up axis along world up, cos(tilt) (lying only compares it, `tilted_beyond`, so no
+    arccos is taken); forward_x, forward_y: the trunk's forward axis in world x, y (its heading)."""
+
+    flexion_deg: np.ndarray
+    lateral_deg: np.ndarray
+    yaw_right_deg: np.ndarray
+    up_z: np.ndarray  # the trunk's up axis along world up: cos(tilt)
+    forward_x: np.ndarray
+    forward_y: np.ndarray
+
+
+def trunk_angles_of(att: SensorAttitude, r_sensor_trunk: np.ndarray) -> TrunkAngles:
+    """Angles of R_world_trunk = R_world_sensor · R_sensor_trunk from the attitude's rows."""
+    r2 = att.row2 @ r_sensor_trunk
     forward = r_sensor_trunk[:, 0]
-    return r2[:, 0], r2[:, 1], r2[:, 2], row0 @ forward, row1 @ forward
+    r00, r10 = att.row0 @ forward, att.row1 @ forward
+    flexion = np.degrees(np.arcsin(np.clip(-r2[:, 0], -1.0, 1.0)))
+    lateral = np.degrees(np.arctan2(r2[:, 1], r2[:, 2]))
+    return TrunkAngles(flexion, lateral, -np.degrees(np.arctan2(r10, r00)), r2[:, 2], r00, r10)
 
 
-def trunk_angles(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(flexion_deg, lateral_deg, tilt_deg, yaw_right_deg) per sample.
-
-    flexion + forward, lateral + to the right, tilt = the trunk's up axis from vertical,
-    yaw_right + turned right (clockwise from above), wrapped to ±180°.
-    """
-    r20, r21, r22, r00, r10 = trunk_axes_in_world(quat_wxyz, r_sensor_trunk)
-    flexion = np.degrees(np.arcsin(np.clip(-r20, -1.0, 1.0)))
-    lateral = np.degrees(np.arctan2(r21, r22))
-    tilt = np.degrees(np.arccos(np.clip(r22, -1.0, 1.0)))
-    return flexion, lateral, tilt, -np.degrees(np.arctan2(r10, r00))
+def tilted_beyond(up_z: np.ndarray, tilt_deg: float) -> np.ndarray:
+    """The trunk's up axis more than tilt_deg from vertical, from its component along world up (no arccos)."""
+    out: np.ndarray = np.clip(up_z, -1.0, 1.0) < np.cos(np.radians(tilt_deg))
+    return out
 
 
 def unwrap_from(previous_deg: float | None, yaw_deg: np.ndarray) -> np.ndarray:
     """Unwrap a batch of yaw so it continues the previous batch's last value."""
-    out: np.ndarray = np.degrees(np.unwrap(np.radians(yaw_deg)))
-    if previous_deg is not None and len(out):
-        out += 360.0 * np.round((previous_deg - out[0]) / 360.0)
+    rad = np.radians(yaw_deg)
+    # np.unwrap leaves a batch with no step of π or more as it is (most batches): skip its dozen calls then.
+    jumps = len(rad) > 1 and np.abs(rad[1:] - rad[:-1]).max() >= np.pi
+    out: np.ndarray = np.degrees(np.unwrap(rad) if jumps else rad)
+    if previous_deg is not None and len(out) and (turns := round((previous_deg - float(out[0])) / 360.0)):
+        out += 360.0 * turns
     return out
 
 
-def horizontal_acc_in_heading(quat_wxyz: np.ndarray, r_sensor_trunk: np.ndarray,
+def horizontal_acc_in_heading(att: SensorAttitude, angles: TrunkAngles,
                               acc_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Horizontal specific force along the trunk's forward heading (+ forward) and across it (+ left), g."""
-    w, x, y, z = quat_wxyz.T
-    row0 = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)])
-    row1 = np.column_stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)])
-    fx, fy = row0 @ r_sensor_trunk[:, 0], row1 @ r_sensor_trunk[:, 0]
-    norm = np.maximum(np.hypot(fx, fy), 1e-9)
+    fx, fy = angles.forward_x, angles.forward_y
+    norm = np.maximum(np.hypot(fx, fy), HEADING_MIN_NORM)
     fx, fy = fx / norm, fy / norm
-    ax, ay = np.einsum("ij,ij->i", row0, acc_g), np.einsum("ij,ij->i", row1, acc_g)
+    ax, ay = np.einsum("ij,ij->i", att.row0, acc_g), np.einsum("ij,ij->i", att.row1, acc_g)
     return ax * fx + ay * fy, -ax * fy + ay * fx

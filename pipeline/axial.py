@@ -64,47 +64,57 @@ class FacingBaseline:
         yaw = np.concatenate([self._pending, yaw_right_deg])
         walk = np.concatenate([self._pending_walk, walking])
         n_done = len(yaw) // self._block * self._block
-        # Each sample is measured against the baseline as it stood at the start of its block (causal).
-        base = np.empty(len(yaw))
-        jumped = np.zeros(len(yaw), bool)
-        # Block statistics in one go; the loop below only steps the baseline (plain floats).
+        # Block statistics in one go; the loop in _steps only steps the baseline (plain floats).
         means = yaw[:n_done].reshape(-1, self._block).mean(axis=1).tolist()
         walks = cast(list[bool], walk[:n_done].reshape(-1, self._block).any(axis=1).tolist())
-        for k, (heading, walking_now) in enumerate(zip(means, walks)):
-            b = k * self._block
-            base[b:b + self._block] = self._baseline
-            jumped[b + self._block - 1] = self._step(heading, walking_now)
+        bases, jumps = self._steps(means, walks)
+        # Each sample is measured against the baseline as it stood at the start of its block (causal).
+        base = np.empty(len(yaw))
+        base[:n_done].reshape(-1, self._block)[:] = np.array(bases)[:, None]
         base[n_done:] = self._baseline
         self._pending, self._pending_walk = yaw[n_done:], walk[n_done:]
         new = slice(len(yaw) - len(yaw_right_deg), None)
+        if not jumps:
+            return (yaw - base)[new], np.zeros(len(yaw_right_deg), bool)
+        jumped = np.zeros(len(yaw), bool)
+        jumped[np.array(jumps, dtype=np.intp) * self._block + self._block - 1] = True
         # A jump found in a block that began in the previous batch marks this batch's first sample.
         jumped_new = jumped[new].copy()
         jumped_new[:1] |= jumped[:new.start].any()
         return (yaw - base)[new], jumped_new
 
-    def _step(self, heading: float, walking: bool) -> bool:
-        """Move the baseline by one block; True if it jumped to a new facing direction."""
+    def _steps(self, means: list[float], walks: list[bool]) -> tuple[list[float], list[int]]:
+        """Move the baseline block by block: the baseline each block is measured against, and the blocks after
+        which it jumped to a new facing direction. State in locals: this loop runs four times a second of data."""
         s = self.s
         assert self._baseline is not None  # update() sets it before there are samples to step over
-        # The gyro's leftover bias about vertical turns the heading steadily: the baseline follows that
-        # drift as a rate (a second-order tracker), so it neither lags behind it nor stops for excursions.
-        self._baseline += self._drift_dps * s.block_s
-        away = heading - self._baseline
-        if walking:
-            self._baseline += away * min(1.0, s.block_s / s.walk_tau_s)
-            self._away_blocks.clear()
-        elif abs(away) <= s.near_deg:
-            self._baseline += away * 2.0 * s.block_s / s.follow_tau_s  # critically damped, time constant τ
-            self._drift_dps = float(np.clip(self._drift_dps + away * s.block_s / s.follow_tau_s**2,
-                                            -s.max_drift_dps, s.max_drift_dps))
-            self._away_blocks.clear()
-        else:
-            self._away_blocks.append(heading)
-            del self._away_blocks[:-round(s.settle_s / s.block_s)]  # only the longest settle is looked at
-            settle = round((s.settle_far_s if abs(away) > s.trunk_range_deg else s.settle_s) / s.block_s)
-            recent = self._away_blocks[-settle:]
-            if len(recent) == settle and max(recent) - min(recent) < s.settle_spread_deg:
-                self._baseline = float(np.mean(recent))
-                self._away_blocks.clear()
-                return True
-        return False
+        baseline, drift, away_blocks = self._baseline, self._drift_dps, self._away_blocks
+        block_s, near_deg, follow_tau_s, max_drift = s.block_s, s.near_deg, s.follow_tau_s, s.max_drift_dps
+        walk_gain, settle_n = min(1.0, s.block_s / s.walk_tau_s), round(s.settle_s / s.block_s)
+        settle_far_n = round(s.settle_far_s / s.block_s)
+        bases: list[float] = []
+        jumps: list[int] = []
+        for k, (heading, walking) in enumerate(zip(means, walks)):
+            bases.append(baseline)
+            # The gyro's leftover bias about vertical turns the heading steadily: the baseline follows that
+            # drift as a rate (a second-order tracker), so it neither lags behind it nor stops for excursions.
+            baseline += drift * block_s
+            away = heading - baseline
+            if walking:
+                baseline += away * walk_gain
+                away_blocks.clear()
+            elif abs(away) <= near_deg:
+                baseline += away * 2.0 * block_s / follow_tau_s  # critically damped, time constant τ
+                drift = min(max(drift + away * block_s / follow_tau_s**2, -max_drift), max_drift)
+                away_blocks.clear()
+            else:
+                away_blocks.append(heading)
+                del away_blocks[:-settle_n]  # only the longest settle is looked at
+                settle = settle_far_n if abs(away) > s.trunk_range_deg else settle_n
+                recent = away_blocks[-settle:]
+                if len(recent) == settle and max(recent) - min(recent) < s.settle_spread_deg:
+                    baseline = float(np.mean(recent))
+                    away_blocks.clear()
+                    jumps.append(k)
+        self._baseline, self._drift_dps = baseline, drift
+        return bases, jumps

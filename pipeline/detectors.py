@@ -23,10 +23,18 @@ from .runs import RunFinder
 
 def hysteresis(x: np.ndarray, enter: float, exit_: float, was_high: bool) -> np.ndarray:
     """Schmitt trigger, vectorised: high from x > enter until x < exit_."""
-    event = np.where(x > enter, 1, np.where(x < exit_, 0, -1))
-    idx = np.where(event >= 0, np.arange(len(x)), -1)
-    last = np.maximum.accumulate(idx)
-    return np.where(last >= 0, event[np.maximum(last, 0)] == 1, was_high)
+    high: np.ndarray = hysteresis_rows(x[None, :], np.array([enter]), np.array([exit_]), np.array([was_high]))[0]
+    return high
+
+
+def hysteresis_rows(x: np.ndarray, enter: np.ndarray, exit_: np.ndarray, was_high: np.ndarray) -> np.ndarray:
+    """`hysteresis` for each row of x (k × n) with its own thresholds and state (k,): one pass for all."""
+    above = x > enter[:, None]
+    # Each sample takes the verdict of the last sample that decided (above enter or below exit).
+    decided = np.where(above | (x < exit_[:, None]), np.arange(x.shape[1]), -1)
+    last = np.maximum.accumulate(decided, axis=1)
+    high: np.ndarray = np.where(last >= 0, np.take_along_axis(above, np.maximum(last, 0), axis=1), was_high[:, None])
+    return high
 
 
 @dataclass
@@ -64,12 +72,17 @@ class _RunDetector:
         self._confirmed: list[_Confirmed] = []  # in the last batch
 
     def _feed(self, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray, allowed: np.ndarray,
-              taint: np.ndarray) -> list[tuple[_Open, float]]:
+              taint: np.ndarray | None) -> list[tuple[_Open, float]]:
         """Completed runs as (stats, end_t_s)."""
         # Where a run is not allowed (walking, say) the trigger is reset: a run after it must cross
         # `enter` again. Masking only the output kept the trigger's state across a batch boundary
         # but not inside a batch, so the events depended on how the stream was batched.
         high = hysteresis(np.where(allowed, magnitude, -np.inf), self.enter, self.exit, self._high)
+        return self._take(t_s, x, magnitude, taint, high)
+
+    def _take(self, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray, taint: np.ndarray | None,
+              high: np.ndarray) -> list[tuple[_Open, float]]:
+        """Completed runs, given where the trigger is high (`_feed`, or `feed_together` for all three at once)."""
         self._high = bool(high[-1]) if len(high) else self._high
         self.high_mask = high
         self._confirmed = []
@@ -80,7 +93,7 @@ class _RunDetector:
             stats = self._open if run.start < off else _Open(start_t_s=float(t_s[a]))
             self._confirm(stats, t_s[a:run.end - off], x[a:run.end - off])
             self._accumulate(stats, t_s[a:run.end - off], x[a:run.end - off], magnitude[a:run.end - off],
-                             taint[a:run.end - off])
+                             None if taint is None else taint[a:run.end - off])
             done.append((stats, float(t_s[run.end - off - 1]) + self.dt_s if run.end > off else stats.end_t_s))
             self._open = _Open()
         if self._runs.open_start is not None:
@@ -88,7 +101,7 @@ class _RunDetector:
             if self._runs.open_start >= off:
                 self._open = _Open(start_t_s=float(t_s[a]))
             self._confirm(self._open, t_s[a:], x[a:])
-            self._accumulate(self._open, t_s[a:], x[a:], magnitude[a:], taint[a:])
+            self._accumulate(self._open, t_s[a:], x[a:], magnitude[a:], None if taint is None else taint[a:])
         self._offset += len(t_s)
         return done
 
@@ -106,7 +119,8 @@ class _RunDetector:
         o.confirmed = True
         self._confirmed.append(_Confirmed(o.start_t_s, float(t_s[i]) + self.dt_s, o.total + float(x[:i + 1].sum())))
 
-    def _accumulate(self, o: _Open, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray, taint: np.ndarray) -> None:
+    def _accumulate(self, o: _Open, t_s: np.ndarray, x: np.ndarray, magnitude: np.ndarray,
+                    taint: np.ndarray | None) -> None:
         if len(x) == 0:
             return
         o.end_t_s = float(t_s[-1]) + self.dt_s
@@ -115,7 +129,7 @@ class _RunDetector:
             o.peak, o.peak_signed = float(magnitude[k]), float(x[k])
         o.total += float(x.sum())
         o.count += len(x)
-        o.tainted |= bool(taint.any())
+        o.tainted |= taint is not None and bool(taint.any())
 
     def _confirmed_open(self) -> _Open | None:
         """The run in progress, once its dwell confirmed it (`_confirm`: the one test, so what is open here is
@@ -150,9 +164,11 @@ class SlouchDetector(_RunDetector):
 
     def update(self, t_s: np.ndarray, flexion_deg: np.ndarray, allowed: np.ndarray) -> list[SlouchEpisode]:
         """Slouches that ended in this batch; those confirmed in it are in `starts`."""
-        episodes = self._episodes(self._feed(t_s, flexion_deg, flexion_deg, allowed, np.zeros(len(t_s), bool)))
+        return self._ended(self._feed(t_s, flexion_deg, flexion_deg, allowed, None))
+
+    def _ended(self, runs: list[tuple[_Open, float]]) -> list[SlouchEpisode]:
         self.starts = [EpisodeStart("slouch", c.start_t_s, c.at_t_s - c.start_t_s) for c in self._confirmed]
-        return episodes
+        return self._episodes(runs)
 
     def close(self) -> list[SlouchEpisode]:
         return self._episodes(self._close())
@@ -185,11 +201,12 @@ class LeanDetector(_RunDetector):
 
     def update(self, t_s: np.ndarray, lateral_deg: np.ndarray, sitting: np.ndarray) -> list[LeanInterval]:
         """Lean intervals that ended in this batch; those confirmed in it are in `starts`."""
-        intervals = self._intervals(self._feed(t_s, lateral_deg, np.abs(lateral_deg), sitting,
-                                               np.zeros(len(t_s), bool)))
+        return self._ended(self._feed(t_s, lateral_deg, np.abs(lateral_deg), sitting, None))
+
+    def _ended(self, runs: list[tuple[_Open, float]]) -> list[LeanInterval]:
         self.starts = [EpisodeStart("lean", c.start_t_s, c.at_t_s - c.start_t_s, _side(c.total))
                        for c in self._confirmed]
-        return intervals
+        return self._intervals(runs)
 
     def close(self) -> list[LeanInterval]:
         return self._intervals(self._close())
@@ -233,10 +250,12 @@ class RotationDetector(_RunDetector):
 
     def update(self, t_s: np.ndarray, rotation_deg: np.ndarray, excluded: np.ndarray) -> list[RotationExcursion]:
         """excluded: walking, lying, or the facing direction jumped: an excursion touching these is dropped."""
+        return self._ended(self._feed(t_s, rotation_deg, np.abs(rotation_deg), np.ones(len(t_s), bool), excluded))
+
+    def _ended(self, runs: list[tuple[_Open, float]]) -> list[RotationExcursion]:
         out = []
         s = self.settings
-        everywhere = np.ones(len(t_s), bool)
-        for o, _ in self._feed(t_s, rotation_deg, np.abs(rotation_deg), everywhere, excluded):
+        for o, _ in runs:
             # The excursion is over when it is back inside exit_deg: its end is the run's end.
             end_s = o.start_t_s + o.count * self.dt_s
             if (o.tainted or not s.min_peak_deg <= o.peak <= s.max_peak_deg
@@ -249,3 +268,30 @@ class RotationDetector(_RunDetector):
         """A rotation cut off by a gap never came back in sight: not an out-and-back excursion."""
         self._close()
         return []
+
+
+def feed_together(t_s: np.ndarray, slouch: SlouchDetector, flexion_deg: np.ndarray, upright: np.ndarray,
+                  lean: LeanDetector, lateral_deg: np.ndarray, sitting: np.ndarray, rotation: RotationDetector,
+                  rotation_deg: np.ndarray, excluded: np.ndarray
+                  ) -> tuple[list[SlouchEpisode], list[LeanInterval], list[RotationExcursion]]:
+    """The three detectors' `update`s in one pass: one hysteresis over the three angles as rows, as the
+    pipeline's batches are small enough that each numpy call costs more than its arithmetic."""
+    # Rows filled in place: np.stack's own overhead is a good part of a 100-sample batch's cost.
+    magnitude, allowed = np.empty((3, len(t_s))), np.empty((3, len(t_s)), bool)
+    magnitude[0] = flexion_deg
+    np.abs(lateral_deg, out=magnitude[1])
+    np.abs(rotation_deg, out=magnitude[2])
+    allowed[0], allowed[1], allowed[2] = upright, sitting, True
+    gated = np.where(allowed, magnitude, -np.inf)
+    detectors = (slouch, lean, rotation)
+    enter, exit_ = np.array([d.enter for d in detectors]), np.array([d.exit for d in detectors])
+    was_high = np.array([d._high for d in detectors])
+    # Most batches cross no threshold: a low trigger with nothing above enter stays low, a high one with nothing
+    # below exit stays high, and the trigger need not run.
+    if (np.where(was_high, gated.min(axis=1) >= exit_, gated.max(axis=1) <= enter)).all():
+        high = np.repeat(was_high[:, None], len(t_s), axis=1)
+    else:
+        high = hysteresis_rows(gated, enter, exit_, was_high)
+    return (slouch._ended(slouch._take(t_s, flexion_deg, magnitude[0], None, high[0])),
+            lean._ended(lean._take(t_s, lateral_deg, magnitude[1], None, high[1])),
+            rotation._ended(rotation._take(t_s, rotation_deg, magnitude[2], excluded, high[2])))

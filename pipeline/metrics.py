@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .activity import LYING, SITTING, STANDING, WALKING
+from .activity import ACTIVITIES, LYING, SITTING, SITTING_CODE, STANDING, WALKING
 from .events import MinuteMetrics, RotationExcursion
 
 MINUTE_S = 60.0
@@ -21,7 +21,8 @@ MINUTE_S = 60.0
 # or out of reach (a battery that died at the desk, a night): the stretch before it is not the one after it, and
 # kept, it would make a wearer who sits the next morning "sitting since yesterday".
 SITTING_GAP_S = 300.0
-_ACTIVITY_FIELDS = {SITTING: "sitting_s", STANDING: "standing_s", WALKING: "walking_s", LYING: "lying_s"}
+_FIELD_OF = {SITTING: "sitting_s", STANDING: "standing_s", WALKING: "walking_s", LYING: "lying_s"}
+_ACTIVITY_FIELDS = [_FIELD_OF[name] for name in ACTIVITIES]  # by activity code
 
 
 class MinuteAggregator:
@@ -41,24 +42,34 @@ class MinuteAggregator:
 
     def add_samples(self, t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray,
                     activity: np.ndarray, dt_s: float) -> None:
+        """Per-sample angles and activity codes (pipeline/activity.py: indices into ACTIVITIES)."""
         if len(t_s) == 0:
             return
+        first, last = math.floor(t_s[0] / MINUTE_S), math.floor(t_s[-1] / MINUTE_S)
+        if first == last:  # most batches lie inside one minute: no per-minute selection
+            self._add_minute(first, t_s, flexion_deg, lateral_deg, activity, dt_s)
+            return
         minute = np.floor(t_s / MINUTE_S).astype(np.int64)
-        for k in np.unique(minute):
+        for k in np.unique(minute).tolist():
             sel = minute == k
-            m, sums = self._minute(int(k)), self._sums[int(k)]
-            m.worn_s += sel.sum() * dt_s
-            for name, fld in _ACTIVITY_FIELDS.items():
-                setattr(m, fld, getattr(m, fld) + np.count_nonzero(activity[sel] == name) * dt_s)
-            sums["flexion"] += float(flexion_deg[sel].sum())
-            sums["lateral"] += float(lateral_deg[sel].sum())
-            sums["n"] += int(sel.sum())
-            # The sitting stretch as it stands at this minute's last sample so far: the minute is
-            # handed out hold_s later, when the wearer may have stood up (or sat down) already.
-            self._sitting_since_s = _sitting_since(t_s[sel], activity[sel], self._sitting_since_s, self._last_t_s,
-                                                   self.sitting_gap_s)
-            self._last_t_s = float(t_s[sel][-1])
-            m.sitting_since_s = self._sitting_since_s
+            self._add_minute(k, t_s[sel], flexion_deg[sel], lateral_deg[sel], activity[sel], dt_s)
+
+    def _add_minute(self, k: int, t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray,
+                    activity: np.ndarray, dt_s: float) -> None:
+        m, sums = self._minute(k), self._sums[k]
+        m.worn_s += len(t_s) * dt_s
+        for code, n in enumerate(np.bincount(activity, minlength=len(ACTIVITIES)).tolist()):
+            fld = _ACTIVITY_FIELDS[code]
+            setattr(m, fld, getattr(m, fld) + n * dt_s)
+        sums["flexion"] += float(flexion_deg.sum())
+        sums["lateral"] += float(lateral_deg.sum())
+        sums["n"] += len(t_s)
+        # The sitting stretch as it stands at this minute's last sample so far: the minute is
+        # handed out hold_s later, when the wearer may have stood up (or sat down) already.
+        self._sitting_since_s = _sitting_since(t_s, activity, self._sitting_since_s, self._last_t_s,
+                                               self.sitting_gap_s)
+        self._last_t_s = float(t_s[-1])
+        m.sitting_since_s = self._sitting_since_s
 
     @property
     def sitting_since_s(self) -> float | None:
@@ -116,11 +127,16 @@ def _sitting_since(t_s: np.ndarray, activity: np.ndarray, before_s: float | None
                    gap_s: float) -> float | None:
     """Start of the sitting stretch at the last of these samples: from the first sitting sample after
     anything else or after more than gap_s unseen; before_s, the start as it stood before them, at last_t_s."""
-    unseen = np.diff(t_s, prepend=last_t_s) > gap_s  # a stretch starts again at these samples
-    not_sitting, fresh = np.flatnonzero(activity != SITTING), np.flatnonzero(unseen)
-    start = max(int(not_sitting[-1]) + 1 if len(not_sitting) else 0, int(fresh[-1]) if len(fresh) else 0)
-    if start == len(t_s):  # the last sample is not sitting
+    if activity[-1] != SITTING_CODE:  # the last sample is not sitting
         return None
-    if start == 0 and not unseen[0] and before_s is not None:  # the stretch goes on
+    not_sitting = np.flatnonzero(activity != SITTING_CODE)
+    start = int(not_sitting[-1]) + 1 if len(not_sitting) else 0
+    # A stretch starts again at a sample more than gap_s after the one before it (or after last_t_s).
+    first_unseen = bool(t_s[0] - last_t_s > gap_s)
+    if t_s[-1] - t_s[0] > gap_s:  # only then can a step inside the batch be that long
+        fresh = np.flatnonzero(t_s[1:] - t_s[:-1] > gap_s)
+        if len(fresh):
+            start = max(start, int(fresh[-1]) + 1)
+    if start == 0 and not first_unseen and before_s is not None:  # the stretch goes on
         return before_s
     return float(t_s[start])

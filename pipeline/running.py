@@ -7,6 +7,7 @@ step-frequency band-pass that walking detection and the walking direction both u
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import cast
 
 import numpy as np
@@ -17,8 +18,15 @@ STEP_BAND_HZ = (1.2, 4.0)  # walking's step frequency (1.25–3.3 steps/s) and i
 
 def exp_mean(mean: float, alpha: float, x: np.ndarray) -> float:
     """`mean` after len(x) exponential steps m ← (1 − α) m + α xᵢ, in closed form."""
-    decay = (1.0 - alpha) ** np.arange(len(x) - 1, -1, -1)
-    return float(mean * (1.0 - alpha) ** len(x) + alpha * (decay @ x))
+    return float(mean * (1.0 - alpha) ** len(x) + alpha * (_decay(alpha, len(x)) @ x))
+
+
+@lru_cache(maxsize=64)
+def _decay(alpha: float, n: int) -> np.ndarray:
+    """(1 − α)^(n−1) … (1 − α)^0: the same few batch lengths come back every call, so they are kept."""
+    decay = (1.0 - alpha) ** np.arange(n - 1, -1, -1)
+    decay.flags.writeable = False
+    return decay
 
 
 class MovingMean:
@@ -30,10 +38,15 @@ class MovingMean:
 
     def update(self, x: np.ndarray) -> np.ndarray:
         both = np.concatenate([self._tail, x])
-        c = np.concatenate([[0.0], np.cumsum(both)])
-        idx = np.arange(len(self._tail), len(both)) + 1
-        lo = np.maximum(idx - self.window, 0)
-        self._tail = both[-(self.window - 1):] if self.window > 1 else np.zeros(0)
+        c = np.empty(len(both) + 1)  # running sums from 0
+        c[0] = 0.0
+        np.cumsum(both, out=c[1:])
+        w, full = self.window, len(self._tail) == self.window - 1
+        self._tail = both[-(w - 1):] if w > 1 else np.zeros(0)
+        if full:  # every sample has a whole window behind it (all but the first batch): no index arrays needed
+            return cast(np.ndarray, (c[w:] - c[:-w]) / w)
+        idx = np.arange(len(both) - len(x), len(both)) + 1
+        lo = np.maximum(idx - w, 0)
         return cast(np.ndarray, (c[idx] - c[lo]) / (idx - lo))
 
 
@@ -48,4 +61,9 @@ class StepBand:
 
     def update(self, x: np.ndarray, channel: int = 0) -> np.ndarray:
         y, self._zi[channel] = lfilter(self._b, self._a, x, zi=self._zi[channel])
+        return cast(np.ndarray, y)
+
+    def update_all(self, x: np.ndarray) -> np.ndarray:
+        """Every channel at once (x: channels × n): one call, as each costs more than its filtering."""
+        y, self._zi = lfilter(self._b, self._a, x, axis=-1, zi=self._zi)
         return cast(np.ndarray, y)

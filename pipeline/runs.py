@@ -33,6 +33,9 @@ class RunFinder:
         if len(mask) == 0:
             return []
         was_open = self._open_start is not None
+        if mask.all() if was_open else not mask.any():  # most batches: no edge, the state goes on
+            self._offset += len(mask)
+            return []
         steps = np.diff(np.concatenate([[was_open], mask]).astype(np.int8))
         starts = [self._offset + int(i) for i in np.flatnonzero(steps == 1)]
         if was_open:

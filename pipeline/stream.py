@@ -18,11 +18,35 @@ from typing import Any
 
 import numpy as np
 
-from .activity import LYING, SITTING, WALKING, ActivityClassifier, ActivitySettings
-from .angles import horizontal_acc_in_heading, trunk_angles, unwrap_from, up_axis_and_vertical
+from .activity import (
+    ACTIVITIES,
+    ACTIVITY_NAMES,
+    LYING_CODE,
+    SITTING_CODE,
+    WALKING_CODE,
+    ActivityClassifier,
+    ActivitySettings,
+)
+from .angles import (
+    SensorAttitude,
+    TrunkAngles,
+    horizontal_acc_in_heading,
+    tilted_beyond,
+    trunk_angles_of,
+    unwrap_from,
+    vertical,
+)
 from .axial import AxialSettings, FacingBaseline
 from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
-from .detectors import LeanDetector, LeanSettings, RotationDetector, RotationSettings, SlouchDetector, SlouchSettings
+from .detectors import (
+    LeanDetector,
+    LeanSettings,
+    RotationDetector,
+    RotationSettings,
+    SlouchDetector,
+    SlouchSettings,
+    feed_together,
+)
 from .events import (
     CalibrationEvent,
     Event,
@@ -132,19 +156,22 @@ class PosturePipeline:
                quat_wxyz: np.ndarray | None = None) -> PipelineOutput:
         """One batch. quat_wxyz: the sensor's orientation worked out elsewhere (VQF's offline estimate
         of a whole recording); None to run the live filter."""
-        t_s = np.asarray(t_s, float)
+        t_s = np.array(t_s, float)  # a copy: the outputs' times must not change when the caller reuses its buffer
+        if len(t_s) == 0:
+            return _empty_output()
+        step_s = t_s[1:] - t_s[:-1]
         # Time must go forward: a sample at or before the last one (a clock that stepped back) is dropped.
-        ahead = moves_forward(-np.inf if self._last_t_s is None else self._last_t_s, t_s)
-        if not ahead.all():
+        if not (self._last_t_s is None or t_s[0] > self._last_t_s) or not (step_s > 0).all():
+            ahead = moves_forward(-np.inf if self._last_t_s is None else self._last_t_s, t_s)
             self.samples_out_of_order += int((~ahead).sum())
             t_s, acc_g, gyro_dps = t_s[ahead], np.asarray(acc_g)[ahead], np.asarray(gyro_dps)[ahead]
             quat_wxyz = None if quat_wxyz is None else np.asarray(quat_wxyz)[ahead]
-        if len(t_s) == 0:
-            return _empty_output()
+            if len(t_s) == 0:
+                return _empty_output()
+            step_s = t_s[1:] - t_s[:-1]
         # A lost link inside the batch: what came before it is measured before the gap is handled.
-        inner = np.flatnonzero(np.diff(t_s) > self.s.max_fill_s)
-        if len(inner):
-            k = int(inner[0]) + 1
+        if len(step_s) and step_s.max() > self.s.max_fill_s:
+            k = int(np.argmax(step_s > self.s.max_fill_s)) + 1
             first = self.update(t_s[:k], acc_g[:k], gyro_dps[:k], lost_samples,
                                 None if quat_wxyz is None else quat_wxyz[:k])
             return _joined(first, self.update(t_s[k:], acc_g[k:], gyro_dps[k:], 0,
@@ -152,19 +179,25 @@ class PosturePipeline:
         columns = [np.asarray(acc_g, float), np.asarray(gyro_dps, float)]
         if quat_wxyz is not None:
             columns.append(np.asarray(quat_wxyz, float))
-        t_s, x, real, reset = self._bridge_gaps(t_s, np.hstack(columns))
-        acc_g, gyro_dps = x[:, :3], x[:, 3:6]
+        if self._no_gap(t_s, step_s, columns):  # the usual batch: nothing to fill, nothing to rearrange
+            acc_g, gyro_dps, real, reset = columns[0], columns[1], None, False
+            quat_given = columns[-1] if quat_wxyz is not None else None
+        else:
+            t_s, x, real_mask, reset = self._bridge_gaps(t_s, np.hstack(columns))
+            acc_g, gyro_dps, real = x[:, :3], x[:, 3:6], real_mask
+            quat_given = x[:, 6:] if quat_wxyz is not None else None
         out = _empty_output()
         if reset:
             self._after_long_gap(out)
         self._walk_index0 = self.activity.samples_walked
         walking = self.activity.walking(np.linalg.norm(acc_g, axis=1))
         before = self.orientation.snapshot() if self.armed and quat_wxyz is None else None
-        if quat_wxyz is None:
+        if quat_given is None:
             quat = self.orientation.update(gyro_dps, acc_g)
         else:
-            quat = x[:, 6:] / np.linalg.norm(x[:, 6:], axis=1, keepdims=True)  # interpolated ones renormalised
-        up, acc_vertical = up_axis_and_vertical(quat, acc_g)
+            quat = quat_given / np.linalg.norm(quat_given, axis=1, keepdims=True)  # interpolated ones renormalised
+        att = SensorAttitude.of(quat)
+        acc_vertical = vertical(att.row2, acc_g)
         if self._announce:
             self._announce = False
             assert self.calibration is not None  # _announce is set only with a calibration
@@ -172,11 +205,11 @@ class PosturePipeline:
                                                self.calibration.with_bend))
         cal, start = None, len(t_s)
         if self.armed:
-            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, up)
+            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2)
             out.events += [CalibrationEvent(float(t_s[min(start, len(t_s) - 1)]), "refused", m) for m in refusals]
         parts = []
         if self.calibration is not None:  # the current calibration measures up to where a new one applies
-            parts.append(self._measure(slice(0, start), t_s, acc_g, walking, quat, up, acc_vertical, real, lost_samples,
+            parts.append(self._measure(slice(0, start), t_s, acc_g, walking, att, acc_vertical, real, lost_samples,
                                        out))
         if cal is not None:
             self._adopt(cal, float(t_s[start - 1] if start else t_s[0]), out)
@@ -189,12 +222,15 @@ class PosturePipeline:
                     self.orientation.set_horizontal_bias_dps(cal.gyro_bias_dps, cal.r_sensor_trunk[:, 2])
                 quat = quat.copy()
                 quat[start:] = self.orientation.update(gyro_dps[start:], acc_g[start:])
-                up, acc_vertical = up_axis_and_vertical(quat, acc_g)
-            parts.append(self._measure(slice(start, None), t_s, acc_g, walking, quat, up, acc_vertical, real, 0, out))
-        for name in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity"):
-            arrays = [getattr(p, name) for p in parts]
-            if arrays:
-                setattr(out, name, np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
+                att = SensorAttitude.of(quat)
+                acc_vertical = vertical(att.row2, acc_g)
+            parts.append(self._measure(slice(start, None), t_s, acc_g, walking, att, acc_vertical, real, 0, out))
+        if len(parts) == 1:  # the usual batch: one calibration throughout
+            out.t_s, out.flexion_deg, out.lateral_deg = parts[0].t_s, parts[0].flexion_deg, parts[0].lateral_deg
+            out.rotation_deg, out.activity = parts[0].rotation_deg, parts[0].activity
+        elif parts:
+            for name in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity"):
+                setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
         return out
 
     @property
@@ -258,53 +294,59 @@ class PosturePipeline:
         out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}",
                                            cal.with_bend))
 
-    def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, walking: np.ndarray, quat: np.ndarray,
-                 up: np.ndarray, acc_vertical: np.ndarray, real: np.ndarray, lost_samples: int,
+    def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, walking: np.ndarray, att: SensorAttitude,
+                 acc_vertical: np.ndarray, real: np.ndarray | None, lost_samples: int,
                  out: PipelineOutput) -> PipelineOutput:
-        """Angles, activity, detectors and minutes for the samples in sl; events go to out."""
-        t_s, acc_g, walking, quat = t_s[sl], acc_g[sl], walking[sl], quat[sl]
-        up, acc_vertical, real = up[sl], acc_vertical[sl], real[sl]
+        """Angles, activity, detectors and minutes for the samples in sl; events go to out. real: which samples
+        are real (not gap-filled); None when all are."""
+        if sl.start or (sl.stop is not None and sl.stop < len(t_s)):  # part of the batch (a calibration inside)
+            t_s, acc_g, walking, att, acc_vertical = t_s[sl], acc_g[sl], walking[sl], att[sl], acc_vertical[sl]
+            real = None if real is None else real[sl]
         part = _empty_output()
         if len(t_s) == 0:
             return part
         assert self.calibration is not None  # measured only with a calibration (update, _adopt)
-        flexion, lateral, tilt, yaw_right = trunk_angles(quat, self.calibration.r_sensor_trunk)
-        yaw_right = unwrap_from(self._last_yaw, yaw_right)
-        if len(yaw_right):
-            self._last_yaw = float(yaw_right[-1])
-        activity = self.activity.update(walking, acc_vertical, tilt, self._walk_index0 + (sl.start or 0), up)
-        walking, lying = activity == WALKING, activity == LYING
+        angles = trunk_angles_of(att, self.calibration.r_sensor_trunk)
+        flexion, lateral = angles.flexion_deg, angles.lateral_deg
+        yaw_right = unwrap_from(self._last_yaw, angles.yaw_right_deg)
+        self._last_yaw = float(yaw_right[-1])
+        tilted = tilted_beyond(angles.up_z, self.s.activity.lying_tilt_deg)
+        activity = self.activity.codes(walking, acc_vertical, tilted, self._walk_index0 + (sl.start or 0), att.row2)
+        walking, lying, sitting = activity == WALKING_CODE, activity == LYING_CODE, activity == SITTING_CODE
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
-        if (why := self.monitor.update(flexion, lateral, walking, activity == SITTING)) is not None:
+        if (why := self.monitor.update(flexion, lateral, walking, sitting)) is not None:
             out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate", why))
             self.request_calibration()
-        self._check_forward(t_s, acc_g, quat, walking, out)
-        slouches = self.slouch.update(t_s, flexion, upright_context)
-        leans = self.lean.update(t_s, lateral, activity == SITTING)
-        rotations = self.rotation.update(t_s, rotation, walking | lying | jumped)
+        self._check_forward(t_s, acc_g, att, angles, walking, out)
+        slouches, leans, rotations = feed_together(t_s, self.slouch, flexion, upright_context, self.lean, lateral,
+                                                   sitting, self.rotation, rotation, walking | lying | jumped)
         # A start goes before its own end (same start_s) when both fall in one batch: starts first, stable sort.
-        out.events += sorted([*self.slouch.starts, *self.lean.starts, *slouches, *leans, *rotations],
-                             key=attrgetter("start_s"))
-        keep = real
-        part.t_s, part.flexion_deg, part.lateral_deg = t_s[keep], flexion[keep], lateral[keep]
-        part.rotation_deg, part.activity = rotation[keep], activity[keep]
+        events: list[Event] = [*self.slouch.starts, *self.lean.starts, *slouches, *leans, *rotations]
+        if events:
+            out.events += sorted(events, key=attrgetter("start_s"))
+        if real is None:
+            part.t_s, part.flexion_deg, part.lateral_deg, part.rotation_deg = t_s, flexion, lateral, rotation
+        else:
+            part.t_s, part.flexion_deg, part.lateral_deg = t_s[real], flexion[real], lateral[real]
+            part.rotation_deg, activity = rotation[real], activity[real]
         if len(part.t_s):
             self._latest = (float(part.flexion_deg[-1]), float(part.lateral_deg[-1]), float(part.rotation_deg[-1]),
-                            str(part.activity[-1]))
+                            ACTIVITIES[activity[-1]])
         now_s = float(t_s[-1]) + self.dt_s
-        self._account(now_s, part, slouches, leans, rotations, lost_samples)
+        self._account(now_s, part, activity, slouches, leans, rotations, lost_samples)
+        part.activity = ACTIVITY_NAMES[activity]  # names go out; inside, small integer codes
         out.metrics += part.metrics
         return part
 
-    def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, quat: np.ndarray, walking: np.ndarray,
-                       out: PipelineOutput) -> None:
+    def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, att: SensorAttitude, angles: TrunkAngles,
+                       walking: np.ndarray, out: PipelineOutput) -> None:
         """Walking shows where forward is: correct a sagittal plane that is off (a sideways calibration
         bend, no bend at all, a sensor turned on the back)."""
         if self._recalibrate:  # already told to recalibrate: a correction would hide that
             return
         assert self.calibration is not None  # called from _measure
-        ap, ml = horizontal_acc_in_heading(quat, self.calibration.r_sensor_trunk, acc_g)
+        ap, ml = horizontal_acc_in_heading(att, angles, acc_g)
         azimuth = self.walking_axis.update(ap, ml, walking)
         if azimuth is None or abs(azimuth) <= self.s.walking_axis.refine_deg:
             if azimuth is not None:
@@ -321,10 +363,10 @@ class PosturePipeline:
         self._adopt(refined, float(t_s[-1]), out,
                     how=f"forward direction corrected by {azimuth:+.0f}° from walking")
 
-    def _account(self, now_s: float, out: PipelineOutput, slouches: list[SlouchEpisode], leans: list[LeanInterval],
-                 rotations: list[RotationExcursion], lost_samples: int) -> None:
+    def _account(self, now_s: float, out: PipelineOutput, activity: np.ndarray, slouches: list[SlouchEpisode],
+                 leans: list[LeanInterval], rotations: list[RotationExcursion], lost_samples: int) -> None:
         m = self.minutes
-        m.add_samples(out.t_s, out.flexion_deg, out.lateral_deg, out.activity, self.dt_s)
+        m.add_samples(out.t_s, out.flexion_deg, out.lateral_deg, activity, self.dt_s)
         if len(out.t_s):
             m.add_lost(float(out.t_s[0]), lost_samples)
         for e in rotations:
@@ -374,6 +416,21 @@ class PosturePipeline:
         # Orientation before the gap says nothing about after it; VQF re-initialises from the next
         # sample's gravity at once. Its gyro bias estimate is still good: keep it.
         self.orientation.restart()
+
+    def _no_gap(self, t_s: np.ndarray, step_s: np.ndarray, columns: list[np.ndarray]) -> bool:
+        """No sample missing since the last batch (the usual case): keep the tail for the next gap, and say so.
+        Otherwise `_bridge_gaps` is needed."""
+        if len(t_s) < GAP_CONTEXT:
+            return False
+        biggest_s = float(step_s.max()) if len(step_s) else -np.inf
+        if len(self._tail_t):
+            biggest_s = max(biggest_s, float(t_s[0] - self._tail_t[-1]))
+        if round(biggest_s / self.dt_s) > 1:  # as _bridge_gaps counts steps: the largest step decides
+            return False
+        self._tail_t = t_s[-GAP_CONTEXT:].copy()
+        self._tail_x = np.hstack([c[-GAP_CONTEXT:] for c in columns])
+        self._last_t_s = float(t_s[-1])
+        return True
 
     def _bridge_gaps(self, t_s: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """Insert samples into short gaps; report whether a long gap came before.

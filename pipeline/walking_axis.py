@@ -37,9 +37,14 @@ class WalkingAxis:
 
     def update(self, ap_g: np.ndarray, ml_g: np.ndarray, walking: np.ndarray) -> float | None:
         """The calibration's forward axis error (°, + when the true forward is to the left), when known."""
-        ap, ml = self._band.update(ap_g, 0)[walking], self._band.update(ml_g, 1)[walking]
-        self._sums += [float(ap @ ap), float(ml @ ml), float(ap @ ml)]
-        self._n += int(walking.sum())
+        both = np.empty((2, len(ap_g)))
+        both[0], both[1] = ap_g, ml_g
+        band = self._band.update_all(both)  # filtered always: the band-pass carries state
+        n_walking = int(np.count_nonzero(walking))
+        if n_walking:
+            ap, ml = band[0][walking], band[1][walking]
+            self._sums += [float(ap @ ap), float(ml @ ml), float(ap @ ml)]
+            self._n += n_walking
         if self._n < self.s.min_walk_s * self.s.rate_hz:
             return None
         sxx, syy, sxy = self._sums

@@ -1,4 +1,9 @@
-"""`posture` command line: each part registers its own subcommands."""
+"""`posture` command line: each part registers its own subcommands.
+
+Parsing imports only what parsing needs: each part's cli.py imports its heavy modules (numpy, scipy,
+bleak, dbus-fast, paho, the InfluxDB client, matplotlib, the pipeline) in the function that runs the
+command, so `posture <cmd> --help` answers at once (tests/test_cli_imports.py holds it).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import faulthandler
 import logging
 import signal
 import sys
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,8 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
     from report import cli as report_cli
     from sensor import cli as sensor_cli
 
-    from . import demo
-
     parser = argparse.ArgumentParser(prog="posture", description="Posture companion: back-worn IMU over BLE.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -30,8 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     bridge_cli.register(sub)
     alerts_cli.register(sub)
     report_cli.register(sub)
-    demo.register(sub)
+    register_demo(sub, sim_cli.PROFILE_NAMES)
     return parser
+
+
+def register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], profiles: tuple[str, ...]) -> None:
+    """`posture demo` (posture/demo.py): registered here, as demo.py loads paho and the chain's parts."""
+    p = sub.add_parser("demo", help="the whole chain on the virtual sensor: BLE → pipeline → MQTT → InfluxDB, alerts")
+    p.add_argument("--scenario", default="office-demo", help="scenario name or TOML file (default office-demo)")
+    p.add_argument("--profile", default="native", choices=profiles)
+    p.add_argument("--seconds", type=float, default=0, help="stop after this long (default: the scenario's end)")
+    p.add_argument("--workdir", type=Path, help="keep logs, data and the report here (default: a temp dir)")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

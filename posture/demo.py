@@ -30,15 +30,6 @@ from pipeline.summary import day_totals
 from .chain import DATABASE, DEVICE, Chain
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="the whole chain on the virtual sensor: BLE → pipeline → MQTT → InfluxDB, alerts")
-    p.add_argument("--scenario", default="office-demo", help="scenario name or TOML file (default office-demo)")
-    p.add_argument("--profile", default="native", choices=("native", "witmotion", "thingy52"))
-    p.add_argument("--seconds", type=float, default=0, help="stop after this long (default: the scenario's end)")
-    p.add_argument("--workdir", type=Path, help="keep logs, data and the report here (default: a temp dir)")
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="posture-demo-"))
     print(f"posture demo: work dir {workdir} (logs, data, report)", flush=True)

@@ -204,6 +204,7 @@ class Mosquitto(LocalServer):
             # Mosquitto's default (1000) silently drops QoS 1 messages queued for a slow or offline
             # subscriber beyond it; docs/mqtt.md asks users for a large value, and so do the tests.
             "max_queued_messages 1000000",
+            "set_tcp_nodelay true",  # as deploy/mosquitto/mosquitto.conf.example: replies without Nagle's wait
             # As root, mosquitto would drop to user "mosquitto", who cannot enter pytest's 0700 tmp dirs.
             "user root",
             "log_dest stderr",

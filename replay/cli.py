@@ -1,4 +1,8 @@
-"""`posture replay`: the posture pipeline over a recorded CSV."""
+"""`posture replay`: the posture pipeline over a recorded CSV.
+
+The pipeline (numpy, scipy, VQF) is imported when the command runs: `posture replay --help` must
+not pay a second for it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.calibration import Calibration
-from replay.replay import replay
 from service_io.cli_options import config_errors
-from service_io.config import load_config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from pipeline.calibration import Calibration
+    from replay.replay import replay
+    from service_io.config import load_config
+
     known = Calibration.sensor_axes_are_trunk_axes() if args.axes_are_trunk else None
     with config_errors():
         tuning = load_config(args.config).pipeline

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from service_io.config import ConfigError, load_config
-from service_io.influx import InfluxSettings
-
 if TYPE_CHECKING:
+    from service_io.influx import InfluxSettings
+
     from .day import DayReport
 
 FORMATS = (".png", ".html")
@@ -36,6 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, like the drawing below: the config brings in the pipeline and the InfluxDB client.
+    from service_io.config import ConfigError, load_config
+
     try:
         config = load_config(args.config, overrides={"influx": {"url": args.influx_url, "database": args.database}})
     except ConfigError as exc:
@@ -50,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
 def write_report(influx_url: str, database: str, device: str, day: str, out: Path,
                  timezone: str | None = None) -> DayReport:
     """The report without a config file (posture demo): an InfluxDB without authentication."""
+    from service_io.influx import InfluxSettings
+
     return write_day_report(InfluxSettings(url=influx_url, database=database), device, day, Path(out), timezone)
 
 
@@ -59,7 +63,7 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
     ValueError for what the user can fix (file suffix, date, zone, no data); query.QueryError when
     InfluxDB does not answer.
     """
-    # Imported here: matplotlib takes a second to load, which the other subcommands should not pay.
+    # Imported here: matplotlib takes a second to load, which `--help` and the other subcommands should not pay.
     from .day import build_day_report, day_bounds
     from .draw import html_page, png_bytes
     from .query import fetch_day

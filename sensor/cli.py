@@ -1,17 +1,15 @@
-"""`posture scan` and `posture record`."""
+"""`posture scan` and `posture record`.
+
+The BLE client (bleak, dbus-fast) and asyncio are imported when a command runs, not for `--help`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import sys
 from pathlib import Path
-
-from .discovery import SensorFilter, discover
-from .link import LinkSettings
-from .record import record
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_scan(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .discovery import discover
+
     sensors = asyncio.run(discover(args.adapter, args.timeout))
     if not sensors:
         print("no posture sensors found", file=sys.stderr)
@@ -46,10 +48,16 @@ def run_scan(args: argparse.Namespace) -> int:
 
 
 def run_record(args: argparse.Namespace) -> int:
+    import asyncio
+
     return asyncio.run(_record(args))
 
 
 async def _record(args: argparse.Namespace) -> int:
+    from .discovery import SensorFilter, discover
+    from .link import LinkSettings
+    from .record import record
+
     wanted = SensorFilter(name=args.name, address=args.address)
     found = await discover(args.adapter, args.scan_timeout, wanted, first_only=True)
     if not found:

@@ -1,4 +1,8 @@
-"""Options every service's subcommand shares (`--config`, `--mqtt-host`, …) and how they become a Config."""
+"""Options every service's subcommand shares (`--config`, `--mqtt-host`, …) and how they become a Config.
+
+Light on purpose: `posture <cmd> --help` imports this, and service_io.config brings in the pipeline
+(numpy, scipy) and the InfluxDB client, so it is imported only once a command runs.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import contextlib
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service_io.config import Config, ConfigError, load_config
+if TYPE_CHECKING:
+    from service_io.config import Config
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -23,6 +28,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def config_errors() -> Iterator[None]:
     """A bad config value (file, environment, rules) as one "config: …" line, not a traceback:
     `posture` prints a ValueError as one line."""
+    from service_io.config import ConfigError
+
     try:
         yield
     except ConfigError as exc:
@@ -31,6 +38,8 @@ def config_errors() -> Iterator[None]:
 
 def config_from(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
     """The config file with what the command line sets on top."""
+    from service_io.config import load_config
+
     mqtt = {"host": args.mqtt_host, "port": args.mqtt_port, "prefix": args.prefix}
     with config_errors():
         return load_config(args.config, overrides={"mqtt": mqtt, **sections})

@@ -100,7 +100,11 @@ class GatewaySettings:
     spool_max_messages: int = 1_000_000
     adapter: str = ""
     sensors: tuple[str, ...] = ()  # names or addresses; empty: the first posture sensor found
+    # Each device's retained status goes out when something a reader sees changed, at once for online, battery and
+    # reconnects; a change of only counters, link quality or signal no sooner than status_interval_s after the last
+    # status (a lossy link changes them all the time); and unchanged every status_heartbeat_s ("last heard").
     status_interval_s: float = 10.0
+    status_heartbeat_s: float = 60.0
     publish_imu: bool = False
     pipeline_batch_s: float = 1.0  # samples handed to the pipeline at a time (0: every notification)
     # Live states a second per device on <prefix>/<device>/live (0: none); each is the latest sample of a pipeline
@@ -108,6 +112,11 @@ class GatewaySettings:
     live_hz: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.status_interval_s > 0:
+            raise ConfigError(f"gateway.status_interval_s: must be above 0, got {self.status_interval_s!r}")
+        if not self.status_heartbeat_s >= self.status_interval_s:
+            raise ConfigError(f"gateway.status_heartbeat_s: must be at least gateway.status_interval_s "
+                              f"({self.status_interval_s:g}), got {self.status_heartbeat_s!r}")
         if not (self.live_hz == 0 or LIVE_HZ_MIN <= self.live_hz <= LIVE_HZ_MAX):
             raise ConfigError(f"gateway.live_hz: must be 0 (no live stream) or from {LIVE_HZ_MIN:g} to "
                               f"{LIVE_HZ_MAX:g}, got {self.live_hz!r}")

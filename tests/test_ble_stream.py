@@ -1,8 +1,10 @@
-"""The virtual sensor and the BLE client talking through BlueZoo: real D-Bus, real bleak, no mocks."""
+"""The virtual sensor and the BLE client talking through BlueZoo: real D-Bus, real bleak, no mocks; and the status
+the gateway reports of each sensor's link, through a real Mosquitto."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import subprocess
@@ -14,10 +16,13 @@ import numpy as np
 import pytest
 from bleak.backends.bluezdbus.manager import get_global_bluez_manager
 
+from contract.messages import Status
 from firmware_sim.truth import read_truth
+from gateway.publisher import DevicePublisher
 from sensor.discovery import SensorFilter, discover
 from sensor.link import LinkSettings, SensorLink
 from sensor.stream import ImuBatch
+from service_io.config import Config, GatewaySettings, MqttSettings
 from support.mqtt import client, wait_for
 
 # One LSB of each profile's wire format: (acc g, gyro °/s).
@@ -175,7 +180,7 @@ def test_a_gateway_restarted_after_kill_9_neither_doubles_nor_loses_samples(tmp_
     sim = start_sim(profile=profile, name="Twice", seed=21)
     config = tmp_path / "posture.toml"
     config.write_text(f'[mqtt]\nport = {broker.port}\n\n[gateway]\nspool_dir = "{tmp_path / "spool"}"\n'
-                      'status_interval_s = 1.0\npublish_imu = true\n')
+                      'status_interval_s = 1.0\nstatus_heartbeat_s = 1.0\npublish_imu = true\n')
     run = [sys.executable, "-m", "posture.cli", "run", "--config", str(config), "--sensor", "Twice",
            "--adapter", "hci0"]
     listener = client(broker.port)
@@ -235,3 +240,51 @@ def test_a_gateway_restarted_after_kill_9_neither_doubles_nor_loses_samples(tmp_
     span_s, rows = t_s[-1] - t_s[0], index[-1] - index[0]
     assert span_s == pytest.approx(rows / 100.0, rel=0.05)
     assert last["duplicate_packets"] > 0, "no duplicates counted: does BlueZoo still deliver twice after kill -9?"
+
+
+def test_a_status_goes_out_when_it_changes_and_otherwise_only_at_the_heartbeat(tmp_path, broker):
+    """Issue 14: a status every 10 s per device was 65 % of the bridge's messages. Now, through a real Mosquitto
+    with the publisher's clock in the test's hand: an unchanged status (link quality within its noise) is not sent
+    again before the heartbeat; online, battery and reconnects go out at once; a change of only a counter waits
+    for status_interval_s after the last status; and what was sent is what a subscriber receives, in order."""
+    now_s = [1000.0]
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(status_interval_s=10.0, status_heartbeat_s=60.0))
+    publisher = DevicePublisher.open(config, "Steady", tmp_path / "spool", "Steady", clock=lambda: now_s[0])
+    got: list[dict] = []
+    listener = client(broker.port)
+    listener.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+    subscribed = threading.Event()
+    listener.on_subscribe = lambda *args: subscribed.set()
+    listener.subscribe("posture/Steady/status", 1)
+    assert subscribed.wait(10), "no SUBACK"
+    healthy = Status(online=True, battery_pct=80, link_quality_pct=100.0, lost_samples=3)
+
+    def at(t_s: float, status: Status) -> bool:
+        now_s[0] = 1000.0 + t_s
+        return publisher.publish_status(status)
+
+    publisher.start()
+    try:
+        wait_for(publisher.connected.is_set, 10, "the publisher to connect")
+        sent = {0: at(0, healthy)}
+        sent |= {t: at(t, dataclasses.replace(healthy, link_quality_pct=100.0 - t % 2)) for t in range(1, 60)}
+        sent[60] = at(60, healthy)  # the heartbeat
+        sent[61] = at(61, dataclasses.replace(healthy, battery_pct=79))  # at once
+        lossy = dataclasses.replace(healthy, battery_pct=79, lost_samples=9, link_quality_pct=99.5)
+        sent |= {t: at(t, lossy) for t in range(62, 72)}  # only a counter: 10 s after the last status
+        sent[72] = at(72, dataclasses.replace(lossy, online=False))  # at once
+        back = dataclasses.replace(lossy, online=True, reconnects=1)
+        sent[73] = at(73, back)  # at once
+        sent |= {t: at(t, dataclasses.replace(back, link_quality_pct=97.0)) for t in range(74, 84)}  # moved 2.5 %
+        wait_for(lambda: len(got) >= 7 and got[-1]["link_quality_pct"] == 97.0, 10,
+                 lambda: f"the statuses sent; got {got}")
+    finally:
+        publisher.stop(offline=False)
+        listener.loop_stop()
+    assert [t for t, went in sent.items() if went] == [0, 60, 61, 71, 72, 73, 83] and publisher.status_published == 7
+    # QoS 1 on one connection keeps the order: nothing else went out between them.
+    assert [(s["online"], s["battery_pct"], s["lost_samples"], s["reconnects"], s["link_quality_pct"]) for s in got] \
+        == [(True, 80, 3, 0, 100.0), (True, 80, 3, 0, 100.0), (True, 79, 3, 0, 100.0), (True, 79, 9, 0, 99.5),
+            (False, 79, 9, 0, 99.5), (True, 79, 9, 1, 99.5), (True, 79, 9, 1, 97.0)]
+    assert got[0]["sensor_name"] == "Steady" and all(not s["will"] for s in got)

@@ -178,3 +178,273 @@ def test_every_schema_takes_the_same_device_ids_and_times():
                                                            if "description" in properties["device"] else {}), name
         assert (properties["ts"]["minimum"], properties["ts"]["maximum"]) == (first["ts"]["minimum"],
                                                                                 first["ts"]["maximum"]), name
+
+
+# The bridge's fast path (issue 14): orjson reads as json did, and line protocol is what influxdb-client wrote ---------
+
+def reference_lines(payload: dict, stream: str = "") -> list[str]:
+    """The points as the bridge wrote them before issue 14, with influxdb-client's Point: the reference the line
+    protocol written by contract/influx_schema.py must equal byte for byte."""
+    from influxdb_client.client.write.point import Point
+    from influxdb_client.domain.write_precision import WritePrecision
+
+    from contract.influx_schema import ALERT_MEASUREMENT, SUMMARY_FIELDS
+
+    if stream == "alerts/log":
+        stretch = payload.get("stretch") or {}
+        point = (Point(ALERT_MEASUREMENT).tag("device_id", payload["device"]).tag("kind", payload["kind"])
+                 .tag("severity", payload["severity"]).field("alert_id", payload["id"])
+                 .field("title", payload["title"]).field("message", payload["message"])
+                 .field("text", f"{payload['title']}: {payload['message']}"))
+        if stretch.get("name"):
+            point = point.field("stretch", stretch["name"])
+        for name, cast in SUMMARY_FIELDS.items():
+            if payload["kind"] == "summary" and payload["evidence"].get(name) is not None:
+                point = point.field(name, cast(payload["evidence"][name]))
+        return [point.time(payload["ts"], WritePrecision.MS).to_line_protocol()]
+    kind = payload["kind"]
+    target = payload[MEASURED_BY[kind]] if kind in MEASURED_BY else kind
+    point = Point(MEASUREMENT[target]).tag("device_id", payload["device"])
+    for tag in TAGS.get(target, ()):
+        point = point.tag(tag, payload[tag])
+    for name, cast in FIELDS[kind].items():
+        if payload.get(name) is not None:
+            point = point.field(name, cast(payload[name]))
+    return [point.time(payload["ts"], WritePrecision.MS).to_line_protocol()]
+
+
+def reference_dead_letter(topic: str, reason: str, payload: str, t_ms: int) -> str:
+    from influxdb_client.client.write.point import Point
+    from influxdb_client.domain.write_precision import WritePrecision
+
+    def one_line(text: str) -> str:
+        return text.replace("\r", " ").replace("\n", " ")
+
+    point = (Point("posture_deadletter").tag("kind", reason.split(":", 1)[0][:40])
+             .field("topic", one_line(topic[:1000])).field("reason", one_line(reason[:2000]))
+             .field("payload", one_line(payload[:32 * 1024])))
+    return str(point.time(t_ms, WritePrecision.MS).to_line_protocol())
+
+
+# What line protocol must escape, and what it must not touch: quotes, backslashes (a trailing one too), line
+# ends, commas, spaces, equals signs, tabs, a NUL, accents, a degree sign, an emoji, a right-to-left mark.
+HOSTILE = ['"', "\\", "\n", "\r", "\t", ",", " ", "=", "\x00", "é", "°", "😀", "\u200f", "a", "Z", "9", "_", "-", "{"]
+
+
+def hostile_text(rng, max_len: int = 12) -> str:
+    return "".join(rng.choice(HOSTILE) for _ in range(rng.randrange(max_len + 1)))
+
+
+def number(rng):
+    """Floats of every shape repr gives (whole, tiny, huge, negative zero), and ints where a float is declared
+    (JSON's 60 for 60.0)."""
+    choice = rng.randrange(8)
+    if choice == 0:
+        return float(rng.randrange(-200, 200))
+    if choice == 1:
+        return rng.uniform(-1, 1) * 10 ** rng.randrange(-30, 30)
+    if choice == 2:
+        return rng.choice([0.0, -0.0, 1e16, 1e-5, 123456789012345.0, 5e-324, 1.7976931348623157e308])
+    if choice == 3:
+        return rng.randrange(-10 ** 6, 10 ** 6)
+    return round(rng.uniform(-180, 180), rng.randrange(1, 17))
+
+
+def value_of(rng, cast: type):
+    if rng.random() < 0.15:
+        return None
+    if cast is float:
+        return number(rng)
+    if cast is int:  # JSON Schema's integer: 3.0 is one too
+        return rng.choice([0, 1, rng.randrange(2 ** 63), -rng.randrange(2 ** 63), float(rng.randrange(1000))])
+    if cast is bool:
+        return rng.random() < 0.5
+    return hostile_text(rng)
+
+
+def generated_payloads(seed: int = 14, per_kind: int = 300):
+    import random
+
+    from contract.influx_schema import SUMMARY_FIELDS
+
+    rng = random.Random(seed)
+    tag_values = lambda: rng.choice([hostile_text(rng), "left", "right", "", None, "a\\", "x,y=z w"])  # noqa: E731
+    for kind in PAYLOAD_CLASS:
+        targets = ["slouch", "lean"] if kind in MEASURED_BY else [kind]
+        for i in range(per_kind):
+            target = targets[i % len(targets)]
+            payload = {"schema": 1, "kind": kind, "device": rng.choice(["DeskSensor", hostile_text(rng) or "d"]),
+                       "ts": rng.randrange(946684800000, 4102444800000)}
+            if kind in MEASURED_BY:
+                payload[MEASURED_BY[kind]] = target
+            for tag in TAGS.get(target, ()):
+                payload[tag] = tag_values()
+            payload |= {name: value_of(rng, cast) for name, cast in FIELDS[kind].items()}
+            yield payload, ""
+    for i in range(per_kind):
+        kind = rng.choice(["summary", "slouch", "lean", "recovered"])
+        evidence = {name: value_of(rng, cast) for name, cast in SUMMARY_FIELDS.items()}
+        alert = {"kind": kind, "device": rng.choice(["DeskSensor", hostile_text(rng) or "d"]),
+                 "severity": rng.choice(["info", "warning", hostile_text(rng)]), "id": hostile_text(rng, 40),
+                 "title": hostile_text(rng, 40), "message": hostile_text(rng, 80), "ts": 1_700_000_000_000 + i,
+                 "stretch": rng.choice([None, {}, {"name": hostile_text(rng)}, {"name": ""}]), "evidence": evidence}
+        yield alert, "alerts/log"
+
+
+def test_line_protocol_is_what_influxdb_client_wrote_for_every_payload_hostile_strings_included():
+    from contract.influx_schema import to_line_protocol
+
+    compared = 0
+    for doc, stream in generated_payloads():
+        assert to_line_protocol(doc, stream) == reference_lines(doc, stream), doc
+        compared += 1
+    assert compared > 2500
+
+
+def test_every_field_is_left_out_or_written_with_its_one_type():
+    """Nothing at all to write is no point, as influxdb-client had it; a float that is not finite is left out."""
+    from contract.influx_schema import to_line_protocol
+
+    empty = {"schema": 1, "kind": "slouch", "device": "d", "ts": 1_700_000_000_000} | dict.fromkeys(FIELDS["slouch"])
+    assert to_line_protocol(empty) == reference_lines(empty) == [""]
+    odd = empty | {"duration_s": float("nan"), "peak_flexion_deg": float("inf"), "mean_flexion_deg": 3}
+    assert to_line_protocol(odd) == reference_lines(odd) == ["posture_slouch,device_id=d mean_flexion_deg=3 "
+                                                             "1700000000000"]
+
+
+def test_a_whole_number_ts_sent_as_a_float_is_stored_at_that_millisecond():
+    """JSON Schema's integer takes 1700000000000.0; influxdb-client raised on it (the message was dead-lettered
+    with the number as its reason); written directly it is the same point as the integer's."""
+    from contract.influx_schema import to_line_protocol
+
+    status = {"schema": 1, "kind": "status", "device": "d", "ts": 1_700_000_000_000, "online": True}
+    assert to_line_protocol(status | {"ts": 1.7e12}) == to_line_protocol(status) == reference_lines(status)
+
+
+def test_dead_letters_are_what_influxdb_client_wrote():
+    import random
+
+    from contract.influx_schema import dead_letter_line
+
+    rng = random.Random(7)
+    cases = [("posture/d/metrics", "not JSON: Expecting value", "{", 1), ("t", ":no kind", "x", 2),
+             ("t", "refused by InfluxDB: partial write: field type conflict", 'a,b=c d="e\\"f" 1', 3),
+             ("t", "schema: x", "[" * 40_000, 4)]
+    cases += [(hostile_text(rng, 30), hostile_text(rng, 60), hostile_text(rng, 200), k) for k in range(500)]
+    for topic, reason, body, t_ms in cases:
+        assert dead_letter_line(topic, reason, body, t_ms) == reference_dead_letter(topic, reason, body, t_ms)
+
+
+def reference_json(body: bytes):
+    """How parse() read a payload before issue 14: Python's json, NaN, Infinity and 1e400 refused."""
+    import math
+
+    def constant(name):
+        raise ValueError(name)
+
+    def finite(text):
+        if not math.isfinite(value := float(text)):
+            raise ValueError(text)
+        return value
+
+    return json.loads(body, parse_constant=constant, parse_float=finite)
+
+
+def same_json(ours, theirs) -> bool:
+    """Equal, where an integer beyond 64 bits may be orjson's float for it (the schemas refuse both)."""
+    if isinstance(theirs, int) and not isinstance(theirs, bool) and not -2 ** 63 <= theirs < 2 ** 64:
+        return isinstance(ours, float) and ours == float(theirs)
+    if isinstance(theirs, dict):
+        return (isinstance(ours, dict) and list(ours) == list(theirs)
+                and all(same_json(ours[k], theirs[k]) for k in theirs))
+    if isinstance(theirs, list):
+        return isinstance(ours, list) and len(ours) == len(theirs) and all(map(same_json, ours, theirs))
+    return type(ours) is type(theirs) and ours == theirs
+
+
+def test_orjson_takes_and_refuses_what_json_did():
+    """Numbers of every shape, documents with hostile strings, and thousands of mangled payloads of ours (bytes
+    changed, cut, inserted: numbers, escapes, invalid UTF-8) read as Python's json read them: the same document, or
+    refused as not JSON."""
+    import random
+
+    from contract.validation import decode
+
+    rng = random.Random(14)
+    live = json.dumps(live_body()).encode()
+    bodies = [live, json.dumps(start_body()).encode(), b'{"a": [1, 2.5, -0, -0.0, 1E2, "\\u00e9\\ud83d\\ude00"]}']
+    pieces = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"1e-400", b"123456789012345678901234567890",
+              b"18446744073709551615", b"-9223372036854775809", b'"\\ud800"', b"\xff", b"\xc3", b"\\", b'"', b",", b"]",
+              b"}", b"{", b"[", b"0", b"01", b"1.", b".5", b"+1", b"-", b"e5", b"true", b"nul", b"\x00", b" ", b"\t",
+              b"\n", b"\xef\xbb\xbf", b'"\\u0000"', b'"\\x"']
+    cases: list[bytes] = []
+    for _ in range(3000):  # numbers, well-formed or not, of every length and exponent
+        text = "".join(rng.choice("0123456789") for _ in range(rng.randrange(1, 30)))
+        text = rng.choice(["", "-", "+"]) + text + rng.choice(["", f".{rng.randrange(10 ** 6)}", "."])
+        text += rng.choice(["", f"e{rng.randrange(-400, 400)}", f"E+{rng.randrange(400)}", "e"])
+        cases.append(b'{"v": ' + text.encode() + b"}")
+    for _ in range(1000):  # well-formed documents with hostile strings, escaped or not
+        doc = {hostile_text(rng): [hostile_text(rng), number(rng), {"n": None, "b": True}] for _ in range(3)}
+        cases.append(json.dumps(doc, ensure_ascii=rng.random() < 0.5).encode())
+    for _ in range(4000):  # and mangled
+        body = bytearray(rng.choice(bodies))
+        for _ in range(rng.randrange(1, 4)):
+            at, piece = rng.randrange(len(body) + 1), rng.choice(pieces)
+            action = rng.randrange(3)
+            if action == 0:
+                body[at:at] = piece
+            elif action == 1:
+                del body[at:at + rng.randrange(1, 4)]
+            else:
+                body[at:at + len(piece)] = piece
+        if rng.random() < 0.05:  # mangled further later
+            bodies.append(bytes(body))
+        cases.append(bytes(body))
+    taken = 0
+    for body in cases:
+        try:
+            theirs = reference_json(body)
+        except (ValueError, RecursionError):
+            with pytest.raises(Malformed, match="^not JSON"):
+                decode(body)
+            continue
+        assert same_json(decode(body), theirs), body
+        taken += 1
+    assert taken > 1000 and len(cases) - taken > 1000  # both ways, often
+
+
+@pytest.mark.parametrize("body, read", [
+    (b'\xef\xbb\xbf{"a": 1}', {"a": 1}),  # a byte-order mark: json took it, orjson does not
+    ('{"a": "é"}'.encode("utf-16"), {"a": "é"}),  # json reads UTF-16 too
+    (b'{"a": "\\ud800"}', {"a": "\ud800"}),  # a lone surrogate
+    (b'{"a": 18446744073709551615}', {"a": 2 ** 64 - 1}),
+])
+def test_what_json_took_that_orjson_does_not_is_still_taken(body, read):
+    from contract.validation import decode
+
+    assert decode(body) == read
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b'{"a": NaN}', "not JSON: NaN is not a JSON number"),
+    (b'{"a": Infinity}', "not JSON: Infinity is not a JSON number"),
+    (b'{"a": -Infinity}', "not JSON: -Infinity is not a JSON number"),
+    (b'{"a": 1e400}', "not JSON: 1e400 is not a finite number"),
+    (b'{"a": -1e400}', "not JSON: -1e400 is not a finite number"),
+    (b"[" * 1025 + b"]" * 1025, "not JSON: nested too deep"),  # past orjson's depth
+    (b"[" * 5000, "not JSON: nested too deep"),
+    (b'{"a": "\xff"}', "not JSON: 'utf-8' codec can't decode byte 0xff"),
+    (b"", "not JSON: Expecting value"),
+])
+def test_what_json_refused_is_refused_in_its_words(body, reason):
+    from contract.validation import decode
+
+    with pytest.raises(Malformed, match=f"^{reason}"):
+        decode(body)
+
+
+def test_an_integer_past_64_bits_is_refused_by_the_schema_as_before():
+    for value in (2 ** 64, 2 ** 70, 10 ** 30, -(2 ** 64)):
+        body = json.dumps(live_body(ts=value)).encode()
+        with pytest.raises(Malformed, match="^schema:"):
+            parse("live", body, load_validators(), now_s=T0_S + 60)

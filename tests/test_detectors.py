@@ -18,6 +18,7 @@ from pipeline.detectors import (
     RotationSettings,
     SlouchDetector,
     SlouchSettings,
+    feed_together,
 )
 from pipeline.events import EpisodeStart, LeanInterval, RotationExcursion, SlouchEpisode
 from support.signals import batches, during, grid, held, ramps
@@ -405,3 +406,26 @@ def test_rotations_do_not_depend_on_how_the_stream_is_batched(size):
     assert [(e.side, round(e.peak_deg)) for e in whole] == [("right", 30), ("left", 20), ("left", 40), ("right", 22),
                                                             ("right", 30)]
     assert_same_events(rotations(t, rotation, excluded, size=size), whole)
+
+
+def test_the_three_detectors_fed_together_give_what_each_gives_alone():
+    """The pipeline feeds the three in one pass (feed_together): the same events and starts as one at a time."""
+    rng = np.random.default_rng(5)
+    t = grid(600.0, RATE_HZ, T0_S)
+    # Random walks wandering across every threshold, with contexts switching every few seconds.
+    flexion, lateral, rotation = (np.cumsum(rng.normal(0.0, scale, len(t))) for scale in (0.4, 0.2, 0.8))
+    upright, sitting, excluded = (np.repeat(rng.random(len(t) // 300 + 1) < p, 300)[:len(t)] for p in (0.8, 0.7, 0.1))
+    alone = (SlouchDetector(SLOUCH), LeanDetector(LEAN), RotationDetector(ROTATION))
+    together = (SlouchDetector(SLOUCH), LeanDetector(LEAN), RotationDetector(ROTATION))
+    got: list = []
+    expected: list = []
+    for sl in batches(len(t), 137):
+        expected += alone[0].update(t[sl], flexion[sl], upright[sl]) + alone[0].starts
+        expected += alone[1].update(t[sl], lateral[sl], sitting[sl]) + alone[1].starts
+        expected += alone[2].update(t[sl], rotation[sl], excluded[sl])
+        slouch, lean, rotated = feed_together(t[sl], together[0], flexion[sl], upright[sl], together[1], lateral[sl],
+                                              sitting[sl], together[2], rotation[sl], excluded[sl])
+        got += slouch + together[0].starts + lean + together[1].starts + rotated
+    assert len(expected) > 20 and {type(e) for e in expected} == {SlouchEpisode, LeanInterval, RotationExcursion,
+                                                                  EpisodeStart}
+    assert got == expected

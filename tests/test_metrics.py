@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.activity import LYING, SITTING, STANDING, WALKING
+from pipeline.activity import LYING, SITTING, STANDING, WALKING, activity_codes
 from pipeline.events import MinuteMetrics, RotationExcursion
 from pipeline.metrics import SITTING_GAP_S, MinuteAggregator
 from support.signals import batches, during, grid
@@ -24,9 +24,10 @@ HOLD_S = 6.0  # a minute is handed out this long after it ends
 
 def add(agg: MinuteAggregator, t_s: np.ndarray, activity: np.ndarray | str = SITTING, flexion_deg=0.0,
         lateral_deg=0.0, size: int | None = None, now_s: float | None = None) -> list[MinuteMetrics]:
-    """Feed samples size at a time, asking for ready minutes after each batch as the pipeline does."""
+    """Feed samples size at a time, asking for ready minutes after each batch as the pipeline does (activity by
+    name here; the aggregator takes the pipeline's codes)."""
     n = len(t_s)
-    activity = np.full(n, activity) if isinstance(activity, str) else activity
+    activity = activity_codes(np.full(n, activity) if isinstance(activity, str) else activity)
     flexion_deg, lateral_deg = np.broadcast_to(flexion_deg, n), np.broadcast_to(lateral_deg, n)
     out = []
     for sl in batches(n, size or n):

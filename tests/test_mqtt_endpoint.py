@@ -1,12 +1,14 @@
 """The MQTT connection lifecycle every service uses (service_io/mqtt.py), against a real Mosquitto:
 an unreachable broker is said with its reason, a lost one too, subscriptions and the birth message
-come back on every connect, the will goes out on a crash, and stopping never hangs."""
+come back on every connect, the will goes out on a crash, stopping never hangs, and every connection
+(a reconnect's too, with TLS too) sends without Nagle's delay (TCP_NODELAY)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +18,13 @@ from service_io.config import MqttSettings
 from service_io.mqtt import Message, MqttEndpoint
 from support.mqtt import client, start_or_fail, wait_for
 from support.servers import SecuredMosquitto
+
+
+def no_delay(endpoint: MqttEndpoint) -> tuple[int, int]:
+    """TCP_NODELAY as the kernel has it on the endpoint's socket now, and the socket's local port."""
+    sock = endpoint.client.socket()
+    assert isinstance(sock, socket.socket), sock
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), sock.getsockname()[1]
 
 
 def warnings(caplog) -> list[str]:
@@ -108,3 +117,39 @@ def test_the_will_says_offline_when_the_process_dies(broker, tmp_path):
         proc.kill()
         proc.wait(5)
         watcher.loop_stop()
+
+
+def test_every_connection_sends_without_nagles_delay_after_a_reconnect_too(broker):
+    """The alert service's PUBACK and then its alert's PUBLISH: with Nagle's algorithm the second waited ~44 ms for
+    the broker's delayed ACK of the first. paho opens a new socket on every reconnect; each must have it set."""
+    endpoint = MqttEndpoint(MqttSettings(host=broker.host, port=broker.port), "nodelay", name="nodelay")
+    try:
+        endpoint.start()
+        wait_for(endpoint.connected.is_set, 10, "the first connection")
+        first, first_port = no_delay(endpoint)
+        broker.kill()
+        wait_for(lambda: not endpoint.connected.is_set(), 10, "the endpoint to see the broker go")
+        start_or_fail(broker)
+        wait_for(endpoint.connected.is_set, 20, "the reconnection")
+        again, again_port = no_delay(endpoint)
+    finally:
+        endpoint.stop()
+    assert first and again, (first, again)
+    assert again_port != first_port  # a new socket: the option was set again, not carried over
+
+
+def test_a_tls_connection_sends_without_nagles_delay(tmp_path):
+    from support.servers import make_test_ca
+
+    tls = make_test_ca(tmp_path / "ca")
+    broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", tls=tls))
+    settings = MqttSettings(host=broker.host, port=broker.tls_port, tls_ca=tls["cafile"])
+    endpoint = MqttEndpoint(settings, "nodelay-tls", name="nodelay-tls")
+    try:
+        endpoint.start()
+        wait_for(endpoint.connected.is_set, 10, "the TLS connection")
+        on, _ = no_delay(endpoint)
+    finally:
+        endpoint.stop()
+        broker.kill()
+    assert on

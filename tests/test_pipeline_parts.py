@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.detectors import hysteresis
+from pipeline.activity import ACTIVITIES, ACTIVITY_NAMES, activity_codes
+from pipeline.detectors import hysteresis, hysteresis_rows
 from pipeline.runs import RunFinder
 from pipeline.symmetry import symmetry_angle, symmetry_index
 
@@ -29,6 +30,23 @@ def test_hysteresis_enters_above_and_leaves_below():
     x = np.array([0, 16, 14, 13, 11, 14, 16, 2], float)
     assert hysteresis(x, 15, 12, False).tolist() == [False, True, True, True, False, False, True, False]
     assert hysteresis(np.array([13.0, 13.0]), 15, 12, True).tolist() == [True, True]
+
+
+def test_hysteresis_of_rows_is_hysteresis_of_each_row():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        x = rng.normal(0.0, 10.0, (3, int(rng.integers(1, 200))))
+        enter, exit_, was_high = rng.uniform(0, 10, 3), rng.uniform(-10, 0, 3), rng.random(3) < 0.5
+        rows = hysteresis_rows(x, enter, exit_, was_high)
+        for k in range(3):
+            assert rows[k].tolist() == hysteresis(x[k], enter[k], exit_[k], bool(was_high[k])).tolist()
+
+
+def test_activity_codes_and_names_are_inverse():
+    names = np.array([*ACTIVITIES, ACTIVITIES[2], ACTIVITIES[0]])
+    assert ACTIVITY_NAMES[activity_codes(names)].tolist() == names.tolist()
+    with pytest.raises(ValueError, match="not an activity"):
+        activity_codes(np.array(["sitting", "dancing"]))
 
 
 def test_symmetry_index_and_angle_signs_and_guard():
