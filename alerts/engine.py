@@ -19,12 +19,15 @@ from datetime import datetime, tzinfo
 from datetime import time as TimeOfDay
 from typing import Any, cast
 
+import orjson
+
 from alerts import rules as r
 from alerts.catalog import Catalog
 from alerts.compose import alert_id, alert_payload, summary_payload
 from alerts.policy import held_reason, local
 from alerts.settings import Rules
 from alerts.state import STARTS_KEPT, DeviceState
+from pipeline.summary import DayTotals, day_totals
 
 MINUTE_MS = 60_000
 KEEP_DAYS = 62  # finished days kept for the streak and the program
@@ -62,15 +65,21 @@ class AlertEngine:
         # Per device, the sensor time of the first of the live states that have shown posture measured and no
         # slouch, unbroken, up to the latest; in memory only (a restart counts afresh: it cannot know the gap).
         self._clear_from: dict[str, float] = {}
+        # Per device, today's minutes folded so far, in the order today_totals folds them (arrival, the minutes dict's
+        # own): each new minute is added to it instead of the day folded again for the rules and again for the retained
+        # `today` (which made a message's cost grow with the minutes of the day). Dropped whenever a device's day
+        # changes, a minute comes again (it replaces its first copy) or the states are loaded.
+        self._folded: dict[str, DayTotals] = {}
 
     # state --------------------------------------------------------------------------
     def dump(self, devices: set[str]) -> dict[str, bytes]:
         """These devices' states as JSON, one record each: a minute rewrites one device, not all."""
-        return {f"device/{d}": json.dumps(self.devices[d].to_dict()).encode() for d in devices if d in self.devices}
+        return {f"device/{d}": _encoded(self.devices[d]) for d in devices if d in self.devices}
 
     def load(self, records: dict[str, bytes]) -> None:
         self.devices = {key.removeprefix("device/"): DeviceState.from_dict(json.loads(value))
                         for key, value in records.items() if key.startswith("device/")}
+        self._folded = {}
 
     def _state(self, device: str) -> DeviceState:
         return self.devices.setdefault(device, DeviceState())
@@ -83,13 +92,21 @@ class AlertEngine:
         if state.day is not None and day < state.day:
             state.late_minutes += 1  # a day already closed: its summary and streak are settled
             return []
+        folded = self._folded.pop(device, None)  # stale from here on, also should a bug stop this minute half-way
+        again = str(doc["ts"]) in state.minutes
         if state.day != day:
             self._close_day(state, day)
+            folded = None
         state.add_minute(doc)
-        self._prune(state, end_ms)
+        self._prune(state, end_ms)  # never today's minutes
         if state.last_calibrated_s is None:  # no calibration seen yet: count its age from the first data
             state.last_calibrated_s = doc["ts"] / 1000
-        today = self.today_totals(state)
+        if folded is None or again:
+            folded = self._fold_today(state)
+        else:
+            folded.add(state.minutes[str(doc["ts"])])
+        self._folded[device] = folded
+        today = r.totals_of(folded)
         rules = self.rules
         found = [
             rules.slouch.enabled and (r.slouch_unbroken(state, end_ms, rules) or r.slouch_share(state, end_ms, rules)),
@@ -110,6 +127,7 @@ class AlertEngine:
         day = self._date(doc.get("end_s", doc.get("t_s", doc["ts"] / 1000)))
         if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
             self._close_day(state, day)
+            self._folded.pop(device, None)
         if doc["kind"] == "calibration" and doc["status"] == "calibrated":
             state.last_calibrated_s = doc["t_s"]
         found: list[r.Finding] = []
@@ -242,9 +260,15 @@ class AlertEngine:
         start_ms = self._day_start_ms(state.day)
         return r.totals([m for k, m in state.minutes.items() if start_ms <= int(k) < until_ms])
 
-    def summary_evidence(self, state: DeviceState, until_ms: float = float("inf")) -> dict[str, Any]:
+    def _fold_today(self, state: DeviceState) -> DayTotals:
+        start_ms = self._day_start_ms(state.day)
+        return day_totals(m for k, m in state.minutes.items() if start_ms <= int(k))
+
+    def summary_evidence(self, state: DeviceState, until_ms: float = float("inf"),
+                         today: dict[str, Any] | None = None) -> dict[str, Any]:
+        """today: the totals up to until_ms if the caller has them already."""
         h = self.rules.habit
-        today = self.today_totals(state, until_ms)
+        today = today if today is not None else self.today_totals(state, until_ms)
         met = self._goal_met(today)
         # Only states that have seen a day get here (tick, today_state); _close_day sets both together.
         assert state.day is not None and state.program_start is not None
@@ -258,7 +282,9 @@ class AlertEngine:
     def today_state(self, device: str) -> dict[str, Any]:
         """The retained `<prefix>/<device>/today` document (Home Assistant's entities read it)."""
         state = self._state(device)
-        evidence = self.summary_evidence(state)
+        if device not in self._folded:
+            self._folded[device] = self._fold_today(state)
+        evidence = self.summary_evidence(state, today=r.totals_of(self._folded[device]))
         latest_key = max(state.minutes, key=int)
         last = state.minutes[latest_key]
         since = last.get("sitting_since_s")
@@ -396,6 +422,15 @@ def live_time_error(doc: dict[str, Any]) -> str | None:
         if doc[name] is not None and doc[name] > doc["ts"] / 1000 + LIVE_START_SLACK_S:
             return f"time: {name} {doc[name]} is after the state's own ts {doc['ts']}"
     return None
+
+
+def _encoded(state: DeviceState) -> bytes:
+    """A device's state as JSON. orjson reads the dataclass as it is: asdict's deep copy of every minute before
+    encoding took half the service's time in a burst (a device's day is rewritten with each of its minutes)."""
+    try:
+        return orjson.dumps(state)
+    except orjson.JSONEncodeError:  # what orjson cannot write (an integer past 64 bits) json still can
+        return json.dumps(state.to_dict()).encode()
 
 
 def _nudged_starts(state: DeviceState) -> list[float]:

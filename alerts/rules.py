@@ -11,7 +11,7 @@ from typing import Any
 
 from alerts.settings import Rules
 from alerts.state import DeviceState
-from pipeline.summary import day_totals
+from pipeline.summary import DayTotals, day_totals
 
 MINUTE_MS = 60_000
 # Praise, not a nudge: no cooldown (once per nudge), and not counted against limits.daily_cap (the cap limits how
@@ -31,7 +31,11 @@ class Finding:
 
 def totals(minutes: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over some minutes (a day so far): what the daily summary and Home Assistant show."""
-    t = day_totals(minutes)
+    return totals_of(day_totals(minutes))
+
+
+def totals_of(t: DayTotals) -> dict[str, Any]:
+    """totals() of minutes already folded."""
     si = t.rotation_symmetry_index
     return {
         "worn_min": round(t.worn_s / 60, 1), "slouch_min": round(t.slouch_s / 60, 1),
@@ -53,8 +57,8 @@ def _round(v: float | None) -> float | None:
 def slouch_share(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
     r = rules.slouch
     recent = state.window(end_ms, r.window_min)
-    window = day_totals(recent)
-    worn_s, slouch_s = window.worn_s, window.slouch_s
+    # Two sums, as slouch_unbroken reads them: the whole fold (day_totals) cost a third of a minute's handling.
+    worn_s, slouch_s = sum(m["worn_s"] for m in recent), sum(m["slouch_s"] for m in recent)
     if worn_s < r.min_worn_min * 60 or worn_s <= 0 or 100 * slouch_s / worn_s < r.share_pct:
         return None
     flexion = [m["flexion_mean_deg"] for m in recent if m.get("flexion_mean_deg") is not None]

@@ -56,7 +56,8 @@ class DeviceState:
     def window(self, end_ms: int, minutes: float) -> list[dict[str, Any]]:
         """The minutes that start within `minutes` before end_ms, oldest first."""
         start = end_ms - minutes * 60_000
-        return [self.minutes[k] for k in sorted(self.minutes, key=int) if start <= int(k) < end_ms]
+        # Chosen, then sorted: a day's state holds hundreds of minutes, a window a few dozen.
+        return [self.minutes[k] for k in sorted((k for k in self.minutes if start <= int(k) < end_ms), key=int)]
 
     def remember(self, attr: str, item: str) -> None:
         items = getattr(self, attr)

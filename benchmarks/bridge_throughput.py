@@ -12,6 +12,11 @@ timestamped when published, InfluxDB polled every 20 ms: latency = first seen âˆ
 paho sets: the same M messages queued for a bare paho client (MQTT 5 and manual acks, as the bridge) that only
 acknowledges each one as it arrives â€” receiving and PUBACK, nothing decoded or stored. --protocol 3.1.1 runs the
 bridge and that client on MQTT 3.1.1 (paho parses no properties there).
+
+--bridges N (N > 1) measures scale-out instead: the same M payloads queued at the broker for a share group
+(bridge.share_group) of 1 and then of N `posture bridge` processes, each timed from the moment its first member has
+connected (its log says so; startup and imports excluded) until InfluxDB holds all M points. Processes, not threads
+of this script: one Python process's bridges would share one interpreter lock, which is what more processes escape.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -123,6 +129,82 @@ def run(messages: int, work: Path, protocol: str = "5") -> dict:
         influx.kill()
 
 
+def run_shared(messages: int, work: Path, bridges: int, rounds: int) -> list[tuple[int, float]]:
+    """(bridge processes, messages/s) drained by a share group of 1 and of `bridges`, alternately `rounds` times on the
+    same servers: on a machine that runs other work too, a change of load then shows as a spread, not as a ratio."""
+    broker = Mosquitto(work / "mosquitto").start()
+    influx = InfluxDB1(work / "influx").start()
+    try:
+        payloads = [minute(k, 1_700_000_000_000) for k in range(messages)]
+        return [(n, drain_shared(messages, payloads, work, broker, influx, n, f"r{r}n{n}"))
+                for r in range(rounds) for n in (1, bridges)]
+    finally:
+        broker.kill()
+        influx.kill()
+
+
+def drain_shared(messages: int, payloads: list[dict], work: Path, broker: Mosquitto, influx: InfluxDB1,
+                 n: int, name: str) -> float:
+    database, group = name, name
+    influx.create_database(database)
+    cfg = work / f"{name}.toml"
+    cfg.write_text(f'[mqtt]\nport = {broker.port}\n[influx]\nurl = "{influx.url}"\ndatabase = "{database}"\n'
+                   f'[bridge]\nshare_group = "{group}"\nflush_interval_s = 0.05\n')
+
+    def start(i: int) -> tuple[subprocess.Popen[bytes], Path]:
+        log = work / f"bridge-{name}-{i}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", "bridge", "--config", str(cfg),
+                                 "--client-id", f"bench-{name}-{i}", "--spool", str(work / f"bridge-{name}-{i}.spool")],
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        return proc, log
+
+    def connected(log: Path) -> bool:
+        return "bridge: connected to MQTT" in log.read_text()
+
+    def stop(procs: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            proc.wait(30)
+
+    # Once, to create the members' sessions in the group; then the messages queue while none runs.
+    procs = [start(i) for i in range(n)]
+    while not all(connected(log) for _, log in procs):
+        time.sleep(0.05)
+    time.sleep(1.0)  # the SUBACKs
+    stop(procs)
+    pub = publisher(broker.port)
+    for p in payloads:
+        pub.publish(f"posture/{p['device']}/metrics", json.dumps(p), qos=1)
+    pub.loop_stop()  # after the last PUBACK: paho's loop_stop waits for nothing, so wait for the queue below
+    time.sleep(2.0)
+    procs = [start(i) for i in range(n)]
+    while not any(connected(log) for _, log in procs):
+        time.sleep(0.01)
+    start_s = time.perf_counter()
+    while count_in(influx, database) < messages:
+        time.sleep(0.05)
+    drain_s = time.perf_counter() - start_s
+    stop(procs)
+    for i in range(n):  # the group's sessions ended: the next round's messages must not queue for them too
+        end_session(broker.port, f"bench-{name}-{i}")
+    return messages / drain_s
+
+
+def end_session(port: int, client_id: str) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port, clean_start=True)  # no session expiry: it ends with this connection
+    client.loop_start()
+    time.sleep(0.3)
+    client.disconnect()
+    client.loop_stop()
+
+
+def count_in(influx: InfluxDB1, database: str) -> int:
+    rows = influx.rows("SELECT count(worn_s) FROM posture_minute", database)
+    return rows[0]["count"] if rows else 0
+
+
 def start_bridge(config) -> tuple[Bridge, threading.Thread]:
     bridge = Bridge.open(config)
     thread = threading.Thread(target=bridge.run, daemon=True)
@@ -219,7 +301,19 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5", help="MQTT protocol of the bridge")
     parser.add_argument("--write", action="store_true", help=f"write the results into {DOC}")
+    parser.add_argument("--bridges", type=int, default=1, help="N > 1: 1 and then N bridge processes on a shared "
+                                                               "subscription, messages/s of each (nothing written)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --bridges: 1 and N alternately, this many times")
     args = parser.parse_args()
+    if args.bridges > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            rates = run_shared(args.messages, Path(tmp), args.bridges, args.rounds)
+        for n in (1, args.bridges):
+            got = [rate for m, rate in rates if m == n]
+            print(f"{n} bridge process{'es' if n > 1 else ''} on a share group: median {np.median(got):,.0f} "
+                  f"messages/s (runs: {', '.join(f'{r:,.0f}' for r in got)})")
+        print(f"{args.messages:,} messages a run, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         r = run(args.messages, Path(tmp), args.protocol)
     print(r)

@@ -25,6 +25,10 @@ stream, best effort, in a retention policy of its own.
   live points are deleted first, so they never push out the points that must not be lost (live_evicted); and
   it expires at its time + influx.live_retention, when it is deleted unsent, since its policy would delete it on
   arrival (live_expired). A live policy or bucket the settings cannot reach drops the live points (live_dropped).
+- Several bridges (bridge.share_group, each with its own client_id and spool) split the messages through an MQTT 5
+  shared subscription. Mosquitto hands a member its turn whether or not it is connected: a member that is away
+  holds its share in its session until it returns, or until it is run once with `leave`, which unsubscribes, stores
+  what the session holds and ends it (docs/mqtt.md, "Several bridges: a shared subscription").
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ BEYOND_RETENTION = "points beyond retention policy"  # 1.x's reason when a write
 RETRY_INFLUX_S = 2.0
 DEAD_LETTERS = ""  # the "topic" of a dead-letter point in the pending batches and the spool
 NO_MESSAGE = -1  # the "mid" of a pending point that no MQTT message waits on
+LEAVE_IDLE_S = 2.0  # leaving a share group: this long with no message and nothing unstored, the session is empty
 WARN_EVERY_S = 30.0  # a trouble that lasts is said again this often, not once per batch
 Item = tuple[str, str]  # (topic it came on, line protocol)
 
@@ -77,11 +82,26 @@ class BridgeStats:
     malformed: Counter[str] = field(default_factory=Counter)
 
 
+def subscriptions(prefix: str, share_group: str = "") -> list[tuple[str, int]]:
+    """The bridge's (topic filter, QoS): each result stream at QoS 1, live at QoS 0; with a share group, as MQTT 5
+    shared subscriptions, so the broker hands each message to one bridge of the group (docs/mqtt.md, "Several
+    bridges")."""
+    share = f"$share/{share_group}/" if share_group else ""
+    return [*((f"{share}{prefix}/+/{sub}", 1) for sub in SUBTOPICS), (f"{share}{prefix}/+/{LIVE}", 0)]
+
+
 class Bridge:
     """Built by open(), which opens the spool; the constructor itself does no I/O."""
 
-    def __init__(self, config: Config, spool: Spool, validators: Validators, writer: Writer | None = None):
+    def __init__(self, config: Config, spool: Spool, validators: Validators, writer: Writer | None = None,
+                 leave: bool = False):
         self.cfg: BridgeSettings = config.bridge
+        # Leaving the share group for good: unsubscribe rather than subscribe, store what the session holds, then end
+        # the session, so that the broker hands this member's turns to the others (docs/mqtt.md, "Several bridges").
+        self.leave = leave
+        self._filters = subscriptions(config.mqtt.prefix, self.cfg.share_group)
+        self._unsubscribed = threading.Event()
+        self._last_message_s = time.monotonic()
         self.influx_cfg = config.influx
         self.dead_letter_topic = self.cfg.dead_letter_topic or f"{config.mqtt.prefix}/_deadletter"
         self.stats = BridgeStats()
@@ -102,29 +122,32 @@ class Bridge:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.stop_event = threading.Event()
-        prefix = config.mqtt.prefix
         self.mqtt = MqttEndpoint(config.mqtt, self.cfg.client_id, name="bridge", manual_ack=True, persistent=True,
                                  session_expiry_s=self.cfg.session_expiry_s,
-                                 subscriptions=[*((f"{prefix}/+/{sub}", 1) for sub in SUBTOPICS),
-                                                (f"{prefix}/+/{LIVE}", 0)],
+                                 subscriptions=[] if leave else self._filters,
                                  on_message=self._on_message, on_connected=self._on_connected,
                                  stopping=self.stop_event)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
+        self.client.on_unsubscribe = lambda *_: self._unsubscribed.set()
 
     @classmethod
-    def open(cls, config: Config, writer: Writer | None = None) -> Bridge:
+    def open(cls, config: Config, writer: Writer | None = None, leave: bool = False) -> Bridge:
         """A bridge with its on-disk spool open (created if new) and the JSON Schemas loaded."""
         return cls(config, Spool(Path(config.bridge.spool_path), config.bridge.spool_max_points), load_validators(),
-                   writer)
+                   writer, leave)
 
     # paho's network thread --------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._connection += 1
+        if self.leave:  # what the session already holds still comes; nothing more is queued for it
+            self._unsubscribed.clear()
+            client.unsubscribe([topic for topic, _ in self._filters])
 
     def _on_message(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         """Never raises: an exception here ends paho's thread, and the unacknowledged message would come
         back to end the next bridge's too."""
         self.stats.received += 1
+        self._last_message_s = time.monotonic()
         topic = msg.topic  # paho decodes it anew at each access
         try:
             stream = stream_of(topic)
@@ -166,7 +189,8 @@ class Bridge:
         self.client.publish(self.dead_letter_topic, json.dumps(body), qos=1)
         if not store:
             return
-        line = dead_letter_line(topic, reason, payload, self._dead_letter_ms())
+        line = dead_letter_line(topic, reason, payload, self._dead_letter_ms(),
+                                bridge=self.cfg.client_id if self.cfg.share_group else "")
         with self._lock:
             self._pending.append((mid, qos, self._connection, DEAD_LETTERS, [line]))
 
@@ -186,12 +210,26 @@ class Bridge:
                 self._wake.clear()
                 self._store_pending()
                 self._drain_spool()
+                if self.leave and self._left():
+                    break
             self._store_pending()
         finally:
-            self.mqtt.stop()
+            left = self.leave and self._left()
+            self.mqtt.stop(end_session=left)
+            if left:
+                log.info("left share group %r: session %r ended", self.cfg.share_group, self.cfg.client_id)
             for writer in self._writers.values():
                 writer.close()
             self.spool.close()
+
+    def _left(self) -> bool:
+        """Leaving: unsubscribed on this connection, the messages the session held all stored and acknowledged (none
+        for LEAVE_IDLE_S: the broker sends what it holds at once, unless it waits for our acknowledgements), and the
+        spool empty (its points came from here alone)."""
+        with self._lock:
+            pending = bool(self._pending)
+        return (self._unsubscribed.is_set() and self.connected.is_set() and not pending
+                and time.monotonic() - self._last_message_s >= LEAVE_IDLE_S and not self.spool.peek(1))
 
     def _store_pending(self) -> None:
         with self._lock:

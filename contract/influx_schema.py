@@ -154,11 +154,14 @@ def _alert_line(alert: dict[str, Any]) -> str:
                                     "severity": alert["severity"]}, fields, alert["ts"])
 
 
-def dead_letter_line(topic: str, reason: str, payload: str, t_ms: int) -> str:
+def dead_letter_line(topic: str, reason: str, payload: str, t_ms: int, bridge: str = "") -> str:
     """A message the bridge could not store as it came, kept with why: `kind` (the reason's first word:
     not JSON, schema, time, device, error, refused …) is its tag. Raw newlines become spaces (JSON payloads
-    mean the same; line protocol ends a point at a newline)."""
-    return line(DEAD_LETTER_MEASUREMENT, {"kind": reason.split(":", 1)[0][:40]},
+    mean the same; line protocol ends a point at a newline). `bridge`, a member of a share group's client id, is a
+    tag too: each bridge spaces its own dead letters a millisecond apart, and two members' at the same millisecond
+    would otherwise be one point, the other lost."""
+    tags = {"kind": reason.split(":", 1)[0][:40]} | ({"bridge": bridge} if bridge else {})
+    return line(DEAD_LETTER_MEASUREMENT, tags,
                 {"topic": _one_line(topic[:1000]), "reason": _one_line(reason[:2000]),
                  "payload": _one_line(payload[:DEAD_LETTER_PAYLOAD_CHARS])}, t_ms)
 

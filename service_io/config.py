@@ -86,6 +86,20 @@ class BridgeSettings:
     batch_points: int = 5000
     flush_interval_s: float = 0.2
     dead_letter_topic: str = ""  # default: <prefix>/_deadletter
+    # Several bridges splitting the messages: each subscribes through the MQTT 5 shared subscription
+    # $share/<share_group>/<prefix>/+/…, and the broker hands each message to one member. Empty: no sharing.
+    share_group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.client_id:  # the broker would make one up at each connect: no session to come back to
+            raise ConfigError("bridge.client_id: must not be empty (it names the persistent session)")
+        # The group is one level of a topic filter: a wildcard or separator in it would make another filter (or an
+        # invalid one the broker refuses only at SUBSCRIBE, after the bridge has started and looks healthy).
+        if self.share_group and (bad := next((c for c in "/+#\0" if c in self.share_group), None)) is not None:
+            raise ConfigError(f"bridge.share_group: a name without '/', '+', '#' or NUL, got {self.share_group!r} "
+                              f"(contains {bad!r})")
+        if self.share_group != self.share_group.strip():
+            raise ConfigError(f"bridge.share_group: no spaces around the name, got {self.share_group!r}")
 
 
 # A live state every 100 s is no live view; more than 10 a second is more than a dashboard or a phone can use, and
@@ -170,6 +184,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
         given.update({k: v for k, v in (overrides or {}).get(name, {}).items() if v is not None})
         sections[name] = build_section(name, cls, given)
     check_influx(sections["influx"])
+    check_sharing(sections["mqtt"], sections["bridge"])
     if raw:
         raise ConfigError(f"unknown section [{next(iter(raw))}]; known: {', '.join(_CLASSES)}")
     return Config(**sections)
@@ -185,6 +200,23 @@ def check_influx(settings: InfluxSettings) -> None:
     if retention_s is None or retention_s < MIN_RETENTION_S:
         raise ConfigError(f"influx.live_retention: must be an InfluxQL duration of at least 1h (e.g. 7d, 72h) or "
                           f"INF, got {settings.live_retention!r}")
+
+
+SHARE = "$share/"  # MQTT 5's shared-subscription form of a topic filter
+
+
+def check_sharing(mqtt: MqttSettings, bridge: BridgeSettings) -> None:
+    """Settings that cannot split the bridge's messages, refused before anything connects."""
+    if mqtt.prefix.startswith(SHARE):
+        # The old way to run two bridges: a shared filter as the prefix, which is no topic anyone may publish to (the
+        # gateway's messages, the bridge's dead letters).
+        raise ConfigError(f"mqtt.prefix: {mqtt.prefix!r} is a shared subscription, not a topic prefix; keep the "
+                          f"gateway's prefix and set bridge.share_group instead (docs/mqtt.md)")
+    if bridge.share_group and mqtt.protocol != "5":
+        # Shared subscriptions are MQTT 5; a 3.1.1 broker takes $share/… as an ordinary filter that matches nothing,
+        # and the bridge would receive nothing while looking connected.
+        raise ConfigError(f"bridge.share_group needs mqtt.protocol = \"5\" (shared subscriptions are MQTT 5), got "
+                          f"{mqtt.protocol!r}")
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from service_io.config import ConfigError, MqttSettings
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 5.0  # the longest a stop waits for the goodbye message and for paho's thread
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: a client with our id connected
+SHORT_CONNECTION_S = 5.0  # a connection dropped sooner than this: another client with our id, likely
 REPEAT_WARNING_S = 60.0  # an unchanged failure is logged again this often, not at every retry
 
 
@@ -89,6 +91,7 @@ class MqttEndpoint:
                  stopping: threading.Event | None = None) -> None:
         self.settings = settings
         self.name = name or client_id
+        self.client_id = client_id
         self.subscriptions = list(subscriptions)
         self.birth = birth
         self.mqtt5 = settings.protocol == "5"
@@ -97,6 +100,8 @@ class MqttEndpoint:
         self._on_connected = on_connected
         self._started = False
         self._last_warning: tuple[str, float] = ("", -1e9)
+        self._connected_at_s = -1e9
+        self._last_takeover_warning_s = -1e9
         self.client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                               protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311, manual_ack=manual_ack,
                               clean_session=None if self.mqtt5 else not persistent)
@@ -143,14 +148,20 @@ class MqttEndpoint:
         self.client.connect_async(self.settings.host, self.settings.port, **self._connect_kwargs)
         self.client.loop_start()
 
-    def stop(self, goodbye: Message | None = None) -> None:
-        """Send goodbye if connected (waiting at most STOP_WAIT_S), disconnect, let paho's thread end."""
+    def stop(self, goodbye: Message | None = None, end_session: bool = False) -> None:
+        """Send goodbye if connected (waiting at most STOP_WAIT_S), disconnect, let paho's thread end.
+        end_session (MQTT 5): the broker forgets our persistent session (its subscriptions) with this disconnect."""
         self.stopping.set()
         if goodbye is not None and self.connected.is_set():
             info = self.publish(goodbye)
             with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now: the will says it
                 info.wait_for_publish(STOP_WAIT_S)
-        self.client.disconnect()
+        if end_session and self.mqtt5:
+            properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated
+            properties.SessionExpiryInterval = 0
+            self.client.disconnect(properties=properties)
+        else:
+            self.client.disconnect()
         if not self._started:
             return
         stopper = threading.Thread(target=self.client.loop_stop, name=f"mqtt-stop-{self.name}", daemon=True)
@@ -177,6 +188,7 @@ class MqttEndpoint:
         if self.birth is not None:
             self.publish(self.birth)
         self._last_warning = ("", -1e9)
+        self._connected_at_s = time.monotonic()
         self.connected.set()
         log.info("%s: connected to MQTT %s; session present: %s", self.name, self.where, flags.session_present)
 
@@ -188,7 +200,23 @@ class MqttEndpoint:
                       _properties: Any) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
-        if was_connected and not self.stopping.is_set():
+        if self.stopping.is_set():
+            return
+        lasted_s = time.monotonic() - self._connected_at_s
+        # Two processes with one client id take the session from each other at every reconnect, and each message
+        # goes to whichever holds it: say what to fix, not only that the link dropped. MQTT 5 brokers may say so
+        # (reason 0x8E); Mosquitto 2.0.11 only closes the socket, so a connection dropped soon after it was made is
+        # taken for that too, said at most every REPEAT_WARNING_S (it recurs at every reconnect).
+        taken = getattr(reason_code, "value", None) == SESSION_TAKEN_OVER
+        if taken or (was_connected and lasted_s < SHORT_CONNECTION_S):
+            now_s = time.monotonic()
+            if now_s - self._last_takeover_warning_s >= REPEAT_WARNING_S:
+                self._last_takeover_warning_s = now_s
+                log.warning("%s: MQTT connection to %s %s: is another client connected as %r? Every process needs a "
+                            "client id of its own; reconnecting", self.name, self.where,
+                            "taken over by another with our id" if taken else
+                            f"lost {lasted_s:.1f} s after it was made ({reason_code})", self.client_id)
+        elif was_connected:
             self._warn(f"MQTT connection to {self.where} lost: {reason_code}; reconnecting")
 
     def _warn(self, text: str) -> None:

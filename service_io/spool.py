@@ -41,6 +41,7 @@ class Spool:
         self.max_items = max_items
         self.dropped = 0  # items deleted to make room (max_items), expendable ones included
         self.dropped_expendable = 0  # of which expendable
+        self.puts = 0  # transactions that added items, by this process: a reader that has seen all can skip a look
         self._lock = threading.Lock()  # one connection shared by paho's thread and ours
         with self._errors("open"):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -92,6 +93,7 @@ class Spool:
                 self._db.execute("DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY id LIMIT ?)",
                                  (excess - expendable,))
             self._db.execute("COMMIT")
+            self.puts += bool(items)
             self.dropped += excess
             self.dropped_expendable += expendable
 

@@ -29,6 +29,9 @@ class SpooledSender:
         self.expired = 0
         self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []  # sent, not yet acknowledged
         self._sent_up_to = 0  # highest spool id handed to paho since the last (re)connect
+        # spool.puts when a look found fewer items than it had room for: none came since, if it still is. pump()
+        # runs every 50 ms per device, and a look is an SQLite query: most of a quiet gateway's CPU per sensor.
+        self._seen_all_at: int | None = None
         self._lock = threading.Lock()
 
     def pump(self) -> None:
@@ -44,7 +47,11 @@ class SpooledSender:
             room, after = self.max_inflight - len(self._inflight), self._sent_up_to
         self.spool.delete(done)
         expired = []
-        for spool_id, topic, body, expires_at in self.spool.peek(room, after_id=after) if room > 0 else []:
+        puts = self.spool.puts  # read before the look: a put during it makes the next pump look again
+        rows = self.spool.peek(room, after_id=after) if room > 0 and puts != self._seen_all_at else []
+        if room > 0:
+            self._seen_all_at = puts if len(rows) < room else None
+        for spool_id, topic, body, expires_at in rows:
             properties = None
             if expires_at is not None:
                 left_s = expires_at - self.clock()
@@ -58,6 +65,7 @@ class SpooledSender:
             # NO_CONN: paho keeps the message and sends it on reconnect (so do not send it again);
             # anything else (its queue is full) means try again later.
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                self._seen_all_at = None  # the rest is still to send
                 break
             with self._lock:
                 self._inflight.append((info, spool_id))

@@ -119,6 +119,31 @@ def test_a_message_delivered_twice_counts_once_and_alerts_once():
     assert eng.summary_evidence(eng.devices["D"])["worn_min"] == 6.0
 
 
+def test_the_day_so_far_kept_minute_by_minute_is_the_day_folded_afresh():
+    # The engine adds each new minute to today's totals instead of folding the day again: after minutes, a minute
+    # sent again with other values, an event that begins the next day and that day's minutes, the retained `today`
+    # is what an engine loaded from the saved state (folding afresh) says.
+    eng = engine()
+    docs = [minute(DAY + 23 * 3600 + 60 * k, slouch_s=10.0 * (k % 3), rotations_left=k % 2,
+                   rotation_left_cumulative_deg=20.0 * (k % 2)) for k in range(50)]
+    feed(eng, docs)
+    feed(eng, [minute(DAY + 23 * 3600 + 60 * 7, slouch_s=59.0, worn_s=59.5)])  # replaces its first copy
+    first = eng.today_state("D")
+    fresh = engine()
+    fresh.load(eng.dump({"D"}))
+    assert first == fresh.today_state("D")
+    eng.on_event({"kind": "calibration", "device": "D", "ts": int((DAY + 86_400 + 5) * 1000),
+                  "t_s": DAY + 86_400 + 5, "status": "calibrated"}, DAY + 86_460)
+    feed(eng, [minute(DAY + 86_400 + 60 * k, slouch_s=30.0) for k in range(3)])
+    second = eng.today_state("D")
+    fresh = engine()
+    fresh.load(eng.dump({"D"}))
+    assert second == fresh.today_state("D")
+    # 50 minutes; 490 s slouched, minute 7's 10 s now 59 s; 25 rotations, minute 7's one gone
+    assert (first["worn_min"], first["slouch_min"], first["rotations_left"]) == (50.0, round(539 / 60, 1), 24)
+    assert (second["date"], second["worn_min"], second["slouch_min"]) == ("2026-11-21", 3.0, 1.5)
+
+
 def test_long_unbroken_slouch_and_a_long_episode_event():
     eng = engine(slouch=SlouchRule(window_min=30, share_pct=90, min_worn_min=25, episode_min=4))
     start = DAY + 9 * 3600

@@ -153,3 +153,26 @@ def test_a_tls_connection_sends_without_nagles_delay(tmp_path):
         endpoint.stop()
         broker.kill()
     assert on
+
+
+def test_two_processes_with_one_client_id_are_told_to_take_their_own(broker, caplog):
+    """Mosquitto gives the session to the newest connection of an id and closes the other's (2.0.11 sends no
+    "session taken over" reason), which reconnects and takes it back: each says what to suspect, with the id, once a
+    minute rather than at every one of those drops."""
+    settings = MqttSettings(host=broker.host, port=broker.port)
+    first, second = (MqttEndpoint(settings, "same-id", name=name, persistent=True, session_expiry_s=60)
+                     for name in ("first", "second"))
+    with caplog.at_level(logging.WARNING, logger="service_io.mqtt"):
+        first.start()
+        wait_for(first.connected.is_set, 10, "the first connection")
+        second.start()
+        wait_for(lambda: len(said(caplog)) >= 2, 20, lambda: warnings(caplog))
+        time.sleep(5)  # several more drops
+        first.stop()
+        second.stop()
+    assert all("is another client connected as 'same-id'?" in w and "client id of its own" in w for w in said(caplog))
+    assert {w.split(":")[0] for w in said(caplog)} == {"first", "second"} and len(said(caplog)) == 2, said(caplog)
+
+
+def said(caplog) -> list[str]:
+    return [w for w in warnings(caplog) if "another client" in w]

@@ -1,0 +1,78 @@
+"""SpooledSender against a real Mosquitto: everything spooled reaches the broker once, and a pump with nothing
+new to send does not query the spool (the gateway pumps every device every 50 ms)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from service_io.spool import Spool
+from service_io.spooled_sender import SpooledSender
+
+
+class CountingSpool(Spool):
+    """The real spool, counting its looks."""
+
+    peeks = 0
+
+    def peek(self, n: int, after_id: int = 0) -> list[tuple[int, str, bytes, float | None]]:
+        self.peeks += 1
+        return super().peek(n, after_id)
+
+
+def _client(port: int, client_id: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def _pump_until(sender: SpooledSender, done, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "not delivered in time"
+        sender.pump()
+        time.sleep(0.01)
+
+
+def test_everything_spooled_arrives_once_and_a_quiet_pump_does_not_look(broker, tmp_path):
+    got: list[bytes] = []
+    lock = threading.Lock()
+    phone = _client(broker.port, "phone")
+    subscribed = threading.Event()
+    phone.on_subscribe = lambda *_: subscribed.set()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with lock:
+            got.append(msg.payload)
+
+    phone.on_message = on_message
+    phone.subscribe("t/#", 1)
+    assert subscribed.wait(10)
+    sender_client = _client(broker.port, "sender")
+    spool = CountingSpool(tmp_path / "sender.spool")
+    sender = SpooledSender(sender_client, spool, max_inflight=10)
+    try:
+        # More than max_inflight at once: a full look must be followed by another.
+        spool.put([("t/a", str(i).encode()) for i in range(35)])
+        _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
+        looks = spool.peeks
+        for _ in range(50):  # nothing new: no query
+            sender.pump()
+        assert spool.peeks == looks
+        # Something new after the drain is sent at the next pump, not stranded.
+        spool.put([("t/b", b"late")])
+        _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
+        deadline = time.monotonic() + 10
+        while len(got) < 36 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with lock:
+            assert sorted(got) == sorted([str(i).encode() for i in range(35)] + [b"late"])
+    finally:
+        for c in (phone, sender_client):
+            c.loop_stop()
+            c.disconnect()
+        spool.close()
