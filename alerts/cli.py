@@ -17,19 +17,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rules", help="TOML with thresholds (alerts.rules_path; defaults: alerts/rules.toml)")
     p.add_argument("--state", help="file of the service's state and outgoing alerts (alerts.state_path)")
     p.add_argument("--timezone", help="IANA time zone for days, quiet hours, summary (alerts.timezone)")
+    p.add_argument("--partitions", type=int,
+                   help="split the devices into this many partitions among instances (alerts.partitions; "
+                        "docs/scaling.md)")
+    p.add_argument("--instance", help="this instance's name among them (alerts.instance; default: host-pid)")
     p.set_defaults(func=run_alerts_cli)
 
 
 def run_alerts_cli(args: argparse.Namespace) -> int:
+    from alerts.group import AlertGroup
     from alerts.service import AlertService
 
-    config = config_from(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone})
+    config = config_from(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone,
+                                       "partitions": args.partitions, "instance": args.instance})
     with config_errors():
-        service = AlertService.open(config)
-    stop_on_signals(service.stop_event.set)
-    service.run()
-    print(json.dumps({"received": service.stats.received, "live": service.stats.live,
-                      "state_writes": service.stats.state_writes, "alerts": dict(service.stats.alerts),
-                      "snoozes": service.stats.snoozes, "malformed": dict(service.stats.malformed),
-                      "errors": dict(service.stats.errors)}))
+        runner = AlertGroup.open(config) if config.alerts.partitions > 1 else AlertService.open(config)
+    stop_on_signals(runner.stop_event.set)
+    runner.run()
+    stats = runner.totals() if isinstance(runner, AlertGroup) else runner.stats
+    print(json.dumps(stats.as_dict()))
     return 0

@@ -14,6 +14,8 @@
 - Publishes each alert on `<prefix>/<device>/alerts` (JSON, QoS 1, MQTT 5 message expiry),
   `…/alerts/text` (one line, for simple phone apps) and `…/alerts/log` (no expiry: the bridge
   stores it in InfluxDB), a retained `…/today` (the day so far) and Home Assistant discovery.
+- With alerts.partitions above 1 one such service runs each partition, on its own session and state file, and
+  handles only its devices (alerts/group.py runs them).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from alerts.catalog import Catalog
 from alerts.compose import text_mirror
 from alerts.engine import AlertEngine, live_time_error
 from alerts.homeassistant import discovery_configs
+from alerts.partition import Partition, device_of, partition_of
 from alerts.settings import load_rules
+from alerts.state_files import PARTITIONS_KEY, check_state_layout, kept_for
 from contract.identity import ID_PATTERN, check_device
 from contract.messages import topic
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
@@ -65,6 +69,18 @@ class AlertStats:
     snoozes: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # bugs met, by where: "message", "summary"
+    elsewhere: int = 0  # messages of devices of other partitions, acknowledged unread (alerts.partitions > 1)
+
+    def add(self, other: AlertStats) -> None:
+        for name, value in vars(other).items():
+            mine = getattr(self, name)
+            if isinstance(mine, Counter):
+                mine.update(value)
+            else:
+                setattr(self, name, mine + value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: dict(value) if isinstance(value, Counter) else value for name, value in vars(self).items()}
 
 
 def parse_snooze(body: bytes | bytearray) -> float:
@@ -82,11 +98,13 @@ def parse_snooze(body: bytes | bytearray) -> float:
 
 
 class AlertService:
-    """Built by open(), which reads the rules, the catalog and the saved state; the constructor does no I/O."""
+    """Built by open(), which reads the rules, the catalog and the saved state; the constructor does no I/O.
+    partition: handle only the devices of this partition, on its own session (alerts/group.py)."""
 
     def __init__(self, config: Config, engine: AlertEngine, spool: Spool, validators: Validators,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, partition: Partition | None = None):
         cfg = config.alerts
+        self.partition = partition
         self.cfg, self.prefix, self.clock = cfg, config.mqtt.prefix, clock
         self.engine, self.spool, self.validators = engine, spool, validators
         self.expiry_s = engine.rules.limits.expiry_s
@@ -96,7 +114,8 @@ class AlertService:
         self.stop_event = threading.Event()
         p = self.prefix
         self.mqtt = MqttEndpoint(
-            config.mqtt, cfg.client_id, name="alerts", manual_ack=True, persistent=True,
+            config.mqtt, partition.client_id(cfg.client_id) if partition else cfg.client_id,
+            name=f"alerts p{partition.index}" if partition else "alerts", manual_ack=True, persistent=True,
             session_expiry_s=cfg.session_expiry_s, max_inflight=MAX_INFLIGHT, stopping=self.stop_event,
             subscriptions=[(f"{p}/+/metrics", 1), (f"{p}/+/events", 1), (f"{p}/+/alerts/snooze", 1),
                            # QoS 0: only for names, not queued while we are away (it would crowd the session's
@@ -123,7 +142,8 @@ class AlertService:
             self._version = "dev"
 
     @classmethod
-    def open(cls, config: Config, clock: Callable[[], float] = time.time) -> AlertService:
+    def open(cls, config: Config, clock: Callable[[], float] = time.time,
+             partition: Partition | None = None) -> AlertService:
         """The service with its thresholds, stretch catalog and saved state read; ConfigError names a bad one."""
         cfg = config.alerts
         try:
@@ -132,9 +152,21 @@ class AlertService:
             raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
         rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
         engine = AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
-        spool = Spool(Path(cfg.state_path), max_items=100_000)
-        engine.load(spool.meta())
-        return cls(config, engine, spool, load_validators(), clock)
+        check_state_layout(Path(cfg.state_path), cfg.partitions)
+        spool = Spool(partition.state_path(cfg.state_path) if partition else Path(cfg.state_path), max_items=100_000)
+        try:
+            meta = spool.meta()
+            if (kept := kept_for(meta, cfg.partitions)) != cfg.partitions:  # checked at start; again, for a race
+                raise ConfigError(f"alerts.partitions is {cfg.partitions}, but {spool.path} holds the state of "
+                                  f"{kept} partition(s): set it back to {kept}, or move the state files away to start "
+                                  f"afresh")
+            if partition:
+                spool.put([], meta={PARTITIONS_KEY: str(partition.count).encode()})
+        except BaseException:
+            spool.close()
+            raise
+        engine.load(meta)
+        return cls(config, engine, spool, load_validators(), clock, partition)
 
     # paho's network thread ----------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
@@ -148,7 +180,8 @@ class AlertService:
             while not self.stop_event.is_set():
                 self.step(self._take(timeout_s=0.2))
         finally:
-            self.mqtt.stop(goodbye=self._offline)
+            # A partition handed to another instance goes quietly: the service as a whole is still online.
+            self.mqtt.stop(goodbye=None if self.partition else self._offline)
             self.spool.close()
 
     def _take(self, timeout_s: float) -> list[tuple[int, mqtt.MQTTMessage]]:
@@ -167,6 +200,9 @@ class AlertService:
         alerts: list[dict[str, Any]] = []
         touched: set[str] = set()
         for _, msg in batch:
+            if not self._mine(msg.topic):  # another partition's (its own session has it too): acknowledged unread
+                self.stats.elsewhere += 1
+                continue
             self.stats.received += 1
             try:
                 alerts += self._handle(msg, now_s, touched)
@@ -196,6 +232,11 @@ class AlertService:
             self.sender.pump()  # before the day so far and discovery: a nudge is what someone waits for
             self._publish_today(touched)
             self._announce(now_s)
+
+    def _mine(self, topic: str) -> bool:
+        if self.partition is None or (device := device_of(topic, self.prefix)) is None:
+            return True
+        return partition_of(device, self.partition.count) == self.partition.index
 
     def _handle(self, msg: mqtt.MQTTMessage, now_s: float, touched: set[str]) -> list[dict[str, Any]]:
         if msg.topic == f"{self.cfg.ha_prefix}/status":

@@ -17,14 +17,20 @@ over the span is divided by the messages. The sitting rule fires once per device
 alerts are decided, spooled and sent as in use. Another load on the machine slows messages/s; CPU µs a message
 much less.
 
+With `--instances N` (N > 1) as many processes split the devices (alerts.partitions = N, docs/scaling.md): each
+partition's session receives every message and handles its own devices'; the CPU is that of all of them.
+
     .venv/bin/python benchmarks/alert_throughput.py [--messages 20000] [--devices 1000] [--live-per-minute 0 4]
+                                                    [--instances 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +42,7 @@ import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ are scripts, not a package
-from alert_latency import Broker, connect, live, metrics, start_service  # noqa: E402
+from alert_latency import ROOT, RULES, Broker, connect, live, metrics, start_service  # noqa: E402
 
 DRAIN_TIMEOUT_S = 600.0
 PUBLISH_INFLIGHT = 1000  # the publisher's own QoS 1 window: it is not what is measured
@@ -103,68 +109,108 @@ def publish_all(port: int, messages: list[tuple[str, bytes, int]]) -> None:
     gateway.disconnect()
 
 
-def cpu_s(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
+def cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    return sum(float(t.user + t.system) for t in (psutil.Process(p.pid).cpu_times() for p in procs))
 
 
-def run_offline(work: Path, port: int, devices: int, minutes: int) -> dict[str, float]:
+class Group:
+    """`posture alerts` as one process, or as `instances` processes splitting the devices among them."""
+
+    def __init__(self, work: Path, port: int, instances: int) -> None:
+        self.work, self.port, self.instances = work, port, instances
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> Group:
+        if self.instances == 1:
+            self.procs = [start_service(self.work, self.port)]
+            return self
+        (self.work / "rules.toml").write_text(RULES)
+        config = self.work / "posture.toml"  # start_service's, split
+        config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {self.port}\n\n[alerts]\n'
+                          f'state_path = "{self.work / "alerts.db"}"\nrules_path = "{self.work / "rules.toml"}"\n'
+                          f'timezone = "UTC"\nha_discovery = false\npartitions = {self.instances}\n')
+        logs = [self.work / f"alerts-{k}.log" for k in range(self.instances)]
+        self.procs = [subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", "alerts", "--config", str(config),
+                                        "--instance", f"i{k}"], cwd=ROOT, stdout=open(log, "ab"),
+                                       stderr=subprocess.STDOUT) for k, log in enumerate(logs)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every partition run by one of them: its session exists
+            said = [re.findall(r"running partitions (\S+) of", log.read_text()) for log in logs]
+            if all(said) and sorted(k for s in said for k in s[-1].split(",") if k != "none") == \
+                    [str(k) for k in range(self.instances)]:
+                return self
+            time.sleep(0.2)
+        raise SystemExit("the instances did not split the partitions:\n" + logs[0].read_text()[-2000:])
+
+    def signal(self, sig: int) -> None:
+        for proc in self.procs:
+            proc.send_signal(sig)
+
+    def stop(self) -> dict[str, float]:
+        """Stopped: the counters they printed, summed."""
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        total: dict[str, float] = {"received": 0, "live": 0, "state_writes": 0, "alerts": 0, "errors": 0}
+        for k, proc in enumerate(self.procs):
+            proc.wait(30)
+            log = self.work / ("alerts.log" if self.instances == 1 else f"alerts-{k}.log")
+            stats = json.loads([ln for ln in log.read_text().splitlines() if ln.startswith("{")][-1])
+            for key in total:
+                value = stats[key]
+                total[key] += sum(value.values()) if isinstance(value, dict) else value
+        return total
+
+
+def run_offline(work: Path, port: int, devices: int, minutes: int, instances: int) -> dict[str, float]:
     """The backlog queued by the broker for the service's persistent session while it is not running; timed, and
     its CPU counted, from the first day so far it publishes (its start-up is not its pace) to the last."""
     now_s = time.time()
     messages = backlog(devices, minutes, 0, now_s)
     last_minute_ms = int(json.loads(messages[-1][1])["ts"]) + 60_000
-    proc = start_service(work, port)  # its session and subscriptions
-    proc.terminate()
-    proc.wait(30)
+    Group(work, port, instances).start().stop()  # their sessions and subscriptions
     publish_all(port, messages)
     watcher = TodayWatcher(port, last_minute_ms, devices)
-    proc = start_service(work, port)
+    group = Group(work, port, instances).start()
     try:
         if not watcher.first.wait(DRAIN_TIMEOUT_S):
             raise SystemExit("no day so far published")
-        service = psutil.Process(proc.pid)
-        cpu0_s, t0 = cpu_s(service), time.perf_counter()
+        cpu0_s, t0 = cpu_s(group.procs), time.perf_counter()
         if not watcher.done.wait(DRAIN_TIMEOUT_S):
             raise SystemExit(f"only {len(watcher.done_devices)} of {devices} devices reached their last minute")
-        elapsed_s, cpu_used_s = time.perf_counter() - t0, cpu_s(service) - cpu0_s
+        elapsed_s, cpu_used_s = time.perf_counter() - t0, cpu_s(group.procs) - cpu0_s
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stats = group.stop()
         watcher.close()
-    return drained(work, len(messages), elapsed_s, cpu_used_s)
+    return drained(stats, len(messages), elapsed_s, cpu_used_s)
 
 
-def drained(work: Path, messages: int, elapsed_s: float, cpu_used_s: float) -> dict[str, float]:
+def drained(stats: dict[str, float], messages: int, elapsed_s: float, cpu_used_s: float) -> dict[str, float]:
     """A drain's figures, with the counters the service printed as it stopped."""
-    stats = json.loads([ln for ln in (work / "alerts.log").read_text().splitlines() if ln.startswith("{")][-1])
     return {"messages": messages, "received": stats["received"], "live": stats["live"],
             "writes": stats["state_writes"], "elapsed_s": elapsed_s, "cpu_s": cpu_used_s,
-            "alerts": sum(stats["alerts"].values()), "errors": sum(stats["errors"].values())}
+            "alerts": stats["alerts"], "errors": stats["errors"]}
 
 
-def run_once(work: Path, port: int, devices: int, minutes: int, live_per_minute: int) -> dict[str, float]:
+def run_once(work: Path, port: int, devices: int, minutes: int, live_per_minute: int,
+             instances: int) -> dict[str, float]:
     now_s = time.time()
     messages = backlog(devices, minutes, live_per_minute, now_s)
     last_minute_ms = int(json.loads(messages[-1][1])["ts"]) + 60_000
-    proc = start_service(work, port)
+    group = Group(work, port, instances).start()
     watcher = TodayWatcher(port, last_minute_ms, devices)
     try:
-        proc.send_signal(signal.SIGSTOP)  # connected, reading nothing: the backlog waits at the broker and socket
+        group.signal(signal.SIGSTOP)  # connected, reading nothing: the backlog waits at the broker and socket
         publish_all(port, messages)
-        service = psutil.Process(proc.pid)
-        cpu0_s, t0 = cpu_s(service), time.perf_counter()
-        proc.send_signal(signal.SIGCONT)
+        cpu0_s, t0 = cpu_s(group.procs), time.perf_counter()
+        group.signal(signal.SIGCONT)
         if not watcher.done.wait(DRAIN_TIMEOUT_S):
             raise SystemExit(f"only {len(watcher.done_devices)} of {devices} devices reached their last minute")
-        elapsed_s, cpu_used_s = time.perf_counter() - t0, cpu_s(service) - cpu0_s
+        elapsed_s, cpu_used_s = time.perf_counter() - t0, cpu_s(group.procs) - cpu0_s
         time.sleep(0.5)  # the last live states (QoS 0, no today) are counted before the stop
     finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        proc.wait(30)
+        stats = group.stop()
         watcher.close()
-    return drained(work, len(messages), elapsed_s, cpu_used_s)
+    return drained(stats, len(messages), elapsed_s, cpu_used_s)
 
 
 def main() -> int:
@@ -173,25 +219,28 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=1_000)
     ap.add_argument("--live-per-minute", type=int, nargs="*", default=[0, 4],
                     help="live states per device before each minute: one run of a frozen service per value")
+    ap.add_argument("--instances", type=int, nargs="*", default=[1],
+                    help="processes splitting the devices (alerts.partitions): one set of runs per value")
     args = ap.parse_args()
     minutes = max(1, args.messages // args.devices)
     runs = [("queued while stopped", None)] + [("sent to it frozen", n) for n in args.live_per_minute]
     rows = []
-    for how, live_per_minute in runs:
-        work = Path(tempfile.mkdtemp(prefix="alert-throughput-"))
-        with Broker(work / "mosquitto", no_delay=True, save_each_change=False) as broker:
-            if live_per_minute is None:
-                r = run_offline(work, broker.port, args.devices, minutes)
-            else:
-                r = run_once(work, broker.port, args.devices, minutes, live_per_minute)
-        mix = f"{live_per_minute} live : 1 metrics" if live_per_minute else "metrics only"
-        rows.append(f"| {how} | {mix} | {r['messages']:,} | {r['received']:,} | "
-                    f"{r['messages'] / r['elapsed_s']:,.0f} | {1e6 * r['cpu_s'] / r['messages']:.0f} | "
-                    f"{r['writes']:,} | {r['alerts']:,} | {r['errors']:.0f} |")
+    for instances in args.instances:
+        for how, live_per_minute in runs:
+            work = Path(tempfile.mkdtemp(prefix="alert-throughput-"))
+            with Broker(work / "mosquitto", no_delay=True, save_each_change=False) as broker:
+                if live_per_minute is None:
+                    r = run_offline(work, broker.port, args.devices, minutes, instances)
+                else:
+                    r = run_once(work, broker.port, args.devices, minutes, live_per_minute, instances)
+            mix = f"{live_per_minute} live : 1 metrics" if live_per_minute else "metrics only"
+            rows.append(f"| {instances} | {how} | {mix} | {r['messages']:,} | {r['received']:,} | "
+                        f"{r['messages'] / r['elapsed_s']:,.0f} | {1e6 * r['cpu_s'] / r['messages']:.0f} | "
+                        f"{r['writes']:,.0f} | {r['alerts']:,.0f} | {r['errors']:.0f} |")
     print(f"{args.devices:,} devices, {minutes} minutes each\n"
-          "| backlog | messages | published | handled | messages/s | CPU µs/message | state writes | alerts "
-          "| errors |\n"
-          "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+          "| processes | backlog | messages | published | handled | messages/s | CPU µs/message | state writes "
+          "| alerts | errors |\n"
+          "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     return 0
 
 

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/fleet.py --wearers 1000 [--seconds 60] [--warmup-s 30] [--live-hz 1]
     .venv/bin/python benchmarks/fleet.py --search [--live-hz 0] [--steps 100,300,1000,2000,5000,10000]
+    .venv/bin/python benchmarks/fleet.py --scale 2 …   (2 bridges on a share group, 2 alert instances splitting the
+                                                        devices: docs/scaling.md)
 
 Everything real but the sensors: Mosquitto with the shipped durability settings
 (deploy/mosquitto/mosquitto.conf.example: autosave_on_changes true, autosave_interval 1, set_tcp_nodelay true,
@@ -40,6 +42,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -313,7 +316,8 @@ class Services:
     work: Path
     broker: Broker
     influx: InfluxDB1
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    scale: int = 1  # bridges (one share group) and alert instances (as many partitions)
+    procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
 
     def start(self) -> None:
         self.broker.start()
@@ -324,46 +328,72 @@ class Services:
         sections: dict[str, dict[str, Any]] = {
             "mqtt": {"host": "127.0.0.1", "port": self.broker.port},
             "influx": {"url": self.influx.url, "database": DB},
-            "bridge": {"spool_path": str(w / "bridge.spool"), "flush_interval_s": 0.2},
-            "alerts": {"state_path": str(w / "alerts.db"), "rules_path": str(w / "rules.toml"), "timezone": "UTC"},
+            "bridge": {"spool_path": str(w / "bridge.spool"), "flush_interval_s": 0.2,
+                       **({"share_group": "fleet"} if self.scale > 1 else {})},
+            "alerts": {"state_path": str(w / "alerts.db"), "rules_path": str(w / "rules.toml"), "timezone": "UTC",
+                       "partitions": self.scale},
         }
         (w / "posture.toml").write_text("\n".join(
             f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
             for name, values in sections.items()))
         for name in ("bridge", "alerts"):
-            self.procs[name] = subprocess.Popen(
-                # setpriv --pdeathsig: a benchmark killed hard must not leave its services behind (as local_servers)
-                [*DIE_WITH_PARENT, sys.executable, "-m", "posture.cli", "-v", name, "--config",
-                 str(w / "posture.toml")], cwd=ROOT,
-                stdout=open(w / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+            self.procs[name] = []
+            for k in range(self.scale):
+                own = ([] if self.scale == 1 else ["--client-id", f"posture-bridge-{k}", "--spool",
+                                                   str(w / f"bridge-{k}.spool")] if name == "bridge" else
+                       ["--instance", f"i{k}"])
+                self.procs[name].append(subprocess.Popen(
+                    # setpriv --pdeathsig: a benchmark killed hard must not leave its services behind (as
+                    # local_servers)
+                    [*DIE_WITH_PARENT, sys.executable, "-m", "posture.cli", "-v", name, "--config",
+                     str(w / "posture.toml"), *own], cwd=ROOT,
+                    stdout=open(w / f"{name}-{k}.log", "wb"), stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 60
         for name in ("bridge", "alerts"):
-            while "connected to MQTT" not in self.log(name):
-                if time.monotonic() > deadline or self.procs[name].poll() is not None:
+            while not self.started(name):
+                if time.monotonic() > deadline or any(proc.poll() is not None for proc in self.procs[name]):
                     raise SystemExit(f"posture {name} did not start:\n{self.log(name)[-2000:]}")
                 time.sleep(0.1)
 
-    def log(self, name: str) -> str:
-        path = self.work / f"{name}.log"
+    def started(self, name: str) -> bool:
+        logs = [self.log(name, k) for k in range(self.scale)]
+        if name == "alerts" and self.scale > 1:  # every partition run by one of them: its session exists
+            said = [re.findall(r"running partitions (\S+) of", text) for text in logs]
+            return all(said) and sorted(k for s in said for k in s[-1].split(",") if k != "none") == \
+                [str(k) for k in range(self.scale)]
+        return all("connected to MQTT" in text for text in logs)
+
+    def log(self, name: str, k: int = 0) -> str:
+        path = self.work / f"{name}-{k}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop_service(self, name: str) -> dict[str, Any]:
-        """SIGTERM; the stats JSON it prints on stop."""
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-            return {"error": "did not stop in 60 s"}
-        for text in reversed(self.log(name).splitlines()):
-            if text.startswith("{"):
-                return dict(json.loads(text))
-        return {"error": "no stats line"}
+        """SIGTERM to each process; the stats JSON they print on stop, summed."""
+        total: dict[str, Any] = {}
+        for proc in self.procs[name]:
+            proc.send_signal(signal.SIGTERM)
+        for k, proc in enumerate(self.procs[name]):
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+                return {"error": "did not stop in 60 s"}
+            stats = next((json.loads(text) for text in reversed(self.log(name, k).splitlines())
+                          if text.startswith("{")), None)
+            if stats is None:
+                return {"error": "no stats line"}
+            for key, value in stats.items():
+                if isinstance(value, dict):
+                    into = total.setdefault(key, {})
+                    for sub, n in value.items():
+                        into[sub] = into.get(sub, 0) + n
+                elif isinstance(value, (int, float)):
+                    total[key] = total.get(key, 0) + value
+        return total
 
     def close(self) -> None:
-        for proc in self.procs.values():
+        for proc in (p for procs in self.procs.values() for p in procs):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
@@ -478,15 +508,16 @@ def counters(shared: Any, processes: int) -> dict[str, float]:
 # --- one run ---------------------------------------------------------------------------------------------------
 
 def run(wearers: int, seconds: float, warmup_s: float, live_hz: float, processes: int, connections: int,
-        work: Path, seed: int = 1, save_each_change: bool = True) -> dict[str, Any]:
+        work: Path, seed: int = 1, save_each_change: bool = True, scale: int = 1) -> dict[str, Any]:
     if work.exists():  # a fresh broker and database each run: an earlier run's points would count as stored
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    svc = Services(work, Broker(work / "mosquitto", save_each_change), InfluxDB1(work / "influx"))
+    svc = Services(work, Broker(work / "mosquitto", save_each_change), InfluxDB1(work / "influx"), scale)
     try:
         svc.start()
         r = _measure(svc, wearers, seconds, warmup_s, live_hz, processes, connections, seed)
         r["broker_saves"] = "each change" if save_each_change else "every 1 s"
+        r["scale"] = scale
         return r
     finally:
         svc.close()
@@ -509,7 +540,8 @@ def _measure(svc: Services, wearers: int, seconds: float, warmup_s: float, live_
     for g in gens:
         g.start()
     assert svc.broker.proc is not None and svc.influx.proc is not None
-    procs = {"bridge": [psutil.Process(svc.procs["bridge"].pid)], "alerts": [psutil.Process(svc.procs["alerts"].pid)],
+    procs = {"bridge": [psutil.Process(p.pid) for p in svc.procs["bridge"]],
+             "alerts": [psutil.Process(p.pid) for p in svc.procs["alerts"]],
              "mosquitto": [psutil.Process(svc.broker.proc.pid)], "influxd": [psutil.Process(svc.influx.proc.pid)],
              "generator": [psutil.Process(g.pid) for g in gens if g.pid is not None]}
     samples = [f"fleet{i:05d}" for i in sorted({0, wearers // 3, 2 * wearers // 3, wearers - 1})][:SAMPLE_WEARERS]
@@ -536,7 +568,7 @@ def _measure(svc: Services, wearers: int, seconds: float, warmup_s: float, live_
     for p in range(processes):  # the generator's lateness from the window's start on, not its start-up's
         shared[p * len(COUNTERS) + COUNTERS.index("max_late_s")] = 0.0
     c0 = counters(shared, processes)
-    rss0 = {n: procs[n][0].memory_info().rss for n in ("bridge", "alerts")}
+    rss0 = {n: sum(p.memory_info().rss for p in procs[n]) for n in ("bridge", "alerts")}
     backlog: list[tuple[float, float]] = []
     live_lags: list[float] = []
     while True:
@@ -552,7 +584,7 @@ def _measure(svc: Services, wearers: int, seconds: float, warmup_s: float, live_
         time.sleep(max(0.0, t + POLL_S - time.time()))
     cpu1, wall1, machine1 = cpu_s(procs), time.time(), psutil.cpu_times()
     broker_io1 = procs["mosquitto"][0].io_counters().write_bytes
-    rss1 = {n: procs[n][0].memory_info().rss for n in ("bridge", "alerts")}
+    rss1 = {n: sum(p.memory_info().rss for p in procs[n]) for n in ("bridge", "alerts")}
     c1 = counters(shared, processes)
     window_s = wall1 - wall0
     for g in gens:
@@ -710,6 +742,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64, help="MQTT connections the wearers share, in all")
     ap.add_argument("--broker-save", choices=("each-change", "every-1s"), default="each-change",
                     help="Mosquitto's saves: after every change (the shipped config) or once a second")
+    ap.add_argument("--scale", type=int, default=1,
+                    help="bridges on one share group and alert instances splitting the devices (docs/scaling.md)")
     ap.add_argument("--search", action="store_true", help="step the number of wearers up, then bisect")
     ap.add_argument("--steps", default="100,300,1000,2000,5000,10000,20000")
     ap.add_argument("--bisect", type=int, default=2, help="bisection rounds after the steps")
@@ -720,9 +754,10 @@ def main() -> int:
 
     def run_one(n: int) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="fleet-") as tmp:
-            work = Path(args.workdir) / f"n{n}-hz{args.live_hz:g}-{args.broker_save}" if args.workdir else Path(tmp)
+            work = (Path(args.workdir) / f"n{n}-hz{args.live_hz:g}-{args.broker_save}-x{args.scale}" if args.workdir
+                    else Path(tmp))
             r = run(n, args.seconds, args.warmup_s, args.live_hz, args.processes, args.connections, work,
-                    save_each_change=args.broker_save == "each-change")
+                    save_each_change=args.broker_save == "each-change", scale=args.scale)
         results.append(r)
         if args.json:
             with open(args.json, "a") as f:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -136,6 +137,12 @@ class GatewaySettings:
                               f"{LIVE_HZ_MAX:g}, got {self.live_hz!r}")
 
 
+# Each partition is an MQTT session that receives every message and keeps its devices' (docs/scaling.md): more
+# partitions than instances a deployment will ever run only multiply that.
+MAX_ALERT_PARTITIONS = 64
+INSTANCE_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")  # one topic level, and part of a client id
+
+
 @dataclass(frozen=True)
 class AlertsSettings:
     client_id: str = "posture-alerts"
@@ -146,6 +153,19 @@ class AlertsSettings:
     session_expiry_s: int = 7 * 24 * 3600
     ha_discovery: bool = True  # Home Assistant MQTT discovery configs (retained)
     ha_prefix: str = "homeassistant"
+    # Several instances splitting the devices (docs/scaling.md): each device belongs to one of `partitions`, and
+    # each partition to one running instance at a time. Every instance of a deployment has the same value; 1: one
+    # instance, no splitting. `instance` names this one among them (empty: host name and process id).
+    partitions: int = 1
+    instance: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= MAX_ALERT_PARTITIONS:
+            raise ConfigError(f"alerts.partitions: a whole number from 1 to {MAX_ALERT_PARTITIONS}, "
+                              f"got {self.partitions!r}")
+        if self.instance and not INSTANCE_PATTERN.fullmatch(self.instance):
+            raise ConfigError(f"alerts.instance: letters, digits, '.', '_' or '-' (at most 64), "
+                              f"got {self.instance!r}")
 
 
 @dataclass(frozen=True)

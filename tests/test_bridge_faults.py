@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_alerts_service import Phone, publish, start_alerts, stop, wait_online
-from test_alerts_service import write_config as alerts_config
 from test_mqtt_influx import bridge_ready, influx_has_probe, start_bridge, wait_until_bridge_stores, write_config
 
 from contract.validation import MAX_AHEAD_S, MAX_PAYLOAD_BYTES, MAX_SPAN_S, Malformed, load_validators, parse
 from posture.local_servers import InfluxDB1
 from service_io.influx import InfluxSettings, PointsRefused, SettingsError, WriteError, make_writer, redact
 from service_io.spool import Spool, SpoolError
+from support.alerts import Phone, publish, start_alerts, stop, wait_online
+from support.alerts import write_config as alerts_config
 from support.day_messages import slouchy_minute
 from support.mqtt import DB, client, start_or_fail, wait_for
 from support.servers import SecuredInfluxDB1, write_line_protocol

@@ -5,7 +5,6 @@ loses and duplicates nothing (docs/mqtt.md, "Several bridges: a shared subscript
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from bridge.service import subscriptions
 from posture.local_servers import InfluxDB1
 from service_io.config import ConfigError, load_config
+from support.bridges import BridgeProcess
 from support.example_broker import EXAMPLE_ACL
 from support.mqtt import DB, client, start_or_fail, wait_for
 from support.servers import SecuredMosquitto, make_password_file
@@ -34,39 +34,6 @@ def write_config(path: Path, broker, influx: InfluxDB1) -> Path:
                     f'[bridge]\nshare_group = "{GROUP}"\nflush_interval_s = 0.1\n\n'
                     f'[gateway]\nspool_dir = "{path.parent / "gateway-spool"}"\n')
     return path
-
-
-class BridgeProcess:
-    """`posture bridge` as a member of the share group, with its own client id and spool, logging to a file."""
-
-    def __init__(self, config: Path, name: str) -> None:
-        self.config, self.name = config, name
-        self.log = config.parent / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, *flags: str) -> BridgeProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "posture.cli", "-v", "bridge", "--config", str(self.config),
-             "--client-id", f"posture-bridge-{self.name}", "--spool", str(self.config.parent / f"{self.name}.spool"),
-             *flags], stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
-        return self
-
-    def connections(self) -> int:
-        return self.log.read_text().count("bridge: connected to MQTT") if self.log.exists() else 0
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> dict:
-        """Stopped cleanly: its counters (the last JSON line it prints)."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        stats = [line for line in self.log.read_text().splitlines() if line.startswith("{")]
-        return json.loads(stats[-1]) if stats else {}
 
 
 def start_members(config: Path, names: tuple[str, ...]) -> list[BridgeProcess]:

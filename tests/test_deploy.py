@@ -71,6 +71,9 @@ CASES = [
     ("posture-alerts", f"{D}/alerts/log", "posture-bridge", True),
     ("posture-alerts", HA_CONFIG, "homeassistant", True),
     ("posture-alerts", "posture/_alerts/availability", "homeassistant", True),
+    ("posture-alerts", "posture/_alerts/availability", "posture-alerts", True),  # another instance's will
+    ("posture-alerts", "posture/_alerts/members/node-1", "posture-alerts", True),  # instances of a split service
+    ("posture-gateway", "posture/_alerts/members/node-1", "posture-alerts", False),  # a fake instance
     ("posture-alerts", f"{D}/metrics", "posture-bridge", False),  # fake results
     ("posture-bridge", f"{D}/alerts", "phone-desk", False),
     ("posture-bridge", f"{D}/metrics", "posture-alerts", False),

@@ -14,13 +14,13 @@ import time
 from importlib import resources
 
 import pytest
-from test_alerts_service import Phone, publish, start_alerts, stop, wait_online
-from test_alerts_service import write_config as alerts_config
 from test_mqtt_influx import bridge_ready, start_bridge, write_config
 
 from contract.identity import HASH_HEX, ID_PATTERN, MAX_ID_LEN, check_device, device_id, shown_name, topic_device
 from contract.validation import Malformed, load_validators, parse
 from gateway.publisher import adopt_legacy_files, device_file
+from support.alerts import Phone, publish, start_alerts, stop, wait_online
+from support.alerts import write_config as alerts_config
 from support.day_messages import slouchy_minute
 from support.mqtt import DB, client, wait_for
 

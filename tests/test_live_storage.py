@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from test_alerts_service import publish
 from test_bridge_faults import has_database, spooled, stop_bridge
 from test_mqtt_influx import bridge_ready, influx_has_probe, start_bridge, wait_until_bridge_stores, write_config
 
@@ -26,6 +25,7 @@ from posture.local_servers import InfluxDB1
 from service_io import influx as influx_module
 from service_io.config import Config, load_config
 from service_io.influx import InfluxSettings, SettingsError, live_bucket, make_writer
+from support.alerts import publish
 from support.day_messages import slouchy_minute
 from support.mqtt import DB, client, start_or_fail, wait_for
 from support.servers import SecuredInfluxDB1

@@ -1,0 +1,260 @@
+"""`posture alerts` with alerts.partitions above 1: one of several instances that split the devices between them.
+
+Each partition (alerts/partition.py) is a whole alert service of its own (alerts/service.py): a persistent MQTT
+session, `<client_id>-p<k>`, that receives every message and handles its own devices' (acknowledging the others'
+unread), and a state file, `<state_path>.p<k>`. Whichever instance runs a partition resumes that session: what the
+broker queued for it while no instance ran it, and what the last one received and had not acknowledged, arrives
+there; the state file holds what was acknowledged. So a partition moves between instances losing and counting
+nothing twice, as one service does across a restart.
+
+Instances learn of each other from retained records on `<prefix>/_alerts/members/<instance>`, sent again every
+HEARTBEAT_S (MQTT 5: expiring after MEMBER_TIMEOUT_S) and cleared by their will when they die or by themselves
+when they stop; one not heard from for MEMBER_TIMEOUT_S is gone (an instance that died while the broker was down
+leaves a record no will clears). Each runs the partitions the even assignment of alerts/partition.py gives it among
+the instances it sees. An exclusive lock on the partition's lock file makes sure two never run one at once,
+whatever each believes of the others: an instance lets go of a partition only after its service stopped, and the
+taker tries again until it can. Those locks tie the instances of a deployment to one machine (docs/scaling.md).
+
+Every partition service's will says the service is offline (Home Assistant's availability): an instance that sees
+that while it runs partitions says online again; an instance that stops and sees no other says offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from alerts.partition import Partition, owned
+from alerts.service import AlertService, AlertStats
+from alerts.state_files import check_state_layout
+from service_io.config import Config, ConfigError
+from service_io.mqtt import Message, MqttEndpoint
+from service_io.spool import SpoolError
+
+log = logging.getLogger("posture.alerts")
+REBALANCE_S = 0.5  # how often the partitions wanted are compared with those run (and a held lock tried again)
+HEARTBEAT_S = 5.0  # an instance's record is sent again this often
+MEMBER_TIMEOUT_S = 3 * HEARTBEAT_S  # … and it is gone when not heard from for this long
+RETRY_S = 10.0  # a partition whose service could not start, or died, is tried again after this
+STOP_WAIT_S = 60.0  # the longest a partition's service may take to stop; its lock is kept until it has
+
+
+def default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"[:64]
+
+
+@dataclass
+class _Running:
+    service: AlertService
+    thread: threading.Thread
+    lock: IO[bytes]
+
+
+class AlertGroup:
+    """One instance: the partitions it owns among the instances running, each as an AlertService in a thread."""
+
+    def __init__(self, config: Config, instance: str = "", clock: Callable[[], float] = time.time):
+        self.config, self.cfg, self.clock = config, config.alerts, clock
+        self.me = instance or self.cfg.instance or default_instance()
+        self.count = self.cfg.partitions
+        self.stop_event = threading.Event()
+        self.stats = AlertStats()  # of the partitions run here and stopped; running ones are added by totals()
+        prefix = config.mqtt.prefix
+        self.members_topic = f"{prefix}/_alerts/members"
+        self.availability_topic = f"{prefix}/_alerts/availability"
+        self._record = f"{self.members_topic}/{self.me}"
+        self._members: dict[str, tuple[int, float]] = {}  # instance → (its alerts.partitions, when last heard)
+        self._view = False  # this connection's records are in (our own came back): guarded by _lock
+        self._lock = threading.Lock()
+        self._running: dict[int, _Running] = {}
+        self._stuck: dict[int, _Running] = {}  # stopped, not yet ended: their locks are kept
+        self._retry_at: dict[int, float] = {}  # partition → not before (monotonic), after a failure
+        self._refused: dict[int, str] = {}  # partition → why it could not start, said once
+        self._said: tuple[frozenset[int], frozenset[str]] | None = None
+        self._beat_at = 0.0
+        self.mqtt = MqttEndpoint(
+            # "-instance-": never a partition's "-p<k>", whatever the instance is called
+            config.mqtt, f"{self.cfg.client_id}-instance-{self.me}", name=f"alerts instance {self.me}",
+            subscriptions=[(f"{self.members_topic}/+", 1), (self.availability_topic, 1)],
+            will=Message(self._record, b""), birth=Message(self._record, self._record_body()),
+            on_connected=self._on_connected, on_message=self._on_message, stopping=self.stop_event)
+
+    @classmethod
+    def open(cls, config: Config, instance: str = "", clock: Callable[[], float] = time.time) -> AlertGroup:
+        """Checks the state files before any partition runs: ConfigError names one kept for another split."""
+        check_state_layout(Path(config.alerts.state_path), config.alerts.partitions)
+        return cls(config, instance, clock)
+
+    def _record_body(self) -> str:
+        return json.dumps({"partitions": self.count})
+
+    # paho's network thread ----------------------------------------------------------------
+    def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
+        with self._lock:  # records come again with the subscription: those of instances gone meanwhile do not
+            self._members, self._view = {}, False
+
+    def _on_message(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.availability_topic:
+            if msg.payload == b"offline" and self._running and not self.stop_event.is_set():
+                client.publish(self.availability_topic, "online", qos=1, retain=True)  # another instance's will
+            return
+        name = msg.topic.removeprefix(self.members_topic + "/")
+        with self._lock:
+            self._members.pop(name, None)
+            if not msg.payload:  # stopped, or its will: gone
+                return
+            try:
+                self._members[name] = (int(json.loads(msg.payload)["partitions"]), time.monotonic())
+            except (ValueError, KeyError, TypeError):
+                log.warning("instance record on %s is not one (%r); ignored", msg.topic, bytes(msg.payload[:60]))
+                return
+            if name == self.me:
+                self._view = True
+
+    # our thread ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self.mqtt.start()
+        try:
+            while not self.stop_event.wait(REBALANCE_S):
+                self._heartbeat()
+                self.rebalance()
+        finally:
+            self._stop()
+
+    def _heartbeat(self) -> None:
+        now_s = time.monotonic()
+        if now_s - self._beat_at < HEARTBEAT_S or not self.mqtt.connected.is_set():
+            return
+        self._beat_at = now_s
+        properties = None
+        if self.mqtt.mqtt5:  # the broker forgets a record no will cleared (its instance died while it was down)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
+            properties.MessageExpiryInterval = int(MEMBER_TIMEOUT_S)
+        self.mqtt.client.publish(self._record, self._record_body(), qos=1, retain=True, properties=properties)
+
+    def _others(self) -> tuple[set[str], list[str]] | None:
+        """The other instances running with our number of partitions, and those with another; None: not known now."""
+        now_s = time.monotonic()
+        with self._lock:
+            if not (self.mqtt.connected.is_set() and self._view):
+                return None
+            alive = {name: count for name, (count, seen_s) in self._members.items()
+                     if now_s - seen_s <= MEMBER_TIMEOUT_S and name != self.me}
+        return ({name for name, count in alive.items() if count == self.count},
+                sorted(name for name, count in alive.items() if count != self.count))
+
+    def rebalance(self) -> None:
+        """Stop the partitions no longer ours, then start those that are (when their last runner let go)."""
+        self._reap()
+        view = self._others()
+        if view is None:
+            return  # who else runs is not known now: keep what runs, take nothing
+        others, mismatched = view
+        wanted = owned(self.me, others, self.count)
+        died = [k for k, run in self._running.items() if not run.thread.is_alive()]  # said by _run_partition
+        for k in died:
+            self._retry_at[k] = time.monotonic() + RETRY_S
+        self._release([k for k in self._running if k not in wanted or k in died])
+        for k in sorted(wanted - set(self._running) - set(self._stuck)):
+            if self.stop_event.is_set():
+                return
+            if time.monotonic() >= self._retry_at.get(k, 0.0):
+                self._take(k)
+        said = (frozenset(self._running), frozenset(others))
+        if said != self._said:
+            self._said = said
+            log.info("instance %s: running partitions %s of %d (other instances: %s)%s", self.me,
+                     ",".join(map(str, sorted(self._running))) or "none", self.count, ", ".join(sorted(others)) or
+                     "none", f"; ignoring {', '.join(mismatched)}: another alerts.partitions" if mismatched else "")
+
+    def _take(self, k: int) -> None:
+        partition = Partition(k, self.count)
+        lock_path = Path(f"{partition.state_path(self.cfg.state_path)}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its last runner has not let go yet: next round
+            lock.close()
+            return
+        try:
+            service = AlertService.open(self.config, self.clock, partition)
+        except (ConfigError, SpoolError) as exc:
+            lock.close()
+            self._retry_at[k] = time.monotonic() + RETRY_S
+            if self._refused.get(k) != str(exc):
+                self._refused[k] = str(exc)
+                log.error("partition %d cannot start: %s; trying again every %.0f s", k, exc, RETRY_S)
+            return
+        self._refused.pop(k, None)
+        thread = threading.Thread(target=self._run_partition, args=(k, service), name=f"alerts-p{k}", daemon=True)
+        thread.start()
+        self._running[k] = _Running(service, thread, lock)
+
+    @staticmethod
+    def _run_partition(k: int, service: AlertService) -> None:
+        try:
+            service.run()
+        except SpoolError as exc:  # a full disk, say: one line, and the group tries again later
+            log.error("partition %d stopped: %s; trying again in %.0f s", k, exc, RETRY_S)
+        except Exception:
+            log.exception("partition %d stopped on a bug; trying again in %.0f s", k, RETRY_S)
+
+    def _release(self, partitions: list[int]) -> None:
+        """Stop these partitions' services together; let go of each lock once its service has ended."""
+        runs = {k: self._running.pop(k) for k in partitions}
+        for run in runs.values():
+            run.service.stop_event.set()
+        deadline = time.monotonic() + STOP_WAIT_S
+        for k, run in runs.items():
+            run.thread.join(max(0.0, deadline - time.monotonic()))
+            if run.thread.is_alive():  # its state may still be written: the lock stays until it ends
+                log.warning("partition %d: its service has not stopped after %.0f s; keeping its lock until it does",
+                            k, STOP_WAIT_S)
+                self._stuck[k] = run
+            else:
+                self._let_go(run)
+
+    def _reap(self) -> None:
+        for k, run in list(self._stuck.items()):
+            if not run.thread.is_alive():
+                del self._stuck[k]
+                self._let_go(run)
+
+    def _let_go(self, run: _Running) -> None:
+        self.stats.add(run.service.stats)
+        run.lock.close()  # the lock goes with the file
+
+    def _stop(self) -> None:
+        """Say we are going first (the others start taking our partitions as each lock comes free), then stop every
+        partition together; the last instance says the service is offline."""
+        if self.mqtt.connected.is_set():
+            self.mqtt.publish(Message(self._record, b""))
+        self._release(list(self._running))
+        self._reap()
+        view = self._others()
+        if view is not None and not view[0] | set(view[1]) and self.mqtt.connected.is_set():
+            with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now
+                self.mqtt.publish(Message(self.availability_topic, "offline")).wait_for_publish(5)
+        self.mqtt.stop(goodbye=Message(self._record, b""))
+
+    def totals(self) -> AlertStats:
+        total = AlertStats()
+        total.add(self.stats)
+        for run in [*self._running.values(), *self._stuck.values()]:
+            total.add(run.service.stats)
+        return total
