@@ -7,13 +7,15 @@ broker queued for it while no instance ran it, and what the last one received an
 there; the state file holds what was acknowledged. So a partition moves between instances losing and counting
 nothing twice, as one service does across a restart.
 
-Instances learn of each other from retained records on `<prefix>/_alerts/members/<instance>`, sent again every
-HEARTBEAT_S (MQTT 5: expiring after MEMBER_TIMEOUT_S) and cleared by their will when they die or by themselves
-when they stop; one not heard from for MEMBER_TIMEOUT_S is gone (an instance that died while the broker was down
-leaves a record no will clears). Each runs the partitions the even assignment of alerts/partition.py gives it among
-the instances it sees. An exclusive lock on the partition's lock file makes sure two never run one at once,
-whatever each believes of the others: an instance lets go of a partition only after its service stopped, and the
-taker tries again until it can. Those locks tie the instances of a deployment to one machine (docs/scaling.md).
+Instances learn of each other from retained records on `<prefix>/_alerts/members/<instance>`, sent every HEARTBEAT_S
+from a thread of their own with the time they were sent (MQTT 5: expiring after MEMBER_TIMEOUT_S), and cleared by
+their will when they die or by themselves when they stop; a record older than MEMBER_TIMEOUT_S is of an instance
+gone (one that died while the broker was down leaves a record no will clears). The times are compared across
+instances, which share one machine (the locks below) and so one clock. Each runs the partitions the even assignment
+of alerts/partition.py gives it among the instances it sees. An exclusive lock on the partition's lock file makes
+sure two never run one at once, whatever each believes of the others: an instance lets go of a partition only after
+its service stopped, and the taker tries again until it can. Those locks tie the instances of a deployment to one
+machine (docs/scaling.md).
 
 Every partition service's will says the service is offline (Home Assistant's availability): an instance that sees
 that while it runs partitions says online again; an instance that stops and sees no other says offline.
@@ -39,9 +41,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from alerts.partition import Partition, owned
-from alerts.service import AlertService, AlertStats
+from alerts.service import AlertService, AlertStats, new_engine
 from alerts.state_files import check_state_layout
-from service_io.config import Config, ConfigError
+from service_io.config import Config
 from service_io.mqtt import Message, MqttEndpoint
 from service_io.spool import SpoolError
 
@@ -49,6 +51,7 @@ log = logging.getLogger("posture.alerts")
 REBALANCE_S = 0.5  # how often the partitions wanted are compared with those run (and a held lock tried again)
 HEARTBEAT_S = 5.0  # an instance's record is sent again this often
 MEMBER_TIMEOUT_S = 3 * HEARTBEAT_S  # … and it is gone when not heard from for this long
+STALE_RECORD_S = 4 * MEMBER_TIMEOUT_S  # a record this old is cleared at the broker, for those that start later
 RETRY_S = 10.0  # a partition whose service could not start, or died, is tried again after this
 STOP_WAIT_S = 60.0  # the longest a partition's service may take to stop; its lock is kept until it has
 
@@ -85,27 +88,28 @@ class AlertGroup:
         self._retry_at: dict[int, float] = {}  # partition → not before (monotonic), after a failure
         self._refused: dict[int, str] = {}  # partition → why it could not start, said once
         self._said: tuple[frozenset[int], frozenset[str]] | None = None
-        self._beat_at = 0.0
+        self._beat_at = 0.0  # monotonic; 0: due (on every connect)
         self.mqtt = MqttEndpoint(
             # "-instance-": never a partition's "-p<k>", whatever the instance is called
             config.mqtt, f"{self.cfg.client_id}-instance-{self.me}", name=f"alerts instance {self.me}",
             subscriptions=[(f"{self.members_topic}/+", 1), (self.availability_topic, 1)],
-            will=Message(self._record, b""), birth=Message(self._record, self._record_body()),
-            on_connected=self._on_connected, on_message=self._on_message, stopping=self.stop_event)
+            will=Message(self._record, b""), on_connected=self._on_connected, on_message=self._on_message,
+            stopping=self.stop_event)
 
     @classmethod
     def open(cls, config: Config, instance: str = "", clock: Callable[[], float] = time.time) -> AlertGroup:
-        """Checks the state files before any partition runs: ConfigError names one kept for another split."""
+        """Checks what every partition's service reads (thresholds, catalog, time zone, state files) before any runs:
+        ConfigError names a bad one, as for one service. An instance that joined and then could start no partition
+        would hold its share of the devices back."""
+        new_engine(config)
         check_state_layout(Path(config.alerts.state_path), config.alerts.partitions)
         return cls(config, instance, clock)
-
-    def _record_body(self) -> str:
-        return json.dumps({"partitions": self.count})
 
     # paho's network thread ----------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         with self._lock:  # records come again with the subscription: those of instances gone meanwhile do not
             self._members, self._view = {}, False
+            self._beat_at = 0.0  # our record at once (the heartbeat thread sends it once subscribed)
 
     def _on_message(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.availability_topic:
@@ -118,33 +122,46 @@ class AlertGroup:
             if not msg.payload:  # stopped, or its will: gone
                 return
             try:
-                self._members[name] = (int(json.loads(msg.payload)["partitions"]), time.monotonic())
+                record = json.loads(msg.payload)
+                count, age_s = int(record["partitions"]), max(0.0, time.time() - float(record["sent_s"]))
             except (ValueError, KeyError, TypeError):
                 log.warning("instance record on %s is not one (%r); ignored", msg.topic, bytes(msg.payload[:60]))
                 return
             if name == self.me:
                 self._view = True
+            elif age_s > STALE_RECORD_S and msg.retain:  # of an instance long gone: not for those that start later
+                client.publish(msg.topic, b"", qos=1, retain=True)
+            if age_s <= MEMBER_TIMEOUT_S:
+                self._members[name] = (count, time.monotonic() - age_s)
 
     # our thread ---------------------------------------------------------------------------
     def run(self) -> None:
         self.mqtt.start()
+        # Its own thread: starting or stopping partitions may take this one seconds, and an instance that goes
+        # quiet for MEMBER_TIMEOUT_S is taken for gone (its partitions then move for nothing).
+        beats = threading.Thread(target=self._heartbeats, name="alerts-heartbeat", daemon=True)
+        beats.start()
         try:
             while not self.stop_event.wait(REBALANCE_S):
-                self._heartbeat()
                 self.rebalance()
         finally:
             self._stop()
+            beats.join(5)
 
-    def _heartbeat(self) -> None:
-        now_s = time.monotonic()
-        if now_s - self._beat_at < HEARTBEAT_S or not self.mqtt.connected.is_set():
-            return
-        self._beat_at = now_s
-        properties = None
-        if self.mqtt.mqtt5:  # the broker forgets a record no will cleared (its instance died while it was down)
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
-            properties.MessageExpiryInterval = int(MEMBER_TIMEOUT_S)
-        self.mqtt.client.publish(self._record, self._record_body(), qos=1, retain=True, properties=properties)
+    def _heartbeats(self) -> None:
+        while not self.stop_event.wait(0.2):
+            with self._lock:
+                due = time.monotonic() - self._beat_at >= HEARTBEAT_S
+                if due and self.mqtt.connected.is_set():
+                    self._beat_at = time.monotonic()
+                else:
+                    continue
+            properties = None
+            if self.mqtt.mqtt5:  # the broker forgets a record no will cleared (its instance died while it was down)
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
+                properties.MessageExpiryInterval = int(MEMBER_TIMEOUT_S)
+            body = json.dumps({"partitions": self.count, "sent_s": round(time.time(), 3)})
+            self.mqtt.client.publish(self._record, body, qos=1, retain=True, properties=properties)
 
     def _others(self) -> tuple[set[str], list[str]] | None:
         """The other instances running with our number of partitions, and those with another; None: not known now."""
@@ -193,7 +210,7 @@ class AlertGroup:
             return
         try:
             service = AlertService.open(self.config, self.clock, partition)
-        except (ConfigError, SpoolError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad file (full disk, a corrupt record): the others run on
             lock.close()
             self._retry_at[k] = time.monotonic() + RETRY_S
             if self._refused.get(k) != str(exc):

@@ -72,15 +72,26 @@ class AlertStats:
     elsewhere: int = 0  # messages of devices of other partitions, acknowledged unread (alerts.partitions > 1)
 
     def add(self, other: AlertStats) -> None:
-        for name, value in vars(other).items():
+        for name, value in list(vars(other).items()):
             mine = getattr(self, name)
             if isinstance(mine, Counter):
-                mine.update(value)
+                mine.update(dict(value))  # a copy first: a service still running may add to it meanwhile
             else:
                 setattr(self, name, mine + value)
 
     def as_dict(self) -> dict[str, Any]:
         return {name: dict(value) if isinstance(value, Counter) else value for name, value in vars(self).items()}
+
+
+def new_engine(config: Config) -> AlertEngine:
+    """The engine with the thresholds, stretch catalog and time zone of the config; ConfigError names a bad one."""
+    cfg = config.alerts
+    try:
+        tz = ZoneInfo(cfg.timezone) if cfg.timezone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
+    rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
+    return AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
 
 
 def parse_snooze(body: bytes | bytearray) -> float:
@@ -146,12 +157,7 @@ class AlertService:
              partition: Partition | None = None) -> AlertService:
         """The service with its thresholds, stretch catalog and saved state read; ConfigError names a bad one."""
         cfg = config.alerts
-        try:
-            tz = ZoneInfo(cfg.timezone) if cfg.timezone else None
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
-        rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
-        engine = AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
+        engine = new_engine(config)
         check_state_layout(Path(cfg.state_path), cfg.partitions)
         spool = Spool(partition.state_path(cfg.state_path) if partition else Path(cfg.state_path), max_items=100_000)
         try:
@@ -162,10 +168,10 @@ class AlertService:
                                   f"afresh")
             if partition:
                 spool.put([], meta={PARTITIONS_KEY: str(partition.count).encode()})
+            engine.load(meta)
         except BaseException:
             spool.close()
             raise
-        engine.load(meta)
         return cls(config, engine, spool, load_validators(), clock, partition)
 
     # paho's network thread ----------------------------------------------------------------
@@ -203,7 +209,9 @@ class AlertService:
             if not self._mine(msg.topic):  # another partition's (its own session has it too): acknowledged unread
                 self.stats.elsewhere += 1
                 continue
-            self.stats.received += 1
+            # A topic of no device (Home Assistant's status) goes to every partition: counted once, by the first.
+            self.stats.received += self.partition is None or self.partition.index == 0 or \
+                device_of(msg.topic, self.prefix) is not None
             try:
                 alerts += self._handle(msg, now_s, touched)
             except Malformed as exc:

@@ -11,6 +11,7 @@ import contextlib
 import glob
 import sqlite3
 from pathlib import Path
+from urllib.request import pathname2url
 
 from service_io.config import ConfigError
 
@@ -43,7 +44,7 @@ def check_state_layout(path: Path, partitions: int) -> None:
 def _meta_partitions(file: Path) -> int | None:
     """What a partition's file says it was kept for; None if it says nothing (or cannot be read: opening it says)."""
     with contextlib.suppress(sqlite3.Error, ValueError), \
-            contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
+            contextlib.closing(sqlite3.connect(f"file:{pathname2url(str(file))}?mode=ro", uri=True)) as db:
         row = db.execute("SELECT value FROM meta WHERE key = ?", (PARTITIONS_KEY,)).fetchone()
         return int(row[0]) if row else None
     return None

@@ -42,4 +42,6 @@ def run_bridge_cli(args: argparse.Namespace) -> int:
     bridge.run()
     # Every counter of BridgeStats (bridge/service.py says what each counts), malformed by kind.
     print(json.dumps(dataclasses.asdict(bridge.stats) | {"malformed": dict(bridge.stats.malformed)}))
+    if bridge.leave_refused:
+        raise ValueError(f"--leave: {bridge.leave_refused}")
     return 0

@@ -42,6 +42,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -62,6 +63,7 @@ BEYOND_RETENTION = "points beyond retention policy"  # 1.x's reason when a write
 RETRY_INFLUX_S = 2.0
 DEAD_LETTERS = ""  # the "topic" of a dead-letter point in the pending batches and the spool
 NO_MESSAGE = -1  # the "mid" of a pending point that no MQTT message waits on
+NO_SUBSCRIPTION = 0x11  # UNSUBACK's reason: the session had no such subscription
 LEAVE_IDLE_S = 2.0  # leaving a share group: this long with no message and nothing unstored, the session is empty
 WARN_EVERY_S = 30.0  # a trouble that lasts is said again this often, not once per batch
 Item = tuple[str, str]  # (topic it came on, line protocol)
@@ -100,7 +102,11 @@ class Bridge:
         # the session, so that the broker hands this member's turns to the others (docs/mqtt.md, "Several bridges").
         self.leave = leave
         self._filters = subscriptions(config.mqtt.prefix, self.cfg.share_group)
+        # A member's session may still hold the plain filters of when it ran alone: they would bring it every message
+        # as well as its share. Let go of them at every connect (the broker answers "no subscription" if none).
+        self._stale_filters = [t for t, _ in subscriptions(config.mqtt.prefix)] if self.cfg.share_group else []
         self._unsubscribed = threading.Event()
+        self.leave_refused: str | None = None  # why --leave could not leave: no such member's session at the broker
         self._last_message_s = time.monotonic()
         self.influx_cfg = config.influx
         self.dead_letter_topic = self.cfg.dead_letter_topic or f"{config.mqtt.prefix}/_deadletter"
@@ -128,7 +134,7 @@ class Bridge:
                                  on_message=self._on_message, on_connected=self._on_connected,
                                  stopping=self.stop_event)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
-        self.client.on_unsubscribe = lambda *_: self._unsubscribed.set()
+        self.client.on_unsubscribe = self._on_unsubscribed
 
     @classmethod
     def open(cls, config: Config, writer: Writer | None = None, leave: bool = False) -> Bridge:
@@ -139,9 +145,32 @@ class Bridge:
     # paho's network thread --------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._connection += 1
-        if self.leave:  # what the session already holds still comes; nothing more is queued for it
+        if self.leave and self._connection == 1 and not session_present:
+            # A mistyped --client-id would otherwise make a session of its own, find it empty and "leave", while the
+            # member's session goes on collecting its share.
+            self._refuse_leave(f"the broker has no session for client id {self.cfg.client_id!r}: nothing to leave "
+                               f"(is it the member's --client-id?)")
+        elif self.leave:  # what the session already holds still comes; nothing more is queued for it
             self._unsubscribed.clear()
             client.unsubscribe([topic for topic, _ in self._filters])
+        elif self._stale_filters:
+            client.unsubscribe(self._stale_filters)
+
+    def _on_unsubscribed(self, _client: mqtt.Client, _userdata: object, _mid: int, reason_codes: list[Any],
+                         _properties: object) -> None:
+        if not self.leave:
+            return
+        if self._connection == 1 and reason_codes and all(getattr(rc, "value", 0) == NO_SUBSCRIPTION for rc in
+                                                              reason_codes):
+            self._refuse_leave(f"the session of {self.cfg.client_id!r} holds no subscription of share group "
+                               f"{self.cfg.share_group!r} to {self._filters[0][0].split('/', 2)[2]}: nothing to "
+                               f"leave (are bridge.share_group and mqtt.prefix the member's?)")
+            return
+        self._unsubscribed.set()
+
+    def _refuse_leave(self, reason: str) -> None:
+        self.leave_refused = reason
+        self.stop_event.set()
 
     def _on_message(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         """Never raises: an exception here ends paho's thread, and the unacknowledged message would come
@@ -228,7 +257,7 @@ class Bridge:
         spool empty (its points came from here alone)."""
         with self._lock:
             pending = bool(self._pending)
-        return (self._unsubscribed.is_set() and self.connected.is_set() and not pending
+        return (self.leave_refused is None and self._unsubscribed.is_set() and self.connected.is_set() and not pending
                 and time.monotonic() - self._last_message_s >= LEAVE_IDLE_S and not self.spool.peek(1))
 
     def _store_pending(self) -> None:
@@ -252,6 +281,9 @@ class Bridge:
         for mid, qos, connection, _, _ in batch:  # stored (in InfluxDB or on disk): the broker may forget them
             if mid != NO_MESSAGE and connection == self._connection:  # older connection: the broker sends it again
                 self.client.ack(mid, qos)
+        # The broker sends no more than its in-flight window until we acknowledge: silence counts from here (leaving
+        # would otherwise end a session that still held messages, after a slow write).
+        self._last_message_s = time.monotonic()
 
     def _spool(self, items: list[Item]) -> None:
         """Into the spool, live points as expendable and expiring; what the full spool deleted is counted and said."""

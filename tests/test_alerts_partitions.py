@@ -5,6 +5,7 @@ partitions is refused rather than silently started afresh."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -189,3 +190,76 @@ def test_two_bridges_and_two_alert_instances_lose_and_repeat_nothing_while_one_o
     assert stats_a["elsewhere"] > 0 and stats_b["elsewhere"] > 0  # each partition's session sees every message
     assert "session present: True" in logs[0].read_text()[first_run_log:], "a's partitions came back without sessions"
     assert all(s.get("points_written", 0) > 0 for s in bridge_stats), bridge_stats
+
+
+class _Recorder:
+    """Stands in for paho's client where the group answers a record: what it would publish."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, bool]] = []
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
+        self.published.append((topic, payload if isinstance(payload, bytes) else payload.encode(), retain))
+
+
+def _record(name: str, partitions: int, sent_s: float, retain: bool = True):
+    import paho.mqtt.client as mqtt
+
+    msg = mqtt.MQTTMessage(topic=f"posture/_alerts/members/{name}".encode())
+    msg.payload, msg.retain = json.dumps({"partitions": partitions, "sent_s": sent_s}).encode(), retain
+    return msg
+
+
+def test_an_instance_counts_the_others_by_their_records_age_and_clears_those_long_gone(tmp_path):
+    """Records carry the time they were sent: one no will cleared (its instance died while the broker was down) is
+    no instance, and once old enough it is cleared at the broker; one of another number of partitions is ignored."""
+    from alerts.group import MEMBER_TIMEOUT_S, STALE_RECORD_S, AlertGroup
+
+    config = load_config(env={"POSTURE_ALERTS_STATE_PATH": str(tmp_path / "alerts.db"),
+                              "POSTURE_ALERTS_PARTITIONS": "4"})
+    group, broker = AlertGroup(config, "me"), _Recorder()
+    group.mqtt.connected.set()
+    assert group._others() is None  # our own record has not come back: who else runs is not known
+    now_s = time.time()
+    for msg in (_record("me", 4, now_s), _record("fresh", 4, now_s - 1),
+                _record("late", 4, now_s - MEMBER_TIMEOUT_S - 1), _record("ghost", 4, now_s - STALE_RECORD_S - 1),
+                _record("other", 8, now_s)):
+        group._on_message(broker, msg)
+    assert group._others() == ({"fresh"}, ["other"])
+    assert broker.published == [("posture/_alerts/members/ghost", b"", True)]
+    group._on_message(broker, _cleared("fresh"))  # stopped, or its will
+    assert group._others() == (set(), ["other"])
+
+
+def _cleared(name: str):
+    import paho.mqtt.client as mqtt
+
+    msg = mqtt.MQTTMessage(topic=f"posture/_alerts/members/{name}".encode())
+    msg.payload = b""
+    return msg
+
+
+def test_a_split_instance_refuses_bad_settings_before_it_joins(tmp_path):
+    """Like one service: an instance that joined and then could run no partition would hold its share back."""
+    from alerts.group import AlertGroup
+
+    env = {"POSTURE_ALERTS_STATE_PATH": str(tmp_path / "alerts.db"), "POSTURE_ALERTS_PARTITIONS": "2"}
+    with pytest.raises(ConfigError) as caught:
+        AlertGroup.open(load_config(env=env | {"POSTURE_ALERTS_TIMEZONE": "Mars/Base"}))
+    assert "alerts.timezone: unknown time zone" in str(caught.value)
+    with pytest.raises(ConfigError):
+        AlertGroup.open(load_config(env=env | {"POSTURE_ALERTS_RULES_PATH": str(tmp_path / "missing.toml")}))
+
+
+def test_state_files_with_uri_characters_in_their_name_are_read(tmp_path):
+    from alerts.partition import Partition
+    from alerts.service import AlertService
+    from alerts.state_files import check_state_layout
+
+    path = tmp_path / "odd?name#%.db"
+    config = load_config(env={"POSTURE_ALERTS_STATE_PATH": str(path), "POSTURE_ALERTS_PARTITIONS": "2"})
+    AlertService.open(config, partition=Partition(0, 2)).spool.close()
+    with pytest.raises(ConfigError) as caught:
+        check_state_layout(path, 3)
+    assert "of 2" in str(caught.value)
+    assert sorted(f.name for f in tmp_path.iterdir() if not f.name.endswith(("-wal", "-shm"))) == [path.name + ".p0"]

@@ -249,3 +249,38 @@ def test_the_example_acl_lets_the_bridge_subscribe_shared(tmp_path):
             c.loop_stop()
     finally:
         server.kill()
+
+
+def test_leave_with_a_client_id_the_broker_has_no_session_for_is_refused(tmp_path, broker, influx):
+    """A mistyped --client-id would make a session of its own, find it empty and "leave", while the member's
+    session goes on collecting its share: refused in one line, exit code 2."""
+    config = write_config(tmp_path / "posture.toml", broker, influx)
+    done = subprocess.run([sys.executable, "-m", "posture.cli", "bridge", "--config", str(config), "--client-id",
+                           "posture-bridge-typo", "--spool", str(tmp_path / "typo.spool"), "--leave"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "the broker has no session for client id 'posture-bridge-typo'" in done.stderr, done.stderr[-2000:]
+
+
+@SLOW_MACHINE_OK
+def test_a_bridge_that_ran_alone_gets_only_its_share_once_it_joins_a_group(tmp_path, broker, influx):
+    """Its persistent session still held the plain filters of its single days: without letting go of them it would
+    receive every message as well as its share (each point written twice, once by each member)."""
+    n = 1000
+    config = write_config(tmp_path / "posture.toml", broker, influx)
+    alone = tmp_path / "alone.toml"
+    alone.write_text(config.read_text().replace(f'share_group = "{GROUP}"\n', ""))
+    solo = BridgeProcess(alone, "a").start()  # the same client id and spool as member a below
+    wait_for(lambda: solo.connections(), 30, "the bridge alone to connect")
+    solo.stop()
+    bridges = start_members(config, ("a", "b"))
+    gateway, gateway_log = start_gateway(config, n, 250.0)
+    try:
+        gateway_done(gateway, gateway_log, config)
+        assert_each_point_once(influx, n)
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+        stats = [b.stop() for b in bridges]
+    written = [s.get("points_written", 0) for s in stats]
+    assert sum(written) == n and all(written), f"points written by the members {written}, for {n} messages"
