@@ -17,6 +17,11 @@ bridge and that client on MQTT 3.1.1 (paho parses no properties there).
 (bridge.share_group) of 1 and then of N `posture bridge` processes, each timed from the moment its first member has
 connected (its log says so; startup and imports excluded) until InfluxDB holds all M points. Processes, not threads
 of this script: one Python process's bridges would share one interpreter lock, which is what more processes escape.
+
+--live-states S measures messages that carry batches instead: M live messages (QoS 0, as the gateway sends them)
+of S states each (the latest and S − 1 `earlier`, gateway.live_hz S at 1 s batches), published by another process
+as fast as it can to a running bridge (QoS 0 is not queued for an absent one), timed from the first message the
+bridge receives until InfluxDB's live policy holds all M × S points; against the same points POSTed straight to /write.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ from paho.mqtt.properties import Properties
 
 from bridge.service import Bridge
 from contract.influx_schema import to_line_protocol
+from contract.messages import payload
 from evaluation.doc_sections import write_measurement
-from posture.local_servers import InfluxDB1, Mosquitto
+from pipeline.events import EarlierState, LiveState
+from posture.local_servers import InfluxDB1, Mosquitto, ServerError
 from service_io.config import load_config
 from service_io.influx import V1Writer
 
@@ -73,6 +80,15 @@ def publisher(port: int) -> mqtt.Client:
     return client
 
 
+def write_direct(influx: InfluxDB1, lines: list[str]) -> float:
+    """Seconds to POST the lines straight to /write of the database `direct`, in batches of 5000."""
+    writer = V1Writer(influx.settings("direct"))
+    start = time.perf_counter()
+    for i in range(0, len(lines), 5000):
+        writer.write(lines[i:i + 5000])
+    return time.perf_counter() - start
+
+
 def run(messages: int, work: Path, protocol: str = "5") -> dict:
     broker = Mosquitto(work / "mosquitto").start()
     influx = InfluxDB1(work / "influx").start()
@@ -80,12 +96,7 @@ def run(messages: int, work: Path, protocol: str = "5") -> dict:
         influx.create_database(DB)
         influx.create_database("direct")
         payloads = [minute(k, 1_700_000_000_000) for k in range(messages)]
-        lines = [line for p in payloads for line in to_line_protocol(p)]
-        writer = V1Writer(influx.settings("direct"))
-        start = time.perf_counter()
-        for i in range(0, len(lines), 5000):
-            writer.write(lines[i:i + 5000])
-        direct_s = time.perf_counter() - start
+        direct_s = write_direct(influx, [line for p in payloads for line in to_line_protocol(p)])
 
         cfg = work / "posture.toml"
         cfg.write_text(f'[mqtt]\nport = {broker.port}\nprotocol = "{protocol}"\n'
@@ -124,6 +135,76 @@ def run(messages: int, work: Path, protocol: str = "5") -> dict:
                 paho_cpu_s / messages * 1e6, "ratio": direct_s / bridge_s,
                 "latency_p50_ms": float(np.percentile(latencies, 50)),
                 "latency_p99_ms": float(np.percentile(latencies, 99)), "latency_n": len(latencies)}
+    finally:
+        broker.kill()
+        influx.kill()
+
+
+def live_message(k: int, states: int, t0_s: float) -> dict:
+    """The k-th live message of 10 devices, a second apart per device, carrying `states` states."""
+    t_s = t0_s + k // 10 + (states - 1) / states
+    earlier = tuple(EarlierState(t0_s + k // 10 + j / states, 10.0 + j % 7, -1.5, 3.0 + j % 5)
+                    for j in range(states - 1))
+    return payload(f"dev{k % 10}", LiveState(t_s, "calibrated", 12.5, -1.5, 3.0, "sitting", sitting_since_s=t0_s,
+                                             earlier=earlier))
+
+
+def publish_live(port: int, messages: int, states: int, t0_s: float) -> None:
+    """In a process of its own (this script's interpreter lock is the bridge's)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = [client.publish(f"posture/dev{k % 10}/live", json.dumps(live_message(k, states, t0_s)), qos=0)
+             for k in range(messages)]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.loop_stop()
+    client.disconnect()
+
+
+def run_live(messages: int, work: Path, states: int) -> dict:
+    import multiprocessing
+
+    broker = Mosquitto(work / "mosquitto").start()
+    influx = InfluxDB1(work / "influx").start()
+    try:
+        influx.create_database(DB)
+        influx.create_database("direct")
+        t0_s = time.time() - messages // 10 - 3600  # within the live policy's 7 days
+        lines = [line for k in range(messages) for line in to_line_protocol(live_message(k, states, t0_s), "live")]
+        direct_s = write_direct(influx, lines)
+        cfg = work / "posture.toml"
+        cfg.write_text(f'[mqtt]\nport = {broker.port}\n[influx]\nurl = "{influx.url}"\ndatabase = "{DB}"\n'
+                       f'[bridge]\nspool_path = "{work / "bridge.spool"}"\nflush_interval_s = 0.05\n')
+        bridge, thread = start_bridge(load_config(cfg, env={}))
+        while not bridge.connected.is_set():
+            time.sleep(0.05)
+        time.sleep(1.0)  # subscribed
+
+        def stored() -> int:
+            try:
+                rows = influx.rows('SELECT count(flexion_deg) FROM "live"."posture_live"', DB)
+            except ServerError:  # the bridge creates the policy with its first live point
+                return 0
+            return int(rows[0]["count"]) if rows else 0
+
+        sender = multiprocessing.get_context("spawn").Process(target=publish_live,
+                                                              args=(broker.port, messages, states, t0_s))
+        sender.start()
+        while not bridge.stats.received:  # timed from the first message: the publisher's start-up is not the bridge's
+            time.sleep(0.001)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        deadline, have = time.monotonic() + 300, 0
+        while (have := stored()) < len(lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        bridge_s, bridge_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+        sender.join(60)
+        stop_bridge(bridge, thread)
+        return {"messages": messages, "states": states, "points": len(lines), "stored": have,
+                "direct_points_per_s": len(lines) / direct_s, "bridge_points_per_s": have / bridge_s,
+                "bridge_messages_per_s": messages / bridge_s,
+                "bridge_cpu_us_per_message": bridge_cpu_s / messages * 1e6,
+                "ratio": (have / bridge_s) / (len(lines) / direct_s)}
     finally:
         broker.kill()
         influx.kill()
@@ -304,7 +385,19 @@ def main() -> int:
     parser.add_argument("--bridges", type=int, default=1, help="N > 1: 1 and then N bridge processes on a shared "
                                                                "subscription, messages/s of each (nothing written)")
     parser.add_argument("--rounds", type=int, default=3, help="with --bridges: 1 and N alternately, this many times")
+    parser.add_argument("--live-states", type=int, default=0,
+                        help="S > 0: live messages carrying S states each instead (nothing written)")
     args = parser.parse_args()
+    if args.live_states:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_live(args.messages, Path(tmp), args.live_states)
+        print(r)
+        print(f"| path | points/s |\n|---|---|\n| line protocol POSTed straight to /write (batches of 5000) | "
+              f"{r['direct_points_per_s']:,.0f} |\n| MQTT (QoS 0) → bridge → /write, {args.live_states} states a "
+              f"message | {r['bridge_points_per_s']:,.0f} |\n\nBridge / direct = {r['ratio']:.2f}; "
+              f"{r['messages']:,} messages, {r['stored']:,} of {r['points']:,} points stored; "
+              f"{r['bridge_messages_per_s']:,.0f} messages/s; {os.cpu_count()} cores")
+        return 0
     if args.bridges > 1:
         with tempfile.TemporaryDirectory() as tmp:
             rates = run_shared(args.messages, Path(tmp), args.bridges, args.rounds)

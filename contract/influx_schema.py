@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, NamedTuple
 
-from contract.messages import value_fields
+from contract.messages import EARLIER_VALUES, value_fields
 
 MEASUREMENT = {"metrics": "posture_minute", "slouch": "posture_slouch", "rotation": "posture_rotation",
                "lean": "posture_lean", "calibration": "posture_calibration", "status": "posture_status",
@@ -137,7 +137,14 @@ def to_line_protocol(payload: dict[str, Any], stream: str = "") -> list[str]:
                        if (value := get(name)) is not None and (field := write(value)) is not None])
     if not fields:  # no field has a value: no point
         return [""]
-    return [f"{layout.measurement}{tags} {fields} {int(payload['ts'])}"]
+    ts = int(payload["ts"])
+    lines = [f"{layout.measurement}{tags} {fields} {ts}"]
+    for offset_ms, *values in payload.get("earlier", ()):  # a live state's earlier states: a point each
+        earlier = ",".join([f"{name}={text}" for name, value in zip(EARLIER_VALUES, values, strict=True)
+                            if (text := float_field(value)) is not None])
+        if earlier:
+            lines.append(f"{layout.measurement}{tags} {earlier} {ts + int(offset_ms)}")
+    return lines
 
 
 def _alert_line(alert: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.events import (
     CalibrationEvent,
+    EarlierState,
     EpisodeStart,
     Event,
     LeanInterval,
@@ -65,7 +66,14 @@ def payload(device: str, item: Event | MinuteMetrics | Status | LiveState,
     elif isinstance(item, (SlouchEpisode, RotationExcursion, LeanInterval)):
         ts = item.start_s
         body["duration_s"] = item.end_s - item.start_s
-    elif isinstance(item, (CalibrationEvent, LiveState)):
+    elif isinstance(item, LiveState):
+        ts = item.t_s
+        # Compact: [ms before ts, *EARLIER_VALUES] each; hundredths of a degree are plenty. None: no key.
+        body["earlier"] = [[round((e.t_s - item.t_s) * 1000), *(round(getattr(e, name), 2) for name in EARLIER_VALUES)]
+                           for e in item.earlier]
+        if not body["earlier"]:
+            del body["earlier"]
+    elif isinstance(item, CalibrationEvent):
         ts = item.t_s
     elif isinstance(item, EpisodeStart):
         ts = item.start_s
@@ -87,6 +95,10 @@ def stamp_will(doc: dict[str, Any], received_s: float) -> dict[str, Any]:
 # What a payload carries besides its own fields: the envelope, and the times `ts` is made of.
 ENVELOPE = ("schema", "kind", "device", "ts")
 TIME_FIELDS = frozenset({"minute_start_s", "start_s", "end_s", "t_s"})
+# … and what is no value of its own: a live state's earlier states (each its own point, influx_schema.py), each
+# [ms before the state's ts, *EARLIER_VALUES].
+NESTED_FIELDS = frozenset({"earlier"})
+EARLIER_VALUES = tuple(f.name for f in fields(EarlierState) if f.name not in TIME_FIELDS)
 PAYLOAD_CLASS: dict[str, type] = {"metrics": MinuteMetrics, "slouch": SlouchEpisode, "rotation": RotationExcursion,
                                   "lean": LeanInterval, "calibration": CalibrationEvent, "status": Status,
                                   "episode_start": EpisodeStart, "live": LiveState}
@@ -97,7 +109,8 @@ def value_fields(kind: str) -> dict[str, type]:
     what InfluxDB stores as fields and the alert service and the report read. Times are not values."""
     cls = PAYLOAD_CLASS[kind]
     hints = typing.get_type_hints(cls)
-    out = {f.name: _base(hints[f.name]) for f in fields(cls) if f.name != "kind" and f.name not in TIME_FIELDS}
+    out = {f.name: _base(hints[f.name]) for f in fields(cls)
+           if f.name != "kind" and f.name not in TIME_FIELDS | NESTED_FIELDS}
     if "end_s" in hints:  # an interval: payload() sends its length
         out["duration_s"] = float
     return out

@@ -11,14 +11,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from contract.identity import device_id
 from contract.messages import Status
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from pipeline.calibration import Calibration
-from pipeline.live import LiveClock
+from pipeline.live import LiveClock, earlier_states
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.discovery import FoundSensor, SensorFilter, discover
@@ -151,9 +151,15 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         save_calibration(spool_dir, device.publisher.device, device.pipeline.calibration)
     if out.events or out.metrics:
         device.publisher.submit([*out.events, *out.metrics])
-    # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now.
-    if (state := device.pipeline.live_state()) is not None and device.live_clock.due(state.t_s):
-        device.publisher.publish_live(state)
+    # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
+    # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
+    if (state := device.pipeline.live_state()) is not None:
+        earlier = device.live_clock.earlier(out.t_s, state.t_s)
+        if device.live_clock.due(state.t_s):
+            if len(earlier):
+                state = replace(state, earlier=earlier_states(out.t_s, out.flexion_deg, out.lateral_deg,
+                                                              out.rotation_deg, earlier))
+            device.publisher.publish_live(state)
 
 
 def _status(device: Device, link: SensorLink) -> Status:

@@ -63,6 +63,17 @@ Event = SlouchEpisode | RotationExcursion | LeanInterval | CalibrationEvent | Ep
 
 
 @dataclass(frozen=True)
+class EarlierState:
+    """A state of the same batch before a live state's own (its angles only): with gateway.live_hz above one per
+    pipeline batch, one message carries the batch's states."""
+
+    t_s: float
+    flexion_deg: float
+    lateral_deg: float
+    rotation_deg: float
+
+
+@dataclass(frozen=True)
 class LiveState:
     """What the wearer is doing now: the latest sample's angles and the states open at it (`posture run`
     publishes one about every 1/gateway.live_hz s). Angles and activity are None until calibrated."""
@@ -77,6 +88,7 @@ class LiveState:
     leaning_since_s: float | None = None
     lean_side: str | None = None  # "left" | "right" while leaning
     sitting_since_s: float | None = None  # start of the current sitting stretch
+    earlier: tuple[EarlierState, ...] = ()  # the batch's states before this one (gateway.live_hz), oldest first
     kind: str = "live"
 
 

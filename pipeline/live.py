@@ -1,8 +1,16 @@
-"""When to send the live state: at most one per step of a 1/live_hz grid of sensor time."""
+"""When to send the live state: at most one per step of a 1/live_hz grid of sensor time; and the batch's earlier
+states that one message carries (gateway.live_hz above one per pipeline batch)."""
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
+
+from pipeline.events import EarlierState
+
+# A message carries at most this many earlier states (contract/schemas/live.json): 10 a second over 10 s batches.
+MAX_EARLIER = 100
 
 
 class LiveClock:
@@ -26,3 +34,23 @@ class LiveClock:
             return False
         self._step = step
         return True
+
+    def earlier(self, t_s: np.ndarray, latest_t_s: float) -> np.ndarray:
+        """Indices into t_s (a batch's samples, in time order) of the first sample of each grid step after the last
+        one said and before latest_t_s's: the states a message about latest_t_s carries besides its own, so a live
+        stream above one state per batch goes out as one message per batch. Ask before due(latest_t_s)."""
+        if self.live_hz <= 0 or not len(t_s):
+            return np.empty(0, dtype=np.int64)
+        steps = np.floor(t_s * self.live_hz).astype(np.int64)
+        first = np.concatenate([[True], steps[1:] != steps[:-1]])
+        after = steps > self._step if self._step is not None else np.ones(len(steps), dtype=bool)
+        return np.flatnonzero(first & after & (steps < math.floor(latest_t_s * self.live_hz)))[-MAX_EARLIER:]
+
+
+def earlier_states(t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray, rotation_deg: np.ndarray,
+                   index: np.ndarray) -> tuple[EarlierState, ...]:
+    """The angles at those samples; rotation said in (−180°, 180°] as the live state says it. A sample without all
+    three angles (not finite) is left out: JSON has no NaN."""
+    rotation = 180.0 - (180.0 - rotation_deg[index]) % 360.0
+    rows = np.column_stack([t_s[index], flexion_deg[index], lateral_deg[index], rotation])
+    return tuple(EarlierState(*map(float, row)) for row in rows[np.isfinite(rows).all(axis=1)])

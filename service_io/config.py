@@ -122,8 +122,8 @@ class GatewaySettings:
     status_heartbeat_s: float = 60.0
     publish_imu: bool = False
     pipeline_batch_s: float = 1.0  # samples handed to the pipeline at a time (0: every notification)
-    # Live states a second per device on <prefix>/<device>/live (0: none); each is the latest sample of a pipeline
-    # batch, so more than 1/pipeline_batch_s a second cannot come.
+    # Live states a second per device on <prefix>/<device>/live (0: none), in one message per pipeline batch: the
+    # batch's latest sample in its fields, the states due before it in the batch in `earlier`.
     live_hz: float = 1.0
 
     def __post_init__(self) -> None:

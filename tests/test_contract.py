@@ -11,7 +11,7 @@ from importlib import resources
 import pytest
 
 from alerts.state import MINUTE_FIELDS
-from contract.influx_schema import FIELDS, MEASURED_BY, MEASUREMENT, TAGS
+from contract.influx_schema import FIELDS, MEASURED_BY, MEASUREMENT, TAGS, to_line_protocol
 from contract.messages import ENVELOPE, PAYLOAD_CLASS, TIME_FIELDS, payload, value_fields
 from contract.validation import Malformed, load_validators, parse
 from pipeline.events import EpisodeStart, LiveState
@@ -448,3 +448,32 @@ def test_an_integer_past_64_bits_is_refused_by_the_schema_as_before():
         body = json.dumps(live_body(ts=value)).encode()
         with pytest.raises(Malformed, match="^schema:"):
             parse("live", body, load_validators(), now_s=T0_S + 60)
+
+
+def test_a_live_state_carries_its_batchs_earlier_states_compactly_and_each_is_a_point():
+    from pipeline.events import EarlierState
+
+    earlier = tuple(EarlierState(1_700_000_000.0 + j / 10, 10.0 + j, -1.234567, 179.5) for j in range(9))
+    live = LiveState(1_700_000_000.99, "calibrated", 19.0, -1.0, 3.0, "sitting", earlier=earlier)
+    doc = payload("Desk", live)
+    assert doc["earlier"][0] == [-990, 10.0, -1.23, 179.5] and len(doc["earlier"]) == 9
+    assert "earlier" not in payload("Desk", LiveState(1_700_000_000.99, "uncalibrated"))  # none: no key
+    parsed = parse("live", json.dumps(doc).encode(), load_validators(), 1_700_000_001.0)
+    lines = to_line_protocol(parsed, "live")
+    assert len(lines) == 10 and lines[2] == "posture_live,device_id=Desk flexion_deg=11,lateral_deg=-1.23," \
+                                           "rotation_deg=179.5 1700000000100"
+
+
+@pytest.mark.parametrize("earlier", [
+    [[10, 1.0, 2.0, 3.0]],  # after the state itself
+    [[-10, 1.0, 2.0]],  # an angle missing
+    [[-10, 1.0, 2.0, 3.0, 4.0]],
+    [[-10, 1.0, 2.0, 181.0]],
+    [[-10.5, 1.0, 2.0, 3.0]],
+    [[-10, 1.0, 2.0, 3.0]] * 101,
+    [[-10, None, 2.0, 3.0]],
+])
+def test_earlier_states_out_of_the_contract_are_refused(earlier):
+    doc = payload("Desk", LiveState(1_700_000_000.99, "calibrated", 19.0, -1.0, 3.0, "sitting"))
+    with pytest.raises(Malformed):
+        parse("live", json.dumps({**doc, "earlier": earlier}).encode(), load_validators(), 1_700_000_001.0)

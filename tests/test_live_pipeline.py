@@ -20,7 +20,7 @@ from firmware_sim.randomday import random_day
 from firmware_sim.scenario import parse_scenario
 from pipeline.calibration import Calibration
 from pipeline.events import EpisodeStart, LeanInterval, SlouchEpisode
-from pipeline.live import LiveClock
+from pipeline.live import LiveClock, earlier_states
 from pipeline.stream import PipelineSettings, PosturePipeline
 from replay.replay import replay
 from sensor.batching import BatchCollector
@@ -294,6 +294,30 @@ def test_the_live_clock_allows_one_state_per_grid_step():
     assert [clock.due(T0_S + x) for x in (0.0, 0.1, 0.25, 0.3, 0.6)] == [True, False, True, False, True]
     never = LiveClock(0.0)
     assert not any(never.due(T0_S + k) for k in range(3))
+
+
+def test_above_one_state_a_batch_the_earlier_ones_ride_in_the_batchs_message():
+    """10 a second at 1 s batches: each batch's message carries the first sample of each of its nine earlier grid
+    steps, then the latest sample; none twice across batches, none skipped, angles as the live state says them."""
+    clock = LiveClock(10.0)
+    sent: list[float] = []
+    for k in range(3):
+        t_s = T0_S + k + np.arange(100) / 100.0
+        index = clock.earlier(t_s, float(t_s[-1]))
+        assert clock.due(float(t_s[-1]))
+        rotation = np.full(100, 350.0)  # unwrapped, as the rotation detector keeps it
+        states = earlier_states(t_s, np.full(100, 12.0), np.zeros(100), rotation, index)
+        assert [s.rotation_deg for s in states] == [-10.0] * 9
+        sent += [s.t_s for s in states] + [float(t_s[-1])]
+    assert np.allclose(sent, [T0_S + k + x for k in range(3) for x in [j / 10 for j in range(9)] + [0.99]])
+    steps = np.floor(np.array(sent) * 10)
+    assert len(sent) == 30 and len(set(steps)) == 30  # one state per grid step, every step
+    # A gap in the angles (a sample not finite) is left out, not sent as NaN, which JSON cannot carry.
+    t_s = T0_S + 10 + np.arange(100) / 100.0
+    flexion = np.full(100, 5.0)
+    flexion[50] = np.nan
+    index = LiveClock(10.0).earlier(t_s, float(t_s[-1]))
+    assert len(earlier_states(t_s, flexion, np.zeros(100), np.zeros(100), index)) == 8
 
 
 # --- batches that span what they say ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import logging
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -462,3 +463,35 @@ def test_the_live_bucket_on_the_v2_api():
     assert live_bucket(InfluxSettings(database="posture")) == "posture/live"  # 1.8: database/policy
     assert live_bucket(InfluxSettings(database="posture", live_bucket="posture-live")) == "posture-live"  # 2.x, 3.x
     assert live_bucket(InfluxSettings(bucket="posture", live_policy="")) == "posture"  # no policy: with the rest
+
+
+def test_a_live_message_carrying_a_batch_is_a_point_for_each_of_its_states(tmp_path, broker, influx):
+    """gateway.live_hz 10 at 1 s batches: one message a second with nine earlier states: ten points a second, at
+    their own times, the earlier ones with their angles (the discrete part is the message's latest state's)."""
+    from pipeline.events import EarlierState
+
+    log = tmp_path / "bridge.log"
+    publisher = open_publisher(tmp_path, broker.port, "Desk")
+    bridge = start_bridge(write_config(tmp_path / "posture.toml", broker, influx.url), log)
+    try:
+        probe = client(broker.port)
+        wait_until_bridge_stores(probe, influx_has_probe(influx))
+        probe.loop_stop()
+        for k in range(3):
+            last_s = T0_S + k + 0.9
+            earlier = tuple(EarlierState(T0_S + k + j / 10, 10.0 + j, -1.0, 179.0 - j) for j in range(9))
+            publisher.publish_live(replace(state(last_s, flexion_deg=19.0), earlier=earlier))
+        wait_for(lambda: len(live_rows(influx, "Desk")) == 30, 20,
+                 lambda: f"30 live points; have {len(live_rows(influx, 'Desk'))}; log:\n{log.read_text()[-2000:]}")
+        stats = stop_bridge(bridge, log)
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+        publisher.stop()
+    rows = live_rows(influx, "Desk")
+    assert [r["time"] for r in rows] == [int(round((T0_S + k + j / 10) * 1000)) for k in range(3) for j in range(10)]
+    assert [r["flexion_deg"] for r in rows] == [10.0 + j for _ in range(3) for j in range(10)]
+    assert [r["rotation_deg"] for r in rows][:10] == [179.0 - j for j in range(9)] + [3.0]
+    assert [r["calibration"] for r in rows][:10] == [None] * 9 + ["calibrated"]
+    # Besides the probes (a message and a point each), three messages gave thirty points.
+    assert stats["points_written"] - (stats["received"] - 3) == 30 and stats["malformed"] == {}
