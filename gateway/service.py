@@ -78,7 +78,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         publisher.start()
         pipeline = PosturePipeline(config.pipeline.settings(), calibration=load_calibration(spool_dir, name))
         device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
-                        LiveClock(config.gateway.live_hz))
+                        LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s))
         link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
         devices[name] = device
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)

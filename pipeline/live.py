@@ -11,6 +11,7 @@ from pipeline.events import EarlierState
 
 # A message carries at most this many earlier states (contract/schemas/live.json): 10 a second over 10 s batches.
 MAX_EARLIER = 100
+MAX_EARLIER_AGE_S = 600.0  # … none older than this before the message's own state
 
 
 class LiveClock:
@@ -21,8 +22,12 @@ class LiveClock:
     send two in one step. live_hz 0: never.
     """
 
-    def __init__(self, live_hz: float):
+    def __init__(self, live_hz: float, batch_s: float = 1.0):
         self.live_hz = live_hz  # live states per second of sensor time (0: none)
+        # Earlier states ride along only when more than one a batch is asked for: at one a batch, a message carries
+        # its own state alone (a first batch that starts mid-step would otherwise carry one, and a consumer from
+        # before `earlier` existed refuses the whole message).
+        self.carries_earlier = live_hz * batch_s > 1.0
         self._step: int | None = None  # the grid step of the last live state sent
 
     def due(self, t_s: float) -> bool:
@@ -39,12 +44,13 @@ class LiveClock:
         """Indices into t_s (a batch's samples, in time order) of the first sample of each grid step after the last
         one said and before latest_t_s's: the states a message about latest_t_s carries besides its own, so a live
         stream above one state per batch goes out as one message per batch. Ask before due(latest_t_s)."""
-        if self.live_hz <= 0 or not len(t_s):
+        if not self.carries_earlier or not len(t_s):
             return np.empty(0, dtype=np.int64)
         steps = np.floor(t_s * self.live_hz).astype(np.int64)
         first = np.concatenate([[True], steps[1:] != steps[:-1]])
         after = steps > self._step if self._step is not None else np.ones(len(steps), dtype=bool)
-        return np.flatnonzero(first & after & (steps < math.floor(latest_t_s * self.live_hz)))[-MAX_EARLIER:]
+        recent = t_s >= latest_t_s - MAX_EARLIER_AGE_S  # the contract's bound: older would void the whole message
+        return np.flatnonzero(first & after & recent & (steps < math.floor(latest_t_s * self.live_hz)))[-MAX_EARLIER:]
 
 
 def earlier_states(t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray, rotation_deg: np.ndarray,

@@ -68,10 +68,12 @@ def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int
 
 
 def live_statement(policy: str, device: str, start_ms: int, end_ms: int, step_s: int = LIVE_STEP_S) -> str:
-    # Uncalibrated points have no angles and count for nothing here; fill(none) leaves gaps out.
+    # Uncalibrated points have no angles and count for nothing here; fill(none) leaves gaps out. A message's earlier
+    # states are points with angles only (no activity, no slouch): the share of slouching counts live states, by
+    # `activity`, which a state has exactly when it has angles.
     source = f"{_ident(policy)}.{_ident(MEASUREMENT['live'])}" if policy else _ident(MEASUREMENT["live"])
     return (f'SELECT mean("flexion_deg") AS "flexion_deg", mean("lateral_deg") AS "lateral_deg", '
-            f'count("flexion_deg") AS "samples", count("slouching_since_s") AS "slouching_samples" '
+            f'count("activity") AS "samples", count("slouching_since_s") AS "slouching_samples" '
             f"FROM {source} WHERE {_where(device, start_ms, end_ms)} GROUP BY time({step_s}s) fill(none)")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detectors import LeanSettings, RotationSettings, SlouchSettings
+from pipeline.live import MAX_EARLIER
 from pipeline.stream import PipelineSettings
 from service_io.influx import InfluxSettings, duration_s
 
@@ -135,6 +136,9 @@ class GatewaySettings:
         if not (self.live_hz == 0 or LIVE_HZ_MIN <= self.live_hz <= LIVE_HZ_MAX):
             raise ConfigError(f"gateway.live_hz: must be 0 (no live stream) or from {LIVE_HZ_MIN:g} to "
                               f"{LIVE_HZ_MAX:g}, got {self.live_hz!r}")
+        if self.live_hz * self.pipeline_batch_s > MAX_EARLIER + 1:  # a message carries a batch's states
+            raise ConfigError(f"gateway.live_hz × gateway.pipeline_batch_s: at most {MAX_EARLIER + 1} live states a "
+                              f"batch, got {self.live_hz:g} × {self.pipeline_batch_s:g}")
 
 
 # Each partition is an MQTT session that receives every message and keeps its devices' (docs/scaling.md): more

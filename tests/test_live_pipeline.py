@@ -19,7 +19,7 @@ from firmware_sim.imu import SensorSimulation
 from firmware_sim.randomday import random_day
 from firmware_sim.scenario import parse_scenario
 from pipeline.calibration import Calibration
-from pipeline.events import EpisodeStart, LeanInterval, SlouchEpisode
+from pipeline.events import EpisodeStart, LeanInterval, LiveState, SlouchEpisode
 from pipeline.live import LiveClock, earlier_states
 from pipeline.stream import PipelineSettings, PosturePipeline
 from replay.replay import replay
@@ -372,3 +372,45 @@ def test_replay_writes_the_starts_and_counts_each_episode_once(tmp_path):
     assert summary["slouch_episodes"] == 1
     day = next(ln for ln in lines if ln["kind"] == "summary" and ln["period"] == "day")
     assert day["slouch_episodes"] == 1
+
+
+class _Publisher:
+    """Stands in for the gateway's DevicePublisher (gateway/publisher.py): what _process hands it."""
+
+    device = "Desk"
+
+    def __init__(self) -> None:
+        self.live: list[LiveState] = []
+
+    def submit(self, items: list) -> None:
+        pass
+
+    def publish_live(self, state: LiveState) -> None:
+        self.live.append(state)
+
+
+@pytest.mark.parametrize(("live_hz", "per_message"), [(1.0, 1), (10.0, 10)])
+def test_the_gateway_sends_one_live_message_a_batch_carrying_the_batchs_states(tmp_path, live_hz, per_message):
+    """Through gateway/service.py's _process, 1 s batches at 50 Hz not aligned to whole seconds: at 1 a second never
+    an `earlier` (not even in the first batch, which starts mid-second: a consumer from before the field would
+    refuse the message); at 10 a second each message carries its batch's nine earlier states, none twice, none
+    skipped."""
+    from gateway.service import Device, _process
+
+    sim = SensorSimulation(parse_scenario({"name": "live", "segment": SLOUCH_LEAN}), seed=4, rate_hz=50.0,
+                           **SENSOR_AS_TRUNK)
+    t, acc, gyro = samples(sim)
+    t = t + 0.37  # batches start mid-second
+    publisher = _Publisher()
+    device = Device(PosturePipeline(PipelineSettings.for_rate(50.0), calibration=CALIBRATED), publisher,
+                    BatchCollector(1.0, 50.0), LiveClock(live_hz, 1.0))
+    for sl in batches(len(t), 50):
+        _process(device, tmp_path, ImuBatch("Desk", t[sl], t[sl], acc[sl], gyro[sl]))
+    messages = publisher.live
+    assert len(messages) == len(t) // 50
+    assert all(len(m.earlier) == per_message - 1 for m in messages[1:])
+    # The first batch, starting mid-step, spans one grid step more: at 1 a second still none rides along.
+    assert len(messages[0].earlier) == (per_message if per_message > 1 else 0)
+    times = [e.t_s for m in messages for e in m.earlier] + [m.t_s for m in messages]
+    steps = np.floor(np.sort(times) * live_hz)
+    assert len(set(steps)) == len(times) and np.all(np.diff(steps) == 1)  # one state per grid step, every step

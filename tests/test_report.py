@@ -239,6 +239,10 @@ def test_a_day_with_live_data_for_part_of_it_draws_seconds_there_and_minutes_els
         else:
             fields += ",flexion_deg=3"
         live.append(f"posture_live,device_id={device} {fields} {int(t_s * 1000) + 150}")
+        # The states a 10 Hz live stream's messages carry besides their own: angles only (no activity, no slouch).
+        flexion = 20 if 60 <= i < 90 else 3
+        live += [f"posture_live,device_id={device} flexion_deg={flexion},lateral_deg=-2,rotation_deg=0 "
+                 f"{int(t_s * 1000) + 150 + 80 * j}" for j in range(1, 10)]
     live.append(f'posture_live,device_id=Other flexion_deg=40,calibration="calibrated" {int((t0 + 30) * 1000)}')
     write_live(influx, DB, "fine", live)
     config = tmp_path / "posture.toml"
