@@ -153,13 +153,12 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         device.publisher.submit([*out.events, *out.metrics])
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
-    if (state := device.pipeline.live_state()) is not None:
-        earlier = device.live_clock.earlier(out.t_s, state.t_s)
-        if device.live_clock.due(state.t_s):
-            if len(earlier):
-                state = replace(state, earlier=earlier_states(out.t_s, out.flexion_deg, out.lateral_deg,
-                                                              out.rotation_deg, earlier))
-            device.publisher.publish_live(state)
+    if (state := device.pipeline.live_state()) is not None and \
+            (earlier := device.live_clock.take(out.t_s, state.t_s)) is not None:
+        if len(earlier):
+            state = replace(state, earlier=earlier_states(out.t_s, out.flexion_deg, out.lateral_deg,
+                                                          out.rotation_deg, earlier))
+        device.publisher.publish_live(state)
 
 
 def _status(device: Device, link: SensorLink) -> Status:

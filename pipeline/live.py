@@ -40,10 +40,15 @@ class LiveClock:
         self._step = step
         return True
 
-    def earlier(self, t_s: np.ndarray, latest_t_s: float) -> np.ndarray:
-        """Indices into t_s (a batch's samples, in time order) of the first sample of each grid step after the last
-        one said and before latest_t_s's: the states a message about latest_t_s carries besides its own, so a live
-        stream above one state per batch goes out as one message per batch. Ask before due(latest_t_s)."""
+    def take(self, t_s: np.ndarray, latest_t_s: float) -> np.ndarray | None:
+        """A batch's live message: None when no state is due at latest_t_s (the batch's latest sample), else the
+        indices into t_s (its samples, in time order) of the earlier states it carries — the first sample of each
+        grid step after the last one said and before latest_t_s's — so a live stream above one state per batch goes
+        out as one message per batch."""
+        earlier = self._earlier(t_s, latest_t_s)  # before due() moves the last step said on
+        return earlier if self.due(latest_t_s) else None
+
+    def _earlier(self, t_s: np.ndarray, latest_t_s: float) -> np.ndarray:
         if not self.carries_earlier or not len(t_s):
             return np.empty(0, dtype=np.int64)
         steps = np.floor(t_s * self.live_hz).astype(np.int64)

@@ -303,8 +303,8 @@ def test_above_one_state_a_batch_the_earlier_ones_ride_in_the_batchs_message():
     sent: list[float] = []
     for k in range(3):
         t_s = T0_S + k + np.arange(100) / 100.0
-        index = clock.earlier(t_s, float(t_s[-1]))
-        assert clock.due(float(t_s[-1]))
+        index = clock.take(t_s, float(t_s[-1]))
+        assert index is not None  # due
         rotation = np.full(100, 350.0)  # unwrapped, as the rotation detector keeps it
         states = earlier_states(t_s, np.full(100, 12.0), np.zeros(100), rotation, index)
         assert [s.rotation_deg for s in states] == [-10.0] * 9
@@ -316,7 +316,8 @@ def test_above_one_state_a_batch_the_earlier_ones_ride_in_the_batchs_message():
     t_s = T0_S + 10 + np.arange(100) / 100.0
     flexion = np.full(100, 5.0)
     flexion[50] = np.nan
-    index = LiveClock(10.0).earlier(t_s, float(t_s[-1]))
+    index = LiveClock(10.0).take(t_s, float(t_s[-1]))
+    assert index is not None
     assert len(earlier_states(t_s, flexion, np.zeros(100), np.zeros(100), index)) == 8
 
 
