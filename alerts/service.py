@@ -41,7 +41,7 @@ from alerts.engine import AlertEngine, live_time_error
 from alerts.homeassistant import discovery_configs
 from alerts.partition import Partition, device_of, partition_of
 from alerts.settings import load_rules
-from alerts.state_files import PARTITIONS_KEY, check_state_layout, kept_for
+from alerts.state_files import PARTITIONS_KEY, check_file, check_state_layout
 from contract.identity import ID_PATTERN, check_device
 from contract.messages import topic
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
@@ -158,14 +158,12 @@ class AlertService:
         """The service with its thresholds, stretch catalog and saved state read; ConfigError names a bad one."""
         cfg = config.alerts
         engine = new_engine(config)
-        check_state_layout(Path(cfg.state_path), cfg.partitions)
+        if partition is None:  # partitions: their group looked at every state file once, at start
+            check_state_layout(Path(cfg.state_path), cfg.partitions)
         spool = Spool(partition.state_path(cfg.state_path) if partition else Path(cfg.state_path), max_items=100_000)
         try:
             meta = spool.meta()
-            if (kept := kept_for(meta, cfg.partitions)) != cfg.partitions:  # checked at start; again, for a race
-                raise ConfigError(f"alerts.partitions is {cfg.partitions}, but {spool.path} holds the state of "
-                                  f"{kept} partition(s): set it back to {kept}, or move the state files away to start "
-                                  f"afresh")
+            check_file(spool.path, meta, cfg.partitions)
             if partition:
                 spool.put([], meta={PARTITIONS_KEY: str(partition.count).encode()})
             engine.load(meta)

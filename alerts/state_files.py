@@ -16,29 +16,32 @@ from urllib.request import pathname2url
 from service_io.config import ConfigError
 
 PARTITIONS_KEY = "partitions"  # in a partition's state file (meta): the number of partitions it was kept for
+AGAIN = "set it as it was, or move the state files away to start afresh"
 
 
-def kept_for(meta: dict[str, bytes], partitions: int) -> int:
-    """The number of partitions a state file's meta was kept for: none written is a new file (any number will do)
-    or a single service's (1)."""
-    kept = meta.get(PARTITIONS_KEY)
-    return int(kept) if kept else 1 if meta else partitions
+def check_file(file: Path, meta: dict[str, bytes], partitions: int) -> None:
+    """ConfigError if the state file whose meta was just read was kept for another number of partitions. No number
+    written is a new file (any number will do) or a single service's (1). check_state_layout has looked at every
+    file at start; a service checks its own again as it opens it (it may have appeared since)."""
+    kept = int(value) if (value := meta.get(PARTITIONS_KEY)) else 1 if meta else partitions
+    if kept != partitions:
+        raise ConfigError(f"alerts.partitions is {partitions}, but {file} holds the state of {kept} partition(s): "
+                          f"{AGAIN}")
 
 
 def check_state_layout(path: Path, partitions: int) -> None:
     """ConfigError, in one line naming a file, if the state files next to `path` were kept for another number."""
     split = {int(f.name[len(path.name) + 2:]): f for f in path.parent.glob(f"{glob.escape(path.name)}.p[0-9]*")
              if f.name[len(path.name) + 2:].isdigit()}
-    again = "set it as it was, or move the state files away to start afresh"
     if partitions == 1 and split:
-        raise ConfigError(f"alerts.partitions is 1, but {split[min(split)]} holds the state of a partition: {again}")
+        raise ConfigError(f"alerts.partitions is 1, but {split[min(split)]} holds the state of a partition: {AGAIN}")
     if partitions > 1 and path.exists():
-        raise ConfigError(f"alerts.partitions is {partitions}, but {path} holds the state of a single service: {again}")
+        raise ConfigError(f"alerts.partitions is {partitions}, but {path} holds the state of a single service: {AGAIN}")
     for k, file in sorted(split.items()):
         kept = _meta_partitions(file)
         if k >= partitions or (kept is not None and kept != partitions):
             raise ConfigError(f"alerts.partitions is {partitions}, but {file} holds the state of partition {k} of "
-                              f"{kept or 'more'}: {again}")
+                              f"{kept or 'more'}: {AGAIN}")
 
 
 def _meta_partitions(file: Path) -> int | None:

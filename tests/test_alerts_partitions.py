@@ -108,7 +108,7 @@ def test_state_of_another_number_of_partitions_is_refused_before_any_runs(tmp_pa
     if now > 1:  # and by a partition's own service (a file can appear between the group's check and its start)
         with pytest.raises(ConfigError) as caught:
             AlertService.open(config(now), partition=Partition(1, now))
-        assert "holds the state of partition 0 of 2" in str(caught.value)
+        assert "alerts.db.p1 holds the state of 2 partition(s)" in str(caught.value)
 
 
 def write_config(tmp_path: Path, port: int, influx_url: str) -> Path:
