@@ -43,6 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ are scripts, not a package
 from alert_latency import ROOT, RULES, Broker, connect, live, metrics, start_service  # noqa: E402
+from process_cpu import cpu_s  # noqa: E402
 
 DRAIN_TIMEOUT_S = 600.0
 PUBLISH_INFLIGHT = 1000  # the publisher's own QoS 1 window: it is not what is measured
@@ -109,10 +110,6 @@ def publish_all(port: int, messages: list[tuple[str, bytes, int]]) -> None:
     gateway.disconnect()
 
 
-def cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
-    return sum(float(t.user + t.system) for t in (psutil.Process(p.pid).cpu_times() for p in procs))
-
-
 class Group:
     """`posture alerts` as one process, or as `instances` processes splitting the devices among them."""
 
@@ -141,6 +138,9 @@ class Group:
                 return self
             time.sleep(0.2)
         raise SystemExit("the instances did not split the partitions:\n" + logs[0].read_text()[-2000:])
+
+    def cpu_s(self) -> float:
+        return cpu_s(psutil.Process(p.pid) for p in self.procs)
 
     def signal(self, sig: int) -> None:
         for proc in self.procs:
@@ -174,10 +174,10 @@ def run_offline(work: Path, port: int, devices: int, minutes: int, instances: in
     try:
         if not watcher.first.wait(DRAIN_TIMEOUT_S):
             raise SystemExit("no day so far published")
-        cpu0_s, t0 = cpu_s(group.procs), time.perf_counter()
+        cpu0_s, t0 = group.cpu_s(), time.perf_counter()
         if not watcher.done.wait(DRAIN_TIMEOUT_S):
             raise SystemExit(f"only {len(watcher.done_devices)} of {devices} devices reached their last minute")
-        elapsed_s, cpu_used_s = time.perf_counter() - t0, cpu_s(group.procs) - cpu0_s
+        elapsed_s, cpu_used_s = time.perf_counter() - t0, group.cpu_s() - cpu0_s
     finally:
         stats = group.stop()
         watcher.close()
@@ -201,11 +201,11 @@ def run_once(work: Path, port: int, devices: int, minutes: int, live_per_minute:
     try:
         group.signal(signal.SIGSTOP)  # connected, reading nothing: the backlog waits at the broker and socket
         publish_all(port, messages)
-        cpu0_s, t0 = cpu_s(group.procs), time.perf_counter()
+        cpu0_s, t0 = group.cpu_s(), time.perf_counter()
         group.signal(signal.SIGCONT)
         if not watcher.done.wait(DRAIN_TIMEOUT_S):
             raise SystemExit(f"only {len(watcher.done_devices)} of {devices} devices reached their last minute")
-        elapsed_s, cpu_used_s = time.perf_counter() - t0, cpu_s(group.procs) - cpu0_s
+        elapsed_s, cpu_used_s = time.perf_counter() - t0, group.cpu_s() - cpu0_s
         time.sleep(0.5)  # the last live states (QoS 0, no today) are counted before the stop
     finally:
         stats = group.stop()

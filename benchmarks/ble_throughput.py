@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import psutil
+from process_cpu import cpu_s
 
 from evaluation.doc_sections import write_measurement
 from firmware_sim.testbed import Testbed
@@ -27,17 +28,6 @@ from sensor.link import LinkSettings, SensorLink
 
 RATE_HZ = 100
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-
-
-def cpu_s(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 async def run_one(count: int, seconds: float, profile: str, workdir: Path) -> dict:

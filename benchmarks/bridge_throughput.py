@@ -377,6 +377,11 @@ def measure_latency(pub: mqtt.Client, influx: InfluxDB1, n: int = 500, rate: flo
     return [seen_ms[t] - t for t in sent_ms if t in seen_ms]
 
 
+def points_table(r: dict, bridge_path: str) -> str:
+    return (f"| path | points/s |\n|---|---|\n| line protocol POSTed straight to /write (batches of 5000) | "
+            f"{r['direct_points_per_s']:,.0f} |\n| {bridge_path} | {r['bridge_points_per_s']:,.0f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -392,11 +397,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             r = run_live(args.messages, Path(tmp), args.live_states)
         print(r)
-        print(f"| path | points/s |\n|---|---|\n| line protocol POSTed straight to /write (batches of 5000) | "
-              f"{r['direct_points_per_s']:,.0f} |\n| MQTT (QoS 0) → bridge → /write, {args.live_states} states a "
-              f"message | {r['bridge_points_per_s']:,.0f} |\n\nBridge / direct = {r['ratio']:.2f}; "
-              f"{r['messages']:,} messages, {r['stored']:,} of {r['points']:,} points stored; "
-              f"{r['bridge_messages_per_s']:,.0f} messages/s; {os.cpu_count()} cores")
+        print(points_table(r, f"MQTT (QoS 0) → bridge → /write, {args.live_states} states a message") +
+              f"\n\nBridge / direct = {r['ratio']:.2f}; {r['messages']:,} messages, {r['stored']:,} of "
+              f"{r['points']:,} points stored; {r['bridge_messages_per_s']:,.0f} messages/s; {os.cpu_count()} cores")
         return 0
     if args.bridges > 1:
         with tempfile.TemporaryDirectory() as tmp:
@@ -415,9 +418,7 @@ def main() -> int:
           f"bridge's, which writes and acknowledges: {r['bridge_thread_cpu_us_per_message']:.1f}); "
           f"paho alone (receive + PUBACK): {r['paho_alone_messages_per_s']:,.0f} messages/s, "
           f"{r['paho_alone_cpu_us_per_message']:.1f} µs CPU a message; MQTT {args.protocol}, {os.cpu_count()} cores")
-    text = (f"| path | points/s |\n|---|---|\n| line protocol POSTed straight to /write (batches of 5000) | "
-            f"{r['direct_points_per_s']:,.0f} |\n| MQTT (QoS 1) → bridge → /write | "
-            f"{r['bridge_points_per_s']:,.0f} |\n\n"
+    text = (points_table(r, "MQTT (QoS 1) → bridge → /write") + "\n\n"
             f"Bridge / direct = {r['ratio']:.2f} (goal ≥ 0.5); {r['messages']:,} one-point metrics messages. "
             f"Latency from publish to the point being queryable, {r['latency_n']} messages at 50/s: "
             f"p50 {r['latency_p50_ms']:.0f} ms, p99 {r['latency_p99_ms']:.0f} ms (InfluxDB polled every 20 ms).")

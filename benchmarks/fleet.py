@@ -60,6 +60,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
+from process_cpu import cpu_s
 
 from contract.messages import Status, payload, topic
 from pipeline.events import EpisodeStart, LiveState, MinuteMetrics, RotationExcursion, SlouchEpisode
@@ -482,18 +483,8 @@ def live_lag_s(influx: InfluxDB1, devices: list[str]) -> float:
     return worst
 
 
-def cpu_s(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
-    out = {}
-    for name, ps in procs.items():
-        total = 0.0
-        for p in ps:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        out[name] = total
-    return out
+def cpu_by_name(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    return {name: cpu_s(ps) for name, ps in procs.items()}
 
 
 def counters(shared: Any, processes: int) -> dict[str, float]:
@@ -563,7 +554,7 @@ def _measure(svc: Services, wearers: int, seconds: float, warmup_s: float, live_
     for p in range(processes):  # the generator runs on to the window's new end
         shared[p * len(COUNTERS) + COUNTERS.index("end_s")] = end_s
     # The window: backlog and lag every POLL_S; CPU and counters at its two ends.
-    cpu0, wall0, machine0 = cpu_s(procs), time.time(), psutil.cpu_times()
+    cpu0, wall0, machine0 = cpu_by_name(procs), time.time(), psutil.cpu_times()
     broker_io0 = procs["mosquitto"][0].io_counters().write_bytes
     for p in range(processes):  # the generator's lateness from the window's start on, not its start-up's
         shared[p * len(COUNTERS) + COUNTERS.index("max_late_s")] = 0.0
@@ -582,7 +573,7 @@ def _measure(svc: Services, wearers: int, seconds: float, warmup_s: float, live_
         if t + POLL_S > end_s - 0.5:
             break
         time.sleep(max(0.0, t + POLL_S - time.time()))
-    cpu1, wall1, machine1 = cpu_s(procs), time.time(), psutil.cpu_times()
+    cpu1, wall1, machine1 = cpu_by_name(procs), time.time(), psutil.cpu_times()
     broker_io1 = procs["mosquitto"][0].io_counters().write_bytes
     rss1 = {n: sum(p.memory_info().rss for p in procs[n]) for n in ("bridge", "alerts")}
     c1 = counters(shared, processes)

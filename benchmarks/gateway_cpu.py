@@ -24,6 +24,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
+from process_cpu import cpu_s
 
 from evaluation.doc_sections import write_measurement
 from firmware_sim.testbed import Testbed
@@ -61,11 +62,6 @@ class LiveCounter:
         self.client.disconnect()
 
 
-def cpu_s(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
-
-
 def run_one(count: int, seconds: float, work: Path) -> dict[str, object]:
     names = [f"Bench{i:02d}" for i in range(count)]
     with Mosquitto(work / f"mosquitto-{count}") as broker, \
@@ -90,9 +86,9 @@ def run_one(count: int, seconds: float, work: Path) -> dict[str, object]:
                 time.sleep(0.5)
             time.sleep(SETTLE_S)
             proc = psutil.Process(gateway.pid)
-            live0, cpu0, t0 = live.snapshot(), cpu_s(proc), time.monotonic()
+            live0, cpu0, t0 = live.snapshot(), cpu_s([proc]), time.monotonic()
             time.sleep(seconds)
-            live1, cpu1, elapsed = live.snapshot(), cpu_s(proc), time.monotonic() - t0
+            live1, cpu1, elapsed = live.snapshot(), cpu_s([proc]), time.monotonic() - t0
         finally:
             live.close()
             for p in (gateway, *sims):

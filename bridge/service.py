@@ -104,7 +104,7 @@ class Bridge:
         self._filters = subscriptions(config.mqtt.prefix, self.cfg.share_group)
         # A member's session may still hold the plain filters of when it ran alone: they would bring it every message
         # as well as its share. Let go of them at every connect (the broker answers "no subscription" if none).
-        self._stale_filters = [t for t, _ in subscriptions(config.mqtt.prefix)] if self.cfg.share_group else []
+        self._plain_filters = [t for t, _ in subscriptions(config.mqtt.prefix)]
         self._unsubscribed = threading.Event()
         self.leave_refused: str | None = None  # why --leave could not leave: no such member's session at the broker
         self._last_message_s = time.monotonic()
@@ -153,8 +153,8 @@ class Bridge:
         elif self.leave:  # what the session already holds still comes; nothing more is queued for it
             self._unsubscribed.clear()
             client.unsubscribe([topic for topic, _ in self._filters])
-        elif self._stale_filters:
-            client.unsubscribe(self._stale_filters)
+        elif self.cfg.share_group:
+            client.unsubscribe(self._plain_filters)
 
     def _on_unsubscribed(self, _client: mqtt.Client, _userdata: object, _mid: int, reason_codes: list[Any],
                          _properties: object) -> None:
@@ -163,7 +163,7 @@ class Bridge:
         if self._connection == 1 and reason_codes and all(getattr(rc, "value", 0) == NO_SUBSCRIPTION for rc in
                                                               reason_codes):
             self._refuse_leave(f"the session of {self.cfg.client_id!r} holds no subscription of share group "
-                               f"{self.cfg.share_group!r} to {self._filters[0][0].split('/', 2)[2]}: nothing to "
+                               f"{self.cfg.share_group!r} to {self._plain_filters[0]}: nothing to "
                                f"leave (are bridge.share_group and mqtt.prefix the member's?)")
             return
         self._unsubscribed.set()

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
@@ -434,13 +435,20 @@ def test_a_device_known_only_from_an_old_retained_live_state_is_not_announced(tm
             assert [a["topic"] for a in config_doc["availability"]] == [f"posture/{DEVICE}/status"]
 
 
-def test_a_backlog_of_many_devices_is_saved_once_per_batch_and_each_minute_counted_once(tmp_path, broker):
-    devices = [f"Burst{i:03d}" for i in range(50)]
-    messages = sitting_minutes(devices, 20)
+def queued_burst(tmp_path: Path, broker, devices: list[str], minutes: int):
+    """A backlog of minutes of many devices, queued at the broker for the service's session while it is stopped, and a
+    phone watching every device's alerts and day so far: (messages, config, log, phone)."""
+    messages = sitting_minutes(devices, minutes)
     config = write_config(tmp_path, broker, BURST_RULES, timezone=noon_zone(), ha_discovery=False)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, "+", extra=("posture/+/today",))
     queue_while_stopped(broker.port, config, log, messages)
+    return messages, config, log, phone
+
+
+def test_a_backlog_of_many_devices_is_saved_once_per_batch_and_each_minute_counted_once(tmp_path, broker):
+    devices = [f"Burst{i:03d}" for i in range(50)]
+    messages, config, log, phone = queued_burst(tmp_path, broker, devices, 20)
     service = start_alerts(config, log)
     try:
         wait_for(lambda: len(at_last_minute(phone, devices, messages)) == len(devices), 60,
@@ -466,11 +474,7 @@ def test_a_backlog_of_many_devices_is_saved_once_per_batch_and_each_minute_count
 
 def test_kill_9_in_the_middle_of_a_backlog_loses_no_minute_and_counts_none_twice(tmp_path, broker):
     devices = [f"Burst{i:03d}" for i in range(100)]
-    messages = sitting_minutes(devices, 40)
-    config = write_config(tmp_path, broker, BURST_RULES, timezone=noon_zone(), ha_discovery=False)
-    log = tmp_path / "alerts.log"
-    phone = Phone(broker.port, "+", extra=("posture/+/today",))
-    queue_while_stopped(broker.port, config, log, messages)
+    messages, config, log, phone = queued_burst(tmp_path, broker, devices, 40)
     service = start_alerts(config, log)
     try:
         deadline = time.monotonic() + 60
