@@ -129,12 +129,35 @@ class FilledInflux:
 CHAIN_TIMEOUT_S = 900  # the first test to ask for chain_influx waits for the whole scenario (about 5 min)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         if "chain_influx" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(CHAIN_TIMEOUT_S))
             # One xdist worker runs every test of the filled chain: the session fixture is built once.
             item.add_marker(pytest.mark.xdist_group("chain"))
+
+
+GROUPS_IGNORED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """Under --dist loadgroup each grouped test's id must carry its group, or xdist spreads the group over
+    workers without a word: each builds the group's expensive fixtures again, and the suite doubles in time."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items
+            if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid]
+    if lost:
+        session.config.stash[GROUPS_IGNORED] = (
+            f"pytest-xdist ignored the xdist_group of {len(lost)} tests (e.g. {lost[0]}): this pytest and "
+            "pytest-xdist do not agree; see the pin in pyproject.toml")
+
+
+def pytest_runtest_setup(item):
+    if (why := item.config.stash.get(GROUPS_IGNORED, None)) is not None:
+        pytest.fail(why, pytrace=False)
 
 
 @pytest.fixture(scope="session")
