@@ -16,7 +16,7 @@ test: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 bench: deps
 	$(VENV)/bin/pip install -q -e '.[bench]'

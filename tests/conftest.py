@@ -136,6 +136,22 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.timeout(CHAIN_TIMEOUT_S))
             # One xdist worker runs every test of the filled chain: the session fixture is built once.
             item.add_marker(pytest.mark.xdist_group("chain"))
+    items.sort(key=_slowness)
+
+
+# Longest first (xdist hands out work in collection order with --no-loadscope-reorder, as `make test` runs it), so
+# no worker starts a five-minute group while the others run out of work: the groups by their wall time, then the
+# modules whose tests each stream real time over BlueZoo or run a chain of real servers.
+SLOW_GROUPS = ("chain", "live-chain", "accuracy-days", "accuracy-named", "broad")
+SLOW_MODULES = ("test_ble_stream", "test_bluez_tools", "test_mqtt_influx", "test_alerts_partitions",
+                "test_bridge_sharing", "test_alerts_service")
+
+
+def _slowness(item: pytest.Item) -> int:
+    if (group := item.get_closest_marker("xdist_group")) is not None and group.args[0] in SLOW_GROUPS:
+        return SLOW_GROUPS.index(group.args[0])
+    module = item.path.stem
+    return len(SLOW_GROUPS) + (SLOW_MODULES.index(module) if module in SLOW_MODULES else len(SLOW_MODULES))
 
 
 GROUPS_IGNORED = pytest.StashKey[str]()
