@@ -73,17 +73,21 @@ class LiveLink:
         self._last_host_s = -np.inf
         self._last_rx_s: float | None = None
         self._last_arrival_s = HOST_EPOCH_S
-        self._waiting: deque[int] = deque()  # simulator indices of samples given to the decoder, not yet out
+        self._waiting: deque[np.ndarray] = deque()  # simulator indices of each packet given to the decoder, not yet out
 
     def feed(self, chunk: SimChunk) -> Iterator[Fed]:
         st, link = self.stats, self.link
         packets = self._wire.encode_chunk(self._seq, chunk.t_sensor_us, chunk.acc_g, chunk.gyro_dps, chunk.euler_deg,
                                           self._settings)
-        for k, a in enumerate(range(0, len(chunk), self._per_packet)):
-            z = min(a + self._per_packet, len(chunk))
-            t_s = float(chunk.t_s[z - 1])
+        starts = np.arange(0, len(chunk), self._per_packet)
+        ends = np.minimum(starts + self._per_packet, len(chunk))
+        sent_s = chunk.t_s[ends - 1]  # each packet goes when its last sample is taken
+        away = np.zeros(len(starts), bool)
+        for s, d in self._outages:
+            away |= (s <= sent_s) & (sent_s < s + d)
+        for k, (a, z, t_s, out) in enumerate(zip(starts.tolist(), ends.tolist(), sent_s.tolist(), away.tolist())):
             self._seq += 1
-            if any(s <= t_s < s + d for s, d in self._outages):
+            if out:
                 st.samples_in_outages += z - a
                 continue
             st.notifications += 1
@@ -98,12 +102,11 @@ class LiveLink:
             # Sent when its last sample is taken, arrives after the link's latency.
             arrival_s = HOST_EPOCH_S + t_s + (link.latency_ms[0] + self._rng.exponential(link.latency_ms[1])) / 1e3
             self._last_arrival_s = arrival_s
-            self._waiting.extend(chunk.index[a:z].tolist())
+            self._waiting.append(chunk.index[a:z])
             dropped = self._decoder.stats.malformed_total + self._decoder.stats.duplicates
             batch = self._decoder.feed(packet, arrival_s)
             if self._decoder.stats.malformed_total + self._decoder.stats.duplicates != dropped:
-                for _ in range(z - a):  # the decoder dropped this packet: its samples never come out
-                    self._waiting.pop()
+                self._waiting.pop()  # the decoder dropped this packet: its samples never come out
             if batch is not None:
                 yield from self._out([batch], arrival_s)
 
@@ -117,7 +120,13 @@ class LiveLink:
             if batch.t_s[0] <= self._last_host_s:
                 self.stats.times_backwards += 1
             self._last_host_s = float(batch.t_s[-1])
-            index = np.array([self._waiting.popleft() for _ in range(batch.n)], dtype=np.int64)
+            # The decoder hands on whole packets, so the batch is the oldest waiting packets' samples.
+            parts, n = [], 0
+            while n < batch.n:
+                parts.append(self._waiting.popleft())
+                n += len(parts[-1])
+            assert n == batch.n, "a batch that splits a packet"
+            index = np.concatenate(parts)
             yield Fed(batch, index, arrival_s)
 
 

@@ -155,8 +155,7 @@ class ClockMap:
             self._refit()
 
     def _refit(self) -> None:
-        s = np.array([m[0] for m in self._minima])
-        lag = np.array([m[1] for m in self._minima])
+        s, lag = np.array(self._minima).T
         ref = s[-1]
         if len(s) >= 3:
             # The median slope of pairs half the history apart, not least squares: a few late windows (a
