@@ -46,7 +46,7 @@ from contract.identity import ID_PATTERN, check_device
 from contract.messages import topic
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import Config, ConfigError
-from service_io.mqtt import Message, MqttEndpoint
+from service_io.mqtt import STOP_WAIT_S, Message, MqttEndpoint
 from service_io.spool import Spool
 from service_io.spooled_sender import SpooledSender
 
@@ -185,6 +185,7 @@ class AlertService:
                 self.step(self._take(timeout_s=0.2))
         finally:
             # A partition handed to another instance goes quietly: the service as a whole is still online.
+            self.sender.settle(STOP_WAIT_S if self.connected.is_set() else 0.0)
             self.mqtt.stop(goodbye=None if self.partition else self._offline)
             self.spool.close()
 

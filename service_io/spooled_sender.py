@@ -41,11 +41,9 @@ class SpooledSender:
         an on_publish callback: paho calls that holding its own lock, which would deadlock against
         a publish made holding ours.
         """
+        self._forget_acknowledged()
         with self._lock:
-            done = [spool_id for info, spool_id in self._inflight if info.is_published()]
-            self._inflight = [(info, spool_id) for info, spool_id in self._inflight if not info.is_published()]
             room, after = self.max_inflight - len(self._inflight), self._sent_up_to
-        self.spool.delete(done)
         expired = []
         puts = self.spool.puts  # read before the look: a put during it makes the next pump look again
         rows = self.spool.peek(room, after_id=after) if room > 0 and puts != self._seen_all_at else []
@@ -72,6 +70,24 @@ class SpooledSender:
                 self._sent_up_to = spool_id
         self.spool.delete(expired)
         self.expired += len(expired)
+
+    def settle(self, timeout_s: float) -> None:
+        """Before a clean stop: wait (at most timeout_s) for the broker to acknowledge what is in flight, and
+        forget what it did. Otherwise an acknowledgement that came after the last pump is lost with the process,
+        and the next start sends that item again: a phone got the same nudge twice after a restart."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(info.is_published() for info, _ in self._inflight):
+                    break
+            time.sleep(0.01)
+        self._forget_acknowledged()
+
+    def _forget_acknowledged(self) -> None:
+        with self._lock:
+            done = [spool_id for info, spool_id in self._inflight if info.is_published()]
+            self._inflight = [(info, spool_id) for info, spool_id in self._inflight if not info.is_published()]
+        self.spool.delete(done)
 
     @property
     def inflight(self) -> int:

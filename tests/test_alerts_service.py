@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -470,6 +471,40 @@ def test_a_backlog_of_many_devices_is_saved_once_per_batch_and_each_minute_count
     for device in devices:
         assert phone.today(device)["worn_min"] == 20.0 and phone.today(device)["alerts_sent"] == 1, device
     assert sorted(a["device"] for a in phone.alerts) == devices and stats["alerts"] == {"sitting": len(devices)}
+
+
+def test_a_clean_stop_just_after_alerts_went_out_does_not_send_them_again_at_the_next_start(tmp_path, broker):
+    """Stopped (SIGTERM) the moment the first alert reaches the phone: the broker's acknowledgements of the rest
+    arrive as the service stops. Forgotten, the restarted service sent those alerts again (a test once saw 11 of
+    50 wearers nudged twice on a busy machine)."""
+    devices = [f"Stop{i:02d}" for i in range(30)]
+    config = write_config(tmp_path, broker, BURST_RULES, timezone=noon_zone(), ha_discovery=False)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, "+")
+    service = start_alerts(config, log)
+    first = phone.c.on_message
+
+    def on_message(c, u, msg):
+        first(c, u, msg)
+        if msg.topic.endswith("/alerts") and service.poll() is None:
+            service.send_signal(signal.SIGTERM)
+
+    phone.c.on_message = on_message
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, sitting_minutes(devices, 1))
+        assert service.wait(30) == 0, log.read_text()[-3000:]
+        phone.c.on_message = first
+        service = start_alerts(config, log)
+        wait_online(broker.port, service, log)
+        wait_for(lambda: len(phone.alerts) >= len(devices), 30, lambda: "every alert\n" + log.read_text()[-2000:])
+        time.sleep(1.0)  # a resent alert would come now
+        stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    assert sorted(a["device"] for a in phone.alerts) == devices
 
 
 def test_kill_9_in_the_middle_of_a_backlog_loses_no_minute_and_counts_none_twice(tmp_path, broker):
