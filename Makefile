@@ -11,7 +11,7 @@ demo: deps
 
 # Checks first (seconds), then the suite on parallel workers: most tests wait on real time (BLE, servers),
 # so more workers than cores still shortens it. PYTEST_WORKERS=0 runs it in one process.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 6
 test: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
