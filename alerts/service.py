@@ -185,7 +185,7 @@ class AlertService:
                 self.step(self._take(timeout_s=0.2))
         finally:
             # A partition handed to another instance goes quietly: the service as a whole is still online.
-            self.sender.settle(STOP_WAIT_S if self.connected.is_set() else 0.0)
+            self.sender.settle(self.connected, STOP_WAIT_S)
             self.mqtt.stop(goodbye=None if self.partition else self._offline)
             self.spool.close()
 

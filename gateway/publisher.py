@@ -29,7 +29,7 @@ from contract.identity import shown_name
 from contract.messages import SCHEMA_VERSION, Status, payload, topic
 from pipeline.events import LiveState
 from service_io.config import Config
-from service_io.mqtt import STOP_WAIT_S, Message, MqttEndpoint
+from service_io.mqtt import Message, MqttEndpoint
 from service_io.spool import Item, Spool
 from service_io.spooled_sender import SpooledSender
 
@@ -215,7 +215,7 @@ class DevicePublisher:
         # The retained live state stays: its `ts` says when it was true, the status (online: false) that it is no
         # longer current. An empty retained message to clear it would reach every subscriber as a payload that is
         # no live state (the bridge would dead-letter it), and a crash cannot clear it anyway.
-        self.sender.settle(STOP_WAIT_S if self.connected.is_set() else 0.0)
+        self.sender.settle(self.connected, 0.0)  # gateway/service.py's final flush already waited for the broker
         self.mqtt.stop(self._status_message(self._offline()) if offline else None)
         self.spool.close()
 

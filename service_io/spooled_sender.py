@@ -10,6 +10,7 @@ MQTT 5 message expiry, so the broker drops it for a phone that comes back too la
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -19,7 +20,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from service_io.spool import Spool
+from service_io.spool import Spool, SpoolError
+
+log = logging.getLogger("posture.spool")
 
 
 class SpooledSender:
@@ -71,25 +74,39 @@ class SpooledSender:
         self.spool.delete(expired)
         self.expired += len(expired)
 
-    def settle(self, timeout_s: float) -> None:
-        """Before a clean stop: wait (at most timeout_s) for the broker to acknowledge what is in flight, and
-        forget what it did. Otherwise an acknowledgement that came after the last pump is lost with the process,
-        and the next start sends that item again: a phone got the same nudge twice after a restart."""
+    def settle(self, connected: threading.Event, timeout_s: float) -> None:
+        """Before a clean stop: wait (at most timeout_s, while connected) for the broker to acknowledge what is in
+        flight, and forget what it did. Otherwise an acknowledgement that came after the last pump is lost with the
+        process, and the next start sends that item again: a phone got the same nudge twice after a restart.
+        Best effort: what cannot be forgotten now (a full disk) is sent again, as after a crash."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while connected.is_set() and time.monotonic() < deadline:
             with self._lock:
-                if all(info.is_published() for info, _ in self._inflight):
+                if all(_acknowledged(info) for info, _ in self._inflight):
                     break
             time.sleep(0.01)
-        self._forget_acknowledged()
+        try:
+            self._forget_acknowledged()
+        except SpoolError as exc:
+            log.warning("could not mark what the broker acknowledged as sent (%s): it goes out again at the next "
+                        "start", exc)
 
     def _forget_acknowledged(self) -> None:
         with self._lock:
-            done = [spool_id for info, spool_id in self._inflight if info.is_published()]
-            self._inflight = [(info, spool_id) for info, spool_id in self._inflight if not info.is_published()]
+            acked = [_acknowledged(info) for info, _ in self._inflight]
+            done = [spool_id for (_, spool_id), ok in zip(self._inflight, acked) if ok]
+            self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
         self.spool.delete(done)
 
     @property
     def inflight(self) -> int:
         with self._lock:
             return len(self._inflight)
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """is_published(), except for a message paho queued while the link was down (rc NO_CONN): for that one it
+    raises RuntimeError for ever, even once paho sent it on the reconnect and the broker acknowledged it."""
+    if info.rc == mqtt.MQTT_ERR_NO_CONN:
+        return bool(info._published)  # paho's own flag, set by the PUBACK; no public way to read it here
+    return info.is_published()

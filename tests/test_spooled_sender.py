@@ -76,3 +76,33 @@ def test_everything_spooled_arrives_once_and_a_quiet_pump_does_not_look(broker, 
             c.loop_stop()
             c.disconnect()
         spool.close()
+
+
+def test_what_was_handed_to_paho_while_the_broker_was_down_is_forgotten_once_acknowledged(broker, tmp_path):
+    """paho keeps a message published with no connection (rc NO_CONN) and sends it on the reconnect, but that
+    message's is_published() raises for ever: each pump after the broker came back raised, and so did a clean stop."""
+    sender_client = _client(broker.port, "sender")
+    sender_client.reconnect_delay_set(0.1, 0.5)
+    spool = Spool(tmp_path / "sender.spool")
+    sender = SpooledSender(sender_client, spool, max_inflight=10)
+    try:
+        broker.stop()
+        deadline = time.monotonic() + 10
+        while sender_client.is_connected():
+            assert time.monotonic() < deadline, "paho did not notice the broker going"
+            time.sleep(0.05)
+        spool.put([("t/a", str(i).encode()) for i in range(5)])
+        sender.pump()
+        assert sender.inflight == 5 and len(spool) == 5  # with paho, to go at the reconnect
+        broker.start()
+        _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
+        spool.put([("t/a", b"last")])
+        sender.pump()
+        connected = threading.Event()
+        connected.set()
+        sender.settle(connected, 10.0)
+        assert len(spool) == 0 and sender.inflight == 0
+    finally:
+        sender_client.loop_stop()
+        sender_client.disconnect()
+        spool.close()
