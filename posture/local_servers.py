@@ -35,6 +35,10 @@ class ServerError(RuntimeError):
     """A server did not come up, or answered a request with an error."""
 
 
+class PortTaken(Exception):
+    """The server exited because another process took its port between free_port() and its bind."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -110,11 +114,27 @@ class LocalServer:
     def _after_start(self) -> None:
         pass
 
+    def _repick_ports(self) -> None:
+        """New free ports, for a first start whose port another process took after free_port() let it go."""
+        self.port = free_port()
+
     def start(self) -> Self:
         if self.running:
             return self
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except PortTaken:
+                # Only before anyone knows the port: a restart must come back where its clients reconnect.
+                if self.startup_seconds is not None or attempt == 2:
+                    raise ServerError(f"{self.binary}: port taken:\n{self.log_tail()}") from None
+                self._repick_ports()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> Self:
         exe = which(self.binary, self.package)
         self._prepare()
+        logged = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:  # appended, so a restart keeps the earlier runs' lines
             self.proc = subprocess.Popen(
                 [*_die_with_parent(), exe, *self._args()], stdin=subprocess.DEVNULL, stdout=log,
@@ -123,6 +143,11 @@ class LocalServer:
         began = time.monotonic()
         while not self._ready():
             if self.proc.poll() is not None:
+                with open(self.log_path, "rb") as log:
+                    log.seek(logged)
+                    if b"ddress already in use" in log.read():
+                        self.proc = None
+                        raise PortTaken(self.binary)
                 raise ServerError(f"{self.binary} exited ({self.proc.poll()}):\n{self.log_tail()}")
             if time.monotonic() - began > self.ready_timeout:
                 self.kill()
@@ -267,6 +292,10 @@ class InfluxDB1(LocalServer):
         self.rpc_port = free_port()  # the backup/restore service, else 127.0.0.1:8088 for every instance
         self.config_path = self.workdir / "influxdb.conf"
         self.version: str | None = None
+
+    def _repick_ports(self) -> None:
+        super()._repick_ports()
+        self.rpc_port = free_port()
 
     def _prepare(self) -> None:
         self.config_path.write_text(_INFLUX_CONFIG.format(

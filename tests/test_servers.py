@@ -242,6 +242,23 @@ def test_kill_then_start_on_the_same_port(tmp_path, kind: type) -> None:
     server.stop()
 
 
+@pytest.mark.parametrize("kind", [Mosquitto, InfluxDB1])
+def test_a_first_start_whose_port_was_taken_meanwhile_starts_on_another(tmp_path, kind: type) -> None:
+    """free_port() lets its port go; on a busy machine another process may take it before the server binds it
+    (a suite on 6 workers saw influxd exit with "address already in use")."""
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        server = kind(tmp_path / "server")
+        server.port = taken.getsockname()[1]
+        with installed():
+            server.start()
+        try:
+            assert server.running and server.port != taken.getsockname()[1]
+        finally:
+            server.stop()
+
+
 def v2_write(url: str, bucket: str, point: Point) -> None:
     with InfluxDBClient(url=url, token="unused", org="posture-org") as client:
         writer = client.write_api(write_options=SYNCHRONOUS)

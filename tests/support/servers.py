@@ -30,6 +30,10 @@ class SecuredMosquitto(Mosquitto):
         self.tls = tls
         self.tls_port = free_port() if tls else None
 
+    def _repick_ports(self) -> None:
+        super()._repick_ports()
+        self.tls_port = free_port() if self.tls else None
+
     def access(self) -> list[str]:
         lines = [f"allow_anonymous {'false' if self.password_file else 'true'}"]
         if self.password_file:
