@@ -12,6 +12,7 @@ needs from it: at the gateway's batch sizes each numpy call costs more than its 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -103,6 +104,14 @@ def tilted_beyond(up_z: np.ndarray, tilt_deg: float) -> np.ndarray:
     """The trunk's up axis more than tilt_deg from vertical, from its component along world up (no arccos)."""
     out: np.ndarray = np.clip(up_z, -1.0, 1.0) < np.cos(np.radians(tilt_deg))
     return out
+
+
+Angle = TypeVar("Angle", float, np.ndarray)
+
+
+def wrapped_deg(angle_deg: Angle) -> Angle:
+    """An unwrapped angle (float or array) said in (−180°, 180°], as live states say rotation."""
+    return 180.0 - (180.0 - angle_deg) % 360.0
 
 
 def unwrap_from(previous_deg: float | None, yaw_deg: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from pipeline.angles import wrapped_deg
 from pipeline.events import EarlierState
 
 # A message carries at most this many earlier states (contract/schemas/live.json): 10 a second over 10 s batches.
@@ -62,6 +63,6 @@ def earlier_states(t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.nda
                    index: np.ndarray) -> tuple[EarlierState, ...]:
     """The angles at those samples; rotation said in (−180°, 180°] as the live state says it. A sample without all
     three angles (not finite) is left out: JSON has no NaN."""
-    rotation = 180.0 - (180.0 - rotation_deg[index]) % 360.0
+    rotation = wrapped_deg(rotation_deg[index])
     rows = np.column_stack([t_s[index], flexion_deg[index], lateral_deg[index], rotation])
     return tuple(EarlierState(*map(float, row)) for row in rows[np.isfinite(rows).all(axis=1)])

@@ -35,6 +35,7 @@ from .angles import (
     trunk_angles_of,
     unwrap_from,
     vertical,
+    wrapped_deg,
 )
 from .axial import AxialSettings, FacingBaseline
 from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
@@ -252,7 +253,7 @@ class PosturePipeline:
         flexion, lateral, rotation, activity = self._latest
         # The per-sample rotation is unwrapped (continuous for the rotation detector) and may pass ±180° until the
         # facing direction catches up with a large turn: an angle, it is said in (−180°, 180°].
-        rotation = 180.0 - (180.0 - rotation) % 360.0
+        rotation = wrapped_deg(rotation)
         now_s = t_s + self.dt_s  # just after the last sample, as the minutes count it
         slouching, leaning = self.slouch.in_progress(now_s), self.lean.in_progress(now_s)
         return LiveState(t_s, calibration, flexion, lateral, rotation, activity,
