@@ -145,7 +145,7 @@ class LocalServer:
             if self.proc.poll() is not None:
                 with open(self.log_path, "rb") as log:
                     log.seek(logged)
-                    if b"ddress already in use" in log.read():
+                    if b"address already in use" in log.read().lower():
                         self.proc = None
                         raise PortTaken(self.binary)
                 raise ServerError(f"{self.binary} exited ({self.proc.poll()}):\n{self.log_tail()}")

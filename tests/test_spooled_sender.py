@@ -11,6 +11,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from service_io.spool import Spool
 from service_io.spooled_sender import SpooledSender
+from support.mqtt import wait_for
 
 
 class CountingSpool(Spool):
@@ -87,10 +88,7 @@ def test_what_was_handed_to_paho_while_the_broker_was_down_is_forgotten_once_ack
     sender = SpooledSender(sender_client, spool, max_inflight=10)
     try:
         broker.stop()
-        deadline = time.monotonic() + 10
-        while sender_client.is_connected():
-            assert time.monotonic() < deadline, "paho did not notice the broker going"
-            time.sleep(0.05)
+        wait_for(lambda: not sender_client.is_connected(), 10, "paho to notice the broker going")
         spool.put([("t/a", str(i).encode()) for i in range(5)])
         sender.pump()
         assert sender.inflight == 5 and len(spool) == 5  # with paho, to go at the reconnect
