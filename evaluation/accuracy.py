@@ -65,6 +65,10 @@ DAY_TARGETS = {  # over the random days (issue 10)
     "total slouch duration error %": 2.0, "worst day slouch duration error %": 5.0, "slouch F1": 0.98,
     "rotation F1": 0.97, "worst rotation peak error °": 2.0, "worst day SI error": 3.0,
     "sitting-time error %": 5.0, "activity balanced accuracy": 0.95,
+    # Not asked by issue 10, which bounds the total: a missed sit-down on one day (day 1001 read a posture change
+    # while seated as standing up, 10.6 % of its sitting) vanished in the total over thirty days. The named cases'
+    # bound (≤ 5 % a case) holds each day.
+    "worst day sitting-time error %": 5.0,
     "excursions from whole-body turns while walking": 0, "calibrations silently off": 0,
 }
 
@@ -144,7 +148,10 @@ DAY_KNOWN_MISSES: dict[str, str] = {
     "worst day slouch duration error %": _NO_WALK,
     "worst day SI error": "day 1012: a sit-to-stand read as a 19° rotation to the left while the forward direction "
                           "was still 17° off (a sideways calibration bend, corrected at the first walk, 42 min in); "
-                          "the day has eight rotations, so one more moves the index by 17 points",
+                          "the day has eight rotations, so one more moves the index by 17 points. Rotation taken as "
+                          "the twist about the trunk's long axis would not see a wrong forward direction (tried: SI "
+                          "error 0.8 here) but differs from the heading-based rotation of docs/conventions.md by up "
+                          "to 4° when slouching and leaning together: `combined` and days 1005, 1026, 1029 then missed",
     "calibrations silently off": _NO_WALK + "; and day 1016, a 4.8° slip",
 }
 

@@ -30,6 +30,7 @@ MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving sample
 REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean over this much
 ORIENTATION_CHANGE = np.sin(np.radians(2.0))  # less than this between the rests: the offset did not move
 OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 % gain error, per unit of Δup
+SETTLED = np.sin(np.radians(1.5))  # the trunk turning less than this over the rest after a movement has settled
 REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 # The first resting value is the median over this much (not walking or lying): the classifier starts
 # where a calibration was adopted, often while the wearer is still sitting up from its bend.
@@ -357,6 +358,8 @@ class ActivityClassifier:
         before = float(np.mean(x[:edge])) if rest_before else after
         if abs(after - before) > self._offset_change_bound(lo, len(x), edge):
             return None  # the rests either side differ by more than a change of orientation explains
+        if self._still_turning(lo + len(x) - edge, edge):
+            return None  # the "rest" after is a slow posture change going on: its offset is not the one after
         rise_m = _zupt_rise_m((x - before - (after - before) * self._blend(lo, len(x), edge, core)) * G_M_S2,
                               self.dt_s)
         if rise_m >= s.stand_rise_m:
@@ -364,6 +367,13 @@ class ActivityClassifier:
         if rise_m <= -s.stand_rise_m:
             return SITTING_CODE
         return None
+
+    def _still_turning(self, lo: int, n: int) -> bool:
+        """The trunk turned by more than SETTLED_DEG over buffer samples lo..lo+n (no orientation given: no)."""
+        u = self._up_buf[lo:lo + n]
+        if len(u) < 2 or not np.all(np.isfinite(u[[0, -1]])):
+            return False
+        return bool(np.linalg.norm(u[-1] - u[0]) > SETTLED)
 
     def _offset_change_bound(self, lo: int, n: int, edge: int) -> float:
         """The most the resting value can move between the two rests: the accelerometer's offset
