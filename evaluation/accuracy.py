@@ -119,6 +119,8 @@ CASES = [
          loss_p=0.05),
     Case("thingy52", "office-short", 32, "Thingy:52 profile: one sample per notification, no sensor clock, 2 % loss",
          profile="thingy52", loss_p=0.02),
+    Case("sit-settle", "sit-settle", 33, "sitting down and at once leaning back, slouching or leaning; standing up "
+         "and at once bending"),
 ]
 
 RANDOM_DAY_SEEDS = tuple(range(1001, 1031))  # fixed before any result was seen

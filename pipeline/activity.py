@@ -11,8 +11,9 @@ walking, lying — from one IMU on the upper back.
   resting value, bounded by quiet on both sides) is integrated twice with zero vertical velocity at
   both ends, which cancels any constant accelerometer offset; a net rise or fall of `stand_rise_m`
   flips the state. The accelerometer's offset along vertical moves with the sensor's orientation,
-  so the resting value is blended from before to after as the orientation moved; a movement cut by
-  a lost link is not judged. Context decides the rest: walking means
+  so the resting value is blended from before to after as the orientation moved, and a movement is not
+  over while the trunk still tilts (sitting down and at once leaning back); a movement cut by a lost link
+  is not judged. Context decides the rest: walking means
   standing; getting up from lying means sitting first.
 """
 
@@ -30,7 +31,9 @@ MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving sample
 REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean over this much
 ORIENTATION_CHANGE = np.sin(np.radians(2.0))  # less than this between the rests: the offset did not move
 OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 % gain error, per unit of Δup
-SETTLED = np.sin(np.radians(1.5))  # the trunk turning less than this over the rest after a movement has settled
+# Over the half second of rest after a movement, world up moving less than this in sensor axes means the trunk has
+# settled: breathing sways it by at most 0.4° in that time, and a posture change still going on moves it more.
+SETTLED_UP = np.sin(np.radians(1.5))
 REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 # The first resting value is the median over this much (not walking or lying): the classifier starts
 # where a calibration was adopted, often while the wearer is still sitting up from its bend.
@@ -73,6 +76,9 @@ class ActivitySettings:
     # A sit/stand moves for at most ~4 s; a longer one (a held turn, reaching about) changes how the
     # accelerometer's errors project for long enough to fake a rise.
     move_core_max_s: float = 5.0
+    # A movement is not over while the trunk still tilts faster than this (smoothed over move_smooth_s): sitting
+    # down and at once leaning back or slouching is judged once the trunk settles, not in the middle of it.
+    move_tilt_dps: float = 3.0
     stand_rise_m: float = 0.2  # net rise (fall) of the upper back that means standing up (sitting down)
     after_lying_s: float = 4.0  # getting up from lying: movements this soon after are not sit/stand
 
@@ -106,6 +112,9 @@ class ActivityClassifier:
         self._n = 0  # absolute index of the next sample
         self._move_start: int | None = None  # absolute index where the current movement began
         self._move_last = 0  # last absolute index that moved
+        self._tilt_last = -1  # last absolute index the trunk tilted at move_tilt_dps during the open movement
+        self._tilt_rate = MovingMean(round(s.move_smooth_s * s.rate_hz))
+        self._last_up: np.ndarray | None = None
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
 
@@ -116,6 +125,7 @@ class ActivityClassifier:
         self._move_start = self._move_from = None
         self._walked_to_end, self._last_step = False, -1
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
+        self._last_up = None  # the orientation jumped across the gap: that is no tilting
 
     @property
     def samples_walked(self) -> int:
@@ -261,28 +271,35 @@ class ActivityClassifier:
         if moving.any():  # a resting value to compare with
             moving = moving & (np.abs(smooth - self._rest_g) > s.move_acc_g)
         quiet = free & ~moving
+        tilting = free & (self._tilt_dps(up) > s.move_tilt_dps)
         self._follow_rest(smooth[quiet if known is None else quiet & known])
         self._buf = np.concatenate([self._buf, av_g])
         self._up_buf = np.concatenate([self._up_buf, up])
         quiet_n, margin = round(s.move_quiet_s * s.rate_hz), round(s.move_margin_s * s.rate_hz)
         flips: list[tuple[int, int]] = []
-        # Runs of moving and of blocked samples, in order (few per batch).
-        runs = [(a, b, False) for a, b in _runs(moving)] + [(a, b, True) for a, b in _runs(blocked)]
+        # Runs of moving, blocked and tilting samples, in order (few per batch).
+        runs = ([(a, b, _MOVING) for a, b in _runs(moving)] + [(a, b, _BLOCKED) for a, b in _runs(blocked)]
+                + [(a, b, _TILTING) for a, b in _runs(tilting)])
         if self._walked_to_end and n and not walking[0]:
             self._after_walk(base, base)  # walking ended on the batch edge
         self._walked_to_end = bool(walking[-1]) if n else self._walked_to_end
-        for a, b, is_blocked in sorted(runs):
+        for a, b, kind in sorted(runs):
             self._close_if_quiet(base + a, flips, base, quiet_n, margin)
-            if is_blocked:
+            if kind == _BLOCKED:
                 self._move_start = self._move_from = None
                 if walking[b - 1] and b < n and not walking[b]:
                     self._after_walk(base + b, base)
+            elif kind == _TILTING:
+                if self._move_start is not None:
+                    self._tilt_last = base + b - 1
             else:
                 if self._move_start is None:
-                    self._move_start = base + a
+                    self._move_start, self._tilt_last = base + a, -1
                 self._move_last = base + b - 1
         self._close_if_quiet(base + n, flips, base, quiet_n, margin)
-        if self._move_start is not None and base + n - self._move_start > round(s.move_max_s * s.rate_hz):
+        # Still tilting after the vertical movement has been quiet for quiet_n is settling, not "moving for long".
+        open_until = min(base + n, self._move_last + quiet_n)
+        if self._move_start is not None and open_until - self._move_start > round(s.move_max_s * s.rate_hz):
             # "Moving" for this long is no sit/stand: most likely a new resting value (an offset seen at
             # a new posture). Take it afresh from the last two seconds and start looking again.
             self._rest_g = float(np.median(self._buf[-round(2.0 * s.rate_hz):]))
@@ -299,21 +316,22 @@ class ActivityClassifier:
         step = self._last_step - self._walk_offset
         if end - step <= round(self.s.walk_window_s * self.s.rate_hz) + 1:
             self._move_start = self._move_from = step
-            self._move_last = end
+            self._move_last, self._tilt_last = end, -1
 
     def _close_if_quiet(self, now: int, flips: list[tuple[int, int]], base: int, quiet_n: int, margin: int) -> None:
         """Judge the open movement if it has been followed by quiet_n samples of rest before `now`."""
-        if self._move_start is None or now - self._move_last <= quiet_n:
+        last = max(self._move_last, self._tilt_last)  # the movement goes on while the trunk still tilts
+        if self._move_start is None or now - last <= quiet_n:
             return
         move_from = self._move_from
         after_walk = move_from is not None
         start = move_from if move_from is not None else self._move_start - margin
-        flip = self._judge(start, self._move_last + round(MOVE_AFTER_S * self.s.rate_hz),
+        flip = self._judge(start, last + round(MOVE_AFTER_S * self.s.rate_hz),
                            (self._move_start, self._move_last), rest_before=not after_walk)
         self._move_start = self._move_from = None
         if flip is not None:
-            # The first quiet sample past the limit, in whichever batch sees it (now − move_last > quiet_n).
-            flips.append((self._move_last + quiet_n + 1 - base, flip))
+            # The first quiet sample past the limit, in whichever batch sees it (now − last > quiet_n).
+            flips.append((last + quiet_n + 1 - base, flip))
 
     def _first_rest(self, av_g: np.ndarray, blocked: np.ndarray) -> np.ndarray:
         """Per sample: is the resting value known by then. The first one is the median over the first
@@ -358,7 +376,7 @@ class ActivityClassifier:
         before = float(np.mean(x[:edge])) if rest_before else after
         if abs(after - before) > self._offset_change_bound(lo, len(x), edge):
             return None  # the rests either side differ by more than a change of orientation explains
-        if self._still_turning(lo + len(x) - edge, edge):
+        if self._still_tilting(lo + len(x) - edge, edge):
             return None  # the "rest" after is a slow posture change going on: its offset is not the one after
         rise_m = _zupt_rise_m((x - before - (after - before) * self._blend(lo, len(x), edge, core)) * G_M_S2,
                               self.dt_s)
@@ -368,12 +386,22 @@ class ActivityClassifier:
             return SITTING_CODE
         return None
 
-    def _still_turning(self, lo: int, n: int) -> bool:
-        """The trunk turned by more than SETTLED_DEG over buffer samples lo..lo+n (no orientation given: no)."""
+    def _still_tilting(self, lo: int, n: int) -> bool:
+        """World up moved by more than SETTLED_UP over buffer samples lo..lo+n (no orientation given: no)."""
         u = self._up_buf[lo:lo + n]
         if len(u) < 2 or not np.all(np.isfinite(u[[0, -1]])):
             return False
-        return bool(np.linalg.norm(u[-1] - u[0]) > SETTLED)
+        return bool(np.linalg.norm(u[-1] - u[0]) > SETTLED_UP)
+
+    def _tilt_dps(self, up: np.ndarray) -> np.ndarray:
+        """How fast world up moves in sensor axes (°/s, smoothed over move_smooth_s); 0 with no orientation given."""
+        prev = up[:1] if self._last_up is None else self._last_up
+        step = np.diff(np.concatenate([prev, up]), axis=0)
+        if len(up):
+            self._last_up = up[-1:]
+        rate = np.nan_to_num(np.degrees(np.sqrt(np.einsum("ij,ij->i", step, step))) * self.s.rate_hz)
+        smoothed: np.ndarray = self._tilt_rate.update(rate)
+        return smoothed
 
     def _offset_change_bound(self, lo: int, n: int, edge: int) -> float:
         """The most the resting value can move between the two rests: the accelerometer's offset
@@ -403,6 +431,9 @@ class ActivityClassifier:
         c0 = int(np.clip(core[0] - self._buf_start - lo, 0, n - 1))
         c1 = int(np.clip(core[1] - self._buf_start - lo, c0, n - 1))
         return np.clip((np.arange(n) - c0) / max(c1 - c0, 1), 0.0, 1.0)
+
+
+_MOVING, _BLOCKED, _TILTING = range(3)  # kinds of run in _sit_stand_flips, in the order they sort at one index
 
 
 def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float) -> float:
