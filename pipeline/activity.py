@@ -27,7 +27,7 @@ from .running import MovingMean, StepBand, exp_mean
 
 G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
-MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving sample
+MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving (or tilting) sample
 REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean over this much
 ORIENTATION_CHANGE = np.sin(np.radians(2.0))  # less than this between the rests: the offset did not move
 OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 % gain error, per unit of Δup
@@ -112,7 +112,9 @@ class ActivityClassifier:
         self._n = 0  # absolute index of the next sample
         self._move_start: int | None = None  # absolute index where the current movement began
         self._move_last = 0  # last absolute index that moved
-        self._tilt_last = -1  # last absolute index the trunk tilted at move_tilt_dps during the open movement
+        # Last absolute index of a tilting run (set at the run's start, to its end in this batch): a movement goes on
+        # while the trunk tilts after it, however the tilt began (the trunk bends as one sits down).
+        self._tilt_last = -1
         self._tilt_rate = MovingMean(round(s.move_smooth_s * s.rate_hz))
         self._last_up: np.ndarray | None = None
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
@@ -126,6 +128,7 @@ class ActivityClassifier:
         self._walked_to_end, self._last_step = False, -1
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
         self._last_up = None  # the orientation jumped across the gap: that is no tilting
+        self._tilt_rate = MovingMean(round(self.s.move_smooth_s * self.s.rate_hz))
 
     @property
     def samples_walked(self) -> int:
@@ -290,11 +293,10 @@ class ActivityClassifier:
                 if walking[b - 1] and b < n and not walking[b]:
                     self._after_walk(base + b, base)
             elif kind == _TILTING:
-                if self._move_start is not None:
-                    self._tilt_last = base + b - 1
+                self._tilt_last = base + b - 1
             else:
                 if self._move_start is None:
-                    self._move_start, self._tilt_last = base + a, -1
+                    self._move_start = base + a
                 self._move_last = base + b - 1
         self._close_if_quiet(base + n, flips, base, quiet_n, margin)
         # Still tilting after the vertical movement has been quiet for quiet_n is settling, not "moving for long".
@@ -316,7 +318,7 @@ class ActivityClassifier:
         step = self._last_step - self._walk_offset
         if end - step <= round(self.s.walk_window_s * self.s.rate_hz) + 1:
             self._move_start = self._move_from = step
-            self._move_last, self._tilt_last = end, -1
+            self._move_last = end
 
     def _close_if_quiet(self, now: int, flips: list[tuple[int, int]], base: int, quiet_n: int, margin: int) -> None:
         """Judge the open movement if it has been followed by quiet_n samples of rest before `now`."""
@@ -433,7 +435,7 @@ class ActivityClassifier:
         return np.clip((np.arange(n) - c0) / max(c1 - c0, 1), 0.0, 1.0)
 
 
-_MOVING, _BLOCKED, _TILTING = range(3)  # kinds of run in _sit_stand_flips, in the order they sort at one index
+_MOVING, _BLOCKED, _TILTING = range(3)  # kinds of run in _sit_stand_flips
 
 
 def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float) -> float:

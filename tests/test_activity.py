@@ -153,18 +153,19 @@ def test_a_first_batch_still_moving_does_not_set_the_resting_value():
 
 def test_sitting_down_and_at_once_leaning_back_is_judged_once_the_trunk_settles():
     # The seat takes the weight and the wearer leans back into the chair (or slouches, or stands up and bends)
-    # within a second: the trunk still tilts when the movement's vertical acceleration has been quiet for
-    # 1.6 s. Judged then, the "rest after" is mid-change; the movement goes on until the trunk settles.
+    # within a second, or began to bend while still moving down: the trunk still tilts when the movement's
+    # vertical acceleration has been quiet for 1.6 s. Judged then, the "rest after" is mid-change; the movement
+    # goes on until the trunk settles, whatever the batching.
     t = np.arange(0, 40, 1 / RATE_HZ)
     for sign in (1.0, -1.0):
         for rising, tilt_deg in ((False, -12.0), (False, 25.0), (True, 20.0)):
-            for start_after_s in (0.3, 1.0):
-                settle = _smoothstep5((t - (12.0 + start_after_s)) / 2.5)
-                up = _up(tilt_deg * settle)
+            for tilt_from_s, tilt_s in ((12.3, 2.5), (13.0, 2.5), (8.0, 6.0), (8.0, 8.0)):
+                up = _up(tilt_deg * _smoothstep5((t - tilt_from_s) / tilt_s))
                 acc = 1.0 + (1 if rising else -1) * _rise(t, 10.0, 2.0, 0.4) + sign * (up - up[0]) @ BIAS_G
-                state = _run(acc, start=SITTING if rising else STANDING, up=up)
-                assert (state[t > 20] == (STANDING if rising else SITTING)).all(), (sign, rising, tilt_deg,
-                                                                                    start_after_s)
-    # Tilting alone (no rise or fall) starts no movement: a seated wearer leaning back stays seated.
-    up = _up(-12.0 * _smoothstep5((t - 10.0) / 2.5))
-    assert (_run(1.0 + (up - up[0]) @ BIAS_G, up=up) == SITTING).all()
+                flipped_at = []
+                for batch in (7, 100, len(t)):
+                    state = _run(acc, start=SITTING if rising else STANDING, up=up, batch=batch)
+                    assert (state[t > 22] == (STANDING if rising else SITTING)).all(), \
+                        (sign, rising, tilt_deg, tilt_from_s, batch)
+                    flipped_at.append(t[np.argmax(state != state[0])])
+                np.testing.assert_allclose(flipped_at, flipped_at[0], atol=0.05)
