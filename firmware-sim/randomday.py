@@ -269,10 +269,10 @@ def _truncate(segments: list[dict[str, Any]], duration_s: float) -> list[dict[st
             break
         if t_s + seg["duration_s"] > duration_s:
             on_feet = seg["activity"] in ("stand", "walk") or seg.get("standing", False)
-            seg = {"activity": "stand" if on_feet else "sit_upright",
-                   "duration_s": round(max(duration_s - t_s, 1.0), 3),
-                   **({"transition_s": min(seg["transition_s"], max(duration_s - t_s, 1.0))}
-                      if "transition_s" in seg else {})}
+            # The transition is bounded by the duration as rounded, or it can exceed it by 1e-13 (a refused day).
+            cut_s = round(max(duration_s - t_s, 1.0), 3)
+            seg = {"activity": "stand" if on_feet else "sit_upright", "duration_s": cut_s,
+                   **({"transition_s": min(seg["transition_s"], cut_s)} if "transition_s" in seg else {})}
         out.append(seg)
         t_s += seg["duration_s"]
     return out
