@@ -115,8 +115,7 @@ class ActivityClassifier:
         # Last absolute index of a tilting run (set at the run's start, to its end in this batch): a movement goes on
         # while the trunk tilts after it, however the tilt began (the trunk bends as one sits down).
         self._tilt_last = -1
-        self._tilt_rate = MovingMean(round(s.move_smooth_s * s.rate_hz))
-        self._last_up: np.ndarray | None = None
+        self._tilt_window = max(1, round(s.move_smooth_s * s.rate_hz))
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
 
@@ -127,8 +126,6 @@ class ActivityClassifier:
         self._move_start = self._move_from = None
         self._walked_to_end, self._last_step = False, -1
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
-        self._last_up = None  # the orientation jumped across the gap: that is no tilting
-        self._tilt_rate = MovingMean(round(self.s.move_smooth_s * self.s.rate_hz))
 
     @property
     def samples_walked(self) -> int:
@@ -274,10 +271,15 @@ class ActivityClassifier:
         if moving.any():  # a resting value to compare with
             moving = moving & (np.abs(smooth - self._rest_g) > s.move_acc_g)
         quiet = free & ~moving
-        tilting = free & (self._tilt_dps(up) > s.move_tilt_dps)
         self._follow_rest(smooth[quiet if known is None else quiet & known])
         self._buf = np.concatenate([self._buf, av_g])
         self._up_buf = np.concatenate([self._up_buf, up])
+        # Tilting matters only to a movement that is open or may open in this batch (here or after walking); most
+        # batches of a day are quiet, and a tilt going on into the next batch is found there, from the buffer.
+        if self._move_start is None and not moving.any() and not walking.any() and not self._walked_to_end:
+            tilting = np.zeros(n, bool)
+        else:
+            tilting = free & (self._tilt_dps(n) > s.move_tilt_dps)
         quiet_n, margin = round(s.move_quiet_s * s.rate_hz), round(s.move_margin_s * s.rate_hz)
         flips: list[tuple[int, int]] = []
         # Runs of moving, blocked and tilting samples, in order (few per batch).
@@ -395,14 +397,21 @@ class ActivityClassifier:
             return False
         return bool(np.linalg.norm(u[-1] - u[0]) > SETTLED_UP)
 
-    def _tilt_dps(self, up: np.ndarray) -> np.ndarray:
-        """How fast world up moves in sensor axes (°/s, smoothed over move_smooth_s); 0 with no orientation given."""
-        prev = up[:1] if self._last_up is None else self._last_up
-        step = np.diff(np.concatenate([prev, up]), axis=0)
-        if len(up):
-            self._last_up = up[-1:]
+    def _tilt_dps(self, n: int) -> np.ndarray:
+        """How fast world up moves in sensor axes for the buffer's last n samples (°/s, the mean of the last
+        move_smooth_s of steps; 0 with no orientation given). The buffer's first sample (the stream's start or just
+        after a gap) has no step before it: its rate is 0, and the windows after it are shorter."""
+        w = self._tilt_window
+        u = self._up_buf[-(n + w):]
+        step = np.diff(u, axis=0)
         rate = np.nan_to_num(np.degrees(np.sqrt(np.einsum("ij,ij->i", step, step))) * self.s.rate_hz)
-        smoothed: np.ndarray = self._tilt_rate.update(rate)
+        if len(u) < n + w:  # u begins at the buffer's first sample
+            rate = np.concatenate([[0.0], rate])
+        # rate[k] belongs to u[k + len(u) - len(rate)]; the last n are the batch's
+        sums = np.concatenate([[0.0], np.cumsum(rate)])
+        end = np.arange(len(rate) - n, len(rate)) + 1
+        start = np.maximum(end - w, 0)
+        smoothed: np.ndarray = (sums[end] - sums[start]) / (end - start)
         return smoothed
 
     def _offset_change_bound(self, lo: int, n: int, edge: int) -> float:
