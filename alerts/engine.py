@@ -70,6 +70,9 @@ class AlertEngine:
         # `today` (which made a message's cost grow with the minutes of the day). Dropped whenever a device's day
         # changes, a minute comes again (it replaces its first copy) or the states are loaded.
         self._folded: dict[str, DayTotals] = {}
+        # The devices that may still owe today's summary: tick, run at every step of the service, looks at these only
+        # (looking at all of them took 0.8 ms a step at 3,000 devices, most of a fleet's alert service).
+        self._summary_due: set[str] = set()
 
     # state --------------------------------------------------------------------------
     def dump(self, devices: set[str]) -> dict[str, bytes]:
@@ -80,6 +83,7 @@ class AlertEngine:
         self.devices = {key.removeprefix("device/"): DeviceState.from_dict(json.loads(value))
                         for key, value in records.items() if key.startswith("device/")}
         self._folded = {}
+        self._summary_due = set(self.devices)
 
     def _state(self, device: str) -> DeviceState:
         return self.devices.setdefault(device, DeviceState())
@@ -98,6 +102,7 @@ class AlertEngine:
             self._close_day(state, day)
             folded = None
         state.add_minute(doc)
+        self._summary_due.add(device)
         self._prune(state, end_ms)  # never today's minutes
         if state.last_calibrated_s is None:  # no calibration seen yet: count its age from the first data
             state.last_calibrated_s = doc["ts"] / 1000
@@ -158,10 +163,12 @@ class AlertEngine:
             return [], False
         self.live[device] = doc
         state = self._state(device)
-        before = _scalars(state)
-        t_s = doc["ts"] / 1000
         since = doc["slouching_since_s"]
         clear_from = self._clear_streak(device, doc, previous)
+        if since is None and not state.slouch_now_open:  # most states: no slouch, none followed up; nothing to save
+            return [], False
+        before = _scalars(state)  # copied only here: at every state it took a third of a live state's cost
+        t_s = doc["ts"] / 1000
         rule, out = self.rules.slouch_now, []
         if state.slouch_now_open and since is not None:
             if not r.same_start(since, _nudged_starts(state)[-1]):
@@ -239,18 +246,24 @@ class AlertEngine:
         due_ms = int(datetime.combine(now.date(), at, tzinfo=self.tz).timestamp() * 1000)
         if now_s * 1000 < due_ms:
             return []
-        for device, state in self.devices.items():
-            if state.day != today or state.summary_sent_day == today:
+        for device in list(self._summary_due):
+            state = self.devices[device]
+            if state.day is not None and state.day > today:  # a clock a little ahead near midnight: its turn comes
+                continue
+            if state.day != today or state.summary_sent_day == today:  # settled; a new minute brings it back
+                self._summary_due.discard(device)
                 continue
             before = [int(k) for k, m in state.minutes.items() if self._day_start_ms(today) <= int(k) < due_ms
                       and m["worn_s"] > 0]
             # The day up to summary_time, once the data has got there (a backlog may still be arriving)
             # or has had max_delay_s to.
-            if not before:
+            if not before:  # none yet: only a late minute of before summary_time can bring one, and brings it back
+                self._summary_due.discard(device)
                 continue
             caught_up = max(map(int, state.minutes)) + MINUTE_MS >= due_ms
             if caught_up or now_s * 1000 >= due_ms + self.rules.limits.max_delay_s * 1000:
                 state.summary_sent_day = today
+                self._summary_due.discard(device)
                 evidence = self.summary_evidence(state, until_ms=due_ms)
                 out.append(summary_payload(device, today, now_s, evidence, self._summary_stretch(state, evidence)))
         return out

@@ -217,6 +217,25 @@ def test_a_summary_during_a_backlog_covers_the_day_up_to_its_time():
     assert "day 1 of 31" in summary["message"]
 
 
+def test_a_device_set_aside_by_the_summary_is_looked_at_again_by_a_late_minute_and_a_restart():
+    # tick looks only at devices that may still owe today's summary (at every step, all of them cost a fleet's
+    # service most of its time): one with no minute before 18:00 yet is set aside until such a minute arrives.
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time="18:00", min_worn_min=30))
+    after = DAY + 18 * 3600 + 600
+    feed(eng, [minute(after + 60 * k, device="E") for k in range(3)], now_s=after + 180)  # worn from 18:10 only
+    feed(eng, [minute(DAY + 9 * 3600 + 60 * k, device="M") for k in range(40)], now_s=after)
+    assert [s["device"] for s in eng.tick(after + 200)] == ["M"]
+    assert eng.tick(after + 300) == []
+    late = [minute(DAY + 17 * 3600 + 60 * k, device="E") for k in range(40)]  # E's morning, from a gateway's spool
+    feed(eng, late, now_s=after + 400)
+    [summary] = eng.tick(after + 401)
+    assert summary["device"] == "E" and summary["evidence"]["worn_min"] == 40.0
+    restarted = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time="18:00", min_worn_min=30))
+    eng.devices["M"].summary_sent_day = None  # as if M's summary had not gone out before the restart
+    restarted.load(eng.dump(set(eng.devices)))
+    assert [s["device"] for s in restarted.tick(after + 500)] == ["M"]
+
+
 def test_the_first_event_of_a_day_starts_its_cap_and_events_before_any_minute_work():
     eng = engine(limits=Limits(daily_cap=1, quiet_hours="", max_delay_s=FAR), calibration=CalibrationRule())
     start = DAY + 9 * 3600
