@@ -267,7 +267,8 @@ class AlertService:
         stream = stream_of(msg.topic)
         doc = parse(stream, msg.payload, self.validators, now_s)  # times from the future are refused there
         check_device(msg.topic, doc)
-        self._heard.add(doc["device"])
+        if self.cfg.ha_discovery:
+            self._heard.add(doc["device"])
         if stream == "status":  # only for the name Home Assistant shows
             if doc.get("sensor_name") and self._names.get(doc["device"]) != doc["sensor_name"]:
                 self._names[doc["device"]] = doc["sensor_name"]

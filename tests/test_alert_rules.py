@@ -234,6 +234,11 @@ def test_a_device_set_aside_by_the_summary_is_looked_at_again_by_a_late_minute_a
     eng.devices["M"].summary_sent_day = None  # as if M's summary had not gone out before the restart
     restarted.load(eng.dump(set(eng.devices)))
     assert [s["device"] for s in restarted.tick(after + 500)] == ["M"]
+    # A clock that ran a day ahead and is set back: the day set aside then is still owed its summary.
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time="18:00", min_worn_min=30))
+    feed(eng, [minute(DAY + 16 * 3600 + 60 * k, device="J") for k in range(60)], now_s=DAY + 17 * 3600)
+    assert eng.tick(DAY + 86400 + 18 * 3600 + 300) == []  # "tomorrow": J's day is not today
+    assert [s["device"] for s in eng.tick(DAY + 18 * 3600 + 600)] == ["J"]
 
 
 def test_the_first_event_of_a_day_starts_its_cap_and_events_before_any_minute_work():
