@@ -96,7 +96,10 @@ class Wearer:
         # Minutes end at this wearer's own second of the minute: the fleet's metrics spread over the minute.
         self.minute_offset_s = float(index * 60 // max(n_total, 1))
         self.minute_start_s = (start_s - self.minute_offset_s) // 60 * 60 + self.minute_offset_s
-        self.first_status_s = start_s + rng.uniform(0, 10)  # the fleet's first statuses spread over 10 s
+        # A gateway sends a device's status (with the sensor's name) before its first live state: its first status
+        # check is at once (gateway/service.py). Later than that, the alert service would announce the device to Home
+        # Assistant under its id, then again under its name.
+        self.first_status_s = start_s
         self.activity = "sitting"
         self.sitting_since_s: float | None = start_s - rng.uniform(0, 1800)
         self.activity_until_s = start_s + rng.expovariate(1 / 900)
@@ -168,6 +171,13 @@ class Wearer:
         self.lost_samples += rng.random() < 0.05
         if rng.random() < 1 / 1200:  # a percent every ~20 min: a status at once
             self.battery_pct = max(self.battery_pct - 1, 5)
+        if self._status_due(now_s):
+            # The first at once, the heartbeats after it spread over the minute (gateways start at different times).
+            self.status_sent = self.battery_pct, now_s - (rng.uniform(0, 60) if self.status_sent is None else 0.0)
+            status = Status(online=True, battery_pct=self.battery_pct, link_quality_pct=round(rng.uniform(97, 100), 1),
+                            lost_samples=self.lost_samples, sensor_name=self.device)
+            out.append((topic(PREFIX, self.device, "status"),
+                        json.dumps(payload(self.device, status, now_s=now_s)).encode(), 1, True))
         # The live state, as publish_live sends it: retained when its discrete part changed.
         self.live_credit += live_hz
         while self.live_credit >= 1.0:
@@ -181,12 +191,6 @@ class Wearer:
                         retain))
         if now_s >= self.minute_start_s + 60:
             out.append(self._minute())
-        if self._status_due(now_s):
-            self.status_sent = self.battery_pct, now_s
-            status = Status(online=True, battery_pct=self.battery_pct, link_quality_pct=round(rng.uniform(97, 100), 1),
-                            lost_samples=self.lost_samples, sensor_name=self.device)
-            out.append((topic(PREFIX, self.device, "status"),
-                        json.dumps(payload(self.device, status, now_s=now_s)).encode(), 1, True))
         return out
 
     def _status_due(self, now_s: float) -> bool:
