@@ -542,9 +542,9 @@ def _measure(svc: Services, wearers: int, seconds: float, warmup_s: float, live_
     samples = [f"fleet{i:05d}" for i in sorted({0, wearers // 3, 2 * wearers // 3, wearers - 1})][:SAMPLE_WEARERS]
     window_start_s = start_s + warmup_s
     time.sleep(max(0.0, window_start_s - time.time()))
-    # The alert service announces each new wearer to Home Assistant (10 retained configs, and again once the
-    # status told its name): a burst at start-up, not the steady state. The window waits for it to end (at least
-    # 10 configs a wearer and none new for DISCOVERY_QUIET_S), up to DISCOVERY_WAIT_S.
+    # The alert service announces each new wearer to Home Assistant (10 retained configs; the wearer's first status,
+    # sent before its first live state, has told it the name): a burst at start-up, not the steady state. The window
+    # waits for it to end (at least 10 configs a wearer and none new for DISCOVERY_QUIET_S), up to DISCOVERY_WAIT_S.
     waited_until = time.time() + DISCOVERY_WAIT_S
     seen, quiet_since = -1, time.time()
     while time.time() < waited_until:

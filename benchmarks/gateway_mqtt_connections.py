@@ -3,7 +3,9 @@
 `posture run` gives each device its own paho client (its own network thread, and its own will to say the device went
 offline). This publishes what the gateway publishes most, a live state a second per device (400 bytes, QoS 0), from
 the main thread to a real Mosquitto, once over one client per device and once over a single client, and reports the
-process's CPU (user + system) in % of a core; runs alternate so a busy machine weighs on both alike.
+process's CPU (user + system) in % of a core; runs alternate so a busy machine weighs on both alike. Each device
+publishes at its own moment of the second (sensors do not start together) and every client sets TCP_NODELAY as
+the gateway's do: neither lets one client gain by sending several devices' states in one write.
 
     .venv/bin/python benchmarks/gateway_mqtt_connections.py [--devices 10] [--seconds 30] [--rounds 2]
 """
@@ -19,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from posture.local_servers import Mosquitto
+from service_io.mqtt import send_at_once
 
 LIVE_BYTES = 400  # about a live state's JSON
 
@@ -28,6 +31,7 @@ def run(port: int, devices: int, seconds: float, one_client: bool) -> float:
     clients = []
     for i in range(1 if one_client else devices):
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench{i}", protocol=mqtt.MQTTv5)
+        c.on_socket_open = send_at_once
         c.connect("127.0.0.1", port, keepalive=60)
         c.loop_start()
         clients.append(c)
@@ -35,10 +39,10 @@ def run(port: int, devices: int, seconds: float, one_client: bool) -> float:
     body = b"x" * LIVE_BYTES
     cpu0, start, k = time.process_time(), time.monotonic(), 0
     while time.monotonic() - start < seconds:
-        for i in range(devices):
+        for i in range(devices):  # device i at i/devices of each second
+            time.sleep(max(0.0, start + k + i / devices - time.monotonic()))
             clients[0 if one_client else i].publish(f"posture/dev{i}/live", body, qos=0)
         k += 1
-        time.sleep(max(0.0, start + k - time.monotonic()))
     pct = (time.process_time() - cpu0) / seconds * 100
     for c in clients:
         c.loop_stop()
