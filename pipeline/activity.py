@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .running import MovingMean, StepBand, exp_mean
+from .running import MovingMean, StepBand, exp_mean, trailing_mean
 
 G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
@@ -407,12 +407,7 @@ class ActivityClassifier:
         rate = np.nan_to_num(np.degrees(np.sqrt(np.einsum("ij,ij->i", step, step))) * self.s.rate_hz)
         if len(u) < n + w:  # u begins at the buffer's first sample
             rate = np.concatenate([[0.0], rate])
-        # rate[k] belongs to u[k + len(u) - len(rate)]; the last n are the batch's
-        sums = np.concatenate([[0.0], np.cumsum(rate)])
-        end = np.arange(len(rate) - n, len(rate)) + 1
-        start = np.maximum(end - w, 0)
-        smoothed: np.ndarray = (sums[end] - sums[start]) / (end - start)
-        return smoothed
+        return trailing_mean(rate, n, w)  # rate[k] belongs to u[k + len(u) - len(rate)]; the last n are the batch's
 
     def _offset_change_bound(self, lo: int, n: int, edge: int) -> float:
         """The most the resting value can move between the two rests: the accelerometer's offset

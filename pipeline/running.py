@@ -1,8 +1,9 @@
 """Running statistics carried from batch to batch, vectorised within a batch.
 
 One home for what several stages need: a moving mean over the last k samples (the tail of the
-previous batch carried over), an exponential mean over selected samples in closed form, and the
-step-frequency band-pass that walking detection and the walking direction both use.
+previous batch carried over, or a history kept by the caller), an exponential mean over selected
+samples in closed form, and the step-frequency band-pass that walking detection and the walking
+direction both use.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ def _decay(alpha: float, n: int) -> np.ndarray:
     return decay
 
 
+def trailing_mean(x: np.ndarray, n: int, window: int) -> np.ndarray:
+    """For each of x's last n values, the mean of it and the window − 1 values before it (fewer where x begins)."""
+    c = np.empty(len(x) + 1)  # running sums from 0
+    c[0] = 0.0
+    np.cumsum(x, out=c[1:])
+    end = np.arange(len(x) - n, len(x)) + 1
+    lo = np.maximum(end - window, 0)
+    return cast(np.ndarray, (c[end] - c[lo]) / (end - lo))
+
+
 class MovingMean:
     """Mean over the last `window` samples (fewer at the very start), continuing across batches."""
 
@@ -38,16 +49,15 @@ class MovingMean:
 
     def update(self, x: np.ndarray) -> np.ndarray:
         both = np.concatenate([self._tail, x])
+        w, full = self.window, len(self._tail) == self.window - 1
+        self._tail = both[-(w - 1):] if w > 1 else np.zeros(0)
+        if not full:
+            return trailing_mean(both, len(x), w)
+        # Every sample has a whole window behind it (all but the first batch): no index arrays needed.
         c = np.empty(len(both) + 1)  # running sums from 0
         c[0] = 0.0
         np.cumsum(both, out=c[1:])
-        w, full = self.window, len(self._tail) == self.window - 1
-        self._tail = both[-(w - 1):] if w > 1 else np.zeros(0)
-        if full:  # every sample has a whole window behind it (all but the first batch): no index arrays needed
-            return cast(np.ndarray, (c[w:] - c[:-w]) / w)
-        idx = np.arange(len(both) - len(x), len(both)) + 1
-        lo = np.maximum(idx - w, 0)
-        return cast(np.ndarray, (c[idx] - c[lo]) / (idx - lo))
+        return cast(np.ndarray, (c[w:] - c[:-w]) / w)
 
 
 class StepBand:
