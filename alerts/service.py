@@ -149,7 +149,7 @@ class AlertService:
         # Who may need announcing: the devices heard from since the last step, or all of them once per connection
         # and after Home Assistant restarts (looking at every device each step took 0.5 ms at 3,000 devices).
         self._heard: set[str] = set()
-        self._announce_all, self._announced_on = True, 0  # the connection (count) whose devices were all looked at
+        self._announced_on: int | None = None  # the connection (count) whose devices were all looked at; None: none
         self._names: dict[str, str] = {}  # device id → the sensor's human name, from its retained status
         try:
             self._version = metadata.version("posture-companion")
@@ -252,7 +252,7 @@ class AlertService:
     def _handle(self, msg: mqtt.MQTTMessage, now_s: float, touched: set[str]) -> list[dict[str, Any]]:
         if msg.topic == f"{self.cfg.ha_prefix}/status":
             if msg.payload.strip() == b"online":  # Home Assistant restarted: tell it our entities again
-                self._announced, self._announce_all = set(), True
+                self._announced, self._announced_on = set(), None
             return []
         if msg.topic.endswith("/alerts/snooze"):
             device = msg.topic.split("/")[-3]
@@ -311,9 +311,9 @@ class AlertService:
         if not self.cfg.ha_discovery:
             return
         connection = self._connection  # read first: a connect during the look is looked at again next step
-        if self._announce_all or self._announced_on != connection:
+        if self._announced_on != connection:
             heard = set(self.engine.devices) | set(self.engine.live)
-            self._announce_all, self._announced_on = False, connection
+            self._announced_on = connection
         else:
             heard = self._heard
         self._heard = set()
