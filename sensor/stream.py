@@ -63,18 +63,22 @@ class StreamDecoder:
         self._arrivals = ArrivalTimeline(self.rate_hz)
         self._waiting: deque[tuple[DecodedPacket, float]] = deque()  # decoded, not yet placed (arrival-timed)
         self._clock = ClockMap()
+        # Placed but not yet mapped to host time: a connection's first window, until the clock map has
+        # seen its smallest lag (the first packets of a link often come late, and would set the map late).
+        self._unmapped: list[tuple[DecodedPacket, Placement]] = []
         self._last_raw: tuple[bytes, float] = (b"", float("-inf"))  # the last notification and its arrival
 
     def restart(self) -> list[ImuBatch]:
         """A new connection: sensor clocks and counters may have moved on; keep the totals. Returns
-        the samples still held back (arrival-timed profiles place a packet once more have followed)."""
+        the samples still held back (arrival-timed profiles place a packet once more have followed, and a
+        connection's first second waits for the clock map)."""
         held = self.flush()
         self._start()
         return held
 
     def flush(self) -> list[ImuBatch]:
         """The samples still held back, placed with what followed them: call when the stream ends."""
-        return self._settled(self._arrivals.flush())
+        return self._settled(self._arrivals.flush()) + self._mapped()
 
     def feed(self, data: bytes | bytearray, host_s: float) -> ImuBatch | None:
         data = bytes(data)
@@ -104,23 +108,34 @@ class StreamDecoder:
             if placed.duplicate:
                 self.stats.duplicates += 1
                 return None
-            return self._batch(packet, host_s, placed)
-        self._waiting.append((packet, host_s))
-        settled = self._settled(self._arrivals.place(host_s, packet.n))
-        return _joined(settled) if settled else None
+            batches = self._batches(packet, host_s, placed)
+        else:
+            self._waiting.append((packet, host_s))
+            batches = self._settled(self._arrivals.place(host_s, packet.n))
+        return _joined(batches) if batches else None
 
     def _settled(self, placements: list[Placement]) -> list[ImuBatch]:
         """The oldest waiting packets, one per placement (the timeline places them in arrival order)."""
-        return [self._batch(*self._waiting.popleft(), placed) for placed in placements]
+        return [batch for placed in placements for batch in self._batches(*self._waiting.popleft(), placed)]
 
-    def _batch(self, packet: DecodedPacket, host_s: float, placed: Placement) -> ImuBatch:
+    def _batches(self, packet: DecodedPacket, host_s: float, placed: Placement) -> list[ImuBatch]:
         self.stats.packets += 1
         self.stats.samples += packet.n
         self.stats.lost_samples += placed.lost_samples
         self.stats.lost_packets += placed.lost_packets
+        if placed.lost_samples < 0:
+            # Samples counted lost were late after all; the synthesised clock, which cannot step back, is ahead by them.
+            self._clock.shift(-placed.lost_samples / self.rate_hz)
         self._clock.update(float(placed.t_sensor_s[-1]), host_s)
-        return ImuBatch(self.device, self._clock.to_host(placed.t_sensor_s), placed.t_sensor_s,
-                        packet.acc_g, packet.gyro_dps, max(0, placed.lost_samples))
+        self._unmapped.append((packet, placed))
+        return self._mapped() if self._clock.settled else []
+
+    def _mapped(self) -> list[ImuBatch]:
+        """The packets placed so far, in host time."""
+        out = [ImuBatch(self.device, self._clock.to_host(placed.t_sensor_s), placed.t_sensor_s, packet.acc_g,
+                        packet.gyro_dps, max(0, placed.lost_samples)) for packet, placed in self._unmapped]
+        self._unmapped.clear()
+        return out
 
 
 def _joined(batches: list[ImuBatch]) -> ImuBatch:

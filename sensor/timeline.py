@@ -157,6 +157,21 @@ class ClockMap:
             self._window_start_s, self._window_min = sensor_s, None
             self._refit()
 
+    @property
+    def settled(self) -> bool:
+        """Whether a whole window has been seen (before that the map rests on the first few packets)."""
+        return len(self._minima) > 0
+
+    def shift(self, sensor_ahead_s: float) -> None:
+        """The sensor clock was moved ahead by this much (a synthesised clock re-anchored): every lag seen so far
+        is that much smaller from now on. Known exactly, so the map moves with it rather than learn it as a
+        change of lag over half its history."""
+        self._minima[:, 1] -= sensor_ahead_s
+        if self._window_min is not None:
+            self._window_min = (self._window_min[0], self._window_min[1] - sensor_ahead_s)
+        slope, intercept, ref = self._fit
+        self._fit = (slope, intercept - sensor_ahead_s, ref)
+
     def _refit(self) -> None:
         s, lag = self._minima[:, 0], self._minima[:, 1]
         ref = s[-1]

@@ -159,10 +159,12 @@ def test_a_member_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, br
 def test_a_member_that_leaves_hands_its_share_to_the_others(tmp_path, broker, influx):
     """Killed and never to run again as a member, a bridge run once with --leave stores what its session holds and
     ends it: from then on the broker gives every message to the member left, and nothing waits for the one gone."""
-    n = 2000
+    # 30 s of publishing: a `--leave` run that starts and drains on a machine busy with other tests ends inside it
+    # (at 2,000 messages over 13 s, CI's --leave run once ended after the last one).
+    n = 3000
     config = write_config(tmp_path / "posture.toml", broker, influx)
     a, b = start_members(config, ("a", "b"))
-    gateway, gateway_log = start_gateway(config, n, 150.0)
+    gateway, gateway_log = start_gateway(config, n, 100.0)
     try:
         time.sleep(3)
         a.kill()  # its share of what follows queues in its session

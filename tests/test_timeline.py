@@ -170,3 +170,58 @@ def test_host_times_never_run_backwards_when_the_first_packets_came_late():
     settled = np.concatenate(mapped[-200:]) - np.concatenate(
         [host_true[k] - 0.04 + 0.01 * np.arange(5) for k in range(len(sensor_s) - 200, len(sensor_s))])
     assert np.abs(settled - 0.003).max() < 0.003
+
+
+
+def test_a_stall_taken_for_loss_does_not_leave_host_times_ahead():
+    # WT901BLE: no sensor clock. A busy host holds 0.6 s of notifications back, then delivers them at once: the
+    # timeline counts the late samples lost (and moves its synthesised clock on), then takes the count back but
+    # cannot move the clock back. Host times must be back on the arrival floor within seconds, where the map
+    # once stayed 0.28 s ahead for minutes, until its median had followed the smaller lag.
+    from firmware_sim.profiles import StreamSettings, get_profile
+    from sensor.profiles import PROFILES
+    from sensor.stream import StreamDecoder
+
+    rng = np.random.default_rng(12)
+    wire, settings = get_profile("witmotion"), StreamSettings(rate_hz=RATE_HZ)
+    decoder = StreamDecoder("dev", PROFILES["witmotion"], RATE_HZ)
+    t = np.arange(0, 240, 1 / RATE_HZ)
+    arrival = 1_700_000_000.0 + t + 0.003 + rng.exponential(0.001, len(t))
+    stalled = (t >= 120.0) & (t < 120.6)
+    arrival[stalled] = 1_700_000_000.0 + 120.6 + 0.003 + 1e-5 * np.arange(stalled.sum())
+    arrival = np.maximum.accumulate(arrival)
+    mapped = []
+    for k in range(len(t)):
+        packet = wire.encode(k, np.array([int(t[k] * 1e6)]), rng.normal(0, 0.01, (1, 3)), rng.normal(0, 1, (1, 3)),
+                             np.zeros((1, 3)), settings)
+        if (batch := decoder.feed(packet, arrival[k])) is not None:
+            mapped.append(batch.t_s)
+    mapped_s = np.concatenate(mapped + [b.t_s for b in decoder.flush()])
+    assert len(mapped_s) == len(t) and decoder.stats.lost_samples == 0 and (np.diff(mapped_s) > 0).all()
+    error = mapped_s - (1_700_000_000.0 + t) - 0.003
+    assert np.abs(error[(t > 2.0) & (t < 120.0)]).max() < 0.002
+    assert np.abs(error[t > 130.0]).max() < 0.002
+
+def test_late_first_packets_do_not_set_the_host_times_of_a_connection():
+    # On a busy host the first notifications of a link arrive 80 ms late; the decoder holds the first
+    # window back until the map has seen the link's real lag, so the first samples are timed right too.
+    from firmware_sim.profiles import StreamSettings, get_profile
+    from sensor.profiles import PROFILES
+    from sensor.stream import StreamDecoder
+
+    rng = np.random.default_rng(11)
+    wire, settings = get_profile("native"), StreamSettings(rate_hz=RATE_HZ)
+    n = wire.samples_per_packet(settings)
+    decoder = StreamDecoder("dev", PROFILES["native"], RATE_HZ)
+    t_s, mapped = [], []
+    for k in range(300):
+        t = (k * n + np.arange(n)) / RATE_HZ
+        packet = wire.encode(k, (7_000_000 + t * 1e6).astype(np.int64), np.zeros((n, 3)), np.zeros((n, 3)),
+                             np.zeros((n, 3)), settings)
+        arrival = 1_700_000_000.0 + t[-1] + 0.003 + rng.exponential(0.002) + (0.08 if k < 4 else 0.0)
+        if (batch := decoder.feed(packet, arrival)) is not None:
+            mapped.append(batch.t_s)
+        t_s.append(1_700_000_000.0 + t)
+    mapped_s = np.concatenate(mapped + [b.t_s for b in decoder.flush()])
+    assert len(mapped_s) == 300 * n and (np.diff(mapped_s) > 0).all()
+    assert np.abs(mapped_s - np.concatenate(t_s) - 0.003).max() < 0.003
