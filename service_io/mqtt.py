@@ -102,6 +102,7 @@ class MqttEndpoint:
         self._last_warning: tuple[str, float] = ("", -1e9)
         self._connected_at_s = -1e9
         self._last_takeover_warning_s = -1e9
+        self._short_connections = 0  # connections in a row that dropped within SHORT_CONNECTION_S
         self.client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                               protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311, manual_ack=manual_ack,
                               clean_session=None if self.mqtt5 else not persistent)
@@ -205,10 +206,13 @@ class MqttEndpoint:
         lasted_s = time.monotonic() - self._connected_at_s
         # Two processes with one client id take the session from each other at every reconnect, and each message
         # goes to whichever holds it: say what to fix, not only that the link dropped. MQTT 5 brokers may say so
-        # (reason 0x8E); Mosquitto 2.0.11 only closes the socket, so a connection dropped soon after it was made is
-        # taken for that too, said at most every REPEAT_WARNING_S (it recurs at every reconnect).
+        # (reason 0x8E); Mosquitto 2.0.11 only closes the socket, so connections dropped soon after they were made are
+        # taken for that too, said at most every REPEAT_WARNING_S (it recurs at every reconnect). Two in a row, not
+        # one: a broker that crashed or restarted just after we connected drops one connection early, once.
         taken = getattr(reason_code, "value", None) == SESSION_TAKEN_OVER
-        if taken or (was_connected and lasted_s < SHORT_CONNECTION_S):
+        if was_connected:
+            self._short_connections = self._short_connections + 1 if lasted_s < SHORT_CONNECTION_S else 0
+        if taken or self._short_connections >= 2:
             now_s = time.monotonic()
             if now_s - self._last_takeover_warning_s >= REPEAT_WARNING_S:
                 self._last_takeover_warning_s = now_s
