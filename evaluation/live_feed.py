@@ -4,7 +4,7 @@ Each notification is encoded by the simulator's wire profile, goes through a lin
 loss, burst outages of seconds to minutes, a connection-interval latency with jitter) and is decoded
 by the client's own `StreamDecoder` (codec, sequence and clock unwrapping, sensor → host clock map).
 What comes out is exactly the `ImuBatch` the gateway hands to the pipeline, one per notification
-(a connection's first second together, once the clock map has seen it; for profiles timed by
+(with a sensor clock, a connection's first second together once the clock map has seen it; for profiles timed by
 arrival, a short wait later: `sensor.timeline.ArrivalTimeline`), plus the
 simulator's sample indices so the truth can be looked up for scoring. After an outage longer than
 the link watchdog the decoder is restarted, as `SensorLink` does on a reconnect.

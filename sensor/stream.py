@@ -63,8 +63,10 @@ class StreamDecoder:
         self._arrivals = ArrivalTimeline(self.rate_hz)
         self._waiting: deque[tuple[DecodedPacket, float]] = deque()  # decoded, not yet placed (arrival-timed)
         self._clock = ClockMap()
-        # Placed but not yet mapped to host time: a connection's first window, until the clock map has
-        # seen its smallest lag (the first packets of a link often come late, and would set the map late).
+        # Placed but not yet mapped to host time: with a sensor clock, a connection's first second, until the clock
+        # map has seen a whole window (the first packets of a link often come late, and would set the map late).
+        # Not for a synthesised clock: a loss taken back in that second would move the map under packets placed
+        # before it (the samples before a stall came out early by the stall).
         self._unmapped: list[tuple[DecodedPacket, Placement]] = []
         self._last_raw: tuple[bytes, float] = (b"", float("-inf"))  # the last notification and its arrival
 
@@ -124,11 +126,12 @@ class StreamDecoder:
         self.stats.lost_samples += placed.lost_samples
         self.stats.lost_packets += placed.lost_packets
         if placed.lost_samples < 0:
-            # Samples counted lost were late after all; the synthesised clock, which cannot step back, is ahead by them.
+            # Samples counted lost were late after all (or fewer were lost than counted): the synthesised clock,
+            # which cannot step back, is ahead by them.
             self._clock.shift(-placed.lost_samples / self.rate_hz)
         self._clock.update(float(placed.t_sensor_s[-1]), host_s)
         self._unmapped.append((packet, placed))
-        return self._mapped() if self._clock.settled else []
+        return self._mapped() if self._clock.settled or not self.profile.has_sensor_clock else []
 
     def _mapped(self) -> list[ImuBatch]:
         """The packets placed so far, in host time."""
