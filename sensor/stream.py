@@ -72,8 +72,8 @@ class StreamDecoder:
 
     def restart(self) -> list[ImuBatch]:
         """A new connection: sensor clocks and counters may have moved on; keep the totals. Returns
-        the samples still held back (arrival-timed profiles place a packet once more have followed, and a
-        connection's first second waits for the clock map)."""
+        the samples still held back (arrival-timed profiles place a packet once more have followed, and with a
+        sensor clock a connection's first second waits for the clock map)."""
         held = self.flush()
         self._start()
         return held
