@@ -30,11 +30,17 @@ def _decay(alpha: float, n: int) -> np.ndarray:
     return decay
 
 
-def trailing_mean(x: np.ndarray, n: int, window: int) -> np.ndarray:
-    """For each of x's last n values, the mean of it and the window − 1 values before it (fewer where x begins)."""
-    c = np.empty(len(x) + 1)  # running sums from 0
+def _sums_from_zero(x: np.ndarray) -> np.ndarray:
+    """0, x[0], x[0] + x[1], …: the sum of any run of x is a difference of two of these."""
+    c = np.empty(len(x) + 1)
     c[0] = 0.0
     np.cumsum(x, out=c[1:])
+    return c
+
+
+def trailing_mean(x: np.ndarray, n: int, window: int) -> np.ndarray:
+    """For each of x's last n values, the mean of it and the window − 1 values before it (fewer where x begins)."""
+    c = _sums_from_zero(x)
     end = np.arange(len(x) - n, len(x)) + 1
     lo = np.maximum(end - window, 0)
     return cast(np.ndarray, (c[end] - c[lo]) / (end - lo))
@@ -54,9 +60,7 @@ class MovingMean:
         if not full:
             return trailing_mean(both, len(x), w)
         # Every sample has a whole window behind it (all but the first batch): no index arrays needed.
-        c = np.empty(len(both) + 1)  # running sums from 0
-        c[0] = 0.0
-        np.cumsum(both, out=c[1:])
+        c = _sums_from_zero(both)
         return cast(np.ndarray, (c[w:] - c[:-w]) / w)
 
 
