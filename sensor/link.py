@@ -127,7 +127,7 @@ class SensorLink:
 
         def on_data(_: BleakGATTCharacteristic, data: bytearray) -> None:
             self._last_rx_s = time.monotonic()
-            if (batch := decoder.feed(data, time.time())) is not None:
+            if (batch := decoder.feed(data, time.time(), self._last_rx_s)) is not None:
                 self.on_batch(batch)
 
         self._last_rx_s = time.monotonic()

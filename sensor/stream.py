@@ -1,6 +1,7 @@
 """Notification bytes → timestamped batches, with every gap and bad packet counted.
 
-Pure apart from logging: the caller passes the arrival time of each notification.
+Pure apart from logging: the caller passes the arrival time of each notification (and, to follow a host clock
+that is set while the stream runs, the time on a clock that is never set).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class StreamDecoder:
         self.profile = profile
         self.rate_hz = rate_hz
         self.stats = StreamStats()
+        self._epoch_s: float | None = None  # host − steady clock when the first notification came
         self._start()
 
     def _start(self) -> None:
@@ -82,8 +84,16 @@ class StreamDecoder:
         """The samples still held back, placed with what followed them: call when the stream ends."""
         return self._settled(self._arrivals.flush()) + self._mapped()
 
-    def feed(self, data: bytes | bytearray, host_s: float) -> ImuBatch | None:
+    def feed(self, data: bytes | bytearray, host_s: float, steady_s: float | None = None) -> ImuBatch | None:
+        """host_s: when the notification arrived, on the host clock (Unix seconds); steady_s: the same moment on a
+        clock that is never set (time.monotonic()). With it, arrival times are reckoned on the steady clock, so a
+        host clock set by NTP is neither a loss nor a change of link latency, and host times follow it at once."""
         data = bytes(data)
+        if steady_s is not None:
+            if self._epoch_s is None:
+                self._epoch_s = host_s - steady_s
+            self._clock.host_offset_s = host_s - steady_s - self._epoch_s
+            host_s = steady_s + self._epoch_s
         if not self.profile.has_sensor_clock:
             # No counter on the wire to tell a repeat (the timeline would read it as a sample and run fast).
             # A stack with a stale subscription delivers a notification twice, the copy right behind the original

@@ -126,14 +126,23 @@ class ClockMap:
     clock offset; a line through those minima follows crystal drift (tens of ppm). When a new,
     smaller lag moves the map earlier (the first packets of a link came late, as on a busy host),
     host times would run backwards: the map then slews to the new estimate at SLEW of the sensor's
-    time instead of jumping, so host times always increase.
+    time instead of jumping, so host times always increase; a move later is slewed too, up to JUMP_S.
+    Arrivals are best timed on a clock that is never set: `host_offset_s` then carries how far the host
+    clock was set since (by NTP), and the map follows it the same way.
     """
 
     SLEW = 0.05  # up to 50 ms of correction per second: a backwards step of 0.2 s is gone in 4 s
+    # A map moved later by this much or more is taken at once (the host clock was set forward: downstream reads
+    # the jump as a lost link, and starts afresh after it); by less it is slewed in too, as a short jump would be
+    # taken for a short gap and filled with samples that never were.
+    JUMP_S = 1.0
 
     def __init__(self, window_s: float = 1.0, history: int = 300):
         self.window_s = window_s
         self.history = history
+        # How far the host clock has been set since the arrival times began (they come from a clock that is
+        # never set): added to every host time, so a clock set by NTP is followed from the next sample on.
+        self.host_offset_s = 0.0
         # The window minima (sensor time, lag), oldest first, at most `history`: arrays, as the refit reads them
         # whole once a window (rebuilding an array of 300 pairs was a third of the client's decoding CPU).
         self._minima = np.empty((0, 2))
@@ -195,18 +204,21 @@ class ClockMap:
 
     def _fitted(self, sensor_s: np.ndarray) -> np.ndarray:
         slope, intercept, ref = self._fit
-        return sensor_s + intercept + slope * (sensor_s - ref)
+        return sensor_s + intercept + slope * (sensor_s - ref) + self.host_offset_s
 
     def to_host(self, sensor_s: np.ndarray) -> np.ndarray:
         """Host times of samples newer than any mapped before (a new connection starts with reset())."""
         host_s = self._fitted(sensor_s)
         if self._last is not None and len(sensor_s):
             last_sensor_s, last_host_s = self._last
-            # How far the map moved earlier since the last sample, carried and slewed away.
+            # How far the map moved since the last sample, carried and slewed away (unless forward by JUMP_S).
             slope, intercept, ref = self._fit
-            ahead_s = last_host_s - (last_sensor_s + intercept + slope * (last_sensor_s - ref))
+            ahead_s = last_host_s - (last_sensor_s + intercept + slope * (last_sensor_s - ref) + self.host_offset_s)
+            slewed_s = self.SLEW * (sensor_s - last_sensor_s)
             if ahead_s > 0:
-                host_s = host_s + np.maximum(0.0, ahead_s - self.SLEW * (sensor_s - last_sensor_s))
+                host_s = host_s + np.maximum(0.0, ahead_s - slewed_s)
+            elif ahead_s > -self.JUMP_S:
+                host_s = host_s + np.minimum(0.0, ahead_s + slewed_s)
         if len(sensor_s):
             self._last = (float(sensor_s[-1]), float(host_s[-1]))
         return host_s

@@ -96,6 +96,28 @@ def test_stream_is_complete_and_exact(start_sim, profile):
     assert link.stats.battery_pct is not None and 0 <= link.stats.battery_pct <= 100
 
 
+@pytest.mark.parametrize("profile", ["native", "witmotion"])
+def test_a_host_clock_set_forward_mid_stream_is_followed_at_once_and_is_no_loss(start_sim, monkeypatch, profile):
+    """NTP sets the host clock 40 s forward while the link runs (a Raspberry Pi boots with a stale clock): the
+    samples after it carry the new time at once (the map once followed only minutes later), and nothing is
+    counted lost (a WT901BLE stream once counted the step as 4,000 lost samples)."""
+    sim = start_sim(profile=profile)
+    real_time, step_at = time.time, time.monotonic() + 12.0
+    monkeypatch.setattr(time, "time", lambda: real_time() + (40.0 if time.monotonic() >= step_at else 0.0))
+    batches, link = asyncio.run(stream_until_sim_exits(sim))
+    truth, _ = read_truth(sim.truth)
+    t_s, acc_g, gyro_dps = received(batches)
+    index = match_to_truth(acc_g, gyro_dps, truth, LSB[profile])
+    assert (index >= 0).all() and link.stats.lost_samples == 0
+    assert (np.diff(t_s) > 0).all()
+    offset_s = t_s - truth["t_s"][index]  # host time − sensor time: the clock offset plus link latency
+    before = np.median(offset_s[:500])
+    stepped = np.abs(offset_s - before - 40.0) < 0.03
+    # Every sample on the old clock or the new (within BlueZoo's latency), switching once, seconds of each.
+    assert (stepped | (np.abs(offset_s - before) < 0.03)).all()
+    assert (np.diff(stepped.astype(int)) >= 0).all() and 1000 < stepped.sum() < len(t_s) - 1000
+
+
 def test_injected_loss_is_counted_exactly(start_sim):
     sim = start_sim("--loss", "0.05", profile="native", seed=11)
     batches, link = asyncio.run(stream_until_sim_exits(sim))

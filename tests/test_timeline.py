@@ -229,3 +229,42 @@ def test_late_first_packets_do_not_set_the_host_times_of_a_connection():
     mapped_s = np.concatenate(mapped + [b.t_s for b in decoder.flush()])
     assert len(mapped_s) == 300 * n and (np.diff(mapped_s) > 0).all()
     assert np.abs(mapped_s - np.concatenate(t_s) - 0.003).max() < 0.003
+
+
+@pytest.mark.parametrize("profile", ["native", "witmotion"])
+@pytest.mark.parametrize("step_s", [40.0, 0.5, -2.0])
+def test_a_host_clock_set_while_streaming_is_followed_at_once(profile, step_s):
+    # NTP sets the host clock two minutes into a link (a Raspberry Pi has no clock of its own and boots with
+    # a stale one). Sample times follow the new clock at once, where the map once stayed on the old one for
+    # minutes; a step is no loss (an arrival-timed profile counted a step forward as 40 s of lost samples);
+    # times never run backwards: a step back, or a small one forward (which downstream would fill with
+    # invented samples as a short gap), is slewed in at 5 %; a step forward of a second or more is taken at once.
+    from firmware_sim.profiles import StreamSettings, get_profile
+    from sensor.profiles import PROFILES
+    from sensor.stream import StreamDecoder
+
+    rng = np.random.default_rng(13)
+    wire, settings = get_profile(profile), StreamSettings(rate_hz=RATE_HZ)
+    n = wire.samples_per_packet(settings)
+    decoder = StreamDecoder("dev", PROFILES[profile], RATE_HZ)
+    step_at_s, mapped, truth = 120.0, [], []
+    steady0, wall0 = 5_000.0, 1_700_000_000.0
+    for k in range(int(300 * RATE_HZ / n)):
+        t = (k * n + np.arange(n)) / RATE_HZ
+        packet = wire.encode(k, (7_000_000 + t * 1e6).astype(np.int64), rng.normal(0, 0.01, (n, 3)),
+                             rng.normal(0, 1, (n, 3)), np.zeros((n, 3)), settings)
+        steady_s = steady0 + t[-1] + 0.003 + rng.exponential(0.001)
+        wall_s = steady_s - steady0 + wall0 + (step_s if t[-1] >= step_at_s else 0.0)
+        if (batch := decoder.feed(packet, wall_s, steady_s)) is not None:
+            mapped.append(batch.t_s)
+        truth.append(t)
+    mapped_s = np.concatenate(mapped + [b.t_s for b in decoder.flush()])
+    t = np.concatenate(truth)
+    assert len(mapped_s) == len(t) and decoder.stats.lost_samples == 0 and (np.diff(mapped_s) > 0).all()
+    error = mapped_s - (wall0 + t + 0.003) - np.where(t >= step_at_s, step_s, 0.0)
+    assert np.abs(error[(t > 2.0) & (t < step_at_s - 0.5)]).max() < 0.003
+    if step_s >= 1.0:
+        assert np.abs(error[t > step_at_s + 0.5]).max() < 0.003
+    else:  # slewed: every step between samples within 5 % of a period, and on the new clock once slewed
+        assert np.abs(np.diff(mapped_s) * RATE_HZ - 1.0).max() < 0.06
+        assert np.abs(error[t > step_at_s + abs(step_s) / 0.05 + 1.0]).max() < 0.003
