@@ -57,14 +57,15 @@ class StreamDecoder:
         self.profile = profile
         self.rate_hz = rate_hz
         self.stats = StreamStats()
-        self._epoch_s: float | None = None  # host − steady clock when the first notification came
+        self._steady: bool | None = None  # whether feed() is given the steady clock (on every call, or never)
+        self._epoch_s = 0.0  # host − steady clock when the first notification came
+        self._clock = ClockMap()  # one for all connections: reset() at each, host times go on from the last
         self._start()
 
     def _start(self) -> None:
         self._counted = CountedTimeline()
         self._arrivals = ArrivalTimeline(self.rate_hz)
         self._waiting: deque[tuple[DecodedPacket, float]] = deque()  # decoded, not yet placed (arrival-timed)
-        self._clock = ClockMap()
         # Placed but not yet mapped to host time: with a sensor clock, a connection's first second, until the clock
         # map has seen a whole window (the first packets of a link often come late, and would set the map late).
         # Not for a synthesised clock: a loss taken back in that second would move the map under packets placed
@@ -78,6 +79,7 @@ class StreamDecoder:
         sensor clock a connection's first second waits for the clock map)."""
         held = self.flush()
         self._start()
+        self._clock.reset()
         return held
 
     def flush(self) -> list[ImuBatch]:
@@ -86,13 +88,17 @@ class StreamDecoder:
 
     def feed(self, data: bytes | bytearray, host_s: float, steady_s: float | None = None) -> ImuBatch | None:
         """host_s: when the notification arrived, on the host clock (Unix seconds); steady_s: the same moment on a
-        clock that is never set (time.monotonic()). With it, arrival times are reckoned on the steady clock, so a
-        host clock set by NTP is neither a loss nor a change of link latency, and host times follow it at once."""
+        clock that is never set (time.monotonic()), on every call or on none. With it, arrival times are reckoned on
+        the steady clock, so a host clock set by NTP is neither a loss nor a change of link latency, and host times
+        follow it (ClockMap: at once, or slewed)."""
         data = bytes(data)
+        if self._steady is None:
+            self._steady = steady_s is not None
+            self._epoch_s = 0.0 if steady_s is None else host_s - steady_s
+        if self._steady != (steady_s is not None):
+            raise ValueError("StreamDecoder.feed: give steady_s on every call or on none (one clock for arrivals)")
         if steady_s is not None:
-            if self._epoch_s is None:
-                self._epoch_s = host_s - steady_s
-            self._clock.host_offset_s = host_s - steady_s - self._epoch_s
+            self._note_clock_set(host_s - steady_s - self._epoch_s)
             host_s = steady_s + self._epoch_s
         if not self.profile.has_sensor_clock:
             # No counter on the wire to tell a repeat (the timeline would read it as a sample and run fast).
@@ -125,6 +131,16 @@ class StreamDecoder:
             self._waiting.append((packet, host_s))
             batches = self._settled(self._arrivals.place(host_s, packet.n))
         return _joined(batches) if batches else None
+
+    def _note_clock_set(self, offset_s: float) -> None:
+        """The host clock as set now, relative to the steady clock at the first notification."""
+        step_s = offset_s - self._clock.host_offset_s
+        if abs(step_s) >= 0.1:  # less is the two clocks read a moment apart
+            how = ("sample times follow it at once" if step_s >= ClockMap.JUMP_S else
+                   f"sample times slew to it at {ClockMap.SLEW:.0%} ({abs(step_s) / ClockMap.SLEW:.0f} s)")
+            log.warning("%s: host clock set %s by %.1f s: %s", self.device, "forward" if step_s > 0 else "back",
+                        abs(step_s), how)
+        self._clock.host_offset_s = offset_s
 
     def _settled(self, placements: list[Placement]) -> list[ImuBatch]:
         """The oldest waiting packets, one per placement (the timeline places them in arrival order)."""

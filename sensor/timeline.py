@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 SEQ_MODULO = 1 << 16
 CLOCK_MODULO_US = 1 << 32
 MAX_DRIFT = 500e-6  # sensor crystals drift tens of ppm (±100 ppm at worst over temperature)
+_Times = TypeVar("_Times", float, np.ndarray)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,9 @@ class ClockMap:
         self._window_min: tuple[float, float] | None = None
         self._fit = (0.0, 0.0, 0.0)  # slope, intercept, reference sensor time
         self._last: tuple[float, float] | None = None  # (sensor, host) time of the last sample mapped
+        # (steady, host) time of the last sample mapped before a reset(): a new connection's host times go on from
+        # there, with whatever correction was still being slewed in (else a clock set back would run them backwards).
+        self._carried: tuple[float, float] | None = None
 
     def update(self, sensor_s: float, host_s: float) -> None:
         """sensor_s: sensor time of the newest sample in a packet; host_s: when it arrived."""
@@ -198,27 +203,37 @@ class ClockMap:
         self._fit = (slope, intercept, float(ref))
 
     def reset(self) -> None:
+        """A new connection (or a sensor clock that restarted): the map starts afresh, host times go on."""
+        if self._last is not None:
+            self._carried = (float(self._steady(self._last[0])), self._last[1])
         self._minima = self._minima[:0]
         self._window_start_s = self._window_min = None
         self._last = None
 
-    def _fitted(self, sensor_s: np.ndarray) -> np.ndarray:
+    def _steady(self, sensor_s: _Times) -> _Times:
+        """The map on the arrivals' own clock (without host_offset_s)."""
         slope, intercept, ref = self._fit
-        return sensor_s + intercept + slope * (sensor_s - ref) + self.host_offset_s
+        return sensor_s + intercept + slope * (sensor_s - ref)
 
     def to_host(self, sensor_s: np.ndarray) -> np.ndarray:
-        """Host times of samples newer than any mapped before (a new connection starts with reset())."""
-        host_s = self._fitted(sensor_s)
-        if self._last is not None and len(sensor_s):
+        """Host times of samples newer than any mapped before."""
+        steady_s = self._steady(sensor_s)
+        host_s = steady_s + self.host_offset_s
+        if not len(sensor_s):
+            return host_s
+        # How far the map moved since the last sample, carried and slewed away (unless forward by JUMP_S).
+        ahead_s, elapsed_s = 0.0, sensor_s
+        if self._last is not None:
             last_sensor_s, last_host_s = self._last
-            # How far the map moved since the last sample, carried and slewed away (unless forward by JUMP_S).
-            slope, intercept, ref = self._fit
-            ahead_s = last_host_s - (last_sensor_s + intercept + slope * (last_sensor_s - ref) + self.host_offset_s)
-            slewed_s = self.SLEW * (sensor_s - last_sensor_s)
-            if ahead_s > 0:
-                host_s = host_s + np.maximum(0.0, ahead_s - slewed_s)
-            elif ahead_s > -self.JUMP_S:
-                host_s = host_s + np.minimum(0.0, ahead_s + slewed_s)
-        if len(sensor_s):
-            self._last = (float(sensor_s[-1]), float(host_s[-1]))
+            ahead_s = last_host_s - (self._steady(last_sensor_s) + self.host_offset_s)
+            elapsed_s = sensor_s - last_sensor_s
+        elif self._carried is not None:
+            then_s, last_host_s = self._carried
+            ahead_s = last_host_s - (then_s + self.host_offset_s)
+            elapsed_s = np.maximum(0.0, steady_s - then_s)
+        if ahead_s > 0:
+            host_s = host_s + np.maximum(0.0, ahead_s - self.SLEW * elapsed_s)
+        elif -self.JUMP_S < ahead_s < 0:
+            host_s = host_s + np.minimum(0.0, ahead_s + self.SLEW * elapsed_s)
+        self._last, self._carried = (float(sensor_s[-1]), float(host_s[-1])), None
         return host_s

@@ -233,12 +233,14 @@ def test_late_first_packets_do_not_set_the_host_times_of_a_connection():
 
 @pytest.mark.parametrize("profile", ["native", "witmotion"])
 @pytest.mark.parametrize("step_s", [40.0, 0.5, -2.0])
-def test_a_host_clock_set_while_streaming_is_followed_at_once(profile, step_s):
+@pytest.mark.parametrize("reconnect", [False, True])
+def test_a_host_clock_set_while_streaming_is_followed_at_once(profile, step_s, reconnect):
     # NTP sets the host clock two minutes into a link (a Raspberry Pi has no clock of its own and boots with
     # a stale one). Sample times follow the new clock at once, where the map once stayed on the old one for
     # minutes; a step is no loss (an arrival-timed profile counted a step forward as 40 s of lost samples);
-    # times never run backwards: a step back, or a small one forward (which downstream would fill with
-    # invented samples as a short gap), is slewed in at 5 %; a step forward of a second or more is taken at once.
+    # times never run backwards, across a reconnect too: a step back, or a small one forward (which downstream
+    # would fill with invented samples as a short gap), is slewed in at 5 %; a step forward of a second or more
+    # is taken at once.
     from firmware_sim.profiles import StreamSettings, get_profile
     from sensor.profiles import PROFILES
     from sensor.stream import StreamDecoder
@@ -247,10 +249,15 @@ def test_a_host_clock_set_while_streaming_is_followed_at_once(profile, step_s):
     wire, settings = get_profile(profile), StreamSettings(rate_hz=RATE_HZ)
     n = wire.samples_per_packet(settings)
     decoder = StreamDecoder("dev", PROFILES[profile], RATE_HZ)
-    step_at_s, mapped, truth = 120.0, [], []
+    step_at_s, mapped, truth, reconnected = 120.0, [], [], False
     steady0, wall0 = 5_000.0, 1_700_000_000.0
     for k in range(int(300 * RATE_HZ / n)):
         t = (k * n + np.arange(n)) / RATE_HZ
+        if reconnect and 121.0 <= t[-1] < 121.5:
+            continue  # out of range
+        if reconnect and t[-1] >= 121.5 and not reconnected:  # back: a new connection
+            reconnected = True
+            mapped += [b.t_s for b in decoder.restart()]
         packet = wire.encode(k, (7_000_000 + t * 1e6).astype(np.int64), rng.normal(0, 0.01, (n, 3)),
                              rng.normal(0, 1, (n, 3)), np.zeros((n, 3)), settings)
         steady_s = steady0 + t[-1] + 0.003 + rng.exponential(0.001)
@@ -266,5 +273,6 @@ def test_a_host_clock_set_while_streaming_is_followed_at_once(profile, step_s):
     if step_s >= 1.0:
         assert np.abs(error[t > step_at_s + 0.5]).max() < 0.003
     else:  # slewed: every step between samples within 5 % of a period, and on the new clock once slewed
-        assert np.abs(np.diff(mapped_s) * RATE_HZ - 1.0).max() < 0.06
+        consecutive = np.isclose(np.diff(t), 1.0 / RATE_HZ)
+        assert np.abs(np.diff(mapped_s)[consecutive] * RATE_HZ - 1.0).max() < 0.06
         assert np.abs(error[t > step_at_s + abs(step_s) / 0.05 + 1.0]).max() < 0.003
