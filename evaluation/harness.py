@@ -38,6 +38,8 @@ CALIBRATIONS: dict[str, list[dict[str, Any]]] = {
                {"activity": "fidget", "duration_s": 6.0, "amplitude_deg": 4.0, "moves_per_min": 40.0},
                _HOLD, _BEND, {"activity": "sit_upright", "duration_s": 6.0}],
     "sideways": [_HOLD, {**_BEND, "lean_deg": 12.0}, {"activity": "sit_upright", "duration_s": 6.0}],
+    # Under the 8° a bend must reach: no calibration yet, and the hold after it is the next one's.
+    "too-shallow": [_HOLD, {**_BEND, "flexion_deg": 6.0}, {"activity": "sit_upright", "duration_s": 6.0}],
 }
 CALIBRATION_MOVES = CALIBRATIONS["good"]
 

@@ -8,6 +8,7 @@ dwell) is "don't care": an event matching it counts neither for nor against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,10 +128,13 @@ def sit_stand_transitions(t_s: np.ndarray, labels: np.ndarray, min_hold_s: float
     return out
 
 
-def match_transitions(truth: list[tuple[float, str]], found: list[tuple[float, str]], tol_s: float) -> Matched:
+def match_transitions(truth: list[tuple[float, str]], found: list[tuple[float, str]], tol_s: float,
+                      also: Sequence[tuple[float, str]] = ()) -> Matched:
+    """Found changes matched one to one with the truth's within tol_s (the nearest first). `also`: the truth's
+    changes before measuring began, which a found one may match (a hit) but a miss of which is not counted."""
     used: set[int] = set()
-    tp = 0
-    for t, kind in truth:
+
+    def matched(t: float, kind: str) -> bool:
         best = None
         for j, (u, k) in enumerate(found):
             if (j not in used and k == kind and abs(u - t) <= tol_s
@@ -138,8 +142,11 @@ def match_transitions(truth: list[tuple[float, str]], found: list[tuple[float, s
                 best = j
         if best is not None:
             used.add(best)
-            tp += 1
-    return Matched(tp, len(found) - tp, len(truth) - tp)
+        return best is not None
+
+    tp = sum(matched(t, kind) for t, kind in truth)
+    early = sum(matched(t, kind) for t, kind in also)
+    return Matched(tp + early, len(found) - tp - early, len(truth) - tp)
 
 
 def rotation_angle_deg(r_a: np.ndarray, r_b: np.ndarray) -> float:

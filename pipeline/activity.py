@@ -35,8 +35,8 @@ OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 %
 # settled: breathing sways it by at most 0.4° in that time, and a posture change still going on moves it more.
 SETTLED_UP = np.sin(np.radians(1.5))
 REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
-# The first resting value is the median over this much (not walking or lying): the classifier starts
-# where a calibration was adopted, often while the wearer is still sitting up from its bend.
+# The first resting value is the median over this much (not walking or lying): the first samples of a stream may
+# be the sensor being put on, or the wearer still sitting up from a calibration bend.
 REST_FIRST_S = 2.0
 QUIET_MARGIN = 0.999  # step-band samples all below this × walk_rms_g: no window's RMS can reach walk_rms_g
 ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
@@ -126,6 +126,12 @@ class ActivityClassifier:
         self._move_start = self._move_from = None
         self._walked_to_end, self._last_step = False, -1
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
+
+    def seated(self) -> None:
+        """The wearer sits (a calibration hold is done sitting): sitting from here on, whatever came before (with no
+        calibration, or one not yet checked, lying is not known, and getting up from bed reads as a rise); a
+        movement under way is still judged when it ends."""
+        self._upright = SITTING_CODE
 
     @property
     def samples_walked(self) -> int:

@@ -37,6 +37,11 @@ class CalibrationSettings:
     bend_max_s: float = 10.0  # out and back within this
     bend_straight_deg: float = 25.0  # direction half-way down vs at the deepest point
     bend_timeout_s: float = 12.0  # no bend by then → a provisional calibration from the hold alone
+    # … if the hold can be upright: the sensor lies on the back, its z (out of the skin) near level. Upright, the
+    # mounting tilt (≤ 30°), the upper back's slope and a hunch all tip z up (toward 40° and more); z pointing
+    # down by this much is a wearer lying on the back (or reclined), up by this much one lying face down.
+    hold_only_z_down_deg: float = 45.0
+    hold_only_z_up_deg: float = 60.0
     refusal_every_s: float = 60.0  # say a refusal at most this often
     # Forward from a bend must be within this of where forward can be: the sensor lies on the back, so
     # its −z is forward give or take the mounting tilt (≤ 30°); when recalibrating, the old forward.
@@ -190,6 +195,7 @@ class Calibrator:
         self._run_t = np.zeros(0)
         self._run_n = 0
         self._run_held = False  # this still stretch has already made a hold
+        self._hold_only_refused = False  # this still stretch's hold was refused as a hold only: not again till it ends
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
 
@@ -212,14 +218,20 @@ class Calibrator:
             cal, end = self._follow_bend(t_s, up_sensor, a, b, messages)
             if cal is not None:
                 return cal, end, messages
-        if (self.hold_only and self._hold is not None and not self._bend
+        if (self.hold_only and self._hold is not None and not self._bend and not self._hold_only_refused
                 and t_s[-1] - self._hold.since_t_s > self.s.bend_timeout_s):
             try:
+                up_z = self._hold.up[2]
+                if not -np.sin(np.radians(self.s.hold_only_z_down_deg)) <= up_z <= np.sin(
+                        np.radians(self.s.hold_only_z_up_deg)):
+                    raise CalibrationError("the sensor faces up or down, as lying does")
                 cal = Calibration.from_vectors(self._hold.up).with_bias(self._hold.bias_dps)
             except CalibrationError as exc:
                 self._refuse(float(t_s[-1]), f"{exc}: sit upright and still for {self.s.hold_s:g} s, "
                                              "then bend forward once and sit up", messages)
                 self.restart()
+                # Said once for a still stretch (a night in bed is one); a bend may still follow this hold.
+                self._hold_only_refused = True
                 return None, len(t_s), messages
             self.restart()
             return cal, len(t_s), messages
@@ -246,6 +258,7 @@ class Calibrator:
                 self._hold = _Hold(_unit(acc.mean(axis=0)), hold_gyro_bias_dps(acc, gyro, self.rate_hz), end_t, since)
 
     def _break_hold(self, t_s: float, messages: list[str]) -> None:
+        self._hold_only_refused = False
         if self._hold is None and not self._bend and self._run_n >= self.rate_hz:
             self._refuse(t_s, f"moved during the upright hold after {self._run_n / self.rate_hz:.1f} s: "
                               f"sit upright and keep still for {self.s.hold_s:g} s", messages)

@@ -212,6 +212,12 @@ class PosturePipeline:
         if self.calibration is not None:  # the current calibration measures up to where a new one applies
             parts.append(self._measure(slice(0, start), t_s, acc_g, walking, att, acc_vertical, real, lost_samples,
                                        out))
+        elif start:
+            # No angles before the first calibration, but sitting and standing need none (lying does): followed from
+            # the first sample, a wearer who stands up as a calibration is adopted (a sit-to-stand's trunk bend
+            # can be the bend that completes it) is seen standing up, where the classifier once began mid-movement.
+            self.activity.codes(walking[:start], acc_vertical[:start], np.zeros(start, bool), self._walk_index0,
+                                att.row2[:start])
         if cal is not None:
             self._adopt(cal, float(t_s[start - 1] if start else t_s[0]), out)
             if before is not None and start < len(t_s):
@@ -276,6 +282,9 @@ class PosturePipeline:
 
     def _adopt(self, cal: Calibration, t_s: float, out: PipelineOutput, how: str | None = None) -> None:
         again = self.calibration is not None
+        if how is None and (self.calibration is None or not self.calibration.with_bend):
+            # A hold, done sitting, after none or an unchecked (provisional) one, whose lying may be wrong.
+            self.activity.seated()
         if again:  # what was open was measured in the old frame: end it there
             self._close_episodes(out)
             self.baseline.reset()
