@@ -125,6 +125,7 @@ CASES = [
          "sit-to-stand's own trunk bend completes the calibration", calibration="too-shallow"),
     Case("cal-after-bed", "wake-up", 35, "lying in bed with the sensor on, sitting up and calibrating on the bed's "
          "edge", calibration=None),
+    Case("walk-to-chair", "walk-to-chair", 36, "walking up to a chair and sitting straight down in 1.2–2.5 s"),
 ]
 
 RANDOM_DAY_SEEDS = tuple(range(1001, 1031))  # fixed before any result was seen

@@ -38,6 +38,13 @@ REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 # The first resting value is the median over this much (not walking or lying): the first samples of a stream may
 # be the sensor being put on, or the wearer still sitting up from a calibration bend.
 REST_FIRST_S = 2.0
+# Sitting straight down after walking is integrated from a step at least this long before the walking verdict
+# ended (it lags the last step by up to walk_window_s), in rhythm with the two before it (within STEP_RHYTHM).
+ANCHOR_BACK_S = 2.5
+STEP_RHYTHM = 0.25
+# Step peaks kept from before a batch: an anchor and the two steps before it lie within walk_window_s + ANCHOR_BACK_S
+# + two steps (6.6 s) of the walk's end.
+PEAKS_KEPT_S = 8.0
 QUIET_MARGIN = 0.999  # step-band samples all below this × walk_rms_g: no window's RMS can reach walk_rms_g
 ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
 # Inside the pipeline an activity is its index in ACTIVITIES (int8): comparing and counting small integers
@@ -95,7 +102,8 @@ class ActivityClassifier:
         self._window_index = np.arange(self._walk_n)  # a window's samples from its start
         self._n_walk = 0
         self._walking_now = False
-        self._last_step = -1  # walking()'s index of the last step peak
+        self._peaks: list[int] = []  # walking()'s indices of the recent step-band peaks (steps, or jolts)
+        self._step_n = 0  # samples from the step before the anchor of an after-walk movement to the anchor
         self._walked_to_end = False  # the last batch ended walking
         self._upright = STANDING_CODE if start == STANDING else SITTING_CODE
         self._was_lying = False
@@ -124,7 +132,7 @@ class ActivityClassifier:
         seen, and samples either side of the gap are not one movement). The resting value is kept:
         it is the accelerometer's, and the first samples after a gap may be walking."""
         self._move_start = self._move_from = None
-        self._walked_to_end, self._last_step = False, -1
+        self._walked_to_end, self._peaks = False, []
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
 
     def seated(self) -> None:
@@ -148,14 +156,16 @@ class ActivityClassifier:
         however the stream is batched).
         """
         y = self._step_band.update(acc_norm_g - 1.0)
-        # Each step's peak of |acc| is the bottom of the body's bounce, where vertical velocity is zero.
-        if len(y) and y.max() > self.s.walk_rms_g:  # a peak must pass walk_rms_g: none in a quiet batch
-            head = self._hist[-1:] if len(self._hist) else [np.inf]
-            both = np.concatenate([head, y, [np.inf]])
-            peaks = np.flatnonzero((both[1:-1] > both[:-2]) & (both[1:-1] >= both[2:])
-                                   & (both[1:-1] > self.s.walk_rms_g))
-            if len(peaks) and peaks[-1] < len(y) - 1:
-                self._last_step = self._n_walk + int(peaks[-1])
+        # Each step's peak of |acc| lies near the bottom of the body's bounce (_after_walk integrates from one). A
+        # sample is judged once both its neighbours are in: the last batch's last one now (batching must not matter).
+        head = self._hist[-2:]
+        z = np.concatenate([head, y])
+        if len(z) > 2 and z[1:].max() > self.s.walk_rms_g:  # a peak must pass walk_rms_g: none in a quiet batch
+            mid = z[1:-1]
+            peaks = np.flatnonzero((mid > z[:-2]) & (mid >= z[2:]) & (mid > self.s.walk_rms_g)) + 1
+            if len(peaks):
+                oldest = self._n_walk - round(PEAKS_KEPT_S * self.s.rate_hz)
+                self._peaks = [p for p in self._peaks if p >= oldest] + (self._n_walk - len(head) + peaks).tolist()
         hist = np.concatenate([self._hist, y])
         first, n, b, w = self._n_walk, len(y), self._block, self._walk_n
         # The verdicts of the blocks ending in this batch, all at once; verdicts[0] is the one before them.
@@ -321,12 +331,40 @@ class ActivityClassifier:
         return flips
 
     def _after_walk(self, end: int, base: int) -> None:
-        """Walking just ended: sitting straight down after the last step is common, and the walking
-        verdict lags the steps. Integrate from the last step on."""
-        step = self._last_step - self._walk_offset
-        if end - step <= round(self.s.walk_window_s * self.s.rate_hz) + 1:
-            self._move_start = self._move_from = step
-            self._move_last = end
+        """Walking just ended: sitting straight down after the last steps is common, and the walking verdict lags
+        the steps. Integrate from a step of steady walking before it (`_anchor_step`)."""
+        anchor = self._anchor_step(end)
+        if anchor is not None:
+            # The movement itself (its core, at most move_core_max_s) starts where the walking did end.
+            self._move_from, self._step_n = anchor
+            self._move_start = self._move_last = end
+
+    def _anchor_step(self, end: int) -> tuple[int, int] | None:
+        """(absolute sample, samples since the step before) of the last step peak at least ANCHOR_BACK_S before
+        walking ended that closes two steps of one rhythm, or None. The last peaks before the verdict ends may be
+        the sit-down itself (lowering into a chair shakes the trunk at step frequency too)."""
+        s = self.s
+        shortest, longest = round(s.step_s[0] * s.rate_hz), round(s.step_s[1] * s.rate_hz)
+        peaks = [p - self._walk_offset for p in self._peaks]
+        latest = end - round(ANCHOR_BACK_S * s.rate_hz)
+        for k in range(len(peaks) - 1, 1, -1):
+            p, gap, before = peaks[k], peaks[k] - peaks[k - 1], peaks[k - 1] - peaks[k - 2]
+            if (p <= latest and shortest <= gap <= longest and shortest <= before <= longest
+                    and abs(gap - before) <= STEP_RHYTHM * before):
+                return (p, gap) if end - p <= round((s.walk_window_s + ANCHOR_BACK_S) * s.rate_hz) else None
+        return None
+
+    def _step_velocity(self, a: int, rest_g: float) -> float:
+        """Vertical velocity (m/s) at absolute sample a, a step's peak, from the step before it: over a whole step
+        the trunk neither rises nor falls, so its mean velocity is zero. (The step-band peak is not exactly the
+        bottom of the bounce: the band-pass moves it by up to 26° of a step at 1.8 steps/s, and there the trunk
+        still moved at 0.15 m/s; taken as zero, a 0.45 m fall into a chair integrated to 0.04 m.)"""
+        lo = a - self._step_n - self._buf_start
+        if self._step_n <= 0 or lo < 0:
+            return 0.0
+        x = (self._buf[lo:a - self._buf_start] - rest_g) * G_M_S2
+        # v(t) = v(a) − ∫ₜᵃ x: a zero mean over the step makes v(a) the mean of ∫ₜᵃ x.
+        return float(np.mean(np.cumsum(x[::-1])) * self.dt_s)
 
     def _close_if_quiet(self, now: int, flips: list[tuple[int, int]], base: int, quiet_n: int, margin: int) -> None:
         """Judge the open movement if it has been followed by quiet_n samples of rest before `now`."""
@@ -364,13 +402,14 @@ class ActivityClassifier:
             self._rest_g = exp_mean(self._rest_g, self._rest_alpha, quiet)
 
     def _judge(self, a: int, b: int, core: tuple[int, int], rest_before: bool = True) -> int | None:
-        """Net rise of the upper back over absolute samples a..b, zero vertical velocity at both ends.
+        """Net rise of the upper back over absolute samples a..b, zero vertical velocity at the end (and at the start,
+        or after a walk the velocity of its steady steps).
 
         The accelerometer's offset along vertical is not constant: its bias and gain errors project
         differently once the trunk has tilted (0.03 g of bias, 20° of tilt: 0.01 g, which a 4 s double
         integral turns into 0.2 m). So the resting value is measured before and after the movement and
         blended as the sensor's orientation moved between them (`_blend`). After a walk there is no rest before (the
-        integration starts at the last step, where only the velocity is known): the rest after stands
+        integration starts at a step, where only the velocity is known, `_step_velocity`): the rest after stands
         for both, as walking and sitting tilt the trunk alike.
         """
         s = self.s
@@ -389,7 +428,7 @@ class ActivityClassifier:
         if self._still_tilting(lo + len(x) - edge, edge):
             return None  # the "rest" after is a slow posture change going on: its offset is not the one after
         rise_m = _zupt_rise_m((x - before - (after - before) * self._blend(lo, len(x), edge, core)) * G_M_S2,
-                              self.dt_s)
+                              self.dt_s, 0.0 if rest_before else self._step_velocity(a, after))
         if rise_m >= s.stand_rise_m:
             return STANDING_CODE
         if rise_m <= -s.stand_rise_m:
@@ -448,9 +487,10 @@ class ActivityClassifier:
 _MOVING, _BLOCKED, _TILTING = range(3)  # kinds of run in _sit_stand_flips
 
 
-def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float) -> float:
-    """Displacement over the span, with the velocity's drift removed so it is zero at both ends."""
-    v = np.cumsum(acc_m_s2) * dt_s
+def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float, v0_m_s: float = 0.0) -> float:
+    """Displacement over the span from velocity v0 at its start, with the velocity's drift removed so it is zero
+    at its end."""
+    v = v0_m_s + np.cumsum(acc_m_s2) * dt_s
     v -= v[-1] * np.linspace(0.0, 1.0, len(v))
     return float(v.sum() * dt_s)
 
