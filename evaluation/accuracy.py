@@ -269,7 +269,7 @@ def score(run: Run) -> CaseResult:
         sitting_truth_s=float(np.count_nonzero(ctx_out == SITTING) * dt),
         sitting_measured_s=float(sum(m.sitting_s for m in run.metrics)),
         # A change found where the truth changed just before measuring began (a stand-up that completed the
-        # calibration) is borderline truth: neither a hit nor a false one.
+        # calibration) matches that change (a hit); that change unmatched is not a miss (it was not measured).
         transitions=match_transitions(truth_tr, found_tr, TRANSITION_TOL_S, also=before_tr),
         minute_vs_events_s=abs(minutes_s - events_s),
         calibrations=_score_calibrations(run),

@@ -221,19 +221,23 @@ class ClockMap:
         host_s = steady_s + self.host_offset_s
         if not len(sensor_s):
             return host_s
-        # How far the map moved since the last sample, carried and slewed away (unless forward by JUMP_S).
-        ahead_s, elapsed_s = 0.0, sensor_s
+        # How far the map moved since the last sample (in this connection, or the one before), slewed away.
         if self._last is not None:
             last_sensor_s, last_host_s = self._last
-            ahead_s = last_host_s - (self._steady(last_sensor_s) + self.host_offset_s)
-            elapsed_s = sensor_s - last_sensor_s
+            host_s = host_s + self._owed(last_host_s - (self._steady(last_sensor_s) + self.host_offset_s),
+                                         sensor_s - last_sensor_s)
         elif self._carried is not None:
             then_s, last_host_s = self._carried
-            ahead_s = last_host_s - (then_s + self.host_offset_s)
-            elapsed_s = np.maximum(0.0, steady_s - then_s)
-        if ahead_s > 0:
-            host_s = host_s + np.maximum(0.0, ahead_s - self.SLEW * elapsed_s)
-        elif -self.JUMP_S < ahead_s < 0:
-            host_s = host_s + np.minimum(0.0, ahead_s + self.SLEW * elapsed_s)
+            host_s = host_s + self._owed(last_host_s - (then_s + self.host_offset_s),
+                                         np.maximum(0.0, steady_s - then_s))
         self._last, self._carried = (float(sensor_s[-1]), float(host_s[-1])), None
         return host_s
+
+    def _owed(self, ahead_s: float, elapsed_s: np.ndarray) -> np.ndarray | float:
+        """The correction still carried elapsed_s after host times were ahead_s ahead of the map (behind: < 0),
+        slewed away at SLEW; a map moved later by JUMP_S or more is taken at once."""
+        if ahead_s > 0:
+            return np.maximum(0.0, ahead_s - self.SLEW * elapsed_s)
+        if -self.JUMP_S < ahead_s < 0:
+            return np.minimum(0.0, ahead_s + self.SLEW * elapsed_s)
+        return 0.0
