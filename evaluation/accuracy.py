@@ -126,6 +126,9 @@ CASES = [
     Case("cal-after-bed", "wake-up", 35, "lying in bed with the sensor on, sitting up and calibrating on the bed's "
          "edge", calibration=None),
     Case("walk-to-chair", "walk-to-chair", 36, "walking up to a chair and sitting straight down in 1.2–2.5 s"),
+    Case("face-in", "office-short", 37, "the sensor taped face-in (its top against the back): the first bend is "
+         "asked about and the wearer bends again (the scenario's own calibration moves)",
+         {"mount_euler_deg": [183.0, 9.0, -50.0]}),
 ]
 
 RANDOM_DAY_SEEDS = tuple(range(1001, 1031))  # fixed before any result was seen

@@ -116,6 +116,8 @@ def sit_stand_transitions(t_s: np.ndarray, labels: np.ndarray, min_hold_s: float
     Lying in between breaks the chain (getting up from a bed is not a sit-to-stand). A state must
     last min_hold_s to count, so a flicker is one transition out and one back, not none.
     """
+    if not len(labels):  # nothing measured (never calibrated): no transition found
+        return []
     feet = np.where(labels == "sitting", 0, np.where(np.isin(labels, ("standing", "walking")), 1, -1))
     change = np.flatnonzero(np.diff(feet) != 0) + 1
     bounds = np.concatenate([[0], change, [len(feet)]])

@@ -4,7 +4,8 @@ The sensor sits on the upper back at any orientation. An upright hold gives the 
 in the sensor frame. A forward bend then tips that axis toward the trunk's back, which fixes the
 sagittal plane (trunk forward = the direction the up axis did *not* move). Without a bend the
 sensor's −z is taken as forward (a sensor lying flat on the back, z out of the skin), which is
-good to within the mounting error.
+good to within the mounting error. A sensor worn face-in (z into the body) bends "backwards" from
+that: the wearer is asked to bend again, and two bends that agree calibrate it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class CalibrationSettings:
     # its −z is forward give or take the mounting tilt (≤ 30°); when recalibrating, the old forward.
     bend_direction_deg: float = 60.0
     bend_again_deg: float = 15.0  # a recalibration asks for the full bend
+    # A bend straight backwards from where the mount puts forward is a lean back, or a forward bend with the sensor
+    # worn face-in (its top against the back, its z into the body): the wearer is asked, and the same bend again
+    # this soon (its forward within face_in_agree_deg of the first's) is taken as face-in.
+    face_in_confirm_s: float = 120.0
+    face_in_agree_deg: float = 30.0
     # Recalibration check (CalibrationMonitor): averages over walking or sitting time only.
     drift_walk_lateral_deg: float = 4.0  # walking: |mean lateral bend| beyond this (people walk within ±2°)
     drift_walk_extension_deg: float = 2.0  # walking: mean flexion below −this (people walk inclined 0–10° forward)
@@ -104,6 +110,11 @@ class Calibration:
         bias = d.get("gyro_bias_dps")
         return Calibration(r, bool(d["with_bend"]), float(d.get("bend_deg", 0.0)),
                            None if bias is None else np.asarray(bias, dtype=float))
+
+    @property
+    def face_in(self) -> bool:
+        """The sensor's top faces into the back: trunk forward has the sensor's +z in it (−z when worn face out)."""
+        return bool(self.r_sensor_trunk[2, 0] > 0.0)
 
     def with_bias(self, gyro_bias_dps: np.ndarray | None) -> Calibration:
         return Calibration(self.r_sensor_trunk, self.with_bend, self.bend_deg, gyro_bias_dps)
@@ -177,14 +188,22 @@ class Calibrator:
     the trunk by `bend_min_deg`–`bend_max_deg` along one direction and come back within
     `bend_return_deg` of the hold within `bend_max_s`. Anything else is refused with a one-line
     reason that says what to do. No bend within `bend_timeout_s` of a hold gives a provisional
-    calibration (forward assumed from how the sensor sits), said as such.
+    calibration (forward assumed from how the sensor sits), said as such; not while a bend that went
+    straight back is unexplained (_confirmed).
     """
 
     def __init__(self, settings: CalibrationSettings = CalibrationSettings(), rate_hz: float = 100.0):
         self.s = settings
         self.rate_hz = rate_hz
         self.forward_hint: np.ndarray | None = None  # the current calibration's forward, when recalibrating
+        # A bend straight back from forward may be a face-in sensor's forward bend (_confirmed): asked before any
+        # calibration, and after a face-in one is flagged; not against a provisional one, which slouch alerts may
+        # follow with an extension stretch (two leans back would turn a face-out wearer's right forward round).
+        self.ask_face_in = True
         self.hold_only = True  # a hold without a bend may calibrate (provisionally): not when recalibrating
+        # The last bend (when, and the calibration it makes) once one went straight back from the mount's forward: the
+        # next must agree (_confirmed), and until a bend calibrates no provisional one guesses forward from the mount.
+        self._doubt: tuple[float, Calibration] | None = None
         self._hold_n = round(settings.hold_s * rate_hz)
         self._still = Stillness(settings, rate_hz)
         self.refusals = 0
@@ -198,6 +217,12 @@ class Calibrator:
         self._hold_only_refused = False  # this still stretch's hold was refused as a hold only: not again till it ends
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
+
+    def expect(self, current: Calibration) -> None:
+        """Judge the moves against the calibration in use: only a bend (of the full depth) finishes or replaces it."""
+        self.forward_hint = current.r_sensor_trunk[:, 0].copy()
+        self.ask_face_in = False
+        self.hold_only = False
 
     def restart(self) -> None:
         """Look for a calibration from scratch (after a gap or a new request)."""
@@ -219,7 +244,7 @@ class Calibrator:
             if cal is not None:
                 return cal, end, messages
         if (self.hold_only and self._hold is not None and not self._bend and not self._hold_only_refused
-                and t_s[-1] - self._hold.since_t_s > self.s.bend_timeout_s):
+                and t_s[-1] - self._hold.since_t_s > self.s.bend_timeout_s and self._doubt is None):
             try:
                 up_z = self._hold.up[2]
                 if not -np.sin(np.radians(self.s.hold_only_z_down_deg)) <= up_z <= np.sin(
@@ -332,16 +357,46 @@ class Calibrator:
                               "tape it flat on the upper back and calibrate again", messages)
             return None
         off = np.degrees(np.arccos(np.clip(cal.r_sensor_trunk[:, 0] @ hint, -1.0, 1.0)))
-        if off > self.s.bend_direction_deg:
+        backwards = self.ask_face_in and off >= 180.0 - self.s.bend_direction_deg
+        if off > self.s.bend_direction_deg and not backwards:
+            turned = ("; if you did bend forward, the sensor is worn the other way round from how it was calibrated: "
+                      "turn it over and calibrate again" if off >= 180.0 - self.s.bend_direction_deg else "")
             self._refuse(t_s, f"that bend went {off:.0f}° away from forward (backwards or sideways): "
-                              "sit upright and still, bend straight forward once and sit up", messages)
+                              f"sit upright and still, bend straight forward once and sit up{turned}", messages)
             return None
+        if backwards or self._doubt is not None:
+            return self._confirmed(cal.with_bias(hold.bias_dps), backwards, t_s, messages)
         return cal.with_bias(hold.bias_dps)
 
-    def _refuse(self, t_s: float, message: str, messages: list[str]) -> None:
-        """Count a refusal; say it unless one was said within refusal_every_s (a fidgety hour is one line)."""
+    def _confirmed(self, cal: Calibration, backwards: bool, t_s: float, messages: list[str]) -> Calibration | None:
+        """One back sensor cannot tell a forward bend with the sensor worn face-in from a lean back with it worn face
+        out. Once a bend has gone straight back from where the mount puts forward, the wearer is asked, and a bend
+        calibrates only when the next one, soon after, goes the same way."""
+        forward = cal.r_sensor_trunk[:, 0]
+        last = self._doubt
+        agrees = last is not None and np.degrees(np.arccos(np.clip(
+            forward @ last[1].r_sensor_trunk[:, 0], -1.0, 1.0))) <= self.s.face_in_agree_deg
+        if last is not None and agrees and t_s - last[0] <= self.s.face_in_confirm_s:
+            self._doubt = None
+            return cal
+        self._doubt = (t_s, cal)
+        once_more = "sit upright and still and bend forward once more to confirm"
+        if backwards:
+            turn_over = " (or turn the sensor over and bend forward twice)" if cal.face_in else ""
+            why = ("that bend went straight backwards from the forward expected: if you bent forward, the sensor's "
+                   f"top faces {'into' if cal.face_in else 'out of'} your back; {once_more} it{turn_over}")
+        elif agrees:
+            why = f"that bend went the way the one before did, but minutes later: {once_more} it"
+        else:
+            why = f"that bend went the other way from the one before: {once_more} which way is forward"
+        self._refuse(t_s, why, messages, always=True)
+        return None
+
+    def _refuse(self, t_s: float, message: str, messages: list[str], always: bool = False) -> None:
+        """Count a refusal; say it unless one was said within refusal_every_s (a fidgety hour is one line), or
+        always (a question the wearer must answer)."""
         self.refusals += 1
-        if t_s - self._last_refusal_t_s >= self.s.refusal_every_s:
+        if always or t_s - self._last_refusal_t_s >= self.s.refusal_every_s:
             messages.append(message)
             self._last_refusal_t_s = t_s
 

@@ -139,8 +139,7 @@ class PosturePipeline:
         self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
         self._walk_index0 = 0
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
-            self.calibrator.forward_hint = calibration.r_sensor_trunk[:, 0].copy()
-            self.calibrator.hold_only = False
+            self.calibrator.expect(calibration)
         if calibration is not None and calibration.gyro_bias_dps is not None:
             self.orientation.set_horizontal_bias_dps(calibration.gyro_bias_dps, calibration.r_sensor_trunk[:, 2])
         self._last_t_s: float | None = None
@@ -268,17 +267,21 @@ class PosturePipeline:
                          lean_side=None if leaning is None else leaning.side,
                          sitting_since_s=self.minutes.sitting_since_s)
 
-    def request_calibration(self) -> None:
-        """The wearer is about to do the calibration moves (or was told to): watch for them.
+    def request_calibration(self, forward: Calibration | None = None) -> None:
+        """A check found the calibration off and told the wearer to redo it: watch for the moves.
 
-        Only the full moves count then (a hold and a forward bend of 15° or more, within 60° of the
-        current forward): everyday movement must not replace a calibration.
+        Only the full moves count then (a hold and a forward bend of 15° or more, within 60° of
+        forward as the current calibration has it, or `forward`'s, the walking that found it off):
+        everyday movement must not replace a calibration. A provisional calibration's sign is the
+        mount's guess (face out), and a face-in one's came from the wearer's answer (two bends that went
+        backwards from that guess), which two leans back also give: flagged, either sign is in doubt
+        again, and a bend straight back from it may be confirmed as forward, as at a first calibration.
         """
         self._recalibrate = True
         self.calibrator.restart()
         if self.calibration is not None:
-            self.calibrator.forward_hint = self.calibration.r_sensor_trunk[:, 0].copy()
-            self.calibrator.hold_only = False
+            self.calibrator.expect(forward or self.calibration)
+            self.calibrator.ask_face_in = self.calibration.face_in or self.calibration.bend_deg == 0.0
 
     def _adopt(self, cal: Calibration, t_s: float, out: PipelineOutput, how: str | None = None) -> None:
         again = self.calibration is not None
@@ -291,14 +294,14 @@ class PosturePipeline:
             self._last_yaw = None
         self.calibration = cal
         self._recalibrate = False
-        self.calibrator.forward_hint = cal.r_sensor_trunk[:, 0].copy() if not cal.with_bend else None
-        self.calibrator.hold_only = False
+        self.calibrator.expect(cal)
         self.monitor = CalibrationMonitor(self.s.calibration, self.s.rate_hz)
         self.walking_axis.reset()
         if how is None:  # a new hold: its gyro bias about horizontal axes is fresh (a refinement keeps VQF's)
             if cal.gyro_bias_dps is not None:
                 self.orientation.set_horizontal_bias_dps(cal.gyro_bias_dps, cal.r_sensor_trunk[:, 2])
-            how = (f"with a {cal.bend_deg:.0f}° forward bend" if cal.with_bend else
+            how = (f"with a {cal.bend_deg:.0f}° forward bend{' (the sensor is worn face-in)' if cal.face_in else ''}"
+                   if cal.with_bend else
                    "from the upright hold only, so forward is assumed from how the sensor sits: bend forward once "
                    "(15° or more) and sit up to finish")
         out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}",
@@ -366,7 +369,7 @@ class PosturePipeline:
             out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate",
                                                f"recalibrate: walking goes {azimuth:+.0f}° off the calibrated forward; "
                                                f"{self.s.calibration.instructions}"))
-            self.request_calibration()
+            self.request_calibration(self.calibration.turned(azimuth))
             self.walking_axis.reset()
             return
         refined = self.calibration.turned(azimuth)

@@ -98,3 +98,105 @@ def test_a_bend_held_still_at_the_bottom_is_no_calibration_bend():
     events = run(sim)
     assert not [e for e in events if e.status == "calibrated" and e.with_bend]
     assert any("did not come back" in e.message and "sit upright and still" in e.message for e in events)
+
+
+HOLD = {"activity": "sit_upright", "duration_s": 6.0}
+BEND = {"activity": "slouch", "duration_s": 2.5, "flexion_deg": 30.0, "ramp_s": 0.8}
+LEAN_BACK = {**BEND, "flexion_deg": -20.0}
+FACE_IN = [183.0, 9.0, -50.0]  # roll 180°: the sensor's top against the back, its z into the body
+
+
+def run_measured(segments: list[dict], mount_euler_deg: list[float]) -> tuple[list, np.ndarray, np.ndarray]:
+    """Calibration events, and sample times and flexion measured, for segments then 15 s upright and a 25° slouch."""
+    rest = [{"activity": "sit_upright", "duration_s": 15}, {"activity": "slouch", "duration_s": 15}]
+    sim = SensorSimulation(parse_scenario({"name": "cal", "segment": segments + rest}), seed=3,
+                           mount_euler_deg=mount_euler_deg, mount_max_deg=0.0)
+    pipeline, events, t, flexion = PosturePipeline(), [], [], []
+    for ch in sim.chunks(max_samples=1000):
+        out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
+        events += [e for e in out.events if e.kind == "calibration"]
+        t.append(out.t_s)
+        flexion.append(out.flexion_deg)
+    return events, np.concatenate(t), np.concatenate(flexion)
+
+
+def test_a_sensor_worn_face_in_calibrates_when_the_wearer_bends_forward_again_as_asked():
+    # Worn face-in, a forward bend goes straight back from where a sensor lying on the back puts forward: the same
+    # as a lean back with it face out. Before, it was refused as "backwards or sideways" whatever the wearer did,
+    # and the hold alone then calibrated with forward backwards (every slouch read as leaning back).
+    events, t, flexion = run_measured([HOLD, BEND, HOLD, BEND, HOLD], FACE_IN)
+    assert events[0].status == "refused" and "top faces into your back" in events[0].message
+    done = [e for e in events if e.status == "calibrated"]
+    assert len(done) == 1 and done[0].with_bend and "face-in" in done[0].message
+    assert 12.0 < done[0].t_s < 20.0  # at the second bend
+    slouch_end = t[-1]
+    assert abs(np.mean(flexion[t > slouch_end - 8.0]) - 25.0) < 2.0  # the 25° slouch, not −25°
+
+
+def test_one_bend_of_a_face_in_sensor_leaves_it_uncalibrated_and_asked_never_guessed():
+    events, t, _ = run_measured([HOLD, BEND, HOLD], FACE_IN)
+    assert [e.status for e in events] == ["refused"] and "bend forward once more" in events[0].message
+    assert len(t) == 0  # no provisional calibration from the mount's forward against what the bend showed
+
+
+def test_a_lean_back_then_a_forward_bend_needs_the_forward_bend_confirmed():
+    # Face out: the lean back looks like a face-in wearer's forward bend, so the forward bend after it contradicts
+    # it and is asked again; the second one calibrates, the right way round.
+    events, t, flexion = run_measured([HOLD, LEAN_BACK, HOLD, BEND, HOLD, BEND, HOLD], [0.0, 12.0, 70.0])
+    assert [e.status for e in events] == ["refused", "refused", "calibrated"]
+    assert "the other way from the one before" in events[1].message
+    assert "face-in" not in events[2].message
+    assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
+
+
+def test_two_leans_back_taken_for_face_in_are_flagged_by_walking_and_put_right():
+    # Face out, two clean leans back in a row (an extension stretch) are the confirmed bend of a face-in sensor:
+    # calibrated backwards. Walking then reads leaning back, the flag puts forward's sign in doubt again, and the
+    # wearer's forward bend, asked about once, calibrates the right way round.
+    walk = [{"activity": "stand", "duration_s": 5}, {"activity": "walk", "duration_s": 60, "flexion_deg": 5.0},
+            {"activity": "stand", "duration_s": 5}, {"activity": "sit_upright", "duration_s": 8}]
+    events, t, flexion = run_measured([HOLD, LEAN_BACK, HOLD, LEAN_BACK, HOLD, *walk, BEND, HOLD, BEND, HOLD],
+                                      [0.0, 12.0, 70.0])
+    assert [e.status for e in events] == ["refused", "calibrated", "recalibrate", "refused", "calibrated"]
+    assert "face-in" in events[1].message and "leaning back" in events[2].message
+    assert "top faces out of your back" in events[3].message and "face-in" not in events[4].message
+    assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
+
+
+def test_a_flagged_face_out_calibration_is_not_turned_round_by_leans_back():
+    # A hunched hold, flagged by walking: the wearer's forward bend is still the face-out one, so two extension
+    # stretches while the flag is pending are refused (only a face-in calibration's sign is put in doubt by a flag).
+    hunched = {**HOLD, "flexion_deg": 8.0}
+    walk = [{"activity": "stand", "duration_s": 5}, {"activity": "walk", "duration_s": 60, "flexion_deg": 5.0},
+            {"activity": "sit_upright", "duration_s": 8, "transition_s": 2.0}]
+    events, t, flexion = run_measured([hunched, BEND, hunched, *walk, HOLD, LEAN_BACK, HOLD, LEAN_BACK, HOLD],
+                                      [0.0, 12.0, 70.0])
+    assert [e.status for e in events] == ["calibrated", "recalibrate", "refused"]
+    assert "away from forward (backwards or sideways)" in events[2].message
+    assert np.mean(flexion[t > t[-1] - 8.0]) > 10.0  # the slouch still reads forward (8° short: the hunched hold)
+
+
+def test_extension_stretches_do_not_turn_a_provisional_calibration_round():
+    # A provisional calibration measures slouches, a slouch alert may suggest the seated upper-back extension (lean
+    # back, hold 5 s, eight times): those leans back are refused, not taken for a face-in sensor's forward bend.
+    stretches = [LEAN_BACK, HOLD] * 3
+    events, t, flexion = run_measured([{**HOLD, "duration_s": 45.0}, *stretches], [0.0, 12.0, 70.0])
+    assert [e.status for e in events][:2] == ["calibrated", "refused"] and not events[0].with_bend
+    assert "the other way round from how it was calibrated" in events[1].message
+    assert not any("face-in" in e.message for e in events)
+    assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
+
+
+def test_a_face_in_provisional_calibration_flagged_by_walking_is_put_right_by_the_bends_asked_for():
+    # Sitting still before the first bend gives the hold-only calibration, forward backwards for a face-in sensor;
+    # its bends are refused (with the turn-over hint) until walking reads leaning back and flags it. Then the
+    # question is asked as at a first calibration, and two bends put it right.
+    walk = [{"activity": "stand", "duration_s": 5}, {"activity": "walk", "duration_s": 60, "flexion_deg": 5.0},
+            {"activity": "sit_upright", "duration_s": 8, "transition_s": 2.0}]
+    events, t, flexion = run_measured([{**HOLD, "duration_s": 45.0}, BEND, HOLD, *walk, HOLD, BEND, HOLD, BEND, HOLD],
+                                      FACE_IN)
+    statuses = [e.status for e in events]
+    assert statuses[0] == "calibrated" and not events[0].with_bend
+    assert "turn it over" in events[1].message
+    assert "recalibrate" in statuses and statuses[-1] == "calibrated" and "face-in" in events[-1].message
+    assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
