@@ -84,7 +84,7 @@ class Calibration:
                 raise CalibrationError("the forward bend was too small to find the sagittal plane")
             # Bending forward moves the up axis toward the back: forward is the opposite way.
             x = -_unit(tipped)
-            bend_deg = float(np.degrees(np.arccos(np.clip(np.dot(_unit(bend_up_sensor), z), -1, 1))))
+            bend_deg = float(_between_deg(_unit(bend_up_sensor), z))
         else:
             x, bend_deg = _sensor_forward(z), 0.0
             if x is None:
@@ -128,6 +128,11 @@ class Calibration:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return cast(np.ndarray, v / np.linalg.norm(v))
+
+
+def _between_deg(u: np.ndarray, v: np.ndarray) -> Any:
+    """Angle (°) between unit vectors u and v (either may be a stack of them)."""
+    return np.degrees(np.arccos(np.clip(u @ v, -1.0, 1.0)))
 
 
 def hold_gyro_bias_dps(acc_g: np.ndarray, gyro_dps: np.ndarray, rate_hz: float) -> np.ndarray:
@@ -218,10 +223,11 @@ class Calibrator:
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
 
-    def expect(self, current: Calibration) -> None:
-        """Judge the moves against the calibration in use: only a bend (of the full depth) finishes or replaces it."""
+    def expect(self, current: Calibration, sign_in_doubt: bool = False) -> None:
+        """Judge the moves against the calibration in use: only a bend (of the full depth) finishes or replaces it.
+        sign_in_doubt: a bend straight back from its forward may be confirmed as forward (_confirmed)."""
         self.forward_hint = current.r_sensor_trunk[:, 0].copy()
-        self.ask_face_in = False
+        self.ask_face_in = sign_in_doubt
         self.hold_only = False
 
     def restart(self) -> None:
@@ -274,8 +280,7 @@ class Calibrator:
         if self._run_n >= keep:
             # The last moments before a movement already move a little (the bend starts gently): leave them out.
             acc, gyro = self._run_acc[:self._hold_n], self._run_gyro[:self._hold_n]
-            wander = np.degrees(np.arccos(np.clip(_unit(acc[:20].mean(axis=0)) @ _unit(acc[-20:].mean(axis=0)),
-                                                  -1, 1)))
+            wander = _between_deg(_unit(acc[:20].mean(axis=0)), _unit(acc[-20:].mean(axis=0)))
             if wander <= self.s.still_tilt_deg:
                 end_t = float(self._run_t[self._hold_n - 1])
                 since = self._hold.since_t_s if self._hold is not None and self._run_held else end_t
@@ -296,7 +301,7 @@ class Calibrator:
         hold = self._hold
         if hold is None:
             return None, 0
-        dev = np.degrees(np.arccos(np.clip(up_sensor[a:b] @ hold.up, -1.0, 1.0)))
+        dev = _between_deg(up_sensor[a:b], hold.up)
         if not self._bend:
             over = np.flatnonzero(dev >= self.s.bend_min_deg)
             if len(over) == 0:
@@ -329,7 +334,7 @@ class Calibrator:
         if t_s - self._bend[0][0] > self.s.bend_max_s:
             return None  # out and back took too long: a posture, not the calibration bend
         ups = np.array([u for _, u in self._bend])
-        dev = np.degrees(np.arccos(np.clip(ups @ hold.up, -1.0, 1.0)))
+        dev = _between_deg(ups, hold.up)
         k = int(np.argmax(dev))
         if dev[k] > self.s.bend_max_deg:
             self._refuse(t_s, f"the bend went to {dev[k]:.0f}°: for calibration bend forward "
@@ -340,7 +345,7 @@ class Calibrator:
         d_half, d_max = ups[half] - hold.up, ups[k] - hold.up
         d_half -= (d_half @ hold.up) * hold.up
         d_max -= (d_max @ hold.up) * hold.up
-        if np.degrees(np.arccos(np.clip(_unit(d_half) @ _unit(d_max), -1, 1))) > self.s.bend_straight_deg:
+        if _between_deg(_unit(d_half), _unit(d_max)) > self.s.bend_straight_deg:
             self._refuse(t_s, "the bend was not one straight movement: bend straight forward once and sit up",
                          messages)
             return None
@@ -356,11 +361,12 @@ class Calibrator:
             self._refuse(t_s, "sensor z is near vertical while sitting upright: it does not lie on the back; "
                               "tape it flat on the upper back and calibrate again", messages)
             return None
-        off = np.degrees(np.arccos(np.clip(cal.r_sensor_trunk[:, 0] @ hint, -1.0, 1.0)))
-        backwards = self.ask_face_in and off >= 180.0 - self.s.bend_direction_deg
+        off = _between_deg(cal.r_sensor_trunk[:, 0], hint)
+        straight_back = off >= 180.0 - self.s.bend_direction_deg
+        backwards = self.ask_face_in and straight_back
         if off > self.s.bend_direction_deg and not backwards:
             turned = ("; if you did bend forward, the sensor is worn the other way round from how it was calibrated: "
-                      "turn it over and calibrate again" if off >= 180.0 - self.s.bend_direction_deg else "")
+                      "turn it over and calibrate again" if straight_back else "")
             self._refuse(t_s, f"that bend went {off:.0f}° away from forward (backwards or sideways): "
                               f"sit upright and still, bend straight forward once and sit up{turned}", messages)
             return None
@@ -374,8 +380,7 @@ class Calibrator:
         calibrates only when the next one, soon after, goes the same way."""
         forward = cal.r_sensor_trunk[:, 0]
         last = self._doubt
-        agrees = last is not None and np.degrees(np.arccos(np.clip(
-            forward @ last[1].r_sensor_trunk[:, 0], -1.0, 1.0))) <= self.s.face_in_agree_deg
+        agrees = last is not None and _between_deg(forward, last[1].r_sensor_trunk[:, 0]) <= self.s.face_in_agree_deg
         if last is not None and agrees and t_s - last[0] <= self.s.face_in_confirm_s:
             self._doubt = None
             return cal

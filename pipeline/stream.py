@@ -280,8 +280,8 @@ class PosturePipeline:
         self._recalibrate = True
         self.calibrator.restart()
         if self.calibration is not None:
-            self.calibrator.expect(forward or self.calibration)
-            self.calibrator.ask_face_in = self.calibration.face_in or self.calibration.bend_deg == 0.0
+            self.calibrator.expect(forward or self.calibration,
+                                   sign_in_doubt=self.calibration.face_in or self.calibration.bend_deg == 0.0)
 
     def _adopt(self, cal: Calibration, t_s: float, out: PipelineOutput, how: str | None = None) -> None:
         again = self.calibration is not None
