@@ -113,10 +113,11 @@ def test_a_host_clock_set_forward_mid_stream_is_followed_at_once_and_is_no_loss(
     offset_s = t_s - truth["t_s"][index]  # host time − sensor time: the clock offset plus link latency
     before = np.median(offset_s[:500])
     stepped = offset_s - before > 20.0
-    # Every sample on the old clock or the new, switching once, seconds of each: within BlueZoo's latency (30 ms),
-    # all but the odd sample a loaded machine's delivery stall moves (a WT901BLE's times come from arrivals).
+    # Every sample on the old clock or the new, switching once, seconds of each. Typically within BlueZoo's latency
+    # (30 ms); a loaded machine's delivery stalls move a WT901BLE's times (they come from arrivals) by more for a
+    # second or two, so each sample only has to be within 0.5 s: the bug this guards left samples 40 s off.
     off_s = np.where(stepped, offset_s - before - 40.0, offset_s - before)
-    assert np.mean(np.abs(off_s) < 0.03) > 0.99 and (np.abs(off_s) < 0.5).all()
+    assert np.median(np.abs(off_s)) < 0.03 and (np.abs(off_s) < 0.5).all()
     assert (np.diff(stepped.astype(int)) >= 0).all() and 1000 < stepped.sum() < len(t_s) - 1000
 
 
