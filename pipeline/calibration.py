@@ -16,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 
 from .running import MovingMean, exp_mean
+from .runs import RunFinder
 
 HOLD_TRIM_S = 0.3  # the end of a still run that is left out of the hold
 
@@ -223,10 +224,11 @@ class Calibrator:
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
 
-    def expect(self, current: Calibration, sign_in_doubt: bool = False) -> None:
-        """Judge the moves against the calibration in use: only a bend (of the full depth) finishes or replaces it.
+    def expect(self, current: Calibration | None, sign_in_doubt: bool = False) -> None:
+        """Judge the moves against the calibration in use (None: against the mount's forward, as at a first
+        calibration): only a bend (of the full depth) finishes or replaces it.
         sign_in_doubt: a bend straight back from its forward may be confirmed as forward (_confirmed)."""
-        self.forward_hint = current.r_sensor_trunk[:, 0].copy()
+        self.forward_hint = None if current is None else current.r_sensor_trunk[:, 0].copy()
         self.ask_face_in = sign_in_doubt
         self.hold_only = False
 
@@ -425,9 +427,14 @@ class CalibrationMonitor:
     Walking, the trunk is upright sideways (± a couple of degrees) and inclined forward, never back:
     a mean over walking time that leans sideways by `drift_walk_lateral_deg`, or reads extension
     beyond `drift_walk_extension_deg`, means the upright reference is off — the hold was hunched
-    or sideways, or the sensor has moved. Sitting, nobody stays bent sideways by 25° or leans back by
-    15° for minutes. (Standing still and the direction of slouches were tried as references too: people
-    stand and slouch too differently for them to tell a bad calibration from a habit.)
+    or sideways, or the sensor has moved. Nobody walks lying down: `drift_walk_min_s` of steps without a
+    break (found from |acc| alone) all read lying mean the sensor was moved or turned on the back since it
+    was calibrated (taped on anew under a calibration restored from the last run), and `moved` is set: its
+    forward is not known either. (Those steps are labelled lying, so the walking means never see them.
+    Unbroken, because a restless night gives a second or two of "steps" now and then, and a crawl or
+    a walk bent beyond 60° seldom lasts that long.) Sitting, nobody stays bent sideways by 25° or leans
+    back by 15° for minutes. (Standing still and the direction of slouches were tried as references too:
+    people stand and slouch too differently for them to tell a bad calibration from a habit.)
     """
 
     def __init__(self, settings: CalibrationSettings = CalibrationSettings(), rate_hz: float = 100.0):
@@ -438,19 +445,32 @@ class CalibrationMonitor:
 
         self._sit_lateral = _SlowMean(settings.drift_sit_min_s, rate_hz)
         self._sit_flexion = _SlowMean(settings.drift_sit_min_s, rate_hz)
+        self._steps_lying = RunFinder()  # steps taken "lying", unbroken
+        self._steps_lying_n = round(settings.drift_walk_min_s * rate_hz)
+        self._fed = 0
         self.reported = False
+        self.moved = False  # reported as a sensor moved or turned on the back
 
     def update(self, flexion_deg: np.ndarray, lateral_deg: np.ndarray, walking: np.ndarray,
-               sitting: np.ndarray) -> str | None:
+               sitting: np.ndarray, steps: np.ndarray, lying: np.ndarray) -> str | None:
+        """walking, sitting, lying: the activity per sample; steps: walking found from |acc| alone, lying or not."""
         s = self.s
         walk_lat = self._walk_lateral.update(lateral_deg[walking])
         walk_flex = self._walk_flexion.update(flexion_deg[walking])
         sit_lat = self._sit_lateral.update(lateral_deg[sitting])
         sit_flex = self._sit_flexion.update(flexion_deg[sitting])
+        ended = self._steps_lying.feed(steps & lying)
+        self._fed += len(steps)
+        going = self._steps_lying.open_start
+        steps_lying_n = max([r.end - r.start for r in ended] + [0 if going is None else self._fed - going])
         if self.reported:
             return None
         why = None
-        if walk_flex is not None and walk_flex < -s.drift_walk_extension_deg:
+        if steps_lying_n >= self._steps_lying_n:
+            self.moved = True
+            why = ("walking reads the trunk lying down: the sensor has been moved or turned on the back since it "
+                   "was calibrated")
+        elif walk_flex is not None and walk_flex < -s.drift_walk_extension_deg:
             why = (f"walking reads {walk_flex:+.0f}° of flexion (leaning back): the upright hold was probably "
                    "hunched, or the sensor has moved; sit tall for the hold")
         elif walk_lat is not None and abs(walk_lat) > s.drift_walk_lateral_deg:

@@ -267,7 +267,7 @@ class PosturePipeline:
                          lean_side=None if leaning is None else leaning.side,
                          sitting_since_s=self.minutes.sitting_since_s)
 
-    def request_calibration(self, forward: Calibration | None = None) -> None:
+    def request_calibration(self, forward: Calibration | None = None, moved: bool = False) -> None:
         """A check found the calibration off and told the wearer to redo it: watch for the moves.
 
         Only the full moves count then (a hold and a forward bend of 15° or more, within 60° of
@@ -276,12 +276,14 @@ class PosturePipeline:
         mount's guess (face out), and a face-in one's came from the wearer's answer (two bends that went
         backwards from that guess), which two leans back also give: flagged, either sign is in doubt
         again, and a bend straight back from it may be confirmed as forward, as at a first calibration.
+        moved: the sensor was moved or turned on the back, so the calibration's forward means nothing either:
+        the bend is judged as at a first calibration.
         """
         self._recalibrate = True
         self.calibrator.restart()
         if self.calibration is not None:
-            self.calibrator.expect(forward or self.calibration,
-                                   sign_in_doubt=self.calibration.face_in or self.calibration.bend_deg == 0.0)
+            self.calibrator.expect(None if moved else forward or self.calibration,
+                                   sign_in_doubt=moved or self.calibration.face_in or self.calibration.bend_deg == 0.0)
 
     def _adopt(self, cal: Calibration, t_s: float, out: PipelineOutput, how: str | None = None) -> None:
         again = self.calibration is not None
@@ -307,13 +309,14 @@ class PosturePipeline:
         out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}",
                                            cal.with_bend))
 
-    def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, walking: np.ndarray, att: SensorAttitude,
+    def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, steps: np.ndarray, att: SensorAttitude,
                  acc_vertical: np.ndarray, real: np.ndarray | None, lost_samples: int,
                  out: PipelineOutput) -> PipelineOutput:
-        """Angles, activity, detectors and minutes for the samples in sl; events go to out. real: which samples
-        are real (not gap-filled); None when all are."""
+        """Angles, activity, detectors and minutes for the samples in sl; events go to out. steps: walking found
+        from |acc| alone (ActivityClassifier.walking); real: which samples are real (not gap-filled), None when
+        all are."""
         if sl.start or (sl.stop is not None and sl.stop < len(t_s)):  # part of the batch (a calibration inside)
-            t_s, acc_g, walking, att, acc_vertical = t_s[sl], acc_g[sl], walking[sl], att[sl], acc_vertical[sl]
+            t_s, acc_g, steps, att, acc_vertical = t_s[sl], acc_g[sl], steps[sl], att[sl], acc_vertical[sl]
             real = None if real is None else real[sl]
         part = _empty_output()
         if len(t_s) == 0:
@@ -324,13 +327,13 @@ class PosturePipeline:
         yaw_right = unwrap_from(self._last_yaw, angles.yaw_right_deg)
         self._last_yaw = float(yaw_right[-1])
         tilted = tilted_beyond(angles.up_z, self.s.activity.lying_tilt_deg)
-        activity = self.activity.codes(walking, acc_vertical, tilted, self._walk_index0 + (sl.start or 0), att.row2)
+        activity = self.activity.codes(steps, acc_vertical, tilted, self._walk_index0 + (sl.start or 0), att.row2)
         walking, lying, sitting = activity == WALKING_CODE, activity == LYING_CODE, activity == SITTING_CODE
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
-        if (why := self.monitor.update(flexion, lateral, walking, sitting)) is not None:
+        if (why := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
             out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate", why))
-            self.request_calibration()
+            self.request_calibration(moved=self.monitor.moved)
         self._check_forward(t_s, acc_g, att, angles, walking, out)
         slouches, leans, rotations = feed_together(t_s, self.slouch, flexion, upright_context, self.lean, lateral,
                                                    sitting, self.rotation, rotation, walking | lying | jumped)

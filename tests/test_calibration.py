@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from scipy.spatial.transform import Rotation
 
 from evaluation.accuracy import CASES, load_case_scenario
@@ -107,12 +108,17 @@ LEAN_BACK = {**BEND, "flexion_deg": -20.0}
 FACE_IN = [183.0, 9.0, -50.0]  # roll 180°: the sensor's top against the back, its z into the body
 
 
-def run_measured(segments: list[dict], mount_euler_deg: list[float]) -> tuple[list, np.ndarray, np.ndarray]:
-    """Calibration events, and sample times and flexion measured, for segments then 15 s upright and a 25° slouch."""
-    rest = [{"activity": "sit_upright", "duration_s": 15}, {"activity": "slouch", "duration_s": 15}]
-    sim = SensorSimulation(parse_scenario({"name": "cal", "segment": segments + rest}), seed=3,
-                           mount_euler_deg=mount_euler_deg, mount_max_deg=0.0)
-    pipeline, events, t, flexion = PosturePipeline(), [], [], []
+def run_measured(segments: list[dict], mount_euler_deg: list[float],
+                 calibrated_on: list[float] | None = None) -> tuple[list, np.ndarray, np.ndarray]:
+    """Calibration events, and sample times and flexion measured, for segments then 15 s upright and a 25° slouch.
+    calibrated_on: start with the calibration of the sensor mounted so, made with a 30° bend (restored from the last
+    run, as the gateway saves it)."""
+    scenario = parse_scenario({"name": "cal", "segment": segments + [
+        {"activity": "sit_upright", "duration_s": 15}, {"activity": "slouch", "duration_s": 15}]})
+    sim = SensorSimulation(scenario, seed=3, mount_euler_deg=mount_euler_deg, mount_max_deg=0.0)
+    restored = None if calibrated_on is None else Calibration(SensorSimulation(
+        scenario, seed=3, mount_euler_deg=calibrated_on, mount_max_deg=0.0).r_trunk_sensor.T, True, 30.0)
+    pipeline, events, t, flexion = PosturePipeline(calibration=restored), [], [], []
     for ch in sim.chunks(max_samples=1000):
         out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
         events += [e for e in out.events if e.kind == "calibration"]
@@ -226,4 +232,22 @@ def test_walking_that_finds_forward_far_off_lets_the_recalibration_bend_along_it
     assert [e.status for e in events][-2:] == ["recalibrate", "calibrated"]
     assert "walking goes" in events[-2].message and "off the calibrated forward" in events[-2].message
     assert events[-1].with_bend
+    assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
+
+
+@pytest.mark.parametrize("today", [[0.0, 12.0, 160.0], [0.0, 12.0, -110.0], [180.0, 12.0, 70.0]],
+                         ids=["turned-90", "upside-down", "turned-over"])
+def test_a_sensor_taped_on_anew_under_the_last_runs_calibration_is_flagged_at_the_first_walk(today):
+    # The last run's calibration restored, and the sensor taped on today turned 90° in the plane of the back, upside
+    # down or face-in: the calibrated up axis now lies sideways or down, and every sample read lying (no sitting, no
+    # slouch) with no flag, as walking labelled lying never reached the walking checks. Steps taken "lying" flag it,
+    # and the bend asked for is judged as at a first calibration (face-in: asked to bend again).
+    walk = [{"activity": "stand", "duration_s": 5}, {"activity": "walk", "duration_s": 40, "flexion_deg": 5.0},
+            {"activity": "sit_upright", "duration_s": 8, "transition_s": 2.0}]
+    events, t, flexion = run_measured([{**HOLD, "duration_s": 30.0}, *walk, HOLD, BEND, HOLD, BEND, HOLD], today,
+                                      calibrated_on=[0.0, 12.0, 70.0])
+    flagged = [e for e in events if e.status == "recalibrate"]
+    assert len(flagged) == 1 and "moved or turned on the back" in flagged[0].message
+    assert 50.0 < flagged[0].t_s < 65.0  # 20 s into the walk
+    assert events[-1].status == "calibrated" and events[-1].with_bend
     assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
