@@ -43,6 +43,8 @@ class Device:
     live_clock: LiveClock  # when the next live state is due (gateway.live_hz)
     window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since the last status sent
     held_since_s: float = 0.0  # monotonic time the collector started holding samples
+    saved: Calibration | None = None  # the calibration last written to disk (tried again while it is not the current)
+    save_failed: bool = False  # the last try failed: said once, and again when it works
 
 
 async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
@@ -80,6 +82,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
                         LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s))
         link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
+        device.saved = device.pipeline.calibration
         devices[name] = device
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
@@ -122,8 +125,30 @@ def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
 def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> None:
     path = device_file(spool_dir, device, ".calibration.json")
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(calibration.to_dict()))
-    tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+    try:
+        tmp.write_text(json.dumps(calibration.to_dict()))
+        tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+    except OSError:
+        tmp.unlink(missing_ok=True)  # half a file on a full disk: its space back
+        raise
+
+
+def _save(device: Device, spool_dir: Path) -> None:
+    """The current calibration to disk if it is not there yet. A failure (the disk full) costs only a restart's
+    measuring at once: logged once, and tried again with the next batch."""
+    calibration = device.pipeline.calibration
+    if calibration is None or calibration is device.saved:
+        return
+    try:
+        save_calibration(spool_dir, device.publisher.device, calibration)
+    except OSError as exc:
+        if not device.save_failed:
+            log.warning("%s: calibration not saved (a restart will not restore it): %s", device.publisher.device, exc)
+        device.save_failed = True
+        return
+    if device.save_failed:
+        log.warning("%s: calibration saved", device.publisher.device)
+    device.saved, device.save_failed = calibration, False
 
 
 def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[ImuBatch], None]:
@@ -140,15 +165,12 @@ def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[I
 
 
 def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
-    before = device.pipeline.calibration
     try:
         out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
     except Exception:  # a bug must cost this batch, not the other sensors or the process
         log.exception("%s: the pipeline failed on a batch of %d samples; skipped", device.publisher.device, batch.n)
         return
-    if device.pipeline.calibration is not before:
-        assert device.pipeline.calibration is not None  # the pipeline only ever replaces it with a new one
-        save_calibration(spool_dir, device.publisher.device, device.pipeline.calibration)
+    _save(device, spool_dir)
     if out.events or out.metrics:
         device.publisher.submit([*out.events, *out.metrics])
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
