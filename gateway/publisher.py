@@ -4,9 +4,8 @@ Events and metrics go into the on-disk spool first (service_io/spool.py) and lea
 the broker has acknowledged them (QoS 1 PUBACK). While the broker is down they wait, in order,
 across gateway restarts too; after a reconnect they are sent from the oldest on. A message may
 arrive twice after a crash (at-least-once); the bridge's writes are idempotent, so the database
-still holds it once. A spool that cannot be written (the disk full) does not lose them either: they wait in
-memory, in order (up to HELD_MAX), and go into the spool as soon as it takes them again (`submit`, `pump`).
-The status (online, battery, link quality) is retained and not spooled:
+still holds it once. A disk that refuses the spool (full) does not lose them either: they wait in memory
+(gateway/results_spool.py). The status (online, battery, link quality) is retained and not spooled:
 only the latest matters; the broker publishes "offline" for us (last will) if we vanish. It goes out
 when something a reader sees changed and otherwise at a slow heartbeat (status_due). The live
 state (what the wearer is doing now, about once a second) is best effort like the raw samples:
@@ -20,7 +19,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +28,11 @@ import paho.mqtt.client as mqtt
 
 from contract.identity import shown_name
 from contract.messages import SCHEMA_VERSION, Status, payload, topic
+from gateway.results_spool import ResultsSpool
 from pipeline.events import LiveState
 from service_io.config import Config
 from service_io.mqtt import Message, MqttEndpoint
-from service_io.spool import Item, Spool, SpoolError
+from service_io.spool import Item, SpoolError
 from service_io.spooled_sender import SpooledSender
 
 if TYPE_CHECKING:
@@ -45,9 +44,6 @@ MAX_INFLIGHT = 100
 # samples at 100 Hz), where one lost notification is 0.1–1 %; BLE signal strength wanders a few dB as the wearer moves.
 LINK_QUALITY_STEP_PCT = 2.0
 RSSI_STEP_DB = 5
-# Results held in memory while the spool cannot be written: a sensor makes about 70 an hour (a minute's metrics
-# and its events), so this is days of a full disk in a few MB; beyond it the oldest go, counted and logged.
-HELD_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -114,20 +110,19 @@ def adopt_legacy_files(spool_dir: Path, device: str) -> None:
 
 
 class DevicePublisher:
-    """Built by open(), which opens the device's spool; the constructor itself does no I/O."""
+    """Built by open(), which opens the device's spool (when the disk lets it); the constructor itself does no I/O."""
 
-    def __init__(self, config: Config, device: str, spool: Spool, name: str | None = None,
+    def __init__(self, config: Config, device: str, results: ResultsSpool, name: str | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.device = device
         self.name = shown_name(name)  # the sensor's human name; `device` is the id derived from it
         self.prefix = config.mqtt.prefix
-        self.spool = spool
+        self.results = results
         self.mqtt = MqttEndpoint(config.mqtt, f"{config.gateway.client_id}-{device}", name=device,
                                  will=self._status_message(Status(online=False, will=True)),
                                  max_inflight=MAX_INFLIGHT, on_connected=self._on_connected)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
-        self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
-                                    mqtt5=self.mqtt.mqtt5)
+        self._sender: SpooledSender | None = None  # once the spool is open
         self.status_schedule = StatusSchedule(config.gateway.status_interval_s, config.gateway.status_heartbeat_s)
         self.clock = clock  # for status_due: monotonic seconds
         self._status_lock = threading.Lock()  # publish_status (the gateway's thread) against _on_connected (paho's)
@@ -138,18 +133,22 @@ class DevicePublisher:
         self._live_retained: tuple[object, ...] | None = None  # live_key of the last state sent retained
         self._retain_next_live = True  # the first live state on each connection is retained
         self.live_published = self.live_retained = 0
-        self._held: deque[Item] = deque()  # results the spool did not take (the disk full), oldest first
-        self._held_lock = threading.Lock()
-        self.held_dropped = 0  # held results dropped beyond HELD_MAX
-        self._spool_failing = False  # said once per spell of failures, and said again when it ends
-        self._forget_failing = False  # the same for forgetting what the broker acknowledged
 
     @classmethod
     def open(cls, config: Config, device: str, spool_dir: Path, name: str | None = None,
              clock: Callable[[], float] = time.monotonic) -> DevicePublisher:
-        """A publisher with the device's spool file in spool_dir open (created if new)."""
-        return cls(config, device, Spool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages),
-                   name, clock)
+        """A publisher with the device's spool file in spool_dir open (created if new), or to be opened once the
+        disk lets it."""
+        results = ResultsSpool(device_file(spool_dir, device, ".spool"), config.gateway.spool_max_messages, device)
+        return cls(config, device, results, name, clock)
+
+    @property
+    def sender(self) -> SpooledSender | None:
+        """What empties the spool to the broker, once the spool is open."""
+        if self._sender is None and self.results.spool is not None:
+            self._sender = SpooledSender(self.client, self.results.spool, max_inflight=MAX_INFLIGHT,
+                                         mqtt5=self.mqtt.mqtt5)
+        return self._sender
 
     def _status_message(self, status: Status) -> Message:
         """The device's retained status, stamped now, with the sensor's human name."""
@@ -163,39 +162,7 @@ class DevicePublisher:
         for item in items:
             body = payload(self.device, item)
             rows.append((topic(self.prefix, self.device, item.kind), json.dumps(body).encode()))
-        with self._held_lock:
-            self._held.extend(rows)
-        self._spool_held()
-
-    @property
-    def held(self) -> int:
-        """Results waiting in memory for the spool to take them (the disk full)."""
-        with self._held_lock:
-            return len(self._held)
-
-    def _spool_held(self) -> None:
-        """Into the spool with what waits in memory, in order, in one transaction; kept if it cannot be written."""
-        with self._held_lock:
-            if not self._held:
-                return
-            try:
-                self.spool.put(list(self._held))
-            except SpoolError as exc:
-                if excess := max(0, len(self._held) - HELD_MAX):
-                    for _ in range(excess):
-                        self._held.popleft()
-                    self.held_dropped += excess
-                    log.error("%s: %d results dropped: the spool has not taken any for too long (%d held in memory)",
-                              self.device, excess, len(self._held))
-                if not self._spool_failing:
-                    self._spool_failing = True
-                    log.warning("%s: results held in memory until the spool takes them again: %s", self.device, exc)
-                return
-            if self._spool_failing:
-                self._spool_failing = False
-                log.warning("%s: the spool takes results again: %d held in memory written", self.device,
-                            len(self._held))
-            self._held.clear()
+        self.results.put(rows)
 
     def publish_status(self, status: Status) -> bool:
         """The device's status as it is now: sent if status_due (a change a reader sees, or the heartbeat) and
@@ -251,28 +218,21 @@ class DevicePublisher:
         self.mqtt.start()
 
     def pump(self) -> None:
-        self._spool_held()
-        if self.connected.is_set():
+        self.results.flush()
+        if self.connected.is_set() and (sender := self.sender) is not None:
             try:
-                self.sender.pump()
+                sender.pump()
             except SpoolError as exc:  # what it could not forget goes out again at the next start (at-least-once)
-                if not self._forget_failing:
-                    log.warning("%s: %s", self.device, exc)
-                self._forget_failing = True
-            else:
-                self._forget_failing = False
+                self.results.warn(exc)
 
     def stop(self, offline: bool = True) -> None:
         # The retained live state stays: its `ts` says when it was true, the status (online: false) that it is no
         # longer current. An empty retained message to clear it would reach every subscriber as a payload that is
         # no live state (the bridge would dead-letter it), and a crash cannot clear it anyway.
-        self.sender.settle(self.connected, 0.0)  # gateway/service.py's final flush already waited for the broker
-        self._spool_held()
-        if held := self.held:
-            log.error("%s: %d results lost: the spool could not take them before the gateway stopped", self.device,
-                      held)
+        if (sender := self.sender) is not None:
+            sender.settle(self.connected, 0.0)  # gateway/service.py's final flush already waited for the broker
         self.mqtt.stop(self._status_message(self._offline()) if offline else None)
-        self.spool.close()
+        self.results.close()
 
     def _offline(self) -> Status:
         """The goodbye: offline, with the counters as they stood (the Devices dashboard shows the last ones;
@@ -283,7 +243,7 @@ class DevicePublisher:
 
     @property
     def backlog(self) -> int:
-        return len(self.spool)
+        return len(self.results)
 
     # paho's network thread ------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
