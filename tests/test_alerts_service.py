@@ -206,10 +206,14 @@ max_delay_s = 1000000
 summary_time = ""
 """
     now = time.time()
-    day = now // 86400 * 86400
-    # quiet from two hours ago until one hour ago (UTC): wall-clock independent, spans midnight if need be
-    quiet = f"{time.strftime('%H:%M', time.gmtime(now - 7200))}-{time.strftime('%H:%M', time.gmtime(now - 3600))}"
-    config = write_config(tmp_path, broker, rules.format(quiet=quiet))
+    # The service's day in a zone where it is about noon: the stretches below (from two hours back) stay on one
+    # local day whenever the test runs (in UTC, from midnight to 1 am the snoozed minutes fell on yesterday's and
+    # the wait for today's alerts_held timed out).
+    zone = ZoneInfo(noon_zone())
+    day = datetime.fromtimestamp(now, zone).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    # quiet from two hours ago until one hour ago, local time
+    quiet = "-".join(datetime.fromtimestamp(now - back_s, zone).strftime("%H:%M") for back_s in (7200, 3600))
+    config = write_config(tmp_path, broker, rules.format(quiet=quiet), timezone=zone.key)
     log = tmp_path / "alerts.log"
     service = start_alerts(config, log)
     phone_cap, phone_quiet, phone_snooze = (Phone(broker.port, d, extra=(f"posture/{d}/today",))
