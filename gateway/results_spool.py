@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from service_io.spool import Item, Spool, SpoolError
+from service_io.spool import Item, Spool
 
 log = logging.getLogger("posture.gateway")
 # A sensor makes about 70 results an hour (a minute's metrics and its events): days of a full disk in a few MB.
@@ -60,14 +60,14 @@ class ResultsSpool:
                     self.spool.put(chunk)
                     for _ in chunk:
                         self._held.popleft()
-            except SpoolError as exc:
+            except OSError as exc:  # SpoolError, or the spool's folder not made (a full disk before the first start)
                 self._fail(exc)
                 return
             if self._failing:
                 self._failing = False
                 log.warning("%s: the spool takes results again; none held in memory now", self.device)
 
-    def _fail(self, exc: SpoolError) -> None:
+    def _fail(self, exc: OSError) -> None:
         self._failing, self._retry_at = True, self.clock() + RETRY_S
         if excess := max(0, len(self._held) - HELD_MAX):
             for _ in range(excess):
@@ -75,7 +75,7 @@ class ResultsSpool:
             self.held_dropped += excess
         self.warn(exc)
 
-    def warn(self, exc: SpoolError) -> None:
+    def warn(self, exc: OSError) -> None:
         """A spool failure, said at most once a minute (a refused delete too: the sender's)."""
         if self.clock() - self._warned_at < WARN_EVERY_S:
             return

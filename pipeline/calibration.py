@@ -57,7 +57,7 @@ class CalibrationSettings:
     # Recalibration check (CalibrationMonitor): averages over walking or sitting time only.
     drift_walk_lateral_deg: float = 4.0  # walking: |mean lateral bend| beyond this (people walk within ±2°)
     drift_walk_extension_deg: float = 2.0  # walking: mean flexion below −this (people walk inclined 0–10° forward)
-    drift_walk_min_s: float = 20.0
+    drift_walk_min_s: float = 20.0  # of walking for its means, and of unbroken steps read lying (a moved sensor)
     drift_sit_lateral_deg: float = 25.0  # sitting: |mean lateral bend| beyond this …
     drift_sit_extension_deg: float = 15.0  # … or mean flexion below −this
     drift_sit_min_s: float = 120.0
@@ -206,7 +206,9 @@ class Calibrator:
         # calibration, and after a face-in one is flagged; not against a provisional one, which slouch alerts may
         # follow with an extension stretch (two leans back would turn a face-out wearer's right forward round).
         self.ask_face_in = True
-        self.hold_only = True  # a hold without a bend may calibrate (provisionally): not when recalibrating
+        # A hold without a bend may calibrate (provisionally): not when recalibrating (expect), which asks for the full
+        # bend (bend_again_deg), whatever forward it is judged against.
+        self.hold_only = True
         # The last bend (when, and the calibration it makes) once one went straight back from the mount's forward: the
         # next must agree (_confirmed), and until a bend calibrates no provisional one guesses forward from the mount.
         self._doubt: tuple[float, Calibration] | None = None
@@ -356,7 +358,7 @@ class Calibrator:
         except CalibrationError as exc:
             self._refuse(t_s, f"{exc}: bend forward at least 15° and sit up again", messages)
             return None
-        if self.forward_hint is not None and dev[k] < self.s.bend_again_deg:
+        if not self.hold_only and dev[k] < self.s.bend_again_deg:
             return None  # re-arming after a flag: only the move the wearer was asked for counts
         hint = self.forward_hint if self.forward_hint is not None else _sensor_forward(hold.up)
         if hint is None:
@@ -447,7 +449,6 @@ class CalibrationMonitor:
         self._sit_flexion = _SlowMean(settings.drift_sit_min_s, rate_hz)
         self._steps_lying = RunFinder()  # steps taken "lying", unbroken
         self._steps_lying_n = round(settings.drift_walk_min_s * rate_hz)
-        self._fed = 0
         self.reported = False
         self.moved = False  # reported as a sensor moved or turned on the back
 
@@ -460,9 +461,7 @@ class CalibrationMonitor:
         sit_lat = self._sit_lateral.update(lateral_deg[sitting])
         sit_flex = self._sit_flexion.update(flexion_deg[sitting])
         ended = self._steps_lying.feed(steps & lying)
-        self._fed += len(steps)
-        going = self._steps_lying.open_start
-        steps_lying_n = max([r.end - r.start for r in ended] + [0 if going is None else self._fed - going])
+        steps_lying_n = max([r.end - r.start for r in ended] + [self._steps_lying.open_length])
         if self.reported:
             return None
         why = None
@@ -484,6 +483,10 @@ class CalibrationMonitor:
             self.reported = True
             return f"recalibrate: {why}; then {s.instructions}"
         return None
+
+    def gap(self) -> None:
+        """A lost link: steps on either side of it are not one unbroken walk."""
+        self._steps_lying.close()
 
 
 class _SlowMean:

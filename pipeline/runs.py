@@ -27,6 +27,11 @@ class RunFinder:
     def open_start(self) -> int | None:
         return self._open_start
 
+    @property
+    def open_length(self) -> int:
+        """Samples in the run still going at the end of the last batch (0: none)."""
+        return 0 if self._open_start is None else self._offset - self._open_start
+
     def feed(self, mask: np.ndarray) -> list[Run]:
         """Runs that ended in this batch. A run still going at the batch end stays open."""
         mask = np.asarray(mask, dtype=bool)

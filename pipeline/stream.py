@@ -276,8 +276,8 @@ class PosturePipeline:
         mount's guess (face out), and a face-in one's came from the wearer's answer (two bends that went
         backwards from that guess), which two leans back also give: flagged, either sign is in doubt
         again, and a bend straight back from it may be confirmed as forward, as at a first calibration.
-        moved: the sensor was moved or turned on the back, so the calibration's forward means nothing either:
-        the bend is judged as at a first calibration.
+        moved: the sensor was moved or turned on the back, so the calibration's forward may be wrong too (turned
+        over, it is reversed): the bend is judged as at a first calibration, against the mount's forward.
         """
         self._recalibrate = True
         self.calibrator.restart()
@@ -429,6 +429,7 @@ class PosturePipeline:
         self._last_yaw = None
         self.calibrator.restart()  # a hold before the gap is no hold (the sensor may have come off)
         self.activity.gap()
+        self.monitor.gap()
         # Orientation before the gap says nothing about after it; VQF re-initialises from the next
         # sample's gravity at once. Its gyro bias estimate is still good: keep it.
         self.orientation.restart()

@@ -64,13 +64,17 @@ class Spool:
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        """SQLite's errors as one line naming the file; a transaction that failed is rolled back."""
+        """SQLite's errors as one line naming the file; a transaction that failed is rolled back, a connection
+        that failed to open is closed (a gateway tries again every second while the disk is full)."""
         try:
             yield
         except sqlite3.Error as exc:
-            if getattr(self, "_db", None) is not None and self._db.in_transaction:
+            if getattr(self, "_db", None) is not None:
                 with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+                    if doing == "open":
+                        self._db.close()
+                    elif self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
             raise SpoolError(f"spool {self.path}: cannot {doing}: {exc}") from None
 
     def put(self, items: list[Item], meta: dict[str, bytes] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -244,10 +245,24 @@ def test_a_sensor_taped_on_anew_under_the_last_runs_calibration_is_flagged_at_th
     # and the bend asked for is judged as at a first calibration (face-in: asked to bend again).
     walk = [{"activity": "stand", "duration_s": 5}, {"activity": "walk", "duration_s": 40, "flexion_deg": 5.0},
             {"activity": "sit_upright", "duration_s": 8, "transition_s": 2.0}]
-    events, t, flexion = run_measured([{**HOLD, "duration_s": 30.0}, *walk, HOLD, BEND, HOLD, BEND, HOLD], today,
-                                      calibrated_on=[0.0, 12.0, 70.0])
+    shallow = {**BEND, "flexion_deg": 10.0}  # not the bend asked for (15° or more), which a first calibration takes
+    events, t, flexion = run_measured([{**HOLD, "duration_s": 30.0}, *walk, HOLD, shallow, HOLD, BEND, HOLD, BEND,
+                                       HOLD], today, calibrated_on=[0.0, 12.0, 70.0])
     flagged = [e for e in events if e.status == "recalibrate"]
     assert len(flagged) == 1 and "moved or turned on the back" in flagged[0].message
     assert 50.0 < flagged[0].t_s < 65.0  # 20 s into the walk
     assert events[-1].status == "calibrated" and events[-1].with_bend
+    assert int(re.search(r"with a (\d+)° forward bend", events[-1].message)[1]) > 20  # the 30° bend, not the 10°
     assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
+
+
+def test_a_restless_night_under_a_right_calibration_is_not_taken_for_a_moved_sensor():
+    # Lying restless (80° from upright, moving ten times a minute or more) gives a second or two of "steps" now and
+    # then; counted as a share of all steps they flagged this wearer after 15 minutes: only an unbroken walk counts.
+    restless = {"activity": "fidget", "duration_s": 1800.0, "flexion_deg": 80.0, "amplitude_deg": 10.0,
+                "moves_per_min": 100.0, "transition_s": 3.0}
+    walk = [{"activity": "stand", "duration_s": 5}, {"activity": "walk", "duration_s": 60, "flexion_deg": 5.0},
+            {"activity": "sit_upright", "duration_s": 10, "transition_s": 2.0}]
+    events, _, _ = run_measured([{**HOLD, "duration_s": 10.0}, *walk, restless], [0.0, 12.0, 70.0],
+                                calibrated_on=[0.0, 12.0, 70.0])
+    assert [e.status for e in events] == ["calibrated"]  # restored, and nothing since
