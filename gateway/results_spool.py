@@ -10,6 +10,7 @@ minute a device, with how many are held; the end of a spell is said once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -56,7 +57,7 @@ class ResultsSpool:
                 if self.spool is None:
                     self.spool = Spool(self.path, self.max_items)
                 while self._held:
-                    chunk = [self._held[i] for i in range(min(CHUNK, len(self._held)))]
+                    chunk = list(itertools.islice(self._held, CHUNK))
                     self.spool.put(chunk)
                     for _ in chunk:
                         self._held.popleft()

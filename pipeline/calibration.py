@@ -432,12 +432,11 @@ class CalibrationMonitor:
     or sideways, or the sensor has moved. Nobody walks lying down: `drift_walk_min_s` of steps without a
     break (found from |acc| alone) all read lying mean the sensor was moved or turned on the back since it
     was calibrated (taped on anew under a calibration restored from the last run), and `moved` is set: its
-    forward may be wrong too (turned over, it is reversed). (Those steps are labelled lying, so the walking means
-    never see them.
-    Unbroken, because a restless night gives a second or two of "steps" now and then, and a crawl or
-    a walk bent beyond 60° seldom lasts that long.) Sitting, nobody stays bent sideways by 25° or leans
-    back by 15° for minutes. (Standing still and the direction of slouches were tried as references too:
-    people stand and slouch too differently for them to tell a bad calibration from a habit.)
+    forward may be wrong too (turned over, it is reversed). (Those steps are labelled lying, so the walking
+    means never see them. Unbroken, because a restless night gives a second or two of "steps" now and then,
+    and a crawl or a walk bent beyond 60° seldom lasts that long.) Sitting, nobody stays bent sideways by 25°
+    or leans back by 15° for minutes. (Standing still and the direction of slouches were tried as references
+    too: people stand and slouch too differently for them to tell a bad calibration from a habit.)
     """
 
     def __init__(self, settings: CalibrationSettings = CalibrationSettings(), rate_hz: float = 100.0):
