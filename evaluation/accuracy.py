@@ -306,10 +306,24 @@ def _flagged_intervals(run: Run) -> list[tuple[float, float]]:
 
 
 def _score_slouch(run: Run, seen: list[Interval], calibrated_from: float, flagged: list[Interval]) -> dict[str, Any]:
-    tr, dt = run.truth, run.dt_s
+    truth, dont_care = slouch_truth(run.truth, run.dt_s, seen, calibrated_from, flagged)
+    found = [(e.start_s, e.end_s, "") for e in run.events if e.kind == "slouch"
+             and not any(min(e.end_s, f1) > max(e.start_s, f0) for f0, f1 in flagged)]
+    m = match_with_dont_care(truth, dont_care, found)
+    onset = [found[j][0] - truth[i][0] for i, j in (m.pairs or [])]
+    truth_s = sum(b - a for (a, b, _), dc in zip(truth, dont_care) if not dc)
+    measured_s = sum(found[j][1] - found[j][0] for j in counted_found(truth, dont_care, found, m))
+    return {"slouch_truth_s": truth_s, "slouch_measured_s": measured_s,
+            "slouch_duration_error_pct": 100.0 * abs(measured_s - truth_s) / truth_s if truth_s > 0 else None,
+            "slouch": m, "slouch_onset_s": onset}
+
+
+def slouch_truth(tr: dict[str, np.ndarray], dt_s: float, seen: list[Interval], calibrated_from: float,
+                 flagged: list[Interval]) -> tuple[list[tuple[float, float, str]], list[bool]]:
+    """The true slouch episodes that were measurable, and which of them are borderline ("don't care")."""
     upright = np.isin(tr["context"], ("sitting", "standing"))
     episodes = hysteresis_runs(tr["t_s"], tr["flexion_deg"], SLOUCH_TRUTH_THRESHOLD_DEG, SLOUCH_TRUTH_EXIT_DEG,
-                               upright, SLOUCH_TRUTH_MIN_S, dt)
+                               upright, SLOUCH_TRUTH_MIN_S, dt_s)
     truth, dont_care = [], []
     for a, b, peak in episodes:
         if b <= calibrated_from or any(min(b, f1) > max(a, f0) for f0, f1 in flagged):
@@ -319,18 +333,24 @@ def _score_slouch(run: Run, seen: list[Interval], calibrated_from: float, flagge
                 truth.append((p0, p1, ""))
                 dont_care.append(peak < SLOUCH_TRUTH_THRESHOLD_DEG + BORDER_DEG
                                  or p1 - p0 < SLOUCH_TRUTH_MIN_S + BORDER_S)
-    found = [(e.start_s, e.end_s, "") for e in run.events if e.kind == "slouch"
-             and not any(min(e.end_s, f1) > max(e.start_s, f0) for f0, f1 in flagged)]
-    m = match_with_dont_care(truth, dont_care, found)
-    onset = [found[j][0] - truth[i][0] for i, j in (m.pairs or [])]
-    scored_truth = [t for t, dc in zip(truth, dont_care) if not dc]
-    matched_dc = {j for j, f in enumerate(found) if any(dc and min(f[1], t[1]) > max(f[0], t[0])
-                                                       for t, dc in zip(truth, dont_care))}
-    truth_s = sum(b - a for a, b, _ in scored_truth)
-    measured_s = sum(b - a for j, (a, b, _) in enumerate(found) if j not in matched_dc)
-    return {"slouch_truth_s": truth_s, "slouch_measured_s": measured_s,
-            "slouch_duration_error_pct": 100.0 * abs(measured_s - truth_s) / truth_s if truth_s > 0 else None,
-            "slouch": m, "slouch_onset_s": onset}
+    # The border's other side: a posture held within a degree below the threshold, which an angle
+    # within the 1° target may report as a slouch (as rotations within a degree below their minimum).
+    near = hysteresis_runs(tr["t_s"], tr["flexion_deg"], SLOUCH_TRUTH_THRESHOLD_DEG - BORDER_DEG,
+                           SLOUCH_TRUTH_EXIT_DEG, upright, SLOUCH_TRUTH_MIN_S - BORDER_S, dt_s)
+    for a, b, peak in near:
+        if peak <= SLOUCH_TRUTH_THRESHOLD_DEG:
+            truth.append((a, b, ""))
+            dont_care.append(True)
+    return truth, dont_care
+
+
+def counted_found(truth: list[tuple[float, float, str]], dont_care: list[bool],
+                  found: list[tuple[float, float, str]], m: Matched) -> list[int]:
+    """Indices of the found events that count in totals: all but reports of borderline truth (one
+    matched to scored truth counts, even if it also overlaps a borderline interval)."""
+    scored_j = {j for _, j in (m.pairs or [])}
+    return [j for j, f in enumerate(found) if j in scored_j
+            or not any(dc and min(f[1], t[1]) > max(f[0], t[0]) for t, dc in zip(truth, dont_care))]
 
 
 def _score_rotation(run: Run, seen: list[Interval], calibrated_from: float) -> dict[str, Any]:
@@ -366,12 +386,11 @@ def _score_rotation(run: Run, seen: list[Interval], calibrated_from: float) -> d
     peak_err = [abs(found_ev[j].peak_deg - peaks[i]) for i, j in (m.pairs or [])]
     # Symmetry over what is scored: borderline truth, and reports of it, are left out of both sides.
     scored = [(side, p) for (_, _, side), p, dc in zip(truth, peaks, dont_care) if not dc]
-    near_dc = [any(dc and min(t[1], e.end_s) > max(t[0], e.start_s) for t, dc in zip(truth, dont_care))
-               for e in found_ev]
+    counted = [found_ev[j] for j in counted_found(truth, dont_care, found, m)]
     right_t = sum(p for side, p in scored if side == "right")
     left_t = sum(p for side, p in scored if side == "left")
-    right_m = sum(e.peak_deg for e, dc in zip(found_ev, near_dc) if e.side == "right" and not dc)
-    left_m = sum(e.peak_deg for e, dc in zip(found_ev, near_dc) if e.side == "left" and not dc)
+    right_m = sum(e.peak_deg for e in counted if e.side == "right")
+    left_m = sum(e.peak_deg for e in counted if e.side == "left")
     si_t, si_m = symmetry_index(right_t, left_t), symmetry_index(right_m, left_m)
     walking = [(iv.start_s, iv.end_s) for iv in ev.context_intervals if iv.activity == "walking"]
     during_walk = sum(any(a <= e.start_s <= b or a <= e.end_s <= b for a, b in walking) for e in found_ev)

@@ -72,16 +72,17 @@ class Matched:
 
 def match_with_dont_care(truth: list[tuple[float, float, str]], dont_care: list[bool],
                          found: list[tuple[float, float, str]], min_iou: float = 0.3) -> Matched:
-    """One-to-one matching; matches to don't-care truth, and don't-care misses, are not scored.
+    """One-to-one matching of the scored truth; don't-care truth counts neither for nor against.
 
-    A found event overlapping a don't-care truth interval at all is not a false positive either
-    (it may be the borderline event, cut differently).
+    A found event overlapping a don't-care truth interval at all, and matched to no scored truth, is
+    not a false positive (it may be the borderline event, cut differently). Scored truth is matched
+    alone, so a report that also covers a borderline interval still matches the event it found.
     """
-    pairs, _ = match_intervals(truth, found, min_iou)
-    matched_t = {i for i, _ in pairs}
-    matched_f = {j for _, j in pairs}
-    scored = [(i, j) for i, j in pairs if not dont_care[i]]
-    fn = sum(1 for i in range(len(truth)) if i not in matched_t and not dont_care[i])
+    keep = [i for i, dc in enumerate(dont_care) if not dc]
+    sub, _ = match_intervals([truth[i] for i in keep], found, min_iou)
+    scored = [(keep[i], j) for i, j in sub]
+    matched_f = {j for _, j in scored}
+    fn = len(keep) - len(scored)
     fp = 0
     for j, (b0, b1, _) in enumerate(found):
         if j in matched_f:

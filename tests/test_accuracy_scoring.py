@@ -1,0 +1,49 @@
+"""The accuracy scores' own rules, on hand-made truth: what counts for and against the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.accuracy import counted_found, slouch_truth
+from evaluation.scoring import match_with_dont_care
+
+DT_S = 0.01
+
+
+def held(*segments: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Truth of a seated wearer holding each (flexion_deg, seconds) in turn."""
+    flexion = np.concatenate([np.full(round(s / DT_S), f) for f, s in segments])
+    return {"t_s": np.arange(len(flexion)) * DT_S, "flexion_deg": flexion,
+            "context": np.full(len(flexion), "sitting")}
+
+
+def score(tr: dict[str, np.ndarray], found: list[tuple[float, float, str]]):
+    truth, dont_care = slouch_truth(tr, DT_S, [(0.0, float(tr["t_s"][-1]) + DT_S)], 0.0, [])
+    m = match_with_dont_care(truth, dont_care, found)
+    return truth, dont_care, m, [found[j] for j in counted_found(truth, dont_care, found, m)]
+
+
+@pytest.mark.parametrize("flexion_deg", [14.2, 14.9, 15.4])
+def test_a_posture_held_within_a_degree_of_the_threshold_counts_neither_way(flexion_deg):
+    tr = held((2.0, 30.0), (flexion_deg, 120.0), (2.0, 30.0))
+    for found in ([], [(30.0, 150.0, "")]):
+        _, dont_care, m, counted = score(tr, found)
+        assert dont_care == [True]
+        assert (m.tp, m.fp, m.fn) == (0, 0, 0) and counted == []
+
+
+def test_a_slouch_below_the_border_reported_is_a_false_positive():
+    _, _, m, counted = score(held((2.0, 30.0), (13.8, 120.0), (2.0, 30.0)), [(30.0, 150.0, "")])
+    assert (m.tp, m.fp, m.fn) == (0, 1, 0) and counted == [(30.0, 150.0, "")]
+
+
+def test_a_report_spanning_a_slouch_and_a_near_one_counts_in_full():
+    # 20° for 60 s, down to 12.5° (above the exit: one truth episode), 2° (ends it), then 14.5° held.
+    tr = held((2.0, 30.0), (20.0, 60.0), (2.0, 30.0), (14.5, 60.0), (2.0, 30.0))
+    truth, dont_care, m, counted = score(tr, [(30.0, 90.0, "")])
+    assert sorted(zip(truth, dont_care)) == [((30.0, 90.0, ""), False), ((120.0, 180.0, ""), True)]
+    assert (m.tp, m.fp, m.fn) == (1, 0, 0) and counted == [(30.0, 90.0, "")]
+    # One report over both (the measured angle stayed above the exit between them): matched, counted.
+    _, _, m, counted = score(tr, [(30.0, 180.0, "")])
+    assert m.tp + m.fp == 1 and counted == [(30.0, 180.0, "")]
