@@ -321,6 +321,19 @@ def test_a_whole_number_ts_sent_as_a_float_is_stored_at_that_millisecond():
     assert to_line_protocol(status | {"ts": 1.7e12}) == to_line_protocol(status) == reference_lines(status)
 
 
+def test_a_whole_number_ts_sent_as_a_float_is_read_as_the_integer():
+    """The alert service keys a day's minutes by ts: 1.7e12 and 1700000000000 were two minutes there (counted
+    twice), and the float key then crashed its pruning on every restart."""
+    from alerts.state import DeviceState
+
+    state = DeviceState()
+    for body in (live_body(), live_body(ts=float(live_body()["ts"]))):
+        doc = check("live", body)
+        assert type(doc["ts"]) is int and doc["ts"] == live_body()["ts"]
+        state.add_minute(doc)
+    assert list(state.minutes) == [str(live_body()["ts"])]
+
+
 def test_dead_letters_are_what_influxdb_client_wrote():
     import random
 
