@@ -30,6 +30,9 @@ from alerts.state import STARTS_KEPT, DeviceState
 from pipeline.summary import DayTotals, day_totals
 
 MINUTE_MS = 60_000
+# A day's last minute goes out some seconds after midnight (the pipeline's hold), an event at once: one this
+# soon after midnight does not close the day before that minute is in (docs/alerts.md).
+DAY_CLOSE_LAG_S = 120.0
 KEEP_DAYS = 62  # finished days kept for the streak and the program
 # The two slouch nudges share one cooldown: the slow, minute-based one a minute after the live one would be the
 # same slouch's second nudge (for the minute-based rules it runs from the end of a slouch nudged live, which they
@@ -130,7 +133,7 @@ class AlertEngine:
         if doc["kind"] == "episode_start":  # a slouch or lean under way: never an episode (its end is), no nudge
             return []
         device, state = doc["device"], self._state(doc["device"])
-        day = self._date(doc.get("end_s", doc.get("t_s", doc["ts"] / 1000)))
+        day = self._date(doc.get("end_s", doc.get("t_s", doc["ts"] / 1000)) - DAY_CLOSE_LAG_S)
         if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
             self._close_day(state, day)
             self._folded.pop(device, None)

@@ -41,6 +41,20 @@ def feed(eng: AlertEngine, docs: list[dict], now_s: float | None = None) -> list
     return out
 
 
+def test_an_event_just_after_midnight_leaves_the_last_minute_of_the_day_in_it():
+    # Minutes go out 6 s after their end, events at once: a rotation at 00:00:01 comes before the 23:59 minute.
+    eng = engine()
+    midnight = DAY + 86_400
+    feed(eng, [minute(midnight - 180 + 60 * k, slouch_s=20.0) for k in range(2)])
+    eng.on_event({"schema": 1, "kind": "rotation", "device": "D", "ts": int((midnight + 3) * 1000),
+                  "start_s": midnight + 1, "end_s": midnight + 3, "side": "left", "peak_deg": 30.0}, midnight + 4)
+    feed(eng, [minute(midnight - 60, slouch_s=20.0)])
+    today = eng.today_state("D")
+    assert (today["date"], today["worn_min"], eng.devices["D"].late_minutes) == ("2026-11-20", 3.0, 0)
+    feed(eng, [minute(midnight)])
+    assert eng.today_state("D")["date"] == "2026-11-21"
+
+
 def hhmm(alert: dict) -> str:
     return datetime.fromtimestamp(alert["ts"] / 1000, UTC).strftime("%H:%M")
 
