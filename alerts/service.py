@@ -70,6 +70,8 @@ class AlertStats:
     malformed: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # bugs met, by where: "message", "summary"
     elsewhere: int = 0  # messages of devices of other partitions, acknowledged unread (alerts.partitions > 1)
+    refused_by_broker: int = 0  # alerts' PUBACKs that refused them (MQTT 5; each kept and sent again)
+    expired: int = 0  # alerts dropped unsent, past the rules' limits.expiry_s
 
     def add(self, other: AlertStats) -> None:
         for name, value in list(vars(other).items()):
@@ -241,6 +243,7 @@ class AlertService:
             log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
         if self.connected.is_set():
             self.sender.pump()  # before the day so far and discovery: a nudge is what someone waits for
+            self.stats.refused_by_broker, self.stats.expired = self.sender.refused, self.sender.expired
             self._publish_today(touched)
             self._announce(now_s)
 

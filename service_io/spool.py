@@ -107,6 +107,15 @@ class Spool:
             return self._db.execute("SELECT id, key, body, expires_at FROM items WHERE id > ? ORDER BY id LIMIT ?",
                                     (after_id, n)).fetchall()
 
+    def get(self, ids: list[int]) -> list[tuple[int, str, bytes, float | None]]:
+        """The items of these ids that are still here, as peek() gives them, oldest first."""
+        if not ids:
+            return []
+        with self._lock, self._errors("read"):
+            marks = ",".join("?" * len(ids))
+            return self._db.execute(f"SELECT id, key, body, expires_at FROM items WHERE id IN ({marks}) ORDER BY id",
+                                    ids).fetchall()
+
     def delete(self, ids: list[int]) -> None:
         if not ids:
             return

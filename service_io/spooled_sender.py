@@ -6,6 +6,11 @@ resends what was not acknowledged when a connection drops; the spool covers proc
 which send again, from the oldest, whatever the broker had not acknowledged. An item past its expiry is
 dropped and counted instead of sent; one still valid carries the rest of its lifetime as the
 MQTT 5 message expiry, so the broker drops it for a phone that comes back too late.
+
+An MQTT 5 PUBACK may refuse the message (a reason code of 0x80 or more: an ACL that does not allow the topic,
+a quota): that item stays in the spool, is counted and said, and goes again every RETRY_REFUSED_S, so a broker
+setting put right delivers it. MQTT 3.1.1 has no way to refuse: Mosquitto acknowledges a refused message as
+delivered and drops it (docs/mqtt.md).
 """
 
 from __future__ import annotations
@@ -14,23 +19,36 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from service_io.spool import Spool, SpoolError
 
 log = logging.getLogger("posture.spool")
 
+RETRY_REFUSED_S = 60.0  # a refused item goes again this often: not so often that a wrong ACL floods the broker
+WARN_EVERY_S = 60.0  # refusals are said at most this often (with the count since)
+
 
 class SpooledSender:
     def __init__(self, client: mqtt.Client, spool: Spool, *, max_inflight: int = 100, mqtt5: bool = True,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, retry_refused_s: float = RETRY_REFUSED_S):
         self.client, self.spool, self.max_inflight, self.mqtt5, self.clock = client, spool, max_inflight, mqtt5, clock
+        self.retry_refused_s = retry_refused_s
         self.expired = 0
-        self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []  # sent, not yet acknowledged
+        self.refused = 0  # PUBACKs that refused an item (each kept, and sent again)
+        self._inflight: list[tuple[mqtt.MQTTMessageInfo, int, str]] = []  # sent, not yet acknowledged; with topic
+        # mid → reason of a refusing PUBACK, set on paho's thread (a dict store is atomic), read by _forget_acknowledged
+        self._refusals: dict[int, ReasonCode] = {}
+        self._retry_at: dict[int, float] = {}  # spool id of a refused item → when it goes again (monotonic s)
+        self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
+        self._said_at = -1e9
+        client.on_publish = self._on_publish
         self._sent_up_to = 0  # highest spool id handed to paho since the last (re)connect
         # spool.puts when a look found fewer items than it had room for: none came since, if it still is. pump()
         # runs every 50 ms per device, and a look is an SQLite query: most of a quiet gateway's CPU per sensor.
@@ -40,19 +58,22 @@ class SpooledSender:
     def pump(self) -> None:
         """Forget what the broker acknowledged; hand the next spooled items to paho (call while connected).
 
-        Acknowledgements are read from paho's message handles here, in our thread, rather than in
-        an on_publish callback: paho calls that holding its own lock, which would deadlock against
-        a publish made holding ours.
+        Acknowledgements are read from paho's message handles here, in our thread: paho calls on_publish
+        holding its own lock, which would deadlock against a publish made holding ours, so that callback
+        only notes a refusal.
         """
         self._forget_acknowledged()
         with self._lock:
             room, after = self.max_inflight - len(self._inflight), self._sent_up_to
         expired = []
+        rows = self._refused_due(room)
+        room -= len(rows)
         puts = self.spool.puts  # read before the look: a put during it makes the next pump look again
-        rows = self.spool.peek(room, after_id=after) if room > 0 and puts != self._seen_all_at else []
-        if room > 0:
-            self._seen_all_at = puts if len(rows) < room else None
-        for spool_id, topic, body, expires_at in rows:
+        if room > 0 and puts != self._seen_all_at:
+            new = self.spool.peek(room, after_id=after)
+            self._seen_all_at = puts if len(new) < room else None
+            rows += new
+        for k, (spool_id, topic, body, expires_at) in enumerate(rows):
             properties = None
             if expires_at is not None:
                 left_s = expires_at - self.clock()
@@ -67,12 +88,24 @@ class SpooledSender:
             # anything else (its queue is full) means try again later.
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 self._seen_all_at = None  # the rest is still to send
+                self._retry_at.update((i, 0.0) for i, *_ in rows[k:] if i <= after)  # refused ones not sent: due
                 break
             with self._lock:
-                self._inflight.append((info, spool_id))
-                self._sent_up_to = spool_id
+                self._inflight.append((info, spool_id, topic))
+                self._sent_up_to = max(self._sent_up_to, spool_id)
         self.spool.delete(expired)
         self.expired += len(expired)
+        self._say_refusals()
+
+    def _refused_due(self, room: int) -> list[tuple[int, str, bytes, float | None]]:
+        """The refused items whose time to go again has come, oldest first, at most room (they leave _retry_at)."""
+        if room <= 0 or not self._retry_at:
+            return []
+        now_s = time.monotonic()
+        due = sorted(i for i, at in self._retry_at.items() if at <= now_s)[:room]
+        for spool_id in due:
+            del self._retry_at[spool_id]
+        return self.spool.get(due)  # one expired or pushed out meanwhile is no longer there
 
     def settle(self, connected: threading.Event, timeout_s: float) -> None:
         """Before a clean stop: wait (at most timeout_s, while connected) for the broker to acknowledge what is in
@@ -82,7 +115,7 @@ class SpooledSender:
         deadline = time.monotonic() + timeout_s
         while connected.is_set() and time.monotonic() < deadline:
             with self._lock:
-                if all(_acknowledged(info) for info, _ in self._inflight):
+                if all(_acknowledged(info) for info, *_ in self._inflight):
                     break
             time.sleep(0.01)
         try:
@@ -92,11 +125,41 @@ class SpooledSender:
                         "start", exc)
 
     def _forget_acknowledged(self) -> None:
+        """Delete what the broker took; keep what it refused, to go again in retry_refused_s."""
         with self._lock:
-            acked = [_acknowledged(info) for info, _ in self._inflight]
-            done = [spool_id for (_, spool_id), ok in zip(self._inflight, acked) if ok]
+            ours = {info.mid for info, *_ in self._inflight}
+            for mid in [mid for mid in list(self._refusals) if mid not in ours]:  # the endpoint's own (status, birth)
+                self._refusals.pop(mid, None)
+            acked = [_acknowledged(info) for info, *_ in self._inflight]
+            done = []
+            for (info, spool_id, topic), ok in zip(self._inflight, acked):
+                if not ok:
+                    continue
+                reason = self._refusals.pop(info.mid, None)
+                if reason is None:
+                    done.append(spool_id)
+                else:
+                    self.refused += 1
+                    self._unsaid[topic, str(reason)] += 1
+                    self._retry_at[spool_id] = time.monotonic() + self.retry_refused_s
             self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
         self.spool.delete(done)
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: object, mid: int, reason_code: ReasonCode,
+                    _properties: object) -> None:
+        """paho's thread, holding its locks: only note a refusal (paho marks the message published after this)."""
+        if reason_code.is_failure:
+            self._refusals[mid] = reason_code
+
+    def _say_refusals(self) -> None:
+        if not self._unsaid or time.monotonic() - self._said_at < WARN_EVERY_S:
+            return
+        self._said_at = time.monotonic()
+        (topic, reason), _ = self._unsaid.most_common(1)[0]
+        log.warning("the MQTT broker refused %d message(s) since the last warning, e.g. %s: %s (an ACL that does not "
+                    "allow the topic? check mqtt.prefix and the account's topics); each is kept and sent again every "
+                    "%.0f s", self._unsaid.total(), topic, reason, self.retry_refused_s)
+        self._unsaid.clear()
 
     @property
     def inflight(self) -> int:

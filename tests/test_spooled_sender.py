@@ -3,6 +3,9 @@ new to send does not query the spool (the gateway pumps every device every 50 ms
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import threading
 import time
 
@@ -11,7 +14,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from service_io.spool import Spool
 from service_io.spooled_sender import SpooledSender
-from support.mqtt import wait_for
+from support.mqtt import client, start_or_fail, wait_for
+from support.servers import SecuredMosquitto, make_password_file
+
+PASSWORDS = {"gw": "gw-Secret-1", "reader": "rd-Secret-2"}
 
 
 class CountingSpool(Spool):
@@ -104,3 +110,47 @@ def test_what_was_handed_to_paho_while_the_broker_was_down_is_forgotten_once_ack
         sender_client.loop_stop()
         sender_client.disconnect()
         spool.close()
+
+
+def test_a_message_the_broker_refuses_is_kept_said_and_sent_again(tmp_path, caplog):
+    """MQTT 5: a PUBACK with a failure reason (Mosquitto: 0x87 Not authorized, for a topic the account's ACL does not
+    allow) acknowledges nothing. The item was deleted as delivered, silently: a gateway with mqtt.prefix "office"
+    under an ACL for "posture/..." lost every result. Now it stays in the spool, is counted and said, and goes again,
+    so the ACL put right (Mosquitto reloads it on SIGHUP) delivers it without a restart."""
+    acl = tmp_path / "acl"
+    acl.write_text("user gw\ntopic write posture/+/metrics\n\nuser reader\ntopic read #\n")
+    broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", acl_file=acl,
+                                            password_file=make_password_file(tmp_path / "pw", PASSWORDS)))
+    got: list[tuple[str, bytes]] = []
+    reader = client(broker.port, user=("reader", PASSWORDS["reader"]), client_id="reader")
+    subscribed = threading.Event()
+    reader.on_subscribe = lambda *_: subscribed.set()
+    reader.on_message = lambda _c, _u, msg: got.append((msg.topic, msg.payload))
+    reader.subscribe("#", 1)
+    assert subscribed.wait(10)
+    sender_client = client(broker.port, user=("gw", PASSWORDS["gw"]), client_id="gw")
+    spool = Spool(tmp_path / "sender.spool")
+    sender = SpooledSender(sender_client, spool, max_inflight=10, retry_refused_s=0.5)
+    try:
+        spool.put([("posture/Desk/metrics", b"allowed"), ("office/Desk/metrics", b"refused"),
+                   ("posture/Desk/metrics", b"allowed too")])
+        with caplog.at_level(logging.WARNING, logger="posture.spool"):
+            _pump_until(sender, lambda: sender.refused >= 1 and sender.inflight == 0)
+        assert [body for _, _, body, _ in spool.peek(10)] == [b"refused"]  # kept; the two allowed ones forgotten
+        assert any("refused 1 message" in r.getMessage() and "office/Desk/metrics" in r.getMessage()
+                   and "Not authorized" in r.getMessage() for r in caplog.records), caplog.text
+        _pump_until(sender, lambda: sender.refused >= 2)  # sent again after retry_refused_s, refused again
+        assert len(spool) == 1
+        acl.write_text("user gw\ntopic write posture/+/metrics\ntopic write office/+/metrics\n\n"
+                       "user reader\ntopic read #\n")
+        os.kill(broker.proc.pid, signal.SIGHUP)
+        _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
+        wait_for(lambda: ("office/Desk/metrics", b"refused") in got, 10, "the refused message, once allowed")
+        assert sorted(got) == [("office/Desk/metrics", b"refused"), ("posture/Desk/metrics", b"allowed"),
+                               ("posture/Desk/metrics", b"allowed too")]
+    finally:
+        for c in (reader, sender_client):
+            c.loop_stop()
+            c.disconnect()
+        spool.close()
+        broker.kill()
