@@ -11,14 +11,16 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from contract.identity import device_id
 from contract.messages import Status
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from pipeline.calibration import Calibration
+from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock, earlier_states
+from pipeline.metrics import merge_minutes
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.discovery import FoundSensor, SensorFilter, discover
@@ -45,6 +47,8 @@ class Device:
     held_since_s: float = 0.0  # monotonic time the collector started holding samples
     saved: Calibration | None = None  # the calibration last written to disk (tried again while it is not the current)
     save_failed: bool = False  # the last try failed: said once, and again when it works
+    # The last run's last minute as its stop sent it: this run's part of that minute is added to it (_continued).
+    stopped_minute: MinuteMetrics | None = None
 
 
 async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
@@ -83,6 +87,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
                         LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s))
         link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
         device.saved = device.pipeline.calibration
+        device.stopped_minute = load_stopped_minute(spool_dir, name)
         devices[name] = device
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
@@ -133,6 +138,43 @@ def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> 
         raise
 
 
+def load_stopped_minute(spool_dir: Path, device: str) -> MinuteMetrics | None:
+    """The minute the last clean stop sent unfinished (save_stopped_minute)."""
+    path = device_file(spool_dir, device, ".minute.json")
+    try:
+        return MinuteMetrics(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        log.warning("%s: ignoring the stopped minute %s: %s", device, path, exc)
+        return None
+
+
+def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics) -> None:
+    """A failure costs what it did before this file existed: a start within the minute replaces its first part."""
+    path = device_file(spool_dir, device, ".minute.json")
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(asdict(minute)))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("%s: the unfinished minute not saved (a start within it replaces its first part): %s", device,
+                    exc)
+
+
+def _continued(device: Device, metrics: list[MinuteMetrics]) -> list[MinuteMetrics]:
+    """Metrics with the minute the last run's stop sent unfinished made whole: InfluxDB and the alert service keep
+    the last record of a minute, so this run's part alone would replace the first part (a helper's probe of
+    restarts within a minute: 8 minutes lost 196.8 worn seconds)."""
+    earlier = device.stopped_minute
+    if earlier is None or not metrics:
+        return metrics
+    if max(m.minute_start_s for m in metrics) >= earlier.minute_start_s:  # that minute goes now, or is past
+        device.stopped_minute = None
+    return [merge_minutes(earlier, m) if m.minute_start_s == earlier.minute_start_s else m for m in metrics]
+
+
 def _save(device: Device, spool_dir: Path) -> None:
     """The current calibration to disk if it is not there yet. A failure (the disk full) costs only a restart's
     measuring at once: logged once, and tried again with the next batch."""
@@ -172,7 +214,7 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         return
     _save(device, spool_dir)
     if out.events or out.metrics:
-        device.publisher.submit([*out.events, *out.metrics])
+        device.publisher.submit([*out.events, *_continued(device, out.metrics)])
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
     if (state := device.pipeline.live_state()) is not None and \
@@ -204,7 +246,10 @@ async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
         except Exception:
             log.exception("%s: the pipeline failed to finish", d.publisher.device)
             continue
-        d.publisher.submit([*final.events, *final.metrics])
+        metrics = _continued(d, final.metrics)
+        d.publisher.submit([*final.events, *metrics])
+        if metrics:  # the minute of the stop, unfinished: a start within it adds to it
+            save_stopped_minute(spool_dir, d.publisher.device, metrics[-1])
     deadline = time.monotonic() + FINAL_FLUSH_S
     while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):
         for d in devices.values():

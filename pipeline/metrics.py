@@ -7,6 +7,7 @@ minute. Only the minutes inside the hold are kept in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -121,6 +122,37 @@ class MinuteAggregator:
             if count := getattr(m, f"rotations_{side}"):
                 setattr(m, f"rotation_{side}_peak_mean_deg", getattr(m, f"rotation_{side}_cumulative_deg") / count)
         return m
+
+
+# How two records of one minute combine (merge_minutes); every field of MinuteMetrics is in exactly one of these.
+SUMMED = ("worn_s", "sitting_s", "standing_s", "walking_s", "lying_s", "slouch_s", "lean_left_s", "lean_right_s",
+          "rotations_left", "rotations_right", "rotation_left_cumulative_deg", "rotation_right_cumulative_deg",
+          "lost_samples")
+MEAN_BY = {"flexion_mean_deg": "worn_s", "lateral_mean_deg": "worn_s", "lean_left_mean_deg": "lean_left_s",
+           "lean_right_mean_deg": "lean_right_s"}  # a mean, and the seconds it is over
+MAXED = ("rotation_left_peak_max_deg", "rotation_right_peak_max_deg")
+PER_ROTATION = {"rotation_left_peak_mean_deg": ("rotation_left_cumulative_deg", "rotations_left"),
+                "rotation_right_peak_mean_deg": ("rotation_right_cumulative_deg", "rotations_right")}
+LATER = ("minute_start_s", "sitting_since_s", "kind")  # as the later record says: at the minute's end
+
+
+def merge_minutes(earlier: MinuteMetrics, later: MinuteMetrics) -> MinuteMetrics:
+    """One minute measured in two parts by two runs (a gateway stopped and started again within it), as one run
+    would have counted it: seconds and counts added, means weighted by their seconds, maxima the larger."""
+    if earlier.minute_start_s != later.minute_start_s:
+        raise ValueError(f"not one minute: {earlier.minute_start_s} and {later.minute_start_s}")
+    m = dataclasses.replace(later)
+    for name in SUMMED:
+        setattr(m, name, getattr(earlier, name) + getattr(later, name))
+    for name, over in MEAN_BY.items():
+        parts = [(getattr(r, name), getattr(r, over)) for r in (earlier, later) if getattr(r, name) is not None]
+        weight = sum(w for _, w in parts)
+        setattr(m, name, sum(v * w for v, w in parts) / weight if weight else None)
+    for name in MAXED:
+        setattr(m, name, max((v for r in (earlier, later) if (v := getattr(r, name)) is not None), default=None))
+    for name, (cumulative, count) in PER_ROTATION.items():
+        setattr(m, name, getattr(m, cumulative) / getattr(m, count) if getattr(m, count) else None)
+    return m
 
 
 def _sitting_since(t_s: np.ndarray, activity: np.ndarray, before_s: float | None, last_t_s: float,

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.activity import LYING, SITTING, STANDING, WALKING, activity_codes
 from pipeline.events import MinuteMetrics, RotationExcursion
-from pipeline.metrics import SITTING_GAP_S, MinuteAggregator
+from pipeline.metrics import LATER, MAXED, MEAN_BY, PER_ROTATION, SITTING_GAP_S, SUMMED, MinuteAggregator, merge_minutes
 from support.signals import batches, during, grid
 
 RATE_HZ = 100.0
@@ -227,3 +227,37 @@ def test_a_stretch_after_a_long_gap_starts_at_its_first_sitting_sample():
     assert agg.sitting_since_s - after == pytest.approx(5.0)
     add(agg, grid(10.0, RATE_HZ, after + 20 + SITTING_GAP_S + 1), STANDING)
     assert agg.sitting_since_s is None
+
+
+def test_every_minute_field_has_a_way_to_merge():
+    named = [*SUMMED, *MEAN_BY, *MAXED, *PER_ROTATION, *LATER]
+    assert sorted(named) == sorted(f.name for f in dataclasses.fields(MinuteMetrics)) and len(set(named)) == len(named)
+
+
+def test_two_parts_of_a_minute_merge_as_one_run_would_count_them():
+    """A gateway stopped and started within a minute sends it in two parts (gateway/service.py, _continued)."""
+    agg_one, agg_a, agg_b = MinuteAggregator(), MinuteAggregator(), MinuteAggregator()
+    t_s = grid(60.0)
+    flexion = np.where(t_s < 25.0, 5.0, 20.0)
+    lateral = np.where(t_s < 40.0, -2.0, 6.0)
+    act = activity_codes(np.where(t_s < 30.0, SITTING, STANDING))
+    cut = t_s < 33.0
+    for agg, sel in ((agg_one, slice(None)), (agg_a, cut), (agg_b, ~cut)):
+        agg.add_samples(t_s[sel], flexion[sel], lateral[sel], act[sel], 0.01)
+    for agg, parts in ((agg_one, [(25.0, 45.0)]), (agg_a, [(25.0, 33.0)]), (agg_b, [(33.0, 45.0)])):
+        for start, end in parts:
+            agg.add_interval("slouch", start, end)
+            agg.add_interval("lean_right", start, end, 7.0 if start < 33 else 9.0)
+    for agg, events in ((agg_one, [(10.0, 30.0), (50.0, 44.0)]), (agg_a, [(10.0, 30.0)]), (agg_b, [(50.0, 44.0)])):
+        for end_s, peak in events:
+            agg.add_rotation(RotationExcursion(start_s=end_s - 2, end_s=end_s, side="left", peak_deg=peak))
+    (one,), (a,), (b,) = agg_one.flush(), agg_a.flush(), agg_b.flush()
+    merged = merge_minutes(a, b)
+    for name in SUMMED:
+        assert getattr(merged, name) == pytest.approx(getattr(one, name)), name
+    for name in [*MAXED, "flexion_mean_deg", "lateral_mean_deg", "rotation_left_peak_mean_deg"]:
+        assert getattr(merged, name) == pytest.approx(getattr(one, name)), name
+    assert merged.lean_right_mean_deg == pytest.approx((8 * 7.0 + 12 * 9.0) / 20)
+    assert merged.rotation_right_peak_mean_deg is None and merged.rotation_right_peak_max_deg is None
+    with pytest.raises(ValueError, match="not one minute"):
+        merge_minutes(a, dataclasses.replace(b, minute_start_s=60.0))
