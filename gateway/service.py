@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from contract.identity import device_id
 from contract.messages import Status
@@ -29,6 +30,7 @@ from sensor.stream import ImuBatch
 from service_io.config import Config
 
 log = logging.getLogger("posture.gateway")
+T = TypeVar("T")
 PUMP_INTERVAL_S = 0.05
 FINAL_FLUSH_S = 10.0
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
@@ -117,50 +119,48 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
 
 def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
     """The device's calibration from the last run: a restarted gateway measures at once."""
-    path = device_file(spool_dir, device, ".calibration.json")
-    try:
-        return Calibration.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("%s: ignoring stored calibration %s: %s", device, path, exc)
-        return None
+    return _read_kept(spool_dir, device, ".calibration.json", Calibration.from_dict, "stored calibration")
 
 
 def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> None:
-    path = device_file(spool_dir, device, ".calibration.json")
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(calibration.to_dict()))
-        tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
-    except OSError:
-        tmp.unlink(missing_ok=True)  # half a file on a full disk: its space back
-        raise
+    _write_kept(spool_dir, device, ".calibration.json", calibration.to_dict())
 
 
 def load_stopped_minute(spool_dir: Path, device: str) -> MinuteMetrics | None:
     """The minute the last clean stop sent unfinished (save_stopped_minute)."""
-    path = device_file(spool_dir, device, ".minute.json")
-    try:
-        return MinuteMetrics(**json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as exc:
-        log.warning("%s: ignoring the stopped minute %s: %s", device, path, exc)
-        return None
+    return _read_kept(spool_dir, device, ".minute.json", lambda doc: MinuteMetrics(**doc), "stopped minute")
 
 
 def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics) -> None:
     """A failure costs what it did before this file existed: a start within the minute replaces its first part."""
-    path = device_file(spool_dir, device, ".minute.json")
-    tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps(asdict(minute)))
-        tmp.replace(path)
+        _write_kept(spool_dir, device, ".minute.json", asdict(minute))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         log.warning("%s: the unfinished minute not saved (a start within it replaces its first part): %s", device,
                     exc)
+
+
+def _read_kept(spool_dir: Path, device: str, suffix: str, parse: Callable[[Any], T], what: str) -> T | None:
+    """What the last run kept beside the device's spool; None if nothing, or not readable (said)."""
+    path = device_file(spool_dir, device, suffix)
+    try:
+        return parse(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: ignoring %s %s: %s", device, what, path, exc)
+        return None
+
+
+def _write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any]) -> None:
+    path = device_file(spool_dir, device, suffix)
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+    except OSError:
+        tmp.unlink(missing_ok=True)  # half a file on a full disk: its space back
+        raise
 
 
 def _continued(device: Device, metrics: list[MinuteMetrics]) -> list[MinuteMetrics]:

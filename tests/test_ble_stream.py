@@ -23,7 +23,7 @@ from sensor.discovery import SensorFilter, discover
 from sensor.link import LinkSettings, SensorLink
 from sensor.stream import ImuBatch
 from service_io.config import Config, GatewaySettings, MqttSettings
-from support.mqtt import client, wait_for
+from support.mqtt import client, listen, wait_for
 
 # One LSB of each profile's wire format: (acc g, gyro °/s).
 LSB = {"native": (1 / 4096, 2000 / 32768), "witmotion": (16 / 32768, 2000 / 32768), "thingy52": (1 / 1024, 1 / 32)}
@@ -276,13 +276,7 @@ def test_a_status_goes_out_when_it_changes_and_otherwise_only_at_the_heartbeat(t
     config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
                     gateway=GatewaySettings(status_interval_s=10.0, status_heartbeat_s=60.0))
     publisher = DevicePublisher.open(config, "Steady", tmp_path / "spool", "Steady", clock=lambda: now_s[0])
-    got: list[dict] = []
-    listener = client(broker.port)
-    listener.on_message = lambda c, u, m: got.append(json.loads(m.payload))
-    subscribed = threading.Event()
-    listener.on_subscribe = lambda *args: subscribed.set()
-    listener.subscribe("posture/Steady/status", 1)
-    assert subscribed.wait(10), "no SUBACK"
+    listener, got = listen(broker.port, "posture/Steady/status")
     healthy = Status(online=True, battery_pct=80, link_quality_pct=100.0, lost_samples=3)
 
     def at(t_s: float, status: Status) -> bool:

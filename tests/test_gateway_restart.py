@@ -8,8 +8,6 @@ restarting a gateway every few minutes lost 196.8 worn seconds over 8 minutes.
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 
 import pytest
 
@@ -22,7 +20,7 @@ from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.stream import ImuBatch
 from service_io.config import Config, MqttSettings
-from support.mqtt import client, wait_for
+from support.mqtt import listen, wait_for
 
 STOP_S, BACK_S = 150.5, 154.0  # the stop and the start again, inside the minute 120-180 s
 
@@ -42,13 +40,7 @@ def _run(config: Config, spool_dir, chunks, got) -> Device:
 
 
 def test_a_restart_within_a_minute_sends_that_minute_whole(tmp_path, broker):
-    got: list[dict] = []
-    listener = client(broker.port)
-    listener.on_message = lambda c, u, m: got.append(json.loads(m.payload))
-    subscribed = threading.Event()
-    listener.on_subscribe = lambda *args: subscribed.set()
-    listener.subscribe("posture/Desk/metrics", 1)
-    assert subscribed.wait(10), "no SUBACK"
+    listener, got = listen(broker.port, "posture/Desk/metrics")
     config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
     spool_dir = tmp_path / "spool"
     sim = SensorSimulation(load_scenario("office-short"), seed=3)

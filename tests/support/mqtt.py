@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -41,3 +43,15 @@ def wait_for(predicate, timeout_s: float, what) -> None:
             return
         time.sleep(0.25)
     pytest.fail(f"timed out after {timeout_s} s waiting for {what() if callable(what) else what}")
+
+
+def listen(port: int, topic: str) -> tuple[mqtt.Client, list[dict]]:
+    """A subscriber (QoS 1) collecting each message's JSON on topic, in order; subscribed when it returns."""
+    got: list[dict] = []
+    listener = client(port)
+    listener.on_message = lambda _c, _u, msg: got.append(json.loads(msg.payload))
+    subscribed = threading.Event()
+    listener.on_subscribe = lambda *_: subscribed.set()
+    listener.subscribe(topic, 1)
+    assert subscribed.wait(10), "no SUBACK"
+    return listener, got
