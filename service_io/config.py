@@ -12,6 +12,7 @@ Pi may have to build) and its own wording of errors, for no check we lack.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -30,6 +31,10 @@ class ConfigError(ValueError):
     pass
 
 
+MQTT_PROTOCOLS = ("5", "3.1.1")
+INFLUX_APIS = ("auto", "v1", "v2")
+
+
 @dataclass(frozen=True)
 class MqttSettings:
     host: str = "127.0.0.1"
@@ -40,6 +45,15 @@ class MqttSettings:
     protocol: str = "5"  # "5" or "3.1.1"
     prefix: str = "posture"
     keepalive_s: int = 30
+
+    def __post_init__(self) -> None:
+        # paho takes any other text as 3.1.1 without a word: "v5" would lose MQTT 5's refusals and expiry silently.
+        if self.protocol not in MQTT_PROTOCOLS:
+            raise ConfigError(f"mqtt.protocol: \"5\" or \"3.1.1\", got {self.protocol!r}")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"mqtt.port: a TCP port from 1 to 65535, got {self.port!r}")
+        if self.keepalive_s > 65535:  # MQTT's keep-alive is a 16-bit number of seconds
+            raise ConfigError(f"mqtt.keepalive_s: at most 65535, got {self.keepalive_s!r}")
 
     def __repr__(self) -> str:  # never print the password
         return f"MqttSettings(host={self.host!r}, port={self.port}, prefix={self.prefix!r})"
@@ -93,6 +107,11 @@ class BridgeSettings:
     share_group: str = ""
 
     def __post_init__(self) -> None:
+        for name in ("spool_max_points", "batch_points"):  # 0 would hold nothing, or write in batches of nothing
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bridge.{name}: at least 1, got {getattr(self, name)!r}")
+        if not self.flush_interval_s > 0:
+            raise ConfigError(f"bridge.flush_interval_s: above 0, got {self.flush_interval_s!r}")
         if not self.client_id:  # the broker would make one up at each connect: no session to come back to
             raise ConfigError("bridge.client_id: must not be empty (it names the persistent session)")
         # The group is one level of a topic filter: a wildcard or separator in it would make another filter (or an
@@ -128,6 +147,8 @@ class GatewaySettings:
     live_hz: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.spool_max_messages < 1:  # 0 would drop every result as it is spooled
+            raise ConfigError(f"gateway.spool_max_messages: at least 1, got {self.spool_max_messages!r}")
         if not self.status_interval_s > 0:
             raise ConfigError(f"gateway.status_interval_s: must be above 0, got {self.status_interval_s!r}")
         if not self.status_heartbeat_s >= self.status_interval_s:
@@ -219,7 +240,11 @@ MIN_RETENTION_S = 3600.0
 
 
 def check_influx(settings: InfluxSettings) -> None:
-    """[influx] values InfluxDB would refuse only later, at the bridge's first live write."""
+    """[influx] values that would fail only later: at the bridge's first write, or as an outage that never ends."""
+    if settings.api not in INFLUX_APIS:
+        raise ConfigError(f"influx.api: one of {', '.join(INFLUX_APIS)}, got {settings.api!r}")
+    if not settings.url.startswith(("http://", "https://")):  # else every write fails as if InfluxDB were down
+        raise ConfigError(f"influx.url: an http:// or https:// address, got {settings.url!r}")
     retention_s = duration_s(settings.live_retention)
     if retention_s is None or retention_s < MIN_RETENTION_S:
         raise ConfigError(f"influx.live_retention: must be an InfluxQL duration of at least 1h (e.g. 7d, 72h) or "
@@ -262,7 +287,12 @@ def build_section(section: str, cls: type, given: dict[str, Any]) -> Any:
             raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(fields)}")
         default = fields[key].default if fields[key].default is not dataclasses.MISSING else ()
         values[key] = _coerce(f"{section}.{key}", value, type(default))
-    return cls(**values)
+    built = cls(**values)  # its own checks first: they say what would work
+    for key, value in values.items():
+        # Every count, port, size, rate and time here is 0 or more ("nan" from the environment compares false).
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value < math.inf:
+            raise ConfigError(f"{section}.{key}: a number of 0 or more, got {value!r}")
+    return built
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -281,7 +311,11 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
                 raise ValueError
             return tuple(i.strip() for i in items if i.strip())
+        if kind is str and not isinstance(value, str):  # `host = 5` is a mistake, not the host "5"
+            raise ValueError
         if kind in (int, float) and isinstance(value, bool):
+            raise ValueError
+        if kind is int and isinstance(value, float) and not value.is_integer():  # int(1883.9) would say 1883
             raise ValueError
         return kind(value)
     except (TypeError, ValueError):

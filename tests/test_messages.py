@@ -97,3 +97,33 @@ def test_live_and_episode_start_config(tmp_path):
     for bad in ("7 days", "30m", "", "7d; DROP DATABASE posture", "d7"):
         with pytest.raises(ConfigError, match=r"^influx\.live_retention: must be an InfluxQL duration"):
             load_config(None, env={"POSTURE_INFLUX_LIVE_RETENTION": bad})
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"POSTURE_MQTT_PROTOCOL": "v5"}, r'^mqtt\.protocol: "5" or "3\.1\.1", got \'v5\''),  # paho took it as 3.1.1
+    ({"POSTURE_MQTT_PORT": "0"}, r"^mqtt\.port: a TCP port from 1 to 65535"),
+    ({"POSTURE_MQTT_PORT": "70000"}, r"^mqtt\.port: a TCP port"),
+    ({"POSTURE_BRIDGE_BATCH_POINTS": "-5"}, r"^bridge\.batch_points: at least 1, got -5"),
+    ({"POSTURE_BRIDGE_FLUSH_INTERVAL_S": "nan"}, r"^bridge\.flush_interval_s: above 0"),
+    ({"POSTURE_GATEWAY_SPOOL_MAX_MESSAGES": "0"}, r"^gateway\.spool_max_messages: at least 1"),
+    ({"POSTURE_GATEWAY_STATUS_HEARTBEAT_S": "inf"}, r"^gateway\.status_heartbeat_s: a number of 0 or more"),
+    ({"POSTURE_ALERTS_SESSION_EXPIRY_S": "-1"}, r"^alerts\.session_expiry_s: a number of 0 or more"),
+    ({"POSTURE_INFLUX_API": "v3"}, r"^influx\.api: one of auto, v1, v2, got 'v3'"),  # said only at the first write
+    ({"POSTURE_INFLUX_URL": "influx.local:8086"}, r"^influx\.url: an http:// or https:// address"),  # an outage
+])
+def test_settings_that_would_fail_later_or_silently_are_refused_at_start(env, said):
+    with pytest.raises(ConfigError, match=said):
+        load_config(None, env=env)
+
+
+def test_a_value_of_another_type_in_the_file_is_refused_not_converted(tmp_path):
+    """TOML says what type a value is: `host = 5` became the host "5", `port = 1883.9` the port 1883."""
+    path = tmp_path / "c.toml"
+    for text, said in (("[mqtt]\nhost = 5\n", r"^mqtt\.host: expected str, got 5"),
+                       ("[mqtt]\nport = 1883.9\n", r"^mqtt\.port: expected int, got 1883\.9"),
+                       ("[alerts]\nclient_id = true\n", r"^alerts\.client_id: expected str, got True")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=said):
+            load_config(path, env={})
+    path.write_text("[mqtt]\nport = 1884.0\n")  # a whole number written as a float is that number
+    assert load_config(path, env={}).mqtt.port == 1884
