@@ -27,6 +27,7 @@ from alerts.compose import alert_id, alert_payload, summary_payload
 from alerts.policy import held_reason, local
 from alerts.settings import Rules
 from alerts.state import STARTS_KEPT, DeviceState
+from contract.messages import is_nudge
 from pipeline.summary import DayTotals, day_totals
 
 MINUTE_MS = 60_000
@@ -362,7 +363,7 @@ class AlertEngine:
             if stretch:
                 state.remember("recent_stretches", stretch["id"])
             state.last_alert_s[f.kind] = f.ts_s
-            if f.kind not in r.PRAISE:  # the daily cap and alerts_sent count nudges; praise does not use them up
+            if is_nudge(f.kind):  # the daily cap and alerts_sent count nudges; praise does not use them up
                 state.sent_today += 1
             state.slouch_alert_s = self._praise_watch(f, state.slouch_alert_s)
             out.append(alert)

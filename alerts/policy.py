@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from datetime import time as TimeOfDay
 
-from alerts.rules import PRAISE, Finding
+from alerts.rules import Finding
 from alerts.settings import Limits
 from alerts.state import DeviceState
+from contract.messages import is_nudge
 
 
 def local(t_s: float, tz: tzinfo | None) -> datetime:
@@ -35,6 +36,6 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
         return "snoozed"
     if in_span(local(finding.ts_s, tz).time(), limits.quiet_span()):
         return "quiet_hours"
-    if finding.kind not in PRAISE and state.sent_today >= limits.daily_cap:  # the cap counts nudges, not praise
+    if is_nudge(finding.kind) and state.sent_today >= limits.daily_cap:  # the cap counts nudges, not praise
         return "daily_cap"
     return None

@@ -26,6 +26,14 @@ from pipeline.events import (
 
 SCHEMA_VERSION = 1
 EVENT_KINDS = ("slouch", "rotation", "lean", "calibration", "episode_start")
+# Alerts (contract/schemas/alert.json) that tell the wearer to do nothing: praise for having done it, and the day's
+# summary. "Alerts" counted anywhere (the daily cap, `alerts_sent` in the day so far, the day report) are the others.
+PRAISE_KINDS = ("recovery", "recovered")
+NOT_NUDGE_KINDS = (*PRAISE_KINDS, "summary")
+
+
+def is_nudge(alert_kind: str) -> bool:
+    return alert_kind not in NOT_NUDGE_KINDS
 
 
 @dataclass(frozen=True)

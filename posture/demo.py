@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contract.influx_schema import ALERT_MEASUREMENT, MEASUREMENT
+from contract.messages import is_nudge
 from pipeline.summary import day_totals
 
 from .chain import DATABASE, DEVICE, Chain
@@ -206,7 +207,10 @@ def _summary(chain: Chain) -> None:
     print(f"  trunk rotations left {t.rotations['left']}, right {t.rotations['right']}, symmetry index "
           f"{'–' if si is None else f'{si:+.0f}%'} (+ right-dominant); "
           f"lean left {t.lean_s['left']:.0f} s, right {t.lean_s['right']:.0f} s")
-    print(f"  alerts {len(alerts)}: " + ", ".join(sorted({a['kind'] for a in alerts})))
+    nudges, other = [a for a in alerts if is_nudge(a["kind"])], [a for a in alerts if not is_nudge(a["kind"])]
+    print(f"  alerts {len(nudges)}: " + ", ".join(sorted({a['kind'] for a in nudges}))
+          + (f"; and {len(other)} not counted as alerts: " + ", ".join(sorted({a['kind'] for a in other}))
+             if other else ""))
     print(f"  all of it stays in InfluxDB database {DATABASE!r} at {chain.influx.url} until the demo ends")
 
 

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
 from typing import Any
 
+from contract.messages import is_nudge
 from pipeline import summary
 from pipeline.activity import ACTIVITIES
 from pipeline.summary import SIDES
@@ -175,7 +176,7 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     return DayReport(device, day, tz, day_start_s, day_end_s, data_start_s, max(data_end_s, data_start_s + MINUTE_S),
                      minutes, live, live_step_s, trace_minutes,
                      merge_spans(spans), slouches, rotations, leans, calibrations, alerts,
-                     day_totals(rows.minutes, leans, len(alerts)))
+                     day_totals(rows.minutes, leans, sum(is_nudge(a.kind) for a in alerts)))
 
 
 def live_buckets(rows: list[dict[str, Any]]) -> list[LiveBucket]:

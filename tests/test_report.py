@@ -145,10 +145,15 @@ def test_day_totals_from_rows():
         slouches=[{"time_s": t0 + 10, "duration_s": 50.0, "peak_flexion_deg": 28.0}],
         rotations=[{"time_s": t0 + 5, "side": "right", "peak_deg": 30.0}],
         leans=[{"time_s": t0 + 70, "side": "left", "duration_s": 20.0, "mean_lateral_deg": -12.0}],
-        alerts=[{"time_s": t0 + 120, "kind": "slouch", "title": "Slouching", "message": "Sit up.", "text": None}],
+        alerts=[{"time_s": t0 + 120, "kind": "slouch", "title": "Slouching", "message": "Sit up.", "text": None},
+                # Praise and the summary are listed, and not counted: the count is the alert service's alerts_sent
+                # (the report said 3 alerts where Home Assistant's "alerts sent" said 1).
+                {"time_s": t0 + 180, "kind": "recovered", "title": "Slouch over", "message": "Well done."},
+                {"time_s": t0 + 630, "kind": "summary", "title": "Your posture today", "message": "…"}],
     )
     report = build_day_report("Desk", date(2025, 6, 1), utc, rows)
     t = report.totals
+    assert len(report.alerts) == 3 and t.alerts == 1
     assert t.slouch_s / 60 == pytest.approx(1.0)  # slouch minutes
     assert t.worn_s == 180.0 and t.slouch_pct_of_worn == pytest.approx(100 / 3)
     assert t.rotations == {"left": 1, "right": 3}
