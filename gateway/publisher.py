@@ -243,7 +243,8 @@ class DevicePublisher:
 
     @property
     def backlog(self) -> int:
-        return len(self.results)
+        """Results still to send; those the broker refused wait for their retry, not for a stop (docs/mqtt.md)."""
+        return len(self.results) - (self._sender.waiting if self._sender is not None else 0)
 
     # paho's network thread ------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:

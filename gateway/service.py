@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from contract.identity import device_id
-from contract.messages import Status
+from contract.messages import Status, payload
+from contract.validation import load_validators, parse
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from pipeline.calibration import Calibration
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock, earlier_states
-from pipeline.metrics import merge_minutes
+from pipeline.metrics import MINUTE_S, merge_minutes
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.discovery import FoundSensor, SensorFilter, discover
@@ -51,6 +52,8 @@ class Device:
     save_failed: bool = False  # the last try failed: said once, and again when it works
     # The last run's last minute as its stop sent it: this run's part of that minute is added to it (_continued).
     stopped_minute: MinuteMetrics | None = None
+    stopped_at_s: float | None = None  # the last run's last sample; None once the first batch here was looked at
+    last_t_s: float | None = None  # this run's last sample so far
 
 
 async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
@@ -89,7 +92,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
                         LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s))
         link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
         device.saved = device.pipeline.calibration
-        device.stopped_minute = load_stopped_minute(spool_dir, name)
+        device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
         devices[name] = device
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
@@ -126,15 +129,22 @@ def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> 
     _write_kept(spool_dir, device, ".calibration.json", calibration.to_dict())
 
 
-def load_stopped_minute(spool_dir: Path, device: str) -> MinuteMetrics | None:
-    """The minute the last clean stop sent unfinished (save_stopped_minute)."""
-    return _read_kept(spool_dir, device, ".minute.json", lambda doc: MinuteMetrics(**doc), "stopped minute")
+def load_stopped_minute(spool_dir: Path, device: str) -> tuple[MinuteMetrics, float] | None:
+    """The minute the last clean stop sent unfinished, and its last sample's time (save_stopped_minute)."""
+    def checked(doc: dict[str, Any]) -> tuple[MinuteMetrics, float]:
+        minute, last_t_s = MinuteMetrics(**doc["minute"]), float(doc["last_t_s"])
+        # As any minute on the wire (a hand-edited or damaged file must not make every batch's merge fail).
+        parse("metrics", json.dumps(payload(device, minute)).encode(), load_validators())
+        if not minute.minute_start_s <= last_t_s < minute.minute_start_s + MINUTE_S:
+            raise ValueError(f"last_t_s {last_t_s} is not in the minute")
+        return minute, last_t_s
+    return _read_kept(spool_dir, device, ".minute.json", checked, "stopped minute")
 
 
-def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics) -> None:
+def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics, last_t_s: float) -> None:
     """A failure costs what it did before this file existed: a start within the minute replaces its first part."""
     try:
-        _write_kept(spool_dir, device, ".minute.json", asdict(minute))
+        _write_kept(spool_dir, device, ".minute.json", {"minute": asdict(minute), "last_t_s": last_t_s})
     except OSError as exc:
         log.warning("%s: the unfinished minute not saved (a start within it replaces its first part): %s", device,
                     exc)
@@ -164,9 +174,9 @@ def _write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any]) 
 
 
 def _continued(device: Device, metrics: list[MinuteMetrics]) -> list[MinuteMetrics]:
-    """Metrics with the minute the last run's stop sent unfinished made whole: InfluxDB and the alert service keep
-    the last record of a minute, so this run's part alone would replace the first part (a helper's probe of
-    restarts within a minute: 8 minutes lost 196.8 worn seconds)."""
+    """Metrics with the minute the last run's stop sent unfinished made whole: the alert service keeps the last
+    record of a minute and InfluxDB the newest value of each field, so this run's part alone would replace the
+    first part (a helper's probe of restarts within a minute: 8 minutes lost 196.8 worn seconds)."""
     earlier = device.stopped_minute
     if earlier is None or not metrics:
         return metrics
@@ -206,7 +216,22 @@ def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[I
     return on_batch
 
 
+def go_on_from_stop(device: Device, first_t_s: float) -> None:
+    """This run's first sample: after the last run's stop, its sitting stretch goes on (as across a gap of that
+    length within one run), and within the stop's minute that minute's part is added to the stop's (_continued);
+    a host clock set back since leaves both."""
+    if device.stopped_minute is not None and device.stopped_at_s is not None and device.stopped_at_s < first_t_s:
+        device.pipeline.minutes.resume(device.stopped_minute.sitting_since_s, device.stopped_at_s)
+        if first_t_s < device.stopped_minute.minute_start_s + MINUTE_S:
+            device.stopped_at_s = None
+            return
+    device.stopped_minute = device.stopped_at_s = None
+
+
 def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
+    if device.stopped_at_s is not None:
+        go_on_from_stop(device, float(batch.t_s[0]))
+    device.last_t_s = float(batch.t_s[-1])
     try:
         out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
     except Exception:  # a bug must cost this batch, not the other sensors or the process
@@ -248,8 +273,8 @@ async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
             continue
         metrics = _continued(d, final.metrics)
         d.publisher.submit([*final.events, *metrics])
-        if metrics:  # the minute of the stop, unfinished: a start within it adds to it
-            save_stopped_minute(spool_dir, d.publisher.device, metrics[-1])
+        if metrics and d.last_t_s is not None:  # the minute of the stop, unfinished: a start within it adds to it
+            save_stopped_minute(spool_dir, d.publisher.device, metrics[-1], d.last_t_s)
     deadline = time.monotonic() + FINAL_FLUSH_S
     while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):
         for d in devices.values():

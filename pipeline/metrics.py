@@ -72,6 +72,11 @@ class MinuteAggregator:
         self._last_t_s = float(t_s[-1])
         m.sitting_since_s = self._sitting_since_s
 
+    def resume(self, sitting_since_s: float | None, last_t_s: float) -> None:
+        """Go on from another run that ended at last_t_s (a gateway restarted): its sitting stretch, if any, goes on
+        if the first samples here come within sitting_gap_s and sitting, as within one run."""
+        self._sitting_since_s, self._last_t_s = sitting_since_s, last_t_s
+
     @property
     def sitting_since_s(self) -> float | None:
         """Start of the sitting stretch at the last sample added (None when it is not sitting)."""
@@ -138,7 +143,8 @@ LATER = ("minute_start_s", "sitting_since_s", "kind")  # as the later record say
 
 def merge_minutes(earlier: MinuteMetrics, later: MinuteMetrics) -> MinuteMetrics:
     """One minute measured in two parts by two runs (a gateway stopped and started again within it), as one run
-    would have counted it: seconds and counts added, means weighted by their seconds, maxima the larger."""
+    would have counted it: seconds and counts added, means weighted by their seconds, maxima the larger; the
+    sitting stretch as the later part has it (it goes on across the restart if the later run resumed it)."""
     if earlier.minute_start_s != later.minute_start_s:
         raise ValueError(f"not one minute: {earlier.minute_start_s} and {later.minute_start_s}")
     m = dataclasses.replace(later)

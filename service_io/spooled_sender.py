@@ -8,9 +8,11 @@ dropped and counted instead of sent; one still valid carries the rest of its lif
 MQTT 5 message expiry, so the broker drops it for a phone that comes back too late.
 
 An MQTT 5 PUBACK may refuse the message (a reason code of 0x80 or more: an ACL that does not allow the topic,
-a quota): that item stays in the spool, is counted and said, and goes again every RETRY_REFUSED_S, so a broker
-setting put right delivers it. MQTT 3.1.1 has no way to refuse: Mosquitto acknowledges a refused message as
-delivered and drops it (docs/mqtt.md).
+a quota): that item stays in the spool, is counted and said, and its topic waits: its items, the refused and
+any new ones, go again together and in order after RETRY_REFUSED_S, twice that after another refusal, up to
+MAX_BACKOFF times, so a broker setting put right delivers them without a restart and in the order they were
+measured (a minute's later record must not be overtaken by its earlier one), while other topics go on. MQTT
+3.1.1 has no way to refuse: Mosquitto acknowledges a refused message as delivered and drops it (docs/mqtt.md).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from service_io.spool import Spool, SpoolError
 
 log = logging.getLogger("posture.spool")
 
-RETRY_REFUSED_S = 60.0  # a refused item goes again this often: not so often that a wrong ACL floods the broker
+RETRY_REFUSED_S = 60.0  # a refused topic's items go again after this, doubling while refused: a wrong ACL must not
+MAX_BACKOFF = 16  # flood the broker, and a fixed one should deliver within minutes
 WARN_EVERY_S = 60.0  # refusals are said at most this often (with the count since)
 
 
@@ -45,7 +48,9 @@ class SpooledSender:
         self._inflight: list[tuple[mqtt.MQTTMessageInfo, int, str]] = []  # sent, not yet acknowledged; with topic
         # mid → reason of a refusing PUBACK, set on paho's thread (a dict store is atomic), read by _forget_acknowledged
         self._refusals: dict[int, ReasonCode] = {}
-        self._retry_at: dict[int, float] = {}  # spool id of a refused item → when it goes again (monotonic s)
+        self._waiting: dict[int, str] = {}  # spool id → topic, of items held while their topic waits after a refusal
+        self._topic_due: dict[str, float] = {}  # a waiting topic → when its items go again (monotonic s)
+        self._backoff: dict[str, int] = {}  # a waiting topic → its retry interval, in retry_refused_s
         self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
         self._said_at = -1e9
         client.on_publish = self._on_publish
@@ -74,6 +79,11 @@ class SpooledSender:
             self._seen_all_at = puts if len(new) < room else None
             rows += new
         for k, (spool_id, topic, body, expires_at) in enumerate(rows):
+            if topic in self._topic_due and spool_id > after:  # behind its topic's refused ones: after them
+                with self._lock:
+                    self._waiting[spool_id] = topic
+                    self._sent_up_to = max(self._sent_up_to, spool_id)
+                continue
             properties = None
             if expires_at is not None:
                 left_s = expires_at - self.clock()
@@ -88,7 +98,9 @@ class SpooledSender:
             # anything else (its queue is full) means try again later.
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 self._seen_all_at = None  # the rest is still to send
-                self._retry_at.update((i, 0.0) for i, *_ in rows[k:] if i <= after)  # refused ones not sent: due
+                self._waiting.update((i, t) for i, t, *_ in rows[k:] if i <= after)  # the refused ones not sent
+                for t in {t for i, t, *_ in rows[k:] if i <= after}:
+                    self._topic_due[t] = 0.0  # due still
                 break
             with self._lock:
                 self._inflight.append((info, spool_id, topic))
@@ -98,14 +110,19 @@ class SpooledSender:
         self._say_refusals()
 
     def _refused_due(self, room: int) -> list[tuple[int, str, bytes, float | None]]:
-        """The refused items whose time to go again has come, oldest first, at most room (they leave _retry_at)."""
-        if room <= 0 or not self._retry_at:
-            return []
+        """The held items of the topics whose time to go again has come, oldest first, at most room. A topic all of
+        whose items are taken waits no more: its new items go straight after them."""
         now_s = time.monotonic()
-        due = sorted(i for i, at in self._retry_at.items() if at <= now_s)[:room]
-        for spool_id in due:
-            del self._retry_at[spool_id]
-        return self.spool.get(due)  # one expired or pushed out meanwhile is no longer there
+        if room <= 0 or not any(at <= now_s for at in self._topic_due.values()):
+            return []
+        due = {t for t, at in self._topic_due.items() if at <= now_s}
+        ids = sorted(i for i, t in self._waiting.items() if t in due)[:room]
+        rows = self.spool.get(ids)  # one expired or pushed out meanwhile is no longer there
+        for spool_id in ids:
+            del self._waiting[spool_id]
+        for topic in due - set(self._waiting.values()):
+            del self._topic_due[topic]
+        return rows
 
     def settle(self, connected: threading.Event, timeout_s: float) -> None:
         """Before a clean stop: wait (at most timeout_s, while connected) for the broker to acknowledge what is in
@@ -138,10 +155,15 @@ class SpooledSender:
                 reason = self._refusals.pop(info.mid, None)
                 if reason is None:
                     done.append(spool_id)
-                else:
-                    self.refused += 1
-                    self._unsaid[topic, str(reason)] += 1
-                    self._retry_at[spool_id] = time.monotonic() + self.retry_refused_s
+                    self._backoff.pop(topic, None)
+                    continue
+                self.refused += 1
+                self._unsaid[topic, str(reason)] += 1
+                self._waiting[spool_id] = topic
+                now_s = time.monotonic()
+                if self._topic_due.get(topic, -math.inf) <= now_s:  # the first refusal of a round sets the wait
+                    backoff = self._backoff[topic] = min(2 * self._backoff.get(topic, 0) or 1, MAX_BACKOFF)
+                    self._topic_due[topic] = now_s + backoff * self.retry_refused_s
             self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
         self.spool.delete(done)
 
@@ -156,10 +178,16 @@ class SpooledSender:
             return
         self._said_at = time.monotonic()
         (topic, reason), _ = self._unsaid.most_common(1)[0]
-        log.warning("the MQTT broker refused %d message(s) since the last warning, e.g. %s: %s (an ACL that does not "
-                    "allow the topic? check mqtt.prefix and the account's topics); each is kept and sent again every "
-                    "%.0f s", self._unsaid.total(), topic, reason, self.retry_refused_s)
+        log.warning("the MQTT broker refused messages %d time(s) since the last warning, e.g. %s: %s (an ACL that "
+                    "does not allow the topic? check mqtt.prefix and the account's topics); %d kept, to go again "
+                    "within %.0f s", self._unsaid.total(), topic, reason, len(self._waiting),
+                    MAX_BACKOFF * self.retry_refused_s)
         self._unsaid.clear()
+
+    @property
+    def waiting(self) -> int:
+        """Items held while their topic waits after a refusal (not to be waited for at a stop)."""
+        return len(self._waiting)
 
     @property
     def inflight(self) -> int:

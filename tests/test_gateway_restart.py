@@ -1,20 +1,22 @@
 """A gateway stopped cleanly and started again within one minute, through a real Mosquitto: the minute is sent whole.
 
-InfluxDB (same measurement, tags and time) and the alert service (a minute keyed by its ts) keep the last record of a
-minute. The stop sends the minute's first part; the next run sent its second part alone, replacing the first: a helper
-restarting a gateway every few minutes lost 196.8 worn seconds over 8 minutes.
+InfluxDB (same measurement, tags and time: the newest value of each field) and the alert service (a minute keyed by
+its ts) keep the last record of a minute. The stop sends the minute's first part; the next run sent its second part
+alone, replacing the first: a helper restarting a gateway every few minutes lost 196.8 worn seconds over 8 minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
 from gateway.publisher import DevicePublisher
-from gateway.service import Device, _flush, _process, load_calibration, load_stopped_minute
+from gateway.service import Device, _flush, _process, go_on_from_stop, load_calibration, load_stopped_minute
+from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
@@ -22,18 +24,20 @@ from sensor.stream import ImuBatch
 from service_io.config import Config, MqttSettings
 from support.mqtt import listen, wait_for
 
-STOP_S, BACK_S = 150.5, 154.0  # the stop and the start again, inside the minute 120-180 s
+T0_S = 1_796_292_000.0  # sensor time 0 (a whole minute), on the clock the gateway stamps samples with
+STOP_S, BACK_S = 90.5, 94.0  # the stop and the start again, inside the minute 60-120 s, sitting
 
 
 def _run(config: Config, spool_dir, chunks, got) -> Device:
+    """One gateway run over these chunks, set up as run_gateway does it, and its clean stop."""
     publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
     publisher.start()
     wait_for(publisher.connected.is_set, 10, "the publisher connected")
     device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
                     BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
-    device.stopped_minute = load_stopped_minute(spool_dir, "Desk")  # as run_gateway does
+    device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
     for ch in chunks:
-        _process(device, spool_dir, ImuBatch("Desk", ch.t_s, ch.t_s, ch.acc_g, ch.gyro_dps))
+        _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
         publisher.pump()
     asyncio.run(_flush({"Desk": device}, spool_dir))  # the clean stop: the unfinished minute goes out
     return device
@@ -47,19 +51,19 @@ def test_a_restart_within_a_minute_sends_that_minute_whole(tmp_path, broker):
     chunks = [ch for ch in sim.chunks(max_samples=50) if not STOP_S <= ch.t_s[0] < BACK_S]
     try:
         _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] < STOP_S], got)
-        first_part = next(m for m in got if m["ts"] == 120_000)
+        first_part = next(m for m in got if m["ts"] == (T0_S + 60) * 1000)
         second = _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] >= BACK_S], got)
-        wait_for(lambda: max(m["ts"] for m in got) >= 180_000, 20, "the run after the restart's minutes")
+        wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 120) * 1000, 20, "the run after the restart's minutes")
     finally:
         listener.loop_stop()
     last = {m["ts"]: m for m in got}  # what InfluxDB and the alert service keep
     reference = PosturePipeline()
     minutes = []
     for ch in chunks:  # one run over the same samples, the restart's gap included
-        minutes += reference.update(ch.t_s, ch.acc_g, ch.gyro_dps).metrics
+        minutes += reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps).metrics
     minutes += reference.finish().metrics
-    whole = next(m for m in minutes if m.minute_start_s == 120.0)
-    kept = last[120_000]
+    whole = next(m for m in minutes if m.minute_start_s == T0_S + 60)
+    kept = last[(T0_S + 60) * 1000]
     assert first_part["worn_s"] == pytest.approx(30.5, abs=0.02)
     assert kept["worn_s"] == pytest.approx(whole.worn_s, abs=0.02) == pytest.approx(56.5, abs=0.02)
     assert kept["sitting_s"] + kept["standing_s"] + kept["walking_s"] + kept["lying_s"] == pytest.approx(
@@ -67,3 +71,46 @@ def test_a_restart_within_a_minute_sends_that_minute_whole(tmp_path, broker):
     assert kept["flexion_mean_deg"] == pytest.approx(whole.flexion_mean_deg, abs=0.5)
     assert kept["slouch_s"] == pytest.approx(whole.slouch_s, abs=1.0)
     assert second.stopped_minute is None  # merged into its minute, and done with
+    # The sitting stretch goes on across the restart (the long-sitting alert counts from it): 94.0 s before.
+    assert kept["sitting_since_s"] == pytest.approx(whole.sitting_since_s) == pytest.approx(T0_S + 8.69)
+
+
+def _minute_file(spool_dir, minute: dict, last_t_s) -> None:
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    (spool_dir / "Desk.minute.json").write_text(json.dumps({"minute": minute, "last_t_s": last_t_s}))
+
+
+GOOD = {"minute_start_s": 1_796_292_000.0, "worn_s": 30.0, "sitting_s": 30.0, "slouch_s": 10.0,
+        "flexion_mean_deg": 12.0, "lateral_mean_deg": 0.5, "sitting_since_s": 1_796_291_000.0}
+
+
+@pytest.mark.parametrize("minute, last_t_s", [
+    ({**GOOD, "worn_s": "30"}, 1_796_292_030.0),  # a string: every merge raised, the batch's results lost
+    ({**GOOD, "minute_start_s": "x"}, 1_796_292_030.0),  # … for the whole run, and the stop failed too
+    ({**GOOD, "worn_s": float("nan")}, 1_796_292_030.0),  # the merged minute refused by the bridge as not JSON
+    ({**GOOD, "slouch_s": -1000.0}, 1_796_292_030.0),  # … or by the schema
+    ({**GOOD, "extra": 1}, 1_796_292_030.0),
+    (GOOD, 1_796_292_090.0),  # a last sample outside the minute
+    (GOOD, "soon"),
+])
+def test_a_damaged_stopped_minute_is_ignored_with_a_warning(tmp_path, caplog, minute, last_t_s):
+    _minute_file(tmp_path, minute, last_t_s)
+    assert load_stopped_minute(tmp_path, "Desk") is None
+    assert any("ignoring stopped minute" in r.getMessage() for r in caplog.records)
+    _minute_file(tmp_path, GOOD, 1_796_292_030.0)
+    assert load_stopped_minute(tmp_path, "Desk") == (MinuteMetrics(**GOOD), 1_796_292_030.0)
+
+
+def test_a_run_that_does_not_go_on_from_the_stop_leaves_its_minute_alone(tmp_path):
+    """A host clock set back between the runs (or a start in a later minute): the first samples are not after the
+    stop's last, so the minute is not the one the stop left (a helper's probe counted 90.5 worn seconds in a
+    minute). The sitting stretch goes on only where the samples come after the stop."""
+    _minute_file(tmp_path, GOOD, 1_796_292_030.0)
+    for first_t_s, merged, resumed in ((1_796_292_035.0, True, True), (1_796_292_020.0, False, False),  # set back
+                                       (1_796_292_065.0, False, True)):  # a later minute
+        device = Device(PosturePipeline(), None, BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))  # type: ignore
+        device.stopped_minute, device.stopped_at_s = load_stopped_minute(tmp_path, "Desk")
+        go_on_from_stop(device, first_t_s)
+        assert (device.stopped_minute is not None) == merged and device.stopped_at_s is None, first_t_s
+        sitting_since_s = device.pipeline.minutes.sitting_since_s
+        assert sitting_since_s == (GOOD["sitting_since_s"] if resumed else None), first_t_s

@@ -112,11 +112,13 @@ def test_what_was_handed_to_paho_while_the_broker_was_down_is_forgotten_once_ack
         spool.close()
 
 
-def test_a_message_the_broker_refuses_is_kept_said_and_sent_again(tmp_path, caplog):
+def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_path, caplog):
     """MQTT 5: a PUBACK with a failure reason (Mosquitto: 0x87 Not authorized, for a topic the account's ACL does not
     allow) acknowledges nothing. The item was deleted as delivered, silently: a gateway with mqtt.prefix "office"
-    under an ACL for "posture/..." lost every result. Now it stays in the spool, is counted and said, and goes again,
-    so the ACL put right (Mosquitto reloads it on SIGHUP) delivers it without a restart."""
+    under an ACL for "posture/..." lost every result. Now it stays in the spool, is counted and said, and its topic
+    waits: newer items of that topic are held behind it (a minute's later record must not be overtaken by its
+    earlier one), other topics go on, and the ACL put right (Mosquitto reloads it on SIGHUP) delivers them in order
+    without a restart."""
     acl = tmp_path / "acl"
     acl.write_text("user gw\ntopic write posture/+/metrics\n\nuser reader\ntopic read #\n")
     broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", acl_file=acl,
@@ -137,17 +139,21 @@ def test_a_message_the_broker_refuses_is_kept_said_and_sent_again(tmp_path, capl
         with caplog.at_level(logging.WARNING, logger="posture.spool"):
             _pump_until(sender, lambda: sender.refused >= 1 and sender.inflight == 0)
         assert [body for _, _, body, _ in spool.peek(10)] == [b"refused"]  # kept; the two allowed ones forgotten
-        assert any("refused 1 message" in r.getMessage() and "office/Desk/metrics" in r.getMessage()
+        assert sender.waiting == 1
+        assert any("refused messages 1 time" in r.getMessage() and "office/Desk/metrics" in r.getMessage()
                    and "Not authorized" in r.getMessage() for r in caplog.records), caplog.text
-        _pump_until(sender, lambda: sender.refused >= 2)  # sent again after retry_refused_s, refused again
-        assert len(spool) == 1
+        spool.put([("office/Desk/metrics", b"newer"), ("posture/Desk/metrics", b"meanwhile")])
+        _pump_until(sender, lambda: sender.refused >= 2 and len(spool) == 2)  # sent again, refused again
+        assert [body for _, _, body, _ in spool.peek(10)] == [b"refused", b"newer"]  # the newer one held behind
         acl.write_text("user gw\ntopic write posture/+/metrics\ntopic write office/+/metrics\n\n"
                        "user reader\ntopic read #\n")
         os.kill(broker.proc.pid, signal.SIGHUP)
         _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
-        wait_for(lambda: ("office/Desk/metrics", b"refused") in got, 10, "the refused message, once allowed")
-        assert sorted(got) == [("office/Desk/metrics", b"refused"), ("posture/Desk/metrics", b"allowed"),
-                               ("posture/Desk/metrics", b"allowed too")]
+        wait_for(lambda: len(got) == 5, 10, lambda: f"five messages, got {got}")
+        office = [body for topic, body in got if topic.startswith("office/")]
+        assert office == [b"refused", b"newer"]  # in the order measured
+        assert sorted(body for topic, body in got if topic.startswith("posture/")) == [b"allowed", b"allowed too",
+                                                                                        b"meanwhile"]
     finally:
         for c in (reader, sender_client):
             c.loop_stop()
