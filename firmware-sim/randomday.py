@@ -81,9 +81,12 @@ def parse_spec(text: str) -> tuple[int, float] | None:
     parts = text[len(PREFIX):].split(":")
     try:
         seed = int(parts[0])
-        hours = float(parts[1]) if len(parts) > 1 else DEFAULT_HOURS
-    except (ValueError, IndexError):
+    except ValueError:
         raise ValueError(f"expected random:SEED[:HOURS] with an integer SEED, got {text!r}") from None
+    try:
+        hours = float(parts[1]) if len(parts) > 1 else DEFAULT_HOURS
+    except ValueError:
+        raise ValueError(f"expected random:SEED[:HOURS] with HOURS a number (e.g. 1.5), got {text!r}") from None
     if len(parts) > 2 or seed < 0 or not 0.01 <= hours <= 24 * 7:
         raise ValueError(f"expected random:SEED[:HOURS] with SEED ≥ 0 and 0.01 ≤ HOURS ≤ 168, got {text!r}")
     return seed, hours

@@ -408,5 +408,7 @@ def test_random_days_are_plausible_and_repeatable():
     # segment and was refused (random:6029:0.65, 284:1, 328:0.65 among them).
     for seed, hours in [(6029, 0.65), (284, 1.0), (328, 0.65)] + [(s, h) for s in range(300) for h in (0.25, 0.65, 1)]:
         random_day(seed, hours)
-    with pytest.raises(ScenarioError, match="random:SEED"):
+    with pytest.raises(ScenarioError, match="with an integer SEED, got 'random:x'"):
         load_scenario("random:x")
+    with pytest.raises(ScenarioError, match="with HOURS a number"):  # it blamed the seed
+        load_scenario("random:7:abc")
