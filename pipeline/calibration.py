@@ -95,8 +95,9 @@ class Calibration:
 
     @staticmethod
     def sensor_axes_are_trunk_axes() -> Calibration:
-        """For data whose sensor x, y, z already point forward, left and up (no calibration moves)."""
-        return Calibration(np.eye(3), with_bend=False)
+        """For data whose sensor x, y, z already point forward, left and up (no calibration moves). Forward is
+        given, as a bend gives it: not provisional, so a bend in the data does not recalibrate it away."""
+        return Calibration(np.eye(3), with_bend=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"r_sensor_trunk": self.r_sensor_trunk.tolist(), "with_bend": self.with_bend,

@@ -121,7 +121,8 @@ def _joined(a: PipelineOutput, b: PipelineOutput) -> PipelineOutput:
 
 
 class PosturePipeline:
-    def __init__(self, settings: PipelineSettings = PipelineSettings(), calibration: Calibration | None = None):
+    def __init__(self, settings: PipelineSettings = PipelineSettings(), calibration: Calibration | None = None,
+                 calibration_said: str = "calibration restored from the last run"):
         self.s = settings
         self.dt_s = 1.0 / settings.rate_hz
         self.orientation = OrientationFilter(settings.orientation)
@@ -135,7 +136,8 @@ class PosturePipeline:
         self.rotation = RotationDetector(settings.rotation)
         self.minutes = MinuteAggregator()
         self.walking_axis = WalkingAxis(settings.walking_axis)
-        self._announce = calibration is not None  # a calibration restored from before: say so once
+        self._announce = calibration is not None  # a calibration restored from before (or given): say so once
+        self._calibration_said = calibration_said
         self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
         self._walk_index0 = 0
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
@@ -201,7 +203,7 @@ class PosturePipeline:
         if self._announce:
             self._announce = False
             assert self.calibration is not None  # _announce is set only with a calibration
-            out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", "calibration restored from the last run",
+            out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
                                                self.calibration.with_bend))
         cal, start = None, len(t_s)
         if self.armed:

@@ -112,7 +112,8 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
             chunks = _with_offline_orientation(list(chunks))
         for data, quat in chunks:
             if pipeline is None:
-                pipeline = PosturePipeline(tuning.settings(round(estimate_rate_hz(data[:, 0]), 3)), calibration)
+                pipeline = PosturePipeline(tuning.settings(round(estimate_rate_hz(data[:, 0]), 3)), calibration,
+                                           "calibration given: the sensor's axes taken as the trunk's")
             stats["samples"] += len(data)
             result = pipeline.update(data[:, 0], data[:, 1:4], data[:, 4:7], quat_wxyz=quat)
             _emit(out, device, result.events, result.metrics, summary, rollups)

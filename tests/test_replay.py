@@ -123,6 +123,10 @@ def test_replay_of_a_real_recording_made_elsewhere(tmp_path, shared_data):
                      calibration=Calibration.sensor_axes_are_trunk_axes())
     lines = [json.loads(ln) for ln in (tmp_path / "xio.jsonl").read_text().splitlines()]
     assert {ln["kind"] for ln in lines} <= KINDS
+    # Said as given, not "restored from the last run"; and kept: a hand-held move 135 s in was taken for a
+    # calibration bend (and refused; another could have replaced the given axes).
+    assert [(ln["status"], ln["message"]) for ln in lines if ln["kind"] == "calibration"] == [
+        ("calibrated", "calibration given: the sensor's axes taken as the trunk's")]
     minutes = [ln for ln in lines if ln["kind"] == "metrics"]
     assert sum(m["worn_s"] for m in minutes) == pytest.approx(13514 / 99.2, rel=0.01)
     assert summary["worn_min"] == pytest.approx(13514 / 99.2 / 60, rel=0.01)
