@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -84,19 +85,24 @@ async def discover(adapter: str | None = None, timeout_s: float = 5.0, wanted: S
             first.set()
 
     kwargs: _ScannerKwargs = {"bluez": {"adapter": adapter}} if adapter else {}
-    async with BleakScanner(on_advertisement, **kwargs):
-        for dev_adapter, _, props in await _known_devices(adapter):
-            address = props.get("Address", "")
-            profile = detect_profile(props.get("UUIDs", []))
-            name = props.get("Name") or props.get("Alias") or ""
-            if address in found or not wanted.matches(name, address, profile.name if profile else None):
-                continue
-            device = await get_device_by_adapter(address, dev_adapter)
-            if device is not None:
-                found[address] = FoundSensor(device, name, address, profile.name if profile else None,
-                                             props.get("RSSI"), False)
-                first.set()
-        if not (first_only and found):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(first.wait() if first_only else asyncio.sleep(timeout_s), timeout_s)
+    try:
+        async with BleakScanner(on_advertisement, **kwargs):
+            for dev_adapter, _, props in await _known_devices(adapter):
+                address = props.get("Address", "")
+                profile = detect_profile(props.get("UUIDs", []))
+                name = props.get("Name") or props.get("Alias") or ""
+                if address in found or not wanted.matches(name, address, profile.name if profile else None):
+                    continue
+                device = await get_device_by_adapter(address, dev_adapter)
+                if device is not None:
+                    found[address] = FoundSensor(device, name, address, profile.name if profile else None,
+                                                 props.get("RSSI"), False)
+                    first.set()
+            if not (first_only and found):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(first.wait() if first_only else asyncio.sleep(timeout_s), timeout_s)
+    except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:  # alone: "[Errno 2] No such file"
+        bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
+        raise RuntimeError(f"cannot reach BlueZ over the D-Bus system bus ({bus}): {exc.strerror or exc}; are dbus "
+                           f"and bluetoothd running (systemctl status dbus bluetooth)?") from None
     return sorted(found.values(), key=lambda s: s.address)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -81,3 +82,15 @@ def test_replay_of_a_file_recorded_over_ble(testbed, start_sim, tmp_path):
     events = [json.loads(line) for line in out.read_text().splitlines()]
     slouches = [e for e in events if e["kind"] == "slouch"]
     assert len(slouches) == 1 and 14 <= slouches[0]["end_s"] - slouches[0]["start_s"] <= 22
+
+
+def test_no_d_bus_is_one_line_that_says_so(tmp_path):
+    """Without the D-Bus system bus (dbus not running) `posture scan` and `posture run` said only
+    "[Errno 2] No such file or directory"."""
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path / 'no-bus'}"}
+    for command in (["scan", "--timeout", "1"], ["run"]):
+        run = subprocess.run([sys.executable, "-m", "posture.cli", *command], capture_output=True, text=True,
+                             timeout=60, env=env, cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and "D-Bus system bus" in lines[0] and "no-bus" in lines[0], run.stderr
