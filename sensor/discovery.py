@@ -71,6 +71,10 @@ async def _known_devices(adapter: str | None) -> list[tuple[str, str, dict[str, 
     return found
 
 
+class NoSystemBus(ConnectionError):
+    """An OSError still (a link that looks for its sensor again goes on trying), saying what to check."""
+
+
 async def discover(adapter: str | None = None, timeout_s: float = 5.0, wanted: SensorFilter = SensorFilter(),
                    first_only: bool = False) -> list[FoundSensor]:
     found: dict[str, FoundSensor] = {}
@@ -103,6 +107,6 @@ async def discover(adapter: str | None = None, timeout_s: float = 5.0, wanted: S
                     await asyncio.wait_for(first.wait() if first_only else asyncio.sleep(timeout_s), timeout_s)
     except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:  # alone: "[Errno 2] No such file"
         bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
-        raise RuntimeError(f"cannot reach BlueZ over the D-Bus system bus ({bus}): {exc.strerror or exc}; are dbus "
-                           f"and bluetoothd running (systemctl status dbus bluetooth)?") from None
+        raise NoSystemBus(f"cannot reach BlueZ over the D-Bus system bus ({bus}): {exc.strerror or exc}; are dbus "
+                          f"and bluetoothd running (systemctl status dbus bluetooth)?") from None
     return sorted(found.values(), key=lambda s: s.address)
