@@ -10,9 +10,7 @@ https://www.home-assistant.io/integrations/mqtt/ (device, origin, availability),
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,30 +88,19 @@ ENTITIES = (
 )
 
 
-def slug(device: str) -> str:
-    """A device id in the characters HA ids and discovery topic levels allow; device ids may carry A-Z ':' '-' '.'."""
+def _slug(device: str) -> str:
+    # HA ids and discovery topic segments allow only these; device ids may carry ':' '-' '.'.
     return re.sub(r"[^a-z0-9_]", "_", device.lower())
 
 
-def ha_node(device: str, peers: Iterable[str] = ()) -> str:
-    """The device's HA node id (its entities' ids and discovery topics): posture_<slug>. Ids that differ only in case
-    or punctuation (Desk-1, desk_1) share a slug, and one device's retained configs would replace the other's: where
-    another known device (peers) has the slug, the node also carries a hash of the id."""
-    plain = f"posture_{slug(device)}"
-    if any(peer != device and slug(peer) == slug(device) for peer in peers):
-        return f"{plain}_{hashlib.sha256(device.encode()).hexdigest()[:8]}"
-    return plain
-
-
 def discovery_configs(device: str, *, prefix: str, ha_prefix: str, service_availability_topic: str,
-                      sw_version: str, name: str | None = None,
-                      node: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """(topic, config) pairs for Home Assistant MQTT discovery of one device, under `node` (default: ha_node alone).
+                      sw_version: str, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, config) pairs for Home Assistant MQTT discovery of one device.
 
     `name` is the sensor's human name (from its status) when known; the device id otherwise, which for an
     unusual name carries a hash (contract/identity.py). The service publishes each retained, QoS 1.
     """
-    node = node or ha_node(device)
+    node = f"posture_{_slug(device)}"
     device_block = {"identifiers": [node], "name": f"Posture {name or device}", "manufacturer": ORIGIN_NAME,
                     "model": "Back-worn posture sensor", "sw_version": sw_version}
     service = {"topic": service_availability_topic, "payload_available": "online",

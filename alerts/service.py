@@ -38,7 +38,7 @@ import paho.mqtt.client as mqtt
 from alerts.catalog import Catalog
 from alerts.compose import text_mirror
 from alerts.engine import AlertEngine, live_time_error
-from alerts.homeassistant import discovery_configs, ha_node, slug
+from alerts.homeassistant import discovery_configs
 from alerts.partition import Partition, device_of, partition_of
 from alerts.settings import load_rules
 from alerts.state_files import PARTITIONS_KEY, check_file, check_state_layout
@@ -153,10 +153,6 @@ class AlertService:
         self._heard: set[str] = set()
         self._announced_on: int | None = None  # the connection (count) whose devices were all looked at; None: none
         self._names: dict[str, str] = {}  # device id → the sensor's human name, from its retained status
-        # Every device id met, of any partition, by its HA slug: look-alike ids (Desk-1, desk_1) get nodes apart.
-        self._by_slug: dict[str, set[str]] = {}
-        self._nodes: dict[str, str] = {}  # device → the HA node it was last announced under
-        self._cleared: set[str] = set()  # slugs whose plain node's configs were cleared on this connection
         try:
             self._version = metadata.version("posture-companion")
         except metadata.PackageNotFoundError:
@@ -186,7 +182,6 @@ class AlertService:
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._connection += 1
         self._announced = set()
-        self._cleared = set()
 
     # our thread ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -218,7 +213,6 @@ class AlertService:
         for _, msg in batch:
             if not self._mine(msg.topic):  # another partition's (its own session has it too): acknowledged unread
                 self.stats.elsewhere += 1
-                self._met(device_of(msg.topic, self.prefix))
                 continue
             # A topic of no device (Home Assistant's status) goes to every partition: counted once, by the first.
             self.stats.received += self.partition is None or self.partition.index == 0 or \
@@ -326,40 +320,13 @@ class AlertService:
         else:
             heard = self._heard
         self._heard = set()
-        for device in heard:  # all of them before any goes out: a look-alike among them changes the nodes
-            self._met(device)
-        heard, self._heard = heard | self._heard, set()  # with those a look-alike moves to another node
         for device in heard - self._announced:
             state, live = self.engine.devices.get(device), self.engine.live.get(device)
             if not ((state is not None and state.minutes)
                     or (live is not None and now_s - live["ts"] / 1000 <= ANNOUNCE_LIVE_WITHIN_S)):
                 continue  # heard again when it sends something new
-            node = ha_node(device, self._by_slug.get(slug(device), ()))
-            if node != (plain := ha_node(device)) and slug(device) not in self._cleared:
-                # Configs under the plain node (from before the look-alike came) would show one device for both.
-                for config_topic, _ in self._configs(device, plain):
-                    self.client.publish(config_topic, b"", qos=1, retain=True)
-                self._cleared.add(slug(device))
-            for config_topic, config in self._configs(device, node):
+            for config_topic, config in discovery_configs(device, prefix=self.prefix, ha_prefix=self.cfg.ha_prefix,
+                                                          service_availability_topic=self.availability_topic,
+                                                          sw_version=self._version, name=self._names.get(device)):
                 self.client.publish(config_topic, json.dumps(config), qos=1, retain=True)
             self._announced.add(device)
-            self._nodes[device] = node
-
-    def _configs(self, device: str, node: str) -> list[tuple[str, dict[str, Any]]]:
-        return discovery_configs(device, prefix=self.prefix, ha_prefix=self.cfg.ha_prefix,
-                                 service_availability_topic=self.availability_topic, sw_version=self._version,
-                                 name=self._names.get(device), node=node)
-
-    def _met(self, device: str | None) -> None:
-        """A device id seen (any partition's): a new look-alike of one announced under another node announces that
-        one again."""
-        if not self.cfg.ha_discovery or device is None or not ID_PATTERN.fullmatch(device):
-            return
-        peers = self._by_slug.setdefault(slug(device), set())
-        if device in peers:
-            return
-        peers.add(device)
-        for peer in peers:
-            if peer in self._nodes and self._nodes[peer] != ha_node(peer, peers):
-                self._announced.discard(peer)
-                self._heard.add(peer)

@@ -327,50 +327,6 @@ def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_resta
     ha.close()
 
 
-def test_look_alike_device_ids_get_home_assistant_devices_of_their_own(tmp_path, broker):
-    """Home Assistant ids are [a-z0-9_]: Desk-1 and desk_1 were both node posture_desk_1, so the second device's
-    retained configs replaced the first's and Home Assistant showed one device (the last announced) for both. The
-    look-alikes now get nodes apart, and the configs first announced under the shared node are removed."""
-    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
-    log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    start = time.time() // 60 * 60 - 300
-
-    def retained_configs() -> dict[str, dict]:
-        ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))  # a Home Assistant starting now
-        time.sleep(1.0)  # the retained configs come with the subscription
-        ha.close()
-        with ha.lock:
-            return {t: json.loads(m[-1].payload) for t, m in ha.other.items() if t.endswith("/config")}
-
-    try:
-        wait_online(broker.port, service, log)
-        publish(broker.port, [("posture/Desk-1/metrics", slouchy_minute("Desk-1", start))])
-        wait_for(lambda: len(retained_configs()) == 10, 30, "Desk-1's configs")
-        assert {c["device"]["identifiers"][0] for c in retained_configs().values()} == {"posture_desk_1"}
-        publish(broker.port, [("posture/desk_1/metrics", slouchy_minute("desk_1", start))])
-
-        def two_devices() -> bool:
-            configs = retained_configs()
-            return len(configs) == 20 and len({c["device"]["identifiers"][0] for c in configs.values()}) == 2
-
-        wait_for(two_devices, 30, lambda: f"two devices' configs, got {sorted(retained_configs())}")
-        stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
-    by_device: dict[str, set[str]] = {}
-    for topic, doc in retained_configs().items():
-        check_config(topic, doc)
-        device = doc["state_topic"].split("/")[1]  # posture/<device>/…: whose data the entity shows
-        by_device.setdefault(device, set()).add(doc["device"]["identifiers"][0])
-        assert doc["device"]["name"] == f"Posture {device}"
-    assert sorted(by_device) == ["Desk-1", "desk_1"]
-    assert all(len(nodes) == 1 for nodes in by_device.values())
-    assert by_device["Desk-1"] != by_device["desk_1"]
-    assert "posture_desk_1" not in by_device["Desk-1"] | by_device["desk_1"]  # the shared node's configs gone
-
-
 def live_state(device: str, t_s: float, since: float | None) -> dict:
     """A live state as the gateway publishes it about once a second (contract/schemas/live.json)."""
     return {"schema": 1, "kind": "live", "device": device, "ts": int(round(t_s * 1000)), "t_s": t_s,

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from alerts.homeassistant import POSTURES, discovery_configs, ha_node
+from alerts.homeassistant import POSTURES, discovery_configs
 from pipeline.activity import LYING, SITTING, STANDING, WALKING
 from support.homeassistant import KWARGS, TOPIC_RE, check_config
 
@@ -170,12 +170,3 @@ def test_an_uncalibrated_sensor_renders_unknown_not_an_error():
     configs = by_object(discovery_configs("desk-1", **KWARGS))
     for obj in ("trunk_flexion", "activity"):
         assert render(configs[obj]["value_template"], UNCALIBRATED) == "None"
-
-
-def test_look_alike_ids_get_nodes_apart_and_others_keep_theirs():
-    assert ha_node("Desk-1") == ha_node("Desk-1", ["desk_2", "Other"]) == "posture_desk_1"
-    apart = ha_node("Desk-1", ["Desk-1", "desk_1"]), ha_node("desk_1", ["Desk-1", "desk_1"])
-    assert apart[0] != apart[1] and all(re.fullmatch(r"posture_desk_1_[0-9a-f]{8}", n) for n in apart)
-    assert ha_node("Desk-1", ["desk_1", "Desk.1"]) == apart[0]  # the hash is of the id alone: stable
-    configs = discovery_configs("Desk-1", **KWARGS, node=apart[0])
-    assert all(c["device"]["identifiers"] == [apart[0]] and f"/{apart[0]}/" in t for t, c in configs)
