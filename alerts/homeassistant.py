@@ -88,9 +88,10 @@ ENTITIES = (
 )
 
 
-def _slug(device: str) -> str:
-    # HA ids and discovery topic segments allow only these; device ids may carry ':' '-' '.'.
-    return re.sub(r"[^a-z0-9_]", "_", device.lower())
+def ha_node(device: str) -> str:
+    """The device's HA node id (in its entities' ids and discovery topics). HA allows only [a-z0-9_] there; device
+    ids may carry A-Z ':' '-' '.', so ids that differ only in those (Desk-1, desk_1) share a node."""
+    return "posture_" + re.sub(r"[^a-z0-9_]", "_", device.lower())
 
 
 def discovery_configs(device: str, *, prefix: str, ha_prefix: str, service_availability_topic: str,
@@ -100,7 +101,7 @@ def discovery_configs(device: str, *, prefix: str, ha_prefix: str, service_avail
     `name` is the sensor's human name (from its status) when known; the device id otherwise, which for an
     unusual name carries a hash (contract/identity.py). The service publishes each retained, QoS 1.
     """
-    node = f"posture_{_slug(device)}"
+    node = ha_node(device)
     device_block = {"identifiers": [node], "name": f"Posture {name or device}", "manufacturer": ORIGIN_NAME,
                     "model": "Back-worn posture sensor", "sw_version": sw_version}
     service = {"topic": service_availability_topic, "payload_available": "online",

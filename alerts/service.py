@@ -38,7 +38,7 @@ import paho.mqtt.client as mqtt
 from alerts.catalog import Catalog
 from alerts.compose import text_mirror
 from alerts.engine import AlertEngine, live_time_error
-from alerts.homeassistant import discovery_configs
+from alerts.homeassistant import discovery_configs, ha_node
 from alerts.partition import Partition, device_of, partition_of
 from alerts.settings import load_rules
 from alerts.state_files import PARTITIONS_KEY, check_file, check_state_layout
@@ -153,6 +153,7 @@ class AlertService:
         self._heard: set[str] = set()
         self._announced_on: int | None = None  # the connection (count) whose devices were all looked at; None: none
         self._names: dict[str, str] = {}  # device id → the sensor's human name, from its retained status
+        self._node_of: dict[str, str] = {}  # HA node → the device announced under it (look-alikes are said)
         try:
             self._version = metadata.version("posture-companion")
         except metadata.PackageNotFoundError:
@@ -325,6 +326,12 @@ class AlertService:
             if not ((state is not None and state.minutes)
                     or (live is not None and now_s - live["ts"] / 1000 <= ANNOUNCE_LIVE_WITHIN_S)):
                 continue  # heard again when it sends something new
+            if (other := self._node_of.setdefault(ha_node(device), device)) != device:
+                # Renaming one would change the other's entity ids (and break what uses them): said, not mended.
+                log.warning("Home Assistant: devices %r and %r share the ids %s (they differ only in case or "
+                            "punctuation): each replaces the other's entities; rename one sensor", other, device,
+                            ha_node(device))
+                self._node_of[ha_node(device)] = device
             for config_topic, config in discovery_configs(device, prefix=self.prefix, ha_prefix=self.cfg.ha_prefix,
                                                           service_availability_topic=self.availability_topic,
                                                           sw_version=self._version, name=self._names.get(device)):

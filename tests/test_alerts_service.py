@@ -327,6 +327,31 @@ def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_resta
     ha.close()
 
 
+def test_look_alike_device_ids_are_said_as_sharing_one_home_assistant_device(tmp_path, broker):
+    """Home Assistant ids are [a-z0-9_]: Desk-1 and desk_1 both become posture_desk_1, and each device's retained
+    configs replace the other's. Giving one other ids would rename a device's entities (and break automations that
+    use them) whenever a look-alike appears; the service says so, naming both, instead of nothing."""
+    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    start = time.time() // 60 * 60 - 300
+    said = "Home Assistant: devices 'Desk-1' and 'desk_1' share the ids posture_desk_1"
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, [("posture/Desk-1/metrics", slouchy_minute("Desk-1", start)),
+                              ("posture/Desk-2/metrics", slouchy_minute("Desk-2", start))])
+        time.sleep(1.0)
+        publish(broker.port, [("posture/desk_1/metrics", slouchy_minute("desk_1", start))])
+        wait_for(lambda: said in log.read_text(), 30, lambda: f"the warning; log:\n{log.read_text()}")
+        stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    text = log.read_text()
+    assert text.count(said) == 1 and "rename one sensor" in text
+    assert "Desk-2" not in text.split(said)[1].splitlines()[0]  # only the look-alikes
+
+
 def live_state(device: str, t_s: float, since: float | None) -> dict:
     """A live state as the gateway publishes it about once a second (contract/schemas/live.json)."""
     return {"schema": 1, "kind": "live", "device": device, "ts": int(round(t_s * 1000)), "t_s": t_s,
