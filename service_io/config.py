@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from pipeline.detectors import LeanSettings, RotationSettings, SlouchSettings
 from pipeline.live import MAX_EARLIER
 from pipeline.stream import PipelineSettings
-from service_io.influx import InfluxSettings, duration_s
+from service_io.influx import InfluxSettings, duration_s, redact
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,8 @@ class ConfigError(ValueError):
 
 
 MQTT_PROTOCOLS = ("5", "3.1.1")
+SECRET_KEYS = ("password", "token", "username")  # never printed, also not in an error
+MAX_SESSION_EXPIRY_S = 2**32 - 1  # MQTT 5's session expiry is a 32-bit number of seconds (this one: never)
 INFLUX_APIS = ("auto", "v1", "v2")
 
 
@@ -54,6 +57,13 @@ class MqttSettings:
             raise ConfigError(f"mqtt.port: a TCP port from 1 to 65535, got {self.port!r}")
         if self.keepalive_s > 65535:  # MQTT's keep-alive is a 16-bit number of seconds
             raise ConfigError(f"mqtt.keepalive_s: at most 65535, got {self.keepalive_s!r}")
+        if not self.host.strip():
+            raise ConfigError("mqtt.host: the broker's host name or address, got nothing")
+        # Topic levels of our own: a wildcard made the bridge's paho thread die on SUBSCRIBE (the process looking
+        # up), the alert service's will invalid (retried for ever without a word).
+        if not self.prefix or any(not level or set(level) & set("+#\0") for level in self.prefix.split("/")):
+            raise ConfigError(f"mqtt.prefix: one or more topic levels joined by '/', with no '+', '#' or empty "
+                              f"level, got {self.prefix!r}")
 
     def __repr__(self) -> str:  # never print the password
         return f"MqttSettings(host={self.host!r}, port={self.port}, prefix={self.prefix!r})"
@@ -112,6 +122,7 @@ class BridgeSettings:
                 raise ConfigError(f"bridge.{name}: at least 1, got {getattr(self, name)!r}")
         if not self.flush_interval_s > 0:
             raise ConfigError(f"bridge.flush_interval_s: above 0, got {self.flush_interval_s!r}")
+        check_session_expiry("bridge", self.session_expiry_s)
         if not self.client_id:  # the broker would make one up at each connect: no session to come back to
             raise ConfigError("bridge.client_id: must not be empty (it names the persistent session)")
         # The group is one level of a topic filter: a wildcard or separator in it would make another filter (or an
@@ -121,6 +132,12 @@ class BridgeSettings:
                               f"(contains {bad!r})")
         if self.share_group != self.share_group.strip():
             raise ConfigError(f"bridge.share_group: no spaces around the name, got {self.share_group!r}")
+
+
+def check_session_expiry(section: str, value_s: int) -> None:
+    if value_s > MAX_SESSION_EXPIRY_S:  # beyond, paho's thread died with a struct.error, the service looking up
+        raise ConfigError(f"{section}.session_expiry_s: at most {MAX_SESSION_EXPIRY_S} (never expires), got "
+                          f"{value_s!r}")
 
 
 # A live state every 100 s is no live view; more than 10 a second is more than a dashboard or a phone can use, and
@@ -185,6 +202,7 @@ class AlertsSettings:
     instance: str = ""
 
     def __post_init__(self) -> None:
+        check_session_expiry("alerts", self.session_expiry_s)
         if not 1 <= self.partitions <= MAX_ALERT_PARTITIONS:
             raise ConfigError(f"alerts.partitions: a whole number from 1 to {MAX_ALERT_PARTITIONS}, "
                               f"got {self.partitions!r}")
@@ -243,8 +261,9 @@ def check_influx(settings: InfluxSettings) -> None:
     """[influx] values that would fail only later: at the bridge's first write, or as an outage that never ends."""
     if settings.api not in INFLUX_APIS:
         raise ConfigError(f"influx.api: one of {', '.join(INFLUX_APIS)}, got {settings.api!r}")
-    if not settings.url.startswith(("http://", "https://")):  # else every write fails as if InfluxDB were down
-        raise ConfigError(f"influx.url: an http:// or https:// address, got {settings.url!r}")
+    parts = urllib.parse.urlsplit(settings.url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:  # else every write fails as an outage
+        raise ConfigError(f"influx.url: an http:// or https:// address with a host, got {redact(settings.url)!r}")
     retention_s = duration_s(settings.live_retention)
     if retention_s is None or retention_s < MIN_RETENTION_S:
         raise ConfigError(f"influx.live_retention: must be an InfluxQL duration of at least 1h (e.g. 7d, 72h) or "
@@ -311,7 +330,9 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
                 raise ValueError
             return tuple(i.strip() for i in items if i.strip())
-        if kind is str and not isinstance(value, str):  # `host = 5` is a mistake, not the host "5"
+        if kind is str and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # an unquoted number of digits (a password, a client id): what was meant
+        if kind is str and not isinstance(value, str):  # 1883.9, true, a list: not text anyone meant
             raise ValueError
         if kind in (int, float) and isinstance(value, bool):
             raise ValueError
@@ -319,5 +340,6 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             raise ValueError
         return kind(value)
     except (TypeError, ValueError):
+        shown = "a value of another type" if key.endswith(SECRET_KEYS) else repr(value)
         raise ConfigError(f"{key}: expected {kind.__name__ if kind is not tuple else 'a list of strings'}, "
-                          f"got {value!r}") from None
+                          f"got {shown}") from None

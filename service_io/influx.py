@@ -116,8 +116,9 @@ def duration_s(text: str) -> float | None:
 
 
 def redact(url: str) -> str:
-    """The URL as it may be printed: `http://user:secret@host` → `http://***@host`."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
+    """The URL as it may be printed: `http://user:secret@host` → `http://***@host` (`user:secret@host`, with no
+    scheme, → `***@host`)."""
+    return re.sub(r"(^|//)[^/@]*@", r"\1***@", url)
 
 
 def _endpoint(settings: InfluxSettings) -> tuple[str, str, str]:

@@ -110,6 +110,14 @@ def test_live_and_episode_start_config(tmp_path):
     ({"POSTURE_ALERTS_SESSION_EXPIRY_S": "-1"}, r"^alerts\.session_expiry_s: a number of 0 or more"),
     ({"POSTURE_INFLUX_API": "v3"}, r"^influx\.api: one of auto, v1, v2, got 'v3'"),  # said only at the first write
     ({"POSTURE_INFLUX_URL": "influx.local:8086"}, r"^influx\.url: an http:// or https:// address"),  # an outage
+    ({"POSTURE_INFLUX_URL": "http://"}, r"^influx\.url: an http:// or https:// address with a host"),
+    ({"POSTURE_INFLUX_URL": "admin:hunter2@db:8086"}, r"^influx\.url: .*, got '\*\*\*@db:8086'$"),  # no password
+    ({"POSTURE_MQTT_PREFIX": "posture/#"}, r"^mqtt\.prefix: one or more topic levels"),  # the bridge's thread died
+    ({"POSTURE_MQTT_PREFIX": "a/+"}, r"^mqtt\.prefix: one or more topic levels"),
+    ({"POSTURE_MQTT_PREFIX": "posture/"}, r"^mqtt\.prefix: one or more topic levels"),
+    ({"POSTURE_MQTT_HOST": " "}, r"^mqtt\.host: the broker's host name or address, got nothing"),
+    ({"POSTURE_BRIDGE_SESSION_EXPIRY_S": "5000000000"}, r"^bridge\.session_expiry_s: at most 4294967295"),
+    ({"POSTURE_ALERTS_SESSION_EXPIRY_S": "5000000000"}, r"^alerts\.session_expiry_s: at most 4294967295"),
 ])
 def test_settings_that_would_fail_later_or_silently_are_refused_at_start(env, said):
     with pytest.raises(ConfigError, match=said):
@@ -117,13 +125,19 @@ def test_settings_that_would_fail_later_or_silently_are_refused_at_start(env, sa
 
 
 def test_a_value_of_another_type_in_the_file_is_refused_not_converted(tmp_path):
-    """TOML says what type a value is: `host = 5` became the host "5", `port = 1883.9` the port 1883."""
+    """TOML says what type a value is: `port = 1883.9` became the port 1883, `client_id = true` the id "True". A
+    secret's value is not printed, also not when it is refused."""
     path = tmp_path / "c.toml"
-    for text, said in (("[mqtt]\nhost = 5\n", r"^mqtt\.host: expected str, got 5"),
-                       ("[mqtt]\nport = 1883.9\n", r"^mqtt\.port: expected int, got 1883\.9"),
-                       ("[alerts]\nclient_id = true\n", r"^alerts\.client_id: expected str, got True")):
+    for text, said in (("[mqtt]\nport = 1883.9\n", r"^mqtt\.port: expected int, got 1883\.9"),
+                       ("[mqtt]\nhost = 1.5\n", r"^mqtt\.host: expected str, got 1\.5"),
+                       ("[alerts]\nclient_id = true\n", r"^alerts\.client_id: expected str, got True"),
+                       ("[mqtt]\npassword = 20251204.5\n", r"^mqtt\.password: expected str, got a value of another "
+                                                          r"type$")):
         path.write_text(text)
         with pytest.raises(ConfigError, match=said):
             load_config(path, env={})
-    path.write_text("[mqtt]\nport = 1884.0\n")  # a whole number written as a float is that number
-    assert load_config(path, env={}).mqtt.port == 1884
+    path.write_text("[mqtt]\nport = 1884.0\nprotocol = 5\npassword = 20251204\n")  # what was meant, taken
+    cfg = load_config(path, env={})
+    assert (cfg.mqtt.port, cfg.mqtt.protocol, cfg.mqtt.password) == (1884, "5", "20251204")
+    assert load_config(None, env={"POSTURE_INFLUX_URL": "HTTP://db:8086/proxy"}).influx.url == "HTTP://db:8086/proxy"
+    assert load_config(None, env={"POSTURE_MQTT_PREFIX": "site/posture"}).mqtt.prefix == "site/posture"
