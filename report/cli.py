@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     report = write_day_report(config.influx, args.device, args.day, args.out, args.timezone or config.alerts.timezone)
     live = f", {len(report.live) * report.live_step_s / 60:.1f} min of live trace" if report.live else ""
     print(f"{args.out}: {report.device} {report.day.isoformat()}, {len(report.minutes)} minutes{live}, "
-          f"{len(report.slouches)} slouch episodes, {report.totals.alerts} alerts")
+          f"{len(report.slouches)} slouch episodes, {report.alerts_said()}")
     return 0
 
 

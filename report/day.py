@@ -136,6 +136,13 @@ class DayReport:
     alerts: list[Alert]
     totals: Totals
 
+    def alerts_said(self) -> str:
+        """The day's alerts as counted everywhere (contract is_nudge: `alerts_sent`, the cap), and how many of the
+        messages listed with them are not alerts (praise, the summary): "1 alert (and 2 not counted: …)"."""
+        others = [a.kind for a in self.alerts if not is_nudge(a.kind)]
+        said = f"{self.totals.alerts} alert{'' if self.totals.alerts == 1 else 's'}"
+        return said + (f" (and {len(others)} not counted: {', '.join(sorted(set(others)))})" if others else "")
+
 
 def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
     """Unix seconds of local midnight at the start of `day` and of the day after."""

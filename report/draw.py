@@ -62,7 +62,7 @@ def header_line(report: DayReport) -> str:
     if t.slouch_pct_of_worn is not None:
         slouch += f" ({t.slouch_pct_of_worn:.0f} % of worn time)"
     return (f"{report.device} · {report.day.isoformat()} ({zone_name(report)}) · worn {format_duration(t.worn_s)}"
-            f" · {slouch} · {plural(t.alerts, 'alert')}")
+            f" · {slouch} · {report.alerts_said()}")
 
 
 def format_duration(seconds: float) -> str:
@@ -258,7 +258,7 @@ def html_page(report: DayReport, png: bytes) -> str:
         *((f"lean {s}", f"{format_duration(t.lean_s[s])} ({plural(t.leans[s], 'lean')})") for s in SIDES),
         *((f"rotations {s}", f"{t.rotations[s]}, mean peak {_degrees(t.rotation_peak_mean_deg[s])}") for s in SIDES),
         ("rotation symmetry index (+ right-dominant)", si),
-        ("alerts", str(t.alerts)),
+        ("alerts", report.alerts_said()),
     ]
     rows = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in totals)
     alerts = "\n".join(f"<tr><td>{datetime.fromtimestamp(a.time_s, report.tz):%H:%M:%S}</td>"
@@ -286,7 +286,7 @@ th {{ background: #f4f4f4; font-weight: normal; }}
 <table>
 {rows}
 </table>
-<h2>Alerts</h2>
+<h2>Alerts, and the praise and summaries sent with them</h2>
 <table>
 <tr><th>time ({e(zone_name(report))})</th><th>kind</th><th>text</th></tr>
 {alerts}

@@ -154,6 +154,7 @@ def test_day_totals_from_rows():
     report = build_day_report("Desk", date(2025, 6, 1), utc, rows)
     t = report.totals
     assert len(report.alerts) == 3 and t.alerts == 1
+    assert report.alerts_said() == "1 alert (and 2 not counted: recovered, summary)"  # beside the 3 listed
     assert t.slouch_s / 60 == pytest.approx(1.0)  # slouch minutes
     assert t.worn_s == 180.0 and t.slouch_pct_of_worn == pytest.approx(100 / 3)
     assert t.rotations == {"left": 1, "right": 3}
