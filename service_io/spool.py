@@ -26,6 +26,7 @@ from typing import cast
 
 # (key, body[, expires_at_s[, expendable]])
 Item = tuple[str, bytes] | tuple[str, bytes, float | None] | tuple[str, bytes, float | None, bool]
+Row = tuple[int, str, bytes, float | None]  # (id, key, body, expires_at_s), as peek() gives them
 RECLAIM_PAGES = 256  # 1 MiB of 4 KiB pages: less is not worth a checkpoint
 INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
@@ -101,20 +102,26 @@ class Spool:
             self.dropped += excess
             self.dropped_expendable += expendable
 
-    def peek(self, n: int, after_id: int = 0) -> list[tuple[int, str, bytes, float | None]]:
-        """The oldest n items (id, key, body, expires_at_s) with id > after_id, without removing them."""
+    def peek(self, n: int, after_id: int = 0, skip_keys: tuple[str, ...] = ()) -> list[Row]:
+        """The oldest n items (id, key, body, expires_at_s) with id > after_id and a key not in skip_keys, without
+        removing them."""
         with self._lock, self._errors("read"):
-            return self._db.execute("SELECT id, key, body, expires_at FROM items WHERE id > ? ORDER BY id LIMIT ?",
-                                    (after_id, n)).fetchall()
+            marks = ",".join("?" * len(skip_keys))
+            return self._db.execute(f"SELECT id, key, body, expires_at FROM items WHERE id > ? "
+                                    f"AND key NOT IN ({marks}) ORDER BY id LIMIT ?",
+                                    (after_id, *skip_keys, n)).fetchall()
 
-    def get(self, ids: list[int]) -> list[tuple[int, str, bytes, float | None]]:
-        """The items of these ids that are still here, as peek() gives them, oldest first."""
-        if not ids:
-            return []
+    def oldest(self, key: str, from_id: int, n: int) -> list[Row]:
+        """The oldest n items of one key with id ≥ from_id."""
         with self._lock, self._errors("read"):
-            marks = ",".join("?" * len(ids))
-            return self._db.execute(f"SELECT id, key, body, expires_at FROM items WHERE id IN ({marks}) ORDER BY id",
-                                    ids).fetchall()
+            return self._db.execute("SELECT id, key, body, expires_at FROM items WHERE id >= ? AND key = ? "
+                                    "ORDER BY id LIMIT ?", (from_id, key, n)).fetchall()
+
+    def count_keys(self, keys: tuple[str, ...]) -> int:
+        """How many items have one of these keys."""
+        with self._lock, self._errors("read"):
+            marks = ",".join("?" * len(keys))
+            return cast(int, self._db.execute(f"SELECT COUNT(*) FROM items WHERE key IN ({marks})", keys).fetchone()[0])
 
     def delete(self, ids: list[int]) -> None:
         if not ids:

@@ -8,11 +8,12 @@ dropped and counted instead of sent; one still valid carries the rest of its lif
 MQTT 5 message expiry, so the broker drops it for a phone that comes back too late.
 
 An MQTT 5 PUBACK may refuse the message (a reason code of 0x80 or more: an ACL that does not allow the topic,
-a quota): that item stays in the spool, is counted and said, and its topic waits: its items, the refused and
-any new ones, go again together and in order after RETRY_REFUSED_S, twice that after another refusal, up to
-MAX_BACKOFF times, so a broker setting put right delivers them without a restart and in the order they were
-measured (a minute's later record must not be overtaken by its earlier one), while other topics go on. MQTT
-3.1.1 has no way to refuse: Mosquitto acknowledges a refused message as delivered and drops it (docs/mqtt.md).
+a quota): it stays in the spool, is counted and said, and its topic is held: none of its items goes out, the
+others' do. After RETRY_REFUSED_S (doubling while refused, up to MAX_BACKOFF times) its oldest item goes alone;
+once the broker takes it, the topic's held items follow in their order, so a broker setting put right delivers
+them without a restart and a minute's later record is not overtaken by its earlier one. A topic refused for good
+stays held, said once a minute: nothing is dropped. MQTT 3.1.1 has no way to refuse: Mosquitto acknowledges a
+refused message as delivered and drops it (docs/mqtt.md).
 """
 
 from __future__ import annotations
@@ -23,38 +24,48 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from service_io.spool import Spool, SpoolError
+from service_io.spool import Row, Spool, SpoolError
 
 log = logging.getLogger("posture.spool")
 
-RETRY_REFUSED_S = 60.0  # a refused topic's items go again after this, doubling while refused: a wrong ACL must not
-MAX_BACKOFF = 16  # flood the broker, and a fixed one should deliver within minutes
+RETRY_REFUSED_S = 60.0  # a held topic's oldest item goes again after this, doubling while refused: a wrong ACL must
+MAX_BACKOFF = 16  # not flood the broker, and a fixed one should deliver within minutes
 WARN_EVERY_S = 60.0  # refusals are said at most this often (with the count since)
+PROBE_LOOK = 10  # a held topic's oldest items looked at for one to send (the expired ones are dropped on the way)
+
+
+@dataclass
+class _Held:
+    """A topic whose items wait after a refusal."""
+    from_id: int  # its oldest item not delivered
+    backoff: int  # the wait, in retry_refused_s
+    due_s: float  # when its oldest item goes again, alone (monotonic)
+    probe: int | None = None  # the spool id of that item while it is with the broker
 
 
 class SpooledSender:
     def __init__(self, client: mqtt.Client, spool: Spool, *, max_inflight: int = 100, mqtt5: bool = True,
-                 clock: Callable[[], float] = time.time, retry_refused_s: float = RETRY_REFUSED_S):
+                 clock: Callable[[], float] = time.time, retry_refused_s: float = RETRY_REFUSED_S,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.client, self.spool, self.max_inflight, self.mqtt5, self.clock = client, spool, max_inflight, mqtt5, clock
-        self.retry_refused_s = retry_refused_s
+        self.retry_refused_s, self.monotonic = retry_refused_s, monotonic
         self.expired = 0
         self.refused = 0  # PUBACKs that refused an item (each kept, and sent again)
         self._inflight: list[tuple[mqtt.MQTTMessageInfo, int, str]] = []  # sent, not yet acknowledged; with topic
         # mid → reason of a refusing PUBACK, set on paho's thread (a dict store is atomic), read by _forget_acknowledged
         self._refusals: dict[int, ReasonCode] = {}
-        self._waiting: dict[int, str] = {}  # spool id → topic, of items held while their topic waits after a refusal
-        self._topic_due: dict[str, float] = {}  # a waiting topic → when its items go again (monotonic s)
-        self._backoff: dict[str, int] = {}  # a waiting topic → its retry interval, in retry_refused_s
+        self._held: dict[str, _Held] = {}
         self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
         self._said_at = -1e9
         client.on_publish = self._on_publish
-        self._sent_up_to = 0  # highest spool id handed to paho since the last (re)connect
+        self._sent_up_to = 0  # highest spool id looked at in order (sent, or held); moved back when a topic is freed
         # spool.puts when a look found fewer items than it had room for: none came since, if it still is. pump()
         # runs every 50 ms per device, and a look is an SQLite query: most of a quiet gateway's CPU per sensor.
         self._seen_all_at: int | None = None
@@ -70,59 +81,78 @@ class SpooledSender:
         self._forget_acknowledged()
         with self._lock:
             room, after = self.max_inflight - len(self._inflight), self._sent_up_to
-        expired = []
-        rows = self._refused_due(room)
-        room -= len(rows)
+            sending = {spool_id for _, spool_id, _ in self._inflight}
+        expired: list[int] = []
+        for topic in self._due_topics():  # each held topic's oldest item, alone, once its wait is over
+            if room > 0:
+                room -= self._probe(topic, expired)
         puts = self.spool.puts  # read before the look: a put during it makes the next pump look again
+        rows: list[Row] = []
         if room > 0 and puts != self._seen_all_at:
-            new = self.spool.peek(room, after_id=after)
-            self._seen_all_at = puts if len(new) < room else None
-            rows += new
-        for k, (spool_id, topic, body, expires_at) in enumerate(rows):
-            if topic in self._topic_due and spool_id > after:  # behind its topic's refused ones: after them
+            rows = self.spool.peek(room, after_id=after, skip_keys=tuple(self._held))
+            self._seen_all_at = puts if len(rows) < room else None
+        for spool_id, topic, body, expires_at in rows:
+            if spool_id in sending:  # with the broker already (looked at again after a topic was freed)
                 with self._lock:
-                    self._waiting[spool_id] = topic
                     self._sent_up_to = max(self._sent_up_to, spool_id)
                 continue
-            properties = None
-            if expires_at is not None:
-                left_s = expires_at - self.clock()
-                if left_s <= 0:
-                    expired.append(spool_id)
-                    continue
-                if self.mqtt5:
-                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
-                    properties.MessageExpiryInterval = max(1, math.ceil(left_s))
-            info = self.client.publish(topic, body, qos=1, properties=properties)
-            # NO_CONN: paho keeps the message and sends it on reconnect (so do not send it again);
-            # anything else (its queue is full) means try again later.
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            if not self._publish(spool_id, topic, body, expires_at, expired):
                 self._seen_all_at = None  # the rest is still to send
-                self._waiting.update((i, t) for i, t, *_ in rows[k:] if i <= after)  # the refused ones not sent
-                for t in {t for i, t, *_ in rows[k:] if i <= after}:
-                    self._topic_due[t] = 0.0  # due still
                 break
-            with self._lock:
-                self._inflight.append((info, spool_id, topic))
-                self._sent_up_to = max(self._sent_up_to, spool_id)
         self.spool.delete(expired)
         self.expired += len(expired)
         self._say_refusals()
 
-    def _refused_due(self, room: int) -> list[tuple[int, str, bytes, float | None]]:
-        """The held items of the topics whose time to go again has come, oldest first, at most room. A topic all of
-        whose items are taken waits no more: its new items go straight after them."""
-        now_s = time.monotonic()
-        if room <= 0 or not any(at <= now_s for at in self._topic_due.values()):
-            return []
-        due = {t for t, at in self._topic_due.items() if at <= now_s}
-        ids = sorted(i for i, t in self._waiting.items() if t in due)[:room]
-        rows = self.spool.get(ids)  # one expired or pushed out meanwhile is no longer there
-        for spool_id in ids:
-            del self._waiting[spool_id]
-        for topic in due - set(self._waiting.values()):
-            del self._topic_due[topic]
-        return rows
+    def _publish(self, spool_id: int, topic: str, body: bytes, expires_at: float | None, expired: list[int],
+                 probe: bool = False) -> bool:
+        """Hand one item to paho (or count it expired); False if paho cannot take it now."""
+        properties = None
+        if expires_at is not None:
+            left_s = expires_at - self.clock()
+            if left_s <= 0:
+                expired.append(spool_id)
+                return True
+            if self.mqtt5:
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
+                properties.MessageExpiryInterval = max(1, math.ceil(left_s))
+        info = self.client.publish(topic, body, qos=1, properties=properties)
+        # NO_CONN: paho keeps the message and sends it on reconnect (so do not send it again);
+        # anything else (its queue is full) means try again later.
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            return False
+        with self._lock:
+            self._inflight.append((info, spool_id, topic))
+            if not probe:
+                self._sent_up_to = max(self._sent_up_to, spool_id)
+        return True
+
+    def _due_topics(self) -> list[str]:
+        now_s = self.monotonic()
+        return [t for t, h in self._held.items() if h.probe is None and h.due_s <= now_s]
+
+    def _probe(self, topic: str, expired: list[int]) -> int:
+        """Send the held topic's oldest item alone (an expired one is dropped and the next taken): 1 if sent."""
+        held = self._held[topic]
+        rows = self.spool.oldest(topic, held.from_id, PROBE_LOOK)
+        for spool_id, key, body, expires_at in rows:
+            held.from_id = spool_id
+            if expires_at is not None and expires_at <= self.clock():
+                expired.append(spool_id)
+                continue
+            if not self._publish(spool_id, key, body, expires_at, expired, probe=True):
+                return 0
+            held.probe = spool_id
+            return 1
+        if len(rows) < PROBE_LOOK:  # nothing of it left to send (expired, or pushed out of a full spool): free
+            self._free(topic)
+        return 0
+
+    def _free(self, topic: str) -> None:
+        """The topic goes on: the look in order goes back to where its held items start (sent ones are skipped)."""
+        held = self._held.pop(topic)
+        with self._lock:
+            self._sent_up_to = min(self._sent_up_to, held.from_id - 1)
+        self._seen_all_at = None
 
     def settle(self, connected: threading.Event, timeout_s: float) -> None:
         """Before a clean stop: wait (at most timeout_s, while connected) for the broker to acknowledge what is in
@@ -140,32 +170,35 @@ class SpooledSender:
         except SpoolError as exc:
             log.warning("could not mark what the broker acknowledged as sent (%s): it goes out again at the next "
                         "start", exc)
+        self._said_at = -1e9  # what was refused just now is said before the process ends
+        self._say_refusals()
 
     def _forget_acknowledged(self) -> None:
-        """Delete what the broker took; keep what it refused, to go again in retry_refused_s."""
+        """Delete what the broker took; hold the topic of what it refused."""
         with self._lock:
             ours = {info.mid for info, *_ in self._inflight}
             for mid in [mid for mid in list(self._refusals) if mid not in ours]:  # the endpoint's own (status, birth)
                 self._refusals.pop(mid, None)
             acked = [_acknowledged(info) for info, *_ in self._inflight]
-            done = []
-            for (info, spool_id, topic), ok in zip(self._inflight, acked):
-                if not ok:
-                    continue
-                reason = self._refusals.pop(info.mid, None)
-                if reason is None:
-                    done.append(spool_id)
-                    self._backoff.pop(topic, None)
-                    continue
-                self.refused += 1
-                self._unsaid[topic, str(reason)] += 1
-                self._waiting[spool_id] = topic
-                now_s = time.monotonic()
-                if self._topic_due.get(topic, -math.inf) <= now_s:  # the first refusal of a round sets the wait
-                    backoff = self._backoff[topic] = min(2 * self._backoff.get(topic, 0) or 1, MAX_BACKOFF)
-                    self._topic_due[topic] = now_s + backoff * self.retry_refused_s
+            done = [(spool_id, topic, self._refusals.pop(info.mid, None))
+                    for (info, spool_id, topic), ok in zip(self._inflight, acked) if ok]
             self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
-        self.spool.delete(done)
+        self.spool.delete([spool_id for spool_id, _, reason in done if reason is None])
+        for spool_id, topic, reason in done:
+            held = self._held.get(topic)
+            if reason is None:
+                if held is not None and held.probe == spool_id:  # the broker takes the topic again
+                    self._free(topic)
+                continue
+            self.refused += 1
+            self._unsaid[topic, str(reason)] += 1
+            if held is None:
+                held = self._held[topic] = _Held(spool_id, 0, 0.0)
+            held.from_id = min(held.from_id, spool_id)
+            if held.probe == spool_id or held.backoff == 0:  # a round's refusal sets the wait
+                held.probe = None
+                held.backoff = min(2 * held.backoff or 1, MAX_BACKOFF)
+                held.due_s = self.monotonic() + held.backoff * self.retry_refused_s
 
     def _on_publish(self, _client: mqtt.Client, _userdata: object, mid: int, reason_code: ReasonCode,
                     _properties: object) -> None:
@@ -174,20 +207,23 @@ class SpooledSender:
             self._refusals[mid] = reason_code
 
     def _say_refusals(self) -> None:
-        if not self._unsaid or time.monotonic() - self._said_at < WARN_EVERY_S:
+        if not self._unsaid or self.monotonic() - self._said_at < WARN_EVERY_S:
             return
-        self._said_at = time.monotonic()
+        self._said_at = self.monotonic()
         (topic, reason), _ = self._unsaid.most_common(1)[0]
-        log.warning("the MQTT broker refused messages %d time(s) since the last warning, e.g. %s: %s (an ACL that "
-                    "does not allow the topic? check mqtt.prefix and the account's topics); %d kept, to go again "
-                    "within %.0f s", self._unsaid.total(), topic, reason, len(self._waiting),
+        held = self._held.get(topic)
+        next_s = max(0.0, held.due_s - self.monotonic()) if held is not None else 0.0
+        log.warning("the MQTT broker refused messages %d time(s) since the last warning, e.g. on %s: %s (an ACL that "
+                    "does not allow the topic? check mqtt.prefix and the account's topics); %d topic(s) held, "
+                    "their messages kept: %s's oldest goes again in %.0f s, the wait doubling to %.0f s while refused",
+                    self._unsaid.total(), topic, reason, len(self._held), topic, next_s,
                     MAX_BACKOFF * self.retry_refused_s)
         self._unsaid.clear()
 
     @property
     def waiting(self) -> int:
-        """Items held while their topic waits after a refusal (not to be waited for at a stop)."""
-        return len(self._waiting)
+        """Items of held topics (not to be waited for at a stop)."""
+        return self.spool.count_keys(tuple(self._held)) if self._held else 0
 
     @property
     def inflight(self) -> int:

@@ -12,7 +12,7 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from service_io.spool import Spool
+from service_io.spool import Row, Spool
 from service_io.spooled_sender import SpooledSender
 from support.mqtt import client, start_or_fail, wait_for
 from support.servers import SecuredMosquitto, make_password_file
@@ -25,9 +25,9 @@ class CountingSpool(Spool):
 
     peeks = 0
 
-    def peek(self, n: int, after_id: int = 0) -> list[tuple[int, str, bytes, float | None]]:
+    def peek(self, n: int, after_id: int = 0, skip_keys: tuple[str, ...] = ()) -> list[Row]:
         self.peeks += 1
-        return super().peek(n, after_id)
+        return super().peek(n, after_id, skip_keys)
 
 
 def _client(port: int, client_id: str) -> mqtt.Client:
@@ -154,6 +154,59 @@ def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_p
         assert office == [b"refused", b"newer"]  # in the order measured
         assert sorted(body for topic, body in got if topic.startswith("posture/")) == [b"allowed", b"allowed too",
                                                                                         b"meanwhile"]
+    finally:
+        for c in (reader, sender_client):
+            c.loop_stop()
+            c.disconnect()
+        spool.close()
+        broker.kill()
+
+
+def test_a_held_topic_is_tried_with_one_message_a_round_and_holds_up_no_other(tmp_path):
+    """A topic refused with thousands of messages spooled (a day of results under a wrong prefix): a retry round
+    sends its oldest message alone, not a burst (an ACL fixed mid-burst took newer ones before the older, refused
+    one); the other topics' messages go at once, not after pumps stepping over the held ones; and once the broker
+    takes the topic, all of it follows in order."""
+    acl = tmp_path / "acl"
+    acl.write_text("user gw\ntopic write posture/+/metrics\n\nuser reader\ntopic read #\n")
+    broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", acl_file=acl,
+                                            password_file=make_password_file(tmp_path / "pw", PASSWORDS)))
+    got: list[tuple[str, bytes]] = []
+    reader = client(broker.port, user=("reader", PASSWORDS["reader"]), client_id="reader")
+    subscribed = threading.Event()
+    reader.on_subscribe = lambda *_: subscribed.set()
+    reader.on_message = lambda _c, _u, msg: got.append((msg.topic, msg.payload))
+    reader.subscribe("#", 1)
+    assert subscribed.wait(10)
+    sender_client = client(broker.port, user=("gw", PASSWORDS["gw"]), client_id="gw", max_inflight=100)
+    spool = Spool(tmp_path / "sender.spool")
+    sender = SpooledSender(sender_client, spool, max_inflight=10, retry_refused_s=0.3)
+    held = [("office/Desk/metrics", str(i).encode()) for i in range(2000)]
+    try:
+        spool.put(held)
+        _pump_until(sender, lambda: sender.refused >= 1 and sender.inflight == 0)
+        first_round = sender.refused
+        assert 1 <= first_round <= 10 and sender.waiting == 2000
+        spool.put([("posture/Desk/metrics", b"other")])
+        pumps = 0
+        while len(spool) > 2000:
+            sender.pump()
+            pumps += 1
+            time.sleep(0.01)
+            assert pumps < 50, "the other topic's message waits behind the held ones"
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # a few retry rounds
+            sender.pump()
+            time.sleep(0.01)
+        rounds = sender.refused - first_round
+        assert 1 <= rounds <= 3, rounds  # 0.3 s, 0.6 s, 1.2 s: one message each
+        acl.write_text("user gw\ntopic write posture/+/metrics\ntopic write office/+/metrics\n\n"
+                       "user reader\ntopic read #\n")
+        os.kill(broker.proc.pid, signal.SIGHUP)
+        _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0, timeout_s=60)
+        wait_for(lambda: len(got) == 2001, 20, lambda: f"2001 messages, got {len(got)}")
+        assert [body for topic, body in got if topic.startswith("office/")] == [body for _, body in held]
+        assert sender.waiting == 0
     finally:
         for c in (reader, sender_client):
             c.loop_stop()
