@@ -112,15 +112,14 @@ def test_what_was_handed_to_paho_while_the_broker_was_down_is_forgotten_once_ack
         spool.close()
 
 
-def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_path, caplog):
-    """MQTT 5: a PUBACK with a failure reason (Mosquitto: 0x87 Not authorized, for a topic the account's ACL does not
-    allow) acknowledges nothing. The item was deleted as delivered, silently: a gateway with mqtt.prefix "office"
-    under an ACL for "posture/..." lost every result. Now it stays in the spool, is counted and said, and its topic
-    waits: newer items of that topic are held behind it (a minute's later record must not be overtaken by its
-    earlier one), other topics go on, and the ACL put right (Mosquitto reloads it on SIGHUP) delivers them in order
-    without a restart."""
+ACL = "user gw\ntopic write posture/+/metrics\n{more}\nuser reader\ntopic read #\n"
+
+
+def _acl_broker(tmp_path):
+    """Mosquitto whose ACL lets `gw` write posture/+/metrics only, and a reader of everything: (acl file, broker,
+    reader, what it got as (topic, payload))."""
     acl = tmp_path / "acl"
-    acl.write_text("user gw\ntopic write posture/+/metrics\n\nuser reader\ntopic read #\n")
+    acl.write_text(ACL.format(more=""))
     broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", acl_file=acl,
                                             password_file=make_password_file(tmp_path / "pw", PASSWORDS)))
     got: list[tuple[str, bytes]] = []
@@ -130,6 +129,23 @@ def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_p
     reader.on_message = lambda _c, _u, msg: got.append((msg.topic, msg.payload))
     reader.subscribe("#", 1)
     assert subscribed.wait(10)
+    return acl, broker, reader, got
+
+
+def _allow_office(acl, broker) -> None:
+    """The ACL put right: Mosquitto reads it again on SIGHUP."""
+    acl.write_text(ACL.format(more="topic write office/+/metrics\n"))
+    os.kill(broker.proc.pid, signal.SIGHUP)
+
+
+def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_path, caplog):
+    """MQTT 5: a PUBACK with a failure reason (Mosquitto: 0x87 Not authorized, for a topic the account's ACL does not
+    allow) acknowledges nothing. The item was deleted as delivered, silently: a gateway with mqtt.prefix "office"
+    under an ACL for "posture/..." lost every result. Now it stays in the spool, is counted and said, and its topic
+    waits: newer items of that topic are held behind it (a minute's later record must not be overtaken by its
+    earlier one), other topics go on, and the ACL put right (Mosquitto reloads it on SIGHUP) delivers them in order
+    without a restart."""
+    acl, broker, reader, got = _acl_broker(tmp_path)
     sender_client = client(broker.port, user=("gw", PASSWORDS["gw"]), client_id="gw")
     spool = Spool(tmp_path / "sender.spool")
     sender = SpooledSender(sender_client, spool, max_inflight=10, retry_refused_s=0.5)
@@ -145,9 +161,7 @@ def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_p
         spool.put([("office/Desk/metrics", b"newer"), ("posture/Desk/metrics", b"meanwhile")])
         _pump_until(sender, lambda: sender.refused >= 2 and len(spool) == 2)  # sent again, refused again
         assert [body for _, _, body, _ in spool.peek(10)] == [b"refused", b"newer"]  # the newer one held behind
-        acl.write_text("user gw\ntopic write posture/+/metrics\ntopic write office/+/metrics\n\n"
-                       "user reader\ntopic read #\n")
-        os.kill(broker.proc.pid, signal.SIGHUP)
+        _allow_office(acl, broker)
         _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
         wait_for(lambda: len(got) == 5, 10, lambda: f"five messages, got {got}")
         office = [body for topic, body in got if topic.startswith("office/")]
@@ -167,17 +181,7 @@ def test_a_held_topic_is_tried_with_one_message_a_round_and_holds_up_no_other(tm
     sends its oldest message alone, not a burst (an ACL fixed mid-burst took newer ones before the older, refused
     one); the other topics' messages go at once, not after pumps stepping over the held ones; and once the broker
     takes the topic, all of it follows in order."""
-    acl = tmp_path / "acl"
-    acl.write_text("user gw\ntopic write posture/+/metrics\n\nuser reader\ntopic read #\n")
-    broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", acl_file=acl,
-                                            password_file=make_password_file(tmp_path / "pw", PASSWORDS)))
-    got: list[tuple[str, bytes]] = []
-    reader = client(broker.port, user=("reader", PASSWORDS["reader"]), client_id="reader")
-    subscribed = threading.Event()
-    reader.on_subscribe = lambda *_: subscribed.set()
-    reader.on_message = lambda _c, _u, msg: got.append((msg.topic, msg.payload))
-    reader.subscribe("#", 1)
-    assert subscribed.wait(10)
+    acl, broker, reader, got = _acl_broker(tmp_path)
     sender_client = client(broker.port, user=("gw", PASSWORDS["gw"]), client_id="gw", max_inflight=100)
     spool = Spool(tmp_path / "sender.spool")
     sender = SpooledSender(sender_client, spool, max_inflight=10, retry_refused_s=0.3)
@@ -200,9 +204,7 @@ def test_a_held_topic_is_tried_with_one_message_a_round_and_holds_up_no_other(tm
             time.sleep(0.01)
         rounds = sender.refused - first_round
         assert 1 <= rounds <= 3, rounds  # 0.3 s, 0.6 s, 1.2 s: one message each
-        acl.write_text("user gw\ntopic write posture/+/metrics\ntopic write office/+/metrics\n\n"
-                       "user reader\ntopic read #\n")
-        os.kill(broker.proc.pid, signal.SIGHUP)
+        _allow_office(acl, broker)
         _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0, timeout_s=60)
         wait_for(lambda: len(got) == 2001, 20, lambda: f"2001 messages, got {len(got)}")
         assert [body for topic, body in got if topic.startswith("office/")] == [body for _, body in held]
