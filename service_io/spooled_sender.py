@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from service_io.spool import Row, Spool, SpoolError
+from service_io.spool import Spool, SpoolError
 
 log = logging.getLogger("posture.spool")
 
@@ -39,6 +39,7 @@ RETRY_REFUSED_S = 60.0  # a held topic's oldest item goes again after this, doub
 MAX_BACKOFF = 16  # not flood the broker, and a fixed one should deliver within minutes
 WARN_EVERY_S = 60.0  # refusals are said at most this often (with the count since)
 PROBE_LOOK = 10  # a held topic's oldest items looked at for one to send (the expired ones are dropped on the way)
+SENT, EXPIRED, FAILED = "sent", "expired", "failed"  # what _publish did with an item
 
 
 @dataclass
@@ -62,6 +63,7 @@ class SpooledSender:
         # mid → reason of a refusing PUBACK, set on paho's thread (a dict store is atomic), read by _forget_acknowledged
         self._refusals: dict[int, ReasonCode] = {}
         self._held: dict[str, _Held] = {}
+        self._delivered: set[int] = set()  # acknowledged, still to delete from the spool (a full disk said no)
         self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
         self._said_at = -1e9
         client.on_publish = self._on_publish
@@ -80,38 +82,45 @@ class SpooledSender:
         """
         self._forget_acknowledged()
         with self._lock:
-            room, after = self.max_inflight - len(self._inflight), self._sent_up_to
-            sending = {spool_id for _, spool_id, _ in self._inflight}
-        expired: list[int] = []
-        for topic in self._due_topics():  # each held topic's oldest item, alone, once its wait is over
+            room = self.max_inflight - len(self._inflight)
+            busy = {spool_id for _, spool_id, _ in self._inflight} | self._delivered  # not to be sent (again)
+        expired: set[int] = set()
+        # Each held topic's oldest item, alone, once its wait is over; a quarter of the room at most, so that many
+        # topics due together do not hold the others' items back.
+        for topic in self._due_topics()[:max(1, room // 4)]:
             if room > 0:
-                room -= self._probe(topic, expired)
+                room -= self._probe(topic, busy, expired)
         puts = self.spool.puts  # read before the look: a put during it makes the next pump look again
-        rows: list[Row] = []
         if room > 0 and puts != self._seen_all_at:
+            with self._lock:
+                after = self._sent_up_to  # after the probes: one may have freed its topic
+            last_id = self.spool.last_id()  # before the look: an item put after it has a higher id
             rows = self.spool.peek(room, after_id=after, skip_keys=tuple(self._held))
-            self._seen_all_at = puts if len(rows) < room else None
-        for spool_id, topic, body, expires_at in rows:
-            if spool_id in sending:  # with the broker already (looked at again after a topic was freed)
+            complete = len(rows) < room  # every item after `after` but the held topics' is in rows
+            for spool_id, topic, body, expires_at in rows:
+                if spool_id in busy:  # with the broker, or delivered (looked at again after a topic was freed)
+                    continue
+                if self._publish(spool_id, topic, body, expires_at, expired) == FAILED:
+                    complete = False  # the rest is still to send
+                    break
+            self._seen_all_at = puts if complete else None
+            if complete:  # past the held topics' items too (_free comes back for them): no look scans them again
                 with self._lock:
-                    self._sent_up_to = max(self._sent_up_to, spool_id)
-                continue
-            if not self._publish(spool_id, topic, body, expires_at, expired):
-                self._seen_all_at = None  # the rest is still to send
-                break
-        self.spool.delete(expired)
-        self.expired += len(expired)
+                    self._sent_up_to = max(self._sent_up_to, last_id)
+        self.expired += len(expired)  # a set: one found by a probe and by the look is one
+        self._delete(expired)
         self._say_refusals()
 
-    def _publish(self, spool_id: int, topic: str, body: bytes, expires_at: float | None, expired: list[int],
-                 probe: bool = False) -> bool:
-        """Hand one item to paho (or count it expired); False if paho cannot take it now."""
+    def _publish(self, spool_id: int, topic: str, body: bytes, expires_at: float | None, expired: set[int],
+                 probe: bool = False) -> str:
+        """Hand one item to paho: SENT, EXPIRED (past its expiry: into `expired`) or FAILED (paho cannot take it
+        now)."""
         properties = None
         if expires_at is not None:
             left_s = expires_at - self.clock()
             if left_s <= 0:
-                expired.append(spool_id)
-                return True
+                expired.add(spool_id)
+                return EXPIRED
             if self.mqtt5:
                 properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
                 properties.MessageExpiryInterval = max(1, math.ceil(left_s))
@@ -119,27 +128,33 @@ class SpooledSender:
         # NO_CONN: paho keeps the message and sends it on reconnect (so do not send it again);
         # anything else (its queue is full) means try again later.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            return False
+            return FAILED
         with self._lock:
             self._inflight.append((info, spool_id, topic))
             if not probe:
                 self._sent_up_to = max(self._sent_up_to, spool_id)
-        return True
+        return SENT
 
     def _due_topics(self) -> list[str]:
         now_s = self.monotonic()
         return [t for t, h in self._held.items() if h.probe is None and h.due_s <= now_s]
 
-    def _probe(self, topic: str, expired: list[int]) -> int:
-        """Send the held topic's oldest item alone (an expired one is dropped and the next taken): 1 if sent."""
+    def _probe(self, topic: str, busy: set[int], expired: set[int]) -> int:
+        """Send the held topic's oldest item alone: 1 if sent. An expired one is dropped and the next taken; one
+        already with the broker is the probe as it is (its acknowledgement decides)."""
         held = self._held[topic]
         rows = self.spool.oldest(topic, held.from_id, PROBE_LOOK)
         for spool_id, key, body, expires_at in rows:
             held.from_id = spool_id
-            if expires_at is not None and expires_at <= self.clock():
-                expired.append(spool_id)
+            if spool_id in self._delivered:
                 continue
-            if not self._publish(spool_id, key, body, expires_at, expired, probe=True):
+            if spool_id in busy:
+                held.probe = spool_id
+                return 0
+            sent = self._publish(spool_id, key, body, expires_at, expired, probe=True)
+            if sent == EXPIRED:
+                continue
+            if sent == FAILED:
                 return 0
             held.probe = spool_id
             return 1
@@ -153,6 +168,19 @@ class SpooledSender:
         with self._lock:
             self._sent_up_to = min(self._sent_up_to, held.from_id - 1)
         self._seen_all_at = None
+
+    def _delete(self, ids: set[int]) -> None:
+        """Delete these (expired) and what was delivered, also what an earlier delete could not (a full disk):
+        until then those ids are skipped by every look, so nothing goes out twice."""
+        pending = self._delivered | ids
+        if not pending:
+            return
+        try:
+            self.spool.delete(sorted(pending))
+        except SpoolError:
+            self._delivered = pending
+            raise
+        self._delivered = set()
 
     def settle(self, connected: threading.Event, timeout_s: float) -> None:
         """Before a clean stop: wait (at most timeout_s, while connected) for the broker to acknowledge what is in
@@ -174,7 +202,8 @@ class SpooledSender:
         self._say_refusals()
 
     def _forget_acknowledged(self) -> None:
-        """Delete what the broker took; hold the topic of what it refused."""
+        """Delete what the broker took; hold the topic of what it refused (first: a delete that fails must not
+        lose that)."""
         with self._lock:
             ours = {info.mid for info, *_ in self._inflight}
             for mid in [mid for mid in list(self._refusals) if mid not in ours]:  # the endpoint's own (status, birth)
@@ -183,7 +212,11 @@ class SpooledSender:
             done = [(spool_id, topic, self._refusals.pop(info.mid, None))
                     for (info, spool_id, topic), ok in zip(self._inflight, acked) if ok]
             self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
-        self.spool.delete([spool_id for spool_id, _, reason in done if reason is None])
+            self._delivered |= {spool_id for spool_id, _, reason in done if reason is None}
+        self._hold_or_free(done)
+        self._delete(set())
+
+    def _hold_or_free(self, done: list[tuple[int, str, ReasonCode | None]]) -> None:
         for spool_id, topic, reason in done:
             held = self._held.get(topic)
             if reason is None:

@@ -3,6 +3,7 @@ new to send does not query the spool (the gateway pumps every device every 50 ms
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from service_io.spool import Row, Spool
+from service_io.spool import Row, Spool, SpoolError
 from service_io.spooled_sender import SpooledSender
 from support.mqtt import client, start_or_fail, wait_for
 from support.servers import SecuredMosquitto, make_password_file
@@ -115,9 +116,10 @@ def test_what_was_handed_to_paho_while_the_broker_was_down_is_forgotten_once_ack
 ACL = "user gw\ntopic write posture/+/metrics\n{more}\nuser reader\ntopic read #\n"
 
 
-def _acl_broker(tmp_path):
-    """Mosquitto whose ACL lets `gw` write posture/+/metrics only, and a reader of everything: (acl file, broker,
-    reader, what it got as (topic, payload))."""
+@contextlib.contextmanager
+def _refusing_broker(tmp_path, inflight: int = 10, retry_refused_s: float = 0.5):
+    """Mosquitto whose ACL lets `gw` write posture/+/metrics only, a reader of everything, and a SpooledSender as
+    `gw`: yields (acl file, broker, what the reader got as (topic, payload), spool, sender)."""
     acl = tmp_path / "acl"
     acl.write_text(ACL.format(more=""))
     broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", acl_file=acl,
@@ -129,7 +131,17 @@ def _acl_broker(tmp_path):
     reader.on_message = lambda _c, _u, msg: got.append((msg.topic, msg.payload))
     reader.subscribe("#", 1)
     assert subscribed.wait(10)
-    return acl, broker, reader, got
+    sender_client = client(broker.port, user=("gw", PASSWORDS["gw"]), client_id="gw", max_inflight=100)
+    spool = Spool(tmp_path / "sender.spool")
+    try:
+        yield acl, broker, got, spool, SpooledSender(sender_client, spool, max_inflight=inflight,
+                                                     retry_refused_s=retry_refused_s)
+    finally:
+        for c in (reader, sender_client):
+            c.loop_stop()
+            c.disconnect()
+        spool.close()
+        broker.kill()
 
 
 def _allow_office(acl, broker) -> None:
@@ -145,11 +157,7 @@ def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_p
     waits: newer items of that topic are held behind it (a minute's later record must not be overtaken by its
     earlier one), other topics go on, and the ACL put right (Mosquitto reloads it on SIGHUP) delivers them in order
     without a restart."""
-    acl, broker, reader, got = _acl_broker(tmp_path)
-    sender_client = client(broker.port, user=("gw", PASSWORDS["gw"]), client_id="gw")
-    spool = Spool(tmp_path / "sender.spool")
-    sender = SpooledSender(sender_client, spool, max_inflight=10, retry_refused_s=0.5)
-    try:
+    with _refusing_broker(tmp_path, retry_refused_s=0.5) as (acl, broker, got, spool, sender):
         spool.put([("posture/Desk/metrics", b"allowed"), ("office/Desk/metrics", b"refused"),
                    ("posture/Desk/metrics", b"allowed too")])
         with caplog.at_level(logging.WARNING, logger="posture.spool"):
@@ -168,12 +176,6 @@ def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_p
         assert office == [b"refused", b"newer"]  # in the order measured
         assert sorted(body for topic, body in got if topic.startswith("posture/")) == [b"allowed", b"allowed too",
                                                                                         b"meanwhile"]
-    finally:
-        for c in (reader, sender_client):
-            c.loop_stop()
-            c.disconnect()
-        spool.close()
-        broker.kill()
 
 
 def test_a_held_topic_is_tried_with_one_message_a_round_and_holds_up_no_other(tmp_path):
@@ -181,12 +183,8 @@ def test_a_held_topic_is_tried_with_one_message_a_round_and_holds_up_no_other(tm
     sends its oldest message alone, not a burst (an ACL fixed mid-burst took newer ones before the older, refused
     one); the other topics' messages go at once, not after pumps stepping over the held ones; and once the broker
     takes the topic, all of it follows in order."""
-    acl, broker, reader, got = _acl_broker(tmp_path)
-    sender_client = client(broker.port, user=("gw", PASSWORDS["gw"]), client_id="gw", max_inflight=100)
-    spool = Spool(tmp_path / "sender.spool")
-    sender = SpooledSender(sender_client, spool, max_inflight=10, retry_refused_s=0.3)
     held = [("office/Desk/metrics", str(i).encode()) for i in range(2000)]
-    try:
+    with _refusing_broker(tmp_path, retry_refused_s=0.3) as (acl, broker, got, spool, sender):
         spool.put(held)
         _pump_until(sender, lambda: sender.refused >= 1 and sender.inflight == 0)
         first_round = sender.refused
@@ -209,9 +207,39 @@ def test_a_held_topic_is_tried_with_one_message_a_round_and_holds_up_no_other(tm
         wait_for(lambda: len(got) == 2001, 20, lambda: f"2001 messages, got {len(got)}")
         assert [body for topic, body in got if topic.startswith("office/")] == [body for _, body in held]
         assert sender.waiting == 0
-    finally:
-        for c in (reader, sender_client):
-            c.loop_stop()
-            c.disconnect()
-        spool.close()
-        broker.kill()
+
+
+def test_a_disk_that_refuses_deletes_loses_no_refusal_and_sends_nothing_twice(tmp_path):
+    """The gateway pumps on through a full disk (its SpoolError is caught and said). A delete that failed there lost
+    the bookkeeping of its acknowledgements: a probe the broker took left its topic held for good, a refusal in the
+    same batch was forgotten (a newer message overtook it), and an acknowledged message whose delete failed went
+    out again when another topic was freed. The spool is made read-only with SQLite's own switch, as a full disk."""
+
+    def disk_full(full: bool) -> None:
+        with spool._lock:
+            spool._db.execute(f"PRAGMA query_only = {int(full)}")
+
+    def pump_through(done, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert time.monotonic() < deadline, "not done in time"
+            try:
+                sender.pump()
+            except SpoolError:
+                pass  # as the gateway: said, and pumped again
+            time.sleep(0.01)
+
+    with _refusing_broker(tmp_path, retry_refused_s=0.3) as (acl, broker, got, spool, sender):
+        spool.put([("office/Desk/metrics", b"a1"), ("office/Desk/metrics", b"a2")])
+        pump_through(lambda: sender.refused >= 1 and sender.inflight == 0)
+        disk_full(True)
+        _allow_office(acl, broker)
+        spool_rows = len(spool)
+        pump_through(lambda: any(body == b"a1" for _, body in got))  # the probe taken …
+        until = time.monotonic() + 0.5
+        pump_through(lambda: time.monotonic() > until)  # … its PUBACK read, its delete refused
+        disk_full(False)
+        pump_through(lambda: len(spool) == 0 and sender.inflight == 0)
+        wait_for(lambda: len(got) >= 2, 10, lambda: f"a1 and a2, got {got}")
+        time.sleep(0.5)
+        assert spool_rows == 2 and [body for _, body in got] == [b"a1", b"a2"]  # in order, each once
