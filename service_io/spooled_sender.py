@@ -40,6 +40,7 @@ MAX_BACKOFF = 16  # not flood the broker, and a fixed one should deliver within 
 WARN_EVERY_S = 60.0  # refusals are said at most this often (with the count since)
 PROBE_LOOK = 10  # a held topic's oldest items looked at for one to send (the expired ones are dropped on the way)
 SENT, EXPIRED, FAILED = "sent", "expired", "failed"  # what _publish did with an item
+MAX_UNDELETED = 100_000  # delivered ids kept while the spool refuses deletes; beyond, sending waits for the disk
 
 
 @dataclass
@@ -78,13 +79,29 @@ class SpooledSender:
 
         Acknowledgements are read from paho's message handles here, in our thread: paho calls on_publish
         holding its own lock, which would deadlock against a publish made holding ours, so that callback
-        only notes a refusal.
+        only notes a refusal. A spool that refuses deletes (a full disk) does not stop the sending: what was
+        delivered is kept apart, skipped, and deleted later; the SpoolError is raised at the end, to be said.
         """
-        self._forget_acknowledged()
+        failed: SpoolError | None = None
+        try:
+            self._forget_acknowledged()
+        except SpoolError as exc:
+            failed = exc
+        expired: set[int] = set()
+        try:
+            if len(self._delivered) < MAX_UNDELETED:  # beyond, memory: wait for the disk
+                self._send(expired)
+        finally:
+            self.expired += len(expired)  # a set: one found by a probe and by the look is one
+            self._say_refusals()
+            self._delete(expired)
+        if failed is not None:
+            raise failed
+
+    def _send(self, expired: set[int]) -> None:
         with self._lock:
             room = self.max_inflight - len(self._inflight)
             busy = {spool_id for _, spool_id, _ in self._inflight} | self._delivered  # not to be sent (again)
-        expired: set[int] = set()
         # Each held topic's oldest item, alone, once its wait is over; a quarter of the room at most, so that many
         # topics due together do not hold the others' items back.
         for topic in self._due_topics()[:max(1, room // 4)]:
@@ -107,9 +124,6 @@ class SpooledSender:
             if complete:  # past the held topics' items too (_free comes back for them): no look scans them again
                 with self._lock:
                     self._sent_up_to = max(self._sent_up_to, last_id)
-        self.expired += len(expired)  # a set: one found by a probe and by the look is one
-        self._delete(expired)
-        self._say_refusals()
 
     def _publish(self, spool_id: int, topic: str, body: bytes, expires_at: float | None, expired: set[int],
                  probe: bool = False) -> str:
