@@ -41,6 +41,7 @@ WARN_EVERY_S = 60.0  # refusals are said at most this often (with the count sinc
 PROBE_LOOK = 10  # a held topic's oldest items looked at for one to send (the expired ones are dropped on the way)
 SENT, EXPIRED, FAILED = "sent", "expired", "failed"  # what _publish did with an item
 MAX_UNDELETED = 100_000  # delivered ids kept while the spool refuses deletes; beyond, sending waits for the disk
+DELETE_RETRY_S = 1.0  # a refused delete is tried again this often, not at every pump
 
 
 @dataclass
@@ -65,6 +66,7 @@ class SpooledSender:
         self._refusals: dict[int, ReasonCode] = {}
         self._held: dict[str, _Held] = {}
         self._delivered: set[int] = set()  # acknowledged, still to delete from the spool (a full disk said no)
+        self._delete_failed_s = -math.inf  # when a delete last failed (monotonic)
         self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
         self._said_at = -1e9
         client.on_publish = self._on_publish
@@ -82,19 +84,19 @@ class SpooledSender:
         only notes a refusal. A spool that refuses deletes (a full disk) does not stop the sending: what was
         delivered is kept apart, skipped, and deleted later; the SpoolError is raised at the end, to be said.
         """
+        self._forget_acknowledged()
         failed: SpoolError | None = None
-        try:
-            self._forget_acknowledged()
-        except SpoolError as exc:
-            failed = exc
         expired: set[int] = set()
         try:
             if len(self._delivered) < MAX_UNDELETED:  # beyond, memory: wait for the disk
                 self._send(expired)
-        finally:
+        finally:  # an error of _send's own goes out as it is, not as the disk's
             self.expired += len(expired)  # a set: one found by a probe and by the look is one
             self._say_refusals()
-            self._delete(expired)
+            try:
+                self._delete(expired)
+            except SpoolError as exc:
+                failed = exc
         if failed is not None:
             raise failed
 
@@ -116,6 +118,8 @@ class SpooledSender:
             complete = len(rows) < room  # every item after `after` but the held topics' is in rows
             for spool_id, topic, body, expires_at in rows:
                 if spool_id in busy:  # with the broker, or delivered (looked at again after a topic was freed)
+                    with self._lock:
+                        self._sent_up_to = max(self._sent_up_to, spool_id)
                     continue
                 if self._publish(spool_id, topic, body, expires_at, expired) == FAILED:
                     complete = False  # the rest is still to send
@@ -183,18 +187,22 @@ class SpooledSender:
             self._sent_up_to = min(self._sent_up_to, held.from_id - 1)
         self._seen_all_at = None
 
-    def _delete(self, ids: set[int]) -> None:
+    def _delete(self, ids: set[int], now: bool = False) -> None:
         """Delete these (expired) and what was delivered, also what an earlier delete could not (a full disk):
-        until then those ids are skipped by every look, so nothing goes out twice."""
+        until then those ids are skipped by every look, so nothing goes out twice. After a failure, tried again
+        at most every DELETE_RETRY_S (unless `now`): each try sorts and sends every pending id."""
         pending = self._delivered | ids
         if not pending:
+            return
+        if not now and self.monotonic() - self._delete_failed_s < DELETE_RETRY_S:
+            self._delivered = pending
             return
         try:
             self.spool.delete(sorted(pending))
         except SpoolError:
-            self._delivered = pending
+            self._delivered, self._delete_failed_s = pending, self.monotonic()
             raise
-        self._delivered = set()
+        self._delivered, self._delete_failed_s = set(), -math.inf
 
     def settle(self, connected: threading.Event, timeout_s: float) -> None:
         """Before a clean stop: wait (at most timeout_s, while connected) for the broker to acknowledge what is in
@@ -209,6 +217,7 @@ class SpooledSender:
             time.sleep(0.01)
         try:
             self._forget_acknowledged()
+            self._delete(set(), now=True)
         except SpoolError as exc:
             log.warning("could not mark what the broker acknowledged as sent (%s): it goes out again at the next "
                         "start", exc)
@@ -216,8 +225,7 @@ class SpooledSender:
         self._say_refusals()
 
     def _forget_acknowledged(self) -> None:
-        """Delete what the broker took; hold the topic of what it refused (first: a delete that fails must not
-        lose that)."""
+        """Mark what the broker took as delivered (deleted at the pump's end); hold the topic of what it refused."""
         with self._lock:
             ours = {info.mid for info, *_ in self._inflight}
             for mid in [mid for mid in list(self._refusals) if mid not in ours]:  # the endpoint's own (status, birth)
@@ -228,7 +236,6 @@ class SpooledSender:
             self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
             self._delivered |= {spool_id for spool_id, _, reason in done if reason is None}
         self._hold_or_free(done)
-        self._delete(set())
 
     def _hold_or_free(self, done: list[tuple[int, str, ReasonCode | None]]) -> None:
         for spool_id, topic, reason in done:

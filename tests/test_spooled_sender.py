@@ -245,3 +245,46 @@ def test_a_disk_that_refuses_deletes_loses_no_refusal_and_sends_nothing_twice(tm
         pump_through(lambda: len(spool) == 0 and sender.inflight == 0)
         time.sleep(0.5)
         assert spool_rows == 2 and [body for _, body in got] == [b"a1", b"a2"]  # in order, each once
+
+
+class DeleteRefusingSpool(Spool):
+    """The real spool, whose deletes fail as on a full disk while `full` is set (writes of new items still work)."""
+
+    full = False
+
+    def delete(self, ids: list[int]) -> None:
+        if self.full and ids:
+            raise SpoolError(f"spool {self.path}: cannot delete: database or disk is full")
+        super().delete(ids)
+
+
+def test_sending_goes_on_after_a_topic_is_freed_while_deletes_fail(tmp_path):
+    """A freed topic moves the look back to its oldest message; the messages delivered since, kept while the disk
+    refuses their deletes, were skipped without moving the look on, so it read them again at every pump and sent
+    nothing new until the disk had room."""
+    with _refusing_broker(tmp_path, retry_refused_s=0.3) as (acl, broker, got, _, sender):
+        spool = sender.spool = DeleteRefusingSpool(tmp_path / "refusing.spool")
+
+        def pump_through(done) -> None:
+            deadline = time.monotonic() + 20
+            while not done():
+                assert time.monotonic() < deadline, f"not done in time; got {got}"
+                with contextlib.suppress(SpoolError):
+                    sender.pump()
+                time.sleep(0.01)
+
+        spool.put([("office/Desk/metrics", b"A1")])
+        pump_through(lambda: sender.refused >= 1 and sender.inflight == 0)
+        spool.full = True
+        spool.put([("posture/Desk/metrics", f"B{i}".encode()) for i in range(30)])
+        pump_through(lambda: len(got) == 30)
+        _allow_office(acl, broker)
+        pump_through(lambda: (b"A1" in [body for _, body in got]) and sender.inflight == 0)
+        spool.put([("posture/Desk/metrics", b"C1")])
+        pump_through(lambda: b"C1" in [body for _, body in got])  # while deletes still fail
+        spool.full = False
+        pump_through(lambda: len(spool) == 0 and sender.inflight == 0)
+        time.sleep(0.5)
+        bodies = [body for _, body in got]
+        assert len(bodies) == len(set(bodies)) == 32  # each once
+        spool.close()
