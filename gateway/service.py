@@ -53,7 +53,6 @@ class Device:
     # The last run's last minute as its stop sent it: this run's part of that minute is added to it (_continued).
     stopped_minute: MinuteMetrics | None = None
     stopped_at_s: float | None = None  # the last run's last sample; None once the first batch here was looked at
-    last_t_s: float | None = None  # this run's last sample so far
 
 
 async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
@@ -150,11 +149,11 @@ def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics, las
                     exc)
 
 
-def _read_kept(spool_dir: Path, device: str, suffix: str, parse: Callable[[Any], T], what: str) -> T | None:
+def _read_kept(spool_dir: Path, device: str, suffix: str, read: Callable[[Any], T], what: str) -> T | None:
     """What the last run kept beside the device's spool; None if nothing, or not readable (said)."""
     path = device_file(spool_dir, device, suffix)
     try:
-        return parse(json.loads(path.read_text()))
+        return read(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as exc:
@@ -231,7 +230,6 @@ def go_on_from_stop(device: Device, first_t_s: float) -> None:
 def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     if device.stopped_at_s is not None:
         go_on_from_stop(device, float(batch.t_s[0]))
-    device.last_t_s = float(batch.t_s[-1])
     try:
         out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
     except Exception:  # a bug must cost this batch, not the other sensors or the process
@@ -273,8 +271,8 @@ async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
             continue
         metrics = _continued(d, final.metrics)
         d.publisher.submit([*final.events, *metrics])
-        if metrics and d.last_t_s is not None:  # the minute of the stop, unfinished: a start within it adds to it
-            save_stopped_minute(spool_dir, d.publisher.device, metrics[-1], d.last_t_s)
+        if metrics and (last_t_s := d.pipeline.last_t_s) is not None:  # the stop's minute: a start within it adds
+            save_stopped_minute(spool_dir, d.publisher.device, metrics[-1], last_t_s)
     deadline = time.monotonic() + FINAL_FLUSH_S
     while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):
         for d in devices.values():

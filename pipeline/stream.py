@@ -242,6 +242,11 @@ class PosturePipeline:
         return out
 
     @property
+    def last_t_s(self) -> float | None:
+        """The time of the last sample processed (None before any)."""
+        return self._last_t_s
+
+    @property
     def armed(self) -> bool:
         """Watching for the calibration moves: never calibrated, provisional (no bend), or told to redo it."""
         return self.calibration is None or not self.calibration.with_bend or self._recalibrate

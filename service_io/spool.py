@@ -122,9 +122,9 @@ class Spool:
                 self._key_index = True
                 with contextlib.suppress(sqlite3.Error):  # none: each look reads the table, slower, no worse
                     self._db.execute("CREATE INDEX IF NOT EXISTS items_key ON items (key, id)")
-        with self._lock, self._errors("read"):
-            return self._db.execute("SELECT id, key, body, expires_at FROM items WHERE id >= ? AND key = ? "
-                                    "ORDER BY id LIMIT ?", (from_id, key, n)).fetchall()
+            with self._errors("read"):
+                return self._db.execute("SELECT id, key, body, expires_at FROM items WHERE id >= ? AND key = ? "
+                                        "ORDER BY id LIMIT ?", (from_id, key, n)).fetchall()
 
     def last_id(self) -> int:
         """The highest id given so far (0 for none): an item put later has a higher one."""
