@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import paho.mqtt.client as mqtt
 
@@ -49,6 +48,7 @@ from service_io.config import Config, ConfigError
 from service_io.mqtt import STOP_WAIT_S, Message, MqttEndpoint
 from service_io.spool import Spool
 from service_io.spooled_sender import SpooledSender
+from service_io.zones import zone
 
 log = logging.getLogger("posture.alerts")
 BATCH = 500
@@ -89,8 +89,8 @@ def new_engine(config: Config) -> AlertEngine:
     """The engine with the thresholds, stretch catalog and time zone of the config; ConfigError names a bad one."""
     cfg = config.alerts
     try:
-        tz = ZoneInfo(cfg.timezone) if cfg.timezone else None
-    except (ZoneInfoNotFoundError, ValueError):
+        tz = zone(cfg.timezone)  # as the report counts the day
+    except ValueError:
         raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
     rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
     return AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)

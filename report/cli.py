@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import date as Date
-from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:
     from service_io.influx import InfluxSettings
@@ -16,7 +13,6 @@ if TYPE_CHECKING:
     from .day import DayReport
 
 FORMATS = (".png", ".html")
-LOCALTIME = Path("/etc/localtime")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,6 +60,8 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
     InfluxDB does not answer.
     """
     # Imported here: matplotlib takes a second to load, which `--help` and the other subcommands should not pay.
+    from service_io.zones import zone
+
     from .day import build_day_report, day_bounds
     from .draw import html_page, png_bytes
     from .query import fetch_day
@@ -75,7 +73,7 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
         date = Date.fromisoformat(day)
     except ValueError:
         raise ValueError(f"--day must be YYYY-MM-DD, not {day!r}") from None
-    tz = zone(timezone)
+    tz = zone(timezone)  # as the alert service counts the day
     rows = fetch_day(influx, device, *day_bounds(date, tz))
     if rows.empty():
         raise ValueError(f"no data for device {device} on {date.isoformat()} in {influx.database}")
@@ -88,31 +86,3 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
     return report
 
 
-def zone(name: str | None) -> tzinfo:
-    """An IANA zone by name; without one, the machine's."""
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Berlin)") from None
-    return machine_zone()
-
-
-def machine_zone() -> tzinfo:
-    """The machine's zone with its DST rules: $TZ, else /etc/localtime; a fixed offset only as a last resort."""
-    name = os.environ.get("TZ", "").lstrip(":")
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass  # a POSIX rule string such as "CET-1CEST": fall through
-    try:
-        target = str(LOCALTIME.resolve())
-        if "zoneinfo/" in target:  # named, so the report can say which zone its times are in
-            return ZoneInfo(target.split("zoneinfo/", 1)[1])
-        with LOCALTIME.open("rb") as f:
-            return ZoneInfo.from_file(f, key="localtime")
-    except (OSError, ZoneInfoNotFoundError, ValueError):
-        zone = datetime.now().astimezone().tzinfo
-        assert zone is not None  # astimezone() gives an aware datetime
-        return zone
