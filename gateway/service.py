@@ -22,7 +22,7 @@ from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from pipeline.calibration import Calibration
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock, earlier_states
-from pipeline.metrics import MINUTE_S, merge_minutes
+from pipeline.metrics import MINUTE_S, SECONDS_IN_MINUTE, merge_minutes
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.discovery import FoundSensor, SensorFilter, discover
@@ -136,6 +136,11 @@ def load_stopped_minute(spool_dir: Path, device: str) -> tuple[MinuteMetrics, fl
         parse("metrics", json.dumps(payload(device, minute)).encode(), load_validators())
         if not minute.minute_start_s <= last_t_s < minute.minute_start_s + MINUTE_S:
             raise ValueError(f"last_t_s {last_t_s} is not in the minute")
+        seen_s = last_t_s - minute.minute_start_s + 1.0  # the last sample's own period, gaps up to 1 s bridged
+        if over := [name for name in SECONDS_IN_MINUTE if getattr(minute, name) > seen_s]:
+            raise ValueError(f"{', '.join(over)} longer than the {seen_s:.1f} s up to last_t_s")
+        if minute.sitting_since_s is not None and minute.sitting_since_s > last_t_s:
+            raise ValueError(f"sitting_since_s {minute.sitting_since_s} is after last_t_s")
         return minute, last_t_s
     return _read_kept(spool_dir, device, ".minute.json", checked, "stopped minute")
 
@@ -149,6 +154,15 @@ def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics, las
                     exc)
 
 
+def forget_stopped_minute(spool_dir: Path, device: str) -> None:
+    """Used up by this run's first samples: after a crash of this run the next start must not resume a sitting
+    stretch this run may have seen end, nor add to a minute this run sent since."""
+    try:
+        device_file(spool_dir, device, ".minute.json").unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("%s: the stopped minute's file not removed (a crash now would resume from it): %s", device, exc)
+
+
 def _read_kept(spool_dir: Path, device: str, suffix: str, read: Callable[[Any], T], what: str) -> T | None:
     """What the last run kept beside the device's spool; None if nothing, or not readable (said)."""
     path = device_file(spool_dir, device, suffix)
@@ -156,8 +170,9 @@ def _read_kept(spool_dir: Path, device: str, suffix: str, read: Callable[[Any], 
         return read(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("%s: ignoring %s %s: %s", device, what, path, exc)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # a start must not fail on it
+        log.warning("%s: ignoring %s %s: %s", device, what, path, exc.__class__.__name__ if
+                    isinstance(exc, RecursionError) else exc)
         return None
 
 
@@ -228,8 +243,10 @@ def go_on_from_stop(device: Device, first_t_s: float) -> None:
 
 
 def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
-    if device.stopped_at_s is not None:
-        go_on_from_stop(device, float(batch.t_s[0]))
+    if device.pipeline.last_t_s is None:  # this run's first samples
+        if device.stopped_at_s is not None:
+            go_on_from_stop(device, float(batch.t_s[0]))
+        forget_stopped_minute(spool_dir, device.publisher.device)
     try:
         out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
     except Exception:  # a bug must cost this batch, not the other sensors or the process

@@ -139,6 +139,7 @@ MAXED = ("rotation_left_peak_max_deg", "rotation_right_peak_max_deg")
 PER_ROTATION = {"rotation_left_peak_mean_deg": ("rotation_left_cumulative_deg", "rotations_left"),
                 "rotation_right_peak_mean_deg": ("rotation_right_cumulative_deg", "rotations_right")}
 LATER = ("minute_start_s", "sitting_since_s", "kind")  # as the later record says: at the minute's end
+SECONDS_IN_MINUTE = tuple(name for name in SUMMED if name.endswith("_s"))  # each at most the time the minute saw
 
 
 def merge_minutes(earlier: MinuteMetrics, later: MinuteMetrics) -> MinuteMetrics:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -92,6 +93,9 @@ GOOD = {"minute_start_s": 1_796_292_000.0, "worn_s": 30.0, "sitting_s": 30.0, "s
     ({**GOOD, "extra": 1}, 1_796_292_030.0),
     (GOOD, 1_796_292_090.0),  # a last sample outside the minute
     (GOOD, "soon"),
+    # Hand-edited: InfluxDB stored 94.7 worn seconds for a minute after a restart (a helper's probe).
+    ({**GOOD, "worn_s": 59.0, "sitting_s": 59.0}, 1_796_292_020.0),  # more seconds than up to its last sample
+    ({**GOOD, "sitting_since_s": 1_796_295_000.0}, 1_796_292_030.0),  # sitting since after its last sample
 ])
 def test_a_damaged_stopped_minute_is_ignored_with_a_warning(tmp_path, caplog, minute, last_t_s):
     _minute_file(tmp_path, minute, last_t_s)
@@ -114,3 +118,46 @@ def test_a_run_that_does_not_go_on_from_the_stop_leaves_its_minute_alone(tmp_pat
         assert (device.stopped_minute is not None) == merged and device.stopped_at_s is None, first_t_s
         sitting_since_s = device.pipeline.minutes.sitting_since_s
         assert sitting_since_s == (GOOD["sitting_since_s"] if resumed else None), first_t_s
+
+
+@pytest.mark.parametrize("damage", ["deep", "directory", "unreadable"])
+@pytest.mark.parametrize("suffix", [".minute.json", ".calibration.json"])
+def test_a_kept_file_that_cannot_be_read_is_ignored_and_the_start_goes_on(tmp_path, caplog, damage, suffix):
+    """`posture run` exited at start (a crash loop under Restart=always) on a JSON too deep for the parser, or a
+    directory or unreadable file where the file should be."""
+    path = tmp_path / f"Desk{suffix}"
+    if damage == "deep":
+        path.write_text("[" * 100_000)
+    elif damage == "directory":
+        path.mkdir()
+    else:
+        path.write_text("{}")
+        path.chmod(0)
+        if os.access(path, os.R_OK):  # as root: reading succeeds, so make it a name the kernel refuses
+            path.unlink()
+            path.symlink_to(path)  # a loop: ELOOP
+    load = load_stopped_minute if suffix == ".minute.json" else load_calibration
+    assert load(tmp_path, "Desk") is None
+    assert any("ignoring" in r.getMessage() for r in caplog.records)
+
+
+def test_the_stopped_minute_is_used_up_by_the_next_runs_first_samples(tmp_path, broker):
+    """A clean stop, a start, then a crash: the start after the crash found the first stop's file again and resumed
+    a sitting stretch the crashed run had seen end (a helper's probe over BLE: sitting since 4 minutes too early)."""
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    spool_dir = tmp_path / "spool"
+    chunks = list(SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50))
+    _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] < STOP_S], [])
+    assert load_stopped_minute(spool_dir, "Desk") is not None
+    publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
+    try:
+        device = Device(PosturePipeline(), publisher, BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
+        device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
+        ch = next(ch for ch in chunks if ch.t_s[0] >= BACK_S)
+        _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
+        assert device.pipeline.minutes.sitting_since_s is not None  # this run goes on from the stop …
+    finally:
+        publisher.stop()
+    # … and is killed here, without its own stop: the next start has nothing to go on from.
+    assert not (spool_dir / "Desk.minute.json").exists()
+    assert load_stopped_minute(spool_dir, "Desk") is None
