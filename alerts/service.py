@@ -104,7 +104,7 @@ def parse_snooze(body: bytes | bytearray) -> float:
         minutes = value["minutes"] if isinstance(value, dict) else value
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes <= MAX_SNOOZE_MIN:
             raise ValueError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise Malformed(f"snooze: expected minutes 0–{MAX_SNOOZE_MIN} or {{\"minutes\": n}}, "
                         f"got {text[:40]!r}") from None
     return float(minutes)

@@ -116,6 +116,20 @@ def test_snooze_holds_everything_until_it_ends_or_is_cancelled():
     assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(25, 35)], now_s=start + 35 * 60)
 
 
+@pytest.mark.parametrize("body, minutes", [(b"30", 30.0), (b'{"minutes": 0}', 0.0), (b"[" * 100_000, None),
+                                           (b"1e999", None), (b"-5", None), (b"true", None), (b"\xff", None)])
+def test_a_snooze_command_is_minutes_or_a_one_line_refusal(body, minutes):
+    """Nested past the parser's depth it raised RecursionError: logged with a traceback and counted as a bug."""
+    from alerts.service import parse_snooze
+    from contract.validation import Malformed
+
+    if minutes is None:
+        with pytest.raises(Malformed, match="^snooze: expected minutes"):
+            parse_snooze(body)
+    else:
+        assert parse_snooze(body) == minutes
+
+
 def test_stale_data_is_not_pushed():
     eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000),
                  limits=Limits(max_delay_s=600, quiet_hours=""))

@@ -229,6 +229,13 @@ def test_an_instance_counts_the_others_by_their_records_age_and_clears_those_lon
     assert broker.published == [("posture/_alerts/members/ghost", b"", True)]
     group._on_message(broker, _cleared("fresh"))  # stopped, or its will
     assert group._others() == (set(), ["other"])
+    # Not records: raised in paho's network thread, each ended this instance's view of the others.
+    for payload in (b"[" * 100_000, b'{"partitions": 4, "sent_s": 1' + b"0" * 400 + b"}", b'{"partitions": "x"}',
+                    b"\xff", b"null"):
+        junk = _cleared("junk")
+        junk.payload = payload
+        group._on_message(broker, junk)
+    assert group._others() == (set(), ["other"])
 
 
 def _cleared(name: str):
