@@ -74,7 +74,11 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
     except ValueError:
         raise ValueError(f"--day must be YYYY-MM-DD, not {day!r}") from None
     tz = zone(timezone)  # as the alert service counts the day
-    rows = fetch_day(influx, device, *day_bounds(date, tz))
+    try:
+        bounds = day_bounds(date, tz)
+    except (OverflowError, OSError):  # 9999-12-31 ends past what a datetime holds
+        raise ValueError(f"--day {day} is out of range") from None
+    rows = fetch_day(influx, device, *bounds)
     if rows.empty():
         raise ValueError(f"no data for device {device} on {date.isoformat()} in {influx.database}")
     report = build_day_report(device, date, tz, rows)

@@ -10,21 +10,40 @@ the C library's local time, so a day's totals and its alerts could fall on diffe
 from __future__ import annotations
 
 import os
-from datetime import tzinfo
+import time
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil.tz import tzlocal
-
 LOCALTIME = Path("/etc/localtime")
+_EPOCH = datetime(1970, 1, 1)
 
 
-class CLibraryZone(tzlocal):
-    """`$TZ` as the C library reads it, for what zoneinfo cannot read; dateutil asks time.localtime for each instant."""
+class CLibraryZone(tzinfo):
+    """`$TZ` as the C library reads it, for what zoneinfo cannot name (a POSIX rule, a file outside the zone
+    database): every instant's offset is time.localtime's, and a wall time's is the one Python's naive local
+    time gives it. Written here because dateutil's tzlocal, the kept one, knows only two offsets: Ireland's
+    winter, flagged as daylight saving, came out an hour off all year, and a midnight the clocks skip an hour
+    early (a helper's probe)."""
 
     def __init__(self, key: str):
-        super().__init__()
         self.key = key  # named like ZoneInfo's, so a report can say which zone its times are in
+
+    def fromutc(self, dt: datetime) -> datetime:
+        t_s = (dt.replace(tzinfo=None) - _EPOCH).total_seconds()
+        return (dt + timedelta(seconds=time.localtime(t_s).tm_gmtoff)).replace(tzinfo=self)
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        if dt is None:
+            return None
+        wall = dt.replace(tzinfo=None)
+        return (wall - _EPOCH) - timedelta(seconds=wall.timestamp())  # naive: the C library's, fold included
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None  # not known apart from the offset; nothing here asks
+
+    def tzname(self, dt: datetime | None) -> str:
+        return self.key if dt is None else time.localtime(dt.replace(tzinfo=None).timestamp()).tm_zone
 
     def __repr__(self) -> str:
         return f"CLibraryZone({self.key!r})"
@@ -44,15 +63,21 @@ def machine_zone() -> tzinfo:
     """The machine's zone with its daylight-saving rules, as time.localtime has it; named where it can be."""
     if "TZ" in os.environ:
         name = os.environ["TZ"].lstrip(":")
+        if name.startswith("/"):  # a file: named if it is one of the zone database's
+            return _named(Path(name)) or CLibraryZone(name)
         try:
             return ZoneInfo(name or "UTC")  # glibc reads an empty TZ as UTC
         except (ZoneInfoNotFoundError, ValueError):
-            return CLibraryZone(name)  # a POSIX rule, a file path, or a name glibc takes as UTC with that abbreviation
+            return CLibraryZone(name)  # a POSIX rule, or a name glibc takes as UTC with that abbreviation
+    return _named(LOCALTIME) or CLibraryZone("localtime")
+
+
+def _named(path: Path) -> ZoneInfo | None:
     try:
-        target = str(LOCALTIME.resolve())
+        target = str(path.resolve())
         if "zoneinfo/" in target:
             return ZoneInfo(target.split("zoneinfo/", 1)[1])
-        with LOCALTIME.open("rb") as f:
-            return ZoneInfo.from_file(f, key="localtime")
+        with path.open("rb") as f:
+            return ZoneInfo.from_file(f, key=str(path))
     except (OSError, ZoneInfoNotFoundError, ValueError):
-        return CLibraryZone("localtime")
+        return None

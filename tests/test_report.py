@@ -117,6 +117,7 @@ def test_write_report_for_the_demo(chain_influx, tmp_path):
     (["--out", "report.pdf"], "--out must end in .png or .html, not 'report.pdf'"),
     (["--out", "report.png", "--day", "2025-13-01"], "--day must be YYYY-MM-DD, not '2025-13-01'"),
     (["--out", "report.png", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+    (["--out", "report.png", "--day", "9999-12-31"], "--day 9999-12-31 is out of range"),  # was a traceback
 ])
 def test_user_mistakes_are_refused_before_any_query(tmp_path, argv, message):
     argv = [str(tmp_path / a) if a.startswith("report.") else a for a in argv]

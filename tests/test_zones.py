@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -12,17 +13,29 @@ from report.day import day_bounds
 from service_io.config import Config
 from service_io.zones import machine_zone, zone
 
-# Around both 2026 switches in Europe and North America, and plain days.
-INSTANTS_S = [datetime(2026, m, d, h, tzinfo=UTC).timestamp()
-              for m, d in ((1, 15), (3, 8), (3, 29), (7, 1), (10, 25), (11, 1)) for h in range(0, 24, 3)]
+ZONEINFO = "/usr/share/zoneinfo"
+HOURS_2026_S = [datetime(2026, 1, 1, tzinfo=UTC).timestamp() + 3600 * h + 1800 * (h % 2) for h in range(365 * 24)]
+DAYS_2026 = [date(2026, 1, 1) + timedelta(days=k) for k in range(365)]
+TZ_VALUES = [
+    None, "", ":", "Europe/Berlin", ":Asia/Tokyo", f"{ZONEINFO}/America/Chicago", "EST5EDT", "<+0530>-5:30",
+    "Nowhere/Land", "CET-1CEST,M3.5.0,M10.5.0/3",
+    # Ireland's winter time is its "daylight saving" (negative DST): a class that knows two offsets swapped them.
+    "IST-1GMT0,M10.5.0,M3.5.0/1", f":{ZONEINFO}/Europe/Dublin", "copy:Europe/Dublin",
+    # Clocks that jump at midnight: a day starting an hour early counted an hour twice.
+    "CST5CDT,M3.2.0/0,M11.1.0/1", "<-04>4<-03>,M9.1.6/24,M4.1.6/24", "EET-2EEST,M4.5.5/0,M10.5.4/24",
+    "copy:America/Santiago", "copy:Africa/Casablanca",
+    "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0",  # Lord Howe: half an hour of daylight saving
+]
 
 
 @pytest.fixture
-def tz_env(monkeypatch):
+def tz_env(monkeypatch, tmp_path):
     def set_tz(value: str | None) -> None:
         if value is None:
             monkeypatch.delenv("TZ", raising=False)
         else:
+            if value.startswith("copy:"):  # a zone file outside the zone database: zoneinfo cannot name it
+                value = str(shutil.copy(f"{ZONEINFO}/{value[5:]}", tmp_path / "zone"))
             monkeypatch.setenv("TZ", value)
         time.tzset()
 
@@ -31,20 +44,28 @@ def tz_env(monkeypatch):
     time.tzset()
 
 
-@pytest.mark.parametrize("tz", [None, "", ":", "Europe/Berlin", ":Asia/Tokyo", "/usr/share/zoneinfo/America/Chicago",
-                                "CET-1CEST,M3.5.0,M10.5.0/3", "EST5EDT", "<+0530>-5:30", "Nowhere/Land"])
+def _first_instant_of(day: date) -> float:
+    """Where the C library's local date turns to `day` (to the second; midnight itself may not exist)."""
+    lo = time.mktime((day.year, day.month, day.day, 0, 0, 0, 0, 0, -1)) - 3 * 3600
+    hi = lo + 6 * 3600
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if time.localtime(mid)[:3] < (day.year, day.month, day.day) else (lo, mid)
+    return hi
+
+
+@pytest.mark.parametrize("tz", TZ_VALUES)
 def test_machine_zone_is_the_c_librarys_local_time(tz_env, tz):
     tz_env(tz)
     here = machine_zone()
-    for t_s in INSTANTS_S:
+    for t_s in HOURS_2026_S:
         assert datetime.fromtimestamp(t_s, here).timetuple()[:6] == time.localtime(t_s)[:6], (tz, t_s)
-    # A day of the report starts at the local midnight the alert service counts the day from.
+    # Each day of the report is the day the alert service counts, from the instant the local date turns.
     engine = new_engine(Config())
-    for day in (date(2026, 3, 29), date(2026, 7, 1), date(2026, 11, 1)):
+    for day in DAYS_2026:
         start_s, end_s = day_bounds(day, engine.tz)
-        assert start_s == time.mktime((day.year, day.month, day.day, 0, 0, 0, 0, 0, -1))
-        assert datetime.fromtimestamp(end_s, here).date() == day + timedelta(days=1)
-        assert engine._date(start_s) == day.isoformat() and engine._date(end_s - 1) == day.isoformat()
+        assert (start_s, end_s) == (_first_instant_of(day), _first_instant_of(day + timedelta(days=1))), (tz, day)
+        assert engine._date(start_s) == engine._date(end_s - 1) == day.isoformat() != engine._date(start_s - 1)
 
 
 def test_a_named_zone_is_taken_and_an_unknown_one_refused():
