@@ -11,7 +11,8 @@ An MQTT 5 PUBACK may refuse the message (a reason code of 0x80 or more: an ACL t
 a quota): it stays in the spool, is counted and said, and its topic is held: none of its items goes out, the
 others' do. After RETRY_REFUSED_S (doubling while refused, up to MAX_BACKOFF times) its oldest item goes alone;
 once the broker takes it, the topic's held items follow in their order, so a broker setting put right delivers
-them without a restart and a minute's later record is not overtaken by its earlier one. A topic refused for good
+them without a restart and a minute's later record is not overtaken by its earlier one (to that end a topic's items
+go one at a time until the broker has taken one: after a start, and after a refusal). A topic refused for good
 stays held, said once a minute: nothing is dropped. MQTT 3.1.1 has no way to refuse: Mosquitto acknowledges a
 refused message as delivered and drops it (docs/mqtt.md).
 """
@@ -65,6 +66,11 @@ class SpooledSender:
         # mid → reason of a refusing PUBACK, set on paho's thread (a dict store is atomic), read by _forget_acknowledged
         self._refusals: dict[int, ReasonCode] = {}
         self._held: dict[str, _Held] = {}
+        # Topics the broker took an item of, and has refused none since. Another's items go one at a time until
+        # it does: a refused item with later ones of its topic already sent was overtaken by them when the broker
+        # took those (an ACL put right meanwhile; paho sending them again to a restarted broker), and waited for
+        # the probe after them (a helper's probe: items 65-100 before 1-64).
+        self._taken: set[str] = set()
         self._delivered: set[int] = set()  # acknowledged, still to delete from the spool (a full disk said no)
         self._delete_failed_s = -math.inf  # when a delete last failed (monotonic)
         self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
@@ -104,6 +110,7 @@ class SpooledSender:
         with self._lock:
             room = self.max_inflight - len(self._inflight)
             busy = {spool_id for _, spool_id, _ in self._inflight} | self._delivered  # not to be sent (again)
+            out = {topic for *_, topic in self._inflight}
         # Each held topic's oldest item, alone, once its wait is over; a quarter of the room at most, so that many
         # topics due together do not hold the others' items back.
         for topic in self._due_topics()[:max(1, room // 4)]:
@@ -121,9 +128,14 @@ class SpooledSender:
                     with self._lock:
                         self._sent_up_to = max(self._sent_up_to, spool_id)
                     continue
-                if self._publish(spool_id, topic, body, expires_at, expired) == FAILED:
+                if self.mqtt5 and topic not in self._taken and topic in out:
+                    complete = False  # its first item's answer first: this one goes at a later pump
+                    break
+                sent = self._publish(spool_id, topic, body, expires_at, expired)
+                if sent == FAILED:
                     complete = False  # the rest is still to send
                     break
+                out.add(topic)
             self._seen_all_at = puts if complete else None
             if complete:  # past the held topics' items too (_free comes back for them): no look scans them again
                 with self._lock:
@@ -241,9 +253,11 @@ class SpooledSender:
         for spool_id, topic, reason in done:
             held = self._held.get(topic)
             if reason is None:
+                self._taken.add(topic)
                 if held is not None and held.probe == spool_id:  # the broker takes the topic again
                     self._free(topic)
                 continue
+            self._taken.discard(topic)
             self.refused += 1
             self._unsaid[topic, str(reason)] += 1
             if held is None:

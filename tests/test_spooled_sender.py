@@ -94,6 +94,8 @@ def test_what_was_handed_to_paho_while_the_broker_was_down_is_forgotten_once_ack
     spool = Spool(tmp_path / "sender.spool")
     sender = SpooledSender(sender_client, spool, max_inflight=10)
     try:
+        spool.put([("t/a", b"first")])  # taken: the topic's items go together (before, one at a time)
+        _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
         broker.stop()
         wait_for(lambda: not sender_client.is_connected(), 10, "paho to notice the broker going")
         spool.put([("t/a", str(i).encode()) for i in range(5)])
@@ -176,6 +178,26 @@ def test_a_message_the_broker_refuses_is_kept_said_and_sent_again_in_order(tmp_p
         assert office == [b"refused", b"newer"]  # in the order measured
         assert sorted(body for topic, body in got if topic.startswith("posture/")) == [b"allowed", b"allowed too",
                                                                                         b"meanwhile"]
+
+
+def test_a_topic_goes_one_message_at_a_time_until_the_broker_takes_one(tmp_path):
+    """Ten items of a topic not yet taken went together; the broker refused the first ones and took the later ones
+    once the ACL was put right meanwhile (or paho sent them again to a restarted broker with the new ACL), and the
+    refused ones waited for the probe, after them (a helper's probe: items 65-100 arrived before 1-64). Until the
+    broker takes one of a topic's items, only one is with it; a refusal makes the topic untaken again."""
+    with _refusing_broker(tmp_path, retry_refused_s=0.3) as (acl, broker, got, spool, sender):
+        spool.put([("office/Desk/metrics", f"o{i}".encode()) for i in range(30)]
+                  + [("posture/Desk/metrics", f"p{i}".encode()) for i in range(30)])
+        sender.pump()
+        assert sender.inflight == 1  # the first item alone; the look stops at the topic's second
+        _pump_until(sender, lambda: sender.refused >= 1 and sender.inflight == 0)
+        assert sender.refused == 1 and sender.waiting == 30
+        _pump_until(sender, lambda: len(spool) == 30)  # the other topic: one alone, then together
+        _allow_office(acl, broker)
+        _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
+        wait_for(lambda: len(got) == 60, 10, lambda: f"60 messages, got {len(got)}")
+        for prefix in "op":
+            assert [b for _, b in got if b.startswith(prefix.encode())] == [f"{prefix}{i}".encode() for i in range(30)]
 
 
 def test_a_held_topic_is_tried_with_one_message_a_round_and_holds_up_no_other(tmp_path):
