@@ -9,11 +9,12 @@ the C library's local time, so a day's totals and its alerts could fall on diffe
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError
 
 LOCALTIME = Path("/etc/localtime")
 _EPOCH = datetime(1970, 1, 1)
@@ -31,7 +32,10 @@ class CLibraryZone(tzinfo):
 
     def fromutc(self, dt: datetime) -> datetime:
         t_s = (dt.replace(tzinfo=None) - _EPOCH).total_seconds()
-        return (dt + timedelta(seconds=time.localtime(t_s).tm_gmtoff)).replace(tzinfo=self)
+        offset = timedelta(seconds=time.localtime(t_s).tm_gmtoff)
+        local = (dt + offset).replace(tzinfo=self)
+        # The hour the clocks go back shows twice: its second pass is fold 1 (PEP 495), or it reads an hour early.
+        return local if local.utcoffset() == offset else local.replace(fold=1)
 
     def utcoffset(self, dt: datetime | None) -> timedelta | None:
         if dt is None:
@@ -62,7 +66,7 @@ def zone(name: str | None) -> tzinfo:
 def machine_zone() -> tzinfo:
     """The machine's zone with its daylight-saving rules, as time.localtime has it; named where it can be."""
     if "TZ" in os.environ:
-        name = os.environ["TZ"].lstrip(":")
+        name = os.environ["TZ"].removeprefix(":")  # as glibc: one colon
         if name.startswith("/"):  # a file: named if it is one of the zone database's
             return _named(Path(name)) or CLibraryZone(name)
         try:
@@ -73,11 +77,16 @@ def machine_zone() -> tzinfo:
 
 
 def _named(path: Path) -> ZoneInfo | None:
+    """The zone in this file: by its name where the file is the zone database's own (a report can say which zone
+    its times are in), else read from the file."""
     try:
-        target = str(path.resolve())
-        if "zoneinfo/" in target:
-            return ZoneInfo(target.split("zoneinfo/", 1)[1])
-        with path.open("rb") as f:
-            return ZoneInfo.from_file(f, key=str(path))
+        target = path.resolve()
+        for root in map(Path, TZPATH):
+            if target.is_relative_to(root):
+                name = str(target.relative_to(root))
+                found = next(r / name for r in map(Path, TZPATH) if (r / name).is_file())  # where ZoneInfo looks
+                if found.resolve() == target:
+                    return ZoneInfo(name)
+        return ZoneInfo.from_file(io.BytesIO(target.read_bytes()), key=str(path))
     except (OSError, ZoneInfoNotFoundError, ValueError):
         return None
