@@ -183,6 +183,7 @@ class AlertService:
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._connection += 1
         self._announced = set()
+        self.sender.reconnected()  # an alert the link dropped goes again with what is left of its life, if any
 
     # our thread ---------------------------------------------------------------------------
     def run(self) -> None:

@@ -71,6 +71,8 @@ class SpooledSender:
         # took those (an ACL put right meanwhile; paho sending them again to a restarted broker), and waited for
         # the probe after them (a helper's probe: items 65-100 before 1-64).
         self._taken: set[str] = set()
+        self._lifetimes: dict[int, tuple[Properties, float]] = {}  # mid → the expiry sent with it, and when it ends
+        self._expired_in_flight: set[int] = set()  # spool ids dropped from paho's queue at a reconnect: to delete
         self._delivered: set[int] = set()  # acknowledged, still to delete from the spool (a full disk said no)
         self._delete_failed_s = -math.inf  # when a delete last failed (monotonic)
         self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
@@ -92,7 +94,8 @@ class SpooledSender:
         """
         self._forget_acknowledged()
         failed: SpoolError | None = None
-        expired: set[int] = set()
+        with self._lock:
+            expired, self._expired_in_flight = self._expired_in_flight, set()
         try:
             if len(self._delivered) < MAX_UNDELETED:  # beyond, memory: wait for the disk
                 self._send(expired)
@@ -161,9 +164,37 @@ class SpooledSender:
             return FAILED
         with self._lock:
             self._inflight.append((info, spool_id, topic))
+            if properties is not None and expires_at is not None:
+                self._lifetimes[info.mid] = properties, expires_at
             if not probe:
                 self._sent_up_to = max(self._sent_up_to, spool_id)
         return SENT
+
+    def reconnected(self) -> None:
+        """Call on paho's thread in on_connect, before paho sends again what the broker had not acknowledged: it
+        sends the packet as first made, so an alert in flight when the link dropped reached the phone as late as the
+        link came back, with its whole expiry again (a helper's probe: 15.2 s after it was decided, with 5 s of
+        life). Each such item now carries what is left of its lifetime, and one past it leaves paho's queue, counted
+        as expired. paho has no public way to take a message back: its queue is read under its own lock (paho 2.x)."""
+        if not self._lifetimes:
+            return
+        now_s = self.clock()
+        with self._lock:
+            mids = {info.mid for info, *_ in self._inflight}
+            self._lifetimes = {mid: v for mid, v in self._lifetimes.items() if mid in mids}
+            gone = {mid for mid, (_, ends_s) in self._lifetimes.items() if ends_s <= now_s}
+            for mid, (properties, ends_s) in self._lifetimes.items():
+                if mid not in gone:
+                    properties.MessageExpiryInterval = max(1, math.ceil(ends_s - now_s))
+            if not gone:
+                return
+            with self.client._out_message_mutex:
+                for mid in gone:
+                    self.client._out_messages.pop(mid, None)
+            self._expired_in_flight |= {spool_id for info, spool_id, _ in self._inflight if info.mid in gone}
+            self._inflight = [item for item in self._inflight if item[0].mid not in gone]
+            for mid in gone:
+                del self._lifetimes[mid]
 
     def _due_topics(self) -> list[str]:
         now_s = self.monotonic()
@@ -245,6 +276,9 @@ class SpooledSender:
             acked = [_acknowledged(info) for info, *_ in self._inflight]
             done = [(spool_id, topic, self._refusals.pop(info.mid, None))
                     for (info, spool_id, topic), ok in zip(self._inflight, acked) if ok]
+            for (info, *_), ok in zip(self._inflight, acked):
+                if ok:
+                    self._lifetimes.pop(info.mid, None)
             self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
             self._delivered |= {spool_id for spool_id, _, reason in done if reason is None}
         self._hold_or_free(done)

@@ -115,6 +115,47 @@ def test_what_was_handed_to_paho_while_the_broker_was_down_is_forgotten_once_ack
         spool.close()
 
 
+def test_a_message_in_flight_when_the_link_drops_goes_again_only_with_the_life_it_has_left(broker, tmp_path):
+    """paho sends what the broker had not acknowledged again on the reconnect, as the packet was first made: an
+    alert with 5 s of life reached a phone 15.2 s after it was decided (a helper's probe, broker down 12 s). At the
+    reconnect one past its expiry now leaves paho's queue, counted as expired, and another goes with what is left
+    of its life."""
+    sender_client = _client(broker.port, "sender")
+    sender_client.reconnect_delay_set(2, 2)  # the reader is on the restarted broker first
+    spool = Spool(tmp_path / "sender.spool")
+    sender = SpooledSender(sender_client, spool, max_inflight=10)
+    sender_client.on_connect = lambda *_: sender.reconnected()  # as the alert service's on_connected does
+    now_s = time.time()
+    spool.put([("t/short", b"short", now_s + 1.0), ("t/long", b"long", now_s + 60.0)])
+    os.kill(broker.proc.pid, signal.SIGSTOP)  # takes the packets, answers none
+    try:
+        sender.pump()
+        assert sender.inflight == 2
+        time.sleep(1.5)  # the short one's life ends with the broker away
+    finally:
+        broker.kill()
+    broker.start()
+    got: list[mqtt.MQTTMessage] = []
+    reader = client(broker.port, client_id="reader")
+    subscribed = threading.Event()
+    reader.on_subscribe = lambda *_: subscribed.set()
+    reader.on_message = lambda _c, _u, msg: got.append(msg)
+    reader.subscribe("t/#", 1)
+    try:
+        assert subscribed.wait(10)
+        _pump_until(sender, lambda: len(spool) == 0 and sender.inflight == 0)
+        wait_for(lambda: got, 10, "the long one")
+        time.sleep(0.5)
+        assert [m.payload for m in got] == [b"long"]
+        assert got[0].properties.MessageExpiryInterval <= 59  # what was left, not the 60 s it was first sent with
+        assert sender.expired == 1
+    finally:
+        for c in (reader, sender_client):
+            c.loop_stop()
+            c.disconnect()
+        spool.close()
+
+
 ACL = "user gw\ntopic write posture/+/metrics\n{more}\nuser reader\ntopic read #\n"
 
 
