@@ -71,8 +71,9 @@ class SpooledSender:
         # took those (an ACL put right meanwhile; paho sending them again to a restarted broker), and waited for
         # the probe after them (a helper's probe: items 65-100 before 1-64).
         self._taken: set[str] = set()
-        self._lifetimes: dict[int, tuple[Properties, float]] = {}  # mid → the expiry sent with it, and when it ends
-        self._expired_in_flight: set[int] = set()  # spool ids dropped from paho's queue at a reconnect: to delete
+        # mid → the expiry property sent with it (MQTT 5), and when its life ends
+        self._lifetimes: dict[int, tuple[Properties | None, float]] = {}
+        self._expired_in_flight: set[tuple[int, str]] = set()  # (spool id, topic) taken from paho at a reconnect
         self._delivered: set[int] = set()  # acknowledged, still to delete from the spool (a full disk said no)
         self._delete_failed_s = -math.inf  # when a delete last failed (monotonic)
         self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
@@ -95,7 +96,11 @@ class SpooledSender:
         self._forget_acknowledged()
         failed: SpoolError | None = None
         with self._lock:
-            expired, self._expired_in_flight = self._expired_in_flight, set()
+            dropped, self._expired_in_flight = self._expired_in_flight, set()
+        expired = {spool_id for spool_id, _ in dropped}
+        for spool_id, topic in dropped:
+            if (held := self._held.get(topic)) is not None and held.probe == spool_id:
+                held.probe = None  # the next oldest goes as the probe, now: the wait was over
         try:
             if len(self._delivered) < MAX_UNDELETED:  # beyond, memory: wait for the disk
                 self._send(expired)
@@ -126,28 +131,31 @@ class SpooledSender:
             last_id = self.spool.last_id()  # before the look: an item put after it has a higher id
             rows = self.spool.peek(room, after_id=after, skip_keys=tuple(self._held))
             complete = len(rows) < room  # every item after `after` but the held topics' is in rows
+            left = False  # an item left for a later pump: the look goes on, the order's cursor stays before it
             for spool_id, topic, body, expires_at in rows:
                 if spool_id in busy:  # with the broker, or delivered (looked at again after a topic was freed)
-                    with self._lock:
-                        self._sent_up_to = max(self._sent_up_to, spool_id)
+                    if not left:
+                        with self._lock:
+                            self._sent_up_to = max(self._sent_up_to, spool_id)
                     continue
                 if self.mqtt5 and topic not in self._taken and topic in out:
-                    complete = False  # its first item's answer first: this one goes at a later pump
-                    break
-                sent = self._publish(spool_id, topic, body, expires_at, expired)
+                    left = True  # its first item's answer first; the other topics go on
+                    continue
+                sent = self._publish(spool_id, topic, body, expires_at, expired, advance=not left)
                 if sent == FAILED:
                     complete = False  # the rest is still to send
                     break
                 out.add(topic)
+            complete = complete and not left
             self._seen_all_at = puts if complete else None
             if complete:  # past the held topics' items too (_free comes back for them): no look scans them again
                 with self._lock:
                     self._sent_up_to = max(self._sent_up_to, last_id)
 
     def _publish(self, spool_id: int, topic: str, body: bytes, expires_at: float | None, expired: set[int],
-                 probe: bool = False) -> str:
+                 advance: bool = True) -> str:
         """Hand one item to paho: SENT, EXPIRED (past its expiry: into `expired`) or FAILED (paho cannot take it
-        now)."""
+        now). `advance`: the look in order is past it (not for a probe, nor after an item left for later)."""
         properties = None
         if expires_at is not None:
             left_s = expires_at - self.clock()
@@ -164,9 +172,9 @@ class SpooledSender:
             return FAILED
         with self._lock:
             self._inflight.append((info, spool_id, topic))
-            if properties is not None and expires_at is not None:
+            if expires_at is not None:
                 self._lifetimes[info.mid] = properties, expires_at
-            if not probe:
+            if advance:
                 self._sent_up_to = max(self._sent_up_to, spool_id)
         return SENT
 
@@ -174,24 +182,28 @@ class SpooledSender:
         """Call on paho's thread in on_connect, before paho sends again what the broker had not acknowledged: it
         sends the packet as first made, so an alert in flight when the link dropped reached the phone as late as the
         link came back, with its whole expiry again (a helper's probe: 15.2 s after it was decided, with 5 s of
-        life). Each such item now carries what is left of its lifetime, and one past it leaves paho's queue, counted
-        as expired. paho has no public way to take a message back: its queue is read under its own lock (paho 2.x)."""
+        life). Each such item now carries what is left of its lifetime (MQTT 5), and one past it leaves paho's
+        queue, counted as expired at the next pump. paho has no public way to take a message back: its queue is
+        changed under its own lock (paho 2.x)."""
         if not self._lifetimes:
             return
         now_s = self.clock()
         with self._lock:
+            # Acknowledged ones are the pump's to forget (the broker took them, or refused them: held).
+            waiting = {info.mid: (spool_id, topic) for info, spool_id, topic in self._inflight
+                       if not _acknowledged(info)}
             mids = {info.mid for info, *_ in self._inflight}
             self._lifetimes = {mid: v for mid, v in self._lifetimes.items() if mid in mids}
-            gone = {mid for mid, (_, ends_s) in self._lifetimes.items() if ends_s <= now_s}
+            gone = {mid for mid, (_, ends_s) in self._lifetimes.items() if mid in waiting and ends_s <= now_s}
             for mid, (properties, ends_s) in self._lifetimes.items():
-                if mid not in gone:
+                if mid in waiting and mid not in gone and properties is not None:
                     properties.MessageExpiryInterval = max(1, math.ceil(ends_s - now_s))
             if not gone:
                 return
             with self.client._out_message_mutex:
                 for mid in gone:
                     self.client._out_messages.pop(mid, None)
-            self._expired_in_flight |= {spool_id for info, spool_id, _ in self._inflight if info.mid in gone}
+            self._expired_in_flight.update(waiting[mid] for mid in gone)
             self._inflight = [item for item in self._inflight if item[0].mid not in gone]
             for mid in gone:
                 del self._lifetimes[mid]
@@ -212,7 +224,7 @@ class SpooledSender:
             if spool_id in busy:
                 held.probe = spool_id
                 return 0
-            sent = self._publish(spool_id, key, body, expires_at, expired, probe=True)
+            sent = self._publish(spool_id, key, body, expires_at, expired, advance=False)
             if sent == EXPIRED:
                 continue
             if sent == FAILED:
