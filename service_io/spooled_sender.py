@@ -129,10 +129,14 @@ class SpooledSender:
             with self._lock:
                 after = self._sent_up_to  # after the probes: one may have freed its topic
             last_id = self.spool.last_id()  # before the look: an item put after it has a higher id
-            rows = self.spool.peek(room, after_id=after, skip_keys=tuple(self._held))
-            complete = len(rows) < room  # every item after `after` but the held topics' is in rows
+            # Twice the room: items left for later (below) do not take the room of those behind them.
+            rows = self.spool.peek(2 * room, after_id=after, skip_keys=tuple(self._held))
+            complete = len(rows) < 2 * room  # every item after `after` but the held topics' is in rows
             left = False  # an item left for a later pump: the look goes on, the order's cursor stays before it
             for spool_id, topic, body, expires_at in rows:
+                if room == 0:
+                    complete = False
+                    break
                 if spool_id in busy:  # with the broker, or delivered (looked at again after a topic was freed)
                     if not left:
                         with self._lock:
@@ -145,6 +149,7 @@ class SpooledSender:
                 if sent == FAILED:
                     complete = False  # the rest is still to send
                     break
+                room -= sent == SENT
                 out.add(topic)
             complete = complete and not left
             self._seen_all_at = puts if complete else None
