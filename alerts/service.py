@@ -141,7 +141,7 @@ class AlertService:
             on_message=lambda client, msg: self._inbox.put((self._connection, msg)))
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
         self.sender = SpooledSender(self.client, self.spool, max_inflight=MAX_INFLIGHT,
-                                    mqtt5=self.mqtt.mqtt5, clock=clock)
+                                    mqtt5=self.mqtt.mqtt5, clock=clock, across_topics=False)
         # queue.Queue, not SimpleQueue: CPython 3.11's SimpleQueue.get(timeout) can block for good when a
         # signal interrupts it near its deadline (the remaining time goes negative = wait forever), and
         # then SIGTERM never stops us. Lock.acquire(timeout), under Queue, treats that case as a timeout.

@@ -57,8 +57,12 @@ class _Held:
 class SpooledSender:
     def __init__(self, client: mqtt.Client, spool: Spool, *, max_inflight: int = 100, mqtt5: bool = True,
                  clock: Callable[[], float] = time.time, retry_refused_s: float = RETRY_REFUSED_S,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, across_topics: bool = True):
+        """across_topics: the order is kept across topics too (a gateway's events and minutes are one story), not
+        only within each (the alert service's alerts, each device's its own): an item that must wait for its topic's
+        first answer then holds back those behind it, a pump or so after a start."""
         self.client, self.spool, self.max_inflight, self.mqtt5, self.clock = client, spool, max_inflight, mqtt5, clock
+        self.across_topics = across_topics
         self.retry_refused_s, self.monotonic = retry_refused_s, monotonic
         self.expired = 0
         self.refused = 0  # PUBACKs that refused an item (each kept, and sent again)
@@ -143,8 +147,11 @@ class SpooledSender:
                             self._sent_up_to = max(self._sent_up_to, spool_id)
                     continue
                 if self.mqtt5 and topic not in self._taken and topic in out:
-                    left = True  # its first item's answer first; the other topics go on
-                    continue
+                    left = True  # its first item's answer first
+                    if self.across_topics:
+                        complete = False
+                        break
+                    continue  # the other topics go on
                 sent = self._publish(spool_id, topic, body, expires_at, expired, advance=not left)
                 if sent == FAILED:
                     complete = False  # the rest is still to send
