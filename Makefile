@@ -1,7 +1,7 @@
 # Two commands do all setup (README): `make demo` and `make test`. Both are idempotent.
 VENV := .venv
 PYTHON ?= python3
-APT_PACKAGES := dbus bluez mosquitto mosquitto-clients influxdb victoria-metrics
+APT_PACKAGES := dbus bluez mosquitto mosquitto-clients influxdb victoria-metrics tzdata
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
 .PHONY: demo test deps system-deps bench chaos clean
@@ -32,7 +32,8 @@ chaos: deps
 
 deps: system-deps $(STAMP)
 
-# Debian packages: dbus (dbus-daemon), bluez (bluetoothctl). Installed only when missing.
+# Debian packages: dbus (dbus-daemon), bluez (bluetoothctl), tzdata (the zone files $TZ names). Installed only when
+# missing.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \

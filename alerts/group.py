@@ -124,7 +124,8 @@ class AlertGroup:
             try:
                 record = json.loads(msg.payload)
                 count, age_s = int(record["partitions"]), max(0.0, time.time() - float(record["sent_s"]))
-            # Raised here, any error would end paho's network thread, and with it this instance's view of the others.
+            # Raised here, a record that is not one would end paho's network thread, and with it this instance's
+            # view of the others.
             except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
                 log.warning("instance record on %s is not one (%r); ignored", msg.topic, bytes(msg.payload[:60]))
                 return

@@ -7,6 +7,8 @@ from datetime import date as Date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service_io.zones import zone
+
 if TYPE_CHECKING:
     from service_io.influx import InfluxSettings
 
@@ -60,8 +62,6 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
     InfluxDB does not answer.
     """
     # Imported here: matplotlib takes a second to load, which `--help` and the other subcommands should not pay.
-    from service_io.zones import zone
-
     from .day import build_day_report, day_bounds
     from .draw import html_page, png_bytes
     from .query import fetch_day
@@ -76,7 +76,7 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
     tz = zone(timezone)  # as the alert service counts the day
     try:
         bounds = day_bounds(date, tz)
-    except (OverflowError, OSError):  # 9999-12-31 ends past what a datetime holds
+    except (OverflowError, OSError, ValueError):  # 9999-12-31 ends past what a datetime holds; 0001-01-01 too, east
         raise ValueError(f"--day {day} is out of range") from None
     rows = fetch_day(influx, device, *bounds)
     if rows.empty():

@@ -1,10 +1,8 @@
 """The time zone a wearer's days are counted in: one reading for the alert service and the report.
 
 Both count days, quiet hours and the summary time in `alerts.timezone` (an IANA name), else in the
-machine's zone as the C library reads it (`time.localtime`, what `date` prints). The two used to read
-the machine's zone differently: the report fell back to /etc/localtime where `$TZ` held a POSIX rule
-("CET-1CEST,M3.5.0,M10.5.0/3") or a file path, which zoneinfo cannot take, while the alert service used
-the C library's local time, so a day's totals and its alerts could fall on different days.
+machine's zone as the C library reads it (`time.localtime`, what `date` prints): `$TZ` (a zone name, a
+file, or a POSIX rule such as "CET-1CEST,M3.5.0,M10.5.0/3"), else /etc/localtime.
 """
 
 from __future__ import annotations
@@ -12,20 +10,20 @@ from __future__ import annotations
 import io
 import os
 import time
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError
 
 LOCALTIME = Path("/etc/localtime")
+GLIBC_TZDIR = "/usr/share/zoneinfo"  # where glibc looks for a zone named in $TZ, unless $TZDIR says
 _EPOCH = datetime(1970, 1, 1)
 
 
 class CLibraryZone(tzinfo):
     """`$TZ` as the C library reads it, for what zoneinfo cannot name (a POSIX rule, a file outside the zone
     database): every instant's offset is time.localtime's, and a wall time's is the one Python's naive local
-    time gives it. Written here because dateutil's tzlocal, the kept one, knows only two offsets: Ireland's
-    winter, flagged as daylight saving, came out an hour off all year, and a midnight the clocks skip an hour
-    early (a helper's probe)."""
+    time gives it. Not dateutil's tzlocal: it knows only two offsets, so Ireland's winter (flagged as daylight
+    saving) came out an hour off all year, and a midnight the clocks skip an hour early (a helper's probe)."""
 
     def __init__(self, key: str):
         self.key = key  # named like ZoneInfo's, so a report can say which zone its times are in
@@ -67,26 +65,28 @@ def machine_zone() -> tzinfo:
     """The machine's zone with its daylight-saving rules, as time.localtime has it; named where it can be."""
     if "TZ" in os.environ:
         name = os.environ["TZ"].removeprefix(":")  # as glibc: one colon
-        if name.startswith("/"):  # a file: named if it is one of the zone database's
-            return _named(Path(name)) or CLibraryZone(name)
-        try:
-            return ZoneInfo(name or "UTC")  # glibc reads an empty TZ as UTC
-        except (ZoneInfoNotFoundError, ValueError):
-            return CLibraryZone(name)  # a POSIX rule, or a name glibc takes as UTC with that abbreviation
+        if not name:
+            return UTC  # glibc reads an empty TZ as UTC
+        # A name is a file of glibc's zone directory, not of zoneinfo's search path (which takes the tzdata
+        # package too, where glibc finds no file and says UTC).
+        path = Path(name) if name.startswith("/") else Path(os.environ.get("TZDIR") or GLIBC_TZDIR) / name
+        return _named(path) or CLibraryZone(name)  # no zone file: a POSIX rule, or what glibc takes as UTC
     return _named(LOCALTIME) or CLibraryZone("localtime")
 
 
 def _named(path: Path) -> ZoneInfo | None:
-    """The zone in this file: by its name where the file is the zone database's own (a report can say which zone
-    its times are in), else read from the file."""
+    """The zone in this file, None if it holds none: by its name where it is the file ZoneInfo reads for that name
+    (a report can say which zone its times are in), else read from the file."""
     try:
-        target = path.resolve()
+        target = path.resolve(strict=True)
+        if not target.is_file():
+            return None
         for root in map(Path, TZPATH):
             if target.is_relative_to(root):
                 name = str(target.relative_to(root))
-                found = next(r / name for r in map(Path, TZPATH) if (r / name).is_file())  # where ZoneInfo looks
-                if found.resolve() == target:
+                found = next((r / name for r in map(Path, TZPATH) if (r / name).is_file()), None)
+                if found is not None and found.resolve() == target:
                     return ZoneInfo(name)
         return ZoneInfo.from_file(io.BytesIO(target.read_bytes()), key=str(path))
-    except (OSError, ZoneInfoNotFoundError, ValueError):
+    except (OSError, RuntimeError, ZoneInfoNotFoundError, ValueError):  # RuntimeError: a symlink loop
         return None

@@ -26,6 +26,8 @@ TZ_VALUES = [
     "copy:America/Santiago", "copy:Africa/Casablanca",
     "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0",  # Lord Howe: half an hour of daylight saving
     "::Europe/Berlin",  # glibc takes one colon off: a name it does not know, UTC
+    f":{ZONEINFO}/Nowhere/Land", f"{ZONEINFO}/Europe",  # no file, a directory: UTC to glibc (they raised)
+    "no-tzdir:Europe/Berlin",  # no such file where glibc looks (zoneinfo would take the tzdata package's): UTC
     "copy:Asia/Tokyo:zoneinfo/Europe/Berlin",  # named by where it lies, not by what it holds, it was Berlin
 ]
 
@@ -36,6 +38,10 @@ def tz_env(monkeypatch, tmp_path):
         if value is None:
             monkeypatch.delenv("TZ", raising=False)
         else:
+            if value.startswith("no-tzdir:"):
+                (tmp_path / "empty").mkdir()
+                monkeypatch.setenv("TZDIR", str(tmp_path / "empty"))
+                value = value.removeprefix("no-tzdir:")
             if value.startswith("copy:"):  # a zone file outside the zone database: zoneinfo cannot name it
                 source, _, where = value[5:].partition(":")
                 (tmp_path / (where or "zone")).parent.mkdir(parents=True, exist_ok=True)
@@ -80,3 +86,14 @@ def test_a_named_zone_is_taken_and_an_unknown_one_refused():
     assert str(zone("Europe/Berlin")) == "Europe/Berlin"
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
         zone("Mars/Olympus")
+
+
+def test_a_localtime_that_names_no_file_is_read_as_the_c_library_reads_it(tz_env, tmp_path, monkeypatch):
+    """/etc/localtime pointing at a zone file not installed (a Debian image without tzdata): a StopIteration out of
+    the look for its name stopped the alert service and the report at start."""
+    import service_io.zones as zones
+
+    tz_env(None)
+    (tmp_path / "localtime").symlink_to(f"{ZONEINFO}/Not/Installed")
+    monkeypatch.setattr(zones, "LOCALTIME", tmp_path / "localtime")
+    assert repr(machine_zone()) == "CLibraryZone('localtime')"
