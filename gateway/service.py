@@ -156,8 +156,9 @@ def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics, las
 
 
 def forget_stopped_minute(spool_dir: Path, device: str) -> None:
-    """Used up by this run's first samples: after a crash of this run the next start must not resume a sitting
-    stretch this run may have seen end, nor add to a minute this run sent since."""
+    """Used up once this run sent that minute whole (or has nothing to add to it): after a crash of this run the
+    next start must not resume a sitting stretch this run may have seen end, nor add to a minute it sent since. Kept
+    until then, so that a crash and a start within that minute still add to its first part, not replace it."""
     try:
         device_file(spool_dir, device, ".minute.json").unlink(missing_ok=True)
     except OSError as exc:
@@ -246,7 +247,8 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     if device.pipeline.last_t_s is None:  # this run's first samples
         if device.stopped_at_s is not None:
             go_on_from_stop(device, float(batch.t_s[0]))
-        forget_stopped_minute(spool_dir, device.publisher.device)
+        if device.stopped_minute is None:  # nothing to add to: used up
+            forget_stopped_minute(spool_dir, device.publisher.device)
     try:
         out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
     except Exception:  # a bug must cost this batch, not the other sensors or the process
@@ -254,7 +256,10 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         return
     _save(device, spool_dir)
     if out.events or out.metrics:
+        adding = device.stopped_minute is not None
         device.publisher.submit([*out.events, *_continued(device, out.metrics)])
+        if adding and device.stopped_minute is None:  # the minute went out whole: used up
+            forget_stopped_minute(spool_dir, device.publisher.device)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
     if (state := device.pipeline.live_state()) is not None and \

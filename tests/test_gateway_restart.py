@@ -141,23 +141,30 @@ def test_a_kept_file_that_cannot_be_read_is_ignored_and_the_start_goes_on(tmp_pa
     assert any("ignoring" in r.getMessage() for r in caplog.records)
 
 
-def test_the_stopped_minute_is_used_up_by_the_next_runs_first_samples(tmp_path, broker):
-    """A clean stop, a start, then a crash: the start after the crash found the first stop's file again and resumed
-    a sitting stretch the crashed run had seen end (a helper's probe over BLE: sitting since 4 minutes too early)."""
+def test_the_stopped_minute_is_used_up_once_the_next_run_sent_it_whole(tmp_path, broker):
+    """A clean stop, a start, then a crash minutes later: the start after the crash found the first stop's file again
+    and resumed a sitting stretch the crashed run had seen end (a helper's probe over BLE: sitting since 4 minutes
+    too early). The file is kept while its minute is being added to (a crash and a start within that minute add to
+    its first part instead of replacing it), and goes once the minute went out whole."""
     config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
     spool_dir = tmp_path / "spool"
     chunks = list(SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50))
     _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] < STOP_S], [])
     assert load_stopped_minute(spool_dir, "Desk") is not None
     publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
+    kept = []
     try:
-        device = Device(PosturePipeline(), publisher, BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
+        device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
+                        BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
         device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
-        ch = next(ch for ch in chunks if ch.t_s[0] >= BACK_S)
-        _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
-        assert device.pipeline.minutes.sitting_since_s is not None  # this run goes on from the stop …
+        for ch in [ch for ch in chunks if BACK_S <= ch.t_s[0] < 150.0]:
+            _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
+            kept.append((ch.t_s[0], (spool_dir / "Desk.minute.json").exists()))
+            if len(kept) == 1:
+                assert device.pipeline.minutes.sitting_since_s is not None  # this run goes on from the stop …
     finally:
         publisher.stop()
-    # … and is killed here, without its own stop: the next start has nothing to go on from.
+    assert all(there for t_s, there in kept if t_s < 115.0)  # … kept while its minute (60-120 s) was open
+    # … and gone once that minute went out; killed here, without its own stop, the next start goes on from nothing.
     assert not (spool_dir / "Desk.minute.json").exists()
     assert load_stopped_minute(spool_dir, "Desk") is None
