@@ -176,7 +176,7 @@ class SpooledSender:
                 return EXPIRED
             if self.mqtt5:
                 properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
-                properties.MessageExpiryInterval = max(1, math.ceil(left_s))
+                properties.MessageExpiryInterval = _expiry_interval(left_s)
         info = self.client.publish(topic, body, qos=1, properties=properties)
         # NO_CONN: paho keeps the message and sends it on reconnect (so do not send it again);
         # anything else (its queue is full) means try again later.
@@ -204,12 +204,10 @@ class SpooledSender:
             # Acknowledged ones are the pump's to forget (the broker took them, or refused them: held).
             waiting = {info.mid: (spool_id, topic) for info, spool_id, topic in self._inflight
                        if not _acknowledged(info)}
-            mids = {info.mid for info, *_ in self._inflight}
-            self._lifetimes = {mid: v for mid, v in self._lifetimes.items() if mid in mids}
             gone = {mid for mid, (_, ends_s) in self._lifetimes.items() if mid in waiting and ends_s <= now_s}
             for mid, (properties, ends_s) in self._lifetimes.items():
                 if mid in waiting and mid not in gone and properties is not None:
-                    properties.MessageExpiryInterval = max(1, math.ceil(ends_s - now_s))
+                    properties.MessageExpiryInterval = _expiry_interval(ends_s - now_s)
             if not gone:
                 return
             with self.client._out_message_mutex:
@@ -298,11 +296,11 @@ class SpooledSender:
             for mid in [mid for mid in list(self._refusals) if mid not in ours]:  # the endpoint's own (status, birth)
                 self._refusals.pop(mid, None)
             acked = [_acknowledged(info) for info, *_ in self._inflight]
-            done = [(spool_id, topic, self._refusals.pop(info.mid, None))
-                    for (info, spool_id, topic), ok in zip(self._inflight, acked) if ok]
-            for (info, *_), ok in zip(self._inflight, acked):
+            done: list[tuple[int, str, ReasonCode | None]] = []
+            for (info, spool_id, topic), ok in zip(self._inflight, acked):
                 if ok:
-                    self._lifetimes.pop(info.mid, None)
+                    done.append((spool_id, topic, self._refusals.pop(info.mid, None)))
+                    self._lifetimes.pop(info.mid, None)  # so _lifetimes holds in-flight items only
             self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
             self._delivered |= {spool_id for spool_id, _, reason in done if reason is None}
         self._hold_or_free(done)
@@ -355,6 +353,11 @@ class SpooledSender:
     def inflight(self) -> int:
         with self._lock:
             return len(self._inflight)
+
+
+def _expiry_interval(left_s: float) -> int:
+    """MQTT 5 message expiry for what is left of an item's life: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(left_s))
 
 
 def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
