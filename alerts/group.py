@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -123,7 +124,10 @@ class AlertGroup:
                 return
             try:
                 record = json.loads(msg.payload)
-                count, age_s = int(record["partitions"]), max(0.0, time.time() - float(record["sent_s"]))
+                count, sent_s = int(record["partitions"]), float(record["sent_s"])
+                if not math.isfinite(sent_s):  # NaN: an age of 0 for ever, a member no one can clear
+                    raise ValueError("sent_s is not a time")
+                age_s = max(0.0, time.time() - sent_s)
             # Raised here, a record that is not one would end paho's network thread, and with it this instance's
             # view of the others.
             except (ValueError, KeyError, TypeError, OverflowError, RecursionError):

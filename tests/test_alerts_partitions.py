@@ -231,7 +231,7 @@ def test_an_instance_counts_the_others_by_their_records_age_and_clears_those_lon
     assert group._others() == (set(), ["other"])
     # Not records: raised in paho's network thread, each ended this instance's view of the others.
     for payload in (b"[" * 100_000, b'{"partitions": 4, "sent_s": 1' + b"0" * 400 + b"}", b'{"partitions": "x"}',
-                    b"\xff", b"null"):
+                    b"\xff", b"null", b'{"partitions": 4, "sent_s": NaN}'):  # NaN: a member for ever, retained
         junk = _cleared("junk")
         junk.payload = payload
         group._on_message(broker, junk)
