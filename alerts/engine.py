@@ -29,6 +29,7 @@ from alerts.settings import Rules
 from alerts.state import STARTS_KEPT, DeviceState
 from contract.messages import is_nudge
 from pipeline.summary import DayTotals, day_totals
+from service_io.zones import iana_name
 
 MINUTE_MS = 60_000
 # A day's last minute goes out some seconds after midnight (the pipeline's hold), an event at once: one this
@@ -298,7 +299,8 @@ class AlertEngine:
         days_met = sum(1 for d in in_program if d["goal_met"]) + (1 if met and program_day <= h.program_days else 0)
         return {"date": state.day, **today, "goal_slouch_pct": h.goal_slouch_pct, "goal_met": met,
                 "streak_days": self._streak(state, met), "program_day": program_day, "program_days": h.program_days,
-                "days_met": days_met, "alerts_sent": state.sent_today, "alerts_held": sum(state.held_today.values())}
+                "days_met": days_met, "alerts_sent": state.sent_today, "alerts_held": sum(state.held_today.values()),
+                "timezone": iana_name(self.tz)}
 
     def today_state(self, device: str) -> dict[str, Any]:
         """The retained `<prefix>/<device>/today` document (Home Assistant's entities read it)."""

@@ -22,7 +22,9 @@ MEASUREMENT = {"metrics": "posture_minute", "slouch": "posture_slouch", "rotatio
                # In its own retention policy (influx.live_policy): the bridge sends live points there.
                "live": "posture_live"}
 ALERT_MEASUREMENT = "posture_alert"
-SUMMARY_FIELDS = {"streak_days": int, "program_day": int, "goal_met": bool, "slouch_pct": float, "worn_min": float}
+# The day's zone too: the Daily dashboard groups its days in it (dashboards/README.md).
+SUMMARY_FIELDS = {"streak_days": int, "program_day": int, "goal_met": bool, "slouch_pct": float, "worn_min": float,
+                  "timezone": str}
 # activity, calibration and lean_side of a live point are string fields, not tags: one series per device.
 TAGS = {"rotation": ("side",), "lean": ("side",), "calibration": ("status",), "episode_start": ("side",)}
 # episode_start has no measurement of its own: its `episode` names the kind whose point it adds to.

@@ -61,6 +61,14 @@ def zone(name: str | None) -> tzinfo:
     return machine_zone()
 
 
+def iana_name(tz: tzinfo | None) -> str | None:
+    """The zone's IANA name, which InfluxQL's tz() and Grafana take (the Daily dashboard's days); None for a zone
+    that has none (a POSIX rule, a zone file read as a file) or no zone given."""
+    if tz is UTC:
+        return "UTC"
+    return tz.key if isinstance(tz, ZoneInfo) else None
+
+
 def machine_zone() -> tzinfo:
     """The machine's zone with its daylight-saving rules, as time.localtime has it; named where it can be."""
     if "TZ" in os.environ:

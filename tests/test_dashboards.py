@@ -16,12 +16,22 @@ import json
 import re
 import time
 import tomllib
+from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from alerts.catalog import Catalog
+from alerts.engine import AlertEngine
+from alerts.settings import CalibrationRule, Habit, Limits, RecoveryRule, Rules, SlouchRule
+from contract.influx_schema import to_line_protocol
+from contract.validation import load_validators
 from posture.local_servers import ServerError, http
+from report.day import build_day_report, day_bounds
+from report.query import fetch_day
 from service_io.config import load_config
+from service_io.influx import InfluxSettings
 from support.mqtt import DB
 from support.servers import write_line_protocol
 
@@ -154,18 +164,21 @@ def grafana_regex_escape(value: str) -> str:
     return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m[0], value)
 
 
-def substitute_macros(query: str, start_ms: int, end_ms: int, device: str, interval: str = "1m") -> str:
+def substitute_macros(query: str, start_ms: int, end_ms: int, device: str, interval: str = "1m",
+                      timezone: str = "") -> str:
     """What Grafana sends to InfluxDB for one device over [start_ms, end_ms] (Unix ms).
 
     $timeFilter → time >= {start}ms and time <= {end}ms; $__interval and $interval → interval;
     $__interval_ms → the interval in ms; $device / ${device} → the device, regex-escaped as Grafana
-    does for a multi-value variable (the dashboards use it as /^$device$/).
+    does for a multi-value variable (the dashboards use it as /^$device$/); $timezone → the zone as it is
+    (a single-value variable outside /…/: Grafana leaves it unescaped; "" while no summary has named one).
     """
     out = query.replace("$timeFilter", f"time >= {int(start_ms)}ms and time <= {int(end_ms)}ms")
     out = re.sub(r"\$__interval_ms\b", str(_interval_ms(interval)), out)
     out = re.sub(r"\$(__interval|interval)\b", interval, out)
     escaped = grafana_regex_escape(device)
     out = re.sub(r"\$\{device\}|\$device\b", lambda _: escaped, out)
+    out = re.sub(r"\$\{timezone\}|\$timezone\b", lambda _: timezone, out)
     return out
 
 
@@ -193,7 +206,7 @@ def provisioned_uid() -> str:
 @pytest.mark.parametrize("name", DASHBOARD_FILES)
 def test_dashboard_parses_with_fixed_uid_title_and_time(name):
     dashboard = load_dashboard(name)
-    expected = {"live.json": ("posture-live", "now-15m", "5s"), "daily.json": ("posture-daily", "now-7d", None),
+    expected = {"live.json": ("posture-live", "now-15m", "5s"), "daily.json": ("posture-daily", "now-6d/d", None),
                 "devices.json": ("posture-devices", "now-24h", None)}[name]
     uid, time_from, refresh = expected
     assert dashboard["uid"] == uid
@@ -323,6 +336,89 @@ def test_device_variable_runs_on_influxdb_1(influx):
         assert listed(name) >= {"recent"}, name
     write_live(influx, DB, [f'posture_live,device_id=live-only calibration="uncalibrated" {now_ms - 60_000}'])
     assert listed("live.json") >= {"recent", "live-only"}
+
+
+# --- the Daily dashboard's days: the alert service's and the report's --------------------------------
+
+ZONE_QUERY = 'SELECT last("timezone") FROM "posture_alert" WHERE "kind" = \'summary\' AND "device_id" =~ /^$device$/'
+
+
+def test_daily_groups_in_the_zone_of_the_latest_summary():
+    dashboard = load_dashboard("daily.json")
+    zone = {v["name"]: v for v in dashboard["templating"]["list"]}["timezone"]
+    # Not bounded by the range: a range without a summary in it (today, before summary_time) keeps the zone.
+    assert zone["type"] == "query" and zone["query"] == ZONE_QUERY
+    assert zone["multi"] is False and zone["includeAll"] is False
+    grouped = [(panel["title"], t["query"]) for panel in all_panels(dashboard) for t in panel.get("targets", [])
+               if "GROUP BY time(" in t["query"]]
+    assert len(grouped) == 7 and all(q.endswith(" tz('$timezone')") for _, q in grouped), grouped
+
+
+def metrics_minute(device: str, t_s: float, slouch_s: float) -> dict:
+    return {"schema": 1, "kind": "metrics", "device": device, "ts": int(t_s * 1000), "minute_start_s": t_s,
+            "worn_s": 60.0, "sitting_s": 60.0, "standing_s": 0.0, "walking_s": 0.0, "lying_s": 0.0,
+            "slouch_s": slouch_s, "lean_left_s": 0.0, "lean_right_s": 0.0, "rotations_left": 0,
+            "rotations_right": 0, "rotation_left_cumulative_deg": 0.0, "rotation_right_cumulative_deg": 0.0,
+            "sitting_since_s": None, "lost_samples": 0}
+
+
+def test_daily_days_are_the_days_of_the_alert_service_and_the_report(influx):
+    """A wearer in Los Angeles, worn 06:00-22:00 on two days: from 16:00 their day is the next UTC day. The alert
+    service's daily summary names its zone, the Daily dashboard groups in it, and each day's slouch minutes are the
+    report's for that local day. Grouped in UTC days, as before, they were not."""
+    tz, device = ZoneInfo("America/Los_Angeles"), "LA-wearer"
+    eng = AlertEngine(Rules(slouch=SlouchRule(enabled=False), calibration=CalibrationRule(enabled=False),
+                            recovery=RecoveryRule(enabled=False), limits=Limits(quiet_hours="", max_delay_s=600),
+                            habit=Habit(summary_time="18:00", min_worn_min=30)), Catalog.load(), tz)
+    days = [date(2026, 11, 30), date(2026, 12, 1)]
+    lines, summaries = [], []
+    for n, day in enumerate(days):
+        start_s = datetime(day.year, day.month, day.day, 6, tzinfo=tz).timestamp()
+        for k in range(16 * 60):
+            doc = metrics_minute(device, start_s + 60 * k, slouch_s=6.0 * (k // 60 % 5 + n))
+            lines += to_line_protocol(doc)
+            eng.on_metrics(doc, start_s + 60 * k + 66)
+        summaries += eng.tick(start_s + 16 * 3600)
+    assert [s["evidence"]["timezone"] for s in summaries] == ["America/Los_Angeles"] * 2
+    for summary in summaries:
+        load_validators()["alerts/log"](summary)
+        lines += to_line_protocol(summary, "alerts/log")
+    write_line_protocol(influx, DB, lines)
+
+    start_ms = int(datetime(2026, 11, 29, tzinfo=UTC).timestamp() * 1000)
+    end_ms = int(datetime(2026, 12, 3, tzinfo=UTC).timestamp() * 1000)
+    answer = influx.query(substitute_macros(ZONE_QUERY, start_ms, end_ms, device), DB)["results"][0]
+    [zone] = {value for s in answer["series"] for _, value in s["values"]}
+    assert zone == "America/Los_Angeles"
+    [per_day] = [t["query"] for panel in all_panels(load_dashboard("daily.json")) for t in panel.get("targets", [])
+                 if panel["title"] == "Slouch minutes per day"]
+
+    def slouch_min_by_bucket(timezone: str) -> dict[datetime, float]:
+        answer = influx.query(substitute_macros(per_day, start_ms, end_ms, device, timezone=timezone), DB)
+        return {datetime.fromtimestamp(t / 1000, tz): value for s in answer["results"][0]["series"]
+                for t, value in s["values"]}
+
+    settings = InfluxSettings(url=influx.url, database=DB)
+    report = {datetime.combine(day, datetime.min.time(), tz):
+              build_day_report(device, day, tz, fetch_day(settings, device, *day_bounds(day, tz))).totals.slouch_s / 60
+              for day in days}
+    assert slouch_min_by_bucket(zone) == pytest.approx(report)
+    utc_days = slouch_min_by_bucket("")  # no summary yet: UTC days, as every day was grouped before
+    assert len(utc_days) == 3 and sorted(utc_days.values()) != pytest.approx(sorted(report.values()))
+
+
+def test_a_summary_zone_that_is_no_zone_name_is_refused():
+    """The zone goes into tz('…') of every Daily query: a quote or a space in it is refused at the bridge."""
+    eng = AlertEngine(Rules(habit=Habit(summary_time="18:00", min_worn_min=1)), Catalog.load(), UTC)
+    eng.on_metrics(metrics_minute("D", datetime(2026, 11, 20, 9, tzinfo=UTC).timestamp(), 0.0),
+                   datetime(2026, 11, 20, 9, 2, tzinfo=UTC).timestamp())
+    [summary] = eng.tick(datetime(2026, 11, 20, 18, 30, tzinfo=UTC).timestamp())
+    assert summary["evidence"]["timezone"] == "UTC"
+    validate = load_validators()["alerts/log"]
+    validate(summary)
+    for bad in ("UTC') fill(none", "Europe/Berlin ", "../etc/passwd", "x" * 65, 1):
+        with pytest.raises(ValueError, match="timezone"):
+            validate(summary | {"evidence": summary["evidence"] | {"timezone": bad}})
 
 
 @pytest.mark.parametrize("name", ANNOTATED)
