@@ -25,6 +25,8 @@ ALERT_MEASUREMENT = "posture_alert"
 # The day's zone too: the Daily dashboard groups its days in it (dashboards/README.md).
 SUMMARY_FIELDS = {"streak_days": int, "program_day": int, "goal_met": bool, "slouch_pct": float, "worn_min": float,
                   "timezone": str}
+# A summary whose zone has no name stores "" (tz('') is UTC), or the dashboard would keep an older summary's zone.
+SUMMARY_DEFAULTS = {"timezone": ""}
 # activity, calibration and lean_side of a live point are string fields, not tags: one series per device.
 TAGS = {"rotation": ("side",), "lean": ("side",), "calibration": ("status",), "episode_start": ("side",)}
 # episode_start has no measurement of its own: its `episode` names the kind whose point it adds to.
@@ -156,9 +158,11 @@ def _alert_line(alert: dict[str, Any]) -> str:
               "text": f"{alert['title']}: {alert['message']}"}
     if stretch.get("name"):
         fields["stretch"] = stretch["name"]
-    for name, cast in SUMMARY_FIELDS.items():  # the habit program, for dashboards (daily summaries only)
-        if alert["kind"] == "summary" and alert["evidence"].get(name) is not None:
-            fields[name] = cast(alert["evidence"][name])
+    if alert["kind"] == "summary":  # the habit program and the day's zone, for dashboards
+        for name, cast in SUMMARY_FIELDS.items():
+            value = alert["evidence"].get(name)
+            if (value := SUMMARY_DEFAULTS.get(name) if value is None else value) is not None:
+                fields[name] = cast(value)
     return line(ALERT_MEASUREMENT, {"device_id": alert["device"], "kind": alert["kind"],
                                     "severity": alert["severity"]}, fields, alert["ts"])
 

@@ -7,12 +7,13 @@ file, or a POSIX rule such as "CET-1CEST,M3.5.0,M10.5.0/3"), else /etc/localtime
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import time
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 LOCALTIME = Path("/etc/localtime")
 GLIBC_TZDIR = "/usr/share/zoneinfo"  # where glibc looks for a zone named in $TZ, unless $TZDIR says
@@ -63,10 +64,16 @@ def zone(name: str | None) -> tzinfo:
 
 def iana_name(tz: tzinfo | None) -> str | None:
     """The zone's IANA name, which InfluxQL's tz() and Grafana take (the Daily dashboard's days); None for a zone
-    that has none (a POSIX rule, a zone file read as a file) or no zone given."""
+    that has none (a POSIX rule; a zone file read as a file, whose key is its path) or no zone given."""
     if tz is UTC:
         return "UTC"
-    return tz.key if isinstance(tz, ZoneInfo) else None
+    key = tz.key if isinstance(tz, ZoneInfo) else None
+    return key if key in _zone_names() else None
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())  # reads the zone folders: once
 
 
 def machine_zone() -> tzinfo:

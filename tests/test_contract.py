@@ -188,7 +188,7 @@ def reference_lines(payload: dict, stream: str = "") -> list[str]:
     from influxdb_client.client.write.point import Point
     from influxdb_client.domain.write_precision import WritePrecision
 
-    from contract.influx_schema import ALERT_MEASUREMENT, SUMMARY_FIELDS
+    from contract.influx_schema import ALERT_MEASUREMENT, SUMMARY_DEFAULTS, SUMMARY_FIELDS
 
     if stream == "alerts/log":
         stretch = payload.get("stretch") or {}
@@ -199,8 +199,10 @@ def reference_lines(payload: dict, stream: str = "") -> list[str]:
         if stretch.get("name"):
             point = point.field("stretch", stretch["name"])
         for name, cast in SUMMARY_FIELDS.items():
-            if payload["kind"] == "summary" and payload["evidence"].get(name) is not None:
-                point = point.field(name, cast(payload["evidence"][name]))
+            value = payload["evidence"].get(name)
+            value = SUMMARY_DEFAULTS.get(name) if value is None else value
+            if payload["kind"] == "summary" and value is not None:
+                point = point.field(name, cast(value))
         return [point.time(payload["ts"], WritePrecision.MS).to_line_protocol()]
     kind = payload["kind"]
     target = payload[MEASURED_BY[kind]] if kind in MEASURED_BY else kind

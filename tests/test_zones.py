@@ -5,13 +5,16 @@ from __future__ import annotations
 import shutil
 import time
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from alerts.service import new_engine
+from contract.influx_schema import to_line_protocol
+from contract.validation import load_validators
 from report.day import day_bounds
 from service_io.config import Config
-from service_io.zones import machine_zone, zone
+from service_io.zones import iana_name, machine_zone, zone
 
 ZONEINFO = "/usr/share/zoneinfo"
 HALF_HOURS_2026_S = [datetime(2026, 1, 1, tzinfo=UTC).timestamp() + 1800 * k for k in range(365 * 48)]
@@ -80,6 +83,43 @@ def test_machine_zone_is_the_c_librarys_local_time(tz_env, tz):
         start_s, end_s = day_bounds(day, engine.tz)
         assert (start_s, end_s) == (_first_instant_of(day), _first_instant_of(day + timedelta(days=1))), (tz, day)
         assert engine._date(start_s) == engine._date(end_s - 1) == day.isoformat() != engine._date(start_s - 1)
+
+
+NAMED = {"": "UTC", ":": "UTC", "Europe/Berlin": "Europe/Berlin", ":Asia/Tokyo": "Asia/Tokyo", "EST5EDT": "EST5EDT",
+         f"{ZONEINFO}/America/Chicago": "America/Chicago", f":{ZONEINFO}/Europe/Dublin": "Europe/Dublin"}
+
+
+@pytest.mark.parametrize("tz", TZ_VALUES[1:])  # None: this machine's own zone, whatever it is
+def test_the_summary_names_its_zone_only_where_it_has_an_iana_name(tz_env, tz):
+    """The daily summary's `timezone` goes into tz('…') of the Daily dashboard: the zone's IANA name, or null (the
+    bridge stores "": UTC days). A zone file read as a file once gave its path, which the schema refused: every
+    summary became a dead letter."""
+    tz_env(tz)
+    engine = new_engine(Config())
+    noon_s = datetime(2026, 6, 1, 9, tzinfo=engine.tz).timestamp()
+    doc = {"schema": 1, "kind": "metrics", "device": "D", "ts": int(noon_s * 1000), "minute_start_s": noon_s,
+           "worn_s": 60.0, "sitting_s": 0.0, "standing_s": 60.0, "walking_s": 0.0, "lying_s": 0.0, "slouch_s": 0.0,
+           "lean_left_s": 0.0, "lean_right_s": 0.0, "rotations_left": 0, "rotations_right": 0,
+           "rotation_left_cumulative_deg": 0.0, "rotation_right_cumulative_deg": 0.0, "sitting_since_s": None,
+           "lost_samples": 0}
+    engine.on_metrics(doc, noon_s + 66)
+    [summary] = engine.tick(datetime(2026, 6, 1, 23, tzinfo=engine.tz).timestamp())
+    load_validators()["alerts/log"](summary)
+    name = summary["evidence"]["timezone"]
+    assert name == NAMED.get(tz), tz
+    [line] = to_line_protocol(summary, "alerts/log")
+    assert f'timezone="{name or ""}"' in line
+    if name:  # the zone the name says is the one the service counts in
+        assert all(datetime.fromtimestamp(t_s, ZoneInfo(name)).utcoffset().total_seconds()
+                   == time.localtime(t_s).tm_gmtoff for t_s in HALF_HOURS_2026_S[::47]), tz
+
+
+def test_iana_name():
+    assert iana_name(ZoneInfo("America/Los_Angeles")) == "America/Los_Angeles"
+    assert iana_name(UTC) == iana_name(ZoneInfo("UTC")) == "UTC"
+    assert iana_name(None) is None
+    with open(f"{ZONEINFO}/Europe/Berlin", "rb") as f:
+        assert iana_name(ZoneInfo.from_file(f, key="/etc/localtime")) is None  # a copy read as a file: its path
 
 
 def test_a_named_zone_is_taken_and_an_unknown_one_refused():
