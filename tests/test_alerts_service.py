@@ -135,6 +135,7 @@ def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker
     summary = by_kind["summary"][0]["evidence"]
     assert summary["worn_min"] == round(sum(d["worn_s"] for d in before) / 60, 1)
     assert summary["slouch_min"] == round(sum(d["slouch_s"] for d in before) / 60, 1)
+    assert summary["timezone"] == zone  # what the Daily dashboard groups its days in
     today = phone.today()
     assert today["worn_min"] > 55 and today["rotations_right"] > today["rotations_left"] > 0
     assert today["alerts_sent"] == len(phone.alerts) - 1  # the summary does not count against the cap
