@@ -241,8 +241,9 @@ class AlertEngine:
     def snooze(self, device: str, minutes: float, now_s: float) -> None:
         self._state(device).snooze_until_s = now_s + minutes * 60 if minutes > 0 else None
 
-    def tick(self, now_s: float) -> list[dict[str, Any]]:
-        """Daily summaries that are due (habit.summary_time)."""
+    def tick(self, now_s: float, listening_since_s: float = float("-inf")) -> list[dict[str, Any]]:
+        """Daily summaries that are due (habit.summary_time). listening_since_s: since when the service could receive
+        (its connection to the broker): a backlog the broker held while it was away has had no time to arrive before."""
         at = self.rules.habit.summary_at()
         if at is None:
             return []
@@ -270,10 +271,11 @@ class AlertEngine:
                 self._summary_due.discard(device)
                 continue
             caught_up = max(map(int, state.minutes)) + MINUTE_MS >= due_ms
-            if caught_up or now_s * 1000 >= due_ms + self.rules.limits.max_delay_s * 1000:
-                state.summary_sent_day = today
-                self._summary_due.discard(device)
+            if caught_up or now_s >= max(due_ms / 1000, listening_since_s) + self.rules.limits.max_delay_s:
                 evidence = self.summary_evidence(state, until_ms=due_ms)
+                # What the wearer is told is the day's verdict: the streak and program count it, not the evening's.
+                state.summary_sent_day, state.summary_goal_met = today, evidence["goal_met"]
+                self._summary_due.discard(device)
                 out.append(summary_payload(device, today, now_s, evidence, self._summary_stretch(state, evidence)))
         return out
 
@@ -291,7 +293,7 @@ class AlertEngine:
         """today: the totals up to until_ms if the caller has them already."""
         h = self.rules.habit
         today = today if today is not None else self.today_totals(state, until_ms)
-        met = self._goal_met(today)
+        met = self._day_verdict(state, today)
         # Only states that have seen a day get here (tick, today_state); _close_day sets both together.
         assert state.day is not None and state.program_start is not None
         program_day = (Date.fromisoformat(state.day) - Date.fromisoformat(state.program_start)).days + 1
@@ -403,6 +405,12 @@ class AlertEngine:
         start = datetime.combine(Date.fromisoformat(day), TimeOfDay(0), tzinfo=self.tz)
         return int(start.timestamp() * 1000)
 
+    def _day_verdict(self, state: DeviceState, totals: dict[str, Any]) -> bool | None:
+        """Whether the day met the goal: as its summary said once sent (on the day up to summary_time), else on the
+        totals so far (also where the summary could not say: worn too little by then)."""
+        told = state.summary_goal_met if state.summary_sent_day == state.day else None
+        return told if told is not None else self._goal_met(totals)
+
     def _goal_met(self, totals: dict[str, Any]) -> bool | None:
         if totals["worn_min"] < self.rules.habit.min_worn_min or totals["slouch_pct"] is None:
             return None
@@ -426,7 +434,7 @@ class AlertEngine:
             assert state.program_start is not None  # set below with the first day, before state.day is
             program_day = (Date.fromisoformat(state.day) - Date.fromisoformat(state.program_start)).days + 1
             state.days[state.day] = {"worn_min": totals["worn_min"], "slouch_min": totals["slouch_min"],
-                                     "goal_met": self._goal_met(totals), "program_day": program_day}
+                                     "goal_met": self._day_verdict(state, totals), "program_day": program_day}
             state.days = dict(sorted(state.days.items())[-KEEP_DAYS:])
         state.program_start = state.program_start or new_day
         state.day, state.sent_today, state.held_today = new_day, 0, {}

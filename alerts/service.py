@@ -147,6 +147,7 @@ class AlertService:
         # then SIGTERM never stops us. Lock.acquire(timeout), under Queue, treats that case as a timeout.
         self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
         self._connection: int = 0  # counts connections: a packet id is only good for the one it came on
+        self._listening_since_s = float("inf")  # not connected yet: nothing has had time to arrive
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         # Who may need announcing: the devices heard from since the last step, or all of them once per connection
         # and after Home Assistant restarts (looking at every device each step took 0.5 ms at 3,000 devices).
@@ -181,6 +182,7 @@ class AlertService:
 
     # paho's network thread ----------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
+        self._listening_since_s = self.clock()  # the broker's backlog for us arrives from now: the summary waits on it
         self._connection += 1
         self._announced = set()
         self.sender.reconnected()  # an alert the link dropped goes again with what is left of its life, if any
@@ -228,7 +230,7 @@ class AlertService:
                     log.exception("handling a message on %s failed; further failures are counted", msg.topic)
                 self.stats.errors["message"] += 1
         try:
-            alerts += self.engine.tick(now_s)
+            alerts += self.engine.tick(now_s, self._listening_since_s)
         except Exception:  # as for messages: a bug in the summary must not stop every other alert
             if not self.stats.errors["summary"]:
                 log.exception("the daily summary failed; further failures are counted")

@@ -93,7 +93,13 @@ class Habit:
     summary_time: str = "18:00"
 
     def summary_at(self) -> TimeOfDay | None:
-        return parse_time_of_day("habit.summary_time", self.summary_time) if self.summary_time else None
+        if not self.summary_time:
+            return None
+        at = parse_time_of_day("habit.summary_time", self.summary_time)
+        if at == TimeOfDay(0):  # the day up to its first minute: nothing in it, so none was ever sent
+            raise ConfigError('habit.summary_time: 00:00 would be about a day not begun; "23:59" for the whole day, '
+                              '"" for no summary')
+        return at
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class DeviceState:
     slouch_now_held_s: float | None = None  # a slouch whose nudge was held back: a later try is at its live time
     last_calibrated_s: float | None = None
     summary_sent_day: str | None = None
+    summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program
     late_minutes: int = 0  # minutes of days already closed, ignored
 
     def add_minute(self, doc: dict[str, Any]) -> None:

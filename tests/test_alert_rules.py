@@ -68,7 +68,8 @@ def test_a_bad_rules_file_is_one_line_naming_the_key(tmp_path):
     for text, expected in (("[slouch]\nshare_pct = 'lots'\n", "slouch.share_pct"),
                            ("[slouch]\nwindow = 3\n", "unknown key slouch.window"),
                            ("[limits]\nquiet_hours = '22-7'\n", "limits.quiet_hours"),
-                           ("[moods]\nx = 1\n", "unknown section [moods]")):
+                           ("[moods]\nx = 1\n", "unknown section [moods]"),
+                           ("[habit]\nsummary_time = '00:00'\n", "habit.summary_time: 00:00")):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=expected.replace("[", r"\[")) as info:
             load_rules(bad)
@@ -243,6 +244,62 @@ def test_a_summary_during_a_backlog_covers_the_day_up_to_its_time():
     [summary] = eng.tick(DAY + 18 * 3600 + 301)
     assert summary["evidence"]["worn_min"] == 60.0 and summary["evidence"]["slouch_pct"] == 10.0
     assert "day 1 of 31" in summary["message"]
+
+
+def test_the_day_is_judged_as_its_summary_told():
+    """Slouching 10 % until the 18:00 summary ("goal met") and 60 % after: the closed day was judged on the whole
+    day (missed), so every summary said "Streak 1 d" and the program counted none of the days it called met (a
+    helper's 33 days); the `today` document said "missed" each evening after the summary said "met"."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30,
+                                                               summary_time="18:00"))
+    for day in range(3):
+        start = DAY + day * 86400 + 8 * 3600
+        feed(eng, [minute(start + 60 * k, slouch_s=6 if k < 600 else 36) for k in range(14 * 60)],
+             now_s=start + 10 * 3600 + 30)  # 08:00-22:00, all of it in by 18:00:30 (a gateway's backlog)
+        [summary] = eng.tick(DAY + day * 86400 + 18 * 3600 + 60)
+        e = summary["evidence"]
+        assert e["slouch_pct"] == 10.0 and e["goal_met"] is True and e["streak_days"] == day + 1
+        assert e["days_met"] == day + 1
+        after = eng.today_state("D")
+        assert after["slouch_min"] > e["slouch_min"] and after["goal_met"] is True
+        assert after["streak_days"] == day + 1
+    assert [d["goal_met"] for d in eng.devices["D"].days.values()] == [True, True]
+    # A summary that could not judge (worn 30 min by 18:00): the whole day is judged at its end.
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=60,
+                                                               summary_time="18:00"))
+    start = DAY + 17.5 * 3600
+    feed(eng, [minute(start + 60 * k, slouch_s=6) for k in range(4 * 60)], now_s=start + 1800 + 30)
+    [summary] = eng.tick(DAY + 18 * 3600 + 60)
+    assert summary["evidence"]["goal_met"] is None
+    assert eng.today_state("D")["goal_met"] is True  # 4 h by 21:30
+    feed(eng, [minute(DAY + 86400 + 9 * 3600, slouch_s=6)])
+    assert [d["goal_met"] for d in eng.devices["D"].days.values()] == [True]
+    # Without a summary the whole day is judged.
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30, summary_time=""))
+    for day in range(2):
+        start = DAY + day * 86400 + 8 * 3600
+        feed(eng, [minute(start + 60 * k, slouch_s=6 if k < 600 else 36) for k in range(14 * 60)])
+    assert [d["goal_met"] for d in eng.devices["D"].days.values()] == [False]
+
+
+def test_a_summary_after_the_service_was_away_waits_for_the_backlog():
+    """Down at 18:00 and back at 19:00 (more than max_delay_s after it): the summary was built from the first
+    batch of the broker's backlog (6 of 61 min worn, "goal met" for a day 43 % slouched). It waits max_delay_s
+    from when the service could listen, unless the data reaches 18:00 first."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time="18:00", min_worn_min=30))
+    back = DAY + 19 * 3600
+    backlog = [minute(DAY + 12 * 3600 + 60 * k, slouch_s=6 if k < 120 else 40) for k in range(6 * 60)]
+    feed(eng, backlog[:10], now_s=back + 1)
+    assert eng.tick(back + 1, listening_since_s=back) == []
+    feed(eng, backlog[10:], now_s=back + 3)
+    [summary] = eng.tick(back + 3, listening_since_s=back)
+    assert summary["evidence"]["worn_min"] == 360.0 and summary["evidence"]["goal_met"] is False
+    # A backlog that never reaches 18:00 (the sensor was off): the summary goes max_delay_s after listening began.
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time="18:00", min_worn_min=30))
+    feed(eng, backlog[:60], now_s=back + 1)
+    assert eng.tick(back + 599, listening_since_s=back) == []
+    [summary] = eng.tick(back + 600, listening_since_s=back)
+    assert summary["evidence"]["worn_min"] == 60.0
 
 
 def test_a_device_set_aside_by_the_summary_is_looked_at_again_by_a_late_minute_and_a_restart():

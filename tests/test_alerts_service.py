@@ -141,6 +141,37 @@ def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker
     assert today["alerts_sent"] == len(phone.alerts) - 1  # the summary does not count against the cap
 
 
+def test_a_summary_due_while_the_service_was_away_covers_the_backlog(tmp_path, broker):
+    """Down at summary_time and back more than max_delay_s after it, the broker holding six hours of minutes for it:
+    the summary was built from the first batch of them (a helper measured "Slouched 6 of 61 min worn: goal met" for a
+    day 43 % slouched). Now it covers the whole backlog up to summary_time."""
+    zone = noon_zone()
+    first_s = time.time() // 60 * 60 - 6 * 3600
+    summary_at = datetime.fromtimestamp(time.time() - 20 * 60, ZoneInfo(zone))  # 20 min ago: max_delay_s is 10
+    rules = ("[slouch]\nenabled = false\n[limits]\nquiet_hours = \"\"\nmax_delay_s = 600\n"
+             f"[habit]\nmin_worn_min = 30.0\nsummary_time = \"{summary_at.strftime('%H:%M')}\"\n")
+    config = write_config(tmp_path, broker, rules, timezone=zone)
+    messages = [(f"posture/{DEVICE}/metrics", {**slouchy_minute(DEVICE, first_s + 60 * k),
+                                               "slouch_s": 6.0 if k < 120 else 40.0}) for k in range(6 * 60 - 2)]
+    log = tmp_path / "alerts.log"
+    queue_while_stopped(broker.port, config, log, messages)
+    phone = Phone(broker.port)
+    service = start_alerts(config, log)
+    try:
+        wait_for(lambda: "summary" in phone.kinds(), 60, lambda: "the summary\n" + log.read_text()[-3000:])
+        stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    due_ms = summary_at.replace(second=0, microsecond=0).timestamp() * 1000
+    before = [doc for _, doc in messages if doc["ts"] < due_ms]
+    [summary] = [a["evidence"] for a in phone.alerts if a["kind"] == "summary"]
+    assert summary["worn_min"] == round(len(before), 1) and len(before) > 300
+    assert summary["slouch_min"] == round(sum(d["slouch_s"] for d in before) / 60, 1)
+    assert summary["goal_met"] is False
+
+
 def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
     """kill -9 half-way, messages published while it is down, then a restart: the same alerts and
     totals as one uninterrupted run of the same engine, each alert once."""
