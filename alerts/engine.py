@@ -35,6 +35,9 @@ MINUTE_MS = 60_000
 # A day's last minute goes out some seconds after midnight (the pipeline's hold), an event at once: one this
 # soon after midnight does not close the day before that minute is in (docs/alerts.md).
 DAY_CLOSE_LAG_S = 120.0
+# A device with none of today's data this long after midnight is shown the new day, empty: longer than a minute takes
+# to arrive, so a sensor worn over midnight moves to the new day by its own first minute.
+DAY_BEGUN_AFTER_S = 180.0
 KEEP_DAYS = 62  # finished days kept for the streak and the program
 # The two slouch nudges share one cooldown: the slow, minute-based one a minute after the live one would be the
 # same slouch's second nudge (for the minute-based rules it runs from the end of a slouch nudged live, which they
@@ -79,6 +82,7 @@ class AlertEngine:
         # (looking at all of them took 0.8 ms a step at 3,000 devices, most of a fleet's alert service).
         self._summary_due: set[str] = set()
         self._ticked_s = float("-inf")  # the clock at the last tick: one set back may make a set-aside day due again
+        self._calendar_day: str | None = None  # the local date days_begun last looked at
 
     # state --------------------------------------------------------------------------
     def dump(self, devices: set[str]) -> dict[str, bytes]:
@@ -304,23 +308,43 @@ class AlertEngine:
                 "days_met": days_met, "alerts_sent": state.sent_today, "alerts_held": sum(state.held_today.values()),
                 "timezone": iana_name(self.tz)}
 
+    def days_begun(self, now_s: float) -> list[str]:
+        """The devices whose `today` still shows a day before the local date of DAY_BEGUN_AFTER_S ago (none of their
+        data since midnight: not worn), once per date, and all of those at the first call (a restart). Their
+        today_state is then the new day's, empty: else Home Assistant showed yesterday's totals until the first
+        minute, hours later, as today's."""
+        calendar_day = self._date(now_s - DAY_BEGUN_AFTER_S)
+        if calendar_day == self._calendar_day:
+            return []
+        self._calendar_day = calendar_day
+        return [d for d, state in self.devices.items() if state.day is not None and state.day < calendar_day]
+
     def today_state(self, device: str) -> dict[str, Any]:
-        """The retained `<prefix>/<device>/today` document (Home Assistant's entities read it)."""
+        """The retained `<prefix>/<device>/today` document (Home Assistant's entities read it): the day of its latest
+        minute, or the day begun since with nothing in it yet (days_begun)."""
         state = self._state(device)
+        if self._calendar_day is not None and state.day is not None and state.day < self._calendar_day:
+            begun = copy.deepcopy(state)  # the day itself stays open: a late minute of it still counts there
+            self._close_day(begun, self._calendar_day)
+            evidence = self.summary_evidence(begun, today=r.totals_of(DayTotals()))
+            return self._today_document(device, begun, evidence, {"worn_s": 0.0}, self._day_start_ms(begun.day))
         if device not in self._folded:
             self._folded[device] = self._fold_today(state)
-        evidence = self.summary_evidence(state, today=r.totals_of(self._folded[device]))
         latest_key = max(state.minutes, key=int)
-        last = state.minutes[latest_key]
+        evidence = self.summary_evidence(state, today=r.totals_of(self._folded[device]))
+        return self._today_document(device, state, evidence, state.minutes[latest_key], int(latest_key) + MINUTE_MS)
+
+    def _today_document(self, device: str, state: DeviceState, evidence: dict[str, Any], last: dict[str, Any],
+                        ts_ms: int) -> dict[str, Any]:
+        """last: the latest minute ({"worn_s": 0.0} for none of the day yet); ts_ms: its end (the day's start)."""
         since = last.get("sitting_since_s")
-        end_s = int(latest_key) / 1000 + 60
         slouch_pct = evidence["slouch_pct"]
         return {
-            "schema": 1, "kind": "today", "device": device, "ts": int(latest_key) + MINUTE_MS, "date": state.day,
+            "schema": 1, "kind": "today", "device": device, "ts": ts_ms, "date": state.day,
             "worn_min": evidence["worn_min"], "slouch_min": evidence["slouch_min"],
             "upright_pct": round(100 - slouch_pct, 1) if slouch_pct is not None else None,
             "sitting_min": evidence["sitting_min"],
-            "sitting_now_min": round((end_s - since) / 60, 1) if since is not None else 0.0,
+            "sitting_now_min": round((ts_ms / 1000 - since) / 60, 1) if since is not None else 0.0,
             "posture": posture_of(last), "slouching": bool(last["worn_s"] and last["slouch_s"] >= 0.5 * last["worn_s"]),
             "rotation_si": evidence["rotation_si"], "rotations_left": evidence["rotations_left"],
             "rotations_right": evidence["rotations_right"], "lean_left_min": evidence["lean_left_min"],

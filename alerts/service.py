@@ -148,6 +148,7 @@ class AlertService:
         self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
         self._connection: int = 0  # counts connections: a packet id is only good for the one it came on
         self._listening_since_s = float("inf")  # not connected yet: nothing has had time to arrive
+        self._day_begun: set[str] = set()  # devices whose new day's empty `today` is still to be published
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         # Who may need announcing: the devices heard from since the last step, or all of them once per connection
         # and after Home Assistant restarts (looking at every device each step took 0.5 ms at 3,000 devices).
@@ -236,6 +237,7 @@ class AlertService:
                 log.exception("the daily summary failed; further failures are counted")
             self.stats.errors["summary"] += 1
         touched |= {a["device"] for a in alerts}
+        self._day_begun |= set(self.engine.days_begun(now_s))  # their `today` shows a day with none of their data
         if touched:
             self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)], meta=self.engine.dump(touched))
             self.stats.state_writes += 1
@@ -248,7 +250,8 @@ class AlertService:
         if self.connected.is_set():
             self.sender.pump()  # before the day so far and discovery: a nudge is what someone waits for
             self.stats.refused_by_broker, self.stats.expired = self.sender.refused, self.sender.expired
-            self._publish_today(touched)
+            self._publish_today(touched | self._day_begun)
+            self._day_begun = set()
             self._announce(now_s)
 
     def _mine(self, topic: str) -> bool:

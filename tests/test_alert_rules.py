@@ -282,6 +282,32 @@ def test_the_day_is_judged_as_its_summary_told():
     assert [d["goal_met"] for d in eng.devices["D"].days.values()] == [False]
 
 
+def test_today_shows_the_new_day_once_it_has_begun_without_data():
+    """Home Assistant's `today` kept yesterday's totals as today's until the sensor's first minute, hours later, and
+    a restart did not change it. From 3 minutes after midnight a device with none of the new day's data shows that
+    day, empty, with the streak and program the closed day leaves; the day before still takes late minutes."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30,
+                                                               summary_time="18:00"))
+    feed(eng, [minute(DAY + 9 * 3600 + 60 * k, slouch_s=6) for k in range(8 * 60)])  # 09:00-17:00
+    assert [s["evidence"]["goal_met"] for s in eng.tick(DAY + 18 * 3600 + 600)] == [True]
+    assert eng.days_begun(DAY + 20 * 3600) == [] and eng.today_state("D")["worn_min"] == 480.0
+    midnight = DAY + 86400
+    assert eng.days_begun(midnight + 179) == []  # a sensor worn over midnight moves by its own first minute
+    assert eng.days_begun(midnight + 181) == ["D"] and eng.days_begun(midnight + 300) == []
+    new_day = eng.today_state("D")
+    assert new_day["date"] == "2026-11-21" and new_day["ts"] == midnight * 1000
+    assert (new_day["worn_min"], new_day["slouch_min"], new_day["sitting_now_min"]) == (0.0, 0.0, 0.0)
+    assert new_day["posture"] == "not_worn" and new_day["slouching"] is False and new_day["alerts_sent"] == 0
+    assert (new_day["streak_days"], new_day["program_day"], new_day["goal_met"]) == (1, 2, None)
+    feed(eng, [minute(DAY + 23 * 3600, slouch_s=6)], now_s=midnight + 400)  # a late minute of the day before
+    assert eng.today_state("D") == new_day
+    restarted = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30))
+    restarted.load(eng.dump({"D"}))
+    assert restarted.days_begun(midnight + 3600) == ["D"] and restarted.today_state("D") == new_day
+    feed(eng, [minute(midnight + 9 * 3600, slouch_s=6)])
+    assert eng.today_state("D")["worn_min"] == 1.0 and eng.devices["D"].days["2026-11-20"]["worn_min"] == 481.0
+
+
 def test_a_summary_after_the_service_was_away_waits_for_the_backlog():
     """Down at 18:00 and back at 19:00 (more than max_delay_s after it): the summary was built from the first
     batch of the broker's backlog (6 of 61 min worn, "goal met" for a day 43 % slouched). It waits max_delay_s

@@ -172,6 +172,42 @@ def test_a_summary_due_while_the_service_was_away_covers_the_backlog(tmp_path, b
     assert summary["goal_met"] is False
 
 
+def zone_at_one_am() -> str:
+    """A zone where it is now 01:xx: yesterday's evening lies 3-5 hours back. Etc/GMT-N is UTC+N."""
+    offset = (1 - time.gmtime().tm_hour) % 24
+    offset = offset - 24 if offset > 14 else offset
+    return f"Etc/GMT{'-' if offset >= 0 else '+'}{abs(offset)}"
+
+
+def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
+    """Yesterday evening's minutes (20:00-22:00) and nothing since: Home Assistant read `today` as 120 minutes worn,
+    yesterday's, until the sensor's first minute of the new day. It is the new day, empty, and stays so when a late
+    minute of yesterday comes."""
+    zone = zone_at_one_am()
+    yesterday = (datetime.now(ZoneInfo(zone)) - timedelta(days=1)).date()
+    evening_s = datetime(yesterday.year, yesterday.month, yesterday.day, 20, tzinfo=ZoneInfo(zone)).timestamp()
+    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n",
+                          timezone=zone)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, evening_s + 60 * k))
+                              for k in range(120)])
+        today = datetime.now(ZoneInfo(zone)).date().isoformat()
+        wait_for(lambda: phone.today().get("date") == today, 30,
+                 lambda: f"today's `today`; got {phone.today()}\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    assert stats["received"] == 120 and stats["malformed"] == {}
+    shown = phone.today()
+    assert (shown["worn_min"], shown["slouch_min"], shown["posture"]) == (0.0, 0.0, "not_worn")
+
+
 def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
     """kill -9 half-way, messages published while it is down, then a restart: the same alerts and
     totals as one uninterrupted run of the same engine, each alert once."""
