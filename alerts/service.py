@@ -46,7 +46,7 @@ from contract.messages import topic
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import Config, ConfigError
 from service_io.mqtt import STOP_WAIT_S, Message, MqttEndpoint
-from service_io.spool import Spool
+from service_io.spool import Spool, SpoolError
 from service_io.spooled_sender import SpooledSender
 from service_io.zones import zone
 
@@ -149,6 +149,7 @@ class AlertService:
         self._connection: int = 0  # counts connections: a packet id is only good for the one it came on
         self._listening_since_s = float("inf")  # not connected yet: nothing has had time to arrive
         self._day_begun: set[str] = set()  # devices whose new day's empty `today` is still to be published
+        self._forget_failing = False  # the spool refuses to delete what was sent (said once, until it works again)
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         # Who may need announcing: the devices heard from since the last step, or all of them once per connection
         # and after Home Assistant restarts (looking at every device each step took 0.5 ms at 3,000 devices).
@@ -248,7 +249,19 @@ class AlertService:
             self.stats.alerts[a["kind"]] += 1
             log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
         if self.connected.is_set():
-            self.sender.pump()  # before the day so far and discovery: a nudge is what someone waits for
+            try:
+                self.sender.pump()  # before the day so far and discovery: a nudge is what someone waits for
+                if self._forget_failing and not self.sender.undeleted:
+                    self._forget_failing = False
+                    log.info("what the broker acknowledged is marked as sent again")
+            except SpoolError as exc:
+                # What was sent but cannot be marked so (a full disk) is held back in memory and marked later. Out of
+                # here it stopped the service, and each restart sent the phone every such alert again (441 repeats
+                # in a helper's 30 s).
+                if not self._forget_failing:
+                    self._forget_failing = True
+                    log.warning("cannot mark what the broker acknowledged as sent (%s); retried, and sent again "
+                                "only if the service stops before it can", exc)
             self.stats.refused_by_broker, self.stats.expired = self.sender.refused, self.sender.expired
             self._publish_today(touched | self._day_begun)
             self._day_begun = set()

@@ -46,7 +46,10 @@ class Spool:
         self._lock = threading.Lock()  # one connection shared by paho's thread and ours
         with self._errors("open"):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect in a new file: before any table
+            # Takes effect in a new file only (before any table), and is a write: on an existing one it made a start
+            # on a full disk fail, where reading and sending what the file holds still works.
+            if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process crashes
             self._db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, "

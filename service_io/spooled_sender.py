@@ -350,6 +350,11 @@ class SpooledSender:
         return self.spool.count_keys(tuple(self._held)) if self._held else 0
 
     @property
+    def undeleted(self) -> int:
+        """Items the broker acknowledged that the spool has not yet let us delete (a full disk)."""
+        return len(self._delivered)
+
+    @property
     def inflight(self) -> int:
         with self._lock:
             return len(self._inflight)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import paho.mqtt.client as mqtt
 
 from alerts.catalog import Catalog
 from alerts.engine import AlertEngine
+from alerts.service import AlertService, new_engine
 from alerts.settings import load_rules
 from contract.validation import load_validators
+from service_io.config import load_config
 from support.alerts import (
     BURST_RULES,
     DEVICE,
@@ -34,7 +37,8 @@ from support.alerts import (
 )
 from support.day_messages import scenario_messages, slouchy_minute
 from support.homeassistant import check_config
-from support.mqtt import client, wait_for
+from support.mqtt import client, listen, wait_for
+from support.spools import DeleteRefusingSpool
 
 OFFICE_RULES = """
 [slouch]
@@ -206,6 +210,45 @@ def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
     assert stats["received"] == 120 and stats["malformed"] == {}
     shown = phone.today()
     assert (shown["worn_min"], shown["slouch_min"], shown["posture"]) == (0.0, 0.0, "not_worn")
+
+
+def test_alerts_go_on_while_the_disk_refuses_to_mark_them_sent(tmp_path, broker, caplog):
+    """A full disk that refused the deletes of what was sent stopped the service (the SpoolError left pump), and
+    each restart sent the phone every such alert again (441 repeats of 100 in a helper's 30 s). Now it goes on: each
+    alert once, one warning, the deletes done once there is room, nothing sent again at the next start."""
+    config = load_config(write_config(tmp_path, broker, BURST_RULES))
+    spool = DeleteRefusingSpool(tmp_path / "alerts.db", max_items=100_000)
+    spool.full = True
+    service = AlertService(config, new_engine(config), spool, load_validators())
+    runner = threading.Thread(target=service.run)
+    listener, got = listen(broker.port, "posture/+/alerts")
+    runner.start()
+    try:
+        assert service.connected.wait(10)
+        publish(broker.port, sitting_minutes(["A", "B", "C"], 3))
+        wait_for(lambda: len(got) == 3, 30, lambda: f"three alerts; got {got}")
+        publish(broker.port, sitting_minutes(["D", "E"], 3))
+        wait_for(lambda: len(got) == 5, 30, lambda: f"five alerts; got {got}")
+        assert runner.is_alive() and len(spool) == 15  # all sent (alerts, text, log), none marked so yet
+        spool.full = False
+        wait_for(lambda: len(spool) == 0, 30, "the deletes, once there is room")
+    finally:
+        service.stop_event.set()
+        runner.join(30)
+    assert not runner.is_alive()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "cannot mark what the broker acknowledged as sent" in warnings[0], warnings
+    again = AlertService.open(config)
+    runner = threading.Thread(target=again.run)
+    runner.start()
+    try:
+        assert again.connected.wait(10)
+        time.sleep(1.0)
+    finally:
+        again.stop_event.set()
+        runner.join(30)
+    listener.loop_stop()
+    assert sorted(a["device"] for a in got) == ["A", "B", "C", "D", "E"]  # each once, none again after the restart
 
 
 def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):

@@ -18,6 +18,7 @@ from service_io.spool import Row, Spool, SpoolError
 from service_io.spooled_sender import SpooledSender
 from support.mqtt import client, start_or_fail, wait_for
 from support.servers import SecuredMosquitto, make_password_file
+from support.spools import DeleteRefusingSpool
 
 PASSWORDS = {"gw": "gw-Secret-1", "reader": "rd-Secret-2"}
 
@@ -356,17 +357,6 @@ def test_a_disk_that_refuses_deletes_loses_no_refusal_and_sends_nothing_twice(tm
         assert spool_rows == 2 and [body for _, body in got] == [b"a1", b"a2"]  # in order, each once
 
 
-class DeleteRefusingSpool(Spool):
-    """The real spool, whose deletes fail as on a full disk while `full` is set (writes of new items still work)."""
-
-    full = False
-
-    def delete(self, ids: list[int]) -> None:
-        if self.full and ids:
-            raise SpoolError(f"spool {self.path}: cannot delete: database or disk is full")
-        super().delete(ids)
-
-
 def test_sending_goes_on_after_a_topic_is_freed_while_deletes_fail(tmp_path):
     """A freed topic moves the look back to its oldest message; the messages delivered since, kept while the disk
     refuses their deletes, were skipped without moving the look on, so it read them again at every pump and sent
@@ -397,3 +387,18 @@ def test_sending_goes_on_after_a_topic_is_freed_while_deletes_fail(tmp_path):
         bodies = [body for _, body in got]
         assert len(bodies) == len(set(bodies)) == 32  # each once
         spool.close()
+
+
+def test_opening_a_spool_that_exists_writes_nothing(tmp_path):
+    """Its first statement set auto_vacuum, a write, at every open: on a full disk the alert service could not even
+    start to send what its file held (a helper's tmpfs). Only a new file takes the setting (before any table)."""
+    path = tmp_path / "state.db"
+    spool = Spool(path)
+    spool.put([("posture/D/alerts", b"a")], meta={"device/D": b"{}"})
+    spool.close()
+    spool = Spool(path)
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert spool._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, as made
+    assert [body for _, _, body, _ in spool.peek(10)] == [b"a"]
+    spool.close()
