@@ -18,6 +18,7 @@ the file, and nothing half-written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ Item = tuple[str, bytes] | tuple[str, bytes, float | None] | tuple[str, bytes, f
 Row = tuple[int, str, bytes, float | None]  # (id, key, body, expires_at_s), as peek() gives them
 RECLAIM_PAGES = 256  # 1 MiB of 4 KiB pages: less is not worth a checkpoint
 INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
+
+log = logging.getLogger("posture.spool")
 
 
 class SpoolError(OSError):
@@ -88,6 +91,7 @@ class Spool:
         if not items and not meta:
             return
         with self._lock, self._errors("write"):
+            self._write_back_if_deleted()
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO items (key, body, expires_at, expendable) VALUES (?, ?, ?, ?)",
                                  [(i[0], i[1], i[2] if len(i) > 2 else None, int(bool(i[3])) if len(i) > 3 else 0)
@@ -178,6 +182,25 @@ class Spool:
 
     def _count(self) -> int:
         return cast(int, self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def _write_back_if_deleted(self) -> None:
+        """The file deleted under us (a clean-up of its folder): SQLite went on writing to the unlinked file, and the
+        next start found none of it (a helper: 71 devices' alert state gone, not a line said). Written back to
+        `path` (SQLite's backup of what this connection sees), and used from there. A file put in its place is not
+        ours to overwrite: we go on with ours, as before."""
+        if self.path.exists():
+            return
+        log.warning("spool %s was deleted while in use: written back", self.path)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's pages into the (unlinked) file
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        copy = self.path.with_name(self.path.name + ".restoring")
+        with contextlib.closing(sqlite3.connect(copy)) as target:
+            self._db.backup(target)
+        self._db.close()  # removes the old file's -wal and -shm, before the copy takes the name
+        copy.replace(self.path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         with self._lock:
