@@ -83,6 +83,7 @@ class AlertEngine:
         self._summary_due: set[str] = set()
         self._ticked_s = float("-inf")  # the clock at the last tick: one set back may make a set-aside day due again
         self._calendar_day: str | None = None  # the local date days_begun last looked at
+        self._wait_from: tuple[str, float] = ("", 0.0)  # the day, and when its summary's fallback wait began
 
     # state --------------------------------------------------------------------------
     def dump(self, devices: set[str]) -> dict[str, bytes]:
@@ -112,6 +113,10 @@ class AlertEngine:
             self._close_day(state, day)
             folded = None
         state.add_minute(doc)
+        if state.summary_sent_day == day and doc["ts"] < (due_ms := self._summary_due_ms(day)):
+            # A minute before summary_time that came after a summary sent on the fallback (the sensor's backlog): the
+            # day is judged on all that arrived up to then, not only on what the summary could see.
+            state.summary_goal_met = self._goal_met(self.today_totals(state, due_ms))
         self._summary_due.add(device)
         self._prune(state, end_ms)  # never today's minutes
         if state.last_calibrated_s is None:  # no calibration seen yet: count its age from the first data
@@ -254,12 +259,18 @@ class AlertEngine:
         now = local(now_s, self.tz)
         today = now.date().isoformat()
         out = []
-        due_ms = int(datetime.combine(now.date(), at, tzinfo=self.tz).timestamp() * 1000)
+        due_ms = self._summary_due_ms(today)
         if now_s < self._ticked_s:  # the clock was set back (it ran ahead): a device set aside may owe one again
             self._summary_due = set(self.devices)
         self._ticked_s = now_s
         if now_s * 1000 < due_ms:
             return []
+        # The fallback waits max_delay_s from summary_time, or from the connect if the service came (back) only after
+        # it (the broker's backlog for us comes first); as first seen today: a link that drops every few minutes
+        # must not put it off past midnight.
+        if self._wait_from[0] != today:
+            self._wait_from = (today, max(due_ms / 1000, listening_since_s))
+        wait_from_s = self._wait_from[1]
         for device in list(self._summary_due):
             state = self.devices[device]
             if state.day is not None and state.day > today:  # a clock a little ahead near midnight: its turn comes
@@ -275,7 +286,7 @@ class AlertEngine:
                 self._summary_due.discard(device)
                 continue
             caught_up = max(map(int, state.minutes)) + MINUTE_MS >= due_ms
-            if caught_up or now_s >= max(due_ms / 1000, listening_since_s) + self.rules.limits.max_delay_s:
+            if caught_up or now_s >= wait_from_s + self.rules.limits.max_delay_s:
                 evidence = self.summary_evidence(state, until_ms=due_ms)
                 # What the wearer is told is the day's verdict: the streak and program count it, not the evening's.
                 state.summary_sent_day, state.summary_goal_met = today, evidence["goal_met"]
@@ -335,6 +346,8 @@ class AlertEngine:
             return self._today_document(device, begun, evidence, {"worn_s": 0.0}, self._day_start_ms(begun.day))
         latest_key = max(state.minutes, key=int)
         evidence = self.summary_evidence(state, today=r.totals_of(self._folded[device]))
+        if int(latest_key) < (day_start_ms := self._day_start_ms(state.day)):  # the day begun by an event, no minute
+            return self._today_document(device, state, evidence, {"worn_s": 0.0}, day_start_ms)
         return self._today_document(device, state, evidence, state.minutes[latest_key], int(latest_key) + MINUTE_MS)
 
     def _today_document(self, device: str, state: DeviceState, evidence: dict[str, Any], last: dict[str, Any],
@@ -423,6 +436,12 @@ class AlertEngine:
         return chosen.as_payload(side, self.catalog.safety)
 
     # days -------------------------------------------------------------------------------
+    def _summary_due_ms(self, day: str) -> int:
+        """When the day's summary is due (habit.summary_time on that day, local)."""
+        at = self.rules.habit.summary_at()
+        assert at is not None  # asked only where a summary is kept
+        return int(datetime.combine(Date.fromisoformat(day), at, tzinfo=self.tz).timestamp() * 1000)
+
     def _date(self, t_s: float) -> str:
         return local(t_s, self.tz).date().isoformat()
 

@@ -97,8 +97,8 @@ class Habit:
             return None
         at = parse_time_of_day("habit.summary_time", self.summary_time)
         if at == TimeOfDay(0):  # the day up to its first minute: nothing in it, so none was ever sent
-            raise ConfigError('habit.summary_time: 00:00 would be about a day not begun; "23:59" for the whole day, '
-                              '"" for no summary')
+            raise ConfigError('habit.summary_time: 00:00 would be about a day not begun; a time in the evening '
+                              '(it must fall, with limits.max_delay_s after it, before midnight), "" for no summary')
         return at
 
 

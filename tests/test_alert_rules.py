@@ -308,6 +308,45 @@ def test_today_shows_the_new_day_once_it_has_begun_without_data():
     assert eng.today_state("D")["worn_min"] == 1.0 and eng.devices["D"].days["2026-11-20"]["worn_min"] == 481.0
 
 
+def test_a_verdict_sent_on_the_fallback_takes_the_data_that_came_later():
+    """The gateway offline 12:00-20:00, the service listening: the 18:10 summary judged the morning ("goal met", 12
+    of 240 min) and that became the day's verdict, though the backlog up to 18:00 brought it to 47 %."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30,
+                                                               summary_time="18:00"))
+    feed(eng, [minute(DAY + 8 * 3600 + 60 * k, slouch_s=3) for k in range(240)])  # 08:00-12:00, 5 %
+    [summary] = eng.tick(DAY + 18 * 3600 + 600)
+    assert summary["evidence"]["goal_met"] is True and eng.today_state("D")["goal_met"] is True
+    feed(eng, [minute(DAY + 12 * 3600 + 60 * k, slouch_s=50) for k in range(8 * 60)], now_s=DAY + 20 * 3600)
+    assert eng.today_state("D")["goal_met"] is False and eng.today_state("D")["streak_days"] == 0
+    feed(eng, [minute(DAY + 86400 + 9 * 3600)])
+    assert eng.devices["D"].days["2026-11-20"]["goal_met"] is False
+
+
+def test_a_link_that_keeps_dropping_does_not_put_the_summary_off():
+    """Reconnects every 9 minutes after 18:00, the sensor off since 17:00: each reconnect started the wait anew,
+    and no summary went out that day."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time="18:00", min_worn_min=30))
+    feed(eng, [minute(DAY + 16 * 3600 + 60 * k) for k in range(60)])
+    due = DAY + 18 * 3600
+    assert eng.tick(due + 60, listening_since_s=due - 300) == []
+    assert eng.tick(due + 599, listening_since_s=due + 540) == []
+    assert [s["kind"] for s in eng.tick(due + 600, listening_since_s=due + 540)] == ["summary"]
+
+
+def test_a_day_begun_by_an_event_shows_no_minute_of_the_day_before():
+    """A calibration at 07:00 before the first minute begins the day: `today` showed yesterday's last minute as now
+    (slouching, sitting for 180 min) with its time going back an hour."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time=""))
+    feed(eng, [minute(DAY + 20 * 3600 + 60 * k, slouch_s=50, sitting_since_s=DAY + 20 * 3600) for k in range(180)])
+    seven = DAY + 86400 + 7 * 3600
+    eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(seven * 1000), "t_s": seven,
+                  "status": "calibrated", "message": "calibrated", "with_bend": True}, seven + 1)
+    shown = eng.today_state("D")
+    assert shown["date"] == "2026-11-21" and shown["ts"] == (DAY + 86400) * 1000
+    assert (shown["posture"], shown["slouching"], shown["sitting_now_min"], shown["worn_min"]) == \
+        ("not_worn", False, 0.0, 0.0)
+
+
 def test_a_summary_after_the_service_was_away_waits_for_the_backlog():
     """Down at 18:00 and back at 19:00 (more than max_delay_s after it): the summary was built from the first
     batch of the broker's backlog (6 of 61 min worn, "goal met" for a day 43 % slouched). It waits max_delay_s
