@@ -273,6 +273,7 @@ bind-address = "{host}:{rpc_port}"
   bind-address = "{host}:{port}"
   auth-enabled = {auth}
   log-enabled = false
+  max-row-limit = {max_row_limit}
 [logging]
   suppress-logo = true
 [ifql]
@@ -286,6 +287,7 @@ class InfluxDB1(LocalServer):
     binary = "influxd"
     package = "influxdb"
     auth_enabled = False
+    max_row_limit = 0  # [http] max-row-limit: 0 answers whole; many installations set one, which cuts answers short
 
     def __init__(self, workdir: PathLike) -> None:
         super().__init__(workdir)
@@ -300,7 +302,7 @@ class InfluxDB1(LocalServer):
     def _prepare(self) -> None:
         self.config_path.write_text(_INFLUX_CONFIG.format(
             host=self.host, port=self.port, rpc_port=self.rpc_port, workdir=self.workdir,
-            auth=str(self.auth_enabled).lower(),
+            auth=str(self.auth_enabled).lower(), max_row_limit=self.max_row_limit,
         ))
 
     def _args(self) -> list[str]:

@@ -84,6 +84,10 @@ def parse_rows(body: dict[str, Any], database: str) -> list[dict[str, Any]]:
         if "error" in result:
             raise QueryError(f"InfluxDB query on {database}: {result['error']}")
         for series in result.get("series") or []:
+            if result.get("partial") or series.get("partial"):
+                # 1.x with [http] max-row-limit stops an answer there: drawn, the day would end early without a word.
+                raise QueryError(f"InfluxDB on {database} cut its answer short at its [http] max-row-limit: raise "
+                                 "it to 10000 or more (a day's live trace is up to 8640 rows), or set 0 for no limit")
             for values in series["values"]:
                 row = dict(zip(series["columns"], values))
                 row["time_s"] = row.pop("time") / 1000.0

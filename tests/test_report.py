@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from posture.local_servers import http
+from posture.local_servers import InfluxDB1, http
 from report import cli, draw
 from report.day import DayRows, build_day_report, day_bounds, live_buckets, merge_spans
-from report.query import influxql_string
+from report.query import QueryError, influxql_string
 from service_io.config import load_config
 from service_io.influx import InfluxSettings
-from support.mqtt import DB
+from support.mqtt import DB, start_or_fail
 from support.servers import write_line_protocol
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -302,3 +302,26 @@ def test_live_buckets_and_spans():
     report = build_day_report("Desk", date(2025, 6, 1), UTC, started)  # episodes under way: not counted
     assert report.slouches == [] and report.leans == [] and report.slouch_spans == []
     assert report.totals.leans["left"] == 0
+
+
+# --- answers that are not the whole day ------------------------------------------------------------
+
+
+class RowLimitedInfluxDB(InfluxDB1):
+    max_row_limit = 100
+
+
+def test_an_answer_cut_at_max_row_limit_is_refused(tmp_path):
+    """A server with [http] max-row-limit cuts the answer and says partial: the report drew a short day (1000 of
+    1440 minutes at a limit of 1000) without a word."""
+    server = start_or_fail(RowLimitedInfluxDB(tmp_path / "influxdb"))
+    try:
+        server.create_database(DB)
+        write_line_protocol(server, DB, minute_lines("D", datetime(2025, 6, 10, 9, tzinfo=UTC).timestamp(), 150))
+        with pytest.raises(QueryError, match=r"max-row-limit") as caught:
+            cli.write_day_report(InfluxSettings(url=server.url, database=DB), "D", "2025-06-10",
+                                 tmp_path / "report.png", "UTC")
+        assert "\n" not in str(caught.value)
+        assert not (tmp_path / "report.png").exists()
+    finally:
+        server.kill()
