@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides={"influx": {"url": args.influx_url, "database": args.database}})
     except ConfigError as exc:
         raise ValueError(f"config: {exc}") from None
-    report = write_day_report(config.influx, args.device, args.day, args.out, args.timezone or config.alerts.timezone)
+    try:
+        report = write_day_report(config.influx, args.device, args.day, args.out,
+                                  args.timezone or config.alerts.timezone)
+    except ArithmeticError as exc:  # a value day.py's bounds did not foresee: one line, not a traceback
+        raise ValueError(f"a value stored for {args.device} on {args.day} is out of range ({exc})") from None
     live = f", {len(report.live) * report.live_step_s / 60:.1f} min of live trace" if report.live else ""
     print(f"{args.out}: {report.device} {report.day.isoformat()}, {len(report.minutes)} minutes{live}, "
           f"{len(report.slouches)} slouch episodes, {report.alerts_said()}")

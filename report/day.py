@@ -4,7 +4,8 @@ Rows are dicts of a measurement's columns (docs/influx.md) with `time_s` (Unix s
 minute start for posture_minute, the episode / excursion / interval start for events, the bucket
 start for the live stream's means.
 Totals come from the per-minute rows, which cover the day without overlap; the events place
-things in time (slouch shading) and show the spread behind a mean (rotation peaks).
+things in time (slouch shading) and show the spread behind a mean (rotation peaks). Values are taken as a
+minute or a trunk can hold them (bounded_minute, _angle): the totals count no minute for more than its 60 s.
 
 The angles are drawn from the live stream where it was kept (a point every few seconds), and from
 the per-minute means in the minutes it does not cover: a mixed day is fine where it is fine.
@@ -15,6 +16,7 @@ live stream shades it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
@@ -28,6 +30,10 @@ from pipeline.summary import SIDES
 
 MINUTE_S = 60.0
 LIVE_STEP_S = 10  # the live trace's resolution in the report, s: a day is 8640 points (the stream is about 1 s)
+# What a value can be as read (bounded_minute, _angle): the schema lets a count reach 2**63-1, a float 1e308, and a
+# wrongly typed writer store anything; one such point crashed the drawing or made a day of years.
+MAX_ANGLE_DEG = 180.0  # beyond, it is no trunk angle: left out
+MAX_ROTATIONS_PER_MINUTE = 120  # two excursions out and back a second: more than a trunk turns
 
 
 @dataclass(frozen=True)
@@ -154,16 +160,21 @@ def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
 def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
                      live_step_s: float = LIVE_STEP_S) -> DayReport:
     day_start_s, day_end_s = day_bounds(day, tz)
-    minutes = [Minute(r["time_s"], _num(r.get("flexion_mean_deg")), _num(r.get("lateral_mean_deg")),
-                      dominant_activity(r)) for r in _by_time(rows.minutes)]
+    minute_rows = [bounded_minute(r) for r in _by_time(rows.minutes)]
+    minutes = [Minute(r["time_s"], r["flexion_mean_deg"], r["lateral_mean_deg"], dominant_activity(r))
+               for r in minute_rows]
     live = live_buckets(rows.live)
+
+    def duration(r: dict[str, Any]) -> float | None:  # an event's, up to the day's end: drawn no further
+        return _within(r.get("duration_s"), 0.0, max(day_end_s - r["time_s"], 0.0))
+
     # Episodes are counted by their end (duration_s): a start alone is one still going on, or never ended.
-    slouches = [Slouch(r["time_s"], float(r["duration_s"]), _num(r.get("peak_flexion_deg")))
-                for r in _by_time(rows.slouches) if _num(r.get("duration_s")) is not None]
-    rotations = [Rotation(r["time_s"], r["side"], float(r["peak_deg"])) for r in _by_time(rows.rotations)
-                 if r.get("side") in SIDES and _num(r.get("peak_deg")) is not None]
-    leans = [Lean(r["time_s"], r["side"], float(r["duration_s"]), _num(r.get("mean_lateral_deg")))
-             for r in _by_time(rows.leans) if r.get("side") in SIDES and _num(r.get("duration_s")) is not None]
+    slouches = [Slouch(r["time_s"], d, _angle(r.get("peak_flexion_deg")))
+                for r in _by_time(rows.slouches) if (d := duration(r)) is not None]
+    rotations = [Rotation(r["time_s"], r["side"], peak) for r in _by_time(rows.rotations)
+                 if r.get("side") in SIDES and (peak := _angle(r.get("peak_deg"))) is not None]
+    leans = [Lean(r["time_s"], r["side"], d, _angle(r.get("mean_lateral_deg")))
+             for r in _by_time(rows.leans) if r.get("side") in SIDES and (d := duration(r)) is not None]
     calibrations = [Calibration(r["time_s"], r.get("status") or "", r.get("message") or "")
                     for r in _by_time(rows.calibrations)]
     alerts = [Alert(r["time_s"], r.get("kind") or "", r.get("title") or "",
@@ -183,7 +194,7 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     return DayReport(device, day, tz, day_start_s, day_end_s, data_start_s, max(data_end_s, data_start_s + MINUTE_S),
                      minutes, live, live_step_s, trace_minutes,
                      merge_spans(spans), slouches, rotations, leans, calibrations, alerts,
-                     day_totals(rows.minutes, leans, sum(is_nudge(a.kind) for a in alerts)))
+                     day_totals(minute_rows, leans, sum(is_nudge(a.kind) for a in alerts)))
 
 
 def live_buckets(rows: list[dict[str, Any]]) -> list[LiveBucket]:
@@ -194,8 +205,27 @@ def live_buckets(rows: list[dict[str, Any]]) -> list[LiveBucket]:
         if samples <= 0:
             continue  # nothing measured (uncalibrated): no angle, no slouch either way
         slouching = (_num(r.get("slouching_samples")) or 0.0) >= samples / 2
-        out.append(LiveBucket(r["time_s"], _num(r.get("flexion_deg")), _num(r.get("lateral_deg")), slouching))
+        out.append(LiveBucket(r["time_s"], _angle(r.get("flexion_deg")), _angle(r.get("lateral_deg")), slouching))
     return out
+
+
+def bounded_minute(row: dict[str, Any]) -> dict[str, Any]:
+    """A posture_minute row as a minute can be, with the fields the report reads: seconds within the minute
+    (slouch within the worn ones), rotations up to MAX_ROTATIONS_PER_MINUTE (their peaks summed up to MAX_ANGLE_DEG
+    each), angles (else None)."""
+    bounded: dict[str, Any] = {"time_s": row["time_s"]}
+    for name in ("worn_s", *(f"{a}_s" for a in ACTIVITIES), *(f"lean_{side}_s" for side in SIDES)):
+        bounded[name] = _within(row.get(name), 0.0, MINUTE_S)
+    worn_s = MINUTE_S if bounded["worn_s"] is None else bounded["worn_s"]
+    bounded["slouch_s"] = _within(row.get("slouch_s"), 0.0, worn_s)
+    for side in SIDES:
+        count = _within(row.get(f"rotations_{side}"), 0.0, MAX_ROTATIONS_PER_MINUTE)
+        bounded[f"rotations_{side}"] = None if count is None else int(count)
+        bounded[f"rotation_{side}_cumulative_deg"] = _within(row.get(f"rotation_{side}_cumulative_deg"), 0.0,
+                                                             MAX_ROTATIONS_PER_MINUTE * MAX_ANGLE_DEG)
+    for name in ("flexion_mean_deg", "lateral_mean_deg"):
+        bounded[name] = _angle(row.get(name))
+    return bounded
 
 
 def merge_spans(spans: list[tuple[float, float]], join_s: float = 1.0) -> list[tuple[float, float]]:
@@ -242,7 +272,22 @@ def _by_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _num(value: Any) -> float | None:
-    """A field's value as float; None when the point left it out (docs/influx.md: absent, not zero)."""
-    if value is None or isinstance(value, bool):
+    """A field's value as float; None when the point left it out (docs/influx.md: absent, not zero), and when it is
+    no finite number (another type, an infinity, an integer beyond a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _within(value: Any, low: float, high: float) -> float | None:
+    number = _num(value)
+    return None if number is None else min(high, max(low, number))
+
+
+def _angle(value: Any) -> float | None:
+    number = _num(value)
+    return number if number is not None and abs(number) <= MAX_ANGLE_DEG else None

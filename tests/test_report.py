@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import html
 import math
 import re
 import struct
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -325,3 +329,75 @@ def test_an_answer_cut_at_max_row_limit_is_refused(tmp_path):
         assert not (tmp_path / "report.png").exists()
     finally:
         server.kill()
+
+
+# --- values no minute can hold, answers InfluxDB would not give --------------------------------------
+
+
+def test_values_beyond_a_minute_are_bounded(influx, tmp_path):
+    """The bridge's schema lets rotations_left reach 2**63-1, and a float 1e308: each gave an OverflowError
+    traceback (the bar chart, the header's hours, a slouch span ending past any date)."""
+    t0 = datetime(2025, 6, 10, 9, tzinfo=UTC).timestamp()
+    minute_ms = [int((t0 + 60 * i) * 1000) for i in range(3)]
+    write_line_protocol(influx, DB, [
+        f"posture_minute,device_id=D worn_s=60,slouch_s=30,rotations_left=9223372036854775807i,"
+        f"rotation_left_cumulative_deg=1e308 {minute_ms[0]}",
+        f"posture_minute,device_id=D worn_s=1e308,sitting_s=1e308,slouch_s=1e308,flexion_mean_deg=1e308 {minute_ms[1]}",
+        f"posture_minute,device_id=D worn_s=-5,slouch_s=20 {minute_ms[2]}",
+        f"posture_slouch,device_id=D duration_s=1e308,peak_flexion_deg=25 {minute_ms[0] + 1000}",
+    ])
+    out = tmp_path / "report.html"
+    report = cli.write_day_report(InfluxSettings(url=influx.url, database=DB), "D", "2025-06-10", out, "UTC")
+    t = report.totals
+    assert (t.worn_s, t.slouch_s, t.activity_s["sitting"]) == (120.0, 90.0, 60.0)  # a minute holds 60 s at most
+    assert t.rotations["left"] == 120 and t.rotation_cumulative_deg["left"] == 120 * 180.0
+    assert report.minutes[1].flexion_mean_deg is None  # no trunk angle
+    assert report.slouch_spans == [(t0 + 1, report.day_end_s)]  # up to the day's end, where the axis ends
+    assert "worn 2.0 min · slouch 1.5 min (75 % of worn time)" in out.read_text(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def not_influxdb(body: bytes, trickle_s: float = 0.0):
+    """A real HTTP server on a free port that answers every request 200 with `body`; with trickle_s, it sends a
+    space every trickle_s instead, for ever. Its URL."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if trickle_s:
+                self.end_headers()
+                with contextlib.suppress(OSError):  # until the client hangs up
+                    while True:
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(trickle_s)
+                return
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def a_minute_at(time_ms: float) -> bytes:
+    return (b'{"results": [{"statement_id": 0, "series": [{"name": "posture_minute", "columns": ["time", "worn_s"], '
+            b'"values": [[%r, 60]]}]}]}' % time_ms)
+
+
+def test_an_arithmetic_error_is_one_line(tmp_path):
+    """What no bound foresaw (here a time of 1e300 ms from a server that is not InfluxDB) is one line, not an
+    OverflowError's traceback."""
+    with not_influxdb(a_minute_at(1e300)) as url:
+        with pytest.raises(ValueError, match=r"^a value stored for D on 2025-06-10 is out of range \(.*\)$"):
+            posture_report("--device", "D", "--day", "2025-06-10", "--timezone", "UTC", "--influx-url", url,
+                           "--out", str(tmp_path / "report.png"))
