@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
 from typing import Any
 
+from contract.influx_schema import TAGS
 from contract.messages import is_nudge
 from pipeline import summary
 from pipeline.activity import ACTIVITIES
@@ -33,6 +34,7 @@ LIVE_STEP_S = 10  # the live trace's resolution in the report, s: a day is 8640 
 # What a value can be as read (bounded_minute, _angle): the schema lets a count reach 2**63-1, a float 1e308, and a
 # wrongly typed writer store anything; one such point crashed the drawing or made a day of years.
 MAX_ANGLE_DEG = 180.0  # beyond, it is no trunk angle: left out
+ALERT_TAGS = ("kind",)  # what tells two alerts of a device at one time apart (severity goes with the kind)
 MAX_ROTATIONS_PER_MINUTE = 120  # two excursions out and back a second: more than a trunk turns
 
 
@@ -160,7 +162,7 @@ def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
 def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
                      live_step_s: float = LIVE_STEP_S) -> DayReport:
     day_start_s, day_end_s = day_bounds(day, tz)
-    minute_rows = [bounded_minute(r) for r in _by_time(rows.minutes)]
+    minute_rows = [bounded_minute(r) for r in one_per_point(rows.minutes)]
     minutes = [Minute(r["time_s"], r["flexion_mean_deg"], r["lateral_mean_deg"], dominant_activity(r))
                for r in minute_rows]
     live = live_buckets(rows.live)
@@ -170,16 +172,17 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
 
     # Episodes are counted by their end (duration_s): a start alone is one still going on, or never ended.
     slouches = [Slouch(r["time_s"], d, _angle(r.get("peak_flexion_deg")))
-                for r in _by_time(rows.slouches) if (d := duration(r)) is not None]
-    rotations = [Rotation(r["time_s"], r["side"], peak) for r in _by_time(rows.rotations)
+                for r in one_per_point(rows.slouches) if (d := duration(r)) is not None]
+    rotations = [Rotation(r["time_s"], r["side"], peak) for r in one_per_point(rows.rotations, TAGS["rotation"])
                  if r.get("side") in SIDES and (peak := _angle(r.get("peak_deg"))) is not None]
     leans = [Lean(r["time_s"], r["side"], d, _angle(r.get("mean_lateral_deg")))
-             for r in _by_time(rows.leans) if r.get("side") in SIDES and (d := duration(r)) is not None]
+             for r in one_per_point(rows.leans, TAGS["lean"])
+             if r.get("side") in SIDES and (d := duration(r)) is not None]
     calibrations = [Calibration(r["time_s"], r.get("status") or "", r.get("message") or "")
-                    for r in _by_time(rows.calibrations)]
+                    for r in one_per_point(rows.calibrations, TAGS["calibration"])]
     alerts = [Alert(r["time_s"], r.get("kind") or "", r.get("title") or "",
                     r.get("text") or ": ".join(x for x in (r.get("title"), r.get("message")) if x))
-              for r in _by_time(rows.alerts)]
+              for r in one_per_point(rows.alerts, ALERT_TAGS)]
     # The axis spans what was recorded: a few minutes of data on a 24-hour axis would be a sliver.
     starts = [r["time_s"] for r in (*rows.minutes, *rows.slouches, *rows.rotations, *rows.leans,
                                     *rows.calibrations, *rows.alerts, *rows.live)]
@@ -265,6 +268,17 @@ def dominant_activity(row: dict[str, Any]) -> str | None:
     seconds = {a: _num(row.get(f"{a}_s")) or 0.0 for a in ACTIVITIES}
     best = max(ACTIVITIES, key=seconds.__getitem__)
     return best if seconds[best] > 0 else None
+
+
+def one_per_point(rows: list[dict[str, Any]], tags: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows in time order, one per time and identity tags (docs/influx.md): a point stored again under another
+    tag set (a tag the schema does not have, such as a second bridge's) comes back as another row, and was drawn
+    and counted again. Their fields are merged, the first row's first, as InfluxDB merges one point's."""
+    points: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in _by_time(rows):
+        point = points.setdefault((r["time_s"], *(r.get(tag) for tag in tags)), {})
+        point.update({name: value for name, value in r.items() if point.get(name) is None})
+    return list(points.values())
 
 
 def _by_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

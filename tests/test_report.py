@@ -356,6 +356,23 @@ def test_values_beyond_a_minute_are_bounded(influx, tmp_path):
     assert "worn 2.0 min · slouch 1.5 min (75 % of worn time)" in out.read_text(encoding="utf-8")
 
 
+def test_a_point_under_several_tag_sets_counts_once(influx, tmp_path):
+    """The same minute stored under another tag set (a tag such as bridge=b2) comes back as another row: 10 minutes
+    stored thrice were drawn as 30 minutes worn."""
+    t0 = datetime(2025, 6, 10, 9, tzinfo=UTC).timestamp()
+    lines = minute_lines("D", t0, 10)
+    lines += [line.replace("device_id=D ", f"device_id=D,{tag} ") for tag in ("bridge=b2", "gateway=g1")
+              for line in lines]
+    rotation = f"posture_rotation,device_id=D,side=left duration_s=1,peak_deg=30 {int((t0 + 5) * 1000)}"
+    lines += [rotation, rotation.replace("side=left", "bridge=b2,side=left"), rotation.replace("left", "right")]
+    write_line_protocol(influx, DB, lines)
+    assert len(influx.rows("SELECT worn_s FROM posture_minute", DB)) == 30
+    report = cli.write_day_report(InfluxSettings(url=influx.url, database=DB), "D", "2025-06-10",
+                                  tmp_path / "report.png", "UTC")
+    assert len(report.minutes) == 10 and report.totals.worn_s == 600.0
+    assert sorted(r.side for r in report.rotations) == ["left", "right"]  # a side is a point of its own
+
+
 @contextlib.contextmanager
 def not_influxdb(body: bytes, trickle_s: float = 0.0):
     """A real HTTP server on a free port that answers every request 200 with `body`; with trickle_s, it sends a
