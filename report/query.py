@@ -11,6 +11,7 @@ without that policy (older than the live stream, or a bridge that never wrote on
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from contract.influx_schema import ALERT_MEASUREMENT, FIELDS, MEASUREMENT, TAGS
@@ -18,7 +19,10 @@ from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
 from .day import LIVE_STEP_S, DayRows
 
-TIMEOUT_S = 30.0
+TIMEOUT_S = 30.0  # for each read
+# For all of a day's queries: a server that answers a byte at a time would hold the report for ever. A day is a few
+# thousand rows a measurement, which InfluxDB answers in a second or so.
+DEADLINE_S = 120.0
 
 
 def _columns(kind: str) -> tuple[str, tuple[str, ...]]:
@@ -42,10 +46,11 @@ __all__ = ["COLUMNS", "LIVE_STEP_S", "QueryError", "fetch_day"]
 def fetch_day(settings: InfluxSettings, device: str, start_s: float, end_s: float) -> DayRows:
     """The device's points with start_s <= time < end_s, and its live stream over that span in LIVE_STEP_S means."""
     start_ms, end_ms = int(round(start_s * 1000)), int(round(end_s * 1000))
+    deadline = time.monotonic() + DEADLINE_S
     statements = day_statements(device, start_ms, end_ms)
-    rows = {name: parse_rows(query(settings, statement, timeout_s=TIMEOUT_S), settings.database)
+    rows = {name: parse_rows(query(settings, statement, timeout_s=TIMEOUT_S, deadline=deadline), settings.database)
             for name, statement in zip(COLUMNS, statements)}
-    return DayRows(**rows, live=fetch_live(settings, device, start_ms, end_ms))
+    return DayRows(**rows, live=fetch_live(settings, device, start_ms, end_ms, deadline))
 
 
 def _where(device: str, start_ms: int, end_ms: int) -> str:
@@ -57,11 +62,12 @@ def day_statements(device: str, start_ms: int, end_ms: int) -> list[str]:
             f"WHERE {_where(device, start_ms, end_ms)}" for measurement, columns in COLUMNS.values()]
 
 
-def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int,
+               deadline: float | None = None) -> list[dict[str, Any]]:
     """LIVE_STEP_S buckets with angles: time_s (bucket start), flexion_deg, lateral_deg (means), samples (with
     angles) and slouching_samples (of those, slouching; None for none). [] where the live policy does not exist."""
     statement = live_statement(settings.live_policy, device, start_ms, end_ms)
-    body = query(settings, statement, timeout_s=TIMEOUT_S)
+    body = query(settings, statement, timeout_s=TIMEOUT_S, deadline=deadline)
     if any(NO_POLICY in str(result.get("error", "")) for result in body.get("results") or []):
         return []  # a database from before the live stream: minutes only
     return parse_rows(body, settings.database)

@@ -169,10 +169,11 @@ def make_writer(settings: InfluxSettings, live: bool = False) -> Writer:
 
 
 def v1_request(settings: InfluxSettings, method: str, path: str, params: dict[str, str],
-               body: bytes | None = None, timeout_s: float = TIMEOUT_S) -> tuple[int, bytes]:
+               body: bytes | None = None, timeout_s: float = TIMEOUT_S,
+               deadline: float | None = None) -> tuple[int, bytes]:
     """One request to the v1 API: (status, body). An HTTP error status is returned; an unreachable
     server raises InfluxError. 1.x users go in basic auth; a 2.x token (or 1.8's "user:password") in
-    the Token header."""
+    the Token header. timeout_s bounds each read; `deadline` (time.monotonic()), if given, the whole answer."""
     base, user, password = _endpoint(settings)
     url = f"{base}{path}?{urllib.parse.urlencode(params)}"
     headers = {"Accept": "application/json"} if body is None else {"Content-Type": "text/plain; charset=utf-8"}
@@ -182,26 +183,42 @@ def v1_request(settings: InfluxSettings, method: str, path: str, params: dict[st
     elif settings.token:
         headers["Authorization"] = f"Token {settings.token}"
     request = urllib.request.Request(url, data=body, headers=headers, method=method)
+    if deadline is not None:
+        timeout_s = max(min(timeout_s, deadline - time.monotonic()), 0.001)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as reply:
-            return int(reply.status), bytes(reply.read())
+            return int(reply.status), _read_by(reply, deadline)
     except urllib.error.HTTPError as exc:
-        return exc.code, bytes(exc.read())
+        return exc.code, _read_by(exc, deadline)
     except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot read
         raise InfluxError(f"InfluxDB at {redact(base)} did not answer {path}: {_reason(exc)}") from None
 
 
+def _read_by(reply: Any, deadline: float | None) -> bytes:
+    """The body, read by `deadline`: a socket's timeout is per read, so a server sending a byte now and then held
+    its reader for ever."""
+    if deadline is None:
+        return bytes(reply.read())
+    parts = []
+    while part := reply.read1(64 * 1024):  # what one read brings: read(n) would wait for all n bytes
+        parts.append(part)
+        if time.monotonic() > deadline:
+            raise TimeoutError("its answer was still coming when the time allowed ran out")
+    return b"".join(parts)
+
+
 def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
-          timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+          timeout_s: float = TIMEOUT_S, deadline: float | None = None) -> dict[str, Any]:
     """An InfluxQL statement on settings.database over `/query`: its JSON. GET for reads, POST for the
     rest (1.x wants POST for statements that change things). A statement's own error stays in the
-    answer (`results[i].error`) for the caller to word; HTTP errors and silence raise QueryError."""
+    answer (`results[i].error`) for the caller to word; HTTP errors and silence raise QueryError, and so does an
+    answer unfinished at `deadline` (time.monotonic())."""
     statement = q.lstrip().upper()
     reads = statement.startswith("SHOW") or (statement.startswith("SELECT") and " INTO " not in statement)
     method = "GET" if reads else "POST"
     params = {"q": q} | ({"db": settings.database} if settings.database else {}) | ({"epoch": epoch} if epoch else {})
     try:
-        status, body = v1_request(settings, method, "/query", params, timeout_s=timeout_s)
+        status, body = v1_request(settings, method, "/query", params, timeout_s=timeout_s, deadline=deadline)
     except InfluxError as exc:
         raise QueryError(str(exc)) from None
     try:

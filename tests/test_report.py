@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from posture.local_servers import InfluxDB1, http
-from report import cli, draw
+from report import cli, draw, query
 from report.day import DayRows, build_day_report, day_bounds, live_buckets, merge_spans
 from report.query import QueryError, influxql_string
 from service_io.config import load_config
@@ -418,3 +418,14 @@ def test_an_arithmetic_error_is_one_line(tmp_path):
         with pytest.raises(ValueError, match=r"^a value stored for D on 2025-06-10 is out of range \(.*\)$"):
             posture_report("--device", "D", "--day", "2025-06-10", "--timezone", "UTC", "--influx-url", url,
                            "--out", str(tmp_path / "report.png"))
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_that_trickles_meets_one_deadline(tmp_path, monkeypatch):
+    """A server sending a byte every few seconds held the report for ever: the socket's timeout is per read."""
+    monkeypatch.setattr(query, "DEADLINE_S", 1.0, raising=False)
+    with not_influxdb(b"", trickle_s=0.2) as url:
+        began = time.monotonic()
+        with pytest.raises(QueryError, match=r"did not answer /query: its answer was still coming when the time"):
+            cli.write_day_report(InfluxSettings(url=url), "D", "2025-06-10", tmp_path / "report.png", "UTC")
+        assert time.monotonic() - began < 5.0
