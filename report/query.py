@@ -68,7 +68,7 @@ def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int
     angles) and slouching_samples (of those, slouching; None for none). [] where the live policy does not exist."""
     statement = live_statement(settings.live_policy, device, start_ms, end_ms)
     body = query(settings, statement, timeout_s=TIMEOUT_S, deadline=deadline)
-    if any(NO_POLICY in str(result.get("error", "")) for result in body.get("results") or []):
+    if any(NO_POLICY in str(result.get("error", "")) for result in _results(body, settings.database)):
         return []  # a database from before the live stream: minutes only
     return parse_rows(body, settings.database)
 
@@ -84,21 +84,51 @@ def live_statement(policy: str, device: str, start_ms: int, end_ms: int, step_s:
 
 
 def parse_rows(body: dict[str, Any], database: str) -> list[dict[str, Any]]:
-    """`/query?epoch=ms`'s JSON for one statement → rows: column → value, and `time_s` in place of `time`."""
+    """`/query?epoch=ms`'s JSON for one statement → rows: column → value, and `time_s` in place of `time`.
+    QueryError for an error in it, an answer cut short, or JSON that is not InfluxDB's."""
     rows = []
-    for result in body.get("results") or []:
+    for result in _results(body, database):
         if "error" in result:
-            raise QueryError(f"InfluxDB query on {database}: {result['error']}")
-        for series in result.get("series") or []:
+            raise QueryError(f"InfluxDB query on {database}: {_one_line(result['error'])}")
+        series_list = result.get("series") or []
+        if not isinstance(series_list, list) or not all(isinstance(series, dict) for series in series_list):
+            raise _not_influxdb(database, "series is not a list of series")
+        for series in series_list:
             if result.get("partial") or series.get("partial"):
                 # 1.x with [http] max-row-limit stops an answer there: drawn, the day would end early without a word.
                 raise QueryError(f"InfluxDB on {database} cut its answer short at its [http] max-row-limit: raise "
                                  "it to 10000 or more (a day's live trace is up to 8640 rows), or set 0 for no limit")
-            for values in series["values"]:
-                row = dict(zip(series["columns"], values))
-                row["time_s"] = row.pop("time") / 1000.0
+            columns, values = series.get("columns"), series.get("values")
+            if not (isinstance(columns, list) and "time" in columns and isinstance(values, list)
+                    and all(isinstance(row, list) and len(row) == len(columns) for row in values)):
+                raise _not_influxdb(database, "a series without time, columns or values")
+            for value_list in values:
+                row = dict(zip(columns, value_list))
+                time_ms = row.pop("time")
+                if isinstance(time_ms, bool) or not isinstance(time_ms, int | float):
+                    raise _not_influxdb(database, f"a time of {str(time_ms)[:40]!r}, not epoch milliseconds")
+                row["time_s"] = time_ms / 1000.0
                 rows.append(row)
     return rows
+
+
+def _results(body: dict[str, Any], database: str) -> list[dict[str, Any]]:
+    """The answer's results; QueryError for an error at its top (in a 200 answer too), or none as InfluxDB gives."""
+    if "error" in body:
+        raise QueryError(f"InfluxDB query on {database}: {_one_line(body['error'])}")
+    results = body.get("results")
+    if not isinstance(results, list) or not all(isinstance(result, dict) for result in results):
+        raise _not_influxdb(database, "no list of results")
+    return results
+
+
+def _not_influxdb(database: str, what: str) -> QueryError:
+    return QueryError(f"/query on {database} answered what InfluxDB does not ({what}): is influx.url an InfluxDB?")
+
+
+def _one_line(error: Any) -> str:
+    """InfluxDB's error as one line for the terminal: its lines joined, and not a page of it."""
+    return " ".join(str(error).split())[:300]
 
 
 def influxql_string(text: str) -> str:

@@ -429,3 +429,19 @@ def test_an_answer_that_trickles_meets_one_deadline(tmp_path, monkeypatch):
         with pytest.raises(QueryError, match=r"did not answer /query: its answer was still coming when the time"):
             cli.write_day_report(InfluxSettings(url=url), "D", "2025-06-10", tmp_path / "report.png", "UTC")
         assert time.monotonic() - began < 5.0
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"results": "x"}', "answered what InfluxDB does not (no list of results)"),
+    (b'{"results": [{"series": [{"values": [[1, 2]]}]}]}', "(a series without time, columns or values)"),
+    (b'{"results": [{"series": [{"columns": ["time", "worn_s"], "values": [["2025-06-10T09:00:00Z", 60]]}]}]}',
+     "(a time of '2025-06-10T09:00:00Z', not epoch milliseconds)"),
+    # A 200 answer with an error at its top was read as no data.
+    (b'{"error": "something\\nbad"}', "InfluxDB query on posture: something bad"),
+], ids=["results", "columns", "time", "error"])
+def test_json_that_is_not_influxdbs_is_one_line(tmp_path, body, message):
+    """Each gave a traceback (AttributeError, KeyError, TypeError), or "no data" for an error."""
+    with not_influxdb(body) as url:
+        with pytest.raises(QueryError) as caught:
+            cli.write_day_report(InfluxSettings(url=url), "D", "2025-06-10", tmp_path / "report.png", "UTC")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
