@@ -178,10 +178,10 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     leans = [Lean(r["time_s"], r["side"], d, _angle(r.get("mean_lateral_deg")))
              for r in one_per_point(rows.leans, TAGS["lean"])
              if r.get("side") in SIDES and (d := duration(r)) is not None]
-    calibrations = [Calibration(r["time_s"], r.get("status") or "", r.get("message") or "")
+    calibrations = [Calibration(r["time_s"], _text(r.get("status")), _text(r.get("message")))
                     for r in one_per_point(rows.calibrations, TAGS["calibration"])]
-    alerts = [Alert(r["time_s"], r.get("kind") or "", r.get("title") or "",
-                    r.get("text") or ": ".join(x for x in (r.get("title"), r.get("message")) if x))
+    alerts = [Alert(r["time_s"], _text(r.get("kind")), _text(r.get("title")),
+                    _text(r.get("text")) or ": ".join(x for x in (_text(r.get("title")), _text(r.get("message"))) if x))
               for r in one_per_point(rows.alerts, ALERT_TAGS)]
     # The axis spans what was recorded: a few minutes of data on a 24-hour axis would be a sliver.
     starts = [r["time_s"] for r in (*rows.minutes, *rows.slouches, *rows.rotations, *rows.leans,
@@ -295,6 +295,11 @@ def _num(value: Any) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str:
+    """A text field as text: a writer may have stored it as a number or a boolean."""
+    return "" if value is None else str(value)
 
 
 def _within(value: Any, low: float, high: float) -> float | None:

@@ -177,6 +177,18 @@ def test_day_totals_from_rows():
     assert build_day_report("Desk", date(2025, 6, 1), utc, little).totals.rotation_symmetry_index is None
 
 
+def test_text_fields_of_another_type_are_text():
+    """An alert's text or title, a calibration's message stored as an integer or a boolean: TypeError and
+    AttributeError tracebacks (joining the title, escaping the page)."""
+    t0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC).timestamp()
+    rows = DayRows(minutes=[minute(t0)], calibrations=[{"time_s": t0, "status": "calibrated", "message": 3}],
+                   alerts=[{"time_s": t0 + 1, "kind": "slouch", "text": 5},
+                           {"time_s": t0 + 2, "kind": "slouch", "title": True, "message": "m"}])
+    report = build_day_report("Desk", date(2025, 6, 1), UTC, rows)
+    assert [a.text for a in report.alerts] == ["5", "True: m"] and report.calibrations[0].message == "3"
+    assert "<td>True: m</td>" in draw.html_page(report, b"")
+
+
 def test_day_is_local_midnight_to_midnight():
     start_s, end_s = day_bounds(date(2025, 3, 30), ZoneInfo("Europe/Berlin"))  # clocks go forward: 23 h
     assert start_s == datetime(2025, 3, 29, 23, 0, tzinfo=UTC).timestamp()
