@@ -30,6 +30,9 @@ FIGURE_SIZE_IN = (14.0, 10.0)
 DPI = 120
 DAY_S = 86400.0  # matplotlib's date numbers count days
 
+# A day with only the live stream or events: its totals would read "worn 0.0 min", as if it had not been worn.
+NO_MINUTES = "no per-minute totals that day"
+
 COLOR = {"flexion": "#1f4e9a", "lateral": "#d9771e", "slouch": "#e15759", "alert": "#7b3294",
          "calibration": "#6b6b6b", "left": "#4e79a7", "right": "#f28e2b",
          "sitting": "#4e79a7", "standing": "#59a14f", "walking": "#edc948", "lying": "#b07aa1"}
@@ -58,11 +61,11 @@ def figure(report: DayReport) -> Figure:
 
 def header_line(report: DayReport) -> str:
     t = report.totals
-    slouch = f"slouch {format_duration(t.slouch_s)}"
+    totals = f"worn {format_duration(t.worn_s)} · slouch {format_duration(t.slouch_s)}"
     if t.slouch_pct_of_worn is not None:
-        slouch += f" ({t.slouch_pct_of_worn:.0f} % of worn time)"
-    return (f"{report.device} · {report.day.isoformat()} ({zone_name(report)}) · worn {format_duration(t.worn_s)}"
-            f" · {slouch} · {report.alerts_said()}")
+        totals += f" ({t.slouch_pct_of_worn:.0f} % of worn time)"
+    return (f"{report.device} · {report.day.isoformat()} ({zone_name(report)}) · "
+            f"{totals if report.minutes else NO_MINUTES} · {report.alerts_said()}")
 
 
 def format_duration(seconds: float) -> str:
@@ -258,8 +261,8 @@ def html_page(report: DayReport, png: bytes) -> str:
         *((f"lean {s}", f"{format_duration(t.lean_s[s])} ({plural(t.leans[s], 'lean')})") for s in SIDES),
         *((f"rotations {s}", f"{t.rotations[s]}, mean peak {_degrees(t.rotation_peak_mean_deg[s])}") for s in SIDES),
         ("rotation symmetry index (+ right-dominant)", si),
-        ("alerts", report.alerts_said()),
-    ]
+    ] if report.minutes else [("totals", NO_MINUTES)]
+    totals.append(("alerts", report.alerts_said()))
     rows = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in totals)
     alerts = "\n".join(f"<tr><td>{datetime.fromtimestamp(a.time_s, report.tz):%H:%M:%S}</td>"
                        f"<td>{e(a.kind)}</td><td>{e(a.text)}</td></tr>" for a in report.alerts)

@@ -189,6 +189,17 @@ def test_text_fields_of_another_type_are_text():
     assert "<td>True: m</td>" in draw.html_page(report, b"")
 
 
+def test_a_day_without_minutes_says_it_has_no_totals():
+    """Only the live stream and events that day: "worn 0.0 min · slouch 0.0 min" said the sensor was not worn."""
+    t0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC).timestamp()
+    rows = DayRows(live=[{"time_s": t0, "flexion_deg": 5.0, "lateral_deg": 0.0, "samples": 10}],
+                   alerts=[{"time_s": t0 + 1, "kind": "slouch", "text": "Sit up"}])
+    report = build_day_report("Desk", date(2025, 6, 1), UTC, rows)
+    assert draw.header_line(report) == "Desk · 2025-06-01 (UTC) · no per-minute totals that day · 1 alert"
+    page = draw.html_page(report, b"")
+    assert "no per-minute totals that day" in page and "worn" not in page
+
+
 def test_day_is_local_midnight_to_midnight():
     start_s, end_s = day_bounds(date(2025, 3, 30), ZoneInfo("Europe/Berlin"))  # clocks go forward: 23 h
     assert start_s == datetime(2025, 3, 29, 23, 0, tzinfo=UTC).timestamp()
