@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import tempfile
 from datetime import date as Date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,10 +90,37 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
         raise ValueError(f"no data for device {device} on {date.isoformat()} in {influx.database}")
     report = build_day_report(device, date, tz, rows)
     png = png_bytes(report)
-    if suffix == ".png":
-        out.write_bytes(png)
-    else:
-        out.write_text(html_page(report, png), encoding="utf-8")
+    write_whole(out, png if suffix == ".png" else html_page(report, png).encode("utf-8"))
     return report
+
+
+def write_whole(out: Path, data: bytes) -> None:
+    """`out` holds `data`, or what it held: a full disk or a kill midway left a truncated file in place of the
+    previous report. Written beside it and renamed over it; a FIFO or a device is written to, never replaced."""
+    target = Path(os.path.realpath(out))  # through a link, as open() goes
+    if target.exists() and not target.is_file():
+        target.write_bytes(data)
+        return
+    try:
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(f"cannot write {out}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.chmod(temp, 0o666 & ~_umask())  # as open() would have made it: mkstemp's 0600 hides it from a web server
+        os.replace(temp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(exc, OSError):
+            raise OSError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 

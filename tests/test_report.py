@@ -224,6 +224,25 @@ def test_the_command(chain_influx, tmp_path):
                                    f"in {chain_influx.database}")
 
 
+def test_a_write_that_fails_leaves_the_previous_report(influx, tmp_path):
+    """On a full disk the report was written over the previous one in place, leaving a truncated file. A limit on
+    file size (RLIMIT_FSIZE) fails the write as a full disk does, without a file system of its own."""
+    write_line_protocol(influx, DB, minute_lines("D", datetime(2025, 6, 10, 9, tzinfo=UTC).timestamp(), 10))
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "report.png"
+    previous = PNG_MAGIC + b"the previous report" * 1000
+    out.write_bytes(previous)
+    limited = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000)); "
+               "from posture.cli import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", limited, "report", "--device", "D", "--day", "2025-06-10",
+                           "--timezone", "UTC", "--influx-url", influx.url, "--database", DB, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == f"posture report: cannot write {out}: File too large"
+    assert out.read_bytes() == previous
+    assert [p.name for p in out.parent.iterdir()] == ["report.png"]  # nor a temporary file left beside it
+
+
 # --- the live stream: seconds where it was kept, minutes elsewhere ---------------------------------
 
 
