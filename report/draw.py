@@ -46,7 +46,9 @@ def png_bytes(report: DayReport, dpi: int = DPI) -> bytes:
 
 def figure(report: DayReport) -> Figure:
     fig = Figure(figsize=FIGURE_SIZE_IN, layout="constrained")
-    fig.suptitle(header_line(report), fontsize=13, fontweight="bold")
+    # Text from the data (the device, alert kinds) is drawn as written: matplotlib reads $…$ as math, and
+    # refuses what it cannot parse.
+    fig.suptitle(header_line(report), fontsize=13, fontweight="bold", parse_math=False)
     # 2 × 1 subfigures come as an array; matplotlib's stub allows a single SubFigure here as well.
     top, bottom = cast(np.ndarray, fig.subfigures(2, 1, height_ratios=[1.55, 1.0]))
     ax_angles, ax_activity = top.subplots(2, 1, sharex=True, height_ratios=[4.0, 0.8])
@@ -120,7 +122,7 @@ def _draw_angles(ax: Axes, report: DayReport) -> None:
     for a in report.alerts:
         ax.axvline(_num(report, a.time_s), color=COLOR["alert"], ls="--", lw=1.1)
         ax.text(_num(report, a.time_s), 0.98, f"{a.kind} ", transform=label_y, rotation=90, va="top", ha="right",
-                fontsize=8, color=COLOR["alert"])
+                fontsize=8, color=COLOR["alert"], parse_math=False)
     ax.set_ylabel("trunk angle (°)\nflexion + forward · lateral + right")
     resolution = f"{step} means of the live stream" if report.live else "per-minute means"
     if report.live and report.trace_minutes:

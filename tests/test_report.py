@@ -200,6 +200,17 @@ def test_a_day_without_minutes_says_it_has_no_totals():
     assert "no per-minute totals that day" in page and "worn" not in page
 
 
+def test_text_from_the_data_is_drawn_as_written():
+    """matplotlib read an alert kind in $…$ as math: "$\\frac{$" stopped the report (ValueError), "$x^2$" drew x²."""
+    t0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC).timestamp()
+    rows = DayRows(minutes=[minute(t0)], alerts=[{"time_s": t0 + 1, "kind": "$\\frac{$", "text": "x"},
+                                                 {"time_s": t0 + 2, "kind": "$x^2$", "text": "y"}])
+    report = build_day_report("Desk", date(2025, 6, 1), UTC, rows)
+    assert png_size(draw.png_bytes(report))[0] >= 1000
+    texts = [t for t in draw.figure(report).subfigs[0].axes[0].texts if "$" in t.get_text()]
+    assert len(texts) == 2 and not any(t.get_parse_math() for t in texts)
+
+
 def test_day_is_local_midnight_to_midnight():
     start_s, end_s = day_bounds(date(2025, 3, 30), ZoneInfo("Europe/Berlin"))  # clocks go forward: 23 h
     assert start_s == datetime(2025, 3, 29, 23, 0, tzinfo=UTC).timestamp()
