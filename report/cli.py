@@ -69,13 +69,17 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
     InfluxDB does not answer.
     """
     # Imported here: matplotlib takes a second to load, which `--help` and the other subcommands should not pay.
+    from contract.identity import ID_CHARS, ID_PATTERN, MAX_ID_LEN
+
     from .day import build_day_report, day_bounds
     from .draw import html_page, png_bytes
-    from .query import fetch_day
+    from .query import MAX_TIME_S, MIN_TIME_S, fetch_day
 
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"--out must end in .png or .html, not {out.name!r}")
+    if not ID_PATTERN.fullmatch(device):  # as every topic and tag has it: anything else has no data
+        raise ValueError(f"--device must be a device id, 1 to {MAX_ID_LEN} of {ID_CHARS}, not {device[:70]!r}")
     try:
         date = Date.fromisoformat(day)
     except ValueError:
@@ -85,6 +89,8 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
         bounds = day_bounds(date, tz)
     except (OverflowError, OSError, ValueError):  # 9999-12-31 ends past what a datetime holds; 0001-01-01 too, east
         raise ValueError(f"--day {day} is out of range") from None
+    if not MIN_TIME_S <= bounds[0] < bounds[1] <= MAX_TIME_S:
+        raise ValueError(f"--day {day} is out of range")
     rows = fetch_day(influx, device, *bounds)
     if rows.empty():
         raise ValueError(f"no data for device {device} on {date.isoformat()} in {influx.database}")

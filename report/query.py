@@ -19,6 +19,8 @@ from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
 from .day import LIVE_STEP_S, DayRows
 
+# The times InfluxDB can hold and query (int64 nanoseconds): 1677-09-21T00:12:43Z to 2262-04-11T23:47:16Z.
+MIN_TIME_S, MAX_TIME_S = -9_223_372_036.854775806, 9_223_372_036.854775806
 TIMEOUT_S = 30.0  # for each read
 # For all of a day's queries: a server that answers a byte at a time would hold the report for ever. A day is a few
 # thousand rows a measurement, which InfluxDB answers in a second or so.
