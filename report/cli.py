@@ -109,6 +109,12 @@ def write_whole(out: Path, data: bytes) -> None:
         return
     try:
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except PermissionError:  # a folder we may not add to (a web root) holding a file we may write: in place, as before
+        try:
+            target.write_bytes(data)
+        except OSError as exc:
+            raise OSError(f"cannot write {out}: {exc.strerror or exc}") from None
+        return
     except OSError as exc:
         raise OSError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:

@@ -16,11 +16,13 @@ live stream shades it.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
+from importlib import resources
 from typing import Any
 
 from contract.influx_schema import TAGS
@@ -34,7 +36,10 @@ LIVE_STEP_S = 10  # the live trace's resolution in the report, s: a day is 8640 
 # What a value can be as read (bounded_minute, _angle): the schema lets a count reach 2**63-1, a float 1e308, and a
 # wrongly typed writer store anything; one such point crashed the drawing or made a day of years.
 MAX_ANGLE_DEG = 180.0  # beyond, it is no trunk angle: left out
-ALERT_TAGS = ("kind",)  # what tells two alerts of a device at one time apart (severity goes with the kind)
+# A minute's seconds as the contract bounds them: room for a sensor clock running fast (60 s would cut a true day).
+MINUTE_MAX_S = float(json.loads((resources.files("contract") / "schemas" / "metrics.json").read_text())
+                     ["properties"]["worn_s"]["maximum"])
+ALERT_TAGS = ("kind", "alert_id")  # what tells two alerts of a device at one time apart
 MAX_ROTATIONS_PER_MINUTE = 120  # two excursions out and back a second: more than a trunk turns
 
 
@@ -218,8 +223,8 @@ def bounded_minute(row: dict[str, Any]) -> dict[str, Any]:
     each), angles (else None)."""
     bounded: dict[str, Any] = {"time_s": row["time_s"]}
     for name in ("worn_s", *(f"{a}_s" for a in ACTIVITIES), *(f"lean_{side}_s" for side in SIDES)):
-        bounded[name] = _within(row.get(name), 0.0, MINUTE_S)
-    worn_s = MINUTE_S if bounded["worn_s"] is None else bounded["worn_s"]
+        bounded[name] = _within(row.get(name), 0.0, MINUTE_MAX_S)
+    worn_s = MINUTE_MAX_S if bounded["worn_s"] is None else bounded["worn_s"]
     bounded["slouch_s"] = _within(row.get("slouch_s"), 0.0, worn_s)
     for side in SIDES:
         count = _within(row.get(f"rotations_{side}"), 0.0, MAX_ROTATIONS_PER_MINUTE)
@@ -276,7 +281,7 @@ def one_per_point(rows: list[dict[str, Any]], tags: tuple[str, ...] = ()) -> lis
     and counted again. Their fields are merged, the first row's first, as InfluxDB merges one point's."""
     points: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in _by_time(rows):
-        point = points.setdefault((r["time_s"], *(r.get(tag) for tag in tags)), {})
+        point = points.setdefault((r["time_s"], *(repr(r.get(tag)) for tag in tags)), {})  # repr: any value keys
         point.update({name: value for name, value in r.items() if point.get(name) is None})
     return list(points.values())
 

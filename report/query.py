@@ -39,7 +39,7 @@ COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "rotations": _columns("rotation"),
     "leans": _columns("lean"),
     "calibrations": _columns("calibration"),
-    "alerts": (ALERT_MEASUREMENT, ("kind", "title", "message", "text")),
+    "alerts": (ALERT_MEASUREMENT, ("alert_id", "kind", "title", "message", "text")),
 }
 
 __all__ = ["COLUMNS", "LIVE_STEP_S", "QueryError", "fetch_day"]

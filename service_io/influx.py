@@ -186,10 +186,11 @@ def v1_request(settings: InfluxSettings, method: str, path: str, params: dict[st
     if deadline is not None:
         timeout_s = max(min(timeout_s, deadline - time.monotonic()), 0.001)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
-            return int(reply.status), _read_by(reply, deadline)
-    except urllib.error.HTTPError as exc:
-        return exc.code, _read_by(exc, deadline)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+                return int(reply.status), _read_by(reply, deadline)
+        except urllib.error.HTTPError as exc:
+            return exc.code, _read_by(exc, deadline)  # its body too may come too slowly
     except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot read
         raise InfluxError(f"InfluxDB at {redact(base)} did not answer {path}: {_reason(exc)}") from None
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -32,6 +34,7 @@ RECLAIM_PAGES = 256  # 1 MiB of 4 KiB pages: less is not worth a checkpoint
 INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
 log = logging.getLogger("posture.spool")
+WRITE_BACK_RETRY_S = 60.0  # a deleted spool that could not be written back (a full disk) is tried again after this
 
 
 class SpoolError(OSError):
@@ -40,7 +43,7 @@ class SpoolError(OSError):
 
 class Spool:
     def __init__(self, path: Path, max_items: int = 1_000_000):
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # a chdir later must not make it look deleted (_write_back_if_deleted)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_items = max_items
         self.dropped = 0  # items deleted to make room (max_items), expendable ones included
@@ -69,6 +72,7 @@ class Spool:
                              "WHERE expires_at IS NOT NULL")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
         self._key_index = False  # made when first needed (oldest): building it must never keep a spool from opening
+        self._write_back_after = -math.inf  # a failed write-back (_write_back_if_deleted) waits before the next
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -188,19 +192,27 @@ class Spool:
         next start found none of it (a helper: 71 devices' alert state gone, not a line said). Written back to
         `path` (SQLite's backup of what this connection sees), and used from there. A file put in its place is not
         ours to overwrite: we go on with ours, as before."""
-        if self.path.exists():
+        if self.path.exists() or time.monotonic() < self._write_back_after:
             return
-        log.warning("spool %s was deleted while in use: written back", self.path)
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's pages into the (unlinked) file
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         copy = self.path.with_name(self.path.name + ".restoring")
-        with contextlib.closing(sqlite3.connect(copy)) as target:
-            self._db.backup(target)
-        self._db.close()  # removes the old file's -wal and -shm, before the copy takes the name
-        copy.replace(self.path)
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's pages into the (unlinked) file
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(copy)) as target:
+                self._db.backup(target)
+            copy.replace(self.path)  # before the old connection closes: until here, a failure leaves it as it was
+        except (OSError, sqlite3.Error) as exc:  # a full disk, the folder deleted again: on with the old file, later
+            with contextlib.suppress(OSError):
+                copy.unlink()
+            self._write_back_after = time.monotonic() + WRITE_BACK_RETRY_S
+            log.warning("spool %s was deleted while in use and cannot be written back yet (%s); tried again in %.0f s",
+                        self.path, exc, WRITE_BACK_RETRY_S)
+            return
+        self._db.close()  # the old file's -wal and -shm go with it; the new file has none yet
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        log.warning("spool %s was deleted while in use: written back", self.path)
 
     def close(self) -> None:
         with self._lock:
