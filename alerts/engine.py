@@ -113,7 +113,8 @@ class AlertEngine:
             self._close_day(state, day)
             folded = None
         state.add_minute(doc)
-        if state.summary_sent_day == day and doc["ts"] < (due_ms := self._summary_due_ms(day)):
+        if (state.summary_sent_day == day and (at := self.rules.habit.summary_at()) is not None
+                and doc["ts"] < (due_ms := self._summary_due_ms(day, at))):
             # A minute before summary_time that came after a summary sent on the fallback (the sensor's backlog): the
             # day is judged on all that arrived up to then, not only on what the summary could see.
             state.summary_goal_met = self._goal_met(self.today_totals(state, due_ms))
@@ -259,7 +260,7 @@ class AlertEngine:
         now = local(now_s, self.tz)
         today = now.date().isoformat()
         out = []
-        due_ms = self._summary_due_ms(today)
+        due_ms = self._summary_due_ms(today, at)
         if now_s < self._ticked_s:  # the clock was set back (it ran ahead): a device set aside may owe one again
             self._summary_due = set(self.devices)
         self._ticked_s = now_s
@@ -436,10 +437,8 @@ class AlertEngine:
         return chosen.as_payload(side, self.catalog.safety)
 
     # days -------------------------------------------------------------------------------
-    def _summary_due_ms(self, day: str) -> int:
-        """When the day's summary is due (habit.summary_time on that day, local)."""
-        at = self.rules.habit.summary_at()
-        assert at is not None  # asked only where a summary is kept
+    def _summary_due_ms(self, day: str, at: TimeOfDay) -> int:
+        """When the day's summary is due: `at` (habit.summary_at) on that day, local."""
         return int(datetime.combine(Date.fromisoformat(day), at, tzinfo=self.tz).timestamp() * 1000)
 
     def _date(self, t_s: float) -> str:

@@ -37,6 +37,11 @@ log = logging.getLogger("posture.spool")
 WRITE_BACK_RETRY_S = 60.0  # a deleted spool that could not be written back (a full disk) is tried again after this
 
 
+def _journal(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process crashes
+
+
 class SpoolError(OSError):
     """The spool file could not be opened or written (disk full, read-only, not a database)."""
 
@@ -56,8 +61,7 @@ class Spool:
             # on a full disk fail, where reading and sending what the file holds still works.
             if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
                 self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process crashes
+            _journal(self._db)
             self._db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "key TEXT NOT NULL, body BLOB NOT NULL)")
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
@@ -210,8 +214,7 @@ class Spool:
             return
         self._db.close()  # the old file's -wal and -shm go with it; the new file has none yet
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        _journal(self._db)
         log.warning("spool %s was deleted while in use: written back", self.path)
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ from support.alerts import (
     stop,
     wait_online,
     write_config,
+    zone_at,
 )
 from support.day_messages import scenario_messages, slouchy_minute
 from support.homeassistant import check_config
@@ -176,18 +177,11 @@ def test_a_summary_due_while_the_service_was_away_covers_the_backlog(tmp_path, b
     assert summary["goal_met"] is False
 
 
-def zone_at_one_am() -> str:
-    """A zone where it is now 01:xx: yesterday's evening lies 3-5 hours back. Etc/GMT-N is UTC+N."""
-    offset = (1 - time.gmtime().tm_hour) % 24
-    offset = offset - 24 if offset > 14 else offset
-    return f"Etc/GMT{'-' if offset >= 0 else '+'}{abs(offset)}"
-
-
 def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
     """Yesterday evening's minutes (20:00-22:00) and nothing since: Home Assistant read `today` as 120 minutes worn,
     yesterday's, until the sensor's first minute of the new day. It is the new day, empty, and stays so when a late
     minute of yesterday comes."""
-    zone = zone_at_one_am()
+    zone = zone_at(1)  # 01:xx: yesterday's evening lies 3-5 hours back
     yesterday = (datetime.now(ZoneInfo(zone)) - timedelta(days=1)).date()
     evening_s = datetime(yesterday.year, yesterday.month, yesterday.day, 20, tzinfo=ZoneInfo(zone)).timestamp()
     config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n",

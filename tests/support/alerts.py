@@ -19,11 +19,17 @@ from support.mqtt import client, wait_for
 DEVICE = "DeskSensor"
 
 
+def zone_at(hour: int) -> str:
+    """A time zone where it is now `hour`:xx, whatever hour the test runs. Etc/GMT+N is UTC−N (−12 to +14 east)."""
+    east = hour - time.gmtime().tm_hour
+    east += 24 if east < -12 else -24 if east > 14 else 0
+    return f"Etc/GMT{'+' if east <= 0 else '-'}{abs(east)}"
+
+
 def noon_zone() -> str:
     """A time zone where it is about noon now: the last hour's data and a summary time just past it fall on
-    one local day at whatever hour the test runs. Etc/GMT+N is UTC−N."""
-    offset = time.gmtime().tm_hour - 12
-    return f"Etc/GMT{'+' if offset >= 0 else '-'}{abs(offset)}"
+    one local day at whatever hour the test runs."""
+    return zone_at(12)
 
 
 class Phone:
