@@ -11,11 +11,12 @@ import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
 from contract.messages import payload
@@ -36,6 +37,8 @@ ALIASES = {
     "Gyroscope X (deg/s)": "gyro_x_dps", "Gyroscope Y (deg/s)": "gyro_y_dps", "Gyroscope Z (deg/s)": "gyro_z_dps",
 }
 CHUNK_LINES = 20_000
+# Up to this many rows in a row stamped ahead of the rows after them are taken as a glitch in the time column.
+GLITCH_ROWS = 8
 
 
 class ReplayError(ValueError):
@@ -104,7 +107,7 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
     stats = {"bad_lines": 0, "samples": 0, "backwards": 0}
     summary, rollups = Summary(), Rollups()
     pipeline: PosturePipeline | None = None
-    with open(path) as f, (open(out_path, "w") if out_path else io.StringIO()) as out, \
+    with open(path, encoding="utf-8-sig") as f, (open(out_path, "w") if out_path else io.StringIO()) as out, \
             tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None if progress else True,
                  desc=path.name) as bar:
         chunks: Iterator[tuple[np.ndarray, np.ndarray | None]] = _forward_chunks(read_chunks(f, stats), stats, bar)
@@ -128,17 +131,44 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
 
 def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, int],
                     bar: tqdm) -> Iterator[tuple[np.ndarray, None]]:
-    """Time must go forward; a row that goes back is bad input, not a reason to stop."""
+    """Time must go forward; a row that goes back is bad input, not a reason to stop. The last GLITCH_ROWS rows
+    of a chunk wait for the next: whether a row's time is a glitch is told by the rows after it."""
     last_t = -np.inf
-    for data, size in chunks:
+    held, before = np.empty((0, len(COLUMNS))), np.empty(0)
+    for data, size in chain(chunks, [(None, 0)]):
         bar.update(size)
-        forward = moves_forward(last_t, data[:, 0])
-        if not forward.all():
-            stats["backwards"] += int((~forward).sum())
-            data = data[forward]
-        if len(data):
-            last_t = data[-1, 0]
-            yield data, None
+        rows = held if data is None else np.vstack([held, data])
+        n_judged = len(rows) if data is None else max(0, len(rows) - GLITCH_ROWS)
+        judged, held = rows[:n_judged], rows[n_judged:]
+        glitch = stamped_ahead(before, judged[:, 0], held[:, 0])
+        before = np.concatenate([before, judged[:, 0]])[-GLITCH_ROWS:]
+        judged = judged[~glitch]
+        forward = moves_forward(last_t, judged[:, 0])
+        if not forward.all() or glitch.any():
+            stats["backwards"] += int((~forward).sum() + glitch.sum())
+            judged = judged[forward]
+        if len(judged):
+            last_t = judged[-1, 0]
+            yield judged, None
+
+
+def stamped_ahead(before: np.ndarray, t: np.ndarray, after: np.ndarray, k: int = GLITCH_ROWS) -> np.ndarray:
+    """Per time in t: later than a time among the next k, which itself goes on from the k before — a row stamped
+    ahead of its neighbours (a glitch, a far-future time), not the recording moving on. Kept, such a row makes
+    every row after it look backwards: one bad time would drop the rest of the recording.
+
+    before/after: up to k times either side of t, for context (none before the start or after the end of the file).
+    A time that goes back past the rows before (a logger's clock restarted) is no glitch of the row ahead of it.
+    """
+    times = np.concatenate([before, t, after])
+    if len(times) < 2:
+        return np.zeros(len(t), bool)
+    next_min = sliding_window_view(np.concatenate([times[1:], np.full(k, np.inf)]), k).min(axis=1)
+    prev_min = sliding_window_view(np.concatenate([np.full(k, np.inf), times[:-1]]), k).min(axis=1)
+    if not len(before):  # the file's first row: nothing before it to go on from
+        prev_min[0] = -np.inf
+    ahead = (next_min < times) & (next_min > prev_min)
+    return ahead[len(before):len(before) + len(t)]
 
 
 def _with_offline_orientation(

@@ -9,12 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+import replay.replay as replay_module
 from evaluation.accuracy import CASES, load_case_scenario
 from evaluation.matching import match_intervals
 from firmware_sim.imu import SensorSimulation
 from pipeline.calibration import Calibration
 from pipeline.stream import PosturePipeline
-from replay.replay import ReplayError, replay
+from replay.replay import ReplayError, replay, stamped_ahead
 from sensor.record import CsvSampleWriter
 from sensor.stream import ImuBatch
 
@@ -97,6 +98,52 @@ def test_bad_lines_are_counted_and_the_replay_goes_on(tmp_path):
     assert hurt["bad_lines"] == 3 and hurt["out_of_order"] == 1
     assert hurt["samples"] == good["samples"]
     assert hurt["slouch_episodes"] == good["slouch_episodes"] > 0
+
+
+def test_a_time_stamped_far_ahead_costs_its_own_rows_only(tmp_path, monkeypatch):
+    """A glitch in the time column (a row stamped years ahead, a block of three) used to make every later row
+    'go back in time': the rest of the recording was dropped. Also where the glitch straddles a chunk's end."""
+    monkeypatch.setattr(replay_module, "CHUNK_LINES", 4000)
+    *chunks, _ = case_chunks("slouch-ideal")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    header, *rows = (tmp_path / "rec.csv").read_text().splitlines()
+    ahead = lambda row, by: ",".join([str(float(row.split(",")[0]) + by), *row.split(",")[1:]])  # noqa: E731
+    glitched = {1000: 1e9, 1001: 3e9, 1002: 2e9, 3999: 1e308, 4000: 4e9, 9000: 3600.0}
+    hurt = [ahead(r, glitched[i]) if i in glitched else r for i, r in enumerate(rows)]
+    (tmp_path / "bad.csv").write_text("\n".join([header, *hurt]) + "\n")
+    good = replay(tmp_path / "rec.csv", None, progress=False)
+    bad = replay(tmp_path / "bad.csv", None, progress=False)
+    assert bad["out_of_order"] == len(glitched)
+    assert bad["samples"] == good["samples"] - len(glitched)
+    assert bad["worn_min"] == pytest.approx(good["worn_min"], abs=0.05)
+    assert bad["slouch_episodes"] == good["slouch_episodes"] > 0
+    assert bad["slouch_min"] == pytest.approx(good["slouch_min"], abs=0.05)
+
+
+def test_rows_ahead_and_rows_behind_are_told_apart():
+    t = np.arange(20.0)
+    assert not stamped_ahead(np.empty(0), t, np.empty(0)).any()
+    spike = t.copy()
+    spike[10] = 1e12
+    assert np.flatnonzero(stamped_ahead(np.empty(0), spike, np.empty(0))).tolist() == [10]
+    back = t.copy()
+    back[10] = -5.0  # a row behind: the row before it is not the glitch
+    assert not stamped_ahead(np.empty(0), back, np.empty(0)).any()
+    # A clock restarted (a logger rebooted): nothing before it is taken for a glitch.
+    assert not stamped_ahead(np.empty(0), np.r_[t, t], np.empty(0)).any()
+    # At the start of a file a first row ahead of the rest is a glitch too.
+    assert np.flatnonzero(stamped_ahead(np.empty(0), np.r_[1e9, t], np.empty(0))).tolist() == [0]
+    # Judged in pieces, with the rows either side as context: the same.
+    assert np.flatnonzero(stamped_ahead(spike[:10], spike[10:12], spike[12:])).tolist() == [0]
+
+
+def test_a_header_written_with_a_byte_order_mark_is_read(tmp_path):
+    """Spreadsheet programs save CSV as UTF-8 with a byte order mark: the first column was then unknown."""
+    *chunks, _ = case_chunks("slouch-ideal")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "rec.csv").read_bytes())
+    assert replay(tmp_path / "bom.csv", None, progress=False)["samples"] == \
+        replay(tmp_path / "rec.csv", None, progress=False)["samples"]
 
 
 def test_a_file_without_the_columns_is_one_clear_error(tmp_path):
