@@ -167,7 +167,7 @@ def stamped_ahead(before: np.ndarray, t: np.ndarray, after: np.ndarray, k: int =
     prev_min = sliding_window_view(np.concatenate([np.full(k, np.inf), times[:-1]]), k).min(axis=1)
     if not len(before):  # the file's first row: nothing before it to go on from
         prev_min[0] = -np.inf
-    ahead = (next_min < times) & (next_min > prev_min)
+    ahead: np.ndarray = (next_min < times) & (next_min > prev_min)
     return ahead[len(before):len(before) + len(t)]
 
 
