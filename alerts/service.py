@@ -40,6 +40,7 @@ from alerts.compose import text_mirror
 from alerts.engine import AlertEngine, live_time_error
 from alerts.homeassistant import discovery_configs, ha_node
 from alerts.partition import Partition, device_of, partition_of
+from alerts.policy import local
 from alerts.settings import load_rules
 from alerts.state_files import PARTITIONS_KEY, check_file, check_state_layout
 from contract.identity import ID_PATTERN, check_device
@@ -57,9 +58,11 @@ BATCH = 500
 MAX_INFLIGHT = 100
 MAX_SNOOZE_MIN = 24 * 60
 PLAUSIBLE_FROM_S = 1_577_836_800.0  # 2020-01-01: before it, a sensor clock was never set
-# A device known only from its live state is announced to Home Assistant if that state is this recent: the gateway
-# leaves its last live state retained, so every start would otherwise announce every device that ever published.
-ANNOUNCE_LIVE_WITHIN_S = 86_400.0
+# A device is announced to Home Assistant if its data is this recent: its latest minute on the local date this long
+# ago or later, or its live state this old at most. Its configs are retained, so an older one loses nothing; and a
+# device removed in Home Assistant (which clears its retained configs) came back at every start and every restart of
+# Home Assistant: its last day's minutes are kept for good, and the gateway leaves its last live state retained.
+ANNOUNCE_WITHIN_S = 86_400.0
 
 
 @dataclass
@@ -344,10 +347,11 @@ class AlertService:
         else:
             heard = self._heard
         self._heard = set()
+        since_day = local(now_s - ANNOUNCE_WITHIN_S, self.engine.tz).date().isoformat()
         for device in heard - self._announced:
             state, live = self.engine.devices.get(device), self.engine.live.get(device)
-            if not ((state is not None and state.minutes)
-                    or (live is not None and now_s - live["ts"] / 1000 <= ANNOUNCE_LIVE_WITHIN_S)):
+            if not ((state is not None and state.minutes and state.day is not None and state.day >= since_day)
+                    or (live is not None and now_s - live["ts"] / 1000 <= ANNOUNCE_WITHIN_S)):
                 continue  # heard again when it sends something new
             if (other := self._node_of.setdefault(ha_node(device), device)) != device:
                 # Renaming one would change the other's entity ids (and break what uses them): said, not mended.

@@ -574,6 +574,45 @@ def test_a_device_known_only_from_an_old_retained_live_state_is_not_announced(tm
             assert [a["topic"] for a in config_doc["availability"]] == [f"posture/{DEVICE}/status"]
 
 
+def test_a_device_removed_in_home_assistant_stays_removed_while_it_sends_nothing(tmp_path, broker):
+    """Deleting a device in Home Assistant clears its retained configs (so that it is not discovered again). A sensor
+    retired days ago was announced again at every restart of Home Assistant (and of the service): its last day's
+    minutes are kept for good. Now only a device with data of today or yesterday is announced again."""
+    config = load_config(write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n"))
+    now = [time.time()]
+    service = AlertService.open(config, clock=lambda: now[0])
+    ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
+
+    def announced(node: str) -> list[bytes]:
+        with ha.lock:
+            return [m.payload for t, msgs in ha.other.items() if f"/{node}/" in t for m in msgs if m.payload]
+
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    try:
+        assert service.connected.wait(10)
+        start = now[0] // 60 * 60 - 300
+        publish(broker.port, [(f"posture/{d}/metrics", slouchy_minute(d, start + 60 * k))
+                              for d in ("Retired", DEVICE) for k in range(3)])
+        wait_for(lambda: len(announced("posture_retired")) == len(announced("posture_desksensor")) == 10, 30,
+                 "both devices announced")
+        # Three days on, DeskSensor is still worn; Retired's user deletes it in Home Assistant, then HA restarts.
+        now[0] += 3 * 86_400
+        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, now[0] // 60 * 60 - 120))])
+        with ha.lock:
+            cleared = [t for t in ha.other if "/posture_retired/" in t]
+        publish(broker.port, [(t, b"") for t in cleared], retain=True)
+        publish(broker.port, [("homeassistant/status", "online")])
+        wait_for(lambda: len(announced("posture_desksensor")) == 20, 30, "DeskSensor announced again")
+        time.sleep(1.0)
+    finally:
+        service.stop_event.set()
+        runner.join(30)
+    ha.close()
+    assert not runner.is_alive()
+    assert len(cleared) == 10 and len(announced("posture_retired")) == 10  # not again after its removal
+
+
 def queued_burst(tmp_path: Path, broker, devices: list[str], minutes: int):
     """A backlog of minutes of many devices, queued at the broker for the service's session while it is stopped, and a
     phone watching every device's alerts and day so far: (messages, config, log, phone)."""
