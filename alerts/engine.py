@@ -535,4 +535,5 @@ def posture_of(minute: dict[str, Any]) -> str:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+    # + 0.0: a small negative value rounds to -0.0, which JSON keeps and Home Assistant shows as "-0.0 °"
+    return None if value is None else round(value, 2) + 0.0

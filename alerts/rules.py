@@ -52,7 +52,7 @@ def totals_of(t: DayTotals) -> dict[str, Any]:
 
 
 def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 1)
+    return None if v is None else round(v, 1) + 0.0  # + 0.0: never -0.0 (Home Assistant would show the sign)
 
 
 def slouch_share(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,6 +54,13 @@ def test_an_event_just_after_midnight_leaves_the_last_minute_of_the_day_in_it():
     assert (today["date"], today["worn_min"], eng.devices["D"].late_minutes) == ("2026-11-20", 3.0, 0)
     feed(eng, [minute(midnight)])
     assert eng.today_state("D")["date"] == "2026-11-21"
+
+
+def test_a_value_that_rounds_to_zero_is_shown_without_a_sign():
+    # -0.004 rounded is -0.0, which JSON keeps: Home Assistant's "Lateral lean" showed "-0.0 °".
+    eng = engine()
+    feed(eng, [minute(DAY + 3600, lateral_mean_deg=-0.004)])
+    assert json.dumps(eng.today_state("D")["lateral_mean_deg"]) == "0.0"
 
 
 def hhmm(alert: dict) -> str:
