@@ -63,6 +63,10 @@ PLAUSIBLE_FROM_S = 1_577_836_800.0  # 2020-01-01: before it, a sensor clock was 
 # device removed in Home Assistant (which clears its retained configs) came back at every start and every restart of
 # Home Assistant: its last day's minutes are kept for good, and the gateway leaves its last live state retained.
 ANNOUNCE_WITHIN_S = 86_400.0
+# Nothing is announced this soon after a connect: the sensors' names come with their retained statuses, after the
+# subscription (and after the backlog of a persistent session). Announced at once, most of a fleet went out under
+# its ids and again under its names a moment later, at every start: Home Assistant's device names flickered.
+ANNOUNCE_SETTLE_S = 2.0
 
 
 @dataclass
@@ -338,8 +342,8 @@ class AlertService:
                                     json.dumps(self.engine.today_state(device)), qos=1, retain=True)
 
     def _announce(self, now_s: float) -> None:
-        if not self.cfg.ha_discovery:
-            return
+        if not self.cfg.ha_discovery or now_s - self._listening_since_s < ANNOUNCE_SETTLE_S:
+            return  # what is heard meanwhile stays in _heard
         connection = self._connection  # read first: a connect during the look is looked at again next step
         if self._announced_on != connection:
             heard = set(self.engine.devices) | set(self.engine.live)

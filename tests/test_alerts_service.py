@@ -579,8 +579,8 @@ def test_a_device_removed_in_home_assistant_stays_removed_while_it_sends_nothing
     retired days ago was announced again at every restart of Home Assistant (and of the service): its last day's
     minutes are kept for good. Now only a device with data of today or yesterday is announced again."""
     config = load_config(write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n"))
-    now = [time.time()]
-    service = AlertService.open(config, clock=lambda: now[0])
+    ahead = [0.0]
+    service = AlertService.open(config, clock=lambda: time.time() + ahead[0])
     ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
 
     def announced(node: str) -> list[bytes]:
@@ -591,14 +591,15 @@ def test_a_device_removed_in_home_assistant_stays_removed_while_it_sends_nothing
     runner.start()
     try:
         assert service.connected.wait(10)
-        start = now[0] // 60 * 60 - 300
+        start = time.time() // 60 * 60 - 300
         publish(broker.port, [(f"posture/{d}/metrics", slouchy_minute(d, start + 60 * k))
                               for d in ("Retired", DEVICE) for k in range(3)])
         wait_for(lambda: len(announced("posture_retired")) == len(announced("posture_desksensor")) == 10, 30,
                  "both devices announced")
         # Three days on, DeskSensor is still worn; Retired's user deletes it in Home Assistant, then HA restarts.
-        now[0] += 3 * 86_400
-        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, now[0] // 60 * 60 - 120))])
+        ahead[0] = 3 * 86_400
+        publish(broker.port, [(f"posture/{DEVICE}/metrics",
+                               slouchy_minute(DEVICE, (time.time() + ahead[0]) // 60 * 60 - 120))])
         with ha.lock:
             cleared = [t for t in ha.other if "/posture_retired/" in t]
         publish(broker.port, [(t, b"") for t in cleared], retain=True)
@@ -611,6 +612,40 @@ def test_a_device_removed_in_home_assistant_stays_removed_while_it_sends_nothing
     ha.close()
     assert not runner.is_alive()
     assert len(cleared) == 10 and len(announced("posture_retired")) == 10  # not again after its removal
+
+
+def test_a_restart_announces_each_sensor_under_its_name_only(tmp_path, broker):
+    """The names come with the sensors' retained statuses, just after the connect. Announced at once, most sensors of a
+    fleet went out under their ids first, then again under their names: at every start Home Assistant's device names
+    turned to ids and back, and twice the configs went out."""
+    devices = [f"Desk{k:02d}" for k in range(30)]
+    now = time.time()
+    publish(broker.port, [(f"posture/{d}/status", {"schema": 1, "kind": "status", "device": d, "ts": int(now * 1000),
+                                                   "online": True, "sensor_name": f"Desk {d[-2:]} of Ann"})
+                          for d in devices], retain=True)
+    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, [(f"posture/{d}/metrics", slouchy_minute(d, now // 60 * 60 - 300)) for d in devices])
+        time.sleep(1.0)
+        stop(service, log)
+        ha = Phone(broker.port, "nobody", extra=("homeassistant/sensor/+/streak/config",))
+        time.sleep(1.0)
+        with ha.lock:
+            ha.other.clear()  # the retained configs of the first run
+        service = start_alerts(config, log)
+        wait_online(broker.port, service, log)
+        wait_for(lambda: len(ha.other) == len(devices), 30, "the configs again")
+        time.sleep(1.0)
+        stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    ha.close()
+    names = [json.loads(m.payload)["device"]["name"] for msgs in ha.other.values() for m in msgs]
+    assert sorted(names) == sorted(f"Posture Desk {d[-2:]} of Ann" for d in devices)  # each once, by its name
 
 
 def queued_burst(tmp_path: Path, broker, devices: list[str], minutes: int):
