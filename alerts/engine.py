@@ -469,9 +469,9 @@ class AlertEngine:
             if met is None:
                 continue
             if not met:
-                break
+                return n
             n += 1
-        return n
+        return n + state.streak_before  # met (or unworn) back to the oldest day kept
 
     def _close_day(self, state: DeviceState, new_day: str, totals: dict[str, Any] | None = None) -> None:
         """totals: the closing day's, if the caller has them already."""
@@ -481,7 +481,11 @@ class AlertEngine:
             program_day = (Date.fromisoformat(state.day) - Date.fromisoformat(state.program_start)).days + 1
             state.days[state.day] = {"worn_min": totals["worn_min"], "slouch_min": totals["slouch_min"],
                                      "goal_met": self._day_verdict(state, totals), "program_day": program_day}
-            state.days = dict(sorted(state.days.items())[-KEEP_DAYS:])
+            days = sorted(state.days.items())
+            for _, gone in days[:-KEEP_DAYS]:  # oldest first, as _streak would count them
+                met = gone["goal_met"]
+                state.streak_before = state.streak_before + 1 if met else 0 if met is False else state.streak_before
+            state.days = dict(days[-KEEP_DAYS:])
         state.program_start = state.program_start or new_day
         state.day, state.sent_today, state.held_today = new_day, 0, {}
 

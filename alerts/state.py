@@ -48,6 +48,9 @@ class DeviceState:
     summary_sent_day: str | None = None
     summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program
     late_minutes: int = 0  # minutes of days already closed, ignored
+    # The streak as of the newest finished day no longer kept (engine.KEEP_DAYS): the kept days' streak goes on
+    # from it, else it stopped growing at KEEP_DAYS + 1 (Home Assistant's Streak stuck at 63 d)
+    streak_before: int = 0
 
     def add_minute(self, doc: dict[str, Any]) -> None:
         # Hundredths of a second or degree are plenty, and keep a day's state (saved each minute) small.

@@ -242,6 +242,18 @@ def test_habit_program_streak_and_daily_summary():
     load_validators()["alerts/log"](summary)
 
 
+def test_a_streak_longer_than_the_days_kept_goes_on_counting():
+    # Only KEEP_DAYS finished days are kept: the streak stopped at 63 and Home Assistant showed "63 d" for good.
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30, summary_time=""))
+    for day in range(70):
+        start = DAY + day * 86400 + 9 * 3600
+        feed(eng, [minute(start + 60 * k, slouch_s=5) for k in range(31)])
+    assert eng.today_state("D")["streak_days"] == 70
+    feed(eng, [minute(DAY + 70 * 86400 + 9 * 3600 + 60 * k, slouch_s=50) for k in range(31)])  # missed: it ends
+    feed(eng, [minute(DAY + 71 * 86400 + 9 * 3600 + 60 * k, slouch_s=5) for k in range(31)])
+    assert eng.today_state("D")["streak_days"] == 1
+
+
 def test_a_summary_during_a_backlog_covers_the_day_up_to_its_time():
     eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(summary_time="18:00", min_worn_min=30))
     start = DAY + 17 * 3600
