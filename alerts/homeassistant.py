@@ -71,9 +71,11 @@ ENTITIES = (
              "device_class": "battery", "state_class": "measurement", "entity_category": "diagnostic"},
             needs_sensor=True),
     # From the live state (about once a second): what is going on now. Its values are null until the sensor is
-    # calibrated: they render "None", which HA shows as unknown; not slouching then.
+    # calibrated: they render "None", which HA shows as unknown — Slouching too (HA's binary sensors take "None"):
+    # "off" would tell the wearer all is well while nothing is measured.
     _Entity("binary_sensor", "slouching", "Slouching", "live",
-            {"value_template": "{{ 'ON' if value_json.slouching_since_s is not none else 'OFF' }}",
+            {"value_template": "{{ 'ON' if value_json.slouching_since_s is not none else 'OFF' "
+                               "if value_json.flexion_deg is not none else 'None' }}",
              "payload_on": "ON", "payload_off": "OFF", "device_class": "problem"},
             needs_sensor=True),
     _Entity("sensor", "trunk_flexion", "Trunk flexion", "live",

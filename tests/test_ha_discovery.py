@@ -142,7 +142,8 @@ def test_value_templates_render_our_payloads():
     assert state("battery", STATUS) == "80"
     assert state("slouching", LIVE) == configs["slouching"]["payload_on"]
     assert state("slouching", {**LIVE, "slouching_since_s": None}) == configs["slouching"]["payload_off"]
-    assert state("slouching", UNCALIBRATED) == configs["slouching"]["payload_off"]
+    # Not measured is unknown, not "no problem" (HA's MQTT binary sensor takes "None" as unknown)
+    assert state("slouching", UNCALIBRATED) == "None"
     assert state("trunk_flexion", LIVE) == "23.0" and state("trunk_flexion", {**LIVE, "flexion_deg": -4.6}) == "-5.0"
     assert configs["trunk_flexion"]["unit_of_measurement"] == "°"
     assert configs["activity"]["options"] == [SITTING, STANDING, WALKING, LYING]
