@@ -125,6 +125,7 @@ class Bridge:
         self._pending: list[tuple[int, int, int, str, list[str]]] = []
         self._last_dead_letter_ms = 0
         self._connection = 0
+        self._session_present = False  # this connection found the broker holding our session (and subscriptions)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.stop_event = threading.Event()
@@ -145,6 +146,7 @@ class Bridge:
     # paho's network thread --------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._connection += 1
+        self._session_present = session_present
         if self.leave and self._connection == 1 and not session_present:
             # A mistyped --client-id would otherwise make a session of its own, find it empty and "leave", while the
             # member's session goes on collecting its share.
@@ -182,7 +184,7 @@ class Bridge:
             stream = stream_of(topic)
             doc = parse(stream, msg.payload, self.validators)
             check_device(topic, doc)  # the topic says whose data it is (the ACL's unit), not the payload
-            lines = to_line_protocol(stamp_will(doc, time.time()), stream)
+            lines = [] if self._stored_before(msg, doc) else to_line_protocol(stamp_will(doc, time.time()), stream)
         except (Malformed, KeyError, TypeError, ValueError) as exc:
             self._refuse(client, msg, str(exc))
             return
@@ -195,6 +197,13 @@ class Bridge:
             self._pending.append((msg.mid, msg.qos, self._connection, topic, lines))
             if len(self._pending) >= self.cfg.batch_points:
                 self._wake.set()
+
+    def _stored_before(self, msg: mqtt.MQTTMessage, doc: dict[str, Any]) -> bool:
+        """A gateway's last will sent again because we subscribed again (the retained copy, on every reconnect and
+        restart): with our session present, the broker queued the will for us when it was published, and it was
+        stored then, at its arrival. Stamped with this arrival it would be a new offline status each time, and the
+        Devices dashboard would say a sensor that crashed days ago was last heard now. Acknowledged, not stored."""
+        return bool(msg.retain) and self._session_present and doc.get("kind") == "status" and bool(doc.get("will"))
 
     def _refuse(self, client: mqtt.Client, msg: mqtt.MQTTMessage, reason: str) -> None:
         """A malformed message: counted, said once per kind, dead-lettered; acknowledged once its dead letter is

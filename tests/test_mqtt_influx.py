@@ -482,3 +482,58 @@ def test_a_crashed_gateways_will_says_so_and_is_stored_when_it_arrives(tmp_path,
     stored = stamp_will(will, arrived_s)
     assert stored["ts"] > last_word["ts"] and not stored["online"]
     assert stamp_will(last_word, arrived_s) == last_word  # the gateway's own statuses keep their time
+
+
+def test_a_will_is_stored_once_not_again_at_each_bridge_restart(tmp_path, broker, influx):
+    """The will is retained: every time the bridge subscribes again (a restart, a reconnect) the broker sends it
+    again. Stamped at each arrival, a sensor that crashed days ago got a new offline status at every restart, and
+    the Devices dashboard's "Last seen" said it was last heard then (and kept it in its 24 h for ever). Stored once,
+    when it came; a will that came while the bridge was away is stored when the bridge is back, once."""
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    log = tmp_path / "bridge.log"
+    bridge = start_bridge(config, log)
+    statuses = "SELECT \"online\" FROM \"posture_status\" WHERE \"device_id\" = 'dev4'"
+
+    def stored() -> list[list]:
+        return influx.query(statuses, DB)["results"][0].get("series", [{"values": []}])[0]["values"]
+
+    def crash_a_gateway() -> None:
+        gateway = subprocess.Popen([sys.executable, "-c", GATEWAY_THAT_HANGS, str(config), str(tmp_path / "spool")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert gateway.stdout.readline().strip() == "published"
+            retained_status(broker.port, "dev4", lambda s: s["online"])  # its online status reached the broker
+        finally:
+            gateway.kill()
+            gateway.wait()
+
+    def restart(bridge: subprocess.Popen) -> subprocess.Popen:
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(30)
+        return start_bridge(config, log)
+
+    try:
+        bridge_ready(broker, influx)
+        crash_a_gateway()
+        wait_for(lambda: [r[1] for r in stored()] == [True, False], 30, lambda: f"online, then the will: {stored()}")
+        first = stored()
+        for _ in range(2):
+            bridge = restart(bridge)
+            bridge_ready(broker, influx)  # the retained will came before the probe: the same subscription
+            time.sleep(1.0)
+            assert stored() == first, "the retained will was stored again at the bridge's restart"
+        # A crash while the bridge is away: the will waits in the bridge's session and is stored when it is back.
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(30)
+        crash_a_gateway()
+        bridge = start_bridge(config, log)
+        wait_for(lambda: len(stored()) == 4, 30, lambda: f"the second crash's online and will: {stored()}")
+        time.sleep(1.0)
+        assert [r[1] for r in stored()] == [True, False, True, False]
+        now_ms = time.time() * 1000
+        (last_seen,) = influx.query(f"SELECT last(\"online\") FROM \"posture_status\" WHERE \"device_id\" = 'dev4' "
+                                    f"AND time > {int(now_ms) - 86_400_000}ms", DB)["results"][0]["series"][0]["values"]
+        assert last_seen == stored()[-1]
+    finally:
+        bridge.terminate()
+        bridge.wait(30)
