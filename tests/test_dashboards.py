@@ -639,3 +639,34 @@ def write_live(server, db: str, lines: list[str], policy: str = "live") -> None:
     server.query(f'CREATE RETENTION POLICY "{policy}" ON "{db}" DURATION 7d REPLICATION 1')
     status, _, body = http("POST", f"{server.url}/write?db={db}&rp={policy}&precision=ms", "\n".join(lines).encode())
     assert status == 204, body
+
+
+def test_live_slouching_is_not_upright_where_a_second_holds_only_earlier_states(influx):
+    """gateway.live_hz × gateway.pipeline_batch_s above 1 (here 1 state a second, 5 s batches): a message every 5 s,
+    its four earlier states each a point with the three angles only (docs/influx.md). A second holding only those
+    had max(flexion) * 0 + 0 / 0 = 0: the wearer slouching throughout was drawn upright four seconds in five, on the
+    trace and the State timeline. Only states that say whether the wearer slouched count: such a second is empty
+    (bridged, up to 3 s, like a lost second) and every second with a state says slouching."""
+    validate = load_validators()["live"]
+    end_ms = (int(time.time()) - 120) * 1000
+    t0_ms = end_ms - 60_000
+    lines = []
+    for k in range(1, 13):  # the batch's latest sample every 5 s; slouching (confirmed) from before the range
+        ts = t0_ms + 5000 * k
+        doc = {"schema": 1, "kind": "live", "device": "Desk", "ts": ts, "t_s": ts / 1000, "calibration": "calibrated",
+               "flexion_deg": 31.0, "lateral_deg": 1.0, "rotation_deg": 2.0, "activity": "sitting",
+               "slouching_since_s": t0_ms / 1000 - 30, "leaning_since_s": None, "lean_side": None,
+               "sitting_since_s": t0_ms / 1000 - 600,
+               "earlier": [[-1000 * j, 30.0 + j / 10, 1.0, 2.0] for j in (4, 3, 2, 1)]}
+        validate(doc)
+        lines += to_line_protocol(doc, "live")
+    write_live(influx, DB, lines)
+    intervals = panel_intervals()
+    for name, title, ref, query in panel_queries():
+        if (name, title, ref) not in {("live.json", "Trunk angles (live)", "B"), ("live.json", "State", "A")}:
+            continue
+        sql = substitute_macros(query, t0_ms + 1000, end_ms, "Desk", intervals[(name, title)])
+        (series,) = influx.query(sql, DB)["results"][0]["series"]
+        values = [v for _, v in series["values"]]
+        assert len(values) == 60 and 0 not in values, (title, values)
+        assert values.count(1) == 12, (title, values)  # each second with a state: slouching
