@@ -123,6 +123,9 @@ class Bridge:
         self._warned: dict[str, float] = {}  # trouble → when it was last logged (monotonic s)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
         self._pending: list[tuple[int, int, int, str, list[str]]] = []
+        # The dead letters of points InfluxDB refused, while a batch is written: stored (or spooled) with that batch,
+        # before its messages are acknowledged or its spool rows deleted (_settle_dead_letters).
+        self._refused_letters: list[Item] = []
         self._last_dead_letter_ms = 0
         self._connection = 0
         self._session_present = False  # this connection found the broker holding our session (and subscriptions)
@@ -275,7 +278,7 @@ class Bridge:
         if not batch:
             return
         items = [(topic, line) for _, _, _, topic, lines in batch for line in lines]
-        left = [items[i] for i in self._store(items)]
+        left = [items[i] for i in self._store(items)] + self._settle_dead_letters()
         if left:
             try:
                 self._spool(left)
@@ -328,6 +331,11 @@ class Bridge:
                 if not (rows := self.spool.peek(self.cfg.batch_points)):
                     return
                 left = set(self._store([(topic, body.decode()) for _, topic, body, _ in rows]))
+                # The dead letters of refused rows, on disk before those rows go (a kill -9 in between: the rows are
+                # drained again, and dead-lettered twice rather than not at all).
+                if letters := self._settle_dead_letters():
+                    self._spool(letters)
+                    self.stats.points_spooled += len(letters)
                 # The rest: written again later, idempotent.
                 self.spool.delete([row[0] for i, row in enumerate(rows) if i not in left])
                 if left:
@@ -417,7 +425,19 @@ class Bridge:
             log.warning("InfluxDB refused a point (%s); it and any further ones go to %s, counted", reason[:160],
                         self.dead_letter_topic)
         # A refused dead letter is published, not stored again: InfluxDB would refuse it again.
-        self._dead_letter(topic, f"refused by InfluxDB: {reason}", line, store=topic != DEAD_LETTERS)
+        self._dead_letter(topic, f"refused by InfluxDB: {reason}", line, store=False)
+        if topic != DEAD_LETTERS:
+            self._refused_letters.append((DEAD_LETTERS, dead_letter_line(
+                topic, f"refused by InfluxDB: {reason}", line, self._dead_letter_ms(),
+                bridge=self.cfg.client_id if self.cfg.share_group else "")))
+
+    def _settle_dead_letters(self) -> list[Item]:
+        """Write the dead letters of the points the last writes refused: those not stored (InfluxDB gone meanwhile),
+        for the caller to spool before it acknowledges or deletes what they came from. Queued for the next flush, a
+        kill -9 before it lost the refused line (its message acknowledged, its spool row deleted), and a long drain
+        of a spool with many refused rows held them all in memory."""
+        letters, self._refused_letters = self._refused_letters, []
+        return [letters[i] for i in self._store(letters)] if letters else []
 
     def _warn(self, trouble: str, level: int, text: str, detail: object) -> None:
         """One line when a trouble starts, and again every WARN_EVERY_S while it lasts."""

@@ -157,6 +157,52 @@ def test_bisection_stores_every_point_but_the_refused_ones(tmp_path, broker, inf
     assert len(influx.rows("SELECT duration_s FROM posture_lean WHERE device_id = 'b'", DB)) == 97
 
 
+def test_a_refused_point_is_dead_lettered_before_its_spool_row_or_message_goes(tmp_path, broker, influx):
+    """The dead letter of a refused point waited for the next flush, while its spool row was deleted (or its message
+    acknowledged) at once: a kill -9 in between left the line in neither the spool nor InfluxDB; draining a spool
+    with many refused rows, every one of them."""
+    from bridge.service import NO_MESSAGE, Bridge
+    from service_io.config import load_config
+
+    write_line_protocol(influx, DB, f"posture_lean,device_id=x mean_lateral_deg=0.5 {int(T0_S * 1000)}")
+    config = load_config(write_config(tmp_path / "posture.toml", broker, influx.url), env={})
+    lines = [f"posture_lean,device_id=b,side=left mean_lateral_deg={'3i' if k in (3, 7) else '1.5'},duration_s=2.0 "
+             f"{int(T0_S * 1000) + k}" for k in range(10)]
+    bridge = Bridge.open(config)
+    try:
+        bridge.spool.put([("posture/b/events", line.encode()) for line in lines[:5]])
+        bridge._drain_spool()
+        assert [r["payload"] for r in influx.rows("SELECT payload FROM posture_deadletter", DB)] == [lines[3]]
+        with bridge._lock:  # a message's batch, as _on_message queues it
+            bridge._pending.append((NO_MESSAGE, 1, bridge._connection, "posture/b/events", lines[5:]))
+        bridge._store_pending()
+    finally:
+        bridge.spool.close()  # a kill -9 here: what a restarted bridge has is the spool and InfluxDB
+    assert bridge.stats.points_refused == 2 and len(Spool(tmp_path / "bridge.spool")) == 0
+    assert len(influx.rows("SELECT duration_s FROM posture_lean WHERE device_id = 'b'", DB)) == 8
+    kept = influx.rows("SELECT * FROM posture_deadletter", DB)
+    assert sorted(r["payload"] for r in kept) == [lines[3], lines[7]], kept
+    assert all(r["kind"] == "refused by InfluxDB" and "field type conflict" in r["reason"] for r in kept)
+
+
+def test_a_refused_points_dead_letter_is_spooled_if_influxdb_goes_meanwhile(tmp_path, broker, influx):
+    """InfluxDB refuses a point, then is gone before its dead letter is written: the dead letter waits in the spool
+    (the message it came from is acknowledged), and is stored once InfluxDB is back."""
+    from bridge.service import Bridge
+    from service_io.config import load_config
+
+    write_line_protocol(influx, DB, f"posture_lean,device_id=x mean_lateral_deg=0.5 {int(T0_S * 1000)}")
+    bridge = Bridge.open(load_config(write_config(tmp_path / "posture.toml", broker, influx.url), env={}))
+    try:
+        assert bridge._write([("posture/b/events", f"posture_lean,device_id=b,side=left mean_lateral_deg=3i "
+                                                   f"{int(T0_S * 1000)}")]) == 1
+        influx.stop()
+        assert len(bridge._settle_dead_letters()) == 1  # not stored: the caller's to spool
+        influx.start()
+    finally:
+        bridge.spool.close()
+
+
 def test_write_errors_are_told_apart(tmp_path, influx):
     """An outage is retried; a refused point is not; wrong credentials or database name the config key."""
     line = f"posture_status,device_id=a online=true {int(T0_S * 1000)}"
@@ -167,6 +213,8 @@ def test_write_errors_are_told_apart(tmp_path, influx):
     with pytest.raises(PointsRefused, match="unable to parse"):
         writer.write(["posture_status,device_id=a online=maybe 1"])
     writer.write([line])  # the writer is fine after a refusal
+    influx.query(f'CREATE RETENTION POLICY "autogen" ON "{DB}" DURATION INF REPLICATION 1 DEFAULT')
+    writer.write([line])
 
     secured = start_or_fail(SecuredInfluxDB1(tmp_path / "influx-auth", admin=("root", "Root-Secret-1")))
     try:
