@@ -239,6 +239,10 @@ def write_failure(settings: InfluxSettings, where: str, status: int, reason: str
     if live and NO_POLICY in reason:  # still, after the bridge tried to create it
         return SettingsError(f"{said}: influx.live_policy {settings.live_policy!r} does not exist on "
                              f"influx.database {settings.database!r}")
+    if NO_POLICY in reason:  # the database's default policy dropped (`DROP RETENTION POLICY autogen`): 1.x answers 500
+        return SettingsError(f"{said}: influx.database {settings.database!r} has no default retention policy: "
+                             f"make one (CREATE RETENTION POLICY \"autogen\" ON {_ident(settings.database)} "
+                             f"DURATION INF REPLICATION 1 DEFAULT)")
     if status in (401, 403):
         who = "influx.username and influx.password" if settings.username else "influx.token (or credentials)"
         return SettingsError(f"{said}: check {who}, and that the user may write to influx.database")

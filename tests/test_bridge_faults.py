@@ -213,6 +213,11 @@ def test_write_errors_are_told_apart(tmp_path, influx):
     with pytest.raises(PointsRefused, match="unable to parse"):
         writer.write(["posture_status,device_id=a online=maybe 1"])
     writer.write([line])  # the writer is fine after a refusal
+    # The database's default policy dropped: 1.x answers 500, which read as "InfluxDB unavailable" for as long as
+    # nobody made one again, while /ping answered and every other database took writes.
+    influx.query(f'DROP RETENTION POLICY "autogen" ON "{DB}"')
+    with pytest.raises(SettingsError, match="influx.database 'posture' has no default retention policy"):
+        writer.write([line])
     influx.query(f'CREATE RETENTION POLICY "autogen" ON "{DB}" DURATION INF REPLICATION 1 DEFAULT')
     writer.write([line])
 
