@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -77,6 +78,8 @@ class Spool:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
         self._key_index = False  # made when first needed (oldest): building it must never keep a spool from opening
         self._write_back_after = -math.inf  # a failed write-back (_write_back_if_deleted) waits before the next
+        self._file = self._identity()  # the file this connection writes: another at `path` is not it
+        self._replaced = False  # a file put in our file's place was moved aside once (_write_back_if_deleted)
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -191,15 +194,35 @@ class Spool:
     def _count(self) -> int:
         return cast(int, self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
+    def _identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at `path`, None if there is none."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
     def _write_back_if_deleted(self) -> None:
         """The file deleted under us (a clean-up of its folder): SQLite went on writing to the unlinked file, and the
         next start found none of it (a helper: 71 devices' alert state gone, not a line said). Written back to
-        `path` (SQLite's backup of what this connection sees), and used from there. A file put in its place is not
-        ours to overwrite: we go on with ours, as before."""
-        if self.path.exists() or time.monotonic() < self._write_back_after:
+        `path` (SQLite's backup of what this connection sees), and used from there.
+
+        Another file put in its place (a backup restored, a copy of another spool) is moved aside to
+        `<name>.replaced-<UTC time>`, kept as it came, and ours written back: left there, it was read at the next
+        start with our write-ahead log (`<name>-wal`, by name), SQLite said "database disk image is malformed", and
+        neither file's items were sent (a probe: 26 403 items). Once per process: two processes on one path (a
+        mistake) would otherwise move each other's file aside at every write."""
+        if time.monotonic() < self._write_back_after:
+            return
+        if (found := self._identity()) == self._file or (found is not None and self._replaced):
             return
         copy = self.path.with_name(self.path.name + ".restoring")
+        aside = None
         try:
+            if found is not None:
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}")
+                self.path.replace(aside)
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's pages into the (unlinked) file
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.closing(sqlite3.connect(copy)) as target:
@@ -208,14 +231,23 @@ class Spool:
         except (OSError, sqlite3.Error) as exc:  # a full disk, the folder deleted again: on with the old file, later
             with contextlib.suppress(OSError):
                 copy.unlink()
+            if aside is not None and not self.path.exists():  # the file found there goes back where it was
+                with contextlib.suppress(OSError):
+                    aside.replace(self.path)
             self._write_back_after = time.monotonic() + WRITE_BACK_RETRY_S
-            log.warning("spool %s was deleted while in use and cannot be written back yet (%s); tried again in %.0f s",
-                        self.path, exc, WRITE_BACK_RETRY_S)
+            log.warning("spool %s was %s while in use and cannot be written back yet (%s); tried again in %.0f s",
+                        self.path, "deleted" if found is None else "replaced", exc, WRITE_BACK_RETRY_S)
             return
         self._db.close()  # the old file's -wal and -shm go with it; the new file has none yet
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         _journal(self._db)
-        log.warning("spool %s was deleted while in use: written back", self.path)
+        self._file = self._identity()
+        if aside is None:
+            log.warning("spool %s was deleted while in use: written back", self.path)
+        else:
+            self._replaced = True
+            log.warning("spool %s was replaced by another file while in use: written back; the file found there is "
+                        "kept as %s", self.path, aside.name)
 
     def close(self) -> None:
         with self._lock:

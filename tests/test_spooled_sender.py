@@ -429,6 +429,35 @@ def test_a_spool_deleted_while_in_use_is_written_back_at_the_next_write(tmp_path
     again.close()
 
 
+def test_a_spool_replaced_by_another_file_while_in_use_is_written_back_and_the_other_kept(tmp_path, caplog):
+    """A copy of the spool put in its place (a backup restored, a deploy's copy) while it was in use: writes went on to
+    the replaced file, and the next start read the copy with our write-ahead log: "database disk image is malformed",
+    neither file's items sent. The next write moves the copy aside, as it came, and writes ours back."""
+    path = tmp_path / "bridge.spool"
+    spool = Spool(path)
+    spool.put([("k", b"old%d" % i) for i in range(3)])
+    spool._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(path, tmp_path / "backup.spool")
+    for j in range(12):  # past SQLite's automatic checkpoint (1000 pages): pages go into the file being replaced
+        spool.put([("k", b"new%d-%d-" % (j, i) + b"x" * 500) for i in range(800)])
+    shutil.copy(tmp_path / "backup.spool", tmp_path / "copy.spool")
+    (tmp_path / "copy.spool").replace(path)
+    spool.put([("k", b"after")])
+    spool.put([("k", b"after again")])
+    spool.close()
+    again = Spool(path)
+    bodies = [body for _, _, body, _ in again.peek(20_000)]
+    assert len(bodies) == 3 + 12 * 800 + 2 and bodies[:3] == [b"old0", b"old1", b"old2"]
+    assert bodies[-2:] == [b"after", b"after again"]
+    assert again._db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    again.close()
+    (kept,) = tmp_path.glob("bridge.spool.replaced-*")
+    other = Spool(kept)
+    assert [body for _, _, body, _ in other.peek(10)] == [b"old0", b"old1", b"old2"]
+    other.close()
+    assert "replaced by another file while in use: written back; the file found there is kept as" in caplog.text
+
+
 def test_a_spool_that_cannot_be_written_back_yet_goes_on_and_is_written_back_later(tmp_path, caplog, monkeypatch):
     """The write-back closed its connection before the copy took the name: the folder deleted again in between (a
     helper's race, 2 of 6 runs) left a closed spool, every put failing and all of it lost. A write-back that fails
