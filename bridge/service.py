@@ -78,7 +78,8 @@ class BridgeStats:
     spool_failures: int = 0  # batches neither InfluxDB nor the spool took: held unacknowledged, tried again
     live_expired: int = 0  # live points older than influx.live_retention: deleted from the spool unsent, or dropped by
     #                        InfluxDB on arrival (its policy would delete them)
-    live_dropped: int = 0  # live points whose policy or bucket the settings do not reach: dropped, not spooled
+    live_dropped: int = 0  # live points whose policy or bucket the settings do not reach: dropped, not spooled;
+    #                        and those neither InfluxDB nor the spool took (not kept in memory for the next try)
     live_evicted: int = 0  # live points the full spool deleted to keep room for the rest (bridge.spool_max_points)
     points_evicted: int = 0  # other points the full spool deleted, the oldest: data lost (only with no live left)
     malformed: Counter[str] = field(default_factory=Counter)
@@ -285,8 +286,13 @@ class Bridge:
             except SpoolError as exc:  # neither InfluxDB nor the disk: keep them unacknowledged, try again
                 self.stats.spool_failures += 1
                 self._warn("spool", logging.ERROR, "cannot store or spool; messages stay unacknowledged: %s", exc)
+                # Live points are not kept for the next try: no broker window bounds them (QoS 0, a point a second
+                # per wearer), so they piled up in memory for as long as it lasted (InfluxDB on the disk that is
+                # full: hours), and every try wrote and spooled all of them again. Best effort: dropped, counted.
+                kept = [entry for entry in batch if not self._is_live_topic(entry[3])]
+                self.stats.live_dropped += sum(len(entry[4]) for entry in batch) - sum(len(e[4]) for e in kept)
                 with self._lock:
-                    self._pending[:0] = batch
+                    self._pending[:0] = kept
                 time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
                 return
             self.stats.points_spooled += len(left)

@@ -474,3 +474,40 @@ def test_when_it_can_neither_store_nor_spool_the_bridge_keeps_messages_unacknowl
         bridge.stop_event.set()
         runner.join(30)
         influx.kill()
+
+
+def test_live_points_do_not_pile_up_in_memory_while_nothing_can_be_stored(tmp_path, broker):
+    """InfluxDB down and the disk full (InfluxDB on that disk): the unacknowledged messages stop at the broker's
+    window, but live states (QoS 0) have none; they were kept in memory for the next try, all of them, for as long
+    as it lasted, and each try wrote and spooled every one again. Now dropped and counted, as best effort is."""
+    from bridge.service import Bridge
+    from contract.messages import payload
+    from pipeline.events import LiveState
+    from service_io.config import load_config
+
+    influx = InfluxDB1(tmp_path / "influxdb")  # not started: an outage
+    bridge = Bridge.open(load_config(write_config(tmp_path / "posture.toml", broker, influx.url), env={}))
+    pages = bridge.spool._db.execute("PRAGMA page_count").fetchone()[0]
+    bridge.spool._db.execute(f"PRAGMA max_page_count = {pages}")  # as a full disk
+    runner = threading.Thread(target=bridge.run)
+    runner.start()
+    now_s = time.time()
+    try:
+        wait_for(bridge.connected.is_set, 10, "the bridge to connect")
+        live = client(broker.port)
+        for k in range(200):
+            state = LiveState(t_s=now_s + k / 100, calibration="calibrated", flexion_deg=5.0, lateral_deg=0.0,
+                              rotation_deg=0.0, activity="sitting")
+            live.publish("posture/Live/live", json.dumps(payload("Live", state)), qos=0)
+        wait_for(lambda: bridge.stats.received >= 200 and bridge.stats.spool_failures, 20,
+                 "the live states received, and a try to spool them")
+        live.loop_stop()
+        held = 0
+        for _ in range(20):  # over a try and its pause
+            with bridge._lock:
+                held = max(held, len(bridge._pending))
+            time.sleep(0.1)
+        assert held == 0 and bridge.stats.live_dropped == 200, (held, bridge.stats)
+    finally:
+        bridge.stop_event.set()
+        runner.join(30)
