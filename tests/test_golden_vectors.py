@@ -86,3 +86,15 @@ def test_the_client_asks_for_at_most_50_ms_per_notification():
     get_profile("native").write_control(PROFILES["native"].packing_command(50.0), settings)
     assert settings.samples_per_packet == 2
     assert PROFILES["witmotion"].packing_command is None  # one sample per notification already
+
+
+def test_witmotion_notification_with_several_packets_gives_every_sample():
+    # Real WT901BLE5.0 sensors pack several 20-byte packets into one notification at high rates (a larger MTU);
+    # WitMotion's SDKs read the notifications as a stream of 20-byte packets, 55 71 being register replies.
+    for case in load("witmotion")["notifications"]:
+        packet = witmotion.decode(bytes.fromhex(case["bytes"]))
+        assert packet.n == len(case["acc_g"]), case["description"]
+        np.testing.assert_array_equal(packet.acc_g, case["acc_g"])
+        np.testing.assert_array_equal(packet.gyro_dps, case["gyro_dps"])
+        np.testing.assert_array_equal(packet.euler_deg, case["euler_deg"])
+
