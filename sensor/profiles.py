@@ -58,7 +58,16 @@ def _witmotion_rate(_: bytes | bytearray | None, rate_hz: float) -> bytes:
     return bytes([0xFF, 0xAA, 0x03, code, 0x00])
 
 
+# Thingy:52 motion rates the sensor delivers as asked. The firmware takes 5–200 Hz (a write outside is refused:
+# ATT "write not permitted") and hands it to the MPU-9250's DMP, whose FIFO rate is 200 Hz / (⌊200 / rate⌋): 150
+# gives 200 Hz, 60 gives 66.7, 30 gives 33.3 — so only the divisors of 200 are what the timeline is told.
+THINGY_RATES_HZ = (5, 8, 10, 20, 25, 40, 50, 100, 200)
+
+
 def _thingy_rate(current: bytes | bytearray | None, rate_hz: float) -> bytes:
+    if rate_hz not in THINGY_RATES_HZ:
+        raise ValueError(f"Thingy:52 rates are {list(THINGY_RATES_HZ)} Hz (200 Hz divided by a whole number), "
+                         f"not {rate_hz}")
     # Motion config: pedometer ms, temperature ms, compass ms, motion rate Hz, wake-on-motion.
     fields = list(struct.unpack("<HHHHB", current)) if current and len(current) == 9 else [1000, 1000, 1000, 0, 1]
     fields[3] = round(rate_hz)

@@ -98,3 +98,23 @@ def test_witmotion_notification_with_several_packets_gives_every_sample():
         np.testing.assert_array_equal(packet.gyro_dps, case["gyro_dps"])
         np.testing.assert_array_equal(packet.euler_deg, case["euler_deg"])
 
+
+def test_thingy_accelerometer_at_rest_face_up_reads_plus_one_g_up():
+    # The firmware sends gravity (z = -1 g face up, drv_motion.c mounts the accelerometer with -I); the client
+    # gives specific force, as the other profiles and the pipeline do.
+    wire = bytes.fromhex("0000000000fc000000000000000000000000")
+    np.testing.assert_array_equal(thingy52.decode(wire).acc_g, [[0.0, 0.0, 1.0]])
+    assert thingy_enc.encode_packet(np.array([0.0, 0.0, 1.0]), np.zeros(3), np.zeros(3)) == wire
+
+
+def test_thingy_rate_is_one_the_dmp_delivers():
+    from sensor.profiles import PROFILES
+
+    thingy = PROFILES["thingy52"]
+    current = bytes.fromhex("e803f401e803640001")  # 1000 ms, 500 ms, 1000 ms, 100 Hz, wake on motion
+    assert thingy.rate_command(current, 50.0) == bytes.fromhex("e803f401e803320001")
+    for rate_hz in (5.0, 25.0, 40.0, 200.0):
+        thingy.rate_command(current, rate_hz)
+    for rate_hz in (150.0, 60.0, 30.0, 4.0, 250.0):  # 150 and 60 would stream at 200 and 66.7 Hz
+        with pytest.raises(ValueError):
+            thingy.rate_command(current, rate_hz)

@@ -18,6 +18,9 @@ DATA_UUID = thingy_uuid(0x0406)  # Raw data
 CONTROL_UUID = thingy_uuid(0x0401)  # Motion configuration
 
 ACC_LSB_G = 1 / 1024  # Q6.10
+# The firmware mounts the accelerometer with −I (drv_motion.c: "positive readings when axis is aligned with g
+# (down)"): the wire carries gravity, the negative of the specific force the model gives.
+ACC_WIRE_SIGN = -1.0
 GYRO_LSB_DPS = 1 / 32  # Q11.5
 COMPASS_LSB_UT = 1 / 16  # Q12.4
 # pedometer interval ms, temperature interval ms, compass interval ms, motion rate Hz, wake on motion
@@ -28,7 +31,7 @@ COMPASS_UT = np.array([20.0, 0.0, -40.0])
 
 
 def encode_packet(acc_g: np.ndarray, gyro_dps: np.ndarray, compass_ut: np.ndarray) -> bytes:
-    values = np.concatenate([quantize(acc_g, ACC_LSB_G), quantize(gyro_dps, GYRO_LSB_DPS),
+    values = np.concatenate([quantize(ACC_WIRE_SIGN * np.asarray(acc_g), ACC_LSB_G), quantize(gyro_dps, GYRO_LSB_DPS),
                              quantize(compass_ut, COMPASS_LSB_UT)])
     return values.astype("<i2").tobytes()
 
@@ -50,7 +53,8 @@ class Thingy52Profile:
 
     def encode_chunk(self, seq, t_sensor_us, acc_g, gyro_dps, euler_deg, settings) -> list[bytes]:
         compass = np.broadcast_to(quantize(COMPASS_UT, COMPASS_LSB_UT), (len(acc_g), 3))
-        rows = np.hstack([quantize(acc_g, ACC_LSB_G), quantize(gyro_dps, GYRO_LSB_DPS), compass]).astype("<i2")
+        rows = np.hstack([quantize(ACC_WIRE_SIGN * np.asarray(acc_g), ACC_LSB_G), quantize(gyro_dps, GYRO_LSB_DPS),
+                          compass]).astype("<i2")
         return [row.tobytes() for row in rows]
 
     def read_control(self, settings: StreamSettings) -> bytes:
