@@ -21,7 +21,7 @@ from bleak.exc import BleakError
 from bleak_retry_connector import establish_connection
 
 from .discovery import SensorFilter, discover
-from .profiles import BATTERY_LEVEL_UUID, SensorProfile, detect_profile
+from .profiles import BATTERY_LEVEL_UUID, UNLOCK_SETTLE_S, SensorProfile, detect_profile
 from .stream import ImuBatch, StreamDecoder, StreamStats
 
 log = logging.getLogger("posture.sensor")
@@ -115,6 +115,9 @@ class SensorLink:
         profile, decoder = self.profile, self.decoder
         assert profile is not None and decoder is not None  # set by _connect, never unset
         current = await client.read_gatt_char(profile.control_uuid) if profile.reads_control else None
+        if profile.unlock_command is not None:
+            await client.write_gatt_char(profile.control_uuid, profile.unlock_command, response=True)
+            await asyncio.sleep(UNLOCK_SETTLE_S)
         await client.write_gatt_char(profile.control_uuid, profile.rate_command(current, self.settings.rate_hz),
                                      response=True)
         if profile.packing_command is not None:

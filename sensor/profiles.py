@@ -25,6 +25,14 @@ class SensorProfile:
     has_sensor_clock: bool  # sequence counter and sensor timestamps on the wire
     # Samples per notification for a rate: rate_hz → bytes to write, or None where the wire sends one each.
     packing_command: Callable[[float], bytes] | None = None
+    # Written (and UNLOCK_SETTLE_S waited) before the rate command, where the sensor ignores register writes without.
+    unlock_command: bytes | None = None
+
+
+UNLOCK_SETTLE_S = 0.1
+# WitMotion sensors ignore register writes unless unlocked first, silently: they go on at their own rate (10 Hz from
+# the factory) while the client counts 9 of 10 samples lost. WitMotion's SDKs and users' code send this, then write.
+WITMOTION_UNLOCK = bytes([0xFF, 0xAA, 0x69, 0x88, 0xB5])
 
 
 # A lost notification takes its samples with it; the rotation rate inside cannot be filled in (a
@@ -83,7 +91,8 @@ PROFILES: dict[str, SensorProfile] = {p.name: p for p in (
                   "d0a10003-5c3e-4b8e-9f2a-3c7e1b4d6a80", native.decode, _native_rate, False, True, _native_packing),
     # WitMotion's UUID base is …-00805f9a34fb, one digit off the Bluetooth SIG base.
     SensorProfile("witmotion", "0000ffe5-0000-1000-8000-00805f9a34fb", "0000ffe4-0000-1000-8000-00805f9a34fb",
-                  "0000ffe9-0000-1000-8000-00805f9a34fb", witmotion.decode, _witmotion_rate, False, False),
+                  "0000ffe9-0000-1000-8000-00805f9a34fb", witmotion.decode, _witmotion_rate, False, False,
+                  unlock_command=WITMOTION_UNLOCK),
     SensorProfile("thingy52", _thingy(0x0400), _thingy(0x0406), _thingy(0x0401), thingy52.decode, _thingy_rate,
                   True, False),
 )}

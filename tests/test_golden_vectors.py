@@ -88,6 +88,24 @@ def test_the_client_asks_for_at_most_50_ms_per_notification():
     assert PROFILES["witmotion"].packing_command is None  # one sample per notification already
 
 
+def test_the_client_unlocks_a_witmotion_before_setting_its_rate():
+    """A WT901BLE ignores register writes until unlocked (WitMotion's SDKs and users' code: FF AA 69 88 B5, then the
+    write), silently: it went on at its own rate (10 Hz from the factory) while the client counted 9 samples of 10
+    lost. The virtual sensor now does the same, and takes the client's writes in the client's order."""
+    from firmware_sim.profiles import StreamSettings, get_profile
+    from sensor.profiles import PROFILES
+
+    device, client = get_profile("witmotion"), PROFILES["witmotion"]
+    ignored = StreamSettings(rate_hz=10.0)
+    device.write_control(client.rate_command(None, 50.0), ignored)
+    assert ignored.rate_hz == 10.0
+    taken = StreamSettings(rate_hz=10.0)
+    assert client.unlock_command is not None
+    for command in (client.unlock_command, client.rate_command(None, 50.0)):
+        device.write_control(command, taken)
+    assert taken.rate_hz == 50.0
+
+
 def test_witmotion_notification_with_several_packets_gives_every_sample():
     # Real WT901BLE5.0 sensors pack several 20-byte packets into one notification at high rates (a larger MTU);
     # WitMotion's SDKs read the notifications as a stream of 20-byte packets, 55 71 being register replies.

@@ -20,6 +20,7 @@ class StreamSettings:
     rate_hz: float = 100.0
     samples_per_packet: int = 5
     streaming: bool = True
+    unlocked: bool = False  # WitMotion: register writes are taken only after the unlock command
 
 
 class WireProfile(Protocol):

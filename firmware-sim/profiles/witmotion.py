@@ -53,11 +53,15 @@ class WitMotionProfile:
         if len(payload) != 5 or payload[:2] != b"\xff\xaa":
             raise ValueError(f"not a WitMotion register write: {payload.hex()}")
         reg, value = payload[2], payload[3]
-        if reg == REG_RATE:
+        if reg == REG_UNLOCK:
+            settings.unlocked = payload[3:] == b"\x88\xb5"
+        elif not settings.unlocked:
+            return  # as the device does: a register write without the unlock is ignored, silently
+        elif reg == REG_RATE:
             if value not in RATE_CODES_HZ:
                 raise ValueError(f"unknown WitMotion rate code 0x{value:02x}")
             settings.rate_hz = RATE_CODES_HZ[value]
-        elif reg not in (REG_SAVE, REG_UNLOCK):
+        elif reg != REG_SAVE:
             raise ValueError(f"register 0x{reg:02x} is not simulated")
 
 
