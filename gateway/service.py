@@ -27,12 +27,16 @@ from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.discovery import FoundSensor, SensorFilter, discover
 from sensor.link import LinkSettings, SensorLink
+from sensor.profiles import PROFILES
 from sensor.stream import ImuBatch
 from service_io.config import Config
 
 log = logging.getLogger("posture.gateway")
 T = TypeVar("T")
 PUMP_INTERVAL_S = 0.05
+# A sensor's link that stopped on an error nobody expected is started again after this: one sensor's fault must not
+# end its data for good (an asyncio task that raises ends silently), nor be retried in a tight loop.
+LINK_RESTART_S = 30.0
 FINAL_FLUSH_S = 10.0
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second, while an unchanged status goes out only at gateway.status_heartbeat_s.
@@ -80,6 +84,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         if name in sensors:  # one id, one series: two sensors under it would merge their data
             raise RuntimeError(f"sensors {sensors[name].address} and {sensor.address} both advertise "
                                f"{sensor.name!r} (gateway.sensors): rename one, they would share one device")
+        check_rate(name, sensor.profile, config.pipeline.rate_hz)
         sensors[name] = sensor
     for name in sensors:  # every one before any spool opens: a legacy file may be another device's too
         adopt_legacy_files(spool_dir, name)
@@ -95,10 +100,12 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         devices[name] = device
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
-    tasks = [asyncio.create_task(link.run(stop)) for link in links.values()]
+    tasks = {name: asyncio.create_task(link.run(stop)) for name, link in links.items()}
+    stopped_at: dict[str, float] = {}
     next_status = 0.0
     try:
         while not stop.is_set():
+            _restart_stopped_links(tasks, links, stopped_at, stop)
             for d in devices.values():
                 # A link that went quiet must not hold samples back from the pipeline.
                 if d.collector.held and time.monotonic() - d.held_since_s > d.collector.batch_s:
@@ -114,9 +121,35 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
             await asyncio.sleep(PUMP_INTERVAL_S)
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
         await _flush(devices, spool_dir)
     return devices
+
+
+def check_rate(name: str, profile: str | None, rate_hz: float) -> None:
+    """A rate the sensor cannot stream is said at the start (ValueError), not after connecting: there it ended the
+    sensor's link, silently, and the gateway ran on without its data."""
+    if profile is not None:
+        try:
+            PROFILES[profile].rate_command(None, rate_hz)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc} (pipeline.rate_hz)") from None
+
+
+def _restart_stopped_links(tasks: dict[str, asyncio.Task[None]], links: dict[str, SensorLink],
+                           stopped_at: dict[str, float], stop: asyncio.Event) -> None:
+    """A link's task that ended on an error is said once, and started again LINK_RESTART_S later."""
+    for name, task in tasks.items():
+        if not task.done() or stop.is_set():
+            continue
+        if name not in stopped_at:
+            stopped_at[name] = time.monotonic()
+            exc = None if task.cancelled() else task.exception()
+            log.error("%s: the sensor's link stopped (%s); started again in %.0f s", name,
+                      f"{type(exc).__name__}: {exc}" if exc else "no error", LINK_RESTART_S, exc_info=exc)
+        elif time.monotonic() - stopped_at[name] >= LINK_RESTART_S:
+            del stopped_at[name]
+            tasks[name] = asyncio.create_task(links[name].run(stop))
 
 
 def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
