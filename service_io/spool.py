@@ -80,6 +80,7 @@ class Spool:
         self._write_back_after = -math.inf  # a failed write-back (_write_back_if_deleted) waits before the next
         self._file = self._identity()  # the file this connection writes: another at `path` is not it
         self._replaced = False  # a file put in our file's place was moved aside once (_write_back_if_deleted)
+        self._replaced_again_said = False  # … and another put there since: said once, not moved aside
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -211,29 +212,41 @@ class Spool:
         `<name>.replaced-<UTC time>`, kept as it came, and ours written back: left there, it was read at the next
         start with our write-ahead log (`<name>-wal`, by name), SQLite said "database disk image is malformed", and
         neither file's items were sent (a probe: 26 403 items). Once per process: two processes on one path (a
-        mistake) would otherwise move each other's file aside at every write."""
+        mistake) would otherwise move each other's file aside at every write; a second replacement is said (an
+        error, once): what is written from then on goes to a file no longer at `path`.
+
+        A symlinked path: the file it names is moved aside and written back, where SQLite keeps the -wal (it
+        resolves the link), and the link stays."""
         if time.monotonic() < self._write_back_after:
             return
-        if (found := self._identity()) == self._file or (found is not None and self._replaced):
+        if (found := self._identity()) == self._file:
             return
-        copy = self.path.with_name(self.path.name + ".restoring")
+        if found is not None and self._replaced:
+            if not self._replaced_again_said:
+                self._replaced_again_said = True
+                log.error("spool %s was replaced again while in use: not moved aside a second time (once per process: "
+                          "another process on this path?); what is written now goes to a file no longer there and is "
+                          "lost at the next start: stop the other process, or restart this one", self.path)
+            return
+        real = Path(os.path.realpath(self.path))  # the link's file: SQLite's -wal and -shm are beside it
+        copy = real.with_name(real.name + ".restoring")
         aside = None
         try:
             if found is not None:
                 stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}")
-                self.path.replace(aside)
+                aside = real.with_name(f"{real.name}.replaced-{stamp}")
+                real.replace(aside)
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's pages into the (unlinked) file
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            real.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.closing(sqlite3.connect(copy)) as target:
                 self._db.backup(target)
-            copy.replace(self.path)  # before the old connection closes: until here, a failure leaves it as it was
+            copy.replace(real)  # before the old connection closes: until here, a failure leaves it as it was
         except (OSError, sqlite3.Error) as exc:  # a full disk, the folder deleted again: on with the old file, later
             with contextlib.suppress(OSError):
                 copy.unlink()
-            if aside is not None and not self.path.exists():  # the file found there goes back where it was
+            if aside is not None and not real.exists():  # the file found there goes back where it was
                 with contextlib.suppress(OSError):
-                    aside.replace(self.path)
+                    aside.replace(real)
             self._write_back_after = time.monotonic() + WRITE_BACK_RETRY_S
             log.warning("spool %s was %s while in use and cannot be written back yet (%s); tried again in %.0f s",
                         self.path, "deleted" if found is None else "replaced", exc, WRITE_BACK_RETRY_S)

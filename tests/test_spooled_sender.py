@@ -493,3 +493,49 @@ def test_a_relative_spool_path_is_the_file_it_opened_after_a_chdir(tmp_path, mon
     spool.put([("t", b"1")])
     assert not (tmp_path / "elsewhere" / "alerts.db").exists() and len(spool) == 1
     spool.close()
+
+
+def test_a_symlinked_spool_whose_file_is_replaced_keeps_its_link_and_the_other_file_beside_it(tmp_path, caplog):
+    """spool_path a symlink (the state on another volume): SQLite keeps the -wal beside the file the link names. The
+    file there replaced: the link itself was moved aside (a link to the replacing file, its -wal left with it) and a
+    plain file written in its place, on the link's volume; the next start of anything opening the real file read it
+    with our old write-ahead log."""
+    real = tmp_path / "volume"
+    real.mkdir()
+    link = tmp_path / "alerts.state"
+    link.symlink_to(real / "alerts.state")
+    spool = Spool(link)
+    spool.put([("k", b"ours0")])
+    other = Spool(real / "other.state")
+    other.put([("k", b"theirs")])
+    other.close()
+    (real / "other.state").replace(real / "alerts.state")
+    spool.put([("k", b"ours1")])
+    spool.close()
+    assert link.is_symlink() and link.resolve() == real / "alerts.state"
+    (kept,) = real.glob("alerts.state.replaced-*")
+    assert not kept.is_symlink()
+    assert not list(tmp_path.glob("alerts.state.replaced-*"))
+    theirs = Spool(kept)
+    assert [body for _, _, body, _ in theirs.peek(10)] == [b"theirs"]
+    theirs.close()
+    again = Spool(link)
+    assert [body for _, _, body, _ in again.peek(10)] == [b"ours0", b"ours1"]
+    again.close()
+
+
+def test_a_spool_replaced_a_second_time_is_said_not_silently_written_to_the_replaced_file(tmp_path, caplog):
+    """Moved aside once per process; replaced again, every later write went to a file no longer at the path, lost at
+    the next start (read with our write-ahead log, by name), and not a line said."""
+    path = tmp_path / "bridge.spool"
+    spool = Spool(path)
+    spool.put([("k", b"ours0")])
+    for n in (1, 2):
+        other = Spool(tmp_path / f"other{n}.spool")
+        other.put([("k", b"theirs%d" % n)])
+        other.close()
+        (tmp_path / f"other{n}.spool").replace(path)
+        spool.put([("k", b"ours%d" % n)])
+    spool.close()
+    assert caplog.text.count("replaced by another file while in use: written back") == 1
+    assert "was replaced again while in use" in caplog.text
