@@ -131,14 +131,14 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
 
 def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, int],
                     bar: tqdm) -> Iterator[tuple[np.ndarray, None]]:
-    """Time must go forward; a row that goes back is bad input, not a reason to stop. The last GLITCH_ROWS rows
+    """Time must go forward; a row that goes back is bad input, not a reason to stop. The last GLITCH_ROWS + 1 rows
     of a chunk wait for the next: whether a row's time is a glitch is told by the rows after it."""
     last_t = -np.inf
     held, before = np.empty((0, len(COLUMNS))), np.empty(0)
     for data, size in chain(chunks, [(None, 0)]):
         bar.update(size)
         rows = held if data is None else np.vstack([held, data])
-        n_judged = len(rows) if data is None else max(0, len(rows) - GLITCH_ROWS)
+        n_judged = len(rows) if data is None else max(0, len(rows) - GLITCH_ROWS - 1)
         judged, held = rows[:n_judged], rows[n_judged:]
         glitch = stamped_ahead(before, judged[:, 0], held[:, 0])
         before = np.concatenate([before, judged[:, 0]])[-GLITCH_ROWS:]
@@ -153,21 +153,25 @@ def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, i
 
 
 def stamped_ahead(before: np.ndarray, t: np.ndarray, after: np.ndarray, k: int = GLITCH_ROWS) -> np.ndarray:
-    """Per time in t: later than a time among the next k, which itself goes on from the k before — a row stamped
+    """Per time in t: later than two or more of the next k + 1 times, which go on from the k before — a row stamped
     ahead of its neighbours (a glitch, a far-future time), not the recording moving on. Kept, such a row makes
-    every row after it look backwards: one bad time would drop the rest of the recording.
+    every row after it look backwards: one bad time would drop the rest of the recording. Later than one of them
+    only, it is that one row that came late (a backward jitter): it alone goes, as out of order, not the up to k
+    good rows before it.
 
-    before/after: up to k times either side of t, for context (none before the start or after the end of the file).
-    A time that goes back past the rows before (a logger's clock restarted) is no glitch of the row ahead of it.
+    before/after: up to k (after: k + 1) times either side of t, for context (none before the start or after the end
+    of the file). A time that goes back past the rows before (a logger's clock restarted) is no glitch of the row
+    ahead of it.
     """
     times = np.concatenate([before, t, after])
     if len(times) < 2:
         return np.zeros(len(t), bool)
-    next_min = sliding_window_view(np.concatenate([times[1:], np.full(k, np.inf)]), k).min(axis=1)
+    following = sliding_window_view(np.concatenate([times[1:], np.full(k + 1, np.inf)]), k + 1)[:len(times)]
+    next_min = following.min(axis=1)
     prev_min = sliding_window_view(np.concatenate([np.full(k, np.inf), times[:-1]]), k).min(axis=1)
     if not len(before):  # the file's first row: nothing before it to go on from
         prev_min[0] = -np.inf
-    ahead: np.ndarray = (next_min < times) & (next_min > prev_min)
+    ahead: np.ndarray = ((following < times[:, None]).sum(axis=1) >= 2) & (next_min > prev_min)
     return ahead[len(before):len(before) + len(t)]
 
 
