@@ -25,10 +25,11 @@ def _value(key: str) -> str:
     return f"{{{{ value_json.{key} }}}}"
 
 
-def _nullable(key: str, jinja_filter: str = "") -> str:
+def _nullable(key: str, digits: int | None = None) -> str:
     # HA sets a sensor to unknown when its template renders "None"; spelled out so a null stays
     # visibly deliberate rather than an accident of how Jinja prints None (or a filter's error on it).
-    value = f"value_json.{key} | {jinja_filter}" if jinja_filter else f"value_json.{key}"
+    # Rounded to what HA shows (digits), + 0: a small negative value would round to -0.0, shown "-0.0 °".
+    value = f"value_json.{key}" if digits is None else f"(value_json.{key} | round({digits})) + 0"
     return f"{{{{ {value} if value_json.{key} is not none else None }}}}"
 
 
@@ -53,16 +54,16 @@ ENTITIES = (
              # total_increasing: the midnight reset reads as a new cycle, not a negative step
              "device_class": "duration", "state_class": "total_increasing"}),
     _Entity("sensor", "upright_today", "Upright today", "today",
-            {"value_template": _nullable("upright_pct"), "unit_of_measurement": "%",
+            {"value_template": _nullable("upright_pct", 1), "unit_of_measurement": "%",
              "state_class": "measurement", "suggested_display_precision": 1}),
     _Entity("sensor", "posture", "Current posture", "today",
             {"value_template": _value("posture"), "device_class": "enum", "options": list(POSTURES)},
             needs_sensor=True),
     _Entity("sensor", "rotation_symmetry_index", "Rotation symmetry index", "today",
-            {"value_template": _nullable("rotation_si"), "unit_of_measurement": "%",
+            {"value_template": _nullable("rotation_si", 1), "unit_of_measurement": "%",
              "state_class": "measurement", "suggested_display_precision": 1}),  # + = right-dominant
     _Entity("sensor", "lateral_lean", "Lateral lean", "today",
-            {"value_template": _nullable("lateral_mean_deg"), "unit_of_measurement": "°",
+            {"value_template": _nullable("lateral_mean_deg", 1), "unit_of_measurement": "°",
              "state_class": "measurement", "suggested_display_precision": 1}),  # + = right
     _Entity("sensor", "streak", "Streak", "today",
             {"value_template": _value("streak_days"), "unit_of_measurement": "d"}),
@@ -80,7 +81,7 @@ ENTITIES = (
             needs_sensor=True),
     _Entity("sensor", "trunk_flexion", "Trunk flexion", "live",
             # whole degrees: HA records every change, and tenths would change nearly every second
-            {"value_template": _nullable("flexion_deg", "round(0)"),
+            {"value_template": _nullable("flexion_deg", 0),
              "unit_of_measurement": "°", "state_class": "measurement", "suggested_display_precision": 0},
             needs_sensor=True),  # + forward
     _Entity("sensor", "activity", "Activity", "live",

@@ -17,7 +17,7 @@ TODAY = {
     "schema": 1, "kind": "today", "device": "desk-1", "ts": 1_700_000_000_000, "date": "2023-11-14",
     "worn_min": 300, "slouch_min": 42, "upright_pct": 86.0, "sitting_min": 240, "sitting_now_min": 35,
     "posture": "slouching", "slouching": True, "rotation_si": -7.5, "rotations_left": 40,
-    "rotations_right": 33, "lean_left_min": 3, "lean_right_min": 9, "lateral_mean_deg": 1.25,
+    "rotations_right": 33, "lean_left_min": 3, "lean_right_min": 9, "lateral_mean_deg": 1.26,
     "goal_slouch_pct": 15, "goal_met": False, "streak_days": 4, "program_day": 9, "program_days": 28,
     "alerts_sent": 2, "alerts_held": 1, "snoozed_until": None,
 }
@@ -43,9 +43,10 @@ def render(template: str, value_json: dict) -> str:
     match = re.fullmatch(r"\{\{ (.+) \}\}", template)
     assert match, template
     expr = match.group(1)
-    tokens = r"value_json\.[a-z_]+ \| round\(\d\)|value_json\.[a-z_]+|'[A-Za-z_]+'|\b(?:if|else|is|not|none|None)\b|\s+"
+    tokens = (r"\(value_json\.[a-z_]+ \| round\(\d\)\) \+ 0|value_json\.[a-z_]+|'[A-Za-z_]+'"
+              r"|\b(?:if|else|is|not|none|None)\b|\s+")
     assert re.sub(tokens, "", expr) == "", f"template outside the tested Jinja subset: {template}"
-    python = re.sub(r"(value_json\.[a-z_]+) \| round\((\d)\)", r"round(\1, \2)", expr)
+    python = re.sub(r"\((value_json\.[a-z_]+) \| round\((\d)\)\) \+ 0", r"(round(\1, \2) + 0)", expr)
     python = re.sub(r"value_json\.([a-z_]+)", r"value_json['\1']", python).replace("is not none", "is not None")
     return str(eval(python, {"__builtins__": {"round": round}}, {"value_json": value_json}))  # Jinja prints str(result)
 
@@ -137,7 +138,7 @@ def test_value_templates_render_our_payloads():
     assert state("slouch_minutes_today", TODAY) == "42"
     assert state("upright_today", TODAY) == "86.0"
     assert state("rotation_symmetry_index", TODAY) == "-7.5"
-    assert state("lateral_lean", TODAY) == "1.25"
+    assert state("lateral_lean", TODAY) == "1.3"  # to the tenth HA shows
     assert state("streak", TODAY) == "4"
     assert state("battery", STATUS) == "80"
     assert state("slouching", LIVE) == configs["slouching"]["payload_on"]
@@ -145,6 +146,10 @@ def test_value_templates_render_our_payloads():
     # Not measured is unknown, not "no problem" (HA's MQTT binary sensor takes "None" as unknown)
     assert state("slouching", UNCALIBRATED) == "None"
     assert state("trunk_flexion", LIVE) == "23.0" and state("trunk_flexion", {**LIVE, "flexion_deg": -4.6}) == "-5.0"
+    # Never a signed zero: HA would show "-0 °" sitting upright, "-0.0 °" for a lean of -0.04°
+    assert state("trunk_flexion", {**LIVE, "flexion_deg": -0.3}) == "0.0"
+    assert state("lateral_lean", {**TODAY, "lateral_mean_deg": -0.04}) == "0.0"
+    assert state("rotation_symmetry_index", {**TODAY, "rotation_si": -0.04}) == "0.0"
     assert configs["trunk_flexion"]["unit_of_measurement"] == "°"
     assert configs["activity"]["options"] == [SITTING, STANDING, WALKING, LYING]
     for activity in configs["activity"]["options"]:
