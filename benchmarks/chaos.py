@@ -908,7 +908,7 @@ class Compare:
                                 ALERT_TOLERANCE_S))
         status = MEASUREMENT["status"]
         rows.append(Row(status, sent=len(data["calm"][status]), stored=len(data["chaos"][status]),
-                        details=["status: every 10 s by the clock, not matched point by point"]))
+                        details=["status: on change and every gateway.status_heartbeat_s, not matched point by point"]))
         return rows
 
 
