@@ -425,10 +425,13 @@ class AlertEngine:
         return watching_s
 
     def _summary_stretch(self, state: DeviceState, e: dict[str, Any]) -> dict[str, Any] | None:
-        """The day's main deficit gets a stretch in the summary too."""
+        """The day's main deficit gets a stretch in the summary too. Rotation only as the rotation rule reads it: the
+        symmetry index of fewer than rotation.min_excursions rotations means nothing (one rotation is ±200 %)."""
+        rotations = e["rotations_left"] + e["rotations_right"]
         if e["slouch_pct"] is not None and e["slouch_pct"] >= self.rules.habit.goal_slouch_pct:
             deficit, side = "slouch", None
-        elif e["rotation_si"] is not None and abs(e["rotation_si"]) >= self.rules.rotation.si_pct:
+        elif (e["rotation_si"] is not None and rotations >= self.rules.rotation.min_excursions
+              and abs(e["rotation_si"]) >= self.rules.rotation.si_pct):
             deficit, side = "rotation", "left" if e["rotation_si"] > 0 else "right"
         else:
             return None

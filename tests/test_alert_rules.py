@@ -10,7 +10,17 @@ import pytest
 
 from alerts.catalog import Catalog
 from alerts.engine import AlertEngine
-from alerts.settings import CalibrationRule, Habit, Limits, RecoveryRule, Rules, SittingRule, SlouchRule, load_rules
+from alerts.settings import (
+    CalibrationRule,
+    Habit,
+    Limits,
+    RecoveryRule,
+    RotationRule,
+    Rules,
+    SittingRule,
+    SlouchRule,
+    load_rules,
+)
 from contract.validation import load_validators
 from service_io.config import ConfigError
 
@@ -205,6 +215,22 @@ def test_rotation_and_lean_asymmetry_suggest_the_side_to_favour():
     assert hhmm(rot) == "09:07"  # 7 minutes × 3 = 21 excursions ≥ 20
     assert lean["evidence"]["lean_side"] == "right" and lean["stretch"]["side"] == "left"
     assert "side bend" in lean["stretch"]["name"].lower() and hhmm(lean) == "09:15"  # 15 × 40 s = 10 min
+
+
+def test_the_summary_suggests_a_rotation_stretch_only_once_the_rotations_mean_anything():
+    """The rotation rule waits for rotation.min_excursions before the symmetry index means anything: the summary's
+    stretch waits as well (random day 2010 of the alert truth check: three rotations, all to the left, SI -200,
+    and the summary told the wearer to favour the right side)."""
+    for n, stretch in ((3, None), (20, "right")):
+        eng = engine(slouch=SlouchRule(enabled=False), rotation=RotationRule(enabled=False),
+                     habit=Habit(summary_time="18:00"))
+        start = DAY + 17 * 3600
+        docs = [minute(start + 60 * k, rotations_left=1 if k < n else 0, rotation_left_cumulative_deg=40.0 if k < n
+                       else 0.0) for k in range(70)]
+        feed(eng, docs)
+        [summary] = eng.tick(DAY + 18 * 3600 + 5)
+        assert summary["evidence"]["rotation_si"] == -200.0
+        assert (summary["stretch"] and summary["stretch"]["side"]) == stretch
 
 
 def test_calibration_alerts_and_recovery_feedback():
