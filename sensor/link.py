@@ -52,6 +52,7 @@ class SensorLink:
         self.connected = asyncio.Event()
         self._last_rx_s = 0.0
         self._lost = asyncio.Event()
+        self._battery_refused = False  # said once
 
     @property
     def stats(self) -> StreamStats | None:
@@ -145,17 +146,25 @@ class SensorLink:
                 return
 
     async def _read_battery(self, client: BleakClient) -> None:
+        """The battery level where the sensor gives it. Optional, as it is to the sensor (notify is optional in the
+        Battery Service, some firmware answers the read with no bytes or asks for pairing first): a read or a
+        subscription refused costs the level, said once, never the stream (it ended the link before the data was
+        subscribed, at every reconnect, and with no bytes read the link's task)."""
         if client.services.get_characteristic(BATTERY_LEVEL_UUID) is None:
             return
-        assert self.decoder is not None  # set by _connect, never unset
-        self.decoder.stats.battery_pct = (await client.read_gatt_char(BATTERY_LEVEL_UUID))[0]
 
-        def on_battery(_: BleakGATTCharacteristic, data: bytearray) -> None:
+        def on_battery(_: BleakGATTCharacteristic | None, data: bytes | bytearray) -> None:
             if data:
                 assert self.decoder is not None  # set by _connect, never unset
                 self.decoder.stats.battery_pct = data[0]
 
-        await client.start_notify(BATTERY_LEVEL_UUID, on_battery)
+        try:
+            on_battery(None, await client.read_gatt_char(BATTERY_LEVEL_UUID))
+            await client.start_notify(BATTERY_LEVEL_UUID, on_battery)
+        except BleakError as exc:
+            if not self._battery_refused:
+                log.warning("%s: battery level not available (%s); streaming without it", self.device.address, exc)
+            self._battery_refused = True
 
     async def _pause(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -194,6 +195,47 @@ def test_sensor_going_away_and_returning_reconnects(start_sim):
     after = truth["sent"] & (truth["t_s"] >= resumed[0])
     assert (t_received >= resumed[0]).sum() >= 0.999 * after.sum()
     assert tasks_after <= tasks_before, "tasks leaked across the reconnect"
+
+
+# `posture sim` with its Battery Level broken as some firmware has it: argv[1] "empty" answers the read with no bytes,
+# "refused" refuses it (ATT Read Not Permitted, as a sensor that wants pairing first).
+BROKEN_BATTERY_SIM = """
+import sys
+from firmware_sim import peripheral
+from posture.cli import main
+services = peripheral.VirtualSensor._services
+def broken(self):
+    specs = services(self)
+    for char in (c for s in specs for c in s.characteristics if c.uuid == peripheral.BATTERY_LEVEL):
+        char.read = (lambda: b"") if sys.argv[1] == "empty" else None
+    return specs
+peripheral.VirtualSensor._services = broken
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("battery", ["empty", "refused"])
+def test_a_battery_level_the_sensor_does_not_give_costs_the_level_not_the_stream(testbed, tmp_path, battery):
+    """An empty read ended the link's task (IndexError: restarted every 30 s, never streaming); a refused one was a
+    link error at every connect (reconnecting every second, never streaming). Either way no sample got through."""
+    truth, log = tmp_path / "truth.csv", tmp_path / "sim.log"
+    proc = subprocess.Popen([sys.executable, "-c", BROKEN_BATTERY_SIM, battery, "-v", "sim", "--adapter", "hci1",
+                             "--name", "NoBattery", "--profile", "witmotion", "--scenario", "stream-test",
+                             "--seed", "5", "--truth", str(truth)],
+                            env=testbed.env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "advertising" in log.read_text() or proc.poll() is not None, 15, "the sim advertising")
+        assert proc.poll() is None, log.read_text()
+        _, link = asyncio.run(stream_until_sim_exits(SimpleNamespace(name="NoBattery", proc=proc)))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    sent, _ = read_truth(truth)
+    assert link.stats is not None
+    assert link.stats.samples >= 0.999 * sent["sent"].sum() > 0
+    assert link.stats.battery_pct is None
+    assert link.stats.reconnects == 0
 
 
 @pytest.mark.parametrize("profile", ["native", "witmotion", "thingy52"])
