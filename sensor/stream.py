@@ -17,6 +17,8 @@ from .profiles import SensorProfile
 from .timeline import ArrivalTimeline, ClockMap, CountedTimeline, Placement
 
 log = logging.getLogger("posture.sensor")
+# A packet that arrived this long after its neighbours' floor is a backlog's (a stalled host): not latency.
+LATE_FOR_CLOCK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,10 @@ class StreamDecoder:
             # Samples counted lost were late after all (or fewer were lost than counted): the synthesised clock,
             # which cannot step back, is ahead by them.
             self._clock.shift(-placed.lost_samples / self.rate_hz)
-        self._clock.update(float(placed.t_sensor_s[-1]), host_s)
+        if placed.late_s < LATE_FOR_CLOCK_S:
+            # A backlog's packets tell when the host got round to them, not the link's latency: a stall of 90 s
+            # made most of a short history, and the clock map's median put the samples after it 23 s off.
+            self._clock.update(float(placed.t_sensor_s[-1]), host_s)
         self._unmapped.append((packet, placed))
         return self._mapped() if self._clock.settled or not self.profile.has_sensor_clock else []
 

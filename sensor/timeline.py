@@ -23,6 +23,7 @@ class Placement:
     lost_samples: int  # samples missing right before this packet (negative: a correction)
     lost_packets: int  # packets missing right before this packet (0 where the wire has no counter)
     duplicate: bool = False  # a packet we already had (its samples should be dropped)
+    late_s: float = 0.0  # how long after the floor of its neighbours it arrived (arrival-timed: a backlog's packet)
 
 
 class CountedTimeline:
@@ -67,12 +68,21 @@ class ArrivalTimeline:
     moves the floor slowly and continuously, unlike a loss, so it is followed as the fractional
     part of the floor. The count is an estimate: a link that delays every packet by more than half
     a period for a whole window reads as loss until it recovers.
+
+    A backlog delivered at once (the host or the sensor stalled: a Raspberry Pi's SD card, a paused VM) arrives
+    faster than the sensor samples, each packet below the floor of those before it: while that lasts the floor is
+    still falling, and a packet placed on it was counted lost by the whole stall, its samples after it put that far
+    ahead, into the future (a 20 s stall: 1,970 samples "lost", sample times 15 s ahead, slewed back at 5 %). So
+    nothing is placed until the floor has held for a window (at most `max_hold_s` of samples are held).
     """
 
-    def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02):
+    def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02, max_hold_s: float = 120.0):
         self.rate_hz = rate_hz
         self.window = window
         self.drift_gain = drift_gain
+        self.max_hold = max(window, round(max_hold_s * rate_hz))
+        self._pending_min = np.inf  # the floor of the packets waiting
+        self._falling_until = 0  # arrived-sample count until which the floor is taken as still falling
         self._pending: deque[tuple[float, int]] = deque()  # (r of the packet's newest sample, n), not yet placed
         self._pending_samples = 0
         self._first_host_s: float | None = None
@@ -86,11 +96,16 @@ class ArrivalTimeline:
         if self._first_host_s is None:
             self._first_host_s = host_s
         j = self._arrived + n - 1  # ordinal of the newest sample in this packet
-        self._pending.append(((host_s - self._first_host_s) * self.rate_hz - j, n))
+        r = (host_s - self._first_host_s) * self.rate_hz - j
+        if r < self._pending_min - 0.5:  # came faster than the sensor samples: a backlog catching up
+            self._falling_until = self._arrived + n + self.window
+        self._pending.append((r, n))
+        self._pending_min = min(self._pending_min, r)
         self._arrived += n
         self._pending_samples += n
         out = []
-        while self._pending_samples - self._pending[0][1] >= self.window:
+        while self._pending_samples - self._pending[0][1] >= self.window and (
+                self._arrived >= self._falling_until or self._pending_samples > self.max_hold):
             out.append(self._settle(full=True))
         return out
 
@@ -99,9 +114,11 @@ class ArrivalTimeline:
         return [self._settle(full=False) for _ in range(len(self._pending))]
 
     def _settle(self, full: bool) -> Placement:
-        floor = min(r for r, _ in self._pending)  # the head and what arrived after it
-        _, n = self._pending.popleft()
+        floor = self._pending_min  # the head and what arrived after it
+        head, n = self._pending.popleft()
         self._pending_samples -= n
+        if head <= self._pending_min:
+            self._pending_min = min((r for r, _ in self._pending), default=np.inf)
         # Flushed, a packet may have few followers, perhaps all late: a new loss needs a quarter window.
         trusted = full or self._pending_samples >= self.window // 4
         lost = round(floor - self._drift) if trusted else self._lost
@@ -118,7 +135,7 @@ class ArrivalTimeline:
         lost_now, self._lost = lost - self._lost - counted_back, lost
         index = self._placed + self._lost + np.arange(n)
         self._placed += n
-        return Placement(index / self.rate_hz, lost_now, 0)
+        return Placement(index / self.rate_hz, lost_now, 0, late_s=(head - floor) / self.rate_hz)
 
 
 class ClockMap:

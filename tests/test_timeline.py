@@ -174,8 +174,8 @@ def test_host_times_never_run_backwards_when_the_first_packets_came_late():
 
 
 
-@pytest.mark.parametrize("stall_at_s", [120.0, 0.3])
-def test_a_stall_taken_for_loss_does_not_leave_host_times_ahead(stall_at_s):
+@pytest.mark.parametrize(("stall_at_s", "stall_s"), [(120.0, 0.6), (0.3, 0.6), (120.0, 20.0), (60.0, 90.0)])
+def test_a_stall_taken_for_loss_does_not_leave_host_times_ahead(stall_at_s, stall_s):
     # WT901BLE: no sensor clock. A busy host holds 0.6 s of notifications back, then delivers them at once: the
     # timeline counts the late samples lost (and moves its synthesised clock on), then takes the count back but
     # cannot move the clock back. Host times must be back on the arrival floor within seconds, where the map
@@ -190,8 +190,8 @@ def test_a_stall_taken_for_loss_does_not_leave_host_times_ahead(stall_at_s):
     decoder = StreamDecoder("dev", PROFILES["witmotion"], RATE_HZ)
     t = np.arange(0, 240, 1 / RATE_HZ)
     arrival = 1_700_000_000.0 + t + 0.003 + rng.exponential(0.001, len(t))
-    stalled = (t >= stall_at_s) & (t < stall_at_s + 0.6)
-    arrival[stalled] = 1_700_000_000.0 + stall_at_s + 0.6 + 0.003 + 1e-5 * np.arange(stalled.sum())
+    stalled = (t >= stall_at_s) & (t < stall_at_s + stall_s)
+    arrival[stalled] = 1_700_000_000.0 + stall_at_s + stall_s + 0.003 + 1e-5 * np.arange(stalled.sum())
     arrival = np.maximum.accumulate(arrival)
     mapped = []
     for k in range(len(t)):
@@ -205,6 +205,10 @@ def test_a_stall_taken_for_loss_does_not_leave_host_times_ahead(stall_at_s):
     assert error.min() > -0.002
     assert np.abs(error[(t > 2.0) & (t < stall_at_s)]).max(initial=0.0) < 0.002
     assert np.abs(error[t > stall_at_s + 10.0]).max() < 0.002
+    # Placed where they were taken, not after the stall: a 20 s backlog was counted as 1,970 samples lost, the
+    # samples after it put up to 20 s ahead of their arrival, into the future, and slewed back over minutes.
+    assert (mapped_s <= arrival + 0.002).all()
+    assert np.abs(error[t > 2.0]).max() < 0.002
 
 def test_late_first_packets_do_not_set_the_host_times_of_a_connection():
     # On a busy host the first notifications of a link arrive 80 ms late; the decoder holds the first
