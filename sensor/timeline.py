@@ -73,7 +73,8 @@ class ArrivalTimeline:
     faster than the sensor samples, each packet below the floor of those before it: while that lasts the floor is
     still falling, and a packet placed on it was counted lost by the whole stall, its samples after it put that far
     ahead, into the future (a 20 s stall: 1,970 samples "lost", sample times 15 s ahead, slewed back at 5 %). So
-    nothing is placed until the floor has held for a window (at most `max_hold_s` of samples are held).
+    nothing is placed until the floor has held for a window (at most `max_hold_s` of samples are held: those placed
+    past it, the floor still falling, follow their neighbours, late rather than lost).
     """
 
     def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02, max_hold_s: float = 120.0):
@@ -106,21 +107,24 @@ class ArrivalTimeline:
         out = []
         while self._pending_samples - self._pending[0][1] >= self.window and (
                 self._arrived >= self._falling_until or self._pending_samples > self.max_hold):
-            out.append(self._settle(full=True))
+            # Placed past max_hold while the floor is still falling: the floor tells how late the backlog came,
+            # not what was lost (counted lost, the samples after it went that far into the future). They follow
+            # their neighbours; a loss among them is counted once the floor has held.
+            out.append(self._settle(full=True, falling=self._arrived < self._falling_until))
         return out
 
     def flush(self) -> list[Placement]:
         """Place every packet still waiting, with what followed it (the link is going away)."""
         return [self._settle(full=False) for _ in range(len(self._pending))]
 
-    def _settle(self, full: bool) -> Placement:
+    def _settle(self, full: bool, falling: bool = False) -> Placement:
         floor = self._pending_min  # the head and what arrived after it
         head, n = self._pending.popleft()
         self._pending_samples -= n
         if head <= self._pending_min:
             self._pending_min = min((r for r, _ in self._pending), default=np.inf)
         # Flushed, a packet may have few followers, perhaps all late: a new loss needs a quarter window.
-        trusted = full or self._pending_samples >= self.window // 4
+        trusted = (full or self._pending_samples >= self.window // 4) and not falling
         lost = round(floor - self._drift) if trusted else self._lost
         counted_back = 0
         if lost < self._lost:
@@ -130,7 +134,7 @@ class ArrivalTimeline:
             counted_back = self._lost - max(lost, 0)
             self._drift += lost - self._lost
             lost = self._lost
-        if full:
+        if full and not falling:
             self._drift += self.drift_gain * (floor - lost - self._drift)
         lost_now, self._lost = lost - self._lost - counted_back, lost
         index = self._placed + self._lost + np.arange(n)
