@@ -162,6 +162,8 @@ class SensorLink:
             on_battery(None, await client.read_gatt_char(BATTERY_LEVEL_UUID))
             await client.start_notify(BATTERY_LEVEL_UUID, on_battery)
         except BleakError as exc:
+            if not client.is_connected:  # the link went, not the level: a link error, as any other
+                raise
             if not self._battery_refused:
                 log.warning("%s: battery level not available (%s); streaming without it", self.device.address, exc)
             self._battery_refused = True

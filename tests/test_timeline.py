@@ -301,3 +301,19 @@ def test_a_backlog_longer_than_the_hold_is_late_not_lost():
     assert (np.diff(t_placed) > 0).all()
     # Where in a backlog that came at once a loss was cannot be told: a sample may be a period out, no more.
     assert np.abs(t_placed - t[keep]).max() <= 1 / RATE_HZ + 1e-9, np.abs(t_placed - t[keep]).max()
+
+
+@pytest.mark.parametrize(("rate_hz", "speed"), [(100.0, 1.2), (100.0, 3.0), (50.0, 1.2), (200.0, 1.5)])
+def test_a_backlog_that_drains_slowly_is_placed_where_it_was_taken(rate_hz, speed):
+    # A stalled host catching up at a few times the sample rate, not at once: each packet is less than a sample
+    # below the last, and a hold started by one packet's drop never saw it (samples 14-18 s in the future).
+    rng = np.random.default_rng(15)
+    t = np.arange(0, 120, 1 / rate_hz)
+    arrival = t + 0.0075 + rng.exponential(0.003, len(t))
+    behind = np.flatnonzero(t >= 20.0)
+    due = 30.0 + np.arange(len(behind)) / (speed * rate_hz)  # from 20 s to 30 s nothing, then the backlog (to 80 s)
+    arrival[behind] = np.maximum(arrival[behind], due)
+    tl = ArrivalTimeline(rate_hz)
+    placed = [p for h in np.maximum.accumulate(arrival) for p in tl.place(h)] + tl.flush()
+    assert sum(p.lost_samples for p in placed) == 0
+    assert np.abs(np.concatenate([p.t_sensor_s for p in placed]) - t).max() <= 1 / rate_hz + 1e-9
