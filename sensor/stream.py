@@ -131,7 +131,15 @@ class StreamDecoder:
             batches = self._batches(packet, host_s, placed)
         else:
             self._waiting.append((packet, host_s))
+            held_before = self._arrivals.held_too_long
             batches = self._settled(self._arrivals.place(host_s, packet.n))
+            if not held_before and self._arrivals.held_too_long:
+                # A backlog over two minutes long, or (more likely) a sensor sending faster than it was asked to
+                # (its rate command ignored): every sample then waits that long to be placed.
+                held_s = self._arrivals.max_hold / self.rate_hz
+                log.warning("%s: samples arrive faster than the %g Hz asked for %.0f s: the sensor may stream at "
+                            "another rate (check pipeline.rate_hz); they are placed %.0f s late", self.device,
+                            self.rate_hz, held_s, held_s)
         return _joined(batches) if batches else None
 
     def _note_clock_set(self, offset_s: float) -> None:

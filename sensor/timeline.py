@@ -93,6 +93,7 @@ class ArrivalTimeline:
         self._recent_samples = 0
         self._fall = max(1.0, self.FALL_S * rate_hz)
         self.falling = False  # a backlog is coming in: nothing is placed
+        self.held_too_long = 0  # packets placed past max_hold_s with the floor still falling
         self._pending: deque[tuple[float, int]] = deque()  # (r of the packet's newest sample, n), not yet placed
         self._pending_samples = 0
         self._first_host_s: float | None = None
@@ -118,6 +119,7 @@ class ArrivalTimeline:
             # Placed past max_hold while the floor is still falling: the floor tells how late the backlog came,
             # not what was lost (counted lost, the samples after it went that far into the future). They follow
             # their neighbours; a loss among them is counted once the floor has held.
+            self.held_too_long += self.falling
             out.append(self._settle(full=True, falling=self.falling))
         return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -317,3 +319,22 @@ def test_a_backlog_that_drains_slowly_is_placed_where_it_was_taken(rate_hz, spee
     placed = [p for h in np.maximum.accumulate(arrival) for p in tl.place(h)] + tl.flush()
     assert sum(p.lost_samples for p in placed) == 0
     assert np.abs(np.concatenate([p.t_sensor_s for p in placed]) - t).max() <= 1 / rate_hz + 1e-9
+
+
+def test_a_sensor_streaming_faster_than_asked_is_said(caplog):
+    # A WT901BLE that ignored its rate command at 2x: every packet "a backlog", held the longest hold. Said once.
+    from firmware_sim.profiles import StreamSettings, get_profile
+    from sensor.profiles import PROFILES
+    from sensor.stream import StreamDecoder
+
+    wire, settings = get_profile("witmotion"), StreamSettings(rate_hz=RATE_HZ)
+    decoder = StreamDecoder("dev", PROFILES["witmotion"], RATE_HZ)
+    decoder._arrivals.max_hold = 500  # 5 s at 100 Hz, for a short test
+    rng = np.random.default_rng(16)
+    with caplog.at_level(logging.WARNING, logger="posture.sensor"):
+        for k in range(3000):  # 15 s at 200 Hz
+            packet = wire.encode(k, np.array([k * 5000]), rng.normal(0, 0.01, (1, 3)), rng.normal(0, 1, (1, 3)),
+                                 np.zeros((1, 3)), settings)
+            decoder.feed(packet, 1_700_000_000.0 + k / 200.0)
+    said = [r for r in caplog.records if "faster than" in r.getMessage()]
+    assert len(said) == 1 and "pipeline.rate_hz" in said[0].getMessage()
