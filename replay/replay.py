@@ -145,6 +145,11 @@ def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, i
         judged = judged[~glitch]
         forward = moves_forward(last_t, judged[:, 0])
         if not forward.all() or glitch.any():
+            if not stats["backwards"]:  # once: a time column that restarted (a logger rebooted) skips the rest
+                at = int(np.argmin(forward)) if not forward.all() else None
+                log.warning("skipping rows out of time order%s; further ones are only counted (out_of_order)",
+                            "" if at is None else f" (first: t = {judged[at, 0]:g} s after t = "
+                                                  f"{max(last_t, judged[:at, 0].max(initial=-np.inf)):g} s)")
             stats["backwards"] += int((~forward).sum() + glitch.sum())
             judged = judged[forward]
         if len(judged):

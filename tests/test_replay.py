@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -215,3 +216,17 @@ def test_a_row_that_came_late_costs_itself_not_the_good_rows_before_it():
     chunks = replay_module._forward_chunks(iter([(data, 0)]), stats, tqdm(disable=True))
     kept = np.concatenate([c[:, 0] for c, _ in chunks])
     assert stats["backwards"] == 1 and kept.tolist() == [x for x in t.tolist() if x != 20.0]
+
+
+def test_a_time_column_that_restarts_is_said_once(tmp_path, caplog):
+    """A logger that rebooted mid-recording starts its time again: the rest of the file cannot be placed in time
+    and is skipped, which was only counted; now one line says where."""
+    *chunks, _ = case_chunks("slouch-ideal")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    header, *rows = (tmp_path / "rec.csv").read_text().splitlines()
+    (tmp_path / "restart.csv").write_text("\n".join([header, *rows[:3000], *rows[:3000]]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="posture.replay"):
+        out = replay(tmp_path / "restart.csv", None, progress=False)
+    assert out["out_of_order"] == 3000
+    said = [r.getMessage() for r in caplog.records if "out of time order" in r.getMessage()]
+    assert len(said) == 1 and "first: t = 0 s after t = 29.99 s" in said[0], said
