@@ -88,9 +88,6 @@ class ArrivalTimeline:
         self.drift_gain = drift_gain
         self.max_hold = max(window, round(max_hold_s * rate_hz))
         self._pending_min = np.inf  # the floor of the packets waiting
-        # The last window of arrivals (r, n), for the hold (_floor_falls)
-        self._recent: deque[tuple[float, int]] = deque()
-        self._recent_samples = 0
         self._fall = max(1.0, self.FALL_S * rate_hz)
         self.falling = False  # a backlog is coming in: nothing is placed
         self.held_too_long = 0  # packets placed past max_hold_s with the floor still falling
@@ -112,7 +109,7 @@ class ArrivalTimeline:
         self._pending_min = min(self._pending_min, r)
         self._arrived += n
         self._pending_samples += n
-        self.falling = self._floor_falls(r, n)
+        self.falling = self._floor_falls()
         out = []
         while self._pending_samples - self._pending[0][1] >= self.window and (
                 not self.falling or self._pending_samples > self.max_hold):
@@ -123,13 +120,13 @@ class ArrivalTimeline:
             out.append(self._settle(full=True, falling=self.falling))
         return out
 
-    def _floor_falls(self, r: float, n: int) -> bool:
-        self._recent.append((r, n))
-        self._recent_samples += n
-        while self._recent_samples - self._recent[0][1] >= self.window:
-            self._recent_samples -= self._recent.popleft()[1]
+    def _floor_falls(self) -> bool:
+        """The floor of the last window of arrivals' newer half more than FALL_S below its older half's. Those are
+        the newest packets waiting: a packet is placed only with a window's samples after it."""
         newer, older, seen = np.inf, np.inf, 0
-        for r_k, n_k in reversed(self._recent):
+        for r_k, n_k in reversed(self._pending):
+            if seen >= self.window:
+                break
             if seen < self.window // 2:
                 newer = min(newer, r_k)
             else:
