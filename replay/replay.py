@@ -80,10 +80,12 @@ def _parse_leniently(lines: list[str], cols: list[int], stats: dict[str, int]) -
     return np.array(rows, dtype=float).reshape(-1, len(cols))
 
 
-def _bad(stats: dict[str, int], n: int, what: str) -> None:
-    if stats["bad_lines"] == 0:
+def _bad(stats: dict[str, int], n: int, what: str, kind: str = "bad_lines") -> None:
+    """Skipped input of a kind, counted; the first of each kind said (a time column that restarted, a logger
+    rebooted, skips the rest of the file: its first row out of order is where)."""
+    if stats[kind] == 0:
         log.warning("skipping bad input (%s); further ones are only counted", what)
-    stats["bad_lines"] += n
+    stats[kind] += n
 
 
 def estimate_rate_hz(t_s: np.ndarray) -> float:
@@ -145,12 +147,10 @@ def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, i
         judged = judged[~glitch]
         forward = moves_forward(last_t, judged[:, 0])
         if not forward.all() or glitch.any():
-            if not stats["backwards"]:  # once: a time column that restarted (a logger rebooted) skips the rest
-                at = int(np.argmin(forward)) if not forward.all() else None
-                log.warning("skipping rows out of time order%s; further ones are only counted (out_of_order)",
-                            "" if at is None else f" (first: t = {judged[at, 0]:g} s after t = "
-                                                  f"{max(last_t, judged[:at, 0].max(initial=-np.inf)):g} s)")
-            stats["backwards"] += int((~forward).sum() + glitch.sum())
+            at = int(np.argmin(forward)) if not forward.all() else None
+            _bad(stats, int((~forward).sum() + glitch.sum()), "rows out of time order" if at is None else
+                 f"rows out of time order, first: t = {judged[at, 0]:g} s after t = "
+                 f"{max(last_t, judged[:at, 0].max(initial=-np.inf)):g} s", kind="backwards")
             judged = judged[forward]
         if len(judged):
             last_t = judged[-1, 0]
