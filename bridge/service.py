@@ -231,10 +231,13 @@ class Bridge:
         self.client.publish(self.dead_letter_topic, json.dumps(body), qos=1)
         if not store:
             return
-        line = dead_letter_line(topic, reason, payload, self._dead_letter_ms(),
-                                bridge=self.cfg.client_id if self.cfg.share_group else "")
+        line = self._dead_letter_line(topic, reason, payload)
         with self._lock:
             self._pending.append((mid, qos, self._connection, DEAD_LETTERS, [line]))
+
+    def _dead_letter_line(self, topic: str, reason: str, payload: str) -> str:
+        return dead_letter_line(topic, reason, payload, self._dead_letter_ms(),
+                                bridge=self.cfg.client_id if self.cfg.share_group else "")
 
     def _dead_letter_ms(self) -> int:
         """Now, but after the last dead letter's time: two at the same millisecond would overwrite each other."""
@@ -431,11 +434,10 @@ class Bridge:
             log.warning("InfluxDB refused a point (%s); it and any further ones go to %s, counted", reason[:160],
                         self.dead_letter_topic)
         # A refused dead letter is published, not stored again: InfluxDB would refuse it again.
-        self._dead_letter(topic, f"refused by InfluxDB: {reason}", line, store=False)
+        why = f"refused by InfluxDB: {reason}"
+        self._dead_letter(topic, why, line, store=False)
         if topic != DEAD_LETTERS:
-            self._refused_letters.append((DEAD_LETTERS, dead_letter_line(
-                topic, f"refused by InfluxDB: {reason}", line, self._dead_letter_ms(),
-                bridge=self.cfg.client_id if self.cfg.share_group else "")))
+            self._refused_letters.append((DEAD_LETTERS, self._dead_letter_line(topic, why, line)))
 
     def _settle_dead_letters(self) -> list[Item]:
         """Write the dead letters of the points the last writes refused: those not stored (InfluxDB gone meanwhile),
