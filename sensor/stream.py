@@ -19,6 +19,10 @@ from .timeline import ArrivalTimeline, ClockMap, CountedTimeline, Placement
 log = logging.getLogger("posture.sensor")
 # A packet that arrived this long after its neighbours' floor is a backlog's (a stalled host): not latency.
 LATE_FOR_CLOCK_S = 1.0
+# An arrival-timed sensor's rate is looked at over this much of a connection: a WT901BLECL that streams at most 50 Hz
+# while 100 are asked reads as half its samples lost, filled in, and a link quality of 50 % for good, with no word.
+RATE_CHECK_S = 30.0
+SLOW_RATE = 0.75  # under this share of the asked rate for a whole check: said (once), the samples still go on
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class StreamDecoder:
         self.profile = profile
         self.rate_hz = rate_hz
         self.stats = StreamStats()
+        self._slow_said = False
         self._steady: bool | None = None  # whether feed() is given the steady clock (on every call, or never)
         self._epoch_s = 0.0  # host − steady clock when the first notification came
         self._clock = ClockMap()  # one for all connections: reset() at each, host times go on from the last
@@ -74,6 +79,8 @@ class StreamDecoder:
         # before it (the samples before a stall came out early by the stall).
         self._unmapped: list[tuple[DecodedPacket, Placement]] = []
         self._last_raw: tuple[bytes, float] = (b"", float("-inf"))  # the last notification and its arrival
+        self._rate_since_s: float | None = None  # the first arrival of this rate check (_check_rate)
+        self._rate_arrived = 0  # samples arrived in it
 
     def restart(self) -> list[ImuBatch]:
         """A new connection: sensor clocks and counters may have moved on; keep the totals. Returns
@@ -130,6 +137,7 @@ class StreamDecoder:
                 return None
             batches = self._batches(packet, host_s, placed)
         else:
+            self._check_rate(host_s, packet.n)
             self._waiting.append((packet, host_s))
             held_before = self._arrivals.held_too_long
             batches = self._settled(self._arrivals.place(host_s, packet.n))
@@ -141,6 +149,23 @@ class StreamDecoder:
                             "another rate (check pipeline.rate_hz); they are placed %.0f s late", self.device,
                             self.rate_hz, held_s, held_s)
         return _joined(batches) if batches else None
+
+    def _check_rate(self, host_s: float, n: int) -> None:
+        """Samples arriving at well under the asked rate for RATE_CHECK_S of one connection: said once, with what
+        to do. Without a counter a sensor streaming slower than asked and a link losing that share look alike; a
+        connection's silences longer than the watchdog end it, and start the check afresh."""
+        if self._rate_since_s is None:
+            self._rate_since_s = host_s
+        if (since_s := host_s - self._rate_since_s) >= RATE_CHECK_S:
+            per_s = self._rate_arrived / since_s
+            if per_s < SLOW_RATE * self.rate_hz and not self._slow_said:
+                self._slow_said = True
+                log.warning("%s: %.0f samples/s arrived over %.0f s of the %g Hz asked: the sensor streams slower "
+                            "than asked (set pipeline.rate_hz to its rate) or the link loses %.0f %% of them; the "
+                            "missing samples are counted lost and filled in", self.device, per_s, since_s,
+                            self.rate_hz, 100 * (1 - per_s / self.rate_hz))
+            self._rate_since_s, self._rate_arrived = host_s, 0
+        self._rate_arrived += n
 
     def _note_clock_set(self, offset_s: float) -> None:
         """The host clock as set now, relative to the steady clock at the first notification."""
