@@ -59,19 +59,22 @@ class Device:
     stopped_at_s: float | None = None  # the last run's last sample; None once the first batch here was looked at
 
 
-async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
+async def find_sensors(config: Config, scan_timeout_s: float) -> list[tuple[FoundSensor, SensorFilter]]:
+    """Each sensor, with what its link looks it up by again: as configured (a name follows a sensor whose private
+    address changed), or the address of the one found when none is configured (one unit's default name is often
+    every unit's)."""
     adapter = config.gateway.adapter or None
     if not config.gateway.sensors:
         found = await discover(adapter, scan_timeout_s, first_only=True)
-        return found[:1]
-    found = []
+        return [(sensor, SensorFilter(address=sensor.address)) for sensor in found[:1]]
+    sensors = []
     for who in config.gateway.sensors:
         wanted = SensorFilter(address=who) if who.count(":") == 5 else SensorFilter(name=who)
         match = await discover(adapter, scan_timeout_s, wanted, first_only=True)
         if not match:
             raise RuntimeError(f"sensor {who!r} (gateway.sensors) not found")
-        found.append(match[0])
-    return found
+        sensors.append((match[0], wanted))
+    return sensors
 
 
 async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float = 15.0) -> dict[str, Device]:
@@ -79,13 +82,14 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     devices: dict[str, Device] = {}
     links: dict[str, SensorLink] = {}
     sensors: dict[str, FoundSensor] = {}
-    for sensor in await find_sensors(config, scan_timeout_s):
+    wanted: dict[str, SensorFilter] = {}
+    for sensor, wanted_as in await find_sensors(config, scan_timeout_s):
         name = device_id(sensor.name or sensor.address)
         if name in sensors:  # one id, one series: two sensors under it would merge their data
             raise RuntimeError(f"sensors {sensors[name].address} and {sensor.address} both advertise "
                                f"{sensor.name!r} (gateway.sensors): rename one, they would share one device")
         check_rate(name, sensor.profile, config.pipeline.rate_hz)
-        sensors[name] = sensor
+        sensors[name], wanted[name] = sensor, wanted_as
     for name in sensors:  # every one before any spool opens: a legacy file may be another device's too
         adopt_legacy_files(spool_dir, name)
     for name, sensor in sensors.items():
@@ -98,7 +102,8 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         device.saved = device.pipeline.calibration
         device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
         devices[name] = device
-        links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
+        links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings,
+                                 wanted[name])
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
     tasks = {name: asyncio.create_task(link.run(stop)) for name, link in links.items()}
     stopped_at: dict[str, float] = {}
