@@ -17,12 +17,12 @@ from .profiles import SensorProfile
 from .timeline import ArrivalTimeline, ClockMap, CountedTimeline, Placement
 
 log = logging.getLogger("posture.sensor")
-# A packet that arrived this long after its neighbours' floor is a backlog's (a stalled host): not latency.
-LATE_FOR_CLOCK_S = 1.0
 # An arrival-timed sensor's rate is looked at over this much of a connection: a WT901BLECL that streams at most 50 Hz
 # while 100 are asked reads as half its samples lost, filled in, and a link quality of 50 % for good, with no word.
 RATE_CHECK_S = 30.0
 SLOW_RATE = 0.75  # under this share of the asked rate for a whole check: said (once), the samples still go on
+# Nothing for this long starts the check afresh: a host that stalled (its backlog comes after the gap) or a link out.
+RATE_GAP_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ class StreamDecoder:
         self._last_raw: tuple[bytes, float] = (b"", float("-inf"))  # the last notification and its arrival
         self._rate_since_s: float | None = None  # the first arrival of this rate check (_check_rate)
         self._rate_arrived = 0  # samples arrived in it
+        self._rate_last_s = 0.0  # the last arrival
 
     def restart(self) -> list[ImuBatch]:
         """A new connection: sensor clocks and counters may have moved on; keep the totals. Returns
@@ -152,10 +153,10 @@ class StreamDecoder:
 
     def _check_rate(self, host_s: float, n: int) -> None:
         """Samples arriving at well under the asked rate for RATE_CHECK_S of one connection: said once, with what
-        to do. Without a counter a sensor streaming slower than asked and a link losing that share look alike; a
-        connection's silences longer than the watchdog end it, and start the check afresh."""
-        if self._rate_since_s is None:
-            self._rate_since_s = host_s
+        to do. Without a counter a sensor streaming slower than asked and a link losing that share look alike."""
+        if self._rate_since_s is None or host_s - self._rate_last_s > RATE_GAP_S:
+            self._rate_since_s, self._rate_arrived = host_s, 0
+        self._rate_last_s = host_s
         if (since_s := host_s - self._rate_since_s) >= RATE_CHECK_S:
             per_s = self._rate_arrived / since_s
             if per_s < SLOW_RATE * self.rate_hz and not self._slow_said:
@@ -190,9 +191,7 @@ class StreamDecoder:
             # Samples counted lost were late after all (or fewer were lost than counted): the synthesised clock,
             # which cannot step back, is ahead by them.
             self._clock.shift(-placed.lost_samples / self.rate_hz)
-        if placed.late_s < LATE_FOR_CLOCK_S:
-            # A backlog's packets tell when the host got round to them, not the link's latency: a stall of 90 s
-            # made most of a short history, and the clock map's median put the samples after it 23 s off.
+        if placed.late_s < ClockMap.LATE_S:  # as the map itself does once settled: in its first second too
             self._clock.update(float(placed.t_sensor_s[-1]), host_s)
         self._unmapped.append((packet, placed))
         return self._mapped() if self._clock.settled or not self.profile.has_sensor_clock else []

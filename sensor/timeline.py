@@ -180,6 +180,10 @@ class ClockMap:
     # the jump as a lost link, and starts afresh after it); by less it is slewed in too, as a short jump would be
     # taken for a short gap and filled with samples that never were.
     JUMP_S = 1.0
+    # A packet this much later than the settled map is a backlog's (the host stalled, D-Bus held the notifications):
+    # it tells when the host got round to it, not the link's latency. Learnt, a stall of 90 s a minute into a
+    # connection made most of the history and put the samples after it up to 28 s into the future, for minutes.
+    LATE_S = 1.0
 
     def __init__(self, window_s: float = 1.0, history: int = 300):
         self.window_s = window_s
@@ -204,6 +208,8 @@ class ClockMap:
         if self._window_start_s is None or sensor_s < self._window_start_s:
             self.reset()
             self._window_start_s = sensor_s
+        elif self.settled and host_s - self._steady(sensor_s) > self.LATE_S:
+            return
         if self._window_min is None or lag < self._window_min[1]:
             self._window_min = (sensor_s, lag)
             if len(self._minima) < 2:
