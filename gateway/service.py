@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 from contract.identity import device_id
 from contract.messages import Status, payload
 from contract.validation import load_validators, parse
+from gateway.kept import read_kept, write_kept
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
+from gateway.sent_floor import SentFloor
 from pipeline.calibration import Calibration
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock, earlier_states
@@ -57,6 +59,7 @@ class Device:
     # The last run's last minute as its stop sent it: this run's part of that minute is added to it (_continued).
     stopped_minute: MinuteMetrics | None = None
     stopped_at_s: float | None = None  # the last run's last sample; None once the first batch here was looked at
+    sent_floor: SentFloor | None = None  # samples stamped before the minutes sent before are dropped (a stale clock)
 
 
 async def find_sensors(config: Config, scan_timeout_s: float) -> list[tuple[FoundSensor, SensorFilter]]:
@@ -101,6 +104,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
         device.saved = device.pipeline.calibration
         device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
+        device.sent_floor = SentFloor.load(spool_dir, name)
         devices[name] = device
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings,
                                  wanted[name])
@@ -159,11 +163,11 @@ def _restart_stopped_links(tasks: dict[str, asyncio.Task[None]], links: dict[str
 
 def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
     """The device's calibration from the last run: a restarted gateway measures at once."""
-    return _read_kept(spool_dir, device, ".calibration.json", Calibration.from_dict, "stored calibration")
+    return read_kept(spool_dir, device, ".calibration.json", Calibration.from_dict, "stored calibration")
 
 
 def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> None:
-    _write_kept(spool_dir, device, ".calibration.json", calibration.to_dict())
+    write_kept(spool_dir, device, ".calibration.json", calibration.to_dict())
 
 
 def load_stopped_minute(spool_dir: Path, device: str) -> tuple[MinuteMetrics, float] | None:
@@ -181,13 +185,13 @@ def load_stopped_minute(spool_dir: Path, device: str) -> tuple[MinuteMetrics, fl
         if minute.sitting_since_s is not None and minute.sitting_since_s > last_t_s:
             raise ValueError(f"sitting_since_s {minute.sitting_since_s} is after last_t_s")
         return minute, last_t_s
-    return _read_kept(spool_dir, device, ".minute.json", checked, "stopped minute")
+    return read_kept(spool_dir, device, ".minute.json", checked, "stopped minute")
 
 
 def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics, last_t_s: float) -> None:
     """A failure costs what it did before this file existed: a start within the minute replaces its first part."""
     try:
-        _write_kept(spool_dir, device, ".minute.json", {"minute": asdict(minute), "last_t_s": last_t_s})
+        write_kept(spool_dir, device, ".minute.json", {"minute": asdict(minute), "last_t_s": last_t_s})
     except OSError as exc:
         log.warning("%s: the unfinished minute not saved (a start within it replaces its first part): %s", device,
                     exc)
@@ -201,29 +205,6 @@ def forget_stopped_minute(spool_dir: Path, device: str) -> None:
         device_file(spool_dir, device, ".minute.json").unlink(missing_ok=True)
     except OSError as exc:
         log.warning("%s: the stopped minute's file not removed (a crash now would resume from it): %s", device, exc)
-
-
-def _read_kept(spool_dir: Path, device: str, suffix: str, read: Callable[[Any], T], what: str) -> T | None:
-    """What the last run kept beside the device's spool; None if nothing, or not readable (said)."""
-    path = device_file(spool_dir, device, suffix)
-    try:
-        return read(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # a start must not fail on it
-        log.warning("%s: ignoring %s %s: %s", device, what, path, exc)
-        return None
-
-
-def _write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any]) -> None:
-    path = device_file(spool_dir, device, suffix)
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
-    except OSError:
-        tmp.unlink(missing_ok=True)  # half a file on a full disk: its space back
-        raise
 
 
 def _continued(device: Device, metrics: list[MinuteMetrics]) -> list[MinuteMetrics]:
@@ -260,6 +241,10 @@ def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[I
     def on_batch(batch: ImuBatch) -> None:
         device.window[0] += batch.n
         device.window[1] += batch.lost_before
+        if device.sent_floor is not None and (admitted := device.sent_floor.admit(batch)) is not batch:
+            if admitted is None:
+                return
+            batch = admitted
         if not device.collector.held:
             device.held_since_s = time.monotonic()
         if (ready := device.collector.add(batch)) is not None:
@@ -296,6 +281,7 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     if out.events or out.metrics:
         adding = device.stopped_minute is not None
         device.publisher.submit([*out.events, *_continued(device, out.metrics)])
+        _sent(device, out.metrics)
         if adding and device.stopped_minute is None:  # the minute went out whole: used up
             forget_stopped_minute(spool_dir, device.publisher.device)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
@@ -306,6 +292,11 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
             state = replace(state, earlier=earlier_states(out.t_s, out.flexion_deg, out.lateral_deg,
                                                           out.rotation_deg, earlier))
         device.publisher.publish_live(state)
+
+
+def _sent(device: Device, metrics: list[MinuteMetrics]) -> None:
+    if metrics and device.sent_floor is not None:
+        device.sent_floor.sent(max(m.minute_start_s for m in metrics))
 
 
 def _status(device: Device, link: SensorLink) -> Status:
@@ -331,6 +322,7 @@ async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
             continue
         metrics = _continued(d, final.metrics)
         d.publisher.submit([*final.events, *metrics])
+        _sent(d, metrics)
         if metrics and (last_t_s := d.pipeline.last_t_s) is not None:  # the stop's minute: a start within it adds
             save_stopped_minute(spool_dir, d.publisher.device, metrics[-1], last_t_s)
     deadline = time.monotonic() + FINAL_FLUSH_S

@@ -16,7 +16,8 @@ import pytest
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
 from gateway.publisher import DevicePublisher
-from gateway.service import Device, _flush, _process, go_on_from_stop, load_calibration, load_stopped_minute
+from gateway.sent_floor import SentFloor
+from gateway.service import Device, _consumer, _flush, _process, go_on_from_stop, load_calibration, load_stopped_minute
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
 from pipeline.stream import PosturePipeline
@@ -168,3 +169,45 @@ def test_the_stopped_minute_is_used_up_once_the_next_run_sent_it_whole(tmp_path,
     # … and gone once that minute went out; killed here, without its own stop, the next start goes on from nothing.
     assert not (spool_dir / "Desk.minute.json").exists()
     assert load_stopped_minute(spool_dir, "Desk") is None
+
+
+def test_a_start_on_a_clock_behind_the_minutes_sent_does_not_send_over_them(tmp_path, broker, caplog):
+    """A Raspberry Pi boots on the clock it saved last and NTP sets it a minute or so later: a gateway streaming in
+    between stamped the wearer's samples into minutes it had sent before the power went, and the newest record of a
+    minute is the one kept (a helper's probe: two of yesterday's minutes, worn 60 s, replaced by 51 and 30 s)."""
+    listener, got = listen(broker.port, "posture/Desk/metrics")
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    spool_dir = tmp_path / "spool"
+    chunks = list(SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50))
+    clocks = [(0.0, 200.0, 0.0),  # the first run: 0-200 s on a right clock
+              # The next: booted on a clock saved 170 s before, set right (400 s on) after 90 s of samples.
+              (0.0, 90.0, 30.0), (90.0, 150.0, 400.0)]
+    try:
+        for run in range(2):
+            publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
+            publisher.start()
+            wait_for(publisher.connected.is_set, 10, "the publisher connected")
+            device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
+                            BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0),
+                            sent_floor=SentFloor.load(spool_dir, "Desk"))
+            on_batch = _consumer(device, spool_dir, publish_imu=False)
+            for start_s, end_s, stamped_s in clocks[:1] if run == 0 else clocks[1:]:
+                for ch in (ch for ch in chunks if start_s <= ch.t_s[0] < end_s):
+                    t_s = ch.t_s - start_s + stamped_s + T0_S
+                    on_batch(ImuBatch("Desk", t_s, t_s, ch.acc_g, ch.gyro_dps))
+                    publisher.pump()
+            asyncio.run(_flush({"Desk": device}, spool_dir))
+            if run == 0:
+                wait_for(lambda: any(m["ts"] == (T0_S + 180) * 1000 for m in got), 20, "the first run's minutes")
+                first = {m["ts"]: m for m in got}
+                del got[:]
+        wait_for(lambda: any(m["ts"] >= (T0_S + 420) * 1000 for m in got), 20, "the second run's minutes")
+    finally:
+        listener.loop_stop()
+    assert sorted(first) == [(T0_S + s) * 1000 for s in (0, 60, 120, 180)]
+    # Nothing of the second run in the minutes the first had sent whole; from the clock set right on, all of it.
+    assert min(m["ts"] for m in got) >= (T0_S + 180) * 1000, sorted(m["ts"] for m in got)
+    assert {(T0_S + s) * 1000 for s in (360, 420)} <= {m["ts"] for m in got}
+    said = [r.getMessage() for r in caplog.records if "behind the minutes already sent" in r.getMessage()]
+    assert len(said) == 1 and "Desk.sent.json" in said[0]
+    assert device.sent_floor is not None and device.sent_floor.dropped > 0

@@ -1,0 +1,38 @@
+"""Small JSON files a device's run keeps beside its spool for the next one (calibration, stopped minute, the last
+minute sent): read without ever failing a start, written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.publisher import device_file
+
+log = logging.getLogger("posture.gateway")
+T = TypeVar("T")
+
+
+def read_kept(spool_dir: Path, device: str, suffix: str, read: Callable[[Any], T], what: str) -> T | None:
+    """What the last run kept beside the device's spool; None if nothing, or not readable (said)."""
+    path = device_file(spool_dir, device, suffix)
+    try:
+        return read(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # a start must not fail on it
+        log.warning("%s: ignoring %s %s: %s", device, what, path, exc)
+        return None
+
+
+def write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any]) -> None:
+    path = device_file(spool_dir, device, suffix)
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+    except OSError:
+        tmp.unlink(missing_ok=True)  # half a file on a full disk: its space back
+        raise
