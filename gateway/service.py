@@ -62,22 +62,19 @@ class Device:
     sent_floor: SentFloor | None = None  # samples stamped before the minutes sent before are dropped (a stale clock)
 
 
-async def find_sensors(config: Config, scan_timeout_s: float) -> list[tuple[FoundSensor, SensorFilter]]:
-    """Each sensor, with what its link looks it up by again: as configured (a name follows a sensor whose private
-    address changed), or the address of the one found when none is configured (one unit's default name is often
-    every unit's)."""
+async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
     adapter = config.gateway.adapter or None
     if not config.gateway.sensors:
         found = await discover(adapter, scan_timeout_s, first_only=True)
-        return [(sensor, SensorFilter(address=sensor.address)) for sensor in found[:1]]
-    sensors = []
+        return found[:1]
+    found = []
     for who in config.gateway.sensors:
         wanted = SensorFilter(address=who) if who.count(":") == 5 else SensorFilter(name=who)
         match = await discover(adapter, scan_timeout_s, wanted, first_only=True)
         if not match:
             raise RuntimeError(f"sensor {who!r} (gateway.sensors) not found")
-        sensors.append((match[0], wanted))
-    return sensors
+        found.append(match[0])
+    return found
 
 
 async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float = 15.0) -> dict[str, Device]:
@@ -85,14 +82,13 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     devices: dict[str, Device] = {}
     links: dict[str, SensorLink] = {}
     sensors: dict[str, FoundSensor] = {}
-    wanted: dict[str, SensorFilter] = {}
-    for sensor, wanted_as in await find_sensors(config, scan_timeout_s):
+    for sensor in await find_sensors(config, scan_timeout_s):
         name = device_id(sensor.name or sensor.address)
         if name in sensors:  # one id, one series: two sensors under it would merge their data
             raise RuntimeError(f"sensors {sensors[name].address} and {sensor.address} both advertise "
                                f"{sensor.name!r} (gateway.sensors): rename one, they would share one device")
         check_rate(name, sensor.profile, config.pipeline.rate_hz)
-        sensors[name], wanted[name] = sensor, wanted_as
+        sensors[name] = sensor
     for name in sensors:  # every one before any spool opens: a legacy file may be another device's too
         adopt_legacy_files(spool_dir, name)
     for name, sensor in sensors.items():
@@ -106,8 +102,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
         device.sent_floor = SentFloor.load(spool_dir, name)
         devices[name] = device
-        links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings,
-                                 wanted[name])
+        links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
     tasks = {name: asyncio.create_task(link.run(stop)) for name, link in links.items()}
     stopped_at: dict[str, float] = {}

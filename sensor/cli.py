@@ -63,7 +63,7 @@ async def _record(args: argparse.Namespace) -> int:
     if not found:
         raise RuntimeError(f"no sensor matching {args.name or args.address or 'a posture profile'} found")
     settings = LinkSettings(adapter=args.adapter, rate_hz=args.rate, watchdog_s=args.watchdog)
-    link = await record(found[0].device, settings, args.seconds, args.out, wanted if args.name else None)
+    link = await record(found[0].device, settings, args.seconds, args.out)
     stats = link.stats
     summary = {"device": found[0].address, "profile": link.profile.name if link.profile else None,
                "out": str(args.out), **(dataclasses.asdict(stats) if stats else {})}

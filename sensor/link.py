@@ -20,7 +20,7 @@ from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 from bleak_retry_connector import establish_connection
 
-from .discovery import FoundSensor, SensorFilter, discover
+from .discovery import SensorFilter, discover
 from .profiles import BATTERY_LEVEL_UUID, UNLOCK_SETTLE_S, SensorProfile, detect_profile
 from .stream import ImuBatch, StreamDecoder, StreamStats
 
@@ -43,11 +43,8 @@ class LinkSettings:
 
 class SensorLink:
     def __init__(self, device: BLEDevice, on_batch: Callable[[ImuBatch], None],
-                 settings: LinkSettings | None = None, wanted: SensorFilter | None = None):
+                 settings: LinkSettings | None = None):
         self.device = device
-        # What the sensor is looked up by when it went away: its address, or the name it was asked for by (a sensor
-        # with a private address comes back under a new one).
-        self.wanted = wanted or SensorFilter(address=device.address)
         self.on_batch = on_batch
         self.settings = settings or LinkSettings()
         self.decoder: StreamDecoder | None = None
@@ -176,21 +173,9 @@ class SensorLink:
             await asyncio.wait_for(stop.wait(), self.settings.pause_between_rounds_s)
 
     async def _refresh_device(self) -> None:
-        """A sensor that went away may come back under a new BlueZ object, or (looked up by name) a new address."""
-        by_name = self.wanted.address is None
+        """A sensor that went away may come back under a new BlueZ object: look it up again."""
         with contextlib.suppress(BleakError, TimeoutError, OSError):
-            # By address the first match is the one; by name a scan's worth, as BlueZ still lists the old address.
-            found = await discover(self.settings.adapter, self.settings.rediscover_timeout_s, self.wanted,
-                                   first_only=not by_name)
-            if not found:
-                return
-            sensor = min(found, key=self._likelier)
-            if sensor.address != self.device.address:
-                log.warning("%s: %r now at %s", self.device.address, self.wanted.name, sensor.address)
-            self.device = sensor.device
-
-    def _likelier(self, found: FoundSensor) -> tuple[bool, bool]:
-        """Sorts first what to try next: advertising now (the same address first), then only known to BlueZ (another
-        address first: this one just failed)."""
-        same = found.address == self.device.address
-        return (not found.advertising, not same if found.advertising else same)
+            found = await discover(self.settings.adapter, self.settings.rediscover_timeout_s,
+                                   SensorFilter(address=self.device.address), first_only=True)
+            if found:
+                self.device = found[0].device

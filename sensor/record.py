@@ -10,7 +10,6 @@ from typing import TextIO
 import numpy as np
 from bleak.backends.device import BLEDevice
 
-from .discovery import SensorFilter
 from .link import LinkSettings, SensorLink
 from .stream import ImuBatch
 
@@ -36,13 +35,11 @@ def read_samples_csv(path: Path) -> dict[str, np.ndarray]:
     return {name: data[:, i] for i, name in enumerate(CSV_COLUMNS)}
 
 
-async def record(device: BLEDevice, settings: LinkSettings, seconds: float, out_path: Path,
-                 wanted: SensorFilter | None = None) -> SensorLink:
-    """Stream from `device` into a CSV file for `seconds` after the first connection; returns the link. `wanted`:
-    what to look the sensor up by if it goes away (SensorLink; its address by default)."""
+async def record(device: BLEDevice, settings: LinkSettings, seconds: float, out_path: Path) -> SensorLink:
+    """Stream from `device` into a CSV file for `seconds` after the first connection; returns the link."""
     stop = asyncio.Event()
     with open(out_path, "w") as out:
-        link = SensorLink(device, CsvSampleWriter(out).write, settings, wanted)
+        link = SensorLink(device, CsvSampleWriter(out).write, settings)
         task = asyncio.create_task(link.run(stop))
         connected = asyncio.create_task(link.connected.wait())
         try:
