@@ -92,6 +92,14 @@ def zone_name(report: DayReport) -> str:
     return getattr(report.tz, "key", None) or str(report.tz)
 
 
+def clock_time(report: DayReport, t_s: float) -> str:
+    """A time of the report's day as its wearer's clock read it; with the zone's abbreviation on a day the clocks
+    changed (Europe/Berlin's 2026-10-25 shows 02:30 twice, an hour apart: CEST, then CET)."""
+    at = datetime.fromtimestamp(t_s, report.tz)
+    offsets = {datetime.fromtimestamp(t, report.tz).utcoffset() for t in (report.day_start_s, report.day_end_s - 1)}
+    return f"{at:%H:%M:%S}" + (f" {at:%Z}" if len(offsets) > 1 else "")
+
+
 def _num(report: DayReport, t_s: float) -> float:
     """Unix seconds → matplotlib date number (days); it is UTC-based, and the locator and formatter add the zone."""
     date = datetime.fromtimestamp(t_s, report.tz)
@@ -266,7 +274,7 @@ def html_page(report: DayReport, png: bytes) -> str:
     ] if report.minutes else [("totals", NO_MINUTES)]
     totals.append(("alerts", report.alerts_said()))
     rows = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in totals)
-    alerts = "\n".join(f"<tr><td>{datetime.fromtimestamp(a.time_s, report.tz):%H:%M:%S}</td>"
+    alerts = "\n".join(f"<tr><td>{clock_time(report, a.time_s)}</td>"
                        f"<td>{e(a.kind)}</td><td>{e(a.text)}</td></tr>" for a in report.alerts)
     alerts = alerts or '<tr><td colspan="3">none</td></tr>'
     title = e(f"Posture report: {report.device}, {report.day.isoformat()}")

@@ -224,6 +224,23 @@ def test_day_is_local_midnight_to_midnight():
     assert end_s - start_s == 23 * 3600
 
 
+def test_alert_times_on_the_day_the_clocks_go_back_tell_the_two_passes_apart():
+    # 2026-10-25 in Berlin has 02:30 twice, an hour apart: the alert table printed both as "02:30:00".
+    tz = ZoneInfo("Europe/Berlin")
+    start_s, _ = day_bounds(date(2026, 10, 25), tz)
+    rows = DayRows(minutes=[{"time_s": start_s + 60 * k, "worn_s": 60.0, "slouch_s": 0.0} for k in range(300)],
+                   alerts=[{"time_s": start_s + h * 3600, "kind": "slouch", "alert_id": f"a{h}", "title": "Slouching",
+                            "text": "Slouching: …"} for h in (2.5, 3.5)])
+    page = draw.html_page(build_day_report("D", date(2026, 10, 25), tz, rows), b"")
+    assert re.findall(r"<tr><td>([^<]+)</td><td>slouch", page) == ["02:30:00 CEST", "02:30:00 CET"]
+    # A day without a change keeps the plain clock time (the column header names the zone).
+    start_s, _ = day_bounds(date(2026, 10, 24), tz)
+    rows = DayRows(minutes=[{"time_s": start_s, "worn_s": 60.0, "slouch_s": 0.0}],
+                   alerts=[{"time_s": start_s + 9000, "kind": "slouch", "alert_id": "a", "title": "S", "text": "S"}])
+    page = draw.html_page(build_day_report("D", date(2026, 10, 24), tz, rows), b"")
+    assert re.findall(r"<tr><td>([^<]+)</td><td>slouch", page) == ["02:30:00"]
+
+
 def test_device_names_cannot_break_the_query():
     assert influxql_string("Bob's \\sensor") == "'Bob\\'s \\\\sensor'"
 
