@@ -261,9 +261,19 @@ def check_influx(settings: InfluxSettings) -> None:
     """[influx] values that would fail only later: at the bridge's first write, or as an outage that never ends."""
     if settings.api not in INFLUX_APIS:
         raise ConfigError(f"influx.api: one of {', '.join(INFLUX_APIS)}, got {settings.api!r}")
-    parts = urllib.parse.urlsplit(settings.url)
+    try:
+        parts = urllib.parse.urlsplit(settings.url)
+    except ValueError:  # "http://[::1": else one line naming neither key nor value ("Invalid IPv6 URL")
+        parts = urllib.parse.urlsplit("")
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:  # else every write fails as an outage
         raise ConfigError(f"influx.url: an http:// or https:// address with a host, got {redact(settings.url)!r}")
+    try:
+        port = parts.port  # ValueError: not a number, or beyond 65535
+    except ValueError:
+        port = 0
+    if port == 0:  # a word, not a number: the bridge's first write and the report died with a traceback (InvalidURL);
+        # beyond 65535 or 0: an outage that never ends
+        raise ConfigError(f"influx.url: the port must be a number from 1 to 65535, got {redact(settings.url)!r}")
     retention_s = duration_s(settings.live_retention)
     if retention_s is None or retention_s < MIN_RETENTION_S:
         raise ConfigError(f"influx.live_retention: must be an InfluxQL duration of at least 1h (e.g. 7d, 72h) or "

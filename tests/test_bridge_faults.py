@@ -511,3 +511,42 @@ def test_live_points_do_not_pile_up_in_memory_while_nothing_can_be_stored(tmp_pa
     finally:
         bridge.stop_event.set()
         runner.join(30)
+
+
+# influx.url with a port that is no port ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["{port}:{port}", "${{INFLUX_PORT}}"], ids=["pasted-twice", "unexpanded-variable"])
+def test_an_influx_url_whose_port_is_no_port_is_refused_at_start_in_one_line(tmp_path, broker, influx, port):
+    """A port pasted twice (`http://127.0.0.1:8086:8086`) passed the start and made an outage that never ends (every
+    write "InfluxDB unavailable", spooled); a template variable left unexpanded (`http://127.0.0.1:${INFLUX_PORT}`)
+    passed it too, and the bridge died at its first message with a traceback (http.client.InvalidURL, exit 1) —
+    under a supervisor, restarted to die again — as did `posture report`. Now both stop at once, exit 2, with one
+    line naming influx.url."""
+    import subprocess
+    import sys
+
+    bad_url = f"http://{influx.host}:" + port.format(port=influx.port)
+    config = write_config(tmp_path / "posture.toml", broker, bad_url)
+    log = tmp_path / "bridge.log"
+    bridge = start_bridge(config, log)
+    try:
+        sender = client(broker.port)
+        deadline = time.monotonic() + 20
+        while bridge.poll() is None and time.monotonic() < deadline:  # its session exists once it has connected
+            sender.publish("posture/dev1/metrics", json.dumps(slouchy_minute("dev1", T0_S)), qos=1)
+            time.sleep(0.5)
+        sender.loop_stop()
+        assert bridge.poll() is not None, f"the bridge runs on with influx.url {bad_url!r}:\n{log.read_text()[-2000:]}"
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+            bridge.wait()
+    lines = log.read_text().strip().splitlines()
+    assert bridge.returncode == 2 and len(lines) == 1 and "influx.url" in lines[0], log.read_text()[-2000:]
+    report = subprocess.run([sys.executable, "-m", "posture.cli", "report", "--config", str(config), "--device", "dev1",
+                             "--day", "2023-11-14", "--out", str(tmp_path / "r.png")],
+                            capture_output=True, text=True, timeout=60)
+    said = report.stderr.strip().splitlines()
+    assert report.returncode == 2 and len(said) == 1 and "influx.url" in said[0], report.stderr[-2000:]
+    assert minutes_stored(influx, "dev1") == 0
