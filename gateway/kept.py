@@ -1,11 +1,13 @@
 """Small JSON files a device's run keeps beside its spool for the next one (calibration, stopped minute, the last
-minute sent): read without ever failing a start, written atomically."""
+minute sent): read without ever failing a start, written atomically; and the lock that keeps them one run's."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,3 +38,27 @@ def write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any]) -
     except OSError:
         tmp.unlink(missing_ok=True)  # half a file on a full disk: its space back
         raise
+
+
+@contextlib.contextmanager
+def lock_device(spool_dir: Path, device: str) -> Iterator[None]:
+    """This run's hold on a device's files in spool_dir (spool, calibration, stopped minute): a second `posture run`
+    on the same spool_dir and sensor is refused in one line. Two ran side by side: both spooled into one file and
+    sent from it, wrote each other's calibration and minute, and took the broker session from each other every
+    second (one client id), each minute's record from two pipelines. A lock file the disk refuses (full, read-only)
+    stops nothing: the spool waits for the disk as before."""
+    path = device_file(spool_dir, device, ".lock")
+    try:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as exc:
+        log.warning("%s: cannot make the lock file %s (%s); going on without it", device, path, exc.strerror or exc)
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{device}: gateway.spool_dir {str(spool_dir)!r} is in use by another posture run "
+                               f"for this sensor; stop it, or give each gateway its own spool_dir") from None
+        yield

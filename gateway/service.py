@@ -7,6 +7,7 @@ results go to its DevicePublisher, whose paho thread talks to the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 from contract.identity import device_id
 from contract.messages import Status, payload
 from contract.validation import load_validators, parse
-from gateway.kept import read_kept, write_kept
+from gateway.kept import lock_device, read_kept, write_kept
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from gateway.sent_floor import SentFloor
 from pipeline.calibration import Calibration
@@ -89,6 +90,13 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
                                f"{sensor.name!r} (gateway.sensors): rename one, they would share one device")
         check_rate(name, sensor.profile, config.pipeline.rate_hz)
         sensors[name] = sensor
+    locks = contextlib.ExitStack()
+    try:
+        for name in sensors:  # before any file of the device is touched: another run's would be changed under it
+            locks.enter_context(lock_device(spool_dir, name))
+    except BaseException:
+        locks.close()
+        raise
     for name in sensors:  # every one before any spool opens: a legacy file may be another device's too
         adopt_legacy_files(spool_dir, name)
     for name, sensor in sensors.items():
@@ -127,6 +135,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         stop.set()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await _flush(devices, spool_dir)
+        locks.close()
     return devices
 
 

@@ -238,6 +238,49 @@ def test_a_battery_level_the_sensor_does_not_give_costs_the_level_not_the_stream
     assert link.stats.reconnects == 0
 
 
+def test_a_second_gateway_on_the_same_spool_dir_and_sensor_is_refused_in_one_line(tmp_path, testbed, start_sim,
+                                                                                  broker):
+    """`posture run` started twice with one config (a unit and a shell, a unit restarted while the old process
+    lingers): both ran, spooling into one file and sending from it, writing each other's calibration and minute, and
+    taking the broker session (one client id) from each other every second. The second now stops at once, exit 2,
+    one line naming gateway.spool_dir, and the first streams on."""
+    start_sim(name="Once", seed=5)
+    config = tmp_path / "posture.toml"
+    config.write_text(f'[mqtt]\nport = {broker.port}\n\n[gateway]\nspool_dir = "{tmp_path / "spool"}"\n'
+                      'status_interval_s = 1.0\nstatus_heartbeat_s = 1.0\n')
+    run = [sys.executable, "-m", "posture.cli", "run", "--config", str(config), "--sensor", "Once"]
+    listener, statuses = listen(broker.port, "posture/Once/status")
+    first = subprocess.Popen([*run, "--adapter", "hci0"], env=testbed.env, stdout=open(tmp_path / "run1.log", "w"),
+                             stderr=subprocess.STDOUT)
+    second = None
+    try:
+        wait_for(lambda: any(s["online"] and s["link_quality_pct"] for s in list(statuses)), 30,
+                 lambda: "the first gateway streaming\n" + (tmp_path / "run1.log").read_text()[-2000:])
+        second = subprocess.Popen([*run, "--adapter", "hci2"], env=testbed.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = second.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            second.terminate()
+            out, err = second.communicate(timeout=30)
+            pytest.fail(f"a second gateway ran on the first one's spool_dir:\n{err[-2000:]}")
+        lines = err.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1 and "gateway.spool_dir" in lines[0], err[-2000:]
+        statuses.clear()
+        wait_for(lambda: len([s for s in list(statuses) if s["online"]]) >= 3, 15,
+                 lambda: "the first gateway streaming on\n" + (tmp_path / "run1.log").read_text()[-2000:])
+        assert first.poll() is None
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+        assert "another client" not in (tmp_path / "run1.log").read_text()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        listener.loop_stop()
+
+
 @pytest.mark.parametrize("profile", ["native", "witmotion", "thingy52"])
 def test_a_gateway_restarted_after_kill_9_neither_doubles_nor_loses_samples(tmp_path, testbed, start_sim, broker,
                                                                             profile):
