@@ -59,6 +59,14 @@ class MqttSettings:
             raise ConfigError(f"mqtt.keepalive_s: at most 65535, got {self.keepalive_s!r}")
         if not self.host.strip():
             raise ConfigError("mqtt.host: the broker's host name or address, got nothing")
+        # A port or a scheme in the host ("127.0.0.1:1883", "mqtt://…", "[::1]") was looked up as a name for ever,
+        # said as "Name or service not known", which reads as a DNS outage. A bare IPv6 address ("::1") is a host.
+        if "/" in self.host or self.host.startswith("[") or (self.host.count(":") == 1):
+            raise ConfigError(f"mqtt.host: a host name or address alone (the port is mqtt.port), got {self.host!r}")
+        # paho sends no credentials without a user name: the password was dropped without a word, and the broker
+        # said only "Not authorized".
+        if self.password and not self.username:
+            raise ConfigError("mqtt.username: needed with mqtt.password (a password alone is never sent)")
         # Topic levels of our own: a wildcard made the bridge's paho thread die on SUBSCRIBE (the process looking
         # up), the alert service's will invalid (retried for ever without a word).
         if not self.prefix or any(not level or set(level) & set("+#\0") for level in self.prefix.split("/")):
@@ -274,6 +282,8 @@ def check_influx(settings: InfluxSettings) -> None:
     if port == 0:  # a word, not a number: the bridge's first write and the report died with a traceback (InvalidURL);
         # beyond 65535 or 0: an outage that never ends
         raise ConfigError(f"influx.url: the port must be a number from 1 to 65535, got {redact(settings.url)!r}")
+    if not (settings.database.strip() or settings.bucket.strip()):  # else said only at the first write
+        raise ConfigError("influx.database: the database to write to (or influx.bucket on the v2 API), got nothing")
     retention_s = duration_s(settings.live_retention)
     if retention_s is None or retention_s < MIN_RETENTION_S:
         raise ConfigError(f"influx.live_retention: must be an InfluxQL duration of at least 1h (e.g. 7d, 72h) or "
@@ -300,11 +310,13 @@ def check_sharing(mqtt: MqttSettings, bridge: BridgeSettings) -> None:
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """A TOML file as a dict; a missing or broken file is one error line naming it."""
     try:
-        return tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8: a file in another encoding
         raise ConfigError(f"{what} {path}: {exc}") from None
+    except OSError as exc:  # a directory, a file it may not read: said with the file, as the rest
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def build_section(section: str, cls: type, given: dict[str, Any]) -> Any:

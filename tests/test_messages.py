@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -71,7 +72,8 @@ def test_malformed_payloads_are_refused_with_a_reason(body, reason):
 
 def test_config_file_environment_and_flags(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[mqtt]\nport = 1884\npassword = "from-file"\n[gateway]\nsensors = ["Back", "AA:BB:CC:DD:EE:FF"]\n')
+    path.write_text('[mqtt]\nport = 1884\nusername = "me"\npassword = "from-file"\n'
+                    '[gateway]\nsensors = ["Back", "AA:BB:CC:DD:EE:FF"]\n')
     cfg = load_config(path, env={"POSTURE_MQTT_PASSWORD": "from-env", "POSTURE_INFLUX_API": "v1"},
                       overrides={"mqtt": {"port": 1999, "host": None}})
     assert cfg.mqtt.port == 1999 and cfg.mqtt.password == "from-env" and cfg.influx.api == "v1"
@@ -116,12 +118,28 @@ def test_live_and_episode_start_config(tmp_path):
     ({"POSTURE_MQTT_PREFIX": "a/+"}, r"^mqtt\.prefix: one or more topic levels"),
     ({"POSTURE_MQTT_PREFIX": "posture/"}, r"^mqtt\.prefix: one or more topic levels"),
     ({"POSTURE_MQTT_HOST": " "}, r"^mqtt\.host: the broker's host name or address, got nothing"),
+    # Looked up as a name for ever ("Name or service not known": a DNS outage, to the eye).
+    ({"POSTURE_MQTT_HOST": "127.0.0.1:1883"}, r"^mqtt\.host: a host name or address alone \(the port is mqtt\.port\)"),
+    ({"POSTURE_MQTT_HOST": "mqtt://broker"}, r"^mqtt\.host: a host name or address alone"),
+    ({"POSTURE_MQTT_HOST": "[::1]"}, r"^mqtt\.host: a host name or address alone"),
+    ({"POSTURE_MQTT_PASSWORD": "secret"}, r"^mqtt\.username: needed with mqtt\.password"),  # never sent, unsaid
+    ({"POSTURE_INFLUX_DATABASE": ""}, r"^influx\.database: the database to write to"),  # said at the first write
     ({"POSTURE_BRIDGE_SESSION_EXPIRY_S": "5000000000"}, r"^bridge\.session_expiry_s: at most 4294967295"),
     ({"POSTURE_ALERTS_SESSION_EXPIRY_S": "5000000000"}, r"^alerts\.session_expiry_s: at most 4294967295"),
 ])
 def test_settings_that_would_fail_later_or_silently_are_refused_at_start(env, said):
     with pytest.raises(ConfigError, match=said):
         load_config(None, env=env)
+
+
+def test_a_config_file_that_is_no_utf8_text_is_said_in_one_line_naming_it(tmp_path):
+    """A file saved in another encoding, or a directory given as the file: the line named neither the file nor the
+    setting ("'utf-8' codec can't decode byte 0xff", "[Errno 21] Is a directory")."""
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[gateway]\nsensors = ["R\xfccken"]\n'.encode("latin-1"))
+    for path in (latin, tmp_path):
+        with pytest.raises(ConfigError, match=rf"^config file {re.escape(str(path))}: "):
+            load_config(path, env={})
 
 
 def test_a_value_of_another_type_in_the_file_is_refused_not_converted(tmp_path):
@@ -136,7 +154,7 @@ def test_a_value_of_another_type_in_the_file_is_refused_not_converted(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=said):
             load_config(path, env={})
-    path.write_text("[mqtt]\nport = 1884.0\nprotocol = 5\npassword = 20251204\n")  # what was meant, taken
+    path.write_text("[mqtt]\nport = 1884.0\nprotocol = 5\nusername = \"u\"\npassword = 20251204\n")  # as meant
     cfg = load_config(path, env={})
     assert (cfg.mqtt.port, cfg.mqtt.protocol, cfg.mqtt.password) == (1884, "5", "20251204")
     assert load_config(None, env={"POSTURE_INFLUX_URL": "HTTP://db:8086/proxy"}).influx.url == "HTTP://db:8086/proxy"
