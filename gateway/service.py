@@ -41,6 +41,9 @@ PUMP_INTERVAL_S = 0.05
 # end its data for good (an asyncio task that raises ends silently), nor be retried in a tight loop.
 LINK_RESTART_S = 30.0
 FINAL_FLUSH_S = 10.0
+# A sensor silent this long has its open episodes and minutes sent (the pipeline would close them only at the next
+# sample): past the link watchdog's 3 s and a reconnect's first round, so a short dropout goes on as before.
+LINK_GONE_S = 10.0
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second, while an unchanged status goes out only at gateway.status_heartbeat_s.
 STATUS_CHECK_S = 1.0
@@ -61,6 +64,8 @@ class Device:
     stopped_minute: MinuteMetrics | None = None
     stopped_at_s: float | None = None  # the last run's last sample; None once the first batch here was looked at
     sent_floor: SentFloor | None = None  # samples stamped before the minutes sent before are dropped (a stale clock)
+    rx_s: float = 0.0  # monotonic time of the last batch from the link
+    link_gone: bool = False  # silent for LINK_GONE_S: what was open went out (_close_when_gone)
 
 
 async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
@@ -124,6 +129,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
                     held = d.collector.take()
                     assert held is not None  # it holds samples: take() returns them
                     _process(d, spool_dir, held)
+                _close_when_gone(d, spool_dir)
                 d.publisher.pump()
             if time.monotonic() >= next_status:
                 for name, d in devices.items():
@@ -243,6 +249,7 @@ def _save(device: Device, spool_dir: Path) -> None:
 
 def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[ImuBatch], None]:
     def on_batch(batch: ImuBatch) -> None:
+        device.rx_s, device.link_gone = time.monotonic(), False
         device.window[0] += batch.n
         device.window[1] += batch.lost_before
         if device.sent_floor is not None and (admitted := device.sent_floor.admit(batch)) is not batch:
@@ -282,12 +289,7 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         log.exception("%s: the pipeline failed on a batch of %d samples; skipped", device.publisher.device, batch.n)
         return
     _save(device, spool_dir)
-    if out.events or out.metrics:
-        adding = device.stopped_minute is not None
-        device.publisher.submit([*out.events, *_continued(device, out.metrics)])
-        _sent(device, out.metrics)
-        if adding and device.stopped_minute is None:  # the minute went out whole: used up
-            forget_stopped_minute(spool_dir, device.publisher.device)
+    _submit(device, spool_dir, out.events, out.metrics)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
     if (state := device.pipeline.live_state()) is not None and \
@@ -296,6 +298,26 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
             state = replace(state, earlier=earlier_states(out.t_s, out.flexion_deg, out.lateral_deg,
                                                           out.rotation_deg, earlier))
         device.publisher.publish_live(state)
+
+
+def _submit(device: Device, spool_dir: Path, events: list[Any], metrics: list[MinuteMetrics]) -> None:
+    if events or metrics:
+        adding = device.stopped_minute is not None
+        device.publisher.submit([*events, *_continued(device, metrics)])
+        _sent(device, metrics)
+        if adding and device.stopped_minute is None:  # the minute went out whole: used up
+            forget_stopped_minute(spool_dir, device.publisher.device)
+
+
+def _close_when_gone(device: Device, spool_dir: Path) -> None:
+    """A sensor silent for LINK_GONE_S (out of range, off): its open episodes and minutes go out now, not when it is
+    back (a helper's wearer away 5 min: the minute they left in, slouching, came 295 s late; killed meanwhile, lost)."""
+    if device.link_gone or device.pipeline.last_t_s is None or device.collector.held:
+        return
+    if time.monotonic() - device.rx_s >= LINK_GONE_S:
+        device.link_gone = True
+        out = device.pipeline.link_lost()
+        _submit(device, spool_dir, out.events, out.metrics)
 
 
 def _sent(device: Device, metrics: list[MinuteMetrics]) -> None:

@@ -31,7 +31,7 @@ class AxialSettings:
     block_s: float = 0.25
     near_deg: float = 8.0
     follow_tau_s: float = 20.0
-    max_drift_dps: float = 2.0  # = the largest gyro bias VQF estimates
+    max_drift_dps: float = 2.0  # the drift left about vertical once VQF has learnt the bias at a rest
     walk_tau_s: float = 0.5
     settle_s: float = 15.0  # = RotationSettings.max_s: a rotation held up to this long is still measured
     settle_far_s: float = 2.0

@@ -28,7 +28,7 @@ class CalibrationError(ValueError):
 @dataclass(frozen=True)
 class CalibrationSettings:
     hold_s: float = 3.0  # still, upright, before the bend
-    still_gyro_dps: float = 4.0  # |gyro| above this is movement (gyro bias reaches ~1.5 °/s)
+    still_gyro_dps: float = 4.0  # |gyro less the bias known so far| above this is movement
     still_acc_g: float = 0.03  # |acc| (smoothed) this far from the sensor's resting |acc| is movement
     still_smooth_s: float = 0.2  # smoothing of |acc| for the stillness test: noise is not movement
     still_tilt_deg: float = 2.0  # up-axis wander during the hold
@@ -241,10 +241,11 @@ class Calibrator:
         self._run_held = False
         self._hold, self._bend = None, []
 
-    def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray,
-               up_sensor: np.ndarray) -> tuple[Calibration | None, int, list[str]]:
-        """(calibration or None, index where it starts to apply, refusal messages)."""
-        still = self._still.update(acc_g, gyro_dps)
+    def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
+               bias_dps: np.ndarray | None = None) -> tuple[Calibration | None, int, list[str]]:
+        """(calibration or None, index where it starts to apply, refusal messages). bias_dps: the gyro bias known
+        so far (the orientation filter's), taken off for the stillness test only: the hold measures its own."""
+        still = self._still.update(acc_g, gyro_dps if bias_dps is None else gyro_dps - bias_dps)
         messages: list[str] = []
         for a, b, is_still in _runs(still):
             if is_still:

@@ -34,6 +34,9 @@ class MinuteAggregator:
         self._sums: dict[int, dict[str, float]] = {}
         self._sitting_since_s: float | None = None
         self._last_t_s = -math.inf  # the last sample added
+        # The minute flush() handed out unfinished (a lost link): more of it, if its samples come back, is handed
+        # out merged with it, whole, as the newest record of a minute is the one kept downstream.
+        self._handed: MinuteMetrics | None = None
 
     def _minute(self, k: int) -> MinuteMetrics:
         if k not in self._open:
@@ -112,9 +115,20 @@ class MinuteAggregator:
         return [self._finish(k) for k in done]
 
     def flush(self) -> list[MinuteMetrics]:
-        return [self._finish(k) for k in sorted(self._open)]
+        """Every minute still open, the last one unfinished (the data ended, or stopped coming for now)."""
+        out = [self._finish(k) for k in sorted(self._open)]
+        if out:
+            self._handed = out[-1]
+        return out
 
     def _finish(self, k: int) -> MinuteMetrics:
+        m = self._finished(k)
+        handed, self._handed = self._handed, None
+        if handed is not None and handed.minute_start_s == m.minute_start_s:
+            return merge_minutes(handed, m)
+        return m
+
+    def _finished(self, k: int) -> MinuteMetrics:
         m, sums = self._open.pop(k), self._sums.pop(k)
         if sums["n"]:
             m.flexion_mean_deg = sums["flexion"] / sums["n"]

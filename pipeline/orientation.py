@@ -21,7 +21,10 @@ G_M_S2 = 9.80665
 class OrientationSettings:
     rate_hz: float = 100.0
     tau_acc_s: float = 3.0  # accelerometer correction time constant (VQF default)
-    bias_clip_dps: float = 2.0  # largest gyro bias VQF will estimate
+    # The largest gyro bias VQF will estimate, and the largest steady rate its rest detection takes for bias: an
+    # MPU-9250's initial bias is specified to ±5 °/s. At VQF's 2 °/s a sensor with 3 °/s ran on a clipped estimate
+    # (rotations missed, calibration silently off), with 5 °/s never calibrated (docs/pipeline.md).
+    bias_clip_dps: float = 6.0
     # VQF estimates the gyro bias when it sees the sensor at rest for restMinT (default 1.5 s). A trunk
     # is not at rest in the pauses of fidgeting (≤ 1.5 s), and taking them as rest teaches VQF a wrong
     # bias about vertical (axial rotation drifts by degrees a minute): rest must last as long as the

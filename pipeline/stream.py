@@ -207,7 +207,7 @@ class PosturePipeline:
                                                self.calibration.with_bend))
         cal, start = None, len(t_s)
         if self.armed:
-            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2)
+            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
             out.events += [CalibrationEvent(float(t_s[min(start, len(t_s) - 1)]), "refused", m) for m in refusals]
         parts = []
         if self.calibration is not None:  # the current calibration measures up to where a new one applies
@@ -414,6 +414,15 @@ class PosturePipeline:
 
     def finish(self) -> PipelineOutput:
         """The end of the data: episodes still open end at the last sample, and the last, incomplete minute."""
+        out = _empty_output()
+        self._close_episodes(out)
+        out.metrics = self.minutes.flush()
+        return out
+
+    def link_lost(self) -> PipelineOutput:
+        """The link is gone, known before a sample says so (a long gap is seen only at the next one, when the wearer
+        is back): episodes still open end at the last sample, and the minutes seen are handed out, the last one
+        unfinished; samples of it that still come are handed out with it, whole."""
         out = _empty_output()
         self._close_episodes(out)
         out.metrics = self.minutes.flush()

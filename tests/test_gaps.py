@@ -182,6 +182,36 @@ def test_a_lost_link_ends_a_slouch_and_a_lean_at_the_last_sample_seen_and_minute
     assert [m.worn_s for m in r.minutes] == pytest.approx([30.0, 60.0 - 10.0, 40.0 - 3.0])
 
 
+def test_a_link_known_lost_before_its_next_sample_hands_out_what_was_open_then_and_the_same_in_the_end():
+    """The gateway says the link is lost (link_lost) when the sensor has been silent a while, not only when the
+    wearer is back: the slouch they left in and the minute they left in go out then (they waited for the wearer's
+    return: 295 s for a helper's 5 min away). What is kept in the end (the newest record of a minute) is the same."""
+    t, acc, gyro = imu(SLOUCH_THEN_LEAN)
+    keep = ~np.any([during(t, T0_S + a, T0_S + b) for a, b in LINK_LOST], axis=0)
+    t, acc, gyro = t[keep], acc[keep], gyro[keep]
+    pipeline = PosturePipeline(PipelineSettings(), calibration=CALIBRATED)
+    outs, at_loss = [], []
+    for sl in batches(len(t), 100):
+        if len(outs) and pipeline.last_t_s is not None and t[sl][0] - pipeline.last_t_s > 1.0:  # silent: gone
+            at_loss.append(pipeline.link_lost())
+            outs.append(at_loss[-1])
+        outs.append(pipeline.update(t[sl], acc[sl], gyro[sl]))
+    outs.append(pipeline.finish())
+    episodes = [e for o in outs for e in o.events if e.kind not in ("calibration", "episode_start")]
+    kept = {m.minute_start_s: m for o in outs for m in o.metrics}  # the newest record of each minute
+    reference = run(SLOUCH_THEN_LEAN, LINK_LOST)
+    # At the first loss (40 s in, slouching since 20.5 s): the slouch so far, and the minute 30-90 s so far.
+    first = at_loss[0]
+    assert rel([e for e in first.events if isinstance(e, SlouchEpisode)]) == [rel(reference.of(SlouchEpisode))[0]]
+    assert [m.minute_start_s - M0_S for m in first.metrics] == [0.0]  # the one before went out at 36 s
+    assert first.metrics[-1].worn_s == pytest.approx(10.0) and first.metrics[-1].slouch_s > 9.0
+    # In the end, the same episodes and minutes as when the loss is seen only at the next sample.
+    assert rel(episodes) == rel(reference.events)
+    assert sorted(kept) == [m.minute_start_s for m in reference.minutes]
+    for m in reference.minutes:
+        assert dataclasses.asdict(kept[m.minute_start_s]) == pytest.approx(dataclasses.asdict(m), abs=1e-6)
+
+
 def test_events_and_minutes_across_a_lost_link_do_not_depend_on_batching():
     runs = [run(SLOUCH_THEN_LEAN, LINK_LOST, size) for size in (5, 997, 1_000_000)]
     for other in runs[1:]:

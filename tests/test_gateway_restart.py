@@ -17,7 +17,17 @@ from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
 from gateway.publisher import DevicePublisher
 from gateway.sent_floor import SentFloor
-from gateway.service import Device, _consumer, _flush, _process, go_on_from_stop, load_calibration, load_stopped_minute
+from gateway.service import (
+    LINK_GONE_S,
+    Device,
+    _close_when_gone,
+    _consumer,
+    _flush,
+    _process,
+    go_on_from_stop,
+    load_calibration,
+    load_stopped_minute,
+)
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
 from pipeline.stream import PosturePipeline
@@ -211,3 +221,46 @@ def test_a_start_on_a_clock_behind_the_minutes_sent_does_not_send_over_them(tmp_
     said = [r.getMessage() for r in caplog.records if "behind the minutes already sent" in r.getMessage()]
     assert len(said) == 1 and "Desk.sent.json" in said[0]
     assert device.sent_floor is not None and device.sent_floor.dropped > 0
+
+
+def test_a_sensor_gone_silent_has_its_open_minute_sent_and_the_rest_of_it_added_when_back(tmp_path, broker):
+    """Out of range (or switched off): the minute the wearer left in went out only when they came back (a helper's
+    probe: 295 s late after 5 min away; lost with a kill -9 meanwhile). Now it goes LINK_GONE_S after the last
+    sample, and a return within that minute sends it again whole (the newest record of a minute is the one kept)."""
+    listener, got = listen(broker.port, "posture/Desk/metrics")
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    spool_dir = tmp_path / "spool"
+    chunks = list(SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50))
+    publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
+    publisher.start()
+    try:
+        wait_for(publisher.connected.is_set, 10, "the publisher connected")
+        device = Device(PosturePipeline(), publisher, BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
+        on_batch = _consumer(device, spool_dir, publish_imu=False)
+
+        def feed(start_s: float, end_s: float) -> None:
+            for ch in (ch for ch in chunks if start_s <= ch.t_s[0] < end_s):
+                on_batch(ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
+                publisher.pump()
+
+        feed(0.0, 80.0)  # gone at 80 s, 20 s into the minute 60-120 s
+        if (held := device.collector.take()) is not None:
+            _process(device, spool_dir, held)
+        _close_when_gone(device, spool_dir)
+        assert not device.link_gone  # not silent long enough
+        device.rx_s -= LINK_GONE_S
+        _close_when_gone(device, spool_dir)
+        publisher.pump()
+        wait_for(lambda: any(m["ts"] == (T0_S + 60) * 1000 for m in got), 10, "the minute the wearer left in")
+        left_in = next(m for m in got if m["ts"] == (T0_S + 60) * 1000)
+        feed(100.0, 200.0)  # back 20 s later, within that minute
+        asyncio.run(_flush({"Desk": device}, spool_dir))
+        wait_for(lambda: len([m for m in got if m["ts"] == (T0_S + 60) * 1000]) == 2, 10, "that minute again, whole")
+    finally:
+        listener.loop_stop()
+        publisher.stop()
+    assert left_in["worn_s"] == pytest.approx(20.0, abs=0.02)
+    whole = [m for m in got if m["ts"] == (T0_S + 60) * 1000][-1]
+    assert whole["worn_s"] == pytest.approx(40.0, abs=0.02)  # 60-80 s and 100-120 s
+    assert whole["sitting_s"] + whole["standing_s"] + whole["walking_s"] + whole["lying_s"] == pytest.approx(40.0,
+                                                                                                          abs=0.02)
