@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import logging
@@ -67,6 +68,12 @@ ANNOUNCE_WITHIN_S = 86_400.0
 # subscription (and after the backlog of a persistent session). Announced at once, most of a fleet went out under
 # its ids and again under its names a moment later, at every start: Home Assistant's device names flickered.
 ANNOUNCE_SETTLE_S = 2.0
+
+
+def yesterday(now_s: float, tz: datetime.tzinfo | None) -> str:
+    """Yesterday's local date by the calendar: a day ago by the clock was the day before it in the first hour after
+    a 23-hour day (a device last worn two days before was announced then)."""
+    return (local(now_s, tz).date() - datetime.timedelta(days=1)).isoformat()
 
 
 @dataclass
@@ -351,7 +358,7 @@ class AlertService:
         else:
             heard = self._heard
         self._heard = set()
-        since_day = local(now_s - ANNOUNCE_WITHIN_S, self.engine.tz).date().isoformat()
+        since_day = yesterday(now_s, self.engine.tz)
         for device in heard - self._announced:
             state, live = self.engine.devices.get(device), self.engine.live.get(device)
             if not ((state is not None and state.minutes and state.day is not None and state.day >= since_day)

@@ -4,10 +4,13 @@ value templates that turn our retained payloads into the states HA should show."
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from alerts.homeassistant import POSTURES, discovery_configs
+from alerts.service import yesterday
 from pipeline.activity import LYING, SITTING, STANDING, WALKING
 from support.homeassistant import KWARGS, TOPIC_RE, check_config
 
@@ -176,3 +179,15 @@ def test_an_uncalibrated_sensor_renders_unknown_not_an_error():
     configs = by_object(discovery_configs("desk-1", **KWARGS))
     for obj in ("trunk_flexion", "activity"):
         assert render(configs[obj]["value_template"], UNCALIBRATED) == "None"
+
+
+@pytest.mark.parametrize(("zone", "now", "expected"), [
+    ("Europe/Berlin", (2026, 3, 30, 0, 30), "2026-03-29"),  # the first hour after a 23-hour day
+    ("Europe/Berlin", (2026, 10, 26, 23, 30), "2026-10-25"),  # the evening after a 25-hour day
+    ("America/New_York", (2026, 3, 9, 0, 15), "2026-03-08"),
+])
+def test_a_device_is_announced_with_minutes_of_yesterday_by_the_calendar(zone, now, expected):
+    """A day ago by the clock was two days back in the first hour after a 23-hour day: a device last worn the day
+    before yesterday was announced again to Home Assistant then."""
+    tz = ZoneInfo(zone)
+    assert yesterday(datetime(*now, tzinfo=tz).timestamp(), tz) == expected
