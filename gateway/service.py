@@ -66,6 +66,7 @@ class Device:
     sent_floor: SentFloor | None = None  # samples stamped before the minutes sent before are dropped (a stale clock)
     rx_s: float = 0.0  # monotonic time of the last batch from the link
     link_gone: bool = False  # silent for LINK_GONE_S: what was open went out (_close_when_gone)
+    gone_kept: bool = False  # the minute the link was lost in is in the stopped-minute file (_close_when_gone)
 
 
 async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
@@ -300,13 +301,25 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         device.publisher.publish_live(state)
 
 
-def _submit(device: Device, spool_dir: Path, events: list[Any], metrics: list[MinuteMetrics]) -> None:
-    if events or metrics:
-        adding = device.stopped_minute is not None
-        device.publisher.submit([*events, *_continued(device, metrics)])
-        _sent(device, metrics)
-        if adding and device.stopped_minute is None:  # the minute went out whole: used up
-            forget_stopped_minute(spool_dir, device.publisher.device)
+def _submit(device: Device, spool_dir: Path, events: list[Any], metrics: list[MinuteMetrics],
+            handed: bool = False) -> None:
+    if not (events or metrics):
+        return
+    stopped = device.stopped_minute
+    sent = _continued(device, metrics)
+    device.publisher.submit([*events, *sent])
+    _sent(device, metrics)
+    if handed and sent and (last_t_s := device.pipeline.last_t_s) is not None:
+        # The minute the link was lost in went out unfinished: kept as a clean stop keeps its minute, so that a stop
+        # or a crash while the sensor is away and a start within that minute add to it (they replaced it); and the
+        # last run's part of it, if any, is added again to the rest of it (the pipeline's record of it lacks that).
+        save_stopped_minute(spool_dir, device.publisher.device, sent[-1], last_t_s)
+        device.gone_kept = True
+        if stopped is not None and stopped.minute_start_s == sent[-1].minute_start_s:
+            device.stopped_minute = stopped
+    elif (stopped is not None or device.gone_kept) and metrics and device.stopped_minute is None:
+        forget_stopped_minute(spool_dir, device.publisher.device)  # the minute went out whole, or is past: used up
+        device.gone_kept = False
 
 
 def _close_when_gone(device: Device, spool_dir: Path) -> None:
@@ -317,7 +330,7 @@ def _close_when_gone(device: Device, spool_dir: Path) -> None:
     if time.monotonic() - device.rx_s >= LINK_GONE_S:
         device.link_gone = True
         out = device.pipeline.link_lost()
-        _submit(device, spool_dir, out.events, out.metrics)
+        _submit(device, spool_dir, out.events, out.metrics, handed=True)
 
 
 def _sent(device: Device, metrics: list[MinuteMetrics]) -> None:

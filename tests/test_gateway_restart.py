@@ -264,3 +264,69 @@ def test_a_sensor_gone_silent_has_its_open_minute_sent_and_the_rest_of_it_added_
     assert whole["worn_s"] == pytest.approx(40.0, abs=0.02)  # 60-80 s and 100-120 s
     assert whole["sitting_s"] + whole["standing_s"] + whole["walking_s"] + whole["lying_s"] == pytest.approx(40.0,
                                                                                                           abs=0.02)
+
+
+@pytest.mark.parametrize("first_stop_s", [None, 80.0])
+def test_a_stop_while_the_sensor_is_away_and_a_start_within_its_minute_adds_to_what_went_out(tmp_path, broker,
+                                                                                            first_stop_s):
+    """The minute the link was lost in went out unfinished (link_lost); a clean stop while away sent nothing more and
+    kept no minute file, so a start within that minute replaced it (worn 20 s of 40, the sitting stretch started
+    again). first_stop_s: a run before, stopped within that minute, whose part the lost link's record carried but
+    the return's did not (worn 23 s of 43)."""
+    listener, got = listen(broker.port, "posture/Desk/metrics")
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    spool_dir = tmp_path / "spool"
+    chunks = list(SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50))
+    spans = [(0.0, 80.0), (100.0, 200.0)] if first_stop_s is None else [(0.0, 80.0), (84.0, 92.0), (105.0, 200.0)]
+
+    def start() -> tuple[Device, DevicePublisher]:
+        publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
+        publisher.start()
+        wait_for(publisher.connected.is_set, 10, "the publisher connected")
+        device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
+                        BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
+        device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
+        device.sent_floor = SentFloor.load(spool_dir, "Desk")
+        return device, publisher
+
+    def feed(device: Device, start_s: float, end_s: float) -> None:
+        on_batch = _consumer(device, spool_dir, publish_imu=False)
+        for ch in (ch for ch in chunks if start_s <= ch.t_s[0] < end_s):
+            on_batch(ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
+            device.publisher.pump()
+        if (held := device.collector.take()) is not None:
+            _process(device, spool_dir, held)
+
+    def gone(device: Device) -> None:
+        device.rx_s -= LINK_GONE_S
+        _close_when_gone(device, spool_dir)
+        device.publisher.pump()
+
+    try:
+        device, _ = start()
+        feed(device, *spans[0])
+        if first_stop_s is not None:  # stopped cleanly at 80 s, started at 84 s, the sensor gone at 92 s
+            asyncio.run(_flush({"Desk": device}, spool_dir))
+            device, _ = start()
+            feed(device, *spans[1])
+        gone(device)
+        if first_stop_s is None:  # stopped while the sensor is away, started again
+            asyncio.run(_flush({"Desk": device}, spool_dir))
+            device, _ = start()
+        feed(device, *spans[-1])
+        asyncio.run(_flush({"Desk": device}, spool_dir))
+        wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 180) * 1000, 20, "the minutes after")
+    finally:
+        listener.loop_stop()
+    reference = PosturePipeline()
+    minutes = []
+    for ch in (ch for ch in chunks if any(a <= ch.t_s[0] < b for a, b in spans)):
+        minutes += reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps).metrics
+    minutes += reference.finish().metrics
+    whole = next(m for m in minutes if m.minute_start_s == T0_S + 60)
+    kept = [m for m in got if m["ts"] == (T0_S + 60) * 1000][-1]
+    assert kept["worn_s"] == pytest.approx(whole.worn_s, abs=0.02)
+    assert kept["sitting_s"] == pytest.approx(whole.sitting_s, abs=0.02)
+    assert kept["sitting_since_s"] == pytest.approx(whole.sitting_since_s)
+    assert not (spool_dir / "Desk.minute.json").exists() or load_stopped_minute(spool_dir, "Desk")[0].minute_start_s \
+        > T0_S + 60  # used up
