@@ -5,8 +5,10 @@ a minute or so later. A gateway that streams in between stamps the wearer's firs
 to an hour behind the minutes it sent before the power went, and the bridge and the alert service keep the newest
 record of a minute: a helper's probe overwrote yesterday's 21:00 and 21:01 (worn 60 s, slouched 45 s each) with 51
 and 30 s worn, 0 slouched, 90 s of data before NTP. The start of the last minute sent is kept beside the device's
-spool; until the host clock passes it, samples stamped before it are dropped and counted. That minute itself is
-left to the stopped-minute files (gateway/service.py), which add a restart's part to it.
+spool, or its last sample if the minute went out unfinished (a stop's, a lost link's): until the host clock passes
+it, samples stamped before it are dropped and counted (a floor at the start of the last minute sent let a clock behind
+into that minute replace it: a whole minute after a power loss; the stop's part, there being no stop to add to on a
+clock behind it). A restart's samples after a stop's last one are added to its minute by the stopped-minute files.
 """
 
 from __future__ import annotations
@@ -33,24 +35,26 @@ class SentFloor:
     spool_dir: Path
     device: str
     floor_s: float | None = None  # samples before this are dropped; None once the clock passed it
-    kept_s: float | None = None  # the minute start on disk
+    kept_s: float | None = None  # the floor on disk
     dropped: int = 0
     write_failed: bool = False
 
     @classmethod
     def load(cls, spool_dir: Path, device: str) -> SentFloor:
         def checked(doc: dict[str, float]) -> float:
-            if not math.isfinite(minute_start_s := float(doc["minute_start_s"])):
-                raise ValueError(f"minute_start_s {minute_start_s}")
-            return minute_start_s
+            # "minute_start_s": the start of the last minute sent, as kept before the floor was where it ends
+            floor_s = float(doc["floor_s"] if "floor_s" in doc else doc["minute_start_s"])
+            if not math.isfinite(floor_s):
+                raise ValueError(f"floor_s {floor_s}")
+            return floor_s
         kept_s = read_kept(spool_dir, device, SUFFIX, checked, "last minute sent")
         return cls(spool_dir, device, kept_s, kept_s)
 
     def admit(self, batch: ImuBatch) -> ImuBatch | None:
-        """The batch's samples stamped from the floor on (all of them once the clock has passed it)."""
+        """The batch's samples stamped after the floor (all of them once the clock has passed it)."""
         if self.floor_s is None:
             return batch
-        keep = batch.t_s >= self.floor_s
+        keep = batch.t_s > self.floor_s  # a stop's last sample is its minute's: the next run goes on after it
         if not self.dropped and self.floor_s - float(batch.t_s[0]) > MAX_BEHIND_S:
             log.warning("%s: host clock reads %s, more than a day behind the minutes already sent (up to %s): taken "
                         "as right", self.device, _local(float(batch.t_s[0])), _local(self.floor_s))
@@ -74,19 +78,19 @@ class SentFloor:
         return ImuBatch(batch.device, batch.t_s[keep], batch.t_sensor_s[keep], batch.acc_g[keep],
                         batch.gyro_dps[keep], 0)
 
-    def sent(self, minute_start_s: float) -> None:
-        """A minute went to the spool: kept (atomically) if it is the newest, once a minute at most."""
-        if self.kept_s is not None and minute_start_s <= self.kept_s:
+    def sent(self, floor_s: float) -> None:
+        """Minutes went to the spool, up to floor_s: kept (atomically) if it is the newest, once a minute at most."""
+        if self.kept_s is not None and floor_s <= self.kept_s:
             return
         try:
-            write_kept(self.spool_dir, self.device, SUFFIX, {"minute_start_s": minute_start_s})
+            write_kept(self.spool_dir, self.device, SUFFIX, {"floor_s": floor_s})
         except OSError as exc:  # the disk full: only this guard is weaker for it
             if not self.write_failed:
                 log.warning("%s: the last minute sent not kept (a restart on a clock behind may send over it): %s",
                             self.device, exc)
             self.write_failed = True
             return
-        self.kept_s, self.write_failed = minute_start_s, False
+        self.kept_s, self.write_failed = floor_s, False
 
 
 def _local(t_s: float) -> str:

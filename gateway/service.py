@@ -334,8 +334,12 @@ def _close_when_gone(device: Device, spool_dir: Path) -> None:
 
 
 def _sent(device: Device, metrics: list[MinuteMetrics]) -> None:
+    """The floor: the end of the minutes sent, or the last sample in them if that is earlier (a minute sent
+    unfinished: a stop's, a lost link's), so that no sample of a minute sent passes it, and a start's go on after it."""
     if metrics and device.sent_floor is not None:
-        device.sent_floor.sent(max(m.minute_start_s for m in metrics))
+        end_s = max(m.minute_start_s for m in metrics) + MINUTE_S
+        last_t_s = device.pipeline.last_t_s
+        device.sent_floor.sent(end_s if last_t_s is None else min(end_s, last_t_s))
 
 
 def _status(device: Device, link: SensorLink) -> Status:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 import pytest
 
@@ -330,3 +331,49 @@ def test_a_stop_while_the_sensor_is_away_and_a_start_within_its_minute_adds_to_w
     assert kept["sitting_since_s"] == pytest.approx(whole.sitting_since_s)
     assert not (spool_dir / "Desk.minute.json").exists() or load_stopped_minute(spool_dir, "Desk")[0].minute_start_s \
         > T0_S + 60  # used up
+
+
+@pytest.mark.parametrize("first_end_s, kill, behind_s, minute_s, whole_s", [
+    (100.0, True, 75.0, 0.0, None),  # a power loss; the clock runs from 75 s behind into the last minute sent
+    (90.0, False, 20.0, 60.0, 60.0),  # a clean stop; the clock 20 s behind, within the stop's minute
+])
+def test_a_clock_behind_that_runs_into_the_last_minute_sent_does_not_replace_it(tmp_path, broker, first_end_s, kill,
+                                                                               behind_s, minute_s, whole_s):
+    """The floor was the start of the last minute sent: samples on a clock behind that fell inside it passed, and
+    the minute went out again with the new run's part alone (51.3 worn s replaced by 35.0; a stop's 30.0 by 40.0)."""
+    listener, got = listen(broker.port, "posture/Desk/metrics")
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    spool_dir = tmp_path / "spool"
+    chunks = list(SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50))
+
+    def run(start_s: float, end_s: float, behind: float, stop: bool) -> None:
+        publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
+        publisher.start()
+        wait_for(publisher.connected.is_set, 10, "the publisher connected")
+        device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
+                        BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
+        device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
+        device.sent_floor = SentFloor.load(spool_dir, "Desk")
+        on_batch = _consumer(device, spool_dir, publish_imu=False)
+        for ch in (ch for ch in chunks if start_s <= ch.t_s[0] < end_s):
+            on_batch(ImuBatch("Desk", ch.t_s + T0_S - behind, ch.t_s + T0_S - behind, ch.acc_g, ch.gyro_dps))
+            publisher.pump()
+        if (held := device.collector.take()) is not None:
+            _process(device, spool_dir, held)
+        if stop:
+            asyncio.run(_flush({"Desk": device}, spool_dir))
+        else:  # kill -9
+            publisher.pump()
+            publisher.stop()
+
+    try:
+        run(0.0, first_end_s, 0.0, not kill)
+        wait_for(lambda: any(m["ts"] == (T0_S + minute_s) * 1000 for m in got), 10, "the minute")
+        first = [m for m in got if m["ts"] == (T0_S + minute_s) * 1000][0]
+        run(100.0, 200.0, behind_s, True)
+        wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 120) * 1000 - behind_s * 1000 // 60 * 60, 10, "after")
+        time.sleep(0.5)
+    finally:
+        listener.loop_stop()
+    kept = [m for m in got if m["ts"] == (T0_S + minute_s) * 1000][-1]
+    assert kept["worn_s"] == pytest.approx(first["worn_s"] if whole_s is None else whole_s, abs=0.02)
