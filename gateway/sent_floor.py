@@ -4,8 +4,8 @@ A Raspberry Pi has no clock of its own: it boots on the time it saved last (fake
 a minute or so later. A gateway that streams in between stamps the wearer's first samples with the saved clock, up
 to an hour behind the minutes it sent before the power went, and the bridge and the alert service keep the newest
 record of a minute: a helper's probe overwrote yesterday's 21:00 and 21:01 (worn 60 s, slouched 45 s each) with 51
-and 30 s worn, 0 slouched, 90 s of data before NTP. The start of the last minute sent is kept beside the device's
-spool, or its last sample if the minute went out unfinished (a stop's, a lost link's): until the host clock passes
+and 30 s worn, 0 slouched, 90 s of data before NTP. Where the minutes sent end is kept beside the device's
+spool, or their last sample if the last went out unfinished (a stop's, a lost link's): until the host clock passes
 it, samples stamped before it are dropped and counted (a floor at the start of the last minute sent let a clock behind
 into that minute replace it: a whole minute after a power loss; the stop's part, there being no stop to add to on a
 clock behind it). A restart's samples after a stop's last one are added to its minute by the stopped-minute files.
