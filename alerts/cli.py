@@ -25,15 +25,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_alerts_cli(args: argparse.Namespace) -> int:
+    import contextlib
+    from pathlib import Path
+
     from alerts.group import AlertGroup
     from alerts.service import AlertService
+    from service_io.lock import held
 
     config = config_from(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone,
                                        "partitions": args.partitions, "instance": args.instance})
-    with config_errors():
-        runner = AlertGroup.open(config) if config.alerts.partitions > 1 else AlertService.open(config)
-    stop_on_signals(runner.stop_event.set)
-    runner.run()
+    with contextlib.ExitStack() as hold:
+        if config.alerts.partitions == 1:  # partitions lock their own (alerts/group.py)
+            # Two on one state file both ran: each took the broker session from the other every second, and
+            # decided alerts from its own copy of the state.
+            hold.enter_context(held(Path(f"{config.alerts.state_path}.lock"),
+                                    f"alerts.state_path {config.alerts.state_path!r} is in use by another posture "
+                                    f"alerts; stop it, or give each its own state_path (or set alerts.partitions)"))
+        with config_errors():
+            runner = AlertGroup.open(config) if config.alerts.partitions > 1 else AlertService.open(config)
+        stop_on_signals(runner.stop_event.set)
+        runner.run()
     stats = runner.totals() if isinstance(runner, AlertGroup) else runner.stats
     print(json.dumps(stats.as_dict()))
     return 0

@@ -4,14 +4,14 @@ minute sent): read without ever failing a start, written atomically; and the loc
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.publisher import device_file
+from service_io.lock import held
 
 log = logging.getLogger("posture.gateway")
 T = TypeVar("T")
@@ -40,25 +40,11 @@ def write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any]) -
         raise
 
 
-@contextlib.contextmanager
-def lock_device(spool_dir: Path, device: str) -> Iterator[None]:
+def lock_device(spool_dir: Path, device: str) -> contextlib.AbstractContextManager[None]:
     """This run's hold on a device's files in spool_dir (spool, calibration, stopped minute): a second `posture run`
     on the same spool_dir and sensor is refused in one line. Two ran side by side: both spooled into one file and
     sent from it, wrote each other's calibration and minute, and took the broker session from each other every
-    second (one client id), each minute's record from two pipelines. A lock file the disk refuses (full, read-only)
-    stops nothing: the spool waits for the disk as before."""
-    path = device_file(spool_dir, device, ".lock")
-    try:
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")
-    except OSError as exc:
-        log.warning("%s: cannot make the lock file %s (%s); going on without it", device, path, exc.strerror or exc)
-        yield
-        return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"{device}: gateway.spool_dir {str(spool_dir)!r} is in use by another posture run "
-                               f"for this sensor; stop it, or give each gateway its own spool_dir") from None
-        yield
+    second (one client id), each minute's record from two pipelines."""
+    return held(device_file(spool_dir, device, ".lock"),
+                f"{device}: gateway.spool_dir {str(spool_dir)!r} is in use by another posture run for this sensor; "
+                f"stop it, or give each gateway its own spool_dir")

@@ -7,6 +7,7 @@ import logging
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -747,3 +748,22 @@ def test_kill_9_in_the_middle_of_a_backlog_loses_no_minute_and_counts_none_twice
     # Delivery is at least once (docs/alerts.md: an alert the broker had but had not acknowledged goes out again with
     # its id), so each device's one alert arrived, perhaps twice, never two different ones.
     assert sorted({a["id"]: a["device"] for a in phone.alerts}.values()) == devices
+
+
+def test_a_second_alert_service_on_the_same_state_file_is_refused_in_one_line(tmp_path, broker):
+    """Two `posture alerts` with one config (partitions = 1): both ran, each taking the broker session from the other
+    every second and deciding alerts from its own copy of the state. The second now stops at once, exit 2, one line
+    naming alerts.state_path; the first runs on. (Partitions lock their own.)"""
+    config = write_config(tmp_path, broker, BURST_RULES)
+    log = tmp_path / "alerts.log"
+    first = start_alerts(config, log)
+    try:
+        wait_online(broker.port, first, log)
+        second = subprocess.run([sys.executable, "-m", "posture.cli", "alerts", "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1 and "alerts.state_path" in lines[0], second.stderr[-2000:]
+        assert first.poll() is None
+    finally:
+        stop(first, log)  # and it stopped cleanly, exit 0
+    assert "another client" not in log.read_text()
