@@ -40,7 +40,7 @@ def run_alerts_cli(args: argparse.Namespace) -> int:
             # decided alerts from its own copy of the state.
             hold.enter_context(held(Path(f"{config.alerts.state_path}.lock"),
                                     f"alerts.state_path {config.alerts.state_path!r} is in use by another posture "
-                                    f"alerts; stop it, or give each its own state_path (or set alerts.partitions)"))
+                                    f"alerts; stop it, or give each its own state_path"))
         with config_errors():
             runner = AlertGroup.open(config) if config.alerts.partitions > 1 else AlertService.open(config)
         stop_on_signals(runner.stop_event.set)

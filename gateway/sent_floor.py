@@ -59,6 +59,7 @@ class SentFloor:
             log.warning("%s: host clock reads %s, more than a day behind the minutes already sent (up to %s): taken "
                         "as right", self.device, _local(float(batch.t_s[0])), _local(self.floor_s))
             keep[:] = True
+            self.kept_s = None  # the minutes sent from now on are the floor (kept, that one held the next run back)
         if not keep.all():
             if not self.dropped:
                 log.warning("%s: host clock reads %s, behind the minutes already sent (up to %s): samples stamped "

@@ -44,6 +44,7 @@ FINAL_FLUSH_S = 10.0
 # A sensor silent this long has its open episodes and minutes sent (the pipeline would close them only at the next
 # sample): past the link watchdog's 3 s and a reconnect's first round, so a short dropout goes on as before.
 LINK_GONE_S = 10.0
+LOOP_STALL_S = 1.0  # a turn of the gateway's loop this late: the host stalled, nothing is judged silent in it
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second, while an unchanged status goes out only at gateway.status_heartbeat_s.
 STATUS_CHECK_S = 1.0
@@ -121,16 +122,21 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     tasks = {name: asyncio.create_task(link.run(stop)) for name, link in links.items()}
     stopped_at: dict[str, float] = {}
     next_status = 0.0
+    turn_s = time.monotonic()
     try:
         while not stop.is_set():
             _restart_stopped_links(tasks, links, stopped_at, stop)
-            for d in devices.values():
+            # After a stall of this loop (the host's), the notifications queued meanwhile are handled first.
+            stalled = time.monotonic() - turn_s > LOOP_STALL_S
+            turn_s = time.monotonic()
+            for name, d in devices.items():
                 # A link that went quiet must not hold samples back from the pipeline.
                 if d.collector.held and time.monotonic() - d.held_since_s > d.collector.batch_s:
                     held = d.collector.take()
                     assert held is not None  # it holds samples: take() returns them
                     _process(d, spool_dir, held)
-                _close_when_gone(d, spool_dir)
+                if not stalled:
+                    _close_when_gone(d, spool_dir, links[name].last_rx_s)
                 d.publisher.pump()
             if time.monotonic() >= next_status:
                 for name, d in devices.items():
@@ -322,14 +328,20 @@ def _submit(device: Device, spool_dir: Path, events: list[Any], metrics: list[Mi
         device.gone_kept = False
 
 
-def _close_when_gone(device: Device, spool_dir: Path) -> None:
+def _close_when_gone(device: Device, spool_dir: Path, notified_s: float = 0.0) -> None:
     """A sensor silent for LINK_GONE_S (out of range, off): its open episodes and minutes go out now, not when it is
-    back (a helper's wearer away 5 min: the minute they left in, slouching, came 295 s late; killed meanwhile, lost)."""
+    back (a helper's wearer away 5 min: the minute they left in, slouching, came 295 s late; killed meanwhile, lost).
+    Silent means no notification (notified_s, monotonic) as well as no batch: an arrival-timed sensor's backlog after a
+    host stall is held back from the pipeline while its notifications still come."""
     if device.link_gone or device.pipeline.last_t_s is None or device.collector.held:
         return
-    if time.monotonic() - device.rx_s >= LINK_GONE_S:
+    if time.monotonic() - max(device.rx_s, notified_s) >= LINK_GONE_S:
         device.link_gone = True
-        out = device.pipeline.link_lost()
+        try:
+            out = device.pipeline.link_lost()
+        except Exception:  # a bug must cost this device's open minute, not the other sensors or the process
+            log.exception("%s: the pipeline failed to close what was open for a silent sensor", device.publisher.device)
+            return
         _submit(device, spool_dir, out.events, out.metrics, handed=True)
 
 

@@ -422,11 +422,8 @@ class PosturePipeline:
     def link_lost(self) -> PipelineOutput:
         """The link is gone, known before a sample says so (a long gap is seen only at the next one, when the wearer
         is back): episodes still open end at the last sample, and the minutes seen are handed out, the last one
-        unfinished; samples of it that still come are handed out with it, whole."""
-        out = _empty_output()
-        self._close_episodes(out)
-        out.metrics = self.minutes.flush()
-        return out
+        unfinished; samples of it that still come are handed out with it, whole. As finish(), and it goes on."""
+        return self.finish()
 
     def _close_episodes(self, out: PipelineOutput) -> None:
         """End what is open at the last sample seen: a slouch or lean as it was, a rotation dropped."""

@@ -55,6 +55,11 @@ class SensorLink:
         self._battery_refused = False  # said once
 
     @property
+    def last_rx_s(self) -> float:
+        """When the last notification came (time.monotonic()); 0 before any."""
+        return self._last_rx_s
+
+    @property
     def stats(self) -> StreamStats | None:
         return self.decoder.stats if self.decoder else None
 

@@ -191,7 +191,9 @@ class StreamDecoder:
             # Samples counted lost were late after all (or fewer were lost than counted): the synthesised clock,
             # which cannot step back, is ahead by them.
             self._clock.shift(-placed.lost_samples / self.rate_hz)
-        if placed.late_s < ClockMap.LATE_S:  # as the map itself does once settled: in its first second too
+        # As the map itself does once settled, and for a synthesised clock in its first second too (a sensor clock's
+        # placement has no late_s: its map is protected once settled only).
+        if placed.late_s < ClockMap.LATE_S:
             self._clock.update(float(placed.t_sensor_s[-1]), host_s)
         self._unmapped.append((packet, placed))
         return self._mapped() if self._clock.settled or not self.profile.has_sensor_clock else []

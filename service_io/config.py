@@ -282,7 +282,8 @@ def check_influx(settings: InfluxSettings) -> None:
     if port == 0:  # a word, not a number: the bridge's first write and the report died with a traceback (InvalidURL);
         # beyond 65535 or 0: an outage that never ends
         raise ConfigError(f"influx.url: the port must be a number from 1 to 65535, got {redact(settings.url)!r}")
-    if not (settings.database.strip() or settings.bucket.strip()):  # else said only at the first write
+    # Else said only at the first write; the v1 API (and the report's queries) need the database itself.
+    if not settings.database.strip() and (settings.api == "v1" or not settings.bucket.strip()):
         raise ConfigError("influx.database: the database to write to (or influx.bucket on the v2 API), got nothing")
     retention_s = duration_s(settings.live_retention)
     if retention_s is None or retention_s < MIN_RETENTION_S:

@@ -12,6 +12,7 @@ import json
 import os
 import time
 
+import numpy as np
 import pytest
 
 from firmware_sim.imu import SensorSimulation
@@ -250,6 +251,10 @@ def test_a_sensor_gone_silent_has_its_open_minute_sent_and_the_rest_of_it_added_
         _close_when_gone(device, spool_dir)
         assert not device.link_gone  # not silent long enough
         device.rx_s -= LINK_GONE_S
+        # Notifications still coming (an arrival-timed sensor's backlog after a host stall is held from the pipeline
+        # while they come): not silent.
+        _close_when_gone(device, spool_dir, notified_s=time.monotonic())
+        assert not device.link_gone
         _close_when_gone(device, spool_dir)
         publisher.pump()
         wait_for(lambda: any(m["ts"] == (T0_S + 60) * 1000 for m in got), 10, "the minute the wearer left in")
@@ -377,3 +382,19 @@ def test_a_clock_behind_that_runs_into_the_last_minute_sent_does_not_replace_it(
         listener.loop_stop()
     kept = [m for m in got if m["ts"] == (T0_S + minute_s) * 1000][-1]
     assert kept["worn_s"] == pytest.approx(first["worn_s"] if whole_s is None else whole_s, abs=0.02)
+
+
+def test_a_clock_taken_as_right_far_behind_the_kept_floor_replaces_it(tmp_path):
+    """More than a day behind the minutes sent, the clock is taken as right: the minutes it sends are the floor from
+    then on (the far floor, kept, held back the next run's every sample for the rest of that day)."""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    now_s = T0_S + 3600.0
+    SentFloor(spool_dir, "Desk").sent(now_s + 30 * 3600.0)
+    assert SentFloor.load(spool_dir, "Desk").floor_s == now_s + 30 * 3600.0  # a run whose clock was 30 h ahead
+    floor = SentFloor.load(spool_dir, "Desk")
+    t_s = now_s + np.arange(100) / 100.0
+    batch = ImuBatch("Desk", t_s, t_s, np.zeros((100, 3)), np.zeros((100, 3)))
+    assert floor.admit(batch) is batch and floor.dropped == 0
+    floor.sent(now_s + 60.0)
+    assert SentFloor.load(spool_dir, "Desk").floor_s == now_s + 60.0

@@ -124,6 +124,8 @@ def test_live_and_episode_start_config(tmp_path):
     ({"POSTURE_MQTT_HOST": "[::1]"}, r"^mqtt\.host: a host name or address alone"),
     ({"POSTURE_MQTT_PASSWORD": "secret"}, r"^mqtt\.username: needed with mqtt\.password"),  # never sent, unsaid
     ({"POSTURE_INFLUX_DATABASE": ""}, r"^influx\.database: the database to write to"),  # said at the first write
+    ({"POSTURE_INFLUX_DATABASE": "", "POSTURE_INFLUX_BUCKET": "b", "POSTURE_INFLUX_API": "v1"},
+     r"^influx\.database: the database to write to"),  # a bucket is no database to /write
     ({"POSTURE_BRIDGE_SESSION_EXPIRY_S": "5000000000"}, r"^bridge\.session_expiry_s: at most 4294967295"),
     ({"POSTURE_ALERTS_SESSION_EXPIRY_S": "5000000000"}, r"^alerts\.session_expiry_s: at most 4294967295"),
 ])
