@@ -73,6 +73,10 @@ class AlertEngine:
         # Per device, the sensor time of the first of the live states that have shown posture measured and no
         # slouch, unbroken, up to the latest; in memory only (a restart counts afresh: it cannot know the gap).
         self._clear_from: dict[str, float] = {}
+        # Devices whose run of slouch-free live states began after a gap that followed a slouching state, and that
+        # state's time: the slouch ended unseen (out of range) and lasted as long as seen, no more ("Out of the slouch
+        # after 6 min" counted the time away as slouching).
+        self._ended_unseen: dict[str, float] = {}
         # Per device, today's minutes folded so far, in the order today_totals folds them (arrival, the minutes dict's
         # own): each new minute is added to it instead of the day folded again for the rules and again for the retained
         # `today` (which made a message's cost grow with the minutes of the day). Dropped whenever a device's day
@@ -200,7 +204,8 @@ class AlertEngine:
             state.slouch_now_over_s = max(clear_from, state.slouch_now_over_s or clear_from)
             if rule.recovered:
                 assert state.slouch_now_sent_s is not None  # open is set with it
-                out += self._decide(device, state, [r.slouch_recovered(state.slouch_now_sent_s, clear_from)], now_s)
+                found = r.slouch_recovered(state.slouch_now_sent_s, clear_from, self._ended_unseen.get(device))
+                out += self._decide(device, state, [found], now_s)
         if rule.enabled and since is not None:
             out += self._slouch_now(device, state, doc, since, now_s)
         return out, _scalars(state) != before
@@ -218,11 +223,17 @@ class AlertEngine:
         longer than LIVE_MAX_GAP_S between two in a row (by arrival); None if doc shows a slouch or no posture."""
         if doc["flexion_deg"] is None or doc["slouching_since_s"] is not None:  # uncalibrated, or slouching
             self._clear_from.pop(device, None)
+            self._ended_unseen.pop(device, None)
             return None
         t_s, start = doc["ts"] / 1000, self._clear_from.get(device)
         gap_s = None if previous is None else t_s - previous["ts"] / 1000
         if start is None or gap_s is None or not 0 <= gap_s <= LIVE_MAX_GAP_S:  # 0: the same state again
             start = t_s
+            if previous is not None and previous["slouching_since_s"] is not None:
+                if gap_s is not None and gap_s > LIVE_MAX_GAP_S:
+                    self._ended_unseen[device] = previous["ts"] / 1000
+                else:
+                    self._ended_unseen.pop(device, None)
         self._clear_from[device] = start
         return start
 
