@@ -73,10 +73,9 @@ class AlertEngine:
         # Per device, the sensor time of the first of the live states that have shown posture measured and no
         # slouch, unbroken, up to the latest; in memory only (a restart counts afresh: it cannot know the gap).
         self._clear_from: dict[str, float] = {}
-        # Devices whose run of slouch-free live states began after a gap that followed a slouching state, and that
-        # state's time: the slouch ended unseen (out of range) and lasted as long as seen, no more ("Out of the slouch
-        # after 6 min" counted the time away as slouching).
-        self._ended_unseen: dict[str, float] = {}
+        # Per device, the time of the latest live state that showed a slouch (in memory only): with the slouch's end
+        # events (slouch_now_over_s), how long the nudged slouch was seen to last.
+        self._slouch_seen_s: dict[str, float] = {}
         # Per device, today's minutes folded so far, in the order today_totals folds them (arrival, the minutes dict's
         # own): each new minute is added to it instead of the day folded again for the rules and again for the retained
         # `today` (which made a message's cost grow with the minutes of the day). Dropped whenever a device's day
@@ -184,6 +183,8 @@ class AlertEngine:
         self.live[device] = doc
         state = self._state(device)
         since = doc["slouching_since_s"]
+        if since is not None:
+            self._slouch_seen_s[device] = doc["ts"] / 1000
         clear_from = self._clear_streak(device, doc, previous)
         if since is None and not state.slouch_now_open:  # most states: no slouch, none followed up; nothing to save
             return [], False
@@ -201,10 +202,14 @@ class AlertEngine:
             # Over: live states with posture measured have shown no slouch for RECOVER_HOLD_S, unbroken, since
             # clear_from (its time).
             state.slouch_now_open = False
+            # It lasted as long as it was seen, no more: to where its last end event or live state showed it, if that
+            # was before the gap that ended it (out of range: "Out of the slouch after 6 min" counted the time away).
+            seen = [s for s in (state.slouch_now_over_s, self._slouch_seen_s.get(device)) if s is not None]
+            lasted_to = min(clear_from, max(seen)) if seen and clear_from - max(seen) > LIVE_MAX_GAP_S else clear_from
             state.slouch_now_over_s = max(clear_from, state.slouch_now_over_s or clear_from)
             if rule.recovered:
                 assert state.slouch_now_sent_s is not None  # open is set with it
-                found = r.slouch_recovered(state.slouch_now_sent_s, clear_from, self._ended_unseen.get(device))
+                found = r.slouch_recovered(state.slouch_now_sent_s, clear_from, lasted_to)
                 out += self._decide(device, state, [found], now_s)
         if rule.enabled and since is not None:
             out += self._slouch_now(device, state, doc, since, now_s)
@@ -223,17 +228,11 @@ class AlertEngine:
         longer than LIVE_MAX_GAP_S between two in a row (by arrival); None if doc shows a slouch or no posture."""
         if doc["flexion_deg"] is None or doc["slouching_since_s"] is not None:  # uncalibrated, or slouching
             self._clear_from.pop(device, None)
-            self._ended_unseen.pop(device, None)
             return None
         t_s, start = doc["ts"] / 1000, self._clear_from.get(device)
         gap_s = None if previous is None else t_s - previous["ts"] / 1000
         if start is None or gap_s is None or not 0 <= gap_s <= LIVE_MAX_GAP_S:  # 0: the same state again
             start = t_s
-            if previous is not None and previous["slouching_since_s"] is not None:
-                if gap_s is not None and gap_s > LIVE_MAX_GAP_S:
-                    self._ended_unseen[device] = previous["ts"] / 1000
-                else:
-                    self._ended_unseen.pop(device, None)
         self._clear_from[device] = start
         return start
 

@@ -375,7 +375,8 @@ def test_a_retained_copy_never_replaces_a_newer_state():
 def test_a_slouch_that_ended_out_of_range_lasted_as_long_as_it_was_seen():
     """A wearer who walked out of range slouching and came back upright: nobody saw the slouch end. The follow-up
     said "Out of the slouch after 6 min", the time away counted as slouching (a helper's end-to-end probe)."""
-    eng = engine(slouch=SlouchRule(episode_min=0.1, cooldown_min=0), slouch_now=SlouchNowRule(delay_s=10, cooldown_min=0))
+    eng = engine(slouch=SlouchRule(episode_min=0.1, cooldown_min=0),
+                 slouch_now=SlouchNowRule(delay_s=10, cooldown_min=0))
     docs = [live(T0 + k, T0) for k in range(0, 40)]  # slouching; nudged at 10 s
     docs += [end_event(T0, T0 + 39)]  # the gateway closes it when the sensor goes silent
     docs += [live(T0 + 190 + k, None) for k in range(12)]  # back upright after 150 s away
@@ -383,6 +384,13 @@ def test_a_slouch_that_ended_out_of_range_lasted_as_long_as_it_was_seen():
     assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("slouch_now", 10), ("recovered", 190)]
     assert alerts[1]["evidence"]["slouch_s"] == 39.0
     assert alerts[1]["message"] == "Out of the slouch after 39 s. Keep it up!"
+    # Seen upright a moment before the gap, or uncalibrated on the way back: as long as seen all the same.
+    for before_gap, on_return in (([live(T0 + 40, None)], []), ([], [live(T0 + 189, None, flexion=None) |
+                                                                     {"flexion_deg": None}])):
+        other = engine(slouch=SlouchRule(episode_min=0.1, cooldown_min=0), slouch_now=SlouchNowRule(delay_s=10))
+        docs = [live(T0 + k, T0) for k in range(0, 40)] + before_gap + on_return
+        alerts, _ = run(other, docs + [live(T0 + 190 + k, None) for k in range(12)])
+        assert [a["evidence"]["slouch_s"] for a in alerts if a["kind"] == "recovered"] == [39.0]
     # A slouch seen to end is timed to its end, as before.
     alerts, _ = run(eng, [live(T0 + 300 + k, T0 + 300) for k in range(20)] + [live(T0 + 320 + k, None)
                                                                                for k in range(12)])
