@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from contract.identity import device_id
 from contract.messages import Status, payload
@@ -35,7 +35,6 @@ from sensor.stream import ImuBatch
 from service_io.config import Config
 
 log = logging.getLogger("posture.gateway")
-T = TypeVar("T")
 PUMP_INTERVAL_S = 0.05
 # A sensor's link that stopped on an error nobody expected is started again after this: one sensor's fault must not
 # end its data for good (an asyncio task that raises ends silently), nor be retried in a tight loop.
