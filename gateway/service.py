@@ -106,16 +106,8 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     for name in sensors:  # every one before any spool opens: a legacy file may be another device's too
         adopt_legacy_files(spool_dir, name)
     for name, sensor in sensors.items():
-        publisher = DevicePublisher.open(config, name, spool_dir, sensor.name or sensor.address)
-        publisher.start()
-        pipeline = PosturePipeline(config.pipeline.settings(), calibration=load_calibration(spool_dir, name))
-        device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
-                        LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s))
+        devices[name] = device = open_device(config, name, spool_dir, sensor.name or sensor.address)
         link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
-        device.saved = device.pipeline.calibration
-        device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
-        device.sent_floor = SentFloor.load(spool_dir, name)
-        devices[name] = device
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
     tasks = {name: asyncio.create_task(link.run(stop)) for name, link in links.items()}
@@ -149,6 +141,20 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         await _flush(devices, spool_dir)
         locks.close()
     return devices
+
+
+def open_device(config: Config, name: str, spool_dir: Path, shown_name: str) -> Device:
+    """One device's path, its publisher started, with what the last run kept beside its spool: the calibration, the
+    minute its stop (or a lost link) sent unfinished, and where the minutes it sent end."""
+    publisher = DevicePublisher.open(config, name, spool_dir, shown_name)
+    publisher.start()
+    pipeline = PosturePipeline(config.pipeline.settings(), calibration=load_calibration(spool_dir, name))
+    device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
+                    LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s))
+    device.saved = device.pipeline.calibration
+    device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
+    device.sent_floor = SentFloor.load(spool_dir, name)
+    return device
 
 
 def check_rate(name: str, profile: str | None, rate_hz: float) -> None:

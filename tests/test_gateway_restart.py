@@ -29,6 +29,7 @@ from gateway.service import (
     go_on_from_stop,
     load_calibration,
     load_stopped_minute,
+    open_device,
 )
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
@@ -42,17 +43,19 @@ T0_S = 1_796_292_000.0  # sensor time 0 (a whole minute), on the clock the gatew
 STOP_S, BACK_S = 90.5, 94.0  # the stop and the start again, inside the minute 60-120 s, sitting
 
 
+def _open(config: Config, spool_dir) -> Device:
+    """The device "Desk" as run_gateway opens it, once its publisher is connected."""
+    device = open_device(config, "Desk", spool_dir, "Desk")
+    wait_for(device.publisher.connected.is_set, 10, "the publisher connected")
+    return device
+
+
 def _run(config: Config, spool_dir, chunks, got) -> Device:
     """One gateway run over these chunks, set up as run_gateway does it, and its clean stop."""
-    publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
-    publisher.start()
-    wait_for(publisher.connected.is_set, 10, "the publisher connected")
-    device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
-                    BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
-    device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
+    device = _open(config, spool_dir)
     for ch in chunks:
         _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
-        publisher.pump()
+        device.publisher.pump()
     asyncio.run(_flush({"Desk": device}, spool_dir))  # the clean stop: the unfinished minute goes out
     return device
 
@@ -196,12 +199,8 @@ def test_a_start_on_a_clock_behind_the_minutes_sent_does_not_send_over_them(tmp_
               (0.0, 90.0, 30.0), (90.0, 150.0, 400.0)]
     try:
         for run in range(2):
-            publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
-            publisher.start()
-            wait_for(publisher.connected.is_set, 10, "the publisher connected")
-            device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
-                            BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0),
-                            sent_floor=SentFloor.load(spool_dir, "Desk"))
+            device = _open(config, spool_dir)
+            publisher = device.publisher
             on_batch = _consumer(device, spool_dir, publish_imu=False)
             for start_s, end_s, stamped_s in clocks[:1] if run == 0 else clocks[1:]:
                 for ch in (ch for ch in chunks if start_s <= ch.t_s[0] < end_s):
@@ -285,16 +284,6 @@ def test_a_stop_while_the_sensor_is_away_and_a_start_within_its_minute_adds_to_w
     chunks = list(SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50))
     spans = [(0.0, 80.0), (100.0, 200.0)] if first_stop_s is None else [(0.0, 80.0), (84.0, 92.0), (105.0, 200.0)]
 
-    def start() -> tuple[Device, DevicePublisher]:
-        publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
-        publisher.start()
-        wait_for(publisher.connected.is_set, 10, "the publisher connected")
-        device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
-                        BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
-        device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
-        device.sent_floor = SentFloor.load(spool_dir, "Desk")
-        return device, publisher
-
     def feed(device: Device, start_s: float, end_s: float) -> None:
         on_batch = _consumer(device, spool_dir, publish_imu=False)
         for ch in (ch for ch in chunks if start_s <= ch.t_s[0] < end_s):
@@ -309,16 +298,16 @@ def test_a_stop_while_the_sensor_is_away_and_a_start_within_its_minute_adds_to_w
         device.publisher.pump()
 
     try:
-        device, _ = start()
+        device = _open(config, spool_dir)
         feed(device, *spans[0])
         if first_stop_s is not None:  # stopped cleanly at 80 s, started at 84 s, the sensor gone at 92 s
             asyncio.run(_flush({"Desk": device}, spool_dir))
-            device, _ = start()
+            device = _open(config, spool_dir)
             feed(device, *spans[1])
         gone(device)
         if first_stop_s is None:  # stopped while the sensor is away, started again
             asyncio.run(_flush({"Desk": device}, spool_dir))
-            device, _ = start()
+            device = _open(config, spool_dir)
         feed(device, *spans[-1])
         asyncio.run(_flush({"Desk": device}, spool_dir))
         wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 180) * 1000, 20, "the minutes after")
@@ -352,13 +341,8 @@ def test_a_clock_behind_that_runs_into_the_last_minute_sent_does_not_replace_it(
     chunks = list(SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50))
 
     def run(start_s: float, end_s: float, behind: float, stop: bool) -> None:
-        publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
-        publisher.start()
-        wait_for(publisher.connected.is_set, 10, "the publisher connected")
-        device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
-                        BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
-        device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
-        device.sent_floor = SentFloor.load(spool_dir, "Desk")
+        device = _open(config, spool_dir)
+        publisher = device.publisher
         on_batch = _consumer(device, spool_dir, publish_imu=False)
         for ch in (ch for ch in chunks if start_s <= ch.t_s[0] < end_s):
             on_batch(ImuBatch("Desk", ch.t_s + T0_S - behind, ch.t_s + T0_S - behind, ch.acc_g, ch.gyro_dps))
