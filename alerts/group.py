@@ -24,7 +24,6 @@ that while it runs partitions says online again; an instance that stops and sees
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -45,6 +44,7 @@ from alerts.partition import Partition, owned
 from alerts.service import AlertService, AlertStats, new_engine
 from alerts.state_files import check_state_layout
 from service_io.config import Config
+from service_io.lock import try_lock
 from service_io.mqtt import Message, MqttEndpoint
 from service_io.spool import SpoolError
 
@@ -206,13 +206,8 @@ class AlertGroup:
 
     def _take(self, k: int) -> None:
         partition = Partition(k, self.count)
-        lock_path = Path(f"{partition.state_path(self.cfg.state_path)}.lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(lock_path, "ab")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # its last runner has not let go yet: next round
-            lock.close()
+        lock = try_lock(Path(f"{partition.state_path(self.cfg.state_path)}.lock"))
+        if lock is None:  # its last runner has not let go yet: next round
             return
         try:
             service = AlertService.open(self.config, self.clock, partition)

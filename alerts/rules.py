@@ -115,10 +115,10 @@ def slouch_now(live: dict[str, Any], state: DeviceState, rules: Rules) -> Findin
         "flexion_deg": None if flexion is None else round(flexion, 1)}, deficit="slouch")
 
 
-def slouch_recovered(since_s: float, over_s: float, last_seen_s: float | None = None) -> Finding:
+def slouch_recovered(since_s: float, over_s: float, lasted_to_s: float | None = None) -> Finding:
     """The slouch the live rule nudged (from since_s) is over: live states have shown no slouch since over_s. Its
-    length is to over_s, or to last_seen_s when it ended unseen (in a gap of the live stream: out of range)."""
-    end_s = over_s if last_seen_s is None else min(last_seen_s, over_s)
+    length is to lasted_to_s (where it was last seen, when it ended unseen: engine.on_live), else to over_s."""
+    end_s = over_s if lasted_to_s is None else lasted_to_s
     return Finding("recovered", over_s, "info", {"slouch_s": round(max(end_s - since_s, 0.0), 1), "since_s": since_s})
 
 
