@@ -43,6 +43,8 @@ FINAL_FLUSH_S = 10.0
 # A sensor silent this long has its open episodes and minutes sent (the pipeline would close them only at the next
 # sample): past the link watchdog's 3 s and a reconnect's first round, so a short dropout goes on as before.
 LINK_GONE_S = 10.0
+# Between scans for sensors not found yet (gateway.sensors): a scan takes radio time from the connected sensors.
+LOOK_AGAIN_S = 30.0
 LOOP_STALL_S = 1.0  # a turn of the gateway's loop this late: the host stalled, nothing is judged silent in it
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second, while an unchanged status goes out only at gateway.status_heartbeat_s.
@@ -69,32 +71,54 @@ class Device:
     gone_kept: bool = False  # the minute the link was lost in is in the stopped-minute file (_close_when_gone)
 
 
-async def find_sensors(config: Config, scan_timeout_s: float) -> list[FoundSensor]:
-    adapter = config.gateway.adapter or None
+def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
+    """What the gateway looks for, by how a log line names it: each of gateway.sensors, or the first posture sensor."""
     if not config.gateway.sensors:
-        found = await discover(adapter, scan_timeout_s, first_only=True)
-        return found[:1]
-    found = []
-    for who in config.gateway.sensors:
-        wanted = SensorFilter(address=who) if who.count(":") == 5 else SensorFilter(name=who)
-        match = await discover(adapter, scan_timeout_s, wanted, first_only=True)
-        if not match:
-            raise RuntimeError(f"sensor {who!r} (gateway.sensors) not found")
-        found.append(match[0])
+        return {"a posture sensor": SensorFilter()}
+    return {repr(who): SensorFilter(address=who) if who.count(":") == 5 else SensorFilter(name=who)
+            for who in config.gateway.sensors}
+
+
+async def find_sensors(adapter: str | None, wanted: dict[str, SensorFilter],
+                       scan_timeout_s: float) -> dict[str, FoundSensor]:
+    """One scan for each sensor wanted; those found, by the same key."""
+    found = {}
+    for who, sensor_filter in wanted.items():
+        if match := await discover(adapter, scan_timeout_s, sensor_filter, first_only=True):
+            found[who] = match[0]
     return found
+
+
+async def _keep_looking(adapter: str | None, missing: dict[str, SensorFilter], scan_timeout_s: float,
+                        arrived: list[FoundSensor], stop: asyncio.Event) -> None:
+    """The sensors not found at the start (off, charging, out of range), looked for every LOOK_AGAIN_S until found:
+    the gateway exited ("not found"), or with no sensor named ran on without one, saying nothing."""
+    while missing and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LOOK_AGAIN_S)
+            return
+        try:
+            found = await find_sensors(adapter, missing, scan_timeout_s)
+        except Exception as exc:  # BlueZ restarting, the bus gone a moment: the next round tries again
+            log.warning("looking for %s: %s: %s", ", ".join(missing), type(exc).__name__, exc)
+            continue
+        for who, sensor in found.items():
+            del missing[who]
+            arrived.append(sensor)
 
 
 async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float = 15.0) -> dict[str, Device]:
     spool_dir = Path(config.gateway.spool_dir)
+    adapter = config.gateway.adapter or None
     devices: dict[str, Device] = {}
     links: dict[str, SensorLink] = {}
+    tasks: dict[str, asyncio.Task[None]] = {}
+    wanted = wanted_sensors(config)
+    first = await find_sensors(adapter, wanted, scan_timeout_s)  # no D-Bus, no BlueZ: said at once (exit 2)
     sensors: dict[str, FoundSensor] = {}
-    for sensor in await find_sensors(config, scan_timeout_s):
+    for sensor in first.values():
         name = device_id(sensor.name or sensor.address)
-        if name in sensors:  # one id, one series: two sensors under it would merge their data
-            raise RuntimeError(f"sensors {sensors[name].address} and {sensor.address} both advertise "
-                               f"{sensor.name!r} (gateway.sensors): rename one, they would share one device")
-        check_rate(name, sensor.profile, config.pipeline.rate_hz)
+        _check_new(name, sensor, sensors, config.pipeline.rate_hz)
         sensors[name] = sensor
     locks = contextlib.ExitStack()
     try:
@@ -105,17 +129,29 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         raise
     for name in sensors:  # every one before any spool opens: a legacy file may be another device's too
         adopt_legacy_files(spool_dir, name)
-    for name, sensor in sensors.items():
+
+    def start(name: str, sensor: FoundSensor) -> None:
         devices[name] = device = open_device(config, name, spool_dir, sensor.name or sensor.address)
-        link_settings = LinkSettings(adapter=config.gateway.adapter or None, rate_hz=config.pipeline.rate_hz)
+        link_settings = LinkSettings(adapter=adapter, rate_hz=config.pipeline.rate_hz)
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
+        tasks[name] = asyncio.create_task(links[name].run(stop))
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
-    tasks = {name: asyncio.create_task(link.run(stop)) for name, link in links.items()}
+
+    for name, sensor in sensors.items():
+        start(name, sensor)
+    missing = {who: f for who, f in wanted.items() if who not in first}
+    for who in missing:
+        log.warning("%s not found (off, out of range, or connected to something else): looked for again every %.0f s",
+                    who, LOOK_AGAIN_S)
+    arrived: list[FoundSensor] = []
+    search = asyncio.create_task(_keep_looking(adapter, missing, scan_timeout_s, arrived, stop))
     stopped_at: dict[str, float] = {}
     next_status = 0.0
     turn_s = time.monotonic()
     try:
         while not stop.is_set():
+            while arrived:
+                _start_late(arrived.pop(0), sensors, spool_dir, config.pipeline.rate_hz, locks, start)
             _restart_stopped_links(tasks, links, stopped_at, stop)
             # After a stall of this loop (the host's), the notifications queued meanwhile are handled first.
             stalled = time.monotonic() - turn_s > LOOP_STALL_S
@@ -137,10 +173,39 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
             await asyncio.sleep(PUMP_INTERVAL_S)
     finally:
         stop.set()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        search.cancel()
+        await asyncio.gather(search, *tasks.values(), return_exceptions=True)
         await _flush(devices, spool_dir)
         locks.close()
     return devices
+
+
+def _check_new(name: str, sensor: FoundSensor, sensors: dict[str, FoundSensor], rate_hz: float) -> None:
+    if name in sensors:  # one id, one series: two sensors under it would merge their data
+        raise RuntimeError(f"sensors {sensors[name].address} and {sensor.address} both advertise "
+                           f"{sensor.name!r} (gateway.sensors): rename one, they would share one device")
+    check_rate(name, sensor.profile, rate_hz)
+
+
+def _start_late(sensor: FoundSensor, sensors: dict[str, FoundSensor], spool_dir: Path, rate_hz: float,
+                locks: contextlib.ExitStack, start: Callable[[str, FoundSensor], None]) -> None:
+    """A sensor found after the start joins the others. What the start refuses in one line (exit 2) is said, and
+    this sensor left out: the others run on."""
+    name = device_id(sensor.name or sensor.address)
+    try:
+        _check_new(name, sensor, sensors, rate_hz)
+        locks.enter_context(lock_device(spool_dir, name))
+    except (RuntimeError, ValueError, OSError) as exc:
+        log.error("%s: found, and left out: %s", name, exc)
+        return
+    sensors[name] = sensor
+    if name.replace(":", "_") not in sensors:  # a running device's files are not taken from under it
+        adopt_legacy_files(spool_dir, name)
+    log.warning("%s: found", name)
+    try:
+        start(name, sensor)
+    except Exception:  # its spool's disk full, say: this sensor is left out, not the others
+        log.exception("%s: found, and could not be started", name)
 
 
 def open_device(config: Config, name: str, spool_dir: Path, shown_name: str) -> Device:

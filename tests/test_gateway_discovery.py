@@ -1,0 +1,73 @@
+"""`posture run` started while a sensor is off (charging, in a drawer, out of range), through BlueZoo and a real
+Mosquitto: the gateway exited ("sensor … not found") when a named sensor was not there within its first scan, and with
+no sensor named it ran on with none, saying nothing, for good. It now looks again until the sensor is there."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import gateway.service as service
+from service_io.config import Config, GatewaySettings, MqttSettings
+from support.mqtt import listen
+
+
+async def _wait(predicate, timeout_s: float, what: str) -> None:
+    for _ in range(int(timeout_s / 0.1)):
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _run_until(config: Config, caplog, absent: str, switch_on, streaming) -> dict:
+    """run_gateway with `absent` said not found, then switched on (a blocking call), until `streaming()` holds."""
+    async def main() -> dict:
+        stop = asyncio.Event()
+        gateway = asyncio.create_task(service.run_gateway(config, stop, scan_timeout_s=2.0))
+        try:
+            await _wait(lambda: f"{absent} not found" in caplog.text or gateway.done(), 30, f"{absent} said missing")
+            assert not gateway.done(), caplog.text[-2000:]
+            await asyncio.to_thread(switch_on)
+            await _wait(lambda: streaming() or gateway.done(), 60, "the late sensor's live states")
+            assert not gateway.done(), caplog.text[-2000:]
+        finally:
+            stop.set()
+        return await gateway
+    with caplog.at_level(logging.INFO, logger="posture.gateway"):
+        return asyncio.run(main())
+
+
+def test_a_named_sensor_switched_on_after_the_start_joins_the_one_that_was_there(tmp_path, testbed, start_sim,
+                                                                                  broker, monkeypatch, caplog):
+    monkeypatch.setattr(service, "LOOK_AGAIN_S", 1.0)
+    start_sim(name="Early", seed=5)
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(sensors=("Early", "Late"), adapter="hci0",
+                                            spool_dir=str(tmp_path / "spool")))
+    listeners = {name: listen(broker.port, f"posture/{name}/live") for name in ("Early", "Late")}
+    try:
+        devices = _run_until(config, caplog, "'Late'", lambda: start_sim(name="Late", seed=6, adapter="hci2"),
+                             lambda: len(listeners["Late"][1]) >= 3)
+    finally:
+        for listener, _ in listeners.values():
+            listener.loop_stop()
+    assert set(devices) == {"Early", "Late"}
+    assert len(listeners["Early"][1]) >= 3  # the sensor there at the start streamed while the other was looked for
+    assert "Late: found" in caplog.text
+
+
+def test_with_no_sensor_named_the_first_one_switched_on_is_taken(tmp_path, testbed, start_sim, broker, monkeypatch,
+                                                                 caplog):
+    monkeypatch.setattr(service, "LOOK_AGAIN_S", 1.0)
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(adapter="hci0", spool_dir=str(tmp_path / "spool")))
+    listener, live = listen(broker.port, "posture/Later/live")
+    try:
+        devices = _run_until(config, caplog, "a posture sensor", lambda: start_sim(name="Later", seed=8),
+                             lambda: len(live) >= 3)
+    finally:
+        listener.loop_stop()
+    assert set(devices) == {"Later"}
