@@ -12,6 +12,7 @@ Pi may have to build) and its own wording of errors, for no check we lack.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -254,11 +255,29 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
                 given[f.name] = value
         given.update({k: v for k, v in (overrides or {}).get(name, {}).items() if v is not None})
         sections[name] = build_section(name, cls, given)
+    check_environment(env)
     check_influx(sections["influx"])
     check_sharing(sections["mqtt"], sections["bridge"])
     if raw:
         raise ConfigError(f"unknown section [{next(iter(raw))}]; known: {', '.join(_CLASSES)}")
     return Config(**sections)
+
+
+def check_environment(env: Mapping[str, str]) -> None:
+    """A POSTURE_ variable that names no key is refused, as an unknown key in the file is: a typo
+    (POSTURE_MQTT_HOTS) was ignored, and the service ran against the default with no word of why."""
+    renamed = {f"POSTURE_{section.upper()}_{old.upper()}" for section, old in RENAMED}
+    for var in sorted(v for v in env if v.startswith("POSTURE_") and v not in renamed):
+        section, _, key = var.removeprefix("POSTURE_").lower().partition("_")
+        if section not in _CLASSES:
+            raise ConfigError(f"environment variable {var} names no setting: POSTURE_<SECTION>_<KEY>, the section "
+                              f"one of {', '.join(s.upper() for s in _CLASSES)}")
+        keys = [f.name for f in dataclasses.fields(_CLASSES[section])]
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f"did you mean POSTURE_{section.upper()}_{close[0].upper()}?" if close else \
+                f"[{section}] has {', '.join(keys)}"
+            raise ConfigError(f"environment variable {var} names no setting; {hint}")
 
 
 # InfluxDB 1.x refuses a retention policy shorter than an hour.

@@ -244,7 +244,9 @@ def write_failure(settings: InfluxSettings, where: str, status: int, reason: str
                              f"make one (CREATE RETENTION POLICY \"autogen\" ON {_ident(settings.database)} "
                              f"DURATION INF REPLICATION 1 DEFAULT)")
     if status in (401, 403):
-        who = "influx.username and influx.password" if settings.username else "influx.token (or credentials)"
+        # 1.x's /write takes no token: a user without a username there is told of the pair that works.
+        v1 = settings.username or where == "/write"
+        who = "influx.username and influx.password" if v1 else "influx.token (or credentials)"
         return SettingsError(f"{said}: check {who}, and that the user may write to influx.database")
     if status == 404:
         if "database not found" in reason:

@@ -128,6 +128,11 @@ def test_live_and_episode_start_config(tmp_path):
      r"^influx\.database: the database to write to"),  # a bucket is no database to /write
     ({"POSTURE_BRIDGE_SESSION_EXPIRY_S": "5000000000"}, r"^bridge\.session_expiry_s: at most 4294967295"),
     ({"POSTURE_ALERTS_SESSION_EXPIRY_S": "5000000000"}, r"^alerts\.session_expiry_s: at most 4294967295"),
+    # A typo ran the service on the default, unsaid: the broker on localhost, the database "posture".
+    ({"POSTURE_MQTT_HOTS": "broker"}, r"^environment variable POSTURE_MQTT_HOTS names no setting; did you mean "
+                                      r"POSTURE_MQTT_HOST\?$"),
+    ({"POSTURE_MQQT_HOST": "broker"}, r"^environment variable POSTURE_MQQT_HOST names no setting: .* MQTT, "),
+    ({"POSTURE_INFLUX_DB": "p"}, r"^environment variable POSTURE_INFLUX_DB names no setting; \[influx\] has url, "),
 ])
 def test_settings_that_would_fail_later_or_silently_are_refused_at_start(env, said):
     with pytest.raises(ConfigError, match=said):

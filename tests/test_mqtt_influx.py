@@ -399,6 +399,10 @@ def test_influxdb_credentials_and_no_password_in_errors(tmp_path, broker):
         with pytest.raises(WriteError) as refused:
             bad.write([line])
         assert "401" in str(refused.value) and "Secret" not in str(refused.value)
+        # No credentials at all, api "auto": 1.x found, its /write takes no token, so the hint names what it takes.
+        with pytest.raises(WriteError) as anonymous:
+            make_writer(InfluxSettings(url=secured.url, database=DB)).write([line])
+        assert "influx.username and influx.password" in str(anonymous.value), anonymous.value
         assert "Secret" not in repr(InfluxSettings(password="Influx-Secret-9", token="tok-Secret"))
     finally:
         secured.kill()
