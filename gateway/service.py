@@ -107,6 +107,26 @@ async def _keep_looking(adapter: str | None, missing: dict[str, SensorFilter], s
             arrived.append(sensor)
 
 
+async def _first_scan(adapter: str | None, wanted: dict[str, SensorFilter], scan_timeout_s: float,
+                      stop: asyncio.Event) -> dict[str, FoundSensor] | None:
+    """find_sensors, or None once `stop` is set: a stop asked for while it scans (scan_timeout_s for each sensor not
+    there) ends the run at once, not after every scan, and starts no sensor only to stop it."""
+    scan = asyncio.ensure_future(find_sensors(adapter, wanted, scan_timeout_s))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({scan, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not scan.done():
+            scan.cancel()  # the scanner stops on the adapter as it unwinds
+            await asyncio.wait({scan})
+    if stop.is_set():
+        if not scan.cancelled():
+            scan.exception()  # a scan that failed as the stop came: the stop is what counts
+        return None
+    return scan.result()
+
+
 async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float = 15.0) -> dict[str, Device]:
     spool_dir = Path(config.gateway.spool_dir)
     adapter = config.gateway.adapter or None
@@ -114,7 +134,9 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     links: dict[str, SensorLink] = {}
     tasks: dict[str, asyncio.Task[None]] = {}
     wanted = wanted_sensors(config)
-    first = await find_sensors(adapter, wanted, scan_timeout_s)  # no D-Bus, no BlueZ: said at once (exit 2)
+    first = await _first_scan(adapter, wanted, scan_timeout_s, stop)  # no D-Bus, no BlueZ: said at once (exit 2)
+    if first is None:  # stopped while it scanned: nothing was started
+        return devices
     sensors: dict[str, FoundSensor] = {}
     for sensor in first.values():
         name = device_id(sensor.name or sensor.address)
@@ -151,7 +173,10 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     try:
         while not stop.is_set():
             while arrived:
-                _start_late(arrived.pop(0), sensors, spool_dir, config.pipeline.rate_hz, locks, start)
+                refused = _start_late(arrived.pop(0), sensors, spool_dir, config.pipeline.rate_hz, locks, start)
+                if refused and not devices and search.done() and not arrived:
+                    # Nothing streams and nothing is looked for: ended as at the start (exit 2), not run on idle.
+                    raise RuntimeError(refused)
             _restart_stopped_links(tasks, links, stopped_at, stop)
             # After a stall of this loop (the host's), the notifications queued meanwhile are handled first.
             stalled = time.monotonic() - turn_s > LOOP_STALL_S
@@ -188,24 +213,26 @@ def _check_new(name: str, sensor: FoundSensor, sensors: dict[str, FoundSensor], 
 
 
 def _start_late(sensor: FoundSensor, sensors: dict[str, FoundSensor], spool_dir: Path, rate_hz: float,
-                locks: contextlib.ExitStack, start: Callable[[str, FoundSensor], None]) -> None:
+                locks: contextlib.ExitStack, start: Callable[[str, FoundSensor], None]) -> str | None:
     """A sensor found after the start joins the others. What the start refuses in one line (exit 2) is said, and
-    this sensor left out: the others run on."""
+    this sensor left out: the others run on. Why it was left out, or None once it runs."""
     name = device_id(sensor.name or sensor.address)
     try:
         _check_new(name, sensor, sensors, rate_hz)
         locks.enter_context(lock_device(spool_dir, name))
     except (RuntimeError, ValueError, OSError) as exc:
         log.error("%s: found, and left out: %s", name, exc)
-        return
+        return str(exc)
     sensors[name] = sensor
     if name.replace(":", "_") not in sensors:  # a running device's files are not taken from under it
         adopt_legacy_files(spool_dir, name)
     log.warning("%s: found", name)
     try:
         start(name, sensor)
-    except Exception:  # its spool's disk full, say: this sensor is left out, not the others
+    except Exception as exc:  # its spool's disk full, say: this sensor is left out, not the others
         log.exception("%s: found, and could not be started", name)
+        return f"{name}: could not be started: {type(exc).__name__}: {exc}"
+    return None
 
 
 def open_device(config: Config, name: str, spool_dir: Path, shown_name: str) -> Device:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
@@ -71,3 +72,60 @@ def test_with_no_sensor_named_the_first_one_switched_on_is_taken(tmp_path, testb
     finally:
         listener.loop_stop()
     assert set(devices) == {"Later"}
+
+
+def test_a_stop_while_the_first_scan_looks_for_sensors_not_there_ends_the_run_at_once(tmp_path, testbed, broker,
+                                                                                     caplog):
+    """SIGTERM (systemd's stop) came while the first scan looked for two sensors that were off: the run went on
+    scanning for each in turn (scan_timeout_s each, 15 s in `posture run`), then said both were not found and
+    "looked for again", started what it had, and only then stopped."""
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(sensors=("Off1", "Off2"), adapter="hci0",
+                                            spool_dir=str(tmp_path / "spool")))
+
+    async def main() -> tuple[dict, float]:
+        stop = asyncio.Event()
+        gateway = asyncio.create_task(service.run_gateway(config, stop, scan_timeout_s=10.0))
+        await asyncio.sleep(1.0)
+        stop.set()
+        stopped_s = time.monotonic()
+        devices = await asyncio.wait_for(gateway, 60)
+        return devices, time.monotonic() - stopped_s
+
+    with caplog.at_level(logging.INFO, logger="posture.gateway"):
+        devices, took_s = asyncio.run(main())
+    assert devices == {}
+    assert took_s < 3.0, f"stopped {took_s:.1f} s after the stop"
+    assert "not found" not in caplog.text
+
+
+def test_a_second_run_refused_the_late_sensor_ends_instead_of_running_on_with_none(tmp_path, testbed, start_sim,
+                                                                                   broker, monkeypatch, caplog):
+    """Two `posture run` on one spool_dir, both started while the sensor was off: the one that found it second was
+    refused it (the first's lock), said so, and ran on for good with no sensor and nothing looked for. Started
+    while the sensor is on, the same second run is refused at once (exit 2): so it is now, when found late."""
+    monkeypatch.setattr(service, "LOOK_AGAIN_S", 1.0)
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(sensors=("Late",), adapter="hci0", spool_dir=str(tmp_path / "spool")))
+
+    async def main() -> None:
+        stops = [asyncio.Event(), asyncio.Event()]
+        runs = [asyncio.create_task(service.run_gateway(config, stop, scan_timeout_s=2.0)) for stop in stops]
+        try:
+            await _wait(lambda: caplog.text.count("'Late' not found") == 2 or any(r.done() for r in runs), 30,
+                        "both runs to say 'Late' missing")
+            await asyncio.to_thread(start_sim, name="Late", seed=6)
+            done, _ = await asyncio.wait(runs, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            assert len(done) == 1, f"no run ended:\n{caplog.text[-2000:]}"
+            refused = done.pop()
+            with pytest.raises(RuntimeError, match="in use by another posture run"):
+                refused.result()
+            streaming = runs[1 - runs.index(refused)]
+            assert not streaming.done()
+        finally:
+            for stop in stops:
+                stop.set()
+        assert set(await streaming) == {"Late"}
+
+    with caplog.at_level(logging.INFO, logger="posture.gateway"):
+        asyncio.run(main())
