@@ -206,6 +206,11 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
 
 
 def _check_new(name: str, sensor: FoundSensor, sensors: dict[str, FoundSensor], rate_hz: float) -> None:
+    # One sensor, one link: found again under another id (listed by name and by address, its name changed since
+    # BlueZ last saw it), it was connected twice and each sample published under both ids.
+    if same := next((other for other, s in sensors.items() if s.address.upper() == sensor.address.upper()), None):
+        raise RuntimeError(f"sensor {sensor.address} ({sensor.name!r}) is already read as {same!r}: "
+                           f"gateway.sensors names it twice (by name and by address?)")
     if name in sensors:  # one id, one series: two sensors under it would merge their data
         raise RuntimeError(f"sensors {sensors[name].address} and {sensor.address} both advertise "
                            f"{sensor.name!r} (gateway.sensors): rename one, they would share one device")

@@ -11,6 +11,8 @@ import time
 import pytest
 
 import gateway.service as service
+from firmware_sim.testbed import adapter_address
+from sensor.discovery import SensorFilter, discover
 from service_io.config import Config, GatewaySettings, MqttSettings
 from support.mqtt import listen
 
@@ -129,3 +131,26 @@ def test_a_second_run_refused_the_late_sensor_ends_instead_of_running_on_with_no
 
     with caplog.at_level(logging.INFO, logger="posture.gateway"):
         asyncio.run(main())
+
+
+def test_a_late_sensor_already_read_under_another_id_is_not_connected_twice(tmp_path, testbed, start_sim, broker,
+                                                                           monkeypatch, caplog):
+    """gateway.sensors names one sensor by address and by its new name; BlueZ still knew it by its old name, so the
+    address was started at once as device 'Old'. Found late by its new name, it was started again as 'New': two
+    links to one sensor, each sample published under both ids."""
+    monkeypatch.setattr(service, "LOOK_AGAIN_S", 1.0)
+    old = start_sim(name="Old", adapter="hci2", seed=5)
+    assert asyncio.run(discover("hci0", 5.0, SensorFilter(name="Old"), first_only=True))  # BlueZ knows it as Old
+    old.stop()
+    address = adapter_address(2)
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(sensors=("New", address), adapter="hci0",
+                                            spool_dir=str(tmp_path / "spool")))
+    listener, live = listen(broker.port, "posture/Old/live")
+    try:
+        devices = _run_until(config, caplog, "'New'", lambda: start_sim(name="New", adapter="hci2", seed=6),
+                             lambda: "New: found" in caplog.text and len(live) >= 3)
+    finally:
+        listener.loop_stop()
+    assert set(devices) == {"Old"}, caplog.text[-2000:]
+    assert f"sensor {address} ('New') is already read as 'Old'" in caplog.text
