@@ -28,7 +28,7 @@ from pipeline.live import LiveClock, earlier_states
 from pipeline.metrics import MINUTE_S, SECONDS_IN_MINUTE, merge_minutes
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
-from sensor.discovery import FoundSensor, SensorFilter, discover
+from sensor.discovery import FoundSensor, SensorFilter, discover_each
 from sensor.link import LinkSettings, SensorLink
 from sensor.profiles import PROFILES
 from sensor.stream import ImuBatch
@@ -79,29 +79,24 @@ def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
             for who in config.gateway.sensors}
 
 
-async def find_sensors(adapter: str | None, wanted: dict[str, SensorFilter],
-                       scan_timeout_s: float) -> dict[str, FoundSensor]:
-    """One scan for each sensor wanted; those found, by the same key."""
-    found = {}
-    for who, sensor_filter in wanted.items():
-        if match := await discover(adapter, scan_timeout_s, sensor_filter, first_only=True):
-            found[who] = match[0]
-    return found
-
-
 async def _keep_looking(adapter: str | None, missing: dict[str, SensorFilter], scan_timeout_s: float,
                         arrived: list[FoundSensor], stop: asyncio.Event) -> None:
-    """The sensors not found at the start (off, charging, out of range), looked for every LOOK_AGAIN_S until found:
-    the gateway exited ("not found"), or with no sensor named ran on without one, saying nothing."""
+    """The sensors not found at the start (off, charging, out of range), looked for in one scan every LOOK_AGAIN_S
+    until found (the gateway exited "not found", or with no sensor named ran on with none, saying nothing). A scan
+    that fails (BlueZ restarting) is said once, and again only when the error changes."""
+    said = ""
     while missing and not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), LOOK_AGAIN_S)
             return
         try:
-            found = await find_sensors(adapter, missing, scan_timeout_s)
-        except Exception as exc:  # BlueZ restarting, the bus gone a moment: the next round tries again
-            log.warning("looking for %s: %s: %s", ", ".join(missing), type(exc).__name__, exc)
+            found = await discover_each(adapter, scan_timeout_s, missing)
+        except Exception as exc:  # the next round tries again
+            if (error := f"{type(exc).__name__}: {exc}") != said:
+                log.warning("looking for %s: %s (tried again every %.0f s)", ", ".join(missing), error, LOOK_AGAIN_S)
+            said = error
             continue
+        said = ""
         for who, sensor in found.items():
             del missing[who]
             arrived.append(sensor)
@@ -109,9 +104,9 @@ async def _keep_looking(adapter: str | None, missing: dict[str, SensorFilter], s
 
 async def _first_scan(adapter: str | None, wanted: dict[str, SensorFilter], scan_timeout_s: float,
                       stop: asyncio.Event) -> dict[str, FoundSensor] | None:
-    """find_sensors, or None once `stop` is set: a stop asked for while it scans (scan_timeout_s for each sensor not
-    there) ends the run at once, not after every scan, and starts no sensor only to stop it."""
-    scan = asyncio.ensure_future(find_sensors(adapter, wanted, scan_timeout_s))
+    """The first scan's sensors, or None once `stop` is set: a stop asked for while it scans (up to scan_timeout_s)
+    ends the run at once, not after every scan, and starts no sensor only to stop it."""
+    scan = asyncio.ensure_future(discover_each(adapter, scan_timeout_s, wanted))
     stopping = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({scan, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -231,7 +226,7 @@ def _start_late(sensor: FoundSensor, sensors: dict[str, FoundSensor], spool_dir:
     sensors[name] = sensor
     if name.replace(":", "_") not in sensors:  # a running device's files are not taken from under it
         adopt_legacy_files(spool_dir, name)
-    log.warning("%s: found", name)
+    log.info("%s: found", name)
     try:
         start(name, sensor)
     except Exception as exc:  # its spool's disk full, say: this sensor is left out, not the others

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from bleak import BleakScanner
 from bleak.args.bluez import BlueZScannerArgs
@@ -22,6 +23,8 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from .profiles import detect_profile
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -78,15 +81,49 @@ class NoSystemBus(ConnectionError):
 async def discover(adapter: str | None = None, timeout_s: float = 5.0, wanted: SensorFilter = SensorFilter(),
                    first_only: bool = False) -> list[FoundSensor]:
     found: dict[str, FoundSensor] = {}
-    first = asyncio.Event()
+
+    def take(sensor: FoundSensor) -> bool:
+        if sensor.advertising or sensor.address not in found:  # the latest advertisement over BlueZ's memory
+            found[sensor.address] = sensor
+        return first_only
+
+    await _scan(adapter, timeout_s, wanted.matches, take)
+    return sorted(found.values(), key=lambda s: s.address)
+
+
+async def discover_each(adapter: str | None, timeout_s: float,
+                        wanted: Mapping[K, SensorFilter]) -> dict[K, FoundSensor]:
+    """Several sensors in one scan: each key's first match (a sensor matching two keys is each's), the scan ending
+    once every key has one, or after timeout_s. One after another, each sensor not there cost the others timeout_s."""
+    got: dict[K, FoundSensor] = {}
+
+    def matches(name: str | None, address: str, profile: str | None) -> bool:
+        return any(f.matches(name, address, profile) for key, f in wanted.items() if key not in got)
+
+    def take(sensor: FoundSensor) -> bool:
+        for key, f in wanted.items():
+            if key not in got and f.matches(sensor.name, sensor.address, sensor.profile):
+                got[key] = sensor
+        return len(got) == len(wanted)
+
+    await _scan(adapter, timeout_s, matches, take)
+    return got
+
+
+async def _scan(adapter: str | None, timeout_s: float, matches: Callable[[str | None, str, str | None], bool],
+                take: Callable[[FoundSensor], bool]) -> None:
+    """Offer take() each sensor that matches, advertising or known to BlueZ, until take() says enough or timeout_s."""
+    enough = asyncio.Event()
+
+    def offer(sensor: FoundSensor) -> None:
+        if not enough.is_set() and take(sensor):
+            enough.set()
 
     def on_advertisement(device: BLEDevice, adv: AdvertisementData) -> None:
         profile = detect_profile(adv.service_uuids)
         name = adv.local_name or device.name or ""
-        if wanted.matches(name, device.address, profile.name if profile else None):
-            found[device.address] = FoundSensor(device, name, device.address, profile.name if profile else None,
-                                                adv.rssi, True)
-            first.set()
+        if matches(name, device.address, profile.name if profile else None):
+            offer(FoundSensor(device, name, device.address, profile.name if profile else None, adv.rssi, True))
 
     kwargs: _ScannerKwargs = {"bluez": {"adapter": adapter}} if adapter else {}
     try:
@@ -95,18 +132,16 @@ async def discover(adapter: str | None = None, timeout_s: float = 5.0, wanted: S
                 address = props.get("Address", "")
                 profile = detect_profile(props.get("UUIDs", []))
                 name = props.get("Name") or props.get("Alias") or ""
-                if address in found or not wanted.matches(name, address, profile.name if profile else None):
+                if enough.is_set() or not matches(name, address, profile.name if profile else None):
                     continue
                 device = await get_device_by_adapter(address, dev_adapter)
                 if device is not None:
-                    found[address] = FoundSensor(device, name, address, profile.name if profile else None,
-                                                 props.get("RSSI"), False)
-                    first.set()
-            if not (first_only and found):
+                    offer(FoundSensor(device, name, address, profile.name if profile else None, props.get("RSSI"),
+                                      False))
+            if not enough.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(first.wait() if first_only else asyncio.sleep(timeout_s), timeout_s)
+                    await asyncio.wait_for(enough.wait(), timeout_s)
     except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:  # alone: "[Errno 2] No such file"
         bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
         raise NoSystemBus(f"cannot reach BlueZ over the D-Bus system bus ({bus}): {exc.strerror or exc}; are dbus "
                           f"and bluetoothd running (systemctl status dbus bluetooth)?") from None
-    return sorted(found.values(), key=lambda s: s.address)
