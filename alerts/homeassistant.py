@@ -17,6 +17,7 @@ from typing import Any
 from alerts.engine import POSTURES
 from contract.messages import topic
 from pipeline.activity import LYING, SITTING, STANDING, WALKING
+from pipeline.worn import NOT_WORN
 
 ORIGIN_NAME = "posture-companion"
 
@@ -86,7 +87,7 @@ ENTITIES = (
             needs_sensor=True),  # + forward
     _Entity("sensor", "activity", "Activity", "live",
             {"value_template": _nullable("activity"), "device_class": "enum",
-             "options": [SITTING, STANDING, WALKING, LYING]},
+             "options": [SITTING, STANDING, WALKING, LYING, NOT_WORN]},
             needs_sensor=True),
 )
 

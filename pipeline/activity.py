@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .running import MovingMean, StepBand, exp_mean, trailing_mean
+from .running import Band, MovingMean, exp_mean, trailing_mean
 
 G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
@@ -94,7 +94,7 @@ class ActivityClassifier:
     def __init__(self, settings: ActivitySettings = ActivitySettings(), start: str = SITTING):
         s = self.s = settings
         self.dt_s = 1.0 / s.rate_hz
-        self._step_band = StepBand(s.rate_hz)
+        self._step_band = Band(s.rate_hz)
         self._walk_n = max(4, round(s.walk_window_s * s.rate_hz))
         self._block = max(1, round(s.block_s * s.rate_hz))
         self._lags = (max(1, round(s.step_s[0] * s.rate_hz)), min(self._walk_n - 2, round(s.step_s[1] * s.rate_hz)))

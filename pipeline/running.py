@@ -2,8 +2,8 @@
 
 One home for what several stages need: a moving mean over the last k samples (the tail of the
 previous batch carried over, or a history kept by the caller), an exponential mean over selected
-samples in closed form, and the step-frequency band-pass that walking detection and the walking
-direction both use.
+samples in closed form, and the band-pass that walking detection and the walking direction use at step
+frequency and the wear test at breathing's.
 """
 
 from __future__ import annotations
@@ -64,14 +64,17 @@ class MovingMean:
         return cast(np.ndarray, (c[w:] - c[:-w]) / w)
 
 
-class StepBand:
-    """Band-pass at step frequency (2nd-order Butterworth), with its state carried across batches."""
+class Band:
+    """Band-pass (2nd-order Butterworth), by default at step frequency, with its state carried across batches."""
 
-    def __init__(self, rate_hz: float, channels: int = 1):
+    def __init__(self, rate_hz: float, band_hz: tuple[float, float] = STEP_BAND_HZ, channels: int = 1,
+                 settled: bool = False):
         nyquist = rate_hz / 2.0
-        band = [min(f, 0.45 * rate_hz) / nyquist for f in STEP_BAND_HZ]
+        band = [min(f, 0.45 * rate_hz) / nyquist for f in band_hz]
         self._b, self._a = butter(2, band, "bandpass")
         self._zi = np.zeros((channels, len(lfilter_zi(self._b, self._a))))
+        # settled: the first samples taken as having lasted for ever (a gyro's bias rings for seconds from zero)
+        self._settle = lfilter_zi(self._b, self._a) if settled else None
 
     def update(self, x: np.ndarray, channel: int = 0) -> np.ndarray:
         y, self._zi[channel] = lfilter(self._b, self._a, x, zi=self._zi[channel])
@@ -79,5 +82,7 @@ class StepBand:
 
     def update_all(self, x: np.ndarray) -> np.ndarray:
         """Every channel at once (x: channels × n): one call, as each costs more than its filtering."""
+        if self._settle is not None and x.shape[-1]:
+            self._zi, self._settle = np.outer(x[:, 0], self._settle), None
         y, self._zi = lfilter(self._b, self._a, x, axis=-1, zi=self._zi)
         return cast(np.ndarray, y)

@@ -61,6 +61,7 @@ from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
 from .metrics import MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
 from .walking_axis import WalkingAxis, WalkingAxisSettings
+from .worn import NOT_WORN, WornDetector, WornSettings
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class PipelineSettings:
     lean: LeanSettings = field(default_factory=LeanSettings)
     rotation: RotationSettings = field(default_factory=RotationSettings)
     walking_axis: WalkingAxisSettings = field(default_factory=WalkingAxisSettings)
+    worn: WornSettings = field(default_factory=WornSettings)
 
     @staticmethod
     def for_rate(rate_hz: float) -> PipelineSettings:
@@ -82,7 +84,7 @@ class PipelineSettings:
         stages: dict[str, Any] = {name: replace(cls(), rate_hz=rate_hz) for name, cls in (
             ("orientation", OrientationSettings), ("activity", ActivitySettings), ("axial", AxialSettings),
             ("slouch", SlouchSettings), ("lean", LeanSettings), ("rotation", RotationSettings),
-            ("walking_axis", WalkingAxisSettings))}
+            ("walking_axis", WalkingAxisSettings), ("worn", WornSettings))}
         return PipelineSettings(rate_hz=rate_hz, **stages)
 
 
@@ -136,6 +138,8 @@ class PosturePipeline:
         self.rotation = RotationDetector(settings.rotation)
         self.minutes = MinuteAggregator()
         self.walking_axis = WalkingAxis(settings.walking_axis)
+        self.worn = WornDetector(settings.worn)
+        self._off_since_s: float | None = None  # the sensor is off the body (taken off) since then
         self._announce = calibration is not None  # a calibration restored from before (or given): say so once
         self._calibration_said = calibration_said
         self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
@@ -178,6 +182,26 @@ class PosturePipeline:
                                 None if quat_wxyz is None else quat_wxyz[:k])
             return _joined(first, self.update(t_s[k:], acc_g[k:], gyro_dps[k:], 0,
                                               None if quat_wxyz is None else quat_wxyz[k:]))
+        acc_g, gyro_dps = np.asarray(acc_g), np.asarray(gyro_dps)
+        worn = self.worn.update(t_s, gyro_dps)
+        if self._off_since_s is None and worn.all():  # the usual batch
+            return self._worn(t_s, step_s, acc_g, gyro_dps, lost_samples, quat_wxyz)
+        out = _empty_output()
+        edges = np.flatnonzero(worn[1:] != worn[:-1]) + 1
+        for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(t_s)], strict=True):
+            if not worn[lo]:
+                self._off_body(t_s[lo:hi], out)
+                continue
+            if self._off_since_s is not None:
+                self._back_on(float(t_s[lo]), out)
+            run = self._worn(t_s[lo:hi], t_s[lo + 1:hi] - t_s[lo:hi - 1], acc_g[lo:hi], gyro_dps[lo:hi],
+                             lost_samples if lo == 0 else 0, None if quat_wxyz is None else quat_wxyz[lo:hi])
+            out = _joined(out, run)
+        return out
+
+    def _worn(self, t_s: np.ndarray, step_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int,
+              quat_wxyz: np.ndarray | None) -> PipelineOutput:
+        """Samples of a sensor on the body, in time order, with no long gap."""
         columns = [np.asarray(acc_g, float), np.asarray(gyro_dps, float)]
         if quat_wxyz is not None:
             columns.append(np.asarray(quat_wxyz, float))
@@ -260,6 +284,8 @@ class PosturePipeline:
         t_s = self._last_t_s
         calibration = ("uncalibrated" if self.calibration is None else "recalibrate" if self._recalibrate
                        else "provisional" if not self.calibration.with_bend else "calibrated")
+        if self._off_since_s is not None:
+            return LiveState(t_s, calibration, activity=NOT_WORN)
         if self.calibration is None or self._latest is None:
             return LiveState(t_s, calibration)
         flexion, lateral, rotation, activity = self._latest
@@ -411,6 +437,27 @@ class PosturePipeline:
         if end_s > since:
             self.minutes.add_interval(kind, since, end_s, mean_deg)
             self._added_until_s[family] = end_s
+
+    def _off_body(self, t_s: np.ndarray, out: PipelineOutput) -> None:
+        """Samples of a sensor taken off: none is measured (unseen time, as in a gap); what was open ends at the last
+        sample on the body, and the minutes before go out as time passes."""
+        if self._off_since_s is None:
+            self._off_since_s = float(t_s[0])
+            self._close_episodes(out)
+        self._last_t_s = float(t_s[-1])
+        out.metrics += self.minutes.ready(self._last_t_s + self.dt_s)
+
+    def _back_on(self, t_s: float, out: PipelineOutput) -> None:
+        """Picked up again: as after a lost link, nothing before carries on; and the sensor may sit elsewhere on the
+        back now, so a calibration is asked for (the old one measures until it is done)."""
+        assert self._off_since_s is not None and self.worn.put_down_s is not None  # called when off
+        off_s, self._off_since_s = t_s - self.worn.put_down_s, None
+        self._tail_t, self._tail_x = np.empty(0), np.empty((0, 0))  # no filling across the time off
+        self._after_long_gap(out)
+        if self.calibration is not None:
+            out.events.append(CalibrationEvent(t_s, "recalibrate", f"recalibrate: the sensor was off the body for "
+                                               f"{off_s / 60:.0f} min; {self.s.calibration.instructions}"))
+            self.request_calibration(moved=True)
 
     def finish(self) -> PipelineOutput:
         """The end of the data: episodes still open end at the last sample, and the last, incomplete minute."""

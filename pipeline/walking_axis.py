@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .running import StepBand
+from .running import Band
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class WalkingAxisSettings:
 class WalkingAxis:
     def __init__(self, settings: WalkingAxisSettings = WalkingAxisSettings()):
         self.s = settings
-        self._band = StepBand(settings.rate_hz, channels=2)
+        self._band = Band(settings.rate_hz, channels=2)
         self._sums = np.zeros(3)  # Σ ap², Σ ml², Σ ap·ml over walking samples
         self._n = 0
 

@@ -3,8 +3,10 @@ value templates that turn our retained payloads into the states HA should show."
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
+from importlib import resources
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -154,7 +156,10 @@ def test_value_templates_render_our_payloads():
     assert state("lateral_lean", {**TODAY, "lateral_mean_deg": -0.04}) == "0.0"
     assert state("rotation_symmetry_index", {**TODAY, "rotation_si": -0.04}) == "0.0"
     assert configs["trunk_flexion"]["unit_of_measurement"] == "°"
-    assert configs["activity"]["options"] == [SITTING, STANDING, WALKING, LYING]
+    # Every activity a live state may carry (its schema's), not_worn included: HA refuses a value its enum lacks.
+    live_activities = json.loads((resources.files("contract") / "schemas" / "live.json").read_text())
+    assert configs["activity"]["options"] == [a for a in live_activities["properties"]["activity"]["enum"] if a]
+    assert configs["activity"]["options"][:4] == [SITTING, STANDING, WALKING, LYING]
     for activity in configs["activity"]["options"]:
         assert state("activity", {**LIVE, "activity": activity}) == activity
     for posture in POSTURES:

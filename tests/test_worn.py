@@ -1,0 +1,117 @@
+"""A sensor taken off and left streaming (pipeline/worn.py): it was measured as a wearer for as long as it lay there,
+lying when flat, sitting when it stood as worn, every minute counted worn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from firmware_sim.imu import SensorSimulation
+from firmware_sim.scenario import load_scenario
+from pipeline.metrics import MINUTE_S
+from pipeline.stream import PosturePipeline
+from pipeline.worn import NOT_WORN, WornDetector, WornSettings
+
+RATE_HZ = 100.0
+T0_S = 1_796_292_000.0
+OFF_S = 600.0  # ten minutes on the desk
+
+
+def _worn_part(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    chunks = list(SensorSimulation(load_scenario("office-short"), seed=seed).chunks(max_samples=1000))
+    return tuple(np.concatenate([getattr(c, k) for c in chunks]) for k in ("t_s", "acc_g", "gyro_dps"))
+
+
+def _desk(n: int, down: np.ndarray, gyro_noise_dps: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Still, in any orientation: gravity, a gyro bias, white noise (a table does not breathe)."""
+    rng = np.random.default_rng(seed)
+    acc = -down / np.linalg.norm(down) + 0.003 * rng.standard_normal((n, 3))
+    gyro = np.array([0.8, -0.4, 0.3]) + gyro_noise_dps * rng.standard_normal((n, 3))
+    return acc, gyro
+
+
+def _day(down: np.ndarray, gyro_noise_dps: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """office-short, ten minutes on the desk, office-short again; and when the desk began (sensor time)."""
+    t1, a1, g1 = _worn_part(3)
+    n_off = int(OFF_S * RATE_HZ)
+    a_off, g_off = _desk(n_off, down, gyro_noise_dps, 1)
+    t_off = t1[-1] + (np.arange(n_off) + 1) / RATE_HZ
+    t2, a2, g2 = _worn_part(4)
+    t2 = t2 + t_off[-1] + 1 / RATE_HZ
+    return (np.concatenate([t1, t_off, t2]) + T0_S, np.vstack([a1, a_off, a2]), np.vstack([g1, g_off, g2]),
+            float(t_off[0] + T0_S))
+
+
+def _run(t_s, acc_g, gyro_dps, batch: int):
+    p = PosturePipeline()
+    events, minutes, live = [], [], []
+    for i in range(0, len(t_s), batch):
+        out = p.update(t_s[i:i + batch], acc_g[i:i + batch], gyro_dps[i:i + batch])
+        events += out.events
+        minutes += out.metrics
+        live.append(p.live_state())
+    final = p.finish()
+    return events + final.events, minutes + final.metrics, live
+
+
+def test_worn_sensors_are_never_taken_for_off_the_body():
+    """Breathing alone keeps a still wearer on the body: sitting upright, lying, at three times the sensor noise."""
+    for scenario in ("sit-upright", "lying-positions", "long-fidget"):
+        sim = SensorSimulation(load_scenario(scenario), seed=11)
+        sim.settings = type(sim.settings)(**{**vars(sim.settings), "gyro_noise_dps": 3 * sim.settings.gyro_noise_dps})
+        detector = WornDetector(WornSettings(off_after_s=5.0))  # even a 5 s wait finds none
+        for chunk in sim.chunks(max_samples=500):
+            assert detector.update(chunk.t_s, chunk.gyro_dps).all(), scenario
+
+
+@pytest.mark.parametrize("gyro_noise_dps", [0.0, 0.05, 0.15])
+def test_a_still_sensor_is_off_the_body_after_a_minute_and_on_again_when_moved(gyro_noise_dps):
+    n = int(180 * RATE_HZ)
+    t = np.arange(n) / RATE_HZ
+    _, gyro = _desk(n, np.array([0.0, 0.0, -1.0]), gyro_noise_dps, 2)
+    gyro[-500:] += 20 * np.sin(2 * np.pi * 0.5 * t[-500:])[:, None]  # picked up
+    masks = {}
+    for batch in (5, 37, 6000):
+        detector = WornDetector()
+        masks[batch] = np.concatenate([detector.update(t[i:i + batch], gyro[i:i + batch]) for i in range(0, n, batch)])
+    assert np.array_equal(masks[5], masks[37]) and np.array_equal(masks[5], masks[6000])
+    first_off_s = t[np.argmin(masks[5])]
+    assert 60.0 <= first_off_s <= 70.0  # the minute, and the few seconds the RMS takes to settle
+    assert masks[5][t < 60.0].all() and not masks[5][(t > 75.0) & (t < t[-500])].any()
+    assert masks[5][-400:].all()  # worn again within a second of being picked up
+
+
+@pytest.mark.parametrize("down", [[0.0, 0.0, -1.0], "as worn"], ids=["flat", "upright as worn"])
+def test_the_time_on_the_desk_is_neither_worn_nor_measured_and_a_calibration_is_asked_for_after(down):
+    t_s, acc_g, gyro_dps, off_at_s = _day(np.array([0.0, 0.0, -1.0]))
+    if down == "as worn":  # left standing on the chair's back as it sat on the wearer: sitting, to the old pipeline
+        t_s, acc_g, gyro_dps, off_at_s = _day(-acc_g[:300].mean(axis=0))
+    events, minutes, live = _run(t_s, acc_g, gyro_dps, 100)
+    back_s = off_at_s + OFF_S
+    # Unseen time, as in a gap: no minute of the desk's has anything in it (a minute with no sample goes out as none).
+    assert not [m for m in minutes if off_at_s + 90 <= m.minute_start_s and m.minute_start_s + MINUTE_S <= back_s]
+    worn_s = sum(m.worn_s for m in minutes)
+    assert worn_s < (len(t_s) / RATE_HZ - OFF_S) + 75  # at most the detection's minute and a few seconds counted
+    assert not [e for e in events if e.kind in ("slouch", "lean", "episode_start") and
+                off_at_s + 75 < e.start_s < back_s]
+    states = [s for s in live if s is not None and off_at_s + 75 < s.t_s < back_s]
+    assert states and all(s.activity == NOT_WORN and s.flexion_deg is None and s.sitting_since_s is None
+                          for s in states)
+    asked = [e for e in events if e.kind == "calibration" and e.status == "recalibrate"]
+    assert len(asked) == 1 and back_s <= asked[0].t_s < back_s + 1 and "off the body for 10 min" in asked[0].message
+    # The second office-short calibrates again, and its minutes are measured as the first one's were.
+    assert any(e.kind == "calibration" and e.status == "calibrated" and e.t_s > back_s for e in events)
+    assert sum(m.worn_s for m in minutes if m.minute_start_s >= back_s + MINUTE_S) > 100
+
+
+def test_off_the_body_is_the_same_however_the_stream_is_cut():
+    """Where the time off begins and ends does not depend on the batches (the angles' sums do, in their last bits)."""
+    t_s, acc_g, gyro_dps, _ = _day(np.array([0.0, 0.0, -1.0]))
+    runs = {batch: _run(t_s, acc_g, gyro_dps, batch)[:2] for batch in (37, 100, 6000)}
+    for batch in (37, 6000):
+        events, minutes = runs[batch]
+        assert [m.minute_start_s for m in minutes] == [m.minute_start_s for m in runs[100][1]], batch
+        assert np.allclose([m.worn_s for m in minutes], [m.worn_s for m in runs[100][1]], atol=1e-6), batch
+        asked = [(e.t_s, e.message) for e in events if e.kind == "calibration" and e.status == "recalibrate"]
+        assert asked == [(e.t_s, e.message) for e in runs[100][0] if e.kind == "calibration" and
+                         e.status == "recalibrate"], batch
