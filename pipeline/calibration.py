@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from .angles import row_norm
 from .running import MovingMean, exp_mean
 from .runs import RunFinder
 
@@ -169,8 +170,8 @@ class Stillness:
         self._rest_g: float | None = None
 
     def update(self, acc_g: np.ndarray, gyro_dps: np.ndarray) -> np.ndarray:
-        smooth = self._smooth.update(np.linalg.norm(acc_g, axis=1))
-        slow = np.linalg.norm(gyro_dps, axis=1) < self.s.still_gyro_dps
+        smooth = self._smooth.update(row_norm(acc_g))
+        slow = row_norm(gyro_dps) < self.s.still_gyro_dps
         if self._rest_g is None:
             self._rest_g = float(np.median(smooth[slow])) if slow.any() else 1.0
         still: np.ndarray = slow & (np.abs(smooth - self._rest_g) < self.s.still_acc_g)

@@ -31,6 +31,7 @@ from .angles import (
     SensorAttitude,
     TrunkAngles,
     horizontal_acc_in_heading,
+    row_norm,
     tilted_beyond,
     trunk_angles_of,
     unwrap_from,
@@ -216,7 +217,7 @@ class PosturePipeline:
         if reset:
             self._after_long_gap(out)
         self._walk_index0 = self.activity.samples_walked
-        walking = self.activity.walking(np.linalg.norm(acc_g, axis=1))
+        walking = self.activity.walking(row_norm(acc_g))
         before = self.orientation.snapshot() if self.armed and quat_wxyz is None else None
         if quat_given is None:
             quat = self.orientation.update(gyro_dps, acc_g)
