@@ -23,17 +23,28 @@ from .runs import RunFinder
 
 def hysteresis(x: np.ndarray, enter: float, exit_: float, was_high: bool) -> np.ndarray:
     """Schmitt trigger, vectorised: high from x > enter until x < exit_."""
-    high: np.ndarray = hysteresis_rows(x[None, :], np.array([enter]), np.array([exit_]), np.array([was_high]))[0]
-    return high
+    # Most batches cross no threshold: a low trigger with nothing above enter stays low, a high one with nothing
+    # below exit stays high, and the trigger need not run.
+    if len(x) == 0 or ((x.min() >= exit_) if was_high else (x.max() <= enter)):
+        return np.full(len(x), bool(was_high))
+    above = x > enter
+    decided = np.flatnonzero(above | (x < exit_))  # the samples that set the state; the others keep it
+    verdict = above[decided]
+    # The state flips where a decided sample says other than the one before it (the first: than was_high): flips
+    # marked, and their running parity is the state. Fewer passes than carrying each sample's last decision.
+    flips = np.zeros(len(x), bool)
+    flips[decided[verdict != np.concatenate([[was_high], verdict[:-1]])]] = True
+    high: np.ndarray = np.logical_xor.accumulate(flips)
+    return ~high if was_high else high
 
 
 def hysteresis_rows(x: np.ndarray, enter: np.ndarray, exit_: np.ndarray, was_high: np.ndarray) -> np.ndarray:
-    """`hysteresis` for each row of x (k × n) with its own thresholds and state (k,): one pass for all."""
-    above = x > enter[:, None]
-    # Each sample takes the verdict of the last sample that decided (above enter or below exit).
-    decided = np.where(above | (x < exit_[:, None]), np.arange(x.shape[1]), -1)
-    last = np.maximum.accumulate(decided, axis=1)
-    high: np.ndarray = np.where(last >= 0, np.take_along_axis(above, np.maximum(last, 0), axis=1), was_high[:, None])
+    """`hysteresis` for each row of x (k × n) with its own thresholds and state (k,). Row by row: a row that
+    crosses nothing costs a min or a max, and numpy's running maximum along the rows of a 2-d array was slower
+    than three rows one after another."""
+    high = np.empty(x.shape, bool)
+    for k in range(len(x)):
+        high[k] = hysteresis(x[k], float(enter[k]), float(exit_[k]), bool(was_high[k]))
     return high
 
 
@@ -274,7 +285,7 @@ def feed_together(t_s: np.ndarray, slouch: SlouchDetector, flexion_deg: np.ndarr
                   lean: LeanDetector, lateral_deg: np.ndarray, sitting: np.ndarray, rotation: RotationDetector,
                   rotation_deg: np.ndarray, excluded: np.ndarray
                   ) -> tuple[list[SlouchEpisode], list[LeanInterval], list[RotationExcursion]]:
-    """The three detectors' `update`s in one pass: one hysteresis over the three angles as rows, as the
+    """The three detectors' `update`s in one pass: the three angles gated as rows of one array, as the
     pipeline's batches are small enough that each numpy call costs more than its arithmetic."""
     # Rows filled in place: np.stack's own overhead is a good part of a 100-sample batch's cost.
     magnitude, allowed = np.empty((3, len(t_s))), np.empty((3, len(t_s)), bool)
@@ -285,13 +296,7 @@ def feed_together(t_s: np.ndarray, slouch: SlouchDetector, flexion_deg: np.ndarr
     gated = np.where(allowed, magnitude, -np.inf)
     detectors = (slouch, lean, rotation)
     enter, exit_ = np.array([d.enter for d in detectors]), np.array([d.exit for d in detectors])
-    was_high = np.array([d._high for d in detectors])
-    # Most batches cross no threshold: a low trigger with nothing above enter stays low, a high one with nothing
-    # below exit stays high, and the trigger need not run.
-    if (np.where(was_high, gated.min(axis=1) >= exit_, gated.max(axis=1) <= enter)).all():
-        high = np.repeat(was_high[:, None], len(t_s), axis=1)
-    else:
-        high = hysteresis_rows(gated, enter, exit_, was_high)
+    high = hysteresis_rows(gated, enter, exit_, np.array([d._high for d in detectors]))
     return (slouch._ended(slouch._take(t_s, flexion_deg, magnitude[0], None, high[0])),
             lean._ended(lean._take(t_s, lateral_deg, magnitude[1], None, high[1])),
             rotation._ended(rotation._take(t_s, rotation_deg, magnitude[2], excluded, high[2])))
