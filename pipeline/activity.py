@@ -100,7 +100,6 @@ class ActivityClassifier:
         self._block = max(1, round(s.block_s * s.rate_hz))
         self._lags = (max(1, round(s.step_s[0] * s.rate_hz)), min(self._walk_n - 2, round(s.step_s[1] * s.rate_hz)))
         self._hist = np.zeros(0)  # the last walk_window_s of step-band |acc|
-        self._window_index = np.arange(self._walk_n)  # a window's samples from its start
         self._n_walk = 0
         self._walking_now = False
         self._peaks: list[int] = []  # walking()'s indices of the recent step-band peaks (steps, or jolts)
@@ -176,13 +175,17 @@ class ActivityClassifier:
         whole = ends >= w  # a block end with a whole window behind it (else: not walking)
         # No window can reach walk_rms_g when no sample does (most of a day: sitting, standing): skip the tests.
         # The margin covers the rounding of a window's sum of squares.
-        if whole.any() and np.abs(hist).max() >= QUIET_MARGIN * self.s.walk_rms_g:
-            verdicts[1:][whole] = self._steps(hist[(ends[whole] - w)[:, None] + self._window_index])
+        if whole.any() and max(hist.max(), -hist.min()) >= QUIET_MARGIN * self.s.walk_rms_g:
+            # The windows end a block apart: a strided view of hist, no copy (the same values, row by row).
+            windows = np.lib.stride_tricks.sliding_window_view(hist, w)[ends[whole][0] - w::b]
+            verdicts[1:][whole] = self._steps(windows[:int(whole.sum())])
         self._walking_now = bool(verdicts[-1])
+        # Sample j (absolute) carries the verdict of the last block that ended at or before it: verdicts[0] up to
+        # the first block end in the batch, each next one from its block's end on.
+        carried = np.repeat(verdicts, np.diff(np.concatenate([[0], ends - len(self._hist), [n]])))
         self._hist = hist[-w:]
         self._n_walk += n
-        # Sample j (absolute) carries the verdict of the last block that ended at or before it.
-        return verdicts[(first + np.arange(n)) // b - first // b]
+        return carried
 
     def _steps(self, wins: np.ndarray) -> np.ndarray:
         """Steps in each window (rows). Products are batched matmuls of one row by one row, which numpy
