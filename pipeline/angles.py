@@ -50,17 +50,26 @@ class SensorAttitude:
     @staticmethod
     def of(quat_wxyz: np.ndarray) -> SensorAttitude:
         """From unit quaternions [w, x, y, z] (world ← sensor), n × 4."""
-        if len(quat_wxyz) > TABLE_MAX_SAMPLES:
-            w, x, y, z = quat_wxyz.T
-            row0 = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)])
-            row1 = np.column_stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)])
-            row2 = np.column_stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
-            return SensorAttitude(row0, row1, row2)
+        n = len(quat_wxyz)
+        if n > TABLE_MAX_SAMPLES:
+            # The components as contiguous rows, each product once (every one is in two entries), and every
+            # entry written straight into its column: the bits of 1 − 2 (a + b) and 2 (a ± b) as before.
+            w, x, y, z = quat_wxyz.T.copy()
+            xx, yy, zz, xy, xz, yz, wx, wy, wz = x * x, y * y, z * z, x * y, x * z, y * z, w * x, w * y, w * z
+            rows = np.empty((3, n, 3))
+            for (row, col), (a, b) in {(0, 0): (yy, zz), (1, 1): (xx, zz), (2, 2): (xx, yy)}.items():
+                twice = np.add(a, b)
+                twice *= 2
+                np.subtract(1, twice, out=rows[row, :, col])
+            for (row, col), (a, op, b) in {(0, 1): (xy, np.subtract, wz), (0, 2): (xz, np.add, wy),
+                                           (1, 0): (xy, np.add, wz), (1, 2): (yz, np.subtract, wx),
+                                           (2, 0): (xz, np.subtract, wy), (2, 1): (yz, np.add, wx)}.items():
+                np.multiply(2, op(a, b), out=rows[row, :, col])
+            return SensorAttitude(rows[0], rows[1], rows[2])
         # The same entries in three calls where the formulas take thirty: every entry is ±2 × a sum of two
         # products of components (plus 1 on the diagonal), so all products at once, their sums as one matmul
         # with a table of ±2 and 0 (a zero term adds nothing: each entry rounds as 2 (a ± b) does, to the bit),
         # then the diagonal's 1.
-        n = len(quat_wxyz)
         products = (quat_wxyz[:, :, None] * quat_wxyz[:, None, :]).reshape(n, 16)
         r = products @ _ROTATION_TERMS
         r += _IDENTITY
@@ -113,9 +122,14 @@ def trunk_angles_of(att: SensorAttitude, r_sensor_trunk: np.ndarray) -> TrunkAng
     r2 = att.row2 @ r_sensor_trunk
     forward = r_sensor_trunk[:, 0]
     r00, r10 = att.row0 @ forward, att.row1 @ forward
-    flexion = np.degrees(np.arcsin(np.clip(-r2[:, 0], -1.0, 1.0)))
-    lateral = np.degrees(np.arctan2(r2[:, 1], r2[:, 2]))
-    return TrunkAngles(flexion, lateral, -np.degrees(np.arctan2(r10, r00)), r2[:, 2], r00, r10)
+    # Each angle worked out in one array, in place: the same operations, without a temporary per step.
+    flexion = np.negative(r2[:, 0])
+    np.degrees(np.arcsin(np.clip(flexion, -1.0, 1.0, out=flexion), out=flexion), out=flexion)
+    lateral = np.arctan2(r2[:, 1], r2[:, 2])
+    np.degrees(lateral, out=lateral)
+    yaw_right = np.arctan2(r10, r00)
+    np.negative(np.degrees(yaw_right, out=yaw_right), out=yaw_right)
+    return TrunkAngles(flexion, lateral, yaw_right, r2[:, 2], r00, r10)
 
 
 def tilted_beyond(up_z: np.ndarray, tilt_deg: float) -> np.ndarray:
