@@ -8,7 +8,6 @@ frequency and the wear test at breathing's.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import cast
 
 import numpy as np
@@ -22,12 +21,24 @@ def exp_mean(mean: float, alpha: float, x: np.ndarray) -> float:
     return float(mean * (1.0 - alpha) ** len(x) + alpha * (_decay(alpha, len(x)) @ x))
 
 
-@lru_cache(maxsize=64)
+DECAY_KEPT = 1 << 16  # powers kept per α: a replay's minute batches fit; a longer batch computes its own
+
+
+_DECAYS: dict[float, np.ndarray] = {}  # α → (1 − α)^(m−1) … (1 − α)^0 for the longest m needed so far
+
+
 def _decay(alpha: float, n: int) -> np.ndarray:
-    """(1 − α)^(n−1) … (1 − α)^0: the same few batch lengths come back every call, so they are kept."""
-    decay = (1.0 - alpha) ** np.arange(n - 1, -1, -1)
-    decay.flags.writeable = False
-    return decay
+    """(1 − α)^(n−1) … (1 − α)^0: the last n of one table per α, the same powers whatever its length. The
+    number of samples selected (at rest, sitting) changes from batch to batch, and a table per length was
+    computed again nearly every call."""
+    table = _DECAYS.get(alpha)
+    if table is None or len(table) < n:
+        if n > DECAY_KEPT:
+            return (1.0 - alpha) ** np.arange(n - 1, -1, -1)
+        m = min(DECAY_KEPT, max(1024, 1 << (n - 1).bit_length()))
+        table = _DECAYS[alpha] = (1.0 - alpha) ** np.arange(m - 1, -1, -1)
+        table.flags.writeable = False
+    return table[len(table) - n:]
 
 
 def _sums_from_zero(x: np.ndarray) -> np.ndarray:
