@@ -92,6 +92,7 @@ class FacingBaseline:
         block_s, near_deg, follow_tau_s, max_drift = s.block_s, s.near_deg, s.follow_tau_s, s.max_drift_dps
         walk_gain, settle_n = min(1.0, s.block_s / s.walk_tau_s), round(s.settle_s / s.block_s)
         settle_far_n = round(s.settle_far_s / s.block_s)
+        follow_tau2 = follow_tau_s**2
         bases: list[float] = []
         jumps: list[int] = []
         for k, (heading, walking) in enumerate(zip(means, walks)):
@@ -103,10 +104,16 @@ class FacingBaseline:
             if walking:
                 baseline += away * walk_gain
                 away_blocks.clear()
-            elif abs(away) <= near_deg:
+            elif -near_deg <= away <= near_deg:
                 baseline += away * 2.0 * block_s / follow_tau_s  # critically damped, time constant τ
-                drift = min(max(drift + away * block_s / follow_tau_s**2, -max_drift), max_drift)
-                away_blocks.clear()
+                # Clamped to ±max_drift by comparisons (min and max calls cost more, four times a second of data).
+                drift += away * block_s / follow_tau2
+                if drift < -max_drift:
+                    drift = -max_drift
+                elif drift > max_drift:
+                    drift = max_drift
+                if away_blocks:
+                    away_blocks.clear()
             else:
                 away_blocks.append(heading)
                 del away_blocks[:-settle_n]  # only the longest settle is looked at
