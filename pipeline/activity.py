@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .angles import row_dot
+from .angles import DEG_PER_RAD, row_dot
 from .running import Band, MovingMean, exp_mean, trailing_mean
 
 G_M_S2 = 9.80665
@@ -453,7 +453,7 @@ class ActivityClassifier:
         w = self._tilt_window
         u = self._up_buf[-(n + w):]
         step = np.diff(u, axis=0)
-        rate = np.nan_to_num(np.degrees(np.sqrt(row_dot(step, step))) * self.s.rate_hz)
+        rate = np.nan_to_num(np.sqrt(row_dot(step, step)) * DEG_PER_RAD * self.s.rate_hz)
         if len(u) < n + w:  # u begins at the buffer's first sample
             rate = np.concatenate([[0.0], rate])
         return trailing_mean(rate, n, w)  # rate[k] belongs to u[k + len(u) - len(rate)]; the last n are the batch's

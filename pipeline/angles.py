@@ -16,6 +16,10 @@ from typing import TypeVar
 
 import numpy as np
 
+# np.degrees and np.radians multiply by these (the doubles nearest 180/π and π/180), to the bit; a plain
+# multiply is vectorised where they are not: a fifth of their time.
+DEG_PER_RAD = 180.0 / np.pi
+RAD_PER_DEG = np.pi / 180.0
 HEADING_MIN_NORM = 1e-9  # a forward axis this close to vertical has no heading: keeps the division finite
 # Up to this many samples the rotation matrix is one matmul over a table (few calls, the gateway's batches);
 # beyond, the formulas' thirty calls cost less than the table's 144 multiply-adds a sample (a replay's minutes).
@@ -124,11 +128,11 @@ def trunk_angles_of(att: SensorAttitude, r_sensor_trunk: np.ndarray) -> TrunkAng
     r00, r10 = att.row0 @ forward, att.row1 @ forward
     # Each angle worked out in one array, in place: the same operations, without a temporary per step.
     flexion = np.negative(r2[:, 0])
-    np.degrees(np.arcsin(np.clip(flexion, -1.0, 1.0, out=flexion), out=flexion), out=flexion)
+    np.multiply(np.arcsin(np.clip(flexion, -1.0, 1.0, out=flexion), out=flexion), DEG_PER_RAD, out=flexion)
     lateral = np.arctan2(r2[:, 1], r2[:, 2])
-    np.degrees(lateral, out=lateral)
+    lateral *= DEG_PER_RAD
     yaw_right = np.arctan2(r10, r00)
-    np.negative(np.degrees(yaw_right, out=yaw_right), out=yaw_right)
+    yaw_right *= -DEG_PER_RAD  # −(x · 180/π): negating is exact, so the same bits either way round
     return TrunkAngles(flexion, lateral, yaw_right, r2[:, 2], r00, r10)
 
 
@@ -148,10 +152,11 @@ def wrapped_deg(angle_deg: Angle) -> Angle:
 
 def unwrap_from(previous_deg: float | None, yaw_deg: np.ndarray) -> np.ndarray:
     """Unwrap a batch of yaw so it continues the previous batch's last value."""
-    rad = np.radians(yaw_deg)
+    rad = yaw_deg * RAD_PER_DEG
     # np.unwrap leaves a batch with no step of π or more as it is (most batches): skip its dozen calls then.
     jumps = len(rad) > 1 and np.abs(rad[1:] - rad[:-1]).max() >= np.pi
-    out: np.ndarray = np.degrees(np.unwrap(rad) if jumps else rad)
+    out: np.ndarray = np.unwrap(rad) if jumps else rad
+    out *= DEG_PER_RAD
     if previous_deg is not None and len(out) and (turns := round((previous_deg - float(out[0])) / 360.0)):
         out += 360.0 * turns
     return out
