@@ -162,11 +162,16 @@ def unwrap_from(previous_deg: float | None, yaw_deg: np.ndarray) -> np.ndarray:
     return out
 
 
-def horizontal_acc_in_heading(att: SensorAttitude, angles: TrunkAngles,
-                              acc_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Horizontal specific force along the trunk's forward heading (+ forward) and across it (+ left), g."""
-    fx, fy = angles.forward_x, angles.forward_y
-    norm = np.maximum(np.hypot(fx, fy), HEADING_MIN_NORM)
-    fx, fy = fx / norm, fy / norm
+def horizontal_acc_in_heading(att: SensorAttitude, angles: TrunkAngles, acc_g: np.ndarray) -> np.ndarray:
+    """Horizontal specific force along the trunk's forward heading (+ forward) and across it (+ left), g: rows of
+    one 2 × n array, as the walking axis's band-pass takes both at once (no copy into one)."""
+    norm = np.hypot(angles.forward_x, angles.forward_y)
+    np.maximum(norm, HEADING_MIN_NORM, out=norm)
+    fx, fy = angles.forward_x / norm, angles.forward_y / norm
     ax, ay = row_dot(att.row0, acc_g), row_dot(att.row1, acc_g)
-    return ax * fx + ay * fy, -ax * fy + ay * fx
+    out = np.empty((2, len(norm)))
+    np.multiply(ax, fx, out=out[0])
+    out[0] += ay * fy
+    np.multiply(ay, fx, out=out[1])
+    out[1] -= ax * fy  # ay fx − ax fy: the bits of −ax fy + ay fx
+    return out

@@ -397,8 +397,7 @@ class PosturePipeline:
         if self._recalibrate:  # already told to recalibrate: a correction would hide that
             return
         assert self.calibration is not None  # called from _measure
-        ap, ml = horizontal_acc_in_heading(att, angles, acc_g)
-        azimuth = self.walking_axis.update(ap, ml, walking)
+        azimuth = self.walking_axis.update(horizontal_acc_in_heading(att, angles, acc_g), walking)
         if azimuth is None or abs(azimuth) <= self.s.walking_axis.refine_deg:
             if azimuth is not None:
                 self.walking_axis.reset()  # confirmed; keep checking with fresh walking

@@ -35,11 +35,10 @@ class WalkingAxis:
         self._sums = np.zeros(3)  # Σ ap², Σ ml², Σ ap·ml over walking samples
         self._n = 0
 
-    def update(self, ap_g: np.ndarray, ml_g: np.ndarray, walking: np.ndarray) -> float | None:
-        """The calibration's forward axis error (°, + when the true forward is to the left), when known."""
-        both = np.empty((2, len(ap_g)))
-        both[0], both[1] = ap_g, ml_g
-        band = self._band.update_all(both)  # filtered always: the band-pass carries state
+    def update(self, ap_ml_g: np.ndarray, walking: np.ndarray) -> float | None:
+        """The calibration's forward axis error (°, + when the true forward is to the left), when known.
+        ap_ml_g: horizontal acceleration forward (row 0) and to the left (row 1), 2 × n."""
+        band = self._band.update_all(ap_ml_g)  # filtered always: the band-pass carries state
         n_walking = int(np.count_nonzero(walking))
         if n_walking:
             ap, ml = band[0][walking], band[1][walking]
