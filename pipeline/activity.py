@@ -425,13 +425,18 @@ class ActivityClassifier:
         if len(x) < 3:
             return None
         edge = max(1, min(round(REST_EDGE_S * s.rate_hz), len(x) // 3))
-        after = float(np.mean(x[-edge:]))
-        before = float(np.mean(x[:edge])) if rest_before else after
-        if abs(after - before) > self._offset_change_bound(lo, len(x), edge):
+        # Means as sum / count, np.mean's own arithmetic without its call overhead (this runs per movement).
+        after = float(x[-edge:].sum()) / edge
+        before = float(x[:edge].sum()) / edge if rest_before else after
+        # World up at the two rests, for both the offset bound and the blend.
+        u = self._up_buf[lo:lo + len(x)]
+        up_before, up_after = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
+        if abs(after - before) > _offset_change_bound(up_after - up_before):
             return None  # the rests either side differ by more than a change of orientation explains
         if self._still_tilting(lo + len(x) - edge, edge):
             return None  # the "rest" after is a slow posture change going on: its offset is not the one after
-        rise_m = _zupt_rise_m((x - before - (after - before) * self._blend(lo, len(x), edge, core)) * G_M_S2,
+        blend = self._blend(u, up_before, up_after, (core[0] - self._buf_start - lo, core[1] - self._buf_start - lo))
+        rise_m = _zupt_rise_m((x - before - (after - before) * blend) * G_M_S2,
                               self.dt_s, 0.0 if rest_before else self._step_velocity(a, after))
         if rise_m >= s.stand_rise_m:
             return STANDING_CODE
@@ -458,16 +463,7 @@ class ActivityClassifier:
             rate = np.concatenate([[0.0], rate])
         return trailing_mean(rate, n, w)  # rate[k] belongs to u[k + len(u) - len(rate)]; the last n are the batch's
 
-    def _offset_change_bound(self, lo: int, n: int, edge: int) -> float:
-        """The most the resting value can move between the two rests: the accelerometer's offset
-        (≤ 0.03 g a axis) and gain error (≤ 2 %) seen along a vertical that moved by |Δup| in sensor
-        axes, plus noise. More than that, and one "rest" was not one — the next movement had begun."""
-        u = self._up_buf[lo:lo + n]
-        d = u[-edge:].mean(axis=0) - u[:edge].mean(axis=0)
-        moved = float(np.sqrt(d @ d)) if np.all(np.isfinite(d)) else 2.0  # no orientation given: no bound
-        return OFFSET_PER_UP_G * moved + REST_NOISE_G
-
-    def _blend(self, lo: int, n: int, edge: int, core: tuple[int, int]) -> np.ndarray:
+    def _blend(self, u: np.ndarray, u0: np.ndarray, u1: np.ndarray, core: tuple[int, int]) -> np.ndarray:
         """How far the resting value has gone from before to after, per sample of the window.
 
         A constant accelerometer bias b reads b·up along vertical (up: world up in sensor axes), so
@@ -476,19 +472,29 @@ class ActivityClassifier:
         the offset under the movement threshold, seconds before a jolt marks a "movement": blended
         across that jolt instead, the change integrated to a quarter-metre "rise". Without an
         orientation change (or none given), across the samples that moved.
+        u: world up in sensor axes over the window; u0, u1: its mean at the rest before and after; core: where the
+        movement's core begins and ends in the window.
         """
-        u = self._up_buf[lo:lo + n]
-        u0, u1 = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
         d: np.ndarray = u1 - u0
         if np.all(np.isfinite(d)) and d @ d > ORIENTATION_CHANGE ** 2:
             progress: np.ndarray = np.clip((u - u0) @ d / (d @ d), 0.0, 1.0)
             return progress
-        c0 = int(np.clip(core[0] - self._buf_start - lo, 0, n - 1))
-        c1 = int(np.clip(core[1] - self._buf_start - lo, c0, n - 1))
+        n = len(u)
+        c0 = min(max(core[0], 0), n - 1)  # np.clip's arithmetic on two ints, without its call
+        c1 = min(max(core[1], c0), n - 1)
         return np.clip((np.arange(n) - c0) / max(c1 - c0, 1), 0.0, 1.0)
 
 
 _MOVING, _BLOCKED, _TILTING = range(3)  # kinds of run in _sit_stand_flips
+
+
+def _offset_change_bound(up_change: np.ndarray) -> float:
+    """The most the resting value can move between the two rests: the accelerometer's offset
+    (≤ 0.03 g a axis) and gain error (≤ 2 %) seen along a vertical that moved by |Δup| in sensor
+    axes (up_change), plus noise. More than that, and one "rest" was not one — the next movement had begun."""
+    d = up_change
+    moved = float(np.sqrt(d @ d)) if np.all(np.isfinite(d)) else 2.0  # no orientation given: no bound
+    return OFFSET_PER_UP_G * moved + REST_NOISE_G
 
 
 def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float, v0_m_s: float = 0.0) -> float:
