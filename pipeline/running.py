@@ -52,6 +52,9 @@ def _sums_from_zero(x: np.ndarray) -> np.ndarray:
 def trailing_mean(x: np.ndarray, n: int, window: int) -> np.ndarray:
     """For each of x's last n values, the mean of it and the window − 1 values before it (fewer where x begins)."""
     c = _sums_from_zero(x)
+    first = len(x) - n + 1  # where the first of them ends in c
+    if first >= window:  # each has a whole window behind it (most calls): slices, no index arrays
+        return cast(np.ndarray, (c[first:] - c[first - window:len(c) - window]) / window)
     end = np.arange(len(x) - n, len(x)) + 1
     lo = np.maximum(end - window, 0)
     return cast(np.ndarray, (c[end] - c[lo]) / (end - lo))
