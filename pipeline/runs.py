@@ -41,12 +41,17 @@ class RunFinder:
         if mask.all() if was_open else not mask.any():  # most batches: no edge, the state goes on
             self._offset += len(mask)
             return []
-        steps = np.diff(np.concatenate([[was_open], mask]).astype(np.int8))
-        starts = [self._offset + int(i) for i in np.flatnonzero(steps == 1)]
+        # Where the mask changes (from the state before the batch at its first sample): a rise starts a run, a fall
+        # ends one.
+        edges = np.flatnonzero(mask[1:] != mask[:-1]) + 1
+        if mask[0] != was_open:
+            edges = np.concatenate([[0], edges])
+        rises = mask[edges]
+        starts = (self._offset + edges[rises]).tolist()
         if was_open:
             assert self._open_start is not None  # was_open
             starts.insert(0, self._open_start)
-        ends = [self._offset + int(i) for i in np.flatnonzero(steps == -1)]
+        ends = (self._offset + edges[~rises]).tolist()
         runs = [Run(a, b) for a, b in zip(starts, ends)]  # starts and ends alternate
         self._open_start = starts[len(ends)] if mask[-1] else None
         self._offset += len(mask)
