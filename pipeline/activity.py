@@ -509,5 +509,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) of each run of True."""
     if not mask.any():
         return []
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    # Where the mask changes, with a False before and after it: starts and ends alternate.
+    edges = (np.flatnonzero(mask[1:] != mask[:-1]) + 1).tolist()
+    edges = ([0] if mask[0] else []) + edges + ([len(mask)] if mask[-1] else [])
+    return list(zip(edges[::2], edges[1::2]))
