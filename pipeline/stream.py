@@ -141,6 +141,7 @@ class PosturePipeline:
         self.walking_axis = WalkingAxis(settings.walking_axis)
         self.worn = WornDetector(settings.worn)
         self._off_since_s: float | None = None  # the sensor is off the body (taken off) since then
+        self._put_down_s = 0.0  # while off: where that time off began (its quiet stretch's first sample)
         self._announce = calibration is not None  # a calibration restored from before (or given): say so once
         self._calibration_said = calibration_said
         self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
@@ -188,10 +189,11 @@ class PosturePipeline:
         if self._off_since_s is None and worn.all():  # the usual batch
             return self._worn(t_s, step_s, acc_g, gyro_dps, lost_samples, quat_wxyz)
         out = _empty_output()
+        put_down_s = self.worn.put_down_at_s
         edges = np.flatnonzero(worn[1:] != worn[:-1]) + 1
         for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(t_s)], strict=True):
             if not worn[lo]:
-                self._off_body(t_s[lo:hi], out)
+                self._off_body(t_s[lo:hi], float(put_down_s[lo]), out)
                 continue
             if self._off_since_s is not None:
                 self._back_on(float(t_s[lo]), out)
@@ -439,11 +441,11 @@ class PosturePipeline:
             self.minutes.add_interval(kind, since, end_s, mean_deg)
             self._added_until_s[family] = end_s
 
-    def _off_body(self, t_s: np.ndarray, out: PipelineOutput) -> None:
-        """Samples of a sensor taken off: none is measured (unseen time, as in a gap); what was open ends at the last
-        sample on the body, and the minutes before go out as time passes."""
+    def _off_body(self, t_s: np.ndarray, put_down_s: float, out: PipelineOutput) -> None:
+        """Samples of a sensor taken off (put down at put_down_s): none is measured (unseen time, as in a gap); what was
+        open ends at the last sample on the body, and the minutes before go out as time passes."""
         if self._off_since_s is None:
-            self._off_since_s = float(t_s[0])
+            self._off_since_s, self._put_down_s = float(t_s[0]), put_down_s
             self._close_episodes(out)
         self._last_t_s = float(t_s[-1])
         out.metrics += self.minutes.ready(self._last_t_s + self.dt_s)
@@ -451,8 +453,8 @@ class PosturePipeline:
     def _back_on(self, t_s: float, out: PipelineOutput) -> None:
         """Picked up again: as after a lost link, nothing before carries on; and the sensor may sit elsewhere on the
         back now, so a calibration is asked for (the old one measures until it is done)."""
-        assert self._off_since_s is not None and self.worn.put_down_s is not None  # called when off
-        off_s, self._off_since_s = t_s - self.worn.put_down_s, None
+        assert self._off_since_s is not None  # called when off
+        off_s, self._off_since_s = t_s - self._put_down_s, None
         self._tail_t, self._tail_x = np.empty(0), np.empty((0, 0))  # no filling across the time off
         self._after_long_gap(out)
         if self.calibration is not None:
