@@ -13,13 +13,13 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from .motion import Kinematics, MotionModel, TruthEvents
-from .scenario import Scenario, SensorSettings
+from .scenario import OFF, Scenario, SensorSettings
 
 G_M_S2 = 9.80665
 SENSOR_ABOVE_PIVOT_M = 0.45  # sensor height above the trunk pivot, along trunk up
@@ -103,6 +103,17 @@ class PlannedSlip:
         return grow - smoothstep((t_s - self.reseat_s) / RESEAT_S) if np.isfinite(self.reseat_s) else grow
 
 
+def plan_reseats(motion: MotionModel, rng: np.random.Generator) -> list[PlannedSlip]:
+    """A sensor taken off is put back on a little off where it sat: turned by reseat_deg about a random axis, for good.
+    The turn happens while it lies off the body (where the mount does not show), so it is a slip over that time."""
+    out = []
+    for k in motion.off_segments:
+        seg = motion.segments[k]
+        axis = rng.normal(size=3)
+        out.append(PlannedSlip(axis / np.linalg.norm(axis), seg.params.reseat_deg, seg.start_s, seg.end_s, np.inf))
+    return out
+
+
 def plan_slips(scenario: Scenario, rng: np.random.Generator) -> list[PlannedSlip]:
     out = []
     for slip in scenario.slips:
@@ -146,6 +157,7 @@ class SensorSimulation:
         self.acc_gain = 1.0 + errors.uniform(-1, 1, size=3) * self.settings.acc_scale_error
         self.gyro_gain = 1.0 + errors.uniform(-1, 1, size=3) * self.settings.gyro_scale_error
         self.slips = plan_slips(scenario, errors)
+        self.reseats = plan_reseats(self.motion, errors)  # drawn last: a scenario without off_body draws nothing more
 
     @property
     def n_samples(self) -> int:
@@ -178,15 +190,18 @@ class SensorSimulation:
             "gyro_gain": self.gyro_gain.tolist(),
             "slips": [{"axis_trunk": s.axis.tolist(), "angle_deg": s.angle_deg, "start_s": s.start_s, "end_s": s.end_s,
                        "reseat_s": s.reseat_s if np.isfinite(s.reseat_s) else None} for s in self.slips],
+            "reseats": [{"axis_trunk": s.axis.tolist(), "angle_deg": s.angle_deg, "off_s": s.start_s, "on_s": s.end_s}
+                        for s in self.reseats],
             "boot_offset_us": self.boot_offset_us,
             "sensor": dataclasses.asdict(self.settings),
         }
 
     def r_trunk_sensor_at(self, t_s: np.ndarray) -> np.ndarray:
-        """How the sensor sits on the trunk at each time, (n, 3, 3): the mount, turned by any slip."""
+        """How the sensor sits on the trunk at each time, (n, 3, 3): the mount, turned by any slip, and as it was put
+        back on after each time off the body."""
         t_s = np.atleast_1d(np.asarray(t_s, dtype=float))
         r = np.broadcast_to(self.r_trunk_sensor, (t_s.size, 3, 3)).copy()
-        for slip in self.slips:
+        for slip in self.slips + self.reseats:
             angle = np.radians(slip.angle_deg) * slip.profile(t_s)
             if np.any(angle):
                 r = Rotation.from_rotvec(angle[:, None] * slip.axis).as_matrix() @ r
@@ -214,6 +229,11 @@ class SensorSimulation:
                         + self.settings.gyro_noise_dps * gyro_rng.standard_normal((n, 3)))
             inner = slice(FD_MARGIN, FD_MARGIN + n)
             t_s = kin.t_s[inner]
+            activity = self.motion.activity_names[kin.segment[inner]]
+            context = self.motion.context_names[kin.segment[inner]]
+            if self.motion.off_segments:  # handled on the way off and back on: already off the body
+                handled = kin.off_weight[inner] > 0
+                activity, context = np.where(handled, "off_body", activity), np.where(handled, OFF, context)
             drift = 1.0 + self.settings.clock_drift_ppm * 1e-6
             yield SimChunk(
                 index=np.arange(i0, i1, dtype=np.int64),
@@ -226,15 +246,18 @@ class SensorSimulation:
                 lateral_deg=kin.lateral_deg[inner],
                 rotation_deg=kin.rotation_deg[inner],
                 heading_deg=kin.heading_deg[inner],
-                activity=self.motion.activity_names[kin.segment[inner]],
-                context=self.motion.context_names[kin.segment[inner]],
+                activity=activity,
+                context=context,
             )
 
     def _ideal_imu(self, kin: Kinematics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Noise-free acc (g), gyro (deg/s), Euler (deg) for the window without its margins."""
         dt = 1.0 / self.rate_hz
         r_wt = world_from_trunk(kin.flexion_deg, kin.lateral_deg, kin.rotation_deg, kin.heading_deg)
-        r_ws = r_wt @ (self.r_trunk_sensor_at(kin.t_s) if self.slips else self.r_trunk_sensor)
+        if self.motion.off_segments:
+            r_ws = r_wt @ self._r_trunk_sensor_handled(kin)
+        else:
+            r_ws = r_wt @ (self.r_trunk_sensor_at(kin.t_s) if self.slips else self.r_trunk_sensor)
         pos_m = SENSOR_ABOVE_PIVOT_M * r_wt[:, :, 2]
         pos_m[:, 2] += kin.pelvis_z_m
         acc_m_s2 = (pos_m[2:] - 2.0 * pos_m[1:-1] + pos_m[:-2]) / dt**2
@@ -250,3 +273,12 @@ class SensorSimulation:
             warnings.simplefilter("ignore", UserWarning)  # gimbal lock: nominal mount has pitch -90
             euler_deg = Rotation.from_matrix(r_mid).as_euler("ZYX", degrees=True)[:, ::-1].copy()
         return acc_g, gyro_dps, euler_deg
+
+    def _r_trunk_sensor_handled(self, kin: Kinematics) -> np.ndarray:
+        """The sensor on the trunk's pose while worn; put down, the pose is the placed one itself (a sensor lying on a
+        desk lies flat on its housing, whatever its mount on the back was): the mount fades out as it is taken off
+        and back in as it is put on."""
+        r_ts = self.r_trunk_sensor_at(kin.t_s)
+        mount = Rotation.from_matrix(np.einsum("ji,njk->nik", R_TRUNK_SENSOR_NOMINAL, r_ts))
+        faded = Rotation.from_rotvec(mount.as_rotvec() * (1.0 - kin.off_weight)[:, None])
+        return cast(np.ndarray, R_TRUNK_SENSOR_NOMINAL @ faded.as_matrix())

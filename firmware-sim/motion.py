@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .scenario import SITTING, STANDING, Scenario, context_of, turn_sizes_deg
+from .scenario import OFF, PLACED_POSES_DEG, SITTING, STANDING, Scenario, context_of, turn_sizes_deg
 
 # Truth definition of a slouch episode, independent of any scenario, the same as the product's
 # (docs/pipeline.md): TRUE flexion above the threshold, until it falls below the exit, for at least
@@ -56,6 +56,9 @@ SIT_TO_STAND_RISE = (0.3, 1.0)  # part of the transition over which the pelvis r
 STAND_TO_SIT_FALL = (0.0, 0.75)
 GAIT_STOP_S = 0.6  # the last (first) step next to a sit/stand fades out (in) over this
 LIE_ANGLES_DEG = {"prone": (90.0, 0.0), "left": (0.0, -90.0), "right": (0.0, 90.0)}  # flexion, lateral
+# Taking a sensor off the back and putting it down (or back on) turns it in the hand beyond the path between the two
+# poses: a bump of up to this much on each of flexion, lateral bend and rotation, over the handling transition.
+HANDLING_TURN_DEG = 40.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class Kinematics:
     pelvis_vel_m_s: np.ndarray  # (n, 3) world frame, horizontal walking velocity
     pelvis_z_m: np.ndarray  # height above the seated pelvis, walking bounce included
     segment: np.ndarray  # index of the segment each sample lies in
+    # How far off the body the sensor is: 0 worn, 1 lying where it was put (off_body), between while handled.
+    off_weight: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class SegmentPlan:
     half_out_s: float
     heading_start_deg: float
     params: Any
-    context: str = SITTING  # sitting, standing, walking or lying
+    context: str = SITTING  # sitting, standing, walking, lying or off
     heading_change_deg: float = 0.0
     bumps: Bumps | None = None  # rotate, fidget, swivel out and back
     turn_start_s: np.ndarray | None = None  # walk, swivel that stays: heading steps
@@ -191,6 +196,7 @@ class MotionModel:
         self.noise_hz = rng.uniform(*POSTURAL_NOISE_HZ, size=(3, POSTURAL_NOISE_TERMS))
         self.noise_phase = rng.uniform(0, 2 * np.pi, size=(3, POSTURAL_NOISE_TERMS))
         self.sit_stands = self._plan_sit_stands(rng)
+        self.off_segments = [k for k, s in enumerate(self.segments) if s.context == OFF]
 
     def _plan_segments(self, rng: np.random.Generator) -> list[SegmentPlan]:
         plans: list[SegmentPlan] = []
@@ -210,6 +216,8 @@ class MotionModel:
                 extra["heading_change_deg"] = float(extra["turn_deg"].sum())
             elif seg.activity == "fidget":
                 extra["bumps"] = _plan_fidget(seg.params, start_s, end_s, rng)
+            elif seg.activity == "off_body":
+                extra["bumps"] = _plan_handling(start_s, end_s, half_in, half_out, rng)
             elif seg.activity == "walk":
                 extra["turn_start_s"], extra["turn_deg"] = _plan_turns(seg.params, start_s, end_s, rng)
                 extra["turn_s"] = seg.params.turn_s
@@ -235,6 +243,7 @@ class MotionModel:
         """Truth for sample indices i0..i1-1 (indices outside [0, n) extrapolate smoothly)."""
         t = np.arange(i0, i1, dtype=np.float64) / self.rate_hz
         out = np.zeros((6, t.size))  # flexion, lateral, rotation, heading, speed, pelvis z
+        off_weight = np.zeros(t.size)
         if t.size:
             lo = int(np.searchsorted(self._support_hi_s, t[0], "left"))
             hi = int(np.searchsorted(self._support_lo_s, t[-1], "right"))
@@ -242,20 +251,27 @@ class MotionModel:
                 # Only the segment's own support: the cost stays linear in the window length.
                 a, z = np.searchsorted(t, [self._support_lo_s[k], self._support_hi_s[k]])
                 if z > a:
-                    out[:, a:z] += self._weight(k, t[a:z]) * self._segment_values(self.segments[k], t[a:z])
+                    weight = self._weight(k, t[a:z])
+                    out[:, a:z] += weight * self._segment_values(self.segments[k], t[a:z])
+                    if self.segments[k].context == OFF:
+                        off_weight[a:z] += weight
             self._add_sit_stands(t, out)
         flexion, lateral, rotation, heading, speed, pelvis_z = out
-        flexion = flexion + self.breath_deg * np.sin(2 * np.pi * self.breath_hz * t + self.breath_phase)
+        breath = self.breath_deg * np.sin(2 * np.pi * self.breath_hz * t + self.breath_phase)
         sway = [np.zeros_like(t) for _ in range(3)]
         for axis in range(3):
             for hz, phase in zip(self.noise_hz[axis], self.noise_phase[axis]):
                 sway[axis] += POSTURAL_NOISE_DEG * np.sin(2 * np.pi * hz * t + phase)
+        if self.off_segments:  # a sensor put down neither breathes nor sways: only the body it left does
+            on_body = 1.0 - off_weight
+            breath, sway = breath * on_body, [s * on_body for s in sway]
+        flexion = flexion + breath
         heading_rad = np.radians(heading)
         # Heading + is clockwise from above, so the facing direction is Rz(-heading) x.
         vel = np.stack([speed * np.cos(heading_rad), -speed * np.sin(heading_rad), np.zeros_like(t)], axis=1)
         segment = np.clip(np.searchsorted(self._starts_s, t, "right") - 1, 0, len(self.segments) - 1)
         return Kinematics(
-            t, flexion + sway[0], lateral + sway[1], rotation + sway[2], heading, vel, pelvis_z, segment
+            t, flexion + sway[0], lateral + sway[1], rotation + sway[2], heading, vel, pelvis_z, segment, off_weight
         )
 
     def _add_sit_stands(self, t: np.ndarray, out: np.ndarray) -> None:
@@ -294,6 +310,10 @@ class MotionModel:
             v[1] = (1.0 if p.side == "right" else -1.0) * p.lateral_deg * _ramp(tau, p.ramp_s)
         elif seg.activity == "lie" and p.position != "supine":
             v[0], v[1] = LIE_ANGLES_DEG[p.position]
+        elif seg.activity == "off_body":  # the sensor's pose where it lies, in the angles of the trunk it sat on
+            flexion_deg, v[1] = PLACED_POSES_DEG[p.placed]
+            v[0] = flexion_deg + p.tilt_deg
+            v[3] += p.yaw_deg
         if seg.bumps is not None:
             v[:4] += _bump_values(seg.bumps, t).T
         if seg.turn_start_s is not None:
@@ -326,7 +346,7 @@ class MotionModel:
 
     def events(self) -> TruthEvents:
         ev = TruthEvents(slouch_episodes=self._slouch_episodes())
-        for seg in self.segments:
+        for k, seg in enumerate(self.segments):
             if seg.activity == "rotate":
                 for start_s, end_s, amp in zip(seg.bumps.start_s, seg.bumps.end_s, seg.bumps.amplitude_deg):
                     peak_deg = float(np.abs(self._window(start_s, end_s).rotation_deg).max())
@@ -337,9 +357,23 @@ class MotionModel:
             elif seg.activity == "lean" and seg.context == SITTING:
                 lat = self._window(seg.start_s, seg.end_s).lateral_deg
                 ev.lean_intervals.append(LeanInterval(seg.start_s, seg.end_s, seg.params.side, float(lat.mean())))
-            _extend(ev.activity_intervals, seg.start_s, seg.end_s, seg.activity)
-            _extend(ev.context_intervals, seg.start_s, seg.end_s, seg.context)
+            start_s, end_s = self._truth_bounds_s(k)
+            _extend(ev.activity_intervals, start_s, end_s, seg.activity)
+            _extend(ev.context_intervals, start_s, end_s, seg.context)
         return ev
+
+    def _truth_bounds_s(self, k: int) -> tuple[float, float]:
+        """Where segment k's activity is the truth: from boundary to boundary, but the sensor is off the body from the
+        moment it is handled to the moment it is back on (the whole transitions into and out of an off_body segment)."""
+        seg = self.segments[k]
+        start_s, end_s = seg.start_s, seg.end_s
+        if seg.context == OFF:
+            return start_s - seg.half_in_s, end_s + seg.half_out_s
+        if k > 0 and self.segments[k - 1].context == OFF:
+            start_s += seg.half_in_s
+        if k + 1 < len(self.segments) and self.segments[k + 1].context == OFF:
+            end_s -= seg.half_out_s
+        return start_s, end_s
 
     def _window(self, start_s: float, end_s: float) -> Kinematics:
         i0 = int(np.ceil(start_s * self.rate_hz - 1e-9))
@@ -355,7 +389,9 @@ class MotionModel:
                 episodes.append(SlouchEpisode(start_s, end_s, float(peak)))
 
         for i0 in range(0, self.n_samples, EVENTS_WINDOW_SAMPLES):
-            flexion = self.kinematics(i0, min(i0 + EVENTS_WINDOW_SAMPLES, self.n_samples)).flexion_deg
+            kin = self.kinematics(i0, min(i0 + EVENTS_WINDOW_SAMPLES, self.n_samples))
+            # A sensor lying face up reads as a trunk bent 90° forward: no one is slouching there.
+            flexion = np.where(kin.off_weight > 0, -np.inf, kin.flexion_deg) if self.off_segments else kin.flexion_deg
             # Hysteresis: high from above the threshold until below the exit.
             state = np.where(flexion > SLOUCH_TRUTH_THRESHOLD_DEG, 1, np.where(flexion < SLOUCH_TRUTH_EXIT_DEG, 0, -1))
             last = np.maximum.accumulate(np.where(state >= 0, np.arange(state.size), -1))
@@ -477,6 +513,17 @@ def _plan_fidget(p: Any, start_s: float, end_s: float, rng: np.random.Generator)
     starts = start_s + np.cumsum(gap + rise + hold + fall) - (rise + hold + fall)
     keep = starts + rise + hold + fall <= end_s - FIDGET_GAP_MIN_S
     return Bumps(starts[keep], rise[keep], hold[keep], fall[keep], amplitude[keep])
+
+
+def _plan_handling(start_s: float, end_s: float, half_in_s: float, half_out_s: float,
+                   rng: np.random.Generator) -> Bumps:
+    """The sensor turned in the hand while it is taken off (around start_s) and put back on (around end_s)."""
+    centres_s, halves_s = np.array([start_s, end_s]), np.array([half_in_s, half_out_s])
+    amplitude = np.zeros((2, 4))
+    amplitude[:, :3] = rng.uniform(-HANDLING_TURN_DEG, HANDLING_TURN_DEG, size=(2, 3))
+    keep = halves_s > 0  # none at the start or end of the scenario
+    half = halves_s[keep]
+    return Bumps(centres_s[keep] - half, half, np.zeros_like(half), half.copy(), amplitude[keep])
 
 
 def _plan_turns(p: Any, start_s: float, end_s: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -150,6 +150,31 @@ class Swivel:
     lean_deg: float = _num(0.0, -40.0, 40.0)
 
 
+# How a sensor taken off lies, as [flexion, lateral] of the trunk it sat on (docs/conventions.md): on the back its
+# face (+z) points backward, so lying face up is the back's pose bent forward 90°, face down the supine pose, on its
+# edge (+y, the trunk's left, up) a 90° bend to the right; as worn, it stands upright as it sat on the back.
+PLACED_POSES_DEG = {"flat": (90.0, 0.0), "face_down": (-90.0, 0.0), "on_edge": (0.0, 90.0), "as_worn": (0.0, 0.0)}
+# Taking a sensor off the back, or putting it back on, takes a few seconds of handling (reach behind, unclip, put
+# down): the transition into an off_body segment and out of it, unless the scenario sets transition_s (2–5).
+HANDLING_S = 3.0
+HANDLING_RANGE_S = (1.0, 10.0)
+
+
+@dataclass(frozen=True)
+class OffBody:
+    """The sensor taken off and left lying still (on a desk, a chair's back, a shelf): no breathing, no sway.
+
+    It is handled on the way off and on (the segment's and the next segment's transition_s, 2–5 s): it moves and
+    turns. Put back on, it sits reseat_deg from where it was, about a random axis (the mount of [sensor] and any
+    slip carry on under it).
+    """
+
+    placed: str = _choice("flat", *PLACED_POSES_DEG)  # flat: face up on a desk; as_worn: clipped to a chair's back
+    tilt_deg: float = _num(0.0, -30.0, 30.0)  # + forward of the placed pose (a desk: |tilt| ≤ 2; a chair's back: −15–0)
+    yaw_deg: float = _num(30.0, -180.0, 180.0)  # turned from the wearer's facing as it lies (any)
+    reseat_deg: float = _num(2.0, 0.0, 45.0)  # put back on this far from where it sat (0–5)
+
+
 ACTIVITY_PARAMS: dict[str, type] = {
     "sit_upright": SitUpright,
     "slouch": Slouch,
@@ -160,13 +185,17 @@ ACTIVITY_PARAMS: dict[str, type] = {
     "fidget": Fidget,
     "lie": Lie,
     "swivel": Swivel,
+    "off_body": OffBody,
 }
-# What a body does in each activity: the truth of "activity" that the pipeline is scored against.
-SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
+# What a body does in each activity: the truth of "activity" that the pipeline is scored against. OFF: the sensor is
+# not on a body at all (taken off, and the handling on the way off and back on), so there is no posture to score.
+SITTING, STANDING, WALKING, LYING, OFF = "sitting", "standing", "walking", "lying", "off"
 
 
 def context_of(activity: str, params: Any) -> str:
-    """sitting, standing, walking or lying for a segment."""
+    """sitting, standing, walking, lying or off for a segment."""
+    if activity == "off_body":
+        return OFF
     if activity == "walk":
         return WALKING
     if activity == "lie":
@@ -262,6 +291,7 @@ def parse_scenario(data: dict[str, Any], default_name: str = "scenario", where: 
     if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
         raise ScenarioError(f"{where}: 'repeat' must be an integer >= 1, got {repeat!r}")
     segments = segments * repeat
+    _handling_transitions(raw_segments * repeat, segments, len(raw_segments), where)
     for i in range(1, len(segments)):
         shortest_s = min(segments[i - 1].duration_s, segments[i].duration_s)
         if segments[i].transition_s > shortest_s:
@@ -295,6 +325,20 @@ def _parse_segment(raw: Any, where: str) -> Segment:
     if isinstance(params, Rotate | Swivel):
         _check_turns(params, duration_s, where)
     return Segment(activity, float(duration_s), params, float(transition_s))
+
+
+def _handling_transitions(raw_segments: list[Any], segments: list[Segment], n_listed: int, where: str) -> None:
+    """Taking the sensor off and putting it back on is handling, not a posture change: the transitions into and out of
+    an off_body segment default to HANDLING_S and must lie in HANDLING_RANGE_S (the segments are replaced in place)."""
+    for i, seg in enumerate(segments):
+        if i == 0 or "off_body" not in (seg.activity, segments[i - 1].activity):
+            continue
+        transition_s = raw_segments[i].get("transition_s", HANDLING_S)
+        lo, hi = HANDLING_RANGE_S
+        if not lo <= transition_s <= hi:
+            raise ScenarioError(f"{where}: segment {i % n_listed + 1} ({seg.activity}): 'transition_s' = "
+                                f"{transition_s} takes the sensor off or puts it on, and must lie in [{lo}, {hi}]")
+        segments[i] = dataclasses.replace(seg, transition_s=float(transition_s))
 
 
 def _check_turns(p: Rotate | Swivel, duration_s: float, where: str) -> None:

@@ -402,7 +402,7 @@ def test_random_days_are_plausible_and_repeatable():
         day = random_day(seed, 1.0)
         seen |= {s.activity for s in day.segments}
         assert day.segments[0].activity in ("sit_upright",) and day.sensor.rate_hz in (50.0, 100.0, 200.0)
-    assert seen == set(ACTIVITY_PARAMS)
+    assert seen == set(ACTIVITY_PARAMS) - {"off_body"}  # random days keep the sensor on (their figures stand)
     SensorSimulation(random_day(3, 0.2), seed=3).events()
     # Every day is a valid scenario: a day cut to length once kept a transition 1e-13 s longer than its last
     # segment and was refused (random:6029:0.65, 284:1, 328:0.65 among them).
@@ -412,3 +412,55 @@ def test_random_days_are_plausible_and_repeatable():
         load_scenario("random:x")
     with pytest.raises(ScenarioError, match="with HOURS a number"):  # it blamed the seed
         load_scenario("random:7:abc")
+
+
+# ---- off the body ---------------------------------------------------------------------------
+
+def _off_body_run(placed: str, **params):
+    sc = scenario({"activity": "sit_upright", "duration_s": 30},
+                  {"activity": "off_body", "duration_s": 60, "placed": placed, **params},
+                  {"activity": "sit_upright", "duration_s": 30}, sensor=dict(IDEAL, mount_max_deg=20.0))
+    sim = SensorSimulation(sc, seed=4)
+    return sim, run(sim)
+
+
+@pytest.mark.parametrize(("placed", "up_axis"), [("flat", 2), ("face_down", 2), ("on_edge", 1), ("as_worn", 0)])
+def test_off_body_marks_its_samples_off_and_lies_still(placed, up_axis):
+    sim, out = _off_body_run(placed)
+    off = out["context"] == "off"
+    # Off from the first moment it is handled (3 s, centred on the boundary) to the last.
+    assert out["t_s"][off][0] == pytest.approx(28.5, abs=0.02) and out["t_s"][off][-1] == pytest.approx(91.5, abs=0.02)
+    assert set(out["activity"][off]) == {"off_body"}
+    ev = sim.events()
+    assert [(i.start_s, i.end_s, i.activity) for i in ev.context_intervals] == [
+        (0.0, 28.5, "sitting"), (28.5, 91.5, "off"), (91.5, 120.0, "sitting")]
+    lying = (out["t_s"] > 35) & (out["t_s"] < 85)
+    # Lying where it was put, flat on its housing whatever its mount on the back: gravity on one axis, and no
+    # breathing or sway (a noise-free sensor reads no rotation at all).
+    assert np.abs(np.abs(np.median(out["acc_g"][lying], axis=0)[up_axis]) - 1.0) < 0.01
+    assert np.abs(out["gyro_dps"][lying]).max() < 1e-6
+    # Handled: it moves and turns on the way off and back on, faster than any breath.
+    handled = off & ~lying
+    assert np.abs(out["gyro_dps"][handled]).max() > 20.0
+    assert np.abs(out["gyro_dps"][~off]).max() < 5.0
+
+
+def test_a_sensor_lying_face_up_is_no_slouch():
+    sim, out = _off_body_run("flat")
+    off = out["context"] == "off"
+    assert np.median(out["flexion_deg"][off]) > 80  # face up: the back's pose bent 90° forward
+    assert sim.events().slouch_episodes == []
+
+
+def test_put_back_on_a_few_degrees_from_where_it_sat():
+    sim, _ = _off_body_run("flat", reseat_deg=3.0)
+    r = sim.r_trunk_sensor_at(np.array([10.0, 110.0]))
+    assert angle_between_deg(r[0], r[1]) == pytest.approx(3.0, abs=1e-6)
+    assert sim.meta()["reseats"][0]["angle_deg"] == 3.0
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ({"placed": "in_bag"}, "placed"), ({"transition_s": 0.5}, "transition_s"), ({"reseat_deg": 90}, "reseat_deg")])
+def test_bad_off_body_segment_is_refused(extra, needle):
+    with pytest.raises(ScenarioError, match=needle):
+        scenario({"activity": "sit_upright", "duration_s": 30}, {"activity": "off_body", "duration_s": 60, **extra})
