@@ -145,6 +145,9 @@ class PosturePipeline:
         self._announce = calibration is not None  # a calibration restored from before (or given): say so once
         self._calibration_said = calibration_said
         self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
+        # Put back on after time off the body: whether the wearer sits or stands was not seen meanwhile (a wearer who
+        # stood up, took it off and sat down again was read standing for the rest of the day).
+        self._posture_unseen = False
         self._walk_index0 = 0
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
             self.calibrator.expect(calibration)
@@ -323,9 +326,11 @@ class PosturePipeline:
 
     def _adopt(self, cal: Calibration, t_s: float, out: PipelineOutput, how: str | None = None) -> None:
         again = self.calibration is not None
-        if how is None and (self.calibration is None or not self.calibration.with_bend):
-            # A hold, done sitting, after none or an unchecked (provisional) one, whose lying may be wrong.
+        if how is None and (self.calibration is None or not self.calibration.with_bend or self._posture_unseen):
+            # A hold, done sitting, after none or an unchecked (provisional) one, whose lying may be wrong, or after
+            # time off the body, when the wearer may have sat down or stood up unseen.
             self.activity.seated()
+            self._posture_unseen = False
         if again:  # what was open was measured in the old frame: end it there
             self._close_episodes(out)
             self.baseline.reset()
@@ -461,6 +466,7 @@ class PosturePipeline:
             out.events.append(CalibrationEvent(t_s, "recalibrate", f"recalibrate: the sensor was off the body for "
                                                f"{off_s / 60:.0f} min; {self.s.calibration.instructions}"))
             self.request_calibration(moved=True)
+            self._posture_unseen = True
 
     def finish(self) -> PipelineOutput:
         """The end of the data: episodes still open end at the last sample, and the last, incomplete minute."""

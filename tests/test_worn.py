@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from evaluation.harness import Case, run_case
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
 from pipeline.metrics import MINUTE_S
@@ -163,3 +164,16 @@ def test_each_time_off_is_said_from_its_own_start_however_the_stream_is_cut():
         said[batch] = [(e.t_s, e.message) for e in events if e.kind == "calibration" and e.status == "recalibrate"]
     assert said[100] == said[20_000] and len(said[100]) == 2
     assert all("off the body for -" not in message for _, message in said[100])
+
+
+def test_a_wearer_who_sat_down_while_the_sensor_was_off_is_sitting_after_the_calibration_moves():
+    """Stood up, clipped the sensor to the chair's back, sat down later and put it back on: the sit-down was never
+    seen, and the wearer was read standing for the rest of the day. The moves' hold, done sitting, says so."""
+    run = run_case(Case("left-on-chair", "left-on-chair", 46, sensor={"acc_noise_g": 0.009, "gyro_noise_dps": 0.15}))
+    t_s = run.truth["t_s"][run.out_index]
+    (recalibrated_s,) = [c.t_s for c in run.calibrations if c.status == "calibrated" and c.t_s > 600.0]
+    before_off = (t_s > 157.5) & (t_s < 162.0)  # stood up: this seed reads the sensor on the chair standing too
+    assert set(run.out["activity"][before_off]) == {"standing"}
+    after = t_s > recalibrated_s
+    assert set(run.truth["context"][run.out_index][after]) == {"sitting"}
+    assert np.mean(run.out["activity"][after] == "sitting") > 0.99
