@@ -49,6 +49,10 @@ def test_named_cases_cover_the_simulator(named):
         assert "silently off" not in outcomes, (name, named[name].calibrations)
     assert [c["outcome"] for c in named["cal-moving"].calibrations][0] == "refused"
     assert "sit upright" in named["cal-moving"].calibrations[0]["message"]
+    for name in ("taken-off", "left-on-chair"):  # off the body: found after about a minute of stillness
+        r = named[name]
+        assert 0.0 < r.off_as_worn_s < 90.0 and r.off_truth_s > 500.0, (name, r.off_as_worn_s)
+        assert [c["outcome"] for c in r.calibrations] == ["within 3°", "within 3°"], (name, r.calibrations)
 
 
 @DAYS_GROUP

@@ -47,3 +47,13 @@ def test_a_report_spanning_a_slouch_and_a_near_one_counts_in_full():
     # One report over both (the measured angle stayed above the exit between them): matched, counted.
     _, _, m, counted = score(tr, [(30.0, 180.0, "")])
     assert m.tp + m.fp == 1 and counted == [(30.0, 180.0, "")]
+
+
+def test_a_sensor_lying_face_up_off_the_body_is_no_slouch_and_a_report_there_is_a_false_positive():
+    # Face up on a desk the truth's flexion is 90° (the sensor's pose in the trunk's angles): no one slouches there.
+    tr = held((2.0, 30.0), (90.0, 120.0), (2.0, 30.0))
+    tr["context"][(tr["t_s"] >= 30.0) & (tr["t_s"] < 150.0)] = "off"
+    truth, _, m, counted = score(tr, [])
+    assert truth == [] and (m.tp, m.fp, m.fn) == (0, 0, 0)
+    _, _, m, counted = score(tr, [(40.0, 90.0, "")])  # what the user would see, while it lay there
+    assert (m.tp, m.fp, m.fn) == (0, 1, 0) and counted == [(40.0, 90.0, "")]
