@@ -137,7 +137,7 @@ CASES = [
     Case("taken-off", "taken-off", 40, "office work, the sensor taken off for a 17 min lunch flat on the desk, put "
          "back on 3° from where it sat, the calibration moves done again, more office work"),
     Case("left-on-chair", "left-on-chair", 41, "the sensor left standing as worn on the chair's back (reclined 8°) "
-         "for 10 min: undetected, it reads as sitting upright"),
+         "for 10 min, still as a sitter (no breathing): read as sitting upright until the off-body test"),
 ]
 
 RANDOM_DAY_SEEDS = tuple(range(1001, 1031))  # fixed before any result was seen
