@@ -244,9 +244,12 @@ def write_failure(settings: InfluxSettings, where: str, status: int, reason: str
                              f"make one (CREATE RETENTION POLICY \"autogen\" ON {_ident(settings.database)} "
                              f"DURATION INF REPLICATION 1 DEFAULT)")
     if status in (401, 403):
-        # 1.x's /write takes no token: a user without a username there is told of the pair that works.
-        v1 = settings.username or where == "/write"
-        who = "influx.username and influx.password" if v1 else "influx.token (or credentials)"
+        # What was sent is what was refused: a user (influx.username, or in the URL) went as basic auth, else a token
+        # (on /write too: 2.x's v1 API and 1.8 take "Token …"); with neither, 1.x's /write wants the pair.
+        if _endpoint(settings)[1] or (where == "/write" and not settings.token):
+            who = "influx.username and influx.password"
+        else:
+            who = "influx.token (or influx.username and influx.password)"
         return SettingsError(f"{said}: check {who}, and that the user may write to influx.database")
     if status == 404:
         if "database not found" in reason:

@@ -166,3 +166,19 @@ def test_a_value_of_another_type_in_the_file_is_refused_not_converted(tmp_path):
     assert (cfg.mqtt.port, cfg.mqtt.protocol, cfg.mqtt.password) == (1884, "5", "20251204")
     assert load_config(None, env={"POSTURE_INFLUX_URL": "HTTP://db:8086/proxy"}).influx.url == "HTTP://db:8086/proxy"
     assert load_config(None, env={"POSTURE_MQTT_PREFIX": "site/posture"}).mqtt.prefix == "site/posture"
+
+
+@pytest.mark.parametrize(("given", "where", "named"), [
+    ({}, "/write", "influx.username and influx.password"),  # 1.x with no credentials: the pair it takes
+    ({"username": "u", "password": "p"}, "/write", "influx.username and influx.password"),
+    ({"url": "http://u:p@db:8086"}, "/write", "influx.username and influx.password"),
+    # A token on /write is sent (2.x's v1 API, 1.8's "user:password"): a wrong one is that token.
+    ({"token": "t"}, "/write", "influx.token"),
+    ({"token": "t"}, "/api/v2/write", "influx.token"),
+    ({}, "/api/v2/write", "influx.token"),
+])
+def test_a_refused_write_names_the_credentials_that_were_sent(given, where, named):
+    from service_io.influx import InfluxSettings, write_failure
+
+    said = str(write_failure(InfluxSettings(**given), where, 401, "unauthorized"))
+    assert f"check {named}" in said, said
