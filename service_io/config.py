@@ -263,21 +263,31 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
     return Config(**sections)
 
 
+# Kubernetes gives every container <SERVICE>_SERVICE_HOST, _SERVICE_PORT[_<name>] and _PORT[_<n>_<proto>[_…]] for each
+# Service in its namespace: a Service named posture-bridge is POSTURE_BRIDGE_SERVICE_HOST, no typo of ours.
+_SERVICE_VARIABLE = re.compile(r"_SERVICE_(HOST|PORT(_\w+)?)$|_PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?$")
+
+
 def check_environment(env: Mapping[str, str]) -> None:
-    """A POSTURE_ variable that names no key is refused, as an unknown key in the file is: a typo
-    (POSTURE_MQTT_HOTS) was ignored, and the service ran against the default with no word of why."""
+    """A POSTURE_ variable that looks like a setting and names none is refused, as an unknown key in the file is: a
+    typo (POSTURE_MQTT_HOTS, POSTURE_MQQT_HOST) was ignored, and the service ran against the default with no word of
+    why. Others (a wrapper's POSTURE_HOME, Kubernetes' service variables) are none of ours and left alone."""
     renamed = {f"POSTURE_{section.upper()}_{old.upper()}" for section, old in RENAMED}
-    for var in sorted(v for v in env if v.startswith("POSTURE_") and v not in renamed):
+    known = {f"POSTURE_{name.upper()}_{f.name.upper()}" for name, cls in _CLASSES.items()
+             for f in dataclasses.fields(cls)}
+    for var in sorted(v for v in env if v.startswith("POSTURE_") and v not in renamed and v not in known):
+        if _SERVICE_VARIABLE.search(var):
+            continue
         section, _, key = var.removeprefix("POSTURE_").lower().partition("_")
         if section not in _CLASSES:
-            raise ConfigError(f"environment variable {var} names no setting: POSTURE_<SECTION>_<KEY>, the section "
-                              f"one of {', '.join(s.upper() for s in _CLASSES)}")
+            if not (near := difflib.get_close_matches(section, _CLASSES, n=1, cutoff=0.7)):
+                continue  # no section of ours misspelt: someone else's variable
+            section = near[0]
         keys = [f.name for f in dataclasses.fields(_CLASSES[section])]
-        if key not in keys:
-            close = difflib.get_close_matches(key, keys, n=1)
-            hint = f"did you mean POSTURE_{section.upper()}_{close[0].upper()}?" if close else \
-                f"[{section}] has {', '.join(keys)}"
-            raise ConfigError(f"environment variable {var} names no setting; {hint}")
+        close = difflib.get_close_matches(key, keys, n=1)
+        hint = f"did you mean POSTURE_{section.upper()}_{close[0].upper()}?" if close else \
+            f"[{section}] has {', '.join(keys)}"
+        raise ConfigError(f"environment variable {var} names no setting; {hint}")
 
 
 # InfluxDB 1.x refuses a retention policy shorter than an hour.

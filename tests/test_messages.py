@@ -131,12 +131,24 @@ def test_live_and_episode_start_config(tmp_path):
     # A typo ran the service on the default, unsaid: the broker on localhost, the database "posture".
     ({"POSTURE_MQTT_HOTS": "broker"}, r"^environment variable POSTURE_MQTT_HOTS names no setting; did you mean "
                                       r"POSTURE_MQTT_HOST\?$"),
-    ({"POSTURE_MQQT_HOST": "broker"}, r"^environment variable POSTURE_MQQT_HOST names no setting: .* MQTT, "),
+    ({"POSTURE_MQQT_HOST": "broker"}, r"^environment variable POSTURE_MQQT_HOST names no setting; did you mean "
+                                      r"POSTURE_MQTT_HOST\?$"),
     ({"POSTURE_INFLUX_DB": "p"}, r"^environment variable POSTURE_INFLUX_DB names no setting; \[influx\] has url, "),
 ])
 def test_settings_that_would_fail_later_or_silently_are_refused_at_start(env, said):
     with pytest.raises(ConfigError, match=said):
         load_config(None, env=env)
+
+
+def test_posture_variables_that_are_not_ours_are_left_alone():
+    """Kubernetes gives every container variables for each Service of its namespace (a Service named posture-bridge:
+    POSTURE_BRIDGE_SERVICE_HOST, POSTURE_BRIDGE_PORT_8086_TCP_ADDR …), and a wrapper may keep its own POSTURE_HOME:
+    refusing them would stop the service in a crash loop for no setting of ours."""
+    env = {"POSTURE_SERVICE_HOST": "10.0.0.5", "POSTURE_BRIDGE_SERVICE_HOST": "10.0.0.6",
+           "POSTURE_BRIDGE_SERVICE_PORT": "8086", "POSTURE_BRIDGE_SERVICE_PORT_HTTP": "8086",
+           "POSTURE_BRIDGE_PORT": "tcp://10.0.0.6:8086", "POSTURE_BRIDGE_PORT_8086_TCP_ADDR": "10.0.0.6",
+           "POSTURE_HOME": "/opt/posture", "POSTURE_CONFIG": "/etc/posture.toml", "POSTURE_MQTT_HOST": "broker"}
+    assert load_config(None, env=env).mqtt.host == "broker"
 
 
 def test_a_config_file_that_is_no_utf8_text_is_said_in_one_line_naming_it(tmp_path):
