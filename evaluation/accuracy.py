@@ -61,6 +61,7 @@ TARGETS = {  # per case (and, for random days, the worst day where the issue say
     "rotation_f1": 0.97, "rotation_peak_error_deg": 2.0, "si_error_points": 3.0,
     "sitting_error_pct": 5.0, "activity_balanced_accuracy": 0.95,
 }
+ON_BODY_UNMEASURED_MAX_S = 1.0  # a wearer is never judged off the body (a second for samples dropped otherwise)
 DAY_TARGETS = {  # over the random days (issue 10)
     "median day flexion/lateral RMSE °": 1.0, "worst day flexion/lateral RMSE °": 1.5,
     "total slouch duration error %": 2.0, "worst day slouch duration error %": 5.0, "slouch F1": 0.98,
@@ -230,6 +231,9 @@ class CaseResult:
     worn_measured_s: float = 0.0
     off_truth_s: float = 0.0  # seconds off the body (handling included) once measuring began, seen or not
     off_as_worn_s: float = 0.0
+    # Seconds on the body, received once measuring began, that the pipeline did not measure: a wearer judged off the
+    # body (or samples dropped). Shrinking the truth with the output, the other scores would not show them.
+    on_body_unmeasured_s: float = 0.0
     calibrations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -315,6 +319,9 @@ def score(run: Run) -> CaseResult:
         worn_measured_s=float(sum(m.worn_s for m in run.metrics)),
         off_truth_s=float(np.count_nonzero(measuring & off_truth) * dt),
         off_as_worn_s=float(np.count_nonzero(~on_body_out) * dt),
+        on_body_unmeasured_s=float(np.count_nonzero(run.received & measuring & ~off_truth & ~_marked(len(t_all),
+                                                                                                      run.out_index))
+                                   * dt),
         calibrations=_score_calibrations(run),
     )
 
@@ -483,6 +490,9 @@ def misses(r: CaseResult) -> dict[str, str]:
         if (value < limit) if higher_better else (value > limit):
             shown = "none (nothing to score)" if value is None else f"{value:.3g}"
             out[name] = f"{name} = {shown} (target {'≥' if higher_better else '≤'} {limit})"
+    if r.on_body_unmeasured_s > ON_BODY_UNMEASURED_MAX_S:
+        out["on_body_unmeasured_s"] = (f"on_body_unmeasured_s = {r.on_body_unmeasured_s:.3g} (target ≤ "
+                                       f"{ON_BODY_UNMEASURED_MAX_S}: a wearer judged off the body)")
     if r.excursions_while_walking:
         out["excursions_while_walking"] = f"{r.excursions_while_walking} rotation excursions during walking (target 0)"
     if r.silently_off:
@@ -490,6 +500,12 @@ def misses(r: CaseResult) -> dict[str, str]:
     if not r.calibrated:
         out["calibrated"] = "never calibrated"
     return out
+
+
+def _marked(n: int, index: np.ndarray) -> np.ndarray:
+    mask = np.zeros(n, bool)
+    mask[index] = True
+    return mask
 
 
 def failures(r: CaseResult) -> list[str]:

@@ -57,3 +57,21 @@ def test_a_sensor_lying_face_up_off_the_body_is_no_slouch_and_a_report_there_is_
     assert truth == [] and (m.tp, m.fp, m.fn) == (0, 0, 0)
     _, _, m, counted = score(tr, [(40.0, 90.0, "")])  # what the user would see, while it lay there
     assert (m.tp, m.fp, m.fn) == (0, 1, 0) and counted == [(40.0, 90.0, "")]
+
+
+def test_a_wearer_judged_off_the_body_misses_a_target(monkeypatch):
+    """Time the pipeline judged off the body leaves the output, and with it the truth the other scores compare: a still
+    sitter judged off for most of the case met every target (a reviewer's probe with a detector made far too eager)."""
+    import functools
+
+    import pipeline.stream as stream
+    from evaluation.accuracy import CASES, misses
+    from evaluation.accuracy import score as score_case
+    from evaluation.harness import run_case
+
+    case = next(c for c in CASES if c.name == "office-short")
+    assert "on_body_unmeasured_s" not in misses(score_case(run_case(case)))
+    monkeypatch.setattr(stream, "WornSettings", functools.partial(stream.WornSettings, quiet_dps=20.0,
+                                                                  picked_up_dps=40.0, off_after_s=10.0))
+    eager = score_case(run_case(case))
+    assert eager.on_body_unmeasured_s > 10.0 and "on_body_unmeasured_s" in misses(eager)
