@@ -29,6 +29,7 @@ from alerts.settings import Rules
 from alerts.state import STARTS_KEPT, DeviceState
 from contract.messages import is_nudge
 from pipeline.summary import DayTotals, day_totals
+from pipeline.worn import NOT_WORN
 from service_io.zones import iana_name
 
 MINUTE_MS = 60_000
@@ -60,7 +61,7 @@ LIVE_STARTS = ("slouching_since_s", "leaning_since_s", "sitting_since_s")
 LIVE_START_SLACK_S = 1.0
 # A live state this close to a minute's end says what is going on at that minute.
 LIVE_FRESH_S = 120.0
-POSTURES = ("upright", "slouching", "leaning_left", "leaning_right", "standing", "walking", "lying", "not_worn")
+POSTURES = ("upright", "slouching", "leaning_left", "leaning_right", "standing", "walking", "lying", NOT_WORN)
 
 
 class AlertEngine:
@@ -366,13 +367,17 @@ class AlertEngine:
         """last: the latest minute ({"worn_s": 0.0} for none of the day yet); ts_ms: its end (the day's start)."""
         since = last.get("sitting_since_s")
         slouch_pct = evidence["slouch_pct"]
+        # Off the body no minute comes: the posture was the last minute's (the desk's first, read lying) for as long
+        # as the sensor lay there. The live state says it at once.
+        off = self.not_worn(device)
         return {
             "schema": 1, "kind": "today", "device": device, "ts": ts_ms, "date": state.day,
             "worn_min": evidence["worn_min"], "slouch_min": evidence["slouch_min"],
             "upright_pct": round(100 - slouch_pct, 1) if slouch_pct is not None else None,
             "sitting_min": evidence["sitting_min"],
-            "sitting_now_min": round((ts_ms / 1000 - since) / 60, 1) if since is not None else 0.0,
-            "posture": posture_of(last), "slouching": bool(last["worn_s"] and last["slouch_s"] >= 0.5 * last["worn_s"]),
+            "sitting_now_min": round((ts_ms / 1000 - since) / 60, 1) if since is not None and not off else 0.0,
+            "posture": NOT_WORN if off else posture_of(last),
+            "slouching": not off and bool(last["worn_s"] and last["slouch_s"] >= 0.5 * last["worn_s"]),
             "rotation_si": evidence["rotation_si"], "rotations_left": evidence["rotations_left"],
             "rotations_right": evidence["rotations_right"], "lean_left_min": evidence["lean_left_min"],
             "lean_right_min": evidence["lean_right_min"], "lateral_mean_deg": _round(last.get("lateral_mean_deg")),
@@ -382,6 +387,10 @@ class AlertEngine:
             "alerts_held": evidence["alerts_held"],
             "snoozed_until": int(state.snooze_until_s * 1000) if state.snooze_until_s else None,
         }
+
+    def not_worn(self, device: str) -> bool:
+        """The latest live state says the sensor is off the body."""
+        return (self.live.get(device) or {}).get("activity") == NOT_WORN
 
     # decisions ------------------------------------------------------------------------
     def _decide(self, device: str, state: DeviceState, findings: list[r.Finding], now_s: float) -> list[dict[str, Any]]:
@@ -543,7 +552,7 @@ def posture_of(minute: dict[str, Any]) -> str:
     """What the wearer mostly did in a minute, for a glance (Home Assistant's Posture entity)."""
     worn = minute["worn_s"] or 0.0
     if worn < 10:
-        return "not_worn"
+        return NOT_WORN
     for name, key in (("lying", "lying_s"), ("walking", "walking_s"), ("slouching", "slouch_s"),
                       ("leaning_left", "lean_left_s"), ("leaning_right", "lean_right_s"), ("standing", "standing_s")):
         if (minute.get(key) or 0.0) >= 0.5 * worn:

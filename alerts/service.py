@@ -165,6 +165,7 @@ class AlertService:
         self._connection: int = 0  # counts connections: a packet id is only good for the one it came on
         self._listening_since_s = float("inf")  # not connected yet: nothing has had time to arrive
         self._day_begun: set[str] = set()  # devices whose new day's empty `today` is still to be published
+        self._today_due: set[str] = set()  # devices taken off or put on since the last step: their `today` again
         self._forget_failing = False  # the spool refuses to delete what was sent (said once, until it works again)
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         # Who may need announcing: the devices heard from since the last step, or all of them once per connection
@@ -281,8 +282,9 @@ class AlertService:
             self.stats.refused_by_broker, self.stats.expired = self.sender.refused, self.sender.expired
             # A few at a time: after a restart each folds its closed day again (3 ms; 10 s in one step at 3,000).
             begun = set(itertools.islice(self._day_begun, DAY_BEGUN_PER_STEP))
-            self._publish_today(touched | begun)
+            self._publish_today(touched | begun | self._today_due)
             self._day_begun -= begun
+            self._today_due.clear()
             self._announce(now_s)
 
     def _mine(self, topic: str) -> bool:
@@ -322,9 +324,12 @@ class AlertService:
                 raise Malformed(error)
             self.stats.live += 1
             # retained: the broker's copy on subscribing, the gateway's last change; it may be older than what we have
+            was_off = self.engine.not_worn(doc["device"])
             alerts, changed = self.engine.on_live(doc, now_s, retained=bool(msg.retain))
             if changed:  # most live states change nothing: no write for them
                 touched.add(doc["device"])
+            if self.engine.not_worn(doc["device"]) != was_off:  # taken off or put on: `today`'s posture says it
+                self._today_due.add(doc["device"])
             return alerts
         touched.add(doc["device"])
         return self.engine.on_metrics(doc, now_s) if stream == "metrics" else self.engine.on_event(doc, now_s)

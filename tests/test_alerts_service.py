@@ -767,3 +767,35 @@ def test_a_second_alert_service_on_the_same_state_file_is_refused_in_one_line(tm
     finally:
         stop(first, log)  # and it stopped cleanly, exit 0
     assert "another client" not in log.read_text()
+
+
+def test_a_sensor_taken_off_shows_not_worn_in_today_at_once_and_its_posture_again_when_put_on(tmp_path, broker):
+    """Off the body no minute comes, and Home Assistant's Posture (from `today`) showed the last minute's (the desk's
+    first, read lying) for as long as the sensor lay there. The live state's not_worn is said at once, both ways."""
+    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
+                                            "[calibration]\nenabled = false\n")
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    try:
+        wait_online(broker.port, service, log)
+        now = time.time()
+        minute_s = (now // 60 - 2) * 60
+        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, minute_s))])
+        wait_for(lambda: phone.today().get("posture") == "slouching", 30, lambda: f"the minute's posture, got "
+                 f"{phone.today()}\n" + log.read_text()[-2000:])
+        off = {**live_state(DEVICE, now - 5, None), "flexion_deg": None, "lateral_deg": None, "rotation_deg": None,
+               "activity": "not_worn", "sitting_since_s": None}
+        publish_live(broker.port, DEVICE, [live_state(DEVICE, now - 6, None), off])
+        wait_for(lambda: phone.today().get("posture") == "not_worn", 30, lambda: f"not_worn, got {phone.today()}\n"
+                 + log.read_text()[-2000:])
+        assert phone.today()["slouching"] is False and phone.today()["sitting_now_min"] == 0.0
+        publish_live(broker.port, DEVICE, [live_state(DEVICE, now - 4, None)])
+        wait_for(lambda: phone.today().get("posture") == "slouching", 30, lambda: f"put on again, got "
+                 f"{phone.today()}\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    assert stats["state_writes"] == 1  # the minute: being taken off and put on wrote nothing
