@@ -52,7 +52,7 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
     elif finding.kind == "calibration" and e["status"] == "old":
         text = f"Calibration is {e['calibration_age_h']:.0f} h old. {RECALIBRATE}"
     elif finding.kind == "calibration":
-        text = f"{e['reason'][:120]} {RECALIBRATE}"
+        text = f"{_why(e['reason'])[:120]} {RECALIBRATE}"
     else:  # recovery
         text = f"Upright for the last {e['upright_min']} min. Keep it up!"
     return (text + _how(stretch))[:240]
@@ -93,3 +93,15 @@ def summary_payload(device: str, date: str, now_s: float, evidence: dict[str, An
 def text_mirror(alert: dict[str, Any]) -> str:
     """For phone apps that show a topic's payload as it is (MQTT Alert): one line."""
     return f"{alert['title']}: {alert['message']}"
+
+
+
+def _why(message: str) -> str:
+    """The pipeline's reason, without its "recalibrate:" and its own instructions, which RECALIBRATE says after it
+    (the phone read the instructions twice: "…off the body for 2 min; sit upright and still for 3 s, bend forward
+    once and sit up Sit upright and still for 3 s, then bend forward once and sit up.")."""
+    why = message.removeprefix("recalibrate: ")
+    if (cut := why.lower().find("sit upright")) > 0:
+        why = why[:cut].rstrip(" ;:,").removesuffix("then").rstrip(" ;:,")
+    why = why[:1].upper() + why[1:]
+    return why if not why or why[-1] in ".!?…" else why + "."

@@ -466,3 +466,18 @@ def test_rule_values_that_make_no_sense_are_refused(tmp_path):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=text.split("\n")[1].split(" ")[0]):
             load_rules(bad)
+
+
+def test_a_recalibrate_alert_says_the_instructions_once():
+    """The pipeline's message carries its own instructions, and the alert added its own after them: the phone read
+    "recalibrate: the sensor was off the body for 2 min; sit upright and still for 3 s, bend forward once and sit up
+    Sit upright and still for 3 s, then bend forward once and sit up." (seen in `posture demo`)."""
+    from pipeline.calibration import CalibrationSettings
+
+    eng = engine(calibration=CalibrationRule(cooldown_min=30))
+    start = DAY + 9 * 3600
+    message = f"recalibrate: the sensor was off the body for 2 min; {CalibrationSettings().instructions}"
+    [recal] = eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(start * 1000), "t_s": start,
+                            "status": "recalibrate", "message": message}, now_s=start)
+    assert recal["message"].startswith("The sensor was off the body for 2 min. Sit upright and still for 3 s, then ")
+    assert recal["message"].lower().count("sit upright") == 1 and "recalibrate:" not in recal["message"]
