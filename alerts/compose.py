@@ -95,7 +95,6 @@ def text_mirror(alert: dict[str, Any]) -> str:
     return f"{alert['title']}: {alert['message']}"
 
 
-
 def _why(message: str) -> str:
     """The pipeline's reason, without its "recalibrate:" and its own instructions, which RECALIBRATE says after it
     (the phone read the instructions twice: "…off the body for 2 min; sit upright and still for 3 s, bend forward

@@ -300,6 +300,8 @@ def score(run: Run) -> CaseResult:
     events_s = sum(e.end_s - e.start_s for e in run.events if e.kind in ("slouch", "lean"))
     measuring = t_all >= calibrated_from  # nothing counts as worn before the first calibration
     off_truth = tr["context"] == OFF
+    measured = np.zeros(len(t_all), bool)
+    measured[run.out_index] = True
     return CaseResult(
         case=run.case, duration_s=run.sim.duration_s,
         unseen_pct=100.0 * (1.0 - run.received.mean()),
@@ -319,9 +321,7 @@ def score(run: Run) -> CaseResult:
         worn_measured_s=float(sum(m.worn_s for m in run.metrics)),
         off_truth_s=float(np.count_nonzero(measuring & off_truth) * dt),
         off_as_worn_s=float(np.count_nonzero(~on_body_out) * dt),
-        on_body_unmeasured_s=float(np.count_nonzero(run.received & measuring & ~off_truth & ~_marked(len(t_all),
-                                                                                                      run.out_index))
-                                   * dt),
+        on_body_unmeasured_s=float(np.count_nonzero(run.received & measuring & ~off_truth & ~measured) * dt),
         calibrations=_score_calibrations(run),
     )
 
@@ -500,12 +500,6 @@ def misses(r: CaseResult) -> dict[str, str]:
     if not r.calibrated:
         out["calibrated"] = "never calibrated"
     return out
-
-
-def _marked(n: int, index: np.ndarray) -> np.ndarray:
-    mask = np.zeros(n, bool)
-    mask[index] = True
-    return mask
 
 
 def failures(r: CaseResult) -> list[str]:

@@ -140,8 +140,8 @@ class PosturePipeline:
         self.minutes = MinuteAggregator()
         self.walking_axis = WalkingAxis(settings.walking_axis)
         self.worn = WornDetector(settings.worn)
-        self._off_since_s: float | None = None  # the sensor is off the body (taken off) since then
-        self._put_down_s = 0.0  # while off: where that time off began (its quiet stretch's first sample)
+        # Off the body since then (where its quiet stretch began, before the minute that found it); None while worn.
+        self._off_since_s: float | None = None
         self._announce = calibration is not None  # a calibration restored from before (or given): say so once
         self._calibration_said = calibration_said
         self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
@@ -450,7 +450,7 @@ class PosturePipeline:
         """Samples of a sensor taken off (put down at put_down_s): none is measured (unseen time, as in a gap); what was
         open ends at the last sample on the body, and the minutes before go out as time passes."""
         if self._off_since_s is None:
-            self._off_since_s, self._put_down_s = float(t_s[0]), put_down_s
+            self._off_since_s = put_down_s
             self._close_episodes(out)
         self._last_t_s = float(t_s[-1])
         out.metrics += self.minutes.ready(self._last_t_s + self.dt_s)
@@ -459,7 +459,7 @@ class PosturePipeline:
         """Picked up again: as after a lost link, nothing before carries on; and the sensor may sit elsewhere on the
         back now, so a calibration is asked for (the old one measures until it is done)."""
         assert self._off_since_s is not None  # called when off
-        off_s, self._off_since_s = t_s - self._put_down_s, None
+        off_s, self._off_since_s = t_s - self._off_since_s, None
         self._tail_t, self._tail_x = np.empty(0), np.empty((0, 0))  # no filling across the time off
         self._after_long_gap(out)
         if self.calibration is not None:
