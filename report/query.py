@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from contract.influx_schema import ALERT_MEASUREMENT, FIELDS, MEASUREMENT, TAGS
+from pipeline.worn import NOT_WORN
 from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
 from .day import LIVE_STEP_S, DayRows
@@ -76,13 +77,18 @@ def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int
 
 
 def live_statement(policy: str, device: str, start_ms: int, end_ms: int, step_s: int = LIVE_STEP_S) -> str:
-    # Uncalibrated points have no angles and count for nothing here; fill(none) leaves gaps out. A message's earlier
-    # states are points with angles only (no activity, no slouch): the share of slouching counts live states, by
-    # `activity`, which a state has exactly when it has angles.
+    # Means over every point with angles (a message's earlier states are points with angles only); the share of
+    # slouching over the live states with angles, which are the states with an activity other than not_worn (an
+    # uncalibrated state has neither, a sensor off the body an activity and no angles). Two subqueries, as one WHERE
+    # on activity would leave the earlier states out of the means. fill(none) leaves gaps out.
     source = f"{_ident(policy)}.{_ident(MEASUREMENT['live'])}" if policy else _ident(MEASUREMENT["live"])
+    where = _where(device, start_ms, end_ms)
     return (f'SELECT mean("flexion_deg") AS "flexion_deg", mean("lateral_deg") AS "lateral_deg", '
-            f'count("activity") AS "samples", count("slouching_since_s") AS "slouching_samples" '
-            f"FROM {source} WHERE {_where(device, start_ms, end_ms)} GROUP BY time({step_s}s) fill(none)")
+            f'count("measured") AS "samples", count("slouching_since_s") AS "slouching_samples" '
+            f'FROM (SELECT "flexion_deg", "lateral_deg" FROM {source} WHERE {where}), '
+            f'(SELECT "activity" AS "measured", "slouching_since_s" FROM {source} WHERE {where} '
+            f"AND \"activity\" != {influxql_string(NOT_WORN)}) "
+            f"WHERE time >= {start_ms}ms AND time < {end_ms}ms GROUP BY time({step_s}s) fill(none)")
 
 
 def parse_rows(body: dict[str, Any], database: str) -> list[dict[str, Any]]:

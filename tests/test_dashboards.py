@@ -670,3 +670,23 @@ def test_live_slouching_is_not_upright_where_a_second_holds_only_earlier_states(
         values = [v for _, v in series["values"]]
         assert len(values) == 60 and 0 not in values, (title, values)
         assert values.count(1) == 12, (title, values)  # each second with a state: slouching
+
+
+def test_live_slouching_share_is_of_the_measured_states_not_of_seconds_off_the_body(influx):
+    """A range wide enough for 10 s buckets: a wearer slouching for 4 s, then the sensor judged off the body (a state
+    with activity not_worn and no angles). The share counted every state with an activity: 4 / 10 drew the bucket
+    upright. Over the states with angles it is 4 / 4."""
+    end_ms = (int(time.time()) - 120) * 1000
+    t0_ms = (end_ms - 60_000) // 10_000 * 10_000
+    measured = 'calibration="calibrated",activity="sitting",flexion_deg=30,lateral_deg=0,rotation_deg=0'
+    lines = [f"posture_live,device_id=Desk {measured},slouching_since_s={t0_ms / 1000 - 60} {t0_ms + 1000 * i}"
+             for i in range(4)]
+    lines += [f'posture_live,device_id=Desk calibration="calibrated",activity="not_worn" {t0_ms + 1000 * i}'
+              for i in range(4, 20)]
+    lines += [f"posture_live,device_id=Desk {measured} {t0_ms + 1000 * i}" for i in range(20, 30)]  # upright
+    write_live(influx, DB, lines)
+    for name, title, ref, query in panel_queries():
+        if (name, title, ref) in {("live.json", "Trunk angles (live)", "B"), ("live.json", "State", "A")}:
+            sql = substitute_macros(query, t0_ms, t0_ms + 29_999, "Desk", "10s")
+            (series,) = influx.query(sql, DB)["results"][0]["series"]
+            assert [v for _, v in series["values"]] == [1, None, 0], (title, series["values"])

@@ -371,6 +371,32 @@ def test_a_day_from_before_the_live_stream_is_drawn_from_minutes(influx, tmp_pat
     assert set(lines_by_label(report)) == {"flexion (per-minute mean)", "lateral bend (per-minute mean)"}
 
 
+def test_seconds_off_the_body_do_not_thin_a_live_buckets_slouching(influx, tmp_path):
+    """A 10 s bucket with the wearer slouching for 3 s, each second's message carrying four earlier states, then the
+    sensor judged off the body (a state with activity not_worn and no angles) for 6 s. Counted over every state with
+    an activity, 3 of 9 drew the bucket upright; over the states with angles it is 3 of 3. The earlier states still
+    count in the mean angles; an uncalibrated bucket is still no bucket."""
+    day, t0 = a_recent_day()
+    device = "Desk"
+    live = []
+    for i in range(1, 4):
+        t_ms = int((t0 + i) * 1000)
+        live.append(f'posture_live,device_id={device} calibration="calibrated",activity="sitting",flexion_deg=30,'
+                    f"lateral_deg=0,rotation_deg=0,slouching_since_s={t0 - 60} {t_ms}")
+        live += [f"posture_live,device_id={device} flexion_deg=20,lateral_deg=0,rotation_deg=0 {t_ms - 200 * j}"
+                 for j in range(1, 5)]
+    live += [f'posture_live,device_id={device} calibration="calibrated",activity="not_worn" '
+             f"{int((t0 + i) * 1000)}" for i in range(4, 10)]
+    live += [f'posture_live,device_id={device} calibration="uncalibrated" {int((t0 + i) * 1000)}'
+             for i in range(10, 20)]
+    write_live(influx, DB, "live", live)
+    settings = InfluxSettings(url=influx.url, database=DB, live_policy="live")
+    report = cli.write_day_report(settings, device, day, tmp_path / "report.html", "UTC")
+    (bucket,) = report.live
+    assert bucket.slouching and bucket.flexion_deg == pytest.approx((3 * 30 + 12 * 20) / 15)
+    assert report.slouch_spans == [(t0, t0 + 10)]
+
+
 def test_live_buckets_and_spans():
     rows = [{"time_s": 20.0, "flexion_deg": 10.0, "lateral_deg": 0.0, "samples": 10, "slouching_samples": 5},
             {"time_s": 0.0, "flexion_deg": 1.0, "lateral_deg": None, "samples": 10, "slouching_samples": None},
