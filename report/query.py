@@ -78,9 +78,10 @@ def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int
 
 def live_statement(policy: str, device: str, start_ms: int, end_ms: int, step_s: int = LIVE_STEP_S) -> str:
     # Means over every point with angles (a message's earlier states are points with angles only); the share of
-    # slouching over the live states with angles, which are the states with an activity other than not_worn (an
-    # uncalibrated state has neither, a sensor off the body an activity and no angles). Two subqueries, as one WHERE
-    # on activity would leave the earlier states out of the means. fill(none) leaves gaps out.
+    # slouching over the live states with angles, which are the states with an activity other than not_worn (a
+    # sensor off the body has that activity and no angles, calibrated or not; an uncalibrated state on the body has
+    # neither). Two subqueries, as one WHERE on activity would leave the earlier states out of the means. fill(none)
+    # leaves gaps out.
     source = f"{_ident(policy)}.{_ident(MEASUREMENT['live'])}" if policy else _ident(MEASUREMENT["live"])
     where = _where(device, start_ms, end_ms)
     return (f'SELECT mean("flexion_deg") AS "flexion_deg", mean("lateral_deg") AS "lateral_deg", '

@@ -690,3 +690,45 @@ def test_live_slouching_share_is_of_the_measured_states_not_of_seconds_off_the_b
             sql = substitute_macros(query, t0_ms, t0_ms + 29_999, "Desk", "10s")
             (series,) = influx.query(sql, DB)["results"][0]["series"]
             assert [v for _, v in series["values"]] == [1, None, 0], (title, series["values"])
+
+
+def documented_share_statements() -> list[str]:
+    """docs/influx.md's way to the share of an interval spent slouching: a statement in its examples, or an expression
+    in its text (run as a statement over the last hour's minutes)."""
+    text = (ROOT / "docs" / "influx.md").read_text()
+    statements = re.findall(r'^(SELECT .*count\("slouching_since_s"\) /.*)$', text, re.M)
+    return statements + [f'SELECT {expression} FROM "live"."posture_live" WHERE time > now() - 1h '
+                         f'GROUP BY time(1m), "device_id"'
+                         for expression in re.findall(r'`(count\("slouching_since_s"\) /[^`]*)`', text)]
+
+
+def test_the_documented_share_of_slouching_is_the_live_dashboards(influx):
+    """docs/influx.md told to divide by count("calibration"): a minute with the wearer slouching for 3 s and the
+    sensor then off the body drew 5 % (every off state has a calibration), a minute holding only uncalibrated
+    states or only a message's earlier states 0 (InfluxQL's count of nothing is 0, and 0 / 0 is 0). What the docs
+    give is what the State panel draws."""
+    t0_ms = (int(time.time()) - 900) // 60 * 60_000
+    measured = 'calibration="calibrated",activity="sitting",flexion_deg=30,lateral_deg=0,rotation_deg=0'
+    lines = [f"posture_live,device_id=Desk {measured},slouching_since_s={t0_ms / 1000 - 60} {t0_ms + 1000 * i}"
+             for i in range(3)]
+    lines += [f"posture_live,device_id=Desk flexion_deg=20,lateral_deg=0,rotation_deg=0 {t0_ms + 1000 * i + 500}"
+              for i in range(3)]
+    lines += [f'posture_live,device_id=Desk calibration="calibrated",activity="not_worn" {t0_ms + 1000 * i}'
+              for i in range(3, 120)]
+    lines += [f'posture_live,device_id=Desk calibration="uncalibrated" {t0_ms + 1000 * i}' for i in range(120, 180)]
+    lines += [f"posture_live,device_id=Desk flexion_deg=20,lateral_deg=0,rotation_deg=0 {t0_ms + 1000 * i}"
+              for i in range(180, 240)]
+    lines += [f"posture_live,device_id=Desk {measured} {t0_ms + 1000 * i}" for i in range(240, 300)]  # upright
+    write_live(influx, DB, lines)
+    minutes = [t0_ms + 60_000 * k for k in range(5)]
+    (state,) = [q for name, title, ref, q in panel_queries() if (name, title, ref) == ("live.json", "State", "A")]
+    (series,) = influx.query(substitute_macros(state, t0_ms, t0_ms + 299_999, "Desk", "1m"), DB)["results"][0]["series"]
+    drawn = dict(series["values"])
+    assert [drawn[t] for t in minutes] == [1, None, None, None, 0]
+    statements = documented_share_statements()
+    assert statements, "docs/influx.md gives no share of slouching"
+    for statement in statements:
+        (series,) = influx.query(statement, DB)["results"][0]["series"]
+        values = dict(series["values"])
+        assert [values.get(t) for t in minutes] == [1, None, None, None, 0], statement
+        assert {v for t, v in values.items() if t not in minutes} <= {None}, statement
