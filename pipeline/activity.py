@@ -89,6 +89,9 @@ class ActivitySettings:
     move_tilt_dps: float = 3.0
     stand_rise_m: float = 0.2  # net rise (fall) of the upper back that means standing up (sitting down)
     after_lying_s: float = 4.0  # getting up from lying: movements this soon after are not sit/stand
+    # A link lost this long went out of reach (BLE's supervision timeout and a reconnect alone take about 10 s); a
+    # shorter loss while walking is the body shadowing the radio, and the walk goes on through it (gap()).
+    walk_lost_s: float = 10.0
 
 
 class ActivityClassifier:
@@ -127,13 +130,24 @@ class ActivityClassifier:
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
 
-    def gap(self) -> None:
-        """The link was lost: a movement cut by the gap cannot be judged (the rest after it was not
+    def gap(self, unseen_s: float = 0.0) -> None:
+        """The link was lost for unseen_s: a movement cut by the gap cannot be judged (the rest after it was not
         seen, and samples either side of the gap are not one movement). The resting value is kept:
-        it is the accelerometer's, and the first samples after a gap may be walking."""
+        it is the accelerometer's, and the first samples after a gap may be walking.
+
+        Lost for walk_lost_s or more during a walk, the wearer walked out of the gateway's reach, and where the walk
+        ended was not seen: most often in a seat (the link comes back seconds to a minute after the wearer is in
+        range again, by which time they have sat down at the desk the gateway is at), so sitting, as at a start,
+        until a walk or a rise says otherwise. Kept standing, a day of such breaks read standing from each one on
+        (office-day with every walk out of reach: 89 % of sitting lost). The walking test starts afresh then:
+        windows across the gap would carry the walk before it into the samples after."""
         self._move_start = self._move_from = None
         self._walked_to_end, self._peaks = False, []
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
+        if unseen_s >= self.s.walk_lost_s:
+            if self._walking_now:
+                self._upright = SITTING_CODE
+            self._walking_now, self._hist, self._step_band = False, np.zeros(0), Band(self.s.rate_hz)
 
     def seated(self) -> None:
         """The wearer sits (a calibration hold is done sitting): sitting from here on, whatever came before (with no

@@ -212,15 +212,15 @@ class PosturePipeline:
         if quat_wxyz is not None:
             columns.append(np.asarray(quat_wxyz, float))
         if self._no_gap(t_s, step_s, columns):  # the usual batch: nothing to fill, nothing to rearrange
-            acc_g, gyro_dps, real, reset = columns[0], columns[1], None, False
+            acc_g, gyro_dps, real, unseen_s = columns[0], columns[1], None, 0.0
             quat_given = columns[-1] if quat_wxyz is not None else None
         else:
-            t_s, x, real_mask, reset = self._bridge_gaps(t_s, np.hstack(columns))
+            t_s, x, real_mask, unseen_s = self._bridge_gaps(t_s, np.hstack(columns))
             acc_g, gyro_dps, real = x[:, :3], x[:, 3:6], real_mask
             quat_given = x[:, 6:] if quat_wxyz is not None else None
         out = _empty_output()
-        if reset:
-            self._after_long_gap(out)
+        if unseen_s:
+            self._after_long_gap(out, unseen_s)
         self._walk_index0 = self.activity.samples_walked
         walking = self.activity.walking(row_norm(acc_g))
         before = self.orientation.snapshot() if self.armed and quat_wxyz is None else None
@@ -461,7 +461,7 @@ class PosturePipeline:
         assert self._off_since_s is not None  # called when off
         off_s, self._off_since_s = t_s - self._off_since_s, None
         self._tail_t, self._tail_x = np.empty(0), np.empty((0, 0))  # no filling across the time off
-        self._after_long_gap(out)
+        self._after_long_gap(out, off_s)
         if self.calibration is not None:
             out.events.append(CalibrationEvent(t_s, "recalibrate", f"recalibrate: the sensor was off the body for "
                                                f"{off_s / 60:.0f} min; {self.s.calibration.instructions}"))
@@ -491,13 +491,14 @@ class PosturePipeline:
             self._add_confirmed(f"lean_{lean.side}", lean.start_s, lean.end_s, lean.mean_lateral_deg)
         out.events += [*slouches, *leans]
 
-    def _after_long_gap(self, out: PipelineOutput) -> None:
-        """A lost link: close what was open, and start the orientation and facing direction afresh."""
+    def _after_long_gap(self, out: PipelineOutput, unseen_s: float) -> None:
+        """A lost link (unseen_s long): close what was open, and start the orientation and facing direction
+        afresh."""
         self._close_episodes(out)
         self.baseline.reset()
         self._last_yaw = None
         self.calibrator.restart()  # a hold before the gap is no hold (the sensor may have come off)
-        self.activity.gap()
+        self.activity.gap(unseen_s)
         self.monitor.gap()
         # Orientation before the gap says nothing about after it; VQF re-initialises from the next
         # sample's gravity at once. Its gyro bias estimate is still good: keep it.
@@ -518,8 +519,8 @@ class PosturePipeline:
         self._last_t_s = float(t_s[-1])
         return True
 
-    def _bridge_gaps(self, t_s: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        """Insert samples into short gaps; report whether a long gap came before.
+    def _bridge_gaps(self, t_s: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Insert samples into short gaps; report how long a long gap before was (0 for none).
 
         Acceleration (and a given orientation) is interpolated linearly; rotation rate by a cubic
         through two real samples either side. A lost packet at the end of a brisk twist, where the
@@ -533,8 +534,9 @@ class PosturePipeline:
         steps = np.round(np.diff(t_all) / self.dt_s).astype(int)
         gaps = np.flatnonzero(steps > 1)
         gaps = gaps[gaps >= n_hist - 1]  # gaps between history samples were bridged last time
-        long_gap = np.diff(t_all)[gaps] > self.s.max_fill_s
-        reset = bool(long_gap.any())
+        gap_s = np.diff(t_all)[gaps]
+        long_gap = gap_s > self.s.max_fill_s
+        unseen_s = float(gap_s[long_gap].max()) if long_gap.any() else 0.0
         self.gaps_reset += int(long_gap.sum())
         fill = gaps[~long_gap]
         self.gaps_filled += len(fill)
@@ -551,4 +553,4 @@ class PosturePipeline:
         keep = np.flatnonzero(real)[-GAP_CONTEXT:]
         self._tail_t, self._tail_x = t_all[keep], x_all[keep].copy()
         self._last_t_s = float(t_all[-1])
-        return t_all[n_hist:], x_all[n_hist:], real[n_hist:], reset
+        return t_all[n_hist:], x_all[n_hist:], real[n_hist:], unseen_s
