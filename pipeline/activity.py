@@ -92,6 +92,9 @@ class ActivitySettings:
     # A link lost this long went out of reach (BLE's supervision timeout and a reconnect alone take about 10 s); a
     # shorter loss while walking is the body shadowing the radio, and the walk goes on through it (gap()).
     walk_lost_s: float = 10.0
+    # After a walk the link was lost in: no steps, sit-down or stand-up seen this long from its return means the
+    # wearer sat down unseen (gap()). Back at the coffee machine and then sitting down at the desk is seen sooner.
+    seat_unseen_s: float = 30.0
 
 
 class ActivityClassifier:
@@ -129,6 +132,7 @@ class ActivityClassifier:
         self._tilt_window = max(1, round(s.move_smooth_s * s.rate_hz))
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
+        self._seat_at: int | None = None  # absolute index from which a walk lost in a gap is taken to end seated
 
     def gap(self, unseen_s: float = 0.0) -> None:
         """The link was lost for unseen_s: a movement cut by the gap cannot be judged (the rest after it was not
@@ -137,16 +141,18 @@ class ActivityClassifier:
 
         Lost for walk_lost_s or more during a walk, the wearer walked out of the gateway's reach, and where the walk
         ended was not seen: most often in a seat (the link comes back seconds to a minute after the wearer is in
-        range again, by which time they have sat down at the desk the gateway is at), so sitting, as at a start,
-        until a walk or a rise says otherwise. Kept standing, a day of such breaks read standing from each one on
-        (office-day with every walk out of reach: 89 % of sitting lost). The walking test starts afresh then:
-        windows across the gap would carry the walk before it into the samples after."""
+        range again, by which time they have sat down at the desk the gateway is at). Kept standing, a day of such
+        breaks read standing from each one on (office-day with every walk out of reach: 89 % of sitting lost). So
+        unless steps, a sit-down or a stand-up come within seat_unseen_s of the return, the wearer sat down unseen:
+        sitting from then on. Taken as sitting at once, a wearer back at the coffee machine, or walking on, read
+        sitting until they sat down or the walking window filled. The walking test starts afresh: windows across
+        the gap would carry the walk before it into the samples after."""
         self._move_start = self._move_from = None
         self._walked_to_end, self._peaks = False, []
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
         if unseen_s >= self.s.walk_lost_s:
             if self._walking_now:
-                self._upright = SITTING_CODE
+                self._seat_at = self._n + round(self.s.seat_unseen_s * self.s.rate_hz)
             self._walking_now, self._hist, self._step_band = False, np.zeros(0), Band(self.s.rate_hz)
 
     def seated(self) -> None:
@@ -246,16 +252,18 @@ class ActivityClassifier:
         self._walk_offset = first - self._n
         lying = self._lying(tilted)
         up = np.full((n, 3), np.nan) if up_sensor is None else np.asarray(up_sensor, float)
+        base = self._n
         flips = self._sit_stand_flips(acc_vertical_g - 1.0, up, walking, lying)
         any_walking, any_lying = bool(walking.any()), bool(lying.any())
-        if not (flips or any_walking or any_lying or self._was_lying):  # most batches: the state goes on
+        seated = self._seated_unseen(base, n, flips, walking | lying)
+        if not (flips or any_walking or any_lying or self._was_lying or seated):  # most batches: the state goes on
             return np.full(n, self._upright, np.int8)
         state = np.empty(n, np.int8)
         # Walk the few points where the upright state may change: flips, walking starts, lying ends.
         walk_on = np.flatnonzero(walking & ~np.concatenate([[False], walking[:-1]]))
         lie_off = np.flatnonzero(~lying & np.concatenate([[self._was_lying], lying[:-1]]))
         changes = sorted([(i, new) for i, new in flips] + [(int(i), STANDING_CODE) for i in walk_on]
-                         + [(int(i), SITTING_CODE) for i in lie_off])
+                         + [(int(i), SITTING_CODE) for i in lie_off] + seated)
         current, last = self._upright, 0
         for i, new in changes:
             state[last:i] = current
@@ -266,6 +274,22 @@ class ActivityClassifier:
         state[walking] = WALKING_CODE
         state[lying] = LYING_CODE
         return state
+
+    def _seated_unseen(self, base: int, n: int, flips: list[tuple[int, int]],
+                       moved: np.ndarray) -> list[tuple[int, int]]:
+        """[(index in batch, SITTING_CODE)] where a walk lost in a gap is taken to have ended seated (gap()), once
+        seat_unseen_s passed with no sit/stand, steps or lying seen; [] otherwise. What is seen first cancels it."""
+        if self._seat_at is None:
+            return []
+        at = self._seat_at - base
+        seen = [i for i, _ in flips] + np.flatnonzero(moved[:max(0, min(at, n))])[:1].tolist()
+        if seen and min(seen) < at:
+            self._seat_at = None
+            return []
+        if at >= n:
+            return []
+        self._seat_at = None
+        return [(max(at, 0), SITTING_CODE)]
 
     def _lying(self, tilted: np.ndarray) -> np.ndarray:
         """Tilted for lying_min_s: a deep bend while standing up or reaching down is over sooner."""
