@@ -278,12 +278,13 @@ class ActivityClassifier:
     def _seated_unseen(self, base: int, n: int, flips: list[tuple[int, int]],
                        moved: np.ndarray) -> list[tuple[int, int]]:
         """[(index in batch, SITTING_CODE)] where a walk lost in a gap is taken to have ended seated (gap()), once
-        seat_unseen_s passed with no sit/stand, steps or lying seen; [] otherwise. What is seen first cancels it."""
+        seat_unseen_s passed with no sit/stand, steps or lying seen; [] otherwise. What is seen first cancels it; so
+        does a sit/stand judged on the seat's own sample (its movement ended move_quiet_s before), which a batch ending
+        just before that sample reports at its end (index n, the seat then being due at the next batch's start)."""
         if self._seat_at is None:
             return []
         at = self._seat_at - base
-        seen = [i for i, _ in flips] + np.flatnonzero(moved[:max(0, min(at, n))])[:1].tolist()
-        if seen and min(seen) < at:
+        if any(i <= at for i, _ in flips) or moved[:max(0, min(at, n))].any():
             self._seat_at = None
             return []
         if at >= n:

@@ -242,3 +242,31 @@ def test_a_walk_out_of_the_links_reach_ends_in_a_seat_unless_something_else_is_s
     assert (after[t > 3.0] == STANDING).all()
     after = _across_a_gap(still, still, 60.0)  # not walking when the link went: nothing says the wearer moved
     assert (after == STANDING).all()
+
+
+def test_a_stand_up_judged_on_the_very_sample_the_unseen_seat_falls_due_cancels_it_however_batched():
+    """A stand-up after a walk lost out of reach is judged move_quiet_s after it ends, in whichever batch sees that
+    sample. Judged on the sample the unseen seat falls due, it was seen first and must win: with a batch ending just
+    before that sample it is reported at the batch's end and the seat fired at the next batch's start, so the wearer
+    read sitting from there on, while any other batching read standing."""
+    t = np.arange(0, 30, 1 / RATE_HZ)
+    rng = np.random.default_rng(11)
+    before = np.concatenate([1.0 + rng.normal(0, 0.004, 500), _steps(t[:2000]) + rng.normal(0, 0.004, 2000)])
+    rise = 1.0 + _rise(t, 10.0, 2.0, 0.45) + rng.normal(0, 0.004, len(t))
+
+    def after_gap(seat_unseen_s: float, cuts: list[int], seated: bool = False) -> np.ndarray:
+        clf = ActivityClassifier(ActivitySettings(rate_hz=RATE_HZ, seat_unseen_s=seat_unseen_s), start=STANDING)
+        for a in np.split(before, range(100, len(before), 100)):
+            clf.update(clf.walking(a), a, np.zeros(len(a)))
+        clf.gap(60.0)
+        if seated:
+            clf.seated()
+        return np.concatenate([clf.update(clf.walking(a), a, np.zeros(len(a))) for a in np.split(rise, cuts)])
+
+    # Where the stand-up is judged: seen from sitting, with no seat to fall due.
+    judged = int(np.flatnonzero(after_gap(1e9, [], seated=True) == STANDING)[0])
+    assert 1200 < judged < 1600
+    for cuts in ([judged - 7, judged + 5], [judged - 7, judged, judged + 5], [judged], list(range(97, len(rise), 97))):
+        assert (after_gap(1e9, cuts, seated=True)[judged:] == STANDING).all()  # judged there however batched
+        after = after_gap(judged / RATE_HZ, cuts)
+        assert (after == STANDING).all(), (cuts[:3], np.flatnonzero(after != STANDING)[:1])
