@@ -57,7 +57,11 @@ def fetch_day(settings: InfluxSettings, device: str, start_s: float, end_s: floa
 
 
 def _where(device: str, start_ms: int, end_ms: int) -> str:
-    return f"\"device_id\" = {influxql_string(device)} AND time >= {start_ms}ms AND time < {end_ms}ms"
+    return f"\"device_id\" = {influxql_string(device)} AND {_time_range(start_ms, end_ms)}"
+
+
+def _time_range(start_ms: int, end_ms: int) -> str:
+    return f"time >= {start_ms}ms AND time < {end_ms}ms"
 
 
 def day_statements(device: str, start_ms: int, end_ms: int) -> list[str]:
@@ -89,7 +93,7 @@ def live_statement(policy: str, device: str, start_ms: int, end_ms: int, step_s:
             f'FROM (SELECT "flexion_deg", "lateral_deg" FROM {source} WHERE {where}), '
             f'(SELECT "activity" AS "measured", "slouching_since_s" FROM {source} WHERE {where} '
             f"AND \"activity\" != {influxql_string(NOT_WORN)}) "
-            f"WHERE time >= {start_ms}ms AND time < {end_ms}ms GROUP BY time({step_s}s) fill(none)")
+            f"WHERE {_time_range(start_ms, end_ms)} GROUP BY time({step_s}s) fill(none)")
 
 
 def parse_rows(body: dict[str, Any], database: str) -> list[dict[str, Any]]:

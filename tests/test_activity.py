@@ -209,16 +209,20 @@ def _steps(t: np.ndarray, step_hz: float = 1.9) -> np.ndarray:
     return 1.0 + np.gradient(np.gradient(-0.03 * np.cos(2 * np.pi * step_hz * t), t), t) / G
 
 
-def _across_a_gap(before: np.ndarray, after: np.ndarray, unseen_s: float, start: str = STANDING) -> np.ndarray:
-    """The classifier's states for `after`, fed in 1 s batches after `before` and a lost link of unseen_s."""
-    clf = ActivityClassifier(ActivitySettings(rate_hz=RATE_HZ), start=start)
+def _across_a_gap(before: np.ndarray, after: np.ndarray, unseen_s: float,
+                  settings: ActivitySettings | None = None, cuts: list[int] | None = None,
+                  seated: bool = False) -> np.ndarray:
+    """The classifier's states for `after`, fed after `before` (1 s batches) and a lost link of unseen_s, in 1 s
+    batches or cut at `cuts`; seated: a calibration hold says sitting just after the gap."""
+    clf = ActivityClassifier(settings or ActivitySettings(rate_hz=RATE_HZ), start=STANDING)
 
-    def feed(samples: np.ndarray) -> np.ndarray:
-        return np.concatenate([clf.update(clf.walking(a), a, np.zeros(len(a)))
-                               for a in np.split(samples, range(100, len(samples), 100))])
-    feed(before)
+    def feed(samples: np.ndarray, at: list[int] | range) -> np.ndarray:
+        return np.concatenate([clf.update(clf.walking(a), a, np.zeros(len(a))) for a in np.split(samples, at)])
+    feed(before, range(100, len(before), 100))
     clf.gap(unseen_s)
-    return feed(after)
+    if seated:
+        clf.seated()
+    return feed(after, range(100, len(after), 100) if cuts is None else cuts)
 
 
 def test_a_walk_out_of_the_links_reach_ends_in_a_seat_unless_something_else_is_seen():
@@ -255,13 +259,8 @@ def test_a_stand_up_judged_on_the_very_sample_the_unseen_seat_falls_due_cancels_
     rise = 1.0 + _rise(t, 10.0, 2.0, 0.45) + rng.normal(0, 0.004, len(t))
 
     def after_gap(seat_unseen_s: float, cuts: list[int], seated: bool = False) -> np.ndarray:
-        clf = ActivityClassifier(ActivitySettings(rate_hz=RATE_HZ, seat_unseen_s=seat_unseen_s), start=STANDING)
-        for a in np.split(before, range(100, len(before), 100)):
-            clf.update(clf.walking(a), a, np.zeros(len(a)))
-        clf.gap(60.0)
-        if seated:
-            clf.seated()
-        return np.concatenate([clf.update(clf.walking(a), a, np.zeros(len(a))) for a in np.split(rise, cuts)])
+        return _across_a_gap(before, rise, 60.0, ActivitySettings(rate_hz=RATE_HZ, seat_unseen_s=seat_unseen_s),
+                             cuts, seated)
 
     # Where the stand-up is judged: seen from sitting, with no seat to fall due.
     judged = int(np.flatnonzero(after_gap(1e9, [], seated=True) == STANDING)[0])
