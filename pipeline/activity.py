@@ -472,8 +472,11 @@ class ActivityClassifier:
         up_before, up_after = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
         if abs(after - before) > _offset_change_bound(up_after - up_before):
             return None  # the rests either side differ by more than a change of orientation explains
-        if self._still_tilting(lo + len(x) - edge, edge):
-            return None  # the "rest" after is a slow posture change going on: its offset is not the one after
+        if self._still_tilting(lo + len(x) - edge, edge) or (rest_before and self._still_tilting(lo, edge)):
+            # A "rest" either side is a posture change going on: its offset is not the one at rest, and its mean holds
+            # the change's accelerations (the rest before a sit-up from a short bend, such as a calibration's, was
+            # the bend: the sit-up integrated to a 0.25 m "rise", and the wearer read standing all day, day 3004).
+            return None
         blend = self._blend(u, up_before, up_after, (core[0] - self._buf_start - lo, core[1] - self._buf_start - lo))
         rise_m = _zupt_rise_m((x - before - (after - before) * blend) * G_M_S2,
                               self.dt_s, 0.0 if rest_before else self._step_velocity(a, after))

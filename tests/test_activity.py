@@ -172,6 +172,27 @@ def test_sitting_down_and_at_once_leaning_back_is_judged_once_the_trunk_settles(
                 np.testing.assert_allclose(flipped_at, flipped_at[0], atol=0.05)
 
 
+def test_straightening_up_from_a_short_bend_is_no_sit_or_stand():
+    # A forward bend, bent over in 1.5–2.5 s (under the movement threshold) and held briefly, then a quick sit-up
+    # or straightening (over it): a calibration's bend, or reaching for the floor. The movement begins at the
+    # straightening, and its rest before (2.5 s earlier) falls in the bend, its mean holding the bend's own
+    # accelerations: judged, 8 of these read a rise or fall of 0.2 m or more, and a wearer who had just calibrated
+    # sitting read standing all day (random day 3004). The upper back is 0.5 m above the hips.
+    t = np.arange(0, 25, 1 / RATE_HZ)
+    for start in (SITTING, STANDING):
+        for bend_deg in (20.0, 30.0):
+            for ramp_s in (1.5, 2.0, 2.5):
+                for hold_s in (0.5, 1.0, 1.5):
+                    for sign in (1.0, 0.0, -1.0):
+                        flexion = bend_deg * (_smoothstep5((t - 8.0) / ramp_s)
+                                              - _smoothstep5((t - 8.0 - ramp_s - hold_s) / 0.6))
+                        up = _up(flexion)
+                        z = 0.5 * np.cos(np.radians(flexion))
+                        acc = 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G
+                        state = _run(acc, start=start, up=up)
+                        assert (state == start).all(), (start, bend_deg, ramp_s, hold_s, sign)
+
+
 def _walk_then_sit(t: np.ndarray, step_hz: float, sit_at_s: float, sit_s: float) -> np.ndarray:
     """Vertical specific force (g): standing, walking from 10 s (a 3 cm bounce), then lowered 0.45 m into a chair
     in sit_s (minimum jerk) with no pause on the feet: the last step fades out over 0.6 s as the body goes down."""
