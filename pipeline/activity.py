@@ -13,8 +13,12 @@ walking, lying — from one IMU on the upper back.
   flips the state. The accelerometer's offset along vertical moves with the sensor's orientation,
   so the resting value is blended from before to after as the orientation moved, and a movement is not
   over while the trunk still tilts (sitting down and at once leaning back); a movement cut by a lost link
-  is not judged. Context decides the rest: walking means
-  standing; getting up from lying means sitting first.
+  is not judged. A rise whose rest before lies inside a forward bend is not judged either: sitting up from a
+  short bend (a calibration's, a reach to the floor) begins the movement at the sit-up, the rest 2.5 s before falls
+  in the bend, and its accelerations and the offset across the bend integrate to a false rise. A stand-up straight
+  from a bend is lost with it, but walking soon corrects a missed stand-up, where a false one read a seated wearer
+  standing for the whole sitting bout. Context decides the rest: walking means standing; getting up from lying means
+  sitting first.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 %
 # Over the half second of rest after a movement, world up moving less than this in sensor axes means the trunk has
 # settled: breathing sways it by at most 0.4° in that time, and a posture change still going on moves it more.
 SETTLED_UP = np.sin(np.radians(1.5))
+# A rise whose rest before lies in a tilt this far from the last settled posture (a forward bend being sat up from) is
+# not judged; fidgets and weight shifts (2–6°) mostly stay within it.
+BEND_UP = np.sin(np.radians(5.0))
 REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 # The first resting value is the median over this much (not walking or lying): the first samples of a stream may
 # be the sensor being put on, or the wearer still sitting up from a calibration bend.
@@ -456,8 +463,8 @@ class ActivityClassifier:
         for both, as walking and sitting tilt the trunk alike.
         """
         s = self.s
-        if ((core[1] - core[0]) * self.dt_s > s.move_core_max_s
-                or (b - a) * self.dt_s > s.move_max_s + 2 * s.move_margin_s + MOVE_AFTER_S or a < self._buf_start):
+        longest = round((s.move_max_s + 2 * s.move_margin_s + MOVE_AFTER_S) * s.rate_hz)
+        if (core[1] - core[0]) * self.dt_s > s.move_core_max_s or b - a > longest or a < self._buf_start:
             return None  # too long to be a sit/stand, or the rest before it was not seen (start of data)
         lo, hi = a - self._buf_start, min(b - self._buf_start, len(self._buf))
         x = self._buf[lo:hi]
@@ -472,19 +479,31 @@ class ActivityClassifier:
         up_before, up_after = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
         if abs(after - before) > _offset_change_bound(up_after - up_before):
             return None  # the rests either side differ by more than a change of orientation explains
-        if self._still_tilting(lo + len(x) - edge, edge) or (rest_before and self._still_tilting(lo, edge)):
-            # A "rest" either side is a posture change going on: its offset is not the one at rest, and its mean holds
-            # the change's accelerations (the rest before a sit-up from a short bend, such as a calibration's, was
-            # the bend: the sit-up integrated to a 0.25 m "rise", and the wearer read standing all day, day 3004).
-            return None
+        if self._still_tilting(lo + len(x) - edge, edge):
+            return None  # the "rest" after is a slow posture change going on: its offset is not the one after
         blend = self._blend(u, up_before, up_after, (core[0] - self._buf_start - lo, core[1] - self._buf_start - lo))
         rise_m = _zupt_rise_m((x - before - (after - before) * blend) * G_M_S2,
                               self.dt_s, 0.0 if rest_before else self._step_velocity(a, after))
         if rise_m >= s.stand_rise_m:
+            if rest_before and self._in_a_bend(lo, edge, max(0, hi - longest)):
+                return None  # a sit-up from a bend, or a rise not to be told from one (module docstring)
             return STANDING_CODE
         if rise_m <= -s.stand_rise_m:
             return SITTING_CODE
         return None
+
+    def _in_a_bend(self, lo: int, n: int, earliest: int) -> bool:
+        """The rest before a movement (buffer samples lo..lo+n) is no rest but part of a bend: the trunk still tilts
+        there, and by more than BEND_UP from the latest settled n samples before it (from `earliest` on; none: no)."""
+        if not self._still_tilting(lo, n):
+            return False
+        u = self._up_buf[earliest:lo]
+        d = u[n - 1:] - u[:max(0, len(u) - n + 1)]  # world up's move over n samples from each start
+        settled = np.flatnonzero(row_dot(d, d) <= SETTLED_UP ** 2)  # NaN (no orientation given) compares False
+        if not len(settled):
+            return False
+        e = self._up_buf[lo:lo + n] - u[settled[-1]:settled[-1] + n].mean(axis=0)
+        return bool(row_dot(e, e).max() > BEND_UP ** 2)
 
     def _still_tilting(self, lo: int, n: int) -> bool:
         """World up moved by more than SETTLED_UP over buffer samples lo..lo+n (no orientation given: no)."""
