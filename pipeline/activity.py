@@ -494,14 +494,15 @@ class ActivityClassifier:
 
     def _in_a_bend(self, lo: int, n: int, earliest: int) -> bool:
         """The rest before a movement (buffer samples lo..lo+n) is no rest but part of a bend: the trunk still tilts
-        there, and by more than BEND_UP from the latest settled n samples before it (from `earliest` on; none: no)."""
+        there, and by more than BEND_UP from the latest settled n samples before it (from `earliest` on), or no settled
+        n samples were seen there to tell it from one (the link came back, or the data began, inside the bend)."""
         if not self._still_tilting(lo, n):
-            return False
+            return False  # also with no orientation given (NaN)
         u = self._up_buf[earliest:lo]
         d = u[n - 1:] - u[:max(0, len(u) - n + 1)]  # world up's move over n samples from each start
-        settled = np.flatnonzero(row_dot(d, d) <= SETTLED_UP ** 2)  # NaN (no orientation given) compares False
+        settled = np.flatnonzero(row_dot(d, d) <= SETTLED_UP ** 2)
         if not len(settled):
-            return False
+            return True
         e = self._up_buf[lo:lo + n] - u[settled[-1]:settled[-1] + n].mean(axis=0)
         return bool(row_dot(e, e).max() > BEND_UP ** 2)
 

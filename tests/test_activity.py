@@ -216,6 +216,52 @@ def test_a_sit_down_after_a_weight_shift_is_still_judged():
                     assert (state[t > 20] == SITTING).all(), (before_s, dur_s, lateral_deg, sign)
 
 
+def test_a_stand_up_after_a_weight_shift_is_still_judged():
+    # The same weight shift, 1–3 s before standing up (trunk flexing to 30° a third in, the upper back rising 0.4 m
+    # over the last 70 %): the rest before may fall in the shift, still tilting, but within 5° of the settled posture
+    # before it, so it is no bend. Refusing every rise with a tilting rest before missed 15 of these 60.
+    t = np.arange(0, 30, 1 / RATE_HZ)
+    for before_s in (1.0, 1.5, 2.0, 2.5, 3.0):
+        for dur_s in (1.5, 2.5):
+            for lateral_deg in (2.0, 4.0):
+                for sign in (1.0, 0.0, -1.0):
+                    shift = _smoothstep5((t - 12.0 + before_s) / 0.5) - _smoothstep5((t - 12.5 + before_s) / 0.5)
+                    peak_s = 0.35 * dur_s
+                    flexion = 30.0 * (_smoothstep5((t - 12.0) / peak_s)
+                                      - _smoothstep5((t - 12.0 - peak_s) / (dur_s - peak_s)))
+                    f, lat = np.radians(flexion), np.radians(lateral_deg * shift)
+                    up = np.column_stack([np.sin(f) * np.cos(lat), np.sin(lat), np.cos(f) * np.cos(lat)])
+                    z = 0.4 * _smoothstep5((t - 12.0 - 0.3 * dur_s) / (0.7 * dur_s)) + 0.5 * np.cos(f) * np.cos(lat)
+                    acc = 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G
+                    state = _run(acc, start=SITTING, up=up)
+                    assert (state[t > 20] == STANDING).all(), (before_s, dur_s, lateral_deg, sign)
+
+
+def test_straightening_up_from_a_bend_the_link_came_back_in_is_no_rise():
+    # The short bends above, seated, with the link back (after a 1 s loss) 0–0.6 s into the bend: the settled posture
+    # before the bend was not seen, so nothing tells the rest before the sit-up from a rest. Judged for want of one,
+    # 18 of these 108 read a rise (20 with no guard at all).
+    t = np.arange(0, 25, 1 / RATE_HZ)
+    for bend_deg in (20.0, 30.0):
+        for ramp_s in (1.5, 2.0, 2.5):
+            for hold_s in (0.5, 1.0, 1.5):
+                for sign in (1.0, 0.0):
+                    for back_at_s in (0.0, 0.3, 0.6):
+                        flexion = bend_deg * (_smoothstep5((t - 8.0) / ramp_s)
+                                              - _smoothstep5((t - 8.0 - ramp_s - hold_s) / 0.6))
+                        up = _up(flexion)
+                        z = 0.5 * np.cos(np.radians(flexion))
+                        acc = 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G
+                        clf = ActivityClassifier(ActivitySettings(rate_hz=RATE_HZ), start=SITTING)
+                        cuts = sorted({*range(100, len(t), 100), round((8.0 + back_at_s) * RATE_HZ)})
+                        states = []
+                        for a, b in zip([0, *cuts], [*cuts, len(t)]):
+                            if a == round((8.0 + back_at_s) * RATE_HZ):
+                                clf.gap(1.0)
+                            states.append(clf.update(np.zeros(b - a, bool), acc[a:b], np.zeros(b - a), None, up[a:b]))
+                        assert (np.concatenate(states) == SITTING).all(), (bend_deg, ramp_s, hold_s, sign, back_at_s)
+
+
 def _walk_then_sit(t: np.ndarray, step_hz: float, sit_at_s: float, sit_s: float) -> np.ndarray:
     """Vertical specific force (g): standing, walking from 10 s (a 3 cm bounce), then lowered 0.45 m into a chair
     in sit_s (minimum jerk) with no pause on the feet: the last step fades out over 0.6 s as the body goes down."""
