@@ -133,6 +133,8 @@ class PosturePipeline:
         self.monitor = CalibrationMonitor(settings.calibration, settings.rate_hz)
         self.calibration = calibration
         self.activity = ActivityClassifier(settings.activity)
+        if calibration is not None:
+            self.activity.trunk_axis(calibration.r_sensor_trunk[:, 2])
         self.baseline = FacingBaseline(settings.axial)
         self.slouch = SlouchDetector(settings.slouch)
         self.lean = LeanDetector(settings.lean)
@@ -336,6 +338,7 @@ class PosturePipeline:
             self.baseline.reset()
             self._last_yaw = None
         self.calibration = cal
+        self.activity.trunk_axis(cal.r_sensor_trunk[:, 2])
         self._recalibrate = False
         self.calibrator.expect(cal)
         self.monitor = CalibrationMonitor(self.s.calibration, self.s.rate_hz)
