@@ -43,7 +43,8 @@ SETTLED_UP = np.sin(np.radians(1.5))
 # Sitting up from a slouch raises the upper back by lever × Δcos(trunk inclination): 0.06 m from 36° to 20° for a
 # trunk pivoting at the hips (0.45–0.5 m below the sensor), a third of that for a spine curling along its length.
 # Counted as a rise, it took a 0.15 m error over the threshold (unseen random day 7004: 66 % of its sitting read
-# standing). Between the two, so as not to take from a real rise what the body did not give.
+# standing). Between the two: from a curling spine it takes 0.13 m × Δcos of a real rise or fall, which a high seat's
+# 0.22–0.25 m sit/stand into or out of a deep slouch cannot spare (docs/pipeline.md, "Sitting vs standing").
 TRUNK_LEVER_M = 0.3
 # A rise whose rest before lies in a tilt this far from the last settled posture (a forward bend being sat up from) is
 # not judged; fidgets and weight shifts (2–6°) mostly stay within it.
