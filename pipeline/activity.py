@@ -18,8 +18,9 @@ walking, lying — from one IMU on the upper back.
   in the bend, and its accelerations and the offset across the bend integrate to a false rise. A stand-up straight
   from a bend is lost with it, but walking soon corrects a missed stand-up, where a false one read a seated wearer
   standing for the whole sitting bout. Once calibrated, the trunk's own part of a rise (the upper back rising as the
-  trunk straightens about the hips, `trunk_axis`) is taken off it. Context decides the rest: walking means
-  standing; getting up from lying means sitting first.
+  trunk straightens about the hips, `trunk_axis`) is taken off it, down to no rise. A fall is judged whole: taken
+  off falls too, it cost sit-downs into a slouch, each a whole sitting bout read standing. Context decides the rest:
+  walking means standing; getting up from lying means sitting first.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ SETTLED_UP = np.sin(np.radians(1.5))
 # Sitting up from a slouch raises the upper back by lever × Δcos(trunk inclination): 0.06 m from 36° to 20° for a
 # trunk pivoting at the hips (0.45–0.5 m below the sensor), a third of that for a spine curling along its length.
 # Counted as a rise, it took a 0.15 m error over the threshold (unseen random day 7004: 66 % of its sitting read
-# standing). Between the two: from a curling spine it takes 0.13 m × Δcos of a real rise or fall, which a high seat's
-# 0.22–0.25 m sit/stand into or out of a deep slouch cannot spare (docs/pipeline.md, "Sitting vs standing").
+# standing). Between the two: from a curling spine it takes 0.13 m × Δcos of a real rise, which a high seat's
+# 0.22–0.25 m stand-up out of a deep slouch cannot spare (docs/pipeline.md, "Sitting vs standing").
 TRUNK_LEVER_M = 0.3
 # A rise whose rest before lies in a tilt this far from the last settled posture (a forward bend being sat up from) is
 # not judged; fidgets and weight shifts (2–6°) mostly stay within it.
@@ -172,7 +173,7 @@ class ActivityClassifier:
 
     def trunk_axis(self, up_sensor: np.ndarray) -> None:
         """The trunk's long axis in sensor axes (a calibration's): from then on a rise is measured less the height the
-        upper back gains by the trunk straightening, or loses by it bending (TRUNK_LEVER_M), which is no sit/stand."""
+        upper back gains by the trunk straightening (TRUNK_LEVER_M), which is no stand-up."""
         self._trunk_up = np.asarray(up_sensor, float) / np.linalg.norm(up_sensor)
 
     def seated(self) -> None:
@@ -497,8 +498,9 @@ class ActivityClassifier:
         blend = self._blend(u, up_before, up_after, (core[0] - self._buf_start - lo, core[1] - self._buf_start - lo))
         rise_m = _zupt_rise_m((x - before - (after - before) * blend) * G_M_S2,
                               self.dt_s, 0.0 if rest_before else self._step_velocity(a, after))
-        if self._trunk_up is not None and np.all(np.isfinite(up_after - up_before)):
-            rise_m -= TRUNK_LEVER_M * float((up_after - up_before) @ self._trunk_up)
+        if rise_m > 0.0 and self._trunk_up is not None and np.all(np.isfinite(up_after - up_before)):
+            # Only from a rise, and down to none (module docstring).
+            rise_m = max(0.0, rise_m - TRUNK_LEVER_M * max(0.0, float((up_after - up_before) @ self._trunk_up)))
         if rise_m >= s.stand_rise_m:
             if rest_before and self._in_a_bend(lo, edge, max(0, hi - longest)):
                 return None  # a sit-up from a bend, or a rise not to be told from one (module docstring)
