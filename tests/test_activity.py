@@ -172,6 +172,33 @@ def test_sitting_down_and_at_once_leaning_back_is_judged_once_the_trunk_settles(
                 np.testing.assert_allclose(flipped_at, flipped_at[0], atol=0.05)
 
 
+def _short_bend(t: np.ndarray, bend_deg: float, ramp_s: float, hold_s: float,
+                sign: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertical specific force (g) and world up in sensor axes of a forward bend from 8 s, down in ramp_s, held
+    hold_s, straightened in 0.6 s, the upper back 0.5 m above the hips, with sign × BIAS_G of offset."""
+    flexion = bend_deg * (_smoothstep5((t - 8.0) / ramp_s) - _smoothstep5((t - 8.0 - ramp_s - hold_s) / 0.6))
+    up = _up(flexion)
+    z = 0.5 * np.cos(np.radians(flexion))
+    return 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G, up
+
+
+def _after_a_weight_shift(t: np.ndarray, rising: bool, before_s: float, dur_s: float, lateral_deg: float,
+                          sign: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertical specific force (g) and world up in sensor axes: a sideways weight shift of lateral_deg out and back
+    in 1 s, before_s before a stand-up (rising: the trunk flexing to 30° a third in, the upper back rising 0.4 m over
+    the last 70 %) or a sit-down (flexing to 30° two thirds in, falling 0.4 m over the first three quarters) of dur_s
+    from 12 s, with sign × BIAS_G of offset."""
+    shift = _smoothstep5((t - 12.0 + before_s) / 0.5) - _smoothstep5((t - 12.5 + before_s) / 0.5)
+    peak_s = (0.35 if rising else 0.65) * dur_s
+    flexion = 30.0 * (_smoothstep5((t - 12.0) / peak_s) - _smoothstep5((t - 12.0 - peak_s) / (dur_s - peak_s)))
+    f, lat = np.radians(flexion), np.radians(lateral_deg * shift)
+    up = np.column_stack([np.sin(f) * np.cos(lat), np.sin(lat), np.cos(f) * np.cos(lat)])
+    pelvis = (0.4 * _smoothstep5((t - 12.0 - 0.3 * dur_s) / (0.7 * dur_s)) if rising
+              else -0.4 * _smoothstep5((t - 12.0) / (0.75 * dur_s)))
+    z = pelvis + 0.5 * np.cos(f) * np.cos(lat)
+    return 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G, up
+
+
 def test_straightening_up_from_a_short_bend_is_no_sit_or_stand():
     # A forward bend, bent over in 1.5–2.5 s (under the movement threshold) and held briefly, then a quick sit-up
     # or straightening (over it): a calibration's bend, or reaching for the floor. The movement begins at the
@@ -185,11 +212,7 @@ def test_straightening_up_from_a_short_bend_is_no_sit_or_stand():
             for ramp_s in (1.5, 2.0, 2.5):
                 for hold_s in (0.5, 1.0, 1.5):
                     for sign in (1.0, 0.0, -1.0):
-                        flexion = bend_deg * (_smoothstep5((t - 8.0) / ramp_s)
-                                              - _smoothstep5((t - 8.0 - ramp_s - hold_s) / 0.6))
-                        up = _up(flexion)
-                        z = 0.5 * np.cos(np.radians(flexion))
-                        acc = 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G
+                        acc, up = _short_bend(t, bend_deg, ramp_s, hold_s, sign)
                         state = _run(acc, start=start, up=up)
                         assert (state == start).all(), (start, bend_deg, ramp_s, hold_s, sign)
 
@@ -204,14 +227,7 @@ def test_a_sit_down_after_a_weight_shift_is_still_judged():
         for dur_s in (1.5, 2.5):
             for lateral_deg in (2.0, 4.0):
                 for sign in (1.0, 0.0, -1.0):
-                    shift = _smoothstep5((t - 12.0 + before_s) / 0.5) - _smoothstep5((t - 12.5 + before_s) / 0.5)
-                    peak_s = 0.65 * dur_s
-                    flexion = 30.0 * (_smoothstep5((t - 12.0) / peak_s)
-                                      - _smoothstep5((t - 12.0 - peak_s) / (dur_s - peak_s)))
-                    f, lat = np.radians(flexion), np.radians(lateral_deg * shift)
-                    up = np.column_stack([np.sin(f) * np.cos(lat), np.sin(lat), np.cos(f) * np.cos(lat)])
-                    z = -0.4 * _smoothstep5((t - 12.0) / (0.75 * dur_s)) + 0.5 * np.cos(f) * np.cos(lat)
-                    acc = 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G
+                    acc, up = _after_a_weight_shift(t, False, before_s, dur_s, lateral_deg, sign)
                     state = _run(acc, start=STANDING, up=up)
                     assert (state[t > 20] == SITTING).all(), (before_s, dur_s, lateral_deg, sign)
 
@@ -225,14 +241,7 @@ def test_a_stand_up_after_a_weight_shift_is_still_judged():
         for dur_s in (1.5, 2.5):
             for lateral_deg in (2.0, 4.0):
                 for sign in (1.0, 0.0, -1.0):
-                    shift = _smoothstep5((t - 12.0 + before_s) / 0.5) - _smoothstep5((t - 12.5 + before_s) / 0.5)
-                    peak_s = 0.35 * dur_s
-                    flexion = 30.0 * (_smoothstep5((t - 12.0) / peak_s)
-                                      - _smoothstep5((t - 12.0 - peak_s) / (dur_s - peak_s)))
-                    f, lat = np.radians(flexion), np.radians(lateral_deg * shift)
-                    up = np.column_stack([np.sin(f) * np.cos(lat), np.sin(lat), np.cos(f) * np.cos(lat)])
-                    z = 0.4 * _smoothstep5((t - 12.0 - 0.3 * dur_s) / (0.7 * dur_s)) + 0.5 * np.cos(f) * np.cos(lat)
-                    acc = 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G
+                    acc, up = _after_a_weight_shift(t, True, before_s, dur_s, lateral_deg, sign)
                     state = _run(acc, start=SITTING, up=up)
                     assert (state[t > 20] == STANDING).all(), (before_s, dur_s, lateral_deg, sign)
 
@@ -247,11 +256,7 @@ def test_straightening_up_from_a_bend_the_link_came_back_in_is_no_rise():
             for hold_s in (0.5, 1.0, 1.5):
                 for sign in (1.0, 0.0):
                     for back_at_s in (0.0, 0.3, 0.6):
-                        flexion = bend_deg * (_smoothstep5((t - 8.0) / ramp_s)
-                                              - _smoothstep5((t - 8.0 - ramp_s - hold_s) / 0.6))
-                        up = _up(flexion)
-                        z = 0.5 * np.cos(np.radians(flexion))
-                        acc = 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G
+                        acc, up = _short_bend(t, bend_deg, ramp_s, hold_s, sign)
                         clf = ActivityClassifier(ActivitySettings(rate_hz=RATE_HZ), start=SITTING)
                         cuts = sorted({*range(100, len(t), 100), round((8.0 + back_at_s) * RATE_HZ)})
                         states = []
