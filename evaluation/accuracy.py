@@ -156,7 +156,7 @@ _SIDEWAYS = ("the bend's sideways part turns forward by 19°; walking corrects i
 _LOST_TWIST = ("a notification lost inside a twist that is out and back in half a second takes 40 ms of it at 50 Hz "
                "(two samples; five, as before the client asked for 50 ms per notification, lost every rotation of "
                "the case): how far the trunk turned in them is not in the data, and one such loss moves a peak by "
-               "3.6° and the symmetry index of ten rotations by 5 points")
+               "3.6–4.0° and the symmetry index of ten rotations by 5–6 points")
 _STANDING_DESK = ("where a walk out of the link's reach ended is not in the data: with no steps, sit-down or stand-up "
                   "in the 30 s after the link's return, the pipeline takes a seat, as office workers sit about five "
                   "times as long as they stand still; here the walk ended at a standing desk, and its 120 s from then "

@@ -36,6 +36,11 @@ class CalibrationSettings:
     bend_min_deg: float = 8.0  # the app asks for 15°; a clean shallower bend still fixes the plane
     bend_max_deg: float = 70.0  # deeper is not a calibration bend (lying down, the sensor in a hand)
     bend_return_deg: float = 6.0  # … and come back within this of upright
+    # … and not go on past it: for this long after, no more than bend_settle_deg beyond the hold the other way from the
+    # bend (leaning back from it). A stand-up from a slouch that was still for 3 s passes back through the slouch on its
+    # way to standing, which would make the slouch "upright"; a reach, a turn or a stand-up from upright does not.
+    bend_settle_s: float = 1.5
+    bend_settle_deg: float = 8.0
     bend_within_s: float = 5.0  # the bend starts this soon after the hold
     bend_max_s: float = 10.0  # out and back within this
     bend_straight_deg: float = 25.0  # direction half-way down vs at the deepest point
@@ -181,6 +186,13 @@ class Stillness:
 
 
 @dataclass
+class _Settling:
+    cal: Calibration  # judged from the bend, adopted if the trunk does not go on past the hold
+    until_t_s: float
+    doubt: tuple[float, Calibration] | None  # the question the bend answered (_confirmed): still open if refused
+
+
+@dataclass
 class _Hold:
     up: np.ndarray  # mean gravity direction over the hold, sensor frame
     bias_dps: np.ndarray
@@ -193,11 +205,11 @@ class Calibrator:
 
     The hold is the last `hold_s` of stillness before the bend (a pause inside fidgeting that is
     followed by more fidgeting is forgotten); the bend must start within `bend_within_s` of it, tip
-    the trunk by `bend_min_deg`–`bend_max_deg` along one direction and come back within
-    `bend_return_deg` of the hold within `bend_max_s`. Anything else is refused with a one-line
-    reason that says what to do. No bend within `bend_timeout_s` of a hold gives a provisional
-    calibration (forward assumed from how the sensor sits), said as such; not while a bend that went
-    straight back is unexplained (_confirmed).
+    the trunk by `bend_min_deg`–`bend_max_deg` along one direction, come back within
+    `bend_return_deg` of the hold within `bend_max_s` and not go on past it (`bend_settle_deg` leaning
+    back) for `bend_settle_s`. Anything else is refused with a one-line reason that says what to do.
+    No bend within `bend_timeout_s` of a hold gives a provisional calibration (forward assumed from how
+    the sensor sits), said as such; not while a bend that went straight back is unexplained (_confirmed).
     """
 
     def __init__(self, settings: CalibrationSettings = CalibrationSettings(), rate_hz: float = 100.0):
@@ -227,6 +239,7 @@ class Calibrator:
         self._hold_only_refused = False  # this still stretch's hold was refused as a hold only: not again till it ends
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
+        self._settling: _Settling | None = None  # a bend judged good, while the trunk must not go on past the hold
 
     def expect(self, current: Calibration | None, sign_in_doubt: bool = False) -> None:
         """Judge the moves against the calibration in use (None: against the mount's forward, as at a first
@@ -240,7 +253,7 @@ class Calibrator:
         """Look for a calibration from scratch (after a gap or a new request)."""
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
         self._run_held = False
-        self._hold, self._bend = None, []
+        self._hold, self._bend, self._settling = None, [], None
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
                bias_dps: np.ndarray | None = None) -> tuple[Calibration | None, int, list[str]]:
@@ -248,14 +261,13 @@ class Calibrator:
         so far (the orientation filter's), taken off for the stillness test only: the hold measures its own."""
         still = self._still.update(acc_g, gyro_dps if bias_dps is None else gyro_dps - bias_dps)
         messages: list[str] = []
-        for a, b, is_still in _runs(still):
-            if is_still:
-                self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], messages)
-                continue
-            self._break_hold(float(t_s[a]), messages)
-            cal, end = self._follow_bend(t_s, up_sensor, a, b, messages)
-            if cal is not None:
-                return cal, end, messages
+        k = 0
+        while k < len(t_s):
+            if self._settling is not None:  # a bend came back, in this batch or an earlier one
+                cal, k = self._settle(t_s, up_sensor, k, messages)
+                if cal is not None or self._settling is not None:  # adopted, or not yet known
+                    return cal, k, messages
+            k = self._follow(t_s, acc_g, gyro_dps, up_sensor, still, k, messages)
         if (self.hold_only and self._hold is not None and not self._bend and not self._hold_only_refused
                 and t_s[-1] - self._hold.since_t_s > self.s.bend_timeout_s and self._doubt is None):
             try:
@@ -274,6 +286,19 @@ class Calibrator:
             self.restart()
             return cal, len(t_s), messages
         return None, len(t_s), messages
+
+    def _follow(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
+                still: np.ndarray, k: int, messages: list[str]) -> int:
+        """The hold and the bend from sample k: up to the sample a bend judged good came back at, or the end."""
+        for a, b, is_still in _runs(still[k:]):
+            a, b = a + k, b + k
+            if is_still:
+                self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], messages)
+                continue
+            self._break_hold(float(t_s[a]), messages)
+            if (stop := self._follow_bend(t_s, up_sensor, a, b, messages)) is not None:
+                return stop
+        return len(t_s)
 
     def _extend_hold(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, messages: list[str]) -> None:
         if self._bend:  # a pause at the bottom of a bend is part of the bend, but only for so long
@@ -302,22 +327,21 @@ class Calibrator:
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
         self._run_held = False
 
-    def _follow_bend(self, t_s: np.ndarray, up_sensor: np.ndarray, a: int, b: int,
-                     messages: list[str]) -> tuple[Calibration | None, int]:
-        """Follow the bend through samples a..b (moving); a calibration and where it applies, or None."""
+    def _follow_bend(self, t_s: np.ndarray, up_sensor: np.ndarray, a: int, b: int, messages: list[str]) -> int | None:
+        """Follow the bend through samples a..b (moving); the sample it came back at if judged good (_settling)."""
         hold = self._hold
         if hold is None:
-            return None, 0
+            return None
         dev = _between_deg(up_sensor[a:b], hold.up)
         if not self._bend:
             over = np.flatnonzero(dev >= self.s.bend_min_deg)
             if len(over) == 0:
                 if t_s[b - 1] - hold.end_t_s > self.s.bend_within_s + self.s.bend_max_s:
                     self._hold = None  # moved about without bending: that was not the hold before a bend
-                return None, 0
+                return None
             if t_s[a + over[0]] - hold.end_t_s > self.s.bend_within_s:
                 self._hold = None
-                return None, 0
+                return None
             a = a + int(over[0])
             dev = dev[over[0]:]
         back = np.flatnonzero(dev <= self.s.bend_return_deg)
@@ -325,10 +349,39 @@ class Calibrator:
         self._bend += list(zip(t_s[a:stop].tolist(), up_sensor[a:stop]))
         if not len(back):
             self._give_up_late_bend(float(t_s[b - 1]), messages)
-            return None, 0
+            return None
+        doubt = self._doubt
         cal = self._judge_bend(hold, float(t_s[stop]), messages)
         self._bend, self._hold = [], None
-        return cal, stop
+        if cal is None:
+            return None
+        self._settling = _Settling(cal, float(t_s[stop]) + self.s.bend_settle_s, doubt)
+        return stop
+
+    def _settle(self, t_s: np.ndarray, up_sensor: np.ndarray, k: int,
+                messages: list[str]) -> tuple[Calibration | None, int]:
+        """From sample k: the calibration and where it applies once the trunk has not gone on past the hold for long
+        enough; None while it may still (then _settling stays, and the batch is done) or once it did (then from
+        where)."""
+        settling = self._settling
+        assert settling is not None  # called while settling
+        # Past the hold in the bend's plane: the bend tipped the up axis toward the back (−forward); a lean back from
+        # the hold, or a stand-up from a slouch held, tips it toward forward. A reach, a turn or a lean sideways not.
+        forward, up = settling.cal.r_sensor_trunk[:, 0], settling.cal.r_sensor_trunk[:, 2]
+        past_deg = np.degrees(np.arctan2(up_sensor[k:] @ forward, up_sensor[k:] @ up))
+        done = np.flatnonzero(t_s[k:] >= settling.until_t_s)
+        n = int(done[0]) + 1 if len(done) else len(past_deg)
+        if len(far := np.flatnonzero(past_deg[:n] > self.s.bend_settle_deg)):
+            self._settling, self._doubt = None, settling.doubt
+            # Said even soon after another line when it answered a question: the wearer is waiting for the answer.
+            self._refuse(float(t_s[k + far[0]]), "after the bend the trunk went on past where it was held (standing "
+                                                 f"up?), not back to it: {self.s.instructions} again", messages,
+                         always=settling.doubt is not None)
+            return None, k + int(far[0])
+        if not len(done):
+            return None, len(t_s)
+        self._settling = None
+        return settling.cal, k + n
 
     def _give_up_late_bend(self, t_s: float, messages: list[str]) -> None:
         """A bend not back within bend_max_s is a posture, not the calibration bend: start over."""

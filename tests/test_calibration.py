@@ -266,3 +266,52 @@ def test_a_restless_night_under_a_right_calibration_is_not_taken_for_a_moved_sen
     events, _, _ = run_measured([{**HOLD, "duration_s": 10.0}, *walk, restless], [0.0, 12.0, 70.0],
                                 calibrated_on=[0.0, 12.0, 70.0])
     assert [e.status for e in events] == ["calibrated"]  # restored, and nothing since
+
+
+@pytest.mark.parametrize("asked_again", [False, True], ids=["first", "asked-again"])
+@pytest.mark.parametrize("slouch_deg", [15.0, 25.0, 35.0])
+def test_standing_up_from_a_slouch_held_still_is_no_calibration(asked_again, slouch_deg):
+    # A slouch still for 3 s looks like the hold, and standing up bends the trunk forward 20–40° and back through the
+    # slouch on its way up: that came back "within 6° of the hold", and the slouch was taken as upright (a random
+    # day's recalibration went 24° off, silently). The trunk must stay back after the bend.
+    sim = SensorSimulation(parse_scenario({"name": "stand-up", "segment": [
+        {"activity": "slouch", "duration_s": 9.0, "flexion_deg": slouch_deg},  # no provisional hold (12 s)
+        {"activity": "stand", "duration_s": 20.0, "transition_s": 2.5},
+        {"activity": "walk", "duration_s": 5.0}]}), seed=5)
+    true = Calibration(sim.r_trunk_sensor.T, with_bend=True)
+    pipeline = PosturePipeline(calibration=true if asked_again else None)
+    if asked_again:
+        pipeline.request_calibration()
+    events, ups = [], []
+    for ch in sim.chunks(max_samples=100):
+        out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
+        for e in out.events:
+            if e.kind == "calibration":
+                events.append(e)
+                if e.status == "calibrated":
+                    ups.append(pipeline.calibration.r_sensor_trunk[:, 2])
+    for up in ups:  # none from the slouch (a provisional one from standing still is upright)
+        assert np.degrees(np.arccos(np.clip(up @ true.r_sensor_trunk[:, 2], -1, 1))) < 5.0
+    assert any("went on past where it was held" in e.message for e in events)
+
+
+@pytest.mark.parametrize(("upright_s", "then"), [
+    (0.5, {"activity": "slouch", "flexion_deg": 25.0, "ramp_s": 1.0}),  # reaching forward
+    (0.5, {"activity": "lean", "lateral_deg": 15.0}),
+    (1.5, {"activity": "stand", "transition_s": 1.5})], ids=["reach", "lean-sideways", "stand-up"])
+def test_a_reach_a_lean_sideways_or_a_stand_up_right_after_the_sit_up_still_calibrates(upright_s, then):
+    # Going on past the hold the other way from the bend is what a stand-up from a slouch does; these do not.
+    events = run(scenario_with_start([HOLD, BEND, {"activity": "sit_upright", "duration_s": upright_s,
+                                                   "transition_s": upright_s},
+                                      {"transition_s": 0.5, **then, "duration_s": 8.0}]))
+    assert [e.status for e in events][:1] == ["calibrated"] and events[0].with_bend
+
+
+def test_a_face_in_answer_then_a_lean_back_at_once_is_said_and_the_question_stays_open():
+    # The second bend answers the face-in question; leaning back at once refuses it, said although the question was
+    # said seconds before (the wearer waits for the answer), and the next bend still confirms the first.
+    at_once = {"activity": "sit_upright", "duration_s": 1.0}
+    lean_back = {"activity": "sit_upright", "duration_s": 2.0, "flexion_deg": -12.0}
+    events, _, _ = run_measured([HOLD, BEND, HOLD, BEND, at_once, lean_back, HOLD, BEND, HOLD], FACE_IN)
+    assert [e.status for e in events] == ["refused", "refused", "calibrated"]
+    assert "went on past" in events[1].message and "face-in" in events[2].message
