@@ -20,6 +20,7 @@ from .running import MovingMean, exp_mean
 from .runs import RunFinder
 
 HOLD_TRIM_S = 0.3  # the end of a still run that is left out of the hold
+Said = list[tuple[float, str]]  # refusals said to the wearer: (time, message)
 
 
 class CalibrationError(ValueError):
@@ -256,11 +257,11 @@ class Calibrator:
         self._hold, self._bend, self._settling = None, [], None
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
-               bias_dps: np.ndarray | None = None) -> tuple[Calibration | None, int, list[str]]:
-        """(calibration or None, index where it starts to apply, refusal messages). bias_dps: the gyro bias known
-        so far (the orientation filter's), taken off for the stillness test only: the hold measures its own."""
+               bias_dps: np.ndarray | None = None) -> tuple[Calibration | None, int, Said]:
+        """(calibration or None, index where it starts to apply, refusals said). bias_dps: the gyro bias known so far
+        (the orientation filter's), taken off for the stillness test only: the hold measures its own."""
         still = self._still.update(acc_g, gyro_dps if bias_dps is None else gyro_dps - bias_dps)
-        messages: list[str] = []
+        messages: Said = []
         k = 0
         while k < len(t_s):
             if self._settling is not None:  # a bend came back, in this batch or an earlier one
@@ -277,7 +278,8 @@ class Calibrator:
                     raise CalibrationError("the sensor faces up or down, as lying does")
                 cal = Calibration.from_vectors(self._hold.up).with_bias(self._hold.bias_dps)
             except CalibrationError as exc:
-                self._refuse(float(t_s[-1]), f"{exc}: sit upright and still for {self.s.hold_s:g} s, "
+                timed_out = t_s[np.argmax(t_s - self._hold.since_t_s > self.s.bend_timeout_s)]
+                self._refuse(float(timed_out), f"{exc}: sit upright and still for {self.s.hold_s:g} s, "
                                              "then bend forward once and sit up", messages)
                 self.restart()
                 # Said once for a still stretch (a night in bed is one); a bend may still follow this hold.
@@ -288,7 +290,7 @@ class Calibrator:
         return None, len(t_s), messages
 
     def _follow(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
-                still: np.ndarray, k: int, messages: list[str]) -> int:
+                still: np.ndarray, k: int, messages: Said) -> int:
         """The hold and the bend from sample k: up to the sample a bend judged good came back at, or the end."""
         for a, b, is_still in _runs(still[k:]):
             a, b = a + k, b + k
@@ -300,9 +302,9 @@ class Calibrator:
                 return stop
         return len(t_s)
 
-    def _extend_hold(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, messages: list[str]) -> None:
+    def _extend_hold(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, messages: Said) -> None:
         if self._bend:  # a pause at the bottom of a bend is part of the bend, but only for so long
-            self._give_up_late_bend(float(t_s[-1]), messages)
+            self._give_up_late_bend(t_s, messages)
             return
         keep = self._hold_n + self._trim_n
         self._run_acc = np.vstack([self._run_acc, acc_g])[-keep:]
@@ -319,7 +321,7 @@ class Calibrator:
                 self._run_held = True
                 self._hold = _Hold(_unit(acc.mean(axis=0)), hold_gyro_bias_dps(acc, gyro, self.rate_hz), end_t, since)
 
-    def _break_hold(self, t_s: float, messages: list[str]) -> None:
+    def _break_hold(self, t_s: float, messages: Said) -> None:
         self._hold_only_refused = False
         if self._hold is None and not self._bend and self._run_n >= self.rate_hz:
             self._refuse(t_s, f"moved during the upright hold after {self._run_n / self.rate_hz:.1f} s: "
@@ -327,7 +329,7 @@ class Calibrator:
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
         self._run_held = False
 
-    def _follow_bend(self, t_s: np.ndarray, up_sensor: np.ndarray, a: int, b: int, messages: list[str]) -> int | None:
+    def _follow_bend(self, t_s: np.ndarray, up_sensor: np.ndarray, a: int, b: int, messages: Said) -> int | None:
         """Follow the bend through samples a..b (moving); the sample it came back at if judged good (_settling)."""
         hold = self._hold
         if hold is None:
@@ -348,7 +350,7 @@ class Calibrator:
         stop = a + (int(back[0]) if len(back) else len(dev))
         self._bend += list(zip(t_s[a:stop].tolist(), up_sensor[a:stop]))
         if not len(back):
-            self._give_up_late_bend(float(t_s[b - 1]), messages)
+            self._give_up_late_bend(t_s[a:b], messages)
             return None
         doubt = self._doubt
         cal = self._judge_bend(hold, float(t_s[stop]), messages)
@@ -359,7 +361,7 @@ class Calibrator:
         return stop
 
     def _settle(self, t_s: np.ndarray, up_sensor: np.ndarray, k: int,
-                messages: list[str]) -> tuple[Calibration | None, int]:
+                messages: Said) -> tuple[Calibration | None, int]:
         """From sample k: the calibration and where it applies once the trunk has not gone on past the hold for long
         enough; None while it may still (then _settling stays, and the batch is done) or once it did (then from
         where)."""
@@ -383,14 +385,15 @@ class Calibrator:
         self._settling = None
         return settling.cal, k + n
 
-    def _give_up_late_bend(self, t_s: float, messages: list[str]) -> None:
-        """A bend not back within bend_max_s is a posture, not the calibration bend: start over."""
-        if t_s - self._bend[0][0] > self.s.bend_max_s:
-            self._refuse(t_s, f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
+    def _give_up_late_bend(self, t_s: np.ndarray, messages: Said) -> None:
+        """A bend not back within bend_max_s is a posture, not the calibration bend: start over (said at the sample it
+        was over, however the stream is batched)."""
+        if len(late := np.flatnonzero(t_s - self._bend[0][0] > self.s.bend_max_s)):
+            self._refuse(float(t_s[late[0]]), f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
                               f"{self.s.instructions} again", messages)
             self.restart()
 
-    def _judge_bend(self, hold: _Hold, t_s: float, messages: list[str]) -> Calibration | None:
+    def _judge_bend(self, hold: _Hold, t_s: float, messages: Said) -> Calibration | None:
         if t_s - self._bend[0][0] > self.s.bend_max_s:
             return None  # out and back took too long: a posture, not the calibration bend
         ups = np.array([u for _, u in self._bend])
@@ -434,7 +437,7 @@ class Calibrator:
             return self._confirmed(cal.with_bias(hold.bias_dps), backwards, t_s, messages)
         return cal.with_bias(hold.bias_dps)
 
-    def _confirmed(self, cal: Calibration, backwards: bool, t_s: float, messages: list[str]) -> Calibration | None:
+    def _confirmed(self, cal: Calibration, backwards: bool, t_s: float, messages: Said) -> Calibration | None:
         """One back sensor cannot tell a forward bend with the sensor worn face-in from a lean back with it worn face
         out. Once a bend has gone straight back from where the mount puts forward, the wearer is asked, and a bend
         calibrates only when the next one, soon after, goes the same way."""
@@ -457,12 +460,12 @@ class Calibrator:
         self._refuse(t_s, why, messages, always=True)
         return None
 
-    def _refuse(self, t_s: float, message: str, messages: list[str], always: bool = False) -> None:
+    def _refuse(self, t_s: float, message: str, messages: Said, always: bool = False) -> None:
         """Count a refusal; say it unless one was said within refusal_every_s (a fidgety hour is one line), or
         always (a question the wearer must answer)."""
         self.refusals += 1
         if always or t_s - self._last_refusal_t_s >= self.s.refusal_every_s:
-            messages.append(message)
+            messages.append((t_s, message))
             self._last_refusal_t_s = t_s
 
 

@@ -240,7 +240,7 @@ class PosturePipeline:
         cal, start = None, len(t_s)
         if self.armed:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
-            out.events += [CalibrationEvent(float(t_s[min(start, len(t_s) - 1)]), "refused", m) for m in refusals]
+            out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
         parts = []
         if self.calibration is not None:  # the current calibration measures up to where a new one applies
             parts.append(self._measure(slice(0, start), t_s, acc_g, walking, att, acc_vertical, real, lost_samples,

@@ -315,3 +315,28 @@ def test_a_face_in_answer_then_a_lean_back_at_once_is_said_and_the_question_stay
     events, _, _ = run_measured([HOLD, BEND, HOLD, BEND, at_once, lean_back, HOLD, BEND, HOLD], FACE_IN)
     assert [e.status for e in events] == ["refused", "refused", "calibrated"]
     assert "went on past" in events[1].message and "face-in" in events[2].message
+
+
+def test_a_refusal_is_said_at_its_own_sample_however_the_stream_is_batched():
+    # Refusals were stamped with their batch's last sample: a bend given up at 14.33 s was said at 14.99 s in 1 s
+    # batches, and a reviewer saw one line at 9.56, 9.98 or 33.98 s by batch size.
+    sim = SensorSimulation(parse_scenario({"name": "refusals", "segment": [
+        {"activity": "sit_upright", "duration_s": 4.0},
+        {"activity": "slouch", "duration_s": 13.0, "flexion_deg": 25.0, "ramp_s": 0.8},  # held: not come back
+        {"activity": "walk", "duration_s": 65.0},  # moving on past the once-a-minute limit, no hold
+        {"activity": "sit_upright", "duration_s": 3.0, "transition_s": 2.5},
+        {"activity": "slouch", "duration_s": 9.0, "flexion_deg": 25.0, "ramp_s": 1.0},
+        {"activity": "stand", "duration_s": 5.0, "transition_s": 2.5},
+        {"activity": "walk", "duration_s": 5.0}]}), seed=4)
+    t, acc, gyro = (np.concatenate(x) for x in zip(*((c.t_s, c.acc_g, c.gyro_dps) for c in sim.chunks(100_000))))
+    said = {}
+    for size in (1, 7, 100, 4000):
+        pipeline = PosturePipeline()
+        events = [e for i in range(0, len(t), size)
+                  for e in pipeline.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]).events]
+        said[size] = [(e.t_s, e.message) for e in events if e.kind == "calibration" and e.status == "refused"]
+    assert [m.split(":")[0] for _, m in said[1]] == ["the forward bend did not come back within 10 s",
+                                                      "moved during the upright hold after 1.9 s"]
+    for size in (7, 100, 4000):  # the sample it is said at (a sample's stillness may differ as its first batch did)
+        assert [m for _, m in said[size]] == [m for _, m in said[1]]
+        assert [t for t, _ in said[size]] == pytest.approx([t for t, _ in said[1]], abs=0.02)
