@@ -11,7 +11,8 @@ walking, lying — from one IMU on the upper back.
   resting value, bounded by quiet on both sides) is integrated twice with zero vertical velocity at
   both ends, which cancels any constant accelerometer offset; a net rise or fall of `stand_rise_m`
   flips the state. The accelerometer's offset along vertical moves with the sensor's orientation,
-  so the resting value is blended from before to after as the orientation moved, and a movement is not
+  so the resting value is blended from before to after as the orientation moved, or, once the day's rests have shown
+  the offset at the tilts the movement passed (acc_offset.py), taken where the sensor pointed; and a movement is not
   over while the trunk still tilts (sitting down and at once leaning back); a movement cut by a lost link
   is not judged. A rise whose rest before lies inside a forward bend is not judged either: sitting up from a
   short bend (a calibration's, a reach to the floor) begins the movement at the sit-up, the rest 2.5 s before falls
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .acc_offset import AccOffset
 from .angles import DEG_PER_RAD, row_dot
 from .running import Band, MovingMean, exp_mean, trailing_mean
 
@@ -51,6 +53,10 @@ TRUNK_LEVER_M = 0.3
 # not judged; fidgets and weight shifts (2–6°) mostly stay within it.
 BEND_UP = np.sin(np.radians(5.0))
 REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
+# The offset fitted over the day's rests (acc_offset.py) stands in for the blend once it knows the change across a
+# movement to this (1σ) and predicts the change between the rests either side within MODEL_AGREE_G.
+MODEL_SD_G = 0.002
+MODEL_AGREE_G = 0.004
 # The first resting value is the median over this much (not walking or lying): the first samples of a stream may
 # be the sensor being put on, or the wearer still sitting up from a calibration bend.
 REST_FIRST_S = 2.0
@@ -149,6 +155,7 @@ class ActivityClassifier:
         self._walk_offset = 0
         self._seat_at: int | None = None  # absolute index from which a walk lost in a gap is taken to end seated
         self._trunk_up: np.ndarray | None = None  # the trunk's long axis in sensor axes, once calibrated (trunk_axis)
+        self._offset = AccOffset(s.rate_hz)
 
     def gap(self, unseen_s: float = 0.0) -> None:
         """The link was lost for unseen_s: a movement cut by the gap cannot be judged (the rest after it was not
@@ -352,6 +359,9 @@ class ActivityClassifier:
             moving = moving & (np.abs(smooth - self._rest_g) > s.move_acc_g)
         quiet = free & ~moving
         self._follow_rest(smooth[quiet if known is None else quiet & known])
+        rest = quiet & np.isfinite(up[:, 0])
+        if rest.any():
+            self._offset.add(up[rest], av_g[rest])
         self._buf = np.concatenate([self._buf, av_g])
         self._up_buf = np.concatenate([self._up_buf, up])
         # Tilting matters only to a movement that is open or may open in this batch (here or after walking); most
@@ -495,8 +505,13 @@ class ActivityClassifier:
             return None  # the rests either side differ by more than a change of orientation explains
         if self._still_tilting(lo + len(x) - edge, edge):
             return None  # the "rest" after is a slow posture change going on: its offset is not the one after
-        blend = self._blend(u, up_before, up_after, (core[0] - self._buf_start - lo, core[1] - self._buf_start - lo))
-        rise_m = _zupt_rise_m((x - before - (after - before) * blend) * G_M_S2,
+        offset = self._offset_change(u, up_before, edge, after - before if rest_before else None)
+        if offset is None:
+            core_in_window = (core[0] - self._buf_start - lo, core[1] - self._buf_start - lo)
+            offset = (after - before) * self._blend(u, up_before, up_after, core_in_window)
+        elif not rest_before:  # the rest after stands for both ends: the offset is measured from there
+            offset = offset - float(offset[-edge:].mean())
+        rise_m = _zupt_rise_m((x - before - offset) * G_M_S2,
                               self.dt_s, 0.0 if rest_before else self._step_velocity(a, after))
         if rise_m > 0.0 and self._trunk_up is not None and np.all(np.isfinite(up_after - up_before)):
             # Only from a rise, and down to none (module docstring).
@@ -508,6 +523,19 @@ class ActivityClassifier:
         if rise_m <= -s.stand_rise_m:
             return SITTING_CODE
         return None
+
+    def _offset_change(self, u: np.ndarray, up_before: np.ndarray, edge: int,
+                       rests_differ_g: float | None) -> np.ndarray | None:
+        """The offset's change from the rest before, per sample of the window, from the day's rests; None when they do
+        not tell it well enough, or do not predict the change seen between the rests either side (rests_differ_g)."""
+        if not np.all(np.isfinite(u)):
+            return None
+        change, sd = self._offset.change(u, up_before)
+        if sd > MODEL_SD_G:
+            return None
+        if rests_differ_g is not None and abs(float(change[-edge:].mean()) - rests_differ_g) > MODEL_AGREE_G:
+            return None
+        return change
 
     def _in_a_bend(self, lo: int, n: int, earliest: int) -> bool:
         """The rest before a movement (buffer samples lo..lo+n) is no rest but part of a bend: the trunk still tilts
