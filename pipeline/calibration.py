@@ -536,8 +536,9 @@ class CalibrationMonitor:
         elif sit_lat is not None and abs(sit_lat) > s.drift_sit_lateral_deg:
             why = f"sitting has read {sit_lat:+.0f}° of sideways bend for minutes: the sensor has probably moved"
         elif sit_flex is not None and sit_flex < -s.drift_sit_extension_deg:
-            why = (f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes: "
-                   "the sensor has probably moved")
+            # Under a hunched hold a recline reads the hunch deeper (day 7010: a 6° hunch and a 12° recline).
+            why = (f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes: the upright hold was "
+                   "probably hunched, or the sensor has moved; sit tall for the hold")
         if why:
             self.reported = True
             return f"recalibrate: {why}; then {s.instructions}"
