@@ -5,9 +5,11 @@ sensor axes) at rest that is an offset of b·u + Σ (Gᵢ − 1) uᵢ² on top o
 for a 30° sit-up, which a 5 s double integral turns into a quarter metre. Every rest of the day, at whatever tilt,
 is an equation in those numbers (the multi-position calibration of accelerometers, e.g. Frosio et al. 2009, done
 on the wearer's own rests), so the offset's change across a movement can be predicted from where the sensor pointed,
-not only blended between the rests either side of it (activity.py). The gain's part varies little over the tilts a
-trunk takes (within 0.005 g for 40°): a constant stands for it, and the fit is c + b·u across the mean up, by least
-squares with a prior that b is within the sensor's specification, so tilts not yet seen predict little change.
+not only blended between the rests either side of it (activity.py). The gain's part moves by up to 0.016 g over 40° of
+tilt, but as the square of the tilt: over the tilts the rests spanned, c + b·u across the mean up leaves 0.002 g of it,
+fitted by least squares with a prior that b is within the sensor's specification, so a direction of tilt not yet seen
+predicts little change. Tilting further along a direction seen does not: the straight line is extrapolated with the
+certainty of its slope, and neither the gain's square nor the bias's part along the mean up is in that certainty.
 
 Pure: rest samples (world up in sensor axes, measured offset) in, predicted offsets out.
 """
@@ -27,18 +29,19 @@ def _features(up: np.ndarray) -> np.ndarray:
 
 
 class AccOffset:
-    """The fit, kept as its normal equations (sums: the same however the stream is batched, to rounding)."""
+    """The fit, kept as its normal equations (sums: the same however the samples given are batched, to rounding; which
+    samples the classifier gives depends on its batching, activity.py)."""
 
     def __init__(self, rate_hz: float) -> None:
         self._ftf = np.zeros((4, 4))  # Σ f fᵀ and Σ f·offset over rest samples, f = [1, u]
         self._fto = np.zeros(4)
-        self._weight = 1.0 / rate_hz  # a second of samples is one observation: they are not independent
+        self._sample_s = 1.0 / rate_hz  # a second of samples is one observation: they are not independent
 
     def add(self, up: np.ndarray, offset_g: np.ndarray) -> None:
         """Rest samples: world up in sensor axes (n × 3) and the vertical reading less 1 g (n)."""
         f = _features(up)
-        self._ftf += self._weight * (f.T @ f)
-        self._fto += self._weight * (f.T @ offset_g)
+        self._ftf += self._sample_s * (f.T @ f)
+        self._fto += self._sample_s * (f.T @ offset_g)
 
     def change(self, up: np.ndarray, up0: np.ndarray) -> tuple[np.ndarray, float]:
         """The offset at each row of up less the one at up0, and how uncertain the most uncertain of them is (1σ, g).

@@ -54,7 +54,9 @@ TRUNK_LEVER_M = 0.3
 BEND_UP = np.sin(np.radians(5.0))
 REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 # The offset fitted over the day's rests (acc_offset.py) stands in for the blend once it knows the change across a
-# movement to this (1σ) and predicts the change between the rests either side within MODEL_AGREE_G.
+# movement to this (1σ) and predicts the change between the rests either side within MODEL_AGREE_G. Within that, the
+# fit overrules the rest after: 0.004 g left at the end of a 7 s window integrates to up to a quarter metre, so the
+# fit must be better than that rest (a fidget's) to be used; its σ counts noise only, not a drifting bias or the gain.
 MODEL_SD_G = 0.002
 MODEL_AGREE_G = 0.004
 # The first resting value is the median over this much (not walking or lying): the first samples of a stream may
@@ -359,6 +361,9 @@ class ActivityClassifier:
             moving = moving & (np.abs(smooth - self._rest_g) > s.move_acc_g)
         quiet = free & ~moving
         self._follow_rest(smooth[quiet if known is None else quiet & known])
+        # The fit's samples: quiet ones, slow posture changes included (on days of short rests their accelerations bias
+        # it by 1-2 mg at a sit-up's tilt), and, the resting value being taken once per batch, not quite the same ones
+        # however the stream is batched.
         rest = quiet & np.isfinite(up[:, 0])
         if rest.any():
             self._offset.add(up[rest], av_g[rest])
@@ -482,7 +487,8 @@ class ActivityClassifier:
         The accelerometer's offset along vertical is not constant: its bias and gain errors project
         differently once the trunk has tilted (0.03 g of bias, 20° of tilt: 0.01 g, which a 4 s double
         integral turns into 0.2 m). So the resting value is measured before and after the movement and
-        blended as the sensor's orientation moved between them (`_blend`). After a walk there is no rest before (the
+        blended as the sensor's orientation moved between them (`_blend`), or taken from the day's rests where they
+        tell it (`_offset_change`). After a walk there is no rest before (the
         integration starts at a step, where only the velocity is known, `_step_velocity`): the rest after stands
         for both, as walking and sitting tilt the trunk alike.
         """
