@@ -29,8 +29,7 @@ def _features(up: np.ndarray) -> np.ndarray:
 
 
 class AccOffset:
-    """The fit, kept as its normal equations (sums: the same however the samples given are batched, to rounding; which
-    samples the classifier gives depends on its batching, activity.py)."""
+    """The fit, kept as its normal equations (sums: the same however the samples are batched, to rounding)."""
 
     def __init__(self, rate_hz: float) -> None:
         self._ftf = np.zeros((4, 4))  # Σ f fᵀ and Σ f·offset over rest samples, f = [1, u]

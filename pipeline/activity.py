@@ -59,6 +59,12 @@ REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 # fit must be better than that rest (a fidget's) to be used; its σ counts noise only, not a drifting bias or the gain.
 MODEL_SD_G = 0.002
 MODEL_AGREE_G = 0.004
+# The fit's samples: free to move, and calm — the 0.3 s mean of vertical acceleration within CALM_G of its 2 s mean.
+# A rule of the samples alone, so the same ones however the stream is batched (the quiet ones, judged against a
+# resting value taken once a batch, were not), and it leaves out most of a slow posture change or a fidget, whose
+# accelerations bias the fit by 1–2 mg at a sit-up's tilt on a day of short rests.
+CALM_G = 0.005
+CALM_S = 2.0
 # The first resting value is the median over this much (not walking or lying): the first samples of a stream may
 # be the sensor being put on, or the wearer still sitting up from a calibration bend.
 REST_FIRST_S = 2.0
@@ -158,6 +164,7 @@ class ActivityClassifier:
         self._seat_at: int | None = None  # absolute index from which a walk lost in a gap is taken to end seated
         self._trunk_up: np.ndarray | None = None  # the trunk's long axis in sensor axes, once calibrated (trunk_axis)
         self._offset = AccOffset(s.rate_hz)
+        self._calm = MovingMean(round(CALM_S * s.rate_hz))
 
     def gap(self, unseen_s: float = 0.0) -> None:
         """The link was lost for unseen_s: a movement cut by the gap cannot be judged (the rest after it was not
@@ -361,10 +368,7 @@ class ActivityClassifier:
             moving = moving & (np.abs(smooth - self._rest_g) > s.move_acc_g)
         quiet = free & ~moving
         self._follow_rest(smooth[quiet if known is None else quiet & known])
-        # The fit's samples: quiet ones, slow posture changes included (on days of short rests their accelerations bias
-        # it by 1-2 mg at a sit-up's tilt), and, the resting value being taken once per batch, not quite the same ones
-        # however the stream is batched.
-        rest = quiet & np.isfinite(up[:, 0])
+        rest = free & (np.abs(smooth - self._calm.update(av_g)) < CALM_G) & np.isfinite(up[:, 0])
         if rest.any():
             self._offset.add(up[rest], av_g[rest])
         self._buf = np.concatenate([self._buf, av_g])
