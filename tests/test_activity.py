@@ -28,10 +28,11 @@ def _run(acc_vertical_g: np.ndarray, start: str = SITTING, batch: int = 100,
     return np.concatenate(out)
 
 
-def _up(flexion_deg: np.ndarray) -> np.ndarray:
-    """World up in sensor axes for a trunk flexed forward (sensor x forward, z up the spine)."""
-    f = np.radians(flexion_deg)
-    return np.column_stack([np.sin(f), np.zeros_like(f), np.cos(f)])
+def _up(flexion_deg: np.ndarray, lateral_deg: np.ndarray | float = 0.0) -> np.ndarray:
+    """World up in sensor axes for a trunk flexed forward and bent sideways (sensor x forward, y left, z up the
+    spine)."""
+    f, lat = np.radians(flexion_deg), np.radians(lateral_deg)
+    return np.column_stack([np.sin(f) * np.cos(lat), np.sin(lat) * np.ones_like(f), np.cos(f) * np.cos(lat)])
 
 
 BIAS_G = np.array([0.05, 0.0, 0.0])  # accelerometer offset: up to 0.03 g per axis, as the simulator draws
@@ -191,11 +192,10 @@ def _after_a_weight_shift(t: np.ndarray, rising: bool, before_s: float, dur_s: f
     shift = _smoothstep5((t - 12.0 + before_s) / 0.5) - _smoothstep5((t - 12.5 + before_s) / 0.5)
     peak_s = (0.35 if rising else 0.65) * dur_s
     flexion = 30.0 * (_smoothstep5((t - 12.0) / peak_s) - _smoothstep5((t - 12.0 - peak_s) / (dur_s - peak_s)))
-    f, lat = np.radians(flexion), np.radians(lateral_deg * shift)
-    up = np.column_stack([np.sin(f) * np.cos(lat), np.sin(lat), np.cos(f) * np.cos(lat)])
+    up = _up(flexion, lateral_deg * shift)
     pelvis = (0.4 * _smoothstep5((t - 12.0 - 0.3 * dur_s) / (0.7 * dur_s)) if rising
               else -0.4 * _smoothstep5((t - 12.0) / (0.75 * dur_s)))
-    z = pelvis + 0.5 * np.cos(f) * np.cos(lat)
+    z = pelvis + 0.5 * up[:, 2]
     return 1.0 + np.gradient(np.gradient(z, t), t) / G + sign * (up - up[0]) @ BIAS_G, up
 
 
@@ -217,33 +217,23 @@ def test_straightening_up_from_a_short_bend_is_no_sit_or_stand():
                         assert (state == start).all(), (start, bend_deg, ramp_s, hold_s, sign)
 
 
-def test_a_sit_down_after_a_weight_shift_is_still_judged():
-    # Standing, a 2–4° sideways weight shift out and back in 1 s, 1–3 s before sitting down (trunk flexing to 30°
-    # two thirds in, the upper back falling 0.4 m over the first three quarters): the rest before the sit-down may
-    # fall in the shift. Only a rise from inside a bend is refused; refusing every movement with a tilting rest
-    # before missed 18 of these 60, and the wearer read standing for the whole sitting bout after.
+@pytest.mark.parametrize("rising", [False, True], ids=["sit-down", "stand-up"])
+def test_a_sit_down_or_stand_up_after_a_weight_shift_is_still_judged(rising):
+    # A 2–4° sideways weight shift out and back in 1 s, 1–3 s before sitting down (trunk flexing to 30° two thirds in,
+    # the upper back falling 0.4 m over the first three quarters) or standing up (flexing to 30° a third in, rising
+    # 0.4 m over the last 70 %): the rest before the movement may fall in the shift. Only a rise from inside a bend is
+    # refused; refusing every movement with a tilting rest before missed 18 of the 60 sit-downs, and the wearer read
+    # standing for the whole sitting bout after. The stand-up's rest before, still tilting, lies within 5° of the
+    # settled posture before it, so it is no bend: refusing every rise with a tilting rest before missed 15 of 60.
     t = np.arange(0, 30, 1 / RATE_HZ)
+    start, end = (SITTING, STANDING) if rising else (STANDING, SITTING)
     for before_s in (1.0, 1.5, 2.0, 2.5, 3.0):
         for dur_s in (1.5, 2.5):
             for lateral_deg in (2.0, 4.0):
                 for sign in (1.0, 0.0, -1.0):
-                    acc, up = _after_a_weight_shift(t, False, before_s, dur_s, lateral_deg, sign)
-                    state = _run(acc, start=STANDING, up=up)
-                    assert (state[t > 20] == SITTING).all(), (before_s, dur_s, lateral_deg, sign)
-
-
-def test_a_stand_up_after_a_weight_shift_is_still_judged():
-    # The same weight shift, 1–3 s before standing up (trunk flexing to 30° a third in, the upper back rising 0.4 m
-    # over the last 70 %): the rest before may fall in the shift, still tilting, but within 5° of the settled posture
-    # before it, so it is no bend. Refusing every rise with a tilting rest before missed 15 of these 60.
-    t = np.arange(0, 30, 1 / RATE_HZ)
-    for before_s in (1.0, 1.5, 2.0, 2.5, 3.0):
-        for dur_s in (1.5, 2.5):
-            for lateral_deg in (2.0, 4.0):
-                for sign in (1.0, 0.0, -1.0):
-                    acc, up = _after_a_weight_shift(t, True, before_s, dur_s, lateral_deg, sign)
-                    state = _run(acc, start=SITTING, up=up)
-                    assert (state[t > 20] == STANDING).all(), (before_s, dur_s, lateral_deg, sign)
+                    acc, up = _after_a_weight_shift(t, rising, before_s, dur_s, lateral_deg, sign)
+                    state = _run(acc, start=start, up=up)
+                    assert (state[t > 20] == end).all(), (before_s, dur_s, lateral_deg, sign)
 
 
 def test_straightening_up_from_a_bend_the_link_came_back_in_is_no_rise():
@@ -399,11 +389,6 @@ def test_a_stand_up_judged_on_the_very_sample_the_unseen_seat_falls_due_cancels_
         assert (after == STANDING).all(), (cuts[:3], np.flatnonzero(after != STANDING)[:1])
 
 
-def _up_leaning(flexion_deg: np.ndarray, lateral_deg: np.ndarray) -> np.ndarray:
-    f, lat = np.radians(flexion_deg), np.radians(lateral_deg)
-    return np.column_stack([np.sin(f) * np.cos(lat), np.sin(lat), np.cos(f) * np.cos(lat)])
-
-
 @pytest.mark.parametrize("bias_g", [[0.03, -0.025, 0.03], [-0.03, 0.03, -0.03], [0.03, 0.0, 0.0]])
 def test_the_offset_fitted_over_the_days_rests_predicts_its_change_across_a_sit_up(bias_g):
     from pipeline.acc_offset import AccOffset
@@ -411,11 +396,11 @@ def test_the_offset_fitted_over_the_days_rests_predicts_its_change_across_a_sit_
 
     rng = np.random.default_rng(5)
     bias = np.array(bias_g)
-    path = _up_leaning(np.linspace(35.0, 2.0, 50), np.zeros(50))  # sitting up from a 35° slouch
+    path = _up(np.linspace(35.0, 2.0, 50))  # sitting up from a 35° slouch
     only_upright, seen = AccOffset(RATE_HZ), AccOffset(RATE_HZ)
     for flexion, lateral, seconds in ((2, 0, 60), (35, 0, 60), (5, 10, 30), (5, -8, 30)):
         n = seconds * round(RATE_HZ)
-        up = _up_leaning(flexion + rng.normal(0, 1, n), lateral + rng.normal(0, 1, n))
+        up = _up(flexion + rng.normal(0, 1, n), lateral + rng.normal(0, 1, n))
         offset = 0.01 + up @ bias + rng.normal(0, 0.004, n)
         seen.add(up, offset)
         if flexion == 2:
