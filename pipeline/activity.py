@@ -59,10 +59,10 @@ REST_NOISE_G = 0.004  # a 0.5 s mean of noise and leftover sway
 # fit must be better than that rest (a fidget's) to be used; its σ counts noise only, not a drifting bias or the gain.
 MODEL_SD_G = 0.002
 MODEL_AGREE_G = 0.004
-# The fit's samples: free to move, and calm — the 0.3 s mean of vertical acceleration within CALM_G of its 2 s mean.
-# A rule of the samples alone, so the same ones however the stream is batched (the quiet ones, judged against a
-# resting value taken once a batch, were not), and it leaves out most of a slow posture change or a fidget, whose
-# accelerations bias the fit by 1–2 mg at a sit-up's tilt on a day of short rests.
+# The fit's samples: not walking or lying, and calm — the 0.3 s mean of vertical acceleration within CALM_G of its
+# 2 s mean. A rule of the samples alone, so the same ones however the stream is batched (the quiet ones, judged
+# against a resting value taken once a batch, were not), and it leaves out most of a slow posture change or a fidget,
+# whose accelerations bias the fit by 1–2 mg at a sit-up's tilt on a day of short rests.
 CALM_G = 0.005
 CALM_S = 2.0
 # The first resting value is the median over this much (not walking or lying): the first samples of a stream may

@@ -273,7 +273,7 @@ def test_a_restless_night_under_a_right_calibration_is_not_taken_for_a_moved_sen
 def test_standing_up_from_a_slouch_held_still_is_no_calibration(asked_again, slouch_deg):
     # A slouch still for 3 s looks like the hold, and standing up bends the trunk forward 20–40° and back through the
     # slouch on its way up: that came back "within 6° of the hold", and the slouch was taken as upright (a random
-    # day's recalibration went 24° off, silently). The trunk must stay back after the bend.
+    # day's recalibration went 24° off, silently). After the sit-up the trunk must not go on past the hold.
     sim = SensorSimulation(parse_scenario({"name": "stand-up", "segment": [
         {"activity": "slouch", "duration_s": 9.0, "flexion_deg": slouch_deg},  # no provisional hold (12 s)
         {"activity": "stand", "duration_s": 20.0, "transition_s": 2.5},
