@@ -191,6 +191,7 @@ class _Settling:
     cal: Calibration  # judged from the bend, adopted if the trunk does not go on past the hold
     until_t_s: float
     doubt: tuple[float, Calibration] | None  # the question the bend answered (_confirmed): still open if refused
+    hold_end_t_s: float
 
 
 @dataclass
@@ -241,6 +242,11 @@ class Calibrator:
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
         self._settling: _Settling | None = None  # a bend judged good, while the trunk must not go on past the hold
+        # Of the calibration last returned, for `held_standing`: where its hold ended, the question its bend answered.
+        self.hold_end_t_s = -np.inf
+        self._answered: tuple[float, Calibration] | None = None
+        self._returned_hold_only = False
+        self._batch_still = np.zeros(0, bool)
 
     def expect(self, current: Calibration | None, sign_in_doubt: bool = False) -> None:
         """Judge the moves against the calibration in use (None: against the mount's forward, as at a first
@@ -260,12 +266,17 @@ class Calibrator:
                bias_dps: np.ndarray | None = None) -> tuple[Calibration | None, int, Said]:
         """(calibration or None, index where it starts to apply, refusals said). bias_dps: the gyro bias known so far
         (the orientation filter's), taken off for the stillness test only: the hold measures its own."""
-        still = self._still.update(acc_g, gyro_dps if bias_dps is None else gyro_dps - bias_dps)
+        self._batch_still = self._still.update(acc_g, gyro_dps if bias_dps is None else gyro_dps - bias_dps)
+        return self.resume(t_s, acc_g, gyro_dps, up_sensor, 0)
+
+    def resume(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
+               k: int) -> tuple[Calibration | None, int, Said]:
+        """As `update`, on the same batch from sample k on: after a calibration it returned was not taken."""
+        still = self._batch_still
         messages: Said = []
-        k = 0
         while k < len(t_s):
             if self._settling is not None:  # a bend came back, in this batch or an earlier one
-                cal, k = self._settle(t_s, up_sensor, k, messages)
+                cal, k = self._settle(t_s, acc_g, gyro_dps, up_sensor, still, k, messages)
                 if cal is not None or self._settling is not None:  # adopted, or not yet known
                     return cal, k, messages
             k = self._follow(t_s, acc_g, gyro_dps, up_sensor, still, k, messages)
@@ -285,9 +296,23 @@ class Calibrator:
                 # Said once for a still stretch (a night in bed is one); a bend may still follow this hold.
                 self._hold_only_refused = True
                 return None, len(t_s), messages
+            self.hold_end_t_s, self._answered, self._returned_hold_only = self._hold.end_t_s, None, True
             self.restart()
             return cal, len(t_s), messages
         return None, len(t_s), messages
+
+    def held_standing(self, t_s: float) -> Said:
+        """The calibration just returned was held standing (the activity classifier says so; the wearer was on their
+        feet at the hold's end or later): it is not the seated hold asked for, most often a sit-down after a walk,
+        whose trunk bend comes back to sitting upright, with the standing posture taken for upright. Refused, said at
+        t_s; the question its bend answered is open again."""
+        messages: Said = []
+        self._doubt = self._answered
+        # A still stretch standing makes one hold-only calibration to refuse, not one each bend_timeout_s.
+        self._hold_only_refused = self._returned_hold_only
+        self._refuse(t_s, f"standing during the upright hold (sitting down is no calibration bend): sit down, then "
+                          f"{self.s.instructions}", messages, always=self._doubt is not None)
+        return messages
 
     def _follow(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
                 still: np.ndarray, k: int, messages: Said) -> int:
@@ -357,11 +382,11 @@ class Calibrator:
         self._bend, self._hold = [], None
         if cal is None:
             return None
-        self._settling = _Settling(cal, float(t_s[stop]) + self.s.bend_settle_s, doubt)
+        self._settling = _Settling(cal, float(t_s[stop]) + self.s.bend_settle_s, doubt, hold.end_t_s)
         return stop
 
-    def _settle(self, t_s: np.ndarray, up_sensor: np.ndarray, k: int,
-                messages: Said) -> tuple[Calibration | None, int]:
+    def _settle(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
+                still: np.ndarray, k: int, messages: Said) -> tuple[Calibration | None, int]:
         """From sample k: the calibration and where it applies once the trunk has not gone on past the hold for long
         enough; None while it may still (then _settling stays, and the batch is done) or once it did (then from
         where)."""
@@ -380,10 +405,24 @@ class Calibrator:
                                                  f"up?), not back to it: {self.s.instructions} again", messages,
                          always=settling.doubt is not None)
             return None, k + int(far[0])
+        self._still_run(t_s, acc_g, gyro_dps, still, k, k + n)
         if not len(done):
             return None, len(t_s)
         self._settling = None
+        self.hold_end_t_s, self._answered, self._returned_hold_only = settling.hold_end_t_s, settling.doubt, False
         return settling.cal, k + n
+
+    def _still_run(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, still: np.ndarray, a: int,
+                   b: int) -> None:
+        """Samples a..b, settling: sitting still after the sit-up counts toward the next hold, in case the calibration
+        is not taken (`held_standing`: the wearer sat down, and may do the moves at once). Movement starts the run
+        again, unsaid: no hold was being made."""
+        if len(moved := np.flatnonzero(~still[a:b])):
+            self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
+            self._run_held = False
+            a += int(moved[-1]) + 1
+        if b > a:
+            self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], [])
 
     def _give_up_late_bend(self, t_s: np.ndarray, messages: Said) -> None:
         """A bend not back within bend_max_s is a posture, not the calibration bend: start over (said at the sample it

@@ -151,6 +151,7 @@ class PosturePipeline:
         # stood up, took it off and sat down again was read standing for the rest of the day).
         self._posture_unseen = False
         self._walk_index0 = 0
+        self._on_feet_t_s = -np.inf  # the last sample read standing or walking, while a calibration is looked for
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
             self.calibrator.expect(calibration)
         if calibration is not None and calibration.gyro_bias_dps is not None:
@@ -241,16 +242,25 @@ class PosturePipeline:
         if self.armed:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
             out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
-        parts = []
-        if self.calibration is not None:  # the current calibration measures up to where a new one applies
-            parts.append(self._measure(slice(0, start), t_s, acc_g, walking, att, acc_vertical, real, lost_samples,
-                                       out))
-        elif start:
-            # No angles before the first calibration, but sitting and standing need none (lying does): followed from
-            # the first sample, a wearer who stands up as a calibration is adopted (a sit-to-stand's trunk bend
-            # can be the bend that completes it) is seen standing up, where the classifier once began mid-movement.
-            self.activity.codes(walking[:start], acc_vertical[:start], np.zeros(start, bool), self._walk_index0,
-                                att.row2[:start])
+        parts, k = [], 0
+        while True:
+            if self.calibration is not None:  # the current calibration measures up to where a new one applies
+                parts.append(self._measure(slice(k, start), t_s, acc_g, walking, att, acc_vertical, real,
+                                           lost_samples if k == 0 else 0, out))
+            elif start > k:
+                # No angles before the first calibration, but sitting and standing need none (lying does): followed
+                # from the first sample, a wearer who stands up as a calibration is adopted (a sit-to-stand's trunk
+                # bend can be the bend that completes it) is seen standing up, where the classifier once began
+                # mid-movement.
+                self.activity.codes(walking[k:start], acc_vertical[k:start], np.zeros(start - k, bool),
+                                    self._walk_index0 + k, att.row2[k:start])
+            # The activity up to the calibration's sample is known now, however the stream is batched.
+            if cal is None or not self._posture_known or self._on_feet_t_s < self.calibrator.hold_end_t_s:
+                break
+            said = self.calibrator.held_standing(float(t_s[start - 1] if start else t_s[0]))
+            k = start
+            cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
+            out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
         if cal is not None:
             self._adopt(cal, float(t_s[start - 1] if start else t_s[0]), out)
             if before is not None and start < len(t_s):
@@ -277,6 +287,13 @@ class PosturePipeline:
     def last_t_s(self) -> float | None:
         """The time of the last sample processed (None before any)."""
         return self._last_t_s
+
+    @property
+    def _posture_known(self) -> bool:
+        """Whether sitting and standing are known: not before a calibration, nor under an unchecked (provisional) one,
+        whose lying may be wrong (getting up from bed reads as a rise), nor after time off the body, when the wearer
+        may have sat down or stood up unseen. (A calibration's hold, done sitting, then says it.)"""
+        return self.calibration is not None and self.calibration.with_bend and not self._posture_unseen
 
     @property
     def armed(self) -> bool:
@@ -328,9 +345,7 @@ class PosturePipeline:
 
     def _adopt(self, cal: Calibration, t_s: float, out: PipelineOutput, how: str | None = None) -> None:
         again = self.calibration is not None
-        if how is None and (self.calibration is None or not self.calibration.with_bend or self._posture_unseen):
-            # A hold, done sitting, after none or an unchecked (provisional) one, whose lying may be wrong, or after
-            # time off the body, when the wearer may have sat down or stood up unseen.
+        if how is None and not self._posture_known:
             self.activity.seated()
             self._posture_unseen = False
         if again:  # what was open was measured in the old frame: end it there
@@ -378,6 +393,8 @@ class PosturePipeline:
         if (why := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
             out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate", why))
             self.request_calibration(moved=self.monitor.moved)
+        if self._recalibrate:  # looking for a calibration where sitting and standing are known: see _worn
+            self._follow_feet(t_s, ~(sitting | lying))
         self._check_forward(t_s, acc_g, att, angles, walking, out)
         slouches, leans, rotations = feed_together(t_s, self.slouch, flexion, upright_context, self.lean, lateral,
                                                    sitting, self.rotation, rotation, walking | lying | jumped)
@@ -399,6 +416,11 @@ class PosturePipeline:
         part.activity = np.take(ACTIVITY_NAMES, activity)
         out.metrics += part.metrics
         return part
+
+    def _follow_feet(self, t_s: np.ndarray, on_feet: np.ndarray) -> None:
+        """When the wearer was last standing or walking: a calibration held then is no seated hold, and refused."""
+        if on_feet.any():
+            self._on_feet_t_s = float(t_s[np.flatnonzero(on_feet)[-1]])
 
     def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, att: SensorAttitude, angles: TrunkAngles,
                        walking: np.ndarray, out: PipelineOutput) -> None:

@@ -340,3 +340,35 @@ def test_a_refusal_is_said_at_its_own_sample_however_the_stream_is_batched():
     for size in (7, 100, 4000):  # the sample it is said at (a sample's stillness may differ as its first batch did)
         assert [m for _, m in said[size]] == [m for _, m in said[1]]
         assert [t for t, _ in said[size]] == pytest.approx([t for t, _ in said[1]], abs=0.02)
+
+
+def test_sitting_down_after_a_walk_is_no_recalibration_and_the_seated_moves_after_it_are():
+    # Asked to recalibrate (most often by walking, which shows a hunched hold), the wearer stops, stands still and sits
+    # down: the standing posture passed for the hold, the sit-down's trunk bend for the bend, and sitting upright for
+    # the return. Eight recalibrations of unseen random days went 3–6° off so, silently (standing inclined 2–5°).
+    # (Not at a first calibration: before one, sitting and standing are not known well enough to refuse a hold.)
+    sim = SensorSimulation(parse_scenario({"name": "sit-down", "segment": [
+        {"activity": "stand", "duration_s": 0.5},  # too short to be a hold
+        {"activity": "walk", "duration_s": 30.0, "transition_s": 0.5},
+        {"activity": "stand", "duration_s": 10.0, "flexion_deg": 5.0},
+        {"activity": "sit_upright", "duration_s": 8.0, "transition_s": 2.5},
+        BEND, HOLD, {"activity": "slouch", "duration_s": 15.0, "flexion_deg": 25.0}]}), seed=6)
+    true = Calibration(sim.r_trunk_sensor.T, with_bend=True)
+    t, acc, gyro = (np.concatenate(x) for x in zip(*((c.t_s, c.acc_g, c.gyro_dps) for c in sim.chunks(100_000))))
+    said = {}
+    for size in (100, 4000):
+        pipeline = PosturePipeline(calibration=true.turned(2.0))
+        pipeline.request_calibration()
+        events = [e for i in range(0, len(t), size)
+                  for e in pipeline.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]).events
+                  if e.kind == "calibration"]
+        said[size] = [(e.t_s, e.status, e.message.split(":")[0]) for e in events]
+        up = pipeline.calibration.r_sensor_trunk[:, 2]
+        assert np.degrees(np.arccos(np.clip(up @ true.r_sensor_trunk[:, 2], -1, 1))) < 2.0  # the seated hold's
+    refused = [s for s in said[100] if s[1] == "refused"]
+    assert [m for _, _, m in refused] == ["standing during the upright hold (sitting down is no calibration bend)"]
+    assert 40.0 < refused[0][0] < 46.0  # when the sit-down came back upright and settled
+    assert said[100][-1][1] == "calibrated" and said[100][-1][0] > 50.0  # the bend asked for, seated
+    # The same lines at the same samples however the stream is batched (a sample's stillness may differ by one).
+    assert [s[1:] for s in said[4000]] == [s[1:] for s in said[100]]
+    assert np.allclose([s[0] for s in said[4000]], [s[0] for s in said[100]], atol=0.015)
