@@ -245,7 +245,6 @@ class Calibrator:
         # Of the calibration last returned, for `held_standing`: where its hold ended, the question its bend answered.
         self.hold_end_t_s = -np.inf
         self._answered: tuple[float, Calibration] | None = None
-        self._returned_hold_only = False
         self._batch_still = np.zeros(0, bool)
 
     def expect(self, current: Calibration | None, sign_in_doubt: bool = False) -> None:
@@ -296,20 +295,19 @@ class Calibrator:
                 # Said once for a still stretch (a night in bed is one); a bend may still follow this hold.
                 self._hold_only_refused = True
                 return None, len(t_s), messages
-            self.hold_end_t_s, self._answered, self._returned_hold_only = self._hold.end_t_s, None, True
+            self.hold_end_t_s, self._answered = self._hold.end_t_s, None
             self.restart()
             return cal, len(t_s), messages
         return None, len(t_s), messages
 
     def held_standing(self, t_s: float) -> Said:
-        """The calibration just returned was held standing (the activity classifier says so; the wearer was on their
-        feet at the hold's end or later): it is not the seated hold asked for, most often a sit-down after a walk,
-        whose trunk bend comes back to sitting upright, with the standing posture taken for upright. Refused, said at
-        t_s; the question its bend answered is open again."""
+        """The calibration just returned was the wearer sitting down (the stream's activity says so): the standing
+        posture passed for the hold, the sit-down's trunk bend for the bend and sitting upright for the return.
+        Refused, said at t_s; the question its bend answered is open again. (Only a bend's calibration comes here:
+        sitting and standing are known only under a calibration with a bend, and recalibrating from one takes no hold
+        alone, `expect`.)"""
         messages: Said = []
         self._doubt = self._answered
-        # A still stretch standing makes one hold-only calibration to refuse, not one each bend_timeout_s.
-        self._hold_only_refused = self._returned_hold_only
         self._refuse(t_s, f"standing during the upright hold (sitting down is no calibration bend): sit down, then "
                           f"{self.s.instructions}", messages, always=self._doubt is not None)
         return messages
@@ -409,7 +407,7 @@ class Calibrator:
         if not len(done):
             return None, len(t_s)
         self._settling = None
-        self.hold_end_t_s, self._answered, self._returned_hold_only = settling.hold_end_t_s, settling.doubt, False
+        self.hold_end_t_s, self._answered = settling.hold_end_t_s, settling.doubt
         return settling.cal, k + n
 
     def _still_run(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, still: np.ndarray, a: int,

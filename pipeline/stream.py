@@ -151,7 +151,8 @@ class PosturePipeline:
         # stood up, took it off and sat down again was read standing for the rest of the day).
         self._posture_unseen = False
         self._walk_index0 = 0
-        self._on_feet_t_s = -np.inf  # the last sample read standing or walking, while a calibration is looked for
+        # While recalibrating: the last sample read standing or walking, and the last read sitting (_sat_down_to_it).
+        self._on_feet_t_s = self._seated_t_s = -np.inf
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
             self.calibrator.expect(calibration)
         if calibration is not None and calibration.gyro_bias_dps is not None:
@@ -255,7 +256,7 @@ class PosturePipeline:
                 self.activity.codes(walking[k:start], acc_vertical[k:start], np.zeros(start - k, bool),
                                     self._walk_index0 + k, att.row2[k:start])
             # The activity up to the calibration's sample is known now, however the stream is batched.
-            if cal is None or not self._posture_known or self._on_feet_t_s < self.calibrator.hold_end_t_s:
+            if cal is None or not self._posture_known or not self._sat_down_to_it():
                 break
             said = self.calibrator.held_standing(float(t_s[start - 1] if start else t_s[0]))
             k = start
@@ -394,7 +395,7 @@ class PosturePipeline:
             out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate", why))
             self.request_calibration(moved=self.monitor.moved)
         if self._recalibrate:  # looking for a calibration where sitting and standing are known: see _worn
-            self._follow_feet(t_s, ~(sitting | lying))
+            self._follow_feet(t_s, ~(sitting | lying), sitting)
         self._check_forward(t_s, acc_g, att, angles, walking, out)
         slouches, leans, rotations = feed_together(t_s, self.slouch, flexion, upright_context, self.lean, lateral,
                                                    sitting, self.rotation, rotation, walking | lying | jumped)
@@ -417,10 +418,22 @@ class PosturePipeline:
         out.metrics += part.metrics
         return part
 
-    def _follow_feet(self, t_s: np.ndarray, on_feet: np.ndarray) -> None:
-        """When the wearer was last standing or walking: a calibration held then is no seated hold, and refused."""
+    def _follow_feet(self, t_s: np.ndarray, on_feet: np.ndarray, sitting: np.ndarray) -> None:
+        """When the wearer was last read standing or walking, and last read sitting (for _sat_down_to_it)."""
         if on_feet.any():
             self._on_feet_t_s = float(t_s[np.flatnonzero(on_feet)[-1]])
+        if sitting.any():
+            self._seated_t_s = float(t_s[np.flatnonzero(sitting)[-1]])
+
+    def _sat_down_to_it(self) -> bool:
+        """Whether the recalibration just found was the wearer sitting down: read standing at its hold's end, and
+        sitting since (the sit-down judged), or the movement under way, judged now, a fall. (Read standing and no fall:
+        the moves were done standing, or seated with a sit-down the classifier missed; refused, such a wearer could
+        never recalibrate.) The activity up to the calibration's sample is known here, however the stream is batched."""
+        hold_end_t_s = self.calibrator.hold_end_t_s
+        if self._on_feet_t_s < hold_end_t_s:
+            return False
+        return self._seated_t_s >= hold_end_t_s or self.activity.falling()
 
     def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, att: SensorAttitude, angles: TrunkAngles,
                        walking: np.ndarray, out: PipelineOutput) -> None:

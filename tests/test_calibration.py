@@ -372,3 +372,29 @@ def test_sitting_down_after_a_walk_is_no_recalibration_and_the_seated_moves_afte
     # The same lines at the same samples however the stream is batched (a sample's stillness may differ by one).
     assert [s[1:] for s in said[4000]] == [s[1:] for s in said[100]]
     assert np.allclose([s[0] for s in said[4000]], [s[0] for s in said[100]], atol=0.015)
+
+
+def test_a_seated_wearer_read_standing_can_still_recalibrate():
+    # After a 3.5 s stand the classifier misses the sit-down: the wearer sits, read standing. Refusing every hold read
+    # standing (a reviewer's probe of the first version) locked such a wearer out of recalibrating; only a hold whose
+    # bend was itself a sit-down is refused.
+    sim = SensorSimulation(parse_scenario({"name": "missed-sit-down", "segment": [
+        {"activity": "fidget", "duration_s": 10.0, "amplitude_deg": 8.0},
+        {"activity": "stand", "duration_s": 3.5, "flexion_deg": 4.0, "transition_s": 1.5},
+        {"activity": "sit_upright", "duration_s": 10.0, "transition_s": 1.5},
+        BEND, HOLD, {"activity": "sit_upright", "duration_s": 30.0}, BEND, HOLD]}), seed=2)
+    true = Calibration(sim.r_trunk_sensor.T, with_bend=True)
+    pipeline = PosturePipeline(calibration=Calibration(true.turned(2.0).r_sensor_trunk, True, 30.0))
+    pipeline.request_calibration()
+    events, t, activity = [], [], []
+    for ch in sim.chunks(max_samples=100):
+        out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
+        events += [e for e in out.events if e.kind == "calibration" and "restored" not in e.message]
+        t.append(out.t_s)
+        activity.append(out.activity)
+    t, activity = np.concatenate(t), np.concatenate(activity)
+    assert (activity[(t > 20.0) & (t < 26.0)] == "standing").all()  # seated, read standing: the classifier's miss
+    assert [e.status for e in events if e.status != "refused" or "standing" in e.message] == ["calibrated"]
+    assert events[-1].t_s < 30.0  # the first seated moves
+    up = pipeline.calibration.r_sensor_trunk[:, 2]
+    assert np.degrees(np.arccos(np.clip(up @ true.r_sensor_trunk[:, 2], -1, 1))) < 2.0
