@@ -413,16 +413,16 @@ class ActivityClassifier:
         self._buf, self._up_buf, self._buf_start = self._buf[drop:], self._up_buf[drop:], self._buf_start + drop
         return flips
 
-    def falling(self) -> bool:
-        """Whether the movement under way has brought the upper back down by stand_rise_m or more (a sit-down), judged
-        on the samples seen so far as if it ended now (it is judged for good move_quiet_s after its last moving
-        sample): for a calibration whose bend may have been a sit-down, found 1.5 s after the sit-up."""
-        if self._move_start is None:
-            return False
+    def verdict_now(self, began_n_ago: int) -> int | None:
+        """The sit/stand verdict (SITTING_CODE: a fall, STANDING_CODE: a rise, None) of the movement under way if it
+        began at least began_n_ago samples ago, judged on the samples seen so far as if it ended now (it is judged
+        for good move_quiet_s after its last moving sample): for a calibration whose bend may have been a sit-down,
+        found 1.5 s after the sit-up."""
+        if self._move_start is None or self._n - self._move_start < began_n_ago:
+            return None
         a = self._move_from if self._move_from is not None else self._move_start - round(self.s.move_margin_s
                                                                                           * self.s.rate_hz)
-        return self._judge(a, self._n, (self._move_start, self._move_last),
-                           rest_before=self._move_from is None) == SITTING_CODE
+        return self._judge(a, self._n, (self._move_start, self._move_last), rest_before=self._move_from is None)
 
     def _after_walk(self, end: int, base: int) -> None:
         """Walking just ended: sitting straight down after the last steps is common, and the walking verdict lags

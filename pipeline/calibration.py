@@ -242,8 +242,9 @@ class Calibrator:
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
         self._settling: _Settling | None = None  # a bend judged good, while the trunk must not go on past the hold
-        # Of the calibration last returned, for `held_standing`: where its hold ended, the question its bend answered.
-        self.hold_end_t_s = -np.inf
+        # Of the calibration last returned, for the stream's check and `held_standing`: where its hold ended and its
+        # bend came back, the question its bend answered.
+        self.hold_end_t_s = self.returned_t_s = -np.inf
         self._answered: tuple[float, Calibration] | None = None
         self._batch_still = np.zeros(0, bool)
 
@@ -295,20 +296,21 @@ class Calibrator:
                 # Said once for a still stretch (a night in bed is one); a bend may still follow this hold.
                 self._hold_only_refused = True
                 return None, len(t_s), messages
-            self.hold_end_t_s, self._answered = self._hold.end_t_s, None
+            self.hold_end_t_s = self.returned_t_s = self._hold.end_t_s
+            self._answered = None
             self.restart()
             return cal, len(t_s), messages
         return None, len(t_s), messages
 
     def held_standing(self, t_s: float) -> Said:
-        """The calibration just returned was the wearer sitting down (the stream's activity says so): the standing
-        posture passed for the hold, the sit-down's trunk bend for the bend and sitting upright for the return.
-        Refused, said at t_s; the question its bend answered is open again. (Only a bend's calibration comes here:
-        sitting and standing are known only under a calibration with a bend, and recalibrating from one takes no hold
-        alone, `expect`.)"""
+        """The calibration just returned was the wearer sitting down or standing up (the stream's activity says so):
+        standing still passed for the hold, the sit-down's trunk bend for the bend and sitting upright for the return
+        (or the other way round). Refused, said at t_s; the question its bend answered is open again. (Only a bend's
+        calibration comes here: sitting and standing are known only under a calibration with a bend, and
+        recalibrating from one takes no hold alone, `expect`.)"""
         messages: Said = []
         self._doubt = self._answered
-        self._refuse(t_s, f"standing during the upright hold (sitting down is no calibration bend): sit down, then "
+        self._refuse(t_s, f"that was sitting down or standing up, not the calibration bend: sitting, "
                           f"{self.s.instructions}", messages, always=self._doubt is not None)
         return messages
 
@@ -408,6 +410,7 @@ class Calibrator:
             return None, len(t_s)
         self._settling = None
         self.hold_end_t_s, self._answered = settling.hold_end_t_s, settling.doubt
+        self.returned_t_s = settling.until_t_s - self.s.bend_settle_s
         return settling.cal, k + n
 
     def _still_run(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, still: np.ndarray, a: int,

@@ -151,7 +151,7 @@ class PosturePipeline:
         # stood up, took it off and sat down again was read standing for the rest of the day).
         self._posture_unseen = False
         self._walk_index0 = 0
-        # While recalibrating: the last sample read standing or walking, and the last read sitting (_sat_down_to_it).
+        # While recalibrating: the last sample read standing or walking, and the last read sitting (_sit_stand_as_bend).
         self._on_feet_t_s = self._seated_t_s = -np.inf
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
             self.calibrator.expect(calibration)
@@ -255,10 +255,13 @@ class PosturePipeline:
                 # mid-movement.
                 self.activity.codes(walking[k:start], acc_vertical[k:start], np.zeros(start - k, bool),
                                     self._walk_index0 + k, att.row2[k:start])
-            # The activity up to the calibration's sample is known now, however the stream is batched.
-            if cal is None or not self._posture_known or not self._sat_down_to_it():
+            if cal is None:
                 break
-            said = self.calibrator.held_standing(float(t_s[start - 1] if start else t_s[0]))
+            cal_t_s = float(t_s[start - 1] if start else t_s[0])
+            # The activity up to the calibration's sample is known now, however the stream is batched.
+            if not self._posture_known or not self._sit_stand_as_bend(cal_t_s):
+                break
+            said = self.calibrator.held_standing(cal_t_s)
             k = start
             cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
             out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
@@ -419,21 +422,24 @@ class PosturePipeline:
         return part
 
     def _follow_feet(self, t_s: np.ndarray, on_feet: np.ndarray, sitting: np.ndarray) -> None:
-        """When the wearer was last read standing or walking, and last read sitting (for _sat_down_to_it)."""
+        """When the wearer was last read standing or walking, and last read sitting (for _sit_stand_as_bend)."""
         if on_feet.any():
             self._on_feet_t_s = float(t_s[np.flatnonzero(on_feet)[-1]])
         if sitting.any():
             self._seated_t_s = float(t_s[np.flatnonzero(sitting)[-1]])
 
-    def _sat_down_to_it(self) -> bool:
-        """Whether the recalibration just found was the wearer sitting down: read standing at its hold's end, and
-        sitting since (the sit-down judged), or the movement under way, judged now, a fall. (Read standing and no fall:
-        the moves were done standing, or seated with a sit-down the classifier missed; refused, such a wearer could
-        never recalibrate.) The activity up to the calibration's sample is known here, however the stream is batched."""
+    def _sit_stand_as_bend(self, t_s: float) -> bool:
+        """Whether the recalibration just found was the wearer sitting down (or standing up): standing still passed for
+        the hold, the sit-down's trunk bend for the bend, sitting upright for the return. So when read both sitting and
+        standing (or walking) since the hold's end (the sit-down or stand-up judged), or when the movement under way
+        since before the return is judged, as if it ended now, a fall or rise of stand_rise_m. (Read standing all along
+        with no fall, the moves are taken: done standing, or seated after a sit-down the classifier missed; refused,
+        such a wearer could never recalibrate.) The activity up to the calibration's sample is known here, however the
+        stream is batched. t_s: the calibration's sample, the activity's last."""
         hold_end_t_s = self.calibrator.hold_end_t_s
-        if self._on_feet_t_s < hold_end_t_s:
-            return False
-        return self._seated_t_s >= hold_end_t_s or self.activity.falling()
+        if self._on_feet_t_s >= hold_end_t_s and self._seated_t_s >= hold_end_t_s:
+            return True
+        return self.activity.verdict_now(round((t_s - self.calibrator.returned_t_s) / self.dt_s)) is not None
 
     def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, att: SensorAttitude, angles: TrunkAngles,
                        walking: np.ndarray, out: PipelineOutput) -> None:
