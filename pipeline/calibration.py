@@ -302,16 +302,15 @@ class Calibrator:
             return cal, len(t_s), messages
         return None, len(t_s), messages
 
-    def held_standing(self, t_s: float) -> Said:
-        """The calibration just returned was the wearer sitting down or standing up (the stream's activity says so):
-        standing still passed for the hold, the sit-down's trunk bend for the bend and sitting upright for the return
-        (or the other way round). Refused, said at t_s; the question its bend answered is open again. (Only a bend's
-        calibration comes here: sitting and standing are known only under a calibration with a bend, and
-        recalibrating from one takes no hold alone, `expect`.)"""
+    def not_seated(self, t_s: float, why: str, always: bool) -> Said:
+        """The calibration just returned was no seated moves (the stream's activity says so: the wearer sat down or
+        stood up for the bend, or stood through the hold): refused with why, said at t_s (always: even soon after
+        another line); the question its bend answered is open again. (Only a bend's calibration comes here: sitting
+        and standing are known only under a calibration with a bend, and recalibrating from one takes no hold alone,
+        `expect`.)"""
         messages: Said = []
         self._doubt = self._answered
-        self._refuse(t_s, f"that was sitting down or standing up, not the calibration bend: sitting, "
-                          f"{self.s.instructions}", messages, always=self._doubt is not None)
+        self._refuse(t_s, f"{why}: sitting, {self.s.instructions}", messages, always=always or self._doubt is not None)
         return messages
 
     def _follow(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,

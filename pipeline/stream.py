@@ -151,8 +151,10 @@ class PosturePipeline:
         # stood up, took it off and sat down again was read standing for the rest of the day).
         self._posture_unseen = False
         self._walk_index0 = 0
-        # While recalibrating: the last sample read standing or walking, and the last read sitting (_sit_stand_as_bend).
+        # While recalibrating: the last sample read standing or walking, the last read sitting, and whether a hold read
+        # standing was refused since (_not_seated).
         self._on_feet_t_s = self._seated_t_s = -np.inf
+        self._standing_refused = False
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
             self.calibrator.expect(calibration)
         if calibration is not None and calibration.gyro_bias_dps is not None:
@@ -259,9 +261,9 @@ class PosturePipeline:
                 break
             cal_t_s = float(t_s[start - 1] if start else t_s[0])
             # The activity up to the calibration's sample is known now, however the stream is batched.
-            if not self._posture_known or not self._sit_stand_as_bend(cal_t_s):
+            if not self._posture_known or (why := self._not_seated(cal_t_s)) is None:
                 break
-            said = self.calibrator.held_standing(cal_t_s)
+            said = self.calibrator.not_seated(cal_t_s, *why)
             k = start
             cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
             out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
@@ -342,6 +344,7 @@ class PosturePipeline:
         over, it is reversed): the bend is judged as at a first calibration, against the mount's forward.
         """
         self._recalibrate = True
+        self._standing_refused = False
         self.calibrator.restart()
         if self.calibration is not None:
             self.calibrator.expect(None if moved else forward or self.calibration,
@@ -422,24 +425,36 @@ class PosturePipeline:
         return part
 
     def _follow_feet(self, t_s: np.ndarray, on_feet: np.ndarray, sitting: np.ndarray) -> None:
-        """When the wearer was last read standing or walking, and last read sitting (for _sit_stand_as_bend)."""
+        """When the wearer was last read standing or walking, and last read sitting (for _not_seated)."""
         if on_feet.any():
             self._on_feet_t_s = float(t_s[np.flatnonzero(on_feet)[-1]])
         if sitting.any():
             self._seated_t_s = float(t_s[np.flatnonzero(sitting)[-1]])
+            self._standing_refused = False
 
-    def _sit_stand_as_bend(self, t_s: float) -> bool:
-        """Whether the recalibration just found was the wearer sitting down (or standing up): standing still passed for
-        the hold, the sit-down's trunk bend for the bend, sitting upright for the return. So when read both sitting and
-        standing (or walking) since the hold's end (the sit-down or stand-up judged), or when the movement under way
-        since before the return is judged, as if it ended now, a fall or rise of stand_rise_m. (Read standing all along
-        with no fall, the moves are taken: done standing, or seated after a sit-down the classifier missed; refused,
-        such a wearer could never recalibrate.) The activity up to the calibration's sample is known here, however the
-        stream is batched. t_s: the calibration's sample, the activity's last."""
+    def _not_seated(self, t_s: float) -> tuple[str, bool] | None:
+        """Why the recalibration just found (at t_s, the activity's last sample) is no seated moves, and whether to say
+        so even soon after another line; None when it is. The activity up to t_s is known here, however the stream is
+        batched.
+
+        - The bend was the wearer sitting down (or standing up): standing still passed for the hold, the sit-down's
+          trunk bend for the bend and sitting upright for the return. So when read both sitting and standing (or
+          walking) since the hold's end (the sit-down or stand-up judged), or when the movement under way since before
+          the sit-up, judged now as if it ended here, is a fall or rise of stand_rise_m. Always refused: the wearer
+          was not calibrating.
+        - Read standing through the hold, with no fall: the moves were done standing (a bend to pick something up
+          looks like them), or seated after a sit-down the classifier missed. Refused once, said, until read sitting
+          again: a seated wearer read standing does them again, and is taken (refused every time, such a wearer
+          could never recalibrate)."""
         hold_end_t_s = self.calibrator.hold_end_t_s
-        if self._on_feet_t_s >= hold_end_t_s and self._seated_t_s >= hold_end_t_s:
-            return True
-        return self.activity.verdict_now(round((t_s - self.calibrator.returned_t_s) / self.dt_s)) is not None
+        stood = self._on_feet_t_s >= hold_end_t_s
+        if (stood and self._seated_t_s >= hold_end_t_s
+                or self.activity.verdict_now(round((t_s - self.calibrator.returned_t_s) / self.dt_s)) is not None):
+            return "that was sitting down or standing up, not the calibration bend", False
+        if stood and not self._standing_refused:
+            self._standing_refused = True
+            return "read standing during the upright hold (already sitting? then do the moves once more)", True
+        return None
 
     def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, att: SensorAttitude, angles: TrunkAngles,
                        walking: np.ndarray, out: PipelineOutput) -> None:
