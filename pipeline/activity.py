@@ -413,19 +413,20 @@ class ActivityClassifier:
         self._buf, self._up_buf, self._buf_start = self._buf[drop:], self._up_buf[drop:], self._buf_start + drop
         return flips
 
-    def verdict_now(self, began_n_ago: int) -> int | None:
-        """The sit/stand verdict (SITTING_CODE: a fall, STANDING_CODE: a rise, None) of the movement under way if it
-        began at least began_n_ago samples ago, judged on the samples seen so far as if it ended now (it is judged
-        for good move_quiet_s after its last moving sample): for a calibration whose bend may have been a sit-down,
-        found 1.5 s after the sit-up."""
+    def falling_now(self, began_n_ago: int) -> bool:
+        """Whether the movement under way, if it began at least began_n_ago samples ago, has brought the upper back down
+        by stand_rise_m or more (a sit-down), judged on the samples seen so far as if it ended now (it is judged for
+        good move_quiet_s after its last moving sample, once the trunk has settled): for a calibration whose bend may
+        have been a sit-down, found 1.5 s after the sit-up. Not waiting for the trunk to settle: sitting down and
+        settling back into the seat brings the back down all the same (a reviewer's probe: 17 of 72 such sit-downs
+        were taken for the calibration, 2-5° off). (A rise judged this early is no stand-up: a calibration's own
+        sit-up, right after sitting down, integrated to one on an unseen day.)"""
         if self._move_start is None or self._n - self._move_start < began_n_ago:
-            return None
+            return False
         a = self._move_from if self._move_from is not None else self._move_start - round(self.s.move_margin_s
                                                                                           * self.s.rate_hz)
-        # Not waiting for the trunk to settle: sitting down and settling back into the seat brings the back down all
-        # the same (a reviewer's probe: 17 of 72 such sit-downs were taken for the calibration, 2-5° off).
         return self._judge(a, self._n, (self._move_start, self._move_last), rest_before=self._move_from is None,
-                           settled=False)
+                           settled=False) == SITTING_CODE
 
     def _after_walk(self, end: int, base: int) -> None:
         """Walking just ended: sitting straight down after the last steps is common, and the walking verdict lags
@@ -510,7 +511,7 @@ class ActivityClassifier:
         tell it (`_offset_change`). After a walk there is no rest before (the
         integration starts at a step, where only the velocity is known, `_step_velocity`): the rest after stands
         for both, as walking and sitting tilt the trunk alike. settled: not judged while the trunk still tilts (the
-        rest after is no rest yet); `verdict_now` judges anyway.
+        rest after is no rest yet); `falling_now` judges anyway.
         """
         s = self.s
         longest = round((s.move_max_s + 2 * s.move_margin_s + MOVE_AFTER_S) * s.rate_hz)

@@ -440,8 +440,8 @@ class PosturePipeline:
         - The bend was the wearer sitting down (or standing up): standing still passed for the hold, the sit-down's
           trunk bend for the bend and sitting upright for the return. So when read both sitting and standing (or
           walking) since the hold's end (the sit-down or stand-up judged), or when the movement under way since before
-          the sit-up, judged now as if it ended here, is a fall or rise of stand_rise_m. Always refused: the wearer
-          was not calibrating.
+          the sit-up, judged now as if it ended here, is a fall of stand_rise_m (`falling_now`). Refused, said as
+          other refusals are: the wearer was not calibrating.
         - Read standing through the hold, with no fall: the moves were done standing (a bend to pick something up
           looks like them), or seated after a sit-down the classifier missed. Refused once, said, until read sitting
           again: a seated wearer read standing does them again, and is taken (refused every time, such a wearer
@@ -449,7 +449,7 @@ class PosturePipeline:
         hold_end_t_s = self.calibrator.hold_end_t_s
         stood = self._on_feet_t_s >= hold_end_t_s
         if (stood and self._seated_t_s >= hold_end_t_s
-                or self.activity.verdict_now(round((t_s - self.calibrator.returned_t_s) / self.dt_s)) is not None):
+                or self.activity.falling_now(round((t_s - self.calibrator.returned_t_s) / self.dt_s))):
             return "that was sitting down or standing up, not the calibration bend", False
         if stood and not self._standing_refused:
             self._standing_refused = True
