@@ -188,21 +188,24 @@ def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
     config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n",
                           timezone=zone)
     log = tmp_path / "alerts.log"
-    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today", "posture/LaterSensor/today"))
     service = start_alerts(config, log)
     try:
         wait_online(broker.port, service, log)
+        # Then a minute of today from another sensor, sent after them: once its `today` shows it, all 120 were handled
+        # (the new day's `today` of DEVICE comes with the first; stopping then left most unread on a busy machine).
         publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, evening_s + 60 * k))
-                              for k in range(120)])
+                              for k in range(120)]
+                + [("posture/LaterSensor/metrics", slouchy_minute("LaterSensor", time.time() // 60 * 60 - 60))])
         today = datetime.now(ZoneInfo(zone)).date().isoformat()
-        wait_for(lambda: phone.today().get("date") == today, 30,
-                 lambda: f"today's `today`; got {phone.today()}\n" + log.read_text()[-2000:])
+        wait_for(lambda: phone.today().get("date") == today and phone.today("LaterSensor").get("worn_min") == 1.0,
+                 30, lambda: f"today's `today`; got {phone.today()}\n" + log.read_text()[-2000:])
         stats = stop(service, log)
     finally:
         if service.poll() is None:
             service.kill()
     phone.close()
-    assert stats["received"] == 120 and stats["malformed"] == {}
+    assert stats["received"] == 121 and stats["malformed"] == {}
     shown = phone.today()
     assert (shown["worn_min"], shown["slouch_min"], shown["posture"]) == (0.0, 0.0, "not_worn")
 
