@@ -242,7 +242,7 @@ class Calibrator:
         self._hold: _Hold | None = None
         self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
         self._settling: _Settling | None = None  # a bend judged good, while the trunk must not go on past the hold
-        # Of the calibration last returned, for the stream's check and `held_standing`: where its hold ended and its
+        # Of the calibration last returned, for the stream's check and `not_seated`: where its hold ended and its
         # bend came back, the question its bend answered.
         self.hold_end_t_s = self.returned_t_s = -np.inf
         self._answered: tuple[float, Calibration] | None = None
@@ -415,7 +415,7 @@ class Calibrator:
     def _still_run(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, still: np.ndarray, a: int,
                    b: int) -> None:
         """Samples a..b, settling: sitting still after the sit-up counts toward the next hold, in case the calibration
-        is not taken (`held_standing`: the wearer sat down, and may do the moves at once). Movement starts the run
+        is not taken (`not_seated`: the wearer sat down, and may do the moves at once). Movement starts the run
         again, unsaid: no hold was being made."""
         if len(moved := np.flatnonzero(~still[a:b])):
             self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
