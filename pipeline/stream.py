@@ -268,7 +268,7 @@ class PosturePipeline:
             cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
             out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
         if cal is not None:
-            self._adopt(cal, float(t_s[start - 1] if start else t_s[0]), out)
+            self._adopt(cal, cal_t_s, out)
             if before is not None and start < len(t_s):
                 # The hold's gyro bias applies from the sample the calibration did, not from the next
                 # batch: run the filter again from there (so batching does not change the result).

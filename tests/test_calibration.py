@@ -27,6 +27,34 @@ def run(sim: SensorSimulation, transform=None) -> list:
     return [e for e in events if e.kind == "calibration"]
 
 
+def arrays(sim: SensorSimulation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole simulated stream: times, acceleration, rotation rate."""
+    t, acc, gyro = (np.concatenate(x) for x in zip(*((c.t_s, c.acc_g, c.gyro_dps) for c in sim.chunks(100_000))))
+    return t, acc, gyro
+
+
+def up_error_deg(calibration: Calibration, true: Calibration) -> float:
+    """Angle between a calibration's up axis and the true one."""
+    return float(np.degrees(np.arccos(np.clip(calibration.r_sensor_trunk[:, 2] @ true.r_sensor_trunk[:, 2], -1, 1))))
+
+
+def recalibrating_in_batches(sim: SensorSimulation, sizes: tuple[int, ...]) -> dict[int, list]:
+    """(t_s, status, message up to its colon) of each calibration line, by batch size, for a wearer asked to
+    recalibrate under a calibration 2° off; each run must end within 2° of the true up axis (the seated hold's)."""
+    true = Calibration(sim.r_trunk_sensor.T, with_bend=True)
+    t, acc, gyro = arrays(sim)
+    said = {}
+    for size in sizes:
+        pipeline = PosturePipeline(calibration=Calibration(true.turned(2.0).r_sensor_trunk, True, 30.0))
+        pipeline.request_calibration()
+        events = [e for i in range(0, len(t), size)
+                  for e in pipeline.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]).events
+                  if e.kind == "calibration" and "restored" not in e.message]
+        said[size] = [(e.t_s, e.status, e.message.split(":")[0]) for e in events]
+        assert up_error_deg(pipeline.calibration, true) < 2.0, size
+    return said
+
+
 def test_sensor_shifted_on_the_back_asks_for_recalibration():
     case = next(c for c in CASES if c.name == "office-day")
     sim = SensorSimulation(load_case_scenario(case).truncated(900.0), seed=case.seed)
@@ -282,16 +310,16 @@ def test_standing_up_from_a_slouch_held_still_is_no_calibration(asked_again, slo
     pipeline = PosturePipeline(calibration=true if asked_again else None)
     if asked_again:
         pipeline.request_calibration()
-    events, ups = [], []
+    events, errors_deg = [], []
     for ch in sim.chunks(max_samples=100):
         out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
         for e in out.events:
             if e.kind == "calibration":
                 events.append(e)
                 if e.status == "calibrated":
-                    ups.append(pipeline.calibration.r_sensor_trunk[:, 2])
-    for up in ups:  # none from the slouch (a provisional one from standing still is upright)
-        assert np.degrees(np.arccos(np.clip(up @ true.r_sensor_trunk[:, 2], -1, 1))) < 5.0
+                    errors_deg.append(up_error_deg(pipeline.calibration, true))
+    for error_deg in errors_deg:  # none from the slouch (a provisional one from standing still is upright)
+        assert error_deg < 5.0
     assert any("went on past where it was held" in e.message for e in events)
 
 
@@ -328,7 +356,7 @@ def test_a_refusal_is_said_at_its_own_sample_however_the_stream_is_batched():
         {"activity": "slouch", "duration_s": 9.0, "flexion_deg": 25.0, "ramp_s": 1.0},
         {"activity": "stand", "duration_s": 5.0, "transition_s": 2.5},
         {"activity": "walk", "duration_s": 5.0}]}), seed=4)
-    t, acc, gyro = (np.concatenate(x) for x in zip(*((c.t_s, c.acc_g, c.gyro_dps) for c in sim.chunks(100_000))))
+    t, acc, gyro = arrays(sim)
     said = {}
     for size in (1, 7, 100, 4000):
         pipeline = PosturePipeline()
@@ -345,7 +373,7 @@ def test_a_refusal_is_said_at_its_own_sample_however_the_stream_is_batched():
 def test_sitting_down_after_a_walk_is_no_recalibration_and_the_seated_moves_after_it_are():
     # Asked to recalibrate (most often by walking, which shows a hunched hold), the wearer stops, stands still and sits
     # down: the standing posture passed for the hold, the sit-down's trunk bend for the bend, and sitting upright for
-    # the return. Eight recalibrations of unseen random days went 3–6° off so, silently (standing inclined 2–5°).
+    # the return. Ten recalibrations of unseen random days went 3–6° off so, silently (standing inclined 2–5°).
     # (Not at a first calibration: before one, sitting and standing are not known well enough to refuse a hold.)
     sim = SensorSimulation(parse_scenario({"name": "sit-down", "segment": [
         {"activity": "stand", "duration_s": 0.5},  # too short to be a hold
@@ -353,18 +381,7 @@ def test_sitting_down_after_a_walk_is_no_recalibration_and_the_seated_moves_afte
         {"activity": "stand", "duration_s": 10.0, "flexion_deg": 5.0},
         {"activity": "sit_upright", "duration_s": 8.0, "transition_s": 2.5},
         BEND, HOLD, {"activity": "slouch", "duration_s": 15.0, "flexion_deg": 25.0}]}), seed=6)
-    true = Calibration(sim.r_trunk_sensor.T, with_bend=True)
-    t, acc, gyro = (np.concatenate(x) for x in zip(*((c.t_s, c.acc_g, c.gyro_dps) for c in sim.chunks(100_000))))
-    said = {}
-    for size in (100, 4000):
-        pipeline = PosturePipeline(calibration=true.turned(2.0))
-        pipeline.request_calibration()
-        events = [e for i in range(0, len(t), size)
-                  for e in pipeline.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]).events
-                  if e.kind == "calibration"]
-        said[size] = [(e.t_s, e.status, e.message.split(":")[0]) for e in events]
-        up = pipeline.calibration.r_sensor_trunk[:, 2]
-        assert np.degrees(np.arccos(np.clip(up @ true.r_sensor_trunk[:, 2], -1, 1))) < 2.0  # the seated hold's
+    said = recalibrating_in_batches(sim, (100, 4000))
     refused = [s for s in said[100] if s[1] == "refused"]
     assert [m for _, _, m in refused] == ["that was sitting down or standing up, not the calibration bend"]
     assert 40.0 < refused[0][0] < 46.0  # when the sit-down came back upright and settled
@@ -397,8 +414,7 @@ def test_a_seated_wearer_read_standing_can_still_recalibrate():
     assert [(e.status, e.message.split(" (")[0]) for e in events if "upright hold after" not in e.message] == [
         ("refused", "read standing during the upright hold"), ("calibrated", "recalibrated with a 30° forward bend")]
     assert events[-2].t_s < 30.0 < events[-1].t_s  # the first seated moves refused, the next taken
-    up = pipeline.calibration.r_sensor_trunk[:, 2]
-    assert np.degrees(np.arccos(np.clip(up @ true.r_sensor_trunk[:, 2], -1, 1))) < 2.0
+    assert up_error_deg(pipeline.calibration, true) < 2.0
 
 
 def test_sitting_down_and_settling_into_the_seat_is_no_recalibration():
@@ -412,18 +428,7 @@ def test_sitting_down_and_settling_into_the_seat_is_no_recalibration():
         {"activity": "stand", "duration_s": 5.0, "flexion_deg": 5.0},
         {"activity": "slouch", "duration_s": 12.0, "flexion_deg": -3.0, "ramp_s": 3.0, "transition_s": 1.5},
         {"activity": "sit_upright", "duration_s": 8.0, "transition_s": 1.5}, BEND, HOLD]}), seed=2)
-    true = Calibration(sim.r_trunk_sensor.T, with_bend=True)
-    t, acc, gyro = (np.concatenate(x) for x in zip(*((c.t_s, c.acc_g, c.gyro_dps) for c in sim.chunks(100_000))))
-    said = {}
-    for size in (7, 100, 4000):
-        pipeline = PosturePipeline(calibration=Calibration(true.turned(2.0).r_sensor_trunk, True, 30.0))
-        pipeline.request_calibration()
-        events = [e for i in range(0, len(t), size)
-                  for e in pipeline.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]).events
-                  if e.kind == "calibration" and "restored" not in e.message]
-        said[size] = [(e.t_s, e.status, e.message.split(":")[0]) for e in events]
-        up = pipeline.calibration.r_sensor_trunk[:, 2]
-        assert np.degrees(np.arccos(np.clip(up @ true.r_sensor_trunk[:, 2], -1, 1))) < 2.0  # the seated hold's
+    said = recalibrating_in_batches(sim, (7, 100, 4000))
     assert [s[1] for s in said[100]] == ["refused", "calibrated"]
     assert said[100][0][2] == "that was sitting down or standing up, not the calibration bend"
     assert 26.0 < said[100][0][0] < 29.0 and said[100][-1][0] > 40.0  # the sit-down refused, the seated moves taken
