@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .angles import row_norm
+from .angles import row_dot, row_norm
 from .running import MovingMean, exp_mean
 from .runs import RunFinder
 
@@ -247,6 +247,8 @@ class Calibrator:
         self.hold_end_t_s = self.returned_t_s = -np.inf
         self._answered: tuple[float, Calibration] | None = None
         self._batch_still = np.zeros(0, bool)
+        self._due = False  # _extend_hold stopped at the sample a provisional calibration from the hold alone is due at
+        self._made: Calibration | None = None  # _follow stopped at the sample that provisional calibration was made at
 
     def expect(self, current: Calibration | None, sign_in_doubt: bool = False) -> None:
         """Judge the moves against the calibration in use (None: against the mount's forward, as at a first
@@ -280,27 +282,46 @@ class Calibrator:
                 if cal is not None or self._settling is not None:  # adopted, or not yet known
                     return cal, k, messages
             k = self._follow(t_s, acc_g, gyro_dps, up_sensor, still, k, messages)
-        if (self.hold_only and self._hold is not None and not self._bend and not self._hold_only_refused
-                and t_s[-1] - self._hold.since_t_s > self.s.bend_timeout_s and self._doubt is None):
-            try:
-                up_z = self._hold.up[2]
-                if not -np.sin(np.radians(self.s.hold_only_z_down_deg)) <= up_z <= np.sin(
-                        np.radians(self.s.hold_only_z_up_deg)):
-                    raise CalibrationError("the sensor faces up or down, as lying does")
-                cal = Calibration.from_vectors(self._hold.up).with_bias(self._hold.bias_dps)
-            except CalibrationError as exc:
-                timed_out = t_s[np.argmax(t_s - self._hold.since_t_s > self.s.bend_timeout_s)]
-                self._refuse(float(timed_out), f"{exc}: sit upright and still for {self.s.hold_s:g} s, "
-                                             "then bend forward once and sit up", messages)
-                self.restart()
-                # Said once for a still stretch (a night in bed is one); a bend may still follow this hold.
-                self._hold_only_refused = True
-                return None, len(t_s), messages
-            self.hold_end_t_s = self.returned_t_s = self._hold.end_t_s
-            self._answered = None
-            self.restart()
-            return cal, len(t_s), messages
+            if (cal := self._made) is not None:
+                self._made = None
+                return cal, k, messages
         return None, len(t_s), messages
+
+    def _overdue(self, t_s: np.ndarray, since_t_s: float | None) -> int | None:
+        """The first of these samples by which a bend is overdue, bend_timeout_s after a hold began at since_t_s (None:
+        no hold a provisional calibration can be made of); None if none is."""
+        if since_t_s is None:
+            return None
+        late = np.flatnonzero(t_s - since_t_s > self.s.bend_timeout_s)
+        return int(late[0]) if len(late) else None
+
+    def _may_take_hold_alone(self) -> bool:
+        """A hold alone may make a provisional calibration: not when recalibrating (expect), nor with a bend under way
+        or settling, nor when this still stretch's hold was refused as one, nor while a bend that went straight back
+        is unexplained (_confirmed)."""
+        return (self.hold_only and not self._bend and self._settling is None and not self._hold_only_refused
+                and self._doubt is None)
+
+    def _hold_only(self, t_s: float, messages: Said) -> Calibration | None:
+        """The provisional calibration from the hold alone, its bend overdue at t_s; refused (said once for the still
+        stretch: a night in bed is one) when the hold cannot be upright, and a bend may still follow it."""
+        assert self._hold is not None  # due only with a hold
+        try:
+            up_z = self._hold.up[2]
+            if not -np.sin(np.radians(self.s.hold_only_z_down_deg)) <= up_z <= np.sin(
+                    np.radians(self.s.hold_only_z_up_deg)):
+                raise CalibrationError("the sensor faces up or down, as lying does")
+            cal = Calibration.from_vectors(self._hold.up).with_bias(self._hold.bias_dps)
+        except CalibrationError as exc:
+            self._refuse(t_s, f"{exc}: sit upright and still for {self.s.hold_s:g} s, then bend forward once and sit "
+                              "up", messages)
+            self.restart()
+            self._hold_only_refused = True
+            return None
+        self.hold_end_t_s = self.returned_t_s = self._hold.end_t_s
+        self._answered = None
+        self.restart()
+        return cal
 
     def not_seated(self, t_s: float, why: str, always: bool) -> Said:
         """The calibration just returned was no seated moves (the stream's activity says so: the wearer sat down or
@@ -319,31 +340,66 @@ class Calibrator:
         for a, b, is_still in _runs(still[k:]):
             a, b = a + k, b + k
             if is_still:
-                self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], messages)
+                while a < b:  # (once more after a hold refused as one alone: the rest of the still run)
+                    a += self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], messages)
+                    if self._due and (made := self._hold_only(float(t_s[a - 1]), messages)) is not None:
+                        self._made = made
+                        return a
                 continue
             self._break_hold(float(t_s[a]), messages)
+            hold = self._hold
+            if (hold is not None and self._may_take_hold_alone()
+                    and (due := self._overdue(t_s[a:b], hold.since_t_s)) is not None
+                    and not (_between_deg(up_sensor[a:a + due + 1], hold.up) >= self.s.bend_min_deg).any()):
+                # Moving about with the bend overdue and not begun by then: the hold alone (refused: it is gone).
+                if (made := self._hold_only(float(t_s[a + due]), messages)) is not None:
+                    self._made = made
+                    return a + due + 1
             if (stop := self._follow_bend(t_s, up_sensor, a, b, messages)) is not None:
                 return stop
         return len(t_s)
 
-    def _extend_hold(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, messages: Said) -> None:
+    def _extend_hold(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, messages: Said) -> int:
+        """Still samples: the hold as of each of them, as if each came alone, so that neither the hold nor when it began
+        depends on how the stream is batched. Returns how many were taken: all, or up to the one a provisional
+        calibration from the hold alone is due at (then _due is set)."""
+        self._due = False
         if self._bend:  # a pause at the bottom of a bend is part of the bend, but only for so long
             self._give_up_late_bend(t_s, messages)
-            return
-        keep = self._hold_n + self._trim_n
-        self._run_acc = np.vstack([self._run_acc, acc_g])[-keep:]
-        self._run_gyro = np.vstack([self._run_gyro, gyro_dps])[-keep:]
-        self._run_t = np.concatenate([self._run_t, t_s])[-keep:]
-        self._run_n += len(t_s)
-        if self._run_n >= keep:
-            # The last moments before a movement already move a little (the bend starts gently): leave them out.
-            acc, gyro = self._run_acc[:self._hold_n], self._run_gyro[:self._hold_n]
-            wander = _between_deg(_unit(acc[:20].mean(axis=0)), _unit(acc[-20:].mean(axis=0)))
-            if wander <= self.s.still_tilt_deg:
-                end_t = float(self._run_t[self._hold_n - 1])
-                since = self._hold.since_t_s if self._hold is not None and self._run_held else end_t
-                self._run_held = True
-                self._hold = _Hold(_unit(acc.mean(axis=0)), hold_gyro_bias_dps(acc, gyro, self.rate_hz), end_t, since)
+            return len(t_s)
+        keep, h, n = self._hold_n + self._trim_n, self._hold_n, len(t_s)
+        acc, gyro = np.vstack([self._run_acc, acc_g]), np.vstack([self._run_gyro, gyro_dps])
+        times, m = np.concatenate([self._run_t, t_s]), len(self._run_acc)
+        # After sample i the hold is the first hold_s of the run's last keep samples (the last moments before a
+        # movement already move a little: the bend starts gently), if its up axis did not wander.
+        first = max(0, keep - self._run_n - 1)
+        starts = m + np.arange(first, n) - keep + 1  # in acc, of the hold after each sample from first on
+        good = np.zeros(0, np.intp)
+        if len(starts):
+            sums = np.concatenate([np.zeros((1, 3)), np.cumsum(acc, axis=0)])
+            head, tail = sums[starts + 20] - sums[starts], sums[starts + h] - sums[starts + h - 20]
+            cos = row_dot(head, tail) / (row_norm(head) * row_norm(tail))
+            good = np.flatnonzero(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) <= self.s.still_tilt_deg) + first
+        # A provisional calibration is due at the first sample past the bend's timeout: from the hold there was until
+        # this still stretch makes one, then from this stretch's first.
+        may, held_at, since = self._may_take_hold_alone(), int(good[0]) if len(good) else n, 0.0
+        if len(good):
+            since = (self._hold.since_t_s if self._hold is not None and self._run_held
+                     else float(times[starts[held_at - first] + h - 1]))
+        due = self._overdue(t_s[:held_at], self._hold.since_t_s if may and self._hold is not None else None)
+        if due is None and may and len(good) and (later := self._overdue(t_s[held_at:], since)) is not None:
+            due = held_at + later
+        taken = n if due is None else due + 1
+        if len(good := good[good < taken]):
+            w = int(starts[good[-1] - first])
+            self._hold = _Hold(_unit(acc[w:w + h].mean(axis=0)), hold_gyro_bias_dps(acc[w:w + h], gyro[w:w + h],
+                               self.rate_hz), float(times[w + h - 1]), since)
+            self._run_held = True
+        to = m + taken
+        self._run_acc, self._run_gyro, self._run_t = acc[:to][-keep:], gyro[:to][-keep:], times[:to][-keep:]
+        self._run_n += taken
+        self._due = due is not None
+        return taken
 
     def _break_hold(self, t_s: float, messages: Said) -> None:
         self._hold_only_refused = False

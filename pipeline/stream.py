@@ -246,6 +246,7 @@ class PosturePipeline:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
             out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
         parts, k = [], 0
+        adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
         while True:
             if self.calibration is not None:  # the current calibration measures up to where a new one applies
                 parts.append(self._measure(slice(k, start), t_s, acc_g, walking, att, acc_vertical, real,
@@ -260,27 +261,25 @@ class PosturePipeline:
             if cal is None:
                 break
             cal_t_s = float(t_s[start - 1] if start else t_s[0])
-            # The activity up to the calibration's sample is known now, however the stream is batched.
-            if not self._posture_known or (why := self._not_seated(cal_t_s)) is None:
-                break
-            said = self.calibrator.not_seated(cal_t_s, *why)
             k = start
-            cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
-            out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
-        if cal is not None:
+            # The activity up to the calibration's sample is known now, however the stream is batched.
+            if self._posture_known and (why := self._not_seated(cal_t_s)) is not None:
+                said = self.calibrator.not_seated(cal_t_s, *why)
+                cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
+                out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
+                continue
             self._adopt(cal, cal_t_s, out)
-            if before is not None and start < len(t_s):
-                # The hold's gyro bias applies from the sample the calibration did, not from the next
-                # batch: run the filter again from there (so batching does not change the result).
-                self.orientation.restore(before)
-                self.orientation.update(gyro_dps[:start], acc_g[:start])
-                if cal.gyro_bias_dps is not None:
-                    self.orientation.set_horizontal_bias_dps(cal.gyro_bias_dps, cal.r_sensor_trunk[:, 2])
-                quat = quat.copy()
-                quat[start:] = self.orientation.update(gyro_dps[start:], acc_g[start:])
+            adopted.append((k, cal))
+            cal, start = None, len(t_s)
+            if k == len(t_s):
+                continue
+            if before is not None:
+                quat = self._filter_again(before, adopted, gyro_dps, acc_g, quat)
                 att = SensorAttitude.of(quat)
                 acc_vertical = vertical(att.row2, acc_g)
-            parts.append(self._measure(slice(start, None), t_s, acc_g, walking, att, acc_vertical, real, 0, out))
+            if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
+                cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
+                out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
         if len(parts) == 1:  # the usual batch: one calibration throughout
             out.t_s, out.flexion_deg, out.lateral_deg = parts[0].t_s, parts[0].flexion_deg, parts[0].lateral_deg
             out.rotation_deg, out.activity = parts[0].rotation_deg, parts[0].activity
@@ -288,6 +287,20 @@ class PosturePipeline:
             for name in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity"):
                 setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
         return out
+
+    def _filter_again(self, before: dict[str, Any], adopted: list[tuple[int, Calibration]], gyro_dps: np.ndarray,
+                      acc_g: np.ndarray, quat: np.ndarray) -> np.ndarray:
+        """The orientation again from the batch's start, each calibration's gyro bias from the sample it was adopted at,
+        not from the next batch (so batching does not change the result)."""
+        self.orientation.restore(before)
+        quat, k = quat.copy(), 0
+        for start, cal in adopted:
+            quat[k:start] = self.orientation.update(gyro_dps[k:start], acc_g[k:start])
+            if cal.gyro_bias_dps is not None:
+                self.orientation.set_horizontal_bias_dps(cal.gyro_bias_dps, cal.r_sensor_trunk[:, 2])
+            k = start
+        quat[k:] = self.orientation.update(gyro_dps[k:], acc_g[k:])
+        return quat
 
     @property
     def last_t_s(self) -> float | None:

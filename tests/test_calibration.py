@@ -435,3 +435,32 @@ def test_sitting_down_and_settling_into_the_seat_is_no_recalibration():
     for size in (7, 4000):
         assert [s[1:] for s in said[size]] == [s[1:] for s in said[100]]
 
+
+
+def test_a_provisional_calibration_and_the_bend_that_finishes_it_come_at_their_samples_however_batched():
+    # The hold alone was taken at the end of the batch its bend's timeout fell in, and the rest of that batch went
+    # unwatched: in one-minute batches (a replay's) a wearer sitting still was uncalibrated for up to a minute longer,
+    # and the bend that finishes the calibration, made in the same minute, was never seen.
+    sim = SensorSimulation(parse_scenario({"name": "provisional", "segment": [
+        {"activity": "sit_upright", "duration_s": 20.0},  # no bend: provisional from the hold, 12 s after it began
+        {"activity": "fidget", "duration_s": 4.0, "amplitude_deg": 6.0},
+        {"activity": "sit_upright", "duration_s": 5.0},
+        {"activity": "slouch", "duration_s": 2.5, "flexion_deg": 30.0, "ramp_s": 0.8},  # the bend that finishes it
+        {"activity": "sit_upright", "duration_s": 25.0}]}), seed=5)
+    t, acc, gyro = arrays(sim)
+    said, kept, calibration = {}, {}, {}
+    for size in (1, 7, 100, 6000):
+        pipeline = PosturePipeline()
+        outs = [pipeline.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]) for i in range(0, len(t), size)]
+        said[size] = [(e.t_s, e.status, e.with_bend) for o in outs for e in o.events
+                      if e.kind == "calibration" and e.status == "calibrated"]
+        kept[size] = sum(len(o.t_s) for o in outs)
+        calibration[size] = pipeline.calibration
+    assert [(s, b) for _, s, b in said[1]] == [("calibrated", False), ("calibrated", True)]
+    assert 14.0 < said[1][0][0] < 17.0  # 12 s after the hold began (3.3 s in)
+    for size in (7, 100, 6000):
+        assert [(s, b) for _, s, b in said[size]] == [(s, b) for _, s, b in said[1]], size
+        assert [x for x, _, _ in said[size]] == pytest.approx([x for x, _, _ in said[1]], abs=0.02), size
+        assert kept[size] == kept[1], size  # measured from the same sample on
+        # The same hold, to within what the stillness test's resting |acc|, followed batch by batch, moves it.
+        np.testing.assert_allclose(calibration[size].r_sensor_trunk, calibration[1].r_sensor_trunk, atol=1e-4)
