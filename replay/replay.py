@@ -109,7 +109,9 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
     stats = {"bad_lines": 0, "samples": 0, "backwards": 0}
     summary, rollups = Summary(), Rollups()
     pipeline: PosturePipeline | None = None
-    with open(path, encoding="utf-8-sig") as f, (open(out_path, "w") if out_path else io.StringIO()) as out, \
+    # errors="replace": a byte that is not UTF-8 (a bit flipped on an SD card, a note in Latin-1) makes its line
+    # unreadable, counted and skipped like any bad line, instead of ending the replay where it stands.
+    with open(path, encoding="utf-8-sig", errors="replace") as f, (open(out_path, "w") if out_path else io.StringIO()) as out, \
             tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None if progress else True,
                  desc=path.name) as bar:
         chunks: Iterator[tuple[np.ndarray, np.ndarray | None]] = _forward_chunks(read_chunks(f, stats), stats, bar)

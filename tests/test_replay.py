@@ -230,3 +230,18 @@ def test_a_time_column_that_restarts_is_said_once(tmp_path, caplog):
     assert out["out_of_order"] == 3000
     said = [r.getMessage() for r in caplog.records if "out of time order" in r.getMessage()]
     assert len(said) == 1 and "first: t = 0 s after t = 29.99 s" in said[0], said
+
+
+def test_a_byte_that_is_not_utf8_costs_its_line_not_the_rest_of_the_file(tmp_path):
+    """One bit flipped in a digit (an SD card, a copy gone wrong) made the whole replay stop with a codec error."""
+    *chunks, _ = case_chunks("office-short")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    data = bytearray((tmp_path / "rec.csv").read_bytes())
+    at = data.index(b"\n", len(data) * 9 // 10) + 1
+    data[at] |= 0x80  # '1' → 0xb1, no UTF-8
+    (tmp_path / "flipped.csv").write_bytes(bytes(data))
+    good = replay(tmp_path / "rec.csv", None, progress=False)
+    hurt = replay(tmp_path / "flipped.csv", tmp_path / "out.jsonl", progress=False)
+    assert hurt["bad_lines"] == 1 and hurt["samples"] == good["samples"] - 1
+    assert hurt["slouch_episodes"] == good["slouch_episodes"] and hurt["rotations"] == good["rotations"]
+    assert any(json.loads(ln)["kind"] == "summary" for ln in (tmp_path / "out.jsonl").read_text().splitlines())
