@@ -37,6 +37,11 @@ ALIASES = {
     "Gyroscope X (deg/s)": "gyro_x_dps", "Gyroscope Y (deg/s)": "gyro_y_dps", "Gyroscope Z (deg/s)": "gyro_z_dps",
 }
 CHUNK_LINES = 20_000
+# Beyond what any body-worn IMU measures (±16 g and ±2000 °/s are usual, ±4000 °/s the most): a value past these
+# is a corrupt cell, not motion. Kept, one such row (1e20 g, 1e308 °/s) overflowed the filters' sums and states
+# and silently changed the activity, slouch and rotation read for minutes, or the rest of the recording.
+MAX_ACC_G = 100.0
+MAX_GYRO_DPS = 10_000.0
 # Up to this many rows in a row stamped ahead of the rows after them are taken as a glitch in the time column.
 GLITCH_ROWS = 8
 
@@ -66,6 +71,11 @@ def read_chunks(f: io.TextIOBase, stats: dict[str, int]) -> Iterator[tuple[np.nd
         if not good.all():
             _bad(stats, int((~good).sum()), "non-finite value")
             data = data[good]
+        plausible = (np.abs(data[:, 1:4]) <= MAX_ACC_G).all(axis=1) & (np.abs(data[:, 4:7]) <= MAX_GYRO_DPS).all(axis=1)
+        if not plausible.all():
+            _bad(stats, int((~plausible).sum()),
+                 f"value out of range (acceleration over {MAX_ACC_G:g} g or rotation rate over {MAX_GYRO_DPS:g} °/s)")
+            data = data[plausible]
         yield data, size
 
 
