@@ -98,12 +98,22 @@ def _bad(stats: dict[str, int], n: int, what: str, kind: str = "bad_lines") -> N
     stats[kind] += n
 
 
+# The slowest recording the pipeline can read (its step-frequency band needs 2.7 samples/s); far slower is a time
+# column in milliseconds or microseconds, which was read as 0.1 or 0.0001 samples/s and failed with scipy's
+# "Wn[0] must be less than Wn[1]" or a ZeroDivisionError traceback.
+MIN_RATE_HZ = 5.0
+
+
 def estimate_rate_hz(t_s: np.ndarray) -> float:
     steps = np.diff(t_s)
     steps = steps[steps > 0]
     if len(steps) == 0:
         raise ReplayError("cannot tell the sample rate: timestamps do not increase")
-    return float(1.0 / np.median(steps))
+    rate_hz = float(1.0 / np.median(steps))
+    if rate_hz < MIN_RATE_HZ:
+        raise ReplayError(f"the time column gives {rate_hz:.3g} samples/s (a step of {np.median(steps):g}); t_s must be "
+                          f"in seconds (milliseconds or microseconds?) and the rate at least {MIN_RATE_HZ:g} samples/s")
+    return rate_hz
 
 
 def replay(path: Path, out_path: Path | None, device: str = "replay", progress: bool = True,

@@ -262,3 +262,13 @@ def test_a_value_no_sensor_measures_costs_its_row_only(tmp_path, column, value):
     assert bad["bad_lines"] == 1
     assert {k: v for k, v in bad.items() if k not in ("file", "bad_lines")} == \
         {k: v for k, v in without.items() if k not in ("file", "bad_lines")}
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e6])
+def test_a_time_column_in_ms_or_us_is_one_clear_line(tmp_path, scale):
+    """Milliseconds ended in scipy's 'Wn[0] must be less than Wn[1]', microseconds in a ZeroDivisionError traceback."""
+    rows = [f"{i * 0.01 * scale:.3f},0,0,1,0,0,0" for i in range(2000)]
+    (tmp_path / "ms.csv").write_text("\n".join(["t_s,acc_x_g,acc_y_g,acc_z_g,gyro_x_dps,gyro_y_dps,gyro_z_dps", *rows]))
+    cli = subprocess.run([sys.executable, "-m", "posture.cli", "replay", str(tmp_path / "ms.csv"), "--quiet"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "t_s must be in seconds" in cli.stderr, cli.stderr
