@@ -272,3 +272,20 @@ def test_a_time_column_in_ms_or_us_is_one_clear_line(tmp_path, scale):
     cli = subprocess.run([sys.executable, "-m", "posture.cli", "replay", str(tmp_path / "ms.csv"), "--quiet"],
                          capture_output=True, text=True)
     assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "t_s must be in seconds" in cli.stderr, cli.stderr
+
+
+def test_hour_and_day_summaries_count_each_slouch_in_the_period_it_ended(tmp_path):
+    """A replay hands the pipeline 20,000 rows at a time, whose events came before its minutes: slouches that ended
+    after midnight (three of ten at 25 Hz) were counted the day before, and the new day said "not calibrated"."""
+    *chunks, _ = case_chunks("office-short")
+    midnight = 1_733_443_200.0  # 2024-12-06 00:00 UTC, 100 s into the recording
+    write_record_csv(tmp_path / "rec.csv", [(t + midnight - 100.0, a, g) for t, a, g in chunks])
+    replay(tmp_path / "rec.csv", tmp_path / "out.jsonl", progress=False)
+    lines = [json.loads(ln) for ln in (tmp_path / "out.jsonl").read_text().splitlines()]
+    slouch_ends = [ln["end_s"] for ln in lines if ln["kind"] == "slouch"]
+    assert any(t < midnight for t in slouch_ends) and any(t >= midnight for t in slouch_ends)
+    days = [ln for ln in lines if ln["kind"] == "summary" and ln["period"] == "day"]
+    assert [d["start_s"] for d in days] == [midnight - 86400, midnight]
+    for day in days:
+        assert day["slouch_episodes"] == sum(day["start_s"] <= t < day["start_s"] + 86400 for t in slouch_ends)
+        assert day["calibration"].startswith("calibrated")
