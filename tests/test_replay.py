@@ -289,3 +289,11 @@ def test_hour_and_day_summaries_count_each_slouch_in_the_period_it_ended(tmp_pat
     for day in days:
         assert day["slouch_episodes"] == sum(day["start_s"] <= t < day["start_s"] + 86400 for t in slouch_ends)
         assert day["calibration"].startswith("calibrated")
+
+
+def test_acceleration_in_m_s2_is_one_clear_line(tmp_path):
+    """m/s² under the _g columns calibrated and replayed with 0.6 of 2.5 minutes of sitting read as standing."""
+    *chunks, _ = case_chunks("office-short")
+    write_record_csv(tmp_path / "rec.csv", [(t, a * 9.80665, g) for t, a, g in chunks])
+    with pytest.raises(ReplayError, match="must be in g"):
+        replay(tmp_path / "rec.csv", None, progress=False)
