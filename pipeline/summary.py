@@ -142,11 +142,8 @@ class Rollups:
 
     def add_event(self, event: Any) -> None:
         """An event, counted as Summary.add_event counts it (an episode by its end, never by its start)."""
-        t_s = getattr(event, "end_s", None)
-        if t_s is None:
-            t_s = getattr(event, "t_s", None)
-        if t_s is None:
-            t_s = getattr(event, "start_s", 0.0)
+        t_s = float(next((v for v in (getattr(event, a, None) for a in ("end_s", "t_s", "start_s")) if v is not None),
+                         0.0))
         for period, length in self.PERIODS.items():
             k = int(t_s // length)
             if period in self._open and k <= self._open[period][0]:  # its period, or one already handed out

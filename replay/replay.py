@@ -111,8 +111,9 @@ def estimate_rate_hz(t_s: np.ndarray) -> float:
         raise ReplayError("cannot tell the sample rate: timestamps do not increase")
     rate_hz = float(1.0 / np.median(steps))
     if rate_hz < MIN_RATE_HZ:
-        raise ReplayError(f"the time column gives {rate_hz:.3g} samples/s (a step of {np.median(steps):g}); t_s must be "
-                          f"in seconds (milliseconds or microseconds?) and the rate at least {MIN_RATE_HZ:g} samples/s")
+        raise ReplayError(f"the time column gives {rate_hz:.3g} samples/s (a step of {np.median(steps):g}); t_s "
+                          f"must be in seconds (milliseconds or microseconds?) and the rate at least {MIN_RATE_HZ:g} "
+                          "samples/s")
     return rate_hz
 
 
@@ -131,7 +132,8 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
     pipeline: PosturePipeline | None = None
     # errors="replace": a byte that is not UTF-8 (a bit flipped on an SD card, a note in Latin-1) makes its line
     # unreadable, counted and skipped like any bad line, instead of ending the replay where it stands.
-    with open(path, encoding="utf-8-sig", errors="replace") as f, (open(out_path, "w") if out_path else io.StringIO()) as out, \
+    with open(path, encoding="utf-8-sig", errors="replace") as f, \
+            (open(out_path, "w") if out_path else io.StringIO()) as out, \
             tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None if progress else True,
                  desc=path.name) as bar:
         chunks: Iterator[tuple[np.ndarray, np.ndarray | None]] = _forward_chunks(read_chunks(f, stats), stats, bar)
