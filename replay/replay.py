@@ -139,14 +139,25 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
         chunks: Iterator[tuple[np.ndarray, np.ndarray | None]] = _forward_chunks(read_chunks(f, stats), stats, bar)
         if offline:
             chunks = _with_offline_orientation(list(chunks))
+        held: list[tuple[np.ndarray, np.ndarray | None]] = []
         for data, quat in chunks:
             if pipeline is None:
+                # A file that begins with a chunk of unreadable rows (a sensor writing NaN at first) has no rate to
+                # tell there: the rows after it do.
+                held.append((data, quat))
+                data = np.concatenate([d for d, _ in held])
+                quat = None if quat is None else np.concatenate([q for _, q in held if q is not None])
+                if len(data) < 2:
+                    continue
+                held = []
                 _check_units(data)
                 pipeline = PosturePipeline(tuning.settings(round(estimate_rate_hz(data[:, 0]), 3)), calibration,
                                            "calibration given: the sensor's axes taken as the trunk's")
             stats["samples"] += len(data)
             result = pipeline.update(data[:, 0], data[:, 1:4], data[:, 4:7], quat_wxyz=quat)
             _emit(out, device, result.events, result.metrics, summary, rollups)
+        if pipeline is None and held:
+            raise ReplayError("cannot tell the sample rate: fewer than two readable rows")
         if pipeline is not None:
             final = pipeline.finish()
             _emit(out, device, final.events, final.metrics, summary, rollups)

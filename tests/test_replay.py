@@ -297,3 +297,22 @@ def test_acceleration_in_m_s2_is_one_clear_line(tmp_path):
     write_record_csv(tmp_path / "rec.csv", [(t, a * 9.80665, g) for t, a, g in chunks])
     with pytest.raises(ReplayError, match="must be in g"):
         replay(tmp_path / "rec.csv", None, progress=False)
+
+
+def test_a_recording_that_begins_with_a_chunk_of_unreadable_rows_replays_the_rest(tmp_path):
+    """A sensor writing NaN for its first 200 s: the rate was taken from the first 20,000 rows, none readable, and the
+    whole file was refused ("cannot tell the sample rate")."""
+    *chunks, _ = case_chunks("office-short")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    header, *rows = (tmp_path / "rec.csv").read_text().splitlines()
+    blank = [",".join([r.split(",")[0], *["nan"] * 6]) for r in rows[:replay_module.CHUNK_LINES]]
+    (tmp_path / "nan.csv").write_text("\n".join([header, *blank, *rows[replay_module.CHUNK_LINES:]]) + "\n")
+    (tmp_path / "rest.csv").write_text("\n".join([header, *rows[replay_module.CHUNK_LINES:]]) + "\n")
+    rest = replay(tmp_path / "rest.csv", None, progress=False)
+    nan = replay(tmp_path / "nan.csv", None, progress=False)
+    assert nan["bad_lines"] == replay_module.CHUNK_LINES and nan["samples"] == rest["samples"] > 0
+    assert {k: v for k, v in nan.items() if k not in ("file", "bad_lines")} == \
+        {k: v for k, v in rest.items() if k not in ("file", "bad_lines")}
+    (tmp_path / "one.csv").write_text("\n".join([header, rows[0]]) + "\n")
+    with pytest.raises(ReplayError, match="fewer than two readable rows"):
+        replay(tmp_path / "one.csv", None, progress=False)
