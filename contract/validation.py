@@ -72,7 +72,10 @@ def decode(body: bytes | bytearray) -> Any:
 
     What orjson refuses the standard json module reads again, so it is refused, or taken, as it always was,
     in the same words: NaN, Infinity and numbers beyond a double (1e400) are "not JSON", and so is invalid
-    UTF-8; a byte-order mark, UTF-16 and lone surrogates, which json takes and orjson does not, are still taken.
+    UTF-8; a byte-order mark and UTF-16, which json takes and orjson does not, are still taken. A lone surrogate
+    (`"\\ud800"`), which json takes too, is "not JSON": no UTF-8 text holds one, so the line protocol, the spool and
+    the phone's text of a payload that carried one could not be written, and the message killed the bridge or the
+    alert service at every start.
     Nesting deeper than orjson's limit (1024) is "not JSON: nested too deep", as Python's parser said past its
     own (about 1000; a document nested 1000 to 1024 deep now meets the schema, which no payload of ours nests
     in). Where the two read one document differently: an integer beyond 64 bits is a float to orjson (the same
@@ -86,11 +89,30 @@ def decode(body: bytes | bytearray) -> Any:
         if "depth limit" in str(exc):
             raise Malformed("not JSON: nested too deep") from None
     try:
-        return json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+        doc = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Malformed(f"not JSON: {exc}") from None
     except RecursionError:  # nested past Python's own limit (about 1000), should orjson not have said so
         raise Malformed("not JSON: nested too deep") from None
+    _refuse_lone_surrogates(doc)
+    return doc
+
+
+def _refuse_lone_surrogates(doc: Any) -> None:
+    """Every string of a document json read (orjson refuses lone surrogates itself) must be UTF-8 text."""
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += item.keys()
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError as exc:
+                raise Malformed(f"not JSON: a lone surrogate ({item[exc.start]!a}) is no Unicode text") from None
 
 
 def parse(stream: str, body: bytes | bytearray, validators: Validators, now_s: float | None = None) -> dict[str, Any]:

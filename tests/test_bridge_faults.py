@@ -268,6 +268,43 @@ def test_an_event_ending_years_ahead_is_refused_and_the_day_goes_on(tmp_path, br
     assert stats["malformed"] == {"time": 1}
 
 
+
+def test_a_lone_surrogate_in_a_string_is_dead_lettered_and_neither_service_stops(tmp_path, broker, influx):
+    """A status whose sensor_name, or a refused calibration whose message, held the JSON escape "\\ud800" passed
+    the schemas; its line protocol (the bridge) and the alert's text mirror (the alert service) could not be encoded
+    as UTF-8, and each service exited with the message unacknowledged: every restart met it again, and nothing
+    published after it was stored or alerted."""
+    t_s = time.time() // 60 * 60 - 600
+    poison_status = (b'{"schema":1,"kind":"status","device":"evil","ts":%d,"online":true,"sensor_name":"x\\ud800"}'
+                     % int(t_s * 1000))
+    poison_event = (b'{"schema":1,"kind":"calibration","device":"evil","ts":%d,"t_s":%d,"status":"refused",'
+                    b'"message":"bad \\ud800 bend","with_bend":false}' % (int(t_s * 1000), int(t_s)))
+    rules = "[slouch]\nwindow_min = 5\nshare_pct = 50.0\nmin_worn_min = 3.0\n[limits]\nmax_delay_s = 1000000\n" \
+            "quiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
+    (tmp_path / "alerts").mkdir()
+    alerts_log, bridge_log = tmp_path / "alerts.log", tmp_path / "bridge.log"
+    service = start_alerts(alerts_config(tmp_path / "alerts", broker, rules), alerts_log)
+    bridge = start_bridge(write_config(tmp_path / "posture.toml", broker, influx.url), bridge_log)
+    phone = Phone(broker.port, device="good")
+    try:
+        wait_online(broker.port, service, alerts_log)
+        bridge_ready(broker, influx)
+        publish(broker.port, [("posture/evil/status", poison_status), ("posture/evil/events", poison_event)])
+        publish(broker.port, [("posture/good/metrics", slouchy_minute("good", t_s + 60 * k)) for k in range(6)])
+        wait_for(lambda: minutes_stored(influx, "good") == 6, 20,
+                 lambda: "the minutes after the poison stored\n" + bridge_log.read_text()[-2000:])
+        wait_for(lambda: phone.kinds(), 20, lambda: "an alert after the poison\n" + alerts_log.read_text()[-2000:])
+        bridge_stats, alert_stats = stop_bridge(bridge, bridge_log), stop(service, alerts_log)
+    finally:
+        phone.close()
+        for proc in (service, bridge):
+            if proc.poll() is None:
+                proc.kill()
+    assert bridge_stats["malformed"] == {"not JSON": 2}
+    assert alert_stats["malformed"] == {"not JSON": 2}
+    assert phone.kinds()[0] == "slouch"
+
+
 # 7 -------------------------------------------------------------------------------------------------------------
 
 

@@ -362,7 +362,9 @@ def reference_json(body: bytes):
             raise ValueError(text)
         return value
 
-    return json.loads(body, parse_constant=constant, parse_float=finite)
+    doc = json.loads(body, parse_constant=constant, parse_float=finite)
+    json.dumps(doc, ensure_ascii=False).encode()  # a lone surrogate: refused since (no UTF-8 text holds one)
+    return doc
 
 
 def same_json(ours, theirs) -> bool:
@@ -419,7 +421,7 @@ def test_orjson_takes_and_refuses_what_json_did():
     for body in cases:
         try:
             theirs = reference_json(body)
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
             with pytest.raises(Malformed, match="^not JSON"):
                 decode(body)
             continue
@@ -431,7 +433,6 @@ def test_orjson_takes_and_refuses_what_json_did():
 @pytest.mark.parametrize("body, read", [
     (b'\xef\xbb\xbf{"a": 1}', {"a": 1}),  # a byte-order mark: json took it, orjson does not
     ('{"a": "é"}'.encode("utf-16"), {"a": "é"}),  # json reads UTF-16 too
-    (b'{"a": "\\ud800"}', {"a": "\ud800"}),  # a lone surrogate
     (b'{"a": 18446744073709551615}', {"a": 2 ** 64 - 1}),
 ])
 def test_what_json_took_that_orjson_does_not_is_still_taken(body, read):
@@ -450,6 +451,10 @@ def test_what_json_took_that_orjson_does_not_is_still_taken(body, read):
     (b"[" * 5000, "not JSON: nested too deep"),
     (b'{"a": "\xff"}', "not JSON: 'utf-8' codec can't decode byte 0xff"),
     (b"", "not JSON: Expecting value"),
+    (b'{"a": "\\ud800"}', "not JSON: a lone surrogate"),  # json takes it; no UTF-8 text holds it
+    (b'{"\\udfff": 1}', "not JSON: a lone surrogate"),
+    (b'{"a": ["x\\ud83dy"]}', "not JSON: a lone surrogate"),
+    ('{"a": "\\ud800"}'.encode("utf-16"), "not JSON: a lone surrogate"),
 ])
 def test_what_json_refused_is_refused_in_its_words(body, reason):
     from contract.validation import decode
@@ -492,3 +497,20 @@ def test_earlier_states_out_of_the_contract_are_refused(earlier):
     doc = payload("Desk", LiveState(1_700_000_000.99, "calibrated", 19.0, -1.0, 3.0, "sitting"))
     with pytest.raises(Malformed):
         parse("live", json.dumps({**doc, "earlier": earlier}).encode(), load_validators(), 1_700_000_001.0)
+
+
+@pytest.mark.parametrize("stream, doc", [
+    ("status", {"schema": 1, "kind": "status", "device": "dev", "ts": 1_700_000_000_000, "online": True,
+                "sensor_name": "x\ud800y"}),
+    ("events", {"schema": 1, "kind": "calibration", "device": "dev", "ts": 1_700_000_000_000, "t_s": 1_700_000_000.0,
+                "status": "refused", "message": "bad \ud800 bend", "with_bend": False}),
+])
+def test_a_lone_surrogate_in_a_string_field_is_refused_not_taken(stream, doc):
+    """json.dumps writes it as the escape "\\ud800", which json.loads took: the bridge's line protocol, and the alert
+    service's text mirror of the alert it made of it, could not be encoded as UTF-8. The UnicodeEncodeError ended the
+    bridge (and the alert service) with the message unacknowledged, so every restart met it again: nothing more was
+    stored (or alerted) until someone removed the session."""
+    body = json.dumps(doc).encode()
+    assert b"\\ud800" in body
+    with pytest.raises(Malformed, match="^not JSON: a lone surrogate"):
+        parse(stream, body, load_validators(), now_s=1_700_000_100.0)
