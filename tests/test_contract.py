@@ -514,3 +514,19 @@ def test_a_lone_surrogate_in_a_string_field_is_refused_not_taken(stream, doc):
     assert b"\\ud800" in body
     with pytest.raises(Malformed, match="^not JSON: a lone surrogate"):
         parse(stream, body, load_validators(), now_s=1_700_000_100.0)
+
+
+@pytest.mark.parametrize("message, taken", [("recalibrated with a 30° forward bend", True),
+                                            ("bad bend\n2026-12-05 09:00:00,000 WARNING posture.alerts: FORGED", False),
+                                            ("a NUL\x00 here", False), ("an escape \x1b[31m", False)])
+def test_an_event_message_is_one_printable_line(message, taken):
+    """A refused calibration's message went into the alert service's log (a newline forged a whole line there), to
+    the phone and into InfluxDB; the status's sensor_name already refused control characters."""
+    doc = {"schema": 1, "kind": "calibration", "device": "dev", "ts": 1_700_000_000_000, "t_s": 1_700_000_000.0,
+           "status": "refused", "message": message, "with_bend": False}
+    body = json.dumps(doc).encode()
+    if taken:
+        assert parse("events", body, load_validators(), now_s=1_700_000_100.0)["message"] == message
+    else:
+        with pytest.raises(Malformed):
+            parse("events", body, load_validators(), now_s=1_700_000_100.0)
