@@ -151,6 +151,12 @@ class Bridge:
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._connection += 1
         self._session_present = session_present
+        if not session_present and not self.leave and (self._connection > 1 or self.spool.existed):
+            # The broker queues for a session it holds: without it, what gateways published meanwhile is gone, and
+            # only the broker's own log would say so.
+            log.warning("the broker holds no session of %r (restarted without persistence, or the session expired): "
+                        "what was published while the bridge was away is lost to it (docs/mqtt.md, 'Broker')",
+                        self.cfg.client_id)
         if self.leave and self._connection == 1 and not session_present:
             # A mistyped --client-id would otherwise make a session of its own, find it empty and "leave", while the
             # member's session goes on collecting its share.

@@ -50,6 +50,7 @@ class SpoolError(OSError):
 class Spool:
     def __init__(self, path: Path, max_items: int = 1_000_000):
         self.path = Path(path).absolute()  # a chdir later must not make it look deleted (_write_back_if_deleted)
+        self.existed = self.path.exists()  # a process of ours ran with it before
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_items = max_items
         self.dropped = 0  # items deleted to make room (max_items), expendable ones included

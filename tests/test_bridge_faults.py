@@ -4,8 +4,11 @@ through real Mosquitto and InfluxDB 1.6.7: each test fails on the code before it
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -306,6 +309,32 @@ def test_a_lone_surrogate_in_a_string_is_dead_lettered_and_neither_service_stops
 
 
 # 7 -------------------------------------------------------------------------------------------------------------
+
+
+def test_a_broker_that_lost_the_bridges_session_is_said(tmp_path, broker, influx):
+    """A broker restarted without its store (Mosquitto's default config keeps none) forgets the bridge's session and
+    what gateways published for it while it was away: only the broker's log said so. Not said at a first start, nor
+    when the broker kept the session."""
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    log = tmp_path / "bridge.log"
+    said = []
+    for lost in (False, False, True):
+        if lost:
+            broker.stop()
+            shutil.rmtree(broker.workdir / "data")
+            broker.start()
+        before = log.read_text().count("bridge: connected to MQTT") if log.exists() else 0
+        bridge = subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", "bridge", "--config", str(config)],
+                                  stdout=open(log, "a"), stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda n=before: log.read_text().count("bridge: connected to MQTT") > n, 30,
+                     "the bridge to connect")
+            stop_bridge(bridge, log)
+        finally:
+            if bridge.poll() is None:
+                bridge.kill()
+        said.append(log.read_text().count("the broker holds no session of 'posture-bridge'"))
+    assert said == [0, 0, 1], log.read_text()[-3000:]
 
 
 def test_first_run_against_a_fresh_influxdb_creates_the_database(tmp_path, broker):
