@@ -32,7 +32,7 @@ import numpy as np
 
 from .acc_offset import AccOffset
 from .angles import DEG_PER_RAD, row_dot
-from .running import Band, MovingMean, exp_mean, trailing_mean
+from .running import Band, MovingMean, RestLevel, trailing_mean
 
 G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
@@ -146,9 +146,10 @@ class ActivityClassifier:
         self._since_lying = np.inf
         # Sit/stand: a smoothed vertical acceleration, its resting value, the recent samples to integrate.
         self._smooth = MovingMean(round(s.move_smooth_s * s.rate_hz))
-        self._rest_alpha = 1.0 / (5.0 * s.rate_hz)
-        self._rest_g: float | None = None
-        self._first_g = np.zeros(0)  # samples for the first resting value, until there are REST_FIRST_S of them
+        # Its first resting value is the median over the first REST_FIRST_S of samples free to move: the first batch
+        # alone may be a few samples of the calibration's sit-up (-0.04 g), which made all rest after it a "movement"
+        # until move_max_s dropped it, and a stand-up inside with it.
+        self._rest = RestLevel(round(REST_FIRST_S * s.rate_hz), 1.0 / (5.0 * s.rate_hz), s.move_acc_g, round(s.rate_hz))
         self._buf = np.zeros(0)  # recent vertical acceleration (g, gravity removed), for integration
         self._up_buf = np.zeros((0, 3))  # world up in sensor axes for the same samples
         self._buf_start = 0  # absolute index of _buf[0]
@@ -164,6 +165,10 @@ class ActivityClassifier:
         self._seat_at: int | None = None  # absolute index from which a walk lost in a gap is taken to end seated
         self._trunk_up: np.ndarray | None = None  # the trunk's long axis in sensor axes, once calibrated (trunk_axis)
         self._offset = AccOffset(s.rate_hz)
+        # This batch's rest samples for the fit: (its first absolute index, the first not yet added, their indices in
+        # the batch, world up, vertical acceleration); added up to each judgement's own sample, not the batch's end.
+        self._rests: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] = (0, 0, np.zeros(0, np.intp),
+                                                                              np.zeros((0, 3)), np.zeros(0))
         self._calm = MovingMean(round(CALM_S * s.rate_hz))
 
     def gap(self, unseen_s: float = 0.0) -> None:
@@ -362,15 +367,9 @@ class ActivityClassifier:
             blocked = walking | (since_lying <= after_lying_n)
         smooth = self._smooth.update(av_g)
         free = ~blocked
-        known = None if self._rest_g is not None else self._first_rest(av_g, blocked)  # None: known throughout
-        moving = free if known is None else known & free
-        if moving.any():  # a resting value to compare with
-            moving = moving & (np.abs(smooth - self._rest_g) > s.move_acc_g)
-        quiet = free & ~moving
-        self._follow_rest(smooth[quiet if known is None else quiet & known])
+        moving = free & ~self._rest.at_rest(smooth, free)  # none before the first resting value is known
         rest = free & (np.abs(smooth - self._calm.update(av_g)) < CALM_G) & np.isfinite(up[:, 0])
-        if rest.any():
-            self._offset.add(up[rest], av_g[rest])
+        self._rests = (base, base, np.flatnonzero(rest), up, av_g)
         self._buf = np.concatenate([self._buf, av_g])
         self._up_buf = np.concatenate([self._up_buf, up])
         # Tilting matters only to a movement that is open or may open in this batch (here or after walking); most
@@ -400,12 +399,13 @@ class ActivityClassifier:
                     self._move_start = base + a
                 self._move_last = base + b - 1
         self._close_if_quiet(base + n, flips, base, quiet_n, margin)
+        self._add_rests(base + n)
         # Still tilting after the vertical movement has been quiet for quiet_n is settling, not "moving for long".
         open_until = min(base + n, self._move_last + quiet_n)
         if self._move_start is not None and open_until - self._move_start > round(s.move_max_s * s.rate_hz):
             # "Moving" for this long is no sit/stand: most likely a new resting value (an offset seen at
             # a new posture). Take it afresh from the last two seconds and start looking again.
-            self._rest_g = float(np.median(self._buf[-round(2.0 * s.rate_hz):]))
+            self._rest.reset(float(np.median(self._buf[-round(2.0 * s.rate_hz):])))
             self._move_start = self._move_from = None
         self._n += n
         keep_from = self._n - round((s.move_max_s + 2 * s.move_margin_s + 2.0) * s.rate_hz)
@@ -469,6 +469,8 @@ class ActivityClassifier:
         last = max(self._move_last, self._tilt_last)  # the movement goes on while the trunk still tilts
         if self._move_start is None or now - last <= quiet_n:
             return
+        # The offset fit as of the sample it is judged at (the rests before it), however the stream is batched.
+        self._add_rests(last + quiet_n + 1)
         move_from = self._move_from
         after_walk = move_from is not None
         start = move_from if move_from is not None else self._move_start - margin
@@ -479,25 +481,13 @@ class ActivityClassifier:
             # The first quiet sample past the limit, in whichever batch sees it (now − last > quiet_n).
             flips.append((last + quiet_n + 1 - base, flip))
 
-    def _first_rest(self, av_g: np.ndarray, blocked: np.ndarray) -> np.ndarray:
-        """Per sample: is the resting value known by then. The first one is the median over the first
-        REST_FIRST_S of samples free to move, the same however the stream is batched: the first batch
-        alone may be a few samples of the calibration's sit-up (-0.04 g), which made all rest after it
-        a "movement" until move_max_s dropped it, and a stand-up inside with it."""
-        if self._rest_g is not None:
-            return np.ones(len(av_g), bool)
-        first_n = round(REST_FIRST_S * self.s.rate_hz)
-        need, free = first_n - len(self._first_g), ~blocked
-        self._first_g = np.concatenate([self._first_g, av_g[free][:need]])
-        if len(self._first_g) >= first_n:
-            self._rest_g = float(np.median(self._first_g))
-            self._first_g = np.zeros(0)
-        return np.cumsum(free) > need
-
-    def _follow_rest(self, quiet: np.ndarray) -> None:
-        """The resting value follows slow changes (accelerometer offsets seen at a new posture) at rest."""
-        if len(quiet) and self._rest_g is not None:  # quiet samples come only once a resting value is known
-            self._rest_g = exp_mean(self._rest_g, self._rest_alpha, quiet)
+    def _add_rests(self, until: int) -> None:
+        """This batch's rest samples before absolute index `until` not yet in the offset fit: into it."""
+        base, added, at, up, av_g = self._rests
+        take = at[(at >= added - base) & (at < until - base)]
+        if len(take):
+            self._offset.add(up[take], av_g[take])
+        self._rests = (base, max(added, until), at, up, av_g)
 
     def _judge(self, a: int, b: int, core: tuple[int, int], rest_before: bool = True,
                settled: bool = True) -> int | None:

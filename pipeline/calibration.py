@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+from scipy.signal import lfilter
 
 from .angles import row_dot, row_norm
-from .running import MovingMean, exp_mean
-from .runs import RunFinder
+from .running import MovingMean, RestLevel
 
 HOLD_TRIM_S = 0.3  # the end of a still run that is left out of the hold
 Said = list[tuple[float, str]]  # refusals said to the wearer: (time, message)
@@ -172,18 +172,11 @@ class Stillness:
     def __init__(self, settings: CalibrationSettings, rate_hz: float):
         self.s = settings
         self._smooth = MovingMean(round(settings.still_smooth_s * rate_hz))
-        self._alpha = 1.0 / (10.0 * rate_hz)
-        self._rest_g: float | None = None
+        # The resting |acc|: the first from a second of gyro-still samples (still until then), then followed.
+        self._rest = RestLevel(round(rate_hz), 1.0 / (10.0 * rate_hz), settings.still_acc_g, round(rate_hz))
 
     def update(self, acc_g: np.ndarray, gyro_dps: np.ndarray) -> np.ndarray:
-        smooth = self._smooth.update(row_norm(acc_g))
-        slow = row_norm(gyro_dps) < self.s.still_gyro_dps
-        if self._rest_g is None:
-            self._rest_g = float(np.median(smooth[slow])) if slow.any() else 1.0
-        still: np.ndarray = slow & (np.abs(smooth - self._rest_g) < self.s.still_acc_g)
-        if still.any():
-            self._rest_g = exp_mean(self._rest_g, self._alpha, smooth[still])
-        return still
+        return self._rest.at_rest(self._smooth.update(row_norm(acc_g)), row_norm(gyro_dps) < self.s.still_gyro_dps)
 
 
 @dataclass
@@ -601,47 +594,58 @@ class CalibrationMonitor:
 
         self._sit_lateral = _SlowMean(settings.drift_sit_min_s, rate_hz)
         self._sit_flexion = _SlowMean(settings.drift_sit_min_s, rate_hz)
-        self._steps_lying = RunFinder()  # steps taken "lying", unbroken
+        self._steps_lying = 0  # samples of steps taken "lying", unbroken, up to the last one
         self._steps_lying_n = round(settings.drift_walk_min_s * rate_hz)
         self.reported = False
         self.moved = False  # reported as a sensor moved or turned on the back
 
     def update(self, flexion_deg: np.ndarray, lateral_deg: np.ndarray, walking: np.ndarray,
-               sitting: np.ndarray, steps: np.ndarray, lying: np.ndarray) -> str | None:
-        """walking, sitting, lying: the activity per sample; steps: walking found from |acc| alone, lying or not."""
-        s = self.s
-        walk_lat = self._walk_lateral.update(lateral_deg[walking])
-        walk_flex = self._walk_flexion.update(flexion_deg[walking])
-        sit_lat = self._sit_lateral.update(lateral_deg[sitting])
-        sit_flex = self._sit_flexion.update(flexion_deg[sitting])
-        ended = self._steps_lying.feed(steps & lying)
-        steps_lying_n = max([r.end - r.start for r in ended] + [self._steps_lying.open_length])
-        if self.reported:
+               sitting: np.ndarray, steps: np.ndarray, lying: np.ndarray) -> tuple[int, str] | None:
+        """walking, sitting, lying: the activity per sample; steps: walking found from |acc| alone, lying or not. The
+        first sample at which a check fails and why (once), judged after each sample as if it came alone: checked at
+        the end of a batch only, a mean that crossed a limit for less than a batch was flagged in one-second batches
+        and not in a replay's minutes (random day 5014: a walk's flexion mean at -2° for a few seconds)."""
+        s, n = self.s, len(flexion_deg)
+        walk_lat = self._walk_lateral.per_sample(lateral_deg, walking)
+        walk_flex = self._walk_flexion.per_sample(flexion_deg, walking)
+        sit_lat = self._sit_lateral.per_sample(lateral_deg, sitting)
+        sit_flex = self._sit_flexion.per_sample(flexion_deg, sitting)
+        both = steps & lying
+        pos = np.arange(n)
+        last_not = np.maximum.accumulate(np.where(~both, pos, -1))
+        run = np.where(last_not >= 0, pos - last_not, self._steps_lying + pos + 1)
+        self._steps_lying = int(run[-1]) if n else self._steps_lying
+        if self.reported or n == 0:
             return None
-        why = None
-        if steps_lying_n >= self._steps_lying_n:
+        with np.errstate(invalid="ignore"):  # NaN: a mean not known yet, which fails no check
+            checks = [run >= self._steps_lying_n, walk_flex < -s.drift_walk_extension_deg,
+                      np.abs(walk_lat) > s.drift_walk_lateral_deg, np.abs(sit_lat) > s.drift_sit_lateral_deg,
+                      sit_flex < -s.drift_sit_extension_deg]
+        failed = np.flatnonzero(np.logical_or.reduce(checks))
+        if not len(failed):
+            return None
+        j = int(failed[0])
+        if checks[0][j]:
             self.moved = True
             why = ("walking reads the trunk lying down: the sensor has been moved or turned on the back since it "
                    "was calibrated")
-        elif walk_flex is not None and walk_flex < -s.drift_walk_extension_deg:
-            why = (f"walking reads {walk_flex:+.0f}° of flexion (leaning back): the upright hold was probably "
+        elif checks[1][j]:
+            why = (f"walking reads {walk_flex[j]:+.0f}° of flexion (leaning back): the upright hold was probably "
                    "hunched, or the sensor has moved; sit tall for the hold")
-        elif walk_lat is not None and abs(walk_lat) > s.drift_walk_lateral_deg:
-            why = f"walking reads {walk_lat:+.0f}° of sideways bend: the sensor has probably moved on the back"
-        elif sit_lat is not None and abs(sit_lat) > s.drift_sit_lateral_deg:
-            why = f"sitting has read {sit_lat:+.0f}° of sideways bend for minutes: the sensor has probably moved"
-        elif sit_flex is not None and sit_flex < -s.drift_sit_extension_deg:
+        elif checks[2][j]:
+            why = f"walking reads {walk_lat[j]:+.0f}° of sideways bend: the sensor has probably moved on the back"
+        elif checks[3][j]:
+            why = f"sitting has read {sit_lat[j]:+.0f}° of sideways bend for minutes: the sensor has probably moved"
+        else:
             # Under a hunched hold a recline reads the hunch deeper (day 7010: a 6° hunch and a 12° recline).
-            why = (f"sitting has read {sit_flex:+.0f}° of flexion (leaning back) for minutes: the upright hold was "
+            why = (f"sitting has read {sit_flex[j]:+.0f}° of flexion (leaning back) for minutes: the upright hold was "
                    "probably hunched, or the sensor has moved; sit tall for the hold")
-        if why:
-            self.reported = True
-            return f"recalibrate: {why}; then {s.instructions}"
-        return None
+        self.reported = True
+        return j, f"recalibrate: {why}; then {s.instructions}"
 
     def gap(self) -> None:
         """A lost link: steps on either side of it are not one unbroken walk."""
-        self._steps_lying.close()
+        self._steps_lying = 0
 
 
 class _SlowMean:
@@ -653,11 +657,24 @@ class _SlowMean:
         self._count = 0
         self._mean = 0.0
 
-    def update(self, x: np.ndarray) -> float | None:
-        if len(x):
-            if self._count < self._needed:
-                self._mean = (self._mean * self._count + float(x.sum())) / (self._count + len(x))
-            else:
-                self._mean = exp_mean(self._mean, self._alpha, x)
-            self._count += len(x)
-        return self._mean if self._count >= self._needed else None
+    def per_sample(self, x: np.ndarray, selected: np.ndarray) -> np.ndarray:
+        """The mean as it stands after each sample (NaN while fewer than tau_s of them are in), taking in x where
+        selected."""
+        known = self._mean if self._count >= self._needed else np.nan
+        v = x[selected]
+        if not len(v):
+            return np.full(len(x), known)
+        means = np.empty(len(v))
+        plain = min(len(v), max(0, int(np.ceil(self._needed - self._count))))  # still to come into the plain mean
+        if plain:
+            counts = self._count + np.arange(1, plain + 1)
+            means[:plain] = (self._mean * self._count + np.cumsum(v[:plain])) / counts
+            means[:plain][counts < self._needed] = np.nan
+            self._mean, self._count = float((self._mean * self._count + v[:plain].sum()) / counts[-1]), int(counts[-1])
+        if plain < len(v):  # m ← (1 − α) m + α x, sample by sample
+            decay = 1.0 - self._alpha
+            means[plain:], _ = lfilter([self._alpha], [1.0, -decay], v[plain:], zi=[decay * self._mean])
+            self._mean, self._count = float(means[-1]), self._count + len(v) - plain
+        # Each sample carries the mean after the last selected sample up to it.
+        taken = np.cumsum(selected) - 1
+        return np.where(taken >= 0, means[np.maximum(taken, 0)], known)

@@ -100,3 +100,73 @@ class Band:
             self._zi, self._settle = np.outer(x[:, 0], self._settle), None
         y, self._zi = lfilter(self._b, self._a, x, axis=-1, zi=self._zi)
         return cast(np.ndarray, y)
+
+
+class RestLevel:
+    """A signal's level at rest, for telling movement from rest by how far a sample is from it, the same however the
+    stream is batched: the median of the first `first_n` eligible samples, then the exponential mean (weight `alpha`
+    a sample) of the samples judged at rest, taken up at the end of each block of `block_n` samples counted from the
+    stream's first, so that a sample is judged against the level as of its block's start. (Followed batch by batch, a
+    one-minute batch was judged against a level a minute old, and the first against its own median: a recording
+    replayed in minutes read sit-downs and calibration holds that the same data in seconds did not.) Until the first
+    level is known every eligible sample is at rest."""
+
+    def __init__(self, first_n: int, alpha: float, tol: float, block_n: int):
+        self.first_n, self.alpha, self.tol, self.block_n = first_n, alpha, tol, block_n
+        self.level: float | None = None
+        self._first = np.zeros(0)
+        self._n = 0  # samples seen
+        self._carry = (1.0, 0.0)  # the block under way so far: at its end, level ← a · level + b
+
+    def reset(self, level: float) -> None:
+        """A new level from here on (the samples of the block under way so far are not followed)."""
+        self.level, self._carry = level, (1.0, 0.0)
+
+    def at_rest(self, x: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+        """Per sample: eligible and within tol of the level."""
+        n, k, rest = len(x), 0, eligible.copy()
+        if self.level is None:
+            take = np.flatnonzero(eligible)[:self.first_n - len(self._first)]
+            self._first = np.concatenate([self._first, x[take]])
+            if len(self._first) < self.first_n:
+                self._n += n
+                return rest
+            self.reset(float(np.median(self._first)))
+            self._first, k = np.zeros(0), int(take[-1]) + 1
+        if k < n:
+            rest[k:] = self._judge(x[k:], eligible[k:], self._n + k)
+        self._n += n
+        return rest
+
+    def _judge(self, x: np.ndarray, eligible: np.ndarray, first: int) -> np.ndarray:
+        """Samples from absolute index first on, the level known: each block's level depends only on the blocks before
+        it, so judging all against the levels the last pass gave settles block by block (one pass more, as a rule)."""
+        assert self.level is not None
+        block = (first + np.arange(len(x))) // self.block_n
+        block -= block[0]
+        done = (first + len(x)) % self.block_n == 0  # the last block ends with this batch
+        levels = np.full(int(block[-1]) + 1, self.level)
+        while True:
+            rest: np.ndarray = eligible & (np.abs(x - levels[block]) <= self.tol)
+            a, b = self._blocks(x[rest], block[rest], len(levels))
+            a[0], b[0] = a[0] * self._carry[0], a[0] * self._carry[1] + b[0]
+            new = levels.copy()
+            for j in range(len(levels) - 1):  # the level each block starts at (a few dozen floats a minute of data)
+                new[j + 1] = a[j] * new[j] + b[j]
+            if np.array_equal(new, levels):
+                break
+            levels = new
+        last = len(levels) - 1
+        if done:
+            self.level, self._carry = float(a[last] * levels[last] + b[last]), (1.0, 0.0)
+        else:
+            self.level, self._carry = float(levels[last]), (float(a[last]), float(b[last]))
+        return rest
+
+    def _blocks(self, v: np.ndarray, block: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per block, (a, b) of the exponential steps over its samples v in order: level ← a · level + b."""
+        m = np.bincount(block, minlength=nb)
+        after = (np.cumsum(m) - 1)[block] - np.arange(len(v))  # samples of the same block after each
+        decay = 1.0 - self.alpha
+        # (bincount of no samples is an integer array, whatever the weights)
+        return decay ** m.astype(float), np.bincount(block, self.alpha * decay ** after * v, nb).astype(float)

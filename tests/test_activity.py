@@ -90,18 +90,17 @@ def test_a_seated_change_of_posture_is_not_a_rise():
     assert (_run(acc, start=STANDING) != STANDING).any()
 
 
-def test_batching_moves_a_change_by_a_few_samples_at_most():
-    # The resting value is followed once per batch, so where a movement starts can move by a sample.
+def test_batching_changes_nothing():
+    # The resting value was followed once per batch (a one-minute batch judged against a level a minute old), and the
+    # offset fit took the whole batch's rests before judging a movement in it: where a change fell moved by a sample
+    # or two, and on random days a replay in minutes missed stand-ups that seconds found, or found others.
     t = np.arange(0, 40, 1 / RATE_HZ)
     acc = 1.0 + _rise(t, 10.0, 1.5, 0.4) - _rise(t, 25.0, 2.5, 0.4)
-    changes = []
-    for batch in (1, 7, 100, 250, len(t)):
-        state = _run(acc, batch=batch)
-        at = np.flatnonzero(state[1:] != state[:-1]) + 1
-        changes.append((list(state[at]), t[at]))
-    for names, times in changes:
-        assert names == [STANDING, SITTING]
-        np.testing.assert_allclose(times, changes[0][1], atol=0.05)
+    states = [_run(acc, batch=batch) for batch in (1, 7, 100, 250, len(t))]
+    at = np.flatnonzero(states[0][1:] != states[0][:-1]) + 1
+    assert list(states[0][at]) == [STANDING, SITTING]
+    for state in states[1:]:
+        np.testing.assert_array_equal(state, states[0])
 
 
 def test_a_movement_cut_by_a_lost_link_is_not_judged():
