@@ -410,8 +410,8 @@ class PosturePipeline:
         walking, lying, sitting = activity == WALKING_CODE, activity == LYING_CODE, activity == SITTING_CODE
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
-        if (why := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
-            out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate", why))
+        if (flagged := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
+            out.events.append(CalibrationEvent(float(t_s[flagged[0]]), "recalibrate", flagged[1]))
             self.request_calibration(moved=self.monitor.moved)
         if self._recalibrate:  # looking for a calibration where sitting and standing are known: see _worn
             self._follow_feet(t_s, ~(sitting | lying), sitting)
@@ -422,18 +422,24 @@ class PosturePipeline:
         events: list[Event] = [*self.slouch.starts, *self.lean.starts, *slouches, *leans, *rotations]
         if events:
             out.events += sorted(events, key=attrgetter("start_s"))
+        shown = activity
         if real is None:
             part.t_s, part.flexion_deg, part.lateral_deg, part.rotation_deg = t_s, flexion, lateral, rotation
         else:
             part.t_s, part.flexion_deg, part.lateral_deg = t_s[real], flexion[real], lateral[real]
-            part.rotation_deg, activity = rotation[real], activity[real]
+            part.rotation_deg, shown = rotation[real], activity[real]
         if len(part.t_s):
             self._latest = (float(part.flexion_deg[-1]), float(part.lateral_deg[-1]), float(part.rotation_deg[-1]),
-                            ACTIVITIES[activity[-1]])
+                            ACTIVITIES[shown[-1]])
         now_s = float(t_s[-1]) + self.dt_s
-        self._account(now_s, part, activity, slouches, leans, rotations, lost_samples)
+        # The minutes count the samples a lost packet took (bridged, gaps up to max_fill_s) as the time they were: the
+        # sensor was worn and the wearer sitting then, and the slouch and lean seconds, spans of time, include them.
+        # Counted as received samples only, a 3 % loss took 3 % off every minute's worn and sitting seconds, and a
+        # slouched minute read 60 s of slouch in 58 s worn.
+        part.metrics = self._account(now_s, t_s, flexion, lateral, activity, slouches, leans, rotations,
+                                     float(part.t_s[0]) if len(part.t_s) else None, lost_samples)
         # Names go out; inside, small integer codes. np.take: a third of the time of indexing with the codes.
-        part.activity = np.take(ACTIVITY_NAMES, activity)
+        part.activity = np.take(ACTIVITY_NAMES, shown)
         out.metrics += part.metrics
         return part
 
@@ -492,12 +498,15 @@ class PosturePipeline:
         self._adopt(refined, float(t_s[-1]), out,
                     how=f"forward direction corrected by {azimuth:+.0f}° from walking")
 
-    def _account(self, now_s: float, out: PipelineOutput, activity: np.ndarray, slouches: list[SlouchEpisode],
-                 leans: list[LeanInterval], rotations: list[RotationExcursion], lost_samples: int) -> None:
+    def _account(self, now_s: float, t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray,
+                 activity: np.ndarray, slouches: list[SlouchEpisode], leans: list[LeanInterval],
+                 rotations: list[RotationExcursion], first_real_s: float | None,
+                 lost_samples: int) -> list[MinuteMetrics]:
+        """The minutes ready by now_s, with these samples (bridged ones too) and episodes in."""
         m = self.minutes
-        m.add_samples(out.t_s, out.flexion_deg, out.lateral_deg, activity, self.dt_s)
-        if len(out.t_s):
-            m.add_lost(float(out.t_s[0]), lost_samples)
+        m.add_samples(t_s, flexion_deg, lateral_deg, activity, self.dt_s)
+        if first_real_s is not None:
+            m.add_lost(first_real_s, lost_samples)
         for e in rotations:
             m.add_rotation(e)
         # Slouch and lean time counts once confirmed by the dwell, from where it started.
@@ -509,7 +518,7 @@ class PosturePipeline:
             self._add_confirmed("slouch", slouching.start_s, now_s)
         if (leaning := self.lean.in_progress(now_s)) is not None:
             self._add_confirmed(f"lean_{leaning.side}", leaning.start_s, now_s, leaning.mean_lateral_deg)
-        out.metrics = m.ready(now_s)
+        return m.ready(now_s)
 
     def _add_confirmed(self, kind: str, start_s: float, end_s: float, mean_deg: float = 0.0) -> None:
         family = kind.split("_")[0]

@@ -415,3 +415,47 @@ def test_the_gateway_sends_one_live_message_a_batch_carrying_the_batchs_states(t
     times = [e.t_s for m in messages for e in m.earlier] + [m.t_s for m in messages]
     steps = np.floor(np.sort(times) * live_hz)
     assert len(set(steps)) == len(times) and np.all(np.diff(steps) == 1)  # one state per grid step, every step
+
+
+@pytest.mark.parametrize("seed, seconds", [(5012, 2450.0), (5013, 120.0), (5014, 2300.0)])
+def test_a_day_read_in_minutes_is_read_as_in_seconds(seed, seconds):
+    """`posture replay` hands the pipeline minutes, `posture run` seconds. The calibrator's resting |acc| was taken from
+    its first batch (day 5013: a minute holding the calibration and a lie face down, whose |acc| made the hold "moving":
+    uncalibrated for 9 minutes in minutes, calibrated at 17.7 s in seconds), and the movement test's resting value was
+    followed once a batch and its offset fit took a batch's rests before judging a movement in it (days 5012, 5014: a
+    stand-up read in seconds and not in minutes, 13 minutes of sitting apart)."""
+    from evaluation.accuracy import load_case_scenario, random_day_case
+
+    case = random_day_case(seed)
+    sim = SensorSimulation(load_case_scenario(case).truncated(seconds), seed=case.seed)
+    t, acc, gyro = samples(sim)
+    read = {}
+    for size in (int(sim.rate_hz), int(60 * sim.rate_hz)):
+        p = PosturePipeline(PipelineSettings.for_rate(sim.rate_hz))
+        outs = [p.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]) for i in range(0, len(t), size)]
+        read[size] = (np.concatenate([o.t_s for o in outs]), np.concatenate([o.activity for o in outs]),
+                      [(e.status, round(e.t_s, 2)) for o in outs for e in o.events if e.kind == "calibration"])
+    (t1, act1, cal1), (t60, act60, cal60) = read.values()
+    assert cal1 and any(status == "calibrated" for status, _ in cal1)
+    assert cal60 == cal1
+    np.testing.assert_array_equal(t60, t1)
+    np.testing.assert_array_equal(act60, act1)
+
+
+def test_packets_lost_take_no_time_off_the_minutes():
+    """The minutes counted received samples only: a 3 % packet loss took 3 % off every minute's worn and sitting
+    seconds (a day's sitting time too), while slouch seconds, spans of time, did not lose it: a slouched minute read
+    60 s of slouch in 58 s worn (random day 4023), which the bridge would store and the day's slouch share inflate."""
+    segments = [{**SIT, "duration_s": 20}, {"activity": "slouch", "duration_s": 200, "flexion_deg": 25, "ramp_s": 1},
+                {**SIT, "duration_s": 20}]
+    sim = SensorSimulation(parse_scenario({"name": "lossy", "segment": segments}), seed=4, **SENSOR_AS_TRUNK)
+    t, acc, gyro = samples(sim)
+    keep = (np.random.default_rng(4).random(len(t) // 5 + 1) > 0.03).repeat(5)[:len(t)]  # 3 % of notifications
+    p = PosturePipeline(PipelineSettings.for_rate(sim.rate_hz), calibration=CALIBRATED)
+    minutes = [m for sl in batches(int(keep.sum()), 100)
+               for m in p.update(t[keep][sl], acc[keep][sl], gyro[keep][sl]).metrics] + p.finish().metrics
+    for m in minutes:
+        assert m.slouch_s <= m.worn_s + 1e-9 and m.sitting_s <= m.worn_s + 1e-9
+    whole = [m for m in minutes if T0_S + 60 <= m.minute_start_s and m.minute_start_s + 60 <= T0_S + 240]
+    assert whole and all(m.worn_s == pytest.approx(60.0, abs=0.05) for m in whole), [m.worn_s for m in whole]
+    assert sum(m.sitting_s for m in minutes) == pytest.approx(240.0, abs=0.2)  # (the last packets, if lost)
