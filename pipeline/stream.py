@@ -155,6 +155,7 @@ class PosturePipeline:
         # standing was refused since (_not_seated).
         self._on_feet_t_s = self._seated_t_s = -np.inf
         self._standing_refused = False
+        self._asked_at: int | None = None  # the sample of this batch the calibration check asked for the moves at
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
             self.calibrator.expect(calibration)
         if calibration is not None and calibration.gyro_bias_dps is not None:
@@ -241,8 +242,8 @@ class PosturePipeline:
             assert self.calibration is not None  # _announce is set only with a calibration
             out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
                                                self.calibration.with_bend))
-        cal, start = None, len(t_s)
-        if self.armed:
+        cal, start, watching = None, len(t_s), self.armed
+        if watching:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
             out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
         parts, k = [], 0
@@ -280,6 +281,9 @@ class PosturePipeline:
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
                 cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
                 out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
+        if self._asked_at is not None and self._asked_at + 1 < len(t_s):
+            self._watch_from(self._asked_at + 1, t_s, acc_g, gyro_dps, att, out, fresh=not watching)
+        self._asked_at = None
         if len(parts) == 1:  # the usual batch: one calibration throughout
             out.t_s, out.flexion_deg, out.lateral_deg = parts[0].t_s, parts[0].flexion_deg, parts[0].lateral_deg
             out.rotation_deg, out.activity = parts[0].rotation_deg, parts[0].activity
@@ -287,6 +291,29 @@ class PosturePipeline:
             for name in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity"):
                 setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
         return out
+
+    def _watch_from(self, k: int, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, att: SensorAttitude,
+                    out: PipelineOutput, fresh: bool) -> None:
+        """Asked for the calibration moves at sample k − 1 of this batch: the calibrator watches from sample k, as with
+        the batch cut there (a replay's 200 s batches missed moves made soon after the request). A calibration it finds
+        here is said and taken at its sample, and measures from the next batch: the samples after it in this one were
+        measured with the old calibration already. fresh: the calibrator has not seen this batch (else it has, up to
+        a calibration it returned, and goes on from k)."""
+        up = att.row2
+        if fresh:
+            t_s, acc_g, gyro_dps, up, k = t_s[k:], acc_g[k:], gyro_dps[k:], up[k:], 0
+            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, up, self.orientation.bias_dps())
+        else:
+            cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, k)
+        out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
+        while cal is not None:
+            cal_t_s = float(t_s[start - 1] if start else t_s[0])
+            if not self._posture_known or (why := self._not_seated(cal_t_s)) is None:
+                self._adopt(cal, cal_t_s, out)
+                return
+            said = self.calibrator.not_seated(cal_t_s, *why)
+            cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, start)
+            out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
 
     def _filter_again(self, before: dict[str, Any], adopted: list[tuple[int, Calibration]], gyro_dps: np.ndarray,
                       acc_g: np.ndarray, quat: np.ndarray) -> np.ndarray:
@@ -413,6 +440,7 @@ class PosturePipeline:
         if (flagged := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
             out.events.append(CalibrationEvent(float(t_s[flagged[0]]), "recalibrate", flagged[1]))
             self.request_calibration(moved=self.monitor.moved)
+            self._asked_at = (sl.start or 0) + flagged[0]
         if self._recalibrate:  # looking for a calibration where sitting and standing are known: see _worn
             self._follow_feet(t_s, ~(sitting | lying), sitting)
         self._check_forward(t_s, acc_g, att, angles, walking, out)

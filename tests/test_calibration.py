@@ -464,3 +464,28 @@ def test_a_provisional_calibration_and_the_bend_that_finishes_it_come_at_their_s
         assert kept[size] == kept[1], size  # measured from the same sample on
         # The same hold, to within what the stillness test's resting |acc|, followed batch by batch, moves it.
         np.testing.assert_allclose(calibration[size].r_sensor_trunk, calibration[1].r_sensor_trunk, atol=1e-4)
+
+
+def test_moves_made_soon_after_the_check_asks_for_them_are_seen_however_batched():
+    # The check (walking reads a hunched hold) asked at a sample inside a batch, and the calibrator began watching at
+    # the next batch: in a replay's 200 s batches the moves the wearer made at once, sitting down after the walk, were
+    # not seen, where the live gateway's 1 s batches took them.
+    sim = SensorSimulation(parse_scenario({"name": "asked", "segment": [
+        {"activity": "sit_upright", "duration_s": 5.0, "flexion_deg": 8.0},  # a hunched hold
+        {"activity": "slouch", "duration_s": 2.5, "flexion_deg": 30.0, "ramp_s": 0.8},
+        {"activity": "sit_upright", "duration_s": 5.0, "flexion_deg": 8.0, "transition_s": 0.8},
+        {"activity": "stand", "duration_s": 3.0}, {"activity": "walk", "duration_s": 30.0},
+        {"activity": "stand", "duration_s": 3.0}, {"activity": "sit_upright", "duration_s": 8.0, "transition_s": 2.5},
+        BEND, HOLD]}), seed=7)
+    t, acc, gyro = arrays(sim)
+    said = {}
+    for size in (100, len(t)):
+        pipeline = PosturePipeline()
+        said[size] = [(e.t_s, e.status, e.message.split(":")[0]) for i in range(0, len(t), size)
+                      for e in pipeline.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]).events
+                      if e.kind == "calibration"]
+    statuses = [s for _, s, _ in said[100]]
+    assert statuses[0] == "calibrated" and "recalibrate" in statuses and statuses[-1] == "calibrated", said[100]
+    assert [s[1:] for s in said[len(t)]] == [s[1:] for s in said[100]]
+    # At the same samples (a sample's stillness may differ by one: the batch's was judged before the request).
+    assert np.allclose([s[0] for s in said[len(t)]], [s[0] for s in said[100]], atol=0.015)
