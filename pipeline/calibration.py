@@ -358,8 +358,9 @@ class Calibrator:
         calibration from the hold alone is due at (then _due is set)."""
         self._due = False
         if self._bend:  # a pause at the bottom of a bend is part of the bend, but only for so long
-            self._give_up_late_bend(t_s, messages)
-            return len(t_s)
+            # Given up: the still samples after that one start the next hold (_follow goes on with them).
+            late = self._give_up_late_bend(t_s, messages)
+            return len(t_s) if late is None else late + 1
         keep, h, n = self._hold_n + self._trim_n, self._hold_n, len(t_s)
         acc, gyro = np.vstack([self._run_acc, acc_g]), np.vstack([self._run_gyro, gyro_dps])
         times, m = np.concatenate([self._run_t, t_s]), len(self._run_acc)
@@ -473,13 +474,15 @@ class Calibrator:
         if b > a:
             self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], [])
 
-    def _give_up_late_bend(self, t_s: np.ndarray, messages: Said) -> None:
+    def _give_up_late_bend(self, t_s: np.ndarray, messages: Said) -> int | None:
         """A bend not back within bend_max_s is a posture, not the calibration bend: start over (said at the sample it
-        was over, however the stream is batched)."""
+        was over, however the stream is batched). Returns that sample's index (None: not over)."""
         if len(late := np.flatnonzero(t_s - self._bend[0][0] > self.s.bend_max_s)):
             self._refuse(float(t_s[late[0]]), f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
                               f"{self.s.instructions} again", messages)
             self.restart()
+            return int(late[0])
+        return None
 
     def _judge_bend(self, hold: _Hold, t_s: float, messages: Said) -> Calibration | None:
         if t_s - self._bend[0][0] > self.s.bend_max_s:

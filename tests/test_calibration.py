@@ -489,3 +489,22 @@ def test_moves_made_soon_after_the_check_asks_for_them_are_seen_however_batched(
     assert [s[1:] for s in said[len(t)]] == [s[1:] for s in said[100]]
     # At the same samples (a sample's stillness may differ by one: the batch's was judged before the request).
     assert np.allclose([s[0] for s in said[len(t)]], [s[0] for s in said[100]], atol=0.015)
+
+def test_a_bend_given_up_at_the_bottom_starts_the_next_hold_however_the_stream_is_batched():
+    """A bend held still at the bottom past bend_max_s is given up at the sample it is over; the still samples after
+    it in the same batch were dropped with it (the hold is followed per sample, but that batch's were skipped): in
+    one-second batches the lean made a hold from the next batch, in a replay's minutes none until the next still run,
+    so a provisional calibration (here from the lean, 25° forward) came in seconds and not in minutes."""
+    sim = SensorSimulation(parse_scenario({"name": "desk", "segment": [
+        {"activity": "sit_upright", "duration_s": 4.0},
+        {"activity": "slouch", "duration_s": 40.0, "flexion_deg": 25.0, "ramp_s": 0.8},
+        {"activity": "sit_upright", "duration_s": 3.0}]}), seed=4)
+    t, acc, gyro = arrays(sim)
+    said = {}
+    for size in (5, 100, 6000):
+        pipeline = PosturePipeline()
+        said[size] = [(round(e.t_s, 2), e.status, e.message.split(":")[0]) for i in range(0, len(t), size)
+                      for e in pipeline.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]).events
+                      if e.kind == "calibration"]
+    assert any("did not come back" in m for _, _, m in said[5])
+    assert said[100] == said[5] and said[6000] == said[5], said
