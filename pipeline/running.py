@@ -123,7 +123,9 @@ class RestLevel:
         self.level, self._carry = level, (1.0, 0.0)
 
     def at_rest(self, x: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-        """Per sample: eligible and within tol of the level."""
+        """Per sample: eligible and within tol of the level. A sample that is not a number is not eligible: a NaN
+        level never equals itself, and _judge would iterate for ever."""
+        eligible = eligible & np.isfinite(x)
         n, k, rest = len(x), 0, eligible.copy()
         if self.level is None:
             take = np.flatnonzero(eligible)[:self.first_n - len(self._first)]
@@ -153,7 +155,7 @@ class RestLevel:
             new = levels.copy()
             for j in range(len(levels) - 1):  # the level each block starts at (a few dozen floats a minute of data)
                 new[j + 1] = a[j] * new[j] + b[j]
-            if np.array_equal(new, levels):
+            if np.array_equal(new, levels, equal_nan=True):  # (a NaN level from reset: no pass changes it)
                 break
             levels = new
         last = len(levels) - 1

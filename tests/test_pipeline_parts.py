@@ -108,3 +108,24 @@ def test_gap_fill_uses_only_near_context():
     # A gap longer than three notifications is filled linearly: a cubic from four samples would wander.
     t, t_gap = np.array([0.0, 0.01, 0.02, 0.5, 0.51]), np.arange(0.03, 0.495, 0.01)
     np.testing.assert_allclose(fill_gap(t, x, 2, t_gap, GYRO_COLUMNS, 0.01)[:, 5], 20.0)
+
+
+def test_a_resting_level_takes_no_nan_and_is_the_same_however_the_stream_is_batched():
+    """RestLevel._judge iterates until the block levels repeat: a NaN level never equals itself, so one NaN among the
+    first samples (a sensor's unreadable reading handed to the pipeline) made every later call loop for ever. A sample
+    that is not a number is not eligible: not at rest, and not in the level."""
+    from pipeline.running import RestLevel
+
+    rng = np.random.default_rng(3)
+    x = 1.0 + 0.002 * rng.standard_normal(5000) + np.where(np.arange(5000) > 2500, 0.01, 0.0)
+    x[[5, 700, 3100]] = np.nan
+    eligible = rng.random(5000) > 0.1
+    eligible[[5, 700, 3100]] = True
+    read = {}
+    for size in (1, 37, 100, 5000):
+        level = RestLevel(100, 1.0 / 1000, 0.03, 100)
+        read[size] = np.concatenate([level.at_rest(x[i:i + size], eligible[i:i + size]) for i in range(0, 5000, size)])
+        assert level.level is not None and np.isfinite(level.level)
+    assert not read[100][[5, 700, 3100]].any()
+    for size in (1, 37, 5000):
+        np.testing.assert_array_equal(read[size], read[100])
