@@ -462,7 +462,7 @@ def test_a_provisional_calibration_and_the_bend_that_finishes_it_come_at_their_s
         assert [(s, b) for _, s, b in said[size]] == [(s, b) for _, s, b in said[1]], size
         assert [x for x, _, _ in said[size]] == pytest.approx([x for x, _, _ in said[1]], abs=0.02), size
         assert kept[size] == kept[1], size  # measured from the same sample on
-        # The same hold, to within what the stillness test's resting |acc|, followed batch by batch, moves it.
+        # The same hold, to within what the gyro bias the stillness test takes off (the filter's, per batch) moves it.
         np.testing.assert_allclose(calibration[size].r_sensor_trunk, calibration[1].r_sensor_trunk, atol=1e-4)
 
 
