@@ -484,7 +484,7 @@ class ActivityClassifier:
     def _add_rests(self, until: int) -> None:
         """This batch's rest samples before absolute index `until` not yet in the offset fit: into it."""
         base, added, at, up, av_g = self._rests
-        take = at[(at >= added - base) & (at < until - base)]
+        take = at[np.searchsorted(at, added - base):np.searchsorted(at, until - base)]
         if len(take):
             self._offset.add(up[take], av_g[take])
         self._rests = (base, max(added, until), at, up, av_g)

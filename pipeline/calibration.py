@@ -17,7 +17,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from .angles import row_dot, row_norm
-from .running import MovingMean, RestLevel
+from .running import MovingMean, RestLevel, exp_mean
 
 HOLD_TRIM_S = 0.3  # the end of a still run that is left out of the hold
 Said = list[tuple[float, str]]  # refusals said to the wearer: (time, message)
@@ -609,18 +609,25 @@ class CalibrationMonitor:
         the end of a batch only, a mean that crossed a limit for less than a batch was flagged in one-second batches
         and not in a replay's minutes (random day 5014: a walk's flexion mean at -2° for a few seconds)."""
         s, n = self.s, len(flexion_deg)
-        walk_lat = self._walk_lateral.per_sample(lateral_deg, walking)
-        walk_flex = self._walk_flexion.per_sample(flexion_deg, walking)
-        sit_lat = self._sit_lateral.per_sample(lateral_deg, sitting)
-        sit_flex = self._sit_flexion.per_sample(flexion_deg, sitting)
-        both = steps & lying
-        pos = np.arange(n)
-        last_not = np.maximum.accumulate(np.where(~both, pos, -1))
-        run = np.where(last_not >= 0, pos - last_not, self._steps_lying + pos + 1)
-        self._steps_lying = int(run[-1]) if n else self._steps_lying
-        if self.reported or n == 0:
+        if self.reported or n == 0:  # said once: a new calibration brings a new monitor
             return None
-        with np.errstate(invalid="ignore"):  # NaN: a mean not known yet, which fails no check
+        # Each mean per sample only where the batch could take it past its limit (most batches: none can).
+        walk_lat = self._walk_lateral.per_sample(lateral_deg, walking, s.drift_walk_lateral_deg)
+        walk_flex = self._walk_flexion.per_sample(flexion_deg, walking, s.drift_walk_extension_deg, below_only=True)
+        sit_lat = self._sit_lateral.per_sample(lateral_deg, sitting, s.drift_sit_lateral_deg)
+        sit_flex = self._sit_flexion.per_sample(flexion_deg, sitting, s.drift_sit_extension_deg, below_only=True)
+        both = steps & lying
+        if both.any() or self._steps_lying:
+            pos = np.arange(n)
+            last_not = np.maximum.accumulate(np.where(~both, pos, -1))
+            run = np.where(last_not >= 0, pos - last_not, self._steps_lying + pos + 1)
+            self._steps_lying = int(run[-1])
+        else:
+            run = np.zeros(n, np.int64)
+        never = np.full(n, np.nan)
+        walk_lat, walk_flex, sit_lat, sit_flex = (never if m is None else m for m in (walk_lat, walk_flex, sit_lat,
+                                                                                       sit_flex))
+        with np.errstate(invalid="ignore"):  # NaN: a mean not known yet (or not near its limit), which fails no check
             checks = [run >= self._steps_lying_n, walk_flex < -s.drift_walk_extension_deg,
                       np.abs(walk_lat) > s.drift_walk_lateral_deg, np.abs(sit_lat) > s.drift_sit_lateral_deg,
                       sit_flex < -s.drift_sit_extension_deg]
@@ -660,13 +667,25 @@ class _SlowMean:
         self._count = 0
         self._mean = 0.0
 
-    def per_sample(self, x: np.ndarray, selected: np.ndarray) -> np.ndarray:
+    def per_sample(self, x: np.ndarray, selected: np.ndarray, limit: float,
+                   below_only: bool = False) -> np.ndarray | None:
         """The mean as it stands after each sample (NaN while fewer than tau_s of them are in), taking in x where
-        selected."""
+        selected; None when it cannot pass −limit (or +limit, unless below_only) in this batch: a mean of the values
+        and the mean before stays between their least and greatest (then only the mean is carried on)."""
         known = self._mean if self._count >= self._needed else np.nan
         v = x[selected]
         if not len(v):
-            return np.full(len(x), known)
+            beyond = known < -limit or (not below_only and known > limit)  # (NaN: neither)
+            return np.full(len(x), known) if beyond else None
+        lo, hi = min(float(v.min()), self._mean), max(float(v.max()), self._mean)
+        if lo >= -limit and (below_only or hi <= limit):
+            plain = min(len(v), max(0, int(np.ceil(self._needed - self._count))))
+            if plain:
+                self._mean = float((self._mean * self._count + v[:plain].sum()) / (self._count + plain))
+            if plain < len(v):
+                self._mean = exp_mean(self._mean, self._alpha, v[plain:])
+            self._count += len(v)
+            return None
         means = np.empty(len(v))
         plain = min(len(v), max(0, int(np.ceil(self._needed - self._count))))  # still to come into the plain mean
         if plain:

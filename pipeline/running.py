@@ -117,6 +117,7 @@ class RestLevel:
         self._first = np.zeros(0)
         self._n = 0  # samples seen
         self._carry = (1.0, 0.0)  # the block under way so far: at its end, level ← a · level + b
+        self._powers = (1.0 - alpha) ** np.arange(block_n + 1)  # (1 − α)^k for the k samples of a block, looked up
 
     def reset(self, level: float) -> None:
         """A new level from here on (the samples of the block under way so far are not followed)."""
@@ -144,18 +145,35 @@ class RestLevel:
         """Samples from absolute index first on, the level known: each block's level depends only on the blocks before
         it, so judging all against the levels the last pass gave settles block by block (one pass more, as a rule)."""
         assert self.level is not None
+        done = (first + len(x)) % self.block_n == 0  # the last block ends with this batch
+        if first // self.block_n == (first + len(x) - 1) // self.block_n:  # one block (the gateway's 1 s batches)
+            rest_in_block: np.ndarray = eligible & (np.abs(x - self.level) <= self.tol)
+            v = x[rest_in_block]
+            step = float(self._powers[len(v)])
+            gain = self.alpha * float(self._powers[len(v) - 1::-1] @ v) if len(v) else 0.0
+            step, gain = step * self._carry[0], step * self._carry[1] + gain
+            if done:
+                self.level, self._carry = step * self.level + gain, (1.0, 0.0)
+            else:
+                self._carry = (step, gain)
+            return rest_in_block
         block = (first + np.arange(len(x))) // self.block_n
         block -= block[0]
-        done = (first + len(x)) % self.block_n == 0  # the last block ends with this batch
         levels = np.full(int(block[-1]) + 1, self.level)
         while True:
-            rest: np.ndarray = eligible & (np.abs(x - levels[block]) <= self.tol)
+            off = np.abs(x - levels[block])
+            rest: np.ndarray = eligible & (off <= self.tol)
             a, b = self._blocks(x[rest], block[rest], len(levels))
             a[0], b[0] = a[0] * self._carry[0], a[0] * self._carry[1] + b[0]
             new = levels.copy()
             for j in range(len(levels) - 1):  # the level each block starts at (a few dozen floats a minute of data)
                 new[j + 1] = a[j] * new[j] + b[j]
-            if np.array_equal(new, levels, equal_nan=True):  # (a NaN level from reset: no pass changes it)
+            moved = float(np.abs(new - levels).max())
+            if not moved > 0.0:  # (nor a NaN level from reset: no pass changes it)
+                break
+            # No sample as near the tolerance as the levels moved: judged against them, none changes side (most calls).
+            if not (np.abs(off[eligible] - self.tol) <= moved).any():
+                levels = new
                 break
             levels = new
         last = len(levels) - 1
@@ -169,6 +187,5 @@ class RestLevel:
         """Per block, (a, b) of the exponential steps over its samples v in order: level ← a · level + b."""
         m = np.bincount(block, minlength=nb)
         after = (np.cumsum(m) - 1)[block] - np.arange(len(v))  # samples of the same block after each
-        decay = 1.0 - self.alpha
         # (bincount of no samples is an integer array, whatever the weights)
-        return decay ** m.astype(float), np.bincount(block, self.alpha * decay ** after * v, nb).astype(float)
+        return self._powers[m], np.bincount(block, self.alpha * self._powers[after] * v, nb).astype(float)
