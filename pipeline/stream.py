@@ -243,9 +243,11 @@ class PosturePipeline:
             out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
                                                self.calibration.with_bend))
         cal, start, watching = None, len(t_s), self.armed
+        watched = 0  # the calibrator has seen this batch up to here
         if watching:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
             out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
+            watched = start
         parts, k = [], 0
         adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
         while True:
@@ -268,6 +270,7 @@ class PosturePipeline:
                 said = self.calibrator.not_seated(cal_t_s, *why)
                 cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
                 out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
+                watched = start
                 continue
             self._adopt(cal, cal_t_s, out)
             adopted.append((k, cal))
@@ -281,8 +284,10 @@ class PosturePipeline:
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
                 cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
                 out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
-        if self._asked_at is not None and self._asked_at + 1 < len(t_s):
-            self._watch_from(self._asked_at + 1, t_s, acc_g, gyro_dps, att, out, fresh=not watching)
+                watched = start
+        # Asked for the moves inside this batch: watched from the next sample (not twice over what it has seen).
+        if self._asked_at is not None and (k_watch := max(self._asked_at + 1, watched)) < len(t_s):
+            self._watch_from(k_watch, t_s, acc_g, gyro_dps, att, out, fresh=not watching)
         self._asked_at = None
         if len(parts) == 1:  # the usual batch: one calibration throughout
             out.t_s, out.flexion_deg, out.lateral_deg = parts[0].t_s, parts[0].flexion_deg, parts[0].lateral_deg
