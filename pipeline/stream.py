@@ -520,16 +520,17 @@ class PosturePipeline:
             if azimuth is not None:
                 self.walking_axis.reset()  # confirmed; keep checking with fresh walking
             return
+        # Said at the sample walking showed it; the new forward measures from the next batch.
+        at_s = float(t_s[self.walking_axis.decided_at])
         if abs(azimuth) > self.s.calibration.bend_direction_deg:  # not any forward a calibration could mean
-            out.events.append(CalibrationEvent(float(t_s[-1]), "recalibrate",
+            out.events.append(CalibrationEvent(at_s, "recalibrate",
                                                f"recalibrate: walking goes {azimuth:+.0f}° off the calibrated forward; "
                                                f"{self.s.calibration.instructions}"))
             self.request_calibration(self.calibration.turned(azimuth))
             self.walking_axis.reset()
             return
         refined = self.calibration.turned(azimuth)
-        self._adopt(refined, float(t_s[-1]), out,
-                    how=f"forward direction corrected by {azimuth:+.0f}° from walking")
+        self._adopt(refined, at_s, out, how=f"forward direction corrected by {azimuth:+.0f}° from walking")
 
     def _account(self, now_s: float, t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray,
                  activity: np.ndarray, slouches: list[SlouchEpisode], leans: list[LeanInterval],
