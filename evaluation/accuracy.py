@@ -237,7 +237,8 @@ class CaseResult:
     sitting_measured_s: float
     transitions: Matched
     minute_vs_events_s: float  # |per-minute slouch + lean seconds − event durations|
-    # Worn time: the truth's seconds on the body that reached the pipeline once it measured, against the minutes'
+    # Worn time: the truth's seconds on the body in time that reached the pipeline (lost packets' between received
+    # samples included) once it measured, against the minutes'
     # worn_s total (what the user's day says); and the seconds off the body it measured as worn (the detection delay).
     worn_truth_s: float = 0.0
     worn_measured_s: float = 0.0
@@ -324,8 +325,9 @@ def score(run: Run) -> CaseResult:
     off_truth = tr["context"] == OFF
     measured = np.zeros(len(t_all), bool)
     measured[run.out_index] = True
-    # The minutes count the samples a lost packet took, bridged between measured ones, as the time they were: so does
-    # the truth of sitting and worn time (the user's day is in time, not in packets received).
+    # The minutes count the samples a lost packet took as the time they were: so do the truths, sitting over the time
+    # measured (bridged between measured samples), worn over the time seen (between received ones), as the user's day
+    # is in time, not in packets received.
     counted = _within(t_all, seen_intervals(t_all[run.out_index], MAX_FILL_S, dt))
     seen_mask = _within(t_all, seen)
     return CaseResult(

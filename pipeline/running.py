@@ -106,10 +106,10 @@ class RestLevel:
     """A signal's level at rest, for telling movement from rest by how far a sample is from it, the same however the
     stream is batched: the median of the first `first_n` eligible samples, then the exponential mean (weight `alpha`
     a sample) of the samples judged at rest, taken up at the end of each block of `block_n` samples counted from the
-    stream's first, so that a sample is judged against the level as of its block's start. (Followed batch by batch, a
-    one-minute batch was judged against a level a minute old, and the first against its own median: a recording
-    replayed in minutes read sit-downs and calibration holds that the same data in seconds did not.) Until the first
-    level is known every eligible sample is at rest."""
+    first one it is given, so that a sample is judged against the level as of its block's start. (Followed batch by
+    batch, a one-minute batch was judged against a level a minute old, and the first against its own median: a
+    recording replayed in minutes read sit-downs and calibration holds that the same data in seconds did not.) Until
+    the first level is known every eligible sample is at rest."""
 
     def __init__(self, first_n: int, alpha: float, tol: float, block_n: int):
         self.first_n, self.alpha, self.tol, self.block_n = first_n, alpha, tol, block_n
@@ -124,8 +124,8 @@ class RestLevel:
         self.level, self._carry = level, (1.0, 0.0)
 
     def at_rest(self, x: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-        """Per sample: eligible and within tol of the level. A sample that is not a number is not eligible: a NaN
-        level never equals itself, and _judge would iterate for ever."""
+        """Per sample: eligible and within tol of the level. A sample that is not a number is not eligible: in the first
+        median or a block's mean it would make the level NaN for good."""
         eligible = eligible & np.isfinite(x)
         n, k, rest = len(x), 0, eligible.copy()
         if self.level is None:

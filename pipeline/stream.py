@@ -169,6 +169,7 @@ class PosturePipeline:
         self.gaps_filled = 0
         self.gaps_reset = 0
         self.samples_out_of_order = 0
+        self.samples_not_finite = 0
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int = 0,
                quat_wxyz: np.ndarray | None = None) -> PipelineOutput:
@@ -177,6 +178,18 @@ class PosturePipeline:
         t_s = np.array(t_s, float)  # a copy: the outputs' times must not change when the caller reuses its buffer
         if len(t_s) == 0:
             return _empty_output()
+        acc_g, gyro_dps = np.asarray(acc_g, float), np.asarray(gyro_dps, float)
+        # A sample that is not a number (a reading gone wrong) is dropped and counted: kept, one NaN made a stage's
+        # running level NaN for good (sit/stand never judged again) or, in the resting levels, every sample "moving".
+        finite = np.isfinite(t_s) & np.isfinite(acc_g).all(axis=1) & np.isfinite(gyro_dps).all(axis=1)
+        if quat_wxyz is not None:
+            finite &= np.isfinite(np.asarray(quat_wxyz, float)).all(axis=1)
+        if not finite.all():
+            self.samples_not_finite += int((~finite).sum())
+            t_s, acc_g, gyro_dps = t_s[finite], acc_g[finite], gyro_dps[finite]
+            quat_wxyz = None if quat_wxyz is None else np.asarray(quat_wxyz)[finite]
+            if len(t_s) == 0:
+                return _empty_output()
         step_s = t_s[1:] - t_s[:-1]
         # Time must go forward: a sample at or before the last one (a clock that stepped back) is dropped.
         if not (self._last_t_s is None or t_s[0] > self._last_t_s) or not (step_s > 0).all():
@@ -243,11 +256,9 @@ class PosturePipeline:
             out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
                                                self.calibration.with_bend))
         cal, start, watching = None, len(t_s), self.armed
-        watched = 0  # the calibrator has seen this batch up to here
         if watching:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
             out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
-            watched = start
         parts, k = [], 0
         adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
         while True:
@@ -270,7 +281,6 @@ class PosturePipeline:
                 said = self.calibrator.not_seated(cal_t_s, *why)
                 cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
                 out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
-                watched = start
                 continue
             self._adopt(cal, cal_t_s, out)
             adopted.append((k, cal))
@@ -284,10 +294,10 @@ class PosturePipeline:
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
                 cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
                 out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
-                watched = start
-        # Asked for the moves inside this batch: watched from the next sample (not twice over what it has seen).
-        if self._asked_at is not None and (k_watch := max(self._asked_at + 1, watched)) < len(t_s):
-            self._watch_from(k_watch, t_s, acc_g, gyro_dps, att, out, fresh=not watching)
+        # Asked for the moves inside this batch: the calibrator, restarted by the request, watches from the next sample
+        # (it has seen the batch's stillness if it was watching already). Not if a calibration was taken since.
+        if self._asked_at is not None and self.armed and self._asked_at + 1 < len(t_s):
+            self._watch_from(self._asked_at + 1, t_s, acc_g, gyro_dps, att, out, fresh=not watching)
         self._asked_at = None
         if len(parts) == 1:  # the usual batch: one calibration throughout
             out.t_s, out.flexion_deg, out.lateral_deg = parts[0].t_s, parts[0].flexion_deg, parts[0].lateral_deg
@@ -448,7 +458,7 @@ class PosturePipeline:
             self._asked_at = (sl.start or 0) + flagged[0]
         if self._recalibrate:  # looking for a calibration where sitting and standing are known: see _worn
             self._follow_feet(t_s, ~(sitting | lying), sitting)
-        self._check_forward(t_s, acc_g, att, angles, walking, out)
+        self._check_forward(t_s, acc_g, att, angles, walking, out, sl.start or 0)
         slouches, leans, rotations = feed_together(t_s, self.slouch, flexion, upright_context, self.lean, lateral,
                                                    sitting, self.rotation, rotation, walking | lying | jumped)
         # A start goes before its own end (same start_s) when both fall in one batch: starts first, stable sort.
@@ -509,9 +519,9 @@ class PosturePipeline:
         return None
 
     def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, att: SensorAttitude, angles: TrunkAngles,
-                       walking: np.ndarray, out: PipelineOutput) -> None:
+                       walking: np.ndarray, out: PipelineOutput, first: int) -> None:
         """Walking shows where forward is: correct a sagittal plane that is off (a sideways calibration
-        bend, no bend at all, a sensor turned on the back)."""
+        bend, no bend at all, a sensor turned on the back). first: where these samples start in the batch."""
         if self._recalibrate:  # already told to recalibrate: a correction would hide that
             return
         assert self.calibration is not None  # called from _measure
@@ -527,6 +537,7 @@ class PosturePipeline:
                                                f"recalibrate: walking goes {azimuth:+.0f}° off the calibrated forward; "
                                                f"{self.s.calibration.instructions}"))
             self.request_calibration(self.calibration.turned(azimuth))
+            self._asked_at = first + self.walking_axis.decided_at
             self.walking_axis.reset()
             return
         refined = self.calibration.turned(azimuth)

@@ -34,7 +34,7 @@ class WalkingAxis:
         self._band = Band(settings.rate_hz, channels=2)
         self._sums = np.zeros(3)  # Σ ap², Σ ml², Σ ap·ml over walking samples
         self._n = 0
-        self.decided_at = -1  # where in the last batch update() knew the axis
+        self.decided_at = -1  # where in its batch update() last knew the axis (read when it returns one)
 
     def update(self, ap_ml_g: np.ndarray, walking: np.ndarray) -> float | None:
         """The calibration's forward axis error (°, + when the true forward is to the left), when known.
@@ -55,8 +55,7 @@ class WalkingAxis:
         # Principal axis of the 2 × 2 covariance, and how clearly it stands out.
         spread = np.hypot(0.5 * (sxx - syy), sxy)
         major, minor = 0.5 * (sxx + syy) + spread, 0.5 * (sxx + syy) - spread
-        with np.errstate(divide="ignore", invalid="ignore"):
-            known = (n >= self.s.min_walk_s * self.s.rate_hz) & (minor > 0) & (major >= self.s.min_ratio * minor)
+        known = (n >= self.s.min_walk_s * self.s.rate_hz) & (minor > 0) & (major >= self.s.min_ratio * minor)
         j = int(np.argmax(known)) if known.any() else len(at) - 1
         self._sums, self._n = sums[:, j].copy(), int(n[j])
         if not known[j]:

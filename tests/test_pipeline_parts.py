@@ -129,3 +129,24 @@ def test_a_resting_level_takes_no_nan_and_is_the_same_however_the_stream_is_batc
     assert not read[100][[5, 700, 3100]].any()
     for size in (1, 37, 5000):
         np.testing.assert_array_equal(read[size], read[100])
+
+
+def test_a_sample_that_is_not_a_number_is_dropped_and_counted():
+    """One NaN reading (an API caller's, a decoder gone wrong) made the sit/stand test's resting level NaN for good, or
+    every later sample of its batch "moving": dropped at the door and counted, the rest reads as without it."""
+    from pipeline.stream import PosturePipeline
+
+    t = np.arange(0, 60, 0.01)
+    acc = np.tile([0.0, 0.0, 1.0], (len(t), 1)) + 0.001 * np.random.default_rng(1).standard_normal((len(t), 3))
+    gyro = 0.05 * np.random.default_rng(2).standard_normal((len(t), 3))
+    bad_acc = acc.copy()
+    bad_acc[[150, 3000], 1] = np.nan
+    keep = np.ones(len(t), bool)
+    keep[[150, 3000]] = False
+    clean, dirty = PosturePipeline(), PosturePipeline()
+    t_k, acc_k, gyro_k = t[keep], acc[keep], gyro[keep]
+    a = [clean.update(t_k[i:i + 100], acc_k[i:i + 100], gyro_k[i:i + 100]) for i in range(0, len(t_k), 100)]
+    b = [dirty.update(t[i:i + 100], bad_acc[i:i + 100], gyro[i:i + 100]) for i in range(0, len(t), 100)]
+    assert dirty.samples_not_finite == 2 and clean.samples_not_finite == 0
+    assert [e for o in b for e in o.events] == [e for o in a for e in o.events]
+    assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
