@@ -42,6 +42,7 @@ from .scoring import (
     rotation_angle_deg,
     seen_intervals,
     sit_stand_transitions,
+    within,
 )
 
 __all__ = ["CALIBRATION_MOVES", "CALIBRATIONS", "CASES", "Case", "load_case_scenario", "run_case", "failures",
@@ -282,16 +283,6 @@ class CaseResult:
         return any(c["status"] == "calibrated" for c in self.calibrations)
 
 
-def _within(t_s: np.ndarray, intervals: list[tuple[float, float]]) -> np.ndarray:
-    """Which of the sorted times t_s lie in one of the [start, end) intervals (sorted, apart)."""
-    inside = np.zeros(len(t_s), bool)
-    if intervals:
-        starts, ends = np.array(intervals).T
-        k = np.searchsorted(starts, t_s, side="right") - 1
-        inside = (k >= 0) & (t_s < ends[np.maximum(k, 0)] - 1e-9)
-    return inside
-
-
 def score(run: Run) -> CaseResult:
     tr, dt = run.truth, run.dt_s
     t_all = tr["t_s"]
@@ -328,8 +319,8 @@ def score(run: Run) -> CaseResult:
     # The minutes count the samples a lost packet took as the time they were: so do the truths, sitting over the time
     # measured (bridged between measured samples), worn over the time seen (between received ones), as the user's day
     # is in time, not in packets received.
-    counted = _within(t_all, seen_intervals(t_all[run.out_index], MAX_FILL_S, dt))
-    seen_mask = _within(t_all, seen)
+    counted = within(t_all, seen_intervals(t_all[run.out_index], MAX_FILL_S, dt))
+    seen_mask = within(t_all, seen)
     return CaseResult(
         case=run.case, duration_s=run.sim.duration_s,
         unseen_pct=100.0 * (1.0 - run.received.mean()),

@@ -28,6 +28,16 @@ def seen_intervals(t_s: np.ndarray, max_gap_s: float, dt_s: float) -> list[Inter
     return list(zip(starts.tolist(), ends.tolist()))
 
 
+def within(t_s: np.ndarray, intervals: list[Interval]) -> np.ndarray:
+    """Which of the sorted times t_s lie in one of the [start, end) intervals (sorted, apart)."""
+    inside = np.zeros(len(t_s), bool)
+    if intervals:
+        starts, ends = np.array(intervals).T
+        k = np.searchsorted(starts, t_s, side="right") - 1
+        inside = (k >= 0) & (t_s < ends[np.maximum(k, 0)] - 1e-9)
+    return inside
+
+
 def intersect(a: Interval, seen: list[Interval]) -> list[Interval]:
     return [(max(a[0], s0), min(a[1], s1)) for s0, s1 in seen if min(a[1], s1) > max(a[0], s0)]
 

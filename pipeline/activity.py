@@ -33,6 +33,7 @@ import numpy as np
 from .acc_offset import AccOffset
 from .angles import DEG_PER_RAD, row_dot
 from .running import Band, MovingMean, RestLevel, trailing_mean
+from .runs import trailing_run
 
 G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
@@ -339,10 +340,7 @@ class ActivityClassifier:
         if len(tilted) and not tilted.any():  # upright throughout: the tilted run is over
             self._tilted_run = 0
             return tilted
-        pos = np.arange(len(tilted))
-        last_upright = np.maximum.accumulate(np.where(~tilted, pos, -1))
-        run = np.where(last_upright >= 0, pos - last_upright, self._tilted_run + pos + 1)
-        run[~tilted] = 0
+        run = trailing_run(tilted, self._tilted_run)
         self._tilted_run = int(run[-1]) if len(run) else self._tilted_run
         return run >= round(self.s.lying_min_s * self.s.rate_hz)
 
@@ -360,9 +358,7 @@ class ActivityClassifier:
             self._since_lying = self._since_lying + n
             blocked = walking
         else:
-            pos = np.arange(n)
-            last_lying = np.maximum.accumulate(np.where(lying, pos, -1))
-            since_lying = np.where(last_lying >= 0, pos - last_lying, self._since_lying + pos + 1)
+            since_lying = trailing_run(~lying, self._since_lying)
             self._since_lying = since_lying[-1] if n else self._since_lying
             blocked = walking | (since_lying <= after_lying_n)
         smooth = self._smooth.update(av_g)

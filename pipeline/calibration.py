@@ -18,6 +18,7 @@ from scipy.signal import lfilter
 
 from .angles import row_dot, row_norm
 from .running import MovingMean, RestLevel, exp_mean
+from .runs import trailing_run
 
 HOLD_TRIM_S = 0.3  # the end of a still run that is left out of the hold
 Said = list[tuple[float, str]]  # refusals said to the wearer: (time, message)
@@ -240,8 +241,6 @@ class Calibrator:
         self.hold_end_t_s = self.returned_t_s = -np.inf
         self._answered: tuple[float, Calibration] | None = None
         self._batch_still = np.zeros(0, bool)
-        self._due = False  # _extend_hold stopped at the sample a provisional calibration from the hold alone is due at
-        self._made: Calibration | None = None  # _follow stopped at the sample that provisional calibration was made at
 
     def expect(self, current: Calibration | None, sign_in_doubt: bool = False) -> None:
         """Judge the moves against the calibration in use (None: against the mount's forward, as at a first
@@ -274,10 +273,9 @@ class Calibrator:
                 cal, k = self._settle(t_s, acc_g, gyro_dps, up_sensor, still, k, messages)
                 if cal is not None or self._settling is not None:  # adopted, or not yet known
                     return cal, k, messages
-            k = self._follow(t_s, acc_g, gyro_dps, up_sensor, still, k, messages)
-            if (cal := self._made) is not None:
-                self._made = None
-                return cal, k, messages
+            k, made = self._follow(t_s, acc_g, gyro_dps, up_sensor, still, k, messages)
+            if made is not None:
+                return made, k, messages
         return None, len(t_s), messages
 
     def _overdue(self, t_s: np.ndarray, since_t_s: float | None) -> int | None:
@@ -328,16 +326,16 @@ class Calibrator:
         return messages
 
     def _follow(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
-                still: np.ndarray, k: int, messages: Said) -> int:
+                still: np.ndarray, k: int, messages: Said) -> tuple[int, Calibration | None]:
         """The hold and the bend from sample k: up to the sample a bend judged good came back at, or the end."""
         for a, b, is_still in _runs(still[k:]):
             a, b = a + k, b + k
             if is_still:
                 while a < b:  # (once more after a hold refused as one alone: the rest of the still run)
-                    a += self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], messages)
-                    if self._due and (made := self._hold_only(float(t_s[a - 1]), messages)) is not None:
-                        self._made = made
-                        return a
+                    taken, due_here = self._extend_hold(t_s[a:b], acc_g[a:b], gyro_dps[a:b], messages)
+                    a += taken
+                    if due_here and (made := self._hold_only(float(t_s[a - 1]), messages)) is not None:
+                        return a, made
                 continue
             self._break_hold(float(t_s[a]), messages)
             hold = self._hold
@@ -346,21 +344,20 @@ class Calibrator:
                     and not (_between_deg(up_sensor[a:a + due + 1], hold.up) >= self.s.bend_min_deg).any()):
                 # Moving about with the bend overdue and not begun by then: the hold alone (refused: it is gone).
                 if (made := self._hold_only(float(t_s[a + due]), messages)) is not None:
-                    self._made = made
-                    return a + due + 1
+                    return a + due + 1, made
             if (stop := self._follow_bend(t_s, up_sensor, a, b, messages)) is not None:
-                return stop
-        return len(t_s)
+                return stop, None
+        return len(t_s), None
 
-    def _extend_hold(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, messages: Said) -> int:
+    def _extend_hold(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray,
+                     messages: Said) -> tuple[int, bool]:
         """Still samples: the hold as of each of them, as if each came alone, so that neither the hold nor when it began
-        depends on how the stream is batched. Returns how many were taken: all, or up to the one a provisional
-        calibration from the hold alone is due at (then _due is set)."""
-        self._due = False
+        depends on how the stream is batched. Returns how many were taken (all, or up to the one a provisional
+        calibration from the hold alone is due at) and whether it is due."""
         if self._bend:  # a pause at the bottom of a bend is part of the bend, but only for so long
             # Given up: the still samples after that one start the next hold (_follow goes on with them).
             late = self._give_up_late_bend(t_s, messages)
-            return len(t_s) if late is None else late + 1
+            return (len(t_s) if late is None else late + 1), False
         keep, h, n = self._hold_n + self._trim_n, self._hold_n, len(t_s)
         acc, gyro = np.vstack([self._run_acc, acc_g]), np.vstack([self._run_gyro, gyro_dps])
         times, m = np.concatenate([self._run_t, t_s]), len(self._run_acc)
@@ -392,8 +389,7 @@ class Calibrator:
         to = m + taken
         self._run_acc, self._run_gyro, self._run_t = acc[:to][-keep:], gyro[:to][-keep:], times[:to][-keep:]
         self._run_n += taken
-        self._due = due is not None
-        return taken
+        return taken, due is not None
 
     def _break_hold(self, t_s: float, messages: Said) -> None:
         self._hold_only_refused = False
@@ -618,9 +614,7 @@ class CalibrationMonitor:
         sit_flex = self._sit_flexion.per_sample(flexion_deg, sitting, s.drift_sit_extension_deg, below_only=True)
         both = steps & lying
         if both.any() or self._steps_lying:
-            pos = np.arange(n)
-            last_not = np.maximum.accumulate(np.where(~both, pos, -1))
-            run = np.where(last_not >= 0, pos - last_not, self._steps_lying + pos + 1)
+            run = trailing_run(both, self._steps_lying)
             self._steps_lying = int(run[-1])
         else:
             run = np.zeros(n, np.int64)
@@ -677,9 +671,9 @@ class _SlowMean:
         if not len(v):
             beyond = known < -limit or (not below_only and known > limit)  # (NaN: neither)
             return np.full(len(x), known) if beyond else None
+        plain = min(len(v), max(0, int(np.ceil(self._needed - self._count))))  # still to come into the plain mean
         lo, hi = min(float(v.min()), self._mean), max(float(v.max()), self._mean)
         if lo >= -limit and (below_only or hi <= limit):
-            plain = min(len(v), max(0, int(np.ceil(self._needed - self._count))))
             if plain:
                 self._mean = float((self._mean * self._count + v[:plain].sum()) / (self._count + plain))
             if plain < len(v):
@@ -687,7 +681,6 @@ class _SlowMean:
             self._count += len(v)
             return None
         means = np.empty(len(v))
-        plain = min(len(v), max(0, int(np.ceil(self._needed - self._count))))  # still to come into the plain mean
         if plain:
             counts = self._count + np.arange(1, plain + 1)
             means[:plain] = (self._mean * self._count + np.cumsum(v[:plain])) / counts

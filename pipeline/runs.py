@@ -12,6 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def trailing_run(mask: np.ndarray, before: float) -> np.ndarray:
+    """Per sample, how many samples in a row up to and including it have mask set (0 where it is not), counting
+    `before` such samples just ahead of the batch."""
+    pos = np.arange(len(mask))
+    last_not = np.maximum.accumulate(np.where(~mask, pos, -1))
+    return np.where(last_not >= 0, pos - last_not, before + pos + 1)
+
+
 @dataclass
 class Run:
     start: int  # absolute sample index of the first sample in the run

@@ -276,11 +276,8 @@ class PosturePipeline:
                 break
             cal_t_s = float(t_s[start - 1] if start else t_s[0])
             k = start
-            # The activity up to the calibration's sample is known now, however the stream is batched.
-            if self._posture_known and (why := self._not_seated(cal_t_s)) is not None:
-                said = self.calibrator.not_seated(cal_t_s, *why)
-                cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
-                out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
+            if (found := self._refused_if_not_seated(cal_t_s, t_s, acc_g, gyro_dps, att.row2, k, out)) is not None:
+                cal, start = found
                 continue
             self._adopt(cal, cal_t_s, out)
             adopted.append((k, cal))
@@ -323,12 +320,22 @@ class PosturePipeline:
         out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
         while cal is not None:
             cal_t_s = float(t_s[start - 1] if start else t_s[0])
-            if not self._posture_known or (why := self._not_seated(cal_t_s)) is None:
+            if (found := self._refused_if_not_seated(cal_t_s, t_s, acc_g, gyro_dps, up, start, out)) is None:
                 self._adopt(cal, cal_t_s, out)
                 return
-            said = self.calibrator.not_seated(cal_t_s, *why)
-            cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, start)
-            out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
+            cal, start = found
+
+    def _refused_if_not_seated(self, cal_t_s: float, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray,
+                               up: np.ndarray, k: int, out: PipelineOutput) -> tuple[Calibration | None, int] | None:
+        """None if the calibration the calibrator just returned (at cal_t_s, ending before sample k) may be taken;
+        else it is refused, for the activity up to its sample (known now, however the stream is batched) says the
+        moves were not made seated, and the calibrator goes on from k: what it finds next, and where."""
+        if not self._posture_known or (why := self._not_seated(cal_t_s)) is None:
+            return None
+        said = self.calibrator.not_seated(cal_t_s, *why)
+        cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, k)
+        out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
+        return cal, start
 
     def _filter_again(self, before: dict[str, Any], adopted: list[tuple[int, Calibration]], gyro_dps: np.ndarray,
                       acc_g: np.ndarray, quat: np.ndarray) -> np.ndarray:
