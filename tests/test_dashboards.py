@@ -72,7 +72,7 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], set[str]] = {
     ("daily.json", "Upright per day", "A"): {"time", "upright_pct"},
     ("daily.json", "Habit streak", "A"): {"time", "streak_days"},
     ("daily.json", "Habit streak", "B"): {"time", "program_day"},
-    ("daily.json", "Rotations left vs right per day", "A"): {"time", "rotations"},
+    ("daily.json", "Rotations left vs right per day", "A"): {"time", "left", "right"},
     ("daily.json", "Rotation symmetry index per hour", "A"): {"time", "si_pct"},
     ("daily.json", "Lean minutes per day", "A"): {"time", "left_min", "right_min"},
     ("daily.json", "Sitting minutes per hour", "A"): {"time", "sitting_min"},
@@ -732,3 +732,47 @@ def test_the_documented_share_of_slouching_is_the_live_dashboards(influx):
         values = dict(series["values"])
         assert [values.get(t) for t in minutes] == [1, None, None, None, 0], statement
         assert {v for t, v in values.items() if t not in minutes} <= {None}, statement
+
+
+def test_daily_rotations_per_day_are_the_reports_and_the_alert_services(influx):
+    """The rotations a day counts are its minutes' (rotations_left/right), as the report, the alert service's `today`
+    and the daily totals count them (pipeline/summary.py). Counted from the excursions instead (posture_rotation, at
+    their start), the panel disagreed: an excursion begun before local midnight is in the next day's minute (it counts
+    at its end), and the excursions of a minute the gateway lost (killed -9 with it open: its events were sent at once,
+    the minute never) are in no minute at all."""
+    tz, device = ZoneInfo("Pacific/Auckland"), "Desk"
+    days = [date(2026, 12, 5), date(2026, 12, 6)]
+    midnight_s = datetime(2026, 12, 6, tzinfo=tz).timestamp()
+    minutes = {midnight_s + 60 * k: metrics_minute(device, midnight_s + 60 * k, slouch_s=0.0) for k in range(-30, 30)}
+    excursions = [(midnight_s - 600, "left"), (midnight_s - 1.5, "right"), (midnight_s + 300, "left")]
+    lines = []
+    for start_s, side in excursions:
+        end_s = start_s + 3.0  # the one begun 1.5 s before midnight ends in the next day's first minute
+        lines += to_line_protocol({"schema": 1, "kind": "rotation", "device": device, "ts": int(start_s * 1000),
+                                   "start_s": start_s, "end_s": end_s, "side": side, "peak_deg": 30.0,
+                                   "duration_s": 3.0})
+        minute = minutes[end_s // 60 * 60]
+        minute[f"rotations_{side}"] += 1
+        minute[f"rotation_{side}_cumulative_deg"] += 30.0
+    lost = midnight_s + 300  # the gateway's minute of that excursion: the restarted run measured none of it
+    minutes[lost] |= {"rotations_left": 0, "rotation_left_cumulative_deg": 0.0, "worn_s": 20.0, "sitting_s": 20.0}
+    for doc in minutes.values():
+        lines += to_line_protocol(doc)
+    write_line_protocol(influx, DB, lines)
+
+    [query] = [t["query"] for panel in all_panels(load_dashboard("daily.json")) for t in panel.get("targets", [])
+               if panel["title"] == "Rotations left vs right per day"]
+    start_ms = int(datetime(2026, 12, 4, tzinfo=tz).timestamp() * 1000)
+    end_ms = int(datetime(2026, 12, 8, tzinfo=tz).timestamp() * 1000)
+    answer = influx.query(substitute_macros(query, start_ms, end_ms, device, timezone=tz.key), DB)["results"][0]
+    panel: dict[date, dict[str, float]] = {}
+    for series in answer["series"]:
+        for row in series["values"]:
+            values = dict(zip(series["columns"], row))
+            day = datetime.fromtimestamp(values.pop("time") / 1000, tz).date()
+            panel.setdefault(day, {}).update({k: v for k, v in values.items() if v is not None})
+    settings = InfluxSettings(url=influx.url, database=DB)
+    report = {day: build_day_report(device, day, tz, fetch_day(settings, device, *day_bounds(day, tz))).totals.rotations
+              for day in days}
+    assert report == {days[0]: {"left": 1, "right": 0}, days[1]: {"left": 0, "right": 1}}
+    assert panel == {day: {"left": counts["left"], "right": counts["right"]} for day, counts in report.items()}
