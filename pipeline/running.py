@@ -101,6 +101,13 @@ class Band:
         y, self._zi = lfilter(self._b, self._a, x, axis=-1, zi=self._zi)
         return cast(np.ndarray, y)
 
+    def state(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Where the filter stands, to go back to (`restore`) and filter fewer samples."""
+        return self._zi.copy(), self._settle
+
+    def restore(self, state: tuple[np.ndarray, np.ndarray | None]) -> None:
+        self._zi, self._settle = state[0].copy(), state[1]
+
 
 class RestLevel:
     """A signal's level at rest, for telling movement from rest by how far a sample is from it, the same however the

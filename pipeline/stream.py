@@ -446,26 +446,65 @@ class PosturePipeline:
         if sl.start or (sl.stop is not None and sl.stop < len(t_s)):  # part of the batch (a calibration inside)
             t_s, acc_g, steps, att, acc_vertical = t_s[sl], acc_g[sl], steps[sl], att[sl], acc_vertical[sl]
             real = None if real is None else real[sl]
-        part = _empty_output()
         if len(t_s) == 0:
-            return part
+            return _empty_output()
         assert self.calibration is not None  # measured only with a calibration (update, _adopt)
+        n, first = len(t_s), sl.start or 0
         angles = trunk_angles_of(att, self.calibration.r_sensor_trunk)
-        flexion, lateral = angles.flexion_deg, angles.lateral_deg
-        yaw_right = unwrap_from(self._last_yaw, angles.yaw_right_deg)
-        self._last_yaw = float(yaw_right[-1])
         tilted = tilted_beyond(angles.up_z, self.s.activity.lying_tilt_deg)
-        activity = self.activity.codes(steps, acc_vertical, tilted, self._walk_index0 + (sl.start or 0), att.row2)
+        # For all of them at once: a correction from walking (below) turns the trunk frame about its long axis,
+        # which leaves the tilt and the vertical, all that activity looks at, as they were.
+        activity = self.activity.codes(steps, acc_vertical, tilted, self._walk_index0 + first, att.row2)
+        walking = activity == WALKING_CODE
+        ap_ml_g = horizontal_acc_in_heading(att, angles, acc_g)
+        parts, k = [], 0
+        while True:
+            # What walking says of forward acts from the sample after the one it was known at, however the stream is
+            # batched: the samples up to it are measured first (judged once a batch, a replay's 200 s chunks measured
+            # up to 200 s of walking more in a frame found off).
+            found = self._walking_forward(ap_ml_g, walking, k)
+            stop = n if found is None else found[0] + 1
+            parts.append(self._stages(slice(k, stop), t_s, angles, activity, steps, real,
+                                      lost_samples if k == 0 else 0, first, out))
+            # Not if the calibration check asked for the moves up to that sample: a correction would hide that.
+            turned = found is not None and not self._recalibrate and self._walking_acts(*found, t_s, first, out)
+            if stop == n:
+                break
+            if turned:  # the rest in the corrected frame
+                assert self.calibration is not None
+                new = trunk_angles_of(att[stop:], self.calibration.r_sensor_trunk)
+                for name in ("flexion_deg", "lateral_deg", "yaw_right_deg", "forward_x", "forward_y"):
+                    getattr(angles, name)[stop:] = getattr(new, name)
+                ap_ml_g[:, stop:] = horizontal_acc_in_heading(att[stop:], new, acc_g[stop:])
+            k = stop
+        if len(parts) == 1:
+            return parts[0]
+        part = _empty_output()
+        for name in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity"):
+            setattr(part, name, np.concatenate([getattr(p, name) for p in parts]))
+        return part
+
+    def _stages(self, sl: slice, t_s: np.ndarray, angles: TrunkAngles, activity: np.ndarray, steps: np.ndarray,
+                real: np.ndarray | None, lost_samples: int, first: int, out: PipelineOutput) -> PipelineOutput:
+        """Rotation, the calibration check, detectors and minutes for the samples sl of a _measure's part (from
+        sample `first` of the batch), with its angles and activity."""
+        flexion, lateral, yaw = angles.flexion_deg, angles.lateral_deg, angles.yaw_right_deg
+        if sl.start or sl.stop < len(t_s):
+            t_s, activity, steps = t_s[sl], activity[sl], steps[sl]
+            flexion, lateral, yaw = flexion[sl], lateral[sl], yaw[sl]
+            real = None if real is None else real[sl]
+        part = _empty_output()
+        yaw_right = unwrap_from(self._last_yaw, yaw)
+        self._last_yaw = float(yaw_right[-1])
         walking, lying, sitting = activity == WALKING_CODE, activity == LYING_CODE, activity == SITTING_CODE
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
         if (flagged := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
             out.events.append(CalibrationEvent(float(t_s[flagged[0]]), "recalibrate", flagged[1]))
             self.request_calibration(moved=self.monitor.moved)
-            self._asked_at = (sl.start or 0) + flagged[0]
+            self._asked_at = first + sl.start + flagged[0]
         if self._recalibrate:  # looking for a calibration where sitting and standing are known: see _worn
             self._follow_feet(t_s, ~(sitting | lying), sitting)
-        self._check_forward(t_s, acc_g, att, angles, walking, out, sl.start or 0)
         slouches, leans, rotations = feed_together(t_s, self.slouch, flexion, upright_context, self.lean, lateral,
                                                    sitting, self.rotation, rotation, walking | lying | jumped)
         # A start goes before its own end (same start_s) when both fall in one batch: starts first, stable sort.
@@ -525,30 +564,40 @@ class PosturePipeline:
             return "read standing during the upright hold (already sitting? then do the moves once more)", True
         return None
 
-    def _check_forward(self, t_s: np.ndarray, acc_g: np.ndarray, att: SensorAttitude, angles: TrunkAngles,
-                       walking: np.ndarray, out: PipelineOutput, first: int) -> None:
-        """Walking shows where forward is: correct a sagittal plane that is off (a sideways calibration
-        bend, no bend at all, a sensor turned on the back). first: where these samples start in the batch."""
-        if self._recalibrate:  # already told to recalibrate: a correction would hide that
-            return
+    def _walking_forward(self, ap_ml_g: np.ndarray, walking: np.ndarray, k: int) -> tuple[int, float] | None:
+        """Walking shows where forward is (a sideways calibration bend, no bend at all, a sensor turned on the back put
+        the sagittal plane off): from sample k of a _measure's part, the first sample at which walking has shown
+        forward off by more than refine_deg, and by how much (+ to the left). Walking that confirms the calibration
+        is let go and the walking after it looked at afresh. While the wearer is asked to recalibrate it is only
+        filtered (the band-pass carries state)."""
+        while k < len(walking):
+            azimuth = self.walking_axis.update(ap_ml_g[:, k:], np.zeros(len(walking) - k, bool)
+                                               if self._recalibrate else walking[k:])
+            if azimuth is None:
+                return None
+            k += self.walking_axis.decided_at
+            if abs(azimuth) > self.s.walking_axis.refine_deg:
+                return k, azimuth
+            self.walking_axis.reset()  # confirmed; keep checking with fresh walking
+            k += 1
+        return None
+
+    def _walking_acts(self, j: int, azimuth: float, t_s: np.ndarray, first: int, out: PipelineOutput) -> bool:
+        """Walking found forward `azimuth` off at sample j of a _measure's part (sample first + j of the batch):
+        correct the calibration by it (True) or, if no calibration could mean that forward, ask for the moves."""
         assert self.calibration is not None  # called from _measure
-        azimuth = self.walking_axis.update(horizontal_acc_in_heading(att, angles, acc_g), walking)
-        if azimuth is None or abs(azimuth) <= self.s.walking_axis.refine_deg:
-            if azimuth is not None:
-                self.walking_axis.reset()  # confirmed; keep checking with fresh walking
-            return
-        # Said at the sample walking showed it; the new forward measures from the next batch.
-        at_s = float(t_s[self.walking_axis.decided_at])
-        if abs(azimuth) > self.s.calibration.bend_direction_deg:  # not any forward a calibration could mean
+        at_s = float(t_s[j])
+        if abs(azimuth) > self.s.calibration.bend_direction_deg:
             out.events.append(CalibrationEvent(at_s, "recalibrate",
                                                f"recalibrate: walking goes {azimuth:+.0f}° off the calibrated forward; "
                                                f"{self.s.calibration.instructions}"))
             self.request_calibration(self.calibration.turned(azimuth))
-            self._asked_at = first + self.walking_axis.decided_at
+            self._asked_at = first + j
             self.walking_axis.reset()
-            return
-        refined = self.calibration.turned(azimuth)
-        self._adopt(refined, at_s, out, how=f"forward direction corrected by {azimuth:+.0f}° from walking")
+            return False
+        self._adopt(self.calibration.turned(azimuth), at_s, out,
+                    how=f"forward direction corrected by {azimuth:+.0f}° from walking")
+        return True
 
     def _account(self, now_s: float, t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray,
                  activity: np.ndarray, slouches: list[SlouchEpisode], leans: list[LeanInterval],

@@ -41,9 +41,11 @@ class WalkingAxis:
         ap_ml_g: horizontal acceleration forward (row 0) and to the left (row 1), 2 × n.
 
         Known at the first walking sample with min_walk_s of walking in and the axis standing out, from the walking up
-        to it, however the stream is batched (`decided_at`: its index in this batch; the walking after it here is not
-        taken in). Judged once a batch, from all its walking, a replay's 200 s chunks gave another azimuth, later, than
-        the gateway's seconds (a helper's day 6156: lateral minute means −0.71° against −1.84° for 40 minutes)."""
+        to it, however the stream is batched (`decided_at`: its index in this batch; the samples after it are not taken
+        in, not even by the band-pass: the caller gives them again, in the frame it then measures in). Judged once a
+        batch, from all its walking, a replay's 200 s chunks gave another azimuth, later, than the gateway's seconds
+        (a helper's day 6156: lateral minute means −0.71° against −1.84° for 40 minutes)."""
+        before = self._band.state()
         band = self._band.update_all(ap_ml_g)  # filtered always: the band-pass carries state
         at = np.flatnonzero(walking)
         if not len(at):
@@ -61,6 +63,9 @@ class WalkingAxis:
         if not known[j]:
             return None
         self.decided_at = int(at[j])
+        if self.decided_at + 1 < ap_ml_g.shape[1]:  # the samples after it are the caller's to give again
+            self._band.restore(before)
+            self._band.update_all(ap_ml_g[:, :self.decided_at + 1])
         return float(0.5 * np.degrees(np.arctan2(2.0 * sxy[j], sxx[j] - syy[j])))
 
     def reset(self) -> None:

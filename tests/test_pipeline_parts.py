@@ -82,7 +82,7 @@ def test_the_pipeline_gives_the_same_results_however_the_stream_is_batched():
                         [e for o in outs for e in o.events], [m for o in outs for m in o.metrics]))
     for other in results[1:]:
         np.testing.assert_array_equal(results[0][0], other[0])
-        np.testing.assert_allclose(results[0][1], other[1], atol=0.01)  # a walking correction lands at a batch end
+        np.testing.assert_allclose(results[0][1], other[1], atol=1e-9)  # a walking correction too: at its sample
         assert [(e.kind, round(getattr(e, "start_s", getattr(e, "t_s", 0)), 6)) for e in results[0][2]] == \
             [(e.kind, round(getattr(e, "start_s", getattr(e, "t_s", 0)), 6)) for e in other[2]]
         assert [round(m.slouch_s, 6) for m in results[0][3]] == [round(m.slouch_s, 6) for m in other[3]]
