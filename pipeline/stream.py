@@ -265,6 +265,13 @@ class PosturePipeline:
             if self.calibration is not None:  # the current calibration measures up to where a new one applies
                 parts.append(self._measure(slice(k, start), t_s, acc_g, walking, att, acc_vertical, real,
                                            lost_samples if k == 0 else 0, out))
+                if cal is not None and (not self.armed or self._asked_at is not None):
+                    # The calibrator ran ahead of what the measuring changed before `start`: walking corrected a
+                    # provisional calibration's forward (finished, it watches no more) or a check asked for the moves
+                    # (restarted, it watches from the next sample, below). Batches cut there never found this one (a
+                    # replay's 200 s chunks took a bend made after a walking correction that seconds ignored).
+                    cal, k, start = None, start, len(t_s)
+                    continue
             elif start > k:
                 # No angles before the first calibration, but sitting and standing need none (lying does): followed
                 # from the first sample, a wearer who stands up as a calibration is adopted (a sit-to-stand's trunk

@@ -467,6 +467,34 @@ def test_a_walking_correction_measures_from_its_sample_however_batched():
     np.testing.assert_allclose(chunks[2], seconds[2], atol=0.1)
 
 
+def test_moves_made_after_walking_finished_a_provisional_calibration_are_not_taken_in_any_batching():
+    """A provisional calibration (forward guessed from how the sensor sits, here 19° off) is finished by walking, which
+    finds forward 26 s in; the wearer sits and does the calibration moves 45 s later. The calibrator, watching the whole
+    batch before the walking was looked at, found them in a replay's 200 s chunk and they recalibrated; in seconds the
+    calibration was finished by then and nothing watched for them."""
+    bend = {"activity": "slouch", "duration_s": 2.5, "flexion_deg": 30.0, "ramp_s": 0.8}
+    scenario = parse_scenario({"name": "provisional-walk", "sensor": {"mount_euler_deg": [20.0, 0.0, 0.0]}, "segment": [
+        {"activity": "stand", "duration_s": 5.0}, {"activity": "walk", "duration_s": 45.0},
+        {"activity": "sit_upright", "duration_s": 17.0}, bend, {"activity": "sit_upright", "duration_s": 30.0}]})
+    sim = SensorSimulation(scenario, seed=1)
+    t, acc, gyro = samples(sim)
+    provisional = Calibration.from_vectors(acc[:200].mean(axis=0))
+    assert not provisional.with_bend
+    read = []
+    for size in (int(sim.rate_hz), 20_000):
+        p = PosturePipeline(PipelineSettings.for_rate(sim.rate_hz), calibration=provisional)
+        outs = [p.update(t[i:i + size], acc[i:i + size], gyro[i:i + size]) for i in range(0, len(t), size)]
+        outs.append(p.finish())
+        read.append(([e.message for o in outs for e in o.events if e.kind == "calibration"],
+                     np.concatenate([o.flexion_deg for o in outs]), p.calibration))
+    (said_1s, flexion_1s, cal_1s), (said_chunk, flexion_chunk, cal_chunk) = read
+    assert any("corrected" in m for m in said_1s)
+    assert not any("forward bend" in m for m in said_1s)
+    assert said_chunk == said_1s
+    np.testing.assert_allclose(cal_chunk.r_sensor_trunk, cal_1s.r_sensor_trunk, atol=1e-12)
+    np.testing.assert_allclose(flexion_chunk, flexion_1s, atol=1e-9)
+
+
 def test_packets_lost_take_no_time_off_the_minutes():
     """The minutes counted received samples only: a 3 % packet loss took 3 % off every minute's worn and sitting
     seconds (a day's sitting time too), while slouch seconds, spans of time, did not lose it: a slouched minute read
