@@ -473,8 +473,16 @@ class PosturePipeline:
             stop = n if found is None else found[0] + 1
             parts.append(self._stages(slice(k, stop), t_s, angles, activity, steps, real,
                                       lost_samples if k == 0 else 0, first, out))
-            # Not if the calibration check asked for the moves up to that sample: a correction would hide that.
-            turned = found is not None and not self._recalibrate and self._walking_acts(*found, t_s, first, out)
+            turned = False
+            if found is not None and not self._recalibrate:
+                turned = self._walking_acts(*found, t_s, first, out)
+            elif found is not None and self._asked_at == first + found[0] and not self.monitor.moved:
+                # The check asked for the moves at the very sample walking found forward off (both take 20 s of
+                # walking, and a forward far off reads as walking bent sideways): the bend is then judged against
+                # walking's forward, not the one found off (90° off, every true forward bend was refused).
+                assert self.calibration is not None
+                self.request_calibration(self.calibration.turned(found[1]))
+            # (Asked for before that sample, no correction: it would hide the request.)
             if stop == n:
                 break
             if turned:  # the rest in the corrected frame

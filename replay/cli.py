@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--axes-are-trunk", action="store_true",
                    help="skip calibration: the sensor's x, y, z already point forward, left and up")
-    p.add_argument("--config", type=Path, help="TOML config file: its [pipeline] thresholds apply (docs/mqtt.md)")
+    p.add_argument("--config", type=Path,
+                   help="TOML config file: its [pipeline] thresholds and gateway.pipeline_batch_s apply (docs/mqtt.md)")
     p.add_argument("--offline", action="store_true",
                    help="orientation from VQF's offline estimate of the whole file (more accurate than live; "
                         "holds the recording in memory)")
@@ -35,8 +36,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
     known = Calibration.sensor_axes_are_trunk_axes() if args.axes_are_trunk else None
     with config_errors():
-        tuning = load_config(args.config).pipeline
+        config = load_config(args.config)
     summary = replay(args.file, args.out, args.device, progress=not args.quiet, calibration=known,
-                     offline=args.offline, tuning=tuning)
+                     offline=args.offline, tuning=config.pipeline, batch_s=config.gateway.pipeline_batch_s)
     print(json.dumps(summary, indent=1))
     return 0 if summary["samples"] else 1

@@ -1,8 +1,9 @@
 """`posture replay`: a recorded CSV through the same pipeline live data goes through.
 
-Reads the file in chunks (memory stays flat however long it is), writes events and per-minute
-metrics as JSON lines, and returns a summary. Reads `posture record` CSVs and, for data made
-elsewhere, the x-io Technologies layout (Time (s), Gyroscope X (deg/s), …, Accelerometer X (g), …).
+Reads the file in chunks (memory stays flat however long it is) and hands the pipeline the batches `posture run`
+does (`gateway.pipeline_batch_s`), writes events and per-minute metrics as JSON lines, and returns a summary. Reads
+`posture record` CSVs and, for data made elsewhere, the x-io Technologies layout (Time (s), Gyroscope X (deg/s), …,
+Accelerometer X (g), …).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pipeline.events import Event, MinuteMetrics
 from pipeline.orientation import offline_quaternions
 from pipeline.stream import PipelineSettings, PosturePipeline, moves_forward
 from pipeline.summary import Rollups, Summary
-from service_io.config import PipelineConfig
+from sensor.profiles import samples_per_notification
+from service_io.config import GatewaySettings, PipelineConfig
 
 log = logging.getLogger("posture.replay")
 
@@ -119,9 +121,14 @@ def estimate_rate_hz(t_s: np.ndarray) -> float:
 
 def replay(path: Path, out_path: Path | None, device: str = "replay", progress: bool = True,
            calibration: Calibration | None = None, offline: bool = False,
-           tuning: PipelineConfig | None = None) -> dict[str, Any]:
+           tuning: PipelineConfig | None = None,
+           batch_s: float = GatewaySettings().pipeline_batch_s) -> dict[str, Any]:
     """calibration: a known sensor → trunk alignment; None to find it in the recording.
     tuning: the config's [pipeline] values; the sample rate is the recording's own.
+    batch_s: the pipeline is handed this many seconds of samples at a time, as `posture run` hands it
+    (`gateway.pipeline_batch_s`; 0: a notification's worth), so that a recording reads as it read live. Handed a
+    200 s chunk at once, a calibration made in the chunk a recalibration was asked in measured from the next chunk:
+    up to 26° of flexion apart, a slouch read as a lean (docs/pipeline.md, "The same day however it is batched").
 
     offline: orientation from VQF's offline estimate of the whole recording (acausal: more accurate
     than the live filter, docs/accuracy.md); the recording is then held in memory (~300 bytes a sample).
@@ -151,11 +158,16 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
                     continue
                 held = []
                 _check_units(data)
-                pipeline = PosturePipeline(tuning.settings(round(estimate_rate_hz(data[:, 0]), 3)), calibration,
+                rate_hz = round(estimate_rate_hz(data[:, 0]), 3)
+                pipeline = PosturePipeline(tuning.settings(rate_hz), calibration,
                                            "calibration given: the sensor's axes taken as the trunk's")
+                step = round(batch_s * rate_hz) if batch_s > 0 else samples_per_notification(rate_hz)
             stats["samples"] += len(data)
-            result = pipeline.update(data[:, 0], data[:, 1:4], data[:, 4:7], quat_wxyz=quat)
-            _emit(out, device, result.events, result.metrics, summary, rollups)
+            for i in range(0, len(data), max(1, step)):
+                batch = data[i:i + step]
+                result = pipeline.update(batch[:, 0], batch[:, 1:4], batch[:, 4:7],
+                                         quat_wxyz=None if quat is None else quat[i:i + step])
+                _emit(out, device, result.events, result.metrics, summary, rollups)
         if pipeline is None and held:
             raise ReplayError("cannot tell the sample rate: fewer than two readable rows")
         if pipeline is not None:

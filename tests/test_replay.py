@@ -15,6 +15,7 @@ import replay.replay as replay_module
 from evaluation.accuracy import CASES, load_case_scenario
 from evaluation.matching import match_intervals
 from firmware_sim.imu import SensorSimulation
+from firmware_sim.scenario import parse_scenario
 from pipeline.calibration import Calibration
 from pipeline.stream import PosturePipeline
 from replay.replay import ReplayError, replay, stamped_ahead
@@ -316,3 +317,28 @@ def test_a_recording_that_begins_with_a_chunk_of_unreadable_rows_replays_the_res
     (tmp_path / "one.csv").write_text("\n".join([header, rows[0]]) + "\n")
     with pytest.raises(ReplayError, match="fewer than two readable rows"):
         replay(tmp_path / "one.csv", None, progress=False)
+
+
+def test_a_recalibration_answered_within_minutes_replays_as_it_read_live(tmp_path):
+    """Replay handed the pipeline 20,000 rows at a time. The sensor here sits turned 90° about the spine under the
+    calibration given (`--axes-are-trunk`): walking asks for the moves at 26.5 s, the wearer makes them at 66 s, and
+    slouches at 95 s. Live (1 s batches) read the slouch; the replay's 200 s chunk measured up to its end with the old
+    calibration, and read a lean to the side instead. It now hands the pipeline the gateway's batches."""
+    bend = {"activity": "slouch", "duration_s": 2.5, "flexion_deg": 30.0, "ramp_s": 0.8}
+    segments = [{"activity": "stand", "duration_s": 5.0}, {"activity": "walk", "duration_s": 40.0, "flexion_deg": 8.0},
+                {"activity": "sit_upright", "duration_s": 17.0}, bend, {"activity": "sit_upright", "duration_s": 30.0},
+                {"activity": "slouch", "duration_s": 40.0, "flexion_deg": 25.0, "ramp_s": 1.0},
+                {"activity": "sit_upright", "duration_s": 20.0}]
+    sim = SensorSimulation(parse_scenario({"name": "turned", "segment": segments,
+                                           "sensor": {"mount_euler_deg": [90.0, 0.0, 90.0]}}), seed=1)
+    t0 = 1_800_000_000.0
+    write_record_csv(tmp_path / "rec.csv", [(c.t_s + t0, c.acc_g, c.gyro_dps) for c in sim.chunks(max_samples=3000)])
+    replay(tmp_path / "rec.csv", tmp_path / "out.jsonl", progress=False,
+           calibration=Calibration.sensor_axes_are_trunk_axes())
+    lines = [json.loads(ln) for ln in (tmp_path / "out.jsonl").read_text().splitlines()]
+    said = [(ln["status"], ln["t_s"] - t0) for ln in lines if ln["kind"] == "calibration"]
+    assert [s for s, _ in said] == ["calibrated", "recalibrate", "calibrated"], said
+    assert 60.0 < said[-1][1] < 70.0
+    slouches = [(ln["start_s"] - t0, ln["end_s"] - t0) for ln in lines if ln["kind"] == "slouch"]
+    assert len(slouches) == 1 and 93.0 < slouches[0][0] < 97.0 and slouches[0][1] - slouches[0][0] > 35.0, slouches
+    assert not [ln for ln in lines if ln["kind"] == "lean"]
