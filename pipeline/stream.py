@@ -261,10 +261,11 @@ class PosturePipeline:
             out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
         parts, k = [], 0
         adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
+        lost = lost_samples  # the minutes count them with the first part that has a real (not gap-filled) sample
         while True:
             if self.calibration is not None:  # the current calibration measures up to where a new one applies
-                parts.append(self._measure(slice(k, start), t_s, acc_g, walking, att, acc_vertical, real,
-                                           lost_samples if k == 0 else 0, out))
+                parts.append(self._measure(slice(k, start), t_s, acc_g, walking, att, acc_vertical, real, lost, out))
+                lost = lost if len(parts[-1].t_s) == 0 else 0
                 if cal is not None and (not self.armed or self._asked_at is not None):
                     # The calibrator ran ahead of what the measuring changed before `start`: walking corrected a
                     # provisional calibration's forward (finished, it watches no more) or a check asked for the moves
@@ -273,6 +274,7 @@ class PosturePipeline:
                     cal, k, start = None, start, len(t_s)
                     continue
             elif start > k:
+                lost = 0  # no minutes before the first calibration
                 # No angles before the first calibration, but sitting and standing need none (lying does): followed
                 # from the first sample, a wearer who stands up as a calibration is adopted (a sit-to-stand's trunk
                 # bend can be the bend that completes it) is seen standing up, where the classifier once began
@@ -471,8 +473,8 @@ class PosturePipeline:
             # up to 200 s of walking more in a frame found off).
             found = self._walking_forward(ap_ml_g, walking, k)
             stop = n if found is None else found[0] + 1
-            parts.append(self._stages(slice(k, stop), t_s, angles, activity, steps, real,
-                                      lost_samples if k == 0 else 0, first, out))
+            parts.append(self._stages(slice(k, stop), t_s, angles, activity, steps, real, lost_samples, first, out))
+            lost_samples = lost_samples if len(parts[-1].t_s) == 0 else 0  # counted with the first real sample
             turned = False
             if found is not None and not self._recalibrate:
                 turned = self._walking_acts(*found, t_s, first, out)
