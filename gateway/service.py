@@ -23,7 +23,7 @@ from gateway.kept import lock_device, read_kept, write_kept
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from gateway.sent_floor import SentFloor
 from pipeline.calibration import Calibration
-from pipeline.events import MinuteMetrics
+from pipeline.events import CalibrationEvent, MinuteMetrics
 from pipeline.live import LiveClock, earlier_states
 from pipeline.metrics import MINUTE_S, SECONDS_IN_MINUTE, merge_minutes
 from pipeline.stream import PosturePipeline
@@ -69,6 +69,9 @@ class Device:
     rx_s: float = 0.0  # monotonic time of the last batch from the link
     link_gone: bool = False  # silent for LINK_GONE_S: what was open went out (_close_when_gone)
     gone_kept: bool = False  # the minute the link was lost in is in the stopped-minute file (_close_when_gone)
+    address: str = ""  # the sensor's: saved with its calibration, which another sensor under this id must not take
+    # The calibration kept was taken on another sensor, so not restored: said to the wearer at the first sample.
+    other_sensor: str | None = None
 
 
 def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
@@ -148,7 +151,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
         adopt_legacy_files(spool_dir, name)
 
     def start(name: str, sensor: FoundSensor) -> None:
-        devices[name] = device = open_device(config, name, spool_dir, sensor.name or sensor.address)
+        devices[name] = device = open_device(config, name, spool_dir, sensor.name or sensor.address, sensor.address)
         link_settings = LinkSettings(adapter=adapter, rate_hz=config.pipeline.rate_hz)
         links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
         tasks[name] = asyncio.create_task(links[name].run(stop))
@@ -235,14 +238,25 @@ def _start_late(sensor: FoundSensor, sensors: dict[str, FoundSensor], spool_dir:
     return None
 
 
-def open_device(config: Config, name: str, spool_dir: Path, shown_name: str) -> Device:
-    """One device's path, its publisher started, with what the last run kept beside its spool: the calibration, the
-    minute its stop (or a lost link) sent unfinished, and where the minutes it sent end."""
+def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, address: str = "") -> Device:
+    """One device's path, its publisher started, with what the last run kept beside its spool: the calibration (if
+    taken on this sensor, `address`), the minute its stop (or a lost link) sent unfinished, and where the minutes it
+    sent end."""
     publisher = DevicePublisher.open(config, name, spool_dir, shown_name)
     publisher.start()
-    pipeline = PosturePipeline(config.pipeline.settings(), calibration=load_calibration(spool_dir, name))
+    calibration, taken_on = load_calibration(spool_dir, name), None
+    if calibration is not None and (taken_on := calibration_sensor(spool_dir, name)) and address \
+            and taken_on.upper() != address.upper():
+        log.warning("%s: the calibration kept was taken on sensor %s, and this is %s: not restored (two sensors "
+                    "advertise %r? Name yours by its address in gateway.sensors); calibrate again", name, taken_on,
+                    address, shown_name)
+        calibration = None
+    pipeline = PosturePipeline(config.pipeline.settings(), calibration=calibration)
     device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
-                    LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s))
+                    LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s), address=address)
+    if calibration is None and taken_on:
+        device.other_sensor = (f"recalibrate: sensor {address} is read as {name!r} now, and the calibration kept was "
+                               f"taken on {taken_on}; then {pipeline.s.calibration.instructions}")
     device.saved = device.pipeline.calibration
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
     device.sent_floor = SentFloor.load(spool_dir, name)
@@ -280,8 +294,18 @@ def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
     return read_kept(spool_dir, device, ".calibration.json", Calibration.from_dict, "stored calibration")
 
 
-def save_calibration(spool_dir: Path, device: str, calibration: Calibration) -> None:
-    write_kept(spool_dir, device, ".calibration.json", calibration.to_dict())
+def calibration_sensor(spool_dir: Path, device: str) -> str | None:
+    """The address of the sensor the kept calibration was taken on; None if not said (kept before it was)."""
+    def address(doc: dict[str, Any]) -> str | None:
+        taken_on = doc.get("sensor_address")
+        return taken_on if isinstance(taken_on, str) and taken_on else None
+    return read_kept(spool_dir, device, ".calibration.json", address, "stored calibration")
+
+
+def save_calibration(spool_dir: Path, device: str, calibration: Calibration, address: str = "") -> None:
+    """With the sensor's address: another sensor under the same id (the same name) must not be measured with it."""
+    write_kept(spool_dir, device, ".calibration.json",
+               {**calibration.to_dict(), **({"sensor_address": address} if address else {})})
 
 
 def load_stopped_minute(spool_dir: Path, device: str) -> tuple[MinuteMetrics, float] | None:
@@ -340,7 +364,7 @@ def _save(device: Device, spool_dir: Path) -> None:
     if calibration is None or calibration is device.saved:
         return
     try:
-        save_calibration(spool_dir, device.publisher.device, calibration)
+        save_calibration(spool_dir, device.publisher.device, calibration, device.address)
     except OSError as exc:
         if not device.save_failed:
             log.warning("%s: calibration not saved (a restart will not restore it): %s", device.publisher.device, exc)
@@ -392,6 +416,9 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     except Exception:  # a bug must cost this batch, not the other sensors or the process
         log.exception("%s: the pipeline failed on a batch of %d samples; skipped", device.publisher.device, batch.n)
         return
+    if device.other_sensor is not None:  # the wearer is told, as when the calibration check asks for the moves
+        out.events.insert(0, CalibrationEvent(float(batch.t_s[0]), "recalibrate", device.other_sensor))
+        device.other_sensor = None
     _save(device, spool_dir)
     _submit(device, spool_dir, out.events, out.metrics)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with

@@ -5,6 +5,7 @@ no sensor named it ran on with none, saying nothing, for good. It now looks agai
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -154,3 +155,54 @@ def test_a_late_sensor_already_read_under_another_id_is_not_connected_twice(tmp_
         listener.loop_stop()
     assert set(devices) == {"Old"}, caplog.text[-2000:]
     assert f"sensor {address} ('New') is already read as 'Old'" in caplog.text
+
+
+def test_a_calibration_is_not_restored_onto_another_sensor_of_the_same_name(tmp_path, testbed, start_sim, broker,
+                                                                            caplog):
+    """Two sensors advertising one name (two WT901BLE68 in one home; `posture sim`'s default name): `posture run
+    --sensor Twin`, restarted after a kill -9, connected to the other one (an attack's probe: 3 restarts of 3), and
+    restored the first one's calibration onto it, "calibration restored from the last run", so the other sensor's
+    mounting read as the wearer's posture: 3 phantom leans, none of the wearer's 2 slouches. The calibration now
+    says which sensor it was taken on; another one under its id starts uncalibrated and the wearer is asked for the
+    moves (a `recalibrate` event, which the alert service sends to the phone). Which of the two a scan finds first
+    is BlueZ's order: here each run is pointed at one by its address, and both are read as device "Twin" (its id is
+    its name), as each was by name."""
+    calibration_file = tmp_path / "spool" / "Twin.calibration.json"
+    listener, events = listen(broker.port, "posture/Twin/events")
+
+    def calibrations() -> list[dict]:
+        return [e for e in events if e["kind"] == "calibration"]
+
+    def run_until(address: str, done) -> None:
+        config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                        gateway=GatewaySettings(sensors=(address,), adapter="hci0", spool_dir=str(tmp_path / "spool")))
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            gateway = asyncio.create_task(service.run_gateway(config, stop, scan_timeout_s=5.0))
+            try:
+                await _wait(lambda: done() or gateway.done(), 60, "the gateway's calibration event")
+                assert not gateway.done(), caplog.text[-2000:]
+            finally:
+                stop.set()
+            await gateway
+        with caplog.at_level(logging.INFO, logger="posture.gateway"):
+            asyncio.run(main())
+
+    try:
+        start_sim(name="Twin", adapter="hci1", scenario="office-short", seed=3)
+        start_sim(name="Twin", adapter="hci2", scenario="sit-upright", seed=4)  # another sensor, the same name
+        run_until(adapter_address(1), lambda: len(calibrations()) >= 1 and calibration_file.exists())  # the moves
+        assert calibrations()[0]["status"] == "calibrated", calibrations()
+        assert json.loads(calibration_file.read_text())["sensor_address"] == adapter_address(1)
+        run_until(adapter_address(1), lambda: len(calibrations()) >= 2)  # the same sensor again: restored
+        assert calibrations()[1]["message"] == "calibration restored from the last run"
+        run_until(adapter_address(2), lambda: len(calibrations()) >= 3)
+    finally:
+        listener.loop_stop()
+    other = calibrations()[2]
+    assert other["status"] == "recalibrate", other
+    assert f"taken on {adapter_address(1)}" in other["message"] and adapter_address(2) in other["message"]
+    assert f"the calibration kept was taken on sensor {adapter_address(1)}, and this is {adapter_address(2)}: " \
+           f"not restored" in caplog.text
+    assert "calibration restored" not in other["message"]
