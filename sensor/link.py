@@ -25,6 +25,9 @@ from .profiles import BATTERY_LEVEL_UUID, UNLOCK_SETTLE_S, SensorProfile, detect
 from .stream import ImuBatch, StreamDecoder, StreamStats
 
 log = logging.getLogger("posture.sensor")
+# A sensor that stays away (out of range, switched off for the night) is said when its link is first not made, then
+# again at most this often with the tries since: BlueZ (BlueZoo at once) fails a connect to it about every second.
+SAY_AGAIN_S = 60.0
 
 
 class ProfileError(BleakError):
@@ -53,6 +56,8 @@ class SensorLink:
         self._last_rx_s = 0.0
         self._lost = asyncio.Event()
         self._battery_refused = False  # said once
+        self._tries = 0  # connections not made since the last one made
+        self._tries_said_s = -float("inf")  # when one was last said (time.monotonic())
 
     @property
     def last_rx_s(self) -> float:
@@ -70,10 +75,13 @@ class SensorLink:
             try:
                 client = await self._connect()
             except (BleakError, TimeoutError, OSError) as exc:
-                log.warning("%s: not connected (%s); trying again", self.device.address, exc)
+                self._not_connected(exc)
                 await self._pause(stop)
                 await self._refresh_device()
                 continue
+            if self._tries > 1:
+                log.info("%s: connected after %d tries", self.device.address, self._tries + 1)
+            self._tries, self._tries_said_s = 0, -float("inf")
             try:
                 if not first and self.decoder:
                     self.decoder.stats.reconnects += 1
@@ -88,6 +96,17 @@ class SensorLink:
                     await asyncio.wait_for(client.disconnect(), 5)
                 if self.decoder:  # the link is gone (notifications too): what was held back is all there is
                     self._deliver(self.decoder.flush())
+
+    def _not_connected(self, exc: BaseException) -> None:
+        """Said at the first try of a spell, then once a SAY_AGAIN_S with the count (it was every try: 3,600 lines an
+        hour while a sensor was away on BlueZoo)."""
+        self._tries += 1
+        if time.monotonic() - self._tries_said_s < SAY_AGAIN_S:
+            log.debug("%s: not connected (%s); trying again", self.device.address, exc)
+            return
+        self._tries_said_s = time.monotonic()
+        log.warning("%s: not connected (%s); trying again%s", self.device.address, exc,
+                    f" (tried {self._tries} times; said again once a minute)" if self._tries > 1 else "")
 
     async def _connect(self) -> BleakClient:
         self._lost.clear()
