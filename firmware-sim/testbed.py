@@ -94,13 +94,24 @@ class Testbed:
             self.stop()
             log = (self.workdir / "dbus.log").read_text().strip().splitlines()
             raise TestbedError(f"dbus-daemon did not print its address: {log[-1] if log else 'no log'}")
-        log = open(self.workdir / "bluezoo.log", "w")
+        self._start_bluez("w")
+        return self
+
+    def _start_bluez(self, mode: str) -> None:
+        log = open(self.workdir / "bluezoo.log", mode)
         cmd = [*bluezoo_command(), "--auto-enable", "--scan-interval", str(self.scan_interval_s)]
         for i in range(self.n_adapters):
             cmd += ["-a", adapter_address(i)]
         self._procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log))
         self._wait_for_adapters()
-        return self
+
+    def restart_bluez(self) -> None:
+        """BlueZ killed and started again, as bluetoothd after a crash or an upgrade: its objects are new ones (the
+        peripherals registered on it are gone with it)."""
+        bluez = self._procs.pop()
+        bluez.kill()
+        bluez.wait()
+        self._start_bluez("a")
 
     def _wait_for_adapters(self, timeout_s: float = 15.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bleak import BleakClient
+from bleak.backends.bluezdbus.manager import get_global_bluez_manager
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
-from bleak.exc import BleakError
+from bleak.exc import BleakDBusError, BleakError
 from bleak_retry_connector import establish_connection
 
 from .discovery import SensorFilter, discover
@@ -32,6 +33,24 @@ SAY_AGAIN_S = 60.0
 
 class ProfileError(BleakError):
     """The connected device offers none of the sensor profiles we speak."""
+
+
+def stale_bluez_objects(exc: BaseException) -> bool:
+    """BlueZ says an object bleak asked for is not there: its copy of BlueZ's objects is out of date."""
+    return isinstance(exc, BleakDBusError) and exc.dbus_error == "org.freedesktop.DBus.Error.UnknownObject"
+
+
+async def forget_bluez_objects() -> None:
+    """bleak keeps one copy of BlueZ's objects per event loop, kept up by BlueZ's signals, and reads them afresh only
+    when its bus connection is lost. After bluetoothd restarts (an upgrade, a crash) it still held the old GATT objects,
+    and every link failed on them ("Unknown object '…/char0005'", once a second) until the gateway was restarted (an
+    attack's probe, BlueZoo restarted). Its bus closed, the next connect reads them again. No public call does this:
+    the bus is bleak's private `_bus` (bleak 3.1); the other links on it are gone with that bluetoothd anyway."""
+    manager = await get_global_bluez_manager()
+    bus = getattr(manager, "_bus", None)
+    if bus is not None and bus.connected:
+        log.warning("BlueZ's objects are not what bleak knew (bluetoothd restarted?): reading them again")
+        bus.disconnect()
 
 
 @dataclass
@@ -76,6 +95,8 @@ class SensorLink:
                 client = await self._connect()
             except (BleakError, TimeoutError, OSError) as exc:
                 self._not_connected(exc)
+                if stale_bluez_objects(exc):
+                    await forget_bluez_objects()
                 await self._pause(stop)
                 await self._refresh_device()
                 continue
@@ -89,6 +110,8 @@ class SensorLink:
                 await self._stream(client, stop)
             except (BleakError, TimeoutError, OSError) as exc:
                 log.warning("%s: link error: %s", self.device.address, exc)
+                if stale_bluez_objects(exc):
+                    await forget_bluez_objects()
                 await self._pause(stop)
             finally:
                 self.connected.clear()

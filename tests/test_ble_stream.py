@@ -204,6 +204,42 @@ def test_sensor_going_away_and_returning_reconnects(start_sim, caplog):
     assert tasks_after <= tasks_before, "tasks leaked across the reconnect"
 
 
+def test_the_sensor_is_read_again_after_bluez_restarts(testbed, start_sim, caplog):
+    """bluetoothd restarted (an upgrade, a crash): bleak kept its copy of the old BlueZ's objects, and every link failed
+    on them ("Unknown object '…/char0005'", once a second) until the gateway itself was restarted (an attack's probe).
+    Here BlueZoo is killed and started again; the sensor, registered on it, comes back with it."""
+    sim = start_sim(scenario="office-short", seed=3)
+
+    async def run() -> tuple[int, int]:
+        found = await discover("hci0", 15, SensorFilter(name=sim.name), first_only=True)
+        assert found, "the client did not discover the virtual sensor"
+        batches: list[ImuBatch] = []
+        link = SensorLink(found[0].device, batches.append, LinkSettings(adapter="hci0", watchdog_s=2.0))
+        stop = asyncio.Event()
+        task = asyncio.create_task(link.run(stop))
+        deadline = time.monotonic() + 20.0
+        while not batches and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        before = len(batches)
+        await asyncio.to_thread(testbed.restart_bluez)
+        sim.stop()
+        await asyncio.to_thread(start_sim, scenario="office-short", seed=4)
+        restarted = len(batches)
+        deadline = time.monotonic() + 40.0
+        while len(batches) <= restarted and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        return before, len(batches) - restarted
+
+    with caplog.at_level(logging.INFO, logger="posture.sensor"):
+        before, after = asyncio.run(run())
+    assert before > 0
+    assert after > 0, "nothing read after BlueZ restarted"
+    assert any("reading them again" in r.getMessage() for r in caplog.records)
+
+
 # `posture sim` with its Battery Level broken as some firmware has it: argv[1] "empty" answers the read with no bytes,
 # "refused" refuses it (ATT Read Not Permitted, as a sensor that wants pairing first).
 BROKEN_BATTERY_SIM = """
