@@ -132,8 +132,9 @@ class BridgeSettings:
         if not self.flush_interval_s > 0:
             raise ConfigError(f"bridge.flush_interval_s: above 0, got {self.flush_interval_s!r}")
         check_session_expiry("bridge", self.session_expiry_s)
-        if not self.client_id:  # the broker would make one up at each connect: no session to come back to
-            raise ConfigError("bridge.client_id: must not be empty (it names the persistent session)")
+        # An empty client id: the broker would make one up at each connect, no session to come back to.
+        check_given("bridge", self, {"client_id": "it names the persistent session",
+                                     "spool_path": "the file that holds what InfluxDB has not taken"})
         # The group is one level of a topic filter: a wildcard or separator in it would make another filter (or an
         # invalid one the broker refuses only at SUBSCRIBE, after the bridge has started and looks healthy).
         if self.share_group and (bad := next((c for c in "/+#\0" if c in self.share_group), None)) is not None:
@@ -141,6 +142,15 @@ class BridgeSettings:
                               f"(contains {bad!r})")
         if self.share_group != self.share_group.strip():
             raise ConfigError(f"bridge.share_group: no spaces around the name, got {self.share_group!r}")
+
+
+def check_given(section: str, settings: object, names: dict[str, str]) -> None:
+    """Each of `names` (a setting: what it is for) holds more than spaces. Left empty they were taken as given: SQLite
+    opens a temporary database for "" (a spool or the alert state gone at every restart, unsaid), a spool dir of ""
+    is the working directory, and a gateway's client id of "" made `-<device>`, the same at every gateway."""
+    for name, why in names.items():
+        if not str(getattr(settings, name)).strip():
+            raise ConfigError(f"{section}.{name}: must not be empty ({why})")
 
 
 def check_session_expiry(section: str, value_s: int) -> None:
@@ -173,6 +183,8 @@ class GatewaySettings:
     live_hz: float = 1.0
 
     def __post_init__(self) -> None:
+        check_given("gateway", self, {"client_id": "each device connects as <client_id>-<device>",
+                                      "spool_dir": "the directory that holds what the broker has not taken"})
         if self.spool_max_messages < 1:  # 0 would drop every result as it is spooled
             raise ConfigError(f"gateway.spool_max_messages: at least 1, got {self.spool_max_messages!r}")
         if not self.status_interval_s > 0:
@@ -212,6 +224,8 @@ class AlertsSettings:
 
     def __post_init__(self) -> None:
         check_session_expiry("alerts", self.session_expiry_s)
+        check_given("alerts", self, {"client_id": "it names the persistent session",
+                                     "state_path": "the file that keeps every device's day and streak"})
         if not 1 <= self.partitions <= MAX_ALERT_PARTITIONS:
             raise ConfigError(f"alerts.partitions: a whole number from 1 to {MAX_ALERT_PARTITIONS}, "
                               f"got {self.partitions!r}")

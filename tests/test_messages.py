@@ -108,6 +108,13 @@ def test_live_and_episode_start_config(tmp_path):
     ({"POSTURE_BRIDGE_BATCH_POINTS": "-5"}, r"^bridge\.batch_points: at least 1, got -5"),
     ({"POSTURE_BRIDGE_FLUSH_INTERVAL_S": "nan"}, r"^bridge\.flush_interval_s: above 0"),
     ({"POSTURE_GATEWAY_SPOOL_MAX_MESSAGES": "0"}, r"^gateway\.spool_max_messages: at least 1"),
+    # Taken as given, unsaid: the alert state or a spool in a temporary SQLite database, a spool dir the working one.
+    ({"POSTURE_GATEWAY_CLIENT_ID": ""}, r"^gateway\.client_id: must not be empty"),
+    ({"POSTURE_GATEWAY_SPOOL_DIR": " "}, r"^gateway\.spool_dir: must not be empty"),
+    ({"POSTURE_BRIDGE_SPOOL_PATH": ""}, r"^bridge\.spool_path: must not be empty"),
+    ({"POSTURE_BRIDGE_CLIENT_ID": ""}, r"^bridge\.client_id: must not be empty"),
+    ({"POSTURE_ALERTS_STATE_PATH": ""}, r"^alerts\.state_path: must not be empty"),
+    ({"POSTURE_ALERTS_CLIENT_ID": ""}, r"^alerts\.client_id: must not be empty"),
     ({"POSTURE_GATEWAY_STATUS_HEARTBEAT_S": "inf"}, r"^gateway\.status_heartbeat_s: a number of 0 or more"),
     ({"POSTURE_ALERTS_SESSION_EXPIRY_S": "-1"}, r"^alerts\.session_expiry_s: a number of 0 or more"),
     ({"POSTURE_INFLUX_API": "v3"}, r"^influx\.api: one of auto, v1, v2, got 'v3'"),  # said only at the first write
