@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -31,7 +32,15 @@ from pipeline.summary import day_totals
 from .chain import DATABASE, DEVICE, Chain
 
 
+def _stopped(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # as Ctrl-C: the chain stops every process it started
+
+
 def run(args: argparse.Namespace) -> int:
+    # Stopped otherwise than by Ctrl-C (kill, a closed terminal, `timeout`), the demo died alone and left the bridge,
+    # the alert service, the gateway, the sensor, dbus-daemon and BlueZoo running for good (a newcomer's probe).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stopped)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="posture-demo-"))
     print(f"posture demo: work dir {workdir} (logs, data, report)", flush=True)
     with Chain(workdir, args.scenario, args.profile) as chain:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import io
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from posture.demo import Console, _describe, describe_live, live_key
 
@@ -103,3 +108,39 @@ def test_episode_start_is_an_event_line():
     line = _describe("events", {"kind": "episode_start", "ts": T_MS, "episode": "lean", "side": "right",
                                 "confirmed_after_s": 3.0, "start_s": T_MS / 1000})
     assert line is not None and line.endswith("lean      under way right (confirmed after 3 s)")
+
+
+def _running_with(text: str) -> list[str]:
+    """Command lines of the processes that name `text` (a work dir) in theirs."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone, or not a process
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_a_demo_killed_stops_every_process_it_started(tmp_path):
+    """Killed (SIGTERM; SIGHUP, a closed terminal, is handled the same) the demo died alone: the bridge, the alert
+    service, the gateway, the sensor, dbus-daemon and BlueZoo went on running for good (a newcomer's probe)."""
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "posture.cli", "demo", "--seconds", "300",
+                             "--workdir", str(workdir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        # Running once the gateway is (the bridge, the alert service, dbus-daemon, the sensor, posture run).
+        while len(_running_with(str(workdir))) < 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert len(_running_with(str(workdir))) >= 5, proc.poll()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 20
+    while (left := _running_with(str(workdir))) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left
