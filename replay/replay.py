@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from contract.messages import payload
 from pipeline.calibration import Calibration
-from pipeline.events import Event, MinuteMetrics
+from pipeline.events import CalibrationEvent, Event, MinuteMetrics
 from pipeline.orientation import offline_quaternions
 from pipeline.stream import PipelineSettings, PosturePipeline, moves_forward
 from pipeline.summary import Rollups, Summary
@@ -147,6 +147,7 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
         if offline:
             chunks = _with_offline_orientation(list(chunks))
         held: list[tuple[np.ndarray, np.ndarray | None]] = []
+        last_refusal = ""
         for data, quat in chunks:
             if pipeline is None:
                 # A file that begins with a chunk of unreadable rows (a sensor writing NaN at first) has no rate to
@@ -168,11 +169,17 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
                 result = pipeline.update(batch[:, 0], batch[:, 1:4], batch[:, 4:7],
                                          quat_wxyz=None if quat is None else quat[i:i + step])
                 _emit(out, device, result.events, result.metrics, summary, rollups)
+                said = [e.message for e in result.events if isinstance(e, CalibrationEvent) and e.status == "refused"]
+                last_refusal = said[-1] if said else last_refusal
         if pipeline is None and held:
             raise ReplayError("cannot tell the sample rate: fewer than two readable rows")
         if pipeline is not None:
             final = pipeline.finish()
             _emit(out, device, final.events, final.metrics, summary, rollups)
+            if pipeline.calibration is None:  # nothing measured: said, or the summary's zeros look like a quiet day
+                log.warning("never calibrated, so nothing was measured%s. A recording needs the calibration moves "
+                            "(README); one whose sensor x, y, z point forward, left and up: --axes-are-trunk",
+                            f" (last: {last_refusal})" if last_refusal else "")
         for line in rollups.flush():
             out.write(json.dumps({"device": device, **line}) + "\n")
     return {"file": str(path), "samples": stats["samples"], "bad_lines": stats["bad_lines"],

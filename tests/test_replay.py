@@ -159,15 +159,19 @@ def test_a_file_without_the_columns_is_one_clear_error(tmp_path):
     assert cli.stderr.count("\n") == 1 and "lacks t_s" in cli.stderr
 
 
-def test_replay_of_a_real_recording_made_elsewhere(tmp_path, shared_data):
+def test_replay_of_a_real_recording_made_elsewhere(tmp_path, shared_data, caplog):
     """x-io Technologies' 100 Hz recording: a sensor on a table, then in the hand, not on a back."""
     path = shared_data / "xio-sensor_data.csv"
     # As it is: the only still hold has the sensor's z up and no bend follows, so calibration is
     # refused (with the reason) and nothing is measured; the replay itself runs to the end.
-    plain = replay(path, tmp_path / "plain.jsonl", progress=False)
+    with caplog.at_level(logging.WARNING, logger="posture.replay"):
+        plain = replay(path, tmp_path / "plain.jsonl", progress=False)
     assert plain["samples"] == 13514 and plain["bad_lines"] == 0 and plain["calibration"] == "not calibrated"
     refusals = [json.loads(ln) for ln in (tmp_path / "plain.jsonl").read_text().splitlines()]
     assert refusals and all(r["kind"] == "calibration" and r["status"] == "refused" for r in refusals)
+    # Said where the user looks, not only in --out (a newcomer's probe: a summary of zeros and nothing else).
+    said = [r.getMessage() for r in caplog.records if "never calibrated" in r.getMessage()]
+    assert len(said) == 1 and refusals[-1]["message"] in said[0] and "--axes-are-trunk" in said[0]
     # Its axes are known (flat on the table: x, y, z = forward, left, up), so the whole pipeline runs.
     summary = replay(path, tmp_path / "xio.jsonl", progress=False,
                      calibration=Calibration.sensor_axes_are_trunk_axes())
