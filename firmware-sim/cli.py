@@ -6,6 +6,7 @@ The simulator (dbus-fast, numpy, scipy) and asyncio are imported when the comman
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,12 +61,17 @@ def run(args: argparse.Namespace) -> int:
 async def _run(config: SimConfig) -> dict:
     import asyncio
 
-    from dbus_fast import BusType
+    from dbus_fast import BusType, DBusError
     from dbus_fast.aio import MessageBus
 
     from .peripheral import VirtualSensor
 
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:  # alone: "[Errno 2] No such file"
+        address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
+        raise OSError(f"cannot reach BlueZ over the D-Bus system bus ({address}): {exc.strerror or exc}; are dbus "
+                      f"and bluetoothd running (systemctl status dbus bluetooth)?") from None
     sensor = VirtualSensor(bus, config)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -75,5 +81,8 @@ async def _run(config: SimConfig) -> dict:
         return await sensor.run()
     except asyncio.CancelledError:
         return sensor.summary()
+    except DBusError as exc:  # a traceback before: an adapter BlueZ does not have ("Unknown object '/org/bluez/hci7'")
+        raise RuntimeError(f"BlueZ refused the sensor on adapter {config.adapter or 'hci0'}: {exc.text} "
+                           f"(`bluetoothctl list` shows the adapters)") from None
     finally:
         bus.disconnect()

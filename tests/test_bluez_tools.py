@@ -88,9 +88,18 @@ def test_no_d_bus_is_one_line_that_says_so(tmp_path):
     """Without the D-Bus system bus (dbus not running) `posture scan` and `posture run` said only
     "[Errno 2] No such file or directory"."""
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path / 'no-bus'}"}
-    for command in (["scan", "--timeout", "1"], ["run"]):
+    for command in (["scan", "--timeout", "1"], ["run"], ["sim", "--scenario", "stream-test"]):
         run = subprocess.run([sys.executable, "-m", "posture.cli", *command], capture_output=True, text=True,
                              timeout=60, env=env, cwd=tmp_path)
         assert run.returncode == 2, run.stderr
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and "D-Bus system bus" in lines[0] and "no-bus" in lines[0], run.stderr
+
+
+def test_the_virtual_sensor_on_an_adapter_bluez_lacks_is_one_line(testbed, tmp_path):
+    """`posture sim --adapter hci7` printed a traceback ending in dbus_fast's "Unknown object '/org/bluez/hci7'"."""
+    run = subprocess.run([sys.executable, "-m", "posture.cli", "sim", "--adapter", "hci7", "--scenario", "stream-test"],
+                         capture_output=True, text=True, timeout=60, env=testbed.env, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hci7" in lines[0] and "bluetoothctl list" in lines[0], run.stderr
