@@ -173,6 +173,9 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
                 last_refusal = said[-1] if said else last_refusal
         if pipeline is None and held:
             raise ReplayError("cannot tell the sample rate: fewer than two readable rows")
+        if pipeline is None:  # a summary of zeros and exit 1, unsaid (a newcomer's probe)
+            raise ReplayError(f"no readable rows ({stats['bad_lines']} unreadable)" if stats["bad_lines"] else
+                              "no rows after the header")
         if pipeline is not None:
             final = pipeline.finish()
             _emit(out, device, final.events, final.metrics, summary, rollups)

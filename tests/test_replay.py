@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -346,3 +347,16 @@ def test_a_recalibration_answered_within_minutes_replays_as_it_read_live(tmp_pat
     slouches = [(ln["start_s"] - t0, ln["end_s"] - t0) for ln in lines if ln["kind"] == "slouch"]
     assert len(slouches) == 1 and 93.0 < slouches[0][0] < 97.0 and slouches[0][1] - slouches[0][0] > 35.0, slouches
     assert not [ln for ln in lines if ln["kind"] == "lean"]
+
+
+@pytest.mark.parametrize("rows, said", [([], "no rows after the header"), (["x,1,2", "nan,0,0,1,0,0,0"],
+                                                                           r"no readable rows \(2 unreadable\)")])
+def test_a_file_with_nothing_to_replay_is_one_line(tmp_path, rows, said):
+    """A header alone, or only unreadable rows: a summary of zeros and exit code 1, with nothing said (a newcomer's
+    probe)."""
+    (tmp_path / "none.csv").write_text("\n".join(["t_s,acc_x_g,acc_y_g,acc_z_g,gyro_x_dps,gyro_y_dps,gyro_z_dps",
+                                                   *rows]) + "\n")
+    cli = subprocess.run([sys.executable, "-m", "posture.cli", "replay", str(tmp_path / "none.csv"), "--quiet"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and re.search(said, cli.stderr) and cli.stderr.strip().splitlines()[-1].startswith(
+        "posture replay: "), cli.stderr
