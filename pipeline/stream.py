@@ -473,7 +473,8 @@ class PosturePipeline:
             # up to 200 s of walking more in a frame found off).
             found = self._walking_forward(ap_ml_g, walking, k)
             stop = n if found is None else found[0] + 1
-            parts.append(self._stages(slice(k, stop), t_s, angles, activity, steps, real, lost_samples, first, out))
+            parts.append(self._stages(slice(k, stop), t_s, angles, activity, walking, steps, real, lost_samples, first,
+                                      out))
             lost_samples = lost_samples if len(parts[-1].t_s) == 0 else 0  # counted with the first real sample
             turned = False
             if found is not None and not self._recalibrate:
@@ -501,19 +502,20 @@ class PosturePipeline:
             setattr(part, name, np.concatenate([getattr(p, name) for p in parts]))
         return part
 
-    def _stages(self, sl: slice, t_s: np.ndarray, angles: TrunkAngles, activity: np.ndarray, steps: np.ndarray,
-                real: np.ndarray | None, lost_samples: int, first: int, out: PipelineOutput) -> PipelineOutput:
+    def _stages(self, sl: slice, t_s: np.ndarray, angles: TrunkAngles, activity: np.ndarray, walking: np.ndarray,
+                steps: np.ndarray, real: np.ndarray | None, lost_samples: int, first: int,
+                out: PipelineOutput) -> PipelineOutput:
         """Rotation, the calibration check, detectors and minutes for the samples sl of a _measure's part (from
         sample `first` of the batch), with its angles and activity."""
         flexion, lateral, yaw = angles.flexion_deg, angles.lateral_deg, angles.yaw_right_deg
         if sl.start or sl.stop < len(t_s):
-            t_s, activity, steps = t_s[sl], activity[sl], steps[sl]
+            t_s, activity, walking, steps = t_s[sl], activity[sl], walking[sl], steps[sl]
             flexion, lateral, yaw = flexion[sl], lateral[sl], yaw[sl]
             real = None if real is None else real[sl]
         part = _empty_output()
         yaw_right = unwrap_from(self._last_yaw, yaw)
         self._last_yaw = float(yaw_right[-1])
-        walking, lying, sitting = activity == WALKING_CODE, activity == LYING_CODE, activity == SITTING_CODE
+        lying, sitting = activity == LYING_CODE, activity == SITTING_CODE
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
         if (flagged := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
