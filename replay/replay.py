@@ -162,9 +162,9 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
                 rate_hz = round(estimate_rate_hz(data[:, 0]), 3)
                 pipeline = PosturePipeline(tuning.settings(rate_hz), calibration,
                                            "calibration given: the sensor's axes taken as the trunk's")
-                step = round(batch_s * rate_hz) if batch_s > 0 else samples_per_notification(rate_hz)
+                step = max(1, round(batch_s * rate_hz)) if batch_s > 0 else samples_per_notification(rate_hz)
             stats["samples"] += len(data)
-            for i in range(0, len(data), max(1, step)):
+            for i in range(0, len(data), step):
                 batch = data[i:i + step]
                 result = pipeline.update(batch[:, 0], batch[:, 1:4], batch[:, 4:7],
                                          quat_wxyz=None if quat is None else quat[i:i + step])

@@ -360,3 +360,17 @@ def test_a_file_with_nothing_to_replay_is_one_line(tmp_path, rows, said):
                          capture_output=True, text=True)
     assert cli.returncode == 2 and re.search(said, cli.stderr) and cli.stderr.strip().splitlines()[-1].startswith(
         "posture replay: "), cli.stderr
+
+
+def test_a_batch_shorter_than_a_sample_still_hands_the_pipeline_every_sample(tmp_path):
+    """gateway.pipeline_batch_s below one sample's period (0.004 s at 100 Hz) rounded to batches of 0 samples: the
+    replay handed the pipeline nothing and read nothing."""
+    *chunks, _ = case_chunks("office-short")
+    t, acc, gyro = (np.concatenate(c)[:2500] for c in zip(*chunks, strict=True))
+    write_record_csv(tmp_path / "rec.csv", [(t, acc, gyro)])
+    read = []
+    for batch_s in (1.0, 0.004):
+        replay(tmp_path / "rec.csv", tmp_path / "out.jsonl", progress=False, batch_s=batch_s)
+        read.append([(ln["kind"], ln.get("status")) for ln in map(json.loads, (tmp_path / "out.jsonl").open())
+                     if ln["kind"] == "calibration"])
+    assert read[0] and read[1] == read[0]
