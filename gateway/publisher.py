@@ -4,8 +4,9 @@ Events and metrics go into the on-disk spool first (service_io/spool.py) and lea
 the broker has acknowledged them (QoS 1 PUBACK). While the broker is down they wait, in order,
 across gateway restarts too; after a reconnect they are sent from the oldest on. A message may
 arrive twice after a crash (at-least-once); the bridge's writes are idempotent, so the database
-still holds it once. A disk that refuses the spool (full) does not lose them either: they wait in memory
-(gateway/results_spool.py). The status (online, battery, link quality) is retained and not spooled:
+still holds it once. A disk that refuses the spool (full, read-only) does not lose them either: they wait in
+memory, and go to the broker from there once the spool has nothing older to send (gateway/results_spool.py).
+The status (online, battery, link quality) is retained and not spooled:
 only the latest matters; the broker publishes "offline" for us (last will) if we vanish. It goes out
 when something a reader sees changed and otherwise at a slow heartbeat (status_due). The live
 state (what the wearer is doing now, about once a second) is best effort like the raw samples:
@@ -219,11 +220,18 @@ class DevicePublisher:
 
     def pump(self) -> None:
         self.results.flush()
-        if self.connected.is_set() and (sender := self.sender) is not None:
+        self.results.forget_sent()
+        if not self.connected.is_set():
+            return
+        if (sender := self.sender) is not None:
             try:
                 sender.pump()
             except SpoolError as exc:  # what it could not forget goes out again at the next start (at-least-once)
                 self.results.warn(exc)
+        # A disk that refuses the spool (read-only for good, say): what waits in memory goes straight, once the
+        # spool has nothing older to send (a minute's later copy must not overtake its earlier one).
+        if self.results.refusing and (sender is None or sender.caught_up):
+            self.results.send_held(lambda key, body: self.client.publish(key, body, qos=1), MAX_INFLIGHT)
 
     def stop(self, offline: bool = True) -> None:
         # The retained live state stays: its `ts` says when it was true, the status (online: false) that it is no

@@ -1,11 +1,16 @@
-"""One device's results on their way into its spool, when the disk may refuse them (full, or failing).
+"""One device's results on their way into its spool, when the disk may refuse them (full, failing, read-only).
 
 The spool (service_io/spool.py) is what makes results survive a crash, but a full disk can refuse to
 open it (a restart during the spell) or to write to it. Results then wait here in memory, in order, and
 go into the spool oldest first, a chunk at a time (space freed bit by bit takes what fits), once it
 opens and takes writes again, tried at most once a second. Beyond HELD_MAX held, the oldest go, counted.
-What is held when the process stops is lost, and said with the count. Failures are logged at most once a
-minute a device, with how many are held; the end of a spell is said once.
+
+A disk that never takes writes again (an SD card the kernel remounted read-only) must not keep a wearer's
+results from the broker for as long as the gateway runs: while the spool refuses them and has nothing
+older left to send, the publisher hands them to paho from here (send_held, QoS 1), and they leave memory
+once the broker acknowledges them. What is held or unacknowledged when the process stops is lost, and said
+with the count. Failures are logged at most once a minute a device, with how many are held; the end of a
+spell is said once.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+
 from service_io.spool import Item, Spool
+from service_io.spooled_sender import acknowledged
 
 log = logging.getLogger("posture.gateway")
 # A sensor makes about 70 results an hour (a minute's metrics and its events): days of a full disk in a few MB.
@@ -34,7 +42,9 @@ class ResultsSpool:
         self.path, self.max_items, self.device, self.clock = path, max_items, device, clock
         self.spool: Spool | None = None
         self.held_dropped = 0  # results dropped beyond HELD_MAX
-        self._held: deque[Item] = deque()  # oldest first
+        self.sent_from_memory = 0  # results the broker acknowledged that never went into the spool
+        self._held: deque[Item] = deque()  # oldest first, not handed to paho
+        self._sent: deque[mqtt.MQTTMessageInfo] = deque()  # handed to paho from memory, not yet acknowledged
         self._lock = threading.Lock()
         self._failing = False
         self._retry_at = 0.0
@@ -49,13 +59,15 @@ class ResultsSpool:
     def flush(self, force: bool = False) -> None:
         """Open the spool if it is not open, and move what is held into it; force: even before the retry time."""
         with self._lock:
-            if self.spool is not None and not self._held:
+            if self.spool is not None and not self._held and not self._failing:
                 return
             if self._failing and not force and self.clock() < self._retry_at:
                 return
             try:
                 if self.spool is None:
                     self.spool = Spool(self.path, self.max_items)
+                elif not self._held:  # all went to the broker from memory: is the spell over? Only a write says
+                    self.spool.put([], meta={"written": b""})
                 while self._held:
                     chunk = list(itertools.islice(self._held, CHUNK))
                     self.spool.put(chunk)
@@ -67,6 +79,35 @@ class ResultsSpool:
             if self._failing:
                 self._failing = False
                 log.warning("%s: the spool takes results again; none held in memory now", self.device)
+
+    @property
+    def refusing(self) -> bool:
+        """The disk refused the spool at the last try, and results wait in memory."""
+        with self._lock:
+            return self._failing and bool(self._held)
+
+    def send_held(self, publish: Callable[[str, bytes], mqtt.MQTTMessageInfo], max_inflight: int) -> None:
+        """Hand held results to paho, oldest first, up to max_inflight unacknowledged (call while connected, with
+        nothing older left in the spool to send, so the order holds). A result paho cannot take now stays held."""
+        self.forget_sent()
+        while True:
+            with self._lock:
+                if not self._held or len(self._sent) >= max_inflight:
+                    return
+                key, body = self._held[0][:2]
+                info = publish(key, body)
+                # NO_CONN: paho keeps it and sends it on the reconnect; anything else (its queue is full): later
+                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                    return
+                self._held.popleft()
+                self._sent.append(info)
+
+    def forget_sent(self) -> None:
+        """Let go of what the broker acknowledged of the results sent from memory."""
+        with self._lock:
+            while self._sent and acknowledged(self._sent[0]):
+                self._sent.popleft()
+                self.sent_from_memory += 1
 
     def _fail(self, exc: OSError) -> None:
         self._failing, self._retry_at = True, self.clock() + RETRY_S
@@ -81,24 +122,27 @@ class ResultsSpool:
         if self.clock() - self._warned_at < WARN_EVERY_S:
             return
         self._warned_at = self.clock()
-        log.warning("%s: %s; %d results held in memory until it takes them%s", self.device, exc, len(self._held),
+        log.warning("%s: %s; %d results held in memory until it takes them (sent to the broker from there meanwhile, "
+                    "lost if the gateway stops first)%s", self.device, exc, len(self._held) + len(self._sent),
                     f", {self.held_dropped} dropped (more than {HELD_MAX})" if self.held_dropped else "")
 
     @property
     def held(self) -> int:
+        """Results in memory: not in the spool, and not acknowledged by the broker."""
         with self._lock:
-            return len(self._held)
+            return len(self._held) + len(self._sent)
 
     def __len__(self) -> int:
         """Results not yet acknowledged by the broker: spooled or held."""
         with self._lock:
-            return (len(self.spool) if self.spool is not None else 0) + len(self._held)
+            return (len(self.spool) if self.spool is not None else 0) + len(self._held) + len(self._sent)
 
     def close(self) -> None:
         self.flush(force=True)
+        self.forget_sent()
         with self._lock:
-            if self._held:
-                log.error("%s: %d results lost: the spool could not take them before the gateway stopped",
-                          self.device, len(self._held))
+            if lost := len(self._held) + len(self._sent):
+                log.error("%s: %d results lost: the spool could not take them, nor the broker, before the gateway "
+                          "stopped", self.device, lost)
             if self.spool is not None:
                 self.spool.close()

@@ -203,7 +203,7 @@ class SpooledSender:
         with self._lock:
             # Acknowledged ones are the pump's to forget (the broker took them, or refused them: held).
             waiting = {info.mid: (spool_id, topic) for info, spool_id, topic in self._inflight
-                       if not _acknowledged(info)}
+                       if not acknowledged(info)}
             gone = {mid for mid, (_, ends_s) in self._lifetimes.items() if mid in waiting and ends_s <= now_s}
             for mid, (properties, ends_s) in self._lifetimes.items():
                 if mid in waiting and mid not in gone and properties is not None:
@@ -277,7 +277,7 @@ class SpooledSender:
         deadline = time.monotonic() + timeout_s
         while connected.is_set() and time.monotonic() < deadline:
             with self._lock:
-                if all(_acknowledged(info) for info, *_ in self._inflight):
+                if all(acknowledged(info) for info, *_ in self._inflight):
                     break
             time.sleep(0.01)
         try:
@@ -295,7 +295,7 @@ class SpooledSender:
             ours = {info.mid for info, *_ in self._inflight}
             for mid in [mid for mid in list(self._refusals) if mid not in ours]:  # the endpoint's own (status, birth)
                 self._refusals.pop(mid, None)
-            acked = [_acknowledged(info) for info, *_ in self._inflight]
+            acked = [acknowledged(info) for info, *_ in self._inflight]
             done: list[tuple[int, str, ReasonCode | None]] = []
             for (info, spool_id, topic), ok in zip(self._inflight, acked):
                 if ok:
@@ -350,6 +350,15 @@ class SpooledSender:
         return self.spool.count_keys(tuple(self._held)) if self._held else 0
 
     @property
+    def caught_up(self) -> bool:
+        """Nothing the spool holds is left to send or in flight: what it holds was acknowledged (deletes a full disk
+        refused) or waits for its held topic."""
+        with self._lock:
+            if self._inflight:
+                return False
+        return len(self.spool) <= len(self._delivered) + self.waiting
+
+    @property
     def undeleted(self) -> int:
         """Items the broker acknowledged that the spool has not yet let us delete (a full disk)."""
         return len(self._delivered)
@@ -365,7 +374,7 @@ def _expiry_interval(left_s: float) -> int:
     return max(1, math.ceil(left_s))
 
 
-def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
     """is_published(), except for a message paho queued while the link was down (rc NO_CONN): for that one it
     raises RuntimeError for ever, even once paho sent it on the reconnect and the broker acknowledged it."""
     if info.rc == mqtt.MQTT_ERR_NO_CONN:

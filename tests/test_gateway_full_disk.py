@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from pathlib import Path
 
 from contract.messages import payload
 from firmware_sim.imu import SensorSimulation
@@ -22,24 +23,31 @@ from support.mqtt import client, wait_for
 FULL_S = (0.0, 150.0)  # sensor time the disk takes no writes: the calibration (at ~10 s) and two minutes
 
 
-def test_a_disk_that_takes_no_writes_holds_the_results_in_memory_and_loses_none(tmp_path, broker, caplog):
-    """A full disk made the spool's write raise out of the gateway's batch handling: that batch's events and
-    minutes were gone for good (a tmpfs filled for 140 s of a 5-minute office day: 11 of 16 results lost) and the
-    error went up into the BLE callback or the main loop. Now they wait in memory, in order, and go into the spool
-    once it takes writes again; the calibration is saved once it can be. The spool is made read-only with SQLite's
-    own switch (PRAGMA query_only): every write fails as on a full disk (puts, and deletes after the PUBACKs)."""
-    caplog.set_level(logging.WARNING, logger="posture.gateway")
-    spool_dir = tmp_path / "spool"
-    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
-    publisher = DevicePublisher.open(config, "Full", spool_dir, "Full")
-    got: list[dict] = []
+def _listen(broker, subscription: str, got: list[dict]):
+    """A client that puts each result (not status, not live) it gets into `got`, once subscribed."""
     listener = client(broker.port)
     listener.on_message = lambda c, u, m: got.append(json.loads(m.payload)) if m.topic.split("/")[-1] not in (
         "status", "live") else None
     subscribed = threading.Event()
     listener.on_subscribe = lambda *args: subscribed.set()
-    listener.subscribe("posture/Full/#", 1)
+    listener.subscribe(subscription, 1)
     assert subscribed.wait(10), "no SUBACK"
+    return listener
+
+
+def test_a_disk_that_takes_no_writes_holds_the_results_in_memory_and_loses_none(tmp_path, broker, caplog):
+    """A full disk made the spool's write raise out of the gateway's batch handling: that batch's events and
+    minutes were gone for good (a tmpfs filled for 140 s of a 5-minute office day: 11 of 16 results lost) and the
+    error went up into the BLE callback or the main loop. Now they wait in memory, in order, go to the broker from
+    there meanwhile, and the rest into the spool once it takes writes again; the calibration is saved once it can
+    be. The spool is made read-only with SQLite's own switch (PRAGMA query_only): every write fails as on a full
+    disk (puts, and deletes after the PUBACKs)."""
+    caplog.set_level(logging.WARNING, logger="posture.gateway")
+    spool_dir = tmp_path / "spool"
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    publisher = DevicePublisher.open(config, "Full", spool_dir, "Full")
+    got: list[dict] = []
+    listener = _listen(broker, "posture/Full/#", got)
     publisher.start()
     wait_for(publisher.connected.is_set, 10, "the publisher connected")
 
@@ -48,6 +56,7 @@ def test_a_disk_that_takes_no_writes_holds_the_results_in_memory_and_loses_none(
     device = Device(PosturePipeline(), publisher, BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
     calibration_tmp = spool_dir / "Full.calibration.tmp"
     held_most = 0
+    got_in_spell = measured_in_spell = 0
 
     def all_sent() -> bool:
         publisher.pump()  # as the gateway's loop does every 50 ms
@@ -69,11 +78,15 @@ def test_a_disk_that_takes_no_writes_holds_the_results_in_memory_and_loses_none(
             held_most = max(held_most, publisher.results.held)
             if full:
                 assert not (spool_dir / "Full.calibration.json").exists()
+                measured_in_spell = len(expected)
+                got_in_spell = len(got)
         wait_for(all_sent, 20, lambda: f"{len(expected)} results; got {len(got)}")
     finally:
         publisher.stop(offline=False)
         listener.loop_stop()
-    assert held_most > 5
+    assert held_most > 0
+    # The spell's results went to the broker from memory while it lasted, not only once the disk took them again
+    assert publisher.results.sent_from_memory > 5 and got_in_spell > measured_in_spell / 2 > 5
     assert got == expected  # each once, in the order measured (QoS 1 on one connection)
     assert publisher.results.held == 0 and publisher.results.held_dropped == 0
     saved = Calibration.from_dict(json.loads((spool_dir / "Full.calibration.json").read_text()))
@@ -104,22 +117,22 @@ def test_results_still_held_when_the_gateway_stops_are_counted_as_lost(tmp_path,
     assert any("5 results lost: the spool could not take them" in r.getMessage() for r in caplog.records)
 
 
+def _unopenable(tmp_path, broker) -> tuple[Path, DevicePublisher]:
+    """A publisher whose spool SQLite cannot open: its path is a directory (until the test removes it)."""
+    spool_dir = tmp_path / "spool"
+    (spool_dir / "Full.spool").mkdir(parents=True)
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    return spool_dir, DevicePublisher.open(config, "Full", spool_dir, "Full")
+
+
 def test_a_spool_that_cannot_be_opened_at_start_is_opened_later_and_loses_nothing(tmp_path, broker, caplog):
     """A gateway restarted while the disk is full cannot open its spool (SQLite cannot create the write-ahead log):
     it stopped with a traceback, measuring nothing, again at every restart. Now it measures, holds the results,
     and opens the spool once it can. Here the spool's path is a directory until the results are in."""
     caplog.set_level(logging.WARNING, logger="posture.gateway")
-    spool_dir = tmp_path / "spool"
-    (spool_dir / "Full.spool").mkdir(parents=True)
-    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
-    publisher = DevicePublisher.open(config, "Full", spool_dir, "Full")
+    spool_dir, publisher = _unopenable(tmp_path, broker)
     got: list[dict] = []
-    listener = client(broker.port)
-    listener.on_message = lambda c, u, m: got.append(json.loads(m.payload)) if m.topic.endswith("/metrics") else None
-    subscribed = threading.Event()
-    listener.on_subscribe = lambda *args: subscribed.set()
-    listener.subscribe("posture/Full/metrics", 1)
-    assert subscribed.wait(10), "no SUBACK"
+    listener = _listen(broker, "posture/Full/metrics", got)
     publisher.start()
     sim = SensorSimulation(load_scenario("office-short"), seed=1)
     pipeline, minutes = PosturePipeline(), []
@@ -141,3 +154,40 @@ def test_a_spool_that_cannot_be_opened_at_start_is_opened_later_and_loses_nothin
         listener.loop_stop()
     assert got == [json.loads(json.dumps(payload("Full", m))) for m in minutes]
     assert any("cannot open" in r.getMessage() for r in caplog.records)
+
+
+def test_a_spool_the_disk_never_lets_open_still_delivers_every_result(tmp_path, broker, caplog):
+    """An SD card remounted read-only stays so until someone notices: the results waited in memory for a disk that
+    never came back, and not one minute or event reached the broker, while the live state and the status went out
+    (the Live dashboard looked fine). Now they go to the broker straight from memory, in order, each once, and a stop
+    after the broker took them loses none. Here the spool's path is a directory for the whole run."""
+    caplog.set_level(logging.WARNING, logger="posture.gateway")
+    spool_dir, publisher = _unopenable(tmp_path, broker)
+    got: list[dict] = []
+    listener = _listen(broker, "posture/Full/#", got)
+    publisher.start()
+    wait_for(publisher.connected.is_set, 10, "the publisher connected")
+    sim = SensorSimulation(load_scenario("office-short"), seed=1)
+    pipeline, expected = PosturePipeline(), []
+    try:
+        for ch in sim.chunks(max_samples=1000):
+            out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
+            results = [*out.events, *out.metrics]
+            expected += [json.loads(json.dumps(payload("Full", item))) for item in results]
+            publisher.submit(results)
+            publisher.pump()
+
+        def all_sent() -> bool:
+            publisher.pump()
+            return publisher.backlog == 0
+
+        wait_for(all_sent, 20, lambda: f"{len(expected)} results; {publisher.backlog} not acknowledged")
+    finally:
+        publisher.stop(offline=False)
+        listener.loop_stop()
+    assert publisher.results.spool is None and len(expected) > 10
+    assert publisher.results.sent_from_memory == len(expected)
+    wait_for(lambda: len(got) >= len(expected), 10, lambda: f"{len(expected)} results; got {len(got)}")
+    assert got == expected
+    said = [r.getMessage() for r in caplog.records]
+    assert any("cannot open" in m for m in said) and not any("results lost" in m for m in said)
