@@ -107,8 +107,8 @@ class MinuteMetrics:
     lean_right_s: float = 0.0
     lean_left_mean_deg: float | None = None
     lean_right_mean_deg: float | None = None
-    flexion_mean_deg: float | None = None
-    lateral_mean_deg: float | None = None
+    flexion_mean_deg: float | None = None  # over the worn seconds not lying (metrics.upright_s)
+    lateral_mean_deg: float | None = None  # likewise
     rotations_left: int = 0
     rotations_right: int = 0
     rotation_left_peak_mean_deg: float | None = None

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 
-from .activity import ACTIVITIES, LYING, SITTING, SITTING_CODE, STANDING, WALKING
+from .activity import ACTIVITIES, LYING, LYING_CODE, SITTING, SITTING_CODE, STANDING, WALKING
 from .events import MinuteMetrics, RotationExcursion
 
 MINUTE_S = 60.0
@@ -62,12 +63,18 @@ class MinuteAggregator:
                     activity: np.ndarray, dt_s: float) -> None:
         m, sums = self._minute(k), self._sums[k]
         m.worn_s += len(t_s) * dt_s
-        for code, n in enumerate(np.bincount(activity, minlength=len(ACTIVITIES)).tolist()):
+        counts = np.bincount(activity, minlength=len(ACTIVITIES)).tolist()
+        for code, n in enumerate(counts):
             fld = _ACTIVITY_FIELDS[code]
             setattr(m, fld, getattr(m, fld) + n * dt_s)
+        if counts[LYING_CODE]:
+            # A body lying down has angles (flexion −90° face up) but no posture: a nap read as a minute bent back
+            # 60°, and lateral bend is not even defined there (flexion ±90° is the angles' gimbal point: +77° read).
+            upright = activity != LYING_CODE
+            flexion_deg, lateral_deg = flexion_deg[upright], lateral_deg[upright]
         sums["flexion"] += float(flexion_deg.sum())
         sums["lateral"] += float(lateral_deg.sum())
-        sums["n"] += len(t_s)
+        sums["n"] += len(flexion_deg)
         # The sitting stretch as it stands at this minute's last sample so far: the minute is
         # handed out hold_s later, when the wearer may have stood up (or sat down) already.
         self._sitting_since_s = _sitting_since(t_s, activity, self._sitting_since_s, self._last_t_s,
@@ -147,8 +154,16 @@ class MinuteAggregator:
 SUMMED = ("worn_s", "sitting_s", "standing_s", "walking_s", "lying_s", "slouch_s", "lean_left_s", "lean_right_s",
           "rotations_left", "rotations_right", "rotation_left_cumulative_deg", "rotation_right_cumulative_deg",
           "lost_samples")
-MEAN_BY = {"flexion_mean_deg": "worn_s", "lateral_mean_deg": "worn_s", "lean_left_mean_deg": "lean_left_s",
-           "lean_right_mean_deg": "lean_right_s"}  # a mean, and the seconds it is over
+
+
+def upright_s(m: MinuteMetrics) -> float:
+    """The seconds flexion_mean_deg and lateral_mean_deg are over: worn and not lying."""
+    return m.worn_s - m.lying_s
+
+
+MEAN_BY: dict[str, Callable[[MinuteMetrics], float]] = {  # a mean, and the seconds it is over
+    "flexion_mean_deg": upright_s, "lateral_mean_deg": upright_s,
+    "lean_left_mean_deg": lambda m: m.lean_left_s, "lean_right_mean_deg": lambda m: m.lean_right_s}
 MAXED = ("rotation_left_peak_max_deg", "rotation_right_peak_max_deg")
 PER_ROTATION = {"rotation_left_peak_mean_deg": ("rotation_left_cumulative_deg", "rotations_left"),
                 "rotation_right_peak_mean_deg": ("rotation_right_cumulative_deg", "rotations_right")}
@@ -166,7 +181,7 @@ def merge_minutes(earlier: MinuteMetrics, later: MinuteMetrics) -> MinuteMetrics
     for name in SUMMED:
         setattr(m, name, getattr(earlier, name) + getattr(later, name))
     for name, over in MEAN_BY.items():
-        parts = [(getattr(r, name), getattr(r, over)) for r in (earlier, later) if getattr(r, name) is not None]
+        parts = [(getattr(r, name), over(r)) for r in (earlier, later) if getattr(r, name) is not None]
         weight = sum(w for _, w in parts)
         setattr(m, name, sum(v * w for v, w in parts) / weight if weight else None)
     for name in MAXED:

@@ -229,6 +229,21 @@ def test_a_stretch_after_a_long_gap_starts_at_its_first_sitting_sample():
     assert agg.sitting_since_s is None
 
 
+def test_the_minute_means_of_the_angles_leave_lying_out():
+    """Lying down has angles but no posture: a nap read as minutes bent back 60° to 90° (flexion −90° lying face
+    up) with a lateral bend of +77° (undefined at flexion ±90°), in the Live dashboard, the report and Home
+    Assistant's lateral lean. The means are over the minute's upright worn seconds; none for a minute lying."""
+    agg = MinuteAggregator(HOLD_S)
+    t = grid(120.0, RATE_HZ, M0_S)
+    lying = t >= M0_S + 40  # 40 s sitting, then lying: the rest of the minute and all the next
+    minutes = by_start(add(agg, t, np.where(lying, LYING, SITTING), flexion_deg=np.where(lying, -90.0, 12.0),
+                           lateral_deg=np.where(lying, 77.0, -3.0), size=37) + agg.flush())
+    assert minutes[0.0].flexion_mean_deg == pytest.approx(12.0) and minutes[0.0].lateral_mean_deg == pytest.approx(-3)
+    assert minutes[0.0].lying_s == pytest.approx(20.0) and minutes[0.0].worn_s == pytest.approx(60.0)
+    assert minutes[60.0].flexion_mean_deg is None and minutes[60.0].lateral_mean_deg is None
+    assert minutes[60.0].lying_s == pytest.approx(60.0)
+
+
 def test_every_minute_field_has_a_way_to_merge():
     named = [*SUMMED, *MEAN_BY, *MAXED, *PER_ROTATION, *LATER]
     assert sorted(named) == sorted(f.name for f in dataclasses.fields(MinuteMetrics)) and len(set(named)) == len(named)
@@ -238,9 +253,9 @@ def test_two_parts_of_a_minute_merge_as_one_run_would_count_them():
     """A gateway stopped and started within a minute sends it in two parts (gateway/service.py, _continued)."""
     agg_one, agg_a, agg_b = MinuteAggregator(), MinuteAggregator(), MinuteAggregator()
     t_s = grid(60.0)
-    flexion = np.where(t_s < 25.0, 5.0, 20.0)
+    flexion = np.select([t_s < 25.0, t_s < 52.0], [5.0, 20.0], -90.0)
     lateral = np.where(t_s < 40.0, -2.0, 6.0)
-    act = activity_codes(np.where(t_s < 30.0, SITTING, STANDING))
+    act = activity_codes(np.select([t_s < 30.0, t_s < 52.0], [SITTING, STANDING], LYING))  # lay down for the last 8 s
     cut = t_s < 33.0
     for agg, sel in ((agg_one, slice(None)), (agg_a, cut), (agg_b, ~cut)):
         agg.add_samples(t_s[sel], flexion[sel], lateral[sel], act[sel], 0.01)
