@@ -28,6 +28,7 @@ from .day import MINUTE_S, DayReport
 
 FIGURE_SIZE_IN = (14.0, 10.0)
 DPI = 120
+LABEL_ROOM = 0.012  # of the time axis: about the width of one 8-point label turned upright on the figure
 DAY_S = 86400.0  # matplotlib's date numbers count days
 
 # A day with only the live stream or events: its totals would read "worn 0.0 min", as if it had not been worn.
@@ -129,7 +130,9 @@ def _draw_angles(ax: Axes, report: DayReport) -> None:
                 ha="left", fontsize=8, color=COLOR["calibration"])  # right of its line: it is often the first
     for a in report.alerts:
         ax.axvline(_num(report, a.time_s), color=COLOR["alert"], ls="--", lw=1.1)
-        ax.text(_num(report, a.time_s), 0.98, f"{a.kind} ", transform=label_y, rotation=90, va="top", ha="right",
+    for time_s, label in alert_labels([(a.time_s, a.kind) for a in report.alerts],
+                                      report.data_end_s - report.data_start_s):
+        ax.text(_num(report, time_s), 0.98, f"{label} ", transform=label_y, rotation=90, va="top", ha="right",
                 fontsize=8, color=COLOR["alert"], parse_math=False)
     ax.set_ylabel("trunk angle (°)\nflexion + forward · lateral + right")
     resolution = f"{step} means of the live stream" if report.live else "per-minute means"
@@ -143,6 +146,21 @@ def _draw_angles(ax: Axes, report: DayReport) -> None:
     # Outside the plot, beside it: inside it would hide the alert labels along the top edge.
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.set_xlim(_num(report, report.data_start_s), _num(report, report.data_end_s))
+
+
+def alert_labels(alerts: list[tuple[float, str]], span_s: float) -> list[tuple[float, str]]:
+    """(time_s, label) for (time_s, kind) alerts in time order: one label for a run of alerts each less than
+    LABEL_ROOM of the time axis after the one before, at the first, naming each kind once (×n for more). Two alerts
+    decided in one minute drew their labels over each other ("sitlean", a newcomer's demo report)."""
+    labels: list[tuple[float, list[str]]] = []
+    last_s = -math.inf
+    for time_s, kind in alerts:
+        if time_s - last_s >= LABEL_ROOM * span_s or not labels:
+            labels.append((time_s, []))
+        labels[-1][1].append(kind)
+        last_s = time_s
+    return [(time_s, " · ".join(k if (n := kinds.count(k)) == 1 else f"{k} ×{n}" for k in dict.fromkeys(kinds)))
+            for time_s, kinds in labels]
 
 
 def live_trace(report: DayReport) -> tuple[list[float], list[float], list[float]]:

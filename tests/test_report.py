@@ -218,6 +218,15 @@ def test_text_from_the_data_is_drawn_as_written():
     assert len(texts) == 2 and not any(t.get_parse_math() for t in texts)
 
 
+def test_alerts_close_together_share_one_label():
+    """Two alerts decided in one minute drew their kinds over each other ("sitlean")."""
+    day_s = 86_400.0
+    alerts = [(100.0, "sitting"), (130.0, "lean"), (160.0, "lean"), (5000.0, "slouch"), (5000.0 + day_s * 0.012, "x")]
+    assert draw.alert_labels(alerts, day_s) == [(100.0, "sitting · lean ×2"), (5000.0, "slouch"),
+                                                (5000.0 + day_s * 0.012, "x")]
+    assert draw.alert_labels([], day_s) == []
+
+
 def test_day_is_local_midnight_to_midnight():
     start_s, end_s = day_bounds(date(2025, 3, 30), ZoneInfo("Europe/Berlin"))  # clocks go forward: 23 h
     assert start_s == datetime(2025, 3, 29, 23, 0, tzinfo=UTC).timestamp()
