@@ -65,9 +65,8 @@ def alert_id(device: str, kind: str, ts_s: float) -> str:
 
 
 def alert_payload(device: str, finding: Finding, stretch: dict[str, Any] | None) -> dict[str, Any]:
-    ts_ms = int(round(finding.ts_s * 1000))
     return {"schema": SCHEMA_VERSION, "kind": finding.kind, "id": alert_id(device, finding.kind, finding.ts_s),
-            "device": device, "ts": ts_ms, "severity": finding.severity, "title": TITLES[finding.kind],
+            "device": device, "ts": finding.ts_ms, "severity": finding.severity, "title": TITLES[finding.kind],
             "message": message(finding, stretch), "stretch": stretch, "evidence": finding.evidence}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 from datetime import date as Date
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
 from typing import Any, cast
 
@@ -27,7 +27,7 @@ from alerts.compose import alert_id, alert_payload, summary_payload
 from alerts.policy import held_reason, local
 from alerts.settings import Rules
 from alerts.state import STARTS_KEPT, DeviceState
-from contract.messages import is_nudge
+from contract.messages import alert_day, is_nudge
 from pipeline.summary import DayTotals, day_totals
 from pipeline.worn import NOT_WORN
 from service_io.zones import iana_name
@@ -428,7 +428,7 @@ class AlertEngine:
                 state.remember("recent_stretches", stretch["id"])
             state.last_alert_s[f.kind] = f.ts_s
             if is_nudge(f.kind):  # the daily cap and alerts_sent count nudges; praise does not use them up
-                state.sent_today += 1
+                state.count_sent(alert_day(f.ts_ms, self.tz).isoformat())
             state.slouch_alert_s = self._praise_watch(f, state.slouch_alert_s)
             out.append(alert)
         return out
@@ -509,7 +509,13 @@ class AlertEngine:
                 state.streak_before = state.streak_before + 1 if met else 0 if met is False else state.streak_before
             state.days = dict(days[-KEEP_DAYS:])
         state.program_start = state.program_start or new_day
-        state.day, state.sent_today, state.held_today = new_day, 0, {}
+        # The nudges of the new day sent before it opened count on it; the closing day's still hold its cap for a late
+        # event of it. Days before the one before are over.
+        sent = {**state.sent_other_days, **({state.day: state.sent_today} if state.day is not None else {})}
+        kept_from = (Date.fromisoformat(new_day) - timedelta(days=1)).isoformat()
+        sent_today = sent.pop(new_day, 0)
+        state.sent_other_days = {d: n for d, n in sent.items() if d >= kept_from and n}
+        state.day, state.sent_today, state.held_today = new_day, sent_today, {}
 
     def _prune(self, state: DeviceState, end_ms: int) -> None:
         lookback_min = max(self.rules.slouch.window_min,

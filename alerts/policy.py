@@ -1,8 +1,9 @@
 """Whether a finding may reach the phone now: no storms, nothing stale, nothing at night.
 
 Pure: times come in as arguments. Data time (the finding's) decides quiet hours and the day a
-nudge counts against the cap; wall-clock time decides snoozes (the wearer snoozes "from now")
-and staleness (a backlog delivered after an outage is history, not a nudge).
+nudge counts against the cap (contract alert_day, as `alerts_sent` and the day report count it); wall-clock
+time decides snoozes (the wearer snoozes "from now") and staleness (a backlog delivered after an outage is
+history, not a nudge).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import time as TimeOfDay
 from alerts.rules import Finding
 from alerts.settings import Limits
 from alerts.state import DeviceState
-from contract.messages import is_nudge
+from contract.messages import alert_day, is_nudge
 
 
 def local(t_s: float, tz: tzinfo | None) -> datetime:
@@ -36,6 +37,6 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
         return "snoozed"
     if in_span(local(finding.ts_s, tz).time(), limits.quiet_span()):
         return "quiet_hours"
-    if is_nudge(finding.kind) and state.sent_today >= limits.daily_cap:  # the cap counts nudges, not praise
-        return "daily_cap"
+    if is_nudge(finding.kind) and state.sent_on(alert_day(finding.ts_ms, tz).isoformat()) >= limits.daily_cap:
+        return "daily_cap"  # the cap counts nudges, not praise
     return None

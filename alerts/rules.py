@@ -29,6 +29,11 @@ class Finding:
     deficit: str | None = None  # which stretch addresses it (alerts/stretches.toml)
     side: str | None = None  # the side the stretch should favour
 
+    @property
+    def ts_ms(self) -> int:
+        """Its alert's ts (Unix ms), which also says the day it counts on (contract alert_day)."""
+        return int(round(self.ts_s * 1000))
+
 
 def totals(minutes: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over some minutes (a day so far): what the daily summary and Home Assistant show."""

@@ -29,7 +29,10 @@ class DeviceState:
     program_start: str | None = None
     last_alert_s: dict[str, float] = field(default_factory=dict)  # kind → data time of the last one sent
     last_held_s: dict[str, float] = field(default_factory=dict)  # kind → data time it was last held back
-    sent_today: int = 0
+    sent_today: int = 0  # nudges sent that count on `day` (contract alert_day)
+    # … and on the days either side of it, while they are not `day`: a live nudge after midnight, before the new
+    # day's first minute opens it (its count starts then from this), or a late event's (the day before's cap).
+    sent_other_days: dict[str, int] = field(default_factory=dict)
     held_today: dict[str, int] = field(default_factory=dict)  # reason → count
     sent_ids: list[str] = field(default_factory=list)
     recent_stretches: list[str] = field(default_factory=list)
@@ -56,6 +59,16 @@ class DeviceState:
         # Hundredths of a second or degree are plenty, and keep a day's state (saved each minute) small.
         self.minutes[str(doc["ts"])] = {k: round(v, 2) if isinstance(v, float) else v
                                         for k in MINUTE_FIELDS if (v := doc.get(k)) is not None}
+
+    def sent_on(self, day: str) -> int:
+        """Nudges sent that count on `day` (YYYY-MM-DD)."""
+        return self.sent_today if day == self.day else self.sent_other_days.get(day, 0)
+
+    def count_sent(self, day: str) -> None:
+        if day == self.day:
+            self.sent_today += 1
+        else:  # a new dict: a copy of the state (engine.today_state) must not change the original's
+            self.sent_other_days = {**self.sent_other_days, day: self.sent_other_days.get(day, 0) + 1}
 
     def window(self, end_ms: int, minutes: float) -> list[dict[str, Any]]:
         """The minutes that start within `minutes` before end_ms, oldest first."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
+from datetime import date as Date
+from datetime import datetime, tzinfo
 from typing import Any
 
 from pipeline.events import (
@@ -34,6 +36,18 @@ NOT_NUDGE_KINDS = (*PRAISE_KINDS, "summary")
 
 def is_nudge(alert_kind: str) -> bool:
     return alert_kind not in NOT_NUDGE_KINDS
+
+
+# An alert's ts is the end of the data it was decided on (a minute rule's at the minute's end, an episode's at its
+# end, the live nudge where its delay was met), so it counts on the day that data ends in: the local day of the
+# millisecond before its ts. A minute rule decided on 23:59 is stamped 00:00:00.000 and is the day before's. The one
+# definition of an alert's day: the daily cap and `alerts_sent` (alerts/) and the day report's count (report/).
+ALERT_DAY_LAG_MS = 1
+
+
+def alert_day(ts_ms: int, tz: tzinfo | None) -> Date:
+    """The local day (tz None: the machine's) an alert stamped ts_ms counts on."""
+    return datetime.fromtimestamp((ts_ms - ALERT_DAY_LAG_MS) / 1000, tz).date()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from contract.influx_schema import ALERT_MEASUREMENT, FIELDS, MEASUREMENT, TAGS
+from contract.messages import ALERT_DAY_LAG_MS
 from pipeline.worn import NOT_WORN
 from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
@@ -43,7 +44,13 @@ COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "alerts": (ALERT_MEASUREMENT, ("alert_id", "kind", "title", "message", "text")),
 }
 
-__all__ = ["COLUMNS", "LIVE_STEP_S", "QueryError", "fetch_day"]
+# The measurements whose day is not the points from local midnight to midnight: ms added to the day's start and end
+# when they are read. An alert counts on the day of the millisecond before its ts (contract alert_day, as the alert
+# service's daily cap and `alerts_sent` count it): a minute rule's alert on 23:59, stamped 00:00:00.000, is the day
+# before's.
+DAY_SHIFT_MS: dict[str, tuple[int, int]] = {"alerts": (ALERT_DAY_LAG_MS, ALERT_DAY_LAG_MS)}
+
+__all__ = ["COLUMNS", "DAY_SHIFT_MS", "LIVE_STEP_S", "QueryError", "fetch_day"]
 
 
 def fetch_day(settings: InfluxSettings, device: str, start_s: float, end_s: float) -> DayRows:
@@ -65,8 +72,12 @@ def _time_range(start_ms: int, end_ms: int) -> str:
 
 
 def day_statements(device: str, start_ms: int, end_ms: int) -> list[str]:
-    return [f"SELECT {', '.join(_ident(c) for c in columns)} FROM {_ident(measurement)} "
-            f"WHERE {_where(device, start_ms, end_ms)}" for measurement, columns in COLUMNS.values()]
+    statements = []
+    for name, (measurement, columns) in COLUMNS.items():
+        from_ms, to_ms = DAY_SHIFT_MS.get(name, (0, 0))
+        statements.append(f"SELECT {', '.join(_ident(c) for c in columns)} FROM {_ident(measurement)} "
+                          f"WHERE {_where(device, start_ms + from_ms, end_ms + to_ms)}")
+    return statements
 
 
 def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int,

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from alerts.catalog import Catalog
 from alerts.engine import RECOVER_HOLD_S, AlertEngine
-from alerts.settings import CalibrationRule, Limits, RecoveryRule, Rules, SlouchNowRule, SlouchRule
+from alerts.settings import CalibrationRule, Limits, RecoveryRule, Rules, SittingRule, SlouchNowRule, SlouchRule
+from contract.messages import alert_day
 from contract.validation import load_validators
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
@@ -342,7 +343,7 @@ def test_praise_does_not_use_up_the_daily_cap():
     alerts, _ = run(eng, docs)
     assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"] * 8  # the ninth slouch meets the cap
     state = eng.devices["D"]
-    assert state.sent_today == 8 and state.held_today == {"daily_cap": 1}
+    assert state.sent_on("2026-11-20") == 8 and state.held_today == {"daily_cap": 1}
 
 
 def test_a_live_state_from_the_future_does_not_stop_the_follow_up():
@@ -396,3 +397,23 @@ def test_a_slouch_that_ended_out_of_range_lasted_as_long_as_it_was_seen():
                                                                                for k in range(12)])
     assert [(a["kind"], a["ts"] / 1000 - T0, a["evidence"]["slouch_s"]) for a in alerts] == [
         ("slouch_now", 310, 10.0), ("recovered", 320, 20.0)]
+
+
+def test_an_alert_counts_on_the_day_of_the_data_it_was_decided_on_for_the_cap_and_alerts_sent():
+    """A minute rule decided on 23:59 is stamped 00:00:00.000: it counts on that day (the report counts it there too,
+    tests/test_report.py). A live nudge at 00:00:35, before the new day's first minute, is the new day's: it counted
+    against the day before's cap (held there, the cap used up at 00:00:00.000) and in its `alerts_sent`."""
+    eng = engine(sitting=SittingRule(max_sitting_min=20, cooldown_min=600), slouch=SlouchRule(enabled=False),
+                 slouch_now=SlouchNowRule(delay_s=30), limits=Limits(daily_cap=1, quiet_hours="", max_delay_s=FAR))
+    midnight = DAY + 86_400
+    sitting = [minute(midnight - 600 + 60 * k, 0.0) | {"sitting_since_s": midnight - 1200} for k in range(10)]
+    alerts, _ = run(eng, sitting)
+    assert [(a["kind"], a["ts"]) for a in alerts] == [("sitting", int(midnight * 1000))]
+    assert alert_day(alerts[0]["ts"], UTC).isoformat() == "2026-11-20"
+    assert (eng.today_state("D")["date"], eng.today_state("D")["alerts_sent"]) == ("2026-11-20", 1)
+    nudged, _ = run(eng, slouch(midnight + 5, 40, lead_s=2, tail_s=0))
+    assert [(a["kind"], a["ts"]) for a in nudged] == [("slouch_now", int((midnight + 35) * 1000))]
+    assert eng.devices["D"].held_today == {}
+    assert (eng.today_state("D")["date"], eng.today_state("D")["alerts_sent"]) == ("2026-11-20", 1)
+    run(eng, [minute(midnight, 40.0)])  # the new day's first minute opens it, with its nudge
+    assert (eng.today_state("D")["date"], eng.today_state("D")["alerts_sent"]) == ("2026-11-21", 1)

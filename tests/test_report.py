@@ -443,6 +443,35 @@ def test_an_answer_cut_at_max_row_limit_is_refused(tmp_path):
         server.kill()
 
 
+def test_an_alert_on_the_last_minute_counts_on_its_day_as_the_alert_service_counts_it(influx, tmp_path):
+    """A minute rule decided on 23:59 is stamped 00:00:00.000: the alert service counted it on that day (`alerts_sent`,
+    the cap), the report on the next. Both count an alert on contract alert_day's day now."""
+    from alerts.catalog import Catalog
+    from alerts.engine import AlertEngine
+    from alerts.settings import CalibrationRule, Limits, RecoveryRule, Rules, SittingRule, SlouchRule
+    from contract.influx_schema import to_line_protocol
+
+    midnight = datetime(2026, 11, 21, tzinfo=UTC).timestamp()
+    eng = AlertEngine(Rules(sitting=SittingRule(max_sitting_min=20), slouch=SlouchRule(enabled=False),
+                            calibration=CalibrationRule(enabled=False), recovery=RecoveryRule(enabled=False),
+                            limits=Limits(quiet_hours="", max_delay_s=10**9)), Catalog.load(), UTC)
+    alerts = []
+    for k in range(10):  # 23:50 to 23:59, sitting since 23:40: the rule fires on 23:59, at its end
+        start_s = midnight - 600 + 60 * k
+        doc = {"schema": 1, "kind": "metrics", "device": "D", "ts": int(start_s * 1000), "minute_start_s": start_s,
+               "worn_s": 60.0, "sitting_s": 60.0, "slouch_s": 0.0, "sitting_since_s": midnight - 1200}
+        alerts += eng.on_metrics(doc, start_s + 70)
+    assert [(a["kind"], a["ts"]) for a in alerts] == [("sitting", int(midnight * 1000))]
+    assert eng.today_state("D")["date"] == "2026-11-20" and eng.today_state("D")["alerts_sent"] == 1
+    write_line_protocol(influx, DB, [*minute_lines("D", midnight - 600, 15),
+                                     *to_line_protocol(alerts[0], "alerts/log")])
+    settings = InfluxSettings(url=influx.url, database=DB)
+    before = cli.write_day_report(settings, "D", "2026-11-20", tmp_path / "a.png", "UTC")
+    after = cli.write_day_report(settings, "D", "2026-11-21", tmp_path / "b.png", "UTC")
+    assert (before.totals.alerts, len(before.alerts)) == (1, 1)
+    assert (after.totals.alerts, len(after.alerts)) == (0, 0)
+
+
 # --- values no minute can hold, answers InfluxDB would not give --------------------------------------
 
 
