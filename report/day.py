@@ -4,8 +4,11 @@ Rows are dicts of a measurement's columns (docs/influx.md) with `time_s` (Unix s
 minute start for posture_minute, the episode / excursion / interval start for events, the bucket
 start for the live stream's means.
 Totals come from the per-minute rows, which cover the day without overlap; the events place
-things in time (slouch shading) and show the spread behind a mean (rotation peaks). Values are taken as a
-minute or a trunk can hold them (bounded_minute, _angle): the totals count no minute for more than its 60 s.
+things in time (slouch shading) and show the spread behind a mean (rotation peaks). A slouch or lean
+episode counts on each day it ran in, as its minutes do: one from 23:50 to 00:03 is a lean on both days,
+each with its own minutes of it (counted by its start, the day after showed "lean left 2.7 min (0 leans)").
+Values are taken as a minute or a trunk can hold them (bounded_minute, _angle): the totals count no minute
+for more than its 60 s.
 
 The angles are drawn from the live stream where it was kept (a point every few seconds), and from
 the per-minute means in the minutes it does not cover: a mixed day is fine where it is fine.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
@@ -39,6 +42,10 @@ MAX_ANGLE_DEG = 180.0  # beyond, it is no trunk angle: left out
 # A minute's seconds as the contract bounds them: room for a sensor clock running fast (60 s would cut a true day).
 MINUTE_MAX_S = float(json.loads((resources.files("contract") / "schemas" / "metrics.json").read_text())
                      ["properties"]["worn_s"]["maximum"])
+# An episode's longest, as the contract bounds duration_s: the day's episodes are read from this long before it, for
+# those that began the day before and ran into it.
+EPISODE_MAX_S = float(json.loads((resources.files("contract") / "schemas" / "event.json").read_text())
+                      ["properties"]["duration_s"]["maximum"])
 ALERT_TAGS = ("kind", "alert_id")  # what tells two alerts of a device at one time apart
 MAX_ROTATIONS_PER_MINUTE = 120  # two excursions out and back a second: more than a trunk turns
 
@@ -57,6 +64,16 @@ class DayRows:
     def empty(self) -> bool:
         return not any((self.minutes, self.slouches, self.rotations, self.leans, self.calibrations, self.alerts,
                         self.live))
+
+    def of_day(self, day_start_s: float) -> DayRows:
+        """The rows without the episodes read from before the day (query.DAY_SHIFT_MS) that ended before it: those
+        that began on the day, and those that ran into it (an end after its midnight)."""
+        def on_day(r: dict[str, Any]) -> bool:
+            start_s: float = r["time_s"]
+            return start_s >= day_start_s or start_s + (_num(r.get("duration_s")) or 0.0) > day_start_s
+
+        return replace(self, slouches=[r for r in self.slouches if on_day(r)],
+                       leans=[r for r in self.leans if on_day(r)])
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,7 @@ def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
 def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
                      live_step_s: float = LIVE_STEP_S) -> DayReport:
     day_start_s, day_end_s = day_bounds(day, tz)
+    rows = rows.of_day(day_start_s)
     minute_rows = [bounded_minute(r) for r in one_per_point(rows.minutes)]
     minutes = [Minute(r["time_s"], r["flexion_mean_deg"], r["lateral_mean_deg"], dominant_activity(r))
                for r in minute_rows]
@@ -175,7 +193,8 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     def duration(r: dict[str, Any]) -> float | None:  # an event's, up to the day's end: drawn no further
         return _within(r.get("duration_s"), 0.0, max(day_end_s - r["time_s"], 0.0))
 
-    # Episodes are counted by their end (duration_s): a start alone is one still going on, or never ended.
+    # Episodes are counted by their end (duration_s): a start alone is one still going on, or never ended. One that
+    # began the day before (of_day: it ran into this one) counts here too, as its minutes here do.
     slouches = [Slouch(r["time_s"], d, _angle(r.get("peak_flexion_deg")))
                 for r in one_per_point(rows.slouches) if (d := duration(r)) is not None]
     rotations = [Rotation(r["time_s"], r["side"], peak) for r in one_per_point(rows.rotations, TAGS["rotation"])
@@ -189,15 +208,15 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
                     _text(r.get("text")) or ": ".join(x for x in (_text(r.get("title")), _text(r.get("message"))) if x))
               for r in one_per_point(rows.alerts, ALERT_TAGS)]
     # The axis spans what was recorded: a few minutes of data on a 24-hour axis would be a sliver.
-    starts = [r["time_s"] for r in (*rows.minutes, *rows.slouches, *rows.rotations, *rows.leans,
-                                    *rows.calibrations, *rows.alerts, *rows.live)]
+    starts = [max(r["time_s"], day_start_s) for r in (*rows.minutes, *rows.slouches, *rows.rotations, *rows.leans,
+                                                      *rows.calibrations, *rows.alerts, *rows.live)]
     ends = ([m.start_s + MINUTE_S for m in minutes] + [s.start_s + s.duration_s for s in slouches]
             + [b.start_s + live_step_s for b in live] + starts)
     data_start_s = min(starts, default=day_start_s)
     data_end_s = min(max(ends, default=day_end_s), day_end_s)
     covered = {_minute_of(b.start_s, day_start_s) for b in live}
     trace_minutes = [m for m in minutes if _minute_of(m.start_s, day_start_s) not in covered]
-    spans = [(s.start_s, s.start_s + s.duration_s) for s in slouches]
+    spans = [(max(s.start_s, day_start_s), s.start_s + s.duration_s) for s in slouches]
     spans += [(b.start_s, b.start_s + live_step_s) for b in live if b.slouching]
     return DayReport(device, day, tz, day_start_s, day_end_s, data_start_s, max(data_end_s, data_start_s + MINUTE_S),
                      minutes, live, live_step_s, trace_minutes,

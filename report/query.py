@@ -19,10 +19,11 @@ from contract.messages import ALERT_DAY_LAG_MS
 from pipeline.worn import NOT_WORN
 from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
-from .day import LIVE_STEP_S, DayRows
+from .day import EPISODE_MAX_S, LIVE_STEP_S, DayRows
 
 # The times InfluxDB can hold and query (int64 nanoseconds): 1677-09-21T00:12:43Z to 2262-04-11T23:47:16Z.
 MIN_TIME_S, MAX_TIME_S = -9_223_372_036.854775806, 9_223_372_036.854775806
+MIN_TIME_MS = -9_223_372_036_854  # the first whole ms of it
 TIMEOUT_S = 30.0  # for each read
 # For all of a day's queries: a server that answers a byte at a time would hold the report for ever. A day is a few
 # thousand rows a measurement, which InfluxDB answers in a second or so.
@@ -47,20 +48,24 @@ COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
 # The measurements whose day is not the points from local midnight to midnight: ms added to the day's start and end
 # when they are read. An alert counts on the day of the millisecond before its ts (contract alert_day, as the alert
 # service's daily cap and `alerts_sent` count it): a minute rule's alert on 23:59, stamped 00:00:00.000, is the day
-# before's.
-DAY_SHIFT_MS: dict[str, tuple[int, int]] = {"alerts": (ALERT_DAY_LAG_MS, ALERT_DAY_LAG_MS)}
+# before's. An episode is stored at its start and counts on each day it ran in (day.py): those that began up to
+# EPISODE_MAX_S before the day are read, and DayRows.of_day keeps those that ran into it.
+_EPISODE_LOOKBACK_MS = -int(EPISODE_MAX_S * 1000)
+DAY_SHIFT_MS: dict[str, tuple[int, int]] = {"alerts": (ALERT_DAY_LAG_MS, ALERT_DAY_LAG_MS),
+                                            "slouches": (_EPISODE_LOOKBACK_MS, 0), "leans": (_EPISODE_LOOKBACK_MS, 0)}
 
 __all__ = ["COLUMNS", "DAY_SHIFT_MS", "LIVE_STEP_S", "QueryError", "fetch_day"]
 
 
 def fetch_day(settings: InfluxSettings, device: str, start_s: float, end_s: float) -> DayRows:
-    """The device's points with start_s <= time < end_s, and its live stream over that span in LIVE_STEP_S means."""
+    """The device's points of the day from start_s to end_s (start_s <= time < end_s but for DAY_SHIFT_MS: the
+    episodes that ran into it too), and its live stream over that span in LIVE_STEP_S means."""
     start_ms, end_ms = int(round(start_s * 1000)), int(round(end_s * 1000))
     deadline = time.monotonic() + DEADLINE_S
     statements = day_statements(device, start_ms, end_ms)
     rows = {name: parse_rows(query(settings, statement, timeout_s=TIMEOUT_S, deadline=deadline), settings.database)
             for name, statement in zip(COLUMNS, statements)}
-    return DayRows(**rows, live=fetch_live(settings, device, start_ms, end_ms, deadline))
+    return DayRows(**rows, live=fetch_live(settings, device, start_ms, end_ms, deadline)).of_day(start_s)
 
 
 def _where(device: str, start_ms: int, end_ms: int) -> str:
@@ -76,7 +81,7 @@ def day_statements(device: str, start_ms: int, end_ms: int) -> list[str]:
     for name, (measurement, columns) in COLUMNS.items():
         from_ms, to_ms = DAY_SHIFT_MS.get(name, (0, 0))
         statements.append(f"SELECT {', '.join(_ident(c) for c in columns)} FROM {_ident(measurement)} "
-                          f"WHERE {_where(device, start_ms + from_ms, end_ms + to_ms)}")
+                          f"WHERE {_where(device, max(start_ms + from_ms, MIN_TIME_MS), end_ms + to_ms)}")
     return statements
 
 

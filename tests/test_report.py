@@ -472,6 +472,35 @@ def test_an_alert_on_the_last_minute_counts_on_its_day_as_the_alert_service_coun
     assert (after.totals.alerts, len(after.alerts)) == (0, 0)
 
 
+def test_an_episode_over_midnight_counts_on_both_days_as_its_minutes_do(influx, tmp_path):
+    """Episodes are stored at their start and were counted on that day alone, their minutes by the clock: a lean from
+    23:50 to 00:02:42 made the day after read "lean left 2.7 min (0 leans)". Now each day counts it, with its part."""
+    midnight = datetime(2025, 6, 11, tzinfo=UTC).timestamp()
+
+    def ms(t_s: float) -> int:
+        return int(t_s * 1000)
+
+    lean_s = [60.0] * 12 + [42.0, 0.0, 0.0]  # 23:50 to 00:04
+    slouch_s = [0.0] * 8 + [30.0, 60.0, 30.0] + [0.0] * 4
+    lines = [f"posture_minute,device_id=D worn_s=60,sitting_s=60,slouch_s={slouch_s[k]},lean_left_s={lean_s[k]} "
+             f"{ms(midnight - 600 + 60 * k)}" for k in range(15)]
+    lines += [f"posture_lean,device_id=D,side=left duration_s=762,mean_lateral_deg=-12 {ms(midnight - 600)}",
+              f"posture_slouch,device_id=D duration_s=120,peak_flexion_deg=25 {ms(midnight - 90)}",
+              # Ended the day before, or never ended (a start alone): not the new day's.
+              f"posture_slouch,device_id=D duration_s=60,peak_flexion_deg=25 {ms(midnight - 43_200)}",
+              f"posture_lean,device_id=D,side=right confirmed_after_s=3 {ms(midnight - 10)}"]
+    write_line_protocol(influx, DB, lines)
+    settings = InfluxSettings(url=influx.url, database=DB)
+    before = cli.write_day_report(settings, "D", "2025-06-10", tmp_path / "a.html", "UTC")
+    after = cli.write_day_report(settings, "D", "2025-06-11", tmp_path / "b.html", "UTC")
+    assert (before.totals.lean_s["left"], before.totals.leans) == (600.0, {"left": 1, "right": 0})
+    assert (after.totals.lean_s["left"], after.totals.leans) == (162.0, {"left": 1, "right": 0})
+    assert "<th>lean left</th><td>2.7 min (1 lean)</td>" in (tmp_path / "b.html").read_text(encoding="utf-8")
+    assert (len(before.slouches), len(after.slouches)) == (2, 1)
+    assert after.slouch_spans == [(midnight, midnight + 30)]  # its part of the day, shaded from midnight
+    assert after.data_start_s == midnight  # the time axis starts with the day, not with the lean the day before
+
+
 # --- values no minute can hold, answers InfluxDB would not give --------------------------------------
 
 
