@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import tempfile
 from datetime import date as Date
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .day import DayReport
 
 FORMATS = (".png", ".html")
+DEVICES_SHOWN = 5  # of the database's devices, in the line that says it has not the one asked for
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +75,7 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
 
     from .day import build_day_report, day_bounds
     from .draw import html_page, png_bytes
-    from .query import MAX_TIME_S, MIN_TIME_S, fetch_day
+    from .query import MAX_TIME_S, MIN_TIME_S, QueryError, fetch_day, known_devices
 
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
@@ -93,11 +95,27 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
         raise ValueError(f"--day {day} is out of range")
     rows = fetch_day(influx, device, *bounds)
     if rows.empty():
-        raise ValueError(f"no data for device {device} on {date.isoformat()} in {influx.database}")
+        try:
+            devices = known_devices(influx)
+        except QueryError:  # an InfluxDB without SHOW TAG VALUES: what it said at first
+            devices = [device]
+        if device in devices:
+            raise ValueError(f"no data for device {device} on {date.isoformat()} in {influx.database}")
+        raise ValueError(f"no device {device} in {influx.database} ({devices_said(device, devices)})")
     report = build_day_report(device, date, tz, rows)
     png = png_bytes(report)
     write_whole(out, png if suffix == ".png" else html_page(report, png).encode("utf-8"))
     return report
+
+
+def devices_said(device: str, devices: list[str]) -> str:
+    """The database's devices for a line: a handful, those whose ids are like `device` first (a typo, a letter's
+    case), then "…" for the rest."""
+    if not devices:
+        return "it has no device's data"
+    like = set(difflib.get_close_matches(device.lower(), [d.lower() for d in devices], n=len(devices)))
+    shown = sorted(devices, key=lambda d: d.lower() not in like)[:DEVICES_SHOWN]  # stable: sorted within each
+    return "its devices: " + ", ".join(shown) + (", …" if len(devices) > DEVICES_SHOWN else "")
 
 
 def write_whole(out: Path, data: bytes) -> None:

@@ -54,7 +54,7 @@ _EPISODE_LOOKBACK_MS = -int(EPISODE_MAX_S * 1000)
 DAY_SHIFT_MS: dict[str, tuple[int, int]] = {"alerts": (ALERT_DAY_LAG_MS, ALERT_DAY_LAG_MS),
                                             "slouches": (_EPISODE_LOOKBACK_MS, 0), "leans": (_EPISODE_LOOKBACK_MS, 0)}
 
-__all__ = ["COLUMNS", "DAY_SHIFT_MS", "LIVE_STEP_S", "QueryError", "fetch_day"]
+__all__ = ["COLUMNS", "DAY_SHIFT_MS", "LIVE_STEP_S", "QueryError", "fetch_day", "known_devices"]
 
 
 def fetch_day(settings: InfluxSettings, device: str, start_s: float, end_s: float) -> DayRows:
@@ -66,6 +66,22 @@ def fetch_day(settings: InfluxSettings, device: str, start_s: float, end_s: floa
     rows = {name: parse_rows(query(settings, statement, timeout_s=TIMEOUT_S, deadline=deadline), settings.database)
             for name, statement in zip(COLUMNS, statements)}
     return DayRows(**rows, live=fetch_live(settings, device, start_ms, end_ms, deadline)).of_day(start_s)
+
+
+def known_devices(settings: InfluxSettings) -> list[str]:
+    """The device ids the database has points of in the report's measurements, sorted (any day: the tag index)."""
+    measurements = ", ".join(_ident(measurement) for measurement, _ in COLUMNS.values())
+    body = query(settings, f'SHOW TAG VALUES FROM {measurements} WITH KEY = "device_id"', timeout_s=TIMEOUT_S)
+    devices: set[str] = set()
+    for result in _results(body, settings.database):
+        if "error" in result:
+            raise QueryError(f"InfluxDB query on {settings.database}: {_one_line(result['error'])}")
+        for series in result.get("series") or []:
+            values = series.get("values") if isinstance(series, dict) else None
+            if not isinstance(values, list) or not all(isinstance(v, list) and v for v in values):
+                raise _not_influxdb(settings.database, "tag values that are not rows")
+            devices.update(str(v[-1]) for v in values)  # columns key, value
+    return sorted(devices)
 
 
 def _where(device: str, start_ms: int, end_ms: int) -> str:

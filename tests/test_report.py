@@ -92,7 +92,8 @@ def test_no_data_is_one_line(chain_influx, tmp_path):
     with pytest.raises(ValueError) as caught:
         posture_report("--device", "NoSuchSensor", "--day", the_day(chain_influx), "--timezone", "UTC",
                        "--influx-url", chain_influx.influx.url, "--database", chain_influx.database, "--out", str(out))
-    assert str(caught.value) == f"no data for device NoSuchSensor on {the_day(chain_influx)} in {chain_influx.database}"
+    db = chain_influx.database  # its one device named, as `posture report` for a device it does not have says
+    assert str(caught.value) == f"no device NoSuchSensor in {db} (its devices: {chain_influx.device})"
     assert not out.exists()
 
 
@@ -499,6 +500,27 @@ def test_an_episode_over_midnight_counts_on_both_days_as_its_minutes_do(influx, 
     assert (len(before.slouches), len(after.slouches)) == (2, 1)
     assert after.slouch_spans == [(midnight, midnight + 30)]  # its part of the day, shaded from midnight
     assert after.data_start_s == midnight  # the time axis starts with the day, not with the lean the day before
+
+
+def test_an_unknown_device_is_one_line_naming_the_devices_there(influx, tmp_path):
+    """"no data for device posturedemo on …" did not say the database knows it as PostureDemo, nor what it knows."""
+    t0 = datetime(2025, 6, 10, 9, tzinfo=UTC).timestamp()
+    devices = ["PostureDemo", *(f"Desk{k}" for k in range(1, 8))]
+    write_line_protocol(influx, DB, [line for d in devices for line in minute_lines(d, t0, 2)])
+
+    def refused(device: str, day: str = "2025-06-10", database: str = DB) -> str:
+        with pytest.raises(ValueError) as caught:
+            cli.write_day_report(InfluxSettings(url=influx.url, database=database), device, day,
+                                 tmp_path / "report.png", "UTC")
+        return str(caught.value)
+
+    assert refused("posturedemo") == f"no device posturedemo in {DB} (its devices: PostureDemo, Desk1, Desk2, Desk3, " \
+                                     "Desk4, …)"
+    assert refused("Desk9") == f"no device Desk9 in {DB} (its devices: Desk1, Desk2, Desk3, Desk4, Desk5, …)"
+    assert refused("Desk1", "2025-06-11") == f"no data for device Desk1 on 2025-06-11 in {DB}"
+    influx.create_database("empty")
+    assert refused("Desk1", database="empty") == "no device Desk1 in empty (it has no device's data)"
+    assert not (tmp_path / "report.png").exists()
 
 
 # --- values no minute can hold, answers InfluxDB would not give --------------------------------------
