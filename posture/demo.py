@@ -3,8 +3,8 @@
 Runs posture/chain.py — Mosquitto, InfluxDB, BlueZoo, the virtual sensor playing a compressed
 office day, `posture run`, `posture bridge`, `posture alerts` with demo thresholds — prints what
 travels over MQTT as it happens (events with their angles, each minute, alerts with their
-stretch, and one line of the live state kept up to date), then a summary of the day from InfluxDB
-and a report PNG. Ctrl-C, or the scenario's end, stops every process it started.
+stretch, and one line of the live state kept up to date), then a summary of this run from InfluxDB
+and a report PNG of the day. Ctrl-C, or the scenario's end, stops every process it started.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     with Chain(workdir, args.scenario, args.profile) as chain:
         print("starting Mosquitto, InfluxDB, posture bridge, posture alerts, BlueZoo, the virtual sensor, "
               "posture run …", flush=True)
+        started_s = time.time()
         chain.start()
         console = Console(sys.stdout)
         watcher = _watch(chain.broker.port, console)
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             watcher.loop_stop()
             console.close()
-        _summary(chain)
+        _summary(chain, started_s)
         return _report(chain, workdir)
 
 
@@ -200,27 +201,39 @@ def _describe(kind: str, d: dict[str, Any]) -> str | None:
     return None
 
 
-def _summary(chain: Chain) -> None:
-    where = f"WHERE device_id = '{DEVICE}'"
-    minutes = chain.rows(f"SELECT * FROM {MEASUREMENT['metrics']} {where}")
-    alerts = chain.rows(f"SELECT kind, text FROM {ALERT_MEASUREMENT} {where}")
-    if not minutes:
+def _summary(chain: Chain, started_s: float) -> None:
+    lines = summary_lines(chain.rows, started_s)
+    if not lines:
         print("summary: nothing reached InfluxDB; see the logs in the work dir")
         return
+    print("\nsummary (from InfluxDB):", *lines, sep="\n")
+    print(f"  all of it stays in InfluxDB database {DATABASE!r} at {chain.influx.url} until the demo ends")
+
+
+def summary_lines(rows: Callable[[str], list[dict[str, Any]]], started_s: float) -> list[str]:
+    """This run's totals and alerts, read back from InfluxDB with `rows` (a query's rows); [] when none arrived.
+
+    This run's only: a --workdir used before holds the runs before in its InfluxDB, which the summary counted as
+    this one's. Its points begin with the minute it started in (a minute's time is its start)."""
+    where = f"WHERE device_id = '{DEVICE}' AND time >= {int(started_s // 60 * 60)}s"
+    minutes = rows(f"SELECT * FROM {MEASUREMENT['metrics']} {where}")
+    alerts = rows(f"SELECT kind, text FROM {ALERT_MEASUREMENT} {where}")
+    if not minutes:
+        return []
     t = day_totals(minutes)
     si = t.rotation_symmetry_index
-    print("\nsummary (from InfluxDB):")
-    print(f"  worn {t.worn_s / 60:.1f} min, sitting {t.activity_s['sitting'] / 60:.1f} min, "
-          f"slouched {t.slouch_s / 60:.1f} min ({t.slouch_pct_of_worn:.0f}% of worn time)"
-          if t.slouch_pct_of_worn is not None else "  not worn")
-    print(f"  trunk rotations left {t.rotations['left']}, right {t.rotations['right']}, symmetry index "
-          f"{'–' if si is None else f'{si:+.0f}%'} (+ right-dominant); "
-          f"lean left {t.lean_s['left']:.0f} s, right {t.lean_s['right']:.0f} s")
     nudges, other = [a for a in alerts if is_nudge(a["kind"])], [a for a in alerts if not is_nudge(a["kind"])]
-    print(f"  alerts {len(nudges)}: " + ", ".join(sorted({a['kind'] for a in nudges}))
-          + (f"; and {len(other)} not counted as alerts: " + ", ".join(sorted({a['kind'] for a in other}))
-             if other else ""))
-    print(f"  all of it stays in InfluxDB database {DATABASE!r} at {chain.influx.url} until the demo ends")
+    return [
+        f"  worn {t.worn_s / 60:.1f} min, sitting {t.activity_s['sitting'] / 60:.1f} min, "
+        f"slouched {t.slouch_s / 60:.1f} min ({t.slouch_pct_of_worn:.0f}% of worn time)"
+        if t.slouch_pct_of_worn is not None else "  not worn",
+        f"  trunk rotations left {t.rotations['left']}, right {t.rotations['right']}, symmetry index "
+        f"{'–' if si is None else f'{si:+.0f}%'} (+ right-dominant); "
+        f"lean left {t.lean_s['left']:.0f} s, right {t.lean_s['right']:.0f} s",
+        f"  alerts {len(nudges)}" + (": " + ", ".join(sorted({a['kind'] for a in nudges})) if nudges else "")
+        + (f"; and {len(other)} not counted as alerts: " + ", ".join(sorted({a['kind'] for a in other}))
+           if other else ""),
+    ]
 
 
 def _report(chain: Chain, workdir: Path) -> int:

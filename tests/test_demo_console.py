@@ -144,3 +144,22 @@ def test_a_demo_killed_stops_every_process_it_started(tmp_path):
     while (left := _running_with(str(workdir))) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left
+
+
+def test_the_summary_is_this_runs_not_the_databases(influx):
+    """`posture demo --workdir DIR` a second time keeps the first run's points in its InfluxDB: the summary counted
+    both runs' minutes and alerts as this one's (worn 10 min for a 5-minute run)."""
+    from posture.demo import summary_lines
+    from support.mqtt import DB
+    from support.servers import write_line_protocol
+
+    first_s, second_s = 1_764_000_000 // 60 * 60, 1_764_000_000 // 60 * 60 + 3600  # the second run an hour later
+    lines = [f"posture_minute,device_id=PostureDemo worn_s=60,sitting_s=60,slouch_s={slouch} {int(t * 1000)}"
+             for start_s, slouch in ((first_s, 60), (second_s, 15)) for t in range(start_s, start_s + 300, 60)]
+    lines += [f'posture_alert,device_id=PostureDemo,kind={kind},severity=info alert_id="{kind}",text="t" '
+              f"{int(t * 1000)}" for kind, t in (("slouch", first_s + 120), ("sitting", second_s + 240))]
+    write_line_protocol(influx, DB, lines)
+    said = summary_lines(lambda q: influx.rows(q, DB), second_s + 20)  # started 20 s into its first minute
+    assert said[0] == "  worn 5.0 min, sitting 5.0 min, slouched 1.2 min (25% of worn time)"
+    assert said[2] == "  alerts 1: sitting"
+    assert summary_lines(lambda q: influx.rows(q, DB), second_s + 600) == []  # nothing of a run yet: said so
