@@ -7,13 +7,15 @@ import re
 
 import pytest
 
+from alerts.engine import LIVE_MAX_GAP_S
 from contract.influx_schema import FIELDS, to_line_protocol
 from contract.messages import Status, payload, topic
 from contract.validation import Malformed, load_validators, parse
 from evaluation.accuracy import CASES, load_case_scenario
 from firmware_sim.imu import SensorSimulation
+from pipeline.live import MAX_EARLIER
 from pipeline.stream import PosturePipeline
-from service_io.config import ConfigError, load_config
+from service_io.config import LIVE_HZ_MAX, MAX_PIPELINE_BATCH_S, ConfigError, load_config
 
 # Tests sharing a module-scoped fixture run on one xdist worker, so it is built once.
 pytestmark = pytest.mark.xdist_group("messages")
@@ -99,6 +101,21 @@ def test_live_and_episode_start_config(tmp_path):
     for bad in ("7 days", "30m", "", "7d; DROP DATABASE posture", "d7"):
         with pytest.raises(ConfigError, match=r"^influx\.live_retention: must be an InfluxQL duration"):
             load_config(None, env={"POSTURE_INFLUX_LIVE_RETENTION": bad})
+
+
+def test_a_pipeline_batch_longer_than_the_alert_service_can_follow_is_refused():
+    """gateway.pipeline_batch_s = 100 was taken without a word: a nudge and a minute up to 100 s late, and (one live
+    message a batch) live states further apart than the alert service's LIVE_MAX_GAP_S, so that a slouch nudged live
+    was never seen over and no slouch was nudged again. The bound keeps a second's margin below that gap, and a
+    batch's live states within one message."""
+    assert MAX_PIPELINE_BATCH_S + 1.0 <= LIVE_MAX_GAP_S
+    assert LIVE_HZ_MAX * MAX_PIPELINE_BATCH_S <= MAX_EARLIER + 1
+    for good in ("0", "0.25", "2"):
+        assert load_config(None, env={"POSTURE_GATEWAY_PIPELINE_BATCH_S": good}).gateway.pipeline_batch_s == float(good)
+    for bad in ("100", "2.5", "nan", "-1", "inf"):
+        with pytest.raises(ConfigError, match=r"^gateway\.pipeline_batch_s: from 0 \(each notification alone\) to 2 s, "
+                                              rf"got {bad}"):
+            load_config(None, env={"POSTURE_GATEWAY_PIPELINE_BATCH_S": bad})
 
 
 @pytest.mark.parametrize("env, said", [
