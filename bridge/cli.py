@@ -40,8 +40,8 @@ def run_bridge_cli(args: argparse.Namespace) -> int:
     bridge = Bridge.open(config, leave=args.leave)
     stop_on_signals(bridge.stop_event.set)
     bridge.run()
+    if bridge.leave_refused:  # refused at connect, before a message: no run whose counters say anything
+        raise ValueError(f"--leave: {bridge.leave_refused}")
     # Every counter of BridgeStats (bridge/service.py says what each counts), malformed by kind.
     print(json.dumps(dataclasses.asdict(bridge.stats) | {"malformed": dict(bridge.stats.malformed)}))
-    if bridge.leave_refused:
-        raise ValueError(f"--leave: {bridge.leave_refused}")
     return 0

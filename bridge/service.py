@@ -108,6 +108,7 @@ class Bridge:
         self._plain_filters = [t for t, _ in subscriptions(config.mqtt.prefix)]
         self._unsubscribed = threading.Event()
         self.leave_refused: str | None = None  # why --leave could not leave: no such member's session at the broker
+        self._session_made = False  # that refusal's connect made the broker a session of the mistyped id
         self._last_message_s = time.monotonic()
         self.influx_cfg = config.influx
         self.dead_letter_topic = self.cfg.dead_letter_topic or f"{config.mqtt.prefix}/_deadletter"
@@ -160,6 +161,7 @@ class Bridge:
         if self.leave and self._connection == 1 and not session_present:
             # A mistyped --client-id would otherwise make a session of its own, find it empty and "leave", while the
             # member's session goes on collecting its share.
+            self._session_made = True
             self._refuse_leave(f"the broker has no session for client id {self.cfg.client_id!r}: nothing to leave "
                                f"(is it the member's --client-id?)")
         elif self.leave:  # what the session already holds still comes; nothing more is queued for it
@@ -266,12 +268,17 @@ class Bridge:
             self._store_pending()
         finally:
             left = self.leave and self._left()
-            self.mqtt.stop(end_session=left)
+            # A refused --leave leaves nothing behind: the session its connect made the broker keep for a week, and
+            # the spool file it made for the mistyped id (nothing can be in it: no subscription, no message).
+            self.mqtt.stop(end_session=left or self._session_made)
             if left:
                 log.info("left share group %r: session %r ended", self.cfg.share_group, self.cfg.client_id)
             for writer in self._writers.values():
                 writer.close()
+            made_empty = self._session_made and not self.spool.existed and not len(self.spool)
             self.spool.close()
+            if made_empty:
+                self.spool.path.unlink(missing_ok=True)
 
     def _left(self) -> bool:
         """Leaving: unsubscribed on this connection, the messages the session held all stored and acknowledged (none

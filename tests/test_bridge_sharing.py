@@ -262,6 +262,26 @@ def test_leave_with_a_client_id_the_broker_has_no_session_for_is_refused(tmp_pat
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "the broker has no session for client id 'posture-bridge-typo'" in done.stderr, done.stderr[-2000:]
+    # The error alone: the run's counters went to stdout before it, and it was no run (an earlier attack's probe).
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, (done.stdout, done.stderr[-2000:])
+    # And nothing left of it: the spool file it made for the typo, the week-long session its connect made.
+    assert not (tmp_path / "typo.spool").exists()
+    assert not session_present(broker.port, "posture-bridge-typo")
+
+
+def session_present(port: int, client_id: str) -> bool:
+    """Whether the broker holds a persistent session for client_id (asked by resuming it, then ending it again)."""
+    found: list[bool] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda _c, _u, flags, *_: found.append(flags.session_present)
+    c.connect("127.0.0.1", port, clean_start=False)
+    c.loop_start()
+    try:
+        wait_for(lambda: found, 10, f"a connect as {client_id}")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return found[0]
 
 
 @SLOW_MACHINE_OK
