@@ -29,11 +29,13 @@ def run_alerts_cli(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from alerts.group import AlertGroup
-    from alerts.service import AlertService
+    from alerts.service import AlertService, check_start
     from service_io.lock import held
 
     config = config_from(args, alerts={"rules_path": args.rules, "state_path": args.state, "timezone": args.timezone,
                                        "partitions": args.partitions, "instance": args.instance})
+    with config_errors():  # before the lock: a start refused for a bad rules file left the lock file behind
+        check_start(config)
     with contextlib.ExitStack() as hold:
         if config.alerts.partitions == 1:  # partitions lock their own (alerts/group.py)
             # Two on one state file both ran: each took the broker session from the other every second, and

@@ -41,8 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from alerts.partition import Partition, owned
-from alerts.service import AlertService, AlertStats, new_engine
-from alerts.state_files import check_state_layout
+from alerts.service import AlertService, AlertStats, check_start
 from service_io.config import Config
 from service_io.lock import try_lock
 from service_io.mqtt import Message, MqttEndpoint
@@ -102,8 +101,7 @@ class AlertGroup:
         """Checks what every partition's service reads (thresholds, catalog, time zone, state files) before any runs:
         ConfigError names a bad one, as for one service. An instance that joined and then could start no partition
         would hold its share of the devices back."""
-        new_engine(config)
-        check_state_layout(Path(config.alerts.state_path), config.alerts.partitions)
+        check_start(config)
         return cls(config, instance, clock)
 
     # paho's network thread ----------------------------------------------------------------

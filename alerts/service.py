@@ -112,6 +112,13 @@ def new_engine(config: Config) -> AlertEngine:
     return AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
 
 
+def check_start(config: Config) -> None:
+    """What a start reads before it makes a file (a lock, a state file): the thresholds, stretch catalog, time zone and
+    the state files' layout. ConfigError names a bad one."""
+    new_engine(config)
+    check_state_layout(Path(config.alerts.state_path), config.alerts.partitions)
+
+
 def parse_snooze(body: bytes | bytearray) -> float:
     """Minutes to snooze: `30` or `{"minutes": 30}`; 0 ends a snooze."""
     text = body.decode("utf-8", "replace").strip()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,6 +94,19 @@ def test_a_bad_rules_file_is_one_line_naming_the_key(tmp_path):
         with pytest.raises(ConfigError, match=expected.replace("[", r"\[")) as info:
             load_rules(bad)
         assert "\n" not in str(info.value)
+
+
+def test_a_start_refused_for_a_bad_rules_file_leaves_no_lock_file(tmp_path):
+    """The lock on alerts.state_path was taken before the rules were read: `posture alerts --rules bad.toml` said the
+    one line and exited 2, and left alerts.db.lock behind (an earlier attack's probe). The rules are read first."""
+    (tmp_path / "rules.toml").write_text("[slouch]\nwindow = 3\n")
+    done = subprocess.run([sys.executable, "-m", "posture.cli", "alerts", "--state", str(tmp_path / "alerts.db"),
+                           "--rules", str(tmp_path / "rules.toml"), "--mqtt-port", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("posture alerts: config: unknown key slouch.window"), \
+        done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stdout == "", (done.stdout, done.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rules.toml"]
 
 
 def test_cooldown_and_daily_cap():

@@ -85,6 +85,7 @@ def test_state_kept_under_another_split_is_refused(tmp_path, kept, now, says):
     done = subprocess.run([sys.executable, "-m", "posture.cli", "alerts", "--state", str(tmp_path / "alerts.db"),
                            "--partitions", str(now), "--mqtt-port", "1"], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and says in done.stderr, done.stderr
+    assert not (tmp_path / "alerts.db.lock").exists()  # a refused start leaves no lock file
 
 
 @pytest.mark.parametrize("now", [1, 3, 4])
