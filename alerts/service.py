@@ -173,6 +173,11 @@ class AlertService:
         self._listening_since_s = float("inf")  # not connected yet: nothing has had time to arrive
         self._day_begun: set[str] = set()  # devices whose new day's empty `today` is still to be published
         self._today_due: set[str] = set()  # devices taken off or put on since the last step: their `today` again
+        # Each device's `today` as last published, and on which connection: a step publishes it only when it differs.
+        # Every step that handled a message of a device sent it again, so one minute and the events trailing it in
+        # steps of their own were the same retained document several times. Once per connection again, in case the
+        # broker lost its retained copy meanwhile (restarted without persistence).
+        self._today_said: dict[str, tuple[int, bytes]] = {}
         self._forget_failing = False  # the spool refuses to delete what was sent (said once, until it works again)
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         # Who may need announcing: the devices heard from since the last step, or all of them once per connection
@@ -357,8 +362,10 @@ class AlertService:
     def _publish_today(self, devices: set[str]) -> None:
         for device in devices:
             if self.engine.devices.get(device) and self.engine.devices[device].minutes:
-                self.client.publish(topic(self.prefix, device, "today"),
-                                    json.dumps(self.engine.today_state(device)), qos=1, retain=True)
+                body = json.dumps(self.engine.today_state(device)).encode()
+                if self._today_said.get(device) != (said := (self._connection, body)):
+                    self.client.publish(topic(self.prefix, device, "today"), body, qos=1, retain=True)
+                    self._today_said[device] = said
 
     def _announce(self, now_s: float) -> None:
         if not self.cfg.ha_discovery or now_s - self._listening_since_s < ANNOUNCE_SETTLE_S:

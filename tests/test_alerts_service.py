@@ -802,3 +802,40 @@ def test_a_sensor_taken_off_shows_not_worn_in_today_at_once_and_its_posture_agai
             service.kill()
     phone.close()
     assert stats["state_writes"] == 1  # the minute: being taken off and put on wrote nothing
+
+
+def test_today_goes_out_once_per_change_not_once_per_message_of_its_minute(tmp_path, broker):
+    """`today` was published (retained, QoS 1) after every step that handled any message of a device: a minute, then
+    each of its events and any live state that changed the saved state arriving in steps of their own, each sent the
+    same document again (an earlier attack counted several for one minute). It goes out when it changes."""
+    config = load_config(write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
+                                                        "[calibration]\nenabled = false\n[slouch]\nenabled = false\n"))
+    service = AlertService.open(config)
+    runner = threading.Thread(target=service.run)
+    listener, got = listen(broker.port, f"posture/{DEVICE}/today")
+    runner.start()
+    try:
+        wait_online(broker.port)
+        minute_s = time.time() // 60 * 60 - 120
+        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, minute_s))])
+        wait_for(lambda: got, 30, "the minute's `today`")
+        t = minute_s + 20
+        events = [{"schema": 1, "kind": "episode_start", "device": DEVICE, "ts": int(t * 1000), "episode": "slouch",
+                   "start_s": t, "confirmed_after_s": 5.0, "side": None},
+                  {"schema": 1, "kind": "rotation", "device": DEVICE, "ts": int(t * 1000), "start_s": t,
+                   "end_s": t + 2, "duration_s": 2.0, "side": "right", "peak_deg": 30.0},
+                  {"schema": 1, "kind": "lean", "device": DEVICE, "ts": int(t * 1000), "start_s": t, "end_s": t + 8,
+                   "duration_s": 8.0, "side": "left", "mean_lateral_deg": -7.0}]
+        for event in events:  # each in a step of its own, as events that trail their minute arrive
+            publish(broker.port, [(f"posture/{DEVICE}/events", event)])
+            time.sleep(0.5)
+        assert service.stats.received == 4
+        assert len(got) == 1, got
+        # A change still goes out: the next minute.
+        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, minute_s + 60))])
+        wait_for(lambda: len(got) == 2, 30, lambda: f"the next minute's `today`; got {got}")
+    finally:
+        service.stop_event.set()
+        runner.join(30)
+        listener.loop_stop()
+    assert got[1]["ts"] == int(minute_s + 120) * 1000 and got[1]["worn_min"] == 2.0
