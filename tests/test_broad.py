@@ -7,12 +7,28 @@ live filter misses is listed with the reason (evaluation.broad.KNOWN_MISSES).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from evaluation.broad import KNOWN_MISSES, TARGETS, inclination_rmse_deg, score_trial, summary, trials
+from evaluation.broad import (
+    KNOWN_MISSES,
+    TARGETS,
+    inclination_rmse_deg,
+    known_misses_text,
+    misses,
+    regressions,
+    score_trial,
+    summary,
+    trials,
+)
 from support.data import SHARED_DATA
 
+ROOT = Path(__file__).resolve().parents[1]
 # Tests sharing a module-scoped fixture run on one xdist worker, so it is built once.
 pytestmark = pytest.mark.xdist_group("broad")
 
@@ -31,12 +47,32 @@ def test_offline_within_a_degree_on_every_trial(results):
 
 
 def test_live_figures(results):
-    s = summary(results)
-    missed = {k for k, limit in TARGETS.items() if s[k] > limit}
-    assert missed == set(KNOWN_MISSES), s
+    assert set(misses(results)) == set(KNOWN_MISSES), summary(results)
     # The live stage is never worse than plain VQF by more than noise, and every trial stays sane.
-    assert s["live_mean_deg"] <= s["vqf_default_mean_deg"] + 0.02
-    assert all(r.live_deg < 2.0 for r in results)
+    assert regressions(results) == []
+
+
+def test_a_regression_is_a_miss_not_listed_or_a_known_one_beyond_its_bounds(results):
+    worse = [replace(r, offline_deg=1.2) if r.trial.startswith("10_") else r for r in results]
+    assert regressions(worse) == ["offline_max_deg = 1.20 (target ≤ 1.0)"]
+    worse = [replace(r, live_deg=2.1) if r.trial.startswith("08_") else r for r in results]
+    assert regressions(worse)[0] == "08_undisturbed_fast_rotation_with_breaks_A: live 2.10° (at most 2.0°)"
+    assert regressions(worse)[1].startswith("live_mean_deg = 0.78, above plain VQF's 0.73")  # (2.10 - 1.75) / 7
+
+
+def test_the_known_misses_alone_exit_0_and_say_why():
+    """`python -m evaluation.broad` exited 1 on the two misses docs/accuracy.md lists, which reads as a failure to a
+    newcomer (an earlier attack's probe): exit 1 is for worse than the docs say."""
+    done = subprocess.run([sys.executable, "-m", "evaluation.broad", "--data", str(SHARED_DATA / "broad")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    said = done.stderr.splitlines()
+    assert len(said) == len(KNOWN_MISSES) and all(line.startswith("known miss (docs/accuracy.md): ") for line in said)
+    assert "| **worst** |" in done.stdout
+
+
+def test_docs_list_the_known_misses():
+    assert known_misses_text() in (ROOT / "docs" / "accuracy.md").read_text()
 
 
 def test_scoring_ignores_heading_and_missing_truth():
