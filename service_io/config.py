@@ -177,8 +177,9 @@ class GatewaySettings:
     adapter: str = ""
     sensors: tuple[str, ...] = ()  # names or addresses; empty: the first posture sensor found
     # Each device's retained status goes out when something a reader sees changed, at once for online, battery and
-    # reconnects; a change of only counters, link quality or signal no sooner than status_interval_s after the last
-    # status (a lossy link changes them all the time); and unchanged every status_heartbeat_s ("last heard").
+    # reconnects (three in a row, then one per status_interval_s: a link that flaps, gateway/status_flaps.py); a
+    # change of only counters, link quality or signal no sooner than status_interval_s after the last status (a lossy
+    # link changes them all the time); and unchanged every status_heartbeat_s ("last heard").
     status_interval_s: float = 10.0
     status_heartbeat_s: float = 60.0
     publish_imu: bool = False

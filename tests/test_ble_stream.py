@@ -435,3 +435,47 @@ def test_a_status_goes_out_when_it_changes_and_otherwise_only_at_the_heartbeat(t
         == [(True, 80, 3, 0, 100.0), (True, 80, 3, 0, 100.0), (True, 79, 3, 0, 100.0), (True, 79, 9, 0, 99.5),
             (False, 79, 9, 0, 99.5), (True, 79, 9, 1, 99.5), (True, 79, 9, 1, 97.0)]
     assert got[0]["sensor_name"] == "Steady" and all(not s["will"] for s in got)
+
+
+def test_a_link_that_flaps_every_second_is_no_retained_status_every_second(tmp_path, broker):
+    """A sensor whose link drops and comes back every second changed `online` and `reconnects` at every look, and
+    each change went out at once: a retained status a second (an earlier attack's count: 60 in a minute). Through
+    the gateway's own status step and a real Mosquitto: a drop and its return still go out at once, then one status
+    per gateway.status_interval_s, the last saying the link as it is by then."""
+    from gateway.service import Device, _send_status
+    from gateway.status_flaps import FLAP_BURST, FlapLimit
+    from pipeline.live import LiveClock
+    from pipeline.stream import PosturePipeline
+    from sensor.batching import BatchCollector
+
+    now_s = [1000.0]
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(status_interval_s=10.0, status_heartbeat_s=60.0))
+    publisher = DevicePublisher.open(config, "Flappy", tmp_path / "spool", "Flappy", clock=lambda: now_s[0])
+    device = Device(PosturePipeline(), publisher, BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0),
+                    flaps=FlapLimit(config.gateway.status_interval_s))
+    listener, got = listen(broker.port, "posture/Flappy/status")
+    healthy = Status(online=True, battery_pct=80, link_quality_pct=100.0)
+
+    def at(t_s: float, status: Status) -> bool:
+        now_s[0] = 1000.0 + t_s
+        return _send_status(device, status, now_s[0])
+
+    publisher.start()
+    try:
+        wait_for(publisher.connected.is_set, 10, "the publisher to connect")
+        sent = {0: at(0, healthy)}
+        # Down at odd seconds, back (one more reconnect) at even ones, for a minute.
+        sent |= {t: at(t, dataclasses.replace(healthy, online=t % 2 == 0, reconnects=t // 2)) for t in range(1, 61)}
+        # Then steady: the last change goes out once the budget allows, and nothing more until the heartbeat.
+        sent |= {t: at(t, dataclasses.replace(healthy, reconnects=30)) for t in range(61, 100)}
+        went = [t for t, w in sent.items() if w]
+        wait_for(lambda: len(got) >= len(went), 10, lambda: f"the statuses sent; got {got}")
+    finally:
+        publisher.stop(offline=False)
+        listener.loop_stop()
+    assert went[:FLAP_BURST + 1] == [0, 1, 2, 3]  # the first status, then a drop, a return, a drop: at once
+    rest = went[FLAP_BURST + 1:]  # then one per status_interval_s (the budget refills a tenth a second)
+    assert rest[0] == 11 and all(10 <= b - a <= 11 for a, b in zip(rest, rest[1:])) and rest[-1] <= 63, went
+    assert (got[-1]["online"], got[-1]["reconnects"]) == (True, 30)
+    assert len(got) == len(went) == 10
