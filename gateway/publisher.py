@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 from contract.identity import shown_name
 from contract.messages import SCHEMA_VERSION, Status, payload, topic
 from gateway.results_spool import ResultsSpool
+from gateway.status_flaps import FlapLimit
 from pipeline.events import LiveState
 from service_io.config import Config
 from service_io.mqtt import Message, MqttEndpoint
@@ -125,6 +126,7 @@ class DevicePublisher:
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
         self._sender: SpooledSender | None = None  # once the spool is open
         self.status_schedule = StatusSchedule(config.gateway.status_interval_s, config.gateway.status_heartbeat_s)
+        self.flaps = FlapLimit(config.gateway.status_interval_s)  # a link that flaps is no retained status a second
         self.clock = clock  # for status_due: monotonic seconds
         self._status_lock = threading.Lock()  # publish_status (the gateway's thread) against _on_connected (paho's)
         self._latest_status: Status | None = None
@@ -166,16 +168,19 @@ class DevicePublisher:
         self.results.put(rows)
 
     def publish_status(self, status: Status) -> bool:
-        """The device's status as it is now: sent if status_due (a change a reader sees, or the heartbeat) and
-        connected; True if it was. Kept either way: each (re)connect sends the latest, and a clean stop its counters."""
+        """The device's status as it is now: sent if status_due (a change a reader sees, or the heartbeat), the link
+        is not flapping (gateway/status_flaps.py) and connected; True if it was. Kept either way: each (re)connect
+        sends the latest, and a clean stop its counters."""
         with self._status_lock:
             self._latest_status = status
             if not self.connected.is_set():
                 return False
             now_s = self.clock()
             sent, sent_s = self._sent_status or (None, 0.0)
-            if not status_due(sent, sent_s, status, now_s, self.status_schedule):
+            if not status_due(sent, sent_s, status, now_s, self.status_schedule) or not self.flaps.may_send(status,
+                                                                                                        now_s):
                 return False
+            self.flaps.sent(status, now_s)
             self._sent_status = status, now_s
             self.status_published += 1
         self.mqtt.publish(self._status_message(status))
@@ -262,6 +267,7 @@ class DevicePublisher:
             latest = self._latest_status
             if latest is not None:
                 self._sent_status = latest, self.clock()
+                self.flaps.sent(latest, self.clock())
                 self.status_published += 1
         if latest is not None:  # the will said offline while we were away
             self.mqtt.publish(self._status_message(latest))

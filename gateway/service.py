@@ -22,7 +22,6 @@ from contract.validation import load_validators, parse
 from gateway.kept import lock_device, read_kept, write_kept
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from gateway.sent_floor import SentFloor
-from gateway.status_flaps import FlapLimit
 from pipeline.calibration import Calibration
 from pipeline.events import CalibrationEvent, MinuteMetrics
 from pipeline.live import LiveClock, earlier_states
@@ -33,7 +32,7 @@ from sensor.discovery import FoundSensor, SensorFilter, discover_each
 from sensor.link import LinkSettings, SensorLink
 from sensor.profiles import PROFILES
 from sensor.stream import ImuBatch
-from service_io.config import Config, GatewaySettings
+from service_io.config import Config
 
 log = logging.getLogger("posture.gateway")
 PUMP_INTERVAL_S = 0.05
@@ -60,8 +59,6 @@ class Device:
     publisher: DevicePublisher
     collector: BatchCollector
     live_clock: LiveClock  # when the next live state is due (gateway.live_hz)
-    # How often a change of online, battery or reconnects may go out at once (refilled at gateway.status_interval_s).
-    flaps: FlapLimit = field(default_factory=lambda: FlapLimit(GatewaySettings().status_interval_s))
     window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since the last status sent
     held_since_s: float = 0.0  # monotonic time the collector started holding samples
     saved: Calibration | None = None  # the calibration last written to disk (tried again while it is not the current)
@@ -194,7 +191,7 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
                 d.publisher.pump()
             if time.monotonic() >= next_status:
                 for name, d in devices.items():
-                    _send_status(d, _status(d, links[name]), time.monotonic())
+                    _send_status(d, _status(d, links[name]))
                 next_status = time.monotonic() + min(STATUS_CHECK_S, config.gateway.status_interval_s)
             await asyncio.sleep(PUMP_INTERVAL_S)
     finally:
@@ -256,8 +253,7 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
         calibration = None
     pipeline = PosturePipeline(config.pipeline.settings(), calibration=calibration)
     device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
-                    LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s),
-                    flaps=FlapLimit(config.gateway.status_interval_s), address=address)
+                    LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s), address=address)
     if calibration is None and taken_on:
         device.other_sensor = (f"recalibrate: sensor {address} is read as {name!r} now, and the calibration kept was "
                                f"taken on {taken_on}; then {pipeline.s.calibration.instructions}")
@@ -482,14 +478,10 @@ def _sent(device: Device, metrics: list[MinuteMetrics]) -> None:
         device.sent_floor.sent(end_s if last_t_s is None else min(end_s, last_t_s))
 
 
-def _send_status(device: Device, status: Status, now_s: float) -> bool:
-    """The device's status, if due (gateway/publisher.py, status_due) and the link's changes are not flapping
-    (gateway/status_flaps.py); True if it went out. now_s: monotonic, the publisher's clock. Held back, the publisher
-    does not see it: its goodbye on a stop and its status on a reconnect to the broker may be up to
-    gateway.status_interval_s old."""
-    if not device.flaps.may_send(status, now_s) or not device.publisher.publish_status(status):
+def _send_status(device: Device, status: Status) -> bool:
+    """The device's status, if due (gateway/publisher.py, publish_status); True if it went out."""
+    if not device.publisher.publish_status(status):
         return False
-    device.flaps.sent(status, now_s)
     device.window = [0, 0]  # link quality is over the time since the last status sent
     return True
 

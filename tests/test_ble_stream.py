@@ -440,26 +440,20 @@ def test_a_status_goes_out_when_it_changes_and_otherwise_only_at_the_heartbeat(t
 def test_a_link_that_flaps_every_second_is_no_retained_status_every_second(tmp_path, broker):
     """A sensor whose link drops and comes back every second changed `online` and `reconnects` at every look, and
     each change went out at once: a retained status a second (an earlier attack's count: 60 in a minute). Through
-    the gateway's own status step and a real Mosquitto: a drop and its return still go out at once, then one status
+    the publisher's status step and a real Mosquitto: a drop and its return still go out at once, then one status
     per gateway.status_interval_s, the last saying the link as it is by then."""
-    from gateway.service import Device, _send_status
-    from gateway.status_flaps import FLAP_BURST, FlapLimit
-    from pipeline.live import LiveClock
-    from pipeline.stream import PosturePipeline
-    from sensor.batching import BatchCollector
+    from gateway.status_flaps import FLAP_BURST
 
     now_s = [1000.0]
     config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
                     gateway=GatewaySettings(status_interval_s=10.0, status_heartbeat_s=60.0))
     publisher = DevicePublisher.open(config, "Flappy", tmp_path / "spool", "Flappy", clock=lambda: now_s[0])
-    device = Device(PosturePipeline(), publisher, BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0),
-                    flaps=FlapLimit(config.gateway.status_interval_s))
     listener, got = listen(broker.port, "posture/Flappy/status")
     healthy = Status(online=True, battery_pct=80, link_quality_pct=100.0)
 
     def at(t_s: float, status: Status) -> bool:
         now_s[0] = 1000.0 + t_s
-        return _send_status(device, status, now_s[0])
+        return publisher.publish_status(status)
 
     publisher.start()
     try:
