@@ -148,9 +148,12 @@ class DevicePublisher:
     @property
     def sender(self) -> SpooledSender | None:
         """What empties the spool to the broker, once the spool is open."""
-        if self._sender is None and self.results.spool is not None:
-            self._sender = SpooledSender(self.client, self.results.spool, max_inflight=MAX_INFLIGHT,
-                                         mqtt5=self.mqtt.mqtt5)
+        if (spool := self.results.spool) is None:
+            return self._sender
+        if self._sender is None:
+            self._sender = SpooledSender(self.client, spool, max_inflight=MAX_INFLIGHT, mqtt5=self.mqtt.mqtt5)
+        elif self._sender.spool is not spool:  # the file opened to write, after it could only be read
+            self._sender.use(spool)
         return self._sender
 
     def _status_message(self, status: Status) -> Message:
@@ -257,7 +260,7 @@ class DevicePublisher:
     @property
     def backlog(self) -> int:
         """Results still to send; those the broker refused wait for their retry, not for a stop (docs/mqtt.md)."""
-        return len(self.results) - (self._sender.waiting if self._sender is not None else 0)
+        return len(self.results) - (sender.waiting if (sender := self.sender) is not None else 0)
 
     # paho's network thread ------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:

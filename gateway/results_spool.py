@@ -41,6 +41,9 @@ class ResultsSpool:
     def __init__(self, path: Path, max_items: int, device: str, clock: Callable[[], float] = time.monotonic):
         self.path, self.max_items, self.device, self.clock = path, max_items, device, clock
         self.spool: Spool | None = None
+        # self.spool is the file as the disk left it, read only: the disk would not open it to write (read-only, full)
+        # and what it holds (the last run's results the broker had not taken) goes first, before those in memory
+        self.read_only = False
         self.held_dropped = 0  # results dropped beyond HELD_MAX
         self.sent_from_memory = 0  # results the broker acknowledged that never went into the spool
         self._held: deque[Item] = deque()  # oldest first, not handed to paho
@@ -59,18 +62,20 @@ class ResultsSpool:
     def flush(self, force: bool = False) -> None:
         """Open the spool if it is not open, and move what is held into it; force: even before the retry time."""
         with self._lock:
-            if self.spool is not None and not self._held and not self._failing:
+            if self.spool is not None and not self.read_only and not self._held and not self._failing:
                 return
             if self._failing and not force and self.clock() < self._retry_at:
                 return
             try:
-                if self.spool is None:
-                    self.spool = Spool(self.path, self.max_items)
-                elif not self._held:  # all went to the broker from memory: is the spell over? Only a write says
-                    self.spool.put([], meta={"written": b""})
+                if self.spool is None or self.read_only:
+                    spool = self._open()
+                else:
+                    spool = self.spool
+                    if not self._held:  # all went to the broker from memory: is the spell over? Only a write says
+                        spool.put([], meta={"written": b""})
                 while self._held:
                     chunk = list(itertools.islice(self._held, CHUNK))
-                    self.spool.put(chunk)
+                    spool.put(chunk)
                     for _ in chunk:
                         self._held.popleft()
             except OSError as exc:  # SpoolError, or the spool's folder not made (a full disk before the first start)
@@ -79,6 +84,32 @@ class ResultsSpool:
             if self._failing:
                 self._failing = False
                 log.warning("%s: the spool takes results again; none held in memory now", self.device)
+
+    def _open(self) -> Spool:
+        """The spool, to write; if the disk will not let it open so, at first the file as it is, to read only: what
+        it holds is older than what waits in memory and goes first (sent from memory before it, the last run's
+        unfinished copy of a minute came after this run's whole one when the disk was put right, and was stored)."""
+        try:
+            spool = Spool(self.path, self.max_items)
+        except OSError:
+            if self.spool is None and (view := self._read_only_view()) is not None:
+                self.spool, self.read_only = view, True
+            raise
+        if self.spool is not None:  # the read-only view: the same file, its ids the same (nothing wrote it since)
+            self.spool.close()
+        self.spool, self.read_only = spool, False
+        return spool
+
+    def _read_only_view(self) -> Spool | None:
+        """The spool file to read only, if there is one that can be read so: none with a write-ahead log (a crash
+        left what it holds in the log, which the read-only mode does not read)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            if not self.path.is_file() or (wal.is_file() and wal.stat().st_size > 0):
+                return None
+            return Spool(self.path, self.max_items, read_only=True)
+        except OSError:
+            return None
 
     @property
     def refusing(self) -> bool:

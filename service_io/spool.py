@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -48,15 +49,28 @@ class SpoolError(OSError):
 
 
 class Spool:
-    def __init__(self, path: Path, max_items: int = 1_000_000):
+    def __init__(self, path: Path, max_items: int = 1_000_000, read_only: bool = False):
+        """read_only: the file as it is, to read only (SQLite's immutable mode: its write-ahead log is not read, so
+        only for a file with none, as a clean stop leaves it); every write raises SpoolError. For a disk that will
+        not let the file open to write (read-only, full), which must not keep what the file holds from being sent."""
         self.path = Path(path).absolute()  # a chdir later must not make it look deleted (_write_back_if_deleted)
         self.existed = self.path.exists()  # a process of ours ran with it before
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_items = max_items
         self.dropped = 0  # items deleted to make room (max_items), expendable ones included
         self.dropped_expendable = 0  # of which expendable
         self.puts = 0  # transactions that added items, by this process: a reader that has seen all can skip a look
         self._lock = threading.Lock()  # one connection shared by paho's thread and ours
+        if read_only:
+            with self._errors("open"):
+                self._db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?immutable=1", uri=True,
+                                           check_same_thread=False, isolation_level=None)
+                self._db.execute("SELECT COUNT(*) FROM items").fetchone()  # a file that is no spool fails here
+            self._key_index = True  # no index is made in a file not to be written
+            self._write_back_after = math.inf
+            self._file = self._identity()
+            self._replaced = self._replaced_again_said = False
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._errors("open"):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             # Takes effect in a new file only (before any table), and is a write: on an existing one it made a start

@@ -89,6 +89,11 @@ class SpooledSender:
         self._seen_all_at: int | None = None
         self._lock = threading.Lock()
 
+    def use(self, spool: Spool) -> None:
+        """Go on with another connection to the same file (its ids the same): the gateway's spool opened to write
+        after it could only be read."""
+        self.spool, self._seen_all_at = spool, None
+
     def pump(self) -> None:
         """Forget what the broker acknowledged; hand the next spooled items to paho (call while connected).
 

@@ -7,17 +7,19 @@ import logging
 import threading
 from pathlib import Path
 
-from contract.messages import payload
+from contract.messages import payload, topic
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
-from gateway.publisher import DevicePublisher
+from gateway.publisher import DevicePublisher, device_file
 from gateway.service import Device, _process
 from pipeline.calibration import Calibration
+from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.stream import ImuBatch
 from service_io.config import Config, MqttSettings
+from service_io.spool import Spool
 from support.mqtt import client, wait_for
 
 FULL_S = (0.0, 150.0)  # sensor time the disk takes no writes: the calibration (at ~10 s) and two minutes
@@ -191,3 +193,52 @@ def test_a_spool_the_disk_never_lets_open_still_delivers_every_result(tmp_path, 
     assert got == expected
     said = [r.getMessage() for r in caplog.records]
     assert any("cannot open" in m for m in said) and not any("results lost" in m for m in said)
+
+
+def test_what_a_spool_left_unsent_goes_before_what_waits_in_memory_when_the_disk_will_not_open_it(tmp_path, broker):
+    """A gateway stopped while the broker was away leaves its unsent results in the spool (here a minute sent
+    unfinished at the stop); the next start finds the disk read-only (an SD card mounted so at boot), SQLite cannot
+    open the file to write, and the results of this run went to the broker straight from memory: the minute made whole
+    by this run first, and the stop's unfinished copy only when the disk was put right, after it; the bridge and the
+    alert service keep the last copy of a minute, so the unfinished one was stored over the whole one. Now the file
+    is read as it is, read-only, and what it holds goes first; once it opens to write, what the broker took of it is
+    deleted, not sent again. Here a directory where SQLite puts its write-ahead log keeps it from opening to write,
+    as a disk that takes no writes does."""
+    spool_dir = tmp_path / "spool"
+    path = device_file(spool_dir, "Full", ".spool")
+    start_s = 1_796_500_000.0 - 1_796_500_000.0 % 60
+    unfinished, whole = MinuteMetrics(start_s, worn_s=20.0), MinuteMetrics(start_s, worn_s=60.0)
+    later = [MinuteMetrics(start_s + 60 * i, worn_s=60.0) for i in (1, 2)]
+    left = Spool(path)  # the last run's, stopped with the broker away
+    left.put([(topic("posture", "Full", "metrics"), json.dumps(payload("Full", unfinished)).encode())])
+    left.close()
+    (spool_dir / "Full.spool-wal").mkdir()
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    publisher = DevicePublisher.open(config, "Full", spool_dir, "Full")
+    got: list[dict] = []
+    listener = _listen(broker, "posture/Full/metrics", got)
+    publisher.start()
+    wait_for(publisher.connected.is_set, 10, "the publisher connected")
+    try:
+        publisher.submit([whole, *later])
+
+        def memory_sent() -> bool:
+            publisher.pump()  # as the gateway's loop does every 50 ms
+            return publisher.results.sent_from_memory == 3
+
+        wait_for(memory_sent, 20, lambda: f"got {[(m['ts'], m['worn_s']) for m in got]}")
+        (spool_dir / "Full.spool-wal").rmdir()  # the disk put right: the file opens to write
+
+        def spool_drained() -> bool:
+            publisher.pump()
+            spool = publisher.results.spool
+            return spool is not None and len(spool) == 0 and len(got) >= 4  # read-only, it keeps what was taken
+
+        wait_for(spool_drained, 20, lambda: f"got {[(m['ts'], m['worn_s']) for m in got]}")
+        publisher.pump()
+    finally:
+        publisher.stop(offline=False)
+        listener.loop_stop()
+    expected = [json.loads(json.dumps(payload("Full", m))) for m in (unfinished, whole, *later)]
+    assert got == expected  # in order, each once: the whole minute last
+    assert not publisher.results.read_only
