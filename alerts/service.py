@@ -59,6 +59,10 @@ BATCH = 500
 MAX_INFLIGHT = 100
 MAX_SNOOZE_MIN = 24 * 60
 PLAUSIBLE_FROM_S = 1_577_836_800.0  # 2020-01-01: before it, a sensor clock was never set
+# A minute or event of a local day this service's clock has not reached (by more than clocks disagree) is refused. The
+# contract lets a ts be a day ahead; such a minute closed today, every real minute after it was then a "late" one of a
+# closed day and ignored, and today's summary never came (one minute stamped 14 h ahead: 19 of 39 minutes lost).
+DAY_AHEAD_SLACK_S = 300.0
 # A device is announced to Home Assistant if its data is this recent: its latest minute on the local date this long
 # ago or later, or its live state this old at most. Its configs are retained, so an older one loses nothing; and a
 # device removed in Home Assistant (which clears its retained configs) came back at every start and every restart of
@@ -331,6 +335,9 @@ class AlertService:
             return []
         if doc["ts"] / 1000 < PLAUSIBLE_FROM_S:
             raise Malformed(f"time: ts {doc['ts']} is not a plausible sensor time (clock unset or wrong?)")
+        if stream != "live" and (local(doc["ts"] / 1000, self.engine.tz).date()
+                                 > local(now_s + DAY_AHEAD_SLACK_S, self.engine.tz).date()):
+            raise Malformed(f"time: ts {doc['ts']} is of a day this clock has not reached (it would close today)")
         if stream == "live":
             if error := live_time_error(doc):
                 raise Malformed(error)

@@ -839,3 +839,34 @@ def test_today_goes_out_once_per_change_not_once_per_message_of_its_minute(tmp_p
         runner.join(30)
         listener.loop_stop()
     assert got[1]["ts"] == int(minute_s + 120) * 1000 and got[1]["worn_min"] == 2.0
+
+
+def test_a_minute_stamped_hours_ahead_does_not_close_today(tmp_path, broker):
+    """One minute stamped 14 h ahead (a gateway's clock wrong for a moment: within the contract's day) closed today:
+    every real minute after it was a "late" minute of a closed day and ignored, `today` showed tomorrow with that one
+    minute, and today's summary was never sent (a helper's probe: 19 of 39 minutes lost). A minute or event of a day
+    the service's own clock has not reached is refused as malformed."""
+    zone = noon_zone()  # 14 h ahead is tomorrow, 02:xx
+    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n",
+                          timezone=zone)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today", "posture/LaterSensor/today"))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        now_s = time.time() // 60 * 60
+        upright = [(f"posture/{DEVICE}/metrics", {**slouchy_minute(DEVICE, now_s - 60 * (40 - k)), "slouch_s": 0.0})
+                   for k in range(39)]
+        ahead = {**slouchy_minute(DEVICE, now_s + 14 * 3600), "slouch_s": 0.0}
+        publish(broker.port, [*upright[:20], (f"posture/{DEVICE}/metrics", ahead), *upright[20:],
+                              ("posture/LaterSensor/metrics", slouchy_minute("LaterSensor", now_s - 60))])
+        wait_for(lambda: phone.today("LaterSensor").get("worn_min") == 1.0, 30,
+                 lambda: "the later sensor's minute\n" + log.read_text()[-2000:])  # sent after all of DEVICE's
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    shown = phone.today()
+    assert (shown["date"], shown["worn_min"]) == (datetime.now(ZoneInfo(zone)).date().isoformat(), 39.0)
+    assert stats["received"] == 41 and stats["malformed"] == {"time": 1}
