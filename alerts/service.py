@@ -175,13 +175,18 @@ class AlertService:
         self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
         self._connection: int = 0  # counts connections: a packet id is only good for the one it came on
         self._listening_since_s = float("inf")  # not connected yet: nothing has had time to arrive
-        self._day_begun: set[str] = set()  # devices whose new day's empty `today` is still to be published
+        # Devices whose `today` is still to be published: a new day's, empty; every device's after the broker lost it
+        self._day_begun: set[str] = set()
         self._today_due: set[str] = set()  # devices taken off or put on since the last step: their `today` again
         # Each device's `today` as last published, and on which connection: a step publishes it only when it differs.
         # Every step that handled a message of a device sent it again, so one minute and the events trailing it in
         # steps of their own were the same retained document several times. Once per connection again, in case the
         # broker lost its retained copy meanwhile (restarted without persistence).
         self._today_said: dict[str, tuple[int, bytes]] = {}
+        # The broker had no session of ours at the last connect: restarted without persistence (or its store lost), it
+        # has forgotten every retained message too, and a device's `today` came back only with its next minute (Home
+        # Assistant's entities unknown until then: a sensor put away for the evening had none until the morning).
+        self._retained_lost = False
         self._forget_failing = False  # the spool refuses to delete what was sent (said once, until it works again)
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         # Who may need announcing: the devices heard from since the last step, or all of them once per connection
@@ -220,6 +225,7 @@ class AlertService:
         self._listening_since_s = self.clock()  # the broker's backlog for us arrives from now: the summary waits on it
         self._connection += 1
         self._announced = set()
+        self._retained_lost = self._retained_lost or not session_present
         self.sender.reconnected()  # an alert the link dropped goes again with what is left of its life, if any
 
     # our thread ---------------------------------------------------------------------------
@@ -296,6 +302,9 @@ class AlertService:
                     log.warning("cannot mark what the broker acknowledged as sent (%s); retried, and sent again "
                                 "only if the service stops before it can", exc)
             self.stats.refused_by_broker, self.stats.expired = self.sender.refused, self.sender.expired
+            if self._retained_lost:  # every `today` again, at the pace of the new day's (below)
+                self._retained_lost = False
+                self._day_begun |= {device for device, state in self.engine.devices.items() if state.minutes}
             # A few at a time: after a restart each folds its closed day again (3 ms; 10 s in one step at 3,000).
             begun = set(itertools.islice(self._day_begun, DAY_BEGUN_PER_STEP))
             self._publish_today(touched | begun | self._today_due)

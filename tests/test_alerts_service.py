@@ -870,3 +870,35 @@ def test_a_minute_stamped_hours_ahead_does_not_close_today(tmp_path, broker):
     shown = phone.today()
     assert (shown["date"], shown["worn_min"]) == (datetime.now(ZoneInfo(zone)).date().isoformat(), 39.0)
     assert stats["received"] == 41 and stats["malformed"] == {"time": 1}
+
+
+def test_a_broker_restarted_without_its_retained_messages_gets_every_today_again(tmp_path, broker):
+    """A broker restarted without persistence (or its store lost) forgets every retained message. Discovery came back
+    at the reconnect, but each device's retained `today` only with its next minute: a sensor put away for the evening
+    had none until the next morning, and Home Assistant's entities that read it (slouch minutes, upright, posture,
+    streak) were unknown meanwhile (a helper's probe: 0 of 2 after the restart). A connect on which the broker has no
+    session of ours publishes every device's `today` again."""
+    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n",
+                          timezone=noon_zone())
+    log = tmp_path / "alerts.log"
+    devices = ["DeskA", "DeskB"]
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        start_s = time.time() // 60 * 60 - 600
+        publish(broker.port, [(f"posture/{d}/metrics", slouchy_minute(d, start_s + 60 * k))
+                              for k in range(5) for d in devices])
+        before = Phone(broker.port, "nobody", extra=("posture/+/today",))
+        wait_for(lambda: all(before.today(d).get("worn_min") == 5.0 for d in devices), 30, "both days so far")
+        before.close()
+        broker.kill()
+        shutil.rmtree(broker.workdir / "data")  # nothing retained survives
+        broker.start()
+        after = Phone(broker.port, "nobody", extra=("posture/+/today",))
+        wait_for(lambda: all(after.today(d).get("worn_min") == 5.0 for d in devices), 60,
+                 lambda: f"both days so far again; got {after.other.keys()}\n" + log.read_text()[-2000:])
+        after.close()
+        stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
