@@ -325,7 +325,8 @@ class AlertEngine:
         assert state.day is not None and state.program_start is not None
         program_day = (Date.fromisoformat(state.day) - Date.fromisoformat(state.program_start)).days + 1
         in_program = [d for d in state.days.values() if d.get("program_day", 0) <= h.program_days]
-        days_met = sum(1 for d in in_program if d["goal_met"]) + (1 if met and program_day <= h.program_days else 0)
+        days_met = (state.program_met_before + sum(1 for d in in_program if d["goal_met"])
+                    + (1 if met and program_day <= h.program_days else 0))
         return {"date": state.day, **today, "goal_slouch_pct": h.goal_slouch_pct, "goal_met": met,
                 "streak_days": self._streak(state, met), "program_day": program_day, "program_days": h.program_days,
                 "days_met": days_met, "alerts_sent": state.sent_today, "alerts_held": sum(state.held_today.values()),
@@ -507,6 +508,7 @@ class AlertEngine:
             for _, gone in days[:-KEEP_DAYS]:  # oldest first, as _streak would count them
                 met = gone["goal_met"]
                 state.streak_before = state.streak_before + 1 if met else 0 if met is False else state.streak_before
+                state.program_met_before += bool(met and gone.get("program_day", 0) <= self.rules.habit.program_days)
             state.days = dict(days[-KEEP_DAYS:])
         state.program_start = state.program_start or new_day
         # The nudges of the new day sent before it opened count on it; the closing day's still hold its cap for a late

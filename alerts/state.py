@@ -54,6 +54,9 @@ class DeviceState:
     # The streak as of the newest finished day no longer kept (engine.KEEP_DAYS): the kept days' streak goes on
     # from it, else it stopped growing at KEEP_DAYS + 1 (Home Assistant's Streak stuck at 63 d)
     streak_before: int = 0
+    # The program's days that met the goal among the finished days no longer kept: the summary's "goal met on N of 31
+    # days" counted the kept days alone, and from 63 days after the program began it shrank to "0 of 31"
+    program_met_before: int = 0
 
     def add_minute(self, doc: dict[str, Any]) -> None:
         # Hundredths of a second or degree are plenty, and keep a day's state (saved each minute) small.

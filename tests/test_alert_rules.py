@@ -496,3 +496,19 @@ def test_a_recalibrate_alert_says_the_instructions_once():
                             "status": "recalibrate", "message": message}, now_s=start)
     assert recal["message"].startswith("The sensor was off the body for 2 min. Sit upright and still for 3 s, then ")
     assert recal["message"].lower().count("sit upright") == 1 and "recalibrate:" not in recal["message"]
+
+
+def test_the_programs_days_met_outlast_the_days_kept():
+    """Only KEEP_DAYS finished days are kept, and the program's days that met the goal were counted in them alone: a
+    wearer who met it every day was told "31-day program done: goal met on 30 of 31 days" on day 64, and "0 of 31"
+    from day 94 on (a helper's probe of 100 days)."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30,
+                                                               summary_time="18:00"))
+    told = {}
+    for day in range(100):
+        start = DAY + day * 86400 + 9 * 3600
+        feed(eng, [minute(start + 60 * k, slouch_s=5) for k in range(31)], now_s=start + 1900)
+        [summary] = eng.tick(DAY + day * 86400 + 18 * 3600 + 600)
+        told[day + 1] = summary["evidence"]["days_met"]
+    assert {told[d] for d in range(32, 101)} == {31}
+    assert "goal met on 31 of 31 days" in summary["message"]
