@@ -153,8 +153,12 @@ class ResultsSpool:
         if self.clock() - self._warned_at < WARN_EVERY_S:
             return
         self._warned_at = self.clock()
+        if not (held := len(self._held) + len(self._sent)) and not self.held_dropped:  # all went from memory
+            log.warning("%s: %s; results go to the broker from memory until it takes them (none waiting now)",
+                        self.device, exc)
+            return
         log.warning("%s: %s; %d results held in memory until it takes them (sent to the broker from there meanwhile, "
-                    "lost if the gateway stops first)%s", self.device, exc, len(self._held) + len(self._sent),
+                    "lost if the gateway stops first)%s", self.device, exc, held,
                     f", {self.held_dropped} dropped (more than {HELD_MAX})" if self.held_dropped else "")
 
     @property

@@ -193,6 +193,7 @@ def test_a_spool_the_disk_never_lets_open_still_delivers_every_result(tmp_path, 
     assert got == expected
     said = [r.getMessage() for r in caplog.records]
     assert any("cannot open" in m for m in said) and not any("results lost" in m for m in said)
+    assert not any(" 0 results held" in m for m in said)  # nothing waits: not said as if something did
 
 
 def test_what_a_spool_left_unsent_goes_before_what_waits_in_memory_when_the_disk_will_not_open_it(tmp_path, broker):
