@@ -158,9 +158,13 @@ def check_session_expiry(section: str, value_s: int) -> None:
                           f"{value_s!r}")
 
 
-# A live state every 100 s is no live view; more than 10 a second is more than a dashboard or a phone can use, and
-# each one is a point in InfluxDB.
-LIVE_HZ_MIN, LIVE_HZ_MAX = 0.01, 10.0
+# The alert service counts a slouch over only on live states at most 3 s apart (alerts/engine.py's LIVE_MAX_GAP_S;
+# the Live dashboard bridges no longer gap either): below 0.5 a second it never saw a slouch nudged live over, so no
+# "recovered" came and no slouch was nudged live again. A live state goes out with the first batch in its grid step,
+# up to a batch (and a notification) after the step begins, hence a second's margin, as for pipeline_batch_s; 0
+# (no live stream) leaves the slouch to the minute-based rules. More than 10 a second is more than a dashboard or a
+# phone can use, and each one is a point in InfluxDB.
+LIVE_HZ_MIN, LIVE_HZ_MAX = 0.5, 10.0
 # The gateway sends one live message per pipeline batch, and the alert service counts a slouch over only on live
 # states at most 3 s apart (alerts/engine.py's LIVE_MAX_GAP_S): with longer batches it never saw one over, so after
 # the first live nudge no slouch was nudged or followed up again. A batch runs over batch_s by up to a notification
@@ -184,8 +188,8 @@ class GatewaySettings:
     status_heartbeat_s: float = 60.0
     publish_imu: bool = False
     pipeline_batch_s: float = 1.0  # samples handed to the pipeline at a time (0: every notification)
-    # Live states a second per device on <prefix>/<device>/live (0: none), in one message per pipeline batch: the
-    # batch's latest sample in its fields, the states due before it in the batch in `earlier`.
+    # Live states a second per device on <prefix>/<device>/live (0: none; else 0.5 to 10: LIVE_HZ_MIN), in one message
+    # per pipeline batch: the batch's latest sample in its fields, the states due before it in the batch in `earlier`.
     live_hz: float = 1.0
 
     def __post_init__(self) -> None:
@@ -199,8 +203,9 @@ class GatewaySettings:
             raise ConfigError(f"gateway.status_heartbeat_s: must be at least gateway.status_interval_s "
                               f"({self.status_interval_s:g}), got {self.status_heartbeat_s!r}")
         if not (self.live_hz == 0 or LIVE_HZ_MIN <= self.live_hz <= LIVE_HZ_MAX):
-            raise ConfigError(f"gateway.live_hz: must be 0 (no live stream) or from {LIVE_HZ_MIN:g} to "
-                              f"{LIVE_HZ_MAX:g}, got {self.live_hz!r}")
+            raise ConfigError(f"gateway.live_hz: must be 0 (no live stream) or from {LIVE_HZ_MIN:g} (the alert service "
+                              f"follows a slouch on live states at most 3 s apart) to {LIVE_HZ_MAX:g}, "
+                              f"got {self.live_hz!r}")
         if not 0 <= self.pipeline_batch_s <= MAX_PIPELINE_BATCH_S:
             raise ConfigError(f"gateway.pipeline_batch_s: from 0 (each notification alone) to "
                               f"{MAX_PIPELINE_BATCH_S:g} s, got {self.pipeline_batch_s!r}")

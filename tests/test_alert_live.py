@@ -6,11 +6,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
+import pytest
+
 from alerts.catalog import Catalog
 from alerts.engine import RECOVER_HOLD_S, AlertEngine
 from alerts.settings import CalibrationRule, Limits, RecoveryRule, Rules, SittingRule, SlouchNowRule, SlouchRule
 from contract.messages import alert_day
 from contract.validation import load_validators
+from pipeline.live import LiveClock
+from sensor.batching import BatchCollector
+from sensor.stream import ImuBatch
+from service_io.config import LIVE_HZ_MIN, MAX_PIPELINE_BATCH_S
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
 T0 = DAY + 10 * 3600  # 10:00 UTC
@@ -322,6 +329,31 @@ def test_a_few_seconds_upright_in_the_middle_of_a_slouch_do_not_end_it():
     alerts, _ = run(eng, docs)
     assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("slouch_now", 10), ("recovered", 120)]
     assert 70 - 61 < RECOVER_HOLD_S
+
+
+@pytest.mark.parametrize("batch_s", [1.0, MAX_PIPELINE_BATCH_S])
+@pytest.mark.parametrize("per_notification", [1, 7, 15])
+def test_at_the_slowest_live_stream_the_config_takes_each_nudged_slouch_is_seen_over(batch_s, per_notification):
+    """gateway.live_hz down to 0.01 was taken: below about 0.33 (a state every 3 s) live states came further apart
+    than the alert service's LIVE_MAX_GAP_S, so the slouch nudged live was never seen over — no "recovered", and
+    (it stayed open, saved) no slouch nudged live again. At the lowest live_hz the config takes, the states the
+    gateway's own batching (BatchCollector) and LiveClock send at 100 Hz give each slouch its nudge and follow-up."""
+    eng = engine(slouch_now=SlouchNowRule(delay_s=10, cooldown_min=0))
+    collector, clock = BatchCollector(batch_s, 100.0), LiveClock(LIVE_HZ_MIN, batch_s)
+    slouches = [(T0, 60.0), (T0 + 120, 60.0)]  # each shown once its 5 s dwell confirmed it
+    docs = []
+    for first in range(0, 220 * 100, per_notification):
+        t_s = T0 - 10 + np.arange(first, first + per_notification) / 100
+        batch = collector.add(ImuBatch("D", t_s, t_s, np.zeros((len(t_s), 3)), np.zeros((len(t_s), 3))))
+        if batch is None or clock.take(batch.t_s, float(batch.t_s[-1])) is None:
+            continue
+        t = float(batch.t_s[-1])
+        docs.append(live(t, next((start for start, s in slouches if start + 5 <= t < start + s), None)))
+    alerts, _ = run(eng, docs)
+    assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"] * 2
+    assert [alerts[0]["ts"], alerts[2]["ts"]] == [(T0 + 10) * 1000, (T0 + 130) * 1000]  # each slouch's start + delay
+    # over at the first state without it: at most a live interval and a batch after it ended
+    assert [60 <= alerts[1]["ts"] / 1000 - T0 < 63, 180 <= alerts[3]["ts"] / 1000 - T0 < 183] == [True, True]
 
 
 def test_uncalibrated_states_and_gaps_restart_the_count():

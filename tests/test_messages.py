@@ -15,7 +15,7 @@ from evaluation.accuracy import CASES, load_case_scenario
 from firmware_sim.imu import SensorSimulation
 from pipeline.live import MAX_EARLIER
 from pipeline.stream import PosturePipeline
-from service_io.config import LIVE_HZ_MAX, MAX_PIPELINE_BATCH_S, ConfigError, load_config
+from service_io.config import LIVE_HZ_MAX, LIVE_HZ_MIN, MAX_PIPELINE_BATCH_S, ConfigError, load_config
 
 # Tests sharing a module-scoped fixture run on one xdist worker, so it is built once.
 pytestmark = pytest.mark.xdist_group("messages")
@@ -116,6 +116,21 @@ def test_a_pipeline_batch_longer_than_the_alert_service_can_follow_is_refused():
         with pytest.raises(ConfigError, match=r"^gateway\.pipeline_batch_s: from 0 \(each notification alone\) to 2 s, "
                                               rf"got {bad}"):
             load_config(None, env={"POSTURE_GATEWAY_PIPELINE_BATCH_S": bad})
+
+
+def test_a_live_stream_slower_than_the_alert_service_can_follow_is_refused():
+    """gateway.live_hz = 0.2 (and down to 0.01) was taken without a word: live states 5 s apart, further than the
+    alert service's LIVE_MAX_GAP_S, so that a slouch nudged live was never seen over and no slouch was nudged live
+    again (tests/test_alert_live.py feeds it the states at the lowest rate taken). As for pipeline_batch_s, the
+    bound keeps a second's margin below that gap; 0 (no live stream) stays."""
+    assert 1 / LIVE_HZ_MIN + 1.0 <= LIVE_MAX_GAP_S
+    for good in ("0", "0.5", "1", "10"):
+        assert load_config(None, env={"POSTURE_GATEWAY_LIVE_HZ": good}).gateway.live_hz == float(good)
+    for bad in ("0.33", "0.2", "0.01", "0.49"):
+        with pytest.raises(ConfigError, match=r"^gateway\.live_hz: must be 0 \(no live stream\) or from 0\.5 "
+                                              r"\(the alert service follows a slouch on live states at most 3 s "
+                                              rf"apart\) to 10, got {bad}$"):
+            load_config(None, env={"POSTURE_GATEWAY_LIVE_HZ": bad})
 
 
 @pytest.mark.parametrize("env, said", [
