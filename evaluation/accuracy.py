@@ -5,14 +5,17 @@ pipeline the way `posture run` feeds it (`evaluation/harness.py`); the truth is 
 Named cases stress one thing each (listed in `docs/accuracy.md`); random days (`random:SEED:HOURS`,
 seeds fixed below before any result was seen) mix everything a wearer does. `python -m
 evaluation.accuracy --write` regenerates the tables in docs/accuracy.md; `tests/test_accuracy.py`
-asserts the same targets.
+asserts the same targets. Exit code 1: worse than docs/accuracy.md says (regressions()); the known misses it
+lists are no failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +49,7 @@ from .scoring import (
 )
 
 __all__ = ["CALIBRATION_MOVES", "CALIBRATIONS", "CASES", "Case", "load_case_scenario", "run_case", "failures",
-           "score", "evaluate"]
+           "score", "evaluate", "regressions"]
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "accuracy.md"
 MAX_FILL_S = 1.0  # the pipeline's interpolation limit: longer gaps are unseen time
@@ -525,6 +528,78 @@ def failures(r: CaseResult) -> list[str]:
     return list(misses(r).values())
 
 
+# A known miss is held to the figure docs/accuracy.md shows for it: further off its target than that by more than
+# this share of how far off the page says it is, and it is a regression (runs are seeded: the slack is for another
+# machine's floating point) …
+KNOWN_MISS_SLACK = 0.05
+PAGE_ROUNDING = 0.005  # … or than the page's rounding: three significant digits, half the last one at most
+DAYS_WHERE = "random days"  # the known misses' and the figures' key for the random days' summary
+
+
+def target_of(name: str) -> tuple[float, bool] | None:
+    """A target's limit and whether higher is better (misses(), day_misses()); None for one without a figure."""
+    if name in TARGETS:
+        return TARGETS[name], name.endswith("f1") or name.endswith("accuracy")
+    if name in DAY_TARGETS:
+        return DAY_TARGETS[name], "F1" in name or "accuracy" in name
+    return {"on_body_unmeasured_s": (ON_BODY_UNMEASURED_MAX_S, False), "excursions_while_walking": (0.0, False),
+            "silently_off": (0.0, False)}.get(name)
+
+
+def case_figures(r: CaseResult) -> dict[str, float | None]:
+    """The measured figure of each target the case misses (None: never calibrated, no figure)."""
+    return {name: None if target_of(name) is None else float(getattr(r, name)) for name in misses(r)}
+
+
+def regressions(where: str, missed: dict[str, str], figures: dict[str, float | None], known: Collection[str],
+                documented: dict[str, float]) -> list[str]:
+    """Worse than docs/accuracy.md says, for one case or the random days (where): a target missed that is not a
+    known miss, or a known one further off its target than the page's figure for it (documented) by more than
+    KNOWN_MISS_SLACK of its distance. missed: misses() or day_misses(); figures: the measured values."""
+    out = []
+    for name, said in missed.items():
+        if name not in known:
+            out.append(f"{where}: {said} (not a known miss)")
+            continue
+        target, value, was = target_of(name), figures.get(name), documented.get(name)
+        if target is None or value is None or was is None:  # nothing to hold it to: the miss is what is listed
+            continue
+        limit, higher_better = target
+        off, was_off = (limit - value, limit - was) if higher_better else (value - limit, was - limit)
+        if off > was_off + max(KNOWN_MISS_SLACK * was_off, PAGE_ROUNDING * abs(was)):
+            out.append(f"{where}: {said}, worse than docs/accuracy.md's {was:g}")
+    return out
+
+
+_SECTION = r"<!-- {0} -->\n(.*?)\n<!-- end {0} -->"
+_COUNTED = {"excursions_while_walking": r"(\d+) rotation excursions during walking",
+            "silently_off": r"(\d+) calibration\(s\) silently off"}
+
+
+def documented_figures(page: str) -> dict[str, dict[str, float]]:
+    """The figures docs/accuracy.md shows for the targets missed (as `--write` wrote them): per named case, from the
+    accuracy table's "meets targets" column; for the random days (DAYS_WHERE), every figure of their summary."""
+    out: dict[str, dict[str, float]] = {}
+    for section in re.findall(_SECTION.format("accuracy table"), page, re.S):
+        for row in section.splitlines()[2:]:
+            cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
+            if not cells[-1].startswith("no: "):
+                continue
+            for said in cells[-1].removeprefix("no: ").split("; "):
+                names = [n for n in [*TARGETS, "on_body_unmeasured_s"] if said.startswith(f"{n} = ")]
+                if names and (m := re.match(r"[-+0-9.e]+", said.removeprefix(f"{names[0]} = "))):
+                    out.setdefault(cells[0], {})[names[0]] = float(m.group())
+                for name, pattern in _COUNTED.items():
+                    if m := re.fullmatch(pattern, said):
+                        out.setdefault(cells[0], {})[name] = float(m.group(1))
+    for section in re.findall(_SECTION.format("random days summary"), page, re.S):
+        for row in section.splitlines()[2:]:
+            name, value, _ = [c.strip() for c in row.strip().strip("|").split(" | ")]
+            if re.fullmatch(r"[-+0-9.e]+", value):
+                out.setdefault(DAYS_WHERE, {})[name] = float(value)
+    return out
+
+
 def evaluate(cases: list[Case], workers: int | None = None) -> list[CaseResult]:
     """Score the cases, in parallel over the machine's cores (each case is independent)."""
     workers = workers or min(len(cases), os.cpu_count() or 1)
@@ -584,10 +659,6 @@ def day_misses(summary: dict[str, float | None]) -> dict[str, str]:
             shown = "none (nothing to score)" if value is None else f"{value:.3g}"
             out[name] = f"{name} = {shown} (target {'≥' if higher_better else '≤'} {limit})"
     return out
-
-
-def day_failures(summary: dict[str, float | None]) -> list[str]:
-    return list(day_misses(summary).values())
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:
@@ -655,19 +726,35 @@ def main() -> int:
         print(case_table(days_r))
         summary = day_summary(days_r)
         print(summary_table(summary))
-    missed = {r.case.name: failures(r) for r in named_r if failures(r)}
-    for name, why in missed.items():
-        print(f"{name}: {'; '.join(why)}", file=sys.stderr)
-    day_missed = day_failures(day_summary(days_r)) if days_r else []
-    for day_why in day_missed:
-        print(f"random days: {day_why}", file=sys.stderr)
+    # Exit 1 only for worse than documented (read before --write rewrites the page): the known misses are what
+    # docs/accuracy.md says, not a failure of this run.
+    documented = documented_figures(DOC.read_text() if DOC.exists() else "")
+    judged = [(r.case.name, misses(r), case_figures(r), KNOWN_MISSES.get(r.case.name, {})) for r in named_r]
+    if len(days_r) == len(DAYS):  # the page's figures are the thirty days'; a few of them are no such summary
+        summary = day_summary(days_r)
+        judged.append((DAYS_WHERE, day_misses(summary), dict(summary), DAY_KNOWN_MISSES))
+    elif days_r:
+        print(f"{DAYS_WHERE}: {len(days_r)} of {len(DAYS)} run; their summary is held to the page only over all",
+              file=sys.stderr)
+    worse = []
+    for where, missed, figures, known in judged:
+        for name, said in missed.items():
+            if name in known:
+                was = documented.get(where, {}).get(name)
+                print(f"known miss (docs/accuracy.md): {where}: {said}"
+                      + (f" (listed at {was:g})" if was is not None else ""), file=sys.stderr)
+        for name in known.keys() - missed.keys():
+            print(f"{where}: {name} now met; take it out of evaluation.accuracy's known misses", file=sys.stderr)
+        worse += regressions(where, missed, figures, known, documented.get(where, {}))
+    for why in worse:
+        print(f"regression: {why}", file=sys.stderr)
     if args.write:
         write_section(DOC, "known misses", known_misses_text())
         write_section(DOC, "accuracy table", case_table(named_r))
         if days_r:
             write_section(DOC, "random days summary", summary_table(day_summary(days_r)))
             write_section(DOC, "random days table", case_table(days_r))
-    return 1 if missed or day_missed else 0
+    return 1 if worse else 0
 
 
 if __name__ == "__main__":
