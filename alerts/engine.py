@@ -94,11 +94,20 @@ class AlertEngine:
         """These devices' states as JSON, one record each: a minute rewrites one device, not all."""
         return {f"device/{d}": _encoded(self.devices[d]) for d in devices if d in self.devices}
 
-    def load(self, records: dict[str, bytes]) -> None:
-        self.devices = {key.removeprefix("device/"): DeviceState.from_dict(json.loads(value))
-                        for key, value in records.items() if key.startswith("device/")}
+    def load(self, records: dict[str, bytes]) -> dict[str, str]:
+        """The devices' states, from their records (dump's). A record that cannot be read (truncated by a hand edit or
+        a bad restore, not a device's state) is left out, that device starting afresh: it stopped every other device's
+        start. Returns why, by device, for those."""
+        self.devices, unreadable = {}, {}
+        for key, value in records.items():
+            if key.startswith("device/"):
+                try:
+                    self.devices[key.removeprefix("device/")] = DeviceState.from_dict(json.loads(value))
+                except (ValueError, RecursionError) as exc:  # JSON's errors, a bad UTF-8, from_dict's
+                    unreadable[key.removeprefix("device/")] = str(exc) or type(exc).__name__
         self._folded = {}
         self._summary_due = set(self.devices)
+        return unreadable
 
     def _state(self, device: str) -> DeviceState:
         return self.devices.setdefault(device, DeviceState())

@@ -209,7 +209,7 @@ class AlertGroup:
             return
         try:
             service = AlertService.open(self.config, self.clock, partition)
-        except Exception as exc:  # noqa: BLE001 - a bad file (full disk, a corrupt record): the others run on
+        except Exception as exc:  # noqa: BLE001 - a bad file (full disk, not SQLite): the others run on
             lock.close()
             self._retry_at[k] = time.monotonic() + RETRY_S
             if self._refused.get(k) != str(exc):

@@ -72,6 +72,9 @@ ANNOUNCE_WITHIN_S = 86_400.0
 # subscription (and after the backlog of a persistent session). Announced at once, most of a fleet went out under
 # its ids and again under its names a moment later, at every start: Home Assistant's device names flickered.
 ANNOUNCE_SETTLE_S = 2.0
+# A device record the state file holds but that cannot be read is moved to this key and the time it was found, in
+# the transaction of the device's first state write: kept for a person to look at, never read again.
+UNREADABLE_KEY = "unreadable/"
 
 
 def yesterday(now_s: float, tz: datetime.tzinfo | None) -> str:
@@ -92,6 +95,7 @@ class AlertStats:
     elsewhere: int = 0  # messages of devices of other partitions, acknowledged unread (alerts.partitions > 1)
     refused_by_broker: int = 0  # alerts' PUBACKs that refused them (MQTT 5; each kept and sent again)
     expired: int = 0  # alerts dropped unsent, past the rules' limits.expiry_s
+    unreadable_records: int = 0  # devices whose record in the state file could not be read: started afresh
 
     def add(self, other: AlertStats) -> None:
         for name, value in list(vars(other).items()):
@@ -195,6 +199,8 @@ class AlertService:
         self._announced_on: int | None = None  # the connection (count) whose devices were all looked at; None: none
         self._names: dict[str, str] = {}  # device id → the sensor's human name, from its retained status
         self._node_of: dict[str, str] = {}  # HA node → the device announced under it (look-alikes are said)
+        # Devices whose saved record could not be read (set_unreadable): → (the key it is moved to, the record)
+        self._unreadable: dict[str, tuple[str, bytes]] = {}
         try:
             self._version = metadata.version("posture-companion")
         except metadata.PackageNotFoundError:
@@ -214,11 +220,27 @@ class AlertService:
             check_file(spool.path, meta, cfg.partitions)
             if partition:
                 spool.put([], meta={PARTITIONS_KEY: str(partition.count).encode()})
-            engine.load(meta)
+            unreadable = engine.load(meta)
         except BaseException:
             spool.close()
             raise
-        return cls(config, engine, spool, load_validators(), clock, partition)
+        service = cls(config, engine, spool, load_validators(), clock, partition)
+        service.set_unreadable({device: (why, meta[f"device/{device}"]) for device, why in unreadable.items()})
+        return service
+
+    def set_unreadable(self, records: dict[str, tuple[str, bytes]]) -> None:
+        """Devices whose saved record could not be read (device → (why, the record)): each said in one line and
+        counted; it starts afresh, and its record is moved aside with its first state write, in that transaction (not
+        at start: a start on a full disk writes nothing; and until then it stays where it was, read again by the next
+        start)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
+        for device, (why, record) in sorted(records.items()):
+            key = f"{UNREADABLE_KEY}{device}/{stamp}"
+            self._unreadable[device] = (key, record)
+            self.stats.unreadable_records += 1
+            log.error("alert state %s: the record of device %r cannot be read (%s); that device starts afresh, "
+                      "every other goes on; its record is kept, moved to meta key %r of that file with the device's "
+                      "next state write", self.spool.path, device, why[:120], key)
 
     # paho's network thread ----------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
@@ -279,8 +301,13 @@ class AlertService:
         touched |= {a["device"] for a in alerts}
         self._day_begun |= set(self.engine.days_begun(now_s))  # their `today` shows a day with none of their data
         if touched:
-            self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)], meta=self.engine.dump(touched))
+            meta = self.engine.dump(touched)
+            aside = {d: self._unreadable[d] for d in touched & self._unreadable.keys() if f"device/{d}" in meta}
+            meta.update(aside.values())  # the unreadable record kept, as the fresh one replaces it
+            self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)], meta=meta)
             self.stats.state_writes += 1
+            for device in aside:
+                del self._unreadable[device]
         for connection, msg in batch:
             if connection == self._connection:  # from an older connection: the broker sends it again
                 self.client.ack(msg.mid, msg.qos)

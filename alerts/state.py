@@ -87,5 +87,20 @@ class DeviceState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeviceState:
+    def from_dict(cls, data: Any) -> DeviceState:
+        """ValueError if `data` is no device record: not a JSON object, or a field not of its default's type (a field
+        holding None by default may hold a number or text). Keys it does not know are ignored, missing ones default."""
+        if not isinstance(data, dict):
+            raise ValueError(f"not a JSON object but {type(data).__name__}")
+        for name, value in data.items():
+            kind = _KINDS.get(name)
+            if kind is not None and not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
+                raise ValueError(f"{name} is {type(value).__name__}, not {kind.__name__}")
+            if kind is None and name in cls.__dataclass_fields__ and not isinstance(value, (int, float, str)) \
+                    and value is not None:
+                raise ValueError(f"{name} is {type(value).__name__}")
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+# Each field's type, for those not None by default: what from_dict holds a saved record to.
+_KINDS = {name: type(value) for name, value in vars(DeviceState()).items() if value is not None}

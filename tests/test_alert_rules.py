@@ -512,3 +512,16 @@ def test_the_programs_days_met_outlast_the_days_kept():
         told[day + 1] = summary["evidence"]["days_met"]
     assert {told[d] for d in range(32, 101)} == {31}
     assert "goal met on 31 of 31 days" in summary["message"]
+
+
+@pytest.mark.parametrize("record", [b'{"day": "2026-11-20", "minutes": {"17', b"[]", b'"text"', b"\xff\xfe{",
+                                    b'{"minutes": 5}', b'{"sent_today": true}', b'{"day": {}}', b"[" * 100_000],
+                         ids=["truncated", "a list", "a string", "not UTF-8", "minutes a number", "a count true",
+                              "a day an object", "nested past recursion"])
+def test_an_unreadable_device_record_is_left_out_and_said_the_others_loaded(record):
+    """A record truncated, not an object, or with a field of another type (which would fail at the device's first
+    message) is that device's alone: loading it stopped every device's start."""
+    eng = engine()
+    feed(eng, [minute(DAY + 3600)])
+    why = eng.load({**eng.dump({"D"}), "device/Bad": record, "partitions": b"2"})
+    assert list(why) == ["Bad"] and why["Bad"] and set(eng.devices) == {"D"}

@@ -271,3 +271,22 @@ def test_state_files_with_uri_characters_in_their_name_are_read(tmp_path):
         check_state_layout(path, 3)
     assert "of 2" in str(caught.value)
     assert sorted(f.name for f in tmp_path.iterdir() if not f.name.endswith(("-wal", "-shm"))) == [path.name + ".p0"]
+
+
+def test_a_partition_with_a_corrupt_device_record_runs_its_other_devices(tmp_path, caplog):
+    """A partition's service reads its state file as one service does: a truncated record of one device kept the
+    partition from starting at all ("partition 0 cannot start: Unterminated string …", every 10 s)."""
+    from alerts.partition import Partition
+    from alerts.service import AlertService
+    from service_io.spool import Spool
+
+    path = tmp_path / "alerts.db"
+    config = load_config(env={"POSTURE_ALERTS_STATE_PATH": str(path), "POSTURE_ALERTS_PARTITIONS": "2"})
+    spool = Spool(Path(f"{path}.p0"))
+    spool.put([], meta={"partitions": b"2", "device/Good": b'{"day": "2026-11-20"}', "device/Bad": b'{"day": "20'})
+    spool.close()
+    service = AlertService.open(config, partition=Partition(0, 2))
+    service.spool.close()
+    assert set(service.engine.devices) == {"Good"} and service.stats.unreadable_records == 1
+    said = [r.getMessage() for r in caplog.records if "'Bad'" in r.getMessage()]
+    assert len(said) == 1 and f"{path}.p0" in said[0], said

@@ -22,6 +22,7 @@ from alerts.service import AlertService, new_engine
 from alerts.settings import load_rules
 from contract.validation import load_validators
 from service_io.config import load_config
+from service_io.spool import Spool
 from support.alerts import (
     BURST_RULES,
     DEVICE,
@@ -902,3 +903,53 @@ def test_a_broker_restarted_without_its_retained_messages_gets_every_today_again
     finally:
         if service.poll() is None:
             service.kill()
+
+
+def saved_state(path: Path, config: Path, devices: list[str], start_s: float, minutes: int) -> AlertEngine:
+    """A state file holding `minutes` of each device's data, as a run of the service leaves it."""
+    engine = new_engine(load_config(config))
+    for device in devices:
+        for k in range(minutes):
+            engine.on_metrics(slouchy_minute(device, start_s + 60 * k), time.time())
+    spool = Spool(path)
+    spool.put([], meta=engine.dump(set(devices)))
+    spool.close()
+    return engine
+
+
+def test_a_corrupt_device_record_starts_that_device_afresh_and_every_other_goes_on(tmp_path, broker):
+    """One device's record truncated in the state file (a hand edit, a bad restore) stopped the whole service at start
+    with "posture alerts: Unterminated string starting at: …", naming neither the file nor the device, and no device
+    was served. Now: one line naming both, that device starts afresh, its record kept in the file under another key."""
+    config = write_config(tmp_path, broker, BURST_RULES)
+    state = tmp_path / "alerts.db"
+    start = time.time() // 60 * 60 - 600
+    engine = saved_state(state, config, [DEVICE, "Broken"], start, 3)
+    bad = engine.dump({"Broken"})["device/Broken"][:40]  # truncated inside a string
+    spool = Spool(state)
+    spool.put([], meta={"device/Broken": bad})
+    spool.close()
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today", "posture/Broken/today"))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, [(f"posture/{d}/metrics", slouchy_minute(d, start + 180)) for d in (DEVICE, "Broken")])
+        wait_for(lambda: phone.today().get("worn_min") and phone.today("Broken").get("worn_min"), 30,
+                 lambda: "both devices' day\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    assert phone.today()["worn_min"] == 4.0  # its three minutes kept, and the new one
+    assert phone.today("Broken")["worn_min"] == 1.0  # afresh
+    said = [ln for ln in log.read_text().splitlines() if "'Broken'" in ln]
+    assert len(said) == 1 and str(state) in said[0] and "starts afresh" in said[0], said
+    kept = Spool(state)
+    meta = kept.meta()
+    kept.close()
+    aside = [key for key in meta if key.startswith("unreadable/Broken/")]
+    assert len(aside) == 1 and meta[aside[0]] == bad and aside[0] in said[0]  # where it is, said
+    assert json.loads(meta["device/Broken"])["day"]  # its fresh record
+    assert stats["unreadable_records"] == 1
