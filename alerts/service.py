@@ -6,7 +6,8 @@
   reads `…/status` (QoS 0) for the sensor's human name that Home Assistant shows, and `…/live`
   (QoS 0, not queued while away: what is going on *now*, about once a second per device) for the
   real-time slouch nudge; a live state that changed nothing is not written. A payload whose
-  device is not its topic's is refused as malformed (contract/identity.py).
+  device is not its topic's is refused as malformed (contract/identity.py), as is a snooze for a device not known
+  (it would snooze nothing: said naming the device it resembles).
 - What it decides to send goes into the same SQLite file, in the same transaction as the state
   (service_io/spool.py): a restart never sends an alert twice, and an alert decided just before a
   crash still goes out (unless its expiry passed). Sending is the gateway's mechanism
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import datetime
+import difflib
 import itertools
 import json
 import logging
@@ -75,6 +77,13 @@ ANNOUNCE_SETTLE_S = 2.0
 # A device record the state file holds but that cannot be read is moved to this key and the time it was found, in
 # the transaction of the device's first state write: kept for a person to look at, never read again.
 UNREADABLE_KEY = "unreadable/"
+# A snooze for a device not known is refused, said once per device id up to this many ids (then counted only): the
+# ids come from topics anyone with the right may publish to.
+UNKNOWN_SAID_MAX = 100
+# Device ids of other partitions remembered (from their messages, which each partition receives) to name the known
+# device a refused snooze resembles: a look-alike id most likely belongs to another partition.
+ELSEWHERE_KEPT = 10_000
+DEVICE_STREAMS = ("metrics", "events", "live", "status")  # a device's own topics (not its snooze, not _alerts/…)
 
 
 def yesterday(now_s: float, tz: datetime.tzinfo | None) -> str:
@@ -125,6 +134,21 @@ def check_start(config: Config) -> None:
     the state files' layout. ConfigError names a bad one."""
     new_engine(config)
     check_state_layout(Path(config.alerts.state_path), config.alerts.partitions)
+
+
+def resembling(device: str, known: set[str]) -> str | None:
+    """The known device id `device` most likely meant: the same but for case and punctuation (`desksensor`,
+    `Desk-Sensor` for `DeskSensor`), else a close spelling; None if none is close."""
+    def folded(name: str) -> str:
+        return "".join(c for c in name.casefold() if c.isalnum())
+
+    by_fold: dict[str, str] = {}
+    for name in sorted(known - {device}):
+        by_fold.setdefault(folded(name), name)
+    if (same := by_fold.get(folded(device))) is not None:
+        return same
+    close = difflib.get_close_matches(folded(device), list(by_fold), n=1, cutoff=0.8)
+    return by_fold[close[0]] if close else None
 
 
 def parse_snooze(body: bytes | bytearray) -> float:
@@ -201,6 +225,12 @@ class AlertService:
         self._node_of: dict[str, str] = {}  # HA node → the device announced under it (look-alikes are said)
         # Devices whose saved record could not be read (set_unreadable): → (the key it is moved to, the record)
         self._unreadable: dict[str, tuple[str, bytes]] = {}
+        # Devices this service has handled a valid message of (metrics, events, live, its gateway's status) since it
+        # started: with those of the saved state, the devices a snooze may be for.
+        self._seen: set[str] = set()
+        self._elsewhere_seen: set[str] = set()  # other partitions' device ids (ELSEWHERE_KEPT at most), for hints
+        self._unknown_said: set[str] = set()  # unknown devices whose refused snooze was said
+        self._malformed_said: set[str] = set()  # kinds of malformed input said (once each)
         try:
             self._version = metadata.version("posture-companion")
         except metadata.PackageNotFoundError:
@@ -280,6 +310,7 @@ class AlertService:
         for _, msg in batch:
             if not self._mine(msg.topic):  # another partition's (its own session has it too): acknowledged unread
                 self.stats.elsewhere += 1
+                self._note_elsewhere(msg.topic)
                 continue
             # A topic of no device (Home Assistant's status) goes to every partition: counted once, by the first.
             self.stats.received += self.partition is None or self.partition.index == 0 or \
@@ -355,13 +386,18 @@ class AlertService:
                 raise Malformed(f"snooze: {device[:70]!r} is not a device id")
             if msg.retain:  # an old retained command would re-snooze on every restart
                 raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
-            self.engine.snooze(device, parse_snooze(msg.payload), now_s)
+            minutes = parse_snooze(msg.payload)
+            if not self._known(device):  # a typo or another case: it would snooze nothing, and make a state
+                self._refuse_snooze(msg.topic, device)
+                return []
+            self.engine.snooze(device, minutes, now_s)
             self.stats.snoozes += 1
             touched.add(device)
             return []
         stream = stream_of(msg.topic)
         doc = parse(stream, msg.payload, self.validators, now_s)  # times from the future are refused there
         check_device(msg.topic, doc)
+        self._seen.add(doc["device"])
         if self.cfg.ha_discovery:
             self._heard.add(doc["device"])
         if stream == "status":  # only for the name Home Assistant shows
@@ -389,10 +425,34 @@ class AlertService:
         touched.add(doc["device"])
         return self.engine.on_metrics(doc, now_s) if stream == "metrics" else self.engine.on_event(doc, now_s)
 
+    def _known(self, device: str) -> bool:
+        """A device a snooze may be for: one of the saved state (every device's is loaded at start, so one snoozed
+        after a restart before its next minute is known), or one heard from since (its gateway's retained status comes
+        with the subscription: a sensor that has sent no minute yet is known by it)."""
+        return device in self.engine.devices or device in self._seen or device in self._unreadable
+
+    def _refuse_snooze(self, topic: str, device: str) -> None:
+        """Counted as a malformed snooze; said once per device id (UNKNOWN_SAID_MAX ids at most)."""
+        self.stats.malformed["snooze"] += 1
+        if device in self._unknown_said or len(self._unknown_said) >= UNKNOWN_SAID_MAX:
+            return
+        self._unknown_said.add(device)
+        like = resembling(device, set(self.engine.devices) | self._seen | self._elsewhere_seen)
+        log.warning("snooze on %s refused: no device %r is known%s; nothing snoozed (a device is known once it has "
+                    "sent data, or its gateway its status); further ones for it are counted", topic, device,
+                    f" (did you mean {like!r}?)" if like else "")
+
+    def _note_elsewhere(self, topic: str) -> None:
+        device = device_of(topic, self.prefix)
+        if (device is not None and device not in self._elsewhere_seen and len(self._elsewhere_seen) < ELSEWHERE_KEPT
+                and topic[len(self.prefix) + len(device) + 2:] in DEVICE_STREAMS and ID_PATTERN.fullmatch(device)):
+            self._elsewhere_seen.add(device)
+
     def _malformed(self, where: str, reason: str) -> None:
         kind = reason.split(":", 1)[0]
         self.stats.malformed[kind] += 1
-        if self.stats.malformed[kind] == 1:
+        if kind not in self._malformed_said:  # not by the count: refused snoozes of unknown devices count as "snooze"
+            self._malformed_said.add(kind)
             log.warning("malformed message on %s (%s); further ones are counted", where, reason[:160])
 
     def _outgoing(self, alert: dict[str, Any], now_s: float) -> list[tuple[str, bytes, float | None]]:

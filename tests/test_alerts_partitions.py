@@ -290,3 +290,23 @@ def test_a_partition_with_a_corrupt_device_record_runs_its_other_devices(tmp_pat
     assert set(service.engine.devices) == {"Good"} and service.stats.unreadable_records == 1
     said = [r.getMessage() for r in caplog.records if "'Bad'" in r.getMessage()]
     assert len(said) == 1 and f"{path}.p0" in said[0], said
+
+
+def test_a_refused_snooze_names_the_look_alike_of_another_partition(tmp_path, caplog):
+    """`desksensor` and `DeskSensor` are in partitions 0 and 2 of 4: the partition that refuses the snooze knows the
+    device it resembles from the other partition's messages, which every partition receives (acknowledged unread)."""
+    from alerts.partition import Partition
+    from alerts.service import AlertService
+
+    config = load_config(env={"POSTURE_ALERTS_STATE_PATH": str(tmp_path / "alerts.db"),
+                              "POSTURE_ALERTS_PARTITIONS": "4"})
+    assert (partition_of("desksensor", 4), partition_of("DeskSensor", 4)) == (0, 2)
+    service = AlertService.open(config, partition=Partition(0, 4))
+    service.spool.close()
+    for topic in ("posture/DeskSensor/status", "posture/_alerts/availability", "posture/desksens/alerts/snooze"):
+        service._note_elsewhere(topic)
+    assert service._elsewhere_seen == {"DeskSensor"}  # a device's own topics only
+    service._refuse_snooze("posture/desksensor/alerts/snooze", "desksensor")
+    said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(said) == 1 and "did you mean 'DeskSensor'?" in said[0], said
+    assert service.stats.malformed == {"snooze": 1}

@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 
 from alerts.catalog import Catalog
 from alerts.engine import AlertEngine
-from alerts.service import AlertService, new_engine
+from alerts.service import AlertService, new_engine, resembling
 from alerts.settings import load_rules
 from contract.validation import load_validators
 from service_io.config import load_config
@@ -339,7 +339,10 @@ summary_time = ""
         # QuietSensor: slouching from 2 h 10 min ago for 40 min → held while quiet, first alert when it ends
         start_quiet = (now - 7200) // 60 * 60 - 600
         publish(broker.port, minutes("QuietSensor", start_quiet, 90))
-        # SnoozeSensor: the wearer snoozes 30 min (mosquitto_pub, as a phone app would), then slouches
+        # SnoozeSensor: the wearer snoozes 30 min (mosquitto_pub, as a phone app would), then slouches. Before its
+        # first minute it is known by its gateway's status (a snooze for a device not known is refused).
+        publish(broker.port, [("posture/SnoozeSensor/status", {"schema": 1, "kind": "status", "device": "SnoozeSensor",
+                                                               "ts": int(now * 1000), "online": True})], retain=True)
         pub = shutil.which("mosquitto_pub")
         assert pub, "mosquitto_pub missing: apt-get install mosquitto-clients"
         subprocess.run([pub, "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t",
@@ -953,3 +956,50 @@ def test_a_corrupt_device_record_starts_that_device_afresh_and_every_other_goes_
     assert len(aside) == 1 and meta[aside[0]] == bad and aside[0] in said[0]  # where it is, said
     assert json.loads(meta["device/Broken"])["day"]  # its fresh record
     assert stats["unreadable_records"] == 1
+
+
+def test_a_snooze_for_a_device_not_known_is_refused_naming_the_one_it_resembles(tmp_path, broker):
+    """A snooze on `desksensor` for the sensor `DeskSensor` (or for no sensor at all) was accepted without a word and
+    made an empty state record: the phone snoozed nothing and nobody was told. Now it is refused in one line naming the
+    known device it resembles, and counted. A device is known from its saved state (all loaded at start: a snooze
+    after a restart, before the next minute, is taken) or from a message of it since, its gateway's retained status
+    included (a sensor not worn yet can be snoozed)."""
+    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
+    state = tmp_path / "alerts.db"
+    saved_state(state, config, [DEVICE], time.time() // 60 * 60 - 600, 3)
+    publish(broker.port, [("posture/Fresh/status", {"schema": 1, "kind": "status", "device": "Fresh",
+                                                    "ts": int(time.time() * 1000), "online": True})], retain=True)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, "nobody", extra=(f"posture/{DEVICE}/today",))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        time.sleep(0.5)  # Fresh's retained status, which comes with the subscription
+        # DeskSensor's last: its `today` says all four were handled (Fresh, with no minute, has none)
+        publish(broker.port, [(f"posture/{d}/alerts/snooze", "30") for d in ("Fresh", "desksensor", "Nobody", DEVICE)])
+        wait_for(lambda: phone.today().get("snoozed_until"), 30, lambda: "the snoozes\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+        publish(broker.port, [("posture/Fresh/status", "")], retain=True)
+    phone.close()
+    assert stats["snoozes"] == 2 and stats["malformed"] == {"snooze": 2}, stats
+    lines = log.read_text().splitlines()
+    said = [ln for ln in lines if "'desksensor'" in ln]
+    assert len(said) == 1 and "'DeskSensor'" in said[0] and "refused" in said[0], said
+    said = [ln for ln in lines if "'Nobody'" in ln]
+    assert len(said) == 1 and "refused" in said[0] and "did you mean" not in said[0], said
+    kept = Spool(state)
+    devices = sorted(key for key in kept.meta() if key.startswith("device/"))
+    kept.close()
+    assert devices == [f"device/{DEVICE}", "device/Fresh"]  # no state made for the unknown ones
+
+
+def test_a_refused_snooze_names_the_device_it_resembles_by_case_punctuation_or_spelling():
+    known = {"DeskSensor", "Kitchen-2", "WT901BLE68"}
+    assert resembling("desksensor", known) == "DeskSensor"
+    assert resembling("Desk-Sensor", known) == "DeskSensor"
+    assert resembling("DeskSensr", known) == "DeskSensor"
+    assert resembling("kitchen_2", known) == "Kitchen-2"
+    assert resembling("Nobody", known) is None and resembling("x", set()) is None
