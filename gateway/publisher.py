@@ -259,8 +259,11 @@ class DevicePublisher:
 
     @property
     def backlog(self) -> int:
-        """Results still to send; those the broker refused wait for their retry, not for a stop (docs/mqtt.md)."""
-        return len(self.results) - (sender.waiting if (sender := self.sender) is not None else 0)
+        """Results still to send; those the broker refused wait for their retry, not for a stop (docs/mqtt.md), and
+        those it took that a full or read-only disk will not let go of are sent (a stop waited its 10 s for them)."""
+        if (sender := self.sender) is None:
+            return len(self.results)
+        return max(0, len(self.results) - sender.waiting - sender.undeleted)
 
     # paho's network thread ------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:

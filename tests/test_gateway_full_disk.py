@@ -243,3 +243,31 @@ def test_what_a_spool_left_unsent_goes_before_what_waits_in_memory_when_the_disk
     expected = [json.loads(json.dumps(payload("Full", m))) for m in (unfinished, whole, *later)]
     assert got == expected  # in order, each once: the whole minute last
     assert not publisher.results.read_only
+
+
+def test_results_the_broker_took_but_the_disk_will_not_let_go_of_are_no_backlog(tmp_path, broker):
+    """A disk that turned read-only after the results went into the spool: the broker took them all, the spool could
+    not delete them, and the backlog still counted them, so a stop waited its whole final flush (10 s) for results
+    already sent."""
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    publisher = DevicePublisher.open(config, "Full", tmp_path / "spool", "Full")
+    got: list[dict] = []
+    listener = _listen(broker, "posture/Full/#", got)
+    publisher.start()
+    sim = SensorSimulation(load_scenario("office-short"), seed=1)
+    pipeline, results = PosturePipeline(), []
+    for ch in sim.chunks(max_samples=6000):
+        out = pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps)
+        results += [*out.events, *out.metrics]
+    try:
+        wait_for(publisher.connected.is_set, 10, "the publisher connected")
+        publisher.submit(results)
+        with publisher.results.spool._lock:
+            publisher.results.spool._db.execute("PRAGMA query_only = 1")
+        wait_for(lambda: (publisher.pump(), len(got) >= len(results))[1], 20, lambda: f"got {len(got)}")
+        wait_for(lambda: (publisher.pump(), publisher.sender.inflight == 0)[1], 10, "every PUBACK")
+        assert publisher.sender.undeleted == len(results) == len(publisher.results) > 5
+        assert publisher.backlog == 0
+    finally:
+        publisher.stop(offline=False)
+        listener.loop_stop()
