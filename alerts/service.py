@@ -206,11 +206,10 @@ class AlertService:
         # Devices whose `today` is still to be published: a new day's, empty; every device's after the broker lost it
         self._day_begun: set[str] = set()
         self._today_due: set[str] = set()  # devices taken off or put on since the last step: their `today` again
-        # Each device's `today` as last published, and on which connection: a step publishes it only when it differs.
-        # Every step that handled a message of a device sent it again, so one minute and the events trailing it in
-        # steps of their own were the same retained document several times. Once per connection again, in case the
-        # broker lost its retained copy meanwhile (restarted without persistence).
-        self._today_said: dict[str, tuple[int, bytes]] = {}
+        # Each device's `today` as the broker retains it: a step publishes it only when it differs. Every step that
+        # handled a message of a device sent it again, so one minute and the events trailing it in steps of their own
+        # were the same retained document several times. Forgotten when the broker lost it (_retained_lost).
+        self._today_said: dict[str, bytes] = {}
         # The broker had no session of ours at the last connect: restarted without persistence (or its store lost), it
         # has forgotten every retained message too, and a device's `today` came back only with its next minute (Home
         # Assistant's entities unknown until then: a sensor put away for the evening had none until the morning).
@@ -362,6 +361,7 @@ class AlertService:
             self.stats.refused_by_broker, self.stats.expired = self.sender.refused, self.sender.expired
             if self._retained_lost:  # every `today` again, at the pace of the new day's (below)
                 self._retained_lost = False
+                self._today_said.clear()
                 self._day_begun |= {device for device, state in self.engine.devices.items() if state.minutes}
             # A few at a time: after a restart each folds its closed day again (3 ms; 10 s in one step at 3,000).
             begun = set(itertools.islice(self._day_begun, DAY_BEGUN_PER_STEP))
@@ -466,9 +466,9 @@ class AlertService:
         for device in devices:
             if self.engine.devices.get(device) and self.engine.devices[device].minutes:
                 body = json.dumps(self.engine.today_state(device)).encode()
-                if self._today_said.get(device) != (said := (self._connection, body)):
+                if self._today_said.get(device) != body:
                     self.client.publish(topic(self.prefix, device, "today"), body, qos=1, retain=True)
-                    self._today_said[device] = said
+                    self._today_said[device] = body
 
     def _announce(self, now_s: float) -> None:
         if not self.cfg.ha_discovery or now_s - self._listening_since_s < ANNOUNCE_SETTLE_S:

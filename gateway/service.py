@@ -191,7 +191,8 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
                 d.publisher.pump()
             if time.monotonic() >= next_status:
                 for name, d in devices.items():
-                    _send_status(d, _status(d, links[name]))
+                    if d.publisher.publish_status(_status(d, links[name])):
+                        d.window = [0, 0]  # link quality is over the time since the last status sent
                 next_status = time.monotonic() + min(STATUS_CHECK_S, config.gateway.status_interval_s)
             await asyncio.sleep(PUMP_INTERVAL_S)
     finally:
@@ -244,9 +245,8 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
     sent end."""
     publisher = DevicePublisher.open(config, name, spool_dir, shown_name)
     publisher.start()
-    calibration, taken_on = load_calibration(spool_dir, name), None
-    if calibration is not None and (taken_on := calibration_sensor(spool_dir, name)) and address \
-            and taken_on.upper() != address.upper():
+    calibration, taken_on = load_calibration(spool_dir, name) or (None, None)
+    if calibration is not None and taken_on and address and taken_on.upper() != address.upper():
         log.warning("%s: the calibration kept was taken on sensor %s, and this is %s: not restored (two sensors "
                     "advertise %r? Name yours by its address in gateway.sensors); calibrate again", name, taken_on,
                     address, shown_name)
@@ -254,7 +254,7 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
     pipeline = PosturePipeline(config.pipeline.settings(), calibration=calibration)
     device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
                     LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s), address=address)
-    if calibration is None and taken_on:
+    if calibration is None and taken_on:  # not restored: taken on another sensor
         device.other_sensor = (f"recalibrate: sensor {address} is read as {name!r} now, and the calibration kept was "
                                f"taken on {taken_on}; then {pipeline.s.calibration.instructions}")
     device.saved = device.pipeline.calibration
@@ -289,17 +289,13 @@ def _restart_stopped_links(tasks: dict[str, asyncio.Task[None]], links: dict[str
             tasks[name] = asyncio.create_task(links[name].run(stop))
 
 
-def load_calibration(spool_dir: Path, device: str) -> Calibration | None:
-    """The device's calibration from the last run: a restarted gateway measures at once."""
-    return read_kept(spool_dir, device, ".calibration.json", Calibration.from_dict, "stored calibration")
-
-
-def calibration_sensor(spool_dir: Path, device: str) -> str | None:
-    """The address of the sensor the kept calibration was taken on; None if not said (kept before it was)."""
-    def address(doc: dict[str, Any]) -> str | None:
+def load_calibration(spool_dir: Path, device: str) -> tuple[Calibration, str | None] | None:
+    """The device's calibration from the last run (a restarted gateway measures at once), and the address of the
+    sensor it was taken on (None if not said: kept before it was)."""
+    def read(doc: dict[str, Any]) -> tuple[Calibration, str | None]:
         taken_on = doc.get("sensor_address")
-        return taken_on if isinstance(taken_on, str) and taken_on else None
-    return read_kept(spool_dir, device, ".calibration.json", address, "stored calibration")
+        return Calibration.from_dict(doc), taken_on if isinstance(taken_on, str) and taken_on else None
+    return read_kept(spool_dir, device, ".calibration.json", read, "stored calibration")
 
 
 def save_calibration(spool_dir: Path, device: str, calibration: Calibration, address: str = "") -> None:
@@ -476,14 +472,6 @@ def _sent(device: Device, metrics: list[MinuteMetrics]) -> None:
         end_s = max(m.minute_start_s for m in metrics) + MINUTE_S
         last_t_s = device.pipeline.last_t_s
         device.sent_floor.sent(end_s if last_t_s is None else min(end_s, last_t_s))
-
-
-def _send_status(device: Device, status: Status) -> bool:
-    """The device's status, if due (gateway/publisher.py, publish_status); True if it went out."""
-    if not device.publisher.publish_status(status):
-        return False
-    device.window = [0, 0]  # link quality is over the time since the last status sent
-    return True
 
 
 def _status(device: Device, link: SensorLink) -> Status:

@@ -165,11 +165,9 @@ def check_session_expiry(section: str, value_s: int) -> None:
 # (no live stream) leaves the slouch to the minute-based rules. More than 10 a second is more than a dashboard or a
 # phone can use, and each one is a point in InfluxDB.
 LIVE_HZ_MIN, LIVE_HZ_MAX = 0.5, 10.0
-# The gateway sends one live message per pipeline batch, and the alert service counts a slouch over only on live
-# states at most 3 s apart (alerts/engine.py's LIVE_MAX_GAP_S): with longer batches it never saw one over, so after
-# the first live nudge no slouch was nudged or followed up again. A batch runs over batch_s by up to a notification
-# (under 0.6 s) and a lost one, hence a second's margin; everything else (a nudge, a minute, an event) waits for
-# its batch too.
+# The gateway sends one live message per pipeline batch: longer batches than this broke the alert service's slouch
+# follow-up as a low live_hz does (above). A batch runs over batch_s by up to a notification (under 0.6 s) and a lost
+# one, hence a second's margin; everything else (a nudge, a minute, an event) waits for its batch too.
 MAX_PIPELINE_BATCH_S = 2.0
 
 

@@ -395,21 +395,29 @@ def test_a_gateway_restarted_after_kill_9_neither_doubles_nor_loses_samples(tmp_
     assert last["duplicate_packets"] > 0, "no duplicates counted: does BlueZoo still deliver twice after kill -9?"
 
 
+def _status_publisher(tmp_path, broker, device: str):
+    """A publisher whose clock the test sets (status_interval_s 10 s, heartbeat 60 s), a listener of its statuses and
+    what it got, and at(t_s, status): publish_status at 1000 + t_s on that clock."""
+    now_s = [1000.0]
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(status_interval_s=10.0, status_heartbeat_s=60.0))
+    publisher = DevicePublisher.open(config, device, tmp_path / "spool", device, clock=lambda: now_s[0])
+    listener, got = listen(broker.port, f"posture/{device}/status")
+
+    def at(t_s: float, status: Status) -> bool:
+        now_s[0] = 1000.0 + t_s
+        return publisher.publish_status(status)
+
+    return publisher, listener, got, at
+
+
 def test_a_status_goes_out_when_it_changes_and_otherwise_only_at_the_heartbeat(tmp_path, broker):
     """Issue 14: a status every 10 s per device was 65 % of the bridge's messages. Now, through a real Mosquitto
     with the publisher's clock in the test's hand: an unchanged status (link quality within its noise) is not sent
     again before the heartbeat; online, battery and reconnects go out at once; a change of only a counter waits
     for status_interval_s after the last status; and what was sent is what a subscriber receives, in order."""
-    now_s = [1000.0]
-    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
-                    gateway=GatewaySettings(status_interval_s=10.0, status_heartbeat_s=60.0))
-    publisher = DevicePublisher.open(config, "Steady", tmp_path / "spool", "Steady", clock=lambda: now_s[0])
-    listener, got = listen(broker.port, "posture/Steady/status")
+    publisher, listener, got, at = _status_publisher(tmp_path, broker, "Steady")
     healthy = Status(online=True, battery_pct=80, link_quality_pct=100.0, lost_samples=3)
-
-    def at(t_s: float, status: Status) -> bool:
-        now_s[0] = 1000.0 + t_s
-        return publisher.publish_status(status)
 
     publisher.start()
     try:
@@ -444,16 +452,8 @@ def test_a_link_that_flaps_every_second_is_no_retained_status_every_second(tmp_p
     per gateway.status_interval_s, the last saying the link as it is by then."""
     from gateway.status_flaps import FLAP_BURST
 
-    now_s = [1000.0]
-    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
-                    gateway=GatewaySettings(status_interval_s=10.0, status_heartbeat_s=60.0))
-    publisher = DevicePublisher.open(config, "Flappy", tmp_path / "spool", "Flappy", clock=lambda: now_s[0])
-    listener, got = listen(broker.port, "posture/Flappy/status")
+    publisher, listener, got, at = _status_publisher(tmp_path, broker, "Flappy")
     healthy = Status(online=True, battery_pct=80, link_quality_pct=100.0)
-
-    def at(t_s: float, status: Status) -> bool:
-        now_s[0] = 1000.0 + t_s
-        return publisher.publish_status(status)
 
     publisher.start()
     try:

@@ -170,7 +170,8 @@ def test_the_stopped_minute_is_used_up_once_the_next_run_sent_it_whole(tmp_path,
     publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
     kept = []
     try:
-        device = Device(PosturePipeline(calibration=load_calibration(spool_dir, "Desk")), publisher,
+        calibration, _ = load_calibration(spool_dir, "Desk") or (None, None)
+        device = Device(PosturePipeline(calibration=calibration), publisher,
                         BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
         device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
         for ch in [ch for ch in chunks if BACK_S <= ch.t_s[0] < 150.0]:
