@@ -254,7 +254,7 @@ def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
     """kill -9 half-way, messages published while it is down, then a restart: the same alerts and
     totals as one uninterrupted run of the same engine, each alert once."""
     rules = OFFICE_RULES.format(summary="")
-    config = write_config(tmp_path, broker, rules, timezone=noon_zone())
+    config = write_config(tmp_path, broker, rules)
     messages = as_topics(scenario_messages("office-day", DEVICE, hour_ago()))
     half = len(messages) // 2
     log = tmp_path / "alerts.log"
@@ -660,7 +660,7 @@ def queued_burst(tmp_path: Path, broker, devices: list[str], minutes: int):
     """A backlog of minutes of many devices, queued at the broker for the service's session while it is stopped, and a
     phone watching every device's alerts and day so far: (messages, config, log, phone)."""
     messages = sitting_minutes(devices, minutes)
-    config = write_config(tmp_path, broker, BURST_RULES, timezone=noon_zone(), ha_discovery=False)
+    config = write_config(tmp_path, broker, BURST_RULES, ha_discovery=False)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, "+", extra=("posture/+/today",))
     queue_while_stopped(broker.port, config, log, messages)
@@ -698,7 +698,7 @@ def test_a_clean_stop_just_after_alerts_went_out_does_not_send_them_again_at_the
     arrive as the service stops. Forgotten, the restarted service sent those alerts again (a test once saw 11 of
     50 wearers nudged twice on a busy machine)."""
     devices = [f"Stop{i:02d}" for i in range(30)]
-    config = write_config(tmp_path, broker, BURST_RULES, timezone=noon_zone(), ha_discovery=False)
+    config = write_config(tmp_path, broker, BURST_RULES, ha_discovery=False)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, "+")
     service = start_alerts(config, log)
@@ -882,8 +882,7 @@ def test_a_broker_restarted_without_its_retained_messages_gets_every_today_again
     had none until the next morning, and Home Assistant's entities that read it (slouch minutes, upright, posture,
     streak) were unknown meanwhile (a helper's probe: 0 of 2 after the restart). A connect on which the broker has no
     session of ours publishes every device's `today` again."""
-    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n",
-                          timezone=noon_zone())
+    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n")
     log = tmp_path / "alerts.log"
     devices = ["DeskA", "DeskB"]
     service = start_alerts(config, log)

@@ -77,9 +77,11 @@ class Phone:
 
 
 def write_config(tmp_path: Path, broker, rules: str, **alerts) -> Path:
+    """The service's config; its time zone is one where it is about noon, so minutes from a few back to now fall on one
+    local day (in UTC, a CI run a few minutes past midnight put a test's saved minutes on yesterday)."""
     (tmp_path / "rules.toml").write_text(rules)
     settings = {"state_path": str(tmp_path / "alerts.db"), "rules_path": str(tmp_path / "rules.toml"),
-                "timezone": "UTC", **alerts}
+                "timezone": noon_zone(), **alerts}
     lines = [f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n\n[alerts]']
     lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     path = tmp_path / "posture.toml"
