@@ -93,8 +93,11 @@ def test_stream_is_complete_and_exact(start_sim, profile):
     # Host timestamps are monotonic and 10 ms apart (clock mapping, drift corrected).
     assert (np.diff(t_s) > 0).all()
     assert np.median(np.diff(t_s)) == pytest.approx(0.01, rel=0.01)
-    # Host time follows the sensor's: the clock map is within 30 ms of arrival (BlueZoo latency).
-    assert abs((t_s[-1] - t_s[0]) - (truth["t_s"][index[-1]] - truth["t_s"][index[0]])) < 0.03
+    # Host time follows the sensor's without drift: host − sensor time at the stream's end is within 30 ms (BlueZoo's
+    # latency) of its start. Medians over 5 s, because a WT901BLE's times come from arrivals and one delivery stall of
+    # a loaded machine on the first or last sample moved a single-sample comparison past 30 ms (a CI run).
+    offset_s = t_s - truth["t_s"][index]
+    assert abs(np.median(offset_s[-500:]) - np.median(offset_s[:500])) < 0.03
     assert link.stats.battery_pct is not None and 0 <= link.stats.battery_pct <= 100
 
 
