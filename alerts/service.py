@@ -105,6 +105,7 @@ class AlertStats:
     refused_by_broker: int = 0  # alerts' PUBACKs that refused them (MQTT 5; each kept and sent again)
     expired: int = 0  # alerts dropped unsent, past the rules' limits.expiry_s
     unreadable_records: int = 0  # devices whose record in the state file could not be read: started afresh
+    unreadable_files: int = 0  # state files that were no database (damaged): moved aside, every device afresh
 
     def add(self, other: AlertStats) -> None:
         for name, value in list(vars(other).items()):
@@ -255,6 +256,7 @@ class AlertService:
             raise
         service = cls(config, engine, spool, load_validators(), clock, partition)
         service.set_unreadable({device: (why, meta[f"device/{device}"]) for device, why in unreadable.items()})
+        service.stats.unreadable_files = int(spool.set_aside is not None)
         return service
 
     def set_unreadable(self, records: dict[str, tuple[str, bytes]]) -> None:

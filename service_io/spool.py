@@ -12,7 +12,9 @@ what it decided to send never disagree.
 Pages freed by deletes go back to the file system once there are RECLAIM_PAGES of them (SQLite's
 incremental auto-vacuum), so a spool that filled during an outage shrinks again when it drains.
 A file SQLite cannot open or write (a full disk, no permission) raises SpoolError: one line naming
-the file, and nothing half-written.
+the file, and nothing half-written. A file that is no database or a damaged one (an SD card's bad sector, a bad
+restore) is moved aside, said in one line, and a new spool opened in its place: what it held cannot be read anyway, and
+refusing it stopped a service at every start (the alert service sent nothing until someone moved the file by hand).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class SpoolError(OSError):
     """The spool file could not be opened or written (disk full, read-only, not a database)."""
 
 
+UNREADABLE = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # the file's bytes, not the disk: no retry will open it
+
+
 class Spool:
     def __init__(self, path: Path, max_items: int = 1_000_000, read_only: bool = False):
         """read_only: the file as it is, to read only (SQLite's immutable mode: its write-ahead log is not read, so
@@ -71,31 +76,59 @@ class Spool:
             self._replaced = self._replaced_again_said = False
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._errors("open"):
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            # Takes effect in a new file only (before any table), and is a write: on an existing one it made a start
-            # on a full disk fail, where reading and sending what the file holds still works.
-            if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
-                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            _journal(self._db)
-            self._db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                             "key TEXT NOT NULL, body BLOB NOT NULL)")
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
-            if "expires_at" not in columns:  # spool files from before expiry existed
-                self._db.execute("ALTER TABLE items ADD COLUMN expires_at REAL")
-            if "expendable" not in columns:  # spool files from before expendable items existed
-                self._db.execute("ALTER TABLE items ADD COLUMN expendable INTEGER NOT NULL DEFAULT 0")
-            # Partial indexes: finding the expendable or expired items in a full spool (millions of rows) reads
-            # only those, and costs nothing for the items without.
-            self._db.execute("CREATE INDEX IF NOT EXISTS items_expendable ON items (id) WHERE expendable = 1")
-            self._db.execute("CREATE INDEX IF NOT EXISTS items_expiry ON items (expires_at) "
-                             "WHERE expires_at IS NOT NULL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        self.set_aside: Path | None = None  # where an unreadable file found at `path` was moved
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in UNREADABLE:
+                with self._errors("open"):
+                    raise
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                self._db.close()
+            self.set_aside = self._move_aside(exc)
+            with self._errors("open"):
+                self._open()
         self._key_index = False  # made when first needed (oldest): building it must never keep a spool from opening
         self._write_back_after = -math.inf  # a failed write-back (_write_back_if_deleted) waits before the next
         self._file = self._identity()  # the file this connection writes: another at `path` is not it
         self._replaced = False  # a file put in our file's place was moved aside once (_write_back_if_deleted)
         self._replaced_again_said = False  # … and another put there since: said once, not moved aside
+
+    def _move_aside(self, exc: sqlite3.Error) -> Path:
+        """The unreadable file (and its write-ahead log) renamed `<name>.unreadable-<UTC>`, said in one line;
+        SpoolError if it cannot be (a read-only disk): then nothing is opened in its place."""
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        try:
+            for suffix in ("-wal", "-shm", ""):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        except OSError as move:
+            raise SpoolError(f"spool {self.path}: cannot open: {exc}; cannot move it aside: {move}") from None
+        log.error("spool %s cannot be read (%s): moved aside to %s, and a new one started; what it held is lost to "
+                  "this service", self.path, exc, aside)
+        return aside
+
+    def _open(self) -> None:
+        """Connect and make the tables; sqlite3 errors as they come (the caller tells a damaged file from a disk)."""
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # Takes effect in a new file only (before any table), and is a write: on an existing one it made a start
+        # on a full disk fail, where reading and sending what the file holds still works.
+        if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        _journal(self._db)
+        self._db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "key TEXT NOT NULL, body BLOB NOT NULL)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+        if "expires_at" not in columns:  # spool files from before expiry existed
+            self._db.execute("ALTER TABLE items ADD COLUMN expires_at REAL")
+        if "expendable" not in columns:  # spool files from before expendable items existed
+            self._db.execute("ALTER TABLE items ADD COLUMN expendable INTEGER NOT NULL DEFAULT 0")
+        # Partial indexes: finding the expendable or expired items in a full spool (millions of rows) reads
+        # only those, and costs nothing for the items without.
+        self._db.execute("CREATE INDEX IF NOT EXISTS items_expendable ON items (id) WHERE expendable = 1")
+        self._db.execute("CREATE INDEX IF NOT EXISTS items_expiry ON items (expires_at) "
+                         "WHERE expires_at IS NOT NULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:

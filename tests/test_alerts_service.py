@@ -1002,3 +1002,30 @@ def test_a_refused_snooze_names_the_device_it_resembles_by_case_punctuation_or_s
     assert resembling("DeskSensr", known) == "DeskSensor"
     assert resembling("kitchen_2", known) == "Kitchen-2"
     assert resembling("Nobody", known) is None and resembling("x", set()) is None
+
+
+def test_a_state_file_that_is_no_database_is_moved_aside_and_the_service_serves(tmp_path, broker):
+    """A damaged state file (a card's bad sector) stopped the service at every start with "spool …: cannot open: file
+    is not a database": no wearer had alerts until someone moved the file by hand. Now it is moved aside, said once,
+    counted, and every device starts afresh."""
+    config = write_config(tmp_path, broker, BURST_RULES)
+    state = tmp_path / "alerts.db"
+    state.write_bytes(b"not a database, a bad restore" * 100)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, time.time() // 60 * 60 - 120))])
+        wait_for(lambda: phone.today().get("worn_min"), 30, lambda: "the day so far\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    assert phone.today()["worn_min"] == 1.0
+    aside = list(tmp_path.glob("alerts.db.unreadable-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"not a database")
+    said = [ln for ln in log.read_text().splitlines() if "cannot be read" in ln]
+    assert len(said) == 1 and str(aside[0]) in said[0], said
+    assert stats["unreadable_files"] == 1

@@ -539,3 +539,34 @@ def test_a_spool_replaced_a_second_time_is_said_not_silently_written_to_the_repl
     spool.close()
     assert caplog.text.count("replaced by another file while in use: written back") == 1
     assert "was replaced again while in use" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["garbage", "torn header"])
+def test_a_spool_file_that_is_no_database_is_moved_aside_and_a_new_one_opened(tmp_path, caplog, damage):
+    """A damaged spool file (an SD card's bad sector, a bad restore) raised SpoolError at every open: the alert service
+    stopped at each start until someone moved the file by hand. Now it is moved aside (its bytes kept for a look),
+    said in one line, and a new spool opened in its place; a disk that refuses the file is still a SpoolError."""
+    path = tmp_path / "alerts.db"
+    good = Spool(path)
+    good.put([("k", b"v")])
+    good.close()
+    data = path.read_bytes()
+    bad = os.urandom(8192) if damage == "garbage" else b"SQLite format 3\0" + os.urandom(84) + data[100:]
+    path.write_bytes(bad)
+    with caplog.at_level(logging.ERROR, "posture.spool"):
+        spool = Spool(path)
+    assert spool.set_aside is not None and spool.set_aside.read_bytes() == bad
+    assert spool.set_aside.parent == tmp_path and spool.set_aside.name.startswith("alerts.db.unreadable-")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and str(path) in said[0] and str(spool.set_aside) in said[0], said
+    assert len(spool) == 0
+    spool.put([("k", b"new")])
+    spool.close()
+    again = Spool(path)
+    assert again.set_aside is None and [row[2] for row in again.peek(10)] == [b"new"]
+    again.close()
+    (tmp_path / "missing").mkdir()
+    (tmp_path / "missing" / "s.db").mkdir()  # a folder where the file should be: no damage of a file's bytes
+    with pytest.raises(SpoolError, match="s.db: cannot open"):
+        Spool(tmp_path / "missing" / "s.db")
+    assert (tmp_path / "missing" / "s.db").is_dir()
