@@ -717,6 +717,8 @@ def main() -> int:
     parser.add_argument("--no-days", action="store_true", help="skip the random days")
     parser.add_argument("--workers", type=int, help="processes (default: one per core)")
     args = parser.parse_args()
+    if args.write and (args.case or args.no_days):  # the tables are the whole run's: a few rows would replace them
+        parser.error("--write writes the whole run's tables; run it without --case and --no-days")
     named = [c for c in CASES if not args.case or c.name in args.case]
     days = [] if args.no_days else [c for c in DAYS if not args.case or c.name in args.case]
     results = evaluate(named + days, args.workers)

@@ -9,9 +9,22 @@ show up here.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from evaluation.accuracy import CASES, DAY_KNOWN_MISSES, DAYS, KNOWN_MISSES, day_misses, day_summary, evaluate, misses
+from evaluation.accuracy import (
+    CASES,
+    DAY_KNOWN_MISSES,
+    DAYS,
+    DOC,
+    KNOWN_MISSES,
+    day_misses,
+    day_summary,
+    evaluate,
+    misses,
+)
 
 # Each evaluation is built once, on one xdist worker (the named cases and the days on two), and may take
 # many minutes on a busy machine: longer than the suite's default timeout, which guards against hangs.
@@ -62,3 +75,14 @@ def test_random_days_meet_the_targets(days):
     assert set(day_misses(summary)) == set(DAY_KNOWN_MISSES), day_misses(summary)
     assert summary["excursions from whole-body turns while walking"] == 0
     assert summary["worst minutes-vs-events s"] < 0.5
+
+
+@pytest.mark.parametrize("subset", [["--case", "office-short"], ["--no-days"]])
+def test_writing_the_tables_from_a_part_of_the_run_is_refused(subset):
+    """`--write --case X` replaced docs/accuracy.md's table of every case with X's one row (and the thirty days'
+    summary with none): it is refused, the page untouched."""
+    page = DOC.read_bytes()
+    run = subprocess.run([sys.executable, "-m", "evaluation.accuracy", "--write", *subset], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and "--write writes the whole run's tables" in run.stderr
+    assert DOC.read_bytes() == page
