@@ -15,6 +15,9 @@ stream, best effort, in a retention policy of its own.
   never blocks the spool. An outage (no answer, 5xx) is retried from the spool; settings that do not
   work (401/403, no such database or bucket) are said so, naming the key, while the spool keeps the
   points. A 1.x database that does not exist is created (service_io/influx.py).
+- Two copies of one minute (sent unfinished, then whole) are one point, and InfluxDB keeps the last write: a copy is
+  written only if it saw at least as much of its minute as the one InfluxDB holds (read before each batch with
+  minutes), so an unfinished copy that comes last is not stored over the whole one (docs/influx.md).
 - If the points can be neither written nor spooled (disk full), their messages stay unacknowledged
   and are tried again: the broker keeps them, and a restarted bridge receives them again.
 - Live states (`<prefix>/+/live`) are subscribed at QoS 0: the broker keeps none for an absent bridge (a
@@ -47,11 +50,27 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from contract.identity import check_device
-from contract.influx_schema import dead_letter_line, to_line_protocol
+from contract.influx_schema import (
+    COVERAGE_FIELDS,
+    MEASUREMENT,
+    Coverage,
+    dead_letter_line,
+    minute_coverage,
+    to_line_protocol,
+)
 from contract.messages import stamp_will
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import BridgeSettings, Config
-from service_io.influx import PointsRefused, SettingsError, WriteError, Writer, duration_s, make_writer
+from service_io.influx import (
+    PointsRefused,
+    QueryError,
+    SettingsError,
+    WriteError,
+    Writer,
+    duration_s,
+    make_writer,
+    query,
+)
 from service_io.mqtt import MqttEndpoint
 from service_io.spool import Item as SpoolItem
 from service_io.spool import Spool, SpoolError
@@ -66,6 +85,9 @@ NO_MESSAGE = -1  # the "mid" of a pending point that no MQTT message waits on
 NO_SUBSCRIPTION = 0x11  # UNSUBACK's reason: the session had no such subscription
 LEAVE_IDLE_S = 2.0  # leaving a share group: this long with no message and nothing unstored, the session is empty
 WARN_EVERY_S = 30.0  # a trouble that lasts is said again this often, not once per batch
+# A server that will not let the bridge read its minutes (a user granted WRITE only; an InfluxDB 2.x bucket with no
+# v1 mapping) is asked again this seldom: it waits on a person, and meanwhile minutes are written as they come.
+READ_MINUTES_RETRY_S = 600.0
 Item = tuple[str, str]  # (topic it came on, line protocol)
 
 
@@ -82,6 +104,7 @@ class BridgeStats:
     #                        and those neither InfluxDB nor the spool took (not kept in memory for the next try)
     live_evicted: int = 0  # live points the full spool deleted to keep room for the rest (bridge.spool_max_points)
     points_evicted: int = 0  # other points the full spool deleted, the oldest: data lost (only with no live left)
+    minutes_superseded: int = 0  # copies of a minute not written: a copy that saw more of it is stored, or came too
     malformed: Counter[str] = field(default_factory=Counter)
 
 
@@ -123,6 +146,7 @@ class Bridge:
         retention_s = duration_s(config.influx.live_retention) if self._live_apart else None
         self._live_retention_s = retention_s if retention_s is not None and math.isfinite(retention_s) else None
         self._warned: dict[str, float] = {}  # trouble → when it was last logged (monotonic s)
+        self._read_minutes_at = 0.0  # monotonic s from which InfluxDB is asked for its minutes again (after a refusal)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
         self._pending: list[tuple[int, int, int, str, list[str]]] = []
         # The dead letters of points InfluxDB refused, while a batch is written: stored (or spooled) with that batch,
@@ -391,9 +415,77 @@ class Bridge:
         left: list[int] = []
         for live in sorted(groups):
             indices = groups[live]
+            if not live and not left:
+                if (superseded := self._superseded([items[i] for i in indices])) is None:  # InfluxDB did not answer
+                    left += indices
+                    continue
+                indices = [i for k, i in enumerate(indices) if k not in superseded]  # settled: never written
             done = 0 if left else self._write([items[i] for i in indices], live)
             left += indices[done:]
         return sorted(left)
+
+    def _superseded(self, items: list[Item]) -> set[int] | None:
+        """The indices of the copies of a minute not to write: each minute's fullest copy (contract/influx_schema.py,
+        COVERAGE_FIELDS) is written, unless InfluxDB holds a fuller one — whatever order the copies came in (an
+        unfinished copy resent after the whole one, from a gateway's spool after a restart or through a share group,
+        was stored over it: InfluxDB keeps the last write). Of equal copies the last one of the batch is written.
+        None: InfluxDB did not answer, and the items must wait."""
+        minutes = {k: found for k, (_, line) in enumerate(items) if (found := minute_coverage(line)) is not None}
+        if not minutes:
+            return set()
+        best = self._stored_coverage({(device, t_ms) for device, t_ms, _ in minutes.values()})
+        if best is None:
+            return None
+        kept: dict[tuple[str, int], int] = {}
+        for k, (device, t_ms, coverage) in minutes.items():
+            stored = best.get((device, t_ms))
+            if stored is None or coverage >= stored:
+                best[device, t_ms], kept[device, t_ms] = coverage, k
+        superseded = {k for k, (device, t_ms, _) in minutes.items() if kept.get((device, t_ms)) != k}
+        if less := sum(coverage < best[device, t_ms] for k, (device, t_ms, coverage) in minutes.items()
+                       if k in superseded):
+            if not self.stats.minutes_superseded:
+                log.info("a copy of a minute that saw less of it than one stored (or with it) is not written over "
+                         "it; counted in minutes_superseded")
+            self.stats.minutes_superseded += less
+        return superseded
+
+    def _stored_coverage(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], Coverage] | None:
+        """How much of each of these minutes (device, ms) InfluxDB holds, for those it holds. None if it did not
+        answer (an outage: the minutes wait); empty if it refuses to be read (said, and asked again only after
+        READ_MINUTES_RETRY_S: the minutes are written as they come, the last write kept, as before)."""
+        if time.monotonic() < self._read_minutes_at:
+            return {}
+        devices = " OR ".join(f"\"device_id\" = '{device}'" for device in sorted({d for d, _ in keys}))
+        times_ms = [t_ms for _, t_ms in keys]
+        fields = ", ".join(f'"{name}"' for name in COVERAGE_FIELDS)
+        try:
+            answer = query(self.influx_cfg, f'SELECT {fields} FROM "{MEASUREMENT["metrics"]}" WHERE time >= '
+                                            f'{min(times_ms)}ms AND time <= {max(times_ms)}ms AND ({devices}) '
+                                            f'GROUP BY "device_id"')
+            result = (answer.get("results") or [{}])[0]
+        except QueryError as exc:
+            if exc.status is None or exc.status >= 500:
+                self._warn("outage", logging.WARNING, "InfluxDB unavailable, spooling to disk: %s", exc)
+                time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
+                return None
+            return self._unreadable(str(exc))
+        if "error" in result:
+            return {} if "database not found" in str(result["error"]) else self._unreadable(str(result["error"]))
+        stored: dict[tuple[str, int], Coverage] = {}
+        for series in result.get("series", []):
+            device = series.get("tags", {}).get("device_id", "")
+            for t_ms, *values in series.get("values", []):
+                if (device, t_ms) in keys and all(isinstance(v, (int, float)) for v in values):
+                    stored[device, t_ms] = tuple(float(v) for v in values)
+        return stored
+
+    def _unreadable(self, reason: str) -> dict[tuple[str, int], Coverage]:
+        self._read_minutes_at = time.monotonic() + READ_MINUTES_RETRY_S
+        log.warning("InfluxDB does not let the bridge read its minutes (%s): a copy of a minute that saw less of it "
+                    "may be written over a fuller one (grant the user READ on influx.database); asked again in "
+                    "%.0f s", reason[:200], READ_MINUTES_RETRY_S)
+        return {}
 
     def _write(self, items: list[Item], live: bool = False) -> int:
         """Write (topic, line) items in order to one policy (live: influx.live_policy); lines InfluxDB refuses are

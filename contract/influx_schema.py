@@ -36,6 +36,13 @@ FIELDS: dict[str, dict[str, type]] = {
     kind: {name: t for name, t in value_fields(kind).items()
            if name not in TAGS.get(kind, ()) and name != MEASURED_BY.get(kind)}
     for kind in (*MEASUREMENT, *MEASURED_BY)}
+# How much of its minute a copy of a minute saw. The gateway sends some minutes twice, unfinished (at a stop, when the
+# link is lost) and later whole, and the older copy can arrive last (resent from a spool after a restart, through a
+# share group): InfluxDB keeps the last write. A later copy of a minute counts at least the seconds and samples its
+# earlier one did (pipeline/metrics.py: a minute's seconds only add up, merge_minutes sums them): worn seconds, then,
+# for a minute whose rest was off the body or not received, its lost samples. Compared in this order.
+COVERAGE_FIELDS = ("worn_s", "lost_samples")
+Coverage = tuple[float, ...]
 DEAD_LETTER_MEASUREMENT = "posture_deadletter"
 DEAD_LETTER_PAYLOAD_CHARS = 32 * 1024  # InfluxDB 1.x keeps string fields up to 64 KiB
 
@@ -149,6 +156,21 @@ def to_line_protocol(payload: dict[str, Any], stream: str = "") -> list[str]:
         if earlier:
             lines.append(f"{layout.measurement}{tags} {earlier} {ts + int(offset_ms)}")
     return lines
+
+
+def minute_coverage(line_text: str) -> tuple[str, int, Coverage] | None:
+    """A posture_minute line's (device, time in ms, coverage: COVERAGE_FIELDS' values); None for any other line. Its
+    device needs no unescaping (contract/identity.py allows none of line protocol's special characters), and its
+    fields are numbers, no strings with spaces."""
+    if not line_text.startswith(_MINUTE_PREFIX):
+        return None
+    head, field_text, t_ms = line_text.split(" ")
+    fields = dict(pair.split("=", 1) for pair in field_text.split(","))
+    return (head[len(_MINUTE_PREFIX):], int(t_ms),
+            tuple(float(fields.get(name, "0").rstrip("i")) for name in COVERAGE_FIELDS))
+
+
+_MINUTE_PREFIX = f"{MEASUREMENT['metrics']},device_id="
 
 
 def _alert_line(alert: dict[str, Any]) -> str:

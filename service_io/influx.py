@@ -64,7 +64,12 @@ class SettingsError(WriteError):
 
 
 class QueryError(InfluxError):
-    """The database did not answer the query."""
+    """The database did not answer the query: `status` is its HTTP error status, None when it did not answer at all
+    (down: an outage, not a refusal)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,8 @@ def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
     except json.JSONDecodeError:
         answer = None
     if status != 200:
-        raise QueryError(f"InfluxDB /query at {redact(settings.url)} answered {status}: {_error_text(answer, body)}")
+        raise QueryError(f"InfluxDB /query at {redact(settings.url)} answered {status}: {_error_text(answer, body)}",
+                         status)
     if not isinstance(answer, dict):
         raise QueryError(f"InfluxDB at {redact(settings.url)}: /query did not answer JSON")
     return answer

@@ -1,0 +1,72 @@
+"""Two copies of one minute through real Mosquitto and InfluxDB 1.6.7: whatever their order, the fuller is stored.
+
+The gateway sends some minutes twice: unfinished (a stop, a lost link) and later whole. The older, unfinished copy
+can come last — resent after a restart from a spool a read-only disk would not let go of, or through a share group
+(docs/mqtt.md) — and InfluxDB keeps the last write of a point."""
+
+from __future__ import annotations
+
+import json
+
+from test_bridge_faults import spooled, stop_bridge
+from test_mqtt_influx import bridge_ready, start_bridge, write_config
+
+from contract.messages import payload
+from pipeline.events import MinuteMetrics
+from support.alerts import publish
+from support.mqtt import DB, wait_for
+
+T0_S = 1_700_000_040.0 - 1_700_000_040.0 % 60  # a minute's start, in the past
+
+
+def _minute(start_s: float, worn_s: float, lost_samples: int = 0) -> dict:
+    minute = MinuteMetrics(start_s, worn_s=worn_s, sitting_s=worn_s, slouch_s=worn_s / 2, lost_samples=lost_samples)
+    return json.loads(json.dumps(payload("dev1", minute)))
+
+
+def _stored(influx) -> dict[int, tuple[float, int]]:
+    rows = influx.rows("SELECT worn_s, lost_samples FROM posture_minute WHERE device_id = 'dev1'", DB)
+    return {r["time"]: (r["worn_s"], r["lost_samples"]) for r in rows}
+
+
+def test_an_unfinished_copy_of_a_minute_never_replaces_its_whole_copy(tmp_path, broker, influx):
+    """A gateway's results the broker took and its read-only disk would not let it delete went out again after its
+    restart, after the whole copies it had sent from memory since: the unfinished copy of a minute among them (20 s
+    worn at a stop) was stored over the whole one (60 s). Now the bridge keeps the copy that saw more of the minute,
+    in either order, in one batch or two, and through its own spool."""
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    log = tmp_path / "bridge.log"
+    bridge = start_bridge(config, log)
+    topic = "posture/dev1/metrics"
+    whole_first, unfinished_first, lost_more, in_one_batch = (int((T0_S + 60 * k) * 1000) for k in range(4))
+
+    def send(*minutes: tuple[int, float, int]) -> None:
+        publish(broker.port, [(topic, _minute(t_ms / 1000, worn_s, lost)) for t_ms, worn_s, lost in minutes])
+
+    def stored_as(want: dict[int, tuple[float, int]]):
+        return lambda: all(_stored(influx).get(t_ms) == value for t_ms, value in want.items())
+
+    try:
+        bridge_ready(broker, influx)
+        send((whole_first, 60.0, 0))
+        wait_for(stored_as({whole_first: (60.0, 0)}), 15, "the whole minute stored")
+        # The bridge handles messages in order: once the next minute is stored, the unfinished copy was handled.
+        send((whole_first, 20.0, 0), (unfinished_first, 20.0, 0))
+        wait_for(stored_as({unfinished_first: (20.0, 0)}), 15, "the next unfinished minute stored")
+        send((unfinished_first, 60.0, 0), (lost_more, 60.0, 7))  # the whole copy coming last is stored, as before
+        wait_for(stored_as({unfinished_first: (60.0, 0), lost_more: (60.0, 7)}), 15, "the whole minutes stored")
+        # The same worn seconds: the copy that counted more of the minute (its lost samples) is the fuller one.
+        send((lost_more, 60.0, 0))
+        # Both copies in one batch, the whole one first: InfluxDB away, both wait in the bridge's spool.
+        influx.stop()
+        send((in_one_batch, 60.0, 0), (in_one_batch, 20.0, 0))
+        wait_for(lambda: spooled(tmp_path / "bridge.spool") >= 2, 30, "both copies in the bridge's spool")
+        influx.start()
+        wait_for(stored_as({in_one_batch: (60.0, 0)}), 30, lambda: f"spool written; log:\n{log.read_text()[-2000:]}")
+        stats = stop_bridge(bridge, log)
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+    assert _stored(influx) == {whole_first: (60.0, 0), unfinished_first: (60.0, 0), lost_more: (60.0, 7),
+                               in_one_batch: (60.0, 0)}
+    assert stats["minutes_superseded"] == 3, stats
