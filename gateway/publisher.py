@@ -35,7 +35,7 @@ from pipeline.events import LiveState
 from service_io.config import Config
 from service_io.mqtt import Message, MqttEndpoint
 from service_io.spool import Item, SpoolError
-from service_io.spooled_sender import SpooledSender
+from service_io.spooled_sender import PubackRefusals, SpooledSender
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,6 +124,9 @@ class DevicePublisher:
                                  will=self._status_message(Status(online=False, will=True)),
                                  max_inflight=MAX_INFLIGHT, on_connected=self._on_connected)
         self.client, self.connected = self.mqtt.client, self.mqtt.connected
+        # One for the client: results go from the spool and from memory (a disk that refuses it), and a refusal of
+        # either must be seen, before the spool may open at all.
+        self.refusals = PubackRefusals(self.client)
         self._sender: SpooledSender | None = None  # once the spool is open
         self.status_schedule = StatusSchedule(config.gateway.status_interval_s, config.gateway.status_heartbeat_s)
         self.flaps = FlapLimit(config.gateway.status_interval_s)  # a link that flaps is no retained status a second
@@ -151,7 +154,8 @@ class DevicePublisher:
         if (spool := self.results.spool) is None:
             return self._sender
         if self._sender is None:
-            self._sender = SpooledSender(self.client, spool, max_inflight=MAX_INFLIGHT, mqtt5=self.mqtt.mqtt5)
+            self._sender = SpooledSender(self.client, spool, max_inflight=MAX_INFLIGHT, mqtt5=self.mqtt.mqtt5,
+                                         refusals=self.refusals)
         elif self._sender.spool is not spool:  # the file opened to write, after it could only be read
             self._sender.use(spool)
         return self._sender
@@ -239,7 +243,8 @@ class DevicePublisher:
         # A disk that refuses the spool (read-only for good, say): what waits in memory goes straight, once the
         # spool has nothing older to send (a minute's later copy must not overtake its earlier one).
         if self.results.refusing and (sender is None or sender.caught_up):
-            self.results.send_held(lambda key, body: self.client.publish(key, body, qos=1), MAX_INFLIGHT)
+            self.results.send_held(lambda key, body: self.client.publish(key, body, qos=1), MAX_INFLIGHT,
+                                   self.refusals, sender.held_topics if sender is not None else ())
 
     def stop(self, offline: bool = True) -> None:
         # The retained live state stays: its `ts` says when it was true, the status (online: false) that it is no
@@ -259,11 +264,12 @@ class DevicePublisher:
 
     @property
     def backlog(self) -> int:
-        """Results still to send; those the broker refused wait for their retry, not for a stop (docs/mqtt.md), and
+        """Results still to send; those the broker refused (from the spool or from memory) wait for their retry, not
+        for a stop (docs/mqtt.md), and
         those it took that a full or read-only disk will not let go of are sent (a stop waited its 10 s for them)."""
         if (sender := self.sender) is None:
-            return len(self.results)
-        return max(0, len(self.results) - sender.waiting - sender.undeleted)
+            return len(self.results) - self.results.waiting
+        return max(0, len(self.results) - self.results.waiting - sender.waiting - sender.undeleted)
 
     # paho's network thread ------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:

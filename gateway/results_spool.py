@@ -8,9 +8,12 @@ opens and takes writes again, tried at most once a second. Beyond HELD_MAX held,
 A disk that never takes writes again (an SD card the kernel remounted read-only) must not keep a wearer's
 results from the broker for as long as the gateway runs: while the spool refuses them and has nothing
 older left to send, the publisher hands them to paho from here (send_held, QoS 1), and they leave memory
-once the broker acknowledges them. What is held or unacknowledged when the process stops is lost, and said
-with the count. Failures are logged at most once a minute a device, with how many are held; the end of a
-spell is said once.
+once the broker acknowledges them. A result the broker refuses (MQTT 5: an ACL that does not allow its topic, a
+quota) is handled as the spool's sender handles one (service_io/spooled_sender.py): counted, said at most once a
+minute, kept in memory, its topic held while the others go on, and its oldest sent again alone after the sender's
+wait (doubling while refused); a topic goes one result at a time until the broker takes one. What is held or
+unacknowledged when the process stops is lost, and said with the count. Failures are logged at most once a minute
+a device, with how many are held; the end of a spell is said once.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ import logging
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 from service_io.spool import Item, Spool
-from service_io.spooled_sender import acknowledged
+from service_io.spooled_sender import MAX_BACKOFF, RETRY_REFUSED_S, PubackRefusals, acknowledged
 
 log = logging.getLogger("posture.gateway")
 # A sensor makes about 70 results an hour (a minute's metrics and its events): days of a full disk in a few MB.
@@ -35,6 +39,14 @@ HELD_MAX = 10_000
 CHUNK = 100  # results a transaction: what a nearly full disk can still take goes in
 RETRY_S = 1.0  # a refusing disk is tried again this often (each try is an SQLite transaction on the gateway's loop)
 WARN_EVERY_S = 60.0
+
+
+@dataclass
+class _Refused:
+    """A topic whose results wait in memory after the broker refused one."""
+    backoff: int  # the wait, in retry_refused_s
+    due_s: float  # when its oldest result goes again, alone (clock)
+    probing: bool = False  # that result is with the broker: its answer decides
 
 
 class ResultsSpool:
@@ -47,7 +59,14 @@ class ResultsSpool:
         self.held_dropped = 0  # results dropped beyond HELD_MAX
         self.sent_from_memory = 0  # results the broker acknowledged that never went into the spool
         self._held: deque[Item] = deque()  # oldest first, not handed to paho
-        self._sent: deque[mqtt.MQTTMessageInfo] = deque()  # handed to paho from memory, not yet acknowledged
+        self._sent: deque[tuple[mqtt.MQTTMessageInfo, Item]] = deque()  # handed to paho from memory, not acknowledged
+        self.refused = 0  # PUBACKs that refused a result sent from memory (each kept, and sent again)
+        self.retry_refused_s = RETRY_REFUSED_S
+        self._refusals: PubackRefusals | None = None  # the client's, from send_held: what it refused
+        self._refused: dict[str, _Refused] = {}
+        self._taken: set[str] = set()  # topics the broker took a result of from here, and refused none since
+        self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last line said
+        self._refusal_said_at = -math.inf
         self._lock = threading.Lock()
         self._failing = False
         self._retry_at = 0.0
@@ -117,28 +136,79 @@ class ResultsSpool:
         with self._lock:
             return self._failing and bool(self._held)
 
-    def send_held(self, publish: Callable[[str, bytes], mqtt.MQTTMessageInfo], max_inflight: int) -> None:
+    def send_held(self, publish: Callable[[str, bytes], mqtt.MQTTMessageInfo], max_inflight: int,
+                  refusals: PubackRefusals, held_topics: Collection[str] = ()) -> None:
         """Hand held results to paho, oldest first, up to max_inflight unacknowledged (call while connected, with
-        nothing older left in the spool to send, so the order holds). A result paho cannot take now stays held."""
+        nothing older left in the spool to send, so the order holds): `refusals` are the client's that `publish`
+        sends on; `held_topics` those the spool's sender holds after a refusal, whose results must not overtake the
+        ones it keeps. A topic refused here waits too, the others go on; one whose first result (after a start or a
+        refusal) is with the broker holds back everything behind it (the order across topics, as the sender keeps it).
+        A result paho cannot take now stays held."""
+        self._refusals = refusals
         self.forget_sent()
-        while True:
-            with self._lock:
-                if not self._held or len(self._sent) >= max_inflight:
-                    return
-                key, body = self._held[0][:2]
+        now_s = self.clock()
+        with self._lock:
+            out = {key for _, (key, *_) in self._sent}
+            i = 0
+            while i < len(self._held) and len(self._sent) < max_inflight:
+                item = self._held[i]
+                key, body = item[:2]
+                refused = self._refused.get(key)
+                if key in held_topics or (refused is not None and (refused.probing or now_s < refused.due_s)):
+                    i += 1  # held: the others go on
+                    continue
+                if refused is None and key not in self._taken and key in out:
+                    return  # its first result's answer first
                 info = publish(key, body)
                 # NO_CONN: paho keeps it and sends it on the reconnect; anything else (its queue is full): later
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                     return
-                self._held.popleft()
-                self._sent.append(info)
+                del self._held[i]
+                self._sent.append((info, item))
+                out.add(key)
+                if refused is not None:  # its oldest, alone
+                    refused.probing = True
 
     def forget_sent(self) -> None:
-        """Let go of what the broker acknowledged of the results sent from memory."""
+        """Let go of what the broker acknowledged of the results sent from memory; what it refused is held again."""
         with self._lock:
-            while self._sent and acknowledged(self._sent[0]):
-                self._sent.popleft()
-                self.sent_from_memory += 1
+            back: list[Item] = []
+            while self._sent and acknowledged(self._sent[0][0]):
+                info, item = self._sent.popleft()
+                key = item[0]
+                reason = self._refusals.take(info.mid) if self._refusals is not None else None
+                if reason is None:
+                    self.sent_from_memory += 1
+                    self._taken.add(key)
+                    self._refused.pop(key, None)  # a probe taken: the topic goes on
+                    continue
+                self.refused += 1
+                self._unsaid[key, str(reason)] += 1
+                self._taken.discard(key)
+                back.append(item)
+                refused = self._refused.get(key)
+                if refused is None or refused.probing:  # a round's refusal sets the wait, doubling
+                    backoff = min(2 * refused.backoff, MAX_BACKOFF) if refused is not None else 1
+                    self._refused[key] = _Refused(backoff, self.clock() + backoff * self.retry_refused_s)
+            self._held.extendleft(reversed(back))  # before the newer results of its topic, all still held
+        self._say_refusals()
+
+    def _say_refusals(self) -> None:
+        """The refusals since the last line, in one line at most once a minute."""
+        with self._lock:
+            if not self._unsaid or self.clock() - self._refusal_said_at < WARN_EVERY_S:
+                return
+            self._refusal_said_at = self.clock()
+            (key, reason), _ = self._unsaid.most_common(1)[0]
+            count, held = self._unsaid.total(), len(self._held) + len(self._sent)
+            refused = self._refused.get(key)
+            next_s = max(0.0, refused.due_s - self.clock()) if refused is not None else 0.0
+            self._unsaid.clear()
+        log.warning("%s: the MQTT broker refused %d result(s) sent from memory since the last warning, e.g. on %s: "
+                    "%s (an ACL that does not allow the topic? check mqtt.prefix and the account's topics); %d "
+                    "results held in memory (lost if the gateway stops first): %s's oldest goes again in %.0f s, the "
+                    "wait doubling to %.0f s while refused", self.device, count, key, reason, held, key, next_s,
+                    MAX_BACKOFF * self.retry_refused_s)
 
     def _fail(self, exc: OSError) -> None:
         self._failing, self._retry_at = True, self.clock() + RETRY_S
@@ -160,6 +230,12 @@ class ResultsSpool:
         log.warning("%s: %s; %d results held in memory until it takes them (sent to the broker from there meanwhile, "
                     "lost if the gateway stops first)%s", self.device, exc, held,
                     f", {self.held_dropped} dropped (more than {HELD_MAX})" if self.held_dropped else "")
+
+    @property
+    def waiting(self) -> int:
+        """Results in memory of a topic the broker refused: they go again only after its wait, not for a stop."""
+        with self._lock:
+            return sum(1 for key, *_ in self._held if key in self._refused) if self._refused else 0
 
     @property
     def held(self) -> int:

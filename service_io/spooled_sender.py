@@ -45,6 +45,30 @@ MAX_UNDELETED = 100_000  # delivered ids kept while the spool refuses deletes; b
 DELETE_RETRY_S = 1.0  # a refused delete is tried again this often, not at every pump
 
 
+class PubackRefusals:
+    """The refusing PUBACKs (MQTT 5: a reason code of 0x80 or more) of one client's publishes, by packet id: noted on
+    paho's thread (its on_publish, holding its locks: nothing else is done there), taken by whoever published —
+    the SpooledSender, the gateway's results sent from memory (gateway/results_spool.py). paho marks a refused
+    message published just as a taken one, so this is the only place a refusal shows. An id's entry is its last
+    PUBACK's (a later one that takes the id's next message clears it): at most one per id, whoever forgot to take it."""
+
+    def __init__(self, client: mqtt.Client):
+        self._by_mid: dict[int, ReasonCode] = {}  # a dict store or pop is atomic: no lock against paho's thread
+        client.on_publish = self._on_publish
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: object, mid: int, reason_code: ReasonCode,
+                    _properties: object) -> None:
+        """paho's thread: called before paho marks the message published, so a refusal is here when it shows."""
+        if reason_code.is_failure:
+            self._by_mid[mid] = reason_code
+        else:
+            self._by_mid.pop(mid, None)
+
+    def take(self, mid: int) -> ReasonCode | None:
+        """The refusal of the message with this id, once it is acknowledged; None if the broker took it."""
+        return self._by_mid.pop(mid, None)
+
+
 @dataclass
 class _Held:
     """A topic whose items wait after a refusal."""
@@ -57,18 +81,19 @@ class _Held:
 class SpooledSender:
     def __init__(self, client: mqtt.Client, spool: Spool, *, max_inflight: int = 100, mqtt5: bool = True,
                  clock: Callable[[], float] = time.time, retry_refused_s: float = RETRY_REFUSED_S,
-                 monotonic: Callable[[], float] = time.monotonic, across_topics: bool = True):
+                 monotonic: Callable[[], float] = time.monotonic, across_topics: bool = True,
+                 refusals: PubackRefusals | None = None):
         """across_topics: the order is kept across topics too (a gateway's events and minutes are one story), not
         only within each (the alert service's alerts, each device's its own): an item that must wait for its topic's
-        first answer then holds back those behind it, a pump or so after a start."""
+        first answer then holds back those behind it, a pump or so after a start. refusals: the client's, when it
+        publishes more than this sender's items that must not be lost (else made here)."""
         self.client, self.spool, self.max_inflight, self.mqtt5, self.clock = client, spool, max_inflight, mqtt5, clock
         self.across_topics = across_topics
         self.retry_refused_s, self.monotonic = retry_refused_s, monotonic
         self.expired = 0
         self.refused = 0  # PUBACKs that refused an item (each kept, and sent again)
         self._inflight: list[tuple[mqtt.MQTTMessageInfo, int, str]] = []  # sent, not yet acknowledged; with topic
-        # mid → reason of a refusing PUBACK, set on paho's thread (a dict store is atomic), read by _forget_acknowledged
-        self._refusals: dict[int, ReasonCode] = {}
+        self.refusals = refusals if refusals is not None else PubackRefusals(client)
         self._held: dict[str, _Held] = {}
         # Topics the broker took an item of, and has refused none since. Another's items go one at a time until
         # it does: a refused item with later ones of its topic already sent was overtaken by them when the broker
@@ -82,7 +107,6 @@ class SpooledSender:
         self._delete_failed_s = -math.inf  # when a delete last failed (monotonic)
         self._unsaid: Counter[tuple[str, str]] = Counter()  # (topic, reason) refused since the last warning
         self._said_at = -1e9
-        client.on_publish = self._on_publish
         self._sent_up_to = 0  # highest spool id looked at in order (sent, or held); moved back when a topic is freed
         # spool.puts when a look found fewer items than it had room for: none came since, if it still is. pump()
         # runs every 50 ms per device, and a look is an SQLite query: most of a quiet gateway's CPU per sensor.
@@ -297,14 +321,11 @@ class SpooledSender:
     def _forget_acknowledged(self) -> None:
         """Mark what the broker took as delivered (deleted at the pump's end); hold the topic of what it refused."""
         with self._lock:
-            ours = {info.mid for info, *_ in self._inflight}
-            for mid in [mid for mid in list(self._refusals) if mid not in ours]:  # the endpoint's own (status, birth)
-                self._refusals.pop(mid, None)
             acked = [acknowledged(info) for info, *_ in self._inflight]
             done: list[tuple[int, str, ReasonCode | None]] = []
             for (info, spool_id, topic), ok in zip(self._inflight, acked):
                 if ok:
-                    done.append((spool_id, topic, self._refusals.pop(info.mid, None)))
+                    done.append((spool_id, topic, self.refusals.take(info.mid)))
                     self._lifetimes.pop(info.mid, None)  # so _lifetimes holds in-flight items only
             self._inflight = [item for item, ok in zip(self._inflight, acked) if not ok]
             self._delivered |= {spool_id for spool_id, _, reason in done if reason is None}
@@ -329,12 +350,6 @@ class SpooledSender:
                 held.backoff = min(2 * held.backoff or 1, MAX_BACKOFF)
                 held.due_s = self.monotonic() + held.backoff * self.retry_refused_s
 
-    def _on_publish(self, _client: mqtt.Client, _userdata: object, mid: int, reason_code: ReasonCode,
-                    _properties: object) -> None:
-        """paho's thread, holding its locks: only note a refusal (paho marks the message published after this)."""
-        if reason_code.is_failure:
-            self._refusals[mid] = reason_code
-
     def _say_refusals(self) -> None:
         if not self._unsaid or self.monotonic() - self._said_at < WARN_EVERY_S:
             return
@@ -348,6 +363,11 @@ class SpooledSender:
                     self._unsaid.total(), topic, reason, len(self._held), topic, next_s,
                     MAX_BACKOFF * self.retry_refused_s)
         self._unsaid.clear()
+
+    @property
+    def held_topics(self) -> frozenset[str]:
+        """Topics whose items wait after a refusal: nothing newer of them may overtake those."""
+        return frozenset(self._held)
 
     @property
     def waiting(self) -> int:

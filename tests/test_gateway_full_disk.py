@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import threading
 from pathlib import Path
+
+import pytest
 
 from contract.messages import payload, topic
 from firmware_sim.imu import SensorSimulation
@@ -13,14 +17,15 @@ from firmware_sim.scenario import load_scenario
 from gateway.publisher import DevicePublisher, device_file
 from gateway.service import Device, _process
 from pipeline.calibration import Calibration
-from pipeline.events import MinuteMetrics
+from pipeline.events import CalibrationEvent, MinuteMetrics
 from pipeline.live import LiveClock
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.stream import ImuBatch
 from service_io.config import Config, MqttSettings
 from service_io.spool import Spool
-from support.mqtt import client, wait_for
+from support.mqtt import client, start_or_fail, wait_for
+from support.servers import SecuredMosquitto, make_password_file
 
 FULL_S = (0.0, 150.0)  # sensor time the disk takes no writes: the calibration (at ~10 s) and two minutes
 
@@ -271,3 +276,68 @@ def test_results_the_broker_took_but_the_disk_will_not_let_go_of_are_no_backlog(
     finally:
         publisher.stop(offline=False)
         listener.loop_stop()
+
+
+GATEWAY_ACL = ("user gw\ntopic write posture/Full/status\ntopic write posture/Full/live\n"
+               "topic write posture/Full/metrics\n{more}\nuser reader\ntopic read #\n")
+
+
+@pytest.mark.parametrize("disk", ["read-only", "unopenable"])
+def test_a_result_sent_from_memory_that_the_broker_refuses_is_kept_said_and_sent_again(tmp_path, caplog, disk):
+    """MQTT 5: a broker may refuse a PUBLISH (Mosquitto: 0x87 Not authorized, for a topic the account's ACL does not
+    allow). Results sent from memory while the disk refused the spool were forgotten at such a PUBACK as at any other:
+    lost without a word (with no spool open at all, nothing even listened for the refusal). Now it is counted, said in
+    one line, kept in memory and its topic held — the others go on — and sent again, oldest alone first, after
+    the wait the spool's sender keeps; once the ACL is put right it arrives, in order."""
+    caplog.set_level(logging.WARNING, logger="posture.gateway")
+    acl = tmp_path / "acl"
+    acl.write_text(GATEWAY_ACL.format(more=""))
+    passwords = {"gw": "gw-Secret-1", "reader": "rd-Secret-2"}
+    broker = start_or_fail(SecuredMosquitto(tmp_path / "mosquitto", acl_file=acl,
+                                            password_file=make_password_file(tmp_path / "pw", passwords)))
+    spool_dir = tmp_path / "spool"
+    if disk == "unopenable":  # no spool at all: a directory where its file should be
+        (spool_dir / "Full.spool").mkdir(parents=True)
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port, username="gw", password=passwords["gw"]))
+    publisher = DevicePublisher.open(config, "Full", spool_dir, "Full")
+    if disk == "read-only":
+        with publisher.results.spool._lock:
+            publisher.results.spool._db.execute("PRAGMA query_only = 1")
+    publisher.results.retry_refused_s = 0.3
+    got: list[dict] = []
+    reader = client(broker.port, user=("reader", passwords["reader"]), client_id="reader")
+    subscribed = threading.Event()
+    reader.on_subscribe = lambda *_: subscribed.set()
+    reader.on_message = lambda _c, _u, m: got.append(json.loads(m.payload)) if m.topic.split("/")[-1] not in (
+        "status", "live") else None
+    reader.subscribe("posture/Full/#", 1)
+    assert subscribed.wait(10), "no SUBACK"
+    t0_s = 1_796_500_000.0 - 1_796_500_000.0 % 60
+    results = [CalibrationEvent(t0_s + 1, "recalibrate", "first"), MinuteMetrics(t0_s, worn_s=60.0),
+               CalibrationEvent(t0_s + 2, "recalibrate", "second")]
+    expected = [json.loads(json.dumps(payload("Full", item))) for item in results]
+    publisher.start()
+    try:
+        wait_for(publisher.connected.is_set, 10, "the publisher connected")
+        publisher.submit(results)
+        assert publisher.results.refusing
+
+        def pumped(done):
+            return lambda: (publisher.pump(), done())[1]
+
+        wait_for(pumped(lambda: publisher.results.refused >= 1 and len(got) >= 1), 10, lambda: f"got {got}")
+        assert got == [expected[1]]  # the allowed topic goes on
+        assert publisher.results.held == 2  # the refused event kept, the one behind it held with it
+        assert publisher.backlog == 0  # a stop does not wait for them: they go again only after the wait
+        said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(said) == 1 and "posture/Full/events" in said[0] and "Not authorized" in said[0], said
+        acl.write_text(GATEWAY_ACL.format(more="topic write posture/Full/events\n"))
+        os.kill(broker.proc.pid, signal.SIGHUP)  # the ACL put right: Mosquitto reads it again
+        wait_for(pumped(lambda: len(got) >= 3), 20, lambda: f"got {got}")
+        publisher.pump()
+    finally:
+        publisher.stop(offline=False)
+        reader.loop_stop()
+        broker.kill()
+    assert got == [expected[1], expected[0], expected[2]]  # each once, the events in their order
+    assert publisher.results.held == 0 and publisher.results.sent_from_memory == 3
