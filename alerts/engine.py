@@ -3,7 +3,8 @@
 Per device it keeps a DeviceState (alerts/state.py) and, for each minute of metrics or
 event, runs the rules, lets the policy hold back what must not go out now, and picks a stretch
 that addresses the deficit (not the one suggested last). The live state (about once a second)
-drives the real-time slouch nudge and its "recovered" follow-up; it changes the saved state only
+drives the real-time slouch nudge and its "recovered" follow-up (a minute worn without a slouch also ends the slouch
+nudged live: live states may be lost); it changes the saved state only
 when one of them moves, which on_live reports so the service writes nothing for the rest (how long the
 live states have shown no slouch is kept in memory: a restart counts it afresh). The
 daily summary and the 31-day habit program run on the wall clock (`tick`). All state is JSON,
@@ -59,6 +60,10 @@ LIVE_MAX_GAP_S = 3.0
 # is for that). A later start is no state of a pipeline; the service refuses it as malformed.
 LIVE_STARTS = ("slouching_since_s", "leaning_since_s", "sitting_since_s")
 LIVE_START_SLACK_S = 1.0
+# A minute of metrics worn this long with no slouch in it shows the slouch nudged live over, if the live states have
+# not (engine._minute_shows_nudged_slouch_over): at least RECOVER_HOLD_S and the dwell (5 s) in it without one, as a
+# minute handed out unfinished (a lost link) may end in a slouch its dwell had not confirmed yet; half the minute.
+MINUTE_OVER_WORN_S = 30.0
 # A live state this close to a minute's end says what is going on at that minute.
 LIVE_FRESH_S = 120.0
 POSTURES = ("upright", "slouching", "leaning_left", "leaning_right", "standing", "walking", "lying", NOT_WORN)
@@ -141,6 +146,7 @@ class AlertEngine:
             folded.add(state.minutes[str(doc["ts"])])
         self._folded[device] = folded
         today = r.totals_of(folded)
+        over = self._minute_shows_nudged_slouch_over(device, state, doc, now_s)
         rules = self.rules
         found = [
             rules.slouch.enabled and (r.slouch_unbroken(state, end_ms, rules) or r.slouch_share(state, end_ms, rules)),
@@ -152,7 +158,7 @@ class AlertEngine:
         ]
         if self._nudged_slouch_goes_on(device, state, end_ms / 1000):  # its nudge went out live already
             found = [f for f in found if not f or f.kind != "slouch"]
-        return self._decide(device, state, [f for f in found if f], now_s)
+        return over + self._decide(device, state, [f for f in found if f], now_s)
 
     def on_event(self, doc: dict[str, Any], now_s: float) -> list[dict[str, Any]]:
         if doc["kind"] == "episode_start":  # a slouch or lean under way: never an episode (its end is), no nudge
@@ -211,19 +217,41 @@ class AlertEngine:
         elif state.slouch_now_open and clear_from is not None and t_s - clear_from >= RECOVER_HOLD_S:
             # Over: live states with posture measured have shown no slouch for RECOVER_HOLD_S, unbroken, since
             # clear_from (its time).
-            state.slouch_now_open = False
-            # It lasted as long as it was seen, no more: to where its last end event or live state showed it, if that
-            # was before the gap that ended it (out of range: "Out of the slouch after 6 min" counted the time away).
-            seen = [s for s in (state.slouch_now_over_s, self._slouch_seen_s.get(device)) if s is not None]
-            lasted_to = min(clear_from, max(seen)) if seen and clear_from - max(seen) > LIVE_MAX_GAP_S else clear_from
-            state.slouch_now_over_s = max(clear_from, state.slouch_now_over_s or clear_from)
-            if rule.recovered:
-                assert state.slouch_now_sent_s is not None  # open is set with it
-                found = r.slouch_recovered(state.slouch_now_sent_s, clear_from, lasted_to)
-                out += self._decide(device, state, [found], now_s)
+            out += self._nudged_slouch_over(device, state, clear_from, now_s)
         if rule.enabled and since is not None:
             out += self._slouch_now(device, state, doc, since, now_s)
         return out, _scalars(state) != before
+
+    def _nudged_slouch_over(self, device: str, state: DeviceState, over_s: float, now_s: float) -> list[dict[str, Any]]:
+        """The slouch nudged live is over, seen so from over_s (sensor time): its follow-up, if enabled."""
+        state.slouch_now_open = False
+        # It lasted as long as it was seen, no more: to where its last end event or live state showed it, if that
+        # was before the gap that ended it (out of range: "Out of the slouch after 6 min" counted the time away).
+        seen = [s for s in (state.slouch_now_over_s, self._slouch_seen_s.get(device)) if s is not None]
+        lasted_to = min(over_s, max(seen)) if seen and over_s - max(seen) > LIVE_MAX_GAP_S else over_s
+        state.slouch_now_over_s = max(over_s, state.slouch_now_over_s or over_s)
+        if not self.rules.slouch_now.recovered:
+            return []
+        assert state.slouch_now_sent_s is not None  # open is set with it
+        return self._decide(device, state, [r.slouch_recovered(state.slouch_now_sent_s, over_s, lasted_to)], now_s)
+
+    def _minute_shows_nudged_slouch_over(self, device: str, state: DeviceState, doc: dict[str, Any],
+                                         now_s: float) -> list[dict[str, Any]]:
+        """A minute of metrics (QoS 1: it is not lost) worn MINUTE_OVER_WORN_S with no slouch in it, after the slouch
+        nudged live began, ends that slouch (by the minute's start) when the live stream (QoS 0) has not: the states
+        that showed it over may all have been lost, or have come with gaps, and while it is open every later slouch
+        is taken for it and not nudged. The minute's slouch_s counts a slouch still going on (the pipeline adds it up
+        to each batch, from its start), so none in it is none at all."""
+        starts, start_s = _nudged_starts(state), doc["ts"] / 1000
+        if (not state.slouch_now_open or not starts or start_s < starts[0] or doc["slouch_s"] > 0
+                or doc["worn_s"] < MINUTE_OVER_WORN_S):
+            return []
+        # A slouch the live states showed after that minute (taken for the nudged one, perhaps before the minute
+        # arrived) is a new one: it gets its own nudge.
+        state.slouch_now_starts = [s for s in starts if s <= start_s]
+        if state.slouch_now_done_s is not None and state.slouch_now_done_s > start_s:
+            state.slouch_now_done_s = state.slouch_now_starts[-1]
+        return self._nudged_slouch_over(device, state, start_s, now_s)
 
     @staticmethod
     def _of_nudged_slouch(state: DeviceState, start_s: float) -> bool:

@@ -431,6 +431,43 @@ def test_a_slouch_that_ended_out_of_range_lasted_as_long_as_it_was_seen():
         ("slouch_now", 310, 10.0), ("recovered", 320, 20.0)]
 
 
+def by_arrival(docs: list[dict]) -> list[dict]:
+    """Live states and minutes in the order they arrive: a minute some seconds after it ends (the pipeline's hold)."""
+    return sorted(docs, key=lambda d: d["ts"] + (66_000 if d["kind"] == "metrics" else 0))
+
+
+def test_a_nudged_slouch_whose_end_the_live_stream_lost_is_closed_by_an_upright_minute():
+    """The live stream is QoS 0: when the states that showed the nudged slouch over were lost (here they came 4 s
+    apart, each run of them cut short), it stayed open, saved, and every later slouch was taken for it: no nudge
+    for the rest of the day. A minute of metrics (QoS 1) worn with no slouch in it closes it now, with its
+    follow-up, and the next slouch is nudged."""
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30, cooldown_min=1))
+    docs = slouch(T0, 120, tail_s=0)  # 10:00:00 to 10:02:00, nudged at 10:00:30
+    docs += [live(T0 + 120 + 4 * k, None) for k in range(45)]  # upright to 10:05, the states in between lost
+    docs += slouch(T0 + 300, 120, lead_s=0, tail_s=15)  # a new slouch at 10:05, all its states delivered
+    docs += [minute(T0 + 60 * k, slouch_s=s) for k, s in enumerate((60, 60, 0, 0, 0, 55, 60))]
+    alerts, _ = run(eng, by_arrival(docs))
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [
+        ("slouch_now", 30), ("recovered", 120), ("slouch_now", 330), ("recovered", 420)]
+    assert alerts[1]["evidence"] == {"slouch_s": 120.0, "since_s": T0}  # over by the upright minute's start
+
+
+def test_an_upright_minute_that_arrives_after_the_next_slouch_began_still_lets_that_slouch_be_nudged():
+    """The gateway's minutes came late (a spooled backlog) while the live states of a new slouch were already
+    taken for the nudged one: the upright minute between them tells them apart."""
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30, cooldown_min=1))
+    docs = slouch(T0, 60, tail_s=0) + [live(T0 + 60 + 4 * k, None) for k in range(30)]
+    docs += slouch(T0 + 180, 120, lead_s=0, tail_s=0)  # the new slouch from 10:03, still going on at 10:05
+    alerts, _ = run(eng, docs[:-30])
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("slouch_now", 30)]  # the new one taken for it
+    alerts, _ = run(eng, [minute(T0 + 60 * k, slouch_s=s) for k, s in enumerate((60, 0, 0, 55))] + docs[-30:])
+    # the new slouch's nudge at its start + delay, as for live states lost around the delay
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("recovered", 60), ("slouch_now", 210)]
+    # a minute that shows a slouch, or too little worn to say, ends nothing
+    assert run(eng, [minute(T0 + 240, slouch_s=30), minute(T0 + 300, 0.0) | {"worn_s": 20.0}])[0] == []
+    assert eng.devices["D"].slouch_now_open
+
+
 def test_an_alert_counts_on_the_day_of_the_data_it_was_decided_on_for_the_cap_and_alerts_sent():
     """A minute rule decided on 23:59 is stamped 00:00:00.000: it counts on that day (the report counts it there too,
     tests/test_report.py). A live nudge at 00:00:35, before the new day's first minute, is the new day's: it counted
