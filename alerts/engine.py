@@ -18,7 +18,7 @@ import json
 from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -451,7 +451,7 @@ class AlertEngine:
                     state.slouch_alert_s = None if f.kind == "recovery" else state.slouch_alert_s
                     continue
                 if f.ts_s - state.last_held_s.get(f.kind, -1e18) >= max(cooldown_s, 60.0):  # count once a spell
-                    state.held_today[reason] = state.held_today.get(reason, 0) + 1
+                    state.count_held(alert_day(f.ts_ms, self.tz).isoformat(), reason)  # its day, as if it were sent
                     state.last_held_s[f.kind] = f.ts_s
                 continue
             stretch = None
@@ -548,13 +548,14 @@ class AlertEngine:
                 state.program_met_before += bool(met and gone.get("program_day", 0) <= self.rules.habit.program_days)
             state.days = dict(days[-KEEP_DAYS:])
         state.program_start = state.program_start or new_day
-        # The nudges of the new day sent before it opened count on it; the closing day's still hold its cap for a late
-        # event of it. Days before the one before are over.
-        sent = {**state.sent_other_days, **({state.day: state.sent_today} if state.day is not None else {})}
+        # The nudges of the new day sent (or held) before it opened count on it; the closing day's still hold its cap
+        # for a late event of it. Days before the one before are over.
         kept_from = (Date.fromisoformat(new_day) - timedelta(days=1)).isoformat()
-        sent_today = sent.pop(new_day, 0)
-        state.sent_other_days = {d: n for d, n in sent.items() if d >= kept_from and n}
-        state.day, state.sent_today, state.held_today = new_day, sent_today, {}
+        sent_today, state.sent_other_days = _opened(state.sent_other_days, state.day, state.sent_today, new_day,
+                                                    kept_from, 0)
+        held_today, state.held_other_days = _opened(state.held_other_days, state.day, state.held_today, new_day,
+                                                    kept_from, {})
+        state.day, state.sent_today, state.held_today = new_day, sent_today, held_today
 
     def _prune(self, state: DeviceState, end_ms: int) -> None:
         lookback_min = max(self.rules.slouch.window_min,
@@ -579,6 +580,18 @@ def _encoded(state: DeviceState) -> bytes:
         return orjson.dumps(state)
     except orjson.JSONEncodeError:  # what orjson cannot write (an integer past 64 bits) json still can
         return json.dumps(state.to_dict()).encode()
+
+
+T = TypeVar("T")  # a count per day: nudges sent (int), findings held back by reason (dict)
+
+
+def _opened(others: dict[str, T], day: str | None, today: T, new_day: str, kept_from: str,
+            none: T) -> tuple[T, dict[str, T]]:
+    """A count kept per day (`today` the open `day`'s, `others` the days either side) as new_day opens: new_day's
+    (`none` if nothing counts on it yet) and the other days', from kept_from on."""
+    counts = {**others, **({day: today} if day is not None else {})}
+    opened = counts.pop(new_day, none)
+    return opened, {d: n for d, n in counts.items() if d >= kept_from and n}
 
 
 def _nudged_starts(state: DeviceState) -> list[float]:

@@ -33,7 +33,10 @@ class DeviceState:
     # … and on the days either side of it, while they are not `day`: a live nudge after midnight, before the new
     # day's first minute opens it (its count starts then from this), or a late event's (the day before's cap).
     sent_other_days: dict[str, int] = field(default_factory=dict)
-    held_today: dict[str, int] = field(default_factory=dict)  # reason → count
+    held_today: dict[str, int] = field(default_factory=dict)  # reason → findings held back that count on `day`
+    # … and on the days either side of it, as sent_other_days (a live nudge held after midnight, before the new day's
+    # first minute opens it; a late event's of the day before): each day's alerts_held counts its own findings.
+    held_other_days: dict[str, dict[str, int]] = field(default_factory=dict)
     sent_ids: list[str] = field(default_factory=list)
     recent_stretches: list[str] = field(default_factory=list)
     snooze_until_s: float | None = None  # wall clock
@@ -72,6 +75,19 @@ class DeviceState:
             self.sent_today += 1
         else:  # a new dict: a copy of the state (engine.today_state) must not change the original's
             self.sent_other_days = {**self.sent_other_days, day: self.sent_other_days.get(day, 0) + 1}
+
+    def held_on(self, day: str) -> dict[str, int]:
+        """Findings held back, by reason, that count on `day` (YYYY-MM-DD)."""
+        return self.held_today if day == self.day else self.held_other_days.get(day, {})
+
+    def count_held(self, day: str, reason: str) -> None:
+        """One more finding held back for `reason` that counts on `day` (YYYY-MM-DD, contract alert_day)."""
+        held = self.held_on(day)
+        held = {**held, reason: held.get(reason, 0) + 1}  # new dicts: a copy of the state must not change its original
+        if day == self.day:
+            self.held_today = held
+        else:
+            self.held_other_days = {**self.held_other_days, day: held}
 
     def window(self, end_ms: int, minutes: float) -> list[dict[str, Any]]:
         """The minutes that start within `minutes` before end_ms, oldest first."""

@@ -177,14 +177,14 @@ def test_quiet_hours_hold_the_nudge_until_they_end_if_the_slouch_goes_on():
     assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"]
     assert alerts[0]["ts"] == (DAY + 7 * 3600) * 1000  # held at 06:59, sent with the first live state at 07:00
     assert alerts[0]["evidence"]["slouch_s"] == 120.0
-    assert eng.devices["D"].held_today == {"quiet_hours": 1}
+    assert eng.devices["D"].held_on("2026-11-20") == {"quiet_hours": 1}  # on its day: no minute has opened one
     assert changed == 3  # held, sent, over
 
 
 def test_quiet_hours_hold_a_slouch_that_ends_in_them_for_good():
     eng = engine(slouch_now=SlouchNowRule(delay_s=60), limits=Limits(quiet_hours="22:00-07:00", max_delay_s=FAR))
     alerts, _ = run(eng, slouch(DAY + 6 * 3600, 300))
-    assert alerts == [] and eng.devices["D"].held_today == {"quiet_hours": 1}
+    assert alerts == [] and eng.devices["D"].held_on("2026-11-20") == {"quiet_hours": 1}
 
 
 def test_snooze_cap_and_staleness_hold_it_too():
@@ -195,7 +195,7 @@ def test_snooze_cap_and_staleness_hold_it_too():
     assert run(capped, slouch(T0, 120))[0] == []
     stale = engine(slouch_now=SlouchNowRule(delay_s=30), limits=Limits(quiet_hours="", max_delay_s=600))
     assert run(stale, slouch(T0, 120), lag_s=3600)[0] == []  # an hour-old live state (a retained one) is history
-    assert stale.devices["D"].held_today == {"stale": 1}
+    assert stale.devices["D"].held_on("2026-11-20") == {"stale": 1}
 
 
 def test_the_minute_based_rules_send_no_second_nudge_for_the_same_slouch():
@@ -375,7 +375,7 @@ def test_praise_does_not_use_up_the_daily_cap():
     alerts, _ = run(eng, docs)
     assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"] * 8  # the ninth slouch meets the cap
     state = eng.devices["D"]
-    assert state.sent_on("2026-11-20") == 8 and state.held_today == {"daily_cap": 1}
+    assert state.sent_on("2026-11-20") == 8 and state.held_on("2026-11-20") == {"daily_cap": 1}
 
 
 def test_a_live_state_from_the_future_does_not_stop_the_follow_up():
@@ -486,3 +486,22 @@ def test_an_alert_counts_on_the_day_of_the_data_it_was_decided_on_for_the_cap_an
     assert (eng.today_state("D")["date"], eng.today_state("D")["alerts_sent"]) == ("2026-11-20", 1)
     run(eng, [minute(midnight, 40.0)])  # the new day's first minute opens it, with its nudge
     assert (eng.today_state("D")["date"], eng.today_state("D")["alerts_sent"]) == ("2026-11-21", 1)
+
+
+def test_a_held_back_finding_counts_in_alerts_held_on_the_day_of_its_data():
+    """`alerts_held` counted on the device's open day: a live nudge held back at 00:00:35, before the new day's first
+    minute, went into the day before's count and was gone when the new day opened it; an episode of the day before
+    held back after that counted on the new day. Each counts on its own day now (contract alert_day), as sent ones."""
+    eng = engine(slouch=SlouchRule(episode_min=2), sitting=SittingRule(enabled=False),
+                 slouch_now=SlouchNowRule(delay_s=30))
+    midnight = DAY + 86_400
+    run(eng, [minute(midnight - 120 + 60 * k, 0.0) for k in range(2)])  # 23:58 and 23:59: the day before is open
+    eng.snooze("D", 600, now_s=midnight - 60)
+    assert run(eng, slouch(midnight + 5, 40, lead_s=2, tail_s=0))[0] == []  # due at 00:00:35, snoozed
+    assert (eng.today_state("D")["date"], eng.today_state("D")["alerts_held"]) == ("2026-11-20", 0)
+    run(eng, [minute(midnight, 40.0)])  # the new day's first minute opens it, with the nudge held on it
+    assert (eng.today_state("D")["date"], eng.today_state("D")["alerts_held"]) == ("2026-11-21", 1)
+    # A slouch of the day before, over at 23:59:50, whose end event comes late: held back on that day, not this one.
+    assert eng.on_event(end_event(midnight - 400, midnight - 10), now_s=midnight + 90) == []
+    assert eng.today_state("D")["alerts_held"] == 1
+    assert eng.devices["D"].held_other_days == {"2026-11-20": {"snoozed": 1}}
