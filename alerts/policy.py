@@ -1,8 +1,7 @@
 """Whether a finding may reach the phone now: no storms, nothing stale, nothing at night.
 
-Pure: times come in as arguments. Data time (the finding's: the millisecond before its alert's ts, contract
-alert_time) decides quiet hours and the day a nudge counts against the cap (contract alert_day, as `alerts_sent`
-and the day report count it); wall-clock
+Pure: times come in as arguments. Data time (the finding's) decides quiet hours and the day a
+nudge counts against the cap (contract alert_day, as `alerts_sent` and the day report count it); wall-clock
 time decides snoozes (the wearer snoozes "from now") and staleness (a backlog delivered after an outage is
 history, not a nudge).
 """
@@ -15,7 +14,7 @@ from datetime import time as TimeOfDay
 from alerts.rules import Finding
 from alerts.settings import Limits
 from alerts.state import DeviceState
-from contract.messages import alert_day, alert_time, is_nudge
+from contract.messages import alert_day, is_nudge
 
 
 def local(t_s: float, tz: tzinfo | None) -> datetime:
@@ -36,8 +35,9 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
         return "stale"
     if state.snooze_until_s is not None and now_s < state.snooze_until_s:
         return "snoozed"
-    # The minute 21:59-22:00 (ts 22:00:00.000) is before quiet hours from 22:00, the minute 06:59-07:00 in them.
-    if in_span(alert_time(finding.ts_ms, tz).time(), limits.quiet_span()):
+    # ts, not alert_day's millisecond before: a minute's nudge reaches the phone after its end, and quiet hours are the
+    # wearer's clock (the 21:59 minute judged at 21:59:59.999 buzzed at 22:00:06).
+    if in_span(local(finding.ts_s, tz).time(), limits.quiet_span()):
         return "quiet_hours"
     if is_nudge(finding.kind) and state.sent_on(alert_day(finding.ts_ms, tz).isoformat()) >= limits.daily_cap:
         return "daily_cap"  # the cap counts nudges, not praise

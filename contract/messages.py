@@ -39,21 +39,15 @@ def is_nudge(alert_kind: str) -> bool:
 
 
 # An alert's ts is the end of the data it was decided on (a minute rule's at the minute's end, an episode's at its
-# end, the live nudge where its delay was met), so it is about the time that data ends in: the millisecond before its
-# ts, and it counts on that local day. A minute rule decided on 23:59 is stamped 00:00:00.000 and is the day before's
-# (and 23:59's for quiet hours). The one definition of an alert's time and day: quiet hours, the daily cap and
-# `alerts_sent` (alerts/) and the day report's count (report/).
+# end, the live nudge where its delay was met), so it counts on the day that data ends in: the local day of the
+# millisecond before its ts. A minute rule decided on 23:59 is stamped 00:00:00.000 and is the day before's. The one
+# definition of an alert's day: the daily cap and `alerts_sent` (alerts/) and the day report's count (report/).
 ALERT_DAY_LAG_MS = 1
 
 
-def alert_time(ts_ms: int, tz: tzinfo | None) -> datetime:
-    """The local time (tz None: the machine's) an alert stamped ts_ms is about."""
-    return datetime.fromtimestamp((ts_ms - ALERT_DAY_LAG_MS) / 1000, tz)
-
-
 def alert_day(ts_ms: int, tz: tzinfo | None) -> Date:
-    """The local day an alert stamped ts_ms counts on."""
-    return alert_time(ts_ms, tz).date()
+    """The local day (tz None: the machine's) an alert stamped ts_ms counts on."""
+    return datetime.fromtimestamp((ts_ms - ALERT_DAY_LAG_MS) / 1000, tz).date()
 
 
 @dataclass(frozen=True)
