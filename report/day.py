@@ -11,7 +11,8 @@ Values are taken as a minute or a trunk can hold them (bounded_minute, _angle): 
 for more than its 60 s.
 
 The angles are drawn from the live stream where it was kept (a point every few seconds), and from
-the per-minute means in the minutes it does not cover: a mixed day is fine where it is fine.
+the per-minute means in the minutes it does not cover: a mixed day is fine where it is fine. Neither draws an
+angle while the wearer lay (live_buckets; the minute means are of the time not lying).
 Slouching is shaded where an episode ended (its start and duration) and where the live stream says
 slouching; an episode still going on (a point with only `confirmed_after_s`) is not counted, the
 live stream shades it.
@@ -86,7 +87,7 @@ class Minute:
 
 @dataclass(frozen=True)
 class LiveBucket:
-    """A few seconds of the live stream: the means of the angles measured in it."""
+    """A few seconds of the live stream: the means of the angles measured in it (None where the wearer lay)."""
     start_s: float
     flexion_deg: float | None  # + forward
     lateral_deg: float | None  # + right
@@ -225,14 +226,21 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
 
 
 def live_buckets(rows: list[dict[str, Any]]) -> list[LiveBucket]:
-    """The live rows with angles (query.fetch_live) as buckets; slouching when half or more of the samples were."""
+    """The live rows with angles (query.fetch_live) as buckets; slouching when half or more of the samples were.
+    A bucket in which the wearer lay at all has no angles: lying, trunk flexion and lean mean nothing (a nap drew
+    −90° of flexion), and the minute means leave lying out the same way (pipeline metrics.upright_s). Its earlier
+    states carry no activity, so which of its angles were lying is not known: the whole bucket is a gap."""
     out = []
     for r in _by_time(rows):
         samples = _num(r.get("samples")) or 0.0
         if samples <= 0:
             continue  # nothing measured (uncalibrated): no angle, no slouch either way
         slouching = (_num(r.get("slouching_samples")) or 0.0) >= samples / 2
-        out.append(LiveBucket(r["time_s"], _angle(r.get("flexion_deg")), _angle(r.get("lateral_deg")), slouching))
+        if (_num(r.get("lying_samples")) or 0.0) > 0:
+            out.append(LiveBucket(r["time_s"], None, None, slouching))
+        else:
+            out.append(LiveBucket(r["time_s"], _angle(r.get("flexion_deg")), _angle(r.get("lateral_deg")),
+                                  slouching))
     return out
 
 

@@ -408,6 +408,36 @@ def test_seconds_off_the_body_do_not_thin_a_live_buckets_slouching(influx, tmp_p
     assert report.slouch_spans == [(t0, t0 + 10)]
 
 
+def test_the_live_trace_draws_no_angles_while_the_wearer_lay(influx, tmp_path):
+    """Lying down, trunk flexion and lean mean nothing, and the minute means leave lying out: the live trace drew a
+    nap as −85° of flexion and 40° of lean. A bucket the wearer lay in, even in part, is now a gap in both lines;
+    the buckets either side are drawn as before."""
+    day, t0 = a_recent_day()
+    device = "Desk"
+    live = []
+    for i in range(80):  # 09:00:00–09:01:20 at 1 Hz: sitting, lying from 09:00:35 to 09:01:00, sitting
+        t_ms = int((t0 + i) * 1000)
+        lying = 35 <= i < 60
+        flexion, lateral = (-85, 40) if lying else (5, -1)
+        live.append(f'posture_live,device_id={device} calibration="calibrated",'
+                    f'activity="{"lying" if lying else "sitting"}",flexion_deg={flexion},lateral_deg={lateral} '
+                    f"{t_ms + 900}")
+        # The earlier states of a 10 Hz stream's message: angles only, so only the bucket can say it lay.
+        live += [f"posture_live,device_id={device} flexion_deg={flexion},lateral_deg={lateral},rotation_deg=0 "
+                 f"{t_ms + 900 - 100 * j}" for j in range(1, 10)]
+    write_live(influx, DB, "live", live)
+    settings = InfluxSettings(url=influx.url, database=DB, live_policy="live")
+    report = cli.write_day_report(settings, device, day, tmp_path / "report.png", "UTC")
+
+    assert [b.start_s for b in report.live] == [t0 + 10 * k for k in range(8)]
+    assert [b.flexion_deg for b in report.live] == [5.0] * 3 + [None] * 3 + [5.0] * 2
+    assert [b.lateral_deg for b in report.live] == [-1.0] * 3 + [None] * 3 + [-1.0] * 2
+    lines = lines_by_label(report)
+    for label, upright in (("flexion (10 s mean, live)", 5.0), ("lateral bend (10 s mean, live)", -1.0)):
+        drawn = lines[label][1]
+        assert drawn[:3] + drawn[6:] == [upright] * 5 and all(math.isnan(y) for y in drawn[3:6]), (label, drawn)
+
+
 def test_live_buckets_and_spans():
     rows = [{"time_s": 20.0, "flexion_deg": 10.0, "lateral_deg": 0.0, "samples": 10, "slouching_samples": 5},
             {"time_s": 0.0, "flexion_deg": 1.0, "lateral_deg": None, "samples": 10, "slouching_samples": None},
