@@ -32,7 +32,7 @@ from typing import Any
 from contract.influx_schema import TAGS
 from contract.messages import is_nudge
 from pipeline import summary
-from pipeline.activity import ACTIVITIES
+from pipeline.activity import ACTIVITIES, WALKING
 from pipeline.summary import SIDES
 
 MINUTE_S = 60.0
@@ -49,6 +49,10 @@ EPISODE_MAX_S = float(json.loads((resources.files("contract") / "schemas" / "eve
                       ["properties"]["duration_s"]["maximum"])
 ALERT_TAGS = ("kind", "alert_id")  # what tells two alerts of a device at one time apart
 MAX_ROTATIONS_PER_MINUTE = 120  # two excursions out and back a second: more than a trunk turns
+# Walking seconds that make a minute part of a walk in the activity strip, whatever else the minute held: a walk of
+# a minute or two mostly splits across minutes that each sat longer than they walked, and was never drawn. Fewer are
+# a step or two about the desk, not a walk.
+WALK_MIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,7 @@ class DayReport:
     live: list[LiveBucket]  # the fine trace, where the live stream was kept
     live_step_s: float  # a live bucket's length
     trace_minutes: list[Minute]  # the minutes whose means are drawn: those the live trace does not cover
+    walk_spans: list[tuple[float, float]]  # (start_s, end_s) of the minutes with a walk (WALK_MIN_S), merged
     slouch_spans: list[tuple[float, float]]  # (start_s, end_s) shaded as slouching, merged, in time order
     slouches: list[Slouch]
     rotations: list[Rotation]
@@ -221,6 +226,8 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     spans += [(b.start_s, b.start_s + live_step_s) for b in live if b.slouching]
     return DayReport(device, day, tz, day_start_s, day_end_s, data_start_s, max(data_end_s, data_start_s + MINUTE_S),
                      minutes, live, live_step_s, trace_minutes,
+                     merge_spans([(r["time_s"], r["time_s"] + MINUTE_S) for r in minute_rows
+                                  if (r[f"{WALKING}_s"] or 0.0) >= WALK_MIN_S]),
                      merge_spans(spans), slouches, rotations, leans, calibrations, alerts,
                      day_totals(minute_rows, leans, sum(is_nudge(a.kind) for a in alerts)))
 

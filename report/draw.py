@@ -20,7 +20,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.activity import ACTIVITIES
+from pipeline.activity import ACTIVITIES, WALKING
 from pipeline.summary import SIDES
 from pipeline.symmetry import MIN_TOTAL_DEG
 
@@ -30,6 +30,9 @@ FIGURE_SIZE_IN = (14.0, 10.0)
 DPI = 120
 LABEL_ROOM = 0.012  # of the time axis: about the width of one 8-point label turned upright on the figure
 DAY_S = 86400.0  # matplotlib's date numbers count days
+# A walk's narrowest in the activity strip, of the time axis: about 5 pixels of the figure at DPI. A minute of a day
+# is under one, and a short walk was lost in the sitting around it.
+WALK_MIN_WIDTH = 0.004
 
 # A day with only the live stream or events: its totals would read "worn 0.0 min", as if it had not been worn.
 NO_MINUTES = "no per-minute totals that day"
@@ -209,11 +212,26 @@ def _draw_activity(ax: Axes, report: DayReport) -> None:
         blocks = [(_num(report, m.start_s), width) for m in report.minutes if m.activity == activity]
         if blocks:
             ax.broken_barh(blocks, (0.0, 1.0), facecolors=COLOR[activity], edgecolor="none")
+    # Walks over the minutes' main activity, and never narrower than WALK_MIN_WIDTH: a break from sitting is what
+    # the strip is looked at for.
+    walks = [(_num(report, start_s), (end_s - start_s) / DAY_S) for start_s, end_s in walk_blocks(report)]
+    if walks:
+        ax.broken_barh(walks, (0.0, 1.0), facecolors=COLOR[WALKING], edgecolor="none", zorder=3, gid="walks")
     ax.set_ylim(0.0, 1.0)
     ax.set_yticks([])
     ax.set_ylabel("activity", rotation=0, ha="right", va="center")
     ax.legend(handles=[Patch(color=COLOR[a], label=a) for a in ACTIVITIES], loc="upper left",
               bbox_to_anchor=(1.0, 1.15), fontsize=8, frameon=False)
+
+
+def walk_blocks(report: DayReport) -> list[tuple[float, float]]:
+    """(start_s, end_s) of each walk as drawn: widened about its middle to WALK_MIN_WIDTH of the time axis."""
+    least_s = WALK_MIN_WIDTH * (report.data_end_s - report.data_start_s)
+    blocks = []
+    for start_s, end_s in report.walk_spans:
+        widen_s = max(least_s - (end_s - start_s), 0.0) / 2
+        blocks.append((start_s - widen_s, end_s + widen_s))
+    return blocks
 
 
 def _time_axis(ax: Axes, report: DayReport) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from posture.local_servers import InfluxDB1, http
 from report import cli, draw, query
+from report import day as report_day
 from report.day import MINUTE_MAX_S, DayRows, build_day_report, day_bounds, live_buckets, merge_spans
 from report.query import QueryError, influxql_string
 from service_io.config import load_config
@@ -183,6 +184,46 @@ def test_day_totals_from_rows():
     assert build_day_report("Desk", date(2025, 6, 1), utc, left_heavy).totals.rotation_symmetry_index < 0
     little = DayRows(minutes=[minute(t0, rotations_left=1, rotation_left_cumulative_deg=20.0)])
     assert build_day_report("Desk", date(2025, 6, 1), utc, little).totals.rotation_symmetry_index is None
+
+
+def drawn_blocks(report, color: str) -> list[tuple[float, float]]:
+    """The activity strip's bars of one colour as drawn, (start, end) in matplotlib date numbers."""
+    from matplotlib.colors import to_rgba
+
+    ax = draw.figure(report).subfigs[0].axes[1]
+    blocks = []
+    for collection in ax.collections:
+        if tuple(collection.get_facecolor()[0]) == to_rgba(color):
+            blocks += [(min(p.vertices[:, 0]), max(p.vertices[:, 0])) for p in collection.get_paths()]
+    return sorted(blocks)
+
+
+def test_a_short_walk_in_a_long_sitting_day_shows_in_the_activity_strip():
+    """Each minute was drawn as its main activity, a minute wide: a 50 s walk from 12:00:35, 25 s in each of two
+    minutes that sat 35 s, was drawn as sitting, and even a whole minute's walk is under a pixel of a long day. A
+    minute with WALK_MIN_S of walking is drawn as a walk over the rest, at least draw.WALK_MIN_WIDTH of the axis
+    wide; a step or two (5 s) is not a walk."""
+    t0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC).timestamp()
+    walk_start_s = t0 + 4 * 3600
+    walked = {walk_start_s: 25.0, walk_start_s + 60: 25.0, t0 + 7200: 5.0}
+    rows = DayRows(minutes=[minute(t, sitting_s=60.0 - walked.get(t, 0.0), walking_s=walked.get(t, 0.0))
+                            for t in (t0 + 60 * k for k in range(600))])  # 08:00 to 18:00
+    report = build_day_report("Desk", date(2025, 6, 1), UTC, rows)
+    assert all(m.activity == "sitting" for m in report.minutes)  # the walk is no minute's main activity
+
+    def num(t_s: float) -> float:
+        return draw._num(report, t_s)
+
+    walks = drawn_blocks(report, draw.COLOR["walking"])
+    assert len(walks) == 1, walks  # the walk, once; not the 5 s at 10:00
+    walk = walks[0]
+    assert 5.0 < report_day.WALK_MIN_S <= 25.0
+    assert report.walk_spans == [(walk_start_s, walk_start_s + 120)]
+    span = num(report.data_end_s) - num(report.data_start_s)
+    assert walk[0] <= num(walk_start_s + 35) and num(walk_start_s + 85) <= walk[1]
+    assert walk[1] - walk[0] == pytest.approx(draw.WALK_MIN_WIDTH * span)  # 2 min of 10 h: widened to be seen
+    assert [(round(a, 6), round(b, 6)) for a, b in drawn_blocks(report, draw.COLOR["sitting"])][:1] == [
+        (round(num(t0), 6), round(num(t0 + 60), 6))]  # the sitting around it is drawn as before
 
 
 def test_text_fields_of_another_type_are_text():
