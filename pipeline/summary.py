@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,19 @@ from .events import MinuteMetrics
 from .symmetry import symmetry_angle, symmetry_index
 
 SIDES = ("left", "right")
+
+
+def ran_in(start_s: float, end_s: float, period_start_s: float, period_end_s: float) -> bool:
+    """Whether an episode (a slouch, a lean) counts in a period (an hour, a day): the one rule, that it counts in each
+    period it ran in, as its minutes do. One from 23:50 to 00:03 counts on both days; one that ends on the stroke of
+    midnight, the day before only; a zero-length one, where it starts."""
+    return start_s < period_end_s and (end_s > period_start_s or start_s >= period_start_s)
+
+
+def periods_ran_in(start_s: float, end_s: float, length_s: float) -> range:
+    """The indices k of the periods [k·length_s, (k + 1)·length_s) the episode ran in (ran_in)."""
+    first = math.floor(start_s / length_s)
+    return range(first, max(first, math.ceil(end_s / length_s) - 1) + 1)
 
 
 @dataclass
@@ -110,59 +124,102 @@ class Summary:
 class Rollups:
     """Hour and day summaries, handed out as each period ends (UTC), from the minutes as they come.
 
-    An event goes to the period its time falls in (an episode's end: it is counted by its end), not to the one
-    open when it arrives: a replay hands the pipeline 20,000 rows at a time (200 s at 100 Hz, 13 min at 25 Hz),
-    whose events all come before its minutes, and a slouch that ended after midnight was counted the day before.
-    A period's calibration is the one in force: a day without a calibration event was "not calibrated".
+    An event goes to the period its time falls in, not to the one open when it arrives: a replay hands the pipeline
+    20,000 rows at a time (200 s at 100 Hz, 13 min at 25 Hz), whose events all come before its minutes, and a slouch
+    that ended after midnight was counted the day before. A slouch episode (counted once it ended, never by its
+    start) counts in each period it ran in (ran_in), as its minutes do and as `posture report` counts a day's: counted
+    by its end alone, the hour or day it began in showed its slouch minutes and none of its episodes. So a period an
+    episode under way ran in (its EpisodeStart came, its end not yet) is held, summed up, until the episode ends, and
+    handed out with the first minute handed in after its end. A period's calibration is the one in force: a day
+    without a calibration event was "not calibrated".
     """
 
     PERIODS = {"hour": 3600.0, "day": 86400.0}
 
     def __init__(self) -> None:
         self._open: dict[str, tuple[int, Summary]] = {}
-        # Events whose period has not opened yet, per period: (its index, the event).
-        self._pending: dict[str, list[tuple[int, Any]]] = {p: [] for p in self.PERIODS}
+        # Events whose periods have not opened yet, per period: (the first and last index of those, whether a period
+        # before counted it, the event).
+        self._pending: dict[str, list[tuple[int, int, bool, Any]]] = {p: [] for p in self.PERIODS}
         self._calibration = {p: "not calibrated" for p in self.PERIODS}
+        self._held: list[tuple[str, int, Summary]] = []  # ended periods a slouch under way ran in, in order
+        self._slouch_since_s: float | None = None  # the start of the slouch under way
 
     def add_minute(self, m: MinuteMetrics) -> list[dict[str, Any]]:
-        done = []
         for period, length in self.PERIODS.items():
             k = int(m.minute_start_s // length)
             if period in self._open and self._open[period][0] != k:
-                done.append(self._close(period))
+                self._held.append(self._close(period))
             if period not in self._open:
-                self._open[period] = (k, Summary(calibration=self._calibration[period]))
-                # Events before this period's first minute (those before the first minute of all included) are its.
-                due = [e for i, e in self._pending[period] if i <= k]
-                self._pending[period] = [(i, e) for i, e in self._pending[period] if i > k]
-                for event in due:
-                    self._open[period][1].add_event(event)
+                summary = Summary(calibration=self._calibration[period])
+                self._open[period] = (k, summary)
+                # Events before this period's first minute (those before the first minute of all, that no period
+                # counted, included) are its; an episode that runs on past it waits for the periods after.
+                pending = []
+                for first, last, counted, event in self._pending[period]:
+                    if first <= k and (last >= k or not counted):
+                        summary.add_event(event)
+                        counted = True
+                    if last > k:
+                        pending.append((max(first, k + 1), last, counted, event))
+                self._pending[period] = pending
             self._open[period][1].add_minute(m)
-        return done
+        return self._release()
 
     def add_event(self, event: Any) -> None:
-        """An event, counted as Summary.add_event counts it (an episode by its end, never by its start)."""
+        """An event, counted as Summary.add_event counts it: an episode once it ended, in each period it ran in."""
+        if event.kind == "episode_start" and event.episode == "slouch":
+            self._slouch_since_s = float(event.start_s)
+        elif event.kind == "slouch":
+            self._slouch_since_s = None
         t_s = float(next((v for v in (getattr(event, a, None) for a in ("end_s", "t_s", "start_s")) if v is not None),
                          0.0))
         for period, length in self.PERIODS.items():
-            k = int(t_s // length)
-            if period in self._open and k <= self._open[period][0]:  # its period, or one already handed out
+            ran = (periods_ran_in(float(event.start_s), float(event.end_s), length) if event.kind == "slouch"
+                   else range(int(t_s // length), int(t_s // length) + 1))
+            counted = False
+            if event.kind == "slouch":
+                for held_period, k, summary in self._held:
+                    if held_period == period and k in ran:
+                        summary.add_event(event)
+                        counted = True
+            if period not in self._open:
+                self._pending[period].append((ran[0], ran[-1], counted, event))
+                continue
+            k = self._open[period][0]
+            if k in ran or (ran[-1] < k and not counted):  # its period, or (late) one already handed out
                 self._open[period][1].add_event(event)
-            else:
-                self._pending[period].append((k, event))
+                counted = True
+            if ran[-1] > k:
+                self._pending[period].append((max(ran[0], k + 1), ran[-1], counted, event))
 
     def flush(self) -> list[dict[str, Any]]:
+        self._slouch_since_s = None  # the pipeline's finish() ended any episode under way: nothing more to wait for
         for period, pending in self._pending.items():  # events after the last minute: the last period's
             if period in self._open:
-                for _, event in pending:
-                    self._open[period][1].add_event(event)
+                for _, _, counted, event in pending:
+                    if not counted:
+                        self._open[period][1].add_event(event)
                 pending.clear()
-        return [self._close(p) for p in list(self._open)]
+        self._held += [self._close(p) for p in list(self._open)]
+        return self._release()
 
-    def _close(self, period: str) -> dict[str, Any]:
+    def _close(self, period: str) -> tuple[str, int, Summary]:
         k, summary = self._open.pop(period)
         self._calibration[period] = summary.calibration
-        return {"kind": "summary", "period": period, "start_s": k * self.PERIODS[period], **summary.as_dict()}
+        return period, k, summary
+
+    def _release(self) -> list[dict[str, Any]]:
+        """The ended periods, in order, up to the first one the slouch under way ran in."""
+        done = []
+        while self._held:
+            period, k, summary = self._held[0]
+            if self._slouch_since_s is not None and self._slouch_since_s < (k + 1) * self.PERIODS[period]:
+                break
+            self._held.pop(0)
+            done.append({"kind": "summary", "period": period, "start_s": k * self.PERIODS[period],
+                         **summary.as_dict()})
+        return done
 
 
 def _round(v: float | None) -> float | None:

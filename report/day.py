@@ -70,12 +70,12 @@ class DayRows:
         return not any((self.minutes, self.slouches, self.rotations, self.leans, self.calibrations, self.alerts,
                         self.live))
 
-    def of_day(self, day_start_s: float) -> DayRows:
+    def of_day(self, day_start_s: float, day_end_s: float) -> DayRows:
         """The rows without the episodes read from before the day (query.DAY_SHIFT_MS) that ended before it: those
-        that began on the day, and those that ran into it (an end after its midnight)."""
+        that ran in the day (summary.ran_in: began on it, or ran into it past its midnight)."""
         def on_day(r: dict[str, Any]) -> bool:
             start_s: float = r["time_s"]
-            return start_s >= day_start_s or start_s + (_num(r.get("duration_s")) or 0.0) > day_start_s
+            return summary.ran_in(start_s, start_s + (_num(r.get("duration_s")) or 0.0), day_start_s, day_end_s)
 
         return replace(self, slouches=[r for r in self.slouches if on_day(r)],
                        leans=[r for r in self.leans if on_day(r)])
@@ -190,7 +190,7 @@ def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
 def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
                      live_step_s: float = LIVE_STEP_S) -> DayReport:
     day_start_s, day_end_s = day_bounds(day, tz)
-    rows = rows.of_day(day_start_s)
+    rows = rows.of_day(day_start_s, day_end_s)
     minute_rows = [bounded_minute(r) for r in one_per_point(rows.minutes)]
     minutes = [Minute(r["time_s"], r["flexion_mean_deg"], r["lateral_mean_deg"], dominant_activity(r))
                for r in minute_rows]

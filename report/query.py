@@ -66,7 +66,7 @@ def fetch_day(settings: InfluxSettings, device: str, start_s: float, end_s: floa
     statements = day_statements(device, start_ms, end_ms)
     rows = {name: parse_rows(query(settings, statement, timeout_s=TIMEOUT_S, deadline=deadline), settings.database)
             for name, statement in zip(COLUMNS, statements)}
-    return DayRows(**rows, live=fetch_live(settings, device, start_ms, end_ms, deadline)).of_day(start_s)
+    return DayRows(**rows, live=fetch_live(settings, device, start_ms, end_ms, deadline)).of_day(start_s, end_s)
 
 
 def known_devices(settings: InfluxSettings) -> list[str]:

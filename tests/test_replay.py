@@ -19,6 +19,7 @@ from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import parse_scenario
 from pipeline.calibration import Calibration
 from pipeline.stream import PosturePipeline
+from pipeline.summary import ran_in
 from replay.replay import ReplayError, replay, stamped_ahead
 from sensor.record import CsvSampleWriter
 from sensor.stream import ImuBatch
@@ -280,21 +281,57 @@ def test_a_time_column_in_ms_or_us_is_one_clear_line(tmp_path, scale):
     assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "t_s must be in seconds" in cli.stderr, cli.stderr
 
 
-def test_hour_and_day_summaries_count_each_slouch_in_the_period_it_ended(tmp_path):
+@pytest.mark.parametrize("midnight_at_s", [100.0, 45.0])
+def test_hour_and_day_summaries_count_each_slouch_in_the_periods_it_ran_in(tmp_path, midnight_at_s):
     """A replay hands the pipeline 20,000 rows at a time, whose events came before its minutes: slouches that ended
-    after midnight (three of ten at 25 Hz) were counted the day before, and the new day said "not calibrated"."""
+    after midnight (three of ten at 25 Hz) were counted the day before, and the new day said "not calibrated".
+    Midnight 45 s in falls inside office-short's first slouch (36.6 to 55.0 s): counted by its end alone, the day
+    before read 0.14 slouch minutes and 0 episodes; it counts on both days now, as `posture report` counts it."""
     *chunks, _ = case_chunks("office-short")
-    midnight = 1_733_443_200.0  # 2024-12-06 00:00 UTC, 100 s into the recording
-    write_record_csv(tmp_path / "rec.csv", [(t + midnight - 100.0, a, g) for t, a, g in chunks])
+    midnight = 1_733_443_200.0  # 2024-12-06 00:00 UTC, midnight_at_s into the recording
+    write_record_csv(tmp_path / "rec.csv", [(t + midnight - midnight_at_s, a, g) for t, a, g in chunks])
     replay(tmp_path / "rec.csv", tmp_path / "out.jsonl", progress=False)
     lines = [json.loads(ln) for ln in (tmp_path / "out.jsonl").read_text().splitlines()]
-    slouch_ends = [ln["end_s"] for ln in lines if ln["kind"] == "slouch"]
-    assert any(t < midnight for t in slouch_ends) and any(t >= midnight for t in slouch_ends)
+    slouches = [(ln["start_s"], ln["end_s"]) for ln in lines if ln["kind"] == "slouch"]
+    assert any(end < midnight for _, end in slouches) == (midnight_at_s == 100.0)
+    assert any(start < midnight < end for start, end in slouches) == (midnight_at_s == 45.0)
+    assert any(start >= midnight for start, _ in slouches)
     days = [ln for ln in lines if ln["kind"] == "summary" and ln["period"] == "day"]
     assert [d["start_s"] for d in days] == [midnight - 86400, midnight]
     for day in days:
-        assert day["slouch_episodes"] == sum(day["start_s"] <= t < day["start_s"] + 86400 for t in slouch_ends)
+        assert day["slouch_min"] > 0
+        assert day["slouch_episodes"] == sum(ran_in(start, end, day["start_s"], day["start_s"] + 86400)
+                                             for start, end in slouches)
         assert day["calibration"].startswith("calibrated")
+    assert [d["slouch_episodes"] for d in days] == ([1, 1] if midnight_at_s == 100.0 else [1, 2])
+
+
+def test_a_slouch_under_way_holds_the_summaries_of_the_periods_it_ran_in_until_it_ends():
+    """Rollups as the pipeline feeds it, a minute at a time: a slouch from 10:58:30 to 12:02:10 is confirmed in hour
+    10 and ends in hour 12, after hours 10 and 11 have had their last minute. They are handed out once it ended, each
+    counting it, as the day does once; the ranges are ran_in's (an end on the stroke of an hour is not the next's)."""
+    from pipeline.events import EpisodeStart, MinuteMetrics, SlouchEpisode
+    from pipeline.summary import Rollups, periods_ran_in
+
+    day_s = 1_733_443_200.0  # 2024-12-06 00:00 UTC
+    t0 = day_s + 10 * 3600 + 55 * 60  # 10:55 to 12:05
+    start_s, end_s = day_s + 10 * 3600 + 58 * 60 + 30, day_s + 12 * 3600 + 2 * 60 + 10
+    rollups, out = Rollups(), []
+    for k in range(70):
+        minute_s = t0 + 60 * k
+        if minute_s <= start_s + 5 < minute_s + 60:  # the batch it is confirmed in: its events before its minute
+            rollups.add_event(EpisodeStart("slouch", start_s, 5.0))
+        if minute_s <= end_s < minute_s + 60:
+            rollups.add_event(SlouchEpisode(start_s, end_s, 30.0, 25.0))
+        out += [(minute_s, ln) for ln in rollups.add_minute(MinuteMetrics(minute_s, worn_s=60.0, sitting_s=60.0))]
+    out += [(None, ln) for ln in rollups.flush()]
+    hours = [(at, ln["start_s"], ln["slouch_episodes"]) for at, ln in out if ln["period"] == "hour"]
+    ended = end_s - end_s % 60  # the minute it ended in: its batch's events come before it
+    assert hours == [(ended, day_s + 10 * 3600, 1), (ended, day_s + 11 * 3600, 1),
+                     (None, day_s + 12 * 3600, 1)]
+    assert [ln["slouch_episodes"] for _, ln in out if ln["period"] == "day"] == [1]
+    assert list(periods_ran_in(day_s, day_s + 3600, 3600)) == [481_512]  # to 01:00 sharp: hour 0 only
+    assert list(periods_ran_in(day_s + 3600, day_s + 3600, 3600)) == [481_513]  # no length: where it starts
 
 
 def test_acceleration_in_m_s2_is_one_clear_line(tmp_path):
