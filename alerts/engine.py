@@ -168,8 +168,8 @@ class AlertEngine:
         if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
             self._close_day(state, day)
             self._folded.pop(device, None)
-        if doc["kind"] == "calibration" and doc["status"] == "calibrated":
-            state.last_calibrated_s = doc["t_s"]
+        if doc["kind"] == "calibration" and doc["status"] == "calibrated":  # the latest: an old one (a replay) is none
+            state.last_calibrated_s = max(doc["t_s"], state.last_calibrated_s or doc["t_s"])
         found: list[r.Finding] = []
         if doc["kind"] == "slouch" and self._of_nudged_slouch(state, doc["start_s"]):
             # (A part of) the slouch nudged live: not nudged again. Never praised here: the pipeline ends a slouch for

@@ -525,3 +525,22 @@ def test_an_unreadable_device_record_is_left_out_and_said_the_others_loaded(reco
     feed(eng, [minute(DAY + 3600)])
     why = eng.load({**eng.dump({"D"}), "device/Bad": record, "partitions": b"2"})
     assert list(why) == ["Bad"] and why["Bad"] and set(eng.devices) == {"D"}
+
+
+def test_a_replayed_old_calibration_does_not_make_the_sensor_look_uncalibrated():
+    # Last week's recording played through the same broker: its minutes are late ones of closed days and ignored,
+    # but its "calibrated" event set the calibration's time a week back, and the next real minute nudged
+    # "Calibration old, 172 h" on a sensor calibrated that morning.
+    eng = engine(calibration=CalibrationRule())
+    morning = DAY + 8 * 3600
+    calibrated = {"schema": 1, "kind": "calibration", "device": "D", "ts": int(morning * 1000), "t_s": morning,
+                  "status": "calibrated", "message": "ok"}
+    eng.on_event(calibrated, now_s=morning)
+    feed(eng, [minute(morning + 60 * k) for k in range(120)])
+    week_ago = morning - 7 * 86_400
+    eng.on_event(calibrated | {"ts": int(week_ago * 1000), "t_s": week_ago}, now_s=morning + 7200)
+    assert feed(eng, [minute(morning + 7200 + 60 * k) for k in range(10)]) == []
+    assert eng.devices["D"].last_calibrated_s == morning
+    # A day on from the morning's calibration the nudge still comes.
+    [old] = feed(eng, [minute(morning + 86_400)])
+    assert old["evidence"] == {"status": "old", "calibration_age_h": 24.0}
