@@ -61,10 +61,12 @@ BATCH = 500
 MAX_INFLIGHT = 100
 MAX_SNOOZE_MIN = 24 * 60
 PLAUSIBLE_FROM_S = 1_577_836_800.0  # 2020-01-01: before it, a sensor clock was never set
-# A minute or event of a local day this service's clock has not reached (by more than clocks disagree) is refused. The
-# contract lets a ts be a day ahead; such a minute closed today, every real minute after it was then a "late" one of a
-# closed day and ignored, and today's summary never came (one minute stamped 14 h ahead: 19 of 39 minutes lost).
-DAY_AHEAD_SLACK_S = 300.0
+# A minute or event stamped ahead of this service's clock by more than clocks disagree is refused. The contract lets a
+# ts be a day ahead; one of a day not begun closed today, every real minute after it was then a "late" one of a closed
+# day and ignored, and today's summary never came (one minute stamped 14 h ahead: 19 of 39 minutes lost). One of later
+# today was taken too: an hour stamped 6 h ahead set the slouch nudges' cooldown 6 h ahead (none from 09:00 to 14:50 of
+# a day slouched throughout), and `today` showed its last minute, from the future, until the clock got there.
+AHEAD_SLACK_S = 300.0
 # A device is announced to Home Assistant if its data is this recent: its latest minute on the local date this long
 # ago or later, or its live state this old at most. Its configs are retained, so an older one loses nothing; and a
 # device removed in Home Assistant (which clears its retained configs) came back at every start and every restart of
@@ -409,9 +411,9 @@ class AlertService:
             return []
         if doc["ts"] / 1000 < PLAUSIBLE_FROM_S:
             raise Malformed(f"time: ts {doc['ts']} is not a plausible sensor time (clock unset or wrong?)")
-        if stream != "live" and (local(doc["ts"] / 1000, self.engine.tz).date()
-                                 > local(now_s + DAY_AHEAD_SLACK_S, self.engine.tz).date()):
-            raise Malformed(f"time: ts {doc['ts']} is of a day this clock has not reached (it would close today)")
+        if stream != "live" and doc["ts"] / 1000 > now_s + AHEAD_SLACK_S:
+            raise Malformed(f"time: ts {doc['ts']} is {doc['ts'] / 1000 - now_s:.0f} s ahead of this machine's clock "
+                            "(the gateway's clock or this one is wrong)")
         if stream == "live":
             if error := live_time_error(doc):
                 raise Malformed(error)

@@ -876,6 +876,35 @@ def test_a_minute_stamped_hours_ahead_does_not_close_today(tmp_path, broker):
     assert stats["received"] == 41 and stats["malformed"] == {"time": 1}
 
 
+def test_a_minute_stamped_hours_ahead_on_the_same_day_is_refused(tmp_path, broker):
+    """A gateway whose clock ran 3 h ahead for a moment, on the same local day: its minute was taken, `today` showed
+    that minute (its end, 15:xx, and its posture) until the clock got there, and rules decided on it set their
+    cooldowns hours ahead (an hour stamped 6 h ahead: no slouch nudge from 09:00 to 14:50). A minute or event more
+    than 5 min ahead of the service's clock is refused as malformed."""
+    zone = noon_zone()  # 3 h ahead is still today
+    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n",
+                          timezone=zone)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        now_s = time.time() // 60 * 60
+        upright = [(f"posture/{DEVICE}/metrics", {**slouchy_minute(DEVICE, now_s - 60 * (20 - k)), "slouch_s": 0.0})
+                   for k in range(20)]
+        ahead = slouchy_minute(DEVICE, now_s + 3 * 3600)
+        publish(broker.port, [*upright[:10], (f"posture/{DEVICE}/metrics", ahead), *upright[10:]])
+        wait_for(lambda: phone.today().get("worn_min") in (20.0, 21.0), 30, lambda: log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    shown = phone.today()
+    assert (shown["worn_min"], shown["ts"], shown["posture"]) == (20.0, int(now_s) * 1000, "upright")
+    assert stats["malformed"] == {"time": 1}
+
+
 def test_a_broker_restarted_without_its_retained_messages_gets_every_today_again(tmp_path, broker):
     """A broker restarted without persistence (or its store lost) forgets every retained message. Discovery came back
     at the reconnect, but each device's retained `today` only with its next minute: a sensor put away for the evening
