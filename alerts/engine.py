@@ -122,12 +122,12 @@ class AlertEngine:
         device, state = doc["device"], self._state(doc["device"])
         end_ms = doc["ts"] + MINUTE_MS
         day = self._date(doc["ts"] / 1000)
-        if state.day is not None and day < state.day:
+        if state.day is not None and doc["ts"] < self._start_ms(state):
             state.late_minutes += 1  # a day already closed: its summary and streak are settled
             return []
         folded = self._folded.pop(device, None)  # stale from here on, also should a bug stop this minute half-way
         again = str(doc["ts"]) in state.minutes
-        if state.day != day:
+        if state.day is None or day > state.day:  # (an earlier date after the open day began: the zone moved west)
             self._close_day(state, day)
             folded = None
         state.add_minute(doc)
@@ -327,7 +327,7 @@ class AlertEngine:
             if state.day != today or state.summary_sent_day == today:  # settled; a new minute brings it back
                 self._summary_due.discard(device)
                 continue
-            before = [int(k) for k, m in state.minutes.items() if self._day_start_ms(today) <= int(k) < due_ms
+            before = [int(k) for k, m in state.minutes.items() if self._start_ms(state) <= int(k) < due_ms
                       and m["worn_s"] > 0]
             # The day up to summary_time, once the data has got there (a backlog may still be arriving)
             # or has had max_delay_s to.
@@ -345,11 +345,11 @@ class AlertEngine:
 
     # what Home Assistant and the summary show ---------------------------------------
     def today_totals(self, state: DeviceState, until_ms: float = float("inf")) -> dict[str, Any]:
-        start_ms = self._day_start_ms(state.day)
+        start_ms = self._start_ms(state)
         return r.totals([m for k, m in state.minutes.items() if start_ms <= int(k) < until_ms])
 
     def _fold_today(self, state: DeviceState) -> DayTotals:
-        start_ms = self._day_start_ms(state.day)
+        start_ms = self._start_ms(state)
         return day_totals(m for k, m in state.minutes.items() if start_ms <= int(k))
 
     def summary_evidence(self, state: DeviceState, until_ms: float = float("inf"),
@@ -393,10 +393,10 @@ class AlertEngine:
             begun.days = dict(state.days)
             self._close_day(begun, self._calendar_day, r.totals_of(self._folded[device]))
             evidence = self.summary_evidence(begun, today=r.totals_of(DayTotals()))
-            return self._today_document(device, begun, evidence, {"worn_s": 0.0}, self._day_start_ms(begun.day))
+            return self._today_document(device, begun, evidence, {"worn_s": 0.0}, self._start_ms(begun))
         latest_key = max(state.minutes, key=int)
         evidence = self.summary_evidence(state, today=r.totals_of(self._folded[device]))
-        if int(latest_key) < (day_start_ms := self._day_start_ms(state.day)):  # the day begun by an event, no minute
+        if int(latest_key) < (day_start_ms := self._start_ms(state)):  # the day begun by an event, no minute
             return self._today_document(device, state, evidence, {"worn_s": 0.0}, day_start_ms)
         return self._today_document(device, state, evidence, state.minutes[latest_key], int(latest_key) + MINUTE_MS)
 
@@ -510,6 +510,12 @@ class AlertEngine:
         start = datetime.combine(Date.fromisoformat(day), TimeOfDay(0), tzinfo=self.tz)
         return int(start.timestamp() * 1000)
 
+    def _start_ms(self, state: DeviceState) -> int:
+        """When the open day began, as it was opened: a zone changed since (alerts.timezone, a traveller's) moves no
+        minute out of it (west: they were left out, or ignored as late) nor into it again (east: the evening before,
+        counted in the day closed, was counted again as the new day's night)."""
+        return state.day_start_ms if state.day_start_ms is not None else self._day_start_ms(state.day)
+
     def _day_verdict(self, state: DeviceState, totals: dict[str, Any]) -> bool | None:
         """Whether the day met the goal: as its summary said once sent (on the day up to summary_time), else on the
         totals so far (also where the summary could not say: worn too little by then)."""
@@ -556,11 +562,14 @@ class AlertEngine:
         held_today, state.held_other_days = _opened(state.held_other_days, state.day, state.held_today, new_day,
                                                     kept_from, {})
         state.day, state.sent_today, state.held_today = new_day, sent_today, held_today
+        # The new day begins at its midnight, or after the minutes the closed day counted, should the zone have moved.
+        counted_to = max(map(int, state.minutes), default=-MINUTE_MS) + MINUTE_MS
+        state.day_start_ms = max(self._day_start_ms(new_day), counted_to)
 
     def _prune(self, state: DeviceState, end_ms: int) -> None:
         lookback_min = max(self.rules.slouch.window_min,
                            self.rules.recovery.within_min + self.rules.recovery.upright_min)
-        keep_from = min(self._day_start_ms(state.day), end_ms - lookback_min * MINUTE_MS - MINUTE_MS)
+        keep_from = min(self._start_ms(state), end_ms - lookback_min * MINUTE_MS - MINUTE_MS)
         for key in [k for k in state.minutes if int(k) < keep_from]:
             del state.minutes[key]
 

@@ -23,6 +23,7 @@ STARTS_KEPT = 10  # starts of the slouch nudged live remembered (to know its end
 @dataclass
 class DeviceState:
     day: str | None = None  # local date (YYYY-MM-DD) of the newest minute
+    day_start_ms: int | None = None  # when that day began (its local midnight as the zone was then: engine._start_ms)
     # minute start, Unix ms as text (JSON keys) → fields
     minutes: dict[str, dict[str, Any]] = field(default_factory=dict)
     days: dict[str, dict[str, Any]] = field(default_factory=dict)  # finished days: worn_min, slouch_min, goal_met

@@ -544,3 +544,32 @@ def test_a_replayed_old_calibration_does_not_make_the_sensor_look_uncalibrated()
     # A day on from the morning's calibration the nudge still comes.
     [old] = feed(eng, [minute(morning + 86_400)])
     assert old["evidence"] == {"status": "old", "calibration_age_h": 24.0}
+
+
+@pytest.mark.parametrize("before, after, evening_min, days_on, was", [
+    ("Europe/Berlin", "America/New_York", 450, 2, -90),  # (the old code's) the night's 90 min left out of its day
+    ("Asia/Tokyo", "America/Los_Angeles", 450, 2, -90),
+    ("America/New_York", "Europe/Berlin", 240, 1, +240),  # the evening counted again as the next day's night
+])
+def test_a_time_zone_changed_between_runs_loses_no_minute_and_counts_none_twice(before, after, evening_min, days_on,
+                                                                                 was):
+    # A wearer who travels sets alerts.timezone anew and restarts the service (or the machine's zone follows them).
+    # The open day's start was taken again from its date in the new zone: flying west, minutes of it fell before its
+    # new midnight and were left out of it (or ignored as late); flying east, the evening before, already counted in
+    # the day it closed, was the new day's night too. Now a day begins where it began, and no earlier than the
+    # minutes the day before counted end: the day of the change is longer or shorter, as the traveller lived it.
+    from zoneinfo import ZoneInfo
+    eng = AlertEngine(Rules(), Catalog.load(), ZoneInfo(before))
+    evening = datetime(2026, 11, 19, 18, 0, tzinfo=ZoneInfo(before)).timestamp()
+    first = [evening + 60 * k for k in range(evening_min)]  # worn from 18:00 at home...
+    feed(eng, [minute(t) for t in first])
+    moved = AlertEngine(Rules(), Catalog.load(), ZoneInfo(after))  # ... then restarted in the new zone
+    moved.load(eng.dump({"D"}))
+    then = [datetime(2026, 11, 19 + day, 9, 0, tzinfo=ZoneInfo(after)).timestamp() + 60 * k
+            for day in (days_on, days_on + 1) for k in range(13 * 60)]  # and worn 09:00-22:00 there, two days
+    feed(moved, [minute(t) for t in then])
+    state = moved.devices["D"]
+    counted = sum(d["worn_min"] for d in state.days.values()) + moved.today_state("D")["worn_min"]
+    worn = len(first) + len(then)
+    assert (counted, state.late_minutes) == (worn, 0), f"{counted - worn:+.0f} (was {was:+d})"
+    assert moved.today_state("D")["worn_min"] == 780.0  # the last day, whole, in the new zone
