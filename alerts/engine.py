@@ -125,12 +125,15 @@ class AlertEngine:
         if state.day is not None and doc["ts"] < self._start_ms(state):
             state.late_minutes += 1  # a day already closed: its summary and streak are settled
             return []
+        again = str(doc["ts"]) in state.minutes  # (so of state.day: an earlier day's minute is late, above)
+        if again and not state.add_minute(doc):  # a copy that saw less of the minute than the one kept: ignored
+            return []
         folded = self._folded.pop(device, None)  # stale from here on, also should a bug stop this minute half-way
-        again = str(doc["ts"]) in state.minutes
         if state.day is None or day > state.day:  # (an earlier date after the open day began: the zone moved west)
             self._close_day(state, day)
             folded = None
-        state.add_minute(doc)
+        if not again:
+            state.add_minute(doc)
         if (state.summary_sent_day == day and (at := self.rules.habit.summary_at()) is not None
                 and doc["ts"] < (due_ms := self._summary_due_ms(day, at))):
             # A minute before summary_time that came after a summary sent on the fallback (the sensor's backlog): the

@@ -1,8 +1,9 @@
 """What the alert service remembers per device, as plain JSON-able data: it must survive restarts.
 
 Minutes are kept by their start time, so a message delivered twice (after a crash, before its
-acknowledgement) overwrites itself instead of counting twice. Only today's minutes and the rules'
-look-back window are kept; finished days shrink to a line each for the habit program.
+acknowledgement) overwrites itself instead of counting twice; of two different copies of a minute (the gateway's
+unfinished one at a stop or a lost link, and the whole one) the fuller is kept, whichever came last. Only today's
+minutes and the rules' look-back window are kept; finished days shrink to a line each for the habit program.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from contract.messages import coverage
+
 # The metrics values the rules and daily totals read, of those the contract defines (tests/test_contract.py
 # holds them to it): a state saved every step keeps only these.
 MINUTE_FIELDS = ("worn_s", "sitting_s", "standing_s", "walking_s", "lying_s", "slouch_s", "lean_left_s",
                  "lean_right_s", "lean_left_mean_deg", "lean_right_mean_deg", "flexion_mean_deg", "lateral_mean_deg",
                  "rotations_left", "rotations_right", "rotation_left_cumulative_deg",
-                 "rotation_right_cumulative_deg", "sitting_since_s")
+                 "rotation_right_cumulative_deg", "sitting_since_s",
+                 "lost_samples")  # with worn_s, how much of its minute a copy saw (contract/messages.py, coverage)
 RECENT = 50  # alert ids and stretch ids remembered, most recent first
 STARTS_KEPT = 10  # starts of the slouch nudged live remembered (to know its end events by)
 
@@ -55,6 +59,7 @@ class DeviceState:
     summary_sent_day: str | None = None
     summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program
     late_minutes: int = 0  # minutes of days already closed, ignored
+    minutes_superseded: int = 0  # copies of a minute that saw less of it than the copy kept, ignored (add_minute)
     # The streak as of the newest finished day no longer kept (engine.KEEP_DAYS): the kept days' streak goes on
     # from it, else it stopped growing at KEEP_DAYS + 1 (Home Assistant's Streak stuck at 63 d)
     streak_before: int = 0
@@ -62,10 +67,19 @@ class DeviceState:
     # days" counted the kept days alone, and from 63 days after the program began it shrank to "0 of 31"
     program_met_before: int = 0
 
-    def add_minute(self, doc: dict[str, Any]) -> None:
+    def add_minute(self, doc: dict[str, Any]) -> bool:
+        """Keeps the minute, unless the copy of it kept already saw more of it (contract/messages.py, coverage: the
+        bridge's rule): the gateway sends some minutes twice, unfinished at a stop or a lost link and then whole, and
+        the unfinished copy may come last (resent from its spool after a restart). Of equal copies the later is kept.
+        Returns whether it was kept; one that was not is counted (minutes_superseded)."""
         # Hundredths of a second or degree are plenty, and keep a day's state (saved each minute) small.
-        self.minutes[str(doc["ts"])] = {k: round(v, 2) if isinstance(v, float) else v
-                                        for k in MINUTE_FIELDS if (v := doc.get(k)) is not None}
+        kept = {k: round(v, 2) if isinstance(v, float) else v for k in MINUTE_FIELDS if (v := doc.get(k)) is not None}
+        old = self.minutes.get(key := str(doc["ts"]))
+        if old is not None and coverage(kept) < coverage(old):
+            self.minutes_superseded += 1
+            return False
+        self.minutes[key] = kept
+        return True
 
     def sent_on(self, day: str) -> int:
         """Nudges sent that count on `day` (YYYY-MM-DD)."""

@@ -50,15 +50,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from contract.identity import check_device
-from contract.influx_schema import (
-    COVERAGE_FIELDS,
-    MEASUREMENT,
-    Coverage,
-    dead_letter_line,
-    minute_coverage,
-    to_line_protocol,
-)
-from contract.messages import stamp_will
+from contract.influx_schema import MEASUREMENT, dead_letter_line, minute_coverage, to_line_protocol
+from contract.messages import COVERAGE_FIELDS, Coverage, stamp_will
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import BridgeSettings, Config
 from service_io.influx import (
@@ -425,7 +418,7 @@ class Bridge:
         return sorted(left)
 
     def _superseded(self, items: list[Item]) -> set[int] | None:
-        """The indices of the copies of a minute not to write: each minute's fullest copy (contract/influx_schema.py,
+        """The indices of the copies of a minute not to write: each minute's fullest copy (contract/messages.py,
         COVERAGE_FIELDS) is written, unless InfluxDB holds a fuller one — whatever order the copies came in (an
         unfinished copy resent after the whole one, from a gateway's spool after a restart or through a share group,
         was stored over it: InfluxDB keeps the last write). Of equal copies the last one of the batch is written.

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, NamedTuple
 
-from contract.messages import EARLIER_VALUES, value_fields
+# How much of its minute a copy of a minute saw (the bridge keeps the fuller copy: InfluxDB keeps the last write) is
+# contract/messages.py's coverage, one definition for the bridge and the alert service.
+from contract.messages import COVERAGE_FIELDS, EARLIER_VALUES, Coverage, coverage, value_fields
 
 MEASUREMENT = {"metrics": "posture_minute", "slouch": "posture_slouch", "rotation": "posture_rotation",
                "lean": "posture_lean", "calibration": "posture_calibration", "status": "posture_status",
@@ -36,13 +38,6 @@ FIELDS: dict[str, dict[str, type]] = {
     kind: {name: t for name, t in value_fields(kind).items()
            if name not in TAGS.get(kind, ()) and name != MEASURED_BY.get(kind)}
     for kind in (*MEASUREMENT, *MEASURED_BY)}
-# How much of its minute a copy of a minute saw. The gateway sends some minutes twice, unfinished (at a stop, when the
-# link is lost) and later whole, and the older copy can arrive last (resent from a spool after a restart, through a
-# share group): InfluxDB keeps the last write. A later copy of a minute counts at least the seconds and samples its
-# earlier one did (pipeline/metrics.py: a minute's seconds only add up, merge_minutes sums them): worn seconds, then,
-# for a minute whose rest was off the body or not received, its lost samples. Compared in this order.
-COVERAGE_FIELDS = ("worn_s", "lost_samples")
-Coverage = tuple[float, ...]
 DEAD_LETTER_MEASUREMENT = "posture_deadletter"
 DEAD_LETTER_PAYLOAD_CHARS = 32 * 1024  # InfluxDB 1.x keeps string fields up to 64 KiB
 
@@ -167,7 +162,7 @@ def minute_coverage(line_text: str) -> tuple[str, int, Coverage] | None:
     head, field_text, t_ms = line_text.split(" ")
     fields = dict(pair.split("=", 1) for pair in field_text.split(","))
     return (head[len(_MINUTE_PREFIX):], int(t_ms),
-            tuple(float(fields.get(name, "0").rstrip("i")) for name in COVERAGE_FIELDS))
+            coverage({name: float(fields[name].rstrip("i")) for name in COVERAGE_FIELDS if name in fields}))
 
 
 _MINUTE_PREFIX = f"{MEASUREMENT['metrics']},device_id="

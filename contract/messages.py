@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import date as Date
 from datetime import datetime, tzinfo
@@ -36,6 +37,22 @@ NOT_NUDGE_KINDS = (*PRAISE_KINDS, "summary")
 
 def is_nudge(alert_kind: str) -> bool:
     return alert_kind not in NOT_NUDGE_KINDS
+
+
+# How much of its minute a copy of a minute (a metrics payload) saw. The gateway sends some minutes twice, unfinished
+# (at a stop, when the link is lost) and later whole, and the older copy can arrive last (resent from a spool after a
+# restart, through a share group). A later copy of a minute counts at least the seconds and samples its earlier one
+# did (pipeline/metrics.py: a minute's seconds only add up, merge_minutes sums them): worn seconds, then, for a minute
+# whose rest was off the body or not received, its lost samples. Compared in this order, as tuples: of two copies the
+# one with the larger coverage is the fuller. The one definition, for the bridge (what InfluxDB keeps,
+# contract/influx_schema.py) and the alert service (the minute a device's day counts, alerts/state.py).
+COVERAGE_FIELDS = ("worn_s", "lost_samples")
+Coverage = tuple[float, ...]
+
+
+def coverage(minute: Mapping[str, Any]) -> Coverage:
+    """A copy of a minute's coverage: its COVERAGE_FIELDS' values, an absent one 0."""
+    return tuple(float(minute.get(name) or 0) for name in COVERAGE_FIELDS)
 
 
 # An alert's ts is the end of the data it was decided on (a minute rule's at the minute's end, an episode's at its

@@ -181,6 +181,36 @@ def test_a_message_delivered_twice_counts_once_and_alerts_once():
     assert eng.summary_evidence(eng.devices["D"])["worn_min"] == 6.0
 
 
+@pytest.mark.parametrize("order", ["unfinished last", "unfinished first"])
+def test_of_two_copies_of_a_minute_the_fuller_counts_whatever_the_order(order):
+    # The gateway sends a minute unfinished at a stop or a lost link (here 20 s worn, 20 s slouched) and then whole
+    # (60 s, 50 s slouched); resent from its spool after a restart, the unfinished copy can come last. It replaced the
+    # whole minute in the day: today, the summary and the rules' windows lost 40 s worn and 30 s slouched.
+    rule = SlouchRule(window_min=5, share_pct=60, min_worn_min=3, episode_min=1000)
+    start = DAY + 9 * 3600
+    whole = [minute(start + 60 * k, slouch_s=50.0) for k in range(5)]
+    unfinished = minute(start + 60 * 4, worn_s=20.0, slouch_s=20.0, lost_samples=3)
+    alone = engine(slouch=rule)
+    expected = feed(alone, whole)
+    eng = engine(slouch=rule)
+    copies = whole + [unfinished] if order == "unfinished last" else whole[:4] + [unfinished, whole[4]]
+    alerts = feed(eng, copies)
+    assert [a["id"] for a in alerts] == [a["id"] for a in expected] != []  # the share nudge, once
+    assert eng.today_state("D") == alone.today_state("D")
+    assert eng.summary_evidence(eng.devices["D"])["worn_min"] == 5.0
+    assert eng.devices["D"].window(int((start + 300) * 1000), 5) == alone.devices["D"].window(
+        int((start + 300) * 1000), 5)
+    assert eng.devices["D"].minutes_superseded == (order == "unfinished last")
+    # As many seconds worn: the copy that saw more samples (lost ones too: the later copy) is the fuller.
+    eng.on_metrics(minute(start + 60 * 4, slouch_s=40.0, lost_samples=9), FAR)
+    assert eng.devices["D"].minutes[str(int((start + 240) * 1000))]["slouch_s"] == 40.0
+    eng.on_metrics(minute(start + 60 * 4, slouch_s=10.0, lost_samples=2), FAR)
+    assert eng.devices["D"].minutes[str(int((start + 240) * 1000))]["slouch_s"] == 40.0
+    fresh = engine(slouch=rule)
+    fresh.load(eng.dump({"D"}))
+    assert fresh.today_state("D") == eng.today_state("D")
+
+
 def test_the_day_so_far_kept_minute_by_minute_is_the_day_folded_afresh():
     # The engine adds each new minute to today's totals instead of folding the day again: after minutes, a minute
     # sent again with other values, an event that begins the next day and that day's minutes, the retained `today`
@@ -189,7 +219,8 @@ def test_the_day_so_far_kept_minute_by_minute_is_the_day_folded_afresh():
     docs = [minute(DAY + 23 * 3600 + 60 * k, slouch_s=10.0 * (k % 3), rotations_left=k % 2,
                    rotation_left_cumulative_deg=20.0 * (k % 2)) for k in range(50)]
     feed(eng, docs)
-    feed(eng, [minute(DAY + 23 * 3600 + 60 * 7, slouch_s=59.0, worn_s=59.5)])  # replaces its first copy
+    # replaces its first copy: as many seconds worn, more samples seen (lost ones: it was sent later)
+    feed(eng, [minute(DAY + 23 * 3600 + 60 * 7, slouch_s=59.0, lost_samples=4)])
     first = eng.today_state("D")
     fresh = engine()
     fresh.load(eng.dump({"D"}))
