@@ -7,7 +7,7 @@
   (QoS 0, not queued while away: what is going on *now*, about once a second per device) for the
   real-time slouch nudge; a live state that changed nothing is not written. A payload whose
   device is not its topic's is refused as malformed (contract/identity.py), as is a snooze for a device not known
-  (it would snooze nothing: said naming the device it resembles).
+  after SNOOZE_WAIT_S (it would snooze nothing: said naming the device it resembles).
 - What it decides to send goes into the same SQLite file, in the same transaction as the state
   (service_io/spool.py): a restart never sends an alert twice, and an alert decided just before a
   crash still goes out (unless its expiry passed). Sending is the gateway's mechanism
@@ -82,6 +82,11 @@ UNREADABLE_KEY = "unreadable/"
 # A snooze for a device not known is refused, said once per device id up to this many ids (then counted only): the
 # ids come from topics anyone with the right may publish to.
 UNKNOWN_SAID_MAX = 100
+# A snooze for a device not known waits this long (wall clock) for it to become known before it is refused: at a
+# reconnect the broker delivers what it queued for our session (a snooze published while we were away) at once, and a
+# sensor's retained status, which makes it known, only after our SUBSCRIBE on that connection (Mosquitto 2.0: the
+# snooze first, its device's retained status a few ms later). Taken then, from when it arrived.
+SNOOZE_WAIT_S = 5.0
 # Device ids of other partitions remembered (from their messages, which each partition receives) to name the known
 # device a refused snooze resembles: a look-alike id most likely belongs to another partition.
 ELSEWHERE_KEPT = 10_000
@@ -232,6 +237,10 @@ class AlertService:
         self._seen: set[str] = set()
         self._elsewhere_seen: set[str] = set()  # other partitions' device ids (ELSEWHERE_KEPT at most), for hints
         self._unknown_said: set[str] = set()  # unknown devices whose refused snooze was said
+        # Snoozes for devices not known (yet), oldest first, waiting SNOOZE_WAIT_S for them: (device, topic, minutes,
+        # when it arrived, its message: one from a connection before the current one is not acknowledged, and comes
+        # again). Acknowledged with their step: a restart meanwhile loses one, of a device with no state.
+        self._waiting_snoozes: list[tuple[str, str, float, float, mqtt.MQTTMessage]] = []
         self._malformed_said: set[str] = set()  # kinds of malformed input said (once each)
         try:
             self._version = metadata.version("posture-companion")
@@ -290,6 +299,7 @@ class AlertService:
             while not self.stop_event.is_set():
                 self.step(self._take(timeout_s=0.2))
         finally:
+            self._settle_snoozes(float("inf"), set())  # those still waiting (acknowledged) are said, not lost unsaid
             # A partition handed to another instance goes quietly: the service as a whole is still online.
             self.sender.settle(self.connected, STOP_WAIT_S)
             self.mqtt.stop(goodbye=None if self.partition else self._offline)
@@ -326,6 +336,7 @@ class AlertService:
                 if not self.stats.errors["message"]:
                     log.exception("handling a message on %s failed; further failures are counted", msg.topic)
                 self.stats.errors["message"] += 1
+        self._settle_snoozes(now_s, touched)  # a device known now (its retained status in this batch, say): taken
         try:
             alerts += self.engine.tick(now_s, self._listening_since_s)
         except Exception:  # as for messages: a bug in the summary must not stop every other alert
@@ -345,6 +356,8 @@ class AlertService:
         for connection, msg in batch:
             if connection == self._connection:  # from an older connection: the broker sends it again
                 self.client.ack(msg.mid, msg.qos)
+            elif self._waiting_snoozes:  # … and a snooze of it waiting then waits again
+                self._waiting_snoozes = [w for w in self._waiting_snoozes if w[4] is not msg]
         for a in alerts:
             self.stats.alerts[a["kind"]] += 1
             log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
@@ -391,8 +404,10 @@ class AlertService:
             if msg.retain:  # an old retained command would re-snooze on every restart
                 raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
             minutes = parse_snooze(msg.payload)
-            if not self._known(device):  # a typo or another case: it would snooze nothing, and make a state
-                self._refuse_snooze(msg.topic, device)
+            if not self._known(device) or any(w[0] == device for w in self._waiting_snoozes):
+                # Not known yet: it may be a typo or another case (it would snooze nothing, and make a state), or its
+                # retained status may be on its way (_settle_snoozes); one after a snooze waiting waits, in order.
+                self._waiting_snoozes.append((device, msg.topic, minutes, now_s, msg))
                 return []
             self.engine.snooze(device, minutes, now_s)
             self.stats.snoozes += 1
@@ -435,6 +450,21 @@ class AlertService:
         with the subscription: a sensor that has sent no minute yet is known by it)."""
         return device in self.engine.devices or device in self._seen or device in self._unreadable
 
+    def _settle_snoozes(self, now_s: float, touched: set[str]) -> None:
+        """The waiting snoozes of devices known now are taken, from when each arrived; those that waited
+        SNOOZE_WAIT_S for an unknown device are refused."""
+        waiting, self._waiting_snoozes = self._waiting_snoozes, []
+        for item in waiting:
+            device, topic_, minutes, arrived_s, _ = item
+            if self._known(device):
+                self.engine.snooze(device, minutes, arrived_s)
+                self.stats.snoozes += 1
+                touched.add(device)
+            elif now_s - arrived_s >= SNOOZE_WAIT_S:
+                self._refuse_snooze(topic_, device)
+            else:
+                self._waiting_snoozes.append(item)
+
     def _refuse_snooze(self, topic: str, device: str) -> None:
         """Counted as a malformed snooze; said once per device id (UNKNOWN_SAID_MAX ids at most)."""
         self.stats.malformed["snooze"] += 1
@@ -443,8 +473,8 @@ class AlertService:
         self._unknown_said.add(device)
         like = resembling(device, set(self.engine.devices) | self._seen | self._elsewhere_seen)
         log.warning("snooze on %s refused: no device %r is known%s; nothing snoozed (a device is known once it has "
-                    "sent data, or its gateway its status); further ones for it are counted", topic, device,
-                    f" (did you mean {like!r}?)" if like else "")
+                    "sent data, or its gateway its status: waited %.0f s for it); further ones for it are counted",
+                    topic, device, f" (did you mean {like!r}?)" if like else "", SNOOZE_WAIT_S)
 
     def _note_elsewhere(self, topic: str) -> None:
         device = device_of(topic, self.prefix)

@@ -1024,6 +1024,39 @@ def test_a_snooze_for_a_device_not_known_is_refused_naming_the_one_it_resembles(
     assert devices == [f"device/{DEVICE}", "device/Fresh"]  # no state made for the unknown ones
 
 
+def test_a_snooze_queued_while_the_service_was_away_waits_for_its_devices_retained_status(tmp_path, broker):
+    """A snooze published while the service was away, for a sensor with no saved state, is delivered from the
+    session at the reconnect before that sensor's retained status (Mosquitto sends the queued messages at once, the
+    retained ones after the SUBSCRIBE on that connection): it was refused as for no known device. Now a snooze waits
+    a few seconds for its device to become known; one for no device is still refused after that."""
+    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
+    log = tmp_path / "alerts.log"
+    publish(broker.port, [("posture/Waiting/status", {"schema": 1, "kind": "status", "device": "Waiting",
+                                                      "ts": int(time.time() * 1000), "online": True})], retain=True)
+    try:
+        before_s = time.time()
+        queue_while_stopped(broker.port, config, log, [("posture/Waiting/alerts/snooze", "30"),
+                                                       ("posture/NoSuchSensor/alerts/snooze", "30")])
+        service = start_alerts(config, log)
+        try:
+            wait_online(broker.port, service, log)
+            wait_for(lambda: "'NoSuchSensor'" in log.read_text(), 30, lambda: "the refusal\n" + log.read_text()[-2000:])
+            stats = stop(service, log)
+        finally:
+            if service.poll() is None:
+                service.kill()
+    finally:
+        publish(broker.port, [("posture/Waiting/status", "")], retain=True)
+    assert stats["snoozes"] == 1 and stats["malformed"] == {"snooze": 1}, stats
+    assert [ln for ln in log.read_text().splitlines() if "'Waiting'" in ln] == []
+    kept = Spool(state := tmp_path / "alerts.db")
+    meta = kept.meta()
+    kept.close()
+    assert sorted(key for key in meta if key.startswith("device/")) == ["device/Waiting"], state
+    until_s = json.loads(meta["device/Waiting"])["snooze_until_s"]
+    assert before_s + 1800 <= until_s <= time.time() + 1800
+
+
 def test_a_refused_snooze_names_the_device_it_resembles_by_case_punctuation_or_spelling():
     known = {"DeskSensor", "Kitchen-2", "WT901BLE68"}
     assert resembling("desksensor", known) == "DeskSensor"
