@@ -66,7 +66,24 @@ LIVE_START_SLACK_S = 1.0
 MINUTE_OVER_WORN_S = 30.0
 # A live state this close to a minute's end says what is going on at that minute.
 LIVE_FRESH_S = 120.0
+# A minute or event of a local day more than this many days before the service's own date does not open a day (the
+# device's first, or one after its latest): a gateway whose clock is far behind (a Raspberry Pi booted without RTC or
+# NTP: the contract refuses only times before 2000, the service before 2020) set a new wearer's program start a month
+# or a year back (the program over, "day 32 of 31", at their first real minute), and opened its old day for any wearer,
+# closing it with a verdict the streak and program counted. A week: the broker keeps the service's session (and what it
+# queued) alerts.session_expiry_s, 7 days by default; a gateway's backlog older than that still goes to InfluxDB.
+MAX_BEHIND_DAYS = 7
 POSTURES = ("upright", "slouching", "leaning_left", "leaning_right", "standing", "walking", "lying", NOT_WORN)
+
+
+class FarBehind(Exception):
+    """A minute or event of a day more than MAX_BEHIND_DAYS before the service's clock's that would open a day: not
+    counted, nothing of the device's state changed (the service counts and says it)."""
+
+    def __init__(self, device: str, day: str, today: str):
+        super().__init__(f"{day} is {(Date.fromisoformat(today) - Date.fromisoformat(day)).days} days before this "
+                         f"clock's {today}")
+        self.device, self.day = device, day
 
 
 class AlertEngine:
@@ -119,12 +136,15 @@ class AlertEngine:
 
     # inputs -------------------------------------------------------------------------
     def on_metrics(self, doc: dict[str, Any], now_s: float) -> list[dict[str, Any]]:
-        device, state = doc["device"], self._state(doc["device"])
+        """FarBehind: a minute far behind this clock that would open a day (MAX_BEHIND_DAYS)."""
+        device, day = doc["device"], self._date(doc["ts"] / 1000)
         end_ms = doc["ts"] + MINUTE_MS
-        day = self._date(doc["ts"] / 1000)
-        if state.day is not None and doc["ts"] < self._start_ms(state):
+        state = self.devices.get(device)
+        if state is not None and state.day is not None and doc["ts"] < self._start_ms(state):
             state.late_minutes += 1  # a day already closed: its summary and streak are settled
             return []
+        self._check_behind(device, state, day, now_s)
+        state = self._state(device)
         again = str(doc["ts"]) in state.minutes  # (so of state.day: an earlier day's minute is late, above)
         if again and not state.add_minute(doc):  # a copy that saw less of the minute than the one kept: ignored
             return []
@@ -164,10 +184,13 @@ class AlertEngine:
         return over + self._decide(device, state, [f for f in found if f], now_s)
 
     def on_event(self, doc: dict[str, Any], now_s: float) -> list[dict[str, Any]]:
+        """FarBehind: an event far behind this clock that would open a day (MAX_BEHIND_DAYS)."""
         if doc["kind"] == "episode_start":  # a slouch or lean under way: never an episode (its end is), no nudge
             return []
-        device, state = doc["device"], self._state(doc["device"])
+        device = doc["device"]
         day = self._date(doc.get("end_s", doc.get("t_s", doc["ts"] / 1000)) - DAY_CLOSE_LAG_S)
+        self._check_behind(device, self.devices.get(device), day, now_s)
+        state = self._state(device)
         if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
             self._close_day(state, day)
             self._folded.pop(device, None)
@@ -184,6 +207,15 @@ class AlertEngine:
         elif doc["kind"] == "calibration" and self.rules.calibration.enabled:
             found += filter(None, [r.calibration_event(doc)])
         return self._decide(device, state, found, now_s)
+
+    def _check_behind(self, device: str, state: DeviceState | None, day: str, now_s: float) -> None:
+        """FarBehind if data of `day` would open a day (the device's first, or one after its latest: setting the
+        program's start, closing the day open) while more than MAX_BEHIND_DAYS before this clock's local date."""
+        if state is not None and state.day is not None and day <= state.day:
+            return
+        today = local(now_s, self.tz).date()
+        if day < (today - timedelta(days=MAX_BEHIND_DAYS)).isoformat():
+            raise FarBehind(device, day, today.isoformat())
 
     def on_live(self, doc: dict[str, Any], now_s: float, retained: bool = False) -> tuple[list[dict[str, Any]], bool]:
         """A live state: the real-time slouch nudge (rules.slouch_now) and its follow-up.

@@ -40,7 +40,7 @@ import paho.mqtt.client as mqtt
 
 from alerts.catalog import Catalog
 from alerts.compose import text_mirror
-from alerts.engine import AlertEngine, live_time_error
+from alerts.engine import MAX_BEHIND_DAYS, AlertEngine, FarBehind, live_time_error
 from alerts.homeassistant import discovery_configs, ha_node
 from alerts.partition import Partition, device_of, partition_of
 from alerts.policy import local
@@ -113,6 +113,7 @@ class AlertStats:
     expired: int = 0  # alerts dropped unsent, past the rules' limits.expiry_s
     unreadable_records: int = 0  # devices whose record in the state file could not be read: started afresh
     unreadable_files: int = 0  # state files that were no database (damaged): moved aside, every device afresh
+    far_behind: int = 0  # minutes and events far behind this clock that would have opened a day (engine.FarBehind)
 
     def add(self, other: AlertStats) -> None:
         for name, value in list(vars(other).items()):
@@ -237,6 +238,7 @@ class AlertService:
         self._seen: set[str] = set()
         self._elsewhere_seen: set[str] = set()  # other partitions' device ids (ELSEWHERE_KEPT at most), for hints
         self._unknown_said: set[str] = set()  # unknown devices whose refused snooze was said
+        self._behind_said: set[str] = set()  # devices whose data far behind this clock was said
         # Snoozes for devices not known (yet), oldest first, waiting SNOOZE_WAIT_S for them: (device, topic, minutes,
         # when it arrived, its message: one from a connection before the current one is not acknowledged, and comes
         # again). Acknowledged with their step: a restart meanwhile loses one, of a device with no state.
@@ -332,6 +334,8 @@ class AlertService:
                 alerts += self._handle(msg, now_s, touched)
             except Malformed as exc:
                 self._malformed(msg.topic, str(exc))
+            except FarBehind as exc:
+                self._far_behind(exc)
             except Exception:  # a bug must not turn one message into a crash on every restart
                 if not self.stats.errors["message"]:
                     log.exception("handling a message on %s failed; further failures are counted", msg.topic)
@@ -475,6 +479,17 @@ class AlertService:
         log.warning("snooze on %s refused: no device %r is known%s; nothing snoozed (a device is known once it has "
                     "sent data, or its gateway its status: waited %.0f s for it); further ones for it are counted",
                     topic, device, f" (did you mean {like!r}?)" if like else "", SNOOZE_WAIT_S)
+
+    def _far_behind(self, exc: FarBehind) -> None:
+        """Counted; said once per device (UNKNOWN_SAID_MAX devices at most)."""
+        self.stats.far_behind += 1
+        if exc.device in self._behind_said or len(self._behind_said) >= UNKNOWN_SAID_MAX:
+            return
+        self._behind_said.add(exc.device)
+        log.warning("a minute or event of device %r is not counted: its day %s (more than %d) and it would open that "
+                    "day (a new wearer's program start, or a day after the device's latest); its gateway's clock is "
+                    "behind (a Raspberry Pi without RTC or NTP?), or this one ahead; further ones are counted "
+                    "(far_behind)", exc.device, exc, MAX_BEHIND_DAYS)
 
     def _note_elsewhere(self, topic: str) -> None:
         device = device_of(topic, self.prefix)

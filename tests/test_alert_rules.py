@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from alerts.catalog import Catalog
-from alerts.engine import AlertEngine
+from alerts.engine import MAX_BEHIND_DAYS, AlertEngine, FarBehind
 from alerts.settings import (
     CalibrationRule,
     Habit,
@@ -495,6 +495,39 @@ def test_the_first_event_of_a_day_starts_its_cap_and_events_before_any_minute_wo
     assert [a["kind"] for a in eng.on_event(again, now_s=next_day)] == ["calibration"]  # yesterday's cap is gone
     assert eng.devices["N"].day == "2026-11-21" and eng.devices["N"].program_start == "2026-11-20"
     assert eng.tick(next_day + 12 * 3600) == []  # summary time, and a device with events only
+
+
+def test_a_gateway_clock_far_behind_neither_starts_the_program_nor_opens_an_old_day():
+    # A gateway on a Raspberry Pi booted without RTC or NTP stamps its minutes a month back (times before 2000 the
+    # contract refuses, before 2020 the service; not these). A new wearer's first such minute set the program's start
+    # a month back: at their first real minute the program was over ("day 31 of 31", then 32). A device worn last two
+    # months ago had that old day opened and closed with a verdict the streak counted.
+    habit = Habit(goal_slouch_pct=20, min_worn_min=30, summary_time="")
+    eng = engine(slouch=SlouchRule(enabled=False), habit=habit)
+    now = DAY + 10 * 3600
+    behind = DAY - 30 * 86400 + 9 * 3600
+    with pytest.raises(FarBehind, match="2026-10-21 is 30 days before this clock's 2026-11-20"):
+        eng.on_metrics(minute(behind), now)
+    with pytest.raises(FarBehind):
+        eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(behind * 1000), "t_s": behind,
+                      "status": "calibrated", "message": "calibrated"}, now)
+    assert "D" not in eng.devices  # no state made
+    feed(eng, [minute(DAY + 9 * 3600 + 60 * k, slouch_s=5) for k in range(40)], now_s=now)
+    today = eng.today_state("D")
+    assert (today["date"], today["program_day"], today["worn_min"]) == ("2026-11-20", 1, 40.0)
+    # Once it has a day, one behind it is late, as before; one of that day is counted in it.
+    assert eng.on_metrics(minute(behind), now) == [] and eng.devices["D"].late_minutes == 1
+    # A device whose latest day is older than the clock's bound: no day between opened by a clock behind.
+    old = DAY - 60 * 86400 + 9 * 3600
+    feed(eng, [minute(old + 60 * k, device="E", slouch_s=5) for k in range(40)])
+    with pytest.raises(FarBehind):
+        eng.on_metrics(minute(behind, device="E"), now)
+    feed(eng, [minute(DAY + 9 * 3600 + 60 * k, device="E", slouch_s=5) for k in range(40)], now_s=now)
+    assert list(eng.devices["E"].days) == ["2026-09-21"] and eng.today_state("E")["streak_days"] == 2
+    # Within the bound a backlog (a gateway or this service away for days) opens its days as it always did.
+    fresh = engine(slouch=SlouchRule(enabled=False), habit=habit)
+    feed(fresh, [minute(DAY - MAX_BEHIND_DAYS * 86400 + 60 * k, slouch_s=5) for k in range(40)], now_s=now)
+    assert fresh.devices["D"].program_start == "2026-11-13"
 
 
 def test_the_machines_own_time_zone_works_too():

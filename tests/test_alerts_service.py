@@ -1057,6 +1057,30 @@ def test_a_snooze_queued_while_the_service_was_away_waits_for_its_devices_retain
     assert before_s + 1800 <= until_s <= time.time() + 1800
 
 
+def test_data_far_behind_this_clock_is_counted_and_said_once_per_device(tmp_path, caplog):
+    """A gateway's clock a month behind (a Raspberry Pi booted without RTC or NTP) set a new wearer's program start a
+    month back, silently. Its minutes now open no day: counted (far_behind), said once per device, no state made."""
+    config = load_config(env={"POSTURE_ALERTS_STATE_PATH": str(tmp_path / "alerts.db"),
+                              "POSTURE_ALERTS_TIMEZONE": "UTC"})
+    now = time.time()
+    service = AlertService.open(config, clock=lambda: now)
+    month_ago = now // 60 * 60 - 30 * 86_400
+    batch = []
+    for k, device in enumerate(["Pi", "Pi", "Other"]):
+        msg = mqtt.MQTTMessage(topic=f"posture/{device}/metrics".encode())
+        msg.payload, msg.qos = json.dumps(slouchy_minute(device, month_ago + 60 * k)).encode(), 1
+        batch.append((-1, msg))  # of no connection of the service's: not acknowledged
+    try:
+        with caplog.at_level(logging.WARNING, logger="posture.alerts"):
+            service.step(batch)
+    finally:
+        service.spool.close()
+    assert service.stats.far_behind == 3 and not service.stats.malformed and not service.stats.errors
+    said = [r.getMessage() for r in caplog.records if "not counted" in r.getMessage()]
+    assert [s.split("'")[1] for s in said] == ["Pi", "Other"] and "30 days before this clock's" in said[0], said
+    assert service.engine.devices == {}
+
+
 def test_a_refused_snooze_names_the_device_it_resembles_by_case_punctuation_or_spelling():
     known = {"DeskSensor", "Kitchen-2", "WT901BLE68"}
     assert resembling("desksensor", known) == "DeskSensor"
