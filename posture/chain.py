@@ -110,6 +110,10 @@ class Chain:
     def sensor_done(self) -> bool:
         return self.procs["sim"].poll() is not None
 
+    def sensor_failed(self) -> bool:
+        """The virtual sensor ended with an error (its log says which), not at its scenario's end."""
+        return self.procs["sim"].poll() not in (None, 0)
+
     def failed(self) -> str | None:
         """The name of a service that died on its own, if any."""
         return next((n for n, p in self.procs.items() if n != "sim" and p.poll() not in (None, 0)), None)

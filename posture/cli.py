@@ -43,9 +43,21 @@ def register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], prof
     p = sub.add_parser("demo", help="the whole chain on the virtual sensor: BLE → pipeline → MQTT → InfluxDB, alerts")
     p.add_argument("--scenario", default="office-demo", help="scenario name or TOML file (default office-demo)")
     p.add_argument("--profile", default="native", choices=profiles)
-    p.add_argument("--seconds", type=float, default=0, help="stop after this long (default: the scenario's end)")
+    p.add_argument("--seconds", type=_seconds, default=0, help="stop after this long (default: the scenario's end)")
     p.add_argument("--workdir", type=Path, help="keep logs, data and the report here (default: a temp dir)")
     p.set_defaults(func=run_demo)
+
+
+def _seconds(text: str) -> float:
+    """--seconds: a duration; 0 (the default) is the scenario's end. A negative one started every server and the
+    sensor, then stopped them at once with nothing to show."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"0 (the scenario's end) or more seconds, got {text!r}")
+    return value
 
 
 def run_demo(args: argparse.Namespace) -> int:

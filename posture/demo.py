@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from contract.influx_schema import ALERT_MEASUREMENT, MEASUREMENT
 from contract.messages import is_nudge
+from firmware_sim.scenario import load_scenario
 from pipeline.summary import day_totals
 
 from .chain import DATABASE, DEVICE, Chain
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     # the alert service, the gateway, the sensor, dbus-daemon and BlueZoo running for good (a newcomer's probe).
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _stopped)
+    # A scenario the sensor cannot read (a typo'd name) is said now, in one line with the names it knows: the demo
+    # started every server and service, ran 40 s with no sensor and ended "nothing reached InfluxDB", the reason in
+    # sim.log.
+    load_scenario(args.scenario)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="posture-demo-"))
     print(f"posture demo: work dir {workdir} (logs, data, report)", flush=True)
     with Chain(workdir, args.scenario, args.profile) as chain:
@@ -58,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
                 if args.seconds and time.monotonic() - started > args.seconds:
                     break
                 time.sleep(0.5)
+            if chain.sensor_failed():  # not its scenario's end: said with why, not as "scenario over"
+                raise RuntimeError(f"posture sim stopped:\n{chain.log('sim')[-1500:]}")
             console.line("scenario over: stopping the sensor and flushing the last minute …")
             chain.finish()
         finally:

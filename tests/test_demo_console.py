@@ -163,3 +163,24 @@ def test_the_summary_is_this_runs_not_the_databases(influx):
     assert said[0] == "  worn 5.0 min, sitting 5.0 min, slouched 1.2 min (25% of worn time)"
     assert said[2] == "  alerts 1: sitting"
     assert summary_lines(lambda q: influx.rows(q, DB), second_s + 600) == []  # nothing of a run yet: said so
+
+
+def test_a_scenario_the_sensor_cannot_read_is_one_line_before_anything_starts(tmp_path):
+    """`posture demo --scenario office-dmeo` (a typo) started Mosquitto, InfluxDB, BlueZoo and every service, ran 40 s
+    with no sensor, said "scenario over" and ended "nothing reached InfluxDB" with exit code 1; why was in sim.log."""
+    workdir = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "posture.cli", "demo", "--scenario", "office-dmeo",
+                           "--workdir", str(workdir)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert done.stdout == ""
+    assert done.stderr.startswith("posture demo: cannot read scenario 'office-dmeo'")
+    assert "office-demo" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert not workdir.exists()  # nothing was started
+
+
+def test_a_negative_demo_length_is_refused():
+    """`--seconds -1` started every server and the sensor and stopped them at once, with nothing to show."""
+    done = subprocess.run([sys.executable, "-m", "posture.cli", "demo", "--seconds", "-1"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "argument --seconds: 0 (the scenario's end) or more seconds, got '-1'" in done.stderr
