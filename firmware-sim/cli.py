@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
     from .faults import FaultSettings
     from .peripheral import SimConfig, summary_line
+    from .scenario import load_scenario
 
+    # A scenario it cannot read (a typo'd name, a bad key) is said before BlueZ is asked for anything: without BlueZ
+    # running, `posture sim --scenario slouhc` said only that D-Bus could not be reached.
+    load_scenario(args.scenario)
     config = SimConfig(profile=args.profile, scenario=args.scenario, seed=args.seed, adapter=args.adapter,
                        name=args.name, rate_hz=args.rate, truth_path=args.truth, send_jitter_ms=args.jitter_ms,
                        faults=FaultSettings(loss_p=args.loss, corrupt_p=args.corrupt, silences_s=args.silence))

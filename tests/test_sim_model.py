@@ -464,3 +464,17 @@ def test_put_back_on_a_few_degrees_from_where_it_sat():
 def test_bad_off_body_segment_is_refused(extra, needle):
     with pytest.raises(ScenarioError, match=needle):
         scenario({"activity": "sit_upright", "duration_s": 30}, {"activity": "off_body", "duration_s": 60, **extra})
+
+
+def test_sim_says_a_scenario_it_cannot_read_before_asking_bluez(tmp_path):
+    """`posture sim --scenario slouhc` on a machine without BlueZ running said only that the D-Bus system bus could
+    not be reached: fixing that, the user met the typo next. The scenario is read first."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
+    done = subprocess.run([sys.executable, "-m", "posture.cli", "sim", "--scenario", "slouhc"], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("posture sim: cannot read scenario 'slouhc'"), done.stderr
+    assert "slouch" in done.stderr
