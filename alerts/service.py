@@ -132,8 +132,8 @@ def new_engine(config: Config) -> AlertEngine:
     cfg = config.alerts
     try:
         tz = zone(cfg.timezone)  # as the report counts the day
-    except ValueError:
-        raise ConfigError(f"alerts.timezone: unknown time zone {cfg.timezone!r}") from None
+    except ValueError as exc:  # it names the zone, and the one it resembles
+        raise ConfigError(f"alerts.timezone: {exc}") from None
     rules = load_rules(Path(cfg.rules_path) if cfg.rules_path else None)
     return AlertEngine(rules, Catalog.load(Path(cfg.stretches_path) if cfg.stretches_path else None), tz)
 

@@ -7,6 +7,7 @@ file, or a POSIX rule such as "CET-1CEST,M3.5.0,M10.5.0/3"), else /etc/localtime
 
 from __future__ import annotations
 
+import difflib
 import functools
 import io
 import os
@@ -53,13 +54,26 @@ class CLibraryZone(tzinfo):
 
 
 def zone(name: str | None) -> tzinfo:
-    """An IANA zone by name (ValueError names an unknown one); without a name, the machine's."""
+    """An IANA zone by name (ValueError names an unknown one, and the zone it resembles); without a name, the
+    machine's."""
     if name:
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Berlin)") from None
+            raise ValueError(f"unknown time zone {name!r} ({_zone_hint(name)})") from None
     return machine_zone()
+
+
+def _zone_hint(name: str) -> str:
+    """What a zone name that is none was likely meant to be: "utc", "europe/berlin" and "Europe/Berlin " (a space
+    copied with it) were refused with only "an IANA name such as Europe/Berlin", which they look like."""
+    wanted = name.strip().casefold()
+    names = sorted(_zone_names())
+    if (same := next((n for n in names if n.casefold() == wanted), None)) is not None:
+        return f"did you mean {same!r}?"
+    if close := difflib.get_close_matches(name.strip(), names, n=1, cutoff=0.8):
+        return f"did you mean {close[0]!r}?"
+    return "an IANA name such as Europe/Berlin"
 
 
 def iana_name(tz: tzinfo | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +14,7 @@ from alerts.service import new_engine
 from contract.influx_schema import to_line_protocol
 from contract.validation import load_validators
 from report.day import day_bounds
-from service_io.config import Config
+from service_io.config import AlertsSettings, Config, ConfigError
 from service_io.zones import iana_name, machine_zone, zone
 
 ZONEINFO = "/usr/share/zoneinfo"
@@ -126,6 +127,19 @@ def test_a_named_zone_is_taken_and_an_unknown_one_refused():
     assert str(zone("Europe/Berlin")) == "Europe/Berlin"
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
         zone("Mars/Olympus")
+
+
+@pytest.mark.parametrize(("given", "meant"), [("utc", "UTC"), ("europe/berlin", "Europe/Berlin"),
+                                             ("Europe/Berlin ", "Europe/Berlin"), ("Europe/Berln", "Europe/Berlin")])
+def test_a_zone_name_a_little_off_is_refused_naming_the_one_it_resembles(given, meant):
+    """"utc", a name in the wrong case or with a space copied along was refused with only "an IANA name such as
+    Europe/Berlin", which it looks like; the alert service's line (alerts.timezone) did not even say that."""
+    with pytest.raises(ValueError, match=re.escape(f"unknown time zone {given!r} (did you mean {meant!r}?)")):
+        zone(given)
+    config = Config(alerts=AlertsSettings(timezone=given))
+    with pytest.raises(ConfigError, match=re.escape(f"alerts.timezone: unknown time zone {given!r} (did you mean "
+                                                    f"{meant!r}?)")):
+        new_engine(config)
 
 
 def test_a_localtime_that_names_no_file_is_read_as_the_c_library_reads_it(tz_env, tmp_path, monkeypatch):
