@@ -31,6 +31,7 @@ from firmware_sim.scenario import load_scenario
 from pipeline.summary import day_totals
 
 from .chain import DATABASE, DEVICE, Chain
+from .local_servers import InfluxDB1
 
 
 def _stopped(signum: int, _frame: object) -> None:
@@ -214,7 +215,14 @@ def _summary(chain: Chain, started_s: float) -> None:
         print("summary: nothing reached InfluxDB; see the logs in the work dir")
         return
     print("\nsummary (from InfluxDB):", *lines, sep="\n")
-    print(f"  all of it stays in InfluxDB database {DATABASE!r} at {chain.influx.url} until the demo ends")
+    print(kept_line(chain.influx))
+
+
+def kept_line(influx: InfluxDB1) -> str:
+    """Where the data is once the demo has ended. "It stays in InfluxDB at http://127.0.0.1:… until the demo ends"
+    was printed as the demo ended: the address answered nothing by the time anyone read it."""
+    return (f"  all of it stays in InfluxDB database {DATABASE!r} in {influx.workdir}; to read it after the demo, "
+            f"`influxd run -config {influx.config_path}` serves it again at {influx.url}")
 
 
 def summary_lines(rows: Callable[[str], list[dict[str, Any]]], started_s: float) -> list[str]:

@@ -184,3 +184,38 @@ def test_a_negative_demo_length_is_refused():
                           text=True, timeout=60)
     assert done.returncode == 2
     assert "argument --seconds: 0 (the scenario's end) or more seconds, got '-1'" in done.stderr
+
+
+def test_the_last_line_says_how_to_read_the_data_once_the_demo_has_ended(influx):
+    """The demo printed "all of it stays in InfluxDB … at http://127.0.0.1:… until the demo ends" as it ended: the
+    address answered nothing by then. The line now gives the command that serves the work dir's data again."""
+    import json
+    import shlex
+    import urllib.parse
+    import urllib.request
+
+    from posture.demo import kept_line
+    from support.mqtt import DB
+    from support.servers import write_line_protocol
+
+    write_line_protocol(influx, DB, ["posture_minute,device_id=PostureDemo worn_s=60 1764000000000"])
+    influx.stop()
+    said = kept_line(influx)
+    assert str(influx.workdir) in said and "'posture'" in said and influx.url in said
+    command = shlex.split(said.split("`")[1])
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        query = urllib.parse.urlencode({"db": DB, "q": "SELECT worn_s FROM posture_minute"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{influx.url}/query?{query}", timeout=2) as answer:
+                    rows = json.load(answer)["results"][0]["series"][0]["values"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the command said did not serve the data again"
+                time.sleep(0.2)
+        assert [value for _, value in rows] == [60]
+    finally:
+        server.kill()
+        server.wait(10)
