@@ -215,6 +215,10 @@ def test_a_value_of_another_type_in_the_file_is_refused_not_converted(tmp_path):
     path.write_text("[mqtt]\nport = 1884.0\nprotocol = 5\nusername = \"u\"\npassword = 20251204\n")  # as meant
     cfg = load_config(path, env={})
     assert (cfg.mqtt.port, cfg.mqtt.protocol, cfg.mqtt.password) == (1884, "5", "20251204")
+    # A number or switch in quotes is read as the environment's text is (docs/mqtt.md says so).
+    path.write_text('[mqtt]\nport = "1883"\n[alerts]\nha_discovery = "no"\n')
+    cfg = load_config(path, env={})
+    assert (cfg.mqtt.port, cfg.alerts.ha_discovery) == (1883, False)
     assert load_config(None, env={"POSTURE_INFLUX_URL": "HTTP://db:8086/proxy"}).influx.url == "HTTP://db:8086/proxy"
     assert load_config(None, env={"POSTURE_MQTT_PREFIX": "site/posture"}).mqtt.prefix == "site/posture"
 
