@@ -45,6 +45,15 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides={"influx": {"url": args.influx_url, "database": args.database}})
     except ConfigError as exc:
         raise ValueError(f"config: {exc}") from None
+    if not args.timezone and config.alerts.timezone:
+        # The zone from the file is said as the file's key: "unknown time zone 'utc'" alone sent a user who had
+        # given no --timezone looking for one.
+        from service_io.zones import zone
+
+        try:
+            zone(config.alerts.timezone)
+        except ValueError as exc:
+            raise ValueError(f"config: alerts.timezone: {exc}") from None
     try:
         report = write_day_report(config.influx, args.device, args.day, args.out,
                                   args.timezone or config.alerts.timezone)

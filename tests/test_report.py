@@ -716,3 +716,15 @@ def test_json_that_is_not_influxdbs_is_one_line(tmp_path, body, message):
         with pytest.raises(QueryError) as caught:
             cli.write_day_report(InfluxSettings(url=url), "D", "2025-06-10", tmp_path / "report.png", "UTC")
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_zone_from_the_config_file_that_is_none_is_said_as_its_key(tmp_path):
+    """`alerts.timezone = "utc"` in the file, no --timezone given: the report said only "unknown time zone 'utc'",
+    and the user looked for a --timezone they had not given. It names the key, and the zone meant."""
+    config = tmp_path / "posture.toml"
+    config.write_text('[alerts]\ntimezone = "utc"\n')
+    args = ["report", "--config", str(config), "--device", "D", "--day", "2025-06-10", "--out", str(tmp_path / "r.png"),
+            "--influx-url", "http://127.0.0.1:1"]
+    done = subprocess.run([sys.executable, "-m", "posture.cli", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == ("posture report: config: alerts.timezone: unknown time zone 'utc' (did you mean 'UTC'?)\n")
