@@ -12,10 +12,22 @@ import sys
 from pathlib import Path
 
 
+def _positive(text: str) -> float:
+    """A duration or rate above 0. `--seconds -5`, `--timeout 0` or `--rate -100` went to BlueZ as given: a scan over at
+    once said "no posture sensors found" with sensors in range, a recording of no length exited 1 with nothing."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("scan", help="list posture sensors in range")
     p.add_argument("--adapter", help="BlueZ adapter, e.g. hci0 (default: BlueZ's default)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to scan (default 5)")
+    p.add_argument("--timeout", type=_positive, default=5.0, help="seconds to scan (default 5)")
     p.set_defaults(func=run_scan)
 
     p = sub.add_parser("record", help="record decoded samples from a sensor to CSV")
@@ -23,11 +35,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     who = p.add_mutually_exclusive_group()
     who.add_argument("--name", help="advertised name of the sensor")
     who.add_argument("--address", help="Bluetooth address of the sensor")
-    p.add_argument("--seconds", type=float, required=True, help="how long to record")
+    p.add_argument("--seconds", type=_positive, required=True, help="how long to record")
     p.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    p.add_argument("--rate", type=float, default=100.0, help="sample rate to ask the sensor for, Hz (default 100)")
-    p.add_argument("--watchdog", type=float, default=3.0, help="reconnect after this many seconds without data")
-    p.add_argument("--scan-timeout", type=float, default=10.0, help="seconds to look for the sensor")
+    p.add_argument("--rate", type=_positive, default=100.0, help="sample rate to ask the sensor for, Hz (default 100)")
+    p.add_argument("--watchdog", type=_positive, default=3.0, help="reconnect after this many seconds without data")
+    p.add_argument("--scan-timeout", type=_positive, default=10.0, help="seconds to look for the sensor")
     p.set_defaults(func=run_record)
 
 

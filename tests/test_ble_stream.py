@@ -476,3 +476,21 @@ def test_a_link_that_flaps_every_second_is_no_retained_status_every_second(tmp_p
     assert rest[0] == 11 and all(10 <= b - a <= 11 for a, b in zip(rest, rest[1:])) and rest[-1] <= 63, went
     assert (got[-1]["online"], got[-1]["reconnects"]) == (True, 30)
     assert len(got) == len(went) == 10
+
+
+@pytest.mark.parametrize("argv", [["scan", "--timeout", "-1"], ["scan", "--timeout", "0"],
+                                  ["record", "--seconds", "-5", "--out", "x.csv"],
+                                  ["record", "--seconds", "5", "--out", "x.csv", "--rate", "-100"],
+                                  ["record", "--seconds", "5", "--out", "x.csv", "--watchdog", "0"],
+                                  ["record", "--seconds", "5", "--out", "x.csv", "--scan-timeout", "nan"]])
+def test_a_duration_or_rate_of_zero_or_less_is_refused_before_bluez_is_asked(argv, tmp_path):
+    """`posture scan --timeout -1` said "no posture sensors found" with sensors in range; `posture record --seconds -5`
+    connected and recorded nothing. Each is refused, naming the option, before BlueZ is asked (none is running)."""
+    env = {"PATH": "/usr/bin:/bin", "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
+    done = subprocess.run([sys.executable, "-m", "posture.cli", *argv], capture_output=True, text=True, timeout=60,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 2
+    option, value = next((a, b) for a, b in zip(argv, argv[1:], strict=False) if b in ("-1", "0", "-5", "-100", "nan"))
+    said = f"posture {argv[0]}: error: argument {option}: must be above 0, got {value!r}"
+    assert done.stderr.splitlines()[-1] == said
+    assert not (tmp_path / "x.csv").exists()
