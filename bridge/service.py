@@ -449,28 +449,24 @@ class Bridge:
         READ_MINUTES_RETRY_S: the minutes are written as they come, the last write kept, as before)."""
         if time.monotonic() < self._read_minutes_at:
             return {}
-        devices = " OR ".join(f"\"device_id\" = '{device}'" for device in sorted({d for d, _ in keys}))
-        times_ms = [t_ms for _, t_ms in keys]
-        fields = ", ".join(f'"{name}"' for name in COVERAGE_FIELDS)
         try:
-            answer = query(self.influx_cfg, f'SELECT {fields} FROM "{MEASUREMENT["metrics"]}" WHERE time >= '
-                                            f'{min(times_ms)}ms AND time <= {max(times_ms)}ms AND ({devices}) '
-                                            f'GROUP BY "device_id"')
-            result = (answer.get("results") or [{}])[0]
+            answer = query(self.influx_cfg, stored_minutes_query(keys))
+            results = answer.get("results") or [{}]
         except QueryError as exc:
             if exc.status is None or exc.status >= 500:
                 self._warn("outage", logging.WARNING, "InfluxDB unavailable, spooling to disk: %s", exc)
                 time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
                 return None
             return self._unreadable(str(exc))
-        if "error" in result:
-            return {} if "database not found" in str(result["error"]) else self._unreadable(str(result["error"]))
+        if error := next((str(r["error"]) for r in results if isinstance(r, dict) and "error" in r), None):
+            return {} if "database not found" in error else self._unreadable(error)
         stored: dict[tuple[str, int], Coverage] = {}
-        for series in result.get("series", []):
-            device = series.get("tags", {}).get("device_id", "")
-            for t_ms, *values in series.get("values", []):
-                if (device, t_ms) in keys and all(isinstance(v, (int, float)) for v in values):
-                    stored[device, t_ms] = tuple(float(v) for v in values)
+        for result in results:
+            for series in result.get("series", []) if isinstance(result, dict) else []:
+                device = series.get("tags", {}).get("device_id", "")
+                for t_ms, *values in series.get("values", []):
+                    if (device, t_ms) in keys and all(isinstance(v, (int, float)) for v in values):
+                        stored[device, t_ms] = tuple(float(v) for v in values)
         return stored
 
     def _unreadable(self, reason: str) -> dict[tuple[str, int], Coverage]:
@@ -551,3 +547,18 @@ class Bridge:
         if now - self._warned.get(trouble, -1e9) > WARN_EVERY_S:
             log.log(level, text, detail)
             self._warned[trouble] = now
+
+
+def stored_minutes_query(keys: set[tuple[str, int]]) -> str:
+    """The InfluxQL that reads what InfluxDB holds of these minutes (device, ms): one statement per device, over that
+    device's own minutes. One statement over all of them (the batch's earliest minute to its latest, every device) read
+    every device's minutes between: a gateway's day-old minute resent from its spool among 10 other devices' current
+    ones read 14,400 rows for 11 minutes; a fleet's batch, millions, and a read that runs past TIMEOUT_S is taken for
+    an outage, its batch spooled and read again as it drains."""
+    by_device: dict[str, list[int]] = {}
+    for device, t_ms in keys:
+        by_device.setdefault(device, []).append(t_ms)
+    fields = ", ".join(f'"{name}"' for name in COVERAGE_FIELDS)
+    return "; ".join(f'SELECT {fields} FROM "{MEASUREMENT["metrics"]}" WHERE "device_id" = \'{device}\' AND '
+                     f'time >= {min(times)}ms AND time <= {max(times)}ms GROUP BY "device_id"'
+                     for device, times in sorted(by_device.items()))

@@ -70,3 +70,24 @@ def test_an_unfinished_copy_of_a_minute_never_replaces_its_whole_copy(tmp_path, 
     assert _stored(influx) == {whole_first: (60.0, 0), unfinished_first: (60.0, 0), lost_more: (60.0, 7),
                                in_one_batch: (60.0, 0)}
     assert stats["minutes_superseded"] == 3, stats
+
+
+def test_the_stored_copies_are_read_over_each_devices_own_minutes(influx):
+    """What InfluxDB holds of a batch's minutes was read in one statement from the batch's earliest minute to its
+    latest, for every device in it: a gateway's day-old minute resent from its spool among other devices' current
+    ones read a whole day of each of them (here 10 devices: 14,400 rows for 11 minutes; a fleet's: millions, until
+    the query ran past its time, was taken for an outage, and the spooled batch asked it again, for ever). Now each
+    device's statement spans its own minutes only."""
+    from bridge.service import stored_minutes_query
+    from service_io.influx import InfluxSettings, query
+    from support.servers import write_line_protocol
+
+    now_ms = int(T0_S * 1000)
+    devices = [f"dev{k}" for k in range(10)]
+    write_line_protocol(influx, DB, [f"posture_minute,device_id={d} worn_s=60,lost_samples={k % 3}i "
+                                     f"{now_ms - 60_000 * k}" for d in devices for k in range(1440)])
+    keys = {(d, now_ms) for d in devices} | {("old", now_ms - 86_400_000)}
+    answer = query(InfluxSettings(url=influx.url, database=DB), stored_minutes_query(keys))
+    rows = [(s["tags"]["device_id"], v[0], v[1:]) for r in answer["results"] for s in r.get("series", [])
+            for v in s["values"]]
+    assert sorted(rows) == sorted((d, now_ms, [60.0, 0]) for d in devices)
