@@ -97,6 +97,10 @@ class ResultsSpool:
                     spool.put(chunk)
                     for _ in chunk:
                         self._held.popleft()
+                # What waited on a refusal is the spool's now, and its sender keeps its own waits: kept here, a later
+                # spell of the disk held that topic's new results as refused (not awaited by a stop, sent as probes).
+                out = {item[0] for _, item in self._sent}
+                self._refused = {key: refused for key, refused in self._refused.items() if key in out}
             except OSError as exc:  # SpoolError, or the spool's folder not made (a full disk before the first start)
                 self._fail(exc)
                 return

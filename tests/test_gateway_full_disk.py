@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -282,14 +283,8 @@ GATEWAY_ACL = ("user gw\ntopic write posture/Full/status\ntopic write posture/Fu
                "topic write posture/Full/metrics\n{more}\nuser reader\ntopic read #\n")
 
 
-@pytest.mark.parametrize("disk", ["read-only", "unopenable"])
-def test_a_result_sent_from_memory_that_the_broker_refuses_is_kept_said_and_sent_again(tmp_path, caplog, disk):
-    """MQTT 5: a broker may refuse a PUBLISH (Mosquitto: 0x87 Not authorized, for a topic the account's ACL does not
-    allow). Results sent from memory while the disk refused the spool were forgotten at such a PUBACK as at any other:
-    lost without a word (with no spool open at all, nothing even listened for the refusal). Now it is counted, said in
-    one line, kept in memory and its topic held — the others go on — and sent again, oldest alone first, after
-    the wait the spool's sender keeps; once the ACL is put right it arrives, in order."""
-    caplog.set_level(logging.WARNING, logger="posture.gateway")
+def refused_publisher(tmp_path: Path, disk: str):
+    """A broker whose ACL refuses the events topic, a reader of every result, and a publisher of device Full."""
     acl = tmp_path / "acl"
     acl.write_text(GATEWAY_ACL.format(more=""))
     passwords = {"gw": "gw-Secret-1", "reader": "rd-Secret-2"}
@@ -301,8 +296,7 @@ def test_a_result_sent_from_memory_that_the_broker_refuses_is_kept_said_and_sent
     config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port, username="gw", password=passwords["gw"]))
     publisher = DevicePublisher.open(config, "Full", spool_dir, "Full")
     if disk == "read-only":
-        with publisher.results.spool._lock:
-            publisher.results.spool._db.execute("PRAGMA query_only = 1")
+        writable(publisher, False)
     publisher.results.retry_refused_s = 0.3
     got: list[dict] = []
     reader = client(broker.port, user=("reader", passwords["reader"]), client_id="reader")
@@ -312,6 +306,28 @@ def test_a_result_sent_from_memory_that_the_broker_refuses_is_kept_said_and_sent
         "status", "live") else None
     reader.subscribe("posture/Full/#", 1)
     assert subscribed.wait(10), "no SUBACK"
+    return broker, acl, publisher, reader, got
+
+
+def writable(publisher: DevicePublisher, yes: bool) -> None:
+    """The spool's disk takes writes (yes) or refuses them, as a read-only one does."""
+    with publisher.results.spool._lock:
+        publisher.results.spool._db.execute(f"PRAGMA query_only = {0 if yes else 1}")
+
+
+def pumped(publisher: DevicePublisher, done):
+    return lambda: (publisher.pump(), done())[1]
+
+
+@pytest.mark.parametrize("disk", ["read-only", "unopenable"])
+def test_a_result_sent_from_memory_that_the_broker_refuses_is_kept_said_and_sent_again(tmp_path, caplog, disk):
+    """MQTT 5: a broker may refuse a PUBLISH (Mosquitto: 0x87 Not authorized, for a topic the account's ACL does not
+    allow). Results sent from memory while the disk refused the spool were forgotten at such a PUBACK as at any other:
+    lost without a word (with no spool open at all, nothing even listened for the refusal). Now it is counted, said in
+    one line, kept in memory and its topic held — the others go on — and sent again, oldest alone first, after
+    the wait the spool's sender keeps; once the ACL is put right it arrives, in order."""
+    caplog.set_level(logging.WARNING, logger="posture.gateway")
+    broker, acl, publisher, reader, got = refused_publisher(tmp_path, disk)
     t0_s = 1_796_500_000.0 - 1_796_500_000.0 % 60
     results = [CalibrationEvent(t0_s + 1, "recalibrate", "first"), MinuteMetrics(t0_s, worn_s=60.0),
                CalibrationEvent(t0_s + 2, "recalibrate", "second")]
@@ -321,11 +337,7 @@ def test_a_result_sent_from_memory_that_the_broker_refuses_is_kept_said_and_sent
         wait_for(publisher.connected.is_set, 10, "the publisher connected")
         publisher.submit(results)
         assert publisher.results.refusing
-
-        def pumped(done):
-            return lambda: (publisher.pump(), done())[1]
-
-        wait_for(pumped(lambda: publisher.results.refused >= 1 and len(got) >= 1), 10, lambda: f"got {got}")
+        wait_for(pumped(publisher, lambda: publisher.results.refused >= 1 and len(got) >= 1), 10, lambda: f"got {got}")
         assert got == [expected[1]]  # the allowed topic goes on
         assert publisher.results.held == 2  # the refused event kept, the one behind it held with it
         assert publisher.backlog == 0  # a stop does not wait for them: they go again only after the wait
@@ -333,7 +345,7 @@ def test_a_result_sent_from_memory_that_the_broker_refuses_is_kept_said_and_sent
         assert len(said) == 1 and "posture/Full/events" in said[0] and "Not authorized" in said[0], said
         acl.write_text(GATEWAY_ACL.format(more="topic write posture/Full/events\n"))
         os.kill(broker.proc.pid, signal.SIGHUP)  # the ACL put right: Mosquitto reads it again
-        wait_for(pumped(lambda: len(got) >= 3), 20, lambda: f"got {got}")
+        wait_for(pumped(publisher, lambda: len(got) >= 3), 20, lambda: f"got {got}")
         publisher.pump()
     finally:
         publisher.stop(offline=False)
@@ -341,3 +353,33 @@ def test_a_result_sent_from_memory_that_the_broker_refuses_is_kept_said_and_sent
         broker.kill()
     assert got == [expected[1], expected[0], expected[2]]  # each once, the events in their order
     assert publisher.results.held == 0 and publisher.results.sent_from_memory == 3
+
+
+def test_a_refusal_of_a_result_the_disk_then_took_is_not_held_against_its_topic_later(tmp_path):
+    """A result refused from memory, then put in the spool when the disk came back, is the spool's sender's to send;
+    the refusal was kept here too, and when the disk refused writes again later, the topic's next result waited as
+    refused (not awaited by a stop) and went alone as a probe. Now it goes as any other."""
+    broker, acl, publisher, reader, got = refused_publisher(tmp_path, "read-only")
+    t0_s = 1_796_500_000.0 - 1_796_500_000.0 % 60
+    first, second = CalibrationEvent(t0_s + 1, "recalibrate", "first"), CalibrationEvent(t0_s + 2, "recalibrate", "2")
+    publisher.start()
+    try:
+        wait_for(publisher.connected.is_set, 10, "the publisher connected")
+        publisher.submit([first])
+        wait_for(pumped(publisher, lambda: publisher.results.refused >= 1), 10, "the refusal")
+        writable(publisher, True)
+        publisher.results.flush(force=True)  # the disk back: the refused result goes into the spool
+        assert publisher.results.held == 0 and len(publisher.results.spool) == 1
+        acl.write_text(GATEWAY_ACL.format(more="topic write posture/Full/events\n"))
+        os.kill(broker.proc.pid, signal.SIGHUP)
+        time.sleep(1.0)  # Mosquitto has read it again before the spool's sender sends (a refusal there waits 60 s)
+        wait_for(pumped(publisher, lambda: len(got) >= 1), 30, lambda: f"got {got}")
+        writable(publisher, False)
+        publisher.submit([second])
+        assert publisher.results.refusing and publisher.results.waiting == 0
+        wait_for(pumped(publisher, lambda: len(got) >= 2), 10, lambda: f"got {got}")
+    finally:
+        publisher.stop(offline=False)
+        reader.loop_stop()
+        broker.kill()
+    assert got == [json.loads(json.dumps(payload("Full", item))) for item in (first, second)]
