@@ -327,9 +327,14 @@ class AlertEngine:
         return out
 
     def _nudged_slouch_goes_on(self, device: str, state: DeviceState, t_s: float) -> bool:
-        """The slouch nudged live is not over yet, by a live stream that is current at about t_s."""
+        """The slouch nudged live is not over yet, by a live stream that is current at about t_s (a minute's end). With
+        no live state since the start (a restart: the broker delivers the minutes it kept for us before any live
+        state), the stream is as it was at the last minute saved (state.live_current): else the backlog's minutes sent
+        a second nudge for the slouch nudged live, past the shared cooldown."""
         live = self.live.get(device)
-        return state.slouch_now_open and live is not None and abs(live["ts"] / 1000 - t_s) <= LIVE_FRESH_S
+        if live is not None:
+            state.live_current = abs(live["ts"] / 1000 - t_s) <= LIVE_FRESH_S
+        return state.slouch_now_open and state.live_current
 
     def snooze(self, device: str, minutes: float, now_s: float) -> None:
         self._state(device).snooze_until_s = now_s + minutes * 60 if minutes > 0 else None

@@ -55,6 +55,9 @@ class DeviceState:
     slouch_now_open: bool = False  # … and live states have not shown it over yet (its follow-up is due)
     slouch_now_over_s: float | None = None  # when it was seen over: the minute-based rules' cooldown runs from then
     slouch_now_held_s: float | None = None  # a slouch whose nudge was held back: a later try is at its live time
+    # The live stream was current at the latest minute (engine._nudged_slouch_goes_on): what a restart goes by until
+    # its first live state, which comes after the minutes the broker kept for it
+    live_current: bool = False
     last_calibrated_s: float | None = None
     summary_sent_day: str | None = None
     summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program

@@ -505,3 +505,25 @@ def test_a_held_back_finding_counts_in_alerts_held_on_the_day_of_its_data():
     assert eng.on_event(end_event(midnight - 400, midnight - 10), now_s=midnight + 90) == []
     assert eng.today_state("D")["alerts_held"] == 1
     assert eng.devices["D"].held_other_days == {"2026-11-20": {"snoozed": 1}}
+
+
+def test_a_restart_during_a_long_nudged_slouch_sends_no_minute_based_nudge_for_it():
+    # At a restart the broker delivers the minutes it kept for the service before any live state (those come, retained
+    # or new, only after its subscribe): the slouch nudged live goes on, and the stream was current when it stopped.
+    rules = {"slouch": SlouchRule(window_min=5, share_pct=30, min_worn_min=2, episode_min=2, cooldown_min=5),
+             "slouch_now": SlouchNowRule(delay_s=30, cooldown_min=1)}
+    eng = engine(**rules)
+    start = T0 + 15
+    docs = slouch(start, 1200, tail_s=0)
+    for k in range(1, 10):
+        at = next(i for i, d in enumerate(docs) if d["kind"] == "live" and d["ts"] >= (T0 + 60 * k + 1) * 1000)
+        docs.insert(at, minute(T0 + 60 * (k - 1), slouch_s=60 - (15 if k == 1 else 0)))
+    alerts, _ = run(eng, docs[:next(i for i, d in enumerate(docs) if d["ts"] >= (T0 + 9 * 60 + 2) * 1000)])
+    assert [a["kind"] for a in alerts] == ["slouch_now"]
+    restarted = engine(**rules)
+    restarted.load(eng.dump(set(eng.devices)))  # what the service saved with each minute
+    # down from 10:09:02 to 10:11:05 (past the shared cooldown since the nudge): the minutes it missed, then live states
+    backlog = [minute(T0 + 60 * k, slouch_s=60) for k in range(9, 11)]
+    alerts = [a for doc in backlog for a in restarted.on_metrics(doc, T0 + 11 * 60 + 5)]
+    alerts += run(restarted, slouch(start, 1200, lead_s=0, tail_s=0)[665:])[0]
+    assert alerts == [], [(a["kind"], a["ts"]) for a in alerts]  # one slouch, one nudge
