@@ -421,6 +421,8 @@ class AlertService:
         doc = parse(stream, msg.payload, self.validators, now_s)  # times from the future are refused there
         check_device(msg.topic, doc)
         self._seen.add(doc["device"])
+        if self._waiting_snoozes:  # known now: its snoozes waiting are taken before this message decides anything
+            self._settle_snoozes(now_s, touched, only=doc["device"])
         if self.cfg.ha_discovery:
             self._heard.add(doc["device"])
         if stream == "status":  # only for the name Home Assistant shows
@@ -454,13 +456,16 @@ class AlertService:
         with the subscription: a sensor that has sent no minute yet is known by it)."""
         return device in self.engine.devices or device in self._seen or device in self._unreadable
 
-    def _settle_snoozes(self, now_s: float, touched: set[str]) -> None:
+    def _settle_snoozes(self, now_s: float, touched: set[str], only: str | None = None) -> None:
         """The waiting snoozes of devices known now are taken, from when each arrived; those that waited
-        SNOOZE_WAIT_S for an unknown device are refused."""
+        SNOOZE_WAIT_S for an unknown device are refused. only: of this device alone (its first message, before that
+        message is handled: else the minutes that made it known were decided unsnoozed, and nudged)."""
         waiting, self._waiting_snoozes = self._waiting_snoozes, []
         for item in waiting:
             device, topic_, minutes, arrived_s, _ = item
-            if self._known(device):
+            if only is not None and device != only:
+                self._waiting_snoozes.append(item)
+            elif self._known(device):
                 self.engine.snooze(device, minutes, arrived_s)
                 self.stats.snoozes += 1
                 touched.add(device)

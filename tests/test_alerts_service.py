@@ -1115,3 +1115,26 @@ def test_a_state_file_that_is_no_database_is_moved_aside_and_the_service_serves(
     said = [ln for ln in log.read_text().splitlines() if "cannot be read" in ln]
     assert len(said) == 1 and str(aside[0]) in said[0], said
     assert stats["unreadable_files"] == 1
+
+
+def test_a_snooze_waiting_for_its_device_holds_that_devices_first_minutes_too(tmp_path, broker):
+    """A snooze published while the service was away, for a sensor not known yet, and then the sensor's first minutes
+    (put on and worn while the service was still away): the snooze waits for the device, and its first minutes, which
+    make it known, were decided before it was taken: the wearer who had snoozed got a nudge from them."""
+    config = write_config(tmp_path, broker, BURST_RULES)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, device="Fresh", extra=("posture/Fresh/today",))
+    queue_while_stopped(broker.port, config, log, [("posture/Fresh/alerts/snooze", "30"),
+                                                   *sitting_minutes(["Fresh"], 3)])
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        wait_for(lambda: phone.today("Fresh").get("worn_min") == 3.0, 30, lambda: log.read_text()[-2000:])
+        time.sleep(0.5)  # an alert would have gone out before the day so far
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+        phone.close()
+    assert phone.kinds() == [] and stats["alerts"] == {}, phone.alerts  # snoozed: held, as the wearer asked
+    assert stats["snoozes"] == 1 and phone.today("Fresh")["alerts_held"] == 1, stats
