@@ -154,7 +154,14 @@ async def run_gateway(config: Config, stop: asyncio.Event, scan_timeout_s: float
     def start(name: str, sensor: FoundSensor) -> None:
         devices[name] = device = open_device(config, name, spool_dir, sensor.name or sensor.address, sensor.address)
         link_settings = LinkSettings(adapter=adapter, rate_hz=config.pipeline.rate_hz)
-        links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings)
+        # Named by its name: a sensor replaced by another of that name is followed (sensor/link.py), not one read here.
+        by_name = next((f for f in wanted.values() if f.name and f.name == sensor.name), None)
+
+        def in_use(address: str) -> bool:
+            return any(other != name and link.device.address.upper() == address.upper()
+                       for other, link in links.items())
+        links[name] = SensorLink(sensor.device, _consumer(device, spool_dir, config.gateway.publish_imu), link_settings,
+                                 wanted=by_name, in_use=in_use)
         tasks[name] = asyncio.create_task(links[name].run(stop))
         log.info("%s: %s (%s profile) → %s/%s/…", name, sensor.address, sensor.profile, config.mqtt.prefix, name)
 
@@ -373,6 +380,8 @@ def _save(device: Device, spool_dir: Path) -> None:
 
 def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[ImuBatch], None]:
     def on_batch(batch: ImuBatch) -> None:
+        if device.address and batch.device.upper() != device.address.upper():
+            _sensor_replaced(device, spool_dir, batch.device)
         device.rx_s, device.link_gone = time.monotonic(), False
         device.window[0] += batch.n
         device.window[1] += batch.lost_before
@@ -387,6 +396,31 @@ def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[I
         if publish_imu:
             device.publisher.publish_imu(batch.t_s, batch.acc_g, batch.gyro_dps)
     return on_batch
+
+
+def _sensor_replaced(device: Device, spool_dir: Path, address: str) -> None:
+    """The link reads another sensor under this device's name (the one it read was replaced): what the old one left
+    open goes out, and the new one starts as at a gateway's start on another sensor of the name: uncalibrated, the
+    wearer asked for the moves (the old sensor's calibration is another mounting), its part of the minute added to the
+    old one's. Before, the new sensor was not read at all until the gateway was restarted."""
+    name = device.publisher.device
+    log.warning("%s: sensor %s is read as %r now, in place of %s: the calibration is not used on it; calibrate again",
+                name, address, name, device.address)
+    if (held := device.collector.take()) is not None:  # the old sensor's last samples, measured as it was
+        _process(device, spool_dir, held)
+    if device.pipeline.last_t_s is not None and not device.link_gone:
+        try:
+            out = device.pipeline.link_lost()
+        except Exception:  # a bug must cost the old sensor's open minute, not the new sensor's data
+            log.exception("%s: the pipeline failed to close what the replaced sensor left open", name)
+        else:
+            _submit(device, spool_dir, out.events, out.metrics, handed=True)
+    pipeline = PosturePipeline(device.pipeline.s)
+    device.other_sensor = (f"recalibrate: sensor {address} is read as {name!r} now, in place of {device.address}; "
+                           f"then {pipeline.s.calibration.instructions}")
+    device.pipeline, device.address, device.saved, device.link_gone, device.gone_kept = \
+        pipeline, address, None, False, False
+    device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
 
 
 def go_on_from_stop(device: Device, first_t_s: float) -> None:

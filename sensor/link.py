@@ -29,6 +29,9 @@ log = logging.getLogger("posture.sensor")
 # A sensor that stays away (out of range, switched off for the night) is said when its link is first not made, then
 # again at most this often with the tries since: BlueZ (BlueZoo at once) fails a connect to it about every second.
 SAY_AGAIN_S = 60.0
+# A sensor named in the configuration by its name, not connected for this long while another sensor advertises that
+# name, was replaced (a new unit, one swapped for a charged one): the link takes the other one.
+REPLACED_AFTER_S = 30.0
 
 
 class ProfileError(BleakError):
@@ -65,10 +68,16 @@ class LinkSettings:
 
 class SensorLink:
     def __init__(self, device: BLEDevice, on_batch: Callable[[ImuBatch], None],
-                 settings: LinkSettings | None = None):
+                 settings: LinkSettings | None = None, wanted: SensorFilter | None = None,
+                 in_use: Callable[[str], bool] = lambda address: False):
+        """wanted: what the sensor was looked for by; by name, another sensor of that name is taken once this one has
+        not been connected for REPLACED_AFTER_S (in_use: an address another link reads, never taken)."""
         self.device = device
         self.on_batch = on_batch
         self.settings = settings or LinkSettings()
+        self.wanted = wanted if wanted is not None and wanted.name and not wanted.address else None
+        self.in_use = in_use
+        self._away_since: float | None = None  # when connecting began to fail (time.monotonic()); None: connected
         self.decoder: StreamDecoder | None = None
         self.profile: SensorProfile | None = None
         self.connected = asyncio.Event()
@@ -94,6 +103,8 @@ class SensorLink:
             try:
                 client = await self._connect()
             except (BleakError, TimeoutError, OSError) as exc:
+                if self._away_since is None:
+                    self._away_since = time.monotonic()
                 self._not_connected(exc)
                 if stale_bluez_objects(exc):
                     await forget_bluez_objects()
@@ -102,7 +113,7 @@ class SensorLink:
                 continue
             if self._tries > 1:
                 log.info("%s: connected after %d tries", self.device.address, self._tries + 1)
-            self._tries, self._tries_said_s = 0, -float("inf")
+            self._tries, self._tries_said_s, self._away_since = 0, -float("inf"), None
             try:
                 if not first and self.decoder:
                     self.decoder.stats.reconnects += 1
@@ -142,7 +153,7 @@ class SensorLink:
         if profile is None:
             await client.disconnect()
             raise ProfileError(f"{self.device.address} offers no posture sensor service")
-        if self.decoder is None or self.profile is not profile:
+        if self.decoder is None or self.profile is not profile or self.decoder.device != self.device.address:
             self._deliver(self.decoder.flush() if self.decoder else [])
             self.profile = profile
             self.decoder = StreamDecoder(self.device.address, profile, self.settings.rate_hz)
@@ -220,8 +231,23 @@ class SensorLink:
             await asyncio.wait_for(stop.wait(), self.settings.pause_between_rounds_s)
 
     async def _refresh_device(self) -> None:
-        """A sensor that went away may come back under a new BlueZ object: look it up again."""
+        """A sensor that went away may come back under a new BlueZ object: look it up again. One named by its name
+        and not connected for REPLACED_AFTER_S may have been replaced by another of that name (gateway.sensors names
+        "WT901BLE68" and the new unit advertises that too): that one is tried, said in one line. Before, the link tried
+        the old address only, for good: the new sensor was never read until the gateway was restarted."""
         with contextlib.suppress(BleakError, TimeoutError, OSError):
+            if self.wanted is not None and self._away_since is not None \
+                    and time.monotonic() - self._away_since >= REPLACED_AFTER_S:
+                found = await discover(self.settings.adapter, self.settings.rediscover_timeout_s, self.wanted)
+                # BlueZ keeps the devices it saw: one advertising now first
+                others = sorted((s for s in found if s.profile is not None and not self.in_use(s.address)
+                                 and s.address.upper() != self.device.address.upper()), key=lambda s: not s.advertising)
+                if others:
+                    log.warning("%s: not connected for %.0f s, and %s advertises %r: reading that sensor from now on "
+                                "(replaced? If not, name yours by its address in gateway.sensors)", self.device.address,
+                                time.monotonic() - self._away_since, others[0].address, self.wanted.name)
+                    self.device, self._away_since = others[0].device, time.monotonic()
+                    return
             found = await discover(self.settings.adapter, self.settings.rediscover_timeout_s,
                                    SensorFilter(address=self.device.address), first_only=True)
             if found:

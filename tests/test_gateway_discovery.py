@@ -12,6 +12,7 @@ import time
 import pytest
 
 import gateway.service as service
+import sensor.link as link
 from firmware_sim.testbed import adapter_address
 from sensor.discovery import SensorFilter, discover
 from service_io.config import Config, GatewaySettings, MqttSettings
@@ -206,3 +207,48 @@ def test_a_calibration_is_not_restored_onto_another_sensor_of_the_same_name(tmp_
     assert f"the calibration kept was taken on sensor {adapter_address(1)}, and this is {adapter_address(2)}: " \
            f"not restored" in caplog.text
     assert "calibration restored" not in other["message"]
+
+
+def test_a_sensor_replaced_by_another_of_its_name_is_read_without_a_restart(tmp_path, testbed, start_sim, broker,
+                                                                           monkeypatch, caplog):
+    """`posture run --sensor Desk` (gateway.sensors by name) and the sensor replaced mid-day by another advertising
+    "Desk" (a new unit, one swapped for a charged one): the link looked for the old address only, for good ("not
+    connected … trying again" once a minute), and the new sensor was not read until the gateway was restarted (an
+    attack's probe: 70 s of nothing for that wearer, the other sensors streaming on, until a kill -9 restarted it). Now,
+    once the old one has not connected for REPLACED_AFTER_S, the one advertising the name is read, uncalibrated (the
+    old one's calibration is another mounting): the wearer is asked for the moves, and they calibrate it."""
+    monkeypatch.setattr(link, "REPLACED_AFTER_S", 3.0, raising=False)  # not there before
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port),
+                    gateway=GatewaySettings(sensors=("Desk",), adapter="hci0", spool_dir=str(tmp_path / "spool")))
+    listener, events = listen(broker.port, "posture/Desk/events")
+    calibration_file = tmp_path / "spool" / "Desk.calibration.json"
+
+    def calibrations() -> list[dict]:
+        return [e for e in events if e["kind"] == "calibration"]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        gateway = asyncio.create_task(service.run_gateway(config, stop, scan_timeout_s=5.0))
+        try:
+            await _wait(lambda: calibration_file.exists() or gateway.done(), 60, "the first sensor's calibration")
+            assert not gateway.done(), caplog.text[-2000:]
+            await asyncio.to_thread(old.stop)
+            await asyncio.to_thread(start_sim, name="Desk", adapter="hci2", scenario="office-short", seed=4)
+            await _wait(lambda: any(e["status"] == "recalibrate" for e in calibrations()) and
+                        calibrations()[-1]["status"] == "calibrated" or gateway.done(), 90,
+                        "the new sensor asked for the moves and calibrated")
+            assert not gateway.done(), caplog.text[-2000:]
+        finally:
+            stop.set()
+        await gateway
+
+    old = start_sim(name="Desk", adapter="hci1", scenario="office-short", seed=3)
+    try:
+        with caplog.at_level(logging.INFO, logger="posture"):
+            asyncio.run(main())
+    finally:
+        listener.loop_stop()
+    asked = next(e for e in calibrations() if e["status"] == "recalibrate")
+    assert f"sensor {adapter_address(2)} is read as 'Desk' now, in place of {adapter_address(1)}" in asked["message"]
+    assert f"and {adapter_address(2)} advertises 'Desk': reading that sensor from now on" in caplog.text
+    assert json.loads(calibration_file.read_text())["sensor_address"] == adapter_address(2)
