@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="send a malformed packet before a good one with probability P")
     p.add_argument("--silence", type=_silence, action="append", default=[], metavar="START_S:DURATION_S",
                    help="go out of range at scenario time START_S for DURATION_S (repeatable)")
+    p.add_argument("--mute", type=_silence, action="append", default=[], metavar="START_S:DURATION_S",
+                   help="from scenario time START_S for DURATION_S stay connectable but send no data (repeatable)")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="mean extra send delay per notification, ms")
     p.set_defaults(func=run)
 
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     load_scenario(args.scenario)
     config = SimConfig(profile=args.profile, scenario=args.scenario, seed=args.seed, adapter=args.adapter,
                        name=args.name, rate_hz=args.rate, truth_path=args.truth, send_jitter_ms=args.jitter_ms,
-                       faults=FaultSettings(loss_p=args.loss, corrupt_p=args.corrupt, silences_s=args.silence))
+                       faults=FaultSettings(loss_p=args.loss, corrupt_p=args.corrupt, silences_s=args.silence,
+                                            mutes_s=args.mute))
     summary = asyncio.run(_run(config))
     print(summary_line(summary), flush=True)
     return 0

@@ -14,14 +14,17 @@ class FaultSettings:
     loss_p: float = 0.0  # probability a notification is dropped (its samples are never sent)
     corrupt_p: float = 0.0  # probability a malformed packet is sent before a good one
     silences_s: list[tuple[float, float]] = field(default_factory=list)  # (start_s, duration_s)
+    # (start_s, duration_s): in range and connectable, subscriptions taken, but no data sent (its IMU hung)
+    mutes_s: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("loss_p", "corrupt_p"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for start_s, duration_s in self.silences_s:
-            if start_s < 0 or duration_s <= 0:
-                raise ValueError(f"silence {start_s}:{duration_s} needs start ≥ 0 and duration > 0")
+        for what, spans in (("silence", self.silences_s), ("mute", self.mutes_s)):
+            for start_s, duration_s in spans:
+                if start_s < 0 or duration_s <= 0:
+                    raise ValueError(f"{what} {start_s}:{duration_s} needs start ≥ 0 and duration > 0")
 
 
 class FaultInjector:
@@ -54,3 +57,6 @@ class FaultInjector:
 
     def silent_at(self, t_s: float) -> bool:
         return any(start <= t_s < start + dur for start, dur in self.settings.silences_s)
+
+    def muted_at(self, t_s: float) -> bool:
+        return any(start <= t_s < start + dur for start, dur in self.settings.mutes_s)

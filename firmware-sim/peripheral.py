@@ -209,7 +209,8 @@ class VirtualSensor:
             taken += len(chunk.t_s)
             silent = await self._follow_silence(chunk.t_s[0], silent)
             sent = np.zeros(len(chunk.t_s), bool)
-            if not silent and self.data_char.notifying and self.settings.streaming:
+            if not silent and not self.faults.muted_at(chunk.t_s[0]) and self.data_char.notifying \
+                    and self.settings.streaming:
                 sent[:] = self._send_packet(seq, chunk)
                 seq += 1
             self.stats["samples_unsent"] += int((~sent).sum())

@@ -86,10 +86,14 @@ class SensorLink:
         self._battery_refused = False  # said once
         self._tries = 0  # connections not made since the last one made
         self._tries_said_s = -float("inf")  # when one was last said (time.monotonic())
+        self._mute = 0  # connections made since the last data that carried none
+        self._mute_said_s = -float("inf")  # when one was last said (time.monotonic())
 
     @property
     def last_rx_s(self) -> float:
-        """When the last notification came (time.monotonic()); 0 before any."""
+        """When the last notification came (time.monotonic()); 0 before any. Not moved by a connection made: a sensor
+        that connects and sends nothing is silent (gateway/service.py closes what it left open after LINK_GONE_S; while
+        each reconnect set this, that never came: its open minute went out when the data came back, minutes late)."""
         return self._last_rx_s
 
     @property
@@ -189,19 +193,38 @@ class SensorLink:
 
         def on_data(_: BleakGATTCharacteristic, data: bytearray) -> None:
             self._last_rx_s = time.monotonic()
+            if not self.connected.is_set():  # online once data comes: a link that carries none is no sensor read
+                self.connected.set()
+                self._mute, self._mute_said_s = 0, -float("inf")
+                log.info("%s: streaming (%s profile)", self.device.address, profile.name)
             if (batch := decoder.feed(data, time.time(), self._last_rx_s)) is not None:
                 self.on_batch(batch)
 
-        self._last_rx_s = time.monotonic()
+        subscribed_s = time.monotonic()  # the watchdog's start; last_rx_s stays the last notification's
         await client.start_notify(profile.data_uuid, on_data)
-        self.connected.set()
-        log.info("%s: streaming (%s profile)", self.device.address, profile.name)
         while not stop.is_set() and not self._lost.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
-            if time.monotonic() - self._last_rx_s > self.settings.watchdog_s:
-                log.warning("%s: no data for %.1f s, reconnecting", self.device.address, self.settings.watchdog_s)
+            if time.monotonic() - max(self._last_rx_s, subscribed_s) > self.settings.watchdog_s:
+                if self.connected.is_set():
+                    log.warning("%s: no data for %.1f s, reconnecting", self.device.address,
+                                self.settings.watchdog_s)
+                else:
+                    self._no_data()
                 return
+
+    def _no_data(self) -> None:
+        """A connection that carried no data (a sensor in range whose measuring stopped): said at the first, then once
+        a SAY_AGAIN_S with the count, as a connection not made is (it was two lines every 3 s, "streaming" among
+        them)."""
+        self._mute += 1
+        if time.monotonic() - self._mute_said_s < SAY_AGAIN_S:
+            log.debug("%s: connected, no data in %.1f s; reconnecting", self.device.address, self.settings.watchdog_s)
+            return
+        self._mute_said_s = time.monotonic()
+        log.warning("%s: connected, but no data came in %.1f s (the sensor is there and sends nothing); reconnecting%s",
+                    self.device.address, self.settings.watchdog_s,
+                    f" ({self._mute} connections without data; said again once a minute)" if self._mute > 1 else "")
 
     async def _read_battery(self, client: BleakClient) -> None:
         """The battery level where the sensor gives it. Optional, as it is to the sensor (notify is optional in the
