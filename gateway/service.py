@@ -45,6 +45,7 @@ FINAL_FLUSH_S = 10.0
 LINK_GONE_S = 10.0
 # Between scans for sensors not found yet (gateway.sensors): a scan takes radio time from the connected sensors.
 LOOK_AGAIN_S = 30.0
+HELD_SUFFIX = ".held.json"  # beside the device's spool: the minutes that ended and are held back (_keep_held)
 LOOP_STALL_S = 1.0  # a turn of the gateway's loop this late: the host stalled, nothing is judged silent in it
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second (unless its link flaps: gateway/status_flaps.py), while an unchanged status goes out
@@ -73,6 +74,7 @@ class Device:
     address: str = ""  # the sensor's: saved with its calibration, which another sensor under this id must not take
     # The calibration kept was taken on another sensor, so not restored: said to the wearer at the first sample.
     other_sensor: str | None = None
+    held_starts: list[float] = field(default_factory=list)  # the ended, held minutes kept on disk (_keep_held)
 
 
 def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
@@ -267,7 +269,63 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
     device.saved = device.pipeline.calibration
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
     device.sent_floor = SentFloor.load(spool_dir, name)
+    _send_held(device, spool_dir)
     return device
+
+
+def _send_held(device: Device, spool_dir: Path) -> None:
+    """The minutes the last run had seen end but held back (the pipeline hands a minute out 6 s after its end), if it
+    died before sending them: sent now, as it saw them at their end. A kill -9 in a minute's first 6 s lost the
+    minute before it whole, for every sensor (an attack's probe: a gateway down 3.8 s, a full minute of 3 sensors
+    missing), where a crash should cost only the samples of the minute it came in."""
+    name = device.publisher.device
+    kept = load_held_minutes(spool_dir, name) or []
+    floor_s = device.sent_floor.kept_s if device.sent_floor is not None else None
+    unsent = [m for m in kept if floor_s is None or m.minute_start_s + MINUTE_S > floor_s]
+    if unsent:
+        log.warning("%s: %d minute(s) the last run saw end and had not sent (was it killed?): sent now", name,
+                    len(unsent))
+        device.publisher.submit(list(unsent))
+        end_s = max(m.minute_start_s for m in unsent) + MINUTE_S
+        if device.sent_floor is not None:
+            device.sent_floor.sent(end_s)
+            device.sent_floor.floor_s = max(end_s, device.sent_floor.floor_s or end_s)
+    _forget_held(device, spool_dir)
+
+
+def load_held_minutes(spool_dir: Path, device: str) -> list[MinuteMetrics] | None:
+    """The ended, held minutes the last run kept (_keep_held), each checked as any minute on the wire."""
+    def checked(doc: dict[str, Any]) -> list[MinuteMetrics]:
+        minutes = [MinuteMetrics(**m) for m in doc["minutes"]]
+        for minute in minutes:
+            parse("metrics", json.dumps(payload(device, minute)).encode(), load_validators())
+        return minutes
+    return read_kept(spool_dir, device, HELD_SUFFIX, checked, "minutes held at the last stop")
+
+
+def _keep_held(device: Device, spool_dir: Path) -> None:
+    """The minutes that ended and are held back, on disk while they are (written when that set changes: about twice
+    a minute), so that a crash loses none of a minute that is over."""
+    held = device.pipeline.held_minutes()
+    starts = [m.minute_start_s for m in held]
+    if starts == device.held_starts:
+        return
+    if not held:
+        _forget_held(device, spool_dir)
+        return
+    try:
+        write_kept(spool_dir, device.publisher.device, HELD_SUFFIX, {"minutes": [asdict(m) for m in held]})
+    except OSError as exc:  # the disk full: a crash now costs what it did before this file
+        log.warning("%s: the minutes held not kept (a crash now loses them): %s", device.publisher.device, exc)
+    device.held_starts = starts
+
+
+def _forget_held(device: Device, spool_dir: Path) -> None:
+    try:
+        device_file(spool_dir, device.publisher.device, HELD_SUFFIX).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("%s: the held minutes' file not removed: %s", device.publisher.device, exc)
+    device.held_starts = []
 
 
 def check_rate(name: str, profile: str | None, rate_hz: float) -> None:
@@ -451,6 +509,7 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         device.other_sensor = None
     _save(device, spool_dir)
     _submit(device, spool_dir, out.events, out.metrics)
+    _keep_held(device, spool_dir)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
     if (state := device.pipeline.live_state()) is not None and \
@@ -480,6 +539,8 @@ def _submit(device: Device, spool_dir: Path, events: list[Any], metrics: list[Mi
     elif (stopped is not None or device.gone_kept) and metrics and device.stopped_minute is None:
         forget_stopped_minute(spool_dir, device.publisher.device)  # the minute went out whole, or is past: used up
         device.gone_kept = False
+    if metrics and device.held_starts:
+        _keep_held(device, spool_dir)  # those handed out are no longer held
 
 
 def _close_when_gone(device: Device, spool_dir: Path, notified_s: float = 0.0) -> None:

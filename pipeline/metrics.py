@@ -128,6 +128,18 @@ class MinuteAggregator:
             self._handed = out[-1]
         return out
 
+    def ended(self, now_s: float) -> list[MinuteMetrics]:
+        """Copies of the minutes that ended by `now_s` and are still held (hold_s), as ready() would hand them out
+        now: what a crash of the process would lose whole, though it is over (the gateway keeps them on disk)."""
+        out = []
+        for k in sorted(self._open):
+            if (k + 1) * MINUTE_S <= now_s:
+                m = self._computed(dataclasses.replace(self._open[k]), self._sums[k])
+                handed = self._handed
+                out.append(merge_minutes(handed, m) if handed is not None and handed.minute_start_s == m.minute_start_s
+                           else m)
+        return out
+
     def _finish(self, k: int) -> MinuteMetrics:
         m = self._finished(k)
         handed, self._handed = self._handed, None
@@ -136,7 +148,11 @@ class MinuteAggregator:
         return m
 
     def _finished(self, k: int) -> MinuteMetrics:
-        m, sums = self._open.pop(k), self._sums.pop(k)
+        return self._computed(self._open.pop(k), self._sums.pop(k))
+
+    @staticmethod
+    def _computed(m: MinuteMetrics, sums: dict[str, float]) -> MinuteMetrics:
+        """m with its means, from its sums."""
         if sums["n"]:
             m.flexion_mean_deg = sums["flexion"] / sums["n"]
             m.lateral_mean_deg = sums["lateral"] / sums["n"]

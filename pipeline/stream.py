@@ -676,6 +676,13 @@ class PosturePipeline:
         out.metrics = self.minutes.flush()
         return out
 
+    def held_minutes(self) -> list[MinuteMetrics]:
+        """The minutes that ended by the last sample and are held back (pipeline/metrics.py, hold_s): not handed out
+        yet, so lost whole if the process dies now; the gateway keeps them on disk for its next start."""
+        if self._last_t_s is None:
+            return []
+        return self.minutes.ended(self._last_t_s + self.dt_s)
+
     def link_lost(self) -> PipelineOutput:
         """The link is gone, known before a sample says so (a long gap is seen only at the next one, when the wearer
         is back): episodes still open end at the last sample, and the minutes seen are handed out, the last one
