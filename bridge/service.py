@@ -81,6 +81,9 @@ WARN_EVERY_S = 30.0  # a trouble that lasts is said again this often, not once p
 # A server that will not let the bridge read its minutes (a user granted WRITE only; an InfluxDB 2.x bucket with no
 # v1 mapping) is asked again this seldom: it waits on a person, and meanwhile minutes are written as they come.
 READ_MINUTES_RETRY_S = 600.0
+# What the bridge reads of a device's stored minutes before a batch: from its first minute in the batch to its last,
+# in stretches split where the batch has none of its minutes for longer than this (at most 60 minutes read unasked).
+STRETCH_GAP_MS = 3_600_000
 Item = tuple[str, str]  # (topic it came on, line protocol)
 
 
@@ -99,6 +102,24 @@ class BridgeStats:
     points_evicted: int = 0  # other points the full spool deleted, the oldest: data lost (only with no live left)
     minutes_superseded: int = 0  # copies of a minute not written: a copy that saw more of it is stored, or came too
     malformed: Counter[str] = field(default_factory=Counter)
+
+
+def _stretches(keys: set[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """(device, first ms, last ms) covering these minutes: each device's, split where STRETCH_GAP_MS has none."""
+    times: dict[str, list[int]] = {}
+    for device, t_ms in keys:
+        times.setdefault(device, []).append(t_ms)
+    stretches = []
+    for device in sorted(times):
+        ordered = sorted(times[device])
+        first = previous = ordered[0]
+        for t_ms in ordered[1:]:
+            if t_ms - previous > STRETCH_GAP_MS:
+                stretches.append((device, first, previous))
+                first = t_ms
+            previous = t_ms
+        stretches.append((device, first, previous))
+    return stretches
 
 
 def subscriptions(prefix: str, share_group: str = "") -> list[tuple[str, int]]:
@@ -450,7 +471,9 @@ class Bridge:
         if time.monotonic() < self._read_minutes_at:
             return {}
         try:
-            answer = query(self.influx_cfg, stored_minutes_query(keys))
+            # In the body: a GET's URL is limited (InfluxDB 1.x answers 431 past 1 MB, a proxy 414 from 8 KB), and that
+            # refusal, taken for a user without READ, stopped every check for 10 minutes.
+            answer = query(self.influx_cfg, stored_minutes_query(keys), in_body=True)
             results = answer.get("results") or [{}]
         except QueryError as exc:
             if exc.status is None or exc.status >= 500:
@@ -458,11 +481,13 @@ class Bridge:
                 time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
                 return None
             return self._unreadable(str(exc))
-        if error := next((str(r["error"]) for r in results if isinstance(r, dict) and "error" in r), None):
-            return {} if "database not found" in error else self._unreadable(error)
         stored: dict[tuple[str, int], Coverage] = {}
         for result in results:
-            for series in result.get("series", []) if isinstance(result, dict) else []:
+            if "error" in result:
+                if "database not found" in str(result["error"]):
+                    return {}
+                return self._unreadable(str(result["error"]))
+            for series in result.get("series", []):
                 device = series.get("tags", {}).get("device_id", "")
                 for t_ms, *values in series.get("values", []):
                     if (device, t_ms) in keys and all(isinstance(v, (int, float)) for v in values):
@@ -550,15 +575,13 @@ class Bridge:
 
 
 def stored_minutes_query(keys: set[tuple[str, int]]) -> str:
-    """The InfluxQL that reads what InfluxDB holds of these minutes (device, ms): one statement per device, over that
-    device's own minutes. One statement over all of them (the batch's earliest minute to its latest, every device) read
-    every device's minutes between: a gateway's day-old minute resent from its spool among 10 other devices' current
-    ones read 14,400 rows for 11 minutes; a fleet's batch, millions, and a read that runs past TIMEOUT_S is taken for
-    an outage, its batch spooled and read again as it drains."""
-    by_device: dict[str, list[int]] = {}
-    for device, t_ms in keys:
-        by_device.setdefault(device, []).append(t_ms)
+    """The InfluxQL that reads what InfluxDB holds of these minutes (device, ms): one statement per device and stretch
+    of its minutes (_stretches). One statement over all of them (the batch's earliest minute to its latest, every
+    device) read every device's minutes between: a gateway's day-old minute resent from its spool among 10 other
+    devices' current ones read 14,400 rows for 11 minutes; a drain after an outage mixing a day's backlog with today's
+    minutes, 1 million rows for 72,000 minutes; and a read that runs past TIMEOUT_S is taken for an outage, its batch
+    spooled and read again as it drains."""
     fields = ", ".join(f'"{name}"' for name in COVERAGE_FIELDS)
     return "; ".join(f'SELECT {fields} FROM "{MEASUREMENT["metrics"]}" WHERE "device_id" = \'{device}\' AND '
-                     f'time >= {min(times)}ms AND time <= {max(times)}ms GROUP BY "device_id"'
-                     for device, times in sorted(by_device.items()))
+                     f'time >= {first_ms}ms AND time <= {last_ms}ms GROUP BY "device_id"'
+                     for device, first_ms, last_ms in _stretches(keys))

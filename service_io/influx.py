@@ -175,13 +175,13 @@ def make_writer(settings: InfluxSettings, live: bool = False) -> Writer:
 
 def v1_request(settings: InfluxSettings, method: str, path: str, params: dict[str, str],
                body: bytes | None = None, timeout_s: float = TIMEOUT_S,
-               deadline: float | None = None) -> tuple[int, bytes]:
+               deadline: float | None = None, content_type: str = "text/plain; charset=utf-8") -> tuple[int, bytes]:
     """One request to the v1 API: (status, body). An HTTP error status is returned; an unreachable
     server raises InfluxError. 1.x users go in basic auth; a 2.x token (or 1.8's "user:password") in
     the Token header. timeout_s bounds each read; `deadline` (time.monotonic()), if given, the whole answer."""
     base, user, password = _endpoint(settings)
     url = f"{base}{path}?{urllib.parse.urlencode(params)}"
-    headers = {"Accept": "application/json"} if body is None else {"Content-Type": "text/plain; charset=utf-8"}
+    headers = {"Accept": "application/json"} if body is None else {"Content-Type": content_type}
     if user:
         pair = base64.b64encode(f"{user}:{password}".encode()).decode()
         headers["Authorization"] = f"Basic {pair}"
@@ -214,17 +214,21 @@ def _read_by(reply: Any, deadline: float | None) -> bytes:
 
 
 def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
-          timeout_s: float = TIMEOUT_S, deadline: float | None = None) -> dict[str, Any]:
+          timeout_s: float = TIMEOUT_S, deadline: float | None = None, in_body: bool = False) -> dict[str, Any]:
     """An InfluxQL statement on settings.database over `/query`: its JSON. GET for reads, POST for the
     rest (1.x wants POST for statements that change things). A statement's own error stays in the
     answer (`results[i].error`) for the caller to word; HTTP errors and silence raise QueryError, and so does an
-    answer unfinished at `deadline` (time.monotonic())."""
+    answer unfinished at `deadline` (time.monotonic()). `in_body`: POSTed as a form, for a statement that may be long
+    (a GET's URL is limited: InfluxDB 1.x answers 431 past 1 MB, a proxy often 414 past 8 KB)."""
     statement = q.lstrip().upper()
     reads = statement.startswith("SHOW") or (statement.startswith("SELECT") and " INTO " not in statement)
-    method = "GET" if reads else "POST"
-    params = {"q": q} | ({"db": settings.database} if settings.database else {}) | ({"epoch": epoch} if epoch else {})
+    method = "GET" if reads and not in_body else "POST"
+    params = ({"db": settings.database} if settings.database else {}) | ({"epoch": epoch} if epoch else {})
+    form = urllib.parse.urlencode({"q": q}).encode() if in_body else None
+    params = params if in_body else {"q": q} | params
     try:
-        status, body = v1_request(settings, method, "/query", params, timeout_s=timeout_s, deadline=deadline)
+        status, body = v1_request(settings, method, "/query", params, form, timeout_s=timeout_s, deadline=deadline,
+                                  content_type="application/x-www-form-urlencoded")
     except InfluxError as exc:
         raise QueryError(str(exc)) from None
     try:
