@@ -54,6 +54,7 @@ from contract.influx_schema import MEASUREMENT, dead_letter_line, minute_coverag
 from contract.messages import COVERAGE_FIELDS, Coverage, stamp_will
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import BridgeSettings, Config
+from service_io.influx import TIMEOUT_S as INFLUX_TIMEOUT_S
 from service_io.influx import (
     PointsRefused,
     QueryError,
@@ -84,6 +85,13 @@ READ_MINUTES_RETRY_S = 600.0
 # What the bridge reads of a device's stored minutes before a batch: from its first minute in the batch to its last,
 # in stretches split where the batch has none of its minutes for longer than this (at most 60 minutes read unasked).
 STRETCH_GAP_MS = 3_600_000
+# A member of a share group reads a minute it wrote again this long after: the two copies of a minute can reach two
+# members at the same moment, each read InfluxDB before the other wrote, and the last write was kept, the unfinished
+# copy as often as not. The other's read and write each end within the HTTP timeout (10 s), so its write is in by
+# then; a copy that saw more of its minute than what InfluxDB holds then is written again. At most VERIFY_MAX_MINUTES
+# wait (a drain after an outage writes thousands a second): beyond, the oldest are read at once.
+VERIFY_AFTER_S = 2 * INFLUX_TIMEOUT_S + 1
+VERIFY_MAX_MINUTES = 50_000
 Item = tuple[str, str]  # (topic it came on, line protocol)
 
 
@@ -100,6 +108,8 @@ class BridgeStats:
     #                        and those neither InfluxDB nor the spool took (not kept in memory for the next try)
     live_evicted: int = 0  # live points the full spool deleted to keep room for the rest (bridge.spool_max_points)
     points_evicted: int = 0  # other points the full spool deleted, the oldest: data lost (only with no live left)
+    minutes_rewritten: int = 0  # a share group's: copies of a minute this member wrote again, another member's copy
+    #                             that saw less of it having been stored over it (VERIFY_AFTER_S)
     minutes_superseded: int = 0  # copies of a minute not written: a copy that saw more of it is stored, or came too
     malformed: Counter[str] = field(default_factory=Counter)
 
@@ -160,6 +170,9 @@ class Bridge:
         retention_s = duration_s(config.influx.live_retention) if self._live_apart else None
         self._live_retention_s = retention_s if retention_s is not None and math.isfinite(retention_s) else None
         self._warned: dict[str, float] = {}  # trouble → when it was last logged (monotonic s)
+        # A share group member's minutes written, to be read again (VERIFY_AFTER_S): (device, ms) → (when written,
+        # monotonic s; its coverage; its item), oldest first.
+        self._written: dict[tuple[str, int], tuple[float, Coverage, Item]] = {}
         self._read_minutes_at = 0.0  # monotonic s from which InfluxDB is asked for its minutes again (after a refusal)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
         self._pending: list[tuple[int, int, int, str, list[str]]] = []
@@ -301,6 +314,7 @@ class Bridge:
                 self._wake.clear()
                 self._store_pending()
                 self._drain_spool()
+                self._verify_written()
                 if self.leave and self._left():
                     break
             self._store_pending()
@@ -429,24 +443,35 @@ class Bridge:
         left: list[int] = []
         for live in sorted(groups):
             indices = groups[live]
+            minutes: dict[int, tuple[str, int, Coverage]] = {}
             if not live and not left:
-                if (superseded := self._superseded([items[i] for i in indices])) is None:  # InfluxDB did not answer
+                if (checked := self._superseded([items[i] for i in indices])) is None:  # InfluxDB did not answer
                     left += indices
                     continue
+                superseded, by_position = checked
+                minutes = {i: by_position[k] for k, i in enumerate(indices) if k in by_position}
                 indices = [i for k, i in enumerate(indices) if k not in superseded]  # settled: never written
             done = 0 if left else self._write([items[i] for i in indices], live)
+            if self.cfg.share_group and minutes:
+                now = time.monotonic()
+                for i in indices[:done]:
+                    if (found := minutes.get(i)) is not None:
+                        device, t_ms, coverage = found
+                        self._written.pop((device, t_ms), None)  # to the end: the oldest first
+                        self._written[device, t_ms] = (now, coverage, items[i])
             left += indices[done:]
         return sorted(left)
 
-    def _superseded(self, items: list[Item]) -> set[int] | None:
+    def _superseded(self, items: list[Item]) -> tuple[set[int], dict[int, tuple[str, int, Coverage]]] | None:
         """The indices of the copies of a minute not to write: each minute's fullest copy (contract/messages.py,
         COVERAGE_FIELDS) is written, unless InfluxDB holds a fuller one — whatever order the copies came in (an
         unfinished copy resent after the whole one, from a gateway's spool after a restart or through a share group,
         was stored over it: InfluxDB keeps the last write). Of equal copies the last one of the batch is written.
-        None: InfluxDB did not answer, and the items must wait."""
+        None: InfluxDB did not answer, and the items must wait. With them, the minutes among the items by index:
+        (device, ms, coverage)."""
         minutes = {k: found for k, (_, line) in enumerate(items) if (found := minute_coverage(line)) is not None}
         if not minutes:
-            return set()
+            return set(), minutes
         best = self._stored_coverage({(device, t_ms) for device, t_ms, _ in minutes.values()})
         if best is None:
             return None
@@ -462,7 +487,40 @@ class Bridge:
                 log.info("a copy of a minute that saw less of it than one stored (or with it) is not written over "
                          "it; counted in minutes_superseded")
             self.stats.minutes_superseded += less
-        return superseded
+        return superseded, minutes
+
+    def _verify_written(self) -> None:
+        """A share group member: the minutes it wrote VERIFY_AFTER_S ago (or more than VERIFY_MAX_MINUTES wait), read
+        again; one InfluxDB holds less of than the copy written (another member's copy, written after its read and
+        ours) goes to the spool, checked and written again from there (and read again after), counted in
+        minutes_rewritten."""
+        if not self._written:
+            return
+        now, over = time.monotonic(), len(self._written) - VERIFY_MAX_MINUTES
+        due: list[tuple[str, int]] = []
+        for key, (written_at, _, _) in self._written.items():
+            if written_at > now - VERIFY_AFTER_S and len(due) >= over:
+                break
+            due.append(key)
+        if not due or (stored := self._stored_coverage(set(due))) is None:  # an outage: read again at the next turn
+            return
+        again = {}
+        for key in due:
+            _, coverage, item = self._written.pop(key)
+            if (held := stored.get(key)) is not None and held < coverage:
+                again[key] = (0.0, coverage, item)
+        if not again:
+            return
+        try:
+            self._spool([item for _, _, item in again.values()])
+        except SpoolError as exc:  # kept, to be read again at the next turn
+            self._warn("spool", logging.ERROR, "cannot spool minutes to write again: %s", exc)
+            self._written = again | self._written
+            return
+        if not self.stats.minutes_rewritten:
+            log.info("another member of share group %r stored a copy of a minute that saw less of it over the one this "
+                     "bridge wrote: written again (counted in minutes_rewritten)", self.cfg.share_group)
+        self.stats.minutes_rewritten += len(again)
 
     def _stored_coverage(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], Coverage] | None:
         """How much of each of these minutes (device, ms) InfluxDB holds, for those it holds. None if it did not

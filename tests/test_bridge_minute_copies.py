@@ -14,7 +14,7 @@ from test_mqtt_influx import bridge_ready, start_bridge, write_config
 from contract.messages import payload
 from pipeline.events import MinuteMetrics
 from support.alerts import publish
-from support.mqtt import DB, wait_for
+from support.mqtt import DB, client, wait_for
 
 T0_S = 1_700_000_040.0 - 1_700_000_040.0 % 60  # a minute's start, in the past
 
@@ -148,3 +148,50 @@ def test_a_devices_minutes_far_apart_in_one_batch_are_each_checked(tmp_path, bro
         bridge.spool.close()
     rows = influx.rows("SELECT worn_s FROM posture_minute GROUP BY device_id", DB)
     assert [r["worn_s"] for r in rows] == [60.0] * 4 and bridge.stats.minutes_superseded == 4
+
+
+def test_two_members_of_a_share_group_given_the_two_copies_at_once_keep_the_whole_one(tmp_path, broker, influx,
+                                                                                        monkeypatch):
+    """Each minute's two copies published together (a gateway's restart resending unfinished copies beside whole
+    ones): the share group gives one to each member, both read InfluxDB before either wrote, and the last write was
+    kept — 20 to 31 of 100 minutes were stored unfinished (20 s worn of 60). Now a member reads the minutes it wrote
+    again VERIFY_AFTER_S later (here 1 s) and writes its copy again over one that saw less."""
+    import threading
+    import time
+
+    from bridge import service
+    from service_io.config import load_config
+
+    monkeypatch.setattr(service, "VERIFY_AFTER_S", 1.0)
+    bridges = []
+    for name in ("a", "b"):
+        config = tmp_path / f"{name}.toml"
+        config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n\n[influx]\nurl = "{influx.url}"\n'
+                          f'database = "{DB}"\n\n[bridge]\nspool_path = "{tmp_path / name}.spool"\n'
+                          f'flush_interval_s = 0.1\nshare_group = "g"\nclient_id = "bridge-{name}"\n')
+        bridges.append(service.Bridge.open(load_config(config, env={})))
+    runners = [threading.Thread(target=bridge.run) for bridge in bridges]
+    for runner in runners:
+        runner.start()
+    minutes = [int((T0_S + 60 * k) * 1000) for k in range(60)]
+    try:
+        for bridge in bridges:
+            wait_for(bridge.connected.is_set, 10, "the members to connect")
+        gateway = client(broker.port)
+        for k, t_ms in enumerate(minutes):  # one pair at a time, the whole copy first in half of them
+            copies = [_minute(t_ms / 1000, 60.0), _minute(t_ms / 1000, 20.0)]
+            for info in [gateway.publish("posture/dev1/metrics", json.dumps(copy), qos=1)
+                         for copy in (copies if k % 2 else copies[::-1])]:
+                info.wait_for_publish(10)
+            time.sleep(0.03)
+        gateway.loop_stop()
+        gateway.disconnect()
+        wait_for(lambda: sum(b.stats.received for b in bridges) == 2 * len(minutes), 30, "both copies received")
+        wait_for(lambda: len(_stored(influx)) == len(minutes) and not any(b._written for b in bridges), 30,
+                 "the written minutes read again")
+    finally:
+        for bridge in bridges:
+            bridge.stop_event.set()
+        for runner in runners:
+            runner.join(30)
+    assert _stored(influx) == {t_ms: (60.0, 0) for t_ms in minutes}
