@@ -530,3 +530,21 @@ def test_an_event_message_is_one_printable_line(message, taken):
     else:
         with pytest.raises(Malformed):
             parse("events", body, load_validators(), now_s=1_700_000_100.0)
+
+
+def test_minute_coverage_reads_a_minute_line_as_coverage_reads_its_payload():
+    """The bridge reads only the coverage fields of each minute's line (splitting all of them was most of its own
+    thread's time a message); what it reads is what contract.messages.coverage reads of the payload, an absent field
+    0, an integer's `i` dropped, a field whose name ends like one of them not taken for it."""
+    from contract.influx_schema import minute_coverage
+    from contract.influx_schema import to_line_protocol as lines_of
+    from contract.messages import coverage, payload
+    from pipeline.events import MinuteMetrics
+
+    for worn_s, lost in ((60.0, 0), (20.25, 7), (0.0, 0), (59.999, 123456)):
+        doc = json.loads(json.dumps(payload("dev.1:a-b_C", MinuteMetrics(1_700_000_040.0, worn_s=worn_s,
+                                                                           lost_samples=lost))))
+        assert minute_coverage(lines_of(doc, "metrics")[0]) == ("dev.1:a-b_C", 1_700_000_040_000, coverage(doc))
+    assert minute_coverage("posture_minute,device_id=d xworn_s=5,sitting_s=1 60000") == ("d", 60000, (0.0, 0.0))
+    assert minute_coverage("posture_minute,device_id=d worn_s=5,lost_samples=2i 60000") == ("d", 60000, (5.0, 2.0))
+    assert minute_coverage("posture_slouch,device_id=d duration_s=5 60000") is None
