@@ -163,7 +163,7 @@ class DayReport:
     live: list[LiveBucket]  # the fine trace, where the live stream was kept
     live_step_s: float  # a live bucket's length
     trace_minutes: list[Minute]  # the minutes whose means are drawn: those the live trace does not cover
-    walk_spans: list[tuple[float, float]]  # (start_s, end_s) of the minutes with a walk (WALK_MIN_S), merged
+    walk_spans: list[tuple[float, float]]  # (start_s, end_s) of the walks (WALK_MIN_S a minute), as long as they were
     slouch_spans: list[tuple[float, float]]  # (start_s, end_s) shaded as slouching, merged, in time order
     slouches: list[Slouch]
     rotations: list[Rotation]
@@ -226,8 +226,7 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     spans += [(b.start_s, b.start_s + live_step_s) for b in live if b.slouching]
     return DayReport(device, day, tz, day_start_s, day_end_s, data_start_s, max(data_end_s, data_start_s + MINUTE_S),
                      minutes, live, live_step_s, trace_minutes,
-                     merge_spans([(r["time_s"], r["time_s"] + MINUTE_S) for r in minute_rows
-                                  if (r[f"{WALKING}_s"] or 0.0) >= WALK_MIN_S]),
+                     walk_spans(minute_rows),
                      merge_spans(spans), slouches, rotations, leans, calibrations, alerts,
                      day_totals(minute_rows, leans, sum(is_nudge(a.kind) for a in alerts)))
 
@@ -268,6 +267,30 @@ def bounded_minute(row: dict[str, Any]) -> dict[str, Any]:
     for name in ("flexion_mean_deg", "lateral_mean_deg"):
         bounded[name] = _angle(row.get(name))
     return bounded
+
+
+def walk_spans(minute_rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(start_s, end_s) of the walks, from the minutes with WALK_MIN_S of walking: as long as they walked, not a minute
+    each (a 20 s walk drew a whole minute of walking over 40 s of sitting). Where in its minute a walk was is not kept:
+    one minute's sits in its middle; a walk over consecutive minutes ran from the end of its first to the start of
+    its last, so it is drawn ending the first minute and beginning the last."""
+    walked = sorted((r["time_s"], float(r[f"{WALKING}_s"] or 0.0)) for r in minute_rows
+                    if (r[f"{WALKING}_s"] or 0.0) >= WALK_MIN_S)
+    runs: list[list[tuple[float, float]]] = []
+    for t_s, walk_s in walked:
+        if runs and t_s - runs[-1][-1][0] <= MINUTE_S:
+            runs[-1].append((t_s, walk_s))
+        else:
+            runs.append([(t_s, walk_s)])
+    spans = []
+    for run in runs:
+        (first_s, first_walk_s), (last_s, last_walk_s) = run[0], run[-1]
+        if len(run) == 1:
+            middle_s = first_s + MINUTE_S / 2
+            spans.append((middle_s - min(first_walk_s, MINUTE_S) / 2, middle_s + min(first_walk_s, MINUTE_S) / 2))
+        else:
+            spans.append((first_s + MINUTE_S - min(first_walk_s, MINUTE_S), last_s + min(last_walk_s, MINUTE_S)))
+    return spans
 
 
 def merge_spans(spans: list[tuple[float, float]], join_s: float = 1.0) -> list[tuple[float, float]]:

@@ -201,7 +201,8 @@ def drawn_blocks(report, color: str) -> list[tuple[float, float]]:
 def test_a_short_walk_in_a_long_sitting_day_shows_in_the_activity_strip():
     """Each minute was drawn as its main activity, a minute wide: a 50 s walk from 12:00:35, 25 s in each of two
     minutes that sat 35 s, was drawn as sitting, and even a whole minute's walk is under a pixel of a long day. A
-    minute with WALK_MIN_S of walking is drawn as a walk over the rest, at least draw.WALK_MIN_WIDTH of the axis
+    minute with WALK_MIN_S of walking is drawn as a walk over the rest, as long as it walked (a 20 s walk was drawn a
+    whole minute long, hiding 40 s of sitting, in the demo's report) and at least draw.WALK_MIN_WIDTH of the axis
     wide; a step or two (5 s) is not a walk."""
     t0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC).timestamp()
     walk_start_s = t0 + 4 * 3600
@@ -218,7 +219,7 @@ def test_a_short_walk_in_a_long_sitting_day_shows_in_the_activity_strip():
     assert len(walks) == 1, walks  # the walk, once; not the 5 s at 10:00
     walk = walks[0]
     assert 5.0 < report_day.WALK_MIN_S <= 25.0
-    assert report.walk_spans == [(walk_start_s, walk_start_s + 120)]
+    assert report.walk_spans == [(walk_start_s + 35, walk_start_s + 85)]  # where it was, ending and beginning minutes
     span = num(report.data_end_s) - num(report.data_start_s)
     assert walk[0] <= num(walk_start_s + 35) and num(walk_start_s + 85) <= walk[1]
     assert walk[1] - walk[0] == pytest.approx(draw.WALK_MIN_WIDTH * span)  # 2 min of 10 h: widened to be seen
@@ -728,3 +729,14 @@ def test_a_zone_from_the_config_file_that_is_none_is_said_as_its_key(tmp_path):
     done = subprocess.run([sys.executable, "-m", "posture.cli", *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr == ("posture report: config: alerts.timezone: unknown time zone 'utc' (did you mean 'UTC'?)\n")
+
+
+def test_a_walk_is_drawn_as_long_as_it_was_not_a_minute():
+    """The demo's 20 s walk in a minute that sat 40 s was drawn over the whole minute; a walk over whole minutes
+    still covers them."""
+    t0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC).timestamp()
+    walked = {t0 + 120: 20.0, t0 + 300: 60.0, t0 + 360: 60.0, t0 + 420: 30.0}
+    rows = DayRows(minutes=[minute(t, sitting_s=60.0 - walked.get(t, 0.0), walking_s=walked.get(t, 0.0))
+                            for t in (t0 + 60 * k for k in range(10))])
+    report = build_day_report("Desk", date(2025, 6, 1), UTC, rows)
+    assert report.walk_spans == [(t0 + 140, t0 + 160), (t0 + 300, t0 + 450)]
