@@ -318,6 +318,7 @@ class Bridge:
                 if self.leave and self._left():
                     break
             self._store_pending()
+            self._keep_written()
         finally:
             left = self.leave and self._left()
             # A refused --leave leaves nothing behind: the session its connect made the broker keep for a week, and
@@ -521,6 +522,22 @@ class Bridge:
             log.info("another member of share group %r stored a copy of a minute that saw less of it over the one this "
                      "bridge wrote: written again (counted in minutes_rewritten)", self.cfg.share_group)
         self.stats.minutes_rewritten += len(again)
+
+    def _keep_written(self) -> None:
+        """At a stop: the minutes written and not read again yet (VERIFY_AFTER_S) go to the spool, checked at the next
+        start as any spooled copy (_superseded: written again only over one that saw less of the minute). Forgotten, a
+        member stopped within those 21 s left another member's unfinished copy stored over the whole one for good. Not
+        when leaving the group (its spool must be empty to leave), nor into room the spool needs for other points."""
+        if not self._written or self.leave:
+            return
+        room = max(0, self.spool.max_items - len(self.spool))
+        items = [item for _, _, item in self._written.values()][-room:] if room else []
+        self._written.clear()
+        try:
+            self._spool(items)
+        except SpoolError as exc:
+            log.warning("the %d minute(s) written in the last %.0f s not kept to be read again at the next start: %s",
+                        len(items), VERIFY_AFTER_S, exc)
 
     def _stored_coverage(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], Coverage] | None:
         """How much of each of these minutes (device, ms) InfluxDB holds, for those it holds. None if it did not

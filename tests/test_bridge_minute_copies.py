@@ -195,3 +195,46 @@ def test_two_members_of_a_share_group_given_the_two_copies_at_once_keep_the_whol
         for runner in runners:
             runner.join(30)
     assert _stored(influx) == {t_ms: (60.0, 0) for t_ms in minutes}
+
+
+def test_a_member_stopped_before_reading_its_minutes_again_reads_them_at_its_next_start(tmp_path, broker, influx):
+    """A member of a share group reads the minutes it wrote again VERIFY_AFTER_S (21 s) later; those it had not read
+    again when it stopped (a restart, an upgrade) were forgotten: another member's unfinished copy, written over the
+    whole one in those seconds, stayed in InfluxDB for good (the minute shown with 20 s worn of 60). Now they are
+    kept in the spool at the stop and checked at the next start: the whole copy is written again."""
+    import threading
+    import urllib.request
+
+    from bridge import service
+    from service_io.config import load_config
+
+    config = tmp_path / "a.toml"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n\n[influx]\nurl = "{influx.url}"\n'
+                      f'database = "{DB}"\n\n[bridge]\nspool_path = "{tmp_path / "a"}.spool"\n'
+                      f'flush_interval_s = 0.1\nshare_group = "g"\nclient_id = "bridge-a"\n')
+    t_ms = int(T0_S * 1000)
+
+    def run(until, what: str) -> service.Bridge:
+        bridge = service.Bridge.open(load_config(config, env={}))
+        runner = threading.Thread(target=bridge.run)
+        runner.start()
+        try:
+            wait_for(bridge.connected.is_set, 10, "the member to connect")
+            wait_for(until(bridge), 15, what)
+        finally:
+            bridge.stop_event.set()
+            runner.join(30)
+        return bridge
+
+    def published(bridge: service.Bridge) -> bool:
+        if not hasattr(bridge, "_sent"):
+            bridge._sent = True  # type: ignore[attr-defined]
+            publish(broker.port, [("posture/dev1/metrics", _minute(T0_S, 60.0))])
+        return _stored(influx).get(t_ms) == (60.0, 0)
+
+    run(lambda bridge: lambda: published(bridge), "the whole copy stored")  # stopped within VERIFY_AFTER_S
+    # Another member's unfinished copy, written after this member's read and write, just before it stopped.
+    body = _minute_line("dev1", t_ms, 20.0).replace("lost_samples=0i,", "lost_samples=0i,slouch_s=10,").encode()
+    urllib.request.urlopen(urllib.request.Request(f"{influx.url}/write?db={DB}&precision=ms", data=body), timeout=10)
+    assert _stored(influx)[t_ms] == (20.0, 0)
+    run(lambda bridge: lambda: _stored(influx).get(t_ms) == (60.0, 0), "the whole copy written again at the start")
