@@ -313,6 +313,11 @@ def _keep_held(device: Device, spool_dir: Path) -> None:
     if not held:
         _forget_held(device, spool_dir)
         return
+    # As they would go out: the last run's stop's part of its minute added (_continued; the pipeline's record lacks
+    # it). Kept alone, a kill -9 after a restart within a minute had that run's part alone sent over the whole minute.
+    earlier = device.stopped_minute
+    held = [merge_minutes(earlier, m) if earlier is not None and m.minute_start_s == earlier.minute_start_s else m
+            for m in held]
     try:
         write_kept(spool_dir, device.publisher.device, HELD_SUFFIX, {"minutes": [asdict(m) for m in held]})
     except OSError as exc:  # the disk full: a crash now costs what it did before this file

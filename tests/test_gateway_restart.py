@@ -422,3 +422,39 @@ def test_a_kill_9_just_after_a_minute_ended_does_not_lose_that_minute(tmp_path, 
     assert len(ended) == 1, f"the minute that ended before the kill: {ended}; got {[m['ts'] for m in got]}"
     assert ended[0]["worn_s"] > 50, ended  # the whole minute, as the killed run saw it end
     assert "1 minute(s) the last run saw end and had not sent" in logs[1].read_text()
+
+
+def test_a_kill_9_after_a_restart_within_a_minute_sends_that_minute_whole(tmp_path, broker):
+    """A clean stop within a minute, a start within it (its part added to the stop's when the minute goes out), and a
+    kill -9 in the 6 s the minute is held after its end: the next start sent the minute kept beside the spool as the
+    pipeline saw it, the second run's part alone, and it replaced the whole minute the stop's part had begun (worn
+    26 s of 56 at the end). Now the minute kept is the one that would have gone out: the stop's part added."""
+    listener, got = listen(broker.port, "posture/Desk/metrics")
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    spool_dir = tmp_path / "spool"
+    chunks = [ch for ch in SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50)
+              if not STOP_S <= ch.t_s[0] < BACK_S]
+    killed_s = 123.0  # the minute 60-120 s has ended, and is held till 126 s
+    try:
+        _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] < STOP_S], got)
+        device = _open(config, spool_dir)
+        for ch in (ch for ch in chunks if BACK_S <= ch.t_s[0] < killed_s):
+            _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
+            device.publisher.pump()
+        assert not [m for m in got if m["ts"] == (T0_S + 60) * 1000 and m["worn_s"] > 40], "sent before the kill"
+        device.publisher.stop(offline=False)  # killed: nothing more is handed out
+        before = len(got)
+        device = _open(config, spool_dir)
+        device.publisher.pump()
+        wait_for(lambda: any(m["ts"] == (T0_S + 60) * 1000 for m in got[before:]), 20, "the minute kept sent")
+        device.publisher.stop()
+    finally:
+        listener.loop_stop()
+    reference = PosturePipeline()
+    minutes = []
+    for ch in (ch for ch in chunks if ch.t_s[0] < killed_s):
+        minutes += reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps).metrics
+    minutes += reference.finish().metrics
+    whole = next(m for m in minutes if m.minute_start_s == T0_S + 60)
+    kept = [m for m in got if m["ts"] == (T0_S + 60) * 1000][-1]
+    assert kept["worn_s"] == pytest.approx(whole.worn_s, abs=0.02)
