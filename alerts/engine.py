@@ -322,6 +322,8 @@ class AlertEngine:
             state.slouch_now_done_s = state.slouch_now_sent_s = since
             state.slouch_now_starts = [since]
             state.slouch_now_open, state.slouch_now_held_s = True, None
+            # Sent from a live state: the stream is current (a restart before the next minute goes by this)
+            state.live_current = True
         else:  # held back: tried again with the next live state, at its time
             state.slouch_now_held_s = since
         return out

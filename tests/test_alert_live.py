@@ -527,3 +527,21 @@ def test_a_restart_during_a_long_nudged_slouch_sends_no_minute_based_nudge_for_i
     alerts = [a for doc in backlog for a in restarted.on_metrics(doc, T0 + 11 * 60 + 5)]
     alerts += run(restarted, slouch(start, 1200, lead_s=0, tail_s=0)[665:])[0]
     assert alerts == [], [(a["kind"], a["ts"]) for a in alerts]  # one slouch, one nudge
+
+
+def test_a_restart_before_the_first_minute_of_a_live_nudged_slouch_sends_no_minute_based_nudge_for_it():
+    # The slouch nudged live before any minute was decided with the live stream current (a sensor's first slouch,
+    # 30 s into its first minute): the state saved said the stream was not current, and a restart then went by that —
+    # the backlog's minutes of the slouch sent a minute-based 'Slouching' nudge for it. A live nudge says it is.
+    rules = {"slouch": SlouchRule(window_min=5, share_pct=30, min_worn_min=2, episode_min=2, cooldown_min=5),
+             "slouch_now": SlouchNowRule(delay_s=30, cooldown_min=1)}
+    eng = engine(**rules)
+    start = T0 + 15
+    docs = slouch(start, 1200, tail_s=0)
+    alerts, _ = run(eng, docs[:next(i for i, d in enumerate(docs) if d["ts"] >= (start + 40) * 1000)])
+    assert [a["kind"] for a in alerts] == ["slouch_now"]
+    restarted = engine(**rules)
+    restarted.load(eng.dump(set(eng.devices)))
+    backlog = [minute(T0 + 60 * k, slouch_s=60 - (15 if k == 0 else 0)) for k in range(7)]
+    alerts = [a for doc in backlog for a in restarted.on_metrics(doc, T0 + 7 * 60 + 5)]
+    assert alerts == [], [(a["kind"], a["ts"]) for a in alerts]  # one slouch, one nudge
