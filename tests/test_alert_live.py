@@ -507,11 +507,15 @@ def test_a_held_back_finding_counts_in_alerts_held_on_the_day_of_its_data():
     assert eng.devices["D"].held_other_days == {"2026-11-20": {"snoozed": 1}}
 
 
+# A slouch nudged live, then a minute-based slouch nudge due by the minutes once the shared cooldown has passed.
+RESTART_RULES = {"slouch": SlouchRule(window_min=5, share_pct=30, min_worn_min=2, episode_min=2, cooldown_min=5),
+                 "slouch_now": SlouchNowRule(delay_s=30, cooldown_min=1)}
+
+
 def test_a_restart_during_a_long_nudged_slouch_sends_no_minute_based_nudge_for_it():
     # At a restart the broker delivers the minutes it kept for the service before any live state (those come, retained
     # or new, only after its subscribe): the slouch nudged live goes on, and the stream was current when it stopped.
-    rules = {"slouch": SlouchRule(window_min=5, share_pct=30, min_worn_min=2, episode_min=2, cooldown_min=5),
-             "slouch_now": SlouchNowRule(delay_s=30, cooldown_min=1)}
+    rules = RESTART_RULES
     eng = engine(**rules)
     start = T0 + 15
     docs = slouch(start, 1200, tail_s=0)
@@ -533,8 +537,7 @@ def test_a_restart_before_the_first_minute_of_a_live_nudged_slouch_sends_no_minu
     # The slouch nudged live before any minute was decided with the live stream current (a sensor's first slouch,
     # 30 s into its first minute): the state saved said the stream was not current, and a restart then went by that —
     # the backlog's minutes of the slouch sent a minute-based 'Slouching' nudge for it. A live nudge says it is.
-    rules = {"slouch": SlouchRule(window_min=5, share_pct=30, min_worn_min=2, episode_min=2, cooldown_min=5),
-             "slouch_now": SlouchNowRule(delay_s=30, cooldown_min=1)}
+    rules = RESTART_RULES
     eng = engine(**rules)
     start = T0 + 15
     docs = slouch(start, 1200, tail_s=0)

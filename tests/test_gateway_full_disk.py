@@ -31,9 +31,10 @@ from support.servers import SecuredMosquitto, make_password_file
 FULL_S = (0.0, 150.0)  # sensor time the disk takes no writes: the calibration (at ~10 s) and two minutes
 
 
-def _listen(broker, subscription: str, got: list[dict]):
-    """A client that puts each result (not status, not live) it gets into `got`, once subscribed."""
-    listener = client(broker.port)
+def _listen(broker, subscription: str, got: list[dict], **login):
+    """A client that puts each result (not status, not live) it gets into `got`, once subscribed; login: client()'s
+    user and client_id, for a broker with passwords."""
+    listener = client(broker.port, **login)
     listener.on_message = lambda c, u, m: got.append(json.loads(m.payload)) if m.topic.split("/")[-1] not in (
         "status", "live") else None
     subscribed = threading.Event()
@@ -299,13 +300,7 @@ def refused_publisher(tmp_path: Path, disk: str):
         writable(publisher, False)
     publisher.results.retry_refused_s = 0.3
     got: list[dict] = []
-    reader = client(broker.port, user=("reader", passwords["reader"]), client_id="reader")
-    subscribed = threading.Event()
-    reader.on_subscribe = lambda *_: subscribed.set()
-    reader.on_message = lambda _c, _u, m: got.append(json.loads(m.payload)) if m.topic.split("/")[-1] not in (
-        "status", "live") else None
-    reader.subscribe("posture/Full/#", 1)
-    assert subscribed.wait(10), "no SUBACK"
+    reader = _listen(broker, "posture/Full/#", got, user=("reader", passwords["reader"]), client_id="reader")
     return broker, acl, publisher, reader, got
 
 
