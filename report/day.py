@@ -32,7 +32,7 @@ from typing import Any
 from contract.influx_schema import TAGS
 from contract.messages import is_nudge
 from pipeline import summary
-from pipeline.activity import ACTIVITIES, WALKING
+from pipeline.activity import ACTIVITIES, LYING, WALKING
 from pipeline.summary import SIDES
 
 MINUTE_S = 60.0
@@ -96,6 +96,7 @@ class LiveBucket:
     flexion_deg: float | None  # + forward
     lateral_deg: float | None  # + right
     slouching: bool  # at least half of its samples were slouching
+    activity: str | None = None  # the one of ACTIVITIES most of its states were in; None where none said
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class DayReport:
     live: list[LiveBucket]  # the fine trace, where the live stream was kept
     live_step_s: float  # a live bucket's length
     trace_minutes: list[Minute]  # the minutes whose means are drawn: those the live trace does not cover
-    walk_spans: list[tuple[float, float]]  # (start_s, end_s) of the walks (WALK_MIN_S a minute), as long as they were
+    walk_spans: list[tuple[float, float]]  # (start_s, end_s) of the walks: where the live stream says, else walk_spans
     slouch_spans: list[tuple[float, float]]  # (start_s, end_s) shaded as slouching, merged, in time order
     slouches: list[Slouch]
     rotations: list[Rotation]
@@ -222,11 +223,16 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     data_end_s = min(max(ends, default=day_end_s), day_end_s)
     covered = {_minute_of(b.start_s, day_start_s) for b in live}
     trace_minutes = [m for m in minutes if _minute_of(m.start_s, day_start_s) not in covered]
+    # A minute's totals cannot say when in it a walk was (the demo's walk was drawn 30 s after it ended): where the
+    # live stream said what the wearer did, its buckets place the walks.
+    told = {_minute_of(b.start_s, day_start_s) for b in live if b.activity is not None}
+    walks = [(b.start_s, b.start_s + live_step_s) for b in live if b.activity == WALKING]
+    walks += walk_spans([r for r in minute_rows if _minute_of(r["time_s"], day_start_s) not in told])
     spans = [(max(s.start_s, day_start_s), s.start_s + s.duration_s) for s in slouches]
     spans += [(b.start_s, b.start_s + live_step_s) for b in live if b.slouching]
     return DayReport(device, day, tz, day_start_s, day_end_s, data_start_s, max(data_end_s, data_start_s + MINUTE_S),
                      minutes, live, live_step_s, trace_minutes,
-                     walk_spans(minute_rows),
+                     merge_spans(walks),
                      merge_spans(spans), slouches, rotations, leans, calibrations, alerts,
                      day_totals(minute_rows, leans, sum(is_nudge(a.kind) for a in alerts)))
 
@@ -242,11 +248,13 @@ def live_buckets(rows: list[dict[str, Any]]) -> list[LiveBucket]:
         if samples <= 0:
             continue  # nothing measured (uncalibrated): no angle, no slouch either way
         slouching = (_num(r.get("slouching_samples")) or 0.0) >= samples / 2
-        if (_num(r.get("lying_samples")) or 0.0) > 0:
-            out.append(LiveBucket(r["time_s"], None, None, slouching))
+        states = {a: n for a in ACTIVITIES if (n := _num(r.get(f"{a}_samples")) or 0.0) > 0}
+        activity = max(states, key=states.__getitem__) if states else None
+        if LYING in states:
+            out.append(LiveBucket(r["time_s"], None, None, slouching, activity))
         else:
             out.append(LiveBucket(r["time_s"], _angle(r.get("flexion_deg")), _angle(r.get("lateral_deg")),
-                                  slouching))
+                                  slouching, activity))
     return out
 
 

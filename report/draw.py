@@ -212,6 +212,12 @@ def _draw_activity(ax: Axes, report: DayReport) -> None:
         blocks = [(_num(report, m.start_s), width) for m in report.minutes if m.activity == activity]
         if blocks:
             ax.broken_barh(blocks, (0.0, 1.0), facecolors=COLOR[activity], edgecolor="none")
+    # The live stream's buckets over the minutes: it says when in a minute the wearer stood or sat.
+    step = report.live_step_s / DAY_S
+    for activity in ACTIVITIES:
+        blocks = [(_num(report, b.start_s), step) for b in report.live if b.activity == activity != WALKING]
+        if blocks:
+            ax.broken_barh(blocks, (0.0, 1.0), facecolors=COLOR[activity], edgecolor="none", zorder=2)
     # Walks over the minutes' main activity, and never narrower than WALK_MIN_WIDTH: a break from sitting is what
     # the strip is looked at for.
     walks = [(_num(report, start_s), (end_s - start_s) / DAY_S) for start_s, end_s in walk_blocks(report)]

@@ -16,7 +16,7 @@ from typing import Any
 
 from contract.influx_schema import ALERT_MEASUREMENT, FIELDS, MEASUREMENT, TAGS
 from contract.messages import ALERT_DAY_LAG_MS
-from pipeline.activity import LYING
+from pipeline.activity import ACTIVITIES
 from pipeline.worn import NOT_WORN
 from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
@@ -105,8 +105,8 @@ def day_statements(device: str, start_ms: int, end_ms: int) -> list[str]:
 def fetch_live(settings: InfluxSettings, device: str, start_ms: int, end_ms: int,
                deadline: float | None = None) -> list[dict[str, Any]]:
     """LIVE_STEP_S buckets with angles: time_s (bucket start), flexion_deg, lateral_deg (means), samples (with
-    angles), slouching_samples and lying_samples (of those, slouching and lying; None for none). [] where the live
-    policy does not exist."""
+    angles), slouching_samples and `<activity>_samples` for each of ACTIVITIES (of those, slouching and in that
+    activity; None for none). [] where the live policy does not exist."""
     statement = live_statement(settings.live_policy, device, start_ms, end_ms)
     body = query(settings, statement, timeout_s=TIMEOUT_S, deadline=deadline)
     if any(NO_POLICY in str(result.get("error", "")) for result in _results(body, settings.database)):
@@ -118,18 +118,21 @@ def live_statement(policy: str, device: str, start_ms: int, end_ms: int, step_s:
     # Means over every point with angles (a message's earlier states are points with angles only); the share of
     # slouching over the live states with angles, which are the states with an activity other than not_worn (a
     # sensor off the body has that activity and no angles, calibrated or not; an uncalibrated state on the body has
-    # neither). Two subqueries, as one WHERE on activity would leave the earlier states out of the means; a third
-    # counts the lying states, as an earlier state (angles only) cannot say whether it lay: day.live_buckets leaves
-    # a bucket with any out. fill(none) leaves gaps out.
+    # neither). Two subqueries, as one WHERE on activity would leave the earlier states out of the means; one more
+    # per activity counts its states (activity is a field, not a tag, so no GROUP BY can): an earlier state (angles
+    # only) cannot say whether it lay, so day.live_buckets leaves a bucket with any lying out, and the activity strip
+    # draws each bucket as its main activity (a minute's totals cannot say when in it a walk was). fill(none) leaves
+    # gaps out.
     source = f"{_ident(policy)}.{_ident(MEASUREMENT['live'])}" if policy else _ident(MEASUREMENT["live"])
     where = _where(device, start_ms, end_ms)
+    counts = "".join(f', count("{a}") AS "{a}_samples"' for a in ACTIVITIES)
+    per_activity = "".join(f', (SELECT "activity" AS "{a}" FROM {source} WHERE {where} '
+                           f'AND "activity" = {influxql_string(a)})' for a in ACTIVITIES)
     return (f'SELECT mean("flexion_deg") AS "flexion_deg", mean("lateral_deg") AS "lateral_deg", '
-            f'count("measured") AS "samples", count("slouching_since_s") AS "slouching_samples", '
-            f'count("lying") AS "lying_samples" '
+            f'count("measured") AS "samples", count("slouching_since_s") AS "slouching_samples"{counts} '
             f'FROM (SELECT "flexion_deg", "lateral_deg" FROM {source} WHERE {where}), '
             f'(SELECT "activity" AS "measured", "slouching_since_s" FROM {source} WHERE {where} '
-            f"AND \"activity\" != {influxql_string(NOT_WORN)}), "
-            f'(SELECT "activity" AS "lying" FROM {source} WHERE {where} AND "activity" = {influxql_string(LYING)}) '
+            f"AND \"activity\" != {influxql_string(NOT_WORN)}){per_activity} "
             f"WHERE {_time_range(start_ms, end_ms)} GROUP BY time({step_s}s) fill(none)")
 
 
