@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from gateway.sent_floor import SentFloor
 from pipeline.calibration import Calibration
 from pipeline.events import CalibrationEvent, MinuteMetrics
-from pipeline.live import LiveClock, earlier_states
+from pipeline.live import LiveClock, live_message
 from pipeline.metrics import MINUTE_S, SECONDS_IN_MINUTE, merge_minutes
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
@@ -517,11 +517,8 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     _keep_held(device, spool_dir)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
-    if (state := device.pipeline.live_state()) is not None and \
-            (earlier := device.live_clock.take(out.t_s, state.t_s)) is not None:
-        if len(earlier):
-            state = replace(state, earlier=earlier_states(out.t_s, out.flexion_deg, out.lateral_deg,
-                                                          out.rotation_deg, earlier))
+    if (state := live_message(device.pipeline.live_state(), device.live_clock, out.t_s, out.flexion_deg,
+                              out.lateral_deg, out.rotation_deg)) is not None:
         device.publisher.publish_live(state)
 
 

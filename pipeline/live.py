@@ -4,11 +4,12 @@ states that one message carries (gateway.live_hz above one per pipeline batch)."
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from pipeline.angles import wrapped_deg
-from pipeline.events import EarlierState
+from pipeline.events import EarlierState, LiveState
 
 # A message carries at most this many earlier states (contract/schemas/live.json): 10 a second over 10 s batches.
 MAX_EARLIER = 100
@@ -57,6 +58,18 @@ class LiveClock:
         after = steps > self._step if self._step is not None else np.ones(len(steps), dtype=bool)
         recent = t_s >= latest_t_s - MAX_EARLIER_AGE_S  # the contract's bound: older would void the whole message
         return np.flatnonzero(first & after & recent & (steps < math.floor(latest_t_s * self.live_hz)))[-MAX_EARLIER:]
+
+
+def live_message(state: LiveState | None, clock: LiveClock, t_s: np.ndarray, flexion_deg: np.ndarray,
+                 lateral_deg: np.ndarray, rotation_deg: np.ndarray) -> LiveState | None:
+    """A batch's live message, as `posture run` publishes it: the pipeline's live state (PosturePipeline.live_state,
+    after the batch) when the clock says one is due, with the batch's earlier states (its samples t_s and angles, as
+    PipelineOutput holds them) that ride along; None when none is due."""
+    if state is None or (earlier := clock.take(t_s, state.t_s)) is None:
+        return None
+    if len(earlier):
+        state = replace(state, earlier=earlier_states(t_s, flexion_deg, lateral_deg, rotation_deg, earlier))
+    return state
 
 
 def earlier_states(t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray, rotation_deg: np.ndarray,

@@ -21,6 +21,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from test_mqtt_influx import bridge_ready, start_bridge, write_config
 
 from alerts.catalog import Catalog
 from alerts.engine import AlertEngine
@@ -28,11 +29,12 @@ from alerts.settings import CalibrationRule, Habit, Limits, RecoveryRule, Rules,
 from contract.influx_schema import to_line_protocol
 from contract.validation import load_validators
 from posture.local_servers import ServerError, http
-from report.day import build_day_report, day_bounds
-from report.query import fetch_day
+from report.day import build_day_report, day_bounds, live_buckets
+from report.query import fetch_day, fetch_live
 from service_io.config import load_config
 from service_io.influx import InfluxSettings
-from support.mqtt import DB
+from support.day_messages import scenario_stream
+from support.mqtt import DB, client, wait_for
 from support.servers import write_line_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -776,3 +778,90 @@ def test_daily_rotations_per_day_are_the_reports_and_the_alert_services(influx):
               for day in days}
     assert report == {days[0]: {"left": 1, "right": 0}, days[1]: {"left": 0, "right": 1}}
     assert panel == {day: {"left": counts["left"], "right": counts["right"]} for day, counts in report.items()}
+
+
+# --- the live trace while lying, stored by the real bridge -------------------------------------------------------
+
+
+def publish_through_bridge(tmp_path: Path, broker, influx, device: str, messages: list[tuple[str, dict]]) -> None:
+    """The messages published as the gateway publishes them (live at QoS 0, the rest at QoS 1) to a real `posture
+    bridge`, which stores them in InfluxDB; returns once every live point is stored."""
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    bridge = start_bridge(config, tmp_path / "bridge.log")
+    try:
+        bridge_ready(broker, influx)
+        publisher = client(broker.port)
+        for k, (stream, doc) in enumerate(messages):
+            publisher.publish(f"posture/{device}/{stream}", json.dumps(doc), qos=0 if stream == "live" else 1)
+            if k % 20 == 19:
+                time.sleep(0.02)  # QoS 0 is not queued for a busy subscriber: at a gateway's pace, or near it
+        live_points = sum(" flexion_deg=" in line or ",flexion_deg=" in line for stream, doc in messages
+                          if stream == "live" for line in to_line_protocol(doc, "live"))
+
+        def stored() -> int:
+            try:
+                rows = influx.rows(f"SELECT count(\"flexion_deg\") FROM {LIVE_SOURCE} WHERE \"device_id\" = '{device}'",
+                                   DB)
+            except ServerError:  # the bridge makes the live policy with its first live point
+                return 0
+            return rows[0]["count"] if rows else 0
+
+        wait_for(lambda: stored() >= live_points, 60,
+                 lambda: f"{live_points} live points stored, have {stored()}:\n{(tmp_path / 'bridge.log').read_text()}")
+        publisher.loop_stop()
+    finally:
+        bridge.terminate()
+        bridge.wait(30)
+
+
+@pytest.mark.parametrize(("live_hz", "batch_s"), [(4.0, 1.0), (1.0, 2.0)])
+def test_live_angles_are_none_while_lying_and_keep_the_earlier_states(tmp_path, broker, influx, live_hz, batch_s):
+    """A wearer lying down for a minute (the `lying` scenario, through the pipeline as `posture run` feeds it) and the
+    live states stored by the real bridge. The trace drew the lying angles (−90° of flexion: a nap as the worst
+    slouch); a filter on activity dropped the earlier states a message carries (gateway.live_hz × pipeline_batch_s
+    above 1: angles only). Now a bucket in which the wearer lay at all, or with no state that says what they did, is
+    empty, and every other bucket is the mean of all its angles, earlier states included: the report's live trace
+    (report/day.py, live_buckets), bucket for bucket."""
+    device = "Napper"
+    start_s = float(int(time.time()) - 900)  # inside the live policy's 7 days
+    messages = scenario_stream("lying", device, start_s, live_hz=live_hz, batch_s=batch_s,
+                               extra_segments=[{"activity": "sit_upright", "duration_s": 40}])
+    publish_through_bridge(tmp_path, broker, influx, device, messages)
+
+    buckets: dict[int, dict[str, list]] = {}  # second (ms) → its points' flexion, and its states' activities
+    for stream, doc in messages:
+        if stream != "live":
+            continue
+        second = buckets.setdefault(doc["ts"] // 1000 * 1000, {"flexion": [], "activity": []})
+        second["activity"].append(doc["activity"])
+        if doc["flexion_deg"] is not None:
+            second["flexion"].append(doc["flexion_deg"])
+        for offset_ms, flexion, *_ in doc.get("earlier", ()):
+            buckets.setdefault((doc["ts"] + offset_ms) // 1000 * 1000, {"flexion": [], "activity": []})[
+                "flexion"].append(flexion)
+    lying = {t for t, b in buckets.items() if "lying" in b["activity"]}
+    drawn_expected = {t: sum(b["flexion"]) / len(b["flexion"]) for t, b in buckets.items()
+                      if t not in lying and b["flexion"] and any(a not in (None, "not_worn") for a in b["activity"])}
+    assert len(lying) >= 50 / batch_s
+    if live_hz >= 2:  # several states a second: seconds whose mean has earlier states in
+        assert sum(len(b["flexion"]) > 1 for b in buckets.values()) >= 20
+    else:  # a message every 2 s: every other second holds only an earlier state, lying or not
+        assert sum(not b["activity"] for b in buckets.values()) >= 20
+
+    [query] = [q for name, title, ref, q in panel_queries()
+               if (name, title, ref) == ("live.json", "Trunk angles (live)", "A")]
+    start_ms, end_ms = int(start_s * 1000) - 60_000, int(start_s * 1000) + 600_000
+    answer = influx.query(substitute_macros(query, start_ms, end_ms, device, "1s"), DB)["results"][0]
+    assert "series" in answer, (answer, substitute_macros(query, start_ms, end_ms, device, "1s"))
+    (series,) = answer["series"]
+    drawn = {row[0]: row[1] for row in series["values"] if row[1] is not None}
+    assert not set(drawn) & lying, sorted((t, drawn[t]) for t in set(drawn) & lying)[:5]
+    assert drawn == pytest.approx(drawn_expected)
+
+    # Wider ranges draw means of 10 s: the report's live trace of that day, which draws no angle while lying either.
+    (series,) = influx.query(substitute_macros(query, start_ms, end_ms, device, "10s"), DB)["results"][0]["series"]
+    drawn = {row[0] / 1000: row[1] for row in series["values"] if row[1] is not None}
+    settings = InfluxSettings(url=influx.url, database=DB)
+    report = {b.start_s: b.flexion_deg for b in live_buckets(fetch_live(settings, device, start_ms, end_ms))
+              if b.flexion_deg is not None}
+    assert len(report) >= 5 and drawn == pytest.approx(report)

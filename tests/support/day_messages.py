@@ -11,6 +11,7 @@ from contract.messages import payload
 from evaluation.accuracy import CALIBRATION_MOVES
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import SCENARIO_DIR, parse_scenario
+from pipeline.live import LiveClock, live_message
 from pipeline.stream import PosturePipeline
 
 
@@ -43,3 +44,25 @@ def slouchy_minute(device: str, t_s: float) -> dict:
             "lost_samples": 0, "flexion_mean_deg": 20.0, "lateral_mean_deg": 0.5, "lean_left_mean_deg": None,
             "lean_right_mean_deg": None, "rotation_left_peak_mean_deg": None, "rotation_right_peak_mean_deg": None,
             "rotation_left_peak_max_deg": None, "rotation_right_peak_max_deg": None}
+
+
+def scenario_stream(name: str, device: str, start_s: float, live_hz: float, batch_s: float = 1.0, seed: int = 11,
+                    extra_segments: list[dict] | None = None) -> list[tuple[str, dict]]:
+    """(stream, payload) in publication order as `posture run` publishes a scenario: the pipeline handed batch_s of
+    samples at a time, and after each batch its results and the live message due (gateway/service.py, pipeline
+    live_message: with live_hz × batch_s above 1, the batch's earlier states ride along in `earlier`)."""
+    data = tomllib.loads((SCENARIO_DIR / f"{name}.toml").read_text())
+    data["segment"] = CALIBRATION_MOVES + data["segment"] * data.pop("repeat", 1) + (extra_segments or [])
+    sim = SensorSimulation(parse_scenario(data, default_name=name), seed=seed)
+    pipeline, clock = PosturePipeline(), LiveClock(live_hz, batch_s)
+    out = []
+    for chunk in sim.chunks(max_samples=max(1, round(batch_s * sim.rate_hz))):
+        result = pipeline.update(chunk.t_s + start_s, chunk.acc_g, chunk.gyro_dps)
+        out += [(_stream(item), payload(device, item)) for item in [*result.events, *result.metrics]]
+        state = live_message(pipeline.live_state(), clock, result.t_s, result.flexion_deg, result.lateral_deg,
+                             result.rotation_deg)
+        if state is not None:
+            out.append(("live", payload(device, state)))
+    final = pipeline.finish()
+    out += [(_stream(item), payload(device, item)) for item in final.events + final.metrics]
+    return out
