@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator
 
 from pipeline.activity import ACTIVITIES, WALKING
 from pipeline.summary import SIDES
@@ -100,8 +100,7 @@ def clock_time(report: DayReport, t_s: float) -> str:
     """A time of the report's day as its wearer's clock read it; with the zone's abbreviation on a day the clocks
     changed (Europe/Berlin's 2026-10-25 shows 02:30 twice, an hour apart: CEST, then CET)."""
     at = datetime.fromtimestamp(t_s, report.tz)
-    offsets = {datetime.fromtimestamp(t, report.tz).utcoffset() for t in (report.day_start_s, report.day_end_s - 1)}
-    return f"{at:%H:%M:%S}" + (f" {at:%Z}" if len(offsets) > 1 else "")
+    return f"{at:%H:%M:%S}" + (f" {at:%Z}" if clocks_changed(report) else "")
 
 
 def _num(report: DayReport, t_s: float) -> float:
@@ -241,12 +240,46 @@ def walk_blocks(report: DayReport) -> list[tuple[float, float]]:
 
 
 def _time_axis(ax: Axes, report: DayReport) -> None:
+    if clocks_changed(report):
+        # Ticks by the wall clock skip the hour that repeats (Europe/Berlin's 2026-10-25 was labelled 02:30, then
+        # 03:00 an hour and a half later, its nap at 02:00 CET read as 02:50): on such a day they are steps of time
+        # from local midnight, labelled with the clock and its abbreviation (02:30 CEST … 02:30 CET).
+        ticks = clock_change_ticks(report)
+        ax.xaxis.set_major_locator(FixedLocator([_num(report, t_s) for t_s in ticks]))
+        ax.xaxis.set_major_formatter(FixedFormatter([clock_tick(report, t_s) for t_s in ticks]))
+        ax.set_xlabel(f"local time ({zone_name(report)}; the clocks changed this day)")
+        return
     # matplotlib.dates is unannotated: its two constructors are untyped calls (ignored below).
     locator = mdates.AutoDateLocator(tz=report.tz, minticks=4, maxticks=12)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     formatter = mdates.ConciseDateFormatter(locator, tz=report.tz, show_offset=False)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_formatter(formatter)
     ax.set_xlabel(f"local time ({zone_name(report)})")
+
+
+TICK_STEPS_S = (600.0, 1800.0, 3600.0, 7200.0, 10800.0)  # on a day the clocks changed: 10 min to 3 h
+MAX_TICKS = 12
+
+
+def clocks_changed(report: DayReport) -> bool:
+    """Whether the zone's offset from UTC changed during the report's day (a DST change)."""
+    return len({datetime.fromtimestamp(t, report.tz).utcoffset()
+                for t in (report.day_start_s, report.day_end_s - 1)}) > 1
+
+
+def clock_change_ticks(report: DayReport) -> list[float]:
+    """Ticks over the axis's span, equal steps of time from local midnight (at most MAX_TICKS)."""
+    span_s = report.data_end_s - report.data_start_s
+    step_s = next((s for s in TICK_STEPS_S if span_s / s <= MAX_TICKS), TICK_STEPS_S[-1])
+    first = math.ceil((report.data_start_s - report.day_start_s) / step_s)
+    last = math.floor((report.data_end_s - report.day_start_s) / step_s)
+    return [report.day_start_s + k * step_s for k in range(first, last + 1)]
+
+
+def clock_tick(report: DayReport, t_s: float) -> str:
+    """A tick's label on a day the clocks changed: the wall clock and its abbreviation (02:30 CEST, 02:30 CET)."""
+    at = datetime.fromtimestamp(t_s, report.tz)
+    return f"{at:%H:%M}\n{at:%Z}"
 
 
 def _draw_rotation(subfig: SubFigure, report: DayReport) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zoneinfo import ZoneInfo
 
+import matplotlib.dates as mdates
 import pytest
 
 from posture.local_servers import InfluxDB1, http
@@ -775,3 +776,28 @@ def test_where_the_live_stream_says_what_the_wearer_did_the_strip_draws_it_there
     standing = [(round(a, 9), round(b, 9)) for a, b in drawn_blocks(report, draw.COLOR["standing"])]
     assert standing == [(round(num(t0 + 40), 9), round(num(t0 + 50), 9)), (round(num(t0 + 70), 9),
                                                                           round(num(t0 + 80), 9))]
+
+
+def test_a_day_the_clocks_go_back_labels_the_hour_that_repeats():
+    """Europe/Berlin's 2026-10-25: 02:00 to 03:00 comes twice (CEST, then CET). The axis was ticked by the wall clock,
+    which names each clock time once: 02:30, then 03:00 an hour and a half later, so a nap from 02:00 CET read as
+    02:50. Ticks are now equal steps of time, each with its clock and abbreviation; a day without a change keeps the
+    wall-clock ticks."""
+    berlin = ZoneInfo("Europe/Berlin")
+    start_s = datetime(2026, 10, 25, 1, 30, tzinfo=berlin).timestamp()  # CEST
+    rows = DayRows(minutes=[minute(start_s + 60 * k) for k in range(180)])  # to 03:30 CET, three hours on
+    report = build_day_report("Desk", date(2026, 10, 25), berlin, rows)
+    ax = draw.figure(report).subfigs[0].axes[1]
+    ticks = [(datetime.fromtimestamp(mdates.num2date(x).timestamp(), berlin), label.get_text())
+             for x, label in zip(ax.get_xticks(), ax.xaxis.get_majorticklabels())]
+    labels = [label.replace("\n", " ") for _, label in ticks]
+    assert labels == ["01:30 CEST", "02:00 CEST", "02:30 CEST", "02:00 CET", "02:30 CET", "03:00 CET", "03:30 CET"]
+    assert {b.timestamp() - a.timestamp() for (a, _), (b, _) in zip(ticks, ticks[1:])} == {1800.0}
+    assert draw.clock_time(report, datetime(2026, 10, 25, 2, 10, tzinfo=berlin, fold=1).timestamp()) == "02:10:00 CET"
+
+    plain_start_s = datetime(2026, 10, 26, 1, 30, tzinfo=berlin).timestamp()
+    plain = build_day_report("Desk", date(2026, 10, 26), berlin,
+                             DayRows(minutes=[minute(plain_start_s + 60 * k) for k in range(180)]))
+    ax = draw.figure(plain).subfigs[0].axes[1]
+    assert isinstance(ax.xaxis.get_major_locator(), mdates.AutoDateLocator)
+    assert "CET" not in draw.clock_time(plain, plain_start_s)
