@@ -29,6 +29,7 @@ from alerts.settings import CalibrationRule, Habit, Limits, RecoveryRule, Rules,
 from contract.influx_schema import to_line_protocol
 from contract.validation import load_validators
 from pipeline.summary import day_totals
+from pipeline.symmetry import MIN_TOTAL_DEG
 from posture.local_servers import ServerError, http
 from report.day import build_day_report, day_bounds, live_buckets
 from report.query import fetch_day, fetch_live
@@ -870,24 +871,33 @@ def test_live_angles_are_none_while_lying_and_keep_the_earlier_states(tmp_path, 
 
 def test_daily_symmetry_per_hour_is_the_pipelines_and_none_without_rotation(influx):
     """The Rotation symmetry index per hour is the pipeline's own hour summary (pipeline/summary.py): an hour with
-    rotations its index, an hour worn without any (lying, the sensor off the body for the rest of it) none. InfluxQL's
-    0 / 0 is 0: that hour drew 0 %, perfectly symmetric, where the replay's summary of it says null."""
+    rotations its index, an hour worn without any (lying, the sensor off the body for the rest of it) none, nor one
+    with under MIN_TOTAL_DEG of rotation in all. InfluxQL's 0 / 0 is 0: an hour without rotation drew 0 %, perfectly
+    symmetric, where the replay's summary of it says null; two small turns to the right drew +200 %."""
     device, hour_s = "Desk", datetime(2026, 10, 25, 0, tzinfo=UTC).timestamp()  # Europe/Berlin's long day, too
     minutes = []
-    for k in range(120):
+    for k in range(240):
         doc = metrics_minute(device, hour_s + 60 * k, slouch_s=0.0)
         if k < 60 and k % 6 == 0:  # the first hour: a turn left every 6 min, one right every 12
             doc |= {"rotations_left": 1, "rotation_left_cumulative_deg": 30.0}
             if k % 12 == 0:
                 doc |= {"rotations_right": 1, "rotation_right_cumulative_deg": 45.0}
+        if k in (120, 150):  # the third hour: two turns right, 50° in all; the fourth: 35° each way, 70° in all
+            doc |= {"rotations_right": 1, "rotation_right_cumulative_deg": 25.0}
+        if k in (190, 200):
+            doc |= {"rotations_left": 1, "rotation_left_cumulative_deg": 35.0} if k == 190 else \
+                {"rotations_right": 1, "rotation_right_cumulative_deg": 35.0}
         minutes.append(doc)
     write_line_protocol(influx, DB, [line for doc in minutes for line in to_line_protocol(doc)])
     expected = {hour_s + 3600 * h: day_totals(minutes[60 * h:60 * h + 60]).rotation_symmetry_index
-                for h in range(2)}
-    assert expected[hour_s] == pytest.approx(100 * (225 - 300) / 262.5) and expected[hour_s + 3600] is None
+                for h in range(4)}
+    # The second hour has no rotation, the third too little to mean anything (pipeline/symmetry.py, MIN_TOTAL_DEG):
+    # drawn, it was +200 %, all right-dominant, from two turns.
+    assert list(expected.values()) == [pytest.approx(100 * (225 - 300) / 262.5), None, None, 0.0]
 
     [query] = [t["query"] for panel in all_panels(load_dashboard("daily.json")) for t in panel.get("targets", [])
                if panel["title"] == "Rotation symmetry index per hour"]
+    assert f'"right" + "left" >= {MIN_TOTAL_DEG:g} ' in query  # the pipeline's threshold, not a copy that drifts
     for zone in ("", "Europe/Berlin", "Pacific/Honolulu"):
         sql = substitute_macros(query, int(hour_s * 1000) - 86_400_000, int(hour_s * 1000) + 86_400_000, device,
                                 timezone=zone)
