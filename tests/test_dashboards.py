@@ -867,6 +867,11 @@ def test_live_angles_are_none_while_lying_and_keep_the_earlier_states(tmp_path, 
     report = {b.start_s: b.flexion_deg for b in live_buckets(fetch_live(settings, device, start_ms, end_ms))
               if b.flexion_deg is not None}
     assert len(report) >= 5 and drawn == pytest.approx(report)
+    # docs/influx.md's way to angles without lying is this trace's, over the last hour (the day above is in it).
+    (statement,) = re.findall(r'^(SELECT mean\("flexion"\) AS "flexion" FROM \(.*"lying" = 0.*)$',
+                              (ROOT / "docs" / "influx.md").read_text(), re.M)
+    (series,) = influx.query(statement, DB)["results"][0]["series"]
+    assert {t / 1000: v for t, v in series["values"] if v is not None} == pytest.approx(drawn)
 
 
 def test_daily_symmetry_per_hour_is_the_pipelines_and_none_without_rotation(influx):
