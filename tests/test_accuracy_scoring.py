@@ -75,3 +75,37 @@ def test_a_wearer_judged_off_the_body_misses_a_target(monkeypatch):
                                                                   picked_up_dps=40.0, off_after_s=10.0))
     eager = score_case(run_case(case))
     assert eager.on_body_unmeasured_s > 10.0 and "on_body_unmeasured_s" in misses(eager)
+
+
+def outcomes(*calibrations: tuple[float, str, str, float | None]) -> list[str]:
+    """Each calibration's scored outcome, for (t_s, status, message, error in degrees about the trunk's left axis)."""
+    from types import SimpleNamespace
+
+    from scipy.spatial.transform import Rotation
+
+    from evaluation.accuracy import _score_calibrations
+    from evaluation.harness import Calibrated
+
+    def rotation(err_deg: float | None) -> np.ndarray | None:
+        return None if err_deg is None else Rotation.from_euler("y", err_deg, degrees=True).as_matrix()
+
+    sim = SimpleNamespace(r_trunk_sensor_at=lambda t: np.repeat(np.eye(3)[None], len(t), axis=0))  # truth: identity
+    run = SimpleNamespace(sim=sim, calibrations=[Calibrated(t, status, message, rotation(err))
+                                                 for t, status, message, err in calibrations])
+    return [c["outcome"] for c in _score_calibrations(run)]  # type: ignore[arg-type]  # only the fields it reads
+
+
+HUNCH = (10.0, "calibrated", "calibrated with a 12° forward bend", 7.8)
+CORRECTION = "recalibrated forward direction corrected by +3° from walking"
+
+
+def test_a_walking_correction_that_leaves_the_calibration_off_did_not_correct_it():
+    """Walking turns forward about the up axis; a hunched hold's error is in the up axis, so a correction can leave it
+    as far off as it was (unseen day 948277: 7.8° off, "corrected" by +3° to 4.4° off). Judged past the correction: a
+    later flag flags the hunch, and with none the hunch was silently off."""
+    left_off = (1850.0, "calibrated", CORRECTION, 4.4)
+    flag = (2160.0, "recalibrate", "recalibrate: walking reads -2° of flexion (leaning back)", None)
+    assert outcomes(HUNCH, left_off, flag) == ["flagged", "flagged"]
+    assert outcomes(HUNCH, left_off) == ["silently off", "silently off"]
+    # A correction that does fix it still counts as one.
+    assert outcomes(HUNCH, (1850.0, "calibrated", CORRECTION, 1.2)) == ["corrected", "within 3°"]
