@@ -17,7 +17,9 @@ stream, best effort, in a retention policy of its own.
   points. A 1.x database that does not exist is created (service_io/influx.py).
 - Two copies of one minute (sent unfinished, then whole) are one point, and InfluxDB keeps the last write: a copy is
   written only if it saw at least as much of its minute as the one InfluxDB holds (read before each batch with
-  minutes), so an unfinished copy that comes last is not stored over the whole one (docs/influx.md).
+  minutes), so an unfinished copy that comes last is not stored over the whole one (docs/influx.md). A read InfluxDB
+  refuses or answers unusably is said and counted, and the minutes are written checked against this bridge's own
+  copies, then read again once it answers (MinutesUnread).
 - If the points can be neither written nor spooled (disk full), their messages stay unacknowledged
   and are tried again: the broker keeps them, and a restarted bridge receives them again.
 - Live states (`<prefix>/+/live`) are subscribed at QoS 0: the broker keeps none for an absent bridge (a
@@ -80,8 +82,11 @@ NO_SUBSCRIPTION = 0x11  # UNSUBACK's reason: the session had no such subscriptio
 LEAVE_IDLE_S = 2.0  # leaving a share group: this long with no message and nothing unstored, the session is empty
 WARN_EVERY_S = 30.0  # a trouble that lasts is said again this often, not once per batch
 # A server that will not let the bridge read its minutes (a user granted WRITE only; an InfluxDB 2.x bucket with no
-# v1 mapping) is asked again this seldom: it waits on a person, and meanwhile minutes are written as they come.
+# v1 mapping) is asked again this seldom: it waits on a person, and meanwhile minutes are written unchecked
+# (MinutesUnread).
 READ_MINUTES_RETRY_S = 600.0
+READ_REFUSED_STATUSES = (401, 403, 404)  # /query refused for settings a person must fix (READ, credentials, mapping)
+OUTAGE_STATUSES = (408, 429)  # a 4xx that means "not now": the minutes wait, as for a 5xx or no answer
 # What the bridge reads of a device's stored minutes before a batch: from its first minute in the batch to its last,
 # in stretches split where the batch has none of its minutes for longer than this (at most 60 minutes read unasked).
 STRETCH_GAP_MS = 3_600_000
@@ -108,10 +113,91 @@ class BridgeStats:
     #                        and those neither InfluxDB nor the spool took (not kept in memory for the next try)
     live_evicted: int = 0  # live points the full spool deleted to keep room for the rest (bridge.spool_max_points)
     points_evicted: int = 0  # other points the full spool deleted, the oldest: data lost (only with no live left)
-    minutes_rewritten: int = 0  # a share group's: copies of a minute this member wrote again, another member's copy
-    #                             that saw less of it having been stored over it (VERIFY_AFTER_S)
+    minutes_rewritten: int = 0  # copies of a minute this bridge wrote again, another member's copy (or another
+    #                             writer's, while InfluxDB could not be read) that saw less of it stored over it
     minutes_superseded: int = 0  # copies of a minute not written: a copy that saw more of it is stored, or came too
+    minute_reads_failed: int = 0  # reads of the stored minutes InfluxDB refused or answered unusably (MinutesUnread)
+    minutes_unchecked: int = 0  # copies of a minute written without knowing what InfluxDB held (a read failed): only
+    #                             against this bridge's own copies, and read again later (VERIFY_AFTER_S)
     malformed: Counter[str] = field(default_factory=Counter)
+
+
+class MinutesUnread(Exception):
+    """InfluxDB answered the read of its stored minutes, but not with them: a refusal that waits on a person
+    (`refused`: 401/403/404, "error authorizing query") or an answer that is not InfluxDB's (a proxy's page, JSON of
+    another shape, a statement's error). The minutes are written all the same, checked only against this bridge's own
+    copies, and read again later (_verify_written): waiting on it blocked every minute for as long as it lasted."""
+
+    def __init__(self, reason: str, refused: bool = False):
+        super().__init__(reason)
+        self.refused = refused
+
+
+def parse_stored_minutes(answer: object, stretches: list[tuple[str, int, int]],
+                         ) -> tuple[dict[tuple[str, int], Coverage], list[tuple[str, int, int]]]:
+    """/query's JSON for stretch_query(stretches) → (each stored minute's coverage by (device, ms), the stretches
+    still to read). InfluxDB's [http] max-row-limit cuts an answer (1.6.7: the statement it stopped in is `partial`,
+    the statements after it are left out): what follows the last row it gave is read again, and so is every statement
+    not answered. MinutesUnread for anything that is not InfluxDB's answer: a statement's error, results or series
+    of another shape, columns without the coverage fields, a time that is not epoch ms, a value that is not a number."""
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if isinstance(answer, dict) and "error" in answer:
+        raise MinutesUnread(f"InfluxDB's answer is an error: {str(answer['error'])[:200]}")
+    if not isinstance(results, list) or not all(isinstance(result, dict) for result in results):
+        raise MinutesUnread("the answer has no list of results")
+    stored: dict[tuple[str, int], Coverage] = {}
+    answered: dict[int, tuple[bool, int | None]] = {}  # statement → (cut short, its last time)
+    for position, result in enumerate(results):
+        sid = result.get("statement_id", position)
+        if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < len(stretches) or sid in answered:
+            raise MinutesUnread(f"a result of statement {str(sid)[:40]!r} of {len(stretches)}")
+        if "error" in result:
+            error = str(result["error"])
+            if "database not found" in error:  # 1.x before the first write: nothing stored
+                answered[sid] = (False, None)
+                continue
+            raise MinutesUnread(f"InfluxDB: {error[:200]}", refused="authoriz" in error)
+        device, first_ms, last_ms = stretches[sid]
+        series_list = result.get("series", [])
+        if not isinstance(series_list, list) or not all(isinstance(series, dict) for series in series_list):
+            raise MinutesUnread("series is not a list of series")
+        last_seen: int | None = None
+        for series in series_list:
+            columns, values = series.get("columns"), series.get("values", [])
+            if not isinstance(columns, list) or not isinstance(values, list):
+                raise MinutesUnread("a series without columns or values")
+            try:
+                at = [columns.index(name) for name in ("time", *COVERAGE_FIELDS)]
+            except ValueError:
+                raise MinutesUnread(f"a series with columns {str(columns)[:120]}, not time and "
+                                    f"{', '.join(COVERAGE_FIELDS)}") from None
+            tags = series.get("tags") or {}
+            if not isinstance(tags, dict) or tags.get("device_id", device) != device:
+                raise MinutesUnread(f"a series of tags {str(tags)[:120]} in the statement for device {device!r}")
+            for row in values:
+                if not isinstance(row, list) or len(row) != len(columns):
+                    raise MinutesUnread(f"a row {str(row)[:80]} that does not match its columns")
+                t_ms, *coverage = (row[i] for i in at)
+                if isinstance(t_ms, bool) or not isinstance(t_ms, int) or not first_ms <= t_ms <= last_ms:
+                    raise MinutesUnread(f"a time of {str(t_ms)[:40]!r}, not epoch ms in {first_ms}..{last_ms}")
+                if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in coverage):
+                    raise MinutesUnread(f"a coverage of {str(coverage)[:80]}, not numbers")
+                # A field the point lacks counts 0, as in the copies that come (contract minute_coverage).
+                stored[device, t_ms] = tuple(0.0 if v is None else float(v) for v in coverage)
+                last_seen = t_ms if last_seen is None else max(last_seen, t_ms)
+        answered[sid] = (bool(result.get("partial")) or any(s.get("partial") for s in series_list), last_seen)
+    left = []
+    for sid, (device, first_ms, last_ms) in enumerate(stretches):
+        if sid not in answered:
+            left.append((device, first_ms, last_ms))
+        elif answered[sid][0]:
+            if (last_seen := answered[sid][1]) is None:  # cut short with nothing: the next read would be the same
+                raise MinutesUnread("a statement cut short (partial) before its first row")
+            if last_seen < last_ms:
+                left.append((device, last_seen + 1, last_ms))
+    if left and len(left) == len(stretches) and not answered:
+        raise MinutesUnread("none of its statements answered")
+    return stored, left
 
 
 def _stretches(keys: set[tuple[str, int]]) -> list[tuple[str, int, int]]:
@@ -174,6 +260,7 @@ class Bridge:
         # monotonic s; its coverage; its item), oldest first.
         self._written: dict[tuple[str, int], tuple[float, Coverage, Item]] = {}
         self._read_minutes_at = 0.0  # monotonic s from which InfluxDB is asked for its minutes again (after a refusal)
+        self._unread_since: float | None = None  # the last read of the stored minutes failed (monotonic s since)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
         self._pending: list[tuple[int, int, int, str, list[str]]] = []
         # The dead letters of points InfluxDB refused, while a batch is written: stored (or spooled) with that batch,
@@ -445,37 +532,51 @@ class Bridge:
         for live in sorted(groups):
             indices = groups[live]
             minutes: dict[int, tuple[str, int, Coverage]] = {}
+            unchecked = False
             if not live and not left:
                 if (checked := self._superseded([items[i] for i in indices])) is None:  # InfluxDB did not answer
                     left += indices
                     continue
-                superseded, by_position = checked
+                superseded, by_position, unchecked = checked
                 minutes = {i: by_position[k] for k, i in enumerate(indices) if k in by_position}
                 indices = [i for k, i in enumerate(indices) if k not in superseded]  # settled: never written
             done = 0 if left else self._write([items[i] for i in indices], live)
-            if self.cfg.share_group and minutes:
+            if minutes and (self.cfg.share_group or unchecked):  # to be read again (_verify_written)
                 now = time.monotonic()
                 for i in indices[:done]:
                     if (found := minutes.get(i)) is not None:
                         device, t_ms, coverage = found
+                        self.stats.minutes_unchecked += int(unchecked)
                         self._written.pop((device, t_ms), None)  # to the end: the oldest first
                         self._written[device, t_ms] = (now, coverage, items[i])
             left += indices[done:]
         return sorted(left)
 
-    def _superseded(self, items: list[Item]) -> tuple[set[int], dict[int, tuple[str, int, Coverage]]] | None:
+    def _superseded(self, items: list[Item]) -> tuple[set[int], dict[int, tuple[str, int, Coverage]], bool] | None:
         """The indices of the copies of a minute not to write: each minute's fullest copy (contract/messages.py,
         COVERAGE_FIELDS) is written, unless InfluxDB holds a fuller one — whatever order the copies came in (an
         unfinished copy resent after the whole one, from a gateway's spool after a restart or through a share group,
         was stored over it: InfluxDB keeps the last write). Of equal copies the last one of the batch is written.
         None: InfluxDB did not answer, and the items must wait. With them, the minutes among the items by index:
-        (device, ms, coverage)."""
+        (device, ms, coverage), and whether InfluxDB's copies were left unknown (MinutesUnread: checked against this
+        bridge's own copies only)."""
         minutes = {k: found for k, (_, line) in enumerate(items) if (found := minute_coverage(line)) is not None}
         if not minutes:
-            return set(), minutes
-        best = self._stored_coverage({(device, t_ms) for device, t_ms, _ in minutes.values()})
+            return set(), minutes, False
+        keys = {(device, t_ms) for device, t_ms, _ in minutes.values()}
+        try:
+            best = self._stored_coverage(keys)
+        except MinutesUnread:
+            best, unchecked = {}, True
+        else:
+            unchecked = False
         if best is None:
             return None
+        # And the copies this bridge wrote and has not read again: one InfluxDB holds less of was written over by a
+        # copy that saw less, and is written again by _verify_written; what InfluxDB could not tell, they may.
+        for key in keys & self._written.keys():
+            mine = self._written[key][1]
+            best[key] = max(best.get(key, mine), mine)
         kept: dict[tuple[str, int], int] = {}
         for k, (device, t_ms, coverage) in minutes.items():
             stored = best.get((device, t_ms))
@@ -488,13 +589,14 @@ class Bridge:
                 log.info("a copy of a minute that saw less of it than one stored (or with it) is not written over "
                          "it; counted in minutes_superseded")
             self.stats.minutes_superseded += less
-        return superseded, minutes
+        return superseded, minutes, unchecked
 
     def _verify_written(self) -> None:
-        """A share group member: the minutes it wrote VERIFY_AFTER_S ago (or more than VERIFY_MAX_MINUTES wait), read
-        again; one InfluxDB holds less of than the copy written (another member's copy, written after its read and
-        ours) goes to the spool, checked and written again from there (and read again after), counted in
-        minutes_rewritten."""
+        """The minutes a share group member wrote, and those any bridge wrote unchecked (MinutesUnread), VERIFY_AFTER_S
+        ago (or more than VERIFY_MAX_MINUTES wait), read again; one InfluxDB holds less of than the copy written
+        (another member's copy, written after its read and ours; another writer's while InfluxDB could not be read)
+        goes to the spool, checked and written again from there (and read again after), counted in minutes_rewritten.
+        While InfluxDB cannot be read they wait, VERIFY_MAX_MINUTES at most."""
         if not self._written:
             return
         now, over = time.monotonic(), len(self._written) - VERIFY_MAX_MINUTES
@@ -503,7 +605,18 @@ class Bridge:
             if written_at > now - VERIFY_AFTER_S and len(due) >= over:
                 break
             due.append(key)
-        if not due or (stored := self._stored_coverage(set(due))) is None:  # an outage: read again at the next turn
+        if not due:
+            return
+        try:
+            stored = self._stored_coverage(set(due))
+        except MinutesUnread:  # kept to be read once InfluxDB answers, but no more than VERIFY_MAX_MINUTES of them
+            if (over := len(self._written) - VERIFY_MAX_MINUTES) > 0:
+                for key in list(self._written)[:over]:
+                    del self._written[key]
+                self._warn("unverified", logging.WARNING, "minutes written while InfluxDB could not be read, too "
+                           "many to keep in memory to read again: the oldest %d not read again", over)
+            return
+        if stored is None:  # an outage: read again at the next turn
             return
         again = {}
         for key in due:
@@ -519,8 +632,9 @@ class Bridge:
             self._written = again | self._written
             return
         if not self.stats.minutes_rewritten:
-            log.info("another member of share group %r stored a copy of a minute that saw less of it over the one this "
-                     "bridge wrote: written again (counted in minutes_rewritten)", self.cfg.share_group)
+            log.info("another writer (a member of share group %r, or one while InfluxDB could not be read) stored a "
+                     "copy of a minute that saw less of it over the one this bridge wrote: written again (counted in "
+                     "minutes_rewritten)", self.cfg.share_group)
         self.stats.minutes_rewritten += len(again)
 
     def _keep_written(self) -> None:
@@ -540,41 +654,57 @@ class Bridge:
                         len(items), VERIFY_AFTER_S, exc)
 
     def _stored_coverage(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], Coverage] | None:
-        """How much of each of these minutes (device, ms) InfluxDB holds, for those it holds. None if it did not
-        answer (an outage: the minutes wait); empty if it refuses to be read (said, and asked again only after
-        READ_MINUTES_RETRY_S: the minutes are written as they come, the last write kept, as before)."""
+        """How much of each of these minutes (device, ms) InfluxDB holds, for those it holds, read in pages where its
+        max-row-limit cuts the answer. None if it did not answer (an outage: the minutes wait). MinutesUnread if it
+        answered otherwise (said once per WARN_EVERY_S, counted in minute_reads_failed); a refusal is not asked again
+        before READ_MINUTES_RETRY_S, as it waits on a person."""
         if time.monotonic() < self._read_minutes_at:
-            return {}
+            raise MinutesUnread("not asked again yet", refused=True)
+        stretches, stored = _stretches(keys), {}
+        # A server that pages one row at a time forever (no real one: each page brings rows of the minutes asked)
+        pages_left = sum((last_ms - first_ms) // 60_000 + 1 for _, first_ms, last_ms in stretches)
         try:
-            # In the body: a GET's URL is limited (InfluxDB 1.x answers 431 past 1 MB, a proxy 414 from 8 KB), and that
-            # refusal, taken for a user without READ, stopped every check for 10 minutes.
-            answer = query(self.influx_cfg, stored_minutes_query(keys), in_body=True)
-            results = answer.get("results") or [{}]
-        except QueryError as exc:
-            if exc.status is None or exc.status >= 500:
-                self._warn("outage", logging.WARNING, "InfluxDB unavailable, spooling to disk: %s", exc)
-                time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
-                return None
-            return self._unreadable(str(exc))
-        stored: dict[tuple[str, int], Coverage] = {}
-        for result in results:
-            if "error" in result:
-                if "database not found" in str(result["error"]):
-                    return {}
-                return self._unreadable(str(result["error"]))
-            for series in result.get("series", []):
-                device = series.get("tags", {}).get("device_id", "")
-                for t_ms, *values in series.get("values", []):
-                    if (device, t_ms) in keys and all(isinstance(v, (int, float)) for v in values):
-                        stored[device, t_ms] = tuple(float(v) for v in values)
-        return stored
+            while stretches:
+                if (pages_left := pages_left - 1) < 0:
+                    raise MinutesUnread("more pages than minutes asked for")
+                try:
+                    # In the body: a GET's URL is limited (InfluxDB 1.x answers 431 past 1 MB, a proxy 414 from 8 KB).
+                    # By a deadline: VERIFY_AFTER_S counts on a read ending within INFLUX_TIMEOUT_S.
+                    answer = query(self.influx_cfg, stretch_query(stretches), in_body=True,
+                                   deadline=time.monotonic() + INFLUX_TIMEOUT_S)
+                except QueryError as exc:
+                    if exc.status is None or exc.status >= 500 or exc.status in OUTAGE_STATUSES:
+                        self._warn("outage", logging.WARNING, "InfluxDB unavailable, spooling to disk: %s", exc)
+                        time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
+                        return None
+                    raise MinutesUnread(str(exc), refused=exc.status in READ_REFUSED_STATUSES) from None
+                page, stretches = parse_stored_minutes(answer, stretches)
+                stored.update(page)
+        except MinutesUnread as exc:
+            self._unreadable(exc)
+            raise
+        if self._unread_since is not None:
+            log.info("InfluxDB answers the bridge's reads of its minutes again: each copy of a minute is checked "
+                     "against what it holds; those written unchecked meanwhile are read again")
+            self._unread_since = None
+        return {key: coverage for key, coverage in stored.items() if key in keys}
 
-    def _unreadable(self, reason: str) -> dict[tuple[str, int], Coverage]:
-        self._read_minutes_at = time.monotonic() + READ_MINUTES_RETRY_S
-        log.warning("InfluxDB does not let the bridge read its minutes (%s): a copy of a minute that saw less of it "
-                    "may be written over a fuller one (grant the user READ on influx.database); asked again in "
-                    "%.0f s", reason[:200], READ_MINUTES_RETRY_S)
-        return {}
+    def _unreadable(self, exc: MinutesUnread) -> None:
+        """A read of the stored minutes that failed: counted, and said in one line (once per WARN_EVERY_S)."""
+        self.stats.minute_reads_failed += 1
+        if self._unread_since is None:
+            self._unread_since = time.monotonic()
+        if exc.refused:
+            self._read_minutes_at = time.monotonic() + READ_MINUTES_RETRY_S
+            self._warn("unreadable", logging.WARNING, "InfluxDB does not let the bridge read its minutes (%s): each "
+                       "copy of a minute is written, checked only against this bridge's own copies (counted in "
+                       "minutes_unchecked; grant the user READ on influx.database); asked again in "
+                       f"{READ_MINUTES_RETRY_S:.0f} s", str(exc)[:300])
+        else:
+            self._warn("unusable", logging.WARNING, "InfluxDB's answer to the read of its minutes is not one the "
+                       "bridge can use (%s): each copy of a minute is written, checked only against this bridge's own "
+                       "copies (counted in minutes_unchecked), and read again later; is influx.url an InfluxDB?",
+                       str(exc)[:300])
 
     def _write(self, items: list[Item], live: bool = False) -> int:
         """Write (topic, line) items in order to one policy (live: influx.live_policy); lines InfluxDB refuses are
@@ -656,7 +786,12 @@ def stored_minutes_query(keys: set[tuple[str, int]]) -> str:
     devices' current ones read 14,400 rows for 11 minutes; a drain after an outage mixing a day's backlog with today's
     minutes, 1 million rows for 72,000 minutes; and a read that runs past TIMEOUT_S is taken for an outage, its batch
     spooled and read again as it drains."""
+    return stretch_query(_stretches(keys))
+
+
+def stretch_query(stretches: list[tuple[str, int, int]]) -> str:
+    """One statement per (device, first ms, last ms), in that order (parse_stored_minutes reads them by position)."""
     fields = ", ".join(f'"{name}"' for name in COVERAGE_FIELDS)
     return "; ".join(f'SELECT {fields} FROM "{MEASUREMENT["metrics"]}" WHERE "device_id" = \'{device}\' AND '
                      f'time >= {first_ms}ms AND time <= {last_ms}ms GROUP BY "device_id"'
-                     for device, first_ms, last_ms in _stretches(keys))
+                     for device, first_ms, last_ms in stretches)

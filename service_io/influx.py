@@ -64,8 +64,8 @@ class SettingsError(WriteError):
 
 
 class QueryError(InfluxError):
-    """The database did not answer the query: `status` is its HTTP error status, None when it did not answer at all
-    (down: an outage, not a refusal)."""
+    """The database did not answer the query: `status` is its HTTP status (an error's, or 200 with an answer that is
+    not JSON), None when it did not answer at all (down: an outage, not a refusal)."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
@@ -238,8 +238,8 @@ def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
     if status != 200:
         raise QueryError(f"InfluxDB /query at {redact(settings.url)} answered {status}: {_error_text(answer, body)}",
                          status)
-    if not isinstance(answer, dict):
-        raise QueryError(f"InfluxDB at {redact(settings.url)}: /query did not answer JSON")
+    if not isinstance(answer, dict):  # status 200: it answered, with something else (a proxy's page): not an outage
+        raise QueryError(f"InfluxDB at {redact(settings.url)}: /query did not answer JSON", status)
     return answer
 
 
