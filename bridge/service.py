@@ -97,6 +97,10 @@ STRETCH_GAP_MS = 3_600_000
 # wait (a drain after an outage writes thousands a second): beyond, the oldest are read at once.
 VERIFY_AFTER_S = 2 * INFLUX_TIMEOUT_S + 1
 VERIFY_MAX_MINUTES = 50_000
+# The spool key of a minute written and not read again yet (its body: topic, a line end, its line), put before its
+# message is acknowledged: a kill -9 within VERIFY_AFTER_S of the write forgot it, and another member's unfinished
+# copy stored over it stayed. No MQTT topic holds a NUL; the spool's drain passes these by.
+WRITTEN = "\x00written"
 Item = tuple[str, str]  # (topic it came on, line protocol)
 
 
@@ -256,9 +260,9 @@ class Bridge:
         retention_s = duration_s(config.influx.live_retention) if self._live_apart else None
         self._live_retention_s = retention_s if retention_s is not None and math.isfinite(retention_s) else None
         self._warned: dict[str, float] = {}  # trouble → when it was last logged (monotonic s)
-        # A share group member's minutes written, to be read again (VERIFY_AFTER_S): (device, ms) → (when written,
-        # monotonic s; its coverage; its item), oldest first.
-        self._written: dict[tuple[str, int], tuple[float, Coverage, Item]] = {}
+        # Minutes written to be read again (VERIFY_AFTER_S): (device, ms) → (when written, monotonic s; its coverage;
+        # its item; its WRITTEN row in the spool, None if the spool would not take it), oldest first.
+        self._written: dict[tuple[str, int], tuple[float, Coverage, Item, int | None]] = {}
         self._read_minutes_at = 0.0  # monotonic s from which InfluxDB is asked for its minutes again (after a refusal)
         self._unread_since: float | None = None  # the last read of the stored minutes failed (monotonic s since)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
@@ -282,9 +286,12 @@ class Bridge:
 
     @classmethod
     def open(cls, config: Config, writer: Writer | None = None, leave: bool = False) -> Bridge:
-        """A bridge with its on-disk spool open (created if new) and the JSON Schemas loaded."""
-        return cls(config, Spool(Path(config.bridge.spool_path), config.bridge.spool_max_points), load_validators(),
-                   writer, leave)
+        """A bridge with its on-disk spool open (created if new), the JSON Schemas loaded, and the minutes a run before
+        wrote and had not read again (_load_written)."""
+        bridge = cls(config, Spool(Path(config.bridge.spool_path), config.bridge.spool_max_points), load_validators(),
+                     writer, leave)
+        bridge._load_written()
+        return bridge
 
     # paho's network thread --------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
@@ -405,7 +412,6 @@ class Bridge:
                 if self.leave and self._left():
                     break
             self._store_pending()
-            self._keep_written()
         finally:
             left = self.leave and self._left()
             # A refused --leave leaves nothing behind: the session its connect made the broker keep for a week, and
@@ -427,7 +433,8 @@ class Bridge:
         with self._lock:
             pending = bool(self._pending)
         return (self.leave_refused is None and self._unsubscribed.is_set() and self.connected.is_set() and not pending
-                and time.monotonic() - self._last_message_s >= LEAVE_IDLE_S and not self.spool.peek(1))
+                and time.monotonic() - self._last_message_s >= LEAVE_IDLE_S
+                and not self.spool.peek(1, skip_keys=(WRITTEN,)))
 
     def _store_pending(self) -> None:
         with self._lock:
@@ -460,9 +467,14 @@ class Bridge:
         self._last_message_s = time.monotonic()
 
     def _spool(self, items: list[Item]) -> None:
-        """Into the spool, live points as expendable and expiring; what the full spool deleted is counted and said."""
+        """Into the spool, live points as expendable and expiring."""
+        self._put([self._spool_item(topic, line) for topic, line in items])
+
+    def _put(self, items: list[SpoolItem]) -> list[int]:
+        """Into the spool: their ids. What the full spool deleted to make room is counted and said (expendable items
+        as live points: a WRITTEN row deleted is counted there too)."""
         before, before_live = self.spool.dropped, self.spool.dropped_expendable
-        self.spool.put([self._spool_item(topic, line) for topic, line in items])
+        ids = self.spool.put(items)
         live = self.spool.dropped_expendable - before_live
         durable = self.spool.dropped - before - live
         if live:
@@ -473,6 +485,7 @@ class Bridge:
             self.stats.points_evicted += durable
             self._warn("evicted", logging.ERROR, "the spool is full (bridge.spool_max_points %s) with no live points "
                        "left: the oldest points were deleted (counted in points_evicted)", self.spool.max_items)
+        return ids
 
     def _spool_item(self, topic: str, line: str) -> SpoolItem:
         """A live point is expendable, and expires at its time (the line's last word, ms) + influx.live_retention."""
@@ -490,7 +503,7 @@ class Bridge:
         try:
             while not self.stop_event.is_set():
                 self._expire()  # before each batch, and during an outage too: deleted unsent, it takes no more room
-                if not (rows := self.spool.peek(self.cfg.batch_points)):
+                if not (rows := self.spool.peek(self.cfg.batch_points, skip_keys=(WRITTEN,))):
                     return
                 left = set(self._store([(topic, body.decode()) for _, topic, body, _ in rows]))
                 # The dead letters of refused rows, on disk before those rows go (a kill -9 in between: the rows are
@@ -542,13 +555,9 @@ class Bridge:
                 indices = [i for k, i in enumerate(indices) if k not in superseded]  # settled: never written
             done = 0 if left else self._write([items[i] for i in indices], live)
             if minutes and (self.cfg.share_group or unchecked):  # to be read again (_verify_written)
-                now = time.monotonic()
-                for i in indices[:done]:
-                    if (found := minutes.get(i)) is not None:
-                        device, t_ms, coverage = found
-                        self.stats.minutes_unchecked += int(unchecked)
-                        self._written.pop((device, t_ms), None)  # to the end: the oldest first
-                        self._written[device, t_ms] = (now, coverage, items[i])
+                written = [(minutes[i], items[i]) for i in indices[:done] if i in minutes]
+                self.stats.minutes_unchecked += len(written) if unchecked else 0
+                self._remember_written(written)
             left += indices[done:]
         return sorted(left)
 
@@ -601,7 +610,7 @@ class Bridge:
             return
         now, over = time.monotonic(), len(self._written) - VERIFY_MAX_MINUTES
         due: list[tuple[str, int]] = []
-        for key, (written_at, _, _) in self._written.items():
+        for key, (written_at, *_) in self._written.items():
             if written_at > now - VERIFY_AFTER_S and len(due) >= over:
                 break
             due.append(key)
@@ -611,8 +620,7 @@ class Bridge:
             stored = self._stored_coverage(set(due))
         except MinutesUnread:  # kept to be read once InfluxDB answers, but no more than VERIFY_MAX_MINUTES of them
             if (over := len(self._written) - VERIFY_MAX_MINUTES) > 0:
-                for key in list(self._written)[:over]:
-                    del self._written[key]
+                self._forget_written(list(self._written)[:over])
                 self._warn("unverified", logging.WARNING, "minutes written while InfluxDB could not be read, too "
                            "many to keep in memory to read again: the oldest %d not read again", over)
             return
@@ -620,16 +628,17 @@ class Bridge:
             return
         again = {}
         for key in due:
-            _, coverage, item = self._written.pop(key)
-            if (held := stored.get(key)) is not None and held < coverage:
-                again[key] = (0.0, coverage, item)
-        if not again:
-            return
+            if (held := stored.get(key)) is not None and held < self._written[key][1]:
+                again[key] = self._written[key]
         try:
-            self._spool([item for _, _, item in again.values()])
+            # Spooled before their WRITTEN rows go: checked and written again from there, and remembered again then.
+            self._spool([item for _, _, item, _ in again.values()])
         except SpoolError as exc:  # kept, to be read again at the next turn
             self._warn("spool", logging.ERROR, "cannot spool minutes to write again: %s", exc)
-            self._written = again | self._written
+            self._forget_written([key for key in due if key not in again])
+            return
+        self._forget_written(due)
+        if not again:
             return
         if not self.stats.minutes_rewritten:
             log.info("another writer (a member of share group %r, or one while InfluxDB could not be read) stored a "
@@ -637,21 +646,46 @@ class Bridge:
                      "minutes_rewritten)", self.cfg.share_group)
         self.stats.minutes_rewritten += len(again)
 
-    def _keep_written(self) -> None:
-        """At a stop: the minutes written and not read again yet (VERIFY_AFTER_S) go to the spool, checked at the next
-        start as any spooled copy (_superseded: written again only over one that saw less of the minute). Forgotten, a
-        member stopped within those 21 s left another member's unfinished copy stored over the whole one for good. Not
-        when leaving the group (its spool must be empty to leave), nor into room the spool needs for other points."""
-        if not self._written or self.leave:
-            return
-        room = max(0, self.spool.max_items - len(self.spool))
-        items = [item for _, _, item in self._written.values()][-room:] if room else []
-        self._written.clear()
+    def _remember_written(self, written: list[tuple[tuple[str, int, Coverage], Item]]) -> None:
+        """Minutes just written ((device, ms, coverage), item), to be read again VERIFY_AFTER_S from now: in memory,
+        and in the spool (WRITTEN) before their messages are acknowledged, so a stop or a kill -9 within those seconds
+        does not forget them (_load_written). A spool that will not take them leaves them in memory only."""
+        now, stale = time.monotonic(), []
+        for (device, t_ms, _), _ in written:
+            if (old := self._written.pop((device, t_ms), None)) is not None and old[3] is not None:
+                stale.append(old[3])  # to the end, the oldest first: its older copy's row goes
         try:
-            self._spool(items)
+            # Expendable: a full spool deletes them before any point (and counts them with the live ones).
+            rows: list[int | None] = list(self._put([(WRITTEN, f"{topic}\n{line}".encode(), None, True)
+                                                    for _, (topic, line) in written]))
+            self.spool.delete(stale)
         except SpoolError as exc:
-            log.warning("the %d minute(s) written in the last %.0f s not kept to be read again at the next start: %s",
-                        len(items), VERIFY_AFTER_S, exc)
+            self._warn("spool", logging.ERROR, "cannot keep the minutes written on disk until they are read again: "
+                       f"a kill -9 in the next {VERIFY_AFTER_S:.0f} s would forget them: %s", exc)
+            rows = [None] * len(written)
+        for ((device, t_ms, coverage), item), row in zip(written, rows, strict=True):
+            self._written[device, t_ms] = (now, coverage, item, row)
+
+    def _forget_written(self, keys: list[tuple[str, int]]) -> None:
+        """Minutes read again (or too many to keep): out of memory and out of the spool."""
+        rows = [row for key in keys if (row := self._written.pop(key)[3]) is not None]
+        try:
+            self.spool.delete(rows)
+        except SpoolError as exc:  # read again after the next start: written again only over a copy that saw less
+            self._warn("spool", logging.ERROR, "cannot delete minutes read again from the spool: %s", exc)
+
+    def _load_written(self) -> None:
+        """At start: the minutes a run before wrote and had not read again (stopped or killed within VERIFY_AFTER_S of
+        writing them) go back into the spool as any copy: checked when it drains (_superseded: written again only over
+        a copy that saw less), then read again as written. Forgotten, another member's unfinished copy stored over the
+        whole one in those seconds stayed for good."""
+        try:
+            while rows := self.spool.of_key(WRITTEN, VERIFY_MAX_MINUTES):
+                self._put([(topic, line.encode()) for _, _, body, _ in rows
+                           for topic, _, line in [body.decode().partition("\n")]])
+                self.spool.delete([row for row, _, _, _ in rows])  # a kill -9 before: put twice, written once
+        except SpoolError as exc:
+            log.warning("cannot read again the minutes written just before the last stop: %s", exc)
 
     def _stored_coverage(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], Coverage] | None:
         """How much of each of these minutes (device, ms) InfluxDB holds, for those it holds, read in pages where its

@@ -145,11 +145,12 @@ class Spool:
                         self._db.execute("ROLLBACK")
             raise SpoolError(f"spool {self.path}: cannot {doing}: {exc}") from None
 
-    def put(self, items: list[Item], meta: dict[str, bytes] | None = None) -> None:
+    def put(self, items: list[Item], meta: dict[str, bytes] | None = None) -> list[int]:
         """Append (key, body[, expires_at_s[, expendable]]) items, in order, and set `meta` keys, in one
-        transaction. Beyond max_items, expendable items are deleted first (these new ones too), then the oldest."""
+        transaction: their ids. Beyond max_items, expendable items are deleted first (these new ones too), then the
+        oldest."""
         if not items and not meta:
-            return
+            return []
         with self._lock, self._errors("write"):
             self._write_back_if_deleted()
             self._db.execute("BEGIN")
@@ -157,6 +158,9 @@ class Spool:
                                  [(i[0], i[1], i[2] if len(i) > 2 else None, int(bool(i[3])) if len(i) > 3 else 0)
                                   for i in items])
             self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (meta or {}).items())
+            # One connection, under the lock, in one transaction: the items took the ids up to the sequence's last.
+            last = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+            ids = list(range(last[0] - len(items) + 1, last[0] + 1)) if items and last else []
             excess = max(0, self._count() - self.max_items)
             expendable = 0
             if excess:
@@ -169,6 +173,7 @@ class Spool:
             self.puts += bool(items)
             self.dropped += excess
             self.dropped_expendable += expendable
+            return ids
 
     def peek(self, n: int, after_id: int = 0, skip_keys: tuple[str, ...] = ()) -> list[Row]:
         """The oldest n items (id, key, body, expires_at_s) with id > after_id and a key not in skip_keys, without
@@ -179,6 +184,12 @@ class Spool:
             return self._db.execute(f"SELECT id, key, body, expires_at FROM items WHERE id > ? "
                                     f"AND +key NOT IN ({marks}) ORDER BY id LIMIT ?",
                                     (after_id, *skip_keys, n)).fetchall()
+
+    def of_key(self, key: str, n: int) -> list[Row]:
+        """The oldest n items of one key, found by reading the table (for a look at a start: no index is made)."""
+        with self._lock, self._errors("read"):
+            return self._db.execute("SELECT id, key, body, expires_at FROM items WHERE +key = ? ORDER BY id LIMIT ?",
+                                    (key, n)).fetchall()
 
     def oldest(self, key: str, from_id: int, n: int) -> list[Row]:
         """The oldest n items of one key with id ≥ from_id."""

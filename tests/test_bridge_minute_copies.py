@@ -15,6 +15,7 @@ from contract.messages import payload
 from pipeline.events import MinuteMetrics
 from support.alerts import publish
 from support.mqtt import DB, client, wait_for
+from support.servers import write_line_protocol
 
 T0_S = 1_700_000_040.0 - 1_700_000_040.0 % 60  # a minute's start, in the past
 
@@ -80,7 +81,6 @@ def test_the_stored_copies_are_read_over_each_devices_own_minutes(influx):
     device's statement spans its own minutes only."""
     from bridge.service import stored_minutes_query
     from service_io.influx import InfluxSettings, query
-    from support.servers import write_line_protocol
 
     now_ms = int(T0_S * 1000)
     devices = [f"dev{k}" for k in range(10)]
@@ -238,3 +238,30 @@ def test_a_member_stopped_before_reading_its_minutes_again_reads_them_at_its_nex
     urllib.request.urlopen(urllib.request.Request(f"{influx.url}/write?db={DB}&precision=ms", data=body), timeout=10)
     assert _stored(influx)[t_ms] == (20.0, 0)
     run(lambda bridge: lambda: _stored(influx).get(t_ms) == (60.0, 0), "the whole copy written again at the start")
+
+
+def test_a_member_killed_before_reading_its_minutes_again_reads_them_at_its_next_start(tmp_path, broker, influx):
+    """What a member wrote and had not read again yet was kept for the next start only by a clean stop: killed with
+    -9 within VERIFY_AFTER_S (21 s) of the write, it forgot the minute, and another member's unfinished copy stored
+    over the whole one in those seconds stayed for good (that member holds only its own copy: it cannot know). Now
+    the minutes written are in the spool before their messages are acknowledged, and the next start checks them."""
+    from support.bridges import BridgeProcess
+
+    config = tmp_path / "posture.toml"
+    config.write_text(f'[mqtt]\nport = {broker.port}\n\n[influx]\nurl = "{influx.url}"\ndatabase = "{DB}"\n\n'
+                      f'[bridge]\nshare_group = "g"\nflush_interval_s = 0.1\n')
+    member = BridgeProcess(config, "a").start()
+    t_ms = int(T0_S * 1000)
+    try:
+        wait_for(member.connections, 30, "the member to connect")
+        publish(broker.port, [("posture/dev1/metrics", _minute(T0_S, 60.0))])
+        wait_for(lambda: _stored(influx).get(t_ms) == (60.0, 0), 15, "the whole copy stored")
+        member.kill()  # within VERIFY_AFTER_S of the write
+        # Another member's unfinished copy, written after this member's read and write.
+        write_line_protocol(influx, DB, _minute_line("dev1", t_ms, 20.0))
+        assert _stored(influx)[t_ms] == (20.0, 0)
+        member.start()
+        wait_for(lambda: _stored(influx).get(t_ms) == (60.0, 0), 15,
+                 lambda: f"the whole copy written again at the start; log:\n{member.log.read_text()[-2000:]}")
+    finally:
+        member.stop()
