@@ -97,6 +97,9 @@ STRETCH_GAP_MS = 3_600_000
 # wait (a drain after an outage writes thousands a second): beyond, the oldest are read at once.
 VERIFY_AFTER_S = 2 * INFLUX_TIMEOUT_S + 1
 VERIFY_MAX_MINUTES = 50_000
+# How many of the minutes it wrote last the bridge remembers the coverage of (about 6 MB): what keeps an unfinished copy
+# of one out while InfluxDB cannot be read (MinutesUnread), the whole copy written before that included.
+RECENT_MINUTES = 20_000
 # The spool key of a minute written and not read again yet (its body: topic, a line end, its line), put before its
 # message is acknowledged: a kill -9 within VERIFY_AFTER_S of the write forgot it, and another member's unfinished
 # copy stored over it stayed. No MQTT topic holds a NUL; the spool's drain passes these by.
@@ -263,6 +266,7 @@ class Bridge:
         # Minutes written to be read again (VERIFY_AFTER_S): (device, ms) → (when written, monotonic s; its coverage;
         # its item; its WRITTEN row in the spool, None if the spool would not take it), oldest first.
         self._written: dict[tuple[str, int], tuple[float, Coverage, Item, int | None]] = {}
+        self._recent: dict[tuple[str, int], Coverage] = {}  # the last RECENT_MINUTES written: (device, ms) → coverage
         self._read_minutes_at = 0.0  # monotonic s from which InfluxDB is asked for its minutes again (after a refusal)
         self._unread_since: float | None = None  # the last read of the stored minutes failed (monotonic s since)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
@@ -554,8 +558,13 @@ class Bridge:
                 minutes = {i: by_position[k] for k, i in enumerate(indices) if k in by_position}
                 indices = [i for k, i in enumerate(indices) if k not in superseded]  # settled: never written
             done = 0 if left else self._write([items[i] for i in indices], live)
-            if minutes and (self.cfg.share_group or unchecked):  # to be read again (_verify_written)
-                written = [(minutes[i], items[i]) for i in indices[:done] if i in minutes]
+            written = [(minutes[i], items[i]) for i in indices[:done] if i in minutes]
+            for (device, t_ms, coverage), _ in written:
+                self._recent.pop((device, t_ms), None)  # to the end: the oldest first
+                self._recent[device, t_ms] = coverage
+            while len(self._recent) > RECENT_MINUTES:
+                del self._recent[next(iter(self._recent))]
+            if written and (self.cfg.share_group or unchecked):  # to be read again (_verify_written)
                 self.stats.minutes_unchecked += len(written) if unchecked else 0
                 self._remember_written(written)
             left += indices[done:]
@@ -575,17 +584,16 @@ class Bridge:
         keys = {(device, t_ms) for device, t_ms, _ in minutes.values()}
         try:
             best = self._stored_coverage(keys)
-        except MinutesUnread:
+        except MinutesUnread:  # what InfluxDB could not tell, the copies this bridge wrote may
             best, unchecked = {}, True
+            for key in keys:
+                for mine in (self._recent.get(key), self._written[key][1] if key in self._written else None):
+                    if mine is not None:
+                        best[key] = max(best.get(key, mine), mine)
         else:
             unchecked = False
         if best is None:
             return None
-        # And the copies this bridge wrote and has not read again: one InfluxDB holds less of was written over by a
-        # copy that saw less, and is written again by _verify_written; what InfluxDB could not tell, they may.
-        for key in keys & self._written.keys():
-            mine = self._written[key][1]
-            best[key] = max(best.get(key, mine), mine)
         kept: dict[tuple[str, int], int] = {}
         for k, (device, t_ms, coverage) in minutes.items():
             stored = best.get((device, t_ms))

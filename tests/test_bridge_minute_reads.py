@@ -76,9 +76,10 @@ def test_an_answer_to_the_read_of_minutes_that_is_not_influxdbs_is_one_counted_l
     """`{"results":["x"]}`, series or values of another type raised on the bridge's thread, which ended (and a
     restarted bridge met the same batch again); a proxy's HTML page with status 200 was taken for an outage, and every
     batch with a minute waited in the spool, the events behind it too, for as long as it lasted. Now each is one
-    warning line and counted (minute_reads_failed); the batch is written, its minutes checked against this bridge's
-    own copies only (minutes_unchecked) and read again later. A 502 is still an outage (the minutes wait), and an
-    answer of InfluxDB's with its columns in another order is read by their names."""
+    warning line and counted (minute_reads_failed); the batch is written, its minutes checked against the copies this
+    bridge wrote (minutes_unchecked), the whole one written before the failure included, and read again later. A 502
+    is still an outage (the minutes wait), and an answer of InfluxDB's with its columns in another order is read by
+    their names."""
     front = InfluxFront(influx)
     try:
         for k, (case, answer) in enumerate(HOSTILE.items()):
@@ -86,17 +87,20 @@ def test_an_answer_to_the_read_of_minutes_that_is_not_influxdbs_is_one_counted_l
             influx.create_database(DB)
             bridge = _bridge(tmp_path, front.url, name=f"bridge{k}")
             try:
+                front.query_answer = None  # InfluxDB's own answers: the whole copy written, checked
+                _drain(bridge, _minute_line("dev1", T0_MS, 60.0))
                 front.query_answer = answer
                 caplog.clear()
                 with caplog.at_level(logging.WARNING, logger="posture.bridge"):
-                    _drain(bridge, _minute_line("dev1", T0_MS, 60.0), EVENT)
-                    _drain(bridge, _minute_line("dev1", T0_MS, 20.0))
+                    # An unfinished copy of that minute resent, an event, and the next minute.
+                    _drain(bridge, _minute_line("dev1", T0_MS, 20.0), EVENT, _minute_line("dev1", T0_MS + 60_000, 60.0))
                 said = [r.getMessage() for r in caplog.records]
                 assert len(said) == 1 and "\n" not in said[0], (case, said)
                 assert (_waiting(bridge), _events(influx)) == (0, 1), case
-                assert bridge.stats.minute_reads_failed == 2 and bridge.stats.minutes_unchecked == 1, case
-                # The bridge's own whole copy, written unchecked, keeps its unfinished one out.
-                assert _worn(influx) == {T0_MS: 60.0} and bridge.stats.minutes_superseded == 1, case
+                # The whole copy this bridge wrote keeps its unfinished copy out while InfluxDB cannot tell.
+                assert _worn(influx) == {T0_MS: 60.0, T0_MS + 60_000: 60.0}, case
+                assert bridge.stats.minutes_superseded == 1 and bridge.stats.minute_reads_failed == 1, case
+                assert bridge.stats.minutes_unchecked == 1, case
             finally:
                 bridge.spool.close()
 
