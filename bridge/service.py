@@ -268,7 +268,7 @@ class Bridge:
         self._written: dict[tuple[str, int], tuple[float, Coverage, Item, int | None]] = {}
         self._recent: dict[tuple[str, int], Coverage] = {}  # the last RECENT_MINUTES written: (device, ms) → coverage
         self._read_minutes_at = 0.0  # monotonic s from which InfluxDB is asked for its minutes again (after a refusal)
-        self._unread_since: float | None = None  # the last read of the stored minutes failed (monotonic s since)
+        self._reads_failing = False  # the last read of the stored minutes failed (said when they work again)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
         self._pending: list[tuple[int, int, int, str, list[str]]] = []
         # The dead letters of points InfluxDB refused, while a batch is written: stored (or spooled) with that batch,
@@ -703,7 +703,8 @@ class Bridge:
         if time.monotonic() < self._read_minutes_at:
             raise MinutesUnread("not asked again yet", refused=True)
         stretches, stored = _stretches(keys), {}
-        # A server that pages one row at a time forever (no real one: each page brings rows of the minutes asked)
+        # InfluxDB's pages bring at least a row each, and the rows are minutes (on the minute, as the pipeline makes
+        # them): more pages than minutes in the stretches is a server paging a millisecond at a time, for ever.
         pages_left = sum((last_ms - first_ms) // 60_000 + 1 for _, first_ms, last_ms in stretches)
         try:
             while stretches:
@@ -725,17 +726,16 @@ class Bridge:
         except MinutesUnread as exc:
             self._unreadable(exc)
             raise
-        if self._unread_since is not None:
+        if self._reads_failing:
             log.info("InfluxDB answers the bridge's reads of its minutes again: each copy of a minute is checked "
                      "against what it holds; those written unchecked meanwhile are read again")
-            self._unread_since = None
+            self._reads_failing = False
         return {key: coverage for key, coverage in stored.items() if key in keys}
 
     def _unreadable(self, exc: MinutesUnread) -> None:
         """A read of the stored minutes that failed: counted, and said in one line (once per WARN_EVERY_S)."""
         self.stats.minute_reads_failed += 1
-        if self._unread_since is None:
-            self._unread_since = time.monotonic()
+        self._reads_failing = True
         if exc.refused:
             self._read_minutes_at = time.monotonic() + READ_MINUTES_RETRY_S
             self._warn("unreadable", logging.WARNING, "InfluxDB does not let the bridge read its minutes (%s): each "
