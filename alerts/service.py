@@ -87,6 +87,12 @@ UNKNOWN_SAID_MAX = 100
 # sensor's retained status, which makes it known, only after our SUBSCRIBE on that connection (Mosquitto 2.0: the
 # snooze first, its device's retained status a few ms later). Taken then, from when it arrived.
 SNOOZE_WAIT_S = 5.0
+# The snoozes waiting are saved under this meta key (JSON: [device, topic, minutes, arrived_s] each), in the transaction
+# of the step that received them and before they are acknowledged: kept in memory alone, a kill -9 within the wait lost
+# one (the broker had it as delivered) and a clean stop refused it, and the sensor's first minutes were then nudged.
+WAITING_KEY = "snoozes_waiting"
+# At most this many snoozes wait at once; one more is refused at once (a flood on topics of no device): each is saved.
+WAITING_MAX = 1000
 # Device ids of other partitions remembered (from their messages, which each partition receives) to name the known
 # device a refused snooze resembles: a look-alike id most likely belongs to another partition.
 ELSEWHERE_KEPT = 10_000
@@ -239,10 +245,12 @@ class AlertService:
         self._elsewhere_seen: set[str] = set()  # other partitions' device ids (ELSEWHERE_KEPT at most), for hints
         self._unknown_said: set[str] = set()  # unknown devices whose refused snooze was said
         self._behind_said: set[str] = set()  # devices whose data far behind this clock was said
-        # Snoozes for devices not known (yet), oldest first, waiting SNOOZE_WAIT_S for them: (device, topic, minutes,
-        # when it arrived, its message: one from a connection before the current one is not acknowledged, and comes
-        # again). Acknowledged with their step: a restart meanwhile loses one, of a device with no state.
-        self._waiting_snoozes: list[tuple[str, str, float, float, mqtt.MQTTMessage]] = []
+        # Snoozes for devices not known (yet), by device, oldest first, waiting SNOOZE_WAIT_S for them: (topic,
+        # minutes, when it arrived, its message: one from a connection before the current one is not acknowledged, and
+        # comes again; None: saved by a run before). Saved (WAITING_KEY) in the step that received them, before they
+        # are acknowledged: a restart or crash meanwhile keeps them, and they wait again.
+        self._waiting_snoozes: dict[str, list[tuple[str, float, float, mqtt.MQTTMessage | None]]] = {}
+        self._waiting_changed = False  # to be saved with the step
         self._malformed_said: set[str] = set()  # kinds of malformed input said (once each)
         try:
             self._version = metadata.version("posture-companion")
@@ -269,6 +277,7 @@ class AlertService:
             raise
         service = cls(config, engine, spool, load_validators(), clock, partition)
         service.set_unreadable({device: (why, meta[f"device/{device}"]) for device, why in unreadable.items()})
+        service.set_waiting(meta.get(WAITING_KEY))
         service.stats.unreadable_files = int(spool.set_aside is not None)
         return service
 
@@ -286,6 +295,26 @@ class AlertService:
                       "every other goes on; its record is kept, moved to meta key %r of that file with the device's "
                       "next state write", self.spool.path, device, why[:120], key)
 
+    def set_waiting(self, saved: bytes | None) -> None:
+        """The snoozes a run before saved while they waited for their devices: they wait again, from this run's
+        connect, each snoozing from when it first arrived. A list that cannot be read is said in one line, left out."""
+        if not saved:
+            return
+        try:
+            for device, topic_, minutes, arrived_s in json.loads(saved):
+                if not (ID_PATTERN.fullmatch(device) and 0 <= float(minutes) <= MAX_SNOOZE_MIN):
+                    raise ValueError(f"not a snooze: {device!r}, {minutes!r}")
+                self._waiting_snoozes.setdefault(device, []).append((str(topic_), float(minutes), float(arrived_s),
+                                                                     None))
+        except (ValueError, TypeError, RecursionError) as exc:
+            log.error("alert state %s: the snoozes waiting for their devices (meta key %r) cannot be read (%s); "
+                      "left out", self.spool.path, WAITING_KEY, str(exc)[:120])
+            self._waiting_changed = True  # written anew with the next step
+
+    def _waiting_record(self) -> bytes:
+        return json.dumps([[device, topic_, minutes, arrived_s] for device, items in self._waiting_snoozes.items()
+                           for topic_, minutes, arrived_s, _ in items]).encode()
+
     # paho's network thread ----------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._listening_since_s = self.clock()  # the broker's backlog for us arrives from now: the summary waits on it
@@ -301,7 +330,8 @@ class AlertService:
             while not self.stop_event.is_set():
                 self.step(self._take(timeout_s=0.2))
         finally:
-            self._settle_snoozes(float("inf"), set())  # those still waiting (acknowledged) are said, not lost unsaid
+            if waiting := sum(map(len, self._waiting_snoozes.values())):  # saved: the next start takes them up
+                log.info("%d snooze(s) waiting for their device kept for the next start", waiting)
             # A partition handed to another instance goes quietly: the service as a whole is still online.
             self.sender.settle(self.connected, STOP_WAIT_S)
             self.mqtt.stop(goodbye=None if self.partition else self._offline)
@@ -341,6 +371,9 @@ class AlertService:
                     log.exception("handling a message on %s failed; further failures are counted", msg.topic)
                 self.stats.errors["message"] += 1
         self._settle_snoozes(now_s, touched)  # a device known now (its retained status in this batch, say): taken
+        # One from an older connection was not acknowledged: the broker sends it again, so it is not kept from this one
+        if self._waiting_snoozes and (older := {id(msg) for c, msg in batch if c != self._connection}):
+            self._drop_waiting(lambda item: id(item[3]) in older)
         try:
             alerts += self.engine.tick(now_s, self._listening_since_s)
         except Exception:  # as for messages: a bug in the summary must not stop every other alert
@@ -349,19 +382,20 @@ class AlertService:
             self.stats.errors["summary"] += 1
         touched |= {a["device"] for a in alerts}
         self._day_begun |= set(self.engine.days_begun(now_s))  # their `today` shows a day with none of their data
-        if touched:
+        if touched or self._waiting_changed:
             meta = self.engine.dump(touched)
             aside = {d: self._unreadable[d] for d in touched & self._unreadable.keys() if f"device/{d}" in meta}
             meta.update(aside.values())  # the unreadable record kept, as the fresh one replaces it
+            if self._waiting_changed:  # before the snoozes that wait are acknowledged (below)
+                meta[WAITING_KEY] = self._waiting_record()
             self.spool.put([item for a in alerts for item in self._outgoing(a, now_s)], meta=meta)
             self.stats.state_writes += 1
+            self._waiting_changed = False
             for device in aside:
                 del self._unreadable[device]
         for connection, msg in batch:
             if connection == self._connection:  # from an older connection: the broker sends it again
                 self.client.ack(msg.mid, msg.qos)
-            elif self._waiting_snoozes:  # … and a snooze of it waiting then waits again
-                self._waiting_snoozes = [w for w in self._waiting_snoozes if w[4] is not msg]
         for a in alerts:
             self.stats.alerts[a["kind"]] += 1
             log.info("%s alert for %s: %s", a["kind"], a["device"], a["message"])
@@ -408,10 +442,14 @@ class AlertService:
             if msg.retain:  # an old retained command would re-snooze on every restart
                 raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
             minutes = parse_snooze(msg.payload)
-            if not self._known(device) or any(w[0] == device for w in self._waiting_snoozes):
+            if not self._known(device) or device in self._waiting_snoozes:
                 # Not known yet: it may be a typo or another case (it would snooze nothing, and make a state), or its
                 # retained status may be on its way (_settle_snoozes); one after a snooze waiting waits, in order.
-                self._waiting_snoozes.append((device, msg.topic, minutes, now_s, msg))
+                if sum(map(len, self._waiting_snoozes.values())) >= WAITING_MAX:
+                    raise Malformed(f"snooze: {WAITING_MAX} snoozes already wait for devices not known; "
+                                    f"{device[:70]!r} refused at once")
+                self._waiting_snoozes.setdefault(device, []).append((msg.topic, minutes, now_s, msg))
+                self._waiting_changed = True
                 return []
             self.engine.snooze(device, minutes, now_s)
             self.stats.snoozes += 1
@@ -458,21 +496,35 @@ class AlertService:
 
     def _settle_snoozes(self, now_s: float, touched: set[str], only: str | None = None) -> None:
         """The waiting snoozes of devices known now are taken, from when each arrived; those that waited
-        SNOOZE_WAIT_S for an unknown device are refused. only: of this device alone (its first message, before that
-        message is handled: else the minutes that made it known were decided unsnoozed, and nudged)."""
-        waiting, self._waiting_snoozes = self._waiting_snoozes, []
-        for item in waiting:
-            device, topic_, minutes, arrived_s, _ = item
-            if only is not None and device != only:
-                self._waiting_snoozes.append(item)
-            elif self._known(device):
-                self.engine.snooze(device, minutes, arrived_s)
-                self.stats.snoozes += 1
+        SNOOZE_WAIT_S for an unknown device, since they arrived and since the latest connect (a retained status comes
+        after each subscribe), are refused. only: of this device alone (its first message, before that message is
+        handled: else the minutes that made it known were decided unsnoozed, and nudged)."""
+        for device in [only] if only is not None else list(self._waiting_snoozes):
+            items = self._waiting_snoozes.get(device)
+            if not items:
+                continue
+            if self._known(device):
+                for _, minutes, arrived_s, _ in items:
+                    self.engine.snooze(device, minutes, arrived_s)
+                    self.stats.snoozes += 1
                 touched.add(device)
-            elif now_s - arrived_s >= SNOOZE_WAIT_S:
-                self._refuse_snooze(topic_, device)
+            elif now_s - max(items[0][2], self._listening_since_s) >= SNOOZE_WAIT_S:
+                for topic_, *_ in items:
+                    self._refuse_snooze(topic_, device)
             else:
-                self._waiting_snoozes.append(item)
+                continue
+            del self._waiting_snoozes[device]
+            self._waiting_changed = True
+
+    def _drop_waiting(self, drop: Callable[[tuple[str, float, float, mqtt.MQTTMessage | None]], bool]) -> None:
+        for device in list(self._waiting_snoozes):
+            kept = [item for item in self._waiting_snoozes[device] if not drop(item)]
+            if len(kept) != len(self._waiting_snoozes[device]):
+                self._waiting_changed = True
+                if kept:
+                    self._waiting_snoozes[device] = kept
+                else:
+                    del self._waiting_snoozes[device]
 
     def _refuse_snooze(self, topic: str, device: str) -> None:
         """Counted as a malformed snooze; said once per device id (UNKNOWN_SAID_MAX ids at most)."""

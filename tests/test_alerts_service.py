@@ -15,6 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from alerts.catalog import Catalog
 from alerts.engine import AlertEngine
@@ -1006,6 +1007,9 @@ def test_a_snooze_for_a_device_not_known_is_refused_naming_the_one_it_resembles(
         # DeskSensor's last: its `today` says all four were handled (Fresh, with no minute, has none)
         publish(broker.port, [(f"posture/{d}/alerts/snooze", "30") for d in ("Fresh", "desksensor", "Nobody", DEVICE)])
         wait_for(lambda: phone.today().get("snoozed_until"), 30, lambda: "the snoozes\n" + log.read_text()[-2000:])
+        # the unknown ones wait SNOOZE_WAIT_S for their devices (kept across a stop), then are refused
+        wait_for(lambda: "'Nobody'" in log.read_text() and "'desksensor'" in log.read_text(), 30,
+                 lambda: "the refusals\n" + log.read_text()[-2000:])
         stats = stop(service, log)
     finally:
         if service.poll() is None:
@@ -1138,3 +1142,33 @@ def test_a_snooze_waiting_for_its_device_holds_that_devices_first_minutes_too(tm
         phone.close()
     assert phone.kinds() == [] and stats["alerts"] == {}, phone.alerts  # snoozed: held, as the wearer asked
     assert stats["snoozes"] == 1 and phone.today("Fresh")["alerts_held"] == 1, stats
+
+
+@pytest.mark.parametrize("stopped_by", [signal.SIGKILL, signal.SIGTERM])
+def test_a_snooze_waiting_for_its_device_outlives_a_crash_or_stop_of_the_service(tmp_path, broker, stopped_by):
+    """A snooze queued while the service was away, for a sensor not known yet, waits up to SNOOZE_WAIT_S for it. It was
+    acknowledged with its step and kept in memory alone: a kill -9 in that wait lost it (the broker had it as
+    delivered), a clean stop refused it; the sensor's first minutes, queued next, were then nudged. Now the waiting
+    snooze is saved before it is acknowledged and waits again after the restart."""
+    config = write_config(tmp_path, broker, BURST_RULES)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, device="Later", extra=("posture/Later/today",))
+    queue_while_stopped(broker.port, config, log, [("posture/Later/alerts/snooze", "30")])
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        time.sleep(1.0)  # the queued snooze came at the connect, and waits (up to 5 s) for its device
+        service.send_signal(stopped_by)
+        service.wait(30)
+        publish(broker.port, sitting_minutes(["Later"], 3))  # the sensor, put on meanwhile: a sitting nudge's due
+        service = start_alerts(config, log)
+        wait_online(broker.port, service, log)
+        wait_for(lambda: phone.today("Later").get("worn_min") == 3.0, 30, lambda: log.read_text()[-2000:])
+        time.sleep(0.5)  # an alert would have gone out before the day so far
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+        phone.close()
+    assert phone.kinds() == [] and stats["alerts"] == {}, phone.alerts  # snoozed, as the wearer asked
+    assert stats["snoozes"] == 1 and not stats["malformed"] and phone.today("Later")["alerts_held"] == 1, stats
