@@ -113,6 +113,11 @@ class SpooledSender:
         self._seen_all_at: int | None = None
         self._lock = threading.Lock()
 
+    @property
+    def in_flight(self) -> int:
+        """Items handed to paho and not yet acknowledged as far as the last pump saw."""
+        return len(self._inflight)
+
     def use(self, spool: Spool) -> None:
         """Go on with another connection to the same file (its ids the same): the gateway's spool opened to write
         after it could only be read."""
