@@ -451,7 +451,7 @@ class AlertService:
                 # Not known yet: it may be a typo or another case (it would snooze nothing, and make a state), or its
                 # retained status may be on its way (_settle_snoozes); one after a snooze waiting waits, in order.
                 if sum(map(len, self._waiting_snoozes.values())) >= WAITING_MAX:
-                    raise Malformed(f"snooze: {WAITING_MAX} snoozes already wait for devices not known; "
+                    raise Malformed(f"snoozes_waiting: {WAITING_MAX} snoozes already wait for devices not known; "
                                     f"{device[:70]!r} refused at once")
                 self._waiting_snoozes.setdefault(device, []).append((msg.topic, minutes, now_s, msg))
                 self._waiting_changed = True

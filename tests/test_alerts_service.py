@@ -1209,3 +1209,33 @@ def test_alerts_the_broker_acknowledged_leave_the_file_at_once_so_a_kill_9_then_
             service.kill()
     phone.close()
     assert sorted(a["device"] for a in phone.alerts) == devices and stats["alerts"] == {}
+
+
+def test_snoozes_for_devices_not_known_wait_saved_up_to_a_limit_and_one_past_it_is_said(tmp_path, caplog):
+    """Each snooze waiting for its device is saved before it is acknowledged (a crash keeps it); a flood of them on
+    topics of no device is bounded (WAITING_MAX): one more is refused at once, in a line of its own kind, even after
+    another bad snooze was said (counted as one more bad `snooze`, it went unsaid)."""
+    from alerts import service as service_module
+
+    config = load_config(env={"POSTURE_ALERTS_STATE_PATH": str(tmp_path / "alerts.db"),
+                              "POSTURE_ALERTS_TIMEZONE": "UTC"})
+    now = time.time()
+    service = AlertService.open(config, clock=lambda: now)
+    batch = []
+    for device, body in [("Nan", b"NaN"), *((f"Ghost{i}", b"10") for i in range(service_module.WAITING_MAX + 1))]:
+        msg = mqtt.MQTTMessage(topic=f"posture/{device}/alerts/snooze".encode())
+        msg.payload, msg.qos = body, 1
+        batch.append((service._connection, msg))  # of its connection (not connected: acknowledged to no one)
+    try:
+        with caplog.at_level(logging.WARNING, logger="posture.alerts"):
+            service.step(batch)
+        saved = json.loads(service.spool.meta()[service_module.WAITING_KEY])
+    finally:
+        service.spool.close()
+    assert service.stats.malformed == {"snooze": 1, "snoozes_waiting": 1}, service.stats.malformed
+    assert len(saved) == service_module.WAITING_MAX and saved[0][:3] == ["Ghost0", "posture/Ghost0/alerts/snooze", 10.0]
+    said = [r.getMessage() for r in caplog.records if "already wait" in r.getMessage()]
+    assert len(said) == 1 and f"'Ghost{service_module.WAITING_MAX}'" in said[0], said
+    reopened = AlertService.open(config, clock=lambda: now)  # as after a kill -9: they wait again
+    reopened.spool.close()
+    assert sum(map(len, reopened._waiting_snoozes.values())) == service_module.WAITING_MAX
