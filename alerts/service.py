@@ -332,8 +332,10 @@ class AlertService:
             while not self.stop_event.is_set():
                 # With alerts in flight, a step soon: their acknowledgements are read, and they leave the file, in a
                 # step. Waiting 0.2 s for the next message left each acknowledged alert in the file that long, and a
-                # kill -9 then sent it again at the next start (34 of 100 in a probe killing 0.05–0.3 s after).
-                self.step(self._take(timeout_s=IN_FLIGHT_POLL_S if self.sender.in_flight else IDLE_POLL_S))
+                # kill -9 then sent it again at the next start (34 of 100 in a probe killing 0.05–0.3 s after). Not
+                # while the link is down: none can come then.
+                soon = self.sender.in_flight and self.connected.is_set()
+                self.step(self._take(timeout_s=IN_FLIGHT_POLL_S if soon else IDLE_POLL_S))
         finally:
             if waiting := sum(map(len, self._waiting_snoozes.values())):  # saved: the next start takes them up
                 log.info("%d snooze(s) waiting for their device kept for the next start", waiting)
