@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from alerts.partition import Partition, device_of, partition_of
 from alerts.policy import local
 from alerts.settings import load_rules
 from alerts.state_files import PARTITIONS_KEY, check_file, check_state_layout
-from contract.identity import ID_PATTERN, check_device
+from contract.identity import ID_PATTERN, MAX_ID_LEN, check_device, device_id
 from contract.messages import topic
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import Config, ConfigError
@@ -166,6 +167,11 @@ def resembling(device: str, known: set[str]) -> str | None:
         return same
     close = difflib.get_close_matches(folded(device), list(by_fold), n=1, cutoff=0.8)
     return by_fold[close[0]] if close else None
+
+
+def ascii_folded(name: str) -> str:
+    """A name's letters as ASCII where Unicode says they are a form of one (fullwidth 'Ｄ', 'é'); others dropped."""
+    return "".join(c for c in unicodedata.normalize("NFKD", name) if c.isascii())
 
 
 def parse_snooze(body: bytes | bytearray) -> float:
@@ -445,7 +451,8 @@ class AlertService:
         if msg.topic.endswith("/alerts/snooze"):
             device = msg.topic.split("/")[-3]
             if not ID_PATTERN.fullmatch(device):
-                raise Malformed(f"snooze: {device[:70]!r} is not a device id")
+                self._refuse_snooze(msg.topic, device, not_an_id=True)
+                return []
             if msg.retain:  # an old retained command would re-snooze on every restart
                 raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
             minutes = parse_snooze(msg.payload)
@@ -533,13 +540,26 @@ class AlertService:
                 else:
                     del self._waiting_snoozes[device]
 
-    def _refuse_snooze(self, topic: str, device: str) -> None:
-        """Counted as a malformed snooze; said once per device id (UNKNOWN_SAID_MAX ids at most)."""
+    def _refuse_snooze(self, topic: str, device: str, not_an_id: bool = False) -> None:
+        """Counted as a malformed snooze; said once per device id (UNKNOWN_SAID_MAX ids at most). not_an_id: the topic's
+        device is no id at all (a sensor's name with characters ids do not have, a look-alike letter of another
+        script): the id of that name is named if it is known."""
         self.stats.malformed["snooze"] += 1
         if device in self._unknown_said or len(self._unknown_said) >= UNKNOWN_SAID_MAX:
             return
         self._unknown_said.add(device)
-        like = resembling(device, set(self.engine.devices) | self._seen | self._elsewhere_seen)
+        known = set(self.engine.devices) | self._seen | self._elsewhere_seen
+        if not_an_id:
+            # Said once per id, not once for every bad snooze: one with a wrong number said first hid it (a
+            # Cyrillic 'о' in 'DeskSensоr' looks like the id and is not; a sensor named 'Büro' has the id 'Buro-…').
+            folded = ascii_folded(device)
+            like = next((name for name in (device_id(device), folded) if name in known), None) or \
+                resembling(folded, known)
+            log.warning("snooze on %r refused: %r is not a device id (letters, digits and _.:- only, at most %d)%s; "
+                        "nothing snoozed; further ones for it are counted", topic[:200], device[:70], MAX_ID_LEN,
+                        f" (did you mean {like!r}?)" if like else "")
+            return
+        like = resembling(device, known)
         log.warning("snooze on %s refused: no device %r is known%s; nothing snoozed (a device is known once it has "
                     "sent data, or its gateway its status: waited %.0f s for it); further ones for it are counted",
                     topic, device, f" (did you mean {like!r}?)" if like else "", SNOOZE_WAIT_S)

@@ -1239,3 +1239,36 @@ def test_snoozes_for_devices_not_known_wait_saved_up_to_a_limit_and_one_past_it_
     reopened = AlertService.open(config, clock=lambda: now)  # as after a kill -9: they wait again
     reopened.spool.close()
     assert sum(map(len, reopened._waiting_snoozes.values())) == service_module.WAITING_MAX
+
+
+def test_a_snooze_on_a_topic_that_is_no_device_id_is_said_naming_the_id_it_meant(tmp_path, caplog):
+    """A snooze on a look-alike of a device id (a Cyrillic 'о', fullwidth letters) or on a sensor's name where its id
+    differs ('Büro' for 'Buro-…') was counted as a malformed snooze and said only if no bad snooze had been said
+    before: the phone's user was never told. Now each such id is said once, naming the known id it means."""
+    from contract.identity import device_id
+
+    config = load_config(env={"POSTURE_ALERTS_STATE_PATH": str(tmp_path / "alerts.db"),
+                              "POSTURE_ALERTS_TIMEZONE": noon_zone()})
+    now = time.time()
+    service = AlertService.open(config, clock=lambda: now)
+    buro = device_id("Büro")
+    batch = []
+    for topic, body in [*((f"posture/{d}/metrics", json.dumps(slouchy_minute(d, now // 60 * 60 - 600)).encode())
+                          for d in (DEVICE, buro)),
+                        (f"posture/{DEVICE}/alerts/snooze", b"NaN"),
+                        ("posture/DeskSens\u043er/alerts/snooze", b"30"), ("posture/Büro/alerts/snooze", b"30"),
+                        ("posture/\uff24\uff45\uff53\uff4bSensor/alerts/snooze", b"30"),
+                        ("posture/\u2603/alerts/snooze", b"30")]:
+        msg = mqtt.MQTTMessage(topic=topic.encode())
+        msg.payload, msg.qos = body, 1
+        batch.append((-1, msg))  # of no connection of the service's: not acknowledged
+    try:
+        with caplog.at_level(logging.WARNING, logger="posture.alerts"):
+            service.step(batch)
+    finally:
+        service.spool.close()
+    assert service.stats.malformed == {"snooze": 5} and service.stats.snoozes == 0, service.stats.malformed
+    said = [r.getMessage() for r in caplog.records if "is not a device id" in r.getMessage()]
+    assert len(said) == 4, said
+    assert [s.rsplit("did you mean ", 1)[-1].split("?")[0] if "did you mean" in s else None for s in said] == \
+        [repr(DEVICE), repr(buro), repr(DEVICE), None], said
