@@ -49,7 +49,7 @@ from alerts.settings import load_rules
 from alerts.state_files import PARTITIONS_KEY, check_file, check_state_layout
 from contract.identity import ID_PATTERN, MAX_ID_LEN, check_device, device_id
 from contract.messages import topic
-from contract.validation import Malformed, Validators, load_validators, parse, stream_of
+from contract.validation import MAX_PAYLOAD_BYTES, Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import Config, ConfigError
 from service_io.mqtt import STOP_WAIT_S, Message, MqttEndpoint
 from service_io.spool import Spool, SpoolError
@@ -175,7 +175,10 @@ def ascii_folded(name: str) -> str:
 
 
 def parse_snooze(body: bytes | bytearray) -> float:
-    """Minutes to snooze: `30` or `{"minutes": 30}`; 0 ends a snooze."""
+    """Minutes to snooze: `30` or `{"minutes": 30}`; 0 ends a snooze. At most the contract's MAX_PAYLOAD_BYTES, as any
+    payload: a 100 MB one (any account that may snooze can send it) was decoded, copied and parsed whole."""
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise Malformed(f"snooze: too large: {len(body)} bytes, more than the {MAX_PAYLOAD_BYTES} a payload may have")
     text = body.decode("utf-8", "replace").strip()
     try:
         value = json.loads(text)

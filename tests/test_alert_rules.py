@@ -150,14 +150,20 @@ def test_snooze_holds_everything_until_it_ends_or_is_cancelled():
     assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(25, 35)], now_s=start + 35 * 60)
 
 
-@pytest.mark.parametrize("body, minutes", [(b"30", 30.0), (b'{"minutes": 0}', 0.0), (b"[" * 100_000, None),
-                                           (b"1e999", None), (b"-5", None), (b"true", None), (b"\xff", None)])
+@pytest.mark.parametrize("body, minutes", [(b"30", 30.0), (b'{"minutes": 0}', 0.0), (b"[" * 60_000, None),
+                                           (b"1e999", None), (b"-5", None), (b"true", None), (b"\xff", None),
+                                           (b"NaN", None), (b'{"minutes": 30, "minutes": 1e9}', None),
+                                           (b"30" + b" " * 1000, 30.0), (b"30" + b" " * 70_000, "too large")])
 def test_a_snooze_command_is_minutes_or_a_one_line_refusal(body, minutes):
-    """Nested past the parser's depth it raised RecursionError: logged with a traceback and counted as a bug."""
+    """Nested past the parser's depth it raised RecursionError: logged with a traceback and counted as a bug. One
+    larger than any payload may be (contract MAX_PAYLOAD_BYTES) was decoded, copied and parsed whole."""
     from alerts.service import parse_snooze
     from contract.validation import Malformed
 
-    if minutes is None:
+    if minutes == "too large":
+        with pytest.raises(Malformed, match="^snooze: too large: 70002 bytes"):
+            parse_snooze(body)
+    elif minutes is None:
         with pytest.raises(Malformed, match="^snooze: expected minutes"):
             parse_snooze(body)
     else:
