@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
@@ -96,7 +97,7 @@ class LiveBucket:
     flexion_deg: float | None  # + forward
     lateral_deg: float | None  # + right
     slouching: bool  # at least half of its samples were slouching
-    activity: str | None = None  # the one of ACTIVITIES most of its states were in; None where none said
+    activity: str | None = None  # the one of ACTIVITIES most of its states were in (walking on a tie); None: none said
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,11 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     covered = {_minute_of(b.start_s, day_start_s) for b in live}
     trace_minutes = [m for m in minutes if _minute_of(m.start_s, day_start_s) not in covered]
     # A minute's totals cannot say when in it a walk was (the demo's walk was drawn 30 s after it ended): where the
-    # live stream said what the wearer did, its buckets place the walks.
-    told = {_minute_of(b.start_s, day_start_s) for b in live if b.activity is not None}
+    # live stream said what the wearer did all through a minute, its buckets place the walks. Only all through: the
+    # live stream is best effort (QoS 0, not queued while the bridge restarts), and a minute with one bucket left of
+    # it lost the 40 s walk its totals held.
+    told_s = Counter(_minute_of(b.start_s, day_start_s) for b in live if b.activity is not None)
+    told = {m for m, n in told_s.items() if n * live_step_s >= MINUTE_S}
     walks = [(b.start_s, b.start_s + live_step_s) for b in live if b.activity == WALKING]
     walks += walk_spans([r for r in minute_rows if _minute_of(r["time_s"], day_start_s) not in told])
     spans = [(max(s.start_s, day_start_s), s.start_s + s.duration_s) for s in slouches]
@@ -249,7 +253,8 @@ def live_buckets(rows: list[dict[str, Any]]) -> list[LiveBucket]:
             continue  # nothing measured (uncalibrated): no angle, no slouch either way
         slouching = (_num(r.get("slouching_samples")) or 0.0) >= samples / 2
         states = {a: n for a in ACTIVITIES if (n := _num(r.get(f"{a}_samples")) or 0.0) > 0}
-        activity = max(states, key=states.__getitem__) if states else None
+        # A tie goes to walking: a 10 s walk split 5/5 over two buckets with standing was in neither, and not drawn.
+        activity = max(states, key=lambda a: (states[a], a == WALKING)) if states else None
         if LYING in states:
             out.append(LiveBucket(r["time_s"], None, None, slouching, activity))
         else:

@@ -743,6 +743,30 @@ def test_a_walk_is_drawn_as_long_as_it_was_not_a_minute():
     assert report.walk_spans == [(t0 + 140, t0 + 160), (t0 + 300, t0 + 450)]
 
 
+def live_row(t_s: float, **samples: float) -> dict:
+    """A live bucket as query.fetch_live reads it: angles, and how many of its states were in each activity."""
+    return {"time_s": t_s, "flexion_deg": 2.0, "lateral_deg": 0.0, "samples": sum(samples.values()),
+            "slouching_samples": None} | {f"{a}_samples": samples.get(a) for a in ("sitting", "standing", "walking",
+                                                                                    "lying")}
+
+
+def test_a_walk_the_live_stream_does_not_cover_is_still_drawn():
+    """The live stream is best effort (QoS 0: a bridge restarting loses it). A minute that walked 40 s with only its
+    first 10 s in the live stream (sitting) was taken as told by it, and the walk was drawn nowhere; and a 10 s walk
+    (WALK_MIN_S) split 5/5 over two buckets with standing was in neither bucket's tie, so not drawn either."""
+    t0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC).timestamp()
+    walked = DayRows(minutes=[minute(t0, sitting_s=20.0, walking_s=40.0)], live=[live_row(t0, sitting=10)])
+    assert build_day_report("Desk", date(2025, 6, 1), UTC, walked).walk_spans == [(t0 + 10, t0 + 50)]
+
+    split = [live_row(t0 + 10 * k, **({"standing": 5, "walking": 5} if k in (2, 3) else {"sitting": 10}))
+             for k in range(6)]
+    report = build_day_report("Desk", date(2025, 6, 1), UTC,
+                              DayRows(minutes=[minute(t0, sitting_s=40.0, standing_s=10.0, walking_s=10.0)],
+                                      live=split))
+    assert [b.activity for b in report.live] == ["sitting"] * 2 + ["walking"] * 2 + ["sitting"] * 2
+    assert report.walk_spans == [(t0 + 20, t0 + 40)]
+
+
 def test_where_the_live_stream_says_what_the_wearer_did_the_strip_draws_it_there(influx, tmp_path):
     """The demo's 20 s walk from 09:00:52 to 09:01:11: 8 s in one minute (under WALK_MIN_S: no walk by the minutes)
     and 11 s in the next, drawn in that minute's middle, 09:01:24–09:01:36, after the wearer had sat down again; and
