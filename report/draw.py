@@ -257,7 +257,8 @@ def _time_axis(ax: Axes, report: DayReport) -> None:
     ax.set_xlabel(f"local time ({zone_name(report)})")
 
 
-TICK_STEPS_S = (600.0, 1800.0, 3600.0, 7200.0, 10800.0)  # on a day the clocks changed: 10 min to 3 h
+# On a day the clocks changed: 1 min to 3 h (from 10 min, a report of a few minutes had no tick: its axis no time)
+TICK_STEPS_S = (60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 10800.0)
 MAX_TICKS = 12
 
 

@@ -818,6 +818,12 @@ def test_a_day_the_clocks_go_back_labels_the_hour_that_repeats():
     assert labels == ["01:30 CEST", "02:00 CEST", "02:30 CEST", "02:00 CET", "02:30 CET", "03:00 CET", "03:30 CET"]
     assert {b.timestamp() - a.timestamp() for (a, _), (b, _) in zip(ticks, ticks[1:])} == {1800.0}
     assert draw.clock_time(report, datetime(2026, 10, 25, 2, 10, tzinfo=berlin, fold=1).timestamp()) == "02:10:00 CET"
+    # A few minutes that day still have a time on their axis (from 10-minute steps, none fell inside).
+    short = build_day_report("Desk", date(2026, 10, 25), berlin,
+                             DayRows(minutes=[minute(start_s + 12_000 + 60 * k) for k in range(5)]))
+    ax = draw.figure(short).subfigs[0].axes[1]
+    assert [label.get_text().replace("\n", " ") for label in ax.xaxis.get_majorticklabels()] == [
+        "03:50 CET", "03:51 CET", "03:52 CET", "03:53 CET", "03:54 CET", "03:55 CET"]
 
     plain_start_s = datetime(2026, 10, 26, 1, 30, tzinfo=berlin).timestamp()
     plain = build_day_report("Desk", date(2026, 10, 26), berlin,
