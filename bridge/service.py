@@ -44,7 +44,7 @@ import math
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,8 @@ from contract.influx_schema import MEASUREMENT, dead_letter_line, minute_coverag
 from contract.messages import COVERAGE_FIELDS, Coverage, stamp_will
 from contract.validation import Malformed, Validators, load_validators, parse, stream_of
 from service_io.config import BridgeSettings, Config
-from service_io.influx import TIMEOUT_S as INFLUX_TIMEOUT_S
 from service_io.influx import (
+    NOT_NOW_STATUSES,
     PointsRefused,
     QueryError,
     SettingsError,
@@ -67,6 +67,7 @@ from service_io.influx import (
     make_writer,
     query,
 )
+from service_io.influx import TIMEOUT_S as INFLUX_TIMEOUT_S
 from service_io.mqtt import MqttEndpoint
 from service_io.spool import Item as SpoolItem
 from service_io.spool import Spool, SpoolError
@@ -86,7 +87,6 @@ WARN_EVERY_S = 30.0  # a trouble that lasts is said again this often, not once p
 # (MinutesUnread).
 READ_MINUTES_RETRY_S = 600.0
 READ_REFUSED_STATUSES = (401, 403, 404)  # /query refused for settings a person must fix (READ, credentials, mapping)
-OUTAGE_STATUSES = (408, 429)  # a 4xx that means "not now": the minutes wait, as for a 5xx or no answer
 # What the bridge reads of a device's stored minutes before a batch: from its first minute in the batch to its last,
 # in stretches split where the batch has none of its minutes for longer than this (at most 60 minutes read unasked).
 STRETCH_GAP_MS = 3_600_000
@@ -265,8 +265,11 @@ class Bridge:
         self._warned: dict[str, float] = {}  # trouble → when it was last logged (monotonic s)
         # Minutes written to be read again (VERIFY_AFTER_S): (device, ms) → (when written, monotonic s; its coverage;
         # its item; its WRITTEN row in the spool, None if the spool would not take it), oldest first.
-        self._written: dict[tuple[str, int], tuple[float, Coverage, Item, int | None]] = {}
-        self._recent: dict[tuple[str, int], Coverage] = {}  # the last RECENT_MINUTES written: (device, ms) → coverage
+        # OrderedDicts, as queues: a plain dict taken from the front skips every key deleted before (12 µs more a
+        # minute written at 20,000 kept, measured).
+        self._written: OrderedDict[tuple[str, int], tuple[float, Coverage, Item, int | None]] = OrderedDict()
+        # The last RECENT_MINUTES written: (device, ms) → coverage.
+        self._recent: OrderedDict[tuple[str, int], Coverage] = OrderedDict()
         self._read_minutes_at = 0.0  # monotonic s from which InfluxDB is asked for its minutes again (after a refusal)
         self._reads_failing = False  # the last read of the stored minutes failed (said when they work again)
         # (mid, qos, connection, topic, lines) not yet stored; a packet id is only good on its connection
@@ -560,10 +563,10 @@ class Bridge:
             done = 0 if left else self._write([items[i] for i in indices], live)
             written = [(minutes[i], items[i]) for i in indices[:done] if i in minutes]
             for (device, t_ms, coverage), _ in written:
-                self._recent.pop((device, t_ms), None)  # to the end: the oldest first
                 self._recent[device, t_ms] = coverage
+                self._recent.move_to_end((device, t_ms))  # the oldest first
             while len(self._recent) > RECENT_MINUTES:
-                del self._recent[next(iter(self._recent))]
+                self._recent.popitem(last=False)
             if written and (self.cfg.share_group or unchecked):  # to be read again (_verify_written)
                 self.stats.minutes_unchecked += len(written) if unchecked else 0
                 self._remember_written(written)
@@ -716,7 +719,7 @@ class Bridge:
                     answer = query(self.influx_cfg, stretch_query(stretches), in_body=True,
                                    deadline=time.monotonic() + INFLUX_TIMEOUT_S)
                 except QueryError as exc:
-                    if exc.status is None or exc.status >= 500 or exc.status in OUTAGE_STATUSES:
+                    if exc.status is None or exc.status >= 500 or exc.status in NOT_NOW_STATUSES:
                         self._warn("outage", logging.WARNING, "InfluxDB unavailable, spooling to disk: %s", exc)
                         time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
                         return None
@@ -821,18 +824,13 @@ class Bridge:
             self._warned[trouble] = now
 
 
-def stored_minutes_query(keys: set[tuple[str, int]]) -> str:
-    """The InfluxQL that reads what InfluxDB holds of these minutes (device, ms): one statement per device and stretch
-    of its minutes (_stretches). One statement over all of them (the batch's earliest minute to its latest, every
-    device) read every device's minutes between: a gateway's day-old minute resent from its spool among 10 other
-    devices' current ones read 14,400 rows for 11 minutes; a drain after an outage mixing a day's backlog with today's
-    minutes, 1 million rows for 72,000 minutes; and a read that runs past TIMEOUT_S is taken for an outage, its batch
-    spooled and read again as it drains."""
-    return stretch_query(_stretches(keys))
-
-
 def stretch_query(stretches: list[tuple[str, int, int]]) -> str:
-    """One statement per (device, first ms, last ms), in that order (parse_stored_minutes reads them by position)."""
+    """The InfluxQL that reads what InfluxDB holds of the minutes in these stretches (_stretches): one statement per
+    (device, first ms, last ms), in that order (parse_stored_minutes reads them by position). One statement over all
+    of them (the batch's earliest minute to its latest, every device) read every device's minutes between: a gateway's
+    day-old minute resent from its spool among 10 other devices' current ones read 14,400 rows for 11 minutes; a drain
+    after an outage mixing a day's backlog with today's minutes, 1 million rows for 72,000 minutes; and a read that
+    runs past TIMEOUT_S is taken for an outage, its batch spooled and read again as it drains."""
     fields = ", ".join(f'"{name}"' for name in COVERAGE_FIELDS)
     return "; ".join(f'SELECT {fields} FROM "{MEASUREMENT["metrics"]}" WHERE "device_id" = \'{device}\' AND '
                      f'time >= {first_ms}ms AND time <= {last_ms}ms GROUP BY "device_id"'

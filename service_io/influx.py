@@ -63,6 +63,10 @@ class SettingsError(WriteError):
     message names the key to fix."""
 
 
+# A 4xx that means "not now" (a timeout, too many requests): an outage, as a 5xx or no answer, not a refusal.
+NOT_NOW_STATUSES = (408, 429)
+
+
 class QueryError(InfluxError):
     """The database did not answer the query: `status` is its HTTP status (an error's, or 200 with an answer that is
     not JSON), None when it did not answer at all (down: an outage, not a refusal)."""
@@ -273,7 +277,7 @@ def write_failure(settings: InfluxSettings, where: str, status: int, reason: str
         if "organization" in reason:
             return SettingsError(f"{said}: influx.org {settings.org!r} does not exist")
         return SettingsError(f"{said}: check influx.url and influx.api")
-    if status in (408, 429) or not 400 <= status < 500:  # a timeout, too many requests, a server error
+    if status in NOT_NOW_STATUSES or not 400 <= status < 500:  # not now, a server error, or an answer not asked for
         return WriteError(said)
     return PointsRefused(reason)
 

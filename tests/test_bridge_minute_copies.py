@@ -79,7 +79,7 @@ def test_the_stored_copies_are_read_over_each_devices_own_minutes(influx):
     ones read a whole day of each of them (here 10 devices: 14,400 rows for 11 minutes; a fleet's: millions, until
     the query ran past its time, was taken for an outage, and the spooled batch asked it again, for ever). Now each
     device's statement spans its own minutes only."""
-    from bridge.service import stored_minutes_query
+    from bridge.service import _stretches, stretch_query
     from service_io.influx import InfluxSettings, query
 
     now_ms = int(T0_S * 1000)
@@ -87,7 +87,7 @@ def test_the_stored_copies_are_read_over_each_devices_own_minutes(influx):
     write_line_protocol(influx, DB, [f"posture_minute,device_id={d} worn_s=60,lost_samples={k % 3}i "
                                      f"{now_ms - 60_000 * k}" for d in devices for k in range(1440)])
     keys = {(d, now_ms) for d in devices} | {("old", now_ms - 86_400_000)}
-    answer = query(InfluxSettings(url=influx.url, database=DB), stored_minutes_query(keys))
+    answer = query(InfluxSettings(url=influx.url, database=DB), stretch_query(_stretches(keys)))
     rows = [(s["tags"]["device_id"], v[0], v[1:]) for r in answer["results"] for s in r.get("series", [])
             for v in s["values"]]
     assert sorted(rows) == sorted((d, now_ms, [60.0, 0]) for d in devices)
