@@ -38,7 +38,14 @@ from .runs import trailing_run
 G_M_S2 = 9.80665
 SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
 MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving (or tilting) sample
-REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean over this much
+REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean over this much, at least
+# ... and over this much where the rest was seen to last: a 0.5 s mean of a noisy sensor (0.008 g at 50 Hz) is good to
+# 1.6 mg, and the rise a 6 s window integrates moves by 4.5 cm a milligram of difference between the rests (unseen
+# random day 3628689: rests 7 mg off, a sit-up from a slouch integrated to a 0.33 m "rise"). Before the movement the
+# rest is extended back out of the window, over samples as settled as its edge; after it, over the tail that neither
+# moved nor tilted (MOVE_AFTER_S), less its first half second, where a movement's last sway fades.
+REST_BEFORE_S = 2.0
+REST_AFTER_S = 1.0
 ORIENTATION_CHANGE = np.sin(np.radians(2.0))  # less than this between the rests: the offset did not move
 OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 % gain error, per unit of Δup
 # Over the half second of rest after a movement, world up moving less than this in sensor axes means the trunk has
@@ -508,9 +515,10 @@ class ActivityClassifier:
         if len(x) < 3:
             return None
         edge = max(1, min(round(REST_EDGE_S * s.rate_hz), len(x) // 3))
+        tail = max(edge, min(round(REST_AFTER_S * s.rate_hz), len(x) // 3))
         # Means as sum / count, np.mean's own arithmetic without its call overhead (this runs per movement).
-        after = float(x[-edge:].sum()) / edge
-        before = float(x[:edge].sum()) / edge if rest_before else after
+        after = float(x[-tail:].sum()) / tail
+        before = self._rest_before(lo, edge) if rest_before else after
         # World up at the two rests, for both the offset bound and the blend.
         u = self._up_buf[lo:lo + len(x)]
         up_before, up_after = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
@@ -518,12 +526,12 @@ class ActivityClassifier:
             return None  # the rests either side differ by more than a change of orientation explains
         if settled and self._still_tilting(lo + len(x) - edge, edge):
             return None  # the "rest" after is a slow posture change going on: its offset is not the one after
-        offset = self._offset_change(u, up_before, edge, after - before if rest_before else None)
+        offset = self._offset_change(u, up_before, tail, after - before if rest_before else None)
         if offset is None:
             core_in_window = (core[0] - self._buf_start - lo, core[1] - self._buf_start - lo)
             offset = (after - before) * self._blend(u, up_before, up_after, core_in_window)
         elif not rest_before:  # the rest after stands for both ends: the offset is measured from there
-            offset = offset - float(offset[-edge:].mean())
+            offset = offset - float(offset[-tail:].mean())
         rise_m = _zupt_rise_m((x - before - offset) * G_M_S2,
                               self.dt_s, 0.0 if rest_before else self._step_velocity(a, after))
         if rise_m > 0.0 and self._trunk_up is not None and np.all(np.isfinite(up_after - up_before)):
@@ -536,6 +544,28 @@ class ActivityClassifier:
         if rise_m <= -s.stand_rise_m:
             return SITTING_CODE
         return None
+
+    def _rest_before(self, lo: int, edge: int) -> float:
+        """The resting value before a movement whose window starts at buffer sample lo: the mean over its first edge
+        samples and the settled samples just before the window (up to REST_BEFORE_S in all): world up within
+        SETTLED_UP of the edge's, and their mean as close to the edge's as noise allows (else they were another rest, or
+        the end of an earlier movement, and the edge stands alone)."""
+        x = self._buf[lo:lo + edge]
+        edge_sum = float(x.sum())
+        more = min(lo, max(0, round(REST_BEFORE_S * self.s.rate_hz) - edge))
+        if not more:
+            return edge_sum / edge
+        d = self._up_buf[lo - more:lo] - self._up_buf[lo:lo + edge].mean(axis=0)
+        unsettled = np.flatnonzero(~(row_dot(d, d) <= SETTLED_UP ** 2))  # NaN (no orientation given): unsettled
+        k = more - (int(unsettled[-1]) + 1 if len(unsettled) else 0)  # the settled run that ends at the window
+        if not k:
+            return edge_sum / edge
+        ext_sum = float(self._buf[lo - k:lo].sum())
+        # Two means of one rest differ by noise alone: 3σ of their difference, σ from the edge's own scatter.
+        agree_g = max(REST_NOISE_G, 3.0 * float(np.std(x)) * np.sqrt(1.0 / k + 1.0 / edge))
+        if abs(ext_sum / k - edge_sum / edge) > agree_g:
+            return edge_sum / edge
+        return (ext_sum + edge_sum) / (k + edge)
 
     def _offset_change(self, u: np.ndarray, up_before: np.ndarray, edge: int,
                        rests_differ_g: float | None) -> np.ndarray | None:
