@@ -515,7 +515,8 @@ class ActivityClassifier:
         if len(x) < 3:
             return None
         edge = max(1, min(round(REST_EDGE_S * s.rate_hz), len(x) // 3))
-        tail = max(edge, min(round(REST_AFTER_S * s.rate_hz), len(x) // 3))
+        # Judged before it settled (falling_now), the samples before its last half second may still be the movement.
+        tail = max(edge, min(round(REST_AFTER_S * s.rate_hz), len(x) // 3)) if settled else edge
         # Means as sum / count, np.mean's own arithmetic without its call overhead (this runs per movement).
         after = float(x[-tail:].sum()) / tail
         before = self._rest_before(lo, edge) if rest_before else after
