@@ -21,7 +21,9 @@ walking, lying — from one IMU on the upper back.
   standing for the whole sitting bout. Once calibrated, the trunk's own part of a rise (the upper back rising as the
   trunk straightens about the hips, `trunk_axis`) is taken off it, down to no rise. A fall is judged whole: taken
   off falls too, it cost sit-downs into a slouch, each a whole sitting bout read standing. Context decides the rest:
-  walking means standing; getting up from lying means sitting first.
+  walking means standing; getting up from lying means sitting first. The rests either side of a movement are taken
+  over as long as they were seen to last: a noisy sensor's half second is good to 1.6 mg, which a 6 s window turns
+  into 7 cm.
 """
 
 from __future__ import annotations
