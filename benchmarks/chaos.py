@@ -42,6 +42,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from contract.influx_schema import ALERT_MEASUREMENT, MEASUREMENT, TAGS
+from contract.messages import coverage
 from evaluation.doc_sections import write_section
 from firmware_sim.testbed import Testbed, adapter_address
 from posture.local_servers import InfluxDB1, Mosquitto, ServerError
@@ -363,16 +364,23 @@ class Stack:
 
 
 class Monitor:
-    """Our own MQTT client on a stack's broker: the dead letters (a persistent session, so none is missed
-    while the broker restarts) and the last real payload of each stream, as templates for forged ones."""
+    """Our own MQTT client on a stack's broker (a persistent session, so nothing is missed while the broker
+    restarts): the dead letters; every real copy of every minute (what the bridge had to choose from); what a
+    phone subscribed to `…/alerts` receives and the last retained `…/today`; and the last real payload of each
+    stream, as templates for forged ones."""
 
     def __init__(self, stack: str, port: int):
         self.dead: Counter[str] = Counter()
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
+        self.forged: set[bytes] = set()  # our malformed payloads: not copies of anything
+        self.copies: dict[str, list[list[float]]] = defaultdict(list)  # "device ts" → each copy's coverage
+        self.phone: list[dict[str, Any]] = []  # each alert as the phone got it
+        self.today: dict[str, dict[str, Any]] = {}  # device → last `today` document
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"chaos-monitor-{stack}",
                                   clean_session=False, protocol=mqtt.MQTTv311)
         self.client.on_connect = lambda c, *_: c.subscribe([(f"{PREFIX}/_deadletter", 1),
-                                                           (f"{PREFIX}/+/metrics", 0), (f"{PREFIX}/+/events", 0)])
+                                                           (f"{PREFIX}/+/metrics", 1), (f"{PREFIX}/+/events", 1),
+                                                           (f"{PREFIX}/+/alerts", 1), (f"{PREFIX}/+/today", 1)])
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.5, 2)
         self.client.connect("127.0.0.1", port, keepalive=10)
@@ -392,11 +400,21 @@ class Monitor:
                 reason = "unreadable dead letter"
             self.dead[reason.split(":", 1)[0]] += 1
             return
-        if len(msg.payload) > 10_000:
+        if len(msg.payload) > 10_000 or msg.payload in self.forged:
             return
         doc = json.loads(msg.payload)
+        stream = msg.topic.rsplit("/", 1)[1]
+        if stream == "alerts" and isinstance(doc, dict):
+            self.phone.append({"received": time.time(), "dup": bool(msg.dup), "id": doc.get("id"),
+                               "device": doc.get("device"), "kind": doc.get("kind"), "ts": doc.get("ts")})
+            return
+        if stream == "today" and isinstance(doc, dict):
+            self.today[str(doc.get("device"))] = doc
+            return
         if isinstance(doc, dict) and isinstance(doc.get("device"), str) and f"/{doc['device']}/" in msg.topic:
-            self.templates[(doc["device"], msg.topic.rsplit("/", 1)[1])] = doc
+            self.templates[(doc["device"], stream)] = doc
+            if stream == "metrics" and isinstance(doc.get("ts"), int):
+                self.copies[f"{doc['device']} {doc['ts']}"].append(list(coverage(doc)))
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -517,6 +535,7 @@ class Run:
         self.notes: list[str] = []
         self.t0 = 0.0
         self.gateway_down: list[tuple[float, float]] = []  # chaos gateway: (killed, restarted) Unix times
+        self.seen: dict[str, dict[str, Any]] = {}  # stack → what its Monitor saw (Run.SEEN)
 
     def start(self) -> None:
         for stack in self.stacks:
@@ -600,6 +619,7 @@ class Run:
                 stack.signal(f"sim{f.sensor}", signal.SIGSTOP)
         elif f.kind == "malformed_burst":
             msgs = malformed_burst(c.monitor, c.devices, self.rng)  # type: ignore[arg-type]
+            c.monitor.forged.update(payload for _, _, payload in msgs)  # type: ignore[union-attr]
             try:
                 sent = publish(c.broker.port, msgs)
             except OSError as exc:
@@ -663,6 +683,7 @@ class Run:
         self.notes.append(f"the bridges had not drained after {timeout_s:.0f} s")
 
     STATE = ("t0", "gateway_down", "injected_times", "notes", "code")
+    SEEN = ("phone", "today", "copies")  # per stack, from its Monitor (seen.json)
 
     def save_state(self) -> None:
         """What the comparison needs besides the logs and the points, for --reanalyze."""
@@ -672,6 +693,9 @@ class Run:
             "faults": [f.__dict__ for f in self.faults], "injected": dict(self.injected), "dead": self.dead,
             "lives": {s.name: {n: [life.__dict__ for life in ls] for n, ls in s.lives.items()} for s in self.stacks}}
         (self.workdir / "state.json").write_text(json.dumps(state, indent=1))
+        seen = {s.name: {k: getattr(s.monitor, k) for k in self.SEEN} for s in self.stacks if s.monitor}
+        (self.workdir / "seen.json").write_text(json.dumps(seen))
+        self.seen = seen
 
     def load_state(self) -> None:
         if not (self.workdir / "state.json").exists():  # a run from before state.json: rebuilt from result.json
@@ -686,6 +710,8 @@ class Run:
         for stack in self.stacks:
             lives = state["lives"][stack.name]
             stack.lives = defaultdict(list, {n: [Lifetime(**x) for x in ls] for n, ls in lives.items()})
+        seen = self.workdir / "seen.json"  # runs before it have none: the user's view is then not reported
+        self.seen = json.loads(seen.read_text()) if seen.exists() else {}
         points = json.loads((self.workdir / "points.json").read_text())
         for stack in self.stacks:
             stack.loaded = points["data"][stack.name]
@@ -892,6 +918,7 @@ class Compare:
 
     def table(self) -> list[Row]:
         data = {s.name: {m: s.points(m) for m in DURABLE} for s in self.run.stacks}
+        self.data = data
         if self.run.calm.loaded is None:
             (self.run.workdir / "points.json").write_text(json.dumps({"start": self.start, "data": data}))
         for stack in data.values():  # an episode is its end: a point with only its start (a crash cut it) is none
@@ -959,6 +986,99 @@ def render(run: Run, rows: list[Row], compare: Compare) -> str:
            for d in run.calm.devices}
     out.append("Sims started (first `streaming`), chaos minus calm: "
                + ", ".join(f"{d} {gap[d]:+.1f} s (events {compare.offset.get(d, 0):+.2f} s)" for d in gap) + ".")
+    return "\n".join(out)
+
+
+DAY_FIELDS = ("worn_s", "sitting_s", "standing_s", "walking_s", "lying_s", "slouch_s", "rotations_left",
+              "rotations_right")
+
+
+def truth_totals(path: Path) -> dict[str, float]:
+    """What the sim sent, by its ground truth: seconds per context and slouching (activity `slouch`)."""
+    out: Counter[str] = Counter()
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        header = f.readline().rstrip("\n").split(",")
+        i_sent, i_act, i_ctx, i_t = (header.index(k) for k in ("sent", "activity", "context", "t_s"))
+        last_t = None
+        for line in f:
+            cols = line.rstrip("\n").split(",")
+            t = float(cols[i_t])
+            dt = 0.0 if last_t is None else min(t - last_t, 0.1)
+            last_t = t
+            if cols[i_sent] != "1":
+                continue
+            out[f"{cols[i_ctx]}_s"] += dt
+            if cols[i_act] == "slouch":
+                out["slouch_s"] += dt
+    return dict(out)
+
+
+def user_view(run: Run, compare: Compare) -> str:
+    """What a user sees after the run: each minute once and the fullest copy of it that went over the broker, the
+    alerts a phone subscribed to `…/alerts` got (repeats, and alerts stored but never on the phone), and the day's
+    totals: InfluxDB's minutes summed, the alert service's last `today`, in both stacks, and the sims' ground truth."""
+    if not run.seen:
+        return "(no seen.json: the user's view was not recorded in this run)"
+    out = []
+    data = compare.data
+    for stack in run.stacks:
+        seen = run.seen.get(stack.name, {})
+        copies = seen.get("copies", {})
+        stored = data[stack.name][MEASUREMENT["metrics"]]
+        by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for p in stored:
+            by_key[f"{p['device_id']} {int(p['time'])}"].append(p)
+        fullest = less = not_seen = 0
+        notes = []
+        for key, ps in sorted(by_key.items()):
+            have = tuple(float(ps[0].get(f) or 0) for f in ("worn_s", "lost_samples"))
+            best = max((tuple(c) for c in copies.get(key, [])), default=None)
+            if best is None:
+                not_seen += 1
+            elif have >= best:
+                fullest += 1
+            else:
+                less += 1
+                notes.append(f"{key}: stored {have}, fullest copy {best}")
+        never = sorted(set(copies) - set(by_key))
+        multi = sum(1 for c in copies.values() if len(c) > 1)
+        out.append(f"- {stack.name}: {len(stored)} minutes stored; {fullest} the fullest copy sent, {less} a lesser one"
+                   f"{' (' + '; '.join(notes[:10]) + ')' if notes else ''}, {not_seen} with no copy seen on the broker; "
+                   f"{multi} minutes went over the broker more than once; {len(never)} sent and not stored"
+                   f"{' (' + ', '.join(never[:10]) + ')' if never else ''}.")
+        phone = seen.get("phone", [])
+        ids = Counter(a["id"] for a in phone)
+        logged = {p.get("alert_id") for p in data[stack.name][ALERT_MEASUREMENT]}
+        repeats = {i: n for i, n in ids.items() if n > 1}
+        missing = sorted(i for i in logged - set(ids) if i)
+        unlogged = sorted(set(ids) - logged)
+        out.append(f"  phone: {len(phone)} alerts received, {len(ids)} distinct ids, {sum(repeats.values()) - len(repeats)}"
+                   f" repeats{' (' + ', '.join(f'{i} x{n}' for i, n in sorted(repeats.items())) + ')' if repeats else ''}; "
+                   f"stored in InfluxDB but never on the phone: {len(missing)}{' (' + ', '.join(missing) + ')' if missing else ''}; "
+                   f"on the phone, not stored: {len(unlogged)}{' (' + ', '.join(unlogged) + ')' if unlogged else ''}.")
+    out.append("")
+    out.append("| device | | " + " | ".join(DAY_FIELDS) + " | alerts |")
+    out.append("|---|---|" + "---|" * (len(DAY_FIELDS) + 1))
+    for k, device in enumerate(run.calm.devices, 1):
+        for stack in run.stacks:
+            ms = [p for p in data[stack.name][MEASUREMENT["metrics"]] if p["device_id"] == device]
+            sums = [sum(float(p.get(f) or 0) for p in ms) for f in DAY_FIELDS]
+            n_alerts = sum(1 for p in data[stack.name][ALERT_MEASUREMENT] if p["device_id"] == device)
+            out.append(f"| {device} | {stack.name} InfluxDB | " + " | ".join(f"{v:.1f}" for v in sums) + f" | {n_alerts} |")
+            today = run.seen.get(stack.name, {}).get("today", {}).get(device)
+            if today:
+                vals = [60 * today.get("worn_min", 0), 60 * today.get("sitting_min", 0), None, None, None,
+                        60 * today.get("slouch_min", 0), today.get("rotations_left"), today.get("rotations_right")]
+                out.append(f"| {device} | {stack.name} `today` | " + " | ".join("" if v is None else f"{v:.1f}" for v in vals)
+                           + f" | {today.get('alerts_sent')} |")
+        truth = truth_totals(run.calm.dir / f"truth-{k}.csv")
+        if truth:
+            worn = sum(v for key, v in truth.items() if key in ("sitting_s", "standing_s", "walking_s", "lying_s"))
+            vals = [worn, *(truth.get(f) for f in DAY_FIELDS[1:6])]
+            out.append(f"| {device} | sim truth (sent) | " + " | ".join("" if v is None else f"{v:.1f}" for v in vals)
+                       + " | | | |")
     return "\n".join(out)
 
 
@@ -1040,6 +1160,8 @@ def report(run: Run, rows: list[Row], compare: Compare, command: str, write: boo
     details = [d for r in rows for d in r.details]
     print(text)
     print(faults)
+    print("What a user sees:")
+    print(user_view(run, compare))
     print("\n".join(details[:200]))
     for note in run.notes:
         print("note:", note)
