@@ -152,7 +152,9 @@ class Stack:
             f'[bridge]\nspool_path = "{w / "bridge.spool"}"\nflush_interval_s = 0.2\n\n'
             f'[gateway]\nspool_dir = "{w / "gateway-spool"}"\nadapter = "hci0"\n'
             f'sensors = [{", ".join(json.dumps(d) for d in self.devices)}]\n\n'
-            f'[alerts]\nstate_path = "{w / "alerts.db"}"\n')
+            f'[alerts]\nstate_path = "{w / "alerts.db"}"\nrules_path = "{w / "rules.toml"}"\n')
+        # No quiet hours: a run at night would decide alerts and send none (22:00-07:00 by default).
+        (w / "rules.toml").write_text('[limits]\nquiet_hours = ""\n')
         self.monitor = Monitor(self.name, self.broker.port)
 
     def start_services(self) -> None:
