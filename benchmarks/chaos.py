@@ -13,7 +13,9 @@ kill -9 of the gateway, the bridge, the alert service, Mosquitto and InfluxDB (e
 SIGSTOPped; the calm stack's twin is stopped at the same moment, so both lose the same sensor time).
 
 At the end the sims finish, the gateways stop with SIGTERM (flushing their last minute), the bridges drain,
-and the two InfluxDBs are compared per measurement, each device's data aligned on its own sim's start.
+and the two InfluxDBs are compared per measurement, each device's data aligned on its own sim's start. Then what a
+user sees: each minute stored with the fullest copy sent, the alerts a phone subscribed to `…/alerts` got (repeats,
+losses) and the day's totals (InfluxDB, the alert service's `today`, the sims' truth).
 docs/reliability.md says how to read the result; --write puts it there. Every process this script starts is
 stopped on exit (also on Ctrl-C), by its pid.
 """
@@ -1017,6 +1019,14 @@ def truth_totals(path: Path) -> dict[str, float]:
     return dict(out)
 
 
+def listed(items: list[str], sep: str = ", ", most: int = 10) -> str:
+    return f" ({sep.join(items[:most])})" if items else ""
+
+
+def cells(values: list[float | None]) -> str:
+    return " | ".join("" if v is None else f"{v:.1f}" for v in values)
+
+
 def user_view(run: Run, compare: Compare) -> str:
     """What a user sees after the run: each minute once and the fullest copy of it that went over the broker, the
     alerts a phone subscribed to `…/alerts` got (repeats, and alerts stored but never on the phone), and the day's
@@ -1035,7 +1045,7 @@ def user_view(run: Run, compare: Compare) -> str:
         fullest = less = not_seen = 0
         notes = []
         for key, ps in sorted(by_key.items()):
-            have = tuple(float(ps[0].get(f) or 0) for f in ("worn_s", "lost_samples"))
+            have = coverage(ps[0])
             best = max((tuple(c) for c in copies.get(key, [])), default=None)
             if best is None:
                 not_seen += 1
@@ -1046,20 +1056,20 @@ def user_view(run: Run, compare: Compare) -> str:
                 notes.append(f"{key}: stored {have}, fullest copy {best}")
         never = sorted(set(copies) - set(by_key))
         multi = sum(1 for c in copies.values() if len(c) > 1)
-        out.append(f"- {stack.name}: {len(stored)} minutes stored; {fullest} the fullest copy sent, {less} a lesser one"
-                   f"{' (' + '; '.join(notes[:10]) + ')' if notes else ''}, {not_seen} with no copy seen on the broker; "
-                   f"{multi} minutes went over the broker more than once; {len(never)} sent and not stored"
-                   f"{' (' + ', '.join(never[:10]) + ')' if never else ''}.")
+        out.append(f"- {stack.name}: {len(stored)} minutes stored; {fullest} the fullest copy sent, {less} a lesser "
+                   f"one{listed(notes, '; ')}, {not_seen} with no copy seen on the broker; {multi} minutes went over "
+                   f"the broker more than once; {len(never)} sent and not stored{listed(never)}.")
         phone = seen.get("phone", [])
         ids = Counter(a["id"] for a in phone)
         logged = {p.get("alert_id") for p in data[stack.name][ALERT_MEASUREMENT]}
         repeats = {i: n for i, n in ids.items() if n > 1}
         missing = sorted(i for i in logged - set(ids) if i)
         unlogged = sorted(set(ids) - logged)
-        out.append(f"  phone: {len(phone)} alerts received, {len(ids)} distinct ids, {sum(repeats.values()) - len(repeats)}"
-                   f" repeats{' (' + ', '.join(f'{i} x{n}' for i, n in sorted(repeats.items())) + ')' if repeats else ''}; "
-                   f"stored in InfluxDB but never on the phone: {len(missing)}{' (' + ', '.join(missing) + ')' if missing else ''}; "
-                   f"on the phone, not stored: {len(unlogged)}{' (' + ', '.join(unlogged) + ')' if unlogged else ''}.")
+        out.append(f"  phone: {len(phone)} alerts received, {len(ids)} distinct ids, "
+                   f"{sum(repeats.values()) - len(repeats)} repeats"
+                   f"{listed([f'{i} x{n}' for i, n in sorted(repeats.items())])}; stored in InfluxDB but never on "
+                   f"the phone: {len(missing)}{listed(missing)}; on the phone, not stored: {len(unlogged)}"
+                   f"{listed(unlogged)}.")
     out.append("")
     out.append("| device | | " + " | ".join(DAY_FIELDS) + " | alerts |")
     out.append("|---|---|" + "---|" * (len(DAY_FIELDS) + 1))
@@ -1068,19 +1078,17 @@ def user_view(run: Run, compare: Compare) -> str:
             ms = [p for p in data[stack.name][MEASUREMENT["metrics"]] if p["device_id"] == device]
             sums = [sum(float(p.get(f) or 0) for p in ms) for f in DAY_FIELDS]
             n_alerts = sum(1 for p in data[stack.name][ALERT_MEASUREMENT] if p["device_id"] == device)
-            out.append(f"| {device} | {stack.name} InfluxDB | " + " | ".join(f"{v:.1f}" for v in sums) + f" | {n_alerts} |")
+            out.append(f"| {device} | {stack.name} InfluxDB | {cells(sums)} | {n_alerts} |")
             today = run.seen.get(stack.name, {}).get("today", {}).get(device)
             if today:
                 vals = [60 * today.get("worn_min", 0), 60 * today.get("sitting_min", 0), None, None, None,
                         60 * today.get("slouch_min", 0), today.get("rotations_left"), today.get("rotations_right")]
-                out.append(f"| {device} | {stack.name} `today` | " + " | ".join("" if v is None else f"{v:.1f}" for v in vals)
-                           + f" | {today.get('alerts_sent')} |")
+                out.append(f"| {device} | {stack.name} `today` | {cells(vals)} | {today.get('alerts_sent')} |")
         truth = truth_totals(run.calm.dir / f"truth-{k}.csv")
         if truth:
             worn = sum(v for key, v in truth.items() if key in ("sitting_s", "standing_s", "walking_s", "lying_s"))
             vals = [worn, *(truth.get(f) for f in DAY_FIELDS[1:6])]
-            out.append(f"| {device} | sim truth (sent) | " + " | ".join("" if v is None else f"{v:.1f}" for v in vals)
-                       + " | | | |")
+            out.append(f"| {device} | sim truth (sent) | {cells(vals)} | | | |")
     return "\n".join(out)
 
 
