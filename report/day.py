@@ -225,11 +225,14 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     covered = {_minute_of(b.start_s, day_start_s) for b in live}
     trace_minutes = [m for m in minutes if _minute_of(m.start_s, day_start_s) not in covered]
     # A minute's totals cannot say when in it a walk was (the demo's walk was drawn 30 s after it ended): where the
-    # live stream said what the wearer did all through a minute, its buckets place the walks. Only all through: the
-    # live stream is best effort (QoS 0, not queued while the bridge restarts), and a minute with one bucket left of
-    # it lost the 40 s walk its totals held.
+    # live stream said what the wearer did all through a minute's worn time, its buckets place the walks. Only all
+    # through: the live stream is best effort (QoS 0, not queued while the bridge restarts), and a minute with one
+    # bucket left of it lost the 40 s walk its totals held. Its worn time, not 60 s: the demo's last minute, 29 s
+    # worn, drew its walk from its totals again.
     told_s = Counter(_minute_of(b.start_s, day_start_s) for b in live if b.activity is not None)
-    told = {m for m, n in told_s.items() if n * live_step_s >= MINUTE_S}
+    worn_s = {_minute_of(r["time_s"], day_start_s): MINUTE_S if r["worn_s"] is None else min(r["worn_s"], MINUTE_S)
+              for r in minute_rows}
+    told = {m for m, n in told_s.items() if n * live_step_s >= worn_s.get(m, MINUTE_S)}
     walks = [(b.start_s, b.start_s + live_step_s) for b in live if b.activity == WALKING]
     walks += walk_spans([r for r in minute_rows if _minute_of(r["time_s"], day_start_s) not in told])
     spans = [(max(s.start_s, day_start_s), s.start_s + s.duration_s) for s in slouches]

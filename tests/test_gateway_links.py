@@ -110,8 +110,11 @@ def test_a_sensor_that_connects_and_sends_nothing_is_offline_and_has_its_open_mi
     assert back_s - muted_s > 30, (muted_s, back_s)
     during = [(t - muted_s, kind, p) for t, kind, p in got if muted_s + 4 < t < back_s]
     minutes = [(t, p) for t, kind, p in during if kind == "metrics"]
-    assert len(minutes) == 1, f"the open minute sent while the sensor sent nothing: {minutes}"
-    assert minutes[0][0] < gateway.LINK_GONE_S + 5, minutes  # after the last data, not when it came back
+    # The open minute, and the one before it too where the mute began in the 6 s the pipeline holds an ended minute
+    # (a CI run muted the sensor 5.7 s into a clock minute): each once, after the last data, not when it came back.
+    starts = [p["minute_start_s"] for _, p in minutes]
+    assert starts and len(set(starts)) == len(starts) and max(starts) - min(starts) <= 60, minutes
+    assert all(t < gateway.LINK_GONE_S + 5 for t, _ in minutes), minutes
     statuses = [p["online"] for _, kind, p in during if kind == "status"]
     assert statuses and not any(statuses), statuses
     said = [r.getMessage() for r in caplog.records if "no data came" in r.getMessage()]

@@ -769,26 +769,27 @@ def test_a_walk_the_live_stream_does_not_cover_is_still_drawn():
 
 def test_where_the_live_stream_says_what_the_wearer_did_the_strip_draws_it_there(influx, tmp_path):
     """The demo's 20 s walk from 09:00:52 to 09:01:11: 8 s in one minute (under WALK_MIN_S: no walk by the minutes)
-    and 11 s in the next, drawn in that minute's middle, 09:01:24–09:01:36, after the wearer had sat down again; and
-    the standing either side of it was in no minute's majority, so not drawn at all. The live stream's states say
-    when: each 10 s bucket is drawn as most of its states were, over the minutes, and its walks are the walks."""
+    and 11 s in the next, the recording's last (29 s worn), drawn in that minute's middle, 09:01:24–09:01:36, after
+    the wearer had sat down again; and the standing either side of it was in no minute's majority, so not drawn at
+    all. The live stream's states say when: each 10 s bucket is drawn as most of its states were, over the minutes,
+    and its walks are the walks, in a minute it covered as long as the minute was worn."""
     day, t0 = a_recent_day()
     device = "Desk"
     write_line_protocol(influx, DB, [
         f"posture_minute,device_id={device} worn_s=60,sitting_s=44,standing_s=8,walking_s=8,lying_s=0,slouch_s=0 "
         f"{int(t0 * 1000)}",
-        f"posture_minute,device_id={device} worn_s=60,sitting_s=44,standing_s=5,walking_s=11,lying_s=0,slouch_s=0 "
+        f"posture_minute,device_id={device} worn_s=29,sitting_s=13,standing_s=5,walking_s=11,lying_s=0,slouch_s=0 "
         f"{int((t0 + 60) * 1000)}",
     ])
-    activity = ["sitting"] * 44 + ["standing"] * 8 + ["walking"] * 19 + ["standing"] * 5 + ["sitting"] * 44
+    activity = ["sitting"] * 44 + ["standing"] * 8 + ["walking"] * 19 + ["standing"] * 5 + ["sitting"] * 13
     write_live(influx, DB, "live", [f'posture_live,device_id={device} calibration="calibrated",activity="{a}",'
                                     f"flexion_deg=2,lateral_deg=0 {int((t0 + i) * 1000)}"
                                     for i, a in enumerate(activity)])
     settings = InfluxSettings(url=influx.url, database=DB, live_policy="live")
     report = cli.write_day_report(settings, device, day, tmp_path / "report.png", "UTC")
 
-    assert [b.activity for b in report.live] == ["sitting"] * 4 + ["standing", "walking", "walking", "standing"] + [
-        "sitting"] * 4
+    assert [b.activity for b in report.live] == ["sitting"] * 4 + ["standing", "walking", "walking", "standing",
+                                                                    "sitting"]
     assert report.walk_spans == [(t0 + 50, t0 + 70)]
     assert [m.activity for m in report.minutes] == ["sitting", "sitting"]
 
