@@ -165,6 +165,7 @@ class DayReport:
     live: list[LiveBucket]  # the fine trace, where the live stream was kept
     live_step_s: float  # a live bucket's length
     trace_minutes: list[Minute]  # the minutes whose means are drawn: those the live trace does not cover
+    strip_minutes: list[Minute]  # the minutes drawn as their main activity: those the live stream does not tell
     walk_spans: list[tuple[float, float]]  # (start_s, end_s) of the walks: where the live stream says, else walk_spans
     slouch_spans: list[tuple[float, float]]  # (start_s, end_s) shaded as slouching, merged, in time order
     slouches: list[Slouch]
@@ -239,7 +240,7 @@ def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,
     spans += [(b.start_s, b.start_s + live_step_s) for b in live if b.slouching]
     return DayReport(device, day, tz, day_start_s, day_end_s, data_start_s, max(data_end_s, data_start_s + MINUTE_S),
                      minutes, live, live_step_s, trace_minutes,
-                     merge_spans(walks),
+                     [m for m in minutes if _minute_of(m.start_s, day_start_s) not in told], merge_spans(walks),
                      merge_spans(spans), slouches, rotations, leans, calibrations, alerts,
                      day_totals(minute_rows, leans, sum(is_nudge(a.kind) for a in alerts)))
 

@@ -208,7 +208,7 @@ def _steps(report: DayReport) -> tuple[list[float], list[float], list[float]]:
 def _draw_activity(ax: Axes, report: DayReport) -> None:
     width = MINUTE_S / DAY_S
     for activity in ACTIVITIES:
-        blocks = [(_num(report, m.start_s), width) for m in report.minutes if m.activity == activity]
+        blocks = [(_num(report, m.start_s), width) for m in report.strip_minutes if m.activity == activity]
         if blocks:
             ax.broken_barh(blocks, (0.0, 1.0), facecolors=COLOR[activity], edgecolor="none")
     # The live stream's buckets over the minutes: it says when in a minute the wearer stood or sat.

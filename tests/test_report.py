@@ -767,6 +767,22 @@ def test_a_walk_the_live_stream_does_not_cover_is_still_drawn():
     assert report.walk_spans == [(t0 + 20, t0 + 40)]
 
 
+def test_a_minute_the_live_stream_tells_is_not_drawn_under_it_as_its_main_activity():
+    """The demo's last minute, 44 s worn: standing 12 s, walking 20 s, sitting 12 s, so walking by its totals, and the
+    live stream's buckets over its worn 44 s. The minute was still drawn a whole minute wide as walking under the
+    buckets: the strip showed a walk after the wearer had sat down, from 44 s to the minute's end."""
+    t0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC).timestamp()
+    live = [live_row(t0, standing=10), live_row(t0 + 10, standing=2, walking=8), live_row(t0 + 20, walking=10),
+            live_row(t0 + 30, walking=2, sitting=8), live_row(t0 + 40, sitting=4)]
+    report = build_day_report("Desk", date(2025, 6, 1), UTC, DayRows(
+        minutes=[minute(t0, worn_s=44.0, sitting_s=12.0, standing_s=12.0, walking_s=20.0)], live=live))
+    assert [m.activity for m in report.minutes] == ["walking"]  # its totals' main activity
+    assert report.strip_minutes == []  # told all through its worn time by the live stream
+    assert report.walk_spans == [(t0 + 10, t0 + 30)]
+    walks = drawn_blocks(report, draw.COLOR["walking"])
+    assert len(walks) == 1 and walks[0][1] < draw._num(report, t0 + 31), walks
+
+
 def test_where_the_live_stream_says_what_the_wearer_did_the_strip_draws_it_there(influx, tmp_path):
     """The demo's 20 s walk from 09:00:52 to 09:01:11: 8 s in one minute (under WALK_MIN_S: no walk by the minutes)
     and 11 s in the next, the recording's last (29 s worn), drawn in that minute's middle, 09:01:24–09:01:36, after
