@@ -1121,6 +1121,20 @@ def test_a_state_file_that_is_no_database_is_moved_aside_and_the_service_serves(
     assert stats["unreadable_files"] == 1
 
 
+def stop_after_three_minutes(service, log, phone, device: str) -> dict:
+    """Stopped once `today` shows the device's 3 sitting minutes (and a moment more, in which an alert decided from
+    them would have reached the phone): the service's stats."""
+    wait_for(lambda: phone.today(device).get("worn_min") == 3.0, 30, lambda: log.read_text()[-2000:])
+    time.sleep(0.5)
+    return stop(service, log)
+
+
+def assert_snoozed(phone, stats: dict, device: str) -> None:
+    """One snooze taken, and the alert its minutes were due held by it, not sent: as the wearer asked."""
+    assert phone.kinds() == [] and stats["alerts"] == {}, phone.alerts
+    assert stats["snoozes"] == 1 and phone.today(device)["alerts_held"] == 1, stats
+
+
 def test_a_snooze_waiting_for_its_device_holds_that_devices_first_minutes_too(tmp_path, broker):
     """A snooze published while the service was away, for a sensor not known yet, and then the sensor's first minutes
     (put on and worn while the service was still away): the snooze waits for the device, and its first minutes, which
@@ -1133,15 +1147,12 @@ def test_a_snooze_waiting_for_its_device_holds_that_devices_first_minutes_too(tm
     service = start_alerts(config, log)
     try:
         wait_online(broker.port, service, log)
-        wait_for(lambda: phone.today("Fresh").get("worn_min") == 3.0, 30, lambda: log.read_text()[-2000:])
-        time.sleep(0.5)  # an alert would have gone out before the day so far
-        stats = stop(service, log)
+        stats = stop_after_three_minutes(service, log, phone, "Fresh")
     finally:
         if service.poll() is None:
             service.kill()
         phone.close()
-    assert phone.kinds() == [] and stats["alerts"] == {}, phone.alerts  # snoozed: held, as the wearer asked
-    assert stats["snoozes"] == 1 and phone.today("Fresh")["alerts_held"] == 1, stats
+    assert_snoozed(phone, stats, "Fresh")
 
 
 @pytest.mark.parametrize("stopped_by", [signal.SIGKILL, signal.SIGTERM])
@@ -1163,15 +1174,13 @@ def test_a_snooze_waiting_for_its_device_outlives_a_crash_or_stop_of_the_service
         publish(broker.port, sitting_minutes(["Later"], 3))  # the sensor, put on meanwhile: a sitting nudge's due
         service = start_alerts(config, log)
         wait_online(broker.port, service, log)
-        wait_for(lambda: phone.today("Later").get("worn_min") == 3.0, 30, lambda: log.read_text()[-2000:])
-        time.sleep(0.5)  # an alert would have gone out before the day so far
-        stats = stop(service, log)
+        stats = stop_after_three_minutes(service, log, phone, "Later")
     finally:
         if service.poll() is None:
             service.kill()
         phone.close()
-    assert phone.kinds() == [] and stats["alerts"] == {}, phone.alerts  # snoozed, as the wearer asked
-    assert stats["snoozes"] == 1 and not stats["malformed"] and phone.today("Later")["alerts_held"] == 1, stats
+    assert_snoozed(phone, stats, "Later")
+    assert not stats["malformed"], stats
 
 
 def test_alerts_the_broker_acknowledged_leave_the_file_at_once_so_a_kill_9_then_sends_none_twice(tmp_path, broker):
