@@ -73,8 +73,8 @@ class StreamDecoder:
         self._counted = CountedTimeline()
         self._arrivals = ArrivalTimeline(self.rate_hz)
         self._waiting: deque[tuple[DecodedPacket, float]] = deque()  # decoded, not yet placed (arrival-timed)
-        # Placed but not yet mapped to host time: with a sensor clock, a connection's first second, until the clock
-        # map has seen a whole window (the first packets of a link often come late, and would set the map late).
+        # Placed but not yet mapped to host time: with a sensor clock, a connection's first seconds, until the clock
+        # map has settled (the first packets of a link often come late, or as a backlog, and would set the map late).
         # Not for a synthesised clock: a loss taken back in that second would move the map under packets placed
         # before it (the samples before a stall came out early by the stall).
         self._unmapped: list[tuple[DecodedPacket, Placement]] = []
@@ -86,7 +86,7 @@ class StreamDecoder:
     def restart(self) -> list[ImuBatch]:
         """A new connection: sensor clocks and counters may have moved on; keep the totals. Returns
         the samples still held back (arrival-timed profiles place a packet once more have followed, and with a
-        sensor clock a connection's first second waits for the clock map)."""
+        sensor clock a connection's first seconds wait for the clock map)."""
         held = self.flush()
         self._start()
         self._clock.reset()
@@ -191,10 +191,11 @@ class StreamDecoder:
             # Samples counted lost were late after all (or fewer were lost than counted): the synthesised clock,
             # which cannot step back, is ahead by them.
             self._clock.shift(-placed.lost_samples / self.rate_hz)
-        # As the map itself does once settled, and for a synthesised clock in its first second too (a sensor clock's
-        # placement has no late_s: its map is protected once settled only).
-        if placed.late_s < ClockMap.LATE_S:
-            self._clock.update(float(placed.t_sensor_s[-1]), host_s)
+        # A late packet (a backlog's: late_s after the floor of its neighbours) is learnt as arriving when a prompt
+        # one would have. Left out, a connection that began with a backlog had nothing to learn from until it had
+        # drained, and its samples took the last connection's map: 2 minutes into the past, behind samples already
+        # handed out. (A sensor clock's placement has no late_s: its map drops a backlog's windows itself.)
+        self._clock.update(float(placed.t_sensor_s[-1]), host_s - placed.late_s)
         self._unmapped.append((packet, placed))
         return self._mapped() if self._clock.settled or not self.profile.has_sensor_clock else []
 

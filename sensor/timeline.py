@@ -14,6 +14,7 @@ import numpy as np
 SEQ_MODULO = 1 << 16
 CLOCK_MODULO_US = 1 << 32
 MAX_DRIFT = 500e-6  # sensor crystals drift tens of ppm (±100 ppm at worst over temperature)
+MAX_HOLD_S = 120.0  # the longest a backlog is held back to be placed where it was taken (then it is placed late)
 _Times = TypeVar("_Times", float, np.ndarray)
 
 
@@ -82,7 +83,7 @@ class ArrivalTimeline:
 
     FALL_S = 0.025
 
-    def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02, max_hold_s: float = 120.0):
+    def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02, max_hold_s: float = MAX_HOLD_S):
         self.rate_hz = rate_hz
         self.window = window
         self.drift_gain = drift_gain
@@ -173,6 +174,13 @@ class ClockMap:
     time instead of jumping, so host times always increase; a move later is slewed too, up to JUMP_S.
     Arrivals are best timed on a clock that is never set: `host_offset_s` then carries how far the host
     clock was set since (by NTP), and the map follows it the same way.
+
+    A connection's map settles on two windows, the second's minimum not below the first's by FALL_S: a sensor that kept its samples while
+    out of reach (or a host that stalled as the link came back) delivers them faster than it samples, so the lag
+    falls by a fraction of a second every window until the backlog is drained. Settled on the backlog's first window,
+    the map put samples up to the stall into the future and slewed back at SLEW for minutes, each of those host
+    minutes holding 63 s of samples. The falling windows are dropped, not learnt; after MAX_HOLD_S the map
+    settles on what it has (a sensor clock running fast by percents, not a backlog).
     """
 
     SLEW = 0.05  # up to 50 ms of correction per second: a backwards step of 0.2 s is gone in 4 s
@@ -184,6 +192,7 @@ class ClockMap:
     # it tells when the host got round to it, not the link's latency. Learnt, a stall of 90 s a minute into a
     # connection made most of the history and put the samples after it up to 28 s into the future, for minutes.
     LATE_S = 1.0
+    FALL_S = 0.025  # minima of one window to the next differ by milliseconds on a link; a 1.2× drain by 170 ms
 
     def __init__(self, window_s: float = 1.0, history: int = 300):
         self.window_s = window_s
@@ -196,6 +205,8 @@ class ClockMap:
         self._minima = np.empty((0, 2))
         self._window_start_s: float | None = None
         self._window_min: tuple[float, float] | None = None
+        self._settled = False
+        self._connection_start_s = 0.0  # sensor time of this connection's first packet
         self._fit = (0.0, 0.0, 0.0)  # slope, intercept, reference sensor time
         self._last: tuple[float, float] | None = None  # (sensor, host) time of the last sample mapped
         # (steady, host) time of the last sample mapped before a reset(): a new connection's host times go on from
@@ -207,7 +218,7 @@ class ClockMap:
         lag = host_s - sensor_s
         if self._window_start_s is None or sensor_s < self._window_start_s:
             self.reset()
-            self._window_start_s = sensor_s
+            self._window_start_s = self._connection_start_s = sensor_s
         elif self.settled and host_s - self._steady(sensor_s) > self.LATE_S:
             return
         if self._window_min is None or lag < self._window_min[1]:
@@ -217,12 +228,20 @@ class ClockMap:
         if sensor_s - self._window_start_s >= self.window_s:
             self._minima = np.concatenate((self._minima, [self._window_min]))[-self.history:]
             self._window_start_s, self._window_min = sensor_s, None
+            if not self._settled:
+                self._settle(sensor_s)
             self._refit()
+
+    def _settle(self, sensor_s: float) -> None:
+        """Settled on two windows that agree; the windows of a backlog still draining are dropped."""
+        if len(self._minima) >= 2 and self._minima[-2, 1] - self._minima[-1, 1] > self.FALL_S:
+            self._minima = self._minima[-1:]
+        self._settled = len(self._minima) >= 2 or sensor_s - self._connection_start_s >= MAX_HOLD_S
 
     @property
     def settled(self) -> bool:
-        """Whether a whole window has been seen (before that the map rests on the first few packets)."""
-        return len(self._minima) > 0
+        """Whether the map rests on this connection's link latency (before that, on its first packets)."""
+        return self._settled
 
     def shift(self, sensor_ahead_s: float) -> None:
         """The sensor clock was moved ahead by this much (a synthesised clock re-anchored): every lag seen so far
@@ -256,6 +275,7 @@ class ClockMap:
             self._carried = (float(self._steady(self._last[0])), self._last[1])
         self._minima = self._minima[:0]
         self._window_start_s = self._window_min = None
+        self._settled = False
         self._last = None
 
     def _steady(self, sensor_s: _Times) -> _Times:

@@ -243,6 +243,48 @@ def test_late_first_packets_do_not_set_the_host_times_of_a_connection():
     assert np.abs(mapped_s - np.concatenate(t_s) - 0.003).max() < 0.003
 
 
+@pytest.mark.parametrize("profile", ["native", "witmotion", "thingy52"])
+@pytest.mark.parametrize(("stall_s", "speed", "reconnect"), [(15.0, 3.0, True), (9.0, 1.5, True), (60.0, 10.0, True),
+                                                             (15.0, 3.0, False), (0.0, 1.0, True)])
+def test_a_new_connection_that_begins_with_a_backlog_is_placed_where_it_was_taken(profile, stall_s, speed, reconnect):
+    # The link drops, the sensor keeps its samples (or the host stalls as the link comes back) and the new connection
+    # delivers them faster than the sensor samples. A sensor clock's map learnt the backlog's lag and slewed back at
+    # 5 %: samples up to the stall into the future, and ~60/0.95 = 63.2 s of samples in each of 4-5 host minutes (seen
+    # in a whole-chain run). An arrival-timed profile's map, with nothing prompt to learn from until the backlog had
+    # drained, kept the last connection's: samples 2 minutes in the past, behind those handed out.
+    from firmware_sim.profiles import StreamSettings, get_profile
+    from sensor.profiles import PROFILES
+    from sensor.stream import StreamDecoder
+
+    rng = np.random.default_rng(18)
+    wire, settings = get_profile(profile), StreamSettings(rate_hz=RATE_HZ)
+    n = wire.samples_per_packet(settings)
+    decoder = StreamDecoder("dev", PROFILES[profile], RATE_HZ)
+    t0_s, stall_at_s = 1_700_000_000.0, 120.0
+    packets_t = [(k * n + np.arange(n)) / RATE_HZ for k in range(int(420 * RATE_HZ / n))]
+    newest = np.array([t[-1] for t in packets_t])
+    arrival = t0_s + newest + 0.003 + rng.exponential(0.001, len(newest))
+    behind = np.flatnonzero(newest >= stall_at_s)
+    due = t0_s + stall_at_s + stall_s + np.arange(len(behind)) * n / (speed * RATE_HZ)
+    arrival[behind] = np.maximum(arrival[behind], due)
+    arrival = np.maximum.accumulate(arrival)
+    mapped = []
+    for k, t in enumerate(packets_t):
+        if reconnect and k == behind[0]:
+            mapped += [b.t_s for b in decoder.restart()]
+        packet = wire.encode(k, (7_000_000 + t * 1e6).astype(np.int64), rng.normal(0, 0.01, (n, 3)),
+                             rng.normal(0, 1, (n, 3)), np.zeros((n, 3)), settings)
+        if (batch := decoder.feed(packet, arrival[k])) is not None:
+            mapped.append(batch.t_s)
+    mapped_s = np.concatenate(mapped + [b.t_s for b in decoder.flush()])
+    t = np.concatenate(packets_t)
+    assert len(mapped_s) == len(t) and decoder.stats.lost_samples == 0 and (np.diff(mapped_s) > 0).all()
+    assert (mapped_s <= np.repeat(arrival, n) + 0.002).all(), "no sample is placed after it arrived"
+    assert np.abs(mapped_s - (t0_s + t) - 0.003)[t > 2.0].max() < 0.003
+    seconds_per_minute = np.bincount(np.floor((mapped_s - t0_s) / 60).astype(np.int64)) / RATE_HZ
+    assert seconds_per_minute.max() <= 60.0
+
+
 @pytest.mark.parametrize("profile", ["native", "witmotion"])
 @pytest.mark.parametrize("step_s", [40.0, 0.5, -2.0])
 @pytest.mark.parametrize("reconnect", [False, True])
