@@ -17,7 +17,9 @@ import matplotlib.dates as mdates
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Patch
+from matplotlib.textpath import text_to_path
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator
 
 from pipeline.activity import ACTIVITIES, WALKING
@@ -33,6 +35,11 @@ DAY_S = 86400.0  # matplotlib's date numbers count days
 # A walk's narrowest in the activity strip, of the time axis: about 5 pixels of the figure at DPI. A minute of a day
 # is under one, and a short walk was lost in the sitting around it.
 WALK_MIN_WIDTH = 0.004
+TITLE_FONT = FontProperties(size=13, weight="bold")
+# A title line at most 94 % of the figure's width (72 points an inch): constrained layout keeps a margin at each
+# edge, and the Agg renderer's hinting draws text a little wider than the font's outlines measure.
+TITLE_WIDTH_PT = FIGURE_SIZE_IN[0] * 72.0 * 0.94
+SEPARATOR = " · "  # between the header's parts; a title too wide for one line is broken after one
 
 # A day with only the live stream or events: its totals would read "worn 0.0 min", as if it had not been worn.
 NO_MINUTES = "no per-minute totals that day"
@@ -52,7 +59,7 @@ def figure(report: DayReport) -> Figure:
     fig = Figure(figsize=FIGURE_SIZE_IN, layout="constrained")
     # Text from the data (the device, alert kinds) is drawn as written: matplotlib reads $…$ as math, and
     # refuses what it cannot parse.
-    fig.suptitle(header_line(report), fontsize=13, fontweight="bold", parse_math=False)
+    fig.suptitle(wrapped(header_parts(report), TITLE_WIDTH_PT), fontproperties=TITLE_FONT, parse_math=False)
     # 2 × 1 subfigures come as an array; matplotlib's stub allows a single SubFigure here as well.
     top, bottom = cast(np.ndarray, fig.subfigures(2, 1, height_ratios=[1.55, 1.0]))
     ax_angles, ax_activity = top.subplots(2, 1, sharex=True, height_ratios=[4.0, 0.8])
@@ -66,12 +73,36 @@ def figure(report: DayReport) -> Figure:
 
 
 def header_line(report: DayReport) -> str:
+    return SEPARATOR.join(header_parts(report))
+
+
+def header_parts(report: DayReport) -> list[str]:
     t = report.totals
-    totals = f"worn {format_duration(t.worn_s)} · slouch {format_duration(t.slouch_s)}"
+    slouch = f"slouch {format_duration(t.slouch_s)}"
     if t.slouch_pct_of_worn is not None:
-        totals += f" ({t.slouch_pct_of_worn:.0f} % of worn time)"
-    return (f"{report.device} · {report.day.isoformat()} ({zone_name(report)}) · "
-            f"{totals if report.minutes else NO_MINUTES} · {report.alerts_said()}")
+        slouch += f" ({t.slouch_pct_of_worn:.0f} % of worn time)"
+    totals = [f"worn {format_duration(t.worn_s)}", slouch] if report.minutes else [NO_MINUTES]
+    return [report.device, f"{report.day.isoformat()} ({zone_name(report)})", *totals, report.alerts_said()]
+
+
+def wrapped(parts: list[str], width_pt: float, font: FontProperties = TITLE_FONT) -> str:
+    """The parts joined by SEPARATOR, a line (at most width_pt wide in `font`) filled with as many as fit before the
+    next begins; a part too wide for a line of its own is broken at its spaces. In one line, a long zone name or
+    device pushed the figure's title past both edges ("ostureDemo … recovere")."""
+    def fits(line: str) -> bool:
+        return text_to_path.get_text_width_height_descent(line, font, ismath=False)[0] <= width_pt
+
+    lines: list[str] = []
+    for part in parts:
+        if lines and fits(joined := lines[-1] + SEPARATOR + part):
+            lines[-1] = joined
+            continue
+        lines.append("")
+        for word in part.split(" "):
+            if lines[-1] and not fits(lines[-1] + " " + word):
+                lines.append("")
+            lines[-1] += (" " if lines[-1] else "") + word
+    return "\n".join(lines)
 
 
 def format_duration(seconds: float) -> str:

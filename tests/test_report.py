@@ -251,6 +251,35 @@ def test_a_day_without_minutes_says_it_has_no_totals():
     assert "no per-minute totals that day" in page and "worn" not in page
 
 
+@pytest.mark.parametrize("device, zone", [("PostureDemo", "America/Argentina/ComodRivadavia"),
+                                           ("PostureDemo-living-room-sensor-0042", "Pacific/Honolulu"),
+                                           ("D" * 64, "America/Argentina/ComodRivadavia")])  # the longest id
+def test_the_title_fits_in_the_figure(device, zone):
+    """The title was one line: with a long zone name or device it ran past both edges of the figure and was cut
+    ("ostureDemo … recovere"). It is broken into lines between its parts, each within the figure, above the panels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    tz = ZoneInfo(zone)
+    t0 = datetime(2025, 6, 1, 9, 0, tzinfo=tz).timestamp()
+    rows = DayRows(minutes=[minute(t0 + 60 * k, slouch_s=30.0) for k in range(60)],
+                   alerts=[{"time_s": t0 + 120, "kind": "slouch", "text": "Sit up"},
+                           {"time_s": t0 + 180, "kind": "recovered", "text": "Well done"},
+                           {"time_s": t0 + 1800, "kind": "summary", "text": "Your day"}])
+    report = build_day_report(device, date(2025, 6, 1), tz, rows)
+    fig = draw.figure(report)
+    fig.set_dpi(draw.DPI)  # as png_bytes saves it
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # constrained layout places the title and the panels here
+    (title,) = [t for t in fig.findobj(Text) if t.get_text() == fig.get_suptitle()]
+    extent = title.get_window_extent(canvas.get_renderer())
+    assert 0 <= extent.x0 and extent.x1 <= fig.bbox.width, (extent, fig.bbox.width)
+    assert extent.y1 <= fig.bbox.height
+    angles = fig.subfigs[0].axes[0]  # the top panel, its own title and legend included
+    assert extent.y0 >= angles.get_tightbbox(canvas.get_renderer()).y1
+    assert title.get_text().replace("\n", draw.SEPARATOR) == draw.header_line(report)  # all of it, in order
+
+
 def test_text_from_the_data_is_drawn_as_written():
     """matplotlib read an alert kind in $…$ as math: "$\\frac{$" stopped the report (ValueError), "$x^2$" drew x²."""
     t0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC).timestamp()
