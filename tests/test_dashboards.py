@@ -529,6 +529,71 @@ def test_live_queries_read_seconds_from_the_live_policy(influx):
     assert row[4] == since_s * 1000  # slouching since, in ms for Grafana's dateTimeFromNow
 
 
+def now_row(server, start_ms: int, end_ms: int, device: str) -> dict:
+    """The Live dashboard's Now table for one device over [start_ms, end_ms]: its one row, by column."""
+    (query,) = [q for name, title, ref, q in panel_queries() if (name, title, ref) == ("live.json", "Now", "A")]
+    (series,) = server.query(substitute_macros(query, start_ms, end_ms, device), DB)["results"][0]["series"]
+    (row,) = series["values"]
+    return dict(zip(series["columns"], row))
+
+
+def test_now_shows_no_angle_while_the_wearer_lies(influx):
+    """The Now table showed the newest state's flexion whatever the wearer did: about −89° beside "lying", a nap read
+    as the worst slouch (the trace and the report draw no angle while lying). Now it has none for a lying state, and
+    the one measured for any other; a message's earlier states (angles only) do not stand in for its state."""
+    validate = load_validators()["live"]
+    end_ms = (int(time.time()) - 120) * 1000
+    t0_ms = end_ms - 60_000
+
+    flexion_deg = {"sitting": 15.0, "lying": -89.0}  # lying supine, as measured
+
+    def states(device: str, activities: list[str | None]) -> list[str]:
+        """A state a second from t0 (None: not calibrated yet), a measured one with an earlier state 0.5 s before."""
+        lines = []
+        for k, activity in enumerate(activities):
+            ts = t0_ms + 1000 * k
+            angle = flexion_deg.get(activity or "")
+            doc = {"schema": 1, "kind": "live", "device": device, "ts": ts, "t_s": ts / 1000,
+                   "calibration": "calibrated" if activity else "uncalibrated", "flexion_deg": angle,
+                   "lateral_deg": None if angle is None else 1.0, "rotation_deg": None if angle is None else 2.0,
+                   "activity": activity, "slouching_since_s": None, "leaning_since_s": None, "lean_side": None,
+                   "sitting_since_s": t0_ms / 1000 if activity == "sitting" else None}
+            if angle is not None:
+                doc["earlier"] = [[-500, angle + 0.5, 1.0, 2.0]]
+            validate(doc)
+            lines += to_line_protocol(doc, "live")
+        return lines
+
+    write_live(influx, DB, states("Napper", ["sitting"] * 5 + ["lying"] * 5)  # sat, then lay down
+               + states("Riser", ["lying"] * 5 + ["sitting"] * 5)  # lay, then sat up
+               + states("Doffed", ["sitting"] * 5 + ["not_worn"] * 5)
+               + states("Fresh", [None] * 3))
+
+    def now(device: str, until_ms: int = end_ms) -> dict:
+        return now_row(influx, t0_ms, until_ms, device)
+
+    lying = now("Napper")
+    assert (lying["time"], lying["activity"], lying["flexion"]) == (t0_ms + 9000, "lying", None)
+    assert lying["calibration"] == "calibrated" and lying["sitting_since"] is None
+    sitting = now("Napper", t0_ms + 4000)  # before lying down: its angle
+    assert (sitting["time"], sitting["activity"], sitting["flexion"]) == (t0_ms + 4000, "sitting", 15.0)
+    assert sitting["sitting_since"] == t0_ms
+    risen = now("Riser")
+    assert (risen["time"], risen["activity"], risen["flexion"]) == (t0_ms + 9000, "sitting", 15.0)
+    getting_up = now("Riser", t0_ms + 4600)  # the sitting state's earlier state (0.5 s before it) is newer: angles only
+    assert (getting_up["time"], getting_up["activity"], getting_up["flexion"]) == (t0_ms + 4000, "lying", None)
+    doffed = now("Doffed")
+    assert (doffed["time"], doffed["activity"], doffed["flexion"]) == (t0_ms + 9000, "not_worn", None)
+    fresh = now("Fresh")  # never measured: still listed, as not calibrated
+    assert (fresh["time"], fresh["activity"], fresh["calibration"], fresh["flexion"]) == (
+        t0_ms + 2000, None, "uncalibrated", None)
+    # Grafana shows the missing angle as a dash, not an empty cell.
+    (panel,) = [p for p in load_dashboard("live.json")["panels"] if p["title"] == "Now"]
+    (flexion,) = [o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == "flexion"]
+    assert {"id": "mappings", "value": [{"type": "special", "options": {
+        "match": "null", "result": {"text": "—", "index": 0}}}]} in flexion["properties"]
+
+
 def test_substitute_macros():
     query = ('SELECT mean("x") AS "x" FROM "m" WHERE "device_id" =~ /^$device$/ AND $timeFilter '
              'GROUP BY time($__interval) LIMIT $__interval_ms')
@@ -872,6 +937,16 @@ def test_live_angles_are_none_while_lying_and_keep_the_earlier_states(tmp_path, 
                               (ROOT / "docs" / "influx.md").read_text(), re.M)
     (series,) = influx.query(statement, DB)["results"][0]["series"]
     assert {t / 1000: v for t, v in series["values"] if v is not None} == pytest.approx(drawn)
+
+    # The Now table while the wearer lay (its range ending at the last lying state) has no angle; sitting up again at
+    # the end, the one measured.
+    states = [doc for stream, doc in messages if stream == "live"]
+    last_lying_ms = max(doc["ts"] for doc in states if doc["activity"] == "lying")
+    row = now_row(influx, start_ms, last_lying_ms, device)
+    assert (row["time"], row["activity"], row["flexion"]) == (last_lying_ms, "lying", None)
+    row = now_row(influx, start_ms, end_ms, device)
+    assert (row["time"], row["activity"]) == (states[-1]["ts"], "sitting")
+    assert row["flexion"] == pytest.approx(states[-1]["flexion_deg"])
 
 
 def test_daily_symmetry_per_hour_is_the_pipelines_and_none_without_rotation(influx):
