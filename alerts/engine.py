@@ -27,7 +27,7 @@ from alerts.catalog import Catalog
 from alerts.compose import alert_id, alert_payload, summary_payload
 from alerts.policy import held_reason, local
 from alerts.settings import Rules
-from alerts.state import STARTS_KEPT, DeviceState
+from alerts.state import SNOOZES_KEPT, STARTS_KEPT, DeviceState
 from contract.messages import alert_day, is_nudge
 from pipeline.summary import DayTotals, day_totals
 from pipeline.worn import NOT_WORN
@@ -338,8 +338,18 @@ class AlertEngine:
             state.live_current = abs(live["ts"] / 1000 - t_s) <= LIVE_FRESH_S
         return state.slouch_now_open and state.live_current
 
-    def snooze(self, device: str, minutes: float, now_s: float) -> None:
-        self._state(device).snooze_until_s = now_s + minutes * 60 if minutes > 0 else None
+    def snooze(self, device: str, minutes: float, from_s: float, snooze_id: str | None = None) -> None:
+        """Snoozed for `minutes` from from_s (wall clock); 0 ends a snooze. snooze_id: the command's identity
+        (took_snooze knows it from then on)."""
+        state = self._state(device)
+        state.snooze_until_s = from_s + minutes * 60 if minutes > 0 else None
+        if snooze_id is not None:
+            state.remember("snoozes_taken", snooze_id, SNOOZES_KEPT)
+
+    def took_snooze(self, device: str, snooze_id: str) -> bool:
+        """The snooze of this identity was taken already (one of the device's latest SNOOZES_KEPT)."""
+        state = self.devices.get(device)
+        return state is not None and snooze_id in state.snoozes_taken
 
     def tick(self, now_s: float, listening_since_s: float = float("-inf")) -> list[dict[str, Any]]:
         """Daily summaries that are due (habit.summary_time). listening_since_s: since when the service could receive

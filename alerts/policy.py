@@ -2,7 +2,8 @@
 
 Pure: times come in as arguments. Data time (the finding's) decides quiet hours and the day a
 nudge counts against the cap (contract alert_day, as `alerts_sent` and the day report count it); wall-clock
-time decides snoozes (the wearer snoozes "from now") and staleness (a backlog delivered after an outage is
+time decides snoozes (the wearer snoozes "from now": from when the phone sent it, else from when it arrived) and
+staleness (a backlog delivered after an outage is
 history, not a nudge).
 """
 

@@ -7,7 +7,8 @@
   (QoS 0, not queued while away: what is going on *now*, about once a second per device) for the
   real-time slouch nudge; a live state that changed nothing is not written. A payload whose
   device is not its topic's is refused as malformed (contract/identity.py), as is a snooze for a device not known
-  after SNOOZE_WAIT_S (it would snooze nothing: said naming the device it resembles).
+  after SNOOZE_WAIT_S (it would snooze nothing: said naming the device it resembles). A snooze the broker delivers
+  again (its acknowledgement lost in a reconnect) is known by its identity (snooze_id) and taken once.
 - What it decides to send goes into the same SQLite file, in the same transaction as the state
   (service_io/spool.py): a restart never sends an alert twice, and an alert decided just before a
   crash still goes out (unless its expiry passed). Sending is the gateway's mechanism
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 
@@ -88,9 +89,10 @@ UNKNOWN_SAID_MAX = 100
 # A snooze for a device not known waits this long (wall clock) for it to become known before it is refused: at a
 # reconnect the broker delivers what it queued for our session (a snooze published while we were away) at once, and a
 # sensor's retained status, which makes it known, only after our SUBSCRIBE on that connection (Mosquitto 2.0: the
-# snooze first, its device's retained status a few ms later). Taken then, from when it arrived.
+# snooze first, its device's retained status a few ms later). Taken then, from when it was sent, else arrived.
 SNOOZE_WAIT_S = 5.0
-# The snoozes waiting are saved under this meta key (JSON: [device, topic, minutes, arrived_s] each), in the transaction
+# The snoozes waiting are saved under this meta key (JSON: [device, topic, minutes, arrived_s, from_s, snooze_id] each;
+# a file of before from_s and snooze_id holds the first four), in the transaction
 # of the step that received them and before they are acknowledged: kept in memory alone, a kill -9 within the wait lost
 # one (the broker had it as delivered) and a clean stop refused it, and the sensor's first minutes were then nudged.
 WAITING_KEY = "snoozes_waiting"
@@ -115,6 +117,7 @@ class AlertStats:
     state_writes: int = 0  # transactions of state (and alerts) written: a live state that changes nothing adds none
     alerts: Counter[str] = field(default_factory=Counter)  # kind → decided and queued for sending
     snoozes: int = 0
+    snooze_copies: int = 0  # snoozes the broker delivered again after a reconnect, taken already: not taken twice
     malformed: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # bugs met, by where: "message", "summary"
     elsewhere: int = 0  # messages of devices of other partitions, acknowledged unread (alerts.partitions > 1)
@@ -174,9 +177,24 @@ def ascii_folded(name: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", name) if c.isascii())
 
 
-def parse_snooze(body: bytes | bytearray) -> float:
-    """Minutes to snooze: `30` or `{"minutes": 30}`; 0 ends a snooze. At most the contract's MAX_PAYLOAD_BYTES, as any
-    payload: a 100 MB one (any account that may snooze can send it) was decoded, copied and parsed whole."""
+class SnoozeCommand(NamedTuple):
+    minutes: float  # 0 ends a snooze
+    sent_s: float | None  # Unix time the phone sent it, by the phone's clock; None: the payload does not say
+
+
+class WaitingSnooze(NamedTuple):
+    """A snooze waiting (SNOOZE_WAIT_S) for its device to become known."""
+    topic: str
+    minutes: float
+    arrived_s: float  # wall clock: it waits from then
+    from_s: float  # wall clock: what it snoozes from (snooze_from_s)
+    snooze_id: str  # "" for one saved by a run that did not record it: known by no copy
+
+
+def parse_snooze(body: bytes | bytearray) -> SnoozeCommand:
+    """Minutes to snooze: `30`, `{"minutes": 30}` or `{"minutes": 30, "sent_s": 1796536800.5}` (when the phone sent
+    it); 0 ends a snooze. At most the contract's MAX_PAYLOAD_BYTES, as any payload: a 100 MB one (any account that may
+    snooze can send it) was decoded, copied and parsed whole."""
     if len(body) > MAX_PAYLOAD_BYTES:
         raise Malformed(f"snooze: too large: {len(body)} bytes, more than the {MAX_PAYLOAD_BYTES} a payload may have")
     text = body.decode("utf-8", "replace").strip()
@@ -186,9 +204,36 @@ def parse_snooze(body: bytes | bytearray) -> float:
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes <= MAX_SNOOZE_MIN:
             raise ValueError
     except (ValueError, KeyError, TypeError, RecursionError):
-        raise Malformed(f"snooze: expected minutes 0–{MAX_SNOOZE_MIN} or {{\"minutes\": n}}, "
-                        f"got {text[:40]!r}") from None
-    return float(minutes)
+        raise Malformed(f"snooze: expected minutes 0–{MAX_SNOOZE_MIN}, {{\"minutes\": n}} or "
+                        f"{{\"minutes\": n, \"sent_s\": unix time}}, got {text[:40]!r}") from None
+    sent_s = value.get("sent_s") if isinstance(value, dict) else None
+    if sent_s is not None and (isinstance(sent_s, bool) or not isinstance(sent_s, (int, float))
+                               or not PLAUSIBLE_FROM_S <= sent_s < float("inf")):
+        raise Malformed(f"snooze: sent_s {str(sent_s)[:40]} is no plausible Unix time in seconds (the phone's clock "
+                        "unset, or milliseconds?)")
+    return SnoozeCommand(float(minutes), None if sent_s is None else float(sent_s))
+
+
+def snooze_from_s(command: SnoozeCommand, now_s: float) -> float:
+    """What a snooze arriving at now_s snoozes from: when the wearer sent it, so that one delivered late (queued while
+    the service was away, or delivered again) ends when the wearer meant; else now. Malformed if it was sent ahead of
+    this clock by more than clocks disagree (it would snooze longer than asked); never later than now, so a phone
+    clock a little ahead does not either."""
+    if command.sent_s is None:
+        return now_s
+    if command.sent_s > now_s + AHEAD_SLACK_S:
+        raise Malformed(f"snooze: sent_s {command.sent_s:.0f} is {command.sent_s - now_s:.0f} s ahead of this "
+                        "machine's clock (the phone's clock or this one is wrong)")
+    return min(command.sent_s, now_s)
+
+
+def snooze_id(command: SnoozeCommand, mid: int) -> str:
+    """What tells a snooze the broker delivers again from another of the wearer's: its minutes and when it was sent if
+    it says (a copy by any path is the same), else its minutes and MQTT packet id (a copy the broker delivers again
+    keeps its packet id; a second press of the wearer's gets a new one)."""
+    if command.sent_s is not None:
+        return f"{command.minutes:g} min sent {command.sent_s!r}"
+    return f"{command.minutes:g} min packet {mid}"
 
 
 class AlertService:
@@ -256,11 +301,11 @@ class AlertService:
         self._elsewhere_seen: set[str] = set()  # other partitions' device ids (ELSEWHERE_KEPT at most), for hints
         self._unknown_said: set[str] = set()  # unknown devices whose refused snooze was said
         self._behind_said: set[str] = set()  # devices whose data far behind this clock was said
-        # Snoozes for devices not known (yet), by device, oldest first, waiting SNOOZE_WAIT_S for them: (topic,
-        # minutes, when it arrived, its message: one from a connection before the current one is not acknowledged, and
-        # comes again; None: saved by a run before). Saved (WAITING_KEY) in the step that received them, before they
-        # are acknowledged: a restart or crash meanwhile keeps them, and they wait again.
-        self._waiting_snoozes: dict[str, list[tuple[str, float, float, mqtt.MQTTMessage | None]]] = {}
+        # Snoozes for devices not known (yet), by device, oldest first, waiting SNOOZE_WAIT_S for them. Saved
+        # (WAITING_KEY) in the step that received them, before they are acknowledged: a restart or crash meanwhile
+        # keeps them, and they wait again. One from a connection before the current one is not acknowledged: the copy
+        # the broker delivers again is known by its snooze_id, and acknowledged.
+        self._waiting_snoozes: dict[str, list[WaitingSnooze]] = {}
         self._waiting_changed = False  # to be saved with the step
         self._malformed_said: set[str] = set()  # kinds of malformed input said (once each)
         try:
@@ -308,23 +353,25 @@ class AlertService:
 
     def set_waiting(self, saved: bytes | None) -> None:
         """The snoozes a run before saved while they waited for their devices: they wait again, from this run's
-        connect, each snoozing from when it first arrived. A list that cannot be read is said in one line, left out."""
+        connect, each snoozing from when it was sent, else first arrived. A list that cannot be read is said in one
+        line, left out."""
         if not saved:
             return
         try:
-            for device, topic_, minutes, arrived_s in json.loads(saved):
+            for device, topic_, minutes, arrived_s, *recorded in json.loads(saved):
                 if not (ID_PATTERN.fullmatch(device) and 0 <= float(minutes) <= MAX_SNOOZE_MIN):
                     raise ValueError(f"not a snooze: {device!r}, {minutes!r}")
-                self._waiting_snoozes.setdefault(device, []).append((str(topic_), float(minutes), float(arrived_s),
-                                                                     None))
+                from_s, id_ = recorded if recorded else (arrived_s, "")
+                self._waiting_snoozes.setdefault(device, []).append(
+                    WaitingSnooze(str(topic_), float(minutes), float(arrived_s), float(from_s), str(id_)))
         except (ValueError, TypeError, RecursionError) as exc:
             log.error("alert state %s: the snoozes waiting for their devices (meta key %r) cannot be read (%s); "
                       "left out", self.spool.path, WAITING_KEY, str(exc)[:120])
             self._waiting_changed = True  # written anew with the next step
 
     def _waiting_record(self) -> bytes:
-        return json.dumps([[device, topic_, minutes, arrived_s] for device, items in self._waiting_snoozes.items()
-                           for topic_, minutes, arrived_s, _ in items]).encode()
+        return json.dumps([[device, *item] for device, items in self._waiting_snoozes.items()
+                           for item in items]).encode()
 
     # paho's network thread ----------------------------------------------------------------
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
@@ -387,9 +434,6 @@ class AlertService:
                     log.exception("handling a message on %s failed; further failures are counted", msg.topic)
                 self.stats.errors["message"] += 1
         self._settle_snoozes(now_s, touched)  # a device known now (its retained status in this batch, say): taken
-        # One from an older connection was not acknowledged: the broker sends it again, so it is not kept from this one
-        if self._waiting_snoozes and (older := {id(msg) for c, msg in batch if c != self._connection}):
-            self._drop_waiting(lambda item: id(item[3]) in older)
         try:
             alerts += self.engine.tick(now_s, self._listening_since_s)
         except Exception:  # as for messages: a bug in the summary must not stop every other alert
@@ -458,17 +502,24 @@ class AlertService:
                 return []
             if msg.retain:  # an old retained command would re-snooze on every restart
                 raise Malformed("snooze: retained snooze commands are ignored; publish without retain")
-            minutes = parse_snooze(msg.payload)
+            command = parse_snooze(msg.payload)
+            from_s, id_ = snooze_from_s(command, now_s), snooze_id(command, msg.mid)
+            # Without a sent time only the broker's DUP flag tells a copy: a second press may get a packet id again
+            if (command.sent_s is not None or msg.dup) and self._snooze_taken(device, id_):
+                self.stats.snooze_copies += 1
+                log.info("snooze on %s (%s) delivered again: taken once already, not again", msg.topic, id_)
+                return []
             if not self._known(device) or device in self._waiting_snoozes:
                 # Not known yet: it may be a typo or another case (it would snooze nothing, and make a state), or its
                 # retained status may be on its way (_settle_snoozes); one after a snooze waiting waits, in order.
                 if sum(map(len, self._waiting_snoozes.values())) >= WAITING_MAX:
                     raise Malformed(f"snoozes_waiting: {WAITING_MAX} snoozes already wait for devices not known; "
                                     f"{device[:70]!r} refused at once")
-                self._waiting_snoozes.setdefault(device, []).append((msg.topic, minutes, now_s, msg))
+                self._waiting_snoozes.setdefault(device, []).append(
+                    WaitingSnooze(msg.topic, command.minutes, now_s, from_s, id_))
                 self._waiting_changed = True
                 return []
-            self.engine.snooze(device, minutes, now_s)
+            self.engine.snooze(device, command.minutes, from_s, id_)
             self.stats.snoozes += 1
             touched.add(device)
             return []
@@ -511,8 +562,13 @@ class AlertService:
         with the subscription: a sensor that has sent no minute yet is known by it)."""
         return device in self.engine.devices or device in self._seen or device in self._unreadable
 
+    def _snooze_taken(self, device: str, id_: str) -> bool:
+        """A snooze of this identity was taken for the device, or waits for it."""
+        return self.engine.took_snooze(device, id_) or any(item.snooze_id == id_
+                                                           for item in self._waiting_snoozes.get(device, ()))
+
     def _settle_snoozes(self, now_s: float, touched: set[str], only: str | None = None) -> None:
-        """The waiting snoozes of devices known now are taken, from when each arrived; those that waited
+        """The waiting snoozes of devices known now are taken, from when each was sent, else arrived; those that waited
         SNOOZE_WAIT_S for an unknown device, since they arrived and since the latest connect (a retained status comes
         after each subscribe), are refused. only: of this device alone (its first message, before that message is
         handled: else the minutes that made it known were decided unsnoozed, and nudged)."""
@@ -521,27 +577,17 @@ class AlertService:
             if not items:
                 continue
             if self._known(device):
-                for _, minutes, arrived_s, _ in items:
-                    self.engine.snooze(device, minutes, arrived_s)
+                for item in items:
+                    self.engine.snooze(device, item.minutes, item.from_s, item.snooze_id or None)
                     self.stats.snoozes += 1
                 touched.add(device)
-            elif now_s - max(items[0][2], self._listening_since_s) >= SNOOZE_WAIT_S:
-                for topic_, *_ in items:
-                    self._refuse_snooze(topic_, device)
+            elif now_s - max(items[0].arrived_s, self._listening_since_s) >= SNOOZE_WAIT_S:
+                for item in items:
+                    self._refuse_snooze(item.topic, device)
             else:
                 continue
             del self._waiting_snoozes[device]
             self._waiting_changed = True
-
-    def _drop_waiting(self, drop: Callable[[tuple[str, float, float, mqtt.MQTTMessage | None]], bool]) -> None:
-        for device in list(self._waiting_snoozes):
-            kept = [item for item in self._waiting_snoozes[device] if not drop(item)]
-            if len(kept) != len(self._waiting_snoozes[device]):
-                self._waiting_changed = True
-                if kept:
-                    self._waiting_snoozes[device] = kept
-                else:
-                    del self._waiting_snoozes[device]
 
     def _refuse_snooze(self, topic: str, device: str, not_an_id: bool = False) -> None:
         """Counted as a malformed snooze; said once per device id (UNKNOWN_SAID_MAX ids at most). not_an_id: the topic's

@@ -21,6 +21,9 @@ MINUTE_FIELDS = ("worn_s", "sitting_s", "standing_s", "walking_s", "lying_s", "s
                  "rotation_right_cumulative_deg", "sitting_since_s",
                  "lost_samples")  # with worn_s, how much of its minute a copy saw (contract/messages.py, coverage)
 RECENT = 50  # alert ids and stretch ids remembered, most recent first
+# Snoozes taken remembered per device, most recent first: a copy the broker delivers again comes after a reconnect, with
+# at most the few a wearer sent during that outage before it.
+SNOOZES_KEPT = 10
 STARTS_KEPT = 10  # starts of the slouch nudged live remembered (to know its end events by)
 
 
@@ -45,6 +48,7 @@ class DeviceState:
     sent_ids: list[str] = field(default_factory=list)
     recent_stretches: list[str] = field(default_factory=list)
     snooze_until_s: float | None = None  # wall clock
+    snoozes_taken: list[str] = field(default_factory=list)  # the latest snoozes' identities (alerts.service.snooze_id)
     slouch_alert_s: float | None = None  # a slouch nudge whose recovery we still watch for
     # The real-time nudge (rules.slouch_now), each slouch known by its start (slouching_since_s, sensor time):
     slouch_now_done_s: float | None = None  # the latest slouch that needs no live nudge: nudged, by either kind
@@ -113,9 +117,9 @@ class DeviceState:
         # Chosen, then sorted: a day's state holds hundreds of minutes, a window a few dozen.
         return [self.minutes[k] for k in sorted((k for k in self.minutes if start <= int(k) < end_ms), key=int)]
 
-    def remember(self, attr: str, item: str) -> None:
+    def remember(self, attr: str, item: str, kept: int = RECENT) -> None:
         items = getattr(self, attr)
-        setattr(self, attr, [item, *(i for i in items if i != item)][:RECENT])
+        setattr(self, attr, [item, *(i for i in items if i != item)][:kept])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

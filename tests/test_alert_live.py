@@ -189,7 +189,7 @@ def test_quiet_hours_hold_a_slouch_that_ends_in_them_for_good():
 
 def test_snooze_cap_and_staleness_hold_it_too():
     eng = engine(slouch_now=SlouchNowRule(delay_s=30))
-    eng.snooze("D", 30, now_s=T0)
+    eng.snooze("D", 30, from_s=T0)
     assert run(eng, slouch(T0, 120))[0] == []
     capped = engine(slouch_now=SlouchNowRule(delay_s=30), limits=Limits(daily_cap=0, quiet_hours="", max_delay_s=FAR))
     assert run(capped, slouch(T0, 120))[0] == []
@@ -496,7 +496,7 @@ def test_a_held_back_finding_counts_in_alerts_held_on_the_day_of_its_data():
                  slouch_now=SlouchNowRule(delay_s=30))
     midnight = DAY + 86_400
     run(eng, [minute(midnight - 120 + 60 * k, 0.0) for k in range(2)])  # 23:58 and 23:59: the day before is open
-    eng.snooze("D", 600, now_s=midnight - 60)
+    eng.snooze("D", 600, from_s=midnight - 60)
     assert run(eng, slouch(midnight + 5, 40, lead_s=2, tail_s=0))[0] == []  # due at 00:00:35, snoozed
     assert (eng.today_state("D")["date"], eng.today_state("D")["alerts_held"]) == ("2026-11-20", 0)
     run(eng, [minute(midnight, 40.0)])  # the new day's first minute opens it, with the nudge held on it

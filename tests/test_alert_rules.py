@@ -142,11 +142,11 @@ def test_quiet_hours_hold_nudges_and_the_first_comes_when_they_end():
 def test_snooze_holds_everything_until_it_ends_or_is_cancelled():
     eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=5))
     start = DAY + 14 * 3600
-    eng.snooze("D", 30, now_s=start)
+    eng.snooze("D", 30, from_s=start)
     assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(20)], now_s=start + 20 * 60) == []
     assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(20, 25)], now_s=start + 31 * 60)
-    eng.snooze("D", 60, now_s=start + 31 * 60)
-    eng.snooze("D", 0, now_s=start + 32 * 60)  # cancelled
+    eng.snooze("D", 60, from_s=start + 31 * 60)
+    eng.snooze("D", 0, from_s=start + 32 * 60)  # cancelled
     assert feed(eng, [minute(start + 60 * k, slouch_s=45) for k in range(25, 35)], now_s=start + 35 * 60)
 
 
@@ -167,7 +167,24 @@ def test_a_snooze_command_is_minutes_or_a_one_line_refusal(body, minutes):
         with pytest.raises(Malformed, match="^snooze: expected minutes"):
             parse_snooze(body)
     else:
-        assert parse_snooze(body) == minutes
+        assert parse_snooze(body).minutes == minutes
+
+
+@pytest.mark.parametrize("body, sent_s", [(b'{"minutes": 30, "sent_s": 1796536800.5}', 1796536800.5),
+                                          (b'{"minutes": 30, "sent_s": null}', None), (b'{"minutes": 30}', None),
+                                          (b'{"minutes": 30, "sent_s": 12}', "refused"),
+                                          (b'{"minutes": 30, "sent_s": true}', "refused"),
+                                          (b'{"minutes": 30, "sent_s": "now"}', "refused"),
+                                          (b'{"minutes": 30, "sent_s": 1e999}', "refused")])
+def test_a_snooze_may_say_when_the_phone_sent_it(body, sent_s):
+    from alerts.service import parse_snooze
+    from contract.validation import Malformed
+
+    if sent_s == "refused":
+        with pytest.raises(Malformed, match="^snooze: sent_s .* no plausible Unix time"):
+            parse_snooze(body)
+    else:
+        assert parse_snooze(body) == (30.0, sent_s)
 
 
 def test_stale_data_is_not_pushed():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -1281,3 +1283,103 @@ def test_a_snooze_on_a_topic_that_is_no_device_id_is_said_naming_the_id_it_meant
     assert len(said) == 4, said
     assert [s.rsplit("did you mean ", 1)[-1].split("?")[0] if "did you mean" in s else None for s in said] == \
         [repr(DEVICE), repr(buro), repr(DEVICE), None], said
+
+
+def saved_device(state: Path, device: str) -> dict:
+    """A device's record as the running service last saved it ({} before its first): read beside it (WAL)."""
+    with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (f"device/{device}",)).fetchone()
+    return json.loads(row[0]) if row else {}
+
+
+def test_a_snooze_the_broker_delivers_again_after_its_crash_is_taken_once(tmp_path, broker):
+    """The broker crashed (kill -9) after the service took a snooze and before its acknowledgement reached the broker:
+    restarted from its saved session, the broker delivered it again (MQTT DUP, same packet id) and it was taken again,
+    from then: its end moved by the outage and `snoozes` counted it twice. Now the copy is known and ignored, and a
+    second press of the wearer's after it is still taken, from when it came."""
+    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
+    state = tmp_path / "alerts.db"
+    saved_state(state, config, [DEVICE], time.time() // 60 * 60 - 600, 3)
+    log = tmp_path / "alerts.log"
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        service.send_signal(signal.SIGSTOP)  # no acknowledgement: the snooze is in flight when the broker saves
+        try:
+            publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", "30")])
+            time.sleep(2.5)  # the broker saves its sessions every second (autosave_interval 1)
+            broker.kill()
+        finally:
+            service.send_signal(signal.SIGCONT)
+        wait_for(lambda: saved_device(state, DEVICE).get("snooze_until_s"), 30,
+                 lambda: "the snooze to be taken\n" + log.read_text()[-2000:])
+        until_s = saved_device(state, DEVICE)["snooze_until_s"]
+        time.sleep(3.0)  # the outage: its acknowledgement went nowhere
+        broker.start()
+        wait_for(lambda: "delivered again" in log.read_text()
+                 or saved_device(state, DEVICE)["snooze_until_s"] != until_s, 30,
+                 lambda: "the copy to be handled\n" + log.read_text()[-2000:])
+        assert saved_device(state, DEVICE)["snooze_until_s"] == until_s
+        time.sleep(0.5)
+        publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", "30")])  # the wearer presses again
+        wait_for(lambda: saved_device(state, DEVICE)["snooze_until_s"] >= until_s + 3.0, 30,
+                 lambda: "the second press to be taken\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert stats["snoozes"] == 2 and stats["snooze_copies"] == 1, stats
+
+
+def test_a_snooze_delivered_again_is_known_by_its_packet_id_or_its_sent_time_and_taken_once(tmp_path):
+    """What tells a copy the broker delivers again (its acknowledgement lost in a reconnect) from the wearer's second
+    press: the DUP flag and the same packet id; with a sent time in the payload, that time (any copy, by any path). A
+    snooze with a sent time snoozes from it, never from later than it arrived; one sent far ahead is refused. Known
+    also after a restart, and while it waits for its device."""
+    config = load_config(env={"POSTURE_ALERTS_STATE_PATH": str(tmp_path / "alerts.db"),
+                              "POSTURE_ALERTS_TIMEZONE": noon_zone()})
+    t0 = time.time()
+    clock = [t0]
+
+    def snooze(body: str, mid: int, dup: bool = False, device: str = DEVICE) -> tuple[int, mqtt.MQTTMessage]:
+        msg = mqtt.MQTTMessage(mid=mid, topic=f"posture/{device}/alerts/snooze".encode())
+        msg.payload, msg.qos, msg.dup = body.encode(), 1, dup
+        return -1, msg  # of no connection of the service's: acknowledged to no one
+
+    def step_at(t_s: float, *batch: tuple[int, mqtt.MQTTMessage]) -> float | None:
+        clock[0] = t_s
+        service.step(list(batch))
+        return service.engine.devices[DEVICE].snooze_until_s
+
+    service = AlertService.open(config, clock=lambda: clock[0])
+    minute = mqtt.MQTTMessage(topic=f"posture/{DEVICE}/metrics".encode())
+    minute.payload, minute.qos = json.dumps(slouchy_minute(DEVICE, t0 // 60 * 60 - 600)).encode(), 1
+    try:
+        assert step_at(t0, (-1, minute), snooze("30", 7)) == t0 + 1800
+        assert step_at(t0 + 300, snooze("30", 7, dup=True)) == t0 + 1800  # the copy: the end stays
+        assert service.stats.snoozes == 1 and service.stats.snooze_copies == 1
+        # the wearer's second press, with a packet id of an earlier one (ids come round): taken
+        assert step_at(t0 + 360, snooze("30", 7)) == t0 + 360 + 1800
+        # one the broker tried before but the service never took (lost in a crash before it was saved): taken
+        assert step_at(t0 + 420, snooze("30", 8, dup=True)) == t0 + 420 + 1800
+        sent = json.dumps({"minutes": 30, "sent_s": t0 + 400})
+        assert step_at(t0 + 600, snooze(sent, 9)) == t0 + 400 + 1800  # from when the wearer sent it
+        assert step_at(t0 + 900, snooze(sent, 21)) == t0 + 400 + 1800  # a copy, though no DUP and another id
+        assert service.stats.snoozes == 4 and service.stats.snooze_copies == 2
+        ahead = json.dumps({"minutes": 30, "sent_s": t0 + 960 + 3600})
+        assert step_at(t0 + 960, snooze(ahead, 10)) == t0 + 400 + 1800 and service.stats.malformed == {"snooze": 1}
+        a_bit_ahead = json.dumps({"minutes": 30, "sent_s": t0 + 960 + 60})
+        assert step_at(t0 + 960, snooze(a_bit_ahead, 11)) == t0 + 960 + 1800  # no longer than asked
+        assert step_at(t0 + 1000, snooze("30", 30, device="Fresh")) is not None  # waits for its device
+        assert step_at(t0 + 1001, snooze("30", 30, dup=True, device="Fresh")) == t0 + 960 + 1800
+        assert service.stats.snooze_copies == 3 and len(service._waiting_snoozes["Fresh"]) == 1
+    finally:
+        service.spool.close()
+    service = AlertService.open(config, clock=lambda: clock[0])  # as after a crash: what was taken is known
+    try:
+        assert step_at(t0 + 1100, snooze("30", 8, dup=True), snooze("30", 30, dup=True, device="Fresh"),
+                       snooze(a_bit_ahead, 12)) == t0 + 960 + 1800
+        assert service.stats.snooze_copies == 3 and service.stats.snoozes == 0, service.stats
+        assert len(service._waiting_snoozes["Fresh"]) == 1
+    finally:
+        service.spool.close()
