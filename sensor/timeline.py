@@ -175,12 +175,12 @@ class ClockMap:
     Arrivals are best timed on a clock that is never set: `host_offset_s` then carries how far the host
     clock was set since (by NTP), and the map follows it the same way.
 
-    A connection's map settles on two windows, the second's minimum not below the first's by FALL_S: a sensor that kept its samples while
-    out of reach (or a host that stalled as the link came back) delivers them faster than it samples, so the lag
-    falls by a fraction of a second every window until the backlog is drained. Settled on the backlog's first window,
-    the map put samples up to the stall into the future and slewed back at SLEW for minutes, each of those host
-    minutes holding 63 s of samples. The falling windows are dropped, not learnt; after MAX_HOLD_S the map
-    settles on what it has (a sensor clock running fast by percents, not a backlog).
+    A connection's map settles on two windows, the second's minimum not below the first's by FALL_S: a sensor that
+    kept its samples while out of reach (or a host that stalled as the link came back) delivers them faster than it
+    samples, so the lag falls by a fraction of a second every window until the backlog is drained. Settled on the
+    backlog's first window, the map put samples up to the stall into the future and slewed back at SLEW for minutes,
+    each of those host minutes holding 63 s of samples. The falling windows are dropped, not learnt; after MAX_HOLD_S
+    the map settles on what it has (a sensor clock running fast by percents, not a backlog).
     """
 
     SLEW = 0.05  # up to 50 ms of correction per second: a backwards step of 0.2 s is gone in 4 s
