@@ -46,6 +46,9 @@ LINK_GONE_S = 10.0
 # Between scans for sensors not found yet (gateway.sensors): a scan takes radio time from the connected sensors.
 LOOK_AGAIN_S = 30.0
 HELD_SUFFIX = ".held.json"  # beside the device's spool: the minutes that ended and are held back (_keep_held)
+# The minute in progress is kept there too, this often (data time): a kill -9 (a power cut) lost it whole, ~30 s of
+# wear a sensor on average (a chaos run: 39-46 s for each of three sensors after one kill), and costs at most this now.
+OPEN_KEPT_EVERY_S = 10.0
 LOOP_STALL_S = 1.0  # a turn of the gateway's loop this late: the host stalled, nothing is judged silent in it
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second (unless its link flaps: gateway/status_flaps.py), while an unchanged status goes out
@@ -75,6 +78,7 @@ class Device:
     # The calibration kept was taken on another sensor, so not restored: said to the wearer at the first sample.
     other_sensor: str | None = None
     held_starts: list[float] = field(default_factory=list)  # the ended, held minutes kept on disk (_keep_held)
+    open_kept_s: float | None = None  # the last sample of the minute in progress kept with them
 
 
 def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
@@ -277,52 +281,73 @@ def _send_held(device: Device, spool_dir: Path) -> None:
     """The minutes the last run had seen end but held back (the pipeline hands a minute out 6 s after its end), if it
     died before sending them: sent now, as it saw them at their end. A kill -9 in a minute's first 6 s lost the
     minute before it whole, for every sensor (an attack's probe: a gateway down 3.8 s, a full minute of 3 sensors
-    missing), where a crash should cost only the samples of the minute it came in."""
+    missing), where a crash should cost only the samples of the minute it came in. That minute, as far as it was kept
+    (_keep_held), goes out unfinished and is then the stopped minute: a crash costs at most OPEN_KEPT_EVERY_S of it."""
     name = device.publisher.device
-    kept = load_held_minutes(spool_dir, name) or []
+    kept, in_progress = load_held_minutes(spool_dir, name) or ([], None)
     floor_s = device.sent_floor.kept_s if device.sent_floor is not None else None
     unsent = [m for m in kept if floor_s is None or m.minute_start_s + MINUTE_S > floor_s]
-    if unsent:
-        log.warning("%s: %d minute(s) the last run saw end and had not sent (was it killed?): sent now", name,
-                    len(unsent))
+    # The minute it was in, as far as it was kept: sent unfinished, and then as a clean stop's (a start within it
+    # adds to it). Not if a stop, or a lost link, sent more of it since (the floor is its last sample then).
+    end_s = max(m.minute_start_s for m in unsent) + MINUTE_S if unsent else None
+    unfinished = in_progress is not None and (floor_s is None or in_progress[1] > floor_s)
+    if in_progress is not None and unfinished:
+        unsent.append(in_progress[0])
+        end_s = in_progress[1]  # as a stop's minute: the next run's samples in it are added to it
+        device.stopped_minute, device.stopped_at_s = in_progress
+        save_stopped_minute(spool_dir, name, *in_progress)
+    if unsent and end_s is not None:
+        log.warning("%s: %d minute(s) the last run had not sent (was it killed?): sent now%s", name, len(unsent),
+                    ", the last unfinished" if unfinished else "")
         device.publisher.submit(list(unsent))
-        end_s = max(m.minute_start_s for m in unsent) + MINUTE_S
         if device.sent_floor is not None:
             device.sent_floor.sent(end_s)
             device.sent_floor.floor_s = max(end_s, device.sent_floor.floor_s or end_s)
     _forget_held(device, spool_dir)
 
 
-def load_held_minutes(spool_dir: Path, device: str) -> list[MinuteMetrics] | None:
-    """The ended, held minutes the last run kept (_keep_held), each checked as any minute on the wire."""
-    def checked(doc: dict[str, Any]) -> list[MinuteMetrics]:
+def load_held_minutes(spool_dir: Path, device: str) -> tuple[list[MinuteMetrics], tuple[MinuteMetrics, float] | None] \
+        | None:
+    """The ended, held minutes the last run kept (_keep_held), each checked as any minute on the wire, and the minute
+    it was in with its last sample (as a stopped minute is checked), if kept."""
+    def checked(doc: dict[str, Any]) -> tuple[list[MinuteMetrics], tuple[MinuteMetrics, float] | None]:
         minutes = [MinuteMetrics(**m) for m in doc["minutes"]]
         for minute in minutes:
             parse("metrics", json.dumps(payload(device, minute)).encode(), load_validators())
-        return minutes
+        return minutes, checked_stopped_minute(device, doc["open"]) if doc.get("open") else None
     return read_kept(spool_dir, device, HELD_SUFFIX, checked, "minutes held at the last stop")
 
 
 def _keep_held(device: Device, spool_dir: Path) -> None:
     """The minutes that ended and are held back, on disk while they are (written when that set changes: about twice
-    a minute), so that a crash loses none of a minute that is over."""
+    a minute), so that a crash loses none of a minute that is over; and the minute in progress, every
+    OPEN_KEPT_EVERY_S and at its start, so that a crash loses at most that much of it."""
     held = device.pipeline.held_minutes()
     starts = [m.minute_start_s for m in held]
-    if starts == device.held_starts:
+    last_t_s, kept_s = device.pipeline.last_t_s, device.open_kept_s
+    due = last_t_s is not None and (kept_s is None or last_t_s - kept_s >= OPEN_KEPT_EVERY_S
+                                    or kept_s < last_t_s // MINUTE_S * MINUTE_S)
+    if starts == device.held_starts and not due:
         return
-    if not held:
+    in_progress = device.pipeline.open_minute()
+    if not held and in_progress is None:
         _forget_held(device, spool_dir)
         return
     # As they would go out: the last run's stop's part of its minute added (_continued; the pipeline's record lacks
     # it). Kept alone, a kill -9 after a restart within a minute had that run's part alone sent over the whole minute.
     earlier = device.stopped_minute
-    held = [merge_minutes(earlier, m) if earlier is not None and m.minute_start_s == earlier.minute_start_s else m
-            for m in held]
+
+    def as_sent(m: MinuteMetrics) -> dict[str, Any]:
+        return asdict(merge_minutes(earlier, m) if earlier is not None and m.minute_start_s == earlier.minute_start_s
+                      else m)
+    doc = {"minutes": [as_sent(m) for m in held],
+           "open": {"minute": as_sent(in_progress), "last_t_s": last_t_s} if in_progress is not None else None}
     try:
-        write_kept(spool_dir, device.publisher.device, HELD_SUFFIX, {"minutes": [asdict(m) for m in held]})
+        write_kept(spool_dir, device.publisher.device, HELD_SUFFIX, doc)
     except OSError as exc:  # the disk full: a crash now costs what it did before this file
         log.warning("%s: the minutes held not kept (a crash now loses them): %s", device.publisher.device, exc)
     device.held_starts = starts
+    device.open_kept_s = last_t_s if in_progress is not None else None
 
 
 def _forget_held(device: Device, spool_dir: Path) -> None:
@@ -330,7 +355,7 @@ def _forget_held(device: Device, spool_dir: Path) -> None:
         device_file(spool_dir, device.publisher.device, HELD_SUFFIX).unlink(missing_ok=True)
     except OSError as exc:
         log.warning("%s: the held minutes' file not removed: %s", device.publisher.device, exc)
-    device.held_starts = []
+    device.held_starts, device.open_kept_s = [], None
 
 
 def check_rate(name: str, profile: str | None, rate_hz: float) -> None:
@@ -376,20 +401,24 @@ def save_calibration(spool_dir: Path, device: str, calibration: Calibration, add
 
 def load_stopped_minute(spool_dir: Path, device: str) -> tuple[MinuteMetrics, float] | None:
     """The minute the last clean stop sent unfinished, and its last sample's time (save_stopped_minute)."""
-    def checked(doc: dict[str, Any]) -> tuple[MinuteMetrics, float]:
-        minute, last_t_s = MinuteMetrics(**doc["minute"]), float(doc["last_t_s"])
-        # As any minute on the wire (a hand-edited or damaged file must not make every batch's merge fail).
-        parse("metrics", json.dumps(payload(device, minute)).encode(), load_validators())
-        if not minute.minute_start_s <= last_t_s < minute.minute_start_s + MINUTE_S:
-            raise ValueError(f"last_t_s {last_t_s} is not in the minute")
-        # Seconds are samples × the nominal period: 5 % for a sensor clock that runs fast, 1 s for gaps bridged.
-        seen_s = (last_t_s - minute.minute_start_s) * 1.05 + 1.0
-        if over := [name for name in SECONDS_IN_MINUTE if getattr(minute, name) > seen_s]:
-            raise ValueError(f"{', '.join(over)} longer than the {seen_s:.1f} s up to last_t_s")
-        if minute.sitting_since_s is not None and minute.sitting_since_s > last_t_s:
-            raise ValueError(f"sitting_since_s {minute.sitting_since_s} is after last_t_s")
-        return minute, last_t_s
-    return read_kept(spool_dir, device, ".minute.json", checked, "stopped minute")
+    return read_kept(spool_dir, device, ".minute.json", lambda doc: checked_stopped_minute(device, doc),
+                     "stopped minute")
+
+
+def checked_stopped_minute(device: str, doc: dict[str, Any]) -> tuple[MinuteMetrics, float]:
+    """A stopped minute kept beside the spool (`{"minute": …, "last_t_s": …}`), checked: ValueError if it cannot be."""
+    minute, last_t_s = MinuteMetrics(**doc["minute"]), float(doc["last_t_s"])
+    # As any minute on the wire (a hand-edited or damaged file must not make every batch's merge fail).
+    parse("metrics", json.dumps(payload(device, minute)).encode(), load_validators())
+    if not minute.minute_start_s <= last_t_s < minute.minute_start_s + MINUTE_S:
+        raise ValueError(f"last_t_s {last_t_s} is not in the minute")
+    # Seconds are samples × the nominal period: 5 % for a sensor clock that runs fast, 1 s for gaps bridged.
+    seen_s = (last_t_s - minute.minute_start_s) * 1.05 + 1.0
+    if over := [name for name in SECONDS_IN_MINUTE if getattr(minute, name) > seen_s]:
+        raise ValueError(f"{', '.join(over)} longer than the {seen_s:.1f} s up to last_t_s")
+    if minute.sitting_since_s is not None and minute.sitting_since_s > last_t_s:
+        raise ValueError(f"sitting_since_s {minute.sitting_since_s} is after last_t_s")
+    return minute, last_t_s
 
 
 def save_stopped_minute(spool_dir: Path, device: str, minute: MinuteMetrics, last_t_s: float) -> None:

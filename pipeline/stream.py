@@ -12,6 +12,7 @@ the last sample.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any
@@ -59,7 +60,7 @@ from .events import (
     SlouchEpisode,
 )
 from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
-from .metrics import MinuteAggregator
+from .metrics import MINUTE_S, MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
 from .walking_axis import WalkingAxis, WalkingAxisSettings
 from .worn import NOT_WORN, WornDetector, WornSettings
@@ -682,6 +683,16 @@ class PosturePipeline:
         if self._last_t_s is None:
             return []
         return self.minutes.ended(self._last_t_s + self.dt_s)
+
+    def open_minute(self) -> MinuteMetrics | None:
+        """A copy of the minute the last sample is in, as far as it was seen (episodes not yet confirmed left out):
+        what a crash of the process would lose; the gateway keeps it on disk every few seconds."""
+        if self._last_t_s is None:
+            return None
+        minutes = self.minutes.ended(math.inf)
+        if not minutes or minutes[-1].minute_start_s + MINUTE_S <= self._last_t_s + self.dt_s:
+            return None
+        return minutes[-1]
 
     def link_lost(self) -> PipelineOutput:
         """The link is gone, known before a sample says so (a long gap is seen only at the next one, when the wearer
