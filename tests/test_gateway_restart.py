@@ -60,6 +60,16 @@ def _run(config: Config, spool_dir, chunks, got) -> Device:
     return device
 
 
+def _one_run_minute(chunks) -> MinuteMetrics:
+    """The minute 60-120 s as one run over these chunks counts it (a gap where chunks are left out)."""
+    reference = PosturePipeline()
+    minutes = []
+    for ch in chunks:
+        minutes += reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps).metrics
+    minutes += reference.finish().metrics
+    return next(m for m in minutes if m.minute_start_s == T0_S + 60)
+
+
 def test_a_restart_within_a_minute_sends_that_minute_whole(tmp_path, broker):
     listener, got = listen(broker.port, "posture/Desk/metrics")
     config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
@@ -74,12 +84,7 @@ def test_a_restart_within_a_minute_sends_that_minute_whole(tmp_path, broker):
     finally:
         listener.loop_stop()
     last = {m["ts"]: m for m in got}  # what InfluxDB and the alert service keep
-    reference = PosturePipeline()
-    minutes = []
-    for ch in chunks:  # one run over the same samples, the restart's gap included
-        minutes += reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps).metrics
-    minutes += reference.finish().metrics
-    whole = next(m for m in minutes if m.minute_start_s == T0_S + 60)
+    whole = _one_run_minute(chunks)  # one run over the same samples, the restart's gap included
     kept = last[(T0_S + 60) * 1000]
     assert first_part["worn_s"] == pytest.approx(30.5, abs=0.02)
     assert kept["worn_s"] == pytest.approx(whole.worn_s, abs=0.02) == pytest.approx(56.5, abs=0.02)
@@ -315,12 +320,7 @@ def test_a_stop_while_the_sensor_is_away_and_a_start_within_its_minute_adds_to_w
         wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 180) * 1000, 20, "the minutes after")
     finally:
         listener.loop_stop()
-    reference = PosturePipeline()
-    minutes = []
-    for ch in (ch for ch in chunks if any(a <= ch.t_s[0] < b for a, b in spans)):
-        minutes += reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps).metrics
-    minutes += reference.finish().metrics
-    whole = next(m for m in minutes if m.minute_start_s == T0_S + 60)
+    whole = _one_run_minute(ch for ch in chunks if any(a <= ch.t_s[0] < b for a, b in spans))
     kept = [m for m in got if m["ts"] == (T0_S + 60) * 1000][-1]
     assert kept["worn_s"] == pytest.approx(whole.worn_s, abs=0.02)
     assert kept["sitting_s"] == pytest.approx(whole.sitting_s, abs=0.02)
@@ -451,12 +451,7 @@ def test_a_kill_9_after_a_restart_within_a_minute_sends_that_minute_whole(tmp_pa
         device.publisher.stop()
     finally:
         listener.loop_stop()
-    reference = PosturePipeline()
-    minutes = []
-    for ch in (ch for ch in chunks if ch.t_s[0] < killed_s):
-        minutes += reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps).metrics
-    minutes += reference.finish().metrics
-    whole = next(m for m in minutes if m.minute_start_s == T0_S + 60)
+    whole = _one_run_minute(ch for ch in chunks if ch.t_s[0] < killed_s)
     kept = [m for m in got if m["ts"] == (T0_S + 60) * 1000][-1]
     assert kept["worn_s"] == pytest.approx(whole.worn_s, abs=0.02)
 
@@ -488,12 +483,7 @@ def test_a_kill_9_within_a_minute_costs_at_most_the_seconds_since_it_was_last_ke
         wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 120) * 1000, 20, "the run after the restart's minutes")
     finally:
         listener.loop_stop()
-    reference = PosturePipeline()
-    minutes = []
-    for ch in chunks:  # one run over the same samples, the restart's gap included
-        minutes += reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps).metrics
-    minutes += reference.finish().metrics
-    whole = next(m for m in minutes if m.minute_start_s == T0_S + 60)
+    whole = _one_run_minute(chunks)  # one run over the same samples, the restart's gap included
     kept = [m for m in got if m["ts"] == (T0_S + 60) * 1000][-1]  # what InfluxDB and the alert service keep
     unkept_s = last_s - kept_s  # the samples after it was last kept, lost with the process
     assert kept["worn_s"] == pytest.approx(whole.worn_s - unkept_s, abs=0.03)
