@@ -15,6 +15,9 @@ SEQ_MODULO = 1 << 16
 CLOCK_MODULO_US = 1 << 32
 MAX_DRIFT = 500e-6  # sensor crystals drift tens of ppm (±100 ppm at worst over temperature)
 MAX_HOLD_S = 120.0  # the longest a backlog is held back to be placed where it was taken (then it is placed late)
+# How far the lag of a backlog's arrivals falls in a short while (a drain at 1.2× the sample rate: 170 ms a second)
+# and a link's does not (its minima over 16-32 samples differ by milliseconds).
+FALL_S = 0.025
 _Times = TypeVar("_Times", float, np.ndarray)
 
 
@@ -81,7 +84,6 @@ class ArrivalTimeline:
     of samples are held: those placed past it, the floor still falling, follow their neighbours, late, not lost.
     """
 
-    FALL_S = 0.025
 
     def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02, max_hold_s: float = MAX_HOLD_S):
         self.rate_hz = rate_hz
@@ -89,7 +91,7 @@ class ArrivalTimeline:
         self.drift_gain = drift_gain
         self.max_hold = max(window, round(max_hold_s * rate_hz))
         self._pending_min = np.inf  # the floor of the packets waiting
-        self._fall = max(1.0, self.FALL_S * rate_hz)
+        self._fall = max(1.0, FALL_S * rate_hz)
         self.falling = False  # a backlog is coming in: nothing is placed
         self.held_too_long = 0  # packets placed past max_hold_s with the floor still falling
         self._pending: deque[tuple[float, int]] = deque()  # (r of the packet's newest sample, n), not yet placed
@@ -175,12 +177,12 @@ class ClockMap:
     Arrivals are best timed on a clock that is never set: `host_offset_s` then carries how far the host
     clock was set since (by NTP), and the map follows it the same way.
 
-    A connection's map settles on two windows, the second's minimum not below the first's by FALL_S: a sensor that
-    kept its samples while out of reach (or a host that stalled as the link came back) delivers them faster than it
-    samples, so the lag falls by a fraction of a second every window until the backlog is drained. Settled on the
-    backlog's first window, the map put samples up to the stall into the future and slewed back at SLEW for minutes,
-    each of those host minutes holding 63 s of samples. The falling windows are dropped, not learnt; after MAX_HOLD_S
-    the map settles on what it has (a sensor clock running fast by percents, not a backlog).
+    A connection's map settles on two steady windows (the lag of each one's halves within FALL_S) whose minima agree
+    within FALL_S: a sensor that kept its samples while out of reach (or a host that stalled as the link came back)
+    delivers them faster than it samples, so the lag falls by a fraction of a second every window until the backlog
+    is drained. Settled on the backlog's first window, the map put samples up to the stall into the future and slewed
+    back at SLEW for minutes, each of those host minutes holding 63 s of samples. A backlog's windows are dropped,
+    not learnt; after MAX_HOLD_S the map settles on what it has (a sensor clock running fast by percents).
     """
 
     SLEW = 0.05  # up to 50 ms of correction per second: a backwards step of 0.2 s is gone in 4 s
@@ -192,7 +194,6 @@ class ClockMap:
     # it tells when the host got round to it, not the link's latency. Learnt, a stall of 90 s a minute into a
     # connection made most of the history and put the samples after it up to 28 s into the future, for minutes.
     LATE_S = 1.0
-    FALL_S = 0.025  # minima of one window to the next differ by milliseconds on a link; a 1.2× drain by 170 ms
 
     def __init__(self, window_s: float = 1.0, history: int = 300):
         self.window_s = window_s
@@ -205,6 +206,8 @@ class ClockMap:
         self._minima = np.empty((0, 2))
         self._window_start_s: float | None = None
         self._window_min: tuple[float, float] | None = None
+        self._halves = [np.inf, np.inf]  # the window's smallest lag in its older and its newer half (_settle)
+        self._steady_before = False  # the window before this one was steady (_settle)
         self._settled = False
         self._connection_start_s = 0.0  # sensor time of this connection's first packet
         self._fit = (0.0, 0.0, 0.0)  # slope, intercept, reference sensor time
@@ -225,18 +228,28 @@ class ClockMap:
             self._window_min = (sensor_s, lag)
             if len(self._minima) < 2:
                 self._fit = (0.0, lag if not len(self._minima) else min(lag, float(self._minima[-1, 1])), sensor_s)
+        half = int(sensor_s - self._window_start_s >= self.window_s / 2)
+        self._halves[half] = min(self._halves[half], lag)
         if sensor_s - self._window_start_s >= self.window_s:
             self._minima = np.concatenate((self._minima, [self._window_min]))[-self.history:]
             self._window_start_s, self._window_min = sensor_s, None
             if not self._settled:
                 self._settle(sensor_s)
+            self._halves = [np.inf, np.inf]
             self._refit()
 
     def _settle(self, sensor_s: float) -> None:
-        """Settled on two windows that agree; the windows of a backlog still draining are dropped."""
-        if len(self._minima) >= 2 and self._minima[-2, 1] - self._minima[-1, 1] > self.FALL_S:
+        """Settled on two steady windows (the lag of each one's halves within FALL_S) that agree: else the windows
+        before the last are dropped. A draining backlog's lag falls within every window; two windows of one drain
+        agreed by chance when the host stalled in its middle (the map settled 49 s late)."""
+        older, newer = self._halves
+        steady = not np.isfinite(older + newer) or abs(older - newer) <= FALL_S
+        settles = (steady and self._steady_before and len(self._minima) >= 2
+                   and abs(self._minima[-2, 1] - self._minima[-1, 1]) <= FALL_S)
+        if not settles:
             self._minima = self._minima[-1:]
-        self._settled = len(self._minima) >= 2 or sensor_s - self._connection_start_s >= MAX_HOLD_S
+        self._steady_before = steady
+        self._settled = settles or sensor_s - self._connection_start_s >= MAX_HOLD_S
 
     @property
     def settled(self) -> bool:
@@ -275,7 +288,7 @@ class ClockMap:
             self._carried = (float(self._steady(self._last[0])), self._last[1])
         self._minima = self._minima[:0]
         self._window_start_s = self._window_min = None
-        self._settled = False
+        self._halves, self._steady_before, self._settled = [np.inf, np.inf], False, False
         self._last = None
 
     def _steady(self, sensor_s: _Times) -> _Times:

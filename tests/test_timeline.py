@@ -252,6 +252,23 @@ def test_a_new_connection_that_begins_with_a_backlog_is_placed_where_it_was_take
     # 5 %: samples up to the stall into the future, and ~60/0.95 = 63.2 s of samples in each of 4-5 host minutes (seen
     # in a whole-chain run). An arrival-timed profile's map, with nothing prompt to learn from until the backlog had
     # drained, kept the last connection's: samples 2 minutes in the past, behind those handed out.
+    _assert_placed_where_taken(profile, stall_s, speed, reconnect)
+
+
+@pytest.mark.parametrize(("stall_s", "speed", "stalled_at_s", "host_stall_s"), [(60.0, 3.0, 185.7, 1.0),
+                                                                                (60.0, 3.0, 185.0, 2.0),
+                                                                                (15.0, 3.0, 136.0, 2.0)])
+def test_a_backlog_the_host_stalls_in_the_middle_of_is_placed_where_it_was_taken(stall_s, speed, stalled_at_s,
+                                                                                  host_stall_s):
+    # Two windows of one drain agreed on their lag by chance when the host stalled in its middle, and the map settled
+    # on them: samples 49 s into the future and 63.2 s of samples a minute again (a review's probe).
+    _assert_placed_where_taken("native", stall_s, speed, True, stalled_at_s, host_stall_s)
+
+
+def _assert_placed_where_taken(profile: str, stall_s: float, speed: float, reconnect: bool,
+                               stalled_at_s: float | None = None, host_stall_s: float = 0.0) -> None:
+    """A stream of 420 s whose packets from 120 s on come stall_s late, then at speed times the sample rate until
+    caught up (after a reconnect, or in the same connection); the host stalled host_stall_s at stalled_at_s."""
     from firmware_sim.profiles import StreamSettings, get_profile
     from sensor.profiles import PROFILES
     from sensor.stream import StreamDecoder
@@ -267,6 +284,8 @@ def test_a_new_connection_that_begins_with_a_backlog_is_placed_where_it_was_take
     behind = np.flatnonzero(newest >= stall_at_s)
     due = t0_s + stall_at_s + stall_s + np.arange(len(behind)) * n / (speed * RATE_HZ)
     arrival[behind] = np.maximum(arrival[behind], due)
+    if stalled_at_s is not None:
+        arrival[np.searchsorted(arrival, t0_s + stalled_at_s)] += host_stall_s
     arrival = np.maximum.accumulate(arrival)
     mapped = []
     for k, t in enumerate(packets_t):
