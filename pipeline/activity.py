@@ -134,6 +134,11 @@ class ActivitySettings:
     # After a walk the link was lost in: no steps, sit-down or stand-up seen this long from its return means the
     # wearer sat down unseen (gap()). Back at the coffee machine and then sitting down at the desk is seen sooner.
     seat_unseen_s: float = 30.0
+    # A link lost this soon after the walking verdict ended, the wearer still standing, is lost in the walk's
+    # arrival: the verdict ends up to walk_window_s after the last step, and the seat is reached seconds later (a cup
+    # put down, a chair pulled out). Still standing longer than this after a walk is more often standing on (random
+    # days 94225, 6014, 3014 sat down in a loss 7, 10 and 17 s after the walk; 6001, 20029 stood on at 30 and 49 s).
+    walk_ended_s: float = 20.0
 
 
 class ActivityClassifier:
@@ -147,6 +152,7 @@ class ActivityClassifier:
         self._hist = np.zeros(0)  # the last walk_window_s of step-band |acc|
         self._n_walk = 0
         self._walking_now = False
+        self._walk_last: int | None = None  # walking()'s index of the last sample it read walking (None: none yet)
         self._peaks: list[int] = []  # walking()'s indices of the recent step-band peaks (steps, or jolts)
         self._step_n = 0  # samples from the step before the anchor of an after-walk movement to the anchor
         self._walked_to_end = False  # the last batch ended walking
@@ -186,19 +192,22 @@ class ActivityClassifier:
         seen, and samples either side of the gap are not one movement). The resting value is kept:
         it is the accelerometer's, and the first samples after a gap may be walking.
 
-        Lost for walk_lost_s or more during a walk, the wearer walked out of the gateway's reach, and where the walk
-        ended was not seen: most often in a seat (the link comes back seconds to a minute after the wearer is in
-        range again, by which time they have sat down at the desk the gateway is at). Kept standing, a day of such
-        breaks read standing from each one on (office-day with every walk out of reach: 89 % of sitting lost). So
-        unless steps, a sit-down or a stand-up come within seat_unseen_s of the return, the wearer sat down unseen:
-        sitting from then on. Taken as sitting at once, a wearer back at the coffee machine, or walking on, read
-        sitting until they sat down or the walking window filled. The walking test starts afresh: windows across
-        the gap would carry the walk before it into the samples after."""
+        Lost for walk_lost_s or more during a walk, or within walk_ended_s of one with the wearer still standing (the
+        walk's arrival), the wearer walked out of the gateway's reach, and where the walk ended was not seen: most
+        often in a seat (the link comes back seconds to a minute after the wearer is in range again, by which time
+        they have sat down at the desk the gateway is at). Kept standing, a day of such breaks read standing from each
+        one on (office-day with every walk out of reach: 89 % of sitting lost; random day 94225, lost 7 s after a walk
+        as the wearer began to sit down: 23 %). So unless steps, a sit-down or a stand-up come within seat_unseen_s
+        of the return, the wearer sat down unseen: sitting from then on. Taken as sitting at once, a wearer back at
+        the coffee machine, or walking on, read sitting until they sat down or the walking window filled. The walking
+        test starts afresh: windows across the gap would carry the walk before it into the samples after."""
+        arriving = (self._upright == STANDING_CODE and not self._was_lying and self._walk_last is not None
+                    and self._n_walk - 1 - self._walk_last <= round(self.s.walk_ended_s * self.s.rate_hz))
         self._move_start = self._move_from = None
         self._walked_to_end, self._peaks = False, []
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
         if unseen_s >= self.s.walk_lost_s:
-            if self._walking_now:
+            if self._walking_now or arriving:
                 self._seat_at = self._n + round(self.s.seat_unseen_s * self.s.rate_hz)
             self._walking_now, self._hist, self._step_band = False, np.zeros(0), Band(self.s.rate_hz)
 
@@ -255,6 +264,8 @@ class ActivityClassifier:
         # Sample j (absolute) carries the verdict of the last block that ended at or before it: verdicts[0] up to
         # the first block end in the batch, each next one from its block's end on.
         carried = np.repeat(verdicts, np.diff(np.concatenate([[0], ends - len(self._hist), [n]])))
+        if carried.any():
+            self._walk_last = first + int(np.flatnonzero(carried)[-1])
         self._hist = hist[-w:]
         self._n_walk += n
         return carried

@@ -394,6 +394,33 @@ def test_a_walk_out_of_the_links_reach_ends_in_a_seat_unless_something_else_is_s
     assert (after == STANDING).all()
 
 
+def test_a_link_lost_as_a_walk_arrives_ends_in_a_seat_unless_something_else_is_seen():
+    """The walking verdict ends up to a window after the last step, and a walk's arrival (standing at the desk, then
+    sitting down) takes seconds more: a link lost then, the wearer still read standing, missed the sit-down inside the
+    loss as one lost mid-walk did (random day 94225: lost 7 s after the walk as the wearer began to sit down, and 23 %
+    of its sitting read standing). Within walk_ended_s of the walk it ends in a seat as a walk lost out of reach does;
+    a wearer standing on longer than that, or a short loss, keeps standing."""
+    t = np.arange(0, 60, 1 / RATE_HZ)
+    rng = np.random.default_rng(13)
+    walk = _steps(t[:2000]) + rng.normal(0, 0.004, 2000)
+
+    def walk_then_still(still_s: float) -> np.ndarray:
+        return np.concatenate([walk, 1.0 + rng.normal(0, 0.004, round(still_s * RATE_HZ))])
+    still = 1.0 + rng.normal(0, 0.004, len(t))
+    after = _across_a_gap(walk_then_still(5.0), still, 60.0)
+    assert (after[t < 29.9] == STANDING).all() and (after[t >= 30.0] == SITTING).all()
+    # Lost as the sit-down began (its first 0.6 s seen): the movement is not judged, the seat still comes.
+    sitting_down = 1.0 - _rise(t, 0.0, 2.0, 0.45)[:60] + rng.normal(0, 0.004, 60)
+    after = _across_a_gap(np.concatenate([walk_then_still(5.0), sitting_down]), still, 60.0)
+    assert (after[t < 29.9] == STANDING).all() and (after[t >= 30.0] == SITTING).all()
+    after = _across_a_gap(walk_then_still(5.0), walk, 60.0)  # walked on: steps decide
+    assert (after[t[:2000] > 3.0] == "walking").all()
+    after = _across_a_gap(walk_then_still(40.0), still, 60.0)  # standing on after the walk: nothing says it ended
+    assert (after == STANDING).all()
+    after = _across_a_gap(walk_then_still(5.0), still, 3.0)  # a short loss: still known to be standing
+    assert (after == STANDING).all()
+
+
 def test_a_stand_up_judged_on_the_very_sample_the_unseen_seat_falls_due_cancels_it_however_batched():
     """A stand-up after a walk lost out of reach is judged move_quiet_s after it ends, in whichever batch sees that
     sample. Judged on the sample the unseen seat falls due, it was seen first and must win: with a batch ending just
