@@ -45,7 +45,8 @@ FINAL_FLUSH_S = 10.0
 LINK_GONE_S = 10.0
 # Between scans for sensors not found yet (gateway.sensors): a scan takes radio time from the connected sensors.
 LOOK_AGAIN_S = 30.0
-HELD_SUFFIX = ".held.json"  # beside the device's spool: the minutes that ended and are held back (_keep_held)
+# Beside the device's spool: the minutes that ended and are held back, and the minute in progress (_keep_held).
+HELD_SUFFIX = ".held.json"
 # The minute in progress is kept there too, this often (data time): a kill -9 (a power cut) lost it whole, ~30 s of
 # wear a sensor on average (a chaos run: 39-46 s for each of three sensors after one kill), and costs at most this now.
 OPEN_KEPT_EVERY_S = 10.0
@@ -78,7 +79,9 @@ class Device:
     # The calibration kept was taken on another sensor, so not restored: said to the wearer at the first sample.
     other_sensor: str | None = None
     held_starts: list[float] = field(default_factory=list)  # the ended, held minutes kept on disk (_keep_held)
-    open_kept_s: float | None = None  # the last sample of the minute in progress kept with them
+    # The last sample when the minute in progress was last kept with them (or found not in progress: off the body).
+    open_kept_s: float | None = None
+    held_kept: bool = False  # the held-minutes file is on disk
 
 
 def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
@@ -315,7 +318,7 @@ def load_held_minutes(spool_dir: Path, device: str) -> tuple[list[MinuteMetrics]
         for minute in minutes:
             parse("metrics", json.dumps(payload(device, minute)).encode(), load_validators())
         return minutes, checked_stopped_minute(device, doc["open"]) if doc.get("open") else None
-    return read_kept(spool_dir, device, HELD_SUFFIX, checked, "minutes held at the last stop")
+    return read_kept(spool_dir, device, HELD_SUFFIX, checked, "minutes held and in progress at the last stop")
 
 
 def _keep_held(device: Device, spool_dir: Path) -> None:
@@ -331,7 +334,9 @@ def _keep_held(device: Device, spool_dir: Path) -> None:
         return
     in_progress = device.pipeline.open_minute()
     if not held and in_progress is None:
-        _forget_held(device, spool_dir)
+        if device.held_kept:  # else nothing to remove (off the body: every batch unlinked it, a review found)
+            _forget_held(device, spool_dir)
+        device.open_kept_s = last_t_s
         return
     # As they would go out: the last run's stop's part of its minute added (_continued; the pipeline's record lacks
     # it). Kept alone, a kill -9 after a restart within a minute had that run's part alone sent over the whole minute.
@@ -346,8 +351,9 @@ def _keep_held(device: Device, spool_dir: Path) -> None:
         write_kept(spool_dir, device.publisher.device, HELD_SUFFIX, doc)
     except OSError as exc:  # the disk full: a crash now costs what it did before this file
         log.warning("%s: the minutes held not kept (a crash now loses them): %s", device.publisher.device, exc)
-    device.held_starts = starts
-    device.open_kept_s = last_t_s if in_progress is not None else None
+    else:
+        device.held_kept = True
+    device.held_starts, device.open_kept_s = starts, last_t_s
 
 
 def _forget_held(device: Device, spool_dir: Path) -> None:
@@ -355,7 +361,7 @@ def _forget_held(device: Device, spool_dir: Path) -> None:
         device_file(spool_dir, device.publisher.device, HELD_SUFFIX).unlink(missing_ok=True)
     except OSError as exc:
         log.warning("%s: the held minutes' file not removed: %s", device.publisher.device, exc)
-    device.held_starts, device.open_kept_s = [], None
+    device.held_starts, device.open_kept_s, device.held_kept = [], None, False
 
 
 def check_rate(name: str, profile: str | None, rate_hz: float) -> None:

@@ -39,7 +39,7 @@ TITLE_FONT = FontProperties(size=13, weight="bold")
 # A title line at most 94 % of the figure's width (72 points an inch): constrained layout keeps a margin at each
 # edge, and the Agg renderer's hinting draws text a little wider than the font's outlines measure.
 TITLE_WIDTH_PT = FIGURE_SIZE_IN[0] * 72.0 * 0.94
-SEPARATOR = " · "  # between the header's parts; a title too wide for one line is broken after one
+SEPARATOR = " · "  # between the header's parts; a title too wide for one line is broken there instead
 
 # A day with only the live stream or events: its totals would read "worn 0.0 min", as if it had not been worn.
 NO_MINUTES = "no per-minute totals that day"

@@ -175,7 +175,8 @@ def test_a_snooze_command_is_minutes_or_a_one_line_refusal(body, minutes):
                                           (b'{"minutes": 30, "sent_s": 12}', "refused"),
                                           (b'{"minutes": 30, "sent_s": true}', "refused"),
                                           (b'{"minutes": 30, "sent_s": "now"}', "refused"),
-                                          (b'{"minutes": 30, "sent_s": 1e999}', "refused")])
+                                          (b'{"minutes": 30, "sent_s": 1e999}', "refused"),
+                                          (b'{"minutes": 30, "sent_s": 1' + b'0' * 400 + b'}', "refused")])
 def test_a_snooze_may_say_when_the_phone_sent_it(body, sent_s):
     from alerts.service import parse_snooze
     from contract.validation import Malformed

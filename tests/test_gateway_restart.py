@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 
@@ -20,7 +21,9 @@ from firmware_sim.scenario import load_scenario
 from gateway.publisher import DevicePublisher, device_file
 from gateway.sent_floor import SentFloor
 from gateway.service import (
+    HELD_SUFFIX,
     LINK_GONE_S,
+    OPEN_KEPT_EVERY_S,
     Device,
     _close_when_gone,
     _consumer,
@@ -58,6 +61,18 @@ def _run(config: Config, spool_dir, chunks, got) -> Device:
         device.publisher.pump()
     asyncio.run(_flush({"Desk": device}, spool_dir))  # the clean stop: the unfinished minute goes out
     return device
+
+
+def _office_without(start_s: float, end_s: float) -> list:
+    """office-short's chunks (seed 3) but those from start_s to end_s: the gateway down, or the sensor away."""
+    return [ch for ch in SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50)
+            if not start_s <= ch.t_s[0] < end_s]
+
+
+def _desk(tmp_path, broker):
+    """A listener on Desk's metrics, what it got, the gateway's config on the broker, and its spool dir."""
+    listener, got = listen(broker.port, "posture/Desk/metrics")
+    return listener, got, Config(mqtt=MqttSettings(host=broker.host, port=broker.port)), tmp_path / "spool"
 
 
 def _one_run_minute(chunks) -> MinuteMetrics:
@@ -462,14 +477,9 @@ def test_a_kill_9_within_a_minute_costs_at_most_the_seconds_since_it_was_last_ke
     39-46 s of wear lost for each of three sensors after one kill of 1.1 s). Kept every OPEN_KEPT_EVERY_S, that part
     goes out unfinished at the start and the new run's part is added to it: the minute whole but for the seconds after
     it was last kept, and the sitting stretch goes on."""
-    from gateway.service import HELD_SUFFIX, OPEN_KEPT_EVERY_S
-
-    listener, got = listen(broker.port, "posture/Desk/metrics")
-    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
-    spool_dir = tmp_path / "spool"
+    listener, got, config, spool_dir = _desk(tmp_path, broker)
     killed_s, back_s = 100.0, 103.0
-    chunks = [ch for ch in SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50)
-              if not killed_s <= ch.t_s[0] < back_s]
+    chunks = _office_without(killed_s, back_s)
     try:
         device = _open(config, spool_dir)
         for ch in (ch for ch in chunks if ch.t_s[0] < killed_s):
@@ -490,3 +500,25 @@ def test_a_kill_9_within_a_minute_costs_at_most_the_seconds_since_it_was_last_ke
     assert kept["sitting_s"] + kept["standing_s"] + kept["walking_s"] + kept["lying_s"] == pytest.approx(
         kept["worn_s"], abs=0.02)
     assert kept["sitting_since_s"] == pytest.approx(whole.sitting_since_s)
+
+
+def test_a_clean_stop_after_the_minute_in_progress_was_kept_sends_nothing_of_it_again(tmp_path, broker, caplog):
+    """The minute in progress is kept every OPEN_KEPT_EVERY_S (for a crash); a clean stop then sends more of it and
+    keeps that as its stopped minute. The next start must take the stop's minute, not send the older part kept before
+    it over it: the minute goes out whole, and nothing is said to be unsent."""
+    listener, got, config, spool_dir = _desk(tmp_path, broker)
+    stop_s, back_s = 105.0, 108.0
+    chunks = _office_without(stop_s, back_s)
+    try:
+        with caplog.at_level(logging.WARNING, logger="posture.gateway"):
+            _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] < stop_s], got)
+            kept = json.loads(device_file(spool_dir, "Desk", HELD_SUFFIX).read_text())["open"]
+            assert kept["last_t_s"] < T0_S + stop_s - 0.5  # kept before the stop: older than what the stop sent
+            _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] >= back_s], got)
+            wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 120) * 1000, 20, "the next run's minutes")
+    finally:
+        listener.loop_stop()
+    assert not [r for r in caplog.records if "had not sent" in r.getMessage()]
+    records = [m for m in got if m["ts"] == (T0_S + 60) * 1000]
+    assert records[-1]["worn_s"] == pytest.approx(_one_run_minute(chunks).worn_s, abs=0.03)
+    assert [r["worn_s"] for r in records[:-1]] == pytest.approx([stop_s - 60])  # the stop's part, sent once
