@@ -50,6 +50,7 @@ HELD_SUFFIX = ".held.json"
 # The minute in progress is kept there too, this often (data time): a kill -9 (a power cut) lost it whole, ~30 s of
 # wear a sensor on average (a chaos run: 39-46 s for each of three sensors after one kill), and costs at most this now.
 OPEN_KEPT_EVERY_S = 10.0
+OFF_SUFFIX = ".off.json"  # beside the device's spool while the sensor is off the body: where it was put down
 LOOP_STALL_S = 1.0  # a turn of the gateway's loop this late: the host stalled, nothing is judged silent in it
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second (unless its link flaps: gateway/status_flaps.py), while an unchanged status goes out
@@ -82,6 +83,7 @@ class Device:
     # The last sample when the minute in progress was last kept with them (or found not in progress: off the body).
     open_kept_s: float | None = None
     held_kept: bool = False  # the held-minutes file is on disk
+    off_since_s: float | None = None  # where the sensor was put down, as kept on disk (OFF_SUFFIX)
 
 
 def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
@@ -275,6 +277,8 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
                                f"taken on {taken_on}; then {pipeline.s.calibration.instructions}")
     device.saved = device.pipeline.calibration
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
+    device.off_since_s = read_kept(spool_dir, name, OFF_SUFFIX, lambda doc: float(doc["put_down_s"]),
+                                   "sensor off the body")
     device.sent_floor = SentFloor.load(spool_dir, name)
     _send_held(device, spool_dir)
     return device
@@ -354,6 +358,23 @@ def _keep_held(device: Device, spool_dir: Path) -> None:
     else:
         device.held_kept = True
     device.held_starts, device.open_kept_s = starts, last_t_s
+
+
+def _keep_off(device: Device, spool_dir: Path, gone: bool = False) -> None:
+    """Where the sensor was put down, on disk while it is off the body, for a stop or a crash meanwhile (gone: the
+    sensor was replaced, its time off forgotten)."""
+    off_since_s = None if gone else device.pipeline.off_since_s
+    if off_since_s == device.off_since_s and not gone:
+        return
+    try:
+        if off_since_s is None:
+            device_file(spool_dir, device.publisher.device, OFF_SUFFIX).unlink(missing_ok=True)
+        else:
+            write_kept(spool_dir, device.publisher.device, OFF_SUFFIX, {"put_down_s": off_since_s})
+    except OSError as exc:  # the disk full: a restart while it lies there counts a minute of it as worn
+        log.warning("%s: the sensor off the body not kept: %s", device.publisher.device, exc)
+        return
+    device.off_since_s = off_since_s
 
 
 def _forget_held(device: Device, spool_dir: Path) -> None:
@@ -518,6 +539,7 @@ def _sensor_replaced(device: Device, spool_dir: Path, address: str) -> None:
                            f"then {pipeline.s.calibration.instructions}")
     device.pipeline, device.address, device.saved, device.link_gone, device.gone_kept = \
         pipeline, address, None, False, False
+    _keep_off(device, spool_dir, gone=True)  # the old sensor's time off is not the new one's
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
 
 
@@ -535,6 +557,8 @@ def go_on_from_stop(device: Device, first_t_s: float) -> None:
 
 def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     if device.pipeline.last_t_s is None:  # this run's first samples
+        if device.off_since_s is not None and device.off_since_s <= float(batch.t_s[0]):
+            device.pipeline.resume_off(device.off_since_s)  # the last run's sensor lay off the body: still off
         if device.stopped_at_s is not None:
             go_on_from_stop(device, float(batch.t_s[0]))
         if device.stopped_minute is None:  # nothing to add to: used up
@@ -550,6 +574,7 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     _save(device, spool_dir)
     _submit(device, spool_dir, out.events, out.metrics)
     _keep_held(device, spool_dir)
+    _keep_off(device, spool_dir)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
     if (state := live_message(device.pipeline.live_state(), device.live_clock, out.t_s, out.flexion_deg,

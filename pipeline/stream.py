@@ -367,6 +367,18 @@ class PosturePipeline:
         return self._last_t_s
 
     @property
+    def off_since_s(self) -> float | None:
+        """Where the sensor was put down, while it is off the body (None while worn)."""
+        return self._off_since_s
+
+    def resume_off(self, put_down_s: float) -> None:
+        """Go on from another run that ended with the sensor off the body: off until it is picked up, as within one
+        run. Started afresh, a restarted gateway counted the sensor on the desk as worn for off_after_s (a minute of
+        phantom wear, lying or sitting, at every restart while it lay there)."""
+        self.worn.resume_off(put_down_s)
+        self._off_since_s = put_down_s
+
+    @property
     def _posture_known(self) -> bool:
         """Whether sitting and standing are known: not before a calibration, nor under an unchecked (provisional) one,
         whose lying may be wrong (getting up from bed reads as a rise), nor after time off the body, when the wearer

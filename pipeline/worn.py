@@ -59,6 +59,11 @@ class WornDetector:
         # one time off (a replay's 20,000 rows): each is said from its own start.
         self.put_down_at_s = np.empty(0)
 
+    def resume_off(self, put_down_s: float) -> None:
+        """Go on from another run that ended with the sensor off the body (put down at put_down_s): off until it is
+        picked up, as across unseen time within one run."""
+        self._off, self.put_down_s = True, put_down_s
+
     def _restart(self) -> None:
         """The filter and the RMS from the next sample, as at the start (after unseen time)."""
         self._band = Band(self.s.rate_hz, BREATHING_BAND_HZ, channels=3, settled=True)

@@ -522,3 +522,37 @@ def test_a_clean_stop_after_the_minute_in_progress_was_kept_sends_nothing_of_it_
     records = [m for m in got if m["ts"] == (T0_S + 60) * 1000]
     assert records[-1]["worn_s"] == pytest.approx(_one_run_minute(chunks).worn_s, abs=0.03)
     assert [r["worn_s"] for r in records[:-1]] == pytest.approx([stop_s - 60])  # the stop's part, sent once
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_a_restart_while_the_sensor_lies_off_the_body_counts_none_of_it_as_worn(tmp_path, broker, kill):
+    """The sensor taken off for lunch and left on the desk, and the gateway restarted meanwhile (a night's reboot, an
+    upgrade, a power cut): the restarted pipeline's off-body test started afresh and counted the sensor on the desk as
+    worn for its first minute (a helper's probe: 57 s and 3 s of phantom wear in two minutes one run has none of).
+    Where it was put down is kept beside the spool while it is off: the next run goes on off, as one run would."""
+    from pipeline.worn import WornSettings
+
+    listener, got, config, spool_dir = _desk(tmp_path, broker)
+    down_s, back_s = 300.0, 303.0  # off the body from ~200 s, judged so a minute later
+    chunks = [ch for ch in SensorSimulation(load_scenario("taken-off"), seed=3).chunks(max_samples=50)
+              if ch.t_s[0] < 420.0 and not down_s <= ch.t_s[0] < back_s]
+    try:
+        if kill:
+            device = _open(config, spool_dir)
+            for ch in (ch for ch in chunks if ch.t_s[0] < down_s):
+                _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
+                device.publisher.pump()
+            assert device.pipeline.off_since_s is not None, "off the body before the kill"
+            device.publisher.stop(offline=False)  # killed
+        else:
+            _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] < down_s], got)
+        second = _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] >= back_s], got)
+    finally:
+        listener.loop_stop()
+    reference = PosturePipeline()
+    one_run = {}
+    for out in [*(reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps) for ch in chunks), reference.finish()]:
+        one_run |= {m.minute_start_s * 1000: m.worn_s for m in out.metrics}
+    stored = {m["ts"]: m["worn_s"] for m in got}  # the last record of each minute
+    assert second.pipeline.off_since_s is not None and WornSettings().off_after_s <= down_s - 200.0
+    assert {ts: worn for ts, worn in stored.items() if worn > one_run.get(ts, 0.0) + 0.03} == {}
