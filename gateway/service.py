@@ -360,11 +360,10 @@ def _keep_held(device: Device, spool_dir: Path) -> None:
     device.held_starts, device.open_kept_s = starts, last_t_s
 
 
-def _keep_off(device: Device, spool_dir: Path, gone: bool = False) -> None:
-    """Where the sensor was put down, on disk while it is off the body, for a stop or a crash meanwhile (gone: the
-    sensor was replaced, its time off forgotten)."""
-    off_since_s = None if gone else device.pipeline.off_since_s
-    if off_since_s == device.off_since_s and not gone:
+def _keep_off(device: Device, spool_dir: Path) -> None:
+    """Where the sensor was put down, on disk while it is off the body, for a stop or a crash meanwhile."""
+    off_since_s = device.pipeline.off_since_s
+    if off_since_s == device.off_since_s:
         return
     try:
         if off_since_s is None:
@@ -539,7 +538,7 @@ def _sensor_replaced(device: Device, spool_dir: Path, address: str) -> None:
                            f"then {pipeline.s.calibration.instructions}")
     device.pipeline, device.address, device.saved, device.link_gone, device.gone_kept = \
         pipeline, address, None, False, False
-    _keep_off(device, spool_dir, gone=True)  # the old sensor's time off is not the new one's
+    _keep_off(device, spool_dir)  # the new pipeline is not off: the old sensor's time off is forgotten
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
 
 

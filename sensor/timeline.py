@@ -84,7 +84,6 @@ class ArrivalTimeline:
     of samples are held: those placed past it, the floor still falling, follow their neighbours, late, not lost.
     """
 
-
     def __init__(self, rate_hz: float, window: int = 32, drift_gain: float = 0.02, max_hold_s: float = MAX_HOLD_S):
         self.rate_hz = rate_hz
         self.window = window
