@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -277,8 +278,7 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
                                f"taken on {taken_on}; then {pipeline.s.calibration.instructions}")
     device.saved = device.pipeline.calibration
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
-    device.off_since_s = read_kept(spool_dir, name, OFF_SUFFIX, lambda doc: float(doc["put_down_s"]),
-                                   "sensor off the body")
+    device.off_since_s = read_kept(spool_dir, name, OFF_SUFFIX, _put_down_s, "sensor off the body")
     device.sent_floor = SentFloor.load(spool_dir, name)
     _send_held(device, spool_dir)
     return device
@@ -358,6 +358,14 @@ def _keep_held(device: Device, spool_dir: Path) -> None:
     else:
         device.held_kept = True
     device.held_starts, device.open_kept_s = starts, last_t_s
+
+
+def _put_down_s(doc: dict[str, Any]) -> float:
+    """The time kept in OFF_SUFFIX, checked: JSON's -Infinity would make a sensor "off for inf min" once picked up."""
+    put_down_s = float(doc["put_down_s"])
+    if not math.isfinite(put_down_s):
+        raise ValueError(f"put_down_s {put_down_s}")
+    return put_down_s
 
 
 def _keep_off(device: Device, spool_dir: Path) -> None:

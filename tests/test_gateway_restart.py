@@ -23,6 +23,7 @@ from gateway.sent_floor import SentFloor
 from gateway.service import (
     HELD_SUFFIX,
     LINK_GONE_S,
+    OFF_SUFFIX,
     OPEN_KEPT_EVERY_S,
     Device,
     _close_when_gone,
@@ -556,3 +557,17 @@ def test_a_restart_while_the_sensor_lies_off_the_body_counts_none_of_it_as_worn(
     stored = {m["ts"]: m["worn_s"] for m in got}  # the last record of each minute
     assert second.pipeline.off_since_s is not None and WornSettings().off_after_s <= down_s - 200.0
     assert {ts: worn for ts, worn in stored.items() if worn > one_run.get(ts, 0.0) + 0.03} == {}
+
+
+@pytest.mark.parametrize("kept", ['{"put_down_s": -Infinity}', '{"put_down_s": NaN}', '{"put_down_s": "now"}', "[]"])
+def test_a_damaged_off_the_body_file_is_ignored_with_a_warning(tmp_path, broker, caplog, kept):
+    """A hand-edited or damaged <device>.off.json: the start goes on as worn, said once; JSON's -Infinity made a
+    sensor picked up "off the body for inf min"."""
+    config = Config(mqtt=MqttSettings(host=broker.host, port=broker.port))
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    device_file(spool_dir, "Desk", OFF_SUFFIX).write_text(kept)
+    device = _open(config, spool_dir)
+    device.publisher.stop()
+    assert device.off_since_s is None
+    assert any("ignoring sensor off the body" in r.getMessage() for r in caplog.records)
