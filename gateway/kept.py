@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +34,12 @@ def write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any]) -
     path = device_file(spool_dir, device, suffix)
     tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps(doc))
+        with tmp.open("w") as f:
+            f.write(json.dumps(doc))
+            f.flush()
+            # Without it a power cut after the rename can leave an empty file where the old one was (XFS, or ext4
+            # mounted noauto_da_alloc): the calibration gone. About one small write a device every 10 s.
+            os.fsync(f.fileno())
         tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
     except OSError:
         tmp.unlink(missing_ok=True)  # half a file on a full disk: its space back
