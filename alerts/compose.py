@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from alerts.rules import Finding
 from contract.messages import SCHEMA_VERSION
+from pipeline.summary import DayTotals
 
 TITLES = {"slouch": "Slouching", "slouch_now": "Slouching now", "rotation": "Rotation imbalance",
           "lean": "Leaning to one side", "sitting": "Time to move", "calibration": "Recalibrate the sensor",
@@ -71,12 +73,18 @@ def alert_payload(device: str, finding: Finding, stretch: dict[str, Any] | None)
 
 
 def summary_payload(device: str, date: str, now_s: float, evidence: dict[str, Any],
-                    stretch: dict[str, Any] | None) -> dict[str, Any]:
+                    stretch: dict[str, Any] | None, totals: DayTotals | None = None) -> dict[str, Any]:
+    """totals: the day's minutes folded, as they are; the text's whole minutes and percent are rounded from them once,
+    as `posture report` rounds them. From the evidence's tenths they were rounded twice: 29.46 min slouched of 100 was
+    "Slouched 30 of 100 min worn (30%" here and "slouch 29 min (29 % of worn time)" in the report."""
     e = evidence
     if e["worn_min"] and e["slouch_pct"] is not None:
         goal = ("goal met" if e["goal_met"] else
                 ("goal missed" if e["goal_met"] is False else "too little wear to count"))
-        text = (f"Slouched {e['slouch_min']:.0f} of {e['worn_min']:.0f} min worn ({e['slouch_pct']:.0f}%, "
+        slouch_min, worn_min, share = e["slouch_min"], e["worn_min"], e["slouch_pct"]
+        if totals is not None and totals.slouch_pct_of_worn is not None:
+            slouch_min, worn_min, share = totals.slouch_s / 60, totals.worn_s / 60, totals.slouch_pct_of_worn
+        text = (f"Slouched {slouch_min:.0f} of {worn_min:.0f} min worn ({share_text(share, e['goal_slouch_pct'])}%, "
                 f"goal < {e['goal_slouch_pct']:g}%): {goal}. Streak {e['streak_days']} d")
     else:
         text = f"Not worn today. Streak {e['streak_days']} d"
@@ -87,6 +95,18 @@ def summary_payload(device: str, date: str, now_s: float, evidence: dict[str, An
     return {"schema": SCHEMA_VERSION, "kind": "summary", "id": f"{device}-summary-{date}", "device": device,
             "ts": int(round(now_s * 1000)), "severity": "info", "title": TITLES["summary"],
             "message": (text + _how(stretch))[:240], "stretch": stretch, "evidence": evidence}
+
+
+def share_text(share_pct: float, goal_pct: float) -> str:
+    """The slouched share in whole percent, or with as many decimals (up to 2) as it takes to read on the side of the
+    goal it is on: 19.6 % was "20%, goal < 20%: goal met"; now "19.6%"."""
+    for digits in (0, 1, 2):
+        shown = f"{share_pct:.{digits}f}"
+        if (float(shown) < goal_pct) == (share_pct < goal_pct):
+            return shown
+    # Closer than 0.005 to the goal: cut towards the side it is on.
+    cut = math.floor(share_pct * 100) if share_pct < goal_pct else math.ceil(share_pct * 100)
+    return f"{cut / 100:.2f}"
 
 
 def text_mirror(alert: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import json
 from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import orjson
 
@@ -158,7 +158,7 @@ class AlertEngine:
                 and doc["ts"] < (due_ms := self._summary_due_ms(day, at))):
             # A minute before summary_time that came after a summary sent on the fallback (the sensor's backlog): the
             # day is judged on all that arrived up to then, not only on what the summary could see.
-            state.summary_goal_met = self._goal_met(self.today_totals(state, due_ms))
+            state.summary_goal_met = self._goal_met(self._fold(state, due_ms))
         self._summary_due.add(device)
         self._prune(state, end_ms)  # never today's minutes
         if state.last_calibrated_s is None:  # no calibration seen yet: count its age from the first data
@@ -388,35 +388,42 @@ class AlertEngine:
                 continue
             caught_up = max(map(int, state.minutes)) + MINUTE_MS >= due_ms
             if caught_up or now_s >= wait_from_s + self.rules.limits.max_delay_s:
-                evidence = self.summary_evidence(state, until_ms=due_ms)
+                totals = self._fold(state, until_ms=due_ms)
+                evidence = self.summary_evidence(state, today=totals)
                 # What the wearer is told is the day's verdict: the streak and program count it, not the evening's.
                 state.summary_sent_day, state.summary_goal_met = today, evidence["goal_met"]
                 self._summary_due.discard(device)
-                out.append(summary_payload(device, today, now_s, evidence, self._summary_stretch(state, evidence)))
+                stretch = self._summary_stretch(state, evidence, totals)
+                out.append(summary_payload(device, today, now_s, evidence, stretch, totals))
         return out
 
     # what Home Assistant and the summary show ---------------------------------------
     def today_totals(self, state: DeviceState, until_ms: float = float("inf")) -> dict[str, Any]:
+        return r.totals_of(self._fold(state, until_ms))
+
+    def _fold(self, state: DeviceState, until_ms: float = float("inf")) -> DayTotals:
+        """The open day's minutes up to until_ms, folded: the day's totals as they are, before any rounding for
+        display (the goal is judged, and the summary's text rounded, from these)."""
         start_ms = self._start_ms(state)
-        return r.totals([m for k, m in state.minutes.items() if start_ms <= int(k) < until_ms])
+        return day_totals(m for k, m in state.minutes.items() if start_ms <= int(k) < until_ms)
 
     def _fold_today(self, state: DeviceState) -> DayTotals:
-        start_ms = self._start_ms(state)
-        return day_totals(m for k, m in state.minutes.items() if start_ms <= int(k))
+        return self._fold(state)
 
     def summary_evidence(self, state: DeviceState, until_ms: float = float("inf"),
-                         today: dict[str, Any] | None = None) -> dict[str, Any]:
-        """today: the totals up to until_ms if the caller has them already."""
+                         today: DayTotals | None = None) -> dict[str, Any]:
+        """today: the day's minutes up to until_ms folded, if the caller has them already."""
         h = self.rules.habit
-        today = today if today is not None else self.today_totals(state, until_ms)
-        met = self._day_verdict(state, today)
+        folded = today if today is not None else self._fold(state, until_ms)
+        today_totals = r.totals_of(folded)
+        met = self._day_verdict(state, folded)
         # Only states that have seen a day get here (tick, today_state); _close_day sets both together.
         assert state.day is not None and state.program_start is not None
         program_day = (Date.fromisoformat(state.day) - Date.fromisoformat(state.program_start)).days + 1
         in_program = [d for d in state.days.values() if d.get("program_day", 0) <= h.program_days]
         days_met = (state.program_met_before + sum(1 for d in in_program if d["goal_met"])
                     + (1 if met and program_day <= h.program_days else 0))
-        return {"date": state.day, **today, "goal_slouch_pct": h.goal_slouch_pct, "goal_met": met,
+        return {"date": state.day, **today_totals, "goal_slouch_pct": h.goal_slouch_pct, "goal_met": met,
                 "streak_days": self._streak(state, met), "program_day": program_day, "program_days": h.program_days,
                 "days_met": days_met, "alerts_sent": state.sent_today, "alerts_held": sum(state.held_today.values()),
                 "timezone": iana_name(self.tz)}
@@ -443,11 +450,11 @@ class AlertEngine:
             # own `days`: closing replaces the other fields it changes (a deep copy took 16 ms a device).
             begun = copy.copy(state)
             begun.days = dict(state.days)
-            self._close_day(begun, self._calendar_day, r.totals_of(self._folded[device]))
-            evidence = self.summary_evidence(begun, today=r.totals_of(DayTotals()))
+            self._close_day(begun, self._calendar_day, self._folded[device])
+            evidence = self.summary_evidence(begun, today=DayTotals())
             return self._today_document(device, begun, evidence, {"worn_s": 0.0}, self._start_ms(begun))
         latest_key = max(state.minutes, key=int)
-        evidence = self.summary_evidence(state, today=r.totals_of(self._folded[device]))
+        evidence = self.summary_evidence(state, today=self._folded[device])
         if int(latest_key) < (day_start_ms := self._start_ms(state)):  # the day begun by an event, no minute
             return self._today_document(device, state, evidence, {"worn_s": 0.0}, day_start_ms)
         return self._today_document(device, state, evidence, state.minutes[latest_key], int(latest_key) + MINUTE_MS)
@@ -533,11 +540,13 @@ class AlertEngine:
             return None
         return watching_s
 
-    def _summary_stretch(self, state: DeviceState, e: dict[str, Any]) -> dict[str, Any] | None:
+    def _summary_stretch(self, state: DeviceState, e: dict[str, Any], totals: DayTotals) -> dict[str, Any] | None:
         """The day's main deficit gets a stretch in the summary too. Rotation only as the rotation rule reads it: the
-        symmetry index of fewer than rotation.min_excursions rotations means nothing (one rotation is ±200 %)."""
+        symmetry index of fewer than rotation.min_excursions rotations means nothing (one rotation is ±200 %). Slouch
+        as the goal reads it: the share as it is, not as rounded for display (19.96 % is under a goal of 20 %)."""
         rotations = e["rotations_left"] + e["rotations_right"]
-        if e["slouch_pct"] is not None and e["slouch_pct"] >= self.rules.habit.goal_slouch_pct:
+        share = totals.slouch_pct_of_worn
+        if share is not None and share >= self.rules.habit.goal_slouch_pct:
             deficit, side = "slouch", None
         elif (e["rotation_si"] is not None and rotations >= self.rules.rotation.min_excursions
               and abs(e["rotation_si"]) >= self.rules.rotation.si_pct):
@@ -568,16 +577,19 @@ class AlertEngine:
         counted in the day closed, was counted again as the new day's night)."""
         return state.day_start_ms if state.day_start_ms is not None else self._day_start_ms(state.day)
 
-    def _day_verdict(self, state: DeviceState, totals: dict[str, Any]) -> bool | None:
+    def _day_verdict(self, state: DeviceState, totals: DayTotals) -> bool | None:
         """Whether the day met the goal: as its summary said once sent (on the day up to summary_time), else on the
         totals so far (also where the summary could not say: worn too little by then)."""
         told = state.summary_goal_met if state.summary_sent_day == state.day else None
         return told if told is not None else self._goal_met(totals)
 
-    def _goal_met(self, totals: dict[str, Any]) -> bool | None:
-        if totals["worn_min"] < self.rules.habit.min_worn_min or totals["slouch_pct"] is None:
+    def _goal_met(self, totals: DayTotals) -> bool | None:
+        """The goal judged on the day's totals as they are: rounded first (to the tenths the summary and `today`
+        show), a day 19.96 % slouched read as 20.0 and missed a goal of 20 %, and 59.96 min worn counted as 60."""
+        share = totals.slouch_pct_of_worn
+        if totals.worn_s < 60 * self.rules.habit.min_worn_min or share is None:
             return None
-        return cast(float, totals["slouch_pct"]) < self.rules.habit.goal_slouch_pct
+        return share < self.rules.habit.goal_slouch_pct
 
     def _streak(self, state: DeviceState, today_met: bool | None) -> int:
         """Days in a row that met the goal, up to today (counted once it is met); unworn days are skipped."""
@@ -591,14 +603,15 @@ class AlertEngine:
             n += 1
         return n + state.streak_before  # met (or unworn) back to the oldest day kept
 
-    def _close_day(self, state: DeviceState, new_day: str, totals: dict[str, Any] | None = None) -> None:
-        """totals: the closing day's, if the caller has them already."""
+    def _close_day(self, state: DeviceState, new_day: str, folded: DayTotals | None = None) -> None:
+        """folded: the closing day's minutes folded, if the caller has them already."""
         if state.day is not None:
-            totals = totals if totals is not None else self.today_totals(state)
+            folded = folded if folded is not None else self._fold(state)
+            totals = r.totals_of(folded)
             assert state.program_start is not None  # set below with the first day, before state.day is
             program_day = (Date.fromisoformat(state.day) - Date.fromisoformat(state.program_start)).days + 1
             state.days[state.day] = {"worn_min": totals["worn_min"], "slouch_min": totals["slouch_min"],
-                                     "goal_met": self._day_verdict(state, totals), "program_day": program_day}
+                                     "goal_met": self._day_verdict(state, folded), "program_day": program_day}
             days = sorted(state.days.items())
             for _, gone in days[:-KEEP_DAYS]:  # oldest first, as _streak would count them
                 met = gone["goal_met"]

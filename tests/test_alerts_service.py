@@ -24,7 +24,11 @@ from alerts.engine import AlertEngine
 from alerts.service import AlertService, new_engine, resembling
 from alerts.settings import load_rules
 from contract.validation import load_validators
+from report.day import build_day_report, day_bounds
+from report.draw import header_parts
+from report.query import fetch_day
 from service_io.config import load_config
+from service_io.influx import InfluxSettings
 from service_io.spool import Spool
 from support.alerts import (
     BURST_RULES,
@@ -41,9 +45,10 @@ from support.alerts import (
     write_config,
     zone_at,
 )
+from support.bridges import BridgeProcess
 from support.day_messages import scenario_messages, slouchy_minute
 from support.homeassistant import check_config
-from support.mqtt import client, listen, wait_for
+from support.mqtt import DB, client, listen, wait_for
 from support.spools import DeleteRefusingSpool
 
 OFFICE_RULES = """
@@ -180,6 +185,55 @@ def test_a_summary_due_while_the_service_was_away_covers_the_backlog(tmp_path, b
     assert summary["worn_min"] == round(len(before), 1) and len(before) > 300
     assert summary["slouch_min"] == round(sum(d["slouch_s"] for d in before) / 60, 1)
     assert summary["goal_met"] is False
+
+
+def test_the_summary_tells_the_day_as_the_report_does(tmp_path, broker, influx):
+    """One day of two wearers, 100 minutes each, through Mosquitto to `posture alerts` and to `posture bridge` into
+    InfluxDB. The summary's text was rounded from the evidence's tenths, so twice: 29.47 min slouched of 100 read
+    "Slouched 30 of 100 min worn (30%" on the phone and "slouch 29 min (29 % of worn time)" in the report. And the
+    goal was judged on those tenths: a day 19.97 % slouched (Upright 80.03 % on the Daily dashboard) was 20.0 %, its
+    goal of 20 % missed. Now the text is rounded once from the day's totals as the report rounds them, and the goal
+    is judged on the share as it is, said with the decimals that show which side of the goal it is on."""
+    zone = noon_zone()
+    summary_at = datetime.fromtimestamp(time.time() - 60, ZoneInfo(zone)).replace(second=0, microsecond=0)
+    rules = ("[slouch]\nenabled = false\n[slouch_now]\nenabled = false\n[limits]\nquiet_hours = \"\"\n"
+             f"[habit]\nmin_worn_min = 30.0\nsummary_time = \"{summary_at.strftime('%H:%M')}\"\n")
+    config = write_config(tmp_path, broker, rules, timezone=zone, ha_discovery=False)
+    with config.open("a") as f:
+        f.write(f'\n[influx]\nurl = "{influx.url}"\ndatabase = "{DB}"\n\n[bridge]\nflush_interval_s = 0.1\n')
+    slouch_s = {"Tenths": 17.68, "UnderGoal": 11.98}  # a minute's; 100 minutes: 29.47 and 19.97 min of 100 worn
+    first_s = summary_at.timestamp() - 100 * 60  # the last minute ends at summary_time: the data got there
+    messages = [(f"posture/{device}/metrics", {**slouchy_minute(device, first_s + 60 * k), "slouch_s": s})
+                for device, s in slouch_s.items() for k in range(100)]
+    bridge = BridgeProcess(config, "bridge").start()
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, "Tenths", extra=("posture/UnderGoal/alerts",))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, messages)
+        wait_for(lambda: phone.kinds().count("summary") == 2, 60, lambda: "the summaries\n" + log.read_text()[-3000:])
+        stop(service, log)
+        wait_for(lambda: influx.rows('SELECT count("worn_s") FROM "posture_minute"', DB)[0]["count"] == 200, 30,
+                 "the bridge to store the minutes")
+        bridge.stop()
+    finally:
+        for proc in (service, bridge.proc):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        phone.close()
+    summaries = {a["device"]: a for a in phone.alerts if a["kind"] == "summary"}
+    day = summary_at.date()
+    reports = {device: build_day_report(device, day, ZoneInfo(zone), fetch_day(
+        InfluxSettings(url=influx.url, database=DB), device, *day_bounds(day, ZoneInfo(zone)))) for device in slouch_s}
+    assert "slouch 29 min (29 % of worn time)" in header_parts(reports["Tenths"])
+    assert summaries["Tenths"]["message"].startswith("Slouched 29 of 100 min worn (29%, goal < 20%): goal missed.")
+    assert summaries["Tenths"]["evidence"]["slouch_pct"] == 29.5  # the evidence keeps its tenths
+    under = reports["UnderGoal"].totals.slouch_pct_of_worn
+    assert under is not None and 19.9 < under < 20.0
+    assert "slouch 20 min (20 % of worn time)" in header_parts(reports["UnderGoal"])
+    assert summaries["UnderGoal"]["evidence"]["goal_met"] is True
+    assert summaries["UnderGoal"]["message"].startswith("Slouched 20 of 100 min worn (19.97%, goal < 20%): goal met.")
 
 
 def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
