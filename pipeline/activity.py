@@ -192,23 +192,29 @@ class ActivityClassifier:
         seen, and samples either side of the gap are not one movement). The resting value is kept:
         it is the accelerometer's, and the first samples after a gap may be walking.
 
-        Lost for walk_lost_s or more during a walk, or within walk_ended_s of one with the wearer still standing (the
-        walk's arrival), the wearer walked out of the gateway's reach, and where the walk ended was not seen: most
-        often in a seat (the link comes back seconds to a minute after the wearer is in range again, by which time
-        they have sat down at the desk the gateway is at). Kept standing, a day of such breaks read standing from each
-        one on (office-day with every walk out of reach: 89 % of sitting lost; random day 94225, lost 7 s after a walk
-        as the wearer began to sit down: 23 %). So unless steps, a sit-down or a stand-up come within seat_unseen_s
-        of the return, the wearer sat down unseen: sitting from then on. Taken as sitting at once, a wearer back at
-        the coffee machine, or walking on, read sitting until they sat down or the walking window filled. The walking
-        test starts afresh: windows across the gap would carry the walk before it into the samples after."""
-        arriving = (self._upright == STANDING_CODE and not self._was_lying and self._walk_last is not None
+        Lost for walk_lost_s or more during a walk, the wearer walked out of the gateway's reach, and where the walk
+        ended was not seen: most often in a seat (the link comes back seconds to a minute after the wearer is in range
+        again, by which time they have sat down at the desk the gateway is at). Kept standing, a day of such breaks
+        read standing from each one on (office-day with every walk out of reach: 89 % of sitting lost). Lost within
+        walk_ended_s of the walking verdict's end with the wearer still standing (the walk's arrival), for any length
+        the pipeline does not bridge, the sit-down that usually ends an arrival may be in the loss the same way: a loss
+        cuts a sit-down under way, or takes the rest before one that begins within move_margin_s of the return, and
+        1.2–4 s hold a whole one (random day 94225, lost 7 s after a walk as the wearer began to sit down: 23 % of its
+        sitting read standing; day 20011, a 5 s loss 11 s after a walk with the whole sit-down inside it: 97 %). So
+        unless steps, a sit-down or a stand-up come within seat_unseen_s of the return, the wearer sat down unseen:
+        sitting from then on. Taken as sitting at once, a wearer back at the coffee machine, or walking on, read
+        sitting until they sat down or the walking window filled. After walk_lost_s the walking test starts afresh:
+        windows across the gap would carry the walk before it into the samples after; a shorter loss mid-walk (the
+        body shadowing the radio) keeps the walk, and its windows."""
+        arriving = (self._upright == STANDING_CODE and not self._was_lying and not self._walking_now
+                    and self._walk_last is not None
                     and self._n_walk - 1 - self._walk_last <= round(self.s.walk_ended_s * self.s.rate_hz))
         self._move_start = self._move_from = None
         self._walked_to_end, self._peaks = False, []
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
+        if arriving or (self._walking_now and unseen_s >= self.s.walk_lost_s):
+            self._seat_at = self._n + round(self.s.seat_unseen_s * self.s.rate_hz)
         if unseen_s >= self.s.walk_lost_s:
-            if self._walking_now or arriving:
-                self._seat_at = self._n + round(self.s.seat_unseen_s * self.s.rate_hz)
             self._walking_now, self._hist, self._step_band = False, np.zeros(0), Band(self.s.rate_hz)
 
     def trunk_axis(self, up_sensor: np.ndarray) -> None:

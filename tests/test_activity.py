@@ -417,8 +417,28 @@ def test_a_link_lost_as_a_walk_arrives_ends_in_a_seat_unless_something_else_is_s
     assert (after[t[:2000] > 3.0] == "walking").all()
     after = _across_a_gap(walk_then_still(40.0), still, 60.0)  # standing on after the walk: nothing says it ended
     assert (after == STANDING).all()
-    after = _across_a_gap(walk_then_still(5.0), still, 3.0)  # a short loss: still known to be standing
+    after = _across_a_gap(walk_then_still(40.0), still, 3.0)  # nor after a short loss
     assert (after == STANDING).all()
+
+
+@pytest.mark.parametrize("unseen_s", [1.5, 3.0, 5.0, 9.0])
+def test_a_short_loss_as_a_walk_arrives_hides_a_sit_down_as_a_long_one_does(unseen_s):
+    """A sit-down takes 1.2–4 s: a loss far shorter than walk_lost_s holds a whole one, and one of any length cuts one
+    under way (not judged) or takes the rest before one that begins just after the return. Random day 20011: standing
+    11 s after a walk, a 5 s loss with the whole sit-down inside it, and the wearer read standing for the next 58
+    minutes (97 % of the day's sitting). In the walk's arrival a short loss ends in a seat as a long one does; a short
+    loss mid-walk (the body shadowing the radio) keeps the walk."""
+    t = np.arange(0, 60, 1 / RATE_HZ)
+    rng = np.random.default_rng(17)
+    walk = _steps(t[:2000]) + rng.normal(0, 0.004, 2000)
+    seated = 1.0 + rng.normal(0, 0.004, len(t))
+    before = np.concatenate([walk, 1.0 + rng.normal(0, 0.004, 1000)])  # 10 s standing after the last steps
+    after = _across_a_gap(before, seated, unseen_s)
+    assert (after[t < 29.9] == STANDING).all() and (after[t >= 30.0] == SITTING).all()
+    after = _across_a_gap(before, walk, unseen_s)  # walked on: steps decide
+    assert (after[t[:2000] > 3.0] == "walking").all()
+    after = _across_a_gap(walk, walk, unseen_s)  # shadowed mid-walk: the walk goes on at once
+    assert (after[t[:2000] > 0.5] == "walking").all()
 
 
 def test_a_stand_up_judged_on_the_very_sample_the_unseen_seat_falls_due_cancels_it_however_batched():
