@@ -573,7 +573,10 @@ def test_live_points_do_not_pile_up_in_memory_while_nothing_can_be_stored(tmp_pa
             with bridge._lock:
                 held = max(held, len(bridge._pending))
             time.sleep(0.1)
-        assert held == 0 and bridge.stats.live_dropped == 200, (held, bridge.stats)
+        # The "full" spool may still take a first small write into its last page's free room (seen once in CI):
+        # every state is spooled or dropped and counted, none held in memory.
+        assert held == 0 and bridge.stats.live_dropped + bridge.stats.points_spooled == 200, (held, bridge.stats)
+        assert bridge.stats.points_spooled <= 10, bridge.stats
     finally:
         bridge.stop_event.set()
         runner.join(30)
