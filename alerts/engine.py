@@ -592,7 +592,11 @@ class AlertEngine:
         return share < self.rules.habit.goal_slouch_pct
 
     def _streak(self, state: DeviceState, today_met: bool | None) -> int:
-        """Days in a row that met the goal, up to today (counted once it is met); unworn days are skipped."""
+        """Days in a row that met the goal, up to today: counted once it is met, and none once it is missed (a day
+        missed ends the streak: "goal missed. Streak 5 d" told the wearer the days before were still a streak, and the
+        next morning it was 0); unworn days, and a today not judged yet (worn too little), are skipped."""
+        if today_met is False:
+            return 0
         n = 1 if today_met else 0
         for day in sorted(state.days, reverse=True):
             met = state.days[day]["goal_met"]

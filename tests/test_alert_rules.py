@@ -338,6 +338,31 @@ def test_habit_program_streak_and_daily_summary():
     load_validators()["alerts/log"](summary)
 
 
+def test_a_day_missed_ends_the_streak_at_once_as_its_summary_says():
+    """Five days met, a weekend not worn, a day worn too little, then a day 50 % slouched: its summary said "goal
+    missed. Streak 5 d" and `today` streak_days 5 all evening, and the next morning the streak was 0. A missed day
+    ends the streak when it is judged so; a day not worn, or worn too little, does not."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=60,
+                                                               summary_time="18:00"))
+    plan = {0: 6, 1: 6, 2: 6, 3: 6, 4: 6, 7: None, 8: 30, 9: 6}  # slouch_s a minute; None: 40 min, too little
+    told = {}
+    for day, slouch_s in plan.items():
+        start = DAY + day * 86400 + 9 * 3600
+        worn = 40 if slouch_s is None else 480
+        feed(eng, [minute(start + 60 * k, slouch_s=slouch_s or 6) for k in range(worn)])
+        [summary] = eng.tick(DAY + day * 86400 + 18 * 3600 + 600)
+        told[day] = summary["evidence"]["goal_met"], summary["evidence"]["streak_days"], eng.today_state("D")
+    assert [told[d][:2] for d in (4, 7)] == [(True, 5), (None, 5)]  # the weekend and a short day break nothing
+    met, streak, today = told[8]
+    assert (met, streak, today["goal_met"], today["streak_days"]) == (False, 0, False, 0)
+    assert told[9][:2] == (True, 1)
+    # Judged on the day so far before the summary too: missed so far, no streak; met again, the streak is back.
+    feed(eng, [minute(DAY + 10 * 86400 + 9 * 3600 + 60 * k, slouch_s=50) for k in range(60)])
+    assert (eng.today_state("D")["goal_met"], eng.today_state("D")["streak_days"]) == (False, 0)
+    feed(eng, [minute(DAY + 10 * 86400 + 10 * 3600 + 60 * k, slouch_s=0) for k in range(240)])
+    assert (eng.today_state("D")["goal_met"], eng.today_state("D")["streak_days"]) == (True, 2)
+
+
 def test_a_streak_longer_than_the_days_kept_goes_on_counting():
     # Only KEEP_DAYS finished days are kept: the streak stopped at 63 and Home Assistant showed "63 d" for good.
     eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30, summary_time=""))

@@ -236,6 +236,47 @@ def test_the_summary_tells_the_day_as_the_report_does(tmp_path, broker, influx):
     assert summaries["UnderGoal"]["message"].startswith("Slouched 20 of 100 min worn (19.97%, goal < 20%): goal met.")
 
 
+def test_a_week_of_two_wearers_tells_each_streak_as_the_days_went(tmp_path, broker):
+    """A week through Mosquitto: DeskSensor met the goal on days 1 and 2, was not worn on 3, worn 40 min on 4 (too
+    little to count), and slouched half of today, 100 min up to summary_time; Other met it yesterday and today. The
+    summary said "goal missed. Streak 2 d" (and `today` streak_days 2) though the next morning it was 0: a missed day
+    ends the streak as it is judged. One summary each, today's; the days before were not today while it ran."""
+    zone = noon_zone()
+    summary_at = datetime.fromtimestamp(time.time() - 60, ZoneInfo(zone)).replace(second=0, microsecond=0)
+    rules = ("[slouch]\nenabled = false\n[slouch_now]\nenabled = false\n[sitting]\nenabled = false\n"
+             "[calibration]\nenabled = false\n[limits]\nquiet_hours = \"\"\n"
+             f"[habit]\nmin_worn_min = 60.0\nsummary_time = \"{summary_at.strftime('%H:%M')}\"\n")
+    config = write_config(tmp_path, broker, rules, timezone=zone, ha_discovery=False)
+    today_first_s = summary_at.timestamp() - 100 * 60  # the last minute ends at summary_time: the data got there
+
+    def day(device: str, days_back: int, minutes: int, slouch_s: float) -> list[tuple[str, dict]]:
+        first_s = today_first_s - days_back * 86400
+        return [(f"posture/{device}/metrics", {**slouchy_minute(device, first_s + 60 * k), "slouch_s": slouch_s})
+                for k in range(minutes)]
+
+    messages = (day(DEVICE, 4, 100, 6.0) + day(DEVICE, 3, 100, 6.0) + day(DEVICE, 1, 40, 6.0)
+                + day("Other", 1, 100, 6.0) + day(DEVICE, 0, 100, 30.0) + day("Other", 0, 100, 6.0))
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, extra=("posture/Other/alerts", f"posture/{DEVICE}/today", "posture/Other/today"))
+    service = start_alerts(config, log)
+    try:
+        wait_online(broker.port, service, log)
+        publish(broker.port, messages)
+        wait_for(lambda: phone.kinds().count("summary") == 2, 60, lambda: "the summaries\n" + log.read_text()[-3000:])
+        time.sleep(1.0)  # a second summary of either would come with the next steps
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    assert stats["alerts"] == {"summary": 2}
+    summaries = {a["device"]: a for a in phone.alerts if a["kind"] == "summary"}
+    assert "goal missed. Streak 0 d, day 5 of 31." in summaries[DEVICE]["message"]
+    assert (phone.today()["goal_met"], phone.today()["streak_days"], phone.today()["program_day"]) == (False, 0, 5)
+    assert "goal met. Streak 2 d, day 2 of 31." in summaries["Other"]["message"]
+    assert phone.today("Other")["streak_days"] == 2
+
+
 def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
     """Yesterday evening's minutes (20:00-22:00) and nothing since: Home Assistant read `today` as 120 minutes worn,
     yesterday's, until the sensor's first minute of the new day. It is the new day, empty, and stays so when a late
