@@ -583,6 +583,17 @@ class AlertEngine:
         told = state.summary_goal_met if state.summary_sent_day == state.day else None
         return told if told is not None else self._goal_met(totals)
 
+    def _closing_verdict(self, state: DeviceState, totals: DayTotals) -> bool | None:
+        """The verdict a day closes with: as its summary told, or, with none sent (the service away from before
+        summary_time until after midnight), as it would have told (the day up to summary_time), so that the streak and
+        the program do not depend on whether the service ran at summary_time; else (worn too little by then, or no
+        summary_time) on the whole day."""
+        at = self.rules.habit.summary_at()
+        if state.summary_sent_day == state.day or at is None or state.day is None:
+            return self._day_verdict(state, totals)
+        by_then = self._goal_met(self._fold(state, until_ms=self._summary_due_ms(state.day, at)))
+        return by_then if by_then is not None else self._goal_met(totals)
+
     def _goal_met(self, totals: DayTotals) -> bool | None:
         """The goal judged on the day's totals as they are: rounded first (to the tenths the summary and `today`
         show), a day 19.96 % slouched read as 20.0 and missed a goal of 20 %, and 59.96 min worn counted as 60."""
@@ -615,7 +626,7 @@ class AlertEngine:
             assert state.program_start is not None  # set below with the first day, before state.day is
             program_day = (Date.fromisoformat(state.day) - Date.fromisoformat(state.program_start)).days + 1
             state.days[state.day] = {"worn_min": totals["worn_min"], "slouch_min": totals["slouch_min"],
-                                     "goal_met": self._day_verdict(state, folded), "program_day": program_day}
+                                     "goal_met": self._closing_verdict(state, folded), "program_day": program_day}
             days = sorted(state.days.items())
             for _, gone in days[:-KEEP_DAYS]:  # oldest first, as _streak would count them
                 met = gone["goal_met"]

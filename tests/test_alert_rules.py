@@ -463,6 +463,43 @@ def test_a_verdict_sent_on_the_fallback_takes_the_data_that_came_later():
     assert eng.devices["D"].days["2026-11-20"]["goal_met"] is False
 
 
+def test_a_day_without_its_summary_is_judged_as_the_summary_would_have_told():
+    """The service away from 17:00 until the next morning, the broker holding the evening: 10 % slouched to 18:00, 50 %
+    after (20 % whole: missed). Running, it told "goal met" at 18:00 and the streak went on; away, the day was judged
+    whole and the streak ended. Both runs now close the day alike; worn too little by 18:00, the whole day is judged."""
+    def run(away: bool, first_min: int = 9 * 60) -> AlertEngine:
+        eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=60,
+                                                                   summary_time="18:00"))
+        feed(eng, [minute(DAY + 9 * 3600 + 60 * k, slouch_s=6) for k in range(480)])  # day 1: met
+        eng.tick(DAY + 18 * 3600 + 600)
+        day2 = DAY + 86400
+        live = [minute(day2 + 60 * m, slouch_s=6 if m < 18 * 60 else 30) for m in range(first_min, 21 * 60)]
+        if away:
+            feed(eng, [d for d in live if d["ts"] < (day2 + 17 * 3600) * 1000])
+            saved = eng.dump({"D"})  # restarted the next morning from its state
+            eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=60,
+                                                                       summary_time="18:00"))
+            eng.load(saved)
+            morning = DAY + 2 * 86400 + 8 * 3600
+            assert eng.tick(morning, listening_since_s=morning) == []
+            feed(eng, [d for d in live if d["ts"] >= (day2 + 17 * 3600) * 1000], now_s=morning + 1)
+            assert eng.tick(morning + 2, listening_since_s=morning) == []  # no summary for a day gone
+        else:
+            for doc in live:
+                feed(eng, [doc])
+                eng.tick(doc["ts"] / 1000 + 65)
+        feed(eng, [minute(DAY + 2 * 86400 + 9 * 3600, slouch_s=6)])
+        return eng
+
+    for away in (False, True):
+        eng = run(away)
+        assert eng.devices["D"].days["2026-11-21"]["goal_met"] is True, away
+        assert eng.today_state("D")["streak_days"] == 2, away  # the third day, one minute worn, is not judged yet
+    # 40 min by 18:00 (too little to judge): the whole day, 220 min 43 % slouched, misses the goal either way.
+    for away in (False, True):
+        assert run(away, first_min=17 * 60 + 20).devices["D"].days["2026-11-21"]["goal_met"] is False, away
+
+
 def test_a_link_that_keeps_dropping_does_not_put_the_summary_off():
     """Reconnects every 9 minutes after 18:00, the sensor off since 17:00: each reconnect started the wait anew,
     and no summary went out that day."""

@@ -277,6 +277,52 @@ def test_a_week_of_two_wearers_tells_each_streak_as_the_days_went(tmp_path, brok
     assert phone.today("Other")["streak_days"] == 2
 
 
+def test_a_day_the_service_missed_the_summary_of_is_judged_as_it_would_have_told(tmp_path, broker):
+    """The service down from before yesterday's summary_time (18:00) until after midnight, the broker holding the
+    evening: yesterday 10 % slouched to 18:00 and 50 % after. Running, the service would have told "goal met" and the
+    streak gone on (2 d); away, the closed day was judged whole (34 %, missed), and `today` said streak 0: the streak
+    depended on whether the alert service ran at 18:00. Now the day is judged up to summary_time either way."""
+    zone = zone_at(1)  # 01:xx: yesterday's evening lies 3-7 hours back
+    yesterday = (datetime.now(ZoneInfo(zone)) - timedelta(days=1)).date()
+    day_s = datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=ZoneInfo(zone)).timestamp()
+    rules = ("[slouch]\nenabled = false\n[slouch_now]\nenabled = false\n[sitting]\nenabled = false\n"
+             "[calibration]\nenabled = false\n[limits]\nquiet_hours = \"\"\n"
+             "[habit]\nmin_worn_min = 60.0\nsummary_time = \"18:00\"\n")
+    config = write_config(tmp_path, broker, rules, timezone=zone, ha_discovery=False)
+
+    def minutes(first_s: float, n: int, slouch_s: float) -> list[tuple[str, dict]]:
+        return [(f"posture/{DEVICE}/metrics", {**slouchy_minute(DEVICE, first_s + 60 * k), "slouch_s": slouch_s})
+                for k in range(n)]
+
+    # the day before yesterday, 16:00-18:00, met; yesterday 16:00-18:00 at 10 %, 18:00-21:00 at 50 %: 34 % whole
+    messages = (minutes(day_s - 86400 + 16 * 3600, 120, 6.0) + minutes(day_s + 16 * 3600, 120, 6.0)
+                + minutes(day_s + 18 * 3600, 180, 30.0))
+    log = tmp_path / "alerts.log"
+    queue_while_stopped(broker.port, config, log, messages)
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    service = start_alerts(config, log)
+    try:
+        wait_for(lambda: phone.today().get("date") == (yesterday + timedelta(days=1)).isoformat()
+                 and saved_device(tmp_path / "alerts.db", DEVICE).get("minutes", {}).get(
+                     str(int((day_s + 20 * 3600 + 59 * 60) * 1000))) is not None, 60,
+                 lambda: f"the backlog handled; today {phone.today()}\n" + log.read_text()[-2000:])
+        stats = stop(service, log)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    phone.close()
+    assert stats["alerts"] == {} and stats["received"] == 420
+    state = saved_device(tmp_path / "alerts.db", DEVICE)
+    assert state["days"][(yesterday - timedelta(days=1)).isoformat()]["goal_met"] is True
+    # the open day is yesterday (no minute of today yet): the today document shows today, closing it on a copy
+    assert state["day"] == yesterday.isoformat()
+    restarted = new_engine(load_config(config))
+    restarted.load({f"device/{DEVICE}": json.dumps(state).encode()})
+    restarted.days_begun(time.time())
+    assert restarted.today_state(DEVICE)["streak_days"] == 2
+    assert (phone.today()["streak_days"], phone.today()["program_day"], phone.today()["worn_min"]) == (2, 3, 0.0)
+
+
 def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
     """Yesterday evening's minutes (20:00-22:00) and nothing since: Home Assistant read `today` as 120 minutes worn,
     yesterday's, until the sensor's first minute of the new day. It is the new day, empty, and stays so when a late
