@@ -389,7 +389,7 @@ class AlertEngine:
             caught_up = max(map(int, state.minutes)) + MINUTE_MS >= due_ms
             if caught_up or now_s >= wait_from_s + self.rules.limits.max_delay_s:
                 totals = self._fold(state, until_ms=due_ms)
-                evidence = self.summary_evidence(state, today=totals)
+                evidence = self.summary_evidence(state, today=totals, telling=True)
                 # What the wearer is told is the day's verdict: the streak and program count it, not the evening's.
                 state.summary_sent_day, state.summary_goal_met = today, evidence["goal_met"]
                 self._summary_due.discard(device)
@@ -411,8 +411,9 @@ class AlertEngine:
         return self._fold(state)
 
     def summary_evidence(self, state: DeviceState, until_ms: float = float("inf"),
-                         today: DayTotals | None = None) -> dict[str, Any]:
-        """today: the day's minutes up to until_ms folded, if the caller has them already."""
+                         today: DayTotals | None = None, telling: bool = False) -> dict[str, Any]:
+        """today: the day's minutes up to until_ms folded, if the caller has them already. telling: for the summary
+        itself, whose verdict is the day's."""
         h = self.rules.habit
         folded = today if today is not None else self._fold(state, until_ms)
         today_totals = r.totals_of(folded)
@@ -424,7 +425,8 @@ class AlertEngine:
         days_met = (state.program_met_before + sum(1 for d in in_program if d["goal_met"])
                     + (1 if met and program_day <= h.program_days else 0))
         return {"date": state.day, **today_totals, "goal_slouch_pct": h.goal_slouch_pct, "goal_met": met,
-                "streak_days": self._streak(state, met), "program_day": program_day, "program_days": h.program_days,
+                "streak_days": self._streak(state, met, telling or state.summary_sent_day == state.day),
+                "program_day": program_day, "program_days": h.program_days,
                 "days_met": days_met, "alerts_sent": state.sent_today, "alerts_held": sum(state.held_today.values()),
                 "timezone": iana_name(self.tz)}
 
@@ -602,11 +604,12 @@ class AlertEngine:
             return None
         return share < self.rules.habit.goal_slouch_pct
 
-    def _streak(self, state: DeviceState, today_met: bool | None) -> int:
-        """Days in a row that met the goal, up to today: counted once it is met, and none once it is missed (a day
-        missed ends the streak: "goal missed. Streak 5 d" told the wearer the days before were still a streak, and the
-        next morning it was 0); unworn days, and a today not judged yet (worn too little), are skipped."""
-        if today_met is False:
+    def _streak(self, state: DeviceState, today_met: bool | None, told: bool) -> int:
+        """Days in a row that met the goal, up to today: counted once it is met, and none once its summary told it
+        missed (`told`: "goal missed. Streak 5 d" told the wearer the days before were still a streak, and the next
+        morning it was 0). Missed only so far (before the summary) it ends nothing yet: a slouched first hour showed
+        a streak of 0 all morning, back to 6 by noon. Unworn days, and a today worn too little, are skipped."""
+        if today_met is False and told:
             return 0
         n = 1 if today_met else 0
         for day in sorted(state.days, reverse=True):
