@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import date as Date
+from datetime import time as TimeOfDay
+from typing import Any, Protocol
 
 from .activity import ACTIVITIES
 from .events import MinuteMetrics
@@ -21,10 +24,86 @@ def ran_in(start_s: float, end_s: float, period_start_s: float, period_end_s: fl
     return start_s < period_end_s and (end_s > period_start_s or start_s >= period_start_s)
 
 
-def periods_ran_in(start_s: float, end_s: float, length_s: float) -> range:
-    """The indices k of the periods [k·length_s, (k + 1)·length_s) the episode ran in (ran_in)."""
-    first = math.floor(start_s / length_s)
-    return range(first, max(first, math.ceil(end_s / length_s) - 1) + 1)
+HOUR_S = 3600.0
+
+
+def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
+    """Unix seconds of local midnight at the start of `day` and of the day after: the one definition of a wearer's
+    day (23 or 25 hours where the clocks change), which the report and the replay's summaries count, as the alert
+    service counts its days."""
+    start = datetime.combine(day, TimeOfDay(0), tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), TimeOfDay(0), tzinfo=tz)
+    return start.timestamp(), end.timestamp()
+
+
+class Periods(Protocol):
+    """Periods (hours, days) one after another, each named by an int that grows with time."""
+
+    def index(self, t_s: float) -> int:
+        """The period t_s falls in."""
+        ...
+
+    def bounds(self, k: int) -> tuple[float, float]:
+        """Its start and end, Unix seconds: the end is the next period's start."""
+        ...
+
+
+@dataclass(frozen=True)
+class Every:
+    """Periods of one length from the Unix epoch: k is [k·length_s, (k + 1)·length_s)."""
+
+    length_s: float
+
+    def index(self, t_s: float) -> int:
+        return math.floor(t_s / self.length_s)
+
+    def bounds(self, k: int) -> tuple[float, float]:
+        return k * self.length_s, (k + 1) * self.length_s
+
+
+@dataclass(frozen=True)
+class LocalPeriods:
+    """A wearer's days in their zone (day_bounds: local midnight to local midnight, 23 or 25 hours where the clocks
+    change), or the hours of those days counted from their midnight (in a +05:30 zone they start at :00 local, and a
+    25-hour day has 25; a day of 23.5 hours ends on a half hour). A period is named by the Unix second it starts at
+    (local midnights fall on whole seconds). UTC gives the UTC hours and days."""
+
+    tz: tzinfo
+    hourly: bool = False
+
+    def index(self, t_s: float) -> int:
+        day_start_s, _ = self._day(t_s)
+        start_s = day_start_s + (t_s - day_start_s) // HOUR_S * HOUR_S if self.hourly else day_start_s
+        return round(start_s)
+
+    def bounds(self, k: int) -> tuple[float, float]:
+        _, day_end_s = self._day(k)
+        return float(k), (min(k + HOUR_S, day_end_s) if self.hourly else day_end_s)
+
+    def _day(self, t_s: float) -> tuple[float, float]:
+        try:
+            day = datetime.fromtimestamp(t_s, self.tz).date()
+            start_s, end_s = day_bounds(day, self.tz)
+            # Where the clocks go back over midnight, the time after it that reads as the day before again is the new
+            # day's (day_bounds: from the first midnight), as the report has it.
+            while t_s >= end_s:
+                day += timedelta(days=1)
+                start_s, end_s = day_bounds(day, self.tz)
+            while t_s < start_s:
+                day -= timedelta(days=1)
+                start_s, end_s = day_bounds(day, self.tz)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"time {t_s:g} s is on no calendar day (years 1 to 9999)") from None
+        return start_s, end_s
+
+
+def periods_ran_in(start_s: float, end_s: float, periods: Periods | float) -> list[int]:
+    """The periods the episode ran in (ran_in), in order; a length in seconds stands for Every(length)."""
+    periods = Every(float(periods)) if isinstance(periods, (int, float)) else periods
+    ran = [periods.index(start_s)]
+    while (next_s := periods.bounds(ran[-1])[1]) < end_s:
+        ran.append(periods.index(next_s))
+    return ran
 
 
 @dataclass
@@ -122,7 +201,8 @@ class Summary:
 
 
 class Rollups:
-    """Hour and day summaries, handed out as each period ends (UTC), from the minutes as they come.
+    """Hour and day summaries, handed out as each period ends, from the minutes as they come. The days are the
+    wearer's in `tz` (LocalPeriods: as the report and the alert service count them), the hours those of the day.
 
     An event goes to the period its time falls in, not to the one open when it arrives: a replay hands the pipeline
     20,000 rows at a time (200 s at 100 Hz, 13 min at 25 Hz), whose events all come before its minutes, and a slouch
@@ -134,20 +214,19 @@ class Rollups:
     without a calibration event was "not calibrated".
     """
 
-    PERIODS = {"hour": 3600.0, "day": 86400.0}
-
-    def __init__(self) -> None:
+    def __init__(self, tz: tzinfo = UTC) -> None:
+        self.periods: dict[str, Periods] = {"hour": LocalPeriods(tz, hourly=True), "day": LocalPeriods(tz)}
         self._open: dict[str, tuple[int, Summary]] = {}
         # Events whose periods have not opened yet, per period: (the first and last index of those, whether a period
         # before counted it, the event).
-        self._pending: dict[str, list[tuple[int, int, bool, Any]]] = {p: [] for p in self.PERIODS}
-        self._calibration = {p: "not calibrated" for p in self.PERIODS}
+        self._pending: dict[str, list[tuple[int, int, bool, Any]]] = {p: [] for p in self.periods}
+        self._calibration = {p: "not calibrated" for p in self.periods}
         self._held: list[tuple[str, int, Summary]] = []  # ended periods a slouch under way ran in, in order
         self._slouch_since_s: float | None = None  # the start of the slouch under way
 
     def add_minute(self, m: MinuteMetrics) -> list[dict[str, Any]]:
-        for period, length in self.PERIODS.items():
-            k = int(m.minute_start_s // length)
+        for period, periods in self.periods.items():
+            k = periods.index(m.minute_start_s)
             if period in self._open and self._open[period][0] != k:
                 self._held.append(self._close(period))
             if period not in self._open:
@@ -174,9 +253,9 @@ class Rollups:
             self._slouch_since_s = None
         t_s = float(next((v for v in (getattr(event, a, None) for a in ("end_s", "t_s", "start_s")) if v is not None),
                          0.0))
-        for period, length in self.PERIODS.items():
-            ran = (periods_ran_in(float(event.start_s), float(event.end_s), length) if event.kind == "slouch"
-                   else range(int(t_s // length), int(t_s // length) + 1))
+        for period, periods in self.periods.items():
+            ran = (periods_ran_in(float(event.start_s), float(event.end_s), periods) if event.kind == "slouch"
+                   else [periods.index(t_s)])
             counted = False
             if event.kind == "slouch":
                 for held_period, k, summary in self._held:
@@ -214,10 +293,11 @@ class Rollups:
         done = []
         while self._held:
             period, k, summary = self._held[0]
-            if self._slouch_since_s is not None and self._slouch_since_s < (k + 1) * self.PERIODS[period]:
+            start_s, end_s = self.periods[period].bounds(k)
+            if self._slouch_since_s is not None and self._slouch_since_s < end_s:
                 break
             self._held.pop(0)
-            done.append({"kind": "summary", "period": period, "start_s": k * self.PERIODS[period],
+            done.append({"kind": "summary", "period": period, "start_s": start_s,
                          **summary.as_dict()})
         return done
 

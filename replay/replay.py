@@ -12,6 +12,7 @@ import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from datetime import UTC, tzinfo
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def estimate_rate_hz(t_s: np.ndarray) -> float:
 def replay(path: Path, out_path: Path | None, device: str = "replay", progress: bool = True,
            calibration: Calibration | None = None, offline: bool = False,
            tuning: PipelineConfig | None = None,
-           batch_s: float = GatewaySettings().pipeline_batch_s) -> dict[str, Any]:
+           batch_s: float = GatewaySettings().pipeline_batch_s, tz: tzinfo = UTC) -> dict[str, Any]:
     """calibration: a known sensor → trunk alignment; None to find it in the recording.
     tuning: the config's [pipeline] values; the sample rate is the recording's own.
     batch_s: the pipeline is handed this many seconds of samples at a time, as `posture run` hands it
@@ -130,12 +131,14 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
     200 s chunk at once, a calibration made in the chunk a recalibration was asked in measured from the next chunk:
     up to 26° of flexion apart, a slouch read as a lean (docs/pipeline.md, "The same day however it is batched").
 
+    tz: the zone of the wearer's days, which the hour and day summaries are of (Rollups).
+
     offline: orientation from VQF's offline estimate of the whole recording (acausal: more accurate
     than the live filter, docs/accuracy.md); the recording is then held in memory (~300 bytes a sample).
     """
     tuning = tuning or PipelineConfig()
     stats = {"bad_lines": 0, "samples": 0, "backwards": 0}
-    summary, rollups = Summary(), Rollups()
+    summary, rollups = Summary(), Rollups(tz)
     pipeline: PosturePipeline | None = None
     # errors="replace": a byte that is not UTF-8 (a bit flipped on an SD card, a note in Latin-1) makes its line
     # unreadable, counted and skipped like any bad line, instead of ending the replay where it stands.

@@ -8,10 +8,11 @@ import difflib
 import os
 import tempfile
 from datetime import date as Date
+from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service_io.zones import zone
+from service_io.zones import wearer_zone, zone
 
 if TYPE_CHECKING:
     from service_io.influx import InfluxSettings
@@ -45,18 +46,9 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides={"influx": {"url": args.influx_url, "database": args.database}})
     except ConfigError as exc:
         raise ValueError(f"config: {exc}") from None
-    if not args.timezone and config.alerts.timezone:
-        # The zone from the file is said as the file's key: "unknown time zone 'utc'" alone sent a user who had
-        # given no --timezone looking for one.
-        from service_io.zones import zone
-
-        try:
-            zone(config.alerts.timezone)
-        except ValueError as exc:
-            raise ValueError(f"config: alerts.timezone: {exc}") from None
+    tz = wearer_zone(args.timezone, config.alerts.timezone)
     try:
-        report = write_day_report(config.influx, args.device, args.day, args.out,
-                                  args.timezone or config.alerts.timezone)
+        report = write_day_report(config.influx, args.device, args.day, args.out, tz)
     except ArithmeticError as exc:  # a value day.py's bounds did not foresee: one line, not a traceback
         raise ValueError(f"a value stored for {args.device} on {args.day} is out of range ({exc})") from None
     live = f", {len(report.live) * report.live_step_s / 60:.1f} min of live trace" if report.live else ""
@@ -73,16 +65,19 @@ def write_report(influx_url: str, database: str, device: str, day: str, out: Pat
     return write_day_report(InfluxSettings(url=influx_url, database=database), device, day, Path(out), timezone)
 
 
-def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, timezone: str | None) -> DayReport:
-    """Read the day (YYYY-MM-DD, local midnight to midnight in `timezone`, default the machine's), write `out`.
+def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path,
+                     timezone: str | tzinfo | None) -> DayReport:
+    """Read the day (YYYY-MM-DD, local midnight to midnight in `timezone`, a zone or its name, default the
+    machine's), write `out`.
 
     ValueError for what the user can fix (file suffix, date, zone, no data); query.QueryError when
     InfluxDB does not answer.
     """
     # Imported here: matplotlib takes a second to load, which `--help` and the other subcommands should not pay.
     from contract.identity import ID_CHARS, ID_PATTERN, MAX_ID_LEN
+    from pipeline.summary import day_bounds
 
-    from .day import build_day_report, day_bounds
+    from .day import build_day_report
     from .draw import html_page, png_bytes
     from .query import MAX_TIME_S, MIN_TIME_S, QueryError, fetch_day, known_devices
 
@@ -95,7 +90,7 @@ def write_day_report(influx: InfluxSettings, device: str, day: str, out: Path, t
         date = Date.fromisoformat(day)
     except ValueError:
         raise ValueError(f"--day must be YYYY-MM-DD, not {day!r}") from None
-    tz = zone(timezone)  # as the alert service counts the day
+    tz = timezone if isinstance(timezone, tzinfo) else zone(timezone)  # as the alert service counts the day
     try:
         bounds = day_bounds(date, tz)
     except (OverflowError, OSError, ValueError):  # 9999-12-31 ends past what a datetime holds; 0001-01-01 too, east

@@ -25,8 +25,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import date as Date
-from datetime import datetime, timedelta, tzinfo
-from datetime import time as TimeOfDay
+from datetime import tzinfo
 from importlib import resources
 from typing import Any
 
@@ -34,7 +33,7 @@ from contract.influx_schema import TAGS
 from contract.messages import is_nudge
 from pipeline import summary
 from pipeline.activity import ACTIVITIES, LYING, WALKING
-from pipeline.summary import SIDES
+from pipeline.summary import SIDES, day_bounds
 
 MINUTE_S = 60.0
 LIVE_STEP_S = 10  # the live trace's resolution in the report, s: a day is 8640 points (the stream is about 1 s)
@@ -181,13 +180,6 @@ class DayReport:
         others = [a.kind for a in self.alerts if not is_nudge(a.kind)]
         said = f"{self.totals.alerts} alert{'' if self.totals.alerts == 1 else 's'}"
         return said + (f" (and {len(others)} not counted: {', '.join(sorted(set(others)))})" if others else "")
-
-
-def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
-    """Unix seconds of local midnight at the start of `day` and of the day after."""
-    start = datetime.combine(day, TimeOfDay(0), tzinfo=tz)
-    end = datetime.combine(day + timedelta(days=1), TimeOfDay(0), tzinfo=tz)
-    return start.timestamp(), end.timestamp()
 
 
 def build_day_report(device: str, day: Date, tz: tzinfo, rows: DayRows,

@@ -64,6 +64,19 @@ def zone(name: str | None) -> tzinfo:
     return machine_zone()
 
 
+def wearer_zone(given: str | None, configured: str | None) -> tzinfo:
+    """The zone a wearer's days are counted in, as `posture report` and `posture replay` take it: the one given
+    (--timezone), else alerts.timezone of the config, else the machine's. ValueError, one line, for an unknown name;
+    the config's said as the file's key: "unknown time zone 'utc'" alone sent a user who had given no --timezone
+    looking for one."""
+    if given:
+        return zone(given)
+    try:
+        return zone(configured)
+    except ValueError as exc:
+        raise ValueError(f"config: alerts.timezone: {exc}") from None
+
+
 def _zone_hint(name: str) -> str:
     """What a zone name that is none was likely meant to be: "utc", "europe/berlin" and "Europe/Berlin " (a space
     copied with it) were refused with only "an IANA name such as Europe/Berlin", which they look like."""

@@ -24,7 +24,8 @@ from alerts.engine import AlertEngine
 from alerts.service import AlertService, new_engine, resembling
 from alerts.settings import load_rules
 from contract.validation import load_validators
-from report.day import build_day_report, day_bounds
+from pipeline.summary import day_bounds
+from report.day import build_day_report
 from report.draw import header_parts
 from report.query import fetch_day
 from service_io.config import load_config

@@ -28,10 +28,10 @@ from alerts.engine import AlertEngine
 from alerts.settings import CalibrationRule, Habit, Limits, RecoveryRule, Rules, SlouchRule
 from contract.influx_schema import to_line_protocol
 from contract.validation import load_validators
-from pipeline.summary import day_totals
+from pipeline.summary import day_bounds, day_totals
 from pipeline.symmetry import MIN_TOTAL_DEG
 from posture.local_servers import ServerError, http
-from report.day import build_day_report, day_bounds, live_buckets
+from report.day import build_day_report, live_buckets
 from report.query import fetch_day, fetch_live
 from service_io.config import load_config
 from service_io.influx import InfluxSettings

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -19,8 +22,9 @@ from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import parse_scenario
 from pipeline.calibration import Calibration
 from pipeline.stream import PosturePipeline
-from pipeline.summary import ran_in
+from pipeline.summary import LocalPeriods, Rollups, day_bounds, day_totals, periods_ran_in, ran_in
 from replay.replay import ReplayError, replay, stamped_ahead
+from report.day import DayRows, build_day_report
 from sensor.record import CsvSampleWriter
 from sensor.stream import ImuBatch
 
@@ -411,3 +415,129 @@ def test_a_batch_shorter_than_a_sample_still_hands_the_pipeline_every_sample(tmp
         read.append([(ln["kind"], ln.get("status")) for ln in map(json.loads, (tmp_path / "out.jsonl").open())
                      if ln["kind"] == "calibration"])
     assert read[0] and read[1] == read[0]
+
+
+KOLKATA_MIDNIGHT_S = 1_733_423_400.0  # 2024-12-06 00:00 in Asia/Kolkata (+05:30): 2024-12-05 18:30 UTC
+
+
+def kolkata_replay(tmp_path, how: str) -> list[dict]:
+    """office-short through `posture replay` with the wearer's midnight in Kolkata 45 s in, inside its first slouch
+    (36.6 to 55.0 s); the zone named as `how` says: --timezone, alerts.timezone of --config, or the machine's ($TZ)."""
+    *chunks, _ = case_chunks("office-short")
+    write_record_csv(tmp_path / "rec.csv", [(t + KOLKATA_MIDNIGHT_S - 45.0, a, g) for t, a, g in chunks])
+    (tmp_path / "posture.toml").write_text('[alerts]\ntimezone = "Asia/Kolkata"\n')
+    options = {"--timezone": ["--timezone", "Asia/Kolkata"], "config": ["--config", str(tmp_path / "posture.toml")],
+               "machine": []}[how]
+    env = {k: v for k, v in os.environ.items() if k != "TZDIR"} | {"TZ": "Asia/Kolkata" if how == "machine" else "UTC"}
+    cli = subprocess.run([sys.executable, "-m", "posture.cli", "replay", str(tmp_path / "rec.csv"), "--quiet",
+                          "--out", str(tmp_path / "out.jsonl"), *options], capture_output=True, text=True, env=env)
+    assert cli.returncode == 0, cli.stderr
+    return [json.loads(ln) for ln in (tmp_path / "out.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("how", ["--timezone", "config", "machine"])
+def test_a_replay_counts_the_wearers_days_in_their_zone_as_the_report_does(tmp_path, how):
+    """Summaries per UTC day split a wearer's day in Kolkata at 05:30 local, and their totals were not the report's
+    for the same minutes. The days now run local midnight to midnight, the hours from it (at :00 local, :30 UTC),
+    and each day's totals are those `posture report` folds for that day, episodes counted on each day they ran in."""
+    lines = kolkata_replay(tmp_path, how)
+    tz = ZoneInfo("Asia/Kolkata")
+    days = [ln for ln in lines if ln["kind"] == "summary" and ln["period"] == "day"]
+    assert [d["start_s"] for d in days] == [day_bounds(date(2024, 12, 5), tz)[0], KOLKATA_MIDNIGHT_S]
+    hours = [ln for ln in lines if ln["kind"] == "summary" and ln["period"] == "hour"]
+    assert [h["start_s"] for h in hours] == [KOLKATA_MIDNIGHT_S - 3600, KOLKATA_MIDNIGHT_S]
+    minutes = [ln for ln in lines if ln["kind"] == "metrics"]
+    slouches = [ln for ln in lines if ln["kind"] == "slouch"]
+    assert any(s["start_s"] < KOLKATA_MIDNIGHT_S < s["end_s"] for s in slouches)  # one ran across midnight
+    for day, summary in zip((date(2024, 12, 5), date(2024, 12, 6)), days):
+        start_s, end_s = day_bounds(day, tz)
+        ours = [m for m in minutes if start_s <= m["minute_start_s"] < end_s]
+        totals = day_totals(ours)  # the sums of the day's minutes
+        assert summary["worn_min"] == round(totals.worn_s / 60, 2) > 0
+        assert summary["slouch_min"] == round(totals.slouch_s / 60, 2) > 0
+        assert summary["activity_min"] == {k: round(v / 60, 2) for k, v in totals.activity_s.items()}
+        assert summary["rotations"] == totals.rotations
+        # As `posture report` reads the day: its minutes and the episodes that ran in it, as InfluxDB rows.
+        rows = DayRows(minutes=[{"time_s": m["minute_start_s"], **m} for m in ours],
+                       slouches=[{"time_s": s["start_s"], **s} for s in slouches])
+        report = build_day_report("replay", day, tz, rows)
+        assert summary["worn_min"] == round(report.totals.worn_s / 60, 2)
+        assert summary["slouch_min"] == round(report.totals.slouch_s / 60, 2)
+        assert summary["activity_min"] == {k: round(v / 60, 2) for k, v in report.totals.activity_s.items()}
+        assert summary["slouch_episodes"] == len(report.slouches) == sum(
+            ran_in(s["start_s"], s["end_s"], start_s, end_s) for s in slouches)
+    assert [d["slouch_episodes"] for d in days] == [1, 2]  # the slouch across midnight is on both days
+
+
+@pytest.mark.parametrize("day, hours", [(date(2026, 3, 8), 23), (date(2026, 11, 1), 25)])
+def test_a_day_the_clocks_change_has_23_or_25_hour_summaries_that_sum_to_it(day, hours):
+    """New York's days the clocks change, a minute at a time as the pipeline hands them: the day is its 23 or 25 hours
+    from local midnight, each an hour summary. A slouch from 01:50 to 01:10 an hour (two) later, across the hour the
+    clocks skip or repeat, counts in both hours and once in the day, the hours held until it ends."""
+    from pipeline.events import EpisodeStart, MinuteMetrics, SlouchEpisode
+
+    tz = ZoneInfo("America/New_York")
+    day_start_s, day_end_s = day_bounds(day, tz)
+    assert day_end_s - day_start_s == hours * 3600
+    start_s, end_s = day_start_s + 6600, day_start_s + 7800  # 1:50 to 2:10 after midnight
+    rollups, out = Rollups(tz), []
+    for minute_s in np.arange(day_start_s - 1800, day_end_s + 1800, 60.0):
+        if minute_s <= start_s + 5 < minute_s + 60:
+            rollups.add_event(EpisodeStart("slouch", start_s, 5.0))
+        if minute_s <= end_s < minute_s + 60:
+            rollups.add_event(SlouchEpisode(start_s, end_s, 30.0, 25.0))
+        slouch_s = max(0.0, min(minute_s + 60, end_s) - max(minute_s, start_s))
+        out += [(minute_s, ln) for ln in rollups.add_minute(MinuteMetrics(minute_s, worn_s=60.0, sitting_s=60.0,
+                                                                          slouch_s=slouch_s))]
+    out += [(None, ln) for ln in rollups.flush()]
+    days = {ln["start_s"]: ln for _, ln in out if ln["period"] == "day"}
+    assert list(days) == [day_bounds(day - timedelta(days=1), tz)[0], day_start_s, day_end_s]
+    ours = [(at, ln) for at, ln in out if ln["period"] == "hour" and day_start_s <= ln["start_s"] < day_end_s]
+    assert [ln["start_s"] for _, ln in ours] == [day_start_s + 3600 * h for h in range(hours)]
+    assert [ln["slouch_episodes"] for _, ln in ours] == [0, 1, 1] + [0] * (hours - 3)
+    assert ours[1][0] == end_s - end_s % 60  # hour 1 waited for the slouch to end
+    the_day = days[day_start_s]
+    assert the_day["worn_min"] == sum(ln["worn_min"] for _, ln in ours) == hours * 60
+    assert the_day["slouch_min"] == pytest.approx(sum(ln["slouch_min"] for _, ln in ours)) == 20.0
+    assert the_day["slouch_episodes"] == 1
+
+
+@pytest.mark.parametrize("zone, day, hours, last_hour_s, on_the_clock", [
+    ("Asia/Kolkata", date(2024, 12, 6), 24, 3600, {"00"}),  # at :00 local, :30 UTC
+    ("America/New_York", date(2026, 11, 1), 25, 3600, {"00"}),
+    # Its clocks go back half an hour at 02:00: a day of 24.5 hours, whose hours after it read :30.
+    ("Australia/Lord_Howe", date(2026, 4, 5), 25, 1800, {"00", "30"}),
+    ("America/Sao_Paulo", date(2018, 2, 17), 25, 3600, {"00"}),  # back from 24:00 to 23:00: the hour again is its
+])
+def test_local_hours_are_counted_from_local_midnight_and_end_with_the_day(zone, day, hours, last_hour_s,
+                                                                         on_the_clock):
+    tz = ZoneInfo(zone)
+    day_start_s, day_end_s = day_bounds(day, tz)
+    days, hourly = LocalPeriods(tz), LocalPeriods(tz, hourly=True)
+    starts, t_s = [], day_start_s
+    while t_s < day_end_s:  # each minute of the day is in the day, and in the hour that follows the one before
+        start_s, end_s = hourly.bounds(hourly.index(t_s))
+        assert start_s == t_s and days.bounds(days.index(start_s)) == (day_start_s, day_end_s)
+        assert all(hourly.bounds(hourly.index(m)) == (start_s, end_s) for m in np.arange(start_s, end_s, 60.0))
+        starts.append(start_s)
+        t_s = end_s
+    assert t_s == day_end_s and starts == [day_start_s + 3600 * h for h in range(hours)]
+    assert {datetime.fromtimestamp(s, tz).strftime("%M") for s in starts} == on_the_clock
+    assert day_end_s - starts[-1] == last_hour_s
+    assert periods_ran_in(day_start_s - 60, day_end_s, days) == [days.index(day_start_s - 60), days.index(day_start_s)]
+
+
+@pytest.mark.parametrize("options, said", [
+    (["--timezone", "Asia/Kolkatta"], "unknown time zone 'Asia/Kolkatta' (did you mean 'Asia/Kolkata'?)"),
+    (["--config", "{tmp}/posture.toml"], "config: alerts.timezone: unknown time zone 'asia/kolkata'"),
+])
+def test_a_zone_that_is_none_is_one_line_before_the_replay(tmp_path, options, said):
+    """Refused before the file is read, in one line, as `posture report` refuses it."""
+    *chunks, _ = case_chunks("office-short")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    (tmp_path / "posture.toml").write_text('[alerts]\ntimezone = "asia/kolkata"\n')
+    cli = subprocess.run([sys.executable, "-m", "posture.cli", "replay", str(tmp_path / "rec.csv"), "--quiet",
+                          "--out", str(tmp_path / "out.jsonl"), *(o.format(tmp=tmp_path) for o in options)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and said in cli.stderr, cli.stderr
+    assert not (tmp_path / "out.jsonl").exists()

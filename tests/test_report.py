@@ -20,10 +20,11 @@ from zoneinfo import ZoneInfo
 import matplotlib.dates as mdates
 import pytest
 
+from pipeline.summary import day_bounds
 from posture.local_servers import InfluxDB1, http
 from report import cli, draw, query
 from report import day as report_day
-from report.day import MINUTE_MAX_S, DayRows, build_day_report, day_bounds, live_buckets, merge_spans
+from report.day import MINUTE_MAX_S, DayRows, build_day_report, live_buckets, merge_spans
 from report.query import QueryError, influxql_string
 from service_io.config import load_config
 from service_io.influx import InfluxSettings

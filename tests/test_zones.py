@@ -13,7 +13,7 @@ import pytest
 from alerts.service import new_engine
 from contract.influx_schema import to_line_protocol
 from contract.validation import load_validators
-from report.day import day_bounds
+from pipeline.summary import day_bounds
 from service_io.config import AlertsSettings, Config, ConfigError
 from service_io.zones import iana_name, machine_zone, zone
 
