@@ -88,8 +88,11 @@ def summary_payload(device: str, date: str, now_s: float, evidence: dict[str, An
                 f"goal < {e['goal_slouch_pct']:g}%): {goal}. Streak {e['streak_days']} d")
     else:
         text = f"Not worn today. Streak {e['streak_days']} d"
-    if e["program_day"] <= e["program_days"]:
+    if e["program_day"] < e["program_days"]:
         text += f", day {e['program_day']} of {e['program_days']}."
+    elif e["program_day"] == e["program_days"]:  # told now: a wearer who stops after it gets no next summary
+        text += (f", day {e['program_days']} of {e['program_days']}: program done, goal met on {e['days_met']} of "
+                 f"{e['program_days']} days.")
     else:
         text += f". {e['program_days']}-day program done: goal met on {e['days_met']} of {e['program_days']} days."
     return {"schema": SCHEMA_VERSION, "kind": "summary", "id": f"{device}-summary-{date}", "device": device,

@@ -660,6 +660,8 @@ def test_the_programs_days_met_outlast_the_days_kept():
         feed(eng, [minute(start + 60 * k, slouch_s=5) for k in range(31)], now_s=start + 1900)
         [summary] = eng.tick(DAY + day * 86400 + 18 * 3600 + 600)
         told[day + 1] = summary["evidence"]["days_met"]
+        if day + 1 == 31:  # the last day's summary says how it went: one who stops wearing it then is told too
+            assert "Streak 31 d, day 31 of 31: program done, goal met on 31 of 31 days." in summary["message"]
     assert {told[d] for d in range(32, 101)} == {31}
     assert "goal met on 31 of 31 days" in summary["message"]
 
