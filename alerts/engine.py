@@ -424,8 +424,11 @@ class AlertEngine:
         in_program = [d for d in state.days.values() if d.get("program_day", 0) <= h.program_days]
         days_met = (state.program_met_before + sum(1 for d in in_program if d["goal_met"])
                     + (1 if met and program_day <= h.program_days else 0))
+        # Told: the summary's own verdict, or one it sent; a summary that could not judge (worn too little by then)
+        # told nothing, and the day is judged whole at midnight: missed so far, it ends nothing yet.
+        told = telling or (state.summary_sent_day == state.day and state.summary_goal_met is not None)
         return {"date": state.day, **today_totals, "goal_slouch_pct": h.goal_slouch_pct, "goal_met": met,
-                "streak_days": self._streak(state, met, telling or state.summary_sent_day == state.day),
+                "streak_days": self._streak(state, met, told),
                 "program_day": program_day, "program_days": h.program_days,
                 "days_met": days_met, "alerts_sent": state.sent_today, "alerts_held": sum(state.held_today.values()),
                 "timezone": iana_name(self.tz)}

@@ -363,6 +363,25 @@ def test_a_day_missed_ends_the_streak_at_once_as_its_summary_says():
     assert (eng.today_state("D")["goal_met"], eng.today_state("D")["streak_days"]) == (True, 2)
 
 
+def test_a_day_its_summary_could_not_judge_ends_no_streak_before_midnight():
+    """Worn 30 min by 18:00 (too little): the summary told "too little wear to count. Streak 3 d", and the evening,
+    judged whole at midnight, first slouched then upright: `today` went 3, 0, 4 d. Missed only so far, a day its
+    summary did not judge ends nothing yet, as before a summary."""
+    eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=60,
+                                                               summary_time="18:00"))
+    for day in range(3):
+        feed(eng, [minute(DAY + day * 86400 + 9 * 3600 + 60 * k, slouch_s=6) for k in range(480)])
+        eng.tick(DAY + day * 86400 + 18 * 3600 + 600)
+    day3 = DAY + 3 * 86400
+    feed(eng, [minute(day3 + 17 * 3600 + 60 * k, slouch_s=6) for k in range(30)])
+    [summary] = eng.tick(day3 + 18 * 3600 + 600)
+    assert (summary["evidence"]["goal_met"], summary["evidence"]["streak_days"]) == (None, 3)
+    feed(eng, [minute(day3 + 19 * 3600 + 60 * k, slouch_s=30) for k in range(60)])
+    assert (eng.today_state("D")["goal_met"], eng.today_state("D")["streak_days"]) == (False, 3)
+    feed(eng, [minute(day3 + 20 * 3600 + 60 * k, slouch_s=0) for k in range(180)])
+    assert (eng.today_state("D")["goal_met"], eng.today_state("D")["streak_days"]) == (True, 4)
+
+
 def test_a_streak_longer_than_the_days_kept_goes_on_counting():
     # Only KEEP_DAYS finished days are kept: the streak stopped at 63 and Home Assistant showed "63 d" for good.
     eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30, summary_time=""))
