@@ -99,7 +99,7 @@ class AlertEngine:
         # Per device, the time of the latest live state that showed a slouch (in memory only): with the slouch's end
         # events (slouch_now_over_s), how long the nudged slouch was seen to last.
         self._slouch_seen_s: dict[str, float] = {}
-        # Per device, today's minutes folded so far, in the order today_totals folds them (arrival, the minutes dict's
+        # Per device, today's minutes folded so far, in the order _fold folds them (arrival, the minutes dict's
         # own): each new minute is added to it instead of the day folded again for the rules and again for the retained
         # `today` (which made a message's cost grow with the minutes of the day). Dropped whenever a device's day
         # changes, a minute comes again (it replaces its first copy) or the states are loaded.
@@ -164,7 +164,7 @@ class AlertEngine:
         if state.last_calibrated_s is None:  # no calibration seen yet: count its age from the first data
             state.last_calibrated_s = doc["ts"] / 1000
         if folded is None or again:
-            folded = self._fold_today(state)
+            folded = self._fold(state)
         else:
             folded.add(state.minutes[str(doc["ts"])])
         self._folded[device] = folded
@@ -398,17 +398,11 @@ class AlertEngine:
         return out
 
     # what Home Assistant and the summary show ---------------------------------------
-    def today_totals(self, state: DeviceState, until_ms: float = float("inf")) -> dict[str, Any]:
-        return r.totals_of(self._fold(state, until_ms))
-
     def _fold(self, state: DeviceState, until_ms: float = float("inf")) -> DayTotals:
         """The open day's minutes up to until_ms, folded: the day's totals as they are, before any rounding for
         display (the goal is judged, and the summary's text rounded, from these)."""
         start_ms = self._start_ms(state)
         return day_totals(m for k, m in state.minutes.items() if start_ms <= int(k) < until_ms)
-
-    def _fold_today(self, state: DeviceState) -> DayTotals:
-        return self._fold(state)
 
     def summary_evidence(self, state: DeviceState, until_ms: float = float("inf"),
                          today: DayTotals | None = None, telling: bool = False) -> dict[str, Any]:
@@ -416,7 +410,7 @@ class AlertEngine:
         itself, whose verdict is the day's."""
         h = self.rules.habit
         folded = today if today is not None else self._fold(state, until_ms)
-        today_totals = r.totals_of(folded)
+        shown = r.totals_of(folded)
         met = self._day_verdict(state, folded)
         # Only states that have seen a day get here (tick, today_state); _close_day sets both together.
         assert state.day is not None and state.program_start is not None
@@ -427,7 +421,7 @@ class AlertEngine:
         # Told: the summary's own verdict, or one it sent; a summary that could not judge (worn too little by then)
         # told nothing, and the day is judged whole at midnight: missed so far, it ends nothing yet.
         told = telling or (state.summary_sent_day == state.day and state.summary_goal_met is not None)
-        return {"date": state.day, **today_totals, "goal_slouch_pct": h.goal_slouch_pct, "goal_met": met,
+        return {"date": state.day, **shown, "goal_slouch_pct": h.goal_slouch_pct, "goal_met": met,
                 "streak_days": self._streak(state, met, told),
                 "program_day": program_day, "program_days": h.program_days,
                 "days_met": days_met, "alerts_sent": state.sent_today, "alerts_held": sum(state.held_today.values()),
@@ -449,7 +443,7 @@ class AlertEngine:
         minute, or the day begun since with nothing in it yet (days_begun)."""
         state = self._state(device)
         if device not in self._folded:
-            self._folded[device] = self._fold_today(state)
+            self._folded[device] = self._fold(state)
         if self._calendar_day is not None and state.day is not None and state.day < self._calendar_day:
             # Closed on a copy: the day itself stays open (a late minute of it still counts there). Shallow, with its
             # own `days`: closing replaces the other fields it changes (a deep copy took 16 ms a device).
