@@ -30,16 +30,19 @@ def read_kept(spool_dir: Path, device: str, suffix: str, read: Callable[[Any], T
         return None
 
 
-def write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any]) -> None:
+def write_kept(spool_dir: Path, device: str, suffix: str, doc: dict[str, Any], durable: bool = False) -> None:
+    """durable: on disk before the rename (fsync), for the rare writes whose loss costs the wearer (the calibration,
+    the sensor off the body): without it a power cut after the rename can leave an empty file where the old one was
+    (XFS, or ext4 mounted noauto_da_alloc). Not for the minute kept every 10 s: it runs on the event loop with every
+    sensor's notifications, where an SD card's fsync can stall for 100 ms or more, and a crash loses one minute."""
     path = device_file(spool_dir, device, suffix)
     tmp = path.with_suffix(".tmp")
     try:
         with tmp.open("w") as f:
             f.write(json.dumps(doc))
-            f.flush()
-            # Without it a power cut after the rename can leave an empty file where the old one was (XFS, or ext4
-            # mounted noauto_da_alloc): the calibration gone. About one small write a device every 10 s.
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
     except OSError:
         tmp.unlink(missing_ok=True)  # half a file on a full disk: its space back

@@ -377,7 +377,7 @@ def _keep_off(device: Device, spool_dir: Path) -> None:
         if off_since_s is None:
             device_file(spool_dir, device.publisher.device, OFF_SUFFIX).unlink(missing_ok=True)
         else:
-            write_kept(spool_dir, device.publisher.device, OFF_SUFFIX, {"put_down_s": off_since_s})
+            write_kept(spool_dir, device.publisher.device, OFF_SUFFIX, {"put_down_s": off_since_s}, durable=True)
     except OSError as exc:  # the disk full: a restart while it lies there counts a minute of it as worn
         log.warning("%s: the sensor off the body not kept: %s", device.publisher.device, exc)
         return
@@ -430,7 +430,7 @@ def load_calibration(spool_dir: Path, device: str) -> tuple[Calibration, str | N
 def save_calibration(spool_dir: Path, device: str, calibration: Calibration, address: str = "") -> None:
     """With the sensor's address: another sensor under the same id (the same name) must not be measured with it."""
     write_kept(spool_dir, device, ".calibration.json",
-               {**calibration.to_dict(), **({"sensor_address": address} if address else {})})
+               {**calibration.to_dict(), **({"sensor_address": address} if address else {})}, durable=True)
 
 
 def load_stopped_minute(spool_dir: Path, device: str) -> tuple[MinuteMetrics, float] | None:

@@ -18,6 +18,7 @@ import pytest
 
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
+from gateway import kept
 from gateway.publisher import DevicePublisher, device_file
 from gateway.sent_floor import SentFloor
 from gateway.service import (
@@ -34,7 +35,9 @@ from gateway.service import (
     load_calibration,
     load_stopped_minute,
     open_device,
+    save_calibration,
 )
+from pipeline.calibration import Calibration
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
 from pipeline.stream import PosturePipeline
@@ -571,3 +574,22 @@ def test_a_damaged_off_the_body_file_is_ignored_with_a_warning(tmp_path, broker,
     device.publisher.stop()
     assert device.off_since_s is None
     assert any("ignoring sensor off the body" in r.getMessage() for r in caplog.records)
+
+
+def test_the_calibration_is_on_disk_before_it_replaces_the_old_and_the_minute_kept_every_10_s_is_not_synced(
+        tmp_path, monkeypatch):
+    """A power cut after the rename could leave an empty calibration where the old one was (XFS, ext4 without
+    auto_da_alloc): the wearer calibrating again. The minute in progress is kept every 10 s on the event loop, where an
+    SD card's fsync can stall every sensor's notifications, and a crash costs one minute of it: not synced."""
+    synced = []
+
+    def fsync(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+        os.sync()
+
+    monkeypatch.setattr(kept.os, "fsync", fsync)
+    save_calibration(tmp_path, "D", Calibration.sensor_axes_are_trunk_axes())
+    kept.write_kept(tmp_path, "D", HELD_SUFFIX, {"minute": None})
+    [(path, size)] = synced
+    assert path == str(device_file(tmp_path, "D", ".calibration.json").with_suffix(".tmp")) and size > 0
+    assert load_calibration(tmp_path, "D") is not None
