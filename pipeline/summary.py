@@ -25,6 +25,7 @@ def ran_in(start_s: float, end_s: float, period_start_s: float, period_end_s: fl
 
 
 HOUR_S = 3600.0
+DAY_S = 86400.0
 
 
 def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
@@ -93,7 +94,10 @@ class LocalPeriods:
                 day -= timedelta(days=1)
                 start_s, end_s = day_bounds(day, self.tz)
         except (OverflowError, OSError, ValueError):
-            raise ValueError(f"time {t_s:g} s is on no calendar day (years 1 to 9999)") from None
+            # A time no calendar holds (a recording stamped past the year 9999, or before year 1): UTC days, as before
+            # the wearer's, rather than stopping the replay there.
+            start_s = math.floor(t_s / DAY_S) * DAY_S
+            return start_s, start_s + DAY_S
         return start_s, end_s
 
 

@@ -527,6 +527,22 @@ def test_local_hours_are_counted_from_local_midnight_and_end_with_the_day(zone, 
     assert periods_ran_in(day_start_s - 60, day_end_s, days) == [days.index(day_start_s - 60), days.index(day_start_s)]
 
 
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "UTC"])
+def test_times_no_calendar_holds_fall_in_utc_days_and_the_summaries_go_on(zone):
+    """A recording stamped past the year 9999 (or before year 1) has no local day: it stopped the replay with a
+    ValueError there (before local days it replayed, in UTC days). It still does, in UTC days."""
+    from pipeline.events import MinuteMetrics
+
+    rollups, out = Rollups(ZoneInfo(zone)), []
+    for k in range(3 * 1440):  # 9999-12-30 to past the end of the calendar, a minute at a time
+        out += rollups.add_minute(MinuteMetrics(minute_start_s=253_402_041_600.0 + 60 * k, worn_s=60.0))
+    out += rollups.flush()
+    days = [d for d in out if d["period"] == "day"]
+    assert sum(d["worn_min"] for d in days) == 3 * 1440 and len(days) >= 3
+    assert [d["start_s"] for d in out if d["period"] == "hour"] == sorted(d["start_s"] for d in out
+                                                                        if d["period"] == "hour")
+
+
 @pytest.mark.parametrize("options, said", [
     (["--timezone", "Asia/Kolkatta"], "unknown time zone 'Asia/Kolkatta' (did you mean 'Asia/Kolkata'?)"),
     (["--config", "{tmp}/posture.toml"], "config: alerts.timezone: unknown time zone 'asia/kolkata'"),
