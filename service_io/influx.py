@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import http.client
 import json
 import logging
 import math
@@ -147,11 +148,16 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
+# What an InfluxDB that did not answer raises in urllib. ValueError: a URL urllib cannot read. HTTPException: an answer
+# cut off (IncompleteRead: InfluxDB killed while it sent a chunked one, which ended the bridge's thread), or no HTTP.
+NO_ANSWER = (urllib.error.URLError, OSError, ValueError, http.client.HTTPException)
+
+
 def server_version(url: str) -> str:
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/ping", timeout=TIMEOUT_S) as reply:
             return cast(str, reply.headers.get("X-Influxdb-Version", ""))
-    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot read
+    except NO_ANSWER as exc:
         raise WriteError(f"InfluxDB at {redact(url)} did not answer /ping: {_reason(exc)}") from None
 
 
@@ -200,7 +206,7 @@ def v1_request(settings: InfluxSettings, method: str, path: str, params: dict[st
                 return int(reply.status), _read_by(reply, deadline)
         except urllib.error.HTTPError as exc:
             return exc.code, _read_by(exc, deadline)  # its body too may come too slowly
-    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot read
+    except NO_ANSWER as exc:
         raise InfluxError(f"InfluxDB at {redact(base)} did not answer {path}: {_reason(exc)}") from None
 
 

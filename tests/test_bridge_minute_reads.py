@@ -124,6 +124,24 @@ def test_an_answer_to_the_read_of_minutes_that_is_not_influxdbs_is_one_counted_l
         front.close()
 
 
+def test_an_answer_to_the_read_of_minutes_cut_off_mid_way_is_an_outage_not_the_end_of_the_bridge(tmp_path, influx):
+    """InfluxDB killed while it sent the answer to the read of minutes (a chaos run: the bridge's /query, chunked,
+    ended after its first chunk): http.client's IncompleteRead is no OSError, and the bridge's thread ended with a
+    traceback. Now it is InfluxDB not answering: the minute waits in the spool, and goes once InfluxDB answers."""
+    front = InfluxFront(influx)
+    bridge = _bridge(tmp_path, front.url)
+    try:
+        front.query_torn = True
+        _drain(bridge, _minute_line("dev1", T0_MS, 60.0))
+        assert front.queries and _waiting(bridge) == 1 and _worn(influx) == {}
+        front.query_torn = False
+        bridge._drain_spool()
+        assert _waiting(bridge) == 0 and _worn(influx) == {T0_MS: 60.0}
+    finally:
+        bridge.spool.close()
+        front.close()
+
+
 class RowLimitedInfluxDB(InfluxDB1):
     max_row_limit = 5  # [http] max-row-limit: many installations set one (10000 is common)
 

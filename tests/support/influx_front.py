@@ -13,11 +13,14 @@ from posture.local_servers import InfluxDB1
 
 
 class InfluxFront:
-    """Listens on 127.0.0.1 (url); `query_answer` = (status, content type, body) answers every /query while set."""
+    """Listens on 127.0.0.1 (url); `query_answer` = (status, content type, body) answers every /query while set;
+    `query_torn`: every /query is answered as by an InfluxDB killed mid-answer (a first chunk, then the connection
+    closed)."""
 
     def __init__(self, influx: InfluxDB1) -> None:
         self.influx = influx
         self.query_answer: tuple[int, str, bytes] | None = None
+        self.query_torn = False
         self.queries = 0  # /query requests answered (passed through or not)
         front = self
 
@@ -35,6 +38,11 @@ class InfluxFront:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path.startswith("/query"):
                     front.queries += 1
+                    if front.query_torn:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                         b"Transfer-Encoding: chunked\r\n\r\n10\r\n{\"results\":[{\"st\r\n")
+                        self.close_connection = True
+                        return
                     if (answer := front.query_answer) is not None:
                         self._send(*answer)
                         return
