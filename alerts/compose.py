@@ -73,19 +73,19 @@ def alert_payload(device: str, finding: Finding, stretch: dict[str, Any] | None)
 
 
 def summary_payload(device: str, date: str, now_s: float, evidence: dict[str, Any],
-                    stretch: dict[str, Any] | None, totals: DayTotals | None = None) -> dict[str, Any]:
-    """totals: the day's minutes folded, as they are; the text's whole minutes and percent are rounded from them once,
-    as `posture report` rounds them. From the evidence's tenths they were rounded twice: 29.46 min slouched of 100 was
-    "Slouched 30 of 100 min worn (30%" here and "slouch 29 min (29 % of worn time)" in the report."""
+                    stretch: dict[str, Any] | None, totals: DayTotals) -> dict[str, Any]:
+    """totals: the day's minutes folded, as they are (the evidence's, before rounding); the text's whole minutes and
+    percent are rounded from them once, as `posture report` rounds them. From the evidence's tenths they were rounded
+    twice: 29.46 min slouched of 100 was "Slouched 30 of 100 min worn (30%" here and "slouch 29 min (29 % of worn
+    time)" in the report."""
     e = evidence
-    if e["worn_min"] and e["slouch_pct"] is not None:
+    share = totals.slouch_pct_of_worn
+    if e["worn_min"] and share is not None:
         goal = ("goal met" if e["goal_met"] else
                 ("goal missed" if e["goal_met"] is False else "too little wear to count"))
-        slouch_min, worn_min, share = e["slouch_min"], e["worn_min"], e["slouch_pct"]
-        if totals is not None and totals.slouch_pct_of_worn is not None:
-            slouch_min, worn_min, share = totals.slouch_s / 60, totals.worn_s / 60, totals.slouch_pct_of_worn
-        text = (f"Slouched {slouch_min:.0f} of {worn_min:.0f} min worn ({share_text(share, e['goal_slouch_pct'])}%, "
-                f"goal < {e['goal_slouch_pct']:g}%): {goal}. Streak {e['streak_days']} d")
+        text = (f"Slouched {totals.slouch_s / 60:.0f} of {totals.worn_s / 60:.0f} min worn "
+                f"({share_text(share, e['goal_slouch_pct'])}%, goal < {e['goal_slouch_pct']:g}%): {goal}. "
+                f"Streak {e['streak_days']} d")
     else:
         text = f"Not worn today. Streak {e['streak_days']} d"
     if e["program_day"] < e["program_days"]:
