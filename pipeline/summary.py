@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from datetime import date as Date
 from datetime import time as TimeOfDay
-from typing import Any, Protocol
+from typing import Any
 
 from .activity import ACTIVITIES
 from .events import MinuteMetrics
@@ -35,31 +35,6 @@ def day_bounds(day: Date, tz: tzinfo) -> tuple[float, float]:
     start = datetime.combine(day, TimeOfDay(0), tzinfo=tz)
     end = datetime.combine(day + timedelta(days=1), TimeOfDay(0), tzinfo=tz)
     return start.timestamp(), end.timestamp()
-
-
-class Periods(Protocol):
-    """Periods (hours, days) one after another, each named by an int that grows with time."""
-
-    def index(self, t_s: float) -> int:
-        """The period t_s falls in."""
-        ...
-
-    def bounds(self, k: int) -> tuple[float, float]:
-        """Its start and end, Unix seconds: the end is the next period's start."""
-        ...
-
-
-@dataclass(frozen=True)
-class Every:
-    """Periods of one length from the Unix epoch: k is [k·length_s, (k + 1)·length_s)."""
-
-    length_s: float
-
-    def index(self, t_s: float) -> int:
-        return math.floor(t_s / self.length_s)
-
-    def bounds(self, k: int) -> tuple[float, float]:
-        return k * self.length_s, (k + 1) * self.length_s
 
 
 @dataclass(frozen=True)
@@ -101,9 +76,8 @@ class LocalPeriods:
         return start_s, end_s
 
 
-def periods_ran_in(start_s: float, end_s: float, periods: Periods | float) -> list[int]:
-    """The periods the episode ran in (ran_in), in order; a length in seconds stands for Every(length)."""
-    periods = Every(float(periods)) if isinstance(periods, (int, float)) else periods
+def periods_ran_in(start_s: float, end_s: float, periods: LocalPeriods) -> list[int]:
+    """The periods the episode ran in (ran_in), in order."""
     ran = [periods.index(start_s)]
     while (next_s := periods.bounds(ran[-1])[1]) < end_s:
         ran.append(periods.index(next_s))
@@ -219,7 +193,7 @@ class Rollups:
     """
 
     def __init__(self, tz: tzinfo = UTC) -> None:
-        self.periods: dict[str, Periods] = {"hour": LocalPeriods(tz, hourly=True), "day": LocalPeriods(tz)}
+        self.periods = {"hour": LocalPeriods(tz, hourly=True), "day": LocalPeriods(tz)}
         self._open: dict[str, tuple[int, Summary]] = {}
         # Events whose periods have not opened yet, per period: (the first and last index of those, whether a period
         # before counted it, the event).

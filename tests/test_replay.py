@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -315,8 +315,6 @@ def test_a_slouch_under_way_holds_the_summaries_of_the_periods_it_ran_in_until_i
     10 and ends in hour 12, after hours 10 and 11 have had their last minute. They are handed out once it ended, each
     counting it, as the day does once; the ranges are ran_in's (an end on the stroke of an hour is not the next's)."""
     from pipeline.events import EpisodeStart, MinuteMetrics, SlouchEpisode
-    from pipeline.summary import Rollups, periods_ran_in
-
     day_s = 1_733_443_200.0  # 2024-12-06 00:00 UTC
     t0 = day_s + 10 * 3600 + 55 * 60  # 10:55 to 12:05
     start_s, end_s = day_s + 10 * 3600 + 58 * 60 + 30, day_s + 12 * 3600 + 2 * 60 + 10
@@ -334,8 +332,9 @@ def test_a_slouch_under_way_holds_the_summaries_of_the_periods_it_ran_in_until_i
     assert hours == [(ended, day_s + 10 * 3600, 1), (ended, day_s + 11 * 3600, 1),
                      (None, day_s + 12 * 3600, 1)]
     assert [ln["slouch_episodes"] for _, ln in out if ln["period"] == "day"] == [1]
-    assert list(periods_ran_in(day_s, day_s + 3600, 3600)) == [481_512]  # to 01:00 sharp: hour 0 only
-    assert list(periods_ran_in(day_s + 3600, day_s + 3600, 3600)) == [481_513]  # no length: where it starts
+    hourly = LocalPeriods(UTC, hourly=True)  # a period is named by the second it starts at
+    assert periods_ran_in(day_s, day_s + 3600, hourly) == [day_s]  # to 01:00 sharp: hour 0 only
+    assert periods_ran_in(day_s + 3600, day_s + 3600, hourly) == [day_s + 3600]  # no length: where it starts
 
 
 def test_acceleration_in_m_s2_is_one_clear_line(tmp_path):
