@@ -18,7 +18,7 @@ import pytest
 
 from alerts.partition import assignment, device_of, owned, partition_of
 from service_io.config import ConfigError, load_config
-from support.alerts import BURST_RULES, Phone, at_last_minute, noon_zone, publish, sitting_minutes, start_alerts, stop
+from support.alerts import BURST_RULES, Phone, at_last_minute, noon_zone, publish, running_alerts, sitting_minutes, stop
 from support.bridges import BridgeProcess
 from support.mqtt import DB, wait_for
 
@@ -140,42 +140,41 @@ def test_two_bridges_and_two_alert_instances_lose_and_repeat_nothing_while_one_o
     logs = [tmp_path / "alerts-a.log", tmp_path / "alerts-b.log"]
     phone = Phone(broker.port, "+", extra=("posture/+/today",))
     bridges = [BridgeProcess(config, f"bridge-{name}").start() for name in "ab"]
-    a, b = (start_alerts(config, log, "--instance", name) for name, log in zip("ab", logs, strict=True))
-    try:
-        # Each partition's session exists once an instance ran it, each bridge's once it connected: from then on
-        # the broker keeps their messages.
-        wait_for(lambda: split_between(logs) and all(x.connections() for x in bridges), 60,
-                 lambda: f"the partitions split and the bridges connected: {[running(x) for x in logs]}")
-        time.sleep(1.0)
-        a_ran = running(logs[0])
-        sender = threading.Thread(target=lambda: [publish(broker.port, messages[k:k + 60])
-                                                  for k in range(0, len(messages), 60)] and None)
-        sender.start()
-        wait_for(lambda: phone.other and sum(minutes_stored(influx).values()), 60, "the first minutes handled")
-        a.kill()  # kill -9 mid-stream: its partitions' sessions keep what comes, and what it had not acknowledged
-        bridges[0].kill()  # and a bridge: its share waits in its session
-        a.wait(10)
-        wait_for(lambda: running(logs[1]) == set(range(PARTITIONS)), 30,
-                 lambda: f"b to take a's partitions; b runs {running(logs[1])}")
-        time.sleep(2.0)
-        first_run_log = len(logs[0].read_text())
-        a = start_alerts(config, logs[0], "--instance", "a")  # the same name: the same partitions come back to it
-        bridges[0].start()
-        wait_for(lambda: split_between(logs) and running(logs[0]) == a_ran, 60,
-                 lambda: f"the partitions split again: {[running(x) for x in logs]}")
-        sender.join(120)
-        assert not sender.is_alive(), "the publisher did not finish"
-        wait_for(lambda: len(at_last_minute(phone, devices, messages)) == len(devices), 120,
-                 lambda: f"every device's last minute: {len(at_last_minute(phone, devices, messages))} of "
-                         f"{len(devices)}\n{logs[1].read_text()[-2000:]}")
-        wait_for(lambda: sum(minutes_stored(influx).values()) >= len(messages), 60,
-                 lambda: f"every minute stored: {sum(minutes_stored(influx).values())} of {len(messages)}")
-        stats_a, stats_b = stop(a, logs[0]), stop(b, logs[1])
-    finally:
-        for proc in (a, b):
-            if proc.poll() is None:
-                proc.kill()
-        bridge_stats = [x.stop() for x in bridges]
+    with (running_alerts(config, logs[0], "--instance", "a") as a,
+          running_alerts(config, logs[1], "--instance", "b") as b):
+        try:
+            # Each partition's session exists once an instance ran it, each bridge's once it connected: from then on
+            # the broker keeps their messages.
+            wait_for(lambda: split_between(logs) and all(x.connections() for x in bridges), 60,
+                     lambda: f"the partitions split and the bridges connected: {[running(x) for x in logs]}")
+            time.sleep(1.0)
+            a_ran = running(logs[0])
+            sender = threading.Thread(target=lambda: [publish(broker.port, messages[k:k + 60])
+                                                      for k in range(0, len(messages), 60)] and None)
+            sender.start()
+            wait_for(lambda: phone.other and sum(minutes_stored(influx).values()), 60, "the first minutes handled")
+            a.kill()  # kill -9 mid-stream: its partitions' sessions keep what comes, and what it had not acknowledged
+            bridges[0].kill()  # and a bridge: its share waits in its session
+            a.wait(10)
+            wait_for(lambda: running(logs[1]) == set(range(PARTITIONS)), 30,
+                     lambda: f"b to take a's partitions; b runs {running(logs[1])}")
+            time.sleep(2.0)
+            first_run_log = len(logs[0].read_text())
+            # the same name: the same partitions come back to it
+            with running_alerts(config, logs[0], "--instance", "a") as a:
+                bridges[0].start()
+                wait_for(lambda: split_between(logs) and running(logs[0]) == a_ran, 60,
+                         lambda: f"the partitions split again: {[running(x) for x in logs]}")
+                sender.join(120)
+                assert not sender.is_alive(), "the publisher did not finish"
+                wait_for(lambda: len(at_last_minute(phone, devices, messages)) == len(devices), 120,
+                         lambda: f"every device's last minute: {len(at_last_minute(phone, devices, messages))} of "
+                                 f"{len(devices)}\n{logs[1].read_text()[-2000:]}")
+                wait_for(lambda: sum(minutes_stored(influx).values()) >= len(messages), 60,
+                         lambda: f"every minute stored: {sum(minutes_stored(influx).values())} of {len(messages)}")
+                stats_a, stats_b = stop(a, logs[0]), stop(b, logs[1])
+        finally:
+            bridge_stats = [x.stop() for x in bridges]
     phone.close()
     assert minutes_stored(influx) == dict.fromkeys(devices, 30)  # each minute stored, once
     # Every minute in its device's day, over three runs and two hand-overs: one lost would be 29.0 (one delivered

@@ -39,6 +39,7 @@ from support.alerts import (
     noon_zone,
     publish,
     queue_while_stopped,
+    running_alerts,
     sitting_minutes,
     start_alerts,
     stop,
@@ -87,32 +88,30 @@ def test_an_office_day_gives_the_alerts_its_imbalances_call_for(tmp_path, broker
     summary_at = datetime.fromtimestamp(start_s, ZoneInfo(zone)) + timedelta(minutes=40)  # in the data, before now
     config = write_config(tmp_path, broker, OFFICE_RULES.format(summary=summary_at.strftime("%H:%M")), timezone=zone)
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    wait_online(broker.port, service, log)
-    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/alerts/log", f"posture/{DEVICE}/today"))
-    sub = shutil.which("mosquitto_sub")
-    assert sub, "mosquitto_sub missing: apt-get install mosquitto-clients"
-    text_sub = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5", "-q", "1", "-v",
-                                 "-t", f"posture/{DEVICE}/alerts/text", "-t", "probe/ready"],
-                                stdout=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(text_sub.stdout.readline, "")), daemon=True).start()
-    try:
-        def sub_ready() -> bool:  # mosquitto_sub says nothing when subscribed: publish until it shows
-            publish(broker.port, [("probe/ready", "ready")])
-            return any(line.startswith("probe/ready") for line in lines)
+    with running_alerts(config, log) as service:
+        wait_online(broker.port, service, log)
+        phone = Phone(broker.port, extra=(f"posture/{DEVICE}/alerts/log", f"posture/{DEVICE}/today"))
+        sub = shutil.which("mosquitto_sub")
+        assert sub, "mosquitto_sub missing: apt-get install mosquitto-clients"
+        text_sub = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5", "-q", "1", "-v",
+                                     "-t", f"posture/{DEVICE}/alerts/text", "-t", "probe/ready"],
+                                    stdout=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(iter(text_sub.stdout.readline, "")), daemon=True).start()
+        try:
+            def sub_ready() -> bool:  # mosquitto_sub says nothing when subscribed: publish until it shows
+                publish(broker.port, [("probe/ready", "ready")])
+                return any(line.startswith("probe/ready") for line in lines)
 
-        wait_for(sub_ready, 20, "mosquitto_sub to subscribe")
-        messages = as_topics(scenario_messages("office-day", DEVICE, start_s))
-        publish(broker.port, messages)
-        wait_for(lambda: "summary" in phone.kinds() and last_minute_handled(phone, messages), 60,
-                 lambda: f"a daily summary and the last minute; got {phone.kinds()}\n" + log.read_text()[-3000:])
-        stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
-        text_sub.terminate()
-        text_sub.wait(10)
+            wait_for(sub_ready, 20, "mosquitto_sub to subscribe")
+            messages = as_topics(scenario_messages("office-day", DEVICE, start_s))
+            publish(broker.port, messages)
+            wait_for(lambda: "summary" in phone.kinds() and last_minute_handled(phone, messages), 60,
+                     lambda: f"a daily summary and the last minute; got {phone.kinds()}\n" + log.read_text()[-3000:])
+            stats = stop(service, log)
+        finally:
+            text_sub.terminate()
+            text_sub.wait(10)
     phone.close()
     prefix = f"posture/{DEVICE}/alerts/text "
     lines = [line.rstrip("\n").removeprefix(prefix) for line in lines if line.startswith(prefix)]
@@ -172,13 +171,9 @@ def test_a_summary_due_while_the_service_was_away_covers_the_backlog(tmp_path, b
     log = tmp_path / "alerts.log"
     queue_while_stopped(broker.port, config, log, messages)
     phone = Phone(broker.port)
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_for(lambda: "summary" in phone.kinds(), 60, lambda: "the summary\n" + log.read_text()[-3000:])
         stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     due_ms = summary_at.replace(second=0, microsecond=0).timestamp() * 1000
     before = [doc for _, doc in messages if doc["ts"] < due_ms]
@@ -209,20 +204,20 @@ def test_the_summary_tells_the_day_as_the_report_does(tmp_path, broker, influx):
     bridge = BridgeProcess(config, "bridge").start()
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, "Tenths", extra=("posture/UnderGoal/alerts",))
-    service = start_alerts(config, log)
-    try:
-        wait_online(broker.port, service, log)
-        publish(broker.port, messages)
-        wait_for(lambda: phone.kinds().count("summary") == 2, 60, lambda: "the summaries\n" + log.read_text()[-3000:])
-        stop(service, log)
-        wait_for(lambda: influx.rows('SELECT count("worn_s") FROM "posture_minute"', DB)[0]["count"] == 200, 30,
-                 "the bridge to store the minutes")
-        bridge.stop()
-    finally:
-        for proc in (service, bridge.proc):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-        phone.close()
+    with running_alerts(config, log) as service:
+        try:
+            wait_online(broker.port, service, log)
+            publish(broker.port, messages)
+            wait_for(lambda: phone.kinds().count("summary") == 2, 60,
+                     lambda: "the summaries\n" + log.read_text()[-3000:])
+            stop(service, log)
+            wait_for(lambda: influx.rows('SELECT count("worn_s") FROM "posture_minute"', DB)[0]["count"] == 200, 30,
+                     "the bridge to store the minutes")
+            bridge.stop()
+        finally:
+            if bridge.proc is not None and bridge.proc.poll() is None:
+                bridge.proc.kill()
+            phone.close()
     summaries = {a["device"]: a for a in phone.alerts if a["kind"] == "summary"}
     day = summary_at.date()
     reports = {device: build_day_report(device, day, ZoneInfo(zone), fetch_day(
@@ -259,16 +254,12 @@ def test_a_week_of_two_wearers_tells_each_streak_as_the_days_went(tmp_path, brok
                 + day("Other", 1, 100, 6.0) + day(DEVICE, 0, 100, 30.0) + day("Other", 0, 100, 6.0))
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, extra=("posture/Other/alerts", f"posture/{DEVICE}/today", "posture/Other/today"))
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         publish(broker.port, messages)
         wait_for(lambda: phone.kinds().count("summary") == 2, 60, lambda: "the summaries\n" + log.read_text()[-3000:])
         time.sleep(1.0)  # a second summary of either would come with the next steps
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     assert stats["alerts"] == {"summary": 2}
     summaries = {a["device"]: a for a in phone.alerts if a["kind"] == "summary"}
@@ -301,16 +292,12 @@ def test_a_day_the_service_missed_the_summary_of_is_judged_as_it_would_have_told
     log = tmp_path / "alerts.log"
     queue_while_stopped(broker.port, config, log, messages)
     phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_for(lambda: phone.today().get("date") == (yesterday + timedelta(days=1)).isoformat()
                  and saved_device(tmp_path / "alerts.db", DEVICE).get("minutes", {}).get(
                      str(int((day_s + 20 * 3600 + 59 * 60) * 1000))) is not None, 60,
                  lambda: f"the backlog handled; today {phone.today()}\n" + log.read_text()[-2000:])
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     assert stats["alerts"] == {} and stats["received"] == 420
     state = saved_device(tmp_path / "alerts.db", DEVICE)
@@ -335,8 +322,7 @@ def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
                           timezone=zone)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today", "posture/LaterSensor/today"))
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         # Then a minute of today from another sensor, sent after them: once its `today` shows it, all 120 were handled
         # (the new day's `today` of DEVICE comes with the first; stopping then left most unread on a busy machine).
@@ -347,9 +333,6 @@ def test_today_after_midnight_is_the_new_day_not_yesterdays(tmp_path, broker):
         wait_for(lambda: phone.today().get("date") == today and phone.today("LaterSensor").get("worn_min") == 1.0,
                  30, lambda: f"today's `today`; got {phone.today()}\n" + log.read_text()[-2000:])
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     assert stats["received"] == 121 and stats["malformed"] == {}
     shown = phone.today()
@@ -404,8 +387,7 @@ def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
     half = len(messages) // 2
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         publish(broker.port, messages[:half])
         wait_for(lambda: len(phone.kinds()) >= 2, 30, lambda: "alerts of the first half\n" + log.read_text()[-2000:])
@@ -413,22 +395,20 @@ def test_restart_mid_day_neither_resends_nor_loses_state(tmp_path, broker):
         service.kill()  # kill -9: no goodbye
         service.wait(10)
         publish(broker.port, messages[half:])  # while it is away: the broker keeps them for its session
-        service = start_alerts(config, log)
-        wait_online(broker.port, service, log)
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
 
-        reference = AlertEngine(load_rules(tmp_path / "rules.toml"), Catalog.load(), ZoneInfo(noon_zone()))
-        expected = []
-        for topic, doc in messages:
-            now = time.time()
-            expected += reference.on_metrics(doc, now) if topic.endswith("metrics") else reference.on_event(doc, now)
+            reference = AlertEngine(load_rules(tmp_path / "rules.toml"), Catalog.load(), ZoneInfo(noon_zone()))
+            expected = []
+            for topic, doc in messages:
+                now = time.time()
+                expected += (reference.on_metrics(doc, now) if topic.endswith("metrics")
+                             else reference.on_event(doc, now))
 
-        want = reference.today_state(DEVICE)
-        wait_for(lambda: phone.today().get("ts") == want["ts"], 30, "the last minute to be handled")
-        wait_for(lambda: len(phone.kinds()) >= len(expected), 30, "the last alerts")
-        stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
+            want = reference.today_state(DEVICE)
+            wait_for(lambda: phone.today().get("ts") == want["ts"], 30, "the last minute to be handled")
+            wait_for(lambda: len(phone.kinds()) >= len(expected), 30, "the last alerts")
+            stop(service, log)
     phone.close()
     got_ids = [a["id"] for a in phone.alerts]
     assert len(got_ids) == len(set(got_ids)), f"an alert was sent twice: {got_ids}"
@@ -470,10 +450,9 @@ summary_time = ""
     quiet = "-".join(datetime.fromtimestamp(now - back_s, zone).strftime("%H:%M") for back_s in (7200, 3600))
     config = write_config(tmp_path, broker, rules.format(quiet=quiet), timezone=zone.key)
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    phone_cap, phone_quiet, phone_snooze = (Phone(broker.port, d, extra=(f"posture/{d}/today",))
-                                            for d in ("CapSensor", "QuietSensor", "SnoozeSensor"))
-    try:
+    with running_alerts(config, log) as service:
+        phone_cap, phone_quiet, phone_snooze = (Phone(broker.port, d, extra=(f"posture/{d}/today",))
+                                                for d in ("CapSensor", "QuietSensor", "SnoozeSensor"))
         wait_online(broker.port, service, log)
 
         def minutes(device: str, start_s: float, n: int) -> list[tuple[str, dict]]:
@@ -502,9 +481,6 @@ summary_time = ""
         publish(broker.port, minutes("SnoozeSensor", recent + 30 * 60, 10))
         wait_for(lambda: phone_snooze.kinds(), 30, "an alert once the snooze is cancelled")
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     for phone in (phone_cap, phone_quiet, phone_snooze):
         phone.close()
     assert len(phone_cap.alerts) == 3  # the cap
@@ -525,27 +501,27 @@ def test_malformed_input_is_counted_and_never_stops_it(tmp_path, broker):
     log = tmp_path / "alerts.log"
     # left retained by some app: applied on every restart it would snooze forever, so it is ignored
     publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", "600")], retain=True)
-    service = start_alerts(config, log)
-    phone = Phone(broker.port)
-    try:
-        wait_online(broker.port, service, log)
-        bad = [(f"posture/{DEVICE}/metrics", b"\xff\xfe not json"), (f"posture/{DEVICE}/metrics", "{}"),
-               (f"posture/{DEVICE}/metrics", json.dumps({"schema": 1, "kind": "metrics", "device": DEVICE, "ts": -5})),
-               (f"posture/{DEVICE}/events", json.dumps({"schema": 1, "kind": "slouch", "device": DEVICE,
-                                                        "ts": 1, "duration_s": "long"})),
-               (f"posture/{DEVICE}/alerts/snooze", "soon"), (f"posture/{DEVICE}/alerts/snooze", "-5"),
-               (f"posture/{DEVICE}/alerts/snooze", json.dumps({"minutes": True})),
-               (f"posture/{DEVICE}/metrics", json.dumps(slouchy_minute(DEVICE, 0.0)).replace("45.0", "NaN")),
-               (f"posture/{DEVICE}/metrics", json.dumps(slouchy_minute(DEVICE, time.time() + 3 * 86400)))] * 50
-        publish(broker.port, bad)
-        start = time.time() // 60 * 60 - 600
-        publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, start + 60 * k)) for k in range(6)])
-        wait_for(lambda: phone.kinds(), 30, lambda: "an alert after the garbage\n" + log.read_text()[-2000:])
-        stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
-        publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", "")], retain=True)  # clear the retained one
+    with running_alerts(config, log) as service:
+        phone = Phone(broker.port)
+        try:
+            wait_online(broker.port, service, log)
+            bad = [(f"posture/{DEVICE}/metrics", b"\xff\xfe not json"), (f"posture/{DEVICE}/metrics", "{}"),
+                   (f"posture/{DEVICE}/metrics",
+                    json.dumps({"schema": 1, "kind": "metrics", "device": DEVICE, "ts": -5})),
+                   (f"posture/{DEVICE}/events", json.dumps({"schema": 1, "kind": "slouch", "device": DEVICE,
+                                                            "ts": 1, "duration_s": "long"})),
+                   (f"posture/{DEVICE}/alerts/snooze", "soon"), (f"posture/{DEVICE}/alerts/snooze", "-5"),
+                   (f"posture/{DEVICE}/alerts/snooze", json.dumps({"minutes": True})),
+                   (f"posture/{DEVICE}/metrics", json.dumps(slouchy_minute(DEVICE, 0.0)).replace("45.0", "NaN")),
+                   (f"posture/{DEVICE}/metrics", json.dumps(slouchy_minute(DEVICE, time.time() + 3 * 86400)))] * 50
+            publish(broker.port, bad)
+            start = time.time() // 60 * 60 - 600
+            publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, start + 60 * k))
+                                  for k in range(6)])
+            wait_for(lambda: phone.kinds(), 30, lambda: "an alert after the garbage\n" + log.read_text()[-2000:])
+            stats = stop(service, log)
+        finally:
+            publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", "")], retain=True)  # clear the retained one
     phone.close()
     assert stats["malformed"] == {"not JSON": 100, "schema": 150, "snooze": 151, "time": 50}
     assert phone.kinds()[0] == "slouch"
@@ -555,8 +531,7 @@ def test_malformed_input_is_counted_and_never_stops_it(tmp_path, broker):
 def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_restarts(tmp_path, broker):
     config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         start = time.time() // 60 * 60 - 300
         publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, start + 60 * k)) for k in range(3)])
@@ -579,9 +554,6 @@ def test_home_assistant_discovery_is_retained_valid_and_sent_again_when_ha_resta
         publish(broker.port, [("homeassistant/status", "online")])  # HA's birth message after its restart
         wait_for(lambda: all(len(m) == 2 for m in configs().values()), 30, "the configs again")
         stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     ha.close()
 
 
@@ -591,10 +563,9 @@ def test_look_alike_device_ids_are_said_as_sharing_one_home_assistant_device(tmp
     use them) whenever a look-alike appears; the service says so, naming both, instead of nothing."""
     config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    start = time.time() // 60 * 60 - 300
-    said = "Home Assistant: devices 'Desk-1' and 'desk_1' share the ids posture_desk_1"
-    try:
+    with running_alerts(config, log) as service:
+        start = time.time() // 60 * 60 - 300
+        said = "Home Assistant: devices 'Desk-1' and 'desk_1' share the ids posture_desk_1"
         wait_online(broker.port, service, log)
         publish(broker.port, [("posture/Desk-1/metrics", slouchy_minute("Desk-1", start)),
                               ("posture/Desk-2/metrics", slouchy_minute("Desk-2", start))])
@@ -602,9 +573,6 @@ def test_look_alike_device_ids_are_said_as_sharing_one_home_assistant_device(tmp
         publish(broker.port, [("posture/desk_1/metrics", slouchy_minute("desk_1", start))])
         wait_for(lambda: said in log.read_text(), 30, lambda: f"the warning; log:\n{log.read_text()}")
         stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     text = log.read_text()
     assert text.count(said) == 1 and "rename one sensor" in text
     assert "Desk-2" not in text.split(said)[1].splitlines()[0]  # only the look-alikes
@@ -633,10 +601,9 @@ def test_live_states_give_one_nudge_while_slouching_and_one_recovered_after_with
              "[calibration]\nenabled = false\n")
     config = write_config(tmp_path, broker, rules)
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    phone = Phone(broker.port)
-    ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
-    try:
+    with running_alerts(config, log) as service:
+        phone = Phone(broker.port)
+        ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
         wait_online(broker.port, service, log)
         # A device the service has only ever seen live: upright for 20 s, then a slouch (shown once its 5 s dwell
         # confirmed it) of 60 s so far, in sensor time up to now, a few seconds of it at the real pace.
@@ -665,9 +632,6 @@ def test_live_states_give_one_nudge_while_slouching_and_one_recovered_after_with
         wait_for(lambda: len([t for t in ha.other if "posture_desksensor" in t]) == 10, 30, "10 discovery configs")
         time.sleep(1.0)
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     ha.close()
     nudge, recovered = phone.alerts
@@ -699,13 +663,12 @@ def test_a_device_known_only_from_an_old_retained_live_state_is_not_announced(tm
     ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
     config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
+    with running_alerts(config, log) as service:
 
-    def announced(node: str) -> list[str]:
-        with ha.lock:
-            return [t for t in ha.other if t.endswith("/config") and f"/{node}/" in t]
+        def announced(node: str) -> list[str]:
+            with ha.lock:
+                return [t for t in ha.other if t.endswith("/config") and f"/{node}/" in t]
 
-    try:
         wait_online(broker.port, service, log)
         wait_for(lambda: len(announced("posture_desksensor")) == 10, 30, lambda: log.read_text()[-2000:])
         time.sleep(1.0)
@@ -715,9 +678,6 @@ def test_a_device_known_only_from_an_old_retained_live_state_is_not_announced(tm
         publish_live(broker.port, "OldSensor", [live_state("OldSensor", time.time(), None)])
         wait_for(lambda: len(announced("posture_oldsensor")) == 10, 30, lambda: log.read_text()[-2000:])
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     ha.close()
     assert stats["live"] == 3 and stats["malformed"] == {}  # the first two read as retained copies
     for topic in announced("posture_desksensor"):  # the live entities: the sensor's status alone
@@ -778,8 +738,7 @@ def test_a_restart_announces_each_sensor_under_its_name_only(tmp_path, broker):
                           for d in devices], retain=True)
     config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n")
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         publish(broker.port, [(f"posture/{d}/metrics", slouchy_minute(d, now // 60 * 60 - 300)) for d in devices])
         time.sleep(1.0)
@@ -788,14 +747,11 @@ def test_a_restart_announces_each_sensor_under_its_name_only(tmp_path, broker):
         time.sleep(1.0)
         with ha.lock:
             ha.other.clear()  # the retained configs of the first run
-        service = start_alerts(config, log)
-        wait_online(broker.port, service, log)
-        wait_for(lambda: len(ha.other) == len(devices), 30, "the configs again")
-        time.sleep(1.0)
-        stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            wait_for(lambda: len(ha.other) == len(devices), 30, "the configs again")
+            time.sleep(1.0)
+            stop(service, log)
     ha.close()
     names = [json.loads(m.payload)["device"]["name"] for msgs in ha.other.values() for m in msgs]
     assert sorted(names) == sorted(f"Posture Desk {d[-2:]} of Ann" for d in devices)  # each once, by its name
@@ -815,19 +771,15 @@ def queued_burst(tmp_path: Path, broker, devices: list[str], minutes: int):
 def test_a_backlog_of_many_devices_is_saved_once_per_batch_and_each_minute_counted_once(tmp_path, broker):
     devices = [f"Burst{i:03d}" for i in range(50)]
     messages, config, log, phone = queued_burst(tmp_path, broker, devices, 20)
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_for(lambda: len(at_last_minute(phone, devices, messages)) == len(devices), 60,
                  lambda: f"every device's last minute\n{log.read_text()[-2000:]}")
         stats = stop(service, log)
         # All acknowledged: a restart gets nothing again.
-        service = start_alerts(config, log)
-        wait_online(broker.port, service, log)
-        time.sleep(1.0)
-        again = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            time.sleep(1.0)
+            again = stop(service, log)
     phone.close()
     assert stats["received"] == len(messages) == 1000 and stats["errors"] == {}
     # A state write (one transaction, then one acknowledgement each) per batch of what had arrived, not per message
@@ -846,28 +798,24 @@ def test_a_clean_stop_just_after_alerts_went_out_does_not_send_them_again_at_the
     config = write_config(tmp_path, broker, BURST_RULES, ha_discovery=False)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, "+")
-    service = start_alerts(config, log)
-    first = phone.c.on_message
+    with running_alerts(config, log) as service:
+        first = phone.c.on_message
 
-    def on_message(c, u, msg):
-        first(c, u, msg)
-        if msg.topic.endswith("/alerts") and service.poll() is None:
-            service.send_signal(signal.SIGTERM)
+        def on_message(c, u, msg):
+            first(c, u, msg)
+            if msg.topic.endswith("/alerts") and service.poll() is None:
+                service.send_signal(signal.SIGTERM)
 
-    phone.c.on_message = on_message
-    try:
+        phone.c.on_message = on_message
         wait_online(broker.port, service, log)
         publish(broker.port, sitting_minutes(devices, 1))
         assert service.wait(30) == 0, log.read_text()[-3000:]
         phone.c.on_message = first
-        service = start_alerts(config, log)
-        wait_online(broker.port, service, log)
-        wait_for(lambda: len(phone.alerts) >= len(devices), 30, lambda: "every alert\n" + log.read_text()[-2000:])
-        time.sleep(1.0)  # a resent alert would come now
-        stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            wait_for(lambda: len(phone.alerts) >= len(devices), 30, lambda: "every alert\n" + log.read_text()[-2000:])
+            time.sleep(1.0)  # a resent alert would come now
+            stop(service, log)
     phone.close()
     assert sorted(a["device"] for a in phone.alerts) == devices
 
@@ -875,8 +823,7 @@ def test_a_clean_stop_just_after_alerts_went_out_does_not_send_them_again_at_the
 def test_kill_9_in_the_middle_of_a_backlog_loses_no_minute_and_counts_none_twice(tmp_path, broker):
     devices = [f"Burst{i:03d}" for i in range(100)]
     messages, config, log, phone = queued_burst(tmp_path, broker, devices, 40)
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         deadline = time.monotonic() + 60
         while not phone.other and time.monotonic() < deadline:  # the first batch handled: the backlog is draining
             time.sleep(0.005)
@@ -884,13 +831,10 @@ def test_kill_9_in_the_middle_of_a_backlog_loses_no_minute_and_counts_none_twice
         service.wait(10)
         done_at_kill = at_last_minute(phone, devices, messages)
         assert phone.other and len(done_at_kill) < len(devices), "the kill came before or after the backlog"
-        service = start_alerts(config, log)
-        wait_for(lambda: len(at_last_minute(phone, devices, messages)) == len(devices), 60,
-                 lambda: f"every device's last minute after the restart\n{log.read_text()[-2000:]}")
-        stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
+        with running_alerts(config, log) as service:
+            wait_for(lambda: len(at_last_minute(phone, devices, messages)) == len(devices), 60,
+                     lambda: f"every device's last minute after the restart\n{log.read_text()[-2000:]}")
+            stats = stop(service, log)
     phone.close()
     assert 0 < stats["received"] <= len(messages) and stats["errors"] == {}
     for device in devices:  # every minute once: one lost would be 39.0, one counted twice 41.0
@@ -927,9 +871,8 @@ def test_a_sensor_taken_off_shows_not_worn_in_today_at_once_and_its_posture_agai
     config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
                                             "[calibration]\nenabled = false\n")
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
-    try:
+    with running_alerts(config, log) as service:
+        phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
         wait_online(broker.port, service, log)
         now = time.time()
         minute_s = (now // 60 - 2) * 60
@@ -946,9 +889,6 @@ def test_a_sensor_taken_off_shows_not_worn_in_today_at_once_and_its_posture_agai
         wait_for(lambda: phone.today().get("posture") == "slouching", 30, lambda: f"put on again, got "
                  f"{phone.today()}\n" + log.read_text()[-2000:])
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     assert stats["state_writes"] == 1  # the minute: being taken off and put on wrote nothing
 
@@ -1000,8 +940,7 @@ def test_a_minute_stamped_hours_ahead_does_not_close_today(tmp_path, broker):
                           timezone=zone)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today", "posture/LaterSensor/today"))
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         now_s = time.time() // 60 * 60
         upright = [(f"posture/{DEVICE}/metrics", {**slouchy_minute(DEVICE, now_s - 60 * (40 - k)), "slouch_s": 0.0})
@@ -1012,9 +951,6 @@ def test_a_minute_stamped_hours_ahead_does_not_close_today(tmp_path, broker):
         wait_for(lambda: phone.today("LaterSensor").get("worn_min") == 1.0, 30,
                  lambda: "the later sensor's minute\n" + log.read_text()[-2000:])  # sent after all of DEVICE's
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     shown = phone.today()
     assert (shown["date"], shown["worn_min"]) == (datetime.now(ZoneInfo(zone)).date().isoformat(), 39.0)
@@ -1031,8 +967,7 @@ def test_a_minute_stamped_hours_ahead_on_the_same_day_is_refused(tmp_path, broke
                           timezone=zone)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         now_s = time.time() // 60 * 60
         upright = [(f"posture/{DEVICE}/metrics", {**slouchy_minute(DEVICE, now_s - 60 * (20 - k)), "slouch_s": 0.0})
@@ -1041,9 +976,6 @@ def test_a_minute_stamped_hours_ahead_on_the_same_day_is_refused(tmp_path, broke
         publish(broker.port, [*upright[:10], (f"posture/{DEVICE}/metrics", ahead), *upright[10:]])
         wait_for(lambda: phone.today().get("worn_min") in (20.0, 21.0), 30, lambda: log.read_text()[-2000:])
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     shown = phone.today()
     assert (shown["worn_min"], shown["ts"], shown["posture"]) == (20.0, int(now_s) * 1000, "upright")
@@ -1059,8 +991,7 @@ def test_a_broker_restarted_without_its_retained_messages_gets_every_today_again
     config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n")
     log = tmp_path / "alerts.log"
     devices = ["DeskA", "DeskB"]
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         start_s = time.time() // 60 * 60 - 600
         publish(broker.port, [(f"posture/{d}/metrics", slouchy_minute(d, start_s + 60 * k))
@@ -1076,9 +1007,6 @@ def test_a_broker_restarted_without_its_retained_messages_gets_every_today_again
                  lambda: f"both days so far again; got {after.other.keys()}\n" + log.read_text()[-2000:])
         after.close()
         stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
 
 
 def saved_state(path: Path, config: Path, devices: list[str], start_s: float, minutes: int) -> AlertEngine:
@@ -1107,16 +1035,12 @@ def test_a_corrupt_device_record_starts_that_device_afresh_and_every_other_goes_
     spool.close()
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today", "posture/Broken/today"))
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         publish(broker.port, [(f"posture/{d}/metrics", slouchy_minute(d, start + 180)) for d in (DEVICE, "Broken")])
         wait_for(lambda: phone.today().get("worn_min") and phone.today("Broken").get("worn_min"), 30,
                  lambda: "both devices' day\n" + log.read_text()[-2000:])
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     assert phone.today()["worn_min"] == 4.0  # its three minutes kept, and the new one
     assert phone.today("Broken")["worn_min"] == 1.0  # afresh
@@ -1144,21 +1068,20 @@ def test_a_snooze_for_a_device_not_known_is_refused_naming_the_one_it_resembles(
                                                     "ts": int(time.time() * 1000), "online": True})], retain=True)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, "nobody", extra=(f"posture/{DEVICE}/today",))
-    service = start_alerts(config, log)
-    try:
-        wait_online(broker.port, service, log)
-        time.sleep(0.5)  # Fresh's retained status, which comes with the subscription
-        # DeskSensor's last: its `today` says all four were handled (Fresh, with no minute, has none)
-        publish(broker.port, [(f"posture/{d}/alerts/snooze", "30") for d in ("Fresh", "desksensor", "Nobody", DEVICE)])
-        wait_for(lambda: phone.today().get("snoozed_until"), 30, lambda: "the snoozes\n" + log.read_text()[-2000:])
-        # the unknown ones wait SNOOZE_WAIT_S for their devices (kept across a stop), then are refused
-        wait_for(lambda: "'Nobody'" in log.read_text() and "'desksensor'" in log.read_text(), 30,
-                 lambda: "the refusals\n" + log.read_text()[-2000:])
-        stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
-        publish(broker.port, [("posture/Fresh/status", "")], retain=True)
+    with running_alerts(config, log) as service:
+        try:
+            wait_online(broker.port, service, log)
+            time.sleep(0.5)  # Fresh's retained status, which comes with the subscription
+            # DeskSensor's last: its `today` says all four were handled (Fresh, with no minute, has none)
+            publish(broker.port, [(f"posture/{d}/alerts/snooze", "30")
+                                  for d in ("Fresh", "desksensor", "Nobody", DEVICE)])
+            wait_for(lambda: phone.today().get("snoozed_until"), 30, lambda: "the snoozes\n" + log.read_text()[-2000:])
+            # the unknown ones wait SNOOZE_WAIT_S for their devices (kept across a stop), then are refused
+            wait_for(lambda: "'Nobody'" in log.read_text() and "'desksensor'" in log.read_text(), 30,
+                     lambda: "the refusals\n" + log.read_text()[-2000:])
+            stats = stop(service, log)
+        finally:
+            publish(broker.port, [("posture/Fresh/status", "")], retain=True)
     phone.close()
     assert stats["snoozes"] == 2 and stats["malformed"] == {"snooze": 2}, stats
     lines = log.read_text().splitlines()
@@ -1185,14 +1108,10 @@ def test_a_snooze_queued_while_the_service_was_away_waits_for_its_devices_retain
         before_s = time.time()
         queue_while_stopped(broker.port, config, log, [("posture/Waiting/alerts/snooze", "30"),
                                                        ("posture/NoSuchSensor/alerts/snooze", "30")])
-        service = start_alerts(config, log)
-        try:
+        with running_alerts(config, log) as service:
             wait_online(broker.port, service, log)
             wait_for(lambda: "'NoSuchSensor'" in log.read_text(), 30, lambda: "the refusal\n" + log.read_text()[-2000:])
             stats = stop(service, log)
-        finally:
-            if service.poll() is None:
-                service.kill()
     finally:
         publish(broker.port, [("posture/Waiting/status", "")], retain=True)
     assert stats["snoozes"] == 1 and stats["malformed"] == {"snooze": 1}, stats
@@ -1247,15 +1166,11 @@ def test_a_state_file_that_is_no_database_is_moved_aside_and_the_service_serves(
     state.write_bytes(b"not a database, a bad restore" * 100)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         publish(broker.port, [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, time.time() // 60 * 60 - 120))])
         wait_for(lambda: phone.today().get("worn_min"), 30, lambda: "the day so far\n" + log.read_text()[-2000:])
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     phone.close()
     assert phone.today()["worn_min"] == 1.0
     aside = list(tmp_path.glob("alerts.db.unreadable-*"))
@@ -1288,14 +1203,12 @@ def test_a_snooze_waiting_for_its_device_holds_that_devices_first_minutes_too(tm
     phone = Phone(broker.port, device="Fresh", extra=("posture/Fresh/today",))
     queue_while_stopped(broker.port, config, log, [("posture/Fresh/alerts/snooze", "30"),
                                                    *sitting_minutes(["Fresh"], 3)])
-    service = start_alerts(config, log)
-    try:
-        wait_online(broker.port, service, log)
-        stats = stop_after_three_minutes(service, log, phone, "Fresh")
-    finally:
-        if service.poll() is None:
-            service.kill()
-        phone.close()
+    with running_alerts(config, log) as service:
+        try:
+            wait_online(broker.port, service, log)
+            stats = stop_after_three_minutes(service, log, phone, "Fresh")
+        finally:
+            phone.close()
     assert_snoozed(phone, stats, "Fresh")
 
 
@@ -1309,20 +1222,18 @@ def test_a_snooze_waiting_for_its_device_outlives_a_crash_or_stop_of_the_service
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, device="Later", extra=("posture/Later/today",))
     queue_while_stopped(broker.port, config, log, [("posture/Later/alerts/snooze", "30")])
-    service = start_alerts(config, log)
-    try:
-        wait_online(broker.port, service, log)
-        time.sleep(1.0)  # the queued snooze came at the connect, and waits (up to 5 s) for its device
-        service.send_signal(stopped_by)
-        service.wait(30)
-        publish(broker.port, sitting_minutes(["Later"], 3))  # the sensor, put on meanwhile: a sitting nudge's due
-        service = start_alerts(config, log)
-        wait_online(broker.port, service, log)
-        stats = stop_after_three_minutes(service, log, phone, "Later")
-    finally:
-        if service.poll() is None:
-            service.kill()
-        phone.close()
+    with running_alerts(config, log) as service:
+        try:
+            wait_online(broker.port, service, log)
+            time.sleep(1.0)  # the queued snooze came at the connect, and waits (up to 5 s) for its device
+            service.send_signal(stopped_by)
+            service.wait(30)
+            publish(broker.port, sitting_minutes(["Later"], 3))  # the sensor, put on meanwhile: a sitting nudge's due
+            with running_alerts(config, log) as service:
+                wait_online(broker.port, service, log)
+                stats = stop_after_three_minutes(service, log, phone, "Later")
+        finally:
+            phone.close()
     assert_snoozed(phone, stats, "Later")
     assert not stats["malformed"], stats
 
@@ -1338,28 +1249,24 @@ def test_alerts_the_broker_acknowledged_leave_the_file_at_once_so_a_kill_9_then_
     config = write_config(tmp_path, broker, BURST_RULES, ha_discovery=False)
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, "+")
-    service = start_alerts(config, log)
-    first = phone.c.on_message
-    killer = threading.Timer(0.1, service.kill)
+    with running_alerts(config, log) as service:
+        first = phone.c.on_message
+        killer = threading.Timer(0.1, service.kill)
 
-    def on_message(c, u, msg):
-        first(c, u, msg)
-        if msg.topic.endswith("/alerts") and len(phone.alerts) == len(devices):
-            killer.start()
+        def on_message(c, u, msg):
+            first(c, u, msg)
+            if msg.topic.endswith("/alerts") and len(phone.alerts) == len(devices):
+                killer.start()
 
-    phone.c.on_message = on_message
-    try:
+        phone.c.on_message = on_message
         wait_online(broker.port, service, log)
         publish(broker.port, sitting_minutes(devices, 1))
         assert service.wait(30) == -signal.SIGKILL, log.read_text()[-3000:]
         phone.c.on_message = first
-        service = start_alerts(config, log)
-        wait_online(broker.port, service, log)
-        time.sleep(1.0)  # a resent alert would come now
-        stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            time.sleep(1.0)  # a resent alert would come now
+            stats = stop(service, log)
     phone.close()
     assert sorted(a["device"] for a in phone.alerts) == devices and stats["alerts"] == {}
 
@@ -1443,8 +1350,7 @@ def test_a_snooze_the_broker_delivers_again_after_its_crash_is_taken_once(tmp_pa
     state = tmp_path / "alerts.db"
     saved_state(state, config, [DEVICE], time.time() // 60 * 60 - 600, 3)
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    try:
+    with running_alerts(config, log) as service:
         wait_online(broker.port, service, log)
         service.send_signal(signal.SIGSTOP)  # no acknowledgement: the snooze is in flight when the broker saves
         try:
@@ -1467,9 +1373,6 @@ def test_a_snooze_the_broker_delivers_again_after_its_crash_is_taken_once(tmp_pa
         wait_for(lambda: saved_device(state, DEVICE)["snooze_until_s"] >= until_s + 3.0, 30,
                  lambda: "the second press to be taken\n" + log.read_text()[-2000:])
         stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
     assert stats["snoozes"] == 2 and stats["snooze_copies"] == 1, stats
 
 

@@ -20,7 +20,7 @@ from contract.validation import MAX_AHEAD_S, MAX_PAYLOAD_BYTES, MAX_SPAN_S, Malf
 from posture.local_servers import InfluxDB1
 from service_io.influx import InfluxSettings, PointsRefused, SettingsError, WriteError, make_writer, redact
 from service_io.spool import Spool, SpoolError
-from support.alerts import Phone, publish, start_alerts, stop, wait_online
+from support.alerts import Phone, publish, running_alerts, stop, wait_online
 from support.alerts import write_config as alerts_config
 from support.day_messages import slouchy_minute
 from support.mqtt import DB, client, start_or_fail, wait_for
@@ -250,23 +250,21 @@ def test_an_event_ending_years_ahead_is_refused_and_the_day_goes_on(tmp_path, br
             "quiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
     config = alerts_config(tmp_path, broker, rules)
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    phone = Phone(broker.port, device="Poisoned")
-    try:
-        wait_online(broker.port, service, log)
-        start = time.time() // 60 * 60 - 600
-        poison = {"schema": 1, "kind": "slouch", "device": "Poisoned", "ts": int(start * 1000), "start_s": start,
-                  "end_s": start + 10 * 365 * 86400, "duration_s": 20.0, "peak_flexion_deg": 30.0,
-                  "mean_flexion_deg": 25.0}
-        publish(broker.port, [("posture/Poisoned/events", poison)])
-        publish(broker.port, [("posture/Poisoned/metrics", slouchy_minute("Poisoned", start + 60 * k))
-                              for k in range(6)])
-        wait_for(lambda: phone.kinds(), 20, lambda: "a slouch alert after the poison\n" + log.read_text()[-2000:])
-        stats = stop(service, log)
-    finally:
-        phone.close()
-        if service.poll() is None:
-            service.kill()
+    with running_alerts(config, log) as service:
+        phone = Phone(broker.port, device="Poisoned")
+        try:
+            wait_online(broker.port, service, log)
+            start = time.time() // 60 * 60 - 600
+            poison = {"schema": 1, "kind": "slouch", "device": "Poisoned", "ts": int(start * 1000), "start_s": start,
+                      "end_s": start + 10 * 365 * 86400, "duration_s": 20.0, "peak_flexion_deg": 30.0,
+                      "mean_flexion_deg": 25.0}
+            publish(broker.port, [("posture/Poisoned/events", poison)])
+            publish(broker.port, [("posture/Poisoned/metrics", slouchy_minute("Poisoned", start + 60 * k))
+                                  for k in range(6)])
+            wait_for(lambda: phone.kinds(), 20, lambda: "a slouch alert after the poison\n" + log.read_text()[-2000:])
+            stats = stop(service, log)
+        finally:
+            phone.close()
     assert phone.kinds()[0] == "slouch"
     assert stats["malformed"] == {"time": 1}
 
@@ -286,23 +284,22 @@ def test_a_lone_surrogate_in_a_string_is_dead_lettered_and_neither_service_stops
             "quiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
     (tmp_path / "alerts").mkdir()
     alerts_log, bridge_log = tmp_path / "alerts.log", tmp_path / "bridge.log"
-    service = start_alerts(alerts_config(tmp_path / "alerts", broker, rules), alerts_log)
-    bridge = start_bridge(write_config(tmp_path / "posture.toml", broker, influx.url), bridge_log)
-    phone = Phone(broker.port, device="good")
-    try:
-        wait_online(broker.port, service, alerts_log)
-        bridge_ready(broker, influx)
-        publish(broker.port, [("posture/evil/status", poison_status), ("posture/evil/events", poison_event)])
-        publish(broker.port, [("posture/good/metrics", slouchy_minute("good", t_s + 60 * k)) for k in range(6)])
-        wait_for(lambda: minutes_stored(influx, "good") == 6, 20,
-                 lambda: "the minutes after the poison stored\n" + bridge_log.read_text()[-2000:])
-        wait_for(lambda: phone.kinds(), 20, lambda: "an alert after the poison\n" + alerts_log.read_text()[-2000:])
-        bridge_stats, alert_stats = stop_bridge(bridge, bridge_log), stop(service, alerts_log)
-    finally:
-        phone.close()
-        for proc in (service, bridge):
-            if proc.poll() is None:
-                proc.kill()
+    with running_alerts(alerts_config(tmp_path / "alerts", broker, rules), alerts_log) as service:
+        bridge = start_bridge(write_config(tmp_path / "posture.toml", broker, influx.url), bridge_log)
+        phone = Phone(broker.port, device="good")
+        try:
+            wait_online(broker.port, service, alerts_log)
+            bridge_ready(broker, influx)
+            publish(broker.port, [("posture/evil/status", poison_status), ("posture/evil/events", poison_event)])
+            publish(broker.port, [("posture/good/metrics", slouchy_minute("good", t_s + 60 * k)) for k in range(6)])
+            wait_for(lambda: minutes_stored(influx, "good") == 6, 20,
+                     lambda: "the minutes after the poison stored\n" + bridge_log.read_text()[-2000:])
+            wait_for(lambda: phone.kinds(), 20, lambda: "an alert after the poison\n" + alerts_log.read_text()[-2000:])
+            bridge_stats, alert_stats = stop_bridge(bridge, bridge_log), stop(service, alerts_log)
+        finally:
+            phone.close()
+            if bridge.poll() is None:
+                bridge.kill()
     assert bridge_stats["malformed"] == {"not JSON": 2}
     assert alert_stats["malformed"] == {"not JSON": 2}
     assert phone.kinds()[0] == "slouch"

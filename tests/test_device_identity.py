@@ -19,7 +19,7 @@ from test_mqtt_influx import bridge_ready, start_bridge, write_config
 from contract.identity import HASH_HEX, ID_PATTERN, MAX_ID_LEN, check_device, device_id, shown_name, topic_device
 from contract.validation import Malformed, load_validators, parse
 from gateway.publisher import adopt_legacy_files, device_file
-from support.alerts import Phone, publish, start_alerts, stop, wait_online
+from support.alerts import Phone, publish, running_alerts, stop, wait_online
 from support.alerts import write_config as alerts_config
 from support.day_messages import slouchy_minute
 from support.mqtt import DB, client, wait_for
@@ -154,32 +154,31 @@ def test_the_alert_service_refuses_a_payload_about_another_device_and_names_it_f
                                              "[limits]\nquiet_hours = \"\"\nmax_delay_s = 1000000\n"
                                              "[habit]\nsummary_time = \"\"\n")
     log = tmp_path / "alerts.log"
-    service = start_alerts(config, log)
-    victim, intruder = device_id("a b"), device_id("a/b")
-    phone = Phone(broker.port, victim, extra=("homeassistant/#",))
-    try:
-        wait_online(broker.port, service, log)
-        start = time.time() // 60 * 60 - 600
-        # On the victim's topic, the intruder's minutes: refused, so neither wearer gets an alert from them.
-        publish(broker.port,
-                [(f"posture/{victim}/metrics", slouchy_minute(intruder, start + 60 * k)) for k in range(6)])
-        status = {"schema": 1, "kind": "status", "device": victim, "ts": int(start * 1000), "online": True,
-                  "sensor_name": "a b"}
-        publish(broker.port, [(f"posture/{victim}/status", status)], retain=True)
-        publish(broker.port, [(f"posture/{victim}/metrics", slouchy_minute(victim, start + 60 * k)) for k in range(6)])
-        wait_for(lambda: phone.kinds(), 30, lambda: "the victim's own alert\n" + log.read_text()[-2000:])
+    with running_alerts(config, log) as service:
+        victim, intruder = device_id("a b"), device_id("a/b")
+        phone = Phone(broker.port, victim, extra=("homeassistant/#",))
+        try:
+            wait_online(broker.port, service, log)
+            start = time.time() // 60 * 60 - 600
+            # On the victim's topic, the intruder's minutes: refused, so neither wearer gets an alert from them.
+            publish(broker.port,
+                    [(f"posture/{victim}/metrics", slouchy_minute(intruder, start + 60 * k)) for k in range(6)])
+            status = {"schema": 1, "kind": "status", "device": victim, "ts": int(start * 1000), "online": True,
+                      "sensor_name": "a b"}
+            publish(broker.port, [(f"posture/{victim}/status", status)], retain=True)
+            publish(broker.port, [(f"posture/{victim}/metrics", slouchy_minute(victim, start + 60 * k))
+                                  for k in range(6)])
+            wait_for(lambda: phone.kinds(), 30, lambda: "the victim's own alert\n" + log.read_text()[-2000:])
 
-        def device_names() -> set[str]:
-            with phone.lock:
-                return {json.loads(m.payload)["device"]["name"] for t, msgs in phone.other.items()
-                        if t.endswith("/config") for m in msgs}
+            def device_names() -> set[str]:
+                with phone.lock:
+                    return {json.loads(m.payload)["device"]["name"] for t, msgs in phone.other.items()
+                            if t.endswith("/config") for m in msgs}
 
-        wait_for(lambda: "Posture a b" in device_names(), 30, lambda: f"HA's device name, got {device_names()}")
-        stats = stop(service, log)
-    finally:
-        if service.poll() is None:
-            service.kill()
-        publish(broker.port, [(f"posture/{victim}/status", "")], retain=True)
+            wait_for(lambda: "Posture a b" in device_names(), 30, lambda: f"HA's device name, got {device_names()}")
+            stats = stop(service, log)
+        finally:
+            publish(broker.port, [(f"posture/{victim}/status", "")], retain=True)
     phone.close()
     assert stats["malformed"] == {"device": 6}
     assert all(a["device"] == victim for a in phone.alerts)

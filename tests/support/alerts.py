@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -90,8 +92,22 @@ def write_config(tmp_path: Path, broker, rules: str, **alerts) -> Path:
 
 
 def start_alerts(config: Path, log: Path, *flags: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", "alerts", "--config", str(config), *flags],
-                            stdout=open(log, "a"), stderr=subprocess.STDOUT)
+    with open(log, "a") as out:  # the service writes to its own copy of the descriptor: ours is not needed open
+        return subprocess.Popen([sys.executable, "-m", "posture.cli", "-v", "alerts", "--config", str(config), *flags],
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+@contextmanager
+def running_alerts(config: Path, log: Path, *flags: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The service's process for the block: at its end, however the block ends, killed if it still runs and reaped,
+    so that a failed test leaves no service behind to hold its broker session and state file."""
+    proc = start_alerts(config, log, *flags)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def wait_online(port: int, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
