@@ -13,6 +13,7 @@ TITLES = {"slouch": "Slouching", "slouch_now": "Slouching now", "rotation": "Rot
           "lean": "Leaning to one side", "sitting": "Time to move", "calibration": "Recalibrate the sensor",
           "recovery": "Upright again", "recovered": "Slouch over", "summary": "Your posture today"}
 RECALIBRATE = "Sit upright and still for 3 s, then bend forward once and sit up."
+MESSAGE_MAX_CHARS = 240  # contract/schemas/alert.json: short enough for a phone notification
 
 
 def _how(stretch: dict[str, Any] | None) -> str:
@@ -54,10 +55,10 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
     elif finding.kind == "calibration" and e["status"] == "old":
         text = f"Calibration is {e['calibration_age_h']:.0f} h old. {RECALIBRATE}"
     elif finding.kind == "calibration":
-        text = f"{_why(e['reason'])[:120]} {RECALIBRATE}"
+        text = f"{_shortened(_why(e['reason']), MESSAGE_MAX_CHARS - len(RECALIBRATE) - 1)} {RECALIBRATE}"
     else:  # recovery
         text = f"Upright for the last {e['upright_min']} min. Keep it up!"
-    return (text + _how(stretch))[:240]
+    return (text + _how(stretch))[:MESSAGE_MAX_CHARS]
 
 
 def alert_id(device: str, kind: str, ts_s: float) -> str:
@@ -97,7 +98,7 @@ def summary_payload(device: str, date: str, now_s: float, evidence: dict[str, An
         text += f". {e['program_days']}-day program done: goal met on {e['days_met']} of {e['program_days']} days."
     return {"schema": SCHEMA_VERSION, "kind": "summary", "id": f"{device}-summary-{date}", "device": device,
             "ts": int(round(now_s * 1000)), "severity": "info", "title": TITLES["summary"],
-            "message": (text + _how(stretch))[:240], "stretch": stretch, "evidence": evidence}
+            "message": (text + _how(stretch))[:MESSAGE_MAX_CHARS], "stretch": stretch, "evidence": evidence}
 
 
 def share_text(share_pct: float, goal_pct: float) -> str:
@@ -115,6 +116,15 @@ def share_text(share_pct: float, goal_pct: float) -> str:
 def text_mirror(alert: dict[str, Any]) -> str:
     """For phone apps that show a topic's payload as it is (MQTT Alert): one line."""
     return f"{alert['title']}: {alert['message']}"
+
+
+def _shortened(text: str, max_chars: int) -> str:
+    """text whole if it fits, else cut at a word and marked so. The pipeline's reason was cut at 120 characters
+    wherever that fell: "…or the sensor has moved; sit tall fo Sit upright and still for 3 s, …" (random day
+    1796555284's walk reading -2°)."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars - 1].rsplit(" ", 1)[0].rstrip(" ;:,") + "…"
 
 
 def _why(message: str) -> str:

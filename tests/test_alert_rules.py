@@ -667,6 +667,30 @@ def test_a_recalibrate_alert_says_the_instructions_once():
     assert recal["message"].lower().count("sit upright") == 1 and "recalibrate:" not in recal["message"]
 
 
+def test_a_recalibrate_alert_says_the_pipelines_reason_whole():
+    """The reason was cut at 120 characters wherever that fell, and the phone read "…or the sensor has moved; sit tall
+    fo Sit upright and still for 3 s, then bend forward once and sit up." (random day 1796555284, a walk read at −2°).
+    The message has room for it: cut, if ever, at a word."""
+    import numpy as np
+
+    from pipeline.calibration import CalibrationMonitor, CalibrationSettings
+
+    walk = np.full(3000, -3.0), np.zeros(3000), np.ones(3000, bool), np.zeros(3000, bool)
+    flagged = CalibrationMonitor(CalibrationSettings(), 100.0).update(*walk, walk[3], walk[3])
+    assert flagged is not None and len(flagged[1]) > 120
+    eng = engine(calibration=CalibrationRule())
+    start = DAY + 9 * 3600
+    [recal] = eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(start * 1000), "t_s": start,
+                            "status": "recalibrate", "message": flagged[1]}, now_s=start)
+    assert recal["message"] == ("Walking reads -3° of flexion (leaning back): the upright hold was probably hunched, "
+                                "or the sensor has moved; sit tall for the hold. Sit upright and still for 3 s, then "
+                                "bend forward once and sit up.")
+    [long] = eng.on_event({"schema": 1, "kind": "calibration", "device": "E", "ts": int(start * 1000), "t_s": start,
+                           "status": "refused", "message": "the bend was " + "very " * 60 + "odd"}, now_s=start)
+    assert len(long["message"]) <= 240 and long["message"].startswith("The bend was very very")
+    assert "very… Sit upright and still for 3 s" in long["message"]
+
+
 def test_the_programs_days_met_outlast_the_days_kept():
     """Only KEEP_DAYS finished days are kept, and the program's days that met the goal were counted in them alone: a
     wearer who met it every day was told "31-day program done: goal met on 30 of 31 days" on day 64, and "0 of 31"
