@@ -33,7 +33,12 @@ def _span(seconds: float) -> str:
 def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
     e = finding.evidence
     if finding.kind == "slouch" and "slouch_pct" in e:
-        text = f"You slouched {e['slouch_pct']:.0f}% of the last {e['window_min']} min."
+        # The share is of the time worn: with the sensor off for part of the window, "30% of the last 30 min" said
+        # 9 min where the wearer slouched 6 (of 20 worn).
+        worn = f"{e['worn_min']:.0f}"
+        of = (f"the last {e['window_min']} min" if float(worn) >= e["window_min"] else
+              f"the {worn} min worn in the last {e['window_min']}")
+        text = f"You slouched {e['slouch_pct']:.0f}% of {of}."
     elif finding.kind == "slouch" and "peak_flexion_deg" in e:  # an episode that has ended
         text = f"You slouched for {e['episode_min']:g} min without a break (up to {e['peak_flexion_deg']:.0f}°)."
     elif finding.kind == "slouch":

@@ -75,9 +75,13 @@ def slouch_share(state: DeviceState, end_ms: int, rules: Rules) -> Finding | Non
 
 
 def slouch_unbroken(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
-    """Minutes slouched nearly throughout, back to back up to now: a long slouch still going on."""
+    """Minutes slouched nearly throughout, back to back up to now: a long slouch still going on, as long as it has
+    gone on. A minute missing breaks the run (the sensor was off or out of reach, which ends a slouch in the pipeline
+    too): taken as back to back, a slouch either side of a minute away was "slouching for 5 min". The whole run is
+    counted: looking back episode_min + 1 minutes only, a slouch nudged at 5 min and again after the cooldown was
+    "slouching for 6 min" at its 35th."""
     run = 0
-    for m in reversed(state.window(end_ms, rules.slouch.episode_min + 1)):
+    while (m := state.minutes.get(str(end_ms - (run + 1) * MINUTE_MS))) is not None:
         if not m["worn_s"] or m["slouch_s"] < 0.9 * m["worn_s"]:
             break
         run += 1

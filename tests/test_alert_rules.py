@@ -273,6 +273,33 @@ def test_long_unbroken_slouch_and_a_long_episode_event():
     assert alert["kind"] == "slouch" and alert["evidence"]["peak_flexion_deg"] == 27.0
 
 
+def test_an_unbroken_slouch_says_how_long_it_has_gone_on():
+    """Looking back episode_min + 1 minutes only, a slouch nudged at 5 min and again after the cooldown was told
+    "You have been slouching for 6 min." at its 35th minute; and minutes either side of one missing (the sensor off or
+    out of reach: the pipeline ends a slouch there too) were taken as back to back: "slouching for 5 min" over 6."""
+    eng = engine()
+    start = DAY + 9 * 3600
+    alerts = feed(eng, [minute(start + 60 * k, slouch_s=60.0, sitting_since_s=start) for k in range(40)])
+    assert [(a["ts"] / 1000 - start, a["message"].split(".")[0]) for a in alerts] == [
+        (300.0, "You have been slouching for 5 min"), (2100.0, "You have been slouching for 35 min")]
+    gap = engine(slouch=SlouchRule(share_pct=100))
+    assert feed(gap, [minute(start + 60 * k, slouch_s=60.0, sitting_since_s=start) for k in (0, 1, 3, 4, 5)]) == []
+    after = [minute(start + 60 * k, slouch_s=60.0, sitting_since_s=start) for k in (6, 7)]
+    assert [a["evidence"]["episode_min"] for a in feed(gap, after)] == [5]  # minutes 3 to 7
+
+
+def test_the_slouch_share_says_it_is_of_the_time_worn():
+    """The share is of the worn time: with the sensor off 10 of the last 30 min, 6 min slouched (30 % of 20) read
+    "You slouched 30% of the last 30 min", 9 min."""
+    eng = engine()
+    start = DAY + 9 * 3600
+    [alert] = feed(eng, [minute(start + 60 * k, slouch_s=18.0, sitting_since_s=start) for k in range(10, 30)])
+    assert alert["message"].startswith("You slouched 30% of the 20 min worn in the last 30. Try: ")
+    whole = [minute(start + 60 * k, slouch_s=50.0 if k > 18 else 0.0, sitting_since_s=start) for k in range(30)]
+    [worn] = feed(engine(), whole)  # worn throughout: 550 s of 30 min
+    assert worn["message"].startswith("You slouched 31% of the last 30 min. Try: ")
+
+
 def test_rotation_and_lean_asymmetry_suggest_the_side_to_favour():
     eng = engine()
     start = DAY + 9 * 3600
