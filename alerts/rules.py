@@ -109,7 +109,8 @@ def slouch_now(live: dict[str, Any], state: DeviceState, rules: Rules) -> Findin
     """A live state showing a slouch held delay_s *now*, one not yet nudged: the real-time nudge.
 
     Its time is the moment the delay was met (slouching_since_s + delay_s, sensor time), whichever live
-    state is the first to arrive after it, so a lost or repeated live message gives the same alert. Once this
+    state is the first to arrive after it, so a lost or repeated live message gives the same alert (its id); what it
+    says is that state's (how long slouched, how far forward). Once this
     slouch's nudge has been held back (cooldown, quiet hours, snooze, cap, stale), a later try is at the live
     state's own time: the slouch still goes on then.
     """
@@ -119,8 +120,10 @@ def slouch_now(live: dict[str, Any], state: DeviceState, rules: Rules) -> Findin
         return None
     at_s = t_s if same_start(since, state.slouch_now_held_s) else since + delay_s
     flexion = live.get("flexion_deg")
+    # How long it has gone on as of the state that fires it, as its flexion is that state's: to at_s, the first
+    # state after live states lost or the service away for minutes read "Slouching for 60 s now" at the 5th.
     return Finding("slouch_now", at_s, "warning", {
-        "slouch_s": round(at_s - since, 1), "delay_s": delay_s, "since_s": since,
+        "slouch_s": round(t_s - since, 1), "delay_s": delay_s, "since_s": since,
         "flexion_deg": None if flexion is None else round(flexion, 1)}, deficit="slouch")
 
 

@@ -117,7 +117,18 @@ def test_a_delay_shorter_than_the_dwell_is_met_when_the_slouch_is_confirmed():
     eng = engine(slouch_now=SlouchNowRule(delay_s=2))
     [nudge, _] = run(eng, slouch(T0, 20))[0]
     assert nudge["ts"] == (T0 + 2) * 1000  # nominally since + delay; it went out with the first state showing it
-    assert nudge["message"].startswith("Slouching for 2 s now")
+    assert nudge["message"].startswith("Slouching for 5 s now")  # as that state saw it
+
+
+def test_a_nudge_that_comes_late_says_how_long_the_slouch_has_gone_on():
+    """The first live state after the delay may come minutes after it (live states lost, the service restarted or away
+    for a while): the nudge, sent then, said "Slouching for 60 s now" at the slouch's 5th minute. Its time and id stay
+    the moment the delay was met."""
+    eng = engine(slouch_now=SlouchNowRule(delay_s=60), limits=Limits(max_delay_s=600, quiet_hours=""))
+    docs = [d for d in slouch(T0, 400) if not T0 + 30 <= d["ts"] / 1000 < T0 + 300]
+    nudge, _ = run(eng, docs)[0]
+    assert nudge["ts"] == (T0 + 60) * 1000 and nudge["evidence"]["slouch_s"] == 300.0
+    assert nudge["message"].startswith("Slouching for 5 min now (24° forward).")
 
 
 def test_a_live_state_delivered_again_or_late_makes_no_second_alert():

@@ -606,8 +606,10 @@ def test_live_states_give_one_nudge_while_slouching_and_one_recovered_after_with
         ha = Phone(broker.port, "nobody", extra=("homeassistant/#",))
         wait_online(broker.port, service, log)
         # A device the service has only ever seen live: upright for 20 s, then a slouch (shown once its 5 s dwell
-        # confirmed it) of 60 s so far, in sensor time up to now, a few seconds of it at the real pace.
-        now = time.time()
+        # confirmed it) of 60 s so far, in sensor time up to now, a few seconds of it at the real pace. Whole seconds:
+        # the nudge says how long the state that fires it saw the slouch, and a state at since + 20 rounded to the ms
+        # could read 19.9995 s and leave it to the next one (21 s).
+        now = float(int(time.time()))
         since = now - 60
         upright = [live_state(DEVICE, now - 80 + k, None) for k in range(20)]
         slouching = [live_state(DEVICE, since + k, since) for k in range(5, 56)]
