@@ -184,13 +184,16 @@ def calibration_age(state: DeviceState, end_ms: int, rules: Rules) -> Finding | 
 
 
 def recovery(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
-    """After a slouch nudge: enough worn, nearly slouch-free minutes in a row since it."""
+    """After a slouch nudge: enough upright, nearly slouch-free minutes in a row since it. Upright as the pipeline
+    counts it (metrics.upright_s): worn and not lying. A body lying has no posture and no slouch, and five minutes
+    lying down after the nudge were praised "Upright for the last 5 min"."""
     r, since = rules.recovery, state.slouch_alert_s
     if since is None or end_ms / 1000 - since > r.within_min * 60 + 60:
         return None
     recent = [m for k, m in sorted(state.minutes.items(), key=lambda kv: int(kv[0]))
               if since * 1000 <= int(k) < end_ms][-r.upright_min:]
-    good = [m for m in recent if m["worn_s"] >= 30 and m["slouch_s"] <= r.max_slouch_pct / 100 * m["worn_s"]]
+    upright_s = [m["worn_s"] - (m.get("lying_s") or 0.0) for m in recent]
+    good = [m for m, up_s in zip(recent, upright_s) if up_s >= 30 and m["slouch_s"] <= r.max_slouch_pct / 100 * up_s]
     if len(recent) < r.upright_min or len(good) < r.upright_min:
         return None
     return Finding("recovery", end_ms / 1000, "info", {"upright_min": r.upright_min})

@@ -347,6 +347,22 @@ def test_calibration_alerts_and_recovery_feedback():
     assert [a["kind"] for a in late] == ["calibration"] and late[0]["evidence"]["status"] == "old"
 
 
+def test_lying_down_after_a_slouch_nudge_is_not_praised_as_upright():
+    """A body lying has no posture (the pipeline measures no slouch there): five minutes lying down after the nudge
+    were praised "Upright for the last 5 min. Keep it up!". Sitting up is praised, and so is walking (upright as the
+    pipeline counts it: worn and not lying)."""
+    start = DAY + 9 * 3600
+    slouched = [minute(start + 60 * k, slouch_s=60.0, sitting_since_s=start) for k in range(5)]
+    after = {"lying": {"lying_s": 60.0}, "sitting": {"sitting_since_s": start + 300}, "walking": {"walking_s": 60.0}}
+    praised = {}
+    for activity, fields in after.items():
+        eng = engine(recovery=RecoveryRule(), sitting=SittingRule(enabled=False))
+        alerts = feed(eng, slouched + [minute(start + 60 * k, **fields) for k in range(5, 12)])
+        praised[activity] = [a["message"] for a in alerts if a["kind"] == "recovery"]
+    assert praised == {"lying": [], "sitting": ["Upright for the last 5 min. Keep it up!"],
+                       "walking": ["Upright for the last 5 min. Keep it up!"]}
+
+
 def test_habit_program_streak_and_daily_summary():
     eng = engine(slouch=SlouchRule(enabled=False), habit=Habit(goal_slouch_pct=20, min_worn_min=30,
                                                                summary_time="18:00"))
