@@ -7,6 +7,7 @@ from typing import Any
 
 from alerts.rules import Finding
 from contract.messages import SCHEMA_VERSION
+from pipeline.activity import STANDING
 from pipeline.summary import DayTotals
 
 TITLES = {"slouch": "Slouching", "slouch_now": "Slouching now", "rotation": "Rotation imbalance",
@@ -45,7 +46,9 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
         text = f"You have been slouching for {e['episode_min']:g} min."
     elif finding.kind == "slouch_now":
         forward = f" ({e['flexion_deg']:.0f}° forward)" if e.get("flexion_deg") is not None else ""
-        text = f"Slouching for {_span(e['slouch_s'])} now{forward}. Sit up tall."
+        # A slouch is measured standing too (at a standing desk): "Sit up tall" told a standing wearer to sit.
+        tall = "Stand tall." if e.get("activity") == STANDING else "Sit up tall."
+        text = f"Slouching for {_span(e['slouch_s'])} now{forward}. {tall}"
     elif finding.kind == "recovered":
         text = f"Out of the slouch after {_span(e['slouch_s'])}. Keep it up!"
     elif finding.kind == "rotation":

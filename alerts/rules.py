@@ -124,7 +124,8 @@ def slouch_now(live: dict[str, Any], state: DeviceState, rules: Rules) -> Findin
     # state after live states lost or the service away for minutes read "Slouching for 60 s now" at the 5th.
     return Finding("slouch_now", at_s, "warning", {
         "slouch_s": round(t_s - since, 1), "delay_s": delay_s, "since_s": since,
-        "flexion_deg": None if flexion is None else round(flexion, 1)}, deficit="slouch")
+        "flexion_deg": None if flexion is None else round(flexion, 1), "activity": live.get("activity")},
+                   deficit="slouch")
 
 
 def slouch_recovered(since_s: float, over_s: float, lasted_to_s: float | None = None) -> Finding:

@@ -95,7 +95,8 @@ def test_a_three_minute_slouch_at_1_hz_gives_one_nudge_at_since_plus_delay_and_o
     nudge, recovered = alerts
     assert nudge["ts"] == round((start + 30) * 1000)  # the moment the delay was met, in sensor time
     assert nudge["id"] == f"D-slouch_now-{nudge['ts']}" and nudge["severity"] == "warning"
-    assert nudge["evidence"] == {"slouch_s": 30.0, "delay_s": 30.0, "since_s": start, "flexion_deg": 24.0}
+    assert nudge["evidence"] == {"slouch_s": 30.0, "delay_s": 30.0, "since_s": start, "flexion_deg": 24.0,
+                                 "activity": "sitting"}
     assert nudge["title"] == "Slouching now" and nudge["message"].startswith("Slouching for 30 s now (24° forward).")
     assert nudge["stretch"]["id"] in {s.id for s in Catalog.load().for_deficit("slouch")}
     assert recovered["ts"] == round((start + 180) * 1000)  # the first live state without it
@@ -104,6 +105,15 @@ def test_a_three_minute_slouch_at_1_hz_gives_one_nudge_at_since_plus_delay_and_o
         VALIDATORS["alerts/log"](a)
     # 200 live states; the saved state changed only with the nudge and with the follow-up
     assert changed == 2
+
+
+def test_a_wearer_slouching_standing_is_told_to_stand_tall_not_to_sit_up():
+    """The pipeline measures a slouch standing too (random day 1796555268: 2 min slouched 23° at 09:39, standing), and
+    the nudge said "Sit up tall." to a wearer on their feet."""
+    eng = engine(slouch_now=SlouchNowRule(delay_s=30))
+    [nudge, _] = run(eng, [{**doc, "activity": "standing", "sitting_since_s": None} for doc in slouch(T0, 60)])[0]
+    assert nudge["message"].startswith("Slouching for 30 s now (24° forward). Stand tall. Try: ")
+    assert nudge["evidence"]["activity"] == "standing"
 
 
 def test_no_nudge_when_the_slouch_ends_before_the_delay():
