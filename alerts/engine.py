@@ -491,7 +491,9 @@ class AlertEngine:
     # decisions ------------------------------------------------------------------------
     def _decide(self, device: str, state: DeviceState, findings: list[r.Finding], now_s: float) -> list[dict[str, Any]]:
         out, seen = [], set()
-        for f in findings:
+        # The kind told longest ago first: where the cap's pace lets one nudge through, a sitter who also slouches
+        # hears "time to move" too, not only the slouch that is found at every minute.
+        for f in sorted(findings, key=lambda f: state.last_alert_s.get(f.kind, -1e18)):
             if f.kind in seen:
                 continue
             seen.add(f.kind)

@@ -9,7 +9,8 @@ history, not a nudge).
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import date as Date
+from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
 
 from alerts.rules import Finding
@@ -40,6 +41,43 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
     # wearer's clock (the 21:59 minute judged at 21:59:59.999 buzzed at 22:00:06).
     if in_span(local(finding.ts_s, tz).time(), limits.quiet_span()):
         return "quiet_hours"
-    if is_nudge(finding.kind) and state.sent_on(alert_day(finding.ts_ms, tz).isoformat()) >= limits.daily_cap:
-        return "daily_cap"  # the cap counts nudges, not praise
+    if not is_nudge(finding.kind):  # the cap counts nudges, not praise
+        return None
+    day = alert_day(finding.ts_ms, tz)
+    if state.sent_on(day.isoformat()) >= limits.daily_cap:
+        return "daily_cap"
+    if limits.pace and finding.kind not in UNPACED and paced(state, finding.ts_s, day, limits, tz):
+        return "paced"
     return None
+
+
+# The day's first nudges go out as they come (a morning's first slouch is told at once); the rest of the cap is spread.
+PACE_FREE = 2
+# A request to recalibrate is about the data, not a habit: held for the pace, every angle would be off for hours.
+UNPACED = ("calibration",)
+
+
+def paced(state: DeviceState, t_s: float, day: Date, limits: Limits, tz: tzinfo | None) -> bool:
+    """Whether a nudge at t_s comes too soon after the day's latest: past the first PACE_FREE, the nudges the cap has
+    left are spread evenly over the waking day left (to quiet hours, or the day's end), the last a share before its
+    end: each at least (waking time left) / (nudges left + 1) after the one before. Unpaced, a wearer slouching from
+    08:00 had the cap of 8 used up by 09:41 (five real-time slouch nudges 15 min apart, sitting, lean, rotation) and
+    heard nothing more for the 8 h of a day with 138 min slouched."""
+    sent = state.sent_on(day.isoformat())
+    last_s = max((at_s for kind, at_s in state.last_alert_s.items() if is_nudge(kind)), default=None)
+    if sent < PACE_FREE or last_s is None:
+        return False
+    left = limits.daily_cap - sent  # at least 1: the cap was checked first
+    return t_s - last_s < (waking_end_s(last_s, day, limits, tz) - last_s) / (left + 1)
+
+
+def waking_end_s(t_s: float, day: Date, limits: Limits, tz: tzinfo | None) -> float:
+    """When the waking day that t_s falls in ends: the next start of quiet hours, or the end of `day` (the day the cap
+    counts), whichever comes first. tz None: the machine's zone."""
+    next_day = day + timedelta(days=1)
+    end_s = datetime.combine(next_day, TimeOfDay(0), tz).timestamp()
+    if (span := limits.quiet_span()) is not None:
+        for d in (day, next_day):
+            if (quiet_s := datetime.combine(d, span[0], tz).timestamp()) > t_s:
+                return min(quiet_s, end_s)
+    return end_s

@@ -74,6 +74,7 @@ class RecoveryRule:
 @dataclass(frozen=True)
 class Limits:
     daily_cap: int = 8
+    pace: bool = True  # the cap spread over the waking day (policy.paced)
     quiet_hours: str = "22:00-07:00"
     expiry_s: int = 600
     max_delay_s: int = 600

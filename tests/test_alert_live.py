@@ -391,7 +391,7 @@ def test_uncalibrated_states_and_gaps_restart_the_count():
 
 def test_praise_does_not_use_up_the_daily_cap():
     eng = engine(slouch_now=SlouchNowRule(delay_s=10, cooldown_min=0),
-                 limits=Limits(daily_cap=8, quiet_hours="", max_delay_s=FAR))
+                 limits=Limits(daily_cap=8, pace=False, quiet_hours="", max_delay_s=FAR))
     docs = [d for k in range(9) for d in slouch(T0 + 120 * k, 30, lead_s=0, tail_s=60)]
     alerts, _ = run(eng, docs)
     assert [a["kind"] for a in alerts] == ["slouch_now", "recovered"] * 8  # the ninth slouch meets the cap

@@ -112,7 +112,7 @@ def test_a_start_refused_for_a_bad_rules_file_leaves_no_lock_file(tmp_path):
 def test_cooldown_and_daily_cap():
     eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=10),
                  sitting=SittingRule(max_sitting_min=20, cooldown_min=15),
-                 limits=Limits(daily_cap=4, max_delay_s=FAR, quiet_hours=""))
+                 limits=Limits(daily_cap=4, pace=False, max_delay_s=FAR, quiet_hours=""))
     start = DAY + 10 * 3600
     alerts = feed(eng, [minute(start + 60 * k, slouch_s=40, sitting_since_s=start) for k in range(60)])
     assert [(a["kind"], hhmm(a)) for a in alerts] == [
@@ -330,9 +330,46 @@ def test_the_summary_suggests_a_rotation_stretch_only_once_the_rotations_mean_an
         assert (summary["stretch"] and summary["stretch"]["side"]) == stretch
 
 
+def slouching_all_day(start_s: float, hours: int) -> list[dict]:
+    """A wearer slouched 40 s a minute, leaning left and turning left, from start_s on; standing up on the hour."""
+    return [minute(start_s + 60 * k, slouch_s=40, sitting_since_s=start_s + 3600 * (k // 60), lean_left_s=30,
+                   rotations_left=1, rotation_left_cumulative_deg=30) for k in range(hours * 60)]
+
+
+def test_the_daily_cap_is_spread_over_the_waking_day(tmp_path):
+    """Unpaced, a wearer slouching from 08:00 used the cap of 8 by 09:50 and heard nothing for the rest of the day
+    (a helper's random day: by 09:41, then 8 h 20 min silent with 138 min slouched). Past the day's first two, the
+    nudges left are spread over the waking day left (to quiet hours at 22:00), and the kind told longest ago goes
+    first, so one kind found every minute does not take every turn."""
+    start = DAY + 8 * 3600
+    unpaced = feed(engine(limits=Limits(max_delay_s=FAR, pace=False)), slouching_all_day(start, 14))
+    assert max(hhmm(a) for a in unpaced) == "09:50"
+    eng = engine(limits=Limits(max_delay_s=FAR))  # the defaults: daily cap 8, quiet hours 22:00-07:00
+    alerts = feed(eng, slouching_all_day(start, 14))
+    times = [a["ts"] / 1000 for a in alerts]
+    assert len(alerts) == 8 and hhmm(alerts[0]) == hhmm(alerts[1]) == "08:20"
+    gaps_h = [(b - a) / 3600 for a, b in zip(times[1:], times[2:])]
+    assert all(1.9 <= gap <= 2.0 for gap in gaps_h), gaps_h  # (22:00 - 08:20) / 7, then as evenly again
+    assert "19:00" < hhmm(alerts[-1]) < "21:00"
+    assert {a["kind"] for a in alerts[2:]} == {"slouch", "rotation", "lean"}
+    assert set(eng.devices["D"].held_today) == {"paced", "daily_cap"}
+    # A request to recalibrate is not held for the pace (the cap still counts it).
+    recal = {"schema": 1, "kind": "calibration", "device": "D", "ts": int((start + 3 * 3600) * 1000),
+             "t_s": start + 3 * 3600, "status": "recalibrate", "message": "walking reads 20° forward: moved?"}
+    eng = engine(limits=Limits(max_delay_s=FAR), calibration=CalibrationRule())
+    assert len(feed(eng, slouching_all_day(start, 3))) == 3
+    assert [a["kind"] for a in eng.on_event(recal, now_s=start + 3 * 3600)] == ["calibration"]
+    # No quiet hours: the waking day ends at midnight, and the cap's day with it.
+    alerts = feed(engine(limits=Limits(max_delay_s=FAR, quiet_hours="")), slouching_all_day(start, 16))
+    assert len(alerts) == 8 and "21:00" < hhmm(alerts[-1]) < "23:00"
+    (tmp_path / "rules.toml").write_text("[limits]\npace = false\n")
+    assert load_rules(tmp_path / "rules.toml").limits.pace is False
+
+
 def test_calibration_alerts_and_recovery_feedback():
     eng = engine(calibration=CalibrationRule(max_age_h=1.0, cooldown_min=30), recovery=RecoveryRule(upright_min=3),
-                 slouch=SlouchRule(window_min=3, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=60))
+                 slouch=SlouchRule(window_min=3, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=60),
+                 limits=Limits(pace=False))
     start = DAY + 9 * 3600
     [recal] = eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(start * 1000), "t_s": start,
                             "status": "recalibrate", "message": "walking reads 20° forward: the sensor may have moved"},

@@ -61,6 +61,7 @@ min_worn_min = 10.0
 [lean]
 min_lean_min = 3.0
 [limits]
+pace = false
 quiet_hours = ""
 max_delay_s = 1000000
 [habit]
@@ -435,6 +436,7 @@ enabled = false
 enabled = false
 [limits]
 daily_cap = 3
+pace = false
 quiet_hours = "{quiet}"
 max_delay_s = 1000000
 [habit]
