@@ -135,10 +135,26 @@ def slouch_recovered(since_s: float, over_s: float, lasted_to_s: float | None = 
     return Finding("recovered", over_s, "info", {"slouch_s": round(max(end_s - since_s, 0.0), 1), "since_s": since_s})
 
 
-def rotation_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules) -> Finding | None:
+# A minute worn upright (not lying) this long: the wearer is up, sitting or standing, and can take a nudge's stretch.
+UPRIGHT_MINUTE_S = 30.0
+
+
+def upright_s(minute: dict[str, Any]) -> float:
+    """A minute's seconds worn and not lying (pipeline/metrics.py's upright_s: where posture is measured)."""
+    return float(minute["worn_s"] - (minute.get("lying_s") or 0.0))
+
+
+def upright(minute: dict[str, Any]) -> bool:
+    return upright_s(minute) >= UPRIGHT_MINUTE_S
+
+
+def rotation_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules, told: float | None = None) -> Finding | None:
+    """told: the day's rotations when it was last nudged. Again only after as many more as the first nudge needed:
+    on totals alone it came every cooldown (2 h) all day, the same imbalance of the morning told again and again."""
     count = day["rotations_left"] + day["rotations_right"]
     if (count < rules.rotation.min_excursions or day["rotation_si"] is None
-            or abs(day["rotation_si"]) < rules.rotation.si_pct):
+            or abs(day["rotation_si"]) < rules.rotation.si_pct
+            or (told is not None and count - told < rules.rotation.min_excursions)):
         return None
     restricted = "left" if day["rotation_si"] > 0 else "right"  # the side turned to less
     keys = ("rotations_left", "rotations_right", "rotation_left_peak_mean_deg", "rotation_right_peak_mean_deg",
@@ -147,9 +163,11 @@ def rotation_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules) -> Findin
                    deficit="rotation", side=restricted)
 
 
-def lean_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules) -> Finding | None:
+def lean_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules, told: float | None = None) -> Finding | None:
+    """told: the day's minutes leaning when it was last nudged. Again only after as many more as the first nudge
+    needed: a wearer who leaned from 09:00 to 09:12 only was told again at 11:10, lying down."""
     left, right = day["lean_left_min"], day["lean_right_min"]
-    if left + right < rules.lean.min_lean_min:
+    if left + right < rules.lean.min_lean_min or (told is not None and left + right - told < rules.lean.min_lean_min):
         return None
     side = "left" if left > right else "right"
     share = 100 * max(left, right) / (left + right)
@@ -159,6 +177,16 @@ def lean_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules) -> Finding | 
     return Finding("lean", end_ms / 1000, "info", {"lean_left_min": left, "lean_right_min": right,
                                                     "lean_side": side, "share_pct": round(share, 1)},
                    deficit="lean", side=away)
+
+
+def told_amount(finding: Finding) -> float | None:
+    """How much of a day-total imbalance a nudge told of (rotation, lean), for the next to need more; else None."""
+    e = finding.evidence
+    if finding.kind == "rotation":
+        return float(e["rotations_left"] + e["rotations_right"])
+    if finding.kind == "lean":
+        return float(e["lean_left_min"] + e["lean_right_min"])
+    return None
 
 
 def long_sitting(minute: dict[str, Any], end_ms: int, rules: Rules) -> Finding | None:
@@ -193,8 +221,7 @@ def recovery(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
         return None
     recent = [m for k, m in sorted(state.minutes.items(), key=lambda kv: int(kv[0]))
               if since * 1000 <= int(k) < end_ms][-r.upright_min:]
-    upright_s = [m["worn_s"] - (m.get("lying_s") or 0.0) for m in recent]
-    good = [m for m, up_s in zip(recent, upright_s) if up_s >= 30 and m["slouch_s"] <= r.max_slouch_pct / 100 * up_s]
+    good = [m for m in recent if upright(m) and m["slouch_s"] <= r.max_slouch_pct / 100 * upright_s(m)]
     if len(recent) < r.upright_min or len(good) < r.upright_min:
         return None
     return Finding("recovery", end_ms / 1000, "info", {"upright_min": r.upright_min})

@@ -366,6 +366,30 @@ def test_the_daily_cap_is_spread_over_the_waking_day(tmp_path):
     assert load_rules(tmp_path / "rules.toml").limits.pace is False
 
 
+def test_an_imbalance_is_told_again_only_when_there_is_more_of_it_and_to_a_wearer_up():
+    """Lean and rotation nudges judge the day's totals, which stay over the line once they are: the same imbalance of
+    the morning was told every cooldown (2 h) all day — a wearer who leaned from 09:00 to 09:12 only was told again at
+    11:10, lying down ("Seated side bend"). Again only after as much more as the first nudge needed; and only at a
+    minute the wearer is up (worn, not lying)."""
+    start = DAY + 9 * 3600
+    leaning = [minute(start + 60 * k, lean_left_s=60.0) for k in range(12)]
+    upright = [minute(start + 60 * k) for k in range(12, 130)]
+    lying = [minute(start + 60 * k, lying_s=60.0) for k in range(130, 140)]
+    eng = engine(limits=Limits(max_delay_s=FAR, quiet_hours="", pace=False))
+    alerts = feed(eng, leaning + upright + lying)
+    assert [(a["kind"], hhmm(a)) for a in alerts] == [("lean", "09:10")]
+    # Ten minutes more leaning (22 in all, 10 more than at the nudge): told again.
+    alerts = feed(eng, [minute(start + 60 * k, lean_left_s=60.0) for k in range(140, 150)])
+    assert [(a["kind"], hhmm(a), a["evidence"]["lean_left_min"]) for a in alerts] == [("lean", "11:28", 20.0)]
+    # Rotations: after the nudge at the 20th, the next needs 20 more, whatever the cooldown lets through; the 40th, in
+    # a minute the wearer lay down, is told at the next minute up (41), and the next would need 61.
+    turning = [minute(start + 60 * k, rotations_left=1, rotation_left_cumulative_deg=30.0,
+                      lying_s=45.0 if k == 39 else 0.0) for k in range(60)]
+    eng = engine(limits=Limits(max_delay_s=FAR, quiet_hours="", pace=False), rotation=RotationRule(cooldown_min=5))
+    alerts = feed(eng, turning)
+    assert [a["evidence"]["rotations_left"] for a in alerts] == [20, 41]
+
+
 def test_calibration_alerts_and_recovery_feedback():
     eng = engine(calibration=CalibrationRule(max_age_h=1.0, cooldown_min=30), recovery=RecoveryRule(upright_min=3),
                  slouch=SlouchRule(window_min=3, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=60),
