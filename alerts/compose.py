@@ -63,7 +63,8 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
     elif finding.kind == "calibration" and e["status"] == "old":
         text = f"Calibration is {e['calibration_age_h']:.0f} h old. {RECALIBRATE}"
     elif finding.kind == "calibration":
-        text = f"{_shortened(_why(e['reason']), MESSAGE_MAX_CHARS - len(RECALIBRATE) - 1)} {RECALIBRATE}"
+        why, how = _why_and_how(e["reason"])
+        text = f"{_shortened(why, MESSAGE_MAX_CHARS - len(how) - 1)} {how}"
     else:  # recovery
         text = f"Upright for the last {e['upright_min']} min. Keep it up!"
     return (text + _how(stretch))[:MESSAGE_MAX_CHARS]
@@ -135,12 +136,17 @@ def _shortened(text: str, max_chars: int) -> str:
     return text[:max_chars - 1].rsplit(" ", 1)[0].rstrip(" ;:,") + "…"
 
 
-def _why(message: str) -> str:
-    """The pipeline's reason, without its "recalibrate:" and its own instructions, which RECALIBRATE says after it
-    (the phone read the instructions twice: "…off the body for 2 min; sit upright and still for 3 s, bend forward
-    once and sit up Sit upright and still for 3 s, then bend forward once and sit up.")."""
+def _why_and_how(message: str) -> tuple[str, str]:
+    """The pipeline's reason and what to do, as sentences, without its "recalibrate:". Its own instructions are said as
+    they are: they carry the hold time it was set to, and what this reason needs (turn the sensor over, bend once more
+    to confirm), where RECALIBRATE in their place told a wearer with the sensor the wrong way round to repeat moves that
+    are refused again. Without instructions of its own, RECALIBRATE's."""
     why = message.removeprefix("recalibrate: ")
     if (cut := why.lower().find("sit upright")) > 0:
-        why = why[:cut].rstrip(" ;:,").removesuffix("then").rstrip(" ;:,")
-    why = why[:1].upper() + why[1:]
-    return why if not why or why[-1] in ".!?…" else why + "."
+        return _sentence(why[:cut].rstrip(" ;:,").removesuffix("then").rstrip(" ;:,")), _sentence(why[cut:])
+    return _sentence(why), RECALIBRATE
+
+
+def _sentence(text: str) -> str:
+    text = text[:1].upper() + text[1:]
+    return text if not text or text[-1] in ".!?…" else text + "."

@@ -515,8 +515,9 @@ class Calibrator:
         straight_back = off >= 180.0 - self.s.bend_direction_deg
         backwards = self.ask_face_in and straight_back
         if off > self.s.bend_direction_deg and not backwards:
-            turned = ("; if you did bend forward, the sensor is worn the other way round from how it was calibrated: "
-                      "turn it over and calibrate again" if straight_back else "")
+            # (Short enough for a phone alert, at most 240 characters, with the rest of the message.)
+            turned = ("; if you did bend forward, the sensor is worn the other way round: turn it over and calibrate "
+                      "again" if straight_back else "")
             self._refuse(t_s, f"that bend went {off:.0f}° away from forward (backwards or sideways): "
                               f"sit upright and still, bend straight forward once and sit up{turned}", messages)
             return None

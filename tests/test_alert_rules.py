@@ -767,8 +767,32 @@ def test_a_recalibrate_alert_says_the_instructions_once():
     message = f"recalibrate: the sensor was off the body for 2 min; {CalibrationSettings().instructions}"
     [recal] = eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(start * 1000), "t_s": start,
                             "status": "recalibrate", "message": message}, now_s=start)
-    assert recal["message"].startswith("The sensor was off the body for 2 min. Sit upright and still for 3 s, then ")
+    assert recal["message"].startswith("The sensor was off the body for 2 min. Sit upright and still for 3 s, bend ")
     assert recal["message"].lower().count("sit upright") == 1 and "recalibrate:" not in recal["message"]
+
+
+def test_a_recalibrate_alert_says_what_the_pipeline_asks_for():
+    """The pipeline's instructions were replaced with the alert's own ("Sit upright and still for 3 s, then bend forward
+    once and sit up"), and with them what the reason needs: a wearer whose sensor was the wrong way round was told to
+    repeat the moves it refuses, not to turn it over; a pipeline holding 5 s was said as 3 s."""
+    from pipeline.calibration import CalibrationSettings
+
+    eng = engine(calibration=CalibrationRule(cooldown_min=0))
+    start = DAY + 9 * 3600
+    turned = ("that bend went 172° away from forward (backwards or sideways): sit upright and still, bend straight "
+              "forward once and sit up; if you did bend forward, the sensor is worn the other way round: turn it over "
+              "and calibrate again")
+    slow = f"recalibrate: the sensor was off the body for 2 min; {CalibrationSettings(hold_s=5.0).instructions}"
+    said = []
+    for k, (status, message) in enumerate([("refused", turned), ("recalibrate", slow)]):
+        [alert] = eng.on_event({"schema": 1, "kind": "calibration", "device": f"D{k}", "ts": int(start * 1000),
+                                "t_s": start, "status": status, "message": message}, now_s=start)
+        said.append(alert["message"])
+    assert said[0] == ("That bend went 172° away from forward (backwards or sideways). Sit upright and still, bend "
+                       "straight forward once and sit up; if you did bend forward, the sensor is worn the other way "
+                       "round: turn it over and calibrate again.")
+    assert said[1] == ("The sensor was off the body for 2 min. Sit upright and still for 5 s, bend forward once and "
+                       "sit up.")
 
 
 def test_a_recalibrate_alert_says_the_pipelines_reason_whole():
@@ -787,8 +811,8 @@ def test_a_recalibrate_alert_says_the_pipelines_reason_whole():
     [recal] = eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(start * 1000), "t_s": start,
                             "status": "recalibrate", "message": flagged[1]}, now_s=start)
     assert recal["message"] == ("Walking reads -3° of flexion (leaning back): the upright hold was probably hunched, "
-                                "or the sensor has moved; sit tall for the hold. Sit upright and still for 3 s, then "
-                                "bend forward once and sit up.")
+                                "or the sensor has moved; sit tall for the hold. Sit upright and still for 3 s, bend "
+                                "forward once and sit up.")
     [long] = eng.on_event({"schema": 1, "kind": "calibration", "device": "E", "ts": int(start * 1000), "t_s": start,
                            "status": "refused", "message": "the bend was " + "very " * 60 + "odd"}, now_s=start)
     assert len(long["message"]) <= 240 and long["message"].startswith("The bend was very very")

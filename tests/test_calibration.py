@@ -218,7 +218,7 @@ def test_extension_stretches_do_not_turn_a_provisional_calibration_round():
     stretches = [LEAN_BACK, HOLD] * 3
     events, t, flexion = run_measured([{**HOLD, "duration_s": 45.0}, *stretches], [0.0, 12.0, 70.0])
     assert [e.status for e in events][:2] == ["calibrated", "refused"] and not events[0].with_bend
-    assert "the other way round from how it was calibrated" in events[1].message
+    assert "the other way round: turn it over" in events[1].message
     assert not any("face-in" in e.message for e in events)
     assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
 
