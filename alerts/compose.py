@@ -27,8 +27,15 @@ def _how(stretch: dict[str, Any] | None) -> str:
 
 
 def _span(seconds: float) -> str:
-    """45 s, 90 s, 3 min: seconds while the wearer would count them, minutes after."""
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    """45 s, 90 s, 3 min, 2 h 16 min: seconds while the wearer would count them, whole minutes gone by after (rounded,
+    150 s read "2 min" and 210 s "4 min", and 119.6 s "120 s"), hours past two."""
+    if (whole_s := round(seconds)) < 120:
+        return f"{whole_s} s"
+    minutes = whole_s // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
@@ -59,7 +66,7 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
         text = (f"You lean mostly to the {e['lean_side']} ({e['share_pct']:.0f}% of "
                 f"{leaning_min:.{0 if leaning_min >= 10 else 1}f} min leaning); bend to your {finding.side}.")
     elif finding.kind == "sitting":
-        text = f"Sitting for {e['sitting_min']:.0f} min."
+        text = f"Sitting for {_span(e['sitting_min'] * 60)}."
     elif finding.kind == "calibration" and e["status"] == "old":
         text = f"Calibration is {e['calibration_age_h']:.0f} h old. {RECALIBRATE}"
     elif finding.kind == "calibration":

@@ -390,6 +390,20 @@ def test_an_imbalance_is_told_again_only_when_there_is_more_of_it_and_to_a_weare
     assert [a["evidence"]["rotations_left"] for a in alerts] == [20, 41]
 
 
+def test_spans_are_said_as_a_wearer_counts_them():
+    """Rounded, 150 s read "2 min" and 210 s "4 min", 119.6 s "120 s" (which is "2 min"), and a long sitting "Sitting
+    for 136 min"."""
+    from alerts.compose import _span
+
+    said = {s: _span(s) for s in (45, 119.4, 119.6, 150, 210, 179.4, 7199, 7200, 8160, 10800)}
+    assert said == {45: "45 s", 119.4: "119 s", 119.6: "2 min", 150: "2 min", 210: "3 min", 179.4: "2 min",
+                    7199: "119 min", 7200: "2 h", 8160: "2 h 16 min", 10800: "3 h"}
+    eng = engine(limits=Limits(max_delay_s=FAR, quiet_hours=""), sitting=SittingRule(max_sitting_min=45))
+    start = DAY + 9 * 3600
+    alerts = feed(eng, [minute(start + 60 * k, sitting_since_s=start - 7200) for k in range(3)])
+    assert alerts[0]["message"].startswith("Sitting for 2 h 1 min.")
+
+
 def test_calibration_alerts_and_recovery_feedback():
     eng = engine(calibration=CalibrationRule(max_age_h=1.0, cooldown_min=30), recovery=RecoveryRule(upright_min=3),
                  slouch=SlouchRule(window_min=3, share_pct=50, min_worn_min=3, episode_min=1000, cooldown_min=60),
