@@ -152,7 +152,7 @@ class MinuteAggregator:
 
     @staticmethod
     def _computed(m: MinuteMetrics, sums: dict[str, float]) -> MinuteMetrics:
-        """m with its means, from its sums."""
+        """m with its means, from its sums, and its slouch and lean within its worn seconds."""
         if sums["n"]:
             m.flexion_mean_deg = sums["flexion"] / sums["n"]
             m.lateral_mean_deg = sums["lateral"] / sums["n"]
@@ -160,6 +160,15 @@ class MinuteAggregator:
             m.lean_left_mean_deg = sums["lean_left"] / m.lean_left_s
         if m.lean_right_s:
             m.lean_right_mean_deg = sums["lean_right"] / m.lean_right_s
+        # A minute's slouched and leaning seconds are seconds it was worn. Slouch and lean are counted as spans of time
+        # and worn as samples × the period, which part at a minute's edge: the last sample before it counts its whole
+        # period there, the span after the edge here (a minute cut short by a lost link sent 26.808 s of slouch in
+        # 26.805 s worn at 200 Hz); and sample times the clock map slews (sensor/timeline.py) lie up to 5 % further
+        # apart than the period.
+        m.slouch_s = min(m.slouch_s, m.worn_s)
+        if (leaning_s := m.lean_left_s + m.lean_right_s) > m.worn_s:  # one side at a time: both within worn
+            share = m.worn_s / leaning_s
+            m.lean_left_s, m.lean_right_s = m.lean_left_s * share, m.lean_right_s * share
         for side in ("left", "right"):
             if count := getattr(m, f"rotations_{side}"):
                 setattr(m, f"rotation_{side}_peak_mean_deg", getattr(m, f"rotation_{side}_cumulative_deg") / count)

@@ -99,6 +99,31 @@ def test_lean_seconds_and_mean_angle_per_side_and_minute():
     assert second.lean_right_mean_deg == pytest.approx(8.0)
 
 
+@pytest.mark.parametrize("rate_hz", (25.0, 200.0))
+def test_slouch_and_lean_seconds_are_worn_seconds(rate_hz):
+    """Slouch and lean are spans of time, worn seconds samples × the period: a slouch from the minute before up to
+    just after the last sample of a minute cut short (the link lost) counted the edge twice, the last sample's period
+    in the minute before and the span from the edge to the first sample here (day 1001 of the accuracy run: 26.808 s of
+    slouch in 26.805 s worn, which the contract refuses). Sample times stretched by the clock map's slew span more."""
+    dt_s = 1.0 / rate_hz
+    agg = MinuteAggregator(HOLD_S)
+    t_s = grid(50.0, rate_hz, M0_S - 20 + 0.6 * dt_s)  # samples 0.6 of a period after the minute's edge, lost at 30 s
+    t_s = np.concatenate([t_s[t_s < M0_S], M0_S + (t_s[t_s >= M0_S] - M0_S) * 1.05])  # … and slewed 5 % apart
+    activity_ = activity_codes(np.full(len(t_s), SITTING))
+    agg.add_samples(t_s, np.zeros(len(t_s)), np.zeros(len(t_s)), activity_, dt_s)
+    end_s = float(t_s[-1]) + dt_s  # where the pipeline ends an episode the link cut off
+    agg.add_interval("slouch", M0_S - 10, end_s)
+    agg.add_interval("lean_left", M0_S - 10, M0_S + 20, -8.0)
+    agg.add_interval("lean_right", M0_S + 20, end_s, 8.0)
+    before, cut = agg.flush()
+    assert before.slouch_s == pytest.approx(10.0)  # the edge's sliver: its last sample's period, counted worn here
+    assert cut.worn_s == pytest.approx(np.count_nonzero(t_s >= M0_S) * dt_s) and cut.worn_s < end_s - M0_S
+    assert cut.slouch_s == cut.worn_s
+    assert cut.lean_left_s + cut.lean_right_s == pytest.approx(cut.worn_s)
+    assert cut.lean_left_s / cut.lean_right_s == pytest.approx(20.0 / (end_s - M0_S - 20.0))  # each its share
+    assert (cut.lean_left_mean_deg, cut.lean_right_mean_deg) == pytest.approx((-8.0, 8.0))
+
+
 def rotation(start_s: float, end_s: float, side: str, peak_deg: float) -> RotationExcursion:
     return RotationExcursion(start_s, end_s, side, peak_deg)
 
