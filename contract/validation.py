@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import fastjsonschema
 import orjson
 
 from contract.messages import TIME_FIELDS
+from pipeline.activity import ACTIVITIES
+from pipeline.stream import RATE_HZ_RANGE
+from pipeline.summary import SIDES
+from sensor.timeline import ClockMap
 
 # Topic suffix after <prefix>/<device>/ → schema file.
 SCHEMA_FILES = {"metrics": "metrics.json", "events": "event.json", "status": "status.json",
@@ -38,14 +42,34 @@ MAX_SPAN_S = 86_400.0
 _WINDOWED = TIME_FIELDS | {"sitting_since_s", "slouching_since_s", "leaning_since_s"}
 
 
+def _schema(name: str) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads((resources.files("contract") / "schemas" / name).read_text()))
+
+
+# What a minute can hold, as schemas/metrics.json bounds it (the one definition; the report reads minutes so bounded).
+_MINUTE = _schema("metrics.json")["properties"]
+MINUTE_MAX_S = float(_MINUTE["worn_s"]["maximum"])  # a minute's seconds: room for a sensor clock running fast
+MAX_ROTATIONS_PER_MINUTE = int(_MINUTE["rotations_left"]["maximum"])  # of a side, and of both (check_minute)
+MAX_PEAK_DEG = float(_MINUTE["rotation_left_peak_max_deg"]["maximum"])  # a rotation's peak: an angle's range
+# An episode's longest, as schemas/event.json bounds duration_s.
+EPISODE_MAX_S = float(_schema("event.json")["properties"]["duration_s"]["maximum"])
+# How far a minute's slouch, lean or activity seconds may pass its worn seconds (check_minute). Gateways before
+# 2026-12-06 counted slouch and lean as spans of time against worn samples × the period (pipeline/metrics.py now
+# bounds them by construction) and sent up to this much more: the period of the last sample before the minute (1/25 s
+# at the slowest rate) and the clock map's slew, which stretches sample times by less than JUMP_S in all. Their minutes
+# wait in spools and broker sessions: refused, a real minute would be lost. It also takes the alert service's rounding
+# of a minute it keeps (hundredths, alerts/state.py).
+MINUTE_SLACK_S = ClockMap.JUMP_S + 1 / RATE_HZ_RANGE[0]
+_SECONDS_OF_WORN = {"slouch": ("slouch_s",), "lean": tuple(f"lean_{side}_s" for side in SIDES),
+                    "activity": tuple(f"{a}_s" for a in ACTIVITIES)}  # each group's seconds add up to worn ones at most
+
 Validators = dict[str, Callable[[Any], dict[str, Any]]]  # stream → a compiled JSON Schema check
 
 
 def load_validators() -> Validators:
     """Schema validators compiled to Python (fastjsonschema: ~8 µs a message where an interpreting
     validator takes ~190 µs, which would cap the bridge at a few thousand messages a second)."""
-    root = resources.files("contract") / "schemas"
-    return {sub: fastjsonschema.compile(json.loads((root / name).read_text())) for sub, name in SCHEMA_FILES.items()}
+    return {sub: fastjsonschema.compile(_schema(name)) for sub, name in SCHEMA_FILES.items()}
 
 
 def stream_of(topic: str) -> str:
@@ -128,6 +152,8 @@ def parse(stream: str, body: bytes | bytearray, validators: Validators, now_s: f
     # JSON Schema's "integer" takes 1796292000000.0 too: one minute must have one key, whatever the sender wrote.
     doc["ts"] = int(doc["ts"])
     check_times(doc, time.time() if now_s is None else now_s)
+    if stream == "metrics":
+        check_minute(doc)
     return doc
 
 
@@ -143,3 +169,23 @@ def check_times(doc: dict[str, Any], now_s: float) -> None:
         raise Malformed(f"time: {latest_s - now_s:.0f} s ahead of this clock (ts {doc['ts']})")
     if "start_s" in doc and "end_s" in doc and not 0 <= doc["end_s"] - doc["start_s"] <= MAX_SPAN_S:
         raise Malformed(f"time: from start_s {doc['start_s']} to end_s {doc['end_s']} is no episode")
+
+
+def check_minute(minute: Mapping[str, Any]) -> None:
+    """What a schema cannot say of a minute (metrics.json bounds each field alone): its slouch, its lean (one side at
+    a time) and its activities are seconds it was worn; its rotations, which do not overlap, fit in it together; a
+    side's peaks summed are at most its rotations × the largest peak. A field absent (a minute the alert service kept
+    leaves None out) is 0."""
+    def value(name: str) -> Any:
+        return minute.get(name) or 0
+
+    worn_s = value("worn_s")
+    for what, names in _SECONDS_OF_WORN.items():
+        if (seconds := sum(value(name) for name in names)) > worn_s + MINUTE_SLACK_S:
+            raise Malformed(f"minute: {what} ({' + '.join(names)}) {seconds:g} s is more than worn_s {worn_s:g}")
+    if (rotations := value("rotations_left") + value("rotations_right")) > MAX_ROTATIONS_PER_MINUTE:
+        raise Malformed(f"minute: {rotations} rotations, more than the {MAX_ROTATIONS_PER_MINUTE} a minute holds")
+    for side in SIDES:
+        if (summed := value(f"rotation_{side}_cumulative_deg")) > (count := value(f"rotations_{side}")) * MAX_PEAK_DEG:
+            raise Malformed(f"minute: rotation_{side}_cumulative_deg {summed:g} is more than rotations_{side} "
+                            f"{count} × {MAX_PEAK_DEG:g}°")

@@ -12,6 +12,7 @@ lists are no failure.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -23,10 +24,13 @@ from typing import Any, cast
 
 import numpy as np
 
+from contract.messages import payload
+from contract.validation import Malformed, load_validators, parse
 from firmware_sim.motion import SLOUCH_TRUTH_EXIT_DEG, SLOUCH_TRUTH_MIN_S, SLOUCH_TRUTH_THRESHOLD_DEG
 from firmware_sim.scenario import OFF
 from pipeline.activity import ACTIVITIES, SITTING
 from pipeline.detectors import RotationSettings
+from pipeline.events import MinuteMetrics
 from pipeline.symmetry import symmetry_angle, symmetry_index
 
 from .doc_sections import write_section
@@ -252,6 +256,9 @@ class CaseResult:
     # body (or samples dropped). Shrinking the truth with the output, the other scores would not show them.
     on_body_unmeasured_s: float = 0.0
     calibrations: list[dict[str, Any]] = field(default_factory=list)
+    # Why the contract (contract/validation.py, as the bridge and the alert service read) refuses each minute it refuses
+    # of those the pipeline made: none may be, or the wearer's minute is lost.
+    minutes_refused: list[str] = field(default_factory=list)
 
     @property
     def slouch_f1(self) -> float | None:
@@ -345,7 +352,20 @@ def score(run: Run) -> CaseResult:
         off_as_worn_s=float(np.count_nonzero(~on_body_out) * dt),
         on_body_unmeasured_s=float(np.count_nonzero(run.received & measuring & ~off_truth & ~measured) * dt),
         calibrations=_score_calibrations(run),
+        minutes_refused=refused_minutes(run.metrics),
     )
+
+
+def refused_minutes(minutes: list[MinuteMetrics]) -> list[str]:
+    """Why the contract refuses each of these minutes it refuses, as a receiver a minute after each minute ended."""
+    validators = load_validators()
+    refused = []
+    for m in minutes:
+        try:
+            parse("metrics", json.dumps(payload("eval", m)).encode(), validators, now_s=m.minute_start_s + 120.0)
+        except Malformed as exc:
+            refused.append(f"{m.minute_start_s:.0f}: {exc}")
+    return refused
 
 
 def _away_from_changes(t_s: np.ndarray, labels: np.ndarray, margin_s: float) -> np.ndarray:

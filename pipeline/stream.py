@@ -65,6 +65,10 @@ from .orientation import OrientationFilter, OrientationSettings
 from .walking_axis import WalkingAxis, WalkingAxisSettings
 from .worn import NOT_WORN, WornDetector, WornSettings
 
+# The sample rates `pipeline.rate_hz` may ask of a sensor, each bound excluded (service_io/config.py). The contract
+# bounds a minute's lost samples by the fastest (contract/schemas/metrics.json).
+RATE_HZ_RANGE = (25.0, 400.0)
+
 
 @dataclass(frozen=True)
 class PipelineSettings:

@@ -20,35 +20,30 @@ live stream shades it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import date as Date
 from datetime import tzinfo
-from importlib import resources
 from typing import Any
 
 from contract.influx_schema import TAGS
 from contract.messages import is_nudge
+from contract.validation import MAX_PEAK_DEG, MAX_ROTATIONS_PER_MINUTE, MINUTE_MAX_S
 from pipeline import summary
 from pipeline.activity import ACTIVITIES, LYING, WALKING
 from pipeline.summary import SIDES, day_bounds
 
 MINUTE_S = 60.0
 LIVE_STEP_S = 10  # the live trace's resolution in the report, s: a day is 8640 points (the stream is about 1 s)
-# What a value can be as read (bounded_minute, _angle): the schema lets a count reach 2**63-1, a float 1e308, and a
-# wrongly typed writer store anything; one such point crashed the drawing or made a day of years.
+# What a value can be as read (bounded_minute, _angle): a point stored before the contract bounded a minute, or by
+# another writer, may hold anything (a count of 2**63-1, a float 1e308); one such point crashed the drawing or made a
+# day of years.
 MAX_ANGLE_DEG = 180.0  # beyond, it is no trunk angle: left out
-# A minute's seconds as the contract bounds them: room for a sensor clock running fast (60 s would cut a true day).
-MINUTE_MAX_S = float(json.loads((resources.files("contract") / "schemas" / "metrics.json").read_text())
-                     ["properties"]["worn_s"]["maximum"])
-# An episode's longest, as the contract bounds duration_s: the day's episodes are read from this long before it, for
-# those that began the day before and ran into it.
-EPISODE_MAX_S = float(json.loads((resources.files("contract") / "schemas" / "event.json").read_text())
-                      ["properties"]["duration_s"]["maximum"])
+# A minute's seconds and rotations are read as the contract bounds them (contract/validation.py: MINUTE_MAX_S leaves
+# room for a sensor clock running fast, 60 s would cut a true day): what the bridge stores, so the report counts what
+# the dashboards sum.
 ALERT_TAGS = ("kind", "alert_id")  # what tells two alerts of a device at one time apart
-MAX_ROTATIONS_PER_MINUTE = 120  # two excursions out and back a second: more than a trunk turns
 # Walking seconds that make a minute part of a walk in the activity strip, whatever else the minute held: a walk of
 # a minute or two mostly splits across minutes that each sat longer than they walked, and was never drawn. Fewer are
 # a step or two about the desk, not a walk.
@@ -261,7 +256,7 @@ def live_buckets(rows: list[dict[str, Any]]) -> list[LiveBucket]:
 
 def bounded_minute(row: dict[str, Any]) -> dict[str, Any]:
     """A posture_minute row as a minute can be, with the fields the report reads: seconds within the minute
-    (slouch within the worn ones), rotations up to MAX_ROTATIONS_PER_MINUTE (their peaks summed up to MAX_ANGLE_DEG
+    (slouch within the worn ones), rotations up to MAX_ROTATIONS_PER_MINUTE (their peaks summed up to MAX_PEAK_DEG
     each), angles (else None)."""
     bounded: dict[str, Any] = {"time_s": row["time_s"]}
     for name in ("worn_s", *(f"{a}_s" for a in ACTIVITIES), *(f"lean_{side}_s" for side in SIDES)):
@@ -272,7 +267,7 @@ def bounded_minute(row: dict[str, Any]) -> dict[str, Any]:
         count = _within(row.get(f"rotations_{side}"), 0.0, MAX_ROTATIONS_PER_MINUTE)
         bounded[f"rotations_{side}"] = None if count is None else int(count)
         bounded[f"rotation_{side}_cumulative_deg"] = _within(row.get(f"rotation_{side}_cumulative_deg"), 0.0,
-                                                             MAX_ROTATIONS_PER_MINUTE * MAX_ANGLE_DEG)
+                                                             (count or 0) * MAX_PEAK_DEG)
     for name in ("flexion_mean_deg", "lateral_mean_deg"):
         bounded[name] = _angle(row.get(name))
     return bounded

@@ -16,11 +16,12 @@ from typing import Any
 
 from contract.influx_schema import ALERT_MEASUREMENT, FIELDS, MEASUREMENT, TAGS
 from contract.messages import ALERT_DAY_LAG_MS
+from contract.validation import EPISODE_MAX_S
 from pipeline.activity import ACTIVITIES
 from pipeline.worn import NOT_WORN
 from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
-from .day import EPISODE_MAX_S, LIVE_STEP_S, DayRows
+from .day import LIVE_STEP_S, DayRows
 
 # The times InfluxDB can hold and query (int64 nanoseconds): 1677-09-21T00:12:43Z to 2262-04-11T23:47:16Z.
 MIN_TIME_S, MAX_TIME_S = -9_223_372_036.854775806, 9_223_372_036.854775806

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detectors import LeanSettings, RotationSettings, SlouchSettings
-from pipeline.stream import PipelineSettings
+from pipeline.stream import RATE_HZ_RANGE, PipelineSettings
 from service_io.influx import InfluxSettings, duration_s, redact
 
 
@@ -90,7 +90,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         # Values the pipeline could not work with, named with what would work.
-        limits = {"rate_hz": (25.0, 400.0), "slouch_dwell_s": (0.0, 3600.0), "lean_dwell_s": (0.0, 3600.0),
+        limits = {"rate_hz": RATE_HZ_RANGE, "slouch_dwell_s": (0.0, 3600.0), "lean_dwell_s": (0.0, 3600.0),
                   # Below its hysteresis a run would never end; beyond the largest twist none would count.
                   "slouch_threshold_deg": (SlouchSettings.hysteresis_deg, 90.0),
                   "lean_threshold_deg": (LeanSettings.hysteresis_deg, 90.0),

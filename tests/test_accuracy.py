@@ -50,6 +50,7 @@ def test_named_case_meets_its_targets(named, name):
     assert r.calibrated, "the pipeline never calibrated on this case"
     assert set(misses(r)) == set(KNOWN_MISSES.get(name, {})), misses(r)
     assert r.minute_vs_events_s < 0.5, "per-minute slouch and lean seconds disagree with the events"
+    assert r.minutes_refused == [], "minutes the bridge and the alert service would refuse"
 
 
 @NAMED
@@ -75,6 +76,7 @@ def test_random_days_meet_the_targets(days):
     assert set(day_misses(summary)) == set(DAY_KNOWN_MISSES), day_misses(summary)
     assert summary["excursions from whole-body turns while walking"] == 0
     assert summary["worst minutes-vs-events s"] < 0.5
+    assert [m for r in days for m in r.minutes_refused] == []  # all 30 days' minutes pass the contract
 
 
 @pytest.mark.parametrize("subset", [["--case", "office-short"], ["--no-days"]])

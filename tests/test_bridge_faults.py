@@ -305,6 +305,51 @@ def test_a_lone_surrogate_in_a_string_is_dead_lettered_and_neither_service_stops
     assert phone.kinds()[0] == "slouch"
 
 
+def test_a_minute_no_pipeline_makes_is_refused_by_both_services_and_the_next_one_counts(tmp_path, broker, influx):
+    """A minute with 60 s slouched in 1 s worn, or 10**9 rotations, passed the schema: InfluxDB summed it into the Daily
+    dashboard (1004 rotations on a day the report, which bounded each minute as it read it, said had 124) and the
+    alert service into the day's totals and `today`. Refused by the contract now, by both, as any malformed message:
+    dead-lettered, counted; the real minute after it is stored and counted."""
+    t_s = time.time() // 60 * 60 - 600
+    rules = "[slouch]\nwindow_min = 5\nshare_pct = 50.0\nmin_worn_min = 3.0\n[limits]\nmax_delay_s = 1000000\n" \
+            "quiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
+    slouched = slouchy_minute("evil", t_s) | {"worn_s": 1.0, "sitting_s": 1.0, "slouch_s": 60.0}
+    twisted = slouchy_minute("evil", t_s + 60) | {"rotations_left": 10 ** 9, "rotation_left_cumulative_deg": 30.0}
+    (tmp_path / "alerts").mkdir()
+    alerts_log, bridge_log = tmp_path / "alerts.log", tmp_path / "bridge.log"
+    service = start_alerts(alerts_config(tmp_path / "alerts", broker, rules), alerts_log)
+    bridge = start_bridge(write_config(tmp_path / "posture.toml", broker, influx.url), bridge_log)
+    phone = Phone(broker.port, device="evil", extra=("posture/evil/today",))
+    dead = DeadLetters(broker.port)
+    try:
+        wait_online(broker.port, service, alerts_log)
+        bridge_ready(broker, influx)
+        publish(broker.port, [("posture/evil/metrics", slouched), ("posture/evil/metrics", twisted),
+                              ("posture/evil/metrics", slouchy_minute("evil", t_s + 120))])
+        wait_for(lambda: minutes_stored(influx, "evil") == 1, 20,
+                 lambda: "the real minute stored\n" + bridge_log.read_text()[-2000:])
+        wait_for(lambda: phone.today("evil").get("ts") == int((t_s + 180) * 1000), 20,  # as of the real minute's end
+                 lambda: f"the real minute in today: {phone.today('evil')}\n" + alerts_log.read_text()[-2000:])
+        wait_for(lambda: len(dead.got) == 2, 10, lambda: f"2 dead letters, have {dead.reasons()}")
+        bridge_stats, alert_stats = stop_bridge(bridge, bridge_log), stop(service, alerts_log)
+    finally:
+        phone.close()
+        dead.close()
+        for proc in (service, bridge):
+            if proc.poll() is None:
+                proc.kill()
+    assert bridge_stats["malformed"] == alert_stats["malformed"] == {"minute": 1, "schema": 1}
+    assert sorted(dead.reasons()) == ["minute: slouch (slouch_s) 60 s is more than worn_s 1",
+                                      "schema: data.rotations_left must be smaller than or equal to 1200"]
+    stored = influx.rows("SELECT worn_s, slouch_s, rotations_left FROM posture_minute WHERE device_id = 'evil'", DB)
+    assert [(r["worn_s"], r["slouch_s"], r["rotations_left"]) for r in stored] == [(60.0, 45.0, 0)]
+    today = phone.today("evil")
+    assert (today["worn_min"], today["slouch_min"], today["rotations_left"]) == (1.0, 0.8, 0)  # 45 s: tenths
+    for said in ("minute: slouch", "schema: data.rotations_left"):  # each kind said once, in one line
+        assert sum(said in line for line in bridge_log.read_text().splitlines()) == 1, said
+        assert sum(said in line for line in alerts_log.read_text().splitlines()) == 1, said
+
+
 # 7 -------------------------------------------------------------------------------------------------------------
 
 

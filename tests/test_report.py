@@ -20,11 +20,12 @@ from zoneinfo import ZoneInfo
 import matplotlib.dates as mdates
 import pytest
 
+from contract.validation import MAX_ROTATIONS_PER_MINUTE, MINUTE_MAX_S
 from pipeline.summary import day_bounds
 from posture.local_servers import InfluxDB1, http
 from report import cli, draw, query
 from report import day as report_day
-from report.day import MINUTE_MAX_S, DayRows, build_day_report, live_buckets, merge_spans
+from report.day import DayRows, build_day_report, live_buckets, merge_spans
 from report.query import QueryError, influxql_string
 from service_io.config import load_config
 from service_io.influx import InfluxSettings
@@ -645,10 +646,11 @@ def test_values_beyond_a_minute_are_bounded(influx, tmp_path):
     out = tmp_path / "report.html"
     report = cli.write_day_report(InfluxSettings(url=influx.url, database=DB), "D", "2025-06-10", out, "UTC")
     t = report.totals
-    # a minute holds what the contract lets it (120 s: a sensor clock running fast), slouch no more than worn
-    assert MINUTE_MAX_S == 120.0
+    # a minute holds what the contract lets it (120 s: a sensor clock running fast), slouch no more than worn, rotations
+    # as many as excursions of 0.1 s fit in it, each peak at most 180° (contract/validation.py, as the bridge stores)
+    assert MINUTE_MAX_S == 120.0 and MAX_ROTATIONS_PER_MINUTE == 1200
     assert (t.worn_s, t.slouch_s, t.activity_s["sitting"]) == (180.0, 150.0, 120.0)
-    assert t.rotations["left"] == 120 and t.rotation_cumulative_deg["left"] == 120 * 180.0
+    assert t.rotations["left"] == 1200 and t.rotation_cumulative_deg["left"] == 1200 * 180.0
     assert report.minutes[1].flexion_mean_deg is None  # no trunk angle
     assert report.slouch_spans == [(t0 + 1, report.day_end_s)]  # up to the day's end, where the axis ends
     assert "worn 3.0 min · slouch 2.5 min (83 % of worn time)" in out.read_text(encoding="utf-8")
