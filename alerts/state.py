@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from contract.messages import coverage
+from contract.validation import Malformed, check_minute
 
 # The metrics values the rules and daily totals read, of those the contract defines (tests/test_contract.py
 # holds them to it): a state saved every step keeps only these.
@@ -69,6 +70,10 @@ class DeviceState:
     summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program
     late_minutes: int = 0  # minutes of days already closed, ignored
     minutes_superseded: int = 0  # copies of a minute that saw less of it than the copy kept, ignored (add_minute)
+    # Minutes kept before the contract bounded a minute (contract/validation.py check_minute, 2026-12-06) that it
+    # refuses (60 s slouched in 1 s worn, 10**9 rotations): dropped when the state is read, so the day's totals, its
+    # `today` and its rules count none of them, as they count none arriving now.
+    minutes_refused: int = 0
     # The streak as of the newest finished day no longer kept (engine.KEEP_DAYS): the kept days' streak goes on
     # from it, else it stopped growing at KEEP_DAYS + 1 (Home Assistant's Streak stuck at 63 d)
     streak_before: int = 0
@@ -139,7 +144,23 @@ class DeviceState:
             if kind is None and name in cls.__dataclass_fields__ and not isinstance(value, (int, float, str)) \
                     and value is not None:
                 raise ValueError(f"{name} is {type(value).__name__}")
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        state = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        if refused := [key for key, minute in state.minutes.items() if _refused(minute)]:
+            state.minutes = {k: m for k, m in state.minutes.items() if k not in refused}
+            state.minutes_refused += len(refused)
+        return state
+
+
+def _refused(minute: Any) -> bool:
+    """A kept minute the contract refuses. One that is no minute at all (a hand edit) is not for it to judge: the rules
+    meet it as they did."""
+    try:
+        check_minute(minute)
+    except Malformed:
+        return True
+    except (TypeError, AttributeError):
+        return False
+    return False
 
 
 # Each field's type, for those not None by default: what from_dict holds a saved record to.

@@ -68,6 +68,24 @@ def test_an_event_just_after_midnight_leaves_the_last_minute_of_the_day_in_it():
     assert eng.today_state("D")["date"] == "2026-11-21"
 
 
+def test_a_kept_minute_the_contract_refuses_is_dropped_when_the_state_is_read():
+    """A state saved before the contract bounded a minute may keep one no pipeline makes (taken then): read again, it
+    is left out, so `today`, the day's totals and the rules count it no more than one arriving now."""
+    eng = engine()
+    feed(eng, [minute(DAY + 60 * k, slouch_s=20.0, rotations_left=1, rotation_left_cumulative_deg=30.0)
+               for k in range(3)])
+    saved = json.loads(eng.dump({"D"})["device/D"])
+    kept = saved["minutes"][str(int(DAY * 1000))]
+    saved["minutes"][str(int(DAY * 1000))] = kept | {"worn_s": 1.0, "slouch_s": 60.0}
+    saved["minutes"][str(int((DAY + 60) * 1000))] = kept | {"rotations_left": 10 ** 9}
+    old = saved["minutes"][str(int((DAY + 120) * 1000))] = kept | {"slouch_s": 60.4}  # an older gateway's: taken
+    fresh = engine()
+    assert fresh.load({"device/D": json.dumps(saved).encode()}) == {}
+    assert list(fresh.devices["D"].minutes.values()) == [old] and fresh.devices["D"].minutes_refused == 2
+    today = fresh.today_state("D")
+    assert (today["worn_min"], today["rotations_left"]) == (1.0, 1)
+
+
 def test_a_value_that_rounds_to_zero_is_shown_without_a_sign():
     # -0.004 rounded is -0.0, which JSON keeps: Home Assistant's "Lateral lean" showed "-0.0 °".
     eng = engine()
