@@ -317,27 +317,27 @@ def test_a_minute_no_pipeline_makes_is_refused_by_both_services_and_the_next_one
     twisted = slouchy_minute("evil", t_s + 60) | {"rotations_left": 10 ** 9, "rotation_left_cumulative_deg": 30.0}
     (tmp_path / "alerts").mkdir()
     alerts_log, bridge_log = tmp_path / "alerts.log", tmp_path / "bridge.log"
-    service = start_alerts(alerts_config(tmp_path / "alerts", broker, rules), alerts_log)
-    bridge = start_bridge(write_config(tmp_path / "posture.toml", broker, influx.url), bridge_log)
-    phone = Phone(broker.port, device="evil", extra=("posture/evil/today",))
-    dead = DeadLetters(broker.port)
-    try:
-        wait_online(broker.port, service, alerts_log)
-        bridge_ready(broker, influx)
-        publish(broker.port, [("posture/evil/metrics", slouched), ("posture/evil/metrics", twisted),
-                              ("posture/evil/metrics", slouchy_minute("evil", t_s + 120))])
-        wait_for(lambda: minutes_stored(influx, "evil") == 1, 20,
-                 lambda: "the real minute stored\n" + bridge_log.read_text()[-2000:])
-        wait_for(lambda: phone.today("evil").get("ts") == int((t_s + 180) * 1000), 20,  # as of the real minute's end
-                 lambda: f"the real minute in today: {phone.today('evil')}\n" + alerts_log.read_text()[-2000:])
-        wait_for(lambda: len(dead.got) == 2, 10, lambda: f"2 dead letters, have {dead.reasons()}")
-        bridge_stats, alert_stats = stop_bridge(bridge, bridge_log), stop(service, alerts_log)
-    finally:
-        phone.close()
-        dead.close()
-        for proc in (service, bridge):
-            if proc.poll() is None:
-                proc.kill()
+    with running_alerts(alerts_config(tmp_path / "alerts", broker, rules), alerts_log) as service:
+        bridge = start_bridge(write_config(tmp_path / "posture.toml", broker, influx.url), bridge_log)
+        phone = Phone(broker.port, device="evil", extra=("posture/evil/today",))
+        dead = DeadLetters(broker.port)
+        try:
+            wait_online(broker.port, service, alerts_log)
+            bridge_ready(broker, influx)
+            publish(broker.port, [("posture/evil/metrics", slouched), ("posture/evil/metrics", twisted),
+                                  ("posture/evil/metrics", slouchy_minute("evil", t_s + 120))])
+            wait_for(lambda: minutes_stored(influx, "evil") == 1, 20,
+                     lambda: "the real minute stored\n" + bridge_log.read_text()[-2000:])
+            # `today` as of the real minute's end
+            wait_for(lambda: phone.today("evil").get("ts") == int((t_s + 180) * 1000), 20,
+                     lambda: f"the real minute in today: {phone.today('evil')}\n" + alerts_log.read_text()[-2000:])
+            wait_for(lambda: len(dead.got) == 2, 10, lambda: f"2 dead letters, have {dead.reasons()}")
+            bridge_stats, alert_stats = stop_bridge(bridge, bridge_log), stop(service, alerts_log)
+        finally:
+            phone.close()
+            dead.close()
+            if bridge.poll() is None:
+                bridge.kill()
     assert bridge_stats["malformed"] == alert_stats["malformed"] == {"minute": 1, "schema": 1}
     assert sorted(dead.reasons()) == ["minute: slouch (slouch_s) 60 s is more than worn_s 1",
                                       "schema: data.rotations_left must be smaller than or equal to 1200"]
