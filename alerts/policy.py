@@ -59,25 +59,31 @@ UNPACED = ("calibration",)
 
 def paced(state: DeviceState, t_s: float, day: Date, limits: Limits, tz: tzinfo | None) -> bool:
     """Whether a nudge at t_s comes too soon after the day's latest: past the first PACE_FREE, the nudges the cap has
-    left are spread evenly over the waking day left (to quiet hours, or the day's end), the last a share before its
-    end: each at least (waking time left) / (nudges left + 1) after the one before. Unpaced, a wearer slouching from
-    08:00 had the cap of 8 used up by 09:41 (five real-time slouch nudges 15 min apart, sitting, lean, rotation) and
-    heard nothing more for the 8 h of a day with 138 min slouched."""
+    left are spread evenly over the waking day left (to the end of the day the cap counts, less quiet hours), the last
+    a share before its end: each at least (waking time left) / (nudges left + 1) of waking time after the one before.
+    Unpaced, a wearer slouching from 08:00 had the cap of 8 used up by 09:41 (five real-time slouch nudges 15 min
+    apart, sitting, lean, rotation) and heard nothing more for the 8 h of a day with 138 min slouched. Waking time, not
+    the time to the next quiet hours: with quiet hours 01:00-09:00 a wearer up after midnight had the new day's cap
+    spread over the hour to 01:00, five nudges by 00:45 and three left for the day from 09:00."""
     sent = state.sent_on(day.isoformat())
     last_s = max((at_s for kind, at_s in state.last_alert_s.items() if is_nudge(kind)), default=None)
     if sent < PACE_FREE or last_s is None:
         return False
     left = limits.daily_cap - sent  # at least 1: the cap was checked first
-    return t_s - last_s < (waking_end_s(last_s, day, limits, tz) - last_s) / (left + 1)
+    day_end_s = datetime.combine(day + timedelta(days=1), TimeOfDay(0), tz).timestamp()
+    return waking_s(last_s, t_s, limits, tz) < waking_s(last_s, day_end_s, limits, tz) / (left + 1)
 
 
-def waking_end_s(t_s: float, day: Date, limits: Limits, tz: tzinfo | None) -> float:
-    """When the waking day that t_s falls in ends: the next start of quiet hours, or the end of `day` (the day the cap
-    counts), whichever comes first. tz None: the machine's zone."""
-    next_day = day + timedelta(days=1)
-    end_s = datetime.combine(next_day, TimeOfDay(0), tz).timestamp()
-    if (span := limits.quiet_span()) is not None:
-        for d in (day, next_day):
-            if (quiet_s := datetime.combine(d, span[0], tz).timestamp()) > t_s:
-                return min(quiet_s, end_s)
-    return end_s
+def waking_s(from_s: float, to_s: float, limits: Limits, tz: tzinfo | None) -> float:
+    """The seconds from from_s to to_s outside quiet hours (as in_span reads them, by the local clock; tz None: the
+    machine's zone, with its daylight saving)."""
+    span = limits.quiet_span()
+    if to_s <= from_s or span is None or span[0] == span[1]:  # (start == end: in_span holds nothing quiet)
+        return to_s - from_s
+    start, end = span
+    quiet_s, d = 0.0, local(from_s, tz).date() - timedelta(days=1)  # the day before's span may reach into from_s's
+    while (begin_s := datetime.combine(d, start, tz).timestamp()) < to_s:
+        end_s = datetime.combine(d if start < end else d + timedelta(days=1), end, tz).timestamp()
+        quiet_s += max(0.0, min(end_s, to_s) - max(begin_s, from_s))
+        d += timedelta(days=1)
+    return max(0.0, to_s - from_s - quiet_s)

@@ -384,6 +384,19 @@ def test_the_daily_cap_is_spread_over_the_waking_day(tmp_path):
     assert load_rules(tmp_path / "rules.toml").limits.pace is False
 
 
+def test_the_pace_counts_waking_time_past_quiet_hours_that_end_within_the_day():
+    """Quiet hours 01:00-09:00: the new day's waking time is the hour after midnight and 09:00 to midnight. Spread over
+    the time to the next quiet hours only, a wearer up after midnight was nudged five times by 00:45 (the cap left
+    spread over the hour to 01:00) and had three left for the day from 09:00."""
+    start = DAY + 9 * 3600
+    eng = engine(limits=Limits(max_delay_s=FAR, quiet_hours="01:00-09:00"))
+    after_midnight = [a for a in feed(eng, slouching_all_day(start, 26)) if a["ts"] / 1000 >= DAY + 86_400]
+    assert [hhmm(a) for a in after_midnight][:2] == ["00:01", "00:20"]  # the day's first two, as they come
+    # The third waits a seventh of the waking time left at 00:20 (40 min + 15 h): 2 h 14 min of it: at the
+    # minute after, 10:35.
+    assert [hhmm(a) for a in after_midnight][2:] == ["10:35"]
+
+
 def test_an_imbalance_is_told_again_only_when_there_is_more_of_it_and_to_a_wearer_up():
     """Lean and rotation nudges judge the day's totals, which stay over the line once they are: the same imbalance of
     the morning was told every cooldown (2 h) all day — a wearer who leaned from 09:00 to 09:12 only was told again at
