@@ -111,8 +111,8 @@ def slouch_now(live: dict[str, Any], state: DeviceState, rules: Rules) -> Findin
     Its time is the moment the delay was met (slouching_since_s + delay_s, sensor time), whichever live
     state is the first to arrive after it, so a lost or repeated live message gives the same alert (its id); what it
     says is that state's (how long slouched, how far forward). Once this
-    slouch's nudge has been held back (cooldown, quiet hours, snooze, cap, stale), a later try is at the live
-    state's own time: the slouch still goes on then.
+    slouch's nudge has been held back (cooldown, quiet hours, snooze, cap or its pace, stale), a later try is at the
+    live state's own time: the slouch still goes on then.
     """
     since, t_s = live["slouching_since_s"], live["ts"] / 1000
     delay_s = rules.slouch_now.delay_s
