@@ -48,9 +48,9 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
               f"the {worn} min worn in the last {e['window_min']}")
         text = f"You slouched {e['slouch_pct']:.0f}% of {of}."
     elif finding.kind == "slouch" and "peak_flexion_deg" in e:  # an episode that has ended
-        text = f"You slouched for {e['episode_min']:g} min without a break (up to {e['peak_flexion_deg']:.0f}°)."
+        text = f"You slouched for {_span(e['episode_min'] * 60)} without a break (up to {e['peak_flexion_deg']:.0f}°)."
     elif finding.kind == "slouch":
-        text = f"You have been slouching for {e['episode_min']:g} min."
+        text = f"You have been slouching for {_span(e['episode_min'] * 60)}."
     elif finding.kind == "slouch_now":
         forward = f" ({e['flexion_deg']:.0f}° forward)" if e.get("flexion_deg") is not None else ""
         # A slouch is measured standing too (at a standing desk): "Sit up tall" told a standing wearer to sit.

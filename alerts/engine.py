@@ -25,7 +25,7 @@ import orjson
 from alerts import rules as r
 from alerts.catalog import Catalog
 from alerts.compose import alert_id, alert_payload, summary_payload
-from alerts.policy import held_reason, local
+from alerts.policy import held_reason, last_nudge_s, local
 from alerts.settings import Rules
 from alerts.state import SNOOZES_KEPT, STARTS_KEPT, DeviceState
 from contract.messages import alert_day, is_nudge
@@ -511,7 +511,11 @@ class AlertEngine:
                 if f.kind in r.PRAISE:  # praise that cannot go out now is moot later
                     state.slouch_alert_s = None if f.kind == "recovery" else state.slouch_alert_s
                     continue
-                if f.ts_s - state.last_held_s.get(f.kind, -1e18) >= max(cooldown_s, 60.0):  # count once a spell
+                held_s = state.last_held_s.get(f.kind, -1e18)
+                # Counted once a spell; held for the pace, once a kind between two nudges sent (once a cooldown, a
+                # slouched day counted 80-89 held in `today` and the summary, beside its 8 sent).
+                if (held_s < (last_nudge_s(state) or -1e18) if reason == "paced"
+                        else f.ts_s - held_s >= max(cooldown_s, 60.0)):
                     state.count_held(alert_day(f.ts_ms, self.tz).isoformat(), reason)  # its day, as if it were sent
                     state.last_held_s[f.kind] = f.ts_s
                 continue

@@ -55,6 +55,8 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
 PACE_FREE = 2
 # A request to recalibrate is about the data, not a habit: held for the pace, every angle would be off for hours.
 UNPACED = ("calibration",)
+# … and never closer than this: a sensor first worn at 21:50, quiet hours from 22:00, had its cap left a minute apart.
+PACE_MIN_GAP_S = 15 * 60.0
 
 
 def paced(state: DeviceState, t_s: float, day: Date, limits: Limits, tz: tzinfo | None) -> bool:
@@ -65,13 +67,18 @@ def paced(state: DeviceState, t_s: float, day: Date, limits: Limits, tz: tzinfo 
     apart, sitting, lean, rotation) and heard nothing more for the 8 h of a day with 138 min slouched. Waking time, not
     the time to the next quiet hours: with quiet hours 01:00-09:00 a wearer up after midnight had the new day's cap
     spread over the hour to 01:00, five nudges by 00:45 and three left for the day from 09:00."""
-    sent = state.sent_on(day.isoformat())
-    last_s = max((at_s for kind, at_s in state.last_alert_s.items() if is_nudge(kind)), default=None)
+    sent, last_s = state.sent_on(day.isoformat()), last_nudge_s(state)
     if sent < PACE_FREE or last_s is None:
         return False
     left = limits.daily_cap - sent  # at least 1: the cap was checked first
     day_end_s = datetime.combine(day + timedelta(days=1), TimeOfDay(0), tz).timestamp()
-    return waking_s(last_s, t_s, limits, tz) < waking_s(last_s, day_end_s, limits, tz) / (left + 1)
+    since_s = waking_s(last_s, t_s, limits, tz)
+    return since_s < PACE_MIN_GAP_S or since_s < waking_s(last_s, day_end_s, limits, tz) / (left + 1)
+
+
+def last_nudge_s(state: DeviceState) -> float | None:
+    """The data time of the latest nudge sent (praise is none)."""
+    return max((at_s for kind, at_s in state.last_alert_s.items() if is_nudge(kind)), default=None)
 
 
 def waking_s(from_s: float, to_s: float, limits: Limits, tz: tzinfo | None) -> float:

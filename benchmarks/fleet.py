@@ -81,8 +81,9 @@ DISCOVERY_WAIT_S = 120.0
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 DISCOVERY_QUIET_S = 5.0
 # Nudges go out at any hour here: the default quiet hours (22:00-07:00 UTC) would hold back every one of them at
-# the hours this runs, and sending them is part of the alert service's work in the daytime.
-RULES = '[limits]\nquiet_hours = ""\n'
+# the hours this runs, and sending them is part of the alert service's work in the daytime; unpaced, as the figures in
+# docs/benchmarks.md were measured (a run of minutes would send each wearer two nudges and hold the rest).
+RULES = '[limits]\nquiet_hours = ""\npace = false\n'
 
 
 # --- one wearer ------------------------------------------------------------------------------------------------

@@ -371,6 +371,12 @@ def test_the_daily_cap_is_spread_over_the_waking_day(tmp_path):
     assert "19:00" < hhmm(alerts[-1]) < "21:00"
     assert {a["kind"] for a in alerts[2:]} == {"slouch", "rotation", "lean"}
     assert set(eng.devices["D"].held_today) == {"paced", "daily_cap"}
+    # Held for the pace, a kind is counted once between two nudges sent (once a cooldown, 41 here, 80-89 on a day of
+    # 23 h): six waits, four kinds waiting (slouch, sitting, lean, rotation).
+    assert eng.devices["D"].held_today["paced"] <= 6 * 4
+    # Worn from 21:20 only, quiet from 22:00: the two free, then never closer than 15 min (it was a minute apart).
+    late = feed(engine(limits=Limits(max_delay_s=FAR)), slouching_all_day(DAY + 21 * 3600 + 20 * 60, 1)[:40])
+    assert [hhmm(a) for a in late] == ["21:40", "21:40", "21:55"]
     # A request to recalibrate is not held for the pace (the cap still counts it).
     recal = {"schema": 1, "kind": "calibration", "device": "D", "ts": int((start + 3 * 3600) * 1000),
              "t_s": start + 3 * 3600, "status": "recalibrate", "message": "walking reads 20° forward: moved?"}
@@ -433,6 +439,10 @@ def test_spans_are_said_as_a_wearer_counts_them():
     start = DAY + 9 * 3600
     alerts = feed(eng, [minute(start + 60 * k, sitting_since_s=start - 7200) for k in range(3)])
     assert alerts[0]["message"].startswith("Sitting for 2 h 1 min.")
+    episode = {"schema": 1, "kind": "slouch", "device": "D", "ts": int(start * 1000), "start_s": start,
+               "end_s": start + 7518, "duration_s": 7518.0, "peak_flexion_deg": 31.0, "mean_flexion_deg": 24.0}
+    [told] = engine(limits=Limits(max_delay_s=FAR, quiet_hours="")).on_event(episode, now_s=start + 7600)
+    assert told["message"].startswith("You slouched for 2 h 5 min without a break (up to 31°).")
 
 
 def test_calibration_alerts_and_recovery_feedback():
