@@ -14,6 +14,13 @@ baseline that
 - follows fast (`walk_tau_s`) while walking: walking turns are whole-body turns.
 rotation = trunk heading − baseline, + to the right (docs/conventions.md).
 
+After a lost link (`reset(hold=True)`) the heading before it says nothing of the facing direction, and the first
+heading after it may be a trunk still turned: the baseline then starts there provisionally, but the samples are kept
+until the facing direction is known again — the trunk held one heading, steady within `near_deg`, for `settle_s`
+(longer than any rotation is held) — and then measured again against that heading, as if the baseline had started
+there (`found`). If the wearer walks first, or no such heading comes within `hold_max_s`, the provisional measure
+stands.
+
 The baseline moves in blocks of `block_s`, a Python step per block (4 per second), not per sample.
 """
 
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,22 @@ class AxialSettings:
     settle_far_s: float = 2.0
     trunk_range_deg: float = 60.0  # = RotationSettings.max_peak_deg
     settle_spread_deg: float = 4.0  # "steady": block headings within this of each other
+    # After a lost link: samples are held at most this long for the facing direction to show (a heading held
+    # settle_s within near_deg); the per-minute records after the link's return wait as long.
+    hold_max_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Found:
+    """How a hold after a lost link ended, in the update that ended it. rotation_deg, jumped: the held samples before
+    that update's, measured again against the facing direction found (that update's own samples are returned
+    measured the same way); shown_deg: that update's rotation as the output shows it, provisional up to where the
+    hold ended (so the per-sample output does not depend on the batching). All None when the provisional measure
+    stands (walking came first, or hold_max_s passed)."""
+
+    rotation_deg: np.ndarray | None = None
+    jumped: np.ndarray | None = None
+    shown_deg: np.ndarray | None = None
 
 
 class FacingBaseline:
@@ -48,40 +72,133 @@ class FacingBaseline:
         self._away_blocks: list[float] = []  # recent block headings while away, for settling
         self._pending = np.empty(0)  # samples of an unfinished block
         self._pending_walk = np.empty(0, dtype=bool)
+        self._restarted = False  # the next sample is the first after a reset: the facing direction starts there
+        # While the facing direction is unknown after a lost link: the headings since (samples, and the full blocks'
+        # means and walking); None otherwise.
+        self._held: list[np.ndarray] | None = None
+        self._held_means = np.empty(0)
+        self._held_walks = np.empty(0, dtype=bool)
+        self.found: Found | None = None  # set by the update() that ended a hold
 
-    def reset(self) -> None:
-        """After a long gap the heading before it means nothing: start again from the next sample."""
+    def reset(self, hold: bool = False) -> None:
+        """After a long gap the heading before it means nothing: start again from the next sample. hold: a lost link,
+        which may end with the trunk turned: hold the samples until the facing direction shows (module docstring)."""
         self._baseline = None
         self._drift_dps = 0.0
         self._away_blocks.clear()
         self._pending = np.empty(0)
         self._pending_walk = np.empty(0, dtype=bool)
+        self._restarted = True
+        self._held = [] if hold else None
+        self._held_means = np.empty(0)
+        self._held_walks = np.empty(0, dtype=bool)
+
+    @property
+    def holding(self) -> bool:
+        """Samples are held: the facing direction has not shown since a lost link."""
+        return self._held is not None
+
+    def let_go(self) -> None:
+        """End a hold with the provisional measure standing (what was open is closed: another gap, the end)."""
+        self._held = None
 
     def update(self, yaw_right_deg: np.ndarray, walking: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Axial rotation (°, + right) per sample, and where the facing direction jumped."""
+        """Axial rotation (°, + right) per sample, and where the facing direction jumped (or started afresh). While
+        holding, provisional; `found` says how a hold ended, in the update that ended it."""
+        self.found = None
         if self._baseline is None and len(yaw_right_deg):
             self._baseline = float(yaw_right_deg[0])
         yaw = np.concatenate([self._pending, yaw_right_deg])
         walk = np.concatenate([self._pending_walk, walking])
         n_done = len(yaw) // self._block * self._block
         # Block statistics in one go; the loop in _steps only steps the baseline (plain floats).
-        means = yaw[:n_done].reshape(-1, self._block).mean(axis=1).tolist()
-        walks = cast(list[bool], walk[:n_done].reshape(-1, self._block).any(axis=1).tolist())
+        means = yaw[:n_done].reshape(-1, self._block).mean(axis=1)
+        walks = cast(np.ndarray, walk[:n_done].reshape(-1, self._block).any(axis=1))
+        if self._held is not None:
+            ended_at, facing = self._facing_shown(means, walks)
+            if ended_at is not None and facing is not None:
+                # Shown provisional up to the end of the block that ended the hold, as in any batching.
+                provisional, _ = self._measure(yaw, cast(list[float], means.tolist()), cast(list[bool], walks.tolist()),
+                                               len(self._pending))
+                shown_to = (ended_at + 1) * self._block - len(self._pending)
+                self._pending, self._pending_walk = yaw[n_done:], walk[n_done:]
+                return self._measured_again(facing, yaw_right_deg, means, walks, provisional[:shown_to])
+            if ended_at is not None:  # the provisional measure stands
+                self._held = None
+                self.found = Found()
+            else:
+                self._held.append(np.asarray(yaw_right_deg, float))
+                self._held_means = np.concatenate([self._held_means, means])
+                self._held_walks = np.concatenate([self._held_walks, walks])
+        rotation, jumped = self._measure(yaw, cast(list[float], means.tolist()), cast(list[bool], walks.tolist()),
+                                         len(self._pending))
+        self._pending, self._pending_walk = yaw[n_done:], walk[n_done:]
+        return rotation, jumped
+
+    def _measured_again(self, facing: float, yaw_right_deg: np.ndarray, means: np.ndarray, walks: np.ndarray,
+                        shown_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """End the hold: the baseline stepped again from `facing` over the held blocks and this update's, as if it had
+        started there after the gap. The held samples' rotation and jumps go in `found`, with this update's shown
+        (shown_deg, provisional, then as measured now); this update's are returned."""
+        held = cast(list[np.ndarray], self._held)
+        before = sum(len(h) for h in held)
+        self._held = None
+        self._baseline, self._drift_dps = facing, 0.0
+        self._away_blocks.clear()
+        self._restarted = True  # an excursion already out at the first sample after the gap was not seen whole
+        rotation, jumped = self._measure(np.concatenate([*held, yaw_right_deg]),
+                                         cast(list[float], np.concatenate([self._held_means, means]).tolist()),
+                                         cast(list[bool], np.concatenate([self._held_walks, walks]).tolist()), 0)
+        self.found = Found(rotation[:before], jumped[:before],
+                           np.concatenate([shown_deg, rotation[before + len(shown_deg):]]))
+        return rotation[before:], jumped[before:]
+
+    def _measure(self, yaw: np.ndarray, means: list[float], walks: list[bool], new_from: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Step the baseline over the blocks of yaw (means, walks): the rotation and jumps of yaw[new_from:]."""
+        n_done = len(means) * self._block
         bases, jumps = self._steps(means, walks)
         # Each sample is measured against the baseline as it stood at the start of its block (causal).
         base = np.empty(len(yaw))
         base[:n_done].reshape(-1, self._block)[:] = np.array(bases)[:, None]
         base[n_done:] = self._baseline
-        self._pending, self._pending_walk = yaw[n_done:], walk[n_done:]
-        new = slice(len(yaw) - len(yaw_right_deg), None)
-        if not jumps:
-            return (yaw - base)[new], np.zeros(len(yaw_right_deg), bool)
+        new = slice(new_from, None)
+        if not jumps and not self._restarted:  # the usual batch
+            return (yaw - base)[new], np.zeros(len(yaw) - new_from, bool)
         jumped = np.zeros(len(yaw), bool)
-        jumped[np.array(jumps, dtype=np.intp) * self._block + self._block - 1] = True
-        # A jump found in a block that began in the previous batch marks this batch's first sample.
+        if jumps:
+            jumped[np.array(jumps, dtype=np.intp) * self._block + self._block - 1] = True
         jumped_new = jumped[new].copy()
+        # A jump found in a block that began in the previous batch marks this batch's first sample.
         jumped_new[:1] |= jumped[:new.start].any()
+        if self._restarted and len(jumped_new):
+            jumped_new[0] = True  # the facing direction starts afresh here (a rotation already out was not seen)
+            self._restarted = False
         return (yaw - base)[new], jumped_new
+
+    def _facing_shown(self, means: np.ndarray, walks: np.ndarray) -> tuple[int | None, float | None]:
+        """Which of this update's blocks (means, walks) ends the hold (None: none does), and the facing direction found
+        (None: the provisional measure stands). The first of: the trunk has held one heading, steady within near_deg,
+        for settle_s (a heading held longer than any rotation is held is the facing direction); walking (which shows the
+        facing direction from then on, not where it was before); hold_max_s."""
+        s = self.s
+        n_held, settle_n = len(self._held_means), round(s.settle_s / s.block_s)
+        never = len(means)
+        steady_at, facing = never, None
+        # The windows of settle_n blocks that end in this update's blocks (those ending before were looked at).
+        recent = np.concatenate([self._held_means[max(0, n_held - settle_n + 1):], means])
+        if len(recent) >= settle_n:
+            windows = sliding_window_view(recent, settle_n)
+            steady = np.flatnonzero(windows.max(axis=1) - windows.min(axis=1) < s.near_deg)
+            if len(steady):
+                steady_at = int(steady[0]) + settle_n - 1 - (len(recent) - len(means))
+                facing = float(windows[steady[0]].mean())
+        walk_at = int(np.argmax(walks)) if walks.any() else never
+        bound_at = round(s.hold_max_s / s.block_s) - 1 - n_held
+        if steady_at < min(walk_at, bound_at + 1):
+            return steady_at, facing
+        ended_at = min(walk_at, bound_at)
+        return (ended_at if ended_at < never else None), None
 
     def _steps(self, means: list[float], walks: list[bool]) -> tuple[list[float], list[int]]:
         """Move the baseline block by block: the baseline each block is measured against, and the blocks after

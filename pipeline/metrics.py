@@ -2,7 +2,8 @@
 
 A minute is handed out `hold_s` after it ends, because a slouch or lean is confirmed only after
 its dwell time and then counts from where it started: the hold lets that time land in the right
-minute. Only the minutes inside the hold are kept in memory.
+minute. After a lost link the minutes from the link's return wait longer (`wait_from`), until the
+rotations found since are known. Only the minutes held or waiting are kept in memory.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class MinuteAggregator:
         # The minute flush() handed out unfinished (a lost link): more of it, if its samples come back, is handed
         # out merged with it, whole, as the newest record of a minute is the one kept downstream.
         self._handed: MinuteMetrics | None = None
+        self._waiting_from_s = math.inf  # minutes after this wait (wait_from)
 
     def _minute(self, k: int) -> MinuteMetrics:
         if k not in self._open:
@@ -116,9 +118,15 @@ class MinuteAggregator:
         if lost_samples:
             self._minute(math.floor(t_s / MINUTE_S)).lost_samples += lost_samples
 
+    def wait_from(self, t_s: float | None) -> None:
+        """Events that end at t_s or later may still come for a while (rotations held after a lost link): the minutes
+        after t_s wait, ended or not, until this is called with None."""
+        self._waiting_from_s = math.inf if t_s is None else t_s
+
     def ready(self, now_s: float) -> list[MinuteMetrics]:
-        """Minutes that ended more than hold_s before `now_s`."""
-        done = [k for k in sorted(self._open) if (k + 1) * MINUTE_S + self.hold_s <= now_s]
+        """Minutes that ended more than hold_s before `now_s`, and that wait for nothing (wait_from)."""
+        done = [k for k in sorted(self._open)
+                if (k + 1) * MINUTE_S + self.hold_s <= now_s and (k + 1) * MINUTE_S <= self._waiting_from_s]
         return [self._finish(k) for k in done]
 
     def flush(self) -> list[MinuteMetrics]:

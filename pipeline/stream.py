@@ -100,7 +100,8 @@ class PipelineOutput:
 
     rotation_deg is continuous (unwrapped), as the rotation detector needs it: after a large turn (a swivel chair
     spun round) it passes ±180° until the facing direction catches up. Nothing publishes it per sample; the live
-    state says it in (−180°, 180°]."""
+    state says it in (−180°, 180°]. After a lost link it is provisional until the facing direction shows (the events
+    are measured again then: pipeline/axial.py)."""
 
     t_s: np.ndarray
     flexion_deg: np.ndarray
@@ -109,6 +110,17 @@ class PipelineOutput:
     activity: np.ndarray
     events: list[Event] = field(default_factory=list)
     metrics: list[MinuteMetrics] = field(default_factory=list)
+
+
+@dataclass
+class _HeldRotations:
+    """While the facing direction is unknown after a lost link (FacingBaseline.holding): the samples the rotation
+    detector was fed since, with what excludes them bar the facing direction's jumps, and the excursions it found
+    against the provisional facing direction."""
+
+    t_s: list[np.ndarray] = field(default_factory=list)
+    excluded: list[np.ndarray] = field(default_factory=list)  # walking or lying
+    events: list[RotationExcursion] = field(default_factory=list)
 
 
 def _empty_output() -> PipelineOutput:
@@ -144,6 +156,7 @@ class PosturePipeline:
         self.slouch = SlouchDetector(settings.slouch)
         self.lean = LeanDetector(settings.lean)
         self.rotation = RotationDetector(settings.rotation)
+        self._held: _HeldRotations | None = None  # rotations held while the facing direction is unknown
         self.minutes = MinuteAggregator()
         self.walking_axis = WalkingAxis(settings.walking_axis)
         self.worn = WornDetector(settings.worn)
@@ -543,6 +556,10 @@ class PosturePipeline:
             self._follow_feet(t_s, ~(sitting | lying), sitting)
         slouches, leans, rotations = feed_together(t_s, self.slouch, flexion, upright_context, self.lean, lateral,
                                                    sitting, self.rotation, rotation, walking | lying | jumped)
+        if self.baseline.holding or self.baseline.found is not None:  # after a lost link
+            rotations = self._hold_rotations(t_s, rotation, walking | lying, jumped, rotations)
+            if self.baseline.found is not None and self.baseline.found.shown_deg is not None:
+                rotation = self.baseline.found.shown_deg  # provisional up to where the hold ended, as in any batching
         # A start goes before its own end (same start_s) when both fall in one batch: starts first, stable sort.
         events: list[Event] = [*self.slouch.starts, *self.lean.starts, *slouches, *leans, *rotations]
         if events:
@@ -567,6 +584,33 @@ class PosturePipeline:
         part.activity = np.take(ACTIVITY_NAMES, shown)
         out.metrics += part.metrics
         return part
+
+    def _hold_rotations(self, t_s: np.ndarray, rotation_deg: np.ndarray, walking_or_lying: np.ndarray,
+                        jumped: np.ndarray, found: list[RotationExcursion]) -> list[RotationExcursion]:
+        """After a lost link, until the facing direction shows (pipeline/axial.py): the rotations found against the
+        provisional one are held, and the minutes they may land in wait; then they go out as found, or those found
+        by measuring the held samples again against the facing direction shown (a trunk still turned when the link
+        came back took for facing forward, read the way back as a rotation to the other side)."""
+        held = self._held
+        if held is None:
+            held = self._held = _HeldRotations()
+            self.minutes.wait_from(float(t_s[0]))
+        ended = self.baseline.found
+        if ended is None:
+            held.t_s.append(t_s)
+            held.excluded.append(walking_or_lying)
+            held.events += found
+            return []
+        self._held = None
+        self.minutes.wait_from(None)
+        if ended.rotation_deg is None:  # the provisional measure stands
+            return held.events + found
+        assert ended.jumped is not None  # set with rotation_deg
+        # A detector afresh, as after the gap, fed the held samples and these, measured from the facing direction found.
+        self.rotation = RotationDetector(self.s.rotation)
+        excluded = np.concatenate([*held.excluded, walking_or_lying]) | np.concatenate([ended.jumped, jumped])
+        measured = np.concatenate([ended.rotation_deg, rotation_deg])
+        return self.rotation.update(np.concatenate([*held.t_s, t_s]), measured, excluded)
 
     def _follow_feet(self, t_s: np.ndarray, on_feet: np.ndarray, sitting: np.ndarray) -> None:
         """When the wearer was last read standing or walking, and last read sitting (for _not_seated)."""
@@ -694,8 +738,9 @@ class PosturePipeline:
         return out
 
     def held_minutes(self) -> list[MinuteMetrics]:
-        """The minutes that ended by the last sample and are held back (pipeline/metrics.py, hold_s): not handed out
-        yet, so lost whole if the process dies now; the gateway keeps them on disk for its next start."""
+        """The minutes that ended by the last sample and are held back (pipeline/metrics.py, hold_s, and after a lost
+        link until the facing direction shows): not handed out yet, so lost whole if the process dies now; the gateway
+        keeps them on disk for its next start."""
         if self._last_t_s is None:
             return []
         return self.minutes.ended(self._last_t_s + self.dt_s)
@@ -717,9 +762,17 @@ class PosturePipeline:
         return self.finish()
 
     def _close_episodes(self, out: PipelineOutput) -> None:
-        """End what is open at the last sample seen: a slouch or lean as it was, a rotation dropped."""
+        """End what is open at the last sample seen: a slouch or lean as it was, a rotation dropped; rotations held
+        since a lost link go out as found against the provisional facing direction (none came to show another)."""
         slouches, leans = self.slouch.close(), self.lean.close()
         self.rotation.close()
+        self.baseline.let_go()
+        if self._held is not None:
+            for rotation in self._held.events:
+                self.minutes.add_rotation(rotation)
+            out.events += self._held.events
+            self._held = None
+            self.minutes.wait_from(None)
         for slouch in slouches:
             self._add_confirmed("slouch", slouch.start_s, slouch.end_s)
         for lean in leans:
@@ -730,7 +783,7 @@ class PosturePipeline:
         """A lost link (unseen_s long): close what was open, and start the orientation and facing direction
         afresh."""
         self._close_episodes(out)
-        self.baseline.reset()
+        self.baseline.reset(hold=True)
         self._last_yaw = None
         self.calibrator.restart()  # a hold before the gap is no hold (the sensor may have come off)
         self.activity.gap(unseen_s)

@@ -116,6 +116,7 @@ class Run:
     minutes: list[MinuteMetrics]
     pipeline: PosturePipeline
     n_real: int  # samples the pipeline was given
+    rotation_deg: np.ndarray  # per sample, as output
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
@@ -137,7 +138,8 @@ def run(segments: list[dict], lost: tuple[tuple[float, float], ...] = (), size: 
     pipeline = PosturePipeline(PipelineSettings(), calibration=CALIBRATED)
     outs = [pipeline.update(t[sl], acc[sl], gyro[sl]) for sl in batches(len(t), size)] + [pipeline.finish()]
     episodes = [e for o in outs for e in o.events if e.kind not in ("calibration", "episode_start")]
-    return Run(episodes, [m for o in outs for m in o.metrics], pipeline, len(t))
+    return Run(episodes, [m for o in outs for m in o.metrics], pipeline, len(t),
+               np.concatenate([o.rotation_deg for o in outs]))
 
 
 def rel(events) -> list[tuple[float, float]]:
@@ -264,3 +266,44 @@ def test_a_rotation_cut_by_a_lost_link_is_dropped():
     assert cut.pipeline.gaps_reset == 1
     assert cut.of(RotationExcursion) == []  # neither the half before nor a "return" after
     assert sum(m.rotations_left + m.rotations_right for m in cut.minutes) == 0
+
+
+# Two left twists held 7 s, 1.5 s apart: out at 21.5 s, back by 29.8 s; out again at 31.3 s, back by 39.7 s.
+TWISTS_LEFT = [{**SIT, "duration_s": 20}, {"activity": "rotate", "duration_s": 22, "left_count": 2, "right_count": 0,
+                                           "order": "LL", "left_peak_deg": 30, "hold_s": 7, "pause_s": 1.5},
+               {**SIT, "duration_s": 70}]
+BACK_TURNED = ((23.0, 25.5),)  # the link is back while the first twist is held
+
+
+def test_a_link_back_while_the_trunk_is_turned_reads_no_twist_the_other_way():
+    """Back from the gap with the trunk still 30° to the left, the facing direction was taken to be there: the way back
+    read as a twist to the right, which 'ended' when the next left twist passed the old heading (and that one was
+    lost). Held until the trunk has held one heading 15 s, and measured again from it: the second twist, as seen
+    whole, and nothing of the first (it was out before the link came back); the same in any batching, and so is the
+    per-sample rotation (provisional until the facing direction showed)."""
+    whole = rel(run(TWISTS_LEFT).of(RotationExcursion))
+    cuts = [run(TWISTS_LEFT, BACK_TURNED, size) for size in (7, 100, 1_000_000)]
+    for cut in cuts:
+        assert cut.pipeline.gaps_reset == 1
+        twists = cut.of(RotationExcursion)
+        assert [e.side for e in twists] == ["left"] and rel(twists) == whole[1:]
+        assert twists[0].peak_deg == pytest.approx(30.0, abs=2.0)
+        assert [(m.rotations_left, m.rotations_right) for m in cut.minutes] == [(0, 0), (1, 0), (0, 0)]
+        assert sum(m.rotation_left_cumulative_deg for m in cut.minutes) == pytest.approx(twists[0].peak_deg)
+        np.testing.assert_array_equal(cut.rotation_deg, cuts[0].rotation_deg)
+
+
+def test_the_minutes_after_a_lost_link_wait_for_the_facing_direction_and_no_longer():
+    """The minute the link came back in (ending at t = 30 s) goes out once the facing direction shows (the trunk back
+    from the second twist at 39.7 s and steady for 15 s), not 6 s after its end: a rotation found then may end in it.
+    The minutes after go out 6 s after their end again."""
+    t, acc, gyro = imu(TWISTS_LEFT)
+    keep = ~during(t, T0_S + BACK_TURNED[0][0], T0_S + BACK_TURNED[0][1])
+    t, acc, gyro = t[keep], acc[keep], gyro[keep]
+    pipeline = PosturePipeline(PipelineSettings(), calibration=CALIBRATED)
+    handed_at = {}
+    for sl in batches(len(t), 50):
+        for m in pipeline.update(t[sl], acc[sl], gyro[sl]).metrics:
+            handed_at[m.minute_start_s - T0_S] = float(t[sl][-1] - T0_S)
+    assert handed_at[-30.0] == pytest.approx(39.7 + 15.0, abs=1.0)
+    assert handed_at[30.0] == pytest.approx(90.0 + 6.0, abs=0.5)

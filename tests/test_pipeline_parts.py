@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline.activity import ACTIVITIES, ACTIVITY_NAMES, activity_codes
+from pipeline.axial import AxialSettings, FacingBaseline
 from pipeline.detectors import hysteresis, hysteresis_rows
 from pipeline.runs import RunFinder
 from pipeline.symmetry import symmetry_angle, symmetry_index
+from support.signals import batches, grid, ramps
 
 
 def test_run_finder_gives_the_same_runs_however_the_stream_is_cut():
@@ -150,3 +152,62 @@ def test_a_sample_that_is_not_a_number_is_dropped_and_counted():
     assert dirty.samples_not_finite == 2 and clean.samples_not_finite == 0
     assert [e for o in b for e in o.events] == [e for o in a for e in o.events]
     assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
+
+
+def measured_after_gap(yaw_deg: np.ndarray, walking: np.ndarray, size: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """Through a baseline reset as after a lost link, size samples at a time: the rotation and jumps as finally measured
+    (the held samples as measured again when the hold ended), the rotation as the output shows it, and how each hold
+    ended."""
+    baseline = FacingBaseline(AxialSettings())
+    baseline.reset(hold=True)
+    final, jumps, shown, found = [], [], [], []
+    for sl in batches(len(yaw_deg), size):
+        rotation, jumped = baseline.update(yaw_deg[sl], walking[sl])
+        shown.append(rotation)
+        if (ended := baseline.found) is not None:
+            found.append(ended)
+            if ended.rotation_deg is not None:
+                final, jumps, shown[-1] = [ended.rotation_deg], [ended.jumped], ended.shown_deg
+        final.append(rotation)
+        jumps.append(jumped)
+    return np.concatenate(final), np.concatenate(jumps), np.concatenate(shown), found
+
+
+def test_after_a_lost_link_the_held_headings_are_measured_from_the_one_held_settle_s():
+    """The link back with the trunk 27° to the left: provisionally that is facing forward (0°); once the trunk has held
+    0° for 15 s (at 24 s), the samples since the gap are measured again from there, however the stream was batched.
+    The output shows the provisional measure up to there, the same in any batching."""
+    t = grid(40.0)
+    yaw = ramps(t, (8.0, -27.0), (9.0, 0.0))
+    shown = []
+    for size in (37, 100, 997):
+        final, jumped, shown_now, found = measured_after_gap(yaw, np.zeros(len(t), bool), size)
+        assert len(found) == 1 and found[0].rotation_deg is not None
+        # The facing direction starts afresh at the first sample: an excursion out before it was not seen whole.
+        assert jumped.tolist() == [True] + [False] * (len(t) - 1)
+        np.testing.assert_allclose(final[t < 8.0], -27.0, atol=0.5)
+        np.testing.assert_allclose(final[t > 9.0], 0.0, atol=0.5)
+        shown.append(shown_now)
+    np.testing.assert_allclose(shown[0][t < 8.0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(shown[0][(t > 9.0) & (t < 23.0)], 27.0, atol=0.5)  # the way back, provisionally
+    np.testing.assert_allclose(shown[0][t > 25.0], 0.0, atol=0.5)
+    np.testing.assert_array_equal(shown[1], shown[0])
+    np.testing.assert_array_equal(shown[2], shown[0])
+
+
+@pytest.mark.parametrize(("walk_from_s", "how_long_s"), [(5.0, 5.0), (None, AxialSettings().hold_max_s)])
+def test_a_hold_after_a_lost_link_ends_as_provisional_at_a_walk_or_after_hold_max_s(walk_from_s, how_long_s):
+    """Walking shows the facing direction but not where it was before the walk; a trunk that never holds one heading
+    15 s shows none: the provisional measure stands, from the end of the hold on as before it."""
+    t = grid(AxialSettings().hold_max_s + 30.0)
+    yaw = 10.0 * np.sign(np.sin(2 * np.pi * t / 4.0))  # ±10° every 2 s: never steady within near_deg
+    walking = t >= walk_from_s if walk_from_s is not None else np.zeros(len(t), bool)
+    final, _, shown, found = measured_after_gap(yaw, walking, 100)
+    assert [(f.rotation_deg, f.jumped, f.shown_deg) for f in found] == [(None, None, None)]
+    np.testing.assert_array_equal(final, shown)
+    baseline = FacingBaseline(AxialSettings())
+    baseline.reset(hold=True)
+    ended_s = next(sl.stop / 100.0 for sl in batches(len(t), 100) if baseline.update(yaw[sl], walking[sl])
+                   and baseline.found is not None)
+    assert ended_s == pytest.approx(how_long_s, abs=1.0)
