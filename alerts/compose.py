@@ -7,7 +7,7 @@ from typing import Any
 
 from alerts.rules import Finding
 from contract.messages import SCHEMA_VERSION
-from pipeline.activity import STANDING
+from pipeline.events import STANDING
 from pipeline.summary import DayTotals
 
 TITLES = {"slouch": "Slouching", "slouch_now": "Slouching now", "rotation": "Rotation imbalance",

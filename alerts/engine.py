@@ -29,8 +29,8 @@ from alerts.policy import held_reason, last_nudge_s, local
 from alerts.settings import Rules
 from alerts.state import SNOOZES_KEPT, STARTS_KEPT, DeviceState
 from contract.messages import alert_day, is_nudge
+from pipeline.events import NOT_WORN
 from pipeline.summary import DayTotals, day_totals
-from pipeline.worn import NOT_WORN
 from service_io.zones import iana_name
 
 MINUTE_MS = 60_000

@@ -16,8 +16,7 @@ from typing import Any
 
 from alerts.engine import POSTURES
 from contract.messages import topic
-from pipeline.activity import LYING, SITTING, STANDING, WALKING
-from pipeline.worn import NOT_WORN
+from pipeline.events import LYING, NOT_WORN, SITTING, STANDING, WALKING
 
 ORIGIN_NAME = "posture-companion"
 

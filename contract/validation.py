@@ -13,9 +13,7 @@ import fastjsonschema
 import orjson
 
 from contract.messages import TIME_FIELDS
-from pipeline.activity import ACTIVITIES
-from pipeline.stream import RATE_HZ_RANGE
-from pipeline.summary import SIDES
+from pipeline.events import ACTIVITIES, RATE_HZ_RANGE, SIDES
 from sensor.timeline import ClockMap
 
 # Topic suffix after <prefix>/<device>/ → schema file.

@@ -28,9 +28,8 @@ from contract.messages import payload
 from contract.validation import Malformed, load_validators, parse
 from firmware_sim.motion import SLOUCH_TRUTH_EXIT_DEG, SLOUCH_TRUTH_MIN_S, SLOUCH_TRUTH_THRESHOLD_DEG
 from firmware_sim.scenario import OFF
-from pipeline.activity import ACTIVITIES, SITTING
 from pipeline.detectors import RotationSettings
-from pipeline.events import MinuteMetrics
+from pipeline.events import ACTIVITIES, SITTING, MinuteMetrics
 from pipeline.symmetry import symmetry_angle, symmetry_index
 
 from .doc_sections import write_section

@@ -34,11 +34,11 @@ import numpy as np
 
 from .acc_offset import AccOffset
 from .angles import DEG_PER_RAD, row_dot
+from .events import ACTIVITIES, SITTING, STANDING
 from .running import Band, MovingMean, RestLevel, trailing_mean
 from .runs import trailing_run
 
 G_M_S2 = 9.80665
-SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
 MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving (or tilting) sample
 REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean over this much, at least
 # ... and over this much where the rest was seen to last: a 0.5 s mean of a noisy sensor (0.008 g at 50 Hz) is good to
@@ -86,7 +86,6 @@ STEP_RHYTHM = 0.25
 # + two steps (6.6 s) of the walk's end.
 PEAKS_KEPT_S = 8.0
 QUIET_MARGIN = 0.999  # step-band samples all below this × walk_rms_g: no window's RMS can reach walk_rms_g
-ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
 # Inside the pipeline an activity is its index in ACTIVITIES (int8): comparing and counting small integers
 # is one cheap numpy call where strings cost a pass each. Names go out in PipelineOutput and LiveState.
 SITTING_CODE, STANDING_CODE, WALKING_CODE, LYING_CODE = range(len(ACTIVITIES))

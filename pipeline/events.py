@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The words and bounds the messages are made of, here and not beside the signal code that uses them: the contract,
+# the services and the report read them, and this module imports no numpy or scipy (the services start without them).
+SITTING, STANDING, WALKING, LYING = "sitting", "standing", "walking", "lying"
+ACTIVITIES = (SITTING, STANDING, WALKING, LYING)
+NOT_WORN = "not_worn"  # the live state's activity while the sensor is off the body
+SIDES = ("left", "right")
+# The sample rates `pipeline.rate_hz` may ask of a sensor, each bound excluded (service_io/config.py), and the
+# rate asked when it does not say. The contract bounds a minute's lost samples by the fastest
+# (contract/schemas/metrics.json).
+RATE_HZ_RANGE = (25.0, 400.0)
+RATE_HZ_DEFAULT = 100.0
+
 
 @dataclass(frozen=True)
 class SlouchEpisode:

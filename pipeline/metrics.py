@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .activity import ACTIVITIES, LYING, LYING_CODE, SITTING, SITTING_CODE, STANDING, WALKING
-from .events import MinuteMetrics, RotationExcursion
+from .activity import LYING_CODE, SITTING_CODE
+from .events import ACTIVITIES, LYING, SITTING, STANDING, WALKING, MinuteMetrics, RotationExcursion
 
 MINUTE_S = 60.0
 # Unseen time (no sample measured) that ends a sitting stretch. Shorter gaps are a flaky link: the watchdog's 3 s

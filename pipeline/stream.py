@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from .activity import (
-    ACTIVITIES,
     ACTIVITY_NAMES,
     LYING_CODE,
     SITTING_CODE,
@@ -51,6 +50,9 @@ from .detectors import (
     feed_together,
 )
 from .events import (
+    ACTIVITIES,
+    NOT_WORN,
+    RATE_HZ_DEFAULT,
     CalibrationEvent,
     Event,
     LeanInterval,
@@ -63,16 +65,12 @@ from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
 from .metrics import MINUTE_S, MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
 from .walking_axis import WalkingAxis, WalkingAxisSettings
-from .worn import NOT_WORN, WornDetector, WornSettings
-
-# The sample rates `pipeline.rate_hz` may ask of a sensor, each bound excluded (service_io/config.py). The contract
-# bounds a minute's lost samples by the fastest (contract/schemas/metrics.json).
-RATE_HZ_RANGE = (25.0, 400.0)
+from .worn import WornDetector, WornSettings
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    rate_hz: float = 100.0
+    rate_hz: float = RATE_HZ_DEFAULT
     max_fill_s: float = 1.0  # gaps up to this are interpolated; longer ones reset the detectors
     orientation: OrientationSettings = field(default_factory=OrientationSettings)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)

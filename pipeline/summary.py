@@ -10,11 +10,8 @@ from datetime import date as Date
 from datetime import time as TimeOfDay
 from typing import Any
 
-from .activity import ACTIVITIES
-from .events import MinuteMetrics
+from .events import ACTIVITIES, SIDES, MinuteMetrics
 from .symmetry import symmetry_angle, symmetry_index
-
-SIDES = ("left", "right")
 
 
 def ran_in(start_s: float, end_s: float, period_start_s: float, period_end_s: float) -> bool:

@@ -24,7 +24,6 @@ import numpy as np
 from .running import Band, MovingMean
 
 BREATHING_BAND_HZ = (0.1, 2.0)
-NOT_WORN = "not_worn"  # the live state's activity while the sensor is off the body
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from contract.influx_schema import TAGS
 from contract.messages import is_nudge
 from contract.validation import MAX_PEAK_DEG, MAX_ROTATIONS_PER_MINUTE, MINUTE_MAX_S
 from pipeline import summary
-from pipeline.activity import ACTIVITIES, LYING, WALKING
-from pipeline.summary import SIDES, day_bounds
+from pipeline.events import ACTIVITIES, LYING, SIDES, WALKING
+from pipeline.summary import day_bounds
 
 MINUTE_S = 60.0
 LIVE_STEP_S = 10  # the live trace's resolution in the report, s: a day is 8640 points (the stream is about 1 s)

@@ -22,8 +22,7 @@ from matplotlib.patches import Patch
 from matplotlib.textpath import text_to_path
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator
 
-from pipeline.activity import ACTIVITIES, WALKING
-from pipeline.summary import SIDES
+from pipeline.events import ACTIVITIES, SIDES, WALKING
 from pipeline.symmetry import MIN_TOTAL_DEG
 
 from .day import MINUTE_S, DayReport

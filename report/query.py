@@ -17,8 +17,7 @@ from typing import Any
 from contract.influx_schema import ALERT_MEASUREMENT, FIELDS, MEASUREMENT, TAGS
 from contract.messages import ALERT_DAY_LAG_MS
 from contract.validation import EPISODE_MAX_S
-from pipeline.activity import ACTIVITIES
-from pipeline.worn import NOT_WORN
+from pipeline.events import ACTIVITIES, NOT_WORN
 from service_io.influx import NO_POLICY, InfluxSettings, QueryError, query
 
 from .day import LIVE_STEP_S, DayRows

@@ -21,11 +21,14 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.detectors import LeanSettings, RotationSettings, SlouchSettings
-from pipeline.stream import RATE_HZ_RANGE, PipelineSettings
+from pipeline.events import RATE_HZ_DEFAULT, RATE_HZ_RANGE
 from service_io.influx import InfluxSettings, duration_s, redact
+
+if TYPE_CHECKING:
+    from pipeline.stream import PipelineSettings
 
 
 class ConfigError(ValueError):
@@ -81,7 +84,7 @@ class MqttSettings:
 class PipelineConfig:
     """[pipeline]: what a wearer may tune. The defaults are the pipeline's own (docs/pipeline.md)."""
 
-    rate_hz: float = PipelineSettings.rate_hz  # asked of the sensor by `posture run`; a replay uses the file's own
+    rate_hz: float = RATE_HZ_DEFAULT  # asked of the sensor by `posture run`; a replay uses the file's own
     slouch_threshold_deg: float = SlouchSettings.threshold_deg  # flexion beyond calibrated upright
     slouch_dwell_s: float = SlouchSettings.dwell_s  # held this long before it counts
     lean_threshold_deg: float = LeanSettings.threshold_deg
@@ -102,6 +105,8 @@ class PipelineConfig:
 
     def settings(self, rate_hz: float | None = None) -> PipelineSettings:
         """The pipeline's settings at rate_hz (default: rate_hz here) with this section's values."""
+        from pipeline.stream import PipelineSettings  # the signal stack (scipy, vqf): only the processes that run it
+
         base = PipelineSettings.for_rate(self.rate_hz if rate_hz is None else rate_hz)
         return dataclasses.replace(
             base,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.activity import SITTING, STANDING, ActivityClassifier, ActivitySettings
+from pipeline.activity import ActivityClassifier, ActivitySettings
+from pipeline.events import SITTING, STANDING
 
 RATE_HZ = 100.0
 G = 9.80665

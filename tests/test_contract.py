@@ -556,8 +556,8 @@ def test_minute_coverage_reads_a_minute_line_as_coverage_reads_its_payload():
 def test_a_minutes_bounds_are_derived_from_what_bounds_them():
     from contract.validation import MAX_PEAK_DEG, MAX_ROTATIONS_PER_MINUTE, MINUTE_MAX_S
     from pipeline.detectors import RotationSettings
+    from pipeline.events import RATE_HZ_RANGE
     from pipeline.metrics import SECONDS_IN_MINUTE
-    from pipeline.stream import RATE_HZ_RANGE
 
     minute = schema("metrics.json")["properties"]
     assert {minute[name]["maximum"] for name in SECONDS_IN_MINUTE} == {MINUTE_MAX_S}

@@ -13,7 +13,7 @@ import pytest
 
 from alerts.homeassistant import POSTURES, discovery_configs
 from alerts.service import yesterday
-from pipeline.activity import LYING, SITTING, STANDING, WALKING
+from pipeline.events import LYING, SITTING, STANDING, WALKING
 from support.homeassistant import KWARGS, TOPIC_RE, check_config
 
 ID_RE = re.compile(r"[a-z0-9_]+")

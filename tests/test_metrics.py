@@ -11,8 +11,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.activity import LYING, SITTING, STANDING, WALKING, activity_codes
-from pipeline.events import MinuteMetrics, RotationExcursion
+from pipeline.activity import activity_codes
+from pipeline.events import LYING, SITTING, STANDING, WALKING, MinuteMetrics, RotationExcursion
 from pipeline.metrics import LATER, MAXED, MEAN_BY, PER_ROTATION, SITTING_GAP_S, SUMMED, MinuteAggregator, merge_minutes
 from support.signals import batches, during, grid
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.activity import ACTIVITIES, ACTIVITY_NAMES, activity_codes
+from pipeline.activity import ACTIVITY_NAMES, activity_codes
 from pipeline.axial import AxialSettings, FacingBaseline
 from pipeline.detectors import hysteresis, hysteresis_rows
+from pipeline.events import ACTIVITIES
 from pipeline.runs import RunFinder
 from pipeline.symmetry import symmetry_angle, symmetry_index
 from support.signals import batches, grid, ramps

@@ -9,9 +9,10 @@ import pytest
 from evaluation.harness import Case, run_case
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
+from pipeline.events import NOT_WORN
 from pipeline.metrics import MINUTE_S
 from pipeline.stream import PosturePipeline
-from pipeline.worn import NOT_WORN, WornDetector, WornSettings
+from pipeline.worn import WornDetector, WornSettings
 
 RATE_HZ = 100.0
 T0_S = 1_796_292_000.0
