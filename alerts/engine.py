@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import deque
 from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
+from statistics import median
 from typing import Any, TypeVar
 
 import orjson
@@ -66,6 +68,8 @@ LIVE_START_SLACK_S = 1.0
 MINUTE_OVER_WORN_S = 30.0
 # A live state this close to a minute's end says what is going on at that minute.
 LIVE_FRESH_S = 120.0
+# Live states whose clock offsets the median is of (_learn_offset): about as many seconds at gateway.live_hz 1.
+OFFSETS_KEPT = 9
 # A minute or event of a local day more than this many days before the service's own date does not open a day (the
 # device's first, or one after its latest): a gateway whose clock is far behind (a Raspberry Pi booted without RTC or
 # NTP: the contract refuses only times before 2000, the service before 2020) set a new wearer's program start a month
@@ -99,6 +103,8 @@ class AlertEngine:
         # Per device, the time of the latest live state that showed a slouch (in memory only): with the slouch's end
         # events (slouch_now_over_s), how long the nudged slouch was seen to last.
         self._slouch_seen_s: dict[str, float] = {}
+        # Per device, the offsets (service clock − data time) of its latest live states, for _learn_offset
+        self._offsets: dict[str, deque[float]] = {}
         # Per device, today's minutes folded so far, in the order _fold folds them (arrival, the minutes dict's
         # own): each new minute is added to it instead of the day folded again for the rules and again for the retained
         # `today` (which made a message's cost grow with the minutes of the day). Dropped whenever a device's day
@@ -234,6 +240,8 @@ class AlertEngine:
             return [], False
         self.live[device] = doc
         state = self._state(device)
+        if not retained:  # the broker's retained copy is the gateway's last change, of any age: it tells no offset
+            self._learn_offset(device, state, doc, now_s)
         since = doc["slouching_since_s"]
         if since is not None:
             self._slouch_seen_s[device] = doc["ts"] / 1000
@@ -257,6 +265,16 @@ class AlertEngine:
         if rule.enabled and since is not None:
             out += self._slouch_now(device, state, doc, since, now_s)
         return out, _scalars(state) != before
+
+    def _learn_offset(self, device: str, state: DeviceState, doc: dict[str, Any], now_s: float) -> None:
+        """The offset of the service's clock to the gateway's data clock (state.clock_offset_s, policy.late_s), from a
+        live state as it arrives: the gateway neither spools nor queues them, the broker does not queue them for a
+        service away (QoS 0), so each is news of a second ago at most. The median of the latest OFFSETS_KEPT: a state
+        held up on its way (a busy gateway or service) moves it none, a step of the gateway's clock (NTP) within a few
+        seconds. In memory; the device's state has the latest median, saved with its next write (no write for it)."""
+        recent = self._offsets.setdefault(device, deque(maxlen=OFFSETS_KEPT))
+        recent.append(now_s - doc["ts"] / 1000)
+        state.clock_offset_s, state.clock_offset_at_s = round(median(recent), 3), now_s
 
     def _nudged_slouch_over(self, device: str, state: DeviceState, over_s: float, now_s: float) -> list[dict[str, Any]]:
         """The slouch nudged live is over, seen so from over_s (sensor time): its follow-up, if enabled."""

@@ -4,7 +4,7 @@ Pure: times come in as arguments. Data time (the finding's) decides quiet hours 
 nudge counts against the cap (contract alert_day, as `alerts_sent` and the day report count it); wall-clock
 time decides snoozes (the wearer snoozes "from now": from when the phone sent it, else from when it arrived) and
 staleness (a backlog delivered after an outage is
-history, not a nudge).
+history, not a nudge). Lateness of a "now" nudge is judged on the gateway's clock, as its live states show it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
 
-from alerts.rules import Finding
+from alerts.rules import NOW_KINDS, Finding
 from alerts.settings import Limits
 from alerts.state import DeviceState
 from contract.messages import alert_day, is_nudge
@@ -35,6 +35,9 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
     """Why the finding is held back, or None if it may be sent."""
     if now_s - finding.ts_s > limits.max_delay_s:
         return "stale"
+    if finding.kind in NOW_KINDS and (late := late_s(state, finding.ts_s, now_s)) is not None \
+            and late > limits.max_late_s:
+        return "late"
     if state.snooze_until_s is not None and now_s < state.snooze_until_s:
         return "snoozed"
     # ts, not alert_day's millisecond before: a minute's nudge reaches the phone after its end, and quiet hours are the
@@ -49,6 +52,22 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
     if limits.pace and finding.kind not in UNPACED and paced(state, finding.ts_s, day, limits, tz):
         return "paced"
     return None
+
+
+# A clock offset learned from live states is trusted this long after the latest of them (wall clock): long enough for
+# the backlog the broker delivers after a restart of this service, before any live state; not for good, as a gateway
+# whose live stream was switched off (gateway.live_hz 0) may have its clock set since (NTP after a boot without RTC).
+OFFSET_KEPT_S = 3600.0
+
+
+def late_s(state: DeviceState, t_s: float, now_s: float) -> float | None:
+    """How long after data time t_s it is now by the gateway's clock (the clock its data times are in): the service's
+    clock less the offset its live states showed (state.clock_offset_s). Unlike now_s - t_s, a gateway clock minutes
+    off does not make every minute look late (or early). None with no offset known, or one older than OFFSET_KEPT_S."""
+    if state.clock_offset_s is None or state.clock_offset_at_s is None or \
+            now_s - state.clock_offset_at_s > OFFSET_KEPT_S:
+        return None
+    return now_s - state.clock_offset_s - t_s
 
 
 # The day's first nudges go out as they come (a morning's first slouch is told at once); the rest of the cap is spread.

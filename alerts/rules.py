@@ -18,6 +18,12 @@ MINUTE_MS = 60_000
 # Praise, not a nudge: no cooldown (once per nudge), and not counted against limits.daily_cap (the cap limits how
 # often the wearer is told to do something; praise for having done it must not use that up).
 PRAISE = PRAISE_KINDS
+# What the wearer is doing *now*: told on a minute or event that comes late (a backlog after an outage) it is about
+# someone who may be walking by then, so it is held as late (policy.held_reason). Not the day's imbalances (rotation,
+# lean) nor a calibration request: those are as true later. Not slouch_now either: it is decided on a live state, which
+# is never late (the offset is learned from live states), and its time is when the delay was met, which may be minutes
+# before the first state to arrive after it (states lost); the broker's retained copy is judged stale as before.
+NOW_KINDS = ("slouch", "sitting", "recovery", "recovered")
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,10 @@ class Limits:
     quiet_hours: str = "22:00-07:00"
     expiry_s: int = 600
     max_delay_s: int = 600
+    # A nudge about what the wearer does *now* (rules.NOW_KINDS) is held as late when its data is older than this by
+    # the gateway's clock as its live states show it (policy.late_s): a gateway's minute goes out 6 s after its end,
+    # up to 2 min after a lost link's return (docs/pipeline.md, the rotation hold); past that it is a backlog.
+    max_late_s: int = 180
 
     def quiet_span(self) -> tuple[TimeOfDay, TimeOfDay] | None:
         if not self.quiet_hours:
@@ -144,6 +148,7 @@ def load_rules(path: Path | None = None) -> Rules:
 # Values that would divide by zero, fire on nothing or never: refused when the file is read.
 POSITIVE = {("slouch", "window_min"), ("slouch", "episode_min"), ("lean", "min_lean_min"),
             ("sitting", "max_sitting_min"), ("recovery", "upright_min"), ("limits", "expiry_s"),
+            ("limits", "max_late_s"),
             ("habit", "program_days")}
 PERCENT = {"share_pct", "si_pct", "side_share_pct", "max_slouch_pct", "goal_slouch_pct"}
 

@@ -65,6 +65,12 @@ class DeviceState:
     # The live stream was current at the latest minute (engine._nudged_slouch_goes_on): what a restart goes by until
     # its first live state, which comes after the minutes the broker kept for it
     live_current: bool = False
+    # The service's clock minus the gateway's data clock, as its live states show it (engine._learn_offset: they are
+    # neither queued nor spooled, so none is late), and when it was last seen so (wall clock): what tells a late
+    # minute (policy.late_s). Saved with the device's next write, so that after a restart the backlog the broker
+    # delivers before any live state is judged by it too. None: no live stream seen (gateway.live_hz 0).
+    clock_offset_s: float | None = None
+    clock_offset_at_s: float | None = None
     last_calibrated_s: float | None = None
     summary_sent_day: str | None = None
     summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program

@@ -214,6 +214,89 @@ def test_stale_data_is_not_pushed():
     assert eng.devices["D"].held_today == {"stale": 1}
 
 
+def live(t_s: float, device: str = "D") -> dict:
+    """A live state as the engine reads it (the service validated it): upright, sitting."""
+    return {"schema": 1, "kind": "live", "device": device, "ts": int(round(t_s * 1000)), "t_s": t_s,
+            "calibration": "calibrated", "flexion_deg": 3.0, "lateral_deg": 0.0, "rotation_deg": 0.0,
+            "activity": "sitting", "slouching_since_s": None, "leaning_since_s": None, "lean_side": None,
+            "sitting_since_s": t_s - 900}
+
+
+def walked(t_s: float, device: str = "D") -> dict:
+    return minute(t_s, device, walking_s=60.0)
+
+
+def test_a_late_minute_says_nothing_of_now_by_the_gateways_clock_as_its_live_states_show_it():
+    """The policy: a "now" kind on data older than limits.max_late_s by the gateway's clock (the service's less the
+    offset live states showed) is held as late; the day's imbalances and a calibration request are not; with no offset
+    known, or one older than OFFSET_KEPT_S, as before (stale only)."""
+    from alerts.policy import OFFSET_KEPT_S, held_reason
+    from alerts.rules import Finding
+    from alerts.state import DeviceState
+
+    limits, now = Limits(quiet_hours="", max_delay_s=600, max_late_s=180), DAY + 10 * 3600
+    for ahead_s in (420.0, -420.0, 0.0):  # the gateway's clock 7 min ahead, 7 min behind, right
+        state = DeviceState(clock_offset_s=-ahead_s + 0.4, clock_offset_at_s=now - 5)
+
+        def reason(kind: str, late_s: float, st: DeviceState = state, ahead_s: float = ahead_s) -> str | None:
+            return held_reason(st, Finding(kind, now + ahead_s - late_s, "warning", {}), limits, UTC, now)
+
+        for kind in ("sitting", "slouch", "recovery", "recovered"):
+            assert reason(kind, 7) is None, (ahead_s, kind)  # a minute goes out 6 s after its end
+            assert reason(kind, 130) is None, (ahead_s, kind)  # … up to 2 min after a lost link's return
+            # (7 min behind, 9 min late is 16 min old by the service's clock: stale, as before)
+            assert reason(kind, 9 * 60) == ("stale" if ahead_s < 0 else "late"), (ahead_s, kind)
+        assert reason("sitting", 4 * 60) == ("stale" if ahead_s < 0 else "late")
+        before = "stale" if ahead_s < 0 else None  # what the service's clock alone says of data 4 min late
+        for kind in ("rotation", "lean", "calibration", "slouch_now"):
+            assert reason(kind, 4 * 60) == before, (ahead_s, kind)
+        assert reason("sitting", 4 * 60, DeviceState()) == before  # no live stream: as before
+        old = DeviceState(clock_offset_s=-ahead_s, clock_offset_at_s=now - OFFSET_KEPT_S - 1)
+        assert reason("sitting", 4 * 60, old) == before
+
+
+@pytest.mark.parametrize("ahead_s", [420.0, 240.0, -420.0])
+def test_a_backlog_of_sitting_minutes_nudges_nothing_and_the_next_real_time_minute_decides(ahead_s):
+    """A gateway whose clock is off (a Raspberry Pi without RTC): its live states teach the engine the offset, real-time
+    minutes nudge as before, and a burst of minutes 13 to 5 min old (an outage's backlog) nudges nothing, however its
+    clock reads; they count for the day, the hold counts as `late`, and the next real-time minute is decided as ever."""
+    eng = engine(sitting=SittingRule(), limits=Limits(quiet_hours="", max_delay_s=600, pace=False))
+    now = DAY + 10 * 3600 + 30.0  # (service clock)
+    gateway = now + ahead_s  # the same moment by the gateway's clock
+    since = gateway - 3 * 3600  # sitting since long before: the sitting rule fires at every minute sitting
+    for device in ("Live", "Backlog"):
+        for k in range(5):  # about 1 s apart, each arriving 0.3 s after its time
+            assert eng.on_live(live(gateway - 5 + k, device), now - 5 + k + 0.3) == ([], False)
+    real_time = minute(gateway // 60 * 60 - 60, "Live", sitting_since_s=since)
+    assert [a["kind"] for a in eng.on_metrics(real_time, now)] == ["sitting"]
+
+    backlog = [minute(gateway // 60 * 60 - 60 * k, "Backlog", sitting_since_s=since) for k in range(14, 5, -1)]
+    backlog += [walked(gateway // 60 * 60 - 60 * k, "Backlog") for k in range(5, 1, -1)]
+    assert [a for doc in backlog for a in eng.on_metrics(doc, now)] == []
+    state = eng.devices["Backlog"]
+    assert state.held_today == ({"stale": 1} if ahead_s < -120 else {"late": 1})  # by the service's clock: stale
+    assert len(state.minutes) == 13 and eng.summary_evidence(state)["sitting_min"] == 9.0
+    # Sitting again, in real time: decided as ever (the hold left no cooldown)
+    again = minute(gateway // 60 * 60 - 60, "Backlog", sitting_since_s=since)
+    assert [a["ts"] for a in eng.on_metrics(again, now)] == [again["ts"] + 60_000]
+
+
+def test_an_offset_follows_a_step_of_the_gateways_clock_within_seconds_and_survives_a_restart():
+    eng = engine()
+    now = DAY + 10 * 3600
+    for k in range(20):  # one live state a second, one held up 30 s on its way
+        eng.on_live(live(now + k - 600), now + k + (30 if k == 10 else 0.2))
+    assert eng.devices["D"].clock_offset_s == 600.2  # the median: the state held up moves it none
+    for k in range(20, 26):  # NTP sets the gateway's clock right
+        eng.on_live(live(now + k), now + k + 0.2)
+    assert eng.devices["D"].clock_offset_s == 0.2  # the median of the latest 9, within 5 s of the step
+    restarted = engine()
+    restarted.load(eng.dump({"D"}))
+    assert restarted.devices["D"].clock_offset_s == 0.2
+    restarted.on_live(live(now), now + 7200, retained=True)  # the broker's retained copy tells no offset
+    assert restarted.devices["D"].clock_offset_s == 0.2
+
+
 def test_a_message_delivered_twice_counts_once_and_alerts_once():
     eng = engine(slouch=SlouchRule(window_min=5, share_pct=50, min_worn_min=3, episode_min=1000))
     docs = [minute(DAY + 9 * 3600 + 60 * k, slouch_s=45) for k in range(6)]

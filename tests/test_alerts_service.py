@@ -658,6 +658,95 @@ def test_live_states_give_one_nudge_while_slouching_and_one_recovered_after_with
     assert stats["malformed"] == {"not JSON": 1, "schema": 1, "time": 1, "device": 1}
 
 
+NOW_RULES = """
+[calibration]
+enabled = false
+[limits]
+quiet_hours = ""
+pace = false
+[habit]
+summary_time = ""
+"""
+
+
+def gateway_minute(device: str, start_s: float, sitting_since_s: float | None) -> dict:
+    """A minute worn upright, sitting since sitting_since_s, or walking (None)."""
+    doc = {**slouchy_minute(device, start_s), "slouch_s": 0.0, "sitting_since_s": sitting_since_s}
+    return doc if sitting_since_s is not None else {**doc, "sitting_s": 0.0, "walking_s": 60.0}
+
+
+def backlog(device: str, ahead_s: float) -> list[tuple[str, dict]]:
+    """What a gateway whose clock is ahead_s off sends after a 9-minute outage, in one burst: the minutes that ended
+    12 to 4 min ago, sitting (since long before: the sitting rule fires at each), and the 3 after them, walking."""
+    last_s = (time.time() + ahead_s) // 60 * 60  # the latest minute's end, by the gateway's clock
+    since = last_s - 3 * 3600
+    return [(f"posture/{device}/metrics", gateway_minute(device, last_s - 60 * k, since if k > 4 else None))
+            for k in range(13, 0, -1)]
+
+
+def live_now(port: int, device: str, ahead_s: float, count: int = 5) -> None:
+    """The gateway's live stream for a few seconds, as it goes: each state stamped when it is sent."""
+    for _ in range(count):
+        publish_live(port, device, [live_state(device, time.time() + ahead_s, None)], pace_s=0.2)
+
+
+# 4 min ahead: 7 would have every minute refused (AHEAD_SLACK_S, 5 min); 7 min behind: the minutes of the backlog are
+# stale by the service's clock too (16 to 11 min old), which a gateway behind always made them.
+@pytest.mark.parametrize("ahead_s", [240.0, -420.0])
+def test_a_backlog_after_an_outage_nudges_nothing_about_now_whatever_the_gateways_clock_reads(tmp_path, broker,
+                                                                                               ahead_s):
+    """A 9-minute outage of the gateway's link, its spool sent again in a burst: "Sitting for 50 min" of 9 minutes ago
+    went out while the minutes after it showed the wearer walking. Judged on the gateway's clock as its live states
+    show it, a real-time minute still nudges, and none of the backlog does; its hold is counted (`late`)."""
+    config = write_config(tmp_path, broker, NOW_RULES)
+    log = tmp_path / "alerts.log"
+    with running_alerts(config, log) as service:
+        real_time = Phone(broker.port, "RealTime")
+        phone = Phone(broker.port, "Outage", extra=("posture/Outage/today",))
+        wait_online(broker.port, service, log)
+        for device in ("RealTime", "Outage"):
+            live_now(broker.port, device, ahead_s)
+        last_s = (time.time() + ahead_s) // 60 * 60
+        publish(broker.port, [("posture/RealTime/metrics", gateway_minute("RealTime", last_s - 60, last_s - 3 * 3600))])
+        wait_for(lambda: real_time.kinds() == ["sitting"], 30, lambda: f"a sitting nudge, got {real_time.kinds()}\n"
+                 + log.read_text()[-2000:])
+        messages = backlog("Outage", ahead_s)
+        publish(broker.port, messages)
+        wait_for(lambda: at_last_minute(phone, ["Outage"], messages), 30, lambda: log.read_text()[-2000:])
+        time.sleep(1.0)
+        stats = stop(service, log)
+    real_time.close()
+    phone.close()
+    assert phone.kinds() == []
+    assert phone.today("Outage")["alerts_held"] == 1 and phone.today("Outage")["sitting_min"] == 9.0
+    assert stats["alerts"] == {"sitting": 1}
+
+
+def test_minutes_queued_while_the_service_was_away_nudge_nothing_about_now_after_its_restart(tmp_path, broker):
+    """The broker keeps the minutes for the service's session while it is stopped and delivers them at its restart,
+    before any live state: the offset it learned before, saved with the device's state, judges them."""
+    config = write_config(tmp_path, broker, NOW_RULES)
+    log = tmp_path / "alerts.log"
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    with running_alerts(config, log) as service:
+        wait_online(broker.port, service, log)
+        live_now(broker.port, DEVICE, 0.0)
+        first = [(f"posture/{DEVICE}/metrics", gateway_minute(DEVICE, time.time() // 60 * 60 - 20 * 60, None))]
+        publish(broker.port, first)  # an old minute, walking: the device's state is written, with its offset
+        wait_for(lambda: at_last_minute(phone, [DEVICE], first), 30, lambda: log.read_text()[-2000:])
+        stop(service, log)
+    messages = backlog(DEVICE, 0.0)
+    publish(broker.port, messages)  # while it is away
+    with running_alerts(config, log) as service:
+        wait_online(broker.port, service, log)
+        wait_for(lambda: at_last_minute(phone, [DEVICE], messages), 30, lambda: log.read_text()[-2000:])
+        time.sleep(1.0)
+        stop(service, log)
+    phone.close()
+    assert phone.kinds() == []
+    assert phone.today()["alerts_held"] == 1 and phone.today()["sitting_min"] == 9.0
+
+
 def test_a_device_known_only_from_an_old_retained_live_state_is_not_announced(tmp_path, broker):
     # The gateway leaves its last live state retained: a sensor retired two days ago still has one on the broker,
     # and so does the one in use. Only the one in use is announced to Home Assistant when the service starts.
