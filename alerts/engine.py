@@ -174,14 +174,13 @@ class AlertEngine:
         else:
             folded.add(state.minutes[str(doc["ts"])])
         self._folded[device] = folded
-        today = r.totals_of(folded)
         over = self._minute_shows_nudged_slouch_over(device, state, doc, now_s)
         rules, up = self.rules, r.upright(doc)
         found = [
             rules.slouch.enabled and (r.slouch_unbroken(state, end_ms, rules) or r.slouch_share(state, end_ms, rules)),
             # The day's imbalances, told to a wearer up (the sensor on, not lying) at this minute: the stretch is now.
-            rules.rotation.enabled and up and r.rotation_asymmetry(today, end_ms, rules, state.told.get("rotation")),
-            rules.lean.enabled and up and r.lean_asymmetry(today, end_ms, rules, state.told.get("lean")),
+            rules.rotation.enabled and up and r.rotation_asymmetry(folded, end_ms, rules, state.told.get("rotation")),
+            rules.lean.enabled and up and r.lean_asymmetry(folded, end_ms, rules, state.told.get("lean")),
             rules.sitting.enabled and r.long_sitting(doc, end_ms, rules),
             rules.calibration.enabled and r.calibration_age(state, end_ms, rules),
             rules.recovery.enabled and r.recovery(state, end_ms, rules),
@@ -548,8 +547,8 @@ class AlertEngine:
             if stretch:
                 state.remember("recent_stretches", stretch["id"])
             state.last_alert_s[f.kind] = f.ts_s
-            if (amount := r.told_amount(f)) is not None:
-                state.told = {**state.told, f.kind: amount}
+            if f.amount is not None:
+                state.told = {**state.told, f.kind: f.amount}
             if is_nudge(f.kind):  # the daily cap and alerts_sent count nudges; praise does not use them up
                 state.count_sent(alert_day(f.ts_ms, self.tz).isoformat())
             state.slouch_alert_s = self._praise_watch(f, state.slouch_alert_s)

@@ -34,6 +34,9 @@ class Finding:
     evidence: dict[str, Any]
     deficit: str | None = None  # which stretch addresses it (alerts/stretches.toml)
     side: str | None = None  # the side the stretch should favour
+    # How much of a day-total imbalance it tells of (rotation: rotations, lean: minutes leaning), as the data has it
+    # (not the evidence's tenths): the next nudge of its kind needs as much more again (state.told).
+    amount: float | None = None
 
     @property
     def ts_ms(self) -> int:
@@ -154,25 +157,28 @@ def upright(minute: dict[str, Any]) -> bool:
     return upright_s(minute) >= UPRIGHT_MINUTE_S
 
 
-def rotation_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules, told: float | None = None) -> Finding | None:
-    """told: the day's rotations when it was last nudged. Again only after as many more as the first nudge needed:
-    on totals alone it came every cooldown (2 h) all day, the same imbalance of the morning told again and again."""
-    count = day["rotations_left"] + day["rotations_right"]
-    if (count < rules.rotation.min_excursions or day["rotation_si"] is None
-            or abs(day["rotation_si"]) < rules.rotation.si_pct
+def rotation_asymmetry(day: DayTotals, end_ms: int, rules: Rules, told: float | None = None) -> Finding | None:
+    """day: the day's minutes folded, as they are: the thresholds are compared with the values as sent, not with the
+    tenths the evidence shows (an SI of 24.96 read as 25.0 was "at or over 25 %"). told: the day's rotations when it
+    was last nudged. Again only after as many more as the first nudge needed: on totals alone it came every cooldown
+    (2 h) all day, the same imbalance of the morning told again and again."""
+    count, si = day.rotations["left"] + day.rotations["right"], day.rotation_symmetry_index
+    if (count < rules.rotation.min_excursions or si is None or abs(si) < rules.rotation.si_pct
             or (told is not None and count - told < rules.rotation.min_excursions)):
         return None
-    restricted = "left" if day["rotation_si"] > 0 else "right"  # the side turned to less
+    restricted = "left" if si > 0 else "right"  # the side turned to less
     keys = ("rotations_left", "rotations_right", "rotation_left_peak_mean_deg", "rotation_right_peak_mean_deg",
             "rotation_si")
-    return Finding("rotation", end_ms / 1000, "info", {k: day[k] for k in keys} | {"restricted_side": restricted},
-                   deficit="rotation", side=restricted)
+    shown = totals_of(day)
+    return Finding("rotation", end_ms / 1000, "info", {k: shown[k] for k in keys} | {"restricted_side": restricted},
+                   deficit="rotation", side=restricted, amount=float(count))
 
 
-def lean_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules, told: float | None = None) -> Finding | None:
-    """told: the day's minutes leaning when it was last nudged. Again only after as many more as the first nudge
+def lean_asymmetry(day: DayTotals, end_ms: int, rules: Rules, told: float | None = None) -> Finding | None:
+    """day: as rotation_asymmetry's, the seconds as sent (9.97 min leaning, shown as 10.0, was "10 min").
+    told: the day's minutes leaning when it was last nudged. Again only after as many more as the first nudge
     needed: a wearer who leaned from 09:00 to 09:12 only was told again at 11:10, lying down."""
-    left, right = day["lean_left_min"], day["lean_right_min"]
+    left, right = day.lean_s["left"] / 60, day.lean_s["right"] / 60
     if left + right < rules.lean.min_lean_min or (told is not None and left + right - told < rules.lean.min_lean_min):
         return None
     side = "left" if left > right else "right"
@@ -180,19 +186,11 @@ def lean_asymmetry(day: dict[str, Any], end_ms: int, rules: Rules, told: float |
     if share < rules.lean.side_share_pct:
         return None
     away = "right" if side == "left" else "left"  # bend away from the usual lean: stretch the side it shortens
-    return Finding("lean", end_ms / 1000, "info", {"lean_left_min": left, "lean_right_min": right,
+    shown = totals_of(day)
+    return Finding("lean", end_ms / 1000, "info", {"lean_left_min": shown["lean_left_min"],
+                                                    "lean_right_min": shown["lean_right_min"],
                                                     "lean_side": side, "share_pct": round(share, 1)},
-                   deficit="lean", side=away)
-
-
-def told_amount(finding: Finding) -> float | None:
-    """How much of a day-total imbalance a nudge told of (rotation, lean), for the next to need more; else None."""
-    e = finding.evidence
-    if finding.kind == "rotation":
-        return float(e["rotations_left"] + e["rotations_right"])
-    if finding.kind == "lean":
-        return float(e["lean_left_min"] + e["lean_right_min"])
-    return None
+                   deficit="lean", side=away, amount=left + right)
 
 
 def long_sitting(minute: dict[str, Any], end_ms: int, rules: Rules) -> Finding | None:

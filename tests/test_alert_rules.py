@@ -15,6 +15,7 @@ from alerts.engine import MAX_BEHIND_DAYS, AlertEngine, FarBehind
 from alerts.settings import (
     CalibrationRule,
     Habit,
+    LeanRule,
     Limits,
     RecoveryRule,
     RotationRule,
@@ -1034,3 +1035,37 @@ def test_a_time_zone_changed_between_runs_loses_no_minute_and_counts_none_twice(
     worn = len(first) + len(then)
     assert (counted, state.late_minutes) == (worn, 0), f"{counted - worn:+.0f} (was {was:+d})"
     assert moved.today_state("D")["worn_min"] == 780.0  # the last day, whole, in the new zone
+
+
+def test_the_rules_compare_the_values_as_sent_not_the_tenths_they_show():
+    """The day's imbalances were judged on the totals rounded for display: an SI of 24.96 read as 25.0 and was told as
+    at or over 25 %, and 9.97 min leaning (shown as 10.0) as the 10 min the rule asks for. Just over the lines, they
+    are told, and their text shows what the rule read."""
+    start = DAY + 9 * 3600
+
+    def rotations(right_deg: float) -> list[dict]:  # 1 + 1 a minute: 20 rotations at the 10th
+        return [minute(start + 60 * k, rotations_right=1, rotations_left=1, rotation_right_cumulative_deg=right_deg,
+                       rotation_left_cumulative_deg=200.0 - right_deg) for k in range(15)]
+
+    def leaning(right_s: float) -> list[dict]:  # 13 minutes: 9.97 min at 46 s, 10.01 at 46.2 s
+        return [minute(start + 60 * k, lean_right_s=right_s) for k in range(13)]
+
+    # SI = (R - L) / (0.5 (R + L)): 112.48 and 87.52 a minute give 24.96, 112.52 and 87.48 25.04.
+    assert [a["kind"] for a in feed(engine(), rotations(112.48))] == []
+    [told] = feed(engine(), rotations(112.52))
+    assert told["evidence"]["rotation_si"] == 25.0 and "(SI +25%)" in told["message"]
+    assert [a["kind"] for a in feed(engine(), leaning(46.0))] == []
+    [told] = feed(engine(), leaning(46.2))
+    assert hhmm(told) == "09:13" and told["evidence"]["lean_right_min"] == 10.0
+
+
+def test_a_lean_is_told_again_after_the_minutes_as_sent_not_as_shown():
+    """The next lean nudge needs min_lean_min more minutes leaning than the last one told of, counted as the data has
+    them: counted from the rounded evidence, a few seconds were gained or lost at each."""
+    eng = engine(lean=LeanRule(cooldown_min=0.0), limits=Limits(max_delay_s=FAR, pace=False, quiet_hours=""))
+    start = DAY + 9 * 3600
+    alerts = feed(eng, [minute(start + 60 * k, lean_right_s=59.75) for k in range(30)])
+    # 10 min at 59.75 s a minute is reached in the 11th minute (10.95 min); 10 more, 20.95, in the 22nd
+    # (21.9 min). Read from the tenths, at 09:10 (9.96 shown as 10.0) and at 09:21 (20.9 over the 10.0 told).
+    assert [hhmm(a) for a in alerts] == ["09:11", "09:22"]
+    assert eng.devices["D"].told["lean"] == pytest.approx(22 * 59.75 / 60)
