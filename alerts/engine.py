@@ -27,7 +27,7 @@ import orjson
 from alerts import rules as r
 from alerts.catalog import Catalog
 from alerts.compose import alert_id, alert_payload, summary_payload
-from alerts.policy import held_reason, last_nudge_s, local
+from alerts.policy import held_reason, in_turn, last_nudge_s, local
 from alerts.settings import Rules
 from alerts.state import SNOOZES_KEPT, STARTS_KEPT, DeviceState
 from contract.messages import alert_day, is_nudge
@@ -509,9 +509,7 @@ class AlertEngine:
     # decisions ------------------------------------------------------------------------
     def _decide(self, device: str, state: DeviceState, findings: list[r.Finding], now_s: float) -> list[dict[str, Any]]:
         out, seen = [], set()
-        # The kind told longest ago first: where the cap's pace lets one nudge through, a sitter who also slouches
-        # hears "time to move" too, not only the slouch that is found at every minute.
-        for f in sorted(findings, key=lambda f: state.last_alert_s.get(f.kind, -1e18)):
+        for f in in_turn(state, findings, self.rules.limits, self.tz):
             if f.kind in seen:
                 continue
             seen.add(f.kind)

@@ -70,6 +70,22 @@ def late_s(state: DeviceState, t_s: float, now_s: float) -> float | None:
     return now_s - state.clock_offset_s - t_s
 
 
+# Which nudge goes first when the day's cap leaves one: a warning (a slouch or a sitting going on, a sensor that moved)
+# is about now, an info (the day's lean or rotation imbalance) can be told at another turn.
+SEVERITY_FIRST = ("warning", "info")
+
+
+def in_turn(state: DeviceState, findings: list[Finding], limits: Limits, tz: tzinfo | None) -> list[Finding]:
+    """The order findings found together are offered a nudge: the kind told longest ago first, so that where the cap's
+    pace lets one through, a sitter who also slouches hears "time to move" too, not only the slouch found at every
+    minute. But where the cap leaves one nudge for the day, the most severe first: told longest ago alone, the day's
+    last nudge went to an info-level lean over a warning-level slouch going on."""
+    def key(f: Finding) -> tuple[int, float]:
+        last = is_nudge(f.kind) and state.sent_on(alert_day(f.ts_ms, tz).isoformat()) == limits.daily_cap - 1
+        return (SEVERITY_FIRST.index(f.severity) if last else 0, state.last_alert_s.get(f.kind, -1e18))
+    return sorted(findings, key=key)
+
+
 # The day's first nudges go out as they come (a morning's first slouch is told at once); the rest of the cap is spread.
 PACE_FREE = 2
 # A request to recalibrate is about the data, not a habit: held for the pace, every angle would be off for hours.

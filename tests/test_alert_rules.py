@@ -1069,3 +1069,19 @@ def test_a_lean_is_told_again_after_the_minutes_as_sent_not_as_shown():
     # (21.9 min). Read from the tenths, at 09:10 (9.96 shown as 10.0) and at 09:21 (20.9 over the 10.0 told).
     assert [hhmm(a) for a in alerts] == ["09:11", "09:22"]
     assert eng.devices["D"].told["lean"] == pytest.approx(22 * 59.75 / 60)
+
+
+def test_the_days_last_nudge_goes_to_a_warning_over_an_info():
+    """With one nudge left under the daily cap, a slouch going on (warning) and the day's lean (info) found at the same
+    minute: the kind told longest ago went first, and the day's last nudge was the lean. The most severe goes first
+    there; before it, the kind told longest ago still does (the pace's turns: test_the_daily_cap_is_spread_…)."""
+    start = DAY + 9 * 3600
+    # Slouched 40 s a minute from 09:00 (the share nudged at 09:20, again from 09:50), sitting since 09:00 (nudged at
+    # 09:45), leaning right from 09:40 (10 min by 09:50).
+    docs = [minute(start + 60 * k, slouch_s=40.0, sitting_since_s=start, lean_right_s=60.0 if k >= 40 else 0.0)
+            for k in range(60)]
+    for cap, told in ((3, ["slouch", "sitting", "slouch"]), (4, ["slouch", "sitting", "lean", "slouch"])):
+        eng = engine(limits=Limits(max_delay_s=FAR, pace=False, quiet_hours="", daily_cap=cap))
+        alerts = feed(eng, docs)
+        assert [a["kind"] for a in alerts] == told, cap
+        assert [hhmm(a) for a in alerts[2:]] == ["09:50"] * (cap - 2)
