@@ -68,7 +68,8 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
     elif finding.kind == "sitting":
         text = f"Sitting for {_span(e['sitting_min'] * 60)}."
     elif finding.kind == "calibration" and e["status"] == "old":
-        text = f"Calibration is {e['calibration_age_h']:.0f} h old. {RECALIBRATE}"
+        text = (f"Calibration is {'' if e['age_known'] else 'at least '}{e['calibration_age_h']:.0f} h old. "
+                f"{RECALIBRATE}")
     elif finding.kind == "calibration":
         why, how = _why_and_how(e["reason"])
         text = f"{_shortened(why, MESSAGE_MAX_CHARS - len(how) - 1)} {how}"

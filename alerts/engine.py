@@ -200,8 +200,8 @@ class AlertEngine:
         if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
             self._close_day(state, day)
             self._folded.pop(device, None)
-        if doc["kind"] == "calibration" and doc["status"] == "calibrated":  # the latest: an old one (a replay) is none
-            state.last_calibrated_s = max(doc["t_s"], state.last_calibrated_s or doc["t_s"])
+        if doc["kind"] == "calibration" and doc["status"] == "calibrated":
+            self._calibrated(state, doc)
         found: list[r.Finding] = []
         if doc["kind"] == "slouch" and self._of_nudged_slouch(state, doc["start_s"]):
             # (A part of) the slouch nudged live: not nudged again. Never praised here: the pipeline ends a slouch for
@@ -213,6 +213,21 @@ class AlertEngine:
         elif doc["kind"] == "calibration" and self.rules.calibration.enabled:
             found += filter(None, [r.calibration_event(doc)])
         return self._decide(device, state, found, now_s)
+
+    @staticmethod
+    def _calibrated(state: DeviceState, doc: dict[str, Any]) -> None:
+        """A calibration taken or restored: its age counts from when the wearer made it (calibrated_s), not from when
+        it was said. A gateway's restart restores the one it had, which the wearer did not make anew: counted from the
+        event's time, "Calibration is 24 h old" came a day after every restart, and never for a gateway restarted
+        daily. None: restored, made when is not known: nothing new. Absent: a gateway from before calibrated_s was
+        sent, which says its time only as the event's, as before. The latest made counts: an older one said later (a
+        replayed recording's) changes nothing; but one known beats the first minute's stand-in."""
+        made_s = doc.get("calibrated_s", doc["t_s"])
+        if made_s is None:
+            return
+        made_s = min(made_s, doc["t_s"])  # made by the time it was said
+        if not state.calibration_known or state.last_calibrated_s is None or made_s > state.last_calibrated_s:
+            state.last_calibrated_s, state.calibration_known = made_s, True
 
     def _check_behind(self, device: str, state: DeviceState | None, day: str, now_s: float) -> None:
         """FarBehind if data of `day` would open a day (the device's first, or one after its latest: setting the

@@ -213,7 +213,9 @@ def calibration_age(state: DeviceState, end_ms: int, rules: Rules) -> Finding | 
     age_h = (end_ms / 1000 - state.last_calibrated_s) / 3600
     if age_h < rules.calibration.max_age_h:
         return None
-    return Finding("calibration", end_ms / 1000, "info", {"status": "old", "calibration_age_h": round(age_h, 1)})
+    # age_known False: counted from the first minute seen, no calibration said since: it is at least this old.
+    return Finding("calibration", end_ms / 1000, "info", {"status": "old", "calibration_age_h": round(age_h, 1),
+                                                          "age_known": state.calibration_known})
 
 
 def recovery(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:

@@ -71,7 +71,11 @@ class DeviceState:
     # delivers before any live state is judged by it too. None: no live stream seen (gateway.live_hz 0).
     clock_offset_s: float | None = None
     clock_offset_at_s: float | None = None
+    # When the wearer last made the calibration in use (sensor time), as the calibration events say it
+    # (engine.on_event); until one says it, the first minute seen, and calibration_known False: the calibration is at
+    # least that old (one made since would have been said).
     last_calibrated_s: float | None = None
+    calibration_known: bool = False
     summary_sent_day: str | None = None
     summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program
     late_minutes: int = 0  # minutes of days already closed, ignored

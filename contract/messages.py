@@ -114,6 +114,8 @@ def payload(device: str, item: Event | MinuteMetrics | Status | LiveState,
             del body["earlier"]
     elif isinstance(item, CalibrationEvent):
         ts = item.t_s
+        if item.status != "calibrated":  # when the calibration in use was made: said where one is taken (or restored)
+            del body["calibrated_s"]
     elif isinstance(item, EpisodeStart):
         ts = item.start_s
     elif isinstance(item, Status):

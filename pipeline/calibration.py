@@ -82,6 +82,9 @@ class Calibration:
     with_bend: bool
     bend_deg: float = 0.0
     gyro_bias_dps: np.ndarray | None = None  # measured during the still hold
+    # When the wearer made it (sensor time, Unix s: the moves' adoption); a correction from walking (turned) or a new
+    # bias keeps it, and a restart restores it. None: not known (one kept before this was, or given, not made).
+    taken_s: float | None = None
 
     @staticmethod
     def from_vectors(up_sensor: np.ndarray, bend_up_sensor: np.ndarray | None = None) -> Calibration:
@@ -110,16 +113,18 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"r_sensor_trunk": self.r_sensor_trunk.tolist(), "with_bend": self.with_bend,
                 "bend_deg": self.bend_deg,
-                "gyro_bias_dps": None if self.gyro_bias_dps is None else self.gyro_bias_dps.tolist()}
+                "gyro_bias_dps": None if self.gyro_bias_dps is None else self.gyro_bias_dps.tolist(),
+                "taken_s": self.taken_s}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Calibration:
         r = np.asarray(d["r_sensor_trunk"], dtype=float)
         if r.shape != (3, 3) or not np.allclose(r.T @ r, np.eye(3), atol=1e-6):
             raise CalibrationError("a stored calibration is not a rotation")
-        bias = d.get("gyro_bias_dps")
+        bias, taken = d.get("gyro_bias_dps"), d.get("taken_s")
         return Calibration(r, bool(d["with_bend"]), float(d.get("bend_deg", 0.0)),
-                           None if bias is None else np.asarray(bias, dtype=float))
+                           None if bias is None else np.asarray(bias, dtype=float),
+                           None if taken is None else float(taken))
 
     @property
     def face_in(self) -> bool:
@@ -127,13 +132,13 @@ class Calibration:
         return bool(self.r_sensor_trunk[2, 0] > 0.0)
 
     def with_bias(self, gyro_bias_dps: np.ndarray | None) -> Calibration:
-        return Calibration(self.r_sensor_trunk, self.with_bend, self.bend_deg, gyro_bias_dps)
+        return Calibration(self.r_sensor_trunk, self.with_bend, self.bend_deg, gyro_bias_dps, self.taken_s)
 
     def turned(self, azimuth_deg: float) -> Calibration:
         """The same up axis with forward turned by azimuth_deg toward the left: a measured sagittal plane."""
         c, s = np.cos(np.radians(azimuth_deg)), np.sin(np.radians(azimuth_deg))
         r = self.r_sensor_trunk @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        return Calibration(r, True, self.bend_deg, self.gyro_bias_dps)
+        return Calibration(r, True, self.bend_deg, self.gyro_bias_dps, self.taken_s)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -54,6 +54,11 @@ class CalibrationEvent:
     status: str  # "calibrated" | "refused" | "recalibrate"
     message: str
     with_bend: bool = False
+    # "calibrated": when the wearer made the calibration now in use (sensor time, Unix s): t_s for one made now, the
+    # earlier time for one restored from the gateway's last run or corrected from walking; None: not known (restored
+    # from a file kept before it said). Sent with "calibrated" only (contract/messages.py): the age of a calibration
+    # (the alert service's `calibration` rule) is counted from it, and a restart or a correction is no new one.
+    calibrated_s: float | None = None
     kind: str = "calibration"
 
 

@@ -270,7 +270,7 @@ class PosturePipeline:
             self._announce = False
             assert self.calibration is not None  # _announce is set only with a calibration
             out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
-                                               self.calibration.with_bend))
+                                               self.calibration.with_bend, self.calibration.taken_s))
         cal, start, watching = None, len(t_s), self.armed
         if watching:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
@@ -451,6 +451,8 @@ class PosturePipeline:
 
     def _adopt(self, cal: Calibration, t_s: float, out: PipelineOutput, how: str | None = None) -> None:
         again = self.calibration is not None
+        if how is None:  # the wearer's moves: a calibration made now (a correction from walking keeps its time)
+            cal = replace(cal, taken_s=t_s)
         if how is None and not self._posture_known:
             self.activity.seated()
             self._posture_unseen = False
@@ -472,7 +474,7 @@ class PosturePipeline:
                    "from the upright hold only, so forward is assumed from how the sensor sits: bend forward once "
                    "(15° or more) and sit up to finish")
         out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}",
-                                           cal.with_bend))
+                                           cal.with_bend, cal.taken_s))
 
     def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, steps: np.ndarray, att: SensorAttitude,
                  acc_vertical: np.ndarray, real: np.ndarray | None, lost_samples: int,

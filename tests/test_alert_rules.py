@@ -1005,7 +1005,7 @@ def test_a_replayed_old_calibration_does_not_make_the_sensor_look_uncalibrated()
     assert eng.devices["D"].last_calibrated_s == morning
     # A day on from the morning's calibration the nudge still comes.
     [old] = feed(eng, [minute(morning + 86_400)])
-    assert old["evidence"] == {"status": "old", "calibration_age_h": 24.0}
+    assert old["evidence"] == {"status": "old", "calibration_age_h": 24.0, "age_known": True}
 
 
 @pytest.mark.parametrize("before, after, evening_min, days_on, was", [
@@ -1085,3 +1085,48 @@ def test_the_days_last_nudge_goes_to_a_warning_over_an_info():
         alerts = feed(eng, docs)
         assert [a["kind"] for a in alerts] == told, cap
         assert [hhmm(a) for a in alerts[2:]] == ["09:50"] * (cap - 2)
+
+
+def calibrated(t_s: float, **fields) -> dict:
+    return {"schema": 1, "kind": "calibration", "device": "D", "ts": int(t_s * 1000), "t_s": t_s,
+            "status": "calibrated", "message": "calibrated with a 30° forward bend", "with_bend": True} | fields
+
+
+def test_the_calibrations_age_counts_from_when_the_wearer_made_it_not_from_a_gateway_restart():
+    """A gateway's restart restores the calibration it had and says so in a `calibrated` event: the wearer made
+    nothing anew, yet its age was counted from that event ("Calibration is 24 h old" a day after every restart, never
+    for a gateway restarted daily). The event says when the calibration was made (calibrated_s); one restored whose
+    time is not known (null: kept before it was said) changes nothing."""
+    morning, evening = DAY + 8 * 3600, DAY + 20 * 3600
+    for restored in ({"calibrated_s": morning}, {"calibrated_s": None}):
+        eng = engine(calibration=CalibrationRule(), limits=Limits(max_delay_s=FAR, quiet_hours=""))
+        eng.on_event(calibrated(morning, calibrated_s=morning), now_s=morning)
+        feed(eng, [minute(morning + 60 * k) for k in range(12 * 60)])
+        eng.on_event(calibrated(evening, calibrated_s=None, message="calibration restored from the last run")
+                     | restored, now_s=evening)
+        [old] = feed(eng, [minute(evening + 60 * k) for k in range(12 * 60 + 1)])
+        assert hhmm(old) == "08:00" and old["message"].startswith("Calibration is 24 h old."), restored
+    # A gateway from before calibrated_s was sent says the event's time alone: taken as before.
+    eng = engine(calibration=CalibrationRule(), limits=Limits(max_delay_s=FAR, quiet_hours=""))
+    eng.on_event(calibrated(morning), now_s=morning)
+    eng.on_event(calibrated(evening), now_s=evening)
+    assert eng.devices["D"].last_calibrated_s == evening
+
+
+def test_a_calibration_the_service_never_saw_made_is_at_least_as_old_as_its_data():
+    """A service started after the calibration (or one restored from a file that did not say when) counts its age from
+    the first minute it saw: the calibration is at least that old, and the nudge says so. A restored one that says
+    when it was made (a gateway restarted later) is counted from then, earlier than that first minute."""
+    start = DAY + 9 * 3600
+    eng = engine(calibration=CalibrationRule(), limits=Limits(max_delay_s=FAR, quiet_hours=""))
+    alerts = feed(eng, [minute(start + 60 * k) for k in range(24 * 60 + 1)])
+    assert [(hhmm(a), a["message"].split(".")[0], a["evidence"]["age_known"]) for a in alerts] == [
+        ("09:00", "Calibration is at least 24 h old", False)]
+    eng = engine(calibration=CalibrationRule(), limits=Limits(max_delay_s=FAR, quiet_hours=""))
+    feed(eng, [minute(start + 60 * k) for k in range(3 * 60)])
+    made = DAY + 6 * 3600  # before the service's first minute
+    eng.on_event(calibrated(start + 3 * 3600, calibrated_s=made, message="calibration restored from the last run"),
+                 now_s=start + 3 * 3600)
+    [old] = feed(eng, [minute(start + 3 * 3600 + 60 * k) for k in range(21 * 60)])
+    assert hhmm(old) == "06:00" and old["evidence"]["calibration_age_h"] == 24.0
+    assert old["message"].startswith("Calibration is 24 h old.")

@@ -1521,3 +1521,69 @@ def test_a_snooze_delivered_again_is_known_by_its_packet_id_or_its_sent_time_and
         assert len(service._waiting_snoozes["Fresh"]) == 1
     finally:
         service.spool.close()
+
+
+CALIBRATION_AGE_RULES = """
+[slouch]
+enabled = false
+[sitting]
+enabled = false
+[recovery]
+enabled = false
+[limits]
+quiet_hours = ""
+max_delay_s = 1000000
+[habit]
+summary_time = ""
+"""
+
+
+def test_a_gateway_restart_does_not_make_a_day_old_calibration_new(tmp_path, broker):
+    """The wearer calibrated a day ago; the gateway restarted 20 min ago and said the calibration it restored. Counted
+    from that event, the calibration was 20 min old and "Calibration is 24 h old" would come tomorrow afternoon (never,
+    for a gateway restarted daily); it is counted from when the wearer made it, across a restart of the alert service
+    too. A sensor whose calibration the service never saw made is at least as old as its first minute, and is told
+    so."""
+    now = time.time() // 60 * 60
+    made_s, restart_s = now - 24 * 3600 - 15 * 60, now - 20 * 60
+    config, log = write_config(tmp_path, broker, CALIBRATION_AGE_RULES), tmp_path / "alerts.log"
+
+    def calibrated(t_s: float, **fields) -> tuple[str, dict]:
+        doc = {"schema": 1, "kind": "calibration", "device": DEVICE, "ts": int(t_s * 1000), "t_s": t_s,
+               "status": "calibrated", "with_bend": True, "message": "calibrated with a 30° forward bend"}
+        return f"posture/{DEVICE}/events", doc | fields
+
+    def minutes(device: str, starts: list[float]) -> list[tuple[str, dict]]:
+        return [(f"posture/{device}/metrics", slouchy_minute(device, t_s) | {"slouch_s": 0.0, "sitting_since_s": None})
+                for t_s in starts]
+
+    phone, other = Phone(broker.port, extra=(f"posture/{DEVICE}/today",)), Phone(broker.port, "OtherSensor")
+    try:
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            # Said as it was made, the first minutes after (the age is not counted from them).
+            first = minutes(DEVICE, [made_s + 60 * k for k in range(30, 40)])
+            publish(broker.port, [calibrated(made_s, calibrated_s=made_s), *first])
+            wait_for(lambda: phone.today(), 30, "the day before handled")
+            # (What it had not handled at its stop, the broker keeps for its session: the next run handles it.)
+            assert stop(service, log)["received"] >= 1
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            publish(broker.port, [calibrated(restart_s, calibrated_s=made_s,
+                                             message="calibration restored from the last run"),
+                                  *minutes(DEVICE, [restart_s + 60 * k for k in range(12)]),
+                                  *minutes("OtherSensor", [now - 24 * 3600 - 10 * 60, now - 9 * 60])])
+            wait_for(lambda: phone.alerts and other.alerts, 30, "both calibration nudges")
+            time.sleep(1)  # (nothing more comes: the cooldown)
+            stop(service, log)
+        [told] = phone.alerts
+        assert (told["kind"], told["ts"], told["evidence"]) == (
+            "calibration", int((made_s + 24 * 3600) * 1000),
+            {"status": "old", "calibration_age_h": 24.0, "age_known": True})
+        assert told["message"].startswith("Calibration is 24 h old.")
+        [unseen] = other.alerts
+        assert unseen["message"].startswith("Calibration is at least 24 h old.") and unseen["ts"] == int(
+            (now - 8 * 60) * 1000)
+    finally:
+        phone.close()
+        other.close()

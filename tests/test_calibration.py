@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from evaluation.accuracy import CASES, load_case_scenario
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import parse_scenario
 from pipeline.calibration import Calibration
+from pipeline.events import CalibrationEvent
 from pipeline.stream import PosturePipeline
 
 
@@ -514,3 +516,40 @@ def test_a_bend_given_up_at_the_bottom_starts_the_next_hold_however_the_stream_i
                       if e.kind == "calibration"]
     assert any("did not come back" in m for _, _, m in said[5])
     assert said[100] == said[5] and said[6000] == said[5], said
+
+
+def test_a_calibration_says_when_the_wearer_made_it_and_a_restored_one_the_same_time():
+    """The alert service counts a calibration's age from when the wearer made it: the `calibrated` event of a new one
+    says its own time, the one a restarted gateway restores the time it was made (kept in the saved calibration), not
+    the restart's; a correction from walking keeps it too. Sent with `calibrated` only, and valid on the wire."""
+    from contract.messages import payload
+    from contract.validation import load_validators, parse
+
+    case = next(c for c in CASES if c.name == "office-short")
+    sim = SensorSimulation(load_case_scenario(case), seed=case.seed)
+    chunks = list(sim.chunks(max_samples=1000))
+    first = PosturePipeline()
+    made = [e for ch in chunks[:12] for e in first.update(ch.t_s, ch.acc_g, ch.gyro_dps).events
+            if e.kind == "calibration" and e.status == "calibrated"]
+    assert made and all(e.calibrated_s == e.t_s for e in made)
+    assert first.calibration.taken_s == made[-1].t_s
+    stored = Calibration.from_dict(json.loads(json.dumps(first.calibration.to_dict())))
+    restarted = PosturePipeline(calibration=stored)
+    [said] = [e for e in restarted.update(chunks[12].t_s, chunks[12].acc_g, chunks[12].gyro_dps).events
+              if e.kind == "calibration"]
+    assert said.t_s == chunks[12].t_s[0] > said.calibrated_s == made[-1].t_s
+    assert first.calibration.turned(5.0).taken_s == first.calibration.with_bias(None).taken_s == made[-1].t_s
+    # A file kept before the time was: not known (null), not the restart's time.
+    old_file = {k: v for k, v in first.calibration.to_dict().items() if k != "taken_s"}
+    [unknown] = [e for e in PosturePipeline(calibration=Calibration.from_dict(old_file)).update(
+        chunks[12].t_s, chunks[12].acc_g, chunks[12].gyro_dps).events if e.kind == "calibration"]
+    assert unknown.calibrated_s is None
+    validators, t0_s = load_validators(), 1_790_000_000.0  # the simulation's clock starts at 0
+    def sent(doc: dict) -> dict:
+        return parse("events", json.dumps(doc).encode(), validators, doc["ts"] / 1000)
+
+    for event, key in ((said, made[-1].t_s + t0_s), (unknown, None)):
+        doc = payload("D", replace(event, t_s=event.t_s + t0_s, calibrated_s=key))
+        assert doc["calibrated_s"] == key and sent(doc) == doc
+    refused = payload("D", CalibrationEvent(said.t_s + t0_s, "refused", "moving during the hold"))
+    assert "calibrated_s" not in refused and sent(refused) == refused
