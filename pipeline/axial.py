@@ -19,7 +19,8 @@ heading after it may be a trunk still turned: the baseline then starts there pro
 until the facing direction is known again — the trunk held one heading, steady within `near_deg`, for `settle_s`
 (longer than any rotation is held) — and then measured again against that heading, as if the baseline had started
 there (`found`). If the wearer walks first, or no such heading comes within `hold_max_s`, the provisional measure
-stands.
+stands. A restart (a pipeline given a kept calibration, pipeline/stream.py) starts the same way: its first
+heading may be a trunk turned too.
 
 The baseline moves in blocks of `block_s`, a Python step per block (4 per second), not per sample.
 """

@@ -119,8 +119,8 @@ class MinuteAggregator:
             self._minute(math.floor(t_s / MINUTE_S)).lost_samples += lost_samples
 
     def wait_from(self, t_s: float | None) -> None:
-        """Events that end at t_s or later may still come for a while (rotations held after a lost link): the minutes
-        after t_s wait, ended or not, until this is called with None."""
+        """Events that end at t_s or later may still come for a while (rotations held after a lost link or a restart):
+        the minutes after t_s wait, ended or not, until this is called with None."""
         self._waiting_from_s = math.inf if t_s is None else t_s
 
     def ready(self, now_s: float) -> list[MinuteMetrics]:

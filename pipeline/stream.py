@@ -98,8 +98,8 @@ class PipelineOutput:
 
     rotation_deg is continuous (unwrapped), as the rotation detector needs it: after a large turn (a swivel chair
     spun round) it passes ±180° until the facing direction catches up. Nothing publishes it per sample; the live
-    state says it in (−180°, 180°]. After a lost link it is provisional until the facing direction shows (the events
-    are measured again then: pipeline/axial.py)."""
+    state says it in (−180°, 180°]. After a lost link, and from a restart's first sample, it is provisional until the
+    facing direction shows (the events are measured again then: pipeline/axial.py)."""
 
     t_s: np.ndarray
     flexion_deg: np.ndarray
@@ -112,9 +112,9 @@ class PipelineOutput:
 
 @dataclass
 class _HeldRotations:
-    """While the facing direction is unknown after a lost link (FacingBaseline.holding): the samples the rotation
-    detector was fed since, with what excludes them bar the facing direction's jumps, and the excursions it found
-    against the provisional facing direction."""
+    """While the facing direction is unknown after a lost link or a restart (FacingBaseline.holding): the samples the
+    rotation detector was fed since, with what excludes them bar the facing direction's jumps, and the excursions it
+    found against the provisional facing direction."""
 
     t_s: list[np.ndarray] = field(default_factory=list)
     excluded: list[np.ndarray] = field(default_factory=list)  # walking or lying
@@ -151,6 +151,10 @@ class PosturePipeline:
         if calibration is not None:
             self.activity.trunk_axis(calibration.r_sensor_trunk[:, 2])
         self.baseline = FacingBaseline(settings.axial)
+        if calibration is not None:
+            # Measured from the first sample (a gateway restarted, its calibration restored), which may find the trunk
+            # turned, as a link back may: the facing direction is held for, as after a lost link (pipeline/axial.py).
+            self.baseline.reset(hold=True)
         self.slouch = SlouchDetector(settings.slouch)
         self.lean = LeanDetector(settings.lean)
         self.rotation = RotationDetector(settings.rotation)
@@ -556,7 +560,7 @@ class PosturePipeline:
             self._follow_feet(t_s, ~(sitting | lying), sitting)
         slouches, leans, rotations = feed_together(t_s, self.slouch, flexion, upright_context, self.lean, lateral,
                                                    sitting, self.rotation, rotation, walking | lying | jumped)
-        if self.baseline.holding or self.baseline.found is not None:  # after a lost link
+        if self.baseline.holding or self.baseline.found is not None:  # after a lost link or a restart
             rotations = self._hold_rotations(t_s, rotation, walking | lying, jumped, rotations)
             if self.baseline.found is not None and self.baseline.found.shown_deg is not None:
                 rotation = self.baseline.found.shown_deg  # provisional up to where the hold ended, as in any batching

@@ -293,6 +293,22 @@ def test_a_link_back_while_the_trunk_is_turned_reads_no_twist_the_other_way():
         np.testing.assert_array_equal(cut.rotation_deg, cuts[0].rotation_deg)
 
 
+def test_a_gateway_started_while_the_trunk_is_turned_reads_no_twist_the_other_way():
+    """A gateway restarted while the first twist is held (its calibration restored, gateway/service.py): its first
+    heading, 30° to the left, was taken for the facing direction, as a link back's was, and the way back read as a
+    twist to the right. Held for as after a lost link: the second twist, as seen whole, and nothing of the first; the
+    same in any batching."""
+    whole = rel(run(TWISTS_LEFT).of(RotationExcursion))
+    starts = [run(TWISTS_LEFT, ((0.0, BACK_TURNED[0][1]),), size) for size in (7, 100, 1_000_000)]
+    for start in starts:
+        assert start.pipeline.gaps_reset == 0  # no gap: its first sample
+        twists = start.of(RotationExcursion)
+        assert [e.side for e in twists] == ["left"] and rel(twists) == whole[1:]
+        assert twists[0].peak_deg == pytest.approx(30.0, abs=2.0)
+        assert [(m.rotations_left, m.rotations_right) for m in start.minutes] == [(0, 0), (1, 0), (0, 0)]
+        np.testing.assert_array_equal(start.rotation_deg, starts[0].rotation_deg)
+
+
 def test_the_minutes_after_a_lost_link_wait_for_the_facing_direction_and_no_longer():
     """The minute the link came back in (ending at t = 30 s) goes out once the facing direction shows (the trunk back
     from the second twist at 39.7 s and steady for 15 s), not 6 s after its end: a rotation found then may end in it.
