@@ -136,6 +136,11 @@ class StreamDecoder:
             if placed.duplicate:
                 self.stats.duplicates += 1
                 return None
+            if placed.clock_step_s:
+                log.warning("%s: the sensor clock stepped %s by %.3f s (the packet counter says %d packets lost, "
+                            "not the clock's gap): sample times go on from the last packet", self.device,
+                            "forward" if placed.clock_step_s > 0 else "back", abs(placed.clock_step_s),
+                            placed.lost_packets)
             batches = self._batches(packet, host_s, placed)
         else:
             self._check_rate(host_s, packet.n)

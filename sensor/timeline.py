@@ -28,10 +28,18 @@ class Placement:
     lost_packets: int  # packets missing right before this packet (0 where the wire has no counter)
     duplicate: bool = False  # a packet we already had (its samples should be dropped)
     late_s: float = 0.0  # how long after the floor of its neighbours it arrived (arrival-timed: a backlog's packet)
+    clock_step_s: float = 0.0  # how far the sensor clock stepped right before this packet (taken out of t_sensor_s)
 
 
 class CountedTimeline:
-    """For profiles with a sequence counter and sensor timestamps on the wire: gaps are exact."""
+    """For profiles with a sequence counter and sensor timestamps on the wire: gaps are exact.
+
+    The counter and the clock tell a gap twice over. Where they disagree the sensor clock stepped (a firmware that
+    sets its clock while it streams): the counter says what was lost, and the step is taken out of the sensor times,
+    which go on from the last packet. Read off the clock, a step forward of 35 min within a connection at 200 Hz was
+    420,000 samples "lost" in one minute, which the contract refuses (at most 48,000), and its samples were mapped
+    35 min into the future; a step back dropped every packet as a repeat until the clock had caught up.
+    """
 
     def __init__(self) -> None:
         self._last_seq: int | None = None
@@ -40,22 +48,33 @@ class CountedTimeline:
         self._next_us = 0  # where the next sample is due, on the unwrapped sensor clock
 
     def place(self, seq: int, t0_us: int, period_us: int, n: int) -> Placement:
+        clock_step_us = 0
         if self._last_seq is None:
             self._t0_unwrapped_us = t0_us
             lost_samples = lost_packets = 0
         else:
             step_us = (t0_us - self._last_t0_us) % CLOCK_MODULO_US
-            # Not after the last packet: a repeat, not 35 minutes (behind) or 65,535 packets (the same
-            # packet again) of loss. A BLE stack with a stale subscription delivers each packet twice.
-            if step_us == 0 or step_us >= CLOCK_MODULO_US // 2:
-                return Placement(np.empty(0), 0, 0, duplicate=True)
-            self._t0_unwrapped_us += step_us
-            lost_samples = max(0, round((self._t0_unwrapped_us - self._next_us) / period_us))
             lost_packets = (seq - self._last_seq - 1) % SEQ_MODULO
+            behind = step_us == 0 or step_us >= CLOCK_MODULO_US // 2
+            # Not after the last packet by the clock nor by the counter: a repeat, not 35 minutes (behind) or
+            # 65,535 packets (the same packet again) of loss. A BLE stack with a stale subscription delivers each
+            # packet twice.
+            if behind and lost_packets >= SEQ_MODULO // 2:
+                return Placement(np.empty(0), 0, 0, duplicate=True)
+            lost_samples = round((self._t0_unwrapped_us + step_us - self._next_us) / period_us)
+            # The packets the clock says were lost, against the counter's count (modulo its wrap, within one).
+            by_clock = (round(lost_samples / n) - lost_packets + SEQ_MODULO // 2) % SEQ_MODULO - SEQ_MODULO // 2
+            if behind or abs(by_clock) > 1:
+                lost_samples = lost_packets * n  # the counter's: the clock stepped
+                clock_step_us = self._t0_unwrapped_us + step_us - (self._next_us + lost_samples * period_us)
+                step_us -= clock_step_us
+                clock_step_us = (clock_step_us + CLOCK_MODULO_US // 2) % CLOCK_MODULO_US - CLOCK_MODULO_US // 2
+            self._t0_unwrapped_us += step_us
+            lost_samples = max(0, lost_samples)
         self._last_seq, self._last_t0_us = seq, t0_us
         self._next_us = self._t0_unwrapped_us + n * period_us
         t_us = self._t0_unwrapped_us + period_us * np.arange(n)
-        return Placement(t_us / 1e6, lost_samples, lost_packets)
+        return Placement(t_us / 1e6, lost_samples, lost_packets, clock_step_s=clock_step_us / 1e6)
 
 
 class ArrivalTimeline:
