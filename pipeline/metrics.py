@@ -114,9 +114,18 @@ class MinuteAggregator:
         peak = f"rotation_{side}_peak_max_deg"
         setattr(m, peak, max(getattr(m, peak) or 0.0, event.peak_deg))
 
-    def add_lost(self, t_s: float, lost_samples: int) -> None:
+    def add_lost(self, t_s: float, lost_samples: int, most: int) -> None:
+        """Samples lost right before the sample at t_s, counted in its minute: up to `most` in a minute (with what a
+        part of it handed out unfinished counted), the samples a minute holds at the rate asked. A link is reconnected
+        when silent for 3 s (sensor/link.py, watchdog_s), so more is no loss of packets: it is an arrival-timed sensor's
+        count over notifications that stopped for minutes within one connection (35 min at 50 Hz: 105,000), which a
+        minute cannot have lost and the contract refuses (at most 120 s at the fastest rate): the status's
+        lost_samples keeps the whole count."""
         if lost_samples:
-            self._minute(math.floor(t_s / MINUTE_S)).lost_samples += lost_samples
+            m = self._minute(math.floor(t_s / MINUTE_S))
+            handed = self._handed
+            before = handed.lost_samples if handed is not None and handed.minute_start_s == m.minute_start_s else 0
+            m.lost_samples = min(m.lost_samples + lost_samples, max(m.lost_samples, most - before))
 
     def wait_from(self, t_s: float | None) -> None:
         """Events that end at t_s or later may still come for a while (rotations held after a lost link or a restart):

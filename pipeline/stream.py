@@ -691,7 +691,7 @@ class PosturePipeline:
         m = self.minutes
         m.add_samples(t_s, flexion_deg, lateral_deg, activity, self.dt_s)
         if first_real_s is not None:
-            m.add_lost(first_real_s, lost_samples)
+            m.add_lost(first_real_s, lost_samples, math.ceil(self.s.rate_hz * MINUTE_S))
         for e in rotations:
             m.add_rotation(e)
         # Slouch and lean time counts once confirmed by the dwell, from where it started.

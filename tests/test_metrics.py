@@ -7,6 +7,7 @@ the minute it happened, however the samples arrive.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -159,11 +160,40 @@ def test_a_rotation_across_a_minute_boundary_counts_once_in_the_minute_it_ended(
 def test_lost_samples_are_counted_in_their_minute():
     agg = MinuteAggregator(HOLD_S)
     add(agg, grid(120.0, RATE_HZ, M0_S), now_s=M0_S)
-    agg.add_lost(M0_S + 5, 3)
-    agg.add_lost(M0_S + 50, 2)
-    agg.add_lost(M0_S + 61, 4)
-    agg.add_lost(M0_S + 70, 0)
+    most = round(RATE_HZ * 60)
+    agg.add_lost(M0_S + 5, 3, most)
+    agg.add_lost(M0_S + 50, 2, most)
+    agg.add_lost(M0_S + 61, 4, most)
+    agg.add_lost(M0_S + 70, 0, most)
     assert [m.lost_samples for m in agg.flush()] == [5, 4]
+
+
+@pytest.mark.parametrize("rate_hz", [50.0, 200.0])
+def test_a_minute_never_counts_more_lost_samples_than_it_holds(rate_hz):
+    # An arrival-timed sensor (WT901BLE, Thingy:52) whose notifications stop for 35 min within one connection counts
+    # the whole silence lost, in the minute of the next sample: 105,000 at 50 Hz, 420,000 at 200 Hz, which the contract
+    # refuses (at most 120 s at the fastest rate), and the wearer's minute was lost. A minute counts at most the samples
+    # it holds at the rate asked; a loss of a few packets still counts whole, in the minute it ends in.
+    from contract.messages import payload
+    from contract.validation import load_validators, parse
+    from pipeline.calibration import Calibration
+    from pipeline.stream import PipelineSettings, PosturePipeline
+
+    rng = np.random.default_rng(3)
+    pipeline = PosturePipeline(PipelineSettings(rate_hz=rate_hz), calibration=Calibration(np.eye(3), True))
+    minutes, silence_s, few = [], 2100.0, 7
+    # 150 s worn; silent 35 min (all counted lost); 150 s; 150 s more, its first few samples lost.
+    for start_s, lost in [(0.0, 0), (150.0 + silence_s, round(silence_s * rate_hz)), (300.0 + silence_s, few)]:
+        t_s = M0_S + start_s + np.arange(round(150 * rate_hz)) / rate_hz
+        t_s = t_s[few:] if lost == few else t_s
+        acc_g = np.tile([0.0, 0.0, 1.0], (len(t_s), 1)) + rng.normal(0, 0.01, (len(t_s), 3))
+        minutes += pipeline.update(t_s, acc_g, rng.normal(0, 1, (len(t_s), 3)), lost).metrics
+    minutes += pipeline.link_lost().metrics
+    assert {m.minute_start_s - M0_S: m.lost_samples for m in minutes if m.lost_samples} == {
+        2220.0: round(60 * rate_hz), 2400.0: few}
+    validators = load_validators()
+    for m in minutes:  # the contract takes every one
+        parse("metrics", json.dumps(payload("dev", m)).encode(), validators, now_s=M0_S + 3600)
 
 
 def test_a_minute_without_samples_gets_no_metrics_and_does_not_hold_up_the_next():
