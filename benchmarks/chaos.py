@@ -45,6 +45,7 @@ import paho.mqtt.client as mqtt
 
 from contract.influx_schema import ALERT_MEASUREMENT, MEASUREMENT, TAGS
 from contract.messages import coverage
+from contract.validation import MINUTE_SLACK_S
 from evaluation.doc_sections import write_section
 from firmware_sim.testbed import Testbed, adapter_address
 from posture.local_servers import InfluxDB1, Mosquitto, ServerError
@@ -458,6 +459,11 @@ def malformed_burst(monitor: Monitor, devices: list[str], rng: np.random.Generat
     future = (event if "end_s" in event else fallback_event(device)) | {
         "ts": int(start_s * 1000), "start_s": start_s, "end_s": start_s + TEN_YEARS_S}
     inf_text = json.dumps(metrics | {"worn_s": 12345.678}).replace("12345.678", "1e400")
+    # Every field within its schema bounds, the minute's own device and a time of its own, but slouched longer than it
+    # was worn: only the contract's bounds of a minute (check_minute) refuse it, as kind `minute`.
+    worn_s = min(float(metrics.get("worn_s") or 0.0), 60.0)
+    impossible = metrics | {"ts": metrics["ts"] + 30_000, "minute_start_s": (metrics["ts"] + 30_000) / 1000,
+                            "worn_s": worn_s, "slouch_s": worn_s + MINUTE_SLACK_S + 30.0}
     return [
         ("not JSON", t_metrics, b"\x00\xffnot json {"),
         ("deep JSON", t_events, b"[" * 100_000),
@@ -467,6 +473,7 @@ def malformed_burst(monitor: Monitor, devices: list[str], rng: np.random.Generat
         ("end_s ten years ahead", t_events, json.dumps(future).encode()),
         ("huge integers", t_metrics, json.dumps(metrics | {"rotations_left": 10**30, "lost_samples": 2**70}).encode()),
         ("huge ts", t_events, json.dumps(event | {"ts": 10**20}).encode()),
+        ("slouch_s beyond worn_s", t_metrics, json.dumps(impossible).encode()),
     ]
 
 
@@ -730,7 +737,9 @@ class Run:
         t0 = min(f["done_at"] - f["at_s"] for f in faults if f["done_at"])
         state = {"t0": t0, "notes": result["notes"] + ["dead-letter counts were not saved by this run"],
                  "gateway_down": [(f["done_at"], f["back_at"]) for f in faults if f["kind"] == "gateway_kill"],
-                 "injected_times": [(f["done_at"], 8) for f in faults if f["kind"] == "malformed_burst"],
+                 # A burst publishes each kind once: as many messages as kinds (8 before the `minute` kind came).
+                 "injected_times": [(f["done_at"], len(result["injected"])) for f in faults
+                                    if f["kind"] == "malformed_burst"],
                  "code": "?", "args": vars(self.args), "faults": faults, "injected": result["injected"],
                  "dead": {}, "lives": {s.name: {} for s in self.stacks}}
         (self.workdir / "state.json").write_text(json.dumps(state, default=str))
