@@ -15,14 +15,15 @@ from contract.validation import Malformed, load_validators, parse, stream_of
 from pipeline.events import MinuteMetrics
 
 
+@pytest.mark.parametrize("devices", [["Chaos1", "Chaos2"], ["Chaos1"]])
 @pytest.mark.parametrize("worn_s", [None, 0.0, 12.5, 60.08])
-def test_every_payload_of_a_malformed_burst_is_refused_and_a_minute_by_its_bounds(worn_s):
+def test_every_payload_of_a_malformed_burst_is_refused_and_a_minute_by_its_bounds(worn_s, devices):
     from benchmarks.chaos import malformed_burst
 
     # The stream's last minute as a template (the burst copies it), or none yet.
     minute = MinuteMetrics(time.time() // 60 * 60 - 60, worn_s=worn_s or 0.0, sitting_s=worn_s or 0.0)
     templates = {} if worn_s is None else {("Chaos1", "metrics"): payload("Chaos1", minute)}
-    burst = malformed_burst(SimpleNamespace(templates=templates), ["Chaos1", "Chaos2"], np.random.default_rng(1))
+    burst = malformed_burst(SimpleNamespace(templates=templates), devices, np.random.default_rng(1))
     validators, reasons = load_validators(), {}
     for kind, topic, body in burst:
         with pytest.raises(Malformed) as refused:  # as the bridge and the alert service read a message
