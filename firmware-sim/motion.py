@@ -26,6 +26,12 @@ from .scenario import OFF, PLACED_POSES_DEG, SITTING, STANDING, Scenario, contex
 SLOUCH_TRUTH_THRESHOLD_DEG = 15.0
 SLOUCH_TRUTH_EXIT_DEG = 12.0
 SLOUCH_TRUTH_MIN_S = 5.0
+# Truth definition of a lean interval, likewise the product's (docs/pipeline.md, "Lean"): |TRUE lateral bend| above
+# the threshold, until it falls below the exit, for at least LEAN_TRUTH_MIN_S, while sitting (the context of the
+# segment; off the body excluded, as for a slouch). Whatever the segment: a slouch or a rotation while leaning leans.
+LEAN_TRUTH_THRESHOLD_DEG = 6.0
+LEAN_TRUTH_EXIT_DEG = 4.0
+LEAN_TRUTH_MIN_S = 5.0
 
 BREATH_HZ = 0.25
 BREATH_HZ_SPREAD = 0.1  # relative, per simulation
@@ -345,7 +351,8 @@ class MotionModel:
     # ---- ground truth -------------------------------------------------------------------
 
     def events(self) -> TruthEvents:
-        ev = TruthEvents(slouch_episodes=self._slouch_episodes())
+        slouches, leans = self._held_postures()
+        ev = TruthEvents(slouch_episodes=slouches, lean_intervals=leans)
         for k, seg in enumerate(self.segments):
             if seg.activity == "rotate":
                 for start_s, end_s, amp in zip(seg.bumps.start_s, seg.bumps.end_s, seg.bumps.amplitude_deg):
@@ -354,9 +361,6 @@ class MotionModel:
                     ev.rotation_excursions.append(RotationExcursion(float(start_s), float(end_s), side, peak_deg))
             elif seg.activity == "swivel":
                 ev.swivel_turns += _swivel_turns(seg)
-            elif seg.activity == "lean" and seg.context == SITTING:
-                lat = self._window(seg.start_s, seg.end_s).lateral_deg
-                ev.lean_intervals.append(LeanInterval(seg.start_s, seg.end_s, seg.params.side, float(lat.mean())))
             start_s, end_s = self._truth_bounds_s(k)
             _extend(ev.activity_intervals, start_s, end_s, seg.activity)
             _extend(ev.context_intervals, start_s, end_s, seg.context)
@@ -379,35 +383,66 @@ class MotionModel:
         i0 = int(np.ceil(start_s * self.rate_hz - 1e-9))
         return self.kinematics(i0, max(int(np.floor(end_s * self.rate_hz + 1e-9)) + 1, i0 + 1))
 
-    def _slouch_episodes(self) -> list[SlouchEpisode]:
-        episodes: list[SlouchEpisode] = []
-        open_start, peak, high = None, -np.inf, False
-
-        def close(end_index: int) -> None:
-            start_s, end_s = float(open_start / self.rate_hz), float(end_index / self.rate_hz)
-            if end_s - start_s >= SLOUCH_TRUTH_MIN_S:
-                episodes.append(SlouchEpisode(start_s, end_s, float(peak)))
-
+    def _held_postures(self) -> tuple[list[SlouchEpisode], list[LeanInterval]]:
+        """The slouch episodes and lean intervals of the whole run, from the kinematics (one pass over the day)."""
+        slouch = _TruthRuns(SLOUCH_TRUTH_THRESHOLD_DEG, SLOUCH_TRUTH_EXIT_DEG)
+        lean = _TruthRuns(LEAN_TRUTH_THRESHOLD_DEG, LEAN_TRUTH_EXIT_DEG)
+        sitting = self.context_names == SITTING
         for i0 in range(0, self.n_samples, EVENTS_WINDOW_SAMPLES):
             kin = self.kinematics(i0, min(i0 + EVENTS_WINDOW_SAMPLES, self.n_samples))
-            # A sensor lying face up reads as a trunk bent 90° forward: no one is slouching there.
-            flexion = np.where(kin.off_weight > 0, -np.inf, kin.flexion_deg) if self.off_segments else kin.flexion_deg
-            # Hysteresis: high from above the threshold until below the exit.
-            state = np.where(flexion > SLOUCH_TRUTH_THRESHOLD_DEG, 1, np.where(flexion < SLOUCH_TRUTH_EXIT_DEG, 0, -1))
-            last = np.maximum.accumulate(np.where(state >= 0, np.arange(state.size), -1))
-            above = np.where(last >= 0, state[np.maximum(last, 0)] == 1, high)
-            high = bool(above[-1])
-            bounds = np.concatenate([[0], np.flatnonzero(above[1:] != above[:-1]) + 1, [above.size]])
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                if above[a]:
-                    open_start = i0 + a if open_start is None else open_start
-                    peak = max(peak, flexion[a:b].max())
-                elif open_start is not None:
-                    close(i0 + a)
-                    open_start, peak = None, -np.inf
-        if open_start is not None:
-            close(self.n_samples)
-        return episodes
+            # A sensor lying face up reads as a trunk bent 90° forward: no one is slouching (or leaning) there.
+            worn = kin.off_weight == 0
+            slouch.feed(i0, np.where(worn, kin.flexion_deg, -np.inf), kin.flexion_deg)
+            lean.feed(i0, np.where(worn & sitting[kin.segment], np.abs(kin.lateral_deg), -np.inf), kin.lateral_deg)
+        rate = self.rate_hz
+        episodes = [SlouchEpisode(float(a / rate), float(b / rate), r.peak) for a, b, r in slouch.close(self.n_samples)
+                    if b / rate - a / rate >= SLOUCH_TRUTH_MIN_S]
+        intervals = [LeanInterval(float(a / rate), float(b / rate), "right" if r.total > 0 else "left",
+                                  float(r.total / (b - a)))
+                     for a, b, r in lean.close(self.n_samples) if b / rate - a / rate >= LEAN_TRUTH_MIN_S]
+        return episodes, intervals
+
+
+@dataclass
+class _RunStats:
+    peak: float = -np.inf  # of the magnitude
+    total: float = 0.0  # sum of the signed value
+
+
+class _TruthRuns:
+    """Hysteresis runs over a stream fed window by window: high from above `enter` until below `exit_` (a magnitude
+    of -inf where the run may not be, which ends it). Runs as (start index, end index, stats), end exclusive."""
+
+    def __init__(self, enter: float, exit_: float):
+        self.enter, self.exit = enter, exit_
+        self.runs: list[tuple[int, int, _RunStats]] = []
+        self._start: int | None = None
+        self._stats = _RunStats()
+        self._high = False
+
+    def feed(self, i0: int, magnitude: np.ndarray, value: np.ndarray) -> None:
+        state = np.where(magnitude > self.enter, 1, np.where(magnitude < self.exit, 0, -1))
+        last = np.maximum.accumulate(np.where(state >= 0, np.arange(state.size), -1))
+        above = np.where(last >= 0, state[np.maximum(last, 0)] == 1, self._high)
+        self._high = bool(above[-1])
+        bounds = np.concatenate([[0], np.flatnonzero(above[1:] != above[:-1]) + 1, [above.size]])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if above[a]:
+                self._start = i0 + a if self._start is None else self._start
+                self._stats.peak = max(self._stats.peak, float(magnitude[a:b].max()))
+                self._stats.total += float(value[a:b].sum())
+            elif self._start is not None:
+                self._end(i0 + a)
+
+    def close(self, n: int) -> list[tuple[int, int, _RunStats]]:
+        if self._start is not None:
+            self._end(n)
+        return self.runs
+
+    def _end(self, end: int) -> None:
+        assert self._start is not None
+        self.runs.append((self._start, end, self._stats))
+        self._start, self._stats = None, _RunStats()
 
 
 def _half_transition(prev: Any, nxt: Any) -> float:
