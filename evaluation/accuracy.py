@@ -26,7 +26,14 @@ import numpy as np
 
 from contract.messages import payload
 from contract.validation import Malformed, load_validators, parse
-from firmware_sim.motion import SLOUCH_TRUTH_EXIT_DEG, SLOUCH_TRUTH_MIN_S, SLOUCH_TRUTH_THRESHOLD_DEG
+from firmware_sim.motion import (
+    LEAN_TRUTH_EXIT_DEG,
+    LEAN_TRUTH_MIN_S,
+    LEAN_TRUTH_THRESHOLD_DEG,
+    SLOUCH_TRUTH_EXIT_DEG,
+    SLOUCH_TRUTH_MIN_S,
+    SLOUCH_TRUTH_THRESHOLD_DEG,
+)
 from firmware_sim.scenario import OFF
 from pipeline.detectors import RotationSettings
 from pipeline.events import ACTIVITIES, SITTING, MinuteMetrics
@@ -230,6 +237,11 @@ class CaseResult:
     slouch_duration_error_pct: float | None
     slouch: Matched
     slouch_onset_s: list[float]
+    # Lean intervals (sitting, |lateral bend| > 6°), both sides: scored and shown, no target (issue 10 sets none).
+    lean_truth_s: float
+    lean_measured_s: float
+    lean_duration_error_pct: float | None
+    lean: Matched
     rotation: Matched
     rotation_peak_error_deg: float | None
     si_truth: float | None
@@ -262,6 +274,10 @@ class CaseResult:
     @property
     def slouch_f1(self) -> float | None:
         return self.slouch.f1
+
+    @property
+    def lean_f1(self) -> float | None:
+        return self.lean.f1
 
     @property
     def rotation_f1(self) -> float | None:
@@ -310,6 +326,7 @@ def score(run: Run) -> CaseResult:
     calibrated_from = float(t_out[0]) if len(t_out) else np.inf
 
     slouch_res = _score_slouch(run, seen, calibrated_from, flagged)
+    lean_res = score_lean(run, seen, calibrated_from, flagged)
     rot_res = _score_rotation(run, seen, calibrated_from)
     # A sit-to-stand takes 1–4 s and the truth puts its boundary in the middle: the samples around a
     # change of activity are neither, and are left out of the per-sample confusion (sitting time,
@@ -336,7 +353,7 @@ def score(run: Run) -> CaseResult:
         flagged_pct=100.0 * in_flag.mean() if len(in_flag) else 0.0,
         flexion_rmse_deg=float(np.sqrt(np.mean(err_f**2))) if len(err_f) else None,
         lateral_rmse_deg=float(np.sqrt(np.mean(err_l**2))) if len(err_l) else None,
-        **slouch_res, **rot_res,
+        **slouch_res, **lean_res, **rot_res,
         activity_counts=counts,
         # A chair's back is no one sitting: the minutes' sitting_s pays for any time off read as sitting.
         sitting_truth_s=float(np.count_nonzero(counted & (tr["context"] == SITTING)) * dt),
@@ -395,39 +412,80 @@ def _flagged_intervals(run: Run) -> list[tuple[float, float]]:
 
 def _score_slouch(run: Run, seen: list[Interval], calibrated_from: float, flagged: list[Interval]) -> dict[str, Any]:
     truth, dont_care = slouch_truth(run.truth, run.dt_s, seen, calibrated_from, flagged)
-    found = [(e.start_s, e.end_s, "") for e in run.events if e.kind == "slouch"
-             and not any(min(e.end_s, f1) > max(e.start_s, f0) for f0, f1 in flagged)]
-    m = match_with_dont_care(truth, dont_care, found)
+    m, found, truth_s, measured_s = _score_held(run, "slouch", truth, dont_care, flagged)
     onset = [found[j][0] - truth[i][0] for i, j in (m.pairs or [])]
-    truth_s = sum(b - a for (a, b, _), dc in zip(truth, dont_care) if not dc)
-    measured_s = sum(found[j][1] - found[j][0] for j in counted_found(truth, dont_care, found, m))
     return {"slouch_truth_s": truth_s, "slouch_measured_s": measured_s,
             "slouch_duration_error_pct": 100.0 * abs(measured_s - truth_s) / truth_s if truth_s > 0 else None,
             "slouch": m, "slouch_onset_s": onset}
+
+
+def score_lean(run: Run, seen: list[Interval], calibrated_from: float, flagged: list[Interval]) -> dict[str, Any]:
+    """Leans as slouches are scored; a lean reported on the wrong side matches nothing (a miss and a false one). The
+    duration is both sides' total: the side is in the F1, and many days lean to one side only."""
+    truth, dont_care = lean_truth(run.truth, run.dt_s, seen, calibrated_from, flagged)
+    m, _, truth_s, measured_s = _score_held(run, "lean", truth, dont_care, flagged)
+    return {"lean_truth_s": truth_s, "lean_measured_s": measured_s,
+            "lean_duration_error_pct": 100.0 * abs(measured_s - truth_s) / truth_s if truth_s > 0 else None,
+            "lean": m}
+
+
+def _score_held(run: Run, kind: str, truth: list[tuple[float, float, str]], dont_care: list[bool],
+                flagged: list[Interval]) -> tuple[Matched, list[tuple[float, float, str]], float, float]:
+    """The match of the pipeline's episodes of this kind (slouch, lean) outside flagged time to the truth, the
+    episodes, and the true and measured seconds that count."""
+    found = [(e.start_s, e.end_s, getattr(e, "side", "")) for e in run.events if e.kind == kind
+             and not any(min(e.end_s, f1) > max(e.start_s, f0) for f0, f1 in flagged)]
+    m = match_with_dont_care(truth, dont_care, found)
+    truth_s = sum(b - a for (a, b, _), dc in zip(truth, dont_care) if not dc)
+    measured_s = sum(found[j][1] - found[j][0] for j in counted_found(truth, dont_care, found, m))
+    return m, found, truth_s, measured_s
 
 
 def slouch_truth(tr: dict[str, np.ndarray], dt_s: float, seen: list[Interval], calibrated_from: float,
                  flagged: list[Interval]) -> tuple[list[tuple[float, float, str]], list[bool]]:
     """The true slouch episodes that were measurable, and which of them are borderline ("don't care")."""
     upright = np.isin(tr["context"], ("sitting", "standing"))  # not lying, and not off the body
-    episodes = hysteresis_runs(tr["t_s"], tr["flexion_deg"], SLOUCH_TRUTH_THRESHOLD_DEG, SLOUCH_TRUTH_EXIT_DEG,
-                               upright, SLOUCH_TRUTH_MIN_S, dt_s)
+    return held_truth(tr["t_s"], tr["flexion_deg"], None, (SLOUCH_TRUTH_THRESHOLD_DEG, SLOUCH_TRUTH_EXIT_DEG,
+                      SLOUCH_TRUTH_MIN_S), upright, dt_s, seen, calibrated_from, flagged)
+
+
+def lean_truth(tr: dict[str, np.ndarray], dt_s: float, seen: list[Interval], calibrated_from: float,
+               flagged: list[Interval]) -> tuple[list[tuple[float, float, str]], list[bool]]:
+    """The true lean intervals (labelled by side) that were measurable, and which of them are borderline."""
+    sitting = tr["context"] == SITTING  # the pipeline measures leans while sitting only (docs/pipeline.md)
+    return held_truth(tr["t_s"], np.abs(tr["lateral_deg"]), tr["lateral_deg"], (LEAN_TRUTH_THRESHOLD_DEG,
+                      LEAN_TRUTH_EXIT_DEG, LEAN_TRUTH_MIN_S), sitting, dt_s, seen, calibrated_from, flagged)
+
+
+def held_truth(t_s: np.ndarray, x: np.ndarray, signed: np.ndarray | None, limits: tuple[float, float, float],
+               allowed: np.ndarray, dt_s: float, seen: list[Interval], calibrated_from: float,
+               flagged: list[Interval]) -> tuple[list[tuple[float, float, str]], list[bool]]:
+    """The true runs of x above a threshold until below an exit, at least a duration long (limits), where allowed,
+    that were measurable, and which of them are borderline ("don't care"). With `signed`, each is labelled with the
+    side of its mean ("left": negative), as the pipeline labels a lean."""
+    threshold, leave, min_s = limits
+
+    def side(a: float, b: float) -> str:
+        if signed is None:
+            return ""
+        i, j = np.searchsorted(t_s, [a, b - dt_s / 2])
+        return "right" if signed[i:j + 1].sum() > 0 else "left"
+
+    episodes = hysteresis_runs(t_s, x, threshold, leave, allowed, min_s, dt_s)
     truth, dont_care = [], []
     for a, b, peak in episodes:
         if b <= calibrated_from or any(min(b, f1) > max(a, f0) for f0, f1 in flagged):
             continue
         for p0, p1 in intersect((max(a, calibrated_from), b), seen):
-            if p1 - p0 >= SLOUCH_TRUTH_MIN_S - BORDER_S:
-                truth.append((p0, p1, ""))
-                dont_care.append(peak < SLOUCH_TRUTH_THRESHOLD_DEG + BORDER_DEG
-                                 or p1 - p0 < SLOUCH_TRUTH_MIN_S + BORDER_S)
+            if p1 - p0 >= min_s - BORDER_S:
+                truth.append((p0, p1, side(a, b)))
+                dont_care.append(peak < threshold + BORDER_DEG or p1 - p0 < min_s + BORDER_S)
     # The border's other side: a posture held within a degree below the threshold, which an angle
-    # within the 1° target may report as a slouch (as rotations within a degree below their minimum).
-    near = hysteresis_runs(tr["t_s"], tr["flexion_deg"], SLOUCH_TRUTH_THRESHOLD_DEG - BORDER_DEG,
-                           SLOUCH_TRUTH_EXIT_DEG, upright, SLOUCH_TRUTH_MIN_S - BORDER_S, dt_s)
+    # within the 1° target may report (as rotations within a degree below their minimum).
+    near = hysteresis_runs(t_s, x, threshold - BORDER_DEG, leave, allowed, min_s - BORDER_S, dt_s)
     for a, b, peak in near:
-        if peak <= SLOUCH_TRUTH_THRESHOLD_DEG:
-            truth.append((a, b, ""))
+        if peak <= threshold:
+            truth.append((a, b, side(a, b)))
             dont_care.append(True)
     return truth, dont_care
 
@@ -651,9 +709,11 @@ def day_summary(days: list[CaseResult]) -> dict[str, float | None]:
     rmse = [max(r.flexion_rmse_deg, cast(float, r.lateral_rmse_deg)) for r in days if r.flexion_rmse_deg is not None]
     truth_s = sum(r.slouch_truth_s for r in days)
     meas_s = sum(r.slouch_measured_s for r in days)
-    slouch, rot, trans = Matched(), Matched(), Matched()
+    lean_t, lean_m = sum(r.lean_truth_s for r in days), sum(r.lean_measured_s for r in days)
+    slouch, lean, rot, trans = Matched(), Matched(), Matched(), Matched()
     for r in days:
         slouch += r.slouch
+        lean += r.lean
         rot += r.rotation
         trans += r.transitions
     counts = cast(np.ndarray, sum(r.activity_counts for r in days))  # an array: max(rmse) below needs days anyway
@@ -664,7 +724,11 @@ def day_summary(days: list[CaseResult]) -> dict[str, float | None]:
         "median day flexion/lateral RMSE °": float(np.median(rmse)), "worst day flexion/lateral RMSE °": max(rmse),
         "total slouch duration error %": 100.0 * abs(meas_s - truth_s) / truth_s,
         "worst day slouch duration error %": max((r.slouch_duration_error_pct or 0.0) for r in days),
-        "slouch F1": slouch.f1, "rotation F1": rot.f1,
+        "slouch F1": slouch.f1,
+        "total lean duration error %": 100.0 * abs(lean_m - lean_t) / lean_t if lean_t > 0 else None,
+        "worst day lean duration error %": max((r.lean_duration_error_pct or 0.0) for r in days),
+        "lean F1": lean.f1,
+        "rotation F1": rot.f1,
         "worst rotation peak error °": max((r.rotation_peak_error_deg or 0.0) for r in days),
         "worst day SI error": max((r.si_error_points or 0.0) for r in days),
         "sitting-time error %": 100.0 * abs(sit_m - sit_t) / sit_t,
@@ -699,7 +763,8 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 def case_table(results: list[CaseResult]) -> str:
     head = ("| case | what | min | unseen % | flexion RMSE ° | lateral RMSE ° | slouch s truth / measured "
-            "| slouch error % | slouch F1 | onset s | rotation F1 | peak error ° | SI truth / measured "
+            "| slouch error % | slouch F1 | onset s | lean s truth / measured | lean error % | lean F1 "
+            "| rotation F1 | peak error ° | SI truth / measured "
             "| chair turns counted | sitting error % | activity bal. acc. | sit/stand F1 | calibration "
             "| worn s truth / measured (error %) | off s / counted worn | meets targets |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -713,7 +778,9 @@ def case_table(results: list[CaseResult]) -> str:
             f"| {r.case.name} | {r.case.what} | {r.duration_s / 60:.1f} | {r.unseen_pct:.1f} "
             f"| {_fmt(r.flexion_rmse_deg)} | {_fmt(r.lateral_rmse_deg)} "
             f"| {r.slouch_truth_s:.1f} / {r.slouch_measured_s:.1f} | {_fmt(r.slouch_duration_error_pct)} "
-            f"| {_fmt(r.slouch_f1, 3)} | {onset} | {_fmt(r.rotation_f1, 3)} | {_fmt(r.rotation_peak_error_deg)} "
+            f"| {_fmt(r.slouch_f1, 3)} | {onset} | {r.lean_truth_s:.1f} / {r.lean_measured_s:.1f} "
+            f"| {_fmt(r.lean_duration_error_pct)} | {_fmt(r.lean_f1, 3)} "
+            f"| {_fmt(r.rotation_f1, 3)} | {_fmt(r.rotation_peak_error_deg)} "
             f"| {_fmt(r.si_truth, 1)} / {_fmt(r.si_measured, 1)} | {r.chair_turns_as_rotations} "
             f"| {_fmt(r.sitting_error_pct, 1)} | {_fmt(r.activity_balanced_accuracy, 3)} | {_fmt(r.transitions.f1, 2)} "
             f"| {cal or '–'} | {worn} | {off} | {'yes' if not miss else 'no: ' + '; '.join(miss)} |")

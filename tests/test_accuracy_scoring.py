@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.accuracy import counted_found, slouch_truth
+from evaluation.accuracy import counted_found, day_summary, lean_truth, score_lean, slouch_truth
 from evaluation.scoring import match_with_dont_care
 
 DT_S = 0.01
@@ -109,3 +109,62 @@ def test_a_walking_correction_that_leaves_the_calibration_off_did_not_correct_it
     assert outcomes(HUNCH, left_off) == ["silently off", "silently off"]
     # A correction that does fix it still counts as one.
     assert outcomes(HUNCH, (1850.0, "calibrated", CORRECTION, 1.2)) == ["corrected", "within 3°"]
+
+
+def leaning(*segments: tuple[float, float], context: str = "sitting") -> dict[str, np.ndarray]:
+    """Truth of a wearer holding each (lateral_deg, seconds) in turn, in one context."""
+    lateral = np.concatenate([np.full(round(s / DT_S), x) for x, s in segments])
+    return {"t_s": np.arange(len(lateral)) * DT_S, "lateral_deg": lateral, "context": np.full(len(lateral), context)}
+
+
+def score_leans(tr: dict[str, np.ndarray], found: list[tuple[float, float, str]]) -> dict:
+    from types import SimpleNamespace
+
+    events = [SimpleNamespace(kind="lean", start_s=a, end_s=b, side=side) for a, b, side in found]
+    run = SimpleNamespace(truth=tr, dt_s=DT_S, events=events)
+    return score_lean(run, [(0.0, float(tr["t_s"][-1]) + DT_S)], 0.0, [])  # type: ignore[arg-type]
+
+
+def test_a_lean_is_truth_by_side_while_sitting_only():
+    tr = leaning((0.0, 30.0), (-10.0, 60.0), (0.0, 30.0), (12.0, 40.0), (0.0, 30.0))
+    truth, dont_care = lean_truth(tr, DT_S, [(0.0, 190.0)], 0.0, [])
+    assert list(zip(truth, dont_care)) == [((30.0, 90.0, "left"), False), ((120.0, 160.0, "right"), False)]
+    standing = leaning((0.0, 30.0), (-10.0, 60.0), (0.0, 30.0), context="standing")
+    assert lean_truth(standing, DT_S, [(0.0, 120.0)], 0.0, []) == ([], [])
+
+
+def test_leans_are_scored_by_side_and_total_duration():
+    tr = leaning((0.0, 30.0), (-10.0, 60.0), (0.0, 30.0), (12.0, 40.0), (0.0, 30.0))
+    res = score_leans(tr, [(31.0, 90.0, "left"), (120.0, 160.0, "right")])
+    assert (res["lean"].tp, res["lean"].fp, res["lean"].fn) == (2, 0, 0)
+    assert res["lean_truth_s"] == pytest.approx(100.0) and res["lean_measured_s"] == pytest.approx(99.0)
+    assert res["lean_duration_error_pct"] == pytest.approx(1.0)
+    # The right length on the wrong side: a miss and a false lean; a report while upright: a false one.
+    res = score_leans(tr, [(30.0, 90.0, "right"), (120.0, 160.0, "right"), (170.0, 180.0, "left")])
+    assert (res["lean"].tp, res["lean"].fp, res["lean"].fn) == (1, 2, 1)
+    # A lean within a degree of the threshold counts neither way.
+    res = score_leans(leaning((0.0, 30.0), (6.4, 60.0), (0.0, 30.0)), [(30.0, 90.0, "right")])
+    assert (res["lean"].tp, res["lean"].fp, res["lean"].fn) == (0, 0, 0) and res["lean_duration_error_pct"] is None
+
+
+def test_the_random_days_summary_scores_leans_without_a_target():
+    from types import SimpleNamespace
+
+    from evaluation.accuracy import DAY_TARGETS
+    from evaluation.scoring import Matched
+
+    def day(truth_s: float, measured_s: float, lean: Matched) -> SimpleNamespace:
+        return SimpleNamespace(
+            flexion_rmse_deg=0.5, lateral_rmse_deg=0.5, slouch_truth_s=10.0, slouch_measured_s=10.0, slouch=Matched(1),
+            slouch_duration_error_pct=0.0, lean_truth_s=truth_s, lean_measured_s=measured_s, lean=lean,
+            lean_duration_error_pct=100.0 * abs(measured_s - truth_s) / truth_s if truth_s else None,
+            rotation=Matched(), transitions=Matched(), activity_counts=np.eye(4, dtype=np.int64), sitting_truth_s=60.0,
+            sitting_measured_s=60.0, duration_s=3600.0, rotation_peak_error_deg=None, si_error_points=None,
+            sitting_error_pct=0.0, excursions_while_walking=0, silently_off=0, slouch_onset_s=[],
+            minute_vs_events_s=0.0, flagged_pct=0.0)
+
+    summary = day_summary([day(100.0, 90.0, Matched(3, 1, 0)), day(0.0, 5.0, Matched(0, 1, 0))])  # type: ignore[list-item]
+    assert summary["total lean duration error %"] == pytest.approx(5.0)
+    assert summary["worst day lean duration error %"] == pytest.approx(10.0)
+    assert summary["lean F1"] == pytest.approx(6 / 8)
+    assert not any("lean" in name for name in DAY_TARGETS)
