@@ -132,7 +132,7 @@ class StreamDecoder:
         if self.profile.has_sensor_clock:
             # A profile with a sensor clock decodes every packet with its counter and timestamps.
             assert packet.seq is not None and packet.t0_us is not None and packet.period_us is not None
-            placed = self._counted.place(packet.seq, packet.t0_us, packet.period_us, packet.n)
+            placed = self._counted.place(packet.seq, packet.t0_us, packet.period_us, packet.n, host_s)
             if placed.duplicate:
                 self.stats.duplicates += 1
                 return None

@@ -39,6 +39,12 @@ class CountedTimeline:
     which go on from the last packet. Read off the clock, a step forward of 35 min within a connection at 200 Hz was
     420,000 samples "lost" in one minute, which the contract refuses (at most 48,000), and its samples were mapped
     35 min into the future; a step back dropped every packet as a repeat until the clock had caught up.
+
+    But the counter counts notifications sent (firmware-sim/PROTOCOL.md), so a sensor that sent nothing for a while
+    (`posture sim --mute` shorter than the link's watchdog: the simulator's counter stands still) has a clock gap the
+    counter does not show, and so has a loss of packets whose size differs from the next one's. Where the arrivals
+    (arrived_s) show the clock's gap rather than the counter's, the clock is right: read as a step, a 2 s mute was no
+    loss and every later sample of the connection was placed 2 s before it was taken.
     """
 
     def __init__(self) -> None:
@@ -46,8 +52,10 @@ class CountedTimeline:
         self._last_t0_us = 0
         self._t0_unwrapped_us = 0
         self._next_us = 0  # where the next sample is due, on the unwrapped sensor clock
+        self._last_arrived_s: float | None = None
 
-    def place(self, seq: int, t0_us: int, period_us: int, n: int) -> Placement:
+    def place(self, seq: int, t0_us: int, period_us: int, n: int, arrived_s: float | None = None) -> Placement:
+        """arrived_s: when the packet arrived (any clock that is not set, the same for every packet; None: unknown)."""
         clock_step_us = 0
         if self._last_seq is None:
             self._t0_unwrapped_us = t0_us
@@ -64,17 +72,27 @@ class CountedTimeline:
             lost_samples = round((self._t0_unwrapped_us + step_us - self._next_us) / period_us)
             # The packets the clock says were lost, against the counter's count (modulo its wrap, within one).
             by_clock = (round(lost_samples / n) - lost_packets + SEQ_MODULO // 2) % SEQ_MODULO - SEQ_MODULO // 2
-            if behind or abs(by_clock) > 1:
+            if behind or (abs(by_clock) > 1 and not self._arrivals_show(lost_samples, lost_packets, n, period_us,
+                                                                         arrived_s)):
                 lost_samples = lost_packets * n  # the counter's: the clock stepped
                 clock_step_us = self._t0_unwrapped_us + step_us - (self._next_us + lost_samples * period_us)
                 step_us -= clock_step_us
                 clock_step_us = (clock_step_us + CLOCK_MODULO_US // 2) % CLOCK_MODULO_US - CLOCK_MODULO_US // 2
             self._t0_unwrapped_us += step_us
             lost_samples = max(0, lost_samples)
-        self._last_seq, self._last_t0_us = seq, t0_us
+        self._last_seq, self._last_t0_us, self._last_arrived_s = seq, t0_us, arrived_s
         self._next_us = self._t0_unwrapped_us + n * period_us
         t_us = self._t0_unwrapped_us + period_us * np.arange(n)
         return Placement(t_us / 1e6, lost_samples, lost_packets, clock_step_s=clock_step_us / 1e6)
+
+    def _arrivals_show(self, lost_samples: int, lost_packets: int, n: int, period_us: int,
+                       arrived_s: float | None) -> bool:
+        """Whether the time between this packet's arrival and the last's is nearer the clock's gap (lost_samples)
+        than the counter's (lost_packets of n): no step then, the sensor sent nothing for as long as its clock says."""
+        if arrived_s is None or self._last_arrived_s is None:
+            return False
+        unseen_us = (arrived_s - self._last_arrived_s) * 1e6 - n * period_us  # less this packet's own samples
+        return abs(unseen_us - lost_samples * period_us) < abs(unseen_us - lost_packets * n * period_us)
 
 
 class ArrivalTimeline:

@@ -464,3 +464,48 @@ def test_a_sensor_clock_that_steps_within_a_connection_loses_no_samples(rate_hz,
     assert len(mapped_s) == len(t) and (np.diff(mapped_s) > 0).all()
     assert np.abs(mapped_s - (t0_s + t) - 0.003).max() < 0.003, "placed where taken, not where the clock stepped to"
     assert [r for r in caplog.records if "sensor clock stepped" in r.getMessage()]
+
+
+@pytest.mark.parametrize("rate_hz", [50.0, 200.0])
+@pytest.mark.parametrize("mute_s", [0.5, 2.5])
+def test_a_sensor_that_sent_nothing_for_a_while_within_a_connection_lost_that_while(rate_hz, mute_s, caplog):
+    # The counter counts notifications sent (firmware-sim/PROTOCOL.md): a sensor that sent nothing for less than the
+    # link's watchdog (`posture sim --mute`, whose counter stands still meanwhile) shows a gap on its clock and none
+    # on its counter. The arrivals show the clock's gap: read as a clock step, the mute was no loss and every later
+    # sample of the connection was placed mute_s before it was taken.
+    from firmware_sim.profiles import StreamSettings, get_profile
+    from sensor.profiles import PROFILES
+    from sensor.stream import StreamDecoder
+
+    rng = np.random.default_rng(5)
+    wire, settings = get_profile("native"), StreamSettings(rate_hz=rate_hz)
+    n = wire.samples_per_packet(settings)
+    decoder = StreamDecoder("dev", PROFILES["native"], rate_hz)
+    t0_s, count = 1_700_000_000.0, int(300 * rate_hz / n)
+    muted = [k for k in range(count) if 150.0 <= k * n / rate_hz < 150.0 + mute_s]
+    kept = [k for k in range(count) if k not in muted]
+    mapped = []
+    with caplog.at_level(logging.WARNING, logger="posture.sensor"):
+        for seq, k in enumerate(kept):  # as the simulator's: one more per notification sent
+            t = (k * n + np.arange(n)) / rate_hz
+            sensor_us = (7_000_000_000 + t * 1e6).astype(np.int64) % (1 << 32)
+            packet = wire.encode(seq, sensor_us, np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 3)), settings)
+            if (batch := decoder.feed(packet, t0_s + t[-1] + 0.003 + rng.exponential(0.001))) is not None:
+                mapped.append(batch.t_s)
+    mapped_s = np.concatenate(mapped + [b.t_s for b in decoder.flush()])
+    t = np.concatenate([(k * n + np.arange(n)) / rate_hz for k in kept])
+    assert decoder.stats.lost_samples == len(muted) * n and decoder.stats.lost_packets == 0
+    assert len(mapped_s) == len(t) and np.abs(mapped_s - (t0_s + t) - 0.003).max() < 0.003
+    assert not [r for r in caplog.records if "sensor clock stepped" in r.getMessage()]
+
+
+def test_a_loss_before_a_packet_of_another_size_is_no_clock_step():
+    # Four packets of 5 samples lost, then packets of 10 (the packing changed): the clock's 20 samples are 2 packets of
+    # the next one's size, the counter says 4. Read as a step, 40 samples were lost and the rest placed 0.1 s late.
+    tl, period_us = CountedTimeline(), 5_000
+    for k in range(10):
+        tl.place(k, k * 25_000, period_us, 5, arrived_s=k * 0.025 + 0.03)
+    after = [tl.place(14 + j, 350_000 + j * 50_000, period_us, 10, arrived_s=0.35 + j * 0.05 + 0.055)
+             for j in range(3)]
+    assert [p.lost_samples for p in after] == [20, 0, 0] and not any(p.clock_step_s for p in after)
+    np.testing.assert_allclose(after[0].t_sensor_s[0], 0.35)
