@@ -70,6 +70,10 @@ MINUTE_OVER_WORN_S = 30.0
 LIVE_FRESH_S = 120.0
 # Live states whose clock offsets the median is of (_learn_offset): about as many seconds at gateway.live_hz 1.
 OFFSETS_KEPT = 9
+# … and how many there must be before their median is taken: a majority of the kept, so that no single state (a
+# forged one, or a clock's glitch: a live state's ts may be any time) sets the offset. With one taken alone, a live
+# state a day ahead held every "now" nudge as late for OFFSET_KEPT_S (an hour) where no other live state followed.
+OFFSETS_AGREE = OFFSETS_KEPT // 2 + 1
 # A minute or event of a local day more than this many days before the service's own date does not open a day (the
 # device's first, or one after its latest): a gateway whose clock is far behind (a Raspberry Pi booted without RTC or
 # NTP: the contract refuses only times before 2000, the service before 2020) set a new wearer's program start a month
@@ -288,7 +292,8 @@ class AlertEngine:
         seconds. In memory; the device's state has the latest median, saved with its next write (no write for it)."""
         recent = self._offsets.setdefault(device, deque(maxlen=OFFSETS_KEPT))
         recent.append(now_s - doc["ts"] / 1000)
-        state.clock_offset_s, state.clock_offset_at_s = round(median(recent), 3), now_s
+        if len(recent) >= OFFSETS_AGREE:  # before: the offset saved (a restart), or none (as if no live stream)
+            state.clock_offset_s, state.clock_offset_at_s = round(median(recent), 3), now_s
 
     def _nudged_slouch_over(self, device: str, state: DeviceState, over_s: float, now_s: float) -> list[dict[str, Any]]:
         """The slouch nudged live is over, seen so from over_s (sensor time): its follow-up, if enabled."""

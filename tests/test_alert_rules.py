@@ -1132,3 +1132,18 @@ def test_a_calibration_the_service_never_saw_made_is_at_least_as_old_as_its_data
     [old] = feed(eng, [minute(start + 3 * 3600 + 60 * k) for k in range(21 * 60)])
     assert hhmm(old) == "06:00" and old["evidence"]["calibration_age_h"] == 24.0
     assert old["message"].startswith("Calibration is 24 h old.")
+
+
+@pytest.mark.parametrize("genuine", [0, 1, 2, 4])
+def test_no_single_live_state_sets_the_offset(genuine):
+    """A live state's ts may be any time (a forged one, a clock's glitch): one a day ahead, the first after a restart
+    of the service (or the only one, with the live stream off since), set the offset alone and held every real-time
+    sitting nudge as late for an hour. The median is taken once a majority of the kept states has come."""
+    eng = engine(sitting=SittingRule(), limits=Limits(quiet_hours="", max_delay_s=600, pace=False))
+    now = DAY + 10 * 3600 + 30.0
+    eng.on_live(live(now + 86_400), now)
+    for k in range(genuine):
+        eng.on_live(live(now + k), now + k + 0.2)
+    assert eng.devices["D"].clock_offset_s == (0.2 if genuine == 4 else None)
+    real_time = minute(now // 60 * 60 - 60, sitting_since_s=now - 3 * 3600)
+    assert [a["kind"] for a in eng.on_metrics(real_time, now + genuine)] == ["sitting"]
