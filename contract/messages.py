@@ -7,12 +7,14 @@ layouts apart. JSON Schemas for each kind are in schemas/; docs/mqtt.md shows ex
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import date as Date
 from datetime import datetime, tzinfo
+from importlib import resources
 from typing import Any
 
 from pipeline.events import (
@@ -96,6 +98,13 @@ def topic(prefix: str, device: str, kind: str) -> str:
     return f"{prefix}/{device}/{sub}"
 
 
+# The times schemas/event.json takes for calibrated_s (the one definition): a payload made from a calibration dated
+# outside them says its date is not known instead.
+_CALIBRATED_S = json.loads((resources.files("contract") / "schemas" / "event.json").read_text())["properties"][
+    "calibrated_s"]
+CALIBRATED_S_RANGE = (float(_CALIBRATED_S["minimum"]), float(_CALIBRATED_S["maximum"]))
+
+
 def payload(device: str, item: Event | MinuteMetrics | Status | LiveState,
             now_s: float | None = None) -> dict[str, Any]:
     """The JSON object for an event, a minute of metrics, a live state or a status."""
@@ -116,6 +125,11 @@ def payload(device: str, item: Event | MinuteMetrics | Status | LiveState,
         ts = item.t_s
         if item.status != "calibrated":  # when the calibration in use was made: said where one is taken (or restored)
             del body["calibrated_s"]
+        elif (made_s := body["calibrated_s"]) is not None and not (
+                CALIBRATED_S_RANGE[0] <= made_s <= CALIBRATED_S_RANGE[1]):
+            # Made while the gateway's clock was unset (a Raspberry Pi booted without RTC or NTP: 1970), and kept with
+            # that time: its date is not known. Sent so, every restart's "restored" event was refused by the schema.
+            body["calibrated_s"] = None
     elif isinstance(item, EpisodeStart):
         ts = item.start_s
     elif isinstance(item, Status):

@@ -553,3 +553,18 @@ def test_a_calibration_says_when_the_wearer_made_it_and_a_restored_one_the_same_
         assert doc["calibrated_s"] == key and sent(doc) == doc
     refused = payload("D", CalibrationEvent(said.t_s + t0_s, "refused", "moving during the hold"))
     assert "calibrated_s" not in refused and sent(refused) == refused
+
+
+def test_a_calibration_made_while_the_gateways_clock_was_unset_is_said_undated_not_refused():
+    """Made at a clock of 1970 (a Raspberry Pi booted without RTC or NTP) and kept with that time: restored after the
+    clock was set, its event said calibrated_s 1970, which the schema refuses, so the event of every restart was
+    dead-lettered. It says the date is not known (null), as a calibration kept from before calibrated_s does."""
+    from contract.messages import payload
+    from contract.validation import load_validators, parse
+    from pipeline.events import CalibrationEvent
+
+    now = 1_796_000_000.0
+    for made_s, said in ((12_345.0, None), (now - 86_400, now - 86_400)):
+        body = payload("D", CalibrationEvent(now, "calibrated", "calibrated (restored)", True, made_s))
+        assert body["calibrated_s"] == said
+        assert parse("events", json.dumps(body).encode(), load_validators(), now)["calibrated_s"] == said
