@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date as Date
 from datetime import datetime, tzinfo
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from pipeline.events import (
     CalibrationEvent,
@@ -98,10 +98,14 @@ def topic(prefix: str, device: str, kind: str) -> str:
     return f"{prefix}/{device}/{sub}"
 
 
+def schema(name: str) -> dict[str, Any]:
+    """A JSON Schema of schemas/, as a dict (here, not in validation.py, which imports this module)."""
+    return cast(dict[str, Any], json.loads((resources.files("contract") / "schemas" / name).read_text()))
+
+
 # The times schemas/event.json takes for calibrated_s (the one definition): a payload made from a calibration dated
 # outside them says its date is not known instead.
-_CALIBRATED_S = json.loads((resources.files("contract") / "schemas" / "event.json").read_text())["properties"][
-    "calibrated_s"]
+_CALIBRATED_S = schema("event.json")["properties"]["calibrated_s"]
 CALIBRATED_S_RANGE = (float(_CALIBRATED_S["minimum"]), float(_CALIBRATED_S["maximum"]))
 
 

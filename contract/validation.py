@@ -6,13 +6,12 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from importlib import resources
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 import fastjsonschema
 import orjson
 
-from contract.messages import TIME_FIELDS
+from contract.messages import TIME_FIELDS, schema
 from pipeline.events import ACTIVITIES, RATE_HZ_RANGE, SIDES
 from sensor.timeline import ClockMap
 
@@ -40,17 +39,13 @@ MAX_SPAN_S = 86_400.0
 _WINDOWED = TIME_FIELDS | {"sitting_since_s", "slouching_since_s", "leaning_since_s"}
 
 
-def _schema(name: str) -> dict[str, Any]:
-    return cast(dict[str, Any], json.loads((resources.files("contract") / "schemas" / name).read_text()))
-
-
 # What a minute can hold, as schemas/metrics.json bounds it (the one definition; the report reads minutes so bounded).
-_MINUTE = _schema("metrics.json")["properties"]
+_MINUTE = schema("metrics.json")["properties"]
 MINUTE_MAX_S = float(_MINUTE["worn_s"]["maximum"])  # a minute's seconds: room for a sensor clock running fast
 MAX_ROTATIONS_PER_MINUTE = int(_MINUTE["rotations_left"]["maximum"])  # of a side, and of both (check_minute)
 MAX_PEAK_DEG = float(_MINUTE["rotation_left_peak_max_deg"]["maximum"])  # a rotation's peak: an angle's range
 # An episode's longest, as schemas/event.json bounds duration_s.
-EPISODE_MAX_S = float(_schema("event.json")["properties"]["duration_s"]["maximum"])
+EPISODE_MAX_S = float(schema("event.json")["properties"]["duration_s"]["maximum"])
 # How far a minute's slouch, lean or activity seconds may pass its worn seconds (check_minute). Gateways before
 # 2026-12-06 counted slouch and lean as spans of time against worn samples × the period (pipeline/metrics.py now
 # bounds them by construction) and sent up to this much more: the period of the last sample before the minute (1/25 s
@@ -67,7 +62,7 @@ Validators = dict[str, Callable[[Any], dict[str, Any]]]  # stream → a compiled
 def load_validators() -> Validators:
     """Schema validators compiled to Python (fastjsonschema: ~8 µs a message where an interpreting
     validator takes ~190 µs, which would cap the bridge at a few thousand messages a second)."""
-    return {sub: fastjsonschema.compile(_schema(name)) for sub, name in SCHEMA_FILES.items()}
+    return {sub: fastjsonschema.compile(schema(name)) for sub, name in SCHEMA_FILES.items()}
 
 
 def stream_of(topic: str) -> str:

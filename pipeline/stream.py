@@ -148,10 +148,9 @@ class PosturePipeline:
         self.monitor = CalibrationMonitor(settings.calibration, settings.rate_hz)
         self.calibration = calibration
         self.activity = ActivityClassifier(settings.activity)
-        if calibration is not None:
-            self.activity.trunk_axis(calibration.r_sensor_trunk[:, 2])
         self.baseline = FacingBaseline(settings.axial)
         if calibration is not None:
+            self.activity.trunk_axis(calibration.r_sensor_trunk[:, 2])
             # Measured from the first sample (a gateway restarted, its calibration restored), which may find the trunk
             # turned, as a link back may: the facing direction is held for, as after a lost link (pipeline/axial.py).
             self.baseline.reset(hold=True)
