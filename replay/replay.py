@@ -219,12 +219,18 @@ def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, i
         if not forward.all() or glitch.any():
             at = int(np.argmin(forward)) if not forward.all() else None
             _bad(stats, int((~forward).sum() + glitch.sum()), "rows out of time order" if at is None else
-                 f"rows out of time order, first: t = {judged[at, 0]:g} s after t = "
-                 f"{max(last_t, judged[:at, 0].max(initial=-np.inf)):g} s", kind="backwards")
+                 f"rows out of time order, first: t = {_time_said(judged[at, 0])} s after t = "
+                 f"{_time_said(max(last_t, judged[:at, 0].max(initial=-np.inf)))} s", kind="backwards")
             judged = judged[forward]
         if len(judged):
             last_t = judged[-1, 0]
             yield judged, None
+
+
+def _time_said(t_s: float) -> str:
+    """A time of the file as it can be found in it: to the microsecond, no trailing zeros. With :g, Unix times (a
+    `posture record` file's) all read 1.79656e+09: the row that went back could not be told from the one before."""
+    return f"{t_s:.6f}".rstrip("0").rstrip(".")
 
 
 def stamped_ahead(before: np.ndarray, t: np.ndarray, after: np.ndarray, k: int = GLITCH_ROWS) -> np.ndarray:

@@ -243,6 +243,20 @@ def test_a_time_column_that_restarts_is_said_once(tmp_path, caplog):
     assert len(said) == 1 and "first: t = 0 s after t = 29.99 s" in said[0], said
 
 
+def test_the_row_out_of_order_is_said_by_a_time_that_finds_it_in_a_file_of_unix_times(tmp_path, caplog):
+    """A `posture record` file's times are Unix seconds: said with :g, every one read 1.79656e+09 (the row out of
+    order and the one before alike), so the line could not tell which row it was."""
+    rows = [f"{1796560000 + i * 0.01:.6f},0,0,1,0,0,0" for i in range(3000)]
+    rows[2001], rows[2002] = rows[2002], rows[2001]
+    (tmp_path / "swapped.csv").write_text("\n".join(["t_s,acc_x_g,acc_y_g,acc_z_g,gyro_x_dps,gyro_y_dps,gyro_z_dps",
+                                                     *rows]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="posture.replay"):
+        out = replay(tmp_path / "swapped.csv", None, progress=False)
+    assert out["out_of_order"] == 1
+    said = [r.getMessage() for r in caplog.records if "out of time order" in r.getMessage()]
+    assert len(said) == 1 and "first: t = 1796560020.01 s after t = 1796560020.02 s" in said[0], said
+
+
 def test_a_byte_that_is_not_utf8_costs_its_line_not_the_rest_of_the_file(tmp_path):
     """One bit flipped in a digit (an SD card, a copy gone wrong) made the whole replay stop with a codec error."""
     *chunks, _ = case_chunks("office-short")
