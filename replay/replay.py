@@ -163,6 +163,7 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
                 held = []
                 _check_units(data)
                 rate_hz = round(estimate_rate_hz(data[:, 0]), 3)
+                _check_rotation_units(data, rate_hz)
                 pipeline = PosturePipeline(tuning.settings(rate_hz), calibration,
                                            "calibration given: the sensor's axes taken as the trunk's")
                 step = max(1, round(batch_s * rate_hz)) if batch_s > 0 else samples_per_notification(rate_hz)
@@ -199,6 +200,47 @@ def _check_units(data: np.ndarray) -> None:
     if g > 3.0:
         raise ReplayError(f"the acceleration columns read {g:.3g} at their median, gravity is 1 g: they must be in g "
                           f"(m/s² / 9.80665)")
+
+
+# Rotation rate in rad/s under the _dps columns (phones', most IMU libraries' and BROAD's unit) turns the sensor 57
+# times less than it turned: the replay went on and silently read office-short's 4 rotations as none, its 30° bend as
+# no bend (calibrated provisionally) and 0.47 of 3.43 worn minutes as not worn. The direction of gravity tells how far
+# the sensor tilted, which it cannot have done by more than the rotation rate turned it: over the 1 s windows that
+# begin and end still (|acc| within STILL_G of 1 g) and tilt at least TILT_MIN_DEG, turned / tilted has a median of
+# 0.71 to 1.23 on every named case's first 20,000 rows, 1.0 on x-io's recording, 1.5 to 3.5 on BROAD's, and 0.02 to 0.06
+# in rad/s.
+TURN_WINDOW_S = 1.0
+STILL_EDGE_S = 0.1  # gravity's direction at a window's start and end: the mean of this long
+STILL_G = 0.1
+TILT_MIN_DEG = 10.0
+MIN_TILTED_WINDOWS = 3  # fewer: too little tilting to tell, and the file is taken as it is
+MIN_TURNED_PER_TILTED = 0.25
+
+
+def _check_rotation_units(data: np.ndarray, rate_hz: float) -> None:
+    """Refuse rotation-rate columns that turn the sensor far less than gravity's direction says it tilted: rad/s."""
+    t_s, acc_g, gyro_dps = data[:, 0], data[:, 1:4], data[:, 4:7]
+    window, edge = max(2, round(rate_hz * TURN_WINDOW_S)), max(1, round(rate_hz * STILL_EDGE_S))
+    n = len(t_s) // window
+    if n < MIN_TILTED_WINDOWS:
+        return
+    # A gap in the file turns nothing: each sample's rate counts for at most two periods.
+    dt_s = np.clip(np.diff(t_s, append=t_s[-1]), 0.0, 2.0 / rate_hz)[:n * window]
+    turned_deg = (np.linalg.norm(gyro_dps[:n * window], axis=1) * dt_s).reshape(n, window).sum(axis=1)
+    windows = acc_g[:n * window].reshape(n, window, 3)
+    first, last = windows[:, :edge].mean(axis=1), windows[:, -edge:].mean(axis=1)
+    first_g, last_g = np.linalg.norm(first, axis=1), np.linalg.norm(last, axis=1)
+    still = (np.abs(first_g - 1.0) < STILL_G) & (np.abs(last_g - 1.0) < STILL_G)
+    cos = np.clip((first * last).sum(axis=1) / np.maximum(first_g * last_g, 1e-12), -1.0, 1.0)
+    tilted_deg = np.degrees(np.arccos(cos))
+    judged = still & (tilted_deg >= TILT_MIN_DEG)
+    if judged.sum() < MIN_TILTED_WINDOWS:
+        return
+    ratio = float(np.median(turned_deg[judged] / tilted_deg[judged]))
+    if ratio < MIN_TURNED_PER_TILTED:
+        raise ReplayError(f"the rotation-rate columns turn the sensor {ratio:.2g} times as far as gravity's direction "
+                          f"says it tilted ({int(judged.sum())} windows of {TURN_WINDOW_S:g} s): they must be in °/s "
+                          f"(rad/s × 57.2958)")
 
 
 def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, int],
