@@ -140,6 +140,16 @@ class MinutesUnread(Exception):
         self.refused = refused
 
 
+# InfluxDB 1.x's answer for a statement it did not run, as one before it failed. Its HTTP handler merges results by
+# statement id, and this one takes the place of the failed statement's own error: a read of several statements on a
+# server without the database yet (the first batch of a fresh install) is answered with it alone, no reason said.
+NOT_EXECUTED = "not executed"
+
+
+class NotExecuted(MinutesUnread):
+    """An answer of several statements that says a statement was not run, not why: asked again one at a time."""
+
+
 def parse_stored_minutes(answer: object, stretches: list[tuple[str, int, int]],
                          ) -> tuple[dict[tuple[str, int], Coverage], list[tuple[str, int, int]]]:
     """/query's JSON for stretch_query(stretches) → (each stored minute's coverage by (device, ms), the stretches
@@ -163,6 +173,8 @@ def parse_stored_minutes(answer: object, stretches: list[tuple[str, int, int]],
             if "database not found" in error:  # 1.x before the first write: nothing stored
                 answered[sid] = (False, None)
                 continue
+            if error == NOT_EXECUTED and len(stretches) > 1:
+                raise NotExecuted(f"InfluxDB: statement {sid} of {len(stretches)} {error}")
             raise MinutesUnread(f"InfluxDB: {error[:200]}", refused="authoriz" in error)
         device, first_ms, last_ms = stretches[sid]
         series_list = result.get("series", [])
@@ -709,14 +721,16 @@ class Bridge:
         # InfluxDB's pages bring at least a row each, and the rows are minutes (on the minute, as the pipeline makes
         # them): more pages than minutes in the stretches is a server paging a millisecond at a time, for ever.
         pages_left = sum((last_ms - first_ms) // 60_000 + 1 for _, first_ms, last_ms in stretches)
+        alone = False  # a statement at a time, after an answer that said one was not executed (NotExecuted)
         try:
             while stretches:
                 if (pages_left := pages_left - 1) < 0:
                     raise MinutesUnread("more pages than minutes asked for")
+                asked = stretches[:1] if alone else stretches
                 try:
                     # In the body: a GET's URL is limited (InfluxDB 1.x answers 431 past 1 MB, a proxy 414 from 8 KB).
                     # By a deadline: VERIFY_AFTER_S counts on a read ending within INFLUX_TIMEOUT_S.
-                    answer = query(self.influx_cfg, stretch_query(stretches), in_body=True,
+                    answer = query(self.influx_cfg, stretch_query(asked), in_body=True,
                                    deadline=time.monotonic() + INFLUX_TIMEOUT_S)
                 except QueryError as exc:
                     if exc.status is None or exc.status >= 500 or exc.status in NOT_NOW_STATUSES:
@@ -724,7 +738,12 @@ class Bridge:
                         time.sleep(min(RETRY_INFLUX_S, self.cfg.flush_interval_s))
                         return None
                     raise MinutesUnread(str(exc), refused=exc.status in READ_REFUSED_STATUSES) from None
-                page, stretches = parse_stored_minutes(answer, stretches)
+                try:
+                    page, left = parse_stored_minutes(answer, asked)
+                except NotExecuted:  # once a read: alone, a statement is answered with its own error or rows
+                    alone, pages_left = True, pages_left + 1
+                    continue
+                stretches = left + stretches[len(asked):]
                 stored.update(page)
         except MinutesUnread as exc:
             self._unreadable(exc)

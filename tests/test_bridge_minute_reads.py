@@ -207,3 +207,26 @@ def test_a_user_without_read_keeps_writing_and_its_minutes_are_checked_once_read
             bridge.spool.close()
     finally:
         influx.kill()
+
+
+def test_the_first_read_of_minutes_of_two_devices_on_a_server_without_the_database_finds_none_stored(tmp_path,
+                                                                                                       caplog):
+    """A fresh InfluxDB 1.6.7 (no database yet) answers a read of several statements with "not executed" alone: its
+    HTTP handler puts that in place of the first statement's "database not found" (results merged by statement id).
+    The bridge's first batch holding two devices' minutes (or one's an hour apart) said "InfluxDB's answer … is not one
+    the bridge can use … is influx.url an InfluxDB?", counted a failed read and wrote the minutes unchecked. Now that
+    answer is asked again a statement at a time, which says why: nothing is stored yet."""
+    influx = start_or_fail(InfluxDB1(tmp_path / "influxdb"))
+    try:
+        bridge = _bridge(tmp_path, influx.url)
+        try:
+            with caplog.at_level(logging.WARNING, logger="posture.bridge"):
+                _drain(bridge, _minute_line("dev1", T0_MS, 60.0), _minute_line("dev2", T0_MS, 60.0),
+                       _minute_line("dev1", T0_MS + 7_200_000, 60.0))
+        finally:
+            bridge.spool.close()
+        assert bridge.stats.minute_reads_failed == 0 and bridge.stats.minutes_unchecked == 0, caplog.text
+        assert "not one the bridge can use" not in caplog.text
+        assert len(influx.rows("SELECT worn_s FROM posture_minute", DB)) == 3
+    finally:
+        influx.kill()
