@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from datetime import UTC, tzinfo
 from itertools import chain, islice
@@ -137,6 +138,10 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
     than the live filter, docs/accuracy.md); the recording is then held in memory (~300 bytes a sample).
     """
     tuning = tuning or PipelineConfig()
+    # Opened for writing, --out truncated the recording it names (a slip of tab completion, or a link to it) before a
+    # line of it was read: the recording was gone, and the line said its header was empty.
+    if out_path is not None and out_path.exists() and path.exists() and os.path.samefile(path, out_path):
+        raise ReplayError(f"--out {out_path} is the recording itself: writing there would empty it before it is read")
     stats = {"bad_lines": 0, "samples": 0, "backwards": 0}
     summary, rollups = Summary(), Rollups(tz)
     pipeline: PosturePipeline | None = None

@@ -370,6 +370,20 @@ def test_rotation_rate_in_rad_s_is_one_clear_line(tmp_path):
     assert replay(tmp_path / "dps.csv", None, progress=False)["rotations"] == {"left": 2, "right": 2}
 
 
+@pytest.mark.parametrize("out", ["rec.csv", "link.jsonl"])
+def test_an_out_file_that_is_the_recording_is_refused_and_the_recording_kept(tmp_path, out):
+    """`posture replay rec.csv --out rec.csv` (or --out a link to it) emptied the recording before reading it, then
+    said its header lacked every column."""
+    *chunks, _ = case_chunks("slouch-ideal")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "rec.csv")
+    before = (tmp_path / "rec.csv").read_bytes()
+    cli = subprocess.run([sys.executable, "-m", "posture.cli", "replay", str(tmp_path / "rec.csv"), "--quiet",
+                          "--out", str(tmp_path / out)], capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "is the recording itself" in cli.stderr, cli.stderr
+    assert (tmp_path / "rec.csv").read_bytes() == before
+
+
 def test_a_recording_that_begins_with_a_chunk_of_unreadable_rows_replays_the_rest(tmp_path):
     """A sensor writing NaN for its first 200 s: the rate was taken from the first 20,000 rows, none readable, and the
     whole file was refused ("cannot tell the sample rate")."""
