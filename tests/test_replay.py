@@ -441,6 +441,16 @@ def test_a_file_with_nothing_to_replay_is_one_line(tmp_path, rows, said):
         "posture replay: "), cli.stderr
 
 
+@pytest.mark.parametrize("order", ["reversed", "one time"])
+def test_a_file_whose_times_never_go_forward_says_so(tmp_path, order):
+    """Every row readable, in reverse or all at one time: the line said "fewer than two readable rows"."""
+    times = [1796560000 + (2999 - i if order == "reversed" else 0) * 0.01 for i in range(3000)]
+    (tmp_path / "rec.csv").write_text("\n".join(["t_s,acc_x_g,acc_y_g,acc_z_g,gyro_x_dps,gyro_y_dps,gyro_z_dps",
+                                                 *(f"{t:.6f},0,0,1,0,0,0" for t in times)]) + "\n")
+    with pytest.raises(ReplayError, match=r"fewer than two readable rows in time order \(2999 out of time order\)$"):
+        replay(tmp_path / "rec.csv", None, progress=False)
+
+
 def test_a_batch_shorter_than_a_sample_still_hands_the_pipeline_every_sample(tmp_path):
     """gateway.pipeline_batch_s below one sample's period (0.004 s at 100 Hz) rounded to batches of 0 samples: the
     replay handed the pipeline nothing and read nothing."""
