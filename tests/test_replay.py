@@ -451,6 +451,17 @@ def test_a_file_whose_times_never_go_forward_says_so(tmp_path, order):
         replay(tmp_path / "rec.csv", None, progress=False)
 
 
+@pytest.mark.parametrize("every, said", [(8, True), (4, True), (2, False)])
+def test_a_recording_slower_than_the_pipeline_is_made_for_is_said(tmp_path, caplog, every, said):
+    """office-short at 12.5 samples/s replayed with 2.31 of its 2.51 sitting minutes as standing and no lean, and
+    nothing said; a rate the pipeline is made for (above 25, pipeline.rate_hz) is replayed without a word."""
+    *chunks, _ = case_chunks("office-short")
+    write_record_csv(tmp_path / "rec.csv", [(t[::every], a[::every], g[::every]) for t, a, g in chunks])
+    with caplog.at_level(logging.WARNING, logger="posture.replay"):
+        replay(tmp_path / "rec.csv", None, progress=False)
+    assert ("samples/s are not above the 25 the pipeline is made" in caplog.text) == said, caplog.text
+
+
 def test_a_batch_shorter_than_a_sample_still_hands_the_pipeline_every_sample(tmp_path):
     """gateway.pipeline_batch_s below one sample's period (0.004 s at 100 Hz) rounded to batches of 0 samples: the
     replay handed the pipeline nothing and read nothing."""
