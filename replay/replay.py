@@ -255,7 +255,7 @@ def _check_rotation_units(data: np.ndarray, rate_hz: float) -> None:
     if ratio < MIN_TURNED_PER_TILTED:
         raise ReplayError(f"the rotation-rate columns turn the sensor {ratio:.2g} times as far as gravity's direction "
                           f"says it tilted ({int(judged.sum())} windows of {TURN_WINDOW_S:g} s): they must be in °/s "
-                          f"(rad/s × 57.2958)")
+                          f"(rad/s × 57.2958), or the gyroscope reads next to nothing")
 
 
 def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, int],
