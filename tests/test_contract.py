@@ -487,6 +487,7 @@ def test_a_live_state_carries_its_batchs_earlier_states_compactly_and_each_is_a_
 
 @pytest.mark.parametrize("earlier", [
     [[10, 1.0, 2.0, 3.0]],  # after the state itself
+    [[0, 1.0, 2.0, 3.0]],  # at the state's own time: its point, written over by the earlier state's angles
     [[-10, 1.0, 2.0]],  # an angle missing
     [[-10, 1.0, 2.0, 3.0, 4.0]],
     [[-10, 1.0, 2.0, 181.0]],
