@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
 import re
@@ -72,9 +73,12 @@ class MqttSettings:
             raise ConfigError("mqtt.username: needed with mqtt.password (a password alone is never sent)")
         # Topic levels of our own: a wildcard made the bridge's paho thread die on SUBSCRIBE (the process looking
         # up), the alert service's will invalid (retried for ever without a word).
-        if not self.prefix or any(not level or set(level) & set("+#\0") for level in self.prefix.split("/")):
-            raise ConfigError(f"mqtt.prefix: one or more topic levels joined by '/', with no '+', '#' or empty "
-                              f"level, got {self.prefix!r}")
+        # A level with spaces around it is a topic of its own to MQTT: " posture" in one service's file put it on
+        # other topics than the rest, each side waiting for the other and nothing said.
+        if not self.prefix or any(not level or set(level) & set("+#\0") or level != level.strip()
+                                  for level in self.prefix.split("/")):
+            raise ConfigError(f"mqtt.prefix: one or more topic levels joined by '/', with no '+', '#', empty "
+                              f"level or spaces around one, got {self.prefix!r}")
 
     def __repr__(self) -> str:  # never print the password
         return f"MqttSettings(host={self.host!r}, port={self.port}, prefix={self.prefix!r})"
@@ -408,7 +412,11 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
                 raise ValueError
             return value
         if kind is tuple:
-            items = value.split(",") if isinstance(value, str) else value
+            if isinstance(value, str) and value.strip().startswith("["):
+                # A list written as TOML's (the file's way) in a variable became the names '["a"' and '"b"]'.
+                items = json.loads(value)
+            else:
+                items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
                 raise ValueError
             return tuple(i.strip() for i in items if i.strip())

@@ -156,6 +156,11 @@ def test_a_live_stream_slower_than_the_alert_service_can_follow_is_refused():
     ({"POSTURE_MQTT_PREFIX": "posture/#"}, r"^mqtt\.prefix: one or more topic levels"),  # the bridge's thread died
     ({"POSTURE_MQTT_PREFIX": "a/+"}, r"^mqtt\.prefix: one or more topic levels"),
     ({"POSTURE_MQTT_PREFIX": "posture/"}, r"^mqtt\.prefix: one or more topic levels"),
+    # Another topic than the other services' (MQTT keeps the space), each waiting for the other, unsaid.
+    ({"POSTURE_MQTT_PREFIX": " posture"}, r"^mqtt\.prefix: .*spaces around one, got ' posture'"),
+    ({"POSTURE_MQTT_PREFIX": "site/posture "}, r"^mqtt\.prefix: .*spaces around one"),
+    ({"POSTURE_GATEWAY_SENSORS": '["Desk", 7]'}, r"^gateway\.sensors: expected a list of strings"),
+    ({"POSTURE_GATEWAY_SENSORS": '["Desk", "Chair"'}, r"^gateway\.sensors: expected a list of strings"),
     ({"POSTURE_MQTT_HOST": " "}, r"^mqtt\.host: the broker's host name or address, got nothing"),
     # Looked up as a name for ever ("Name or service not known": a DNS outage, to the eye).
     ({"POSTURE_MQTT_HOST": "127.0.0.1:1883"}, r"^mqtt\.host: a host name or address alone \(the port is mqtt\.port\)"),
@@ -177,6 +182,14 @@ def test_a_live_stream_slower_than_the_alert_service_can_follow_is_refused():
 def test_settings_that_would_fail_later_or_silently_are_refused_at_start(env, said):
     with pytest.raises(ConfigError, match=said):
         load_config(None, env=env)
+
+
+@pytest.mark.parametrize("value", ['["Desk","C0:FF:EE:00:00:01"]', "Desk, C0:FF:EE:00:00:01"])
+def test_a_list_in_the_environment_is_taken_written_as_in_the_file_or_with_commas(value):
+    """Written as the file's TOML list, POSTURE_GATEWAY_SENSORS became the names '["Desk"' and '"C0:FF:EE:00:00:01"]':
+    no sensor of either name was ever found, and the gateway looked for them every 30 s."""
+    sensors = load_config(None, env={"POSTURE_GATEWAY_SENSORS": value}).gateway.sensors
+    assert sensors == ("Desk", "C0:FF:EE:00:00:01")
 
 
 def test_posture_variables_that_are_not_ours_are_left_alone():
