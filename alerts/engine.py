@@ -567,7 +567,7 @@ class AlertEngine:
             state.last_alert_s[f.kind] = f.ts_s
             if f.amount is not None:
                 state.told = {**state.told, f.kind: f.amount}
-            if is_nudge(f.kind):  # the daily cap and alerts_sent count nudges; praise does not use them up
+            if is_nudge(f.kind):  # the daily cap and alerts_sent count nudges; praise, a calibration request do not
                 state.count_sent(alert_day(f.ts_ms, self.tz).isoformat())
             state.slouch_alert_s = self._praise_watch(f, state.slouch_alert_s)
             out.append(alert)

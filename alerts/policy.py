@@ -44,12 +44,12 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
     # wearer's clock (the 21:59 minute judged at 21:59:59.999 buzzed at 22:00:06).
     if in_span(local(finding.ts_s, tz).time(), limits.quiet_span()):
         return "quiet_hours"
-    if not is_nudge(finding.kind):  # the cap counts nudges, not praise
+    if not is_nudge(finding.kind):  # the cap and its pace count nudges, not praise nor a calibration request
         return None
     day = alert_day(finding.ts_ms, tz)
     if state.sent_on(day.isoformat()) >= limits.daily_cap:
         return "daily_cap"
-    if limits.pace and finding.kind not in UNPACED and paced(state, finding.ts_s, day, limits, tz):
+    if limits.pace and paced(state, finding.ts_s, day, limits, tz):
         return "paced"
     return None
 
@@ -70,8 +70,8 @@ def late_s(state: DeviceState, t_s: float, now_s: float) -> float | None:
     return now_s - state.clock_offset_s - t_s
 
 
-# Which nudge goes first when the day's cap leaves one: a warning (a slouch or a sitting going on, a sensor that moved)
-# is about now, an info (the day's lean or rotation imbalance) can be told at another turn.
+# Which nudge goes first when the day's cap leaves one: a warning (a slouch or a sitting going on) is about now, an info
+# (the day's lean or rotation imbalance) can be told at another turn.
 SEVERITY_FIRST = ("warning", "info")
 
 
@@ -88,8 +88,6 @@ def in_turn(state: DeviceState, findings: list[Finding], limits: Limits, tz: tzi
 
 # The day's first nudges go out as they come (a morning's first slouch is told at once); the rest of the cap is spread.
 PACE_FREE = 2
-# A request to recalibrate is about the data, not a habit: held for the pace, every angle would be off for hours.
-UNPACED = ("calibration",)
 # … and never closer than this: a sensor first worn at 21:50, quiet hours from 22:00, had its cap left a minute apart.
 PACE_MIN_GAP_S = 15 * 60.0
 

@@ -31,10 +31,14 @@ from pipeline.events import (
 
 SCHEMA_VERSION = 1
 EVENT_KINDS = ("slouch", "rotation", "lean", "calibration", "episode_start")
-# Alerts (contract/schemas/alert.json) that tell the wearer to do nothing: praise for having done it, and the day's
-# summary. "Alerts" counted anywhere (the daily cap, `alerts_sent` in the day so far, the day report) are the others.
+# Alerts (contract/schemas/alert.json) that are no posture nudge: praise for having done it, the day's summary, and a
+# calibration request, an instruction about the sensor (hold still again, the sensor moved, its calibration is old),
+# which the wearer needs whatever posture nudges the day has had: counted, a newcomer's fidgety first hold, refused 2 s
+# in, used up one of the day's nudges, and one sent after the cap was up was held till the next day. Its own
+# cooldown (calibration.cooldown_min) still limits it. "Alerts" counted anywhere (the daily cap and its pace,
+# `alerts_sent` in the day so far, the day report) are the others.
 PRAISE_KINDS = ("recovery", "recovered")
-NOT_NUDGE_KINDS = (*PRAISE_KINDS, "summary")
+NOT_NUDGE_KINDS = (*PRAISE_KINDS, "summary", "calibration")
 
 
 def is_nudge(alert_kind: str) -> bool:

@@ -838,9 +838,20 @@ def test_the_first_event_of_a_day_starts_its_cap_and_events_before_any_minute_wo
                "status": "refused", "message": "moving"}
     assert [a["kind"] for a in eng.on_event(refused, now_s=start)] == ["calibration"]  # no minute yet
     assert eng.on_event(refused | {"t_s": start + 1, "status": "recalibrate"}, now_s=start) == []  # cooldown
+
+    def episode(end_s: float) -> dict:
+        return {"schema": 1, "kind": "slouch", "device": "N", "ts": int((end_s - 400) * 1000), "start_s": end_s - 400,
+                "end_s": end_s, "duration_s": 400.0, "peak_flexion_deg": 30.0, "mean_flexion_deg": 25.0}
+
+    # A calibration request is no nudge (contract is_nudge): the day's one nudge is left to the slouch.
+    assert [a["kind"] for a in eng.on_event(episode(start + 600), now_s=start + 600)] == ["slouch"]
+    assert eng.on_event(episode(start + 3 * 3600), now_s=start + 3 * 3600) == []  # the cap, not the cooldown
+    assert eng.devices["N"].held_today == {"daily_cap": 1}
     next_day = start + 86400
     again = refused | {"ts": int(next_day * 1000), "t_s": next_day}
-    assert [a["kind"] for a in eng.on_event(again, now_s=next_day)] == ["calibration"]  # yesterday's cap is gone
+    assert [a["kind"] for a in eng.on_event(again, now_s=next_day)] == ["calibration"]
+    assert [a["kind"] for a in eng.on_event(episode(next_day + 600), now_s=next_day + 600)] == [
+        "slouch"]  # yesterday's cap is gone
     assert eng.devices["N"].day == "2026-11-21" and eng.devices["N"].program_start == "2026-11-20"
     assert eng.tick(next_day + 12 * 3600) == []  # summary time, and a device with events only
 

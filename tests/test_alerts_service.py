@@ -1587,3 +1587,55 @@ def test_a_gateway_restart_does_not_make_a_day_old_calibration_new(tmp_path, bro
     finally:
         phone.close()
         other.close()
+
+
+FIRST_HOLD_RULES = """
+[slouch]
+window_min = 5
+share_pct = 50.0
+min_worn_min = 3.0
+episode_min = 1000.0
+cooldown_min = 5.0
+[sitting]
+enabled = false
+[recovery]
+enabled = false
+[limits]
+daily_cap = 2
+pace = false
+quiet_hours = ""
+max_delay_s = 1000000
+[habit]
+summary_time = ""
+"""
+
+
+def test_a_calibration_refused_at_the_first_hold_is_sent_and_leaves_the_days_nudges_to_posture(tmp_path, broker):
+    """A newcomer's fidgety first hold is refused 2 s in: the request to hold still again goes out at once, and it is
+    no posture nudge, so it uses up none of the day's cap (it took one: a cap of 2 left one slouch nudge, and
+    `alerts_sent` said 2). Its own cooldown still holds a sensor that goes on refusing: one request, not one a
+    minute."""
+    start = time.time() // 60 * 60 - 30 * 60
+    config, log = write_config(tmp_path, broker, FIRST_HOLD_RULES), tmp_path / "alerts.log"
+
+    def refused(t_s: float) -> tuple[str, dict]:
+        return f"posture/{DEVICE}/events", {
+            "schema": 1, "kind": "calibration", "device": DEVICE, "ts": int(t_s * 1000), "t_s": t_s,
+            "status": "refused", "with_bend": False,
+            "message": "moved during the upright hold after 1.2 s: sit upright and keep still for 3 s"}
+
+    minutes = [(f"posture/{DEVICE}/metrics", slouchy_minute(DEVICE, start + 60 * k)) for k in range(25)]
+    phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+    try:
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            publish(broker.port, [refused(start + 2), *minutes[:10], refused(start + 600 + 5), *minutes[10:]])
+            wait_for(lambda: phone.today().get("ts") == int((start + 25 * 60) * 1000), 30, "the last minute handled")
+            time.sleep(0.5)  # (the alerts go out before the day so far)
+            stop(service, log)
+        assert phone.kinds() == ["calibration", "slouch", "slouch"], phone.kinds()
+        assert phone.alerts[0]["ts"] == int((start + 2) * 1000) and phone.alerts[0]["evidence"]["status"] == "refused"
+        today = phone.today()
+        assert today["alerts_sent"] == 2 and today["alerts_held"] >= 1, today  # the cap: two posture nudges
+    finally:
+        phone.close()
