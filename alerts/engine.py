@@ -520,6 +520,8 @@ class AlertEngine:
             "program_days": evidence["program_days"], "alerts_sent": state.sent_today,
             "alerts_held": evidence["alerts_held"],
             "snoozed_until": int(state.snooze_until_s * 1000) if state.snooze_until_s else None,
+            # From the day's first minute: the Daily dashboard's days and hours are in it (the bridge stores it).
+            "timezone": evidence["timezone"],
         }
 
     def not_worn(self, device: str) -> bool:

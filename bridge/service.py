@@ -1,5 +1,5 @@
-"""`posture bridge`: MQTT → InfluxDB, losing nothing (metrics, events, status and the alert log); and the live
-stream, best effort, in a retention policy of its own.
+"""`posture bridge`: MQTT → InfluxDB, losing nothing (metrics, events, status, the alert log and the alert service's
+day so far); and the live stream, best effort, in a retention policy of its own.
 
 - A persistent MQTT session (MQTT 5 clean_start false + session expiry, or 3.1.1 clean session
   off), QoS 1: while the bridge is away the broker keeps its messages.
@@ -73,7 +73,8 @@ from service_io.spool import Item as SpoolItem
 from service_io.spool import Spool, SpoolError
 
 log = logging.getLogger("posture.bridge")
-SUBTOPICS = ("metrics", "events", "status", "alerts/log")
+# The alert service's day so far (today) for the Daily dashboard's program day and zone (contract TODAY_FIELDS).
+SUBTOPICS = ("metrics", "events", "status", "alerts/log", "today")
 LIVE = "live"  # best effort: QoS 0, stored apart (influx.live_policy)
 BEYOND_RETENTION = "points beyond retention policy"  # 1.x's reason when a write held points its policy would delete
 RETRY_INFLUX_S = 2.0

@@ -27,8 +27,15 @@ ALERT_MEASUREMENT = "posture_alert"
 # The day's zone too: the Daily dashboard groups its days in it (dashboards/README.md).
 SUMMARY_FIELDS = {"streak_days": int, "program_day": int, "goal_met": bool, "slouch_pct": float, "worn_min": float,
                   "timezone": str}
-# A summary whose zone has no name stores "" (tz('') is UTC), or the dashboard would keep an older summary's zone.
+# A summary (or a today) whose zone has no name stores "" (tz('') is UTC), or the dashboard would keep an older zone.
 SUMMARY_DEFAULTS = {"timezone": ""}
+# The day so far (`<prefix>/<device>/today`, the alert service's, stream "today"): the habit program and the zone as the
+# day stands now, which the Daily dashboard shows. A summary's are as of its day's summary_time, so its zone came only
+# at a new wearer's first summary (their first day grouped in UTC hours until 18:00), and just after midnight its
+# program day was yesterday's where `today` said the new day's. Its ts is the end of its latest minute (its midnight
+# before one): a later copy of the same `today` overwrites the point with what changed.
+TODAY_MEASUREMENT = "posture_today"
+TODAY_FIELDS = {"streak_days": int, "program_day": int, "program_days": int, "timezone": str}
 # activity, calibration and lean_side of a live point are string fields, not tags: one series per device.
 TAGS = {"rotation": ("side",), "lean": ("side",), "calibration": ("status",), "episode_start": ("side",)}
 # episode_start has no measurement of its own: its `episode` names the kind whose point it adds to.
@@ -133,6 +140,8 @@ def to_line_protocol(payload: dict[str, Any], stream: str = "") -> list[str]:
     """The lines for one validated payload (contract/messages.py; `stream` alerts/log: an alert)."""
     if stream == "alerts/log":
         return [_alert_line(payload)]
+    if stream == "today":
+        return [line(TODAY_MEASUREMENT, {"device_id": payload["device"]}, _named(payload, TODAY_FIELDS), payload["ts"])]
     kind = payload["kind"]
     # An episode's start: its episode's measurement and tags (a slouch has no side), at the same time (start_s).
     layout = _layout(kind, payload[MEASURED_BY[kind]] if kind in MEASURED_BY else kind)
@@ -186,12 +195,19 @@ def _alert_line(alert: dict[str, Any]) -> str:
     if stretch.get("name"):
         fields["stretch"] = stretch["name"]
     if alert["kind"] == "summary":  # the habit program and the day's zone, for dashboards
-        for name, cast in SUMMARY_FIELDS.items():
-            value = alert["evidence"].get(name)
-            if (value := SUMMARY_DEFAULTS.get(name) if value is None else value) is not None:
-                fields[name] = cast(value)
+        fields |= _named(alert["evidence"], SUMMARY_FIELDS)
     return line(ALERT_MEASUREMENT, {"device_id": alert["device"], "kind": alert["kind"],
                                     "severity": alert["severity"]}, fields, alert["ts"])
+
+
+def _named(values: dict[str, Any], names: dict[str, type]) -> dict[str, Any]:
+    """The values of these names, cast; one without a value left out, or its default (SUMMARY_DEFAULTS) stored."""
+    fields = {}
+    for name, cast in names.items():
+        value = values.get(name)
+        if (value := SUMMARY_DEFAULTS.get(name) if value is None else value) is not None:
+            fields[name] = cast(value)
+    return fields
 
 
 def dead_letter_line(topic: str, reason: str, payload: str, t_ms: int, bridge: str = "") -> str:

@@ -17,7 +17,7 @@ from sensor.timeline import ClockMap
 
 # Topic suffix after <prefix>/<device>/ → schema file.
 SCHEMA_FILES = {"metrics": "metrics.json", "events": "event.json", "status": "status.json",
-                "live": "live.json", "alerts/log": "alert.json"}
+                "live": "live.json", "alerts/log": "alert.json", "today": "today.json"}
 
 
 class Malformed(ValueError):

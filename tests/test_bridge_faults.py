@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from test_mqtt_influx import bridge_ready, influx_has_probe, start_bridge, wait_until_bridge_stores, write_config
 
-from contract.validation import MAX_AHEAD_S, MAX_PAYLOAD_BYTES, MAX_SPAN_S, Malformed, load_validators, parse
+from contract.validation import (
+    MAX_AHEAD_S,
+    MAX_PAYLOAD_BYTES,
+    MAX_SPAN_S,
+    SCHEMA_FILES,
+    Malformed,
+    load_validators,
+    parse,
+)
 from posture.local_servers import InfluxDB1
 from service_io.influx import InfluxSettings, PointsRefused, SettingsError, WriteError, make_writer, redact
 from service_io.spool import Spool, SpoolError
@@ -477,7 +485,7 @@ def test_time_bounds_are_one_range_in_every_schema():
     from importlib import resources
 
     ranges = set()
-    for name in ("metrics.json", "event.json", "alert.json", "status.json", "live.json"):
+    for name in SCHEMA_FILES.values():
         properties = json.loads((resources.files("contract") / "schemas" / name).read_text())["properties"]
         ranges.add((properties["ts"]["minimum"], properties["ts"]["maximum"]))
         for field in ("minute_start_s", "sitting_since_s", "slouching_since_s", "leaning_since_s", "start_s", "end_s",

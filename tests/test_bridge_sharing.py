@@ -194,11 +194,11 @@ def test_leave_is_for_a_share_group(tmp_path):
 
 def test_shared_subscriptions_are_the_group_and_the_prefix():
     assert subscriptions("posture") == [("posture/+/metrics", 1), ("posture/+/events", 1), ("posture/+/status", 1),
-                                        ("posture/+/alerts/log", 1), ("posture/+/live", 0)]
+                                        ("posture/+/alerts/log", 1), ("posture/+/today", 1), ("posture/+/live", 0)]
     assert subscriptions("home/posture", "g1") == [
         ("$share/g1/home/posture/+/metrics", 1), ("$share/g1/home/posture/+/events", 1),
         ("$share/g1/home/posture/+/status", 1), ("$share/g1/home/posture/+/alerts/log", 1),
-        ("$share/g1/home/posture/+/live", 0)]
+        ("$share/g1/home/posture/+/today", 1), ("$share/g1/home/posture/+/live", 0)]
 
 
 @pytest.mark.parametrize(("env", "says"), [

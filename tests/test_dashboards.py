@@ -7,7 +7,7 @@ Grafana's macros substituted as Grafana would, against InfluxDB 1.6.7 filled by 
 The venv has no PyPI YAML parser and this file adds no dependency for one: the few YAML values
 checked here (a uid, a path, compose mounts) are read line by line with regular expressions.
 
-Helpers for other tests: panel_queries(), substitute_macros(), EXPECTED_COLUMNS, SUMMARY_ONLY.
+Helpers for other tests: panel_queries(), substitute_macros(), EXPECTED_COLUMNS.
 """
 
 from __future__ import annotations
@@ -98,13 +98,6 @@ LIVE_TRACES: set[tuple[str, str, str]] = {
     ("live.json", "State", "B"),
 }
 
-# Queries that read only the daily summary alert (WHERE "kind" = 'summary'). The alert service sends
-# a summary once a day at habit.summary_time, so a few minutes of data (chain_influx) has none yet:
-# for these alone an empty answer is accepted.
-SUMMARY_ONLY: set[tuple[str, str, str]] = {
-    ("daily.json", "Habit streak", "A"),
-    ("daily.json", "Habit streak", "B"),
-}
 
 
 # --- reading the files ----------------------------------------------------------------------------
@@ -344,13 +337,13 @@ def test_device_variable_runs_on_influxdb_1(influx):
 
 # --- the Daily dashboard's days: the alert service's and the report's --------------------------------
 
-ZONE_QUERY = 'SELECT last("timezone") FROM "posture_alert" WHERE "kind" = \'summary\' AND "device_id" =~ /^$device$/'
+ZONE_QUERY = 'SELECT last("timezone") FROM "posture_today" WHERE "device_id" =~ /^$device$/'
 
 
-def test_daily_groups_in_the_zone_of_the_latest_summary():
+def test_daily_groups_in_the_zone_of_the_latest_day_so_far():
     dashboard = load_dashboard("daily.json")
     zone = {v["name"]: v for v in dashboard["templating"]["list"]}["timezone"]
-    # Not bounded by the range: a range without a summary in it (today, before summary_time) keeps the zone.
+    # Not bounded by the range: a range without the device's data in it (a week away) keeps the zone.
     assert zone["type"] == "query" and zone["query"] == ZONE_QUERY
     assert zone["multi"] is False and zone["includeAll"] is False
     grouped = [(panel["title"], t["query"]) for panel in all_panels(dashboard) for t in panel.get("targets", [])
@@ -366,10 +359,17 @@ def metrics_minute(device: str, t_s: float, slouch_s: float) -> dict:
             "sitting_since_s": None, "lost_samples": 0}
 
 
+def day_so_far(eng: AlertEngine, device: str) -> list[str]:
+    """The device's `today` as the alert service publishes it, stored as the bridge stores it."""
+    doc = eng.today_state(device)
+    load_validators()["today"](doc)
+    return to_line_protocol(doc, "today")
+
+
 def test_daily_days_are_the_days_of_the_alert_service_and_the_report(influx):
     """A wearer in Los Angeles, worn 06:00-22:00 on two days: from 16:00 their day is the next UTC day. The alert
-    service's daily summary names its zone, the Daily dashboard groups in it, and each day's slouch minutes are the
-    report's for that local day. Grouped in UTC days, as before, they were not."""
+    service's day so far (`today`) names its zone, the Daily dashboard groups in it, and each day's slouch minutes are
+    the report's for that local day. Grouped in UTC days, as before, they were not."""
     tz, device = ZoneInfo("America/Los_Angeles"), "LA-wearer"
     eng = AlertEngine(Rules(slouch=SlouchRule(enabled=False), calibration=CalibrationRule(enabled=False),
                             recovery=RecoveryRule(enabled=False), limits=Limits(quiet_hours="", max_delay_s=600),
@@ -382,6 +382,8 @@ def test_daily_days_are_the_days_of_the_alert_service_and_the_report(influx):
             doc = metrics_minute(device, start_s + 60 * k, slouch_s=6.0 * (k // 60 % 5 + n))
             lines += to_line_protocol(doc)
             eng.on_metrics(doc, start_s + 60 * k + 66)
+            if k % 60 == 59:  # (the service publishes it each minute: an hour's last will do)
+                lines += day_so_far(eng, device)
         summaries += eng.tick(start_s + 16 * 3600)
     assert [s["evidence"]["timezone"] for s in summaries] == ["America/Los_Angeles"] * 2
     for summary in summaries:
@@ -406,12 +408,70 @@ def test_daily_days_are_the_days_of_the_alert_service_and_the_report(influx):
               build_day_report(device, day, tz, fetch_day(settings, device, *day_bounds(day, tz))).totals.slouch_s / 60
               for day in days}
     assert slouch_min_by_bucket(zone) == pytest.approx(report)
-    utc_days = slouch_min_by_bucket("")  # no summary yet: UTC days, as every day was grouped before
+    utc_days = slouch_min_by_bucket("")  # no zone known: UTC days, as every day was grouped before
     assert len(utc_days) == 3 and sorted(utc_days.values()) != pytest.approx(sorted(report.values()))
-    # The service moved to a zone with no IANA name ($TZ a POSIX rule): its summary clears the zone, not keeps LA's.
-    write_line_protocol(influx, DB, to_line_protocol(summaries[-1] | {"ts": summaries[-1]["ts"] + 86_400_000,
-                        "evidence": summaries[-1]["evidence"] | {"timezone": None}}, "alerts/log"))
+    # The service moved to a zone with no IANA name ($TZ a POSIX rule): its `today` clears the zone, not keeps LA's.
+    today = eng.today_state(device)
+    write_line_protocol(influx, DB, to_line_protocol(today | {"ts": today["ts"] + 86_400_000, "timezone": None},
+                                                     "today"))
     assert zone_variable(influx, device, start_ms, end_ms) == ""
+
+
+def test_a_new_wearers_first_day_is_in_their_zone_and_after_midnight_the_program_day_is_todays(influx):
+    """A wearer in Kolkata (UTC+05:30), worn from 04:00 on their first day. Before: the Daily dashboard took its zone
+    from the first daily summary (18:00), so the morning was grouped in UTC: hours from :30 and a day split at 05:30.
+    Now the zone comes with the day so far (`today`), from the first minute. And the Habit streak panel showed the
+    latest summary's program day: after midnight "day 1" where `today` (Home Assistant) said day 2; it reads `today`
+    now, so the two agree."""
+    tz, device = ZoneInfo("Asia/Kolkata"), "Kolkata-wearer"
+    eng = AlertEngine(Rules(slouch=SlouchRule(enabled=False), calibration=CalibrationRule(enabled=False),
+                            recovery=RecoveryRule(enabled=False), limits=Limits(quiet_hours="", max_delay_s=600),
+                            habit=Habit(summary_time="18:00", min_worn_min=30)), Catalog.load(), tz)
+    first = date(2026, 12, 2)
+    start_s = datetime(first.year, first.month, first.day, 4, tzinfo=tz).timestamp()
+    lines = []
+    for k in range(5 * 60):  # 04:00-09:00, hours before the first summary
+        doc = metrics_minute(device, start_s + 60 * k, slouch_s=6.0 * (k // 60 + 1))
+        lines += to_line_protocol(doc)
+        assert eng.on_metrics(doc, start_s + 60 * k + 66) == []
+        if k % 60 == 59:  # (the service publishes it each minute: an hour's last will do)
+            lines += day_so_far(eng, device)
+    write_line_protocol(influx, DB, lines)
+    start_ms, end_ms = int((start_s - 86400) * 1000), int((start_s + 2 * 86400) * 1000)
+    zone = zone_variable(influx, device, start_ms, end_ms)
+    assert zone == "Asia/Kolkata"
+    queries = {(panel["title"], t["refId"]): t["query"] for panel in all_panels(load_dashboard("daily.json"))
+               for t in panel.get("targets", [])}
+
+    def answer(title: str, ref: str = "A") -> list[tuple[datetime, float]]:
+        sql = substitute_macros(queries[title, ref], start_ms, end_ms, device, timezone=zone)
+        return [(datetime.fromtimestamp(t / 1000, tz), value)
+                for s in influx.query(sql, DB)["results"][0]["series"] for t, value in s["values"]]
+
+    hours = answer("Slouch minutes per hour")
+    assert [(t.hour, t.minute, v) for t, v in hours] == [(4 + h, 0, pytest.approx(6.0 * (h + 1))) for h in range(5)]
+    day_start = datetime(first.year, first.month, first.day, tzinfo=tz)
+    assert answer("Slouch minutes per day") == [(day_start, pytest.approx(6.0 * 15))]  # one day, not split at 05:30
+
+    # The evening, its summary (day 1), and the next day begun, with none of its data yet (00:04, the service's clock).
+    evening_s = datetime(first.year, first.month, first.day, 9, tzinfo=tz).timestamp()
+    lines = []
+    for k in range(10 * 60):
+        doc = metrics_minute(device, evening_s + 60 * k, slouch_s=0.0)
+        lines += to_line_protocol(doc)
+        eng.on_metrics(doc, evening_s + 60 * k + 66)
+        if k % 60 == 59:
+            lines += day_so_far(eng, device)
+    [summary] = eng.tick(datetime(first.year, first.month, first.day, 18, 5, tzinfo=tz).timestamp())
+    lines += to_line_protocol(summary, "alerts/log")
+    after_midnight_s = datetime(first.year, first.month, first.day + 1, 0, 4, tzinfo=tz).timestamp()
+    assert eng.days_begun(after_midnight_s) == [device]
+    lines += day_so_far(eng, device)
+    write_line_protocol(influx, DB, lines)
+    today = eng.today_state(device)
+    assert (summary["evidence"]["program_day"], today["program_day"]) == (1, 2)
+    shown = {ref: answer("Habit streak", ref)[-1][1] for ref in ("A", "B")}
+    assert shown == {"A": today["streak_days"], "B": today["program_day"]}
 
 
 def zone_variable(influx, device: str, start_ms: int, end_ms: int) -> str:
@@ -425,23 +485,32 @@ def zone_variable(influx, device: str, start_ms: int, end_ms: int) -> str:
     return next((v for v in values if allowed.fullmatch(v)), "")
 
 
-def test_a_summary_zone_that_is_no_zone_name_is_refused():
-    """The zone goes into tz('…') of every Daily query: a quote or a space in it is refused at the bridge."""
+def test_a_zone_that_is_no_zone_name_is_refused():
+    """The zone goes into tz('…') of every Daily query: a quote or a space in it is refused at the bridge, in the day
+    so far (`today`, which the dashboard reads) and in the summary."""
     eng = AlertEngine(Rules(habit=Habit(summary_time="18:00", min_worn_min=1)), Catalog.load(), UTC)
     eng.on_metrics(metrics_minute("D", datetime(2026, 11, 20, 9, tzinfo=UTC).timestamp(), 0.0),
                    datetime(2026, 11, 20, 9, 2, tzinfo=UTC).timestamp())
+    today = eng.today_state("D")
     [summary] = eng.tick(datetime(2026, 11, 20, 18, 30, tzinfo=UTC).timestamp())
-    assert summary["evidence"]["timezone"] == "UTC"
-    validate = load_validators()["alerts/log"]
-    validate(summary)
+    assert summary["evidence"]["timezone"] == today["timezone"] == "UTC"
+    validators = load_validators()
+    validators["alerts/log"](summary)
+    validators["today"](today)
     variable = {v["name"]: v for v in load_dashboard("daily.json")["templating"]["list"]}["timezone"]
     allowed = re.compile(variable["regex"][1:-1].replace("\\/", "/"))
     for bad in ("UTC') fill(none", "Europe/Berlin ", "../etc/passwd", "/etc/localtime", "x" * 65, 1):
         with pytest.raises(ValueError, match="timezone"):
-            validate(summary | {"evidence": summary["evidence"] | {"timezone": bad}})
+            validators["alerts/log"](summary | {"evidence": summary["evidence"] | {"timezone": bad}})
+        with pytest.raises(ValueError, match="timezone"):
+            validators["today"](today | {"timezone": bad})
         if isinstance(bad, str) and len(bad) <= 64:  # written around the bridge: the variable keeps it out of queries
             assert not allowed.fullmatch(bad), bad
     assert allowed.fullmatch("America/Argentina/Buenos_Aires") and allowed.fullmatch("Etc/GMT+5")
+    # From an alert service before `today` said its zone (the bridge upgraded first): taken, and said as no zone.
+    older = {k: v for k, v in today.items() if k != "timezone"}
+    validators["today"](older)
+    assert to_line_protocol(older, "today")[0].split(" ")[1].endswith(',timezone=""')
 
 
 @pytest.mark.parametrize("name", ANNOTATED)
@@ -459,10 +528,12 @@ def test_alerts_are_annotations(name):
     assert annotation["target"]["query"] == annotation["query"]
 
 
-def test_expected_columns_and_summary_only_match_the_queries():
+def test_expected_columns_match_the_queries_and_none_waits_for_a_summary():
+    """No panel reads the daily summary alone: a new wearer has none until habit.summary_time (the Habit streak
+    panel was empty all their first day, and said yesterday's program day after midnight)."""
     queries = {(name, title, ref): query for name, title, ref, query in panel_queries()}
     assert set(queries) == set(EXPECTED_COLUMNS)
-    assert SUMMARY_ONLY == {key for key, query in queries.items() if "\"kind\" = 'summary'" in query}
+    assert not [key for key, query in queries.items() if "\"kind\" = 'summary'" in query]
     for key, query in queries.items():
         for column in EXPECTED_COLUMNS[key] - {"time"}:
             # Columns come from AS aliases or plainly selected fields, so they are predictable.
@@ -684,8 +755,7 @@ def test_every_panel_query_returns_data(chain_influx):
             continue
         series = result.get("series", [])
         if not series:
-            if key not in SUMMARY_ONLY:
-                failures.append(f"{key}: no series for {sql}")
+            failures.append(f"{key}: no series for {sql}")
             continue
         for s in series:
             if missing := EXPECTED_COLUMNS[key] - set(s["columns"]):

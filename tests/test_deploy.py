@@ -62,6 +62,7 @@ CASES = [
     ("posture-gateway", f"{D}/alerts", "phone-desk", False),  # a fake alert on the wearer's phone
     ("posture-gateway", f"{D}/alerts/text", "phone-desk", False),
     ("posture-gateway", f"{D}/today", "phone-desk", False),
+    ("posture-gateway", f"{D}/today", "posture-bridge", False),  # a fake day so far stored
     ("posture-gateway", f"{D}/alerts/log", "posture-bridge", False),  # a fake alert stored
     ("posture-gateway", HA_CONFIG, "homeassistant", False),  # a fake Home Assistant entity
     ("posture-gateway", "posture/_alerts/availability", "homeassistant", False),
@@ -69,6 +70,7 @@ CASES = [
     ("posture-alerts", f"{D}/alerts/text", "phone-desk", True),
     ("posture-alerts", f"{D}/today", "phone-desk", True),
     ("posture-alerts", f"{D}/alerts/log", "posture-bridge", True),
+    ("posture-alerts", f"{D}/today", "posture-bridge", True),  # the Daily dashboard's program day and zone
     ("posture-alerts", HA_CONFIG, "homeassistant", True),
     ("posture-alerts", "posture/_alerts/availability", "homeassistant", True),
     ("posture-alerts", "posture/_alerts/availability", "posture-alerts", True),  # another instance's will

@@ -17,7 +17,7 @@ import pytest
 from test_mqtt_influx import bridge_ready, start_bridge, write_config
 
 from contract.identity import HASH_HEX, ID_PATTERN, MAX_ID_LEN, check_device, device_id, shown_name, topic_device
-from contract.validation import Malformed, load_validators, parse
+from contract.validation import SCHEMA_FILES, Malformed, load_validators, parse
 from gateway.publisher import adopt_legacy_files, device_file
 from support.alerts import Phone, publish, running_alerts, stop, wait_online
 from support.alerts import write_config as alerts_config
@@ -73,7 +73,7 @@ def test_no_name_can_take_another_names_hashed_id():
 
 
 def test_the_schemas_allow_exactly_the_ids():
-    for name in ("metrics.json", "event.json", "status.json", "alert.json"):
+    for name in SCHEMA_FILES.values():  # every payload the bridge or the alert service reads
         device = json.loads((resources.files("contract") / "schemas" / name).read_text())["properties"]["device"]
         assert device["pattern"] == f"^{ID_PATTERN.pattern.split('{')[0]}+$" and device["maxLength"] == MAX_ID_LEN
 

@@ -243,7 +243,8 @@ def test_virtual_sensor_to_influxdb_and_phone_end_to_end(tmp_path, testbed, star
     (tmp_path / "rules.toml").write_text("[slouch]\nepisode_min = 0.25\n"  # a 15 s slouch, any hour
                                          "[limits]\nquiet_hours = \"\"\n")
     with open(config, "a") as f:
-        f.write(f'\n[alerts]\nstate_path = "{tmp_path / "alerts.db"}"\nrules_path = "{tmp_path / "rules.toml"}"\n')
+        f.write(f'\n[alerts]\nstate_path = "{tmp_path / "alerts.db"}"\nrules_path = "{tmp_path / "rules.toml"}"\n'
+                'timezone = "Asia/Kolkata"\n')
     bridge = start_bridge(config, tmp_path / "bridge.log")
     bridge_ready(broker, influx)
     alerts = subprocess.Popen([sys.executable, "-m", "posture.cli", "alerts", "--config", str(config)],
@@ -265,6 +266,9 @@ def test_virtual_sensor_to_influxdb_and_phone_end_to_end(tmp_path, testbed, star
         gateway.send_signal(signal.SIGTERM)  # ends with the unfinished minute flushed
         assert gateway.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()[-2000:]
         wait_for(lambda: influx.rows("SELECT worn_s FROM posture_minute", DB), 30, "minute metrics")
+        # The alert service's day so far, from the first minute: the Daily dashboard's zone and program day.
+        wait_for(lambda: influx.rows("SELECT program_day FROM posture_today", DB), 30,
+                 lambda: "the day so far in InfluxDB\n" + (tmp_path / "alerts.log").read_text()[-2000:])
     finally:
         for proc in (gateway, bridge, alerts):
             if proc.poll() is None:
@@ -284,6 +288,9 @@ def test_virtual_sensor_to_influxdb_and_phone_end_to_end(tmp_path, testbed, star
     status = influx.rows("SELECT online, battery_pct FROM posture_status WHERE device_id = 'DeskSensor'", DB)
     assert any(s["online"] and s["battery_pct"] == 100 for s in status)
     assert status[-1]["online"] is False  # the gateway's last word on a clean stop
+    today = influx.rows("SELECT program_day, program_days, streak_days, timezone FROM posture_today", DB)
+    assert {(t["program_day"], t["program_days"], t["streak_days"], t["timezone"]) for t in today} == {
+        (1, 31, 0, "Asia/Kolkata")}
 
 
 def test_credentials_tls_and_acl_with_no_secret_in_logs(tmp_path, influx):
