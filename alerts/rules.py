@@ -34,7 +34,7 @@ class Finding:
     evidence: dict[str, Any]
     deficit: str | None = None  # which stretch addresses it (alerts/stretches.toml)
     side: str | None = None  # the side the stretch should favour
-    # How much of a day-total imbalance it tells of (rotation: rotations, lean: minutes leaning), as the data has it
+    # How much of a day-total imbalance it tells of (rotation: its SI, signed; lean: minutes leaning), as the data has it
     # (not the evidence's tenths): the next nudge of its kind needs as much more again (state.told).
     amount: float | None = None
 
@@ -159,19 +159,20 @@ def upright(minute: dict[str, Any]) -> bool:
 
 def rotation_asymmetry(day: DayTotals, end_ms: int, rules: Rules, told: float | None = None) -> Finding | None:
     """day: the day's minutes folded, as they are: the thresholds are compared with the values as sent, not with the
-    tenths the evidence shows (an SI of 24.96 read as 25.0 was "at or over 25 %"). told: the day's rotations when it
-    was last nudged. Again only after as many more as the first nudge needed: on totals alone it came every cooldown
-    (2 h) all day, the same imbalance of the morning told again and again."""
+    tenths the evidence shows (an SI of 24.96 read as 25.0 was "at or over 25 %"). told: the day's SI when it was last
+    nudged. Again only when the imbalance is worse by as much as the first nudge needed (si_pct further from balance),
+    or on the other side (the stretch favours the other side then): on totals alone it came every cooldown (2 h) all
+    day, and counted by rotations (again after 20 more) the same imbalance was told again the more the wearer moved."""
     count, si = day.rotations["left"] + day.rotations["right"], day.rotation_symmetry_index
     if (count < rules.rotation.min_excursions or si is None or abs(si) < rules.rotation.si_pct
-            or (told is not None and count - told < rules.rotation.min_excursions)):
+            or (told is not None and si * told > 0 and abs(si) - abs(told) < rules.rotation.si_pct)):
         return None
     restricted = "left" if si > 0 else "right"  # the side turned to less
     keys = ("rotations_left", "rotations_right", "rotation_left_peak_mean_deg", "rotation_right_peak_mean_deg",
             "rotation_si")
     shown = totals_of(day)
     return Finding("rotation", end_ms / 1000, "info", {k: shown[k] for k in keys} | {"restricted_side": restricted},
-                   deficit="rotation", side=restricted, amount=float(count))
+                   deficit="rotation", side=restricted, amount=si)
 
 
 def lean_asymmetry(day: DayTotals, end_ms: int, rules: Rules, told: float | None = None) -> Finding | None:

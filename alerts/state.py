@@ -38,7 +38,8 @@ class DeviceState:
     program_start: str | None = None
     last_alert_s: dict[str, float] = field(default_factory=dict)  # kind → data time of the last one sent
     last_held_s: dict[str, float] = field(default_factory=dict)  # kind → data time it was last held back
-    # rotation, lean → how much of it the day held when it was last nudged (rules.Finding.amount); the day's own
+    # rotation, lean → how much of it the day held when it was last nudged (rules.Finding.amount: the SI, the minutes
+    # leaning); the day's own
     told: dict[str, float] = field(default_factory=dict)
     sent_today: int = 0  # nudges sent that count on `day` (contract alert_day)
     # … and on the days either side of it, while they are not `day`: a live nudge after midnight, before the new

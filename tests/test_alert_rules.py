@@ -453,7 +453,9 @@ def test_the_daily_cap_is_spread_over_the_waking_day(tmp_path):
     gaps_h = [(b - a) / 3600 for a, b in zip(times[1:], times[2:])]
     assert all(1.9 <= gap <= 2.0 for gap in gaps_h), gaps_h  # (22:00 - 08:20) / 7, then as evenly again
     assert "19:00" < hhmm(alerts[-1]) < "21:00"
-    assert {a["kind"] for a in alerts[2:]} == {"slouch", "rotation", "lean"}
+    # (The rotation, all to the left from the first, -200, is told once: it cannot get worse.)
+    assert [a["kind"] for a in alerts[:2]] == ["slouch", "rotation"] and {a["kind"] for a in alerts[2:]} == {
+        "slouch", "lean"}
     assert set(eng.devices["D"].held_today) == {"paced", "daily_cap"}
     # Held for the pace, a kind is counted once between two nudges sent (once a cooldown, 41 here, 80-89 on a day of
     # 23 h): six waits, four kinds waiting (slouch, sitting, lean, rotation).
@@ -502,13 +504,44 @@ def test_an_imbalance_is_told_again_only_when_there_is_more_of_it_and_to_a_weare
     # Ten minutes more leaning (22 in all, 10 more than at the nudge): told again.
     alerts = feed(eng, [minute(start + 60 * k, lean_left_s=60.0) for k in range(140, 150)])
     assert [(a["kind"], hhmm(a), a["evidence"]["lean_left_min"]) for a in alerts] == [("lean", "11:28", 20.0)]
-    # Rotations: after the nudge at the 20th, the next needs 20 more, whatever the cooldown lets through; the 40th, in
-    # a minute the wearer lay down, is told at the next minute up (41), and the next would need 61.
-    turning = [minute(start + 60 * k, rotations_left=1, rotation_left_cumulative_deg=30.0,
-                      lying_s=45.0 if k == 39 else 0.0) for k in range(60)]
+    # Rotations: told at the 20th, then only once the imbalance is worse (below); turning all one way it cannot be,
+    # however many more rotations the cooldown lets through.
+    turning = [minute(start + 60 * k, rotations_left=1, rotation_left_cumulative_deg=30.0) for k in range(60)]
     eng = engine(limits=Limits(max_delay_s=FAR, quiet_hours="", pace=False), rotation=RotationRule(cooldown_min=5))
     alerts = feed(eng, turning)
-    assert [a["evidence"]["rotations_left"] for a in alerts] == [20, 41]
+    assert [a["evidence"]["rotations_left"] for a in alerts] == [20]
+
+
+def test_a_rotation_imbalance_is_told_again_only_when_it_is_worse():
+    """The rotation rule told the day's imbalance again after every 20 more rotations (at each cooldown, 2 h): a wearer
+    turning twice as often right as left all day heard "SI +67%" at the 20th rotation, the 40th, the 60th…, the same
+    imbalance, and more often the more they moved. It is told again only when the index is worse by as much as the
+    first nudge needed (rotation.si_pct further from balance), or has gone over to the other side (the other stretch
+    side); a new day tells it from nothing."""
+    start = DAY + 8 * 3600
+
+    def turning(first: int, n: int, right: int, left: int, day: float = 0.0) -> list[dict]:  # rotations of 40°
+        return [minute(start + day + 60 * k, rotations_right=right, rotations_left=left,
+                       rotation_right_cumulative_deg=40.0 * right, rotation_left_cumulative_deg=40.0 * left,
+                       lying_s=45.0 if (day, k) == (0.0, 6) else 0.0) for k in range(first, first + n)]
+
+    eng = engine(limits=Limits(max_delay_s=FAR, quiet_hours="", pace=False))
+    # Two right, one left a minute, for 6 hours: SI +66.7 from the 7th minute's 21 rotations, a minute the wearer lay
+    # down (no posture to stretch from), so told at the next, 08:08; not again at 10:08 and 12:08, as it was (each
+    # cooldown, 20 and more rotations later, the same +66.7).
+    alerts = feed(eng, turning(0, 360, 2, 1))
+    assert [(hhmm(a), a["evidence"]["rotation_si"], a["stretch"]["side"]) for a in alerts] == [("08:08", 66.7, "left")]
+    # Then two right a minute: worse, but not 25 worse than +66.7 by 16:00 (+90.9) …
+    assert feed(eng, turning(360, 120, 2, 0)) == []
+    # … and at 16:05 (+91.7), told.
+    alerts = feed(eng, turning(480, 60, 2, 0))
+    assert [(hhmm(a), a["evidence"]["rotation_si"]) for a in alerts] == [("16:05", 91.7)]
+    # Six left a minute: the day's index falls, less imbalance, told nothing; over to the left: favour the right, told.
+    alerts = feed(eng, turning(540, 240, 0, 6))
+    assert [(hhmm(a), a["evidence"]["rotation_si"], a["stretch"]["side"]) for a in alerts] == [("19:52", -25.2, "right")]
+    # The next day the same two to one is told again, once.
+    alerts = feed(eng, turning(0, 300, 2, 1, day=86_400.0))
+    assert [(hhmm(a), a["evidence"]["rotation_si"]) for a in alerts] == [("08:07", 66.7)]
 
 
 def test_spans_are_said_as_a_wearer_counts_them():
