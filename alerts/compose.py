@@ -71,7 +71,7 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
         text = (f"Calibration is {'' if e['age_known'] else 'at least '}{e['calibration_age_h']:.0f} h old. "
                 f"{RECALIBRATE}")
     elif finding.kind == "calibration":
-        why, how = _why_and_how(e["reason"])
+        why, how = (_sentence(e["reason"]), _sentence(e["ask"])) if "ask" in e else _why_and_how(e["reason"])
         text = f"{_shortened(why, MESSAGE_MAX_CHARS - len(how) - 1)} {how}"
     else:  # recovery
         text = f"Upright for the last {e['upright_min']} min. Keep it up!"
@@ -145,10 +145,13 @@ def _shortened(text: str, max_chars: int) -> str:
 
 
 def _why_and_how(message: str) -> tuple[str, str]:
-    """The pipeline's reason and what to do, as sentences, without its "recalibrate:". Its own instructions are said as
-    they are: they carry the hold time it was set to, and what this reason needs (turn the sensor over, bend once more
-    to confirm), where RECALIBRATE in their place told a wearer with the sensor the wrong way round to repeat moves that
-    are refused again. Without instructions of its own, RECALIBRATE's."""
+    """The reason and what to do, as sentences, told apart in the message of a gateway from before its events said them
+    apart (reason and ask, pipeline/events.asking): cut at the words "sit upright", without its "recalibrate:". Its own
+    instructions are said as they are: they carry the hold time it was set to, and what this reason needs (turn the
+    sensor over, bend once more to confirm), where RECALIBRATE in their place told a wearer with the sensor the wrong
+    way round to repeat moves that are refused again. Without those words, RECALIBRATE's after the whole message: a
+    bend to make again ("bend straight forward once and sit up") was followed by the whole moves, and a sensor to tape
+    flat by moves it cannot calibrate from, which the event's ask does not do."""
     why = message.removeprefix("recalibrate: ")
     if (cut := why.lower().find("sit upright")) > 0:
         return _sentence(why[:cut].rstrip(" ;:,").removesuffix("then").rstrip(" ;:,")), _sentence(why[cut:])

@@ -34,8 +34,8 @@ class Finding:
     evidence: dict[str, Any]
     deficit: str | None = None  # which stretch addresses it (alerts/stretches.toml)
     side: str | None = None  # the side the stretch should favour
-    # How much of a day-total imbalance it tells of (rotation: its SI, signed; lean: minutes leaning), as the data has it
-    # (not the evidence's tenths): the next nudge of its kind needs as much more again (state.told).
+    # How much of a day-total imbalance it tells of (rotation: its SI, signed; lean: minutes leaning), as the data has
+    # it (not the evidence's tenths): the next nudge of its kind needs as much more again (state.told).
     amount: float | None = None
 
     @property
@@ -203,9 +203,14 @@ def long_sitting(minute: dict[str, Any], end_ms: int, rules: Rules) -> Finding |
 
 
 def calibration_event(event: dict[str, Any]) -> Finding | None:
+    """A refusal or a request to recalibrate: its reason and what it asks for, as the event says them apart (their
+    alert says them as they are, compose.message); a gateway from before it did says its message alone, kept whole as
+    the reason (compose._why_and_how tells them apart in it as before)."""
     if event["status"] not in ("recalibrate", "refused"):
         return None
-    return Finding("calibration", event["t_s"], "warning", {"status": event["status"], "reason": event["message"]})
+    said = ({"reason": event["reason"], "ask": event["ask"]} if "ask" in event and "reason" in event
+            else {"reason": event["message"]})
+    return Finding("calibration", event["t_s"], "warning", {"status": event["status"], **said})
 
 
 def calibration_age(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:

@@ -131,6 +131,9 @@ def payload(device: str, item: Event | MinuteMetrics | Status | LiveState,
             del body["earlier"]
     elif isinstance(item, CalibrationEvent):
         ts = item.t_s
+        for part in ("reason", "ask"):  # a refusal's or request's parts (events.asking); none has them otherwise
+            if body[part] is None:
+                del body[part]
         if item.status != "calibrated":  # when the calibration in use was made: said where one is taken (or restored)
             del body["calibrated_s"]
         elif (made_s := body["calibrated_s"]) is not None and not (

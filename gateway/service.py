@@ -24,7 +24,7 @@ from gateway.kept import lock_device, read_kept, write_kept
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from gateway.sent_floor import SentFloor
 from pipeline.calibration import Calibration
-from pipeline.events import CalibrationEvent, MinuteMetrics
+from pipeline.events import MinuteMetrics, asking
 from pipeline.live import LiveClock, live_message
 from pipeline.metrics import MINUTE_S, SECONDS_IN_MINUTE, merge_minutes
 from pipeline.stream import PosturePipeline
@@ -78,7 +78,8 @@ class Device:
     link_gone: bool = False  # silent for LINK_GONE_S: what was open went out (_close_when_gone)
     gone_kept: bool = False  # the minute the link was lost in is in the stopped-minute file (_close_when_gone)
     address: str = ""  # the sensor's: saved with its calibration, which another sensor under this id must not take
-    # The calibration kept was taken on another sensor, so not restored: said to the wearer at the first sample.
+    # The calibration kept was taken on another sensor, so not restored: said to the wearer at the first sample (why:
+    # the request's reason).
     other_sensor: str | None = None
     held_starts: list[float] = field(default_factory=list)  # the ended, held minutes kept on disk (_keep_held)
     # The last sample when the minute in progress was last kept with them (or found not in progress: off the body).
@@ -274,8 +275,8 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
     device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
                     LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s), address=address)
     if calibration is None and taken_on:  # not restored: taken on another sensor
-        device.other_sensor = (f"recalibrate: sensor {address} is read as {name!r} now, and the calibration kept was "
-                               f"taken on {taken_on}; then {pipeline.s.calibration.instructions}")
+        device.other_sensor = (f"sensor {address} is read as {name!r} now, and the calibration kept was taken on "
+                               f"{taken_on}")
     device.saved = device.pipeline.calibration
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
     device.off_since_s = read_kept(spool_dir, name, OFF_SUFFIX, _put_down_s, "sensor off the body")
@@ -542,8 +543,7 @@ def _sensor_replaced(device: Device, spool_dir: Path, address: str) -> None:
         else:
             _submit(device, spool_dir, out.events, out.metrics, handed=True)
     pipeline = PosturePipeline(device.pipeline.s)
-    device.other_sensor = (f"recalibrate: sensor {address} is read as {name!r} now, in place of {device.address}; "
-                           f"then {pipeline.s.calibration.instructions}")
+    device.other_sensor = f"sensor {address} is read as {name!r} now, in place of {device.address}"
     device.pipeline, device.address, device.saved, device.link_gone, device.gone_kept = \
         pipeline, address, None, False, False
     _keep_off(device, spool_dir)  # the new pipeline is not off: the old sensor's time off is forgotten
@@ -576,7 +576,8 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         log.exception("%s: the pipeline failed on a batch of %d samples; skipped", device.publisher.device, batch.n)
         return
     if device.other_sensor is not None:  # the wearer is told, as when the calibration check asks for the moves
-        out.events.insert(0, CalibrationEvent(float(batch.t_s[0]), "recalibrate", device.other_sensor))
+        out.events.insert(0, asking(float(batch.t_s[0]), "recalibrate", device.other_sensor,
+                                    device.pipeline.s.calibration.instructions, "; then "))
         device.other_sensor = None
     _save(device, spool_dir)
     _submit(device, spool_dir, out.events, out.metrics)

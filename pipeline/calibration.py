@@ -21,7 +21,7 @@ from .running import MovingMean, RestLevel, exp_mean
 from .runs import trailing_run
 
 HOLD_TRIM_S = 0.3  # the end of a still run that is left out of the hold
-Said = list[tuple[float, str]]  # refusals said to the wearer: (time, message)
+Said = list[tuple[float, str, str, str]]  # refusals said to the wearer: (time, reason, ask, joint: events.asking)
 
 
 class CalibrationError(ValueError):
@@ -309,8 +309,8 @@ class Calibrator:
                 raise CalibrationError("the sensor faces up or down, as lying does")
             cal = Calibration.from_vectors(self._hold.up).with_bias(self._hold.bias_dps)
         except CalibrationError as exc:
-            self._refuse(t_s, f"{exc}: sit upright and still for {self.s.hold_s:g} s, then bend forward once and sit "
-                              "up", messages)
+            self._refuse(t_s, str(exc), f"sit upright and still for {self.s.hold_s:g} s, then bend forward once and "
+                                        "sit up", messages)
             self.restart()
             self._hold_only_refused = True
             return None
@@ -327,7 +327,7 @@ class Calibrator:
         `expect`.)"""
         messages: Said = []
         self._doubt = self._answered
-        self._refuse(t_s, f"{why}: sitting, {self.s.instructions}", messages, always=always or self._doubt is not None)
+        self._refuse(t_s, why, f"sitting, {self.s.instructions}", messages, always=always or self._doubt is not None)
         return messages
 
     def _follow(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
@@ -399,8 +399,8 @@ class Calibrator:
     def _break_hold(self, t_s: float, messages: Said) -> None:
         self._hold_only_refused = False
         if self._hold is None and not self._bend and self._run_n >= self.rate_hz:
-            self._refuse(t_s, f"moved during the upright hold after {self._run_n / self.rate_hz:.1f} s: "
-                              f"sit upright and keep still for {self.s.hold_s:g} s", messages)
+            self._refuse(t_s, f"moved during the upright hold after {self._run_n / self.rate_hz:.1f} s",
+                         f"sit upright and keep still for {self.s.hold_s:g} s", messages)
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
         self._run_held = False
 
@@ -452,7 +452,7 @@ class Calibrator:
             self._settling, self._doubt = None, settling.doubt
             # Said even soon after another line when it answered a question: the wearer is waiting for the answer.
             self._refuse(float(t_s[k + far[0]]), "after the bend the trunk went on past where it was held (standing "
-                                                 f"up?), not back to it: {self.s.instructions} again", messages,
+                                                 "up?), not back to it", f"{self.s.instructions} again", messages,
                          always=settling.doubt is not None)
             return None, k + int(far[0])
         self._still_run(t_s, acc_g, gyro_dps, still, k, k + n)
@@ -479,8 +479,8 @@ class Calibrator:
         """A bend not back within bend_max_s is a posture, not the calibration bend: start over (said at the sample it
         was over, however the stream is batched). Returns that sample's index (None: not over)."""
         if len(late := np.flatnonzero(t_s - self._bend[0][0] > self.s.bend_max_s)):
-            self._refuse(float(t_s[late[0]]), f"the forward bend did not come back within {self.s.bend_max_s:g} s: "
-                              f"{self.s.instructions} again", messages)
+            self._refuse(float(t_s[late[0]]), f"the forward bend did not come back within {self.s.bend_max_s:g} s",
+                         f"{self.s.instructions} again", messages)
             self.restart()
             return int(late[0])
         return None
@@ -492,8 +492,8 @@ class Calibrator:
         dev = _between_deg(ups, hold.up)
         k = int(np.argmax(dev))
         if dev[k] > self.s.bend_max_deg:
-            self._refuse(t_s, f"the bend went to {dev[k]:.0f}°: for calibration bend forward "
-                              f"{self.s.bend_min_deg:g}–45° only, then sit up", messages)
+            self._refuse(t_s, f"the bend went to {dev[k]:.0f}°",
+                         f"for calibration bend forward {self.s.bend_min_deg:g}–45° only, then sit up", messages)
             return None
         # One plane: the way down at half depth points where the deepest point does.
         half = int(np.argmax(dev >= dev[k] / 2))
@@ -501,20 +501,20 @@ class Calibrator:
         d_half -= (d_half @ hold.up) * hold.up
         d_max -= (d_max @ hold.up) * hold.up
         if _between_deg(_unit(d_half), _unit(d_max)) > self.s.bend_straight_deg:
-            self._refuse(t_s, "the bend was not one straight movement: bend straight forward once and sit up",
+            self._refuse(t_s, "the bend was not one straight movement", "bend straight forward once and sit up",
                          messages)
             return None
         try:
             cal = Calibration.from_vectors(hold.up, ups[k])
         except CalibrationError as exc:
-            self._refuse(t_s, f"{exc}: bend forward at least 15° and sit up again", messages)
+            self._refuse(t_s, str(exc), "bend forward at least 15° and sit up again", messages)
             return None
         if not self.hold_only and dev[k] < self.s.bend_again_deg:
             return None  # re-arming after a flag: only the move the wearer was asked for counts
         hint = self.forward_hint if self.forward_hint is not None else _sensor_forward(hold.up)
         if hint is None:
-            self._refuse(t_s, "sensor z is near vertical while sitting upright: it does not lie on the back; "
-                              "tape it flat on the upper back and calibrate again", messages)
+            self._refuse(t_s, "sensor z is near vertical while sitting upright: it does not lie on the back",
+                         "tape it flat on the upper back and calibrate again", messages, joint="; ")
             return None
         off = _between_deg(cal.r_sensor_trunk[:, 0], hint)
         straight_back = off >= 180.0 - self.s.bend_direction_deg
@@ -523,8 +523,8 @@ class Calibrator:
             # (Short enough for a phone alert, at most 240 characters, with the rest of the message.)
             turned = ("; if you did bend forward, the sensor is worn the other way round: turn it over and calibrate "
                       "again" if straight_back else "")
-            self._refuse(t_s, f"that bend went {off:.0f}° away from forward (backwards or sideways): "
-                              f"sit upright and still, bend straight forward once and sit up{turned}", messages)
+            self._refuse(t_s, f"that bend went {off:.0f}° away from forward (backwards or sideways)",
+                         f"sit upright and still, bend straight forward once and sit up{turned}", messages)
             return None
         if backwards or self._doubt is not None:
             return self._confirmed(cal.with_bias(hold.bias_dps), backwards, t_s, messages)
@@ -541,24 +541,26 @@ class Calibrator:
             self._doubt = None
             return cal
         self._doubt = (t_s, cal)
-        once_more = "sit upright and still and bend forward once more to confirm"
+        once_more, joint = "sit upright and still and bend forward once more to confirm", ": "
         if backwards:
             turn_over = " (or turn the sensor over and bend forward twice)" if cal.face_in else ""
             why = ("that bend went straight backwards from the forward expected: if you bent forward, the sensor's "
-                   f"top faces {'into' if cal.face_in else 'out of'} your back; {once_more} it{turn_over}")
+                   f"top faces {'into' if cal.face_in else 'out of'} your back")
+            ask, joint = f"{once_more} it{turn_over}", "; "
         elif agrees:
-            why = f"that bend went the way the one before did, but minutes later: {once_more} it"
+            why, ask = "that bend went the way the one before did, but minutes later", f"{once_more} it"
         else:
-            why = f"that bend went the other way from the one before: {once_more} which way is forward"
-        self._refuse(t_s, why, messages, always=True)
+            why, ask = "that bend went the other way from the one before", f"{once_more} which way is forward"
+        self._refuse(t_s, why, ask, messages, always=True, joint=joint)
         return None
 
-    def _refuse(self, t_s: float, message: str, messages: Said, always: bool = False) -> None:
+    def _refuse(self, t_s: float, reason: str, ask: str, messages: Said, always: bool = False,
+                joint: str = ": ") -> None:
         """Count a refusal; say it unless one was said within refusal_every_s (a fidgety hour is one line), or
-        always (a question the wearer must answer)."""
+        always (a question the wearer must answer). reason, ask, joint: events.asking's."""
         self.refusals += 1
         if always or t_s - self._last_refusal_t_s >= self.s.refusal_every_s:
-            messages.append((t_s, message))
+            messages.append((t_s, reason, ask, joint))
             self._last_refusal_t_s = t_s
 
 
@@ -651,7 +653,7 @@ class CalibrationMonitor:
             why = (f"sitting has read {sit_flex[j]:+.0f}° of flexion (leaning back) for minutes: the upright hold was "
                    "probably hunched, or the sensor has moved; sit tall for the hold")
         self.reported = True
-        return j, f"recalibrate: {why}; then {s.instructions}"
+        return j, why
 
     def gap(self) -> None:
         """A lost link: steps on either side of it are not one unbroken walk."""

@@ -52,14 +52,26 @@ class LeanInterval:
 class CalibrationEvent:
     t_s: float
     status: str  # "calibrated" | "refused" | "recalibrate"
-    message: str
+    message: str  # the whole line, as the log, the console and the report show it
     with_bend: bool = False
     # "calibrated": when the wearer made the calibration now in use (sensor time, Unix s): t_s for one made now, the
     # earlier time for one restored from the gateway's last run or corrected from walking; None: not known (restored
     # from a file kept before it said). Sent with "calibrated" only (contract/messages.py): the age of a calibration
     # (the alert service's `calibration` rule) is counted from it, and a restart or a correction is no new one.
     calibrated_s: float | None = None
+    # "refused", "recalibrate" (made by `asking`): the message's two parts, why and what the wearer is asked to do
+    # (the moves, with the hold they are set to; or turn the sensor over, bend once more to confirm …), each whole: the
+    # alert service says them as they are, where it cut the message at the words "sit upright" to tell them apart.
+    reason: str | None = None
+    ask: str | None = None
     kind: str = "calibration"
+
+
+def asking(t_s: float, status: str, reason: str, ask: str, joint: str = ": ") -> CalibrationEvent:
+    """A refusal or a request to recalibrate: why, and what the wearer is asked to do, joined into its message ("the
+    forward bend did not come back within 10 s: sit upright … again"; a request begins "recalibrate: ")."""
+    prefix = "recalibrate: " if status == "recalibrate" else ""
+    return CalibrationEvent(t_s, status, f"{prefix}{reason}{joint}{ask}", reason=reason, ask=ask)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from .events import (
     MinuteMetrics,
     RotationExcursion,
     SlouchEpisode,
+    asking,
 )
 from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
 from .metrics import MINUTE_S, MinuteAggregator
@@ -277,7 +278,7 @@ class PosturePipeline:
         cal, start, watching = None, len(t_s), self.armed
         if watching:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
-            out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
+            out.events += [asking(t, "refused", *said) for t, *said in refusals]
         parts, k = [], 0
         adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
         lost = lost_samples  # the minutes count them with the first part that has a real (not gap-filled) sample
@@ -318,7 +319,7 @@ class PosturePipeline:
                 acc_vertical = vertical(att.row2, acc_g)
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
                 cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
-                out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
+                out.events += [asking(t, "refused", *said) for t, *said in refusals]
         # Asked for the moves inside this batch: the calibrator, restarted by the request, watches from the next sample
         # (it has seen the batch's stillness if it was watching already). Not if a calibration was taken since.
         if self._asked_at is not None and self.armed and self._asked_at + 1 < len(t_s):
@@ -345,7 +346,7 @@ class PosturePipeline:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, up, self.orientation.bias_dps())
         else:
             cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, k)
-        out.events += [CalibrationEvent(t, "refused", m) for t, m in refusals]
+        out.events += [asking(t, "refused", *said) for t, *said in refusals]
         while cal is not None:
             cal_t_s = float(t_s[start - 1] if start else t_s[0])
             if (found := self._refused_if_not_seated(cal_t_s, t_s, acc_g, gyro_dps, up, start, out)) is None:
@@ -362,7 +363,7 @@ class PosturePipeline:
             return None
         said = self.calibrator.not_seated(cal_t_s, *why)
         cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, k)
-        out.events += [CalibrationEvent(t, "refused", m) for t, m in said + refusals]
+        out.events += [asking(t, "refused", *s) for t, *s in said + refusals]
         return cal, start
 
     def _filter_again(self, before: dict[str, Any], adopted: list[tuple[int, Calibration]], gyro_dps: np.ndarray,
@@ -552,7 +553,8 @@ class PosturePipeline:
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
         if (flagged := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
-            out.events.append(CalibrationEvent(float(t_s[flagged[0]]), "recalibrate", flagged[1]))
+            out.events.append(asking(float(t_s[flagged[0]]), "recalibrate", flagged[1], self.s.calibration.instructions,
+                                     "; then "))
             self.request_calibration(moved=self.monitor.moved)
             self._asked_at = first + sl.start + flagged[0]
         if self._recalibrate:  # looking for a calibration where sitting and standing are known: see _worn
@@ -671,9 +673,8 @@ class PosturePipeline:
         assert self.calibration is not None  # called from _measure
         at_s = float(t_s[j])
         if abs(azimuth) > self.s.calibration.bend_direction_deg:
-            out.events.append(CalibrationEvent(at_s, "recalibrate",
-                                               f"recalibrate: walking goes {azimuth:+.0f}° off the calibrated forward; "
-                                               f"{self.s.calibration.instructions}"))
+            out.events.append(asking(at_s, "recalibrate", f"walking goes {azimuth:+.0f}° off the calibrated forward",
+                                     self.s.calibration.instructions, "; "))
             self.request_calibration(self.calibration.turned(azimuth))
             self._asked_at = first + j
             self.walking_axis.reset()
@@ -728,8 +729,8 @@ class PosturePipeline:
         self._tail_t, self._tail_x = np.empty(0), np.empty((0, 0))  # no filling across the time off
         self._after_long_gap(out, off_s)
         if self.calibration is not None:
-            out.events.append(CalibrationEvent(t_s, "recalibrate", f"recalibrate: the sensor was off the body for "
-                                               f"{off_s / 60:.0f} min; {self.s.calibration.instructions}"))
+            out.events.append(asking(t_s, "recalibrate", f"the sensor was off the body for {off_s / 60:.0f} min",
+                                     self.s.calibration.instructions, "; "))
             self.request_calibration(moved=True)
             self._posture_unseen = True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -538,7 +539,8 @@ def test_a_rotation_imbalance_is_told_again_only_when_it_is_worse():
     assert [(hhmm(a), a["evidence"]["rotation_si"]) for a in alerts] == [("16:05", 91.7)]
     # Six left a minute: the day's index falls, less imbalance, told nothing; over to the left: favour the right, told.
     alerts = feed(eng, turning(540, 240, 0, 6))
-    assert [(hhmm(a), a["evidence"]["rotation_si"], a["stretch"]["side"]) for a in alerts] == [("19:52", -25.2, "right")]
+    assert [(hhmm(a), a["evidence"]["rotation_si"], a["stretch"]["side"]) for a in alerts] == [
+        ("19:52", -25.2, "right")]
     # The next day the same two to one is told again, once.
     alerts = feed(eng, turning(0, 300, 2, 1, day=86_400.0))
     assert [(hhmm(a), a["evidence"]["rotation_si"]) for a in alerts] == [("08:07", 66.7)]
@@ -978,24 +980,80 @@ def test_a_recalibrate_alert_says_what_the_pipeline_asks_for():
                        "sit up.")
 
 
+def test_a_calibration_alert_says_the_reason_and_the_ask_the_event_carries_apart():
+    """The alert service cut the pipeline's message at the words "sit upright" to tell why from what to do, and where
+    they were not (a bend to make again, a sensor to tape flat) it added the whole moves after the message: "The bend
+    was not one straight movement: bend straight forward once and sit up. Sit upright and still for 3 s, then bend
+    forward once and sit up." The pipeline's events say the two apart (reason, ask): the alert says them as they are.
+    A gateway from before them sends its message alone, read as before."""
+    from contract.messages import payload
+    from firmware_sim.imu import SensorSimulation
+    from firmware_sim.scenario import parse_scenario
+    from pipeline.events import CalibrationEvent, asking
+    from pipeline.stream import PosturePipeline
+
+    validate = load_validators()["events"]
+    start = DAY + 9 * 3600
+
+    def told(event: CalibrationEvent | dict) -> str:
+        doc = event if isinstance(event, dict) else payload("D", event)
+        validate(doc)
+        [alert] = engine(calibration=CalibrationRule()).on_event(doc, now_s=doc["t_s"])
+        return alert["message"]
+
+    # A pipeline's own refusal (a lean on the desk held still, then sit up: no calibration bend), through its payload.
+    sim = SensorSimulation(parse_scenario({"name": "desk", "segment": [
+        {"activity": "sit_upright", "duration_s": 4.0},
+        {"activity": "slouch", "duration_s": 40.0, "flexion_deg": 25.0, "ramp_s": 0.8},
+        {"activity": "sit_upright", "duration_s": 3.0}]}), seed=4)
+    pipeline, events = PosturePipeline(), []
+    for chunk in sim.chunks(max_samples=1000):
+        events += [e for e in pipeline.update(chunk.t_s, chunk.acc_g, chunk.gyro_dps).events if e.kind == "calibration"]
+    [late] = [replace(e, t_s=start + e.t_s) for e in events
+              if e.status == "refused" and "did not come back" in e.message]
+    assert late.message == f"{late.reason}: {late.ask}"  # the line the log, the console and the report show, as it was
+    assert (late.reason, late.ask) == ("the forward bend did not come back within 10 s",
+                                       "sit upright and still for 3 s, bend forward once and sit up again")
+    assert told(late) == ("The forward bend did not come back within 10 s. Sit upright and still for 3 s, bend forward "
+                          "once and sit up again.")
+    # Asks without "sit upright": said as asked, nothing added.
+    crooked = asking(start, "refused", "the bend was not one straight movement",
+                     "bend straight forward once and sit up")
+    assert told(crooked) == "The bend was not one straight movement. Bend straight forward once and sit up."
+    flat = asking(start, "refused", "sensor z is near vertical while sitting upright: it does not lie on the back",
+                  "tape it flat on the upper back and calibrate again", "; ")
+    assert told(flat) == ("Sensor z is near vertical while sitting upright: it does not lie on the back. Tape it flat "
+                          "on the upper back and calibrate again.")
+    # An old gateway's (no reason, no ask): its message cut at "sit upright", or the moves added, as before.
+    old = {k: v for k, v in payload("D", crooked).items() if k not in ("reason", "ask")}
+    assert told(old) == ("The bend was not one straight movement: bend straight forward once and sit up. Sit upright "
+                         "and still for 3 s, then bend forward once and sit up.")
+    old = {k: v for k, v in payload("D", late).items() if k not in ("reason", "ask")}
+    assert told(old) == told(late)
+
+
 def test_a_recalibrate_alert_says_the_pipelines_reason_whole():
     """The reason was cut at 120 characters wherever that fell, and the phone read "…or the sensor has moved; sit tall
     fo Sit upright and still for 3 s, then bend forward once and sit up." (random day 1796555284, a walk read at −2°).
     The message has room for it: cut, if ever, at a word."""
     import numpy as np
 
+    from contract.messages import payload
     from pipeline.calibration import CalibrationMonitor, CalibrationSettings
+    from pipeline.events import asking
 
     walk = np.full(3000, -3.0), np.zeros(3000), np.ones(3000, bool), np.zeros(3000, bool)
     flagged = CalibrationMonitor(CalibrationSettings(), 100.0).update(*walk, walk[3], walk[3])
     assert flagged is not None and len(flagged[1]) > 120
-    eng = engine(calibration=CalibrationRule())
     start = DAY + 9 * 3600
-    [recal] = eng.on_event({"schema": 1, "kind": "calibration", "device": "D", "ts": int(start * 1000), "t_s": start,
-                            "status": "recalibrate", "message": flagged[1]}, now_s=start)
-    assert recal["message"] == ("Walking reads -3° of flexion (leaning back): the upright hold was probably hunched, "
-                                "or the sensor has moved; sit tall for the hold. Sit upright and still for 3 s, bend "
-                                "forward once and sit up.")
+    event = payload("D", asking(start, "recalibrate", flagged[1], CalibrationSettings().instructions, "; then "))
+    old = {k: v for k, v in event.items() if k not in ("reason", "ask")}  # a gateway's from before they were sent
+    for doc in (event, old):
+        [recal] = engine(calibration=CalibrationRule()).on_event(doc, now_s=start)
+        assert recal["message"] == ("Walking reads -3° of flexion (leaning back): the upright hold was probably "
+                                    "hunched, or the sensor has moved; sit tall for the hold. Sit upright and still "
+                                    "for 3 s, bend forward once and sit up.")
+    eng = engine(calibration=CalibrationRule())
     [long] = eng.on_event({"schema": 1, "kind": "calibration", "device": "E", "ts": int(start * 1000), "t_s": start,
                            "status": "refused", "message": "the bend was " + "very " * 60 + "odd"}, now_s=start)
     assert len(long["message"]) <= 240 and long["message"].startswith("The bend was very very")
