@@ -31,7 +31,7 @@ from alerts.policy import held_reason, in_turn, last_nudge_s, local
 from alerts.settings import Rules
 from alerts.state import SNOOZES_KEPT, STARTS_KEPT, DeviceState
 from contract.messages import alert_day, is_nudge
-from pipeline.events import NOT_WORN
+from pipeline.events import NOT_WORN, SITTING_GAP_S
 from pipeline.summary import DayTotals, day_totals
 from service_io.zones import iana_name
 
@@ -101,6 +101,9 @@ class AlertEngine:
         # The latest live state per device (by arrival, see on_live), in memory only: it changes every second, and a
         # restart learns it again within one.
         self.live: dict[str, dict[str, Any]] = {}
+        # The latest status per device (by arrival: a will's ts is when its gateway connected), in memory only: the
+        # broker keeps it retained and delivers it at every subscribe. What `today` says of sitting now goes by it.
+        self.status: dict[str, dict[str, Any]] = {}
         # Per device, the sensor time of the first of the live states that have shown posture measured and no
         # slouch, unbroken, up to the latest; in memory only (a restart counts afresh: it cannot know the gap).
         self._clear_from: dict[str, float] = {}
@@ -283,6 +286,50 @@ class AlertEngine:
         if rule.enabled and since is not None:
             out += self._slouch_now(device, state, doc, since, now_s)
         return out, _scalars(state) != before
+
+    def on_status(self, doc: dict[str, Any]) -> bool:
+        """The gateway's status of a sensor (QoS 0, retained). Returns whether `today`'s sitting_now_min reads
+        otherwise by it (_sitting_now_min): the sensor went offline or came back, or came back after so long that the
+        sitting stretch its latest minute shows is over."""
+        device = doc["device"]
+        before = self._sitting_unseen(device)
+        self.status[device] = {"online": doc["online"], "ts": doc["ts"]}
+        return self._sitting_unseen(device) != before
+
+    def _sitting_unseen(self, device: str) -> tuple[bool, bool]:
+        """Whether the latest status says the sensor is offline, and whether it says so SITTING_GAP_S after the device's
+        latest minute's data ended (_gap_after); (False, False) with no status or no minute."""
+        status, state = self.status.get(device), self.devices.get(device)
+        if status is None:
+            return False, False
+        if state is None or not state.minutes:
+            return not status["online"], False
+        key = max(state.minutes, key=int)
+        return not status["online"], self._gap_after(device, state.minutes[key], int(key) + MINUTE_MS)
+
+    def _gap_after(self, device: str, last: dict[str, Any], end_ms: int) -> bool:
+        """The sensor's latest status is more than SITTING_GAP_S (gateway clock) after where the minute `last` (ending
+        at end_ms) saw its last sample: the pipeline starts any sitting after such a gap afresh."""
+        status = self.status.get(device)
+        until_s = last.get("seen_until_s")
+        return status is not None and status["ts"] / 1000 - (end_ms / 1000 if until_s is None else until_s) > \
+            SITTING_GAP_S
+
+    def _sitting_now_min(self, device: str, last: dict[str, Any], end_ms: int) -> float | None:
+        """`today`'s sitting_now_min from the latest minute (`last`, ending at end_ms): how long the wearer had sat
+        where its data ends (rules.sitting_s), as long as nothing says that stretch is over. 0 off the body (the live
+        state says so) or not sitting; None (not known) while the gateway says the sensor is offline, or says it is
+        back after longer than SITTING_GAP_S unseen, until the next minute: else a sensor that went silent while its
+        wearer sat (a battery that died, out of reach) showed them sitting "now" for the rest of the day."""
+        if self.not_worn(device):
+            return 0.0
+        status = self.status.get(device)
+        if status is not None and not status["online"]:
+            return None
+        sat_s = r.sitting_s(last, end_ms)
+        if sat_s is None:
+            return 0.0
+        return None if self._gap_after(device, last, end_ms) else round(sat_s / 60, 1)
 
     def _learn_offset(self, device: str, state: DeviceState, doc: dict[str, Any], now_s: float) -> None:
         """The offset of the service's clock to the gateway's data clock (state.clock_offset_s, policy.late_s), from a
@@ -499,7 +546,6 @@ class AlertEngine:
     def _today_document(self, device: str, state: DeviceState, evidence: dict[str, Any], last: dict[str, Any],
                         ts_ms: int) -> dict[str, Any]:
         """last: the latest minute ({"worn_s": 0.0} for none of the day yet); ts_ms: its end (the day's start)."""
-        since = last.get("sitting_since_s")
         slouch_pct = evidence["slouch_pct"]
         # Off the body no minute comes: the posture was the last minute's (the desk's first, read lying) for as long
         # as the sensor lay there. The live state says it at once.
@@ -509,7 +555,7 @@ class AlertEngine:
             "worn_min": evidence["worn_min"], "slouch_min": evidence["slouch_min"],
             "upright_pct": round(100 - slouch_pct, 1) if slouch_pct is not None else None,
             "sitting_min": evidence["sitting_min"],
-            "sitting_now_min": round((ts_ms / 1000 - since) / 60, 1) if since is not None and not off else 0.0,
+            "sitting_now_min": self._sitting_now_min(device, last, ts_ms),
             "posture": NOT_WORN if off else posture_of(last),
             "slouching": not off and bool(last["worn_s"] and last["slouch_s"] >= 0.5 * last["worn_s"]),
             "rotation_si": evidence["rotation_si"], "rotations_left": evidence["rotations_left"],

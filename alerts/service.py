@@ -3,7 +3,8 @@
 - Reads `<prefix>/+/metrics`, `…/events` and `…/alerts/snooze` in a persistent MQTT session
   (QoS 1), so nothing is missed while it is away, and acknowledges each message only after the
   state it changed is saved: a crash or restart neither loses a minute nor counts one twice. Also
-  reads `…/status` (QoS 0) for the sensor's human name that Home Assistant shows, and `…/live`
+  reads `…/status` (QoS 0) for the sensor's human name that Home Assistant shows and whether it is online (what
+  `today` says of sitting now), and `…/live`
   (QoS 0, not queued while away: what is going on *now*, about once a second per device) for the
   real-time slouch nudge; a live state that changed nothing is not written. A payload whose
   device is not its topic's is refused as malformed (contract/identity.py), as is a snooze for a device not known
@@ -540,10 +541,12 @@ class AlertService:
             self._settle_snoozes(now_s, touched, only=doc["device"])
         if self.cfg.ha_discovery:
             self._heard.add(doc["device"])
-        if stream == "status":  # only for the name Home Assistant shows
+        if stream == "status":  # for the name Home Assistant shows, and whether the sensor is measuring (`today`)
             if doc.get("sensor_name") and self._names.get(doc["device"]) != doc["sensor_name"]:
                 self._names[doc["device"]] = doc["sensor_name"]
                 self._announced.discard(doc["device"])  # announce again under the name
+            if self.engine.on_status(doc):  # offline, or back: `today`'s sitting_now_min says it
+                self._today_due.add(doc["device"])
             return []
         if doc["ts"] / 1000 < PLAUSIBLE_FROM_S:
             raise Malformed(f"time: ts {doc['ts']} is not a plausible sensor time (clock unset or wrong?)")

@@ -19,7 +19,7 @@ from contract.validation import Malformed, check_minute
 MINUTE_FIELDS = ("worn_s", "sitting_s", "standing_s", "walking_s", "lying_s", "slouch_s", "lean_left_s",
                  "lean_right_s", "lean_left_mean_deg", "lean_right_mean_deg", "flexion_mean_deg", "lateral_mean_deg",
                  "rotations_left", "rotations_right", "rotation_left_cumulative_deg",
-                 "rotation_right_cumulative_deg", "sitting_since_s",
+                 "rotation_right_cumulative_deg", "sitting_since_s", "seen_until_s",
                  "lost_samples")  # with worn_s, how much of its minute a copy saw (contract/messages.py, coverage)
 RECENT = 50  # alert ids and stretch ids remembered, most recent first
 # Snoozes taken remembered per device, most recent first: a copy the broker delivers again comes after a reconnect, with

@@ -12,7 +12,7 @@ import fastjsonschema
 import orjson
 
 from contract.messages import TIME_FIELDS, schema
-from pipeline.events import ACTIVITIES, RATE_HZ_RANGE, SIDES
+from pipeline.events import ACTIVITIES, MINUTE_S, RATE_HZ_RANGE, SIDES
 from sensor.timeline import ClockMap
 
 # Topic suffix after <prefix>/<device>/ → schema file.
@@ -165,14 +165,19 @@ def check_times(doc: dict[str, Any], now_s: float) -> None:
 
 
 def check_minute(minute: Mapping[str, Any]) -> None:
-    """What a schema cannot say of a minute (metrics.json bounds each field alone): its slouch, its lean (one side at
-    a time) and its activities are seconds it was worn; its rotations, which do not overlap, fit in it together; a
-    side's peaks summed are at most its rotations × the largest peak. A field absent (a minute the alert service kept
-    leaves None out) is 0."""
+    """What a schema cannot say of a minute (metrics.json bounds each field alone): where its data ends lies in it; its
+    slouch, its lean (one side at a time) and its activities are seconds it was worn; its rotations, which do not
+    overlap, fit in it together; a side's peaks summed are at most its rotations × the largest peak. A field absent (a
+    minute the alert service kept leaves None out) is 0."""
     def value(name: str) -> Any:
         return minute.get(name) or 0
 
     worn_s = value("worn_s")
+    # Where its data ends lies in it (read as its end where absent: alerts/rules.py, sitting_s): one beyond made a
+    # wearer "sitting" for as long as it said. (A minute the alert service kept has no minute_start_s.)
+    if (until_s := minute.get("seen_until_s")) is not None and (start_s := minute.get("minute_start_s")) is not None \
+            and not start_s <= until_s <= start_s + MINUTE_S:
+        raise Malformed(f"minute: seen_until_s {until_s:g} is not in the minute from minute_start_s {start_s:g}")
     for what, names in _SECONDS_OF_WORN.items():
         if (seconds := sum(value(name) for name in names)) > worn_s + MINUTE_SLACK_S:
             raise Malformed(f"minute: {what} ({' + '.join(names)}) {seconds:g} s is more than worn_s {worn_s:g}")

@@ -24,9 +24,9 @@ from gateway.kept import lock_device, read_kept, write_kept
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from gateway.sent_floor import SentFloor
 from pipeline.calibration import Calibration
-from pipeline.events import MinuteMetrics, asking
+from pipeline.events import MINUTE_S, MinuteMetrics, asking
 from pipeline.live import LiveClock, live_message
-from pipeline.metrics import MINUTE_S, SECONDS_IN_MINUTE, merge_minutes
+from pipeline.metrics import SECONDS_IN_MINUTE, merge_minutes
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.discovery import FoundSensor, SensorFilter, discover_each

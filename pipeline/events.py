@@ -15,6 +15,14 @@ SIDES = ("left", "right")
 # (contract/schemas/metrics.json).
 RATE_HZ_RANGE = (25.0, 400.0)
 RATE_HZ_DEFAULT = 100.0
+MINUTE_S = 60.0  # the length of a minute of metrics (MinuteMetrics): the contract bounds its times by it
+# Unseen time (no sample measured) that ends a sitting stretch (sitting_since_s). Shorter gaps are a flaky link: the
+# watchdog's 3 s and a reconnect (sensor/link.py: a few attempts, a rediscovery) take seconds to a minute, and the
+# long-sitting alert, counting from sitting_since_s, must not start again after each. A longer one is a sensor that was
+# off or out of reach (a battery that died at the desk, a night): the stretch before it is not the one after it, and
+# kept, it would make a wearer who sits the next morning "sitting since yesterday". The alert service reads it too: a
+# sensor unseen longer than this is sitting in no stretch its last minute showed (alerts/engine.py).
+SITTING_GAP_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,10 @@ class MinuteMetrics:
     rotation_right_peak_max_deg: float | None = None
     rotation_left_cumulative_deg: float = 0.0
     rotation_right_cumulative_deg: float = 0.0
-    sitting_since_s: float | None = None  # start of the current sitting stretch, at the minute's end
+    sitting_since_s: float | None = None  # start of the current sitting stretch, at the minute's last sample
     lost_samples: int = 0
+    # Where the minute's data ends: its last sample's time plus the sample period, at most the minute's end (None
+    # while it holds no sample). A minute cut short (a lost link, a stop) ends before its end: how long the wearer had
+    # sat by then is counted to here (alerts/rules.py, sitting_s), not to the minute's end.
+    seen_until_s: float | None = None
     kind: str = field(default="metrics")

@@ -15,15 +15,18 @@ from collections.abc import Callable
 import numpy as np
 
 from .activity import LYING_CODE, SITTING_CODE
-from .events import ACTIVITIES, LYING, SITTING, STANDING, WALKING, MinuteMetrics, RotationExcursion
+from .events import (
+    ACTIVITIES,
+    LYING,
+    MINUTE_S,
+    SITTING,
+    SITTING_GAP_S,
+    STANDING,
+    WALKING,
+    MinuteMetrics,
+    RotationExcursion,
+)
 
-MINUTE_S = 60.0
-# Unseen time (no sample measured) that ends a sitting stretch. Shorter gaps are a flaky link: the watchdog's 3 s
-# and a reconnect (sensor/link.py: a few attempts, a rediscovery) take seconds to a minute, and the long-sitting
-# alert, counting from sitting_since_s, must not start again after each. A longer one is a sensor that was off
-# or out of reach (a battery that died at the desk, a night): the stretch before it is not the one after it, and
-# kept, it would make a wearer who sits the next morning "sitting since yesterday".
-SITTING_GAP_S = 300.0
 _FIELD_OF = {SITTING: "sitting_s", STANDING: "standing_s", WALKING: "walking_s", LYING: "lying_s"}
 _ACTIVITY_FIELDS = [_FIELD_OF[name] for name in ACTIVITIES]  # by activity code
 
@@ -83,6 +86,7 @@ class MinuteAggregator:
                                                self.sitting_gap_s)
         self._last_t_s = float(t_s[-1])
         m.sitting_since_s = self._sitting_since_s
+        m.seen_until_s = min(self._last_t_s + dt_s, (k + 1) * MINUTE_S)
 
     def resume(self, sitting_since_s: float | None, last_t_s: float) -> None:
         """Go on from another run that ended at last_t_s (a gateway restarted): its sitting stretch, if any, goes on
@@ -206,10 +210,11 @@ def upright_s(m: MinuteMetrics) -> float:
 MEAN_BY: dict[str, Callable[[MinuteMetrics], float]] = {  # a mean, and the seconds it is over
     "flexion_mean_deg": upright_s, "lateral_mean_deg": upright_s,
     "lean_left_mean_deg": lambda m: m.lean_left_s, "lean_right_mean_deg": lambda m: m.lean_right_s}
-MAXED = ("rotation_left_peak_max_deg", "rotation_right_peak_max_deg")
+# … and where its data ends: the later of the two (a part that holds only an episode's seconds has none)
+MAXED = ("rotation_left_peak_max_deg", "rotation_right_peak_max_deg", "seen_until_s")
 PER_ROTATION = {"rotation_left_peak_mean_deg": ("rotation_left_cumulative_deg", "rotations_left"),
                 "rotation_right_peak_mean_deg": ("rotation_right_cumulative_deg", "rotations_right")}
-LATER = ("minute_start_s", "sitting_since_s", "kind")  # as the later record says: at the minute's end
+LATER = ("minute_start_s", "sitting_since_s", "kind")  # as the later record says: at the minute's last sample
 SECONDS_IN_MINUTE = tuple(name for name in SUMMED if name.endswith("_s"))  # each at most the time the minute saw
 
 

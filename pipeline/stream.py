@@ -51,6 +51,7 @@ from .detectors import (
 )
 from .events import (
     ACTIVITIES,
+    MINUTE_S,
     NOT_WORN,
     RATE_HZ_DEFAULT,
     CalibrationEvent,
@@ -63,7 +64,7 @@ from .events import (
     asking,
 )
 from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
-from .metrics import MINUTE_S, MinuteAggregator
+from .metrics import MinuteAggregator
 from .orientation import OrientationFilter, OrientationSettings
 from .walking_axis import WalkingAxis, WalkingAxisSettings
 from .worn import WornDetector, WornSettings

@@ -1249,3 +1249,50 @@ def test_no_single_live_state_sets_the_offset(genuine):
     assert eng.devices["D"].clock_offset_s == (0.2 if genuine == 4 else None)
     real_time = minute(now // 60 * 60 - 60, sitting_since_s=now - 3 * 3600)
     assert [a["kind"] for a in eng.on_metrics(real_time, now + genuine)] == ["sitting"]
+
+
+def test_the_sitting_nudge_counts_to_where_a_minute_cut_short_ends_and_an_older_gateways_to_its_end():
+    """A link lost 4.5 s into a minute sends it unfinished: counted to its end, 44.2 min sat read 45.2 and was nudged
+    "Sitting for 45.2 min". Counted to where its data ends (seen_until_s), not yet; the next whole minute does. A
+    gateway from before seen_until_s is read to the minute's end, as before."""
+    start = DAY + 10 * 3600
+    since = start + 60 - 2710.0  # sitting 45.2 min at the minute's end, 44.2 where its data ends
+    cut = minute(start, worn_s=4.5, sitting_since_s=since, seen_until_s=start + 4.5)
+    eng = engine(sitting=SittingRule())
+    assert feed(eng, [cut]) == []
+    assert eng.today_state("D")["sitting_now_min"] == 44.2
+    [nudge] = feed(eng, [minute(start + 60, sitting_since_s=since, seen_until_s=start + 120)])
+    assert (nudge["kind"], nudge["evidence"]["sitting_min"]) == ("sitting", 46.2)
+    older = {k: v for k, v in cut.items() if k != "seen_until_s"}
+    [nudge] = feed(engine(sitting=SittingRule()), [older])
+    assert (nudge["kind"], nudge["evidence"]["sitting_min"]) == ("sitting", 45.2)
+
+
+def status(t_s: float, online: bool, device: str = "D") -> dict:
+    return {"schema": 1, "kind": "status", "device": device, "ts": int(t_s * 1000), "online": online, "will": False}
+
+
+def test_sitting_now_is_not_known_while_the_sensor_is_offline_nor_once_back_after_the_pipelines_sitting_gap():
+    """A sensor that went silent while its wearer sat (a battery that died, out of reach) showed them sitting "now"
+    in `today` for the rest of the day. Offline: not known (None); back within SITTING_GAP_S (a flaky link) the
+    stretch goes on (the pipeline carries it on), after longer it is over, not known until the next minute says."""
+    from pipeline.events import SITTING_GAP_S
+
+    eng = engine(habit=Habit(summary_time=""))
+    start = DAY + 10 * 3600
+    feed(eng, [minute(start + 60 * k, sitting_since_s=start - 600, seen_until_s=start + 60 * k + 60) for k in range(2)])
+    end = start + 120
+    assert eng.today_state("D")["sitting_now_min"] == 12.0
+    assert eng.on_status(status(end + 30, online=True)) is False  # a heartbeat: nothing changes
+    assert eng.on_status(status(end + 40, online=False)) is True
+    assert eng.today_state("D")["sitting_now_min"] is None
+    assert eng.on_status(status(end + 70, online=True)) is True
+    assert eng.today_state("D")["sitting_now_min"] == 12.0
+    assert eng.on_status(status(end + SITTING_GAP_S + 1, online=True)) is True  # a heartbeat with no minute since
+    assert eng.today_state("D")["sitting_now_min"] is None
+    feed(eng, [minute(end + 600, worn_s=30.0, sitting_since_s=end + 610, seen_until_s=end + 640)])  # (published)
+    assert eng.today_state("D")["sitting_now_min"] == 0.5
+    feed(eng, [minute(end + 660)])  # stood up
+    assert eng.today_state("D")["sitting_now_min"] == 0.0
+    assert eng.on_status(status(end + 700, online=False)) is True
+    assert eng.today_state("D")["sitting_now_min"] is None  # not known: the sensor measures nothing

@@ -1639,3 +1639,53 @@ def test_a_calibration_refused_at_the_first_hold_is_sent_and_leaves_the_days_nud
         assert today["alerts_sent"] == 2 and today["alerts_held"] >= 1, today  # the cap: two posture nudges
     finally:
         phone.close()
+
+
+def gateway_status(device: str, ts_s: float, online: bool) -> dict:
+    """A sensor's status as the gateway publishes it (contract/schemas/status.json)."""
+    return {"schema": 1, "kind": "status", "device": device, "ts": int(ts_s * 1000), "online": online,
+            "battery_pct": 80, "link_quality_pct": 99.0 if online else None, "lost_samples": 0,
+            "malformed_packets": 0, "duplicate_packets": 0, "reconnects": 0, "rssi_dbm": None,
+            "sensor_name": device, "will": False}
+
+
+def test_sitting_now_counts_to_where_a_link_lost_mid_minute_left_its_data_and_not_while_the_sensor_is_away(
+        tmp_path, broker):
+    """A wearer sat through the calibration and on, and the link was lost 4.5 s into the ninth minute: that minute
+    goes out unfinished (`posture run`'s link_lost). `today.sitting_now_min` counted the sitting to the minute's end,
+    55.5 s the data never saw (8.8 min said for 7.9), and said it for the rest of the day. It counts to where the data
+    ends (the minute's seen_until_s), says nothing (null) while the gateway says the sensor is offline, the last
+    stretch again when it is back within the pipeline's SITTING_GAP_S (it goes on), and nothing when back after
+    longer, until the next minute."""
+    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n"
+                                            "[calibration]\nenabled = false\n")
+    log = tmp_path / "alerts.log"
+    start_s = time.time() // 60 * 60 - 20 * 60
+    lost_at_s = start_s + 8 * 60 + 4.5
+    messages = as_topics(scenario_messages("sit-upright", DEVICE, start_s, lost_at_s=lost_at_s,
+                                           extra_segments=[{"activity": "sit_upright", "duration_s": 600}]))
+    last = max((doc for topic, doc in messages if topic.endswith("/metrics")), key=lambda doc: doc["ts"])
+    assert last["minute_start_s"] == lost_at_s - 4.5 and last["worn_s"] < 5 and last["sitting_since_s"] is not None
+    true_min = (last["seen_until_s"] - last["sitting_since_s"]) / 60  # to its last sample's end
+    assert lost_at_s - 0.011 <= last["seen_until_s"] <= lost_at_s
+    with running_alerts(config, log) as service:
+        phone = Phone(broker.port, extra=(f"posture/{DEVICE}/today",))
+        wait_online(broker.port, service, log)
+        publish(broker.port, messages)
+        wait_for(lambda: last_minute_handled(phone, messages), 30, lambda: f"the cut minute, got {phone.today()}\n"
+                 + log.read_text()[-2000:])
+        said = phone.today()["sitting_now_min"]
+        assert abs(said - true_min) <= 0.05 + 1e-9, (said, true_min)
+
+        def now_said(status: dict, expected: float | None) -> None:
+            publish(broker.port, [(f"posture/{DEVICE}/status", status)], retain=True)
+            wait_for(lambda: phone.today()["sitting_now_min"] == expected, 30,
+                     lambda: f"{expected} after {status}, got {phone.today()}\n" + log.read_text()[-2000:])
+
+        now_said(gateway_status(DEVICE, lost_at_s + 3, online=False), None)  # the watchdog's 3 s: offline
+        now_said(gateway_status(DEVICE, lost_at_s + 40, online=True), said)  # back within SITTING_GAP_S: goes on
+        now_said(gateway_status(DEVICE, lost_at_s + 50, online=False), None)
+        now_said(gateway_status(DEVICE, lost_at_s + 400, online=True), None)  # back after it: a new stretch, if any
+        stats = stop(service, log)
+    phone.close()
+    assert stats["errors"] == {} and stats["malformed"] == {}, stats

@@ -593,6 +593,8 @@ def minute_body(**changes) -> dict:
     ({"rotation_right_cumulative_deg": 1.0, "rotations_right": 0}, "minute: rotation_right_cumulative_deg"),
     ({"lost_samples": 2 ** 63 - 1}, "schema"),
     ({"rotation_left_peak_max_deg": -30.0}, "schema"),
+    ({"seen_until_s": T0_S + 61.0}, "minute: seen_until_s"),  # read so, its wearer sat a minute more than seen
+    ({"seen_until_s": T0_S - 1.0}, "minute: seen_until_s"),
 ])
 def test_a_minute_no_pipeline_makes_is_refused(changes, reason):
     """What the report bounded when it read (bounded_minute) and the dashboards and the alert service's day summed:
@@ -607,6 +609,15 @@ def test_a_minute_an_older_gateway_sent_is_taken():
     more than worn (an accuracy day: 26.808 s of slouch in 26.805 s worn): they wait in spools and sessions."""
     check("metrics", minute_body(worn_s=26.805, sitting_s=26.805, standing_s=0.0, slouch_s=26.808092117309577,
                                  lean_left_s=26.808, lean_right_s=0.0))
+
+
+def test_a_minute_from_a_gateway_before_seen_until_s_is_taken():
+    """Optional, as calibrated_s was: the minutes of older gateways wait in spools and sessions (read to their end)."""
+    old = minute_body(sitting_since_s=T0_S - 600.0)
+    del old["seen_until_s"]
+    check("metrics", old)
+    check("metrics", minute_body(seen_until_s=T0_S + 4.5))
+    check("metrics", minute_body(seen_until_s=T0_S + 60.0))
 
 
 def copies_and_parts(case) -> list:
@@ -668,3 +679,6 @@ def test_every_minute_the_pipeline_sends_passes_the_contract(seed, rate_hz):
     assert refused_minutes(minutes) == []
     for m in minutes:  # by construction, not by the contract's slack for older gateways
         assert m.slouch_s <= m.worn_s and m.lean_left_s + m.lean_right_s <= m.worn_s * (1 + 1e-12), m
+        # Its data ends in it, and a sitting stretch it shows began by then: sat for no less than nothing.
+        assert m.seen_until_s is None or m.minute_start_s < m.seen_until_s <= m.minute_start_s + 60.0, m
+        assert m.sitting_since_s is None or (m.seen_until_s is not None and m.sitting_since_s < m.seen_until_s), m

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline.activity import activity_codes
-from pipeline.events import LYING, SITTING, STANDING, WALKING, MinuteMetrics, RotationExcursion
-from pipeline.metrics import LATER, MAXED, MEAN_BY, PER_ROTATION, SITTING_GAP_S, SUMMED, MinuteAggregator, merge_minutes
+from pipeline.events import LYING, SITTING, SITTING_GAP_S, STANDING, WALKING, MinuteMetrics, RotationExcursion
+from pipeline.metrics import LATER, MAXED, MEAN_BY, PER_ROTATION, SUMMED, MinuteAggregator, merge_minutes
 from support.signals import batches, during, grid
 
 RATE_HZ = 100.0
@@ -255,6 +255,21 @@ def test_sitting_since_is_as_it_was_at_the_minutes_end(sitting_before):
     activity = np.where(changed != sitting_before, SITTING, STANDING)
     [minute] = add(agg, t, activity, size=100)[:1]
     assert since(minute) == (pytest.approx(-60.0) if sitting_before else None)
+
+
+def test_a_minute_says_where_its_data_ends_so_one_cut_short_is_not_read_to_its_end():
+    """A link lost 4.5 s into a minute: the minute goes out unfinished (flush), its data ending at its last sample's
+    end, not the minute's; a minute seen to its end ends at its end; one whose rest comes later (the link back within
+    it), merged, where the later part's data ends."""
+    agg = MinuteAggregator(HOLD_S)
+    t = grid(64.5, RATE_HZ, M0_S - 60)
+    whole, cut = add(agg, t, size=100) + agg.flush()
+    assert whole.seen_until_s == M0_S and cut.seen_until_s == pytest.approx(M0_S + 4.5)
+    assert cut.seen_until_s - cut.sitting_since_s == pytest.approx(64.5)  # sat for, by where its data ends
+    rest = MinuteAggregator(HOLD_S)
+    rest.add_samples(t[-50:] + 30.0, np.zeros(50), np.zeros(50), activity_codes(np.full(50, SITTING)), DT_S)
+    [later] = rest.flush()
+    assert merge_minutes(cut, later).seen_until_s == pytest.approx(M0_S + 34.5)
 
 
 @pytest.mark.parametrize("size", (100, 1_000_000))

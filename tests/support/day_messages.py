@@ -16,17 +16,24 @@ from pipeline.stream import PosturePipeline
 
 
 def scenario_messages(name: str, device: str, start_s: float, seed: int = 11,
-                      extra_segments: list[dict] | None = None) -> list[tuple[str, dict]]:
-    """(stream, payload) in publication order; the sensor's clock starts at start_s (Unix s)."""
+                      extra_segments: list[dict] | None = None,
+                      lost_at_s: float | None = None) -> list[tuple[str, dict]]:
+    """(stream, payload) in publication order; the sensor's clock starts at start_s (Unix s). lost_at_s: the link is
+    lost there (Unix s), as `posture run` finds it lost (pipeline link_lost): no sample from then on."""
     data = tomllib.loads((SCENARIO_DIR / f"{name}.toml").read_text())
     data["segment"] = CALIBRATION_MOVES + data["segment"] * data.pop("repeat", 1) + (extra_segments or [])
     sim = SensorSimulation(parse_scenario(data, default_name=name), seed=seed)
     pipeline = PosturePipeline()
     out = []
     for chunk in sim.chunks(max_samples=5000):
-        result = pipeline.update(chunk.t_s + start_s, chunk.acc_g, chunk.gyro_dps)
+        t_s, acc_g, gyro_dps = chunk.t_s + start_s, chunk.acc_g, chunk.gyro_dps
+        if lost_at_s is not None:
+            t_s, acc_g, gyro_dps = t_s[t_s < lost_at_s], acc_g[t_s < lost_at_s], gyro_dps[t_s < lost_at_s]
+        if len(t_s) == 0:
+            break
+        result = pipeline.update(t_s, acc_g, gyro_dps)
         out += [(_stream(item), payload(device, item)) for item in [*result.events, *result.metrics]]
-    final = pipeline.finish()
+    final = pipeline.link_lost() if lost_at_s is not None else pipeline.finish()
     out += [(_stream(item), payload(device, item)) for item in final.events + final.metrics]
     return out
 
