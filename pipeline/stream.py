@@ -221,12 +221,15 @@ class PosturePipeline:
             if len(t_s) == 0:
                 return _empty_output()
             step_s = t_s[1:] - t_s[:-1]
-        # A lost link inside the batch: what came before it is measured before the gap is handled.
+        # A lost link inside the batch: what came before it is measured before the gap is handled. The samples the
+        # gap's times show missing were lost right before the sample after it (the batch's loss counted in the minute
+        # of its first sample was, after a gap past a minute's end, in the minute before).
         if len(step_s) and step_s.max() > self.s.max_fill_s:
             k = int(np.argmax(step_s > self.s.max_fill_s)) + 1
-            first = self.update(t_s[:k], acc_g[:k], gyro_dps[:k], lost_samples,
+            in_gap = min(lost_samples, max(0, round(float(step_s[k - 1]) / self.dt_s) - 1))
+            first = self.update(t_s[:k], acc_g[:k], gyro_dps[:k], lost_samples - in_gap,
                                 None if quat_wxyz is None else quat_wxyz[:k])
-            return _joined(first, self.update(t_s[k:], acc_g[k:], gyro_dps[k:], 0,
+            return _joined(first, self.update(t_s[k:], acc_g[k:], gyro_dps[k:], in_gap,
                                               None if quat_wxyz is None else quat_wxyz[k:]))
         acc_g, gyro_dps = np.asarray(acc_g), np.asarray(gyro_dps)
         worn = self.worn.update(t_s, gyro_dps)
@@ -585,7 +588,8 @@ class PosturePipeline:
         # Counted as received samples only, a 3 % loss took 3 % off every minute's worn and sitting seconds, and a
         # slouched minute read 60 s of slouch in 58 s worn.
         part.metrics = self._account(now_s, t_s, flexion, lateral, activity, slouches, leans, rotations,
-                                     float(part.t_s[0]) if len(part.t_s) else None, lost_samples)
+                                     float(part.t_s[0]) if len(part.t_s) else None, lost_samples,
+                                     None if real is None else t_s[~real])
         # Names go out; inside, small integer codes. np.take: a third of the time of indexing with the codes.
         part.activity = np.take(ACTIVITY_NAMES, shown)
         out.metrics += part.metrics
@@ -687,12 +691,12 @@ class PosturePipeline:
     def _account(self, now_s: float, t_s: np.ndarray, flexion_deg: np.ndarray, lateral_deg: np.ndarray,
                  activity: np.ndarray, slouches: list[SlouchEpisode], leans: list[LeanInterval],
                  rotations: list[RotationExcursion], first_real_s: float | None,
-                 lost_samples: int) -> list[MinuteMetrics]:
-        """The minutes ready by now_s, with these samples (bridged ones too) and episodes in."""
+                 lost_samples: int, bridged_t_s: np.ndarray | None) -> list[MinuteMetrics]:
+        """The minutes ready by now_s, with these samples (bridged ones too, at bridged_t_s) and episodes in."""
         m = self.minutes
         m.add_samples(t_s, flexion_deg, lateral_deg, activity, self.dt_s)
         if first_real_s is not None:
-            m.add_lost(first_real_s, lost_samples, math.ceil(self.s.rate_hz * MINUTE_S))
+            self._count_lost(first_real_s, lost_samples, bridged_t_s)
         for e in rotations:
             m.add_rotation(e)
         # Slouch and lean time counts once confirmed by the dwell, from where it started.
@@ -705,6 +709,20 @@ class PosturePipeline:
         if (leaning := self.lean.in_progress(now_s)) is not None:
             self._add_confirmed(f"lean_{leaning.side}", leaning.start_s, now_s, leaning.mean_lateral_deg)
         return m.ready(now_s)
+
+    def _count_lost(self, first_real_s: float, lost_samples: int, bridged_t_s: np.ndarray | None) -> None:
+        """The samples lost before these, each in the minute where the sample times show it missing: one a sample
+        bridged for a lost notification, in time order; any more (lost before the part, where no sample was bridged)
+        at its first real sample. A batch holds a second of notifications, and its loss is their sum (ImuBatch):
+        counted at its first sample, a notification lost just after a minute's end was the minute before's."""
+        most = math.ceil(self.s.rate_hz * MINUTE_S)
+        if bridged_t_s is not None and len(bridged_t_s) and lost_samples:
+            placed = bridged_t_s[:lost_samples]
+            minutes, counts = np.unique(np.floor(placed / MINUTE_S), return_counts=True)
+            for k, n in zip(minutes.tolist(), counts.tolist(), strict=True):
+                self.minutes.add_lost(k * MINUTE_S, n, most)
+            lost_samples -= len(placed)
+        self.minutes.add_lost(first_real_s, lost_samples, most)
 
     def _add_confirmed(self, kind: str, start_s: float, end_s: float, mean_deg: float = 0.0) -> None:
         family = kind.split("_")[0]

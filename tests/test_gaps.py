@@ -323,3 +323,26 @@ def test_the_minutes_after_a_lost_link_wait_for_the_facing_direction_and_no_long
             handed_at[m.minute_start_s - T0_S] = float(t[sl][-1] - T0_S)
     assert handed_at[-30.0] == pytest.approx(39.7 + 15.0, abs=1.0)
     assert handed_at[30.0] == pytest.approx(90.0 + 6.0, abs=0.5)
+
+
+@pytest.mark.parametrize("lost, size", [((30.2, 30.25), 100), ((30.2, 30.25), 1_000_000), ((31.0, 33.0), 100),
+                                        ((31.0, 33.0), 1_000_000)])
+def test_samples_lost_in_a_batch_are_counted_in_the_minute_the_gap_is_in(lost, size):
+    """The gateway hands the pipeline a second of notifications at a time, with the samples lost before any of them
+    (ImuBatch.lost_before, summed over the batch): all were counted in the minute of the batch's first sample, the
+    minute before a gap just after a minute's end (a notification lost at 30.2 s, a batch from 29.5 s), and in one
+    batch of a recording's size, in its very first minute. Counted where the sample times show them missing: bridged
+    (a short gap) or not (a lost link)."""
+    t, acc, gyro = imu([{**SIT, "duration_s": 70}])
+    keep = ~during(t, T0_S + lost[0], T0_S + lost[1])
+    t, acc, gyro = t[keep], acc[keep], gyro[keep]
+    missing = int(np.sum(~keep))
+    pipeline = PosturePipeline(PipelineSettings(), calibration=CALIBRATED)
+    offset = 50  # batches from 29.5 s, 30.5 s …: one holds the gap and the minute's end before it
+    cuts = [0, *range(offset, len(t), size), len(t)] if size < len(t) else [0, len(t)]
+    minutes = []
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        before = missing if t[lo] < T0_S + lost[0] <= t[hi - 1] + 1e-9 else 0
+        minutes += pipeline.update(t[lo:hi], acc[lo:hi], gyro[lo:hi], before).metrics
+    minutes += pipeline.finish().metrics
+    assert {m.minute_start_s - M0_S: m.lost_samples for m in minutes if m.lost_samples} == {0.0: missing}
