@@ -23,6 +23,7 @@ from contract.validation import load_validators, parse
 from gateway.kept import lock_device, read_kept, write_kept
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from gateway.sent_floor import SentFloor
+from pipeline.activity import ActivityState
 from pipeline.calibration import Calibration
 from pipeline.events import MINUTE_S, MinuteMetrics, asking
 from pipeline.live import LiveClock, live_message
@@ -52,6 +53,9 @@ HELD_SUFFIX = ".held.json"
 # wear a sensor on average (a chaos run: 39-46 s for each of three sensors after one kill), and costs at most this now.
 OPEN_KEPT_EVERY_S = 10.0
 OFF_SUFFIX = ".off.json"  # beside the device's spool while the sensor is off the body: where it was put down
+# Beside the device's spool: the activity classifier's state (sitting or standing, walking) and its sample's time, kept
+# every OPEN_KEPT_EVERY_S, at each change and at a stop, for the next start to go on from (_keep_activity).
+ACTIVITY_SUFFIX = ".activity.json"
 LOOP_STALL_S = 1.0  # a turn of the gateway's loop this late: the host stalled, nothing is judged silent in it
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second (unless its link flaps: gateway/status_flaps.py), while an unchanged status goes out
@@ -86,6 +90,9 @@ class Device:
     open_kept_s: float | None = None
     held_kept: bool = False  # the held-minutes file is on disk
     off_since_s: float | None = None  # where the sensor was put down, as kept on disk (OFF_SUFFIX)
+    # The last run's activity state and its sample's time (ACTIVITY_SUFFIX): gone on from at this run's first sample.
+    last_activity: tuple[ActivityState, float] | None = None
+    activity_kept: tuple[ActivityState, float] | None = None  # what this run last kept of it
 
 
 def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
@@ -280,6 +287,7 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
     device.saved = device.pipeline.calibration
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
     device.off_since_s = read_kept(spool_dir, name, OFF_SUFFIX, _put_down_s, "sensor off the body")
+    device.last_activity = load_activity(spool_dir, name)
     device.sent_floor = SentFloor.load(spool_dir, name)
     _send_held(device, spool_dir)
     return device
@@ -359,6 +367,35 @@ def _keep_held(device: Device, spool_dir: Path) -> None:
     else:
         device.held_kept = True
     device.held_starts, device.open_kept_s = starts, last_t_s
+
+
+def _keep_activity(device: Device, spool_dir: Path, now: bool = False) -> None:
+    """The activity classifier's state on disk, for the next start to go on from: at each change of sitting,
+    standing or walking, every OPEN_KEPT_EVERY_S (data time: how long ago it held is the next start's to judge), and
+    `now` (a stop). Started knowing nothing, a restarted gateway read a standing wearer sitting until they walked or sat
+    down. Not while the sensor is off the body: the last kept goes stale by its time."""
+    state, last_t_s = device.pipeline.activity_state(), device.pipeline.last_t_s
+    if state is None or last_t_s is None:
+        return
+    kept = device.activity_kept
+    if not (now or kept is None or last_t_s - kept[1] >= OPEN_KEPT_EVERY_S
+            or (kept[0].upright, kept[0].walking) != (state.upright, state.walking)):
+        return
+    try:
+        write_kept(spool_dir, device.publisher.device, ACTIVITY_SUFFIX, {**state.to_dict(), "t_s": last_t_s})
+    except OSError as exc:  # the disk full: a restart now goes on from an older state, or none (sitting)
+        log.warning("%s: the activity not kept: %s", device.publisher.device, exc)
+    device.activity_kept = (state, last_t_s)  # tried again when due, as if kept: not at every batch
+
+
+def load_activity(spool_dir: Path, device: str) -> tuple[ActivityState, float] | None:
+    """The last run's activity state and the time of its sample (_keep_activity)."""
+    def read(doc: dict[str, Any]) -> tuple[ActivityState, float]:
+        t_s = float(doc["t_s"])
+        if not math.isfinite(t_s):
+            raise ValueError(f"t_s {t_s}")
+        return ActivityState.from_dict(doc), t_s
+    return read_kept(spool_dir, device, ACTIVITY_SUFFIX, read, "activity kept")
 
 
 def _put_down_s(doc: dict[str, Any]) -> float:
@@ -570,6 +607,11 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
             go_on_from_stop(device, float(batch.t_s[0]))
         if device.stopped_minute is None:  # nothing to add to: used up
             forget_stopped_minute(spool_dir, device.publisher.device)
+        if device.last_activity is not None:
+            if device.pipeline.off_since_s is None:  # off the body: unseen until picked up, as within one run
+                kept, kept_t_s = device.last_activity
+                device.pipeline.activity.go_on(kept, float(batch.t_s[0]) - kept_t_s)
+            device.last_activity = None
     try:
         out = device.pipeline.update(batch.t_s, batch.acc_g, batch.gyro_dps, batch.lost_before)
     except Exception:  # a bug must cost this batch, not the other sensors or the process
@@ -582,6 +624,7 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     _save(device, spool_dir)
     _submit(device, spool_dir, out.events, out.metrics)
     _keep_held(device, spool_dir)
+    _keep_activity(device, spool_dir)
     _keep_off(device, spool_dir)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
@@ -628,6 +671,7 @@ def _close_when_gone(device: Device, spool_dir: Path, notified_s: float = 0.0) -
             log.exception("%s: the pipeline failed to close what was open for a silent sensor", device.publisher.device)
             return
         _submit(device, spool_dir, out.events, out.metrics, handed=True)
+        _keep_activity(device, spool_dir, now=True)  # as at the last sample, for a restart while it is away
 
 
 def _sent(device: Device, metrics: list[MinuteMetrics]) -> None:
@@ -665,6 +709,7 @@ async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
         _sent(d, metrics)
         if metrics and (last_t_s := d.pipeline.last_t_s) is not None:  # the stop's minute: a start within it adds
             save_stopped_minute(spool_dir, d.publisher.device, metrics[-1], last_t_s)
+        _keep_activity(d, spool_dir, now=True)
     deadline = time.monotonic() + FINAL_FLUSH_S
     while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):
         for d in devices.values():

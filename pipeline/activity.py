@@ -28,7 +28,9 @@ walking, lying — from one IMU on the upper back.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -138,6 +140,39 @@ class ActivitySettings:
     # put down, a chair pulled out). Still standing longer than this after a walk is more often standing on (random
     # days 94225, 6014, 3014 sat down in a loss 7, 10 and 17 s after the walk; 6001, 20029 stood on at 30 and 49 s).
     walk_ended_s: float = 20.0
+    # A restarted gateway's classifier goes on from the state its last run kept (go_on) if it starts within this of
+    # the last sample kept (a kill and a systemd restart, a reconnect, an upgrade): started knowing nothing, a wearer
+    # standing read sitting until they walked or sat down (chaos runs: 199 s read sitting of 22 s, and 103 of 36).
+    # After longer the usual start, sitting: a sit-down in the outage is likelier, and unseen (docs/pipeline.md).
+    resume_max_s: float = 120.0
+    # Standing kept across a restart ends in a seat after this with no steps, sit-down or stand-up seen: a sit-down in
+    # the restart's outage is not seen, and kept for good it read the rest of a desk session standing (random day
+    # 6002, down 20 s: 2880 s of sitting). The wearer who stands on longer reads sitting after it, as before.
+    resume_seat_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ActivityState:
+    """What a classifier knew at a sample that a new one cannot see again (the gateway keeps it for its next start,
+    ActivityClassifier.go_on): the sitting or standing between walks (lying: sitting, as getting up from lying reads),
+    whether it read walking, and how long before it last read walking (None: not in that run)."""
+
+    upright: str  # SITTING or STANDING
+    walking: bool
+    walked_ago_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"upright": self.upright, "walking": self.walking, "walked_ago_s": self.walked_ago_s}
+
+    @staticmethod
+    def from_dict(doc: dict[str, Any]) -> ActivityState:
+        """ValueError (or KeyError, TypeError) if doc is not one: a damaged or hand-edited file."""
+        upright, walking, walked = doc["upright"], doc["walking"], doc["walked_ago_s"]
+        if upright not in (SITTING, STANDING) or not isinstance(walking, bool):
+            raise ValueError(f"not an activity state: {doc!r}")
+        if walked is not None and not (isinstance(walked, int | float) and math.isfinite(walked) and walked >= 0):
+            raise ValueError(f"walked_ago_s {walked!r}")
+        return ActivityState(upright, walking, None if walked is None else float(walked))
 
 
 class ActivityClassifier:
@@ -215,6 +250,30 @@ class ActivityClassifier:
             self._seat_at = self._n + round(self.s.seat_unseen_s * self.s.rate_hz)
         if unseen_s >= self.s.walk_lost_s:
             self._walking_now, self._hist, self._step_band = False, np.zeros(0), Band(self.s.rate_hz)
+
+    def state(self) -> ActivityState:
+        """What this classifier knows as of the last sample it saw, for another to go on from (go_on)."""
+        walked_ago_s = None if self._walk_last is None else (self._n_walk - 1 - self._walk_last) / self.s.rate_hz
+        return ActivityState(SITTING if self._was_lying or self._upright == SITTING_CODE else STANDING,
+                             self._walking_now, walked_ago_s)
+
+    def go_on(self, state: ActivityState, unseen_s: float) -> None:
+        """Before the first sample: go on from another classifier's state (a restarted gateway's last run), unseen_s
+        before this one's first sample, as across a lost link of that length within one run (gap(): a walk lost for
+        walk_lost_s, or its arrival, ends in a seat unless something is seen), but that standing still ends in a seat
+        too, after resume_seat_s. Not after resume_max_s, nor with time gone back (a host clock set back): then the
+        usual start, sitting."""
+        if not 0.0 <= unseen_s <= self.s.resume_max_s:
+            return
+        self._upright = STANDING_CODE if state.upright == STANDING else SITTING_CODE
+        self._walking_now = state.walking
+        if state.walked_ago_s is not None:  # the count of samples walked goes on from 0 here: the last one before it
+            self._walk_last = self._n_walk - 1 - round(state.walked_ago_s * self.s.rate_hz)
+        self.gap(unseen_s)
+        if self._upright == STANDING_CODE and self._seat_at is None:
+            self._seat_at = self._n + round(self.s.resume_seat_s * self.s.rate_hz)
+        # No window of steps came across: a walk going on is found afresh (walking means standing meanwhile).
+        self._walking_now = False
 
     def trunk_axis(self, up_sensor: np.ndarray) -> None:
         """The trunk's long axis in sensor axes (a calibration's): from then on a rise is measured less the height the

@@ -26,6 +26,7 @@ from .activity import (
     WALKING_CODE,
     ActivityClassifier,
     ActivitySettings,
+    ActivityState,
 )
 from .angles import (
     SensorAttitude,
@@ -400,6 +401,14 @@ class PosturePipeline:
         phantom wear, lying or sitting, at every restart while it lay there)."""
         self.worn.resume_off(put_down_s)
         self._off_since_s = put_down_s
+
+    def activity_state(self) -> ActivityState | None:
+        """The activity classifier's state as of the last sample, for a restarted gateway's pipeline to go on from
+        (`self.activity.go_on`); None before any sample and while the sensor is off the body (picked up, it is
+        unseen as after a gap)."""
+        if self._last_t_s is None or self._off_since_s is not None:
+            return None
+        return self.activity.state()
 
     @property
     def _posture_known(self) -> bool:

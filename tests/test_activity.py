@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.activity import ActivityClassifier, ActivitySettings
+from pipeline.activity import ActivityClassifier, ActivitySettings, ActivityState
 from pipeline.events import SITTING, STANDING
 
 RATE_HZ = 100.0
@@ -528,3 +528,78 @@ def test_the_offset_fit_learns_from_the_same_samples_however_the_stream_is_batch
     assert sums[0][0, 0] > 60.0  # most of the two minutes were calm
     np.testing.assert_allclose(sums[1], sums[0], rtol=1e-9)
     np.testing.assert_allclose(sums[2], sums[0], rtol=1e-9)
+
+
+def _feed(clf: ActivityClassifier, samples: np.ndarray) -> np.ndarray:
+    return np.concatenate([clf.update(clf.walking(a), a, np.zeros(len(a)))
+                           for a in np.split(samples, range(100, len(samples), 100))])
+
+
+@pytest.mark.parametrize("before", ["standing", "sitting", "walking", "arriving", "lying"])
+@pytest.mark.parametrize("after", ["still", "steps"])
+@pytest.mark.parametrize("unseen_s", [5.0, 20.0, 100.0])
+def test_a_restarted_classifier_goes_on_from_the_state_kept_as_one_across_a_lost_link(before, after, unseen_s):
+    """A restarted gateway's classifier started knowing nothing: a wearer standing read sitting until they walked or
+    sat down. Going on from the last run's state (ActivityClassifier.state, kept beside the spool), it reads what one
+    classifier reads across a lost link of that length: standing goes on (for resume_seat_s, next test), a walk lost
+    for walk_lost_s or its arrival ends in a seat after seat_unseen_s, steps are walking (after a short one, once the
+    walking test has a window)."""
+    rng = np.random.default_rng(11)
+    t = np.arange(0, 60, 1 / RATE_HZ)
+    still = 1.0 + rng.normal(0, 0.004, len(t))
+    samples = {"standing": still, "sitting": still, "lying": still, "walking": _steps(t),
+               "arriving": np.where(t < 50.0, _steps(t), still)}[before]
+    one = ActivityClassifier(ActivitySettings(rate_hz=RATE_HZ), start=SITTING if before == "sitting" else STANDING)
+    if before == "lying":  # lying the last 10 s: getting up from it reads sitting
+        one.codes(np.zeros(len(t), bool), samples, t >= 50.0)
+    else:
+        _feed(one, samples)
+    kept = ActivityState.from_dict(one.state().to_dict())  # as it goes to disk and back
+    assert kept.upright == (STANDING if before in ("standing", "walking", "arriving") else SITTING)
+    restarted = ActivityClassifier(ActivitySettings(rate_hz=RATE_HZ))
+    restarted.go_on(kept, unseen_s)
+    one.gap(unseen_s)
+    then = still if after == "still" else _steps(t)
+    # Across a short loss one classifier's windows of steps go on; the restarted one's fill in walk_window_s.
+    from_s = 0.0 if unseen_s >= one.s.walk_lost_s else 1.2 * one.s.walk_window_s
+    np.testing.assert_array_equal(_feed(restarted, then)[t >= from_s], _feed(one, then)[t >= from_s])
+
+
+def test_a_restarted_classifier_starts_as_usual_after_a_long_outage_or_with_time_gone_back():
+    """Past resume_max_s a sit-down in the outage is likelier, and unseen: the usual start, sitting. Time gone back (a
+    host clock set back) says nothing of how long it was."""
+    settings = ActivitySettings(rate_hz=RATE_HZ)
+    still = 1.0 + np.random.default_rng(12).normal(0, 0.004, 3000)
+    standing = ActivityState(STANDING, walking=False, walked_ago_s=None)
+    for unseen_s, read in ((settings.resume_max_s, STANDING), (settings.resume_max_s + 1.0, SITTING), (-1.0, SITTING)):
+        restarted = ActivityClassifier(settings)
+        restarted.go_on(standing, unseen_s)
+        assert (_feed(restarted, still) == read).all(), unseen_s
+
+
+def test_standing_kept_across_a_restart_ends_in_a_seat_unless_something_is_seen():
+    """A sit-down in the restart's outage is not seen: kept standing for good, random day 6002 (down 20 s) read the
+    rest of its desk session standing, 2880 s. With no steps, sit-down or stand-up for resume_seat_s after the restart,
+    the wearer sat down unseen; steps first keep them on their feet."""
+    settings = ActivitySettings(rate_hz=RATE_HZ, resume_seat_s=40.0)
+    t = np.arange(0, 60, 1 / RATE_HZ)
+    still = 1.0 + np.random.default_rng(13).normal(0, 0.004, len(t))
+    standing = ActivityState(STANDING, walking=False, walked_ago_s=None)
+    restarted = ActivityClassifier(settings)
+    restarted.go_on(standing, 15.0)
+    read = _feed(restarted, still)
+    assert (read[t < 40.0] == STANDING).all() and (read[t >= 40.0] == SITTING).all()
+    restarted = ActivityClassifier(settings)
+    restarted.go_on(standing, 15.0)
+    read = _feed(restarted, np.where((t > 20.0) & (t < 30.0), _steps(t), still))
+    assert (read[t < 20.0] == STANDING).all() and (read[t >= 35.0] == STANDING).all()
+
+
+@pytest.mark.parametrize("doc", [{"upright": "walking", "walking": True, "walked_ago_s": 0.0},
+                                 {"upright": "standing", "walking": 1, "walked_ago_s": None},
+                                 {"upright": "standing", "walking": False, "walked_ago_s": float("nan")},
+                                 {"upright": "standing", "walking": False, "walked_ago_s": -3.0},
+                                 {"upright": "standing", "walking": False}])
+def test_a_damaged_activity_state_is_refused(doc):
+    with pytest.raises((ValueError, KeyError)):
+        ActivityState.from_dict(doc)

@@ -32,11 +32,13 @@ from gateway.service import (
     _flush,
     _process,
     go_on_from_stop,
+    load_activity,
     load_calibration,
     load_stopped_minute,
     open_device,
     save_calibration,
 )
+from pipeline.activity import ActivitySettings
 from pipeline.calibration import Calibration
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
@@ -161,7 +163,7 @@ def test_a_run_that_does_not_go_on_from_the_stop_leaves_its_minute_alone(tmp_pat
 
 
 @pytest.mark.parametrize("damage", ["deep", "directory", "unreadable"])
-@pytest.mark.parametrize("suffix", [".minute.json", ".calibration.json"])
+@pytest.mark.parametrize("suffix", [".minute.json", ".calibration.json", ".activity.json"])
 def test_a_kept_file_that_cannot_be_read_is_ignored_and_the_start_goes_on(tmp_path, caplog, damage, suffix):
     """`posture run` exited at start (a crash loop under Restart=always) on a JSON too deep for the parser, or a
     directory or unreadable file where the file should be."""
@@ -176,7 +178,7 @@ def test_a_kept_file_that_cannot_be_read_is_ignored_and_the_start_goes_on(tmp_pa
         if os.access(path, os.R_OK):  # as root: reading succeeds, so make it a name the kernel refuses
             path.unlink()
             path.symlink_to(path)  # a loop: ELOOP
-    load = load_stopped_minute if suffix == ".minute.json" else load_calibration
+    load = {".minute.json": load_stopped_minute, ".activity.json": load_activity}.get(suffix, load_calibration)
     assert load(tmp_path, "Desk") is None
     assert any("ignoring" in r.getMessage() for r in caplog.records)
 
@@ -593,3 +595,71 @@ def test_the_calibration_is_on_disk_before_it_replaces_the_old_and_the_minute_ke
     [(path, size)] = synced
     assert path == str(device_file(tmp_path, "D", ".calibration.json").with_suffix(".tmp")) and size > 0
     assert load_calibration(tmp_path, "D") is not None
+
+
+def _on_feet_day(seed: int = 3) -> SensorSimulation:
+    """The calibration moves, sitting to ~135 s, then standing still 300 s, a walk (~435-495 s), standing 20 s and
+    sitting 120 s."""
+    from evaluation.harness import CALIBRATION_MOVES
+    from firmware_sim.scenario import parse_scenario
+
+    segments = [*CALIBRATION_MOVES, {"activity": "sit_upright", "duration_s": 120.0},
+                {"activity": "stand", "duration_s": 300.0, "transition_s": 2.0},
+                {"activity": "walk", "duration_s": 60.0, "transition_s": 1.0},
+                {"activity": "stand", "duration_s": 20.0, "transition_s": 1.0},
+                {"activity": "sit_upright", "duration_s": 120.0, "transition_s": 2.5}]
+    return SensorSimulation(parse_scenario({"name": "on-feet", "segment": segments}), seed=seed)
+
+
+# (stopped, back) in sim seconds, killed or stopped cleanly: standing, down 15 s; sitting; walking; and standing with
+# the gateway down long enough (past ActivitySettings.resume_max_s) for the wearer to walk, stand and sit down unseen.
+@pytest.mark.parametrize("killed_s, back_s, kill", [(255.0, 270.0, True), (255.0, 270.0, False), (60.0, 75.0, True),
+                                                    (465.0, 480.0, True), (405.0, 555.0, True)],
+                         ids=["standing", "standing-clean-stop", "sitting", "walking", "standing-long-outage"])
+def test_a_gateway_killed_while_the_wearer_stands_reads_them_standing_after_its_restart(tmp_path, broker, killed_s,
+                                                                                       back_s, kill):
+    """A kill -9 of `posture run` and its restart, the wearer standing still: the new pipeline's activity classifier
+    started knowing nothing, and read them sitting until they walked or sat down (chaos runs: 199 s read sitting of
+    22 s, and 103 of 36). The last run's activity is kept beside the spool and the restart goes on from it, as
+    across a lost link within one run (for standing, up to resume_seat_s with nothing seen): the minutes after the
+    restart read as one run's over the same samples would (sitting at the kill still reads sitting; walking goes on as
+    a walk lost for that long does). After an outage longer than ActivitySettings.resume_max_s the kept state is not
+    used: the wearer who walked, stood and sat down meanwhile reads sitting, where one run reads them standing."""
+    listener, got, config, spool_dir = _desk(tmp_path, broker)
+    chunks = [ch for ch in _on_feet_day().chunks(max_samples=50) if not killed_s <= ch.t_s[0] < back_s]
+    try:
+        device = _open(config, spool_dir)
+        for ch in (ch for ch in chunks if ch.t_s[0] < killed_s):
+            _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
+            device.publisher.pump()
+        if kill:
+            device.publisher.stop(offline=False)  # killed: nothing more is handed out, nothing is kept
+        else:
+            asyncio.run(_flush({"Desk": device}, spool_dir))
+        _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] >= back_s], got)
+        wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 600) * 1000, 20, "the run after the restart's minutes")
+    finally:
+        listener.loop_stop()
+    reference = PosturePipeline()  # one run over the same samples, the gateway's time down a lost link
+    one_run: dict[float, MinuteMetrics] = {}
+    for out in [*(reference.update(ch.t_s + T0_S, ch.acc_g, ch.gyro_dps) for ch in chunks), reference.finish()]:
+        one_run |= {m.minute_start_s * 1000: m for m in out.metrics}
+    first_s = back_s // 60 * 60 + 60  # the whole minutes after the restart
+    after = [ts for ts in one_run if ts >= (T0_S + first_s) * 1000]
+    truth_sitting_s = sum(float((ch.context == "sitting").sum()) / 100.0 for ch in chunks if ch.t_s[0] >= first_s)
+    stored = {m["ts"]: m for m in got}  # the last record of each minute, as InfluxDB and the alert service keep it
+    read_sitting_s = sum(stored[ts]["sitting_s"] for ts in after)
+    # Standing at the kill, before: 253.0 s read sitting of 120.0 (standing on until the walk read sitting).
+    assert read_sitting_s == pytest.approx(truth_sitting_s, abs=5.0)
+    if back_s - killed_s < ActivitySettings().resume_max_s:  # as across a lost link of that length within one run
+        assert read_sitting_s == pytest.approx(sum(one_run[ts].sitting_s for ts in after), abs=1.0)
+
+
+@pytest.mark.parametrize("kept", ['{"upright": "standing", "walking": false, "walked_ago_s": null, "t_s": Infinity}',
+                                  '{"upright": "standing", "walking": false, "walked_ago_s": null, "t_s": "now"}',
+                                  '{"upright": "lying", "walking": false, "walked_ago_s": null, "t_s": 1.0}', "[]"])
+def test_a_damaged_activity_file_is_ignored_with_a_warning(tmp_path, caplog, kept):
+    """A hand-edited or damaged <device>.activity.json: the start goes on as it did before the file (sitting)."""
+    device_file(tmp_path, "Desk", ".activity.json").write_text(kept)
+    assert load_activity(tmp_path, "Desk") is None
+    assert any("ignoring activity kept" in r.getMessage() for r in caplog.records)
