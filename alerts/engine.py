@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import deque
+from collections.abc import Mapping
 from datetime import date as Date
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as TimeOfDay
@@ -81,6 +82,11 @@ OFFSETS_AGREE = OFFSETS_KEPT // 2 + 1
 # closing it with a verdict the streak and program counted. A week: the broker keeps the service's session (and what it
 # queued) alerts.session_expiry_s, 7 days by default; a gateway's backlog older than that still goes to InfluxDB.
 MAX_BEHIND_DAYS = 7
+# A device's state is saved as records (dump, changes): `device/<id>`, all of it but its minutes, and one
+# `minute/<id>/<minute's ts>` for each minute kept, [its place in arrival order, the minute]. A minute rewrites its own
+# record and the device's, not every minute of the day: one record of all of them grew with the day (at 16 h, 0.34 MB
+# encoded and written for each minute, two thirds of the minute's cost). A record of before holds its minutes itself.
+DEVICE_KEY, MINUTE_KEY = "device/", "minute/"
 POSTURES = ("upright", "slouching", "leaning_left", "leaning_right", "standing", "walking", "lying", NOT_WORN)
 
 
@@ -117,6 +123,13 @@ class AlertEngine:
         # `today` (which made a message's cost grow with the minutes of the day). Dropped whenever a device's day
         # changes, a minute comes again (it replaces its first copy) or the states are loaded.
         self._folded: dict[str, DayTotals] = {}
+        # Per device, each kept minute's place in arrival order (the minutes dict's own), saved in its record: a
+        # restart folds the day in the same order, to the same totals. Places are the engine's, never reused.
+        self._places: dict[str, dict[str, int]] = {}
+        self._next_place = 0
+        # Per device, the minutes whose record is to be written (kept) or deleted (no longer kept) with its next state
+        # write (changes).
+        self._unsaved: dict[str, set[str]] = {}
         # The devices that may still owe today's summary: tick, run at every step of the service, looks at these only
         # (looking at all of them took 0.8 ms a step at 3,000 devices, most of a fleet's alert service).
         self._summary_due: set[str] = set()
@@ -126,20 +139,59 @@ class AlertEngine:
 
     # state --------------------------------------------------------------------------
     def dump(self, devices: set[str]) -> dict[str, bytes]:
-        """These devices' states as JSON, one record each: a minute rewrites one device, not all."""
-        return {f"device/{d}": _encoded(self.devices[d]) for d in devices if d in self.devices}
+        """These devices' whole states as JSON records (DEVICE_KEY, MINUTE_KEY), as load reads them."""
+        out: dict[str, bytes] = {}
+        for device in devices & self.devices.keys():
+            out[DEVICE_KEY + device] = _encoded(self.devices[device])
+            out |= {MINUTE_KEY + f"{device}/{key}": self._minute_record(device, key)
+                    for key in self.devices[device].minutes}
+        return out
 
-    def load(self, records: dict[str, bytes]) -> dict[str, str]:
-        """The devices' states, from their records (dump's). A record that cannot be read (truncated by a hand edit or
-        a bad restore, not a device's state) is left out, that device starting afresh: it stopped every other device's
-        start. Returns why, by device, for those."""
+    def changes(self, devices: set[str]) -> dict[str, bytes | None]:
+        """What changed of these devices' states since they were last written, as records to set (None: to delete):
+        each device's record, and its minutes added, replaced or dropped. What the service writes with each step: a
+        minute rewrites its device's record and its own, not all the day's minutes, nor other devices'."""
+        out: dict[str, bytes | None] = {}
+        for device in devices & self.devices.keys():
+            out[DEVICE_KEY + device] = _encoded(self.devices[device])
+            minutes = self.devices[device].minutes
+            for key in self._unsaved.pop(device, ()):
+                out[MINUTE_KEY + f"{device}/{key}"] = self._minute_record(device, key) if key in minutes else None
+        return out
+
+    def _minute_record(self, device: str, key: str) -> bytes:
+        return _json([self._places[device][key], self.devices[device].minutes[key]])
+
+    def load(self, records: Mapping[str, bytes]) -> dict[str, str]:
+        """The devices' states, from their records (dump's, changes'). A record that cannot be read (truncated by a
+        hand edit or a bad restore, not a device's state) is left out, that device starting afresh: it stopped every
+        other device's start. Returns why, by device, for those. A minute record that cannot be read is left out (and
+        counted, minutes_refused) as a minute the contract refuses; it is deleted with the device's next write, as are
+        the minute records of a device that starts afresh and those beside a record that holds its minutes itself."""
         self.devices, unreadable = {}, {}
+        self._places, self._unsaved, self._next_place = {}, {}, 0
+        minutes: dict[str, dict[str, bytes]] = {}
         for key, value in records.items():
-            if key.startswith("device/"):
+            if key.startswith(MINUTE_KEY):
+                device, _, ts = key.removeprefix(MINUTE_KEY).rpartition("/")
+                minutes.setdefault(device, {})[ts] = value
+        for key, value in records.items():
+            if key.startswith(DEVICE_KEY):
+                device = key.removeprefix(DEVICE_KEY)
                 try:
-                    self.devices[key.removeprefix("device/")] = DeviceState.from_dict(json.loads(value))
+                    data = json.loads(value)
+                    self.devices[device], self._places[device] = _read_state(data, minutes.get(device, {}))
                 except (ValueError, RecursionError) as exc:  # JSON's errors, a bad UTF-8, from_dict's
-                    unreadable[key.removeprefix("device/")] = str(exc) or type(exc).__name__
+                    unreadable[device] = str(exc) or type(exc).__name__
+                    continue
+                if "minutes" in data:  # a record of before, holding its minutes: each gets its own record
+                    self._unsaved[device] = set(self._places[device])
+        for device, saved in minutes.items():
+            # The records of minutes not kept (unreadable, refused, beside a record holding its minutes, or of a device
+            # that starts afresh) are deleted.
+            self._unsaved.setdefault(device, set()).update(saved.keys() - self._places.get(device, {}).keys())
+        for places in self._places.values():
+            self._next_place = max(self._next_place, max(places.values(), default=-1) + 1)
         self._folded = {}
         self._summary_due = set(self.devices)
         return unreadable
@@ -167,13 +219,14 @@ class AlertEngine:
             folded = None
         if not again:
             state.add_minute(doc)
+        self._kept(device, str(doc["ts"]))
         if (state.summary_sent_day == day and (at := self.rules.habit.summary_at()) is not None
                 and doc["ts"] < (due_ms := self._summary_due_ms(day, at))):
             # A minute before summary_time that came after a summary sent on the fallback (the sensor's backlog): the
             # day is judged on all that arrived up to then, not only on what the summary could see.
             state.summary_goal_met = self._goal_met(self._fold(state, due_ms))
         self._summary_due.add(device)
-        self._prune(state, end_ms)  # never today's minutes
+        self._prune(device, state, end_ms)  # never today's minutes
         if state.last_calibrated_s is None:  # no calibration seen yet: count its age from the first data
             state.last_calibrated_s = doc["ts"] / 1000
         if folded is None or again:
@@ -537,7 +590,8 @@ class AlertEngine:
             self._close_day(begun, self._calendar_day, self._folded[device])
             evidence = self.summary_evidence(begun, today=DayTotals())
             return self._today_document(device, begun, evidence, {"worn_s": 0.0}, self._start_ms(begun))
-        latest_key = max(state.minutes, key=int)
+        latest_key = state.latest_key()
+        assert latest_key is not None  # the service asks for devices with minutes only
         evidence = self.summary_evidence(state, today=self._folded[device])
         if int(latest_key) < (day_start_ms := self._start_ms(state)):  # the day begun by an event, no minute
             return self._today_document(device, state, evidence, {"worn_s": 0.0}, day_start_ms)
@@ -739,12 +793,21 @@ class AlertEngine:
         counted_to = max(map(int, state.minutes), default=-MINUTE_MS) + MINUTE_MS
         state.day_start_ms = max(self._day_start_ms(new_day), counted_to)
 
-    def _prune(self, state: DeviceState, end_ms: int) -> None:
+    def _prune(self, device: str, state: DeviceState, end_ms: int) -> None:
         lookback_min = max(self.rules.slouch.window_min,
                            self.rules.recovery.within_min + self.rules.recovery.upright_min)
         keep_from = min(self._start_ms(state), end_ms - lookback_min * MINUTE_MS - MINUTE_MS)
-        for key in [k for k in state.minutes if int(k) < keep_from]:
-            del state.minutes[key]
+        for key in state.drop_before(keep_from):
+            self._places.get(device, {}).pop(key, None)
+            self._unsaved.setdefault(device, set()).add(key)
+
+    def _kept(self, device: str, key: str) -> None:
+        """The minute `key` kept (new, or a copy that replaced it): its record is written with the device's next
+        write. A new one takes the next place in arrival order; a replaced one keeps its (as in the minutes dict)."""
+        places = self._places.setdefault(device, {})
+        if key not in places:
+            places[key], self._next_place = self._next_place, self._next_place + 1
+        self._unsaved.setdefault(device, set()).add(key)
 
 
 def live_time_error(doc: dict[str, Any]) -> str | None:
@@ -756,12 +819,40 @@ def live_time_error(doc: dict[str, Any]) -> str | None:
 
 
 def _encoded(state: DeviceState) -> bytes:
-    """A device's state as JSON. orjson reads the dataclass as it is: asdict's deep copy of every minute before
-    encoding took half the service's time in a burst (a device's day is rewritten with each of its minutes)."""
+    """A device's state as JSON, but its minutes (each has its record, MINUTE_KEY). orjson reads the fields as they
+    are: asdict's deep copy before encoding took half the service's time in a burst."""
+    return _json({name: getattr(state, name) for name in state.__dataclass_fields__ if name != "minutes"})
+
+
+def _json(value: Any) -> bytes:
     try:
-        return orjson.dumps(state)
+        return orjson.dumps(value)
     except orjson.JSONEncodeError:  # what orjson cannot write (an integer past 64 bits) json still can
-        return json.dumps(state.to_dict()).encode()
+        return json.dumps(value).encode()
+
+
+def _read_state(data: Any, minutes: Mapping[str, bytes]) -> tuple[DeviceState, dict[str, int]]:
+    """A device's state from its record (data, read) and its minutes' records (by their minute's ts), with each kept
+    minute's place in arrival order. A record of before holds its minutes itself: those are taken, in their order.
+    ValueError if the device's record is none (DeviceState.from_dict)."""
+    if isinstance(data, dict) and "minutes" not in data:
+        read, unreadable = [], 0
+        for key, value in minutes.items():
+            try:
+                place, minute = json.loads(value)
+                if isinstance(place, bool) or not isinstance(place, int) or not isinstance(minute, dict):
+                    raise ValueError
+            except (ValueError, TypeError, RecursionError):
+                unreadable += 1
+                continue
+            read.append((place, key, minute))
+        data = {**data, "minutes": {key: minute for _, key, minute in sorted(read, key=lambda r: r[0])}}
+        state = DeviceState.from_dict(data)
+        state.minutes_refused += unreadable
+        places = {key: place for place, key, _ in read if key in state.minutes}
+        return state, places
+    state = DeviceState.from_dict(data)
+    return state, {key: place for place, key in enumerate(state.minutes)}
 
 
 T = TypeVar("T")  # a count per day: nudges sent (int), findings held back by reason (dict)
@@ -785,7 +876,7 @@ def _nudged_starts(state: DeviceState) -> list[float]:
 
 def _scalars(state: DeviceState) -> dict[str, Any]:
     """What a live state may change in a device's state (all of it but the minutes and days), to compare."""
-    return {k: copy.copy(v) for k, v in vars(state).items() if k not in ("minutes", "days")}
+    return {k: copy.copy(getattr(state, k)) for k in state.__dataclass_fields__ if k not in ("minutes", "days")}
 
 
 def posture_of(minute: dict[str, Any]) -> str:

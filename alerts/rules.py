@@ -242,8 +242,7 @@ def recovery(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
     r, since = rules.recovery, state.slouch_alert_s
     if since is None or end_ms / 1000 - since > r.within_min * 60 + 60:
         return None
-    recent = [m for k, m in sorted(state.minutes.items(), key=lambda kv: int(kv[0]))
-              if since * 1000 <= int(k) < end_ms][-r.upright_min:]
+    recent = state.between(since * 1000, end_ms)[-r.upright_min:]
     good = [m for m in recent if upright(m) and m["slouch_s"] <= r.max_slouch_pct / 100 * upright_s(m)]
     if len(recent) < r.upright_min or len(good) < r.upright_min:
         return None

@@ -453,7 +453,7 @@ class AlertService:
         touched |= {a["device"] for a in alerts}
         self._day_begun |= set(self.engine.days_begun(now_s))  # their `today` shows a day with none of their data
         if touched or self._waiting_changed:
-            meta = self.engine.dump(touched)
+            meta = self.engine.changes(touched)
             aside = {d: self._unreadable[d] for d in touched & self._unreadable.keys() if f"device/{d}" in meta}
             meta.update(aside.values())  # the unreadable record kept, as the fresh one replaces it
             if self._waiting_changed:  # before the snoozes that wait are acknowledged (below)

@@ -8,6 +8,7 @@ minutes and the rules' look-back window are kept; finished days shrink to a line
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ STARTS_KEPT = 10  # starts of the slouch nudged live remembered (to know its end
 class DeviceState:
     day: str | None = None  # local date (YYYY-MM-DD) of the newest minute
     day_start_ms: int | None = None  # when that day began (its local midnight as the zone was then: engine._start_ms)
-    # minute start, Unix ms as text (JSON keys) → fields
+    # minute start, Unix ms as text (JSON keys) → fields; changed by add_minute and drop_before only (they keep _keys)
     minutes: dict[str, dict[str, Any]] = field(default_factory=dict)
     days: dict[str, dict[str, Any]] = field(default_factory=dict)  # finished days: worn_min, slouch_min, goal_met
     program_start: str | None = None
@@ -92,6 +93,14 @@ class DeviceState:
     # days" counted the kept days alone, and from 63 days after the program began it shrank to "0 of 31"
     program_met_before: int = 0
 
+    def __post_init__(self) -> None:
+        self._index()
+
+    def _index(self) -> None:
+        # The minutes' keys by their start: a window, the latest or those to drop without a look at every minute kept
+        # (and a sort), which made each minute's cost grow with the day's minutes. ValueError: a key that is no time.
+        self._keys = sorted(self.minutes, key=int)
+
     def add_minute(self, doc: dict[str, Any]) -> bool:
         """Keeps the minute, unless the copy of it kept already saw more of it (contract/messages.py, coverage: the
         bridge's rule): the gateway sends some minutes twice, unfinished at a stop or a lost link and then whole, and
@@ -103,8 +112,22 @@ class DeviceState:
         if old is not None and coverage(kept) < coverage(old):
             self.minutes_superseded += 1
             return False
+        if old is None:
+            insort(self._keys, key, key=int)
         self.minutes[key] = kept
         return True
+
+    def drop_before(self, start_ms: float) -> list[str]:
+        """Forgets the minutes that start before start_ms; returns their keys."""
+        gone = self._keys[:bisect_left(self._keys, start_ms, key=int)]
+        del self._keys[:len(gone)]
+        for key in gone:
+            del self.minutes[key]
+        return gone
+
+    def latest_key(self) -> str | None:
+        """The key of the latest minute kept."""
+        return self._keys[-1] if self._keys else None
 
     def sent_on(self, day: str) -> int:
         """Nudges sent that count on `day` (YYYY-MM-DD)."""
@@ -131,9 +154,12 @@ class DeviceState:
 
     def window(self, end_ms: int, minutes: float) -> list[dict[str, Any]]:
         """The minutes that start within `minutes` before end_ms, oldest first."""
-        start = end_ms - minutes * 60_000
-        # Chosen, then sorted: a day's state holds hundreds of minutes, a window a few dozen.
-        return [self.minutes[k] for k in sorted((k for k in self.minutes if start <= int(k) < end_ms), key=int)]
+        return self.between(end_ms - minutes * 60_000, end_ms)
+
+    def between(self, start_ms: float, end_ms: float) -> list[dict[str, Any]]:
+        """The minutes that start at start_ms or after it and before end_ms, oldest first."""
+        keys = self._keys
+        return [self.minutes[k] for k in keys[bisect_left(keys, start_ms, key=int):bisect_left(keys, end_ms, key=int)]]
 
     def remember(self, attr: str, item: str, kept: int = RECENT) -> None:
         items = getattr(self, attr)
@@ -158,6 +184,7 @@ class DeviceState:
         state = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
         if refused := [key for key, minute in state.minutes.items() if _refused(minute)]:
             state.minutes = {k: m for k, m in state.minutes.items() if k not in refused}
+            state._index()
             state.minutes_refused += len(refused)
         return state
 
@@ -175,4 +202,5 @@ def _refused(minute: Any) -> bool:
 
 
 # Each field's type, for those not None by default: what from_dict holds a saved record to.
-_KINDS = {name: type(value) for name, value in vars(DeviceState()).items() if value is not None}
+_KINDS = {name: type(value) for name in DeviceState.__dataclass_fields__
+          if (value := getattr(DeviceState(), name)) is not None}

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -145,10 +145,10 @@ class Spool:
                         self._db.execute("ROLLBACK")
             raise SpoolError(f"spool {self.path}: cannot {doing}: {exc}") from None
 
-    def put(self, items: list[Item], meta: dict[str, bytes] | None = None) -> list[int]:
-        """Append (key, body[, expires_at_s[, expendable]]) items, in order, and set `meta` keys, in one
-        transaction: their ids. Beyond max_items, expendable items are deleted first (these new ones too), then the
-        oldest."""
+    def put(self, items: list[Item], meta: Mapping[str, bytes | None] | None = None) -> list[int]:
+        """Append (key, body[, expires_at_s[, expendable]]) items, in order, and set `meta` keys (a key set to None is
+        deleted), in one transaction: their ids. Beyond max_items, expendable items are deleted first (these new ones
+        too), then the oldest."""
         if not items and not meta:
             return []
         with self._lock, self._errors("write"):
@@ -157,7 +157,10 @@ class Spool:
             self._db.executemany("INSERT INTO items (key, body, expires_at, expendable) VALUES (?, ?, ?, ?)",
                                  [(i[0], i[1], i[2] if len(i) > 2 else None, int(bool(i[3])) if len(i) > 3 else 0)
                                   for i in items])
-            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (meta or {}).items())
+            meta = meta or {}
+            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 [(k, v) for k, v in meta.items() if v is not None])
+            self._db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k, v in meta.items() if v is None])
             # One connection, under the lock, in one transaction: the items took the ids up to the sequence's last.
             last = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
             ids = list(range(last[0] - len(items) + 1, last[0] + 1)) if items and last else []

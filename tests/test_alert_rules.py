@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from dataclasses import replace
@@ -76,7 +77,7 @@ def test_a_kept_minute_the_contract_refuses_is_dropped_when_the_state_is_read():
     eng = engine()
     feed(eng, [minute(DAY + 60 * k, slouch_s=20.0, rotations_left=1, rotation_left_cumulative_deg=30.0)
                for k in range(3)])
-    saved = json.loads(eng.dump({"D"})["device/D"])
+    saved = eng.devices["D"].to_dict()  # a record of before, holding its minutes
     kept = saved["minutes"][str(int(DAY * 1000))]
     saved["minutes"][str(int(DAY * 1000))] = kept | {"worn_s": 1.0, "slouch_s": 60.0}
     saved["minutes"][str(int((DAY + 60) * 1000))] = kept | {"rotations_left": 10 ** 9}
@@ -86,6 +87,80 @@ def test_a_kept_minute_the_contract_refuses_is_dropped_when_the_state_is_read():
     assert list(fresh.devices["D"].minutes.values()) == [old] and fresh.devices["D"].minutes_refused == 2
     today = fresh.today_state("D")
     assert (today["worn_min"], today["rotations_left"]) == (1.0, 1)
+
+
+def test_a_random_day_written_minute_by_minute_is_the_day_read_and_folded_afresh():
+    """The engine keeps today's totals minute by minute (not folded again for each) and writes only what a minute
+    changed (engine.changes: the device's record and that minute's), not the whole day each time. Over a random day,
+    with minutes late and out of order, copies of a minute (the unfinished one first, or last), the next day beginning
+    and restarts from what was written: each `today` and each alert is the same, to the byte, as an engine's that was
+    never restarted and as an engine's that read the file written so far (folding the day afresh)."""
+    rng = random.Random(14)
+    docs, start = [], DAY + 20 * 3600  # 8 h, over midnight
+    for k in range(480):
+        worn = rng.choice([60.0, 60.0, 59.98, rng.uniform(0, 60)])
+        lean = rng.uniform(0, worn) if rng.random() < 0.3 else 0.0
+        left, right = rng.randint(0, 2), rng.randint(0, 2)
+        doc = minute(start + 60 * k, worn_s=worn, slouch_s=rng.uniform(0, worn) if rng.random() < 0.4 else 0.0,
+                     sitting_s=rng.uniform(0, worn), **{rng.choice(["lean_left_s", "lean_right_s"]): lean},
+                     rotations_left=left, rotations_right=right,
+                     rotation_left_cumulative_deg=left * rng.uniform(15, 60),
+                     rotation_right_cumulative_deg=right * rng.uniform(15, 60), lost_samples=rng.randint(0, 3))
+        if rng.random() < 0.1:  # its unfinished copy too (a lost link), before or after the whole one
+            part = doc | {"worn_s": doc["worn_s"] / 2, "slouch_s": doc["slouch_s"] / 2, "sitting_s": 0.0,
+                          "lean_left_s": 0.0, "lean_right_s": 0.0}
+            docs += [part, doc] if rng.random() < 0.5 else [doc, part]
+        else:
+            docs.append(doc)
+    for k in range(0, len(docs) - 5, 5):  # some come a few minutes late
+        if rng.random() < 0.2:
+            docs[k:k + 5] = rng.sample(docs[k:k + 5], 5)
+    file: dict[str, bytes] = {}  # the state file's records, as the service writes them
+
+    def write(eng: AlertEngine) -> None:
+        for key, value in eng.changes({"D"}).items():
+            if value is None:
+                del file[key]
+            else:
+                file[key] = value
+
+    def read() -> AlertEngine:
+        fresh = engine(rotation=RotationRule(min_excursions=10), lean=LeanRule(min_lean_min=5.0))
+        assert fresh.load(file) == {}
+        return fresh
+
+    kept, restarted = read(), read()
+    for k, doc in enumerate(docs):
+        said = kept.on_metrics(doc, doc["ts"] / 1000 + 60)
+        assert restarted.on_metrics(doc, doc["ts"] / 1000 + 60) == said
+        write(restarted)
+        today = json.dumps(kept.today_state("D"))
+        assert json.dumps(restarted.today_state("D")) == today
+        if k % 7 == 0 or k == len(docs) - 1:
+            fresh = read()
+            assert json.dumps(fresh.today_state("D")) == today, k
+            # and the day's totals as they are, before `today` rounds them: folded in the same order, to the same bits
+            assert fresh._folded["D"] == kept._folded["D"] == restarted._folded["D"], k
+        if k % 50 == 0:  # a restart from the file: what it reads goes on as the engine kept would
+            restarted = read()
+    assert kept.devices["D"].day == "2026-11-21" and kept.devices["D"].days["2026-11-20"]["worn_min"] > 100
+    assert set(file) == {"device/D"} | {f"minute/D/{key}" for key in kept.devices["D"].minutes}
+    assert kept.devices["D"].minutes_superseded > 0
+
+
+def test_a_state_written_whole_before_is_read_and_written_minute_by_minute():
+    """A state file of before holds each device's minutes in its record: read as it was, and with the device's next
+    write each minute gets its own record and the device's record no longer holds them."""
+    eng = engine()
+    feed(eng, [minute(DAY + 3600 + 60 * k, slouch_s=10.0 * k) for k in range(3)])
+    before = {"device/D": json.dumps(eng.devices["D"].to_dict()).encode(), "minute/D/1": b"[0, {}]"}
+    fresh = engine()
+    assert fresh.load(before) == {} and fresh.today_state("D") == eng.today_state("D")
+    feed(fresh, [minute(DAY + 3600 + 60 * 3)])
+    written = fresh.changes({"D"})
+    assert "minutes" not in json.loads(written["device/D"]) and written["minute/D/1"] is None
+    assert [json.loads(written[f"minute/D/{int((DAY + 3600 + 60 * k) * 1000)}"])[0] for k in range(4)] == [0, 1, 2, 3]
+    assert fresh.changes({"D"}) == {"device/D": written["device/D"]}  # nothing new since
 
 
 def test_a_value_that_rounds_to_zero_is_shown_without_a_sign():

@@ -1118,6 +1118,24 @@ def saved_state(path: Path, config: Path, devices: list[str], start_s: float, mi
     return engine
 
 
+def test_the_state_file_holds_the_minutes_kept_each_in_its_record(tmp_path):
+    """Each step writes what its minutes changed (engine.changes): their records and their device's, and deletes the
+    records of minutes no longer kept (the day before's, after the next day's first minutes). The file then holds the
+    device's record and one record per minute kept, and a start reads from it the day as it was."""
+    engine = AlertEngine(load_rules(None), Catalog.load(), ZoneInfo("UTC"))
+    spool = Spool(tmp_path / "alerts.db")
+    start_s = datetime(2026, 11, 20, 23, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    for k in range(120):  # 23:00 to 01:00
+        engine.on_metrics(slouchy_minute(DEVICE, start_s + 60 * k), start_s + 60 * k + 60)
+        spool.put([], meta=engine.changes({DEVICE}))
+    meta = spool.meta()
+    spool.close()
+    kept = engine.devices[DEVICE].minutes
+    assert len(kept) < 120 and sorted(meta) == sorted([f"device/{DEVICE}"] + [f"minute/{DEVICE}/{k}" for k in kept])
+    read = AlertEngine(load_rules(None), Catalog.load(), ZoneInfo("UTC"))
+    assert read.load(meta) == {} and read.today_state(DEVICE) == engine.today_state(DEVICE)
+
+
 def test_a_corrupt_device_record_starts_that_device_afresh_and_every_other_goes_on(tmp_path, broker):
     """One device's record truncated in the state file (a hand edit, a bad restore) stopped the whole service at start
     with "posture alerts: Unterminated string starting at: …", naming neither the file nor the device, and no device
@@ -1432,10 +1450,16 @@ def test_a_snooze_on_a_topic_that_is_no_device_id_is_said_naming_the_id_it_meant
 
 
 def saved_device(state: Path, device: str) -> dict:
-    """A device's record as the running service last saved it ({} before its first): read beside it (WAL)."""
+    """A device's state as the running service last saved it ({} before its first): read beside it (WAL). Its record
+    with its minutes, each saved in a record of its own (engine.MINUTE_KEY), as a record of before held them."""
     with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
         row = db.execute("SELECT value FROM meta WHERE key = ?", (f"device/{device}",)).fetchone()
-    return json.loads(row[0]) if row else {}
+        minutes = db.execute("SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1",
+                             (f"minute/{device}/",)).fetchall()
+    if not row:
+        return {}
+    places = sorted((json.loads(value)[0], key.rsplit("/", 1)[1], json.loads(value)[1]) for key, value in minutes)
+    return json.loads(row[0]) | {"minutes": {key: minute for _, key, minute in places}}
 
 
 def test_a_snooze_the_broker_delivers_again_after_its_crash_is_taken_once(tmp_path, broker):
