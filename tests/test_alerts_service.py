@@ -896,11 +896,14 @@ def test_a_clean_stop_just_after_alerts_went_out_does_not_send_them_again_at_the
     log = tmp_path / "alerts.log"
     phone = Phone(broker.port, "+")
     with running_alerts(config, log) as service:
-        first = phone.c.on_message
+        first, stopped = phone.c.on_message, []
 
         def on_message(c, u, msg):
             first(c, u, msg)
-            if msg.topic.endswith("/alerts") and service.poll() is None:
+            # Once: a second SIGTERM landing while Python finalises (its handlers back to the default) ended the
+            # stopped service with -15 on a busy machine.
+            if msg.topic.endswith("/alerts") and not stopped:
+                stopped.append(True)
                 service.send_signal(signal.SIGTERM)
 
         phone.c.on_message = on_message
