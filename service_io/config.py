@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import os
 import re
@@ -413,8 +412,9 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             return value
         if kind is tuple:
             if isinstance(value, str) and value.strip().startswith("["):
-                # A list written as TOML's (the file's way) in a variable became the names '["a"' and '"b"]'.
-                items = json.loads(value)
+                # A list written as TOML's (the file's way) in a variable became the names '["a"' and '"b"]'. Read as
+                # TOML, as the file is: its literal strings ('a') and a comma after the last item are the file's too.
+                items = tomllib.loads(f"v = {value}")["v"]
             else:
                 items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
