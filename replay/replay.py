@@ -161,37 +161,61 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
         chunks: Iterator[tuple[np.ndarray, np.ndarray | None]] = _forward_chunks(read_chunks(f, stats), stats, bar)
         if offline:
             chunks = _with_offline_orientation(list(chunks))
-        held: list[tuple[np.ndarray, np.ndarray | None]] = []
+        held: list[tuple[np.ndarray, np.ndarray | None]] = []  # read, not yet handed to a pipeline
+        rate_hz: float | None = None
+        step = 0  # the pipeline's batch, in rows (start)
         last_refusal = ""
-        for data, quat in chunks:
-            if pipeline is None:
-                # A file that begins with a chunk of unreadable rows (a sensor writing NaN at first) has no rate to
-                # tell there: the rows after it do.
-                held.append((data, quat))
-                data = np.concatenate([d for d, _ in held])
-                quat = None if quat is None else np.concatenate([q for _, q in held if q is not None])
-                if len(data) < 2:
-                    continue
-                held = []
-                _check_units(data)
-                rate_hz = round(estimate_rate_hz(data[:, 0]), 3)
-                _check_rotation_units(data, rate_hz)
-                if rate_hz <= RATE_HZ_RANGE[0]:
-                    log.warning("the recording's %g samples/s are not above the %g the pipeline is made and measured "
-                                "for (pipeline.rate_hz): its activities may be misread (at 12.5 samples/s office-short "
-                                "read 2.31 of its 2.51 sitting minutes as standing, and its leans as none; at 6.25 its "
-                                "walk as standing)", rate_hz, RATE_HZ_RANGE[0])
-                pipeline = PosturePipeline(tuning.settings(rate_hz), calibration,
-                                           "calibration given: the sensor's axes taken as the trunk's")
-                step = max(1, round(batch_s * rate_hz)) if batch_s > 0 else samples_per_notification(rate_hz)
+
+        def start(rate_hz: float) -> tuple[PosturePipeline, int]:
+            if rate_hz <= RATE_HZ_RANGE[0]:
+                log.warning("the recording's %g samples/s are not above the %g the pipeline is made and measured "
+                            "for (pipeline.rate_hz): its activities may be misread (at 12.5 samples/s office-short "
+                            "read 2.31 of its 2.51 sitting minutes as standing, and its leans as none; at 6.25 its "
+                            "walk as standing)", rate_hz, RATE_HZ_RANGE[0])
+            return (PosturePipeline(tuning.settings(rate_hz), calibration,
+                                    "calibration given: the sensor's axes taken as the trunk's"),
+                    max(1, round(batch_s * rate_hz)) if batch_s > 0 else samples_per_notification(rate_hz))
+
+        def feed(pipeline: PosturePipeline, step: int, data: np.ndarray, quat: np.ndarray | None) -> str:
             stats["samples"] += len(data)
+            refusal = ""
             for i in range(0, len(data), step):
                 batch = data[i:i + step]
                 result = pipeline.update(batch[:, 0], batch[:, 1:4], batch[:, 4:7],
                                          quat_wxyz=None if quat is None else quat[i:i + step])
                 _emit(out, device, result.events, result.metrics, summary, rollups)
                 said = [e.message for e in result.events if isinstance(e, CalibrationEvent) and e.status == "refused"]
-                last_refusal = said[-1] if said else last_refusal
+                refusal = said[-1] if said else refusal
+            return refusal
+
+        for data, quat in chunks:
+            if pipeline is not None:
+                last_refusal = feed(pipeline, step, data, quat) or last_refusal
+                continue
+            held.append((data, quat))
+            if rate_hz is None:
+                # A file that begins with a chunk of unreadable rows (a sensor writing NaN at first) has no rate to
+                # tell there: the rows after it do.
+                first = np.concatenate([d for d, _ in held])
+                if len(first) < 2:
+                    continue
+                held = [(first, None if quat is None else np.concatenate([q for _, q in held if q is not None]))]
+                _check_units(first)
+                rate_hz = round(estimate_rate_hz(first[:, 0]), 3)
+            # Held until the rotation rate's unit is told (or UNIT_HOLD_ROWS): a recording that begins sitting still
+            # for its first 20,000 rows (200 s) had nothing to tell it by there, and was replayed in rad/s unsaid.
+            if not _check_rotation_units(np.concatenate([d for d, _ in held]), rate_hz) and \
+                    sum(len(d) for d, _ in held) < UNIT_HOLD_ROWS:
+                continue
+            pipeline, step = start(rate_hz)
+            for d, q in held:
+                last_refusal = feed(pipeline, step, d, q) or last_refusal
+            held = []
+        if pipeline is None and rate_hz is not None:  # the whole file held, too little tilting in it to tell the unit
+            pipeline, step = start(rate_hz)
+            for d, q in held:
+                last_refusal = feed(pipeline, step, d, q) or last_refusal
+            held = []
         if pipeline is None and held:
             # Say what the others were: a file whose times all go back (rows in reverse) or stand still has every
             # row readable, and "fewer than two readable rows" sent the user looking for a broken file.
@@ -235,17 +259,21 @@ TURN_WINDOW_S = 1.0
 STILL_EDGE_S = 0.1  # gravity's direction at a window's start and end: the mean of this long
 STILL_G = 0.1
 TILT_MIN_DEG = 10.0
-MIN_TILTED_WINDOWS = 3  # fewer: too little tilting to tell, and the file is taken as it is
+MIN_TILTED_WINDOWS = 3  # fewer: too little tilting to tell yet
+# Rows read (and held from the pipeline) at most to find MIN_TILTED_WINDOWS: 33 min at 100 samples/s, ~11 MB. A file
+# with fewer such windows in them is taken as it is.
+UNIT_HOLD_ROWS = 10 * CHUNK_LINES
 MIN_TURNED_PER_TILTED = 0.25
 
 
-def _check_rotation_units(data: np.ndarray, rate_hz: float) -> None:
-    """Refuse rotation-rate columns that turn the sensor far less than gravity's direction says it tilted: rad/s."""
+def _check_rotation_units(data: np.ndarray, rate_hz: float) -> bool:
+    """Refuse rotation-rate columns that turn the sensor far less than gravity's direction says it tilted: rad/s.
+    Returns whether the rows tilt enough to tell (False: too few windows yet)."""
     t_s, acc_g, gyro_dps = data[:, 0], data[:, 1:4], data[:, 4:7]
     window, edge = max(2, round(rate_hz * TURN_WINDOW_S)), max(1, round(rate_hz * STILL_EDGE_S))
     n = len(t_s) // window
     if n < MIN_TILTED_WINDOWS:
-        return
+        return False
     # A gap in the file turns nothing: each sample's rate counts for at most two periods.
     dt_s = np.clip(np.diff(t_s, append=t_s[-1]), 0.0, 2.0 / rate_hz)[:n * window]
     turned_deg = (np.linalg.norm(gyro_dps[:n * window], axis=1) * dt_s).reshape(n, window).sum(axis=1)
@@ -257,12 +285,13 @@ def _check_rotation_units(data: np.ndarray, rate_hz: float) -> None:
     tilted_deg = np.degrees(np.arccos(cos))
     judged = still & (tilted_deg >= TILT_MIN_DEG)
     if judged.sum() < MIN_TILTED_WINDOWS:
-        return
+        return False
     ratio = float(np.median(turned_deg[judged] / tilted_deg[judged]))
     if ratio < MIN_TURNED_PER_TILTED:
         raise ReplayError(f"the rotation-rate columns turn the sensor {ratio:.2g} times as far as gravity's direction "
                           f"says it tilted ({int(judged.sum())} windows of {TURN_WINDOW_S:g} s): they must be in °/s "
                           f"(rad/s × 57.2958), or the gyroscope reads next to nothing")
+    return True
 
 
 def _forward_chunks(chunks: Iterable[tuple[np.ndarray, int]], stats: dict[str, int],

@@ -372,6 +372,22 @@ def test_rotation_rate_in_rad_s_is_one_clear_line(tmp_path):
     assert replay(tmp_path / "dps.csv", None, progress=False)["rotations"] == {"left": 2, "right": 2}
 
 
+def test_rotation_rate_in_rad_s_is_told_after_a_still_start_too(tmp_path):
+    """A recording begun sitting still (250 s: a wearer who starts it, then sits to work) has no window that tilts in
+    its first 20,000 rows: the unit was judged there alone, so office-short after it was replayed in rad/s unsaid,
+    with none of its 4 rotations and the sensor read as off the body. The rows are held until they tell it."""
+    *chunks, _ = case_chunks("office-short")
+    n = 25_000
+    t_still = chunks[0][0][0] - np.arange(n, 0, -1) / 100.0
+    rng = np.random.default_rng(1)
+    still = (t_still, chunks[0][1][0] + rng.normal(0, 0.003, (n, 3)), rng.normal(0, 0.3, (n, 3)))
+    write_record_csv(tmp_path / "rec.csv", [(t, a, np.radians(g)) for t, a, g in [still, *chunks]])
+    with pytest.raises(ReplayError, match=r"must be in °/s \(rad/s × 57.2958\)"):
+        replay(tmp_path / "rec.csv", None, progress=False)
+    write_record_csv(tmp_path / "dps.csv", [still, *chunks])
+    assert replay(tmp_path / "dps.csv", None, progress=False)["rotations"] == {"left": 2, "right": 2}
+
+
 @pytest.mark.parametrize("out", ["rec.csv", "link.jsonl"])
 def test_an_out_file_that_is_the_recording_is_refused_and_the_recording_kept(tmp_path, out):
     """`posture replay rec.csv --out rec.csv` (or --out a link to it) emptied the recording before reading it, then
