@@ -24,7 +24,7 @@ MEASUREMENT = {"metrics": "posture_minute", "slouch": "posture_slouch", "rotatio
                # In its own retention policy (influx.live_policy): the bridge sends live points there.
                "live": "posture_live"}
 ALERT_MEASUREMENT = "posture_alert"
-# The day's zone too: the Daily dashboard groups its days in it (dashboards/README.md).
+# The day's zone too, as the summary's day had it (the Daily dashboard groups its days in today's: TODAY_FIELDS).
 SUMMARY_FIELDS = {"streak_days": int, "program_day": int, "goal_met": bool, "slouch_pct": float, "worn_min": float,
                   "timezone": str}
 # A summary (or a today) whose zone has no name stores "" (tz('') is UTC), or the dashboard would keep an older zone.
