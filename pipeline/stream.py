@@ -223,14 +223,18 @@ class PosturePipeline:
                 return _empty_output()
             step_s = t_s[1:] - t_s[:-1]
         # A lost link inside the batch: what came before it is measured before the gap is handled. The samples the
-        # gap's times show missing were lost right before the sample after it (the batch's loss counted in the minute
-        # of its first sample was, after a gap past a minute's end, in the minute before).
+        # times show missing were lost where they are missing (the batch's loss counted in the minute of its first
+        # sample was, after a gap past a minute's end, in the minute before): the loss no step shows was before the
+        # batch, and goes with the part before the link with that part's own; the rest goes on with the link's, and
+        # each later gap's, in time order (counted in one part, a second link's loss was at the batch's first sample).
         if len(step_s) and step_s.max() > self.s.max_fill_s:
             k = int(np.argmax(step_s > self.s.max_fill_s)) + 1
-            in_gap = min(lost_samples, max(0, round(float(step_s[k - 1]) / self.dt_s) - 1))
-            first = self.update(t_s[:k], acc_g[:k], gyro_dps[:k], lost_samples - in_gap,
+            missing = np.maximum(0, np.rint(step_s / self.dt_s) - 1)
+            before = max(0, lost_samples - int(missing.sum()))
+            in_first = before + min(lost_samples - before, int(missing[:k - 1].sum()))
+            first = self.update(t_s[:k], acc_g[:k], gyro_dps[:k], in_first,
                                 None if quat_wxyz is None else quat_wxyz[:k])
-            return _joined(first, self.update(t_s[k:], acc_g[k:], gyro_dps[k:], in_gap,
+            return _joined(first, self.update(t_s[k:], acc_g[k:], gyro_dps[k:], lost_samples - in_first,
                                               None if quat_wxyz is None else quat_wxyz[k:]))
         acc_g, gyro_dps = np.asarray(acc_g), np.asarray(gyro_dps)
         worn = self.worn.update(t_s, gyro_dps)

@@ -346,3 +346,19 @@ def test_samples_lost_in_a_batch_are_counted_in_the_minute_the_gap_is_in(lost, s
         minutes += pipeline.update(t[lo:hi], acc[lo:hi], gyro[lo:hi], before).metrics
     minutes += pipeline.finish().metrics
     assert {m.minute_start_s - M0_S: m.lost_samples for m in minutes if m.lost_samples} == {0.0: missing}
+
+
+def test_samples_lost_in_a_batch_with_several_gaps_are_each_counted_where_their_gap_is():
+    """A batch of a recording's size with two lost links (at 31-33 s and 95-99 s, in two minutes) and a short gap the
+    pipeline bridges (at 130.2 s, in a third): the loss the first link's times showed went with it, but the rest of the
+    batch's loss, the second link's and the bridged one's included, was counted at the batch's first sample (the minute
+    before all three), and the first link's at the second's."""
+    t, acc, gyro = imu([{**SIT, "duration_s": 190}])
+    gaps = [during(t, T0_S + lo, T0_S + hi) for lo, hi in ((31.0, 33.0), (95.0, 99.0), (160.2, 160.3))]
+    keep = ~np.logical_or.reduce(gaps)
+    missing = [int(gap.sum()) for gap in gaps]
+    t, acc, gyro = t[keep], acc[keep], gyro[keep]
+    pipeline = PosturePipeline(PipelineSettings(), calibration=CALIBRATED)
+    minutes = pipeline.update(t, acc, gyro, sum(missing)).metrics + pipeline.finish().metrics
+    lost = {m.minute_start_s - M0_S: m.lost_samples for m in minutes if m.lost_samples}
+    assert lost == {0.0: missing[0], 60.0: missing[1], 120.0: missing[2]}, (lost, missing)
