@@ -357,7 +357,8 @@ class AlertEngine:
             return False, False
         if state is None or not state.minutes:
             return not status["online"], False
-        key = max(state.minutes, key=int)
+        key = state.latest_key()
+        assert key is not None  # it has minutes
         return not status["online"], self._gap_after(device, state.minutes[key], int(key) + MINUTE_MS)
 
     def _gap_after(self, device: str, last: dict[str, Any], end_ms: int) -> bool:
@@ -517,14 +518,13 @@ class AlertEngine:
             if state.day != today or state.summary_sent_day == today:  # settled; a new minute brings it back
                 self._summary_due.discard(device)
                 continue
-            before = [int(k) for k, m in state.minutes.items() if self._start_ms(state) <= int(k) < due_ms
-                      and m["worn_s"] > 0]
+            worn_before = any(m["worn_s"] > 0 for m in state.between(self._start_ms(state), due_ms))
             # The day up to summary_time, once the data has got there (a backlog may still be arriving)
             # or has had max_delay_s to.
-            if not before:  # none yet: only a late minute of before summary_time can bring one, and brings it back
+            if not worn_before:  # none yet: only a late minute of before summary_time can bring one, and brings it back
                 self._summary_due.discard(device)
                 continue
-            caught_up = max(map(int, state.minutes)) + MINUTE_MS >= due_ms
+            caught_up = int(state.latest_key() or 0) + MINUTE_MS >= due_ms  # (a minute worn: there is a latest)
             if caught_up or now_s >= wait_from_s + self.rules.limits.max_delay_s:
                 totals = self._fold(state, until_ms=due_ms)
                 evidence = self.summary_evidence(state, today=totals, telling=True)
@@ -790,7 +790,7 @@ class AlertEngine:
         state.day, state.sent_today, state.held_today = new_day, sent_today, held_today
         state.told = {}  # a new day's imbalances are told from nothing
         # The new day begins at its midnight, or after the minutes the closed day counted, should the zone have moved.
-        counted_to = max(map(int, state.minutes), default=-MINUTE_MS) + MINUTE_MS
+        counted_to = int(latest) + MINUTE_MS if (latest := state.latest_key()) is not None else 0
         state.day_start_ms = max(self._day_start_ms(new_day), counted_to)
 
     def _prune(self, device: str, state: DeviceState, end_ms: int) -> None:
