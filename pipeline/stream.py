@@ -40,7 +40,7 @@ from .angles import (
     wrapped_deg,
 )
 from .axial import AxialSettings, FacingBaseline
-from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator
+from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator, Said
 from .detectors import (
     LeanDetector,
     LeanSettings,
@@ -122,6 +122,11 @@ class _HeldRotations:
     t_s: list[np.ndarray] = field(default_factory=list)
     excluded: list[np.ndarray] = field(default_factory=list)  # walking or lying
     events: list[RotationExcursion] = field(default_factory=list)
+
+
+def _refused(said: Said) -> list[CalibrationEvent]:
+    """The calibrator's refusals said to the wearer, as events (why and what to do apart: events.asking)."""
+    return [asking(t, "refused", reason, ask, joint) for t, reason, ask, joint in said]
 
 
 def _empty_output() -> PipelineOutput:
@@ -287,7 +292,7 @@ class PosturePipeline:
         cal, start, watching = None, len(t_s), self.armed
         if watching:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
-            out.events += [asking(t, "refused", *said) for t, *said in refusals]
+            out.events += _refused(refusals)
         parts, k = [], 0
         adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
         lost = lost_samples  # the minutes count them with the first part that has a real (not gap-filled) sample
@@ -328,7 +333,7 @@ class PosturePipeline:
                 acc_vertical = vertical(att.row2, acc_g)
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
                 cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
-                out.events += [asking(t, "refused", *said) for t, *said in refusals]
+                out.events += _refused(refusals)
         # Asked for the moves inside this batch: the calibrator, restarted by the request, watches from the next sample
         # (it has seen the batch's stillness if it was watching already). Not if a calibration was taken since.
         if self._asked_at is not None and self.armed and self._asked_at + 1 < len(t_s):
@@ -355,7 +360,7 @@ class PosturePipeline:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, up, self.orientation.bias_dps())
         else:
             cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, k)
-        out.events += [asking(t, "refused", *said) for t, *said in refusals]
+        out.events += _refused(refusals)
         while cal is not None:
             cal_t_s = float(t_s[start - 1] if start else t_s[0])
             if (found := self._refused_if_not_seated(cal_t_s, t_s, acc_g, gyro_dps, up, start, out)) is None:
@@ -372,7 +377,7 @@ class PosturePipeline:
             return None
         said = self.calibrator.not_seated(cal_t_s, *why)
         cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, k)
-        out.events += [asking(t, "refused", *s) for t, *s in said + refusals]
+        out.events += _refused(said + refusals)
         return cal, start
 
     def _filter_again(self, before: dict[str, Any], adopted: list[tuple[int, Calibration]], gyro_dps: np.ndarray,
