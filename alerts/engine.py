@@ -30,13 +30,12 @@ from alerts.catalog import Catalog
 from alerts.compose import alert_id, alert_payload, summary_payload
 from alerts.policy import held_reason, in_turn, last_nudge_s, local
 from alerts.settings import Rules
-from alerts.state import SNOOZES_KEPT, STARTS_KEPT, DeviceState
+from alerts.state import MINUTE_MS, SNOOZES_KEPT, STARTS_KEPT, DeviceState
 from contract.messages import alert_day, is_nudge
 from pipeline.events import NOT_WORN, SITTING_GAP_S
 from pipeline.summary import DayTotals, day_totals
 from service_io.zones import iana_name
 
-MINUTE_MS = 60_000
 # A day's last minute goes out some seconds after midnight (the pipeline's hold), an event at once: one this
 # soon after midnight does not close the day before that minute is in (docs/alerts.md).
 DAY_CLOSE_LAG_S = 120.0

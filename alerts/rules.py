@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerts.settings import Rules
-from alerts.state import DeviceState
+from alerts.state import MINUTE_MS, DeviceState
 from contract.messages import PRAISE_KINDS
 from pipeline.summary import DayTotals, day_totals
 
-MINUTE_MS = 60_000
 # Praise, not a nudge: no cooldown (once per nudge), and not counted against limits.daily_cap (the cap limits how
 # often the wearer is told to do something; praise for having done it must not use that up).
 PRAISE = PRAISE_KINDS

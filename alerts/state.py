@@ -14,6 +14,9 @@ from typing import Any
 
 from contract.messages import coverage
 from contract.validation import Malformed, check_minute
+from pipeline.events import MINUTE_S
+
+MINUTE_MS = round(MINUTE_S * 1000)  # minutes are kept by their start in epoch ms
 
 # The metrics values the rules and daily totals read, of those the contract defines (tests/test_contract.py
 # holds them to it): a state saved every step keeps only these.
@@ -154,7 +157,7 @@ class DeviceState:
 
     def window(self, end_ms: int, minutes: float) -> list[dict[str, Any]]:
         """The minutes that start within `minutes` before end_ms, oldest first."""
-        return self.between(end_ms - minutes * 60_000, end_ms)
+        return self.between(end_ms - minutes * MINUTE_MS, end_ms)
 
     def between(self, start_ms: float, end_ms: float) -> list[dict[str, Any]]:
         """The minutes that start at start_ms or after it and before end_ms, oldest first."""

@@ -41,6 +41,16 @@ MAX_SESSION_EXPIRY_S = 2**32 - 1  # MQTT 5's session expiry is a 32-bit number o
 INFLUX_APIS = ("auto", "v1", "v2")
 
 
+def check_topic(key: str, topic: str) -> None:
+    """Topic levels of our own: a wildcard made the bridge's paho thread die on SUBSCRIBE (the process looking up),
+    the alert service's will invalid (retried for ever without a word). A level with spaces around it is a topic of
+    its own to MQTT: " posture" in one service's file put it on other topics than the rest, each side waiting for the
+    other and nothing said."""
+    if not topic or any(not level or set(level) & set("+#\0") or level != level.strip() for level in topic.split("/")):
+        raise ConfigError(f"{key}: one or more topic levels joined by '/', with no '+', '#', empty level or spaces "
+                          f"around one, got {topic!r}")
+
+
 @dataclass(frozen=True)
 class MqttSettings:
     host: str = "127.0.0.1"
@@ -70,14 +80,7 @@ class MqttSettings:
         # said only "Not authorized".
         if self.password and not self.username:
             raise ConfigError("mqtt.username: needed with mqtt.password (a password alone is never sent)")
-        # Topic levels of our own: a wildcard made the bridge's paho thread die on SUBSCRIBE (the process looking
-        # up), the alert service's will invalid (retried for ever without a word).
-        # A level with spaces around it is a topic of its own to MQTT: " posture" in one service's file put it on
-        # other topics than the rest, each side waiting for the other and nothing said.
-        if not self.prefix or any(not level or set(level) & set("+#\0") or level != level.strip()
-                                  for level in self.prefix.split("/")):
-            raise ConfigError(f"mqtt.prefix: one or more topic levels joined by '/', with no '+', '#', empty "
-                              f"level or spaces around one, got {self.prefix!r}")
+        check_topic("mqtt.prefix", self.prefix)
 
     def __repr__(self) -> str:  # never print the password
         return f"MqttSettings(host={self.host!r}, port={self.port}, prefix={self.prefix!r})"
@@ -138,6 +141,8 @@ class BridgeSettings:
                 raise ConfigError(f"bridge.{name}: at least 1, got {getattr(self, name)!r}")
         if not self.flush_interval_s > 0:
             raise ConfigError(f"bridge.flush_interval_s: above 0, got {self.flush_interval_s!r}")
+        if self.dead_letter_topic:
+            check_topic("bridge.dead_letter_topic", self.dead_letter_topic)
         check_session_expiry("bridge", self.session_expiry_s)
         # An empty client id: the broker would make one up at each connect, no session to come back to.
         check_given("bridge", self, {"client_id": "it names the persistent session",
@@ -243,6 +248,7 @@ class AlertsSettings:
 
     def __post_init__(self) -> None:
         check_session_expiry("alerts", self.session_expiry_s)
+        check_topic("alerts.ha_prefix", self.ha_prefix)
         check_given("alerts", self, {"client_id": "it names the persistent session",
                                      "state_path": "the file that keeps every device's day and streak"})
         if not 1 <= self.partitions <= MAX_ALERT_PARTITIONS:

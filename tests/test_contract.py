@@ -8,7 +8,9 @@ import json
 import re
 from dataclasses import fields
 from importlib import resources
+from zoneinfo import ZoneInfo, available_timezones
 
+import fastjsonschema
 import pytest
 
 from alerts.state import MINUTE_FIELDS
@@ -17,6 +19,7 @@ from contract.messages import ENVELOPE, PAYLOAD_CLASS, TIME_FIELDS, payload, val
 from contract.validation import Malformed, load_validators, parse
 from pipeline.events import EpisodeStart, LiveState
 from report.query import COLUMNS
+from service_io.zones import iana_name
 
 SCHEMA_OF = {"metrics": "metrics.json", "status": "status.json", "slouch": "event.json", "rotation": "event.json",
              "lean": "event.json", "calibration": "event.json", "episode_start": "event.json", "live": "live.json"}
@@ -682,3 +685,23 @@ def test_every_minute_the_pipeline_sends_passes_the_contract(seed, rate_hz):
         # Its data ends in it, and a sitting stretch it shows began by then: sat for no less than nothing.
         assert m.seen_until_s is None or m.minute_start_s < m.seen_until_s <= m.minute_start_s + 60.0, m
         assert m.sitting_since_s is None or (m.seen_until_s is not None and m.sitting_since_s < m.seen_until_s), m
+
+
+def test_every_zone_name_the_services_send_fits_both_schemas_alike():
+    """The zone of `alert` (summary) and `today` is one fact written in two schemas: they agree, and every IANA name
+    iana_name can return passes, as nothing else does (the Daily dashboard puts it in InfluxQL's tz('…'))."""
+    alert = schema("alert.json")["properties"]["evidence"]["properties"]["timezone"]  # a summary's
+    today = schema("today.json")["properties"]["timezone"]
+    assert {k: v for k, v in alert.items() if k != "description"} == \
+        {k: v for k, v in today.items() if k != "description"}
+    zone = fastjsonschema.compile(alert)  # as the services read it (its "$" is the string's end: no newline after)
+
+    def passes(name: str) -> bool:
+        try:
+            zone(name)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        return True
+    names = [n for n in available_timezones() if iana_name(ZoneInfo(n)) == n] + ["UTC"]
+    assert len(names) > 300 and [n for n in names if not passes(n)] == []
+    assert not any(map(passes, ("UTC') GROUP BY *--", "Europe/Paris\n", "../etc", "a b", "", "E" * 65)))

@@ -159,6 +159,12 @@ def test_a_live_stream_slower_than_the_alert_service_can_follow_is_refused():
     # Another topic than the other services' (MQTT keeps the space), each waiting for the other, unsaid.
     ({"POSTURE_MQTT_PREFIX": " posture"}, r"^mqtt\.prefix: .*spaces around one, got ' posture'"),
     ({"POSTURE_MQTT_PREFIX": "site/posture "}, r"^mqtt\.prefix: .*spaces around one"),
+    # The same topic rules for the other topics of our own: a wildcard in the alert service's subscription to Home
+    # Assistant's status, or in the bridge's dead-letter topic (paho refuses to publish to it).
+    ({"POSTURE_ALERTS_HA_PREFIX": "homeassistant/#"}, r"^alerts\.ha_prefix: one or more topic levels"),
+    ({"POSTURE_ALERTS_HA_PREFIX": "home assistant "}, r"^alerts\.ha_prefix: .*spaces around one"),
+    ({"POSTURE_ALERTS_HA_PREFIX": ""}, r"^alerts\.ha_prefix: one or more topic levels"),
+    ({"POSTURE_BRIDGE_DEAD_LETTER_TOPIC": "posture/+/dead"}, r"^bridge\.dead_letter_topic: one or more topic levels"),
     ({"POSTURE_GATEWAY_SENSORS": '["Desk", 7]'}, r"^gateway\.sensors: expected a list of strings"),
     ({"POSTURE_GATEWAY_SENSORS": '["Desk", "Chair"'}, r"^gateway\.sensors: expected a list of strings"),
     ({"POSTURE_MQTT_HOST": " "}, r"^mqtt\.host: the broker's host name or address, got nothing"),
