@@ -115,6 +115,13 @@ class AlertEngine:
         # Per device, the time of the latest live state that showed a slouch (in memory only): with the slouch's end
         # events (slouch_now_over_s), how long the nudged slouch was seen to last.
         self._slouch_seen_s: dict[str, float] = {}
+        # Per device, the slouch the live states show as the wearer has slouched it (in memory only): the pipeline's
+        # start of its latest piece and the start of the whole (_slouching_since). Before its nudge, a slouch the
+        # pipeline ended for no posture reason and found again is still one slouch, its delay counted from its start.
+        self._slouch_pieces: dict[str, tuple[float, float]] = {}
+        # Per device, the time of the first live state with posture measured and no slouch after the latest that showed
+        # one (in memory only).
+        self._upright_seen_s: dict[str, float] = {}
         # Per device, the offsets (service clock − data time) of its latest live states, for _learn_offset
         self._offsets: dict[str, deque[float]] = {}
         # Per device, today's minutes folded so far, in the order _fold folds them (arrival, the minutes dict's
@@ -315,7 +322,7 @@ class AlertEngine:
         state = self._state(device)
         if not retained:  # the broker's retained copy is the gateway's last change, of any age: it tells no offset
             self._learn_offset(device, state, doc, now_s)
-        since = doc["slouching_since_s"]
+        since = self._slouching_since(device, doc)
         if since is not None:
             self._slouch_seen_s[device] = doc["ts"] / 1000
         clear_from = self._clear_streak(device, doc, previous)
@@ -325,6 +332,7 @@ class AlertEngine:
         t_s = doc["ts"] / 1000
         rule, out = self.rules.slouch_now, []
         if state.slouch_now_open and since is not None:
+            since = doc["slouching_since_s"]  # the nudged slouch knows its pieces by the pipeline's own starts
             if not r.same_start(since, _nudged_starts(state)[-1]):
                 # A slouch while the nudged one is not over is that slouch going on, found again after the pipeline
                 # ended it for no posture reason (a gap, a restart, a recalibration), or after a few seconds
@@ -336,8 +344,33 @@ class AlertEngine:
             # clear_from (its time).
             out += self._nudged_slouch_over(device, state, clear_from, now_s)
         if rule.enabled and since is not None:
-            out += self._slouch_now(device, state, doc, since, now_s)
+            out += self._slouch_now(device, state, {**doc, "slouching_since_s": since}, since, now_s)
         return out, _scalars(state) != before
+
+    def _slouching_since(self, device: str, doc: dict[str, Any]) -> float | None:
+        """When the slouch a live state shows began, as the wearer slouched it: the pipeline's slouching_since_s, or
+        the start of the slouch before it when the pipeline ended that one for no posture reason (a BLE gap over 1 s, a
+        gateway restart) and found it again: no live state showed posture measured and no slouch between the last that
+        showed the slouch and the new piece's start (the states of its dwell come after that start), and the piece
+        began within RECOVER_HOLD_S of that last state (as long as a slouch that goes on can look absent). Counted from
+        the piece, a 2 s gap 45 s into a slouch moved its nudge 47 s later, and a flaky link held it off as long."""
+        since, t_s = doc["slouching_since_s"], doc["ts"] / 1000
+        if since is None:
+            if doc["flexion_deg"] is not None:
+                self._upright_seen_s.setdefault(device, t_s)
+            return None
+        pieces, seen_s = self._slouch_pieces.get(device), self._slouch_seen_s.get(device)
+        upright_s = self._upright_seen_s.get(device)
+        if pieces is not None and r.same_start(since, pieces[0]):
+            start = pieces[1]
+        elif (pieces is not None and seen_s is not None and 0.0 <= since - seen_s <= RECOVER_HOLD_S
+              and (upright_s is None or upright_s >= since)):
+            start = pieces[1]  # the slouch before it, going on
+        else:
+            start = since
+        self._slouch_pieces[device] = (since, start)
+        self._upright_seen_s.pop(device, None)
+        return start
 
     def on_status(self, doc: dict[str, Any]) -> bool:
         """The gateway's status of a sensor (QoS 0, retained). Returns whether `today`'s sitting_now_min reads
@@ -398,6 +431,7 @@ class AlertEngine:
     def _nudged_slouch_over(self, device: str, state: DeviceState, over_s: float, now_s: float) -> list[dict[str, Any]]:
         """The slouch nudged live is over, seen so from over_s (sensor time): its follow-up, if enabled."""
         state.slouch_now_open = False
+        self._slouch_pieces.pop(device, None)  # a slouch after it is a new one
         # It lasted as long as it was seen, no more: to where its last end event or live state showed it, if that
         # was before the gap that ended it (out of range: "Out of the slouch after 6 min" counted the time away).
         seen = [s for s in (state.slouch_now_over_s, self._slouch_seen_s.get(device)) if s is not None]

@@ -321,6 +321,35 @@ def test_a_two_second_gap_and_the_slouch_found_again_is_one_slouch_one_nudge_one
     assert changed == 3  # the nudge, the slouch found again, the follow-up
 
 
+def test_a_gap_before_the_delay_does_not_start_the_delay_again():
+    """Through evaluation/harness.py (a 150 s slouch, outages injected into its link): a BLE gap of
+    1.5–8 s 20–50 s into a slouch made the pipeline end it and find it again, and the delay counted from the piece
+    found again: the nudge came 80–117 s after the slouch began for a delay of 60 s, saying "Slouching for 60 s now"."""
+    eng = engine(slouch_now=SlouchNowRule(delay_s=60))
+    docs = [live(T0 + k, None) for k in range(-5, 5)] + [live(T0 + k, T0) for k in range(5, 45)]
+    docs += [end_event(T0, T0 + 45)]  # no live state for 2 s (a BLE gap): the pipeline ends the slouch
+    # found again at T0 + 47.5, shown once its dwell confirmed it: the states of the dwell show posture, no slouch yet
+    docs += [{**live(T0 + k, None), "flexion_deg": 24.0} for k in range(48, 53)]
+    docs += [live(T0 + k, T0 + 47.5) for k in range(53, 150)] + [live(T0 + k, None) for k in range(150, 165)]
+    alerts, _ = run(eng, docs)
+    assert [(a["kind"], a["ts"] / 1000 - T0) for a in alerts] == [("slouch_now", 60), ("recovered", 150)]
+    assert alerts[0]["evidence"]["since_s"] == T0 and alerts[0]["message"].startswith("Slouching for 60 s now")
+    assert alerts[1]["message"] == "Out of the slouch after 2 min. Keep it up!"  # 150 s, from its start
+
+
+def test_a_sit_up_or_a_long_gap_before_the_delay_starts_it_again():
+    # Sitting up (a live state with posture and no slouch before the new start) is an end: the delay starts again.
+    eng = engine(slouch_now=SlouchNowRule(delay_s=60))
+    docs = [live(T0 + k, T0) for k in range(5, 45)] + [live(T0 + k, None) for k in range(45, 47)]
+    docs += [live(T0 + k, T0 + 47) for k in range(52, 130)]
+    assert [a["ts"] / 1000 - T0 for a in run(eng, docs)[0]] == [107]
+    # So is a gap longer than a slouch that goes on can look absent (RECOVER_HOLD_S): the time away is not known.
+    eng = engine(slouch_now=SlouchNowRule(delay_s=60))
+    docs = [live(T0 + k, T0) for k in range(5, 45)] + [live(T0 + k, T0 + 44 + RECOVER_HOLD_S + 1)
+                                                      for k in range(60, 130)]
+    assert [a["ts"] / 1000 - T0 for a in run(eng, docs)[0]] == [44 + RECOVER_HOLD_S + 1 + 60]
+
+
 def test_end_events_of_the_nudged_slouch_never_praise():
     eng = engine(slouch=SlouchRule(episode_min=0.1, cooldown_min=0), slouch_now=SlouchNowRule(delay_s=10))
     alerts, _ = run(eng, [live(T0 + k, T0) for k in range(5, 40)])
