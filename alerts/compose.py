@@ -7,13 +7,12 @@ from typing import Any
 
 from alerts.rules import Finding
 from contract.messages import SCHEMA_VERSION
-from pipeline.events import STANDING
+from pipeline.events import STANDING, calibration_moves
 from pipeline.summary import DayTotals
 
 TITLES = {"slouch": "Slouching", "slouch_now": "Slouching now", "rotation": "Rotation imbalance",
           "lean": "Leaning to one side", "sitting": "Time to move", "calibration": "Recalibrate the sensor",
           "recovery": "Upright again", "recovered": "Slouch over", "summary": "Your posture today"}
-RECALIBRATE = "Sit upright and still for 3 s, then bend forward once and sit up."
 MESSAGE_MAX_CHARS = 240  # contract/schemas/alert.json: short enough for a phone notification
 
 
@@ -161,3 +160,8 @@ def _why_and_how(message: str) -> tuple[str, str]:
 def _sentence(text: str) -> str:
     text = text[:1].upper() + text[1:]
     return text if not text or text[-1] in ".!?…" else text + "."
+
+
+# What the wearer is asked to do where no request of the pipeline says it (a calibration's age, an old gateway's message
+# without the words): the pipeline's moves with the hold it has by default, the one definition (pipeline/events.py).
+RECALIBRATE = _sentence(calibration_moves())

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from .angles import row_dot, row_norm
+from .events import CALIBRATION_HOLD_S, calibration_moves
 from .running import MovingMean, RestLevel, exp_mean
 from .runs import trailing_run
 
@@ -30,7 +31,7 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    hold_s: float = 3.0  # still, upright, before the bend
+    hold_s: float = CALIBRATION_HOLD_S  # still, upright, before the bend
     still_gyro_dps: float = 4.0  # |gyro less the bias known so far| above this is movement
     still_acc_g: float = 0.03  # |acc| (smoothed) this far from the sensor's resting |acc| is movement
     still_smooth_s: float = 0.2  # smoothing of |acc| for the stillness test: noise is not movement
@@ -73,7 +74,7 @@ class CalibrationSettings:
     @property
     def instructions(self) -> str:
         """What the wearer is asked to do to calibrate."""
-        return f"sit upright and still for {self.hold_s:g} s, bend forward once and sit up"
+        return calibration_moves(self.hold_s)
 
 
 @dataclass(frozen=True)
@@ -309,8 +310,7 @@ class Calibrator:
                 raise CalibrationError("the sensor faces up or down, as lying does")
             cal = Calibration.from_vectors(self._hold.up).with_bias(self._hold.bias_dps)
         except CalibrationError as exc:
-            self._refuse(t_s, str(exc), f"sit upright and still for {self.s.hold_s:g} s, then bend forward once and "
-                                        "sit up", messages)
+            self._refuse(t_s, str(exc), self.s.instructions, messages)
             self.restart()
             self._hold_only_refused = True
             return None

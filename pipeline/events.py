@@ -23,6 +23,15 @@ MINUTE_S = 60.0  # the length of a minute of metrics (MinuteMetrics): the contra
 # kept, it would make a wearer who sits the next morning "sitting since yesterday". The alert service reads it too: a
 # sensor unseen longer than this is sitting in no stretch its last minute showed (alerts/engine.py).
 SITTING_GAP_S = 300.0
+# How long the wearer holds still, sitting upright, before the calibration bend (calibration.CalibrationSettings.hold_s
+# by default), and the moves they are asked for: the pipeline's requests say them with the hold it is set to, the
+# alert service with this one where it has no request's words (a calibration's age, a gateway from before `ask`).
+CALIBRATION_HOLD_S = 3.0
+
+
+def calibration_moves(hold_s: float = CALIBRATION_HOLD_S) -> str:
+    """What the wearer is asked to do to calibrate."""
+    return f"sit upright and still for {hold_s:g} s, bend forward once and sit up"
 
 
 @dataclass(frozen=True)

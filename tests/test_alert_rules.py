@@ -1102,7 +1102,7 @@ def test_a_calibration_alert_says_the_reason_and_the_ask_the_event_carries_apart
     # An old gateway's (no reason, no ask): its message cut at "sit upright", or the moves added, as before.
     old = {k: v for k, v in payload("D", crooked).items() if k not in ("reason", "ask")}
     assert told(old) == ("The bend was not one straight movement: bend straight forward once and sit up. Sit upright "
-                         "and still for 3 s, then bend forward once and sit up.")
+                         "and still for 3 s, bend forward once and sit up.")
     old = {k: v for k, v in payload("D", late).items() if k not in ("reason", "ask")}
     assert told(old) == told(late)
 
@@ -1133,6 +1133,15 @@ def test_a_recalibrate_alert_says_the_pipelines_reason_whole():
                            "status": "refused", "message": "the bend was " + "very " * 60 + "odd"}, now_s=start)
     assert len(long["message"]) <= 240 and long["message"].startswith("The bend was very very")
     assert "very… Sit upright and still for 3 s" in long["message"]
+
+
+def test_the_moves_the_alerts_ask_for_say_the_pipelines_hold():
+    """RECALIBRATE said "3 s" of its own: the pipeline's hold, and its words, are one definition."""
+    from alerts.compose import RECALIBRATE
+    from pipeline.calibration import CalibrationSettings
+
+    assert RECALIBRATE == "Sit upright and still for 3 s, bend forward once and sit up."
+    assert RECALIBRATE.lower() == CalibrationSettings().instructions + "."
 
 
 def test_the_programs_days_met_outlast_the_days_kept():
