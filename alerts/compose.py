@@ -14,6 +14,9 @@ TITLES = {"slouch": "Slouching", "slouch_now": "Slouching now", "rotation": "Rot
           "lean": "Leaning to one side", "sitting": "Time to move", "calibration": "Recalibrate the sensor",
           "recovery": "Upright again", "recovered": "Slouch over", "summary": "Your posture today"}
 MESSAGE_MAX_CHARS = 240  # contract/schemas/alert.json: short enough for a phone notification
+# A calibration alert's reason keeps at least this much of the message, however long the event's ask (up to 500
+# characters, contract/schemas/event.json): an ask near that left the reason "…" and was itself cut mid-word.
+REASON_MIN_CHARS = 80
 
 
 def _how(stretch: dict[str, Any] | None) -> str:
@@ -71,7 +74,9 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
                 f"{RECALIBRATE}")
     elif finding.kind == "calibration":
         why, how = (_sentence(e["reason"]), _sentence(e["ask"])) if "ask" in e else _why_and_how(e["reason"])
-        text = f"{_shortened(why, MESSAGE_MAX_CHARS - len(how) - 1)} {how}"
+        room = MESSAGE_MAX_CHARS - 1  # (the space between the two)
+        how = _shortened(how, room - min(len(why), REASON_MIN_CHARS))
+        text = f"{_shortened(why, room - len(how))} {how}"
     else:  # recovery
         text = f"Upright for the last {e['upright_min']} min. Keep it up!"
     return (text + _how(stretch))[:MESSAGE_MAX_CHARS]

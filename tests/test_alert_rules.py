@@ -1135,6 +1135,32 @@ def test_a_recalibrate_alert_says_the_pipelines_reason_whole():
     assert "very… Sit upright and still for 3 s" in long["message"]
 
 
+def test_a_long_ask_leaves_the_reason_said_and_is_cut_at_a_word():
+    """An ask may be 500 characters, and its message with the reason too (contract/schemas/event.json): an ask near
+    that cut the reason to "…" and was itself cut mid-word at the alert's 240."""
+    from alerts.compose import MESSAGE_MAX_CHARS, REASON_MIN_CHARS
+
+    def asking_event(t_s: float, reason: str, ask: str) -> dict:
+        return {"schema": 1, "kind": "calibration", "device": "D", "ts": int(t_s * 1000), "t_s": t_s,
+                "status": "refused", "message": f"{reason}: {ask}", "with_bend": False, "reason": reason, "ask": ask}
+
+    eng = engine(calibration=CalibrationRule())
+    reason = "that bend went 172° away from forward (backwards or sideways)"
+    ask = "sit upright and still, bend straight forward once and sit up; " + "then hold it there a moment " * 16
+    doc = asking_event(DAY + 10 * 3600, reason, ask[:420])
+    load_validators()["events"](doc)
+    [alert] = eng.on_event(doc, now_s=doc["t_s"])
+    message = alert["message"]
+    assert len(message) <= MESSAGE_MAX_CHARS and message.startswith("That bend went 172° away from forward (backwards "
+                                                                     "or sideways). Sit upright and still, bend")
+    assert message.endswith("…") and message[:-1].rsplit(" ", 1)[-1] in ask.split()  # at a word
+    longer = asking_event(DAY + 11 * 3600, reason * 3, ask[:300])
+    load_validators()["events"](longer)
+    [alert] = engine(calibration=CalibrationRule()).on_event(longer, now_s=longer["t_s"])  # (no cooldown)
+    why = alert["message"].split("… ", 1)[0]
+    assert len(why) + len("…") >= REASON_MIN_CHARS and len(alert["message"]) <= MESSAGE_MAX_CHARS
+
+
 def test_the_moves_the_alerts_ask_for_say_the_pipelines_hold():
     """RECALIBRATE said "3 s" of its own: the pipeline's hold, and its words, are one definition."""
     from alerts.compose import RECALIBRATE
