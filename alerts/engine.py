@@ -32,7 +32,7 @@ from alerts.policy import held_reason, in_turn, last_nudge_s, local
 from alerts.settings import Rules
 from alerts.state import MINUTE_MS, SNOOZES_KEPT, STARTS_KEPT, DeviceState
 from contract.messages import alert_day, is_nudge
-from pipeline.events import NOT_WORN, SITTING_GAP_S
+from pipeline.events import LYING, NOT_WORN, SITTING_GAP_S
 from pipeline.summary import DayTotals, day_totals
 from service_io.zones import iana_name
 
@@ -86,6 +86,16 @@ MAX_BEHIND_DAYS = 7
 # record and the device's, not every minute of the day: one record of all of them grew with the day (at 16 h, 0.34 MB
 # encoded and written for each minute, two thirds of the minute's cost). A record of before holds its minutes itself.
 DEVICE_KEY, MINUTE_KEY = "device/", "minute/"
+# Refusals of the calibration moves told at once as answers (rules.Finding.answer), since the latest request to
+# recalibrate (a `recalibrate` event) or calibration made: a wearer who tries, fails and tries again hears each of their
+# first tries' answers. The calibrator refuses what it watched, while it looks for a calibration, whoever made it: with
+# a knocked sensor the wearer does not recalibrate, everyday moves are refused too (a simulated desk day: 15 in the
+# 40 min after the request, at most one a minute, refusal_every_s): past these, a refusal is a request again, under
+# the policy and the requests' cooldown.
+ANSWERS_PER_REQUEST = 3
+# A calibration said within this of when it was made was made then (calibrated_s is t_s to the 10 ms the contract
+# keeps times to); a restored one was made at least a batch before.
+SAME_CALIBRATION_S = 0.5
 POSTURES = ("upright", "slouching", "leaning_left", "leaning_right", "standing", "walking", "lying", NOT_WORN)
 
 
@@ -268,6 +278,14 @@ class AlertEngine:
             self._folded.pop(device, None)
         if doc["kind"] == "calibration" and doc["status"] == "calibrated":
             self._calibrated(state, doc)
+        if doc["kind"] == "calibration" and (doc["status"] == "recalibrate" or _made_now(doc)):
+            state.answers_told = 0  # a new request, or a calibration made: the next refusals answer new moves
+            # A request the wearer does not know of (held: quiet hours, a snooze) has them make no moves: the refusals
+            # after it are the sensor's. Known if it goes out now (_decide clears this) or one went out within the
+            # cooldown that holds it; a calibration made leaves none open.
+            since_s = doc["t_s"] - state.last_alert_s.get("calibration", -1e18)
+            state.request_unsaid = (doc["status"] == "recalibrate"
+                                    and since_s >= 60 * self.rules.calibration.cooldown_min)
         found: list[r.Finding] = []
         if doc["kind"] == "slouch" and self._of_nudged_slouch(state, doc["start_s"]):
             # (A part of) the slouch nudged live: not nudged again. Never praised here: the pipeline ends a slouch for
@@ -277,8 +295,26 @@ class AlertEngine:
         elif doc["kind"] == "slouch" and self.rules.slouch.enabled:
             found += filter(None, [r.slouch_episode(doc, self.rules)])
         elif doc["kind"] == "calibration" and self.rules.calibration.enabled:
-            found += filter(None, [r.calibration_event(doc)])
+            # A refusal answers moves made now, sitting up, by a wearer who knows of the request (or calibrates on their
+            # own: none): one after a request held, while the wearer lies (asleep, turning over) or with the sensor off
+            # the body is the sensor's, and so are those past the answers a request has.
+            answer = (doc["status"] == "refused" and not state.request_unsaid
+                      and state.answers_told < ANSWERS_PER_REQUEST
+                      and not self._lying_or_off(device, state, doc["t_s"]))
+            found += filter(None, [r.calibration_event(doc, answer)])
         return self._decide(device, state, found, now_s)
+
+    def _lying_or_off(self, device: str, state: DeviceState, t_s: float) -> bool:
+        """The wearer read lying, or the sensor off the body, at about t_s (sensor time): by the latest live state if it
+        is that close (LIVE_FRESH_S), else by the latest minute if it ended that close (not up in it: worn and not
+        lying for less than rules.UPRIGHT_MINUTE_S); False when neither says (uncalibrated, nothing is read lying)."""
+        live = self.live.get(device)
+        if live is not None and abs(live["ts"] / 1000 - t_s) <= LIVE_FRESH_S:
+            return live["activity"] in (LYING, NOT_WORN)
+        key = state.latest_key()
+        if key is not None and abs((int(key) + MINUTE_MS) / 1000 - t_s) <= LIVE_FRESH_S:
+            return not r.upright(state.minutes[key])
+        return False
 
     @staticmethod
     def _calibrated(state: DeviceState, doc: dict[str, Any]) -> None:
@@ -668,7 +704,10 @@ class AlertEngine:
             if f.kind in seen:
                 continue
             seen.add(f.kind)
-            cooldown_s = 60 * getattr(self.rules, f.kind).cooldown_min if f.kind not in r.PRAISE else 0.0
+            # Praise comes once per nudge, an answer once per refusal said (at most one a minute, the pipeline's
+            # refusal_every_s, but for a question the wearer must answer): no cooldown.
+            cooldown_s = 60 * getattr(self.rules, f.kind).cooldown_min if f.kind not in r.PRAISE and not f.answer \
+                else 0.0
             family = SLOUCH_NUDGES if f.kind in SLOUCH_NUDGES else (f.kind,)
             last_s = max(state.last_alert_s.get(k, -1e18) for k in family)
             if f.kind == "slouch" and state.slouch_now_over_s is not None:
@@ -699,7 +738,11 @@ class AlertEngine:
             state.remember("sent_ids", alert["id"])
             if stretch:
                 state.remember("recent_stretches", stretch["id"])
-            state.last_alert_s[f.kind] = f.ts_s
+            if f.answer:  # not a request: the requests' cooldown neither holds it nor runs from it
+                state.answers_told += 1
+            else:
+                state.last_alert_s[f.kind] = f.ts_s
+                state.request_unsaid = state.request_unsaid and f.kind != "calibration"  # told one now
             if f.amount is not None:
                 state.told = {**state.told, f.kind: f.amount}
             if is_nudge(f.kind):  # the daily cap and alerts_sent count nudges; praise, a calibration request do not
@@ -898,6 +941,15 @@ def _opened(others: dict[str, T], day: str | None, today: T, new_day: str, kept_
     counts = {**others, **({day: today} if day is not None else {})}
     opened = counts.pop(new_day, none)
     return opened, {d: n for d, n in counts.items() if d >= kept_from and n}
+
+
+def _made_now(doc: dict[str, Any]) -> bool:
+    """A `calibrated` event of a calibration the wearer made as it says (calibrated_s its own t_s, or absent: a gateway
+    from before calibrated_s), not one a restart restored or walking corrected."""
+    if doc["status"] != "calibrated":
+        return False
+    made_s = doc.get("calibrated_s", doc["t_s"])
+    return made_s is not None and doc["t_s"] - made_s < SAME_CALIBRATION_S
 
 
 def _nudged_starts(state: DeviceState) -> list[float]:

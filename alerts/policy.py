@@ -38,6 +38,8 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
     if finding.kind in NOW_KINDS and (late := late_s(state, finding.ts_s, now_s)) is not None \
             and late > limits.max_late_s:
         return "late"
+    if finding.answer:  # the wearer is making the moves it answers now: awake, and waiting for it
+        return None
     if state.snooze_until_s is not None and now_s < state.snooze_until_s:
         return "snoozed"
     # ts, not alert_day's millisecond before: a minute's nudge reaches the phone after its end, and quiet hours are the

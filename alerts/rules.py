@@ -36,6 +36,9 @@ class Finding:
     # How much of a day-total imbalance it tells of (rotation: its SI, signed; lean: minutes leaning), as the data has
     # it (not the evidence's tenths): the next nudge of its kind needs as much more again (state.told).
     amount: float | None = None
+    # The answer to moves the wearer is making now (a refusal of them: engine.on_event): the wearer is awake and
+    # waiting for it, so neither quiet hours nor a snooze hold it (policy.held_reason).
+    answer: bool = False
 
     @property
     def ts_ms(self) -> int:
@@ -212,15 +215,17 @@ def long_sitting(minute: dict[str, Any], end_ms: int, rules: Rules) -> Finding |
     return Finding("sitting", end_ms / 1000, "warning", {"sitting_min": round(sat_s / 60, 1)}, deficit="sitting")
 
 
-def calibration_event(event: dict[str, Any]) -> Finding | None:
+def calibration_event(event: dict[str, Any], answer: bool = False) -> Finding | None:
     """A refusal or a request to recalibrate: its reason and what it asks for, as the event says them apart (their
     alert says them as they are, compose.message); a gateway from before it did says its message alone, kept whole as
-    the reason (compose._why_and_how tells them apart in it as before)."""
+    the reason (compose._why_and_how tells them apart in it as before). answer: a refusal the engine takes for the
+    answer to the wearer's moves (engine.on_event)."""
     if event["status"] not in ("recalibrate", "refused"):
         return None
     said = ({"reason": event["reason"], "ask": event["ask"]} if "ask" in event and "reason" in event
             else {"reason": event["message"]})
-    return Finding("calibration", event["t_s"], "warning", {"status": event["status"], **said})
+    return Finding("calibration", event["t_s"], "warning", {"status": event["status"], **said},
+                   answer=answer and event["status"] == "refused")
 
 
 def calibration_age(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:

@@ -81,6 +81,11 @@ class DeviceState:
     # least that old (one made since would have been said).
     last_calibrated_s: float | None = None
     calibration_known: bool = False
+    # Refusals of the calibration moves told at once, as answers (engine.on_event), since the latest request to
+    # recalibrate or calibration made: ANSWERS_PER_REQUEST at most, then they are requests again.
+    answers_told: int = 0
+    # … and the latest request was held (quiet hours, a snooze) and none told since: the wearer does not know of it
+    request_unsaid: bool = False
     summary_sent_day: str | None = None
     summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program
     late_minutes: int = 0  # minutes of days already closed, ignored

@@ -944,10 +944,10 @@ def test_a_device_set_aside_by_the_summary_is_looked_at_again_by_a_late_minute_a
 def test_the_first_event_of_a_day_starts_its_cap_and_events_before_any_minute_work():
     eng = engine(limits=Limits(daily_cap=1, quiet_hours="", max_delay_s=FAR), calibration=CalibrationRule())
     start = DAY + 9 * 3600
-    refused = {"schema": 1, "kind": "calibration", "device": "N", "ts": int(start * 1000), "t_s": start,
-               "status": "refused", "message": "moving"}
-    assert [a["kind"] for a in eng.on_event(refused, now_s=start)] == ["calibration"]  # no minute yet
-    assert eng.on_event(refused | {"t_s": start + 1, "status": "recalibrate"}, now_s=start) == []  # cooldown
+    request = {"schema": 1, "kind": "calibration", "device": "N", "ts": int(start * 1000), "t_s": start,
+               "status": "recalibrate", "message": "recalibrate: moved"}
+    assert [a["kind"] for a in eng.on_event(request, now_s=start)] == ["calibration"]  # no minute yet
+    assert eng.on_event(request | {"t_s": start + 1}, now_s=start) == []  # cooldown
 
     def episode(end_s: float) -> dict:
         return {"schema": 1, "kind": "slouch", "device": "N", "ts": int((end_s - 400) * 1000), "start_s": end_s - 400,
@@ -958,7 +958,7 @@ def test_the_first_event_of_a_day_starts_its_cap_and_events_before_any_minute_wo
     assert eng.on_event(episode(start + 3 * 3600), now_s=start + 3 * 3600) == []  # the cap, not the cooldown
     assert eng.devices["N"].held_today == {"daily_cap": 1}
     next_day = start + 86400
-    again = refused | {"ts": int(next_day * 1000), "t_s": next_day}
+    again = request | {"ts": int(next_day * 1000), "t_s": next_day}
     assert [a["kind"] for a in eng.on_event(again, now_s=next_day)] == ["calibration"]
     assert [a["kind"] for a in eng.on_event(episode(next_day + 600), now_s=next_day + 600)] == [
         "slouch"]  # yesterday's cap is gone

@@ -1,0 +1,179 @@
+"""The answer to a wearer's own calibration moves reaches them at once; the sensor's own refusals stay bounded."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from alerts.catalog import Catalog
+from alerts.engine import ANSWERS_PER_REQUEST, AlertEngine
+from alerts.settings import Rules
+from pipeline.calibration import CalibrationSettings
+from pipeline.events import asking
+from support.alerts import DEVICE, Phone, publish, running_alerts, stop, wait_online, write_config, zone_at
+from support.mqtt import wait_for
+
+HOLD_BROKEN = ("moved during the upright hold after 1.4 s", "sit upright and keep still for 3 s")
+NOT_STRAIGHT = ("the bend was not one straight movement", "bend straight forward once and sit up")
+NOT_BACK = ("the forward bend did not come back within 10 s", f"{CalibrationSettings().instructions} again")
+MOVED = ("sitting has read +25° of sideways bend for minutes: the sensor has probably moved",
+         CalibrationSettings().instructions)
+
+
+def calibration(t_s: float, status: str, said: tuple[str, str] | None = None, **fields) -> tuple[str, dict]:
+    """A calibration event as the gateway publishes it (pipeline events.asking's parts for a refusal or request)."""
+    doc = {"schema": 1, "kind": "calibration", "device": DEVICE, "ts": int(round(t_s * 1000)), "t_s": t_s,
+           "status": status, "with_bend": status == "calibrated"}
+    if said is None:
+        doc |= {"message": "calibrated with a 30° forward bend", "calibrated_s": t_s}
+    else:
+        joint = "; then " if status == "recalibrate" else ": "
+        doc |= {"message": asking(t_s, status, *said, joint).message, "reason": said[0], "ask": said[1]}
+    return f"posture/{DEVICE}/events", doc | fields
+
+
+def live(t_s: float, activity: str, calibrated: bool = True) -> tuple[str, dict]:
+    """The live state about once a second (contract/schemas/live.json): uncalibrated, no angles."""
+    angle = 2.0 if calibrated else None
+    return f"posture/{DEVICE}/live", {
+        "schema": 1, "kind": "live", "device": DEVICE, "ts": int(round(t_s * 1000)), "t_s": t_s,
+        "calibration": "recalibrate" if calibrated else "uncalibrated", "flexion_deg": angle, "lateral_deg": angle,
+        "rotation_deg": angle, "activity": activity, "slouching_since_s": None, "leaning_since_s": None,
+        "lean_side": None, "sitting_since_s": None}
+
+
+def test_a_refusal_of_the_moves_made_in_quiet_hours_and_a_snooze_reaches_the_wearer_at_once_each_try(tmp_path,
+                                                                                                     broker):
+    """A wearer puts the sensor on at 23:00 (quiet hours from 22:00), snoozed, and does the calibration moves; they are
+    refused, and they try again: refused again. Both answers were held (quiet hours, then the cooldown the refusals
+    shared with the pipeline's requests, 4 h): the wearer heard nothing, and did not know why the sensor measured
+    nothing. They answer what the wearer is doing now: each comes at once."""
+    config = write_config(tmp_path, broker, "[habit]\nsummary_time = \"\"\n", timezone=zone_at(23))
+    log, now = tmp_path / "alerts.log", time.time() // 60 * 60
+    first, again = now - 4 * 60 + 20, now - 2 * 60 + 5
+    phone = Phone(broker.port)
+    try:
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            publish(broker.port, [(f"posture/{DEVICE}/status", {"schema": 1, "kind": "status", "device": DEVICE,
+                                                                "ts": int((now - 300) * 1000), "online": True})],
+                    retain=True)
+            publish(broker.port, [(f"posture/{DEVICE}/alerts/snooze", {"minutes": 60}),
+                                  live(first - 1, "sitting", calibrated=False), calibration(first, "refused", NOT_BACK),
+                                  live(again - 1, "sitting", calibrated=False),
+                                  calibration(again, "refused", NOT_STRAIGHT)])
+            wait_for(lambda: len(phone.alerts) >= 2, 30, "both refusals on the phone")
+            stats = stop(service, log)
+    finally:
+        phone.close()
+    assert stats["snoozes"] == 1
+    assert [(a["kind"], a["ts"], a["evidence"]["status"]) for a in phone.alerts] == [
+        ("calibration", int(first * 1000), "refused"), ("calibration", int(again * 1000), "refused")]
+    assert phone.alerts[0]["message"] == ("The forward bend did not come back within 10 s. Sit upright and still for "
+                                          "3 s, bend forward once and sit up again.")
+
+
+def test_a_knocked_sensors_day_of_refusals_tells_eight_messages_none_at_night(tmp_path, broker):
+    """The sensor is knocked at 13:00 and the pipeline asks for a recalibration; the wearer never does it. The
+    calibrator, watching for the moves, refuses everyday ones (a simulated desk day: 15 in the 40 min after the
+    request), here at its most, one a minute, day and night (lying from 23:00 to 07:00). 24 h of it tell the request,
+    the first refusals as answers (ANSWERS_PER_REQUEST), then one every 4 h (the requests' cooldown) outside quiet
+    hours: 8 messages, none from 22:00 to 07:00."""
+    zone = ZoneInfo(zone_at(12))  # now 12:xx: the day from 13:00 yesterday to 11:00 today lies behind
+    config = write_config(tmp_path, broker, "[limits]\nmax_delay_s = 1000000\n[habit]\nsummary_time = \"\"\n",
+                          timezone=zone.key)
+    log = tmp_path / "alerts.log"
+    midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+    def at(hours: float) -> float:  # local time, hours from midnight today (yesterday's are negative)
+        return midnight + round(hours * 3600)
+
+    messages = [calibration(at(-11.2), "calibrated"), live(at(-11) - 1, "sitting"),
+                calibration(at(-11), "recalibrate", MOVED)]
+    reasons = [HOLD_BROKEN, NOT_BACK, NOT_STRAIGHT]
+    for k, t_s in enumerate(range(int(at(-11)) + 60, int(at(11)) + 1, 60)):
+        lying = at(-1) <= t_s - 1 < at(7)
+        messages += [live(t_s - 1, "lying" if lying else "sitting"), calibration(t_s, "refused", reasons[k % 3])]
+    phone = Phone(broker.port)
+    try:
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            publish(broker.port, messages)
+            wait_for(lambda: phone.alerts and phone.alerts[-1]["ts"] == int(at(11) * 1000), 60,
+                     "the last refusal handled")
+            stop(service, log)
+    finally:
+        phone.close()
+    told = [(datetime.fromtimestamp(a["ts"] / 1000, zone).strftime("%H:%M"), a["evidence"]["status"])
+            for a in phone.alerts]
+    assert told == [("13:00", "recalibrate"), ("13:01", "refused"), ("13:02", "refused"), ("13:03", "refused"),
+                    ("17:00", "refused"), ("21:00", "refused"), ("07:00", "refused"), ("11:00", "refused")]
+    assert ANSWERS_PER_REQUEST == 3
+
+
+DAY = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
+
+
+def event(t_s: float, status: str, said: tuple[str, str] | None = None, **fields) -> dict:
+    return calibration(t_s, status, said, **fields)[1]
+
+
+def test_a_sleeper_turning_over_under_a_sensor_asked_to_recalibrate_is_not_woken():
+    """The pipeline asks for a recalibration at 21:58 and the wearer goes to bed at 22:00: turning over in bed looks to
+    the calibrator like a hold and a bend, refused (at most one a minute). Lying is no calibration attempt: those are
+    the sensor's, held by quiet hours, and the answers left are for the morning's moves (a refusal told at 07:00)."""
+    eng = AlertEngine(Rules(), Catalog.load(), UTC)
+    out = eng.on_event(event(DAY + 21 * 3600 + 58 * 60, "recalibrate", MOVED), now_s=DAY + 21 * 3600 + 58 * 60)
+    assert [a["evidence"]["status"] for a in out] == ["recalibrate"]
+    for t_s in range(int(DAY + 22 * 3600), int(DAY + 31 * 3600), 60):
+        eng.on_live(live(t_s - 1, "lying")[1], now_s=t_s)
+        out += eng.on_event(event(t_s, "refused", NOT_BACK), now_s=t_s + 1)
+    assert len(out) == 1  # the request alone: nothing from 22:00 to 07:00
+    morning = DAY + 31 * 3600 + 5 * 60
+    eng.on_live(live(morning - 1, "sitting")[1], now_s=morning)
+    [answer] = eng.on_event(event(morning, "refused", NOT_STRAIGHT), now_s=morning + 1)
+    assert (answer["ts"], answer["evidence"]["status"]) == (int(morning * 1000), "refused")
+
+
+def test_refusals_after_a_request_held_in_quiet_hours_are_the_sensors_not_answers():
+    """The monitor asks for a recalibration at 22:38 (a knocked sensor's day through the pipeline, seed 5): held by
+    quiet hours, the wearer does not know of it and makes no moves, but the calibrator refuses their everyday ones
+    (22:45, 22:46, 22:52, sitting): told at once as answers, they would be the first the wearer heard of it, at night.
+    Once a request is told (in the morning, a refusal as a request), the next refusals answer the moves it asked for."""
+    eng = AlertEngine(Rules(), Catalog.load(), UTC)
+    asked = DAY + 22 * 3600 + 38 * 60
+    out = eng.on_event(event(asked, "recalibrate", MOVED), now_s=asked)
+    for t_s in (asked + 7 * 60, asked + 8 * 60, asked + 14 * 60):
+        eng.on_live(live(t_s - 1, "sitting")[1], now_s=t_s)
+        out += eng.on_event(event(t_s, "refused", HOLD_BROKEN), now_s=t_s + 1)
+    assert out == []
+    morning = []
+    for t_s in range(int(DAY + 31 * 3600), int(DAY + 31 * 3600) + 5 * 60, 60):
+        eng.on_live(live(t_s - 1, "sitting")[1], now_s=t_s)
+        morning += eng.on_event(event(t_s, "refused", NOT_BACK), now_s=t_s + 1)
+    assert [a["ts"] for a in morning] == [int((DAY + 31 * 3600 + 60 * k) * 1000) for k in range(4)]  # 07:00 a request
+
+
+def test_answers_are_counted_per_request_and_a_calibration_made_starts_them_again():
+    """Past ANSWERS_PER_REQUEST refusals told, the next is a request again (under the requests' cooldown, which answers
+    neither start nor wait for); a calibration the wearer made, or a new request, gives the next refusals their
+    answers. A restart's restored calibration is none made."""
+    eng = AlertEngine(Rules(), Catalog.load(), UTC)
+    t_s = DAY + 10 * 3600
+
+    def told(doc: dict) -> list[str]:
+        return [a["evidence"]["status"] for a in eng.on_event(doc, now_s=doc["t_s"] + 1)]
+
+    said = []
+    for _ in range(5):
+        t_s += 60
+        said.append(told(event(t_s, "refused", HOLD_BROKEN)))
+    assert said == [["refused"]] * 4 + [[]]  # 3 answers, a request (its cooldown from then: 4 h), held
+    assert told(event(t_s + 60, "calibrated", calibrated_s=t_s - 86_400,
+                      message="calibration restored from the last run")) == []
+    assert told(event(t_s + 120, "refused", HOLD_BROKEN)) == []
+    assert told(event(t_s + 180, "calibrated")) == []  # made now: the next refusals answer new moves
+    assert told(event(t_s + 240, "refused", NOT_STRAIGHT)) == ["refused"]
+    assert told(event(t_s + 300, "recalibrate", MOVED)) == []  # within the requests' cooldown; answers anew
+    assert told(event(t_s + 360, "refused", NOT_STRAIGHT)) == ["refused"]
