@@ -13,6 +13,11 @@ import subprocess
 import sys
 import time
 
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import MQTTException, Properties
+
 from posture.local_servers import free_port
 from service_io.config import MqttSettings
 from service_io.mqtt import Message, MqttEndpoint
@@ -178,3 +183,80 @@ def test_two_processes_with_one_client_id_are_told_to_take_their_own(broker, cap
 
 def said(caplog) -> list[str]:
     return [w for w in warnings(caplog) if "another client" in w]
+
+
+# paho's MQTT 5 properties of each packet received, read with tables shared by every packet (service_io/mqtt.py).
+
+def sent_properties() -> Properties:
+    """Every property a PUBLISH may carry but the topic alias (the broker does not pass it on)."""
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.PayloadFormatIndicator = 1
+    properties.MessageExpiryInterval = 3600
+    properties.ContentType = "application/json"
+    properties.ResponseTopic = "t/reply"
+    properties.CorrelationData = b"\x00\x01id"
+    properties.UserProperty = ("site", "desk-3")
+    properties.UserProperty = ("site", "desk-4")  # a name may come twice: both kept, in order
+    return properties
+
+
+def test_a_packets_properties_read_with_shared_tables_are_what_paho_reads():
+    """Each kind of packet with properties, packed by paho, unpacked by paho's class and by ours: the same values,
+    text and JSON; then cleared, nothing is left of them; set by name, ours refuses what paho's refuses."""
+    from service_io.mqtt import _SharedTablesProperties
+
+    cases = [sent_properties()]
+    connack = Properties(PacketTypes.CONNACK)
+    connack.SessionExpiryInterval, connack.ReceiveMaximum, connack.AssignedClientIdentifier = 600, 20, "auto-1"
+    connack.ReasonString, connack.ServerKeepAlive = "fine", 30
+    puback = Properties(PacketTypes.PUBACK)
+    puback.ReasonString, puback.UserProperty = "quota", ("why", "busy")
+    cases += [connack, puback, Properties(PacketTypes.PUBLISH)]  # the last: none at all, as most PUBLISHes
+    for sent in cases:
+        packed = sent.pack()
+        theirs, ours = Properties(sent.packetType), _SharedTablesProperties(sent.packetType)
+        assert theirs.unpack(packed)[1] == ours.unpack(packed)[1] == len(packed)
+        assert ours.json() == theirs.json() == sent.json() and str(ours) == str(theirs)
+        assert ours.isEmpty() == theirs.isEmpty() == (packed == b"\x00")
+        ours.clear()
+        assert ours.isEmpty() and ours.json() == {} and ours.pack() == b"\x00"
+    theirs, ours = Properties(PacketTypes.PUBLISH), _SharedTablesProperties(PacketTypes.PUBLISH)
+    for properties in (theirs, ours):
+        properties.MessageExpiryInterval = 5
+        for name, value in (("NoSuchProperty", 1), ("SessionExpiryInterval", 5), ("PayloadFormatIndicator", 2)):
+            with pytest.raises(MQTTException):  # not a name; not one of a PUBLISH; out of its range
+                setattr(properties, name, value)
+    assert ours.pack() == theirs.pack()
+    # The tables are paho's, shared, and unchanged by all of the above.
+    assert vars(_SharedTablesProperties(PacketTypes.PUBLISH)) == vars(Properties(PacketTypes.PUBLISH))
+
+
+def test_the_messages_an_endpoint_receives_carry_their_properties_read_with_shared_tables(broker):
+    """What paho decodes for an endpoint (MQTT 5) is our class, and a message says the properties it was sent with;
+    the next one, sent with none, has none."""
+    from service_io.mqtt import PROPERTIES_SHARE_TABLES_IN, _SharedTablesProperties
+
+    assert PROPERTIES_SHARE_TABLES_IN  # paho's decoding, found where this paho keeps it
+    got: list[mqtt.MQTTMessage] = []
+    endpoint = MqttEndpoint(MqttSettings(host=broker.host, port=broker.port), "props", name="props",
+                            subscriptions=[("t/props", 1)], on_message=lambda _c, msg: got.append(msg))
+    sender = client(broker.port)
+    try:
+        endpoint.start()
+        wait_for(endpoint.connected.is_set, 10, "the connection")
+        wait_for(sender.is_connected, 10, "the sender's connection")
+        wait_for(lambda: sender.publish("t/props", b"ping", qos=1) and got, 10, "the endpoint's subscription")
+        sender.publish("t/props", b"with", qos=1, properties=sent_properties()).wait_for_publish(5)
+        sender.publish("t/props", b"without", qos=0).wait_for_publish(5)
+        wait_for(lambda: got[-1].payload == b"without", 10, "both messages")
+    finally:
+        endpoint.stop()
+        sender.loop_stop()
+    first, second = [msg for msg in got if msg.payload != b"ping"]
+    assert type(first.properties) is _SharedTablesProperties and type(second.properties) is _SharedTablesProperties
+    said = first.properties.json()
+    assert 3598 <= said.pop("MessageExpiryInterval") <= 3600  # the broker passes on what is left of it
+    expected = sent_properties().json()
+    del expected["MessageExpiryInterval"]
+    assert said == expected
+    assert second.payload == b"without" and second.properties.json() == {}
