@@ -587,6 +587,15 @@ def _sensor_replaced(device: Device, spool_dir: Path, address: str) -> None:
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
 
 
+def last_sample_kept(device: Device) -> float | None:
+    """The last run's last sample as its kept files show it (before this run's first sample looks at them): the
+    activity state's time (kept every OPEN_KEPT_EVERY_S, at a stop and when the link is lost) or the stopped minute's
+    last sample, whichever is later; None if neither was kept."""
+    activity_t_s = None if device.last_activity is None else device.last_activity[1]
+    times = [t for t in (device.stopped_at_s, activity_t_s) if t is not None]
+    return max(times) if times else None
+
+
 def go_on_from_stop(device: Device, first_t_s: float) -> None:
     """This run's first sample: after the last run's stop, its sitting stretch goes on (as across a gap of that
     length within one run), and within the stop's minute that minute's part is added to the stop's (_continued);
@@ -603,6 +612,8 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     if device.pipeline.last_t_s is None:  # this run's first samples
         if device.off_since_s is not None and device.off_since_s <= float(batch.t_s[0]):
             device.pipeline.resume_off(device.off_since_s)  # the last run's sensor lay off the body: still off
+        elif (last_t_s := last_sample_kept(device)) is not None:  # how long unseen: a night asks for the moves
+            device.pipeline.resume_after(last_t_s)
         if device.stopped_at_s is not None:
             go_on_from_stop(device, float(batch.t_s[0]))
         if device.stopped_minute is None:  # nothing to add to: used up

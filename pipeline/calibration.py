@@ -70,6 +70,12 @@ class CalibrationSettings:
     drift_sit_lateral_deg: float = 25.0  # sitting: |mean lateral bend| beyond this …
     drift_sit_extension_deg: float = 15.0  # … or mean flexion below −this
     drift_sit_min_s: float = 120.0
+    # No data for this long (a link lost, the gateway down): the sensor may have been taken off and put on again, maybe
+    # elsewhere on the back, and the calibration moves are asked for, as for a sensor picked up after lying off the body
+    # (stream.py, _put_on_again). Out of the gateway's reach wearing it, in a meeting or at lunch (20 min to 1.5 h),
+    # the wearer is not asked (the old calibration is most likely right, and a request brings refusals of everyday
+    # moves: docs/alerts.md); switched off or charging for a night (6 h and more) or a day away, they are.
+    away_recalibrate_s: float = 2 * 3600.0
 
     @property
     def instructions(self) -> str:

@@ -183,6 +183,7 @@ class PosturePipeline:
         self._on_feet_t_s = self._seated_t_s = -np.inf
         self._standing_refused = False
         self._asked_at: int | None = None  # the sample of this batch the calibration check asked for the moves at
+        self._resumed_from_s: float | None = None  # another run's last sample, until this one's first (resume_after)
         if calibration is not None and not calibration.with_bend:  # a restored provisional one: finish it
             self.calibrator.expect(calibration)
         if calibration is not None and calibration.gyro_bias_dps is not None:
@@ -275,6 +276,9 @@ class PosturePipeline:
         out = _empty_output()
         if unseen_s:
             self._after_long_gap(out, unseen_s)
+        away_s = unseen_s
+        if self._resumed_from_s is not None:  # this run's first samples: unseen since the last run's last one
+            away_s, self._resumed_from_s = float(t_s[0]) - self._resumed_from_s, None
         self._walk_index0 = self.activity.samples_walked
         walking = self.activity.walking(row_norm(acc_g))
         before = self.orientation.snapshot() if self.armed and quat_wxyz is None else None
@@ -289,6 +293,8 @@ class PosturePipeline:
             assert self.calibration is not None  # _announce is set only with a calibration
             out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
                                                self.calibration.with_bend, self.calibration.taken_s))
+        if away_s >= self.s.calibration.away_recalibrate_s:
+            self._put_on_again(float(t_s[0]), f"no data for {away_s / 3600:.0f} h", out)
         cal, start, watching = None, len(t_s), self.armed
         if watching:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
@@ -410,6 +416,13 @@ class PosturePipeline:
         phantom wear, lying or sitting, at every restart while it lay there)."""
         self.worn.resume_off(put_down_s)
         self._off_since_s = put_down_s
+
+    def resume_after(self, last_t_s: float) -> None:
+        """Go on from another run whose last sample was at last_t_s (a restarted gateway's): the time unseen up to
+        this run's first sample asks for the calibration moves as a lost link of that length within one run does
+        (CalibrationSettings.away_recalibrate_s). Restored with its calibration, a gateway down for a night measured
+        the new day with yesterday's, the sensor clipped on again elsewhere, and nothing said so."""
+        self._resumed_from_s = last_t_s
 
     def activity_state(self) -> ActivityState | None:
         """The activity classifier's state as of the last sample, for a restarted gateway's pipeline to go on from
@@ -764,10 +777,16 @@ class PosturePipeline:
         assert self._off_since_s is not None  # called when off
         off_s, self._off_since_s = t_s - self._off_since_s, None
         self._tail_t, self._tail_x = np.empty(0), np.empty((0, 0))  # no filling across the time off
+        self._resumed_from_s = None  # a restart's time unseen is in off_s
         self._after_long_gap(out, off_s)
+        self._put_on_again(t_s, f"the sensor was off the body for {off_s / 60:.0f} min", out)
+
+    def _put_on_again(self, t_s: float, why: str, out: PipelineOutput) -> None:
+        """The sensor may have been put on again (picked up after lying off the body, or data back after a time away
+        as long as a night): it may sit elsewhere on the back, so the calibration moves are asked for (the old
+        calibration measures until they are done), and whether the wearer sits or stands was not seen."""
         if self.calibration is not None:
-            out.events.append(asking(t_s, "recalibrate", f"the sensor was off the body for {off_s / 60:.0f} min",
-                                     self.s.calibration.instructions, "; "))
+            out.events.append(asking(t_s, "recalibrate", why, self.s.calibration.instructions, "; "))
             self.request_calibration(moved=True)
             self._posture_unseen = True
 

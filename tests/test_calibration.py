@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 from evaluation.accuracy import CASES, load_case_scenario
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import parse_scenario
-from pipeline.calibration import Calibration
+from pipeline.calibration import Calibration, CalibrationSettings
 from pipeline.events import CalibrationEvent
 from pipeline.stream import PosturePipeline
 
@@ -290,6 +290,46 @@ def test_a_sensor_taped_on_anew_under_the_last_runs_calibration_is_flagged_at_th
     assert events[-1].status == "calibrated" and events[-1].with_bend
     assert int(re.search(r"with a (\d+)° forward bend", events[-1].message)[1]) > 20  # the 30° bend, not the 10°
     assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["link-lost", "gateway-restarted"])
+@pytest.mark.parametrize("away_s", [8 * 3600.0, 20 * 60.0], ids=["a-night", "a-meeting"])
+def test_a_sensor_back_after_a_night_away_asks_for_the_moves_and_takes_them(away_s, restarted):
+    # Calibrated yesterday, then no data for a night (switched off or charging, out of reach; the gateway stopped) and
+    # clipped on again today, turned 90° on the back: yesterday's calibration measured the new day, nothing said so,
+    # and the moves the wearer made were ignored (a calibration with a bend is not watched unless asked for). Back
+    # after as long as a night, the moves are asked for as for a sensor picked up off the desk, and they calibrate it;
+    # a wearer out of reach in a meeting, still wearing it as before, is not asked.
+    night = away_s >= CalibrationSettings().away_recalibrate_s
+    assert night == (away_s > 3600.0)  # the bound lies between the two
+    day = [HOLD, BEND, HOLD, {"activity": "sit_upright", "duration_s": 15}, {"activity": "slouch", "duration_s": 15}]
+    scenario = parse_scenario({"name": "cal", "segment": day})
+    yesterday, today = (SensorSimulation(scenario, seed=3, mount_euler_deg=[0.0, 12.0, yaw_deg], mount_max_deg=0.0)
+                        for yaw_deg in (70.0, 70.0 + 90.0 * night))
+    pipeline, events = PosturePipeline(), []
+    for ch in yesterday.chunks(max_samples=1000):
+        events += pipeline.update(ch.t_s, ch.acc_g, ch.gyro_dps).events
+    back_s = pipeline.last_t_s + away_s
+    if restarted:  # the gateway's next run, with the calibration it kept and its last sample's time
+        last_t_s, pipeline = pipeline.last_t_s, PosturePipeline(calibration=pipeline.calibration)
+        pipeline.resume_after(last_t_s)
+    t, flexion = [], []
+    for ch in today.chunks(max_samples=1000):
+        out = pipeline.update(ch.t_s + back_s, ch.acc_g, ch.gyro_dps)
+        events += out.events
+        t.append(out.t_s)
+        flexion.append(out.flexion_deg)
+    t, flexion = np.concatenate(t), np.concatenate(flexion)
+    said = [(e.status, e.message) for e in events if e.kind == "calibration" and e.t_s >= back_s
+            and "restored" not in e.message]
+    if night:
+        assert said[0] == ("recalibrate", "recalibrate: no data for 8 h; sit upright and still for 3 s, bend forward "
+                           "once and sit up")
+        assert said[-1][0] == "calibrated" and said[-1][1].startswith("recalibrated with a")
+        assert pipeline.calibration.taken_s > back_s
+    else:
+        assert said == [] and pipeline.calibration.taken_s < back_s
+    assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0  # today's 25° slouch
 
 
 def test_a_restless_night_under_a_right_calibration_is_not_taken_for_a_moved_sensor():

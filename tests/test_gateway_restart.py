@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -663,3 +664,31 @@ def test_a_damaged_activity_file_is_ignored_with_a_warning(tmp_path, caplog, kep
     device_file(tmp_path, "Desk", ".activity.json").write_text(kept)
     assert load_activity(tmp_path, "Desk") is None
     assert any("ignoring activity kept" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("down_s", [8 * 3600.0, 20 * 60.0], ids=["a-night", "a-meeting"])
+def test_a_gateway_started_after_a_night_down_asks_for_the_moves_and_takes_them(tmp_path, broker, down_s):
+    """The gateway stopped for the night (the sensor off, charging) and started in the morning: it restored the kept
+    calibration and measured the new day with it, whatever the sensor's place on the back now, and the moves the
+    wearer made were ignored. The last run's last sample (the activity kept, the stopped minute) says how long no data
+    came: as long as a night, the moves are asked for as across a lost link that long, and the wearer's calibrate it;
+    after a shorter stop the calibration goes on unasked."""
+    listener, events = listen(broker.port, "posture/Desk/events")
+    config, spool_dir = Config(mqtt=MqttSettings(host=broker.host, port=broker.port)), tmp_path / "spool"
+    chunks = [ch for ch in SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50)
+              if ch.t_s[0] < 40.0]
+    try:
+        _run(config, spool_dir, chunks, [])  # calibrated by office-short's moves at its start
+        back = [replace(ch, t_s=ch.t_s + chunks[-1].t_s[-1] + down_s) for ch in chunks]
+        _run(config, spool_dir, back, [])  # the same moves, made again after the gateway was down
+        # Its slouch, ended by its stop, is sent after anything it said of the calibration.
+        wait_for(lambda: sum(e["kind"] == "slouch" for e in events) == 2, 10, "the second run's slouch")
+    finally:
+        listener.loop_stop()
+    said = [(e["status"], e["message"].split(";")[0]) for e in events if e["kind"] == "calibration"]
+    if down_s == 8 * 3600.0:
+        assert said[1:] == [("calibrated", "calibration restored from the last run"),
+                            ("recalibrate", "recalibrate: no data for 8 h"), ("calibrated", said[-1][1])]
+        assert said[-1][1].startswith("recalibrated with a")
+    else:
+        assert said[1:] == [("calibrated", "calibration restored from the last run")]
