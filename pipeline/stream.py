@@ -279,6 +279,13 @@ class PosturePipeline:
         away_s = unseen_s
         if self._resumed_from_s is not None:  # this run's first samples: unseen since the last run's last one
             away_s, self._resumed_from_s = float(t_s[0]) - self._resumed_from_s, None
+        if self._announce:
+            self._announce = False
+            assert self.calibration is not None  # _announce is set only with a calibration
+            out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
+                                               self.calibration.with_bend, self.calibration.taken_s))
+        if away_s >= self.s.calibration.away_recalibrate_s:  # watched from here, as for a sensor picked up (_back_on)
+            self._put_on_again(float(t_s[0]), f"no data for {away_s / 3600:.0f} h", out)
         self._walk_index0 = self.activity.samples_walked
         walking = self.activity.walking(row_norm(acc_g))
         before = self.orientation.snapshot() if self.armed and quat_wxyz is None else None
@@ -288,13 +295,6 @@ class PosturePipeline:
             quat = quat_given / np.linalg.norm(quat_given, axis=1, keepdims=True)  # interpolated ones renormalised
         att = SensorAttitude.of(quat)
         acc_vertical = vertical(att.row2, acc_g)
-        if self._announce:
-            self._announce = False
-            assert self.calibration is not None  # _announce is set only with a calibration
-            out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
-                                               self.calibration.with_bend, self.calibration.taken_s))
-        if away_s >= self.s.calibration.away_recalibrate_s:
-            self._put_on_again(float(t_s[0]), f"no data for {away_s / 3600:.0f} h", out)
         cal, start, watching = None, len(t_s), self.armed
         if watching:
             cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
