@@ -145,10 +145,17 @@ class ActivitySettings:
     # standing read sitting until they walked or sat down (chaos runs: 199 s read sitting of 22 s, and 103 of 36).
     # After longer the usual start, sitting: a sit-down in the outage is likelier, and unseen (docs/pipeline.md).
     resume_max_s: float = 120.0
-    # Standing kept across a restart ends in a seat after this with no steps, sit-down or stand-up seen: a sit-down in
-    # the restart's outage is not seen, and kept for good it read the rest of a desk session standing (random day
-    # 6002, down 20 s: 2880 s of sitting). The wearer who stands on longer reads sitting after it, as before.
-    resume_seat_s: float = 300.0
+    # Standing kept across unseen time of standing_lost_s or more (a lost link, or a restart's outage: go_on) ends in a
+    # seat after standing_seat_s with no steps, sit-down or stand-up seen: a sit-down in the unseen time is not seen,
+    # and kept for good it read the rest of a desk session standing (random day 6002, a restart down 20 s: 2880 s of
+    # sitting). A wearer who stands on still for longer reads sitting after it. After a shorter loss, standing goes on
+    # until something is seen: a sit-down hides in a few seconds too seldom to pay for that. From 200 random days'
+    # truth (docs/pipeline.md, "Standing through a lost link"), seconds misread per loss begun standing still, kept for
+    # good against the seat: 11 against 69 lost 1.5 s, 36 against 69 at 10 s, 186 against 71 at 60 s; they cross at
+    # about 22 s, and over the random days' losses (2 s to 5 min) any bound from 10 s to 30 s does about as well (58 s a
+    # loss; 201 kept for good, 75 with the seat after any loss); 15 s keeps a 20 s restart's seat (day 6002).
+    standing_lost_s: float = 15.0
+    standing_seat_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -237,7 +244,10 @@ class ActivityClassifier:
         sitting read standing; day 20011, a 5 s loss 11 s after a walk with the whole sit-down inside it: 97 %). So
         unless steps, a sit-down or a stand-up come within seat_unseen_s of the return, the wearer sat down unseen:
         sitting from then on. Taken as sitting at once, a wearer back at the coffee machine, or walking on, read
-        sitting until they sat down or the walking window filled. After walk_lost_s the walking test starts afresh:
+        sitting until they sat down or the walking window filled. Standing otherwise (still, or a walk going on through
+        a shorter loss), a loss of standing_lost_s or more ends in a seat the same way but after standing_seat_s: a
+        sit-down inside it is not seen either, and kept standing for good, a wearer who sat down in it read the rest of
+        the desk session standing; a shorter loss keeps standing. After walk_lost_s the walking test starts afresh:
         windows across the gap would carry the walk before it into the samples after; a shorter loss mid-walk (the
         body shadowing the radio) keeps the walk, and its windows."""
         arriving = (self._upright == STANDING_CODE and not self._was_lying and not self._walking_now
@@ -248,6 +258,9 @@ class ActivityClassifier:
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
         if arriving or (self._walking_now and unseen_s >= self.s.walk_lost_s):
             self._seat_at = self._n + round(self.s.seat_unseen_s * self.s.rate_hz)
+        elif (self._upright == STANDING_CODE and not self._was_lying and unseen_s >= self.s.standing_lost_s
+              and self._seat_at is None):  # a seat already due since an earlier loss stays due
+            self._seat_at = self._n + round(self.s.standing_seat_s * self.s.rate_hz)
         if unseen_s >= self.s.walk_lost_s:
             self._walking_now, self._hist, self._step_band = False, np.zeros(0), Band(self.s.rate_hz)
 
@@ -260,9 +273,9 @@ class ActivityClassifier:
     def go_on(self, state: ActivityState, unseen_s: float) -> None:
         """Before the first sample: go on from another classifier's state (a restarted gateway's last run), unseen_s
         before this one's first sample, as across a lost link of that length within one run (gap(): a walk lost for
-        walk_lost_s, or its arrival, ends in a seat unless something is seen), but that standing still ends in a seat
-        too, after resume_seat_s. Not after resume_max_s, nor with time gone back (a host clock set back): then the
-        usual start, sitting."""
+        walk_lost_s, or its arrival, ends in a seat unless something is seen, and standing after standing_lost_s too,
+        later). Not after resume_max_s, nor with time gone back (a host clock set back): then the usual start,
+        sitting."""
         if not 0.0 <= unseen_s <= self.s.resume_max_s:
             return
         self._upright = STANDING_CODE if state.upright == STANDING else SITTING_CODE
@@ -270,8 +283,6 @@ class ActivityClassifier:
         if state.walked_ago_s is not None:  # the count of samples walked goes on from 0 here: the last one before it
             self._walk_last = self._n_walk - 1 - round(state.walked_ago_s * self.s.rate_hz)
         self.gap(unseen_s)
-        if self._upright == STANDING_CODE and self._seat_at is None:
-            self._seat_at = self._n + round(self.s.resume_seat_s * self.s.rate_hz)
         # No window of steps came across: a walk going on is found afresh (walking means standing meanwhile).
         self._walking_now = False
 

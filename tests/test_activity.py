@@ -391,7 +391,7 @@ def test_a_walk_out_of_the_links_reach_ends_in_a_seat_unless_something_else_is_s
     assert (after[t < 10.0] == STANDING).all() and (after[t > 14.0] == SITTING).all()
     after = _across_a_gap(walk, still, 3.0)  # a short loss: where the walk ended is still known to be standing
     assert (after[t > 3.0] == STANDING).all()
-    after = _across_a_gap(still, still, 60.0)  # not walking when the link went: nothing says the wearer moved
+    after = _across_a_gap(still, still, 60.0)  # not walking when the link went: standing for standing_seat_s (below)
     assert (after == STANDING).all()
 
 
@@ -541,7 +541,7 @@ def _feed(clf: ActivityClassifier, samples: np.ndarray) -> np.ndarray:
 def test_a_restarted_classifier_goes_on_from_the_state_kept_as_one_across_a_lost_link(before, after, unseen_s):
     """A restarted gateway's classifier started knowing nothing: a wearer standing read sitting until they walked or
     sat down. Going on from the last run's state (ActivityClassifier.state, kept beside the spool), it reads what one
-    classifier reads across a lost link of that length: standing goes on (for resume_seat_s, next test), a walk lost
+    classifier reads across a lost link of that length: standing goes on (for standing_seat_s, below), a walk lost
     for walk_lost_s or its arrival ends in a seat after seat_unseen_s, steps are walking (after a short one, once the
     walking test has a window)."""
     rng = np.random.default_rng(11)
@@ -579,20 +579,49 @@ def test_a_restarted_classifier_starts_as_usual_after_a_long_outage_or_with_time
 
 def test_standing_kept_across_a_restart_ends_in_a_seat_unless_something_is_seen():
     """A sit-down in the restart's outage is not seen: kept standing for good, random day 6002 (down 20 s) read the
-    rest of its desk session standing, 2880 s. With no steps, sit-down or stand-up for resume_seat_s after the restart,
-    the wearer sat down unseen; steps first keep them on their feet."""
-    settings = ActivitySettings(rate_hz=RATE_HZ, resume_seat_s=40.0)
+    rest of its desk session standing, 2880 s. With no steps, sit-down or stand-up for standing_seat_s after the
+    restart, the wearer sat down unseen; steps first keep them on their feet. An outage shorter than standing_lost_s
+    keeps standing, as a lost link that short does (next test)."""
+    settings = ActivitySettings(rate_hz=RATE_HZ, standing_seat_s=40.0)
     t = np.arange(0, 60, 1 / RATE_HZ)
     still = 1.0 + np.random.default_rng(13).normal(0, 0.004, len(t))
     standing = ActivityState(STANDING, walking=False, walked_ago_s=None)
     restarted = ActivityClassifier(settings)
-    restarted.go_on(standing, 15.0)
+    restarted.go_on(standing, 20.0)
     read = _feed(restarted, still)
     assert (read[t < 40.0] == STANDING).all() and (read[t >= 40.0] == SITTING).all()
     restarted = ActivityClassifier(settings)
-    restarted.go_on(standing, 15.0)
+    restarted.go_on(standing, 20.0)
     read = _feed(restarted, np.where((t > 20.0) & (t < 30.0), _steps(t), still))
     assert (read[t < 20.0] == STANDING).all() and (read[t >= 35.0] == STANDING).all()
+    restarted = ActivityClassifier(settings)
+    restarted.go_on(standing, 0.9 * settings.standing_lost_s)
+    assert (_feed(restarted, still) == STANDING).all()
+
+
+def test_standing_through_a_lost_link_ends_in_a_seat_unless_something_is_seen():
+    """Within one run as across a restart (one rule, gap()): a wearer standing still whose link is lost for
+    standing_lost_s or more and who sits down in it is not seen to; kept standing for good, the rest of the desk
+    session read standing. With no steps, sit-down or stand-up for standing_seat_s after the return, sitting. A short
+    glitch at a standing desk keeps standing; steps or a sit-down seen first decide; sitting before the loss goes on
+    sitting; a walk lost out of reach still ends in a seat after seat_unseen_s (earlier test)."""
+    settings = ActivitySettings(rate_hz=RATE_HZ, standing_seat_s=40.0)
+    t = np.arange(0, 60, 1 / RATE_HZ)
+    rng = np.random.default_rng(19)
+    still = 1.0 + rng.normal(0, 0.004, len(t))
+    long_s, short_s = settings.standing_lost_s, 0.9 * settings.standing_lost_s
+    after = _across_a_gap(still, still, long_s, settings)
+    assert (after[t < 40.0] == STANDING).all() and (after[t >= 40.0] == SITTING).all()
+    assert (_across_a_gap(still, still, short_s, settings) == STANDING).all()  # a glitch: nothing says they moved
+    after = _across_a_gap(still, np.where((t > 20.0) & (t < 30.0), _steps(t), still), long_s, settings)
+    assert (after[t < 20.0] == STANDING).all() and (after[t >= 35.0] == STANDING).all()  # steps: on their feet
+    sit_down = 1.0 - _rise(t, 10.0, 2.0, 0.45) + rng.normal(0, 0.004, len(t))
+    after = _across_a_gap(still, sit_down, long_s, settings)  # standing on, then seen sitting down
+    assert (after[t < 10.0] == STANDING).all() and (after[t > 14.0] == SITTING).all()
+    seated = ActivityClassifier(settings, start=SITTING)
+    _feed(seated, still)
+    seated.gap(long_s)
+    assert (_feed(seated, still) == SITTING).all()
 
 
 @pytest.mark.parametrize("doc", [{"upright": "walking", "walking": True, "walked_ago_s": 0.0},

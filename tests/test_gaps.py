@@ -16,6 +16,7 @@ import pytest
 
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import parse_scenario
+from pipeline.activity import ActivitySettings
 from pipeline.calibration import Calibration
 from pipeline.events import LeanInterval, MinuteMetrics, RotationExcursion, SlouchEpisode
 from pipeline.gaps import GYRO_COLUMNS, fill_gap
@@ -323,6 +324,40 @@ def test_the_minutes_after_a_lost_link_wait_for_the_facing_direction_and_no_long
             handed_at[m.minute_start_s - T0_S] = float(t[sl][-1] - T0_S)
     assert handed_at[-30.0] == pytest.approx(39.7 + 15.0, abs=1.0)
     assert handed_at[30.0] == pytest.approx(90.0 + 6.0, abs=0.5)
+
+
+# Sitting 20 s, up (seen), standing still; then sitting from 80 s, or standing on, to 500 s; the link lost 75-100 s
+# (through the sit-down) or 75-78 s. standing_seat_s = 300 s after the return at 100 s is 400 s.
+def _stand_then(after: str) -> list[dict]:
+    rest = {"activity": "sit_upright", "transition_s": 2.5} if after == "sits" else {"activity": "stand"}
+    return [{**SIT, "duration_s": 20}, {"activity": "stand", "duration_s": 60, "transition_s": 2.0},
+            {**rest, "duration_s": 420}]
+
+
+@pytest.mark.parametrize("after, lost, truth_s, read_s", [
+    ("sits", (75.0, 100.0), 420.0, 120.0),  # sat down unseen: sitting from 400 s (kept standing for good: 20 s)
+    ("stands", (75.0, 100.0), 20.0, 120.0),  # the price: standing on, still, reads sitting from 400 s
+    ("stands", (75.0, 78.0), 20.0, 20.0),  # a short glitch at a standing desk: standing goes on
+])
+def test_a_wearer_standing_when_the_link_is_lost_reads_sitting_after_standing_seat_s_with_nothing_seen(
+        after, lost, truth_s, read_s):
+    """Standing still, the link lost for 25 s and the wearer sitting down in it: the sit-down is not in the data, and
+    kept standing until the next steps or stand-up, the rest of the desk session read standing (here 23 s read of 420;
+    after a restart, day 6002: 2880 s). As after a gateway restart's outage (ActivityClassifier.go_on, one rule for
+    both), standing ends in a seat after standing_seat_s with nothing seen; a loss shorter than standing_lost_s keeps
+    standing."""
+    r = run(_stand_then(after), (lost,))
+    assert r.pipeline.gaps_reset == 1
+    read = [m.sitting_s for m in r.minutes]  # truth_s: the sitting seen, 0-20 s, and 100-500 s if they sat down
+    assert sum(read) == pytest.approx(read_s, abs=4.0), (truth_s, read)
+    assert read[1:7] == [0.0] * 6  # 30-390 s: standing (the minute 390-450 s holds any seat's first 50 s)
+    settings = ActivitySettings()  # the times above: the 25 s loss is one to seat after, the 3 s one is not
+    assert 3.0 < settings.standing_lost_s <= 25.0 and settings.standing_seat_s == 300.0
+
+
+def test_a_wearer_sitting_when_the_link_is_lost_reads_sitting_after_it():
+    r = run([{**SIT, "duration_s": 200}], ((75.0, 100.0),))
+    assert sum(m.sitting_s for m in r.minutes) == pytest.approx(175.0, abs=0.1)
 
 
 @pytest.mark.parametrize("lost, size", [((30.2, 30.25), 100), ((30.2, 30.25), 1_000_000), ((31.0, 33.0), 100),

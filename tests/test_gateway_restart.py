@@ -622,7 +622,7 @@ def test_a_gateway_killed_while_the_wearer_stands_reads_them_standing_after_its_
     """A kill -9 of `posture run` and its restart, the wearer standing still: the new pipeline's activity classifier
     started knowing nothing, and read them sitting until they walked or sat down (chaos runs: 199 s read sitting of
     22 s, and 103 of 36). The last run's activity is kept beside the spool and the restart goes on from it, as
-    across a lost link within one run (for standing, up to resume_seat_s with nothing seen): the minutes after the
+    across a lost link within one run (for standing, up to standing_seat_s with nothing seen): the minutes after the
     restart read as one run's over the same samples would (sitting at the kill still reads sitting; walking goes on as
     a walk lost for that long does). After an outage longer than ActivitySettings.resume_max_s the kept state is not
     used: the wearer who walked, stood and sat down meanwhile reads sitting, where one run reads them standing."""
