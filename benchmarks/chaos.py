@@ -37,18 +37,22 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from contract.influx_schema import ALERT_MEASUREMENT, MEASUREMENT, TAGS
+from alerts.rules import totals_of
+from contract.influx_schema import ALERT_MEASUREMENT, MEASUREMENT, TAGS, TODAY_FIELDS, TODAY_MEASUREMENT
 from contract.messages import coverage, payload
 from contract.validation import MINUTE_SLACK_S
 from evaluation.doc_sections import write_section
 from firmware_sim.testbed import Testbed, adapter_address
 from pipeline.events import MinuteMetrics
+from pipeline.summary import day_totals
 from posture.local_servers import InfluxDB1, Mosquitto, ServerError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +67,11 @@ EVENT_TOLERANCE_S = 2.0
 ALERT_TOLERANCE_S = 90.0  # alerts are decided on arrival (wall clock), not at a sensor time
 START_GRACE_S = 90.0  # no fault before the chain has run this long
 # What the chain promises to keep, in the database's default policy (live points are best effort, kept apart).
-DURABLE = [*(m for kind, m in MEASUREMENT.items() if kind != "live"), ALERT_MEASUREMENT]
+DURABLE = [*(m for kind, m in MEASUREMENT.items() if kind != "live"), ALERT_MEASUREMENT, TODAY_MEASUREMENT]
+# A `today`'s figures that are sums of the day's minutes (alerts.rules.totals_of folds them): what InfluxDB's minutes of
+# that day must give again. The rest are the live state's, the rules' or the program's.
+TODAY_SUMS = ("worn_min", "slouch_min", "sitting_min", "lean_left_min", "lean_right_min", "rotations_left",
+              "rotations_right", "rotation_si")
 END_GRACE_S = 60.0  # nor this close to the sims' end
 TEN_YEARS_S = 10 * 365.25 * 86400
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
@@ -383,6 +391,7 @@ class Monitor:
         self.copies: dict[str, list[list[float]]] = defaultdict(list)  # "device ts" → each copy's coverage
         self.phone: list[dict[str, Any]] = []  # each alert as the phone got it
         self.today: dict[str, dict[str, Any]] = {}  # device → last `today` document
+        self.todays: dict[str, list[dict[str, Any]]] = defaultdict(list)  # device → every `today` received
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"chaos-monitor-{stack}",
                                   clean_session=False, protocol=mqtt.MQTTv311)
         self.client.on_connect = lambda c, *_: c.subscribe([(f"{PREFIX}/_deadletter", 1),
@@ -417,6 +426,8 @@ class Monitor:
             return
         if stream == "today" and isinstance(doc, dict):
             self.today[str(doc.get("device"))] = doc
+            self.todays[str(doc.get("device"))].append({"received": time.time(), "retain": bool(msg.retain),
+                                                         "dup": bool(msg.dup), "doc": doc})
             return
         if isinstance(doc, dict) and isinstance(doc.get("device"), str) and f"/{doc['device']}/" in msg.topic:
             self.templates[(doc["device"], stream)] = doc
@@ -697,7 +708,7 @@ class Run:
         self.notes.append(f"the bridges had not drained after {timeout_s:.0f} s")
 
     STATE = ("t0", "gateway_down", "injected_times", "notes", "code")
-    SEEN = ("phone", "today", "copies")  # per stack, from its Monitor (seen.json)
+    SEEN = ("phone", "today", "todays", "copies")  # per stack, from its Monitor (seen.json)
 
     def save_state(self) -> None:
         """What the comparison needs besides the logs and the points, for --reanalyze."""
@@ -918,6 +929,85 @@ class Compare:
                     row.details.append(f"extra {'/'.join(key)} at +{y:.1f} s of its sim ({why})")
         return row
 
+    def today(self, data: dict[str, dict[str, list[dict[str, Any]]]]) -> Row:
+        """`today` is retained and replaced by the next one: each one the broker delivered (our Monitor saw it, so the
+        bridge's persistent session had it queued too) must be stored at its ts, the last one with its fields, nothing
+        stored that was never sent; and the last one's sums must be the sums of that day's minutes in InfluxDB, its ts
+        the end of the latest of them. Checked in both stacks (the calm stack's failures are no fault's); the row
+        counts the chaos stack's. sent: the calm stack's points, stored: the chaos stack's."""
+        row = Row(TODAY_MEASUREMENT, sent=len(data["calm"][TODAY_MEASUREMENT]),
+                  stored=len(data["chaos"][TODAY_MEASUREMENT]))
+        for stack in self.run.stacks:
+            seen = self.run.seen.get(stack.name, {}).get("todays")
+            if seen is None:
+                row.details.append(f"{stack.name}: every `today` sent was not recorded in this run (seen.json)")
+                continue
+            issues = self.today_issues(stack.name, seen, data[stack.name])
+            for kind, text in issues:
+                if stack.name == "chaos":
+                    setattr(row, kind, getattr(row, kind) + 1)
+                    row.details.append(text)
+                else:
+                    row.details.append(f"calm stack (no fault): {text}")
+        return row
+
+    def today_issues(self, stack: str, seen: dict[str, list[dict[str, Any]]],
+                     data: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
+        """(Row counter, what) for each `today` lost, extra or whose figures are wrong, in one stack."""
+        out: list[tuple[str, str]] = []
+        stored: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        for p in data[TODAY_MEASUREMENT]:
+            stored[p["device_id"]][int(p["time"])] = p
+        for device in self.run.calm.devices:
+            docs = seen.get(device, [])
+            if not docs:
+                out.append(("lost", f"`today` {device}: none went over the broker"))
+                continue
+            points = stored.get(device, {})
+            sent_ts = {int(d["doc"]["ts"]) for d in docs}
+            for ts in sorted(sent_ts - points.keys()):
+                at = min(d["received"] for d in docs if d["doc"]["ts"] == ts)
+                out.append(("lost", f"`today` {device} of {time.strftime('%H:%M:%S', time.localtime(ts / 1000))} "
+                                    f"(received +{at - self.run.t0:.0f} s, near {self.nearest_fault(at)}): not stored"))
+            for ts in sorted(points.keys() - sent_ts):
+                when = time.strftime('%H:%M:%S', time.localtime(ts / 1000))
+                out.append(("extra", f"`today` {device} stored at {when}: never went over the broker"))
+            last = docs[-1]["doc"]
+            if int(last["ts"]) != max(sent_ts):
+                out.append(("differs", f"`today` {device}: the last one received ({last['ts']}) is not the newest "
+                                       f"({max(sent_ts)})"))
+            if points and max(points) != int(last["ts"]):
+                out.append(("differs", f"`today` {device}: the latest stored ({max(points)}) is not the last sent "
+                                       f"({last['ts']})"))
+            if (point := points.get(int(last["ts"]))) is not None:
+                want = {k: last.get(k) if last.get(k) is not None else "" for k in TODAY_FIELDS}
+                got = {k: point.get(k) if point.get(k) is not None else "" for k in TODAY_FIELDS}
+                if want != got:
+                    out.append(("differs", f"`today` {device}: stored {got}, the last one sent says {want}"))
+            out += [("differs", f"`today` {device}: {text}") for text in self.today_figures(last, data)]
+        return out
+
+    @staticmethod
+    def today_figures(today: dict[str, Any], data: dict[str, list[dict[str, Any]]]) -> list[str]:
+        """Where a `today` disagrees with its day's minutes as stored (the alert service's zone; none named: ours)."""
+        zone = ZoneInfo(today["timezone"]) if today.get("timezone") else None
+        minutes = [p for p in data[MEASUREMENT["metrics"]] if p["device_id"] == today["device"]
+                   and datetime.fromtimestamp(p["time"] / 1000, zone).astimezone(zone).date().isoformat()
+                   == today["date"]]
+        if not minutes:
+            return [f"{today['date']}: no minute of it stored"]
+        out = []
+        end_ms = max(int(p["time"]) for p in minutes) + 60_000
+        if int(today["ts"]) != end_ms:
+            out.append(f"ts {today['ts']}, the latest minute stored ends at {end_ms} "
+                       f"({(int(today['ts']) - end_ms) / 60_000:+.0f} min)")
+        sums = totals_of(day_totals(minutes))
+        wrong = {k: (today.get(k), sums[k]) for k in TODAY_SUMS if today.get(k) != sums[k]}
+        if wrong:
+            out.append(f"over {len(minutes)} minutes stored: " + ", ".join(f"{k} {a} where the minutes give {b}"
+                                                                          for k, (a, b) in wrong.items()))
+        return out
+
     def refine_offsets(self, pairs: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> None:
         """The gateway logs `streaming` a little after the sim's clock starts; the median offset of
         near events (±5 s) corrects what differs between the stacks."""
@@ -949,6 +1039,7 @@ class Compare:
             rows.append(self.events(m, data["calm"][m], data["chaos"][m], EVENT_TOLERANCE_S))
         rows.append(self.events(ALERT_MEASUREMENT, data["calm"][ALERT_MEASUREMENT], data["chaos"][ALERT_MEASUREMENT],
                                 ALERT_TOLERANCE_S))
+        rows.append(self.today(data))
         status = MEASUREMENT["status"]
         rows.append(Row(status, sent=len(data["calm"][status]), stored=len(data["chaos"][status]),
                         details=["status: on change and every gateway.status_heartbeat_s, not matched point by point"]))
@@ -960,15 +1051,17 @@ class Compare:
 
 def render(run: Run, rows: list[Row], compare: Compare) -> str:
     out = ["| measurement | sent (calm) | stored (chaos) | duplicated | lost: gateway crash (documented) "
-           "| lost: link down in either stack | lost: unexplained | extra | minutes whose worn time differs > 2 s |",
+           "| lost: link down in either stack | lost: unexplained | extra | differs (minutes: worn time by > 2 s; "
+           "`today`: from the minutes stored) |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.measurement == MEASUREMENT["status"]:
             out.append(f"| {r.measurement} | {r.sent} | {r.stored} | – | – | – | – | – | – |")
             continue
-        differs = str(r.differs) if r.measurement == MEASUREMENT["metrics"] else "–"
+        differs = str(r.differs) if r.measurement in (MEASUREMENT["metrics"], TODAY_MEASUREMENT) else "–"
+        duplicated = "–" if r.measurement == TODAY_MEASUREMENT else str(r.duplicated)  # a copy overwrites its point
         extra = f"{r.extra} (+{r.restored} restored)" if r.restored else str(r.extra)
-        out.append(f"| {r.measurement} | {r.sent} | {r.stored} | {r.duplicated} | {r.lost_gateway} | {r.lost_link} "
+        out.append(f"| {r.measurement} | {r.sent} | {r.stored} | {duplicated} | {r.lost_gateway} | {r.lost_link} "
                    f"| {r.lost} "
                    f"| {extra} | {differs} |")
     out.append("")
