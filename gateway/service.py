@@ -334,14 +334,17 @@ def load_held_minutes(spool_dir: Path, device: str) -> tuple[list[MinuteMetrics]
     return read_kept(spool_dir, device, HELD_SUFFIX, checked, "minutes held and in progress at the last stop")
 
 
-def _keep_held(device: Device, spool_dir: Path) -> None:
+def _keep_held(device: Device, spool_dir: Path, now: bool = False) -> None:
     """The minutes that ended and are held back, on disk while they are (written when that set changes: about twice
     a minute), so that a crash loses none of a minute that is over; and the minute in progress, every
-    OPEN_KEPT_EVERY_S and at its start, so that a crash loses at most that much of it."""
+    OPEN_KEPT_EVERY_S, at its start and (now) after a batch that sent events, so that a crash loses at most that much
+    of it, and no minute lacks what an event already sent put in it: a rotation counts in the minute it ends in, and
+    kept only every 10 s a kill -9 4 s after one left its event stored and its minute without it (a chaos run: 17
+    rotations stored, 15 in the minutes)."""
     held = device.pipeline.held_minutes()
     starts = [m.minute_start_s for m in held]
     last_t_s, kept_s = device.pipeline.last_t_s, device.open_kept_s
-    due = last_t_s is not None and (kept_s is None or last_t_s - kept_s >= OPEN_KEPT_EVERY_S
+    due = last_t_s is not None and (now or kept_s is None or last_t_s - kept_s >= OPEN_KEPT_EVERY_S
                                     or kept_s < last_t_s // MINUTE_S * MINUTE_S)
     if starts == device.held_starts and not due:
         return
@@ -634,7 +637,7 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
         device.other_sensor = None
     _save(device, spool_dir)
     _submit(device, spool_dir, out.events, out.metrics)
-    _keep_held(device, spool_dir)
+    _keep_held(device, spool_dir, now=bool(out.events))
     _keep_activity(device, spool_dir)
     _keep_off(device, spool_dir)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -478,6 +479,23 @@ def test_a_kill_9_after_a_restart_within_a_minute_sends_that_minute_whole(tmp_pa
     assert kept["worn_s"] == pytest.approx(whole.worn_s, abs=0.02)
 
 
+def _until_killed(config: Config, spool_dir, chunks, killed_s: float) -> Device:
+    """A run over the chunks before killed_s, set up as run_gateway does it, each batch handed out."""
+    device = _open(config, spool_dir)
+    for ch in (ch for ch in chunks if ch.t_s[0] < killed_s):
+        _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
+        device.publisher.pump()
+    return device
+
+
+def _killed_and_restarted(device: Device, config: Config, spool_dir, chunks, back_s: float, got) -> None:
+    """That run killed (kill -9: nothing more handed out, nothing flushed), and the next over the chunks from back_s,
+    until the minute 60-120 s is out."""
+    device.publisher.stop(offline=False)
+    _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] >= back_s], got)
+    wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 120) * 1000, 20, "the run after the restart's minutes")
+
+
 def test_a_kill_9_within_a_minute_costs_at_most_the_seconds_since_it_was_last_kept(tmp_path, broker):
     """A kill -9 (a power cut) 40 s into a minute, and a start 3 s later: the minute it came in was the pipeline's, in
     memory only, and the start sent the rest of it alone, replacing nothing but losing the 40 s before (a chaos run:
@@ -488,16 +506,11 @@ def test_a_kill_9_within_a_minute_costs_at_most_the_seconds_since_it_was_last_ke
     killed_s, back_s = 100.0, 103.0
     chunks = _office_without(killed_s, back_s)
     try:
-        device = _open(config, spool_dir)
-        for ch in (ch for ch in chunks if ch.t_s[0] < killed_s):
-            _process(device, spool_dir, ImuBatch("Desk", ch.t_s + T0_S, ch.t_s + T0_S, ch.acc_g, ch.gyro_dps))
-            device.publisher.pump()
+        device = _until_killed(config, spool_dir, chunks, killed_s)
         last_s = device.pipeline.last_t_s
         kept_s = json.loads(device_file(spool_dir, "Desk", HELD_SUFFIX).read_text())["open"]["last_t_s"]
         assert last_s - OPEN_KEPT_EVERY_S <= kept_s <= last_s
-        device.publisher.stop(offline=False)  # killed: nothing more is handed out
-        _run(config, spool_dir, [ch for ch in chunks if ch.t_s[0] >= back_s], got)
-        wait_for(lambda: max(m["ts"] for m in got) >= (T0_S + 120) * 1000, 20, "the run after the restart's minutes")
+        _killed_and_restarted(device, config, spool_dir, chunks, back_s, got)
     finally:
         listener.loop_stop()
     whole = _one_run_minute(chunks)  # one run over the same samples, the restart's gap included
@@ -507,6 +520,28 @@ def test_a_kill_9_within_a_minute_costs_at_most_the_seconds_since_it_was_last_ke
     assert kept["sitting_s"] + kept["standing_s"] + kept["walking_s"] + kept["lying_s"] == pytest.approx(
         kept["worn_s"], abs=0.02)
     assert kept["sitting_since_s"] == pytest.approx(whole.sitting_since_s)
+
+
+def test_a_kill_9_after_a_rotation_was_sent_keeps_it_in_its_minute(tmp_path, broker):
+    """office-short's rotations ending at 60.5 s and 63.7 s count in the minute 60-120 s, and their events go out at
+    once. The minute in progress kept only at its start and every OPEN_KEPT_EVERY_S (at 60.5 s, then 70.5 s), a kill
+    -9 at 65 s left both events stored and the minute with neither (a chaos run: 17 rotations stored, 15 in the
+    minutes); kept after each batch that sent an event, the minute has every rotation whose event went out."""
+    listener, got, config, spool_dir = _desk(tmp_path, broker)
+    events, events_got = listen(broker.port, "posture/Desk/events")
+    killed_s, back_s = 65.0, 68.0
+    chunks = _office_without(killed_s, back_s)
+    try:
+        device = _until_killed(config, spool_dir, chunks, killed_s)
+        _killed_and_restarted(device, config, spool_dir, chunks, back_s, got)
+    finally:
+        listener.loop_stop()
+        events.loop_stop()
+    sent = Counter(e["side"] for e in events_got if e["kind"] == "rotation"
+                   and T0_S + 60 <= e["end_s"] < T0_S + 120)
+    assert sent == {"left": 1, "right": 1}  # sent before the kill (none ends in the 3 s the gateway was down)
+    kept = [m for m in got if m["ts"] == (T0_S + 60) * 1000][-1]
+    assert (kept["rotations_left"], kept["rotations_right"]) == (sent["left"], sent["right"])
 
 
 def test_a_clean_stop_after_the_minute_in_progress_was_kept_sends_nothing_of_it_again(tmp_path, broker, caplog):
