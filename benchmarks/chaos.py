@@ -1184,6 +1184,12 @@ def user_view(run: Run, compare: Compare) -> str:
             sums = [sum(float(p.get(f) or 0) for p in ms) for f in DAY_FIELDS]
             n_alerts = sum(1 for p in data[stack.name][ALERT_MEASUREMENT] if p["device_id"] == device)
             out.append(f"| {device} | {stack.name} InfluxDB | {cells(sums)} | {n_alerts} |")
+            # Each rotation counts in the minute it ends in and is an event too: the two must agree.
+            sides = Counter(p.get("side") for p in data[stack.name][MEASUREMENT["rotation"]]
+                            if p["device_id"] == device)
+            counted: list[float | None] = [None] * 6 + [float(sides["left"]), float(sides["right"])]
+            mark = "" if counted[-2:] == sums[-2:] else " (not the minutes' count)"
+            out.append(f"| {device} | {stack.name} rotation events{mark} | {cells(counted)} | |")
             today = run.seen.get(stack.name, {}).get("today", {}).get(device)
             if today:
                 vals = [60 * today.get("worn_min", 0), 60 * today.get("sitting_min", 0), None, None, None,
