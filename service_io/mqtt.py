@@ -56,7 +56,15 @@ def send_at_once(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
             log.warning("cannot set TCP_NODELAY on the MQTT socket: %s", exc)
 
 
-class _SharedTablesProperties(Properties):
+class _PahosPropertiesToo(type):
+    """paho's client module checks what it is given with its own name for the class (`will_set`: isinstance(properties,
+    Properties)): with that name ours, paho's Properties that callers build, as paho documents, must still pass."""
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, Properties)
+
+
+class _SharedTablesProperties(Properties, metaclass=_PahosPropertiesToo):
     """paho's MQTT 5 properties of one packet, its lookup tables built once for every packet, not anew for each.
 
     Why: on MQTT 5 paho makes a Properties for every packet it receives (a PUBLISH, a PUBACK), and paho's own __init__

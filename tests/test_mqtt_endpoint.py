@@ -260,3 +260,18 @@ def test_the_messages_an_endpoint_receives_carry_their_properties_read_with_shar
     del expected["MessageExpiryInterval"]
     assert said == expected
     assert second.payload == b"without" and second.properties.json() == {}
+
+
+def test_pahos_own_properties_still_pass_pahos_checks_once_the_tables_are_shared():
+    """paho's client module names our class Properties (service_io/mqtt.py): a will's properties built with paho's own
+    class, as paho's documentation has them built, are still taken (will_set raised "must be an instance of the
+    Properties class")."""
+    from service_io.mqtt import PROPERTIES_SHARE_TABLES_IN
+
+    assert "paho.mqtt.client" in PROPERTIES_SHARE_TABLES_IN
+    properties = Properties(PacketTypes.WILLMESSAGE)
+    properties.WillDelayInterval = 5
+    will_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    will_client.will_set("t/status", b"offline", qos=1, retain=True, properties=properties)
+    with pytest.raises(ValueError):  # what is not a Properties is still refused
+        will_client.will_set("t/status", b"offline", properties={"WillDelayInterval": 5})  # type: ignore[arg-type]
