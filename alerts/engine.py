@@ -278,8 +278,10 @@ class AlertEngine:
             self._folded.pop(device, None)
         if doc["kind"] == "calibration" and doc["status"] == "calibrated":
             self._calibrated(state, doc)
-        if doc["kind"] == "calibration" and (doc["status"] == "recalibrate" or _made_now(doc)):
-            state.answers_told = 0  # a new request, or a calibration made: the next refusals answer new moves
+        if doc["kind"] == "calibration" and (doc["status"] == "recalibrate" or _made_now(doc)) \
+                and (state.answers_from_s is None or doc["t_s"] > state.answers_from_s):
+            # a new request, or a calibration made: the next refusals answer new moves
+            state.answers_told, state.answers_from_s = 0, doc["t_s"]
             # A request the wearer does not know of (held: quiet hours, a snooze) has them make no moves: the refusals
             # after it are the sensor's. Known if it goes out now (_decide clears this) or one went out within the
             # cooldown that holds it; a calibration made leaves none open.

@@ -177,3 +177,24 @@ def test_answers_are_counted_per_request_and_a_calibration_made_starts_them_agai
     assert told(event(t_s + 240, "refused", NOT_STRAIGHT)) == ["refused"]
     assert told(event(t_s + 300, "recalibrate", MOVED)) == []  # within the requests' cooldown; answers anew
     assert told(event(t_s + 360, "refused", NOT_STRAIGHT)) == ["refused"]
+
+
+def test_a_request_delivered_again_or_late_gives_no_more_answers():
+    """A request whose answers were told, delivered again (QoS 1 redelivers what was not acknowledged; a gateway's spool
+    sends again what its broker had not) or an older one arriving late, is no new request: the refusals after it are
+    requests, held by the cooldown, not 3 more answers (told at once, through quiet hours and a snooze: before, the
+    count started again, and 21:56-21:58 were told)."""
+    eng = AlertEngine(Rules(), Catalog.load(), UTC)
+    asked = DAY + 21 * 3600 + 50 * 60
+    request, told = event(asked, "recalibrate", MOVED), []
+    told += eng.on_event(request, now_s=asked + 1)
+    for k in range(1, 10):
+        t_s = asked + 60 * k
+        if k == 5:
+            told += eng.on_event(request, now_s=t_s)  # the same request again
+            told += eng.on_event(event(asked - 600, "recalibrate", MOVED), now_s=t_s)  # an older one, late
+        eng.on_live(live(t_s - 1, "sitting")[1], now_s=t_s)
+        told += eng.on_event(event(t_s, "refused", HOLD_BROKEN), now_s=t_s + 1)
+    assert [(a["evidence"]["status"], a["ts"] / 1000 - asked) for a in told] == [
+        ("recalibrate", 0), ("refused", 60), ("refused", 120), ("refused", 180)]
+    assert told[0]["ts"] / 1000 == asked and ANSWERS_PER_REQUEST == 3
