@@ -280,8 +280,12 @@ class AlertEngine:
             self._calibrated(state, doc)
         if doc["kind"] == "calibration" and (doc["status"] == "recalibrate" or _made_now(doc)) \
                 and (state.answers_from_s is None or doc["t_s"] > state.answers_from_s):
-            # a new request, or a calibration made: the next refusals answer new moves
-            state.answers_told, state.answers_from_s = 0, doc["t_s"]
+            # A calibration made: the next refusals answer new moves. A new request does so once it is told (_decide):
+            # held (quiet hours, the cooldown of one told earlier), a sensor picked up at 23:30 had the refusals of
+            # everyday moves told at once at night, three more, for a request the wearer never heard.
+            state.answers_from_s = doc["t_s"]
+            if doc["status"] == "calibrated":
+                state.answers_told = 0
             # A request the wearer does not know of (held: quiet hours, a snooze) has them make no moves: the refusals
             # after it are the sensor's. Known if it goes out now (_decide clears this) or one went out within the
             # cooldown that holds it; a calibration made leaves none open.
@@ -744,7 +748,10 @@ class AlertEngine:
                 state.answers_told += 1
             else:
                 state.last_alert_s[f.kind] = f.ts_s
-                state.request_unsaid = state.request_unsaid and f.kind != "calibration"  # told one now
+                if f.kind == "calibration":  # a request told now: the wearer knows of it
+                    state.request_unsaid = False
+                    if f.evidence["status"] != "refused":  # the pipeline's or the age's: its answers are due (a
+                        state.answers_told = 0  # refusal past them, told as a request, starts no more)
             if f.amount is not None:
                 state.told = {**state.told, f.kind: f.amount}
             if is_nudge(f.kind):  # the daily cap and alerts_sent count nudges; praise, a calibration request do not

@@ -35,7 +35,9 @@ def held_reason(state: DeviceState, finding: Finding, limits: Limits, tz: tzinfo
     """Why the finding is held back, or None if it may be sent."""
     if now_s - finding.ts_s > limits.max_delay_s:
         return "stale"
-    if finding.kind in NOW_KINDS and (late := late_s(state, finding.ts_s, now_s)) is not None \
+    # An answer is about now too: the wearer waits for it, and one from a backlog minutes old went out through quiet
+    # hours and a snooze.
+    if (finding.kind in NOW_KINDS or finding.answer) and (late := late_s(state, finding.ts_s, now_s)) is not None \
             and late > limits.max_late_s:
         return "late"
     if finding.answer:  # the wearer is making the moves it answers now: awake, and waiting for it

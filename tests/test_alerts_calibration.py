@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.catalog import Catalog
 from alerts.engine import ANSWERS_PER_REQUEST, AlertEngine
-from alerts.settings import Rules
+from alerts.settings import Limits, Rules
 from pipeline.calibration import CalibrationSettings
 from pipeline.events import asking
 from support.alerts import DEVICE, Phone, publish, running_alerts, stop, wait_online, write_config, zone_at
@@ -157,7 +157,7 @@ def test_refusals_after_a_request_held_in_quiet_hours_are_the_sensors_not_answer
 
 def test_answers_are_counted_per_request_and_a_calibration_made_starts_them_again():
     """Past ANSWERS_PER_REQUEST refusals told, the next is a request again (under the requests' cooldown, which answers
-    neither start nor wait for); a calibration the wearer made, or a new request, gives the next refusals their
+    neither start nor wait for); a calibration the wearer made, or a new request told, gives the next refusals their
     answers. A restart's restored calibration is none made."""
     eng = AlertEngine(Rules(), Catalog.load(), UTC)
     t_s = DAY + 10 * 3600
@@ -175,8 +175,15 @@ def test_answers_are_counted_per_request_and_a_calibration_made_starts_them_agai
     assert told(event(t_s + 120, "refused", HOLD_BROKEN)) == []
     assert told(event(t_s + 180, "calibrated")) == []  # made now: the next refusals answer new moves
     assert told(event(t_s + 240, "refused", NOT_STRAIGHT)) == ["refused"]
-    assert told(event(t_s + 300, "recalibrate", MOVED)) == []  # within the requests' cooldown; answers anew
-    assert told(event(t_s + 360, "refused", NOT_STRAIGHT)) == ["refused"]
+    assert told(event(t_s + 300, "recalibrate", MOVED)) == []  # within the requests' cooldown: held
+    assert [told(event(t_s + 360 + 60 * k, "refused", NOT_STRAIGHT)) for k in range(3)] == [["refused"]] * 2 + [[]]
+    # A request held (the cooldown, quiet hours) gives no new answers: the wearer never heard it, and the refusals
+    # after it are of everyday moves (before, 3 more went out at once, at night too). One told does.
+    assert told(event(t_s + 600, "recalibrate", MOVED)) == []
+    assert told(event(t_s + 660, "refused", NOT_STRAIGHT)) == []
+    t_s += 4 * 3600
+    assert told(event(t_s, "recalibrate", MOVED)) == ["recalibrate"]
+    assert told(event(t_s + 60, "refused", NOT_STRAIGHT)) == ["refused"]
 
 
 def test_a_request_delivered_again_or_late_gives_no_more_answers():
@@ -198,3 +205,17 @@ def test_a_request_delivered_again_or_late_gives_no_more_answers():
     assert [(a["evidence"]["status"], a["ts"] / 1000 - asked) for a in told] == [
         ("recalibrate", 0), ("refused", 60), ("refused", 120), ("refused", 180)]
     assert told[0]["ts"] / 1000 == asked and ANSWERS_PER_REQUEST == 3
+
+
+def test_an_answer_from_a_backlog_minutes_old_is_not_told():
+    """An answer goes out through quiet hours and a snooze because the wearer waits for it now: one that arrives
+    late by the gateway's clock (a spool's backlog after an outage, limits.max_late_s) is held as a nudge about now is,
+    not told at night minutes after the moves."""
+    eng = AlertEngine(Rules(), Catalog.load(), UTC)
+    now_s = DAY + 23 * 3600  # quiet hours
+    for k in range(6):  # the offset between the clocks, learned from live states (none here)
+        eng.on_live(live(now_s - 6 + k, "sitting")[1], now_s=now_s - 6 + k)
+    late = now_s - Limits().max_late_s - 60
+    assert eng.on_event(event(late, "refused", HOLD_BROKEN), now_s=now_s) == []
+    assert [a["evidence"]["status"] for a in eng.on_event(event(now_s - 1, "refused", HOLD_BROKEN), now_s=now_s)] \
+        == ["refused"]
