@@ -537,8 +537,10 @@ def test_a_kill_9_after_a_rotation_was_sent_keeps_it_in_its_minute(tmp_path, bro
     finally:
         listener.loop_stop()
         events.loop_stop()
-    sent = Counter(e["side"] for e in events_got if e["kind"] == "rotation"
-                   and T0_S + 60 <= e["end_s"] < T0_S + 120)
+    # At least once: an event the kill caught between its send and the broker's ack goes out again from the spool
+    # (CI once: the right rotation twice), one rotation as the bridge stores it (its times and side are its point).
+    sent = Counter(side for side, _, _ in {(e["side"], e["start_s"], e["end_s"]) for e in events_got
+                                           if e["kind"] == "rotation" and T0_S + 60 <= e["end_s"] < T0_S + 120})
     assert sent == {"left": 1, "right": 1}  # sent before the kill (none ends in the 3 s the gateway was down)
     kept = [m for m in got if m["ts"] == (T0_S + 60) * 1000][-1]
     assert (kept["rotations_left"], kept["rotations_right"]) == (sent["left"], sent["right"])
