@@ -86,12 +86,12 @@ MAX_BEHIND_DAYS = 7
 # record and the device's, not every minute of the day: one record of all of them grew with the day (at 16 h, 0.34 MB
 # encoded and written for each minute, two thirds of the minute's cost). A record of before holds its minutes itself.
 DEVICE_KEY, MINUTE_KEY = "device/", "minute/"
-# Refusals of the calibration moves told at once as answers (rules.Finding.answer), since the latest request to
-# recalibrate (a `recalibrate` event) or calibration made: a wearer who tries, fails and tries again hears each of their
-# first tries' answers. The calibrator refuses what it watched, while it looks for a calibration, whoever made it: with
-# a knocked sensor the wearer does not recalibrate, everyday moves are refused too (a simulated desk day: 15 in the
-# 40 min after the request, at most one a minute, refusal_every_s): past these, a refusal is a request again, under
-# the policy and the requests' cooldown.
+# Refusals of the calibration moves told at once as answers (rules.Finding.answer), since the latest request told (a
+# `recalibrate` event or the age's, sent to the phone) or calibration made: a wearer who tries, fails and tries again
+# hears each of their first tries' answers. The calibrator refuses what it watched, while it looks for a calibration,
+# whoever made it: with a knocked sensor the wearer does not recalibrate, everyday moves are refused too (a simulated
+# desk day: 15 in the 40 min after the request, at most one a minute, refusal_every_s): past these, a refusal is a
+# request again, under the policy and the requests' cooldown.
 ANSWERS_PER_REQUEST = 3
 # A calibration said within this of when it was made was made then (calibrated_s is t_s to the 10 ms the contract
 # keeps times to); a restored one was made at least a batch before.

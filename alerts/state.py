@@ -81,11 +81,11 @@ class DeviceState:
     # least that old (one made since would have been said).
     last_calibrated_s: float | None = None
     calibration_known: bool = False
-    # Refusals of the calibration moves told at once, as answers (engine.on_event), since the latest request to
-    # recalibrate or calibration made: ANSWERS_PER_REQUEST at most, then they are requests again.
+    # Refusals of the calibration moves told at once, as answers (engine.on_event), since the latest request told
+    # (engine._decide) or calibration made: ANSWERS_PER_REQUEST at most, then they are requests again.
     answers_told: int = 0
-    # … the time (sensor s) of that request or calibration: one delivered again or late (QoS 1 redelivers; a gateway's
-    # spool sends again what its broker had not acknowledged) is no new one, and gives no more answers
+    # … the time (sensor s) of the latest request or calibration made seen: one delivered again or late (QoS 1
+    # redelivers; a gateway's spool sends again what its broker had not acknowledged) is no new one
     answers_from_s: float | None = None
     # … and the latest request was held (quiet hours, a snooze) and none told since: the wearer does not know of it
     request_unsaid: bool = False
