@@ -197,7 +197,9 @@ KNOWN_MISSES: dict[str, dict[str, str]] = {
 }
 # Targets the random days do not meet, and why.
 _NO_WALK = ("a hunched hold or a sideways calibration bend on a day without walking: nothing a back IMU sees tells "
-            "it apart from the wearer's own posture (days 1004, 1022 hunched; 1008, 1017, 1021 sideways)")
+            "it apart from the wearer's own posture (days 1004, 1022 hunched; 1008, 1017, 1021 sideways), seated all "
+            "day (1004 but its last 10 min, standing 4.6° back, within how people stand): the sideways ones have no "
+            "stand-up whose forward bend would show forward (docs/pipeline.md, Upkeep)")
 DAY_KNOWN_MISSES: dict[str, str] = {
     "worst day flexion/lateral RMSE °": _NO_WALK,
     "total slouch duration error %": _NO_WALK + ": an 8° hunch moves a quarter of the slouching across the line",
