@@ -17,7 +17,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from .angles import row_dot, row_norm
-from .events import CALIBRATION_HOLD_S, calibration_moves
+from .events import CALIBRATION_HOLD_S, CALIBRATION_MAX_AGE_S, calibration_moves
 from .running import MovingMean, RestLevel, exp_mean
 from .runs import trailing_run
 
@@ -76,6 +76,13 @@ class CalibrationSettings:
     # the wearer is not asked (the old calibration is most likely right, and a request brings refusals of everyday
     # moves: docs/alerts.md); switched off or charging for a night (6 h and more) or a day away, they are.
     away_recalibrate_s: float = 2 * 3600.0
+    # A calibration the wearer made this long ago is asked for again (stream.py, _asks_at_age), at the first sample read
+    # sitting (the moves are made seated; a sleeper is not asked), and the calibrator watches from there: the alert
+    # service told "Calibration is 24 h old" and the moves it asked for, which the calibrator, not watching, ignored
+    # (the nudge came again every 4 h). 0: never. Not asked of a calibration with no time it was made (taken_s None):
+    # one given (`posture replay --axes-are-trunk`: the data's axes are the trunk's, no moves of the wearer's made it)
+    # or restored from a file kept before the time was.
+    max_age_s: float = CALIBRATION_MAX_AGE_S
 
     @property
     def instructions(self) -> str:

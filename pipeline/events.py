@@ -27,6 +27,11 @@ SITTING_GAP_S = 300.0
 # by default), and the moves they are asked for: the pipeline's requests say them with the hold it is set to, the
 # alert service with this one where it has no request's words (a calibration's age, a gateway from before `ask`).
 CALIBRATION_HOLD_S = 3.0
+# How long a calibration the wearer made is trusted before the pipeline asks for the moves again (calibration.
+# CalibrationSettings.max_age_s by default; `pipeline.calibration_max_age_h`, service_io/config.py): a sensor worn
+# through a night and a day may have crept on the back (tape stretches, a strap or clip shifts) by less than any check
+# finds. Here, beside the hold, as the services' config reads it and imports no signal code.
+CALIBRATION_MAX_AGE_S = 24 * 3600.0
 
 
 def calibration_moves(hold_s: float = CALIBRATION_HOLD_S) -> str:

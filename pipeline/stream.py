@@ -587,7 +587,17 @@ class PosturePipeline:
         lying, sitting = activity == LYING_CODE, activity == SITTING_CODE
         rotation, jumped = self.baseline.update(yaw_right, walking)
         upright_context = ~(walking | lying)
-        if (flagged := self.monitor.update(flexion, lateral, walking, sitting, steps, lying)) is not None:
+        flagged = self.monitor.update(flexion, lateral, walking, sitting, steps, lying)
+        # The age asks first if it comes first (the monitor asks again after it, as it would from a later batch); after
+        # the monitor's request it asks nothing, the moves being asked for already.
+        if (due := self._asks_at_age(t_s, sitting)) is not None and (flagged is None or due < flagged[0]):
+            assert self.calibration is not None and self.calibration.taken_s is not None  # (_asks_at_age)
+            age_h = (float(t_s[due]) - self.calibration.taken_s) / 3600
+            out.events.append(asking(float(t_s[due]), "recalibrate", f"the calibration is {age_h:.0f} h old",
+                                     self.s.calibration.instructions, "; "))
+            self.request_calibration()
+            self._asked_at = first + sl.start + due
+        if flagged is not None:
             out.events.append(asking(float(t_s[flagged[0]]), "recalibrate", flagged[1], self.s.calibration.instructions,
                                      "; then "))
             self.request_calibration(moved=self.monitor.moved)
@@ -652,6 +662,17 @@ class PosturePipeline:
         excluded = np.concatenate([*held.excluded, walking_or_lying]) | np.concatenate([ended.jumped, jumped])
         measured = np.concatenate([ended.rotation_deg, rotation_deg])
         return self.rotation.update(np.concatenate([*held.t_s, t_s]), measured, excluded)
+
+    def _asks_at_age(self, t_s: np.ndarray, sitting: np.ndarray) -> int | None:
+        """The first of these samples, read sitting, at which the calibration the wearer made has reached max_age_s
+        (CalibrationSettings), unless the moves are asked for already; None if none is. Sitting: the moves are made
+        seated (_not_seated), and a wearer lying asleep, asked, has their turning over refused all night."""
+        cal, max_age_s = self.calibration, self.s.calibration.max_age_s
+        if (self._recalibrate or not max_age_s or cal is None or cal.taken_s is None
+                or t_s[-1] - cal.taken_s < max_age_s):
+            return None
+        due = np.flatnonzero(sitting & (t_s - cal.taken_s >= max_age_s))
+        return int(due[0]) if len(due) else None
 
     def _follow_feet(self, t_s: np.ndarray, on_feet: np.ndarray, sitting: np.ndarray) -> None:
         """When the wearer was last read standing or walking, and last read sitting (for _not_seated)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.detectors import LeanSettings, RotationSettings, SlouchSettings
-from pipeline.events import RATE_HZ_DEFAULT, RATE_HZ_RANGE
+from pipeline.events import CALIBRATION_MAX_AGE_S, RATE_HZ_DEFAULT, RATE_HZ_RANGE
 from service_io.influx import InfluxSettings, duration_s, redact
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ class PipelineConfig:
     lean_threshold_deg: float = LeanSettings.threshold_deg
     lean_dwell_s: float = LeanSettings.dwell_s
     rotation_min_peak_deg: float = RotationSettings.min_peak_deg  # smaller twists are not counted
+    # The moves are asked for again this long after the wearer made the calibration (0: never)
+    calibration_max_age_h: float = CALIBRATION_MAX_AGE_S / 3600
 
     def __post_init__(self) -> None:
         # Values the pipeline could not work with, named with what would work.
@@ -119,7 +121,8 @@ class PipelineConfig:
             slouch=dataclasses.replace(base.slouch, threshold_deg=self.slouch_threshold_deg,
                                        dwell_s=self.slouch_dwell_s),
             lean=dataclasses.replace(base.lean, threshold_deg=self.lean_threshold_deg, dwell_s=self.lean_dwell_s),
-            rotation=dataclasses.replace(base.rotation, min_peak_deg=self.rotation_min_peak_deg))
+            rotation=dataclasses.replace(base.rotation, min_peak_deg=self.rotation_min_peak_deg),
+            calibration=dataclasses.replace(base.calibration, max_age_s=self.calibration_max_age_h * 3600))
 
 
 @dataclass(frozen=True)

@@ -333,6 +333,58 @@ def test_a_sensor_back_after_a_night_away_asks_for_the_moves_and_takes_them(away
     assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0  # today's 25° slouch
 
 
+def test_a_calibration_a_day_old_asks_for_the_moves_once_the_wearer_sits_and_takes_them():
+    # The wearer calibrated yesterday and has worn the sensor since (a gateway restarted meanwhile restores the
+    # calibration with the time it was made: it is as old as that, not as the restart). A day on, the alert service
+    # told "Calibration is 24 h old" and the moves, which the calibrator, not watching for them, ignored, and told it
+    # again every 4 h. The pipeline asks itself, at the first sample read sitting once the calibration is a day old (in
+    # bed, lying, the wearer is not asked: the moves are made seated), and the moves made then recalibrate it, at the
+    # same samples however the stream is batched.
+    day = [{"activity": "lie", "duration_s": 120.0, "position": "supine"},
+           {"activity": "sit_upright", "duration_s": 20.0, "transition_s": 3.0}, HOLD, BEND, HOLD,
+           {"activity": "slouch", "duration_s": 15}]
+    sim = SensorSimulation(parse_scenario({"name": "age", "segment": day}), seed=3, mount_euler_deg=[0.0, 12.0, 70.0],
+                           mount_max_deg=0.0)
+    true = Calibration(sim.r_trunk_sensor.T, with_bend=True, bend_deg=30.0)
+    start_s = 1_763_700_000.0
+    made_s = start_s + 60.0 - CalibrationSettings().max_age_s  # a day old a minute into the data, lying
+    t, acc, gyro = arrays(sim)
+    said = {}
+    for size in (1000, 100_000):
+        pipeline = PosturePipeline(calibration=replace(true, taken_s=made_s))
+        events = [e for i in range(0, len(t), size)
+                  for e in pipeline.update(t[i:i + size] + start_s, acc[i:i + size], gyro[i:i + size]).events
+                  if e.kind == "calibration" and "restored" not in e.message]
+        said[size] = [(round(e.t_s - start_s, 2), e.status, e.message) for e in events]
+        assert pipeline.calibration.taken_s > start_s + 120.0 and up_error_deg(pipeline.calibration, true) < 2.0
+    assert said[1000] == said[100_000]
+    asked, *_, made = said[1000]
+    assert asked[1:] == ("recalibrate", "recalibrate: the calibration is 24 h old; sit upright and still for 3 s, bend "
+                                        "forward once and sit up")
+    assert 118.0 < asked[0] < 126.0  # as the wearer sits up out of bed (read sitting mid-rise), not at 60 s (lying)
+    assert made[1] == "calibrated" and made[2].startswith("recalibrated with a") and made[0] > asked[0]
+
+
+def test_a_given_calibration_or_one_not_known_when_made_is_not_asked_for_at_an_age():
+    # --axes-are-trunk gives a calibration (the data's axes are the trunk's: no moves of the wearer's made it), and a
+    # file kept before the time was says none: neither has an age to ask about; a sensor taken off, or back after a
+    # night away, still asks (test_a_sensor_back_after_a_night_away_asks_for_the_moves_and_takes_them). Nor is any
+    # asked with the age switched off (pipeline.calibration_max_age_h = 0).
+    sim = SensorSimulation(parse_scenario({"name": "sit", "segment": [{"activity": "sit_upright", "duration_s": 30}]}),
+                           seed=3, mount_euler_deg=[0.0, 0.0, 0.0], mount_max_deg=0.0)
+    t, acc, gyro = arrays(sim)
+    t = t + 1_763_700_000.0
+    old = replace(Calibration(sim.r_trunk_sensor.T, with_bend=True, bend_deg=30.0), taken_s=t[0] - 30 * 86_400)
+    never = replace(PosturePipeline().s, calibration=replace(CalibrationSettings(), max_age_s=0.0))
+    for pipeline in (PosturePipeline(calibration=Calibration.sensor_axes_are_trunk_axes()),
+                     PosturePipeline(calibration=replace(old, taken_s=None)), PosturePipeline(never, old)):
+        assert [e.status for e in pipeline.update(t, acc, gyro).events if e.kind == "calibration"] == ["calibrated"]
+        assert pipeline.live_state().calibration == "calibrated"
+    asked = PosturePipeline(calibration=old)
+    assert [e.status for e in asked.update(t, acc, gyro).events if e.kind == "calibration"] == ["calibrated",
+                                                                                                  "recalibrate"]
+
+
 def test_a_restless_night_under_a_right_calibration_is_not_taken_for_a_moved_sensor():
     # Lying restless (80° from upright, moving ten times a minute or more) gives a second or two of "steps" now and
     # then; counted as a share of all steps they flagged this wearer after 15 minutes: only an unbroken walk counts.

@@ -73,10 +73,12 @@ def test_the_pipeline_section_reaches_the_pipeline(tmp_path):
 
     assert load_config(None, env={}).pipeline.settings() == PipelineSettings()  # defaults are the pipeline's
     path = tmp_path / "posture.toml"
-    path.write_text("[pipeline]\nrate_hz = 50\nslouch_threshold_deg = 12.5\nlean_dwell_s = 8\n")
+    path.write_text("[pipeline]\nrate_hz = 50\nslouch_threshold_deg = 12.5\nlean_dwell_s = 8\n"
+                    "calibration_max_age_h = 12\n")
     settings = load_config(path, env={}).pipeline.settings()
     assert settings.rate_hz == 50 and settings.slouch.rate_hz == 50 and settings.orientation.rate_hz == 50
     assert settings.slouch.threshold_deg == 12.5 and settings.lean.dwell_s == 8
+    assert settings.calibration.max_age_s == 12 * 3600
     for bad in ("slouch_threshold_deg = -3", "slouch_threshold_deg = 2", "lean_threshold_deg = 1.5",
                 "rotation_min_peak_deg = 75", "rate_hz = 0", "slouch_dwell_s = 0"):
         path.write_text(f"[pipeline]\n{bad}\n")
