@@ -69,9 +69,6 @@ def message(finding: Finding, stretch: dict[str, Any] | None) -> str:
                 f"{leaning_min:.{0 if leaning_min >= 10 else 1}f} min leaning); bend to your {finding.side}.")
     elif finding.kind == "sitting":
         text = f"Sitting for {_span(e['sitting_min'] * 60)}."
-    elif finding.kind == "calibration" and e["status"] == "old":
-        text = (f"Calibration is {'' if e['age_known'] else 'at least '}{e['calibration_age_h']:.0f} h old. "
-                f"{RECALIBRATE}")
     elif finding.kind == "calibration":
         why, how = (_sentence(e["reason"]), _sentence(e["ask"])) if "ask" in e else _why_and_how(e["reason"])
         room = MESSAGE_MAX_CHARS - 1  # (the space between the two)
@@ -167,6 +164,6 @@ def _sentence(text: str) -> str:
     return text if not text or text[-1] in ".!?…" else text + "."
 
 
-# What the wearer is asked to do where no request of the pipeline says it (a calibration's age, an old gateway's message
-# without the words): the pipeline's moves with the hold it has by default, the one definition (pipeline/events.py).
+# What the wearer is asked to do where no request of the pipeline says it (an old gateway's message without the words):
+# the pipeline's moves with the hold it has by default, the one definition (pipeline/events.py).
 RECALIBRATE = _sentence(calibration_moves())

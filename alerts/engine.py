@@ -87,7 +87,7 @@ MAX_BEHIND_DAYS = 7
 # encoded and written for each minute, two thirds of the minute's cost). A record of before holds its minutes itself.
 DEVICE_KEY, MINUTE_KEY = "device/", "minute/"
 # Refusals of the calibration moves told at once as answers (rules.Finding.answer), since the latest request told (a
-# `recalibrate` event or the age's, sent to the phone) or calibration made: a wearer who tries, fails and tries again
+# `recalibrate` event, sent to the phone) or calibration made: a wearer who tries, fails and tries again
 # hears each of their first tries' answers. The calibrator refuses what it watched, while it looks for a calibration,
 # whoever made it: with a knocked sensor the wearer does not recalibrate, everyday moves are refused too (a simulated
 # desk day: 15 in the 40 min after the request, at most one a minute, refusal_every_s): past these, a refusal is a
@@ -243,8 +243,6 @@ class AlertEngine:
             state.summary_goal_met = self._goal_met(self._fold(state, due_ms))
         self._summary_due.add(device)
         self._prune(device, state, end_ms)  # never today's minutes
-        if state.last_calibrated_s is None:  # no calibration seen yet: count its age from the first data
-            state.last_calibrated_s = doc["ts"] / 1000
         if folded is None or again:
             folded = self._fold(state)
         else:
@@ -258,7 +256,6 @@ class AlertEngine:
             rules.rotation.enabled and up and r.rotation_asymmetry(folded, end_ms, rules, state.told.get("rotation")),
             rules.lean.enabled and up and r.lean_asymmetry(folded, end_ms, rules, state.told.get("lean")),
             rules.sitting.enabled and r.long_sitting(doc, end_ms, rules),
-            rules.calibration.enabled and r.calibration_age(state, end_ms, rules),
             rules.recovery.enabled and r.recovery(state, end_ms, rules),
         ]
         if self._nudged_slouch_goes_on(device, state, end_ms / 1000):  # its nudge went out live already
@@ -276,8 +273,6 @@ class AlertEngine:
         if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
             self._close_day(state, day)
             self._folded.pop(device, None)
-        if doc["kind"] == "calibration" and doc["status"] == "calibrated":
-            self._calibrated(state, doc)
         if doc["kind"] == "calibration" and (doc["status"] == "recalibrate" or _made_now(doc)) \
                 and (state.answers_from_s is None or doc["t_s"] > state.answers_from_s):
             # A calibration made: the next refusals answer new moves. A new request does so once it is told (_decide):
@@ -321,21 +316,6 @@ class AlertEngine:
         if key is not None and abs((int(key) + MINUTE_MS) / 1000 - t_s) <= LIVE_FRESH_S:
             return not r.upright(state.minutes[key])
         return False
-
-    @staticmethod
-    def _calibrated(state: DeviceState, doc: dict[str, Any]) -> None:
-        """A calibration taken or restored: its age counts from when the wearer made it (calibrated_s), not from when
-        it was said. A gateway's restart restores the one it had, which the wearer did not make anew: counted from the
-        event's time, "Calibration is 24 h old" came a day after every restart, and never for a gateway restarted
-        daily. None: restored, made when is not known: nothing new. Absent: a gateway from before calibrated_s was
-        sent, which says its time only as the event's, as before. The latest made counts: an older one said later (a
-        replayed recording's) changes nothing; but one known beats the first minute's stand-in."""
-        made_s = doc.get("calibrated_s", doc["t_s"])
-        if made_s is None:
-            return
-        made_s = min(made_s, doc["t_s"])  # made by the time it was said
-        if not state.calibration_known or state.last_calibrated_s is None or made_s > state.last_calibrated_s:
-            state.last_calibrated_s, state.calibration_known = made_s, True
 
     def _check_behind(self, device: str, state: DeviceState | None, day: str, now_s: float) -> None:
         """FarBehind if data of `day` would open a day (the device's first, or one after its latest: setting the
@@ -750,8 +730,8 @@ class AlertEngine:
                 state.last_alert_s[f.kind] = f.ts_s
                 if f.kind == "calibration":  # a request told now: the wearer knows of it
                     state.request_unsaid = False
-                    if f.evidence["status"] != "refused":  # the pipeline's or the age's: its answers are due (a
-                        state.answers_told = 0  # refusal past them, told as a request, starts no more)
+                    if f.evidence["status"] != "refused":  # the pipeline's request: its answers are due (a refusal
+                        state.answers_told = 0  # past them, told as a request, starts no more)
             if f.amount is not None:
                 state.told = {**state.told, f.kind: f.amount}
             if is_nudge(f.kind):  # the daily cap and alerts_sent count nudges; praise, a calibration request do not

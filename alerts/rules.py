@@ -228,17 +228,6 @@ def calibration_event(event: dict[str, Any], answer: bool = False) -> Finding | 
                    answer=answer and event["status"] == "refused")
 
 
-def calibration_age(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
-    if not rules.calibration.max_age_h or state.last_calibrated_s is None:
-        return None
-    age_h = (end_ms / 1000 - state.last_calibrated_s) / 3600
-    if age_h < rules.calibration.max_age_h:
-        return None
-    # age_known False: counted from the first minute seen, no calibration said since: it is at least this old.
-    return Finding("calibration", end_ms / 1000, "info", {"status": "old", "calibration_age_h": round(age_h, 1),
-                                                          "age_known": state.calibration_known})
-
-
 def recovery(state: DeviceState, end_ms: int, rules: Rules) -> Finding | None:
     """After a slouch nudge: enough upright, nearly slouch-free minutes in a row since it. Upright as the pipeline
     counts it (metrics.upright_s): worn and not lying. A body lying has no posture and no slouch, and five minutes

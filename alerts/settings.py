@@ -58,9 +58,18 @@ class SittingRule:
 
 @dataclass(frozen=True)
 class CalibrationRule:
+    """The pipeline's calibration requests and the refusals of the moves (docs/alerts.md). The calibration's age is the
+    pipeline's to ask about, where the moves are watched for (pipeline.calibration_max_age_h; RETIRED below)."""
+
     enabled: bool = True
-    max_age_h: float = 24.0
     cooldown_min: float = 240.0
+
+
+# Keys this file no longer reads, with the value they had by default (a copy of rules.toml holds it, and starts as
+# before) and where the setting went: another value was meant, and is refused naming its new place.
+RETIRED = {("calibration", "max_age_h"): (24.0, "the gateway asks for the moves at the calibration's age now, where "
+                                                "they are watched for: set pipeline.calibration_max_age_h in its "
+                                                "config (docs/pipeline.md), and remove this key")}
 
 
 @dataclass(frozen=True)
@@ -138,7 +147,11 @@ def load_rules(path: Path | None = None) -> Rules:
     for name, cls in known.items():
         if not isinstance(raw.get(name, {}), dict):
             raise ConfigError(f"[{name}] must be a table")
-        sections[name] = build_section(name, cls, raw.get(name, {}))
+        given = dict(raw.get(name, {}))
+        for (section, key), (default, moved) in RETIRED.items():
+            if section == name and key in given and given.pop(key) != default:
+                raise ConfigError(f"{section}.{key}: {moved}")
+        sections[name] = build_section(name, cls, given)
     rules = Rules(**sections)
     rules.limits.quiet_span(), rules.habit.summary_at()  # refuse a bad time of day now, not at 18:00
     _check_ranges(rules)

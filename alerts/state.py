@@ -76,11 +76,6 @@ class DeviceState:
     # delivers before any live state is judged by it too. None: no live stream seen (gateway.live_hz 0).
     clock_offset_s: float | None = None
     clock_offset_at_s: float | None = None
-    # When the wearer last made the calibration in use (sensor time), as the calibration events say it
-    # (engine.on_event); until one says it, the first minute seen, and calibration_known False: the calibration is at
-    # least that old (one made since would have been said).
-    last_calibrated_s: float | None = None
-    calibration_known: bool = False
     # Refusals of the calibration moves told at once, as answers (engine.on_event), since the latest request told
     # (engine._decide) or calibration made: ANSWERS_PER_REQUEST at most, then they are requests again.
     answers_told: int = 0

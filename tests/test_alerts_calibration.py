@@ -219,3 +219,61 @@ def test_an_answer_from_a_backlog_minutes_old_is_not_told():
     assert eng.on_event(event(late, "refused", HOLD_BROKEN), now_s=now_s) == []
     assert [a["evidence"]["status"] for a in eng.on_event(event(now_s - 1, "refused", HOLD_BROKEN), now_s=now_s)] \
         == ["refused"]
+
+
+MOUNT = {"mount_euler_deg": [0.0, 12.0, 70.0], "mount_max_deg": 0.0}  # the same sensor, where it was taped all along
+
+
+def worn_on_one_calibration(hours: float) -> tuple[list[tuple[str, str]], list[float], list[dict]]:
+    """The sensor worn `hours` from 09:00 on the calibration the wearer made then, never taken off: its data reaches the
+    gateway 4 min every 1.5 h, sitting (out of reach in between, less than the 2 h after which the moves are asked for,
+    away_recalibrate_s), through the pipeline at 50 Hz into the alert engine (nights included, quiet hours off: every
+    nudge a rule makes is told). When the phone asks for the calibration moves, the wearer makes them in the next
+    stretch. Returns the calibration alerts told (data time as "day HH:MM", the first day 0, and message), the times the
+    calibrations in use were made, and the `recalibrate` events."""
+    from contract.messages import payload
+    from evaluation.harness import CALIBRATION_MOVES
+    from firmware_sim.imu import SensorSimulation
+    from firmware_sim.scenario import parse_scenario
+    from pipeline.stream import PipelineSettings, PosturePipeline
+
+    start, stretch_s, every_s = DAY + 9 * 3600, 240.0, 5400.0
+    pipeline = PosturePipeline(PipelineSettings.for_rate(50.0))
+    eng = AlertEngine(Rules(limits=Limits(quiet_hours="")), Catalog.load(), UTC)
+    told, made, asked, moves = [], [], [], True
+    for k in range(int(hours * 3600 / every_s) + 1):
+        segments = [*(CALIBRATION_MOVES if moves else []), {"activity": "sit_upright", "duration_s": stretch_s}]
+        sim = SensorSimulation(parse_scenario({"name": "stretch", "segment": segments}), seed=k, rate_hz=50.0,
+                               **MOUNT)
+        moves = False
+        outs = [pipeline.update(ch.t_s + start + k * every_s, ch.acc_g, ch.gyro_dps) for ch in sim.chunks(500)]
+        outs.append(pipeline.link_lost())  # out of reach: the minutes seen go out
+        now_s = start + k * every_s + sim.n_samples / 50.0 + 1.0
+        for item in [i for out in outs for i in out.events + out.metrics]:
+            doc = payload(DEVICE, item)
+            if item.kind == "calibration" and item.status == "recalibrate":
+                asked.append(doc)
+            for alert in (eng.on_metrics(doc, now_s) if item.kind == "metrics" else eng.on_event(doc, now_s)):
+                if alert["kind"] == "calibration":
+                    at_s = alert["ts"] / 1000 - DAY
+                    told.append((f"{int(at_s // 86400)} {int(at_s % 86400 // 3600):02d}:{int(at_s % 3600 // 60):02d}",
+                                 alert["message"]))
+                    moves = moves or alert["evidence"]["status"] != "refused"  # a request: the moves next time
+        if pipeline.calibration is not None and pipeline.calibration.taken_s not in made:
+            made.append(pipeline.calibration.taken_s)
+    return told, made, asked
+
+
+def test_the_moves_the_calibrations_age_asks_for_recalibrate_the_sensor():
+    """A wearer who keeps the sensor on for two days was told "Calibration is 24 h old. Sit upright and still for 3 s,
+    bend forward once and sit up" by the alert service, a day after calibrating, and made the moves; but the calibrator
+    watches for them only after a request of the pipeline's own, and ignored them: no calibration came of them, and the
+    nudge came again every 4 h (the requests' cooldown), made after each: 6 times in the day after the age (17 in four
+    days). The pipeline asks itself at the calibration's age, the calibrator watching from then: the moves made after
+    it recalibrate the sensor, and the wearer is asked once, a day after each calibration."""
+    told, made, asked = worn_on_one_calibration(48.0)
+    assert told == [("1 09:00", "The calibration is 24 h old. Sit upright and still for 3 s, bend forward once and "
+                                "sit up.")]
+    assert [round((t_s - DAY) / 60) for t_s in made] == [9 * 60, 24 * 60 + 10 * 60 + 30]  # the moves the next stretch
+    [request] = asked
+    assert request["reason"] == "the calibration is 24 h old" and request["t_s"] - made[0] >= 24 * 3600
