@@ -110,6 +110,11 @@ class PipelineConfig:
             value = getattr(self, name)
             if not low < value < high:
                 raise ConfigError(f"pipeline.{name}: must be above {low:g} and below {high:g}, got {value!r}")
+        # Below an hour a calibration just made would be asked for again while the wearer still sits from making it
+        # (and a negative age at once, a request after every calibration); NaN passes no comparison and never asks.
+        if not (self.calibration_max_age_h == 0 or 1.0 <= self.calibration_max_age_h <= 24 * 365):
+            raise ConfigError(f"pipeline.calibration_max_age_h: must be 0 (never) or from 1 to {24 * 365}, "
+                              f"got {self.calibration_max_age_h!r}")
 
     def settings(self, rate_hz: float | None = None) -> PipelineSettings:
         """The pipeline's settings at rate_hz (default: rate_hz here) with this section's values."""

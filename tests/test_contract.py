@@ -84,6 +84,12 @@ def test_the_pipeline_section_reaches_the_pipeline(tmp_path):
         path.write_text(f"[pipeline]\n{bad}\n")
         with pytest.raises(ConfigError, match=f"pipeline.{bad.split()[0]}: must be above"):
             load_config(path, env={})
+    path.write_text("[pipeline]\ncalibration_max_age_h = 0\n")
+    assert load_config(path, env={}).pipeline.settings().calibration.max_age_s == 0  # never
+    for bad in ("-1", "0.1", "nan", "inf"):  # -1: a request after every calibration made; nan: never, unsaid
+        path.write_text(f"[pipeline]\ncalibration_max_age_h = {bad}\n")
+        with pytest.raises(ConfigError, match="pipeline.calibration_max_age_h: must be 0"):
+            load_config(path, env={})
 
 
 # The live state and an episode's start (issue 13) -------------------------------------------------------------
