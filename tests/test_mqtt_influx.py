@@ -141,7 +141,7 @@ def test_ten_thousand_malformed_payloads_are_counted_and_dead_lettered(tmp_path,
         wait_until_bridge_stores(sender, influx_has_probe(influx))
         bad = [b"not json {", json.dumps({"schema": 1, "kind": "metrics"}).encode(),
                json.dumps({"schema": 1, "kind": "status", "device": "d", "ts": 1, "online": "yes"}).encode(),
-               b"\xff\xfe", b"[]"]
+               b"\xff\xfe", b"[]", b'{"schema": 1, "ts": ' + b"9" * 5000 + b"}"]  # the last past Python's int()
         for i in range(10_000):
             sender.publish(f"posture/dev{i % 3}/{('metrics', 'status', 'events')[i % 3]}", bad[i % len(bad)], qos=1)
         good = {"schema": 1, "kind": "status", "device": "dev9", "ts": 1_700_000_000_000, "online": True,
