@@ -128,6 +128,7 @@ class BridgeStats:
     minutes_unchecked: int = 0  # copies of a minute written without knowing what InfluxDB held (a read failed): only
     #                             against this bridge's own copies, and read again later (VERIFY_AFTER_S)
     malformed: Counter[str] = field(default_factory=Counter)
+    refused_again: int = 0  # retained messages refused before, sent again as we subscribed again: not dead-lettered
 
 
 class MinutesUnread(Exception):
@@ -382,9 +383,23 @@ class Bridge:
         Devices dashboard would say a sensor that crashed days ago was last heard now. Acknowledged, not stored."""
         return bool(msg.retain) and self._session_present and doc.get("kind") == "status" and bool(doc.get("will"))
 
+    def _refused_before(self, msg: mqtt.MQTTMessage) -> bool:
+        """A retained message sent again because we subscribed again, with our session present, on a stream the broker
+        queues for us (QoS 1; not live): it came when it was published, and was refused and dead-lettered then (as
+        _stored_before). Dead-lettered at each arrival, garbage left retained on a device's status topic was a new
+        posture_deadletter point and a new message on the dead-letter topic at every restart of the bridge or the
+        broker."""
+        return bool(msg.retain) and self._session_present and not self._is_live_topic(msg.topic)
+
     def _refuse(self, client: mqtt.Client, msg: mqtt.MQTTMessage, reason: str) -> None:
         """A malformed message: counted, said once per kind, dead-lettered; acknowledged once its dead letter is
-        stored, like any other point."""
+        stored, like any other point. A retained one refused before (_refused_before) only counted apart, and
+        acknowledged in its turn."""
+        if self._refused_before(msg):
+            self.stats.refused_again += 1
+            with self._lock:
+                self._pending.append((msg.mid, msg.qos, self._connection, DEAD_LETTERS, []))
+            return
         kind = reason.split(":", 1)[0]
         self.stats.malformed[kind] += 1
         if sum(self.stats.malformed.values()) == 1 or self.stats.malformed[kind] == 1:

@@ -548,3 +548,55 @@ def test_a_will_is_stored_once_not_again_at_each_bridge_restart(tmp_path, broker
     finally:
         bridge.terminate()
         bridge.wait(30)
+
+
+def test_garbage_left_retained_is_dead_lettered_once_not_again_at_each_bridge_restart(tmp_path, broker, influx):
+    """Garbage left retained on a device's topics (an app tried, another product's gateway) comes again every time the
+    bridge subscribes again, as a will does. Dead-lettered at each arrival, it was a new posture_deadletter point and a
+    new message on the dead-letter topic at every restart of the bridge (or the broker): 2 retained messages and 2
+    restarts were 6 dead letters of 2. Once each, when it came; one left while the bridge was away comes in its
+    session, and is dead-lettered once too."""
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    log = tmp_path / "bridge.log"
+    sender = client(broker.port)
+    for topic, body in [("posture/ghost/status", b"not json"), ("posture/ghost/today", b"[1, 2, 3]")]:
+        sender.publish(topic, body, qos=1, retain=True).wait_for_publish(10)  # before the bridge's session was made
+    published: list[dict] = []
+    watcher = client(broker.port)
+    watcher.on_message = lambda _c, _u, m: published.append(json.loads(m.payload))
+    watcher.subscribe("posture/_deadletter", qos=1)
+
+    def stored() -> list[dict]:
+        return influx.rows('SELECT "topic", "reason" FROM "posture_deadletter"', DB)
+
+    def restart(bridge: subprocess.Popen) -> subprocess.Popen:
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(30)
+        return start_bridge(config, log)
+
+    bridge = start_bridge(config, log)
+    try:
+        bridge_ready(broker, influx)
+        wait_for(lambda: len(stored()) == 2, 30, lambda: f"2 dead letters, have {stored()}")
+        for _ in range(2):
+            bridge = restart(bridge)
+            bridge_ready(broker, influx)  # the retained garbage came before the probe: the same subscription
+            time.sleep(1.0)
+            assert len(stored()) == 2, f"dead-lettered again at the bridge's restart: {stored()}"
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(30)
+        sender.publish("posture/ghost2/status", b"{", qos=1, retain=True).wait_for_publish(10)  # while it is away
+        bridge = start_bridge(config, log)
+        wait_for(lambda: len(stored()) == 3, 30, lambda: f"3 dead letters, have {stored()}")
+        bridge_ready(broker, influx)
+        time.sleep(1.0)
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(30)
+        sender.loop_stop()
+        watcher.loop_stop()
+    topics = sorted(r["topic"] for r in stored())
+    assert topics == ["posture/ghost/status", "posture/ghost/today", "posture/ghost2/status"]
+    assert len(published) == 3, published
+    stats = json.loads(log.read_text().strip().splitlines()[-1])  # its last lifetime
+    assert stats["malformed"] == {"not JSON": 1} and stats["refused_again"] == 3
