@@ -592,6 +592,43 @@ def test_when_it_can_neither_store_nor_spool_the_bridge_keeps_messages_unacknowl
         influx.kill()
 
 
+def test_a_spool_that_cannot_delete_is_sent_whole_each_point_once_and_emptied_once_it_can(tmp_path, broker):
+    """A full disk refuses SQLite's deletes too (they need room in its log), and the spool may be what filled it. On a
+    12 MB tmpfs that held 10,513 spooled points when InfluxDB came back, the bridge wrote the spool's first batch (5,000
+    points) again five times a second and the other 5,513 never, for as long as the disk stayed full (1.5 million
+    writes in 2 minutes). Here deletes are refused as a full disk refuses them, batches are 20 points: each of the 100
+    spooled minutes is written once, and the spool is emptied once deletes work again."""
+    from bridge.service import Bridge
+    from service_io.config import load_config
+
+    influx = InfluxDB1(tmp_path / "influxdb")  # not started yet: an outage
+    path = write_config(tmp_path / "posture.toml", broker, influx.url)
+    path.write_text(path.read_text().replace("[bridge]\n", "[bridge]\nbatch_points = 20\n"))
+    bridge = Bridge.open(load_config(path, env={}))
+    runner = threading.Thread(target=bridge.run)
+    runner.start()
+    try:
+        wait_for(bridge.connected.is_set, 10, "the bridge to connect")
+        publish(broker.port, [("posture/full/metrics", slouchy_minute("full", T0_S + 60 * k)) for k in range(100)])
+        wait_for(lambda: bridge.stats.points_spooled == 100, 30, lambda: f"100 minutes spooled: {bridge.stats}")
+        with bridge.spool._lock:  # deletes refused, as a full disk refuses them (SQLITE_FULL, here from a trigger)
+            bridge.spool._db.execute("CREATE TEMP TRIGGER full BEFORE DELETE ON main.items "
+                                     "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        start_or_fail(influx)
+        wait_for(lambda: minutes_stored(influx, "full") == 100, 30,
+                 lambda: f"the 100 minutes stored, have {minutes_stored(influx, 'full')}: {bridge.stats}")
+        time.sleep(1.0)  # a batch written again would show now
+        assert bridge.stats.points_written == 100 and len(bridge.spool) == 100, bridge.stats
+        with bridge.spool._lock:
+            bridge.spool._db.execute("DROP TRIGGER full")  # room again
+        wait_for(lambda: len(bridge.spool) == 0, 30, "the spool emptied")
+        assert bridge.stats.points_written == 100, bridge.stats
+    finally:
+        bridge.stop_event.set()
+        runner.join(30)
+        influx.kill()
+
+
 def test_live_points_do_not_pile_up_in_memory_while_nothing_can_be_stored(tmp_path, broker):
     """InfluxDB down and the disk full (InfluxDB on that disk): the unacknowledged messages stop at the broker's
     window, but live states (QoS 0) have none; they were kept in memory for the next try, all of them, for as long
