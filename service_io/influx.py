@@ -243,7 +243,7 @@ def query(settings: InfluxSettings, q: str, *, epoch: str | None = "ms",
         raise QueryError(str(exc)) from None
     try:
         answer = json.loads(body or b"{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON; or an integer past int()'s 4300 digits, nesting past the parser's
         answer = None
     if status != 200:
         raise QueryError(f"InfluxDB /query at {redact(settings.url)} answered {status}: {_error_text(answer, body)}",
@@ -309,7 +309,7 @@ def _statement(settings: InfluxSettings, q: str) -> tuple[list[dict[str, Any]], 
         raise WriteError(str(exc)) from None  # down between the write and this: an outage
     try:
         answer = json.loads(body or b"{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # as in query()
         answer = None
     results = answer.get("results", []) if isinstance(answer, dict) else []
     error = _error_text(answer, body) if status != 200 else next((r["error"] for r in results if "error" in r), "")
@@ -419,7 +419,7 @@ class V1Writer:
             raise WriteError(str(exc)) from None
         try:
             answer = json.loads(body or b"{}")
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # as in query()
             answer = None
         return status, _error_text(answer, body) if status != 204 else ""
 

@@ -68,6 +68,11 @@ HOSTILE = {  # what a proxy, a half-compatible server or a broken one answers to
                                         b'{"device_id":"dev1"},' + COLUMNS.encode() +
                                         b',"values":[[%d,"60",0]]}]}]}' % T0_MS),
     "JSON that is not an object": (200, "application/json", b"[1, 2]"),
+    # Python's json raised past its except: a ValueError (more digits than int() reads), a RecursionError (nesting).
+    "an integer of 5000 digits": (200, "application/json", b'{"results":[{"statement_id":0,"series":[{"tags":'
+                                  b'{"device_id":"dev1"},' + COLUMNS.encode() + b',"values":[[' + b"9" * 5000 +
+                                  b',60,0]]}]}]}'),
+    "JSON nested past Python's parser": (200, "application/json", b"[" * 100_000 + b"]" * 100_000),
     "another 4xx": (400, "application/json", b'{"error":"error parsing query: found EOF"}'),
 }
 
