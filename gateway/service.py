@@ -28,6 +28,7 @@ from pipeline.calibration import Calibration
 from pipeline.events import MINUTE_S, MinuteMetrics, asking
 from pipeline.live import LiveClock, live_message
 from pipeline.metrics import SECONDS_IN_MINUTE, merge_minutes
+from pipeline.orientation import GyroBias
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.discovery import FoundSensor, SensorFilter, discover_each
@@ -56,6 +57,9 @@ OFF_SUFFIX = ".off.json"  # beside the device's spool while the sensor is off th
 # Beside the device's spool: the activity classifier's state (sitting or standing, walking) and its sample's time, kept
 # every OPEN_KEPT_EVERY_S, at each change and at a stop, for the next start to go on from (_keep_activity).
 ACTIVITY_SUFFIX = ".activity.json"
+# Beside the device's spool: the orientation filter's gyro bias estimate, the sensor it was learnt on and its sample's
+# time, kept every OPEN_KEPT_EVERY_S and at a stop, for the next start's filter to begin with (_keep_gyro_bias).
+GYRO_BIAS_SUFFIX = ".gyro_bias.json"
 LOOP_STALL_S = 1.0  # a turn of the gateway's loop this late: the host stalled, nothing is judged silent in it
 # Each device's status is looked at this often and sent when due (gateway/publisher.py, status_due): a sensor going
 # offline shows within a second (unless its link flaps: gateway/status_flaps.py), while an unchanged status goes out
@@ -93,6 +97,7 @@ class Device:
     # The last run's activity state and its sample's time (ACTIVITY_SUFFIX): gone on from at this run's first sample.
     last_activity: tuple[ActivityState, float] | None = None
     activity_kept: tuple[ActivityState, float] | None = None  # what this run last kept of it
+    gyro_bias_kept_s: float | None = None  # the sample this run last kept the gyro bias at (GYRO_BIAS_SUFFIX)
 
 
 def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
@@ -279,6 +284,8 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
                     address, shown_name)
         calibration = None
     pipeline = PosturePipeline(config.pipeline.settings(), calibration=calibration)
+    if (bias := load_gyro_bias(spool_dir, name, address)) is not None:
+        pipeline.orientation.go_on(bias)
     device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
                     LiveClock(config.gateway.live_hz, config.gateway.pipeline_batch_s), address=address)
     if calibration is None and taken_on:  # not restored: taken on another sensor
@@ -389,6 +396,36 @@ def _keep_activity(device: Device, spool_dir: Path, now: bool = False) -> None:
     except OSError as exc:  # the disk full: a restart now goes on from an older state, or none (sitting)
         log.warning("%s: the activity not kept: %s", device.publisher.device, exc)
     device.activity_kept = (state, last_t_s)  # tried again when due, as if kept: not at every batch
+
+
+def _keep_gyro_bias(device: Device, spool_dir: Path, now: bool = False) -> None:
+    """The orientation filter's gyro bias estimate on disk, for the next start's filter to begin with, as one run's
+    keeps it across a lost link: every OPEN_KEPT_EVERY_S (data time) and `now` (a stop, a lost link). Started at zero,
+    a restarted filter turned the heading at the bias about vertical until a rest of 3 s taught it again, and the facing
+    direction found after the restart was where it had turned to (pipeline/orientation.py, GyroBias)."""
+    bias, last_t_s = device.pipeline.gyro_bias(), device.pipeline.last_t_s
+    if bias is None or last_t_s is None:
+        return
+    kept_s = device.gyro_bias_kept_s
+    if not (now or kept_s is None or last_t_s - kept_s >= OPEN_KEPT_EVERY_S):
+        return
+    try:
+        write_kept(spool_dir, device.publisher.device, GYRO_BIAS_SUFFIX,
+                   {**bias.to_dict(), "sensor_address": device.address, "t_s": last_t_s})
+    except OSError as exc:  # the disk full: a restart now begins with an older estimate, or none
+        log.warning("%s: the gyro bias not kept: %s", device.publisher.device, exc)
+    device.gyro_bias_kept_s = last_t_s  # tried again when due, as if kept: not at every batch
+
+
+def load_gyro_bias(spool_dir: Path, device: str, address: str = "") -> GyroBias | None:
+    """The last run's gyro bias estimate (_keep_gyro_bias), if learnt on this sensor (`address`; a sensor's bias is
+    its own, as its calibration is)."""
+    def read(doc: dict[str, Any]) -> GyroBias | None:
+        bias, taken_on = GyroBias.from_dict(doc), doc.get("sensor_address")
+        if isinstance(taken_on, str) and taken_on and address and taken_on.upper() != address.upper():
+            return None
+        return bias
+    return read_kept(spool_dir, device, GYRO_BIAS_SUFFIX, read, "gyro bias kept")
 
 
 def load_activity(spool_dir: Path, device: str) -> tuple[ActivityState, float] | None:
@@ -586,6 +623,7 @@ def _sensor_replaced(device: Device, spool_dir: Path, address: str) -> None:
     device.other_sensor = f"sensor {address} is read as {name!r} now, in place of {device.address}"
     device.pipeline, device.address, device.saved, device.link_gone, device.gone_kept = \
         pipeline, address, None, False, False
+    device.gyro_bias_kept_s = None  # the new sensor's is kept from its first batch on
     _keep_off(device, spool_dir)  # the new pipeline is not off: the old sensor's time off is forgotten
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
 
@@ -639,6 +677,7 @@ def _process(device: Device, spool_dir: Path, batch: ImuBatch) -> None:
     _submit(device, spool_dir, out.events, out.metrics)
     _keep_held(device, spool_dir, now=bool(out.events))
     _keep_activity(device, spool_dir)
+    _keep_gyro_bias(device, spool_dir)
     _keep_off(device, spool_dir)
     # The batch's latest sample, at most once per 1/live_hz of sensor time: what the wearer is doing now; with
     # more than one state due in a batch, the earlier ones ride along in the same message (one message a batch).
@@ -686,6 +725,7 @@ def _close_when_gone(device: Device, spool_dir: Path, notified_s: float = 0.0) -
             return
         _submit(device, spool_dir, out.events, out.metrics, handed=True)
         _keep_activity(device, spool_dir, now=True)  # as at the last sample, for a restart while it is away
+        _keep_gyro_bias(device, spool_dir, now=True)
 
 
 def _sent(device: Device, metrics: list[MinuteMetrics]) -> None:
@@ -724,6 +764,7 @@ async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:
         if metrics and (last_t_s := d.pipeline.last_t_s) is not None:  # the stop's minute: a start within it adds
             save_stopped_minute(spool_dir, d.publisher.device, metrics[-1], last_t_s)
         _keep_activity(d, spool_dir, now=True)
+        _keep_gyro_bias(d, spool_dir, now=True)
     deadline = time.monotonic() + FINAL_FLUSH_S
     while time.monotonic() < deadline and any(d.publisher.backlog for d in devices.values()):
         for d in devices.values():

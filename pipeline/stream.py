@@ -66,7 +66,7 @@ from .events import (
 )
 from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
 from .metrics import MinuteAggregator
-from .orientation import OrientationFilter, OrientationSettings
+from .orientation import GyroBias, OrientationFilter, OrientationSettings
 from .walking_axis import WalkingAxis, WalkingAxisSettings
 from .worn import WornDetector, WornSettings
 
@@ -431,6 +431,11 @@ class PosturePipeline:
         if self._last_t_s is None or self._off_since_s is not None:
             return None
         return self.activity.state()
+
+    def gyro_bias(self) -> GyroBias | None:
+        """The orientation filter's gyro bias estimate as of the last sample, for a restarted gateway's pipeline to go
+        on from (`self.orientation.go_on`); None before any sample."""
+        return None if self._last_t_s is None else self.orientation.bias()
 
     @property
     def _posture_known(self) -> bool:
