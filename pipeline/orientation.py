@@ -103,8 +103,16 @@ class OrientationFilter:
 
     def go_on(self, kept: GyroBias) -> None:
         """Start from another filter's gyro bias estimate (a restarted gateway's last run), as `restart` keeps this
-        one's across a lost link."""
-        self._vqf.setBiasEstimate(np.deg2rad(np.asarray(kept.bias_dps, float)), math.radians(kept.sigma_dps))
+        one's across a lost link; trusted no more than a fresh filter's zero (VQF's biasSigmaInit).
+
+        The kept estimate is where this filter begins, not a certainty: the run it comes from may have ended hours or
+        days ago, the sensor switched off and on since (a MEMS gyro's bias differs from one power-up to the next) or
+        warmer or colder. Begun with that run's own uncertainty (about 0.05 °/s after a rest), VQF took a bias 1 °/s
+        off for a measurement's noise: after 10 s at rest 0.7 °/s of it was still to learn, where begun as uncertain
+        as at zero 0.1 °/s is (tests/test_gateway_restart.py), and the heading turned at the difference meanwhile.
+        The bias about vertical, which no movement teaches, is still the kept one until the first rest."""
+        sigma_dps = max(kept.sigma_dps, float(self._vqf.params["biasSigmaInit"]))
+        self._vqf.setBiasEstimate(np.deg2rad(np.asarray(kept.bias_dps, float)), math.radians(sigma_dps))
 
     def set_horizontal_bias_dps(self, bias_dps: np.ndarray, up_sensor: np.ndarray) -> None:
         """Take the bias about horizontal axes from elsewhere (a still hold); keep VQF's own about vertical.

@@ -45,7 +45,7 @@ from pipeline.activity import ActivitySettings
 from pipeline.calibration import Calibration
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
-from pipeline.orientation import GyroBias
+from pipeline.orientation import GyroBias, OrientationFilter, OrientationSettings
 from pipeline.stream import PosturePipeline
 from sensor.batching import BatchCollector
 from sensor.stream import ImuBatch
@@ -799,3 +799,29 @@ def test_a_gyro_bias_learnt_on_another_sensor_is_not_begun_with(tmp_path):
     device_file(tmp_path, "Desk", ".gyro_bias.json").write_text(doc)
     assert load_gyro_bias(tmp_path, "Desk", "c0:ff:ee:00:00:01") == GyroBias((0.1, 0.2, 3.0), 0.05)
     assert load_gyro_bias(tmp_path, "Desk", "C0:FF:EE:00:00:02") is None
+
+
+def test_a_kept_gyro_bias_that_no_longer_holds_is_learnt_again_at_the_first_rest() -> None:
+    """The kept bias is a start, not a certainty: the run it comes from may have ended days ago, the sensor switched
+    off and on since (a MEMS gyro's bias differs from one power-up to the next). Begun with that run's own uncertainty
+    (learnt at rest: about 0.05 °/s), VQF took a bias 1 °/s off for noise and had learnt a third of the change after
+    10 s at rest (0.7 °/s of 1 °/s still to learn), turning the heading at it meanwhile; begun as uncertain as a fresh
+    filter, it learns it there.
+    Until that rest it keeps the kept bias about vertical (what the restart's bias is kept for)."""
+    rate_hz, rng = 50.0, np.random.default_rng(1)
+
+    def at_rest(f: OrientationFilter, bias_dps: list[float], seconds: float) -> None:
+        n = int(seconds * rate_hz)
+        f.update(np.asarray(bias_dps) + rng.normal(0.0, 0.05, (n, 3)), np.tile([0.0, 0.0, 1.0], (n, 1)))
+
+    settings = replace(OrientationSettings(), rate_hz=rate_hz)
+    last_run = OrientationFilter(settings)
+    at_rest(last_run, [0.2, -0.1, 1.0], 120.0)
+    kept = last_run.bias()
+    assert kept.bias_dps[2] == pytest.approx(1.0, abs=0.05) and kept.sigma_dps < 0.1  # learnt, and sure of it
+    this_run = OrientationFilter(settings)
+    this_run.go_on(kept)
+    at_rest(this_run, [0.2, -0.1, 0.0], 2.0)  # shorter than a rest: the kept bias about vertical still
+    assert this_run.bias().bias_dps[2] == pytest.approx(1.0, abs=0.05)
+    at_rest(this_run, [0.2, -0.1, 0.0], 10.0)
+    assert abs(this_run.bias().bias_dps[2]) < 0.2
