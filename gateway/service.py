@@ -271,6 +271,14 @@ def _start_late(sensor: FoundSensor, sensors: dict[str, FoundSensor], spool_dir:
     return None
 
 
+def taken_on_another(taken_on: str | None, address: str) -> bool:
+    """Whether what the last run kept (the calibration, the gyro bias) was learnt on a sensor other than this one
+    (`address`): both known, and not the same address (BLE addresses compare in any case). Unknown either way: taken."""
+    if not (taken_on and address):
+        return False
+    return taken_on.upper() != address.upper()
+
+
 def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, address: str = "") -> Device:
     """One device's path, its publisher started, with what the last run kept beside its spool: the calibration (if
     taken on this sensor, `address`), the minute its stop (or a lost link) sent unfinished, and where the minutes it
@@ -278,7 +286,7 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
     publisher = DevicePublisher.open(config, name, spool_dir, shown_name)
     publisher.start()
     calibration, taken_on = load_calibration(spool_dir, name) or (None, None)
-    if calibration is not None and taken_on and address and taken_on.upper() != address.upper():
+    if calibration is not None and taken_on_another(taken_on, address):
         log.warning("%s: the calibration kept was taken on sensor %s, and this is %s: not restored (two sensors "
                     "advertise %r? Name yours by its address in gateway.sensors); calibrate again", name, taken_on,
                     address, shown_name)
@@ -422,7 +430,7 @@ def load_gyro_bias(spool_dir: Path, device: str, address: str = "") -> GyroBias 
     its own, as its calibration is)."""
     def read(doc: dict[str, Any]) -> GyroBias | None:
         bias, taken_on = GyroBias.from_dict(doc), doc.get("sensor_address")
-        if isinstance(taken_on, str) and taken_on and address and taken_on.upper() != address.upper():
+        if isinstance(taken_on, str) and taken_on_another(taken_on, address):
             return None
         return bias
     return read_kept(spool_dir, device, GYRO_BIAS_SUFFIX, read, "gyro bias kept")

@@ -166,6 +166,11 @@ def test_a_run_that_does_not_go_on_from_the_stop_leaves_its_minute_alone(tmp_pat
         assert sitting_since_s == (GOOD["sitting_since_s"] if resumed else None), first_t_s
 
 
+# What each file the gateway keeps beside a device's spool is read back by at a start.
+KEPT_LOADERS = {".minute.json": load_stopped_minute, ".calibration.json": load_calibration,
+                ".activity.json": load_activity, ".gyro_bias.json": load_gyro_bias}
+
+
 @pytest.mark.parametrize("damage", ["deep", "directory", "unreadable"])
 @pytest.mark.parametrize("suffix", [".minute.json", ".calibration.json", ".activity.json", ".gyro_bias.json"])
 def test_a_kept_file_that_cannot_be_read_is_ignored_and_the_start_goes_on(tmp_path, caplog, damage, suffix):
@@ -182,9 +187,7 @@ def test_a_kept_file_that_cannot_be_read_is_ignored_and_the_start_goes_on(tmp_pa
         if os.access(path, os.R_OK):  # as root: reading succeeds, so make it a name the kernel refuses
             path.unlink()
             path.symlink_to(path)  # a loop: ELOOP
-    load = {".minute.json": load_stopped_minute, ".activity.json": load_activity,
-            ".gyro_bias.json": load_gyro_bias}.get(suffix, load_calibration)
-    assert load(tmp_path, "Desk") is None
+    assert KEPT_LOADERS[suffix](tmp_path, "Desk") is None
     assert any("ignoring" in r.getMessage() for r in caplog.records)
 
 
@@ -696,14 +699,21 @@ def test_a_gateway_killed_while_the_wearer_stands_reads_them_standing_after_its_
         assert read_sitting_s == pytest.approx(sum(one_run[ts].sitting_s for ts in after), abs=1.0)
 
 
-@pytest.mark.parametrize("kept", ['{"upright": "standing", "walking": false, "walked_ago_s": null, "t_s": Infinity}',
-                                  '{"upright": "standing", "walking": false, "walked_ago_s": null, "t_s": "now"}',
-                                  '{"upright": "lying", "walking": false, "walked_ago_s": null, "t_s": 1.0}', "[]"])
-def test_a_damaged_activity_file_is_ignored_with_a_warning(tmp_path, caplog, kept):
-    """A hand-edited or damaged <device>.activity.json: the start goes on as it did before the file (sitting)."""
-    device_file(tmp_path, "Desk", ".activity.json").write_text(kept)
-    assert load_activity(tmp_path, "Desk") is None
-    assert any("ignoring activity kept" in r.getMessage() for r in caplog.records)
+@pytest.mark.parametrize(("suffix", "kept"), [
+    *((".activity.json", kept) for kept in (
+        '{"upright": "standing", "walking": false, "walked_ago_s": null, "t_s": Infinity}',
+        '{"upright": "standing", "walking": false, "walked_ago_s": null, "t_s": "now"}',
+        '{"upright": "lying", "walking": false, "walked_ago_s": null, "t_s": 1.0}', "[]")),
+    *((".gyro_bias.json", kept) for kept in (
+        '{"bias_dps": [0.1, 0.2, NaN], "sigma_dps": 0.05}', '{"bias_dps": [0.1, 0.2], "sigma_dps": 0.05}',
+        '{"bias_dps": [0.1, 0.2, 0.3], "sigma_dps": -1}', "[]"))])
+def test_a_damaged_kept_file_is_ignored_with_a_warning(tmp_path, caplog, suffix, kept):
+    """A hand-edited or damaged <device>.activity.json or .gyro_bias.json: the start goes on as it did before the file
+    (sitting; a gyro bias of zero)."""
+    device_file(tmp_path, "Desk", suffix).write_text(kept)
+    assert KEPT_LOADERS[suffix](tmp_path, "Desk") is None
+    what = {".activity.json": "activity kept", ".gyro_bias.json": "gyro bias kept"}[suffix]
+    assert any(f"ignoring {what}" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("down_s", [8 * 3600.0, 20 * 60.0], ids=["a-night", "a-meeting"])
@@ -781,16 +791,6 @@ def test_a_restarted_gateway_begins_with_the_gyro_bias_its_last_run_learnt(tmp_p
     assert [e["side"] for e in sent] == ["left"]
     assert sent[0]["peak_deg"] == pytest.approx(one_run[0].peak_deg, abs=0.5)
     assert sent[0]["start_s"] == pytest.approx(one_run[0].start_s, abs=0.05)
-
-
-@pytest.mark.parametrize("kept", ['{"bias_dps": [0.1, 0.2, NaN], "sigma_dps": 0.05}',
-                                  '{"bias_dps": [0.1, 0.2], "sigma_dps": 0.05}',
-                                  '{"bias_dps": [0.1, 0.2, 0.3], "sigma_dps": -1}', "[]"])
-def test_a_damaged_gyro_bias_file_is_ignored_with_a_warning(tmp_path, caplog, kept):
-    """A hand-edited or damaged <device>.gyro_bias.json: the start begins with a bias of zero, as before the file."""
-    device_file(tmp_path, "Desk", ".gyro_bias.json").write_text(kept)
-    assert load_gyro_bias(tmp_path, "Desk") is None
-    assert any("ignoring" in r.getMessage() for r in caplog.records)
 
 
 def test_a_gyro_bias_learnt_on_another_sensor_is_not_begun_with(tmp_path):
