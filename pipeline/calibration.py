@@ -10,7 +10,7 @@ that: the wearer is asked to bend again, and two bends that agree calibrate it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -47,6 +47,10 @@ class CalibrationSettings:
     bend_within_s: float = 5.0  # the bend starts this soon after the hold
     bend_max_s: float = 10.0  # out and back within this
     bend_straight_deg: float = 25.0  # direction half-way down vs at the deepest point
+    # The bend's direction is the accelerometer's, averaged over this about its deepest point, where the trunk stops
+    # and turns back: gravity alone, which a gyro bias does not move. The orientation filter's up axis, which the bend
+    # is followed by, drifts with the bias it has not learnt yet (5 °/s: forward 8° off).
+    bend_gravity_s: float = 0.5
     bend_timeout_s: float = 12.0  # no bend by then → a provisional calibration from the hold alone
     # … if the hold can be upright: the sensor lies on the back, its z (out of the skin) near level. Upright, the
     # mounting tilt (≤ 30°), the upper back's slope and a hunch all tip z up (toward 40° and more); z pointing
@@ -253,7 +257,7 @@ class Calibrator:
         self._run_held = False  # this still stretch has already made a hold
         self._hold_only_refused = False  # this still stretch's hold was refused as a hold only: not again till it ends
         self._hold: _Hold | None = None
-        self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
+        self._bend: list[tuple[float, np.ndarray, np.ndarray]] = []  # (t_s, up, acc_g) while bending
         self._settling: _Settling | None = None  # a bend judged good, while the trunk must not go on past the hold
         # Of the calibration last returned, for the stream's check and `not_seated`: where its hold ended and its
         # bend came back, the question its bend answered.
@@ -277,8 +281,9 @@ class Calibrator:
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
                bias_dps: np.ndarray | None = None) -> tuple[Calibration | None, int, Said]:
-        """(calibration or None, index where it starts to apply, refusals said). bias_dps: the gyro bias known so far
-        (the orientation filter's), taken off for the stillness test only: the hold measures its own."""
+        """(calibration or None, index where it starts to apply, refusals said). bias_dps: the gyro bias known at each
+        sample ((n, 3), the orientation filter's as it stood there: one for the whole batch, its end's, moved the hold
+        by a sample between batchings), taken off for the stillness test only: the hold measures its own."""
         self._batch_still = self._still.update(acc_g, gyro_dps if bias_dps is None else gyro_dps - bias_dps)
         return self.resume(t_s, acc_g, gyro_dps, up_sensor, 0)
 
@@ -363,7 +368,7 @@ class Calibrator:
                 # Moving about with the bend overdue and not begun by then: the hold alone (refused: it is gone).
                 if (made := self._hold_only(float(t_s[a + due]), messages)) is not None:
                     return a + due + 1, made
-            if (stop := self._follow_bend(t_s, up_sensor, a, b, messages)) is not None:
+            if (stop := self._follow_bend(t_s, acc_g, up_sensor, a, b, messages)) is not None:
                 return stop, None
         return len(t_s), None
 
@@ -417,7 +422,8 @@ class Calibrator:
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
         self._run_held = False
 
-    def _follow_bend(self, t_s: np.ndarray, up_sensor: np.ndarray, a: int, b: int, messages: Said) -> int | None:
+    def _follow_bend(self, t_s: np.ndarray, acc_g: np.ndarray, up_sensor: np.ndarray, a: int, b: int,
+                     messages: Said) -> int | None:
         """Follow the bend through samples a..b (moving); the sample it came back at if judged good (_settling)."""
         hold = self._hold
         if hold is None:
@@ -436,7 +442,7 @@ class Calibrator:
             dev = dev[over[0]:]
         back = np.flatnonzero(dev <= self.s.bend_return_deg)
         stop = a + (int(back[0]) if len(back) else len(dev))
-        self._bend += list(zip(t_s[a:stop].tolist(), up_sensor[a:stop]))
+        self._bend += list(zip(t_s[a:stop].tolist(), up_sensor[a:stop], acc_g[a:stop]))
         if not len(back):
             self._give_up_late_bend(t_s[a:b], messages)
             return None
@@ -501,7 +507,7 @@ class Calibrator:
     def _judge_bend(self, hold: _Hold, t_s: float, messages: Said) -> Calibration | None:
         if t_s - self._bend[0][0] > self.s.bend_max_s:
             return None  # out and back took too long: a posture, not the calibration bend
-        ups = np.array([u for _, u in self._bend])
+        times, ups, acc = (np.array(x) for x in zip(*self._bend))
         dev = _between_deg(ups, hold.up)
         k = int(np.argmax(dev))
         if dev[k] > self.s.bend_max_deg:
@@ -518,7 +524,9 @@ class Calibrator:
                          messages)
             return None
         try:
-            cal = Calibration.from_vectors(hold.up, ups[k])
+            # Its depth is the filter's: the accelerometer there also reads the trunk slowing down (35° for 29°).
+            around = np.abs(times - times[k]) <= self.s.bend_gravity_s / 2
+            cal = replace(Calibration.from_vectors(hold.up, acc[around].mean(axis=0)), bend_deg=float(dev[k]))
         except CalibrationError as exc:
             self._refuse(t_s, str(exc), "bend forward at least 15° and sit up again", messages)
             return None

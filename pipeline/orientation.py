@@ -81,8 +81,14 @@ class OrientationFilter:
 
     def update(self, gyro_dps: np.ndarray, acc_g: np.ndarray) -> np.ndarray:
         """Unit quaternions (n, 4), one per sample."""
-        return cast(np.ndarray, self._vqf.updateBatch(np.ascontiguousarray(np.deg2rad(gyro_dps), dtype=float),
-                                                      np.ascontiguousarray(acc_g * G_M_S2, dtype=float))["quat6D"])
+        return self.update_with_bias(gyro_dps, acc_g)[0]
+
+    def update_with_bias(self, gyro_dps: np.ndarray, acc_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit quaternions (n, 4) and the gyro bias estimate (n, 3) in °/s, each as it stood after its sample: the
+        same however the samples are batched, where `bias_dps` after a batch is only its last row."""
+        out = self._vqf.updateBatch(np.ascontiguousarray(np.deg2rad(gyro_dps), dtype=float),
+                                    np.ascontiguousarray(acc_g * G_M_S2, dtype=float))
+        return cast(np.ndarray, out["quat6D"]), cast(np.ndarray, np.rad2deg(out["bias"]))
 
     def snapshot(self) -> dict[str, Any]:
         return {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in self._vqf.state.items()}

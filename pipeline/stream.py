@@ -290,14 +290,15 @@ class PosturePipeline:
         walking = self.activity.walking(row_norm(acc_g))
         before = self.orientation.snapshot() if self.armed and quat_wxyz is None else None
         if quat_given is None:
-            quat = self.orientation.update(gyro_dps, acc_g)
+            quat, bias_dps = self.orientation.update_with_bias(gyro_dps, acc_g)
         else:
             quat = quat_given / np.linalg.norm(quat_given, axis=1, keepdims=True)  # interpolated ones renormalised
+            bias_dps = np.broadcast_to(self.orientation.bias_dps(), gyro_dps.shape)  # not filtered: as last set
         att = SensorAttitude.of(quat)
         acc_vertical = vertical(att.row2, acc_g)
         cal, start, watching = None, len(t_s), self.armed
         if watching:
-            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, self.orientation.bias_dps())
+            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, att.row2, bias_dps)
             out.events += _refused(refusals)
         parts, k = [], 0
         adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
@@ -334,7 +335,7 @@ class PosturePipeline:
             if k == len(t_s):
                 continue
             if before is not None:
-                quat = self._filter_again(before, adopted, gyro_dps, acc_g, quat)
+                quat, bias_dps = self._filter_again(before, adopted, gyro_dps, acc_g, quat, bias_dps)
                 att = SensorAttitude.of(quat)
                 acc_vertical = vertical(att.row2, acc_g)
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
@@ -343,7 +344,7 @@ class PosturePipeline:
         # Asked for the moves inside this batch: the calibrator, restarted by the request, watches from the next sample
         # (it has seen the batch's stillness if it was watching already). Not if a calibration was taken since.
         if self._asked_at is not None and self.armed and self._asked_at + 1 < len(t_s):
-            self._watch_from(self._asked_at + 1, t_s, acc_g, gyro_dps, att, out, fresh=not watching)
+            self._watch_from(self._asked_at + 1, t_s, acc_g, gyro_dps, att, bias_dps, out, fresh=not watching)
         self._asked_at = None
         if len(parts) == 1:  # the usual batch: one calibration throughout
             out.t_s, out.flexion_deg, out.lateral_deg = parts[0].t_s, parts[0].flexion_deg, parts[0].lateral_deg
@@ -354,7 +355,7 @@ class PosturePipeline:
         return out
 
     def _watch_from(self, k: int, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, att: SensorAttitude,
-                    out: PipelineOutput, fresh: bool) -> None:
+                    bias_dps: np.ndarray, out: PipelineOutput, fresh: bool) -> None:
         """Asked for the calibration moves at sample k − 1 of this batch: the calibrator watches from sample k, as with
         the batch cut there (a replay's 200 s batches missed moves made soon after the request). A calibration it finds
         here is said and taken at its sample, and measures from the next batch: the samples after it in this one were
@@ -362,8 +363,8 @@ class PosturePipeline:
         a calibration it returned, and goes on from k)."""
         up = att.row2
         if fresh:
-            t_s, acc_g, gyro_dps, up, k = t_s[k:], acc_g[k:], gyro_dps[k:], up[k:], 0
-            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, up, self.orientation.bias_dps())
+            t_s, acc_g, gyro_dps, up, bias_dps, k = t_s[k:], acc_g[k:], gyro_dps[k:], up[k:], bias_dps[k:], 0
+            cal, start, refusals = self.calibrator.update(t_s, acc_g, gyro_dps, up, bias_dps)
         else:
             cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, up, k)
         out.events += _refused(refusals)
@@ -387,18 +388,18 @@ class PosturePipeline:
         return cal, start
 
     def _filter_again(self, before: dict[str, Any], adopted: list[tuple[int, Calibration]], gyro_dps: np.ndarray,
-                      acc_g: np.ndarray, quat: np.ndarray) -> np.ndarray:
-        """The orientation again from the batch's start, each calibration's gyro bias from the sample it was adopted at,
-        not from the next batch (so batching does not change the result)."""
+                      acc_g: np.ndarray, quat: np.ndarray, bias_dps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The orientation (and the gyro bias per sample) again from the batch's start, each calibration's gyro bias
+        from the sample it was adopted at, not from the next batch (so batching does not change the result)."""
         self.orientation.restore(before)
-        quat, k = quat.copy(), 0
+        quat, bias_dps, k = quat.copy(), bias_dps.copy(), 0
         for start, cal in adopted:
-            quat[k:start] = self.orientation.update(gyro_dps[k:start], acc_g[k:start])
+            quat[k:start], bias_dps[k:start] = self.orientation.update_with_bias(gyro_dps[k:start], acc_g[k:start])
             if cal.gyro_bias_dps is not None:
                 self.orientation.set_horizontal_bias_dps(cal.gyro_bias_dps, cal.r_sensor_trunk[:, 2])
             k = start
-        quat[k:] = self.orientation.update(gyro_dps[k:], acc_g[k:])
-        return quat
+        quat[k:], bias_dps[k:] = self.orientation.update_with_bias(gyro_dps[k:], acc_g[k:])
+        return quat, bias_dps
 
     @property
     def last_t_s(self) -> float | None:
