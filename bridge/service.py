@@ -299,6 +299,8 @@ class Bridge:
         self._last_dead_letter_ms = 0
         self._connection = 0
         self._session_present = False  # this connection found the broker holding our session (and subscriptions)
+        # The retained messages (topic, payload) sent again with DUP on this connection and taken (_sent_again)
+        self._taken_again: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.stop_event = threading.Event()
@@ -323,6 +325,7 @@ class Bridge:
     def _on_connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._connection += 1
         self._session_present = session_present
+        self._taken_again.clear()
         if not session_present and not self.leave and (self._connection > 1 or self.spool.existed):
             # The broker queues for a session it holds: without it, what gateways published meanwhile is gone, and
             # only the broker's own log would say so.
@@ -382,25 +385,39 @@ class Bridge:
                 self._wake.set()
 
     def _stored_before(self, msg: mqtt.MQTTMessage, doc: dict[str, Any]) -> bool:
-        """A gateway's last will sent again because we subscribed again (the retained copy, on every reconnect and
-        restart): with our session present, the broker queued the will for us when it was published, and it was
-        stored then, at its arrival. Stamped with this arrival it would be a new offline status each time, and the
-        Devices dashboard would say a sensor that crashed days ago was last heard now. Acknowledged, not stored."""
-        return bool(msg.retain) and self._session_present and doc.get("kind") == "status" and bool(doc.get("will"))
+        """A gateway's last will sent again because we subscribed again (_sent_again): the broker queued the will for
+        us when it was published, and it was stored then, at its arrival. Stamped with this arrival it would be a new
+        offline status each time, and the Devices dashboard would say a sensor that crashed days ago was last heard
+        now. Acknowledged, not stored."""
+        return doc.get("kind") == "status" and bool(doc.get("will")) and self._sent_again(msg)
 
-    def _refused_before(self, msg: mqtt.MQTTMessage) -> bool:
+    def _sent_again(self, msg: mqtt.MQTTMessage) -> bool:
         """A retained message sent again because we subscribed again, with our session present, on a stream the broker
-        queues for us (QoS 1; not live): it came when it was published, and was refused and dead-lettered then (as
-        _stored_before). Dead-lettered at each arrival, garbage left retained on a device's status topic was a new
-        posture_deadletter point and a new message on the dead-letter topic at every restart of the bridge or the
-        broker."""
-        return bool(msg.retain) and self._session_present and not self._is_live_topic(msg.topic)
+        queues for us (QoS 1; not live): it came, and was handled, when it was published.
+
+        But not a copy sent again from the session (DUP): it was never acknowledged, so what it owed may never have
+        been stored (a bridge killed -9 holding it: its dead letter, or the will it was, was lost). The first such
+        copy of a retained message on a connection is taken (twice rather than never, if the kill came between its
+        storing and its acknowledgement); the others are sent again: one more piles up in the session at each run
+        that did not acknowledge its own (Mosquitto 2.0: each with DUP and retain, beside the copy the new
+        subscription brings)."""
+        if not msg.retain or not self._session_present or self._is_live_topic(msg.topic):
+            return False
+        if not msg.dup:
+            return True
+        copy = (msg.topic, bytes(msg.payload))
+        if copy in self._taken_again:
+            return True
+        self._taken_again.add(copy)
+        return False
 
     def _refuse(self, client: mqtt.Client, msg: mqtt.MQTTMessage, reason: str) -> None:
         """A malformed message: counted, said once per kind, dead-lettered; acknowledged once its dead letter is
-        stored, like any other point. A retained one refused before (_refused_before) only counted apart, and
-        acknowledged in its turn."""
-        if self._refused_before(msg):
+        stored, like any other point. One sent again because we subscribed again (_sent_again), refused and
+        dead-lettered when it came, is only counted apart and acknowledged in its turn: dead-lettered at each arrival,
+        garbage left retained on a device's status topic was a new posture_deadletter point and a new message on the
+        dead-letter topic at every restart of the bridge or the broker."""
+        if self._sent_again(msg):
             self.stats.refused_again += 1
             with self._lock:
                 self._pending.append((msg.mid, msg.qos, self._connection, DEAD_LETTERS, []))

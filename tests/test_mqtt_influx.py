@@ -16,7 +16,7 @@ import pytest
 
 from posture.local_servers import InfluxDB1
 from support.day_messages import slouchy_minute
-from support.mqtt import DB, client, start_or_fail, wait_for
+from support.mqtt import DB, client, listen, start_or_fail, wait_for
 from support.servers import SecuredInfluxDB1, SecuredMosquitto, VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -600,3 +600,63 @@ def test_garbage_left_retained_is_dead_lettered_once_not_again_at_each_bridge_re
     assert len(published) == 3, published
     stats = json.loads(log.read_text().strip().splitlines()[-1])  # its last lifetime
     assert stats["malformed"] == {"not JSON": 1} and stats["refused_again"] == 3
+
+
+def test_a_retained_message_a_killed_bridge_never_stored_is_taken_when_it_comes_again(tmp_path, broker, influx):
+    """Retained garbage, and a retained will, that the bridge was killed -9 holding (the garbage's dead letter
+    published, neither stored: the messages unacknowledged) come again from the session as copies with DUP, beside the
+    copies the new subscription brings (Mosquitto: all retained, our session present). Taken for sent again like the
+    new ones, the dead letter and the will were lost: never stored. Each unacknowledged copy comes again, one more per
+    kill, and one stored point is what they owe: exactly one here, since none was stored before (in general at least
+    one: a bridge killed between storing it and its acknowledgement stores it again, a point of its own arrival time).
+    The copies the next clean restart's subscription brings are still not taken."""
+    config = write_config(tmp_path / "posture.toml", broker, influx.url)
+    # The first runs hold what they received for 60 s before storing it: a kill -9 meanwhile leaves it unacknowledged.
+    holding = tmp_path / "holding.toml"
+    holding.write_text(config.read_text().replace("flush_interval_s = 0.1", "flush_interval_s = 60"))
+    log = tmp_path / "bridge.log"
+    sender = client(broker.port)
+    will = {"schema": 1, "kind": "status", "device": "dev9", "ts": 1_700_000_000_000, "online": False, "will": True}
+    sender.publish("posture/dev9/status", json.dumps(will), qos=1, retain=True).wait_for_publish(10)
+    sender.publish("posture/ghost/status", b"not json", qos=1, retain=True).wait_for_publish(10)
+    watcher, published = listen(broker.port, "posture/_deadletter")
+
+    def stored() -> list[dict]:
+        return influx.rows('SELECT "topic", "reason" FROM "posture_deadletter"', DB)
+
+    def wills() -> list[dict]:
+        return influx.rows("SELECT \"online\" FROM \"posture_status\" WHERE \"device_id\" = 'dev9'", DB)
+
+    bridge, stop = None, signal.SIGKILL  # a holding run would stop only at its next flush
+    try:
+        for kills in (1, 2):  # the second run is sent the first run's copies again, and its own subscription's
+            bridge = start_bridge(holding, log)
+            wait_for(lambda n=kills: len(published) == n, 30,
+                     lambda n=kills: f"run {n} to dead-letter the copy it was sent again, published: {published}")
+            time.sleep(1.0)  # the will, sent in the same breath as the garbage, is held too
+            bridge.send_signal(signal.SIGKILL)
+            bridge.wait(30)
+        assert stored() == [] and wills() == [], "stored before the kill: the case is not made"
+        bridge, stop = start_bridge(config, log), signal.SIGTERM
+        bridge_ready(broker, influx)
+        wait_for(lambda: stored() and wills(), 30, lambda: f"what the killed bridges did not store: {stored()}, "
+                                                           f"{wills()}")
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(30)
+        stats = json.loads(log.read_text().strip().splitlines()[-1])
+        # Sent again: the first run's copy and the second's; sent anew: the third's subscription's copy.
+        assert stats["malformed"] == {"not JSON": 1} and stats["refused_again"] == 2, stats
+        bridge = start_bridge(config, log)
+        bridge_ready(broker, influx)
+        time.sleep(1.0)
+    finally:
+        if bridge is not None and bridge.poll() is None:
+            bridge.send_signal(stop)
+            bridge.wait(30)
+        sender.loop_stop()
+        watcher.loop_stop()
+    assert [r["topic"] for r in stored()] == ["posture/ghost/status"]
+    assert [r["online"] for r in wills()] == [False]
+    assert len(published) == 3, published  # published as each run took it, before storing: one per run that did
+    stats = json.loads(log.read_text().strip().splitlines()[-1])
+    assert stats["malformed"] == {} and stats["refused_again"] == 1, stats
