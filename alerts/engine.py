@@ -93,6 +93,13 @@ DEVICE_KEY, MINUTE_KEY = "device/", "minute/"
 # desk day: 15 in the 40 min after the request, at most one a minute, refusal_every_s): past these, a refusal is a
 # request again, under the policy and the requests' cooldown.
 ANSWERS_PER_REQUEST = 3
+# The holds a calibration request held waits out, to be told at the device's first data after them
+# (_request_held_over): the wearer's "not now" (the night, a snooze), not "never". The pipeline asks once for a
+# reason, so a request held at 23:30 (a sensor put on late, a calibration that turned 24 h old at night) was never
+# told, and the calibrator watched for moves nobody made. Not the requests' cooldown: it holds none the wearer has not
+# heard (one was told within it: request_unsaid is not set); the daily cap and its pace hold no request
+# (policy.held_reason); a stale one (a backlog's) is not waited out either, as before.
+REQUEST_WAITS_FOR = ("quiet_hours", "snoozed")
 # A calibration said within this of when it was made was made then (calibrated_s is t_s to the 10 ms the contract
 # keeps times to); a restored one was made at least a batch before.
 SAME_CALIBRATION_S = 0.5
@@ -260,14 +267,16 @@ class AlertEngine:
         ]
         if self._nudged_slouch_goes_on(device, state, end_ms / 1000):  # its nudge went out live already
             found = [f for f in found if not f or f.kind != "slouch"]
-        return over + self._decide(device, state, [f for f in found if f], now_s)
+        return over + self._decide(device, state, [f for f in found if f], now_s) + \
+            self._request_held_over(device, state, end_ms / 1000, now_s)
 
     def on_event(self, doc: dict[str, Any], now_s: float) -> list[dict[str, Any]]:
         """FarBehind: an event far behind this clock that would open a day (MAX_BEHIND_DAYS)."""
         if doc["kind"] == "episode_start":  # a slouch or lean under way: never an episode (its end is), no nudge
             return []
         device = doc["device"]
-        day = self._date(doc.get("end_s", doc.get("t_s", doc["ts"] / 1000)) - DAY_CLOSE_LAG_S)
+        data_s = doc.get("end_s", doc.get("t_s", doc["ts"] / 1000))  # when it was over: where its news is
+        day = self._date(data_s - DAY_CLOSE_LAG_S)
         self._check_behind(device, self.devices.get(device), day, now_s)
         state = self._state(device)
         if state.day is None or day > state.day:  # the morning's first word may be an event: a new day's cap
@@ -279,6 +288,7 @@ class AlertEngine:
             # held (quiet hours, the cooldown of one told earlier), a sensor picked up at 23:30 had the refusals of
             # everyday moves told at once at night, three more, for a request the wearer never heard.
             state.answers_from_s = doc["t_s"]
+            state.request_waiting = {}  # one before it is no longer the latest (a calibration made ends it too)
             if doc["status"] == "calibrated":
                 state.answers_told = 0
             # A request the wearer does not know of (held: quiet hours, a snooze) has them make no moves: the refusals
@@ -303,7 +313,23 @@ class AlertEngine:
                       and state.answers_told < ANSWERS_PER_REQUEST
                       and not self._lying_or_off(device, state, doc["t_s"]))
             found += filter(None, [r.calibration_event(doc, answer)])
-        return self._decide(device, state, found, now_s)
+        # The event first: a refusal of moves made before the request was told is the sensor's, not an answer to it.
+        out = self._decide(device, state, found, now_s)
+        return out + self._request_held_over(device, state, data_s, now_s)
+
+    def _request_held_over(self, device: str, state: DeviceState, t_s: float, now_s: float) -> list[dict[str, Any]]:
+        """The latest calibration request, held by quiet hours or a snooze (REQUEST_WAITS_FOR) and none told since
+        (request_unsaid: no calibration made since, no later request), told at the device's first data (a minute, a
+        live state or an event; t_s its data time) after the hold is over, with its own words: once, as any request
+        told clears request_unsaid. Its alert is of that data's time (quiet hours and staleness are judged there);
+        still held, it waits on, counted held once (when it came)."""
+        waiting = state.request_waiting
+        if not (waiting and state.request_unsaid and self.rules.calibration.enabled and t_s > waiting["t_s"]):
+            return []
+        finding = r.Finding("calibration", t_s, "warning", waiting["evidence"])
+        if held_reason(state, finding, self.rules.limits, self.tz, now_s) is not None:
+            return []
+        return self._decide(device, state, [finding], now_s)
 
     def _lying_or_off(self, device: str, state: DeviceState, t_s: float) -> bool:
         """The wearer read lying, or the sensor off the body, at about t_s (sensor time): by the latest live state if it
@@ -348,8 +374,9 @@ class AlertEngine:
         if since is not None:
             self._slouch_seen_s[device] = doc["ts"] / 1000
         clear_from = self._clear_streak(device, doc, previous)
+        told = self._request_held_over(device, state, doc["ts"] / 1000, now_s)  # (at once with none waiting)
         if since is None and not state.slouch_now_open:  # most states: no slouch, none followed up; nothing to save
-            return [], False
+            return told, bool(told)
         before = _scalars(state)  # copied only here: at every state it took a third of a live state's cost
         t_s = doc["ts"] / 1000
         rule, out = self.rules.slouch_now, []
@@ -367,7 +394,7 @@ class AlertEngine:
             out += self._nudged_slouch_over(device, state, clear_from, now_s)
         if rule.enabled and since is not None:
             out += self._slouch_now(device, state, {**doc, "slouching_since_s": since}, since, now_s)
-        return out, _scalars(state) != before
+        return told + out, bool(told) or _scalars(state) != before
 
     def _slouching_since(self, device: str, doc: dict[str, Any]) -> float | None:
         """When the slouch a live state shows began, as the wearer slouched it: the pipeline's slouching_since_s, or
@@ -703,6 +730,9 @@ class AlertEngine:
             if f.ts_s - last_s < cooldown_s:
                 continue
             if reason := held_reason(state, f, self.rules.limits, self.tz, now_s):
+                if (reason in REQUEST_WAITS_FOR and f.kind == "calibration" and f.evidence["status"] == "recalibrate"
+                        and state.request_unsaid and f.ts_s == state.answers_from_s):  # the latest request, unheard
+                    state.request_waiting = {"t_s": f.ts_s, "evidence": f.evidence}
                 if f.kind in r.PRAISE:  # praise that cannot go out now is moot later
                     state.slouch_alert_s = None if f.kind == "recovery" else state.slouch_alert_s
                     continue
@@ -729,7 +759,7 @@ class AlertEngine:
             else:
                 state.last_alert_s[f.kind] = f.ts_s
                 if f.kind == "calibration":  # a request told now: the wearer knows of it
-                    state.request_unsaid = False
+                    state.request_unsaid, state.request_waiting = False, {}
                     if f.evidence["status"] != "refused":  # the pipeline's request: its answers are due (a refusal
                         state.answers_told = 0  # past them, told as a request, starts no more)
             if f.amount is not None:

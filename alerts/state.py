@@ -84,6 +84,10 @@ class DeviceState:
     answers_from_s: float | None = None
     # … and the latest request was held (quiet hours, a snooze) and none told since: the wearer does not know of it
     request_unsaid: bool = False
+    # … and, held by quiet hours or a snooze (engine.REQUEST_WAITS_FOR), its time (sensor s) and its finding's evidence
+    # ({"t_s", "evidence"}; empty: none waits): told with its own words at the device's first data after the hold is
+    # over, while request_unsaid (engine._request_held_over). A state of before keeps no words: its request is not told.
+    request_waiting: dict[str, Any] = field(default_factory=dict)
     summary_sent_day: str | None = None
     summary_goal_met: bool | None = None  # the verdict that day's summary told: the day's, for streak and program
     late_minutes: int = 0  # minutes of days already closed, ignored
