@@ -94,12 +94,12 @@ DEVICE_KEY, MINUTE_KEY = "device/", "minute/"
 # request again, under the policy and the requests' cooldown.
 ANSWERS_PER_REQUEST = 3
 # The holds a calibration request held waits out, to be told at the device's first data after them
-# (_request_held_over): the wearer's "not now" (the night, a snooze), not "never". The pipeline asks once for a
-# reason, so a request held at 23:30 (a sensor put on late, a calibration that turned 24 h old at night) was never
-# told, and the calibrator watched for moves nobody made. Not the requests' cooldown: it holds none the wearer has not
-# heard (one was told within it: request_unsaid is not set); the daily cap and its pace hold no request
-# (policy.held_reason); a stale one (a backlog's) is not waited out either, as before.
-REQUEST_WAITS_FOR = ("quiet_hours", "snoozed")
+# (_request_held_over): the wearer's "not now" (the night, a snooze), not "never", and a backlog's staleness (a gateway
+# out of the network sends its requests late; what they ask for is still to do). The pipeline asks once for a reason,
+# so a request held at 23:30 (a sensor put on late, a calibration that turned 24 h old at night) was never told, and
+# the calibrator watched for moves nobody made. Not the requests' cooldown: it holds none the wearer has not heard (one
+# was told within it: request_unsaid is not set); the daily cap and its pace hold no request (policy.held_reason).
+REQUEST_WAITS_FOR = ("quiet_hours", "snoozed", "stale")
 # A calibration said within this of when it was made was made then (calibrated_s is t_s to the 10 ms the contract
 # keeps times to); a restored one was made at least a batch before.
 SAME_CALIBRATION_S = 0.5
@@ -318,11 +318,11 @@ class AlertEngine:
         return out + self._request_held_over(device, state, data_s, now_s)
 
     def _request_held_over(self, device: str, state: DeviceState, t_s: float, now_s: float) -> list[dict[str, Any]]:
-        """The latest calibration request, held by quiet hours or a snooze (REQUEST_WAITS_FOR) and none told since
-        (request_unsaid: no calibration made since, no later request), told at the device's first data (a minute, a
-        live state or an event; t_s its data time) after the hold is over, with its own words: once, as any request
-        told clears request_unsaid. Its alert is of that data's time (quiet hours and staleness are judged there);
-        still held, it waits on, counted held once (when it came)."""
+        """The latest calibration request, held by quiet hours, a snooze or as stale (REQUEST_WAITS_FOR), none told
+        since (request_unsaid: no calibration made since, no later request), told at the device's first data (a
+        minute, a live state or an event; t_s its data time) after the hold is over, with its own words: once, as any
+        request told clears request_unsaid. Its alert is of that data's time (quiet hours and staleness are judged
+        there); still held, it waits on, counted held once (when it came)."""
         waiting = state.request_waiting
         if not (waiting and state.request_unsaid and self.rules.calibration.enabled and t_s > waiting["t_s"]):
             return []

@@ -334,6 +334,20 @@ def test_a_request_held_by_a_snooze_is_told_once_the_snooze_is_over():
     assert eng.devices[DEVICE].held_today == {"snoozed": 1}
 
 
+def test_a_request_in_a_backlog_is_told_at_the_first_data_that_is_not_stale():
+    """A gateway out of the network from 14:00 to 16:00 sends its backlog when back: the request in it (14:10) is older
+    than limits.max_delay_s (10 min), held as stale as a nudge of then would be, and so are the backlog's minutes
+    until those of its last 10 min; what it asks for is still to do. Told at the first of them, once."""
+    eng = AlertEngine(Rules(), Catalog.load(), UTC)
+    asked, back = DAY + 14 * 3600 + 600, DAY + 16 * 3600
+    assert eng.on_event(event(asked, "recalibrate", MOVED), now_s=back) == []
+    told = [a for start_s in range(int(asked), int(back), 60)
+            for a in eng.on_metrics(worn_minute(start_s)[1], now_s=back + 1)]
+    assert [(a["ts"] / 1000, a["evidence"]["reason"]) for a in told] == [(back - 540, MOVED[0])]  # 15:51, not stale
+    assert through(eng, back, back + 600) == []
+    assert eng.devices[DEVICE].held_today == {"stale": 1}
+
+
 def test_a_request_held_in_quiet_hours_reaches_the_phone_in_the_morning_across_a_restart(tmp_path, broker):
     """Through the service (real Mosquitto): a request at 06:30 (quiet hours), a minute at 06:40, the service stopped
     and started again, then the morning's minutes: the request reaches the phone at the first, once."""
