@@ -47,10 +47,6 @@ class CalibrationSettings:
     bend_within_s: float = 5.0  # the bend starts this soon after the hold
     bend_max_s: float = 10.0  # out and back within this
     bend_straight_deg: float = 25.0  # direction half-way down vs at the deepest point
-    # The bend's direction is the accelerometer's, averaged over this about its deepest point, where the trunk stops
-    # and turns back: gravity alone, which a gyro bias does not move. The orientation filter's up axis, which the bend
-    # is followed by, drifts with the bias it has not learnt yet (5 °/s: forward 8° off).
-    bend_gravity_s: float = 0.5
     bend_timeout_s: float = 12.0  # no bend by then → a provisional calibration from the hold alone
     # … if the hold can be upright: the sensor lies on the back, its z (out of the skin) near level. Upright, the
     # mounting tilt (≤ 30°), the upper back's slope and a hunch all tip z up (toward 40° and more); z pointing
@@ -184,6 +180,30 @@ def hold_gyro_bias_dps(acc_g: np.ndarray, gyro_dps: np.ndarray, rate_hz: float) 
     return cast(np.ndarray, gyro_dps.mean(axis=0) - tilt_rate_dps)
 
 
+def turn_quaternion(rotvec_rad: np.ndarray) -> np.ndarray:
+    """The sensor's turn over samples each turning it by rotvec_rad (n × 3, its own axes, in order): the product of
+    their quaternions [w, x, y, z], multiplied pairwise in halving rounds (log₂ n numpy calls, not n)."""
+    angle = np.linalg.norm(rotvec_rad, axis=1, keepdims=True)
+    # sin(a/2)/a, also at a = 0 (np.sinc(x) is sin(πx)/(πx))
+    q = np.hstack([np.cos(angle / 2.0), rotvec_rad * 0.5 * np.sinc(angle / (2.0 * np.pi))])
+    while len(q) > 1:
+        if len(q) % 2:
+            q = np.vstack([q, [1.0, 0.0, 0.0, 0.0]])
+        a, b = q[0::2], q[1::2]
+        q = np.column_stack([
+            a[:, 0] * b[:, 0] - a[:, 1] * b[:, 1] - a[:, 2] * b[:, 2] - a[:, 3] * b[:, 3],
+            a[:, 0] * b[:, 1] + a[:, 1] * b[:, 0] + a[:, 2] * b[:, 3] - a[:, 3] * b[:, 2],
+            a[:, 0] * b[:, 2] - a[:, 1] * b[:, 3] + a[:, 2] * b[:, 0] + a[:, 3] * b[:, 1],
+            a[:, 0] * b[:, 3] + a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1] + a[:, 3] * b[:, 0]])
+    return q[0] if len(q) else np.array([1.0, 0.0, 0.0, 0.0])
+
+
+def rotate_back(q_wxyz: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A world-fixed vector, v in the sensor's axes before the turn q, in its axes after it: R(q)ᵀ v."""
+    w, r = q_wxyz[0], -q_wxyz[1:]
+    return v + 2.0 * np.cross(r, np.cross(r, v) + w * v)
+
+
 class Stillness:
     """Per sample: is the sensor still? Robust to noise and to the accelerometer's own scale error.
 
@@ -257,13 +277,16 @@ class Calibrator:
         self._run_held = False  # this still stretch has already made a hold
         self._hold_only_refused = False  # this still stretch's hold was refused as a hold only: not again till it ends
         self._hold: _Hold | None = None
-        self._bend: list[tuple[float, np.ndarray, np.ndarray]] = []  # (t_s, up, acc_g) while bending
+        self._bend: list[tuple[float, np.ndarray]] = []  # (t_s, up) while bending
         self._settling: _Settling | None = None  # a bend judged good, while the trunk must not go on past the hold
         # Of the calibration last returned, for the stream's check and `not_seated`: where its hold ended and its
         # bend came back, the question its bend answered.
         self.hold_end_t_s = self.returned_t_s = -np.inf
         self._answered: tuple[float, Calibration] | None = None
         self._batch_still = np.zeros(0, bool)
+        # The gyro of the last seconds, as long as a hold's end may lie before a bend's deepest point (_turned_up)
+        self._gyro_keep_s = HOLD_TRIM_S + settings.bend_within_s + settings.bend_max_s + 1.0
+        self._gyro_t, self._gyro = np.zeros(0), np.zeros((0, 3))
 
     def expect(self, current: Calibration | None, sign_in_doubt: bool = False) -> None:
         """Judge the moves against the calibration in use (None: against the mount's forward, as at a first
@@ -285,6 +308,10 @@ class Calibrator:
         sample ((n, 3), the orientation filter's as it stood there: one for the whole batch, its end's, moved the hold
         by a sample between batchings), taken off for the stillness test only: the hold measures its own."""
         self._batch_still = self._still.update(acc_g, gyro_dps if bias_dps is None else gyro_dps - bias_dps)
+        t, gyro = np.concatenate([self._gyro_t, t_s]), np.vstack([self._gyro, gyro_dps])
+        # (before the batch's first sample: a bend judged anywhere in a long batch has its hold's end in reach)
+        since = int(np.searchsorted(t, t_s[0] - self._gyro_keep_s)) if len(t_s) else 0
+        self._gyro_t, self._gyro = t[since:], gyro[since:]
         return self.resume(t_s, acc_g, gyro_dps, up_sensor, 0)
 
     def resume(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
@@ -442,7 +469,7 @@ class Calibrator:
             dev = dev[over[0]:]
         back = np.flatnonzero(dev <= self.s.bend_return_deg)
         stop = a + (int(back[0]) if len(back) else len(dev))
-        self._bend += list(zip(t_s[a:stop].tolist(), up_sensor[a:stop], acc_g[a:stop]))
+        self._bend += list(zip(t_s[a:stop].tolist(), up_sensor[a:stop]))
         if not len(back):
             self._give_up_late_bend(t_s[a:b], messages)
             return None
@@ -504,10 +531,23 @@ class Calibrator:
             return int(late[0])
         return None
 
+    def _turned_up(self, hold: _Hold, deepest_t_s: float, filter_up: np.ndarray) -> np.ndarray:
+        """Up (sensor axes) at the bend's deepest point: the hold's, turned by the gyro less the hold's own bias from
+        the hold's end. Where the bend points is forward, and the gyro reads it however the trunk is carried: the
+        filter's up axis drifts through the bend with whatever bias it has not learnt yet (5 °/s: forward 8° off),
+        and the accelerometer, read there instead, took a chair rolled or turned while bent for a sideways bend (a
+        10° swivel at 15 °/s: 2.5–4.4° off; a 5 cm roll on an 11° bend: 4–9°). filter_up if the gyro of the whole
+        way is not kept (not expected: _gyro_keep_s)."""
+        if not len(self._gyro_t) or self._gyro_t[0] > hold.end_t_s:
+            return filter_up
+        way = (self._gyro_t > hold.end_t_s) & (self._gyro_t <= deepest_t_s)
+        turn = turn_quaternion(np.radians(self._gyro[way] - hold.bias_dps) / self.rate_hz)
+        return rotate_back(turn, hold.up)
+
     def _judge_bend(self, hold: _Hold, t_s: float, messages: Said) -> Calibration | None:
         if t_s - self._bend[0][0] > self.s.bend_max_s:
             return None  # out and back took too long: a posture, not the calibration bend
-        times, ups, acc = (np.array(x) for x in zip(*self._bend))
+        times, ups = np.array([t for t, _ in self._bend]), np.array([u for _, u in self._bend])
         dev = _between_deg(ups, hold.up)
         k = int(np.argmax(dev))
         if dev[k] > self.s.bend_max_deg:
@@ -524,9 +564,9 @@ class Calibrator:
                          messages)
             return None
         try:
-            # Its depth is the filter's: the accelerometer there also reads the trunk slowing down (35° for 29°).
-            around = np.abs(times - times[k]) <= self.s.bend_gravity_s / 2
-            cal = replace(Calibration.from_vectors(hold.up, acc[around].mean(axis=0)), bend_deg=float(dev[k]))
+            # Its direction is the gyro's, its depth the filter's (_turned_up).
+            cal = replace(Calibration.from_vectors(hold.up, self._turned_up(hold, float(times[k]), ups[k])),
+                          bend_deg=float(dev[k]))
         except CalibrationError as exc:
             self._refuse(t_s, str(exc), "bend forward at least 15° and sit up again", messages)
             return None
