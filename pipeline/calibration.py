@@ -10,6 +10,7 @@ that: the wearer is asked to bend again, and two bends that agree calibrate it.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -287,6 +288,7 @@ class Calibrator:
         # The gyro of the last seconds, as long as a hold's end may lie before a bend's deepest point (_turned_up)
         self._gyro_keep_s = HOLD_TRIM_S + settings.bend_within_s + settings.bend_max_s + 1.0
         self._gyro_t, self._gyro = np.zeros(0), np.zeros((0, 3))
+        self._still_before = deepcopy(self._still)  # as it stood before this batch, for `rebias`
 
     def expect(self, current: Calibration | None, sign_in_doubt: bool = False) -> None:
         """Judge the moves against the calibration in use (None: against the mount's forward, as at a first
@@ -307,12 +309,22 @@ class Calibrator:
         """(calibration or None, index where it starts to apply, refusals said). bias_dps: the gyro bias known at each
         sample ((n, 3), the orientation filter's as it stood there: one for the whole batch, its end's, moved the hold
         by a sample between batchings), taken off for the stillness test only: the hold measures its own."""
+        self._still_before = deepcopy(self._still)
         self._batch_still = self._still.update(acc_g, gyro_dps if bias_dps is None else gyro_dps - bias_dps)
         t, gyro = np.concatenate([self._gyro_t, t_s]), np.vstack([self._gyro, gyro_dps])
         # (before the batch's first sample: a bend judged anywhere in a long batch has its hold's end in reach)
         since = int(np.searchsorted(t, t_s[0] - self._gyro_keep_s)) if len(t_s) else 0
         self._gyro_t, self._gyro = t[since:], gyro[since:]
         return self.resume(t_s, acc_g, gyro_dps, up_sensor, 0)
+
+    def rebias(self, acc_g: np.ndarray, gyro_dps: np.ndarray, bias_dps: np.ndarray) -> None:
+        """The stillness of the batch `update` was given, again with this gyro bias per sample: the orientation
+        filter's once a calibration adopted inside the batch handed it the hold's (the stream's _filter_again). Kept
+        from the first pass, the samples after it were judged with the bias before it, where a batch cut there judges
+        them with the new one (5 °/s: a hold refused in 1 s batches, "moved during the upright hold", and not in one
+        batch). The samples before it have the same bias, and so the same stillness, as the calibrator saw them."""
+        self._still = deepcopy(self._still_before)
+        self._batch_still = self._still.update(acc_g, gyro_dps - bias_dps)
 
     def resume(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, up_sensor: np.ndarray,
                k: int) -> tuple[Calibration | None, int, Said]:

@@ -338,7 +338,12 @@ class PosturePipeline:
                 quat, bias_dps = self._filter_again(before, adopted, gyro_dps, acc_g, quat, bias_dps)
                 att = SensorAttitude.of(quat)
                 acc_vertical = vertical(att.row2, acc_g)
+            elif quat_given is not None:  # not filtered: the bias as the calibration just set it (_adopt), from k
+                bias_dps = np.concatenate([bias_dps[:k], np.broadcast_to(self.orientation.bias_dps(),
+                                                                         (len(t_s) - k, 3))])
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
+                if watching:  # judged still with the bias the samples from k have now, as a batch cut at k would
+                    self.calibrator.rebias(acc_g, gyro_dps, bias_dps)
                 cal, start, refusals = self.calibrator.resume(t_s, acc_g, gyro_dps, att.row2, k)
                 out.events += _refused(refusals)
         # Asked for the moves inside this batch: the calibrator, restarted by the request, watches from the next sample
