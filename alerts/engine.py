@@ -297,6 +297,13 @@ class AlertEngine:
             since_s = doc["t_s"] - state.last_alert_s.get("calibration", -1e18)
             state.request_unsaid = (doc["status"] == "recalibrate"
                                     and since_s >= 60 * self.rules.calibration.cooldown_min)
+        elif (doc["kind"] == "calibration" and doc["status"] == "calibrated" and doc.get("with_bend")
+              and state.request_waiting and doc["t_s"] > state.request_waiting["t_s"]):
+            # A full calibration a restart of the gateway restored: the pipeline started afresh with it watches for no
+            # moves (what it asked for is not kept), and asks again for what still holds (the calibration's age at
+            # the first sitting, the check when it sees the sensor off again). Told at 07:00, the request had the
+            # wearer make moves nothing watched, and the pipeline's own request again was then held by the cooldown.
+            state.request_waiting = {}
         found: list[r.Finding] = []
         if doc["kind"] == "slouch" and self._of_nudged_slouch(state, doc["start_s"]):
             # (A part of) the slouch nudged live: not nudged again. Never praised here: the pipeline ends a slouch for
@@ -319,10 +326,10 @@ class AlertEngine:
 
     def _request_held_over(self, device: str, state: DeviceState, t_s: float, now_s: float) -> list[dict[str, Any]]:
         """The latest calibration request, held by quiet hours, a snooze or as stale (REQUEST_WAITS_FOR), none told
-        since (request_unsaid: no calibration made since, no later request), told at the device's first data (a
-        minute, a live state or an event; t_s its data time) after the hold is over, with its own words: once, as any
-        request told clears request_unsaid. Its alert is of that data's time (quiet hours and staleness are judged
-        there); still held, it waits on, counted held once (when it came)."""
+        since (request_unsaid: no calibration made since, no later request; nor a full one restored, on_event), told
+        at the device's first data (a minute, a live state or an event; t_s its data time) after the hold is over,
+        with its own words: once, as any request told clears request_unsaid. Its alert is of that data's time (quiet
+        hours and staleness are judged there); still held, it waits on, counted held once (when it came)."""
         waiting = state.request_waiting
         if not (waiting and state.request_unsaid and self.rules.calibration.enabled and t_s > waiting["t_s"]):
             return []
