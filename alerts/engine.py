@@ -320,9 +320,12 @@ class AlertEngine:
                       and state.answers_told < ANSWERS_PER_REQUEST
                       and not self._lying_or_off(device, state, doc["t_s"]))
             found += filter(None, [r.calibration_event(doc, answer)])
-        # The event first: a refusal of moves made before the request was told is the sensor's, not an answer to it.
-        out = self._decide(device, state, found, now_s)
-        return out + self._request_held_over(device, state, data_s, now_s)
+        # A request held over goes first, in its own words: a refusal the sensor made before it was told (answer, above,
+        # is judged as it stood) is told as a request, and decided first it took the request's place (the wearer's
+        # first word in the morning was "Moved during the upright hold after 1.4 s" for moves they never made, and the
+        # request's own never came); after it, the requests' cooldown holds it.
+        told = self._request_held_over(device, state, data_s, now_s)
+        return told + self._decide(device, state, found, now_s)
 
     def _request_held_over(self, device: str, state: DeviceState, t_s: float, now_s: float) -> list[dict[str, Any]]:
         """The latest calibration request, held by quiet hours, a snooze or as stale (REQUEST_WAITS_FOR), none told

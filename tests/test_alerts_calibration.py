@@ -293,6 +293,22 @@ def test_a_request_held_by_quiet_hours_is_not_told_after_a_calibration_made_in_t
     assert asked.armed and not PosturePipeline(calibration=calibration).armed  # a gateway restarted keeps no request
 
 
+
+def test_a_request_held_over_is_told_in_its_own_words_before_a_refusal_of_the_sensors_that_comes_first():
+    """The first data after quiet hours is a refusal of moves the wearer did not make (the calibrator watched all night;
+    live states off, the 06:59 minute not yet in): not an answer (the wearer has not heard the request), it is told as a
+    request, and decided first it took the waiting request's place: "Moved during the upright hold after 1.4 s" at
+    07:00, and the request's own words ("the sensor has probably moved") never. The request goes first; the refusal is
+    held by the requests' cooldown after it, and answers nothing."""
+    eng = AlertEngine(Rules(), Catalog.load(), UTC)
+    eng.on_event(event(ASKED, "recalibrate", MOVED), now_s=ASKED + 1)
+    through(eng, ASKED, MORNING - 60)
+    told = eng.on_event(event(MORNING + 5, "refused", HOLD_BROKEN), now_s=MORNING + 6)
+    told += through(eng, MORNING, MORNING + 600)
+    assert [(a["ts"] / 1000, a["evidence"]["status"], a["evidence"]["reason"]) for a in told] == [
+        (MORNING + 5, "recalibrate", MOVED[0])]
+    assert eng.devices[DEVICE].answers_told == 0
+
 def test_the_latest_request_held_is_the_one_told_and_one_told_within_the_cooldown_is_not_told_again():
     """Of two requests held in the night the latest is told (in its words; the first, delivered again late, does not
     come back). A request held by the requests' cooldown is none the wearer has not heard (one was told within it):
