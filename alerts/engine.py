@@ -298,11 +298,14 @@ class AlertEngine:
             state.request_unsaid = (doc["status"] == "recalibrate"
                                     and since_s >= 60 * self.rules.calibration.cooldown_min)
         elif (doc["kind"] == "calibration" and doc["status"] == "calibrated" and doc.get("with_bend")
-              and state.request_waiting and doc["t_s"] > state.request_waiting["t_s"]):
-            # A full calibration a restart of the gateway restored: the pipeline started afresh with it watches for no
-            # moves (what it asked for is not kept), and asks again for what still holds (the calibration's age at
-            # the first sitting, the check when it sees the sensor off again). Told at 07:00, the request had the
-            # wearer make moves nothing watched, and the pipeline's own request again was then held by the cooldown.
+              and not doc.get("request_pending") and state.request_waiting
+              and doc["t_s"] > state.request_waiting["t_s"]):
+            # A full calibration a restart of the gateway restored without the request (a gateway from before it kept
+            # one, or its calibration file not written since the request): the pipeline started afresh with it
+            # watches for no moves, and asks again for what still holds (the calibration's age at the first sitting,
+            # the check when it sees the sensor off again). Told at 07:00, the request had the wearer make moves
+            # nothing watched, and the pipeline's own request again was then held by the cooldown. Restored with it
+            # (request_pending), the pipeline watches for the moves still: the request is told as after no restart.
             state.request_waiting = {}
         found: list[r.Finding] = []
         if doc["kind"] == "slouch" and self._of_nudged_slouch(state, doc["start_s"]):

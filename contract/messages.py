@@ -134,6 +134,8 @@ def payload(device: str, item: Event | MinuteMetrics | Status | LiveState,
         for part in ("reason", "ask"):  # a refusal's or request's parts (events.asking); none has them otherwise
             if body[part] is None:
                 del body[part]
+        if not item.request_pending:  # sent only where it is so: a bridge or alert service older than it refuses it
+            del body["request_pending"]
         if item.status != "calibrated":  # when the calibration in use was made: said where one is taken (or restored)
             del body["calibrated_s"]
         elif (made_s := body["calibrated_s"]) is not None and not (

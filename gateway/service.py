@@ -24,7 +24,7 @@ from gateway.kept import lock_device, read_kept, write_kept
 from gateway.publisher import DevicePublisher, adopt_legacy_files, device_file
 from gateway.sent_floor import SentFloor
 from pipeline.activity import ActivityState
-from pipeline.calibration import Calibration
+from pipeline.calibration import Calibration, CalibrationRequest
 from pipeline.events import MINUTE_S, MinuteMetrics, asking
 from pipeline.live import LiveClock, live_message
 from pipeline.metrics import SECONDS_IN_MINUTE, merge_minutes
@@ -77,6 +77,7 @@ class Device:
     window: list[int] = field(default_factory=lambda: [0, 0])  # samples received, lost since the last status sent
     held_since_s: float = 0.0  # monotonic time the collector started holding samples
     saved: Calibration | None = None  # the calibration last written to disk (tried again while it is not the current)
+    saved_request: CalibrationRequest | None = None  # the moves asked for, written with it (likewise)
     save_failed: bool = False  # the last try failed: said once, and again when it works
     # The last run's last minute as its stop sent it: this run's part of that minute is added to it (_continued).
     stopped_minute: MinuteMetrics | None = None
@@ -285,13 +286,13 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
     sent end."""
     publisher = DevicePublisher.open(config, name, spool_dir, shown_name)
     publisher.start()
-    calibration, taken_on = load_calibration(spool_dir, name) or (None, None)
+    calibration, taken_on, request = load_calibration(spool_dir, name) or (None, None, None)
     if calibration is not None and taken_on_another(taken_on, address):
         log.warning("%s: the calibration kept was taken on sensor %s, and this is %s: not restored (two sensors "
                     "advertise %r? Name yours by its address in gateway.sensors); calibrate again", name, taken_on,
                     address, shown_name)
-        calibration = None
-    pipeline = PosturePipeline(config.pipeline.settings(), calibration=calibration)
+        calibration = request = None  # nor the moves asked for under it: this sensor is asked for its own
+    pipeline = PosturePipeline(config.pipeline.settings(), calibration=calibration, request=request)
     if (bias := load_gyro_bias(spool_dir, name, address)) is not None:
         pipeline.orientation.go_on(bias)
     device = Device(pipeline, publisher, BatchCollector(config.gateway.pipeline_batch_s, config.pipeline.rate_hz),
@@ -299,7 +300,7 @@ def open_device(config: Config, name: str, spool_dir: Path, shown_name: str, add
     if calibration is None and taken_on:  # not restored: taken on another sensor
         device.other_sensor = (f"sensor {address} is read as {name!r} now, and the calibration kept was taken on "
                                f"{taken_on}")
-    device.saved = device.pipeline.calibration
+    device.saved, device.saved_request = device.pipeline.calibration, device.pipeline.request
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)
     device.off_since_s = read_kept(spool_dir, name, OFF_SUFFIX, _put_down_s, "sensor off the body")
     device.last_activity = load_activity(spool_dir, name)
@@ -504,19 +505,26 @@ def _restart_stopped_links(tasks: dict[str, asyncio.Task[None]], links: dict[str
             tasks[name] = asyncio.create_task(links[name].run(stop))
 
 
-def load_calibration(spool_dir: Path, device: str) -> tuple[Calibration, str | None] | None:
-    """The device's calibration from the last run (a restarted gateway measures at once), and the address of the
-    sensor it was taken on (None if not said: kept before it was)."""
-    def read(doc: dict[str, Any]) -> tuple[Calibration, str | None]:
-        taken_on = doc.get("sensor_address")
-        return Calibration.from_dict(doc), taken_on if isinstance(taken_on, str) and taken_on else None
+def load_calibration(spool_dir: Path, device: str
+                     ) -> tuple[Calibration, str | None, CalibrationRequest | None] | None:
+    """The device's calibration from the last run (a restarted gateway measures at once), the address of the
+    sensor it was taken on (None if not said: kept before it was), and the moves asked for under it and not made yet
+    (None: none, or kept before they were)."""
+    def read(doc: dict[str, Any]) -> tuple[Calibration, str | None, CalibrationRequest | None]:
+        taken_on, request = doc.get("sensor_address"), doc.get("request")
+        return (Calibration.from_dict(doc), taken_on if isinstance(taken_on, str) and taken_on else None,
+                None if request is None else CalibrationRequest.from_dict(request))
     return read_kept(spool_dir, device, ".calibration.json", read, "stored calibration")
 
 
-def save_calibration(spool_dir: Path, device: str, calibration: Calibration, address: str = "") -> None:
-    """With the sensor's address: another sensor under the same id (the same name) must not be measured with it."""
+def save_calibration(spool_dir: Path, device: str, calibration: Calibration, address: str = "",
+                     request: CalibrationRequest | None = None) -> None:
+    """With the sensor's address: another sensor under the same id (the same name) must not be measured with it; and
+    the moves asked for under it (`request`): a restarted pipeline watches for them still (a request told at 21:00, a
+    restart at 21:05: the moves made at 21:10 were unseen, and nobody answered the wearer)."""
     write_kept(spool_dir, device, ".calibration.json",
-               {**calibration.to_dict(), **({"sensor_address": address} if address else {})}, durable=True)
+               {**calibration.to_dict(), **({"sensor_address": address} if address else {}),
+                **({"request": request.to_dict()} if request is not None else {})}, durable=True)
 
 
 def load_stopped_minute(spool_dir: Path, device: str) -> tuple[MinuteMetrics, float] | None:
@@ -573,13 +581,14 @@ def _continued(device: Device, metrics: list[MinuteMetrics]) -> list[MinuteMetri
 
 
 def _save(device: Device, spool_dir: Path) -> None:
-    """The current calibration to disk if it is not there yet. A failure (the disk full) costs only a restart's
-    measuring at once: logged once, and tried again with the next batch."""
-    calibration = device.pipeline.calibration
-    if calibration is None or calibration is device.saved:
+    """The current calibration, with the moves asked for under it, to disk if it is not there yet (a request made or
+    answered writes it too). A failure (the disk full) costs only a restart's measuring at once (or its watching for
+    the moves): logged once, and tried again with the next batch."""
+    calibration, request = device.pipeline.calibration, device.pipeline.request
+    if calibration is None or (calibration is device.saved and request is device.saved_request):
         return
     try:
-        save_calibration(spool_dir, device.publisher.device, calibration, device.address)
+        save_calibration(spool_dir, device.publisher.device, calibration, device.address, request)
     except OSError as exc:
         if not device.save_failed:
             log.warning("%s: calibration not saved (a restart will not restore it): %s", device.publisher.device, exc)
@@ -587,7 +596,7 @@ def _save(device: Device, spool_dir: Path) -> None:
         return
     if device.save_failed:
         log.warning("%s: calibration saved", device.publisher.device)
-    device.saved, device.save_failed = calibration, False
+    device.saved, device.saved_request, device.save_failed = calibration, request, False
 
 
 def _consumer(device: Device, spool_dir: Path, publish_imu: bool) -> Callable[[ImuBatch], None]:
@@ -629,8 +638,8 @@ def _sensor_replaced(device: Device, spool_dir: Path, address: str) -> None:
             _submit(device, spool_dir, out.events, out.metrics, handed=True)
     pipeline = PosturePipeline(device.pipeline.s)
     device.other_sensor = f"sensor {address} is read as {name!r} now, in place of {device.address}"
-    device.pipeline, device.address, device.saved, device.link_gone, device.gone_kept = \
-        pipeline, address, None, False, False
+    device.pipeline, device.address, device.saved, device.saved_request, device.link_gone, device.gone_kept = \
+        pipeline, address, None, None, False, False
     device.gyro_bias_kept_s = None  # the new sensor's is kept from its first batch on
     _keep_off(device, spool_dir)  # the new pipeline is not off: the old sensor's time off is forgotten
     device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, name) or (None, None)

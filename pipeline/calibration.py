@@ -156,6 +156,25 @@ class Calibration:
         return Calibration(r, True, self.bend_deg, self.gyro_bias_dps, self.taken_s)
 
 
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """The calibration moves asked for and not made yet: what PosturePipeline.request_calibration was given. Kept with
+    the calibration (a gateway's `<device>.calibration.json`), so that a restarted pipeline watches for them again: a
+    request told at 21:00, a restart at 21:05, and the moves made at 21:10 calibrated nothing, unanswered."""
+    forward: Calibration | None = None  # the forward to judge the bend against (walking's); None: the calibration's
+    moved: bool = False  # the sensor moved on the back: the bend judged as at a first calibration (mount's forward)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"forward": None if self.forward is None else self.forward.to_dict(), "moved": self.moved}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> CalibrationRequest:
+        forward, moved = d.get("forward"), d["moved"]
+        if not isinstance(moved, bool):
+            raise ValueError(f"a stored calibration request's moved is not true or false: {moved!r}")
+        return CalibrationRequest(None if forward is None else Calibration.from_dict(forward), moved)
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return cast(np.ndarray, v / np.linalg.norm(v))
 

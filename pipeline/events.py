@@ -86,6 +86,9 @@ class CalibrationEvent:
     # alert service says them as they are, where it cut the message at the words "sit upright" to tell them apart.
     reason: str | None = None
     ask: str | None = None
+    # "calibrated", restored with the moves the last run asked for and did not see made: watched for still, so the
+    # alert service tells a request it holds for them (after a restored full calibration without one it drops it).
+    request_pending: bool = False
     kind: str = "calibration"
 
 

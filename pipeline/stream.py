@@ -40,7 +40,7 @@ from .angles import (
     wrapped_deg,
 )
 from .axial import AxialSettings, FacingBaseline
-from .calibration import Calibration, CalibrationMonitor, CalibrationSettings, Calibrator, Said
+from .calibration import Calibration, CalibrationMonitor, CalibrationRequest, CalibrationSettings, Calibrator, Said
 from .detectors import (
     LeanDetector,
     LeanSettings,
@@ -148,7 +148,10 @@ def _joined(a: PipelineOutput, b: PipelineOutput) -> PipelineOutput:
 
 class PosturePipeline:
     def __init__(self, settings: PipelineSettings = PipelineSettings(), calibration: Calibration | None = None,
-                 calibration_said: str = "calibration restored from the last run"):
+                 calibration_said: str = "calibration restored from the last run",
+                 request: CalibrationRequest | None = None):
+        """request: the moves the last run asked for with `calibration` and did not see made (`self.request`, kept
+        with it): watched for again, and not asked for again (the wearer was told, or the alert service holds it)."""
         self.s = settings
         self.dt_s = 1.0 / settings.rate_hz
         self.orientation = OrientationFilter(settings.orientation)
@@ -173,7 +176,8 @@ class PosturePipeline:
         self._off_since_s: float | None = None
         self._announce = calibration is not None  # a calibration restored from before (or given): say so once
         self._calibration_said = calibration_said
-        self._recalibrate = False  # the monitor (or the wearer) asked for the calibration moves again
+        # The calibration moves the monitor (or the wearer) asked for again, until they are made (_adopt).
+        self.request: CalibrationRequest | None = None
         # Put back on after time off the body: whether the wearer sits or stands was not seen meanwhile (a wearer who
         # stood up, took it off and sat down again was read standing for the rest of the day).
         self._posture_unseen = False
@@ -188,6 +192,8 @@ class PosturePipeline:
             self.calibrator.expect(calibration)
         if calibration is not None and calibration.gyro_bias_dps is not None:
             self.orientation.set_horizontal_bias_dps(calibration.gyro_bias_dps, calibration.r_sensor_trunk[:, 2])
+        if calibration is not None and request is not None:
+            self.request_calibration(request.forward, request.moved)
         self._last_t_s: float | None = None
         self._latest: tuple[float, float, float, str] | None = None  # the last measured real sample's angles, activity
         self._tail_t = np.empty(0)  # the last real samples (times, acc+gyro[+quaternion]), for gap filling
@@ -283,7 +289,8 @@ class PosturePipeline:
             self._announce = False
             assert self.calibration is not None  # _announce is set only with a calibration
             out.events.append(CalibrationEvent(float(t_s[0]), "calibrated", self._calibration_said,
-                                               self.calibration.with_bend, self.calibration.taken_s))
+                                               self.calibration.with_bend, self.calibration.taken_s,
+                                               request_pending=self._recalibrate))
         if away_s >= self.s.calibration.away_recalibrate_s:  # watched from here, as for a sensor picked up (_back_on)
             self._put_on_again(float(t_s[0]), f"no data for {away_s / 3600:.0f} h", out)
         self._walk_index0 = self.activity.samples_walked
@@ -451,6 +458,11 @@ class PosturePipeline:
         return self.calibration is not None and self.calibration.with_bend and not self._posture_unseen
 
     @property
+    def _recalibrate(self) -> bool:
+        """The moves were asked for again (a calibration in use found off, too old, or the sensor put on again)."""
+        return self.request is not None
+
+    @property
     def armed(self) -> bool:
         """Watching for the calibration moves: never calibrated, provisional (no bend), or told to redo it."""
         return self.calibration is None or not self.calibration.with_bend or self._recalibrate
@@ -492,7 +504,7 @@ class PosturePipeline:
         moved: the sensor was moved or turned on the back, so the calibration's forward may be wrong too (turned
         over, it is reversed): the bend is judged as at a first calibration, against the mount's forward.
         """
-        self._recalibrate = True
+        self.request = CalibrationRequest(forward, moved)
         self._standing_refused = False
         self.calibrator.restart()
         if self.calibration is not None:
@@ -512,7 +524,7 @@ class PosturePipeline:
             self._last_yaw = None
         self.calibration = cal
         self.activity.trunk_axis(cal.r_sensor_trunk[:, 2])
-        self._recalibrate = False
+        self.request = None
         self.calibrator.expect(cal)
         self.monitor = CalibrationMonitor(self.s.calibration, self.s.rate_hz)
         self.walking_axis.reset()

@@ -12,7 +12,9 @@ import numpy as np
 from alerts.catalog import Catalog
 from alerts.engine import ANSWERS_PER_REQUEST, AlertEngine
 from alerts.settings import Limits, Rules
-from pipeline.calibration import Calibration, CalibrationSettings
+from contract.messages import payload
+from contract.validation import load_validators, parse
+from pipeline.calibration import Calibration, CalibrationRequest, CalibrationSettings
 from pipeline.events import asking
 from pipeline.stream import PosturePipeline
 from support.alerts import DEVICE, Phone, publish, running_alerts, stop, wait_online, write_config, zone_at
@@ -270,28 +272,42 @@ def test_a_request_held_by_quiet_hours_is_told_once_at_the_first_data_after_them
                                                           now_s=MORNING + 7231)] == ["refused"]
 
 
+def restored_event(at_s: float, with_bend: bool, request: CalibrationRequest | None) -> dict:
+    """The `calibrated` event a restarted gateway's pipeline sends at its first sample, with the calibration (full or
+    provisional, made an hour before the request) and the request the last run kept, as the gateway publishes it."""
+    full = Calibration.from_vectors(np.array([0.0, 0.0, 1.0]), np.array([0.5, 0.0, 0.87]))
+    calibration = Calibration(full.r_sensor_trunk, with_bend, full.bend_deg * with_bend, taken_s=ASKED - 3600)
+    pipeline = PosturePipeline(calibration=calibration, request=request)
+    still = np.tile([0.0, 0.0, 1.0], (50, 1))
+    [restored] = [e for e in pipeline.update(at_s + np.arange(50) / 50, still, 0.0 * still).events
+                  if e.kind == "calibration"]
+    doc = parse("events", json.dumps(payload(DEVICE, restored)).encode(), load_validators(), now_s=at_s)
+    assert doc["message"] == "calibration restored from the last run" and doc["with_bend"] == with_bend
+    assert pipeline.armed == (request is not None or not with_bend)  # watching for the moves it was asked for
+    return doc
+
+
 def test_a_request_held_by_quiet_hours_is_not_told_after_a_calibration_made_in_them():
     """A calibration the wearer made at 06:00 is what the request asked for: nothing to tell at 07:00. One a restart of
-    the gateway restored is the old one the request was about, but the pipeline started afresh with it does not keep
-    the request (PosturePipeline(calibration=…) is not armed): a full one watches for no moves, and the pipeline asks
-    again for what still holds; told at 07:00, the wearer's moves went unseen. A provisional one restored is still
-    finished by the moves: the request is told."""
-    for restored, with_bend, said in ((False, True, []), (True, True, []), (True, False, ["recalibrate"])):
+    the gateway restored is the old one the request was about: restored with the request the last run kept (its
+    calibration file), the pipeline watches for the moves still, and the request is told. Restored without it (a
+    gateway from before it kept one, or its file not written since the request), a full one watches for no moves, and
+    the pipeline asks again for what still holds; told at 07:00, the wearer's moves went unseen: not told. A
+    provisional one restored is finished by the moves: the request is told."""
+    kept = CalibrationRequest(moved=True)
+    for restored, with_bend, request, said in ((False, True, None, []), (True, True, None, []),
+                                               (True, True, kept, ["recalibrate"]),
+                                               (True, False, None, ["recalibrate"]),
+                                               (True, False, kept, ["recalibrate"])):
         eng = AlertEngine(Rules(), Catalog.load(), UTC)
         eng.on_event(event(ASKED, "recalibrate", MOVED), now_s=ASKED + 1)
         told = through(eng, ASKED, MORNING - 3600)
         at_s = MORNING - 3600
-        calibrated = (event(at_s, "calibrated", calibrated_s=ASKED - 86_400, with_bend=with_bend,
-                            message="calibration restored from the last run") if restored
-                      else event(at_s, "calibrated"))
+        calibrated = restored_event(at_s, with_bend, request) if restored else event(at_s, "calibrated")
+        assert ("request_pending" in calibrated) == (request is not None)
         told += eng.on_event(calibrated, now_s=at_s)
         told += through(eng, at_s, MORNING + 3600)
-        assert [a["evidence"]["status"] for a in told] == said, (restored, with_bend)
-    calibration = Calibration.from_vectors(np.array([0.0, 0.0, 1.0]), np.array([0.5, 0.0, 0.87]))
-    asked = PosturePipeline(calibration=calibration)
-    asked.request_calibration()
-    assert asked.armed and not PosturePipeline(calibration=calibration).armed  # a gateway restarted keeps no request
-
+        assert [a["evidence"]["status"] for a in told] == said, (restored, with_bend, request)
 
 
 def test_a_request_held_over_is_told_in_its_own_words_before_a_refusal_of_the_sensors_that_comes_first():

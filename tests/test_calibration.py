@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from evaluation.accuracy import CASES, load_case_scenario
 from firmware_sim.imu import SensorSimulation
-from firmware_sim.scenario import parse_scenario
+from firmware_sim.scenario import load_scenario, parse_scenario
 from pipeline.calibration import Calibration, CalibrationSettings
 from pipeline.events import CalibrationEvent
 from pipeline.orientation import OrientationFilter
@@ -332,6 +332,47 @@ def test_a_sensor_back_after_a_night_away_asks_for_the_moves_and_takes_them(away
     else:
         assert said == [] and pipeline.calibration.taken_s < back_s
     assert abs(np.mean(flexion[t > t[-1] - 8.0]) - 25.0) < 2.0  # today's 25° slouch
+
+
+@pytest.mark.parametrize("asked", ["a-night-away", "a-day-old"])
+def test_moves_asked_for_before_a_gateway_restart_are_watched_for_after_it(asked):
+    # Asked for the moves (back after a night: the sensor maybe moved; or the calibration a day old), the gateway
+    # restarted 5 s later and the wearer's moves made after it: the pipeline started with the calibration restored but
+    # not the request watched for nothing (a full calibration is not watched unless asked for), so the moves
+    # calibrated nothing and the old calibration stayed, or the age was asked for again. Started with the request
+    # the last run kept (PosturePipeline.request), it watches as the last run did, asks nothing again, and the moves
+    # calibrate it.
+    chunks = [ch for ch in SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50)
+              if ch.t_s[0] < 40.0]
+    start_s = 1_796_292_000.0
+    first = PosturePipeline()
+    for ch in chunks:  # calibrated by office-short's moves at its start
+        first.update(ch.t_s + start_s, ch.acc_g, ch.gyro_dps)
+    assert first.calibration is not None and first.request is None
+    night = asked == "a-night-away"
+    last = PosturePipeline(calibration=first.calibration if night else
+                           replace(first.calibration, taken_s=first.calibration.taken_s - 86_400.0))
+    back_s = start_s + (8 * 3600.0 if night else 60.0)
+    if night:
+        last.resume_after(first.last_t_s)
+    said = [e.message.split(";")[0] for ch in chunks if ch.t_s[0] >= 22.0  # a slouch: no moves
+            for e in last.update(ch.t_s + back_s, ch.acc_g, ch.gyro_dps).events
+            if e.kind == "calibration" and e.status == "recalibrate"]
+    assert said == ["recalibrate: no data for 8 h" if night else "recalibrate: the calibration is 24 h old"]
+    assert last.request is not None and last.request.moved == night
+    restarted = PosturePipeline(calibration=last.calibration, request=last.request)  # as the gateway's start does
+    assert restarted.armed and restarted.request == last.request
+    # The bend judged as before: as at a first calibration (the sensor maybe moved), or against the forward in use.
+    hints = restarted.calibrator.forward_hint, last.calibrator.forward_hint
+    assert hints == (None, None) if night else np.allclose(*hints)
+    assert restarted.calibrator.ask_face_in == last.calibrator.ask_face_in
+    restarted.resume_after(last.last_t_s)
+    moves_s = last.last_t_s + 5.0
+    events = [e for ch in chunks for e in restarted.update(ch.t_s + moves_s, ch.acc_g, ch.gyro_dps).events
+              if e.kind == "calibration"]
+    assert [(e.status, e.request_pending) for e in events][0] == ("calibrated", True)  # restored, still asked
+    assert [e.status for e in events[1:]] == ["calibrated"] and events[1].message.startswith("recalibrated with a")
+    assert restarted.request is None and restarted.calibration.taken_s > moves_s
 
 
 def test_a_calibration_a_day_old_asks_for_the_moves_once_the_wearer_sits_and_takes_them():

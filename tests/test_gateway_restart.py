@@ -42,7 +42,7 @@ from gateway.service import (
     save_calibration,
 )
 from pipeline.activity import ActivitySettings
-from pipeline.calibration import Calibration
+from pipeline.calibration import Calibration, CalibrationRequest
 from pipeline.events import MinuteMetrics
 from pipeline.live import LiveClock
 from pipeline.orientation import GyroBias, OrientationFilter, OrientationSettings
@@ -204,7 +204,7 @@ def test_the_stopped_minute_is_used_up_once_the_next_run_sent_it_whole(tmp_path,
     publisher = DevicePublisher.open(config, "Desk", spool_dir, "Desk")
     kept = []
     try:
-        calibration, _ = load_calibration(spool_dir, "Desk") or (None, None)
+        calibration, _, _ = load_calibration(spool_dir, "Desk") or (None, None, None)
         device = Device(PosturePipeline(calibration=calibration), publisher,
                         BatchCollector(1.0, 100.0), LiveClock(1.0, 1.0))
         device.stopped_minute, device.stopped_at_s = load_stopped_minute(spool_dir, "Desk") or (None, None)
@@ -706,14 +706,29 @@ def test_a_gateway_killed_while_the_wearer_stands_reads_them_standing_after_its_
         '{"upright": "lying", "walking": false, "walked_ago_s": null, "t_s": 1.0}', "[]")),
     *((".gyro_bias.json", kept) for kept in (
         '{"bias_dps": [0.1, 0.2, NaN], "sigma_dps": 0.05}', '{"bias_dps": [0.1, 0.2], "sigma_dps": 0.05}',
-        '{"bias_dps": [0.1, 0.2, 0.3], "sigma_dps": -1}', "[]"))])
+        '{"bias_dps": [0.1, 0.2, 0.3], "sigma_dps": -1}', "[]")),
+    *((".calibration.json", kept) for kept in (  # the moves asked for under it, damaged
+        '{"r_sensor_trunk": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "with_bend": true, "request": {"moved": "no"}}',
+        '{"r_sensor_trunk": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "with_bend": true, "request": {"forward": 1, '
+        '"moved": false}}'))])
 def test_a_damaged_kept_file_is_ignored_with_a_warning(tmp_path, caplog, suffix, kept):
     """A hand-edited or damaged <device>.activity.json or .gyro_bias.json: the start goes on as it did before the file
     (sitting; a gyro bias of zero)."""
     device_file(tmp_path, "Desk", suffix).write_text(kept)
     assert KEPT_LOADERS[suffix](tmp_path, "Desk") is None
-    what = {".activity.json": "activity kept", ".gyro_bias.json": "gyro bias kept"}[suffix]
+    what = {".activity.json": "activity kept", ".gyro_bias.json": "gyro bias kept",
+            ".calibration.json": "stored calibration"}[suffix]
     assert any(f"ignoring {what}" in r.getMessage() for r in caplog.records)
+
+
+def _moves_and_a_slouch(tmp_path, broker) -> tuple:
+    """A listener on Desk's events, what it got, the gateway's config, its spool dir, and office-short's first 40 s
+    (the calibration moves, sitting upright, a slouch from 22 s)."""
+    listener, events = listen(broker.port, "posture/Desk/events")
+    config, spool_dir = Config(mqtt=MqttSettings(host=broker.host, port=broker.port)), tmp_path / "spool"
+    chunks = [ch for ch in SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50)
+              if ch.t_s[0] < 40.0]
+    return listener, events, config, spool_dir, chunks
 
 
 @pytest.mark.parametrize("down_s", [8 * 3600.0, 20 * 60.0], ids=["a-night", "a-meeting"])
@@ -723,10 +738,7 @@ def test_a_gateway_started_after_a_night_down_asks_for_the_moves_and_takes_them(
     wearer made were ignored. The last run's last sample (the activity kept, the stopped minute) says how long no data
     came: as long as a night, the moves are asked for as across a lost link that long, and the wearer's calibrate it;
     after a shorter stop the calibration goes on unasked."""
-    listener, events = listen(broker.port, "posture/Desk/events")
-    config, spool_dir = Config(mqtt=MqttSettings(host=broker.host, port=broker.port)), tmp_path / "spool"
-    chunks = [ch for ch in SensorSimulation(load_scenario("office-short"), seed=3).chunks(max_samples=50)
-              if ch.t_s[0] < 40.0]
+    listener, events, config, spool_dir, chunks = _moves_and_a_slouch(tmp_path, broker)
     try:
         _run(config, spool_dir, chunks, [])  # calibrated by office-short's moves at its start
         back = [replace(ch, t_s=ch.t_s + chunks[-1].t_s[-1] + down_s) for ch in chunks]
@@ -742,6 +754,69 @@ def test_a_gateway_started_after_a_night_down_asks_for_the_moves_and_takes_them(
         assert said[-1][1].startswith("recalibrated with a")
     else:
         assert said[1:] == [("calibrated", "calibration restored from the last run")]
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["stopped", "killed"])
+def test_moves_asked_for_before_a_restart_are_watched_for_after_it(tmp_path, broker, kill):
+    """The moves asked for (the sensor back after a night: put on again, maybe elsewhere), the gateway restarted 5 s
+    later (a phone's reboot, an update, a crash) and the wearer's moves made after it: the restarted pipeline, with the
+    calibration restored but not the request, watched for nothing; the moves calibrated nothing, the wearer got no
+    answer, and the old calibration stayed (a request for a sensor put on again is not made again). The request is
+    kept with the calibration (<device>.calibration.json) and watched for again, not asked again, and the restored
+    event says it is pending; the calibration made answers it, and the file keeps none after it."""
+    listener, events, config, spool_dir, chunks = _moves_and_a_slouch(tmp_path, broker)
+    try:
+        _run(config, spool_dir, chunks, [])  # calibrated by office-short's moves at its start
+        # Back after a night: asked for the moves, and sitting on without them (a slouch) until the restart.
+        asked_s = chunks[-1].t_s[-1] + 8 * 3600.0
+        slouch = [replace(ch, t_s=ch.t_s + asked_s) for ch in chunks if ch.t_s[0] >= 22.0]
+        if kill:
+            _until_killed(config, spool_dir, slouch, np.inf).publisher.stop(offline=False)
+        else:
+            _run(config, spool_dir, slouch, [])
+        kept = load_calibration(spool_dir, "Desk")
+        assert kept is not None and kept[2] is not None and kept[2].moved  # the request, kept with the calibration
+        moves_s = slouch[-1].t_s[-1] + 5.0  # the restart, and the moves made after it
+        device = _run(config, spool_dir, [replace(ch, t_s=ch.t_s + moves_s) for ch in chunks], [])
+        wait_for(lambda: any(e["kind"] == "slouch" and e["start_s"] > T0_S + moves_s for e in events), 10,
+                 lambda: f"the last run's slouch: {events}")
+    finally:
+        listener.loop_stop()
+    said = [(e["status"], e["message"].split(";")[0], e.get("request_pending")) for e in events
+            if e["kind"] == "calibration" and e["t_s"] > T0_S + asked_s - 1.0]
+    assert said[:2] == [("calibrated", "calibration restored from the last run", None),
+                        ("recalibrate", "recalibrate: no data for 8 h", None)]
+    restored = [i for i, (status, message, _) in enumerate(said) if "restored" in message]
+    assert said[restored[-1]] == ("calibrated", "calibration restored from the last run", True)
+    after = said[restored[-1] + 1:]  # the restarted run: nothing asked again, and the moves calibrate it
+    assert [status for status, *_ in after] == ["calibrated"] and after[0][1].startswith("recalibrated with a")
+    assert device.pipeline.request is None and T0_S + moves_s < device.pipeline.calibration.taken_s
+    kept = load_calibration(spool_dir, "Desk")
+    assert kept is not None and kept[2] is None  # answered: a later restart watches for nothing
+
+
+def test_moves_asked_for_are_restored_only_with_their_calibration_on_its_own_sensor(tmp_path, broker):
+    """A calibration file kept before the request was (no "request") restores no request; one taken on another sensor
+    read under the name is not restored, nor the moves asked for under it (that sensor is asked for its own)."""
+    config, on = Config(mqtt=MqttSettings(host=broker.host, port=broker.port)), "C0:FF:EE:00:00:01"
+    calibration = replace(Calibration.sensor_axes_are_trunk_axes(), taken_s=T0_S)
+    save_calibration(tmp_path, "Desk", calibration, on)
+    [old, taken_on, none] = load_calibration(tmp_path, "Desk") or (None, None, None)  # kept before requests were
+    assert old is not None and old.taken_s == T0_S and (taken_on, none) == (on, None)
+    request = CalibrationRequest(calibration.turned(30.0))
+    save_calibration(tmp_path, "Desk", calibration, on, request)
+    [_, _, kept] = load_calibration(tmp_path, "Desk") or (None, None, None)
+    assert kept is not None and not kept.moved and kept.forward is not None
+    assert np.allclose(kept.forward.r_sensor_trunk, request.forward.r_sensor_trunk)
+    for address, restored in ((on.lower(), True), ("C0:FF:EE:00:00:02", False)):
+        device = open_device(config, "Desk", tmp_path, "Desk", address)
+        try:
+            pipeline = device.pipeline
+            assert (pipeline.calibration is not None, pipeline.request is not None) == (restored, restored), address
+            assert pipeline.armed  # watching for the moves: asked for, or uncalibrated
+            assert device.saved_request is pipeline.request  # as on disk: not written again for nothing
+        finally:
+            device.publisher.stop()
 
 
 # Sitting still 40 s (the filter learns the gyro bias at rest), fidgeting, a 14° twist to the right (under the 15° a
