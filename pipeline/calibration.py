@@ -426,7 +426,7 @@ class Calibrator:
                 # Moving about with the bend overdue and not begun by then: the hold alone (refused: it is gone).
                 if (made := self._hold_only(float(t_s[a + due]), messages)) is not None:
                     return a + due + 1, made
-            if (stop := self._follow_bend(t_s, acc_g, up_sensor, a, b, messages)) is not None:
+            if (stop := self._follow_bend(t_s, up_sensor, a, b, messages)) is not None:
                 return stop, None
         return len(t_s), None
 
@@ -480,8 +480,7 @@ class Calibrator:
         self._run_acc, self._run_gyro, self._run_t, self._run_n = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
         self._run_held = False
 
-    def _follow_bend(self, t_s: np.ndarray, acc_g: np.ndarray, up_sensor: np.ndarray, a: int, b: int,
-                     messages: Said) -> int | None:
+    def _follow_bend(self, t_s: np.ndarray, up_sensor: np.ndarray, a: int, b: int, messages: Said) -> int | None:
         """Follow the bend through samples a..b (moving); the sample it came back at if judged good (_settling)."""
         hold = self._hold
         if hold is None:
@@ -567,7 +566,7 @@ class Calibrator:
         the hold's end. Where the bend points is forward, and the gyro reads it however the trunk is carried: the
         filter's up axis drifts through the bend with whatever bias it has not learnt yet (5 °/s: forward 8° off),
         and the accelerometer, read there instead, took a chair rolled or turned while bent for a sideways bend (a
-        10° swivel at 15 °/s: 2.5–4.4° off; a 5 cm roll on an 11° bend: 4–9°). filter_up if the gyro of the whole
+        10° swivel at 15 °/s: 2–4° off; a 5 cm roll on an 11° bend: 4–9°). filter_up if the gyro of the whole
         way is not kept (not expected: _gyro_keep_s)."""
         if not len(self._gyro_t) or self._gyro_t[0] > hold.end_t_s:
             return filter_up
