@@ -17,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 from scipy.signal import lfilter
 
-from .angles import row_dot, row_norm
+from .angles import SensorAttitude, row_dot, row_norm
 from .events import CALIBRATION_HOLD_S, CALIBRATION_MAX_AGE_S, calibration_moves
 from .running import MovingMean, RestLevel, exp_mean
 from .runs import trailing_run
@@ -216,12 +216,6 @@ def turn_quaternion(rotvec_rad: np.ndarray) -> np.ndarray:
             a[:, 0] * b[:, 2] - a[:, 1] * b[:, 3] + a[:, 2] * b[:, 0] + a[:, 3] * b[:, 1],
             a[:, 0] * b[:, 3] + a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1] + a[:, 3] * b[:, 0]])
     return q[0] if len(q) else np.array([1.0, 0.0, 0.0, 0.0])
-
-
-def rotate_back(q_wxyz: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """A world-fixed vector, v in the sensor's axes before the turn q, in its axes after it: R(q)ᵀ v."""
-    w, r = q_wxyz[0], -q_wxyz[1:]
-    return v + 2.0 * np.cross(r, np.cross(r, v) + w * v)
 
 
 class Stillness:
@@ -571,8 +565,8 @@ class Calibrator:
         if not len(self._gyro_t) or self._gyro_t[0] > hold.end_t_s:
             return filter_up
         way = (self._gyro_t > hold.end_t_s) & (self._gyro_t <= deepest_t_s)
-        turn = turn_quaternion(np.radians(self._gyro[way] - hold.bias_dps) / self.rate_hz)
-        return rotate_back(turn, hold.up)
+        turn = SensorAttitude.of(turn_quaternion(np.radians(self._gyro[way] - hold.bias_dps) / self.rate_hz)[None])
+        return cast(np.ndarray, hold.up @ np.vstack([turn.row0, turn.row1, turn.row2]))  # R(turn)ᵀ up
 
     def _judge_bend(self, hold: _Hold, t_s: float, messages: Said) -> Calibration | None:
         if t_s - self._bend[0][0] > self.s.bend_max_s:
