@@ -37,6 +37,7 @@ import numpy as np
 from .acc_offset import AccOffset
 from .angles import DEG_PER_RAD, row_dot
 from .events import ACTIVITIES, SITTING, STANDING
+from .gyro_turns import CONJUGATE, rotate, turns_to_last
 from .running import Band, MovingMean, RestLevel, trailing_mean
 from .runs import trailing_run
 
@@ -209,6 +210,8 @@ class ActivityClassifier:
         self._rest = RestLevel(round(REST_FIRST_S * s.rate_hz), 1.0 / (5.0 * s.rate_hz), s.move_acc_g, round(s.rate_hz))
         self._buf = np.zeros(0)  # recent vertical acceleration (g, gravity removed), for integration
         self._up_buf = np.zeros((0, 3))  # world up in sensor axes for the same samples
+        self._acc_buf = np.zeros((0, 3))  # the accelerometer (g, sensor axes) for the same samples
+        self._turn_buf = np.zeros((0, 3))  # the sensor's turn from each sample to the next (rad, its own axes)
         self._buf_start = 0  # absolute index of _buf[0]
         self._n = 0  # absolute index of the next sample
         self._move_start: int | None = None  # absolute index where the current movement began
@@ -256,6 +259,7 @@ class ActivityClassifier:
         self._move_start = self._move_from = None
         self._walked_to_end, self._peaks = False, []
         self._buf, self._up_buf, self._buf_start = np.zeros(0), np.zeros((0, 3)), self._n
+        self._acc_buf, self._turn_buf = np.zeros((0, 3)), np.zeros((0, 3))
         if arriving or (self._walking_now and unseen_s >= self.s.walk_lost_s):
             self._seat_at = self._n + round(self.s.seat_unseen_s * self.s.rate_hz)
         elif (self._upright == STANDING_CODE and not self._was_lying and unseen_s >= self.s.standing_lost_s
@@ -381,7 +385,8 @@ class ActivityClassifier:
         return names
 
     def codes(self, walking: np.ndarray, acc_vertical_g: np.ndarray, tilted: np.ndarray,
-              walk_index: int | None = None, up_sensor: np.ndarray | None = None) -> np.ndarray:
+              walk_index: int | None = None, up_sensor: np.ndarray | None = None,
+              acc_g: np.ndarray | None = None, turn_rad: np.ndarray | None = None) -> np.ndarray:
         """Per-sample activity codes (int8, ACTIVITIES' order) for one batch; tilted: the trunk's up axis more
         than `lying_tilt_deg` from vertical. The rest as `update`."""
         n = len(walking)
@@ -391,7 +396,9 @@ class ActivityClassifier:
         lying = self._lying(tilted)
         up = np.full((n, 3), np.nan) if up_sensor is None else np.asarray(up_sensor, float)
         base = self._n
-        flips = self._sit_stand_flips(acc_vertical_g - 1.0, up, walking, lying)
+        acc = np.full((n, 3), np.nan) if acc_g is None else np.asarray(acc_g, float)
+        turn = np.full((n, 3), np.nan) if turn_rad is None else np.asarray(turn_rad, float)
+        flips = self._sit_stand_flips(acc_vertical_g - 1.0, up, walking, lying, acc, turn)
         any_walking, any_lying = bool(walking.any()), bool(lying.any())
         seated = self._seated_unseen(base, n, flips, walking | lying)
         if not (flips or any_walking or any_lying or self._was_lying or seated):  # most batches: the state goes on
@@ -440,7 +447,7 @@ class ActivityClassifier:
         return run >= round(self.s.lying_min_s * self.s.rate_hz)
 
     def _sit_stand_flips(self, av_g: np.ndarray, up: np.ndarray, walking: np.ndarray,
-                         lying: np.ndarray) -> list[tuple[int, int]]:
+                         lying: np.ndarray, acc: np.ndarray, turn: np.ndarray) -> list[tuple[int, int]]:
         """(index in batch, new state code) for every sit-to-stand or stand-to-sit recognised in this batch.
 
         A movement is a group of moving samples with less than `move_quiet_s` of rest between them;
@@ -463,6 +470,8 @@ class ActivityClassifier:
         self._rests = (base, base, np.flatnonzero(rest), up, av_g)
         self._buf = np.concatenate([self._buf, av_g])
         self._up_buf = np.concatenate([self._up_buf, up])
+        self._acc_buf = np.concatenate([self._acc_buf, acc])
+        self._turn_buf = np.concatenate([self._turn_buf, turn])
         # Tilting matters only to a movement that is open or may open in this batch (here or after walking); most
         # batches of a day are quiet, and a tilt going on into the next batch is found there, from the buffer.
         if self._move_start is None and not moving.any() and not walking.any() and not self._walked_to_end:
@@ -502,6 +511,7 @@ class ActivityClassifier:
         keep_from = self._n - round((s.move_max_s + 2 * s.move_margin_s + 2.0) * s.rate_hz)
         drop = max(0, keep_from - self._buf_start)
         self._buf, self._up_buf, self._buf_start = self._buf[drop:], self._up_buf[drop:], self._buf_start + drop
+        self._acc_buf, self._turn_buf = self._acc_buf[drop:], self._turn_buf[drop:]
         return flips
 
     def falling_now(self, began_n_ago: int) -> bool:
@@ -543,7 +553,35 @@ class ActivityClassifier:
                 return (p, gap) if end - p <= round((s.walk_window_s + ANCHOR_BACK_S) * s.rate_hz) else None
         return None
 
-    def _step_velocity(self, a: int, rest_g: float) -> float:
+    def _up_both_ways(self, lo: int, hi: int, tail: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """World up in sensor axes and vertical acceleration (g, gravity removed) over buffer samples lo..hi of a
+        movement straight from walking: the mean of the orientation filter's up and of the accelerometer's at the rest
+        after turned back by the gyro; None where the buffer does not hold them.
+
+        Straight from walking the filter's tilt is off by up to 4° (each whole-body turn's centripetal acceleration
+        pulls it, then the bias it learnt from that: 1.8 °/s on an unseen day), and a tilt error of δ puts δ × the
+        walking speed into vertical velocity as the wearer stops: 1.4 m/s and 3° integrate to a 0.1–0.2 m fall less
+        than the chair's (unseen random day 880370, a sit-down after a walk of tight turns missed: 69 % of its sitting
+        read standing). Turned back from the still rest after, the gyro's up is off by the accelerometer's bias there
+        (up to 1.7°) plus what the bias VQF has not learnt adds per second back (the rest's own gyro mean is taken
+        off as bias, but a trunk settling into the seat still turns in it). The errors come from different places:
+        their mean (a forward and a backward estimate, as a two-filter smoother joins them, with equal weights)
+        missed 4 of 40 such sit-downs where the filter's up alone missed 10 and the gyro's alone 3 (two the filter's
+        did not), and 1 of 40 where the filter's missed 3 with gentler turns."""
+        if lo < 0 or hi - lo <= tail:
+            return None
+        acc, turn, vqf_up = self._acc_buf[lo:hi], self._turn_buf[lo:hi], self._up_buf[lo:hi]
+        if not (np.all(np.isfinite(acc)) and np.all(np.isfinite(turn)) and np.all(np.isfinite(vqf_up))):
+            return None
+        to_last = turns_to_last(turn - turn[-tail:].mean(axis=0))
+        # Each tail sample's acceleration in the last sample's axes: their mean is gravity there, however the trunk
+        # swayed in the tail; taken in each sample's own axes, a sway of a degree or two would tilt it by as much.
+        g = rotate(to_last[-tail:] * CONJUGATE, acc[-tail:]).sum(axis=0)
+        up = rotate(to_last, g / np.linalg.norm(g)) + vqf_up
+        up /= np.linalg.norm(up, axis=1, keepdims=True)
+        return up, row_dot(up, acc) - 1.0
+
+    def _step_velocity(self, a: int, rest_g: float, step_x: np.ndarray | None = None) -> float:
         """Vertical velocity (m/s) at absolute sample a, a step's peak, from the step before it: over a whole step
         the trunk neither rises nor falls, so its mean velocity is zero. (The step-band peak is not exactly the
         bottom of the bounce: the band-pass moves it by up to 26° of a step at 1.8 steps/s, and there the trunk
@@ -551,7 +589,7 @@ class ActivityClassifier:
         lo = a - self._step_n - self._buf_start
         if self._step_n <= 0 or lo < 0:
             return 0.0
-        x = (self._buf[lo:a - self._buf_start] - rest_g) * G_M_S2
+        x = ((self._buf[lo:a - self._buf_start] if step_x is None else step_x) - rest_g) * G_M_S2
         # v(t) = v(a) − ∫ₜᵃ x: a zero mean over the step makes v(a) the mean of ∫ₜᵃ x.
         return float(np.mean(np.cumsum(x[::-1])) * self.dt_s)
 
@@ -605,11 +643,15 @@ class ActivityClassifier:
         edge = max(1, min(round(REST_EDGE_S * s.rate_hz), len(x) // 3))
         # Judged before it settled (falling_now), the samples before its last half second may still be the movement.
         tail = max(edge, min(round(REST_AFTER_S * s.rate_hz), len(x) // 3)) if settled else edge
+        u = self._up_buf[lo:lo + len(x)]
+        step_x = None
+        if not rest_before and (both := self._up_both_ways(lo - self._step_n, hi, tail)) is not None:
+            up_all, x_all = both
+            u, x, step_x = up_all[self._step_n:], x_all[self._step_n:], x_all[:self._step_n]
         # Means as sum / count, np.mean's own arithmetic without its call overhead (this runs per movement).
         after = float(x[-tail:].sum()) / tail
         before = self._rest_before(lo, edge) if rest_before else after
         # World up at the two rests, for both the offset bound and the blend.
-        u = self._up_buf[lo:lo + len(x)]
         up_before, up_after = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
         if abs(after - before) > _offset_change_bound(up_after - up_before):
             return None  # the rests either side differ by more than a change of orientation explains
@@ -622,7 +664,7 @@ class ActivityClassifier:
         elif not rest_before:  # the rest after stands for both ends: the offset is measured from there
             offset = offset - float(offset[-tail:].mean())
         rise_m = _zupt_rise_m((x - before - offset) * G_M_S2,
-                              self.dt_s, 0.0 if rest_before else self._step_velocity(a, after))
+                              self.dt_s, 0.0 if rest_before else self._step_velocity(a, after, step_x))
         if rise_m > 0.0 and self._trunk_up is not None and np.all(np.isfinite(up_after - up_before)):
             # Only from a rise, and down to none (module docstring).
             rise_m = max(0.0, rise_m - TRUNK_LEVER_M * max(0.0, float((up_after - up_before) @ self._trunk_up)))

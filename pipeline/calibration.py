@@ -19,6 +19,7 @@ from scipy.signal import lfilter
 
 from .angles import SensorAttitude, row_dot, row_norm
 from .events import CALIBRATION_HOLD_S, CALIBRATION_MAX_AGE_S, calibration_moves
+from .gyro_turns import turn_quaternion
 from .running import MovingMean, RestLevel, exp_mean
 from .runs import trailing_run
 
@@ -198,24 +199,6 @@ def hold_gyro_bias_dps(acc_g: np.ndarray, gyro_dps: np.ndarray, rate_hz: float) 
     # Gravity seen from the sensor turns opposite to the sensor: ω_tilt = g1 × g0 / Δt.
     tilt_rate_dps = np.degrees(np.cross(g1, g0)) / span_s
     return cast(np.ndarray, gyro_dps.mean(axis=0) - tilt_rate_dps)
-
-
-def turn_quaternion(rotvec_rad: np.ndarray) -> np.ndarray:
-    """The sensor's turn over samples each turning it by rotvec_rad (n × 3, its own axes, in order): the product of
-    their quaternions [w, x, y, z], multiplied pairwise in halving rounds (log₂ n numpy calls, not n)."""
-    angle = np.linalg.norm(rotvec_rad, axis=1, keepdims=True)
-    # sin(a/2)/a, also at a = 0 (np.sinc(x) is sin(πx)/(πx))
-    q = np.hstack([np.cos(angle / 2.0), rotvec_rad * 0.5 * np.sinc(angle / (2.0 * np.pi))])
-    while len(q) > 1:
-        if len(q) % 2:
-            q = np.vstack([q, [1.0, 0.0, 0.0, 0.0]])
-        a, b = q[0::2], q[1::2]
-        q = np.column_stack([
-            a[:, 0] * b[:, 0] - a[:, 1] * b[:, 1] - a[:, 2] * b[:, 2] - a[:, 3] * b[:, 3],
-            a[:, 0] * b[:, 1] + a[:, 1] * b[:, 0] + a[:, 2] * b[:, 3] - a[:, 3] * b[:, 2],
-            a[:, 0] * b[:, 2] - a[:, 1] * b[:, 3] + a[:, 2] * b[:, 0] + a[:, 3] * b[:, 1],
-            a[:, 0] * b[:, 3] + a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1] + a[:, 3] * b[:, 0]])
-    return q[0] if len(q) else np.array([1.0, 0.0, 0.0, 0.0])
 
 
 class Stillness:

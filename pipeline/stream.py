@@ -312,7 +312,9 @@ class PosturePipeline:
         lost = lost_samples  # the minutes count them with the first part that has a real (not gap-filled) sample
         while True:
             if self.calibration is not None:  # the current calibration measures up to where a new one applies
-                parts.append(self._measure(slice(k, start), t_s, acc_g, walking, att, acc_vertical, real, lost, out))
+                turn_rad = np.radians(gyro_dps - bias_dps) * self.dt_s
+                parts.append(self._measure(slice(k, start), t_s, acc_g, turn_rad, walking, att, acc_vertical, real,
+                                           lost, out))
                 lost = lost if len(parts[-1].t_s) == 0 else 0
                 if cal is not None and (not self.armed or self._asked_at is not None):
                     # The calibrator ran ahead of what the measuring changed before `start`: walking corrected a
@@ -328,7 +330,8 @@ class PosturePipeline:
                 # bend can be the bend that completes it) is seen standing up, where the classifier once began
                 # mid-movement.
                 self.activity.codes(walking[k:start], acc_vertical[k:start], np.zeros(start - k, bool),
-                                    self._walk_index0 + k, att.row2[k:start])
+                                    self._walk_index0 + k, att.row2[k:start], acc_g[k:start],
+                                    np.radians(gyro_dps[k:start] - bias_dps[k:start]) * self.dt_s)
             if cal is None:
                 break
             cal_t_s = float(t_s[start - 1] if start else t_s[0])
@@ -538,7 +541,8 @@ class PosturePipeline:
         out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}",
                                            cal.with_bend, cal.taken_s))
 
-    def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, steps: np.ndarray, att: SensorAttitude,
+    def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, turn_rad: np.ndarray, steps: np.ndarray,
+                 att: SensorAttitude,
                  acc_vertical: np.ndarray, real: np.ndarray | None, lost_samples: int,
                  out: PipelineOutput) -> PipelineOutput:
         """Angles, activity, detectors and minutes for the samples in sl; events go to out. steps: walking found
@@ -546,6 +550,7 @@ class PosturePipeline:
         all are."""
         if sl.start or (sl.stop is not None and sl.stop < len(t_s)):  # part of the batch (a calibration inside)
             t_s, acc_g, steps, att, acc_vertical = t_s[sl], acc_g[sl], steps[sl], att[sl], acc_vertical[sl]
+            turn_rad = turn_rad[sl]
             real = None if real is None else real[sl]
         if len(t_s) == 0:
             return _empty_output()
@@ -555,7 +560,8 @@ class PosturePipeline:
         tilted = tilted_beyond(angles.up_z, self.s.activity.lying_tilt_deg)
         # For all of them at once: a correction from walking (below) turns the trunk frame about its long axis,
         # which leaves the tilt and the vertical, all that activity looks at, as they were.
-        activity = self.activity.codes(steps, acc_vertical, tilted, self._walk_index0 + first, att.row2)
+        activity = self.activity.codes(steps, acc_vertical, tilted, self._walk_index0 + first, att.row2, acc_g,
+                                       turn_rad)
         walking = activity == WALKING_CODE
         ap_ml_g = horizontal_acc_in_heading(att, angles, acc_g)
         parts, k = [], 0
