@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from .acc_offset import AccOffset
-from .angles import DEG_PER_RAD, row_dot
+from .angles import DEG_PER_RAD, SensorAttitude, row_dot
 from .events import ACTIVITIES, SITTING, STANDING
-from .gyro_turns import CONJUGATE, rotate, turns_to_last
+from .gyro_turns import turns_to_last
 from .running import Band, MovingMean, RestLevel, trailing_mean
 from .runs import trailing_run
 
@@ -211,7 +211,7 @@ class ActivityClassifier:
         self._buf = np.zeros(0)  # recent vertical acceleration (g, gravity removed), for integration
         self._up_buf = np.zeros((0, 3))  # world up in sensor axes for the same samples
         self._acc_buf = np.zeros((0, 3))  # the accelerometer (g, sensor axes) for the same samples
-        self._turn_buf = np.zeros((0, 3))  # the sensor's turn from each sample to the next (rad, its own axes)
+        self._turn_buf = np.zeros((0, 3))  # the sensor's turn to each sample from the one before (rad, its own axes)
         self._buf_start = 0  # absolute index of _buf[0]
         self._n = 0  # absolute index of the next sample
         self._move_start: int | None = None  # absolute index where the current movement began
@@ -388,7 +388,9 @@ class ActivityClassifier:
               walk_index: int | None = None, up_sensor: np.ndarray | None = None,
               acc_g: np.ndarray | None = None, turn_rad: np.ndarray | None = None) -> np.ndarray:
         """Per-sample activity codes (int8, ACTIVITIES' order) for one batch; tilted: the trunk's up axis more
-        than `lying_tilt_deg` from vertical. The rest as `update`."""
+        than `lying_tilt_deg` from vertical; acc_g: the accelerometer (n × 3, g, sensor axes) and turn_rad: the
+        sensor's turn to each sample from the one before (n × 3, rad, its own axes, the filter's gyro bias taken
+        off), for world up after a walk (`_up_both_ways`; without them, the filter's alone). The rest as `update`."""
         n = len(walking)
         # walking() saw samples update() does not (before calibration): where this part starts in its count.
         first = self._n_walk - n if walk_index is None else walk_index
@@ -573,11 +575,15 @@ class ActivityClassifier:
         acc, turn, vqf_up = self._acc_buf[lo:hi], self._turn_buf[lo:hi], self._up_buf[lo:hi]
         if not (np.all(np.isfinite(acc)) and np.all(np.isfinite(turn)) and np.all(np.isfinite(vqf_up))):
             return None
-        to_last = turns_to_last(turn - turn[-tail:].mean(axis=0))
+        # R(turn from each sample to the last): a world-fixed vector in the last sample's axes, R v, is it in each
+        # sample's own; Rᵀ takes each sample's vector into the last sample's axes.
+        r = SensorAttitude.of(turns_to_last(turn - turn[-tail:].mean(axis=0)))
         # Each tail sample's acceleration in the last sample's axes: their mean is gravity there, however the trunk
         # swayed in the tail; taken in each sample's own axes, a sway of a degree or two would tilt it by as much.
-        g = rotate(to_last[-tail:] * CONJUGATE, acc[-tail:]).sum(axis=0)
-        up = rotate(to_last, g / np.linalg.norm(g)) + vqf_up
+        a = acc[-tail:]
+        g = (r.row0[-tail:] * a[:, :1] + r.row1[-tail:] * a[:, 1:2] + r.row2[-tail:] * a[:, 2:]).sum(axis=0)
+        g /= np.linalg.norm(g)
+        up = np.column_stack([r.row0 @ g, r.row1 @ g, r.row2 @ g]) + vqf_up
         up /= np.linalg.norm(up, axis=1, keepdims=True)
         return up, row_dot(up, acc) - 1.0
 

@@ -1,12 +1,10 @@
 """The sensor's turns from its gyro, as unit quaternions [w, x, y, z]: products of many per-sample turns in log₂ n
 rounds of numpy calls (a Python loop over samples would cost a call each), for the calibration's bend and the
-sit/stand integration's world up. Pure: arrays in, arrays out."""
+sit/stand integration's world up; as rotations, through SensorAttitude (angles.py). Pure: arrays in, arrays out."""
 
 from __future__ import annotations
 
 import numpy as np
-
-CONJUGATE = np.array([1.0, -1.0, -1.0, -1.0])  # times a unit quaternion: its inverse
 
 
 def quaternions_of(rotvec_rad: np.ndarray) -> np.ndarray:
@@ -23,14 +21,6 @@ def multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a[:, 0] * b[:, 1] + a[:, 1] * b[:, 0] + a[:, 2] * b[:, 3] - a[:, 3] * b[:, 2],
         a[:, 0] * b[:, 2] - a[:, 1] * b[:, 3] + a[:, 2] * b[:, 0] + a[:, 3] * b[:, 1],
         a[:, 0] * b[:, 3] + a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1] + a[:, 3] * b[:, 0]])
-
-
-def rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Vectors v (n × 3, or one 3-vector for all) turned by unit quaternions q (n × 4): q v q*."""
-    w, r = q[:, :1], q[:, 1:]
-    v = np.broadcast_to(v, r.shape)
-    c = np.cross(r, v)
-    return v + 2.0 * w * c + 2.0 * np.cross(r, c)
 
 
 def turn_quaternion(rotvec_rad: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from .activity import (
     ActivityState,
 )
 from .angles import (
+    RAD_PER_DEG,
     SensorAttitude,
     TrunkAngles,
     horizontal_acc_in_heading,
@@ -310,9 +311,9 @@ class PosturePipeline:
         parts, k = [], 0
         adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
         lost = lost_samples  # the minutes count them with the first part that has a real (not gap-filled) sample
+        turn_rad = (gyro_dps - bias_dps) * RAD_PER_DEG * self.dt_s  # to each sample from the one before
         while True:
             if self.calibration is not None:  # the current calibration measures up to where a new one applies
-                turn_rad = np.radians(gyro_dps - bias_dps) * self.dt_s
                 parts.append(self._measure(slice(k, start), t_s, acc_g, turn_rad, walking, att, acc_vertical, real,
                                            lost, out))
                 lost = lost if len(parts[-1].t_s) == 0 else 0
@@ -330,8 +331,7 @@ class PosturePipeline:
                 # bend can be the bend that completes it) is seen standing up, where the classifier once began
                 # mid-movement.
                 self.activity.codes(walking[k:start], acc_vertical[k:start], np.zeros(start - k, bool),
-                                    self._walk_index0 + k, att.row2[k:start], acc_g[k:start],
-                                    np.radians(gyro_dps[k:start] - bias_dps[k:start]) * self.dt_s)
+                                    self._walk_index0 + k, att.row2[k:start], acc_g[k:start], turn_rad[k:start])
             if cal is None:
                 break
             cal_t_s = float(t_s[start - 1] if start else t_s[0])

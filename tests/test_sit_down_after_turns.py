@@ -9,8 +9,9 @@ from scipy.spatial.transform import Rotation
 
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import parse_scenario
+from pipeline.angles import SensorAttitude
 from pipeline.calibration import Calibration
-from pipeline.gyro_turns import CONJUGATE, rotate, turn_quaternion, turns_to_last
+from pipeline.gyro_turns import turn_quaternion, turns_to_last
 from pipeline.stream import PosturePipeline
 
 
@@ -22,8 +23,10 @@ def test_the_turns_to_the_last_sample_carry_a_world_direction_back_to_each_sampl
         attitude.append(attitude[-1] * Rotation.from_rotvec(step))
     up = np.array([r.inv().apply([0.0, 0.0, 1.0]) for r in attitude])  # world up in sensor axes
     to_last = turns_to_last(turn)
-    assert np.abs(rotate(to_last, up[-1]) - up).max() < 1e-12
-    assert np.abs(rotate(to_last * CONJUGATE, up) - up[-1]).max() < 1e-12
+    r = SensorAttitude.of(to_last)
+    assert np.abs(np.column_stack([r.row0 @ up[-1], r.row1 @ up[-1], r.row2 @ up[-1]]) - up).max() < 1e-12
+    back = r.row0 * up[:, :1] + r.row1 * up[:, 1:2] + r.row2 * up[:, 2:]  # Rᵀ: each sample's axes to the last's
+    assert np.abs(back - up[-1]).max() < 1e-12
     assert np.abs(np.abs(turn_quaternion(turn[1:]) @ to_last[0]) - 1.0) < 1e-12  # the whole turn, the same way
 
 
@@ -37,7 +40,8 @@ TIGHT_TURNS = [  # (seed, walk, sit-down s, sensor)
     (821, dict(duration_s=277, turn_every_s=8.6, turn_deg=174, turn_side="right", turn_s=1.1, speed_m_s=1.55,
                step_hz=1.84, flexion_deg=13.6), 2.7, dict(gyro_bias_dps=1.36, acc_bias_g=0.001, acc_scale_error=0.01)),
     (828, dict(duration_s=242, turn_every_s=7.5, turn_deg=177, turn_side="right", turn_s=1.5, speed_m_s=1.56,
-               step_hz=1.73, flexion_deg=18.5), 2.1, dict(gyro_bias_dps=1.46, acc_bias_g=0.005, gyro_scale_error=0.003)),
+               step_hz=1.73, flexion_deg=18.5), 2.1,
+     dict(gyro_bias_dps=1.46, acc_bias_g=0.005, gyro_scale_error=0.003)),
     (837, dict(duration_s=279, turn_every_s=5.2, turn_deg=143, turn_side="right", turn_s=1.0, speed_m_s=1.51,
                step_hz=1.88, flexion_deg=0.9), 3.4, dict(gyro_bias_dps=0.15, acc_bias_g=0.03, acc_scale_error=0.01)),
 ]
