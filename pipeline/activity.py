@@ -51,6 +51,12 @@ REST_EDGE_S = 0.5  # the resting value before and after a movement is the mean o
 # moved nor tilted (MOVE_AFTER_S), less its first half second, where a movement's last sway fades.
 REST_BEFORE_S = 2.0
 REST_AFTER_S = 1.0
+# The gyro's mean over the rest after a walk's movement is taken as the bias VQF has not learnt (`_up_both_ways`):
+# off by up to 2 °/s after tight turns (2.6 °/s in tests/test_sit_down_after_turns.py). Faster is no bias but the
+# wearer turning (a trunk twist or a swivel in the second after the stop), which, taken off over the walk's seconds,
+# tilted the gyro's up by 20-40° (a 60° twist at 60 °/s, 2.5 s after a walk at 15-25° of flexion: a 0.2-0.6 m fall,
+# the wearer read sitting while standing).
+TAIL_BIAS_MAX_DPS = 4.0
 ORIENTATION_CHANGE = np.sin(np.radians(2.0))  # less than this between the rests: the offset did not move
 OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 % gain error, per unit of Δup
 # Over the half second of rest after a movement, world up moving less than this in sensor axes means the trunk has
@@ -575,9 +581,12 @@ class ActivityClassifier:
         acc, turn, vqf_up = self._acc_buf[lo:hi], self._turn_buf[lo:hi], self._up_buf[lo:hi]
         if not (np.all(np.isfinite(acc)) and np.all(np.isfinite(turn)) and np.all(np.isfinite(vqf_up))):
             return None
+        bias = turn[-tail:].mean(axis=0)
+        if float(np.linalg.norm(bias)) * DEG_PER_RAD * self.s.rate_hz > TAIL_BIAS_MAX_DPS:
+            return None  # turning in the rest after: no bias to take off, the filter's up alone
         # R(turn from each sample to the last): a world-fixed vector in the last sample's axes, R v, is it in each
         # sample's own; Rᵀ takes each sample's vector into the last sample's axes.
-        r = SensorAttitude.of(turns_to_last(turn - turn[-tail:].mean(axis=0)))
+        r = SensorAttitude.of(turns_to_last(turn - bias))
         # Each tail sample's acceleration in the last sample's axes: their mean is gravity there, however the trunk
         # swayed in the tail; taken in each sample's own axes, a sway of a degree or two would tilt it by as much.
         a = acc[-tail:]
