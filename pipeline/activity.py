@@ -57,6 +57,15 @@ REST_AFTER_S = 1.0
 # tilted the gyro's up by 20-40° (a 60° twist at 60 °/s, 2.5 s after a walk at 15-25° of flexion: a 0.2-0.6 m fall,
 # the wearer read sitting while standing).
 TAIL_BIAS_MAX_DPS = 4.0
+TAIL_SPREAD_MAX_DPS = 1.0  # ... and only where the gyro there is steady (its noise: 0.1-0.2 °/s)
+# ... and carried back at most this far: the bias the rest's mean gets wrong (0.5-1 °/s after tight turns) then
+# outgrows the filter's error (a standing fidget after a walk made a 13.5 s window, the gyro's up 9° off at its start
+# and a false sit-down; sit-downs straight from a walk made windows of 4.6-9.3 s over 80 walks of turns).
+GYRO_BACK_MAX_S = 10.0
+# ... and wherever it lies further than 15° from the filter's: after the tight turns the filter's was off by up to 4°,
+# and the two lay within 8° of each other over 40 such walks; a turn or sway in the rest after taken as bias put the
+# gyro's 23–38° away.
+GYRO_UP_AGREE = math.cos(math.radians(15.0))
 ORIENTATION_CHANGE = np.sin(np.radians(2.0))  # less than this between the rests: the offset did not move
 OFFSET_PER_UP_G = 0.08  # |offset| ≤ 0.03 g a axis (0.052 g in all) plus a 2 % gain error, per unit of Δup
 # Over the half second of rest after a movement, world up moving less than this in sensor axes means the trunk has
@@ -564,26 +573,27 @@ class ActivityClassifier:
     def _up_both_ways(self, lo: int, hi: int, tail: int) -> tuple[np.ndarray, np.ndarray] | None:
         """World up in sensor axes and vertical acceleration (g, gravity removed) over buffer samples lo..hi of a
         movement straight from walking: the mean of the orientation filter's up and of the accelerometer's at the rest
-        after turned back by the gyro; None where the buffer does not hold them.
+        after turned back by the gyro; None where the buffer does not hold them or the gyro's is not to be trusted.
 
         Straight from walking the filter's tilt is off by up to 4° (each whole-body turn's centripetal acceleration
-        pulls it, then the bias it learnt from that: 1.8 °/s on an unseen day), and a tilt error of δ puts δ × the
-        walking speed into vertical velocity as the wearer stops: 1.4 m/s and 3° integrate to a 0.1–0.2 m fall less
-        than the chair's (unseen random day 880370, a sit-down after a walk of tight turns missed: 69 % of its sitting
-        read standing). Turned back from the still rest after, the gyro's up is off by the accelerometer's bias there
-        (up to 1.7°) plus what the bias VQF has not learnt adds per second back (the rest's own gyro mean is taken
-        off as bias, but a trunk settling into the seat still turns in it). The errors come from different places:
-        their mean (a forward and a backward estimate, as a two-filter smoother joins them, with equal weights)
-        missed 4 of 40 such sit-downs where the filter's up alone missed 10 and the gyro's alone 3 (two the filter's
-        did not), and 1 of 40 where the filter's missed 3 with gentler turns."""
-        if lo < 0 or hi - lo <= tail:
+        pulls it, then the gyro bias it learnt from them), and a tilt error of δ puts δ × the walking speed into
+        vertical velocity as the wearer stops: a 0.45 m fall into a chair read 0.1–0.2 m. The gyro's, turned back from
+        a still rest, errs elsewhere (the accelerometer's bias there, bias the rest's mean gets wrong); their mean, as
+        a two-filter smoother joins a forward and a backward estimate with equal weights, missed fewer such sit-downs
+        than either (docs/pipeline.md, "Activity and sitting time")."""
+        if lo < 0 or hi - lo <= tail or hi - lo > GYRO_BACK_MAX_S * self.s.rate_hz:
             return None
         acc, turn, vqf_up = self._acc_buf[lo:hi], self._turn_buf[lo:hi], self._up_buf[lo:hi]
         if not (np.all(np.isfinite(acc)) and np.all(np.isfinite(turn)) and np.all(np.isfinite(vqf_up))):
             return None
+        # The rest after must be still in the gyro too: a trunk fidgeting or swaying there turns a degree or two a
+        # second back and forth, and its mean, taken off as bias, tilted the up carried back over the window by 8-12°
+        # (a helper's stops into a standing fidget: 3 false sit-downs in 187 ends of walks, none with this).
+        spread_dps = turn[-tail:].std(axis=0) * DEG_PER_RAD * self.s.rate_hz
         bias = turn[-tail:].mean(axis=0)
-        if float(np.linalg.norm(bias)) * DEG_PER_RAD * self.s.rate_hz > TAIL_BIAS_MAX_DPS:
-            return None  # turning in the rest after: no bias to take off, the filter's up alone
+        if (float(np.linalg.norm(spread_dps)) > TAIL_SPREAD_MAX_DPS
+                or float(np.linalg.norm(bias)) * DEG_PER_RAD * self.s.rate_hz > TAIL_BIAS_MAX_DPS):
+            return None  # no rest, or turning in it: no bias to take off, the filter's up alone
         # R(turn from each sample to the last): a world-fixed vector in the last sample's axes, R v, is it in each
         # sample's own; Rᵀ takes each sample's vector into the last sample's axes.
         r = SensorAttitude.of(turns_to_last(turn - bias))
@@ -592,7 +602,10 @@ class ActivityClassifier:
         a = acc[-tail:]
         g = (r.row0[-tail:] * a[:, :1] + r.row1[-tail:] * a[:, 1:2] + r.row2[-tail:] * a[:, 2:]).sum(axis=0)
         g /= np.linalg.norm(g)
-        up = np.column_stack([r.row0 @ g, r.row1 @ g, r.row2 @ g]) + vqf_up
+        gyro_up = np.column_stack([r.row0 @ g, r.row1 @ g, r.row2 @ g])
+        if float(row_dot(gyro_up, vqf_up).min()) < GYRO_UP_AGREE:  # (both unit vectors)
+            return None  # further from the filter's than its own error goes: the gyro's is wrong (a tail no rest)
+        up = gyro_up + vqf_up
         up /= np.linalg.norm(up, axis=1, keepdims=True)
         return up, row_dot(up, acc) - 1.0
 

@@ -351,6 +351,7 @@ class PosturePipeline:
             elif quat_given is not None:  # not filtered: the bias as the calibration just set it (_adopt), from k
                 bias_dps = np.concatenate([bias_dps[:k], np.broadcast_to(self.orientation.bias_dps(),
                                                                          (len(t_s) - k, 3))])
+            turn_rad = (gyro_dps - bias_dps) * RAD_PER_DEG * self.dt_s  # with the bias the samples from k now have
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
                 if watching:  # judged still with the bias the samples from k have now, as a batch cut at k would
                     self.calibrator.rebias(acc_g, gyro_dps, bias_dps)
