@@ -62,7 +62,7 @@ TAIL_SPREAD_MAX_DPS = 1.0  # ... and only where the gyro there is steady (its no
 # outgrows the filter's error (a standing fidget after a walk made a 13.5 s window, the gyro's up 9° off at its start
 # and a false sit-down; sit-downs straight from a walk made windows of 4.6-9.3 s over 80 walks of turns).
 GYRO_BACK_MAX_S = 10.0
-# ... and wherever it lies further than 15° from the filter's: after the tight turns the filter's was off by up to 4°,
+# ... and not where it lies further than 15° from the filter's: after the tight turns the filter's was off by up to 4°,
 # and the two lay within 8° of each other over 40 such walks; a turn or sway in the rest after taken as bias put the
 # gyro's 23–38° away.
 GYRO_UP_AGREE = math.cos(math.radians(15.0))
