@@ -77,6 +77,14 @@ SETTLED_UP = np.sin(np.radians(1.5))
 # standing). Between the two: from a curling spine it takes 0.13 m × Δcos of a real rise, which a high seat's
 # 0.22–0.25 m stand-up out of a deep slouch cannot spare (docs/pipeline.md, "Sitting vs standing").
 TRUNK_LEVER_M = 0.3
+# A fall is judged once its vertical movement has been quiet for move_quiet_s where the trunk tilted in the
+# TILTING_NOW_S before (else it waits for the trunk to settle, or is judged then anyway), and only where the trunk lies
+# within 10° of where it was before the movement: a fidget's 2-8° about the seat, not a bend or a posture change still
+# going on, across which the half second after gives no offset to trust (standing bends of 40-80° held 2-6 s swaying
+# by 0-4°, 0.05 g of offset: 6 false falls more in 243 than judged settled without the 10°, 6 more without the tilt
+# just before; with both, none). 1 s: a fidget of 2° at 0.3 Hz tilts under move_tilt_dps for up to a second a turn.
+FIDGET_COS = math.cos(math.radians(10.0))
+TILTING_NOW_S = 1.0
 # A rise whose rest before lies in a tilt this far from the last settled posture (a forward bend being sat up from) is
 # not judged; fidgets and weight shifts (2–6°) mostly stay within it.
 BEND_UP = np.sin(np.radians(5.0))
@@ -234,6 +242,7 @@ class ActivityClassifier:
         # Last absolute index of a tilting run (set at the run's start, to its end in this batch): a movement goes on
         # while the trunk tilts after it, however the tilt began (the trunk bends as one sits down).
         self._tilt_last = -1
+        self._fall_judged = -1
         self._tilt_window = max(1, round(s.move_smooth_s * s.rate_hz))
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
@@ -622,15 +631,31 @@ class ActivityClassifier:
         return float(np.mean(np.cumsum(x[::-1])) * self.dt_s)
 
     def _close_if_quiet(self, now: int, flips: list[tuple[int, int]], base: int, quiet_n: int, margin: int) -> None:
-        """Judge the open movement if it has been followed by quiet_n samples of rest before `now`."""
+        """Judge the open movement if it has been followed by quiet_n samples of rest before `now`; a fall, also if
+        only its vertical movement has (the trunk still tilting: `_tilting_before`, FIDGET_COS)."""
         last = max(self._move_last, self._tilt_last)  # the movement goes on while the trunk still tilts
-        if self._move_start is None or now - last <= quiet_n:
+        if self._move_start is None:
             return
-        # The offset fit as of the sample it is judged at (the rests before it), however the stream is batched.
-        self._add_rests(last + quiet_n + 1)
         move_from = self._move_from
         after_walk = move_from is not None
         start = move_from if move_from is not None else self._move_start - margin
+        if now - self._move_last > quiet_n and self._fall_judged != self._move_last:
+            # Quiet vertically for quiet_n, but the trunk may still tilt: a sit-down straight into fidgeting settles
+            # for no second, and waiting for it read the whole sitting bout standing. A fall is judged there, once.
+            self._fall_judged = self._move_last
+            quiet_at = self._move_last + quiet_n + 1
+            if self._tilting_before(quiet_at):
+                self._add_rests(quiet_at)
+                if self._judge(start, self._move_last + round(MOVE_AFTER_S * self.s.rate_hz),
+                               (self._move_start, self._move_last), rest_before=not after_walk,
+                               settled=False, fidgeting=True) == SITTING_CODE:
+                    self._move_start = self._move_from = None
+                    flips.append((quiet_at - base, SITTING_CODE))
+                    return
+        if now - last <= quiet_n:
+            return
+        # The offset fit as of the sample it is judged at (the rests before it), however the stream is batched.
+        self._add_rests(last + quiet_n + 1)
         flip = self._judge(start, last + round(MOVE_AFTER_S * self.s.rate_hz),
                            (self._move_start, self._move_last), rest_before=not after_walk)
         self._move_start = self._move_from = None
@@ -647,7 +672,7 @@ class ActivityClassifier:
         self._rests = (base, max(added, until), at, up, av_g)
 
     def _judge(self, a: int, b: int, core: tuple[int, int], rest_before: bool = True,
-               settled: bool = True) -> int | None:
+               settled: bool = True, fidgeting: bool = False) -> int | None:
         """Net rise of the upper back over absolute samples a..b, zero vertical velocity at the end (and at the start,
         or after a walk the velocity of its steady steps).
 
@@ -683,6 +708,9 @@ class ActivityClassifier:
         up_before, up_after = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
         if abs(after - before) > _offset_change_bound(up_after - up_before):
             return None  # the rests either side differ by more than a change of orientation explains
+        if fidgeting and not float(up_after @ up_before) > FIDGET_COS * float(np.linalg.norm(up_after)
+                                                                              * np.linalg.norm(up_before)):
+            return None  # not a fidget about the posture before: a bend or a posture change under way
         if settled and self._still_tilting(lo + len(x) - edge, edge):
             return None  # the "rest" after is a slow posture change going on: its offset is not the one after
         offset = self._offset_change(u, up_before, tail, after - before if rest_before else None)
@@ -760,12 +788,20 @@ class ActivityClassifier:
             return False
         return bool(np.linalg.norm(u[-1] - u[0]) > SETTLED_UP)
 
-    def _tilt_dps(self, n: int) -> np.ndarray:
-        """How fast world up moves in sensor axes for the buffer's last n samples (°/s, the mean of the last
-        move_smooth_s of steps; 0 with no orientation given). The buffer's first sample (the stream's start or just
-        after a gap) has no step before it: its rate is 0, and the windows after it are shorter."""
+    def _tilting_before(self, k: int) -> bool:
+        """The trunk tilted faster than move_tilt_dps in the TILTING_NOW_S before absolute sample k."""
+        end = k - self._buf_start
+        n = min(round(TILTING_NOW_S * self.s.rate_hz), end)
+        return n > 0 and bool(self._tilt_dps(n, end).max() > self.s.move_tilt_dps)
+
+    def _tilt_dps(self, n: int, end: int | None = None) -> np.ndarray:
+        """How fast world up moves in sensor axes for the buffer's n samples before `end` (default: its last n; °/s,
+        the mean of the last move_smooth_s of steps; 0 with no orientation given). The buffer's first sample (the
+        stream's start or just after a gap) has no step before it: its rate is 0, and the windows after it are
+        shorter."""
         w = self._tilt_window
-        u = self._up_buf[-(n + w):]
+        stop = len(self._up_buf) if end is None else end
+        u = self._up_buf[max(0, stop - (n + w)):stop]
         step = np.diff(u, axis=0)
         rate = np.nan_to_num(np.sqrt(row_dot(step, step)) * DEG_PER_RAD * self.s.rate_hz)
         if len(u) < n + w:  # u begins at the buffer's first sample

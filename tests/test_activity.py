@@ -173,6 +173,45 @@ def test_sitting_down_and_at_once_leaning_back_is_judged_once_the_trunk_settles(
                 np.testing.assert_allclose(flipped_at, flipped_at[0], atol=0.05)
 
 
+def test_sitting_straight_down_into_fidgeting_is_judged_while_the_trunk_still_tilts():
+    # Sitting down and at once shifting about on the seat, the trunk tilting 2-6° back and forth at 0.3-1 Hz: it never
+    # settles, and the movement, held open until it did, was never judged (all 27 below, each batching: the whole
+    # sitting bout read standing). A fall is judged once the vertical movement has been quiet for 1.6 s with the trunk
+    # still tilting, at the same sample however the stream is batched.
+    t = np.arange(0, 40, 1 / RATE_HZ)
+    for amp_deg in (2.0, 4.0, 6.0):
+        for hz in (0.3, 0.6, 1.0):
+            for sign in (1.0, 0.0, -1.0):
+                fidget = amp_deg * np.sin(2 * np.pi * hz * (t - 12.2)) * _smoothstep5((t - 12.2) / 0.5)
+                up = _up(fidget)
+                acc = 1.0 - _rise(t, 10.0, 2.0, 0.4) + sign * (up - up[0]) @ BIAS_G
+                flipped_at = []
+                for batch in (7, 100, len(t)):
+                    state = _run(acc, start=STANDING, up=up, batch=batch)
+                    assert (state[t > 16] == SITTING).all(), (amp_deg, hz, sign, batch)
+                    flipped_at.append(t[np.argmax(state != state[0])])
+                assert flipped_at == [flipped_at[0]] * 3, (amp_deg, hz, sign, flipped_at)
+
+
+# Standing bends (down in ramp_s, held hold_s swaying by sway_deg at 0.7 Hz, straightened in 1 s) with an offset of
+# sign × BIAS_G, which the fall judged while the trunk still tilts read as sitting down without one of its two limits:
+# the first three with no limit on the tilt from the posture before (the sway in the hold, judged against upright), the
+# last three without the trunk tilting just before (straightened and settled, judged 0.2 s early on a shorter rest).
+SWAYING_BENDS = [(40.0, 0.8, 2.0, 2.0, 0.0), (60.0, 0.8, 6.0, 2.0, 0.0), (40.0, 1.5, 4.0, 2.0, 0.0),
+                 (40.0, 3.0, 2.0, 2.0, 1.0), (60.0, 3.0, 2.0, 4.0, 1.0), (80.0, 3.0, 2.0, 2.0, 1.0)]
+
+
+@pytest.mark.parametrize(("bend_deg", "ramp_s", "hold_s", "sway_deg", "sign"), SWAYING_BENDS)
+def test_a_standing_bend_swaying_in_its_hold_is_no_fall(bend_deg, ramp_s, hold_s, sway_deg, sign):
+    t = np.arange(0, 30, 1 / RATE_HZ)
+    flexion = bend_deg * (_smoothstep5((t - 8.0) / ramp_s) - _smoothstep5((t - 8.0 - ramp_s - hold_s) / 1.0))
+    flexion = flexion + sway_deg * np.sin(2 * np.pi * 0.7 * (t - 8.0)) * (flexion > bend_deg / 2)
+    up = _up(flexion)
+    acc = 1.0 + np.gradient(np.gradient(0.5 * up[:, 2], t), t) / G + sign * (up - up[0]) @ BIAS_G
+    for batch in (7, 100, len(t)):
+        assert (_run(acc, start=STANDING, up=up, batch=batch) == STANDING).all(), batch
+
+
 def _short_bend(t: np.ndarray, bend_deg: float, ramp_s: float, hold_s: float,
                 sign: float) -> tuple[np.ndarray, np.ndarray]:
     """Vertical specific force (g) and world up in sensor axes of a forward bend from 8 s, down in ramp_s, held
