@@ -13,7 +13,8 @@ walking, lying — from one IMU on the upper back.
   flips the state. The accelerometer's offset along vertical moves with the sensor's orientation,
   so the resting value is blended from before to after as the orientation moved, or, once the day's rests have shown
   the offset at the tilts the movement passed (acc_offset.py), taken where the sensor pointed; and a movement is not
-  over while the trunk still tilts (sitting down and at once leaning back); a movement cut by a lost link
+  over while the trunk still tilts (sitting down and at once leaning back), though a fall is judged a second into
+  the tilting that holds it open (sitting down straight into fidgeting may never settle); a movement cut by a lost link
   is not judged. A rise whose rest before lies inside a forward bend is not judged either: sitting up from a
   short bend (a calibration's, a reach to the floor) begins the movement at the sit-up, the rest 2.5 s before falls
   in the bend, and its accelerations and the offset across the bend integrate to a false rise. A stand-up straight
@@ -77,14 +78,15 @@ SETTLED_UP = np.sin(np.radians(1.5))
 # standing). Between the two: from a curling spine it takes 0.13 m × Δcos of a real rise, which a high seat's
 # 0.22–0.25 m stand-up out of a deep slouch cannot spare (docs/pipeline.md, "Sitting vs standing").
 TRUNK_LEVER_M = 0.3
-# A fall is judged once its vertical movement has been quiet for move_quiet_s where the trunk tilted in the
-# TILTING_NOW_S before (else it waits for the trunk to settle, or is judged then anyway), and only where the trunk lies
-# within 10° of where it was before the movement: a fidget's 2-8° about the seat, not a bend or a posture change still
-# going on, across which the half second after gives no offset to trust (standing bends of 40-80° held 2-6 s swaying
-# by 0-4°, 0.05 g of offset: 6 false falls more in 243 than judged settled without the 10°, 6 more without the tilt
-# just before; with both, none). 1 s: a fidget of 2° at 0.3 Hz tilts under move_tilt_dps for up to a second a turn.
+# A fall whose vertical movement has been quiet for move_quiet_s, but which the trunk's tilting holds open HELD_OPEN_S
+# longer, is judged then on the samples to that quiet, and only where the trunk lies within 10° of its posture before
+# the movement: a fidget's 2-8° about the seat, not a bend or a posture change going on, across which the half second
+# after gives no offset to trust. Standing bends of 40-80° held 2-6 s swaying by 0-4°, 0.05 g of offset: 3 false falls
+# more in 243 than judged settled without the 10°, 6 more judged at the vertical quiet, without the second (the trunk
+# straightened and settled 0.2 s after it: the settled judgement came 0.2 s later on a rest twice as long); none with
+# both (tests/test_activity.py).
 FIDGET_COS = math.cos(math.radians(10.0))
-TILTING_NOW_S = 1.0
+HELD_OPEN_S = 1.0
 # A rise whose rest before lies in a tilt this far from the last settled posture (a forward bend being sat up from) is
 # not judged; fidgets and weight shifts (2–6°) mostly stay within it.
 BEND_UP = np.sin(np.radians(5.0))
@@ -639,18 +641,20 @@ class ActivityClassifier:
         move_from = self._move_from
         after_walk = move_from is not None
         start = move_from if move_from is not None else self._move_start - margin
-        if now - self._move_last > quiet_n and self._fall_judged != self._move_last:
-            # Quiet vertically for quiet_n, but the trunk may still tilt: a sit-down straight into fidgeting settles
-            # for no second, and waiting for it read the whole sitting bout standing. A fall is judged there, once.
+        held_n = round(HELD_OPEN_S * self.s.rate_hz)
+        if now - self._move_last > quiet_n + held_n and self._fall_judged != self._move_last:
+            # Quiet vertically, but held open by the trunk's tilting for HELD_OPEN_S more (the tilting runs seen so far
+            # all began before `now`, the first call past that sample: the same answer however batched). A sit-down
+            # straight into fidgeting may settle for no second, and waiting for it read the whole sitting bout
+            # standing: a fall is judged on the samples to the vertical quiet, once.
             self._fall_judged = self._move_last
-            quiet_at = self._move_last + quiet_n + 1
-            if self._tilting_before(quiet_at):
-                self._add_rests(quiet_at)
+            if self._tilt_last > self._move_last + held_n:
+                self._add_rests(self._move_last + quiet_n + held_n + 1)
                 if self._judge(start, self._move_last + round(MOVE_AFTER_S * self.s.rate_hz),
                                (self._move_start, self._move_last), rest_before=not after_walk,
                                settled=False, fidgeting=True) == SITTING_CODE:
                     self._move_start = self._move_from = None
-                    flips.append((quiet_at - base, SITTING_CODE))
+                    flips.append((self._move_last + quiet_n + held_n + 1 - base, SITTING_CODE))
                     return
         if now - last <= quiet_n:
             return
@@ -788,20 +792,12 @@ class ActivityClassifier:
             return False
         return bool(np.linalg.norm(u[-1] - u[0]) > SETTLED_UP)
 
-    def _tilting_before(self, k: int) -> bool:
-        """The trunk tilted faster than move_tilt_dps in the TILTING_NOW_S before absolute sample k."""
-        end = k - self._buf_start
-        n = min(round(TILTING_NOW_S * self.s.rate_hz), end)
-        return n > 0 and bool(self._tilt_dps(n, end).max() > self.s.move_tilt_dps)
-
-    def _tilt_dps(self, n: int, end: int | None = None) -> np.ndarray:
-        """How fast world up moves in sensor axes for the buffer's n samples before `end` (default: its last n; °/s,
-        the mean of the last move_smooth_s of steps; 0 with no orientation given). The buffer's first sample (the
-        stream's start or just after a gap) has no step before it: its rate is 0, and the windows after it are
-        shorter."""
+    def _tilt_dps(self, n: int) -> np.ndarray:
+        """How fast world up moves in sensor axes for the buffer's last n samples (°/s, the mean of the last
+        move_smooth_s of steps; 0 with no orientation given). The buffer's first sample (the stream's start or just
+        after a gap) has no step before it: its rate is 0, and the windows after it are shorter."""
         w = self._tilt_window
-        stop = len(self._up_buf) if end is None else end
-        u = self._up_buf[max(0, stop - (n + w)):stop]
+        u = self._up_buf[-(n + w):]
         step = np.diff(u, axis=0)
         rate = np.nan_to_num(np.sqrt(row_dot(step, step)) * DEG_PER_RAD * self.s.rate_hz)
         if len(u) < n + w:  # u begins at the buffer's first sample

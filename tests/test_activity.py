@@ -196,8 +196,9 @@ def test_sitting_straight_down_into_fidgeting_is_judged_while_the_trunk_still_ti
 # Standing bends (down in ramp_s, held hold_s swaying by sway_deg at 0.7 Hz, straightened in 1 s) with an offset of
 # sign × BIAS_G, which the fall judged while the trunk still tilts read as sitting down without one of its two limits:
 # the first three with no limit on the tilt from the posture before (the sway in the hold, judged against upright), the
-# last three without the trunk tilting just before (straightened and settled, judged 0.2 s early on a shorter rest).
-SWAYING_BENDS = [(40.0, 0.8, 2.0, 2.0, 0.0), (60.0, 0.8, 6.0, 2.0, 0.0), (40.0, 1.5, 4.0, 2.0, 0.0),
+# last three judged at the vertical quiet, not a second into the tilting that holds the movement open (straightened and
+# settled 0.2 s after it: judged 0.2 s early on a rest half as long).
+SWAYING_BENDS = [(40.0, 0.8, 6.0, 2.0, 0.0), (60.0, 0.8, 6.0, 2.0, 0.0), (40.0, 1.5, 4.0, 2.0, 0.0),
                  (40.0, 3.0, 2.0, 2.0, 1.0), (60.0, 3.0, 2.0, 4.0, 1.0), (80.0, 3.0, 2.0, 2.0, 1.0)]
 
 
