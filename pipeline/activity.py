@@ -79,14 +79,18 @@ SETTLED_UP = np.sin(np.radians(1.5))
 # 0.22–0.25 m stand-up out of a deep slouch cannot spare (docs/pipeline.md, "Sitting vs standing").
 TRUNK_LEVER_M = 0.3
 # A fall whose vertical movement has been quiet for move_quiet_s, but which the trunk's tilting holds open HELD_OPEN_S
-# longer, is judged then on the samples to that quiet, and only where the trunk lies within 10° of its posture before
-# the movement: a fidget's 2-8° about the seat, not a bend or a posture change going on, across which the half second
-# after gives no offset to trust. Standing bends of 40-80° held 2-6 s swaying by 0-4°, 0.05 g of offset: 3 false falls
-# more in 243 than judged settled without the 10°, 6 more judged at the vertical quiet, without the second (the trunk
-# straightened and settled 0.2 s after it: the settled judgement came 0.2 s later on a rest twice as long); none with
-# both (tests/test_activity.py).
+# longer (a sit-down straight into fidgeting may settle for no second in a minute), is judged then on the samples to
+# that quiet. 8 s: a crouch swaying 1.8-6 s (the upper back down 0.25-0.45 m, as a sit-down's) is up again by then; a
+# second read 68 of 100 such crouches sitting while down, and one stayed sitting (tests/test_activity.py).
+HELD_OPEN_S = 8.0
+# With no rest after to measure the accelerometer's offset where the trunk went, such a fall must outdo what this much
+# offset along the trunk's way from its posture before could fake through the double integral: a standing bend of
+# 45-60° held 3 s, then fidgeting on the feet, with 0.05 g of offset, read a fall in 16 of 60 (none with ≥ 0.015 g);
+# walks into fidgeting, whose sit-down bends the trunk too, were missed from 0.026 g (1 of 16).
+FIDGET_OFFSET_G = 0.02
+# After such a fall, the posture fallen into stands for the settled one a rise is told from a bend by (`_in_a_bend`):
+# within 10°, a fidget about the seat.
 FIDGET_COS = math.cos(math.radians(10.0))
-HELD_OPEN_S = 1.0
 # A rise whose rest before lies in a tilt this far from the last settled posture (a forward bend being sat up from) is
 # not judged; fidgets and weight shifts (2–6°) mostly stay within it.
 BEND_UP = np.sin(np.radians(5.0))
@@ -245,6 +249,10 @@ class ActivityClassifier:
         # while the trunk tilts after it, however the tilt began (the trunk bends as one sits down).
         self._tilt_last = -1
         self._fall_judged = -1
+        # The last fall judged while the trunk still tilted: its last moving sample, and world up over the quiet after
+        # it (a crouch's or a seat's posture); a rise from near that posture, the trunk never settled since, is no
+        # sit-up from a bend (`_in_a_bend`).
+        self._fidget_from: tuple[int, np.ndarray] | None = None
         self._tilt_window = max(1, round(s.move_smooth_s * s.rate_hz))
         self._move_from: int | None = None  # where to integrate from, when not just before the movement
         self._walk_offset = 0
@@ -517,7 +525,7 @@ class ActivityClassifier:
         for a, b, kind in sorted(runs):
             self._close_if_quiet(base + a, flips, base, quiet_n, margin)
             if kind == _BLOCKED:
-                self._move_start = self._move_from = None
+                self._move_start = self._move_from = self._fidget_from = None
                 if walking[b - 1] and b < n and not walking[b]:
                     self._after_walk(base + b, base)
             elif kind == _TILTING:
@@ -536,7 +544,8 @@ class ActivityClassifier:
             self._rest.reset(float(np.median(self._buf[-round(2.0 * s.rate_hz):])))
             self._move_start = self._move_from = None
         self._n += n
-        keep_from = self._n - round((s.move_max_s + 2 * s.move_margin_s + 2.0) * s.rate_hz)
+        # The longest window judged, the rest before it, and HELD_OPEN_S for a fall judged that much after its window.
+        keep_from = self._n - round((s.move_max_s + 2 * s.move_margin_s + 2.0 + HELD_OPEN_S) * s.rate_hz)
         drop = max(0, keep_from - self._buf_start)
         self._buf, self._up_buf, self._buf_start = self._buf[drop:], self._up_buf[drop:], self._buf_start + drop
         self._acc_buf, self._turn_buf = self._acc_buf[drop:], self._turn_buf[drop:]
@@ -633,8 +642,8 @@ class ActivityClassifier:
         return float(np.mean(np.cumsum(x[::-1])) * self.dt_s)
 
     def _close_if_quiet(self, now: int, flips: list[tuple[int, int]], base: int, quiet_n: int, margin: int) -> None:
-        """Judge the open movement if it has been followed by quiet_n samples of rest before `now`; a fall, also if
-        only its vertical movement has (the trunk still tilting: `_tilting_before`, FIDGET_COS)."""
+        """Judge the open movement if it has been followed by quiet_n samples of rest before `now`; a fall, also if the
+        trunk's tilting has held it open HELD_OPEN_S past that."""
         last = max(self._move_last, self._tilt_last)  # the movement goes on while the trunk still tilts
         if self._move_start is None:
             return
@@ -643,16 +652,16 @@ class ActivityClassifier:
         start = move_from if move_from is not None else self._move_start - margin
         held_n = round(HELD_OPEN_S * self.s.rate_hz)
         if now - self._move_last > quiet_n + held_n and self._fall_judged != self._move_last:
-            # Quiet vertically, but held open by the trunk's tilting for HELD_OPEN_S more (the tilting runs seen so far
-            # all began before `now`, the first call past that sample: the same answer however batched). A sit-down
-            # straight into fidgeting may settle for no second, and waiting for it read the whole sitting bout
-            # standing: a fall is judged on the samples to the vertical quiet, once.
+            # Once, at the first call past that sample: the tilting runs seen by then all began before it, so the same
+            # answer however the stream is batched.
             self._fall_judged = self._move_last
             if self._tilt_last > self._move_last + held_n:
                 self._add_rests(self._move_last + quiet_n + held_n + 1)
-                if self._judge(start, self._move_last + round(MOVE_AFTER_S * self.s.rate_hz),
-                               (self._move_start, self._move_last), rest_before=not after_walk,
+                end = self._move_last + round(MOVE_AFTER_S * self.s.rate_hz)
+                if self._judge(start, end, (self._move_start, self._move_last), rest_before=not after_walk,
                                settled=False, fidgeting=True) == SITTING_CODE:
+                    self._fidget_from = (self._move_last, self._up_buf[self._move_last - self._buf_start:
+                                                                       end - self._buf_start].mean(axis=0))
                     self._move_start = self._move_from = None
                     flips.append((self._move_last + quiet_n + held_n + 1 - base, SITTING_CODE))
                     return
@@ -664,6 +673,7 @@ class ActivityClassifier:
                            (self._move_start, self._move_last), rest_before=not after_walk)
         self._move_start = self._move_from = None
         if flip is not None:
+            self._fidget_from = None
             # The first quiet sample past the limit, in whichever batch sees it (now − last > quiet_n).
             flips.append((last + quiet_n + 1 - base, flip))
 
@@ -687,7 +697,8 @@ class ActivityClassifier:
         tell it (`_offset_change`). After a walk there is no rest before (the
         integration starts at a step, where only the velocity is known, `_step_velocity`): the rest after stands
         for both, as walking and sitting tilt the trunk alike. settled: not judged while the trunk still tilts (the
-        rest after is no rest yet); `falling_now` judges anyway.
+        rest after is no rest yet); `falling_now` judges anyway. fidgeting: a fall with no rest after (the trunk still
+        tilts), which must outdo what FIDGET_OFFSET_G along the trunk's way could fake.
         """
         s = self.s
         longest = round((s.move_max_s + 2 * s.move_margin_s + MOVE_AFTER_S) * s.rate_hz)
@@ -712,9 +723,6 @@ class ActivityClassifier:
         up_before, up_after = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
         if abs(after - before) > _offset_change_bound(up_after - up_before):
             return None  # the rests either side differ by more than a change of orientation explains
-        if fidgeting and not float(up_after @ up_before) > FIDGET_COS * float(np.linalg.norm(up_after)
-                                                                              * np.linalg.norm(up_before)):
-            return None  # not a fidget about the posture before: a bend or a posture change under way
         if settled and self._still_tilting(lo + len(x) - edge, edge):
             return None  # the "rest" after is a slow posture change going on: its offset is not the one after
         offset = self._offset_change(u, up_before, tail, after - before if rest_before else None)
@@ -725,6 +733,12 @@ class ActivityClassifier:
             offset = offset - float(offset[-tail:].mean())
         rise_m = _zupt_rise_m((x - before - offset) * G_M_S2,
                               self.dt_s, 0.0 if rest_before else self._step_velocity(a, after, step_x))
+        if fidgeting:
+            # No rest after to measure the offset where the trunk went: a fall must outdo what FIDGET_OFFSET_G of it,
+            # seen along the trunk's way from its posture before, could fake through the integral's kernel (T/2 − t).
+            away = np.linalg.norm(u - up_before, axis=1)
+            kernel_s = np.abs((len(x) - 1) / 2 - np.arange(len(x))) * self.dt_s
+            rise_m += FIDGET_OFFSET_G * G_M_S2 * float(away @ kernel_s) * self.dt_s
         if rise_m > 0.0 and self._trunk_up is not None and np.all(np.isfinite(up_after - up_before)):
             # Only from a rise, and down to none (module docstring).
             rise_m = max(0.0, rise_m - TRUNK_LEVER_M * max(0.0, float((up_after - up_before) @ self._trunk_up)))
@@ -774,9 +788,18 @@ class ActivityClassifier:
     def _in_a_bend(self, lo: int, n: int, earliest: int) -> bool:
         """The rest before a movement (buffer samples lo..lo+n) is no rest but part of a bend: the trunk still tilts
         there, and by more than BEND_UP from the latest settled n samples before it (from `earliest` on), or no settled
-        n samples were seen there to tell it from one (the link came back, or the data began, inside the bend)."""
+        n samples were seen there to tell it from one (the link came back, or the data began, inside the bend); after
+        a fall judged while the trunk still tilted, by more than FIDGET_COS allows from the posture fallen into."""
         if not self._still_tilting(lo, n):
             return False  # also with no orientation given (NaN)
+        fidget = self._fidget_from
+        if fidget is not None and fidget[0] - self._buf_start <= lo:
+            # Down into a seat (or a crouch) fidgeting, no sit/stand since: a rise from within FIDGET_COS of that
+            # posture is from the seat (a fidget's turns pass for settled, and lie more than BEND_UP from its rest:
+            # 15 of 27 stand-ups straight from fidgeting refused, the wearer read sitting until the next walk).
+            before = self._up_buf[lo:lo + n].mean(axis=0)
+            cos_limit = FIDGET_COS * float(np.linalg.norm(before) * np.linalg.norm(fidget[1]))
+            return not float(before @ fidget[1]) > cos_limit
         u = self._up_buf[earliest:lo]
         d = u[n - 1:] - u[:max(0, len(u) - n + 1)]  # world up's move over n samples from each start
         settled = np.flatnonzero(row_dot(d, d) <= SETTLED_UP ** 2)

@@ -173,44 +173,67 @@ def test_sitting_down_and_at_once_leaning_back_is_judged_once_the_trunk_settles(
                 np.testing.assert_allclose(flipped_at, flipped_at[0], atol=0.05)
 
 
+def _fidget(t: np.ndarray, amp_deg: float, hz: float, from_s: float, to_s: float = np.inf) -> np.ndarray:
+    """Trunk flexion (°) of fidgeting amp_deg back and forth at hz from from_s to to_s."""
+    on = _smoothstep5((t - from_s) / 0.5) - _smoothstep5((t - to_s) / 0.5)
+    return amp_deg * np.sin(2 * np.pi * hz * (t - from_s)) * on
+
+
 def test_sitting_straight_down_into_fidgeting_is_judged_while_the_trunk_still_tilts():
     # Sitting down and at once shifting about on the seat, the trunk tilting 2-6° back and forth at 0.3-1 Hz: it never
     # settles, and the movement, held open until it did, was never judged (all 27 below, each batching: the whole
-    # sitting bout read standing). A fall is judged once the vertical movement has been quiet for 1.6 s with the trunk
-    # still tilting, at the same sample however the stream is batched.
-    t = np.arange(0, 40, 1 / RATE_HZ)
+    # sitting bout read standing). A fall is judged once the trunk's tilting has held it open 8 s past its vertical
+    # quiet, at the same sample however the stream is batched; and standing up straight out of the fidgeting is a rise
+    # from the seat, not from a bend (15 of the 27 stand-ups were refused, the wearer read sitting on).
+    t = np.arange(0, 60, 1 / RATE_HZ)
     for amp_deg in (2.0, 4.0, 6.0):
         for hz in (0.3, 0.6, 1.0):
             for sign in (1.0, 0.0, -1.0):
-                fidget = amp_deg * np.sin(2 * np.pi * hz * (t - 12.2)) * _smoothstep5((t - 12.2) / 0.5)
-                up = _up(fidget)
-                acc = 1.0 - _rise(t, 10.0, 2.0, 0.4) + sign * (up - up[0]) @ BIAS_G
-                flipped_at = []
+                up = _up(_fidget(t, amp_deg, hz, 12.2, 35.0))
+                acc = 1.0 - _rise(t, 10.0, 2.0, 0.4) + _rise(t, 34.0, 2.0, 0.4) + sign * (up - up[0]) @ BIAS_G
+                flips = []
                 for batch in (7, 100, len(t)):
                     state = _run(acc, start=STANDING, up=up, batch=batch)
-                    assert (state[t > 16] == SITTING).all(), (amp_deg, hz, sign, batch)
-                    flipped_at.append(t[np.argmax(state != state[0])])
-                assert flipped_at == [flipped_at[0]] * 3, (amp_deg, hz, sign, flipped_at)
+                    assert (state[(t > 24) & (t < 34)] == SITTING).all(), (amp_deg, hz, sign, batch)
+                    assert (state[t > 40] == STANDING).all(), (amp_deg, hz, sign, batch)
+                    flips.append(np.flatnonzero(state[1:] != state[:-1]).tolist())
+                assert flips == [flips[0]] * 3, (amp_deg, hz, sign, flips)
 
 
-# Standing bends (down in ramp_s, held hold_s swaying by sway_deg at 0.7 Hz, straightened in 1 s) with an offset of
-# sign × BIAS_G, which the fall judged while the trunk still tilts read as sitting down without one of its two limits:
-# the first three with no limit on the tilt from the posture before (the sway in the hold, judged against upright), the
-# last three judged at the vertical quiet, not a second into the tilting that holds the movement open (straightened and
-# settled 0.2 s after it: judged 0.2 s early on a rest half as long).
-SWAYING_BENDS = [(40.0, 0.8, 6.0, 2.0, 0.0), (60.0, 0.8, 6.0, 2.0, 0.0), (40.0, 1.5, 4.0, 2.0, 0.0),
-                 (40.0, 3.0, 2.0, 2.0, 1.0), (60.0, 3.0, 2.0, 4.0, 1.0), (80.0, 3.0, 2.0, 2.0, 1.0)]
+def _down_and_up(t: np.ndarray, kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vertical specific force (g) and world up of a standing wearer who goes down and up again, fidgeting, with an
+    accelerometer offset: a crouch (the upper back down 0.25-0.45 m, the trunk within 8° of upright, swaying 2-8° for
+    1.8-6 s), or a bend of 45-60° from the hips (the upper back 0.5 m above them) held 3 s, then fidgeting on the feet
+    with 0.05 g of offset forward."""
+    rng = np.random.default_rng(seed)
+    if kind == "crouch":
+        depth, down_s, hold_s, up_s = rng.uniform(0.25, 0.45), rng.uniform(1.0, 2.0), rng.uniform(1.8, 6.0), \
+            rng.uniform(1.0, 2.0)
+        z = -depth * (_smoothstep5((t - 10.0) / down_s) - _smoothstep5((t - 10.0 - down_s - hold_s) / up_s))
+        flexion = rng.uniform(-8, 8) + _fidget(t, rng.uniform(2, 8), rng.uniform(0.3, 1.2), 10.0 + down_s / 2,
+                                                 10.0 + down_s + hold_s + up_s / 2)
+        flexion = flexion * _smoothstep5((t - 10.0) / 0.5) * (1 - _smoothstep5((t - 10.0 - down_s - hold_s) / up_s))
+        up = _up(flexion)
+        bias = rng.uniform(-0.03, 0.03, 3)
+    else:
+        bend_deg, hz = rng.choice([45.0, 60.0]), rng.choice([0.3, 0.8])
+        flexion = bend_deg * (_smoothstep5((t - 10.0) / 0.8) - _smoothstep5((t - 13.8) / 1.0))
+        up = _up(flexion + _fidget(t, rng.uniform(3, 6), hz, 10.8))
+        z = 0.5 * up[:, 2]
+        bias = np.array([0.05, 0.0, 0.0])
+    return 1.0 + np.gradient(np.gradient(z, t), t) / G + (up - up[0]) @ bias + rng.normal(0, 0.004, len(t)), up
 
 
-@pytest.mark.parametrize(("bend_deg", "ramp_s", "hold_s", "sway_deg", "sign"), SWAYING_BENDS)
-def test_a_standing_bend_swaying_in_its_hold_is_no_fall(bend_deg, ramp_s, hold_s, sway_deg, sign):
-    t = np.arange(0, 30, 1 / RATE_HZ)
-    flexion = bend_deg * (_smoothstep5((t - 8.0) / ramp_s) - _smoothstep5((t - 8.0 - ramp_s - hold_s) / 1.0))
-    flexion = flexion + sway_deg * np.sin(2 * np.pi * 0.7 * (t - 8.0)) * (flexion > bend_deg / 2)
-    up = _up(flexion)
-    acc = 1.0 + np.gradient(np.gradient(0.5 * up[:, 2], t), t) / G + sign * (up - up[0]) @ BIAS_G
-    for batch in (7, 100, len(t)):
-        assert (_run(acc, start=STANDING, up=up, batch=batch) == STANDING).all(), batch
+@pytest.mark.parametrize("kind", ["crouch", "bend"])
+def test_going_down_and_up_again_on_the_feet_fidgeting_is_no_sit_down(kind):
+    # A fall judged while the trunk still tilts must not take these for sitting down: a crouch is the depth of a
+    # sit-down, and judged a second into the fidgeting 68 of 100 such crouches read sitting while down, and one stayed
+    # sitting; the bend, with no rest after to measure the offset across it, integrated to a fall in 16 of 60 (a
+    # helper's probes, 2026-12-07) before the fall had to outdo that offset (FIDGET_OFFSET_G).
+    t = np.arange(0, 45, 1 / RATE_HZ)
+    for seed in range(12):
+        acc, up = _down_and_up(t, kind, seed)
+        assert (_run(acc, start=STANDING, up=up) == STANDING).all(), seed
 
 
 def _short_bend(t: np.ndarray, bend_deg: float, ramp_s: float, hold_s: float,

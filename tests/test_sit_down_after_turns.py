@@ -116,4 +116,4 @@ def test_sitting_straight_down_into_fidgeting_is_seen(seed, walk, between, sit_s
     t_s, names = _activity(seed, {}, walk, *between, {"activity": "fidget", "duration_s": 40.0, "transition_s": sit_s,
                                                       "amplitude_deg": amplitude_deg, "moves_per_min": per_min})
     sit_down_s = 30.0 + walk["duration_s"] + sum(b["duration_s"] for b in between)
-    assert (names[t_s > sit_down_s + 12.0] == "sitting").all()
+    assert (names[t_s > sit_down_s + 15.0] == "sitting").all()
