@@ -13,8 +13,8 @@ walking, lying — from one IMU on the upper back.
   flips the state. The accelerometer's offset along vertical moves with the sensor's orientation,
   so the resting value is blended from before to after as the orientation moved, or, once the day's rests have shown
   the offset at the tilts the movement passed (acc_offset.py), taken where the sensor pointed; and a movement is not
-  over while the trunk still tilts (sitting down and at once leaning back), though a fall is judged a second into
-  the tilting that holds it open (sitting down straight into fidgeting may never settle); a movement cut by a lost link
+  over while the trunk still tilts (sitting down and at once leaning back), though a fall is judged 8 s into the
+  tilting that holds it open (sitting down straight into fidgeting may never settle); a movement cut by a lost link
   is not judged. A rise whose rest before lies inside a forward bend is not judged either: sitting up from a
   short bend (a calibration's, a reach to the floor) begins the movement at the sit-up, the rest 2.5 s before falls
   in the bend, and its accelerations and the offset across the bend integrate to a false rise. A stand-up straight
@@ -554,7 +554,8 @@ class ActivityClassifier:
     def falling_now(self, began_n_ago: int) -> bool:
         """Whether the movement under way, if it began at least began_n_ago samples ago, has brought the upper back down
         by stand_rise_m or more (a sit-down), judged on the samples seen so far as if it ended now (it is judged for
-        good move_quiet_s after its last moving sample, once the trunk has settled): for a calibration whose bend may
+        good move_quiet_s after its last moving sample, once the trunk has settled, or a fall HELD_OPEN_S after that
+        while the trunk still tilts): for a calibration whose bend may
         have been a sit-down, found 1.5 s after the sit-up. Not waiting for the trunk to settle: sitting down and
         settling back into the seat brings the back down all the same (a reviewer's probe: 17 of 72 such sit-downs
         were taken for the calibration, 2-5° off). (A rise judged this early is no stand-up: a calibration's own
