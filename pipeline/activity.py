@@ -248,7 +248,8 @@ class ActivityClassifier:
         # Last absolute index of a tilting run (set at the run's start, to its end in this batch): a movement goes on
         # while the trunk tilts after it, however the tilt began (the trunk bends as one sits down).
         self._tilt_last = -1
-        self._fall_judged = -1
+        self._held_n = round(HELD_OPEN_S * s.rate_hz)
+        self._fall_judged = -1  # the _move_last whose fall the tilting held open has been looked at
         # The last fall judged while the trunk still tilted: its last moving sample, and world up over the quiet after
         # it (a crouch's or a seat's posture); a rise from near that posture, the trunk never settled since, is no
         # sit-up from a bend (`_in_a_bend`).
@@ -651,20 +652,20 @@ class ActivityClassifier:
         move_from = self._move_from
         after_walk = move_from is not None
         start = move_from if move_from is not None else self._move_start - margin
-        held_n = round(HELD_OPEN_S * self.s.rate_hz)
-        if now - self._move_last > quiet_n + held_n and self._fall_judged != self._move_last:
+        held_at = self._move_last + quiet_n + self._held_n + 1  # where a fall the tilting holds open is judged
+        if now >= held_at and self._fall_judged != self._move_last:
             # Once, at the first call past that sample: the tilting runs seen by then all began before it, so the same
             # answer however the stream is batched.
             self._fall_judged = self._move_last
-            if self._tilt_last > self._move_last + held_n:
-                self._add_rests(self._move_last + quiet_n + held_n + 1)
+            if self._tilt_last > self._move_last + self._held_n:
+                self._add_rests(held_at)
                 end = self._move_last + round(MOVE_AFTER_S * self.s.rate_hz)
                 if self._judge(start, end, (self._move_start, self._move_last), rest_before=not after_walk,
                                settled=False, fidgeting=True) == SITTING_CODE:
                     self._fidget_from = (self._move_last, self._up_buf[self._move_last - self._buf_start:
                                                                        end - self._buf_start].mean(axis=0))
                     self._move_start = self._move_from = None
-                    flips.append((self._move_last + quiet_n + held_n + 1 - base, SITTING_CODE))
+                    flips.append((held_at - base, SITTING_CODE))
                     return
         if now - last <= quiet_n:
             return

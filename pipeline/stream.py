@@ -311,7 +311,7 @@ class PosturePipeline:
         parts, k = [], 0
         adopted: list[tuple[int, Calibration]] = []  # in this batch, from which sample
         lost = lost_samples  # the minutes count them with the first part that has a real (not gap-filled) sample
-        turn_rad = (gyro_dps - bias_dps) * RAD_PER_DEG * self.dt_s  # to each sample from the one before
+        turn_rad = self._turn_rad(gyro_dps, bias_dps)
         while True:
             if self.calibration is not None:  # the current calibration measures up to where a new one applies
                 parts.append(self._measure(slice(k, start), t_s, acc_g, turn_rad, walking, att, acc_vertical, real,
@@ -351,7 +351,7 @@ class PosturePipeline:
             elif quat_given is not None:  # not filtered: the bias as the calibration just set it (_adopt), from k
                 bias_dps = np.concatenate([bias_dps[:k], np.broadcast_to(self.orientation.bias_dps(),
                                                                          (len(t_s) - k, 3))])
-            turn_rad = (gyro_dps - bias_dps) * RAD_PER_DEG * self.dt_s  # with the bias the samples from k now have
+            turn_rad = self._turn_rad(gyro_dps, bias_dps)  # with the bias the samples from k now have
             if self.armed:  # a provisional calibration: the moves that finish it may follow in this batch
                 if watching:  # judged still with the bias the samples from k have now, as a batch cut at k would
                     self.calibrator.rebias(acc_g, gyro_dps, bias_dps)
@@ -541,6 +541,11 @@ class PosturePipeline:
                    "(15° or more) and sit up to finish")
         out.events.append(CalibrationEvent(t_s, "calibrated", f"{'re' if again else ''}calibrated {how}",
                                            cal.with_bend, cal.taken_s))
+
+    def _turn_rad(self, gyro_dps: np.ndarray, bias_dps: np.ndarray) -> np.ndarray:
+        """The sensor's turn to each sample from the one before (n × 3, rad, its own axes), the bias taken off."""
+        turn_rad: np.ndarray = (gyro_dps - bias_dps) * RAD_PER_DEG * self.dt_s
+        return turn_rad
 
     def _measure(self, sl: slice, t_s: np.ndarray, acc_g: np.ndarray, turn_rad: np.ndarray, steps: np.ndarray,
                  att: SensorAttitude,
