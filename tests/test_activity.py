@@ -236,6 +236,30 @@ def test_going_down_and_up_again_on_the_feet_fidgeting_is_no_sit_down(kind):
         assert (_run(acc, start=STANDING, up=up) == STANDING).all(), seed
 
 
+def test_a_movement_dropped_as_too_long_is_dropped_at_the_same_sample_however_the_stream_is_batched():
+    # A movement "moving" for move_max_s is dropped and the resting value taken afresh from the two seconds before the
+    # drop. Dropped at the end of the batch that got there, both fell elsewhere in batches of 7 samples, of 100, of
+    # 1000 and in one, and what came after was read differently: an attack's 300 probes, 33 (2026-12-07); 4 of the 12
+    # bends below, each read sitting for 22-44 s in one or two of the four. Bending on the feet to 20-70° and rocking
+    # 2-8° about it at 0.3-1.2 Hz for 12-40 s.
+    t = np.arange(0, 75, 1 / RATE_HZ)
+    for seed in range(12):
+        rng = np.random.default_rng([20261207, seed])
+        bend_deg, ramp_s = rng.uniform(20, 70), rng.uniform(0.6, 3.0)
+        amp_deg, hz = rng.uniform(2, 8), rng.uniform(0.3, 1.2)
+        t0 = rng.uniform(8, 14)
+        t1 = t0 + rng.uniform(12, 40)
+        held = _smoothstep5((t - t0) / ramp_s) - _smoothstep5((t - t1) / 1.0)
+        flexion = bend_deg * held + _fidget(t, amp_deg, hz, t0 + ramp_s, t1)
+        up = _up(flexion)
+        z = 0.47 * up[:, 2] - rng.uniform(0.0, 0.12) * held
+        acc = 1.0 + np.gradient(np.gradient(z, t), t) / G + (up - up[0]) @ rng.uniform(-0.03, 0.03, 3)
+        acc = acc + rng.normal(0, 0.004, len(t))
+        states = [_run(acc, start=STANDING, up=up, batch=batch) for batch in (7, 100, 1000, len(t))]
+        for batch, state in zip((100, 1000, len(t)), states[1:]):
+            assert np.array_equal(state, states[0]), (seed, batch)
+
+
 def _short_bend(t: np.ndarray, bend_deg: float, ramp_s: float, hold_s: float,
                 sign: float) -> tuple[np.ndarray, np.ndarray]:
     """Vertical specific force (g) and world up in sensor axes of a forward bend from 8 s, down in ramp_s, held
