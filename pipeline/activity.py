@@ -29,6 +29,7 @@ walking, lying — from one IMU on the upper back.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -490,8 +491,9 @@ class ActivityClassifier:
         start): the drop, and the resting value it takes afresh from the two seconds before it, then fall on that
         sample however the stream is batched (at a batch's end they did not: an attack's 300 probes read 33 differently
         at batches of 7, 100 and the whole stream). A part is at most move_max_s long, so a movement that begins in
-        one is due in a later one. Still batch-dependent: a movement the trunk's tilting holds open past that sample is
-        dropped at the end of the part in which it moves again (a review's probes: 3 of 220)."""
+        one is due in a later one. Held open past that sample by the trunk's tilting, it is dropped just after its next
+        moving sample, where the part is cut (dropped at the end of the part that sample fell in, a review's probes read
+        3 of 220 differently)."""
         n, max_n = len(av_g), max(1, round(self.s.move_max_s * self.s.rate_hz))
         flips: list[tuple[int, int]] = []
         done = 0
@@ -499,6 +501,12 @@ class ActivityClassifier:
             cut = min(n, done + max_n)
             if self._move_start is not None and self._move_start + max_n + 1 > self._n:  # (self._n: this part's start)
                 cut = min(cut, done + self._move_start + max_n + 1 - self._n)
+            elif self._move_start is not None:
+                # Due already, held open by the trunk's tilting since: dropped once it moves again, at the sample after
+                # its first moving one (the test's state put back after looking, so the part then takes it afresh).
+                first = self._first_moving(av_g[done:cut], walking[done:cut], lying[done:cut])
+                if first is not None:
+                    cut = done + first + 1
             part = slice(done, cut)
             flips += [(done + i, code) for i, code in self._part_flips(av_g[part], up[part], walking[part],
                                                                        lying[part], acc[part], turn[part])]
@@ -506,6 +514,30 @@ class ActivityClassifier:
             if not n:
                 break
         return flips
+
+    def _moving(self, av_g: np.ndarray, walking: np.ndarray,
+                lying: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per sample of a part: blocked (walking, lying, the seconds after lying), the smoothed vertical acceleration
+        less 1 g, and moving (away from its resting value, not blocked); the tests' state taken up to its end."""
+        after_lying_n = round(self.s.after_lying_s * self.s.rate_hz)
+        n = len(av_g)
+        if n and not lying.any() and self._since_lying + 1 > after_lying_n:  # most batches: lying is long past
+            self._since_lying = self._since_lying + n
+            blocked = walking
+        else:
+            since_lying = trailing_run(~lying, self._since_lying)
+            self._since_lying = since_lying[-1] if n else self._since_lying
+            blocked = walking | (since_lying <= after_lying_n)
+        smooth = self._smooth.update(av_g)
+        moving = ~blocked & ~self._rest.at_rest(smooth, ~blocked)  # none before the first resting value is known
+        return blocked, smooth, moving
+
+    def _first_moving(self, av_g: np.ndarray, walking: np.ndarray, lying: np.ndarray) -> int | None:
+        """The first moving sample of a part, its state put back after looking (`_moving`), or None."""
+        kept = self._since_lying, copy.deepcopy(self._smooth), copy.deepcopy(self._rest)
+        at = np.flatnonzero(self._moving(av_g, walking, lying)[2])
+        self._since_lying, self._smooth, self._rest = kept
+        return int(at[0]) if len(at) else None
 
     def _part_flips(self, av_g: np.ndarray, up: np.ndarray, walking: np.ndarray,
                     lying: np.ndarray, acc: np.ndarray, turn: np.ndarray) -> list[tuple[int, int]]:
@@ -516,17 +548,8 @@ class ActivityClassifier:
         batched). Walking, lying and the seconds after lying cancel a movement in progress.
         """
         s, n, base = self.s, len(av_g), self._n
-        after_lying_n = round(s.after_lying_s * s.rate_hz)
-        if n and not lying.any() and self._since_lying + 1 > after_lying_n:  # most batches: lying is long past
-            self._since_lying = self._since_lying + n
-            blocked = walking
-        else:
-            since_lying = trailing_run(~lying, self._since_lying)
-            self._since_lying = since_lying[-1] if n else self._since_lying
-            blocked = walking | (since_lying <= after_lying_n)
-        smooth = self._smooth.update(av_g)
+        blocked, smooth, moving = self._moving(av_g, walking, lying)
         free = ~blocked
-        moving = free & ~self._rest.at_rest(smooth, free)  # none before the first resting value is known
         rest = free & (np.abs(smooth - self._calm.update(av_g)) < CALM_G) & np.isfinite(up[:, 0])
         self._rests = (base, base, np.flatnonzero(rest), up, av_g)
         self._buf = np.concatenate([self._buf, av_g])

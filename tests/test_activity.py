@@ -240,11 +240,13 @@ def test_a_movement_dropped_as_too_long_is_dropped_at_the_same_sample_however_th
     # A movement "moving" for move_max_s is dropped and the resting value taken afresh from the two seconds before the
     # drop. Dropped at the end of the batch that got there, both fell elsewhere in batches of 7 samples, of 100, of
     # 1000 and in one, and what came after was read differently: an attack's 300 probes, 33 (2026-12-07); 4 of the 12
-    # bends below, each read sitting for 22-44 s in one or two of the four. Bending on the feet to 20-70° and rocking
-    # 2-8° about it at 0.3-1.2 Hz for 12-40 s.
+    # bends below, each read sitting for 22-44 s in one or two of the four. Then a movement the trunk's tilting held
+    # open past that sample was dropped at the end of the part in which it moved again: the last two bends below, from
+    # a review's 220 (3 read differently), read sitting for 33-42 s in some batchings. Bending on the feet to 20-70° and
+    # rocking 2-8° about it at 0.3-1.2 Hz for 12-40 s.
     t = np.arange(0, 75, 1 / RATE_HZ)
-    for seed in range(12):
-        rng = np.random.default_rng([20261207, seed])
+    for seed in [[20261207, k] for k in range(12)] + [[999, 11], [999, 120]]:
+        rng = np.random.default_rng(seed)
         bend_deg, ramp_s = rng.uniform(20, 70), rng.uniform(0.6, 3.0)
         amp_deg, hz = rng.uniform(2, 8), rng.uniform(0.3, 1.2)
         t0 = rng.uniform(8, 14)
