@@ -29,7 +29,6 @@ walking, lying — from one IMU on the upper back.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -565,7 +564,7 @@ class ActivityClassifier:
 
     def _first_moving(self, av_g: np.ndarray, walking: np.ndarray, lying: np.ndarray) -> int | None:
         """The first moving sample of a part, its state put back after looking (`_moving`), or None."""
-        kept = self._since_lying, copy.deepcopy(self._smooth), copy.deepcopy(self._rest)
+        kept = self._since_lying, self._smooth.copy(), self._rest.copy()
         at = np.flatnonzero(self._moving(av_g, walking, lying)[2])
         self._since_lying, self._smooth, self._rest = kept
         return int(at[0]) if len(at) else None

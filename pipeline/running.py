@@ -8,6 +8,7 @@ frequency and the wear test at breathing's.
 
 from __future__ import annotations
 
+import copy
 from typing import cast
 
 import numpy as np
@@ -61,7 +62,8 @@ def trailing_mean(x: np.ndarray, n: int, window: int) -> np.ndarray:
 
 
 class MovingMean:
-    """Mean over the last `window` samples (fewer at the very start), continuing across batches."""
+    """Mean over the last `window` samples (fewer at the very start), continuing across batches. Its state is
+    rebound, never changed in place, so `copy` is a snapshot to go back to."""
 
     def __init__(self, window: int):
         self.window = max(1, window)
@@ -76,6 +78,9 @@ class MovingMean:
         # Every sample has a whole window behind it (all but the first batch): no index arrays needed.
         c = _sums_from_zero(both)
         return cast(np.ndarray, (c[w:] - c[:-w]) / w)
+
+    def copy(self) -> MovingMean:
+        return copy.copy(self)
 
 
 class Band:
@@ -116,7 +121,8 @@ class RestLevel:
     first one it is given, so that a sample is judged against the level as of its block's start. (Followed batch by
     batch, a one-minute batch was judged against a level a minute old, and the first against its own median: a
     recording replayed in minutes read sit-downs and calibration holds that the same data in seconds did not.) Until
-    the first level is known every eligible sample is at rest."""
+    the first level is known every eligible sample is at rest. Its state is rebound, never changed in place, so
+    `copy` is a snapshot to go back to."""
 
     def __init__(self, first_n: int, alpha: float, tol: float, block_n: int):
         self.first_n, self.alpha, self.tol, self.block_n = first_n, alpha, tol, block_n
@@ -125,6 +131,9 @@ class RestLevel:
         self._n = 0  # samples seen
         self._carry = (1.0, 0.0)  # the block under way so far: at its end, level ← a · level + b
         self._powers = (1.0 - alpha) ** np.arange(block_n + 1)  # (1 − α)^k for the k samples of a block, looked up
+
+    def copy(self) -> RestLevel:
+        return copy.copy(self)
 
     def reset(self, level: float) -> None:
         """A new level from here on (the samples of the block under way so far are not followed)."""
