@@ -96,12 +96,16 @@ class Band:
         self._settle = lfilter_zi(self._b, self._a) if settled else None
 
     def update(self, x: np.ndarray, channel: int = 0) -> np.ndarray:
+        if not len(x):  # scipy's lfilter hands back no state for no samples, but uninitialised memory (1.17.1)
+            return np.zeros(0)
         y, self._zi[channel] = lfilter(self._b, self._a, x, zi=self._zi[channel])
         return cast(np.ndarray, y)
 
     def update_all(self, x: np.ndarray) -> np.ndarray:
         """Every channel at once (x: channels × n): one call, as each costs more than its filtering."""
-        if self._settle is not None and x.shape[-1]:
+        if not x.shape[-1]:  # (as in update)
+            return np.zeros(x.shape)
+        if self._settle is not None:
             self._zi, self._settle = np.outer(x[:, 0], self._settle), None
         y, self._zi = lfilter(self._b, self._a, x, axis=-1, zi=self._zi)
         return cast(np.ndarray, y)
