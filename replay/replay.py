@@ -26,7 +26,7 @@ from contract.messages import payload
 from pipeline.calibration import Calibration
 from pipeline.events import RATE_HZ_RANGE, CalibrationEvent, Event, MinuteMetrics
 from pipeline.orientation import offline_quaternions
-from pipeline.stream import PipelineSettings, PosturePipeline, moves_forward
+from pipeline.stream import MAX_ACC_G, MAX_GYRO_DPS, PipelineSettings, PosturePipeline, moves_forward
 from pipeline.summary import Rollups, Summary
 from sensor.profiles import samples_per_notification
 from service_io.config import GatewaySettings, PipelineConfig
@@ -41,11 +41,6 @@ ALIASES = {
     "Gyroscope X (deg/s)": "gyro_x_dps", "Gyroscope Y (deg/s)": "gyro_y_dps", "Gyroscope Z (deg/s)": "gyro_z_dps",
 }
 CHUNK_LINES = 20_000
-# Beyond what any body-worn IMU measures (±16 g and ±2000 °/s are usual, ±4000 °/s the most): a value past these
-# is a corrupt cell, not motion. Kept, one such row (1e20 g, 1e308 °/s) overflowed the filters' sums and states
-# and silently changed the activity, slouch and rotation read for minutes, or the rest of the recording.
-MAX_ACC_G = 100.0
-MAX_GYRO_DPS = 10_000.0
 # Up to this many rows in a row stamped ahead of the rows after them are taken as a glitch in the time column.
 GLITCH_ROWS = 8
 

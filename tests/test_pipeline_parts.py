@@ -175,6 +175,31 @@ def test_a_sample_that_is_not_a_number_is_dropped_and_counted():
     assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
 
 
+def test_a_sample_past_what_any_imu_measures_is_dropped_and_counted():
+    """A finite value no sensor reads (a corrupt cell, a caller's bug): one gyro sample of 1e300 °/s made the
+    orientation NaN and every later batch raise, two accelerometer samples of 1e20 g changed the activity of 38 % of
+    ten minutes. Dropped at the door and counted, the rest reads as without them."""
+    from pipeline.stream import MAX_ACC_G, MAX_GYRO_DPS, PosturePipeline
+
+    t = np.arange(0, 60, 0.01)
+    acc = np.tile([0.0, 0.0, 1.0], (len(t), 1)) + 0.001 * np.random.default_rng(1).standard_normal((len(t), 3))
+    gyro = 0.05 * np.random.default_rng(2).standard_normal((len(t), 3))
+    bad_acc, bad_gyro = acc.copy(), gyro.copy()
+    bad_gyro[150, 2], bad_acc[3000, 0] = 1e300, -1e20
+    bad_acc[4000, 1], bad_gyro[5000, 0] = 1.01 * MAX_ACC_G, -2 * MAX_GYRO_DPS
+    bad_acc[4500, 2] = MAX_ACC_G  # at the bound: kept (a knock, however hard, is motion)
+    keep = np.ones(len(t), bool)
+    keep[[150, 3000, 4000, 5000]] = False
+    clean, dirty = PosturePipeline(), PosturePipeline()
+    t_k, acc_k, gyro_k = t[keep], bad_acc[keep], gyro[keep]
+    a = [clean.update(t_k[i:i + 100], acc_k[i:i + 100], gyro_k[i:i + 100]) for i in range(0, len(t_k), 100)]
+    b = [dirty.update(t[i:i + 100], bad_acc[i:i + 100], bad_gyro[i:i + 100]) for i in range(0, len(t), 100)]
+    assert (dirty.samples_out_of_range, dirty.samples_not_finite) == (4, 0)
+    assert [e for o in b for e in o.events] == [e for o in a for e in o.events]
+    assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
+    assert np.array_equal(np.concatenate([o.activity for o in b]), np.concatenate([o.activity for o in a]))
+
+
 def measured_after_gap(yaw_deg: np.ndarray, walking: np.ndarray, size: int
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Through a baseline reset as after a lost link, size samples at a time: the rotation and jumps as finally measured
