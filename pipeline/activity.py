@@ -490,11 +490,11 @@ class ActivityClassifier:
         parts that end where a movement open at a part's start is due to be dropped as too long (move_max_s after its
         start): the drop, and the resting value it takes afresh from the two seconds before it, then fall on that
         sample however the stream is batched (at a batch's end they did not: an attack's 300 probes read 33 differently
-        at batches of 7, 100 and the whole stream). A part with no movement open at its start ends move_max_s after
-        the first sample one could open at (`_quiet_part`), so a movement that begins in it is due at its end or
-        later. Held open past that sample by the trunk's tilting, it is dropped just after its next moving sample,
-        where the part is cut (dropped at the end of the part that sample fell in, a review's probes read 3 of 220
-        differently)."""
+        at batches of 7, 100 and the whole stream). A part with no movement open at its start ends move_max_s and a
+        sample after the first sample one could open at (`_quiet_part`), so a movement that begins in it is due at its
+        end or later. Held open past that sample by the trunk's tilting, it is dropped just after its next moving
+        sample, where the part is cut (dropped at the end of the part that sample fell in, a review's probes read 3 of
+        220 differently)."""
         n, max_n = len(av_g), self._max_n
         flips: list[tuple[int, int]] = []
         done = 0
@@ -525,7 +525,8 @@ class ActivityClassifier:
         the first sample a movement could open at (a moving one, or walking's end), or with the batch. (Parts of
         move_max_s through quiet minutes cost a one-minute batch 15-21 %.) The test is taken move_max_s at a time
         from `done`, as those parts were: its moving means are summed in other groups only after a movement that
-        ended within move_max_s of its part's start (2.8e-16 g at most on an attack's day), and no decision changed
+        ended, or a walk's end that opened none, within move_max_s of its part's start (2.8e-16 g at most on an
+        attack's day), and no decision changed
         on 39 simulated recordings and 107 synthetic streams at up to 14 batchings."""
         n, max_n = len(av_g), self._max_n
         if n - done <= max_n:  # (the gateway's 1 s batches) a movement opening here is due after the batch's end

@@ -226,7 +226,7 @@ class PosturePipeline:
         if quat_wxyz is not None:
             finite &= np.isfinite(np.asarray(quat_wxyz, float)).all(axis=1)
         # So is one past what any IMU measures: one sample of 1e300 °/s made the orientation NaN and every batch after
-        # it fail (an hour: 300 of 600 batches raised); two of 1e20 g changed the activity of 38 % of ten minutes.
+        # it fail (300 of ten minutes' 600 batches raised); two of 1e20 g changed the activity of 38 % of ten minutes.
         in_range = (np.abs(acc_g) <= MAX_ACC_G).all(axis=1) & (np.abs(gyro_dps) <= MAX_GYRO_DPS).all(axis=1)
         if not (finite & in_range).all():
             self.samples_not_finite += int((~finite).sum())

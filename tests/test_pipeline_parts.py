@@ -157,6 +157,7 @@ def test_a_band_pass_given_no_samples_keeps_its_state():
 def test_a_sample_that_is_not_a_number_is_dropped_and_counted():
     """One NaN reading (an API caller's, a decoder gone wrong) made the sit/stand test's resting level NaN for good, or
     every later sample of its batch "moving": dropped at the door and counted, the rest reads as without it."""
+    from pipeline.calibration import Calibration
     from pipeline.stream import PosturePipeline
 
     t = np.arange(0, 60, 0.01)
@@ -166,19 +167,23 @@ def test_a_sample_that_is_not_a_number_is_dropped_and_counted():
     bad_acc[[150, 3000], 1] = np.nan
     keep = np.ones(len(t), bool)
     keep[[150, 3000]] = False
-    clean, dirty = PosturePipeline(), PosturePipeline()
+    # Calibrated: an uncalibrated pipeline hands out no samples, and the comparison of times would be of nothing.
+    clean, dirty = (PosturePipeline(calibration=Calibration(np.eye(3), True)) for _ in range(2))
     t_k, acc_k, gyro_k = t[keep], acc[keep], gyro[keep]
     a = [clean.update(t_k[i:i + 100], acc_k[i:i + 100], gyro_k[i:i + 100]) for i in range(0, len(t_k), 100)]
     b = [dirty.update(t[i:i + 100], bad_acc[i:i + 100], gyro[i:i + 100]) for i in range(0, len(t), 100)]
     assert dirty.samples_not_finite == 2 and clean.samples_not_finite == 0
     assert [e for o in b for e in o.events] == [e for o in a for e in o.events]
     assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
+    assert np.array_equal(np.concatenate([o.activity for o in b]), np.concatenate([o.activity for o in a]))
+    assert len(np.concatenate([o.t_s for o in b])) == len(t) - 2
 
 
 def test_a_sample_past_what_any_imu_measures_is_dropped_and_counted():
     """A finite value no sensor reads (a corrupt cell, a caller's bug): one gyro sample of 1e300 °/s made the
     orientation NaN and every later batch raise, two accelerometer samples of 1e20 g changed the activity of 38 % of
     ten minutes. Dropped at the door and counted, the rest reads as without them."""
+    from pipeline.calibration import Calibration
     from pipeline.stream import MAX_ACC_G, MAX_GYRO_DPS, PosturePipeline
 
     t = np.arange(0, 60, 0.01)
@@ -190,7 +195,8 @@ def test_a_sample_past_what_any_imu_measures_is_dropped_and_counted():
     bad_acc[4500, 2] = MAX_ACC_G  # at the bound: kept (a knock, however hard, is motion)
     keep = np.ones(len(t), bool)
     keep[[150, 3000, 4000, 5000]] = False
-    clean, dirty = PosturePipeline(), PosturePipeline()
+    # Calibrated: an uncalibrated pipeline hands out no samples, and the comparisons below would be of nothing.
+    clean, dirty = (PosturePipeline(calibration=Calibration(np.eye(3), True)) for _ in range(2))
     t_k, acc_k, gyro_k = t[keep], bad_acc[keep], gyro[keep]
     a = [clean.update(t_k[i:i + 100], acc_k[i:i + 100], gyro_k[i:i + 100]) for i in range(0, len(t_k), 100)]
     b = [dirty.update(t[i:i + 100], bad_acc[i:i + 100], bad_gyro[i:i + 100]) for i in range(0, len(t), 100)]
@@ -198,6 +204,7 @@ def test_a_sample_past_what_any_imu_measures_is_dropped_and_counted():
     assert [e for o in b for e in o.events] == [e for o in a for e in o.events]
     assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
     assert np.array_equal(np.concatenate([o.activity for o in b]), np.concatenate([o.activity for o in a]))
+    assert len(np.concatenate([o.t_s for o in b])) == len(t) - 4
 
 
 def measured_after_gap(yaw_deg: np.ndarray, walking: np.ndarray, size: int
