@@ -75,6 +75,22 @@ from .worn import WornDetector, WornSettings
 # is a reading gone wrong (a corrupt cell of a recording, a caller's bug), not motion; the pipeline drops it.
 MAX_ACC_G = 100.0
 MAX_GYRO_DPS = 10_000.0
+# The latest time a sample may have (2100-01-01, as the message contract's schemas): past it, not a time in seconds.
+MAX_T_S = 4_102_444_800.0
+
+
+def _check_batch(t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int,
+                 quat_wxyz: np.ndarray | None) -> None:
+    """A batch whose arrays are not of one length and shape, or a count of lost samples that is none, is a caller's
+    bug: said in one line (numpy's own errors named none of the arguments)."""
+    n = len(t_s) if t_s.ndim == 1 else -1
+    if n < 0 or acc_g.shape != (n, 3) or gyro_dps.shape != (n, 3):
+        raise ValueError(f"a batch is t_s (n,), acc_g (n, 3) and gyro_dps (n, 3); given {t_s.shape}, {acc_g.shape} "
+                         f"and {gyro_dps.shape}")
+    if quat_wxyz is not None and np.shape(quat_wxyz) != (n, 4):
+        raise ValueError(f"quat_wxyz must be (n, 4) for a batch of {n} samples; given {np.shape(quat_wxyz)}")
+    if isinstance(lost_samples, bool) or not isinstance(lost_samples, int | np.integer) or lost_samples < 0:
+        raise ValueError(f"lost_samples must be a whole number 0 or more; given {lost_samples!r}")
 
 
 @dataclass(frozen=True)
@@ -217,9 +233,10 @@ class PosturePipeline:
         """One batch. quat_wxyz: the sensor's orientation worked out elsewhere (VQF's offline estimate
         of a whole recording); None to run the live filter."""
         t_s = np.array(t_s, float)  # a copy: the outputs' times must not change when the caller reuses its buffer
+        acc_g, gyro_dps = np.asarray(acc_g, float), np.asarray(gyro_dps, float)
+        _check_batch(t_s, acc_g, gyro_dps, lost_samples, quat_wxyz)
         if len(t_s) == 0:
             return _empty_output()
-        acc_g, gyro_dps = np.asarray(acc_g, float), np.asarray(gyro_dps, float)
         # A sample that is not a number (a reading gone wrong) is dropped and counted: kept, one NaN made a stage's
         # running level NaN for good (sit/stand never judged again) or, in the resting levels, every sample "moving".
         finite = np.isfinite(t_s) & np.isfinite(acc_g).all(axis=1) & np.isfinite(gyro_dps).all(axis=1)
@@ -227,7 +244,13 @@ class PosturePipeline:
             finite &= np.isfinite(np.asarray(quat_wxyz, float)).all(axis=1)
         # So is one past what any IMU measures: one sample of 1e300 °/s made the orientation NaN and every batch after
         # it fail (300 of ten minutes' 600 batches raised); two of 1e20 g changed the activity of 38 % of ten minutes.
-        in_range = (np.abs(acc_g) <= MAX_ACC_G).all(axis=1) & (np.abs(gyro_dps) <= MAX_GYRO_DPS).all(axis=1)
+        # And one stamped past MAX_T_S (a time in ns, a corrupt cell): kept, every sample after it was "out of order"
+        # and dropped; or given an orientation that is none (a zero quaternion made every batch after it raise).
+        in_range = ((np.abs(acc_g) <= MAX_ACC_G).all(axis=1) & (np.abs(gyro_dps) <= MAX_GYRO_DPS).all(axis=1)
+                    & (t_s <= MAX_T_S))
+        if quat_wxyz is not None:
+            norm = row_norm(np.asarray(quat_wxyz, float))
+            in_range &= (norm > 0.5) & (norm < 2.0)  # (VQF's are unit quaternions)
         if not (finite & in_range).all():
             self.samples_not_finite += int((~finite).sum())
             self.samples_out_of_range += int((finite & ~in_range).sum())

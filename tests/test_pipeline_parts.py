@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -205,6 +207,53 @@ def test_a_sample_past_what_any_imu_measures_is_dropped_and_counted():
     assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
     assert np.array_equal(np.concatenate([o.activity for o in b]), np.concatenate([o.activity for o in a]))
     assert len(np.concatenate([o.t_s for o in b])) == len(t) - 4
+
+
+def test_a_time_past_2100_or_an_orientation_that_is_none_is_dropped_and_the_stream_goes_on():
+    """One sample stamped 1e15 s (a time in ns, a corrupt cell) made every sample after it "out of order": the rest of
+    the stream dropped. One zero quaternion (a caller's orientation) made every batch after it raise."""
+    from pipeline.calibration import Calibration
+    from pipeline.stream import MAX_T_S, PosturePipeline
+
+    t = 1.79e9 + np.arange(0, 60, 0.01)
+    acc = np.tile([0.0, 0.0, 1.0], (len(t), 1)) + 0.001 * np.random.default_rng(1).standard_normal((len(t), 3))
+    gyro = 0.05 * np.random.default_rng(2).standard_normal((len(t), 3))
+    quat = np.tile([1.0, 0.0, 0.0, 0.0], (len(t), 1))
+    bad_t, bad_quat = t.copy(), quat.copy()
+    bad_t[[1000, 2000]] = [1e15, MAX_T_S * 1.01]
+    bad_quat[[3099, 4050]] = 0.0  # the last sample of a batch, and one inside one
+    keep = np.ones(len(t), bool)
+    keep[[1000, 2000, 3099, 4050]] = False
+    clean, dirty = (PosturePipeline(calibration=Calibration(np.eye(3), True)) for _ in range(2))
+    a = [clean.update(t[keep][i:i + 100], acc[keep][i:i + 100], gyro[keep][i:i + 100], quat_wxyz=quat[keep][i:i + 100])
+         for i in range(0, keep.sum(), 100)]
+    b = [dirty.update(bad_t[i:i + 100], acc[i:i + 100], gyro[i:i + 100], quat_wxyz=bad_quat[i:i + 100])
+         for i in range(0, len(t), 100)]
+    assert (dirty.samples_out_of_range, dirty.samples_out_of_order) == (4, 0)
+    assert len(np.concatenate([o.t_s for o in b])) == len(t) - 4
+    assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
+    assert np.array_equal(np.concatenate([o.flexion_deg for o in b]), np.concatenate([o.flexion_deg for o in a]))
+    assert [m.flexion_mean_deg for o in b for m in o.metrics] == [m.flexion_mean_deg for o in a for m in o.metrics]
+
+
+def test_a_batch_of_the_wrong_shape_is_said_in_one_line_and_the_stream_goes_on():
+    from pipeline.stream import PosturePipeline
+
+    t = np.arange(0, 2, 0.01)
+    acc, gyro = np.tile([0.0, 0.0, 1.0], (len(t), 1)), np.zeros((len(t), 3))
+    p = PosturePipeline()
+    for args, said in [((t, acc[:, :2], gyro), "acc_g (n, 3)"), ((t, acc, gyro.T), "gyro_dps (n, 3)"),
+                       ((t, acc[:-1], gyro), "acc_g (n, 3)"), ((t[:, None], acc, gyro), "t_s (n,)")]:
+        with pytest.raises(ValueError, match=re.escape(said)):
+            p.update(*args)
+    for lost in (-1, 1.5, float("nan"), "3", True):
+        with pytest.raises(ValueError, match="lost_samples must be a whole number"):
+            p.update(t[:100], acc[:100], gyro[:100], lost)
+    with pytest.raises(ValueError, match=re.escape("quat_wxyz must be (n, 4)")):
+        p.update(t[:100], acc[:100], gyro[:100], quat_wxyz=np.ones((100, 3)))
+    p.update(t[:100], acc[:100], gyro[:100], np.int64(2))
+    p.update(t[100:], acc[100:], gyro[100:])
+    assert p.last_t_s == t[-1] and p.samples_out_of_order == 0
 
 
 def measured_after_gap(yaw_deg: np.ndarray, walking: np.ndarray, size: int
