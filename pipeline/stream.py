@@ -246,8 +246,10 @@ class PosturePipeline:
         # it fail (300 of ten minutes' 600 batches raised); two of 1e20 g changed the activity of 38 % of ten minutes.
         # And one stamped past MAX_T_S (a time in ns, a corrupt cell): kept, every sample after it was "out of order"
         # and dropped; or given an orientation that is none (a zero quaternion made every batch after it raise).
+        # An accelerometer reading exactly zero on every axis is a failed read (a worn sensor is never in free fall so
+        # still that its noise rounds to nothing): one made the sit/stand test read 110 s of sitting as standing.
         in_range = ((np.abs(acc_g) <= MAX_ACC_G).all(axis=1) & (np.abs(gyro_dps) <= MAX_GYRO_DPS).all(axis=1)
-                    & (t_s <= MAX_T_S))
+                    & acc_g.any(axis=1) & (t_s <= MAX_T_S))
         if quat_wxyz is not None:
             norm = row_norm(np.asarray(quat_wxyz, float))
             in_range &= (norm > 0.5) & (norm < 2.0)  # (VQF's are unit quaternions)

@@ -195,18 +195,19 @@ def test_a_sample_past_what_any_imu_measures_is_dropped_and_counted():
     bad_gyro[150, 2], bad_acc[3000, 0] = 1e300, -1e20
     bad_acc[4000, 1], bad_gyro[5000, 0] = 1.01 * MAX_ACC_G, -2 * MAX_GYRO_DPS
     bad_acc[4500, 2] = MAX_ACC_G  # at the bound: kept (a knock, however hard, is motion)
+    bad_acc[4700] = 0.0  # a failed read (an attack: one such sample read 110 s of sitting as standing)
     keep = np.ones(len(t), bool)
-    keep[[150, 3000, 4000, 5000]] = False
+    keep[[150, 3000, 4000, 4700, 5000]] = False
     # Calibrated: an uncalibrated pipeline hands out no samples, and the comparisons below would be of nothing.
     clean, dirty = (PosturePipeline(calibration=Calibration(np.eye(3), True)) for _ in range(2))
     t_k, acc_k, gyro_k = t[keep], bad_acc[keep], gyro[keep]
     a = [clean.update(t_k[i:i + 100], acc_k[i:i + 100], gyro_k[i:i + 100]) for i in range(0, len(t_k), 100)]
     b = [dirty.update(t[i:i + 100], bad_acc[i:i + 100], bad_gyro[i:i + 100]) for i in range(0, len(t), 100)]
-    assert (dirty.samples_out_of_range, dirty.samples_not_finite) == (4, 0)
+    assert (dirty.samples_out_of_range, dirty.samples_not_finite) == (5, 0)
     assert [e for o in b for e in o.events] == [e for o in a for e in o.events]
     assert np.array_equal(np.concatenate([o.t_s for o in b]), np.concatenate([o.t_s for o in a]))
     assert np.array_equal(np.concatenate([o.activity for o in b]), np.concatenate([o.activity for o in a]))
-    assert len(np.concatenate([o.t_s for o in b])) == len(t) - 4
+    assert len(np.concatenate([o.t_s for o in b])) == len(t) - 5
 
 
 def test_a_time_past_2100_or_an_orientation_that_is_none_is_dropped_and_the_stream_goes_on():
