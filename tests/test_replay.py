@@ -291,6 +291,22 @@ def test_a_value_no_sensor_measures_costs_its_row_only(tmp_path, column, value):
         {k: v for k, v in without.items() if k not in ("file", "bad_lines")}
 
 
+def test_rows_stamped_past_2100_cost_their_rows_only(tmp_path):
+    """Twenty rows stamped 1e15 s (more than a glitch of GLITCH_ROWS): every row after them was "out of time order",
+    and the rest of the recording lost (an attack: worn 3.19 -> 1.33 minutes)."""
+    *chunks, _ = case_chunks("office-short")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    header, *rows = (tmp_path / "rec.csv").read_text().splitlines()
+    stamped = [",".join(["1000000000000000", *row.split(",")[1:]]) for row in rows[10_000:10_020]]
+    (tmp_path / "bad.csv").write_text("\n".join([header, *rows[:10_000], *stamped, *rows[10_020:]]) + "\n")
+    (tmp_path / "without.csv").write_text("\n".join([header, *rows[:10_000], *rows[10_020:]]) + "\n")
+    without = replay(tmp_path / "without.csv", None, progress=False)
+    bad = replay(tmp_path / "bad.csv", None, progress=False)
+    assert bad["bad_lines"] == 20 and bad["out_of_order"] == 0
+    assert {k: v for k, v in bad.items() if k not in ("file", "bad_lines")} == \
+        {k: v for k, v in without.items() if k not in ("file", "bad_lines")}
+
+
 @pytest.mark.parametrize("scale", [1e3, 1e6])
 def test_a_time_column_in_ms_or_us_is_one_clear_line(tmp_path, scale):
     """Milliseconds ended in scipy's 'Wn[0] must be less than Wn[1]', microseconds in a ZeroDivisionError traceback."""
