@@ -526,8 +526,8 @@ class ActivityClassifier:
         move_max_s through quiet minutes cost a one-minute batch 15-21 %.) The test is taken move_max_s at a time
         from `done`, as those parts were: its moving means are summed in other groups only after a movement that
         ended, or a walk's end that opened none, within move_max_s of its part's start (2.8e-16 g at most on an
-        attack's day), and no decision changed
-        on 39 simulated recordings and 107 synthetic streams at up to 14 batchings."""
+        attack's day), and no decision changed on 39 simulated recordings and 107 synthetic streams at up to 14
+        batchings."""
         n, max_n = len(av_g), self._max_n
         if n - done <= max_n:  # (the gateway's 1 s batches) a movement opening here is due after the batch's end
             return n, self._moving(av_g[done:], walking[done:], lying[done:]) if n else None

@@ -226,17 +226,17 @@ class PosturePipeline:
         self.gaps_reset = 0
         self.samples_out_of_order = 0
         self.samples_not_finite = 0
-        self.samples_out_of_range = 0  # beyond MAX_ACC_G or MAX_GYRO_DPS
+        self.samples_out_of_range = 0  # past MAX_ACC_G, MAX_GYRO_DPS or MAX_T_S; no orientation; a failed read
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int = 0,
                quat_wxyz: np.ndarray | None = None) -> PipelineOutput:
         """One batch. quat_wxyz: the sensor's orientation worked out elsewhere (VQF's offline estimate
         of a whole recording); None to run the live filter."""
         t_s = np.array(t_s, float)  # a copy: the outputs' times must not change when the caller reuses its buffer
+        if t_s.shape == (0,):
+            return _empty_output()
         acc_g, gyro_dps = np.asarray(acc_g, float), np.asarray(gyro_dps, float)
         _check_batch(t_s, acc_g, gyro_dps, lost_samples, quat_wxyz)
-        if len(t_s) == 0:
-            return _empty_output()
         # A sample that is not a number (a reading gone wrong) is dropped and counted: kept, one NaN made a stage's
         # running level NaN for good (sit/stand never judged again) or, in the resting levels, every sample "moving".
         finite = np.isfinite(t_s) & np.isfinite(acc_g).all(axis=1) & np.isfinite(gyro_dps).all(axis=1)
