@@ -250,6 +250,7 @@ class ActivityClassifier:
         self._tilt_last = -1
         self._held_n = round(HELD_OPEN_S * s.rate_hz)
         self._max_n = max(1, round(s.move_max_s * s.rate_hz))  # a movement longer is no sit/stand (at least a sample)
+        self._after_lying_n = round(s.after_lying_s * s.rate_hz)
         self._fall_judged = -1  # the _move_last whose fall the tilting held open has been looked at
         # The last fall judged while the trunk still tilted: its last moving sample, and world up over the quiet after
         # it (a crouch's or a seat's posture); a rise from near that posture, the trunk never settled since, is no
@@ -550,8 +551,7 @@ class ActivityClassifier:
                 lying: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per sample of a part: blocked (walking, lying, the seconds after lying), the smoothed vertical acceleration
         less 1 g, and moving (away from its resting value, not blocked); the tests' state taken up to its end."""
-        after_lying_n = round(self.s.after_lying_s * self.s.rate_hz)
-        n = len(av_g)
+        after_lying_n, n = self._after_lying_n, len(av_g)
         if n and not lying.any() and self._since_lying + 1 > after_lying_n:  # most batches: lying is long past
             self._since_lying = self._since_lying + n
             blocked = walking

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -77,6 +77,13 @@ MAX_ACC_G = 100.0
 MAX_GYRO_DPS = 10_000.0
 # The latest time a sample may have (2100-01-01, as the message contract's schemas): past it, not a time in seconds.
 MAX_T_S = 4_102_444_800.0
+
+
+def within_bounds(t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray) -> np.ndarray:
+    """Per sample: its values within what a body-worn IMU measures and its time before MAX_T_S (NaN is not within:
+    the pipeline's door and replay's reader both drop what is not)."""
+    return cast(np.ndarray, (np.abs(acc_g) <= MAX_ACC_G).all(axis=1) & (np.abs(gyro_dps) <= MAX_GYRO_DPS).all(axis=1)
+                & (t_s <= MAX_T_S))
 
 
 def _check_batch(t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int,
@@ -248,8 +255,7 @@ class PosturePipeline:
         # and dropped; or given an orientation that is none (a zero quaternion made every batch after it raise).
         # An accelerometer reading exactly zero on every axis is a failed read (a worn sensor is never in free fall so
         # still that its noise rounds to nothing): one made the sit/stand test read 110 s of sitting as standing.
-        in_range = ((np.abs(acc_g) <= MAX_ACC_G).all(axis=1) & (np.abs(gyro_dps) <= MAX_GYRO_DPS).all(axis=1)
-                    & acc_g.any(axis=1) & (t_s <= MAX_T_S))
+        in_range = within_bounds(t_s, acc_g, gyro_dps) & acc_g.any(axis=1)
         if quat_wxyz is not None:
             norm = row_norm(np.asarray(quat_wxyz, float))
             in_range &= (norm > 0.5) & (norm < 2.0)  # (VQF's are unit quaternions)

@@ -26,7 +26,15 @@ from contract.messages import payload
 from pipeline.calibration import Calibration
 from pipeline.events import RATE_HZ_RANGE, CalibrationEvent, Event, MinuteMetrics
 from pipeline.orientation import offline_quaternions
-from pipeline.stream import MAX_ACC_G, MAX_GYRO_DPS, MAX_T_S, PipelineSettings, PosturePipeline, moves_forward
+from pipeline.stream import (
+    MAX_ACC_G,
+    MAX_GYRO_DPS,
+    MAX_T_S,
+    PipelineSettings,
+    PosturePipeline,
+    moves_forward,
+    within_bounds,
+)
 from pipeline.summary import Rollups, Summary
 from sensor.profiles import samples_per_notification
 from service_io.config import GatewaySettings, PipelineConfig
@@ -72,8 +80,7 @@ def read_chunks(f: io.TextIOBase, stats: dict[str, int]) -> Iterator[tuple[np.nd
             data = data[good]
         # (A run of rows stamped past 2100 is no time in seconds: longer than GLITCH_ROWS, it made the rest of the file
         # "out of time order".)
-        plausible = ((np.abs(data[:, 1:4]) <= MAX_ACC_G).all(axis=1)
-                     & (np.abs(data[:, 4:7]) <= MAX_GYRO_DPS).all(axis=1) & (data[:, 0] <= MAX_T_S))
+        plausible = within_bounds(data[:, 0], data[:, 1:4], data[:, 4:7])
         if not plausible.all():
             _bad(stats, int((~plausible).sum()), f"value out of range (acceleration over {MAX_ACC_G:g} g, rotation "
                  f"rate over {MAX_GYRO_DPS:g} °/s or a time past {MAX_T_S:.0f} s, 2100)")
