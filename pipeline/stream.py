@@ -257,7 +257,7 @@ class PosturePipeline:
         # still that its noise rounds to nothing): one made the sit/stand test read 110 s of sitting as standing.
         in_range = within_bounds(t_s, acc_g, gyro_dps) & acc_g.any(axis=1)
         if quat_wxyz is not None:
-            norm = row_norm(np.asarray(quat_wxyz, float))
+            norm = np.linalg.norm(np.asarray(quat_wxyz, float), axis=1)  # (row_norm is for three columns)
             in_range &= (norm > 0.5) & (norm < 2.0)  # (VQF's are unit quaternions)
         if not (finite & in_range).all():
             self.samples_not_finite += int((~finite).sum())

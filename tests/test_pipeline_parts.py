@@ -219,7 +219,10 @@ def test_a_time_past_2100_or_an_orientation_that_is_none_is_dropped_and_the_stre
     t = 1.79e9 + np.arange(0, 60, 0.01)
     acc = np.tile([0.0, 0.0, 1.0], (len(t), 1)) + 0.001 * np.random.default_rng(1).standard_normal((len(t), 3))
     gyro = 0.05 * np.random.default_rng(2).standard_normal((len(t), 3))
-    quat = np.tile([1.0, 0.0, 0.0, 0.0], (len(t), 1))
+    # Unit quaternions of every heading (w, x, y near 0 at half a turn: a norm of w, x, y alone dropped them, 179
+    # samples of the x-io recording replayed --offline).
+    half = np.radians(np.linspace(0.0, 360.0, len(t))) / 2.0
+    quat = np.column_stack([np.cos(half), np.zeros(len(t)), np.zeros(len(t)), np.sin(half)])
     bad_t, bad_quat = t.copy(), quat.copy()
     bad_t[[1000, 2000]] = [1e15, MAX_T_S * 1.01]
     bad_quat[[3099, 4050]] = 0.0  # the last sample of a batch, and one inside one
