@@ -1,7 +1,8 @@
 """One MQTT connection's lifecycle, the same for the gateway, the bridge and the alert service.
 
 Connect in the background (the service starts without a broker), say why a connection fails or
-drops and keep retrying, renew subscriptions and send the birth message on every connect, set a
+drops and keep retrying, renew subscriptions and send the birth message on every connect (and
+count as connected once the broker has taken the subscriptions; a filter it refuses is said), set a
 will, send each packet at once (TCP_NODELAY), and stop within a bounded time. paho-mqtt 2.x does
 the protocol; this adds what all three services need of it and had each written their own way.
 """
@@ -140,6 +141,12 @@ class MqttEndpoint:
     on_connected(client, session_present) runs on paho's thread before the subscriptions and the
     birth message go out; on_message(client, message) for every message received. stopping: the
     service's own stop flag, if it has one: set, a reconnect does not start over.
+
+    `connected` is set once the broker has answered the subscriptions (at once without any): a message
+    published after it reaches us. Set at CONNACK, one published in the moment before the SUBSCRIBE was
+    read went to no one on a first connection (a shared subscription's group has no session to queue it in).
+    A filter the broker refuses (an ACL) is said, naming it: the service would otherwise receive nothing from it
+    and look connected.
     """
 
     def __init__(self, settings: MqttSettings, client_id: str, *, name: str = "",
@@ -161,6 +168,9 @@ class MqttEndpoint:
         self._started = False
         self._last_warning: tuple[str, float] = ("", -1e9)
         self._connected_at_s = -1e9
+        self._link_up = False  # CONNACK received on the current connection (connected may wait for the SUBACK)
+        self._subscribe_mid: int | None = None
+        self._session_present = False
         self._last_takeover_warning_s = -1e9
         self._short_connections = 0  # connections in a row that dropped within SHORT_CONNECTION_S
         self.client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -190,6 +200,7 @@ class MqttEndpoint:
         self.client.on_connect = self._connect_done
         self.client.on_connect_fail = self._connect_failed
         self.client.on_disconnect = self._disconnected
+        self.client.on_subscribe = self._subscribed
         if on_message is not None:
             self.client.on_message = lambda client, _userdata, message: on_message(client, message)
 
@@ -213,7 +224,7 @@ class MqttEndpoint:
         """Send goodbye if connected (waiting at most STOP_WAIT_S), disconnect, let paho's thread end.
         end_session (MQTT 5): the broker forgets our persistent session (its subscriptions) with this disconnect."""
         self.stopping.set()
-        if goodbye is not None and self.connected.is_set():
+        if goodbye is not None and self._link_up:
             info = self.publish(goodbye)
             with contextlib.suppress(RuntimeError, ValueError):  # the link dropped just now: the will says it
                 info.wait_for_publish(STOP_WAIT_S)
@@ -244,14 +255,30 @@ class MqttEndpoint:
         # id from the last one must not be acknowledged on this one), then messages may come.
         if self._on_connected is not None:
             self._on_connected(client, flags.session_present)
+        self._session_present = flags.session_present
         if self.subscriptions:
-            client.subscribe(self.subscriptions)
+            self._subscribe_mid = client.subscribe(self.subscriptions)[1]
         if self.birth is not None:
             self.publish(self.birth)
         self._last_warning = ("", -1e9)
         self._connected_at_s = time.monotonic()
+        self._link_up = True
+        if not self.subscriptions:
+            self._ready()
+
+    def _subscribed(self, _client: mqtt.Client, _userdata: Any, mid: int, reason_codes: Sequence[Any],
+                    _properties: Any) -> None:
+        if mid != self._subscribe_mid or not self._link_up:  # a SUBACK of a connection since lost
+            return
+        for (topic, _qos), reason in zip(self.subscriptions, reason_codes, strict=False):
+            if reason.is_failure:
+                self._warn(f"MQTT broker {self.where} refused the subscription to {topic!r}: {reason}; nothing "
+                           f"published there reaches {self.name} (the broker's ACL for client {self.client_id!r}?)")
+        self._ready()
+
+    def _ready(self) -> None:
         self.connected.set()
-        log.info("%s: connected to MQTT %s; session present: %s", self.name, self.where, flags.session_present)
+        log.info("%s: connected to MQTT %s; session present: %s", self.name, self.where, self._session_present)
 
     def _connect_failed(self, client: mqtt.Client, _userdata: Any) -> None:
         error = self.client.last_error
@@ -259,7 +286,8 @@ class MqttEndpoint:
 
     def _disconnected(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
                       _properties: Any) -> None:
-        was_connected = self.connected.is_set()
+        was_connected = self._link_up
+        self._link_up = False
         self.connected.clear()
         if self.stopping.is_set():
             return

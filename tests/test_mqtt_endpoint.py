@@ -1,16 +1,19 @@
 """The MQTT connection lifecycle every service uses (service_io/mqtt.py), against a real Mosquitto:
 an unreachable broker is said with its reason, a lost one too, subscriptions and the birth message
-come back on every connect, the will goes out on a crash, stopping never hangs, and every connection
-(a reconnect's too, with TLS too) sends without Nagle's delay (TCP_NODELAY)."""
+come back on every connect (a message published once it says connected reaches it), the will goes
+out on a crash, stopping never hangs, and every connection (a reconnect's too, with TLS too) sends
+without Nagle's delay (TCP_NODELAY)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -275,3 +278,58 @@ def test_pahos_own_properties_still_pass_pahos_checks_once_the_tables_are_shared
     will_client.will_set("t/status", b"offline", qos=1, retain=True, properties=properties)
     with pytest.raises(ValueError):  # what is not a Properties is still refused
         will_client.will_set("t/status", b"offline", properties={"WillDelayInterval": 5})  # type: ignore[arg-type]
+
+
+class SlowUplink:
+    """A TCP relay to the broker that holds every chunk the client sends for delay_s: a loaded machine or a long
+    path, where the client's SUBSCRIBE reaches the broker well after the broker's CONNACK reached the client."""
+
+    def __init__(self, port: int, delay_s: float) -> None:
+        self.port, self.delay_s = free_port(), delay_s
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._broker_port = port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(("127.0.0.1", self._broker_port))
+            threading.Thread(target=self._pump, args=(near, far, self.delay_s), daemon=True).start()
+            threading.Thread(target=self._pump, args=(far, near, 0.0), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, delay_s: float) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                time.sleep(delay_s)
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_message_published_once_the_endpoint_says_connected_reaches_it(broker):
+    """`connected` was set at the broker's CONNACK, before our SUBSCRIBE had reached it: a message published in that
+    moment went to no one (a first connection has no session to queue it in). CI saw it once, under load: a share
+    group member's minute lost, a test timed out. Now `connected` waits for the broker's SUBACK."""
+    uplink = SlowUplink(broker.port, delay_s=0.3)
+    got: list[str] = []
+    settings = MqttSettings(host="127.0.0.1", port=uplink.port)
+    endpoint = MqttEndpoint(settings, "svc", name="svc", subscriptions=[("$share/g/t/in", 1), ("t/other", 1)],
+                            persistent=True, session_expiry_s=60, on_message=lambda _c, msg: got.append(msg.topic))
+    publisher = client(broker.port)  # straight to the broker
+    try:
+        endpoint.start()
+        wait_for(endpoint.connected.is_set, 10, "the endpoint to say connected")
+        publisher.publish("t/in", "now", qos=1).wait_for_publish(5)
+        publisher.publish("t/other", "now", qos=1).wait_for_publish(5)
+        wait_for(lambda: sorted(got) == ["t/in", "t/other"], 5, lambda: f"both messages; got {got}")
+    finally:
+        endpoint.stop()
+        publisher.loop_stop()
+        uplink.close()
