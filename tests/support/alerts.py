@@ -112,9 +112,9 @@ def running_alerts(config: Path, log: Path, *flags: str) -> Iterator[subprocess.
 
 def wait_online(port: int, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
     """The service's retained availability says online only after it subscribed (its session exists): sent on the same
-    connection after the SUBSCRIBE, so what is published from then on reaches it. (Its `connected` is set as the
-    SUBSCRIBE is queued: a test that published then lost the lot once on a busy machine.) proc: the service's process,
-    when it runs as one."""
+    connection after the SUBSCRIBE, so what is published from then on reaches it (as from its `connected`, set at the
+    SUBACK; it was set as the SUBSCRIBE was queued, and a test that published then lost the lot once on a busy
+    machine). proc: the service's process, when it runs as one."""
     seen = threading.Event()
     watcher = client(port)
     watcher.on_message = lambda c, u, m: seen.set() if m.payload == b"online" else seen.clear()
