@@ -1,4 +1,4 @@
-"""Fault injection for the virtual sensor: lost packets, malformed packets, going out of range."""
+"""Fault injection for the virtual sensor: lost packets, malformed packets, failed reads, going out of range."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ MALFORMED_KINDS = ("truncated", "header", "length")
 class FaultSettings:
     loss_p: float = 0.0  # probability a notification is dropped (its samples are never sent)
     corrupt_p: float = 0.0  # probability a malformed packet is sent before a good one
+    # probability a sample is a failed read of the IMU (its bus glitched): acceleration zero on every axis, as some
+    # drivers hand on a read that returned nothing
+    failed_read_p: float = 0.0
     silences_s: list[tuple[float, float]] = field(default_factory=list)  # (start_s, duration_s)
     # (start_s, duration_s): in range and connectable, subscriptions taken, but no data sent (its IMU hung)
     mutes_s: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("loss_p", "corrupt_p"):
+        for name in ("loss_p", "corrupt_p", "failed_read_p"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for what, spans in (("silence", self.silences_s), ("mute", self.mutes_s)):
@@ -54,6 +57,12 @@ class FaultInjector:
             # 0xEE is neither a native version nibble we speak nor WitMotion's 0x55 sync byte.
             return bytes([0xEE, 0xEE]) + good[2:]
         return good + b"\x00\x00\x00"
+
+    def failed_reads(self, n: int) -> np.ndarray:
+        """Which of n samples are failed reads (a mask); none drawn when there are none to draw."""
+        if self.settings.failed_read_p <= 0:
+            return np.zeros(n, bool)
+        return self.rng.random(n) < self.settings.failed_read_p
 
     def silent_at(self, t_s: float) -> bool:
         return any(start <= t_s < start + dur for start, dur in self.settings.silences_s)

@@ -59,8 +59,9 @@ def status_due(sent: Status | None, sent_s: float, status: Status, now_s: float,
     """Whether `status` should go out now, the last one sent being `sent` at sent_s (seconds, any one clock).
 
     At once when what it says of the sensor changed (online, battery, reconnects); a change of only the loss,
-    malformed or duplicate counters, link quality (by more than LINK_QUALITY_STEP_PCT) or signal (RSSI_STEP_DB) no
-    sooner than schedule.min_interval_s after the last status; and an unchanged one every schedule.heartbeat_s."""
+    malformed, duplicate or dropped counters, link quality (by more than LINK_QUALITY_STEP_PCT) or signal
+    (RSSI_STEP_DB) no sooner than schedule.min_interval_s after the last status; and an unchanged one every
+    schedule.heartbeat_s."""
     if sent is None:
         return True
     since_s = now_s - sent_s
@@ -70,8 +71,8 @@ def status_due(sent: Status | None, sent_s: float, status: Status, now_s: float,
         return True
     if since_s < schedule.min_interval_s:
         return False
-    counters = (status.lost_samples, status.malformed_packets, status.duplicate_packets)
-    return (counters != (sent.lost_samples, sent.malformed_packets, sent.duplicate_packets)
+    counters = (status.lost_samples, status.malformed_packets, status.duplicate_packets, status.dropped_samples)
+    return (counters != (sent.lost_samples, sent.malformed_packets, sent.duplicate_packets, sent.dropped_samples)
             or _moved(status.link_quality_pct, sent.link_quality_pct, LINK_QUALITY_STEP_PCT)
             or _moved(status.rssi_dbm, sent.rssi_dbm, RSSI_STEP_DB))
 

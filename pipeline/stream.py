@@ -79,11 +79,13 @@ MAX_GYRO_DPS = 10_000.0
 MAX_T_S = 4_102_444_800.0
 
 
-def within_bounds(t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray) -> np.ndarray:
-    """Per sample: its values within what a body-worn IMU measures and its time before MAX_T_S (NaN is not within:
-    the pipeline's door and replay's reader both drop what is not)."""
+def plausible(t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray) -> np.ndarray:
+    """Per sample: a reading a body-worn IMU gives, its values within what one measures and its time before MAX_T_S
+    (NaN is not within), and not a failed read: an accelerometer reading exactly zero on every axis (a worn sensor is
+    never in free fall so still that its noise rounds to nothing; one such sample read 110 s of sitting as standing).
+    The pipeline's door and replay's reader both drop what is not."""
     return cast(np.ndarray, (np.abs(acc_g) <= MAX_ACC_G).all(axis=1) & (np.abs(gyro_dps) <= MAX_GYRO_DPS).all(axis=1)
-                & (t_s <= MAX_T_S))
+                & (t_s <= MAX_T_S) & acc_g.any(axis=1))
 
 
 def _check_batch(t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int,
@@ -252,10 +254,9 @@ class PosturePipeline:
         # So is one past what any IMU measures: one sample of 1e300 °/s made the orientation NaN and every batch after
         # it fail (300 of ten minutes' 600 batches raised); two of 1e20 g changed the activity of 38 % of ten minutes.
         # And one stamped past MAX_T_S (a time in ns, a corrupt cell): kept, every sample after it was "out of order"
-        # and dropped; or given an orientation that is none (a zero quaternion made every batch after it raise).
-        # An accelerometer reading exactly zero on every axis is a failed read (a worn sensor is never in free fall so
-        # still that its noise rounds to nothing): one made the sit/stand test read 110 s of sitting as standing.
-        in_range = within_bounds(t_s, acc_g, gyro_dps) & acc_g.any(axis=1)
+        # and dropped; or given an orientation that is none (a zero quaternion made every batch after it raise); and
+        # a failed read (plausible).
+        in_range = plausible(t_s, acc_g, gyro_dps)
         if quat_wxyz is not None:
             norm = np.linalg.norm(np.asarray(quat_wxyz, float), axis=1)  # (row_norm is for three columns)
             in_range &= (norm > 0.5) & (norm < 2.0)  # (VQF's are unit quaternions)
@@ -463,6 +464,12 @@ class PosturePipeline:
     def last_t_s(self) -> float | None:
         """The time of the last sample processed (None before any)."""
         return self._last_t_s
+
+    @property
+    def samples_dropped(self) -> int:
+        """Samples dropped at the door: out of time order, not numbers, or not plausible (the gateway's status says
+        it: a sensor whose reads fail loses worn time, and the lost samples alone did not say why)."""
+        return self.samples_out_of_order + self.samples_not_finite + self.samples_out_of_range
 
     @property
     def off_since_s(self) -> float | None:

@@ -33,7 +33,7 @@ from pipeline.stream import (
     PipelineSettings,
     PosturePipeline,
     moves_forward,
-    within_bounds,
+    plausible,
 )
 from pipeline.summary import Rollups, Summary
 from sensor.profiles import samples_per_notification
@@ -80,11 +80,12 @@ def read_chunks(f: io.TextIOBase, stats: dict[str, int]) -> Iterator[tuple[np.nd
             data = data[good]
         # (A run of rows stamped past 2100 is no time in seconds: longer than GLITCH_ROWS, it made the rest of the file
         # "out of time order".)
-        plausible = within_bounds(data[:, 0], data[:, 1:4], data[:, 4:7])
-        if not plausible.all():
-            _bad(stats, int((~plausible).sum()), f"value out of range (acceleration over {MAX_ACC_G:g} g, rotation "
-                 f"rate over {MAX_GYRO_DPS:g} °/s or a time past {MAX_T_S:.0f} s, 2100)")
-            data = data[plausible]
+        readings = plausible(data[:, 0], data[:, 1:4], data[:, 4:7])
+        if not readings.all():
+            _bad(stats, int((~readings).sum()), f"value out of range (acceleration over {MAX_ACC_G:g} g, rotation "
+                 f"rate over {MAX_GYRO_DPS:g} °/s, a time past {MAX_T_S:.0f} s, 2100) or a failed read "
+                 f"(acceleration zero on every axis)")
+            data = data[readings]
         yield data, size
 
 

@@ -275,14 +275,16 @@ def test_a_byte_that_is_not_utf8_costs_its_line_not_the_rest_of_the_file(tmp_pat
     assert any(json.loads(ln)["kind"] == "summary" for ln in (tmp_path / "out.jsonl").read_text().splitlines())
 
 
-@pytest.mark.parametrize("column, value", [(3, "1e20"), (3, "1e308"), (6, "1e300")])
-def test_a_value_no_sensor_measures_costs_its_row_only(tmp_path, column, value):
-    """One corrupt but finite cell (1e20 g) read the rest of a recording as lying, or lost every rotation after it."""
+@pytest.mark.parametrize("columns, value", [((3,), "1e20"), ((3,), "1e308"), ((6,), "1e300"), ((2, 3, 4), "0")])
+def test_a_value_no_sensor_measures_costs_its_row_only(tmp_path, columns, value):
+    """One corrupt but finite cell (1e20 g) read the rest of a recording as lying, or lost every rotation after it.
+    A failed read (acceleration zero on every axis) was dropped by the pipeline unsaid: now a bad line too."""
     *chunks, _ = case_chunks("office-short")
     write_record_csv(tmp_path / "rec.csv", chunks)
     header, *rows = (tmp_path / "rec.csv").read_text().splitlines()
     cells = rows[10_000].split(",")
-    cells[column] = value
+    for column in columns:
+        cells[column] = value
     (tmp_path / "bad.csv").write_text("\n".join([header, *rows[:10_000], ",".join(cells), *rows[10_001:]]) + "\n")
     (tmp_path / "without.csv").write_text("\n".join([header, *rows[:10_000], *rows[10_001:]]) + "\n")
     without = replay(tmp_path / "without.csv", None, progress=False)
