@@ -494,6 +494,11 @@ class AlertService:
             self._day_begun -= begun
             self._today_due.clear()
             self._announce(now_s)
+        else:
+            # Handled while not connected (the link dropped with messages in the inbox, or a persistent session's
+            # backlog came before the broker answered our subscriptions): their `today` goes out once connected. It
+            # was left unsent until the device's next message (a CI run: 3 minutes, none shown in 30 s).
+            self._today_due |= touched
 
     def _mine(self, topic: str) -> bool:
         if self.partition is None or (device := device_of(topic, self.prefix)) is None:

@@ -145,8 +145,10 @@ class MqttEndpoint:
     `connected` is set once the broker has answered the subscriptions (at once without any): a message
     published after it reaches us. Set at CONNACK, one published in the moment before the SUBSCRIBE was
     read went to no one on a first connection (a shared subscription's group has no session to queue it in).
-    A filter the broker refuses (an ACL) is said, naming it: the service would otherwise receive nothing from it
-    and look connected.
+    A filter the broker refuses in its SUBACK is said, naming it: the service would otherwise receive nothing from it
+    and look connected. (Brokers whose ACL refuses there, EMQX's, do; Mosquitto 2.0 grants every filter and keeps
+    what its ACL denies from delivery, unsaid.) A persistent session's backlog may come before the SUBACK: a
+    service must hold what it handles before `connected` for then (alerts/service.py's `today`).
     """
 
     def __init__(self, settings: MqttSettings, client_id: str, *, name: str = "",
@@ -273,7 +275,8 @@ class MqttEndpoint:
         for (topic, _qos), reason in zip(self.subscriptions, reason_codes, strict=False):
             if reason.is_failure:
                 self._warn(f"MQTT broker {self.where} refused the subscription to {topic!r}: {reason}; nothing "
-                           f"published there reaches {self.name} (the broker's ACL for client {self.client_id!r}?)")
+                           f"published there reaches {self.name} (does the broker's ACL let client "
+                           f"{self.client_id!r} read it?)")
         self._ready()
 
     def _ready(self) -> None:

@@ -50,7 +50,7 @@ from support.alerts import (
 from support.bridges import BridgeProcess
 from support.day_messages import scenario_messages, slouchy_minute
 from support.homeassistant import check_config
-from support.mqtt import DB, client, listen, wait_for
+from support.mqtt import DB, SlowUplink, client, listen, wait_for
 from support.spools import DeleteRefusingSpool
 
 OFFICE_RULES = """
@@ -1661,3 +1661,26 @@ def test_sitting_now_counts_to_where_a_link_lost_mid_minute_left_its_data_and_no
         stats = stop(service, log)
     phone.close()
     assert stats["errors"] == {} and stats["malformed"] == {}, stats
+
+
+def test_minutes_the_session_holds_show_in_today_when_they_come_before_the_subscriptions_are_answered(tmp_path,
+                                                                                                      broker):
+    """The broker sends a persistent session's backlog right after CONNACK; on a slow link the service handles it
+    before the SUBACK, while it does not count as connected yet (service_io/mqtt.py). Each handled device's `today`
+    was then left unsent until its next message (a CI run: three minutes queued while the service was away, none
+    shown in 30 s). Now it goes out once connected. The relay holds what the service sends 0.5 s, so the backlog comes
+    first every time."""
+    uplink = SlowUplink(broker.port, delay_s=0.5)
+    try:
+        config = write_config(tmp_path, uplink, NOW_RULES)
+        log = tmp_path / "alerts.log"
+        phone = Phone(broker.port, device="Away", extra=("posture/Away/today",))
+        messages = sitting_minutes(["Away"], 3)
+        queue_while_stopped(broker.port, config, log, messages)
+        with running_alerts(config, log) as service:
+            wait_online(broker.port, service, log)
+            wait_for(lambda: at_last_minute(phone, ["Away"], messages), 30, lambda: log.read_text()[-2000:])
+            stats = stop(service, log)
+        assert stats["received"] == 3 and phone.today("Away")["worn_min"] == 3.0, stats
+    finally:
+        uplink.close()

@@ -6,14 +6,12 @@ without Nagle's delay (TCP_NODELAY)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -24,7 +22,7 @@ from paho.mqtt.properties import MQTTException, Properties
 from posture.local_servers import free_port
 from service_io.config import MqttSettings
 from service_io.mqtt import Message, MqttEndpoint
-from support.mqtt import client, start_or_fail, wait_for
+from support.mqtt import SlowUplink, client, start_or_fail, wait_for
 from support.servers import SecuredMosquitto
 
 
@@ -278,39 +276,6 @@ def test_pahos_own_properties_still_pass_pahos_checks_once_the_tables_are_shared
     will_client.will_set("t/status", b"offline", qos=1, retain=True, properties=properties)
     with pytest.raises(ValueError):  # what is not a Properties is still refused
         will_client.will_set("t/status", b"offline", properties={"WillDelayInterval": 5})  # type: ignore[arg-type]
-
-
-class SlowUplink:
-    """A TCP relay to the broker that holds every chunk the client sends for delay_s: a loaded machine or a long
-    path, where the client's SUBSCRIBE reaches the broker well after the broker's CONNACK reached the client."""
-
-    def __init__(self, port: int, delay_s: float) -> None:
-        self.port, self.delay_s = free_port(), delay_s
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._broker_port = port
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                near, _ = self._listener.accept()
-            except OSError:
-                return
-            far = socket.create_connection(("127.0.0.1", self._broker_port))
-            threading.Thread(target=self._pump, args=(near, far, self.delay_s), daemon=True).start()
-            threading.Thread(target=self._pump, args=(far, near, 0.0), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, delay_s: float) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := source.recv(65536):
-                time.sleep(delay_s)
-                sink.sendall(chunk)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def test_a_message_published_once_the_endpoint_says_connected_reaches_it(broker):

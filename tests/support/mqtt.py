@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from posture.local_servers import ServerMissing
+from posture.local_servers import ServerMissing, free_port
 
 DB = "posture"
 
@@ -55,3 +57,36 @@ def listen(port: int, topic: str) -> tuple[mqtt.Client, list[dict]]:
     listener.subscribe(topic, 1)
     assert subscribed.wait(10), "no SUBACK"
     return listener, got
+
+
+class SlowUplink:
+    """A TCP relay to the broker that holds every chunk the client sends for delay_s: a loaded machine or a long
+    path, where the client's SUBSCRIBE reaches the broker well after the broker's CONNACK reached the client."""
+
+    def __init__(self, port: int, delay_s: float) -> None:
+        self.port, self.delay_s = free_port(), delay_s
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._broker_port = port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(("127.0.0.1", self._broker_port))
+            threading.Thread(target=self._pump, args=(near, far, self.delay_s), daemon=True).start()
+            threading.Thread(target=self._pump, args=(far, near, 0.0), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, delay_s: float) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                time.sleep(delay_s)
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
