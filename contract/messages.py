@@ -81,7 +81,7 @@ class Status:
     lost_samples: int = 0  # since the gateway started
     malformed_packets: int = 0
     duplicate_packets: int = 0  # the stack delivered a notification again (a stale subscription): dropped
-    dropped_samples: int = 0  # since the gateway started: received, and dropped by the pipeline (samples_dropped)
+    discarded_samples: int = 0  # received, and dropped by the pipeline (its samples_discarded); like the counters above
     reconnects: int = 0
     rssi_dbm: int | None = None
     # The sensor's advertised name; `device` is the id derived from it (contract/identity.py). Not `name`: a

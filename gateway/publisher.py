@@ -71,8 +71,8 @@ def status_due(sent: Status | None, sent_s: float, status: Status, now_s: float,
         return True
     if since_s < schedule.min_interval_s:
         return False
-    counters = (status.lost_samples, status.malformed_packets, status.duplicate_packets, status.dropped_samples)
-    return (counters != (sent.lost_samples, sent.malformed_packets, sent.duplicate_packets, sent.dropped_samples)
+    counters = (status.lost_samples, status.malformed_packets, status.duplicate_packets, status.discarded_samples)
+    return (counters != (sent.lost_samples, sent.malformed_packets, sent.duplicate_packets, sent.discarded_samples)
             or _moved(status.link_quality_pct, sent.link_quality_pct, LINK_QUALITY_STEP_PCT)
             or _moved(status.rssi_dbm, sent.rssi_dbm, RSSI_STEP_DB))
 

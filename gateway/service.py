@@ -99,7 +99,6 @@ class Device:
     last_activity: tuple[ActivityState, float] | None = None
     activity_kept: tuple[ActivityState, float] | None = None  # what this run last kept of it
     gyro_bias_kept_s: float | None = None  # the sample this run last kept the gyro bias at (GYRO_BIAS_SUFFIX)
-    dropped_before: int = 0  # samples the pipelines of sensors this one replaced dropped (the status counts them all)
 
 
 def wanted_sensors(config: Config) -> dict[str, SensorFilter]:
@@ -638,7 +637,6 @@ def _sensor_replaced(device: Device, spool_dir: Path, address: str) -> None:
         else:
             _submit(device, spool_dir, out.events, out.metrics, handed=True)
     pipeline = PosturePipeline(device.pipeline.s)
-    device.dropped_before += device.pipeline.samples_dropped
     device.other_sensor = f"sensor {address} is read as {name!r} now, in place of {device.address}"
     device.pipeline, device.address, device.saved, device.saved_request, device.link_gone, device.gone_kept = \
         pipeline, address, None, None, False, False
@@ -765,7 +763,7 @@ def _status(device: Device, link: SensorLink) -> Status:
     return Status(online=link.connected.is_set(), battery_pct=stats.battery_pct, link_quality_pct=quality,
                   lost_samples=stats.lost_samples, malformed_packets=stats.malformed_total,
                   duplicate_packets=stats.duplicates, reconnects=stats.reconnects,
-                  dropped_samples=device.dropped_before + device.pipeline.samples_dropped)
+                  discarded_samples=device.pipeline.samples_discarded)
 
 
 async def _flush(devices: dict[str, Device], spool_dir: Path) -> None:

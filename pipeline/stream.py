@@ -466,9 +466,9 @@ class PosturePipeline:
         return self._last_t_s
 
     @property
-    def samples_dropped(self) -> int:
-        """Samples dropped at the door: out of time order, not numbers, or not plausible (the gateway's status says
-        it: a sensor whose reads fail loses worn time, and the lost samples alone did not say why)."""
+    def samples_discarded(self) -> int:
+        """Samples dropped at the door: out of time order, not numbers, or not plausible. The gateway's status sends it:
+        dropped unsaid, a sensor whose reads failed for a while showed less worn time, and no counter said why."""
         return self.samples_out_of_order + self.samples_not_finite + self.samples_out_of_range
 
     @property

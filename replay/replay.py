@@ -226,11 +226,12 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
             # Say what the others were: a file whose times all go back (rows in reverse) or stand still has every
             # row readable, and "fewer than two readable rows" sent the user looking for a broken file.
             skipped = [f"{n} {what}" for n, what in ((stats["backwards"], "out of time order"),
-                                                     (stats["bad_lines"], "unreadable")) if n]
+                                                     (stats["bad_lines"], "bad lines")) if n]
             raise ReplayError("cannot tell the sample rate: fewer than two readable rows in time order"
                               + (f" ({', '.join(skipped)})" if skipped else ""))
         if pipeline is None:  # a summary of zeros and exit 1, unsaid (a newcomer's probe)
-            raise ReplayError(f"no readable rows ({stats['bad_lines']} unreadable)" if stats["bad_lines"] else
+            # (Bad lines: unreadable, not numbers, past what an IMU measures, failed reads; the first was said.)
+            raise ReplayError(f"no usable rows ({stats['bad_lines']} bad lines)" if stats["bad_lines"] else
                               "no rows after the header")
         if pipeline is not None:
             final = pipeline.finish()

@@ -87,7 +87,7 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], set[str]] = {
     ("devices.json", "Battery over time", "A"): {"time", "battery_pct"},
     ("devices.json", "Lost samples", "A"): {"time", "lost_samples"},
     ("devices.json", "Link counters", "A"): {"time", "lost_samples", "malformed_packets", "duplicate_packets",
-                                             "dropped_samples", "reconnects"},
+                                             "discarded_samples", "reconnects"},
 }
 
 # Live-stream traces (GROUP BY time($__interval) with a 1 s minimum): over 15 minutes they draw seconds.

@@ -444,12 +444,12 @@ def test_a_clean_stop_says_offline_and_keeps_the_link_counters(tmp_path, broker)
     publisher.start()
     wait_for(publisher.connected.is_set, 10, "the publisher to connect")
     publisher.publish_status(Status(online=True, battery_pct=80, link_quality_pct=99.5, lost_samples=7,
-                                    malformed_packets=3, duplicate_packets=2, reconnects=1, dropped_samples=5))
+                                    malformed_packets=3, duplicate_packets=2, reconnects=1, discarded_samples=5))
     retained_status(broker.port, "dev3", lambda s: s["online"])
     publisher.stop()
     last = retained_status(broker.port, "dev3", lambda s: not s["online"])
     assert (last["lost_samples"], last["malformed_packets"], last["duplicate_packets"], last["reconnects"],
-            last["dropped_samples"], last["battery_pct"], last["sensor_name"], last["will"]) == \
+            last["discarded_samples"], last["battery_pct"], last["sensor_name"], last["will"]) == \
         (7, 3, 2, 1, 5, 80, "dev 3", False)
     assert last["link_quality_pct"] is None  # no link, no quality
 

@@ -466,7 +466,8 @@ def test_a_recalibration_answered_within_minutes_replays_as_it_read_live(tmp_pat
 
 
 @pytest.mark.parametrize("rows, said", [([], "no rows after the header"), (["x,1,2", "nan,0,0,1,0,0,0"],
-                                                                           r"no readable rows \(2 unreadable\)")])
+                                                                           r"no usable rows \(2 bad lines\)"),
+                                        (["0,0,0,0,0,0,0", "0.01,0,0,0,0,0,0"], r"no usable rows \(2 bad lines\)")])
 def test_a_file_with_nothing_to_replay_is_one_line(tmp_path, rows, said):
     """A header alone, or only unreadable rows: a summary of zeros and exit code 1, with nothing said (a newcomer's
     probe)."""
