@@ -59,7 +59,7 @@ def status_due(sent: Status | None, sent_s: float, status: Status, now_s: float,
     """Whether `status` should go out now, the last one sent being `sent` at sent_s (seconds, any one clock).
 
     At once when what it says of the sensor changed (online, battery, reconnects); a change of only the loss,
-    malformed, duplicate or dropped counters, link quality (by more than LINK_QUALITY_STEP_PCT) or signal
+    malformed, duplicate or discarded counters, link quality (by more than LINK_QUALITY_STEP_PCT) or signal
     (RSSI_STEP_DB) no sooner than schedule.min_interval_s after the last status; and an unchanged one every
     schedule.heartbeat_s."""
     if sent is None:
