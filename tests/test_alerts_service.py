@@ -21,7 +21,7 @@ import pytest
 
 from alerts.catalog import Catalog
 from alerts.engine import AlertEngine
-from alerts.service import AlertService, new_engine, resembling
+from alerts.service import SNOOZE_WAIT_S, AlertService, new_engine, resembling
 from alerts.settings import load_rules
 from contract.validation import load_validators
 from pipeline.summary import day_bounds
@@ -1682,5 +1682,25 @@ def test_minutes_the_session_holds_show_in_today_when_they_come_before_the_subsc
             wait_for(lambda: at_last_minute(phone, ["Away"], messages), 30, lambda: log.read_text()[-2000:])
             stats = stop(service, log)
         assert stats["received"] == 3 and phone.today("Away")["worn_min"] == 3.0, stats
+    finally:
+        uplink.close()
+
+
+def test_a_snooze_waiting_for_its_device_waits_from_when_the_service_has_subscribed(tmp_path, broker):
+    """The wait for a snoozed device's retained status (SNOOZE_WAIT_S, 5 s) counted from the CONNACK: through a link
+    slow by 6 s the snooze was refused before the service had even subscribed, so before the status could come (an
+    attack's probe). The wait, Home Assistant's settling and the summary's now count from the SUBACK."""
+    uplink = SlowUplink(broker.port, delay_s=6.0)
+    try:
+        config = write_config(tmp_path, uplink, NOW_RULES)
+        log = tmp_path / "alerts.log"
+        queue_while_stopped(broker.port, config, log, [])
+        publish(broker.port, [("posture/NewDev/status", gateway_status("NewDev", time.time(), True))], retain=True)
+        publish(broker.port, [("posture/NewDev/alerts/snooze", {"minutes": 30, "sent_s": time.time()})])
+        with running_alerts(config, log) as service:
+            wait_for(lambda: "session present: True" in log.read_text(), 60, lambda: log.read_text()[-2000:])
+            time.sleep(SNOOZE_WAIT_S + 1.0)  # past the wait, counted from the SUBACK, had the status not come
+            stats = stop(service, log)
+        assert stats["snoozes"] == 1 and stats["malformed"] == {}, stats
     finally:
         uplink.close()
