@@ -208,12 +208,16 @@ def test_the_summary_tells_the_day_as_the_report_does(tmp_path, broker, influx):
     with running_alerts(config, log) as service:
         try:
             wait_online(broker.port, service, log)
+            # The bridge subscribed too (its "connected" line comes at the broker's SUBACK): else the minutes published
+            # now could reach no bridge (a first connection has no session to queue them in).
+            wait_for(bridge.connections, 30, "the bridge to subscribe")
             publish(broker.port, messages)
             wait_for(lambda: phone.kinds().count("summary") == 2, 60,
                      lambda: "the summaries\n" + log.read_text()[-3000:])
             stop(service, log)
-            wait_for(lambda: influx.rows('SELECT count("worn_s") FROM "posture_minute"', DB)[0]["count"] == 200, 30,
-                     "the bridge to store the minutes")
+            # No row at all before the bridge's first write (a CI run polled then: IndexError, not a wait).
+            wait_for(lambda: [r["count"] for r in influx.rows('SELECT count("worn_s") FROM "posture_minute"', DB)]
+                     == [200], 30, "the bridge to store the minutes")
             bridge.stop()
         finally:
             if bridge.proc is not None and bridge.proc.poll() is None:
