@@ -283,8 +283,8 @@ class AlertService:
         # then SIGTERM never stops us. Lock.acquire(timeout), under Queue, treats that case as a timeout.
         self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
         self._connection: int = 0  # counts connections: a packet id is only good for the one it came on
-        self._listening_since_s = float("inf")  # not connected yet: nothing has had time to arrive
-        self._listening_due = False  # connected anew: _listening_since_s is set at the first step once subscribed
+        # Not connected yet: nothing has had time to arrive. Set at the first step once connected (step).
+        self._listening_since_s = float("inf")
         # Devices whose `today` is still to be published: a new day's, empty; every device's after the broker lost it
         self._day_begun: set[str] = set()
         self._today_due: set[str] = set()  # devices taken off or put on since the last step: their `today` again
@@ -391,7 +391,6 @@ class AlertService:
         # (step). Counted from the CONNACK, a link slow by 2 s announced devices by their ids and then by their
         # names, and one slow by 5 s refused a snooze before the device's status could come (an attack's probes).
         self._listening_since_s = float("inf")
-        self._listening_due = True
         self._connection += 1
         self._announced = set()
         self._retained_lost = self._retained_lost or not session_present
@@ -429,8 +428,7 @@ class AlertService:
         """Handle a batch (all the inbox holds, up to BATCH); save its state and queue its alerts together, in one
         transaction for the whole batch; only then acknowledge the batch; then send, the phones' alerts first."""
         now_s = self.clock()
-        if self._listening_due and self.connected.is_set():
-            self._listening_due = False
+        if self._listening_since_s == float("inf") and self.connected.is_set():
             self._listening_since_s = now_s
         alerts: list[dict[str, Any]] = []
         touched: set[str] = set()
