@@ -68,6 +68,7 @@ from .events import (
 from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
 from .metrics import MinuteAggregator
 from .orientation import GyroBias, OrientationFilter, OrientationSettings
+from .spikes import lone_spikes, may_be_spike
 from .walking_axis import WalkingAxis, WalkingAxisSettings
 from .worn import WornDetector, WornSettings
 
@@ -170,6 +171,18 @@ def moves_forward(last_t_s: float, t_s: np.ndarray) -> np.ndarray:
     return t_s > np.maximum.accumulate(np.concatenate([[last_t_s], t_s[:-1]]))
 
 
+_Samples = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]  # t_s, acc_g, gyro_dps, quat_wxyz
+
+
+def _stacked(a: _Samples, b: _Samples) -> _Samples:
+    return (np.concatenate([a[0], b[0]]), np.vstack([a[1], b[1]]), np.vstack([a[2], b[2]]),
+            None if a[3] is None or b[3] is None else np.vstack([a[3], b[3]]))
+
+
+def _sliced(x: _Samples, which: slice | np.ndarray) -> _Samples:
+    return x[0][which], x[1][which], x[2][which], None if x[3] is None else np.asarray(x[3])[which]
+
+
 def _joined(a: PipelineOutput, b: PipelineOutput) -> PipelineOutput:
     out = PipelineOutput(*(np.concatenate([getattr(a, k), getattr(b, k)])  # type: ignore[arg-type]  # array fields only
                            for k in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity")))
@@ -236,6 +249,10 @@ class PosturePipeline:
         self.samples_out_of_order = 0
         self.samples_not_finite = 0
         self.samples_out_of_range = 0  # past MAX_ACC_G, MAX_GYRO_DPS or MAX_T_S; no orientation; a failed read
+        self.samples_spiked = 0  # lone spikes of rotation rate (pipeline/spikes.py)
+        self._door_last: tuple[float, np.ndarray] | None = None  # the last sample past the door: time, rotation rate
+        self._withheld: _Samples | None = None  # a last sample that may be a lone spike, until the next one shows
+        self._lost_withheld = 0  # samples lost before a batch that was all withheld
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int = 0,
                quat_wxyz: np.ndarray | None = None) -> PipelineOutput:
@@ -268,16 +285,56 @@ class PosturePipeline:
             quat_wxyz = None if quat_wxyz is None else np.asarray(quat_wxyz)[finite]
             if len(t_s) == 0:
                 return _empty_output()
-        step_s = t_s[1:] - t_s[:-1]
         # Time must go forward: a sample at or before the last one (a clock that stepped back) is dropped.
-        if not (self._last_t_s is None or t_s[0] > self._last_t_s) or not (step_s > 0).all():
-            ahead = moves_forward(-np.inf if self._last_t_s is None else self._last_t_s, t_s)
+        newest_s = self._last_t_s if self._withheld is None else float(self._withheld[0][0])
+        if not (newest_s is None or t_s[0] > newest_s) or not (t_s[1:] > t_s[:-1]).all():
+            ahead = moves_forward(-np.inf if newest_s is None else newest_s, t_s)
             self.samples_out_of_order += int((~ahead).sum())
             t_s, acc_g, gyro_dps = t_s[ahead], np.asarray(acc_g)[ahead], np.asarray(gyro_dps)[ahead]
             quat_wxyz = None if quat_wxyz is None else np.asarray(quat_wxyz)[ahead]
             if len(t_s) == 0:
                 return _empty_output()
-            step_s = t_s[1:] - t_s[:-1]
+        out, (t_s, acc_g, gyro_dps, quat_wxyz) = self._without_spikes(t_s, acc_g, gyro_dps, quat_wxyz)
+        lost_samples, self._lost_withheld = lost_samples + self._lost_withheld, 0
+        if not len(t_s):  # (the batch was one sample, withheld: its lost samples go with the next)
+            self._lost_withheld = lost_samples
+            return out
+        return _joined(out, self._admitted(t_s, acc_g, gyro_dps, lost_samples, quat_wxyz))
+
+    def _without_spikes(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, quat_wxyz: np.ndarray | None
+                        ) -> tuple[PipelineOutput, _Samples]:
+        """The batch without its lone spikes of rotation rate (pipeline/spikes.py), counted; the sample withheld from
+        the batch before comes first, and a last sample that may be one is withheld until the next sample shows."""
+        out = _empty_output()
+        batch: _Samples = (t_s, np.asarray(acc_g), np.asarray(gyro_dps), quat_wxyz)
+        withheld, self._withheld = self._withheld, None
+        if withheld is not None and (withheld[3] is None) == (quat_wxyz is None):
+            batch = _stacked(withheld, batch)
+        elif withheld is not None:  # (an orientation given to one and not the other: the withheld goes on its own)
+            out = self._admitted(*withheld[:3], self._lost_withheld, withheld[3])
+            self._lost_withheld = 0
+        t_s, gyro_dps = batch[0], batch[2]
+        before = self._door_last
+        if before is not None:
+            spike = lone_spikes(np.concatenate([[before[0]], t_s]), np.vstack([before[1], gyro_dps]), self.dt_s)[1:]
+        else:
+            spike = lone_spikes(t_s, gyro_dps, self.dt_s)
+        keep = ~spike
+        last_before = (float(t_s[-2]), gyro_dps[-2]) if len(t_s) > 1 else before
+        if last_before is not None and may_be_spike(*last_before, float(t_s[-1]), gyro_dps[-1], self.dt_s):
+            self._withheld = _sliced(batch, slice(len(t_s) - 1, len(t_s)))
+            keep[-1] = False
+        self.samples_spiked += int(spike.sum())
+        if not keep.all():
+            batch = _sliced(batch, keep)
+        if len(batch[0]):
+            self._door_last = (float(batch[0][-1]), batch[2][-1].copy())
+        return out, batch
+
+    def _admitted(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int,
+                  quat_wxyz: np.ndarray | None) -> PipelineOutput:
+        """Samples past the door: numbers, plausible, in time order, no lone spike."""
+        step_s = t_s[1:] - t_s[:-1]
         # A lost link inside the batch: what came before it is measured before the gap is handled. The samples the
         # times show missing were lost where they are missing (the batch's loss counted in the minute of its first
         # sample was, after a gap past a minute's end, in the minute before): the loss no step shows was before the
@@ -288,10 +345,10 @@ class PosturePipeline:
             missing = np.maximum(0, np.rint(step_s / self.dt_s) - 1)
             before = max(0, lost_samples - int(missing.sum()))
             in_first = before + min(lost_samples - before, int(missing[:k - 1].sum()))
-            first = self.update(t_s[:k], acc_g[:k], gyro_dps[:k], in_first,
-                                None if quat_wxyz is None else quat_wxyz[:k])
-            return _joined(first, self.update(t_s[k:], acc_g[k:], gyro_dps[k:], lost_samples - in_first,
-                                              None if quat_wxyz is None else quat_wxyz[k:]))
+            first = self._admitted(t_s[:k], acc_g[:k], gyro_dps[:k], in_first,
+                                   None if quat_wxyz is None else quat_wxyz[:k])
+            return _joined(first, self._admitted(t_s[k:], acc_g[k:], gyro_dps[k:], lost_samples - in_first,
+                                                 None if quat_wxyz is None else quat_wxyz[k:]))
         acc_g, gyro_dps = np.asarray(acc_g), np.asarray(gyro_dps)
         worn = self.worn.update(t_s, gyro_dps)
         if self._off_since_s is None and worn.all():  # the usual batch
@@ -467,9 +524,10 @@ class PosturePipeline:
 
     @property
     def samples_discarded(self) -> int:
-        """Samples dropped at the door: out of time order, not numbers, or not plausible. The gateway's status sends it:
-        dropped unsaid, a sensor whose reads failed for a while showed less worn time, and no counter said why."""
-        return self.samples_out_of_order + self.samples_not_finite + self.samples_out_of_range
+        """Samples dropped at the door: out of time order, not numbers, not plausible, or lone spikes (spikes.py). The
+        gateway's status sends it: dropped unsaid, a sensor whose reads failed for a while showed less worn time, and
+        no counter said why."""
+        return self.samples_out_of_order + self.samples_not_finite + self.samples_out_of_range + self.samples_spiked
 
     @property
     def off_since_s(self) -> float | None:
@@ -898,6 +956,10 @@ class PosturePipeline:
     def finish(self) -> PipelineOutput:
         """The end of the data: episodes still open end at the last sample, and the last, incomplete minute."""
         out = _empty_output()
+        if self._withheld is not None:  # no next sample to show it a spike: it was a reading
+            withheld, self._withheld = self._withheld, None
+            out = self._admitted(*withheld[:3], self._lost_withheld, withheld[3])
+            self._lost_withheld = 0
         self._close_episodes(out)
         out.metrics = self.minutes.flush()
         return out

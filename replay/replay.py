@@ -26,6 +26,7 @@ from contract.messages import payload
 from pipeline.calibration import Calibration
 from pipeline.events import RATE_HZ_RANGE, CalibrationEvent, Event, MinuteMetrics
 from pipeline.orientation import offline_quaternions
+from pipeline.spikes import lone_spikes
 from pipeline.stream import (
     MAX_ACC_G,
     MAX_GYRO_DPS,
@@ -361,7 +362,9 @@ def _with_offline_orientation(
     """The chunks again, each with VQF's offline orientation of its samples.
 
     offlineVQF wants one uniformly sampled stretch: the recording is cut at gaps longer than the
-    pipeline bridges, and shorter gaps are filled on the sample grid (as the pipeline does) for it.
+    pipeline bridges, and shorter gaps are filled on the sample grid (as the pipeline does) for it,
+    as are lone spikes of rotation rate, which the pipeline drops (pipeline/spikes.py): offline VQF
+    spreads one over the seconds around it, before and after.
     """
     if not chunks:
         return
@@ -373,7 +376,9 @@ def _with_offline_orientation(
     for a, b in zip(cuts[:-1], cuts[1:]):
         t = data[a:b, 0]
         grid = np.round((t - t[0]) / dt_s).astype(np.int64)
-        filled = np.column_stack([np.interp(np.arange(grid[-1] + 1), grid, data[a:b, j]) for j in range(1, 7)])
+        real = ~lone_spikes(t, data[a:b, 4:7], dt_s)
+        filled = np.column_stack([np.interp(np.arange(grid[-1] + 1), grid[real], data[a:b, j][real])
+                                  for j in range(1, 7)])
         quat[a:b] = offline_quaternions(filled[:, 3:6], filled[:, 0:3], settings.orientation)[grid]
     start = 0
     for c, _ in chunks:

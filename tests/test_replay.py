@@ -654,3 +654,24 @@ def test_a_zone_that_is_none_is_one_line_before_the_replay(tmp_path, options, sa
                          capture_output=True, text=True)
     assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and said in cli.stderr, cli.stderr
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_lone_spikes_of_rotation_rate_in_a_recording_change_nothing_it_reads(tmp_path, offline):
+    """Glitches of 2,000 °/s (one during the calibration bend: it was refused) are dropped live and left out of VQF's
+    offline estimate (which spread each over the seconds around it): the replay reads what it reads without them."""
+    *chunks, _ = case_chunks("office-short")
+    write_record_csv(tmp_path / "clean.csv", chunks)
+    t_s, acc_g, gyro_dps = (np.concatenate(c) for c in zip(*chunks, strict=True))
+    at = np.searchsorted(t_s, t_s[0] + np.array([7.66, 30.0, 55.5, 101.0, 150.0]))
+    gyro_dps = gyro_dps.copy()
+    gyro_dps[at, 1] = 2000.0
+    write_record_csv(tmp_path / "spiked.csv", [(t_s, acc_g, gyro_dps)])
+    clean = replay(tmp_path / "clean.csv", tmp_path / "clean.jsonl", progress=False, offline=offline)
+    spiked = replay(tmp_path / "spiked.csv", tmp_path / "spiked.jsonl", progress=False, offline=offline)
+    read = lambda p: [(d["kind"], d.get("status"), round(d.get("start_s", d.get("t_s", 0.0)), 1))  # noqa: E731
+                      for d in map(json.loads, p.read_text().splitlines()) if d["kind"] not in ("metrics", "summary")]
+    assert read(tmp_path / "spiked.jsonl") == read(tmp_path / "clean.jsonl")
+    assert ("calibration", "calibrated", 10.2) in read(tmp_path / "clean.jsonl")
+    for key in ("samples", "slouch_min", "rotations", "calibration"):
+        assert spiked[key] == clean[key], key
