@@ -321,7 +321,8 @@ class PosturePipeline:
             spike = lone_spikes(t_s, gyro_dps, self.dt_s)
         keep = ~spike
         last_before = (float(t_s[-2]), gyro_dps[-2]) if len(t_s) > 1 else before
-        if last_before is not None and may_be_spike(*last_before, float(t_s[-1]), gyro_dps[-1], self.dt_s):
+        if last_before is not None and may_be_spike(last_before[0], last_before[1], float(t_s[-1]), gyro_dps[-1],
+                                                    self.dt_s):
             self._withheld = _sliced(batch, slice(len(t_s) - 1, len(t_s)))
             keep[-1] = False
         self.samples_spiked += int(spike.sum())
