@@ -290,12 +290,14 @@ class AlertService:
         self._today_due: set[str] = set()  # devices taken off or put on since the last step: their `today` again
         # Each device's `today` as the broker retains it: a step publishes it only when it differs. Every step that
         # handled a message of a device sent it again, so one minute and the events trailing it in steps of their own
-        # were the same retained document several times. Forgotten when the broker lost it (_retained_lost).
+        # were the same retained document several times. Forgotten when the broker may have lost it (_retained_unsure).
         self._today_said: dict[str, bytes] = {}
-        # The broker had no session of ours at the last connect: restarted without persistence (or its store lost), it
-        # has forgotten every retained message too, and a device's `today` came back only with its next minute (Home
-        # Assistant's entities unknown until then: a sensor put away for the evening had none until the morning).
-        self._retained_lost = False
+        # A connect since the last step: the broker may have lost retained messages, and a device's `today` came back
+        # only with its next minute (Home Assistant's entities unknown or stale until then: a sensor put away for the
+        # evening showed nothing, or an earlier hour, until the morning). Restarted without persistence it has no
+        # session of ours; restarted with it, it is back at its last save (Mosquitto: every autosave_interval, 30 min
+        # by default), our session there and the `today`s it acknowledged after not: session present cannot tell.
+        self._retained_unsure = False
         self._forget_failing = False  # the spool refuses to delete what was sent (said once, until it works again)
         self._announced: set[str] = set()  # devices whose discovery configs went out on this connection
         # Who may need announcing: the devices heard from since the last step, or all of them once per connection
@@ -393,7 +395,7 @@ class AlertService:
         self._listening_since_s = float("inf")
         self._connection += 1
         self._announced = set()
-        self._retained_lost = self._retained_lost or not session_present
+        self._retained_unsure = True
         self.sender.reconnected()  # an alert the link dropped goes again with what is left of its life, if any
 
     # our thread ---------------------------------------------------------------------------
@@ -491,8 +493,8 @@ class AlertService:
                     log.warning("cannot mark what the broker acknowledged as sent (%s); retried, and sent again "
                                 "only if the service stops before it can", exc)
             self.stats.refused_by_broker, self.stats.expired = self.sender.refused, self.sender.expired
-            if self._retained_lost:  # every `today` again, at the pace of the new day's (below)
-                self._retained_lost = False
+            if self._retained_unsure:  # every `today` again, at the pace of the new day's (below)
+                self._retained_unsure = False
                 self._today_said.clear()
                 self._day_begun |= {device for device, state in self.engine.devices.items() if state.minutes}
             # A few at a time: after a restart each folds its closed day again (3 ms; 10 s in one step at 3,000).

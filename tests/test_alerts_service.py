@@ -1118,6 +1118,38 @@ def test_a_broker_restarted_without_its_retained_messages_gets_every_today_again
         stop(service, log)
 
 
+def test_a_broker_back_from_its_last_save_gets_every_today_again(tmp_path, broker):
+    """A broker killed and started again comes back with what it last saved (Mosquitto: every autosave_interval, 30
+    min by default): the session of ours is there, but a `today` it acknowledged after that save is not, and it held
+    the day as it was then until the device's next minute (an attack: kill -9 within 1 s of the publish). Every connect
+    publishes every device's `today` again, whatever the broker says of our session."""
+    config = write_config(tmp_path, broker, "[limits]\nquiet_hours = \"\"\n[habit]\nsummary_time = \"\"\n")
+    log = tmp_path / "alerts.log"
+    with running_alerts(config, log) as service:
+        wait_online(broker.port, service, log)
+        start_s = time.time() // 60 * 60 - 600
+        phone = Phone(broker.port, "nobody", extra=("posture/+/today",))
+        publish(broker.port, [("posture/DeskA/metrics", slouchy_minute("DeskA", start_s + 60 * k)) for k in range(3)])
+        wait_for(lambda: phone.today("DeskA").get("worn_min") == 3.0, 30, "three minutes")
+        time.sleep(3.0)  # saved (autosave_interval 1)
+        saved = tmp_path / "saved"
+        shutil.copytree(broker.workdir / "data", saved)
+        publish(broker.port, [("posture/DeskA/metrics", slouchy_minute("DeskA", start_s + 60 * k))
+                              for k in range(3, 5)])
+        wait_for(lambda: phone.today("DeskA").get("worn_min") == 5.0, 30, "five minutes")
+        phone.close()
+        broker.kill()
+        shutil.rmtree(broker.workdir / "data")
+        shutil.copytree(saved, broker.workdir / "data")  # as it was at its last save
+        broker.start()
+        wait_for(lambda: "session present: True" in log.read_text(), 60, lambda: log.read_text()[-2000:])
+        after = Phone(broker.port, "nobody", extra=("posture/+/today",))
+        wait_for(lambda: after.today("DeskA").get("worn_min") == 5.0, 60,
+                 lambda: f"the day so far again; got {after.today('DeskA')}\n" + log.read_text()[-2000:])
+        after.close()
+        stop(service, log)
+
+
 def saved_state(path: Path, config: Path, devices: list[str], start_s: float, minutes: int) -> AlertEngine:
     """A state file holding `minutes` of each device's data, as a run of the service leaves it."""
     engine = new_engine(load_config(config))
