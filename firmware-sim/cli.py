@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="send a malformed packet before a good one with probability P")
     p.add_argument("--failed-reads", type=float, default=0.0, metavar="P",
                    help="send each sample as a failed read (acceleration zero on every axis) with probability P")
+    p.add_argument("--gyro-spikes", type=float, default=0.0, metavar="P",
+                   help="send each sample's rotation rate as a lone glitch (1500 °/s on one axis) with probability P")
     p.add_argument("--silence", type=_silence, action="append", default=[], metavar="START_S:DURATION_S",
                    help="go out of range at scenario time START_S for DURATION_S (repeatable)")
     p.add_argument("--mute", type=_silence, action="append", default=[], metavar="START_S:DURATION_S",
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     config = SimConfig(profile=args.profile, scenario=args.scenario, seed=args.seed, adapter=args.adapter,
                        name=args.name, rate_hz=args.rate, truth_path=args.truth, send_jitter_ms=args.jitter_ms,
                        faults=FaultSettings(loss_p=args.loss, corrupt_p=args.corrupt, failed_read_p=args.failed_reads,
-                                            silences_s=args.silence, mutes_s=args.mute))
+                                            gyro_spike_p=args.gyro_spikes, silences_s=args.silence,
+                                            mutes_s=args.mute))
     summary = asyncio.run(_run(config))
     print(summary_line(summary), flush=True)
     return 0

@@ -1,4 +1,5 @@
-"""Fault injection for the virtual sensor: lost packets, malformed packets, failed reads, going out of range."""
+"""Fault injection for the virtual sensor: lost packets, malformed packets, failed reads, lone spikes of rotation rate,
+going out of range."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MALFORMED_KINDS = ("truncated", "header", "length")
+SPIKE_DPS = 1500.0  # (±2000 °/s is the native and WitMotion full scale)
 
 
 @dataclass
@@ -16,12 +18,15 @@ class FaultSettings:
     # probability a sample is a failed read of the IMU (its bus glitched): acceleration zero on every axis, as some
     # drivers hand on a read that returned nothing
     failed_read_p: float = 0.0
+    # probability a sample's rotation rate is a lone glitch (a bit flipped on the bus): SPIKE_DPS on one axis, within
+    # every profile's range, where the samples either side read the motion
+    gyro_spike_p: float = 0.0
     silences_s: list[tuple[float, float]] = field(default_factory=list)  # (start_s, duration_s)
     # (start_s, duration_s): in range and connectable, subscriptions taken, but no data sent (its IMU hung)
     mutes_s: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("loss_p", "corrupt_p", "failed_read_p"):
+        for name in ("loss_p", "corrupt_p", "failed_read_p", "gyro_spike_p"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for what, spans in (("silence", self.silences_s), ("mute", self.mutes_s)):
@@ -63,6 +68,18 @@ class FaultInjector:
         if self.settings.failed_read_p <= 0:
             return np.zeros(n, bool)
         return self.rng.random(n) < self.settings.failed_read_p
+
+    def gyro_spikes(self, gyro_dps: np.ndarray) -> tuple[np.ndarray, int]:
+        """The rotation rates with lone spikes put in, and how many; none drawn when there are none to draw. Never two
+        in a row within a notification (two are not a lone spike: pipeline/spikes.py)."""
+        if self.settings.gyro_spike_p <= 0:
+            return gyro_dps, 0
+        at = self.rng.random(len(gyro_dps)) < self.settings.gyro_spike_p
+        at[1:] &= ~at[:-1]
+        out = gyro_dps.copy()
+        k = np.flatnonzero(at)
+        out[k, self.rng.integers(0, 3, len(k))] = SPIKE_DPS * self.rng.choice([-1.0, 1.0], len(k))
+        return out, len(k)
 
     def silent_at(self, t_s: float) -> bool:
         return any(start <= t_s < start + dur for start, dur in self.settings.silences_s)

@@ -96,7 +96,8 @@ class VirtualSensor:
         self.subscribed = asyncio.Event()
         self.connected_devices: set[str] = set()
         self.stats = {"packets_sent": 0, "samples_sent": 0, "samples_unsent": 0, "packets_dropped": 0,
-                      "samples_dropped": 0, "samples_failed_read": 0, "silences": 0, "control_errors": 0}
+                      "samples_dropped": 0, "samples_failed_read": 0, "samples_gyro_spike": 0, "silences": 0,
+                      "control_errors": 0}
         self.battery_pct = 100
         self.app = GattApplication(bus, config.adapter, config.name, self._services(),
                                    advertised_uuids=[self.profile.service_uuid])
@@ -221,7 +222,8 @@ class VirtualSensor:
     def _send_packet(self, seq: int, chunk: SimChunk) -> bool:
         failed = self.faults.failed_reads(len(chunk.t_s))
         acc_g = np.where(failed[:, None], 0.0, chunk.acc_g)  # the truth keeps what the motion was
-        packet = self.profile.encode(seq, chunk.t_sensor_us, acc_g, chunk.gyro_dps, chunk.euler_deg, self.settings)
+        gyro_dps, spikes = self.faults.gyro_spikes(chunk.gyro_dps)
+        packet = self.profile.encode(seq, chunk.t_sensor_us, acc_g, gyro_dps, chunk.euler_deg, self.settings)
         if self.faults.drop():
             self.stats["packets_dropped"] += 1
             self.stats["samples_dropped"] += len(chunk.t_s)
@@ -232,6 +234,7 @@ class VirtualSensor:
         self.stats["packets_sent"] += 1
         self.stats["samples_sent"] += len(chunk.t_s)
         self.stats["samples_failed_read"] += int(failed.sum())
+        self.stats["samples_gyro_spike"] += spikes
         return True
 
     async def _follow_silence(self, t_s: float, was_silent: bool) -> bool:
