@@ -313,6 +313,7 @@ class PosturePipeline:
         elif withheld is not None:  # (an orientation given to one and not the other: the withheld goes on its own)
             out = self._admitted(*withheld[:3], self._lost_withheld, withheld[3])
             self._lost_withheld = 0
+            self._door_last = (float(withheld[0][0]), withheld[2][0].copy())
         t_s, gyro_dps = batch[0], batch[2]
         before = self._door_last
         if before is not None:
@@ -321,15 +322,20 @@ class PosturePipeline:
             spike = lone_spikes(t_s, gyro_dps, self.dt_s)
         keep = ~spike
         last_before = (float(t_s[-2]), gyro_dps[-2]) if len(t_s) > 1 else before
+        # The next batch's first sample is judged against the sample before it as given (a spike or not), as
+        # lone_spikes judges a whole stream: against the last one kept, the judgement depended on the batching.
         if last_before is not None and may_be_spike(last_before[0], last_before[1], float(t_s[-1]), gyro_dps[-1],
                                                     self.dt_s):
-            self._withheld = _sliced(batch, slice(len(t_s) - 1, len(t_s)))
+            self._withheld = tuple(None if a is None else np.array(a, copy=True)  # type: ignore[assignment]
+                                   for a in _sliced(batch, slice(len(t_s) - 1, len(t_s))))  # (the caller's buffer)
             keep[-1] = False
+            door_last = last_before
+        else:
+            door_last = (float(t_s[-1]), gyro_dps[-1])
+        self._door_last = (door_last[0], np.array(door_last[1], copy=True))
         self.samples_spiked += int(spike.sum())
         if not keep.all():
             batch = _sliced(batch, keep)
-        if len(batch[0]):
-            self._door_last = (float(batch[0][-1]), batch[2][-1].copy())
         return out, batch
 
     def _admitted(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int,
@@ -961,6 +967,7 @@ class PosturePipeline:
             withheld, self._withheld = self._withheld, None
             out = self._admitted(*withheld[:3], self._lost_withheld, withheld[3])
             self._lost_withheld = 0
+            self._door_last = (float(withheld[0][0]), withheld[2][0].copy())  # (link_lost: the stream goes on)
         self._close_episodes(out)
         out.metrics = self.minutes.flush()
         return out
