@@ -183,6 +183,10 @@ def _sliced(x: _Samples, which: slice | np.ndarray) -> _Samples:
     return x[0][which], x[1][which], x[2][which], None if x[3] is None else np.asarray(x[3])[which]
 
 
+def _copied(x: _Samples) -> _Samples:
+    return x[0].copy(), x[1].copy(), x[2].copy(), None if x[3] is None else np.array(x[3])
+
+
 def _joined(a: PipelineOutput, b: PipelineOutput) -> PipelineOutput:
     out = PipelineOutput(*(np.concatenate([getattr(a, k), getattr(b, k)])  # type: ignore[arg-type]  # array fields only
                            for k in ("t_s", "flexion_deg", "lateral_deg", "rotation_deg", "activity")))
@@ -326,8 +330,7 @@ class PosturePipeline:
         # lone_spikes judges a whole stream: against the last one kept, the judgement depended on the batching.
         if last_before is not None and may_be_spike(last_before[0], last_before[1], float(t_s[-1]), gyro_dps[-1],
                                                     self.dt_s):
-            self._withheld = tuple(None if a is None else np.array(a, copy=True)  # type: ignore[assignment]
-                                   for a in _sliced(batch, slice(len(t_s) - 1, len(t_s))))  # (the caller's buffer)
+            self._withheld = _copied(_sliced(batch, slice(len(t_s) - 1, len(t_s))))  # (not the caller's buffer)
             keep[-1] = False
             door_last = last_before
         else:
