@@ -256,7 +256,7 @@ class PosturePipeline:
         self.samples_spiked = 0  # lone spikes of rotation rate (pipeline/spikes.py)
         self._door_last: tuple[float, np.ndarray] | None = None  # the last sample past the door: time, rotation rate
         self._withheld: _Samples | None = None  # a last sample that may be a lone spike, until the next one shows
-        self._lost_withheld = 0  # samples lost before a batch that was all withheld
+        self._lost_carried = 0  # samples lost before a batch none of whose samples went on (withheld, dropped)
 
     def update(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int = 0,
                quat_wxyz: np.ndarray | None = None) -> PipelineOutput:
@@ -288,6 +288,7 @@ class PosturePipeline:
             t_s, acc_g, gyro_dps = t_s[finite], acc_g[finite], gyro_dps[finite]
             quat_wxyz = None if quat_wxyz is None else np.asarray(quat_wxyz)[finite]
             if len(t_s) == 0:
+                self._lost_carried += lost_samples  # (the next batch's minute counts them: they were lost)
                 return _empty_output()
         # Time must go forward: a sample at or before the last one (a clock that stepped back) is dropped.
         newest_s = self._last_t_s if self._withheld is None else float(self._withheld[0][0])
@@ -297,11 +298,12 @@ class PosturePipeline:
             t_s, acc_g, gyro_dps = t_s[ahead], np.asarray(acc_g)[ahead], np.asarray(gyro_dps)[ahead]
             quat_wxyz = None if quat_wxyz is None else np.asarray(quat_wxyz)[ahead]
             if len(t_s) == 0:
+                self._lost_carried += lost_samples
                 return _empty_output()
         out, (t_s, acc_g, gyro_dps, quat_wxyz) = self._without_spikes(t_s, acc_g, gyro_dps, quat_wxyz)
-        lost_samples, self._lost_withheld = lost_samples + self._lost_withheld, 0
+        lost_samples, self._lost_carried = lost_samples + self._lost_carried, 0
         if not len(t_s):  # (the batch was one sample, withheld: its lost samples go with the next)
-            self._lost_withheld = lost_samples
+            self._lost_carried = lost_samples
             return out
         return _joined(out, self._admitted(t_s, acc_g, gyro_dps, lost_samples, quat_wxyz))
 
@@ -315,8 +317,8 @@ class PosturePipeline:
         if withheld is not None and (withheld[3] is None) == (quat_wxyz is None):
             batch = _stacked(withheld, batch)
         elif withheld is not None:  # (an orientation given to one and not the other: the withheld goes on its own)
-            out = self._admitted(*withheld[:3], self._lost_withheld, withheld[3])
-            self._lost_withheld = 0
+            out = self._admitted(*withheld[:3], self._lost_carried, withheld[3])
+            self._lost_carried = 0
             self._door_last = (float(withheld[0][0]), withheld[2][0].copy())
         t_s, gyro_dps = batch[0], batch[2]
         before = self._door_last
@@ -968,8 +970,8 @@ class PosturePipeline:
         out = _empty_output()
         if self._withheld is not None:  # no next sample to show it a spike: it was a reading
             withheld, self._withheld = self._withheld, None
-            out = self._admitted(*withheld[:3], self._lost_withheld, withheld[3])
-            self._lost_withheld = 0
+            out = self._admitted(*withheld[:3], self._lost_carried, withheld[3])
+            self._lost_carried = 0
             self._door_last = (float(withheld[0][0]), withheld[2][0].copy())  # (link_lost: the stream goes on)
         self._close_episodes(out)
         out.metrics = self.minutes.flush()

@@ -240,6 +240,24 @@ def test_a_time_past_2100_or_an_orientation_that_is_none_is_dropped_and_the_stre
     assert [m.flexion_mean_deg for o in b for m in o.metrics] == [m.flexion_mean_deg for o in a for m in o.metrics]
 
 
+def test_samples_lost_before_a_batch_the_door_drops_whole_are_still_counted():
+    """A batch all of whose samples are dropped (not numbers, out of order) still says how many were lost before it:
+    those went uncounted (4 of 10 in a review's case); now the next batch's minute counts them."""
+    from pipeline.calibration import Calibration
+    from pipeline.stream import PosturePipeline
+
+    t = np.arange(0, 30, 0.01)
+    acc, gyro = np.tile([0.0, 0.0, 1.0], (len(t), 1)), np.zeros((len(t), 3))
+    p = PosturePipeline(calibration=Calibration(np.eye(3), True))
+    p.update(t[:1000], acc[:1000], gyro[:1000])
+    nan = acc[1000:1100].copy()
+    nan[:, 0] = np.nan
+    p.update(t[1000:1100], nan, gyro[1000:1100], lost_samples=4)  # all dropped
+    p.update(t[990:1000], acc[990:1000], gyro[990:1000], lost_samples=3)  # all out of order
+    p.update(t[1100:], acc[1100:], gyro[1100:], lost_samples=2)
+    assert sum(m.lost_samples for m in p.finish().metrics) == 9
+
+
 def test_a_batch_of_the_wrong_shape_is_said_in_one_line_and_the_stream_goes_on():
     from pipeline.stream import PosturePipeline
 
