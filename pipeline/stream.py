@@ -254,7 +254,8 @@ class PosturePipeline:
         self.samples_not_finite = 0
         self.samples_out_of_range = 0  # past MAX_ACC_G, MAX_GYRO_DPS or MAX_T_S; no orientation; a failed read
         self.samples_spiked = 0  # lone spikes of rotation rate (pipeline/spikes.py)
-        self._door_last: tuple[float, np.ndarray] | None = None  # the last sample past the door: time, rotation rate
+        # The last sample the spike test has seen (kept or not, not withheld): time, rotation rate.
+        self._door_last: tuple[float, np.ndarray] | None = None
         self._withheld: _Samples | None = None  # a last sample that may be a lone spike, until the next one shows
         self._lost_carried = 0  # samples lost before a batch none of whose samples went on (withheld, dropped)
 
