@@ -253,8 +253,8 @@ class PosturePipeline:
         self.samples_out_of_order = 0
         self.samples_not_finite = 0
         self.samples_out_of_range = 0  # past MAX_ACC_G, MAX_GYRO_DPS or MAX_T_S; no orientation; a failed read
-        self.samples_spiked = 0  # lone spikes of rotation rate (pipeline/spikes.py)
-        # The last sample the spike test has seen (kept or not, not withheld): time, rotation rate.
+        self.samples_spiked = 0  # lone spikes of rotation rate or acceleration (pipeline/spikes.py)
+        # The last sample the spike test has seen (kept or not, not withheld): time, acc_g and gyro_dps (six values).
         self._door_last: tuple[float, np.ndarray] | None = None
         self._withheld: _Samples | None = None  # a last sample that may be a lone spike, until the next one shows
         self._lost_carried = 0  # samples lost before a batch none of whose samples went on (withheld, dropped)
@@ -310,7 +310,7 @@ class PosturePipeline:
 
     def _without_spikes(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, quat_wxyz: np.ndarray | None
                         ) -> tuple[PipelineOutput, _Samples]:
-        """The batch without its lone spikes of rotation rate (pipeline/spikes.py), counted; the sample withheld from
+        """The batch without its lone spikes (pipeline/spikes.py), counted; the sample withheld from
         the batch before comes first, and a last sample that may be one is withheld until the next sample shows."""
         out = _empty_output()
         batch: _Samples = (t_s, np.asarray(acc_g), np.asarray(gyro_dps), quat_wxyz)
@@ -320,24 +320,24 @@ class PosturePipeline:
         elif withheld is not None:  # (an orientation given to one and not the other: the withheld goes on its own)
             out = self._admitted(*withheld[:3], self._lost_carried, withheld[3])
             self._lost_carried = 0
-            self._door_last = (float(withheld[0][0]), withheld[2][0].copy())
-        t_s, gyro_dps = batch[0], batch[2]
+            self._door_last = (float(withheld[0][0]), np.concatenate([withheld[1][0], withheld[2][0]]))
+        t_s, x = batch[0], np.hstack([batch[1], batch[2]])  # acc_g, gyro_dps: six columns
         before = self._door_last
         if before is not None:
-            spike = lone_spikes(np.concatenate([[before[0]], t_s]), np.vstack([before[1], gyro_dps]), self.dt_s)[1:]
+            spike = lone_spikes(np.concatenate([[before[0]], t_s]), np.vstack([before[1][:3], x[:, :3]]),
+                                np.vstack([before[1][3:], x[:, 3:]]), self.dt_s)[1:]
         else:
-            spike = lone_spikes(t_s, gyro_dps, self.dt_s)
+            spike = lone_spikes(t_s, x[:, :3], x[:, 3:], self.dt_s)
         keep = ~spike
-        last_before = (float(t_s[-2]), gyro_dps[-2]) if len(t_s) > 1 else before
+        last_before = (float(t_s[-2]), x[-2]) if len(t_s) > 1 else before
         # The next batch's first sample is judged against the sample before it as given (a spike or not), as
         # lone_spikes judges a whole stream: against the last one kept, the judgement depended on the batching.
-        if last_before is not None and may_be_spike(last_before[0], last_before[1], float(t_s[-1]), gyro_dps[-1],
-                                                    self.dt_s):
+        if last_before is not None and may_be_spike(last_before[0], last_before[1], float(t_s[-1]), x[-1], self.dt_s):
             self._withheld = _copied(_sliced(batch, slice(len(t_s) - 1, len(t_s))))  # (not the caller's buffer)
             keep[-1] = False
             door_last = last_before
         else:
-            door_last = (float(t_s[-1]), gyro_dps[-1])
+            door_last = (float(t_s[-1]), x[-1])
         self._door_last = (door_last[0], np.array(door_last[1], copy=True))
         self.samples_spiked += int(spike.sum())
         if not keep.all():
@@ -973,7 +973,7 @@ class PosturePipeline:
             withheld, self._withheld = self._withheld, None
             out = self._admitted(*withheld[:3], self._lost_carried, withheld[3])
             self._lost_carried = 0
-            self._door_last = (float(withheld[0][0]), withheld[2][0].copy())  # (link_lost: the stream goes on)
+            self._door_last = (float(withheld[0][0]), np.concatenate([withheld[1][0], withheld[2][0]]))  # (link_lost)
         self._close_episodes(out)
         out.metrics = self.minutes.flush()
         return out

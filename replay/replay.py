@@ -363,7 +363,7 @@ def _with_offline_orientation(
 
     offlineVQF wants one uniformly sampled stretch: the recording is cut at gaps longer than the
     pipeline bridges, and shorter gaps are filled on the sample grid (as the pipeline does) for it,
-    as are lone spikes of rotation rate, which the pipeline drops (pipeline/spikes.py): offline VQF
+    as are lone spikes, which the pipeline drops (pipeline/spikes.py): offline VQF
     spreads one over the seconds around it, before and after.
     """
     if not chunks:
@@ -376,7 +376,7 @@ def _with_offline_orientation(
     for a, b in zip(cuts[:-1], cuts[1:]):
         t = data[a:b, 0]
         grid = np.round((t - t[0]) / dt_s).astype(np.int64)
-        real = ~lone_spikes(t, data[a:b, 4:7], dt_s)
+        real = ~lone_spikes(t, data[a:b, 1:4], data[a:b, 4:7], dt_s)
         filled = np.column_stack([np.interp(np.arange(grid[-1] + 1), grid[real], data[a:b, j][real])
                                   for j in range(1, 7)])
         quat[a:b] = offline_quaternions(filled[:, 3:6], filled[:, 0:3], settings.orientation)[grid]

@@ -9,7 +9,7 @@ import pytest
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
 from pipeline.calibration import Calibration
-from pipeline.spikes import lone_spikes, spike_dps
+from pipeline.spikes import SPIKE_G, lone_spikes, spike_dps
 from pipeline.stream import PipelineSettings, PosturePipeline
 
 
@@ -76,6 +76,7 @@ def test_spikes_anywhere_in_any_batches_are_dropped_and_the_rest_reads_as_withou
 def test_what_is_not_a_lone_spike_passes():
     dt_s = 0.01
     t = np.arange(8) * dt_s
+    still = np.tile([0.0, 0.0, 1.0], (8, 1))
     step = np.zeros((8, 3))
     step[4:, 0] = 2000.0  # a jump that stays (a knock that turned the sensor, a real start): motion
     pair = np.zeros((8, 3))
@@ -83,14 +84,35 @@ def test_what_is_not_a_lone_spike_passes():
     small = np.zeros((8, 3))
     small[3, 2] = 0.99 * spike_dps(dt_s)  # under the bound: harmless (under 5° of turn at 100 Hz)
     for gyro in (step, pair, small):
-        assert not lone_spikes(t, gyro, dt_s).any()
+        assert not lone_spikes(t, still, gyro, dt_s).any()
+    acc_small = still.copy()
+    acc_small[3, 1] = 0.99 * SPIKE_G  # (4 g changed nothing measured: spikes.py)
+    assert not lone_spikes(t, acc_small, np.zeros((8, 3)), dt_s).any()
     lone = np.zeros((8, 3))
     lone[3, 2] = 1.01 * spike_dps(dt_s)
-    assert lone_spikes(t, lone, dt_s).tolist() == [i == 3 for i in range(8)]
+    assert lone_spikes(t, still, lone, dt_s).tolist() == [i == 3 for i in range(8)]
+    acc_lone = still.copy()
+    acc_lone[5, 2] = 1.0 + 1.01 * SPIKE_G
+    assert lone_spikes(t, acc_lone, np.zeros((8, 3)), dt_s).tolist() == [i == 5 for i in range(8)]
     apart = t.copy()
     apart[4:] += 1.0  # its next neighbour across a lost second: no neighbour, not judged
-    assert not lone_spikes(apart, lone, dt_s).any()
+    assert not lone_spikes(apart, still, lone, dt_s).any()
     assert [spike_dps(1 / rate_hz) for rate_hz in (25, 50, 100, 200)] == pytest.approx([600, 300, 500, 1000])
+
+
+def test_one_sample_of_16_g_no_longer_reads_a_seated_wearer_standing():
+    """An attack on the first version (rotation rate only): one sample of 16 g (a tap on the case, a glitch) added 1.5
+    m/s to the double integral sit/stand is told by, and 125 s of sitting read standing (office-short, seed 8)."""
+    sim = SensorSimulation(load_scenario("office-short"), seed=8)
+    c = next(sim.chunks(max_samples=sim.n_samples))
+    acc = c.acc_g.copy()
+    acc[859, 1] = 16.0
+    clean, dirty = PosturePipeline(), PosturePipeline()
+    a, b = fed(clean, c.t_s, c.acc_g, c.gyro_dps, 5), fed(dirty, c.t_s, acc, c.gyro_dps, 5)
+    seconds = lambda out, what: sum(getattr(m, what) for m in out["metrics"])  # noqa: E731
+    for what in ("sitting_s", "standing_s", "walking_s", "slouch_s"):
+        assert seconds(b, what) == pytest.approx(seconds(a, what), abs=0.05), what
+    assert seconds(a, "sitting_s") > 100.0 and dirty.samples_spiked == 1
 
 
 def test_a_sample_withheld_at_the_end_of_the_data_is_measured():
@@ -107,26 +129,35 @@ def test_a_sample_withheld_at_the_end_of_the_data_is_measured():
 
 def _thinned(shared_data):
     from evaluation.broad import trials
+    from pipeline.orientation import G_M_S2
 
     paths = trials(shared_data / "broad")
     assert len(paths) == 7, "the 7 BROAD trials must be in shared/data/broad"
     for path in paths:
         d = np.load(path)
         for every in (1, 2, 3, 6, 7, 8, 10, 11):
-            yield f"{path.stem} at 1/{every}", float(d["rate_hz"]) / every, np.degrees(d["gyr_rad_s"])[::every]
+            yield (path.stem, every, float(d["rate_hz"]) / every, d["acc_m_s2"][::every] / G_M_S2,
+                   np.degrees(d["gyr_rad_s"])[::every])
     xio = np.genfromtxt(shared_data / "xio-sensor_data.csv", delimiter=",", skip_header=1)
     for every in (1, 2):
-        yield f"x-io at 1/{every}", 100.0 / every, xio[::every, 1:4]  # (its gyro columns come first)
+        yield "x-io", every, 100.0 / every, xio[::every, 4:7], xio[::every, 1:4]  # (its gyro columns come first)
 
 
-def test_no_sample_of_real_motion_is_taken_for_a_spike(shared_data):
+def test_no_sample_of_real_motion_is_taken_for_a_spike_but_taps_on_the_case_are(shared_data):
     """Real IMU data (BROAD, CC BY 4.0: ../shared/data/broad/README.md; x-io's recording, MIT): fast rotation,
-    translation, tapping on the sensor, at their rates and thinned down to 26 Hz (the least rate the gateway takes is
-    25 Hz; there a sample's jump from its neighbours is largest, 547 °/s: the bound grows with the step), not one
-    sample is a lone spike."""
-    for name, rate_hz, gyro in _thinned(shared_data):
-        t = np.arange(len(gyro)) / rate_hz
-        assert not lone_spikes(t, gyro, 1.0 / rate_hz).any(), name
+    translation, a phone vibrating, at their rates and thinned down to 26 Hz (the least rate the gateway takes is 25
+    Hz; there a sample's rotation rate jumps farthest from its neighbours, 547 °/s: the bound grows with the step),
+    not one sample is a lone spike. Taps on the sensor's case are, by their acceleration alone (16-17 g in one
+    sample): no motion of a trunk, and one such sample read 125 s of sitting as standing."""
+    for name, every, rate_hz, acc_g, gyro_dps in _thinned(shared_data):
+        t = np.arange(len(gyro_dps)) / rate_hz
+        spikes = lone_spikes(t, acc_g, gyro_dps, 1.0 / rate_hz)
+        by_gyro = lone_spikes(t, np.zeros_like(acc_g), gyro_dps, 1.0 / rate_hz)
+        assert not by_gyro.any(), f"{name} at 1/{every}"
+        if "tapping" in name:
+            assert 5 <= spikes.sum() <= 100, f"{name} at 1/{every}: {spikes.sum()} taps"  # (some fall between samples)
+        else:
+            assert not spikes.any(), f"{name} at 1/{every}"
 
 
 def test_the_door_drops_spikes_at_every_rate_the_pipeline_takes():
