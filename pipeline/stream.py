@@ -68,7 +68,7 @@ from .events import (
 from .gaps import GAP_CONTEXT, GYRO_COLUMNS, fill_gaps
 from .metrics import MinuteAggregator
 from .orientation import GyroBias, OrientationFilter, OrientationSettings
-from .spikes import lone_spikes, may_be_spike
+from .spikes import lone_spikes, may_be_spike, no_spike_possible
 from .walking_axis import WalkingAxis, WalkingAxisSettings
 from .worn import WornDetector, WornSettings
 
@@ -305,14 +305,16 @@ class PosturePipeline:
         lost_samples, self._lost_carried = lost_samples + self._lost_carried, 0
         if not len(t_s):  # (the batch was one sample, withheld: its lost samples go with the next)
             self._lost_carried = lost_samples
-            return out
-        return _joined(out, self._admitted(t_s, acc_g, gyro_dps, lost_samples, quat_wxyz))
+            return _empty_output() if out is None else out
+        admitted = self._admitted(t_s, acc_g, gyro_dps, lost_samples, quat_wxyz)
+        return admitted if out is None else _joined(out, admitted)
 
     def _without_spikes(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, quat_wxyz: np.ndarray | None
-                        ) -> tuple[PipelineOutput, _Samples]:
+                        ) -> tuple[PipelineOutput | None, _Samples]:
         """The batch without its lone spikes (pipeline/spikes.py), counted; the sample withheld from
-        the batch before comes first, and a last sample that may be one is withheld until the next sample shows."""
-        out = _empty_output()
+        the batch before comes first, and a last sample that may be one is withheld until the next sample shows. And
+        what the withheld sample gave when it had to go on its own (None: nothing)."""
+        out = None
         batch: _Samples = (t_s, np.asarray(acc_g), np.asarray(gyro_dps), quat_wxyz)
         withheld, self._withheld = self._withheld, None
         if withheld is not None and (withheld[3] is None) == (quat_wxyz is None):
@@ -323,6 +325,9 @@ class PosturePipeline:
             self._door_last = (float(withheld[0][0]), np.concatenate([withheld[1][0], withheld[2][0]]))
         t_s, x = batch[0], np.hstack([batch[1], batch[2]])  # acc_g, gyro_dps: six columns
         before = self._door_last
+        if no_spike_possible(x if before is None else np.vstack([before[1], x]), self.dt_s):  # the usual batch
+            self._door_last = (float(t_s[-1]), x[-1].copy())
+            return out, batch
         if before is not None:
             spike = lone_spikes(np.concatenate([[before[0]], t_s]), np.vstack([before[1][:3], x[:, :3]]),
                                 np.vstack([before[1][3:], x[:, 3:]]), self.dt_s)[1:]
