@@ -663,7 +663,10 @@ def test_live_points_do_not_pile_up_in_memory_while_nothing_can_be_stored(tmp_pa
         # The "full" spool may still take a first small write into its last page's free room (seen once in CI):
         # every state is spooled or dropped and counted, none held in memory.
         assert held == 0 and bridge.stats.live_dropped + bridge.stats.points_spooled == 200, (held, bridge.stats)
-        assert bridge.stats.points_spooled <= 10, bridge.stats
+        # What the last page's free room holds, at most (a point's row is over 64 bytes; 22 were spooled once in CI,
+        # where the bound was 10, though the disk was full as it should be).
+        page_bytes = bridge.spool._db.execute("PRAGMA page_size").fetchone()[0]
+        assert bridge.stats.points_spooled <= page_bytes // 64, bridge.stats
     finally:
         bridge.stop_event.set()
         runner.join(30)
