@@ -320,19 +320,15 @@ class PosturePipeline:
         if withheld is not None and (withheld[3] is None) == (quat_wxyz is None):
             batch = _stacked(withheld, batch)
         elif withheld is not None:  # (an orientation given to one and not the other: the withheld goes on its own)
-            out = self._admitted(*withheld[:3], self._lost_carried, withheld[3])
-            self._lost_carried = 0
-            self._door_last = (float(withheld[0][0]), np.concatenate([withheld[1][0], withheld[2][0]]))
+            out = self._admit_withheld(withheld)
         t_s, x = batch[0], np.hstack([batch[1], batch[2]])  # acc_g, gyro_dps: six columns
         before = self._door_last
-        if no_spike_possible(x if before is None else np.vstack([before[1], x]), self.dt_s):  # the usual batch
+        seen = x if before is None else np.vstack([before[1], x])  # with the sample before, as lone_spikes judges
+        if no_spike_possible(seen, self.dt_s):  # the usual batch
             self._door_last = (float(t_s[-1]), x[-1].copy())
             return out, batch
-        if before is not None:
-            spike = lone_spikes(np.concatenate([[before[0]], t_s]), np.vstack([before[1][:3], x[:, :3]]),
-                                np.vstack([before[1][3:], x[:, 3:]]), self.dt_s)[1:]
-        else:
-            spike = lone_spikes(t_s, x[:, :3], x[:, 3:], self.dt_s)
+        seen_t = t_s if before is None else np.concatenate([[before[0]], t_s])
+        spike = lone_spikes(seen_t, seen[:, :3], seen[:, 3:], self.dt_s)[len(seen) - len(x):]
         keep = ~spike
         last_before = (float(t_s[-2]), x[-2]) if len(t_s) > 1 else before
         # The next batch's first sample is judged against the sample before it as given (a spike or not), as
@@ -348,6 +344,13 @@ class PosturePipeline:
         if not keep.all():
             batch = _sliced(batch, keep)
         return out, batch
+
+    def _admit_withheld(self, withheld: _Samples) -> PipelineOutput:
+        """A withheld sample let through unjudged, with the loss carried to it; the next is judged against it."""
+        out = self._admitted(*withheld[:3], self._lost_carried, withheld[3])
+        self._lost_carried = 0
+        self._door_last = (float(withheld[0][0]), np.concatenate([withheld[1][0], withheld[2][0]]))
+        return out
 
     def _admitted(self, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, lost_samples: int,
                   quat_wxyz: np.ndarray | None) -> PipelineOutput:
@@ -974,11 +977,9 @@ class PosturePipeline:
     def finish(self) -> PipelineOutput:
         """The end of the data: episodes still open end at the last sample, and the last, incomplete minute."""
         out = _empty_output()
-        if self._withheld is not None:  # no next sample to show it a spike: it was a reading
+        if self._withheld is not None:  # no next sample to show it a spike: it was a reading (link_lost goes on)
             withheld, self._withheld = self._withheld, None
-            out = self._admitted(*withheld[:3], self._lost_carried, withheld[3])
-            self._lost_carried = 0
-            self._door_last = (float(withheld[0][0]), np.concatenate([withheld[1][0], withheld[2][0]]))  # (link_lost)
+            out = self._admit_withheld(withheld)
         self._close_episodes(out)
         out.metrics = self.minutes.flush()
         return out
