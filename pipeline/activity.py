@@ -39,6 +39,7 @@ from .acc_offset import AccOffset
 from .angles import DEG_PER_RAD, SensorAttitude, row_dot
 from .events import ACTIVITIES, SITTING, STANDING
 from .gyro_turns import turns_to_last
+from .impulses import bridged, impulses
 from .running import Band, MovingMean, RestLevel, trailing_mean
 from .runs import trailing_run
 
@@ -719,7 +720,7 @@ class ActivityClassifier:
         lo = a - self._step_n - self._buf_start
         if self._step_n <= 0 or lo < 0:
             return 0.0
-        x = ((self._buf[lo:a - self._buf_start] if step_x is None else step_x) - rest_g) * G_M_S2
+        x = ((self._vertical(lo, a - self._buf_start) if step_x is None else step_x) - rest_g) * G_M_S2
         # v(t) = v(a) − ∫ₜᵃ x: a zero mean over the step makes v(a) the mean of ∫ₜᵃ x.
         return float(np.mean(np.cumsum(x[::-1])) * self.dt_s)
 
@@ -787,7 +788,7 @@ class ActivityClassifier:
         if (core[1] - core[0]) * self.dt_s > s.move_core_max_s or b - a > longest or a < self._buf_start:
             return None  # too long to be a sit/stand, or the rest before it was not seen (start of data)
         lo, hi = a - self._buf_start, min(b - self._buf_start, len(self._buf))
-        x = self._buf[lo:hi]
+        x = self._vertical(lo, hi)
         if len(x) < 3:
             return None
         edge = max(1, min(round(REST_EDGE_S * s.rate_hz), len(x) // 3))
@@ -797,10 +798,11 @@ class ActivityClassifier:
         step_x = None
         if not rest_before and (both := self._up_both_ways(lo - self._step_n, hi, tail)) is not None:
             up_all, x_all = both
+            x_all = bridged(x_all, impulses(self._acc_buf[lo - self._step_n:hi], s.rate_hz))
             u, x, step_x = up_all[self._step_n:], x_all[self._step_n:], x_all[:self._step_n]
         # Means as sum / count, np.mean's own arithmetic without its call overhead (this runs per movement).
         after = float(x[-tail:].sum()) / tail
-        before = self._rest_before(lo, edge) if rest_before else after
+        before = self._rest_before(lo, x[:edge]) if rest_before else after
         # World up at the two rests, for both the offset bound and the blend.
         up_before, up_after = u[:edge].mean(axis=0), u[-edge:].mean(axis=0)
         if abs(after - before) > _offset_change_bound(up_after - up_before):
@@ -832,12 +834,16 @@ class ActivityClassifier:
             return SITTING_CODE
         return None
 
-    def _rest_before(self, lo: int, edge: int) -> float:
+    def _vertical(self, lo: int, hi: int) -> np.ndarray:
+        """Vertical acceleration over buffer samples lo..hi (g, less 1 g), impulses (a tap on the case) bridged."""
+        return bridged(self._buf[lo:hi], impulses(self._acc_buf[lo:hi], self.s.rate_hz))
+
+    def _rest_before(self, lo: int, x: np.ndarray) -> float:
         """The resting value before a movement whose window starts at buffer sample lo: the mean over its first edge
         samples and the settled samples just before the window (up to REST_BEFORE_S in all): world up within
         SETTLED_UP of the edge's, and their mean as close to the edge's as noise allows (else they were another rest, or
         the end of an earlier movement, and the edge stands alone)."""
-        x = self._buf[lo:lo + edge]
+        edge = len(x)
         edge_sum = float(x.sum())
         more = min(lo, max(0, round(REST_BEFORE_S * self.s.rate_hz) - edge))
         if not more:

@@ -1,0 +1,54 @@
+"""Impulses: a tap on the sensor's case as the accelerometer samples it, which sit/stand's double integral must not
+take for motion.
+
+A tap shakes the case for a few milliseconds; the body it is strapped to gains no speed from it. Sampled without an
+anti-alias filter, its ringing leaves a few samples of 3-17 g whose sum is no longer zero, and the double integral
+turns that into a rise or a fall: most real taps ring over 2-5 samples and pass the door's lone-spike test
+(spikes.py). Added to a seated stretch (office-short seed 8, 100 Hz, in the calibration's sit-up), 14 of 33 of
+BROAD's taps that ring (its tapping trial thinned to 95 Hz, CC BY 4.0: ../shared/data/broad/README.md) read 110 s of
+sitting as standing. The tap need not point along vertical: one across the back with 0.9 g of it along vertical
+moved the integral by 0.19 m. So impulses are found in all three axes, and bridged in the vertical acceleration the
+integral takes.
+
+An impulse: a sample whose acceleration lies more than SPIKE_G (3 g, spikes.py: real motion never jumps that far)
+from the median of the IMPULSE_HALF_S either side, and the sample on each side of such a sample (a tap's ringing fades
+through 1-3 g there: without them 8 of the 33 still read standing). Real motion never comes that far from that
+median: 1.77 g at most in BROAD's hand-held fast rotation and translation, at 286 Hz and thinned to 26 Hz (x-io's
+recording: 0.91 g). A sit-down's landing is slower: a 100 ms half-sine of 1.5 g lies 0.6 g from its median.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .angles import row_norm
+from .spikes import SPIKE_G, SQRT3
+
+# A tap rings for up to ~50 ms (5 samples at 95 Hz): a median of 0.06 s either side of a sample is the body's motion.
+IMPULSE_HALF_S = 0.06
+
+
+def impulses(acc_g: np.ndarray, rate_hz: float) -> np.ndarray:
+    """Per sample of acceleration (g, three axes, evenly sampled at rate_hz): part of an impulse. The median's window
+    is cut at the ends of acc_g (their samples are repeated), so the answer depends on acc_g alone."""
+    n, k = len(acc_g), max(1, round(IMPULSE_HALF_S * rate_hz))
+    found = np.zeros(n, bool)
+    # No sample steps more than SPIKE_G / (k √3) in any axis: none can lie SPIKE_G from a median k steps away at most.
+    if n < 2 * k + 1 or k * SQRT3 * float(np.abs(acc_g[1:] - acc_g[:-1]).max()) <= SPIKE_G:
+        return found
+    window = sliding_window_view(np.pad(acc_g, ((k, k), (0, 0)), mode="edge"), 2 * k + 1, axis=0)
+    far = row_norm(acc_g - np.median(window, axis=-1)) > SPIKE_G
+    found[:-1] |= far[1:]
+    found[1:] |= far[:-1]
+    return found | far
+
+
+def bridged(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """x with the samples marked out replaced by a straight line between the kept samples either side (the first or
+    last kept value beyond them), as a lost packet's are filled."""
+    if not out.any() or out.all():
+        return x
+    i = np.arange(len(x))
+    filled: np.ndarray = np.where(out, np.interp(i, i[~out], x[~out]), x)
+    return filled
