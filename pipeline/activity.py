@@ -24,7 +24,8 @@ walking, lying — from one IMU on the upper back.
   off falls too, it cost sit-downs into a slouch, each a whole sitting bout read standing. Context decides the rest:
   walking means standing; getting up from lying means sitting first. The rests either side of a movement are taken
   over as long as they were seen to last: a noisy sensor's half second is good to 1.6 mg, which a 6 s window turns
-  into 7 cm.
+  into 7 cm. A tap on the sensor's case is no motion of the body, and its samples are bridged before integrating
+  (impulses.py).
 """
 
 from __future__ import annotations

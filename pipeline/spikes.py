@@ -22,10 +22,9 @@ rotation and translation, far beyond a trunk's). So SPIKE_DEG / dt, but at least
 Acceleration: SPIKE_G at any rate. Real motion's largest lone jump is 1.97 g (BROAD thinned to 71 Hz; 1.5 g at
 143 Hz; x-io's 1.0 g at 100 Hz); one sample of 4 g changed nothing measured where 5-6 g turned 110-125 s of sitting
 into standing (office-short seed 8, 100 Hz). A tap's sample goes with its rotation rate, which was real: the tapping
-trial's orientation, its lone taps filled, is 0.05° worse (0.61° → 0.65°). Not mended here: most real taps ring over
-2-5 samples (BROAD: 39 of 63 lone at 286 Hz, 8 of 19 at 95 Hz) and pass, and one of those added to a seated stretch
-still read 110 s of sitting as standing (14 of 33 tries, a review's): sit/stand's double integral itself must
-withstand such impulses (pipeline/activity.py), and a hard landing is not to be taken for one.
+trial's orientation, its lone taps filled, is 0.05° worse (0.61° → 0.65°). Most real taps ring over 2-5 samples
+(BROAD: 39 of 63 lone at 286 Hz, 8 of 19 at 95 Hz) and pass: sit/stand's double integral bridges those
+(impulses.py).
 
 No sample of the simulator's named cases and three random hours, at 50, 100 and 200 Hz (14.3 M samples), is a lone
 spike. Two bad samples in a row are not one and pass (an attack: two adjacent glitches of rotation rate still moved

@@ -1064,7 +1064,12 @@ class PosturePipeline:
         """
         n_hist = len(self._tail_t)
         t_all = np.concatenate([self._tail_t, t_s])
-        x_all = np.vstack([self._tail_x, x]) if n_hist else x
+        tail_x = self._tail_x
+        if n_hist and tail_x.shape[1] != x.shape[1]:
+            # An orientation given from this batch on (the history's taken as its first), or no longer: raised before.
+            tail_x = (tail_x[:, :x.shape[1]] if tail_x.shape[1] > x.shape[1]
+                      else np.hstack([tail_x, np.repeat(x[:1, tail_x.shape[1]:], n_hist, axis=0)]))
+        x_all = np.vstack([tail_x, x]) if n_hist else x
         real = np.ones(len(t_all), bool)
         steps = np.round(np.diff(t_all) / self.dt_s).astype(int)
         gaps = np.flatnonzero(steps > 1)

@@ -244,7 +244,7 @@ def replay(path: Path, out_path: Path | None, device: str = "replay", progress: 
         for line in rollups.flush():
             out.write(json.dumps({"device": device, **line}) + "\n")
     return {"file": str(path), "samples": stats["samples"], "bad_lines": stats["bad_lines"],
-            "out_of_order": stats["backwards"], **summary.as_dict()}
+            "out_of_order": stats["backwards"], "discarded_samples": pipeline.samples_discarded, **summary.as_dict()}
 
 
 def _check_units(data: np.ndarray) -> None:

@@ -278,6 +278,24 @@ def test_a_batch_of_the_wrong_shape_is_said_in_one_line_and_the_stream_goes_on()
     assert p.last_t_s == t[-1] and p.samples_out_of_order == 0
 
 
+@pytest.mark.parametrize("given_first", [True, False])
+def test_an_orientation_given_and_then_not_across_lost_packets_fills_the_gaps(given_first):
+    """A caller that gives the sensor's orientation for some batches and not others (an offline estimate for part of a
+    recording): a packet lost where it changed made the gap filling raise (the history had 10 columns, the batch 6)."""
+    from pipeline.calibration import Calibration
+    from pipeline.stream import PosturePipeline
+
+    t = np.arange(0, 10, 0.01)
+    acc, gyro, quat = np.tile([0.0, 0.0, 1.0], (len(t), 1)), np.zeros((len(t), 3)), np.tile([1.0, 0, 0, 0], (len(t), 1))
+    p = PosturePipeline(calibration=Calibration(np.eye(3), True))
+    shown = 0
+    for k, (a, b) in enumerate([(0, 500), (520, 700), (720, 900), (903, 1000)]):
+        given = (k % 2 == 0) == given_first
+        shown += len(p.update(t[a:b], acc[a:b], gyro[a:b], quat_wxyz=quat[a:b] if given else None).t_s)
+    shown += len(p.finish().t_s)
+    assert (shown, p.gaps_filled, p.samples_discarded, p.last_t_s) == (957, 3, 0, t[999])
+
+
 def measured_after_gap(yaw_deg: np.ndarray, walking: np.ndarray, size: int
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Through a baseline reset as after a lost link, size samples at a time: the rotation and jumps as finally measured

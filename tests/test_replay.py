@@ -94,6 +94,24 @@ def test_gaps_never_produce_false_events(tmp_path):
                    [(s.start_s, s.end_s) for s in truth.slouch_episodes]), f"invented slouch {e}"
 
 
+def test_samples_the_pipeline_drops_are_counted_in_the_summary(tmp_path):
+    """Rows every reader takes but no worn IMU gives (a lone spike of rotation rate: a bit flipped in the recording)
+    are dropped by the pipeline's door: the summary says how many, as a gateway's status does."""
+    *chunks, _ = case_chunks("slouch-ideal")
+    write_record_csv(tmp_path / "rec.csv", chunks)
+    lines = (tmp_path / "rec.csv").read_text().splitlines()
+    for row in (2000, 5000, 9000):
+        cells = lines[row].split(",")
+        gyro_x = lines[0].split(",").index("gyro_x_dps")
+        cells[gyro_x] = "2000.0"
+        lines[row] = ",".join(cells)
+    (tmp_path / "spiked.csv").write_text("\n".join(lines) + "\n")
+    good = replay(tmp_path / "rec.csv", None, progress=False)
+    hurt = replay(tmp_path / "spiked.csv", None, progress=False)
+    assert (good["discarded_samples"], hurt["discarded_samples"], hurt["bad_lines"]) == (0, 3, 0)
+    assert hurt["samples"] == good["samples"] and hurt["slouch_episodes"] == good["slouch_episodes"] > 0
+
+
 def test_bad_lines_are_counted_and_the_replay_goes_on(tmp_path):
     *chunks, _ = case_chunks("slouch-ideal")
     write_record_csv(tmp_path / "rec.csv", chunks)

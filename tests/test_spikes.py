@@ -11,6 +11,7 @@ from firmware_sim.scenario import load_scenario
 from pipeline.calibration import Calibration
 from pipeline.spikes import SPIKE_G, lone_spikes, spike_dps
 from pipeline.stream import PipelineSettings, PosturePipeline
+from support.data import thinned
 
 
 def fed(p: PosturePipeline, t_s: np.ndarray, acc_g: np.ndarray, gyro_dps: np.ndarray, size: int) -> dict:
@@ -127,22 +128,6 @@ def test_a_sample_withheld_at_the_end_of_the_data_is_measured():
     assert end.t_s.tolist() == [t[-1]] and p.last_t_s == t[-1] and p.samples_spiked == 0
 
 
-def _thinned(shared_data):
-    from evaluation.broad import trials
-    from pipeline.orientation import G_M_S2
-
-    paths = trials(shared_data / "broad")
-    assert len(paths) == 7, "the 7 BROAD trials must be in shared/data/broad"
-    for path in paths:
-        d = np.load(path)
-        for every in range(1, 12):
-            yield (path.stem, every, float(d["rate_hz"]) / every, d["acc_m_s2"][::every] / G_M_S2,
-                   np.degrees(d["gyr_rad_s"])[::every])
-    xio = np.genfromtxt(shared_data / "xio-sensor_data.csv", delimiter=",", skip_header=1)
-    for every in (1, 2):
-        yield "x-io", every, 100.0 / every, xio[::every, 4:7], xio[::every, 1:4]  # (its gyro columns come first)
-
-
 def test_no_sample_of_real_motion_is_taken_for_a_spike_but_taps_on_the_case_are(shared_data):
     """Real IMU data (BROAD, CC BY 4.0: ../shared/data/broad/README.md; x-io's recording, MIT): fast rotation,
     translation, a phone vibrating, at their rates and thinned down to 26 Hz (the least rate the gateway takes is 25
@@ -150,7 +135,7 @@ def test_no_sample_of_real_motion_is_taken_for_a_spike_but_taps_on_the_case_are(
     not one sample is a lone spike. Taps on the sensor's case that show in one sample are, by their acceleration alone
     (16-17 g): no motion of a trunk, and one such sample read 125 s of sitting as standing. (Most taps ring over 2-5
     samples and pass: spikes.py.)"""
-    for name, every, rate_hz, acc_g, gyro_dps in _thinned(shared_data):
+    for name, every, rate_hz, acc_g, gyro_dps in thinned(shared_data):
         t = np.arange(len(gyro_dps)) / rate_hz
         spikes = lone_spikes(t, acc_g, gyro_dps, 1.0 / rate_hz)
         by_gyro = lone_spikes(t, np.zeros_like(acc_g), gyro_dps, 1.0 / rate_hz)
