@@ -13,7 +13,7 @@ integral takes.
 An impulse: a sample whose acceleration lies more than SPIKE_G (3 g, spikes.py: real motion never jumps that far)
 from the median of the IMPULSE_HALF_S either side, and the sample on each side of such a sample (a tap's ringing fades
 through 1-3 g there: without them 8 of the 33 still read standing). Real motion never comes that far from that
-median: 1.77 g at most in BROAD's hand-held fast rotation and translation, at 286 Hz and thinned to 26 Hz (x-io's
+median: 1.80 g at most in BROAD's hand-held fast rotation and translation, at 286 Hz and thinned to 26 Hz (x-io's
 recording: 0.91 g). A sit-down's landing is slower: a 100 ms half-sine of 1.5 g lies 0.6 g from its median.
 """
 
