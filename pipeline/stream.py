@@ -1066,7 +1066,8 @@ class PosturePipeline:
         t_all = np.concatenate([self._tail_t, t_s])
         tail_x = self._tail_x
         if n_hist and tail_x.shape[1] != x.shape[1]:
-            # An orientation given from this batch on (the history's taken as its first), or no longer: raised before.
+            # An orientation given from this batch on, or no longer: the history takes the batch's columns (before the
+            # first given orientation, that one), so a packet lost where it changed is filled like any other.
             tail_x = (tail_x[:, :x.shape[1]] if tail_x.shape[1] > x.shape[1]
                       else np.hstack([tail_x, np.repeat(x[:1, tail_x.shape[1]:], n_hist, axis=0)]))
         x_all = np.vstack([tail_x, x]) if n_hist else x

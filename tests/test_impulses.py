@@ -72,10 +72,10 @@ def test_no_sample_of_real_motion_is_an_impulse_but_taps_that_ring_are(shared_da
 @pytest.mark.parametrize("rate_hz", [25, 50, 100, 200])
 def test_a_hard_landing_in_a_chair_is_no_impulse(rate_hz):
     """Dropping 0.2 m into a seat stopped in 100 ms (a half-sine peaking 3.2 g over gravity): the body's motion, kept
-    (one stopped in 50 ms, 6.3 g, is not: a fall more than a sit-down, impulses.py)."""
+    (one stopped in 50 ms, 6.3 g, is not: a fall more than a sit-down, docs/pipeline.md)."""
     t = np.arange(-2.0, 3.0, 1.0 / rate_hz)
     fall_s, stop_s = np.sqrt(2 * 0.2 / G_M_S2), 0.1
-    peak_g = G_M_S2 * fall_s * np.pi / (2 * stop_s) / G_M_S2
+    peak_g = fall_s * np.pi / (2 * stop_s)  # (in g: the speed at impact, fall_s × 1 g, stopped over stop_s)
     vertical = np.ones_like(t)
     vertical[(t >= 0) & (t < fall_s)] = 0.0
     stopping = (t >= fall_s) & (t < fall_s + stop_s)
