@@ -840,10 +840,10 @@ class ActivityClassifier:
         return bridged(self._buf[lo:hi], impulses(self._acc_buf[lo:hi], self.s.rate_hz))
 
     def _rest_before(self, lo: int, x: np.ndarray) -> float:
-        """The resting value before a movement whose window starts at buffer sample lo: the mean over its first edge
-        samples and the settled samples just before the window (up to REST_BEFORE_S in all): world up within
-        SETTLED_UP of the edge's, and their mean as close to the edge's as noise allows (else they were another rest, or
-        the end of an earlier movement, and the edge stands alone)."""
+        """The resting value before a movement whose window starts at buffer sample lo: the mean over its first samples,
+        x (impulses bridged), and the settled samples just before the window (up to REST_BEFORE_S in all): world up
+        within SETTLED_UP of the edge's, and their mean as close to the edge's as noise allows (else they were another
+        rest, or the end of an earlier movement, and the edge stands alone)."""
         edge = len(x)
         edge_sum = float(x.sum())
         more = min(lo, max(0, round(REST_BEFORE_S * self.s.rate_hz) - edge))
