@@ -40,7 +40,7 @@ from .acc_offset import AccOffset
 from .angles import DEG_PER_RAD, SensorAttitude, row_dot
 from .events import ACTIVITIES, SITTING, STANDING
 from .gyro_turns import turns_to_last
-from .impulses import bridged, impulses
+from .impulses import bridged, impulses, landings_kept
 from .running import Band, MovingMean, RestLevel, trailing_mean
 from .runs import trailing_run
 
@@ -789,7 +789,7 @@ class ActivityClassifier:
         if (core[1] - core[0]) * self.dt_s > s.move_core_max_s or b - a > longest or a < self._buf_start:
             return None  # too long to be a sit/stand, or the rest before it was not seen (start of data)
         lo, hi = a - self._buf_start, min(b - self._buf_start, len(self._buf))
-        x = self._vertical(lo, hi)
+        raw, x = self._buf[lo:hi], self._vertical(lo, hi)
         if len(x) < 3:
             return None
         edge = max(1, min(round(REST_EDGE_S * s.rate_hz), len(x) // 3))
@@ -799,6 +799,7 @@ class ActivityClassifier:
         step_x = None
         if not rest_before and (both := self._up_both_ways(lo - self._step_n, hi, tail)) is not None:
             up_all, x_all = both
+            raw = x_all[self._step_n:]
             x_all = bridged(x_all, impulses(self._acc_buf[lo - self._step_n:hi], s.rate_hz))
             u, x, step_x = up_all[self._step_n:], x_all[self._step_n:], x_all[:self._step_n]
         # Means as sum / count, np.mean's own arithmetic without its call overhead (this runs per movement).
@@ -816,8 +817,9 @@ class ActivityClassifier:
             offset = (after - before) * self._blend(u, up_before, up_after, core_in_window)
         elif not rest_before:  # the rest after stands for both ends: the offset is measured from there
             offset = offset - float(offset[-tail:].mean())
-        rise_m = _zupt_rise_m((x - before - offset) * G_M_S2,
-                              self.dt_s, 0.0 if rest_before else self._step_velocity(a, after, step_x))
+        v0_m_s = 0.0 if rest_before else self._step_velocity(a, after, step_x)
+        acc_m_s2 = landings_kept((x - before - offset) * G_M_S2, (raw - x) * G_M_S2, v0_m_s, self.dt_s)
+        rise_m = _zupt_rise_m(acc_m_s2, self.dt_s, v0_m_s)
         if fidgeting:
             # No rest after to measure the offset where the trunk went: a fall must outdo what FIDGET_OFFSET_G of it,
             # seen along the trunk's way from its posture before, could fake through the integral's kernel (T/2 − t).

@@ -9,7 +9,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from firmware_sim.imu import SensorSimulation
 from firmware_sim.scenario import load_scenario
-from pipeline.impulses import bridged, impulses
+from pipeline.activity import _zupt_rise_m
+from pipeline.impulses import bridged, impulses, landings_kept
 from pipeline.orientation import G_M_S2
 from pipeline.spikes import SPIKE_G, lone_spikes
 from pipeline.stream import PosturePipeline
@@ -91,3 +92,33 @@ def test_bridged_samples_lie_on_the_line_between_their_neighbours():
     assert bridged(x, np.zeros(6, bool)) is x
     ends = np.array([True, False, False, False, False, True])
     assert bridged(x, ends).tolist() == [1.0, 1.0, 9.0, -7.0, 4.0, 4.0]
+
+
+@pytest.mark.parametrize("rate_hz", [50, 100, 200])
+def test_a_landing_bridged_as_an_impulse_is_put_back_for_it_stops_the_fall(rate_hz):
+    """A fall of 0.2 m stopped in 40 ms (7.9 g over gravity) lies far from its median, like a tap, but its impact is
+    what brings the body to rest: bridged, the fall never stopped, and the integral (at rest at its end) read it as a
+    rise of a metre (an attack: hard sit-downs stopped in 30-80 ms read as stand-ups). A tap's ringing, bridged, stays
+    bridged."""
+    dt_s = 1.0 / rate_hz
+    t = np.arange(-2.0, 3.0, dt_s)
+    fall_s, stop_s = np.sqrt(2 * 0.2 / G_M_S2), 0.04
+    x = np.zeros_like(t)  # vertical acceleration less 1 g
+    x[(t >= 0) & (t < fall_s)] = -1.0
+    stopping = (t >= fall_s) & (t < fall_s + stop_s)
+    x[stopping] = fall_s * np.pi / (2 * stop_s) * np.sin(np.pi * (t[stopping] - fall_s) / stop_s)
+    tap = np.zeros_like(t)
+    tap[np.searchsorted(t, 2.0) + np.arange(3)] = [-7.7, -7.7, -2.7]
+    # The landing as sampled (a 40 ms stop in 2-8 samples, the integral of its samples as far off as the sampling makes
+    # it), and the tap bridged: no rise.
+    for signal, rise_m in ((x, _zupt_rise_m(x * G_M_S2, dt_s)), (tap, 0.0)):
+        acc = np.column_stack([np.zeros_like(t), np.zeros_like(t), signal + 1.0])
+        gone = impulses(acc, rate_hz)
+        assert gone.any()
+        kept = bridged(signal, gone)
+        acc_m_s2 = landings_kept(kept * G_M_S2, (signal - kept) * G_M_S2, 0.0, dt_s)
+        assert _zupt_rise_m(acc_m_s2, dt_s) == pytest.approx(rise_m, abs=1e-9)
+    # Bridged alone, nowhere near: a fall four times as deep here, a rise where the impact lies later in the window.
+    unstopped_m = _zupt_rise_m(bridged(x, impulses(np.column_stack([0 * t, 0 * t, x + 1]), rate_hz)) * G_M_S2, dt_s)
+    assert abs(unstopped_m + 0.2) > 0.5 and -0.4 < _zupt_rise_m(x * G_M_S2, dt_s) < -0.15
+
