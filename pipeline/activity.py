@@ -42,7 +42,7 @@ from .events import ACTIVITIES, SITTING, STANDING
 from .gyro_turns import turns_to_last
 from .impulses import bridged, impulses, landings_kept
 from .running import Band, MovingMean, RestLevel, trailing_mean
-from .runs import trailing_run
+from .runs import runs_of, trailing_run
 
 G_M_S2 = 9.80665
 MOVE_AFTER_S = 1.5  # integration goes on this long after the last moving (or tilting) sample
@@ -600,8 +600,8 @@ class ActivityClassifier:
         quiet_n, margin = round(s.move_quiet_s * s.rate_hz), round(s.move_margin_s * s.rate_hz)
         flips: list[tuple[int, int]] = []
         # Runs of moving, blocked and tilting samples, in order (few per batch).
-        runs = ([(a, b, _MOVING) for a, b in _runs(moving)] + [(a, b, _BLOCKED) for a, b in _runs(blocked)]
-                + [(a, b, _TILTING) for a, b in _runs(tilting)])
+        runs = ([(a, b, _MOVING) for a, b in runs_of(moving)] + [(a, b, _BLOCKED) for a, b in runs_of(blocked)]
+                + [(a, b, _TILTING) for a, b in runs_of(tilting)])
         if self._walked_to_end and n and not walking[0]:
             self._after_walk(base, base)  # walking ended on the batch edge
         self._walked_to_end = bool(walking[-1]) if n else self._walked_to_end
@@ -958,13 +958,3 @@ def _zupt_rise_m(acc_m_s2: np.ndarray, dt_s: float, v0_m_s: float = 0.0) -> floa
     v = v0_m_s + np.cumsum(acc_m_s2) * dt_s
     v -= v[-1] * np.linspace(0.0, 1.0, len(v))
     return float(v.sum() * dt_s)
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of each run of True."""
-    if not mask.any():
-        return []
-    # Where the mask changes, with a False before and after it: starts and ends alternate.
-    edges = (np.flatnonzero(mask[1:] != mask[:-1]) + 1).tolist()
-    edges = ([0] if mask[0] else []) + edges + ([len(mask)] if mask[-1] else [])
-    return list(zip(edges[::2], edges[1::2]))

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .angles import row_norm
+from .runs import runs_of
 from .spikes import SPIKE_G, SQRT3
 
 # A tap rings for up to ~50 ms (5 samples at 95 Hz): a median of 0.06 s either side of a sample is the body's motion.
@@ -72,11 +73,11 @@ def landings_kept(acc_m_s2: np.ndarray, removed_m_s2: np.ndarray, v0_m_s: float,
     the 1.9 it stopped. Any velocity, not a fall's: two taps in the calibration's sit-up were put back (2 of 33 read
     standing). By the velocity at the window's end: a tap that cancelled a drift of 0.12 m/s there was put back (227 s
     of standing read sitting)."""
-    runs = np.flatnonzero(np.diff(np.concatenate([[0], (removed_m_s2 != 0).astype(np.int8), [0]])))
-    if not len(runs):
+    runs = runs_of(removed_m_s2 != 0)
+    if not runs:
         return acc_m_s2
     kept, v_m_s, added_m_s = acc_m_s2.copy(), v0_m_s + np.cumsum(acc_m_s2) * dt_s, 0.0
-    for a, b in zip(runs[::2], runs[1::2]):
+    for a, b in runs:
         before_m_s = (v_m_s[a - 1] if a else v0_m_s) + added_m_s
         dv_m_s = float(removed_m_s2[a:b].sum()) * dt_s
         if before_m_s < 0.0 < dv_m_s and abs(before_m_s + dv_m_s) < abs(before_m_s):  # (a fall, stopped)

@@ -20,6 +20,16 @@ def trailing_run(mask: np.ndarray, before: float) -> np.ndarray:
     return np.where(last_not >= 0, pos - last_not, before + pos + 1)
 
 
+def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of True in one array."""
+    if not mask.any():
+        return []
+    # Where the mask changes, with a False before and after it: starts and ends alternate.
+    edges = (np.flatnonzero(mask[1:] != mask[:-1]) + 1).tolist()
+    edges = ([0] if mask[0] else []) + edges + ([len(mask)] if mask[-1] else [])
+    return list(zip(edges[::2], edges[1::2]))
+
+
 @dataclass
 class Run:
     start: int  # absolute sample index of the first sample in the run
